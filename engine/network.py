@@ -376,16 +376,20 @@ def _limit(value, name: str) -> float:
     return out
 
 
-def _normalise(df: pl.DataFrame, schema: dict, table: str, defaults: dict) -> pl.DataFrame:
-    """Select, default and cast the columns of an input table; reject NaN and missing values."""
+def _normalise(df: pl.DataFrame, schema: dict, table: str, defaults: dict,
+               nullable: tuple = ()) -> pl.DataFrame:
+    """Select, default and cast the columns of an input table; reject NaN and missing values.
+
+    Columns named in ``nullable`` may hold nulls; every other null is an error.
+    """
     exprs = []
     for col, dtype in schema.items():
         if col in df.columns:
             expr = pl.col(col)
-            if col in defaults:
+            if defaults.get(col) is not None:
                 expr = expr.fill_null(defaults[col])
         elif col in defaults:
-            expr = pl.lit(defaults[col])
+            expr = pl.lit(defaults[col], dtype=None if defaults[col] is not None else dtype)
         else:
             raise InputError(table, col, "column is missing")
         if dtype == pl.Utf8:
@@ -400,9 +404,11 @@ def _normalise(df: pl.DataFrame, schema: dict, table: str, defaults: dict) -> pl
     except pl.exceptions.PolarsError as exc:
         bad = _first_uncastable(df, schema)
         if bad:
-            raise InputError(table, bad[0], bad[1]) from None
+            raise InputError(table, bad[0], bad[2], row=bad[1]) from None
         raise InputError(table, "?", str(exc).splitlines()[0]) from None
     for col, dtype in schema.items():
+        if col in nullable:
+            continue
         nulls = np.nonzero(out[col].is_null().to_numpy())[0]
         if len(nulls):
             raise InputError(table, col, "is empty", row=int(nulls[0]))
@@ -422,12 +428,12 @@ def _utc(expr: pl.Expr, dtype) -> pl.Expr:
     return expr.cast(pl.Datetime("us", "UTC"))
 
 
-def _first_uncastable(df: pl.DataFrame, schema: dict) -> tuple[str, str] | None:
+def _first_uncastable(df: pl.DataFrame, schema: dict) -> tuple[str, int, str] | None:
     for col, dtype in schema.items():
         if col not in df.columns or dtype == pl.Utf8 or isinstance(dtype, pl.Datetime):
             continue
         casted = df[col].cast(dtype, strict=False)
         bad = np.nonzero((casted.is_null() & df[col].is_not_null()).to_numpy())[0]
         if len(bad):
-            return col, f"row {int(bad[0])}: {df[col][int(bad[0])]!r} is not a {dtype}"
+            return col, int(bad[0]), f"{df[col][int(bad[0])]!r} is not a number"
     return None

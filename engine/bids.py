@@ -1,0 +1,286 @@
+"""DER bids, market rules and resources.
+
+A bid segment is one row of a polars table:
+
+========== ======== ==========================================================
+column     type     meaning
+========== ======== ==========================================================
+bid_id     str      unique
+bus        str      feeder bus the DER sits at
+side       str      ``buy`` = withdraw; ``sell`` = inject or reduce consumption
+quantity_kw float   > 0, the most that may be cleared
+price      float    per MWh; a buy bid's willingness to pay, a sell offer's ask
+interval   datetime UTC start of the interval; null for a single-interval market
+aggregator_id str   optional, who answers for the bid
+resource_id str     optional, the DER (links the bid to a :class:`Battery`, ...)
+tan_phi    float    kvar per kW moved with the bid (default 0); a buy withdraws
+                    ``tan_phi * p`` kvar, a sell injects it
+========== ======== ==========================================================
+
+A step curve is several segments of one resource; the welfare-maximising
+clearing fills cheaper (dearer, for buys) segments first on its own, so no
+ordering constraint between segments is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from engine.errors import InputError
+from engine.network import Feeder, _normalise, _utc
+
+BID_SCHEMA = {"bid_id": pl.Utf8, "bus": pl.Utf8, "side": pl.Utf8, "quantity_kw": pl.Float64,
+              "price": pl.Float64, "interval": pl.Datetime("us", "UTC"), "aggregator_id": pl.Utf8,
+              "resource_id": pl.Utf8, "tan_phi": pl.Float64}
+SIDES = ("buy", "sell")
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    """Rules of one market.
+
+    Attributes
+    ----------
+    price_floor, price_cap
+        Lowest and highest admissible bid price, per MWh.
+    interval_minutes
+        Length of each interval (60 day-ahead, 5 real-time); a single-interval
+        market defaults to one hour, so welfare per interval equals welfare per hour.
+    value_of_lost_load
+        Per MWh. When set, fixed load may be shed at this price instead of the
+        market being declared infeasible.
+    """
+
+    price_floor: float = -1000.0
+    price_cap: float = 3000.0
+    interval_minutes: float = 60.0
+    value_of_lost_load: float | None = None
+
+    def __post_init__(self):
+        for name in ("price_floor", "price_cap", "interval_minutes"):
+            if not math.isfinite(getattr(self, name)):
+                raise InputError("market", name, "must be a finite number")
+        if self.price_floor >= self.price_cap:
+            raise InputError("market", "price_floor", "must be below price_cap")
+        if self.interval_minutes <= 0:
+            raise InputError("market", "interval_minutes", "must be positive")
+        if self.value_of_lost_load is not None and not self.value_of_lost_load > 0:
+            raise InputError("market", "value_of_lost_load", "must be positive")
+
+    @property
+    def hours(self) -> float:
+        return self.interval_minutes / 60.0
+
+
+@dataclass(frozen=True, eq=False)
+class BidBook:
+    """Validated bids as arrays aligned with ``table`` rows.
+
+    ``intervals`` is the sorted list of distinct intervals (``[None]`` for a
+    single-interval market); ``t_idx`` indexes it and ``bus_idx`` indexes the
+    feeder's topology order. ``withdraw_sign`` is +1 for buys, -1 for sells.
+    """
+
+    table: pl.DataFrame
+    intervals: list
+    bus_idx: np.ndarray
+    t_idx: np.ndarray
+    withdraw_sign: np.ndarray
+    quantity_kw: np.ndarray
+    price: np.ndarray
+    tan_phi: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.table.height
+
+    @property
+    def n_interval(self) -> int:
+        return len(self.intervals)
+
+
+def empty_bids() -> pl.DataFrame:
+    return pl.DataFrame(schema=BID_SCHEMA)
+
+
+def validate_bids(bids: pl.DataFrame, feeder: Feeder, rules: MarketRules = MarketRules(),
+                  intervals: list | None = None) -> BidBook:
+    """Check a bid table against a feeder and the market rules.
+
+    Raises :class:`InputError` naming the row and field of the first problem:
+    missing column, unknown bus, side not buy/sell, quantity not > 0 or NaN,
+    price NaN or outside ``[price_floor, price_cap]``, duplicate ``bid_id``,
+    ``tan_phi`` NaN. ``intervals`` may give the market's intervals (a superset
+    of those bid in); otherwise the distinct bid intervals are used.
+    """
+    for col in ("bid_id", "bus", "side", "quantity_kw", "price"):
+        if col not in bids.columns:
+            raise InputError("bids", col, "column is missing")
+    table = _normalise(bids, BID_SCHEMA, "bids", {"interval": None, "aggregator_id": "",
+                                                   "resource_id": "", "tan_phi": 0.0},
+                       nullable=("interval",))
+    ids = table["bid_id"]
+    dup = ids.is_duplicated().to_numpy()
+    if dup.any():
+        row = int(np.nonzero(dup)[0][1]) if dup.sum() > 1 else int(np.nonzero(dup)[0][0])
+        raise InputError("bids", "bid_id", f"duplicate bid_id {ids[row]!r}", row=row)
+    side = table["side"].to_numpy()
+    bad = np.nonzero(~np.isin(side, SIDES))[0]
+    if len(bad):
+        raise InputError("bids", "side", f"must be 'buy' or 'sell' (got {side[bad[0]]!r})", row=int(bad[0]))
+    q = table["quantity_kw"].to_numpy()
+    bad = np.nonzero(~(q > 0) | ~np.isfinite(q))[0]
+    if len(bad):
+        raise InputError("bids", "quantity_kw", f"must be a positive finite number (got {q[bad[0]]})",
+                         row=int(bad[0]))
+    price = table["price"].to_numpy()
+    bad = np.nonzero(~((price >= rules.price_floor) & (price <= rules.price_cap)))[0]
+    if len(bad):
+        raise InputError("bids", "price", f"{price[bad[0]]} is outside the market's floor "
+                         f"{rules.price_floor} and cap {rules.price_cap}", row=int(bad[0]))
+    tan_phi = table["tan_phi"].to_numpy()
+    bad = np.nonzero(~np.isfinite(tan_phi))[0]
+    if len(bad):
+        raise InputError("bids", "tan_phi", "must be finite", row=int(bad[0]))
+    bus_idx = feeder.topology.bus_index_of(table["bus"].to_list(), table="bids")
+
+    ivs = table["interval"].to_list()
+    has = [iv is not None for iv in ivs]
+    if any(has) and not all(has):
+        row = has.index(False)
+        raise InputError("bids", "interval", "is empty while other bids give one: a market is either "
+                         "single-interval (all empty) or timed (all set)", row=row)
+    if intervals is None:
+        intervals = sorted(set(ivs)) if all(has) and ivs else [None]
+    t_of = {iv: k for k, iv in enumerate(intervals)}
+    t_idx = np.empty(len(ivs), dtype=np.int64)
+    for k, iv in enumerate(ivs):
+        t = t_of.get(iv)
+        if t is None:
+            raise InputError("bids", "interval", f"{iv} is not an interval of this market", row=k)
+        t_idx[k] = t
+    return BidBook(table=table, intervals=list(intervals), bus_idx=bus_idx, t_idx=t_idx,
+                   withdraw_sign=np.where(side == "buy", 1.0, -1.0), quantity_kw=q, price=price,
+                   tan_phi=tan_phi)
+
+
+# -- resources -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Battery:
+    """Storage whose buy bids charge it and sell bids discharge it.
+
+    ``e_t = e_{t-1} + eta_charge * charge_t * dt - discharge_t * dt / eta_discharge``,
+    ``soc_min_kwh <= e_t <= energy_kwh``, ``e_T >= soc_end_kwh``; kW limits on the
+    sum of cleared buy (charge) and sell (discharge) bids per interval.
+    """
+
+    resource_id: str
+    energy_kwh: float
+    charge_kw: float
+    discharge_kw: float
+    eta_charge: float = 0.95
+    eta_discharge: float = 0.95
+    soc_init_kwh: float = 0.0
+    soc_end_kwh: float = 0.0
+    soc_min_kwh: float = 0.0
+
+
+@dataclass(frozen=True)
+class FlexibleLoad:
+    """A load whose cleared net withdrawal may change by at most ``ramp_kw`` between intervals."""
+
+    resource_id: str
+    ramp_kw: float
+
+
+@dataclass(frozen=True)
+class ElectricVehicle:
+    """An EV that must take ``energy_kwh`` (into the battery, after ``eta_charge``) before ``departure``.
+
+    Its buy bids charge it, at most ``charge_kw`` per interval; bids for
+    intervals starting at or after the departure are rejected.
+    """
+
+    resource_id: str
+    energy_kwh: float
+    charge_kw: float
+    departure: datetime
+    eta_charge: float = 0.95
+
+
+Resource = Battery | FlexibleLoad | ElectricVehicle
+
+RESOURCE_SCHEMA = {"resource_id": pl.Utf8, "kind": pl.Utf8, "energy_kwh": pl.Float64,
+                   "charge_kw": pl.Float64, "discharge_kw": pl.Float64, "eta_charge": pl.Float64,
+                   "eta_discharge": pl.Float64, "soc_init_kwh": pl.Float64, "soc_end_kwh": pl.Float64,
+                   "soc_min_kwh": pl.Float64, "ramp_kw": pl.Float64,
+                   "departure": pl.Datetime("us", "UTC")}
+_REQUIRED = {"battery": ("energy_kwh", "charge_kw", "discharge_kw"),
+             "flexible_load": ("ramp_kw",),
+             "ev": ("energy_kwh", "charge_kw", "departure")}
+
+
+def parse_resources(table: pl.DataFrame | None) -> tuple[Resource, ...]:
+    """Resources from one table with a ``kind`` column (battery, flexible_load, ev).
+
+    Columns not used by a kind may be empty. Raises :class:`InputError` naming
+    the row and field of the first problem.
+    """
+    if table is None or table.height == 0:
+        return ()
+    for col in ("resource_id", "kind"):
+        if col not in table.columns:
+            raise InputError("resources", col, "column is missing")
+    exprs = []
+    for col, dtype in RESOURCE_SCHEMA.items():
+        if col not in table.columns:
+            exprs.append(pl.lit(None, dtype=dtype).alias(col))
+        elif isinstance(dtype, pl.Datetime):
+            exprs.append(_utc(pl.col(col), table.schema[col]).alias(col))
+        else:
+            exprs.append(pl.col(col).cast(dtype, strict=False).alias(col))
+    t = table.select(exprs)
+    out: list[Resource] = []
+    seen: set = set()
+    for row, rec in enumerate(t.iter_rows(named=True)):
+        rid, kind = rec["resource_id"], rec["kind"]
+        if not rid:
+            raise InputError("resources", "resource_id", "is empty", row=row)
+        if rid in seen:
+            raise InputError("resources", "resource_id", f"duplicate resource_id {rid!r}", row=row)
+        seen.add(rid)
+        if kind not in _REQUIRED:
+            raise InputError("resources", "kind", f"must be one of {sorted(_REQUIRED)} (got {kind!r})", row=row)
+        for col in _REQUIRED[kind]:
+            v = rec[col]
+            if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                raise InputError("resources", col, f"is required for a {kind}", row=row)
+        for col in ("energy_kwh", "charge_kw", "discharge_kw", "ramp_kw", "soc_init_kwh", "soc_end_kwh",
+                    "soc_min_kwh"):
+            v = rec[col]
+            if v is not None and not (v >= 0 and math.isfinite(v)):
+                raise InputError("resources", col, f"must be a non-negative number (got {v})", row=row)
+        for col in ("eta_charge", "eta_discharge"):
+            v = rec[col]
+            if v is not None and not (0 < v <= 1):
+                raise InputError("resources", col, f"must be in (0, 1] (got {v})", row=row)
+        if kind == "battery":
+            b = Battery(rid, rec["energy_kwh"], rec["charge_kw"], rec["discharge_kw"],
+                        rec["eta_charge"] or 0.95, rec["eta_discharge"] or 0.95,
+                        rec["soc_init_kwh"] or 0.0, rec["soc_end_kwh"] or 0.0, rec["soc_min_kwh"] or 0.0)
+            for col in ("soc_init_kwh", "soc_end_kwh"):
+                if not b.soc_min_kwh <= getattr(b, col) <= b.energy_kwh:
+                    raise InputError("resources", col, "must lie between soc_min_kwh and energy_kwh", row=row)
+            out.append(b)
+        elif kind == "flexible_load":
+            out.append(FlexibleLoad(rid, rec["ramp_kw"]))
+        else:
+            out.append(ElectricVehicle(rid, rec["energy_kwh"], rec["charge_kw"], rec["departure"],
+                                       rec["eta_charge"] or 0.95))
+    return tuple(out)
