@@ -320,6 +320,10 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     topo = feeder.topology
     n, m, T = topo.n_bus, topo.n_line, book.n_interval
     probe = HighsSolver(model)
+    # Carry over bounds changed in place (a fixed interface import, say).
+    all_cols = np.arange(model.n_col, dtype=np.int32)
+    probe.h.changeColsBounds(model.n_col, all_cols, market.solver.col_lower, market.solver.col_upper)
+    probe.col_lower, probe.col_upper = market.solver.col_lower.copy(), market.solver.col_upper.copy()
     row_pen = np.full(model.n_row, -1.0)
     lo_pen = np.full(model.n_col, -1.0)
     up_pen = np.full(model.n_col, -1.0)
@@ -355,14 +359,19 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
         for t, j in zip(*np.nonzero(bad)):
             out.append({"limit": label, "element": str(topo.bus_ids[j]), "interval": iso(t),
                         "violation": float(amount[t, j]), "unit": "pu"})
-    p0 = cols[model.var("import_p").slice] * S_BASE_KVA
+    imp = model.var("import_p").slice
+    p0 = cols[imp] * S_BASE_KVA
+    p0_lo, p0_hi = probe.col_lower[imp] * S_BASE_KVA, probe.col_upper[imp] * S_BASE_KVA
+    fixed = p0_lo == p0_hi
     for t in range(T):
-        if p0[t] > feeder.import_max_kw + 1e-4:
-            out.append({"limit": "interface_import_max", "element": feeder.root_bus, "interval": iso(t),
-                        "violation": float(p0[t] - feeder.import_max_kw), "unit": "kW"})
-        if -p0[t] > feeder.export_max_kw + 1e-4:
-            out.append({"limit": "interface_export_max", "element": feeder.root_bus, "interval": iso(t),
-                        "violation": float(-p0[t] - feeder.export_max_kw), "unit": "kW"})
+        what = "interface_import_fixed" if fixed[t] else "interface_import_max"
+        if p0[t] > p0_hi[t] + 1e-4:
+            out.append({"limit": what, "element": feeder.root_bus, "interval": iso(t),
+                        "violation": float(p0[t] - p0_hi[t]), "unit": "kW"})
+        if p0[t] < p0_lo[t] - 1e-4:
+            out.append({"limit": "interface_import_fixed" if fixed[t] else "interface_export_max",
+                        "element": feeder.root_bus, "interval": iso(t),
+                        "violation": float(p0_lo[t] - p0[t]), "unit": "kW"})
     if model.has_con("line_thermal"):
         blk = model.con("line_thermal")
         limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]

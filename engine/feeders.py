@@ -200,7 +200,7 @@ def synthetic(n_buses: int, seed: int) -> Feeder:
     n_buses
         Number of buses including the root; meant for 30 to 50,000 (at least 2).
     seed
-        Seed of the random generator: the same ``(n_buses, seed)`` gives an
+        Non-negative seed of the random generator: the same ``(n_buses, seed)`` gives an
         identical feeder.
 
     Returns
@@ -217,8 +217,8 @@ def synthetic(n_buses: int, seed: int) -> Feeder:
     depth stays below about ``10 n^(1/3)``.
 
     Lines get the impedance per km of a typical conductor for their level times
-    a log-normal length. Loads are log-normal (median 40 kW, about 10 % of buses
-    without load) at a power factor between 0.85 and 0.98 lagging.
+    a log-normal length. Loads are log-normal (median 40 kW; about 10 % of the buses
+    that are not leaves carry none) at a power factor between 0.85 and 0.98 lagging.
 
     All impedances are then scaled by one factor so that the AC power flow of
     the base case has its minimum voltage at 0.96 pu, and each line's thermal
@@ -231,6 +231,8 @@ def synthetic(n_buses: int, seed: int) -> Feeder:
         raise InputError("feeder", "n_buses", f"must be an integer (got {n_buses!r})") from None
     if not 2 <= n <= _SYNTH_MAX_BUSES:
         raise InputError("feeder", "n_buses", f"must be between 2 and {_SYNTH_MAX_BUSES} (got {n})")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError("feeder", "seed", f"must be a non-negative integer (got {seed!r})")
     rng = np.random.default_rng(seed)
     parent, level = _radial_tree(n, rng)
     child_level = level[1:]
@@ -238,8 +240,11 @@ def synthetic(n_buses: int, seed: int) -> Feeder:
     length_km = _MEDIAN_SECTION_KM[child_level] * rng.lognormal(0.0, 0.5, n - 1)
     r_ohm = _CONDUCTOR_R[child_level, conductor] * length_km
     x_ohm = _CONDUCTOR_X[child_level, conductor] * length_km
-    load_kw = np.round(40.0 * rng.lognormal(0.0, 0.7, n), 1)
-    load_kw[rng.random(n) < 0.1] = 0.0
+    load_kw = np.maximum(np.round(40.0 * rng.lognormal(0.0, 0.7, n), 1), 0.1)
+    # Junctions carry no load, but a line never ends at an unloaded bus: every line then carries
+    # some base flow, and its rating is more than a floor.
+    is_leaf = np.bincount(parent[1:], minlength=n) == 0
+    load_kw[(rng.random(n) < 0.1) & ~is_leaf] = 0.0
     load_kw[0] = 0.0
     pf = rng.uniform(0.85, 0.98, n)
     load_kvar = np.round(load_kw * np.tan(np.arccos(pf)), 1)
@@ -353,6 +358,8 @@ def builtin(name: str) -> Feeder:
         try:
             n, seed = int(parts[1]), int(parts[2])
         except ValueError:
-            raise InputError("feeder", "name", f"{name!r}: N and SEED of synth:N:SEED must be integers") from None
+            raise InputError("feeder", "name",
+                             f"{name!r}: N and SEED of synth:N:SEED must be integers") from None
         return synthetic(n, seed)
-    raise InputError("feeder", "name", f"unknown built-in feeder {name!r} (known: ieee33, ieee69, synth:N:SEED)")
+    raise InputError("feeder", "name",
+                     f"unknown built-in feeder {name!r} (known: ieee33, ieee69, synth:N:SEED)")

@@ -230,7 +230,7 @@ def _per_bus(topo: Topology, value, default: np.ndarray, name: str) -> np.ndarra
 
 def linear_model_error(feeder: Feeder, p_withdraw_kw: np.ndarray, q_withdraw_kvar: np.ndarray,
                        v_lin_pu: np.ndarray, line_p_lin_kw: np.ndarray,
-                       line_q_lin_kvar: np.ndarray) -> dict:
+                       line_q_lin_kvar: np.ndarray, ac: PowerFlowResult | None = None) -> dict:
     """Worst error of a linear (LinDistFlow) solution against the AC power flow of the same withdrawals.
 
     Parameters
@@ -246,6 +246,9 @@ def linear_model_error(feeder: Feeder, p_withdraw_kw: np.ndarray, q_withdraw_kva
     line_p_lin_kw, line_q_lin_kvar
         The linear model's line flows, kW and kvar, shape (n-1,), topology line
         order, positive parent -> child.
+    ac
+        The AC power flow of these withdrawals, when the caller already has it;
+        computed otherwise.
 
     Returns
     -------
@@ -258,7 +261,8 @@ def linear_model_error(feeder: Feeder, p_withdraw_kw: np.ndarray, q_withdraw_kva
         values of linear minus AC.
     """
     topo = feeder.topology
-    ac = ac_power_flow(feeder, p_withdraw_kw, q_withdraw_kvar)
+    if ac is None:
+        ac = ac_power_flow(feeder, p_withdraw_kw, q_withdraw_kvar)
     v_err = np.abs(_shaped(v_lin_pu, topo.n_bus, "v_lin_pu") - ac.v_pu)
     p_err = np.abs(_shaped(line_p_lin_kw, topo.n_line, "line_p_lin_kw") - ac.line_p_kw)
     q_err = np.abs(_shaped(line_q_lin_kvar, topo.n_line, "line_q_lin_kvar") - ac.line_q_kvar)
