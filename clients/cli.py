@@ -13,7 +13,7 @@ import sys
 
 from engine.errors import InputError
 
-COMMAND_MODULES = ()
+COMMAND_MODULES = ("feeder",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -451,7 +451,7 @@ def ac_check(feeder: Feeder, book: BidBook, x_mw: np.ndarray, line_p, line_q, v,
             if book.n_interval > 1:
                 worst["min_v_interval"] = book.intervals[t].isoformat()
         err = linear_model_error(feeder, w_p[:, t], w_q[:, t], np.sqrt(np.maximum(v[t], 0)),
-                                 line_p[t] * S_BASE_KVA, line_q[t] * S_BASE_KVA)
+                                 line_p[t] * S_BASE_KVA, line_q[t] * S_BASE_KVA, ac=pf)
         worst["max_v_error_pu"] = max(worst["max_v_error_pu"], float(err["max_v_error_pu"]))
         worst["max_flow_error_kw"] = max(worst["max_flow_error_kw"], float(err["max_flow_error_kw"]))
     return worst
