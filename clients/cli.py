@@ -13,7 +13,7 @@ import sys
 
 from engine.errors import InputError
 
-COMMAND_MODULES = ("feeder",)
+COMMAND_MODULES = ("feeder", "market")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -150,8 +150,8 @@ def write_feeder(feeder: Feeder, directory: str | os.PathLike) -> Path:
 
 
 def write_csv(df: pl.DataFrame, path: str | os.PathLike) -> None:
-    """Write a table as CSV, atomically."""
-    _atomic_write(Path(path), df.write_csv)
+    """Write a table as CSV, atomically; timestamps as ISO 8601 UTC (``2026-01-01T00:00:00Z``)."""
+    _atomic_write(Path(path), lambda fh: df.write_csv(fh, datetime_format="%Y-%m-%dT%H:%M:%SZ"))
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

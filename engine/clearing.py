@@ -266,11 +266,12 @@ def _tables(market: NodalMarket, status: str, x, line_p, line_q, v, p0, q0, y_p,
     prices = pl.DataFrame({
         "bus": np.tile(topo.bus_ids, T).astype(str),
         "interval": _iv_column(ivs, t_bus),
-        "dlmp": y_p.ravel(), "energy": energy.ravel(), "congestion": congestion.ravel(),
-        "voltage": voltage.ravel(), "loss": loss.ravel(), "dlmp_q": y_q.ravel(),
+        # + 0.0 turns the solver's signed zeros into plain zeros in the files.
+        "dlmp": y_p.ravel() + 0.0, "energy": energy.ravel() + 0.0, "congestion": congestion.ravel() + 0.0,
+        "voltage": voltage.ravel() + 0.0, "loss": loss.ravel() + 0.0, "dlmp_q": y_q.ravel() + 0.0,
     })
-    p_kw = line_p * S_BASE_KVA * topo.line_sign[None, :]
-    q_kvar = line_q * S_BASE_KVA * topo.line_sign[None, :]
+    p_kw = np.round(line_p * S_BASE_KVA * topo.line_sign[None, :], ROUND_KW) + 0.0
+    q_kvar = np.round(line_q * S_BASE_KVA * topo.line_sign[None, :], ROUND_KW) + 0.0
     s_lim = np.tile(topo.s_max_kva, T)
     loading = np.hypot(p_kw, q_kvar).ravel() / s_lim * 100.0
     lines = pl.DataFrame({
@@ -281,8 +282,10 @@ def _tables(market: NodalMarket, status: str, x, line_p, line_q, v, p0, q0, y_p,
     })
     buses = pl.DataFrame({"bus": np.tile(topo.bus_ids, T).astype(str), "interval": _iv_column(ivs, t_bus),
                           "v_pu": np.sqrt(np.maximum(v.ravel(), 0.0))})
-    interface = pl.DataFrame({"interval": _iv_column(ivs, np.arange(T)), "import_kw": p0 * S_BASE_KVA,
-                              "import_kvar": q0 * S_BASE_KVA, "iso_price": market.iso_price})
+    interface = pl.DataFrame({"interval": _iv_column(ivs, np.arange(T)),
+                              "import_kw": np.round(p0 * S_BASE_KVA, ROUND_KW) + 0.0,
+                              "import_kvar": np.round(q0 * S_BASE_KVA, ROUND_KW) + 0.0,
+                              "iso_price": market.iso_price})
     shed_df = None
     if shed is not None:
         tt, jj = np.nonzero(shed > 1e-6)

@@ -91,7 +91,7 @@ def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.
 
 def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: MarketRules = MarketRules(),
                  resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
-                 day_ahead: "Disaggregation | None" = None, day_ahead_minutes: float = 60.0) -> Disaggregation:
+                 day_ahead: pl.DataFrame | None = None, day_ahead_minutes: float = 60.0) -> Disaggregation:
     """Re-clear the feeder at the ISO's award and dispatch every bid.
 
     Parameters
@@ -100,7 +100,8 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
         ``interval`` (null for a single-interval market), ``import_kw`` (kW,
         positive = import from the ISO) and/or ``price`` (per MWh).
     day_ahead
-        For a real-time re-clear: the day-ahead disaggregation. Bids of
+        For a real-time re-clear: the day-ahead dispatch table (``bid_id,
+        interval, bus, side, resource_id, cleared_kw``). Bids of
         resources (or bids without a resource) that do not appear in ``book``
         are held at their day-ahead dispatch in the day-ahead interval of
         ``day_ahead_minutes`` containing each real-time interval.
@@ -160,7 +161,7 @@ def instructions(result: ClearingResult) -> pl.DataFrame:
         .sort(["aggregator_id", "resource_id", "interval"], nulls_last=False))
 
 
-def _held_positions(feeder: Feeder, book: BidBook, day_ahead: Disaggregation, da_minutes: float):
+def _held_positions(feeder: Feeder, book: BidBook, da: pl.DataFrame, da_minutes: float):
     """Fixed load per bus and real-time interval including day-ahead positions not re-bid."""
     topo = feeder.topology
     ivs = book.intervals
@@ -170,7 +171,6 @@ def _held_positions(feeder: Feeder, book: BidBook, day_ahead: Disaggregation, da
     rt = book.table
     rebid_res = set(rt.filter(pl.col("resource_id") != "")["resource_id"].to_list())
     rebid_bids = set(rt["bid_id"].to_list())
-    da = day_ahead.clearing.dispatch
     held = da.filter(
         pl.when(pl.col("resource_id") != "").then(~pl.col("resource_id").is_in(list(rebid_res)))
         .otherwise(~pl.col("bid_id").is_in(list(rebid_bids))))

@@ -138,13 +138,18 @@ _IEEE69 = """
 """
 
 
+BARAN_WU_VMIN_PU = 0.90
+
+
 def ieee33() -> Feeder:
     """Baran & Wu (1989) 33-bus, 12.66 kV feeder.
 
     Bus ids ``"1"`` .. ``"33"`` in the paper's numbering (root ``"1"``), line
-    ids ``"1"`` .. ``"32"``; total load 3715 kW / 2300 kvar; voltage limits
-    0.95-1.05 pu; no thermal limits (``s_max_kva = inf``), since the paper gives
-    none.
+    ids ``"1"`` .. ``"32"``; total load 3715 kW / 2300 kvar; no thermal limits
+    (``s_max_kva = inf``), since the paper gives none. Voltage limits are
+    0.90-1.05 pu: the paper gives none either, and its own base case sits at
+    0.913 pu, so the common 0.95 floor would make the published feeder
+    infeasible before any bid is placed.
     """
     return _baran_wu("ieee33", _IEEE33)
 
@@ -153,8 +158,8 @@ def ieee69() -> Feeder:
     """Baran & Wu (1989) 69-bus, 12.66 kV feeder.
 
     Bus ids ``"1"`` .. ``"69"`` (root ``"1"``), line ids ``"1"`` .. ``"68"``;
-    total load 3802.1 kW / 2694.7 kvar; voltage limits 0.95-1.05 pu; no
-    thermal limits.
+    total load 3802.1 kW / 2694.7 kvar; voltage limits 0.90-1.05 pu (the
+    published base case reaches 0.909 pu); no thermal limits.
     """
     return _baran_wu("ieee69", _IEEE69)
 
@@ -169,7 +174,7 @@ def _baran_wu(name: str, table: str) -> Feeder:
     load_kvar[to_bus - 1] = rows[:, 5]
     buses = pl.DataFrame({
         "bus": [str(k) for k in range(1, n + 1)],
-        "vmin_pu": np.full(n, 0.95), "vmax_pu": np.full(n, 1.05),
+        "vmin_pu": np.full(n, BARAN_WU_VMIN_PU), "vmax_pu": np.full(n, 1.05),
         "load_kw": load_kw, "load_kvar": load_kvar,
     })
     lines = pl.DataFrame({

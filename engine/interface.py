@@ -93,9 +93,9 @@ class InterfaceCurve:
             q_cap, q_floor = q[-1], q[0]
             interval = iv[0]
             if q_cap > 0:
-                rows.append(_row(interval, "fixed_demand", 0, None, q_cap))
+                rows.append(_row(interval, "fixed_demand", 0, None, round(float(q_cap), 9)))
             if q_floor < 0:
-                rows.append(_row(interval, "fixed_supply", 0, None, -q_floor))
+                rows.append(_row(interval, "fixed_supply", 0, None, round(float(-q_floor), 9)))
             # Split each drop into its part above zero (demand) and below (supply).
             upper = q[:-1]
             lower = q[1:]
@@ -107,7 +107,7 @@ class InterfaceCurve:
                 area += err
                 order = np.argsort(-seg_p) if kind == "demand" else np.argsort(seg_p)
                 for k, i in enumerate(order):
-                    rows.append(_row(interval, kind, k + 1, float(seg_p[i]), float(seg_w[i])))
+                    rows.append(_row(interval, kind, k + 1, float(seg_p[i]), round(float(seg_w[i]), 9)))
         schema = {"interval": pl.Datetime("us", "UTC"), "kind": pl.Utf8, "segment": pl.Int64,
                   "price": pl.Float64, "mw": pl.Float64}
         return pl.DataFrame(rows, schema=schema), area

@@ -24,6 +24,31 @@ import polars as pl
 
 from engine.disaggregation import Disaggregation
 
+
+@dataclass(frozen=True, eq=False)
+class MarketOutcome:
+    """What settlement needs of one cleared and awarded market, as tables.
+
+    ``dispatch``: bid_id, interval, bus, side, aggregator_id, cleared_kw;
+    ``prices``: bus, interval, dlmp; ``award``: interval, import_kw, price;
+    ``fixed_load``: bus, interval, load_kw; ``interval_minutes``.
+    """
+
+    dispatch: pl.DataFrame
+    prices: pl.DataFrame
+    award: pl.DataFrame
+    fixed_load: pl.DataFrame
+    interval_minutes: float
+
+    @staticmethod
+    def of(dis: "Disaggregation | MarketOutcome") -> "MarketOutcome":
+        if isinstance(dis, MarketOutcome):
+            return dis
+        if not dis.clearing.ok:
+            raise ValueError(f"cannot settle a {dis.clearing.status} clearing")
+        return MarketOutcome(dis.clearing.dispatch, dis.clearing.prices, dis.award, dis.fixed_load,
+                             dis.interval_minutes)
+
 STATEMENT_SCHEMA = {"party": pl.Utf8, "aggregator_id": pl.Utf8, "bid_id": pl.Utf8,
                     "interval": pl.Datetime("us", "UTC"), "market": pl.Utf8, "kw": pl.Float64,
                     "price": pl.Float64, "amount": pl.Float64}
@@ -54,16 +79,13 @@ def _cents(x: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(x, dtype=float) * 100.0).astype(np.int64)
 
 
-def _market_lines(dis: Disaggregation, market: str, reference: Disaggregation | None) -> list[pl.DataFrame]:
-    res = dis.clearing
-    if not res.ok:
-        raise ValueError(f"cannot settle a {res.status} {market} clearing")
+def _market_lines(dis: MarketOutcome, market: str, reference: MarketOutcome | None) -> list[pl.DataFrame]:
     hours = dis.interval_minutes / 60.0
-    prices = res.prices.select("bus", "interval", "dlmp")
-    bids = res.dispatch.join(prices, on=["bus", "interval"], how="left", nulls_equal=True)
+    prices = dis.prices.select("bus", "interval", "dlmp")
+    bids = dis.dispatch.join(prices, on=["bus", "interval"], how="left", nulls_equal=True)
     kw = bids["cleared_kw"].to_numpy()
     if reference is not None:
-        kw = kw - _reference_kw(bids, reference.clearing.dispatch, reference.interval_minutes)
+        kw = kw - _reference_kw(bids, reference.dispatch, reference.interval_minutes)
     withdraw = np.where(bids["side"].to_numpy() == "buy", kw, -kw)
     bid_amount = _cents(-bids["dlmp"].to_numpy() * withdraw * hours / 1000.0)
     out = [pl.DataFrame({
@@ -115,7 +137,8 @@ def _reference_import(award: pl.DataFrame, reference: pl.DataFrame, ref_minutes:
     return out
 
 
-def settle(day_ahead: Disaggregation, real_time: Disaggregation | None = None) -> Settlement:
+def settle(day_ahead: Disaggregation | MarketOutcome,
+           real_time: Disaggregation | MarketOutcome | None = None) -> Settlement:
     """Settle a day-ahead market and, optionally, its real-time deviations.
 
     Returns statements per bid, fixed load and ISO, and a summary with the
@@ -123,9 +146,10 @@ def settle(day_ahead: Disaggregation, real_time: Disaggregation | None = None) -
     ``fixed_load_charges``, ``iso_payment`` and ``merchandising_surplus``
     (``charges - payments``, balancing every line to the cent).
     """
-    parts = _market_lines(day_ahead, "day_ahead", None)
+    da = MarketOutcome.of(day_ahead)
+    parts = _market_lines(da, "day_ahead", None)
     if real_time is not None:
-        parts += _market_lines(real_time, "real_time", day_ahead)
+        parts += _market_lines(MarketOutcome.of(real_time), "real_time", da)
     st = pl.concat(parts)
     cents = _cents(st["amount"].to_numpy())
     party = st["party"].to_numpy()

@@ -1,0 +1,218 @@
+"""Offline market commands: ``dsomarket clear | curve | disaggregate | settle``.
+
+They call the engine directly on files (no server). Inputs: a feeder (built-in
+name or directory), a bids table (CSV or Parquet, columns of
+:mod:`engine.bids`), optionally a resources table. Every output directory is
+written file by file atomically; bad input exits with status 2 and one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from clients.files import read_feeder, read_table, write_csv, write_json
+from engine.bids import MarketRules, parse_resources, validate_bids
+from engine.clearing import ClearingOptions, ClearingResult, clear
+from engine.disaggregation import disaggregate
+from engine.errors import InputError
+from engine.interface import trace_curve
+from engine.network import _utc
+from engine.settlement import MarketOutcome, settle
+
+_DEFAULT = MarketRules()
+
+
+def register(subparsers) -> None:
+    """Add ``clear``, ``curve``, ``disaggregate`` and ``settle`` to the ``dsomarket`` parser."""
+    c = subparsers.add_parser("clear", help="clear the nodal market of a feeder (DLMPs)")
+    _market_args(c)
+    c.add_argument("--iso-price", required=True,
+                   help="ISO price at the interface per MWh: a number, or a CSV with interval, price")
+    c.add_argument("--formulation", choices=("lindistflow", "socp"), default="lindistflow")
+    c.add_argument("--no-ac-check", action="store_true", help="skip the AC power flow of the dispatch")
+    c.set_defaults(func=_clear)
+
+    k = subparsers.add_parser("curve", help="trace the exact interface net demand curve for the ISO")
+    _market_args(k)
+    k.add_argument("--forecast-price", type=float, default=None,
+                   help="ISO price assumed in the other intervals when storage couples them "
+                        "(default: midpoint of floor and cap)")
+    k.add_argument("--max-segments", type=int, default=10, help="segments per ISO bid (default 10)")
+    k.set_defaults(func=_curve)
+
+    d = subparsers.add_parser("disaggregate", help="re-clear at the ISO award and dispatch every bid")
+    _market_args(d)
+    d.add_argument("--award", required=True, help="CSV: interval, import_kw[, price]")
+    d.add_argument("--day-ahead", default=None, metavar="DIR",
+                   help="a day-ahead disaggregate output: real-time re-clear from its positions")
+    d.set_defaults(func=_disaggregate)
+
+    s = subparsers.add_parser("settle", help="settle day-ahead (and real-time) disaggregation outputs")
+    s.add_argument("--day-ahead", required=True, metavar="DIR", help="output directory of `disaggregate`")
+    s.add_argument("--real-time", default=None, metavar="DIR", help="output directory of a real-time run")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.set_defaults(func=_settle)
+
+
+def _market_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--feeder", required=True, help="ieee33, ieee69, synth:N:SEED or a feeder directory")
+    p.add_argument("--bids", required=True, help="bids table, CSV or Parquet")
+    p.add_argument("--resources", default=None, help="resources table (batteries, EVs, flexible loads)")
+    p.add_argument("--floor", type=float, default=_DEFAULT.price_floor, help="price floor per MWh")
+    p.add_argument("--cap", type=float, default=_DEFAULT.price_cap, help="price cap per MWh")
+    p.add_argument("--interval-minutes", type=float, default=None,
+                   help="interval length (default: the bids' spacing, or 60)")
+    p.add_argument("--voll", type=float, default=None, help="shed fixed load at this value of lost load")
+    p.add_argument("--polygon-sides", type=int, default=ClearingOptions().polygon_sides)
+    p.add_argument("--out", required=True, metavar="DIR")
+
+
+def _inputs(args):
+    feeder = read_feeder(args.feeder)
+    bids = read_table(args.bids, "bids")
+    resources = parse_resources(read_table(args.resources, "resources")) if args.resources else ()
+    minutes = args.interval_minutes
+    if minutes is None:
+        minutes = _spacing_minutes(bids)
+    rules = MarketRules(price_floor=args.floor, price_cap=args.cap, interval_minutes=minutes,
+                        value_of_lost_load=args.voll)
+    book = validate_bids(bids, feeder, rules)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return feeder, book, resources, rules, out
+
+
+def _spacing_minutes(bids: pl.DataFrame) -> float:
+    if "interval" not in bids.columns:
+        return _DEFAULT.interval_minutes
+    try:
+        ivs = bids.select(_utc(pl.col("interval"), bids.schema["interval"])).to_series().drop_nulls().unique().sort()
+    except pl.exceptions.PolarsError:
+        raise InputError("bids", "interval", "is not an ISO 8601 UTC timestamp") from None
+    if ivs.len() < 2:
+        return _DEFAULT.interval_minutes
+    return float(ivs.diff().drop_nulls().min().total_seconds() / 60.0)
+
+
+def _write_result(res: ClearingResult, out: Path) -> None:
+    """The tables of a clearing; a failed one writes its summary (with the diagnosis) only."""
+    if res.ok:
+        d = res.dispatch
+        write_csv(d.select("bid_id", "interval", "cleared_kw", *[c for c in d.columns
+                                                                 if c not in ("bid_id", "interval", "cleared_kw")]),
+                  out / "dispatch.csv")
+        write_csv(res.prices, out / "prices.csv")
+        write_csv(res.lines, out / "lines.csv")
+        write_csv(res.buses, out / "buses.csv")
+    write_json(out / "summary.json", res.summary())
+
+
+def _status(res: ClearingResult) -> int:
+    if res.ok:
+        return 0
+    reasons = "; ".join(f"{d['limit']} at {d['element']}" + (f" ({d['interval']})" if d.get("interval") else "")
+                        for d in res.diagnosis[:5])
+    print(f"dsomarket: market {res.status}: {reasons or 'no diagnosis'}")
+    return 1
+
+
+def _iso_price(spec: str, book):
+    try:
+        return float(spec)
+    except ValueError:
+        pass
+    table = read_table(spec, "iso_price")
+    for col in ("interval", "price"):
+        if col not in table.columns:
+            raise InputError("iso_price", col, "column is missing")
+    t = table.with_columns(_utc(pl.col("interval"), table.schema["interval"]).alias("interval"))
+    lookup = dict(zip(t["interval"].to_list(), t["price"].cast(pl.Float64).to_list()))
+    missing = [iv for iv in book.intervals if iv not in lookup]
+    if missing:
+        raise InputError("iso_price", "interval", f"no price for interval {missing[0]}")
+    return np.array([lookup[iv] for iv in book.intervals])
+
+
+def _clear(args) -> int:
+    feeder, book, resources, rules, out = _inputs(args)
+    options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
+                              ac_check=not args.no_ac_check)
+    res = clear(feeder, book, _iso_price(args.iso_price, book), rules=rules, resources=resources, options=options)
+    _write_result(res, out)
+    return _status(res)
+
+
+def _curve(args) -> int:
+    feeder, book, resources, rules, out = _inputs(args)
+    curve = trace_curve(feeder, book, rules, resources, ClearingOptions(polygon_sides=args.polygon_sides),
+                        forecast=args.forecast_price)
+    offer, area = curve.iso_offer(args.max_segments)
+    write_csv(curve.bands, out / "curve.csv")
+    write_csv(offer, out / "iso_offer.csv")
+    write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
+    write_json(out / "summary.json", {
+        "bands": curve.bands.height, "solves": curve.solves, "seconds": curve.seconds,
+        "conditional_on_forecast": curve.conditional,
+        "forecast_price": curve.forecast.tolist() if curve.conditional else None,
+        "iso_offer_segments_max": args.max_segments, "iso_offer_area_per_hour": area,
+        "price_floor": rules.price_floor, "price_cap": rules.price_cap,
+        "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"
+                 if curve.conditional else "intervals are independent; curves are exact"),
+    })
+    return 0
+
+
+def _disaggregate(args) -> int:
+    feeder, book, resources, rules, out = _inputs(args)
+    award = read_table(args.award, "award")
+    da = _outcome(Path(args.day_ahead)) if args.day_ahead else None
+    dis = disaggregate(feeder, book, award, rules, resources,
+                       ClearingOptions(polygon_sides=args.polygon_sides),
+                       day_ahead=da.dispatch if da else None,
+                       day_ahead_minutes=da.interval_minutes if da else 60.0)
+    _write_result(dis.clearing, out)
+    if dis.clearing.ok:
+        write_csv(dis.instructions, out / "instructions.csv")
+        write_csv(dis.award, out / "award.csv")
+        write_csv(dis.fixed_load, out / "fixed_load.csv")
+        summary = dis.clearing.summary() | {"interval_minutes": rules.interval_minutes,
+                                            "award_import_kw": dis.award["import_kw"].to_list()}
+        write_json(out / "summary.json", summary)
+    return _status(dis.clearing)
+
+
+def _outcome(d: Path) -> MarketOutcome:
+    """A disaggregate output directory as the tables settlement needs."""
+    import json
+
+    summary_path = d / "summary.json"
+    if not summary_path.is_file():
+        raise InputError(str(d), "summary.json", "missing: not a `dsomarket disaggregate` output")
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") != "optimal":
+        raise InputError(str(d), "status", f"the run is {summary.get('status')}: nothing to settle")
+
+    def table(name: str) -> pl.DataFrame:
+        t = read_table(d / name, name.removesuffix(".csv"))
+        fix = [_utc(pl.col("interval"), t.schema["interval"]).alias("interval")]
+        fix += [pl.col(c).fill_null("") for c in ("aggregator_id", "resource_id", "bid_id") if c in t.columns]
+        return t.with_columns(fix)
+
+    return MarketOutcome(dispatch=table("dispatch.csv"), prices=table("prices.csv"), award=table("award.csv"),
+                         fixed_load=table("fixed_load.csv"), interval_minutes=float(summary["interval_minutes"]))
+
+
+def _settle(args) -> int:
+    da = _outcome(Path(args.day_ahead))
+    rt = _outcome(Path(args.real_time)) if args.real_time else None
+    result = settle(da, rt)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(result.statements, out / "statements.csv")
+    write_csv(result.by_aggregator(), out / "aggregators.csv")
+    write_json(out / "summary.json", result.summary)
+    return 0
