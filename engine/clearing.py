@@ -62,7 +62,7 @@ class ClearingResult:
     """Outcome of one clearing; tables are in kW, kvar, pu and per MWh.
 
     ``dispatch``: bid_id, interval, bus, side, aggregator_id, resource_id, price,
-    quantity_kw, cleared_kw. ``prices``: bus, interval, dlmp, energy, congestion,
+    quantity_kw, tan_phi, cleared_kw. ``prices``: bus, interval, dlmp, energy, congestion,
     voltage, loss, dlmp_q (reactive, per Mvarh). ``lines``: line, interval,
     p_kw, q_kvar (from_bus -> to_bus as given), loading_pct (null where
     unlimited). ``buses``: bus, interval, v_pu. ``interface``: interval,
@@ -257,9 +257,10 @@ def _tables(market: NodalMarket, status: str, x, line_p, line_q, v, p0, q0, y_p,
     n, m, T = topo.n_bus, topo.n_line, book.n_interval
     ivs = book.intervals
     tab = book.table
-    cleared = np.round(np.clip(x * S_BASE_KVA, 0.0, book.quantity_kw), ROUND_KW)
+    # Round first, then clip: rounding a full acceptance up must not exceed the bid.
+    cleared = np.clip(np.round(x * S_BASE_KVA, ROUND_KW), 0.0, book.quantity_kw) + 0.0
     dispatch = tab.select("bid_id", "interval", "bus", "side", "aggregator_id", "resource_id", "price",
-                          "quantity_kw").with_columns(pl.Series("cleared_kw", cleared))
+                          "quantity_kw", "tan_phi").with_columns(pl.Series("cleared_kw", cleared))
     t_bus = np.repeat(np.arange(T), n)
     t_line = np.repeat(np.arange(T), m)
     energy, congestion, voltage, loss = parts
@@ -300,7 +301,8 @@ def _tables(market: NodalMarket, status: str, x, line_p, line_q, v, p0, q0, y_p,
 def _failed(market: NodalMarket, status: str, solve_seconds: float, diagnosis: tuple) -> ClearingResult:
     empty = pl.DataFrame()
     dispatch = market.book.table.select("bid_id", "interval", "bus", "side", "aggregator_id", "resource_id",
-                                        "price", "quantity_kw").with_columns(cleared_kw=pl.lit(None, pl.Float64))
+                                        "price", "quantity_kw", "tan_phi").with_columns(
+        cleared_kw=pl.lit(None, pl.Float64))
     return ClearingResult(status=status, formulation=market.options.formulation,
                           intervals=list(market.book.intervals), welfare=float("nan"), dispatch=dispatch,
                           prices=empty, lines=empty, buses=empty,
