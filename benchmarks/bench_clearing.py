@@ -1,0 +1,100 @@
+"""Clearing speed: the engine end to end against the raw HiGHS solve of the same LP and a naive cvxpy model.
+
+Run: ``python benchmarks/bench_clearing.py [--quick]``. For each case it prints
+
+- ``engine``: validate bids + build the sparse model + solve + DLMP decomposition + result tables
+  (``engine.clearing.clear`` with the AC check off, as a market operator would time a clearing);
+- ``raw``: a fresh ``highspy.Highs`` given the already-assembled arrays and solved (the floor);
+- ``naive``: the textbook cvxpy model of ``tests/reference.py`` (one constraint per bus and line)
+  solved by HiGHS through cvxpy, only where it finishes in reasonable time;
+
+and the ratios engine/raw and naive/engine. Each time is the best of a few repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import highspy
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from engine import lindistflow  # noqa: E402
+from engine.bids import MarketRules, validate_bids  # noqa: E402
+from engine.clearing import ClearingOptions, clear  # noqa: E402
+from engine.feeders import synthetic  # noqa: E402
+
+
+def make_bids(feeder, n: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    buses = feeder.buses["bus"].to_numpy()[1:]
+    return pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(buses, n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(1, 50, n),
+                         "price": np.round(rng.uniform(0, 150, n), 2)})
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def raw_solve(arrays) -> None:
+    c, lo, up, a, rlo, rup, _ = arrays
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = len(c), len(rlo)
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = c, lo, up
+    lp.row_lower_, lp.row_upper_ = rlo, rup
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = a.indptr, a.indices, a.data
+    h.passModel(lp)
+    h.run()
+    assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small cases only (a smoke run)")
+    args = ap.parse_args()
+    cases = [(33, 1_000), (1_000, 1_000), (1_000, 10_000), (10_000, 10_000), (10_000, 100_000)]
+    if args.quick:
+        cases = cases[:2]
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, python {platform.python_version()}, "
+          f"highspy {highspy.Highs().version()}")
+    print(f"{'buses':>7} {'bids':>7} {'engine s':>9} {'raw s':>8} {'eng/raw':>8} {'naive s':>8} {'naive/eng':>9}")
+    opts = ClearingOptions(ac_check=False)
+    for n_bus, n_bid in cases:
+        feeder = synthetic(n_bus, 1)
+        bids = make_bids(feeder, n_bid, 2)
+        rules = MarketRules()
+        repeat = 3 if n_bid <= 10_000 else 2
+        res = clear(feeder, bids, 50.0, options=opts)
+        assert res.ok, res.status
+        t_engine = best(lambda: clear(feeder, bids, 50.0, options=opts), repeat)
+        book = validate_bids(bids, feeder, rules)
+        arrays = lindistflow.build(feeder, book, np.array([50.0]), rules).assemble()
+        t_raw = best(lambda: raw_solve(arrays), repeat)
+        naive = "-"
+        ratio_naive = "-"
+        if n_bus <= 1_000 and n_bid <= 1_000:
+            from tests.reference import solve_reference
+            t_naive = best(lambda: solve_reference(feeder, bids, 50.0, solver="HIGHS"), 1)
+            naive, ratio_naive = f"{t_naive:8.3f}", f"{t_naive / t_engine:9.1f}"
+        print(f"{n_bus:>7} {n_bid:>7} {t_engine:9.3f} {t_raw:8.3f} {t_engine / t_raw:8.2f} {naive:>8} "
+              f"{ratio_naive:>9}")
+
+
+if __name__ == "__main__":
+    main()
