@@ -9,6 +9,7 @@ written file by file atomically; bad input exits with status 2 and one line.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ def _status(res: ClearingResult) -> int:
         return 0
     reasons = "; ".join(f"{d['limit']} at {d['element']}" + (f" ({d['interval']})" if d.get("interval") else "")
                         for d in res.diagnosis[:5])
-    print(f"dsomarket: market {res.status}: {reasons or 'no diagnosis'}")
+    print(f"dsomarket: market {res.status}: {reasons or 'no diagnosis'}", file=sys.stderr)
     return 1
 
 
