@@ -27,6 +27,7 @@ from engine.network import S_BASE_KVA, Feeder
 from engine.solver import HighsSolver, Solution
 
 FORMULATIONS = ("lindistflow", "socp")
+ECOS_MAX_BUSES = 500
 ROUND_KW = 6  # decimals of kW kept in outputs: sub-milliwatt solver noise is not a dispatch
 
 
@@ -44,17 +45,35 @@ class ClearingOptions:
         Run an AC power flow of the cleared dispatch and report the linear model's error.
     time_limit
         Seconds the solver may take; ``None`` for no limit.
+    socp_solver
+        ``ecos``, ``clarabel`` or ``auto``: ECOS up to ``ECOS_MAX_BUSES`` buses
+        (tighter cones on small feeders), Clarabel above (ECOS returns
+        inaccurate answers from about 1,000 buses).
     """
 
     formulation: str = "lindistflow"
     polygon_sides: int = lindistflow.POLYGON_SIDES
     ac_check: bool = True
     time_limit: float | None = None
+    socp_solver: str = "auto"
 
     def __post_init__(self):
         if self.formulation not in FORMULATIONS:
             raise InputError("options", "formulation", f"must be one of {FORMULATIONS} "
                              f"(got {self.formulation!r})")
+        if self.socp_solver not in ("auto", "ecos", "clarabel"):
+            raise InputError("options", "socp_solver", f"must be auto, ecos or clarabel (got {self.socp_solver!r})")
+
+
+@dataclass(frozen=True, eq=False)
+class MarketContext:
+    """What a formulation's arrays need around them to become result tables."""
+
+    feeder: Feeder
+    book: BidBook
+    iso_price: np.ndarray
+    formulation: str
+    build_seconds: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,7 +137,7 @@ class ClearingResult:
         return out
 
 
-def _iso_prices(iso_price, T: int) -> np.ndarray:
+def iso_prices(iso_price, T: int) -> np.ndarray:
     p = np.atleast_1d(np.asarray(iso_price, dtype=float))
     if p.size == 1:
         p = np.repeat(p, T)
@@ -142,7 +161,7 @@ class NodalMarket:
                  load_p_kw: np.ndarray | None = None, load_q_kvar: np.ndarray | None = None):
         t0 = time.perf_counter()
         self.feeder, self.book, self.rules, self.resources, self.options = feeder, book, rules, resources, options
-        self.iso_price = _iso_prices(iso_price, book.n_interval)
+        self.iso_price = iso_prices(iso_price, book.n_interval)
         self.model = lindistflow.build(feeder, book, self.iso_price, rules, resources, load_p_kw, load_q_kvar,
                                        options.polygon_sides)
         self.solver = HighsSolver(self.model, time_limit=options.time_limit)
@@ -152,7 +171,7 @@ class NodalMarket:
 
     def set_iso_price(self, iso_price) -> None:
         """ISO price per interval (per MWh) at the interface; scalar broadcasts."""
-        self.iso_price = _iso_prices(iso_price, self.book.n_interval)
+        self.iso_price = iso_prices(iso_price, self.book.n_interval)
         self.solver.set_cost("import_p", self.iso_price)
 
     def fix_import(self, import_kw) -> None:
@@ -173,7 +192,7 @@ class NodalMarket:
         sol = self.solver.solve()
         if not sol.ok:
             diag = diagnose(self) if sol.status == "infeasible" else ()
-            return _failed(self, sol.status, sol.solve_seconds, diag)
+            return _failed(self.context, sol.status, sol.solve_seconds, diag)
         return self.result(sol)
 
     def result(self, sol: Solution) -> ClearingResult:
@@ -204,19 +223,20 @@ class NodalMarket:
         energy = np.repeat(self.iso_price[:, None], n, axis=1)
         shed = s.block(sol.x, "shed").reshape(T, n) * S_BASE_KVA if self.model.has_var("shed") else None
         welfare = -sol.objective * self.rules.hours
-        ac = ac_check(self.feeder, book, x, line_p, line_q, v, self._loads(), shed) if self.options.ac_check else None
-        return _tables(self, "optimal", x, line_p, line_q, v, p0, q0, y_p, y_q,
+        ac = ac_check(self.feeder, book, x, line_p, line_q, v, self.loads(), shed) if self.options.ac_check else None
+        return _tables(self.context, "optimal", x, line_p, line_q, v, p0, q0, y_p, y_q,
                        (energy, congestion, voltage, np.zeros_like(energy)), welfare, sol.solve_seconds,
                        shed=shed, ac=ac, solver="highs")
 
-    def _loads(self) -> tuple[np.ndarray, np.ndarray]:
+    def loads(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed withdrawal (kW, kvar) per bus and interval this market clears against, shape (n, T)."""
         if self._load_p_kw is not None:
             return self._load_p_kw, self._load_q_kvar
-        book = self.book
-        p, q = self.feeder.loads(book.intervals if book.intervals != [None] else None)
-        if p.shape[1] != book.n_interval:
-            p, q = np.repeat(p, book.n_interval, axis=1), np.repeat(q, book.n_interval, axis=1)
-        return p, q
+        return lindistflow.market_loads(self.feeder, self.book)
+
+    @property
+    def context(self) -> MarketContext:
+        return MarketContext(self.feeder, self.book, self.iso_price, "lindistflow", self.build_seconds)
 
 
 def pro_rata(book: BidBook, x: np.ndarray) -> np.ndarray:
@@ -249,7 +269,7 @@ def _iv_column(intervals: list, t_idx: np.ndarray) -> pl.Series:
     return pl.Series("interval", values, dtype=pl.Datetime("us", "UTC"))
 
 
-def _tables(market: NodalMarket, status: str, x, line_p, line_q, v, p0, q0, y_p, y_q, parts, welfare,
+def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_p, y_q, parts, welfare,
             solve_seconds, shed=None, ac=None, solver="highs", gap=None) -> ClearingResult:
     """Result tables from arrays in MW / pu, shaped (T, n) per bus and (T, m) per line."""
     feeder, book = market.feeder, market.book
@@ -292,24 +312,25 @@ def _tables(market: NodalMarket, status: str, x, line_p, line_q, v, p0, q0, y_p,
         tt, jj = np.nonzero(shed > 1e-6)
         shed_df = pl.DataFrame({"bus": topo.bus_ids[jj].astype(str), "interval": _iv_column(ivs, tt),
                                 "shed_kw": shed[tt, jj]})
-    return ClearingResult(status=status, formulation=market.options.formulation, intervals=list(ivs),
+    return ClearingResult(status=status, formulation=market.formulation, intervals=list(ivs),
                           welfare=float(welfare), dispatch=dispatch, prices=prices, lines=lines, buses=buses,
                           interface=interface, solver=solver, build_seconds=market.build_seconds,
                           solve_seconds=solve_seconds, shed=shed_df, ac_check=ac, relaxation_gap=gap)
 
 
-def _failed(market: NodalMarket, status: str, solve_seconds: float, diagnosis: tuple) -> ClearingResult:
+def _failed(market: MarketContext, status: str, solve_seconds: float, diagnosis: tuple,
+            solver: str = "highs") -> ClearingResult:
     empty = pl.DataFrame()
     dispatch = market.book.table.select("bid_id", "interval", "bus", "side", "aggregator_id", "resource_id",
                                         "price", "quantity_kw", "tan_phi").with_columns(
         cleared_kw=pl.lit(None, pl.Float64))
-    return ClearingResult(status=status, formulation=market.options.formulation,
+    return ClearingResult(status=status, formulation=market.formulation,
                           intervals=list(market.book.intervals), welfare=float("nan"), dispatch=dispatch,
                           prices=empty, lines=empty, buses=empty,
                           interface=pl.DataFrame({"interval": _iv_column(market.book.intervals,
                                                                          np.arange(market.book.n_interval)),
                                                   "import_kw": np.full(market.book.n_interval, np.nan)}),
-                          solver="highs", build_seconds=market.build_seconds, solve_seconds=solve_seconds,
+                          solver=solver, build_seconds=market.build_seconds, solve_seconds=solve_seconds,
                           diagnosis=diagnosis)
 
 
@@ -432,7 +453,11 @@ def clear(feeder: Feeder, bids: pl.DataFrame | BidBook, iso_price, *, rules: Mar
     book = bids if isinstance(bids, BidBook) else validate_bids(bids, feeder, rules, intervals)
     if options.formulation == "socp":
         from engine import socp  # cvxpy is imported only when the SOCP is asked for
-        return socp.clear(feeder, book, iso_price, rules=rules, resources=resources, options=options)
+        solver = options.socp_solver
+        if solver == "auto":
+            solver = "ecos" if feeder.topology.n_bus <= ECOS_MAX_BUSES else "clarabel"
+        return socp.clear(feeder, book, iso_price, rules=rules, resources=resources, options=options,
+                          solver=solver)
     return NodalMarket(feeder, book, iso_price, rules, resources, options).solve()
 
 

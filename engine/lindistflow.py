@@ -75,10 +75,7 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
     topo = feeder.topology
     n, m, T = topo.n_bus, topo.n_line, book.n_interval
     if load_p_kw is None:
-        load_p_kw, load_q_kvar = feeder.loads(book.intervals if book.intervals != [None] else None)
-        if load_p_kw.shape[1] != T:
-            load_p_kw = np.repeat(load_p_kw, T, axis=1)
-            load_q_kvar = np.repeat(load_q_kvar, T, axis=1)
+        load_p_kw, load_q_kvar = market_loads(feeder, book)
     lp_mw = load_p_kw / S_BASE_KVA
     lq_mw = load_q_kvar / S_BASE_KVA
     eye_t = sp.identity(T, format="csr")
@@ -146,8 +143,16 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
         model.add_constraints("line_thermal", {"line_p": sp.diags(cos_rows) @ pick,
                                                "line_q": sp.diags(sin_rows) @ pick}, -bound, bound)
 
-    _add_resources(model, book, resources, rules)
+    add_resources(model, book, resources, rules)
     return model
+
+
+def market_loads(feeder: Feeder, book: BidBook) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed withdrawal per bus (topology order) and interval of the book, kW and kvar, shape (n, T)."""
+    p, q = feeder.loads(book.intervals if book.intervals != [None] else None)
+    if p.shape[1] != book.n_interval:
+        p, q = np.repeat(p, book.n_interval, axis=1), np.repeat(q, book.n_interval, axis=1)
+    return p, q
 
 
 def _bids_of(book: BidBook, rid: str, side: str | None = None) -> np.ndarray:
@@ -164,9 +169,12 @@ def _per_interval(book: BidBook, idx: np.ndarray, weights: np.ndarray | float = 
     return sp.csr_matrix((w, (book.t_idx[idx], idx)), shape=(book.n_interval, book.n))
 
 
-def _add_resources(model: LinearModel, book: BidBook, resources: tuple[Resource, ...],
-                   rules: MarketRules) -> None:
-    """Intertemporal rows of batteries, EVs and ramp-limited loads, in MW and MWh."""
+def add_resources(model: LinearModel, book: BidBook, resources: tuple[Resource, ...],
+                  rules: MarketRules) -> None:
+    """Intertemporal rows of batteries, EVs and ramp-limited loads, in MW and MWh.
+
+    The one definition of these rows: the SOCP converts the same rows.
+    """
     T, dt = book.n_interval, rules.hours
     known = set(book.table["resource_id"].unique().to_list())
     batteries = [r for r in resources if isinstance(r, Battery) and r.resource_id in known]

@@ -51,7 +51,7 @@ from engine import clearing, lindistflow
 from engine.bids import BidBook, MarketRules, Resource
 from engine.errors import InputError
 from engine.network import S_BASE_KVA, Feeder
-from engine.solver import LinearModel
+from engine.solver import CONIC_STATUS, LinearModel
 
 SOLVERS = {"ecos": cp.ECOS, "clarabel": cp.CLARABEL}
 EXACT_GAP = 1e-4
@@ -59,15 +59,6 @@ EXACT_GAP = 1e-4
 GAP_FLOOR_MVA2 = 1e-6
 """Smallest ``l v`` (MVA^2, i.e. 1 kVA squared) a gap is measured against: below it a gap is solver noise."""
 
-_STATUS = {
-    cp.OPTIMAL: "optimal",
-    cp.OPTIMAL_INACCURATE: "inaccurate",
-    cp.INFEASIBLE: "infeasible",
-    cp.INFEASIBLE_INACCURATE: "inaccurate",
-    cp.UNBOUNDED: "unbounded",
-    cp.UNBOUNDED_INACCURATE: "inaccurate",
-    cp.USER_LIMIT: "time_limit",
-}
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,17 +93,6 @@ class SocpModel:
     power_base_kva: float
     cost_scale: float
     lim_lines: np.ndarray
-    build_seconds: float
-
-
-@dataclass(frozen=True, eq=False)
-class _Market:
-    """The attributes of a market that :func:`engine.clearing._tables` and ``_failed`` read."""
-
-    feeder: Feeder
-    book: BidBook
-    iso_price: np.ndarray
-    options: clearing.ClearingOptions
     build_seconds: float
 
 
@@ -185,7 +165,7 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
     topo = feeder.topology
     n, m, T = topo.n_bus, topo.n_line, book.n_interval
     if load_p_kw is None:
-        load_p_kw, load_q_kvar = _loads(feeder, book)
+        load_p_kw, load_q_kvar = lindistflow.market_loads(feeder, book)
     base = _power_base_kva(feeder, book, load_p_kw, load_q_kvar)
     load_p = (load_p_kw / base).T.ravel()
     load_q = (load_q_kvar / base).T.ravel()
@@ -292,7 +272,7 @@ def _add_resources(var: dict, con: dict, book: BidBook, resources: tuple[Resourc
                    rules: MarketRules, base_mva: float) -> None:
     """Battery, EV and ramp rows, taken from the LP's own builder so both models share one definition.
 
-    :func:`engine.lindistflow._add_resources` writes them into a :class:`LinearModel`
+    :func:`engine.lindistflow.add_resources` writes them into a :class:`LinearModel`
     whose first block is ``bid``, in MW and MWh; its assembled rows
     ``lo <= A [bid; soc] <= hi`` are homogeneous in power, so dividing the bounds
     by ``base_mva`` puts them on the model's base. They are then split into
@@ -300,7 +280,7 @@ def _add_resources(var: dict, con: dict, book: BidBook, resources: tuple[Resourc
     """
     rows = LinearModel()
     rows.add_variables("bid", book.n)
-    lindistflow._add_resources(rows, book, resources, rules)
+    lindistflow.add_resources(rows, book, resources, rules)
     if rows.n_row == 0:
         return
     _, col_lo, col_hi, a, lo, hi, _ = rows.assemble()
@@ -345,7 +325,7 @@ def solve(model: SocpModel, solver: str = "ecos", time_limit: float | None = Non
     # The solver's own time: cvxpy's compilation counts as building (see clear).
     seconds = stats.solve_time if stats is not None and stats.solve_time is not None else \
         time.perf_counter() - t0 - (model.problem.compilation_time or 0.0)
-    return _STATUS.get(model.problem.status, "error"), float(seconds)
+    return CONIC_STATUS.get(model.problem.status, "error"), float(seconds)
 
 
 def relaxation_gap(model: SocpModel, feeder: Feeder) -> tuple[float, int, int]:
@@ -421,23 +401,23 @@ def clear(feeder: Feeder, book: BidBook, iso_price, *, rules: MarketRules = Mark
       plus the error of the lossless sensitivities in the two terms above,
       which is of the order of the loss factor times those terms.
     """
-    iso = clearing._iso_prices(iso_price, book.n_interval)
-    loads = _loads(feeder, book)
+    iso = clearing.iso_prices(iso_price, book.n_interval)
+    loads = lindistflow.market_loads(feeder, book)
     model = build(feeder, book, iso, rules, resources, *loads)
     status, seconds = solve(model, solver, options.time_limit)
     compile_seconds = model.problem.compilation_time or 0.0
-    market = _Market(feeder, book, iso, options, model.build_seconds + compile_seconds)
+    market = clearing.MarketContext(feeder, book, iso, "socp", model.build_seconds + compile_seconds)
     if status != "optimal":
         diag = ({"limit": "unknown", "element": "", "interval": None,
                  "detail": "the SOCP has no feasible dispatch; clear with formulation 'lindistflow' for a "
                            "limit-by-limit diagnosis"},) if status == "infeasible" else ()
-        return dataclasses.replace(clearing._failed(market, status, seconds, diag), solver=solver)
-    return _result(model, market, loads, rules, seconds, solver)
+        return clearing._failed(market, status, seconds, diag, solver=solver)
+    return _result(model, market, loads, rules, seconds, solver, options.ac_check)
 
 
-def _result(model: SocpModel, market: _Market, loads: tuple[np.ndarray, np.ndarray], rules: MarketRules,
-            seconds: float, solver: str) -> clearing.ClearingResult:
-    feeder, book, options = market.feeder, market.book, market.options
+def _result(model: SocpModel, market: clearing.MarketContext, loads: tuple[np.ndarray, np.ndarray],
+            rules: MarketRules, seconds: float, solver: str, ac_check: bool) -> clearing.ClearingResult:
+    feeder, book = market.feeder, market.book
     topo = feeder.topology
     n, m, T = topo.n_bus, topo.n_line, book.n_interval
     var, con = model.variables, model.constraints
@@ -474,7 +454,7 @@ def _result(model: SocpModel, market: _Market, loads: tuple[np.ndarray, np.ndarr
     shed = var["shed"].value.reshape(T, n) * model.power_base_kva if "shed" in var else None
     welfare = -model.problem.value * model.cost_scale * rules.hours
     gap, gap_t, gap_line = relaxation_gap(model, feeder)
-    ac = clearing.ac_check(feeder, book, x, line_p, line_q, v, loads, shed) if options.ac_check else None
+    ac = clearing.ac_check(feeder, book, x, line_p, line_q, v, loads, shed) if ac_check else None
     result = clearing._tables(market, "optimal", x, line_p, line_q, v, p0, q0, y_p, y_q,
                               (energy, congestion, voltage, loss), welfare, seconds, shed=shed, ac=ac,
                               solver=solver, gap=gap)
@@ -491,11 +471,3 @@ def _result(model: SocpModel, market: _Market, loads: tuple[np.ndarray, np.ndarr
 def _dual(con: dict, name: str, absent: np.ndarray) -> np.ndarray:
     """Dual of an optional constraint (zeros where the market has no such limit)."""
     return np.asarray(con[name].dual_value, dtype=float) if name in con else absent
-
-
-def _loads(feeder: Feeder, book: BidBook) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed withdrawal per bus and interval, kW and kvar, shape (n, T), as the LP reads it."""
-    p, q = feeder.loads(book.intervals if book.intervals != [None] else None)
-    if p.shape[1] != book.n_interval:
-        p, q = np.repeat(p, book.n_interval, axis=1), np.repeat(q, book.n_interval, axis=1)
-    return p, q

@@ -147,6 +147,18 @@ _STATUS = {
 }
 
 
+# cvxpy's status strings for the conic (SOCP) solvers; an inaccurate answer is a failure.
+CONIC_STATUS = {
+    "optimal": "optimal",
+    "optimal_inaccurate": "inaccurate",
+    "infeasible": "infeasible",
+    "infeasible_inaccurate": "inaccurate",
+    "unbounded": "unbounded",
+    "unbounded_inaccurate": "inaccurate",
+    "user_limit": "time_limit",
+}
+
+
 class HighsSolver:
     """A persistent HiGHS model of a :class:`LinearModel`.
 

@@ -34,7 +34,7 @@ def test_ieee33_totals_and_shape():
     assert f.lines["line"].to_list() == [str(k) for k in range(1, 33)]
     assert f.buses["load_kw"].sum() == pytest.approx(3715.0)
     assert f.buses["load_kvar"].sum() == pytest.approx(2300.0)
-    assert f.buses["vmin_pu"].unique().to_list() == [0.95]
+    assert f.buses["vmin_pu"].unique().to_list() == [0.90]
     assert f.buses["vmax_pu"].unique().to_list() == [1.05]
     assert np.isinf(f.lines["s_max_kva"].to_numpy()).all()
     assert f.topology.n_bus == 33 and f.topology.depth.max() == 17  # 1 -> 18 is the main trunk
