@@ -122,7 +122,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     write_csv(pl.DataFrame({"v": [1]}), tmp_path / "t.csv")
 
     class FailsHalfway:
-        def write_csv(self, fh):
+        def write_csv(self, fh, **_):
             fh.write(b"v\n2\n")
             raise OSError("disk full")
 
