@@ -429,11 +429,20 @@ def _utc(expr: pl.Expr, dtype) -> pl.Expr:
 
 
 def _first_uncastable(df: pl.DataFrame, schema: dict) -> tuple[str, int, str] | None:
+    """The first value that cannot be read as its column's type: (column, row, reason)."""
     for col, dtype in schema.items():
-        if col not in df.columns or dtype == pl.Utf8 or isinstance(dtype, pl.Datetime):
+        if col not in df.columns or dtype == pl.Utf8:
             continue
-        casted = df[col].cast(dtype, strict=False)
-        bad = np.nonzero((casted.is_null() & df[col].is_not_null()).to_numpy())[0]
+        src = df[col]
+        if isinstance(dtype, pl.Datetime):
+            if src.dtype not in (pl.Utf8, pl.String):
+                continue
+            casted = src.str.to_datetime(time_zone="UTC", time_unit="us", strict=False)
+            what = "an ISO 8601 timestamp"
+        else:
+            casted = src.cast(dtype, strict=False)
+            what = "a number" if dtype != pl.Boolean else "true or false"
+        bad = np.nonzero((casted.is_null() & src.is_not_null()).to_numpy())[0]
         if len(bad):
-            return col, int(bad[0]), f"{df[col][int(bad[0])]!r} is not a number"
+            return col, int(bad[0]), f"{src[int(bad[0])]!r} is not {what}"
     return None

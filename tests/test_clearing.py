@@ -378,3 +378,24 @@ def test_identical_bids_share_a_marginal_quantity_pro_rata():
     res = clear(f, bids, 20.0, options=NO_AC)
     d = dict(zip(res.dispatch["bid_id"], res.dispatch["cleared_kw"]))
     assert d["a"] == pytest.approx(15.0) and d["b"] == pytest.approx(45.0)
+
+
+@pytest.mark.parametrize("column,values,field", [
+    ("interval", ["2026-01-01T00:00:00Z", "garbage"], "interval"),
+    ("quantity_kw", ["1", "x"], "quantity_kw"),
+])
+def test_unreadable_values_name_their_row_and_field(column, values, field):
+    base = {"bid_id": ["a", "b"], "bus": ["1", "1"], "side": ["buy", "sell"], "quantity_kw": [10.0, 10.0],
+            "price": [10.0, 20.0]}
+    base[column] = values
+    with pytest.raises(InputError) as err:
+        validate_bids(pl.DataFrame(base), chain([10]))
+    assert (err.value.field, err.value.row) == (field, 1)
+
+
+def test_interval_timestamps_in_any_iso_form_are_the_same_utc_instant():
+    f = chain([10])
+    spellings = ["2026-11-21T01:00:00Z", "2026-11-21T01:00:00+00:00", "2026-11-21T02:00:00+01:00"]
+    books = [validate_bids(pl.DataFrame({"bid_id": ["a"], "bus": ["1"], "side": ["buy"], "quantity_kw": [1.0],
+                                         "price": [1.0], "interval": [s]}), f) for s in spellings]
+    assert {b.intervals[0] for b in books} == {hours(1)}
