@@ -13,7 +13,7 @@ import sys
 
 from engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market")
+COMMAND_MODULES = ("feeder", "market", "flex")
 
 
 def build_parser() -> argparse.ArgumentParser:
