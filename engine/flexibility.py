@@ -100,7 +100,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from engine.errors import InputError
-from engine.network import S_BASE_KVA, Feeder, Topology, _normalise
+from engine.network import S_BASE_KVA, Feeder, Topology, _normalise, _utc
 from engine.solver import HighsSolver, LinearModel
 
 NEED_KINDS = ("line", "voltage", "import")
@@ -1169,3 +1169,61 @@ def _conflicts(fm: FlexModel, awards: pl.DataFrame, conflict: np.ndarray, ivs: l
     return out.select(
         "resource_id", "aggregator_id", _interval_series(ivs, out["t"].to_numpy()), "direction",
         "capability_kw", "committed_kw", "available_kw", "offered_kw", "accepted_kw", "offer_ids")
+
+
+# -- effect on the interface -------------------------------------------------------------------------
+
+def apply_activations(feeder: Feeder, awards: pl.DataFrame) -> Feeder:
+    """The feeder with accepted flexibility activations folded into its fixed load.
+
+    Parameters
+    ----------
+    awards
+        ``bus, interval, direction, accepted_kw[, tan_phi]`` (as in
+        ``FlexResult.awards`` or the ``awards.csv`` of ``dsomarket flex clear``);
+        ``direction = up`` is more injection (less load). Rows without an
+        interval change the base load; timed rows become per-interval load
+        profile entries.
+
+    Returns
+    -------
+    Feeder
+        A new feeder whose net load is what the nodal market, the interface
+        curve and the disaggregation should be built on once the DSO has
+        bought these activations. The input feeder is not modified.
+    """
+    for col in ("bus", "interval", "direction", "accepted_kw"):
+        if col not in awards.columns:
+            raise InputError("flex_awards", col, "column is missing")
+    a = awards.filter(pl.col("accepted_kw") > 0)
+    if "tan_phi" not in a.columns:
+        a = a.with_columns(tan_phi=pl.lit(0.0))
+    bad = a.filter(~pl.col("direction").is_in(["up", "down"]))
+    if bad.height:
+        raise InputError("flex_awards", "direction", f"must be up or down (got {bad['direction'][0]!r})")
+    feeder.topology.bus_index_of(a["bus"].cast(pl.Utf8).to_list(), table="flex_awards")
+    sign = pl.when(pl.col("direction") == "up").then(-1.0).otherwise(1.0)
+    delta = (a.with_columns(pl.col("bus").cast(pl.Utf8), _utc(pl.col("interval"), a.schema["interval"]),
+                            dp=sign * pl.col("accepted_kw"), dq=sign * pl.col("accepted_kw") * pl.col("tan_phi"))
+             .group_by(["bus", "interval"]).agg(pl.col("dp").sum(), pl.col("dq").sum()))
+    untimed = delta.filter(pl.col("interval").is_null()).drop("interval")
+    timed = delta.filter(pl.col("interval").is_not_null())
+    buses = (feeder.buses.join(untimed, on="bus", how="left")
+             .with_columns(load_kw=pl.col("load_kw") + pl.col("dp").fill_null(0.0),
+                           load_kvar=pl.col("load_kvar") + pl.col("dq").fill_null(0.0))
+             .drop("dp", "dq"))
+    profile = feeder.load_profile
+    if timed.height:
+        ivs = sorted(set(timed["interval"].to_list()))
+        p, q = feeder.loads(ivs)
+        topo = feeder.topology
+        base = pl.DataFrame({"bus": np.repeat(topo.bus_ids.astype(str), len(ivs)),
+                             "interval": pl.Series(ivs * topo.n_bus, dtype=_UTC),
+                             "load_kw": p.ravel(), "load_kvar": q.ravel()})
+        changed = (base.join(timed, on=["bus", "interval"], how="inner")
+                   .with_columns(load_kw=pl.col("load_kw") + pl.col("dp"),
+                                 load_kvar=pl.col("load_kvar") + pl.col("dq")).drop("dp", "dq"))
+        kept = None if profile is None else profile.join(changed.select("bus", "interval"),
+                                                         on=["bus", "interval"], how="anti")
+        profile = changed if kept is None else pl.concat([kept, changed.select(kept.columns)])
+    return feeder.with_changes(buses=buses, load_profile=profile)

@@ -773,3 +773,40 @@ def test_cli_flex_clear_bad_offer_names_the_field(run, tmp_path):
     assert code == 2
     assert "offers row 0, field bus: unknown bus" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_accepted_activations_change_the_net_load_of_the_interface_curve():
+    from engine.bids import MarketRules, validate_bids
+    from engine.flexibility import apply_activations
+    from engine.interface import trace_curve
+
+    buses = pl.DataFrame({"bus": ["0", "1", "2"], "load_kw": [0.0, 100.0, 50.0], "load_kvar": [0.0, 10.0, 5.0]})
+    lines = pl.DataFrame({"line": ["a", "b"], "from_bus": ["0", "1"], "to_bus": ["1", "2"], "r_ohm": [0.1, 0.1],
+                          "x_ohm": [0.1, 0.1]})
+    feeder = Feeder.from_tables({"name": "f", "root_bus": "0", "base_kv": 12.66}, buses, lines)
+    awards = pl.DataFrame({"bus": ["2", "1"], "interval": [None, None], "direction": ["up", "down"],
+                           "accepted_kw": [30.0, 0.0], "tan_phi": [0.1, 0.0]})
+    moved = apply_activations(feeder, awards)
+    assert moved.buses["load_kw"].to_list() == [0.0, 100.0, 20.0]
+    assert moved.buses["load_kvar"].to_list() == pytest.approx([0.0, 10.0, 2.0])
+    assert feeder.buses["load_kw"].to_list() == [0.0, 100.0, 50.0]  # the input is untouched
+    bids = pl.DataFrame({"bid_id": ["s"], "bus": ["1"], "side": ["sell"], "quantity_kw": [10.0], "price": [40.0]})
+    rules = MarketRules(price_floor=0, price_cap=100)
+    before = trace_curve(feeder, validate_bids(bids, feeder, rules), rules).bands["import_kw"].to_list()
+    after = trace_curve(moved, validate_bids(bids, moved, rules), rules).bands["import_kw"].to_list()
+    assert before == [150.0, 140.0] and after == [120.0, 110.0]
+
+
+def test_timed_activations_become_load_profile_entries():
+    from datetime import datetime, timezone
+
+    from engine.flexibility import apply_activations
+
+    t0, t1 = datetime(2026, 1, 1, 0, tzinfo=timezone.utc), datetime(2026, 1, 1, 1, tzinfo=timezone.utc)
+    buses = pl.DataFrame({"bus": ["0", "1"], "load_kw": [0.0, 100.0], "load_kvar": [0.0, 0.0]})
+    lines = pl.DataFrame({"line": ["a"], "from_bus": ["0"], "to_bus": ["1"], "r_ohm": [0.1], "x_ohm": [0.1]})
+    feeder = Feeder.from_tables({"name": "f", "root_bus": "0", "base_kv": 12.66}, buses, lines)
+    moved = apply_activations(feeder, pl.DataFrame({"bus": ["1"], "interval": [t1], "direction": ["down"],
+                                                    "accepted_kw": [25.0]}))
+    p, _ = moved.loads([t0, t1])
+    assert p[1].tolist() == [100.0, 125.0]

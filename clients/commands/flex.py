@@ -62,7 +62,7 @@ def _clear(args: argparse.Namespace) -> int:
     stamp = pl.col("interval").dt.to_string(_STAMP)
     awards = result.awards.select(
         "offer_id", stamp, "accepted_kw", "price", "reason", "aggregator_id", "resource_id", "payment",
-        "conflict", pl.col("need_ids").list.join(";"))
+        "conflict", pl.col("need_ids").list.join(";"), "bus", "direction", "tan_phi")
     needs = result.needs.select("need_id", "met", "cost", "marginal_price", "shortfall_kw", stamp, "kind",
                                 "element", "shortfall")
     conflicts = result.conflicts.with_columns(stamp, pl.col("offer_ids").list.join(";"))

@@ -20,6 +20,7 @@ from engine.bids import MarketRules, parse_resources, validate_bids
 from engine.clearing import ClearingOptions, ClearingResult, clear
 from engine.disaggregation import disaggregate
 from engine.errors import InputError
+from engine.flexibility import apply_activations
 from engine.interface import trace_curve
 from engine.network import _utc
 from engine.settlement import MarketOutcome, settle
@@ -69,11 +70,15 @@ def _market_args(p: argparse.ArgumentParser) -> None:
                    help="interval length (default: the bids' spacing, or 60)")
     p.add_argument("--voll", type=float, default=None, help="shed fixed load at this value of lost load")
     p.add_argument("--polygon-sides", type=int, default=ClearingOptions().polygon_sides)
+    p.add_argument("--flex-awards", default=None, metavar="FILE",
+                   help="awards.csv of `dsomarket flex clear`: accepted activations change the net load")
     p.add_argument("--out", required=True, metavar="DIR")
 
 
 def _inputs(args):
     feeder = read_feeder(args.feeder)
+    if args.flex_awards:
+        feeder = apply_activations(feeder, read_table(args.flex_awards, "flex_awards"))
     bids = read_table(args.bids, "bids")
     resources = parse_resources(read_table(args.resources, "resources")) if args.resources else ()
     minutes = args.interval_minutes
