@@ -155,82 +155,83 @@ def market_loads(feeder: Feeder, book: BidBook) -> tuple[np.ndarray, np.ndarray]
     return p, q
 
 
-def _bids_of(book: BidBook, rid: str, side: str | None = None) -> np.ndarray:
-    res = book.table["resource_id"].to_numpy()
-    mask = res == rid
-    if side is not None:
-        mask &= book.withdraw_sign == (1.0 if side == "buy" else -1.0)
-    return np.nonzero(mask)[0]
+def _owner(book: BidBook, resources: list) -> tuple[np.ndarray, np.ndarray]:
+    """For each bid, the index of its resource in ``resources`` (-1 if none), and the mask of owned bids."""
+    pos = {r.resource_id: k for k, r in enumerate(resources)}
+    owner = np.fromiter((pos.get(r, -1) for r in book.table["resource_id"].to_list()), dtype=np.int64,
+                        count=book.n)
+    return owner, owner >= 0
 
 
-def _per_interval(book: BidBook, idx: np.ndarray, weights: np.ndarray | float = 1.0) -> sp.csr_matrix:
-    """Sparse (T x n_bid) matrix summing ``weights * p_b`` of bids ``idx`` per interval."""
-    w = np.broadcast_to(np.asarray(weights, dtype=float), idx.shape)
-    return sp.csr_matrix((w, (book.t_idx[idx], idx)), shape=(book.n_interval, book.n))
+def _per_resource_interval(book: BidBook, owner: np.ndarray, mask: np.ndarray, n_res: int,
+                           weights: np.ndarray) -> sp.csr_matrix:
+    """Sparse (n_res * T x n_bid) matrix summing ``weights * p_b`` per (resource, interval)."""
+    bids = np.nonzero(mask)[0]
+    rows = owner[bids] * book.n_interval + book.t_idx[bids]
+    return sp.csr_matrix((weights[bids], (rows, bids)), shape=(n_res * book.n_interval, book.n))
 
 
 def add_resources(model: LinearModel, book: BidBook, resources: tuple[Resource, ...],
                   rules: MarketRules) -> None:
     """Intertemporal rows of batteries, EVs and ramp-limited loads, in MW and MWh.
 
-    The one definition of these rows: the SOCP converts the same rows.
+    The one definition of these rows: the SOCP converts the same rows. Rows are
+    (resource x interval), built in one sparse matrix per law.
     """
     T, dt = book.n_interval, rules.hours
     known = set(book.table["resource_id"].unique().to_list())
     batteries = [r for r in resources if isinstance(r, Battery) and r.resource_id in known]
     evs = [r for r in resources if isinstance(r, ElectricVehicle) and r.resource_id in known]
     ramps = [r for r in resources if isinstance(r, FlexibleLoad) and r.resource_id in known]
+    buy = book.withdraw_sign > 0
+    ones = np.ones(book.n)
 
     if batteries:
         nb = len(batteries)
-        lo = np.repeat([b.soc_min_kwh / S_BASE_KVA for b in batteries], T)
-        hi = np.repeat([b.energy_kwh / S_BASE_KVA for b in batteries], T)
-        end = np.array([b.soc_end_kwh / S_BASE_KVA for b in batteries])
-        lo[T - 1::T] = np.maximum(lo[T - 1::T], end)
+        attr = (lambda name: np.array([getattr(b, name) for b in batteries], dtype=float))
+        lo = np.repeat(attr("soc_min_kwh") / S_BASE_KVA, T)
+        hi = np.repeat(attr("energy_kwh") / S_BASE_KVA, T)
+        lo[T - 1::T] = np.maximum(lo[T - 1::T], attr("soc_end_kwh") / S_BASE_KVA)
         model.add_variables("soc", nb * T, lo, hi)
+        owner, owned = _owner(book, batteries)
+        safe = np.maximum(owner, 0)
         # e_t - e_{t-1} - eta_c dt charge_t + dt / eta_d discharge_t = (e_init at t = 0)
+        energy_in = np.where(buy, -attr("eta_charge")[safe] * dt, dt / attr("eta_discharge")[safe])
         shift = sp.identity(T, format="csr") - sp.eye(T, k=-1, format="csr")
-        soc_terms = sp.kron(sp.identity(nb), shift, format="csr")
-        flows, ch_rows, dis_rows = [], [], []
-        for b in batteries:
-            buy, sell = _bids_of(book, b.resource_id, "buy"), _bids_of(book, b.resource_id, "sell")
-            flows.append(_per_interval(book, buy, -b.eta_charge * dt)
-                         + _per_interval(book, sell, dt / b.eta_discharge))
-            ch_rows.append(_per_interval(book, buy))
-            dis_rows.append(_per_interval(book, sell))
         rhs = np.zeros(nb * T)
-        rhs[::T] = [b.soc_init_kwh / S_BASE_KVA for b in batteries]
-        model.add_constraints("battery_soc", {"soc": soc_terms, "bid": sp.vstack(flows, format="csr")}, rhs, rhs)
-        model.add_constraints("battery_charge", {"bid": sp.vstack(ch_rows, format="csr")}, -INF,
-                              np.repeat([b.charge_kw / S_BASE_KVA for b in batteries], T))
-        model.add_constraints("battery_discharge", {"bid": sp.vstack(dis_rows, format="csr")}, -INF,
-                              np.repeat([b.discharge_kw / S_BASE_KVA for b in batteries], T))
+        rhs[::T] = attr("soc_init_kwh") / S_BASE_KVA
+        model.add_constraints("battery_soc", {"soc": sp.kron(sp.identity(nb), shift, format="csr"),
+                                              "bid": _per_resource_interval(book, owner, owned, nb, energy_in)},
+                              rhs, rhs)
+        model.add_constraints("battery_charge", {"bid": _per_resource_interval(book, owner, owned & buy, nb, ones)},
+                              -INF, np.repeat(attr("charge_kw") / S_BASE_KVA, T))
+        model.add_constraints("battery_discharge",
+                              {"bid": _per_resource_interval(book, owner, owned & ~buy, nb, ones)},
+                              -INF, np.repeat(attr("discharge_kw") / S_BASE_KVA, T))
 
     if evs:
-        energy_rows, charge_rows = [], []
-        for ev in evs:
-            bids = _bids_of(book, ev.resource_id)
-            if np.any(book.withdraw_sign[bids] < 0):
-                row = int(bids[book.withdraw_sign[bids] < 0][0])
-                raise InputError("bids", "side", f"EV {ev.resource_id!r} can only buy (charge)", row=row)
-            starts = [book.intervals[t] for t in book.t_idx[bids]]
-            late = [k for k, s in zip(bids, starts) if s is not None and s >= ev.departure]
-            if late:
-                raise InputError("bids", "interval", f"EV {ev.resource_id!r} departs at {ev.departure}; "
-                                 "no bid may start at or after it", row=int(late[0]))
-            energy_rows.append(sp.csr_matrix((np.full(len(bids), ev.eta_charge * dt),
-                                              (np.zeros(len(bids), dtype=int), bids)), shape=(1, book.n)))
-            charge_rows.append(_per_interval(book, bids))
-        need = np.array([ev.energy_kwh / S_BASE_KVA for ev in evs])
-        model.add_constraints("ev_energy", {"bid": sp.vstack(energy_rows, format="csr")}, need, INF)
-        model.add_constraints("ev_charge", {"bid": sp.vstack(charge_rows, format="csr")}, -INF,
-                              np.repeat([ev.charge_kw / S_BASE_KVA for ev in evs], T))
+        owner, owned = _owner(book, evs)
+        selling = np.nonzero(owned & ~buy)[0]
+        if len(selling):
+            row = int(selling[0])
+            raise InputError("bids", "side", f"EV {evs[owner[row]].resource_id!r} can only buy (charge)", row=row)
+        departure = [evs[o].departure if o >= 0 else None for o in owner]
+        for row in np.nonzero(owned)[0]:
+            start = book.intervals[book.t_idx[row]]
+            if start is not None and start >= departure[row]:
+                raise InputError("bids", "interval", f"EV {evs[owner[row]].resource_id!r} departs at "
+                                 f"{departure[row]}; no bid may start at or after it", row=int(row))
+        eta = np.array([ev.eta_charge for ev in evs])
+        bids = np.nonzero(owned)[0]
+        energy = sp.csr_matrix((eta[owner[bids]] * dt, (owner[bids], bids)), shape=(len(evs), book.n))
+        model.add_constraints("ev_energy", {"bid": energy},
+                              np.array([ev.energy_kwh for ev in evs]) / S_BASE_KVA, INF)
+        model.add_constraints("ev_charge", {"bid": _per_resource_interval(book, owner, owned, len(evs), ones)},
+                              -INF, np.repeat(np.array([ev.charge_kw for ev in evs]) / S_BASE_KVA, T))
 
     if ramps and T > 1:
-        diff = (sp.eye(T - 1, T, k=1) - sp.eye(T - 1, T)).tocsr()
-        rows = []
-        for r in ramps:
-            bids = _bids_of(book, r.resource_id)
-            rows.append(diff @ _per_interval(book, bids, book.withdraw_sign[bids]))
-        lim = np.repeat([r.ramp_kw / S_BASE_KVA for r in ramps], T - 1)
-        model.add_constraints("ramp", {"bid": sp.vstack(rows, format="csr")}, -lim, lim)
+        owner, owned = _owner(book, ramps)
+        net = _per_resource_interval(book, owner, owned, len(ramps), book.withdraw_sign)
+        diff = sp.kron(sp.identity(len(ramps)), sp.eye(T - 1, T, k=1) - sp.eye(T - 1, T), format="csr")
+        lim = np.repeat(np.array([r.ramp_kw for r in ramps]) / S_BASE_KVA, T - 1)
+        model.add_constraints("ramp", {"bid": diff @ net}, -lim, lim)
