@@ -13,7 +13,7 @@ import sys
 
 from engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex")
+COMMAND_MODULES = ("feeder", "market", "flex", "service")
 
 
 def build_parser() -> argparse.ArgumentParser:

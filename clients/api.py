@@ -1,0 +1,794 @@
+"""Python client of the dsomarket gRPC API, for aggregators, the ISO, operators and auditors.
+
+One :class:`Client` per participant token::
+
+    async with Client("127.0.0.1:50051", token) as c:
+        market = await c.get_market("da-2025-06-02")
+        await c.submit_bids(market.market_id, [BidSegment("b1", "pv1", "sell", 40.0, Decimal("12.5"),
+                                                          market.delivery_start)])
+        async for event in c.dispatch_stream(market_id=market.market_id):
+            ...
+
+Methods take keyword arguments, validate what they can locally, and return
+frozen dataclasses; prices and money are :class:`decimal.Decimal` (never
+floats), power is kW, times are timezone-aware UTC datetimes. Failures raise
+:class:`ApiError` subclasses named after the gRPC status. Every call has a
+deadline; reads and writes that carry an idempotency key (bids, resources,
+awards: the client adds one) are retried with backoff when the server is
+unavailable, so a retry after a lost reply returns the first reply instead
+of applying twice. Streams reconnect and resume after the last sequence seen.
+List methods follow every page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from server.api.dsomarket.v1 import aggregator_pb2 as agg_pb
+from server.api.dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, common_pb2, iso_pb2
+from server.api.dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+PAGE_SIZE = 10_000
+_STREAM_RETRIES = 15  # reconnects in a row; with the capped backoff, about half a minute for a server restart
+_STREAM_BACKOFF_MAX = 2.0
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A call failed; ``code`` is the gRPC status and ``details`` the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        self.code = code
+        self.details = details
+        super().__init__(f"{code.name}: {details}")
+
+
+class InvalidArgument(ApiError):
+    """A request field is malformed; the details name it."""
+
+
+class NotFound(ApiError):
+    """An id does not exist (for this caller)."""
+
+
+class AlreadyExists(ApiError):
+    """A chosen id is already used."""
+
+
+class FailedPrecondition(ApiError):
+    """Wrong market state, or an interval's gate has closed."""
+
+
+class PermissionDenied(ApiError):
+    """The token's role may not do this, or the data is not the caller's."""
+
+
+class Unauthenticated(ApiError):
+    """Missing or unknown token."""
+
+
+class ResourceExhausted(ApiError):
+    """A request is over a size limit."""
+
+
+class DeadlineExceeded(ApiError):
+    """The call's deadline, or the server's solver time limit, passed."""
+
+
+class Unavailable(ApiError):
+    """The server could not be reached (after the retries)."""
+
+
+_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument, grpc.StatusCode.NOT_FOUND: NotFound,
+           grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+           grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+           grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+           grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+           grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+           grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded, grpc.StatusCode.UNAVAILABLE: Unavailable}
+
+
+def _error(exc: grpc.aio.AioRpcError) -> ApiError:
+    return _ERRORS.get(exc.code(), ApiError)(exc.code(), exc.details() or "")
+
+
+# -- domain objects ---------------------------------------------------------------------------
+
+_SIDES = {common_pb2.SIDE_BUY: "buy", common_pb2.SIDE_SELL: "sell"}
+_KINDS = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time"}
+_STATES = {v: k.removeprefix("MARKET_STATE_").lower() for k, v in common_pb2.MarketState.items()}
+_ROLES = {v: k.removeprefix("ROLE_").lower() for k, v in common_pb2.Role.items()}
+_STATUS = {v: k.removeprefix("CLEARING_STATUS_").lower() for k, v in common_pb2.ClearingStatus.items()}
+_RESOURCE_KINDS = {v: k.removeprefix("RESOURCE_KIND_").lower() for k, v in common_pb2.ResourceKind.items()}
+_CURVE_KINDS = {v: k.removeprefix("CURVE_SEGMENT_KIND_").lower() for k, v in iso_pb2.CurveSegmentKind.items()}
+_SOURCES = {v: k.removeprefix("INSTRUCTION_SOURCE_").lower() for k, v in agg_pb.InstructionSource.items()}
+
+
+def _name(table: dict, value: int) -> str:
+    """Enum value to name; values this client does not know map to 'unspecified'."""
+    return table.get(value, "unspecified")
+
+
+def _value(table: dict, name: str, what: str) -> int:
+    for k, v in table.items():
+        if v == name:
+            return k
+    known = ", ".join(v for v in table.values() if v != "unspecified")
+    raise ValueError(f"unknown {what} {name!r} (known: {known})")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _dt(ts: Timestamp) -> datetime:
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
+def _ts(value: datetime) -> Timestamp:
+    if value.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone: give UTC times")
+    delta = value - _EPOCH
+    seconds, micros = divmod(delta // timedelta(microseconds=1), 1_000_000)
+    return Timestamp(seconds=seconds, nanos=micros * 1000)
+
+
+def _dec(text: str) -> Decimal | None:
+    return Decimal(text) if text else None
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Market:
+    market_id: str
+    feeder_id: str
+    kind: str
+    state: str
+    delivery_start: datetime
+    interval_count: int
+    interval_length: timedelta
+    gate_closure_time: datetime | None
+    gate_lead: timedelta | None
+    price_floor: Decimal
+    price_cap: Decimal
+    currency: str
+    value_of_lost_load: Decimal | None
+    day_ahead_market_id: str
+    clearing_status: str
+    diagnosis: tuple[str, ...]
+
+    @property
+    def intervals(self) -> list[datetime]:
+        """Start of every interval."""
+        return [self.delivery_start + k * self.interval_length for k in range(self.interval_count)]
+
+    @staticmethod
+    def of(m: market_pb2.Market) -> "Market":
+        return Market(m.market_id, m.feeder_id, _name(_KINDS, m.kind), _name(_STATES, m.state),
+                      _dt(m.delivery_start), m.interval_count, m.interval_length.ToTimedelta(),
+                      _dt(m.gate_closure_time) if m.HasField("gate_closure_time") else None,
+                      m.gate_lead.ToTimedelta() if m.HasField("gate_lead") else None,
+                      Decimal(m.price_floor), Decimal(m.price_cap), m.currency, _dec(m.value_of_lost_load),
+                      m.day_ahead_market_id, _name(_STATUS, m.clearing_status), tuple(m.diagnosis))
+
+
+@dataclass(frozen=True)
+class MarketInterval:
+    index: int
+    start: datetime
+    end: datetime
+    gate_closure: datetime
+    gate_open: bool
+
+
+@dataclass(frozen=True)
+class BusPrice:
+    bus: str
+    interval_start: datetime
+    dlmp: Decimal
+    energy: Decimal
+    congestion: Decimal
+    voltage: Decimal
+    loss: Decimal
+
+
+@dataclass(frozen=True)
+class Feeder:
+    feeder_id: str
+    name: str
+    root_bus: str
+    base_kv: float
+    bus_count: int
+    line_count: int
+
+
+_RESOURCE_NUMBERS = ("capacity_kw", "energy_kwh", "charge_kw", "discharge_kw", "eta_charge", "eta_discharge",
+                     "soc_init_kwh", "soc_end_kwh", "soc_min_kwh", "ramp_kw")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A DER. ``kind``: pv, battery, ev or flexible_load; kW and kWh as in the API."""
+
+    resource_id: str
+    feeder_id: str
+    bus: str
+    kind: str
+    capacity_kw: float
+    energy_kwh: float = 0.0
+    charge_kw: float = 0.0
+    discharge_kw: float = 0.0
+    eta_charge: float = 0.0
+    eta_discharge: float = 0.0
+    soc_init_kwh: float = 0.0
+    soc_end_kwh: float = 0.0
+    soc_min_kwh: float = 0.0
+    ramp_kw: float = 0.0
+    departure: datetime | None = None
+    aggregator_id: str = ""
+
+    def to_pb(self) -> agg_pb.Resource:
+        r = agg_pb.Resource(resource_id=self.resource_id, feeder_id=self.feeder_id, bus=self.bus,
+                            kind=_value(_RESOURCE_KINDS, self.kind, "resource kind"),
+                            **{name: getattr(self, name) for name in _RESOURCE_NUMBERS})
+        if self.departure is not None:
+            r.departure.CopyFrom(_ts(self.departure))
+        return r
+
+    @staticmethod
+    def of(r: agg_pb.Resource) -> "Resource":
+        return Resource(r.resource_id, r.feeder_id, r.bus, _name(_RESOURCE_KINDS, r.kind),
+                        **{name: getattr(r, name) for name in _RESOURCE_NUMBERS},
+                        departure=_dt(r.departure) if r.HasField("departure") else None,
+                        aggregator_id=r.aggregator_id)
+
+
+@dataclass(frozen=True)
+class BidSegment:
+    """One bid segment to submit: ``side`` buy or sell, ``quantity_kw`` > 0, ``price`` per MWh."""
+
+    bid_id: str
+    resource_id: str
+    side: str
+    quantity_kw: float
+    price: Decimal | str | int | float
+    interval_start: datetime
+    tan_phi: float = 0.0
+
+
+@dataclass(frozen=True)
+class Bid:
+    market_id: str
+    aggregator_id: str
+    bid_id: str
+    resource_id: str
+    bus: str
+    side: str
+    quantity_kw: float
+    price: Decimal
+    interval_start: datetime
+    tan_phi: float
+    status: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A durably stored write: ``count`` items at ``acknowledged_at``."""
+
+    count: int
+    acknowledged_at: datetime
+
+
+@dataclass(frozen=True)
+class Award:
+    sequence: int
+    market_id: str
+    aggregator_id: str
+    bid_id: str
+    resource_id: str
+    interval_start: datetime
+    side: str
+    cleared_kw: float
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """Net injection to deliver, kW (positive = into the feeder); ``source`` award or override."""
+
+    sequence: int
+    market_id: str
+    aggregator_id: str
+    resource_id: str
+    interval_start: datetime
+    kw: float
+    source: str
+    reason: str
+    issued_at: datetime
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A settlement line: ``amount`` is paid to the aggregator (positive) or charged; ``kw`` a withdrawal."""
+
+    market_id: str
+    aggregator_id: str
+    bid_id: str
+    resource_id: str
+    interval_start: datetime
+    settlement: str
+    kw: float
+    kvar: float
+    price: Decimal
+    reactive_price: Decimal
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True)
+class CurveSegment:
+    kind: str
+    index: int
+    price: Decimal | None
+    quantity_kw: float
+
+
+@dataclass(frozen=True)
+class CurveBand:
+    price_low: Decimal
+    price_high: Decimal
+    import_kw: float
+
+
+@dataclass(frozen=True)
+class InterfaceCurve:
+    sequence: int
+    market_id: str
+    feeder_id: str
+    kind: str
+    interval_start: datetime
+    interval_end: datetime
+    fixed_net_load_kw: float
+    conditional: bool
+    segments: tuple[CurveSegment, ...]
+    bands: tuple[CurveBand, ...]
+    reduction_area: Decimal | None
+
+    @staticmethod
+    def of(c: iso_pb2.InterfaceCurve) -> "InterfaceCurve":
+        return InterfaceCurve(
+            c.sequence, c.market_id, c.feeder_id, _name(_KINDS, c.kind), _dt(c.interval_start),
+            _dt(c.interval_end), c.fixed_net_load_kw, c.conditional,
+            tuple(CurveSegment(_name(_CURVE_KINDS, s.kind), s.index, _dec(s.price), s.quantity_kw)
+                  for s in c.segments),
+            tuple(CurveBand(Decimal(b.price_low), Decimal(b.price_high), b.import_kw) for b in c.bands),
+            _dec(c.reduction_area))
+
+
+@dataclass(frozen=True)
+class IntervalAward:
+    """The ISO's award for one interval: import kW (negative = export) and price.
+
+    A price of None lets the interface's own marginal price stand.
+    """
+
+    interval_start: datetime
+    import_kw: float
+    price: Decimal | str | None = None
+
+
+@dataclass(frozen=True)
+class InterfaceFlow:
+    interval_start: datetime
+    import_kw: float
+    iso_price: Decimal
+
+
+@dataclass(frozen=True)
+class ClearingReport:
+    market: Market
+    status: str
+    diagnosis: tuple[str, ...]
+    welfare: Decimal | None
+    interface: tuple[InterfaceFlow, ...]
+    curve_segments: int
+    solve_seconds: float
+
+
+@dataclass(frozen=True)
+class AwardResult:
+    market: Market
+    status: str
+    diagnosis: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SettlementReport:
+    market: Market
+    totals: dict
+    statement_count: int
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    sequence: int
+    recorded_at: datetime
+    actor: str
+    role: str
+    action: str
+    payload_json: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    records: int
+    first_bad_sequence: int
+    reason: str
+
+
+def _feeder(f: operator_pb2.Feeder) -> Feeder:
+    return Feeder(f.feeder_id, f.name, f.root_bus, f.base_kv, f.bus_count, f.line_count)
+
+
+def _award(a: agg_pb.Award) -> Award:
+    return Award(a.sequence, a.market_id, a.aggregator_id, a.bid_id, a.resource_id, _dt(a.interval_start),
+                 _name(_SIDES, a.side), a.cleared_kw, Decimal(a.price))
+
+
+def _instruction(i: agg_pb.Instruction) -> Instruction:
+    return Instruction(i.sequence, i.market_id, i.aggregator_id, i.resource_id, _dt(i.interval_start), i.kw,
+                       _name(_SOURCES, i.source), i.reason, _dt(i.issued_at))
+
+
+def bid_columns(bids: Sequence[BidSegment]) -> agg_pb.BidColumns:
+    """Columnar form of bid segments (the interval starts dictionary-encoded)."""
+    starts: dict[datetime, int] = {}
+    cols = agg_pb.BidColumns()
+    cols.bid_id.extend(b.bid_id for b in bids)
+    cols.resource_id.extend(b.resource_id for b in bids)
+    cols.side.extend(_value(_SIDES, b.side, "side") for b in bids)
+    cols.quantity_kw.extend(float(b.quantity_kw) for b in bids)
+    cols.price.extend(price_text(b.price) for b in bids)
+    cols.interval_index.extend(starts.setdefault(b.interval_start, len(starts)) for b in bids)
+    cols.interval_starts.extend(_ts(s) for s in starts)
+    if any(b.tan_phi for b in bids):
+        cols.tan_phi.extend(float(b.tan_phi) for b in bids)
+    return cols
+
+
+def price_text(value) -> str:
+    """A price as a decimal string; a float goes through its shortest repr, never its binary expansion."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"price {value} is not finite")
+        value = repr(value)
+    return format(Decimal(str(value)), "f")
+
+
+# -- the client --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClientTls:
+    """PEM files: the CA that signed the server's certificate, and for mutual TLS the client's own."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(self.ca).read_bytes(),
+            private_key=Path(self.key).read_bytes() if self.key else None,
+            certificate_chain=Path(self.cert).read_bytes() if self.cert else None)
+
+
+class Client:
+    """An async client for one participant token; create it inside the event loop that uses it.
+
+    Parameters
+    ----------
+    target
+        ``host:port`` of the server.
+    token
+        The participant's token (``dsomarket token create``).
+    tls
+        TLS settings; plaintext when None.
+    timeout
+        Deadline of each call attempt, seconds.
+    retries
+        Extra attempts after UNAVAILABLE for calls that are safe to repeat.
+    backoff
+        First pause between attempts, seconds; doubles each time.
+    """
+
+    def __init__(self, target: str, token: str, *, tls: ClientTls | None = None, timeout: float = 30.0,
+                 retries: int = 4, backoff: float = 0.2):
+        self.target, self.timeout, self.retries, self.backoff = target, timeout, retries, backoff
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        self._channel = (grpc.aio.secure_channel(target, tls.credentials(), options=options) if tls
+                         else grpc.aio.insecure_channel(target, options=options))
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._market = market_pb2_grpc.MarketServiceStub(self._channel)
+        self._operator = operator_pb2_grpc.OperatorServiceStub(self._channel)
+        self._aggregator = aggregator_pb2_grpc.AggregatorServiceStub(self._channel)
+        self._iso = iso_pb2_grpc.IsoServiceStub(self._channel)
+        self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method, request, retry: bool = True):
+        attempt = 0
+        while True:
+            try:
+                return await method(request, timeout=self.timeout, metadata=self._metadata)
+            except grpc.aio.AioRpcError as exc:
+                if not (retry and exc.code() == grpc.StatusCode.UNAVAILABLE and attempt < self.retries):
+                    raise _error(exc) from None
+            await asyncio.sleep(self.backoff * 2 ** attempt)
+            attempt += 1
+
+    async def _pages(self, method, request, items: str):
+        request.pagination.page_size = PAGE_SIZE
+        while True:
+            response = await self._call(method, request)
+            for item in getattr(response, items):
+                yield item
+            if not response.pagination.next_page_token:
+                return
+            request.pagination.page_token = response.pagination.next_page_token
+
+    # -- every role ---------------------------------------------------------------
+
+    async def identity(self) -> Identity:
+        r = await self._call(self._market.GetIdentity, market_pb2.GetIdentityRequest())
+        return Identity(r.name, _name(_ROLES, r.role))
+
+    async def list_markets(self, *, feeder_id: str = "", states: Iterable[str] = (),
+                           kind: str = "") -> list[Market]:
+        f = market_pb2.MarketFilter(feeder_id=feeder_id,
+                                    states=[_value(_STATES, s, "market state") for s in states],
+                                    kind=_value(_KINDS, kind, "market kind") if kind else 0)
+        return [Market.of(m) async for m in self._pages(self._market.ListMarkets,
+                                                         market_pb2.ListMarketsRequest(filter=f), "markets")]
+
+    async def get_market(self, market_id: str) -> Market:
+        r = await self._call(self._market.GetMarket, market_pb2.GetMarketRequest(market_id=market_id))
+        return Market.of(r.market)
+
+    async def list_intervals(self, market_id: str) -> list[MarketInterval]:
+        req = market_pb2.ListMarketIntervalsRequest(market_id=market_id)
+        return [MarketInterval(i.index, _dt(i.start), _dt(i.end), _dt(i.gate_closure), i.gate_open)
+                async for i in self._pages(self._market.ListMarketIntervals, req, "intervals")]
+
+    async def list_prices(self, market_id: str, *, bus: str = "") -> list[BusPrice]:
+        req = market_pb2.ListMarketPricesRequest(market_id=market_id, bus=bus)
+        return [BusPrice(p.bus, _dt(p.interval_start), Decimal(p.dlmp), Decimal(p.energy),
+                         Decimal(p.congestion), Decimal(p.voltage), Decimal(p.loss))
+                async for p in self._pages(self._market.ListMarketPrices, req, "prices")]
+
+    # -- operator -----------------------------------------------------------------
+
+    async def create_feeder(self, feeder_id: str, *, builtin: str = "",
+                            tables: operator_pb2.FeederTables | None = None) -> Feeder:
+        req = operator_pb2.CreateFeederRequest(feeder_id=feeder_id)
+        if tables is not None:
+            req.tables.CopyFrom(tables)
+        else:
+            req.builtin_name = builtin
+        return _feeder((await self._call(self._operator.CreateFeeder, req, retry=False)).feeder)
+
+    async def list_feeders(self) -> list[Feeder]:
+        req = operator_pb2.ListFeedersRequest()
+        return [_feeder(f) async for f in self._pages(self._operator.ListFeeders, req, "feeders")]
+
+    async def create_market(self, market_id: str, *, feeder_id: str, kind: str, delivery_start: datetime,
+                            interval_count: int = 0, gate_closure_time: datetime | None = None,
+                            gate_lead: timedelta | None = None, price_floor: Decimal | str | None = None,
+                            price_cap: Decimal | str | None = None, currency: str = "",
+                            value_of_lost_load: Decimal | str | None = None,
+                            day_ahead_market_id: str = "") -> Market:
+        req = operator_pb2.CreateMarketRequest(
+            market_id=market_id, feeder_id=feeder_id, kind=_value(_KINDS, kind, "market kind"),
+            delivery_start=_ts(delivery_start), interval_count=interval_count,
+            price_floor="" if price_floor is None else price_text(price_floor),
+            price_cap="" if price_cap is None else price_text(price_cap), currency=currency,
+            value_of_lost_load="" if value_of_lost_load is None else price_text(value_of_lost_load),
+            day_ahead_market_id=day_ahead_market_id)
+        if gate_closure_time is not None:
+            req.gate_closure_time.CopyFrom(_ts(gate_closure_time))
+        if gate_lead is not None:
+            req.gate_lead.CopyFrom(Duration(seconds=int(gate_lead.total_seconds())))
+        return Market.of((await self._call(self._operator.CreateMarket, req, retry=False)).market)
+
+    async def close_gate(self, market_id: str) -> Market:
+        req = operator_pb2.CloseGateRequest(market_id=market_id)
+        return Market.of((await self._call(self._operator.CloseGate, req, retry=False)).market)
+
+    async def clear_market(self, market_id: str, *, iso_price_forecast: Sequence = ()) -> ClearingReport:
+        req = operator_pb2.ClearMarketRequest(market_id=market_id,
+                                              iso_price_forecast=[price_text(p) for p in iso_price_forecast])
+        r = await self._call(self._operator.ClearMarket, req, retry=False)
+        flows = tuple(InterfaceFlow(_dt(f.interval_start), f.import_kw, Decimal(f.iso_price))
+                      for f in r.interface)
+        return ClearingReport(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis),
+                              _dec(r.welfare), flows, r.curve_segments, r.solve_seconds)
+
+    async def publish_market(self, market_id: str) -> Market:
+        req = operator_pb2.PublishMarketRequest(market_id=market_id)
+        return Market.of((await self._call(self._operator.PublishMarket, req, retry=False)).market)
+
+    async def settle_market(self, market_id: str) -> SettlementReport:
+        req = operator_pb2.SettleMarketRequest(market_id=market_id)
+        r = await self._call(self._operator.SettleMarket, req, retry=False)
+        return SettlementReport(Market.of(r.market), {k: Decimal(v) for k, v in r.totals.items()},
+                                r.statement_count)
+
+    async def override_dispatch(self, market_id: str, *, aggregator_id: str, resource_id: str,
+                                interval_start: datetime, kw: float, reason: str) -> Instruction:
+        req = operator_pb2.OverrideDispatchRequest(market_id=market_id, aggregator_id=aggregator_id,
+                                                   resource_id=resource_id,
+                                                   interval_start=_ts(interval_start), kw=kw, reason=reason)
+        return _instruction((await self._call(self._operator.OverrideDispatch, req, retry=False)).instruction)
+
+    # -- aggregator -----------------------------------------------------------------
+
+    async def register_resources(self, resources: Sequence[Resource], *, request_id: str = "") -> int:
+        req = agg_pb.RegisterResourcesRequest(request_id=request_id or uuid.uuid4().hex,
+                                              resources=[r.to_pb() for r in resources])
+        return (await self._call(self._aggregator.RegisterResources, req)).registered
+
+    async def list_resources(self, *, aggregator_id: str = "", feeder_id: str = "") -> list[Resource]:
+        req = agg_pb.ListResourcesRequest(filter=agg_pb.ResourceFilter(aggregator_id=aggregator_id,
+                                                                       feeder_id=feeder_id))
+        return [Resource.of(r) async for r in self._pages(self._aggregator.ListResources, req, "resources")]
+
+    async def submit_bids(self, market_id: str, bids: Sequence[BidSegment] | agg_pb.BidColumns, *,
+                          request_id: str = "") -> Ack:
+        """Submit new segments, all or nothing; ``bids`` may be prebuilt :func:`bid_columns`."""
+        cols = bids if isinstance(bids, agg_pb.BidColumns) else bid_columns(bids)
+        req = agg_pb.SubmitBidsRequest(market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+                                       bids=cols)
+        r = await self._call(self._aggregator.SubmitBids, req)
+        return Ack(r.accepted, _dt(r.acknowledged_at))
+
+    async def replace_bids(self, market_id: str, bids: Sequence[BidSegment], *, request_id: str = "") -> Ack:
+        req = agg_pb.ReplaceBidsRequest(market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+                                        bids=bid_columns(bids))
+        r = await self._call(self._aggregator.ReplaceBids, req)
+        return Ack(r.replaced, _dt(r.acknowledged_at))
+
+    async def withdraw_bids(self, market_id: str, bid_ids: Sequence[str], *, request_id: str = "") -> Ack:
+        req = agg_pb.WithdrawBidsRequest(market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+                                         bid_ids=list(bid_ids))
+        r = await self._call(self._aggregator.WithdrawBids, req)
+        return Ack(r.withdrawn, _dt(r.acknowledged_at))
+
+    async def list_bids(self, *, market_id: str = "", aggregator_id: str = "",
+                        include_withdrawn: bool = False) -> list[Bid]:
+        req = agg_pb.ListBidsRequest(filter=agg_pb.BidFilter(market_id=market_id, aggregator_id=aggregator_id,
+                                                             include_withdrawn=include_withdrawn))
+        return [Bid(b.market_id, b.aggregator_id, b.bid_id, b.resource_id, b.bus, _name(_SIDES, b.side),
+                    b.quantity_kw, Decimal(b.price), _dt(b.interval_start), b.tan_phi,
+                    "active" if b.status == agg_pb.BID_STATUS_ACTIVE else "withdrawn", _dt(b.updated_at))
+                async for b in self._pages(self._aggregator.ListBids, req, "bids")]
+
+    async def list_awards(self, *, market_id: str = "", aggregator_id: str = "") -> list[Award]:
+        f = agg_pb.DispatchFilter(market_id=market_id, aggregator_id=aggregator_id)
+        req = agg_pb.ListAwardsRequest(filter=f)
+        return [_award(a) async for a in self._pages(self._aggregator.ListAwards, req, "awards")]
+
+    async def list_instructions(self, *, market_id: str = "", aggregator_id: str = "") -> list[Instruction]:
+        f = agg_pb.DispatchFilter(market_id=market_id, aggregator_id=aggregator_id)
+        pages = self._pages(self._aggregator.ListInstructions, agg_pb.ListInstructionsRequest(filter=f),
+                            "instructions")
+        return [_instruction(i) async for i in pages]
+
+    async def list_statements(self, *, market_id: str = "", aggregator_id: str = "") -> list[Statement]:
+        f = agg_pb.DispatchFilter(market_id=market_id, aggregator_id=aggregator_id)
+        req = agg_pb.ListStatementsRequest(filter=f)
+        return [Statement(s.market_id, s.aggregator_id, s.bid_id, s.resource_id, _dt(s.interval_start),
+                          _name(_KINDS, s.settlement), s.kw, s.kvar, Decimal(s.price),
+                          Decimal(s.reactive_price or "0"), Decimal(s.amount), s.currency)
+                async for s in self._pages(self._aggregator.ListStatements, req, "statements")]
+
+    async def dispatch_stream(self, *, market_id: str = "", aggregator_id: str = "",
+                              after_sequence: int = 0) -> AsyncIterator[Award | Instruction]:
+        """Awards and instructions after ``after_sequence``, then live; resumes across reconnects."""
+        f = agg_pb.DispatchFilter(market_id=market_id, aggregator_id=aggregator_id)
+
+        def request(after):
+            return agg_pb.ReceiveDispatchStreamRequest(filter=f, after_sequence=after)
+
+        async for event in self._follow(self._aggregator.ReceiveDispatchStream, request, after_sequence):
+            if event.WhichOneof("event") == "award":
+                yield _award(event.award)
+            else:
+                yield _instruction(event.instruction)
+
+    # -- ISO -----------------------------------------------------------------------
+
+    async def list_curves(self, *, market_id: str = "", feeder_id: str = "") -> list[InterfaceCurve]:
+        f = iso_pb2.CurveFilter(market_id=market_id, feeder_id=feeder_id)
+        req = iso_pb2.ListInterfaceCurvesRequest(filter=f)
+        return [InterfaceCurve.of(c) async for c in self._pages(self._iso.ListInterfaceCurves, req, "curves")]
+
+    async def curve_stream(self, *, market_id: str = "", feeder_id: str = "",
+                           after_sequence: int = 0) -> AsyncIterator[InterfaceCurve]:
+        """Published curves after ``after_sequence``, then each as it is published."""
+        f = iso_pb2.CurveFilter(market_id=market_id, feeder_id=feeder_id)
+
+        def request(after):
+            return iso_pb2.ReceiveInterfaceCurveStreamRequest(filter=f, after_sequence=after)
+
+        async for curve in self._follow(self._iso.ReceiveInterfaceCurveStream, request, after_sequence):
+            yield InterfaceCurve.of(curve)
+
+    async def submit_award(self, market_id: str, awards: Sequence[IntervalAward], *,
+                           request_id: str = "") -> AwardResult:
+        pb = [iso_pb2.IntervalAward(interval_start=_ts(a.interval_start), import_kw=a.import_kw,
+                                    price="" if a.price is None else price_text(a.price)) for a in awards]
+        req = iso_pb2.SubmitAwardRequest(market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+                                         awards=pb)
+        r = await self._call(self._iso.SubmitAward, req)
+        return AwardResult(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis))
+
+    # -- auditor ----------------------------------------------------------------------
+
+    async def list_audit_records(self, *, action_prefix: str = "") -> list[AuditRecord]:
+        req = audit_pb2.ListAuditRecordsRequest(action_prefix=action_prefix)
+        return [AuditRecord(r.sequence, _dt(r.recorded_at), r.actor, _name(_ROLES, r.role), r.action,
+                            r.payload_json, r.prev_hash, r.hash)
+                async for r in self._pages(self._audit.ListAuditRecords, req, "records")]
+
+    async def verify_audit_chain(self) -> ChainReport:
+        r = await self._call(self._audit.VerifyAuditChain, audit_pb2.VerifyAuditChainRequest())
+        return ChainReport(r.ok, r.records, r.first_bad_sequence, r.reason)
+
+    # -- streams ------------------------------------------------------------------------
+
+    async def _follow(self, method, request, after: int):
+        attempt = 0
+        while True:
+            call = method(request(after), metadata=self._metadata)
+            try:
+                async for item in call:
+                    attempt = 0
+                    after = item.sequence
+                    yield item
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= _STREAM_RETRIES:
+                    raise _error(exc) from None
+            finally:
+                call.cancel()
+            await asyncio.sleep(min(self.backoff * 2 ** attempt, _STREAM_BACKOFF_MAX))
+            attempt += 1

@@ -1,0 +1,363 @@
+"""Service commands: run the server, manage tokens and the audit log, and talk to a server.
+
+Offline (on the database file): ``serve``, ``token create``, ``audit verify``,
+``audit replay``, ``demo``. Over gRPC, through :mod:`clients.api` only:
+``bids submit|list``, ``awards follow``, ``curves fetch``, ``award submit``;
+they take ``--server`` and ``--token`` (or ``DSOMARKET_SERVER`` and
+``DSOMARKET_TOKEN``). Bad input exits with status 2, a refused or failed
+call with status 1, each with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from clients.api import ApiError, BidSegment, Client, ClientTls, InvalidArgument, IntervalAward
+from clients.files import write_csv
+from engine.errors import InputError
+
+_BID_TEXT_COLUMNS = ("bid_id", "resource_id", "side", "price", "interval")
+
+
+def register(subparsers) -> None:
+    """Add ``serve``, ``token``, ``audit``, ``demo``, ``bids``, ``awards``, ``curves`` and ``award``."""
+    s = subparsers.add_parser("serve", help="run the gRPC server on a SQLite database",
+                              description="Run the dsomarket gRPC server until SIGTERM or SIGINT.")
+    s.add_argument("--db", default="dsomarket.sqlite",
+                   help="SQLite file, created if missing (default %(default)s)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    s.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default %(default)s)")
+    s.add_argument("--tls-cert", type=Path, help="server certificate (PEM); with --tls-key, serve TLS")
+    s.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    s.add_argument("--client-ca", type=Path, help="CA (PEM) client certificates must chain to: mutual TLS")
+    s.add_argument("--solve-time-limit", type=float, default=None, metavar="SECONDS",
+                   help="fail a clearing with DEADLINE_EXCEEDED past this (default: no limit)")
+    s.set_defaults(func=_serve)
+
+    t = subparsers.add_parser("token", help="create participant tokens").add_subparsers(
+        dest="token_command", required=True, metavar="ACTION")
+    tc = t.add_parser("create", help="create a token and print it (once; only its hash is stored)")
+    tc.add_argument("--role", required=True, choices=("operator", "aggregator", "iso", "auditor"))
+    tc.add_argument("--name", required=True, help="participant name (an aggregator's aggregator_id)")
+    tc.add_argument("--db", required=True, help="the server's SQLite file (created if missing)")
+    tc.set_defaults(func=_token_create)
+
+    a = subparsers.add_parser("audit", help="check the audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION")
+    av = a.add_parser("verify", help="recompute the hash chain; exit 1 at the first break")
+    av.add_argument("--db", required=True)
+    av.set_defaults(func=_audit_verify)
+    ar = a.add_parser("replay", help="recompute clearings, awards and settlements from the log; exit 1 on a "
+                                     "difference")
+    ar.add_argument("--db", required=True)
+    ar.add_argument("--market", default=None, help="only this market (and its day-ahead market)")
+    ar.set_defaults(func=_audit_replay)
+
+    d = subparsers.add_parser("demo", help="run a whole market day against a temporary server")
+    d.set_defaults(func=_demo)
+
+    b = subparsers.add_parser("bids", help="submit and list your bids").add_subparsers(
+        dest="bids_command", required=True, metavar="ACTION")
+    bs = b.add_parser("submit", help="submit a bids file, all segments or none",
+                      description="Columns: bid_id, resource_id, side (buy|sell), quantity_kw, "
+                                  "price (per MWh), interval (ISO 8601 UTC start)[, tan_phi]; "
+                                  "CSV or Parquet.")
+    _connection(bs)
+    bs.add_argument("--market", required=True)
+    bs.add_argument("--file", required=True, type=Path)
+    bs.add_argument("--batch", type=int, default=20_000, help="segments per request (default %(default)s)")
+    bs.set_defaults(func=_bids_submit)
+    bl = b.add_parser("list", help="list bids as CSV on stdout")
+    _connection(bl)
+    bl.add_argument("--market", default="")
+    bl.add_argument("--aggregator", default="", help="operator and auditor: whose bids (default all)")
+    bl.add_argument("--include-withdrawn", action="store_true")
+    bl.set_defaults(func=_bids_list)
+
+    aw = subparsers.add_parser("awards", help="awards and dispatch instructions").add_subparsers(
+        dest="awards_command", required=True, metavar="ACTION")
+    af = aw.add_parser("follow", help="print awards and instructions as JSON lines as they happen")
+    _connection(af)
+    af.add_argument("--market", default="")
+    af.add_argument("--after", type=int, default=0, help="resume after this sequence")
+    af.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
+    af.set_defaults(func=_awards_follow)
+
+    c = subparsers.add_parser("curves", help="interface curves (ISO)").add_subparsers(
+        dest="curves_command", required=True, metavar="ACTION")
+    cf = c.add_parser("fetch", help="write published curve segments as CSV")
+    _connection(cf)
+    cf.add_argument("--market", default="")
+    cf.add_argument("--out", type=Path, default=None, help="CSV file (default: stdout)")
+    cf.set_defaults(func=_curves_fetch)
+
+    w = subparsers.add_parser("award", help="the ISO's award").add_subparsers(
+        dest="award_command", required=True, metavar="ACTION")
+    ws = w.add_parser("submit", help="submit an award file: interval, import_kw[, price]")
+    _connection(ws)
+    ws.add_argument("--market", required=True)
+    ws.add_argument("--file", required=True, type=Path)
+    ws.set_defaults(func=_award_submit)
+
+
+def _connection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=os.environ.get("DSOMARKET_SERVER", "127.0.0.1:50051"),
+                   help="host:port (default $DSOMARKET_SERVER or 127.0.0.1:50051)")
+    p.add_argument("--token", default=os.environ.get("DSOMARKET_TOKEN", ""),
+                   help="participant token (default $DSOMARKET_TOKEN)")
+    p.add_argument("--ca", type=Path, help="CA of the server certificate (PEM): use TLS")
+    p.add_argument("--cert", type=Path, help="client certificate (PEM) for mutual TLS")
+    p.add_argument("--key", type=Path, help="client key (PEM) for mutual TLS")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default %(default)s)")
+
+
+def _client(args) -> Client:
+    if not args.token:
+        raise InputError("connection", "token", "give --token or set DSOMARKET_TOKEN")
+    tls = ClientTls(args.ca, args.cert, args.key) if args.ca else None
+    return Client(args.server, args.token, tls=tls, timeout=args.timeout)
+
+
+def _talk(args, work) -> int:
+    """Run ``work(client)``; a refused call prints one line (status 2 for bad input, else 1)."""
+    async def main():
+        async with _client(args) as client:
+            return await work(client)
+
+    try:
+        return asyncio.run(main()) or 0
+    except ApiError as exc:
+        print(f"dsomarket: error: {exc.code.name}: {exc.details}", file=sys.stderr)
+        return 2 if isinstance(exc, InvalidArgument) else 1
+    except ValueError as exc:  # a value the client library rejects before sending
+        print(f"dsomarket: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- offline ------------------------------------------------------------------------------
+
+def _serve(args) -> int:
+    from server.app import TlsFiles, serve
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InputError("serve", "tls-key", "--tls-cert and --tls-key go together")
+    if args.client_ca and not args.tls_cert:
+        raise InputError("serve", "client-ca", "mutual TLS needs --tls-cert and --tls-key")
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    def ready(port: int) -> None:
+        print(f"dsomarket: serving on {args.host}:{port} (database {args.db})", flush=True)
+
+    asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
+                      ready=ready))
+    return 0
+
+
+def _token_create(args) -> int:
+    from server import auth, db
+    from server.errors import ServiceError
+
+    db.initialise(args.db)
+    conn = db.connect(args.db)
+    try:
+        token = db.transaction(conn, auth.create_token, args.name, args.role)
+    except ServiceError as exc:
+        print(f"dsomarket: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    print(token)
+    print(f"dsomarket: token for {args.role} {args.name!r}; it is not stored and cannot be shown again",
+          file=sys.stderr)
+    return 0
+
+
+def _open_existing(path: str):
+    from server import db
+
+    if not Path(path).is_file():
+        raise InputError("audit", "db", f"{path}: no such file")
+    return db.connect(path)
+
+
+def _audit_verify(args) -> int:
+    from server import audit
+
+    conn = _open_existing(args.db)
+    try:
+        report = audit.verify(conn)
+    finally:
+        conn.close()
+    if report.ok:
+        print(f"audit chain intact: {report.records} records")
+        return 0
+    print(f"audit chain BROKEN at record {report.first_bad}: {report.reason} "
+          f"({report.records} records before it check out)")
+    return 1
+
+
+def _audit_replay(args) -> int:
+    from server.replay import replay
+
+    conn = _open_existing(args.db)
+    try:
+        checks = replay(conn, args.market)
+    finally:
+        conn.close()
+    for c in checks:
+        verdict = "identical" if c.identical else "DIFFERS"
+        print(f"record {c.sequence:>6}  {c.market_id:<24} {c.stage:<7} {verdict}")
+    differ = sum(not c.identical for c in checks)
+    print(f"{len(checks)} steps replayed, {differ} differ")
+    return 1 if differ else 0
+
+
+def _demo(args) -> int:
+    from clients.demo import main
+
+    return main()
+
+
+# -- over gRPC -------------------------------------------------------------------------------
+
+def read_bids(path: Path) -> list[BidSegment]:
+    """Bid segments of a CSV or Parquet file; prices are kept as written (decimal text)."""
+    if not path.is_file():
+        raise InputError("bids", "file", f"{path}: no such file")
+    try:
+        if path.suffix.lower() == ".csv":
+            df = pl.read_csv(path, schema_overrides={c: pl.Utf8 for c in _BID_TEXT_COLUMNS},
+                             infer_schema_length=None)
+        elif path.suffix.lower() in (".parquet", ".pq"):
+            df = pl.read_parquet(path)
+        else:
+            raise InputError("bids", "file",
+                             f"{path}: unsupported extension {path.suffix!r} (use .csv or .parquet)")
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError("bids", "file", f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    for col in ("bid_id", "resource_id", "side", "quantity_kw", "price", "interval"):
+        if col not in df.columns:
+            raise InputError("bids", col, "column is missing")
+    tan_phi = pl.col("tan_phi").cast(pl.Float64) if "tan_phi" in df.columns else pl.lit(0.0)
+    df = df.with_columns(_utc(df, "bids"), pl.col("price").cast(pl.Utf8),
+                         pl.col("quantity_kw").cast(pl.Float64), tan_phi.alias("tan_phi"))
+    return [BidSegment(r["bid_id"], r["resource_id"], r["side"], r["quantity_kw"], r["price"], r["interval"],
+                       r["tan_phi"]) for r in df.iter_rows(named=True)]
+
+
+def _utc(df: pl.DataFrame, table: str) -> pl.Expr:
+    dtype = df.schema["interval"]
+    if dtype == pl.Utf8:
+        try:
+            df.select(pl.col("interval").str.to_datetime(time_zone="UTC", time_unit="us"))
+        except pl.exceptions.PolarsError:
+            raise InputError(table, "interval", "is not an ISO 8601 UTC timestamp") from None
+        return pl.col("interval").str.to_datetime(time_zone="UTC", time_unit="us")
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return pl.col("interval").dt.replace_time_zone("UTC")
+    return pl.col("interval").dt.convert_time_zone("UTC")
+
+
+def _bids_submit(args) -> int:
+    bids = read_bids(args.file)
+    if args.batch < 1:
+        raise InputError("bids", "batch", "must be at least 1")
+
+    async def work(client: Client) -> int:
+        total = 0
+        for k in range(0, len(bids), args.batch):
+            ack = await client.submit_bids(args.market, bids[k:k + args.batch])
+            total += ack.count
+            print(f"{total} of {len(bids)} segments acknowledged at {ack.acknowledged_at.isoformat()}")
+        return 0
+
+    return _talk(args, work)
+
+
+def _bids_list(args) -> int:
+    async def work(client: Client) -> int:
+        bids = await client.list_bids(market_id=args.market, aggregator_id=args.aggregator,
+                                      include_withdrawn=args.include_withdrawn)
+        rows = [{"market_id": b.market_id, "aggregator_id": b.aggregator_id, "bid_id": b.bid_id,
+                 "resource_id": b.resource_id, "bus": b.bus, "side": b.side, "quantity_kw": b.quantity_kw,
+                 "price": str(b.price), "interval": b.interval_start.isoformat(), "tan_phi": b.tan_phi,
+                 "status": b.status} for b in bids]
+        sys.stdout.write(pl.DataFrame(rows, schema=list(_LIST_COLUMNS), orient="row").write_csv() if rows
+                         else ",".join(_LIST_COLUMNS) + "\n")
+        return 0
+
+    return _talk(args, work)
+
+
+_LIST_COLUMNS = ("market_id", "aggregator_id", "bid_id", "resource_id", "bus", "side", "quantity_kw", "price",
+                 "interval", "tan_phi", "status")
+
+
+def _awards_follow(args) -> int:
+    async def work(client: Client) -> int:
+        seen = 0
+        async for event in client.dispatch_stream(market_id=args.market, after_sequence=args.after):
+            record = {"type": type(event).__name__.lower()}
+            record.update((k, _json_value(v)) for k, v in vars(event).items())
+            print(json.dumps(record), flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+        return 0
+
+    return _talk(args, work)
+
+
+def _json_value(v):
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return v if isinstance(v, (int, float, str)) else str(v)
+
+
+def _curves_fetch(args) -> int:
+    async def work(client: Client) -> int:
+        curves = await client.list_curves(market_id=args.market)
+        rows = [(c.market_id, c.feeder_id, c.interval_start.isoformat(), s.kind, s.index,
+                 "" if s.price is None else str(s.price), s.quantity_kw, c.fixed_net_load_kw, c.conditional)
+                for c in curves for s in c.segments]
+        df = pl.DataFrame(rows, schema=["market_id", "feeder_id", "interval", "kind", "segment", "price",
+                                        "quantity_kw", "fixed_net_load_kw", "conditional"], orient="row")
+        if args.out:
+            write_csv(df, args.out)
+            print(f"wrote {df.height} segments of {len(curves)} curves to {args.out}")
+        else:
+            sys.stdout.write(df.write_csv())
+        return 0
+
+    return _talk(args, work)
+
+
+def _award_submit(args) -> int:
+    if not args.file.is_file():
+        raise InputError("award", "file", f"{args.file}: no such file")
+    df = pl.read_csv(args.file, schema_overrides={"interval": pl.Utf8, "price": pl.Utf8})
+    for col in ("interval", "import_kw"):
+        if col not in df.columns:
+            raise InputError("award", col, "column is missing")
+    df = df.with_columns(_utc(df, "award"))
+    awards = [IntervalAward(r["interval"], float(r["import_kw"]), r.get("price") or None)
+              for r in df.iter_rows(named=True)]
+
+    async def work(client: Client) -> int:
+        result = await client.submit_award(args.market, awards)
+        print(f"award {result.status}; market {result.market.market_id} is {result.market.state}")
+        for line in result.diagnosis:
+            print(f"  {line}")
+        return 0 if result.status == "optimal" else 1
+
+    return _talk(args, work)

@@ -1,0 +1,131 @@
+"""Server assembly: :func:`create_server` for tests and embedding, :func:`serve` for ``dsomarket serve``.
+
+The server registers the five dsomarket services, standard gRPC health
+checking (``grpc.health.v1``) and server reflection. Shutdown is graceful:
+health turns NOT_SERVING, streams end, in-flight calls get ``grace`` seconds,
+then the writer finishes its queue and the database is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server import services
+from server.api.dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2
+from server.api.dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+"""Largest request or response; a bigger request fails with RESOURCE_EXHAUSTED before it is parsed."""
+
+SERVICE_NAMES = tuple(m.DESCRIPTOR.services_by_name[s].full_name for m, s in (
+    (market_pb2, "MarketService"), (operator_pb2, "OperatorService"), (aggregator_pb2, "AggregatorService"),
+    (iso_pb2, "IsoService"), (audit_pb2, "AuditService")))
+
+log = logging.getLogger("dsomarket.server")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: the server's certificate and key, and optionally a CA that client certificates must chain to
+    (mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())],
+                                           root_certificates=ca, require_client_auth=ca is not None)
+
+
+class Server:
+    """A started-or-not dsomarket server: the grpc.aio server plus the state it must close."""
+
+    def __init__(self, grpc_server: grpc.aio.Server, app: services.App, health_servicer):
+        self.grpc = grpc_server
+        self.app = app
+        self._health = health_servicer
+
+    async def start(self) -> None:
+        await self.grpc.start()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc.wait_for_termination()
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        await self._health.enter_graceful_shutdown()
+        self.app.notifier.close()
+        await self.grpc.stop(grace)
+        # The writer thread blocks on fsync: close it off the event loop.
+        await asyncio.get_running_loop().run_in_executor(None, self.app.close)
+
+
+async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | None = None,
+                        solve_time_limit: float | None = None) -> tuple[Server, int]:
+    """Build a server bound to ``address`` (``host:port``; port 0 picks a free one).
+
+    Parameters
+    ----------
+    address
+        Where to listen, e.g. ``127.0.0.1:0`` or ``0.0.0.0:50051``.
+    db_path
+        SQLite file; created if missing, resumed (open markets included) if present.
+    tls
+        Serve TLS (mutual TLS when ``tls.client_ca`` is set); plaintext when None.
+    solve_time_limit
+        Seconds per solve before the call fails with DEADLINE_EXCEEDED.
+
+    Returns
+    -------
+    (Server, int)
+        The server (call ``await server.start()``) and the bound port.
+    """
+    app = services.App(db_path, solve_time_limit)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+    market_pb2_grpc.add_MarketServiceServicer_to_server(services.MarketService(app), server)
+    operator_pb2_grpc.add_OperatorServiceServicer_to_server(services.OperatorService(app), server)
+    aggregator_pb2_grpc.add_AggregatorServiceServicer_to_server(services.AggregatorService(app), server)
+    iso_pb2_grpc.add_IsoServiceServicer_to_server(services.IsoService(app), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(services.AuditService(app), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                                        server)
+    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
+    if port == 0:
+        app.close()
+        raise OSError(f"cannot listen on {address}")
+    return Server(server, app, health_servicer), port
+
+
+async def serve(address: str, db_path: str | Path, *, tls: TlsFiles | None = None,
+                solve_time_limit: float | None = None, grace: float = 10.0, ready=None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+
+    ``ready(port)`` is called once the server listens.
+    """
+    server, port = await create_server(address, db_path, tls=tls, solve_time_limit=solve_time_limit)
+    await server.start()
+    if ready is not None:
+        ready(port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop(grace)

@@ -1,0 +1,108 @@
+"""Participants, tokens and role checks.
+
+A token is 32 random bytes (URL-safe base64 after a ``dsm_`` prefix), shown
+once when created. Only its SHA-256 is stored: tokens carry 256 bits of
+entropy, so a slow password hash would add nothing but latency to every call.
+A participant has one name and one role; an aggregator's name is its
+``aggregator_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from server import audit, db
+from server.convert import check_id
+from server.db import now_us
+from server.errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+ROLES = ("operator", "aggregator", "iso", "auditor")
+TOKEN_PREFIX = "dsm_"
+_MAX_TOKEN_LEN = 200
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: participant name and role."""
+
+    name: str
+    role: str
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(conn: sqlite3.Connection, name: str, role: str) -> str:
+    """Register the participant if new, store a new token's hash, audit it; returns the token.
+
+    Runs inside the caller's transaction. A name keeps the role it was first
+    given: asking for another role is an error rather than a silent change of
+    what an existing token may do.
+    """
+    check_id(name, "name")
+    if role not in ROLES:
+        raise InvalidArgument("role", f"must be one of {', '.join(ROLES)} (got {role!r})")
+    now = now_us()
+    row = conn.execute("SELECT role FROM participants WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        conn.execute("INSERT INTO participants (name, role, created_us) VALUES (?, ?, ?)", (name, role, now))
+    elif row[0] != role:
+        raise InvalidArgument("role", f"participant {name!r} already has the role {row[0]}")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    conn.execute("INSERT INTO tokens (token_hash, name, created_us) VALUES (?, ?, ?)",
+                 (token_hash(token), name, now))
+    audit.append(conn, "", "server", "token.create", {"name": name, "role": role}, now)
+    return token
+
+
+def lookup(conn: sqlite3.Connection, digest: str) -> Principal | None:
+    row = conn.execute("SELECT p.name, p.role FROM tokens t JOIN participants p ON p.name = t.name "
+                       "WHERE t.token_hash = ?", (digest,)).fetchone()
+    return Principal(row[0], row[1]) if row else None
+
+
+def bearer_token(metadata) -> str:
+    """The token of ``authorization: Bearer <token>`` metadata; Unauthenticated when absent or malformed."""
+    values = [v for k, v in (metadata or ()) if k == "authorization"]
+    if not values:
+        raise Unauthenticated("missing authorization metadata (expected 'Bearer <token>')")
+    scheme, _, token = str(values[0]).partition(" ")
+    token = token.strip()
+    if not hmac.compare_digest(scheme.lower(), "bearer") or not token or len(token) > _MAX_TOKEN_LEN:
+        raise Unauthenticated("malformed authorization metadata (expected 'Bearer <token>')")
+    return token
+
+
+def require_role(principal: Principal, roles: tuple[str, ...], method: str) -> None:
+    if principal.role not in roles:
+        raise PermissionDenied(f"{method} is not open to the {principal.role} role")
+
+
+def scope(principal: Principal, aggregator_id: str) -> str | None:
+    """Whose data a read may see: the aggregator itself, or (operator, auditor) the one named or all (None).
+
+    An aggregator naming another aggregator is refused without saying whether
+    that aggregator exists.
+    """
+    if principal.role == "aggregator":
+        if aggregator_id and aggregator_id != principal.name:
+            raise PermissionDenied("aggregator_id: an aggregator may read only its own data")
+        return principal.name
+    return aggregator_id or None
+
+
+def create_tokens(db_path: str | Path, participants: dict[str, str]) -> dict[str, str]:
+    """A token per ``name -> role``, created in the database (which is initialised if new)."""
+    db.initialise(db_path)
+    conn = db.connect(db_path)
+    try:
+        return {name: db.transaction(conn, create_token, name, role)
+                for name, role in participants.items()}
+    finally:
+        conn.close()

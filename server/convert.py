@@ -1,0 +1,521 @@
+"""Protobuf in and out: every request field is validated here or in :mod:`server.store`.
+
+In: messages become plain values (ids, decimal strings, kW floats, UTC
+microseconds) or raise :class:`~server.errors.InvalidArgument` naming the
+field (``bids.price[3]``) and the reason. Checks that need stored state
+(market state, gate closure, ownership, duplicates) are the store's.
+
+Out: stored rows (``sqlite3.Row`` or dicts) become messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from server import timeline
+from server.api.dsomarket.v1 import aggregator_pb2 as agg_pb
+from server.api.dsomarket.v1 import audit_pb2, common_pb2, iso_pb2, market_pb2, operator_pb2
+from server.errors import InvalidArgument, ResourceExhausted
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+DECIMAL_PATTERN = re.compile(r"[+-]?\d{1,12}(\.\d{1,6})?")
+CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
+
+MAX_BATCH = 100_000
+"""Most bid segments in one Submit/Replace/Withdraw request."""
+MAX_RESOURCES = 10_000
+"""Most resources in one RegisterResources request."""
+MAX_FEEDER_BUSES = 100_000
+DEFAULT_PAGE, MAX_PAGE = 1_000, 10_000
+MAX_REASON = 500
+
+_TS_MIN, _TS_MAX = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31, as Timestamp allows
+_MAX_LEAD_US = 7 * 24 * 3600 * 1_000_000
+
+SIDE = {common_pb2.SIDE_BUY: "buy", common_pb2.SIDE_SELL: "sell"}
+MARKET_KIND = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time"}
+RESOURCE_KIND = {common_pb2.RESOURCE_KIND_PV: "pv", common_pb2.RESOURCE_KIND_BATTERY: "battery",
+                 common_pb2.RESOURCE_KIND_EV: "ev", common_pb2.RESOURCE_KIND_FLEXIBLE_LOAD: "flexible_load"}
+STATE = {"open": common_pb2.MARKET_STATE_OPEN, "closed": common_pb2.MARKET_STATE_CLOSED,
+         "cleared": common_pb2.MARKET_STATE_CLEARED, "published": common_pb2.MARKET_STATE_PUBLISHED,
+         "awarded": common_pb2.MARKET_STATE_AWARDED, "settled": common_pb2.MARKET_STATE_SETTLED}
+ROLE = {"operator": common_pb2.ROLE_OPERATOR, "aggregator": common_pb2.ROLE_AGGREGATOR,
+        "iso": common_pb2.ROLE_ISO, "auditor": common_pb2.ROLE_AUDITOR}
+CLEARING_STATUS = {"optimal": common_pb2.CLEARING_STATUS_OPTIMAL,
+                   "infeasible": common_pb2.CLEARING_STATUS_INFEASIBLE,
+                   "unbounded": common_pb2.CLEARING_STATUS_UNBOUNDED,
+                   "time_limit": common_pb2.CLEARING_STATUS_TIME_LIMIT,
+                   "error": common_pb2.CLEARING_STATUS_ERROR}
+CURVE_KIND = {"fixed_demand": iso_pb2.CURVE_SEGMENT_KIND_FIXED_DEMAND,
+              "demand": iso_pb2.CURVE_SEGMENT_KIND_DEMAND,
+              "supply": iso_pb2.CURVE_SEGMENT_KIND_SUPPLY,
+              "fixed_supply": iso_pb2.CURVE_SEGMENT_KIND_FIXED_SUPPLY}
+SOURCE = {"award": agg_pb.INSTRUCTION_SOURCE_AWARD, "override": agg_pb.INSTRUCTION_SOURCE_OVERRIDE}
+_INVERSE = {name: {v: k for k, v in table.items()} for name, table in
+            (("side", SIDE), ("kind", MARKET_KIND), ("resource", RESOURCE_KIND))}
+
+
+# -- scalar checks ------------------------------------------------------------------
+
+def check_id(value: str, field: str) -> str:
+    if not ID_PATTERN.fullmatch(value or ""):
+        shown = value if len(value or "") <= 80 else value[:80] + "..."
+        raise InvalidArgument(field, f"must be 1 to 64 characters from A-Z a-z 0-9 . _ : - (got {shown!r})")
+    return value
+
+
+def optional_id(value: str, field: str) -> str:
+    return check_id(value, field) if value else ""
+
+
+def check_decimal(value: str, field: str) -> str:
+    """A decimal string, stripped; at most 12 digits before and 6 after the point."""
+    text = (value or "").strip()
+    if not DECIMAL_PATTERN.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise InvalidArgument(field, f"must be a decimal number like '42.5' with at most 6 decimals "
+                                     f"(got {shown!r})")
+    return text
+
+
+def check_number(value: float, field: str, *, positive: bool = False, non_negative: bool = False) -> float:
+    if not math.isfinite(value):
+        raise InvalidArgument(field, f"must be a finite number (got {value})")
+    if positive and not value > 0:
+        raise InvalidArgument(field, f"must be positive (got {value})")
+    if non_negative and value < 0:
+        raise InvalidArgument(field, f"must not be negative (got {value})")
+    return float(value)
+
+
+def us_of(ts: Timestamp, field: str) -> int:
+    """A Timestamp as integer microseconds; the sub-microsecond part is refused rather than dropped."""
+    if not _TS_MIN <= ts.seconds <= _TS_MAX or not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidArgument(field, "is not a valid timestamp")
+    if ts.nanos % 1000:
+        raise InvalidArgument(field, "must be a whole number of microseconds")
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def required_us(msg, name: str, field: str) -> int:
+    if not msg.HasField(name):
+        raise InvalidArgument(field, "is required")
+    return us_of(getattr(msg, name), field)
+
+
+def ts(us: int | None) -> Timestamp | None:
+    if us is None:
+        return None
+    seconds, micros = divmod(int(us), 1_000_000)
+    return Timestamp(seconds=seconds, nanos=micros * 1000)
+
+
+def enum_value(table: dict, value: int, field: str, what: str) -> str:
+    if value not in table:
+        raise InvalidArgument(field, f"must be a known {what} (got {value})")
+    return table[value]
+
+
+def request_id(value: str) -> str:
+    return optional_id(value, "request_id")
+
+
+def request_digest(request) -> str:
+    """Digest identifying a request's content for idempotent retries."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
+# -- pagination -----------------------------------------------------------------------
+
+def page(params, scope: str) -> tuple[int, list | None]:
+    """``(limit, after_key)`` of a PaginationParams; the token is bound to the call and its filter."""
+    limit = params.page_size or DEFAULT_PAGE
+    if limit > MAX_PAGE:
+        raise InvalidArgument("pagination.page_size", f"must be at most {MAX_PAGE} (got {limit})")
+    if not params.page_token:
+        return limit, None
+    try:
+        tag, key = json.loads(base64.urlsafe_b64decode(params.page_token.encode("ascii")))
+    except (ValueError, TypeError, UnicodeError):
+        raise InvalidArgument("pagination.page_token", "is malformed") from None
+    if tag != _scope_tag(scope) or not isinstance(key, list):
+        raise InvalidArgument("pagination.page_token", "belongs to another call or filter")
+    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in key):
+        raise InvalidArgument("pagination.page_token", "is malformed")
+    return limit, key
+
+
+def next_page(rows: list, limit: int, scope: str, key) -> tuple[list, common_pb2.PaginationInfo]:
+    """The page's rows (the store fetched ``limit + 1``) and the token of the next page."""
+    if len(rows) <= limit:
+        return rows, common_pb2.PaginationInfo()
+    rows = rows[:limit]
+    token = base64.urlsafe_b64encode(json.dumps([_scope_tag(scope), list(key(rows[-1]))]).encode()).decode()
+    return rows, common_pb2.PaginationInfo(next_page_token=token)
+
+
+def _scope_tag(scope: str) -> str:
+    return hashlib.sha256(scope.encode()).hexdigest()[:12]
+
+
+# -- feeders and markets -----------------------------------------------------------------
+
+def feeder_source(req: operator_pb2.CreateFeederRequest) -> tuple[str, str | dict]:
+    """``("builtin", name)`` or ``("tables", tables)`` in :mod:`server.markets_engine`'s stored form."""
+    which = req.WhichOneof("source")
+    if which == "builtin_name":
+        name = req.builtin_name.strip()
+        size = re.fullmatch(r"synth:(\d+):\d+", name)
+        if size and int(size.group(1)) > MAX_FEEDER_BUSES:
+            raise ResourceExhausted(f"builtin_name: a feeder may have at most {MAX_FEEDER_BUSES} buses")
+        return "builtin", name
+    if which != "tables":
+        raise InvalidArgument("source", "give builtin_name or tables")
+    t = req.tables
+    if not t.name.strip():
+        raise InvalidArgument("tables.name", "is required")
+    if not t.root_bus:
+        raise InvalidArgument("tables.root_bus", "is required")
+    check_number(t.base_kv, "tables.base_kv", positive=True)
+    header = {"name": t.name.strip(), "root_bus": t.root_bus, "base_kv": t.base_kv, "v0_pu": t.v0_pu or 1.0}
+    for name in ("import_max_kw", "export_max_kw"):
+        value = check_number(getattr(t, name), f"tables.{name}", non_negative=True)
+        if value > 0:
+            header[name] = value
+    n_bus = len(t.buses.bus)
+    if not 2 <= n_bus <= MAX_FEEDER_BUSES:
+        err = ResourceExhausted if n_bus > MAX_FEEDER_BUSES else InvalidArgument
+        raise err("tables.buses.bus", f"a feeder needs 2 to {MAX_FEEDER_BUSES} buses (got {n_bus})")
+    buses = {"bus": list(t.buses.bus)}
+    buses.update(_columns(t.buses, ("vmin_pu", "vmax_pu", "load_kw", "load_kvar"), n_bus, "tables.buses"))
+    n_line = len(t.lines.line)
+    lines = {"line": list(t.lines.line), "from_bus": list(t.lines.from_bus), "to_bus": list(t.lines.to_bus)}
+    for name in ("from_bus", "to_bus"):
+        if len(lines[name]) != n_line:
+            raise InvalidArgument(f"tables.lines.{name}",
+                                  f"has {len(lines[name])} entries, line has {n_line}")
+    lines.update(_columns(t.lines, ("r_ohm", "x_ohm"), n_line, "tables.lines", required=True))
+    s_max = _columns(t.lines, ("s_max_kva",), n_line, "tables.lines", allow_inf=True).get("s_max_kva")
+    if s_max is not None:
+        lines["s_max_kva"] = [None if v == 0 or math.isinf(v) else v for v in s_max]
+    if len(t.lines.in_service):
+        if len(t.lines.in_service) != n_line:
+            raise InvalidArgument("tables.lines.in_service", f"has {len(t.lines.in_service)} entries, "
+                                                             f"line has {n_line}")
+        lines["in_service"] = list(t.lines.in_service)
+    return "tables", {"header": header, "buses": buses, "lines": lines}
+
+
+def _columns(msg, names, n: int, prefix: str, required: bool = False, allow_inf: bool = False) -> dict:
+    out = {}
+    for name in names:
+        values = list(getattr(msg, name))
+        if not values and not required:
+            continue
+        if len(values) != n:
+            raise InvalidArgument(f"{prefix}.{name}", f"has {len(values)} entries, expected {n}")
+        for k, v in enumerate(values):
+            if math.isnan(v) or (math.isinf(v) and not allow_inf):
+                raise InvalidArgument(f"{prefix}.{name}[{k}]", f"must be a finite number (got {v})")
+        out[name] = values
+    return out
+
+
+def market_spec(req: operator_pb2.CreateMarketRequest) -> dict:
+    """A market row (without state and times) from a CreateMarketRequest."""
+    kind = enum_value(MARKET_KIND, req.kind, "kind", "market kind")
+    start = required_us(req, "delivery_start", "delivery_start")
+    if not timeline.aligned(kind, start):
+        raise InvalidArgument("delivery_start",
+                              f"must fall on a whole {timeline.MINUTES[kind]}-minute interval")
+    count = req.interval_count or timeline.DEFAULT_COUNT[kind]
+    if count > timeline.MAX_COUNT[kind]:
+        raise InvalidArgument("interval_count",
+                              f"at most {timeline.MAX_COUNT[kind]} for this kind (got {count})")
+    lead = None
+    if req.HasField("gate_lead"):
+        lead = req.gate_lead.seconds * 1_000_000 + req.gate_lead.nanos // 1000
+        if not 0 <= lead <= _MAX_LEAD_US:
+            raise InvalidArgument("gate_lead", "must be between 0 and 7 days")
+    floor = check_decimal(req.price_floor or "-1000", "price_floor")
+    cap = check_decimal(req.price_cap or "3000", "price_cap")
+    if Decimal(floor) >= Decimal(cap):
+        raise InvalidArgument("price_floor", f"must be below price_cap ({floor} >= {cap})")
+    currency = req.currency or "EUR"
+    if not CURRENCY_PATTERN.fullmatch(currency):
+        raise InvalidArgument("currency", f"must be an ISO 4217 code like 'EUR' (got {currency[:20]!r})")
+    voll = check_decimal(req.value_of_lost_load, "value_of_lost_load") if req.value_of_lost_load else None
+    if voll is not None and not Decimal(voll) > 0:
+        raise InvalidArgument("value_of_lost_load", "must be positive")
+    da = optional_id(req.day_ahead_market_id, "day_ahead_market_id")
+    if da and kind != "real_time":
+        raise InvalidArgument("day_ahead_market_id", "only a real-time market refers to a day-ahead market")
+    gate = (required_us(req, "gate_closure_time", "gate_closure_time") if req.HasField("gate_closure_time")
+            else None)
+    return {"market_id": check_id(req.market_id, "market_id"),
+            "feeder_id": check_id(req.feeder_id, "feeder_id"), "kind": kind, "delivery_start_us": start,
+            "interval_count": count, "interval_minutes": timeline.MINUTES[kind], "gate_closure_us": gate,
+            "gate_lead_us": lead, "price_floor": floor, "price_cap": cap, "currency": currency,
+            "value_of_lost_load": voll, "day_ahead_market_id": da or None}
+
+
+def forecast(values, count: int) -> list[str]:
+    out = [check_decimal(v, f"iso_price_forecast[{k}]") for k, v in enumerate(values)]
+    if len(out) not in (0, 1, count):
+        raise InvalidArgument("iso_price_forecast", f"give one price or one per interval ({count}), "
+                                                    f"not {len(out)}")
+    return out
+
+
+def iso_awards(req: iso_pb2.SubmitAwardRequest) -> list[tuple[int, float, str]]:
+    """``(interval_start_us, import_kw, price)`` per award; price '' = the interface's own price."""
+    if not req.awards:
+        raise InvalidArgument("awards", "one award per interval is required")
+    return [(required_us(a, "interval_start", f"awards[{k}].interval_start"),
+             check_number(a.import_kw, f"awards[{k}].import_kw"),
+             check_decimal(a.price, f"awards[{k}].price") if a.price else "")
+            for k, a in enumerate(req.awards)]
+
+
+# -- resources and bids ------------------------------------------------------------------
+
+_RESOURCE_NUMBERS = ("capacity_kw", "energy_kwh", "charge_kw", "discharge_kw", "eta_charge", "eta_discharge",
+                     "soc_init_kwh", "soc_end_kwh", "soc_min_kwh", "ramp_kw")
+_REQUIRED = {"pv": (), "battery": ("energy_kwh", "charge_kw", "discharge_kw"),
+             "ev": ("energy_kwh", "charge_kw"), "flexible_load": ()}
+
+
+def resources(req: agg_pb.RegisterResourcesRequest) -> list[dict]:
+    """Resource rows (``resources`` table columns except owner and time) of a registration."""
+    n = len(req.resources)
+    if n == 0:
+        raise InvalidArgument("resources", "at least one resource is required")
+    if n > MAX_RESOURCES:
+        raise ResourceExhausted(f"resources: at most {MAX_RESOURCES} per request (got {n})")
+    rows, seen = [], {}
+    for k, r in enumerate(req.resources):
+        f = f"resources[{k}]"
+        rid = check_id(r.resource_id, f"{f}.resource_id")
+        if rid in seen:
+            raise InvalidArgument(f"{f}.resource_id", f"{rid!r} repeats resources[{seen[rid]}]")
+        seen[rid] = k
+        kind = enum_value(RESOURCE_KIND, r.kind, f"{f}.kind", "resource kind")
+        if not 0 < len(r.bus) <= 64:
+            raise InvalidArgument(f"{f}.bus", "must be a bus id of 1 to 64 characters")
+        row = {"resource_id": rid, "feeder_id": check_id(r.feeder_id, f"{f}.feeder_id"), "bus": r.bus,
+               "kind": kind}
+        for name in _RESOURCE_NUMBERS:
+            row[name] = check_number(getattr(r, name), f"{f}.{name}", non_negative=True)
+        if not row["capacity_kw"] > 0:
+            raise InvalidArgument(f"{f}.capacity_kw", "must be positive")
+        for name in _REQUIRED[kind]:
+            if not row[name] > 0:
+                raise InvalidArgument(f"{f}.{name}", f"must be positive for a {kind.replace('_', ' ')}")
+        for name in ("eta_charge", "eta_discharge"):
+            if row[name] > 1:
+                raise InvalidArgument(f"{f}.{name}", f"must be in (0, 1] (got {row[name]})")
+            row[name] = row[name] or 0.95
+        if kind == "battery" and not (row["soc_min_kwh"] <= row["soc_init_kwh"] <= row["energy_kwh"]
+                                      and row["soc_min_kwh"] <= row["soc_end_kwh"] <= row["energy_kwh"]):
+            raise InvalidArgument(f"{f}.soc_init_kwh", "soc_init_kwh and soc_end_kwh must lie between "
+                                                       "soc_min_kwh and energy_kwh")
+        row["departure_us"] = None
+        if kind == "ev":
+            row["departure_us"] = required_us(r, "departure", f"{f}.departure")
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class BidBatch:
+    """Validated bid columns; ``interval_starts`` holds the distinct starts (UTC microseconds)."""
+
+    bid_id: list
+    resource_id: list
+    side: list
+    quantity_kw: list
+    price: list
+    interval_starts: list
+    interval_index: list
+    tan_phi: list
+
+    def __len__(self) -> int:
+        return len(self.bid_id)
+
+
+def bid_batch(cols: agg_pb.BidColumns) -> BidBatch:
+    """Validate the columns of a Submit/Replace request; the first bad entry names its column and index."""
+    n = len(cols.bid_id)
+    if n == 0:
+        raise InvalidArgument("bids.bid_id", "at least one bid segment is required")
+    if n > MAX_BATCH:
+        raise ResourceExhausted(f"bids: at most {MAX_BATCH} segments per request (got {n})")
+    for name in ("resource_id", "side", "quantity_kw", "price", "interval_index"):
+        if len(getattr(cols, name)) != n:
+            raise InvalidArgument(f"bids.{name}", f"has {len(getattr(cols, name))} entries, bid_id has {n}")
+    if len(cols.tan_phi) not in (0, n):
+        raise InvalidArgument("bids.tan_phi",
+                              f"has {len(cols.tan_phi)} entries: give none or one per bid ({n})")
+    starts = [us_of(t, f"bids.interval_starts[{k}]") for k, t in enumerate(cols.interval_starts)]
+    if not starts:
+        raise InvalidArgument("bids.interval_starts", "at least one interval start is required")
+    if len(set(starts)) != len(starts):
+        raise InvalidArgument("bids.interval_starts", "must not repeat a start")
+    bid_ids = list(cols.bid_id)
+    seen: dict = {}
+    for k, b in enumerate(bid_ids):
+        check_id(b, f"bids.bid_id[{k}]")
+        if b in seen:
+            raise InvalidArgument(f"bids.bid_id[{k}]", f"{b!r} repeats bids.bid_id[{seen[b]}]")
+        seen[b] = k
+    resource_ids = list(cols.resource_id)
+    for k, r in enumerate(resource_ids):
+        check_id(r, f"bids.resource_id[{k}]")
+    sides = [SIDE.get(s) for s in cols.side]
+    for k, s in enumerate(sides):
+        if s is None:
+            raise InvalidArgument(f"bids.side[{k}]", f"must be SIDE_BUY or SIDE_SELL (got {cols.side[k]})")
+    quantity = list(cols.quantity_kw)
+    for k, q in enumerate(quantity):
+        if not (q > 0 and math.isfinite(q)):
+            raise InvalidArgument(f"bids.quantity_kw[{k}]",
+                                  f"must be a positive finite number of kW (got {q})")
+    prices = [check_decimal(p, f"bids.price[{k}]") for k, p in enumerate(cols.price)]
+    index = list(cols.interval_index)
+    for k, i in enumerate(index):
+        if i >= len(starts):
+            raise InvalidArgument(f"bids.interval_index[{k}]", f"{i} is not an index of interval_starts "
+                                                                f"({len(starts)} entries)")
+    tan_phi = list(cols.tan_phi) or [0.0] * n
+    for k, t in enumerate(tan_phi):
+        if not math.isfinite(t):
+            raise InvalidArgument(f"bids.tan_phi[{k}]", "must be finite")
+    return BidBatch(bid_ids, resource_ids, sides, quantity, prices, starts, index, tan_phi)
+
+
+def bid_ids(values) -> list[str]:
+    n = len(values)
+    if n == 0:
+        raise InvalidArgument("bid_ids", "at least one bid id is required")
+    if n > MAX_BATCH:
+        raise ResourceExhausted(f"bid_ids: at most {MAX_BATCH} per request (got {n})")
+    seen: dict = {}
+    for k, b in enumerate(values):
+        check_id(b, f"bid_ids[{k}]")
+        if b in seen:
+            raise InvalidArgument(f"bid_ids[{k}]", f"{b!r} repeats bid_ids[{seen[b]}]")
+        seen[b] = k
+    return list(values)
+
+
+# -- out --------------------------------------------------------------------------------
+
+def market(row) -> market_pb2.Market:
+    m = market_pb2.Market(
+        market_id=row["market_id"], feeder_id=row["feeder_id"], kind=_INVERSE["kind"][row["kind"]],
+        state=STATE[row["state"]], delivery_start=ts(row["delivery_start_us"]),
+        interval_count=row["interval_count"], interval_length=Duration(seconds=row["interval_minutes"] * 60),
+        price_floor=row["price_floor"], price_cap=row["price_cap"], currency=row["currency"],
+        value_of_lost_load=row["value_of_lost_load"] or "",
+        day_ahead_market_id=row["day_ahead_market_id"] or "",
+        clearing_status=CLEARING_STATUS.get(row["clearing_status"], common_pb2.CLEARING_STATUS_UNSPECIFIED),
+        diagnosis=json.loads(row["diagnosis"]), created_at=ts(row["created_us"]),
+        updated_at=ts(row["updated_us"]))
+    if row["gate_closure_us"] is not None:
+        m.gate_closure_time.CopyFrom(ts(row["gate_closure_us"]))
+    if row["gate_lead_us"] is not None:
+        m.gate_lead.FromMicroseconds(row["gate_lead_us"])
+    return m
+
+
+def interval(row, k: int, now: int) -> market_pb2.MarketInterval:
+    start = timeline.interval_start(row, k)
+    gate = timeline.gate_closure(row, k)
+    return market_pb2.MarketInterval(market_id=row["market_id"], index=k, start=ts(start),
+                                     end=ts(start + timeline.interval_us(row)), gate_closure=ts(gate),
+                                     gate_open=row["state"] == "open" and now < gate)
+
+
+def feeder(row) -> operator_pb2.Feeder:
+    return operator_pb2.Feeder(feeder_id=row["feeder_id"], name=row["name"], root_bus=row["root_bus"],
+                               base_kv=row["base_kv"], bus_count=row["bus_count"],
+                               line_count=row["line_count"], created_at=ts(row["created_us"]))
+
+
+def resource(row) -> agg_pb.Resource:
+    r = agg_pb.Resource(resource_id=row["resource_id"], aggregator_id=row["aggregator_id"],
+                        feeder_id=row["feeder_id"], bus=row["bus"], kind=_INVERSE["resource"][row["kind"]],
+                        **{name: row[name] or 0.0 for name in _RESOURCE_NUMBERS})
+    if row["departure_us"] is not None:
+        r.departure.CopyFrom(ts(row["departure_us"]))
+    return r
+
+
+def _start(row, market_row) -> Timestamp:
+    return ts(timeline.interval_start(market_row, row["interval_idx"]))
+
+
+def bid(row, market_row) -> agg_pb.Bid:
+    status = agg_pb.BID_STATUS_ACTIVE if row["status"] == "active" else agg_pb.BID_STATUS_WITHDRAWN
+    return agg_pb.Bid(market_id=row["market_id"], aggregator_id=row["aggregator_id"], bid_id=row["bid_id"],
+                      resource_id=row["resource_id"], bus=row["bus"], side=_INVERSE["side"][row["side"]],
+                      quantity_kw=row["quantity_kw"], price=row["price"],
+                      interval_start=_start(row, market_row), tan_phi=row["tan_phi"], status=status,
+                      updated_at=ts(row["updated_us"]))
+
+
+def dispatch_event(row, market_row) -> agg_pb.DispatchEvent:
+    common = {"sequence": row["seq"], "market_id": row["market_id"], "aggregator_id": row["aggregator_id"],
+              "resource_id": row["resource_id"], "interval_start": _start(row, market_row)}
+    if row["kind"] == "award":
+        award = agg_pb.Award(bid_id=row["bid_id"], side=_INVERSE["side"][row["side"]], cleared_kw=row["kw"],
+                             price=row["price"], **common)
+        return agg_pb.DispatchEvent(sequence=row["seq"], award=award)
+    instruction = agg_pb.Instruction(kw=row["kw"], source=SOURCE[row["source"]], reason=row["reason"],
+                                     issued_at=ts(row["issued_us"]), **common)
+    return agg_pb.DispatchEvent(sequence=row["seq"], instruction=instruction)
+
+
+def statement(row, market_row) -> agg_pb.Statement:
+    return agg_pb.Statement(market_id=row["market_id"], aggregator_id=row["aggregator_id"],
+                            bid_id=row["bid_id"], resource_id=row["resource_id"],
+                            interval_start=_start(row, market_row),
+                            settlement=_INVERSE["kind"][row["settlement"]], kw=row["kw"], kvar=row["kvar"],
+                            price=row["price"], reactive_price=row["price_q"], amount=row["amount"],
+                            currency=market_row["currency"])
+
+
+def bus_price(row, market_row) -> market_pb2.BusPrice:
+    return market_pb2.BusPrice(bus=row["bus"], interval_start=_start(row, market_row), dlmp=row["dlmp"],
+                               energy=row["energy"], congestion=row["congestion"], voltage=row["voltage"],
+                               loss=row["loss"])
+
+
+def curve(row, market_row) -> iso_pb2.InterfaceCurve:
+    start = timeline.interval_start(market_row, row["interval_idx"])
+    segments = [iso_pb2.CurveSegment(kind=CURVE_KIND[k], index=i, price=p, quantity_kw=q)
+                for k, i, p, q in json.loads(row["segments"])]
+    bands = [iso_pb2.CurveBand(price_low=lo, price_high=hi, import_kw=q)
+             for lo, hi, q in json.loads(row["bands"])]
+    return iso_pb2.InterfaceCurve(
+        sequence=row["seq"], market_id=row["market_id"], feeder_id=market_row["feeder_id"],
+        kind=_INVERSE["kind"][market_row["kind"]], interval_start=ts(start),
+        interval_end=ts(start + timeline.interval_us(market_row)), fixed_net_load_kw=row["fixed_kw"],
+        conditional=bool(row["conditional"]), segments=segments, bands=bands, reduction_area=row["area"],
+        published_at=ts(row["published_us"]))
+
+
+def audit_record(row) -> audit_pb2.AuditRecord:
+    return audit_pb2.AuditRecord(sequence=row["seq"], recorded_at=ts(row["recorded_us"]), actor=row["actor"],
+                                 role=ROLE.get(row["role"], common_pb2.ROLE_UNSPECIFIED),
+                                 action=row["action"], payload_json=row["payload"],
+                                 prev_hash=row["prev_hash"], hash=row["hash"])

@@ -1,0 +1,256 @@
+"""SQLite storage: schema, the single writer thread and the reader pool.
+
+Durability rule: a request is acknowledged only after the transaction holding
+it has committed with ``synchronous=FULL`` in WAL mode, i.e. after its WAL
+frames are fsynced. One thread owns the only writing connection. Requests
+queue up; the thread takes whatever is queued, runs each in its own SAVEPOINT
+(a failing request rolls back alone, so a batch is all or nothing) and commits
+them together: one fsync acknowledges many concurrent requests (group commit).
+Readers use their own connections and see committed snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+SCHEMA_VERSION = "1"
+MAX_GROUP = 64  # requests per commit; bounds how long one fsync holds back the first of them
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS participants (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL REFERENCES participants(name),
+    created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS feeders (
+    feeder_id TEXT PRIMARY KEY, name TEXT NOT NULL, root_bus TEXT NOT NULL, base_kv REAL NOT NULL,
+    bus_count INTEGER NOT NULL, line_count INTEGER NOT NULL, tables TEXT NOT NULL,
+    created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS feeder_buses (
+    feeder_id TEXT NOT NULL, bus TEXT NOT NULL, PRIMARY KEY (feeder_id, bus)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS markets (
+    market_id TEXT PRIMARY KEY, feeder_id TEXT NOT NULL REFERENCES feeders(feeder_id),
+    kind TEXT NOT NULL, state TEXT NOT NULL, delivery_start_us INTEGER NOT NULL,
+    interval_count INTEGER NOT NULL, interval_minutes INTEGER NOT NULL,
+    gate_closure_us INTEGER, gate_lead_us INTEGER,
+    price_floor TEXT NOT NULL, price_cap TEXT NOT NULL, currency TEXT NOT NULL,
+    value_of_lost_load TEXT, day_ahead_market_id TEXT,
+    clearing_status TEXT NOT NULL DEFAULT '', diagnosis TEXT NOT NULL DEFAULT '[]',
+    created_us INTEGER NOT NULL, updated_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS resources (
+    aggregator_id TEXT NOT NULL, resource_id TEXT NOT NULL, feeder_id TEXT NOT NULL, bus TEXT NOT NULL,
+    kind TEXT NOT NULL, capacity_kw REAL NOT NULL, energy_kwh REAL, charge_kw REAL, discharge_kw REAL,
+    eta_charge REAL, eta_discharge REAL, soc_init_kwh REAL, soc_end_kwh REAL, soc_min_kwh REAL,
+    ramp_kw REAL, departure_us INTEGER, created_us INTEGER NOT NULL,
+    PRIMARY KEY (aggregator_id, resource_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bids (
+    market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL,
+    resource_id TEXT NOT NULL, bus TEXT NOT NULL, side TEXT NOT NULL, quantity_kw REAL NOT NULL,
+    price TEXT NOT NULL, interval_idx INTEGER NOT NULL, tan_phi REAL NOT NULL, status TEXT NOT NULL,
+    updated_us INTEGER NOT NULL,
+    PRIMARY KEY (market_id, aggregator_id, bid_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS clearings (
+    market_id TEXT NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL,
+    digest TEXT NOT NULL, created_us INTEGER NOT NULL, PRIMARY KEY (market_id, stage));
+CREATE TABLE IF NOT EXISTS prices (
+    market_id TEXT NOT NULL, stage TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL,
+    dlmp TEXT NOT NULL, energy TEXT NOT NULL, congestion TEXT NOT NULL, voltage TEXT NOT NULL,
+    loss TEXT NOT NULL, PRIMARY KEY (market_id, stage, interval_idx, bus)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS curves (
+    market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, fixed_kw REAL NOT NULL,
+    conditional INTEGER NOT NULL, segments TEXT NOT NULL, bands TEXT NOT NULL, area TEXT NOT NULL,
+    seq INTEGER UNIQUE, published_us INTEGER, PRIMARY KEY (market_id, interval_idx));
+CREATE TABLE IF NOT EXISTS iso_awards (
+    market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, import_kw REAL NOT NULL, price TEXT NOT NULL,
+    PRIMARY KEY (market_id, interval_idx));
+CREATE TABLE IF NOT EXISTS dispatch (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, market_id TEXT NOT NULL,
+    aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL, resource_id TEXT NOT NULL,
+    interval_idx INTEGER NOT NULL, side TEXT NOT NULL, kw REAL NOT NULL, price TEXT NOT NULL,
+    source TEXT NOT NULL, reason TEXT NOT NULL, issued_us INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS dispatch_by_aggregator ON dispatch (aggregator_id, seq);
+CREATE TABLE IF NOT EXISTS statements (
+    market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL, resource_id TEXT NOT NULL,
+    interval_idx INTEGER NOT NULL, settlement TEXT NOT NULL, kw REAL NOT NULL, kvar REAL NOT NULL,
+    price TEXT NOT NULL, price_q TEXT NOT NULL, amount TEXT NOT NULL,
+    PRIMARY KEY (aggregator_id, market_id, bid_id, resource_id, interval_idx, settlement));
+CREATE TABLE IF NOT EXISTS settlements (
+    market_id TEXT PRIMARY KEY, totals TEXT NOT NULL, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
+    PRIMARY KEY (name, request_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, recorded_us INTEGER NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL,
+    action TEXT NOT NULL, payload TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+def now_us() -> int:
+    """Wall-clock time, integer microseconds since the epoch (UTC)."""
+    return time.time_ns() // 1000
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, ``synchronous=FULL``."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def initialise(path: str | Path) -> None:
+    """Create the schema if missing; refuse a database of another schema version."""
+    conn = connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for stmt in SCHEMA.split(";\n"):
+            if stmt.strip():
+                conn.execute(stmt)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        elif row["value"] != SCHEMA_VERSION:
+            raise RuntimeError(f"{path}: schema version {row['value']}, this server needs {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def transaction(conn: sqlite3.Connection, fn: Callable, *args) -> Any:
+    """Run ``fn(conn, *args)`` in one immediate transaction (for offline commands and tools)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        out = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return out
+
+
+class Writer:
+    """The one thread that writes; :meth:`call` returns after the request's commit."""
+
+    def __init__(self, path: str | Path):
+        self._conn = connect(path)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="dsomarket-writer", daemon=True)
+        self._thread.start()
+
+    async def call(self, fn: Callable, *args) -> Any:
+        """Run ``fn(conn, *args)`` in its own savepoint; return its result once committed.
+
+        ``fn`` must only touch the database: it runs on the writer thread and
+        holds up every other write while it runs.
+        """
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put((fn, args, loop, fut))
+        return await fut
+
+    def close(self) -> None:
+        """Finish queued requests, then stop the thread and close the connection."""
+        self._queue.put(None)
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is None:
+                break
+            group = [item]
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                group.append(nxt)
+            for (_, _, loop, fut), outcome in zip(group, self._commit(group), strict=True):
+                loop.call_soon_threadsafe(_settle, fut, outcome)
+
+    def _commit(self, group: list) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, args, _, _ in group:
+                conn.execute("SAVEPOINT request")
+                try:
+                    outcomes.append((True, fn(conn, *args)))
+                    conn.execute("RELEASE request")
+                except Exception as exc:  # the request fails alone; the others still commit
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                    outcomes.append((False, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:  # commit or BEGIN failed (disk full, I/O error): nothing is acknowledged
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return [(False, exc)] * len(group)
+        return outcomes
+
+
+def _settle(fut: asyncio.Future, outcome: tuple[bool, Any]) -> None:
+    if fut.cancelled():
+        return
+    ok, value = outcome
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+class Reader:
+    """A small pool of threads with their own read connections; each call sees one snapshot."""
+
+    def __init__(self, path: str | Path, workers: int = 2):
+        self._path = str(path)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsomarket-reader")
+
+    async def call(self, fn: Callable, *args) -> Any:
+        """Run ``fn(conn, *args)`` in a read transaction on a reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn, args)
+
+    def _run(self, fn: Callable, args: tuple) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self._path)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        conn.execute("BEGIN")
+        try:
+            return fn(conn, *args)
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()

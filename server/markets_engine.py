@@ -1,0 +1,360 @@
+"""The one place where the server calls the engine's market functions.
+
+Everything the server hands the engine passes through here: stored rows
+become a :class:`MarketInputs` (feeder, rules, intervals, bid table,
+resources), decimal price strings become floats, and the engine's tables come
+back with prices and amounts as decimal strings and ids split back into the
+aggregator's own. Servicers and the replay use only these functions, so an
+engine signature change touches this module alone.
+
+Ids: resource and bid ids are scoped per aggregator, while the engine wants
+them unique in a market. They cross the boundary as ``aggregator/id``; ids
+cannot contain ``/`` (see :data:`server.convert.ID_PATTERN`), so the split is
+unambiguous. The same composite bid id in a day-ahead and a real-time market
+lets settlement match a real-time bid to its day-ahead position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import polars as pl
+
+from engine.bids import MarketRules, parse_resources, validate_bids
+from engine.clearing import ClearingOptions, clear
+from engine.disaggregation import Disaggregation, disaggregate
+from engine.errors import InputError
+from engine.feeders import builtin
+from engine.interface import trace_curve
+from engine.network import Feeder
+from engine.settlement import settle
+
+ISO_SEGMENTS = 10
+"""Priced segments per kind (demand, supply) in the curve handed to the ISO."""
+
+_SEP = "/"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ENGINE_RESOURCE_KIND = {"battery": "battery", "ev": "ev", "flexible_load": "flexible_load"}
+
+
+def decimal_text(x: float) -> str:
+    """A float from the engine as a decimal string with at most 6 decimals ('-0' is '0')."""
+    text = f"{x:.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def us_to_datetime(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _engine_id(aggregator: pl.Expr, local: pl.Expr) -> pl.Expr:
+    return pl.concat_str([aggregator, pl.lit(_SEP), local])
+
+
+def _local_id(col: str) -> pl.Expr:
+    """The aggregator's own id of an ``aggregator/id`` column; empty stays empty."""
+    local = pl.col(col).str.splitn(_SEP, 2).struct.field("field_1")
+    return pl.when(pl.col(col) == "").then(pl.lit("")).otherwise(local).alias(col)
+
+
+# -- feeders -------------------------------------------------------------------
+
+def feeder_from_tables(tables: dict) -> Feeder:
+    """A validated feeder from stored tables (``header``, ``buses``, ``lines`` as column lists).
+
+    Raises :class:`InputError` naming the table, row and field of the first problem.
+    """
+    lines = dict(tables["lines"])
+    if "s_max_kva" in lines:
+        lines["s_max_kva"] = [math.inf if v is None else float(v) for v in lines["s_max_kva"]]
+    return Feeder.from_tables(tables["header"], pl.DataFrame(tables["buses"]), pl.DataFrame(lines))
+
+
+def load_feeder(kind: str, source) -> tuple[Feeder, dict]:
+    """A validated feeder and its stored tables, from a built-in name or uploaded tables.
+
+    ``kind`` is ``"builtin"`` (``source`` a name: ``ieee33``, ``ieee69``,
+    ``synth:N:SEED``) or ``"tables"`` (``source`` as :func:`feeder_from_tables`
+    takes). The stored tables carry every default filled in, so a replay
+    builds the same feeder whatever the engine's defaults become.
+    """
+    feeder = builtin(source) if kind == "builtin" else feeder_from_tables(source)
+    return feeder, feeder_to_tables(feeder)
+
+
+def feeder_to_tables(feeder: Feeder) -> dict:
+    """JSON-ready tables of a feeder; an unlimited thermal rating is stored as null."""
+    s_max = pl.col("s_max_kva")
+    lines = feeder.lines.with_columns(
+        pl.when(s_max.is_infinite()).then(None).otherwise(s_max).alias("s_max_kva"))
+    return {"header": feeder.header(), "buses": feeder.buses.to_dict(as_series=False),
+            "lines": lines.to_dict(as_series=False)}
+
+
+# -- market inputs ---------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class MarketInputs:
+    """Everything a clearing of one market reads, already in the engine's form."""
+
+    feeder: Feeder
+    rules: MarketRules
+    intervals: list
+    bids: pl.DataFrame
+    resources: tuple
+
+    def book(self):
+        return validate_bids(self.bids, self.feeder, self.rules, self.intervals)
+
+
+def market_rules(market: dict) -> MarketRules:
+    voll = market.get("value_of_lost_load")
+    return MarketRules(price_floor=float(market["price_floor"]), price_cap=float(market["price_cap"]),
+                       interval_minutes=float(market["interval_minutes"]),
+                       value_of_lost_load=float(voll) if voll else None)
+
+
+def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: pl.DataFrame) -> MarketInputs:
+    """Engine inputs of a market from its stored rows.
+
+    Parameters
+    ----------
+    market
+        The market row (``price_floor``, ``price_cap`` decimal strings,
+        ``interval_minutes``, ``delivery_start_us``, ``interval_count``,
+        ``value_of_lost_load``).
+    bids
+        Active bid rows: ``aggregator_id, bid_id, resource_id, bus, side,
+        quantity_kw, price`` (decimal string), ``interval_idx, tan_phi``.
+    resources
+        Resource rows of the bids' resources (see ``server.db`` table ``resources``).
+    """
+    step = timedelta(minutes=int(market["interval_minutes"]))
+    start = us_to_datetime(market["delivery_start_us"])
+    intervals = [start + k * step for k in range(market["interval_count"])]
+    interval = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
+    # One order for every run (server and replay), whatever order the rows came in.
+    rows = bids.sort("aggregator_id", "bid_id")
+    table = rows.select(_engine_id(pl.col("aggregator_id"), pl.col("bid_id")).alias("bid_id"),
+                        "bus", "side", "quantity_kw", pl.col("price").cast(pl.Float64),
+                        interval.gather(rows["interval_idx"]).alias("interval"), "aggregator_id",
+                        _engine_id(pl.col("aggregator_id"), pl.col("resource_id")).alias("resource_id"),
+                        "tan_phi")
+    return MarketInputs(feeder=feeder, rules=market_rules(market), intervals=intervals, bids=table,
+                        resources=_resources(resources))
+
+
+def _resources(rows: pl.DataFrame) -> tuple:
+    coupled = rows.filter(pl.col("kind").is_in(list(_ENGINE_RESOURCE_KIND))
+                          & ((pl.col("kind") != "flexible_load") | (pl.col("ramp_kw") > 0)))
+    if coupled.height == 0:
+        return ()
+    table = coupled.sort("aggregator_id", "resource_id").select(
+        _engine_id(pl.col("aggregator_id"), pl.col("resource_id")).alias("resource_id"),
+        pl.col("kind").replace_strict(_ENGINE_RESOURCE_KIND),
+        "energy_kwh", "charge_kw", "discharge_kw", "eta_charge", "eta_discharge", "soc_init_kwh",
+        "soc_end_kwh", "soc_min_kwh", "ramp_kw",
+        pl.from_epoch(pl.col("departure_us"), time_unit="us").dt.replace_time_zone("UTC").alias("departure"))
+    return parse_resources(table)
+
+
+def _interval_idx(inputs: MarketInputs, col: pl.Series) -> pl.Series:
+    pos = {iv: k for k, iv in enumerate(inputs.intervals)}
+    return pl.Series("interval_idx", [pos[iv] for iv in col.to_list()], dtype=pl.Int64)
+
+
+def _decimals(df: pl.DataFrame, cols: tuple) -> pl.DataFrame:
+    return df.with_columns(pl.Series(c, [decimal_text(v) for v in df[c].to_list()], dtype=pl.Utf8)
+                           for c in cols)
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update((part.write_csv() if isinstance(part, pl.DataFrame) else repr(part)).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _diagnosis(items) -> tuple[str, ...]:
+    out = []
+    for d in items:
+        where = f" at {d['element']}" if d.get("element") else ""
+        when = f" ({d['interval']})" if d.get("interval") else ""
+        what = f": {d['violation']:.6g} {d.get('unit', '')}".rstrip() if "violation" in d else ""
+        out.append(f"{d['limit']}{where}{when}{what}" + (f": {d['detail']}" if d.get("detail") else ""))
+    return tuple(out)
+
+
+# -- clearing and interface curves ---------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class ClearOutcome:
+    """A clearing at the forecast ISO price plus the exact interface curves.
+
+    ``prices``: bus, interval_idx, dlmp, energy, congestion, voltage, loss
+    (decimal strings). ``interface``: interval_idx, import_kw, iso_price.
+    ``curves``: one dict per interval (interval_idx, fixed_kw, conditional,
+    segments, bands). Tables are empty unless ``status == "optimal"``.
+    """
+
+    status: str
+    diagnosis: tuple
+    welfare: str
+    prices: pl.DataFrame
+    interface: pl.DataFrame
+    curves: list
+    area: str
+    seconds: float
+    digest: str
+
+
+def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None = None) -> ClearOutcome:
+    """Clear at the forecast ISO price and trace the interface curves.
+
+    ``forecast`` holds decimal strings per MWh: none (the midpoint of floor and
+    cap), one for every interval, or one per interval.
+    """
+    t0 = time.perf_counter()
+    book = inputs.book()
+    options = ClearingOptions(time_limit=time_limit)
+    rules = inputs.rules
+    forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
+    forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast
+    result = clear(inputs.feeder, book, forecast, rules=inputs.rules, resources=inputs.resources,
+                   options=options)
+    if not result.ok:
+        return ClearOutcome(result.status, _diagnosis(result.diagnosis), "", pl.DataFrame(), pl.DataFrame(),
+                            [], "", time.perf_counter() - t0, _digest(result.status))
+    try:
+        curve = trace_curve(inputs.feeder, book, inputs.rules, inputs.resources, options, forecast=forecast)
+    except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
+        return ClearOutcome("error", (str(exc),), "", pl.DataFrame(), pl.DataFrame(), [], "",
+                            time.perf_counter() - t0, _digest("error", str(exc)))
+    offer, area = curve.iso_offer(ISO_SEGMENTS)
+    prices = _price_table(inputs, result)
+    interface = result.interface.select(_interval_idx(inputs, result.interface["interval"]), "import_kw",
+                                        pl.Series("iso_price", [decimal_text(p) for p in forecast]))
+    curves = _curves(inputs, curve, offer)
+    dispatch = result.dispatch.select("bid_id", "interval", "cleared_kw")
+    return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
+                        decimal_text(area), time.perf_counter() - t0,
+                        _digest(prices, interface, dispatch, curves, area))
+
+
+def _price_table(inputs: MarketInputs, result) -> pl.DataFrame:
+    """DLMPs and their parts of a clearing, per bus and interval index, as decimal strings."""
+    parts = ("dlmp", "energy", "congestion", "voltage", "loss")
+    table = result.prices.select("bus", _interval_idx(inputs, result.prices["interval"]), *parts)
+    return _decimals(table, parts)
+
+
+def _curves(inputs: MarketInputs, curve, offer: pl.DataFrame) -> list[dict]:
+    bands = curve.bands.with_columns(_interval_idx(inputs, curve.bands["interval"]))
+    offer = offer.with_columns(_interval_idx(inputs, offer["interval"]))
+    fixed = curve.fixed_net_load_kw
+    fixed_kw = dict(fixed.select(_interval_idx(inputs, fixed["interval"]), "fixed_kw").iter_rows())
+    out = []
+    for t in range(len(inputs.intervals)):
+        b = bands.filter(pl.col("interval_idx") == t).select("price_low", "price_high", "import_kw")
+        o = offer.filter(pl.col("interval_idx") == t).select("kind", "segment", "price", "mw")
+        out.append({
+            "interval_idx": t, "fixed_kw": float(fixed_kw[t]), "conditional": bool(curve.conditional),
+            "bands": [[decimal_text(lo), decimal_text(hi), float(q)] for lo, hi, q in b.iter_rows()],
+            # The ISO offer comes in MW; the API carries kW everywhere.
+            "segments": [[kind, int(seg), "" if p is None else decimal_text(p), float(mw) * 1000.0]
+                         for kind, seg, p, mw in o.iter_rows()],
+        })
+    return out
+
+
+# -- ISO award ---------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class AwardOutcome:
+    """The disaggregation of an ISO award.
+
+    ``awards``: aggregator_id, bid_id, resource_id (the aggregator's own ids),
+    interval_idx, side, cleared_kw, price (DLMP at the bid's bus, decimal).
+    ``instructions``: aggregator_id, resource_id, interval_idx, kw (net
+    injection). ``disaggregation`` is the engine object, kept for settlement.
+    """
+
+    status: str
+    diagnosis: tuple
+    prices: pl.DataFrame
+    awards: pl.DataFrame
+    instructions: pl.DataFrame
+    digest: str
+    disaggregation: Disaggregation | None
+
+
+def award_table(inputs: MarketInputs, awards: list[tuple[int, float, str]]) -> pl.DataFrame:
+    """The engine's award table from ``(interval_idx, import_kw, price)`` rows; price '' = none."""
+    return pl.DataFrame({
+        "interval": pl.Series([inputs.intervals[t] for t, _, _ in awards], dtype=pl.Datetime("us", "UTC")),
+        "import_kw": [q for _, q, _ in awards],
+        "price": pl.Series([float(p) if p else None for _, _, p in awards], dtype=pl.Float64),
+    })
+
+
+def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]],
+                       day_ahead: Disaggregation | None = None,
+                       time_limit: float | None = None) -> AwardOutcome:
+    """Re-clear at the ISO's award; a real-time market passes its day-ahead disaggregation."""
+    dis = disaggregate(inputs.feeder, inputs.book(), award_table(inputs, awards), inputs.rules,
+                       inputs.resources, ClearingOptions(time_limit=time_limit),
+                       day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
+                       day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes)
+    res = dis.clearing
+    if not res.ok:
+        empty = pl.DataFrame()
+        return AwardOutcome(res.status, _diagnosis(res.diagnosis), empty, empty, empty, _digest(res.status),
+                            None)
+    prices = _price_table(inputs, res)
+    bids = res.dispatch.join(res.prices.select("bus", "interval", "dlmp"), on=["bus", "interval"], how="left")
+    awards_df = _decimals(bids.select("aggregator_id", _local_id("bid_id"), _local_id("resource_id"),
+                                      _interval_idx(inputs, bids["interval"]), "side", "cleared_kw",
+                                      pl.col("dlmp").alias("price")), ("price",))
+    instr = dis.instructions.select("aggregator_id", _local_id("resource_id"),
+                                    _interval_idx(inputs, dis.instructions["interval"]), "kw")
+    return AwardOutcome("optimal", (), prices, awards_df, instr, _digest(prices, awards_df, instr), dis)
+
+
+# -- settlement ----------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class SettleOutcome:
+    """Statement lines of one market's bids (day ahead) or positions (real time), and the market's totals.
+
+    ``statements``: aggregator_id, bid_id, resource_id, interval_idx, kw, kvar,
+    price, price_q, amount (prices and amounts as decimal strings); ``totals``
+    maps names to decimal strings.
+    """
+
+    statements: pl.DataFrame
+    totals: dict
+    digest: str
+
+
+def settle_market(inputs: MarketInputs, own: Disaggregation,
+                  reference: Disaggregation | None) -> SettleOutcome:
+    """Settle a market; a real-time market with a day-ahead reference settles its deviations.
+
+    The engine settles a day-ahead market alone, or day-ahead and real time
+    together; only this market's lines and totals are returned (the day-ahead
+    market's were stored when it settled).
+    """
+    result = settle(own) if reference is None else settle(reference, own)
+    market = "day_ahead" if reference is None else "real_time"
+    mine = (pl.col("market") == market) & pl.col("party").is_in(["bid", "position"])
+    lines = result.statements.filter(mine)
+    table = lines.select("aggregator_id", _local_id("bid_id"), _local_id("resource_id"),
+                         _interval_idx(inputs, lines["interval"]), "kw", "kvar", "price",
+                         pl.col("price_q").fill_null(0.0), "amount")
+    statements = _decimals(table, ("price", "price_q", "amount"))
+    totals = {k: decimal_text(v) for k, v in result.summary["markets"][market].items() if k != "lines"}
+    return SettleOutcome(statements, totals, _digest(statements, sorted(totals.items())))

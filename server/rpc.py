@@ -1,0 +1,46 @@
+"""The wrapper around every servicer method: authenticate, check the role, map errors.
+
+A servicer method decorated with :func:`unary` or :func:`stream` receives
+``(self, request, principal)`` and simply raises on failure; the wrapper turns
+the exception into a status code through :func:`server.errors.status_of`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from server.auth import require_role
+from server.errors import status_of
+
+
+def unary(*roles: str):
+    """Decorate a unary method open to ``roles``."""
+    def wrap(method):
+        @functools.wraps(method)
+        async def handler(self, request, context):
+            try:
+                who = await self.app.authenticate(context.invocation_metadata())
+                require_role(who, roles, method.__name__)
+                return await method(self, request, who)
+            except Exception as exc:
+                code, details = status_of(exc)
+                await context.abort(code, details)
+        return handler
+    return wrap
+
+
+def stream(*roles: str):
+    """Decorate a server-streaming method (an async generator) open to ``roles``."""
+    def wrap(method):
+        @functools.wraps(method)
+        async def handler(self, request, context):
+            try:
+                who = await self.app.authenticate(context.invocation_metadata())
+                require_role(who, roles, method.__name__)
+                async for message in method(self, request, who):
+                    yield message
+            except Exception as exc:
+                code, details = status_of(exc)
+                await context.abort(code, details)
+        return handler
+    return wrap

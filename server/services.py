@@ -1,0 +1,514 @@
+"""gRPC servicers: convert in, call the store or the engine adapter, convert out.
+
+Each method is wrapped by :mod:`server.rpc` (authentication, role, error
+mapping). :class:`App` holds what the servicers share: the writer and readers,
+the stream notifier, the solver executor and a few caches of immutable
+engine objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import OrderedDict, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from server import audit, auth, convert, db, markets_engine, store, timeline
+from server.api.dsomarket.v1 import aggregator_pb2 as agg_pb
+from server.api.dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
+from server.api.dsomarket.v1 import market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
+from server.auth import Principal
+from server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
+from server.notify import CURVES, Notifier, dispatch_topic
+from server.rpc import stream, unary
+
+OPERATOR, AGGREGATOR, ISO, AUDITOR = auth.ROLES
+EVERYONE = auth.ROLES
+READERS = (OPERATOR, AUDITOR)
+_STREAM_BATCH = 1_000
+_CACHED_DISAGGREGATIONS = 8
+_CACHED_TOKENS = 10_000
+
+
+class App:
+    """Shared state of one server: storage, notifier, solver executor and caches.
+
+    Parameters
+    ----------
+    db_path
+        SQLite file; created with the schema if missing.
+    solve_time_limit
+        Seconds a clearing or award solve may take (None: no limit); past it
+        the call fails with DEADLINE_EXCEEDED and the market keeps its state.
+    """
+
+    def __init__(self, db_path: str | Path, solve_time_limit: float | None = None):
+        db.initialise(db_path)
+        self.writer = db.Writer(db_path)
+        self.reader = db.Reader(db_path)
+        self.notifier = Notifier()
+        self.solve_time_limit = solve_time_limit
+        # One solve at a time: HiGHS runs single-threaded, so the other core stays with the event loop.
+        self._solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsomarket-solver")
+        self._tokens: dict[str, Principal] = {}
+        self._feeders: dict = {}
+        self._disaggregations: OrderedDict = OrderedDict()
+        self._locks: defaultdict = defaultdict(asyncio.Lock)
+
+    async def authenticate(self, metadata) -> Principal:
+        digest = auth.token_hash(auth.bearer_token(metadata))
+        who = self._tokens.get(digest)
+        if who is None:
+            who = await self.reader.call(auth.lookup, digest)
+            if who is None:
+                raise Unauthenticated("unknown token")
+            if len(self._tokens) >= _CACHED_TOKENS:
+                self._tokens.clear()
+            self._tokens[digest] = who
+        return who
+
+    async def solve(self, fn, *args):
+        """Run engine work on the solver thread, never on the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._solver, functools.partial(fn, *args))
+
+    def lock(self, market_id: str) -> asyncio.Lock:
+        """Serialises the solve-then-record steps of one market (clear, award, settle)."""
+        return self._locks[market_id]
+
+    def inputs(self, rows) -> markets_engine.MarketInputs:
+        """Engine inputs from :func:`server.store.market_rows`; call on the solver thread."""
+        market, tables, bids, resources = rows
+        feeder = self._feeders.get(market["feeder_id"])
+        if feeder is None:
+            feeder = self._feeders[market["feeder_id"]] = markets_engine.feeder_from_tables(tables)
+        return markets_engine.market_inputs(feeder, market, bids, resources)
+
+    async def disaggregation(self, market_id: str):
+        """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
+        hit = self._disaggregations.get(market_id)
+        if hit is not None:
+            self._disaggregations.move_to_end(market_id)
+            return hit
+        rows = await self.reader.call(store.market_rows, market_id)
+        market = rows[0]
+        if not timeline.at_least(market["state"], "awarded"):
+            raise FailedPrecondition(f"market {market_id!r} is {market['state']}: it has no award yet")
+        awards = await self.reader.call(store.iso_award_rows, market_id)
+        reference = None
+        if market["day_ahead_market_id"]:
+            reference = await self.disaggregation(market["day_ahead_market_id"])
+        outcome = await self.solve(lambda: markets_engine.disaggregate_award(
+            self.inputs(rows), awards, reference, self.solve_time_limit))
+        self.remember(market_id, outcome.disaggregation)
+        return outcome.disaggregation
+
+    def remember(self, market_id: str, disaggregation) -> None:
+        self._disaggregations[market_id] = disaggregation
+        while len(self._disaggregations) > _CACHED_DISAGGREGATIONS:
+            self._disaggregations.popitem(last=False)
+
+    def close(self) -> None:
+        self._solver.shutdown(wait=True)
+        self.writer.close()
+        self.reader.close()
+
+
+def _market_filter_states(values) -> list[str]:
+    names = {v: k for k, v in convert.STATE.items()}
+    out = []
+    for k, v in enumerate(values):
+        if v not in names:
+            raise InvalidArgument(f"filter.states[{k}]", f"must be a known market state (got {v})")
+        out.append(names[v])
+    return out
+
+
+class MarketService(market_pb2_grpc.MarketServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @unary(*EVERYONE)
+    async def GetIdentity(self, request, who):
+        return market_pb2.GetIdentityResponse(name=who.name, role=convert.ROLE[who.role])
+
+    @unary(*EVERYONE)
+    async def ListMarkets(self, request, who):
+        f = request.filter
+        feeder_id = convert.optional_id(f.feeder_id, "filter.feeder_id")
+        states = _market_filter_states(f.states)
+        kind = (convert.enum_value(convert.MARKET_KIND, f.kind, "filter.kind", "market kind") if f.kind
+                else None)
+        scope = f"ListMarkets|{feeder_id}|{states}|{kind}"
+        limit, after = convert.page(request.pagination, scope)
+        rows = await self.app.reader.call(store.list_markets, feeder_id, states, kind, after, limit)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["market_id"]])
+        return market_pb2.ListMarketsResponse(markets=[convert.market(r) for r in rows], pagination=info)
+
+    @unary(*EVERYONE)
+    async def GetMarket(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        return market_pb2.GetMarketResponse(market=convert.market(await self.app.reader.call(store.get_market,
+                                                                                             market_id)))
+
+    @unary(*EVERYONE)
+    async def ListMarketIntervals(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        market = await self.app.reader.call(store.get_market, market_id)
+        scope = f"ListMarketIntervals|{market_id}"
+        limit, after = convert.page(request.pagination, scope)
+        if after and not isinstance(after[0], int):
+            raise InvalidArgument("pagination.page_token", "is malformed")
+        start = after[0] + 1 if after else 0
+        rows = list(range(start, min(market["interval_count"], start + limit + 1)))
+        rows, info = convert.next_page(rows, limit, scope, lambda k: [k])
+        now = db.now_us()
+        intervals = [convert.interval(market, k, now) for k in rows]
+        return market_pb2.ListMarketIntervalsResponse(intervals=intervals, pagination=info)
+
+    @unary(OPERATOR, AUDITOR, AGGREGATOR)
+    async def ListMarketPrices(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        market = await self.app.reader.call(store.get_market, market_id)
+        visible = "published" if who.role == AGGREGATOR else "cleared"
+        if not timeline.at_least(market["state"], visible):
+            raise FailedPrecondition(f"market {market_id!r} is {market['state']}: its prices are not "
+                                     f"{visible} yet")
+        scope = f"ListMarketPrices|{market_id}|{request.bus}"
+        limit, after = convert.page(request.pagination, scope)
+        rows = await self.app.reader.call(store.list_prices, market_id, request.bus, after, limit)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["interval_idx"], r["bus"]])
+        return market_pb2.ListMarketPricesResponse(prices=[convert.bus_price(r, market) for r in rows],
+                                                   pagination=info)
+
+
+class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @unary(OPERATOR)
+    async def CreateFeeder(self, request, who):
+        feeder_id = convert.check_id(request.feeder_id, "feeder_id")
+        kind, source = convert.feeder_source(request)
+        feeder, tables = await self.app.solve(markets_engine.load_feeder, kind, source)
+        summary = {"name": feeder.name, "root_bus": feeder.root_bus, "base_kv": feeder.base_kv,
+                   "bus_count": feeder.topology.n_bus, "line_count": feeder.lines.height}
+        row = await self.app.writer.call(store.create_feeder, who, feeder_id, tables, summary)
+        return operator_pb2.CreateFeederResponse(feeder=convert.feeder(row))
+
+    @unary(*READERS)
+    async def ListFeeders(self, request, who):
+        limit, after = convert.page(request.pagination, "ListFeeders")
+        rows = await self.app.reader.call(store.list_feeders, after, limit)
+        rows, info = convert.next_page(rows, limit, "ListFeeders", lambda r: [r["feeder_id"]])
+        return operator_pb2.ListFeedersResponse(feeders=[convert.feeder(r) for r in rows], pagination=info)
+
+    @unary(OPERATOR)
+    async def CreateMarket(self, request, who):
+        row = await self.app.writer.call(store.create_market, who, convert.market_spec(request))
+        return operator_pb2.CreateMarketResponse(market=convert.market(row))
+
+    @unary(OPERATOR)
+    async def CloseGate(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        row = await self.app.writer.call(store.close_gate, who, market_id)
+        return operator_pb2.CloseGateResponse(market=convert.market(row))
+
+    @unary(OPERATOR)
+    async def ClearMarket(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        async with app.lock(market_id):
+            rows = await app.reader.call(store.market_rows, market_id)
+            market = rows[0]
+            store.require_state(market, ("closed",), "clearing")
+            forecast = convert.forecast(request.iso_price_forecast, market["interval_count"])
+            outcome = await app.solve(lambda: markets_engine.clear_market(app.inputs(rows), forecast,
+                                                                          app.solve_time_limit))
+            row = await app.writer.call(store.record_clearing, who, market_id, forecast, outcome)
+        if outcome.status == "time_limit":
+            raise DeadlineExceeded(f"the clearing of market {market_id!r} hit the solver time limit; "
+                                   "the market stays closed")
+        flows = [operator_pb2.InterfaceFlow(interval_start=convert.ts(timeline.interval_start(market, t)),
+                                            import_kw=q, iso_price=p)
+                 for t, q, p in outcome.interface.iter_rows()]
+        return operator_pb2.ClearMarketResponse(
+            market=convert.market(row), status=convert.CLEARING_STATUS[outcome.status],
+            diagnosis=list(outcome.diagnosis), welfare=outcome.welfare, interface=flows,
+            curve_segments=sum(len(c["segments"]) for c in outcome.curves), solve_seconds=outcome.seconds)
+
+    @unary(OPERATOR)
+    async def PublishMarket(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        row = await self.app.writer.call(store.publish, who, market_id)
+        self.app.notifier.notify(CURVES)
+        return operator_pb2.PublishMarketResponse(market=convert.market(row))
+
+    @unary(OPERATOR)
+    async def SettleMarket(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        async with app.lock(market_id):
+            rows = await app.reader.call(store.market_rows, market_id)
+            market = rows[0]
+            store.require_state(market, ("awarded",), "settling")
+            own = await app.disaggregation(market_id)
+            reference = (await app.disaggregation(market["day_ahead_market_id"])
+                         if market["day_ahead_market_id"] else None)
+            outcome = await app.solve(lambda: markets_engine.settle_market(app.inputs(rows), own, reference))
+            row = await app.writer.call(store.record_settlement, who, market_id, outcome)
+        return operator_pb2.SettleMarketResponse(market=convert.market(row), totals=outcome.totals,
+                                                 statement_count=outcome.statements.height)
+
+    @unary(OPERATOR)
+    async def OverrideDispatch(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        aggregator_id = convert.check_id(request.aggregator_id, "aggregator_id")
+        resource_id = convert.check_id(request.resource_id, "resource_id")
+        start = convert.required_us(request, "interval_start", "interval_start")
+        kw = convert.check_number(request.kw, "kw")
+        reason = request.reason.strip()
+        if not 0 < len(reason) <= convert.MAX_REASON:
+            raise InvalidArgument("reason", f"is required, up to {convert.MAX_REASON} characters")
+        row = await self.app.writer.call(store.override, who, market_id, aggregator_id, resource_id, start,
+                                         kw, reason)
+        self.app.notifier.notify(dispatch_topic(aggregator_id), dispatch_topic(None))
+        market = await self.app.reader.call(store.get_market, market_id)
+        event = convert.dispatch_event(row, market)
+        return operator_pb2.OverrideDispatchResponse(instruction=event.instruction)
+
+
+class AggregatorService(aggregator_pb2_grpc.AggregatorServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @unary(AGGREGATOR)
+    async def RegisterResources(self, request, who):
+        out = await self.app.writer.call(store.register_resources, who, convert.resources(request),
+                                         *_request_key(request))
+        return agg_pb.RegisterResourcesResponse(registered=out["registered"])
+
+    @unary(AGGREGATOR, *READERS)
+    async def ListResources(self, request, who):
+        owner = auth.scope(who, convert.optional_id(request.filter.aggregator_id, "filter.aggregator_id"))
+        feeder_id = convert.optional_id(request.filter.feeder_id, "filter.feeder_id")
+        scope = f"ListResources|{owner}|{feeder_id}"
+        limit, after = convert.page(request.pagination, scope)
+        rows = await self.app.reader.call(store.list_resources, owner, feeder_id, after, limit)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["aggregator_id"], r["resource_id"]])
+        return agg_pb.ListResourcesResponse(resources=[convert.resource(r) for r in rows], pagination=info)
+
+    async def _write_bids(self, fn, request, who) -> dict:
+        market_id = convert.check_id(request.market_id, "market_id")
+        batch = convert.bid_batch(request.bids)
+        return await self.app.writer.call(fn, who, market_id, batch, *_request_key(request))
+
+    @unary(AGGREGATOR)
+    async def SubmitBids(self, request, who):
+        out = await self._write_bids(store.submit_bids, request, who)
+        return agg_pb.SubmitBidsResponse(accepted=out["count"],
+                                         acknowledged_at=convert.ts(out["acknowledged_us"]))
+
+    @unary(AGGREGATOR)
+    async def ReplaceBids(self, request, who):
+        out = await self._write_bids(store.replace_bids, request, who)
+        return agg_pb.ReplaceBidsResponse(replaced=out["count"],
+                                          acknowledged_at=convert.ts(out["acknowledged_us"]))
+
+    @unary(AGGREGATOR)
+    async def WithdrawBids(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        bid_ids = convert.bid_ids(request.bid_ids)
+        out = await self.app.writer.call(store.withdraw_bids, who, market_id, bid_ids, *_request_key(request))
+        return agg_pb.WithdrawBidsResponse(withdrawn=out["count"],
+                                           acknowledged_at=convert.ts(out["acknowledged_us"]))
+
+    @unary(AGGREGATOR, *READERS)
+    async def ListBids(self, request, who):
+        f = request.filter
+        owner = auth.scope(who, convert.optional_id(f.aggregator_id, "filter.aggregator_id"))
+        market_id = convert.optional_id(f.market_id, "filter.market_id")
+        scope = f"ListBids|{owner}|{market_id}|{f.include_withdrawn}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = store.list_bids(conn, market_id, owner, f.include_withdrawn, after, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope,
+                                       lambda r: [r["market_id"], r["aggregator_id"], r["bid_id"]])
+        bids = [convert.bid(r, markets[r["market_id"]]) for r in rows]
+        return agg_pb.ListBidsResponse(bids=bids, pagination=info)
+
+    async def _dispatch_page(self, request, who, kind: str):
+        owner = auth.scope(who, convert.optional_id(request.filter.aggregator_id, "filter.aggregator_id"))
+        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
+        scope = f"{kind}|{owner}|{market_id}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = store.list_dispatch(conn, kind, market_id, owner, after[0] if after else 0, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["seq"]])
+        return [convert.dispatch_event(r, markets[r["market_id"]]) for r in rows], info
+
+    @unary(AGGREGATOR, *READERS)
+    async def ListAwards(self, request, who):
+        events, info = await self._dispatch_page(request, who, "award")
+        return agg_pb.ListAwardsResponse(awards=[e.award for e in events], pagination=info)
+
+    @unary(AGGREGATOR, *READERS)
+    async def ListInstructions(self, request, who):
+        events, info = await self._dispatch_page(request, who, "instruction")
+        return agg_pb.ListInstructionsResponse(instructions=[e.instruction for e in events], pagination=info)
+
+    @unary(AGGREGATOR, *READERS)
+    async def ListStatements(self, request, who):
+        owner = auth.scope(who, convert.optional_id(request.filter.aggregator_id, "filter.aggregator_id"))
+        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
+        scope = f"ListStatements|{owner}|{market_id}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = store.list_statements(conn, market_id, owner, after, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r[c] for c in store.STATEMENT_KEY])
+        statements = [convert.statement(r, markets[r["market_id"]]) for r in rows]
+        return agg_pb.ListStatementsResponse(statements=statements, pagination=info)
+
+    @stream(AGGREGATOR, *READERS)
+    async def ReceiveDispatchStream(self, request, who):
+        owner = auth.scope(who, convert.optional_id(request.filter.aggregator_id, "filter.aggregator_id"))
+        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
+
+        def read(conn, after):
+            rows = store.list_dispatch(conn, None, market_id, owner, after, _STREAM_BATCH)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        async for row, market in _follow(self.app, dispatch_topic(owner), read, request.after_sequence):
+            yield convert.dispatch_event(row, market)
+
+
+class IsoService(iso_pb2_grpc.IsoServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @unary(ISO, *READERS)
+    async def ListInterfaceCurves(self, request, who):
+        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
+        feeder_id = convert.optional_id(request.filter.feeder_id, "filter.feeder_id")
+        scope = f"ListInterfaceCurves|{market_id}|{feeder_id}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = store.list_curves(conn, market_id, feeder_id, after[0] if after else 0, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["seq"]])
+        curves = [convert.curve(r, markets[r["market_id"]]) for r in rows]
+        return iso_pb2.ListInterfaceCurvesResponse(curves=curves, pagination=info)
+
+    @stream(ISO, *READERS)
+    async def ReceiveInterfaceCurveStream(self, request, who):
+        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
+        feeder_id = convert.optional_id(request.filter.feeder_id, "filter.feeder_id")
+
+        def read(conn, after):
+            rows = store.list_curves(conn, market_id, feeder_id, after, _STREAM_BATCH)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        async for row, market in _follow(self.app, CURVES, read, request.after_sequence):
+            yield convert.curve(row, market)
+
+    @unary(ISO)
+    async def SubmitAward(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        request_id, digest = _request_key(request)
+        submitted = convert.iso_awards(request)
+        async with app.lock(market_id):
+            # A retry of an award already applied gets the first reply, not a wrong-state error.
+            result = await app.reader.call(store.stored_result, who, request_id, digest)
+            if result is None:
+                rows = await app.reader.call(store.market_rows, market_id)
+                market = rows[0]
+                store.require_state(market, ("published",), "an award")
+                awards = _award_rows(market, submitted)
+                reference = (await app.disaggregation(market["day_ahead_market_id"])
+                             if market["day_ahead_market_id"] else None)
+                outcome = await app.solve(lambda: markets_engine.disaggregate_award(
+                    app.inputs(rows), awards, reference, app.solve_time_limit))
+                result = await app.writer.call(store.record_award, who, market_id, awards, outcome,
+                                               request_id, digest)
+                if outcome.status == "optimal":
+                    app.remember(market_id, outcome.disaggregation)
+                    app.notifier.notify(dispatch_topic(None), *map(dispatch_topic, result["aggregators"]))
+        if result["status"] == "time_limit":
+            raise DeadlineExceeded(f"the award of market {market_id!r} hit the solver time limit; "
+                                   "the market stays published")
+        market = await app.reader.call(store.get_market, market_id)
+        return iso_pb2.SubmitAwardResponse(market=convert.market(market),
+                                           status=convert.CLEARING_STATUS[result["status"]],
+                                           diagnosis=result["diagnosis"])
+
+
+def _request_key(request) -> tuple[str, str]:
+    """``(request_id, digest)`` of an idempotent write."""
+    return convert.request_id(request.request_id), convert.request_digest(request)
+
+
+def _award_rows(market: dict, submitted: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
+    """``(interval_idx, import_kw, price)``: exactly one award per interval of the market."""
+    indices = store.interval_indices(market, [s for s, _, _ in submitted], "awards.interval_start")
+    seen: dict = {}
+    for j, k in enumerate(indices):
+        if k in seen:
+            raise InvalidArgument(f"awards[{j}].interval_start", f"repeats awards[{seen[k]}]")
+        seen[k] = j
+    if len(seen) != market["interval_count"]:
+        missing = min(set(range(market["interval_count"])) - set(seen))
+        raise InvalidArgument("awards", f"no award for the interval starting "
+                                        f"{timeline.iso(timeline.interval_start(market, missing))}")
+    return sorted((k, q, p) for k, (_, q, p) in zip(indices, submitted, strict=True))
+
+
+async def _follow(app: App, topic: str, read, after: int):
+    """Rows after ``after`` from ``read(conn, after)``, then each new one as it commits, until shutdown."""
+    with app.notifier.subscribe(topic) as wake:
+        while not app.notifier.closed:
+            wake.clear()
+            rows, markets = await app.reader.call(read, after)
+            for row in rows:
+                yield row, markets[row["market_id"]]
+                after = row["seq"]
+            if len(rows) <= _STREAM_BATCH:
+                await wake.wait()
+    # Ending with UNAVAILABLE rather than OK tells clients to reconnect (to the restarted server).
+    raise Unavailable("the server is shutting down")
+
+
+class AuditService(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @unary(*READERS)
+    async def ListAuditRecords(self, request, who):
+        scope = f"ListAuditRecords|{request.action_prefix}"
+        limit, after = convert.page(request.pagination, scope)
+        rows = await self.app.reader.call(audit.records, request.action_prefix, after[0] if after else 0,
+                                          limit + 1)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["seq"]])
+        records = [convert.audit_record(r) for r in rows]
+        return audit_pb2.ListAuditRecordsResponse(records=records, pagination=info)
+
+    @unary(*READERS)
+    async def VerifyAuditChain(self, request, who):
+        report = await self.app.reader.call(audit.verify)
+        return audit_pb2.VerifyAuditChainResponse(ok=report.ok, records=report.records,
+                                                  first_bad_sequence=report.first_bad, reason=report.reason)

@@ -1,0 +1,585 @@
+"""State changes and reads of the market store.
+
+Writers (``create_*``, ``submit_*``, ``record_*``, ...) run on the writer
+thread inside a savepoint (see :mod:`server.db`): they check the stored state,
+write, and append the audit record in the same transaction, so a request is
+applied whole or not at all. They raise :mod:`server.errors` exceptions that
+name the request field at fault. Readers run on a read snapshot.
+
+Requests with a ``request_id`` are idempotent: the first result is stored and
+returned again for a repeat with the same content.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from decimal import Decimal
+
+import polars as pl
+
+from server import audit, timeline
+from server.auth import Principal
+from server.convert import BidBatch
+from server.db import now_us
+from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+
+MAX_BIDS_PER_AGGREGATOR = 1_000_000
+"""Most bid segments (active or withdrawn) one aggregator may hold in one market."""
+MAX_RESOURCES_PER_AGGREGATOR = 100_000
+_CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
+
+BID_COLUMNS = ("aggregator_id", "bid_id", "resource_id", "bus", "side", "quantity_kw", "price",
+               "interval_idx", "tan_phi")
+BID_SCHEMA = {"aggregator_id": pl.Utf8, "bid_id": pl.Utf8, "resource_id": pl.Utf8, "bus": pl.Utf8,
+              "side": pl.Utf8, "quantity_kw": pl.Float64, "price": pl.Utf8, "interval_idx": pl.Int64,
+              "tan_phi": pl.Float64}
+RESOURCE_COLUMNS = ("aggregator_id", "resource_id", "feeder_id", "bus", "kind", "capacity_kw", "energy_kwh",
+                    "charge_kw", "discharge_kw", "eta_charge", "eta_discharge", "soc_init_kwh", "soc_end_kwh",
+                    "soc_min_kwh", "ramp_kw", "departure_us")
+RESOURCE_SCHEMA = {c: pl.Float64 for c in RESOURCE_COLUMNS} | {
+    "aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "feeder_id": pl.Utf8, "bus": pl.Utf8, "kind": pl.Utf8,
+    "departure_us": pl.Int64}
+STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement")
+_BID_INSERT = ("INSERT INTO bids (market_id, aggregator_id, bid_id, resource_id, bus, side, quantity_kw, "
+               "price, interval_idx, tan_phi, status, updated_us) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_PRICE_INSERT = ("INSERT INTO prices (market_id, stage, bus, interval_idx, dlmp, energy, congestion, "
+                 "voltage, loss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_DISPATCH_INSERT = ("INSERT INTO dispatch (kind, market_id, aggregator_id, bid_id, resource_id, "
+                    "interval_idx, side, kw, price, source, reason, issued_us) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _chunks(values: list):
+    for k in range(0, len(values), _CHUNK):
+        yield values[k:k + _CHUNK]
+
+
+def _insert_all(conn, sql: str, rows: list) -> bool:
+    """Insert every row, or none when one hits a uniqueness constraint (then False).
+
+    The inner savepoint undoes the rows inserted before the conflict, so the
+    caller can look up which id was taken without seeing its own half-insert.
+    """
+    conn.execute("SAVEPOINT insert_all")
+    try:
+        conn.executemany(sql, rows)
+    except sqlite3.IntegrityError:
+        conn.execute("ROLLBACK TO insert_all")
+        conn.execute("RELEASE insert_all")
+        return False
+    conn.execute("RELEASE insert_all")
+    return True
+
+
+def get_market(conn: sqlite3.Connection, market_id: str, field: str = "market_id") -> dict:
+    row = conn.execute("SELECT * FROM markets WHERE market_id = ?", (market_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"{field}: no market {market_id!r}")
+    return dict(row)
+
+
+def require_state(market: dict, states: tuple, action: str) -> None:
+    if market["state"] not in states:
+        raise FailedPrecondition(f"market {market['market_id']!r} is {market['state']}: {action} needs it "
+                                 f"{' or '.join(states)}")
+
+
+def _set_state(conn, market: dict, state: str, now: int, status: str | None = None, diagnosis=()) -> dict:
+    assert timeline.at_least(state, market["state"]), "market states only move forward"
+    conn.execute("UPDATE markets SET state = ?, updated_us = ?, "
+                 "clearing_status = COALESCE(?, clearing_status), diagnosis = ? WHERE market_id = ?",
+                 (state, now, status, json.dumps(list(diagnosis)), market["market_id"]))
+    return get_market(conn, market["market_id"])
+
+
+def _audit(conn, who: Principal, action: str, payload: dict, now: int) -> None:
+    audit.append(conn, who.name, who.role, action, payload, now)
+
+
+def _idempotent(conn, who: Principal, request_id: str, digest: str, run) -> dict:
+    if not request_id:
+        return run()
+    stored = stored_result(conn, who, request_id, digest)
+    if stored is not None:
+        return stored
+    out = run()
+    conn.execute("INSERT INTO requests (name, request_id, digest, result) VALUES (?, ?, ?, ?)",
+                 (who.name, request_id, digest, json.dumps(out)))
+    return out
+
+
+def stored_result(conn, who: Principal, request_id: str, digest: str) -> dict | None:
+    """The result of an earlier request with this id, or None; ALREADY_EXISTS if its content differed."""
+    if not request_id:
+        return None
+    row = conn.execute("SELECT digest, result FROM requests WHERE name = ? AND request_id = ?",
+                       (who.name, request_id)).fetchone()
+    if row is None:
+        return None
+    if row["digest"] != digest:
+        raise AlreadyExists(f"request_id: {request_id!r} was already used for a different request")
+    return json.loads(row["result"])
+
+
+def interval_indices(market: dict, starts: list[int], field: str) -> list[int]:
+    """Interval index of each start; InvalidArgument naming the first start that is not one."""
+    out = []
+    for j, start in enumerate(starts):
+        k = timeline.interval_index(market, start)
+        if k is None:
+            raise InvalidArgument(f"{field}[{j}]", f"{timeline.iso(start)} is not an interval start of "
+                                                   f"market {market['market_id']!r}")
+        out.append(k)
+    return out
+
+
+def _check_gates(market: dict, indices, field, now: int) -> None:
+    for j, k in indices:
+        gate = timeline.gate_closure(market, k)
+        if now >= gate:
+            raise FailedPrecondition(f"{field(j)}: the gate of the interval starting "
+                                     f"{timeline.iso(timeline.interval_start(market, k))} closed at "
+                                     f"{timeline.iso(gate)}")
+
+
+# -- feeders and markets ------------------------------------------------------------------
+
+def create_feeder(conn, who: Principal, feeder_id: str, tables: dict, summary: dict) -> dict:
+    """Store a validated feeder (``tables`` as :mod:`server.markets_engine` stores them)."""
+    if conn.execute("SELECT 1 FROM feeders WHERE feeder_id = ?", (feeder_id,)).fetchone():
+        raise AlreadyExists(f"feeder_id: feeder {feeder_id!r} already exists")
+    now = now_us()
+    row = {"feeder_id": feeder_id, **summary, "created_us": now}
+    conn.execute("INSERT INTO feeders (feeder_id, name, root_bus, base_kv, bus_count, line_count, tables, "
+                 "created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (feeder_id, summary["name"], summary["root_bus"], summary["base_kv"], summary["bus_count"],
+                  summary["line_count"], json.dumps(tables), now))
+    conn.executemany("INSERT INTO feeder_buses (feeder_id, bus) VALUES (?, ?)",
+                     [(feeder_id, str(b)) for b in tables["buses"]["bus"]])
+    _audit(conn, who, "feeder.create", {"feeder_id": feeder_id, "tables": tables}, now)
+    return row
+
+
+def create_market(conn, who: Principal, spec: dict) -> dict:
+    if conn.execute("SELECT 1 FROM markets WHERE market_id = ?", (spec["market_id"],)).fetchone():
+        raise AlreadyExists(f"market_id: market {spec['market_id']!r} already exists")
+    if not conn.execute("SELECT 1 FROM feeders WHERE feeder_id = ?", (spec["feeder_id"],)).fetchone():
+        raise NotFound(f"feeder_id: no feeder {spec['feeder_id']!r}")
+    if spec["day_ahead_market_id"]:
+        da = get_market(conn, spec["day_ahead_market_id"], "day_ahead_market_id")
+        if da["kind"] != "day_ahead" or da["feeder_id"] != spec["feeder_id"]:
+            raise InvalidArgument("day_ahead_market_id", f"{da['market_id']!r} is not a day-ahead market of "
+                                                         f"feeder {spec['feeder_id']!r}")
+    now = now_us()
+    row = {**spec, "state": "open", "clearing_status": "", "diagnosis": "[]", "created_us": now,
+           "updated_us": now}
+    conn.execute(f"INSERT INTO markets ({', '.join(row)}) VALUES ({_marks(len(row))})", tuple(row.values()))
+    _audit(conn, who, "market.create", spec, now)
+    return row
+
+
+def close_gate(conn, who: Principal, market_id: str) -> dict:
+    market = get_market(conn, market_id)
+    require_state(market, ("open",), "closing the gate")
+    now = now_us()
+    out = _set_state(conn, market, "closed", now)
+    _audit(conn, who, "market.close", {"market_id": market_id}, now)
+    return out
+
+
+# -- resources ------------------------------------------------------------------------------
+
+def _check_buses(conn, rows: list[dict]) -> None:
+    for feeder_id in sorted({r["feeder_id"] for r in rows}):
+        if not conn.execute("SELECT 1 FROM feeders WHERE feeder_id = ?", (feeder_id,)).fetchone():
+            k = next(k for k, r in enumerate(rows) if r["feeder_id"] == feeder_id)
+            raise NotFound(f"resources[{k}].feeder_id: no feeder {feeder_id!r}")
+        known = set()
+        wanted = sorted({r["bus"] for r in rows if r["feeder_id"] == feeder_id})
+        for part in _chunks(wanted):
+            known.update(b for (b,) in conn.execute(
+                f"SELECT bus FROM feeder_buses WHERE feeder_id = ? AND bus IN ({_marks(len(part))})",
+                (feeder_id, *part)))
+        for k, r in enumerate(rows):
+            if r["feeder_id"] == feeder_id and r["bus"] not in known:
+                raise InvalidArgument(f"resources[{k}].bus", f"feeder {feeder_id!r} has no bus {r['bus']!r}")
+
+
+def register_resources(conn, who: Principal, rows: list[dict], request_id: str, digest: str) -> dict:
+    def run():
+        _check_buses(conn, rows)
+        (held,) = conn.execute("SELECT COUNT(*) FROM resources WHERE aggregator_id = ?",
+                               (who.name,)).fetchone()
+        if held + len(rows) > MAX_RESOURCES_PER_AGGREGATOR:
+            raise ResourceExhausted(f"resources: an aggregator may register at most "
+                                    f"{MAX_RESOURCES_PER_AGGREGATOR} ({held} registered, {len(rows)} more)")
+        now = now_us()
+        values = [(who.name, *(r[c] for c in RESOURCE_COLUMNS[1:]), now) for r in rows]
+        sql = (f"INSERT INTO resources ({', '.join(RESOURCE_COLUMNS)}, created_us) "
+               f"VALUES ({_marks(len(RESOURCE_COLUMNS) + 1)})")
+        if not _insert_all(conn, sql, values):
+            for k, r in enumerate(rows):
+                if conn.execute("SELECT 1 FROM resources WHERE aggregator_id = ? AND resource_id = ?",
+                                (who.name, r["resource_id"])).fetchone():
+                    raise AlreadyExists(f"resources[{k}].resource_id: {r['resource_id']!r} is already "
+                                        "registered")
+        _audit(conn, who, "resources.register", {"aggregator_id": who.name, "resources": rows}, now)
+        return {"registered": len(rows)}
+
+    return _idempotent(conn, who, request_id, digest, run)
+
+
+def _own_resources(conn, aggregator: str, resource_ids: list[str]) -> dict:
+    out = {}
+    for part in _chunks(sorted(set(resource_ids))):
+        for row in conn.execute(f"SELECT * FROM resources WHERE aggregator_id = ? AND resource_id IN "
+                                f"({_marks(len(part))})", (aggregator, *part)):
+            out[row["resource_id"]] = row
+    return out
+
+
+# -- bids -----------------------------------------------------------------------------------
+
+def _bid_rows(conn, market: dict, who: Principal, batch: BidBatch, now: int) -> list[tuple]:
+    """Checks of a batch against the market and the caller's resources; the rows to store."""
+    indices = interval_indices(market, batch.interval_starts, "bids.interval_starts")
+    _check_gates(market, enumerate(indices), lambda j: f"bids.interval_starts[{j}]", now)
+    resources = _own_resources(conn, who.name, batch.resource_id)
+    floor, cap = Decimal(market["price_floor"]), Decimal(market["price_cap"])
+    rows = []
+    for k in range(len(batch)):
+        rid = batch.resource_id[k]
+        res = resources.get(rid)
+        if res is None:
+            raise NotFound(f"bids.resource_id[{k}]: you have no resource {rid!r}")
+        if res["feeder_id"] != market["feeder_id"]:
+            raise InvalidArgument(f"bids.resource_id[{k}]", f"{rid!r} is on feeder {res['feeder_id']!r}; the "
+                                                            f"market clears feeder {market['feeder_id']!r}")
+        side = batch.side[k]
+        if (res["kind"] == "pv" and side != "sell") or (res["kind"] == "ev" and side != "buy"):
+            raise InvalidArgument(f"bids.side[{k}]", f"a {res['kind']} resource can only "
+                                                     f"{'sell' if res['kind'] == 'pv' else 'buy'}")
+        if batch.quantity_kw[k] > res["capacity_kw"]:
+            raise InvalidArgument(f"bids.quantity_kw[{k}]", f"{batch.quantity_kw[k]} kW exceeds resource "
+                                                            f"{rid!r}'s capacity of {res['capacity_kw']} kW")
+        if not floor <= Decimal(batch.price[k]) <= cap:
+            raise InvalidArgument(f"bids.price[{k}]",
+                                  f"{batch.price[k]} is outside the market's floor {market['price_floor']} "
+                                  f"and cap {market['price_cap']}")
+        t = indices[batch.interval_index[k]]
+        if res["kind"] == "ev" and timeline.interval_start(market, t) >= res["departure_us"]:
+            raise InvalidArgument(f"bids.interval_index[{k}]", f"EV {rid!r} departs at "
+                                                               f"{timeline.iso(res['departure_us'])}, before "
+                                                               "this interval starts")
+        rows.append((market["market_id"], who.name, batch.bid_id[k], rid, res["bus"], side,
+                     batch.quantity_kw[k], batch.price[k], t, batch.tan_phi[k], "active", now))
+    return rows
+
+
+def _existing_bids(conn, market_id: str, aggregator: str, bid_ids: list[str]) -> dict:
+    out = {}
+    for part in _chunks(bid_ids):
+        for row in conn.execute(f"SELECT * FROM bids WHERE market_id = ? AND aggregator_id = ? AND bid_id IN "
+                                f"({_marks(len(part))})", (market_id, aggregator, *part)):
+            out[row["bid_id"]] = row
+    return out
+
+
+def _bid_payload(market_id: str, who: Principal, rows: list[tuple]) -> dict:
+    cols = list(zip(*rows, strict=True))
+    names = ("bid_id", "resource_id", "bus", "side", "quantity_kw", "price", "interval_idx", "tan_phi")
+    return {"market_id": market_id, "aggregator_id": who.name,
+            "bids": {name: list(cols[k + 2]) for k, name in enumerate(names)}}
+
+
+def submit_bids(conn, who: Principal, market_id: str, batch: BidBatch, request_id: str, digest: str) -> dict:
+    def run():
+        market = get_market(conn, market_id)
+        require_state(market, ("open",), "submitting bids")
+        now = now_us()
+        rows = _bid_rows(conn, market, who, batch, now)
+        (held,) = conn.execute("SELECT COUNT(*) FROM bids WHERE market_id = ? AND aggregator_id = ?",
+                               (market_id, who.name)).fetchone()
+        if held + len(rows) > MAX_BIDS_PER_AGGREGATOR:
+            raise ResourceExhausted(f"bids: an aggregator may hold at most {MAX_BIDS_PER_AGGREGATOR} "
+                                    f"segments in a market ({held} held, {len(rows)} submitted)")
+        if not _insert_all(conn, _BID_INSERT, rows):
+            existing = _existing_bids(conn, market_id, who.name, batch.bid_id)
+            k = next(k for k, b in enumerate(batch.bid_id) if b in existing)
+            raise AlreadyExists(f"bids.bid_id[{k}]: {batch.bid_id[k]!r} already exists in market "
+                                f"{market_id!r}")
+        _audit(conn, who, "bids.submit", _bid_payload(market_id, who, rows), now)
+        return {"count": len(rows), "acknowledged_us": now}
+
+    return _idempotent(conn, who, request_id, digest, run)
+
+
+def _active(conn, market: dict, who: Principal, bid_ids: list[str], field: str, now: int) -> dict:
+    existing = _existing_bids(conn, market["market_id"], who.name, bid_ids)
+    for k, b in enumerate(bid_ids):
+        row = existing.get(b)
+        if row is None or row["status"] != "active":
+            raise NotFound(f"{field}[{k}]: you have no active bid {b!r} in market {market['market_id']!r}")
+    pos = {b: k for k, b in enumerate(bid_ids)}
+    _check_gates(market, ((pos[b], r["interval_idx"]) for b, r in existing.items()),
+                 lambda k: f"{field}[{k}]", now)
+    return existing
+
+
+def replace_bids(conn, who: Principal, market_id: str, batch: BidBatch, request_id: str, digest: str) -> dict:
+    def run():
+        market = get_market(conn, market_id)
+        require_state(market, ("open",), "replacing bids")
+        now = now_us()
+        _active(conn, market, who, batch.bid_id, "bids.bid_id", now)
+        rows = _bid_rows(conn, market, who, batch, now)
+        conn.executemany("UPDATE bids SET resource_id = ?, bus = ?, side = ?, quantity_kw = ?, price = ?, "
+                         "interval_idx = ?, tan_phi = ?, updated_us = ? "
+                         "WHERE market_id = ? AND aggregator_id = ? AND bid_id = ?",
+                         [(*r[3:10], now, r[0], r[1], r[2]) for r in rows])
+        _audit(conn, who, "bids.replace", _bid_payload(market_id, who, rows), now)
+        return {"count": len(rows), "acknowledged_us": now}
+
+    return _idempotent(conn, who, request_id, digest, run)
+
+
+def withdraw_bids(conn, who: Principal, market_id: str, bid_ids: list[str], request_id: str,
+                  digest: str) -> dict:
+    def run():
+        market = get_market(conn, market_id)
+        require_state(market, ("open",), "withdrawing bids")
+        now = now_us()
+        _active(conn, market, who, bid_ids, "bid_ids", now)
+        conn.executemany("UPDATE bids SET status = 'withdrawn', updated_us = ? "
+                         "WHERE market_id = ? AND aggregator_id = ? AND bid_id = ?",
+                         [(now, market_id, who.name, b) for b in bid_ids])
+        _audit(conn, who, "bids.withdraw",
+               {"market_id": market_id, "aggregator_id": who.name, "bid_ids": bid_ids}, now)
+        return {"count": len(bid_ids), "acknowledged_us": now}
+
+    return _idempotent(conn, who, request_id, digest, run)
+
+
+# -- clearing, publication, award, settlement, overrides -------------------------------------------
+
+def _record_outcome(conn, market_id: str, stage: str, status: str, summary: dict, digest: str,
+                    now: int) -> None:
+    conn.execute("INSERT OR REPLACE INTO clearings (market_id, stage, status, summary, digest, created_us) "
+                 "VALUES (?, ?, ?, ?, ?, ?)", (market_id, stage, status, json.dumps(summary), digest, now))
+
+
+def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], outcome) -> dict:
+    """Store a clearing (a :class:`server.markets_engine.ClearOutcome`): CLOSED -> CLEARED when optimal."""
+    market = get_market(conn, market_id)
+    require_state(market, ("closed",), "clearing")
+    now = now_us()
+    _record_outcome(conn, market_id, "clear", outcome.status,
+                    {"welfare": outcome.welfare, "seconds": outcome.seconds}, outcome.digest, now)
+    if outcome.status == "optimal":
+        conn.executemany(_PRICE_INSERT, [(market_id, "clear", *r) for r in outcome.prices.iter_rows()])
+        conn.executemany("INSERT INTO curves (market_id, interval_idx, fixed_kw, conditional, segments, "
+                         "bands, area) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(market_id, c["interval_idx"], c["fixed_kw"], int(c["conditional"]),
+                           json.dumps(c["segments"]), json.dumps(c["bands"]), outcome.area)
+                          for c in outcome.curves])
+        out = _set_state(conn, market, "cleared", now, "optimal")
+    else:
+        out = _set_state(conn, market, "closed", now, outcome.status, outcome.diagnosis)
+    _audit(conn, who, "market.clear", {"market_id": market_id, "forecast": forecast, "status": outcome.status,
+                                       "diagnosis": list(outcome.diagnosis), "digest": outcome.digest}, now)
+    return out
+
+
+def publish(conn, who: Principal, market_id: str) -> dict:
+    """CLEARED -> PUBLISHED; the curves get their stream sequence now, in publication order."""
+    market = get_market(conn, market_id)
+    require_state(market, ("cleared",), "publishing")
+    now = now_us()
+    (base,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM curves").fetchone()
+    conn.execute("UPDATE curves SET seq = ? + interval_idx + 1, published_us = ? WHERE market_id = ?",
+                 (base, now, market_id))
+    out = _set_state(conn, market, "published", now)
+    _audit(conn, who, "market.publish", {"market_id": market_id}, now)
+    return out
+
+
+def record_award(conn, who: Principal, market_id: str, awards: list, outcome, request_id: str,
+                 digest: str) -> dict:
+    """Store an award's disaggregation (:class:`server.markets_engine.AwardOutcome`): PUBLISHED -> AWARDED.
+
+    ``awards`` are the ISO's ``(interval_idx, import_kw, price)`` as submitted.
+    """
+    def run():
+        market = get_market(conn, market_id)
+        require_state(market, ("published",), "an award")
+        now = now_us()
+        optimal = outcome.status == "optimal"
+        if optimal:
+            conn.executemany("INSERT INTO iso_awards (market_id, interval_idx, import_kw, price) "
+                             "VALUES (?, ?, ?, ?)", [(market_id, *a) for a in awards])
+            conn.executemany(_PRICE_INSERT, [(market_id, "award", *r) for r in outcome.prices.iter_rows()])
+            conn.executemany(_DISPATCH_INSERT,
+                             [("award", market_id, agg, bid, res, t, side, kw, price, "award", "", now)
+                              for agg, bid, res, t, side, kw, price in outcome.awards.iter_rows()])
+            conn.executemany(_DISPATCH_INSERT,
+                             [("instruction", market_id, agg, "", res, t, "", kw, "", "award", "", now)
+                              for agg, res, t, kw in outcome.instructions.iter_rows()])
+            _set_state(conn, market, "awarded", now, "optimal")
+        else:
+            _set_state(conn, market, "published", now, outcome.status, outcome.diagnosis)
+        _record_outcome(conn, market_id, "award", outcome.status, {}, outcome.digest, now)
+        _audit(conn, who, "award.submit", {"market_id": market_id, "awards": [list(a) for a in awards],
+                                           "status": outcome.status, "diagnosis": list(outcome.diagnosis),
+                                           "digest": outcome.digest}, now)
+        aggregators = sorted(set(outcome.awards["aggregator_id"].to_list())) if optimal else []
+        return {"status": outcome.status, "diagnosis": list(outcome.diagnosis), "aggregators": aggregators}
+
+    return _idempotent(conn, who, request_id, digest, run)
+
+
+def record_settlement(conn, who: Principal, market_id: str, outcome) -> dict:
+    """Store statements (:class:`server.markets_engine.SettleOutcome`): AWARDED -> SETTLED."""
+    market = get_market(conn, market_id)
+    require_state(market, ("awarded",), "settling")
+    now = now_us()
+    conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
+                     "settlement, kw, kvar, price, price_q, amount) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(market_id, a, b, r, t, market["kind"], kw, kvar, p, pq, amt)
+                      for a, b, r, t, kw, kvar, p, pq, amt in outcome.statements.iter_rows()])
+    conn.execute("INSERT INTO settlements (market_id, totals, created_us) VALUES (?, ?, ?)",
+                 (market_id, json.dumps(outcome.totals), now))
+    out = _set_state(conn, market, "settled", now)
+    _audit(conn, who, "market.settle",
+           {"market_id": market_id, "totals": outcome.totals, "digest": outcome.digest}, now)
+    return out
+
+
+def override(conn, who: Principal, market_id: str, aggregator_id: str, resource_id: str, start_us: int,
+             kw: float, reason: str) -> dict:
+    market = get_market(conn, market_id)
+    require_state(market, ("awarded",), "an override")
+    (k,) = interval_indices(market, [start_us], "interval_start")
+    if not conn.execute("SELECT 1 FROM resources WHERE aggregator_id = ? AND resource_id = ?",
+                        (aggregator_id, resource_id)).fetchone():
+        raise NotFound(f"resource_id: aggregator {aggregator_id!r} has no resource {resource_id!r}")
+    now = now_us()
+    cur = conn.execute(_DISPATCH_INSERT, ("instruction", market_id, aggregator_id, "", resource_id, k, "", kw,
+                                          "", "override", reason, now))
+    _audit(conn, who, "dispatch.override", {"market_id": market_id, "aggregator_id": aggregator_id,
+                                            "resource_id": resource_id, "interval_idx": k, "kw": kw,
+                                            "reason": reason}, now)
+    return dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (cur.lastrowid,)).fetchone())
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+def _keyset(conn, table: str, filters: list[tuple[str, tuple]], key: tuple[str, ...], after: list | None,
+            limit: int) -> list:
+    """Rows after a key in key order, ``limit + 1`` of them so the caller knows whether more follow."""
+    where = [sql for sql, _ in filters]
+    params = [p for _, ps in filters for p in ps]
+    if after is not None:
+        if len(after) != len(key):
+            raise InvalidArgument("pagination.page_token", "is malformed")
+        where.append(f"({', '.join(key)}) > ({_marks(len(key))})")
+        params += after
+    sql = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+    return conn.execute(f"{sql} ORDER BY {', '.join(key)} LIMIT ?", (*params, limit + 1)).fetchall()
+
+
+def _eq(column: str, value) -> list[tuple[str, tuple]]:
+    return [] if value is None or value == "" else [(f"{column} = ?", (value,))]
+
+
+def markets_by_id(conn, market_ids) -> dict:
+    out = {}
+    for part in _chunks(sorted(set(market_ids))):
+        for row in conn.execute(f"SELECT * FROM markets WHERE market_id IN ({_marks(len(part))})", part):
+            out[row["market_id"]] = dict(row)
+    return out
+
+
+def list_markets(conn, feeder_id: str, states: list[str], kind: str | None, after, limit: int) -> list:
+    filters = _eq("feeder_id", feeder_id) + _eq("kind", kind)
+    if states:
+        filters.append((f"state IN ({_marks(len(states))})", tuple(states)))
+    return _keyset(conn, "markets", filters, ("market_id",), after, limit)
+
+
+def list_feeders(conn, after, limit: int) -> list:
+    return _keyset(conn, "feeders", [], ("feeder_id",), after, limit)
+
+
+def feeder_tables(conn, feeder_id: str) -> dict:
+    row = conn.execute("SELECT tables FROM feeders WHERE feeder_id = ?", (feeder_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"feeder_id: no feeder {feeder_id!r}")
+    return json.loads(row[0])
+
+
+def list_resources(conn, aggregator: str | None, feeder_id: str, after, limit: int) -> list:
+    return _keyset(conn, "resources", _eq("aggregator_id", aggregator) + _eq("feeder_id", feeder_id),
+                   ("aggregator_id", "resource_id"), after, limit)
+
+
+def list_bids(conn, market_id: str, aggregator: str | None, include_withdrawn: bool, after,
+              limit: int) -> list:
+    filters = _eq("market_id", market_id) + _eq("aggregator_id", aggregator)
+    if not include_withdrawn:
+        filters.append(("status = 'active'", ()))
+    return _keyset(conn, "bids", filters, ("market_id", "aggregator_id", "bid_id"), after, limit)
+
+
+def list_dispatch(conn, kind: str | None, market_id: str, aggregator: str | None, after_seq: int,
+                  limit: int) -> list:
+    filters = _eq("kind", kind) + _eq("market_id", market_id) + _eq("aggregator_id", aggregator)
+    return _keyset(conn, "dispatch", filters, ("seq",), [after_seq], limit)
+
+
+def list_statements(conn, market_id: str, aggregator: str | None, after, limit: int) -> list:
+    return _keyset(conn, "statements", _eq("market_id", market_id) + _eq("aggregator_id", aggregator),
+                   STATEMENT_KEY, after, limit)
+
+
+def list_prices(conn, market_id: str, bus: str, after, limit: int) -> list:
+    """DLMPs of the award's re-clear once awarded, else of the clearing at the forecast price."""
+    awarded = conn.execute("SELECT 1 FROM prices WHERE market_id = ? AND stage = 'award' LIMIT 1",
+                           (market_id,)).fetchone()
+    filters = _eq("market_id", market_id) + _eq("stage", "award" if awarded else "clear") + _eq("bus", bus)
+    return _keyset(conn, "prices", filters, ("interval_idx", "bus"), after, limit)
+
+
+def list_curves(conn, market_id: str, feeder_id: str, after_seq: int, limit: int) -> list:
+    filters = [("seq IS NOT NULL", ())] + _eq("market_id", market_id)
+    if feeder_id:
+        filters.append(("market_id IN (SELECT market_id FROM markets WHERE feeder_id = ?)", (feeder_id,)))
+    return _keyset(conn, "curves", filters, ("seq",), [after_seq], limit)
+
+
+def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFrame]:
+    """What a clearing of the market reads: its row, feeder tables, active bids and their resources."""
+    market = get_market(conn, market_id)
+    tables = feeder_tables(conn, market["feeder_id"])
+    bids = conn.execute(f"SELECT {', '.join(BID_COLUMNS)} FROM bids "
+                        "WHERE market_id = ? AND status = 'active'", (market_id,)).fetchall()
+    resources = conn.execute(
+        f"SELECT {', '.join('r.' + c for c in RESOURCE_COLUMNS)} FROM resources r WHERE EXISTS ("
+        "SELECT 1 FROM bids b WHERE b.market_id = ? AND b.status = 'active' "
+        "AND b.aggregator_id = r.aggregator_id AND b.resource_id = r.resource_id)", (market_id,)).fetchall()
+    return (market, tables, pl.DataFrame(bids, schema=BID_SCHEMA, orient="row"),
+            pl.DataFrame(resources, schema=RESOURCE_SCHEMA, orient="row"))
+
+
+def iso_award_rows(conn, market_id: str) -> list[tuple[int, float, str]]:
+    """The ISO's award as submitted (price '' where it gave none), so a recomputation repeats the original."""
+    rows = conn.execute("SELECT interval_idx, import_kw, price FROM iso_awards WHERE market_id = ? "
+                        "ORDER BY interval_idx", (market_id,))
+    return [tuple(r) for r in rows]
