@@ -169,6 +169,30 @@ def validate_bids(bids: pl.DataFrame, feeder: Feeder, rules: MarketRules = Marke
                    tan_phi=tan_phi)
 
 
+def canonical(book: BidBook, feeder: Feeder, rules: MarketRules) -> BidBook:
+    """The same bids in interval and bid_id order, so that input order cannot change the LP."""
+    table = book.table.with_row_index("_row").sort(["interval", "bid_id"], nulls_last=False)
+    if np.array_equal(table["_row"].to_numpy(), np.arange(book.n)):
+        return book
+    return validate_bids(table.drop("_row"), feeder, rules, book.intervals)
+
+
+def for_interval(book: BidBook, t: int) -> BidBook:
+    """The bids of interval index ``t`` alone, as a single-interval book of that interval."""
+    rows = np.nonzero(book.t_idx == t)[0]
+    return BidBook(table=book.table[rows], intervals=[book.intervals[t]], bus_idx=book.bus_idx[rows],
+                   t_idx=np.zeros(len(rows), dtype=np.int64), withdraw_sign=book.withdraw_sign[rows],
+                   quantity_kw=book.quantity_kw[rows], price=book.price[rows], tan_phi=book.tan_phi[rows])
+
+
+def couples_intervals(book: BidBook, resources: tuple) -> bool:
+    """True when some resource with bids links the book's intervals (storage, EV energy, ramps)."""
+    if book.n_interval < 2 or not resources:
+        return False
+    used = set(book.table["resource_id"].unique().to_list())
+    return any(r.resource_id in used for r in resources)
+
+
 # -- resources -------------------------------------------------------------------
 
 @dataclass(frozen=True)

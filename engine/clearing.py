@@ -425,6 +425,13 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     return tuple(out)
 
 
+def socp_solver(feeder: Feeder, options: ClearingOptions) -> str:
+    """The conic solver for this feeder: the option, or for ``auto`` ECOS on small feeders, Clarabel on large."""
+    if options.socp_solver != "auto":
+        return options.socp_solver
+    return "ecos" if feeder.topology.n_bus <= ECOS_MAX_BUSES else "clarabel"
+
+
 def clear(feeder: Feeder, bids: pl.DataFrame | BidBook, iso_price, *, rules: MarketRules = MarketRules(),
           resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
           intervals: list | None = None) -> ClearingResult:
@@ -453,11 +460,8 @@ def clear(feeder: Feeder, bids: pl.DataFrame | BidBook, iso_price, *, rules: Mar
     book = bids if isinstance(bids, BidBook) else validate_bids(bids, feeder, rules, intervals)
     if options.formulation == "socp":
         from engine import socp  # cvxpy is imported only when the SOCP is asked for
-        solver = options.socp_solver
-        if solver == "auto":
-            solver = "ecos" if feeder.topology.n_bus <= ECOS_MAX_BUSES else "clarabel"
         return socp.clear(feeder, book, iso_price, rules=rules, resources=resources, options=options,
-                          solver=solver)
+                          solver=socp_solver(feeder, options))
     return NodalMarket(feeder, book, iso_price, rules, resources, options).solve()
 
 

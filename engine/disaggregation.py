@@ -1,29 +1,66 @@
 """Disaggregation of an ISO award at the T-D interface back to bids, resources and aggregators.
 
 The ISO answers the interface curve with, per interval, a cleared import
-(kW, positive = the feeder buys) and its price, or a price alone. The DSO
-re-clears its nodal market with the interface import fixed to the award (or
-at the price), which yields the dispatch of every bid, the DLMPs, and the
-dispatch instructions per resource and aggregator. Because the award is a
-point on a curve traced from the same model, the re-clear is feasible and
-respects every distribution limit.
+(kW, positive = the feeder buys) and its price, or a price alone, or a
+quantity alone. The DSO re-clears its nodal market with the interface import
+fixed to the award (or at the price), which yields the dispatch of every bid,
+the DLMPs, and the dispatch instructions per resource and aggregator. Because
+an award on the curve is a point traced from the same model, the re-clear is
+feasible and respects every distribution limit; an award off the curve is
+re-cleared all the same when the feeder can deliver it, and said so.
 
-A real-time award re-clears from the day-ahead position: resources that do
-not bid again in real time are held at their day-ahead dispatch.
+Prices. With a quantity and a price, the dispatch is the re-clear at the fixed
+import, and the DLMPs are those of the market at the ISO's price whenever that
+dispatch is optimal there (the award lies on the curve): any optimal dispatch
+and any optimal prices of one LP satisfy its optimality conditions together,
+so every bid is consistent with the DLMPs and the interface DLMP equals the
+ISO's price. With a quantity alone the price is the interface DLMP of the
+re-clear; with a price alone the import is the market's choice at that price.
+
+Fair and reproducible. Bids are cleared in a canonical order (by interval and
+bid_id), so the same bids in any order give byte-identical outputs. Marginal
+bids of equal price (same interval, side and tan phi, no linked resource),
+whose effective DLMP equals that price, share their cleared total pro rata to
+their quantities, across buses, whenever the network can carry that split (a
+second re-clear with the bids held there checks it); the LP's vertex would
+otherwise fill one and leave the other.
+
+A real-time award re-clears from the day-ahead position: in each real-time
+interval, every day-ahead position (a resource's, or a bid's where it names no
+resource) that is not bid again in that interval is held at its day-ahead
+dispatch. Held positions are part of the net load the re-clear sees and appear
+in the dispatch (``held = true``) and the instructions, so that dispatch plus
+fixed load equals the award. A resource that bids again is released in that
+interval whole (all its day-ahead bids): its real-time bids are its position. A
+bid without a resource is the same position only under the same bid_id, which
+is unique in a book, so a position re-bid in several real-time intervals needs
+a ``resource_id``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
 import polars as pl
 
-from engine.bids import BidBook, MarketRules, Resource
-from engine.clearing import ClearingOptions, ClearingResult, NodalMarket, _iv_column
+from engine import lindistflow
+from engine.bids import BidBook, MarketRules, Resource, canonical
+from engine.clearing import ROUND_KW, ClearingOptions, ClearingResult, NodalMarket, _iv_column
 from engine.errors import InputError
-from engine.network import Feeder, _utc
+from engine.network import S_BASE_KVA, Feeder, _utc
+from engine.solver import Solution
+
+DISPATCH_SCHEMA = {"bid_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "bus": pl.Utf8, "side": pl.Utf8,
+                   "aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "price": pl.Float64,
+                   "quantity_kw": pl.Float64, "tan_phi": pl.Float64, "cleared_kw": pl.Float64,
+                   "held": pl.Boolean}
+INSTRUCTION_SCHEMA = {"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"),
+                      "kw": pl.Float64}
+_MARGINAL_TOL = 1e-6      # per MWh: an effective DLMP this close to a bid's price makes it marginal
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,17 +70,22 @@ class Disaggregation:
     Attributes
     ----------
     clearing
-        The re-clear at the award (dispatch, DLMPs, flows, voltages).
+        The re-clear at the award (dispatch, DLMPs, flows, voltages). Its
+        ``dispatch`` carries ``tan_phi`` and ``held`` (a day-ahead position
+        held in real time) and lists bids by interval and bid_id.
     award
-        ``interval, import_kw, price`` as applied (price filled in from the
-        re-clear's interface DLMP where the ISO gave none).
+        ``interval, import_kw, price, price_source, on_curve`` as applied:
+        ``price_source`` is ``iso`` or ``interface_dlmp`` (the ISO gave a
+        quantity only); ``on_curve`` says whether the re-clear at the ISO's
+        price could deliver the awarded quantity (null where the ISO gave only
+        one of the two).
     instructions
         ``aggregator_id, resource_id, interval, kw``: net injection to deliver
         (kW, positive = into the feeder), one row per resource (or per bid
-        where a bid names no resource).
+        where a bid names no resource), held positions included.
     fixed_load
-        ``bus, interval, load_kw``: the inflexible withdrawal the re-clear
-        carried (including day-ahead positions held in real time).
+        ``bus, interval, load_kw, load_kvar``: the inflexible withdrawal served
+        (fixed load minus any shed load), without held positions.
     interval_minutes
         Length of each interval, for settlement.
     """
@@ -54,23 +96,58 @@ class Disaggregation:
     fixed_load: pl.DataFrame
     interval_minutes: float
 
+    def balance_kw(self) -> pl.DataFrame:
+        """Per interval: import, dispatch net withdrawal, fixed load, and ``error_kw`` (0 up to rounding).
+
+        ``withdrawal_kw + fixed_kw == import_kw`` on the lossless LinDistFlow feeder.
+        """
+        d = self.clearing.dispatch
+        w = (d.with_columns(w=pl.when(pl.col("side") == "buy").then(pl.col("cleared_kw"))
+                            .otherwise(-pl.col("cleared_kw")))
+             .group_by("interval").agg(withdrawal_kw=pl.col("w").sum()))
+        f = self.fixed_load.group_by("interval").agg(fixed_kw=pl.col("load_kw").sum())
+        out = (self.award.select("interval", "import_kw")
+               .join(w, on="interval", how="left", nulls_equal=True)
+               .join(f, on="interval", how="left", nulls_equal=True)
+               .with_columns(pl.col("withdrawal_kw").fill_null(0.0), pl.col("fixed_kw").fill_null(0.0)))
+        return out.with_columns(error_kw=pl.col("withdrawal_kw") + pl.col("fixed_kw") - pl.col("import_kw"))
+
+    def summary(self) -> dict:
+        """JSON-ready facts: the clearing's summary plus the award as applied and the balance check."""
+        out = self.clearing.summary()
+        out["interval_minutes"] = self.interval_minutes
+        out["award_import_kw"] = self.award["import_kw"].to_list()
+        out["award_price"] = self.award["price"].to_list()
+        out["award_on_curve"] = self.award["on_curve"].to_list()
+        if self.clearing.ok:
+            out["max_balance_error_kw"] = float(self.balance_kw()["error_kw"].abs().max() or 0.0)
+            out["held_positions"] = int(self.clearing.dispatch["held"].sum())
+        return out
+
 
 def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.ndarray]:
+    """Awarded import (kW) and price (per MWh) per interval of the market, NaN where not given."""
     if "interval" not in award.columns:
         award = award.with_columns(interval=pl.lit(None, pl.Datetime("us", "UTC")))
     for col in ("import_kw", "price"):
         if col not in award.columns:
             award = award.with_columns(pl.lit(None, pl.Float64).alias(col))
-    award = award.with_columns(_utc(pl.col("interval"), award.schema["interval"]).alias("interval"),
-                               pl.col("import_kw").cast(pl.Float64), pl.col("price").cast(pl.Float64))
+    if "import_kw" not in award.columns and "price" not in award.columns:
+        raise InputError("award", "import_kw", "column is missing (give import_kw, price or both)")
+    try:
+        award = award.with_columns(_utc(pl.col("interval"), award.schema["interval"]).alias("interval"),
+                                   pl.col("import_kw").cast(pl.Float64), pl.col("price").cast(pl.Float64))
+    except pl.exceptions.PolarsError as exc:
+        raise InputError("award", "interval", f"unreadable value ({str(exc).splitlines()[0]})") from None
     t_of = {iv: k for k, iv in enumerate(intervals)}
     q = np.full(len(intervals), np.nan)
     p = np.full(len(intervals), np.nan)
-    seen = set()
+    seen: set = set()
     for row, rec in enumerate(award.iter_rows(named=True)):
         t = t_of.get(rec["interval"])
         if t is None:
-            raise InputError("award", "interval", f"{rec['interval']} is not an interval of this market", row=row)
+            raise InputError("award", "interval", f"{rec['interval']} is not an interval of this market",
+                             row=row)
         if t in seen:
             raise InputError("award", "interval", "appears twice", row=row)
         seen.add(t)
@@ -78,33 +155,39 @@ def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.
         if qi is None and pi is None:
             raise InputError("award", "import_kw", "an award needs import_kw, price or both", row=row)
         for name, v in (("import_kw", qi), ("price", pi)):
-            if v is not None and not np.isfinite(v):
+            if v is not None and not math.isfinite(v):
                 raise InputError("award", name, "must be finite", row=row)
         q[t] = np.nan if qi is None else qi
         p[t] = np.nan if pi is None else pi
     missing = [k for k in range(len(intervals)) if k not in seen]
     if missing:
-        iv = intervals[missing[0]]
-        raise InputError("award", "interval", f"no award for interval {iv}")
+        raise InputError("award", "interval", f"no award for interval {intervals[missing[0]]}")
     return q, p
 
 
 def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: MarketRules = MarketRules(),
                  resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
-                 day_ahead: pl.DataFrame | None = None, day_ahead_minutes: float = 60.0) -> Disaggregation:
+                 day_ahead: pl.DataFrame | None = None, day_ahead_minutes: float = 60.0,
+                 share_marginal: bool = True) -> Disaggregation:
     """Re-clear the feeder at the ISO's award and dispatch every bid.
 
     Parameters
     ----------
+    feeder, book, rules, resources
+        The market (for real time: the real-time bids and interval length).
     award
-        ``interval`` (null for a single-interval market), ``import_kw`` (kW,
-        positive = import from the ISO) and/or ``price`` (per MWh).
+        ``interval`` (null or absent for a single-interval market), ``import_kw``
+        (kW, positive = import from the ISO) and/or ``price`` (per MWh).
+    options
+        ``formulation`` must be ``lindistflow``.
     day_ahead
-        For a real-time re-clear: the day-ahead dispatch table (``bid_id,
-        interval, bus, side, resource_id, cleared_kw``). Bids of
-        resources (or bids without a resource) that do not appear in ``book``
-        are held at their day-ahead dispatch in the day-ahead interval of
-        ``day_ahead_minutes`` containing each real-time interval.
+        For a real-time re-clear: the day-ahead dispatch (``bid_id, interval,
+        bus, side, cleared_kw`` and optionally ``aggregator_id, resource_id,
+        tan_phi, price, quantity_kw``). In each real-time interval every
+        day-ahead position not bid again is held at its dispatch in the
+        day-ahead interval of ``day_ahead_minutes`` containing it.
+    share_marginal
+        Share equal-priced marginal bids pro rata across buses (see the module docstring).
 
     Returns
     -------
@@ -114,74 +197,289 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
     """
     if options.formulation != "lindistflow":
         raise InputError("options", "formulation", "disaggregation re-clears the LinDistFlow market")
+    book = canonical(book, feeder, rules)
     q, p = _award_arrays(award, book.intervals)
-    loads = None
-    if day_ahead is not None:
-        loads = _held_positions(feeder, book, day_ahead, day_ahead_minutes)
-    price0 = np.where(np.isfinite(p), p, (rules.price_floor + rules.price_cap) / 2.0)
-    market = NodalMarket(feeder, book, price0, rules, resources, options,
-                         None if loads is None else loads[0], None if loads is None else loads[1])
+    T, topo = book.n_interval, feeder.topology
+    base_p, base_q = lindistflow.market_loads(feeder, book)
+    held = (_held_rows(feeder, book, day_ahead, day_ahead_minutes) if day_ahead is not None
+            else _empty_dispatch())
+    load_p, load_q = base_p.astype(float).copy(), base_q.astype(float).copy()
+    if held.height:
+        t_of = {iv: k for k, iv in enumerate(book.intervals)}
+        ti = np.array([t_of[iv] for iv in held["interval"].to_list()], dtype=np.int64)
+        bi = topo.bus_index_of(held["bus"].to_list(), table="day_ahead")
+        kw = np.where(held["side"].to_numpy() == "buy", 1.0, -1.0) * held["cleared_kw"].to_numpy()
+        np.add.at(load_p, (bi, ti), kw)
+        np.add.at(load_q, (bi, ti), kw * held["tan_phi"].to_numpy())
+
+    price = np.where(np.isfinite(p), p, (rules.price_floor + rules.price_cap) / 2.0)
+    market = NodalMarket(feeder, book, price, rules, resources, options, load_p, load_q)
     market.fix_import(q)
     sol = market.solve_raw()
-    if sol.ok and np.any(~np.isfinite(p)):
-        # No price from the ISO: the interface's own marginal price is the
-        # energy price, so re-solve (warm, same dispatch) with it as the cost.
-        root = market.solver.block(sol.row_dual, "bus_p_balance", rows=True).reshape(book.n_interval, -1)[:, 0]
-        price0 = np.where(np.isfinite(p), p, root)
-        market.set_iso_price(price0)
+    seconds = sol.solve_seconds
+    on_curve: list = [None] * T
+    source = np.where(np.isfinite(p), "iso", "interface_dlmp")
+    if not sol.ok:
+        result = market.solve()   # the failed result, with a diagnosis of the limits the award breaks
+        applied = _applied(result, q, p, source, on_curve)
+        return Disaggregation(result, applied, _empty_instructions(),
+                              _fixed_table(book, topo, base_p, base_q, None), rules.interval_minutes)
+
+    if np.any(~np.isfinite(p)):
+        # A quantity without a price: the price is the interface's own DLMP; re-solve (same
+        # dispatch: the import is fixed) so that the energy component of every DLMP is that price.
+        root = market.solver.block(sol.row_dual, "bus_p_balance", rows=True).reshape(T, -1)[:, 0]
+        price = np.where(np.isfinite(p), p, root)
+        market.set_iso_price(price)
         sol = market.solve_raw()
-    result = market.result(sol) if sol.ok else market.solve()
-    applied = pl.DataFrame({"interval": result.interface["interval"],
-                            "import_kw": result.interface["import_kw"], "price": price0})
-    load_p, _ = market._loads()
-    topo = feeder.topology
-    T = book.n_interval
-    fixed = pl.DataFrame({"bus": np.tile(topo.bus_ids, T).astype(str),
-                          "interval": _iv_column(book.intervals, np.repeat(np.arange(T), topo.n_bus)),
-                          "load_kw": load_p.T.ravel()})
-    return Disaggregation(clearing=result, award=applied, instructions=instructions(result),
-                          fixed_load=fixed, interval_minutes=rules.interval_minutes)
+        seconds += sol.solve_seconds
+    duals = sol
+    both = np.isfinite(p) & np.isfinite(q)
+    if both.any():
+        duals, ok = _prices_at_award(market, sol, q, both)
+        seconds += duals.solve_seconds
+        for t in np.nonzero(both)[0]:
+            on_curve[t] = bool(ok[t])
+    x = sol.x
+    if share_marginal:
+        x, extra = _share_marginal(market, sol, duals)
+        seconds += extra
+    merged = Solution(status="optimal", objective=sol.objective, x=x, row_value=sol.row_value,
+                      row_dual=duals.row_dual, col_dual=duals.col_dual, solve_seconds=seconds,
+                      iterations=sol.iterations)
+    result = market.result(merged)
+    dispatch = pl.concat([result.dispatch.with_columns(held=pl.lit(False)).select(list(DISPATCH_SCHEMA)),
+                          held.select(list(DISPATCH_SCHEMA))])
+    dispatch = dispatch.sort(["interval", "bid_id", "held"], nulls_last=False)
+    result = dataclasses.replace(result, dispatch=dispatch)
+    shed = None
+    if result.shed is not None and result.shed.height:
+        shed = np.zeros_like(base_p)
+        t_of = {iv: k for k, iv in enumerate(book.intervals)}
+        shed[topo.bus_index_of(result.shed["bus"].to_list()),
+             [t_of[iv] for iv in result.shed["interval"].to_list()]] = result.shed["shed_kw"].to_numpy()
+    # A price taken from the re-clear is the interface DLMP the final prices carry.
+    root = result.prices.filter(pl.col("bus") == feeder.root_bus)["dlmp"].to_numpy()
+    applied_price = np.where(np.isfinite(p), p, root)
+    return Disaggregation(clearing=result, award=_applied(result, q, applied_price, source, on_curve),
+                          instructions=instructions(result),
+                          fixed_load=_fixed_table(book, topo, base_p, base_q, shed),
+                          interval_minutes=rules.interval_minutes)
+
+
+def _prices_at_award(market: NodalMarket, sol: Solution, q: np.ndarray, both: np.ndarray
+                     ) -> tuple[Solution, np.ndarray]:
+    """Prices of the market at the ISO's price where the fixed-import dispatch is optimal there.
+
+    Frees the import of the intervals awarded a quantity and a price and re-solves
+    (warm): if the optimum does not improve on the fixed-import dispatch, that
+    dispatch is optimal at the ISO's prices and the free solve's duals price it,
+    with the interface DLMP equal to the ISO's price. Otherwise (an award off the
+    curve) the fixed-import duals stay, and the intervals responsible are found
+    one at a time. Returns the solution whose duals to use and a flag per interval.
+    """
+    ok = np.zeros(len(q), dtype=bool)
+    tol = 1e-7 * max(1.0, abs(sol.objective)) + 1e-7
+
+    def improves(free_mask: np.ndarray) -> tuple[bool, Solution]:
+        market.fix_import(np.where(free_mask, np.nan, q))
+        free = market.solve_raw()
+        market.fix_import(q)
+        return (not free.ok) or free.objective < sol.objective - tol, free
+
+    better, free = improves(both)
+    if not better:
+        ok[both] = True
+        return free, ok
+    for t in np.nonzero(both)[0]:
+        one = np.zeros_like(both)
+        one[t] = True
+        ok[t] = not improves(one)[0]
+    return sol, ok
+
+
+def _share_marginal(market: NodalMarket, sol: Solution, duals: Solution) -> tuple[np.ndarray, float]:
+    """Split each group of equal-priced marginal bids pro rata, where the network carries it.
+
+    A group is bids of one interval, side, price and tan phi with no linked
+    resource whose effective DLMP (``dlmp + tan_phi dlmp_q``) equals the price.
+    Moving cleared kW within a group changes no cost, so a split that the
+    network can carry is as optimal as the solver's vertex. Each split is
+    checked by re-solving with all bids held at the new values (first all groups
+    at once, else one group at a time); the DLMPs stay those of ``duals``.
+    """
+    s, book = market.solver, market.book
+    topo = market.feeder.topology
+    T, n = book.n_interval, topo.n_bus
+    x_bid = s.block(sol.x, "bid").copy()
+    y_p = s.block(duals.row_dual, "bus_p_balance", rows=True).reshape(T, n)
+    y_q = s.block(duals.row_dual, "bus_q_balance", rows=True).reshape(T, n)
+    eff = y_p[book.t_idx, book.bus_idx] + book.tan_phi * y_q[book.t_idx, book.bus_idx]
+    free = book.table["resource_id"].to_numpy() == ""
+    marginal = free & (np.abs(eff - book.price) <= _MARGINAL_TOL * np.maximum(1.0, np.abs(book.price)))
+    if marginal.sum() < 2:
+        return sol.x, 0.0
+    q_mw = book.quantity_kw / S_BASE_KVA
+    keys = pl.DataFrame({"t": book.t_idx[marginal], "s": book.withdraw_sign[marginal],
+                         "p": book.price[marginal], "tan": book.tan_phi[marginal],
+                         "bus": book.bus_idx[marginal], "row": np.nonzero(marginal)[0]})
+    groups = []
+    for _, g in keys.group_by(["t", "s", "p", "tan"], maintain_order=True):
+        if g["bus"].n_unique() < 2:
+            continue          # one bus: clearing.pro_rata already shares it
+        rows = g["row"].to_numpy()
+        target = x_bid[rows].sum() * q_mw[rows] / q_mw[rows].sum()
+        if np.max(np.abs(target - x_bid[rows])) > 1e-9:
+            groups.append((rows, target))
+    if not groups:
+        return sol.x, 0.0
+    seconds = 0.0
+    tol = 1e-7 * max(1.0, abs(sol.objective)) + 1e-7
+    lo, hi = np.zeros(book.n), q_mw
+
+    def carried(x_try: np.ndarray) -> Solution | None:
+        nonlocal seconds
+        s.set_col_bounds("bid", x_try, x_try)
+        trial = s.solve()
+        seconds += trial.solve_seconds
+        return trial if trial.ok and abs(trial.objective - sol.objective) <= tol else None
+
+    best_x, current = sol.x, x_bid.copy()
+    all_at_once = current.copy()
+    for rows, target in groups:
+        all_at_once[rows] = target
+    trial = carried(all_at_once)
+    if trial is not None:
+        best_x = trial.x
+    else:
+        for rows, target in groups:
+            attempt = current.copy()
+            attempt[rows] = target
+            trial = carried(attempt)
+            if trial is not None:
+                current, best_x = attempt, trial.x
+    s.set_col_bounds("bid", lo, hi)
+    return best_x, seconds
+
+
+def _applied(result: ClearingResult, q, p, source, on_curve) -> pl.DataFrame:
+    ivs = result.intervals
+    imp = result.interface["import_kw"].to_numpy() if result.ok else np.asarray(q, dtype=float)
+    price = np.asarray(p, dtype=float)
+    return pl.DataFrame({"interval": _iv_column(ivs, np.arange(len(ivs))),
+                         "import_kw": pl.Series(imp, dtype=pl.Float64).fill_nan(None),
+                         "price": pl.Series(price, dtype=pl.Float64).fill_nan(None),
+                         "price_source": list(source), "on_curve": pl.Series(on_curve, dtype=pl.Boolean)})
+
+
+def _fixed_table(book: BidBook, topo, load_p, load_q, shed) -> pl.DataFrame:
+    T, n = book.n_interval, topo.n_bus
+    served_p = load_p.astype(float).copy()
+    served_q = load_q.astype(float).copy()
+    if shed is not None:
+        ratio = np.divide(load_q, load_p, out=np.zeros_like(served_q), where=load_p > 0)
+        served_p -= shed
+        served_q -= shed * ratio
+    return pl.DataFrame({"bus": np.tile(topo.bus_ids, T).astype(str),
+                         "interval": _iv_column(book.intervals, np.repeat(np.arange(T), n)),
+                         "load_kw": np.round(served_p.T.ravel(), ROUND_KW) + 0.0,
+                         "load_kvar": np.round(served_q.T.ravel(), ROUND_KW) + 0.0})
+
+
+def _empty_dispatch() -> pl.DataFrame:
+    return pl.DataFrame(schema=DISPATCH_SCHEMA)
+
+
+def _empty_instructions() -> pl.DataFrame:
+    return pl.DataFrame(schema=INSTRUCTION_SCHEMA)
 
 
 def instructions(result: ClearingResult) -> pl.DataFrame:
     """Net injection per aggregator, resource and interval (kW, positive = into the feeder).
 
     Bids without a resource are reported under their bid_id, so that every
-    kW cleared has an addressee.
+    kW cleared has an addressee. Rows are sorted, so equal inputs give equal tables.
     """
     d = result.dispatch
-    if d["cleared_kw"].null_count() == d.height and d.height:
-        return pl.DataFrame(schema={"aggregator_id": pl.Utf8, "resource_id": pl.Utf8,
-                                    "interval": pl.Datetime("us", "UTC"), "kw": pl.Float64})
+    if not result.ok or d.height == 0:
+        return _empty_instructions()
     return (d.with_columns(
-        resource_id=pl.when(pl.col("resource_id") == "").then(pl.col("bid_id")).otherwise(pl.col("resource_id")),
+        resource_id=pl.when(pl.col("resource_id") == "").then(pl.col("bid_id"))
+        .otherwise(pl.col("resource_id")),
         kw=pl.when(pl.col("side") == "sell").then(pl.col("cleared_kw")).otherwise(-pl.col("cleared_kw")))
         .group_by(["aggregator_id", "resource_id", "interval"])
-        .agg(pl.col("kw").sum().round(6))
-        .sort(["aggregator_id", "resource_id", "interval"], nulls_last=False))
+        .agg(pl.col("kw").sum().round(ROUND_KW))
+        .with_columns(pl.col("kw") + 0.0)
+        .sort(["aggregator_id", "resource_id", "interval"], nulls_last=False)
+        .select(list(INSTRUCTION_SCHEMA)))
 
 
-def _held_positions(feeder: Feeder, book: BidBook, da: pl.DataFrame, da_minutes: float):
-    """Fixed load per bus and real-time interval including day-ahead positions not re-bid."""
+def _day_ahead_table(da: pl.DataFrame) -> pl.DataFrame:
+    for col in ("bid_id", "interval", "bus", "side", "cleared_kw"):
+        if col not in da.columns:
+            raise InputError("day_ahead", col, "column is missing")
+    if "held" in da.columns:
+        da = da.filter(~pl.col("held").fill_null(False).cast(pl.Boolean))
+    exprs = []
+    for col, dtype in DISPATCH_SCHEMA.items():
+        if col == "held":
+            continue
+        if col not in da.columns:
+            default = {"aggregator_id": "", "resource_id": "", "tan_phi": 0.0}.get(col)
+            exprs.append(pl.lit(default, dtype=dtype).alias(col))
+        elif isinstance(dtype, pl.Datetime):
+            exprs.append(_utc(pl.col(col), da.schema[col]).alias(col))
+        else:
+            e = pl.col(col).cast(dtype)
+            if col in ("aggregator_id", "resource_id"):
+                e = e.fill_null("")
+            if col == "tan_phi":
+                e = e.fill_null(0.0)
+            exprs.append(e.alias(col))
+    try:
+        out = da.select(exprs)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError("day_ahead", "?", str(exc).splitlines()[0]) from None
+    bad = out.filter(pl.col("cleared_kw").is_null() | ~pl.col("side").is_in(["buy", "sell"]))
+    if bad.height:
+        raise InputError("day_ahead", "cleared_kw", "every position needs a side (buy/sell) and a cleared_kw")
+    return out
+
+
+def _held_rows(feeder: Feeder, book: BidBook, day_ahead: pl.DataFrame, da_minutes: float) -> pl.DataFrame:
+    """Day-ahead positions held in each real-time interval, as dispatch rows (``held = true``).
+
+    A position is a resource's (all its day-ahead bids) or a bid's where it names no
+    resource. It is held in a real-time interval unless that interval has a bid of the
+    same resource (or bid_id). A day-ahead interval of ``da_minutes`` contains the
+    real-time intervals starting within it; an untimed day-ahead market contains all.
+    """
+    da = _day_ahead_table(day_ahead)
     topo = feeder.topology
-    ivs = book.intervals
-    p, q = feeder.loads(ivs if ivs != [None] else None)
-    if p.shape[1] != book.n_interval:
-        p, q = np.repeat(p, book.n_interval, axis=1), np.repeat(q, book.n_interval, axis=1)
-    rt = book.table
-    rebid_res = set(rt.filter(pl.col("resource_id") != "")["resource_id"].to_list())
-    rebid_bids = set(rt["bid_id"].to_list())
-    held = da.filter(
-        pl.when(pl.col("resource_id") != "").then(~pl.col("resource_id").is_in(list(rebid_res)))
-        .otherwise(~pl.col("bid_id").is_in(list(rebid_bids))))
-    if held.height == 0 or ivs == [None]:
-        return p, q
+    topo.bus_index_of(da["bus"].to_list(), table="day_ahead")
+    if da.height == 0:
+        return _empty_dispatch()
+    key = pl.when(pl.col("resource_id") != "").then(pl.lit("r:") + pl.col("resource_id")) \
+        .otherwise(pl.lit("b:") + pl.col("bid_id"))
+    da = da.with_columns(_key=key)
+    rt = book.table.with_columns(_key=key).select("_key", "interval")
+    starts = da["interval"].to_list()
     span = timedelta(minutes=da_minutes)
-    bus = topo.bus_index_of(held["bus"].to_list(), table="day_ahead")
-    sign = np.where(held["side"].to_numpy() == "buy", 1.0, -1.0)
-    kw = held["cleared_kw"].to_numpy() * sign
-    starts = held["interval"].to_list()
-    for t, iv in enumerate(ivs):
-        inside = np.array([s is not None and s <= iv < s + span for s in starts], dtype=bool)
-        np.add.at(p[:, t], bus[inside], kw[inside])
-    return p, q
+    timed = [s for s in starts if s is not None]
+    out = []
+    for iv in book.intervals:
+        if iv is None:
+            if len(set(timed)) > 1:
+                raise InputError("day_ahead", "interval", "the day-ahead market has several intervals: "
+                                 "give the real-time bids and award an interval")
+            inside = np.ones(da.height, dtype=bool)
+        else:
+            inside = np.array([s is None or s <= iv < s + span for s in starts], dtype=bool)
+        same = pl.col("interval").is_null() if iv is None else pl.col("interval") == iv
+        rebid = set(rt.filter(same)["_key"])
+        rows = da.filter(pl.Series(inside) & ~pl.col("_key").is_in(list(rebid)))
+        if rows.height:
+            out.append(rows.with_columns(interval=pl.lit(iv, dtype=pl.Datetime("us", "UTC"))))
+    if not out:
+        return _empty_dispatch()
+    return pl.concat(out).with_columns(held=pl.lit(True)).select(list(DISPATCH_SCHEMA))

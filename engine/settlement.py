@@ -1,17 +1,32 @@
 """Two-settlement of a Total-DSO market: day-ahead positions, real-time deviations.
 
-Money is counted in integer cents so that statements balance to the cent.
-``amount`` is what the DSO pays the party (positive) or charges it (negative):
+``amount`` is what the DSO pays the party (positive) or charges it (negative),
+in currency with two decimals; ``kw`` is a withdrawal (positive for a buyer,
+negative for a seller) and ``kvar`` its reactive part (``tan_phi * kw``):
 
-- a bid in the day-ahead market: ``DLMP x cleared kW x hours / 1000``, paid to
-  sellers and charged to buyers;
-- a bid in real time: the same on the deviation from its day-ahead dispatch
-  (in the day-ahead interval containing the real-time one), at real-time DLMPs;
-- the fixed (inflexible) load at each bus is charged its DLMP: the DSO's retail side;
-- the ISO is paid ``price x award x hours`` (day-ahead) and the deviation in real time.
+- day ahead, each bid: ``-(dlmp kW + dlmp_q kvar) x hours / 1000``: a seller
+  earns the DLMP of its bus, a buyer pays it;
+- day ahead, the fixed (inflexible) load of each bus: the same, the DSO's retail side;
+- day ahead, the ISO: ``price x award x hours / 1000`` (positive: the DSO pays for an import);
+- real time, per position (a resource, or a bid that names none) and bus: the
+  same on the deviation of its real-time position (bids cleared again, or held)
+  from its day-ahead position in the day-ahead interval containing the
+  real-time one, at real-time prices; the fixed load's deviation likewise, and
+  the ISO's ``(real-time import - day-ahead import)`` at the real-time ISO price.
 
-Merchandising surplus = charges collected - payments made. With LinDistFlow
-duals it equals the congestion and voltage rent and is never negative.
+Merchandising surplus = charges collected - payments made (ISO included):
+``-sum(amount)``. On the LinDistFlow market it is the congestion and voltage
+rent, ``sum_l mu_l S_l + sum_j nu_j (v0^2 - v_j)``, which is never negative
+when the interface DLMP equals the ISO's price (an award on the curve, a price,
+or a quantity alone); settling reactive power at ``dlmp_q`` is what makes that
+identity exact when voltage limits bind. In real time the surplus on deviations
+is the real-time rent less the day-ahead schedule valued at real-time prices,
+again non-negative because the day-ahead schedule is feasible on the same
+feeder (revenue adequacy).
+
+Money is counted in integer cents. Every line is rounded to the cent in the
+DSO's favour (payments down, charges up), so the statements balance to the
+cent by construction and rounding can never turn the surplus negative.
 """
 
 from __future__ import annotations
@@ -23,15 +38,23 @@ import numpy as np
 import polars as pl
 
 from engine.disaggregation import Disaggregation
+from engine.errors import InputError
+from engine.network import _utc
+
+STATEMENT_SCHEMA = {"party": pl.Utf8, "aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "bid_id": pl.Utf8,
+                    "bus": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "market": pl.Utf8, "kw": pl.Float64,
+                    "kvar": pl.Float64, "price": pl.Float64, "price_q": pl.Float64, "amount": pl.Float64}
+_IV = pl.Datetime("us", "UTC")
 
 
 @dataclass(frozen=True, eq=False)
 class MarketOutcome:
     """What settlement needs of one cleared and awarded market, as tables.
 
-    ``dispatch``: bid_id, interval, bus, side, aggregator_id, cleared_kw;
-    ``prices``: bus, interval, dlmp; ``award``: interval, import_kw, price;
-    ``fixed_load``: bus, interval, load_kw; ``interval_minutes``.
+    ``dispatch``: bid_id, interval, bus, side, cleared_kw and optionally
+    aggregator_id, resource_id, tan_phi, held; ``prices``: bus, interval, dlmp and
+    optionally dlmp_q; ``award``: interval, import_kw, price; ``fixed_load``:
+    bus, interval, load_kw and optionally load_kvar; ``interval_minutes``.
     """
 
     dispatch: pl.DataFrame
@@ -41,127 +64,256 @@ class MarketOutcome:
     interval_minutes: float
 
     @staticmethod
-    def of(dis: "Disaggregation | MarketOutcome") -> "MarketOutcome":
+    def of(dis: Disaggregation | MarketOutcome) -> MarketOutcome:
         if isinstance(dis, MarketOutcome):
             return dis
         if not dis.clearing.ok:
-            raise ValueError(f"cannot settle a {dis.clearing.status} clearing")
+            raise InputError("settlement", "status", f"cannot settle a {dis.clearing.status} clearing")
         return MarketOutcome(dis.clearing.dispatch, dis.clearing.prices, dis.award, dis.fixed_load,
                              dis.interval_minutes)
-
-STATEMENT_SCHEMA = {"party": pl.Utf8, "aggregator_id": pl.Utf8, "bid_id": pl.Utf8,
-                    "interval": pl.Datetime("us", "UTC"), "market": pl.Utf8, "kw": pl.Float64,
-                    "price": pl.Float64, "amount": pl.Float64}
 
 
 @dataclass(frozen=True, eq=False)
 class Settlement:
     """Statement lines and a DSO summary.
 
-    ``statements`` has ``party`` (``bid``, ``fixed_load`` or ``iso``),
-    ``aggregator_id``, ``bid_id`` (the bus for fixed load), ``interval``,
-    ``market`` (``day_ahead`` / ``real_time``), ``kw`` (settled quantity:
-    position or deviation, positive = withdrawal for loads/bids, import for the
-    ISO), ``price`` (per MWh) and ``amount`` (currency, 2 decimals).
+    ``statements``: ``party`` (``bid``, ``position``, ``fixed_load`` or ``iso``),
+    ``aggregator_id``, ``resource_id``, ``bid_id``, ``bus``, ``interval``,
+    ``market`` (``day_ahead`` / ``real_time``), ``kw`` and ``kvar`` (settled
+    quantity: position or deviation; withdrawal positive for bids and loads,
+    import positive for the ISO), ``price`` and ``price_q`` (per MWh / Mvarh)
+    and ``amount`` (currency, paid by the DSO when positive). Day-ahead bids
+    settle one line per bid (``bid``); real-time deviations one line per
+    position (``position``: a resource, or a bid without one).
     """
 
     statements: pl.DataFrame
     summary: dict
 
     def by_aggregator(self) -> pl.DataFrame:
-        """Net amount per aggregator and market."""
-        return (self.statements.filter(pl.col("party") == "bid")
-                .group_by(["aggregator_id", "market"]).agg(pl.col("amount").sum().round(2))
+        """Net amount, energy (kWh withdrawn) and line count per aggregator and market."""
+        st = self.statements.filter(pl.col("party").is_in(["bid", "position"]))
+        return (st.with_columns(cents=_cents_expr())
+                .group_by(["aggregator_id", "market"])
+                .agg((pl.col("cents").sum() / 100.0).alias("amount"), pl.len().alias("lines"))
                 .sort(["aggregator_id", "market"]))
 
+    def statement(self, aggregator_id: str) -> pl.DataFrame:
+        """The statement lines of one aggregator."""
+        return self.statements.filter(pl.col("aggregator_id") == aggregator_id)
 
-def _cents(x: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(x, dtype=float) * 100.0).astype(np.int64)
+
+def _cents_expr() -> pl.Expr:
+    return (pl.col("amount") * 100.0).round(0).cast(pl.Int64)
 
 
-def _market_lines(dis: MarketOutcome, market: str, reference: MarketOutcome | None) -> list[pl.DataFrame]:
-    hours = dis.interval_minutes / 60.0
-    prices = dis.prices.select("bus", "interval", "dlmp")
-    bids = dis.dispatch.join(prices, on=["bus", "interval"], how="left", nulls_equal=True)
-    kw = bids["cleared_kw"].to_numpy()
-    if reference is not None:
-        kw = kw - _reference_kw(bids, reference.dispatch, reference.interval_minutes)
-    withdraw = np.where(bids["side"].to_numpy() == "buy", kw, -kw)
-    bid_amount = _cents(-bids["dlmp"].to_numpy() * withdraw * hours / 1000.0)
-    out = [pl.DataFrame({
-        "party": "bid", "aggregator_id": bids["aggregator_id"], "bid_id": bids["bid_id"],
-        "interval": bids["interval"], "market": market, "kw": withdraw, "price": bids["dlmp"],
-        "amount": bid_amount / 100.0,
-    }, schema=STATEMENT_SCHEMA)]
-    # Fixed load: the DSO's retail side, charged its DLMP; real time settles no
-    # deviation for it (it is a forecast the DSO carries).
-    if reference is None:
-        fl = dis.fixed_load.join(prices, on=["bus", "interval"], how="left", nulls_equal=True)
-        amt = _cents(-fl["dlmp"].to_numpy() * fl["load_kw"].to_numpy() * hours / 1000.0)
-        out.append(pl.DataFrame({"party": "fixed_load", "aggregator_id": "", "bid_id": fl["bus"],
-                                 "interval": fl["interval"], "market": market, "kw": fl["load_kw"],
-                                 "price": fl["dlmp"], "amount": amt / 100.0}, schema=STATEMENT_SCHEMA))
-    aw = dis.award
-    q = aw["import_kw"].to_numpy()
-    if reference is not None:
-        q = q - _reference_import(aw, reference.award, reference.interval_minutes)
-    out.append(pl.DataFrame({"party": "iso", "aggregator_id": "", "bid_id": "", "interval": aw["interval"],
-                             "market": market, "kw": q, "price": aw["price"],
-                             "amount": _cents(aw["price"].to_numpy() * q * hours / 1000.0) / 100.0},
-                            schema=STATEMENT_SCHEMA))
+def _to_cents(x: np.ndarray) -> np.ndarray:
+    """Integer cents of amounts in currency, rounded in the DSO's favour (towards minus infinity).
+
+    Rounding to 1e-6 cent first keeps a product that is a whole number of cents in
+    exact arithmetic from losing a cent to floating point.
+    """
+    return np.floor(np.round(np.asarray(x, dtype=float) * 100.0, 6)).astype(np.int64)
+
+
+# -- input tables ---------------------------------------------------------------------------------
+
+def _col(df: pl.DataFrame, name: str, dtype, default, table: str) -> pl.Expr:
+    if name not in df.columns:
+        if default is _REQUIRED:
+            raise InputError(table, name, "column is missing")
+        return pl.lit(default, dtype=dtype).alias(name)
+    if isinstance(dtype, pl.Datetime):
+        return _utc(pl.col(name), df.schema[name]).alias(name)
+    e = pl.col(name).cast(dtype)
+    if default is not _REQUIRED and default is not None:
+        e = e.fill_null(default)
+    return e.alias(name)
+
+
+_REQUIRED = object()
+
+
+def _read(df: pl.DataFrame, table: str, spec: dict) -> pl.DataFrame:
+    try:
+        return df.select([_col(df, k, dt, dv, table) for k, (dt, dv) in spec.items()])
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(table, "?", str(exc).splitlines()[0]) from None
+
+
+def _dispatch(o: MarketOutcome) -> pl.DataFrame:
+    d = _read(o.dispatch, "dispatch", {
+        "bid_id": (pl.Utf8, _REQUIRED), "interval": (_IV, None), "bus": (pl.Utf8, _REQUIRED),
+        "side": (pl.Utf8, _REQUIRED), "aggregator_id": (pl.Utf8, ""), "resource_id": (pl.Utf8, ""),
+        "tan_phi": (pl.Float64, 0.0), "held": (pl.Boolean, False), "cleared_kw": (pl.Float64, _REQUIRED)})
+    sign = pl.when(pl.col("side") == "buy").then(1.0).otherwise(-1.0)
+    return d.with_columns(kw=sign * pl.col("cleared_kw").fill_null(0.0)).with_columns(
+        kvar=pl.col("kw") * pl.col("tan_phi"))
+
+
+def _prices(o: MarketOutcome) -> pl.DataFrame:
+    return _read(o.prices, "prices", {"bus": (pl.Utf8, _REQUIRED), "interval": (_IV, None),
+                                      "dlmp": (pl.Float64, _REQUIRED), "dlmp_q": (pl.Float64, 0.0)})
+
+
+def _fixed(o: MarketOutcome) -> pl.DataFrame:
+    return _read(o.fixed_load, "fixed_load", {"bus": (pl.Utf8, _REQUIRED), "interval": (_IV, None),
+                                              "load_kw": (pl.Float64, _REQUIRED),
+                                              "load_kvar": (pl.Float64, 0.0)})
+
+
+def _award(o: MarketOutcome) -> pl.DataFrame:
+    return _read(o.award, "award", {"interval": (_IV, None), "import_kw": (pl.Float64, _REQUIRED),
+                                    "price": (pl.Float64, _REQUIRED)})
+
+
+def _lines(df: pl.DataFrame, party: str, market: str, hours: float, iso: bool = False) -> pl.DataFrame:
+    """Statement lines from a table with the statement columns but ``amount``."""
+    if iso:
+        exact = df["price"].to_numpy() * df["kw"].to_numpy() * hours / 1000.0
+    else:
+        exact = -(df["price"].to_numpy() * df["kw"].to_numpy()
+                  + df["price_q"].to_numpy() * df["kvar"].to_numpy()) * hours / 1000.0
+    if np.any(~np.isfinite(exact)):
+        raise InputError("prices", "dlmp", f"a {party} line has no price (its bus or interval is missing "
+                         "from the prices)")
+    out = df.with_columns(party=pl.lit(party), market=pl.lit(market),
+                          amount=pl.Series(_to_cents(exact) / 100.0))
+    for col, dtype in STATEMENT_SCHEMA.items():
+        if col not in out.columns:
+            out = out.with_columns(pl.lit("" if dtype == pl.Utf8 else None, dtype=dtype).alias(col))
+    return out.select([pl.col(c).cast(t) for c, t in STATEMENT_SCHEMA.items()])
+
+
+# -- the two markets ------------------------------------------------------------------------------
+
+def _day_ahead(o: MarketOutcome) -> list[pl.DataFrame]:
+    hours = o.interval_minutes / 60.0
+    prices = _prices(o)
+    keys = ["bus", "interval"]
+    bids = (_dispatch(o).join(prices, on=keys, how="left", nulls_equal=True)
+            .rename({"dlmp": "price", "dlmp_q": "price_q"})
+            .sort(["interval", "bid_id"], nulls_last=False))
+    fixed = (_fixed(o).rename({"load_kw": "kw", "load_kvar": "kvar"})
+             .filter((pl.col("kw") != 0) | (pl.col("kvar") != 0))
+             .join(prices, on=keys, how="left", nulls_equal=True)
+             .rename({"dlmp": "price", "dlmp_q": "price_q"})
+             .sort(["interval", "bus"], nulls_last=False))
+    iso = _award(o).rename({"import_kw": "kw"}).sort("interval", nulls_last=False)
+    return [_lines(bids, "bid", "day_ahead", hours), _lines(fixed, "fixed_load", "day_ahead", hours),
+            _lines(iso, "iso", "day_ahead", hours, iso=True)]
+
+
+def _containing(rt_intervals: list, da_intervals: list, da_minutes: float) -> dict:
+    """For each real-time interval, the day-ahead interval containing it."""
+    span = timedelta(minutes=da_minutes)
+    timed = sorted({d for d in da_intervals if d is not None})
+    out = {}
+    for iv in rt_intervals:
+        if None in da_intervals:
+            out[iv] = None
+        elif iv is None:
+            if len(timed) != 1:
+                raise InputError("real_time", "interval", "the day-ahead market has several intervals: the "
+                                 "real-time market needs timed intervals to be settled against it")
+            out[iv] = timed[0]
+        else:
+            hits = [d for d in timed if d <= iv < d + span]
+            if not hits:
+                raise InputError("real_time", "interval", f"{iv} lies in no day-ahead interval")
+            out[iv] = hits[-1]
     return out
 
 
-def _reference_kw(bids: pl.DataFrame, reference: pl.DataFrame, ref_minutes: float) -> np.ndarray:
-    """Day-ahead dispatch (kW) of each real-time bid's bid_id in the containing day-ahead interval."""
-    ref = reference.select("bid_id", pl.col("interval").alias("da_interval"), pl.col("cleared_kw").alias("da_kw"))
-    span = timedelta(minutes=ref_minutes)
-    j = bids.select("bid_id", "interval").with_row_index("row").join(ref, on="bid_id", how="left")
-    inside = j.filter(pl.col("da_interval").is_null() | ((pl.col("da_interval") <= pl.col("interval"))
-                                                          & (pl.col("interval") < pl.col("da_interval") + span)))
-    out = np.zeros(bids.height)
-    rows = inside["row"].to_numpy()
-    out[rows] = inside["da_kw"].fill_null(0.0).to_numpy()
-    return out
+def _real_time(rt: MarketOutcome, da: MarketOutcome) -> list[pl.DataFrame]:
+    hours = rt.interval_minutes / 60.0
+    prices = _prices(rt)
+    award_rt, award_da = _award(rt), _award(da)
+    rt_ivs = award_rt["interval"].to_list()
+    cont = _containing(rt_ivs, award_da["interval"].to_list(), da.interval_minutes)
+    link = pl.DataFrame({"interval": pl.Series(rt_ivs, dtype=_IV),
+                         "da_interval": pl.Series([cont[iv] for iv in rt_ivs], dtype=_IV)})
+    key = pl.when(pl.col("resource_id") != "").then(pl.lit("")).otherwise(pl.col("bid_id"))
+    pos_keys = ["resource_id", "bid_id", "bus", "interval"]
+
+    def positions(d: pl.DataFrame) -> pl.DataFrame:
+        return (d.with_columns(bid_id=key)
+                .group_by(pos_keys)
+                .agg(pl.col("kw").sum(), pl.col("kvar").sum(),
+                     pl.col("aggregator_id").filter(pl.col("aggregator_id") != "").first()))
+
+    now = positions(_dispatch(rt))
+    before = (positions(_dispatch(da)).rename({"interval": "da_interval"})
+              .join(link, on="da_interval", how="inner", nulls_equal=True).drop("da_interval"))
+    dev = (now.join(before, on=pos_keys, how="full", coalesce=True, nulls_equal=True, suffix="_da")
+           .with_columns(kw=pl.col("kw").fill_null(0.0) - pl.col("kw_da").fill_null(0.0),
+                         kvar=pl.col("kvar").fill_null(0.0) - pl.col("kvar_da").fill_null(0.0),
+                         aggregator_id=pl.coalesce("aggregator_id", "aggregator_id_da", pl.lit("")))
+           .join(prices, on=["bus", "interval"], how="left", nulls_equal=True)
+           .rename({"dlmp": "price", "dlmp_q": "price_q"})
+           .sort(["interval", "aggregator_id", "resource_id", "bid_id", "bus"], nulls_last=False))
+
+    f_now = _fixed(rt)
+    f_before = (_fixed(da).rename({"interval": "da_interval"})
+                .join(link, on="da_interval", how="inner", nulls_equal=True).drop("da_interval"))
+    f_dev = (f_now.join(f_before, on=["bus", "interval"], how="full", coalesce=True, nulls_equal=True,
+                        suffix="_da")
+             .with_columns(kw=pl.col("load_kw").fill_null(0.0) - pl.col("load_kw_da").fill_null(0.0),
+                           kvar=pl.col("load_kvar").fill_null(0.0) - pl.col("load_kvar_da").fill_null(0.0))
+             .filter((pl.col("kw") != 0) | (pl.col("kvar") != 0))
+             .join(prices, on=["bus", "interval"], how="left", nulls_equal=True)
+             .rename({"dlmp": "price", "dlmp_q": "price_q"})
+             .sort(["interval", "bus"], nulls_last=False))
+
+    iso = (award_rt.join(link, on="interval", how="left", nulls_equal=True)
+           .join(award_da.rename({"interval": "da_interval", "import_kw": "da_kw", "price": "da_price"}),
+                 on="da_interval", how="left", nulls_equal=True)
+           .with_columns(kw=pl.col("import_kw") - pl.col("da_kw").fill_null(0.0))
+           .sort("interval", nulls_last=False))
+    # A position that did not move owes nothing: no line.
+    dev = dev.filter((pl.col("kw") != 0) | (pl.col("kvar") != 0))
+    return [_lines(dev, "position", "real_time", hours), _lines(f_dev, "fixed_load", "real_time", hours),
+            _lines(iso, "iso", "real_time", hours, iso=True)]
 
 
-def _reference_import(award: pl.DataFrame, reference: pl.DataFrame, ref_minutes: float) -> np.ndarray:
-    span = timedelta(minutes=ref_minutes)
-    out = np.zeros(award.height)
-    da = list(zip(reference["interval"].to_list(), reference["import_kw"].to_list()))
-    for k, iv in enumerate(award["interval"].to_list()):
-        for start, q in da:
-            if start is None or iv is None or start <= iv < start + span:
-                out[k] = q
-                break
-    return out
+def _totals(st: pl.DataFrame) -> dict:
+    cents = (st["amount"].to_numpy() * 100.0).round().astype(np.int64)
+    party = st["party"].to_numpy()
+    bid = np.isin(party, ["bid", "position"])
+    return {
+        "paid_to_bids": int(cents[bid & (cents > 0)].sum()) / 100.0,
+        "charged_to_bids": int(-cents[bid & (cents < 0)].sum()) / 100.0,
+        "fixed_load_charges": int(-cents[party == "fixed_load"].sum()) / 100.0,
+        "iso_payment": int(cents[party == "iso"].sum()) / 100.0,
+        "merchandising_surplus": int(-cents.sum()) / 100.0,
+        "lines": int(st.height),
+    }
 
 
 def settle(day_ahead: Disaggregation | MarketOutcome,
            real_time: Disaggregation | MarketOutcome | None = None) -> Settlement:
     """Settle a day-ahead market and, optionally, its real-time deviations.
 
-    Returns statements per bid, fixed load and ISO, and a summary with the
-    totals in currency: ``paid_to_sellers``, ``charged_to_buyers``,
-    ``fixed_load_charges``, ``iso_payment`` and ``merchandising_surplus``
-    (``charges - payments``, balancing every line to the cent).
+    Returns statements per bid (day ahead), per position (real time), fixed
+    load and ISO, and a summary: totals in currency (``paid_to_bids``,
+    ``charged_to_bids``, ``fixed_load_charges``, ``iso_payment`` and
+    ``merchandising_surplus`` = charges - payments, so that every line and the
+    surplus sum to zero cents), the same per market, and per aggregator.
     """
     da = MarketOutcome.of(day_ahead)
-    parts = _market_lines(da, "day_ahead", None)
+    parts = _day_ahead(da)
     if real_time is not None:
-        parts += _market_lines(MarketOutcome.of(real_time), "real_time", da)
+        parts += _real_time(MarketOutcome.of(real_time), da)
     st = pl.concat(parts)
-    cents = _cents(st["amount"].to_numpy())
-    party = st["party"].to_numpy()
-    bid = party == "bid"
-    iso = party == "iso"
-    fixed = party == "fixed_load"
-    summary = {
-        "paid_to_bids": float(cents[bid & (cents > 0)].sum()) / 100.0,
-        "charged_to_bids": float(-cents[bid & (cents < 0)].sum()) / 100.0,
-        "fixed_load_charges": float(-cents[fixed].sum()) / 100.0,
-        "iso_payment": float(cents[iso].sum()) / 100.0,
-        "merchandising_surplus": float(-cents.sum()) / 100.0,
-        "lines": int(st.height),
-    }
-    return Settlement(statements=st, summary=summary)
+    summary = _totals(st)
+    summary["markets"] = {m: _totals(st.filter(pl.col("market") == m))
+                          for m in ("day_ahead", "real_time") if (st["market"] == m).any()}
+    summary["rounding"] = "each line to the cent in the DSO's favour (payments down, charges up)"
+    line_cents = sum(round(a * 100) for a in st["amount"].to_list())
+    summary["balanced"] = bool(line_cents + round(summary["merchandising_surplus"] * 100) == 0)
+    out = Settlement(statements=st, summary=summary)
+    summary["aggregators"] = {r["aggregator_id"] if r["aggregator_id"] else "(none)": {}
+                              for r in out.by_aggregator().iter_rows(named=True)}
+    for r in out.by_aggregator().iter_rows(named=True):
+        summary["aggregators"][r["aggregator_id"] or "(none)"][r["market"]] = r["amount"]
+    return out

@@ -44,6 +44,12 @@ def register(subparsers) -> None:
                    help="ISO price assumed in the other intervals when storage couples them "
                         "(default: midpoint of floor and cap)")
     k.add_argument("--max-segments", type=int, default=10, help="segments per ISO bid (default 10)")
+    k.add_argument("--formulation", choices=("lindistflow", "socp"), default="lindistflow",
+                   help="lindistflow: the exact staircase; socp: a sampled curve with losses")
+    k.add_argument("--max-error-kw", type=float, default=1.0,
+                   help="socp only: largest gap between the sampled and the true curve (kW)")
+    k.add_argument("--price-tol", type=float, default=0.01,
+                   help="socp only: width within which a jump of the curve is located (per MWh)")
     k.set_defaults(func=_curve)
 
     d = subparsers.add_parser("disaggregate", help="re-clear at the ISO award and dispatch every bid")
@@ -154,20 +160,19 @@ def _clear(args) -> int:
 
 def _curve(args) -> int:
     feeder, book, resources, rules, out = _inputs(args)
-    curve = trace_curve(feeder, book, rules, resources, ClearingOptions(polygon_sides=args.polygon_sides),
-                        forecast=args.forecast_price)
+    options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
+    extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
+    curve = trace_curve(feeder, book, rules, resources, options, forecast=args.forecast_price, **extra)
     offer, area = curve.iso_offer(args.max_segments)
     write_csv(curve.bands, out / "curve.csv")
     write_csv(offer, out / "iso_offer.csv")
     write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
-    write_json(out / "summary.json", {
-        "bands": curve.bands.height, "solves": curve.solves, "seconds": curve.seconds,
-        "conditional_on_forecast": curve.conditional,
-        "forecast_price": curve.forecast.tolist() if curve.conditional else None,
+    write_json(out / "summary.json", curve.summary() | {
+        "formulation": args.formulation,
         "iso_offer_segments_max": args.max_segments, "iso_offer_area_per_hour": area,
         "price_floor": rules.price_floor, "price_cap": rules.price_cap,
         "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"
-                 if curve.conditional else "intervals are independent; curves are exact"),
+                 if curve.conditional else "intervals are independent"),
     })
     return 0
 
@@ -185,9 +190,7 @@ def _disaggregate(args) -> int:
         write_csv(dis.instructions, out / "instructions.csv")
         write_csv(dis.award, out / "award.csv")
         write_csv(dis.fixed_load, out / "fixed_load.csv")
-        summary = dis.clearing.summary() | {"interval_minutes": rules.interval_minutes,
-                                            "award_import_kw": dis.award["import_kw"].to_list()}
-        write_json(out / "summary.json", summary)
+        write_json(out / "summary.json", dis.summary())
     return _status(dis.clearing)
 
 

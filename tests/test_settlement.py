@@ -1,0 +1,202 @@
+"""Two-settlement: hand-solved cases, balance to the cent, non-negative merchandising surplus."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.bids import MarketRules, validate_bids
+from engine.clearing import ClearingOptions
+from engine.disaggregation import disaggregate
+from engine.errors import InputError
+from engine.feeders import synthetic
+from engine.interface import trace_curve
+from engine.settlement import MarketOutcome, settle
+from tests.test_interface import RULES, chain, random_bids
+
+NO_AC = ClearingOptions(ac_check=False)
+PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+DA_RULES = MarketRules(price_floor=-200.0, price_cap=500.0, interval_minutes=60)
+RT_RULES = MarketRules(price_floor=-200.0, price_cap=500.0, interval_minutes=5)
+
+
+def award(q=None, p=None, interval=None) -> pl.DataFrame:
+    return pl.DataFrame({"interval": [interval], "import_kw": [q], "price": [p]},
+                        schema={"interval": pl.Datetime("us", "UTC"), "import_kw": pl.Float64,
+                                "price": pl.Float64})
+
+
+def bids(rows, interval=None) -> pl.DataFrame:
+    """``rows``: (bid_id, bus, side, kW, price, aggregator_id, resource_id)."""
+    return pl.DataFrame({"bid_id": [r[0] for r in rows], "bus": [r[1] for r in rows],
+                         "side": [r[2] for r in rows],
+                         "quantity_kw": [float(r[3]) for r in rows], "price": [float(r[4]) for r in rows],
+                         "aggregator_id": [r[5] for r in rows], "resource_id": [r[6] for r in rows],
+                         "interval": pl.Series([interval] * len(rows), dtype=pl.Datetime("us", "UTC"))})
+
+
+def line(st, **match) -> dict:
+    rows = st.statements
+    for k, v in match.items():
+        rows = rows.filter(pl.col(k) == v)
+    assert rows.height == 1, rows
+    return rows.row(0, named=True)
+
+
+def balanced(s) -> None:
+    cents = np.round(s.statements["amount"].to_numpy() * 100).astype(np.int64)
+    assert np.all(np.abs(s.statements["amount"].to_numpy() * 100 - cents) < 1e-6)   # whole cents
+    assert int(cents.sum()) + round(s.summary["merchandising_surplus"] * 100) == 0
+    assert s.summary["balanced"]
+    for market, tot in s.summary["markets"].items():
+        part = cents[s.statements["market"].to_numpy() == market]
+        assert int(part.sum()) + round(tot["merchandising_surplus"] * 100) == 0
+    # Aggregator statements add up to the bid lines.
+    agg = s.by_aggregator()
+    bid_lines = s.statements.filter(pl.col("party").is_in(["bid", "position"]))
+    assert round(agg["amount"].sum() * 100) == round(bid_lines["amount"].sum() * 100)
+
+
+# -- hand-solved ------------------------------------------------------------------------------------------
+
+def test_two_bus_congestion_rent_by_hand():
+    # 100 kW of fixed load behind a 40 kVA line; the ISO sells at 20, a local offer of 100 kW asks 30,
+    # a local buyer bids 25 for 30 kW. The line carries 40 kW; the offer covers 60 kW and sets the
+    # DLMP at bus 1 to 30; the buyer is out. One hour:
+    #   offer earns 30 x 60 kWh = 1.80; fixed load pays 30 x 100 kWh = 3.00; ISO is paid 20 x 40 kWh = 0.80;
+    #   surplus 3.00 - 1.80 - 0.80 = 0.40 = (30 - 20) x 40 kWh, the line's congestion rent.
+    f = chain(1, s_max={1: 40.0}, loads={1: (100, 0)})
+    book = validate_bids(bids([("s1", "1", "sell", 100, 30, "A", ""), ("b1", "1", "buy", 30, 25, "B", "")]),
+                         f, DA_RULES)
+    d = disaggregate(f, book, award(40.0, 20.0), DA_RULES, options=NO_AC)
+    assert d.award["on_curve"][0] is True
+    s = settle(d)
+    assert line(s, bid_id="s1")["amount"] == 1.80 and line(s, bid_id="s1")["price"] == pytest.approx(30.0)
+    assert line(s, bid_id="s1")["kw"] == pytest.approx(-60.0)
+    assert line(s, bid_id="b1")["amount"] == 0.0
+    assert line(s, party="fixed_load")["amount"] == -3.00
+    assert line(s, party="iso")["amount"] == 0.80
+    assert s.summary["merchandising_surplus"] == 0.40
+    assert s.summary["paid_to_bids"] == 1.80 and s.summary["fixed_load_charges"] == 3.00
+    assert s.summary["iso_payment"] == 0.80
+    balanced(s)
+    assert s.summary["aggregators"] == {"A": {"day_ahead": 1.80}, "B": {"day_ahead": 0.0}}
+
+
+def test_three_bus_two_settlement_by_hand():
+    # Uncongested chain 0-1-2 with 100 kW of fixed load at bus 2.
+    # Day ahead (one hour), ISO price 40: a PV of aggregator A sells 80 kW at 20 (bus 1), a load of
+    # aggregator B buys 50 kW at 60 (bus 2). Import 100 + 50 - 80 = 70 kW, DLMP 40 everywhere:
+    #   PV earns 40 x 80 kWh = 3.20; B pays 40 x 50 kWh = 2.00; fixed load pays 4.00; ISO is paid 2.80;
+    #   surplus 0.
+    # Real time (five minutes), ISO price 70: the PV re-offers only 50 kW; B does not bid again and is
+    # held at its 50 kW. Import 100 kW. Deviations at 70 for 1/12 h:
+    #   PV bought back 30 kW: 70 x 30 / 12 / 1000 = 0.175, charged 0.18 (rounded in the DSO's favour);
+    #   ISO: 30 kW more at 70 = 0.175, paid 0.17; surplus 0.01 of rounding.
+    f = chain(2, r_ohm=0.001, loads={2: (100, 0)})
+    da_rows = [("pv-da", "1", "sell", 80, 20, "A", "pv"), ("load", "2", "buy", 50, 60, "B", "")]
+    da_book = validate_bids(bids(da_rows, T0), f, DA_RULES)
+    da = disaggregate(f, da_book, award(p=40.0, interval=T0), DA_RULES, options=NO_AC)
+    assert da.award["import_kw"][0] == pytest.approx(70.0)
+    s_da = settle(da)
+    assert line(s_da, bid_id="pv-da")["amount"] == 3.20
+    assert line(s_da, bid_id="load")["amount"] == -2.00
+    assert line(s_da, party="fixed_load")["amount"] == -4.00
+    assert line(s_da, party="iso")["amount"] == 2.80
+    assert s_da.summary["merchandising_surplus"] == 0.0
+    rt_book = validate_bids(bids([("pv-rt", "1", "sell", 50, 20, "A", "pv")], T0), f, RT_RULES)
+    rt = disaggregate(f, rt_book, award(p=70.0, interval=T0), RT_RULES, options=NO_AC,
+                      day_ahead=da.clearing.dispatch, day_ahead_minutes=60)
+    assert rt.award["import_kw"][0] == pytest.approx(100.0)
+    s = settle(da, rt)
+    pv = line(s, market="real_time", resource_id="pv")
+    assert pv["party"] == "position" and pv["aggregator_id"] == "A"
+    assert pv["kw"] == pytest.approx(30.0) and pv["price"] == pytest.approx(70.0) and pv["amount"] == -0.18
+    iso = line(s, market="real_time", party="iso")
+    assert iso["kw"] == pytest.approx(30.0) and iso["amount"] == 0.17
+    # B is held: no deviation, no line.
+    assert s.statements.filter(pl.col("market") == "real_time").height == 2
+    assert s.summary["markets"]["real_time"]["merchandising_surplus"] == 0.01
+    assert s.summary["markets"]["day_ahead"] == s_da.summary["markets"]["day_ahead"]
+    assert s.summary["aggregators"]["A"] == {"day_ahead": 3.20, "real_time": -0.18}
+    balanced(s)
+
+
+def test_reactive_power_is_settled_at_the_reactive_dlmp():
+    f = synthetic(12, 4)
+    b = random_bids(f, 20, 4, tan_phi=True)
+    book = validate_bids(b, f, RULES)
+    d = disaggregate(f, book, award(p=80.0), RULES, options=NO_AC)
+    s = settle(d)
+    st_ = s.statements.filter(pl.col("party") == "bid").join(
+        d.clearing.dispatch.select("bid_id", "tan_phi"), on="bid_id")
+    np.testing.assert_allclose(st_["kvar"].to_numpy(), st_["kw"].to_numpy() * st_["tan_phi"].to_numpy())
+    exact = -(st_["price"] * st_["kw"] + st_["price_q"] * st_["kvar"]) / 1000.0
+    assert np.all((exact.to_numpy() - st_["amount"].to_numpy()) >= -1e-9)        # charges up, payments down
+    assert np.all((exact.to_numpy() - st_["amount"].to_numpy()) < 0.01)
+    balanced(s)
+
+
+def test_settling_a_failed_clearing_is_refused():
+    f = chain(2, s_max={1: 200.0})
+    book = validate_bids(bids([("b", "2", "buy", 500, 80, "A", "")]), f, RULES)
+    d = disaggregate(f, book, award(400.0, 50.0), RULES, options=NO_AC)
+    with pytest.raises(InputError, match="cannot settle"):
+        settle(d)
+
+
+def test_settles_tables_read_back_from_files():
+    f = chain(1, s_max={1: 40.0}, loads={1: (100, 0)})
+    book = validate_bids(bids([("s1", "1", "sell", 100, 30, "A", "")]), f, DA_RULES)
+    d = disaggregate(f, book, award(40.0, 20.0), DA_RULES, options=NO_AC)
+    # As the command line reads them: no tan_phi, dlmp_q or load_kvar columns, ids as strings.
+    o = MarketOutcome(d.clearing.dispatch.drop("tan_phi", "held"), d.clearing.prices.drop("dlmp_q"),
+                      d.award.select("interval", "import_kw", "price"), d.fixed_load.drop("load_kvar"), 60.0)
+    assert settle(o).summary == settle(d).summary
+
+
+# -- properties --------------------------------------------------------------------------------------------
+
+@given(n_bus=st.integers(3, 30), n_bids=st.integers(1, 30), seed=st.integers(0, 10_000),
+       kind=st.sampled_from(["both", "quantity", "price"]), pick=st.floats(0, 1),
+       rt_price=st.floats(-150, 450))
+@PROPERTY
+def test_settlement_balances_to_the_cent_and_its_surplus_is_never_negative(n_bus, n_bids, seed, kind, pick,
+                                                                             rt_price):
+    f = synthetic(n_bus, seed)    # fixed loads with kvar, thermal and voltage limits that bind
+    b = random_bids(f, n_bids, seed + 3, tan_phi=True).with_columns(
+        interval=pl.lit(T0), resource_id=pl.Series([f"r{k % 7}" if k % 3 else "" for k in range(n_bids)]))
+    book = validate_bids(b, f, DA_RULES)
+    curve = trace_curve(f, book, DA_RULES)
+    bands = curve.interval_bands(0)
+    k = min(int(pick * bands.height), bands.height - 1)
+    q, mid = bands["import_kw"][k], (bands["price_low"][k] + bands["price_high"][k]) / 2
+    aw = {"both": award(q, mid, T0), "quantity": award(q, None, T0), "price": award(None, mid, T0)}[kind]
+    da = disaggregate(f, book, aw, DA_RULES, options=NO_AC)
+    s = settle(da)
+    balanced(s)
+    assert s.summary["merchandising_surplus"] >= 0.0
+    # Real time: some resources bid all their segments again (at other prices), every other
+    # position is held, so the day-ahead schedule stays feasible and the re-clear can only improve on it.
+    again = b.filter(pl.col("resource_id").is_in(["r1", "r4", "r6"])).with_columns(
+        price=(pl.col("price") * 0.7 + 15).round(2))
+    if again.height == 0:
+        return
+    ivs = [T0 + timedelta(minutes=5 * j) for j in range(2)]
+    rt_bids = pl.concat([again.with_columns(interval=pl.lit(iv), bid_id=pl.col("bid_id") + f"-rt{j}")
+                         for j, iv in enumerate(ivs)])
+    rt_book = validate_bids(rt_bids, f, RT_RULES)
+    rt_aw = pl.concat([award(None, rt_price, iv) for iv in ivs])
+    rt = disaggregate(f, rt_book, rt_aw, RT_RULES, options=NO_AC, day_ahead=da.clearing.dispatch)
+    s2 = settle(da, rt)
+    balanced(s2)
+    assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
+    assert s2.summary["merchandising_surplus"] >= 0.0
+    assert not math.isnan(s2.summary["iso_payment"])
