@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from engine import lindistflow
-from engine.bids import BidBook, MarketRules, Resource, validate_bids
+from engine.bids import BidBook, MarketRules, Resource, canonical, validate_bids
 from engine.errors import InputError
 from engine.network import S_BASE_KVA, Feeder
 from engine.solver import HighsSolver, Solution
@@ -81,7 +81,7 @@ class ClearingResult:
     """Outcome of one clearing; tables are in kW, kvar, pu and per MWh.
 
     ``dispatch``: bid_id, interval, bus, side, aggregator_id, resource_id, price,
-    quantity_kw, tan_phi, cleared_kw. ``prices``: bus, interval, dlmp, energy, congestion,
+    quantity_kw, tan_phi, cleared_kw, in (interval, bid_id) order. ``prices``: bus, interval, dlmp, energy, congestion,
     voltage, loss, dlmp_q (reactive, per Mvarh). ``lines``: line, interval,
     p_kw, q_kvar (from_bus -> to_bus as given), loading_pct (null where
     unlimited). ``buses``: bus, interval, v_pu. ``interface``: interval,
@@ -344,7 +344,7 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     """
     model, feeder, book = market.model, market.feeder, market.book
     topo = feeder.topology
-    n, m, T = topo.n_bus, topo.n_line, book.n_interval
+    n, T = topo.n_bus, book.n_interval
     probe = HighsSolver(model)
     # Carry over bounds changed in place (a fixed interface import, say).
     all_cols = np.arange(model.n_col, dtype=np.int32)
@@ -374,7 +374,10 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     rows, cols = relaxed
     tol = 1e-7
     ivs = book.intervals
-    iso = (lambda t: None if ivs[t] is None else ivs[t].isoformat())
+
+    def iso(t: int) -> str | None:
+        return None if ivs[t] is None else ivs[t].isoformat()
+
     out: list[dict] = []
     vv = cols[v.slice].reshape(T, n)
     for label, bad, amount in (("bus_v_min", vv < (topo.vmin_pu ** 2)[None, :] - tol,
@@ -458,6 +461,7 @@ def clear(feeder: Feeder, bids: pl.DataFrame | BidBook, iso_price, *, rules: Mar
         infeasible market; raises :class:`InputError` for bad input.
     """
     book = bids if isinstance(bids, BidBook) else validate_bids(bids, feeder, rules, intervals)
+    book = canonical(book, feeder, rules)  # input row order must not change the LP, hence the dispatch
     if options.formulation == "socp":
         from engine import socp  # cvxpy is imported only when the SOCP is asked for
         return socp.clear(feeder, book, iso_price, rules=rules, resources=resources, options=options,

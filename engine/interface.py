@@ -588,13 +588,22 @@ def _trace_interval(probe: _Probe, floor: float, cap: float,
             low = step
         q = b.q
     bands.append([low, cap, q])
+    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in _merge_equal(bands)]
+
+
+def _merge_equal(bands: list[list[float]]) -> list[list[float]]:
+    """Join neighbouring ``[low, high, import_mw]`` bands whose imports agree within ``Q_TOL_MW``.
+
+    For a sampled curve this keeps its error bound: every price in a merged band
+    stays within the tolerance of the band's value.
+    """
     merged: list[list[float]] = []
     for band in bands:
         if merged and abs(merged[-1][2] - band[2]) <= Q_TOL_MW:
             merged[-1][1] = band[1]
         else:
             merged.append(band)
-    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged]
+    return merged
 
 
 def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(),
@@ -816,14 +825,7 @@ def trace_curve_socp(feeder: Feeder, book: BidBook, rules: MarketRules = MarketR
             else:  # a jump located within price_tol
                 mid = (a + b) / 2.0
                 bands += [[a, mid, qa], [mid, b, qb]]
-        merged: list[list[float]] = []
-        for band in bands:
-            # Merging keeps the error bound: every price in a merged band stays within tol of its value.
-            if merged and abs(merged[-1][2] - band[2]) <= Q_TOL_MW:
-                merged[-1][1] = band[1]
-            else:
-                merged.append(band)
-        rows += [(t, lo, hi, q * S_BASE_KVA) for lo, hi, q in merged]
+        rows += [(t, lo, hi, q * S_BASE_KVA) for lo, hi, q in _merge_equal(bands)]
     return InterfaceCurve(bands=_bands_table(book, rows), fixed_net_load_kw=_fixed_table(book, loads[0]),
                           conditional=coupled and T > 1, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, exact=False, max_error_kw=max_error_kw,

@@ -188,7 +188,10 @@ def add_resources(model: LinearModel, book: BidBook, resources: tuple[Resource, 
 
     if batteries:
         nb = len(batteries)
-        attr = (lambda name: np.array([getattr(b, name) for b in batteries], dtype=float))
+
+        def attr(name: str) -> np.ndarray:
+            return np.array([getattr(b, name) for b in batteries], dtype=float)
+
         lo = np.repeat(attr("soc_min_kwh") / S_BASE_KVA, T)
         hi = np.repeat(attr("energy_kwh") / S_BASE_KVA, T)
         lo[T - 1::T] = np.maximum(lo[T - 1::T], attr("soc_end_kwh") / S_BASE_KVA)

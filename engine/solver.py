@@ -110,9 +110,12 @@ class LinearModel:
             a = sp.csc_matrix((self.n_row, self.n_col))
         a.sum_duplicates()
         a.sort_indices()
-        cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0))
-        return (cat(self._cost), cat(self._lo), cat(self._up), a, cat(self._rlo), cat(self._rup),
+        return (_cat(self._cost), _cat(self._lo), _cat(self._up), a, _cat(self._rlo), _cat(self._rup),
                 np.concatenate(self._int) if self._int else np.zeros(0, dtype=np.int32))
+
+
+def _cat(parts: list) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 @dataclass(frozen=True)

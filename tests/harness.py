@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 

@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import cvxpy as cp
-import numpy as np
 import polars as pl
 
 

@@ -10,24 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-import clients.cli as cli
 from clients.files import json_text, read_feeder, read_table, write_csv, write_feeder, write_json
 from engine.errors import InputError
 from engine.feeders import ieee33, synthetic
 from engine.powerflow import ac_power_flow
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    """``dsomarket ARGS...`` in process: returns (exit status, stdout, stderr)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("feeder",))
-
-    def _run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
 
 
 def _same_feeder(a, b):

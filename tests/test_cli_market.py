@@ -9,24 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-import clients.cli as cli
 from engine.feeders import ieee33
 from tests.test_interface import random_bids
 
 T0 = datetime(2026, 7, 1, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    """``dsomarket ARGS...`` in process: returns (exit status, stdout, stderr)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("market",))
-
-    def _run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
 
 
 @pytest.fixture(scope="module")

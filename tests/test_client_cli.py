@@ -9,21 +9,8 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-import clients.cli as cli
 from clients.api import Client
 from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, small_market
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("service",))
-
-    def _run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
 
 
 @pytest.fixture

@@ -719,20 +719,6 @@ def test_lp_uniform_price_of_a_line_need_is_its_marginal_price(market):
 
 # --- command line ------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def run(monkeypatch, capsys):
-    """``dsomarket ARGS...`` in process: returns (exit status, stdout, stderr)."""
-    from clients import cli
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("flex",))
-
-    def _run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
-
-
 def test_cli_flex_clear_writes_awards_needs_and_summary(run, tmp_path):
     import json
 
