@@ -37,6 +37,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from server.api.dsomarket.v1 import aggregator_pb2 as agg_pb
 from server.api.dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, common_pb2, iso_pb2
+from server.api.dsomarket.v1 import flexibility_pb2 as flex_pb
+from server.api.dsomarket.v1 import flexibility_pb2_grpc
 from server.api.dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -115,6 +117,11 @@ _STATUS = {v: k.removeprefix("CLEARING_STATUS_").lower() for k, v in common_pb2.
 _RESOURCE_KINDS = {v: k.removeprefix("RESOURCE_KIND_").lower() for k, v in common_pb2.ResourceKind.items()}
 _CURVE_KINDS = {v: k.removeprefix("CURVE_SEGMENT_KIND_").lower() for k, v in iso_pb2.CurveSegmentKind.items()}
 _SOURCES = {v: k.removeprefix("INSTRUCTION_SOURCE_").lower() for k, v in agg_pb.InstructionSource.items()}
+_NEED_KINDS = {v: k.removeprefix("FLEX_NEED_KIND_").lower() for k, v in flex_pb.FlexNeedKind.items()}
+_NEED_DIRECTIONS = {v: k.removeprefix("FLEX_NEED_DIRECTION_").lower() for k, v in flex_pb.FlexNeedDirection.items()}
+_FLEX_DIRECTIONS = {v: k.removeprefix("FLEX_DIRECTION_").lower() for k, v in flex_pb.FlexDirection.items()}
+_FLEX_PRICING = {v: k.removeprefix("FLEX_PRICING_").lower() for k, v in flex_pb.FlexPricing.items()}
+_FLEX_REASONS = {v: k.removeprefix("FLEX_AWARD_REASON_").lower() for k, v in flex_pb.FlexAwardReason.items()}
 
 
 def _name(table: dict, value: int) -> str:
@@ -447,6 +454,165 @@ class ChainReport:
     reason: str
 
 
+@dataclass(frozen=True)
+class FlexNeed:
+    """A need to post for one interval of a market.
+
+    ``kind`` line, voltage or import; ``element`` the line id (line) or bus id (voltage), empty for
+    import; ``direction`` forward or reverse (line, import), raise or lower (voltage), empty for the
+    kind's default (forward, raise); ``required_kw`` (line, import: kW of flow to remove) or
+    ``required_pu`` (voltage: change of the squared voltage, pu); ``max_price`` per MWh of relief.
+    """
+
+    need_id: str
+    kind: str
+    interval_start: datetime
+    max_price: Decimal | str | int | float
+    element: str = ""
+    direction: str = ""
+    required_kw: float = 0.0
+    required_pu: float = 0.0
+    partial_ok: bool = False
+
+    def to_pb(self) -> flex_pb.FlexNeed:
+        return flex_pb.FlexNeed(
+            need_id=self.need_id, kind=_value(_NEED_KINDS, self.kind, "need kind"), element=self.element,
+            direction=_value(_NEED_DIRECTIONS, self.direction, "need direction") if self.direction else 0,
+            interval_start=_ts(self.interval_start), required_kw=float(self.required_kw),
+            required_pu=float(self.required_pu), max_price=price_text(self.max_price), partial_ok=self.partial_ok)
+
+
+@dataclass(frozen=True)
+class PostedFlexNeed:
+    """A posted need; ``max_price`` is None in an aggregator's view."""
+
+    market_id: str
+    need_id: str
+    kind: str
+    element: str
+    direction: str
+    interval_start: datetime
+    required_kw: float
+    required_pu: float
+    max_price: Decimal | None
+    partial_ok: bool
+    posted_at: datetime
+
+
+@dataclass(frozen=True)
+class FlexOffer:
+    """An offer to submit: ``direction`` up (more injection, less load) or down; ``quantity_kw`` > 0;
+    ``price`` per MWh activated; ``availability_price`` per MW per hour; ``divisible`` False = all or
+    nothing; ``min_kw`` the smallest acceptable part of a divisible offer."""
+
+    offer_id: str
+    resource_id: str
+    direction: str
+    quantity_kw: float
+    price: Decimal | str | int | float
+    interval_start: datetime
+    availability_price: Decimal | str | int | float = 0
+    divisible: bool = True
+    min_kw: float = 0.0
+    tan_phi: float = 0.0
+
+
+@dataclass(frozen=True)
+class PostedFlexOffer:
+    market_id: str
+    aggregator_id: str
+    offer_id: str
+    resource_id: str
+    bus: str
+    interval_start: datetime
+    direction: str
+    quantity_kw: float
+    price: Decimal
+    availability_price: Decimal
+    divisible: bool
+    min_kw: float
+    tan_phi: float
+    status: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class FlexAward:
+    """What an offer got: ``accepted_kw``, ``price`` per MWh (None when nothing is accepted), ``payment``
+    for the interval, and ``reason``: accepted, price, location, capability, not_needed or min_kw."""
+
+    market_id: str
+    aggregator_id: str
+    offer_id: str
+    resource_id: str
+    bus: str
+    interval_start: datetime
+    direction: str
+    quantity_kw: float
+    accepted_kw: float
+    price: Decimal | None
+    payment: Decimal
+    currency: str
+    reason: str
+    conflict: bool
+    need_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FlexNeedResult:
+    """A need's outcome: ``shortfall`` in its unit (kW or pu), ``marginal_price`` per MWh of relief."""
+
+    market_id: str
+    need_id: str
+    kind: str
+    element: str
+    interval_start: datetime
+    met: bool
+    shortfall: float
+    shortfall_kw: float
+    cost: Decimal
+    marginal_price: Decimal | None
+    currency: str
+
+
+@dataclass(frozen=True)
+class FlexClearingReport:
+    market_id: str
+    status: str
+    pricing: str
+    total_cost: Decimal | None
+    shortfall_cost: Decimal | None
+    currency: str
+    need_count: int
+    needs_met: int
+    offer_count: int
+    offers_accepted: int
+    accepted_kw: float
+    solve_seconds: float
+
+
+def flex_offer_columns(offers: Sequence[FlexOffer]) -> flex_pb.FlexOfferColumns:
+    """Columnar form of offers (the interval starts dictionary-encoded, default columns left out)."""
+    starts: dict[datetime, int] = {}
+    cols = flex_pb.FlexOfferColumns()
+    cols.offer_id.extend(o.offer_id for o in offers)
+    cols.resource_id.extend(o.resource_id for o in offers)
+    cols.direction.extend(_value(_FLEX_DIRECTIONS, o.direction, "direction") for o in offers)
+    cols.quantity_kw.extend(float(o.quantity_kw) for o in offers)
+    cols.price.extend(price_text(o.price) for o in offers)
+    cols.interval_index.extend(starts.setdefault(o.interval_start, len(starts)) for o in offers)
+    cols.interval_starts.extend(_ts(s) for s in starts)
+    if any(Decimal(price_text(o.availability_price)) for o in offers):
+        cols.availability_price.extend(price_text(o.availability_price) for o in offers)
+    if not all(o.divisible for o in offers):
+        cols.divisible.extend(bool(o.divisible) for o in offers)
+    if any(o.min_kw for o in offers):
+        cols.min_kw.extend(float(o.min_kw) for o in offers)
+    if any(o.tan_phi for o in offers):
+        cols.tan_phi.extend(float(o.tan_phi) for o in offers)
+    return cols
+
+
 def _feeder(f: operator_pb2.Feeder) -> Feeder:
     return Feeder(f.feeder_id, f.name, f.root_bus, f.base_kv, f.bus_count, f.line_count)
 
@@ -535,6 +701,7 @@ class Client:
         self._aggregator = aggregator_pb2_grpc.AggregatorServiceStub(self._channel)
         self._iso = iso_pb2_grpc.IsoServiceStub(self._channel)
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+        self._flex = flexibility_pb2_grpc.FlexibilityServiceStub(self._channel)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -760,6 +927,75 @@ class Client:
                                          awards=pb)
         r = await self._call(self._iso.SubmitAward, req)
         return AwardResult(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis))
+
+    # -- flexibility auction ------------------------------------------------------------
+
+    async def post_needs(self, market_id: str, needs: Sequence[FlexNeed], *, request_id: str = "") -> Ack:
+        """Operator: post needs for a market, all or nothing."""
+        req = flex_pb.PostNeedsRequest(market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+                                       needs=[n.to_pb() for n in needs])
+        r = await self._call(self._flex.PostNeeds, req)
+        return Ack(r.posted, _dt(r.acknowledged_at))
+
+    async def list_needs(self, *, market_id: str = "") -> list[PostedFlexNeed]:
+        req = flex_pb.ListNeedsRequest(filter=flex_pb.FlexNeedFilter(market_id=market_id))
+        return [PostedFlexNeed(n.market_id, n.need_id, _name(_NEED_KINDS, n.kind), n.element,
+                               _name(_NEED_DIRECTIONS, n.direction), _dt(n.interval_start), n.required_kw,
+                               n.required_pu, _dec(n.max_price), n.partial_ok, _dt(n.posted_at))
+                async for n in self._pages(self._flex.ListNeeds, req, "needs")]
+
+    async def submit_flex_offers(self, market_id: str, offers: Sequence[FlexOffer] | flex_pb.FlexOfferColumns, *,
+                                 request_id: str = "") -> Ack:
+        """Aggregator: submit offers, all or nothing; ``offers`` may be prebuilt :func:`flex_offer_columns`."""
+        cols = offers if isinstance(offers, flex_pb.FlexOfferColumns) else flex_offer_columns(offers)
+        req = flex_pb.SubmitFlexOffersRequest(market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+                                              offers=cols)
+        r = await self._call(self._flex.SubmitFlexOffers, req)
+        return Ack(r.accepted, _dt(r.acknowledged_at))
+
+    async def withdraw_flex_offers(self, market_id: str, offer_ids: Sequence[str], *, request_id: str = "") -> Ack:
+        req = flex_pb.WithdrawFlexOffersRequest(market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+                                                offer_ids=list(offer_ids))
+        r = await self._call(self._flex.WithdrawFlexOffers, req)
+        return Ack(r.withdrawn, _dt(r.acknowledged_at))
+
+    async def list_flex_offers(self, *, market_id: str = "", aggregator_id: str = "",
+                               include_withdrawn: bool = False) -> list[PostedFlexOffer]:
+        f = flex_pb.FlexOfferFilter(market_id=market_id, aggregator_id=aggregator_id,
+                                    include_withdrawn=include_withdrawn)
+        return [PostedFlexOffer(o.market_id, o.aggregator_id, o.offer_id, o.resource_id, o.bus,
+                                _dt(o.interval_start), _name(_FLEX_DIRECTIONS, o.direction), o.quantity_kw,
+                                Decimal(o.price), Decimal(o.availability_price or "0"), o.divisible, o.min_kw,
+                                o.tan_phi,
+                                "active" if o.status == flex_pb.FLEX_OFFER_STATUS_ACTIVE else "withdrawn",
+                                _dt(o.updated_at))
+                async for o in self._pages(self._flex.ListFlexOffers, flex_pb.ListFlexOffersRequest(filter=f),
+                                           "offers")]
+
+    async def clear_flexibility(self, market_id: str, *, pricing: str = "pay_as_bid") -> FlexClearingReport:
+        """Operator: clear the flexibility auction of a market whose gate is closed."""
+        req = flex_pb.ClearFlexibilityRequest(market_id=market_id,
+                                              pricing=_value(_FLEX_PRICING, pricing, "pricing"))
+        r = await self._call(self._flex.ClearFlexibility, req, retry=False)
+        return FlexClearingReport(r.market_id, _name(_STATUS, r.status), _name(_FLEX_PRICING, r.pricing),
+                                  _dec(r.total_cost), _dec(r.shortfall_cost), r.currency, r.need_count,
+                                  r.needs_met, r.offer_count, r.offers_accepted, r.accepted_kw, r.solve_seconds)
+
+    async def list_flex_awards(self, *, market_id: str = "", aggregator_id: str = "") -> list[FlexAward]:
+        f = flex_pb.FlexAwardFilter(market_id=market_id, aggregator_id=aggregator_id)
+        return [FlexAward(a.market_id, a.aggregator_id, a.offer_id, a.resource_id, a.bus, _dt(a.interval_start),
+                          _name(_FLEX_DIRECTIONS, a.direction), a.quantity_kw, a.accepted_kw, _dec(a.price),
+                          Decimal(a.payment), a.currency, _name(_FLEX_REASONS, a.reason), a.conflict,
+                          tuple(a.need_ids))
+                async for a in self._pages(self._flex.ListFlexAwards, flex_pb.ListFlexAwardsRequest(filter=f),
+                                           "awards")]
+
+    async def list_flex_need_results(self, *, market_id: str = "") -> list[FlexNeedResult]:
+        req = flex_pb.ListFlexNeedResultsRequest(filter=flex_pb.FlexNeedFilter(market_id=market_id))
+        return [FlexNeedResult(n.market_id, n.need_id, _name(_NEED_KINDS, n.kind), n.element,
+                               _dt(n.interval_start), n.met, n.shortfall, n.shortfall_kw, Decimal(n.cost),
+                               _dec(n.marginal_price), n.currency)
+                async for n in self._pages(self._flex.ListFlexNeedResults, req, "results")]
 
     # -- auditor ----------------------------------------------------------------------
 

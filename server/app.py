@@ -1,6 +1,6 @@
 """Server assembly: :func:`create_server` for tests and embedding, :func:`serve` for ``dsomarket serve``.
 
-The server registers the five dsomarket services, standard gRPC health
+The server registers the six dsomarket services, standard gRPC health
 checking (``grpc.health.v1``) and server reflection. Shutdown is graceful:
 health turns NOT_SERVING, streams end, in-flight calls get ``grace`` seconds,
 then the writer finishes its queue and the database is closed.
@@ -19,7 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server import services
-from server.api.dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2
+from server.api.dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc
+from server.api.dsomarket.v1 import flexibility_pb2, flexibility_pb2_grpc, iso_pb2
 from server.api.dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -27,7 +28,7 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 SERVICE_NAMES = tuple(m.DESCRIPTOR.services_by_name[s].full_name for m, s in (
     (market_pb2, "MarketService"), (operator_pb2, "OperatorService"), (aggregator_pb2, "AggregatorService"),
-    (iso_pb2, "IsoService"), (audit_pb2, "AuditService")))
+    (iso_pb2, "IsoService"), (audit_pb2, "AuditService"), (flexibility_pb2, "FlexibilityService")))
 
 log = logging.getLogger("dsomarket.server")
 
@@ -97,6 +98,7 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     aggregator_pb2_grpc.add_AggregatorServiceServicer_to_server(services.AggregatorService(app), server)
     iso_pb2_grpc.add_IsoServiceServicer_to_server(services.IsoService(app), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(services.AuditService(app), server)
+    flexibility_pb2_grpc.add_FlexibilityServiceServicer_to_server(services.FlexibilityService(app), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

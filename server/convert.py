@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from server import timeline
 from server.api.dsomarket.v1 import aggregator_pb2 as agg_pb
 from server.api.dsomarket.v1 import audit_pb2, common_pb2, iso_pb2, market_pb2, operator_pb2
+from server.api.dsomarket.v1 import flexibility_pb2 as flex_pb
 from server.errors import InvalidArgument, ResourceExhausted
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -34,6 +35,8 @@ MAX_BATCH = 100_000
 """Most bid segments in one Submit/Replace/Withdraw request."""
 MAX_RESOURCES = 10_000
 """Most resources in one RegisterResources request."""
+MAX_FLEX_BATCH = 10_000
+"""Most needs in one PostNeeds, and most offers or offer ids in one SubmitFlexOffers or WithdrawFlexOffers."""
 MAX_FEEDER_BUSES = 100_000
 DEFAULT_PAGE, MAX_PAGE = 1_000, 10_000
 MAX_REASON = 500
@@ -60,8 +63,24 @@ CURVE_KIND = {"fixed_demand": iso_pb2.CURVE_SEGMENT_KIND_FIXED_DEMAND,
               "supply": iso_pb2.CURVE_SEGMENT_KIND_SUPPLY,
               "fixed_supply": iso_pb2.CURVE_SEGMENT_KIND_FIXED_SUPPLY}
 SOURCE = {"award": agg_pb.INSTRUCTION_SOURCE_AWARD, "override": agg_pb.INSTRUCTION_SOURCE_OVERRIDE}
+FLEX_NEED_KIND = {flex_pb.FLEX_NEED_KIND_LINE: "line", flex_pb.FLEX_NEED_KIND_VOLTAGE: "voltage",
+                  flex_pb.FLEX_NEED_KIND_IMPORT: "import"}
+FLEX_NEED_DIRECTION = {flex_pb.FLEX_NEED_DIRECTION_FORWARD: "forward",
+                       flex_pb.FLEX_NEED_DIRECTION_REVERSE: "reverse",
+                       flex_pb.FLEX_NEED_DIRECTION_RAISE: "raise", flex_pb.FLEX_NEED_DIRECTION_LOWER: "lower"}
+FLEX_DIRECTION = {flex_pb.FLEX_DIRECTION_UP: "up", flex_pb.FLEX_DIRECTION_DOWN: "down"}
+FLEX_PRICING = {flex_pb.FLEX_PRICING_UNSPECIFIED: "pay_as_bid", flex_pb.FLEX_PRICING_PAY_AS_BID: "pay_as_bid",
+                flex_pb.FLEX_PRICING_UNIFORM: "uniform"}
+FLEX_REASON = {"accepted": flex_pb.FLEX_AWARD_REASON_ACCEPTED, "price": flex_pb.FLEX_AWARD_REASON_PRICE,
+               "location": flex_pb.FLEX_AWARD_REASON_LOCATION,
+               "capability": flex_pb.FLEX_AWARD_REASON_CAPABILITY,
+               "not_needed": flex_pb.FLEX_AWARD_REASON_NOT_NEEDED, "min_kw": flex_pb.FLEX_AWARD_REASON_MIN_KW}
+_NEED_DIRECTIONS = {"line": ("forward", "reverse"), "import": ("forward", "reverse"),
+                    "voltage": ("raise", "lower")}
 _INVERSE = {name: {v: k for k, v in table.items()} for name, table in
-            (("side", SIDE), ("kind", MARKET_KIND), ("resource", RESOURCE_KIND))}
+            (("side", SIDE), ("kind", MARKET_KIND), ("resource", RESOURCE_KIND), ("need", FLEX_NEED_KIND),
+             ("need_direction", FLEX_NEED_DIRECTION), ("flex_direction", FLEX_DIRECTION))}
+_INVERSE["pricing"] = {"pay_as_bid": flex_pb.FLEX_PRICING_PAY_AS_BID, "uniform": flex_pb.FLEX_PRICING_UNIFORM}
 
 
 # -- scalar checks ------------------------------------------------------------------
@@ -417,6 +436,152 @@ def bid_ids(values) -> list[str]:
     return list(values)
 
 
+# -- flexibility auction ------------------------------------------------------------------
+
+def _non_negative_decimal(value: str, field: str) -> str:
+    text = check_decimal(value, field)
+    if Decimal(text) < 0:
+        raise InvalidArgument(field, f"must not be negative (got {text})")
+    return text
+
+
+def _positive_kw(value: float, field: str) -> float:
+    if not (value > 0 and math.isfinite(value)):
+        raise InvalidArgument(field, f"must be a positive finite number (got {value})")
+    return float(value)
+
+
+def flex_needs(req: flex_pb.PostNeedsRequest) -> list[dict]:
+    """Need rows (``flex_needs`` columns but market, interval index and time, with ``start_us``) of a
+    PostNeeds request; the element is checked against the feeder by :mod:`server.markets_engine`."""
+    n = len(req.needs)
+    if n == 0:
+        raise InvalidArgument("needs", "at least one need is required")
+    if n > MAX_FLEX_BATCH:
+        raise ResourceExhausted(f"needs: at most {MAX_FLEX_BATCH} per request (got {n})")
+    rows, seen = [], {}
+    for k, nd in enumerate(req.needs):
+        f = f"needs[{k}]"
+        need_id = check_id(nd.need_id, f"{f}.need_id")
+        if need_id in seen:
+            raise InvalidArgument(f"{f}.need_id", f"{need_id!r} repeats needs[{seen[need_id]}]")
+        seen[need_id] = k
+        kind = enum_value(FLEX_NEED_KIND, nd.kind, f"{f}.kind", "need kind")
+        allowed = _NEED_DIRECTIONS[kind]
+        direction = (allowed[0] if nd.direction == flex_pb.FLEX_NEED_DIRECTION_UNSPECIFIED else
+                     enum_value(FLEX_NEED_DIRECTION, nd.direction, f"{f}.direction", "need direction"))
+        if direction not in allowed:
+            raise InvalidArgument(f"{f}.direction", f"a {kind} need is {' or '.join(allowed)} (got {direction})")
+        if kind == "import":
+            if nd.element:
+                raise InvalidArgument(f"{f}.element", "must be empty for an import need")
+        elif not 0 < len(nd.element) <= 64:
+            raise InvalidArgument(f"{f}.element", f"a {kind} need names its {'line' if kind == 'line' else 'bus'} "
+                                                  "(1 to 64 characters)")
+        start = required_us(nd, "interval_start", f"{f}.interval_start")
+        wanted, other = ("required_pu", "required_kw") if kind == "voltage" else ("required_kw", "required_pu")
+        if getattr(nd, other) != 0:
+            raise InvalidArgument(f"{f}.{other}", f"must be 0 for a {kind} need (it takes {wanted})")
+        amount = _positive_kw(getattr(nd, wanted), f"{f}.{wanted}")
+        rows.append({"need_id": need_id, "kind": kind, "element": nd.element, "direction": direction,
+                     "start_us": start, "required_kw": amount if wanted == "required_kw" else None,
+                     "required_pu": amount if wanted == "required_pu" else None,
+                     "max_price": _non_negative_decimal(nd.max_price, f"{f}.max_price"),
+                     "partial_ok": bool(nd.partial_ok)})
+    return rows
+
+
+@dataclass(frozen=True)
+class FlexOfferBatch:
+    """Validated offer columns; optional columns filled with their defaults."""
+
+    offer_id: list
+    resource_id: list
+    direction: list
+    quantity_kw: list
+    price: list
+    interval_starts: list
+    interval_index: list
+    availability_price: list
+    divisible: list
+    min_kw: list
+    tan_phi: list
+
+    def __len__(self) -> int:
+        return len(self.offer_id)
+
+
+def _ids(values, field: str, what: str) -> list[str]:
+    """Ids named ``field[k]``, each valid and none repeated."""
+    seen: dict = {}
+    for k, v in enumerate(values):
+        check_id(v, f"{field}[{k}]")
+        if v in seen:
+            raise InvalidArgument(f"{field}[{k}]", f"{v!r} repeats {field}[{seen[v]}]")
+        seen[v] = k
+    if not seen:
+        raise InvalidArgument(field, f"at least one {what} is required")
+    return list(values)
+
+
+def flex_offer_batch(cols: flex_pb.FlexOfferColumns) -> FlexOfferBatch:
+    """Validate the columns of a SubmitFlexOffers request; the first bad entry names its column and index."""
+    n = len(cols.offer_id)
+    if n > MAX_FLEX_BATCH:
+        raise ResourceExhausted(f"offers: at most {MAX_FLEX_BATCH} per request (got {n})")
+    offer_ids = _ids(cols.offer_id, "offers.offer_id", "offer")
+    for name in ("resource_id", "direction", "quantity_kw", "price", "interval_index"):
+        if len(getattr(cols, name)) != n:
+            raise InvalidArgument(f"offers.{name}", f"has {len(getattr(cols, name))} entries, offer_id has {n}")
+    for name in ("availability_price", "divisible", "min_kw", "tan_phi"):
+        if len(getattr(cols, name)) not in (0, n):
+            raise InvalidArgument(f"offers.{name}", f"has {len(getattr(cols, name))} entries: give none or one "
+                                                    f"per offer ({n})")
+    starts = [us_of(t, f"offers.interval_starts[{k}]") for k, t in enumerate(cols.interval_starts)]
+    if not starts:
+        raise InvalidArgument("offers.interval_starts", "at least one interval start is required")
+    if len(set(starts)) != len(starts):
+        raise InvalidArgument("offers.interval_starts", "must not repeat a start")
+    resource_ids = [check_id(r, f"offers.resource_id[{k}]") for k, r in enumerate(cols.resource_id)]
+    directions = [enum_value(FLEX_DIRECTION, d, f"offers.direction[{k}]", "direction (FLEX_DIRECTION_UP or "
+                             "FLEX_DIRECTION_DOWN)") for k, d in enumerate(cols.direction)]
+    quantity = [_positive_kw(q, f"offers.quantity_kw[{k}]") for k, q in enumerate(cols.quantity_kw)]
+    prices = [_non_negative_decimal(p, f"offers.price[{k}]") for k, p in enumerate(cols.price)]
+    index = list(cols.interval_index)
+    for k, i in enumerate(index):
+        if i >= len(starts):
+            raise InvalidArgument(f"offers.interval_index[{k}]", f"{i} is not an index of interval_starts "
+                                                                 f"({len(starts)} entries)")
+    availability = [_non_negative_decimal(p, f"offers.availability_price[{k}]")
+                    for k, p in enumerate(cols.availability_price)] or ["0"] * n
+    divisible = list(cols.divisible) or [True] * n
+    min_kw = list(cols.min_kw) or [0.0] * n
+    for k, m in enumerate(min_kw):
+        if not (math.isfinite(m) and 0 <= m <= quantity[k]):
+            raise InvalidArgument(f"offers.min_kw[{k}]", f"must be between 0 and quantity_kw ({quantity[k]}) "
+                                                         f"(got {m})")
+    tan_phi = list(cols.tan_phi) or [0.0] * n
+    for k, t in enumerate(tan_phi):
+        if not math.isfinite(t):
+            raise InvalidArgument(f"offers.tan_phi[{k}]", "must be finite")
+    return FlexOfferBatch(offer_ids, resource_ids, directions, quantity, prices, starts, index, availability,
+                          divisible, min_kw, tan_phi)
+
+
+def offer_ids(values) -> list[str]:
+    if len(values) > MAX_FLEX_BATCH:
+        raise ResourceExhausted(f"offer_ids: at most {MAX_FLEX_BATCH} per request (got {len(values)})")
+    return _ids(values, "offer_ids", "offer id")
+
+
+def flex_pricing(value: int) -> str:
+    return enum_value(FLEX_PRICING, value, "pricing", "pricing")
+
+
+def flex_pricing_value(pricing: str) -> int:
+    return _INVERSE["pricing"][pricing]
+
+
 # -- out --------------------------------------------------------------------------------
 
 def market(row) -> market_pb2.Market:
@@ -519,3 +684,45 @@ def audit_record(row) -> audit_pb2.AuditRecord:
                                  role=ROLE.get(row["role"], common_pb2.ROLE_UNSPECIFIED),
                                  action=row["action"], payload_json=row["payload"],
                                  prev_hash=row["prev_hash"], hash=row["hash"])
+
+
+def flex_need(row, market_row, *, with_price: bool) -> flex_pb.FlexNeed:
+    """A stored need; ``with_price=False`` leaves out max_price (the aggregators' view)."""
+    return flex_pb.FlexNeed(need_id=row["need_id"], kind=_INVERSE["need"][row["kind"]], element=row["element"],
+                            direction=_INVERSE["need_direction"][row["direction"]],
+                            interval_start=_start(row, market_row), required_kw=row["required_kw"] or 0.0,
+                            required_pu=row["required_pu"] or 0.0,
+                            max_price=row["max_price"] if with_price else "", partial_ok=bool(row["partial_ok"]),
+                            market_id=row["market_id"], posted_at=ts(row["posted_us"]))
+
+
+def flex_offer(row, market_row) -> flex_pb.FlexOffer:
+    status = (flex_pb.FLEX_OFFER_STATUS_ACTIVE if row["status"] == "active"
+              else flex_pb.FLEX_OFFER_STATUS_WITHDRAWN)
+    return flex_pb.FlexOffer(market_id=row["market_id"], aggregator_id=row["aggregator_id"],
+                             offer_id=row["offer_id"], resource_id=row["resource_id"], bus=row["bus"],
+                             interval_start=_start(row, market_row),
+                             direction=_INVERSE["flex_direction"][row["direction"]],
+                             quantity_kw=row["quantity_kw"], price=row["price"],
+                             availability_price=row["availability_price"], divisible=bool(row["divisible"]),
+                             min_kw=row["min_kw"], tan_phi=row["tan_phi"], status=status,
+                             updated_at=ts(row["updated_us"]))
+
+
+def flex_award(row, market_row) -> flex_pb.FlexAward:
+    return flex_pb.FlexAward(market_id=row["market_id"], aggregator_id=row["aggregator_id"],
+                             offer_id=row["offer_id"], resource_id=row["resource_id"], bus=row["bus"],
+                             interval_start=_start(row, market_row),
+                             direction=_INVERSE["flex_direction"][row["direction"]],
+                             quantity_kw=row["quantity_kw"], accepted_kw=row["accepted_kw"], price=row["price"],
+                             payment=row["payment"], currency=market_row["currency"],
+                             reason=FLEX_REASON.get(row["reason"], flex_pb.FLEX_AWARD_REASON_UNSPECIFIED),
+                             conflict=bool(row["conflict"]), need_ids=json.loads(row["need_ids"]))
+
+
+def flex_need_result(row, market_row) -> flex_pb.FlexNeedResult:
+    return flex_pb.FlexNeedResult(market_id=row["market_id"], need_id=row["need_id"],
+                                  kind=_INVERSE["need"][row["kind"]], element=row["element"],
+                                  interval_start=_start(row, market_row), met=bool(row["met"]),
+                                  shortfall=row["shortfall"], shortfall_kw=row["shortfall_kw"], cost=row["cost"],
+                                  marginal_price=row["marginal_price"], currency=market_row["currency"])

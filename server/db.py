@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 SCHEMA_VERSION = "1"
+"""Bumped only by a change an older database cannot take by running :data:`SCHEMA` again. Additive
+changes (new tables, such as the ``flex_*`` tables of the flexibility auction) keep the version: every
+statement is ``IF NOT EXISTS``, so :func:`initialise` adds them to a database made before them."""
 MAX_GROUP = 64  # requests per commit; bounds how long one fsync holds back the first of them
 
 SCHEMA = """
@@ -85,6 +88,32 @@ CREATE TABLE IF NOT EXISTS statements (
     PRIMARY KEY (aggregator_id, market_id, bid_id, resource_id, interval_idx, settlement));
 CREATE TABLE IF NOT EXISTS settlements (
     market_id TEXT PRIMARY KEY, totals TEXT NOT NULL, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS flex_needs (
+    market_id TEXT NOT NULL, need_id TEXT NOT NULL, kind TEXT NOT NULL, element TEXT NOT NULL,
+    direction TEXT NOT NULL, interval_idx INTEGER NOT NULL, required_kw REAL, required_pu REAL,
+    max_price TEXT NOT NULL, partial_ok INTEGER NOT NULL, posted_us INTEGER NOT NULL,
+    PRIMARY KEY (market_id, need_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flex_offers (
+    market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, offer_id TEXT NOT NULL,
+    resource_id TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL, direction TEXT NOT NULL,
+    quantity_kw REAL NOT NULL, price TEXT NOT NULL, availability_price TEXT NOT NULL,
+    divisible INTEGER NOT NULL, min_kw REAL NOT NULL, tan_phi REAL NOT NULL, status TEXT NOT NULL,
+    updated_us INTEGER NOT NULL,
+    PRIMARY KEY (market_id, aggregator_id, offer_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flex_clearings (
+    market_id TEXT PRIMARY KEY, status TEXT NOT NULL, pricing TEXT NOT NULL, summary TEXT NOT NULL,
+    digest TEXT NOT NULL, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS flex_awards (
+    market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, offer_id TEXT NOT NULL,
+    resource_id TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL, direction TEXT NOT NULL,
+    quantity_kw REAL NOT NULL, accepted_kw REAL NOT NULL, price TEXT NOT NULL, payment TEXT NOT NULL,
+    reason TEXT NOT NULL, conflict INTEGER NOT NULL, need_ids TEXT NOT NULL,
+    PRIMARY KEY (market_id, aggregator_id, offer_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flex_need_results (
+    market_id TEXT NOT NULL, need_id TEXT NOT NULL, kind TEXT NOT NULL, element TEXT NOT NULL,
+    interval_idx INTEGER NOT NULL, met INTEGER NOT NULL, shortfall REAL NOT NULL,
+    shortfall_kw REAL NOT NULL, cost TEXT NOT NULL, marginal_price TEXT NOT NULL,
+    PRIMARY KEY (market_id, need_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;

@@ -17,10 +17,12 @@ lets settlement match a real-time bid to its day-ahead position.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 import polars as pl
 
@@ -29,9 +31,11 @@ from engine.clearing import ClearingOptions, clear
 from engine.disaggregation import Disaggregation, disaggregate
 from engine.errors import InputError
 from engine.feeders import builtin
+from engine.flexibility import BaseCase, clear_flexibility, validate_needs
 from engine.interface import trace_curve
 from engine.network import Feeder
 from engine.settlement import settle
+from server.errors import InvalidArgument
 
 ISO_SEGMENTS = 10
 """Priced segments per kind (demand, supply) in the curve handed to the ISO."""
@@ -118,6 +122,13 @@ def market_rules(market: dict) -> MarketRules:
                        value_of_lost_load=float(voll) if voll else None)
 
 
+def market_intervals(market: dict) -> list[datetime]:
+    """Start of every interval of a market, as aware UTC datetimes."""
+    step = timedelta(minutes=int(market["interval_minutes"]))
+    start = us_to_datetime(market["delivery_start_us"])
+    return [start + k * step for k in range(market["interval_count"])]
+
+
 def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: pl.DataFrame) -> MarketInputs:
     """Engine inputs of a market from its stored rows.
 
@@ -133,9 +144,7 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
     resources
         Resource rows of the bids' resources (see ``server.db`` table ``resources``).
     """
-    step = timedelta(minutes=int(market["interval_minutes"]))
-    start = us_to_datetime(market["delivery_start_us"])
-    intervals = [start + k * step for k in range(market["interval_count"])]
+    intervals = market_intervals(market)
     interval = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
     # One order for every run (server and replay), whatever order the rows came in.
     rows = bids.sort("aggregator_id", "bid_id")
@@ -162,7 +171,8 @@ def _resources(rows: pl.DataFrame) -> tuple:
     return parse_resources(table)
 
 
-def _interval_idx(inputs: MarketInputs, col: pl.Series) -> pl.Series:
+def _interval_idx(inputs, col: pl.Series) -> pl.Series:
+    """Interval index of each timestamp; ``inputs`` has the market's ``intervals``."""
     pos = {iv: k for k, iv in enumerate(inputs.intervals)}
     return pl.Series("interval_idx", [pos[iv] for iv in col.to_list()], dtype=pl.Int64)
 
@@ -358,3 +368,141 @@ def settle_market(inputs: MarketInputs, own: Disaggregation,
     statements = _decimals(table, ("price", "price_q", "amount"))
     totals = {k: decimal_text(v) for k, v in result.summary["markets"][market].items() if k != "lines"}
     return SettleOutcome(statements, totals, _digest(statements, sorted(totals.items())))
+
+
+# -- flexibility auction ---------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class _Intervals:
+    intervals: list
+
+
+def _money(x: float, rounding: str) -> Decimal:
+    """An amount in currency to the cent; rounding to 1e-6 first keeps float noise from costing a cent."""
+    return Decimal(f"{x:.6f}").quantize(Decimal("0.01"), rounding=rounding)
+
+
+def _money_text(d: Decimal) -> str:
+    text = format(d.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def _need_table(needs: pl.DataFrame, intervals: list | None) -> pl.DataFrame:
+    """The engine's needs table from stored need rows, in their order (no interval when ``intervals`` is None)."""
+    rows = needs
+    cols = [pl.col("need_id"), pl.col("kind"), pl.col("element"), pl.col("direction"), pl.col("required_kw"),
+            pl.col("required_pu"), pl.col("max_price").cast(pl.Float64), pl.col("partial_ok").cast(pl.Boolean)]
+    if intervals is not None:
+        stamps = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
+        cols.append(stamps.gather(rows["interval_idx"]).alias("interval"))
+    return rows.select(cols)
+
+
+_NEED_CHECK_SCHEMA = {"need_id": pl.Utf8, "kind": pl.Utf8, "element": pl.Utf8, "direction": pl.Utf8,
+                      "required_kw": pl.Float64, "required_pu": pl.Float64, "max_price": pl.Utf8,
+                      "partial_ok": pl.Boolean}
+
+
+def check_flex_needs(feeder: Feeder, needs: list[dict]) -> None:
+    """Check needs against the feeder with the engine's own rules (known line or bus, not the root bus).
+
+    ``needs`` are the request's rows in request order (:func:`server.convert.flex_needs`); the first
+    problem raises :class:`InvalidArgument` naming ``needs[k].field``.
+    """
+    table = pl.DataFrame([[r[c] for c in _NEED_CHECK_SCHEMA] for r in needs], schema=_NEED_CHECK_SCHEMA,
+                         orient="row")
+    try:
+        validate_needs(_need_table(table, None), feeder)
+    except InputError as exc:
+        if exc.row is None:
+            raise
+        raise InvalidArgument(f"needs[{exc.row}].{exc.field}", exc.reason) from None
+
+
+@dataclass(frozen=True, eq=False)
+class FlexOutcome:
+    """A cleared flexibility auction, in stored form.
+
+    ``awards``: aggregator_id, offer_id, resource_id (the aggregator's own ids), bus, interval_idx,
+    direction, quantity_kw, accepted_kw, price (decimal per MWh, '' when nothing is accepted),
+    payment (decimal currency, rounded down to the cent), reason, conflict, need_ids (JSON list).
+    ``needs``: need_id, kind, element, interval_idx, met, shortfall, shortfall_kw, cost (decimal
+    currency), marginal_price (decimal, '' when none). Both are empty unless ``status == "optimal"``;
+    ``total_cost`` is the sum of the payments, ``shortfall_cost`` the relief not bought at max_price.
+    """
+
+    status: str
+    awards: pl.DataFrame
+    needs: pl.DataFrame
+    total_cost: str
+    shortfall_cost: str
+    seconds: float
+    digest: str
+
+
+def clear_flex(feeder: Feeder, market: dict, needs: pl.DataFrame, offers: pl.DataFrame, pricing: str,
+               time_limit: float | None = None) -> FlexOutcome:
+    """Clear the flexibility auction of a market.
+
+    Parameters
+    ----------
+    market
+        The market row: its intervals and interval length.
+    needs
+        Need rows (``server.store.FLEX_NEED_SCHEMA``; max_price a decimal string per MWh).
+    offers
+        Active offer rows with their resource's ``capacity_kw`` (``server.store.FLEX_OFFER_SCHEMA``).
+    pricing
+        ``pay_as_bid`` or ``uniform``.
+
+    Notes
+    -----
+    Each resource may move at most its ``capacity_kw`` up and as much down per interval, across all
+    its offers (the engine's capability table), and the activations must create no new violation of
+    the feeder's limits in the lossless LinDistFlow base case of the feeder's own load forecast in the
+    intervals with needs (:meth:`engine.flexibility.BaseCase.from_feeder`).
+    """
+    t0 = time.perf_counter()
+    ivs = _Intervals(market_intervals(market))
+    stamps = pl.Series("interval", ivs.intervals, dtype=pl.Datetime("us", "UTC"))
+    need_tab = _need_table(needs.sort("need_id"), ivs.intervals)
+    rows = offers.sort("aggregator_id", "offer_id")
+    offer_tab = rows.select(
+        _engine_id(pl.col("aggregator_id"), pl.col("offer_id")).alias("offer_id"), "aggregator_id",
+        _engine_id(pl.col("aggregator_id"), pl.col("resource_id")).alias("resource_id"), "bus",
+        stamps.gather(rows["interval_idx"]).alias("interval"), "direction", "quantity_kw",
+        pl.col("price").cast(pl.Float64), pl.col("availability_price").cast(pl.Float64),
+        pl.col("divisible").cast(pl.Boolean), "min_kw", "tan_phi")
+    capabilities = (offer_tab.select("resource_id", "interval").with_columns(rows["capacity_kw"])
+                    .unique(["resource_id", "interval"], maintain_order=True)
+                    .select("resource_id", "interval", pl.col("capacity_kw").alias("capability_up_kw"),
+                            pl.col("capacity_kw").alias("capability_down_kw"),
+                            pl.lit(0.0).alias("already_committed_kw")))
+    watched = sorted(set(need_tab["interval"].to_list()))
+    result = clear_flexibility(feeder, need_tab, offer_tab, capabilities, base=BaseCase.from_feeder(feeder, watched),
+                               pricing=pricing, interval_minutes=float(market["interval_minutes"]),
+                               time_limit=time_limit)
+    seconds = time.perf_counter() - t0
+    if result.status != "optimal":
+        return FlexOutcome(result.status, pl.DataFrame(), pl.DataFrame(), "", "", seconds,
+                           _digest(result.status))
+    a = result.awards
+    payments = [_money(p, ROUND_FLOOR) for p in a["payment"].to_list()]
+    awards = a.select(
+        "aggregator_id", _local_id("offer_id"), _local_id("resource_id"), "bus",
+        _interval_idx(ivs, a["interval"]), "direction", "quantity_kw", "accepted_kw",
+        pl.Series("price", ["" if p is None else decimal_text(p) for p in a["price"].to_list()], dtype=pl.Utf8),
+        pl.Series("payment", [_money_text(p) for p in payments], dtype=pl.Utf8),
+        pl.col("reason").fill_null(""), "conflict",
+        pl.Series("need_ids", [json.dumps(ids) for ids in a["need_ids"].to_list()], dtype=pl.Utf8))
+    n = result.needs
+    need_out = n.select(
+        "need_id", "kind", pl.col("element").fill_null(""), _interval_idx(ivs, n["interval"]), "met",
+        "shortfall", "shortfall_kw",
+        pl.Series("cost", [_money_text(_money(c, ROUND_HALF_EVEN)) for c in n["cost"].to_list()], dtype=pl.Utf8),
+        pl.Series("marginal_price", ["" if p is None else decimal_text(p) for p in n["marginal_price"].to_list()],
+                  dtype=pl.Utf8))
+    total = _money_text(sum(payments, Decimal(0)))
+    shortfall = _money_text(_money(result.shortfall_cost, ROUND_HALF_EVEN))
+    return FlexOutcome("optimal", awards, need_out, total, shortfall, seconds,
+                       _digest(awards, need_out, total, shortfall))

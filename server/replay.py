@@ -1,11 +1,13 @@
-"""Replay every clearing, award and settlement from the audit log alone, and compare.
+"""Replay every clearing, award, settlement and flexibility auction from the audit log alone, and compare.
 
 The log holds the full inputs of each state change (feeder tables, market
 rules, resources, every bid submitted, replaced or withdrawn, the forecast
-and the ISO's award). :func:`replay` rebuilds the market inputs as they stood
-at each ``market.clear``, ``award.submit`` and ``market.settle`` record,
-recomputes through the same :mod:`server.markets_engine` calls the server
-made, and compares the digest of the outcome with the one recorded.
+and the ISO's award, flexibility needs and offers). :func:`replay` rebuilds
+the market inputs as they stood at each ``market.clear``, ``award.submit``,
+``market.settle`` and ``flex.clear`` record, recomputes through the same
+:mod:`server.markets_engine` calls the server made, and compares the digest
+of the outcome with the one recorded. A clearing that hit the solver time
+limit depends on the machine, not on the log, and is not replayed.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from dataclasses import dataclass
 import polars as pl
 
 from server import audit, markets_engine
-from server.store import BID_COLUMNS, BID_SCHEMA, RESOURCE_COLUMNS, RESOURCE_SCHEMA
+from server.store import (BID_COLUMNS, BID_SCHEMA, FLEX_NEED_COLUMNS, FLEX_NEED_SCHEMA, FLEX_OFFER_COLUMNS,
+                          FLEX_OFFER_SCHEMA, RESOURCE_COLUMNS, RESOURCE_SCHEMA)
 
 
 @dataclass(frozen=True)
 class ReplayCheck:
-    """One recomputed step: ``stage`` is clear, award or settle."""
+    """One recomputed step: ``stage`` is clear, award, settle or flex."""
 
     sequence: int
     market_id: str
@@ -44,6 +47,8 @@ class _State:
         self.resources: dict = {}
         self.bids: dict = {}
         self.disaggregations: dict = {}
+        self.flex_needs: dict = {}
+        self.flex_offers: dict = {}
 
     def apply(self, action: str, p: dict) -> None:
         if action == "feeder.create":
@@ -64,6 +69,17 @@ class _State:
         elif action == "bids.withdraw":
             for bid_id in p["bid_ids"]:
                 del self.bids[p["market_id"]][(p["aggregator_id"], bid_id)]
+        elif action == "flex.needs.post":
+            self.flex_needs.setdefault(p["market_id"], []).extend(p["needs"])
+        elif action == "flex.offers.submit":
+            cols, owner = p["offers"], p["aggregator_id"]
+            book = self.flex_offers.setdefault(p["market_id"], {})
+            for k, offer_id in enumerate(cols["offer_id"]):
+                book[(owner, offer_id)] = {"aggregator_id": owner,
+                                           **{c: cols[c][k] for c in FLEX_OFFER_COLUMNS[1:]}}
+        elif action == "flex.offers.withdraw":
+            for offer_id in p["offer_ids"]:
+                del self.flex_offers[p["market_id"]][(p["aggregator_id"], offer_id)]
 
     def inputs(self, market_id: str) -> markets_engine.MarketInputs:
         market = self.markets[market_id]
@@ -74,6 +90,18 @@ class _State:
                                  schema=RESOURCE_SCHEMA, orient="row")
         feeder = markets_engine.feeder_from_tables(self.feeders[market["feeder_id"]])
         return markets_engine.market_inputs(feeder, market, bids, resources)
+
+
+    def flex_outcome(self, market_id: str, pricing: str) -> markets_engine.FlexOutcome:
+        market = self.markets[market_id]
+        needs = pl.DataFrame([[r[c] for c in FLEX_NEED_COLUMNS] for r in self.flex_needs.get(market_id, [])],
+                             schema=FLEX_NEED_SCHEMA, orient="row")
+        offers = [[*(r[c] for c in FLEX_OFFER_COLUMNS),
+                   self.resources[(r["aggregator_id"], r["resource_id"])]["capacity_kw"]]
+                  for r in self.flex_offers.get(market_id, {}).values()]
+        feeder = markets_engine.feeder_from_tables(self.feeders[market["feeder_id"]])
+        return markets_engine.clear_flex(feeder, market, needs,
+                                         pl.DataFrame(offers, schema=FLEX_OFFER_SCHEMA, orient="row"), pricing)
 
 
 def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[ReplayCheck]:
@@ -88,9 +116,14 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         seq, action, p = row["seq"], row["action"], json.loads(row["payload"])
         state.apply(action, p)
         m = p.get("market_id")
-        if action not in ("market.clear", "award.submit", "market.settle"):
+        if action not in ("market.clear", "award.submit", "market.settle", "flex.clear"):
             continue
         if wanted is not None and m not in wanted:
+            continue
+        if action == "flex.clear":
+            if p["status"] != "time_limit":
+                digest = state.flex_outcome(m, p["pricing"]).digest
+                checks.append(ReplayCheck(seq, m, "flex", p["digest"], digest))
             continue
         inputs = state.inputs(m)
         reference = state.disaggregations.get(state.markets[m]["day_ahead_market_id"])

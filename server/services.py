@@ -17,6 +17,8 @@ from pathlib import Path
 from server import audit, auth, convert, db, markets_engine, store, timeline
 from server.api.dsomarket.v1 import aggregator_pb2 as agg_pb
 from server.api.dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
+from server.api.dsomarket.v1 import flexibility_pb2 as flex_pb
+from server.api.dsomarket.v1 import flexibility_pb2_grpc
 from server.api.dsomarket.v1 import market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
 from server.auth import Principal
 from server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
@@ -73,16 +75,29 @@ class App:
         return await asyncio.get_running_loop().run_in_executor(self._solver, functools.partial(fn, *args))
 
     def lock(self, market_id: str) -> asyncio.Lock:
-        """Serialises the solve-then-record steps of one market (clear, award, settle)."""
+        """Serialises the solve-then-record steps of one market (clear, award, settle, flexibility clearing)
+        and the needs posted to its flexibility auction."""
         return self._locks[market_id]
+
+    def feeder_of(self, feeder_id: str, tables: dict):
+        """The engine's feeder of stored tables, cached (a feeder never changes); call off the event loop."""
+        feeder = self._feeders.get(feeder_id)
+        if feeder is None:
+            feeder = self._feeders[feeder_id] = markets_engine.feeder_from_tables(tables)
+        return feeder
+
+    async def feeder(self, feeder_id: str):
+        """The engine's feeder by id: cached, or read and built on a worker thread (not the solver's)."""
+        hit = self._feeders.get(feeder_id)
+        if hit is not None:
+            return hit
+        tables = await self.reader.call(store.feeder_tables, feeder_id)
+        return await asyncio.get_running_loop().run_in_executor(None, self.feeder_of, feeder_id, tables)
 
     def inputs(self, rows) -> markets_engine.MarketInputs:
         """Engine inputs from :func:`server.store.market_rows`; call on the solver thread."""
         market, tables, bids, resources = rows
-        feeder = self._feeders.get(market["feeder_id"])
-        if feeder is None:
-            feeder = self._feeders[market["feeder_id"]] = markets_engine.feeder_from_tables(tables)
-        return markets_engine.market_inputs(feeder, market, bids, resources)
+        return markets_engine.market_inputs(self.feeder_of(market["feeder_id"], tables), market, bids, resources)
 
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
@@ -491,6 +506,132 @@ async def _follow(app: App, topic: str, read, after: int):
                 await wake.wait()
     # Ending with UNAVAILABLE rather than OK tells clients to reconnect (to the restarted server).
     raise Unavailable("the server is shutting down")
+
+
+class FlexibilityService(flexibility_pb2_grpc.FlexibilityServiceServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    @unary(OPERATOR)
+    async def PostNeeds(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        needs = convert.flex_needs(request)
+        market = await app.reader.call(store.get_market, market_id)
+        feeder = await app.feeder(market["feeder_id"])
+        await asyncio.get_running_loop().run_in_executor(None, markets_engine.check_flex_needs, feeder, needs)
+        # Offers cannot change once the gate has closed, but needs can: the market's lock keeps a need
+        # from landing between a clearing's read and its record.
+        async with app.lock(market_id):
+            out = await app.writer.call(store.post_needs, who, market_id, needs, *_request_key(request))
+        return flex_pb.PostNeedsResponse(posted=out["count"], acknowledged_at=convert.ts(out["acknowledged_us"]))
+
+    @unary(OPERATOR, AUDITOR, AGGREGATOR)
+    async def ListNeeds(self, request, who):
+        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
+        scope = f"ListNeeds|{market_id}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = store.list_flex_needs(conn, market_id, after, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["market_id"], r["need_id"]])
+        # An aggregator sees what is needed where, not what the DSO would pay for it.
+        needs = [convert.flex_need(r, markets[r["market_id"]], with_price=who.role != AGGREGATOR) for r in rows]
+        return flex_pb.ListNeedsResponse(needs=needs, pagination=info)
+
+    @unary(AGGREGATOR)
+    async def SubmitFlexOffers(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        batch = convert.flex_offer_batch(request.offers)
+        out = await self.app.writer.call(store.submit_flex_offers, who, market_id, batch, *_request_key(request))
+        return flex_pb.SubmitFlexOffersResponse(accepted=out["count"],
+                                                acknowledged_at=convert.ts(out["acknowledged_us"]))
+
+    @unary(AGGREGATOR)
+    async def WithdrawFlexOffers(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        offer_ids = convert.offer_ids(request.offer_ids)
+        out = await self.app.writer.call(store.withdraw_flex_offers, who, market_id, offer_ids,
+                                         *_request_key(request))
+        return flex_pb.WithdrawFlexOffersResponse(withdrawn=out["count"],
+                                                  acknowledged_at=convert.ts(out["acknowledged_us"]))
+
+    @unary(AGGREGATOR, *READERS)
+    async def ListFlexOffers(self, request, who):
+        f = request.filter
+        owner = auth.scope(who, convert.optional_id(f.aggregator_id, "filter.aggregator_id"))
+        market_id = convert.optional_id(f.market_id, "filter.market_id")
+        scope = f"ListFlexOffers|{owner}|{market_id}|{f.include_withdrawn}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = store.list_flex_offers(conn, market_id, owner, f.include_withdrawn, after, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope,
+                                       lambda r: [r["market_id"], r["aggregator_id"], r["offer_id"]])
+        offers = [convert.flex_offer(r, markets[r["market_id"]]) for r in rows]
+        return flex_pb.ListFlexOffersResponse(offers=offers, pagination=info)
+
+    @unary(OPERATOR)
+    async def ClearFlexibility(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        pricing = convert.flex_pricing(request.pricing)
+        async with app.lock(market_id):
+            market, tables, needs, offers, status = await app.reader.call(store.flex_rows, market_id)
+            store.require_flex_clearable(market, status, needs.height)
+            outcome = await app.solve(lambda: markets_engine.clear_flex(
+                app.feeder_of(market["feeder_id"], tables), market, needs, offers, pricing, app.solve_time_limit))
+            await app.writer.call(store.record_flex_clearing, who, market_id, pricing, outcome)
+        if outcome.status == "time_limit":
+            raise DeadlineExceeded(f"the flexibility auction of market {market_id!r} hit the solver time limit; "
+                                   "it can be cleared again")
+        optimal = outcome.status == "optimal"
+        accepted = outcome.awards["accepted_kw"] if optimal else None
+        return flex_pb.ClearFlexibilityResponse(
+            market_id=market_id, status=convert.CLEARING_STATUS.get(outcome.status, convert.CLEARING_STATUS["error"]),
+            pricing=convert.flex_pricing_value(pricing), total_cost=outcome.total_cost,
+            shortfall_cost=outcome.shortfall_cost, currency=market["currency"], need_count=needs.height,
+            needs_met=int(outcome.needs["met"].sum()) if optimal else 0, offer_count=offers.height,
+            offers_accepted=int((accepted > 0).sum()) if optimal else 0,
+            accepted_kw=float(accepted.sum()) if optimal else 0.0, solve_seconds=outcome.seconds)
+
+    @unary(AGGREGATOR, *READERS)
+    async def ListFlexAwards(self, request, who):
+        owner = auth.scope(who, convert.optional_id(request.filter.aggregator_id, "filter.aggregator_id"))
+        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
+        scope = f"ListFlexAwards|{owner}|{market_id}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = store.list_flex_awards(conn, market_id, owner, after, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope,
+                                       lambda r: [r["market_id"], r["aggregator_id"], r["offer_id"]])
+        awards = [convert.flex_award(r, markets[r["market_id"]]) for r in rows]
+        return flex_pb.ListFlexAwardsResponse(awards=awards, pagination=info)
+
+    @unary(*READERS)
+    async def ListFlexNeedResults(self, request, who):
+        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
+        scope = f"ListFlexNeedResults|{market_id}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = store.list_flex_need_results(conn, market_id, after, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["market_id"], r["need_id"]])
+        results = [convert.flex_need_result(r, markets[r["market_id"]]) for r in rows]
+        return flex_pb.ListFlexNeedResultsResponse(results=results, pagination=info)
 
 
 class AuditService(audit_pb2_grpc.AuditServiceServicer):

@@ -20,13 +20,16 @@ import polars as pl
 
 from server import audit, timeline
 from server.auth import Principal
-from server.convert import BidBatch
+from server.convert import BidBatch, FlexOfferBatch
 from server.db import now_us
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 MAX_BIDS_PER_AGGREGATOR = 1_000_000
 """Most bid segments (active or withdrawn) one aggregator may hold in one market."""
 MAX_RESOURCES_PER_AGGREGATOR = 100_000
+MAX_FLEX_NEEDS_PER_MARKET = 10_000
+MAX_FLEX_OFFERS_PER_AGGREGATOR = 100_000
+"""Most flexibility offers (active or withdrawn) one aggregator may hold in one market."""
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
 
 BID_COLUMNS = ("aggregator_id", "bid_id", "resource_id", "bus", "side", "quantity_kw", "price",
@@ -40,6 +43,18 @@ RESOURCE_COLUMNS = ("aggregator_id", "resource_id", "feeder_id", "bus", "kind", 
 RESOURCE_SCHEMA = {c: pl.Float64 for c in RESOURCE_COLUMNS} | {
     "aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "feeder_id": pl.Utf8, "bus": pl.Utf8, "kind": pl.Utf8,
     "departure_us": pl.Int64}
+FLEX_NEED_COLUMNS = ("need_id", "kind", "element", "direction", "interval_idx", "required_kw", "required_pu",
+                     "max_price", "partial_ok")
+FLEX_NEED_SCHEMA = {"need_id": pl.Utf8, "kind": pl.Utf8, "element": pl.Utf8, "direction": pl.Utf8,
+                    "interval_idx": pl.Int64, "required_kw": pl.Float64, "required_pu": pl.Float64,
+                    "max_price": pl.Utf8, "partial_ok": pl.Boolean}
+FLEX_OFFER_COLUMNS = ("aggregator_id", "offer_id", "resource_id", "bus", "interval_idx", "direction", "quantity_kw",
+                      "price", "availability_price", "divisible", "min_kw", "tan_phi")
+FLEX_OFFER_SCHEMA = {"aggregator_id": pl.Utf8, "offer_id": pl.Utf8, "resource_id": pl.Utf8, "bus": pl.Utf8,
+                     "interval_idx": pl.Int64, "direction": pl.Utf8, "quantity_kw": pl.Float64, "price": pl.Utf8,
+                     "availability_price": pl.Utf8, "divisible": pl.Boolean, "min_kw": pl.Float64,
+                     "tan_phi": pl.Float64, "capacity_kw": pl.Float64}
+"""Active offers as the auction reads them: the offer columns plus the resource's ``capacity_kw``."""
 STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement")
 _BID_INSERT = ("INSERT INTO bids (market_id, aggregator_id, bid_id, resource_id, bus, side, quantity_kw, "
                "price, interval_idx, tan_phi, status, updated_us) "
@@ -479,6 +494,208 @@ def override(conn, who: Principal, market_id: str, aggregator_id: str, resource_
     return dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (cur.lastrowid,)).fetchone())
 
 
+# -- flexibility auction ----------------------------------------------------------------------
+
+def flex_status(conn, market_id: str) -> str | None:
+    """Status of the market's last flexibility clearing, or None when it was never cleared."""
+    row = conn.execute("SELECT status FROM flex_clearings WHERE market_id = ?", (market_id,)).fetchone()
+    return row[0] if row else None
+
+
+def require_flex_open(market: dict, status: str | None, action: str) -> None:
+    """FAILED_PRECONDITION once the market's flexibility auction has an optimal clearing."""
+    if status == "optimal":
+        raise FailedPrecondition(f"the flexibility auction of market {market['market_id']!r} is cleared: "
+                                 f"{action} is no longer possible")
+
+
+def require_flex_clearable(market: dict, status: str | None, need_count: int) -> None:
+    """A flexibility auction clears once, after the market's gate closed, and only with needs."""
+    if market["state"] == "open":
+        raise FailedPrecondition(f"market {market['market_id']!r} is open: clearing its flexibility auction "
+                                 "needs the gate closed (CloseGate), so that the offers are final")
+    require_flex_open(market, status, "clearing it again")
+    if need_count == 0:
+        raise FailedPrecondition(f"market {market['market_id']!r} has no flexibility needs to clear")
+
+
+def _need_index(market: dict, start_us: int, field: str) -> int:
+    k = timeline.interval_index(market, start_us)
+    if k is None:
+        raise InvalidArgument(field, f"{timeline.iso(start_us)} is not an interval start of market "
+                                     f"{market['market_id']!r}")
+    return k
+
+
+def post_needs(conn, who: Principal, market_id: str, needs: list[dict], request_id: str, digest: str) -> dict:
+    """Store validated needs (:func:`server.convert.flex_needs`, elements checked against the feeder)."""
+    def run():
+        market = get_market(conn, market_id)
+        require_flex_open(market, flex_status(conn, market_id), "posting needs")
+        rows = [{"need_id": r["need_id"], "kind": r["kind"], "element": r["element"],
+                 "direction": r["direction"],
+                 "interval_idx": _need_index(market, r["start_us"], f"needs[{k}].interval_start"),
+                 "required_kw": r["required_kw"], "required_pu": r["required_pu"], "max_price": r["max_price"],
+                 "partial_ok": r["partial_ok"]} for k, r in enumerate(needs)]
+        (held,) = conn.execute("SELECT COUNT(*) FROM flex_needs WHERE market_id = ?", (market_id,)).fetchone()
+        if held + len(rows) > MAX_FLEX_NEEDS_PER_MARKET:
+            raise ResourceExhausted(f"needs: a market may hold at most {MAX_FLEX_NEEDS_PER_MARKET} needs "
+                                    f"({held} posted, {len(rows)} more)")
+        now = now_us()
+        values = [(market_id, *(r[c] for c in FLEX_NEED_COLUMNS[:-1]), int(r["partial_ok"]), now) for r in rows]
+        sql = (f"INSERT INTO flex_needs (market_id, {', '.join(FLEX_NEED_COLUMNS)}, posted_us) "
+               f"VALUES ({_marks(len(FLEX_NEED_COLUMNS) + 2)})")
+        if not _insert_all(conn, sql, values):
+            for k, r in enumerate(rows):
+                if conn.execute("SELECT 1 FROM flex_needs WHERE market_id = ? AND need_id = ?",
+                                (market_id, r["need_id"])).fetchone():
+                    raise AlreadyExists(f"needs[{k}].need_id: {r['need_id']!r} already exists in market "
+                                        f"{market_id!r}")
+        _audit(conn, who, "flex.needs.post", {"market_id": market_id, "needs": rows}, now)
+        return {"count": len(rows), "acknowledged_us": now}
+
+    return _idempotent(conn, who, request_id, digest, run)
+
+
+def _flex_offer_rows(conn, market: dict, who: Principal, batch: FlexOfferBatch, now: int) -> list[tuple]:
+    """Checks of an offer batch against the market and the caller's resources; the rows to store."""
+    indices = interval_indices(market, batch.interval_starts, "offers.interval_starts")
+    _check_gates(market, enumerate(indices), lambda j: f"offers.interval_starts[{j}]", now)
+    resources = _own_resources(conn, who.name, batch.resource_id)
+    cap = Decimal(market["price_cap"])
+    rows = []
+    for k in range(len(batch)):
+        rid = batch.resource_id[k]
+        res = resources.get(rid)
+        if res is None:
+            raise NotFound(f"offers.resource_id[{k}]: you have no resource {rid!r}")
+        if res["feeder_id"] != market["feeder_id"]:
+            raise InvalidArgument(f"offers.resource_id[{k}]", f"{rid!r} is on feeder {res['feeder_id']!r}; the "
+                                                              f"market clears feeder {market['feeder_id']!r}")
+        if batch.quantity_kw[k] > res["capacity_kw"]:
+            raise InvalidArgument(f"offers.quantity_kw[{k}]", f"{batch.quantity_kw[k]} kW exceeds resource "
+                                                              f"{rid!r}'s capacity of {res['capacity_kw']} kW")
+        for name in ("price", "availability_price"):
+            value = getattr(batch, name)[k]
+            if Decimal(value) > cap:
+                raise InvalidArgument(f"offers.{name}[{k}]", f"{value} is above the market's price cap "
+                                                             f"{market['price_cap']}")
+        t = indices[batch.interval_index[k]]
+        if res["kind"] == "ev" and timeline.interval_start(market, t) >= res["departure_us"]:
+            raise InvalidArgument(f"offers.interval_index[{k}]", f"EV {rid!r} departs at "
+                                                                 f"{timeline.iso(res['departure_us'])}, before "
+                                                                 "this interval starts")
+        rows.append((market["market_id"], who.name, batch.offer_id[k], rid, res["bus"], t, batch.direction[k],
+                     batch.quantity_kw[k], batch.price[k], batch.availability_price[k], int(batch.divisible[k]),
+                     batch.min_kw[k], batch.tan_phi[k], "active", now))
+    return rows
+
+
+_FLEX_OFFER_INSERT = ("INSERT INTO flex_offers (market_id, aggregator_id, offer_id, resource_id, bus, interval_idx, "
+                      "direction, quantity_kw, price, availability_price, divisible, min_kw, tan_phi, status, "
+                      "updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _existing_offers(conn, market_id: str, aggregator: str, offer_ids: list[str]) -> dict:
+    out = {}
+    for part in _chunks(offer_ids):
+        for row in conn.execute(f"SELECT * FROM flex_offers WHERE market_id = ? AND aggregator_id = ? AND "
+                                f"offer_id IN ({_marks(len(part))})", (market_id, aggregator, *part)):
+            out[row["offer_id"]] = row
+    return out
+
+
+def submit_flex_offers(conn, who: Principal, market_id: str, batch: FlexOfferBatch, request_id: str,
+                       digest: str) -> dict:
+    def run():
+        market = get_market(conn, market_id)
+        require_state(market, ("open",), "submitting flexibility offers")
+        require_flex_open(market, flex_status(conn, market_id), "submitting offers")
+        now = now_us()
+        rows = _flex_offer_rows(conn, market, who, batch, now)
+        (held,) = conn.execute("SELECT COUNT(*) FROM flex_offers WHERE market_id = ? AND aggregator_id = ?",
+                               (market_id, who.name)).fetchone()
+        if held + len(rows) > MAX_FLEX_OFFERS_PER_AGGREGATOR:
+            raise ResourceExhausted(f"offers: an aggregator may hold at most {MAX_FLEX_OFFERS_PER_AGGREGATOR} "
+                                    f"offers in a market ({held} held, {len(rows)} submitted)")
+        if not _insert_all(conn, _FLEX_OFFER_INSERT, rows):
+            existing = _existing_offers(conn, market_id, who.name, batch.offer_id)
+            k = next(k for k, o in enumerate(batch.offer_id) if o in existing)
+            raise AlreadyExists(f"offers.offer_id[{k}]: {batch.offer_id[k]!r} already exists in market "
+                                f"{market_id!r}")
+        cols = list(zip(*rows, strict=True))
+        payload = {"market_id": market_id, "aggregator_id": who.name,
+                   "offers": {name: list(cols[k + 2]) for k, name in enumerate(FLEX_OFFER_COLUMNS[1:])}}
+        _audit(conn, who, "flex.offers.submit", payload, now)
+        return {"count": len(rows), "acknowledged_us": now}
+
+    return _idempotent(conn, who, request_id, digest, run)
+
+
+def withdraw_flex_offers(conn, who: Principal, market_id: str, offer_ids: list[str], request_id: str,
+                         digest: str) -> dict:
+    def run():
+        market = get_market(conn, market_id)
+        require_state(market, ("open",), "withdrawing flexibility offers")
+        require_flex_open(market, flex_status(conn, market_id), "withdrawing offers")
+        now = now_us()
+        existing = _existing_offers(conn, market_id, who.name, offer_ids)
+        for k, o in enumerate(offer_ids):
+            row = existing.get(o)
+            if row is None or row["status"] != "active":
+                raise NotFound(f"offer_ids[{k}]: you have no active offer {o!r} in market {market_id!r}")
+        _check_gates(market, ((k, existing[o]["interval_idx"]) for k, o in enumerate(offer_ids)),
+                     lambda k: f"offer_ids[{k}]", now)
+        conn.executemany("UPDATE flex_offers SET status = 'withdrawn', updated_us = ? "
+                         "WHERE market_id = ? AND aggregator_id = ? AND offer_id = ?",
+                         [(now, market_id, who.name, o) for o in offer_ids])
+        _audit(conn, who, "flex.offers.withdraw",
+               {"market_id": market_id, "aggregator_id": who.name, "offer_ids": offer_ids}, now)
+        return {"count": len(offer_ids), "acknowledged_us": now}
+
+    return _idempotent(conn, who, request_id, digest, run)
+
+
+def flex_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFrame, str | None]:
+    """What a flexibility clearing reads: the market, its feeder tables, its needs, the active offers with
+    their resource's capacity, and the status of the last clearing."""
+    market = get_market(conn, market_id)
+    tables = feeder_tables(conn, market["feeder_id"])
+    needs = conn.execute(f"SELECT {', '.join(FLEX_NEED_COLUMNS)} FROM flex_needs WHERE market_id = ?",
+                         (market_id,)).fetchall()
+    offers = conn.execute(
+        f"SELECT {', '.join('o.' + c for c in FLEX_OFFER_COLUMNS)}, r.capacity_kw FROM flex_offers o "
+        "JOIN resources r ON r.aggregator_id = o.aggregator_id AND r.resource_id = o.resource_id "
+        "WHERE o.market_id = ? AND o.status = 'active'", (market_id,)).fetchall()
+    return (market, tables, pl.DataFrame(needs, schema=FLEX_NEED_SCHEMA, orient="row"),
+            pl.DataFrame(offers, schema=FLEX_OFFER_SCHEMA, orient="row"), flex_status(conn, market_id))
+
+
+def record_flex_clearing(conn, who: Principal, market_id: str, pricing: str, outcome) -> dict:
+    """Store a flexibility clearing (:class:`server.markets_engine.FlexOutcome`); only an optimal one is final."""
+    market = get_market(conn, market_id)
+    (count,) = conn.execute("SELECT COUNT(*) FROM flex_needs WHERE market_id = ?", (market_id,)).fetchone()
+    require_flex_clearable(market, flex_status(conn, market_id), count)
+    now = now_us()
+    summary = {"total_cost": outcome.total_cost, "shortfall_cost": outcome.shortfall_cost,
+               "seconds": outcome.seconds}
+    conn.execute("INSERT OR REPLACE INTO flex_clearings (market_id, status, pricing, summary, digest, created_us) "
+                 "VALUES (?, ?, ?, ?, ?, ?)",
+                 (market_id, outcome.status, pricing, json.dumps(summary), outcome.digest, now))
+    if outcome.status == "optimal":
+        conn.executemany("INSERT INTO flex_awards (market_id, aggregator_id, offer_id, resource_id, bus, "
+                         "interval_idx, direction, quantity_kw, accepted_kw, price, payment, reason, conflict, "
+                         "need_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(market_id, *r[:11], int(r[11]), r[12]) for r in outcome.awards.iter_rows()])
+        conn.executemany("INSERT INTO flex_need_results (market_id, need_id, kind, element, interval_idx, met, "
+                         "shortfall, shortfall_kw, cost, marginal_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(market_id, *r[:4], int(r[4]), *r[5:]) for r in outcome.needs.iter_rows()])
+    _audit(conn, who, "flex.clear", {"market_id": market_id, "pricing": pricing, "status": outcome.status,
+                                     "total_cost": outcome.total_cost, "shortfall_cost": outcome.shortfall_cost,
+                                     "digest": outcome.digest}, now)
+    return summary
+
+
 # -- reads -----------------------------------------------------------------------------------
 
 def _keyset(conn, table: str, filters: list[tuple[str, tuple]], key: tuple[str, ...], after: list | None,
@@ -583,3 +800,24 @@ def iso_award_rows(conn, market_id: str) -> list[tuple[int, float, str]]:
     rows = conn.execute("SELECT interval_idx, import_kw, price FROM iso_awards WHERE market_id = ? "
                         "ORDER BY interval_idx", (market_id,))
     return [tuple(r) for r in rows]
+
+
+def list_flex_needs(conn, market_id: str, after, limit: int) -> list:
+    return _keyset(conn, "flex_needs", _eq("market_id", market_id), ("market_id", "need_id"), after, limit)
+
+
+def list_flex_offers(conn, market_id: str, aggregator: str | None, include_withdrawn: bool, after,
+                     limit: int) -> list:
+    filters = _eq("market_id", market_id) + _eq("aggregator_id", aggregator)
+    if not include_withdrawn:
+        filters.append(("status = 'active'", ()))
+    return _keyset(conn, "flex_offers", filters, ("market_id", "aggregator_id", "offer_id"), after, limit)
+
+
+def list_flex_awards(conn, market_id: str, aggregator: str | None, after, limit: int) -> list:
+    return _keyset(conn, "flex_awards", _eq("market_id", market_id) + _eq("aggregator_id", aggregator),
+                   ("market_id", "aggregator_id", "offer_id"), after, limit)
+
+
+def list_flex_need_results(conn, market_id: str, after, limit: int) -> list:
+    return _keyset(conn, "flex_need_results", _eq("market_id", market_id), ("market_id", "need_id"), after, limit)

@@ -2,7 +2,9 @@
 
 Offline (on the database file): ``serve``, ``token create``, ``audit verify``,
 ``audit replay``, ``demo``. Over gRPC, through :mod:`clients.api` only:
-``bids submit|list``, ``awards follow``, ``curves fetch``, ``award submit``;
+``bids submit|list``, ``awards follow``, ``curves fetch``, ``award submit``, and
+the flexibility auction's ``flex needs|submit|awards`` (next to the offline
+``flex clear``);
 they take ``--server`` and ``--token`` (or ``DSOMARKET_SERVER`` and
 ``DSOMARKET_TOKEN``). Bad input exits with status 2, a refused or failed
 call with status 1, each with one line on stderr.
@@ -21,11 +23,12 @@ from pathlib import Path
 
 import polars as pl
 
-from clients.api import ApiError, BidSegment, Client, ClientTls, InvalidArgument, IntervalAward
+from clients.api import ApiError, BidSegment, Client, ClientTls, FlexOffer, InvalidArgument, IntervalAward
 from clients.files import write_csv
 from engine.errors import InputError
 
 _BID_TEXT_COLUMNS = ("bid_id", "resource_id", "side", "price", "interval")
+_OFFER_TEXT_COLUMNS = ("offer_id", "resource_id", "direction", "price", "interval", "availability_price")
 
 
 def register(subparsers) -> None:
@@ -107,6 +110,28 @@ def register(subparsers) -> None:
     ws.add_argument("--market", required=True)
     ws.add_argument("--file", required=True, type=Path)
     ws.set_defaults(func=_award_submit)
+
+
+def register_flex(actions) -> None:
+    """``flex needs|submit|awards`` against a server, added by :mod:`clients.commands.flex` to its group."""
+    fn = actions.add_parser("needs", help="list the needs posted on a server as CSV on stdout",
+                            description="Aggregators see every need but not its max_price.")
+    _connection(fn)
+    fn.add_argument("--market", default="")
+    fn.set_defaults(func=_flex_needs)
+    fs = actions.add_parser("submit", help="submit a flexibility offers file to a server, all offers or none",
+                            description="Columns: offer_id, resource_id, direction (up|down), quantity_kw, "
+                                        "price (per MWh), interval (ISO 8601 UTC start)[, availability_price, "
+                                        "divisible, min_kw, tan_phi]; CSV or Parquet.")
+    _connection(fs)
+    fs.add_argument("--market", required=True)
+    fs.add_argument("--file", required=True, type=Path)
+    fs.set_defaults(func=_flex_submit)
+    fa = actions.add_parser("awards", help="list flexibility awards (yours, as an aggregator) as CSV on stdout")
+    _connection(fa)
+    fa.add_argument("--market", default="")
+    fa.add_argument("--aggregator", default="", help="operator and auditor: whose awards (default all)")
+    fa.set_defaults(func=_flex_awards)
 
 
 def _connection(p: argparse.ArgumentParser) -> None:
@@ -230,21 +255,25 @@ def _demo(args) -> int:
 
 # -- over gRPC -------------------------------------------------------------------------------
 
-def read_bids(path: Path) -> list[BidSegment]:
-    """Bid segments of a CSV or Parquet file; prices are kept as written (decimal text)."""
+def _read(path: Path, table: str, text_columns: tuple) -> pl.DataFrame:
+    """A CSV or Parquet file, with ``text_columns`` read as text (decimal prices stay as written)."""
     if not path.is_file():
-        raise InputError("bids", "file", f"{path}: no such file")
+        raise InputError(table, "file", f"{path}: no such file")
     try:
         if path.suffix.lower() == ".csv":
-            df = pl.read_csv(path, schema_overrides={c: pl.Utf8 for c in _BID_TEXT_COLUMNS},
-                             infer_schema_length=None)
-        elif path.suffix.lower() in (".parquet", ".pq"):
-            df = pl.read_parquet(path)
-        else:
-            raise InputError("bids", "file",
-                             f"{path}: unsupported extension {path.suffix!r} (use .csv or .parquet)")
+            header = pl.read_csv(path, n_rows=0).columns
+            return pl.read_csv(path, schema_overrides={c: pl.Utf8 for c in text_columns if c in header},
+                               infer_schema_length=None)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError("bids", "file", f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+        raise InputError(table, "file", f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    raise InputError(table, "file", f"{path}: unsupported extension {path.suffix!r} (use .csv or .parquet)")
+
+
+def read_bids(path: Path) -> list[BidSegment]:
+    """Bid segments of a CSV or Parquet file; prices are kept as written (decimal text)."""
+    df = _read(path, "bids", _BID_TEXT_COLUMNS)
     for col in ("bid_id", "resource_id", "side", "quantity_kw", "price", "interval"):
         if col not in df.columns:
             raise InputError("bids", col, "column is missing")
@@ -359,5 +388,72 @@ def _award_submit(args) -> int:
         for line in result.diagnosis:
             print(f"  {line}")
         return 0 if result.status == "optimal" else 1
+
+    return _talk(args, work)
+
+
+# -- flexibility auction ---------------------------------------------------------------------
+
+def read_flex_offers(path: Path) -> list[FlexOffer]:
+    """Flexibility offers of a CSV or Parquet file; prices are kept as written (decimal text)."""
+    df = _read(path, "offers", _OFFER_TEXT_COLUMNS)
+    for col in ("offer_id", "resource_id", "direction", "quantity_kw", "price", "interval"):
+        if col not in df.columns:
+            raise InputError("offers", col, "column is missing")
+    optional = {"availability_price": (pl.Utf8, "0"), "divisible": (pl.Boolean, True), "min_kw": (pl.Float64, 0.0),
+                "tan_phi": (pl.Float64, 0.0)}
+    df = df.with_columns(_utc(df, "offers"), pl.col("price").cast(pl.Utf8), pl.col("quantity_kw").cast(pl.Float64),
+                         *((pl.col(c).cast(t).fill_null(d) if c in df.columns else pl.lit(d, dtype=t)).alias(c)
+                           for c, (t, d) in optional.items()))
+    return [FlexOffer(r["offer_id"], r["resource_id"], r["direction"], r["quantity_kw"], r["price"], r["interval"],
+                      r["availability_price"], r["divisible"], r["min_kw"], r["tan_phi"])
+            for r in df.iter_rows(named=True)]
+
+
+def _csv(rows: list[dict], columns: tuple) -> None:
+    sys.stdout.write(pl.DataFrame(rows, schema=list(columns), orient="row").write_csv() if rows
+                     else ",".join(columns) + "\n")
+
+
+_NEED_COLUMNS = ("market_id", "need_id", "kind", "element", "direction", "interval", "required_kw", "required_pu",
+                 "max_price", "partial_ok")
+_FLEX_AWARD_COLUMNS = ("market_id", "aggregator_id", "offer_id", "resource_id", "bus", "interval", "direction",
+                       "quantity_kw", "accepted_kw", "price", "payment", "currency", "reason", "conflict",
+                       "need_ids")
+
+
+def _flex_needs(args) -> int:
+    async def work(client: Client) -> int:
+        needs = await client.list_needs(market_id=args.market)
+        _csv([{"market_id": n.market_id, "need_id": n.need_id, "kind": n.kind, "element": n.element,
+               "direction": n.direction, "interval": n.interval_start.isoformat(), "required_kw": n.required_kw,
+               "required_pu": n.required_pu, "max_price": "" if n.max_price is None else str(n.max_price),
+               "partial_ok": n.partial_ok} for n in needs], _NEED_COLUMNS)
+        return 0
+
+    return _talk(args, work)
+
+
+def _flex_submit(args) -> int:
+    offers = read_flex_offers(args.file)
+
+    async def work(client: Client) -> int:
+        ack = await client.submit_flex_offers(args.market, offers)
+        print(f"{ack.count} offers acknowledged at {ack.acknowledged_at.isoformat()}")
+        return 0
+
+    return _talk(args, work)
+
+
+def _flex_awards(args) -> int:
+    async def work(client: Client) -> int:
+        awards = await client.list_flex_awards(market_id=args.market, aggregator_id=args.aggregator)
+        _csv([{"market_id": w.market_id, "aggregator_id": w.aggregator_id, "offer_id": w.offer_id,
+               "resource_id": w.resource_id, "bus": w.bus, "interval": w.interval_start.isoformat(),
+               "direction": w.direction, "quantity_kw": w.quantity_kw, "accepted_kw": w.accepted_kw,
+               "price": "" if w.price is None else str(w.price), "payment": str(w.payment), "currency": w.currency,
+               "reason": w.reason, "conflict": w.conflict, "need_ids": ";".join(w.need_ids)} for w in awards],
+             _FLEX_AWARD_COLUMNS)
+        return 0
 
     return _talk(args, work)
