@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
@@ -31,7 +31,7 @@ from engine.clearing import ClearingOptions, clear
 from engine.disaggregation import Disaggregation, disaggregate
 from engine.errors import InputError
 from engine.feeders import builtin
-from engine.flexibility import BaseCase, clear_flexibility, validate_needs
+from engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
 from engine.interface import trace_curve
 from engine.network import Feeder
 from engine.settlement import settle
@@ -101,9 +101,17 @@ def feeder_to_tables(feeder: Feeder) -> dict:
 
 # -- market inputs ---------------------------------------------------------------
 
+ACTIVATION_COLUMNS = ("bus", "interval_idx", "direction", "accepted_kw", "tan_phi")
+"""Columns of accepted flexibility activations as :func:`market_inputs` takes them."""
+
+
 @dataclass(frozen=True, eq=False)
 class MarketInputs:
-    """Everything a clearing of one market reads, already in the engine's form."""
+    """Everything a clearing of one market reads, already in the engine's form.
+
+    ``feeder`` already carries the accepted flexibility activations the market is built on (see
+    :func:`market_inputs`).
+    """
 
     feeder: Feeder
     rules: MarketRules
@@ -129,7 +137,8 @@ def market_intervals(market: dict) -> list[datetime]:
     return [start + k * step for k in range(market["interval_count"])]
 
 
-def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: pl.DataFrame) -> MarketInputs:
+def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: pl.DataFrame,
+                  activations: pl.DataFrame | None = None) -> MarketInputs:
     """Engine inputs of a market from its stored rows.
 
     Parameters
@@ -143,9 +152,20 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
         quantity_kw, price`` (decimal string), ``interval_idx, tan_phi``.
     resources
         Resource rows of the bids' resources (see ``server.db`` table ``resources``).
+    activations
+        Accepted flexibility activations to fold into the feeder's fixed load
+        (``server.store.ACTIVATION_SCHEMA``: bus, interval_idx, direction ``up`` = more injection or
+        less load, accepted_kw >= 0, tan_phi), or None. The clearing, the interface curves and the
+        disaggregation of an award are then all built on that net load
+        (:func:`engine.flexibility.apply_activations`).
     """
     intervals = market_intervals(market)
     interval = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
+    if activations is not None and activations.height:
+        # One order for every run, so that the per-bus sums come out bit for bit the same.
+        acts = activations.sort(*ACTIVATION_COLUMNS)
+        feeder = apply_activations(feeder, acts.select(
+            "bus", interval.gather(acts["interval_idx"]).alias("interval"), "direction", "accepted_kw", "tan_phi"))
     # One order for every run (server and replay), whatever order the rows came in.
     rows = bids.sort("aggregator_id", "bid_id")
     table = rows.select(_engine_id(pl.col("aggregator_id"), pl.col("bid_id")).alias("bid_id"),
@@ -429,6 +449,10 @@ class FlexOutcome:
     ``needs``: need_id, kind, element, interval_idx, met, shortfall, shortfall_kw, cost (decimal
     currency), marginal_price (decimal, '' when none). Both are empty unless ``status == "optimal"``;
     ``total_cost`` is the sum of the payments, ``shortfall_cost`` the relief not bought at max_price.
+    ``activations``: the accepted offers as :func:`market_inputs` folds them into the energy market
+    (:data:`ACTIVATION_COLUMNS`, in offer order). ``committed``: the energy-market positions that
+    used up capability (aggregator_id, resource_id, interval_idx, kw net injection; only resources and
+    intervals with offers, nonzero kW).
     """
 
     status: str
@@ -438,10 +462,12 @@ class FlexOutcome:
     shortfall_cost: str
     seconds: float
     digest: str
+    activations: pl.DataFrame = field(default_factory=pl.DataFrame)
+    committed: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def clear_flex(feeder: Feeder, market: dict, needs: pl.DataFrame, offers: pl.DataFrame, pricing: str,
-               time_limit: float | None = None) -> FlexOutcome:
+               time_limit: float | None = None, committed: pl.DataFrame | None = None) -> FlexOutcome:
     """Clear the flexibility auction of a market.
 
     Parameters
@@ -454,13 +480,19 @@ def clear_flex(feeder: Feeder, market: dict, needs: pl.DataFrame, offers: pl.Dat
         Active offer rows with their resource's ``capacity_kw`` (``server.store.FLEX_OFFER_SCHEMA``).
     pricing
         ``pay_as_bid`` or ``uniform``.
+    committed
+        What each resource already sold in the market's energy award, per interval: rows
+        ``aggregator_id, resource_id, interval_idx, kw`` (net injection, positive = up), or None.
 
     Notes
     -----
     Each resource may move at most its ``capacity_kw`` up and as much down per interval, across all
-    its offers (the engine's capability table), and the activations must create no new violation of
-    the feeder's limits in the lossless LinDistFlow base case of the feeder's own load forecast in the
-    intervals with needs (:meth:`engine.flexibility.BaseCase.from_feeder`).
+    its offers (the engine's capability table), less what it already sold in the energy market in
+    that direction (``already_committed_kw = kw``: an award to inject uses up capability up, one to
+    consume capability down); an offer cut by it gets reason ``capability`` and ``conflict``. The
+    activations must create no new violation of the feeder's limits in the lossless LinDistFlow base
+    case of the feeder's own load forecast in the intervals with needs
+    (:meth:`engine.flexibility.BaseCase.from_feeder`).
     """
     t0 = time.perf_counter()
     ivs = _Intervals(market_intervals(market))
@@ -476,8 +508,8 @@ def clear_flex(feeder: Feeder, market: dict, needs: pl.DataFrame, offers: pl.Dat
     capabilities = (offer_tab.select("resource_id", "interval").with_columns(rows["capacity_kw"])
                     .unique(["resource_id", "interval"], maintain_order=True)
                     .select("resource_id", "interval", pl.col("capacity_kw").alias("capability_up_kw"),
-                            pl.col("capacity_kw").alias("capability_down_kw"),
-                            pl.lit(0.0).alias("already_committed_kw")))
+                            pl.col("capacity_kw").alias("capability_down_kw")))
+    capabilities, used = _committed(capabilities, committed, ivs)
     watched = sorted(set(need_tab["interval"].to_list()))
     result = clear_flexibility(feeder, need_tab, offer_tab, capabilities, base=BaseCase.from_feeder(feeder, watched),
                                pricing=pricing, interval_minutes=float(market["interval_minutes"]),
@@ -485,7 +517,7 @@ def clear_flex(feeder: Feeder, market: dict, needs: pl.DataFrame, offers: pl.Dat
     seconds = time.perf_counter() - t0
     if result.status != "optimal":
         return FlexOutcome(result.status, pl.DataFrame(), pl.DataFrame(), "", "", seconds,
-                           _digest(result.status))
+                           _digest(result.status), committed=used)
     a = result.awards
     payments = [_money(p, ROUND_FLOOR) for p in a["payment"].to_list()]
     awards = a.select(
@@ -504,5 +536,33 @@ def clear_flex(feeder: Feeder, market: dict, needs: pl.DataFrame, offers: pl.Dat
                   dtype=pl.Utf8))
     total = _money_text(sum(payments, Decimal(0)))
     shortfall = _money_text(_money(result.shortfall_cost, ROUND_HALF_EVEN))
+    accepted = a.filter(pl.col("accepted_kw") > 0)
+    activations = accepted.select("bus", _interval_idx(ivs, accepted["interval"]), "direction", "accepted_kw",
+                                  "tan_phi")
     return FlexOutcome("optimal", awards, need_out, total, shortfall, seconds,
-                       _digest(awards, need_out, total, shortfall))
+                       _digest(awards, need_out, total, shortfall), activations, used)
+
+
+def _committed(capabilities: pl.DataFrame, committed: pl.DataFrame | None,
+               ivs: _Intervals) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The capability table with ``already_committed_kw`` from energy-market positions, and the positions used.
+
+    ``capabilities`` has engine resource ids and interval timestamps; ``committed`` is in stored form
+    (see :func:`clear_flex`). Positions of resources or intervals without offers do not matter and are
+    left out of the returned ``used`` table (stored form, nonzero kW only).
+    """
+    schema = {"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64, "kw": pl.Float64}
+    if committed is None or not committed.height:
+        return capabilities.with_columns(pl.lit(0.0).alias("already_committed_kw")), pl.DataFrame(schema=schema)
+    stamps = pl.Series("interval", ivs.intervals, dtype=pl.Datetime("us", "UTC"))
+    rows = committed.sort("aggregator_id", "resource_id", "interval_idx")
+    positions = (rows.select(_engine_id(pl.col("aggregator_id"), pl.col("resource_id")).alias("resource_id"),
+                             stamps.gather(rows["interval_idx"]).alias("interval"), "kw")
+                 .group_by("resource_id", "interval", maintain_order=True).agg(pl.col("kw").sum()))
+    caps = (capabilities.join(positions, on=["resource_id", "interval"], how="left", maintain_order="left")
+            .with_columns(pl.col("kw").fill_null(0.0).alias("already_committed_kw")).drop("kw"))
+    hit = positions.join(capabilities.select("resource_id", "interval"), on=["resource_id", "interval"], how="semi",
+                         maintain_order="left").filter(pl.col("kw") != 0.0)
+    used = hit.select(pl.col("resource_id").str.splitn(_SEP, 2).struct.field("field_0").alias("aggregator_id"),
+                      _local_id("resource_id"), _interval_idx(ivs, hit["interval"]), "kw")
+    return caps, used.cast(schema)

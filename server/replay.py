@@ -8,6 +8,14 @@ the market inputs as they stood at each ``market.clear``, ``award.submit``,
 :mod:`server.markets_engine` calls the server made, and compares the digest
 of the outcome with the one recorded. A clearing that hit the solver time
 limit depends on the machine, not on the log, and is not replayed.
+
+The two markets of one market id feed each other in log order, as they did
+in the server: a ``market.clear`` whose record names a flexibility clearing
+(``flex``) is rebuilt on the activations of the replayed ``flex.clear`` before
+it, and so are the award and settlement after it; a ``flex.clear`` whose
+record lists ``committed`` positions counts the replayed award's instructions.
+Both are recomputed here, not read from the record, so an input the server got
+wrong shows up as a differing digest.
 """
 
 from __future__ import annotations
@@ -19,8 +27,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from server import audit, markets_engine
-from server.store import (BID_COLUMNS, BID_SCHEMA, FLEX_NEED_COLUMNS, FLEX_NEED_SCHEMA, FLEX_OFFER_COLUMNS,
-                          FLEX_OFFER_SCHEMA, RESOURCE_COLUMNS, RESOURCE_SCHEMA)
+from server.store import (ACTIVATION_SCHEMA, BID_COLUMNS, BID_SCHEMA, COMMITMENT_SCHEMA, FLEX_NEED_COLUMNS,
+                          FLEX_NEED_SCHEMA, FLEX_OFFER_COLUMNS, FLEX_OFFER_SCHEMA, RESOURCE_COLUMNS, RESOURCE_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,9 @@ class _State:
         self.disaggregations: dict = {}
         self.flex_needs: dict = {}
         self.flex_offers: dict = {}
+        self.flex_activations: dict = {}    # market -> activations of its replayed optimal flex clearing
+        self.energy_activations: dict = {}  # market -> the activations its energy clearing was built on
+        self.commitments: dict = {}         # market -> its replayed award's instructions
 
     def apply(self, action: str, p: dict) -> None:
         if action == "feeder.create":
@@ -89,10 +100,9 @@ class _State:
         resources = pl.DataFrame([[self.resources[k][c] for c in RESOURCE_COLUMNS] for k in sorted(used)],
                                  schema=RESOURCE_SCHEMA, orient="row")
         feeder = markets_engine.feeder_from_tables(self.feeders[market["feeder_id"]])
-        return markets_engine.market_inputs(feeder, market, bids, resources)
+        return markets_engine.market_inputs(feeder, market, bids, resources, self.energy_activations.get(market_id))
 
-
-    def flex_outcome(self, market_id: str, pricing: str) -> markets_engine.FlexOutcome:
+    def flex_outcome(self, market_id: str, pricing: str, committed: bool) -> markets_engine.FlexOutcome:
         market = self.markets[market_id]
         needs = pl.DataFrame([[r[c] for c in FLEX_NEED_COLUMNS] for r in self.flex_needs.get(market_id, [])],
                              schema=FLEX_NEED_SCHEMA, orient="row")
@@ -100,8 +110,12 @@ class _State:
                    self.resources[(r["aggregator_id"], r["resource_id"])]["capacity_kw"]]
                   for r in self.flex_offers.get(market_id, {}).values()]
         feeder = markets_engine.feeder_from_tables(self.feeders[market["feeder_id"]])
+        positions = self.commitments.get(market_id) if committed else None
+        if committed and positions is None:  # the record counts an award the log does not hold
+            positions = pl.DataFrame(schema=COMMITMENT_SCHEMA)
         return markets_engine.clear_flex(feeder, market, needs,
-                                         pl.DataFrame(offers, schema=FLEX_OFFER_SCHEMA, orient="row"), pricing)
+                                         pl.DataFrame(offers, schema=FLEX_OFFER_SCHEMA, orient="row"), pricing,
+                                         committed=positions)
 
 
 def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[ReplayCheck]:
@@ -122,9 +136,15 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             continue
         if action == "flex.clear":
             if p["status"] != "time_limit":
-                digest = state.flex_outcome(m, p["pricing"]).digest
-                checks.append(ReplayCheck(seq, m, "flex", p["digest"], digest))
+                flex = state.flex_outcome(m, p["pricing"], "committed" in p)
+                if flex.status == "optimal":
+                    state.flex_activations[m] = flex.activations
+                checks.append(ReplayCheck(seq, m, "flex", p["digest"], flex.digest))
             continue
+        if action == "market.clear":
+            # Built on the flexibility activations when the record says the server built it on them.
+            state.energy_activations[m] = (state.flex_activations.get(m, pl.DataFrame(schema=ACTIVATION_SCHEMA))
+                                           if "flex" in p else None)
         inputs = state.inputs(m)
         reference = state.disaggregations.get(state.markets[m]["day_ahead_market_id"])
         if action == "market.clear":
@@ -134,6 +154,7 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             outcome = markets_engine.disaggregate_award(inputs, [tuple(a) for a in p["awards"]], reference)
             if outcome.status == "optimal":
                 state.disaggregations[m] = outcome.disaggregation
+                state.commitments[m] = outcome.instructions
             checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
         else:
             outcome = markets_engine.settle_market(inputs, state.disaggregations[m], reference)

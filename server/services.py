@@ -95,9 +95,11 @@ class App:
         return await asyncio.get_running_loop().run_in_executor(None, self.feeder_of, feeder_id, tables)
 
     def inputs(self, rows) -> markets_engine.MarketInputs:
-        """Engine inputs from :func:`server.store.market_rows`; call on the solver thread."""
-        market, tables, bids, resources = rows
-        return markets_engine.market_inputs(self.feeder_of(market["feeder_id"], tables), market, bids, resources)
+        """Engine inputs from :func:`server.store.market_rows`, with the market's accepted flexibility
+        activations folded into the feeder; call on the solver thread."""
+        market, tables, bids, resources, activations = rows
+        return markets_engine.market_inputs(self.feeder_of(market["feeder_id"], tables), market, bids, resources,
+                                            activations)
 
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
@@ -240,7 +242,8 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
             forecast = convert.forecast(request.iso_price_forecast, market["interval_count"])
             outcome = await app.solve(lambda: markets_engine.clear_market(app.inputs(rows), forecast,
                                                                           app.solve_time_limit))
-            row = await app.writer.call(store.record_clearing, who, market_id, forecast, outcome)
+            activations = rows[4]  # of a flexibility auction cleared before, or None
+            row = await app.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations)
         if outcome.status == "time_limit":
             raise DeadlineExceeded(f"the clearing of market {market_id!r} hit the solver time limit; "
                                    "the market stays closed")
@@ -583,10 +586,11 @@ class FlexibilityService(flexibility_pb2_grpc.FlexibilityServiceServicer):
         market_id = convert.check_id(request.market_id, "market_id")
         pricing = convert.flex_pricing(request.pricing)
         async with app.lock(market_id):
-            market, tables, needs, offers, status = await app.reader.call(store.flex_rows, market_id)
+            market, tables, needs, offers, status, committed = await app.reader.call(store.flex_rows, market_id)
             store.require_flex_clearable(market, status, needs.height)
             outcome = await app.solve(lambda: markets_engine.clear_flex(
-                app.feeder_of(market["feeder_id"], tables), market, needs, offers, pricing, app.solve_time_limit))
+                app.feeder_of(market["feeder_id"], tables), market, needs, offers, pricing, app.solve_time_limit,
+                committed))
             await app.writer.call(store.record_flex_clearing, who, market_id, pricing, outcome)
         if outcome.status == "time_limit":
             raise DeadlineExceeded(f"the flexibility auction of market {market_id!r} hit the solver time limit; "

@@ -55,6 +55,11 @@ FLEX_OFFER_SCHEMA = {"aggregator_id": pl.Utf8, "offer_id": pl.Utf8, "resource_id
                      "availability_price": pl.Utf8, "divisible": pl.Boolean, "min_kw": pl.Float64,
                      "tan_phi": pl.Float64, "capacity_kw": pl.Float64}
 """Active offers as the auction reads them: the offer columns plus the resource's ``capacity_kw``."""
+ACTIVATION_SCHEMA = {"bus": pl.Utf8, "interval_idx": pl.Int64, "direction": pl.Utf8, "accepted_kw": pl.Float64,
+                     "tan_phi": pl.Float64}
+"""Accepted flexibility activations as the energy market folds them in (``markets_engine.market_inputs``)."""
+COMMITMENT_SCHEMA = {"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64, "kw": pl.Float64}
+"""Each resource's energy award per interval (net injection kW), as the flexibility auction counts it."""
 STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement")
 _BID_INSERT = ("INSERT INTO bids (market_id, aggregator_id, bid_id, resource_id, bus, side, quantity_kw, "
                "price, interval_idx, tan_phi, status, updated_us) "
@@ -391,13 +396,27 @@ def _record_outcome(conn, market_id: str, stage: str, status: str, summary: dict
                  "VALUES (?, ?, ?, ?, ?, ?)", (market_id, stage, status, json.dumps(summary), digest, now))
 
 
-def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], outcome) -> dict:
-    """Store a clearing (a :class:`server.markets_engine.ClearOutcome`): CLOSED -> CLEARED when optimal."""
+def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], outcome,
+                    activations: pl.DataFrame | None = None) -> dict:
+    """Store a clearing (a :class:`server.markets_engine.ClearOutcome`): CLOSED -> CLEARED when optimal.
+
+    ``activations`` are the accepted flexibility activations the clearing was built on
+    (:func:`energy_activations`), or None when the market's flexibility auction had no optimal
+    clearing. The summary then says ``flex_activations_kw`` (their total) and ``flex_digest``, and the
+    audit record carries them, so that the award, settlement and a replay build on the same net load.
+    """
     market = get_market(conn, market_id)
     require_state(market, ("closed",), "clearing")
     now = now_us()
-    _record_outcome(conn, market_id, "clear", outcome.status,
-                    {"welfare": outcome.welfare, "seconds": outcome.seconds}, outcome.digest, now)
+    summary = {"welfare": outcome.welfare, "seconds": outcome.seconds}
+    payload = {"market_id": market_id, "forecast": forecast, "status": outcome.status,
+               "diagnosis": list(outcome.diagnosis), "digest": outcome.digest}
+    if activations is not None:
+        (flex_digest,) = conn.execute("SELECT digest FROM flex_clearings WHERE market_id = ? AND status = "
+                                      "'optimal'", (market_id,)).fetchone()
+        summary |= {"flex_activations_kw": float(activations["accepted_kw"].sum()), "flex_digest": flex_digest}
+        payload["flex"] = {"digest": flex_digest, "activations": activations.to_dict(as_series=False)}
+    _record_outcome(conn, market_id, "clear", outcome.status, summary, outcome.digest, now)
     if outcome.status == "optimal":
         conn.executemany(_PRICE_INSERT, [(market_id, "clear", *r) for r in outcome.prices.iter_rows()])
         conn.executemany("INSERT INTO curves (market_id, interval_idx, fixed_kw, conditional, segments, "
@@ -408,8 +427,7 @@ def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], o
         out = _set_state(conn, market, "cleared", now, "optimal")
     else:
         out = _set_state(conn, market, "closed", now, outcome.status, outcome.diagnosis)
-    _audit(conn, who, "market.clear", {"market_id": market_id, "forecast": forecast, "status": outcome.status,
-                                       "diagnosis": list(outcome.diagnosis), "digest": outcome.digest}, now)
+    _audit(conn, who, "market.clear", payload, now)
     return out
 
 
@@ -510,10 +528,20 @@ def require_flex_open(market: dict, status: str | None, action: str) -> None:
 
 
 def require_flex_clearable(market: dict, status: str | None, need_count: int) -> None:
-    """A flexibility auction clears once, after the market's gate closed, and only with needs."""
+    """A flexibility auction clears once, after the market's gate closed, and only with needs.
+
+    It clears either before the energy market (CLOSED: the activations then shape the energy clearing,
+    the interface curves and the award's disaggregation) or after the ISO's award (AWARDED, SETTLED: the
+    awarded kW then use up the resources' capability), never in between: the curves the ISO holds
+    would not show the activations, and the energy positions are not final yet.
+    """
     if market["state"] == "open":
         raise FailedPrecondition(f"market {market['market_id']!r} is open: clearing its flexibility auction "
                                  "needs the gate closed (CloseGate), so that the offers are final")
+    if market["state"] in ("cleared", "published"):
+        raise FailedPrecondition(f"market {market['market_id']!r} is {market['state']}: its flexibility auction "
+                                 "clears before ClearMarket (the activations then shape the interface curves) "
+                                 "or after the ISO's award (the awarded kW are then committed), not in between")
     require_flex_open(market, status, "clearing it again")
     if need_count == 0:
         raise FailedPrecondition(f"market {market['market_id']!r} has no flexibility needs to clear")
@@ -656,9 +684,11 @@ def withdraw_flex_offers(conn, who: Principal, market_id: str, offer_ids: list[s
     return _idempotent(conn, who, request_id, digest, run)
 
 
-def flex_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFrame, str | None]:
+def flex_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFrame, str | None,
+                                             pl.DataFrame | None]:
     """What a flexibility clearing reads: the market, its feeder tables, its needs, the active offers with
-    their resource's capacity, and the status of the last clearing."""
+    their resource's capacity, the status of the last clearing and the energy award's commitments
+    (:func:`energy_commitments`)."""
     market = get_market(conn, market_id)
     tables = feeder_tables(conn, market["feeder_id"])
     needs = conn.execute(f"SELECT {', '.join(FLEX_NEED_COLUMNS)} FROM flex_needs WHERE market_id = ?",
@@ -668,17 +698,68 @@ def flex_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFr
         "JOIN resources r ON r.aggregator_id = o.aggregator_id AND r.resource_id = o.resource_id "
         "WHERE o.market_id = ? AND o.status = 'active'", (market_id,)).fetchall()
     return (market, tables, pl.DataFrame(needs, schema=FLEX_NEED_SCHEMA, orient="row"),
-            pl.DataFrame(offers, schema=FLEX_OFFER_SCHEMA, orient="row"), flex_status(conn, market_id))
+            pl.DataFrame(offers, schema=FLEX_OFFER_SCHEMA, orient="row"), flex_status(conn, market_id),
+            energy_commitments(conn, market))
+
+
+def energy_commitments(conn, market: dict) -> pl.DataFrame | None:
+    """Each resource's awarded net injection per interval (kW, positive = up) once the market is awarded.
+
+    These are the award's dispatch instructions (source ``award``; a later override is the DSO's own
+    reliability action, not a sale). None before the award: the flexibility auction then clears before
+    the energy market, which builds on its activations instead (:func:`energy_activations`).
+    """
+    if not timeline.at_least(market["state"], "awarded"):
+        return None
+    rows = conn.execute("SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE market_id = ? "
+                        "AND kind = 'instruction' AND source = 'award' ORDER BY aggregator_id, resource_id, "
+                        "interval_idx", (market["market_id"],)).fetchall()
+    return pl.DataFrame(rows, schema=COMMITMENT_SCHEMA, orient="row")
+
+
+def energy_activations(conn, market: dict) -> pl.DataFrame | None:
+    """The accepted flexibility activations the market's energy clearing is (or is to be) built on, or None.
+
+    An optimal flexibility clearing that came before the energy clearing counts; one after it leaves the
+    energy market as it was. Until the energy market is cleared that is the auction's optimal clearing,
+    if any; from CLEARED on, the stored clearing summary says whether it took them (``flex_digest``), so
+    the award, a recomputed disaggregation and settlement build on what the curves were built on.
+    """
+    market_id = market["market_id"]
+    if timeline.at_least(market["state"], "cleared"):
+        row = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
+                           (market_id,)).fetchone()
+        if row is None or "flex_digest" not in json.loads(row[0]):
+            return None
+    elif flex_status(conn, market_id) != "optimal":
+        return None
+    rows = conn.execute("SELECT a.bus, a.interval_idx, a.direction, a.accepted_kw, o.tan_phi FROM flex_awards a "
+                        "JOIN flex_offers o ON o.market_id = a.market_id AND o.aggregator_id = a.aggregator_id "
+                        "AND o.offer_id = a.offer_id WHERE a.market_id = ? AND a.accepted_kw > 0 "
+                        "ORDER BY a.aggregator_id, a.offer_id", (market_id,)).fetchall()
+    return pl.DataFrame(rows, schema=ACTIVATION_SCHEMA, orient="row")
 
 
 def record_flex_clearing(conn, who: Principal, market_id: str, pricing: str, outcome) -> dict:
-    """Store a flexibility clearing (:class:`server.markets_engine.FlexOutcome`); only an optimal one is final."""
+    """Store a flexibility clearing (:class:`server.markets_engine.FlexOutcome`); only an optimal one is final.
+
+    A clearing after the energy award counted the award (:func:`energy_commitments`): the summary then
+    gives ``committed_kw`` and the audit record the positions that used up capability.
+    """
     market = get_market(conn, market_id)
     (count,) = conn.execute("SELECT COUNT(*) FROM flex_needs WHERE market_id = ?", (market_id,)).fetchone()
     require_flex_clearable(market, flex_status(conn, market_id), count)
     now = now_us()
     summary = {"total_cost": outcome.total_cost, "shortfall_cost": outcome.shortfall_cost,
                "seconds": outcome.seconds}
+    payload = {"market_id": market_id, "pricing": pricing, "status": outcome.status,
+               "total_cost": outcome.total_cost, "shortfall_cost": outcome.shortfall_cost, "digest": outcome.digest}
+    if timeline.at_least(market["state"], "awarded"):
+        # Cleared after the energy award: what the award used up is part of the clearing's inputs.
+        summary["committed_kw"] = float(outcome.committed["kw"].abs().sum())
+        payload["committed"] = outcome.committed.to_dict(as_series=False)
+    if outcome.status == "optimal":
+        summary["conflicts"] = int(outcome.awards["conflict"].sum())
     conn.execute("INSERT OR REPLACE INTO flex_clearings (market_id, status, pricing, summary, digest, created_us) "
                  "VALUES (?, ?, ?, ?, ?, ?)",
                  (market_id, outcome.status, pricing, json.dumps(summary), outcome.digest, now))
@@ -690,9 +771,7 @@ def record_flex_clearing(conn, who: Principal, market_id: str, pricing: str, out
         conn.executemany("INSERT INTO flex_need_results (market_id, need_id, kind, element, interval_idx, met, "
                          "shortfall, shortfall_kw, cost, marginal_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          [(market_id, *r[:4], int(r[4]), *r[5:]) for r in outcome.needs.iter_rows()])
-    _audit(conn, who, "flex.clear", {"market_id": market_id, "pricing": pricing, "status": outcome.status,
-                                     "total_cost": outcome.total_cost, "shortfall_cost": outcome.shortfall_cost,
-                                     "digest": outcome.digest}, now)
+    _audit(conn, who, "flex.clear", payload, now)
     return summary
 
 
@@ -781,8 +860,9 @@ def list_curves(conn, market_id: str, feeder_id: str, after_seq: int, limit: int
     return _keyset(conn, "curves", filters, ("seq",), [after_seq], limit)
 
 
-def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFrame]:
-    """What a clearing of the market reads: its row, feeder tables, active bids and their resources."""
+def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """What a clearing of the market reads: its row, feeder tables, active bids, their resources and the
+    flexibility activations its energy market is built on (:func:`energy_activations`)."""
     market = get_market(conn, market_id)
     tables = feeder_tables(conn, market["feeder_id"])
     bids = conn.execute(f"SELECT {', '.join(BID_COLUMNS)} FROM bids "
@@ -792,7 +872,7 @@ def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.Data
         "SELECT 1 FROM bids b WHERE b.market_id = ? AND b.status = 'active' "
         "AND b.aggregator_id = r.aggregator_id AND b.resource_id = r.resource_id)", (market_id,)).fetchall()
     return (market, tables, pl.DataFrame(bids, schema=BID_SCHEMA, orient="row"),
-            pl.DataFrame(resources, schema=RESOURCE_SCHEMA, orient="row"))
+            pl.DataFrame(resources, schema=RESOURCE_SCHEMA, orient="row"), energy_activations(conn, market))
 
 
 def iso_award_rows(conn, market_id: str) -> list[tuple[int, float, str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -17,12 +18,12 @@ import grpc
 import polars as pl
 import pytest
 
-from clients.api import (AlreadyExists, Client, FailedPrecondition, FlexNeed, FlexOffer, InvalidArgument, NotFound,
-                         PermissionDenied, Resource, flex_offer_columns)
+from clients.api import (AlreadyExists, Client, FailedPrecondition, FlexNeed, FlexOffer, IntervalAward, InvalidArgument,
+                         NotFound, PermissionDenied, Resource, flex_offer_columns)
 from server import db
 from server.api.dsomarket.v1 import flexibility_pb2 as pb
 from server.replay import replay
-from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, running, small_market
+from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, running, simple_bids, small_market
 
 
 def run(coro):
@@ -361,3 +362,123 @@ def test_flex_commands_against_a_server(tmp_path, run):
         assert code == 1 and "PERMISSION_DENIED" in err
     finally:
         server.stop()
+
+
+# -- the flexibility auction and the energy market of one market -------------------------------------
+
+def _stored_summary(path, table: str, market_id: str, stage: str | None = None) -> dict:
+    conn = db.connect(path)
+    try:
+        sql = f"SELECT summary FROM {table} WHERE market_id = ?" + (" AND stage = ?" if stage else "")
+        (text,) = conn.execute(sql, (market_id, stage) if stage else (market_id,)).fetchone()
+    finally:
+        conn.close()
+    return json.loads(text)
+
+
+def _replayed(path) -> list:
+    conn = db.connect(path)
+    try:
+        return replay(conn)
+    finally:
+        conn.close()
+
+
+async def _award_at(env, market_id: str, price: str = "50"):
+    """The ISO awards each interval's curve import at ``price``: deliverable by construction."""
+    curves = await env.clients["iso"].list_curves(market_id=market_id)
+    awards = [IntervalAward(c.interval_start, next(b.import_kw for b in c.bands if b.price_high >= Decimal(price)),
+                            price) for c in curves]
+    return await env.clients["iso"].submit_award(market_id, awards)
+
+
+def test_activations_cleared_first_shape_the_energy_market_curves_and_award(tmp_path):
+    async def body():
+        async with running(tmp_path) as env:
+            op, a, b = (env.clients[n] for n in ("dso", "agg-a", "agg-b"))
+            with_flex = await flex_market(env, "with-flex")
+            plain = await small_market(env, "plain", intervals=2)
+            m, (t0, _) = with_flex.market_id, with_flex.intervals
+            for market in (with_flex, plain):
+                await a.submit_bids(market.market_id, simple_bids(market, "a"))
+            await op.post_needs(m, [line_need(t0)])
+            # 100 kW up at bus 18 (less load there): the energy market's fixed net load drops by as much.
+            await b.submit_flex_offers(m, [FlexOffer("up", "pv", "up", 100.0, "50", t0, tan_phi=0.2)])
+            for market in (with_flex, plain):
+                await op.close_gate(market.market_id)
+            assert (await op.clear_flexibility(m)).accepted_kw == pytest.approx(100.0)
+
+            cleared = {mk.market_id: await op.clear_market(mk.market_id, iso_price_forecast=["50"])
+                       for mk in (with_flex, plain)}
+            assert all(r.status == "optimal" for r in cleared.values())
+            flows = {k: [f.import_kw for f in r.interface] for k, r in cleared.items()}
+            assert flows["plain"][0] - flows["with-flex"][0] == pytest.approx(100.0, abs=1e-6)
+            assert flows["with-flex"][1] == pytest.approx(flows["plain"][1], abs=1e-6)  # no activation then
+            assert _stored_summary(env.db_path, "clearings", m, "clear")["flex_activations_kw"] == 100.0
+            assert "flex_activations_kw" not in _stored_summary(env.db_path, "clearings", "plain", "clear")
+
+            # Between the energy clearing and the award the auction may not clear: the ISO holds the curves.
+            await op.post_needs("plain", [line_need(t0)])
+            with pytest.raises(FailedPrecondition, match="not in between"):
+                await op.clear_flexibility("plain")
+
+            for market in (with_flex, plain):
+                await op.publish_market(market.market_id)
+            curves = {k: await env.clients["iso"].list_curves(market_id=k) for k in cleared}
+            assert curves["plain"][0].fixed_net_load_kw - curves["with-flex"][0].fixed_net_load_kw == pytest.approx(100.0, abs=1e-6)
+            assert curves["plain"][1].fixed_net_load_kw == pytest.approx(curves["with-flex"][1].fixed_net_load_kw, abs=1e-9)
+            # Each award is disaggregated on the net load its curve was traced on: at the same price the
+            # bids clear alike, although the ISO awards 100 kW less import to the market with the activation.
+            for market in (with_flex, plain):
+                assert (await _award_at(env, market.market_id)).status == "optimal"
+            awarded = {k: sorted((w.bid_id, round(w.cleared_kw, 6)) for w in await a.list_awards(market_id=k))
+                       for k in cleared}
+            assert awarded["with-flex"] == awarded["plain"] and len(awarded["plain"]) == 4
+            assert (await op.settle_market(m)).market.state == "settled"
+
+        checks = _replayed(env.db_path)
+        assert [c.stage for c in checks if c.market_id == m] == ["flex", "clear", "award", "settle"]
+        assert checks and all(c.identical for c in checks)
+
+    run(body())
+
+
+def test_energy_awarded_first_uses_up_capability_in_the_auction(tmp_path):
+    async def body():
+        async with running(tmp_path) as env:
+            op, a, b, aud = (env.clients[n] for n in ("dso", "agg-a", "agg-b", "auditor"))
+            market = await flex_market(env, "energy-first")
+            m, (t0, _) = market.market_id, market.intervals
+            await a.submit_bids(m, simple_bids(market, "a"))  # pv sells 150 kW at 10
+            # The pv (300 kW) offers 250 kW up in two parts; agg-b's pv is the dear fallback.
+            await a.submit_flex_offers(m, [FlexOffer("cheap", "pv", "up", 200.0, "20", t0),
+                                           FlexOffer("more", "pv", "up", 50.0, "30", t0)])
+            await b.submit_flex_offers(m, [FlexOffer("dear", "pv", "up", 200.0, "90", t0)])
+            await op.close_gate(m)
+            await op.clear_market(m, iso_price_forecast=["50"])
+            await op.publish_market(m)
+            assert (await _award_at(env, m)).status == "optimal"
+            (sold,) = [i.kw for i in await a.list_instructions(market_id=m)
+                       if i.resource_id == "pv" and i.interval_start == t0]
+            assert sold == pytest.approx(150.0)
+
+            await op.post_needs(m, [FlexNeed("n-line", "line", t0, "200", element="5", required_kw=200.0)])
+            report = await op.clear_flexibility(m)
+            assert report.status == "optimal" and report.accepted_kw == pytest.approx(200.0)
+            # 300 kW of capacity less the 150 kW sold in the energy market leaves 150 kW to move up.
+            mine = {w.offer_id: w for w in await a.list_flex_awards(market_id=m)}
+            assert (mine["cheap"].accepted_kw, mine["cheap"].reason, mine["cheap"].conflict) == \
+                (pytest.approx(300.0 - sold), "accepted", True)
+            assert (mine["more"].accepted_kw, mine["more"].reason, mine["more"].conflict) == (0.0, "capability", True)
+            everyone = {(w.aggregator_id, w.offer_id): w for w in await op.list_flex_awards(market_id=m)}
+            assert everyone[("agg-a", "more")].reason == "capability" and everyone[("agg-a", "more")].conflict
+            assert everyone[("agg-b", "dear")].accepted_kw == pytest.approx(200.0 - (300.0 - sold))
+            assert not everyone[("agg-b", "dear")].conflict
+            assert (await aud.list_flex_awards(aggregator_id="agg-a"))[1].reason == "capability"
+            summary = _stored_summary(env.db_path, "flex_clearings", m)
+            assert summary["committed_kw"] == pytest.approx(sold) and summary["conflicts"] == 2
+
+        checks = _replayed(env.db_path)
+        assert [c.stage for c in checks] == ["clear", "award", "flex"] and all(c.identical for c in checks)
+
+    run(body())

@@ -37,6 +37,19 @@ class FlexibilityServiceStub:
     of its own load forecast. A clearing that is not optimal leaves the auction open to clear again;
     an optimal one is final, and needs and offers can then no longer change.
 
+    Ordering with the market's energy market (a kW is sold once): the auction clears either before
+    ClearMarket or after the ISO's award, never in between.
+    - Flexibility first (cleared while the market is CLOSED): the accepted activations are folded into
+    the feeder's fixed load (UP = less load at the offer's bus, per interval), and the energy
+    clearing, the interface curves and the disaggregation of the ISO's award are built on that net
+    load: a 100 kW UP activation lowers the interval's interface import by 100 kW.
+    - Energy first (cleared once the market is AWARDED or SETTLED): each resource's awarded net
+    injection per interval is already committed; an award to inject uses up that much of its
+    capacity_kw up, one to consume as much down. Offers cut by it get conflict and accepted_kw below
+    their quantity, or reason CAPABILITY, in ListFlexAwards (the aggregator's own, the operator's all).
+    - CLEARED or PUBLISHED: ClearFlexibility is FAILED_PRECONDITION (the ISO holds curves without the
+    activations, and the energy positions are not final).
+
     Roles: PostNeeds and ClearFlexibility need an operator token; SubmitFlexOffers and
     WithdrawFlexOffers an aggregator token. ListNeeds is open to operators, auditors and aggregators
     (so they can offer), but aggregators do not see a need's max_price, the DSO's reservation price.
@@ -110,6 +123,19 @@ class FlexibilityServiceServicer:
     of its own load forecast. A clearing that is not optimal leaves the auction open to clear again;
     an optimal one is final, and needs and offers can then no longer change.
 
+    Ordering with the market's energy market (a kW is sold once): the auction clears either before
+    ClearMarket or after the ISO's award, never in between.
+    - Flexibility first (cleared while the market is CLOSED): the accepted activations are folded into
+    the feeder's fixed load (UP = less load at the offer's bus, per interval), and the energy
+    clearing, the interface curves and the disaggregation of the ISO's award are built on that net
+    load: a 100 kW UP activation lowers the interval's interface import by 100 kW.
+    - Energy first (cleared once the market is AWARDED or SETTLED): each resource's awarded net
+    injection per interval is already committed; an award to inject uses up that much of its
+    capacity_kw up, one to consume as much down. Offers cut by it get conflict and accepted_kw below
+    their quantity, or reason CAPABILITY, in ListFlexAwards (the aggregator's own, the operator's all).
+    - CLEARED or PUBLISHED: ClearFlexibility is FAILED_PRECONDITION (the ISO holds curves without the
+    activations, and the energy positions are not final).
+
     Roles: PostNeeds and ClearFlexibility need an operator token; SubmitFlexOffers and
     WithdrawFlexOffers an aggregator token. ListNeeds is open to operators, auditors and aggregators
     (so they can offer), but aggregators do not see a need's max_price, the DSO's reservation price.
@@ -161,9 +187,11 @@ class FlexibilityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ClearFlexibility(self, request, context):
-        """Clear the auction of a market whose gate is closed (FAILED_PRECONDITION while it is open, when
-        it has no needs, or when it was already cleared). A solver failure is a status in the response;
-        the solver time limit is DEADLINE_EXCEEDED. Either way the auction can be cleared again.
+        """Clear the auction of a market whose gate is closed, before its energy market is cleared or after
+        the ISO's award (see the ordering above; FAILED_PRECONDITION while it is open, while it is CLEARED
+        or PUBLISHED, when it has no needs, or when it was already cleared). A solver failure is a status
+        in the response; the solver time limit is DEADLINE_EXCEEDED. Either way the auction can be
+        cleared again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -245,6 +273,19 @@ class FlexibilityService:
     LinDistFlow sensitivities, creating no new violation of the feeder's limits in the base case
     of its own load forecast. A clearing that is not optimal leaves the auction open to clear again;
     an optimal one is final, and needs and offers can then no longer change.
+
+    Ordering with the market's energy market (a kW is sold once): the auction clears either before
+    ClearMarket or after the ISO's award, never in between.
+    - Flexibility first (cleared while the market is CLOSED): the accepted activations are folded into
+    the feeder's fixed load (UP = less load at the offer's bus, per interval), and the energy
+    clearing, the interface curves and the disaggregation of the ISO's award are built on that net
+    load: a 100 kW UP activation lowers the interval's interface import by 100 kW.
+    - Energy first (cleared once the market is AWARDED or SETTLED): each resource's awarded net
+    injection per interval is already committed; an award to inject uses up that much of its
+    capacity_kw up, one to consume as much down. Offers cut by it get conflict and accepted_kw below
+    their quantity, or reason CAPABILITY, in ListFlexAwards (the aggregator's own, the operator's all).
+    - CLEARED or PUBLISHED: ClearFlexibility is FAILED_PRECONDITION (the ISO holds curves without the
+    activations, and the energy positions are not final).
 
     Roles: PostNeeds and ClearFlexibility need an operator token; SubmitFlexOffers and
     WithdrawFlexOffers an aggregator token. ListNeeds is open to operators, auditors and aggregators

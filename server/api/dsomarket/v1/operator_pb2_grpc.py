@@ -113,7 +113,9 @@ class OperatorServiceServicer:
 
     def ClearMarket(self, request, context):
         """Clear a closed market: nodal clearing and exact interface curves. CLOSED -> CLEARED when optimal;
-        an infeasible market stays CLOSED and the response says why.
+        an infeasible market stays CLOSED and the response says why. When the market's flexibility
+        auction was cleared (optimal) before, the clearing, the curves and the award's disaggregation
+        are built on the net load with its accepted activations (see FlexibilityService).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
