@@ -190,7 +190,12 @@ def couples_intervals(book: BidBook, resources: tuple) -> bool:
     if book.n_interval < 2 or not resources:
         return False
     used = set(book.table["resource_id"].unique().to_list())
-    return any(r.resource_id in used for r in resources)
+    return any(r.resource_id in used for r in resources if not isinstance(r, Commitment))
+
+
+def resources_for_interval(resources: tuple, interval) -> tuple:
+    """The resources that matter to one interval on its own: its commitments (nothing else is per-interval)."""
+    return tuple(r for r in resources if isinstance(r, Commitment) and r.interval == interval)
 
 
 # -- resources -------------------------------------------------------------------
@@ -238,7 +243,23 @@ class ElectricVehicle:
     eta_charge: float = 0.95
 
 
-Resource = Battery | FlexibleLoad | ElectricVehicle
+@dataclass(frozen=True)
+class Commitment:
+    """kW a resource has already sold outside this market in one interval.
+
+    A kW is sold once: after flexibility activations or direct ISO
+    participation, the resource's bids in ``interval`` may clear at most
+    ``max_sell_kw`` of sells (more injection / less load) and ``max_buy_kw``
+    of buys in total. ``interval`` is None in a single-interval market.
+    """
+
+    resource_id: str
+    interval: datetime | None
+    max_sell_kw: float
+    max_buy_kw: float
+
+
+Resource = Battery | FlexibleLoad | ElectricVehicle | Commitment
 
 RESOURCE_SCHEMA = {"resource_id": pl.Utf8, "kind": pl.Utf8, "energy_kwh": pl.Float64,
                    "charge_kw": pl.Float64, "discharge_kw": pl.Float64, "eta_charge": pl.Float64,
@@ -308,3 +329,31 @@ def parse_resources(table: pl.DataFrame | None) -> tuple[Resource, ...]:
             out.append(ElectricVehicle(rid, rec["energy_kwh"], rec["charge_kw"], rec["departure"],
                                        rec["eta_charge"] or 0.95))
     return tuple(out)
+
+
+COMMITMENT_SCHEMA = {"resource_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "max_sell_kw": pl.Float64,
+                     "max_buy_kw": pl.Float64}
+
+
+def parse_commitments(table: pl.DataFrame | None) -> tuple[Commitment, ...]:
+    """Commitments from a table ``resource_id, interval, max_sell_kw, max_buy_kw``.
+
+    ``interval`` may be empty (single-interval market); a missing limit column
+    means no limit on that side. Raises :class:`InputError` naming row and field.
+    """
+    if table is None or table.height == 0:
+        return ()
+    if "resource_id" not in table.columns:
+        raise InputError("commitments", "resource_id", "column is missing")
+    t = _normalise(table, COMMITMENT_SCHEMA, "commitments",
+                   {"interval": None, "max_sell_kw": math.inf, "max_buy_kw": math.inf}, nullable=("interval",))
+    for col in ("max_sell_kw", "max_buy_kw"):
+        bad = np.nonzero(~(t[col].to_numpy() >= 0))[0]
+        if len(bad):
+            raise InputError("commitments", col, "must be a non-negative number of kW", row=int(bad[0]))
+    dup = t.select("resource_id", "interval").is_duplicated().to_numpy()
+    if dup.any():
+        raise InputError("commitments", "interval", "a resource has two rows for this interval",
+                         row=int(np.nonzero(dup)[0][-1]))
+    return tuple(Commitment(r["resource_id"], r["interval"], r["max_sell_kw"], r["max_buy_kw"])
+                 for r in t.iter_rows(named=True))

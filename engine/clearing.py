@@ -354,7 +354,8 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     lo_pen = np.full(model.n_col, -1.0)
     up_pen = np.full(model.n_col, -1.0)
     soft_rows = [name for name in ("line_thermal", "battery_soc", "battery_charge", "battery_discharge",
-                                   "ev_energy", "ev_charge", "ramp") if model.has_con(name)]
+                                   "ev_energy", "ev_charge", "ramp", "commitment_sell", "commitment_buy")
+                 if model.has_con(name)]
     for name in soft_rows:
         row_pen[model.con(name).slice] = 1.0
     v = model.var("v")

@@ -71,7 +71,8 @@ import highspy
 import numpy as np
 import polars as pl
 
-from engine.bids import BidBook, MarketRules, Resource, canonical, couples_intervals, for_interval
+from engine.bids import (BidBook, MarketRules, Resource, canonical, couples_intervals, for_interval,
+                         resources_for_interval)
 from engine.clearing import ClearingOptions, NodalMarket, _iv_column, socp_solver
 from engine.errors import InputError
 from engine.lindistflow import market_loads
@@ -667,7 +668,8 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
             probe = _Probe(shared, t)
         else:
             one = slice(t, t + 1)
-            probe = _Probe(NodalMarket(feeder, for_interval(book, t), fc[one], rules, (), opts,
+            probe = _Probe(NodalMarket(feeder, for_interval(book, t), fc[one], rules,
+                                       resources_for_interval(resources, book.intervals[t]), opts,
                                        load_p_kw[:, one], load_q_kvar[:, one]), 0)
         bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
         solves += probe.solves
@@ -776,7 +778,7 @@ def trace_curve_socp(feeder: Feeder, book: BidBook, rules: MarketRules = MarketR
     if solver not in ("ecos", "clarabel"):
         raise InputError("options", "solver", f"must be auto, ecos or clarabel (got {solver!r})")
     solvers = ["ecos", "clarabel"] if solver == "ecos" else ["clarabel", "ecos"]
-    coupled = any(k in model.constraints for k in ("resource_eq", "resource_min", "resource_max"))
+    coupled = couples_intervals(book, resources)
     tol_mw = max_error_kw / S_BASE_KVA
     lowest = rules.price_floor if min_price is None else max(rules.price_floor, float(min_price))
     if lowest >= rules.price_cap:
@@ -827,6 +829,6 @@ def trace_curve_socp(feeder: Feeder, book: BidBook, rules: MarketRules = MarketR
                 bands += [[a, mid, qa], [mid, b, qb]]
         rows += [(t, lo, hi, q * S_BASE_KVA) for lo, hi, q in _merge_equal(bands)]
     return InterfaceCurve(bands=_bands_table(book, rows), fixed_net_load_kw=_fixed_table(book, loads[0]),
-                          conditional=coupled and T > 1, forecast=fc, solves=solves,
+                          conditional=coupled, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, exact=False, max_error_kw=max_error_kw,
                           price_tol=price_tol, relaxation_gap=gap)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from engine.bids import Battery, BidBook, ElectricVehicle, FlexibleLoad, MarketRules, Resource
+from engine.bids import Battery, BidBook, Commitment, ElectricVehicle, FlexibleLoad, MarketRules, Resource
 from engine.errors import InputError
 from engine.network import S_BASE_KVA, Feeder
 from engine.solver import INF, LinearModel
@@ -231,6 +231,20 @@ def add_resources(model: LinearModel, book: BidBook, resources: tuple[Resource, 
                               np.array([ev.energy_kwh for ev in evs]) / S_BASE_KVA, INF)
         model.add_constraints("ev_charge", {"bid": _per_resource_interval(book, owner, owned, len(evs), ones)},
                               -INF, np.repeat(np.array([ev.charge_kw for ev in evs]) / S_BASE_KVA, T))
+
+    commitments = [c for c in resources if isinstance(c, Commitment) and c.resource_id in known
+                   and c.interval in book.intervals]
+    if commitments:
+        # Row k limits the bids of commitment k's resource in commitment k's interval.
+        key = {(c.resource_id, book.intervals.index(c.interval)): k for k, c in enumerate(commitments)}
+        res = book.table["resource_id"].to_list()
+        row = np.fromiter((key.get((r, int(t)), -1) for r, t in zip(res, book.t_idx)), dtype=np.int64,
+                          count=book.n)
+        for name, side, limit in (("commitment_sell", ~buy, "max_sell_kw"), ("commitment_buy", buy, "max_buy_kw")):
+            bids = np.nonzero((row >= 0) & side)[0]
+            rows = sp.csr_matrix((np.ones(len(bids)), (row[bids], bids)), shape=(len(commitments), book.n))
+            model.add_constraints(name, {"bid": rows}, -INF,
+                                  np.array([getattr(c, limit) for c in commitments]) / S_BASE_KVA)
 
     if ramps and T > 1:
         owner, owned = _owner(book, ramps)

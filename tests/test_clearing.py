@@ -399,3 +399,27 @@ def test_interval_timestamps_in_any_iso_form_are_the_same_utc_instant():
     books = [validate_bids(pl.DataFrame({"bid_id": ["a"], "bus": ["1"], "side": ["buy"], "quantity_kw": [1.0],
                                          "price": [1.0], "interval": [s]}), f) for s in spellings]
     assert {b.intervals[0] for b in books} == {hours(1)}
+
+
+def test_a_commitment_caps_what_a_resource_may_still_sell_and_buy():
+    # The PV sold 150 kW of flexibility already: only 50 kW of its 200 kW offer may clear in energy.
+    from engine.bids import parse_commitments
+
+    f = chain([100], s_max=[1000])
+    bids = pl.DataFrame({"bid_id": ["pv", "load"], "bus": "1", "side": ["sell", "buy"], "quantity_kw": [200.0, 80.0],
+                         "price": [10.0, 90.0], "resource_id": ["pv", "hp"]})
+    caps = parse_commitments(pl.DataFrame({"resource_id": ["pv", "hp"], "interval": [None, None],
+                                           "max_sell_kw": [50.0, 0.0], "max_buy_kw": [0.0, 30.0]}))
+    free = clear(f, bids, 40.0, options=NO_AC).dispatch
+    capped = clear(f, bids, 40.0, resources=caps, options=NO_AC).dispatch
+    free, got = (dict(zip(d["bid_id"], d["cleared_kw"])) for d in (free, capped))
+    assert free == {"pv": 200.0, "load": 80.0}
+    assert got == {"pv": pytest.approx(50.0), "load": pytest.approx(30.0)}
+    # The curve honours the commitment too: at a price below 10 the PV is out, above it only 50 kW come in.
+    from engine.interface import trace_curve
+
+    rules = MarketRules(price_floor=0, price_cap=100)
+    bands = trace_curve(f, validate_bids(bids, f, rules), rules, caps).bands
+    assert bands["import_kw"].to_list() == [130.0, 80.0, 50.0]
+    with pytest.raises(InputError, match="max_sell_kw"):
+        parse_commitments(pl.DataFrame({"resource_id": ["pv"], "max_sell_kw": [-1.0]}))

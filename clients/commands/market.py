@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from clients.files import read_feeder, read_table, write_csv, write_json
-from engine.bids import MarketRules, parse_resources, validate_bids
+from engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
 from engine.clearing import ClearingOptions, ClearingResult, clear
 from engine.disaggregation import disaggregate
 from engine.errors import InputError
@@ -70,6 +70,8 @@ def _market_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feeder", required=True, help="ieee33, ieee69, synth:N:SEED or a feeder directory")
     p.add_argument("--bids", required=True, help="bids table, CSV or Parquet")
     p.add_argument("--resources", default=None, help="resources table (batteries, EVs, flexible loads)")
+    p.add_argument("--commitments", default=None, metavar="FILE",
+                   help="kW resources already sold elsewhere: resource_id, interval, max_sell_kw, max_buy_kw")
     p.add_argument("--floor", type=float, default=_DEFAULT.price_floor, help="price floor per MWh")
     p.add_argument("--cap", type=float, default=_DEFAULT.price_cap, help="price cap per MWh")
     p.add_argument("--interval-minutes", type=float, default=None,
@@ -87,6 +89,8 @@ def _inputs(args):
         feeder = apply_activations(feeder, read_table(args.flex_awards, "flex_awards"))
     bids = read_table(args.bids, "bids")
     resources = parse_resources(read_table(args.resources, "resources")) if args.resources else ()
+    if args.commitments:
+        resources += parse_commitments(read_table(args.commitments, "commitments"))
     minutes = args.interval_minutes
     if minutes is None:
         minutes = _spacing_minutes(bids)
