@@ -26,7 +26,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 import polars as pl
 
-from engine.bids import MarketRules, parse_resources, validate_bids
+from engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
 from engine.clearing import ClearingOptions, clear
 from engine.disaggregation import Disaggregation, disaggregate
 from engine.errors import InputError
@@ -101,8 +101,9 @@ def feeder_to_tables(feeder: Feeder) -> dict:
 
 # -- market inputs ---------------------------------------------------------------
 
-ACTIVATION_COLUMNS = ("bus", "interval_idx", "direction", "accepted_kw", "tan_phi")
-"""Columns of accepted flexibility activations as :func:`market_inputs` takes them."""
+ACTIVATION_COLUMNS = ("bus", "interval_idx", "direction", "accepted_kw", "tan_phi", "aggregator_id", "resource_id")
+"""Columns of accepted flexibility activations as :func:`market_inputs` takes them (the aggregator's own
+resource id)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,17 +156,21 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
     activations
         Accepted flexibility activations to fold into the feeder's fixed load
         (``server.store.ACTIVATION_SCHEMA``: bus, interval_idx, direction ``up`` = more injection or
-        less load, accepted_kw >= 0, tan_phi), or None. The clearing, the interface curves and the
-        disaggregation of an award are then all built on that net load
-        (:func:`engine.flexibility.apply_activations`).
+        less load, accepted_kw >= 0, tan_phi, aggregator_id, resource_id), or None. The clearing, the
+        interface curves and the disaggregation of an award are then all built on that net load
+        (:func:`engine.flexibility.apply_activations`), and a kW is sold once: a resource with
+        activations in an interval gets an :class:`engine.bids.Commitment` there (see
+        :func:`_commitments`).
     """
     intervals = market_intervals(market)
     interval = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
+    commitments = ()
     if activations is not None and activations.height:
         # One order for every run, so that the per-bus sums come out bit for bit the same.
         acts = activations.sort(*ACTIVATION_COLUMNS)
         feeder = apply_activations(feeder, acts.select(
             "bus", interval.gather(acts["interval_idx"]).alias("interval"), "direction", "accepted_kw", "tan_phi"))
+        commitments = _commitments(acts, resources, interval)
     # One order for every run (server and replay), whatever order the rows came in.
     rows = bids.sort("aggregator_id", "bid_id")
     table = rows.select(_engine_id(pl.col("aggregator_id"), pl.col("bid_id")).alias("bid_id"),
@@ -174,7 +179,30 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
                         _engine_id(pl.col("aggregator_id"), pl.col("resource_id")).alias("resource_id"),
                         "tan_phi")
     return MarketInputs(feeder=feeder, rules=market_rules(market), intervals=intervals, bids=table,
-                        resources=_resources(resources))
+                        resources=_resources(resources) + commitments)
+
+
+def _commitments(acts: pl.DataFrame, resources: pl.DataFrame, interval: pl.Series) -> tuple:
+    """What each resource with accepted activations may still sell and buy in the energy market, per interval.
+
+    With capacity C and net accepted activation A (up positive) in an interval, its bids there may sell
+    at most ``max(C - max(A, 0), 0)`` and buy at most ``max(C - max(-A, 0), 0)``. Only resources
+    among ``resources`` (those with bids) matter; rows are sorted so that every run builds the same.
+    """
+    sign = pl.when(pl.col("direction") == "up").then(1.0).otherwise(-1.0)
+    net = (acts.group_by("aggregator_id", "resource_id", "interval_idx")
+           .agg((sign * pl.col("accepted_kw")).sum().alias("a"))
+           .join(resources.select("aggregator_id", "resource_id", "capacity_kw"),
+                 on=["aggregator_id", "resource_id"], how="inner")
+           .sort("aggregator_id", "resource_id", "interval_idx"))
+    if net.height == 0:
+        return ()
+    cap = pl.col("capacity_kw")
+    return parse_commitments(net.select(
+        _engine_id(pl.col("aggregator_id"), pl.col("resource_id")).alias("resource_id"),
+        interval.gather(net["interval_idx"]).alias("interval"),
+        pl.max_horizontal(cap - pl.max_horizontal(pl.col("a"), 0.0), 0.0).alias("max_sell_kw"),
+        pl.max_horizontal(cap - pl.max_horizontal(-pl.col("a"), 0.0), 0.0).alias("max_buy_kw")))
 
 
 def _resources(rows: pl.DataFrame) -> tuple:
@@ -450,7 +478,7 @@ class FlexOutcome:
     currency), marginal_price (decimal, '' when none). Both are empty unless ``status == "optimal"``;
     ``total_cost`` is the sum of the payments, ``shortfall_cost`` the relief not bought at max_price.
     ``activations``: the accepted offers as :func:`market_inputs` folds them into the energy market
-    (:data:`ACTIVATION_COLUMNS`, in offer order). ``committed``: the energy-market positions that
+    (:data:`ACTIVATION_COLUMNS`, the aggregator's own resource ids, in offer order). ``committed``: the energy-market positions that
     used up capability (aggregator_id, resource_id, interval_idx, kw net injection; only resources and
     intervals with offers, nonzero kW).
     """
@@ -538,7 +566,7 @@ def clear_flex(feeder: Feeder, market: dict, needs: pl.DataFrame, offers: pl.Dat
     shortfall = _money_text(_money(result.shortfall_cost, ROUND_HALF_EVEN))
     accepted = a.filter(pl.col("accepted_kw") > 0)
     activations = accepted.select("bus", _interval_idx(ivs, accepted["interval"]), "direction", "accepted_kw",
-                                  "tan_phi")
+                                  "tan_phi", "aggregator_id", _local_id("resource_id"))
     return FlexOutcome("optimal", awards, need_out, total, shortfall, seconds,
                        _digest(awards, need_out, total, shortfall), activations, used)
 

@@ -56,8 +56,9 @@ FLEX_OFFER_SCHEMA = {"aggregator_id": pl.Utf8, "offer_id": pl.Utf8, "resource_id
                      "tan_phi": pl.Float64, "capacity_kw": pl.Float64}
 """Active offers as the auction reads them: the offer columns plus the resource's ``capacity_kw``."""
 ACTIVATION_SCHEMA = {"bus": pl.Utf8, "interval_idx": pl.Int64, "direction": pl.Utf8, "accepted_kw": pl.Float64,
-                     "tan_phi": pl.Float64}
-"""Accepted flexibility activations as the energy market folds them in (``markets_engine.market_inputs``)."""
+                     "tan_phi": pl.Float64, "aggregator_id": pl.Utf8, "resource_id": pl.Utf8}
+"""Accepted flexibility activations as the energy market folds them in (``markets_engine.market_inputs``),
+with the resource that sold each (its energy bids may not sell that kW again)."""
 COMMITMENT_SCHEMA = {"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64, "kw": pl.Float64}
 """Each resource's energy award per interval (net injection kW), as the flexibility auction counts it."""
 STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement")
@@ -733,7 +734,8 @@ def energy_activations(conn, market: dict) -> pl.DataFrame | None:
             return None
     elif flex_status(conn, market_id) != "optimal":
         return None
-    rows = conn.execute("SELECT a.bus, a.interval_idx, a.direction, a.accepted_kw, o.tan_phi FROM flex_awards a "
+    rows = conn.execute("SELECT a.bus, a.interval_idx, a.direction, a.accepted_kw, o.tan_phi, a.aggregator_id, "
+                        "a.resource_id FROM flex_awards a "
                         "JOIN flex_offers o ON o.market_id = a.market_id AND o.aggregator_id = a.aggregator_id "
                         "AND o.offer_id = a.offer_id WHERE a.market_id = ? AND a.accepted_kw > 0 "
                         "ORDER BY a.aggregator_id, a.offer_id", (market_id,)).fetchall()

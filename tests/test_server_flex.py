@@ -18,7 +18,7 @@ import grpc
 import polars as pl
 import pytest
 
-from clients.api import (AlreadyExists, Client, FailedPrecondition, FlexNeed, FlexOffer, IntervalAward, InvalidArgument,
+from clients.api import (AlreadyExists, BidSegment, Client, FailedPrecondition, FlexNeed, FlexOffer, IntervalAward, InvalidArgument,
                          NotFound, PermissionDenied, Resource, flex_offer_columns)
 from server import db
 from server.api.dsomarket.v1 import flexibility_pb2 as pb
@@ -480,5 +480,32 @@ def test_energy_awarded_first_uses_up_capability_in_the_auction(tmp_path):
 
         checks = _replayed(env.db_path)
         assert [c.stage for c in checks] == ["clear", "award", "flex"] and all(c.identical for c in checks)
+
+    run(body())
+
+
+def test_a_kw_sold_as_flexibility_first_is_not_sold_again_in_the_energy_market(tmp_path):
+    async def body():
+        async with running(tmp_path) as env:
+            op, a = env.clients["dso"], env.clients["agg-a"]
+            market = await flex_market(env, "sold-once")
+            m, (t0, t1) = market.market_id, market.intervals
+            # agg-a's pv (300 kW) offers its full capacity in energy at a low price in both intervals.
+            await a.submit_bids(m, [BidSegment(f"pv-{k}", "pv", "sell", 300.0, Decimal("5"), iv)
+                                    for k, iv in enumerate(market.intervals)])
+            await op.post_needs(m, [FlexNeed("n-line", "line", t0, "200", element="5", required_kw=200.0)])
+            await a.submit_flex_offers(m, [FlexOffer("up", "pv", "up", 200.0, "20", t0)])
+            await op.close_gate(m)
+            assert (await op.clear_flexibility(m)).accepted_kw == pytest.approx(200.0)
+            assert (await op.clear_market(m, iso_price_forecast=["50"])).status == "optimal"
+            await op.publish_market(m)
+            assert (await _award_at(env, m)).status == "optimal"
+            # 200 of its 300 kW went up as flexibility at t0: only 100 kW may still be sold there.
+            sold = {w.interval_start: w.cleared_kw for w in await a.list_awards(market_id=m) if w.resource_id == "pv"}
+            assert sold[t0] == pytest.approx(100.0, abs=1e-6)
+            assert sold[t1] == pytest.approx(300.0, abs=1e-6)
+
+        checks = _replayed(env.db_path)
+        assert [c.stage for c in checks] == ["flex", "clear", "award"] and all(c.identical for c in checks)
 
     run(body())
