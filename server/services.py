@@ -343,20 +343,7 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServiceServicer):
 
     @unary(AGGREGATOR, *READERS)
     async def ListBids(self, request, who):
-        f = request.filter
-        owner = auth.scope(who, convert.optional_id(f.aggregator_id, "filter.aggregator_id"))
-        market_id = convert.optional_id(f.market_id, "filter.market_id")
-        scope = f"ListBids|{owner}|{market_id}|{f.include_withdrawn}"
-        limit, after = convert.page(request.pagination, scope)
-
-        def read(conn):
-            rows = store.list_bids(conn, market_id, owner, f.include_withdrawn, after, limit)
-            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
-
-        rows, markets = await self.app.reader.call(read)
-        rows, info = convert.next_page(rows, limit, scope,
-                                       lambda r: [r["market_id"], r["aggregator_id"], r["bid_id"]])
-        bids = [convert.bid(r, markets[r["market_id"]]) for r in rows]
+        bids, info = await _list_own(self.app, request, who, "ListBids", store.list_bids, "bid_id", convert.bid)
         return agg_pb.ListBidsResponse(bids=bids, pagination=info)
 
     async def _dispatch_page(self, request, who, kind: str):
@@ -496,6 +483,23 @@ def _award_rows(market: dict, submitted: list[tuple[int, float, str]]) -> list[t
     return sorted((k, q, p) for k, (_, q, p) in zip(indices, submitted, strict=True))
 
 
+async def _list_own(app: App, request, who, name: str, list_rows, id_col: str, to_pb) -> tuple[list, object]:
+    """One page of an aggregator-scoped list (bids, flexibility offers): rows the caller may see, as messages."""
+    f = request.filter
+    owner = auth.scope(who, convert.optional_id(f.aggregator_id, "filter.aggregator_id"))
+    market_id = convert.optional_id(f.market_id, "filter.market_id")
+    scope = f"{name}|{owner}|{market_id}|{f.include_withdrawn}"
+    limit, after = convert.page(request.pagination, scope)
+
+    def read(conn):
+        rows = list_rows(conn, market_id, owner, f.include_withdrawn, after, limit)
+        return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+    rows, markets = await app.reader.call(read)
+    rows, info = convert.next_page(rows, limit, scope, lambda r: [r["market_id"], r["aggregator_id"], r[id_col]])
+    return [to_pb(r, markets[r["market_id"]]) for r in rows], info
+
+
 async def _follow(app: App, topic: str, read, after: int):
     """Rows after ``after`` from ``read(conn, after)``, then each new one as it commits, until shutdown."""
     with app.notifier.subscribe(topic) as wake:
@@ -564,20 +568,8 @@ class FlexibilityService(flexibility_pb2_grpc.FlexibilityServiceServicer):
 
     @unary(AGGREGATOR, *READERS)
     async def ListFlexOffers(self, request, who):
-        f = request.filter
-        owner = auth.scope(who, convert.optional_id(f.aggregator_id, "filter.aggregator_id"))
-        market_id = convert.optional_id(f.market_id, "filter.market_id")
-        scope = f"ListFlexOffers|{owner}|{market_id}|{f.include_withdrawn}"
-        limit, after = convert.page(request.pagination, scope)
-
-        def read(conn):
-            rows = store.list_flex_offers(conn, market_id, owner, f.include_withdrawn, after, limit)
-            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
-
-        rows, markets = await self.app.reader.call(read)
-        rows, info = convert.next_page(rows, limit, scope,
-                                       lambda r: [r["market_id"], r["aggregator_id"], r["offer_id"]])
-        offers = [convert.flex_offer(r, markets[r["market_id"]]) for r in rows]
+        offers, info = await _list_own(self.app, request, who, "ListFlexOffers", store.list_flex_offers,
+                                       "offer_id", convert.flex_offer)
         return flex_pb.ListFlexOffersResponse(offers=offers, pagination=info)
 
     @unary(OPERATOR)
