@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server import services
+from server.auth import TOKEN_RECHECK_SECONDS
 from server.api.dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc
 from server.api.dsomarket.v1 import flexibility_pb2, flexibility_pb2_grpc, iso_pb2
 from server.api.dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
@@ -71,7 +72,8 @@ class Server:
 
 
 async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | None = None,
-                        solve_time_limit: float | None = None) -> tuple[Server, int]:
+                        solve_time_limit: float | None = None,
+                        token_recheck_seconds: float = TOKEN_RECHECK_SECONDS) -> tuple[Server, int]:
     """Build a server bound to ``address`` (``host:port``; port 0 picks a free one).
 
     Parameters
@@ -84,13 +86,16 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
         Serve TLS (mutual TLS when ``tls.client_ca`` is set); plaintext when None.
     solve_time_limit
         Seconds per solve before the call fails with DEADLINE_EXCEEDED.
+    token_recheck_seconds
+        A cached token is checked against the database again once older than this, so a token revoked
+        with ``dsomarket token revoke`` is refused (UNAUTHENTICATED) within this many seconds.
 
     Returns
     -------
     (Server, int)
         The server (call ``await server.start()``) and the bound port.
     """
-    app = services.App(db_path, solve_time_limit)
+    app = services.App(db_path, solve_time_limit, token_recheck_seconds)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                       ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     market_pb2_grpc.add_MarketServiceServicer_to_server(services.MarketService(app), server)

@@ -5,6 +5,12 @@ once when created. Only its SHA-256 is stored: tokens carry 256 bits of
 entropy, so a slow password hash would add nothing but latency to every call.
 A participant has one name and one role; an aggregator's name is its
 ``aggregator_id``.
+
+:func:`revoke_tokens` revokes every active token of a participant (the row
+keeps its hash and gains ``revoked_us``; the participant stays, so its data and
+audit trail keep their owner). A running server re-reads a cached token after
+at most ``token_recheck_seconds`` (:data:`TOKEN_RECHECK_SECONDS` by default), so
+a revoked token stops working within that window.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from server.errors import InvalidArgument, PermissionDenied, Unauthenticated
 ROLES = ("operator", "aggregator", "iso", "auditor")
 TOKEN_PREFIX = "dsm_"
 _MAX_TOKEN_LEN = 200
+TOKEN_RECHECK_SECONDS = 2.0
+"""How long a running server trusts a cached token before checking the database again: the longest a
+revoked token keeps working after ``dsomarket token revoke``."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +70,35 @@ def create_token(conn: sqlite3.Connection, name: str, role: str) -> str:
     return token
 
 
+def revoke_tokens(conn: sqlite3.Connection, name: str) -> int:
+    """Revoke every active token of participant ``name`` and audit it; returns how many were revoked.
+
+    Runs inside the caller's transaction. An unknown name is an InvalidArgument
+    on ``name``; a participant with no active token revokes nothing (and writes
+    no audit record).
+    """
+    check_id(name, "name")
+    if conn.execute("SELECT 1 FROM participants WHERE name = ?", (name,)).fetchone() is None:
+        raise InvalidArgument("name", f"no participant named {name!r}")
+    now = now_us()
+    count = conn.execute("UPDATE tokens SET revoked_us = ? WHERE name = ? AND revoked_us IS NULL",
+                         (now, name)).rowcount
+    if count:
+        audit.append(conn, "", "server", "token.revoke", {"name": name, "tokens": count}, now)
+    return count
+
+
+def list_tokens(conn: sqlite3.Connection) -> list[tuple[str, str, int, int | None]]:
+    """``(name, role, created_us, revoked_us)`` of every token, oldest first; never the hash."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT t.name, p.role, t.created_us, t.revoked_us FROM tokens t JOIN participants p ON p.name = t.name "
+        "ORDER BY t.created_us, t.name")]
+
+
 def lookup(conn: sqlite3.Connection, digest: str) -> Principal | None:
+    """The participant of an active (unrevoked) token, else None."""
     row = conn.execute("SELECT p.name, p.role FROM tokens t JOIN participants p ON p.name = t.name "
-                       "WHERE t.token_hash = ?", (digest,)).fetchone()
+                       "WHERE t.token_hash = ? AND t.revoked_us IS NULL", (digest,)).fetchone()
     return Principal(row[0], row[1]) if row else None
 
 

@@ -23,7 +23,8 @@ from typing import Any, Callable
 SCHEMA_VERSION = "1"
 """Bumped only by a change an older database cannot take by running :data:`SCHEMA` again. Additive
 changes (new tables, such as the ``flex_*`` tables of the flexibility auction) keep the version: every
-statement is ``IF NOT EXISTS``, so :func:`initialise` adds them to a database made before them."""
+statement is ``IF NOT EXISTS``, so :func:`initialise` adds them to a database made before them; new columns
+go in :data:`ADDED_COLUMNS`, which :func:`initialise` adds to older tables that lack them."""
 MAX_GROUP = 64  # requests per commit; bounds how long one fsync holds back the first of them
 
 SCHEMA = """
@@ -33,7 +34,7 @@ CREATE TABLE IF NOT EXISTS participants (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, created_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY, name TEXT NOT NULL REFERENCES participants(name),
-    created_us INTEGER NOT NULL);
+    created_us INTEGER NOT NULL, revoked_us INTEGER);
 CREATE TABLE IF NOT EXISTS feeders (
     feeder_id TEXT PRIMARY KEY, name TEXT NOT NULL, root_bus TEXT NOT NULL, base_kv REAL NOT NULL,
     bus_count INTEGER NOT NULL, line_count INTEGER NOT NULL, tables TEXT NOT NULL,
@@ -126,6 +127,10 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
+ADDED_COLUMNS = (("tokens", "revoked_us", "INTEGER"),)
+"""``(table, column, type)`` added after a table was first released: :func:`initialise` runs
+``ALTER TABLE ... ADD COLUMN`` where the column is missing (the ``CREATE TABLE`` above already has it)."""
+
 
 def now_us() -> int:
     """Wall-clock time, integer microseconds since the epoch (UTC)."""
@@ -150,6 +155,9 @@ def initialise(path: str | Path) -> None:
         for stmt in SCHEMA.split(";\n"):
             if stmt.strip():
                 conn.execute(stmt)
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,9 +44,13 @@ class App:
     solve_time_limit
         Seconds a clearing or award solve may take (None: no limit); past it
         the call fails with DEADLINE_EXCEEDED and the market keeps its state.
+    token_recheck_seconds
+        Age past which a cached token is looked up again, so a revoked token
+        stops working within this many seconds.
     """
 
-    def __init__(self, db_path: str | Path, solve_time_limit: float | None = None):
+    def __init__(self, db_path: str | Path, solve_time_limit: float | None = None,
+                 token_recheck_seconds: float = auth.TOKEN_RECHECK_SECONDS):
         db.initialise(db_path)
         self.writer = db.Writer(db_path)
         self.reader = db.Reader(db_path)
@@ -53,21 +58,25 @@ class App:
         self.solve_time_limit = solve_time_limit
         # One solve at a time: HiGHS runs single-threaded, so the other core stays with the event loop.
         self._solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsomarket-solver")
-        self._tokens: dict[str, Principal] = {}
+        self.token_recheck_seconds = token_recheck_seconds
+        self._tokens: dict[str, tuple[Principal, float]] = {}  # digest -> (principal, monotonic time checked)
         self._feeders: dict = {}
         self._disaggregations: OrderedDict = OrderedDict()
         self._locks: defaultdict = defaultdict(asyncio.Lock)
 
     async def authenticate(self, metadata) -> Principal:
         digest = auth.token_hash(auth.bearer_token(metadata))
-        who = self._tokens.get(digest)
+        cached = self._tokens.get(digest)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] <= self.token_recheck_seconds:
+            return cached[0]
+        who = await self.reader.call(auth.lookup, digest)
         if who is None:
-            who = await self.reader.call(auth.lookup, digest)
-            if who is None:
-                raise Unauthenticated("unknown token")
-            if len(self._tokens) >= _CACHED_TOKENS:
-                self._tokens.clear()
-            self._tokens[digest] = who
+            self._tokens.pop(digest, None)
+            raise Unauthenticated("unknown token")  # revoked reads the same as never issued
+        if len(self._tokens) >= _CACHED_TOKENS:
+            self._tokens.clear()
+        self._tokens[digest] = (who, now)
         return who
 
     async def solve(self, fn, *args):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import grpc
 import pytest
 
 from clients.api import (BidSegment, FailedPrecondition, IntervalAward, NotFound, PermissionDenied, Resource,
                          Unauthenticated)
+from server import db
 from server.api.dsomarket.v1 import market_pb2, market_pb2_grpc
+from server.auth import create_tokens, token_hash
 from tests.harness import running, simple_bids, small_market
 
 
-def run(coro):
+def run_async(coro):
     return asyncio.run(coro)
 
 
@@ -31,7 +34,7 @@ def test_missing_malformed_and_unknown_tokens(tmp_path):
                 await env.client("not-a-token").identity()
             assert (await env.clients["agg-a"].identity()).role == "aggregator"
 
-    run(body())
+    run_async(body())
 
 
 def test_roles_may_only_make_their_calls(tmp_path):
@@ -58,7 +61,7 @@ def test_roles_may_only_make_their_calls(tmp_path):
             assert len(await aud.list_bids()) == 8 and len(await op.list_bids(aggregator_id="agg-a")) == 8
             assert len(await aud.list_audit_records()) > 0 and (await aud.verify_audit_chain()).ok
 
-    run(body())
+    run_async(body())
 
 
 def test_no_leaks_between_aggregators(tmp_path):
@@ -132,4 +135,49 @@ def test_no_leaks_between_aggregators(tmp_path):
                     break
             assert {e.aggregator_id for e in mixed} == {"agg-a", "agg-b"}
 
-    run(body())
+    run_async(body())
+
+
+def test_revoked_token_is_refused_within_the_recheck_window(tmp_path, run):
+    async def body():
+        async with running(tmp_path, token_recheck_seconds=0.2) as env:
+            a = env.clients["agg-a"]
+            assert (await a.identity()).name == "agg-a"  # now cached
+            code, _, err = run("token", "revoke", "--name", "agg-a", "--db", env.db_path)
+            assert code == 0 and "revoked 1 token" in err
+            await asyncio.sleep(0.3)
+            with pytest.raises(Unauthenticated) as refused:
+                await a.identity()
+            assert refused.value.details == "unknown token"  # the same as a token never issued
+            assert (await env.clients["agg-b"].identity()).name == "agg-b"
+            records = await env.clients["auditor"].list_audit_records()
+            assert [r.action for r in records].count("token.revoke") == 1
+            return env.db_path, env.tokens
+
+    path, tokens = run_async(body())
+    code, out, _ = run("token", "list", "--db", path)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0] == "name,role,created,revoked" and len(lines) == 1 + len(tokens)
+    by_name = {line.split(",")[0]: line.split(",") for line in lines[1:]}
+    assert by_name["agg-a"][1] == "aggregator" and by_name["agg-a"][3].endswith("Z")
+    assert all(row[3] == "" for name, row in by_name.items() if name != "agg-a")
+    assert not any(t in out or token_hash(t) in out for t in tokens.values())
+    code, _, err = run("token", "revoke", "--name", "agg-a", "--db", path)  # nothing left to revoke
+    assert code == 0 and "revoked 0 token" in err
+    code, out, err = run("token", "revoke", "--name", "nobody", "--db", path)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "name: no participant named 'nobody'" in err
+
+
+def test_revocation_opens_a_database_made_before_it(tmp_path, run):
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(db.SCHEMA.replace("created_us INTEGER NOT NULL, revoked_us INTEGER);",
+                                         "created_us INTEGER NOT NULL);"))
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (db.SCHEMA_VERSION,))
+    conn.commit()
+    assert "revoked_us" not in {r[1] for r in conn.execute("PRAGMA table_info(tokens)")}
+    conn.close()
+    create_tokens(path, {"agg-x": "aggregator"})
+    code, _, err = run("token", "revoke", "--name", "agg-x", "--db", path)
+    assert code == 0 and "revoked 1 token" in err

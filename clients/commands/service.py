@@ -1,6 +1,6 @@
 """Service commands: run the server, manage tokens and the audit log, and talk to a server.
 
-Offline (on the database file): ``serve``, ``token create``, ``audit verify``,
+Offline (on the database file): ``serve``, ``token create|revoke|list``, ``audit verify``,
 ``audit replay``, ``demo``. Over gRPC, through :mod:`clients.api` only:
 ``bids submit|list``, ``awards follow``, ``curves fetch``, ``award submit``, and
 the flexibility auction's ``flex needs|submit|awards`` (next to the offline
@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -46,13 +46,21 @@ def register(subparsers) -> None:
                    help="fail a clearing with DEADLINE_EXCEEDED past this (default: no limit)")
     s.set_defaults(func=_serve)
 
-    t = subparsers.add_parser("token", help="create participant tokens").add_subparsers(
+    t = subparsers.add_parser("token", help="create, revoke and list participant tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION")
     tc = t.add_parser("create", help="create a token and print it (once; only its hash is stored)")
     tc.add_argument("--role", required=True, choices=("operator", "aggregator", "iso", "auditor"))
     tc.add_argument("--name", required=True, help="participant name (an aggregator's aggregator_id)")
     tc.add_argument("--db", required=True, help="the server's SQLite file (created if missing)")
     tc.set_defaults(func=_token_create)
+    tr = t.add_parser("revoke", help="revoke every active token of a participant (a running server refuses "
+                                     "them within a few seconds)")
+    tr.add_argument("--name", required=True, help="participant name")
+    tr.add_argument("--db", required=True, help="the server's SQLite file")
+    tr.set_defaults(func=_token_revoke)
+    tl = t.add_parser("list", help="list tokens: name, role, created, revoked (never the token or its hash)")
+    tl.add_argument("--db", required=True, help="the server's SQLite file")
+    tl.set_defaults(func=_token_list)
 
     a = subparsers.add_parser("audit", help="check the audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION")
@@ -205,6 +213,48 @@ def _token_create(args) -> int:
     print(f"dsomarket: token for {args.role} {args.name!r}; it is not stored and cannot be shown again",
           file=sys.stderr)
     return 0
+
+
+def _token_revoke(args) -> int:
+    from server import auth, db
+    from server.errors import ServiceError
+
+    if not Path(args.db).is_file():
+        raise InputError("token", "db", f"{args.db}: no such file")
+    db.initialise(args.db)  # adds the revoked_us column to a database made before it
+    conn = db.connect(args.db)
+    try:
+        count = db.transaction(conn, auth.revoke_tokens, args.name)
+    except ServiceError as exc:
+        print(f"dsomarket: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    print(f"dsomarket: revoked {count} token(s) of {args.name!r}; a running server refuses them within "
+          f"{auth.TOKEN_RECHECK_SECONDS:g} s", file=sys.stderr)
+    return 0
+
+
+def _token_list(args) -> int:
+    from server import auth, db
+
+    if not Path(args.db).is_file():
+        raise InputError("token", "db", f"{args.db}: no such file")
+    db.initialise(args.db)
+    conn = db.connect(args.db)
+    try:
+        rows = auth.list_tokens(conn)
+    finally:
+        conn.close()
+    print("name,role,created,revoked")
+    for name, role, created_us, revoked_us in rows:
+        print(f"{name},{role},{_iso_us(created_us)},{_iso_us(revoked_us) if revoked_us is not None else ''}")
+    return 0
+
+
+def _iso_us(us: int) -> str:
+    stamp = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _open_existing(path: str):
