@@ -352,7 +352,11 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServiceServicer):
 
     @unary(AGGREGATOR, *READERS)
     async def ListBids(self, request, who):
-        bids, info = await _list_own(self.app, request, who, "ListBids", store.list_bids, "bid_id", convert.bid)
+        withdrawn = request.filter.include_withdrawn
+        bids, info = await _list_own(
+            self.app, request, who, "ListBids",
+            lambda conn, m, o, after, limit: store.list_bids(conn, m, o, withdrawn, after, limit),
+            _own_key("bid_id"), convert.bid)
         return agg_pb.ListBidsResponse(bids=bids, pagination=info)
 
     async def _dispatch_page(self, request, who, kind: str):
@@ -381,18 +385,8 @@ class AggregatorService(aggregator_pb2_grpc.AggregatorServiceServicer):
 
     @unary(AGGREGATOR, *READERS)
     async def ListStatements(self, request, who):
-        owner = auth.scope(who, convert.optional_id(request.filter.aggregator_id, "filter.aggregator_id"))
-        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
-        scope = f"ListStatements|{owner}|{market_id}"
-        limit, after = convert.page(request.pagination, scope)
-
-        def read(conn):
-            rows = store.list_statements(conn, market_id, owner, after, limit)
-            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
-
-        rows, markets = await self.app.reader.call(read)
-        rows, info = convert.next_page(rows, limit, scope, lambda r: [r[c] for c in store.STATEMENT_KEY])
-        statements = [convert.statement(r, markets[r["market_id"]]) for r in rows]
+        statements, info = await _list_own(self.app, request, who, "ListStatements", store.list_statements,
+                                           lambda r: [r[c] for c in store.STATEMENT_KEY], convert.statement)
         return agg_pb.ListStatementsResponse(statements=statements, pagination=info)
 
     @stream(AGGREGATOR, *READERS)
@@ -492,21 +486,29 @@ def _award_rows(market: dict, submitted: list[tuple[int, float, str]]) -> list[t
     return sorted((k, q, p) for k, (_, q, p) in zip(indices, submitted, strict=True))
 
 
-async def _list_own(app: App, request, who, name: str, list_rows, id_col: str, to_pb) -> tuple[list, object]:
-    """One page of an aggregator-scoped list (bids, flexibility offers): rows the caller may see, as messages."""
+async def _list_own(app: App, request, who, name: str, list_rows, key, to_pb) -> tuple[list, object]:
+    """One page of an aggregator-scoped list (bids, offers, statements, awards) as messages.
+
+    ``list_rows(conn, market_id, owner, after, limit)`` reads the rows the caller
+    may see; ``key(row)`` is the row's pagination key.
+    """
     f = request.filter
     owner = auth.scope(who, convert.optional_id(f.aggregator_id, "filter.aggregator_id"))
     market_id = convert.optional_id(f.market_id, "filter.market_id")
-    scope = f"{name}|{owner}|{market_id}|{f.include_withdrawn}"
+    scope = f"{name}|{owner}|{market_id}|{getattr(f, 'include_withdrawn', '')}"
     limit, after = convert.page(request.pagination, scope)
 
     def read(conn):
-        rows = list_rows(conn, market_id, owner, f.include_withdrawn, after, limit)
+        rows = list_rows(conn, market_id, owner, after, limit)
         return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
 
     rows, markets = await app.reader.call(read)
-    rows, info = convert.next_page(rows, limit, scope, lambda r: [r["market_id"], r["aggregator_id"], r[id_col]])
+    rows, info = convert.next_page(rows, limit, scope, key)
     return [to_pb(r, markets[r["market_id"]]) for r in rows], info
+
+
+def _own_key(id_col: str):
+    return lambda r: [r["market_id"], r["aggregator_id"], r[id_col]]
 
 
 async def _follow(app: App, topic: str, read, after: int):
@@ -577,8 +579,11 @@ class FlexibilityService(flexibility_pb2_grpc.FlexibilityServiceServicer):
 
     @unary(AGGREGATOR, *READERS)
     async def ListFlexOffers(self, request, who):
-        offers, info = await _list_own(self.app, request, who, "ListFlexOffers", store.list_flex_offers,
-                                       "offer_id", convert.flex_offer)
+        withdrawn = request.filter.include_withdrawn
+        offers, info = await _list_own(
+            self.app, request, who, "ListFlexOffers",
+            lambda conn, m, o, after, limit: store.list_flex_offers(conn, m, o, withdrawn, after, limit),
+            _own_key("offer_id"), convert.flex_offer)
         return flex_pb.ListFlexOffersResponse(offers=offers, pagination=info)
 
     @unary(OPERATOR)
@@ -608,19 +613,8 @@ class FlexibilityService(flexibility_pb2_grpc.FlexibilityServiceServicer):
 
     @unary(AGGREGATOR, *READERS)
     async def ListFlexAwards(self, request, who):
-        owner = auth.scope(who, convert.optional_id(request.filter.aggregator_id, "filter.aggregator_id"))
-        market_id = convert.optional_id(request.filter.market_id, "filter.market_id")
-        scope = f"ListFlexAwards|{owner}|{market_id}"
-        limit, after = convert.page(request.pagination, scope)
-
-        def read(conn):
-            rows = store.list_flex_awards(conn, market_id, owner, after, limit)
-            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
-
-        rows, markets = await self.app.reader.call(read)
-        rows, info = convert.next_page(rows, limit, scope,
-                                       lambda r: [r["market_id"], r["aggregator_id"], r["offer_id"]])
-        awards = [convert.flex_award(r, markets[r["market_id"]]) for r in rows]
+        awards, info = await _list_own(self.app, request, who, "ListFlexAwards", store.list_flex_awards,
+                                       _own_key("offer_id"), convert.flex_award)
         return flex_pb.ListFlexAwardsResponse(awards=awards, pagination=info)
 
     @unary(*READERS)

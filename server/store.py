@@ -321,22 +321,32 @@ def _bid_payload(market_id: str, who: Principal, rows: list[tuple]) -> dict:
             "bids": {name: list(cols[k + 2]) for k, name in enumerate(names)}}
 
 
+def _insert_batch(conn, table: str, insert_sql: str, rows: list, market_id: str, who: Principal, quota: int,
+                  noun: str, id_field: str, ids: list[str], existing) -> None:
+    """Insert a whole batch of an aggregator's rows, or raise: over its quota, or an id already used.
+
+    ``existing(conn, market_id, aggregator, ids)`` names the ids already taken, so the
+    error can point at the first one (``id_field[k]``).
+    """
+    (held,) = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE market_id = ? AND aggregator_id = ?",
+                           (market_id, who.name)).fetchone()
+    if held + len(rows) > quota:
+        raise ResourceExhausted(f"{id_field.split('.')[0]}: an aggregator may hold at most {quota} "
+                                f"{noun} in a market ({held} held, {len(rows)} submitted)")
+    if not _insert_all(conn, insert_sql, rows):
+        taken = existing(conn, market_id, who.name, ids)
+        k = next(k for k, i in enumerate(ids) if i in taken)
+        raise AlreadyExists(f"{id_field}[{k}]: {ids[k]!r} already exists in market {market_id!r}")
+
+
 def submit_bids(conn, who: Principal, market_id: str, batch: BidBatch, request_id: str, digest: str) -> dict:
     def run():
         market = get_market(conn, market_id)
         require_state(market, ("open",), "submitting bids")
         now = now_us()
         rows = _bid_rows(conn, market, who, batch, now)
-        (held,) = conn.execute("SELECT COUNT(*) FROM bids WHERE market_id = ? AND aggregator_id = ?",
-                               (market_id, who.name)).fetchone()
-        if held + len(rows) > MAX_BIDS_PER_AGGREGATOR:
-            raise ResourceExhausted(f"bids: an aggregator may hold at most {MAX_BIDS_PER_AGGREGATOR} "
-                                    f"segments in a market ({held} held, {len(rows)} submitted)")
-        if not _insert_all(conn, _BID_INSERT, rows):
-            existing = _existing_bids(conn, market_id, who.name, batch.bid_id)
-            k = next(k for k, b in enumerate(batch.bid_id) if b in existing)
-            raise AlreadyExists(f"bids.bid_id[{k}]: {batch.bid_id[k]!r} already exists in market "
-                                f"{market_id!r}")
+        _insert_batch(conn, "bids", _BID_INSERT, rows, market_id, who, MAX_BIDS_PER_AGGREGATOR,
+                      "segments", "bids.bid_id", batch.bid_id, _existing_bids)
         _audit(conn, who, "bids.submit", _bid_payload(market_id, who, rows), now)
         return {"count": len(rows), "acknowledged_us": now}
 
@@ -642,16 +652,8 @@ def submit_flex_offers(conn, who: Principal, market_id: str, batch: FlexOfferBat
         require_flex_open(market, flex_status(conn, market_id), "submitting offers")
         now = now_us()
         rows = _flex_offer_rows(conn, market, who, batch, now)
-        (held,) = conn.execute("SELECT COUNT(*) FROM flex_offers WHERE market_id = ? AND aggregator_id = ?",
-                               (market_id, who.name)).fetchone()
-        if held + len(rows) > MAX_FLEX_OFFERS_PER_AGGREGATOR:
-            raise ResourceExhausted(f"offers: an aggregator may hold at most {MAX_FLEX_OFFERS_PER_AGGREGATOR} "
-                                    f"offers in a market ({held} held, {len(rows)} submitted)")
-        if not _insert_all(conn, _FLEX_OFFER_INSERT, rows):
-            existing = _existing_offers(conn, market_id, who.name, batch.offer_id)
-            k = next(k for k, o in enumerate(batch.offer_id) if o in existing)
-            raise AlreadyExists(f"offers.offer_id[{k}]: {batch.offer_id[k]!r} already exists in market "
-                                f"{market_id!r}")
+        _insert_batch(conn, "flex_offers", _FLEX_OFFER_INSERT, rows, market_id, who,
+                      MAX_FLEX_OFFERS_PER_AGGREGATOR, "offers", "offers.offer_id", batch.offer_id, _existing_offers)
         cols = list(zip(*rows, strict=True))
         payload = {"market_id": market_id, "aggregator_id": who.name,
                    "offers": {name: list(cols[k + 2]) for k, name in enumerate(FLEX_OFFER_COLUMNS[1:])}}
