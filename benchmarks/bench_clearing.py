@@ -25,10 +25,10 @@ import polars as pl
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from engine import lindistflow  # noqa: E402
-from engine.bids import MarketRules, validate_bids  # noqa: E402
-from engine.clearing import ClearingOptions, clear  # noqa: E402
-from engine.feeders import synthetic  # noqa: E402
+from dsomarket.engine import lindistflow  # noqa: E402
+from dsomarket.engine.bids import MarketRules, validate_bids  # noqa: E402
+from dsomarket.engine.clearing import ClearingOptions, clear  # noqa: E402
+from dsomarket.engine.feeders import synthetic  # noqa: E402
 
 
 def make_bids(feeder, n: int, seed: int) -> pl.DataFrame:

@@ -32,10 +32,10 @@ import polars as pl
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from engine.bids import MarketRules, validate_bids  # noqa: E402
-from engine.clearing import ClearingOptions, NodalMarket  # noqa: E402
-from engine.feeders import synthetic  # noqa: E402
-from engine.interface import trace_curve  # noqa: E402
+from dsomarket.engine.bids import MarketRules, validate_bids  # noqa: E402
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket  # noqa: E402
+from dsomarket.engine.feeders import synthetic  # noqa: E402
+from dsomarket.engine.interface import trace_curve  # noqa: E402
 
 NO_AC = ClearingOptions(ac_check=False)
 

@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from engine.feeders import synthetic
-from engine.flexibility import BaseCase, build_model, clear_flexibility
-from engine.network import Feeder
-from engine.solver import HighsSolver
+from dsomarket.engine.feeders import synthetic
+from dsomarket.engine.flexibility import BaseCase, build_model, clear_flexibility
+from dsomarket.engine.network import Feeder
+from dsomarket.engine.solver import HighsSolver
 
 
 def instance(feeder: Feeder, n_needs: int, n_offers: int, n_intervals: int, seed: int):

@@ -42,10 +42,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from clients.api import BidSegment, Client, Resource, bid_columns  # noqa: E402
+from dsomarket.clients.api import BidSegment, Client, Resource, bid_columns  # noqa: E402
 from tests.harness import create_tokens, delivery_day  # noqa: E402
 
-_SERVE = ("import asyncio, sys; from server.app import serve; "
+_SERVE = ("import asyncio, sys; from dsomarket.server.app import serve; "
           "asyncio.run(serve('127.0.0.1:0', sys.argv[1], ready=lambda p: print(p, flush=True)))")
 _ROOT = Path(__file__).resolve().parent.parent
 MARKET = "bench-da"

@@ -35,11 +35,11 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server.api.dsomarket.v1 import aggregator_pb2 as agg_pb
-from server.api.dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, common_pb2, iso_pb2
-from server.api.dsomarket.v1 import flexibility_pb2 as flex_pb
-from server.api.dsomarket.v1 import flexibility_pb2_grpc
-from server.api.dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
+from dsomarket.v1 import aggregator_pb2 as agg_pb
+from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, common_pb2, iso_pb2
+from dsomarket.v1 import flexibility_pb2 as flex_pb
+from dsomarket.v1 import flexibility_pb2_grpc
+from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 PAGE_SIZE = 10_000

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from engine.errors import InputError
+from dsomarket.engine.errors import InputError
 
 COMMAND_MODULES = ("feeder", "market", "flex", "service")
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsomarket", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(f"clients.commands.{name}").register(sub)
+        importlib.import_module(f"dsomarket.clients.commands.{name}").register(sub)
     return parser
 
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.api import ApiError, BidSegment, Client, InterfaceCurve, IntervalAward, Resource
-from server import db
-from server.app import create_server
-from server.replay import replay
-from server.auth import create_tokens
+from dsomarket.clients.api import ApiError, BidSegment, Client, InterfaceCurve, IntervalAward, Resource
+from dsomarket.server import db
+from dsomarket.server.app import create_server
+from dsomarket.server.replay import replay
+from dsomarket.server.auth import create_tokens
 
 FEEDER = "ieee33"
 SOLAR = np.array([0, 0, 0, 0, 0, .04, .14, .30, .48, .64, .77, .86,

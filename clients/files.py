@@ -29,9 +29,9 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from engine.errors import InputError
-from engine.feeders import builtin
-from engine.network import Feeder
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import builtin
+from dsomarket.engine.network import Feeder
 
 ID_COLUMNS = ("bid_id", "bus", "line", "from_bus", "to_bus", "aggregator_id", "resource_id",
               "offer_id", "need_id", "interval")

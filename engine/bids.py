@@ -31,8 +31,8 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from engine.errors import InputError
-from engine.network import Feeder, _normalise, _utc
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import Feeder, _normalise, _utc
 
 BID_SCHEMA = {"bid_id": pl.Utf8, "bus": pl.Utf8, "side": pl.Utf8, "quantity_kw": pl.Float64,
               "price": pl.Float64, "interval": pl.Datetime("us", "UTC"), "aggregator_id": pl.Utf8,

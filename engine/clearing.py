@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from engine import lindistflow
-from engine.bids import BidBook, MarketRules, Resource, canonical, validate_bids
-from engine.errors import InputError
-from engine.network import S_BASE_KVA, Feeder
-from engine.solver import HighsSolver, Solution
+from dsomarket.engine import lindistflow
+from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical, validate_bids
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import S_BASE_KVA, Feeder
+from dsomarket.engine.solver import HighsSolver, Solution
 
 FORMULATIONS = ("lindistflow", "socp")
 ECOS_MAX_BUSES = 500
@@ -464,7 +464,7 @@ def clear(feeder: Feeder, bids: pl.DataFrame | BidBook, iso_price, *, rules: Mar
     book = bids if isinstance(bids, BidBook) else validate_bids(bids, feeder, rules, intervals)
     book = canonical(book, feeder, rules)  # input row order must not change the LP, hence the dispatch
     if options.formulation == "socp":
-        from engine import socp  # cvxpy is imported only when the SOCP is asked for
+        from dsomarket.engine import socp  # cvxpy is imported only when the SOCP is asked for
         return socp.clear(feeder, book, iso_price, rules=rules, resources=resources, options=options,
                           solver=socp_solver(feeder, options))
     return NodalMarket(feeder, book, iso_price, rules, resources, options).solve()
@@ -476,7 +476,7 @@ def ac_check(feeder: Feeder, book: BidBook, x_mw: np.ndarray, line_p, line_q, v,
     Returns losses (kW, worst interval), the lowest AC voltage and where, and the
     worst voltage (pu) and flow (kW) error of the linear model.
     """
-    from engine.powerflow import ac_power_flow, linear_model_error
+    from dsomarket.engine.powerflow import ac_power_flow, linear_model_error
 
     w_p, w_q = net_withdrawal(feeder, book, x_mw, loads, shed_kw)
     worst: dict = {"losses_kw": 0.0, "min_v_pu": np.inf, "min_v_bus": None, "max_v_error_pu": 0.0,

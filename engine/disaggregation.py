@@ -47,12 +47,12 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from engine import lindistflow
-from engine.bids import BidBook, MarketRules, Resource, canonical
-from engine.clearing import ROUND_KW, ClearingOptions, ClearingResult, NodalMarket, _iv_column
-from engine.errors import InputError
-from engine.network import S_BASE_KVA, Feeder, _utc
-from engine.solver import Solution
+from dsomarket.engine import lindistflow
+from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical
+from dsomarket.engine.clearing import ROUND_KW, ClearingOptions, ClearingResult, NodalMarket, _iv_column
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
+from dsomarket.engine.solver import Solution
 
 DISPATCH_SCHEMA = {"bid_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "bus": pl.Utf8, "side": pl.Utf8,
                    "aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "price": pl.Float64,

@@ -21,9 +21,9 @@ import math
 import numpy as np
 import polars as pl
 
-from engine.errors import InputError
-from engine.network import S_BASE_KVA, Feeder
-from engine.powerflow import backward_forward_sweep
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import S_BASE_KVA, Feeder
+from dsomarket.engine.powerflow import backward_forward_sweep
 
 BASE_KV_BW = 12.66
 """Line-to-line voltage of both Baran & Wu feeders, kV."""

@@ -99,9 +99,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from engine.errors import InputError
-from engine.network import S_BASE_KVA, Feeder, Topology, _normalise, _utc
-from engine.solver import HighsSolver, LinearModel
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import S_BASE_KVA, Feeder, Topology, _normalise, _utc
+from dsomarket.engine.solver import HighsSolver, LinearModel
 
 NEED_KINDS = ("line", "voltage", "import")
 NEED_DIRECTIONS = {"line": ("forward", "reverse"), "import": ("forward", "reverse"),

@@ -71,12 +71,12 @@ import highspy
 import numpy as np
 import polars as pl
 
-from engine.bids import (BidBook, MarketRules, Resource, canonical, couples_intervals, for_interval,
+from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, couples_intervals, for_interval,
                          resources_for_interval)
-from engine.clearing import ClearingOptions, NodalMarket, _iv_column, socp_solver
-from engine.errors import InputError
-from engine.lindistflow import market_loads
-from engine.network import S_BASE_KVA, Feeder
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket, _iv_column, socp_solver
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.lindistflow import market_loads
+from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 Q_TOL_MW = 1e-6
 """Imports (MW) closer than this are one quantity: 1 W, far below any bid. HiGHS's vertices are
@@ -751,7 +751,7 @@ def trace_curve_socp(feeder: Feeder, book: BidBook, rules: MarketRules = MarketR
     """
     import cvxpy as cp
 
-    from engine import lindistflow, socp
+    from dsomarket.engine import lindistflow, socp
 
     if not (max_error_kw > 0 and math.isfinite(max_error_kw)):
         raise InputError("options", "max_error_kw", "must be a positive number")

@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from engine.bids import Battery, BidBook, Commitment, ElectricVehicle, FlexibleLoad, MarketRules, Resource
-from engine.errors import InputError
-from engine.network import S_BASE_KVA, Feeder
-from engine.solver import INF, LinearModel
+from dsomarket.engine.bids import Battery, BidBook, Commitment, ElectricVehicle, FlexibleLoad, MarketRules, Resource
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import S_BASE_KVA, Feeder
+from dsomarket.engine.solver import INF, LinearModel
 
 POLYGON_SIDES = 16
 

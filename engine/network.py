@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from engine.errors import InputError
+from dsomarket.engine.errors import InputError
 
 S_BASE_KVA = 1000.0
 """Per-unit power base (1 MVA), so that a per-unit power is a power in MW."""

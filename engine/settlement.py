@@ -37,9 +37,9 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from engine.disaggregation import Disaggregation
-from engine.errors import InputError
-from engine.network import _utc
+from dsomarket.engine.disaggregation import Disaggregation
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import _utc
 
 STATEMENT_SCHEMA = {"party": pl.Utf8, "aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "bid_id": pl.Utf8,
                     "bus": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "market": pl.Utf8, "kw": pl.Float64,

@@ -48,11 +48,11 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from engine import clearing, lindistflow
-from engine.bids import BidBook, MarketRules, Resource
-from engine.errors import InputError
-from engine.network import S_BASE_KVA, Feeder
-from engine.solver import CONIC_STATUS, LinearModel
+from dsomarket.engine import clearing, lindistflow
+from dsomarket.engine.bids import BidBook, MarketRules, Resource
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import S_BASE_KVA, Feeder
+from dsomarket.engine.solver import CONIC_STATUS, LinearModel
 
 SOLVERS = {"ecos": cp.ECOS, "clarabel": cp.CLARABEL}
 EXACT_GAP = 1e-4

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate server/api (Python stubs) from proto/dsomarket/v1/*.proto.
+# Regenerate dsomarket/v1 (Python stubs) from proto/dsomarket/v1/*.proto.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m server.gen_protos
+.venv/bin/python -m dsomarket.server.gen_protos

@@ -18,11 +18,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server import services
-from server.auth import TOKEN_RECHECK_SECONDS
-from server.api.dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc
-from server.api.dsomarket.v1 import flexibility_pb2, flexibility_pb2_grpc, iso_pb2
-from server.api.dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
+from dsomarket.server import services
+from dsomarket.server.auth import TOKEN_RECHECK_SECONDS
+from dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc
+from dsomarket.v1 import flexibility_pb2, flexibility_pb2_grpc, iso_pb2
+from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """Largest request or response; a bigger request fails with RESOURCE_EXHAUSTED before it is parsed."""

@@ -22,10 +22,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from server import audit, db
-from server.convert import check_id
-from server.db import now_us
-from server.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from dsomarket.server import audit, db
+from dsomarket.server.convert import check_id
+from dsomarket.server.db import now_us
+from dsomarket.server.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 ROLES = ("operator", "aggregator", "iso", "auditor")
 TOKEN_PREFIX = "dsm_"

@@ -21,11 +21,11 @@ from decimal import Decimal
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server import timeline
-from server.api.dsomarket.v1 import aggregator_pb2 as agg_pb
-from server.api.dsomarket.v1 import audit_pb2, common_pb2, iso_pb2, market_pb2, operator_pb2
-from server.api.dsomarket.v1 import flexibility_pb2 as flex_pb
-from server.errors import InvalidArgument, ResourceExhausted
+from dsomarket.server import timeline
+from dsomarket.v1 import aggregator_pb2 as agg_pb
+from dsomarket.v1 import audit_pb2, common_pb2, iso_pb2, market_pb2, operator_pb2
+from dsomarket.v1 import flexibility_pb2 as flex_pb
+from dsomarket.server.errors import InvalidArgument, ResourceExhausted
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 DECIMAL_PATTERN = re.compile(r"[+-]?\d{1,12}(\.\d{1,6})?")

@@ -12,7 +12,7 @@ import logging
 
 import grpc
 
-from engine.errors import InputError
+from dsomarket.engine.errors import InputError
 
 log = logging.getLogger("dsomarket.server")
 

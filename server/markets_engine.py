@@ -26,16 +26,16 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 import polars as pl
 
-from engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
-from engine.clearing import ClearingOptions, clear
-from engine.disaggregation import Disaggregation, disaggregate
-from engine.errors import InputError
-from engine.feeders import builtin
-from engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
-from engine.interface import trace_curve
-from engine.network import Feeder
-from engine.settlement import settle
-from server.errors import InvalidArgument
+from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, clear
+from dsomarket.engine.disaggregation import Disaggregation, disaggregate
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import builtin
+from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
+from dsomarket.engine.interface import trace_curve
+from dsomarket.engine.network import Feeder
+from dsomarket.engine.settlement import settle
+from dsomarket.server.errors import InvalidArgument
 
 ISO_SEGMENTS = 10
 """Priced segments per kind (demand, supply) in the curve handed to the ISO."""

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from server import audit, markets_engine
-from server.store import (ACTIVATION_SCHEMA, BID_COLUMNS, BID_SCHEMA, COMMITMENT_SCHEMA, FLEX_NEED_COLUMNS,
+from dsomarket.server import audit, markets_engine
+from dsomarket.server.store import (ACTIVATION_SCHEMA, BID_COLUMNS, BID_SCHEMA, COMMITMENT_SCHEMA, FLEX_NEED_COLUMNS,
                           FLEX_NEED_SCHEMA, FLEX_OFFER_COLUMNS, FLEX_OFFER_SCHEMA, RESOURCE_COLUMNS, RESOURCE_SCHEMA)
 
 

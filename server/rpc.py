@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 
-from server.auth import require_role
-from server.errors import status_of
+from dsomarket.server.auth import require_role
+from dsomarket.server.errors import status_of
 
 
 def unary(*roles: str):

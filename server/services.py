@@ -15,16 +15,16 @@ from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from server import audit, auth, convert, db, markets_engine, store, timeline
-from server.api.dsomarket.v1 import aggregator_pb2 as agg_pb
-from server.api.dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
-from server.api.dsomarket.v1 import flexibility_pb2 as flex_pb
-from server.api.dsomarket.v1 import flexibility_pb2_grpc
-from server.api.dsomarket.v1 import market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
-from server.auth import Principal
-from server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
-from server.notify import CURVES, Notifier, dispatch_topic
-from server.rpc import stream, unary
+from dsomarket.server import audit, auth, convert, db, markets_engine, store, timeline
+from dsomarket.v1 import aggregator_pb2 as agg_pb
+from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
+from dsomarket.v1 import flexibility_pb2 as flex_pb
+from dsomarket.v1 import flexibility_pb2_grpc
+from dsomarket.v1 import market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
+from dsomarket.server.auth import Principal
+from dsomarket.server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
+from dsomarket.server.notify import CURVES, Notifier, dispatch_topic
+from dsomarket.server.rpc import stream, unary
 
 OPERATOR, AGGREGATOR, ISO, AUDITOR = auth.ROLES
 EVERYONE = auth.ROLES

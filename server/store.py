@@ -18,11 +18,11 @@ from decimal import Decimal
 
 import polars as pl
 
-from server import audit, timeline
-from server.auth import Principal
-from server.convert import BidBatch, FlexOfferBatch
-from server.db import now_us
-from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from dsomarket.server import audit, timeline
+from dsomarket.server.auth import Principal
+from dsomarket.server.convert import BidBatch, FlexOfferBatch
+from dsomarket.server.db import now_us
+from dsomarket.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 MAX_BIDS_PER_AGGREGATOR = 1_000_000
 """Most bid segments (active or withdrawn) one aggregator may hold in one market."""

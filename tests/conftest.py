@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clients import cli
+from dsomarket.clients import cli
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from clients.api import BidSegment, Client, Market, Resource
-from clients.demo import delivery_day
-from server.auth import create_tokens
-from server.app import Server, TlsFiles, create_server
+from dsomarket.clients.api import BidSegment, Client, Market, Resource
+from dsomarket.clients.demo import delivery_day
+from dsomarket.server.auth import create_tokens
+from dsomarket.server.app import Server, TlsFiles, create_server
 
 PARTICIPANTS = {"dso": "operator", "agg-a": "aggregator", "agg-b": "aggregator", "iso": "iso",
                 "auditor": "auditor"}

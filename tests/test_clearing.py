@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.bids import MarketRules, parse_resources, validate_bids
-from engine.clearing import ClearingOptions, NodalMarket, clear
-from engine.errors import InputError
-from engine.feeders import ieee33, synthetic
-from engine.network import Feeder
+from dsomarket.engine.bids import MarketRules, parse_resources, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import ieee33, synthetic
+from dsomarket.engine.network import Feeder
 from tests.reference import solve_reference
 
 NO_AC = ClearingOptions(ac_check=False)
@@ -403,7 +403,7 @@ def test_interval_timestamps_in_any_iso_form_are_the_same_utc_instant():
 
 def test_a_commitment_caps_what_a_resource_may_still_sell_and_buy():
     # The PV sold 150 kW of flexibility already: only 50 kW of its 200 kW offer may clear in energy.
-    from engine.bids import parse_commitments
+    from dsomarket.engine.bids import parse_commitments
 
     f = chain([100], s_max=[1000])
     bids = pl.DataFrame({"bid_id": ["pv", "load"], "bus": "1", "side": ["sell", "buy"], "quantity_kw": [200.0, 80.0],
@@ -416,7 +416,7 @@ def test_a_commitment_caps_what_a_resource_may_still_sell_and_buy():
     assert free == {"pv": 200.0, "load": 80.0}
     assert got == {"pv": pytest.approx(50.0), "load": pytest.approx(30.0)}
     # The curve honours the commitment too: at a price below 10 the PV is out, above it only 50 kW come in.
-    from engine.interface import trace_curve
+    from dsomarket.engine.interface import trace_curve
 
     rules = MarketRules(price_floor=0, price_cap=100)
     bands = trace_curve(f, validate_bids(bids, f, rules), rules, caps).bands

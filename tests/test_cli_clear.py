@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from clients.cli import main
+from dsomarket.clients.cli import main
 
 BIDS = """bid_id,bus,side,quantity_kw,price,aggregator_id,resource_id
 pv18,18,sell,400,20,agg1,pv18

@@ -10,10 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from clients.files import json_text, read_feeder, read_table, write_csv, write_feeder, write_json
-from engine.errors import InputError
-from engine.feeders import ieee33, synthetic
-from engine.powerflow import ac_power_flow
+from dsomarket.clients.files import json_text, read_feeder, read_table, write_csv, write_feeder, write_json
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import ieee33, synthetic
+from dsomarket.engine.powerflow import ac_power_flow
 
 
 def _same_feeder(a, b):

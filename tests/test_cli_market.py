@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.feeders import ieee33
+from dsomarket.engine.feeders import ieee33
 from tests.test_interface import random_bids
 
 T0 = datetime(2026, 7, 1, tzinfo=timezone.utc)

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from clients import api
-from clients.api import Client, ClientTls, Unavailable
-from server.app import TlsFiles, create_server
+from dsomarket.clients import api
+from dsomarket.clients.api import Client, ClientTls, Unavailable
+from dsomarket.server.app import TlsFiles, create_server
 from tests.harness import PARTICIPANTS, create_tokens, running, simple_bids, small_market
 
 

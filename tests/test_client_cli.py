@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-from clients.api import Client
+from dsomarket.clients.api import Client
 from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, small_market
 
 

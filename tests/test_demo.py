@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from clients.demo import run_demo
+from dsomarket.clients.demo import run_demo
 
 
 def test_demo_runs_a_whole_market_day_and_replays_it(tmp_path):

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.bids import Battery, MarketRules, validate_bids
-from engine.clearing import ClearingOptions, clear
-from engine.disaggregation import Disaggregation, disaggregate
-from engine.errors import InputError
-from engine.feeders import ieee33, synthetic
-from engine.interface import trace_curve
+from dsomarket.engine.bids import Battery, MarketRules, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, clear
+from dsomarket.engine.disaggregation import Disaggregation, disaggregate
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import ieee33, synthetic
+from dsomarket.engine.interface import trace_curve
 from tests.test_interface import RULES, bid_table, chain, random_bids
 
 NO_AC = ClearingOptions(ac_check=False)

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import InputError
-from engine.feeders import builtin, ieee33, ieee69, synthetic
-from engine.network import Feeder
-from engine.powerflow import ac_power_flow
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import builtin, ieee33, ieee69, synthetic
+from dsomarket.engine.network import Feeder
+from dsomarket.engine.powerflow import ac_power_flow
 
 
 def _line(feeder: Feeder, line_id: str) -> dict:

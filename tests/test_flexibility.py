@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import InputError
-from engine.flexibility import BaseCase, FlexNeed, build_model, clear_flexibility, needs_table
-from engine.network import Feeder
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.flexibility import BaseCase, FlexNeed, build_model, clear_flexibility, needs_table
+from dsomarket.engine.network import Feeder
 
 BASE_KV = 12.66
 Z_BASE = BASE_KV ** 2  # ohm, on the 1 MVA base
@@ -722,7 +722,7 @@ def test_lp_uniform_price_of_a_line_need_is_its_marginal_price(market):
 def test_cli_flex_clear_writes_awards_needs_and_summary(run, tmp_path):
     import json
 
-    from clients.files import write_feeder
+    from dsomarket.clients.files import write_feeder
     write_feeder(small_feeder(), tmp_path / "feeder")
     needs = line_need().with_columns(interval=pl.lit("2025-01-15T17:00:00Z"))
     needs.write_csv(tmp_path / "needs.csv")
@@ -750,7 +750,7 @@ def test_cli_flex_clear_writes_awards_needs_and_summary(run, tmp_path):
 
 
 def test_cli_flex_clear_bad_offer_names_the_field(run, tmp_path):
-    from clients.files import write_feeder
+    from dsomarket.clients.files import write_feeder
     write_feeder(small_feeder(), tmp_path / "feeder")
     line_need().write_csv(tmp_path / "needs.csv")
     offers_table(("o", "nowhere", "up", 10, 1)).write_csv(tmp_path / "offers.csv")
@@ -762,9 +762,9 @@ def test_cli_flex_clear_bad_offer_names_the_field(run, tmp_path):
 
 
 def test_accepted_activations_change_the_net_load_of_the_interface_curve():
-    from engine.bids import MarketRules, validate_bids
-    from engine.flexibility import apply_activations
-    from engine.interface import trace_curve
+    from dsomarket.engine.bids import MarketRules, validate_bids
+    from dsomarket.engine.flexibility import apply_activations
+    from dsomarket.engine.interface import trace_curve
 
     buses = pl.DataFrame({"bus": ["0", "1", "2"], "load_kw": [0.0, 100.0, 50.0], "load_kvar": [0.0, 10.0, 5.0]})
     lines = pl.DataFrame({"line": ["a", "b"], "from_bus": ["0", "1"], "to_bus": ["1", "2"], "r_ohm": [0.1, 0.1],
@@ -786,7 +786,7 @@ def test_accepted_activations_change_the_net_load_of_the_interface_curve():
 def test_timed_activations_become_load_profile_entries():
     from datetime import datetime, timezone
 
-    from engine.flexibility import apply_activations
+    from dsomarket.engine.flexibility import apply_activations
 
     t0, t1 = datetime(2026, 1, 1, 0, tzinfo=timezone.utc), datetime(2026, 1, 1, 1, tzinfo=timezone.utc)
     buses = pl.DataFrame({"bus": ["0", "1"], "load_kw": [0.0, 100.0], "load_kvar": [0.0, 0.0]})

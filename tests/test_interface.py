@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.bids import Battery, MarketRules, validate_bids
-from engine.clearing import ClearingOptions, NodalMarket, clear
-from engine.errors import InputError
-from engine.feeders import ieee33, synthetic
-from engine.interface import InterfaceCurve, reduce_steps, trace_curve, trace_curve_socp
-from engine.network import Feeder
+from dsomarket.engine.bids import Battery, MarketRules, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import ieee33, synthetic
+from dsomarket.engine.interface import InterfaceCurve, reduce_steps, trace_curve, trace_curve_socp
+from dsomarket.engine.network import Feeder
 
 NO_AC = ClearingOptions(ac_check=False)
 RULES = MarketRules(price_floor=-200.0, price_cap=500.0)

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from scipy.optimize import fsolve
 
-from engine.errors import InputError
-from engine.feeders import ieee33, ieee69, synthetic
-from engine.network import S_BASE_KVA, Feeder
-from engine.powerflow import ac_power_flow, linear_model_error
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import ieee33, ieee69, synthetic
+from dsomarket.engine.network import S_BASE_KVA, Feeder
+from dsomarket.engine.powerflow import ac_power_flow, linear_model_error
 
 
 def _two_bus(r=0.5, x=0.8, p=900.0, q=400.0) -> Feeder:

@@ -8,20 +8,21 @@ import grpc_tools
 import pytest
 from google.protobuf import descriptor_pb2
 
-from server import gen_protos
+from dsomarket.server import gen_protos
 
 MODULES = [p.stem for p in gen_protos.proto_files()]
 
 
 def _pb2(stem: str):
-    return importlib.import_module(f"server.api.dsomarket.v1.{stem}_pb2")
+    return importlib.import_module(f"dsomarket.v1.{stem}_pb2")
 
 
 def test_checked_in_stubs_are_what_protoc_generates(tmp_path):
     written = gen_protos.generate(tmp_path)
     stale = [str(p) for p in written if (tmp_path / p).read_bytes() != (gen_protos.OUT_DIR / p).read_bytes()]
-    extra = sorted(str(p.relative_to(gen_protos.OUT_DIR)) for p in gen_protos.OUT_DIR.rglob("*.py*")
-                   if "__pycache__" not in p.parts and p.relative_to(gen_protos.OUT_DIR) not in written)
+    stubs = gen_protos.OUT_DIR / gen_protos.PACKAGE_DIR
+    extra = sorted(str(p.relative_to(gen_protos.OUT_DIR)) for p in stubs.glob("*.py*")
+                   if p.relative_to(gen_protos.OUT_DIR) not in written)
     hint = f"run scripts/gen_protos.sh (grpcio-tools {getattr(grpc_tools, '__version__', '?')})"
     assert not stale, f"stale stubs {stale}: {hint}"
     assert not extra, f"stubs without a .proto: {extra}"

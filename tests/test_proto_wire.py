@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_tools import protoc
 
-from server import gen_protos
+from dsomarket.server import gen_protos
 from tests.harness import delivery_day, running
 
 

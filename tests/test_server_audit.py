@@ -8,10 +8,10 @@ import sqlite3
 
 import pytest
 
-import clients.cli as cli
-from clients.api import BidSegment, IntervalAward
-from server import audit, db
-from server.replay import replay
+import dsomarket.clients.cli as cli
+from dsomarket.clients.api import BidSegment, IntervalAward
+from dsomarket.server import audit, db
+from dsomarket.server.replay import replay
 from tests.harness import running, simple_bids, small_market
 
 

@@ -8,11 +8,11 @@ import sqlite3
 import grpc
 import pytest
 
-from clients.api import (BidSegment, FailedPrecondition, IntervalAward, NotFound, PermissionDenied, Resource,
+from dsomarket.clients.api import (BidSegment, FailedPrecondition, IntervalAward, NotFound, PermissionDenied, Resource,
                          Unauthenticated)
-from server import db
-from server.api.dsomarket.v1 import market_pb2, market_pb2_grpc
-from server.auth import create_tokens, token_hash
+from dsomarket.server import db
+from dsomarket.v1 import market_pb2, market_pb2_grpc
+from dsomarket.server.auth import create_tokens, token_hash
 from tests.harness import running, simple_bids, small_market
 
 

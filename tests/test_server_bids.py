@@ -11,11 +11,11 @@ from decimal import Decimal
 import grpc
 import pytest
 
-from clients.api import (AlreadyExists, BidSegment, FailedPrecondition, IntervalAward, InvalidArgument,
+from dsomarket.clients.api import (AlreadyExists, BidSegment, FailedPrecondition, IntervalAward, InvalidArgument,
                          NotFound, Resource, ResourceExhausted, bid_columns)
-from server.api.dsomarket.v1 import aggregator_pb2 as pb
-from server.api.dsomarket.v1 import operator_pb2
-from server.convert import MAX_BATCH
+from dsomarket.v1 import aggregator_pb2 as pb
+from dsomarket.v1 import operator_pb2
+from dsomarket.server.convert import MAX_BATCH
 from tests.harness import running, simple_bids, small_market
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from clients.api import ApiError, BidSegment, Client, Resource
-from server import audit, db
+from dsomarket.clients.api import ApiError, BidSegment, Client, Resource
+from dsomarket.server import audit, db
 from tests.harness import PARTICIPANTS, create_tokens, delivery_day, running, simple_bids, small_market
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,11 +18,11 @@ import grpc
 import polars as pl
 import pytest
 
-from clients.api import (AlreadyExists, BidSegment, Client, FailedPrecondition, FlexNeed, FlexOffer, IntervalAward, InvalidArgument,
+from dsomarket.clients.api import (AlreadyExists, BidSegment, Client, FailedPrecondition, FlexNeed, FlexOffer, IntervalAward, InvalidArgument,
                          NotFound, PermissionDenied, Resource, flex_offer_columns)
-from server import db
-from server.api.dsomarket.v1 import flexibility_pb2 as pb
-from server.replay import replay
+from dsomarket.server import db
+from dsomarket.v1 import flexibility_pb2 as pb
+from dsomarket.server.replay import replay
 from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, running, simple_bids, small_market
 
 

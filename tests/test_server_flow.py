@@ -9,8 +9,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from clients.api import Award, Instruction, IntervalAward
-from server.app import SERVICE_NAMES
+from dsomarket.clients.api import Award, Instruction, IntervalAward
+from dsomarket.server.app import SERVICE_NAMES
 from tests.harness import running, simple_bids, small_market
 
 
@@ -112,7 +112,7 @@ def test_list_calls_page_through_everything(tmp_path):
             market = await small_market(env, intervals=24)
             a = env.clients["agg-a"]
             await a.submit_bids(market.market_id, simple_bids(market, "a"))
-            from server.api.dsomarket.v1 import aggregator_pb2 as pb
+            from dsomarket.v1 import aggregator_pb2 as pb
             req = pb.ListBidsRequest(filter=pb.BidFilter(market_id=market.market_id))
             req.pagination.page_size = 5
             ids = []

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.bids import MarketRules, validate_bids
-from engine.clearing import ClearingOptions
-from engine.disaggregation import disaggregate
-from engine.errors import InputError
-from engine.feeders import synthetic
-from engine.interface import trace_curve
-from engine.settlement import MarketOutcome, settle
+from dsomarket.engine.bids import MarketRules, validate_bids
+from dsomarket.engine.clearing import ClearingOptions
+from dsomarket.engine.disaggregation import disaggregate
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import synthetic
+from dsomarket.engine.interface import trace_curve
+from dsomarket.engine.settlement import MarketOutcome, settle
 from tests.test_interface import RULES, chain, random_bids
 
 NO_AC = ClearingOptions(ac_check=False)

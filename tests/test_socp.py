@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine import clearing, socp
-from engine.bids import Battery, MarketRules, validate_bids
-from engine.errors import InputError
-from engine.network import S_BASE_KVA, Feeder
+from dsomarket.engine import clearing, socp
+from dsomarket.engine.bids import Battery, MarketRules, validate_bids
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 ISO = 40.0
 SOCP = clearing.ClearingOptions(formulation="socp", ac_check=False)
@@ -103,7 +103,7 @@ def test_socp_against_lp_differs_by_losses():
 
 
 def test_losses_match_the_ac_power_flow_of_the_socp_dispatch():
-    powerflow = pytest.importorskip("engine.powerflow")
+    powerflow = pytest.importorskip("dsomarket.engine.powerflow")
     feeder = _feeder(**SMALL)
     book = validate_bids(_bids(SMALL_BIDS), feeder)
     res = socp.clear(feeder, book, ISO, options=clearing.ClearingOptions(formulation="socp", ac_check=True))
@@ -118,7 +118,7 @@ def test_losses_match_the_ac_power_flow_of_the_socp_dispatch():
 
 
 def test_relaxation_is_exact_on_ieee33():
-    feeders = pytest.importorskip("engine.feeders")
+    feeders = pytest.importorskip("dsomarket.engine.feeders")
     feeder = feeders.ieee33()
     rng = np.random.default_rng(7)
     k = 60

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from clients.files import json_text, read_feeder, write_feeder
-from engine.feeders import synthetic
-from engine.network import Feeder
-from engine.powerflow import ac_power_flow
+from dsomarket.clients.files import json_text, read_feeder, write_feeder
+from dsomarket.engine.feeders import synthetic
+from dsomarket.engine.network import Feeder
+from dsomarket.engine.powerflow import ac_power_flow
 
 
 def register(subparsers) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from clients.commands import service
-from clients.files import read_feeder, read_table, write_csv, write_json
-from engine.flexibility import PRICING, BaseCase, clear_flexibility
+from dsomarket.clients.commands import service
+from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
+from dsomarket.engine.flexibility import PRICING, BaseCase, clear_flexibility
 
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from clients.files import read_feeder, read_table, write_csv, write_json
-from engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
-from engine.clearing import ClearingOptions, ClearingResult, clear
-from engine.disaggregation import disaggregate
-from engine.errors import InputError
-from engine.flexibility import apply_activations
-from engine.interface import trace_curve
-from engine.network import _utc
-from engine.settlement import MarketOutcome, settle
+from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
+from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, ClearingResult, clear
+from dsomarket.engine.disaggregation import disaggregate
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.flexibility import apply_activations
+from dsomarket.engine.interface import trace_curve
+from dsomarket.engine.network import _utc
+from dsomarket.engine.settlement import MarketOutcome, settle
 
 _DEFAULT = MarketRules()
 

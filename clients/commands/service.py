@@ -23,9 +23,9 @@ from pathlib import Path
 
 import polars as pl
 
-from clients.api import ApiError, BidSegment, Client, ClientTls, FlexOffer, InvalidArgument, IntervalAward
-from clients.files import write_csv
-from engine.errors import InputError
+from dsomarket.clients.api import ApiError, BidSegment, Client, ClientTls, FlexOffer, InvalidArgument, IntervalAward
+from dsomarket.clients.files import write_csv
+from dsomarket.engine.errors import InputError
 
 _BID_TEXT_COLUMNS = ("bid_id", "resource_id", "side", "price", "interval")
 _OFFER_TEXT_COLUMNS = ("offer_id", "resource_id", "direction", "price", "interval", "availability_price")
@@ -179,7 +179,7 @@ def _talk(args, work) -> int:
 # -- offline ------------------------------------------------------------------------------
 
 def _serve(args) -> int:
-    from server.app import TlsFiles, serve
+    from dsomarket.server.app import TlsFiles, serve
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InputError("serve", "tls-key", "--tls-cert and --tls-key go together")
@@ -197,8 +197,8 @@ def _serve(args) -> int:
 
 
 def _token_create(args) -> int:
-    from server import auth, db
-    from server.errors import ServiceError
+    from dsomarket.server import auth, db
+    from dsomarket.server.errors import ServiceError
 
     db.initialise(args.db)
     conn = db.connect(args.db)
@@ -216,8 +216,8 @@ def _token_create(args) -> int:
 
 
 def _token_revoke(args) -> int:
-    from server import auth, db
-    from server.errors import ServiceError
+    from dsomarket.server import auth, db
+    from dsomarket.server.errors import ServiceError
 
     if not Path(args.db).is_file():
         raise InputError("token", "db", f"{args.db}: no such file")
@@ -236,7 +236,7 @@ def _token_revoke(args) -> int:
 
 
 def _token_list(args) -> int:
-    from server import auth, db
+    from dsomarket.server import auth, db
 
     if not Path(args.db).is_file():
         raise InputError("token", "db", f"{args.db}: no such file")
@@ -258,7 +258,7 @@ def _iso_us(us: int) -> str:
 
 
 def _open_existing(path: str):
-    from server import db
+    from dsomarket.server import db
 
     if not Path(path).is_file():
         raise InputError("audit", "db", f"{path}: no such file")
@@ -266,7 +266,7 @@ def _open_existing(path: str):
 
 
 def _audit_verify(args) -> int:
-    from server import audit
+    from dsomarket.server import audit
 
     conn = _open_existing(args.db)
     try:
@@ -282,7 +282,7 @@ def _audit_verify(args) -> int:
 
 
 def _audit_replay(args) -> int:
-    from server.replay import replay
+    from dsomarket.server.replay import replay
 
     conn = _open_existing(args.db)
     try:
@@ -298,7 +298,7 @@ def _audit_replay(args) -> int:
 
 
 def _demo(args) -> int:
-    from clients.demo import main
+    from dsomarket.clients.demo import main
 
     return main()
 

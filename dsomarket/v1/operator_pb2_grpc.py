@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from server.api.dsomarket.v1 import operator_pb2 as dsomarket_dot_v1_dot_operator__pb2
+from dsomarket.v1 import operator_pb2 as dsomarket_dot_v1_dot_operator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

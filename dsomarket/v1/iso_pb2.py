@@ -22,8 +22,8 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from server.api.dsomarket.v1 import common_pb2 as dsomarket_dot_v1_dot_common__pb2
-from server.api.dsomarket.v1 import market_pb2 as dsomarket_dot_v1_dot_market__pb2
+from dsomarket.v1 import common_pb2 as dsomarket_dot_v1_dot_common__pb2
+from dsomarket.v1 import market_pb2 as dsomarket_dot_v1_dot_market__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
