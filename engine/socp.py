@@ -14,7 +14,7 @@ HiGHS does not solve cones: this module goes through cvxpy to ECOS (default)
 or Clarabel, named explicitly. The recipe is :func:`build` (variables, then
 constraints, then objective, all vectorised over line x interval or bus x
 interval), :func:`solve`, then :func:`clear` which turns the solution into a
-:class:`~engine.clearing.ClearingResult`.
+:class:`~engine.results.ClearingResult`.
 
 Variables (flat, interval-major like the LP: bus ``j`` of interval ``t`` is
 entry ``t n + j``, line ``k`` is ``t m + k``). Powers and energies are per unit
@@ -48,7 +48,7 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from dsomarket.engine import clearing, lindistflow
+from dsomarket.engine import lindistflow, results
 from dsomarket.engine.bids import BidBook, MarketRules, Resource
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
@@ -367,8 +367,8 @@ def relaxation_gap(model: SocpModel, feeder: Feeder) -> tuple[float, int, int]:
 
 def clear(feeder: Feeder, book: BidBook, iso_price, *, rules: MarketRules = MarketRules(),
           resources: tuple[Resource, ...] = (),
-          options: clearing.ClearingOptions = clearing.ClearingOptions(formulation="socp"),
-          solver: str = "ecos") -> clearing.ClearingResult:
+          options: results.ClearingOptions = results.ClearingOptions(formulation="socp"),
+          solver: str = "ecos") -> results.ClearingResult:
     """Clear the nodal market with the branch-flow SOCP (losses included).
 
     Parameters
@@ -413,29 +413,29 @@ def clear(feeder: Feeder, book: BidBook, iso_price, *, rules: MarketRules = Mark
       plus the error of the lossless sensitivities in the two terms above,
       which is of the order of the loss factor times those terms.
     """
-    iso = clearing.iso_prices(iso_price, book.n_interval)
+    iso = results.iso_prices(iso_price, book.n_interval)
     loads = lindistflow.market_loads(feeder, book)
     model = build(feeder, book, iso, rules, resources, *loads)
     status, seconds = solve(model, solver, options.time_limit)
     compile_seconds = model.problem.compilation_time or 0.0
-    market = clearing.MarketContext(feeder, book, iso, "socp", model.build_seconds + compile_seconds)
+    market = results.MarketContext(feeder, book, iso, "socp", model.build_seconds + compile_seconds)
     if status != "optimal":
         diag = ({"limit": "unknown", "element": "", "interval": None,
                  "detail": "the SOCP has no feasible dispatch; clear with formulation 'lindistflow' for a "
                            "limit-by-limit diagnosis"},) if status == "infeasible" else ()
-        return clearing._failed(market, status, seconds, diag, solver=solver)
+        return results._failed(market, status, seconds, diag, solver=solver)
     return _result(model, market, loads, rules, seconds, solver, options.ac_check)
 
 
-def _result(model: SocpModel, market: clearing.MarketContext, loads: tuple[np.ndarray, np.ndarray],
-            rules: MarketRules, seconds: float, solver: str, ac_check: bool) -> clearing.ClearingResult:
+def _result(model: SocpModel, market: results.MarketContext, loads: tuple[np.ndarray, np.ndarray],
+            rules: MarketRules, seconds: float, solver: str, ac_check: bool) -> results.ClearingResult:
     feeder, book = market.feeder, market.book
     topo = feeder.topology
     n, m, T = topo.n_bus, topo.n_line, book.n_interval
     var, con = model.variables, model.constraints
     mva = model.power_base_kva / S_BASE_KVA
     per_mwh = model.cost_scale / mva  # a dual of a power row, as currency per MWh
-    x = clearing.pro_rata(book, var["bid"].value * mva)
+    x = results.pro_rata(book, var["bid"].value * mva)
     line_p = var["line_p"].value.reshape(T, m) * mva
     line_q = var["line_q"].value.reshape(T, m) * mva
     v = var["v"].value.reshape(T, n)
@@ -466,8 +466,8 @@ def _result(model: SocpModel, market: clearing.MarketContext, loads: tuple[np.nd
     shed = var["shed"].value.reshape(T, n) * model.power_base_kva if "shed" in var else None
     welfare = -model.problem.value * model.cost_scale * rules.hours
     gap, gap_t, gap_line = relaxation_gap(model, feeder)
-    ac = clearing.ac_check(feeder, book, x, line_p, line_q, v, loads, shed) if ac_check else None
-    result = clearing._tables(market, "optimal", x, line_p, line_q, v, p0, q0, y_p, y_q,
+    ac = results.ac_check(feeder, book, x, line_p, line_q, v, loads, shed) if ac_check else None
+    result = results._tables(market, "optimal", x, line_p, line_q, v, p0, q0, y_p, y_q,
                               (energy, congestion, voltage, loss), welfare, seconds, shed=shed, ac=ac,
                               solver=solver, gap=gap)
     if gap > EXACT_GAP:

@@ -1,0 +1,285 @@
+"""Clearing options and results shared by every formulation (LP, loss-aware LP, SOCP).
+
+The formulation modules (:mod:`engine.lindistflow`, :mod:`engine.losses`,
+:mod:`engine.socp`) and the orchestrator (:mod:`engine.clearing`) all import
+these types from here, so no formulation imports the orchestrator.
+
+Sign conventions: DLMP at a bus is the cost of one more kW *withdrawn* there,
+per MWh. ``dlmp = energy + loss + congestion + voltage`` where ``energy`` is
+the ISO price at the interface, ``loss`` the marginal losses priced at it,
+``congestion`` collects thermal limits and any interface import/export limit,
+and ``voltage`` the voltage limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from dsomarket.engine import lindistflow
+from dsomarket.engine.bids import BidBook
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import S_BASE_KVA, Feeder
+
+FORMULATIONS = ("lindistflow", "socp")
+ECOS_MAX_BUSES = 500
+ROUND_KW = 6  # decimals of kW kept in outputs: sub-milliwatt solver noise is not a dispatch
+
+
+@dataclass(frozen=True)
+class ClearingOptions:
+    """How to clear.
+
+    Attributes
+    ----------
+    formulation
+        ``lindistflow`` (LP, default) or ``socp`` (branch-flow with losses).
+    polygon_sides
+        Sides of the inscribed polygon approximating each thermal limit in the LP.
+    ac_check
+        Run an AC power flow of the cleared dispatch and report the linear model's error.
+    time_limit
+        Seconds the solver may take; ``None`` for no limit.
+    socp_solver
+        ``ecos``, ``clarabel`` or ``auto``: ECOS up to ``ECOS_MAX_BUSES`` buses
+        (tighter cones on small feeders), Clarabel above (ECOS returns
+        inaccurate answers from about 1,000 buses).
+    """
+
+    formulation: str = "lindistflow"
+    polygon_sides: int = lindistflow.POLYGON_SIDES
+    ac_check: bool = True
+    time_limit: float | None = None
+    socp_solver: str = "auto"
+
+    def __post_init__(self):
+        if self.formulation not in FORMULATIONS:
+            raise InputError("options", "formulation", f"must be one of {FORMULATIONS} "
+                             f"(got {self.formulation!r})")
+        if self.socp_solver not in ("auto", "ecos", "clarabel"):
+            raise InputError("options", "socp_solver", f"must be auto, ecos or clarabel (got {self.socp_solver!r})")
+
+
+@dataclass(frozen=True, eq=False)
+class MarketContext:
+    """What a formulation's arrays need around them to become result tables."""
+
+    feeder: Feeder
+    book: BidBook
+    iso_price: np.ndarray
+    formulation: str
+    build_seconds: float
+
+
+@dataclass(frozen=True, eq=False)
+class ClearingResult:
+    """Outcome of one clearing; tables are in kW, kvar, pu and per MWh.
+
+    ``dispatch``: bid_id, interval, bus, side, aggregator_id, resource_id, price,
+    quantity_kw, tan_phi, cleared_kw, in (interval, bid_id) order. ``prices``: bus, interval, dlmp, energy, congestion,
+    voltage, loss, dlmp_q (reactive, per Mvarh). ``lines``: line, interval,
+    p_kw, q_kvar (from_bus -> to_bus as given), loading_pct (null where
+    unlimited). ``buses``: bus, interval, v_pu. ``interface``: interval,
+    import_kw, import_kvar, iso_price. ``welfare`` is in currency over all
+    intervals (buyers' value minus sellers' cost minus the ISO energy bill).
+    """
+
+    status: str
+    formulation: str
+    intervals: list
+    welfare: float
+    dispatch: pl.DataFrame
+    prices: pl.DataFrame
+    lines: pl.DataFrame
+    buses: pl.DataFrame
+    interface: pl.DataFrame
+    solver: str
+    build_seconds: float
+    solve_seconds: float
+    diagnosis: tuple = ()
+    shed: pl.DataFrame | None = None
+    ac_check: dict | None = None
+    relaxation_gap: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "optimal"
+
+    @property
+    def interface_import_kw(self) -> np.ndarray:
+        return self.interface["import_kw"].to_numpy()
+
+    def summary(self) -> dict:
+        """The JSON-ready summary written as ``summary.json``."""
+        out = {
+            "status": self.status,
+            "formulation": self.formulation,
+            "welfare": self.welfare,
+            "interface_import_kw": (self.interface_import_kw.tolist() if len(self.intervals) > 1
+                                    else (float(self.interface_import_kw[0]) if self.ok else None)),
+            "solver": self.solver,
+            "build_seconds": self.build_seconds,
+            "solve_seconds": self.solve_seconds,
+            "intervals": [None if iv is None else iv.isoformat() for iv in self.intervals],
+            "ac_check": self.ac_check,
+        }
+        if self.diagnosis:
+            out["diagnosis"] = list(self.diagnosis)
+        if self.relaxation_gap is not None:
+            out["relaxation_gap"] = self.relaxation_gap
+        if self.shed is not None and self.shed.height:
+            out["shed_kw"] = float(self.shed["shed_kw"].sum())
+        return out
+
+
+def iso_prices(iso_price, T: int) -> np.ndarray:
+    p = np.atleast_1d(np.asarray(iso_price, dtype=float))
+    if p.size == 1:
+        p = np.repeat(p, T)
+    if p.shape != (T,):
+        raise InputError("iso_price", "iso_price", f"needs one price per interval ({T}), got {p.size}")
+    if not np.all(np.isfinite(p)):
+        raise InputError("iso_price", "iso_price", "must be finite")
+    return p
+
+
+def pro_rata(book: BidBook, x: np.ndarray) -> np.ndarray:
+    """Share the cleared total of identical bids in proportion to their quantities.
+
+    Bids at the same bus, interval, side, price and tan_phi with no resource
+    link are the same column of the LP up to its bound, so any split of their
+    total is optimal; the solver's vertex picks one arbitrarily. Splitting pro
+    rata makes the outcome fair and independent of input order.
+    """
+    if book.n == 0:
+        return x
+    free = book.table["resource_id"].to_numpy() == ""
+    key = pl.DataFrame({"t": book.t_idx, "bus": book.bus_idx, "s": book.withdraw_sign, "p": book.price,
+                        "tan": book.tan_phi, "free": free, "x": x, "q": book.quantity_kw / S_BASE_KVA,
+                        "row": np.arange(book.n)})
+    grouped = key.with_columns(
+        share=pl.when(pl.col("free")).then(pl.col("x").sum().over(["t", "bus", "s", "p", "tan", "free"])
+                                           / pl.col("q").sum().over(["t", "bus", "s", "p", "tan", "free"]))
+    )
+    share = grouped["share"].to_numpy()
+    out = x.copy()
+    fix = free & np.isfinite(share)
+    out[fix] = np.clip(share[fix], 0.0, 1.0) * book.quantity_kw[fix] / S_BASE_KVA
+    return out
+
+
+def _iv_column(intervals: list, t_idx: np.ndarray) -> pl.Series:
+    values = [intervals[t] for t in t_idx]
+    return pl.Series("interval", values, dtype=pl.Datetime("us", "UTC"))
+
+
+def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_p, y_q, parts, welfare,
+            solve_seconds, shed=None, ac=None, solver="highs", gap=None) -> ClearingResult:
+    """Result tables from arrays in MW / pu, shaped (T, n) per bus and (T, m) per line."""
+    feeder, book = market.feeder, market.book
+    topo = feeder.topology
+    n, m, T = topo.n_bus, topo.n_line, book.n_interval
+    ivs = book.intervals
+    tab = book.table
+    # Round first, then clip: rounding a full acceptance up must not exceed the bid.
+    cleared = np.clip(np.round(x * S_BASE_KVA, ROUND_KW), 0.0, book.quantity_kw) + 0.0
+    dispatch = tab.select("bid_id", "interval", "bus", "side", "aggregator_id", "resource_id", "price",
+                          "quantity_kw", "tan_phi").with_columns(pl.Series("cleared_kw", cleared))
+    t_bus = np.repeat(np.arange(T), n)
+    t_line = np.repeat(np.arange(T), m)
+    energy, congestion, voltage, loss = parts
+    prices = pl.DataFrame({
+        "bus": np.tile(topo.bus_ids, T).astype(str),
+        "interval": _iv_column(ivs, t_bus),
+        # + 0.0 turns the solver's signed zeros into plain zeros in the files.
+        "dlmp": y_p.ravel() + 0.0, "energy": energy.ravel() + 0.0, "congestion": congestion.ravel() + 0.0,
+        "voltage": voltage.ravel() + 0.0, "loss": loss.ravel() + 0.0, "dlmp_q": y_q.ravel() + 0.0,
+    })
+    p_kw = np.round(line_p * S_BASE_KVA * topo.line_sign[None, :], ROUND_KW) + 0.0
+    q_kvar = np.round(line_q * S_BASE_KVA * topo.line_sign[None, :], ROUND_KW) + 0.0
+    s_lim = np.tile(topo.s_max_kva, T)
+    loading = np.hypot(p_kw, q_kvar).ravel() / s_lim * 100.0
+    lines = pl.DataFrame({
+        "line": np.tile(topo.line_ids, T).astype(str),
+        "interval": _iv_column(ivs, t_line),
+        "p_kw": p_kw.ravel(), "q_kvar": q_kvar.ravel(),
+        "loading_pct": pl.Series(np.where(np.isfinite(s_lim), loading, np.nan)).fill_nan(None),
+    })
+    buses = pl.DataFrame({"bus": np.tile(topo.bus_ids, T).astype(str), "interval": _iv_column(ivs, t_bus),
+                          "v_pu": np.sqrt(np.maximum(v.ravel(), 0.0))})
+    interface = pl.DataFrame({"interval": _iv_column(ivs, np.arange(T)),
+                              "import_kw": np.round(p0 * S_BASE_KVA, ROUND_KW) + 0.0,
+                              "import_kvar": np.round(q0 * S_BASE_KVA, ROUND_KW) + 0.0,
+                              "iso_price": market.iso_price})
+    shed_df = None
+    if shed is not None:
+        tt, jj = np.nonzero(shed > 1e-6)
+        shed_df = pl.DataFrame({"bus": topo.bus_ids[jj].astype(str), "interval": _iv_column(ivs, tt),
+                                "shed_kw": shed[tt, jj]})
+    return ClearingResult(status=status, formulation=market.formulation, intervals=list(ivs),
+                          welfare=float(welfare), dispatch=dispatch, prices=prices, lines=lines, buses=buses,
+                          interface=interface, solver=solver, build_seconds=market.build_seconds,
+                          solve_seconds=solve_seconds, shed=shed_df, ac_check=ac, relaxation_gap=gap)
+
+
+def _failed(market: MarketContext, status: str, solve_seconds: float, diagnosis: tuple,
+            solver: str = "highs") -> ClearingResult:
+    empty = pl.DataFrame()
+    dispatch = market.book.table.select("bid_id", "interval", "bus", "side", "aggregator_id", "resource_id",
+                                        "price", "quantity_kw", "tan_phi").with_columns(
+        cleared_kw=pl.lit(None, pl.Float64))
+    return ClearingResult(status=status, formulation=market.formulation,
+                          intervals=list(market.book.intervals), welfare=float("nan"), dispatch=dispatch,
+                          prices=empty, lines=empty, buses=empty,
+                          interface=pl.DataFrame({"interval": _iv_column(market.book.intervals,
+                                                                         np.arange(market.book.n_interval)),
+                                                  "import_kw": np.full(market.book.n_interval, np.nan)}),
+                          solver=solver, build_seconds=market.build_seconds, solve_seconds=solve_seconds,
+                          diagnosis=diagnosis)
+
+
+def ac_check(feeder: Feeder, book: BidBook, x_mw: np.ndarray, line_p, line_q, v, loads, shed_kw=None) -> dict:
+    """AC power flow of the cleared dispatch, interval by interval, against the linear model.
+
+    Returns losses (kW, worst interval), the lowest AC voltage and where, and the
+    worst voltage (pu) and flow (kW) error of the linear model.
+    """
+    from dsomarket.engine.powerflow import ac_power_flow, linear_model_error
+
+    w_p, w_q = net_withdrawal(feeder, book, x_mw, loads, shed_kw)
+    worst: dict = {"losses_kw": 0.0, "min_v_pu": np.inf, "min_v_bus": None, "max_v_error_pu": 0.0,
+                   "max_flow_error_kw": 0.0, "converged": True}
+    for t in range(book.n_interval):
+        pf = ac_power_flow(feeder, w_p[:, t], w_q[:, t])
+        worst["converged"] &= bool(pf.converged)
+        worst["losses_kw"] = max(worst["losses_kw"], float(pf.losses_kw))
+        if pf.min_v_pu < worst["min_v_pu"]:
+            worst["min_v_pu"], worst["min_v_bus"] = float(pf.min_v_pu), str(pf.min_v_bus)
+            if book.n_interval > 1:
+                worst["min_v_interval"] = book.intervals[t].isoformat()
+        err = linear_model_error(feeder, w_p[:, t], w_q[:, t], np.sqrt(np.maximum(v[t], 0)),
+                                 line_p[t] * S_BASE_KVA, line_q[t] * S_BASE_KVA, ac=pf)
+        worst["max_v_error_pu"] = max(worst["max_v_error_pu"], float(err["max_v_error_pu"]))
+        worst["max_flow_error_kw"] = max(worst["max_flow_error_kw"], float(err["max_flow_error_kw"]))
+    return worst
+
+
+def net_withdrawal(feeder: Feeder, book: BidBook, x_mw: np.ndarray, loads, shed_kw=None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Net withdrawal per bus (topology order) and interval, kW and kvar, shape (n, T).
+
+    Fixed load plus cleared buys minus cleared sells minus shed load.
+    """
+    load_p, load_q = loads
+    w_p = load_p.astype(float).copy()
+    w_q = load_q.astype(float).copy()
+    kw = x_mw * S_BASE_KVA * book.withdraw_sign
+    np.add.at(w_p, (book.bus_idx, book.t_idx), kw)
+    np.add.at(w_q, (book.bus_idx, book.t_idx), kw * book.tan_phi)
+    if shed_kw is not None:
+        ratio = np.divide(load_q, load_p, out=np.zeros_like(load_q, dtype=float), where=load_p > 0)
+        w_p -= shed_kw.T
+        w_q -= shed_kw.T * ratio
+    return w_p, w_q
