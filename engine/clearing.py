@@ -14,12 +14,13 @@ zero in the lossless LinDistFlow model.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 import polars as pl
 
-from dsomarket.engine import lindistflow
+from dsomarket.engine import lindistflow, losses
 from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical, validate_bids
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 from dsomarket.engine.results import (ECOS_MAX_BUSES, FORMULATIONS, ROUND_KW, ClearingOptions,  # noqa: F401
@@ -29,11 +30,17 @@ from dsomarket.engine.solver import HighsSolver, Solution
 
 
 class NodalMarket:
-    """A built LinDistFlow clearing model of one feeder and bid book, re-solvable in place.
+    """A built clearing LP of one feeder and bid book, re-solvable in place.
 
-    Changing the ISO price (:meth:`set_iso_price`) or fixing the interface import
-    (:meth:`fix_import`) keeps HiGHS's basis, so the next :meth:`solve` is warm.
-    The feeder and the bids are never modified.
+    ``options.formulation`` picks the model: ``lossaware`` (the default: the
+    LinDistFlow LP linearised at the AC operating point, :mod:`engine.losses`)
+    or ``lossless`` / ``lindistflow`` (:mod:`engine.lindistflow`). Both have the
+    same variable blocks, so the interface curve and disaggregation work on
+    either. Changing the ISO price (:meth:`set_iso_price`) or fixing the
+    interface import (:meth:`fix_import`) keeps HiGHS's basis, so the next
+    solve is warm. :meth:`converge` re-linearises the loss-aware model until
+    the AC power flow of the dispatch agrees with it; :meth:`solve_raw` solves
+    the current model as it stands. The feeder and the bids are never modified.
     """
 
     def __init__(self, feeder: Feeder, book: BidBook, iso_price, rules: MarketRules = MarketRules(),
@@ -42,12 +49,21 @@ class NodalMarket:
         t0 = time.perf_counter()
         self.feeder, self.book, self.rules, self.resources, self.options = feeder, book, rules, resources, options
         self.iso_price = iso_prices(iso_price, book.n_interval)
-        self.model = lindistflow.build(feeder, book, self.iso_price, rules, resources, load_p_kw, load_q_kvar,
-                                       options.polygon_sides)
-        self.solver = HighsSolver(self.model, time_limit=options.time_limit)
-        self.build_seconds = time.perf_counter() - t0
         self._load_p_kw = load_p_kw
         self._load_q_kvar = load_q_kvar
+        self.lossaware = options.formulation == "lossaware"
+        self.convergence: dict | None = None
+        if self.lossaware:
+            # Flat start: the AC power flow of the fixed load with no bid cleared.
+            self._point_bids = np.zeros(book.n)
+            self.model = losses.build(feeder, book, self.iso_price, rules,
+                                      losses.operating_point(feeder, *self.loads()), resources,
+                                      load_p_kw, load_q_kvar, options.polygon_sides)
+        else:
+            self.model = lindistflow.build(feeder, book, self.iso_price, rules, resources, load_p_kw,
+                                           load_q_kvar, options.polygon_sides)
+        self.solver = HighsSolver(self.model, time_limit=options.time_limit)
+        self.build_seconds = time.perf_counter() - t0
 
     def set_iso_price(self, iso_price) -> None:
         """ISO price per interval (per MWh) at the interface; scalar broadcasts."""
@@ -66,10 +82,79 @@ class NodalMarket:
         self.solver.set_col_bounds("import_p", lo, hi)
 
     def solve_raw(self) -> Solution:
+        """One solve of the model as it stands (no re-linearisation)."""
         return self.solver.solve()
 
-    def solve(self) -> ClearingResult:
+    def converge(self) -> Solution:
+        """Solve; for the loss-aware model, re-linearise until the AC power flow of the dispatch agrees.
+
+        Successive linear programming (Hu et al. 2010): solve, run the AC power
+        flow of the dispatch (all intervals in one batched sweep), re-linearise
+        there (:func:`engine.losses.build`, swapped in warm), until the LP's
+        import, line flows and voltages match that power flow within
+        ``losses.RESIDUAL_TOL_KW`` / ``RESIDUAL_TOL_V_PU`` and no bid moved more
+        than ``losses.STEP_TOL_KW`` from the dispatch the model was linearised at.
+
+        A bid priced within the range its own dispatch moves its bus's loss
+        factor over has its optimum inside its quantity, where no vertex of one
+        linearisation lies: plain iteration would flip it between 0 and full.
+        Such a bid gets a trust region around the linearisation point, halved
+        each time its step reverses, so the iterates close in on the interior
+        optimum; the bid bounds are restored afterwards. Iterations, the
+        residual and whether it converged are in :attr:`convergence`.
+        """
         sol = self.solver.solve()
+        if not self.lossaware or not sol.ok:
+            return sol
+        s, book, T = self.solver, self.book, self.book.n_interval
+        topo = self.feeder.topology
+        bid = self.model.var("bid").slice
+        base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
+        radius = np.full(book.n, np.inf)
+        last_step = np.zeros(book.n)
+        seconds, solves, trust = sol.solve_seconds, 1, False
+        for iteration in range(1, losses.MAX_ITERATIONS + 1):
+            x = s.block(sol.x, "bid")
+            shed = s.block(sol.x, "shed").reshape(T, -1) * S_BASE_KVA if self.model.has_var("shed") else None
+            point = losses.operating_point(self.feeder, *net_withdrawal(self.feeder, book, x, self.loads(), shed))
+            res = losses.residual(point, s.block(sol.x, "line_p").reshape(T, topo.n_line),
+                                  s.block(sol.x, "v").reshape(T, topo.n_bus), s.block(sol.x, "import_p"))
+            step = x - self._point_bids
+            moved = float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
+            done = res.ok and moved <= losses.STEP_TOL_KW
+            if done or iteration == losses.MAX_ITERATIONS or not point.converged:
+                break
+            reversed_ = step * last_step < 0
+            if reversed_.any():
+                radius[reversed_] = np.abs(step[reversed_]) / 2.0
+                trust = True
+            last_step = step
+            self._point_bids = x.copy()
+            self.model = losses.build(self.feeder, book, self.iso_price, self.rules, point, self.resources,
+                                      self._load_p_kw, self._load_q_kvar, self.options.polygon_sides)
+            s.set_matrix(self.model)
+            if trust:
+                s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
+            nxt = s.solve()
+            solves += 1
+            seconds += nxt.solve_seconds
+            if not nxt.ok:
+                # A trust region can only shrink the feasible set around a feasible point; the
+                # re-linearised model itself is infeasible: report that.
+                sol = nxt
+                break
+            sol = nxt
+        if trust:
+            s.set_col_bounds("bid", base_lo, base_hi)
+        self.convergence = {"converged": bool(done), "iterations": solves, "residual_import_kw": res.import_kw,
+                            "residual_flow_kw": res.flow_kw, "residual_v_pu": res.v_pu,
+                            "last_step_kw": moved, "trust_region": trust,
+                            "tolerance": {"import_kw": losses.RESIDUAL_TOL_KW, "flow_kw": losses.RESIDUAL_TOL_KW,
+                                          "v_pu": losses.RESIDUAL_TOL_V_PU, "step_kw": losses.STEP_TOL_KW}}
+        return dataclasses.replace(sol, solve_seconds=seconds)
+
+    def solve(self) -> ClearingResult:
+        sol = self.converge()
         if not sol.ok:
             diag = diagnose(self) if sol.status == "infeasible" else ()
             return _failed(self.context, sol.status, sol.solve_seconds, diag)
@@ -87,6 +172,22 @@ class NodalMarket:
         q0 = s.block(sol.x, "import_q")
         y_p = s.block(sol.row_dual, "bus_p_balance", rows=True).reshape(T, n)
         y_q = s.block(sol.row_dual, "bus_q_balance", rows=True).reshape(T, n)
+        if self.lossaware:
+            energy, loss, congestion, voltage = losses.price_components(self.model, sol, n, T, self.iso_price)
+        else:
+            energy, congestion, voltage = self._lossless_components(sol)
+            loss = np.zeros_like(energy)
+        shed = s.block(sol.x, "shed").reshape(T, n) * S_BASE_KVA if self.model.has_var("shed") else None
+        welfare = -sol.objective * self.rules.hours
+        ac = ac_check(self.feeder, book, x, line_p, line_q, v, self.loads(), shed) if self.options.ac_check else None
+        return _tables(self.context, "optimal", x, line_p, line_q, v, p0, q0, y_p, y_q,
+                       (energy, congestion, voltage, loss), welfare, sol.solve_seconds,
+                       shed=shed, ac=ac, solver="highs", convergence=self.convergence if self.lossaware else None)
+
+    def _lossless_components(self, sol: Solution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Energy, congestion and voltage parts of LinDistFlow's DLMPs by path sums, shape (T, n)."""
+        s, topo, T = self.solver, self.feeder.topology, self.book.n_interval
+        n, m = topo.n_bus, topo.n_line
         y_v = s.block(sol.row_dual, "voltage_drop", rows=True).reshape(T, m)
         cong_line = np.zeros((T, m))
         if self.model.has_con("line_thermal"):
@@ -101,12 +202,7 @@ class NodalMarket:
         congestion = interface[:, None] + topo.path_sum(cong_line.T).T
         voltage = topo.path_sum(volt_line.T).T
         energy = np.repeat(self.iso_price[:, None], n, axis=1)
-        shed = s.block(sol.x, "shed").reshape(T, n) * S_BASE_KVA if self.model.has_var("shed") else None
-        welfare = -sol.objective * self.rules.hours
-        ac = ac_check(self.feeder, book, x, line_p, line_q, v, self.loads(), shed) if self.options.ac_check else None
-        return _tables(self.context, "optimal", x, line_p, line_q, v, p0, q0, y_p, y_q,
-                       (energy, congestion, voltage, np.zeros_like(energy)), welfare, sol.solve_seconds,
-                       shed=shed, ac=ac, solver="highs")
+        return energy, congestion, voltage
 
     def loads(self) -> tuple[np.ndarray, np.ndarray]:
         """Fixed withdrawal (kW, kvar) per bus and interval this market clears against, shape (n, T)."""
@@ -116,7 +212,7 @@ class NodalMarket:
 
     @property
     def context(self) -> MarketContext:
-        return MarketContext(self.feeder, self.book, self.iso_price, "lindistflow", self.build_seconds)
+        return MarketContext(self.feeder, self.book, self.iso_price, self.options.formulation, self.build_seconds)
 
 
 def diagnose(market: NodalMarket) -> tuple[dict, ...]:

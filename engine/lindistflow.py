@@ -61,7 +61,8 @@ def polygon_faces(sides: int = POLYGON_SIDES) -> PolygonFaces:
 
 def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRules,
           resources: tuple[Resource, ...] = (), load_p_kw: np.ndarray | None = None,
-          load_q_kvar: np.ndarray | None = None, polygon_sides: int = POLYGON_SIDES) -> LinearModel:
+          load_q_kvar: np.ndarray | None = None, polygon_sides: int = POLYGON_SIDES,
+          corrections: dict | None = None, thermal: bool = True) -> LinearModel:
     """Assemble the LinDistFlow clearing LP.
 
     Parameters
@@ -71,6 +72,14 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
     load_p_kw, load_q_kvar
         Fixed withdrawal per bus (topology order) and interval, shape (n, T);
         defaults to the feeder's loads for the book's intervals.
+    corrections
+        ``{row block: {variable block: sparse matrix}}`` added to the lossless
+        coefficients of ``bus_p_balance``, ``bus_q_balance`` and
+        ``voltage_drop``: the loss-aware linearisation of :mod:`engine.losses`
+        enters here, so both models share every other row and every column.
+    thermal
+        Add the inscribed ``line_thermal`` polygon (the loss-aware model adds
+        its own rows at both ends of each line instead).
     """
     topo = feeder.topology
     n, m, T = topo.n_bus, topo.n_line, book.n_interval
@@ -114,23 +123,26 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
         ratio = np.divide(lq_mw, lp_mw, out=np.zeros_like(lq_mw), where=lp_mw > 0).T.ravel()
         p_terms["shed"] = sp.identity(n * T, format="csr")
         q_terms["shed"] = sp.diags(ratio, format="csr")
-    model.add_constraints("bus_p_balance", p_terms, lp_mw.T.ravel(), lp_mw.T.ravel())
-    model.add_constraints("bus_q_balance", q_terms, lq_mw.T.ravel(), lq_mw.T.ravel())
+    corrections = corrections or {}
+    model.add_constraints("bus_p_balance", _corrected(p_terms, corrections.get("bus_p_balance")),
+                          lp_mw.T.ravel(), lp_mw.T.ravel())
+    model.add_constraints("bus_q_balance", _corrected(q_terms, corrections.get("bus_q_balance")),
+                          lq_mw.T.ravel(), lq_mw.T.ravel())
 
     # --- voltage drop: v_child - v_parent + 2 r P + 2 x Q = 0 ---------------------------
     lines = np.arange(m)
     drop_v = sp.csr_matrix((np.concatenate([np.ones(m), -np.ones(m)]),
                             (np.concatenate([lines, lines]), np.concatenate([lines + 1, topo.parent[1:]]))),
                            shape=(m, n))
-    model.add_constraints("voltage_drop", {
+    model.add_constraints("voltage_drop", _corrected({
         "v": sp.kron(eye_t, drop_v, format="csr"),
         "line_p": sp.kron(eye_t, sp.diags(2 * topo.r_pu), format="csr"),
         "line_q": sp.kron(eye_t, sp.diags(2 * topo.x_pu), format="csr"),
-    }, 0.0, 0.0)
+    }, corrections.get("voltage_drop")), 0.0, 0.0)
 
     # --- thermal polygon on limited lines -------------------------------------------
     limited = np.nonzero(np.isfinite(s_lim))[0]
-    if len(limited):
+    if thermal and len(limited):
         faces = polygon_faces(polygon_sides)
         k = len(faces.cos)
         # Row (t, line, face) in that order; column (t, line).
@@ -145,6 +157,16 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
 
     add_resources(model, book, resources, rules)
     return model
+
+
+def _corrected(terms: dict, extra: dict | None) -> dict:
+    """The lossless terms of a row block plus any correction terms (same shapes)."""
+    if not extra:
+        return terms
+    out = dict(terms)
+    for var, mat in extra.items():
+        out[var] = out[var] + mat if var in out else mat
+    return out
 
 
 def market_loads(feeder: Feeder, book: BidBook) -> tuple[np.ndarray, np.ndarray]:

@@ -68,8 +68,9 @@ def backward_forward_sweep(topology: Topology, r_pu: np.ndarray, x_pu: np.ndarra
     v0_pu
         Root voltage magnitude, pu (root angle 0).
     s_withdraw_pu
-        Complex net withdrawal per bus, pu, shape (n,); positive real part =
-        consumption. The root's entry does not load any line.
+        Complex net withdrawal per bus, pu, shape (n,) or (n, k) for k
+        operating points swept together (one sparse solve for all); positive
+        real part = consumption. The root's entry does not load any line.
     tol
         Convergence tolerance on the largest voltage update, pu.
     max_iter
@@ -84,8 +85,10 @@ def backward_forward_sweep(topology: Topology, r_pu: np.ndarray, x_pu: np.ndarra
     """
     z = np.asarray(r_pu, dtype=float) + 1j * np.asarray(x_pu, dtype=float)
     s = np.asarray(s_withdraw_pu, dtype=complex)
-    v = np.full(topology.n_bus, complex(v0_pu))
-    current = np.zeros(topology.n_line, dtype=complex)
+    if s.ndim == 2:
+        z = z[:, None]
+    v = np.full(s.shape, complex(v0_pu))
+    current = np.zeros((topology.n_line,) + s.shape[1:], dtype=complex)
     converged = False
     iterations = 0
     with np.errstate(all="ignore"):  # a diverging sweep shows up as a non-finite step below
@@ -104,8 +107,13 @@ def backward_forward_sweep(topology: Topology, r_pu: np.ndarray, x_pu: np.ndarra
 
 
 def _complex_apply(op, a: np.ndarray) -> np.ndarray:
-    out = op(np.column_stack([a.real, a.imag]))
-    return out[:, 0] + 1j * out[:, 1]
+    """Apply a real linear operator on rows to a complex array of shape (n,) or (n, k)."""
+    if a.ndim == 1:
+        out = op(np.column_stack([a.real, a.imag]))
+        return out[:, 0] + 1j * out[:, 1]
+    k = a.shape[1]
+    out = op(np.hstack([a.real, a.imag]))
+    return out[:, :k] + 1j * out[:, k:]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from dsomarket.engine.bids import BidBook
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
-FORMULATIONS = ("lindistflow", "socp")
+FORMULATIONS = ("lossaware", "lossless", "lindistflow", "socp")
+"""Names of the clearing models; ``lindistflow`` is the lossless LP under its older name."""
+LOSSLESS = ("lossless", "lindistflow")
 ECOS_MAX_BUSES = 500
 ROUND_KW = 6  # decimals of kW kept in outputs: sub-milliwatt solver noise is not a dispatch
 
@@ -35,7 +37,10 @@ class ClearingOptions:
     Attributes
     ----------
     formulation
-        ``lindistflow`` (LP, default) or ``socp`` (branch-flow with losses).
+        ``lossaware`` (the LinDistFlow LP linearised at the AC operating point and
+        iterated to it: AC-accurate prices with a loss component, :mod:`engine.losses`),
+        ``lossless`` or its alias ``lindistflow`` (the LinDistFlow LP without losses) or
+        ``socp`` (the branch-flow SOCP relaxation with losses).
     polygon_sides
         Sides of the inscribed polygon approximating each thermal limit in the LP.
     ac_check
@@ -102,6 +107,7 @@ class ClearingResult:
     shed: pl.DataFrame | None = None
     ac_check: dict | None = None
     relaxation_gap: float | None = None
+    convergence: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -129,6 +135,8 @@ class ClearingResult:
             out["diagnosis"] = list(self.diagnosis)
         if self.relaxation_gap is not None:
             out["relaxation_gap"] = self.relaxation_gap
+        if self.convergence is not None:
+            out["convergence"] = self.convergence
         if self.shed is not None and self.shed.height:
             out["shed_kw"] = float(self.shed["shed_kw"].sum())
         return out
@@ -176,7 +184,7 @@ def _iv_column(intervals: list, t_idx: np.ndarray) -> pl.Series:
 
 
 def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_p, y_q, parts, welfare,
-            solve_seconds, shed=None, ac=None, solver="highs", gap=None) -> ClearingResult:
+            solve_seconds, shed=None, ac=None, solver="highs", gap=None, convergence=None) -> ClearingResult:
     """Result tables from arrays in MW / pu, shaped (T, n) per bus and (T, m) per line."""
     feeder, book = market.feeder, market.book
     topo = feeder.topology
@@ -221,7 +229,8 @@ def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_
     return ClearingResult(status=status, formulation=market.formulation, intervals=list(ivs),
                           welfare=float(welfare), dispatch=dispatch, prices=prices, lines=lines, buses=buses,
                           interface=interface, solver=solver, build_seconds=market.build_seconds,
-                          solve_seconds=solve_seconds, shed=shed_df, ac_check=ac, relaxation_gap=gap)
+                          solve_seconds=solve_seconds, shed=shed_df, ac_check=ac, relaxation_gap=gap,
+                          convergence=convergence)
 
 
 def _failed(market: MarketContext, status: str, solve_seconds: float, diagnosis: tuple,

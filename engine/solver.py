@@ -150,6 +150,25 @@ _STATUS = {
 }
 
 
+def _highs_lp(c, lo, up, a, rlo, rup, integrality=None) -> highspy.HighsLp:
+    """A HiGHS LP from arrays and a column-wise sparse matrix."""
+    lp = highspy.HighsLp()
+    lp.num_col_ = len(c)
+    lp.num_row_ = len(rlo)
+    lp.col_cost_ = c
+    lp.col_lower_ = lo
+    lp.col_upper_ = up
+    lp.row_lower_ = rlo
+    lp.row_upper_ = rup
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = a.indices.astype(np.int32)
+    lp.a_matrix_.value_ = a.data
+    if integrality is not None:
+        lp.integrality_ = [highspy.HighsVarType(int(v)) for v in integrality]
+    return lp
+
+
 # cvxpy's status strings for the conic (SOCP) solvers; an inaccurate answer is a failure.
 CONIC_STATUS = {
     "optimal": "optimal",
@@ -181,27 +200,28 @@ class HighsSolver:
         h.setOptionValue("random_seed", 0)
         if time_limit is not None:
             h.setOptionValue("time_limit", float(time_limit))
-        lp = highspy.HighsLp()
-        lp.num_col_ = model.n_col
-        lp.num_row_ = model.n_row
-        lp.col_cost_ = c
-        lp.col_lower_ = lo
-        lp.col_upper_ = up
-        lp.row_lower_ = rlo
-        lp.row_upper_ = rup
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = a.indptr.astype(np.int32)
-        lp.a_matrix_.index_ = a.indices.astype(np.int32)
-        lp.a_matrix_.value_ = a.data
-        if self.integer:
-            lp.integrality_ = [highspy.HighsVarType(int(v)) for v in integrality]
-        h.passModel(lp)
+        h.passModel(_highs_lp(c, lo, up, a, rlo, rup, integrality if self.integer else None))
         self.h = h
         self.cost = c.copy()
         self.col_lower = lo.copy()
         self.col_upper = up.copy()
         self.row_lower = rlo.copy()
         self.row_upper = rup.copy()
+
+    def set_matrix(self, model: LinearModel) -> None:
+        """Swap in a model with the same blocks and shape but new coefficients, warm.
+
+        Costs and bounds stay as they are now (including changes made in place),
+        and so does the basis: a re-linearised model (:mod:`engine.losses`) is
+        re-solved from the previous optimum in a few pivots.
+        """
+        if (model.n_row, model.n_col) != (self.model.n_row, self.model.n_col):
+            raise ValueError("set_matrix: the new model must have the shape of the old one")
+        _, _, _, a, _, _, _ = model.assemble()
+        basis = self.h.getBasis()
+        self.h.passModel(_highs_lp(self.cost, self.col_lower, self.col_upper, a, self.row_lower, self.row_upper))
+        self.h.setBasis(basis)
+        self.model = model
 
     # -- in-place changes (keep the basis) ---------------------------------
     def set_cost(self, block: str, values, index=None) -> None:

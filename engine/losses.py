@@ -1,0 +1,365 @@
+"""Loss-aware linear clearing: LinDistFlow linearised at the AC operating point (successive LP).
+
+The market of :mod:`engine.lindistflow` with the DistFlow equations of Baran &
+Wu (1989) linearised around an AC operating point of the radial feeder (the
+backward-forward sweep of :mod:`engine.powerflow` applied to the previous
+iterate's dispatch). The model keeps every variable block, every lossless row
+and every bound of the LinDistFlow LP, so whatever works on a
+:class:`~engine.clearing.NodalMarket` (warm re-solves, the exact interface
+curve, disaggregation) works on it unchanged; only coefficients differ.
+:meth:`engine.clearing.NodalMarket.converge` iterates it to the fixed point
+where the AC power flow of the dispatch and the LP agree.
+
+Variables per interval t (blocks, interval-major; as LinDistFlow):
+
+- ``bid``         cleared MW per bid segment, ``0 <= p_b <= q_b``
+- ``line_p/q``    flow entering each line at its *sending* (parent) end, MW / Mvar
+- ``v``           squared voltage magnitude per bus, pu^2 (root fixed at ``v0^2``)
+- ``import_p/q``  interface import P0, Q0 (MW / Mvar), positive = from the ISO
+- ``shed``, ``soc``  as LinDistFlow (optional)
+
+Constraints (named after the physics; duals are read back by these names):
+
+- ``bus_p_balance``: ``M P + e_0 P0 - sum_b s_b p_b + shed - M^+ r l~ = load_p``; the
+  line feeding bus j loses ``r l~`` before it arrives. The dual is the DLMP (cost of
+  one more MW withdrawn, per MWh), now with a loss component.
+- ``bus_q_balance``: same with ``x l~`` and ``tan_phi`` per bid.
+- ``voltage_drop``: ``v_j - v_i + 2 (r P + x Q) - (r^2 + x^2) l~ = 0``: LinDistFlow
+  corrected by the current term.
+- ``line_thermal``: ``|S|`` at the sending end, ``polygon_sides / 2`` two-sided rows per
+  limited line, a regular polygon *circumscribing* the circle with one face tangent at
+  the operating point's direction (exact there; at most ``1 / cos(pi / N) - 1`` loose
+  elsewhere, 1.9 % at 16 sides, which the next iterate corrects).
+- ``line_thermal_receiving``: the same at the receiving end, on
+  ``(P - r l~, Q - x l~)``.
+- resource rows as LinDistFlow.
+
+Here ``l~ = a P + b Q + c v_i`` is the squared current ``l = (P^2 + Q^2) / v_i``
+linearised at the operating point (named sparse blocks ``loss_p``, ``loss_q``,
+``drop_current`` in :func:`corrections`). The objective is LinDistFlow's.
+
+References: M. E. Baran and F. F. Wu, "Network reconfiguration in distribution
+systems for loss reduction and load balancing", IEEE Trans. Power Delivery 4(2),
+1989; Z. Hu, H. Cheng, Z. Yan and F. Li, "An iterative LMP calculation method
+considering loss distributions", IEEE Trans. Power Systems 25(3), 2010,
+pp. 1469-1477; Z. Yuan, M. R. Hesamzadeh and D. R. Biggar, "Distribution
+locational marginal pricing by convexified ACOPF and hierarchical dispatch",
+IEEE Trans. Smart Grid 9(4), 2018 (and the linearised OPF of Yuan et al. 2016).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from dsomarket.engine import lindistflow
+from dsomarket.engine.bids import BidBook, MarketRules, Resource
+from dsomarket.engine.network import S_BASE_KVA, Feeder
+from dsomarket.engine.powerflow import backward_forward_sweep
+from dsomarket.engine.solver import LinearModel, Solution
+
+RESIDUAL_TOL_KW = 0.01
+"""Largest mismatch (kW) between the LP's and the AC power flow's interface import and line
+flows at which the linearisation is converged (with ``RESIDUAL_TOL_V_PU`` and ``STEP_TOL_KW``)."""
+RESIDUAL_TOL_V_PU = 1e-6
+"""Largest voltage mismatch (pu) between the LP and the AC power flow of its dispatch at convergence."""
+STEP_TOL_KW = 0.05
+"""Largest change of any bid's dispatch (kW) between the last two iterates at convergence: the
+prices then sit within ``d(loss factor)/dP * STEP_TOL_KW * price`` of the fixed point's."""
+MAX_ITERATIONS = 40
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """AC state of the feeder per interval, the point the DistFlow equations are linearised at.
+
+    Per unit on ``S_BASE_KVA`` (MW, Mvar) and the feeder's voltage base.
+
+    Attributes
+    ----------
+    p, q
+        Flow entering each line at its sending (parent) end, shape (T, m).
+    v
+        Squared voltage magnitude per bus, pu^2, shape (T, n).
+    l
+        Squared current magnitude per line, ``(p^2 + q^2) / v_parent``, shape (T, m).
+    p0
+        Interface import per interval (MW), shape (T,).
+    converged
+        Whether every interval's backward-forward sweep converged.
+    """
+
+    p: np.ndarray
+    q: np.ndarray
+    v: np.ndarray
+    l: np.ndarray
+    p0: np.ndarray
+    converged: bool
+
+    def receiving(self, feeder: Feeder) -> tuple[np.ndarray, np.ndarray]:
+        """Flow arriving at each line's receiving (child) end, ``(p - r l, q - x l)``, shape (T, m)."""
+        topo = feeder.topology
+        return self.p - topo.r_pu * self.l, self.q - topo.x_pu * self.l
+
+
+def operating_point(feeder: Feeder, w_p_kw: np.ndarray, w_q_kvar: np.ndarray) -> OperatingPoint:
+    """AC power flow of net withdrawals (kW, kvar; shape (n, T), positive = consumption), all
+    intervals in one batched backward-forward sweep."""
+    topo = feeder.topology
+    s = (np.asarray(w_p_kw, dtype=float) + 1j * np.asarray(w_q_kvar, dtype=float)) / S_BASE_KVA
+    sweep = backward_forward_sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s)
+    v = (np.abs(sweep.v) ** 2).T
+    l_sq = (np.abs(sweep.current) ** 2).T
+    p, q = sweep.s_send.real.T, sweep.s_send.imag.T
+    first = topo.parent[1:] == 0
+    p0 = p[:, first].sum(axis=1) + s[0].real
+    return OperatingPoint(p=p, q=q, v=v, l=l_sq, p0=p0, converged=bool(sweep.converged))
+
+
+def _current_gradient(feeder: Feeder, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coefficients ``(a, b, c)`` of ``l~ = a P + b Q + c v_parent``, each shape (T, m).
+
+    ``l = (P^2 + Q^2) / v`` is homogeneous of degree one in ``(P, Q, v)``, so its
+    first-order Taylor expansion at the point has no constant (Euler): ``a = 2 P / v``,
+    ``b = 2 Q / v``, ``c = -l / v``.
+    """
+    v_send = point.v[:, feeder.topology.parent[1:]]
+    return 2 * point.p / v_send, 2 * point.q / v_send, -point.l / v_send
+
+
+def corrections(feeder: Feeder, point: OperatingPoint) -> dict:
+    """The loss terms added to LinDistFlow's rows, as named sparse blocks (interval-major).
+
+    ``loss_p`` (``-r l~`` in the child's ``bus_p_balance`` row), ``loss_q``
+    (``-x l~`` in ``bus_q_balance``) and ``drop_current`` (``-(r^2 + x^2) l~`` in
+    ``voltage_drop``); each maps the variable blocks ``line_p``, ``line_q`` and ``v``
+    (the parent's voltage) to a sparse matrix.
+    """
+    topo = feeder.topology
+    n, m = topo.n_bus, topo.n_line
+    T = point.p.shape[0]
+    a, b, c = _current_gradient(feeder, point)
+    t = np.repeat(np.arange(T), m)
+    lines = np.tile(np.arange(m), T)
+    child_row = t * n + lines + 1
+    line_col = t * m + lines
+    parent_col = t * n + np.tile(topo.parent[1:], T)
+
+    def block(rows: np.ndarray, n_rows: int, weight: np.ndarray) -> dict:
+        w = np.tile(weight, T)
+        return {name: sp.csr_matrix((-w * coef.ravel(), (rows, col)), shape=(n_rows, size))
+                for name, coef, col, size in (("line_p", a, line_col, m * T), ("line_q", b, line_col, m * T),
+                                              ("v", c, parent_col, n * T))}
+
+    loss_p = block(child_row, n * T, topo.r_pu)
+    loss_q = block(child_row, n * T, topo.x_pu)
+    drop_current = block(line_col, m * T, topo.r_pu ** 2 + topo.x_pu ** 2)
+    return {"bus_p_balance": loss_p, "bus_q_balance": loss_q, "voltage_drop": drop_current}
+
+
+def add_thermal(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> None:
+    """``|S| <= S_max`` at both ends of every limited line, as polygons tangent at the operating point.
+
+    Rows ``(t, line, face)`` of ``line_thermal`` (sending end, on ``(P, Q)``) and
+    ``line_thermal_receiving`` (on ``(P - r l~, Q - x l~)``), two-sided ``[-S, S]``,
+    face normals at ``theta + 2 pi k / N`` for ``k < N / 2`` with ``theta`` the
+    direction of the operating point's flow at that end.
+    """
+    topo = feeder.topology
+    limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
+    if not len(limited):
+        return
+    lindistflow.polygon_faces(polygon_sides)  # validates the number of sides
+    n, m = topo.n_bus, topo.n_line
+    T = point.p.shape[0]
+    k = polygon_sides // 2
+    a, b, c = (g[:, limited] for g in _current_gradient(feeder, point))
+    r, x = topo.r_pu[limited], topo.x_pu[limited]
+    p_r, q_r = (e[:, limited] for e in point.receiving(feeder))
+    offsets = 2 * np.pi * np.arange(k) / polygon_sides
+    n_lim = len(limited)
+    rows = np.arange(T * n_lim * k)
+    t = np.repeat(np.arange(T), n_lim * k)
+    line_col = t * m + np.tile(np.repeat(limited, k), T)
+    parent_col = t * n + np.tile(np.repeat(topo.parent[1:][limited], k), T)
+    bound = np.tile(np.repeat(topo.s_max_kva[limited] / S_BASE_KVA, k), T)
+    shape_l, shape_v = (len(rows), m * T), (len(rows), n * T)
+
+    def faces(pp: np.ndarray, qq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        theta = np.arctan2(qq, pp)[:, :, None] + offsets[None, None, :]   # (T, lim, k)
+        return np.cos(theta), np.sin(theta)
+
+    cs, ss = faces(point.p[:, limited], point.q[:, limited])
+    model.add_constraints("line_thermal", {
+        "line_p": sp.csr_matrix((cs.ravel(), (rows, line_col)), shape=shape_l),
+        "line_q": sp.csr_matrix((ss.ravel(), (rows, line_col)), shape=shape_l),
+    }, -bound, bound)
+    cr, sr = faces(p_r, q_r)
+    # cos (P - r l~) + sin (Q - x l~) with l~ = a P + b Q + c v_parent
+    loss_w = cr * r[None, :, None] + sr * x[None, :, None]
+    model.add_constraints("line_thermal_receiving", {
+        "line_p": sp.csr_matrix(((cr - loss_w * a[:, :, None]).ravel(), (rows, line_col)), shape=shape_l),
+        "line_q": sp.csr_matrix(((sr - loss_w * b[:, :, None]).ravel(), (rows, line_col)), shape=shape_l),
+        "v": sp.csr_matrix(((-loss_w * c[:, :, None]).ravel(), (rows, parent_col)), shape=shape_v),
+    }, -bound, bound)
+
+
+def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRules, point: OperatingPoint,
+          resources: tuple[Resource, ...] = (), load_p_kw: np.ndarray | None = None,
+          load_q_kvar: np.ndarray | None = None,
+          polygon_sides: int = lindistflow.POLYGON_SIDES) -> LinearModel:
+    """Assemble the loss-aware clearing LP linearised at ``point``.
+
+    Parameters
+    ----------
+    feeder, book, iso_price, rules, resources, load_p_kw, load_q_kvar, polygon_sides
+        As :func:`engine.lindistflow.build` (kW, kvar, per MWh; loads shape (n, T)).
+    point
+        The AC operating point (:func:`operating_point`) of the previous iterate.
+
+    Returns
+    -------
+    LinearModel
+        LinDistFlow's blocks with the corrected coefficients listed in the module docstring.
+
+    Notes
+    -----
+    Per interval, line ``l`` from parent ``i`` to child ``j``, hatted values at the point:
+
+    .. math::
+
+        \\tilde\\ell_l &= \\frac{2 \\hat P_l}{\\hat v_i} P_l + \\frac{2 \\hat Q_l}{\\hat v_i} Q_l
+            - \\frac{\\hat \\ell_l}{\\hat v_i} v_i
+            \\quad (= \\hat\\ell_l \\text{ and same gradient as } (P^2+Q^2)/v \\text{ at the point}) \\\\
+        P_l - r_l \\tilde\\ell_l &= \\sum_{k: i(k) = j} P_k + w_j, \\qquad
+        Q_l - x_l \\tilde\\ell_l = \\sum_{k: i(k) = j} Q_k + w^q_j \\\\
+        v_j &= v_i - 2 (r_l P_l + x_l Q_l) + (r_l^2 + x_l^2) \\tilde\\ell_l \\\\
+        \\cos\\theta_k P_l + \\sin\\theta_k Q_l &\\in [-S_l, S_l], \\quad
+        \\cos\\theta^r_k (P_l - r_l \\tilde\\ell_l) + \\sin\\theta^r_k (Q_l - x_l \\tilde\\ell_l)
+            \\in [-S_l, S_l]
+
+    (Baran & Wu 1989 with the current linearised). Eliminating the flows and voltages,
+    the import is affine in the withdrawals, ``P0 = sum_j (1 + LF_j) w_j + L_0``: the
+    loss factors ``LF_j = dP0/dw_j`` of Hu et al. (2010) and the fixed-point loss offset
+    ``L_0`` (reported by :func:`loss_factors`), here without a loss-distribution choice
+    because the losses sit on the lines where they occur. At a fixed point
+    (the AC power flow of the LP's dispatch is the point itself) every linearised
+    equation holds exactly and has the gradient of the AC one, so the LP's optimality
+    conditions are those of the AC OPF (DistFlow is exact on a radial feeder): its
+    duals are AC-OPF prices with a real loss component.
+    """
+    model = lindistflow.build(feeder, book, iso_price, rules, resources, load_p_kw, load_q_kvar, polygon_sides,
+                              corrections=corrections(feeder, point), thermal=False)
+    add_thermal(model, feeder, point, polygon_sides)
+    return model
+
+
+@dataclass(frozen=True)
+class Residual:
+    """How far the LP's solution is from the AC power flow of its own dispatch.
+
+    ``import_kw``, ``flow_kw`` (largest line flow mismatch at the sending end) and
+    ``v_pu`` (largest voltage magnitude mismatch), absolute, worst over intervals.
+    """
+
+    import_kw: float
+    flow_kw: float
+    v_pu: float
+
+    @property
+    def ok(self) -> bool:
+        return self.import_kw <= RESIDUAL_TOL_KW and self.flow_kw <= RESIDUAL_TOL_KW and \
+            self.v_pu <= RESIDUAL_TOL_V_PU
+
+
+def residual(point: OperatingPoint, line_p: np.ndarray, v: np.ndarray, p0: np.ndarray) -> Residual:
+    """Mismatch of an LP solution (flows MW (T, m), squared voltages (T, n), import MW (T,)) and
+    the AC power flow ``point`` of its dispatch."""
+    dv = np.abs(np.sqrt(np.maximum(v, 0.0)) - np.sqrt(point.v))
+    return Residual(import_kw=float(np.max(np.abs(p0 - point.p0), initial=0.0)) * S_BASE_KVA,
+                    flow_kw=float(np.max(np.abs(line_p - point.p), initial=0.0)) * S_BASE_KVA,
+                    v_pu=float(np.max(dv, initial=0.0)))
+
+
+_NETWORK_ROWS = ("bus_p_balance", "bus_q_balance", "voltage_drop")
+
+
+def _network(model: LinearModel, n: int, T: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray]:
+    """The square network part of a clearing LP and its row/column positions.
+
+    Columns ``line_p, line_q, v`` (without the fixed root voltages), ``import_p``,
+    ``import_q``; rows ``bus_p_balance, bus_q_balance, voltage_drop``. Returns the
+    assembled matrix (all rows, all columns), the network row and column indices,
+    and the column index of each interval's ``import_p``.
+    """
+    _, _, _, a, _, _, _ = model.assemble()
+    cols = [np.arange(model.var(b).start, model.var(b).start + model.var(b).size)
+            for b in ("line_p", "line_q")]
+    v = model.var("v")
+    v_cols = v.start + np.arange(v.size)
+    cols.append(v_cols[np.arange(v.size) % n != 0])
+    imp = model.var("import_p")
+    cols.append(imp.start + np.arange(imp.size))
+    cols.append(model.var("import_q").start + np.arange(T))
+    rows = np.concatenate([np.arange(model.con(b).start, model.con(b).start + model.con(b).size)
+                           for b in _NETWORK_ROWS])
+    return a, rows, np.concatenate(cols), imp.start + np.arange(T)
+
+
+def price_components(model: LinearModel, sol: Solution, n: int, T: int,
+                     iso_price: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split the DLMPs (duals of ``bus_p_balance``) into energy, loss, congestion and voltage.
+
+    Returns four arrays per MWh, shape (T, n), summing to the DLMP.
+
+    Notes
+    -----
+    Stationarity of the network columns ``N`` (flows, voltages, interface
+    import; every bid, shed and storage column only *reads* prices) is
+    ``A_NN^T y_N = c_N - d_N - A_SN^T y_S`` with ``d`` HiGHS's reduced costs and
+    ``S`` the thermal rows. ``A_NN`` is square and non-singular on a radial
+    feeder, so ``y_N`` is linear in three sources, solved for separately:
+    the ISO price (``c_N``, non-zero only on ``import_p``) gives energy + loss,
+    with energy the ISO price and loss the rest (the ISO price times the loss
+    factor); thermal-row duals and an import/export-limit reduced cost give
+    congestion; voltage-bound reduced costs give voltage. On the lossless
+    LinDistFlow LP this reproduces its path-sum decomposition with zero loss.
+    """
+    a, rows, cols, imp_cols = _network(model, n, T)
+    a = a.tocsc()
+    a_nn = a[rows][:, cols]
+    other = np.setdiff1d(np.arange(model.n_row), rows)
+    c = np.zeros(model.n_col)
+    c[imp_cols] = iso_price
+    d = np.asarray(sol.col_dual)
+    y = np.asarray(sol.row_dual)
+    is_v = np.zeros(model.n_col, dtype=bool)
+    is_v[model.var("v").slice] = True
+    src_energy = c[cols]
+    src_congestion = -(a[other][:, cols].T @ y[other]) - np.where(np.isin(cols, imp_cols), d[cols], 0.0)
+    src_voltage = -np.where(is_v[cols], d[cols], 0.0)
+    lu = spla.splu(a_nn.T.tocsc())
+    sol_all = lu.solve(np.column_stack([src_energy, src_congestion, src_voltage]))
+    p_rows = slice(0, n * T)   # bus_p_balance comes first among the network rows
+    energy_loss, congestion, voltage = (sol_all[p_rows, k].reshape(T, n) for k in range(3))
+    energy = np.repeat(np.asarray(iso_price, dtype=float)[:, None], n, axis=1)
+    return energy, energy_loss - energy, congestion, voltage
+
+
+def loss_factors(model: LinearModel, n: int, T: int) -> np.ndarray:
+    """Marginal loss factor per bus and interval of the linearised model, ``dP0/dw_j - 1``, shape (T, n).
+
+    The response of the import to one more MW withdrawn at bus j, from the same
+    network system as :func:`price_components` with a unit price on ``import_p``.
+    """
+    a, rows, cols, imp_cols = _network(model, n, T)
+    a_nn = a.tocsc()[rows][:, cols]
+    rhs = np.zeros((len(cols), T))
+    rhs[np.searchsorted(cols, imp_cols) if np.all(np.diff(cols) > 0) else
+        np.nonzero(np.isin(cols, imp_cols))[0], np.arange(T)] = 1.0
+    y = spla.splu(a_nn.T.tocsc()).solve(rhs)
+    per_bus = y[:n * T]   # (nT, T): the block of interval t in column t
+    return np.stack([per_bus[t * n:(t + 1) * n, t] for t in range(T)]) - 1.0
