@@ -180,9 +180,11 @@ class NodalMarket:
         shed = s.block(sol.x, "shed").reshape(T, n) * S_BASE_KVA if self.model.has_var("shed") else None
         welfare = -sol.objective * self.rules.hours
         ac = ac_check(self.feeder, book, x, line_p, line_q, v, self.loads(), shed) if self.options.ac_check else None
+        served = net_withdrawal(self.feeder, book, x, self.loads(), shed)[0].sum(axis=0)
         return _tables(self.context, "optimal", x, line_p, line_q, v, p0, q0, y_p, y_q,
                        (energy, congestion, voltage, loss), welfare, sol.solve_seconds,
-                       shed=shed, ac=ac, solver="highs", convergence=self.convergence if self.lossaware else None)
+                       shed=shed, ac=ac, solver="highs", convergence=self.convergence if self.lossaware else None,
+                       losses_kw=p0 * S_BASE_KVA - served if self.lossaware else None)
 
     def _lossless_components(self, sol: Solution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Energy, congestion and voltage parts of LinDistFlow's DLMPs by path sums, shape (T, n)."""

@@ -97,9 +97,14 @@ class Disaggregation:
     interval_minutes: float
 
     def balance_kw(self) -> pl.DataFrame:
-        """Per interval: import, dispatch net withdrawal, fixed load, and ``error_kw`` (0 up to rounding).
+        """Per interval: import, dispatch net withdrawal, fixed load, losses and ``error_kw`` (0 up to rounding).
 
-        ``withdrawal_kw + fixed_kw == import_kw`` on the lossless LinDistFlow feeder.
+        ``withdrawal_kw + fixed_kw + losses_kw == import_kw``, with ``losses_kw`` the
+        line losses of the re-clear's model (zero in the lossless LP; in the loss-aware
+        one those of the AC power flow of the dispatch, to the convergence tolerance).
+        When the AC check ran, ``ac_import_kw`` is what the AC power flow of the
+        dispatch draws at the interface and ``ac_error_kw`` its excess over the award
+        (the lossless LP's shortfall is its losses).
         """
         d = self.clearing.dispatch
         w = (d.with_columns(w=pl.when(pl.col("side") == "buy").then(pl.col("cleared_kw"))
@@ -110,7 +115,17 @@ class Disaggregation:
                .join(w, on="interval", how="left", nulls_equal=True)
                .join(f, on="interval", how="left", nulls_equal=True)
                .with_columns(pl.col("withdrawal_kw").fill_null(0.0), pl.col("fixed_kw").fill_null(0.0)))
-        return out.with_columns(error_kw=pl.col("withdrawal_kw") + pl.col("fixed_kw") - pl.col("import_kw"))
+        losses = self.clearing.interface.select("interval", "losses_kw")
+        out = out.join(losses, on="interval", how="left", nulls_equal=True).with_columns(
+            pl.col("losses_kw").fill_null(0.0))
+        out = out.with_columns(error_kw=pl.col("withdrawal_kw") + pl.col("fixed_kw") + pl.col("losses_kw")
+                               - pl.col("import_kw"))
+        ac = self.clearing.ac_check
+        if ac is not None:
+            # What the feeder really draws for this dispatch: the award must hold after losses.
+            out = out.with_columns(ac_import_kw=pl.Series(ac["import_kw"], dtype=pl.Float64)).with_columns(
+                ac_error_kw=pl.col("ac_import_kw") - pl.col("import_kw"))
+        return out
 
     def summary(self) -> dict:
         """JSON-ready facts: the clearing's summary plus the award as applied and the balance check."""
@@ -120,7 +135,12 @@ class Disaggregation:
         out["award_price"] = self.award["price"].to_list()
         out["award_on_curve"] = self.award["on_curve"].to_list()
         if self.clearing.ok:
-            out["max_balance_error_kw"] = float(self.balance_kw()["error_kw"].abs().max() or 0.0)
+            balance = self.balance_kw()
+            out["max_balance_error_kw"] = float(balance["error_kw"].abs().max() or 0.0)
+            out["losses_kw"] = balance["losses_kw"].to_list()
+            if "ac_error_kw" in balance.columns:
+                out["ac_import_kw"] = balance["ac_import_kw"].to_list()
+                out["max_ac_import_error_kw"] = float(balance["ac_error_kw"].abs().max() or 0.0)
             out["held_positions"] = int(self.clearing.dispatch["held"].sum())
         return out
 
@@ -179,7 +199,9 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
         ``interval`` (null or absent for a single-interval market), ``import_kw``
         (kW, positive = import from the ISO) and/or ``price`` (per MWh).
     options
-        ``formulation`` must be ``lindistflow``.
+        ``formulation``: ``lossaware`` (default; the award is delivered at the
+        interface after losses, as the AC power flow of the dispatch draws it),
+        ``lossless`` or ``lindistflow``.
     day_ahead
         For a real-time re-clear: the day-ahead dispatch (``bid_id, interval,
         bus, side, cleared_kw`` and optionally ``aggregator_id, resource_id,
@@ -195,8 +217,9 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
         ``clearing.status`` is ``infeasible`` (with a diagnosis) when the award
         lies outside what the feeder can deliver.
     """
-    if options.formulation != "lindistflow":
-        raise InputError("options", "formulation", "disaggregation re-clears the LinDistFlow market")
+    if options.formulation == "socp":
+        raise InputError("options", "formulation", "disaggregation re-clears a linear market: lossaware (the "
+                         "default), lossless or lindistflow")
     book = canonical(book, feeder, rules)
     q, p = _award_arrays(award, book.intervals)
     T, topo = book.n_interval, feeder.topology
@@ -215,7 +238,8 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
     price = np.where(np.isfinite(p), p, (rules.price_floor + rules.price_cap) / 2.0)
     market = NodalMarket(feeder, book, price, rules, resources, options, load_p, load_q)
     market.fix_import(q)
-    sol = market.solve_raw()
+    # Loss-aware: re-linearised until the AC power flow of the dispatch imports the award itself.
+    sol = market.converge()
     seconds = sol.solve_seconds
     on_curve: list = [None] * T
     source = np.where(np.isfinite(p), "iso", "interface_dlmp")

@@ -131,6 +131,10 @@ class PowerFlowResult:
     line_p_kw, line_q_kvar
         Active and reactive flow at each line's sending (parent) end, kW and
         kvar, positive away from the root, shape (n-1,).
+    line_p_recv_kw, line_q_recv_kvar
+        Active and reactive flow leaving each line at its receiving (child)
+        end towards the child, kW and kvar: the sending-end flow minus the
+        line's series losses, shape (n-1,).
     line_current_a
         Current magnitude per line, A, shape (n-1,).
     losses_kw, losses_kvar
@@ -153,6 +157,8 @@ class PowerFlowResult:
     angle_deg: np.ndarray
     line_p_kw: np.ndarray
     line_q_kvar: np.ndarray
+    line_p_recv_kw: np.ndarray
+    line_q_recv_kvar: np.ndarray
     line_current_a: np.ndarray
     losses_kw: float
     losses_kvar: float
@@ -214,6 +220,8 @@ def ac_power_flow(feeder: Feeder, p_withdraw_kw: np.ndarray | None = None,
         bus_ids=topo.bus_ids, line_ids=topo.line_ids,
         v_pu=v_abs, angle_deg=np.angle(sweep.v, deg=True),
         line_p_kw=sweep.s_send.real * S_BASE_KVA, line_q_kvar=sweep.s_send.imag * S_BASE_KVA,
+        line_p_recv_kw=(sweep.s_send.real - topo.r_pu * i_abs ** 2) * S_BASE_KVA,
+        line_q_recv_kvar=(sweep.s_send.imag - topo.x_pu * i_abs ** 2) * S_BASE_KVA,
         line_current_a=i_abs * i_base_a,
         losses_kw=float(loss.real * S_BASE_KVA), losses_kvar=float(loss.imag * S_BASE_KVA),
         min_v_pu=float(v_abs[k_min]), min_v_bus=str(topo.bus_ids[k_min]),

@@ -53,7 +53,7 @@ class ClearingOptions:
         inaccurate answers from about 1,000 buses).
     """
 
-    formulation: str = "lindistflow"
+    formulation: str = "lossaware"
     polygon_sides: int = lindistflow.POLYGON_SIDES
     ac_check: bool = True
     time_limit: float | None = None
@@ -184,8 +184,13 @@ def _iv_column(intervals: list, t_idx: np.ndarray) -> pl.Series:
 
 
 def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_p, y_q, parts, welfare,
-            solve_seconds, shed=None, ac=None, solver="highs", gap=None, convergence=None) -> ClearingResult:
-    """Result tables from arrays in MW / pu, shaped (T, n) per bus and (T, m) per line."""
+            solve_seconds, shed=None, ac=None, solver="highs", gap=None, convergence=None,
+            losses_kw=None) -> ClearingResult:
+    """Result tables from arrays in MW / pu, shaped (T, n) per bus and (T, m) per line.
+
+    ``losses_kw`` (per interval) are the model's line losses, the import less the net
+    withdrawal it serves: zero in the lossless LP.
+    """
     feeder, book = market.feeder, market.book
     topo = feeder.topology
     n, m, T = topo.n_bus, topo.n_line, book.n_interval
@@ -220,7 +225,8 @@ def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_
     interface = pl.DataFrame({"interval": _iv_column(ivs, np.arange(T)),
                               "import_kw": np.round(p0 * S_BASE_KVA, ROUND_KW) + 0.0,
                               "import_kvar": np.round(q0 * S_BASE_KVA, ROUND_KW) + 0.0,
-                              "iso_price": market.iso_price})
+                              "iso_price": market.iso_price,
+                              "losses_kw": np.round(np.zeros(T) if losses_kw is None else losses_kw, ROUND_KW) + 0.0})
     shed_df = None
     if shed is not None:
         tt, jj = np.nonzero(shed > 1e-6)
@@ -249,29 +255,76 @@ def _failed(market: MarketContext, status: str, solve_seconds: float, diagnosis:
                           diagnosis=diagnosis)
 
 
-def ac_check(feeder: Feeder, book: BidBook, x_mw: np.ndarray, line_p, line_q, v, loads, shed_kw=None) -> dict:
-    """AC power flow of the cleared dispatch, interval by interval, against the linear model.
+VIOLATION_TOL_V_PU = 1e-5
+"""A voltage of the AC power flow beyond its limit by more than this (pu) is a violation."""
+VIOLATION_TOL_PCT = 0.01
+"""A line loading of the AC power flow above 100 % by more than this (percentage points) is a violation."""
 
-    Returns losses (kW, worst interval), the lowest AC voltage and where, and the
-    worst voltage (pu) and flow (kW) error of the linear model.
+
+def ac_check(feeder: Feeder, book: BidBook, x_mw: np.ndarray, line_p, line_q, v, loads, shed_kw=None) -> dict:
+    """AC power flow of the cleared dispatch, interval by interval, against the linear model and the limits.
+
+    Returns a JSON-ready dict: ``converged``; ``losses_kw`` (worst interval);
+    ``min_v_pu`` / ``min_v_bus`` and ``max_v_pu`` / ``max_v_bus``; the worst
+    voltage (pu) and sending-end flow (kW) error of the linear model;
+    ``max_loading_pct`` with ``max_loading_line`` and ``max_loading_end``
+    (``sending`` or ``receiving``: apparent power at each end over its rating);
+    and ``violations``, every bus voltage outside ``[vmin, vmax]`` by more than
+    ``VIOLATION_TOL_V_PU`` and every line end above its rating by more than
+    ``VIOLATION_TOL_PCT``, each ``{limit, element, interval, value, bound}``
+    (``limit`` is ``bus_v_min``, ``bus_v_max`` or ``line_thermal``; values in pu or %);
+    ``import_kw``, the AC power flow's interface import per interval (losses included).
+    ``ok`` is true when the power flow converged and nothing is violated.
     """
     from dsomarket.engine.powerflow import ac_power_flow, linear_model_error
 
+    topo = feeder.topology
     w_p, w_q = net_withdrawal(feeder, book, x_mw, loads, shed_kw)
-    worst: dict = {"losses_kw": 0.0, "min_v_pu": np.inf, "min_v_bus": None, "max_v_error_pu": 0.0,
-                   "max_flow_error_kw": 0.0, "converged": True}
+    worst: dict = {"losses_kw": 0.0, "min_v_pu": np.inf, "min_v_bus": None, "max_v_pu": -np.inf,
+                   "max_v_bus": None, "max_v_error_pu": 0.0, "max_flow_error_kw": 0.0, "converged": True,
+                   "max_loading_pct": None, "max_loading_line": None, "max_loading_end": None}
+    violations: list[dict] = []
+    imports: list[float] = []
+    rating = topo.s_max_kva
+    rated = np.isfinite(rating)
     for t in range(book.n_interval):
+        iv = None if book.intervals[t] is None else book.intervals[t].isoformat()
         pf = ac_power_flow(feeder, w_p[:, t], w_q[:, t])
         worst["converged"] &= bool(pf.converged)
         worst["losses_kw"] = max(worst["losses_kw"], float(pf.losses_kw))
+        imports.append(float(pf.p0_kw))
         if pf.min_v_pu < worst["min_v_pu"]:
             worst["min_v_pu"], worst["min_v_bus"] = float(pf.min_v_pu), str(pf.min_v_bus)
             if book.n_interval > 1:
-                worst["min_v_interval"] = book.intervals[t].isoformat()
+                worst["min_v_interval"] = iv
+        k_hi = int(np.argmax(pf.v_pu))
+        if pf.v_pu[k_hi] > worst["max_v_pu"]:
+            worst["max_v_pu"], worst["max_v_bus"] = float(pf.v_pu[k_hi]), str(topo.bus_ids[k_hi])
         err = linear_model_error(feeder, w_p[:, t], w_q[:, t], np.sqrt(np.maximum(v[t], 0)),
                                  line_p[t] * S_BASE_KVA, line_q[t] * S_BASE_KVA, ac=pf)
         worst["max_v_error_pu"] = max(worst["max_v_error_pu"], float(err["max_v_error_pu"]))
         worst["max_flow_error_kw"] = max(worst["max_flow_error_kw"], float(err["max_flow_error_kw"]))
+        for limit, bad, bound in (("bus_v_min", pf.v_pu < topo.vmin_pu - VIOLATION_TOL_V_PU, topo.vmin_pu),
+                                  ("bus_v_max", pf.v_pu > topo.vmax_pu + VIOLATION_TOL_V_PU, topo.vmax_pu)):
+            bad[0] = False   # the root is held by the ISO's side, not a limit of this market
+            violations += [{"limit": limit, "element": str(topo.bus_ids[j]), "interval": iv,
+                            "value": float(pf.v_pu[j]), "bound": float(bound[j])} for j in np.nonzero(bad)[0]]
+        if rated.any():
+            ends = np.stack([np.hypot(pf.line_p_kw, pf.line_q_kvar),
+                             np.hypot(pf.line_p_recv_kw, pf.line_q_recv_kvar)])
+            loading = np.where(rated, ends / np.where(rated, rating, 1.0) * 100.0, -np.inf)
+            e, k = np.unravel_index(int(np.argmax(loading)), loading.shape)
+            if worst["max_loading_pct"] is None or loading[e, k] > worst["max_loading_pct"]:
+                worst["max_loading_pct"] = float(loading[e, k])
+                worst["max_loading_line"] = str(topo.line_ids[k])
+                worst["max_loading_end"] = ("sending", "receiving")[e]
+            over = loading.max(axis=0)
+            violations += [{"limit": "line_thermal", "element": str(topo.line_ids[k]), "interval": iv,
+                            "value": float(over[k]), "bound": 100.0}
+                           for k in np.nonzero(over > 100.0 + VIOLATION_TOL_PCT)[0]]
+    worst["import_kw"] = imports
+    worst["violations"] = violations
+    worst["ok"] = bool(worst["converged"]) and not violations
     return worst
 
 

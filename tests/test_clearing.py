@@ -18,7 +18,7 @@ from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.network import Feeder
 from tests.reference import solve_reference
 
-NO_AC = ClearingOptions(ac_check=False)
+NO_AC = ClearingOptions(formulation="lossless", ac_check=False)  # hand-solved cases of the lossless LP
 
 
 def chain(loads_kw, r_ohm=0.5, x_ohm=0.3, s_max=None, vmin=0.9, loads_kvar=None) -> Feeder:
@@ -200,7 +200,7 @@ def test_dlmp_is_the_marginal_cost_of_withdrawal_by_finite_difference():
 
 def test_linear_model_error_against_the_ac_power_flow_is_small_on_ieee33():
     f = ieee33()
-    res = clear(f, random_bids(f, 60, 4), 50.0)
+    res = clear(f, random_bids(f, 60, 4), 50.0, options=ClearingOptions(formulation="lossless"))
     ac = res.ac_check
     assert ac["converged"]
     assert ac["max_v_error_pu"] < 0.01

@@ -19,7 +19,7 @@ from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.interface import trace_curve
 from tests.test_interface import RULES, bid_table, chain, random_bids
 
-NO_AC = ClearingOptions(ac_check=False)
+NO_AC = ClearingOptions(formulation="lossless", ac_check=False)  # hand-solved cases of the lossless LP
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 T0 = datetime(2026, 5, 4, tzinfo=timezone.utc)
 

@@ -21,7 +21,7 @@ from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.interface import InterfaceCurve, reduce_steps, trace_curve, trace_curve_socp
 from dsomarket.engine.network import Feeder
 
-NO_AC = ClearingOptions(ac_check=False)
+NO_AC = ClearingOptions(formulation="lossless", ac_check=False)  # hand-solved cases of the lossless LP
 RULES = MarketRules(price_floor=-200.0, price_cap=500.0)
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

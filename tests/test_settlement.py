@@ -20,7 +20,7 @@ from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.settlement import MarketOutcome, settle
 from tests.test_interface import RULES, chain, random_bids
 
-NO_AC = ClearingOptions(ac_check=False)
+NO_AC = ClearingOptions(formulation="lossless", ac_check=False)  # hand-solved cases of the lossless LP
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 DA_RULES = MarketRules(price_floor=-200.0, price_cap=500.0, interval_minutes=60)

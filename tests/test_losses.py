@@ -1,0 +1,183 @@
+"""The loss-aware clearing (the default): hand-solved lossy cases, the AC power flow, pandapower's AC OPF."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dsomarket.engine import losses
+from dsomarket.engine.bids import MarketRules, canonical, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
+from dsomarket.engine.feeders import ieee33, ieee69, synthetic
+from dsomarket.engine.network import S_BASE_KVA, Feeder
+from dsomarket.engine.powerflow import ac_power_flow
+
+LOSSAWARE = ClearingOptions(formulation="lossaware")
+
+
+def _two_bus(r=2.0, x=1.0, p=2000.0, q=0.0, s_max=math.inf, v0=1.0) -> Feeder:
+    buses = pl.DataFrame({"bus": ["a", "b"], "load_kw": [0.0, p], "load_kvar": [0.0, q],
+                          "vmin_pu": [0.8, 0.8], "vmax_pu": [1.2, 1.2]})
+    lines = pl.DataFrame({"line": ["ab"], "from_bus": ["a"], "to_bus": ["b"], "r_ohm": [r], "x_ohm": [x],
+                          "s_max_kva": [s_max]})
+    return Feeder.from_tables({"name": "two", "root_bus": "a", "base_kv": 11.0, "v0_pu": v0}, buses, lines)
+
+
+def _bids(rows) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=["bid_id", "bus", "side", "quantity_kw", "price"], orient="row")
+
+
+def test_two_bus_loss_factor_is_2rP_over_v_squared():
+    # Withdrawing dw more at b: dP0 - r dl = dw, dQ0 = x dl, V0^2 dl = 2 P0 dP0 + 2 Q0 dQ0, so
+    # dP0/dw = 1 / (1 - 2 r P0 / (V0^2 - 2 x Q0)) and the loss factor is 2 r P / V^2 to first order.
+    f = _two_bus(q=300.0)
+    no_bids = _bids([("idle", "b", "sell", 1.0, 1e3)])
+    res = clear(f, no_bids, 40.0, options=LOSSAWARE)
+    pf = ac_power_flow(f)
+    r_pu = f.topology.r_pu[0]
+    x_pu = f.topology.x_pu[0]
+    p0, q0 = pf.p0_kw / S_BASE_KVA, pf.q0_kvar / S_BASE_KVA
+    factor = 1.0 / (1.0 - 2 * r_pu * p0 / (1.0 - 2 * x_pu * q0)) - 1.0
+    price = res.prices.filter(pl.col("bus") == "b").row(0, named=True)
+    assert price["dlmp"] == pytest.approx(40.0 * (1.0 + factor), rel=1e-9)
+    assert price["loss"] == pytest.approx(40.0 * factor, rel=1e-9)
+    assert price["loss"] == pytest.approx(40.0 * 2 * r_pu * p0, rel=0.1)    # the textbook first order
+    assert price["energy"] == 40.0 and abs(price["congestion"]) < 1e-9 and abs(price["voltage"]) < 1e-9
+    assert res.interface_import_kw[0] == pytest.approx(pf.p0_kw, abs=1e-6)   # losses included
+    assert res.convergence["converged"] and res.convergence["iterations"] == 1   # flat start is the point
+
+
+def test_an_offer_priced_inside_its_own_loss_range_settles_where_its_price_is_the_ac_marginal_cost():
+    # Running the offer lowers the line's losses, hence its bus's price: it sells until the AC
+    # marginal cost of withdrawal at b equals its price, an interior optimum no vertex of one
+    # linearisation holds (the trust region's job). Checked by finite differences of the AC power flow.
+    f = _two_bus()
+    iso = 50.0
+    res = clear(f, _bids([("der", "b", "sell", 1500.0, 53.0)]), iso, options=LOSSAWARE)
+    sold = res.dispatch["cleared_kw"][0]
+    assert 1.0 < sold < 1499.0
+    dw = 0.01
+    up = ac_power_flow(f, np.array([0.0, 2000.0 - sold + dw]), np.zeros(2)).p0_kw
+    down = ac_power_flow(f, np.array([0.0, 2000.0 - sold - dw]), np.zeros(2)).p0_kw
+    marginal = iso * (up - down) / (2 * dw)
+    assert marginal == pytest.approx(53.0, abs=0.01)
+    assert res.prices.filter(pl.col("bus") == "b")["dlmp"][0] == pytest.approx(53.0, abs=0.01)
+    assert res.convergence["converged"]
+
+
+def _synthetic_market(seed: int, n: int = 150) -> tuple[Feeder, pl.DataFrame]:
+    """A 120-bus synthetic feeder (rated lines) with ``n`` bids, some with reactive power."""
+    f = synthetic(120, seed)
+    rng = np.random.default_rng(seed)
+    ids = f.buses["bus"].to_list()[1:]
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(ids, n),
+                         "side": np.where(rng.random(n) < 0.6, "sell", "buy"),
+                         "quantity_kw": rng.uniform(5, 80, n).round(1), "price": rng.uniform(10, 90, n).round(2),
+                         "tan_phi": np.where(rng.random(n) < 0.3, 0.2, 0.0)})
+    return f, bids
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_prices_split_into_energy_loss_congestion_voltage_and_every_bid_follows_its_bus_price(seed):
+    f, bids = _synthetic_market(seed)
+    res = clear(f, bids, 45.0, options=LOSSAWARE)
+    assert res.ok and res.convergence["converged"]
+    p = res.prices
+    total = p["energy"] + p["loss"] + p["congestion"] + p["voltage"]
+    assert np.max(np.abs((total - p["dlmp"]).to_numpy())) < 1e-6
+    assert np.abs(p["loss"].to_numpy()).max() > 0.01        # a real loss component
+    # Each bid against its effective bus price (dlmp + tan_phi dlmp_q): in the money -> all, out -> none.
+    d = res.dispatch.join(p.select("bus", "dlmp", "dlmp_q"), on="bus")
+    eff = (d["dlmp"] + d["tan_phi"] * d["dlmp_q"]).to_numpy()
+    side = np.where(d["side"].to_numpy() == "buy", 1.0, -1.0)
+    margin = side * (d["price"].to_numpy() - eff)           # > 0: the bid wants to clear
+    share = d["cleared_kw"].to_numpy() / d["quantity_kw"].to_numpy()
+    tol = 1e-3 * S_BASE_KVA / 1000.0
+    assert np.all(share[margin > tol] > 1 - 1e-6)
+    assert np.all(share[margin < -tol] < 1e-6)
+    # The dispatch's own AC power flow is the LP's operating point.
+    ac = res.ac_check
+    assert ac["max_v_error_pu"] < 1e-5 and ac["max_flow_error_kw"] < 0.05
+    assert ac["ok"], ac["violations"]
+
+
+def test_general_decomposition_reproduces_the_lossless_path_sums_with_zero_loss():
+    f, bids = _synthetic_market(3)
+    rules = MarketRules()
+    book = canonical(validate_bids(bids, f, rules), f, rules)
+    market = NodalMarket(f, book, 45.0, rules, options=ClearingOptions(formulation="lossless"))
+    sol = market.converge()
+    res = market.result(sol)
+    energy, loss, congestion, voltage = losses.price_components(market.model, sol, f.topology.n_bus, 1,
+                                                                market.iso_price)
+    assert np.abs(loss).max() < 1e-9
+    assert np.allclose(congestion.ravel(), res.prices["congestion"].to_numpy(), atol=1e-7)
+    assert np.allclose(voltage.ravel(), res.prices["voltage"].to_numpy(), atol=1e-7)
+    assert np.abs(res.prices["voltage"].to_numpy()).max() + np.abs(res.prices["congestion"].to_numpy()).max() > 0
+
+
+def test_both_ends_of_a_line_hold_their_rating_in_the_ac_power_flow():
+    # Reverse flow: a cheap offer at b exports through the line, and the child end (the receiving
+    # end of the parent -> child orientation) carries the most: that end binds.
+    f = _two_bus(r=3.0, x=3.0, p=100.0, s_max=1000.0)
+    res = clear(f, _bids([("pv", "b", "sell", 3000.0, 5.0)]), 50.0, options=LOSSAWARE)
+    assert res.ac_check["ok"], res.ac_check["violations"]
+    assert res.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=1e-3)
+    assert res.ac_check["max_loading_end"] == "receiving"
+    # Forward flow: the parent end carries the load plus the losses. The lossless LP limits the
+    # lossless flow, so the AC power flow of its dispatch overloads that end, and says so.
+    f = _two_bus(r=3.0, x=3.0, p=1500.0, s_max=1000.0)
+    der = _bids([("der", "b", "sell", 1000.0, 80.0)])
+    res = clear(f, der, 50.0, options=LOSSAWARE)
+    assert res.ac_check["ok"], res.ac_check["violations"]
+    assert res.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=1e-3)
+    assert res.ac_check["max_loading_end"] == "sending"
+    lossless = clear(f, der, 50.0, options=ClearingOptions(formulation="lossless"))
+    assert not lossless.ac_check["ok"]
+    [violation] = lossless.ac_check["violations"]
+    assert violation["limit"] == "line_thermal" and violation["element"] == "ab" and violation["value"] > 100.5
+
+
+# -- against pandapower's AC OPF --------------------------------------------------------------------
+
+def _acopf_case(feeder: Feeder, seed: int, vmin: float, line: str, rating: float) -> tuple[Feeder, pl.DataFrame]:
+    """A feeder with every line rated (8 MVA, ``line`` at ``rating``) and 24 unity-pf bids."""
+    rng = np.random.default_rng(seed)
+    lines = feeder.lines.with_columns(pl.when(pl.col("line") == line).then(pl.lit(rating))
+                                      .otherwise(pl.lit(8000.0)).alias("s_max_kva"))
+    f = feeder.with_changes(lines=lines, buses=feeder.buses.with_columns(pl.lit(vmin).alias("vmin_pu")))
+    ids = feeder.buses["bus"].to_list()[1:]
+    n = 24
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(ids, n),
+                         "side": np.where(rng.random(n) < 0.75, "sell", "buy"),
+                         "quantity_kw": rng.uniform(50, 400, n).round(1), "price": rng.uniform(20, 90, n).round(2)})
+    return f, bids
+
+
+@pytest.mark.parametrize("name, make, seed, vmin, line, rating", [
+    ("ieee33", ieee33, 5, 0.95, "2", 3000.0),
+    ("ieee69", ieee69, 2, 0.94, "3", 3000.0),
+    ("ieee69", ieee69, 1, 0.95, "3", 3500.0),
+])
+def test_default_clearing_matches_pandapower_ac_opf_with_binding_thermal_and_voltage_limits(
+        name, make, seed, vmin, line, rating):
+    pytest.importorskip("pandapower")
+    from tests.acopf import ac_opf
+
+    f, bids = _acopf_case(make(), seed, vmin, line, rating)
+    ours = clear(f, bids, 50.0)             # the default formulation
+    assert ours.formulation == "lossaware" and ours.ok and ours.convergence["converged"]
+    ref = ac_opf(f, bids, 50.0)
+    assert ref.converged
+    # Both limits bind in the AC optimum.
+    assert min(ref.v_pu.values()) == pytest.approx(vmin, abs=1e-5)
+    assert ours.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=1e-3)
+    dlmp = dict(zip(ours.prices["bus"], ours.prices["dlmp"]))
+    assert max(abs(dlmp[b] - ref.dlmp[b]) for b in dlmp) <= 0.25
+    cleared = dict(zip(ours.dispatch["bid_id"], ours.dispatch["cleared_kw"]))
+    assert max(abs(cleared[b] - ref.cleared_kw[b]) for b in cleared) <= 1.0
+    assert -ours.welfare == pytest.approx(ref.cost, rel=1e-3)
+    assert ours.interface_import_kw[0] == pytest.approx(ref.import_kw, rel=1e-3)
