@@ -56,9 +56,10 @@ class NodalMarket:
         if self.lossaware:
             # Flat start: the AC power flow of the fixed load with no bid cleared.
             self._point_bids = np.zeros(book.n)
-            self.model = losses.build(feeder, book, self.iso_price, rules,
-                                      losses.operating_point(feeder, *self.loads()), resources,
+            point = losses.operating_point(feeder, *self.loads())
+            self.model = losses.build(feeder, book, self.iso_price, rules, point, resources,
                                       load_p_kw, load_q_kvar, options.polygon_sides)
+            self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
         else:
             self.model = lindistflow.build(feeder, book, self.iso_price, rules, resources, load_p_kw,
                                            load_q_kvar, options.polygon_sides)
@@ -98,10 +99,12 @@ class NodalMarket:
         A bid priced within the range its own dispatch moves its bus's loss
         factor over has its optimum inside its quantity, where no vertex of one
         linearisation lies: plain iteration would flip it between 0 and full.
-        Such a bid gets a trust region around the linearisation point, halved
-        each time its step reverses, so the iterates close in on the interior
-        optimum; the bid bounds are restored afterwards. Iterations, the
-        residual and whether it converged are in :attr:`convergence`.
+        Such a bid, once its reduced cost has changed sign between two points,
+        is pinned where regula falsi puts the zero of its reduced cost
+        (:class:`engine.losses.MarginalBracket`), a trust region of zero width
+        that closes in on the interior optimum superlinearly; the bid bounds are
+        restored afterwards. Iterations, the residual and whether it converged
+        are in :attr:`convergence`.
         """
         sol = self.solver.solve()
         if not self.lossaware or not sol.ok:
@@ -110,8 +113,8 @@ class NodalMarket:
         topo = self.feeder.topology
         bid = self.model.var("bid").slice
         base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
-        radius = np.full(book.n, np.inf)
-        last_step = np.zeros(book.n)
+        bracket = losses.MarginalBracket(book.n)
+        pinned = np.zeros(book.n, dtype=bool)
         seconds, solves, trust = sol.solve_seconds, 1, False
         for iteration in range(1, losses.MAX_ITERATIONS + 1):
             x = s.block(sol.x, "bid")
@@ -121,36 +124,61 @@ class NodalMarket:
                                   s.block(sol.x, "v").reshape(T, topo.n_bus), s.block(sol.x, "import_p"))
             step = x - self._point_bids
             moved = float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
-            done = res.ok and moved <= losses.STEP_TOL_KW
+            reduced = s.block(sol.col_dual, "bid")   # at the point this solve was linearised at
+            # A pinned bid is settled once its reduced cost vanishes or its bracket closes,
+            # not merely when it stays put.
+            open_ = pinned & (np.abs(reduced) > losses.MARGINAL_TOL)
+            done = res.ok and moved <= losses.STEP_TOL_KW and not open_.any()
             if done or iteration == losses.MAX_ITERATIONS or not point.converged:
                 break
-            reversed_ = step * last_step < 0
-            if reversed_.any():
-                radius[reversed_] = np.abs(step[reversed_]) / 2.0
-                trust = True
-            last_step = step
+            pin = bracket.target(self._point_bids, reduced, x)
+            # A bracket closed on a non-zero reduced cost held no interior optimum: free that bid.
+            bracket.release(open_ & (bracket.width() * S_BASE_KVA <= losses.STEP_TOL_KW))
+            pin[~bracket.active] = np.nan
+            pinned = np.isfinite(pin)
+            if pinned.any():
+                # Linearise where the pinned bids will be, so the next reduced cost is sampled there.
+                x = np.where(pinned, np.clip(pin, base_lo, base_hi), x)
+                point = losses.operating_point(self.feeder, *net_withdrawal(self.feeder, book, x, self.loads(),
+                                                                            shed))
             self._point_bids = x.copy()
-            self.model = losses.build(self.feeder, book, self.iso_price, self.rules, point, self.resources,
-                                      self._load_p_kw, self._load_q_kvar, self.options.polygon_sides)
+            self.model = self._relinearise.at(point)
             s.set_matrix(self.model)
-            if trust:
-                s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
+            if pinned.any() or trust:
+                trust = True
+                s.set_col_bounds("bid", np.where(pinned, x, base_lo), np.where(pinned, x, base_hi))
             nxt = s.solve()
             solves += 1
             seconds += nxt.solve_seconds
+            if not nxt.ok and pinned.any():
+                # Pins that leave no feasible dispatch: free the bids and iterate plainly from here.
+                s.set_col_bounds("bid", base_lo, base_hi)
+                bracket = losses.MarginalBracket(book.n)
+                pinned[:] = False
+                nxt = s.solve()
+                solves += 1
+                seconds += nxt.solve_seconds
             if not nxt.ok:
-                # A trust region can only shrink the feasible set around a feasible point; the
-                # re-linearised model itself is infeasible: report that.
+                # Pinned bids or the re-linearised model itself leave no feasible dispatch: report it.
                 sol = nxt
                 break
             sol = nxt
         if trust:
             s.set_col_bounds("bid", base_lo, base_hi)
+            if done and pinned.any():
+                # Released, the LP at the converged point keeps the dispatch wherever a limit holds a
+                # pinned bid (a kink, not an interior optimum): then its duals, not the pin's, are the prices.
+                free = s.solve()
+                solves += 1
+                seconds += free.solve_seconds
+                if free.ok and np.max(np.abs(s.block(free.x, "bid") - x)) * S_BASE_KVA <= losses.STEP_TOL_KW:
+                    sol = free
         self.convergence = {"converged": bool(done), "iterations": solves, "residual_import_kw": res.import_kw,
                             "residual_flow_kw": res.flow_kw, "residual_v_pu": res.v_pu,
-                            "last_step_kw": moved, "trust_region": trust,
+                            "last_step_kw": moved, "pinned_bids": int(pinned.sum()),
                             "tolerance": {"import_kw": losses.RESIDUAL_TOL_KW, "flow_kw": losses.RESIDUAL_TOL_KW,
-                                          "v_pu": losses.RESIDUAL_TOL_V_PU, "step_kw": losses.STEP_TOL_KW}}
+                                          "v_pu": losses.RESIDUAL_TOL_V_PU, "step_kw": losses.STEP_TOL_KW,
+                                          "reduced_cost_per_mwh": losses.MARGINAL_TOL}}
         return dataclasses.replace(sol, solve_seconds=seconds)
 
     def solve(self) -> ClearingResult:

@@ -48,6 +48,7 @@ import numpy as np
 import polars as pl
 
 from dsomarket.engine import lindistflow
+from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical
 from dsomarket.engine.clearing import ROUND_KW, ClearingOptions, ClearingResult, NodalMarket, _iv_column
 from dsomarket.engine.errors import InputError
@@ -240,6 +241,10 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
     market.fix_import(q)
     # Loss-aware: re-linearised until the AC power flow of the dispatch imports the award itself.
     sol = market.converge()
+    if not sol.ok and market.lossaware:
+        q = _deliverable(market, q, rules)
+        market.fix_import(q)
+        sol = market.converge()
     seconds = sol.solve_seconds
     on_curve: list = [None] * T
     source = np.where(np.isfinite(p), "iso", "interface_dlmp")
@@ -291,6 +296,32 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
                           interval_minutes=rules.interval_minutes)
 
 
+def _deliverable(market: NodalMarket, q: np.ndarray, rules: MarketRules) -> np.ndarray:
+    """Awarded imports (kW) moved to the nearest import the loss-aware feeder can deliver, where
+    that is within the curve's accuracy (``losses.CURVE_TOL``); others are left as awarded.
+
+    The ends of a loss-aware curve come from the linearisation they were traced on; the AC
+    feeder's own smallest and largest imports can differ by the curve's accuracy, and an
+    award at an end may then lie a few watts outside them. Those ends are the converged
+    clearings at the price cap (least import) and floor (most import).
+    """
+    price = market.iso_price.copy()
+    ends = []
+    market.fix_import(None)
+    for p in (rules.price_cap, rules.price_floor):
+        market.set_iso_price(np.full_like(price, p))
+        sol = market.converge()
+        if not sol.ok:
+            break
+        ends.append(market.solver.block(sol.x, "import_p") * S_BASE_KVA)
+    market.set_iso_price(price)
+    if len(ends) < 2:
+        return q
+    near = np.clip(q, ends[0], ends[1])
+    move = np.isfinite(q) & (np.abs(near - q) <= CURVE_TOL * np.abs(q) + 1e-3)
+    return np.where(move, near, q)
+
+
 def _prices_at_award(market: NodalMarket, sol: Solution, q: np.ndarray, both: np.ndarray
                      ) -> tuple[Solution, np.ndarray]:
     """Prices of the market at the ISO's price where the fixed-import dispatch is optimal there.
@@ -301,6 +332,8 @@ def _prices_at_award(market: NodalMarket, sol: Solution, q: np.ndarray, both: np
     with the interface DLMP equal to the ISO's price. Otherwise (an award off the
     curve) the fixed-import duals stay, and the intervals responsible are found
     one at a time. Returns the solution whose duals to use and a flag per interval.
+    On the loss-aware model an award is on the curve when the free import is within
+    the curve's stated accuracy of it (``losses.CURVE_TOL``).
     """
     ok = np.zeros(len(q), dtype=bool)
     tol = 1e-7 * max(1.0, abs(sol.objective)) + 1e-7
@@ -309,7 +342,14 @@ def _prices_at_award(market: NodalMarket, sol: Solution, q: np.ndarray, both: np
         market.fix_import(np.where(free_mask, np.nan, q))
         free = market.solve_raw()
         market.fix_import(q)
-        return (not free.ok) or free.objective < sol.objective - tol, free
+        if not free.ok:
+            return True, free
+        if market.lossaware:
+            # The curve was traced on linearisations of its own: an award on it is met here within
+            # the curve's accuracy (losses.CURVE_TOL), not to the last watt.
+            got = market.solver.block(free.x, "import_p") * S_BASE_KVA
+            return bool(np.any(np.abs(got - q)[free_mask] > CURVE_TOL * np.abs(q)[free_mask] + 1e-3)), free
+        return free.objective < sol.objective - tol, free
 
     better, free = improves(both)
     if not better:

@@ -63,6 +63,7 @@ and intervals are halved until that holds or they are narrower than
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, co
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, _iv_column, socp_solver
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.lindistflow import market_loads
+from dsomarket.engine.losses import CurveCheck, verify_curve
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 Q_TOL_MW = 1e-6
@@ -124,6 +126,10 @@ class InterfaceCurve:
         Largest SOCP relaxation gap met while sampling (None for the LP).
     bound_flips
         Steps walked by bound flips without a solve (LP tracing).
+    ac_check
+        Loss-aware curves: ``bands`` checked by an AC power flow of their dispatch,
+        ``max_error_pct`` of a band's import against it, and the regions
+        ``relinearised`` (:class:`engine.losses.CurveCheck`); None otherwise.
     """
 
     bands: pl.DataFrame
@@ -137,6 +143,7 @@ class InterfaceCurve:
     price_tol: float = 0.0
     relaxation_gap: float | None = None
     bound_flips: int = 0
+    ac_check: dict | None = None
 
     def intervals(self) -> list:
         """The intervals of the curve in order (``[None]`` for a single-interval market)."""
@@ -163,6 +170,7 @@ class InterfaceCurve:
             "forecast_price": self.forecast.tolist() if self.conditional else None,
             "fixed_net_load_kw": self.fixed_net_load_kw["fixed_kw"].to_list(),
             "relaxation_gap": self.relaxation_gap,
+            "ac_check": self.ac_check,
         }
 
     def iso_offer(self, max_segments: int = 10) -> tuple[pl.DataFrame, float]:
@@ -652,13 +660,15 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     book = canonical(book, feeder, rules)   # the same file whatever the order of the bids
     T = book.n_interval
     fc = _forecast(forecast, rules, T)
-    opts = ClearingOptions(formulation="lindistflow", polygon_sides=options.polygon_sides, ac_check=False,
+    lossaware = options.formulation == "lossaware"
+    opts = ClearingOptions(formulation=options.formulation, polygon_sides=options.polygon_sides, ac_check=False,
                            time_limit=options.time_limit)
     if load_p_kw is None:
         load_p_kw, load_q_kvar = market_loads(feeder, book)
     coupled = couples_intervals(book, resources)
     limit = max_solves if max_solves is not None else 4 * book.n + 1000
     rows, solves, flips = [], 0, 0
+    check: CurveCheck | None = None
     # Uncoupled intervals are separate problems: tracing each on its own model
     # keeps every solve T times smaller than the whole horizon's.
     shared = NodalMarket(feeder, book, fc, rules, resources, opts, load_p_kw, load_q_kvar) if coupled else None
@@ -671,13 +681,34 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
             probe = _Probe(NodalMarket(feeder, for_interval(book, t), fc[one], rules,
                                        resources_for_interval(resources, book.intervals[t]), opts,
                                        load_p_kw[:, one], load_q_kvar[:, one]), 0)
+        if lossaware:
+            probe.market.converge()   # the curve is traced on the converged linearisation
         bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
         solves += probe.solves
         flips += probe.flips
+        if lossaware:
+            bands, band_check = _verified(probe, bands, limit)
+            solves += band_check.bands
+            check = band_check if check is None else check.merged(band_check)
         rows += [(t, lo, hi, q) for lo, hi, q in bands]
     return InterfaceCurve(bands=_bands_table(book, rows), fixed_net_load_kw=_fixed_table(book, load_p_kw),
                           conditional=coupled, forecast=fc, solves=solves,
-                          seconds=time.perf_counter() - t0, bound_flips=flips)
+                          seconds=time.perf_counter() - t0, bound_flips=flips,
+                          ac_check=None if check is None else dataclasses.asdict(check))
+
+
+def _verified(probe: _Probe, bands: list, limit: int) -> tuple[list, CurveCheck]:
+    """The loss-aware bands checked band by band against AC power flows (:func:`engine.losses.verify_curve`),
+    regions re-traced where needed; made monotone again where two linearisations meet."""
+    market, t = probe.market, probe.t
+
+    def retrace(low: float, high: float) -> list:
+        return _trace_interval(_Probe(market, t), low, high, limit)
+
+    checked, check = verify_curve(market, t, bands, retrace)
+    q = np.minimum.accumulate(np.array([b[2] for b in checked]) / S_BASE_KVA)
+    merged = _merge_equal([[lo, hi, qq] for (lo, hi, _), qq in zip(checked, q)])
+    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
 
 
 def _forecast(forecast, rules: MarketRules, T: int) -> np.ndarray:

@@ -69,6 +69,9 @@ RESIDUAL_TOL_V_PU = 1e-6
 STEP_TOL_KW = 0.05
 """Largest change of any bid's dispatch (kW) between the last two iterates at convergence: the
 prices then sit within ``d(loss factor)/dP * STEP_TOL_KW * price`` of the fixed point's."""
+MARGINAL_TOL = 1e-3
+"""Largest reduced cost (per MWh) of a bid pinned inside its quantity at convergence: its price
+then equals its bus's effective price to a tenth of a cent."""
 MAX_ITERATIONS = 40
 
 
@@ -131,12 +134,12 @@ def _current_gradient(feeder: Feeder, point: OperatingPoint) -> tuple[np.ndarray
 
 
 def corrections(feeder: Feeder, point: OperatingPoint) -> dict:
-    """The loss terms added to LinDistFlow's rows, as named sparse blocks (interval-major).
+    """The loss terms added to LinDistFlow's rows, as named blocks of triplets (interval-major).
 
     ``loss_p`` (``-r l~`` in the child's ``bus_p_balance`` row), ``loss_q``
     (``-x l~`` in ``bus_q_balance``) and ``drop_current`` (``-(r^2 + x^2) l~`` in
     ``voltage_drop``); each maps the variable blocks ``line_p``, ``line_q`` and ``v``
-    (the parent's voltage) to a sparse matrix.
+    (the parent's voltage) to ``(rows, cols, values, shape)`` within the blocks.
     """
     topo = feeder.topology
     n, m = topo.n_bus, topo.n_line
@@ -150,7 +153,7 @@ def corrections(feeder: Feeder, point: OperatingPoint) -> dict:
 
     def block(rows: np.ndarray, n_rows: int, weight: np.ndarray) -> dict:
         w = np.tile(weight, T)
-        return {name: sp.csr_matrix((-w * coef.ravel(), (rows, col)), shape=(n_rows, size))
+        return {name: (rows, col, -w * coef.ravel(), (n_rows, size))
                 for name, coef, col, size in (("line_p", a, line_col, m * T), ("line_q", b, line_col, m * T),
                                               ("v", c, parent_col, n * T))}
 
@@ -160,18 +163,19 @@ def corrections(feeder: Feeder, point: OperatingPoint) -> dict:
     return {"bus_p_balance": loss_p, "bus_q_balance": loss_q, "voltage_drop": drop_current}
 
 
-def add_thermal(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> None:
+def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[dict, np.ndarray]:
     """``|S| <= S_max`` at both ends of every limited line, as polygons tangent at the operating point.
 
-    Rows ``(t, line, face)`` of ``line_thermal`` (sending end, on ``(P, Q)``) and
-    ``line_thermal_receiving`` (on ``(P - r l~, Q - x l~)``), two-sided ``[-S, S]``,
-    face normals at ``theta + 2 pi k / N`` for ``k < N / 2`` with ``theta`` the
-    direction of the operating point's flow at that end.
+    Returns the triplet blocks of ``line_thermal`` (sending end, on ``(P, Q)``) and
+    ``line_thermal_receiving`` (on ``(P - r l~, Q - x l~)``), rows ``(t, line, face)``,
+    and their bound ``S`` (MVA; rows are two-sided ``[-S, S]``). Face normals lie at
+    ``theta + 2 pi k / N`` for ``k < N / 2``, ``theta`` the direction of the operating
+    point's flow at that end. Empty when no line is limited.
     """
     topo = feeder.topology
     limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
     if not len(limited):
-        return
+        return {}, np.zeros(0)
     lindistflow.polygon_faces(polygon_sides)  # validates the number of sides
     n, m = topo.n_bus, topo.n_line
     T = point.p.shape[0]
@@ -193,18 +197,20 @@ def add_thermal(model: LinearModel, feeder: Feeder, point: OperatingPoint, polyg
         return np.cos(theta), np.sin(theta)
 
     cs, ss = faces(point.p[:, limited], point.q[:, limited])
-    model.add_constraints("line_thermal", {
-        "line_p": sp.csr_matrix((cs.ravel(), (rows, line_col)), shape=shape_l),
-        "line_q": sp.csr_matrix((ss.ravel(), (rows, line_col)), shape=shape_l),
-    }, -bound, bound)
     cr, sr = faces(p_r, q_r)
     # cos (P - r l~) + sin (Q - x l~) with l~ = a P + b Q + c v_parent
     loss_w = cr * r[None, :, None] + sr * x[None, :, None]
-    model.add_constraints("line_thermal_receiving", {
-        "line_p": sp.csr_matrix(((cr - loss_w * a[:, :, None]).ravel(), (rows, line_col)), shape=shape_l),
-        "line_q": sp.csr_matrix(((sr - loss_w * b[:, :, None]).ravel(), (rows, line_col)), shape=shape_l),
-        "v": sp.csr_matrix(((-loss_w * c[:, :, None]).ravel(), (rows, parent_col)), shape=shape_v),
-    }, -bound, bound)
+    return {
+        "line_thermal": {"line_p": (rows, line_col, cs.ravel(), shape_l),
+                         "line_q": (rows, line_col, ss.ravel(), shape_l)},
+        "line_thermal_receiving": {"line_p": (rows, line_col, (cr - loss_w * a[:, :, None]).ravel(), shape_l),
+                                   "line_q": (rows, line_col, (sr - loss_w * b[:, :, None]).ravel(), shape_l),
+                                   "v": (rows, parent_col, (-loss_w * c[:, :, None]).ravel(), shape_v)},
+    }, bound
+
+
+def _sparse(block: dict) -> dict:
+    return {var: sp.coo_matrix((vals, (rows, cols)), shape=shape) for var, (rows, cols, vals, shape) in block.items()}
 
 
 def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRules, point: OperatingPoint,
@@ -252,9 +258,54 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
     duals are AC-OPF prices with a real loss component.
     """
     model = lindistflow.build(feeder, book, iso_price, rules, resources, load_p_kw, load_q_kvar, polygon_sides,
-                              corrections=corrections(feeder, point), thermal=False)
-    add_thermal(model, feeder, point, polygon_sides)
+                              corrections={name: _sparse(b) for name, b in corrections(feeder, point).items()},
+                              thermal=False)
+    rows, bound = thermal(feeder, point, polygon_sides)
+    for name, block in rows.items():
+        model.add_constraints(name, _sparse(block), -bound, bound)
     return model
+
+
+def _point_terms(model: LinearModel, feeder: Feeder, point: OperatingPoint,
+                 polygon_sides: int) -> sp.csc_matrix:
+    """Every coefficient of ``model`` that depends on the operating point, as one sparse matrix."""
+    blocks = corrections(feeder, point) | thermal(feeder, point, polygon_sides)[0]
+    rows, cols, vals = [], [], []
+    for con, block in blocks.items():
+        for var, (r, c, v, _) in block.items():
+            rows.append(r + model.con(con).start)
+            cols.append(c + model.var(var).start)
+            vals.append(v)
+    return sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(model.n_row, model.n_col))
+
+
+@dataclass(frozen=True, eq=False)
+class Relinearisation:
+    """A built loss-aware model split into the part that never changes and the part the point sets.
+
+    Re-linearising then costs one vectorised evaluation of the point's terms and one
+    sparse sum, instead of a full build (:func:`build`).
+    """
+
+    model: LinearModel
+    fixed: sp.csc_matrix
+    feeder: Feeder
+    polygon_sides: int
+
+    @staticmethod
+    def of(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> "Relinearisation":
+        """Split a model built by :func:`build` at ``point``."""
+        a = model.assemble()[3]
+        # A copy that holds its assembled arrays, so each re-linearisation only swaps the matrix.
+        return Relinearisation(model.with_matrix(a), (a - _point_terms(model, feeder, point, polygon_sides)).tocsc(),
+                               feeder, polygon_sides)
+
+    def at(self, point: OperatingPoint) -> LinearModel:
+        """The model linearised at ``point`` (same blocks, costs and bounds)."""
+        a = (self.fixed + _point_terms(self.model, self.feeder, point, self.polygon_sides)).tocsc()
+        a.sort_indices()
+        return self.model.with_matrix(a)
 
 
 @dataclass(frozen=True)
@@ -363,3 +414,185 @@ def loss_factors(model: LinearModel, n: int, T: int) -> np.ndarray:
     y = spla.splu(a_nn.T.tocsc()).solve(rhs)
     per_bus = y[:n * T]   # (nT, T): the block of interval t in column t
     return np.stack([per_bus[t * n:(t + 1) * n, t] for t in range(T)]) - 1.0
+
+
+CURVE_REL_TOL = 1e-3
+"""Largest relative difference between a curve band's import and the AC power flow of the
+dispatch at a price inside it (0.1 %); a band beyond it is traced again on a linearisation there."""
+CURVE_TOL = 5e-3
+"""Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the AC power flow
+of the dispatch at any price inside it, after re-linearisation (``CURVE_REL_TOL`` is the aim)."""
+CURVE_MAX_DEPTH = 4
+"""Re-linearisations nested around one region of the curve before its error is reported as is."""
+
+
+@dataclass(frozen=True)
+class CurveCheck:
+    """How the bands of a loss-aware curve compare with AC power flows of their dispatch.
+
+    ``bands`` verified, ``max_error_pct`` the largest ``|import - AC import| / |AC import|``
+    in % (0.1 kW floor on the denominator), and ``relinearised`` the regions traced again
+    on a linearisation of their own.
+    """
+
+    bands: int
+    max_error_pct: float
+    relinearised: int
+
+    def merged(self, other: "CurveCheck") -> "CurveCheck":
+        return CurveCheck(self.bands + other.bands, max(self.max_error_pct, other.max_error_pct),
+                          self.relinearised + other.relinearised)
+
+
+def _ac_imports(market, t: int, xs: np.ndarray, sheds: np.ndarray | None) -> np.ndarray:
+    """AC interface import (MW) of interval t for each dispatch in ``xs`` (bids x K, MW), one batched sweep."""
+    book, topo = market.book, market.feeder.topology
+    load_p, load_q = (a[:, t] for a in market.loads())
+    mine = np.nonzero(book.t_idx == t)[0]
+    sign = book.withdraw_sign[mine]
+    to_bus = sp.csr_matrix((np.ones(len(mine)), (book.bus_idx[mine], np.arange(len(mine)))),
+                           shape=(topo.n_bus, len(mine)))
+    kw = xs[mine] * S_BASE_KVA * sign[:, None]
+    w_p = load_p[:, None] + to_bus @ kw
+    w_q = load_q[:, None] + to_bus @ (kw * book.tan_phi[mine][:, None])
+    if sheds is not None:
+        ratio = np.divide(load_q, load_p, out=np.zeros_like(load_q, dtype=float), where=load_p > 0)
+        w_p = w_p - sheds
+        w_q = w_q - sheds * ratio[:, None]
+    return operating_point(market.feeder, w_p, w_q).p0
+
+
+def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[list, CurveCheck]:
+    """Check each band ``(price_low, price_high, import_kw)`` of interval t by an AC power flow;
+    re-linearise and re-trace the regions that miss ``CURVE_REL_TOL``.
+
+    ``market`` is the loss-aware :class:`~engine.clearing.NodalMarket` the bands were
+    traced on; ``retrace(low, high)`` traces its current model between two prices.
+    Each band's dispatch is the model's at the band's middle price (one warm solve),
+    and all bands' power flows run as one batched sweep. A run of failing bands is
+    one region: the model is re-linearised at the AC operating point of the clearing
+    at the price of its worst band (:meth:`NodalMarket.converge`), the region traced
+    again on it, and checked again, up to ``CURVE_MAX_DEPTH`` times.
+    """
+    s = market.solver
+    prices = np.array([(lo + hi) / 2.0 for lo, hi, _ in bands])
+    xs, sheds = [], []
+    n = market.feeder.topology.n_bus
+    for p in prices:
+        s.set_cost("import_p", p, index=t)
+        sol = s.solve()
+        if not sol.ok:
+            raise RuntimeError(f"loss-aware curve: the traced model is {sol.status} at {p:g} in interval {t}")
+        xs.append(s.block(sol.x, "bid"))
+        if market.model.has_var("shed"):
+            sheds.append(s.block(sol.x, "shed").reshape(-1, n) * S_BASE_KVA)
+    q = np.array([b[2] for b in bands])
+    ac = _ac_imports(market, t, np.column_stack(xs),
+                     np.column_stack([sh[t] for sh in sheds]) if sheds else None) * S_BASE_KVA
+    err = np.abs(q - ac) / np.maximum(np.abs(ac), 0.1)
+    check = CurveCheck(len(bands), float(err.max(initial=0.0)) * 100.0, 0)
+    bad = err > CURVE_REL_TOL
+    if not bad.any() or depth >= CURVE_MAX_DEPTH:
+        return bands, check
+    out: list = []
+    check = CurveCheck(0, 0.0, 0)
+    k = 0
+    while k < len(bands):
+        if not bad[k]:
+            j = k
+            while j < len(bands) and not bad[j]:
+                j += 1
+            out += bands[k:j]
+            check = check.merged(CurveCheck(j - k, float(err[k:j].max()) * 100.0, 0))
+            k = j
+            continue
+        j = k
+        while j < len(bands) and bad[j]:
+            j += 1
+        worst = k + int(np.argmax(err[k:j]))
+        price = market.iso_price.copy()
+        price[t] = prices[worst]
+        market.set_iso_price(price)
+        if not market.converge().ok:
+            raise RuntimeError(f"loss-aware curve: no clearing at {prices[worst]:g} in interval {t}")
+        lo, hi = bands[k][0], bands[j - 1][1]
+        sub, sub_check = verify_curve(market, t, retrace(lo, hi), retrace, depth + 1)
+        out += sub
+        check = check.merged(CurveCheck(sub_check.bands, sub_check.max_error_pct, sub_check.relinearised + 1))
+        k = j
+    return out, check
+
+
+class MarginalBracket:
+    """Per-bid bracketing of an interior optimum that successive LP alone would circle around.
+
+    A bid priced within the range its own dispatch moves its bus's loss factor
+    over has its optimum strictly inside its quantity, where no vertex of one
+    linearisation holds it: plain successive LP flips it between two vertices
+    (its bounds, or a voltage and a thermal limit). Such a bid is recognised by
+    its step reversing direction; the optimum then lies between the last two
+    linearisation points. From there the bid is pinned (a trust region of zero
+    width) inside the bracket, and each pinned value's reduced cost at its own
+    linearisation point says on which side the optimum lies (positive: lower).
+    The pin moves by regula falsi (Illinois) once both ends have a reduced cost,
+    by bisection before. Internal state of :meth:`engine.clearing.NodalMarket.converge`.
+    """
+
+    def __init__(self, n: int):
+        self.lo = np.full(n, np.nan)
+        self.hi = np.full(n, np.nan)
+        self.g_lo = np.full(n, np.nan)
+        self.g_hi = np.full(n, np.nan)
+        self.side = np.zeros(n, dtype=np.int64)     # end moved last: -1 lo, +1 hi (Illinois)
+        self.active = np.zeros(n, dtype=bool)
+        self.prev_point = np.full(n, np.nan)
+        self.prev_g = np.full(n, np.nan)
+        self.prev_step = np.zeros(n)
+
+    def target(self, point: np.ndarray, g: np.ndarray, x: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+        """Record a solve: dispatch ``x`` (MW) of the model linearised at ``point`` (MW), with bid
+        reduced costs ``g`` (per MWh) there. Returns the value to pin each bid at, NaN where free."""
+        a = self.active
+        for end, val, gv, hit, sign in ((self.hi, self.g_hi, None, a & (g > tol), 1),
+                                        (self.lo, self.g_lo, None, a & (g < -tol), -1)):
+            other = self.g_lo if sign > 0 else self.g_hi
+            other[hit & (self.side == sign)] *= 0.5
+            end[hit] = point[hit]
+            val[hit] = g[hit]
+            self.side[hit] = sign
+        step = x - point
+        # Two ways into a bracket: the reduced cost changed sign between two points (its zero lies
+        # between them), or the bid reversed without contracting (a cycle between two vertices;
+        # a contracting reversal is ordinary convergence).
+        sign_change = (g * self.prev_g < 0) & (np.abs(g) > tol) & (np.abs(self.prev_g) > tol)
+        cycle = (step * self.prev_step < 0) & (np.abs(step) >= 0.5 * np.abs(self.prev_step))
+        new = ~a & (point != self.prev_point) & (sign_change | cycle)
+        if new.any():
+            p0, p1 = self.prev_point[new], point[new]
+            g0, g1 = self.prev_g[new], g[new]
+            first_low = p0 <= p1
+            self.lo[new] = np.where(first_low, p0, p1)
+            self.hi[new] = np.where(first_low, p1, p0)
+            g_low, g_high = np.where(first_low, g0, g1), np.where(first_low, g1, g0)
+            self.g_lo[new] = np.where(g_low < -tol, g_low, np.nan)
+            self.g_hi[new] = np.where(g_high > tol, g_high, np.nan)
+            self.active |= new
+        self.prev_point, self.prev_g, self.prev_step = point.copy(), g.copy(), step
+        out = np.full(len(x), np.nan)
+        a = self.active
+        mid = (self.lo + self.hi) / 2.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            falsi = self.lo - self.g_lo * (self.hi - self.lo) / (self.g_hi - self.g_lo)
+        known = np.isfinite(falsi) & (falsi >= self.lo) & (falsi <= self.hi)
+        out[a] = np.where(known, falsi, mid)[a]
+        return out
+
+    def release(self, which: np.ndarray) -> None:
+        """Forget the brackets of ``which`` (their optimum left the bracket: a bound, not an interior point)."""
+        self.active &= ~which
+        for arr in (self.lo, self.hi, self.g_lo, self.g_hi):
+            arr[which] = np.nan
+
+    def width(self) -> np.ndarray:
+        """Bracket width per active bid (MW), 0 elsewhere."""
+        return np.where(self.active, self.hi - self.lo, 0.0)

@@ -26,6 +26,8 @@ from dsomarket.engine.network import S_BASE_KVA, Feeder
 FORMULATIONS = ("lossaware", "lossless", "lindistflow", "socp")
 """Names of the clearing models; ``lindistflow`` is the lossless LP under its older name."""
 LOSSLESS = ("lossless", "lindistflow")
+EXACT_GAP = 1e-4
+"""Relative SOCP relaxation gap above which the dispatch is flagged as possibly not physical."""
 ECOS_MAX_BUSES = 500
 ROUND_KW = 6  # decimals of kW kept in outputs: sub-milliwatt solver noise is not a dispatch
 
@@ -117,6 +119,33 @@ class ClearingResult:
     def interface_import_kw(self) -> np.ndarray:
         return self.interface["import_kw"].to_numpy()
 
+    def warnings(self) -> list[str]:
+        """Why this optimal dispatch may not hold on the physical feeder (empty when it does).
+
+        The AC power flow of the dispatch violates a voltage or thermal limit or does
+        not converge; the SOCP's relaxation gap exceeds ``EXACT_GAP``; or the loss-aware
+        iteration stopped before the AC power flow and the LP agreed.
+        """
+        out = []
+        ac = self.ac_check
+        if ac is not None and not ac.get("converged", True):
+            out.append("the AC power flow of the dispatch does not converge")
+        for v in (ac or {}).get("violations", [])[:3]:
+            unit = "%" if v["limit"] == "line_thermal" else " pu"
+            out.append(f"AC power flow: {v['limit']} at {v['element']}"
+                       + (f" ({v['interval']})" if v["interval"] else "") + f": {v['value']:.4f}{unit} "
+                       f"against {v['bound']:g}{unit}")
+        more = len((ac or {}).get("violations", [])) - 3
+        if more > 0:
+            out.append(f"{more} more AC violations in summary.json")
+        if self.relaxation_gap is not None and self.relaxation_gap > EXACT_GAP:
+            out.append(f"SOCP relaxation gap {self.relaxation_gap:.3g} above {EXACT_GAP:g}: "
+                       "the dispatch may not be physical")
+        if self.convergence is not None and not self.convergence["converged"]:
+            out.append(f"loss-aware iteration stopped after {self.convergence['iterations']} solves with "
+                       f"import residual {self.convergence['residual_import_kw']:.3g} kW")
+        return out
+
     def summary(self) -> dict:
         """The JSON-ready summary written as ``summary.json``."""
         out = {
@@ -137,6 +166,8 @@ class ClearingResult:
             out["relaxation_gap"] = self.relaxation_gap
         if self.convergence is not None:
             out["convergence"] = self.convergence
+        if self.ok:
+            out["warnings"] = self.warnings()
         if self.shed is not None and self.shed.height:
             out["shed_kw"] = float(self.shed["shed_kw"].sum())
         return out

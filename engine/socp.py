@@ -55,8 +55,7 @@ from dsomarket.engine.network import S_BASE_KVA, Feeder
 from dsomarket.engine.solver import CONIC_STATUS, LinearModel
 
 SOLVERS = {"ecos": cp.ECOS, "clarabel": cp.CLARABEL}
-EXACT_GAP = 1e-4
-"""Relative relaxation gap above which the dispatch is flagged as possibly not physical."""
+EXACT_GAP = results.EXACT_GAP
 GAP_FLOOR_MVA2 = 1e-6
 """Smallest ``l v`` (MVA^2, i.e. 1 kVA squared) a gap is measured against: below it a gap is solver noise."""
 

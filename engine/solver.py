@@ -12,6 +12,7 @@ Solver status mapping lives here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ class LinearModel:
     _rup: list = field(default_factory=list)
     n_col: int = 0
     n_row: int = 0
+    _assembled: tuple | None = None
 
     def add_variables(self, name: str, size: int, lower=-INF, upper=INF, cost=0.0,
                       integer: bool = False) -> _Block:
@@ -62,6 +64,7 @@ class LinearModel:
         self._up.append(np.broadcast_to(np.asarray(upper, dtype=float), size))
         self._int.append(np.full(size, 1 if integer else 0, dtype=np.int32))
         self.n_col += size
+        self._assembled = None
         return blk
 
     def add_constraints(self, name: str, terms: dict, lower, upper) -> _Block:
@@ -81,6 +84,7 @@ class LinearModel:
         self._rlo.append(np.broadcast_to(np.asarray(lower, dtype=float), size))
         self._rup.append(np.broadcast_to(np.asarray(upper, dtype=float), size))
         self.n_row += size
+        self._assembled = None
         return blk
 
     def var(self, name: str) -> _Block:
@@ -95,8 +99,23 @@ class LinearModel:
     def has_var(self, name: str) -> bool:
         return name in self._vars
 
+    def with_matrix(self, a: sp.csc_matrix) -> "LinearModel":
+        """The same blocks, costs and bounds with another constraint matrix of the same shape.
+
+        For models re-linearised many times (:mod:`engine.losses`): the blocks are
+        shared, and :meth:`assemble` returns ``a`` without rebuilding anything.
+        """
+        if a.shape != (self.n_row, self.n_col):
+            raise ValueError(f"with_matrix: shape {a.shape}, expected {(self.n_row, self.n_col)}")
+        c, lo, up, _, rlo, rup, integrality = self.assemble()
+        out = dataclasses.replace(self)
+        out._assembled = (c, lo, up, a, rlo, rup, integrality)
+        return out
+
     def assemble(self) -> tuple:
         """Arrays of the whole model: ``c, lower, upper, A (csc), row_lower, row_upper, integrality``."""
+        if self._assembled is not None:
+            return self._assembled
         rows, cols, vals = [], [], []
         for blk, terms in self._rows:
             for var, m in terms.items():

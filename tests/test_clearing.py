@@ -419,7 +419,7 @@ def test_a_commitment_caps_what_a_resource_may_still_sell_and_buy():
     from dsomarket.engine.interface import trace_curve
 
     rules = MarketRules(price_floor=0, price_cap=100)
-    bands = trace_curve(f, validate_bids(bids, f, rules), rules, caps).bands
+    bands = trace_curve(f, validate_bids(bids, f, rules), rules, caps, options=NO_AC).bands
     assert bands["import_kw"].to_list() == [130.0, 80.0, 50.0]
     with pytest.raises(InputError, match="max_sell_kw"):
         parse_commitments(pl.DataFrame({"resource_id": ["pv"], "max_sell_kw": [-1.0]}))

@@ -34,8 +34,10 @@ def test_clear_writes_every_table_and_a_summary(tmp_path):
     assert pl.read_csv(out / "buses.csv").columns == ["bus", "interval", "v_pu"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "optimal"
-    # Fixed load 3715 kW, plus the EV, minus the two PV offers cheaper than the ISO.
-    assert summary["interface_import_kw"] == pytest.approx(3715 + 200 - 400 - 300)
+    # Fixed load 3715 kW, plus the EV, minus the two PV offers cheaper than the ISO, plus the line
+    # losses of that dispatch: the default clearing is loss-aware.
+    assert summary["interface_import_kw"] == pytest.approx(3715 + 200 - 400 - 300 + summary["ac_check"]["losses_kw"],
+                                                           abs=0.05)
     assert summary["ac_check"]["converged"] and summary["ac_check"]["losses_kw"] > 0
     for key in ("welfare", "solver", "solve_seconds"):
         assert key in summary

@@ -90,13 +90,15 @@ def test_participant_commands_over_grpc(served, run, tmp_path):
     assert code == 0 and set(curves["market_id"]) == {market.market_id}
     assert "fixed_demand" in set(curves["kind"])
 
-    fixed = dict(curves.select("interval", "fixed_net_load_kw").iter_rows())
+    # Award the curve's import at the cap (on the curve, so deliverable; with losses the bare
+    # fixed load is not: the lines' losses come on top).
+    fixed = dict(curves.filter(pl.col("kind") == "fixed_demand").select("interval", "quantity_kw").iter_rows())
     award = tmp_path / "award.csv"
     pl.DataFrame({"interval": list(fixed), "import_kw": list(fixed.values()), "price": ["50"] * len(fixed)}) \
         .write_csv(award)
     code, out, _ = run("award", "submit", *conn, "--token", tokens["iso"], "--market", market.market_id,
                        "--file", award)
-    assert code == 0 and "award optimal" in out and "is awarded" in out
+    assert code == 0 and "award optimal" in out and "is awarded" in out, (out, _)
 
     code, out, _ = run("awards", "follow", *conn, "--token", tokens["agg-a"], "--count", 12)
     events = [json.loads(line) for line in out.splitlines()]

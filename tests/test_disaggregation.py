@@ -81,7 +81,7 @@ def ieee():
     f = ieee33()
     bids = random_bids(f, 40, seed=21, tan_phi=True)
     book = validate_bids(bids, f, RULES)
-    return f, bids, book, trace_curve(f, book, RULES)
+    return f, bids, book, trace_curve(f, book, RULES, options=NO_AC)
 
 
 # -- the three kinds of award -------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_outputs_are_byte_identical_across_runs_and_input_order():
     f = synthetic(40, 8)
     bids = random_bids(f, 60, 8, decimals=0, tan_phi=True)   # whole prices: many equal-priced bids
     book = validate_bids(bids, f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     b = curve.interval_bands(0)
     k = b.height // 2
     aw = award(0.5 * (b["import_kw"][k] + b["import_kw"][k + 1]))
@@ -309,7 +309,7 @@ def test_multi_interval_award_with_storage_adds_up_per_interval():
 def test_disaggregation_adds_up_and_agrees_with_its_dlmps(n_bus, n_bids, seed, kind, pick):
     f = synthetic(n_bus, seed)
     book = validate_bids(random_bids(f, n_bids, seed + 7, tan_phi=True, decimals=seed % 3), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     b = curve.interval_bands(0)
     k = min(int(pick * b.height), b.height - 1)
     lo, hi, q = b["price_low"][k], b["price_high"][k], b["import_kw"][k]

@@ -146,7 +146,7 @@ def test_thermal_limit_moves_the_curve_off_the_congestion_blind_bid_sum():
     # Blind sum: 350 kW below 40, 300 kW up to 80. The feeder delivers 150 kW, then 100 kW.
     f = chain(2, s_max={2: 100.0})
     book = validate_bids(bid_table([(2, "buy", 300, 80), (1, "buy", 50, 40)]), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     np.testing.assert_allclose(hi[:-1], [40.0, 80.0])
     np.testing.assert_allclose(q, [150.0, 100.0, 0.0], atol=1e-6)
@@ -164,7 +164,7 @@ def test_voltage_limit_puts_a_step_at_a_price_no_bid_asked():
     # The congestion-blind curve steps at 60 and 80 instead.
     f = chain(2, r_ohm=0.01)
     book = validate_bids(bid_table([(1, "buy", 10_000, 60), (2, "buy", 10_000, 80)]), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     np.testing.assert_allclose(hi[:-1], [40.0, 80.0], atol=1e-9)
     np.testing.assert_allclose(q, [4875.0, 2437.5, 0.0], atol=1e-6)
@@ -180,14 +180,14 @@ def test_voltage_limit_puts_a_step_at_a_price_no_bid_asked():
 def test_uncongested_curve_is_the_bid_sum_with_fixed_load_and_limits():
     f = chain(3, loads={1: (100, 0), 3: (50, 0)})
     book = validate_bids(bid_table([(1, "sell", 80, 20), (2, "buy", 30, 50), (3, "sell", 40, 70)]), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     np.testing.assert_allclose(hi[:-1], [20.0, 50.0, 70.0])
     np.testing.assert_allclose(q, [180.0, 100.0, 70.0, 30.0])
     assert curve.fixed_net_load_kw["fixed_kw"][0] == pytest.approx(150.0)
     assert curve.exact and curve.max_error_kw == 0.0 and not curve.conditional
     # An import limit caps the curve where the bids would take more.
-    capped = trace_curve(f.with_changes(import_max_kw=120.0), book, RULES)
+    capped = trace_curve(f.with_changes(import_max_kw=120.0), book, RULES, options=NO_AC)
     _, _, qc = check_bands(capped, RULES)
     np.testing.assert_allclose(qc, [120.0, 100.0, 70.0, 30.0])
 
@@ -196,7 +196,7 @@ def test_infeasible_market_has_no_curve():
     f = chain(1, s_max={1: 10.0}, loads={1: (100, 0)})
     book = validate_bids(bid_table([(1, "buy", 5, 50)]), f, RULES)
     with pytest.raises(InputError, match="no interface curve"):
-        trace_curve(f, book, RULES)
+        trace_curve(f, book, RULES, options=NO_AC)
 
 
 # -- exact against independent solves -------------------------------------------------------------
@@ -205,7 +205,7 @@ def test_ieee33_curve_matches_a_textbook_model_at_every_band_midpoint():
     f = ieee33()
     bids = random_bids(f, 20, seed=7, tan_phi=True)
     book = validate_bids(bids, f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     assert len(q) > 8
     for k in range(len(q)):
@@ -218,7 +218,7 @@ def test_ieee33_curve_matches_a_textbook_model_at_every_band_midpoint():
 def test_small_curves_match_the_textbook_model_at_every_band_midpoint(n_bus, n_bids, seed, tan):
     f = synthetic(n_bus, seed)
     bids = random_bids(f, n_bids, seed + 11, tan_phi=tan)
-    curve = trace_curve(f, validate_bids(bids, f, RULES), RULES)
+    curve = trace_curve(f, validate_bids(bids, f, RULES), RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     for k in range(len(q)):
         assert textbook_import(f, bids, (lo[k] + hi[k]) / 2) == pytest.approx(q[k], abs=1e-3), (lo[k], hi[k])
@@ -230,7 +230,7 @@ def test_small_curves_match_the_textbook_model_at_every_band_midpoint(n_bus, n_b
 def test_curve_equals_cold_clearing_at_every_band_midpoint(n_bus, n_bids, seed, tan, decimals):
     f = synthetic(n_bus, seed)
     book = validate_bids(random_bids(f, n_bids, seed, decimals=decimals, tan_phi=tan), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     mids = (lo + hi) / 2
     for k in range(len(q)):
@@ -247,7 +247,7 @@ def test_curve_equals_cold_clearing_at_every_band_midpoint(n_bus, n_bids, seed, 
 def test_every_quantity_on_the_curve_is_deliverable_at_the_curves_price(n_bus, n_bids, seed):
     f = synthetic(n_bus, seed)
     book = validate_bids(random_bids(f, n_bids, seed + 1, tan_phi=True), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     m = NodalMarket(f, book, 0.0, RULES, options=NO_AC)
     root = f.topology.bus_ids[0]
@@ -271,7 +271,7 @@ def test_every_quantity_on_the_curve_is_deliverable_at_the_curves_price(n_bus, n
 def test_traces_a_large_curve_in_about_one_solve_per_pivot():
     f = synthetic(300, 3)
     book = validate_bids(random_bids(f, 1500, 3), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     assert len(q) > 150
     assert curve.solves < len(q)      # bound flips walk most steps without HiGHS
@@ -301,7 +301,7 @@ def test_storage_couples_intervals_so_each_curve_is_conditional_on_the_forecast(
     bat = (Battery("bat", 800.0, 400.0, 400.0, soc_init_kwh=400.0, soc_end_kwh=400.0),)
     book = validate_bids(bids, f, rules)
     forecast = np.array([30.0, 90.0, 60.0])
-    curve = trace_curve(f, book, rules, bat, forecast=forecast)
+    curve = trace_curve(f, book, rules, bat, options=NO_AC, forecast=forecast)
     assert curve.conditional
     np.testing.assert_array_equal(curve.forecast, forecast)
     assert curve.summary()["conditional_on_forecast"]
@@ -314,7 +314,7 @@ def test_storage_couples_intervals_so_each_curve_is_conditional_on_the_forecast(
             assert cold_import(f, book, prices, rules, bat, t) == pytest.approx(q[k], abs=1e-3)
     # Without storage the intervals are independent and the curves are not conditional.
     plain = validate_bids(bids.filter(pl.col("resource_id") == ""), f, rules)
-    assert not trace_curve(f, plain, rules).conditional
+    assert not trace_curve(f, plain, rules, options=NO_AC).conditional
 
 
 # -- ISO formats ------------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def test_iso_offer_splits_import_into_a_demand_bid_and_export_into_a_supply_offe
     f = chain(2, loads={1: (100, 0)})
     book = validate_bids(bid_table([(1, "sell", 300, 30), (2, "buy", 50, 90), (2, "sell", 100, 120),
                                     (1, "buy", 20, -50)]), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     np.testing.assert_allclose(q, [170.0, 150.0, -150.0, -200.0, -300.0])
     offer, area = curve.iso_offer(10)
@@ -344,7 +344,7 @@ def test_iso_offer_splits_import_into_a_demand_bid_and_export_into_a_supply_offe
 def test_iso_offer_quantities_lie_on_the_exact_curve_and_add_up(n_bus, n_bids, seed, k):
     f = synthetic(n_bus, seed)
     book = validate_bids(random_bids(f, n_bids, seed), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     lo, hi, q = check_bands(curve, RULES)
     offer, area = curve.iso_offer(k)
     assert area >= 0
@@ -441,7 +441,7 @@ def test_socp_curve_is_within_its_stated_error_of_the_socp_clearing():
     assert lo[0] == 1.0 and hi[-1] == rules.price_cap      # traced where losses cost money
     np.testing.assert_array_equal(lo[1:], hi[:-1])
     assert np.all(np.diff(q) <= 1e-9)
-    lp = trace_curve(f, book, rules)
+    lp = trace_curve(f, book, rules, options=NO_AC)
     rng = np.random.default_rng(0)
     socp_opts = ClearingOptions(formulation="socp", ac_check=False)
     for price in rng.uniform(1.0, 300.0, 6):

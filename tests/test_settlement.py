@@ -174,7 +174,7 @@ def test_settlement_balances_to_the_cent_and_its_surplus_is_never_negative(n_bus
     b = random_bids(f, n_bids, seed + 3, tan_phi=True).with_columns(
         interval=pl.lit(T0), resource_id=pl.Series([f"r{k % 7}" if k % 3 else "" for k in range(n_bids)]))
     book = validate_bids(b, f, DA_RULES)
-    curve = trace_curve(f, book, DA_RULES)
+    curve = trace_curve(f, book, DA_RULES, options=NO_AC)
     bands = curve.interval_bands(0)
     k = min(int(pick * bands.height), bands.height - 1)
     q, mid = bands["import_kw"][k], (bands["price_low"][k] + bands["price_high"][k]) / 2

@@ -3,7 +3,12 @@
 They call the engine directly on files (no server). Inputs: a feeder (built-in
 name or directory), a bids table (CSV or Parquet, columns of
 :mod:`engine.bids`), optionally a resources table. Every output directory is
-written file by file atomically; bad input exits with status 2 and one line.
+written file by file atomically; bad input exits with status 2 and one line; an
+infeasible market with status 1; a market that clears but whose AC power flow
+violates a limit (or whose SOCP gap is above tolerance, or whose loss-aware
+iteration did not converge) writes its outputs, prints one warning line on
+stderr and exits with status 3 (``EXIT_PHYSICS``); ``summary.json`` lists the
+warnings and ``ac_check.violations``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import polars as pl
 
 from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
-from dsomarket.engine.clearing import ClearingOptions, ClearingResult, clear
+from dsomarket.engine.clearing import FORMULATIONS, ClearingOptions, ClearingResult, clear
 from dsomarket.engine.disaggregation import disaggregate
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.flexibility import apply_activations
@@ -26,6 +31,11 @@ from dsomarket.engine.network import _utc
 from dsomarket.engine.settlement import MarketOutcome, settle
 
 _DEFAULT = MarketRules()
+_FORMULATION_HELP = ("lossaware (default: LinDistFlow linearised at the AC operating point, losses "
+                     "included), lossless (alias lindistflow) or socp")
+EXIT_PHYSICS = 3
+"""Exit status when the market cleared but its AC power flow violates a limit, the SOCP's
+relaxation gap is above tolerance or the loss-aware iteration did not converge."""
 
 
 def register(subparsers) -> None:
@@ -34,7 +44,7 @@ def register(subparsers) -> None:
     _market_args(c)
     c.add_argument("--iso-price", required=True,
                    help="ISO price at the interface per MWh: a number, or a CSV with interval, price")
-    c.add_argument("--formulation", choices=("lindistflow", "socp"), default="lindistflow")
+    c.add_argument("--formulation", choices=FORMULATIONS, default="lossaware", help=_FORMULATION_HELP)
     c.add_argument("--no-ac-check", action="store_true", help="skip the AC power flow of the dispatch")
     c.set_defaults(func=_clear)
 
@@ -44,8 +54,8 @@ def register(subparsers) -> None:
                    help="ISO price assumed in the other intervals when storage couples them "
                         "(default: midpoint of floor and cap)")
     k.add_argument("--max-segments", type=int, default=10, help="segments per ISO bid (default 10)")
-    k.add_argument("--formulation", choices=("lindistflow", "socp"), default="lindistflow",
-                   help="lindistflow: the exact staircase; socp: a sampled curve with losses")
+    k.add_argument("--formulation", choices=FORMULATIONS, default="lossaware",
+                   help=_FORMULATION_HELP + "; lossaware and lossless trace the exact staircase, socp samples")
     k.add_argument("--max-error-kw", type=float, default=1.0,
                    help="socp only: largest gap between the sampled and the true curve (kW)")
     k.add_argument("--price-tol", type=float, default=0.01,
@@ -57,6 +67,8 @@ def register(subparsers) -> None:
     d.add_argument("--award", required=True, help="CSV: interval, import_kw[, price]")
     d.add_argument("--day-ahead", default=None, metavar="DIR",
                    help="a day-ahead disaggregate output: real-time re-clear from its positions")
+    d.add_argument("--formulation", choices=[f for f in FORMULATIONS if f != "socp"], default="lossaware",
+                   help="lossaware (default: the award is delivered after losses) or lossless (alias lindistflow)")
     d.set_defaults(func=_disaggregate)
 
     s = subparsers.add_parser("settle", help="settle day-ahead (and real-time) disaggregation outputs")
@@ -129,6 +141,10 @@ def _write_result(res: ClearingResult, out: Path) -> None:
 
 def _status(res: ClearingResult) -> int:
     if res.ok:
+        warnings = res.warnings()
+        if warnings:
+            print(f"dsomarket: warning: {'; '.join(warnings)}", file=sys.stderr)
+            return EXIT_PHYSICS
         return 0
     reasons = "; ".join(f"{d['limit']} at {d['element']}" + (f" ({d['interval']})" if d.get("interval") else "")
                         for d in res.diagnosis[:5])
@@ -186,7 +202,7 @@ def _disaggregate(args) -> int:
     award = read_table(args.award, "award")
     da = _outcome(Path(args.day_ahead)) if args.day_ahead else None
     dis = disaggregate(feeder, book, award, rules, resources,
-                       ClearingOptions(polygon_sides=args.polygon_sides),
+                       ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides),
                        day_ahead=da.dispatch if da else None,
                        day_ahead_minutes=da.interval_minutes if da else 60.0)
     _write_result(dis.clearing, out)
