@@ -60,6 +60,7 @@ class NodalMarket:
             self.model = losses.build(feeder, book, self.iso_price, rules, point, resources,
                                       load_p_kw, load_q_kvar, options.polygon_sides)
             self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
+            self.point = point   # the AC operating point the model is linearised at
         else:
             self.model = lindistflow.build(feeder, book, self.iso_price, rules, resources, load_p_kw,
                                            load_q_kvar, options.polygon_sides)
@@ -104,7 +105,9 @@ class NodalMarket:
         (:class:`engine.losses.MarginalBracket`), a trust region of zero width
         that closes in on the interior optimum superlinearly; the bid bounds are
         restored afterwards. Iterations, the residual and whether it converged
-        are in :attr:`convergence`.
+        are in :attr:`convergence`. Where several bids and limits interact so
+        that this still circles after ``losses.BRACKET_ITERATIONS`` solves, a
+        trust region on every bid, halved at each solve, ends the cycle.
         """
         sol = self.solver.solve()
         if not self.lossaware or not sol.ok:
@@ -115,6 +118,7 @@ class NodalMarket:
         base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
         bracket = losses.MarginalBracket(book.n)
         pinned = np.zeros(book.n, dtype=bool)
+        radius = np.inf
         seconds, solves, trust = sol.solve_seconds, 1, False
         for iteration in range(1, losses.MAX_ITERATIONS + 1):
             x = s.block(sol.x, "bid")
@@ -131,20 +135,31 @@ class NodalMarket:
             done = res.ok and moved <= losses.STEP_TOL_KW and not open_.any()
             if done or iteration == losses.MAX_ITERATIONS or not point.converged:
                 break
-            pin = bracket.target(self._point_bids, reduced, x)
-            # A bracket closed on a non-zero reduced cost held no interior optimum: free that bid.
-            bracket.release(open_ & (bracket.width() * S_BASE_KVA <= losses.STEP_TOL_KW))
-            pin[~bracket.active] = np.nan
-            pinned = np.isfinite(pin)
+            if iteration >= losses.BRACKET_ITERATIONS:
+                # Still circling: a trust region on every bid around the point, halved each time,
+                # closes the cycle whatever its cause (several bids and limits interacting).
+                radius = min(radius, float(np.max(np.abs(step)))) / 2.0
+                pin = np.full(book.n, np.nan)
+                pinned = np.zeros(book.n, dtype=bool)
+            else:
+                pin = bracket.target(self._point_bids, reduced, x)
+                # A bracket closed on a non-zero reduced cost held no interior optimum: free that bid.
+                bracket.release(open_ & (bracket.width() * S_BASE_KVA <= losses.STEP_TOL_KW))
+                pin[~bracket.active] = np.nan
+                pinned = np.isfinite(pin)
             if pinned.any():
                 # Linearise where the pinned bids will be, so the next reduced cost is sampled there.
                 x = np.where(pinned, np.clip(pin, base_lo, base_hi), x)
                 point = losses.operating_point(self.feeder, *net_withdrawal(self.feeder, book, x, self.loads(),
                                                                             shed))
             self._point_bids = x.copy()
+            self.point = point
             self.model = self._relinearise.at(point)
             s.set_matrix(self.model)
-            if pinned.any() or trust:
+            if np.isfinite(radius):
+                trust = True
+                s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
+            elif pinned.any() or trust:
                 trust = True
                 s.set_col_bounds("bid", np.where(pinned, x, base_lo), np.where(pinned, x, base_hi))
             nxt = s.solve()
@@ -165,7 +180,7 @@ class NodalMarket:
             sol = nxt
         if trust:
             s.set_col_bounds("bid", base_lo, base_hi)
-            if done and pinned.any():
+            if done and (pinned.any() or np.isfinite(radius)):
                 # Released, the LP at the converged point keeps the dispatch wherever a limit holds a
                 # pinned bid (a kink, not an interior optimum): then its duals, not the pin's, are the prices.
                 free = s.solve()
@@ -176,6 +191,7 @@ class NodalMarket:
         self.convergence = {"converged": bool(done), "iterations": solves, "residual_import_kw": res.import_kw,
                             "residual_flow_kw": res.flow_kw, "residual_v_pu": res.v_pu,
                             "last_step_kw": moved, "pinned_bids": int(pinned.sum()),
+                            "trust_region_kw": None if not np.isfinite(radius) else radius * S_BASE_KVA,
                             "tolerance": {"import_kw": losses.RESIDUAL_TOL_KW, "flow_kw": losses.RESIDUAL_TOL_KW,
                                           "v_pu": losses.RESIDUAL_TOL_V_PU, "step_kw": losses.STEP_TOL_KW,
                                           "reduced_cost_per_mwh": losses.MARGINAL_TOL}}

@@ -72,7 +72,9 @@ prices then sit within ``d(loss factor)/dP * STEP_TOL_KW * price`` of the fixed 
 MARGINAL_TOL = 1e-3
 """Largest reduced cost (per MWh) of a bid pinned inside its quantity at convergence: its price
 then equals its bus's effective price to a tenth of a cent."""
-MAX_ITERATIONS = 40
+MAX_ITERATIONS = 50
+BRACKET_ITERATIONS = 20
+"""Solves after which per-bid brackets give way to a trust region on every bid, halved per solve."""
 
 
 @dataclass(frozen=True)
@@ -422,7 +424,11 @@ dispatch at a price inside it (0.1 %); a band beyond it is traced again on a lin
 CURVE_TOL = 5e-3
 """Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the AC power flow
 of the dispatch at any price inside it, after re-linearisation (``CURVE_REL_TOL`` is the aim)."""
-CURVE_MAX_DEPTH = 4
+CURVE_REGION = 0.02
+"""Largest relative distance between a band's import and that of the operating point its
+linearisation was taken at (2 %): loss factors, which place the steps, then differ by about
+2 % of themselves."""
+CURVE_MAX_DEPTH = 6
 """Re-linearisations nested around one region of the curve before its error is reported as is."""
 
 
@@ -430,9 +436,10 @@ CURVE_MAX_DEPTH = 4
 class CurveCheck:
     """How the bands of a loss-aware curve compare with AC power flows of their dispatch.
 
-    ``bands`` verified, ``max_error_pct`` the largest ``|import - AC import| / |AC import|``
-    in % (0.1 kW floor on the denominator), and ``relinearised`` the regions traced again
-    on a linearisation of their own.
+    ``bands`` verified, ``max_error_pct`` the largest ``|model import - AC import| / |AC import|``
+    in % (0.1 kW floor on the denominator) of the bands kept, before their import is set
+    to the AC one, and ``relinearised`` the regions traced again on a linearisation of
+    their own.
     """
 
     bands: int
@@ -464,7 +471,8 @@ def _ac_imports(market, t: int, xs: np.ndarray, sheds: np.ndarray | None) -> np.
 
 def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[list, CurveCheck]:
     """Check each band ``(price_low, price_high, import_kw)`` of interval t by an AC power flow;
-    re-linearise and re-trace the regions that miss ``CURVE_REL_TOL``.
+    re-linearise and re-trace the regions that miss ``CURVE_REL_TOL``; every band kept
+    then carries the AC import of its dispatch (what the feeder draws at that price).
 
     ``market`` is the loss-aware :class:`~engine.clearing.NodalMarket` the bands were
     traced on; ``retrace(low, high)`` traces its current model between two prices.
@@ -491,7 +499,13 @@ def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[
                      np.column_stack([sh[t] for sh in sheds]) if sheds else None) * S_BASE_KVA
     err = np.abs(q - ac) / np.maximum(np.abs(ac), 0.1)
     check = CurveCheck(len(bands), float(err.max(initial=0.0)) * 100.0, 0)
-    bad = err > CURVE_REL_TOL
+    # Far from the point, the import may still be right while the loss factors, hence where the
+    # steps fall, are not: such a band gets a linearisation of its own too.
+    at = market.point.p0[t] * S_BASE_KVA
+    far = np.abs(ac - at) > CURVE_REGION * np.maximum(np.abs(at), np.abs(ac))
+    bad = (err > CURVE_REL_TOL) | far
+    # Each band states what the feeder draws for its dispatch: the AC import, not the model's.
+    bands = [(lo, hi, float(a)) for (lo, hi, _), a in zip(bands, ac)]
     if not bad.any() or depth >= CURVE_MAX_DEPTH:
         return bands, check
     out: list = []

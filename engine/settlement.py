@@ -290,6 +290,40 @@ def _totals(st: pl.DataFrame) -> dict:
     }
 
 
+def losses_settled(o: MarketOutcome) -> dict | None:
+    """Who pays for the losses of a day-ahead outcome, in currency (None without a ``loss`` price column).
+
+    The loss component of each bus's DLMP (the ISO price times the bus's marginal loss
+    factor) is inside every line of :func:`settle`: each withdrawal (a buy, the fixed
+    load) pays it and each injection (a sell) is paid it, in proportion to how much one
+    more kW there changes the feeder's losses. The DSO pays the ISO for the energy lost,
+    which is inside the awarded import. ``loss_charges`` is the loss component collected
+    (net of what injections earn), ``losses_kwh`` the energy lost (import less the net
+    withdrawal served), ``loss_cost`` that energy at the ISO price, and ``loss_surplus``
+    their difference: marginal losses are about twice average losses, so it is positive
+    and stays with the DSO, inside the merchandising surplus.
+    """
+    if "loss" not in o.prices.columns:
+        return None
+    hours = o.interval_minutes / 60.0
+    keys = ["bus", "interval"]
+    loss = _read(o.prices, "prices", {"bus": (pl.Utf8, _REQUIRED), "interval": (_IV, None),
+                                      "loss": (pl.Float64, 0.0)})
+    w = pl.concat([_dispatch(o).select(*keys, "kw"),
+                   _fixed(o).select(*keys, pl.col("load_kw").alias("kw"))])
+    charges = float((w.join(loss, on=keys, how="left", nulls_equal=True)
+                     .select((pl.col("loss").fill_null(0.0) * pl.col("kw")).sum()).item() or 0.0) * hours / 1000.0)
+    per_iv = w.group_by("interval").agg(served_kw=pl.col("kw").sum())
+    award = _award(o).join(per_iv, on="interval", how="left", nulls_equal=True)
+    lost_kw = (award["import_kw"] - award["served_kw"].fill_null(0.0)).to_numpy()
+    cost = float(np.sum(lost_kw * award["price"].to_numpy()) * hours / 1000.0)
+    return {"who_pays": "each withdrawal pays, and each injection earns, the loss component of its bus's DLMP; "
+                        "the DSO pays the ISO for the energy lost (inside the import); the difference is the "
+                        "DSO's loss surplus, part of the merchandising surplus",
+            "loss_charges": round(charges, 2), "losses_kwh": float(np.sum(lost_kw) * hours),
+            "loss_cost": round(cost, 2), "loss_surplus": round(charges - cost, 2)}
+
+
 def settle(day_ahead: Disaggregation | MarketOutcome,
            real_time: Disaggregation | MarketOutcome | None = None) -> Settlement:
     """Settle a day-ahead market and, optionally, its real-time deviations.
@@ -298,7 +332,8 @@ def settle(day_ahead: Disaggregation | MarketOutcome,
     load and ISO, and a summary: totals in currency (``paid_to_bids``,
     ``charged_to_bids``, ``fixed_load_charges``, ``iso_payment`` and
     ``merchandising_surplus`` = charges - payments, so that every line and the
-    surplus sum to zero cents), the same per market, and per aggregator.
+    surplus sum to zero cents), the same per market, per aggregator, and
+    ``losses``: who pays for the day-ahead losses (:func:`losses_settled`).
     """
     da = MarketOutcome.of(day_ahead)
     parts = _day_ahead(da)
@@ -309,6 +344,9 @@ def settle(day_ahead: Disaggregation | MarketOutcome,
     summary["markets"] = {m: _totals(st.filter(pl.col("market") == m))
                           for m in ("day_ahead", "real_time") if (st["market"] == m).any()}
     summary["rounding"] = "each line to the cent in the DSO's favour (payments down, charges up)"
+    losses = losses_settled(da)
+    if losses is not None:
+        summary["losses"] = losses
     line_cents = sum(round(a * 100) for a in st["amount"].to_list())
     summary["balanced"] = bool(line_cents + round(summary["merchandising_surplus"] * 100) == 0)
     out = Settlement(statements=st, summary=summary)

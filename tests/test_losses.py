@@ -181,3 +181,28 @@ def test_default_clearing_matches_pandapower_ac_opf_with_binding_thermal_and_vol
     assert max(abs(cleared[b] - ref.cleared_kw[b]) for b in cleared) <= 1.0
     assert -ours.welfare == pytest.approx(ref.cost, rel=1e-3)
     assert ours.interface_import_kw[0] == pytest.approx(ref.import_kw, rel=1e-3)
+
+
+def test_disaggregation_delivers_the_award_after_losses_and_settles_who_pays_them():
+    from dsomarket.engine.disaggregation import disaggregate
+    from dsomarket.engine.interface import trace_curve
+    from dsomarket.engine.settlement import settle
+
+    f, bids = _acopf_case(ieee33(), 5, 0.95, "2", 3000.0)
+    rules = MarketRules()
+    book = validate_bids(bids, f, rules)
+    curve = trace_curve(f, book, rules)
+    assert curve.ac_check["bands"] >= curve.bands.height
+    k = curve.bands.height // 2
+    q, price = curve.bands["import_kw"][k], (curve.bands["price_low"][k] + curve.bands["price_high"][k]) / 2
+    d = disaggregate(f, book, pl.DataFrame({"import_kw": [q], "price": [price]}), rules)
+    assert d.clearing.ok
+    balance = d.balance_kw()
+    assert abs(balance["ac_error_kw"][0]) <= 0.005 * q            # the AC feeder draws the award
+    assert balance["losses_kw"][0] > 0 and abs(balance["error_kw"][0]) < 1e-3
+    s = settle(d)
+    losses = s.summary["losses"]
+    assert losses["losses_kwh"] == pytest.approx(balance["losses_kw"][0], rel=1e-6)
+    assert losses["loss_cost"] == pytest.approx(losses["losses_kwh"] * price / 1000.0, abs=0.01)
+    assert losses["loss_surplus"] == pytest.approx(losses["loss_charges"] - losses["loss_cost"], abs=0.011)
+    assert "withdrawal pays" in losses["who_pays"]

@@ -1,0 +1,183 @@
+"""Physics of the default (loss-aware) clearing: accuracy against AC, speed against the lossless LP and the AC OPF.
+
+Run: ``python benchmarks/bench_physics.py [--quick]``. In one run it prints
+
+1. **DLMP error vs pandapower's AC OPF** (PIPS, ``tests/acopf.py``): the worst absolute DLMP
+   difference (per MWh), dispatch difference (kW) and relative cost difference over a seeded set of
+   ieee33 / ieee69 cases with a rated line and a voltage floor (unity-pf bids, linear costs), for the
+   loss-aware default and for the lossless LP;
+2. **interface import error vs the AC power flow** of each clearing's own dispatch (%), both models,
+   on the same cases and on synthetic feeders;
+3. **clearing time** at 1,000 buses / 10,000 bids: loss-aware default / lossless LP (target <= 3x)
+   and pandapower AC OPF / loss-aware default on a 1,000-bus feeder with 100 bids (target >= 50x);
+4. **curve time**: loss-aware curve / lossless curve on a synthetic feeder (target <= 2x), with the
+   loss-aware curve's worst band error against AC power flows.
+
+Ratios are measured in the same process, so they hold on a busy machine; absolute times do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from dsomarket.engine.bids import MarketRules, validate_bids  # noqa: E402
+from dsomarket.engine.clearing import ClearingOptions, clear  # noqa: E402
+from dsomarket.engine.feeders import ieee33, ieee69, synthetic  # noqa: E402
+from dsomarket.engine.interface import trace_curve  # noqa: E402
+
+LOSSLESS = ClearingOptions(formulation="lossless", ac_check=False)
+LOSSAWARE = ClearingOptions(formulation="lossaware", ac_check=False)
+
+
+def opf_case(feeder, seed: int, vmin: float, line: str, rating: float, n: int = 24):
+    """Every line rated (8 MVA, ``line`` at ``rating``), a voltage floor, ``n`` unity-pf bids (as tests/test_losses.py)."""
+    rng = np.random.default_rng(seed)
+    lines = feeder.lines.with_columns(pl.when(pl.col("line") == line).then(pl.lit(rating))
+                                      .otherwise(pl.lit(8000.0)).alias("s_max_kva"))
+    f = feeder.with_changes(lines=lines, buses=feeder.buses.with_columns(pl.lit(vmin).alias("vmin_pu")))
+    ids = feeder.buses["bus"].to_list()[1:]
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(ids, n),
+                         "side": np.where(rng.random(n) < 0.75, "sell", "buy"),
+                         "quantity_kw": rng.uniform(50, 400, n).round(1), "price": rng.uniform(20, 90, n).round(2)})
+    return f, bids
+
+
+def synthetic_bids(feeder, n: int, seed: int, kw=(1.0, 50.0)) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    buses = feeder.buses["bus"].to_numpy()[1:]
+    return pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(buses, n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(*kw, n),
+                         "price": np.round(rng.uniform(0, 150, n), 2)})
+
+
+def import_error_pct(res) -> float:
+    """|LP import - AC import of its own dispatch| / AC import, %, worst interval (needs ac_check on)."""
+    lp = res.interface_import_kw
+    ac = np.asarray(res.ac_check["import_kw"])
+    return float(np.max(np.abs(lp - ac) / np.maximum(np.abs(ac), 1.0)) * 100.0)
+
+
+def best(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def accuracy(quick: bool) -> None:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from tests.acopf import ac_opf
+
+    cases = [("ieee33", ieee33, s, 0.95, "2", 3000.0) for s in range(3 if quick else 6)]
+    cases += [("ieee69", ieee69, s, 0.94, "3", 3000.0) for s in range(2 if quick else 4)]
+    print("1-2. accuracy against pandapower AC OPF and the AC power flow of each dispatch")
+    print(f"{'case':>12} {'model':>10} {'dlmp err':>10} {'disp err kW':>12} {'cost err %':>11} "
+          f"{'import err %':>13} {'iters':>6}")
+    worst = {"lossaware": [0.0, 0.0, 0.0, 0.0], "lossless": [0.0, 0.0, 0.0, 0.0]}
+    skipped = 0
+    for name, make, seed, vmin, line, rating in cases:
+        f, bids = opf_case(make(), seed, vmin, line, rating)
+        ref = ac_opf(f, bids, 50.0)
+        if not ref.converged:
+            skipped += 1
+            continue
+        for model in ("lossaware", "lossless"):
+            res = clear(f, bids, 50.0, options=ClearingOptions(formulation=model))
+            if not res.ok:
+                print(f"{name}/{seed:>3} {model:>10} {res.status}")
+                continue
+            dlmp = dict(zip(res.prices["bus"], res.prices["dlmp"]))
+            cleared = dict(zip(res.dispatch["bid_id"], res.dispatch["cleared_kw"]))
+            errs = [max(abs(dlmp[b] - ref.dlmp[b]) for b in dlmp),
+                    max(abs(cleared[b] - ref.cleared_kw[b]) for b in cleared),
+                    abs(-res.welfare - ref.cost) / abs(ref.cost) * 100.0, import_error_pct(res)]
+            worst[model] = [max(a, b) for a, b in zip(worst[model], errs)]
+            iters = res.convergence["iterations"] if res.convergence else "-"
+            print(f"{name}/{seed:>5} {model:>10} {errs[0]:>10.4f} {errs[1]:>12.3f} {errs[2]:>11.5f} "
+                  f"{errs[3]:>13.5f} {iters:>6}")
+    for model, w in worst.items():
+        print(f"  worst {model:>10}: DLMP {w[0]:.4f} per MWh, dispatch {w[1]:.3f} kW, cost {w[2]:.5f} %, "
+              f"import vs AC {w[3]:.5f} %")
+    if skipped:
+        print(f"  ({skipped} cases where the AC OPF did not converge are left out)")
+    print("  interface import error vs the AC power flow of the dispatch, synthetic feeders:")
+    for buses, n_bids, seed in ((200, 2000, 1), (1000, 10000, 2))[: 1 if quick else 2]:
+        f = synthetic(buses, seed)
+        bids = synthetic_bids(f, n_bids, seed)
+        for model in ("lossaware", "lossless"):
+            res = clear(f, bids, 50.0, options=ClearingOptions(formulation=model))
+            print(f"    {buses:>5} buses {n_bids:>6} bids {model:>10}: {import_error_pct(res):.5f} %"
+                  + (f" ({res.convergence['iterations']} LP solves, converged "
+                     f"{res.convergence['converged']})" if res.convergence else ""))
+
+
+def speed(quick: bool) -> None:
+    print("3. clearing time (best of repeats)")
+    buses, n_bids = (300, 3000) if quick else (1000, 10000)
+    f = synthetic(buses, 7)
+    rules = MarketRules()
+    book = validate_bids(synthetic_bids(f, n_bids, 7), f, rules)
+    repeat = 2 if quick else 3
+    t_lossless, _ = best(lambda: clear(f, book, 50.0, options=LOSSLESS), repeat)
+    t_aware, res = best(lambda: clear(f, book, 50.0, options=LOSSAWARE), repeat)
+    print(f"  {buses} buses / {n_bids} bids: lossless {t_lossless:.3f} s, loss-aware {t_aware:.3f} s "
+          f"({res.convergence['iterations']} LP solves): ratio {t_aware / t_lossless:.2f}x (target <= 3x)")
+    try:
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+        from tests.acopf import ac_opf
+    except ImportError:
+        print("  pandapower not installed: AC OPF comparison skipped")
+        return
+    opf_buses = 300 if quick else 1000
+    g = synthetic(opf_buses, 11)
+    small = synthetic_bids(g, 100, 11, kw=(10.0, 100.0))
+    t_aware, res = best(lambda: clear(g, small, 50.0, options=LOSSAWARE), 2)
+    t0 = time.perf_counter()
+    ref = ac_opf(g, small, 50.0)
+    t_opf = time.perf_counter() - t0
+    dlmp = dict(zip(res.prices["bus"], res.prices["dlmp"]))
+    err = max(abs(dlmp[b] - ref.dlmp[b]) for b in dlmp) if ref.converged else float("nan")
+    print(f"  {opf_buses} buses / 100 bids: pandapower AC OPF {t_opf:.2f} s (converged {ref.converged}), "
+          f"loss-aware {t_aware:.3f} s: AC OPF / loss-aware {t_opf / t_aware:.0f}x (target >= 50x); "
+          f"worst DLMP difference {err:.4f} per MWh")
+
+
+def curves(quick: bool) -> None:
+    print("4. curve time: loss-aware / lossless")
+    for buses, n_bids in ((33, 80),) + (() if quick else ((200, 600),)):
+        f = ieee33() if buses == 33 else synthetic(buses, 5)
+        rules = MarketRules()
+        book = validate_bids(synthetic_bids(f, n_bids, 5, kw=(5.0, 60.0)), f, rules)
+        t_lossless, lossless = best(lambda: trace_curve(f, book, rules, options=LOSSLESS), 2)
+        t_aware, aware = best(lambda: trace_curve(f, book, rules, options=LOSSAWARE), 2)
+        chk = aware.ac_check
+        print(f"  {buses} buses / {n_bids} bids: lossless {t_lossless:.3f} s ({lossless.bands.height} bands), "
+              f"loss-aware {t_aware:.3f} s ({aware.bands.height} bands, {chk['relinearised']} regions "
+              f"re-linearised, worst band vs AC {chk['max_error_pct']:.3f} %): ratio {t_aware / t_lossless:.2f}x "
+              f"(target <= 2x)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller cases (a smoke run)")
+    args = p.parse_args(argv)
+    print(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cpus")
+    accuracy(args.quick)
+    speed(args.quick)
+    curves(args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
