@@ -60,18 +60,23 @@ def reference(feeder, bids, t: int, price: float = 50.0):
     return clear(feeder, validate_bids(one, feeder, RULES, [IVS[t]]), price, rules=RULES)
 
 
-def at(df: pl.DataFrame, t: int) -> pl.DataFrame:
-    return df.filter(pl.col("interval") == IVS[t]).drop("interval")
-
-
-def test_an_outage_with_switching_changes_prices_from_its_interval_on_and_never_flows_on_the_open_line():
+def switched_market():
+    """The tied feeder, the bids, and the runs of line 17's outage with the tie closed from the third hour."""
     f = tied_feeder()
     bids = market_bids()
     book = validate_bids(bids, f, RULES)
     ch = validate_changes(changes({"change_id": "fault", "kind": "outage", "element": "17", "start": IVS[2]},
                                   {"change_id": "restore", "kind": "close", "element": "tie18-33",
                                    "start": IVS[2]}), f)
-    runs = runs_for(f, ch, book, ())
+    return f, bids, book, runs_for(f, ch, book, ())
+
+
+def at(df: pl.DataFrame, t: int) -> pl.DataFrame:
+    return df.filter(pl.col("interval") == IVS[t]).drop("interval")
+
+
+def test_an_outage_with_switching_changes_prices_from_its_interval_on_and_never_flows_on_the_open_line():
+    f, bids, book, runs = switched_market()
     assert [r.indices for r in runs] == [(0, 1), (2, 3)]
     res = clear_runs(runs, book, 50.0, rules=RULES)
     assert res.ok
@@ -171,13 +176,7 @@ def test_interface_and_voltage_limits_per_interval_bind_where_they_are_in_effect
 
 
 def test_curves_and_disaggregation_follow_the_runs():
-    f = tied_feeder()
-    bids = market_bids()
-    book = validate_bids(bids, f, RULES)
-    ch = validate_changes(changes({"change_id": "fault", "kind": "outage", "element": "17", "start": IVS[2]},
-                                  {"change_id": "restore", "kind": "close", "element": "tie18-33",
-                                   "start": IVS[2]}), f)
-    runs = runs_for(f, ch, book, ())
+    f, bids, book, runs = switched_market()
     curve = trace_runs(runs, book, RULES)
     switched = runs[1].feeder
     for t in range(4):
