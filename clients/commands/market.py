@@ -16,12 +16,13 @@ import polars as pl
 
 from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
-from dsomarket.engine.clearing import ClearingOptions, ClearingResult, clear
-from dsomarket.engine.disaggregation import disaggregate
+from dsomarket.engine.clearing import ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.flexibility import apply_activations
-from dsomarket.engine.interface import InterfaceCurve, trace_curve
+from dsomarket.engine.interface import InterfaceCurve
 from dsomarket.engine.network import _utc
+from dsomarket.engine.network_changes import validate_changes
+from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
 from dsomarket.engine.territory import prices_for
 from dsomarket.engine.settlement import MarketOutcome, settle
 
@@ -80,6 +81,10 @@ def _market_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--polygon-sides", type=int, default=ClearingOptions().polygon_sides)
     p.add_argument("--flex-awards", default=None, metavar="FILE",
                    help="awards.csv of `dsomarket flex clear`: accepted activations change the net load")
+    p.add_argument("--network-changes", default=None, metavar="FILE",
+                   help="outages, switching, ratings, voltage and interface limits per interval: change_id, kind, "
+                        "element, start[, end, s_max_kva, vmin_pu, vmax_pu, import_max_kw, export_max_kw, shed, "
+                        "who, why] (see docs/realtime.md)")
     p.add_argument("--out", required=True, metavar="DIR")
 
 
@@ -97,9 +102,22 @@ def _inputs(args):
     rules = MarketRules(price_floor=args.floor, price_cap=args.cap, interval_minutes=minutes,
                         value_of_lost_load=args.voll)
     book = validate_bids(bids, feeder, rules)
+    changes = (validate_changes(read_table(args.network_changes, "network_changes"), feeder)
+               if args.network_changes else None)
+    runs = runs_for(feeder, changes, book, resources)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    return feeder, book, resources, rules, out
+    if changes is not None:
+        _write_runs(runs, out)
+    return runs, book, resources, rules, out
+
+
+def _write_runs(runs, out: Path) -> None:
+    """Which changes were in effect in each interval, and what they took out of service."""
+    rows = [{"interval": run.intervals[k], "changes": " ".join(run.change_ids),
+             "out_of_service": " ".join(run.out_of_service), "de_energised": " ".join(run.de_energised)}
+            for run in runs for k in range(len(run.indices))]
+    write_csv(pl.DataFrame(rows).sort("interval"), out / "network.csv")
 
 
 def _spacing_minutes(bids: pl.DataFrame) -> float:
@@ -151,20 +169,20 @@ def read_iso_price(spec: str) -> float | dict:
 
 
 def _clear(args) -> int:
-    feeder, book, resources, rules, out = _inputs(args)
+    runs, book, resources, rules, out = _inputs(args)
     options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
                               ac_check=not args.no_ac_check)
-    res = clear(feeder, book, prices_for(book, read_iso_price(args.iso_price)), rules=rules, resources=resources,
-                options=options)
+    res = clear_runs(runs, book, prices_for(book, read_iso_price(args.iso_price)), rules=rules,
+                     resources=resources, options=options)
     write_result(res, out)
     return _status(res)
 
 
 def _curve(args) -> int:
-    feeder, book, resources, rules, out = _inputs(args)
+    runs, book, resources, rules, out = _inputs(args)
     options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
     extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
-    curve = trace_curve(feeder, book, rules, resources, options, forecast=args.forecast_price, **extra)
+    curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price, **extra)
     offer, area = curve.iso_offer(args.max_segments)
     write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
     return 0
@@ -186,13 +204,13 @@ def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: 
 
 
 def _disaggregate(args) -> int:
-    feeder, book, resources, rules, out = _inputs(args)
+    runs, book, resources, rules, out = _inputs(args)
     award = read_table(args.award, "award")
     da = _outcome(Path(args.day_ahead)) if args.day_ahead else None
-    dis = disaggregate(feeder, book, award, rules, resources,
-                       ClearingOptions(polygon_sides=args.polygon_sides),
-                       day_ahead=da.dispatch if da else None,
-                       day_ahead_minutes=da.interval_minutes if da else 60.0)
+    dis = disaggregate_runs(runs, book, award, rules, resources,
+                            ClearingOptions(polygon_sides=args.polygon_sides),
+                            day_ahead=da.dispatch if da else None,
+                            day_ahead_minutes=da.interval_minutes if da else 60.0)
     write_result(dis.clearing, out)
     if dis.clearing.ok:
         write_csv(dis.instructions, out / "instructions.csv")
