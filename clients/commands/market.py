@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
@@ -20,9 +19,11 @@ from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resource
 from dsomarket.engine.clearing import ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.flexibility import apply_activations
+from dsomarket.engine.interface import InterfaceCurve
 from dsomarket.engine.network import _utc
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
+from dsomarket.engine.territory import prices_for
 from dsomarket.engine.settlement import MarketOutcome, settle
 
 _DEFAULT = MarketRules()
@@ -131,7 +132,7 @@ def _spacing_minutes(bids: pl.DataFrame) -> float:
     return float(ivs.diff().drop_nulls().min().total_seconds() / 60.0)
 
 
-def _write_result(res: ClearingResult, out: Path) -> None:
+def write_result(res: ClearingResult, out: Path) -> None:
     """The tables of a clearing; a failed one writes its summary (with the diagnosis) only."""
     if res.ok:
         d = res.dispatch
@@ -153,7 +154,8 @@ def _status(res: ClearingResult) -> int:
     return 1
 
 
-def _iso_price(spec: str, book):
+def read_iso_price(spec: str) -> float | dict:
+    """``--iso-price``: a number, or a CSV with ``interval, price`` read as {interval start (UTC): price}."""
     try:
         return float(spec)
     except ValueError:
@@ -163,19 +165,16 @@ def _iso_price(spec: str, book):
         if col not in table.columns:
             raise InputError("iso_price", col, "column is missing")
     t = table.with_columns(_utc(pl.col("interval"), table.schema["interval"]).alias("interval"))
-    lookup = dict(zip(t["interval"].to_list(), t["price"].cast(pl.Float64).to_list()))
-    missing = [iv for iv in book.intervals if iv not in lookup]
-    if missing:
-        raise InputError("iso_price", "interval", f"no price for interval {missing[0]}")
-    return np.array([lookup[iv] for iv in book.intervals])
+    return dict(zip(t["interval"].to_list(), t["price"].cast(pl.Float64).to_list()))
 
 
 def _clear(args) -> int:
     runs, book, resources, rules, out = _inputs(args)
     options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
                               ac_check=not args.no_ac_check)
-    res = clear_runs(runs, book, _iso_price(args.iso_price, book), rules=rules, resources=resources, options=options)
-    _write_result(res, out)
+    res = clear_runs(runs, book, prices_for(book, read_iso_price(args.iso_price)), rules=rules,
+                     resources=resources, options=options)
+    write_result(res, out)
     return _status(res)
 
 
@@ -185,17 +184,23 @@ def _curve(args) -> int:
     extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
     curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price, **extra)
     offer, area = curve.iso_offer(args.max_segments)
+    write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
+    return 0
+
+
+def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: MarketRules, formulation: str,
+                max_segments: int, out: Path) -> None:
+    """The files of ``dsomarket curve``: curve.csv, iso_offer.csv, fixed_load.csv and summary.json."""
     write_csv(curve.bands, out / "curve.csv")
     write_csv(offer, out / "iso_offer.csv")
     write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
     write_json(out / "summary.json", curve.summary() | {
-        "formulation": args.formulation,
-        "iso_offer_segments_max": args.max_segments, "iso_offer_area_per_hour": area,
+        "formulation": formulation,
+        "iso_offer_segments_max": max_segments, "iso_offer_area_per_hour": area,
         "price_floor": rules.price_floor, "price_cap": rules.price_cap,
         "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"
                  if curve.conditional else "intervals are independent"),
     })
-    return 0
 
 
 def _disaggregate(args) -> int:
@@ -206,7 +211,7 @@ def _disaggregate(args) -> int:
                             ClearingOptions(polygon_sides=args.polygon_sides),
                             day_ahead=da.dispatch if da else None,
                             day_ahead_minutes=da.interval_minutes if da else 60.0)
-    _write_result(dis.clearing, out)
+    write_result(dis.clearing, out)
     if dis.clearing.ok:
         write_csv(dis.instructions, out / "instructions.csv")
         write_csv(dis.award, out / "award.csv")
