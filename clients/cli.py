@@ -15,7 +15,7 @@ import sys
 from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex", "service", "operator", "aggregator", "iso", "shell")
+COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell")
 
 
 def build_parser() -> argparse.ArgumentParser:
