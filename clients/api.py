@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import grpc
@@ -215,6 +215,42 @@ class BusPrice:
     congestion: Decimal
     voltage: Decimal
     loss: Decimal
+
+
+@dataclass(frozen=True)
+class FeederUpload:
+    """A radial feeder to upload as columns (the columns of a feeder directory, see ``clients.files``).
+
+    ``buses``: ``bus`` and optionally ``vmin_pu, vmax_pu`` (per unit), ``load_kw, load_kvar`` (fixed
+    withdrawal, positive = consumption). ``lines``: ``line, from_bus, to_bus, r_ohm, x_ohm`` and optionally
+    ``s_max_kva`` (inf or 0 = no limit) and ``in_service``. ``import_max_kw`` / ``export_max_kw``: interface
+    limits, 0 or inf = none.
+    """
+
+    name: str
+    root_bus: str
+    base_kv: float
+    buses: Mapping[str, Sequence]
+    lines: Mapping[str, Sequence]
+    v0_pu: float = 1.0
+    import_max_kw: float = 0.0
+    export_max_kw: float = 0.0
+
+    def to_pb(self) -> operator_pb2.FeederTables:
+        def limit(kw: float) -> float:
+            return 0.0 if math.isinf(kw) else float(kw)
+
+        known = {"buses": ("bus", "vmin_pu", "vmax_pu", "load_kw", "load_kvar"),
+                 "lines": ("line", "from_bus", "to_bus", "r_ohm", "x_ohm", "s_max_kva", "in_service")}
+        for table, columns in known.items():
+            unknown = set(getattr(self, table)) - set(columns)
+            if unknown:
+                raise ValueError(f"{table}: unknown columns {sorted(unknown)} (known: {', '.join(columns)})")
+        return operator_pb2.FeederTables(
+            name=self.name, root_bus=self.root_bus, base_kv=self.base_kv, v0_pu=self.v0_pu,
+            import_max_kw=limit(self.import_max_kw), export_max_kw=limit(self.export_max_kw),
+            buses=operator_pb2.BusColumns(**{k: list(v) for k, v in self.buses.items()}),
+            lines=operator_pb2.LineColumns(**{k: list(v) for k, v in self.lines.items()}))
 
 
 @dataclass(frozen=True)
@@ -709,7 +745,13 @@ def price_text(value) -> str:
         if not math.isfinite(value):
             raise ValueError(f"price {value} is not finite")
         value = repr(value)
-    return format(Decimal(str(value)), "f")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"price {value!r} is not a decimal number") from None
+    if not number.is_finite():
+        raise ValueError(f"price {value!r} is not finite")
+    return format(number, "f")
 
 
 # -- the client --------------------------------------------------------------------------------
@@ -826,10 +868,11 @@ class Client:
     # -- operator -----------------------------------------------------------------
 
     async def create_feeder(self, feeder_id: str, *, builtin: str = "",
-                            tables: operator_pb2.FeederTables | None = None) -> Feeder:
+                            tables: FeederUpload | operator_pb2.FeederTables | None = None) -> Feeder:
+        """Load a built-in feeder (``ieee33``, ``ieee69``, ``synth:N:SEED``) or upload ``tables``."""
         req = operator_pb2.CreateFeederRequest(feeder_id=feeder_id)
         if tables is not None:
-            req.tables.CopyFrom(tables)
+            req.tables.CopyFrom(tables.to_pb() if isinstance(tables, FeederUpload) else tables)
         else:
             req.builtin_name = builtin
         return _feeder((await self._call(self._operator.CreateFeeder, req, retry=False)).feeder)

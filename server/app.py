@@ -1,7 +1,8 @@
 """Server assembly: :func:`create_server` for tests and embedding, :func:`serve` for ``dsomarket serve``.
 
 The server registers the six dsomarket services, standard gRPC health
-checking (``grpc.health.v1``) and server reflection. Shutdown is graceful:
+checking (``grpc.health.v1``) and server reflection, and logs one line per
+request (:mod:`server.requestlog`). Shutdown is graceful:
 health turns NOT_SERVING, streams end, in-flight calls get ``grace`` seconds,
 then the writer finishes its queue and the database is closed.
 """
@@ -20,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from dsomarket.server import network_service, services
 from dsomarket.server.auth import TOKEN_RECHECK_SECONDS
+from dsomarket.server.requestlog import RequestLogInterceptor
 from dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc
 from dsomarket.v1 import flexibility_pb2, flexibility_pb2_grpc, iso_pb2
 from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, network_pb2, network_pb2_grpc, operator_pb2
@@ -98,7 +100,8 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
         The server (call ``await server.start()``) and the bound port.
     """
     app = services.App(db_path, solve_time_limit, token_recheck_seconds)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    server = grpc.aio.server(interceptors=[RequestLogInterceptor()],
+                             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                       ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     market_pb2_grpc.add_MarketServiceServicer_to_server(services.MarketService(app), server)
     operator_pb2_grpc.add_OperatorServiceServicer_to_server(services.OperatorService(app), server)
