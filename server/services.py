@@ -15,7 +15,7 @@ from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dsomarket.server import audit, auth, convert, db, markets_engine, store, timeline
+from dsomarket.server import audit, auth, convert, db, markets_engine, realtime_service, store, timeline
 from dsomarket.v1 import aggregator_pb2 as agg_pb
 from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
 from dsomarket.v1 import flexibility_pb2 as flex_pb
@@ -474,17 +474,12 @@ def _request_key(request) -> tuple[str, str]:
 
 def _award_rows(market: dict, submitted: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
     """``(interval_idx, import_kw, price)``: exactly one award per interval of the market."""
-    indices = store.interval_indices(market, [s for s, _, _ in submitted], "awards.interval_start")
-    seen: dict = {}
-    for j, k in enumerate(indices):
-        if k in seen:
-            raise InvalidArgument(f"awards[{j}].interval_start", f"repeats awards[{seen[k]}]")
-        seen[k] = j
-    if len(seen) != market["interval_count"]:
-        missing = min(set(range(market["interval_count"])) - set(seen))
+    rows = realtime_service.interval_awards(market, submitted)
+    if len(rows) != market["interval_count"]:
+        missing = min(set(range(market["interval_count"])) - {k for k, _, _ in rows})
         raise InvalidArgument("awards", f"no award for the interval starting "
                                         f"{timeline.iso(timeline.interval_start(market, missing))}")
-    return sorted((k, q, p) for k, (_, q, p) in zip(indices, submitted, strict=True))
+    return rows
 
 
 async def _list_own(app: App, request, who, name: str, list_rows, key, to_pb) -> tuple[list, object]:
