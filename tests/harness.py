@@ -38,20 +38,30 @@ PARTICIPANTS = {"dso": "operator", "agg-a": "aggregator", "agg-b": "aggregator",
 def database(workdir: str | Path, name: str = "market.sqlite") -> Path | str:
     """The database target of ``workdir / name`` on the test's backend.
 
-    SQLite: that path. PostgreSQL: a database named after the path on the
-    :data:`POSTGRES_URL` server, created if missing, so that a test that opens
-    the same path twice (a restart) finds its data again.
+    SQLite: that path. PostgreSQL: a schema named after the path on the
+    :data:`POSTGRES_URL` server (created if missing, and first on the URL's
+    ``search_path``), so that a test that opens the same path twice (a restart)
+    finds its data again. Schemas, unlike databases, cost nothing to create and drop.
     """
     path = Path(workdir) / name
     if BACKEND == "sqlite":
         return path
     import psycopg
 
-    db_name = "t_" + hashlib.sha256(str(path).encode()).hexdigest()[:24]
+    schema = "t_" + hashlib.sha256(str(path).encode()).hexdigest()[:24]
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db_name,)).fetchone():
-            admin.execute(f"CREATE DATABASE {db_name}")
-    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + db_name
+        admin.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+
+
+def drop_test_databases() -> None:
+    """Drop every schema :func:`database` created on the PostgreSQL server."""
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        names = admin.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'").fetchall()
+        for (name,) in names:
+            admin.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 def old_database(workdir: str | Path, name: str, schema: str) -> Path | str:
@@ -65,15 +75,6 @@ def old_database(workdir: str | Path, name: str, schema: str) -> Path | str:
     finally:
         conn.close()
     return target
-
-
-def drop_test_databases() -> None:
-    """Drop every database :func:`database` created on the PostgreSQL server."""
-    import psycopg
-
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        for (name,) in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'").fetchall():
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @dataclass
