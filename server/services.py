@@ -23,6 +23,7 @@ from dsomarket.v1 import flexibility_pb2_grpc
 from dsomarket.v1 import market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
 from dsomarket.server.auth import Principal
 from dsomarket.server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
+from dsomarket.server.requestlog import engine_phase
 from dsomarket.server.notify import CURVES, Notifier, dispatch_topic
 from dsomarket.server.rpc import stream, unary
 
@@ -80,8 +81,9 @@ class App:
         return who
 
     async def solve(self, fn, *args):
-        """Run engine work on the solver thread, never on the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._solver, functools.partial(fn, *args))
+        """Run engine work on the solver thread, never on the event loop; one log line per phase."""
+        with engine_phase():
+            return await asyncio.get_running_loop().run_in_executor(self._solver, functools.partial(fn, *args))
 
     def lock(self, market_id: str) -> asyncio.Lock:
         """Serialises the solve-then-record steps of one market (clear, award, settle, flexibility clearing)
