@@ -665,7 +665,7 @@ def curve(row, market_row) -> iso_pb2.InterfaceCurve:
         kind=_INVERSE["kind"][market_row["kind"]], interval_start=ts(start),
         interval_end=ts(start + timeline.interval_us(market_row)), fixed_net_load_kw=row["fixed_kw"],
         conditional=bool(row["conditional"]), segments=segments, bands=bands, reduction_area=row["area"],
-        published_at=ts(row["published_us"]))
+        published_at=ts(row["published_us"]), revision=row["revision"], network_version=row["network_version"])
 
 
 def audit_record(row) -> audit_pb2.AuditRecord:

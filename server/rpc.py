@@ -4,6 +4,7 @@ The caller was authenticated before the request was read (:class:`server.interce
 A servicer method decorated with :func:`unary` or :func:`stream` receives
 ``(self, request, principal)`` and simply raises on failure; the wrapper turns
 the exception into a status code through :func:`server.errors.status_of`.
+It names the caller for the request log (:func:`server.requestlog.note_caller`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 from dsomarket.server.auth import require_role
 from dsomarket.server.errors import status_of
 from dsomarket.server.interceptors import caller
+from dsomarket.server.requestlog import note_caller
 
 
 def unary(*roles: str):
@@ -22,6 +24,7 @@ def unary(*roles: str):
         async def handler(self, request, context):
             try:
                 who = caller()
+                note_caller(who.name, who.role)
                 require_role(who, roles, method.__name__)
                 return await method(self, request, who)
             except Exception as exc:
@@ -38,6 +41,7 @@ def stream(*roles: str):
         async def handler(self, request, context):
             try:
                 who = caller()
+                note_caller(who.name, who.role)
                 require_role(who, roles, method.__name__)
                 async for message in method(self, request, who):
                     yield message

@@ -94,9 +94,9 @@ class App:
     def inputs(self, rows) -> markets_engine.MarketInputs:
         """Engine inputs from :func:`server.store.market_rows`, with the market's accepted flexibility
         activations folded into the feeder; call on the solver thread."""
-        market, tables, bids, resources, activations = rows
+        market, tables, bids, resources, activations, network = rows
         return markets_engine.market_inputs(self.feeder_of(market["feeder_id"], tables), market, bids, resources,
-                                            activations)
+                                            activations, network)
 
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
@@ -258,7 +258,8 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
         return operator_pb2.ClearMarketResponse(
             market=convert.market(row), status=convert.CLEARING_STATUS[outcome.status],
             diagnosis=list(outcome.diagnosis), welfare=outcome.welfare, interface=flows,
-            curve_segments=sum(len(c["segments"]) for c in outcome.curves), solve_seconds=outcome.seconds)
+            curve_segments=sum(len(c["segments"]) for c in outcome.curves), solve_seconds=outcome.seconds,
+            network_version=outcome.network_version)
 
     @unary(OPERATOR)
     async def PublishMarket(self, request, who):

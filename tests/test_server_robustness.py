@@ -11,29 +11,27 @@ from datetime import datetime, timezone
 
 import grpc
 import pytest
-from google.protobuf import descriptor
+from google.protobuf import descriptor, descriptor_pool, message_factory
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dsomarket.clients.api import FailedPrecondition, InvalidArgument
 from dsomarket.server.app import SERVICE_NAMES
-from dsomarket.v1 import aggregator_pb2, audit_pb2, common_pb2, flexibility_pb2, iso_pb2, market_pb2, operator_pb2
+from dsomarket.v1 import aggregator_pb2, common_pb2, iso_pb2, market_pb2, operator_pb2
 from tests.harness import running, simple_bids, small_market
 
-MODULES = (aggregator_pb2, audit_pb2, flexibility_pb2, iso_pb2, market_pb2, operator_pb2)
 CRASHES = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 I64, U64 = 2**63 - 1, 2**64 - 1
 
 
 def methods():
-    """(full method path, request class, response streaming) of every dsomarket RPC."""
+    """(full method path, request class, response streaming) of every dsomarket RPC the server serves."""
     out = []
     for name in SERVICE_NAMES:
-        module = next(m for m in MODULES if name.rsplit(".", 1)[-1] in m.DESCRIPTOR.services_by_name)
-        service = module.DESCRIPTOR.services_by_name[name.rsplit(".", 1)[-1]]
+        service = descriptor_pool.Default().FindServiceByName(name)
         for m in service.methods:
-            request = getattr(module, m.input_type.name)
-            out.append((f"/{service.full_name}/{m.name}", request, m.server_streaming))
+            out.append((f"/{service.full_name}/{m.name}", message_factory.GetMessageClass(m.input_type),
+                        m.server_streaming))
     return out
 
 
@@ -52,11 +50,6 @@ def bad_utf8(request_cls) -> bytes | None:
         if f.type == descriptor.FieldDescriptor.TYPE_STRING:
             return _varint(f.number << 3 | 2) + b"\x02\xff\xfe"
     return None
-
-
-def _message_class(field):
-    module = next(m for m in (*MODULES, common_pb2) if field.message_type.file.name == m.DESCRIPTOR.name)
-    return getattr(module, field.message_type.name)
 
 
 def extreme(request_cls, variant: int, depth: int = 0):
@@ -79,7 +72,7 @@ def extreme(request_cls, variant: int, depth: int = 0):
             elif f.message_type.full_name == "google.protobuf.Duration":
                 value = Duration(seconds=(315576000000, -315576000000, 0, 1, 86400 * 8, -1, 60)[variant])
             elif depth < 3 and f.message_type.full_name.startswith("dsomarket."):
-                value = extreme(_message_class(f), variant, depth + 1)
+                value = extreme(message_factory.GetMessageClass(f.message_type), variant, depth + 1)
             else:
                 continue
             (getattr(msg, f.name).add() if repeated else getattr(msg, f.name)).CopyFrom(value)
