@@ -40,7 +40,7 @@ from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, common_
 from dsomarket.v1 import flexibility_pb2 as flex_pb
 from dsomarket.v1 import flexibility_pb2_grpc
 from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, network_pb2, network_pb2_grpc, operator_pb2
-from dsomarket.v1 import operator_pb2_grpc
+from dsomarket.v1 import operator_pb2_grpc, realtime_pb2, realtime_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 PAGE_SIZE = 10_000
@@ -111,7 +111,8 @@ def _error(exc: grpc.aio.AioRpcError) -> ApiError:
 # -- domain objects ---------------------------------------------------------------------------
 
 _SIDES = {common_pb2.SIDE_BUY: "buy", common_pb2.SIDE_SELL: "sell"}
-_KINDS = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time"}
+_KINDS = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time",
+          common_pb2.MARKET_KIND_HOUR_AHEAD: "hour_ahead"}
 _STATES = {v: k.removeprefix("MARKET_STATE_").lower() for k, v in common_pb2.MarketState.items()}
 _ROLES = {v: k.removeprefix("ROLE_").lower() for k, v in common_pb2.Role.items()}
 _STATUS = {v: k.removeprefix("CLEARING_STATUS_").lower() for k, v in common_pb2.ClearingStatus.items()}
@@ -805,6 +806,7 @@ class Client:
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self._flex = flexibility_pb2_grpc.FlexibilityServiceStub(self._channel)
         self._network = network_pb2_grpc.NetworkServiceStub(self._channel)
+        self._realtime = realtime_pb2_grpc.RealTimeServiceStub(self._channel)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -1049,6 +1051,19 @@ class Client:
                                          awards=pb)
         r = await self._call(self._iso.SubmitAward, req)
         return AwardResult(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis))
+
+    async def submit_interval_award(self, market_id: str, awards: Sequence[IntervalAward], *,
+                                    request_id: str = "") -> tuple[AwardResult, int]:
+        """ISO: award some intervals of a real-time or hour-ahead market now (typically the next one).
+
+        Returns the result and the number of intervals still without an award.
+        """
+        pb = [iso_pb2.IntervalAward(interval_start=_ts(a.interval_start), import_kw=a.import_kw,
+                                    price="" if a.price is None else price_text(a.price)) for a in awards]
+        req = realtime_pb2.SubmitIntervalAwardRequest(market_id=market_id, awards=pb,
+                                                      request_id=request_id or uuid.uuid4().hex)
+        r = await self._call(self._realtime.SubmitIntervalAward, req)
+        return AwardResult(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis)), r.intervals_remaining
 
     # -- flexibility auction ------------------------------------------------------------
 

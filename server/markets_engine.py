@@ -16,6 +16,7 @@ lets settlement match a real-time bid to its day-ahead position.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -26,7 +27,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 import polars as pl
 
-from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
+from dsomarket.engine.bids import MarketRules, couples_intervals, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import ClearingOptions
 from dsomarket.engine.disaggregation import Disaggregation
 from dsomarket.engine.errors import InputError
@@ -429,6 +430,31 @@ def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]
     instr = dis.instructions.select("aggregator_id", _local_id("resource_id"),
                                     _interval_idx(inputs, dis.instructions["interval"]), "kw")
     return AwardOutcome("optimal", (), prices, awards_df, instr, _digest(prices, awards_df, instr), dis)
+
+
+def couples(inputs: MarketInputs) -> bool:
+    """True when resources with bids link the market's intervals (storage, EV energy, ramps)."""
+    return couples_intervals(inputs.book(), inputs.resources)
+
+
+def disaggregate_intervals(inputs: MarketInputs, awards: list[tuple[int, float, str]],
+                           day_ahead: Disaggregation | None = None,
+                           time_limit: float | None = None) -> AwardOutcome:
+    """The ISO's award of some intervals of a market whose intervals are independent, on their own.
+
+    ``awards`` are ``(interval_idx, import_kw, price)`` of the market's interval indices; the bids of the
+    other intervals take no part, and the outcome's tables carry the market's interval indices.
+    """
+    indices = [k for k, _, _ in awards]
+    keep = [inputs.intervals[k] for k in indices]
+    sub = dataclasses.replace(inputs, intervals=keep, bids=inputs.bids.filter(pl.col("interval").is_in(keep)))
+    out = disaggregate_award(sub, [(j, q, p) for j, (_, q, p) in enumerate(awards)], day_ahead, time_limit)
+    if out.status != "optimal":
+        return out
+    back = pl.col("interval_idx").replace_strict(dict(enumerate(indices)), return_dtype=pl.Int64)
+    prices, award_rows, instr = (t.with_columns(back) for t in (out.prices, out.awards, out.instructions))
+    return dataclasses.replace(out, prices=prices, awards=award_rows, instructions=instr,
+                               digest=_digest(prices, award_rows, instr))
 
 
 # -- settlement ----------------------------------------------------------------------

@@ -62,6 +62,7 @@ class _State:
         self.commitments: dict = {}         # market -> its replayed award's instructions
         self.network: dict = {}             # feeder -> its change rows, each with its version
         self.network_version: dict = {}     # market -> the network version its last clearing used
+        self.interval_awards: dict = {}     # market -> the interval awards applied so far
 
     def apply(self, action: str, p: dict) -> None:
         if action == "feeder.create":
@@ -144,7 +145,8 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         seq, action, p = row["seq"], row["action"], json.loads(row["payload"])
         state.apply(action, p)
         m = p.get("market_id")
-        if action not in ("market.clear", "market.reclear", "award.submit", "market.settle", "flex.clear"):
+        if action not in ("market.clear", "market.reclear", "award.submit", "award.interval", "market.settle",
+                          "flex.clear"):
             continue
         if wanted is not None and m not in wanted:
             continue
@@ -171,6 +173,17 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
                 state.disaggregations[m] = outcome.disaggregation
                 state.commitments[m] = outcome.instructions
             checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
+        elif action == "award.interval":
+            awards = [tuple(a) for a in p["awards"]]
+            outcome = markets_engine.disaggregate_intervals(inputs, awards, reference)
+            checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
+            if outcome.status == "optimal":
+                done = state.interval_awards.setdefault(m, []) + awards
+                state.interval_awards[m] = done
+                if len(done) == len(inputs.intervals):  # the market is awarded: as the server recomputes it
+                    whole = markets_engine.disaggregate_award(inputs, sorted(done), reference)
+                    state.disaggregations[m] = whole.disaggregation
+                    state.commitments[m] = whole.instructions
         else:
             outcome = markets_engine.settle_market(inputs, state.disaggregations[m], reference)
             checks.append(ReplayCheck(seq, m, "settle", p["digest"], outcome.digest))

@@ -14,13 +14,15 @@ from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dsomarket.server import audit, auth, convert, db, limits, markets_engine, pagetoken, store, timeline
+from dsomarket.server import audit, auth, convert, db, limits, markets_engine, pagetoken, realtime_service, store
+from dsomarket.server import timeline
 from dsomarket.v1 import aggregator_pb2 as agg_pb
 from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
 from dsomarket.v1 import flexibility_pb2 as flex_pb
 from dsomarket.v1 import flexibility_pb2_grpc
 from dsomarket.v1 import market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
 from dsomarket.server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
+from dsomarket.server.requestlog import engine_phase
 from dsomarket.server.notify import CURVES, Notifier, dispatch_topic
 from dsomarket.server.tokenbook import TokenBook
 from dsomarket.server.interceptors import caller
@@ -68,8 +70,9 @@ class App:
         self._locks: defaultdict = defaultdict(asyncio.Lock)
 
     async def solve(self, fn, *args):
-        """Run engine work on the solver thread, never on the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._solver, functools.partial(fn, *args))
+        """Run engine work on the solver thread, never on the event loop; one log line per phase."""
+        with engine_phase():
+            return await asyncio.get_running_loop().run_in_executor(self._solver, functools.partial(fn, *args))
 
     def lock(self, market_id: str) -> asyncio.Lock:
         """Serialises the solve-then-record steps of one market (clear, award, settle, flexibility clearing)
@@ -468,17 +471,12 @@ def _request_key(request) -> tuple[str, str]:
 
 def _award_rows(market: dict, submitted: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
     """``(interval_idx, import_kw, price)``: exactly one award per interval of the market."""
-    indices = store.interval_indices(market, [s for s, _, _ in submitted], "awards.interval_start")
-    seen: dict = {}
-    for j, k in enumerate(indices):
-        if k in seen:
-            raise InvalidArgument(f"awards[{j}].interval_start", f"repeats awards[{seen[k]}]")
-        seen[k] = j
-    if len(seen) != market["interval_count"]:
-        missing = min(set(range(market["interval_count"])) - set(seen))
+    rows = realtime_service.interval_awards(market, submitted)
+    if len(rows) != market["interval_count"]:
+        missing = min(set(range(market["interval_count"])) - {k for k, _, _ in rows})
         raise InvalidArgument("awards", f"no award for the interval starting "
                                         f"{timeline.iso(timeline.interval_start(market, missing))}")
-    return sorted((k, q, p) for k, (_, q, p) in zip(indices, submitted, strict=True))
+    return rows
 
 
 async def _list_own(app: App, request, who, name: str, list_rows, key, to_pb) -> tuple[list, object]:

@@ -489,15 +489,7 @@ def record_award(conn, who: Principal, market_id: str, awards: list, outcome, re
         now = now_us()
         optimal = outcome.status == "optimal"
         if optimal:
-            conn.executemany("INSERT INTO iso_awards (market_id, interval_idx, import_kw, price) "
-                             "VALUES (?, ?, ?, ?)", [(market_id, *a) for a in awards])
-            conn.executemany(_PRICE_INSERT, [(market_id, "award", *r) for r in outcome.prices.iter_rows()])
-            conn.executemany(_DISPATCH_INSERT,
-                             [("award", market_id, agg, bid, res, t, side, kw, price, "award", "", now)
-                              for agg, bid, res, t, side, kw, price in outcome.awards.iter_rows()])
-            conn.executemany(_DISPATCH_INSERT,
-                             [("instruction", market_id, agg, "", res, t, "", kw, "", "award", "", now)
-                              for agg, res, t, kw in outcome.instructions.iter_rows()])
+            store_award_tables(conn, market_id, awards, outcome, now)
             _set_state(conn, market, "awarded", now, "optimal")
         else:
             _set_state(conn, market, "published", now, outcome.status, outcome.diagnosis)
@@ -509,6 +501,19 @@ def record_award(conn, who: Principal, market_id: str, awards: list, outcome, re
         return {"status": outcome.status, "diagnosis": list(outcome.diagnosis), "aggregators": aggregators}
 
     return _idempotent(conn, who, request_id, digest, run)
+
+
+def store_award_tables(conn, market_id: str, awards: list, outcome, now: int) -> None:
+    """The ISO's award rows, the DLMPs at the award, and the award and instruction dispatch rows."""
+    conn.executemany("INSERT INTO iso_awards (market_id, interval_idx, import_kw, price) "
+                     "VALUES (?, ?, ?, ?)", [(market_id, *a) for a in awards])
+    conn.executemany(_PRICE_INSERT, [(market_id, "award", *r) for r in outcome.prices.iter_rows()])
+    conn.executemany(_DISPATCH_INSERT,
+                     [("award", market_id, agg, bid, res, t, side, kw, price, "award", "", now)
+                      for agg, bid, res, t, side, kw, price in outcome.awards.iter_rows()])
+    conn.executemany(_DISPATCH_INSERT,
+                     [("instruction", market_id, agg, "", res, t, "", kw, "", "award", "", now)
+                      for agg, res, t, kw in outcome.instructions.iter_rows()])
 
 
 def record_settlement(conn, who: Principal, market_id: str, outcome) -> dict:

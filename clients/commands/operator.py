@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     mc = actions.add_parser("create", help="open a market (operator)")
     mc.add_argument("market_id")
     mc.add_argument("--feeder", required=True, help="a loaded feeder's id")
-    mc.add_argument("--kind", choices=("day_ahead", "real_time"), default="day_ahead",
+    mc.add_argument("--kind", choices=("day_ahead", "hour_ahead", "real_time"), default="day_ahead",
                     help="hourly day-ahead or 5-minute real-time (default %(default)s)")
     mc.add_argument("--start", required=True, help="start of the first interval, ISO 8601 UTC, on a whole "
                                                    "interval (e.g. 2026-12-02T00:00Z)")
@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     ml = actions.add_parser("list", help="markets you may see")
     ml.add_argument("--feeder", default="", help="only this feeder's markets")
     ml.add_argument("--state", action="append", choices=STATES, default=[], help="only these states (repeat)")
-    ml.add_argument("--kind", choices=("day_ahead", "real_time"), default="")
+    ml.add_argument("--kind", choices=("day_ahead", "hour_ahead", "real_time"), default="")
     _common(ml)
     ml.set_defaults(func=_markets_list)
 
