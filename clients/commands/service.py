@@ -24,7 +24,8 @@ from pathlib import Path
 import polars as pl
 
 from dsomarket.clients.api import ApiError, BidSegment, Client, ClientTls, FlexOffer, InvalidArgument, IntervalAward
-from dsomarket.clients.files import write_csv
+from dsomarket.clients.cli import non_negative_int, positive_float, positive_int
+from dsomarket.clients.files import numbers, read_table, write_csv
 from dsomarket.engine.errors import InputError
 
 _BID_TEXT_COLUMNS = ("bid_id", "resource_id", "side", "price", "interval")
@@ -38,11 +39,11 @@ def register(subparsers) -> None:
     s.add_argument("--db", default="dsomarket.sqlite",
                    help="SQLite file, created if missing (default %(default)s)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    s.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default %(default)s)")
+    s.add_argument("--port", type=non_negative_int, default=50051, help="port; 0 picks a free one (default %(default)s)")
     s.add_argument("--tls-cert", type=Path, help="server certificate (PEM); with --tls-key, serve TLS")
     s.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     s.add_argument("--client-ca", type=Path, help="CA (PEM) client certificates must chain to: mutual TLS")
-    s.add_argument("--solve-time-limit", type=float, default=None, metavar="SECONDS",
+    s.add_argument("--solve-time-limit", type=positive_float, default=None, metavar="SECONDS",
                    help="fail a clearing with DEADLINE_EXCEEDED past this (default: no limit)")
     s.set_defaults(func=_serve)
 
@@ -85,7 +86,7 @@ def register(subparsers) -> None:
     _connection(bs)
     bs.add_argument("--market", required=True)
     bs.add_argument("--file", required=True, type=Path)
-    bs.add_argument("--batch", type=int, default=20_000, help="segments per request (default %(default)s)")
+    bs.add_argument("--batch", type=positive_int, default=20_000, help="segments per request (default %(default)s)")
     bs.set_defaults(func=_bids_submit)
     bl = b.add_parser("list", help="list bids as CSV on stdout")
     _connection(bl)
@@ -99,8 +100,8 @@ def register(subparsers) -> None:
     af = aw.add_parser("follow", help="print awards and instructions as JSON lines as they happen")
     _connection(af)
     af.add_argument("--market", default="")
-    af.add_argument("--after", type=int, default=0, help="resume after this sequence")
-    af.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
+    af.add_argument("--after", type=non_negative_int, default=0, help="resume after this sequence")
+    af.add_argument("--count", type=non_negative_int, default=0, help="stop after this many events (default: never)")
     af.set_defaults(func=_awards_follow)
 
     c = subparsers.add_parser("curves", help="interface curves (ISO)").add_subparsers(
@@ -150,7 +151,7 @@ def _connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca", type=Path, help="CA of the server certificate (PEM): use TLS")
     p.add_argument("--cert", type=Path, help="client certificate (PEM) for mutual TLS")
     p.add_argument("--key", type=Path, help="client key (PEM) for mutual TLS")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default %(default)s)")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per call (default %(default)s)")
 
 
 def _client(args) -> Client:
@@ -286,6 +287,9 @@ def _audit_replay(args) -> int:
 
     conn = _open_existing(args.db)
     try:
+        if args.market is not None and conn.execute("SELECT 1 FROM markets WHERE market_id = ?",
+                                                    (args.market,)).fetchone() is None:
+            raise InputError("audit", "market", f"no market {args.market!r} in {args.db}")
         checks = replay(conn, args.market)
     finally:
         conn.close()
@@ -305,46 +309,28 @@ def _demo(args) -> int:
 
 # -- over gRPC -------------------------------------------------------------------------------
 
-def _read(path: Path, table: str, text_columns: tuple) -> pl.DataFrame:
-    """A CSV or Parquet file, with ``text_columns`` read as text (decimal prices stay as written)."""
-    if not path.is_file():
-        raise InputError(table, "file", f"{path}: no such file")
-    try:
-        if path.suffix.lower() == ".csv":
-            header = pl.read_csv(path, n_rows=0).columns
-            return pl.read_csv(path, schema_overrides={c: pl.Utf8 for c in text_columns if c in header},
-                               infer_schema_length=None)
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(table, "file", f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
-    raise InputError(table, "file", f"{path}: unsupported extension {path.suffix!r} (use .csv or .parquet)")
+def _read(path: Path, table: str, text_columns: tuple, required: tuple) -> pl.DataFrame:
+    """A CSV or Parquet file, with ``text_columns`` read as text (decimal prices stay as written),
+    ``interval`` as UTC timestamps, every ``required`` column present and no interval empty."""
+    df = read_table(path, table, text=text_columns)
+    for col in required:
+        if col not in df.columns:
+            raise InputError(table, col, "column is missing")
+    if df["interval"].null_count():
+        raise InputError(table, "interval", "is empty: give the interval start (ISO 8601 UTC)",
+                         row=int(df["interval"].is_null().arg_max()))
+    return df
 
 
 def read_bids(path: Path) -> list[BidSegment]:
     """Bid segments of a CSV or Parquet file; prices are kept as written (decimal text)."""
-    df = _read(path, "bids", _BID_TEXT_COLUMNS)
-    for col in ("bid_id", "resource_id", "side", "quantity_kw", "price", "interval"):
-        if col not in df.columns:
-            raise InputError("bids", col, "column is missing")
-    tan_phi = pl.col("tan_phi").cast(pl.Float64) if "tan_phi" in df.columns else pl.lit(0.0)
-    df = df.with_columns(_utc(df, "bids"), pl.col("price").cast(pl.Utf8),
-                         pl.col("quantity_kw").cast(pl.Float64), tan_phi.alias("tan_phi"))
+    df = _read(path, "bids", _BID_TEXT_COLUMNS,
+               ("bid_id", "resource_id", "side", "quantity_kw", "price", "interval"))
+    df = numbers(df, "bids", ("quantity_kw", "tan_phi"))
+    tan_phi = pl.col("tan_phi").fill_null(0.0) if "tan_phi" in df.columns else pl.lit(0.0)
+    df = df.with_columns(pl.col("price").cast(pl.Utf8), tan_phi.alias("tan_phi"))
     return [BidSegment(r["bid_id"], r["resource_id"], r["side"], r["quantity_kw"], r["price"], r["interval"],
                        r["tan_phi"]) for r in df.iter_rows(named=True)]
-
-
-def _utc(df: pl.DataFrame, table: str) -> pl.Expr:
-    dtype = df.schema["interval"]
-    if dtype == pl.Utf8:
-        try:
-            df.select(pl.col("interval").str.to_datetime(time_zone="UTC", time_unit="us"))
-        except pl.exceptions.PolarsError:
-            raise InputError(table, "interval", "is not an ISO 8601 UTC timestamp") from None
-        return pl.col("interval").str.to_datetime(time_zone="UTC", time_unit="us")
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
-        return pl.col("interval").dt.replace_time_zone("UTC")
-    return pl.col("interval").dt.convert_time_zone("UTC")
 
 
 def _bids_submit(args) -> int:
@@ -404,6 +390,9 @@ def _json_value(v):
 
 
 def _curves_fetch(args) -> int:
+    if args.out is not None and args.out.is_dir():
+        raise InputError("curves", "out", f"{args.out} is a directory; give the name of a CSV file")
+
     async def work(client: Client) -> int:
         curves = await client.list_curves(market_id=args.market)
         rows = [(c.market_id, c.feeder_id, c.interval_start.isoformat(), s.kind, s.index,
@@ -422,13 +411,7 @@ def _curves_fetch(args) -> int:
 
 
 def _award_submit(args) -> int:
-    if not args.file.is_file():
-        raise InputError("award", "file", f"{args.file}: no such file")
-    df = pl.read_csv(args.file, schema_overrides={"interval": pl.Utf8, "price": pl.Utf8})
-    for col in ("interval", "import_kw"):
-        if col not in df.columns:
-            raise InputError("award", col, "column is missing")
-    df = df.with_columns(_utc(df, "award"))
+    df = numbers(_read(args.file, "award", ("price",), ("interval", "import_kw")), "award", ("import_kw",))
     awards = [IntervalAward(r["interval"], float(r["import_kw"]), r.get("price") or None)
               for r in df.iter_rows(named=True)]
 
@@ -446,13 +429,12 @@ def _award_submit(args) -> int:
 
 def read_flex_offers(path: Path) -> list[FlexOffer]:
     """Flexibility offers of a CSV or Parquet file; prices are kept as written (decimal text)."""
-    df = _read(path, "offers", _OFFER_TEXT_COLUMNS)
-    for col in ("offer_id", "resource_id", "direction", "quantity_kw", "price", "interval"):
-        if col not in df.columns:
-            raise InputError("offers", col, "column is missing")
+    df = _read(path, "offers", _OFFER_TEXT_COLUMNS,
+               ("offer_id", "resource_id", "direction", "quantity_kw", "price", "interval"))
+    df = numbers(df, "offers", ("quantity_kw", "min_kw", "tan_phi"))
     optional = {"availability_price": (pl.Utf8, "0"), "divisible": (pl.Boolean, True), "min_kw": (pl.Float64, 0.0),
                 "tan_phi": (pl.Float64, 0.0)}
-    df = df.with_columns(_utc(df, "offers"), pl.col("price").cast(pl.Utf8), pl.col("quantity_kw").cast(pl.Float64),
+    df = df.with_columns(pl.col("price").cast(pl.Utf8),
                          *((pl.col(c).cast(t).fill_null(d) if c in df.columns else pl.lit(d, dtype=t)).alias(c)
                            for c, (t, d) in optional.items()))
     return [FlexOffer(r["offer_id"], r["resource_id"], r["direction"], r["quantity_kw"], r["price"], r["interval"],
