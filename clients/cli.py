@@ -24,7 +24,7 @@ import threading
 
 from dsomarket.engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex", "service")
+COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service")
 
 
 class Parser(argparse.ArgumentParser):

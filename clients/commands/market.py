@@ -19,11 +19,13 @@ import polars as pl
 from dsomarket.clients.cli import finite_float, positive_float, positive_int
 from dsomarket.clients.files import numbers, output_dir, read_feeder, read_table, write_csv, write_json, write_outputs
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
-from dsomarket.engine.clearing import ClearingOptions, ClearingResult, clear
-from dsomarket.engine.disaggregation import disaggregate
+from dsomarket.engine.clearing import ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.flexibility import apply_activations
-from dsomarket.engine.interface import trace_curve
+from dsomarket.engine.interface import InterfaceCurve
+from dsomarket.engine.network_changes import validate_changes
+from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
+from dsomarket.engine.territory import prices_for
 from dsomarket.engine.settlement import MarketOutcome, settle
 
 _DEFAULT = MarketRules()
@@ -85,10 +87,15 @@ def _market_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--polygon-sides", type=positive_int, default=ClearingOptions().polygon_sides)
     p.add_argument("--flex-awards", default=None, metavar="FILE",
                    help="awards.csv of `dsomarket flex clear`: accepted activations change the net load")
+    p.add_argument("--network-changes", default=None, metavar="FILE",
+                   help="outages, switching, ratings, voltage and interface limits per interval: change_id, kind, "
+                        "element, start[, end, s_max_kva, vmin_pu, vmax_pu, import_max_kw, export_max_kw, shed, "
+                        "who, why] (see docs/realtime.md)")
     p.add_argument("--out", required=True, metavar="DIR")
 
 
-def _inputs(args):
+def _inputs(args, out: Path):
+    """Read and check every input; ``network.csv`` in ``out`` says which network changes apply when."""
     feeder = read_feeder(args.feeder)
     if args.flex_awards:
         feeder = apply_activations(feeder, read_table(args.flex_awards, "flex_awards"))
@@ -100,7 +107,19 @@ def _inputs(args):
     rules = MarketRules(price_floor=args.floor, price_cap=args.cap, interval_minutes=minutes,
                         value_of_lost_load=args.voll)
     book = validate_bids(bids, feeder, rules)
-    return feeder, book, resources, rules
+    changes = (validate_changes(read_table(args.network_changes, "network_changes"), feeder)
+               if args.network_changes else None)
+    runs = runs_for(feeder, changes, book, resources)
+    write_outputs(out, {"network.csv": None if changes is None else _runs_table(runs)}, ("network.csv",))
+    return runs, book, resources, rules
+
+
+def _runs_table(runs) -> pl.DataFrame:
+    """Which changes were in effect in each interval, and what they took out of service."""
+    rows = [{"interval": run.intervals[k], "changes": " ".join(run.change_ids),
+             "out_of_service": " ".join(run.out_of_service), "de_energised": " ".join(run.de_energised)}
+            for run in runs for k in range(len(run.indices))]
+    return pl.DataFrame(rows).sort("interval")
 
 
 def spacing_minutes(bids: pl.DataFrame, minutes: float | None = None) -> float:
@@ -147,15 +166,19 @@ def _first_row(table: pl.DataFrame, interval) -> int:
     return int((table["interval"] == interval).arg_max())
 
 
-def _clearing_tables(res: ClearingResult) -> dict[str, pl.DataFrame | None]:
-    """The tables of a clearing by file name; none for a failed one (its summary holds the diagnosis)."""
-    if not res.ok:
-        return {}
-    d = res.dispatch
-    first = ("bid_id", "interval", "cleared_kw")
-    return {"dispatch.csv": d.select(*first, *[c for c in d.columns if c not in first]),
-            "prices.csv": res.prices, "lines.csv": res.lines, "buses.csv": res.buses,
-            "shed.csv": res.shed if res.shed is not None and res.shed.height else None}
+def write_result(res: ClearingResult, out: Path, products: tuple[str, ...] = CLEARING_FILES,
+                 extra: dict[str, pl.DataFrame] | None = None, summary: dict | None = None) -> None:
+    """The tables of a clearing (and ``extra`` ones) and its summary; a failed clearing writes its
+    summary (with the diagnosis) only and removes every file of ``products`` left by an earlier run."""
+    tables: dict[str, pl.DataFrame | None] = {}
+    if res.ok:
+        d = res.dispatch
+        first = ("bid_id", "interval", "cleared_kw")
+        tables = {"dispatch.csv": d.select(*first, *[c for c in d.columns if c not in first]),
+                  "prices.csv": res.prices, "lines.csv": res.lines, "buses.csv": res.buses,
+                  "shed.csv": res.shed if res.shed is not None and res.shed.height else None, **(extra or {})}
+    write_outputs(out, tables, products)
+    write_json(out / "summary.json", summary if summary is not None and res.ok else res.summary())
 
 
 def _status(res: ClearingResult) -> int:
@@ -167,7 +190,8 @@ def _status(res: ClearingResult) -> int:
     return 1
 
 
-def _iso_price(spec: str, book):
+def read_iso_price(spec: str) -> float | dict:
+    """``--iso-price``: a number, or a CSV with ``interval, price`` read as {interval start (UTC): price}."""
     try:
         return float(spec)
     except ValueError:
@@ -177,60 +201,59 @@ def _iso_price(spec: str, book):
         if col not in table.columns:
             raise InputError("iso_price", col, "column is missing")
     table = numbers(table, "iso_price", ("price",))
-    lookup = dict(zip(table["interval"].to_list(), table["price"].to_list()))
-    missing = [iv for iv in book.intervals if iv not in lookup]
-    if missing:
-        raise InputError("iso_price", "interval", f"no price for interval {missing[0]}")
-    return np.array([lookup[iv] for iv in book.intervals])
+    return dict(zip(table["interval"].to_list(), table["price"].to_list()))
 
 
 def _clear(args) -> int:
     with output_dir(args.out) as out:
-        feeder, book, resources, rules = _inputs(args)
-        iso_price = _iso_price(args.iso_price, book)
+        runs, book, resources, rules = _inputs(args, out)
+        prices = prices_for(book, read_iso_price(args.iso_price))
         options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
                                   ac_check=not args.no_ac_check)
-        res = clear(feeder, book, iso_price, rules=rules, resources=resources, options=options)
-        write_outputs(out, _clearing_tables(res), CLEARING_FILES)
-        write_json(out / "summary.json", res.summary())
+        res = clear_runs(runs, book, prices, rules=rules, resources=resources, options=options)
+        write_result(res, out)
     return _status(res)
 
 
 def _curve(args) -> int:
     with output_dir(args.out) as out:
-        feeder, book, resources, rules = _inputs(args)
+        runs, book, resources, rules = _inputs(args, out)
         options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
         extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
-        curve = trace_curve(feeder, book, rules, resources, options, forecast=args.forecast_price, **extra)
+        curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price, **extra)
         offer, area = curve.iso_offer(args.max_segments)
-        write_csv(curve.bands, out / "curve.csv")
-        write_csv(offer, out / "iso_offer.csv")
-        write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
-        write_json(out / "summary.json", curve.summary() | {
-            "formulation": args.formulation,
-            "iso_offer_segments_max": args.max_segments, "iso_offer_area_per_hour": area,
-            "price_floor": rules.price_floor, "price_cap": rules.price_cap,
-            "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"
-                     if curve.conditional else "intervals are independent"),
-        })
+        write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
     return 0
+
+
+def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: MarketRules, formulation: str,
+                max_segments: int, out: Path) -> None:
+    """The files of ``dsomarket curve``: curve.csv, iso_offer.csv, fixed_load.csv and summary.json."""
+    write_csv(curve.bands, out / "curve.csv")
+    write_csv(offer, out / "iso_offer.csv")
+    write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
+    write_json(out / "summary.json", curve.summary() | {
+        "formulation": formulation,
+        "iso_offer_segments_max": max_segments, "iso_offer_area_per_hour": area,
+        "price_floor": rules.price_floor, "price_cap": rules.price_cap,
+        "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"
+                 if curve.conditional else "intervals are independent"),
+    })
 
 
 def _disaggregate(args) -> int:
     with output_dir(args.out) as out:
-        feeder, book, resources, rules = _inputs(args)
+        runs, book, resources, rules = _inputs(args, out)
         award = read_table(args.award, "award")
         da = _outcome(Path(args.day_ahead)) if args.day_ahead else None
-        dis = disaggregate(feeder, book, award, rules, resources,
-                           ClearingOptions(polygon_sides=args.polygon_sides),
-                           day_ahead=da.dispatch if da else None,
-                           day_ahead_minutes=da.interval_minutes if da else 60.0)
-        tables = _clearing_tables(dis.clearing)
-        if dis.clearing.ok:
-            tables |= {"instructions.csv": dis.instructions, "award.csv": dis.award,
-                       "fixed_load.csv": dis.fixed_load}
-        write_outputs(out, tables, DISAGGREGATION_FILES)
-        write_json(out / "summary.json", dis.summary() if dis.clearing.ok else dis.clearing.summary())
+        dis = disaggregate_runs(runs, book, award, rules, resources,
+                                ClearingOptions(polygon_sides=args.polygon_sides),
+                                day_ahead=da.dispatch if da else None,
+                                day_ahead_minutes=da.interval_minutes if da else 60.0)
+        write_result(dis.clearing, out, DISAGGREGATION_FILES,
+                     extra={"instructions.csv": dis.instructions, "award.csv": dis.award,
+                            "fixed_load.csv": dis.fixed_load},
+                     summary=dis.summary() if dis.clearing.ok else None)
     return _status(dis.clearing)
 
 
