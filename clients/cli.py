@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import math
 import os
 import sqlite3
 import sys
 import threading
 
+from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service")
+COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell")
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,6 +59,10 @@ finite_float = _number(float, "number", lambda v: True, "finite")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="dsomarket", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output: -v info, -vv debug (default: warnings only; `serve` logs info)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output: errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"dsomarket.clients.commands.{name}").register(sub)
@@ -65,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbosity = args.verbose - args.quiet
+    logging.basicConfig(level=logging.WARNING - 10 * args.verbosity,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if getattr(args, "solves", False):
             return _interruptible(args)
