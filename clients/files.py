@@ -97,7 +97,7 @@ def read_table(path: str | os.PathLike, table: str | None = None, text: Iterable
         if suffix == ".csv":
             # A full-length scan: a column whose first rows look like integers may hold floats later.
             df = pl.read_csv(p, schema_overrides=overrides, infer_schema_length=None)
-            _one_column_hint(df, p, table)
+            one_column_hint(df, p, table)
         elif suffix in (".parquet", ".pq"):
             df = pl.read_parquet(p)
             df = df.with_columns(pl.col(c).cast(t) for c, t in overrides.items()
@@ -109,7 +109,9 @@ def read_table(path: str | os.PathLike, table: str | None = None, text: Iterable
     return parse_intervals(df, table)
 
 
-def _one_column_hint(df: pl.DataFrame, p: Path, table: str) -> None:
+def one_column_hint(df: pl.DataFrame, p: Path, table: str) -> None:
+    """Refuse a CSV table of one column whose header holds another delimiter (a spreadsheet's
+    semicolons, say), with a hint, rather than report its columns as missing."""
     if df.width != 1:
         return
     for sep, name in _DELIMITERS.items():
@@ -118,8 +120,8 @@ def _one_column_hint(df: pl.DataFrame, p: Path, table: str) -> None:
                                             "write comma-separated values")
 
 
-def parse_intervals(df: pl.DataFrame, table: str) -> pl.DataFrame:
-    """``df`` with its ``interval`` column (if any) as UTC timestamps.
+def parse_intervals(df: pl.DataFrame, table: str, column: str = "interval") -> pl.DataFrame:
+    """``df`` with its ``column`` (default ``interval``; if any) as UTC timestamps.
 
     Text must be ISO 8601 (``2026-07-01T13:00:00Z``, ``2026-07-01 13:00``,
     ``2026-07-01T15:00+02:00``); without an offset it is taken as UTC; empty
@@ -131,16 +133,16 @@ def parse_intervals(df: pl.DataFrame, table: str) -> pl.DataFrame:
         ``(table, "interval", ..., row)`` at the first value that is not an
         ISO 8601 date and time, such as the ambiguous ``01/12/2026 00:00``.
     """
-    if "interval" not in df.columns:
+    if column not in df.columns:
         return df
-    col = df["interval"]
+    col = df[column]
     if isinstance(col.dtype, pl.Datetime):
         utc = col.dt.replace_time_zone("UTC") if col.dtype.time_zone is None else col.dt.convert_time_zone("UTC")
         return df.with_columns(utc.cast(pl.Datetime("us", "UTC")))
     if col.dtype == pl.Null:
         return df.with_columns(col.cast(pl.Datetime("us", "UTC")))
     if col.dtype != pl.Utf8:
-        raise InputError(table, "interval", f"must be an ISO 8601 UTC timestamp (the column holds {col.dtype})")
+        raise InputError(table, column, f"must be an ISO 8601 UTC timestamp (the column holds {col.dtype})")
     parsed: dict[str, datetime | None] = {}
     bad: list[str] = []
     for value in col.unique().drop_nulls().to_list():
@@ -149,7 +151,7 @@ def parse_intervals(df: pl.DataFrame, table: str) -> pl.DataFrame:
             bad.append(value)
     if bad:
         row = int(col.is_in(bad).arg_max())
-        raise InputError(table, "interval", f"{col[row]!r} is not an ISO 8601 timestamp such as "
+        raise InputError(table, column, f"{col[row]!r} is not an ISO 8601 timestamp such as "
                                             "2026-07-01T13:00:00Z (a date like 01/12/2026 is ambiguous)", row=row)
     return df.with_columns(col.replace_strict(parsed, return_dtype=pl.Datetime("us", "UTC")))
 
