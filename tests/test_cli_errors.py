@@ -98,23 +98,17 @@ def test_audit_replay_of_an_unknown_market(run, tmp_path):
     one_line(code, err, "market", "no market 'UNKNOWN'")
 
 
-def test_bids_submit_with_an_empty_interval_names_the_row(run, tmp_path):
+@pytest.mark.parametrize("row,needles", [
+    ("b,pv,sell,10,20,", ("bids row 3", "field interval", "is empty")),
+    ("b,pv,sell,ten,20,2026-07-01T00:00:00Z", ("bids row 3", "field quantity_kw", "'ten' is not a")),
+])
+def test_bids_submit_names_the_row_and_field_before_connecting(run, tmp_path, row, needles):
     path = tmp_path / "bids.csv"
-    path.write_text("bid_id,resource_id,side,quantity_kw,price,interval\n"
-                    "a,pv,sell,10,20,2026-07-01T00:00:00Z\n"
-                    "b,pv,sell,10,20,\n")
+    path.write_text(f"bid_id,resource_id,side,quantity_kw,price,interval\na,pv,sell,10,20,2026-07-01T00:00:00Z\n"
+                    f"{row}\n")
     code, _, err = run("bids", "submit", "--token", "t", "--server", "127.0.0.1:1", "--market", "m",
                        "--file", path)
-    one_line(code, err, "bids row 3", "field interval", "is empty")
-
-
-def test_bids_submit_with_a_non_numeric_quantity_names_the_field(run, tmp_path):
-    path = tmp_path / "bids.csv"
-    path.write_text("bid_id,resource_id,side,quantity_kw,price,interval\n"
-                    "a,pv,sell,ten,20,2026-07-01T00:00:00Z\n")
-    code, _, err = run("bids", "submit", "--token", "t", "--server", "127.0.0.1:1", "--market", "m",
-                       "--file", path)
-    one_line(code, err, "bids row 2", "field quantity_kw", "'ten' is not a")
+    one_line(code, err, *needles)
 
 
 def test_award_submit_with_a_non_numeric_import_names_import_kw(run, tmp_path):
