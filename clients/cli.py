@@ -29,8 +29,11 @@ from dsomarket.engine.errors import InputError
 COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell")
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors (exit 2), as every other error of the command line."""
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line too, like any other bad input (the usage is one ``--help`` away).
+
+    Subcommand parsers are of the same class (argparse makes them with ``type(parent)``).
+    """
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -58,7 +61,7 @@ finite_float = _number(float, "number", lambda v: True, "finite")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="dsomarket", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="dsomarket", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output: -v info, -vv debug (default: warnings only; `serve` logs info)")

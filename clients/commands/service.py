@@ -84,7 +84,7 @@ def register(subparsers) -> None:
 # -- offline ------------------------------------------------------------------------------
 
 def _serve(args) -> int:
-    from dsomarket.server.app import TlsFiles, serve
+    from dsomarket.server.app import StartupError, TlsFiles, serve
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InputError("serve", "tls-key", "--tls-cert and --tls-key go together")
@@ -102,8 +102,12 @@ def _serve(args) -> int:
     def ready(port: int) -> None:
         print(f"dsomarket: serving on {args.host}:{port} ({security}), {state} database {db_path}", flush=True)
 
-    asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
-                      ready=ready))
+    try:
+        asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
+                          ready=ready))
+    except StartupError as exc:
+        print(f"dsomarket: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
