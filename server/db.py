@@ -21,6 +21,8 @@ Readers use their own connections and see committed snapshots.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -197,7 +199,15 @@ def columns(conn, table: str) -> set[str]:
 
 
 def initialise(target: str | Path) -> None:
-    """Create the schema if missing; refuse a database of another schema version."""
+    """Create the schema if missing; refuse a database of another schema version.
+
+    A new SQLite database file is created readable and writable by its owner only (mode 0600): it holds
+    token hashes, every participant's bids and the page-token key. SQLite gives its -wal and -shm files
+    the same mode. (A PostgreSQL database's access is the server's roles and ``pg_hba.conf``.)
+    """
+    if not is_postgres(target):
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     conn = connect(target)
     try:
         conn.execute("BEGIN IMMEDIATE")
