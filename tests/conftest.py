@@ -7,13 +7,12 @@ import pytest
 from dsomarket.clients import cli
 from tests import harness
 
-BOTH_BACKENDS = {"test_server_audit", "test_server_auth", "test_server_bids", "test_server_durability",
-                 "test_server_flex", "test_server_flow", "test_client_api", "test_client_cli"}
-"""Test modules that run every test on SQLite and on PostgreSQL (the same tests, one fixture)."""
+BOTH_BACKENDS = ("test_server_", "test_scheduler", "test_client_api", "test_client_cli")
+"""Test modules (by name prefix) whose every test runs on SQLite and on PostgreSQL: the same tests, one fixture."""
 
 
 def pytest_generate_tests(metafunc):
-    if metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_BACKENDS:
+    if metafunc.module.__name__.rsplit(".", 1)[-1].startswith(BOTH_BACKENDS):
         metafunc.parametrize("db_backend", ["sqlite", "postgresql"], indirect=True)
 
 
