@@ -78,6 +78,8 @@ def register(subparsers) -> None:
     ar.set_defaults(func=_audit_replay)
 
     d = subparsers.add_parser("demo", help="run a whole market day against a temporary server")
+    d.add_argument("--keep", metavar="DIR", default=None,
+                   help="run in DIR and keep the database and the market's CSV files there")
     d.set_defaults(func=_demo)
 
 
@@ -236,4 +238,4 @@ def _audit_replay(args) -> int:
 def _demo(args) -> int:
     from dsomarket.clients.demo import main
 
-    return main()
+    return main(args.keep)
