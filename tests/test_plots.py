@@ -45,9 +45,9 @@ def assert_drawn(path: Path, width: int, height: int) -> None:
 
 
 @pytest.mark.parametrize("argv", [
-    ["feeder", "clear"],
-    ["feeder", "clear", "--color", "voltage"],
-    ["feeder", "clear", "--color", "loading"],
+    ["feeder", "clear", "--feeder", EXAMPLES / "ieee33_rated"],
+    ["feeder", "clear", "--feeder", EXAMPLES / "ieee33_rated", "--color", "voltage"],
+    ["feeder", "clear", "--feeder", EXAMPLES / "ieee33_rated", "--color", "loading"],
     ["heatmap", "clear"],
     ["dispatch", "clear"],
     ["curve", "curve", "--interval", "2030-06-03T18:00:00Z"],

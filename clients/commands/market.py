@@ -219,7 +219,7 @@ def _clear(args) -> int:
         options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
                                   ac_check=not args.no_ac_check)
         res = clear_runs(runs, book, prices, rules=rules, resources=resources, options=options)
-        write_result(res, out, summary=res.summary() | {"feeder": args.feeder})
+        write_result(res, out)
     report.emit([f"dsomarket clear: feeder {args.feeder}, {book.n} bid segments", *report.clearing_lines(res, args.polygon_sides),
                  report.files_line(out, ("network.csv", *CLEARING_FILES))])
     return _status(res)
@@ -232,7 +232,7 @@ def _curve(args) -> int:
         extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
         curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price, **extra)
         offer, area = curve.iso_offer(args.max_segments)
-        write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out, feeder=args.feeder)
+        write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
     report.emit([f"dsomarket curve: feeder {args.feeder}, {book.n} bid segments", *curve_lines(curve, offer, area),
                  report.files_line(out, ("network.csv", *CURVE_FILES))])
     return 0
@@ -264,9 +264,8 @@ def curve_lines(curve: InterfaceCurve, offer: pl.DataFrame, area: float) -> list
 
 
 def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: MarketRules, formulation: str,
-                max_segments: int, out: Path, feeder: str | None = None) -> None:
-    """The files of ``dsomarket curve``: curve.csv, iso_offer.csv (kW), fixed_load.csv and summary.json
-    (which names ``feeder``, the spec the curve was traced on, when given)."""
+                max_segments: int, out: Path) -> None:
+    """The files of ``dsomarket curve``: curve.csv, iso_offer.csv (kW), fixed_load.csv and summary.json."""
     write_csv(curve.bands, out / "curve.csv")
     write_csv(iso_offer_kw(offer), out / "iso_offer.csv")
     write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
@@ -276,7 +275,7 @@ def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: 
         "price_floor": rules.price_floor, "price_cap": rules.price_cap,
         "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"
                  if curve.conditional else "intervals are independent"),
-    } | ({"feeder": feeder} if feeder else {}))
+    })
 
 
 def _disaggregate(args) -> int:
@@ -291,7 +290,7 @@ def _disaggregate(args) -> int:
         write_result(dis.clearing, out, DISAGGREGATION_FILES,
                      extra={"instructions.csv": dis.instructions, "award.csv": dis.award,
                             "fixed_load.csv": dis.fixed_load},
-                     summary=(dis.summary() if dis.clearing.ok else dis.clearing.summary()) | {"feeder": args.feeder})
+                     summary=dis.summary() if dis.clearing.ok else None)
     lines = report.clearing_lines(dis.clearing, args.polygon_sides)
     if dis.clearing.ok:
         lines.insert(1, f"award        {report.kw_range(dis.award['import_kw'])} re-cleared; "

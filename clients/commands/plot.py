@@ -12,7 +12,6 @@ here, when a picture is drawn.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import polars as pl
@@ -33,7 +32,8 @@ def register(subparsers) -> None:
     f = kinds.add_parser("feeder", help="the feeder as a tree coloured by DLMP, voltage or loading")
     f.add_argument("--color", choices=tuple(COLOURS), default="dlmp",
                    help="dlmp or voltage colour the buses, loading the lines (default dlmp)")
-    f.add_argument("--feeder", default=None, help="feeder of the run (default: the one its summary.json names)")
+    f.add_argument("--feeder", required=True, help="the run's feeder: ieee33, ieee69, synth:N:SEED or a feeder "
+                                                   "directory")
     c = kinds.add_parser("curve", help="the exact interface curve with the ISO's reduced segments over it")
     h = kinds.add_parser("heatmap", help="DLMP per bus and interval")
     d = kinds.add_parser("dispatch", help="net injection per aggregator and interval (kW)")
@@ -79,10 +79,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _feeder(args, plots, style):
-    spec = args.feeder or _summary(args.run).get("feeder")
-    if not spec:
-        raise InputError("plot", "feeder", "give --feeder: the run's summary.json does not name its feeder")
-    feeder = read_feeder(spec)
+    feeder = read_feeder(args.feeder)
     prices = _table(args.run, "prices.csv")
     interval = _interval(args.interval)
     if args.interval is None:   # where DLMPs differ most, the feeder's limits show
@@ -105,14 +102,6 @@ def _table(run: Path, name: str) -> pl.DataFrame:
     if not path.is_file():
         raise InputError("plot", "run", f"{run} has no {name}: not the output of the command this plot reads")
     return read_table(path, name.removesuffix(".csv"))
-
-
-def _summary(run: Path) -> dict:
-    path = run / "summary.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
 
 
 def _interval(text: str | None):
