@@ -33,8 +33,12 @@ def binding_pct(polygon_sides: int) -> float:
     return 100.0 * math.cos(math.pi / polygon_sides) - 0.05
 
 
-def clearing_lines(res, polygon_sides: int = 16, ac_limit_pu: float = AC_V_ERROR_PU) -> list[str]:
-    """Status, welfare, import, DLMP extremes, binding limits, AC check and shed load of a clearing."""
+def clearing_lines(res, polygon_sides: int = 16, vmin_pu: dict | None = None,
+                   ac_limit_pu: float = AC_V_ERROR_PU) -> list[str]:
+    """Status, welfare, import, DLMP extremes, binding limits, AC check and shed load of a clearing.
+
+    ``vmin_pu``: the feeder's lower voltage limit per bus, to warn when the AC power flow of the
+    dispatch falls below it."""
     n = len(res.intervals)
     lines = [f"status       {res.status} ({res.formulation}, {n} interval{'s' if n != 1 else ''}, "
              f"{res.solve_seconds:.2f} s in {res.solver})"]
@@ -47,7 +51,7 @@ def clearing_lines(res, polygon_sides: int = 16, ac_limit_pu: float = AC_V_ERROR
     lines.append(f"import       {kw_range(imp)} from the ISO (positive = the feeder buys, negative = it sells)")
     lines += dlmp_lines(res.prices)
     lines += binding_lines(res.lines, res.prices, binding_pct(polygon_sides))
-    lines += ac_lines(res.ac_check, ac_limit_pu)
+    lines += ac_lines(res.ac_check, vmin_pu, ac_limit_pu)
     if res.shed is not None and res.shed.height:
         worst = res.shed.sort("shed_kw", descending=True).row(0, named=True)
         lines.append(f"shed         {res.shed['shed_kw'].sum():,.1f} kW of fixed load in all, most at bus {worst['bus']}"
@@ -88,7 +92,7 @@ def binding_lines(lines: pl.DataFrame, prices: pl.DataFrame, at_limit_pct: float
     return out
 
 
-def ac_lines(ac: dict | None, limit_pu: float = AC_V_ERROR_PU) -> list[str]:
+def ac_lines(ac: dict | None, vmin_pu: dict | None = None, limit_pu: float = AC_V_ERROR_PU) -> list[str]:
     """The AC power flow check of the dispatch, with a warning where the linear model is off."""
     if not ac:
         return ["AC check     skipped"]
@@ -97,6 +101,10 @@ def ac_lines(ac: dict | None, limit_pu: float = AC_V_ERROR_PU) -> list[str]:
     line = (f"AC check     lowest voltage {ac['min_v_pu']:.4f} pu at bus {ac['min_v_bus']}, "
             f"losses {ac['losses_kw']:,.1f} kW (not in the LinDistFlow balance)")
     out = [line]
+    floor = (vmin_pu or {}).get(str(ac["min_v_bus"]))
+    if floor is not None and ac["min_v_pu"] < floor - 1e-4:
+        out.append(f"  WARNING: in the AC power flow bus {ac['min_v_bus']} falls below its limit of {floor:.4f} pu "
+                   "(LinDistFlow has no losses); --formulation socp models them")
     if ac.get("max_v_error_pu", 0.0) > limit_pu:
         out.append(f"  WARNING: the linear voltages are off by up to {ac['max_v_error_pu']:.4f} pu against the "
                    "AC power flow; --formulation socp models losses")

@@ -220,7 +220,7 @@ def _clear(args) -> int:
                                   ac_check=not args.no_ac_check)
         res = clear_runs(runs, book, prices, rules=rules, resources=resources, options=options)
         write_result(res, out)
-    report.emit([f"dsomarket clear: feeder {args.feeder}, {book.n} bid segments", *report.clearing_lines(res, args.polygon_sides),
+    report.emit([f"dsomarket clear: feeder {args.feeder}, {book.n} bid segments", *report.clearing_lines(res, args.polygon_sides, _vmin(runs)),
                  report.files_line(out, ("network.csv", *CLEARING_FILES))])
     return _status(res)
 
@@ -236,6 +236,15 @@ def _curve(args) -> int:
     report.emit([f"dsomarket curve: feeder {args.feeder}, {book.n} bid segments", *curve_lines(curve, offer, area),
                  report.files_line(out, ("network.csv", *CURVE_FILES))])
     return 0
+
+
+def _vmin(runs) -> dict[str, float]:
+    """The lowest voltage limit of each bus over the network runs (pu)."""
+    limits: dict[str, float] = {}
+    for run in runs:
+        for bus, v in zip(run.feeder.buses["bus"].cast(pl.Utf8), run.feeder.buses["vmin_pu"]):
+            limits[bus] = min(v, limits.get(bus, v))
+    return limits
 
 
 CURVE_FILES = ("curve.csv", "iso_offer.csv", "fixed_load.csv", "summary.json")
@@ -291,7 +300,7 @@ def _disaggregate(args) -> int:
                      extra={"instructions.csv": dis.instructions, "award.csv": dis.award,
                             "fixed_load.csv": dis.fixed_load},
                      summary=dis.summary() if dis.clearing.ok else None)
-    lines = report.clearing_lines(dis.clearing, args.polygon_sides)
+    lines = report.clearing_lines(dis.clearing, args.polygon_sides, _vmin(runs))
     if dis.clearing.ok:
         lines.insert(1, f"award        {report.kw_range(dis.award['import_kw'])} re-cleared; "
                         f"{dis.instructions.height} instruction rows for "
