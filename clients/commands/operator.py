@@ -98,6 +98,15 @@ def register(subparsers) -> None:
         _common(p, formats=False)
         p.set_defaults(func=func)
 
+    mr = actions.add_parser("reopen", help="reopen a market whose clearing failed: closed -> open (operator)",
+                            description="The way out of a clearing that cannot succeed: the market opens again, "
+                                        "aggregators withdraw or replace bids while their intervals' gates are "
+                                        "open, and you close and clear it again. The reason is audited.")
+    mr.add_argument("market_id")
+    mr.add_argument("--reason", required=True, help="why, for the audit log (1 to 500 characters)")
+    _common(mr, formats=False)
+    mr.set_defaults(func=_reopen)
+
     mk = actions.add_parser("clear", help="nodal clearing and interface curves: closed -> cleared (operator)",
                             description="Clear a closed market and trace its interface curves. Prints the "
                                         "interface import per interval at the forecast ISO price. Exit status 1 "
@@ -223,6 +232,15 @@ def _transition(args, method: str) -> int:
 
 def _gate(args) -> int:
     return _transition(args, "close_gate")
+
+
+def _reopen(args) -> int:
+    async def work(client: Client) -> int:
+        m = await client.reopen_market(args.market_id, args.reason)
+        print(f"market {m.market_id} is {m.state}")
+        return 0
+
+    return talk(args, work)
 
 
 def _publish(args) -> int:
