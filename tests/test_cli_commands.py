@@ -84,6 +84,7 @@ BAD = [
     (["instructions", "list", "--profile", "nobody"], "no [profiles.nobody]"),
     (["instructions", "follow", "--timeout", "0", "--token", "t"], "timeout: must be a positive number"),
     (["statements", "list", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
+    (["statements", "follow", "--every", "0", *NOWHERE], "every: must be more than 0 seconds"),
     (["curves", "fetch", "--token-file", "{d}/none.token"], "none.token: no such file"),
     (["curves", "follow", "--server", "h:1"], "give --token"),
     (["award", "submit", "--market", "m", "--file", "{d}/award.csv", *NOWHERE],

@@ -1,7 +1,7 @@
 """The aggregator's commands against a server: resources, bids, awards, instructions, statements.
 
 ``resources register|list``, ``bids submit|replace|withdraw|list``,
-``awards list|follow``, ``instructions list|follow`` and ``statements list``.
+``awards list|follow``, ``instructions list|follow`` and ``statements list|follow``.
 An aggregator sees only its own; operators and auditors see everyone's
 (``--aggregator`` narrows it). Lists print with ``--format``; ``follow``
 prints one event per line (JSON or CSV) as it happens, history first.
@@ -9,6 +9,7 @@ prints one event per line (JSON or CSV) as it happens, history first.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from dsomarket.clients.api import Award, Bid, Client, Instruction, Resource, Statement
@@ -88,6 +89,18 @@ def register(subparsers) -> None:
     p.add_argument("--aggregator", default="", help="operator and auditor: whose (default all)")
     _list_options(p)
     p.set_defaults(func=_statements_list)
+    p = g.add_parser("follow", help="statement lines as markets are settled, after those so far (Ctrl-C stops)",
+                     description="The API streams awards and instructions but not statements (a market is "
+                                 "settled once): this asks for the list every --every seconds and prints the "
+                                 "lines not printed before.")
+    p.add_argument("--market", default="")
+    p.add_argument("--aggregator", default="", help="operator and auditor: whose (default all)")
+    p.add_argument("--every", type=float, default=10.0, metavar="SECONDS", help="seconds between asks "
+                                                                               "(default %(default)s)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many lines (default: never)")
+    add_connection(p)
+    add_format_options(p, stream=True)
+    p.set_defaults(func=_statements_follow)
 
 
 def _group(subparsers, name: str, text: str):
@@ -191,3 +204,25 @@ def _fields(row_type) -> list[str]:
 
 def _statements_list(args) -> int:
     return show(args, lambda c: c.list_statements(market_id=args.market, aggregator_id=args.aggregator), Statement)
+
+
+def _statements_follow(args) -> int:
+    if not args.every > 0:
+        raise InputError("arguments", "every", "must be more than 0 seconds")
+    out = Stream(args.format, _fields(Statement))
+
+    async def work(client: Client) -> int:
+        printed, seen = set(), 0
+        while True:
+            for s in await client.list_statements(market_id=args.market, aggregator_id=args.aggregator):
+                key = (s.market_id, s.aggregator_id, s.bid_id, s.resource_id, s.interval_start, s.settlement)
+                if key in printed:
+                    continue
+                printed.add(key)
+                out.write(s)
+                seen += 1
+                if args.count and seen >= args.count:
+                    return 0
+            await asyncio.sleep(args.every)
+
+    return talk(args, work)
