@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dsomarket.clients.api import AuditRecord, Client
+from dsomarket.clients.cli import non_negative_int, positive_float
 from dsomarket.clients.commands.remote import add_connection, show, talk
 from dsomarket.clients.output import add_format_options
 from dsomarket.engine.errors import InputError
@@ -29,11 +30,11 @@ def register(subparsers) -> None:
     s.add_argument("--db", default="dsomarket.sqlite",
                    help="SQLite file, created if missing (default %(default)s)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    s.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default %(default)s)")
+    s.add_argument("--port", type=non_negative_int, default=50051, help="port; 0 picks a free one (default %(default)s)")
     s.add_argument("--tls-cert", type=Path, help="server certificate (PEM); with --tls-key, serve TLS")
     s.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     s.add_argument("--client-ca", type=Path, help="CA (PEM) client certificates must chain to: mutual TLS")
-    s.add_argument("--solve-time-limit", type=float, default=None, metavar="SECONDS",
+    s.add_argument("--solve-time-limit", type=positive_float, default=None, metavar="SECONDS",
                    help="fail a clearing with DEADLINE_EXCEEDED past this (default: no limit)")
     s.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="text lines, or one JSON object per line for log collectors (default %(default)s); "
@@ -83,7 +84,7 @@ def register(subparsers) -> None:
 # -- offline ------------------------------------------------------------------------------
 
 def _serve(args) -> int:
-    from dsomarket.server.app import TlsFiles, serve
+    from dsomarket.server.app import StartupError, TlsFiles, serve
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InputError("serve", "tls-key", "--tls-cert and --tls-key go together")
@@ -101,8 +102,12 @@ def _serve(args) -> int:
     def ready(port: int) -> None:
         print(f"dsomarket: serving on {args.host}:{port} ({security}), {state} database {db_path}", flush=True)
 
-    asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
-                      ready=ready))
+    try:
+        asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
+                          ready=ready))
+    except StartupError as exc:
+        print(f"dsomarket: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -214,6 +219,9 @@ def _audit_replay(args) -> int:
 
     conn = _open_existing(args.db)
     try:
+        if args.market is not None and conn.execute("SELECT 1 FROM markets WHERE market_id = ?",
+                                                    (args.market,)).fetchone() is None:
+            raise InputError("audit", "market", f"no market {args.market!r} in {args.db}")
         checks = replay(conn, args.market)
     finally:
         conn.close()
