@@ -13,11 +13,10 @@ import asyncio
 from pathlib import Path
 
 from dsomarket.clients.api import Award, Bid, Client, Instruction, Resource, Statement
-from dsomarket.clients.cli import non_negative_int, positive_int
+from dsomarket.clients.cli import non_negative_int, positive_float, positive_int
 from dsomarket.clients.commands.remote import acknowledge, add_connection, show, talk
 from dsomarket.clients.commands.tables import read_bid_ids, read_bids, read_resources
 from dsomarket.clients.output import Stream, add_format_options, iso
-from dsomarket.engine.errors import InputError
 
 BIDS_COLUMNS = ("Columns: bid_id, resource_id, side (buy|sell), quantity_kw, price (per MWh), interval "
                 "(ISO 8601 UTC start)[, tan_phi]; CSV or Parquet.")
@@ -96,9 +95,9 @@ def register(subparsers) -> None:
                                  "lines not printed before.")
     p.add_argument("--market", default="")
     p.add_argument("--aggregator", default="", help="operator and auditor: whose (default all)")
-    p.add_argument("--every", type=float, default=10.0, metavar="SECONDS", help="seconds between asks "
-                                                                               "(default %(default)s)")
-    p.add_argument("--count", type=int, default=0, help="stop after this many lines (default: never)")
+    p.add_argument("--every", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="seconds between asks (default %(default)s)")
+    p.add_argument("--count", type=non_negative_int, default=0, help="stop after this many lines (default: never)")
     add_connection(p)
     add_format_options(p, stream=True)
     p.set_defaults(func=_statements_follow)
@@ -137,8 +136,6 @@ def _resources_list(args) -> int:
 
 def _bids_submit(args) -> int:
     bids = read_bids(args.file)
-    if args.batch < 1:
-        raise InputError("arguments", "batch", "must be at least 1")
 
     async def work(client: Client) -> int:
         total = 0
@@ -208,8 +205,6 @@ def _statements_list(args) -> int:
 
 
 def _statements_follow(args) -> int:
-    if not args.every > 0:
-        raise InputError("arguments", "every", "must be more than 0 seconds")
     out = Stream(args.format, _fields(Statement))
 
     async def work(client: Client) -> int:
