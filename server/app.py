@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dsomarket.server import network_service, realtime_service, services
+from dsomarket.server.scheduler import Scheduler
 from dsomarket.server.auth import TOKEN_RECHECK_SECONDS
 from dsomarket.server.interceptors import Gate
 from dsomarket.server.requestlog import RequestLogInterceptor
@@ -90,21 +91,26 @@ def check_tls_files(tls: TlsFiles) -> None:
 class Server:
     """A started-or-not dsomarket server: the grpc.aio server plus the state it must close."""
 
-    def __init__(self, grpc_server: grpc.aio.Server, app: services.App, health_servicer):
+    def __init__(self, grpc_server: grpc.aio.Server, app: services.App, health_servicer, timeline_clock=None):
         self.grpc = grpc_server
         self.app = app
         self._health = health_servicer
+        self.scheduler = None if timeline_clock is None else Scheduler(app, timeline_clock)
         self._book: contextlib.AsyncExitStack | None = None
 
     async def start(self) -> None:
         self._book = contextlib.AsyncExitStack()
         await self._book.enter_async_context(self.app.tokens.running())
         await self.grpc.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
 
     async def wait_for_termination(self) -> None:
         await self.grpc.wait_for_termination()
 
     async def stop(self, grace: float | None = 5.0) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         await self._health.enter_graceful_shutdown()
         self.app.notifier.close()
         await self.grpc.stop(grace)
@@ -116,7 +122,8 @@ class Server:
 
 async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | None = None,
                         solve_time_limit: float | None = None,
-                        token_recheck_seconds: float = TOKEN_RECHECK_SECONDS) -> tuple[Server, int]:
+                        token_recheck_seconds: float = TOKEN_RECHECK_SECONDS,
+                        timeline_clock=None) -> tuple[Server, int]:
     """Build a server bound to ``address`` (``host:port``; port 0 picks a free one).
 
     Parameters
@@ -132,6 +139,9 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     token_recheck_seconds
         A cached token is checked against the database again once older than this, so a token revoked
         with ``dsomarket token revoke`` is refused (UNAUTHENTICATED) within this many seconds.
+    timeline_clock
+        When set, a :class:`server.scheduler.Scheduler` on this clock (``now_us()``, ``sleep(seconds)``) closes
+        gates, clears and publishes every market on its schedule while the server runs; None: the operator does.
 
     Returns
     -------
@@ -167,16 +177,19 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     if port == 0:
         app.close()
         raise StartupError(f"cannot listen on {address}: the port is in use or the address is not this host's")
-    return Server(server, app, health_servicer), port
+    return Server(server, app, health_servicer, timeline_clock), port
 
 
 async def serve(address: str, db_path: str | Path, *, tls: TlsFiles | None = None,
-                solve_time_limit: float | None = None, grace: float = 10.0, ready=None) -> None:
+                solve_time_limit: float | None = None, grace: float = 10.0, ready=None,
+                timeline_clock=None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully.
 
-    ``ready(port)`` is called once the server listens.
+    ``ready(port)`` is called once the server listens; ``timeline_clock`` runs the scheduler (see
+    :func:`create_server`).
     """
-    server, port = await create_server(address, db_path, tls=tls, solve_time_limit=solve_time_limit)
+    server, port = await create_server(address, db_path, tls=tls, solve_time_limit=solve_time_limit,
+                                       timeline_clock=timeline_clock)
     await server.start()
     if ready is not None:
         ready(port)

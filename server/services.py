@@ -120,6 +120,20 @@ class App:
         self.remember(market_id, outcome.disaggregation)
         return outcome.disaggregation
 
+    async def clear(self, who: auth.Principal, market_id: str, forecast_values=()) -> tuple[dict, dict, object]:
+        """Clear a CLOSED market and record it (the operator's call and the scheduler's): the market row
+        before and after, and the :class:`server.markets_engine.ClearOutcome`."""
+        async with self.lock(market_id):
+            rows = await self.reader.call(store.market_rows, market_id)
+            market = rows[0]
+            store.require_state(market, ("closed",), "clearing")
+            forecast = convert.forecast(forecast_values, market)
+            outcome = await self.solve(lambda: markets_engine.clear_market(self.inputs(rows), forecast,
+                                                                           self.solve_time_limit))
+            activations = rows[4]  # of a flexibility auction cleared before, or None
+            row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations)
+        return market, row, outcome
+
     def remember(self, market_id: str, disaggregation) -> None:
         self._disaggregations[market_id] = disaggregation
         while len(self._disaggregations) > _CACHED_DISAGGREGATIONS:
@@ -243,15 +257,7 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
     async def ClearMarket(self, request, who):
         app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
-        async with app.lock(market_id):
-            rows = await app.reader.call(store.market_rows, market_id)
-            market = rows[0]
-            store.require_state(market, ("closed",), "clearing")
-            forecast = convert.forecast(request.iso_price_forecast, market)
-            outcome = await app.solve(lambda: markets_engine.clear_market(app.inputs(rows), forecast,
-                                                                          app.solve_time_limit))
-            activations = rows[4]  # of a flexibility auction cleared before, or None
-            row = await app.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations)
+        market, row, outcome = await app.clear(who, market_id, request.iso_price_forecast)
         if outcome.status == "time_limit":
             raise DeadlineExceeded(f"the clearing of market {market_id!r} hit the solver time limit; "
                                    "the market stays closed")

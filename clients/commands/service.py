@@ -39,6 +39,12 @@ def register(subparsers) -> None:
     s.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="text lines, or one JSON object per line for log collectors (default %(default)s); "
                         "one line per request at info level (-q hides them)")
+    s.add_argument("--scheduler", action="store_true",
+                   help="run the timeline: close gates, clear and publish each market on its schedule")
+    s.add_argument("--clock-start", default=None, metavar="TIME",
+                   help="with --scheduler: the timeline's clock starts at this UTC time (ISO 8601), not now")
+    s.add_argument("--clock-speed", type=float, default=1.0, metavar="X",
+                   help="with --scheduler: the timeline's clock runs X times faster than the wall clock")
     s.set_defaults(func=_serve)
 
     t = subparsers.add_parser("token", help="create, revoke and list participant tokens").add_subparsers(
@@ -78,6 +84,8 @@ def register(subparsers) -> None:
     ar.set_defaults(func=_audit_replay)
 
     d = subparsers.add_parser("demo", help="run a whole market day against a temporary server")
+    d.add_argument("--keep", metavar="DIR", default=None,
+                   help="run in DIR and keep the database and the market's CSV files there")
     d.set_defaults(func=_demo)
 
 
@@ -104,11 +112,36 @@ def _serve(args) -> int:
 
     try:
         asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
-                          ready=ready))
+                          ready=ready, timeline_clock=_timeline_clock(args)))
     except StartupError as exc:
         print(f"dsomarket: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _timeline_clock(args):
+    """The scheduler's clock of ``serve``, or None without --scheduler."""
+    from dsomarket.server.scheduler import ScaledClock, WallClock
+
+    if not args.scheduler:
+        if args.clock_start or args.clock_speed != 1.0:
+            raise InputError("serve", "scheduler", "--clock-start and --clock-speed need --scheduler")
+        return None
+    if not args.clock_speed > 0:
+        raise InputError("serve", "clock-speed", "must be positive")
+    if args.clock_start is None:
+        return WallClock() if args.clock_speed == 1.0 else ScaledClock(_now_us(), args.clock_speed)
+    try:
+        start = datetime.fromisoformat(args.clock_start.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError("serve", "clock-start", f"{args.clock_start!r} is not an ISO 8601 time") from None
+    if start.tzinfo is None:
+        raise InputError("serve", "clock-start", "give a UTC time, e.g. 2026-12-01T00:00:00Z")
+    return ScaledClock(int(start.timestamp() * 1_000_000), args.clock_speed)
+
+
+def _now_us() -> int:
+    return int(datetime.now(timezone.utc).timestamp() * 1_000_000)
 
 
 def _audit_records(args) -> int:
@@ -236,4 +269,4 @@ def _audit_replay(args) -> int:
 def _demo(args) -> int:
     from dsomarket.clients.demo import main
 
-    return main()
+    return main(args.keep)
