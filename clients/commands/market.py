@@ -298,7 +298,7 @@ def _disaggregate(args) -> int:
                                 day_ahead_minutes=da.interval_minutes if da else 60.0)
         write_result(dis.clearing, out, DISAGGREGATION_FILES,
                      extra={"instructions.csv": dis.instructions, "award.csv": dis.award,
-                            "fixed_load.csv": dis.fixed_load},
+                            "fixed_load.csv": by_id(dis.fixed_load, "bus")},
                      summary=dis.summary() if dis.clearing.ok else None)
     lines = report.clearing_lines(dis.clearing, args.polygon_sides, _vmin(runs))
     if dis.clearing.ok:
