@@ -519,7 +519,8 @@ class _Probe:
         allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)[:, None]
         allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
         moved = np.zeros(len(st))                     # basic columns' change by the flips so far
-        flipped = np.zeros(len(ina))                 # activities' change by the flipped bids' own coefficients
+        r_cur = r_now.copy()                          # basic rows' activities after the flips so far
+        a_is, abs_is = basis.a_inactive_structural, abs(basis.a_inactive_structural)
         valid = n_run
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
@@ -529,19 +530,24 @@ class _Probe:
             chunk, step = cols[begin:end], steps[begin:end]
             a_chunk = self.a_csc[:, chunk]
             move = -basis.lu.solve(a_chunk[act].toarray()) * step     # one flip per column
-            cum = np.cumsum(move, axis=1) + moved[:, None]
-            xb = x_b[:, None] + cum[bounded]
-            # Activities: basic columns' moves plus the flipped bids' own coefficients, cumulated.
-            own = np.cumsum(a_chunk[ina].multiply(step).toarray(), axis=1) + flipped[:, None]
-            r = r_now[:, None] + basis.a_inactive_structural @ cum + own
-            bad = ((np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
-                   | (np.maximum(lo_r[:, None] - r, r - hi_r[:, None]) > allow_r).any(axis=0))
+            cum = np.cumsum(move, axis=1)
+            xb = x_b[:, None] + moved[bounded, None] + cum[bounded]
+            bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
+            # Activities: only rows the flips could push to a bound are computed; a row moves by at
+            # most sum_j |a_ij| max_n |change of x_j| (the flipped bids' own coefficients included).
+            own = a_chunk[ina].multiply(step).tocsr()
+            reach = abs_is @ np.abs(cum).max(axis=1) + abs(own) @ np.ones(len(chunk))
+            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
+            if len(near):
+                r = (r_cur[near, None] + a_is[near] @ cum + np.cumsum(own[near].toarray(), axis=1))
+                bad |= (np.maximum(lo_r[near, None] - r, r - hi_r[near, None]) > allow_r[near]).any(axis=0)
             dq[begin:end] = move[basis.p0_pos]
             dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
             if bad.any():
                 valid = begin + int(np.argmax(bad))
                 break
-            moved, flipped = cum[:, -1], own[:, -1]
+            moved += cum[:, -1]
+            r_cur += a_is @ cum[:, -1] + own @ np.ones(len(chunk))
             begin, size = end, size * 4
         if valid == 0:
             return []
