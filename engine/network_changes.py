@@ -230,7 +230,7 @@ def _run(feeder: Feeder, ch: pl.DataFrame, idx: tuple, ivs: list, ids: tuple) ->
         loaded = (np.abs(p[order]) > 0).any(axis=1) | (np.abs(q[order]) > 0).any(axis=1)
         if loaded.any() and not opened_shed:
             bus = buses["bus"][int(dead[np.nonzero(loaded)[0][0]])]
-            raise InputError("network_changes", "shed", f"changes {', '.join(ids)} leave bus {bus!r} and its load "
+            raise InputError("network_changes", "shed", f"changes {', '.join(map(repr, ids))} leave bus {bus!r} and its load "
                              f"without supply from {ivs[0]}: declare shed or close a tie")
     keep_bus = buses.filter(pl.Series(reached))
     dead_ids = set(buses["bus"].to_numpy()[dead].tolist())
@@ -244,7 +244,8 @@ def _run(feeder: Feeder, ch: pl.DataFrame, idx: tuple, ivs: list, ids: tuple) ->
     try:
         run_feeder = Feeder.from_tables(header, keep_bus, new_lines, profile)
     except InputError as exc:
-        raise InputError("network_changes", "element", f"changes {', '.join(ids)} from {ivs[0]}: {exc}") from None
+        raise InputError("network_changes", "element",
+                         f"changes {', '.join(map(repr, ids))} from {ivs[0]}: {exc}") from None
     out = tuple(sorted(lines["line"].to_numpy()[~in_service].tolist()))
     return NetworkRun(idx, ivs, run_feeder, ids, tuple(sorted(dead_ids)), out)
 
