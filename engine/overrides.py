@@ -25,10 +25,13 @@ Curtailment payment (:func:`curtailment_payments`): a resource instructed away
 from its award by ``delta`` kW (instruction minus award, injection positive)
 keeps its award's settlement, is settled for ``delta`` at the award's DLMP
 (the energy it did not, or did additionally, deliver), and is paid its lost
-margin ``|delta| x |DLMP - p_m|``, where ``p_m`` is the price of its marginal
-bid in that interval (the accepted bid whose price is nearest the DLMP; with
-none accepted, its bid nearest the DLMP). Its profit is then what the award
-gave it: it neither gains nor loses by following the DSO.
+margin ``|delta| x max(0, sign(delta) (p_m - DLMP))``, where ``p_m`` is the
+price of its marginal bid in that interval (the accepted bid whose price is
+nearest the DLMP; with none accepted, its bid nearest the DLMP): a seller cut
+back loses ``DLMP - p_m`` a kWh, a buyer cut back ``p_m - DLMP``, a seller
+pushed above its price is made whole for ``p_m - DLMP``; a move that the DLMP
+already pays for earns nothing more. Its profit is then what the award gave
+it: it neither gains nor loses by following the DSO.
 """
 
 from __future__ import annotations
@@ -151,7 +154,8 @@ def curtailment_payments(awarded: pl.DataFrame, bids: pl.DataFrame, instructed: 
             .group_by(key, maintain_order=True).first()
             .select(*key, pl.col("price").alias("p_m")))
     out = moved.join(near, on=key, how="left").with_columns(
-        margin_price=(pl.col("dlmp") - pl.col("p_m").fill_null(pl.col("dlmp"))).abs())
+        margin_price=pl.max_horizontal(pl.col("delta_kw").sign() * (pl.col("p_m").fill_null(pl.col("dlmp"))
+                                                                     - pl.col("dlmp")), 0.0))
     return out.select(
         *key, "delta_kw", "dlmp",
         (pl.col("delta_kw") * pl.col("dlmp") * hours / 1000.0).alias("energy_amount"), "margin_price",
