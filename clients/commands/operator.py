@@ -14,13 +14,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from dsomarket.clients.api import BusPrice, Client, Feeder, FeederUpload, Instruction, InterfaceFlow, Market
-from dsomarket.clients.api import MarketInterval
+from dsomarket.clients.api import MARKET_KINDS, MARKET_STATES, MarketInterval
 from dsomarket.clients.commands.remote import add_connection, show, talk, utc
 from dsomarket.clients.files import read_feeder
 from dsomarket.clients.output import add_format_options, chosen_format, emit
 from dsomarket.engine.errors import InputError
-
-STATES = ("open", "closed", "cleared", "published", "awarded", "settled")
 
 
 def register(subparsers) -> None:
@@ -47,12 +45,13 @@ def register(subparsers) -> None:
     mc = actions.add_parser("create", help="open a market (operator)")
     mc.add_argument("market_id")
     mc.add_argument("--feeder", required=True, help="a loaded feeder's id")
-    mc.add_argument("--kind", choices=("day_ahead", "hour_ahead", "real_time"), default="day_ahead",
-                    help="hourly day-ahead or 5-minute real-time (default %(default)s)")
+    mc.add_argument("--kind", choices=MARKET_KINDS, default="day_ahead",
+                    help="day_ahead: hourly intervals; hour_ahead: 15-minute; real_time: 5-minute "
+                         "(default %(default)s)")
     mc.add_argument("--start", required=True, help="start of the first interval, ISO 8601 UTC, on a whole "
                                                    "interval (e.g. 2026-12-02T00:00Z)")
     mc.add_argument("--intervals", type=int, default=0,
-                    help="number of intervals (default 24 day-ahead, 12 real-time)")
+                    help="number of intervals (default: the server's for the kind, 24 day-ahead)")
     gate = mc.add_mutually_exclusive_group()
     gate.add_argument("--gate-closure", help="one gate closure time for every interval, ISO 8601 UTC")
     gate.add_argument("--gate-lead", type=float, metavar="MINUTES",
@@ -68,8 +67,8 @@ def register(subparsers) -> None:
 
     ml = actions.add_parser("list", help="markets you may see")
     ml.add_argument("--feeder", default="", help="only this feeder's markets")
-    ml.add_argument("--state", action="append", choices=STATES, default=[], help="only these states (repeat)")
-    ml.add_argument("--kind", choices=("day_ahead", "hour_ahead", "real_time"), default="")
+    ml.add_argument("--state", action="append", choices=MARKET_STATES, default=[], help="only these states (repeat)")
+    ml.add_argument("--kind", choices=MARKET_KINDS, default="")
     _common(ml)
     ml.set_defaults(func=_markets_list)
 
