@@ -7,9 +7,10 @@ Exit status: 0 on success; 1 when a market or solve fails (infeasible, a
 refused call); 2 for bad input or usage, with one line on stderr naming the
 field (rows counted as a spreadsheet does: the header is row 1, the first data
 row is row 2); 130 after Ctrl-C. A command that sets ``solves=True`` runs in a
-worker thread, so that Ctrl-C stops it even inside the solver, and its first
-HiGHS model is made with stdout closed, so that the HiGHS banner never mixes
-with the command's output.
+worker thread, so that Ctrl-C stops it even inside the solver. Before a command
+that sets ``solves`` or ``quiet_highs`` (``serve``, ``demo``: their solves run
+in process), the process's first HiGHS model is made with stdout closed, so that
+the HiGHS banner never mixes with the command's output.
 """
 
 from __future__ import annotations
@@ -26,7 +27,22 @@ import threading
 from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell")
+COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell", "plot")
+COMMANDS = {
+    "feeder": "feeder", "powerflow": "feeder",
+    "clear": "market", "curve": "market", "disaggregate": "market", "settle": "market",
+    "flex": "flex", "territory": "territory",
+    "audit": "service", "demo": "service", "serve": "service", "token": "service",
+    "feeders": "operator", "markets": "operator", "network": "operator",
+    "awards": "aggregator", "bids": "aggregator", "instructions": "aggregator", "resources": "aggregator",
+    "statements": "aggregator",
+    "award": "iso", "curves": "iso",
+    "completion": "shell", "config": "shell", "whoami": "shell",
+    "plot": "plot",
+}
+"""Which module registers each command (add new commands here; a test checks the table against the
+modules). A command imports only its own module, so that ``clear`` does not pay for gRPC or cvxpy;
+a command missing from the table still works, importing every module."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,24 +76,29 @@ positive_float = _number(float, "positive number", lambda v: v > 0, "greater tha
 finite_float = _number(float, "number", lambda v: True, "finite")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the arguments, only the module of their command is imported (all without one)."""
     parser = _Parser(prog="dsomarket", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output: -v info, -vv debug (default: warnings only; `serve` logs info)")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output: errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    command = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for name in [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES:
         importlib.import_module(f"dsomarket.clients.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     args.verbosity = args.verbose - args.quiet
     logging.basicConfig(level=logging.WARNING - 10 * args.verbosity,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "solves", False) or getattr(args, "quiet_highs", False):
+            _quiet_highs()
         if getattr(args, "solves", False):
             return _interruptible(args)
         return int(args.func(args) or 0)
@@ -113,7 +134,6 @@ def _interruptible(args) -> int:
 
     def work():
         try:
-            _quiet_highs()
             box["rc"] = int(args.func(args) or 0)
         except BaseException as exc:   # re-raised in the main thread, where main() maps it
             box["exc"] = exc

@@ -206,7 +206,6 @@ def test_failed_input_checks_leave_no_out_folder_but_keep_an_existing_one(run, t
     ["curve", "--feeder", "ieee33", "--bids", "b.csv", "--out", "o", "--max-segments", "0"],
     ["clear", "--feeder", "ieee33", "--bids", "b.csv", "--out", "o", "--iso-price", "5",
      "--interval-minutes", "-15"],
-    ["bids", "submit", "--token", "t", "--market", "m", "--file", "b.csv", "--batch", "0"],
     ["feeder", "synth", "--buses", "-3", "d"],
     ["clear", "--feeder", "ieee33"],   # a missing required option
 ])
@@ -248,6 +247,15 @@ def test_the_highs_banner_never_reaches_stdout(tmp_path, bids):
                                "--out", tmp_path / "o"), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "HiGHS" not in proc.stdout and "HiGHS" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["serve"], ["demo"], ["flex", "clear", "--feeder", "f", "--needs", "n",
+                                                             "--offers", "o", "--out", "d"]])
+def test_commands_that_solve_in_process_silence_the_highs_banner(argv):
+    from dsomarket.clients.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert getattr(args, "solves", False) or getattr(args, "quiet_highs", False)
 
 
 def test_ctrl_c_stops_a_long_solve_with_one_line(tmp_path):
