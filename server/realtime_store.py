@@ -115,5 +115,6 @@ def moved_instructions(conn, market_id: str) -> list[tuple]:
     return [tuple(r) for r in conn.execute(
         "SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE seq IN ("
         "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' GROUP BY aggregator_id, "
-        "resource_id, interval_idx HAVING SUM(source = 'override') > 0) ORDER BY aggregator_id, resource_id, "
+        "resource_id, interval_idx HAVING SUM(CASE WHEN source = 'override' THEN 1 ELSE 0 END) > 0) "
+        "ORDER BY aggregator_id, resource_id, "
         "interval_idx", (market_id,))]
