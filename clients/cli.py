@@ -27,7 +27,8 @@ import threading
 from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell", "plot")
+COMMAND_MODULES = ("feeder", "market", "flex", "meters", "territory", "service", "operator", "aggregator", "iso",
+                   "shell", "plot")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -101,3 +101,24 @@ def test_performance_compares_delivered_with_instructed_per_aggregator():
     row = performance(instructed, metered).row(0, named=True)
     assert (row["instructed_kw"], row["metered_kw"], row["error_kw"]) == (50.0, 30.0, -20.0)
     assert row["delivery"] == pytest.approx(0.6)
+
+
+def test_cli_meters_settle_on_a_disaggregate_output(run, tmp_path):
+    stamp = "2026-12-02T09:00:00Z"
+    pl.read_csv("examples/ieee33_bids.csv").with_columns(interval=pl.lit(stamp)).write_csv(tmp_path / "bids.csv")
+    pl.DataFrame({"interval": [stamp], "import_kw": [3500.0], "price": [35.0]}).write_csv(tmp_path / "award.csv")
+    code, _, err = run("disaggregate", "--feeder", "ieee33", "--bids", tmp_path / "bids.csv",
+                       "--award", tmp_path / "award.csv", "--out", tmp_path / "d")
+    assert code == 0, err
+    instr = pl.read_csv(tmp_path / "d" / "instructions.csv", schema_overrides={"interval": pl.Utf8})
+    instr.with_columns(kw=pl.col("kw") - 5.0).write_csv(tmp_path / "meters.csv")
+    code, _, err = run("meters", "settle", "--run", tmp_path / "d", "--meters", tmp_path / "meters.csv",
+                       "--out", tmp_path / "m")
+    assert code == 0, err
+    dev = pl.read_csv(tmp_path / "m" / "deviations.csv")
+    assert dev["deviation_kw"].to_list() == pytest.approx([-5.0] * instr.height)
+    # A duplicate reading: exit 2, one line naming the field.
+    pl.concat([instr, instr.head(1)]).write_csv(tmp_path / "dup.csv")
+    code, _, err = run("meters", "settle", "--run", tmp_path / "d", "--meters", tmp_path / "dup.csv",
+                       "--out", tmp_path / "x")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "interval" in err
