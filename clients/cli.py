@@ -13,7 +13,7 @@ import sys
 
 from dsomarket.engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex", "service")
+COMMAND_MODULES = ("feeder", "market", "flex", "service", "hybrid")
 
 
 def build_parser() -> argparse.ArgumentParser:
