@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from dsomarket.engine import lindistflow
-from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical, validate_bids
+from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical, merge_columns, validate_bids
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 from dsomarket.engine.solver import HighsSolver, Solution
@@ -162,8 +162,15 @@ class NodalMarket:
         t0 = time.perf_counter()
         self.feeder, self.book, self.rules, self.resources, self.options = feeder, book, rules, resources, options
         self.iso_price = iso_prices(iso_price, book.n_interval)
-        self.model = lindistflow.build(feeder, book, self.iso_price, rules, resources, load_p_kw, load_q_kvar,
-                                       options.polygon_sides)
+        # One LP column per group of identical bids; results are split back pro rata.
+        self.columns = merge_columns(book)
+        try:
+            self.model = lindistflow.build(feeder, self.columns.book, self.iso_price, rules, resources, load_p_kw,
+                                           load_q_kvar, options.polygon_sides)
+        except InputError as err:
+            if err.row is None or not self.columns.merged:
+                raise
+            raise InputError(err.table, err.field, err.reason, row=int(self.columns.first_bid[err.row])) from None
         self.solver = HighsSolver(self.model, time_limit=options.time_limit)
         self.build_seconds = time.perf_counter() - t0
         self._load_p_kw = load_p_kw
@@ -185,6 +192,19 @@ class NodalMarket:
             lo[fixed] = hi[fixed] = q[fixed] / S_BASE_KVA
         self.solver.set_col_bounds("import_p", lo, hi)
 
+    def bid_mw(self, x: np.ndarray) -> np.ndarray:
+        """Cleared MW per bid (book order) of a full primal vector, pro rata within identical bids."""
+        return self.columns.split(self.solver.block(x, "bid"), self.book)
+
+    def hold_bids(self, bid_mw: np.ndarray | None) -> None:
+        """Hold the bids at ``bid_mw`` (MW per bid, book order); None frees them to ``[0, quantity]``."""
+        if bid_mw is None:
+            q = self.columns.book.quantity_kw / S_BASE_KVA
+            self.solver.set_col_bounds("bid", 0.0, q)
+        else:
+            x = self.columns.total(np.asarray(bid_mw, dtype=float))
+            self.solver.set_col_bounds("bid", x, x)
+
     def solve_raw(self) -> Solution:
         return self.solver.solve()
 
@@ -199,7 +219,7 @@ class NodalMarket:
         """Tables of an optimal solution (dispatch pro rata among identical bids)."""
         s, book, topo = self.solver, self.book, self.feeder.topology
         n, m, T = topo.n_bus, topo.n_line, book.n_interval
-        x = pro_rata(book, s.block(sol.x, "bid"))
+        x = self.bid_mw(sol.x)
         line_p = s.block(sol.x, "line_p").reshape(T, m)
         line_q = s.block(sol.x, "line_q").reshape(T, m)
         v = s.block(sol.x, "v").reshape(T, n)
@@ -242,26 +262,14 @@ class NodalMarket:
 def pro_rata(book: BidBook, x: np.ndarray) -> np.ndarray:
     """Share the cleared total of identical bids in proportion to their quantities.
 
-    Bids at the same bus, interval, side, price and tan_phi with no resource
-    link are the same column of the LP up to its bound, so any split of their
-    total is optimal; the solver's vertex picks one arbitrarily. Splitting pro
-    rata makes the outcome fair and independent of input order.
+    Bids at the same bus, interval, side, price, tan_phi and resource are the
+    same column of the LP up to its bound, so any split of their total is
+    optimal; the solver's vertex picks one arbitrarily. Splitting pro rata makes
+    the outcome fair and independent of input order. (:class:`NodalMarket`
+    merges such bids into one column before building its model.)
     """
-    if book.n == 0:
-        return x
-    free = book.table["resource_id"].to_numpy() == ""
-    key = pl.DataFrame({"t": book.t_idx, "bus": book.bus_idx, "s": book.withdraw_sign, "p": book.price,
-                        "tan": book.tan_phi, "free": free, "x": x, "q": book.quantity_kw / S_BASE_KVA,
-                        "row": np.arange(book.n)})
-    grouped = key.with_columns(
-        share=pl.when(pl.col("free")).then(pl.col("x").sum().over(["t", "bus", "s", "p", "tan", "free"])
-                                           / pl.col("q").sum().over(["t", "bus", "s", "p", "tan", "free"]))
-    )
-    share = grouped["share"].to_numpy()
-    out = x.copy()
-    fix = free & np.isfinite(share)
-    out[fix] = np.clip(share[fix], 0.0, 1.0) * book.quantity_kw[fix] / S_BASE_KVA
-    return out
+    columns = merge_columns(book)
+    return columns.split(columns.total(x), book)
 
 
 def _iv_column(intervals: list, t_idx: np.ndarray) -> pl.Series:

@@ -311,7 +311,7 @@ def _share_marginal(market: NodalMarket, sol: Solution, duals: Solution) -> tupl
     s, book = market.solver, market.book
     topo = market.feeder.topology
     T, n = book.n_interval, topo.n_bus
-    x_bid = s.block(sol.x, "bid").copy()
+    x_bid = market.bid_mw(sol.x)
     y_p = s.block(duals.row_dual, "bus_p_balance", rows=True).reshape(T, n)
     y_q = s.block(duals.row_dual, "bus_q_balance", rows=True).reshape(T, n)
     eff = y_p[book.t_idx, book.bus_idx] + book.tan_phi * y_q[book.t_idx, book.bus_idx]
@@ -335,11 +335,10 @@ def _share_marginal(market: NodalMarket, sol: Solution, duals: Solution) -> tupl
         return sol.x, 0.0
     seconds = 0.0
     tol = 1e-7 * max(1.0, abs(sol.objective)) + 1e-7
-    lo, hi = np.zeros(book.n), q_mw
 
     def carried(x_try: np.ndarray) -> Solution | None:
         nonlocal seconds
-        s.set_col_bounds("bid", x_try, x_try)
+        market.hold_bids(x_try)
         trial = s.solve()
         seconds += trial.solve_seconds
         return trial if trial.ok and abs(trial.objective - sol.objective) <= tol else None
@@ -358,7 +357,7 @@ def _share_marginal(market: NodalMarket, sol: Solution, duals: Solution) -> tupl
             trial = carried(attempt)
             if trial is not None:
                 current, best_x = attempt, trial.x
-    s.set_col_bounds("bid", lo, hi)
+    market.hold_bids(None)
     return best_x, seconds
 
 

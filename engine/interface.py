@@ -67,7 +67,6 @@ import math
 import time
 from dataclasses import dataclass
 
-import highspy
 import numpy as np
 import polars as pl
 
@@ -87,7 +86,6 @@ P_REL_TOL = 1e-9
 CERT_REL_TOL = 1e-7
 """Relative price tolerance of a ranging certificate (a missed band would be narrower than this)."""
 _ALPHA_TOL = 1e-9
-_OPTIMAL = highspy.HighsModelStatus.kOptimal
 
 
 @dataclass(frozen=True, eq=False)
@@ -396,9 +394,9 @@ class _Probe:
     def solve(self, price: float) -> tuple[_Sample, _Basis]:
         s = self.solver
         s.set_cost("import_p", price, index=self.t)
-        self.h.run()
+        status = s.run()
         self.solves += 1
-        if self.h.getModelStatus() != _OPTIMAL:
+        if status != "optimal":
             status = self.h.modelStatusToString(self.h.getModelStatus())
             raise InputError("market", "iso_price", f"the market is not solvable ({status}) at an ISO "
                              f"price of {price:g} in interval {self.t}: no interface curve exists")

@@ -53,7 +53,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.network import S_BASE_KVA, Feeder, Topology, _normalise, _utc
+from dsomarket.engine.network import S_BASE_KVA, Feeder, Topology, _normalise
 from dsomarket.engine.powerflow import ac_power_flow
 
 _UTC = pl.Datetime("us", "UTC")
@@ -95,8 +95,6 @@ def forecast_loads(feeder: Feeder, forecast: pl.DataFrame | None = None,
     if forecast is None or forecast.height == 0:
         ivs = list(intervals) if intervals else [None]
         p, q = feeder.loads(None if ivs == [None] else ivs)
-        if p.shape[1] != len(ivs):
-            p, q = np.repeat(p, len(ivs), axis=1), np.repeat(q, len(ivs), axis=1)
         return ivs, p, q
     t = _normalise(forecast, FORECAST_SCHEMA, "forecast", {"q_kvar": 0.0})
     dup = t.select("bus", "interval").is_duplicated().to_numpy()
@@ -117,37 +115,6 @@ def forecast_loads(feeder: Feeder, forecast: pl.DataFrame | None = None,
 def interval_column(intervals: list, index: np.ndarray) -> pl.Series:
     """The ``interval`` column (UTC, null for a single interval) of rows pointing into ``intervals``."""
     return pl.Series("interval", intervals, dtype=_UTC).gather(np.asarray(index, dtype=np.int64))
-
-
-def parse_intervals(table: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Cast a table's optional ``interval`` column to UTC timestamps (missing = one null interval)."""
-    if "interval" not in table.columns:
-        return table.with_columns(pl.lit(None, dtype=_UTC).alias("interval"))
-    col = table["interval"]
-    if col.dtype == pl.Null:
-        return table.with_columns(col.cast(_UTC))
-    try:
-        return table.with_columns(_utc(pl.col("interval"), col.dtype).alias("interval"))
-    except pl.exceptions.PolarsError:
-        bad = table["interval"].cast(pl.Utf8).str.to_datetime(time_zone="UTC", time_unit="us", strict=False)
-        row = int(np.nonzero((bad.is_null() & col.is_not_null()).to_numpy())[0][0])
-        raise InputError(name, "interval", f"{col[row]!r} is not an ISO 8601 timestamp", row=row) from None
-
-
-def interval_index(column: pl.Series, intervals: list, table: str) -> np.ndarray:
-    """Position of each row's interval in ``intervals``; raises for an interval not among them."""
-    keys = {iv: k for k, iv in enumerate(intervals)}
-    values = column.to_list()
-    out = np.empty(len(values), dtype=np.int64)
-    for k, iv in enumerate(values):
-        pos = keys.get(iv)
-        if pos is None:
-            if len(intervals) == 1:  # one-interval studies take rows of any (or no) interval
-                pos = 0
-            else:
-                raise InputError(table, "interval", f"{iv} is not an interval of the forecast", row=k)
-        out[k] = pos
-    return out
 
 
 # -- the linear operating point and its constraints ----------------------------------------------------

@@ -1,7 +1,8 @@
 """Server assembly: :func:`create_server` for tests and embedding, :func:`serve` for ``dsomarket serve``.
 
 The server registers the six dsomarket services, standard gRPC health
-checking (``grpc.health.v1``) and server reflection. Shutdown is graceful:
+checking (``grpc.health.v1``) and server reflection, and logs one line per
+request (:mod:`server.requestlog`). Shutdown is graceful:
 health turns NOT_SERVING, streams end, in-flight calls get ``grace`` seconds,
 then the writer finishes its queue and the database is closed.
 """
@@ -18,18 +19,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dsomarket.server import services
+from dsomarket.server import network_service, realtime_service, services
 from dsomarket.server.auth import TOKEN_RECHECK_SECONDS
+from dsomarket.server.requestlog import RequestLogInterceptor
 from dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc
 from dsomarket.v1 import flexibility_pb2, flexibility_pb2_grpc, iso_pb2
-from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
+from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, network_pb2, network_pb2_grpc, operator_pb2
+from dsomarket.v1 import operator_pb2_grpc, realtime_pb2, realtime_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """Largest request or response; a bigger request fails with RESOURCE_EXHAUSTED before it is parsed."""
 
 SERVICE_NAMES = tuple(m.DESCRIPTOR.services_by_name[s].full_name for m, s in (
     (market_pb2, "MarketService"), (operator_pb2, "OperatorService"), (aggregator_pb2, "AggregatorService"),
-    (iso_pb2, "IsoService"), (audit_pb2, "AuditService"), (flexibility_pb2, "FlexibilityService")))
+    (iso_pb2, "IsoService"), (audit_pb2, "AuditService"), (flexibility_pb2, "FlexibilityService"),
+    (network_pb2, "NetworkService"), (realtime_pb2, "RealTimeService")))
 
 log = logging.getLogger("dsomarket.server")
 
@@ -96,7 +100,8 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
         The server (call ``await server.start()``) and the bound port.
     """
     app = services.App(db_path, solve_time_limit, token_recheck_seconds)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    server = grpc.aio.server(interceptors=[RequestLogInterceptor()],
+                             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                       ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     market_pb2_grpc.add_MarketServiceServicer_to_server(services.MarketService(app), server)
     operator_pb2_grpc.add_OperatorServiceServicer_to_server(services.OperatorService(app), server)
@@ -104,6 +109,8 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     iso_pb2_grpc.add_IsoServiceServicer_to_server(services.IsoService(app), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(services.AuditService(app), server)
     flexibility_pb2_grpc.add_FlexibilityServiceServicer_to_server(services.FlexibilityService(app), server)
+    network_pb2_grpc.add_NetworkServiceServicer_to_server(network_service.NetworkService(app), server)
+    realtime_pb2_grpc.add_RealTimeServiceServicer_to_server(realtime_service.RealTimeService(app), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

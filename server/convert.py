@@ -45,7 +45,8 @@ _TS_MIN, _TS_MAX = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31,
 _MAX_LEAD_US = 7 * 24 * 3600 * 1_000_000
 
 SIDE = {common_pb2.SIDE_BUY: "buy", common_pb2.SIDE_SELL: "sell"}
-MARKET_KIND = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time"}
+MARKET_KIND = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time",
+               common_pb2.MARKET_KIND_HOUR_AHEAD: "hour_ahead"}
 RESOURCE_KIND = {common_pb2.RESOURCE_KIND_PV: "pv", common_pb2.RESOURCE_KIND_BATTERY: "battery",
                  common_pb2.RESOURCE_KIND_EV: "ev", common_pb2.RESOURCE_KIND_FLEXIBLE_LOAD: "flexible_load"}
 STATE = {"open": common_pb2.MARKET_STATE_OPEN, "closed": common_pb2.MARKET_STATE_CLOSED,
@@ -276,8 +277,9 @@ def market_spec(req: operator_pb2.CreateMarketRequest) -> dict:
     if voll is not None and not Decimal(voll) > 0:
         raise InvalidArgument("value_of_lost_load", "must be positive")
     da = optional_id(req.day_ahead_market_id, "day_ahead_market_id")
-    if da and kind != "real_time":
-        raise InvalidArgument("day_ahead_market_id", "only a real-time market refers to a day-ahead market")
+    if da and kind == "day_ahead":
+        raise InvalidArgument("day_ahead_market_id", "only a real-time or hour-ahead market refers to a day-ahead "
+                                                     "market")
     gate = (required_us(req, "gate_closure_time", "gate_closure_time") if req.HasField("gate_closure_time")
             else None)
     return {"market_id": check_id(req.market_id, "market_id"),
@@ -676,7 +678,7 @@ def curve(row, market_row) -> iso_pb2.InterfaceCurve:
         kind=_INVERSE["kind"][market_row["kind"]], interval_start=ts(start),
         interval_end=ts(start + timeline.interval_us(market_row)), fixed_net_load_kw=row["fixed_kw"],
         conditional=bool(row["conditional"]), segments=segments, bands=bands, reduction_area=row["area"],
-        published_at=ts(row["published_us"]))
+        published_at=ts(row["published_us"]), revision=row["revision"], network_version=row["network_version"])
 
 
 def audit_record(row) -> audit_pb2.AuditRecord:

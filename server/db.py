@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS prices (
 CREATE TABLE IF NOT EXISTS curves (
     market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, fixed_kw REAL NOT NULL,
     conditional INTEGER NOT NULL, segments TEXT NOT NULL, bands TEXT NOT NULL, area TEXT NOT NULL,
-    seq INTEGER UNIQUE, published_us INTEGER, PRIMARY KEY (market_id, interval_idx));
+    seq INTEGER UNIQUE, published_us INTEGER, revision INTEGER NOT NULL DEFAULT 0,
+    network_version INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (market_id, interval_idx));
 CREATE TABLE IF NOT EXISTS iso_awards (
     market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, import_kw REAL NOT NULL, price TEXT NOT NULL,
     PRIMARY KEY (market_id, interval_idx));
@@ -115,6 +116,13 @@ CREATE TABLE IF NOT EXISTS flex_need_results (
     interval_idx INTEGER NOT NULL, met INTEGER NOT NULL, shortfall REAL NOT NULL,
     shortfall_kw REAL NOT NULL, cost TEXT NOT NULL, marginal_price TEXT NOT NULL,
     PRIMARY KEY (market_id, need_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS network_changes (
+    feeder_id TEXT NOT NULL, change_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL,
+    kind TEXT NOT NULL, element TEXT NOT NULL, start_us INTEGER NOT NULL, end_us INTEGER,
+    s_max_kva REAL, vmin_pu REAL, vmax_pu REAL, import_max_kw REAL, export_max_kw REAL,
+    shed INTEGER NOT NULL, reason TEXT NOT NULL, submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
+    PRIMARY KEY (feeder_id, change_id));
+CREATE INDEX IF NOT EXISTS network_changes_by_version ON network_changes (feeder_id, version, position);
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;
@@ -127,7 +135,9 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
-ADDED_COLUMNS = (("tokens", "revoked_us", "INTEGER"),)
+ADDED_COLUMNS = (("tokens", "revoked_us", "INTEGER"),
+                 ("curves", "revision", "INTEGER NOT NULL DEFAULT 0"),
+                 ("curves", "network_version", "INTEGER NOT NULL DEFAULT 0"))
 """``(table, column, type)`` added after a table was first released: :func:`initialise` runs
 ``ALTER TABLE ... ADD COLUMN`` where the column is missing (the ``CREATE TABLE`` above already has it)."""
 

@@ -16,6 +16,7 @@ lets settlement match a real-time bid to its day-ahead position.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -26,14 +27,15 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 import polars as pl
 
-from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
-from dsomarket.engine.clearing import ClearingOptions, clear
-from dsomarket.engine.disaggregation import Disaggregation, disaggregate
+from dsomarket.engine.bids import MarketRules, couples_intervals, parse_commitments, parse_resources, validate_bids
+from dsomarket.engine.clearing import ClearingOptions
+from dsomarket.engine.disaggregation import Disaggregation
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import builtin
 from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
-from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.network import Feeder
+from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
+from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
 from dsomarket.engine.settlement import settle
 from dsomarket.server.errors import InvalidArgument
 
@@ -111,7 +113,8 @@ class MarketInputs:
     """Everything a clearing of one market reads, already in the engine's form.
 
     ``feeder`` already carries the accepted flexibility activations the market is built on (see
-    :func:`market_inputs`).
+    :func:`market_inputs`). ``changes`` is the feeder's validated network change set of
+    ``network_version`` (:mod:`engine.network_changes`), or None for the feeder as loaded.
     """
 
     feeder: Feeder
@@ -119,9 +122,15 @@ class MarketInputs:
     intervals: list
     bids: pl.DataFrame
     resources: tuple
+    changes: pl.DataFrame | None = None
+    network_version: int = 0
 
     def book(self):
         return validate_bids(self.bids, self.feeder, self.rules, self.intervals)
+
+    def runs(self, book):
+        """The runs of one network state of the market's intervals (InputError when they cannot be)."""
+        return runs_for(self.feeder, self.changes, book, self.resources)
 
 
 def market_rules(market: dict) -> MarketRules:
@@ -139,7 +148,7 @@ def market_intervals(market: dict) -> list[datetime]:
 
 
 def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: pl.DataFrame,
-                  activations: pl.DataFrame | None = None) -> MarketInputs:
+                  activations: pl.DataFrame | None = None, network: tuple[int, list] = (0, [])) -> MarketInputs:
     """Engine inputs of a market from its stored rows.
 
     Parameters
@@ -161,8 +170,13 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
         (:func:`engine.flexibility.apply_activations`), and a kW is sold once: a resource with
         activations in an interval gets an :class:`engine.bids.Commitment` there (see
         :func:`_commitments`).
+    network
+        ``(version, change rows)``: the feeder's network version and its change rows in version order
+        (:func:`change_table` takes them); version 0 with no rows is the feeder as loaded.
     """
     intervals = market_intervals(market)
+    version, change_rows = network
+    changes = change_table(feeder, change_rows) if change_rows else None
     interval = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
     commitments = ()
     if activations is not None and activations.height:
@@ -179,7 +193,28 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
                         _engine_id(pl.col("aggregator_id"), pl.col("resource_id")).alias("resource_id"),
                         "tan_phi")
     return MarketInputs(feeder=feeder, rules=market_rules(market), intervals=intervals, bids=table,
-                        resources=_resources(resources) + commitments)
+                        resources=_resources(resources) + commitments, changes=changes, network_version=version)
+
+
+CHANGE_ROW_KEYS = ("change_id", "kind", "element", "start_us", "end_us", "s_max_kva", "vmin_pu", "vmax_pu",
+                   "import_max_kw", "export_max_kw", "shed", "reason", "submitted_by")
+"""Keys of a stored network change row (times in microseconds since the epoch, UTC)."""
+
+
+def change_table(feeder: Feeder, rows: list[dict]) -> pl.DataFrame:
+    """The engine's validated change table from stored change rows (in version order)."""
+    utc = pl.Datetime("us", "UTC")
+    table = pl.DataFrame({
+        "change_id": [r["change_id"] for r in rows], "kind": [r["kind"] for r in rows],
+        "element": [r["element"] for r in rows],
+        "start": pl.Series([r["start_us"] for r in rows], dtype=pl.Int64).cast(utc),
+        "end": pl.Series([r["end_us"] for r in rows], dtype=pl.Int64).cast(utc),
+        **{c: pl.Series([r[c] for r in rows], dtype=pl.Float64)
+           for c in ("s_max_kva", "vmin_pu", "vmax_pu", "import_max_kw", "export_max_kw")},
+        "shed": pl.Series([bool(r["shed"]) for r in rows], dtype=pl.Boolean),
+        "who": [r["submitted_by"] for r in rows], "why": [r["reason"] for r in rows],
+    }, schema=CHANGE_SCHEMA)
+    return validate_changes(table, feeder)
 
 
 def _commitments(acts: pl.DataFrame, resources: pl.DataFrame, interval: pl.Series) -> tuple:
@@ -256,7 +291,8 @@ class ClearOutcome:
     ``prices``: bus, interval_idx, dlmp, energy, congestion, voltage, loss
     (decimal strings). ``interface``: interval_idx, import_kw, iso_price.
     ``curves``: one dict per interval (interval_idx, fixed_kw, conditional,
-    segments, bands). Tables are empty unless ``status == "optimal"``.
+    segments, bands). Tables are empty unless ``status == "optimal"``. ``network_version`` is the
+    feeder's network version the clearing used.
     """
 
     status: str
@@ -268,6 +304,7 @@ class ClearOutcome:
     area: str
     seconds: float
     digest: str
+    network_version: int = 0
 
 
 def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None = None) -> ClearOutcome:
@@ -282,16 +319,21 @@ def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | 
     rules = inputs.rules
     forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
     forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast
-    result = clear(inputs.feeder, book, forecast, rules=inputs.rules, resources=inputs.resources,
-                   options=options)
+    version = inputs.network_version
+    try:
+        runs = inputs.runs(book)
+    except InputError as exc:  # a network change the market's resources cannot be split by
+        return ClearOutcome("error", (str(exc),), "", pl.DataFrame(), pl.DataFrame(), [], "",
+                            time.perf_counter() - t0, _digest("error", str(exc)), version)
+    result = clear_runs(runs, book, forecast, rules=inputs.rules, resources=inputs.resources, options=options)
     if not result.ok:
         return ClearOutcome(result.status, _diagnosis(result.diagnosis), "", pl.DataFrame(), pl.DataFrame(),
-                            [], "", time.perf_counter() - t0, _digest(result.status))
+                            [], "", time.perf_counter() - t0, _digest(result.status), version)
     try:
-        curve = trace_curve(inputs.feeder, book, inputs.rules, inputs.resources, options, forecast=forecast)
+        curve = trace_runs(runs, book, inputs.rules, inputs.resources, options, forecast=forecast)
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
         return ClearOutcome("error", (str(exc),), "", pl.DataFrame(), pl.DataFrame(), [], "",
-                            time.perf_counter() - t0, _digest("error", str(exc)))
+                            time.perf_counter() - t0, _digest("error", str(exc)), version)
     offer, area = curve.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)
     interface = result.interface.select(_interval_idx(inputs, result.interface["interval"]), "import_kw",
@@ -300,7 +342,7 @@ def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | 
     dispatch = result.dispatch.select("bid_id", "interval", "cleared_kw")
     return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
                         decimal_text(area), time.perf_counter() - t0,
-                        _digest(prices, interface, dispatch, curves, area))
+                        _digest(prices, interface, dispatch, curves, area), version)
 
 
 def _price_table(inputs: MarketInputs, result) -> pl.DataFrame:
@@ -363,10 +405,11 @@ def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]
                        day_ahead: Disaggregation | None = None,
                        time_limit: float | None = None) -> AwardOutcome:
     """Re-clear at the ISO's award; a real-time market passes its day-ahead disaggregation."""
-    dis = disaggregate(inputs.feeder, inputs.book(), award_table(inputs, awards), inputs.rules,
-                       inputs.resources, ClearingOptions(time_limit=time_limit),
-                       day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
-                       day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes)
+    book = inputs.book()
+    dis = disaggregate_runs(inputs.runs(book), book, award_table(inputs, awards), inputs.rules,
+                            inputs.resources, ClearingOptions(time_limit=time_limit),
+                            day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
+                            day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes)
     res = dis.clearing
     if not res.ok:
         empty = pl.DataFrame()
@@ -380,6 +423,31 @@ def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]
     instr = dis.instructions.select("aggregator_id", _local_id("resource_id"),
                                     _interval_idx(inputs, dis.instructions["interval"]), "kw")
     return AwardOutcome("optimal", (), prices, awards_df, instr, _digest(prices, awards_df, instr), dis)
+
+
+def couples(inputs: MarketInputs) -> bool:
+    """True when resources with bids link the market's intervals (storage, EV energy, ramps)."""
+    return couples_intervals(inputs.book(), inputs.resources)
+
+
+def disaggregate_intervals(inputs: MarketInputs, awards: list[tuple[int, float, str]],
+                           day_ahead: Disaggregation | None = None,
+                           time_limit: float | None = None) -> AwardOutcome:
+    """The ISO's award of some intervals of a market whose intervals are independent, on their own.
+
+    ``awards`` are ``(interval_idx, import_kw, price)`` of the market's interval indices; the bids of the
+    other intervals take no part, and the outcome's tables carry the market's interval indices.
+    """
+    indices = [k for k, _, _ in awards]
+    keep = [inputs.intervals[k] for k in indices]
+    sub = dataclasses.replace(inputs, intervals=keep, bids=inputs.bids.filter(pl.col("interval").is_in(keep)))
+    out = disaggregate_award(sub, [(j, q, p) for j, (_, q, p) in enumerate(awards)], day_ahead, time_limit)
+    if out.status != "optimal":
+        return out
+    back = pl.col("interval_idx").replace_strict(dict(enumerate(indices)), return_dtype=pl.Int64)
+    prices, award_rows, instr = (t.with_columns(back) for t in (out.prices, out.awards, out.instructions))
+    return dataclasses.replace(out, prices=prices, awards=award_rows, instructions=instr,
+                               digest=_digest(prices, award_rows, instr))
 
 
 # -- settlement ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 A servicer method decorated with :func:`unary` or :func:`stream` receives
 ``(self, request, principal)`` and simply raises on failure; the wrapper turns
 the exception into a status code through :func:`server.errors.status_of`.
+It names the caller for the request log (:func:`server.requestlog.note_caller`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 
 from dsomarket.server.auth import require_role
 from dsomarket.server.errors import status_of
+from dsomarket.server.requestlog import note_caller
 
 
 def unary(*roles: str):
@@ -20,6 +22,7 @@ def unary(*roles: str):
         async def handler(self, request, context):
             try:
                 who = await self.app.authenticate(context.invocation_metadata())
+                note_caller(who.name, who.role)
                 require_role(who, roles, method.__name__)
                 return await method(self, request, who)
             except Exception as exc:
@@ -36,6 +39,7 @@ def stream(*roles: str):
         async def handler(self, request, context):
             try:
                 who = await self.app.authenticate(context.invocation_metadata())
+                note_caller(who.name, who.role)
                 require_role(who, roles, method.__name__)
                 async for message in method(self, request, who):
                     yield message

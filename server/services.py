@@ -15,7 +15,7 @@ from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dsomarket.server import audit, auth, convert, db, markets_engine, store, timeline
+from dsomarket.server import audit, auth, convert, db, markets_engine, realtime_service, store, timeline
 from dsomarket.v1 import aggregator_pb2 as agg_pb
 from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
 from dsomarket.v1 import flexibility_pb2 as flex_pb
@@ -106,9 +106,9 @@ class App:
     def inputs(self, rows) -> markets_engine.MarketInputs:
         """Engine inputs from :func:`server.store.market_rows`, with the market's accepted flexibility
         activations folded into the feeder; call on the solver thread."""
-        market, tables, bids, resources, activations = rows
+        market, tables, bids, resources, activations, network = rows
         return markets_engine.market_inputs(self.feeder_of(market["feeder_id"], tables), market, bids, resources,
-                                            activations)
+                                            activations, network)
 
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
@@ -262,7 +262,8 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
         return operator_pb2.ClearMarketResponse(
             market=convert.market(row), status=convert.CLEARING_STATUS[outcome.status],
             diagnosis=list(outcome.diagnosis), welfare=outcome.welfare, interface=flows,
-            curve_segments=sum(len(c["segments"]) for c in outcome.curves), solve_seconds=outcome.seconds)
+            curve_segments=sum(len(c["segments"]) for c in outcome.curves), solve_seconds=outcome.seconds,
+            network_version=outcome.network_version)
 
     @unary(OPERATOR)
     async def PublishMarket(self, request, who):
@@ -473,17 +474,12 @@ def _request_key(request) -> tuple[str, str]:
 
 def _award_rows(market: dict, submitted: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
     """``(interval_idx, import_kw, price)``: exactly one award per interval of the market."""
-    indices = store.interval_indices(market, [s for s, _, _ in submitted], "awards.interval_start")
-    seen: dict = {}
-    for j, k in enumerate(indices):
-        if k in seen:
-            raise InvalidArgument(f"awards[{j}].interval_start", f"repeats awards[{seen[k]}]")
-        seen[k] = j
-    if len(seen) != market["interval_count"]:
-        missing = min(set(range(market["interval_count"])) - set(seen))
+    rows = realtime_service.interval_awards(market, submitted)
+    if len(rows) != market["interval_count"]:
+        missing = min(set(range(market["interval_count"])) - {k for k, _, _ in rows})
         raise InvalidArgument("awards", f"no award for the interval starting "
                                         f"{timeline.iso(timeline.interval_start(market, missing))}")
-    return sorted((k, q, p) for k, (_, q, p) in zip(indices, submitted, strict=True))
+    return rows
 
 
 async def _list_own(app: App, request, who, name: str, list_rows, key, to_pb) -> tuple[list, object]:

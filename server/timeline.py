@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-MINUTES = {"day_ahead": 60, "real_time": 5}
+MINUTES = {"day_ahead": 60, "hour_ahead": 15, "real_time": 5}
 """Interval length of each market kind."""
-DEFAULT_COUNT = {"day_ahead": 24, "real_time": 12}
-MAX_COUNT = {"day_ahead": 48, "real_time": 288}
+DEFAULT_COUNT = {"day_ahead": 24, "hour_ahead": 4, "real_time": 12}
+MAX_COUNT = {"day_ahead": 48, "hour_ahead": 96, "real_time": 288}
+ROLLING = ("hour_ahead", "real_time")
+"""Kinds whose ISO award may come interval by interval (see ``server.realtime_service``)."""
 
 STATES = ("open", "closed", "cleared", "published", "awarded", "settled")
 """Market states in the only order they may take."""

@@ -345,7 +345,7 @@ def test_flex_commands_against_a_server(tmp_path, run):
         assert code == 0 and out.startswith("2 offers acknowledged")
         code, out, err = run("flex", "submit", *conn, "--token", tokens["agg-a"], "--market", m, "--file", offers)
         assert code == 1 and "ALREADY_EXISTS: offers.offer_id[0]" in err
-        code, out, _ = run("flex", "needs", *conn, "--token", tokens["agg-a"], "--market", m)
+        code, out, _ = run("flex", "needs", *conn, "--token", tokens["agg-a"], "--market", m, "--format", "csv")
         needs = pl.read_csv(io.StringIO(out), schema_overrides={"max_price": pl.Utf8})
         assert code == 0 and needs["need_id"].to_list() == ["n-line"] and needs["max_price"].fill_null("").to_list() == [""]
 
@@ -354,7 +354,7 @@ def test_flex_commands_against_a_server(tmp_path, run):
             return await env.clients["dso"].clear_flexibility(m)
 
         assert asyncio.run(with_clients(clear)).status == "optimal"
-        code, out, _ = run("flex", "awards", *conn, "--token", tokens["agg-a"], "--market", m)
+        code, out, _ = run("flex", "awards", *conn, "--token", tokens["agg-a"], "--market", m, "--format", "csv")
         awards = pl.read_csv(io.StringIO(out), schema_overrides={"price": pl.Utf8, "payment": pl.Utf8}).sort("offer_id")
         assert code == 0 and awards["reason"].to_list() == ["accepted", "location"]
         assert awards["accepted_kw"].to_list() == [100.0, 0.0] and awards["payment"].to_list() == ["4.05", "0"]

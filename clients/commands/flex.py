@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dsomarket.clients.commands import service
+from dsomarket.clients.commands import auction
 from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
 from dsomarket.engine.flexibility import PRICING, BaseCase, clear_flexibility
 
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     """Add the ``flex`` group to the ``dsomarket`` parser."""
     group = subparsers.add_parser("flex", help="local flexibility auctions")
     actions = group.add_subparsers(dest="flex_command", required=True, metavar="ACTION")
-    service.register_flex(actions)   # the same auction on a running server
+    auction.register(actions)   # the same auction on a running server
     clear = actions.add_parser(
         "clear", help="clear a flexibility auction",
         description="Buy the cheapest offers that meet the DSO's needs through the feeder's sensitivities. "

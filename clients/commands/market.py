@@ -12,17 +12,18 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
-from dsomarket.engine.clearing import ClearingOptions, ClearingResult, clear
-from dsomarket.engine.disaggregation import disaggregate
+from dsomarket.engine.clearing import ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.flexibility import apply_activations
-from dsomarket.engine.interface import trace_curve
+from dsomarket.engine.interface import InterfaceCurve
 from dsomarket.engine.network import _utc
+from dsomarket.engine.network_changes import validate_changes
+from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
+from dsomarket.engine.territory import prices_for
 from dsomarket.engine.settlement import MarketOutcome, settle
 
 _DEFAULT = MarketRules()
@@ -80,6 +81,10 @@ def _market_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--polygon-sides", type=int, default=ClearingOptions().polygon_sides)
     p.add_argument("--flex-awards", default=None, metavar="FILE",
                    help="awards.csv of `dsomarket flex clear`: accepted activations change the net load")
+    p.add_argument("--network-changes", default=None, metavar="FILE",
+                   help="outages, switching, ratings, voltage and interface limits per interval: change_id, kind, "
+                        "element, start[, end, s_max_kva, vmin_pu, vmax_pu, import_max_kw, export_max_kw, shed, "
+                        "who, why] (see docs/realtime.md)")
     p.add_argument("--out", required=True, metavar="DIR")
 
 
@@ -97,9 +102,22 @@ def _inputs(args):
     rules = MarketRules(price_floor=args.floor, price_cap=args.cap, interval_minutes=minutes,
                         value_of_lost_load=args.voll)
     book = validate_bids(bids, feeder, rules)
+    changes = (validate_changes(read_table(args.network_changes, "network_changes"), feeder)
+               if args.network_changes else None)
+    runs = runs_for(feeder, changes, book, resources)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    return feeder, book, resources, rules, out
+    if changes is not None:
+        _write_runs(runs, out)
+    return runs, book, resources, rules, out
+
+
+def _write_runs(runs, out: Path) -> None:
+    """Which changes were in effect in each interval, and what they took out of service."""
+    rows = [{"interval": run.intervals[k], "changes": " ".join(run.change_ids),
+             "out_of_service": " ".join(run.out_of_service), "de_energised": " ".join(run.de_energised)}
+            for run in runs for k in range(len(run.indices))]
+    write_csv(pl.DataFrame(rows).sort("interval"), out / "network.csv")
 
 
 def _spacing_minutes(bids: pl.DataFrame) -> float:
@@ -114,7 +132,7 @@ def _spacing_minutes(bids: pl.DataFrame) -> float:
     return float(ivs.diff().drop_nulls().min().total_seconds() / 60.0)
 
 
-def _write_result(res: ClearingResult, out: Path) -> None:
+def write_result(res: ClearingResult, out: Path) -> None:
     """The tables of a clearing; a failed one writes its summary (with the diagnosis) only."""
     if res.ok:
         d = res.dispatch
@@ -136,7 +154,8 @@ def _status(res: ClearingResult) -> int:
     return 1
 
 
-def _iso_price(spec: str, book):
+def read_iso_price(spec: str) -> float | dict:
+    """``--iso-price``: a number, or a CSV with ``interval, price`` read as {interval start (UTC): price}."""
     try:
         return float(spec)
     except ValueError:
@@ -146,50 +165,53 @@ def _iso_price(spec: str, book):
         if col not in table.columns:
             raise InputError("iso_price", col, "column is missing")
     t = table.with_columns(_utc(pl.col("interval"), table.schema["interval"]).alias("interval"))
-    lookup = dict(zip(t["interval"].to_list(), t["price"].cast(pl.Float64).to_list()))
-    missing = [iv for iv in book.intervals if iv not in lookup]
-    if missing:
-        raise InputError("iso_price", "interval", f"no price for interval {missing[0]}")
-    return np.array([lookup[iv] for iv in book.intervals])
+    return dict(zip(t["interval"].to_list(), t["price"].cast(pl.Float64).to_list()))
 
 
 def _clear(args) -> int:
-    feeder, book, resources, rules, out = _inputs(args)
+    runs, book, resources, rules, out = _inputs(args)
     options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
                               ac_check=not args.no_ac_check)
-    res = clear(feeder, book, _iso_price(args.iso_price, book), rules=rules, resources=resources, options=options)
-    _write_result(res, out)
+    res = clear_runs(runs, book, prices_for(book, read_iso_price(args.iso_price)), rules=rules,
+                     resources=resources, options=options)
+    write_result(res, out)
     return _status(res)
 
 
 def _curve(args) -> int:
-    feeder, book, resources, rules, out = _inputs(args)
+    runs, book, resources, rules, out = _inputs(args)
     options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
     extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
-    curve = trace_curve(feeder, book, rules, resources, options, forecast=args.forecast_price, **extra)
+    curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price, **extra)
     offer, area = curve.iso_offer(args.max_segments)
+    write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
+    return 0
+
+
+def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: MarketRules, formulation: str,
+                max_segments: int, out: Path) -> None:
+    """The files of ``dsomarket curve``: curve.csv, iso_offer.csv, fixed_load.csv and summary.json."""
     write_csv(curve.bands, out / "curve.csv")
     write_csv(offer, out / "iso_offer.csv")
     write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
     write_json(out / "summary.json", curve.summary() | {
-        "formulation": args.formulation,
-        "iso_offer_segments_max": args.max_segments, "iso_offer_area_per_hour": area,
+        "formulation": formulation,
+        "iso_offer_segments_max": max_segments, "iso_offer_area_per_hour": area,
         "price_floor": rules.price_floor, "price_cap": rules.price_cap,
         "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"
                  if curve.conditional else "intervals are independent"),
     })
-    return 0
 
 
 def _disaggregate(args) -> int:
-    feeder, book, resources, rules, out = _inputs(args)
+    runs, book, resources, rules, out = _inputs(args)
     award = read_table(args.award, "award")
     da = _outcome(Path(args.day_ahead)) if args.day_ahead else None
-    dis = disaggregate(feeder, book, award, rules, resources,
-                       ClearingOptions(polygon_sides=args.polygon_sides),
-                       day_ahead=da.dispatch if da else None,
-                       day_ahead_minutes=da.interval_minutes if da else 60.0)
-    _write_result(dis.clearing, out)
+    dis = disaggregate_runs(runs, book, award, rules, resources,
+                            ClearingOptions(polygon_sides=args.polygon_sides),
+                            day_ahead=da.dispatch if da else None,
+                            day_ahead_minutes=da.interval_minutes if da else 60.0)
+    write_result(dis.clearing, out)
     if dis.clearing.ok:
         write_csv(dis.instructions, out / "instructions.csv")
         write_csv(dis.award, out / "award.csv")

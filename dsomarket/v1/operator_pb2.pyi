@@ -178,7 +178,7 @@ class InterfaceFlow(_message.Message):
     def __init__(self, interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., import_kw: _Optional[float] = ..., iso_price: _Optional[str] = ...) -> None: ...
 
 class ClearMarketResponse(_message.Message):
-    __slots__ = ("market", "status", "diagnosis", "welfare", "interface", "curve_segments", "solve_seconds")
+    __slots__ = ("market", "status", "diagnosis", "welfare", "interface", "curve_segments", "solve_seconds", "network_version")
     MARKET_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSIS_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,7 @@ class ClearMarketResponse(_message.Message):
     INTERFACE_FIELD_NUMBER: _ClassVar[int]
     CURVE_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     SOLVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_VERSION_FIELD_NUMBER: _ClassVar[int]
     market: _market_pb2.Market
     status: _common_pb2.ClearingStatus
     diagnosis: _containers.RepeatedScalarFieldContainer[str]
@@ -193,7 +194,8 @@ class ClearMarketResponse(_message.Message):
     interface: _containers.RepeatedCompositeFieldContainer[InterfaceFlow]
     curve_segments: int
     solve_seconds: float
-    def __init__(self, market: _Optional[_Union[_market_pb2.Market, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.ClearingStatus, str]] = ..., diagnosis: _Optional[_Iterable[str]] = ..., welfare: _Optional[str] = ..., interface: _Optional[_Iterable[_Union[InterfaceFlow, _Mapping]]] = ..., curve_segments: _Optional[int] = ..., solve_seconds: _Optional[float] = ...) -> None: ...
+    network_version: int
+    def __init__(self, market: _Optional[_Union[_market_pb2.Market, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.ClearingStatus, str]] = ..., diagnosis: _Optional[_Iterable[str]] = ..., welfare: _Optional[str] = ..., interface: _Optional[_Iterable[_Union[InterfaceFlow, _Mapping]]] = ..., curve_segments: _Optional[int] = ..., solve_seconds: _Optional[float] = ..., network_version: _Optional[int] = ...) -> None: ...
 
 class PublishMarketRequest(_message.Message):
     __slots__ = ("market_id",)
