@@ -919,6 +919,11 @@ class Client:
         req = operator_pb2.CloseGateRequest(market_id=market_id)
         return Market.of((await self._call(self._operator.CloseGate, req, retry=False)).market)
 
+    async def reopen_market(self, market_id: str, reason: str) -> Market:
+        """Reopen a closed market whose clearing failed (CLOSED -> OPEN), so bids can be withdrawn or replaced."""
+        req = operator_pb2.ReopenMarketRequest(market_id=market_id, reason=reason)
+        return Market.of((await self._call(self._operator.ReopenMarket, req, retry=False)).market)
+
     async def clear_market(self, market_id: str, *, iso_price_forecast: Sequence = ()) -> ClearingReport:
         req = operator_pb2.ClearMarketRequest(market_id=market_id,
                                               iso_price_forecast=[price_text(p) for p in iso_price_forecast])

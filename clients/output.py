@@ -43,6 +43,14 @@ TABLE_CELL_WIDTH = 60
 """Longest cell of the table format; longer text (an audit payload) is cut with an ellipsis."""
 
 
+def out_file(text: str) -> Path:
+    """``--out FILE``: a path that is not a directory (argparse refuses it in one line)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+    return path
+
+
 def add_format_options(parser: argparse.ArgumentParser, stream: bool = False) -> None:
     """``--format`` (and ``--out`` for lists) on a command that prints rows."""
     if stream:
@@ -52,7 +60,7 @@ def add_format_options(parser: argparse.ArgumentParser, stream: bool = False) ->
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="table for people (default, or as --out's extension says); csv, json or parquet "
                              "for scripts")
-    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+    parser.add_argument("--out", type=out_file, default=None, metavar="FILE",
                         help="write to FILE instead of stdout (parquet needs it unless stdout is piped)")
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.network import Feeder, _normalise, _utc
+from dsomarket.engine.network import Feeder, _normalise, _utc, as_polars
 
 BID_SCHEMA = {"bid_id": pl.Utf8, "bus": pl.Utf8, "side": pl.Utf8, "quantity_kw": pl.Float64,
               "price": pl.Float64, "interval": pl.Datetime("us", "UTC"), "aggregator_id": pl.Utf8,
@@ -118,6 +118,7 @@ def validate_bids(bids: pl.DataFrame, feeder: Feeder, rules: MarketRules = Marke
     ``tan_phi`` NaN. ``intervals`` may give the market's intervals (a superset
     of those bid in); otherwise the distinct bid intervals are used.
     """
+    bids = as_polars(bids, "bids")
     for col in ("bid_id", "bus", "side", "quantity_kw", "price"):
         if col not in bids.columns:
             raise InputError("bids", col, "column is missing")
@@ -344,7 +345,10 @@ def parse_resources(table: pl.DataFrame | None) -> tuple[Resource, ...]:
     Columns not used by a kind may be empty. Raises :class:`InputError` naming
     the row and field of the first problem.
     """
-    if table is None or table.height == 0:
+    if table is None:
+        return ()
+    table = as_polars(table, "resources")
+    if table.height == 0:
         return ()
     for col in ("resource_id", "kind"):
         if col not in table.columns:

@@ -51,7 +51,7 @@ from dsomarket.engine import lindistflow
 from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical
 from dsomarket.engine.clearing import ROUND_KW, ClearingOptions, ClearingResult, NodalMarket, _iv_column
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
+from dsomarket.engine.network import S_BASE_KVA, Feeder, _first_uncastable, _utc, as_polars
 from dsomarket.engine.solver import Solution
 
 DISPATCH_SCHEMA = {"bid_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "bus": pl.Utf8, "side": pl.Utf8,
@@ -127,6 +127,7 @@ class Disaggregation:
 
 def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.ndarray]:
     """Awarded import (kW) and price (per MWh) per interval of the market, NaN where not given."""
+    award = as_polars(award, "award")
     if "interval" not in award.columns:
         award = award.with_columns(interval=pl.lit(None, pl.Datetime("us", "UTC")))
     for col in ("import_kw", "price"):
@@ -134,6 +135,10 @@ def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.
             award = award.with_columns(pl.lit(None, pl.Float64).alias(col))
     if "import_kw" not in award.columns and "price" not in award.columns:
         raise InputError("award", "import_kw", "column is missing (give import_kw, price or both)")
+    bad = _first_uncastable(award, {"interval": pl.Datetime("us", "UTC"), "import_kw": pl.Float64,
+                                    "price": pl.Float64})
+    if bad:
+        raise InputError("award", bad[0], bad[2], row=bad[1])
     try:
         award = award.with_columns(_utc(pl.col("interval"), award.schema["interval"]).alias("interval"),
                                    pl.col("import_kw").cast(pl.Float64), pl.col("price").cast(pl.Float64))

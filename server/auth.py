@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsomarket.server import audit, db
@@ -37,10 +37,12 @@ revoked token keeps working after ``dsomarket token revoke``."""
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: participant name and role."""
+    """Who is calling: participant name and role, and the digest of the token the call carried (empty
+    for offline tools), so that open streams can tell when that token is revoked."""
 
     name: str
     role: str
+    token_digest: str = field(default="", compare=False, repr=False)
 
 
 def token_hash(token: str) -> str:
@@ -95,11 +97,10 @@ def list_tokens(conn: sqlite3.Connection) -> list[tuple[str, str, int, int | Non
         "ORDER BY t.created_us, t.name")]
 
 
-def lookup(conn: sqlite3.Connection, digest: str) -> Principal | None:
-    """The participant of an active (unrevoked) token, else None."""
-    row = conn.execute("SELECT p.name, p.role FROM tokens t JOIN participants p ON p.name = t.name "
-                       "WHERE t.token_hash = ? AND t.revoked_us IS NULL", (digest,)).fetchone()
-    return Principal(row[0], row[1]) if row else None
+def is_active(conn: sqlite3.Connection, digest: str) -> bool:
+    """Whether the token of ``digest`` is active in the caller's read snapshot."""
+    return conn.execute("SELECT 1 FROM tokens WHERE token_hash = ? AND revoked_us IS NULL",
+                        (digest,)).fetchone() is not None
 
 
 def bearer_token(metadata) -> str:

@@ -12,6 +12,8 @@ Readers use their own connections and see committed snapshots.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -158,7 +160,14 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 
 def initialise(path: str | Path) -> None:
-    """Create the schema if missing; refuse a database of another schema version."""
+    """Create the schema if missing; refuse a database of another schema version.
+
+    A new database file is created readable and writable by its owner only (mode 0600): it holds token
+    hashes, every participant's bids and the page-token key. SQLite gives its -wal and -shm files the
+    same mode.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     conn = connect(path)
     try:
         conn.execute("BEGIN IMMEDIATE")

@@ -272,6 +272,10 @@ def _digest(*parts) -> str:
     return h.hexdigest()
 
 
+_WAY_OUT = ("the market stays closed: clear it again (another forecast), or reopen it (ReopenMarket) so that "
+            "bids can be withdrawn or replaced")
+
+
 def _diagnosis(items) -> tuple[str, ...]:
     out = []
     for d in items:
@@ -323,16 +327,19 @@ def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | 
     try:
         runs = inputs.runs(book)
     except InputError as exc:  # a network change the market's resources cannot be split by
-        return ClearOutcome("error", (str(exc),), "", pl.DataFrame(), pl.DataFrame(), [], "",
+        return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
                             time.perf_counter() - t0, _digest("error", str(exc)), version)
     result = clear_runs(runs, book, forecast, rules=inputs.rules, resources=inputs.resources, options=options)
     if not result.ok:
-        return ClearOutcome(result.status, _diagnosis(result.diagnosis), "", pl.DataFrame(), pl.DataFrame(),
+        # A failure always says why, and what the operator can do about it.
+        diagnosis = _diagnosis(result.diagnosis) or (f"the solver ended with status {result.status!r} and named "
+                                                     "no violated limit",)
+        return ClearOutcome(result.status, diagnosis + (_WAY_OUT,), "", pl.DataFrame(), pl.DataFrame(),
                             [], "", time.perf_counter() - t0, _digest(result.status), version)
     try:
         curve = trace_runs(runs, book, inputs.rules, inputs.resources, options, forecast=forecast)
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
-        return ClearOutcome("error", (str(exc),), "", pl.DataFrame(), pl.DataFrame(), [], "",
+        return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
                             time.perf_counter() - t0, _digest("error", str(exc)), version)
     offer, area = curve.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)

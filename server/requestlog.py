@@ -16,6 +16,7 @@ or one JSON object per line (``--log-format json``) for log collectors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -25,6 +26,11 @@ from datetime import datetime, timezone
 import grpc
 
 log = logging.getLogger("dsomarket.server.requests")
+phase_log = logging.getLogger("dsomarket.server.phases")
+
+PHASES = {"ClearMarket": "clearing and interface curves", "SubmitAward": "disaggregation of the award",
+          "SettleMarket": "settlement", "ClearFlexibility": "flexibility auction", "CreateFeeder": "feeder check"}
+"""What the engine does for a method, named in its phase line; other methods are named as themselves."""
 
 _CALL: contextvars.ContextVar[dict | None] = contextvars.ContextVar("dsomarket_call", default=None)
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({})))
@@ -54,8 +60,27 @@ class RequestLogInterceptor(grpc.aio.ServerInterceptor):
         return handler   # no client-streaming methods in the API: leave any other kind as it is
 
 
-def _start() -> tuple[dict, float]:
-    call = {"caller": "-", "role": "-"}
+@contextlib.contextmanager
+def engine_phase():
+    """Log one line when the engine work done for the current request ends: the phase, its market request's
+    method and caller, and the milliseconds it took (status ``failed`` when it raised)."""
+    call = _CALL.get() or {"method": "-", "caller": "-", "role": "-"}
+    started, status = time.perf_counter(), "done"
+    try:
+        yield
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        ms = (time.perf_counter() - started) * 1000.0
+        name = PHASES.get(call["method"], call["method"])
+        phase_log.info("%s for %s by %s %s: %s in %.1f ms", name, call["method"], call["role"], call["caller"],
+                       status, ms, extra={"phase": name, "method": call["method"], "role": call["role"],
+                                          "caller": call["caller"], "status": status, "ms": round(ms, 3)})
+
+
+def _start(method: str) -> tuple[dict, float]:
+    call = {"caller": "-", "role": "-", "method": method}
     _CALL.set(call)
     return call, time.perf_counter()
 
@@ -79,7 +104,7 @@ def _finish(method: str, call: dict, started: float, context, error: BaseExcepti
 
 def _unary(behaviour, method: str):
     async def logged(request, context):
-        call, started = _start()
+        call, started = _start(method)
         error = None
         try:
             return await behaviour(request, context)
@@ -93,7 +118,7 @@ def _unary(behaviour, method: str):
 
 def _stream(behaviour, method: str):
     async def logged(request, context):
-        call, started = _start()
+        call, started = _start(method)
         error, sent = None, 0
         try:
             async for message in behaviour(request, context):

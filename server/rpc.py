@@ -1,5 +1,6 @@
-"""The wrapper around every servicer method: authenticate, check the role, map errors.
+"""The wrapper around every servicer method: check the role, map errors.
 
+The caller was authenticated before the request was read (:class:`server.interceptors.Gate`).
 A servicer method decorated with :func:`unary` or :func:`stream` receives
 ``(self, request, principal)`` and simply raises on failure; the wrapper turns
 the exception into a status code through :func:`server.errors.status_of`.
@@ -12,6 +13,7 @@ import functools
 
 from dsomarket.server.auth import require_role
 from dsomarket.server.errors import status_of
+from dsomarket.server.interceptors import caller
 from dsomarket.server.requestlog import note_caller
 
 
@@ -21,7 +23,7 @@ def unary(*roles: str):
         @functools.wraps(method)
         async def handler(self, request, context):
             try:
-                who = await self.app.authenticate(context.invocation_metadata())
+                who = caller()
                 note_caller(who.name, who.role)
                 require_role(who, roles, method.__name__)
                 return await method(self, request, who)
@@ -38,7 +40,7 @@ def stream(*roles: str):
         @functools.wraps(method)
         async def handler(self, request, context):
             try:
-                who = await self.app.authenticate(context.invocation_metadata())
+                who = caller()
                 note_caller(who.name, who.role)
                 require_role(who, roles, method.__name__)
                 async for message in method(self, request, who):

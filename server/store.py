@@ -216,6 +216,21 @@ def close_gate(conn, who: Principal, market_id: str) -> dict:
     return out
 
 
+def reopen(conn, who: Principal, market_id: str, reason: str) -> dict:
+    """CLOSED -> OPEN for a market whose clearing failed (or that was never cleared): the way out of a
+    clearing that cannot succeed on the stored bids. The failed clearing's status and diagnosis stay in
+    the audit log; the market row starts afresh."""
+    market = get_market(conn, market_id)
+    require_state(market, ("closed",), "reopening")
+    now = now_us()
+    conn.execute("UPDATE markets SET state = 'open', updated_us = ?, clearing_status = '', diagnosis = '[]' "
+                 "WHERE market_id = ?", (now, market_id))
+    _audit(conn, who, "market.reopen", {"market_id": market_id, "reason": reason,
+                                        "clearing_status": market["clearing_status"],
+                                        "diagnosis": json.loads(market["diagnosis"])}, now)
+    return get_market(conn, market_id)
+
+
 # -- resources ------------------------------------------------------------------------------
 
 def _check_buses(conn, rows: list[dict]) -> None:

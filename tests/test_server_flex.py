@@ -160,7 +160,7 @@ def test_bad_offers_and_needs_reject_the_whole_batch(tmp_path):
                 return rows
 
             bad = [
-                (offers(k3={"quantity_kw": -1.0}), InvalidArgument, r"offers\.quantity_kw\[3\]: must be a positive"),
+                (offers(k3={"quantity_kw": -1.0}), InvalidArgument, r"offers\.quantity_kw\[3\]: must be between 0.001 and"),
                 (offers(k1={"price": "-5"}), InvalidArgument, r"offers\.price\[1\]: must not be negative"),
                 (offers(k2={"price": "12.1234567"}), InvalidArgument, r"offers\.price\[2\]: must be a decimal"),
                 (offers(k0={"availability_price": "5000"}), InvalidArgument,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsomarket.clients.api import Award, Bid, Client, Instruction, Resource, Statement
+from dsomarket.clients.cli import non_negative_int, positive_int
 from dsomarket.clients.commands.remote import acknowledge, add_connection, show, talk
 from dsomarket.clients.commands.tables import read_bid_ids, read_bids, read_resources
 from dsomarket.clients.output import Stream, add_format_options, iso
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
     g = _group(subparsers, "bids", "your bids on a server")
     p = g.add_parser("submit", help="submit new bid segments from a file, all or none", description=BIDS_COLUMNS)
     _market_file(p)
-    p.add_argument("--batch", type=int, default=20_000, help="segments per request (default %(default)s)")
+    p.add_argument("--batch", type=positive_int, default=20_000, help="segments per request (default %(default)s)")
     p.set_defaults(func=_bids_submit)
     p = g.add_parser("replace", help="replace your bids of the file's bid ids, all or none",
                      description="Every bid_id in the file replaces all segments of that bid (same columns as "
@@ -73,8 +74,8 @@ def register(subparsers) -> None:
         p = g.add_parser("follow", help=f"{name} as they happen, after the history (Ctrl-C stops)")
         p.add_argument("--market", default="")
         p.add_argument("--aggregator", default="", help="operator and auditor: whose (default all)")
-        p.add_argument("--after", type=int, default=0, metavar="SEQUENCE", help="resume after this sequence")
-        p.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
+        p.add_argument("--after", type=non_negative_int, default=0, metavar="SEQUENCE", help="resume after this sequence")
+        p.add_argument("--count", type=non_negative_int, default=0, help="stop after this many events (default: never)")
         if name == "awards":
             p.add_argument("--with-instructions", action="store_true",
                            help="print instructions too (a `type` column tells them apart)")

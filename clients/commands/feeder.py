@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from dsomarket.clients.cli import non_negative_int, positive_int
 from dsomarket.clients.files import json_text, read_feeder, write_feeder
 from dsomarket.engine.feeders import synthetic
 from dsomarket.engine.network import Feeder
@@ -26,8 +27,8 @@ def register(subparsers) -> None:
     export.set_defaults(func=_export)
 
     synth = actions.add_parser("synth", help="generate a seeded synthetic radial feeder")
-    synth.add_argument("--buses", type=int, required=True, metavar="N", help="number of buses, root included")
-    synth.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    synth.add_argument("--buses", type=positive_int, required=True, metavar="N", help="number of buses, root included")
+    synth.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="random seed (default 0)")
     synth.add_argument("dir", help="output directory (created if missing)")
     synth.set_defaults(func=_synth)
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
+from dsomarket.clients.cli import positive_float
 from dsomarket.clients.commands import auction
-from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
+from dsomarket.clients.files import output_dir, read_feeder, read_table, write_csv, write_json
 from dsomarket.engine.flexibility import PRICING, BaseCase, clear_flexibility
 
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
@@ -40,11 +41,11 @@ def register(subparsers) -> None:
     clear.add_argument("--base-interface", help="base-case interface import: interval, import_kw"
                                                 "[, import_max_kw, export_max_kw]")
     clear.add_argument("--pricing", choices=PRICING, default="pay_as_bid", help="default pay_as_bid")
-    clear.add_argument("--interval-minutes", type=float, default=60.0, metavar="M",
+    clear.add_argument("--interval-minutes", type=positive_float, default=60.0, metavar="M",
                        help="interval length for payments (default 60)")
-    clear.add_argument("--time-limit", type=float, metavar="S", help="seconds the solver may take per solve")
+    clear.add_argument("--time-limit", type=positive_float, metavar="S", help="seconds the solver may take per solve")
     clear.add_argument("--out", required=True, help="output directory (created if missing)")
-    clear.set_defaults(func=_clear)
+    clear.set_defaults(func=_clear, solves=True)
 
 
 def _optional(path: str | None, table: str) -> pl.DataFrame | None:
@@ -52,6 +53,11 @@ def _optional(path: str | None, table: str) -> pl.DataFrame | None:
 
 
 def _clear(args: argparse.Namespace) -> int:
+    with output_dir(args.out) as out:
+        return _clear_into(args, out)
+
+
+def _clear_into(args: argparse.Namespace, out: Path) -> int:
     feeder = read_feeder(args.feeder)
     base_tables = (_optional(args.base_lines, "base_lines"), _optional(args.base_buses, "base_buses"),
                    _optional(args.base_interface, "base_interface"))
@@ -59,8 +65,6 @@ def _clear(args: argparse.Namespace) -> int:
     result = clear_flexibility(feeder, read_table(args.needs, "needs"), read_table(args.offers, "offers"),
                                _optional(args.capabilities, "capabilities"), base=base, pricing=args.pricing,
                                interval_minutes=args.interval_minutes, time_limit=args.time_limit)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stamp = pl.col("interval").dt.to_string(_STAMP)
     awards = result.awards.select(
         "offer_id", stamp, "accepted_kw", "price", "reason", "aggregator_id", "resource_id", "payment",

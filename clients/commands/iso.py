@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsomarket.clients.api import Client, InterfaceCurve
+from dsomarket.clients.cli import non_negative_int
 from dsomarket.clients.commands.remote import add_connection, show, talk
 from dsomarket.clients.commands.tables import read_award
 from dsomarket.clients.output import Stream, add_format_options
@@ -32,8 +33,8 @@ def register(subparsers) -> None:
     p = g.add_parser("follow", help="curve segments as each curve is published, after the history (Ctrl-C stops)")
     p.add_argument("--market", default="")
     p.add_argument("--feeder", default="")
-    p.add_argument("--after", type=int, default=0, metavar="SEQUENCE", help="resume after this sequence")
-    p.add_argument("--count", type=int, default=0, help="stop after this many curves (default: never)")
+    p.add_argument("--after", type=non_negative_int, default=0, metavar="SEQUENCE", help="resume after this sequence")
+    p.add_argument("--count", type=non_negative_int, default=0, help="stop after this many curves (default: never)")
     add_connection(p)
     add_format_options(p, stream=True)
     p.set_defaults(func=_curves_follow)

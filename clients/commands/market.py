@@ -9,24 +9,29 @@ written file by file atomically; bad input exits with status 2 and one line.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
+from dsomarket.clients.cli import finite_float, positive_float, positive_int
+from dsomarket.clients.files import numbers, output_dir, read_feeder, read_table, write_csv, write_json, write_outputs
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.flexibility import apply_activations
 from dsomarket.engine.interface import InterfaceCurve
-from dsomarket.engine.network import _utc
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
 from dsomarket.engine.territory import prices_for
 from dsomarket.engine.settlement import MarketOutcome, settle
 
 _DEFAULT = MarketRules()
+CLEARING_FILES = ("dispatch.csv", "prices.csv", "lines.csv", "buses.csv", "shed.csv")
+"""Tables of a clearing; a failed run removes them, so none of an earlier run sits beside its summary."""
+DISAGGREGATION_FILES = CLEARING_FILES + ("instructions.csv", "award.csv", "fixed_load.csv")
 
 
 def register(subparsers) -> None:
@@ -37,28 +42,28 @@ def register(subparsers) -> None:
                    help="ISO price at the interface per MWh: a number, or a CSV with interval, price")
     c.add_argument("--formulation", choices=("lindistflow", "socp"), default="lindistflow")
     c.add_argument("--no-ac-check", action="store_true", help="skip the AC power flow of the dispatch")
-    c.set_defaults(func=_clear)
+    c.set_defaults(func=_clear, solves=True)
 
     k = subparsers.add_parser("curve", help="trace the exact interface net demand curve for the ISO")
     _market_args(k)
-    k.add_argument("--forecast-price", type=float, default=None,
+    k.add_argument("--forecast-price", type=finite_float, default=None,
                    help="ISO price assumed in the other intervals when storage couples them "
                         "(default: midpoint of floor and cap)")
-    k.add_argument("--max-segments", type=int, default=10, help="segments per ISO bid (default 10)")
+    k.add_argument("--max-segments", type=positive_int, default=10, help="segments per ISO bid (default 10)")
     k.add_argument("--formulation", choices=("lindistflow", "socp"), default="lindistflow",
                    help="lindistflow: the exact staircase; socp: a sampled curve with losses")
-    k.add_argument("--max-error-kw", type=float, default=1.0,
+    k.add_argument("--max-error-kw", type=positive_float, default=1.0,
                    help="socp only: largest gap between the sampled and the true curve (kW)")
-    k.add_argument("--price-tol", type=float, default=0.01,
+    k.add_argument("--price-tol", type=positive_float, default=0.01,
                    help="socp only: width within which a jump of the curve is located (per MWh)")
-    k.set_defaults(func=_curve)
+    k.set_defaults(func=_curve, solves=True)
 
     d = subparsers.add_parser("disaggregate", help="re-clear at the ISO award and dispatch every bid")
     _market_args(d)
     d.add_argument("--award", required=True, help="CSV: interval, import_kw[, price]")
     d.add_argument("--day-ahead", default=None, metavar="DIR",
                    help="a day-ahead disaggregate output: real-time re-clear from its positions")
-    d.set_defaults(func=_disaggregate)
+    d.set_defaults(func=_disaggregate, solves=True)
 
     s = subparsers.add_parser("settle", help="settle day-ahead (and real-time) disaggregation outputs")
     s.add_argument("--day-ahead", required=True, metavar="DIR", help="output directory of `disaggregate`")
@@ -73,12 +78,13 @@ def _market_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resources", default=None, help="resources table (batteries, EVs, flexible loads)")
     p.add_argument("--commitments", default=None, metavar="FILE",
                    help="kW resources already sold elsewhere: resource_id, interval, max_sell_kw, max_buy_kw")
-    p.add_argument("--floor", type=float, default=_DEFAULT.price_floor, help="price floor per MWh")
-    p.add_argument("--cap", type=float, default=_DEFAULT.price_cap, help="price cap per MWh")
-    p.add_argument("--interval-minutes", type=float, default=None,
-                   help="interval length (default: the bids' spacing, or 60)")
-    p.add_argument("--voll", type=float, default=None, help="shed fixed load at this value of lost load")
-    p.add_argument("--polygon-sides", type=int, default=ClearingOptions().polygon_sides)
+    p.add_argument("--floor", type=finite_float, default=_DEFAULT.price_floor, help="price floor per MWh")
+    p.add_argument("--cap", type=finite_float, default=_DEFAULT.price_cap, help="price cap per MWh")
+    p.add_argument("--interval-minutes", type=positive_float, default=None,
+                   help="interval length (default: the bids' spacing, which must then be even, or 60); "
+                        "give it when some intervals have no bids")
+    p.add_argument("--voll", type=positive_float, default=None, help="shed fixed load at this value of lost load")
+    p.add_argument("--polygon-sides", type=positive_int, default=ClearingOptions().polygon_sides)
     p.add_argument("--flex-awards", default=None, metavar="FILE",
                    help="awards.csv of `dsomarket flex clear`: accepted activations change the net load")
     p.add_argument("--network-changes", default=None, metavar="FILE",
@@ -88,7 +94,8 @@ def _market_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
 
 
-def _inputs(args):
+def _inputs(args, out: Path):
+    """Read and check every input; ``network.csv`` in ``out`` says which network changes apply when."""
     feeder = read_feeder(args.feeder)
     if args.flex_awards:
         feeder = apply_activations(feeder, read_table(args.flex_awards, "flex_awards"))
@@ -96,53 +103,82 @@ def _inputs(args):
     resources = parse_resources(read_table(args.resources, "resources")) if args.resources else ()
     if args.commitments:
         resources += parse_commitments(read_table(args.commitments, "commitments"))
-    minutes = args.interval_minutes
-    if minutes is None:
-        minutes = _spacing_minutes(bids)
+    minutes = spacing_minutes(bids, args.interval_minutes)
     rules = MarketRules(price_floor=args.floor, price_cap=args.cap, interval_minutes=minutes,
                         value_of_lost_load=args.voll)
     book = validate_bids(bids, feeder, rules)
     changes = (validate_changes(read_table(args.network_changes, "network_changes"), feeder)
                if args.network_changes else None)
     runs = runs_for(feeder, changes, book, resources)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if changes is not None:
-        _write_runs(runs, out)
-    return runs, book, resources, rules, out
+    write_outputs(out, {"network.csv": None if changes is None else _runs_table(runs)}, ("network.csv",))
+    return runs, book, resources, rules
 
 
-def _write_runs(runs, out: Path) -> None:
+def _runs_table(runs) -> pl.DataFrame:
     """Which changes were in effect in each interval, and what they took out of service."""
     rows = [{"interval": run.intervals[k], "changes": " ".join(run.change_ids),
              "out_of_service": " ".join(run.out_of_service), "de_energised": " ".join(run.de_energised)}
             for run in runs for k in range(len(run.indices))]
-    write_csv(pl.DataFrame(rows).sort("interval"), out / "network.csv")
+    return pl.DataFrame(rows).sort("interval")
 
 
-def _spacing_minutes(bids: pl.DataFrame) -> float:
-    if "interval" not in bids.columns:
+def spacing_minutes(bids: pl.DataFrame, minutes: float | None = None) -> float:
+    """The interval length of a bids table (``interval`` as UTC timestamps), in minutes.
+
+    With ``minutes`` given, every interval must lie on its grid from the first
+    one (intervals without bids are allowed); without it, the intervals must be
+    evenly spaced, and the spacing is the length (60 for a single interval).
+    Bids at 00:00, 00:15 and 01:00 are refused rather than settled as three
+    15-minute intervals.
+
+    Raises
+    ------
+    InputError
+        Naming the first row whose interval breaks the spacing.
+    """
+    if "interval" not in bids.columns or bids["interval"].null_count() == bids.height:
+        return minutes or _DEFAULT.interval_minutes
+    ivs = bids["interval"].drop_nulls().unique().sort()
+    gaps = ivs.diff().drop_nulls().dt.total_microseconds().to_numpy()
+    if minutes is not None:
+        step = round(minutes * 60e6)
+        offsets = (ivs - ivs[0]).dt.total_microseconds().to_numpy()
+        off = np.nonzero(offsets % step)[0]
+        if len(off):
+            iv = ivs[int(off[0])]
+            raise InputError("bids", "interval", f"{iv:%Y-%m-%dT%H:%M:%SZ} is not a whole number of "
+                             f"{minutes:g}-minute intervals after the first, {ivs[0]:%Y-%m-%dT%H:%M:%SZ}",
+                             row=_first_row(bids, iv))
+        return minutes
+    if len(gaps) == 0:
         return _DEFAULT.interval_minutes
-    try:
-        ivs = bids.select(_utc(pl.col("interval"), bids.schema["interval"])).to_series().drop_nulls().unique().sort()
-    except pl.exceptions.PolarsError:
-        raise InputError("bids", "interval", "is not an ISO 8601 UTC timestamp") from None
-    if ivs.len() < 2:
-        return _DEFAULT.interval_minutes
-    return float(ivs.diff().drop_nulls().min().total_seconds() / 60.0)
+    uneven = np.nonzero(gaps != gaps[0])[0]
+    if len(uneven):
+        iv = ivs[int(uneven[0]) + 1]
+        raise InputError("bids", "interval", f"{iv:%Y-%m-%dT%H:%M:%SZ} comes {gaps[uneven[0]] / 60e6:g} minutes "
+                         f"after the interval before it, but the first intervals are {gaps[0] / 60e6:g} minutes "
+                         "apart: intervals must be evenly spaced (give --interval-minutes when some have no bids)",
+                         row=_first_row(bids, iv))
+    return float(gaps[0] / 60e6)
 
 
-def write_result(res: ClearingResult, out: Path) -> None:
-    """The tables of a clearing; a failed one writes its summary (with the diagnosis) only."""
+def _first_row(table: pl.DataFrame, interval) -> int:
+    return int((table["interval"] == interval).arg_max())
+
+
+def write_result(res: ClearingResult, out: Path, products: tuple[str, ...] = CLEARING_FILES,
+                 extra: dict[str, pl.DataFrame] | None = None, summary: dict | None = None) -> None:
+    """The tables of a clearing (and ``extra`` ones) and its summary; a failed clearing writes its
+    summary (with the diagnosis) only and removes every file of ``products`` left by an earlier run."""
+    tables: dict[str, pl.DataFrame | None] = {}
     if res.ok:
         d = res.dispatch
-        write_csv(d.select("bid_id", "interval", "cleared_kw", *[c for c in d.columns
-                                                                 if c not in ("bid_id", "interval", "cleared_kw")]),
-                  out / "dispatch.csv")
-        write_csv(res.prices, out / "prices.csv")
-        write_csv(res.lines, out / "lines.csv")
-        write_csv(res.buses, out / "buses.csv")
-    write_json(out / "summary.json", res.summary())
+        first = ("bid_id", "interval", "cleared_kw")
+        tables = {"dispatch.csv": d.select(*first, *[c for c in d.columns if c not in first]),
+                  "prices.csv": res.prices, "lines.csv": res.lines, "buses.csv": res.buses,
+                  "shed.csv": res.shed if res.shed is not None and res.shed.height else None, **(extra or {})}
+    write_outputs(out, tables, products)
+    write_json(out / "summary.json", summary if summary is not None and res.ok else res.summary())
 
 
 def _status(res: ClearingResult) -> int:
@@ -164,27 +200,29 @@ def read_iso_price(spec: str) -> float | dict:
     for col in ("interval", "price"):
         if col not in table.columns:
             raise InputError("iso_price", col, "column is missing")
-    t = table.with_columns(_utc(pl.col("interval"), table.schema["interval"]).alias("interval"))
-    return dict(zip(t["interval"].to_list(), t["price"].cast(pl.Float64).to_list()))
+    table = numbers(table, "iso_price", ("price",))
+    return dict(zip(table["interval"].to_list(), table["price"].to_list()))
 
 
 def _clear(args) -> int:
-    runs, book, resources, rules, out = _inputs(args)
-    options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
-                              ac_check=not args.no_ac_check)
-    res = clear_runs(runs, book, prices_for(book, read_iso_price(args.iso_price)), rules=rules,
-                     resources=resources, options=options)
-    write_result(res, out)
+    with output_dir(args.out) as out:
+        runs, book, resources, rules = _inputs(args, out)
+        prices = prices_for(book, read_iso_price(args.iso_price))
+        options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
+                                  ac_check=not args.no_ac_check)
+        res = clear_runs(runs, book, prices, rules=rules, resources=resources, options=options)
+        write_result(res, out)
     return _status(res)
 
 
 def _curve(args) -> int:
-    runs, book, resources, rules, out = _inputs(args)
-    options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
-    extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
-    curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price, **extra)
-    offer, area = curve.iso_offer(args.max_segments)
-    write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
+    with output_dir(args.out) as out:
+        runs, book, resources, rules = _inputs(args, out)
+        options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
+        extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
+        curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price, **extra)
+        offer, area = curve.iso_offer(args.max_segments)
+        write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
     return 0
 
 
@@ -204,26 +242,23 @@ def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: 
 
 
 def _disaggregate(args) -> int:
-    runs, book, resources, rules, out = _inputs(args)
-    award = read_table(args.award, "award")
-    da = _outcome(Path(args.day_ahead)) if args.day_ahead else None
-    dis = disaggregate_runs(runs, book, award, rules, resources,
-                            ClearingOptions(polygon_sides=args.polygon_sides),
-                            day_ahead=da.dispatch if da else None,
-                            day_ahead_minutes=da.interval_minutes if da else 60.0)
-    write_result(dis.clearing, out)
-    if dis.clearing.ok:
-        write_csv(dis.instructions, out / "instructions.csv")
-        write_csv(dis.award, out / "award.csv")
-        write_csv(dis.fixed_load, out / "fixed_load.csv")
-        write_json(out / "summary.json", dis.summary())
+    with output_dir(args.out) as out:
+        runs, book, resources, rules = _inputs(args, out)
+        award = read_table(args.award, "award")
+        da = _outcome(Path(args.day_ahead)) if args.day_ahead else None
+        dis = disaggregate_runs(runs, book, award, rules, resources,
+                                ClearingOptions(polygon_sides=args.polygon_sides),
+                                day_ahead=da.dispatch if da else None,
+                                day_ahead_minutes=da.interval_minutes if da else 60.0)
+        write_result(dis.clearing, out, DISAGGREGATION_FILES,
+                     extra={"instructions.csv": dis.instructions, "award.csv": dis.award,
+                            "fixed_load.csv": dis.fixed_load},
+                     summary=dis.summary() if dis.clearing.ok else None)
     return _status(dis.clearing)
 
 
 def _outcome(d: Path) -> MarketOutcome:
     """A disaggregate output directory as the tables settlement needs."""
-    import json
-
     summary_path = d / "summary.json"
     if not summary_path.is_file():
         raise InputError(str(d), "summary.json", "missing: not a `dsomarket disaggregate` output")
@@ -233,21 +268,19 @@ def _outcome(d: Path) -> MarketOutcome:
 
     def table(name: str) -> pl.DataFrame:
         t = read_table(d / name, name.removesuffix(".csv"))
-        fix = [_utc(pl.col("interval"), t.schema["interval"]).alias("interval")]
-        fix += [pl.col(c).fill_null("") for c in ("aggregator_id", "resource_id", "bid_id") if c in t.columns]
-        return t.with_columns(fix)
+        return t.with_columns(pl.col(c).fill_null("") for c in ("aggregator_id", "resource_id", "bid_id")
+                              if c in t.columns)
 
     return MarketOutcome(dispatch=table("dispatch.csv"), prices=table("prices.csv"), award=table("award.csv"),
                          fixed_load=table("fixed_load.csv"), interval_minutes=float(summary["interval_minutes"]))
 
 
 def _settle(args) -> int:
-    da = _outcome(Path(args.day_ahead))
-    rt = _outcome(Path(args.real_time)) if args.real_time else None
-    result = settle(da, rt)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(result.statements, out / "statements.csv")
-    write_csv(result.by_aggregator(), out / "aggregators.csv")
-    write_json(out / "summary.json", result.summary)
+    with output_dir(args.out) as out:
+        da = _outcome(Path(args.day_ahead))
+        rt = _outcome(Path(args.real_time)) if args.real_time else None
+        result = settle(da, rt)
+        write_csv(result.statements, out / "statements.csv")
+        write_csv(result.by_aggregator(), out / "aggregators.csv")
+        write_json(out / "summary.json", result.summary)
     return 0

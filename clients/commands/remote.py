@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dsomarket.clients.api import ApiError, Client, InvalidArgument
+from dsomarket.clients.cli import positive_float
 from dsomarket.clients.config import Settings, resolve
 from dsomarket.clients.output import emit, iso
 from dsomarket.engine.errors import InputError
@@ -31,7 +32,7 @@ def add_connection(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ca", type=Path, help="CA of the server certificate (PEM): use TLS")
     g.add_argument("--cert", type=Path, help="client certificate (PEM) for mutual TLS")
     g.add_argument("--key", type=Path, help="client key (PEM) for mutual TLS")
-    g.add_argument("--timeout", type=float, help="seconds per call (default 60)")
+    g.add_argument("--timeout", type=positive_float, help="seconds per call (default 60)")
     g.add_argument("--config", type=Path, help="config file (default $DSOMARKET_CONFIG or "
                                                "~/.config/dsomarket/config.toml)")
     g.add_argument("--profile", help="a [profiles.NAME] table of the config file (default $DSOMARKET_PROFILE)")

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dsomarket.clients.api import AuditRecord, Client
+from dsomarket.clients.cli import non_negative_int, positive_float
 from dsomarket.clients.commands.remote import add_connection, show, talk
 from dsomarket.clients.output import add_format_options
 from dsomarket.engine.errors import InputError
@@ -29,15 +30,21 @@ def register(subparsers) -> None:
     s.add_argument("--db", default="dsomarket.sqlite",
                    help="SQLite file, created if missing (default %(default)s)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    s.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default %(default)s)")
+    s.add_argument("--port", type=non_negative_int, default=50051, help="port; 0 picks a free one (default %(default)s)")
     s.add_argument("--tls-cert", type=Path, help="server certificate (PEM); with --tls-key, serve TLS")
     s.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     s.add_argument("--client-ca", type=Path, help="CA (PEM) client certificates must chain to: mutual TLS")
-    s.add_argument("--solve-time-limit", type=float, default=None, metavar="SECONDS",
+    s.add_argument("--solve-time-limit", type=positive_float, default=None, metavar="SECONDS",
                    help="fail a clearing with DEADLINE_EXCEEDED past this (default: no limit)")
     s.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="text lines, or one JSON object per line for log collectors (default %(default)s); "
                         "one line per request at info level (-q hides them)")
+    s.add_argument("--scheduler", action="store_true",
+                   help="run the timeline: close gates, clear and publish each market on its schedule")
+    s.add_argument("--clock-start", default=None, metavar="TIME",
+                   help="with --scheduler: the timeline's clock starts at this UTC time (ISO 8601), not now")
+    s.add_argument("--clock-speed", type=float, default=1.0, metavar="X",
+                   help="with --scheduler: the timeline's clock runs X times faster than the wall clock")
     s.set_defaults(func=_serve)
 
     t = subparsers.add_parser("token", help="create, revoke and list participant tokens").add_subparsers(
@@ -83,7 +90,7 @@ def register(subparsers) -> None:
 # -- offline ------------------------------------------------------------------------------
 
 def _serve(args) -> int:
-    from dsomarket.server.app import TlsFiles, serve
+    from dsomarket.server.app import StartupError, TlsFiles, serve
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InputError("serve", "tls-key", "--tls-cert and --tls-key go together")
@@ -101,9 +108,38 @@ def _serve(args) -> int:
     def ready(port: int) -> None:
         print(f"dsomarket: serving on {args.host}:{port} ({security}), {state} database {db_path}", flush=True)
 
-    asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
-                      ready=ready))
+    try:
+        asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
+                          ready=ready, timeline_clock=_timeline_clock(args)))
+    except StartupError as exc:
+        print(f"dsomarket: error: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _timeline_clock(args):
+    """The scheduler's clock of ``serve``, or None without --scheduler."""
+    from dsomarket.server.scheduler import ScaledClock, WallClock
+
+    if not args.scheduler:
+        if args.clock_start or args.clock_speed != 1.0:
+            raise InputError("serve", "scheduler", "--clock-start and --clock-speed need --scheduler")
+        return None
+    if not args.clock_speed > 0:
+        raise InputError("serve", "clock-speed", "must be positive")
+    if args.clock_start is None:
+        return WallClock() if args.clock_speed == 1.0 else ScaledClock(_now_us(), args.clock_speed)
+    try:
+        start = datetime.fromisoformat(args.clock_start.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError("serve", "clock-start", f"{args.clock_start!r} is not an ISO 8601 time") from None
+    if start.tzinfo is None:
+        raise InputError("serve", "clock-start", "give a UTC time, e.g. 2026-12-01T00:00:00Z")
+    return ScaledClock(int(start.timestamp() * 1_000_000), args.clock_speed)
+
+
+def _now_us() -> int:
+    return int(datetime.now(timezone.utc).timestamp() * 1_000_000)
 
 
 def _audit_records(args) -> int:
@@ -214,6 +250,9 @@ def _audit_replay(args) -> int:
 
     conn = _open_existing(args.db)
     try:
+        if args.market is not None and conn.execute("SELECT 1 FROM markets WHERE market_id = ?",
+                                                    (args.market,)).fetchone() is None:
+            raise InputError("audit", "market", f"no market {args.market!r} in {args.db}")
         checks = replay(conn, args.market)
     finally:
         conn.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from dsomarket.clients.api import BidSegment, FlexNeed, FlexOffer, IntervalAward, Resource
+from dsomarket.clients.files import one_column_hint, parse_intervals
 from dsomarket.engine.errors import InputError
 
 _TEXT = ("bid_id", "offer_id", "need_id", "resource_id", "feeder_id", "bus", "element", "side", "direction", "kind",
@@ -32,6 +33,7 @@ def read(path: Path, table: str, required: tuple[str, ...]) -> pl.DataFrame:
             header = pl.read_csv(path, n_rows=0).columns
             df = pl.read_csv(path, schema_overrides={c: pl.Utf8 for c in _TEXT if c in header},
                              infer_schema_length=None)
+            one_column_hint(df, path, table)
         elif path.suffix.lower() in (".parquet", ".pq"):
             df = pl.read_parquet(path)
         else:
@@ -46,21 +48,13 @@ def read(path: Path, table: str, required: tuple[str, ...]) -> pl.DataFrame:
     return df
 
 
-def _utc(df: pl.DataFrame, column: str, table: str) -> pl.Expr:
-    """``column`` as UTC timestamps (text parsed as ISO 8601; a naive timestamp taken as UTC)."""
-    dtype = df.schema[column]
-    if dtype == pl.Utf8:
-        parsed = pl.col(column).str.to_datetime(time_zone="UTC", time_unit="us", strict=False)
-        bad = df.select(parsed.is_null() & pl.col(column).is_not_null()).to_series()
-        if bad.any():
-            row = int(bad.arg_max())
-            raise InputError(table, column, f"{df[column][row]!r} is not an ISO 8601 UTC timestamp", row=row)
-        return parsed
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
-        return pl.col(column).dt.replace_time_zone("UTC")
-    if isinstance(dtype, pl.Datetime):
-        return pl.col(column).dt.convert_time_zone("UTC")
-    raise InputError(table, column, f"is {dtype}, not a timestamp")
+def _utc(df: pl.DataFrame, column: str, table: str, required: bool = True) -> pl.Series:
+    """``column`` as UTC timestamps (:func:`clients.files.parse_intervals`: ISO 8601 only, a naive
+    timestamp taken as UTC); an empty cell names its row when ``required``."""
+    parsed = parse_intervals(df, table, column)[column]
+    if required and parsed.null_count():
+        raise InputError(table, column, "is empty: give a time, ISO 8601 UTC", row=int(parsed.is_null().arg_max()))
+    return parsed
 
 
 def _numbers(df: pl.DataFrame, columns, table: str, default: float | None = 0.0) -> pl.DataFrame:
@@ -142,7 +136,7 @@ def read_resources(path: Path) -> list[Resource]:
     df = read(path, "resources", ("resource_id", "feeder_id", "bus", "kind", "capacity_kw"))
     df = _numbers(df, _RESOURCE_NUMBERS, "resources")
     if "departure" in df.columns:
-        df = df.with_columns(_utc(df, "departure", "resources"))
+        df = df.with_columns(_utc(df, "departure", "resources", required=False))
     out = []
     for k, r in enumerate(df.iter_rows(named=True)):
         for col in _RESOURCE_NUMBERS:

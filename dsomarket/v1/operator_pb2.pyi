@@ -159,6 +159,20 @@ class CloseGateResponse(_message.Message):
     market: _market_pb2.Market
     def __init__(self, market: _Optional[_Union[_market_pb2.Market, _Mapping]] = ...) -> None: ...
 
+class ReopenMarketRequest(_message.Message):
+    __slots__ = ("market_id", "reason")
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    reason: str
+    def __init__(self, market_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReopenMarketResponse(_message.Message):
+    __slots__ = ("market",)
+    MARKET_FIELD_NUMBER: _ClassVar[int]
+    market: _market_pb2.Market
+    def __init__(self, market: _Optional[_Union[_market_pb2.Market, _Mapping]] = ...) -> None: ...
+
 class ClearMarketRequest(_message.Message):
     __slots__ = ("market_id", "iso_price_forecast")
     MARKET_ID_FIELD_NUMBER: _ClassVar[int]
