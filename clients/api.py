@@ -116,6 +116,10 @@ _KINDS = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_
 _STATES = {v: k.removeprefix("MARKET_STATE_").lower() for k, v in common_pb2.MarketState.items()}
 _ROLES = {v: k.removeprefix("ROLE_").lower() for k, v in common_pb2.Role.items()}
 _STATUS = {v: k.removeprefix("CLEARING_STATUS_").lower() for k, v in common_pb2.ClearingStatus.items()}
+MARKET_KINDS = tuple(_KINDS.values())
+"""Market kinds this client knows, as the methods take and return them."""
+MARKET_STATES = tuple(v for v in _STATES.values() if v != "unspecified")
+"""Market states, in the order a market goes through them."""
 _RESOURCE_KINDS = {v: k.removeprefix("RESOURCE_KIND_").lower() for k, v in common_pb2.ResourceKind.items()}
 _CURVE_KINDS = {v: k.removeprefix("CURVE_SEGMENT_KIND_").lower() for k, v in iso_pb2.CurveSegmentKind.items()}
 _SOURCES = {v: k.removeprefix("INSTRUCTION_SOURCE_").lower() for k, v in agg_pb.InstructionSource.items()}

@@ -7,9 +7,10 @@ Exit status: 0 on success; 1 when a market or solve fails (infeasible, a
 refused call); 2 for bad input or usage, with one line on stderr naming the
 field (rows counted as a spreadsheet does: the header is row 1, the first data
 row is row 2); 130 after Ctrl-C. A command that sets ``solves=True`` runs in a
-worker thread, so that Ctrl-C stops it even inside the solver, and its first
-HiGHS model is made with stdout closed, so that the HiGHS banner never mixes
-with the command's output.
+worker thread, so that Ctrl-C stops it even inside the solver. Before a command
+that sets ``solves`` or ``quiet_highs`` (``serve``, ``demo``: their solves run
+in process), the process's first HiGHS model is made with stdout closed, so that
+the HiGHS banner never mixes with the command's output.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
 COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell",
-                   "hybrid")
+                   "plot", "hybrid")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * args.verbosity,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "solves", False) or getattr(args, "quiet_highs", False):
+            _quiet_highs()
         if getattr(args, "solves", False):
             return _interruptible(args)
         return int(args.func(args) or 0)
@@ -114,7 +117,6 @@ def _interruptible(args) -> int:
 
     def work():
         try:
-            _quiet_highs()
             box["rc"] = int(args.func(args) or 0)
         except BaseException as exc:   # re-raised in the main thread, where main() maps it
             box["exc"] = exc

@@ -354,6 +354,16 @@ def remove_empty_outputs() -> None:
             _CREATED.pop().rmdir()   # fails, as it should, on a directory that holds files
 
 
+def by_id(df: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``df`` in feeder order: by interval, then by ``column`` (bus or line id), numerically when
+    every id is a whole number (bus 2 before bus 10), else as text. Stable, so ties keep their order."""
+    ids = df[column].cast(pl.Utf8)
+    numeric = ids.str.contains(r"^[0-9]{1,18}$").all()
+    key = pl.col(column).cast(pl.Utf8).cast(pl.Int64) if numeric else pl.col(column).cast(pl.Utf8)
+    keys = ([pl.col("interval")] if "interval" in df.columns else []) + [key]
+    return df.sort(keys, nulls_last=False, maintain_order=True)
+
+
 def write_outputs(out: Path, tables: dict[str, pl.DataFrame | None], products: Iterable[str]) -> list[Path]:
     """Write ``tables`` (name -> table, None = not produced this time) as CSV files in ``out``.
 

@@ -69,6 +69,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import scipy.sparse.linalg as spla
+from threadpoolctl import threadpool_limits
 
 from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, couples_intervals, for_interval,
                          resources_for_interval)
@@ -347,33 +349,52 @@ class _Sample:
 
 @dataclass
 class _Basis:
-    """What one optimal HiGHS basis knows: values, and the nonbasic reduced costs that block it.
+    """One optimal basis, factorised for the parametric steps: values, and the nonbasic reduced costs that block it.
 
     ``up`` and ``down`` are the nonbasic variables whose reduced cost reaches
     zero as the ISO price rises (falls), sorted by the price change needed:
     arrays ``(delta, kind, index)`` with kind 0 a column, 1 a row.
+
+    The basis is held in its *core* form: the rows whose logical is nonbasic
+    (``active``: balances, voltage drops, binding limits) against the basic
+    columns (``structural``). A row whose logical is basic only defines its
+    activity, ``r = a_i x``, and constrains nothing while it stays within its
+    bounds, so ``core = A[active, structural]`` is square and a flip of column
+    ``j`` by ``step`` moves the basic columns by ``-step core^-1 A[active, j]``
+    and the basic rows' activities by ``A[inactive] dx``.
     """
 
     price: float
-    basic: np.ndarray
     x: np.ndarray
-    r: np.ndarray
     g: float
     up: tuple
     down: tuple
+    structural: np.ndarray | None = None   # basic columns, in core order
+    active: np.ndarray | None = None       # rows of the core
+    inactive: np.ndarray | None = None     # rows whose logical is basic
+    lu: object = None                      # splu of the core
+    p0_pos: int = -1                       # P0's position among ``structural`` (-1: nonbasic)
+    c0: np.ndarray | None = None           # costs of the basic columns with P0's set to 0
+    bounded: np.ndarray | None = None      # which basic columns have a finite bound
+    a_inactive: object = None              # A[inactive] (csr)
+    a_inactive_structural: object = None   # A[inactive, structural] (csr)
 
 
 class _Probe:
     """The optimal import of one interval as a function of its ISO price, on a persistent HiGHS model.
 
-    Besides warm solves it walks *bound flips* without HiGHS: where the
-    reduced cost that ends a basis's price range belongs to a boxed column (a
-    bid at 0 or at its quantity), moving that column to its other bound keeps
-    the basis dual feasible beyond the range; if the basic values stay within
-    their bounds (one FTRAN of the column), the same basis is optimal on the
-    next range too and the import changes by ``-delta (B^-1 a_j)_k``. This is
-    the parametric simplex's bound-flipping step; a flip that would break a
-    bound, or a row that blocks, needs a real pivot and is left to HiGHS.
+    Between two HiGHS solves the optimal basis is fixed, so the duals are affine
+    in the price, ``y(lambda) = y0 + lambda z`` with ``z`` one transposed solve
+    with P0's unit cost, and so is every nonbasic reduced cost: all the prices
+    at which a bid switches on or off in that basis follow from one vectorised
+    ratio (:func:`_blocking`). Switching a bid (a boxed column) to its other
+    bound keeps the basis dual feasible (the parametric simplex's bound flip);
+    the flips' effects on the basic values are one multi-right-hand-side solve
+    with the basis's own sparse LU factorisation, summed cumulatively, so the
+    first flip that would push a basic value (a line, a voltage, a partly
+    cleared bid, a battery) past its bound is found without a per-flip call into
+    HiGHS. That flip, or a row reaching zero reduced cost, needs a real pivot:
+    it is left to a warm HiGHS solve.
     """
 
     def __init__(self, market: NodalMarket, t: int):
@@ -385,6 +406,7 @@ class _Probe:
         _, _, _, a, _, _, _ = market.model.assemble()
         self.a = a.tocsr()
         self.at = a.T.tocsr()
+        self.a_csc = a.tocsc()
         self.solves = 0
         self.flips = 0
         s = self.solver
@@ -397,7 +419,6 @@ class _Probe:
         status = s.run()
         self.solves += 1
         if status != "optimal":
-            status = self.h.modelStatusToString(self.h.getModelStatus())
             raise InputError("market", "iso_price", f"the market is not solvable ({status}) at an ISO "
                              f"price of {price:g} in interval {self.t}: no interface curve exists")
         x = np.asarray(self.h.getSolution().col_value)
@@ -410,15 +431,15 @@ class _Probe:
         return _Sample(price, q, g, low, high), basis
 
     def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:
-        """The basis's blocking reduced costs for P0's cost (HiGHS cost ranging of one column).
+        """Factorise HiGHS's optimal basis and find the reduced costs that block it (cost ranging of P0).
 
-        Reduced costs ``d = c - A^T y`` with ``B^T y = c_B``; raising P0's cost by
-        ``delta`` moves ``y`` by ``delta z``, ``B^T z = e_k`` (k = P0's basis
-        position), so ``d`` by ``-delta A^T z``, and a row's dual by ``delta z``.
-        The basis stays optimal until a nonbasic reduced cost changes sign.
-        Nonbasic positions are read from the primal values (at which bound), and
-        a reduced cost of the wrong sign within tolerance counts as zero, so a
-        range is never overstated.
+        Reduced costs ``d = c - A^T y`` with ``core^T y_active = c_structural``
+        (``y`` is zero on rows whose logical is basic); raising P0's cost by
+        ``delta`` moves ``y`` by ``delta z``, ``core^T z_active = e_P0``, so ``d``
+        by ``-delta A^T z`` and a row's dual by ``delta z``. The basis stays
+        optimal until a nonbasic reduced cost changes sign. Nonbasic positions are
+        read from the primal values (at which bound), and a reduced cost of the
+        wrong sign within tolerance counts as zero, so a range is never overstated.
         """
         h, s = self.h, self.solver
         n_row = self.a.shape[0]
@@ -426,13 +447,18 @@ class _Probe:
         _, basic = h.getBasicVariables()
         basic = np.asarray(basic)
         is_col = basic >= 0
-        c_b = np.zeros(n_row)
-        c_b[is_col] = s.cost[basic[is_col]]
-        _, y = h.getBasisTransposeSolve(c_b)
-        y = np.asarray(y)
+        structural = np.sort(basic[is_col])
+        inactive = np.sort(-basic[~is_col] - 1)
+        active_mask = np.ones(n_row, dtype=bool)
+        active_mask[inactive] = False
+        active = np.nonzero(active_mask)[0]
+        core = self.a_csc[:, structural].tocsr()[active].tocsc()
+        lu = spla.splu(core, permc_spec="COLAMD")
+        y = np.zeros(n_row)
+        y[active] = lu.solve(s.cost[structural], trans="T")
         d = s.cost - self.at @ y
-        pos = np.nonzero(basic == self.col)[0]
-        if len(pos) == 0:  # P0 nonbasic: at an import or export limit, or fixed
+        pos = np.searchsorted(structural, self.col)
+        if pos >= len(structural) or structural[pos] != self.col:  # P0 nonbasic: at a limit, or fixed
             lo, hi = s.col_lower[self.col], s.col_upper[self.col]
             none = (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
             up, down = none, none
@@ -443,66 +469,96 @@ class _Probe:
                     down = (np.array([max(d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
                 else:
                     up = (np.array([max(-d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
-            return _Basis(price, basic, x, r, g, up, down)
+            return _Basis(price, x, g, up, down)
         nb_col = np.ones(len(s.cost), dtype=bool)
-        nb_col[basic[is_col]] = False
-        nb_row = np.ones(n_row, dtype=bool)
-        nb_row[-basic[~is_col] - 1] = False
-        _, z = h.getBasisInverseRow(int(pos[0]))
-        z = np.asarray(z)
+        nb_col[structural] = False
+        unit = np.zeros(len(structural))
+        unit[pos] = 1.0
+        z = np.zeros(n_row)
+        z[active] = lu.solve(unit, trans="T")
         cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_col)
-        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, nb_row)
-        return _Basis(price, basic, x, r, g, _merge_events(cu, ru), _merge_events(cd, rd))
+        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, active_mask)
+        c0 = s.cost[structural].copy()
+        c0[pos] = 0.0
+        a_inactive = self.a[inactive]
+        bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
+        return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
+                      lu, int(pos), c0, bounded, a_inactive, a_inactive[:, structural])
 
     def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
         """Samples reached from ``start`` by bound flips alone, towards ``limit`` (exclusive).
 
-        Must run right after the solve that gave ``basis`` (it uses HiGHS's factorization).
-        Basic values are tracked by basis position: a flip of column ``j`` by ``step``
-        moves a basic column by ``-step (B^-1 a_j)_p`` and a basic row activity by
-        ``+step (B^-1 a_j)_p`` (HiGHS's logical columns are ``+I`` for ``-activity``).
+        The flips are the basis's blocking columns in price order up to the first
+        row event or non-flippable column. Their moves of the basic columns are
+        solved together (``core^-1 A[active, flips]``, in chunks) and summed
+        cumulatively; the chain stops before the first flip after which any basic
+        column or basic row activity would lie outside its bounds. Import and
+        tangent of every sample are cumulative sums too.
         """
         delta, kind, idx = basis.up if rising else basis.down
-        at_k = np.nonzero(basis.basic == self.col)[0]
-        if len(delta) == 0 or len(at_k) == 0:   # P0 at a limit: its own bound is the only blocker
+        if len(delta) == 0 or basis.p0_pos < 0:   # P0 at a limit: its own bound is the only blocker
             return []
         s = self.solver
         sign = 1.0 if rising else -1.0
-        is_col = basis.basic >= 0
-        pos_var = np.where(is_col, basis.basic, 0)
-        pos_row = np.where(is_col, 0, -basis.basic - 1)
-        xb = np.where(is_col, basis.x[pos_var], basis.r[pos_row])
-        lo_b = np.where(is_col, s.col_lower[pos_var], s.row_lower[pos_row])
-        hi_b = np.where(is_col, s.col_upper[pos_var], s.row_upper[pos_row])
-        move = np.where(is_col, -1.0, 1.0)
+        prices = basis.price + sign * delta
+        beyond = (prices >= limit) if rising else (prices <= limit)
+        stop = (kind != 0) | ~self.flippable[np.where(kind == 0, idx, 0)] | beyond
+        n_run = int(np.argmax(stop)) if stop.any() else len(delta)
+        if n_run == 0:
+            return []
+        x = basis.x
+        cols = idx[:n_run]
+        lo, hi = s.col_lower[cols], s.col_upper[cols]
+        steps = np.where(x[cols] - lo <= hi - x[cols], hi - lo, lo - hi)
+        st, act, ina = basis.structural, basis.active, basis.inactive
+        bounded = basis.bounded                       # basic columns with a finite bound (not line flows)
+        x_b, lo_b, hi_b = x[st][bounded], s.col_lower[st][bounded], s.col_upper[st][bounded]
+        r_now = basis.a_inactive @ x
+        lo_r, hi_r = s.row_lower[ina], s.row_upper[ina]
         # Values HiGHS left outside a bound (within its tolerance) may stay there, no further.
-        allowed = np.maximum(np.maximum(lo_b - xb, xb - hi_b), 1e-9)
-        k = int(at_k[0])
-        c0_b = np.where(is_col, s.cost[pos_var], 0.0)
-        c0_b[k] = 0.0
-        g = basis.g
-        out: list[_Sample] = []
-        n_ev = len(delta)
-        for n in range(n_ev):
-            at = basis.price + sign * float(delta[n])
-            if (at >= limit) if rising else (at <= limit):
+        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)[:, None]
+        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
+        moved = np.zeros(len(st))                     # basic columns' change by the flips so far
+        r_cur = r_now.copy()                          # basic rows' activities after the flips so far
+        a_is, abs_is = basis.a_inactive_structural, abs(basis.a_inactive_structural)
+        valid = n_run
+        dq = np.zeros(n_run)
+        dg = np.zeros(n_run)
+        begin, size = 0, 8
+        while begin < n_run:
+            end = min(n_run, begin + size)
+            chunk, step = cols[begin:end], steps[begin:end]
+            a_chunk = self.a_csc[:, chunk]
+            move = -basis.lu.solve(a_chunk[act].toarray()) * step     # one flip per column
+            cum = np.cumsum(move, axis=1)
+            xb = x_b[:, None] + moved[bounded, None] + cum[bounded]
+            bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
+            # Activities: only rows the flips could push to a bound are computed; a row moves by at
+            # most sum_j |a_ij| max_n |change of x_j| (the flipped bids' own coefficients included).
+            own = a_chunk[ina].multiply(step).tocsr()
+            reach = abs_is @ np.abs(cum).max(axis=1) + abs(own) @ np.ones(len(chunk))
+            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
+            if len(near):
+                r = (r_cur[near, None] + a_is[near] @ cum + np.cumsum(own[near].toarray(), axis=1))
+                bad |= (np.maximum(lo_r[near, None] - r, r - hi_r[near, None]) > allow_r[near]).any(axis=0)
+            dq[begin:end] = move[basis.p0_pos]
+            dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
+            if bad.any():
+                valid = begin + int(np.argmax(bad))
                 break
-            j = int(idx[n])
-            if kind[n] != 0 or not self.flippable[j]:
-                break
-            lo, hi = s.col_lower[j], s.col_upper[j]
-            step = (hi - lo) if basis.x[j] - lo <= hi - basis.x[j] else (lo - hi)
-            col = self.h.getReducedColumn(j)[1]
-            new = xb + (step * move) * col
-            if np.any(np.maximum(lo_b - new, new - hi_b) > allowed):
-                break
-            self.flips += 1
-            xb = new
-            g += step * (s.cost[j] - float(np.sum(c0_b * col)))
-            nxt = basis.price + sign * float(delta[n + 1]) if n + 1 < n_ev else sign * math.inf
-            q = float(xb[k])
-            out.append(_Sample(at, q, g, at, nxt) if rising else _Sample(at, q, g, nxt, at))
-        return out
+            moved += cum[:, -1]
+            r_cur += a_is @ cum[:, -1] + own @ np.ones(len(chunk))
+            begin, size = end, size * 4
+        if valid == 0:
+            return []
+        self.flips += valid
+        q = float(x[self.col]) + np.cumsum(dq[:valid])
+        g = basis.g + np.cumsum(dg[:valid])
+        at = prices[:valid]
+        nxt = np.append(prices[1:], sign * math.inf)[:valid]
+        if rising:
+            return [_Sample(float(p), float(qq), float(gg), float(p), float(n)) for p, qq, gg, n in zip(at, q, g, nxt)]
+        return [_Sample(float(p), float(qq), float(gg), float(n), float(p)) for p, qq, gg, n in zip(at, q, g, nxt)]
 
 
 def _blocking(d, alpha, value, lower, upper, nonbasic):
@@ -567,8 +623,11 @@ def _trace_interval(probe: _Probe, floor: float, cap: float,
         if probe.solves >= max_solves:
             raise RuntimeError(f"interface curve: more than {max_solves} solves in interval {probe.t}; "
                                "the LP is numerically troubled")
-        # In exact arithmetic lam lies in the gap (a.high, b.low); keep the solve inside it.
-        p = min(max(lam, a.high + cert / 2), b.low - cert / 2)
+        # Solve just past the end of a's range: HiGHS starts from the last basis, which sits there
+        # (pairs are settled left to right), so the warm solve is the one pivot that ends the range,
+        # and the new basis's range meets a's within the certificate tolerance.
+        p = a.high + cert / 2 if math.isfinite(a.high) else lam
+        p = min(max(p, a.high + cert / 2), b.low - cert / 2)
         s, basis = probe.solve(p)
         left = probe.chain(s, basis, False, a.price)
         right = probe.chain(s, basis, True, b.price)
@@ -657,22 +716,25 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     coupled = couples_intervals(book, resources)
     limit = max_solves if max_solves is not None else 4 * book.n + 1000
     rows, solves, flips = [], 0, 0
-    # Uncoupled intervals are separate problems: tracing each on its own model
-    # keeps every solve T times smaller than the whole horizon's.
-    shared = NodalMarket(feeder, book, fc, rules, resources, opts, load_p_kw, load_q_kvar) if coupled else None
-    for t in range(T):
-        if coupled:
-            shared.set_iso_price(fc)
-            probe = _Probe(shared, t)
-        else:
-            one = slice(t, t + 1)
-            probe = _Probe(NodalMarket(feeder, for_interval(book, t), fc[one], rules,
-                                       resources_for_interval(resources, book.intervals[t]), opts,
-                                       load_p_kw[:, one], load_q_kvar[:, one]), 0)
-        bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
-        solves += probe.solves
-        flips += probe.flips
-        rows += [(t, lo, hi, q) for lo, hi, q in bands]
+    # One BLAS thread: the sparse LU solves are small, and idle OpenBLAS threads spinning
+    # against HiGHS on a loaded machine made each of them ten times slower.
+    with threadpool_limits(1, user_api="blas"):
+        # Uncoupled intervals are separate problems: tracing each on its own model
+        # keeps every solve T times smaller than the whole horizon's.
+        shared = NodalMarket(feeder, book, fc, rules, resources, opts, load_p_kw, load_q_kvar) if coupled else None
+        for t in range(T):
+            if coupled:
+                shared.set_iso_price(fc)
+                probe = _Probe(shared, t)
+            else:
+                one = slice(t, t + 1)
+                probe = _Probe(NodalMarket(feeder, for_interval(book, t), fc[one], rules,
+                                           resources_for_interval(resources, book.intervals[t]), opts,
+                                           load_p_kw[:, one], load_q_kvar[:, one]), 0)
+            bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
+            solves += probe.solves
+            flips += probe.flips
+            rows += [(t, lo, hi, q) for lo, hi, q in bands]
     return InterfaceCurve(bands=_bands_table(book, rows), fixed_net_load_kw=_fixed_table(book, load_p_kw),
                           conditional=coupled, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, bound_flips=flips)

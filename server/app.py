@@ -34,6 +34,9 @@ from dsomarket.v1 import operator_pb2_grpc, realtime_pb2, realtime_pb2_grpc
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """Largest request or response; a bigger request fails with RESOURCE_EXHAUSTED before it is parsed."""
 
+STREAM_WINDOW_BYTES = 1024 * 1024
+"""HTTP/2 flow-control window of a call: the most a caller sends before the server has read it."""
+
 SERVICE_NAMES = tuple(m.DESCRIPTOR.services_by_name[s].full_name for m, s in (
     (market_pb2, "MarketService"), (operator_pb2, "OperatorService"), (aggregator_pb2, "AggregatorService"),
     (iso_pb2, "IsoService"), (audit_pb2, "AuditService"), (flexibility_pb2, "FlexibilityService"),
@@ -153,9 +156,13 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     server = grpc.aio.server(
         # The request log sees every authenticated call; the gate refuses the others before their body is read.
         interceptors=[RequestLogInterceptor(), Gate(app.tokens, app.pages)],
-        # SO_REUSEPORT off: a second server on a port in use fails to bind instead of sharing the port.
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)])
+                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                 # SO_REUSEPORT off: a second server on a port in use fails to bind instead of sharing it.
+                 ("grpc.so_reuseport", 0),
+                 # A fixed 1 MiB flow-control window per stream (no BDP growth): what a refused caller can
+                 # push before its call ends is bounded, and uploads still move 1 MiB per round trip.
+                 ("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES)])
     market_pb2_grpc.add_MarketServiceServicer_to_server(services.MarketService(app), server)
     operator_pb2_grpc.add_OperatorServiceServicer_to_server(services.OperatorService(app), server)
     aggregator_pb2_grpc.add_AggregatorServiceServicer_to_server(services.AggregatorService(app), server)

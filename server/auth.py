@@ -8,9 +8,10 @@ A participant has one name and one role; an aggregator's name is its
 
 :func:`revoke_tokens` revokes every active token of a participant (the row
 keeps its hash and gains ``revoked_us``; the participant stays, so its data and
-audit trail keep their owner). A running server re-reads a cached token after
-at most ``token_recheck_seconds`` (:data:`TOKEN_RECHECK_SECONDS` by default), so
-a revoked token stops working within that window.
+audit trail keep their owner). A running server holds the active tokens in
+memory (:class:`server.tokenbook.TokenBook`) and re-reads them often enough that a
+revoked token stops working, for new calls and open streams, within
+``token_recheck_seconds`` (:data:`TOKEN_RECHECK_SECONDS` by default).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import json
 import logging
 import time
@@ -44,20 +45,20 @@ def note_caller(name: str, role: str) -> None:
 
 
 class RequestLogInterceptor(grpc.aio.ServerInterceptor):
-    """Log every unary and server-streaming call once, when it ends."""
+    """Log every call once, when it ends (a streamed response when its last message is sent or the call is
+    cancelled)."""
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, method), handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _stream(handler.unary_stream, method), handler.request_deserializer, handler.response_serializer)
-        return handler   # no client-streaming methods in the API: leave any other kind as it is
+        kind = ("stream" if handler.request_streaming else "unary") + "_" + (
+            "stream" if handler.response_streaming else "unary")
+        behaviour = getattr(handler, kind)
+        # A refused call arrives as a request-streaming handler (server.interceptors.Gate): log it all the same.
+        wrapped = _stream(behaviour, method) if inspect.isasyncgenfunction(behaviour) else _unary(behaviour, method)
+        return handler._replace(**{kind: wrapped})
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ kept in a dict; a call's token is looked up there. The book is read again
 - on a miss, so that a token created a moment ago works at once. Misses share
   one re-read, and re-reads are at least :data:`MISS_REREAD_SECONDS` apart: a
   flood of made-up tokens costs a hash and a dict look-up each, plus a few
-  small queries a second, and never one query per call.
+  small queries a second, and never one query per call. At most
+  :data:`MAX_WAITING_MISSES` misses wait at once; the rest are refused at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from dsomarket.server.errors import Unauthenticated
 
 MISS_REREAD_SECONDS = 0.05
 """Shortest time between two re-reads caused by unknown tokens."""
+MAX_WAITING_MISSES = 1_000
+"""Unknown tokens waiting for a re-read at once; past this a miss is refused at once, so a flood holds at
+most this many calls open."""
 
 log = logging.getLogger("dsomarket.server")
 
@@ -54,6 +58,7 @@ class TokenBook:
         self._tokens: dict[str, Principal] = {}
         self._read_at = -float("inf")  # monotonic time the current book's read started
         self._lock = asyncio.Lock()
+        self._waiting = 0  # misses waiting for a re-read
 
     async def _reread(self, started_after: float) -> None:
         """Make sure the book was read after ``started_after``, sharing a re-read with concurrent callers."""
@@ -75,8 +80,12 @@ class TokenBook:
         if now - self._read_at > self.recheck:  # the background re-read is late (or not running)
             await self._reread(now - self.recheck / 2)
         who = self._tokens.get(digest)
-        if who is None:
-            await self._reread(now)
+        if who is None and self._waiting < MAX_WAITING_MISSES:
+            self._waiting += 1
+            try:
+                await self._reread(now)
+            finally:
+                self._waiting -= 1
             who = self._tokens.get(digest)
         if who is None:
             raise Unauthenticated("unknown token")

@@ -48,6 +48,7 @@ def files(tmp_path):
     (tmp_path / "needs.csv").write_text(f"need_id,kind,interval,required_kw\nn1,line,{t},100\n")
     (tmp_path / "offers.csv").write_text(f"offer_id,resource_id,direction,quantity_kw,price,interval,divisible\n"
                                          f"o1,pv,up,10,5,{t},maybe\n")
+    (tmp_path / "changes.csv").write_text("change_id,kind,element,start,reason\nc1,outage,5,soon,storm\n")
     (tmp_path / "unknown_key.toml").write_text('server = "h:1"\ntokn = "x"\n')
     (tmp_path / "broken.toml").write_text('server = "h:1\n')
     return tmp_path
@@ -60,7 +61,7 @@ BAD = [
     (["markets", "create", "m", "--feeder", "f", "--start", "yesterday", *NOWHERE], "not an ISO 8601 time"),
     (["markets", "create", "m", "--feeder", "f", "--start", "2030-01-01", "--gate-lead", "-5", *NOWHERE],
      "gate-lead: must be >= 0"),
-    (["markets", "list", "--timeout", "-1", "--token", "t"], "timeout: must be a positive number"),
+    (["markets", "list", "--timeout", "-1", "--token", "t"], "--timeout: '-1': must be greater than 0"),
     (["markets", "show", "m", "--config", "{d}/missing.toml"], "missing.toml: no such file"),
     (["markets", "intervals", "m", "--config", "{d}/unknown_key.toml"], "field tokn: unknown key"),
     (["markets", "prices", "m", "--ca", "{d}/ca.pem", "--token", "t"], "ca.pem: no such file"),
@@ -70,6 +71,10 @@ BAD = [
     (["markets", "settle", "m", "--config", "{d}/unknown_key.toml", "--profile", "dso"], "no [profiles.dso]"),
     (["markets", "override", "m", "--aggregator", "a", "--resource", "r", "--interval", "noon", "--kw", "0",
       "--reason", "x", *NOWHERE], "interval: 'noon' is not an ISO 8601 time"),
+    (["markets", "reopen", "m", *NOWHERE], "required: --reason"),
+    (["network", "submit", "--feeder", "f", "--file", "{d}/changes.csv", *NOWHERE],
+     "field start: 'soon' is not an ISO 8601"),
+    (["network", "list", *NOWHERE], "required: --feeder"),
     (["resources", "register", "--file", "{d}/resources.csv", *NOWHERE],
      "field capacity_kw: 'lots' is not a number"),
     (["resources", "list", "--token-file", "{d}/missing.token"], "missing.token: no such file"),
@@ -82,8 +87,9 @@ BAD = [
     (["awards", "list", "--server", "h:1"], "give --token"),
     (["awards", "follow", "--format", "table", *NOWHERE], "invalid choice: 'table'"),
     (["instructions", "list", "--profile", "nobody"], "no [profiles.nobody]"),
-    (["instructions", "follow", "--timeout", "0", "--token", "t"], "timeout: must be a positive number"),
+    (["instructions", "follow", "--count", "-2", "--token", "t"], "--count: '-2': must be 0 or more"),
     (["statements", "list", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
+    (["statements", "follow", "--every", "0", *NOWHERE], "--every: '0': must be greater than 0"),
     (["curves", "fetch", "--token-file", "{d}/none.token"], "none.token: no such file"),
     (["curves", "follow", "--server", "h:1"], "give --token"),
     (["award", "submit", "--market", "m", "--file", "{d}/award.csv", *NOWHERE],
@@ -146,6 +152,31 @@ def test_input_the_server_rejects_exits_2_and_a_refusal_exits_1(served, run, tmp
     assert code == 1 and "NOT_FOUND" in err and len(err.splitlines()) == 1
     code, _, err = run("feeders", "list", "--server", server.target, "--token", tokens["agg-a"])
     assert code == 1 and "PERMISSION_DENIED" in err
+
+
+def test_a_network_change_that_leaves_a_market_infeasible_and_reopening_it(served, run, tmp_path):
+    """An interface limit of 0 kW with load on the feeder: the clearing fails, and the operator reopens."""
+    server, tokens = served
+    conn = ["--server", server.target, "--token", tokens["dso"]]
+    assert run("feeders", "create", "f", "--builtin", "ieee33", *conn)[0] == 0
+    assert run("markets", "create", "m", "--feeder", "f", "--start", "2030-01-01T00:00Z", "--intervals", 1,
+               *conn)[0] == 0
+    (tmp_path / "changes.csv").write_text("change_id,kind,element,start,import_max_kw,why\n"
+                                          "c1,interface,,2029-12-31T00:00Z,0,substation transformer out\n")
+    code, out, err = run("network", "submit", "--feeder", "f", "--file", tmp_path / "changes.csv", "--format",
+                         "csv", *conn)
+    assert code == 0 and "network version 1" in err and out.strip() == ",".join(
+        ["market_id", "status", "diagnosis", "revision", "republished"])
+    changes = json.loads(run("network", "list", "--feeder", "f", "--format", "json", *conn)[1])
+    assert [(c["change_id"], c["kind"], c["import_max_kw"], c["reason"], c["version"]) for c in changes] == \
+        [("c1", "interface", 0.0, "substation transformer out", 1)]
+    code, _, err = run("markets", "reopen", "m", "--reason", "early", *conn)
+    assert code == 1 and "FAILED_PRECONDITION" in err and len(err.splitlines()) == 1
+    assert run("markets", "gate", "m", *conn)[0] == 0
+    code, _, err = run("markets", "clear", "m", "--iso-price", "50", *conn)
+    assert code == 1 and "is closed: infeasible" in err
+    code, out, _ = run("markets", "reopen", "m", "--reason", "interface out: bids may change", *conn)
+    assert code == 0 and out == "market m is open\n"
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -283,8 +314,8 @@ def test_every_server_command_has_a_bad_input_case():
     """The table above covers each participant command (a new command needs its case)."""
     covered = {tuple(a for a in argv[:2] if not a.startswith("-")) for argv, _ in BAD}
     parser = build_parser()
-    groups = ("feeders", "markets", "resources", "bids", "awards", "instructions", "statements", "curves",
-              "award")
+    groups = ("feeders", "markets", "network", "resources", "bids", "awards", "instructions", "statements",
+              "curves", "award")
     sub = next(a for a in parser._actions if a.choices and "markets" in a.choices).choices
     for group in groups:
         actions = next(a for a in sub[group]._actions if a.choices).choices

@@ -250,6 +250,15 @@ def test_the_highs_banner_never_reaches_stdout(tmp_path, bids):
     assert "HiGHS" not in proc.stdout and "HiGHS" not in proc.stderr
 
 
+@pytest.mark.parametrize("argv", [["serve"], ["demo"], ["flex", "clear", "--feeder", "f", "--needs", "n",
+                                                             "--offers", "o", "--out", "d"]])
+def test_commands_that_solve_in_process_silence_the_highs_banner(argv):
+    from dsomarket.clients.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert getattr(args, "solves", False) or getattr(args, "quiet_highs", False)
+
+
 def test_ctrl_c_stops_a_long_solve_with_one_line(tmp_path):
     # Four hours of 30,000 bids on a 3,000-bus feeder: a solve of many seconds on a 2-core machine.
     feeder = builtin("synth:3000:1")

@@ -36,10 +36,10 @@ def test_curve_writes_bands_from_floor_to_cap_and_the_iso_offer(run, tmp_path, b
     np.testing.assert_array_equal(lo[1:], hi[:-1])
     assert np.all(np.diff(q) < 0)
     offer = read(tmp_path / "c" / "iso_offer.csv")
-    assert offer.columns == ["interval", "kind", "segment", "price", "mw"]
+    assert offer.columns == ["interval", "kind", "segment", "price", "quantity_kw"]   # kW, like every file
     assert set(offer["kind"]) <= {"fixed_demand", "demand", "supply", "fixed_supply"}
     assert offer.filter(pl.col("kind") == "demand").height <= 4
-    total = offer.filter(pl.col("kind").is_in(["fixed_demand", "demand"]))["mw"].sum()
+    total = offer.filter(pl.col("kind").is_in(["fixed_demand", "demand"]))["quantity_kw"].sum() / 1000
     assert total == pytest.approx(max(q[0], 0) / 1000, abs=1e-6)
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["bands"] == curve.height and summary["conditional_on_forecast"] is False

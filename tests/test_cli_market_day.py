@@ -152,6 +152,8 @@ def test_a_market_day_through_the_command_line(day):
     assert "market da is settled" in ok(as_("dso", "markets", "settle", "da"))
     ok(as_("agg-a", "statements", "list", "--market", "da", "--out", d / "st.parquet"))
     st = pl.read_parquet(d / "st.parquet")
+    code, out, _ = as_("agg-a", "statements", "follow", "--market", "da", "--count", st.height, "--format", "csv")
+    assert code == 0 and csv(out).height == st.height
     assert st.schema["interval_start"] == pl.Datetime("us", "UTC") and st.schema["amount"] == pl.Utf8
     paid = {b: Decimal(a) for b, a in st.filter(pl.col("settlement") == "day_ahead")
             .select("bid_id", "amount").iter_rows()}

@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import asyncio
 
+import polars as pl
+
 from dsomarket.clients.demo import run_demo
 
 
 def test_demo_runs_a_whole_market_day_and_replays_it(tmp_path):
     lines: list[str] = []
-    assert asyncio.run(run_demo(tmp_path, out=lines.append)) == 0
+    assert asyncio.run(run_demo(tmp_path, out=lines.append, keep=True)) == 0
     text = "\n".join(lines)
     assert "clearing at the forecast price: optimal" in text
     assert "award optimal" in text
     assert "FAILED_PRECONDITION" in text and "PERMISSION_DENIED" in text
     assert "chain intact" in text and "all identical" in text
+    # The DLMP table: one row per hour, and where a limit bound.
+    start = lines.index(next(x for x in lines if x.startswith("day-ahead DLMPs per hour")))
+    table = lines[start + 2:start + 26]
+    assert [row.split()[0] for row in table] == [f"{h:02d}:00" for h in range(24)]
+    assert any("voltage (bus" in row or "lines " in row for row in table)
+    # --keep: the database and the CSVs stay, and the bus x hour table agrees with prices.csv.
+    assert (tmp_path / "dsomarket.sqlite").is_file()
+    prices = pl.read_csv(tmp_path / "prices.csv", schema_overrides={"bus": pl.Utf8})
+    matrix = pl.read_csv(tmp_path / "dlmp_by_hour.csv", schema_overrides={"bus": pl.Utf8})
+    assert matrix.height == 33 and matrix.width == 25 and matrix["bus"].to_list()[:3] == ["1", "2", "3"]
+    da = prices.filter(pl.col("market_id").str.starts_with("da-"))
+    assert da.height == 33 * 24
+    assert set(da["dlmp"].round(4).to_list()) == set(matrix.drop("bus").unpivot()["value"].round(4).to_list())
+    for name in ("awards.csv", "curves.csv", "statements.csv"):
+        assert pl.read_csv(tmp_path / name).height > 0

@@ -1,7 +1,7 @@
 """The aggregator's commands against a server: resources, bids, awards, instructions, statements.
 
 ``resources register|list``, ``bids submit|replace|withdraw|list``,
-``awards list|follow``, ``instructions list|follow`` and ``statements list``.
+``awards list|follow``, ``instructions list|follow`` and ``statements list|follow``.
 An aggregator sees only its own; operators and auditors see everyone's
 (``--aggregator`` narrows it). Lists print with ``--format``; ``follow``
 prints one event per line (JSON or CSV) as it happens, history first.
@@ -9,14 +9,14 @@ prints one event per line (JSON or CSV) as it happens, history first.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from dsomarket.clients.api import Award, Bid, Client, Instruction, Resource, Statement
-from dsomarket.clients.cli import non_negative_int, positive_int
+from dsomarket.clients.cli import non_negative_int, positive_float, positive_int
 from dsomarket.clients.commands.remote import acknowledge, add_connection, show, talk
 from dsomarket.clients.commands.tables import read_bid_ids, read_bids, read_resources
 from dsomarket.clients.output import Stream, add_format_options, iso
-from dsomarket.engine.errors import InputError
 
 BIDS_COLUMNS = ("Columns: bid_id, resource_id, side (buy|sell), quantity_kw, price (per MWh), interval "
                 "(ISO 8601 UTC start)[, tan_phi]; CSV or Parquet.")
@@ -89,6 +89,18 @@ def register(subparsers) -> None:
     p.add_argument("--aggregator", default="", help="operator and auditor: whose (default all)")
     _list_options(p)
     p.set_defaults(func=_statements_list)
+    p = g.add_parser("follow", help="statement lines as markets are settled, after those so far (Ctrl-C stops)",
+                     description="The API streams awards and instructions but not statements (a market is "
+                                 "settled once): this asks for the list every --every seconds and prints the "
+                                 "lines not printed before.")
+    p.add_argument("--market", default="")
+    p.add_argument("--aggregator", default="", help="operator and auditor: whose (default all)")
+    p.add_argument("--every", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="seconds between asks (default %(default)s)")
+    p.add_argument("--count", type=non_negative_int, default=0, help="stop after this many lines (default: never)")
+    add_connection(p)
+    add_format_options(p, stream=True)
+    p.set_defaults(func=_statements_follow)
 
 
 def _group(subparsers, name: str, text: str):
@@ -124,8 +136,6 @@ def _resources_list(args) -> int:
 
 def _bids_submit(args) -> int:
     bids = read_bids(args.file)
-    if args.batch < 1:
-        raise InputError("arguments", "batch", "must be at least 1")
 
     async def work(client: Client) -> int:
         total = 0
@@ -192,3 +202,23 @@ def _fields(row_type) -> list[str]:
 
 def _statements_list(args) -> int:
     return show(args, lambda c: c.list_statements(market_id=args.market, aggregator_id=args.aggregator), Statement)
+
+
+def _statements_follow(args) -> int:
+    out = Stream(args.format, _fields(Statement))
+
+    async def work(client: Client) -> int:
+        printed, seen = set(), 0
+        while True:
+            for s in await client.list_statements(market_id=args.market, aggregator_id=args.aggregator):
+                key = (s.market_id, s.aggregator_id, s.bid_id, s.resource_id, s.interval_start, s.settlement)
+                if key in printed:
+                    continue
+                printed.add(key)
+                out.write(s)
+                seen += 1
+                if args.count and seen >= args.count:
+                    return 0
+            await asyncio.sleep(args.every)
+
+    return talk(args, work)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from dsomarket.clients import report
 from dsomarket.clients.cli import positive_float
 from dsomarket.clients.commands import auction
 from dsomarket.clients.files import output_dir, read_feeder, read_table, write_csv, write_json
@@ -85,7 +86,10 @@ def _clear_into(args: argparse.Namespace, out: Path) -> int:
         "build_seconds": result.build_seconds, "solve_seconds": result.solve_seconds,
     }
     write_json(out / "summary.json", summary)
-    print(f"{result.status}: {summary['offers_accepted']} of {summary['offers']} offers accepted "
-          f"({summary['accepted_kw']:.1f} kW), {summary['needs_met']} of {summary['needs']} needs met, "
-          f"cost {result.total_cost:.2f}; wrote {out}")
+    report.emit([f"status       {result.status}: {summary['offers_accepted']} of {summary['offers']} offers "
+                 f"accepted ({summary['accepted_kw']:,.1f} kW), {summary['needs_met']} of {summary['needs']} "
+                 "needs met",
+                 f"cost         {result.total_cost:,.2f} paid by the DSO ({result.pricing}); "
+                 f"{summary['conflicts']} conflict(s) between offers of one resource",
+                 report.files_line(out, ("awards.csv", "needs.csv", "conflicts.csv", "summary.json"))])
     return 0 if result.status == "optimal" else 1

@@ -4,6 +4,9 @@ They call the engine directly on files (no server). Inputs: a feeder (built-in
 name or directory), a bids table (CSV or Parquet, columns of
 :mod:`engine.bids`), optionally a resources table. Every output directory is
 written file by file atomically; bad input exits with status 2 and one line.
+On success a short summary goes to stdout (:mod:`clients.report`). Tables
+list buses and lines in feeder order (numeric ids by number) within each
+interval; power is in kW everywhere, the ISO's ``iso_offer.csv`` included.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import numpy as np
 import polars as pl
 
 from dsomarket.clients.cli import finite_float, positive_float, positive_int
-from dsomarket.clients.files import numbers, output_dir, read_feeder, read_table, write_csv, write_json, write_outputs
+from dsomarket.clients import report
+from dsomarket.clients.files import (by_id, numbers, output_dir, read_feeder, read_table, write_csv, write_json,
+                                     write_outputs)
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
@@ -29,7 +34,7 @@ from dsomarket.engine.territory import prices_for
 from dsomarket.engine.settlement import MarketOutcome, settle
 
 _DEFAULT = MarketRules()
-CLEARING_FILES = ("dispatch.csv", "prices.csv", "lines.csv", "buses.csv", "shed.csv")
+CLEARING_FILES = ("dispatch.csv", "prices.csv", "lines.csv", "buses.csv", "shed.csv", "summary.json")
 """Tables of a clearing; a failed run removes them, so none of an earlier run sits beside its summary."""
 DISAGGREGATION_FILES = CLEARING_FILES + ("instructions.csv", "award.csv", "fixed_load.csv")
 
@@ -168,17 +173,20 @@ def _first_row(table: pl.DataFrame, interval) -> int:
 
 def write_result(res: ClearingResult, out: Path, products: tuple[str, ...] = CLEARING_FILES,
                  extra: dict[str, pl.DataFrame] | None = None, summary: dict | None = None) -> None:
-    """The tables of a clearing (and ``extra`` ones) and its summary; a failed clearing writes its
-    summary (with the diagnosis) only and removes every file of ``products`` left by an earlier run."""
+    """The tables of a clearing (and ``extra`` ones) and ``summary`` (default the clearing's); a failed
+    clearing writes its summary (with the diagnosis) only and removes every file of ``products`` left
+    by an earlier run."""
     tables: dict[str, pl.DataFrame | None] = {}
     if res.ok:
         d = res.dispatch
         first = ("bid_id", "interval", "cleared_kw")
         tables = {"dispatch.csv": d.select(*first, *[c for c in d.columns if c not in first]),
-                  "prices.csv": res.prices, "lines.csv": res.lines, "buses.csv": res.buses,
-                  "shed.csv": res.shed if res.shed is not None and res.shed.height else None, **(extra or {})}
-    write_outputs(out, tables, products)
-    write_json(out / "summary.json", summary if summary is not None and res.ok else res.summary())
+                  "prices.csv": by_id(res.prices, "bus"), "lines.csv": by_id(res.lines, "line"),
+                  "buses.csv": by_id(res.buses, "bus"),
+                  "shed.csv": by_id(res.shed, "bus") if res.shed is not None and res.shed.height else None,
+                  **(extra or {})}
+    write_outputs(out, tables, [p for p in products if p != "summary.json"])
+    write_json(out / "summary.json", res.summary() if summary is None else summary)
 
 
 def _status(res: ClearingResult) -> int:
@@ -212,6 +220,8 @@ def _clear(args) -> int:
                                   ac_check=not args.no_ac_check)
         res = clear_runs(runs, book, prices, rules=rules, resources=resources, options=options)
         write_result(res, out)
+    report.emit([f"dsomarket clear: feeder {args.feeder}, {book.n} bid segments", *report.clearing_lines(res, args.polygon_sides, _vmin(runs)),
+                 report.files_line(out, ("network.csv", *CLEARING_FILES))])
     return _status(res)
 
 
@@ -223,14 +233,50 @@ def _curve(args) -> int:
         curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price, **extra)
         offer, area = curve.iso_offer(args.max_segments)
         write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
+    report.emit([f"dsomarket curve: feeder {args.feeder}, {book.n} bid segments", *curve_lines(curve, offer, area),
+                 report.files_line(out, ("network.csv", *CURVE_FILES))])
     return 0
+
+
+def _vmin(runs) -> dict[str, float]:
+    """The lowest voltage limit of each bus over the network runs (pu)."""
+    limits: dict[str, float] = {}
+    for run in runs:
+        for bus, v in zip(run.feeder.buses["bus"].cast(pl.Utf8), run.feeder.buses["vmin_pu"]):
+            limits[bus] = min(v, limits.get(bus, v))
+    return limits
+
+
+CURVE_FILES = ("curve.csv", "iso_offer.csv", "fixed_load.csv", "summary.json")
+
+
+def iso_offer_kw(offer: pl.DataFrame) -> pl.DataFrame:
+    """The ISO offer with its quantities in kW (``quantity_kw``), the unit of every file and of the API."""
+    return offer.with_columns((pl.col("mw") * 1000.0).alias("quantity_kw")).drop("mw")
+
+
+def curve_lines(curve: InterfaceCurve, offer: pl.DataFrame, area: float) -> list[str]:
+    """What an operator checks before sending a curve: its ends, its steps, the ISO file's reduction."""
+    bands = curve.bands
+    n_iv = bands["interval"].n_unique()
+    at_floor = bands.sort("price_low").group_by("interval", maintain_order=True).first()["import_kw"]
+    at_cap = bands.sort("price_high").group_by("interval", maintain_order=True).last()["import_kw"]
+    steps = offer.filter(pl.col("kind").is_in(["demand", "supply"])).height
+    return [f"status       traced: {bands.height} bands over {n_iv} interval{'s' if n_iv != 1 else ''} "
+            f"({'exact' if curve.exact else 'sampled'})",
+            f"import       {at_floor.max():,.1f} kW at the price floor .. {at_cap.min():,.1f} kW at the cap "
+            "(positive = the feeder buys from the ISO)",
+            f"ISO offer    {steps} demand/supply steps in iso_offer.csv (kW, per MWh); the reduction leaves "
+            f"{area:,.2f} per hour of welfare area off the exact curve",
+            "coupling     " + ("each interval's curve assumes the forecast ISO price in the others"
+                               if curve.conditional else "intervals are independent")]
 
 
 def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: MarketRules, formulation: str,
                 max_segments: int, out: Path) -> None:
-    """The files of ``dsomarket curve``: curve.csv, iso_offer.csv, fixed_load.csv and summary.json."""
+    """The files of ``dsomarket curve``: curve.csv, iso_offer.csv (kW), fixed_load.csv and summary.json."""
     write_csv(curve.bands, out / "curve.csv")
-    write_csv(offer, out / "iso_offer.csv")
+    write_csv(iso_offer_kw(offer), out / "iso_offer.csv")
     write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
     write_json(out / "summary.json", curve.summary() | {
         "formulation": formulation,
@@ -252,8 +298,15 @@ def _disaggregate(args) -> int:
                                 day_ahead_minutes=da.interval_minutes if da else 60.0)
         write_result(dis.clearing, out, DISAGGREGATION_FILES,
                      extra={"instructions.csv": dis.instructions, "award.csv": dis.award,
-                            "fixed_load.csv": dis.fixed_load},
+                            "fixed_load.csv": by_id(dis.fixed_load, "bus")},
                      summary=dis.summary() if dis.clearing.ok else None)
+    lines = report.clearing_lines(dis.clearing, args.polygon_sides, _vmin(runs))
+    if dis.clearing.ok:
+        lines.insert(1, f"award        {report.kw_range(dis.award['import_kw'])} re-cleared; "
+                        f"{dis.instructions.height} instruction rows for "
+                        f"{dis.instructions['aggregator_id'].n_unique()} aggregator(s) in instructions.csv")
+    report.emit([f"dsomarket disaggregate: feeder {args.feeder}, {book.n} bid segments", *lines,
+                 report.files_line(out, ("network.csv", *DISAGGREGATION_FILES))])
     return _status(dis.clearing)
 
 
@@ -283,4 +336,12 @@ def _settle(args) -> int:
         write_csv(result.statements, out / "statements.csv")
         write_csv(result.by_aggregator(), out / "aggregators.csv")
         write_json(out / "summary.json", result.summary)
+    t = result.summary
+    report.emit([f"dsomarket settle: {t['lines']} statement lines "
+                 f"({'balanced' if t['balanced'] else 'NOT balanced'} to the cent)",
+                 f"bids         paid {t['paid_to_bids']:,.2f}, charged {t['charged_to_bids']:,.2f}; "
+                 f"fixed load charged {t['fixed_load_charges']:,.2f}",
+                 f"ISO          the DSO pays {t['iso_payment']:,.2f} for the interface import (negative: it is paid)",
+                 f"surplus      {t['merchandising_surplus']:,.2f} merchandising surplus (congestion rent, >= 0)",
+                 report.files_line(out, ("statements.csv", "aggregators.csv", "summary.json"))])
     return 0

@@ -1,8 +1,9 @@
-"""The operator's commands against a server: ``feeders`` and ``markets``.
+"""The operator's commands against a server: ``feeders``, ``markets`` and ``network``.
 
 ``feeders create|list``; ``markets create|list|show|intervals|prices`` (the
 last three for every role) and the market's life: ``markets gate``,
-``clear``, ``publish``, ``settle`` and ``override``. Every call goes through
+``reopen``, ``clear``, ``publish``, ``settle`` and ``override``;
+``network submit|list`` for a feeder's network changes. Every call goes through
 :mod:`clients.api`; lists print with ``--format table|csv|json|parquet``.
 """
 
@@ -14,17 +15,16 @@ from datetime import timedelta
 from pathlib import Path
 
 from dsomarket.clients.api import BusPrice, Client, Feeder, FeederUpload, Instruction, InterfaceFlow, Market
-from dsomarket.clients.api import MarketInterval
+from dsomarket.clients.api import MARKET_KINDS, MARKET_STATES, MarketInterval, MarketRevision, NetworkChange
 from dsomarket.clients.commands.remote import add_connection, show, talk, utc
+from dsomarket.clients.commands.tables import read_network_changes
 from dsomarket.clients.files import read_feeder
 from dsomarket.clients.output import add_format_options, chosen_format, emit
 from dsomarket.engine.errors import InputError
 
-STATES = ("open", "closed", "cleared", "published", "awarded", "settled")
-
 
 def register(subparsers) -> None:
-    """Add the ``feeders`` and ``markets`` groups."""
+    """Add the ``feeders``, ``markets`` and ``network`` groups."""
     group = subparsers.add_parser("feeders", help="feeders loaded on a server (operator)")
     actions = group.add_subparsers(dest="feeders_command", required=True, metavar="ACTION")
     fc = actions.add_parser("create", help="load a built-in feeder or upload a feeder directory",
@@ -47,12 +47,13 @@ def register(subparsers) -> None:
     mc = actions.add_parser("create", help="open a market (operator)")
     mc.add_argument("market_id")
     mc.add_argument("--feeder", required=True, help="a loaded feeder's id")
-    mc.add_argument("--kind", choices=("day_ahead", "hour_ahead", "real_time"), default="day_ahead",
-                    help="hourly day-ahead or 5-minute real-time (default %(default)s)")
+    mc.add_argument("--kind", choices=MARKET_KINDS, default="day_ahead",
+                    help="day_ahead: hourly intervals; hour_ahead: 15-minute; real_time: 5-minute "
+                         "(default %(default)s)")
     mc.add_argument("--start", required=True, help="start of the first interval, ISO 8601 UTC, on a whole "
                                                    "interval (e.g. 2026-12-02T00:00Z)")
     mc.add_argument("--intervals", type=int, default=0,
-                    help="number of intervals (default 24 day-ahead, 12 real-time)")
+                    help="number of intervals (default: the server's for the kind, 24 day-ahead)")
     gate = mc.add_mutually_exclusive_group()
     gate.add_argument("--gate-closure", help="one gate closure time for every interval, ISO 8601 UTC")
     gate.add_argument("--gate-lead", type=float, metavar="MINUTES",
@@ -68,8 +69,8 @@ def register(subparsers) -> None:
 
     ml = actions.add_parser("list", help="markets you may see")
     ml.add_argument("--feeder", default="", help="only this feeder's markets")
-    ml.add_argument("--state", action="append", choices=STATES, default=[], help="only these states (repeat)")
-    ml.add_argument("--kind", choices=("day_ahead", "hour_ahead", "real_time"), default="")
+    ml.add_argument("--state", action="append", choices=MARKET_STATES, default=[], help="only these states (repeat)")
+    ml.add_argument("--kind", choices=MARKET_KINDS, default="")
     _common(ml)
     ml.set_defaults(func=_markets_list)
 
@@ -110,6 +111,15 @@ def register(subparsers) -> None:
     _common(mk)
     mk.set_defaults(func=_clear)
 
+    mr = actions.add_parser("reopen", help="reopen a closed market whose clearing failed: closed -> open "
+                                           "(operator)",
+                            description="Bids can then be withdrawn or replaced, and the gate closed and the "
+                                        "market cleared again. The reason is audited.")
+    mr.add_argument("market_id")
+    mr.add_argument("--reason", required=True, help="why, for the audit log")
+    _common(mr, formats=False)
+    mr.set_defaults(func=_reopen)
+
     mt = actions.add_parser("settle", help="settle an awarded market: awarded -> settled (operator)")
     mt.add_argument("market_id")
     _common(mt, formats=False)
@@ -128,6 +138,24 @@ def register(subparsers) -> None:
     mo.add_argument("--reason", required=True, help="why, for the audit log and the aggregator")
     _common(mo)
     mo.set_defaults(func=_override)
+
+
+    group = subparsers.add_parser("network", help="network changes of a feeder on a server (operator)")
+    actions = group.add_subparsers(dest="network_command", required=True, metavar="ACTION")
+    ns = actions.add_parser("submit", help="add changes as the feeder's next network version, all or none",
+                            description="Columns as for the offline --network-changes: change_id, kind (outage, "
+                                        "return, open, close, rating, voltage, interface), element, start, "
+                                        "reason (or why) and optionally end, s_max_kva, vmin_pu, vmax_pu, "
+                                        "import_max_kw, export_max_kw, shed. Markets of the feeder already "
+                                        "cleared are cleared again; the table lists them.")
+    ns.add_argument("--feeder", required=True)
+    ns.add_argument("--file", required=True, type=Path)
+    _common(ns)
+    ns.set_defaults(func=_network_submit)
+    nl = actions.add_parser("list", help="the feeder's network changes, in version order")
+    nl.add_argument("--feeder", required=True)
+    _common(nl)
+    nl.set_defaults(func=_network_list)
 
 
 def _common(p: argparse.ArgumentParser, formats: bool = True) -> None:
@@ -242,6 +270,32 @@ def _clear(args) -> int:
         return 0 if r.status == "optimal" else 1
 
     return talk(args, work)
+
+
+def _reopen(args) -> int:
+    async def work(client: Client) -> int:
+        m = await client.reopen_market(args.market_id, args.reason)
+        print(f"market {m.market_id} is {m.state}")
+        return 0
+
+    return talk(args, work)
+
+
+def _network_submit(args) -> int:
+    changes = read_network_changes(args.file)
+
+    async def work(client: Client) -> int:
+        version, revisions = await client.submit_network_changes(args.feeder, changes)
+        print(f"feeder {args.feeder} is at network version {version}; {len(revisions)} markets cleared again",
+              file=sys.stderr)
+        emit(revisions, args.format, args.out, MarketRevision)
+        return 0
+
+    return talk(args, work)
+
+
+def _network_list(args) -> int:
+    return show(args, lambda c: c.list_network_changes(args.feeder), NetworkChange)
 
 
 def _settle(args) -> int:

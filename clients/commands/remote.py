@@ -41,8 +41,6 @@ def add_connection(p: argparse.ArgumentParser) -> None:
 def settings(args: argparse.Namespace) -> Settings:
     flags = {k: getattr(args, k, None) for k in ("server", "token", "ca", "cert", "key", "timeout")}
     flags["token_file"] = getattr(args, "token_file", None)
-    if flags["timeout"] is not None and flags["timeout"] <= 0:
-        raise InputError("connection", "timeout", "must be a positive number of seconds")
     return resolve(flags, config=getattr(args, "config", None), profile=getattr(args, "profile", None))
 
 

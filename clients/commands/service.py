@@ -45,7 +45,7 @@ def register(subparsers) -> None:
                    help="with --scheduler: the timeline's clock starts at this UTC time (ISO 8601), not now")
     s.add_argument("--clock-speed", type=float, default=1.0, metavar="X",
                    help="with --scheduler: the timeline's clock runs X times faster than the wall clock")
-    s.set_defaults(func=_serve)
+    s.set_defaults(func=_serve, quiet_highs=True)
 
     t = subparsers.add_parser("token", help="create, revoke and list participant tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION")
@@ -84,7 +84,9 @@ def register(subparsers) -> None:
     ar.set_defaults(func=_audit_replay)
 
     d = subparsers.add_parser("demo", help="run a whole market day against a temporary server")
-    d.set_defaults(func=_demo)
+    d.add_argument("--keep", metavar="DIR", default=None,
+                   help="run in DIR and keep the database and the market's CSV files there")
+    d.set_defaults(func=_demo, quiet_highs=True)
 
 
 # -- offline ------------------------------------------------------------------------------
@@ -267,4 +269,4 @@ def _audit_replay(args) -> int:
 def _demo(args) -> int:
     from dsomarket.clients.demo import main
 
-    return main()
+    return main(args.keep)

@@ -5,7 +5,7 @@ parser (every command, option and fixed choice), so it never drifts from the
 commands; zsh loads the same script through ``bashcompinit``. Install with::
 
     dsomarket completion bash > ~/.local/share/bash-completion/completions/dsomarket
-    dsomarket completion zsh > "${fpath[1]}/_dsomarket"     # or: source <(dsomarket completion zsh)
+    source <(dsomarket completion zsh)       # in ~/.zshrc, after compinit
 """
 
 from __future__ import annotations
@@ -125,6 +125,6 @@ def _completion(args) -> int:
 
     script = bash_script(build_parser())
     if args.shell == "zsh":
-        script = "#compdef dsomarket\nautoload -U +X bashcompinit && bashcompinit\n" + script
+        script = "autoload -U +X bashcompinit && bashcompinit\n" + script
     print(script, end="")
     return 0

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import polars as pl
 
-from dsomarket.clients.api import BidSegment, FlexNeed, FlexOffer, IntervalAward, Resource
+from dsomarket.clients.api import BidSegment, FlexNeed, FlexOffer, IntervalAward, NetworkChange, Resource
 from dsomarket.clients.files import one_column_hint, parse_intervals
 from dsomarket.engine.errors import InputError
 
 _TEXT = ("bid_id", "offer_id", "need_id", "resource_id", "feeder_id", "bus", "element", "side", "direction", "kind",
-         "price", "max_price", "availability_price", "interval", "interval_start", "departure")
+         "price", "max_price", "availability_price", "interval", "interval_start", "departure",
+         "change_id", "start", "end", "reason", "why")
 _RESOURCE_NUMBERS = ("capacity_kw", "energy_kwh", "charge_kw", "discharge_kw", "eta_charge", "eta_discharge",
                      "soc_init_kwh", "soc_end_kwh", "soc_min_kwh", "ramp_kw")
 
@@ -162,3 +163,22 @@ def read_award(path: Path) -> list[IntervalAward]:
     df = _numbers(df.with_columns(_utc(df, "interval", "award")), ("import_kw",), "award", default=None)
     df = _text(df, ("price",))
     return [IntervalAward(r["interval"], r["import_kw"], r["price"] or None) for r in df.iter_rows(named=True)]
+
+
+_CHANGE_VALUES = ("s_max_kva", "vmin_pu", "vmax_pu", "import_max_kw", "export_max_kw")
+
+
+def read_network_changes(path: Path) -> list[NetworkChange]:
+    """The network changes table of the offline ``--network-changes`` (see :mod:`engine.network_changes`):
+    ``change_id, kind, element, start[, end, s_max_kva, vmin_pu, vmax_pu, import_max_kw, export_max_kw, shed]``
+    and the reason as ``reason`` (or the offline file's ``why``)."""
+    df = read(path, "network_changes", ("change_id", "kind", "start"))
+    if "reason" not in df.columns and "why" in df.columns:
+        df = df.rename({"why": "reason"})
+    df = df.with_columns(_utc(df, "start", "network_changes"))
+    df = df.with_columns(_utc(df, "end", "network_changes")) if "end" in df.columns \
+        else df.with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("end"))
+    df = _bools(_text(_numbers(df, _CHANGE_VALUES, "network_changes", default=None), ("element", "reason")),
+                "shed", "network_changes", False)
+    return [NetworkChange(r["change_id"], r["kind"], r["element"], r["start"], r["reason"], r["end"],
+                          **{c: r[c] for c in _CHANGE_VALUES}, shed=r["shed"]) for r in df.iter_rows(named=True)]
