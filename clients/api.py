@@ -479,6 +479,31 @@ class NetworkChange:
                              shed=c.shed, submitted_by=c.submitted_by, version=c.version)
 
 
+_SCHEDULE_SOURCES = {v: k.removeprefix("SCHEDULE_SOURCE_").lower() for k, v in realtime_pb2.ScheduleSource.items()}
+
+
+@dataclass(frozen=True)
+class InterfaceSchedule:
+    """A revised interface import for one interval (after an override or an ISO emergency instruction), kW."""
+
+    sequence: int
+    market_id: str
+    feeder_id: str
+    interval_start: datetime
+    import_kw: float
+    awarded_import_kw: float
+    source: str
+    mode: str
+    reason: str
+    issued_at: datetime
+
+    @staticmethod
+    def of(s: realtime_pb2.InterfaceSchedule) -> "InterfaceSchedule":
+        return InterfaceSchedule(s.sequence, s.market_id, s.feeder_id, _dt(s.interval_start), s.import_kw,
+                                 s.awarded_import_kw, _name(_SCHEDULE_SOURCES, s.source), s.mode, s.reason,
+                                 _dt(s.issued_at))
+
+
 @dataclass(frozen=True)
 class MarketRevision:
     """A market cleared again after a network change; ``republished``: revised curves went to the ISO."""
@@ -954,6 +979,16 @@ class Client:
                                                    interval_start=_ts(interval_start), kw=kw, reason=reason)
         return _instruction((await self._call(self._operator.OverrideDispatch, req, retry=False)).instruction)
 
+    async def override_report(self, market_id: str, *, aggregator_id: str, resource_id: str,
+                              interval_start: datetime, kw: float, reason: str) -> tuple[Instruction, str, float, int]:
+        """:meth:`override_dispatch` with the network check's outcome: the instruction, the mode (held or
+        redispatched), the revised interface import (kW) and how many other resources were re-dispatched."""
+        req = operator_pb2.OverrideDispatchRequest(market_id=market_id, aggregator_id=aggregator_id,
+                                                   resource_id=resource_id,
+                                                   interval_start=_ts(interval_start), kw=kw, reason=reason)
+        r = await self._call(self._operator.OverrideDispatch, req, retry=False)
+        return _instruction(r.instruction), r.mode, r.import_kw, r.redispatched
+
     # -- aggregator -----------------------------------------------------------------
 
     async def register_resources(self, resources: Sequence[Resource], *, request_id: str = "") -> int:
@@ -1046,6 +1081,31 @@ class Client:
 
         async for curve in self._follow(self._iso.ReceiveInterfaceCurveStream, request, after_sequence):
             yield InterfaceCurve.of(curve)
+
+    async def submit_emergency_instruction(self, market_id: str, *, interval_start: datetime, reason: str,
+                                           import_max_kw: float | None = None, export_max_kw: float | None = None,
+                                           shed_kw: float | None = None) -> tuple[InterfaceSchedule, int]:
+        """ISO: cap the import or export, or shed kW, in one interval; returns the revised schedule and how
+        many resources' instructions changed."""
+        caps = {k: v for k, v in (("import_max_kw", import_max_kw), ("export_max_kw", export_max_kw),
+                                  ("shed_kw", shed_kw)) if v is not None}
+        req = realtime_pb2.SubmitEmergencyInstructionRequest(market_id=market_id, interval_start=_ts(interval_start),
+                                                             reason=reason, **caps)
+        r = await self._call(self._realtime.SubmitEmergencyInstruction, req, retry=False)
+        return InterfaceSchedule.of(r.schedule), r.instructions_changed
+
+    async def list_interface_schedules(self, *, market_id: str = "") -> list[InterfaceSchedule]:
+        req = realtime_pb2.ListInterfaceSchedulesRequest(market_id=market_id)
+        return [InterfaceSchedule.of(s) async for s in self._pages(self._realtime.ListInterfaceSchedules, req,
+                                                                    "schedules")]
+
+    async def schedule_stream(self, *, market_id: str = "", after_sequence: int = 0) -> AsyncIterator[InterfaceSchedule]:
+        """Revised interface schedules after ``after_sequence``, then each as it is issued."""
+        def request(after):
+            return realtime_pb2.ReceiveInterfaceScheduleStreamRequest(market_id=market_id, after_sequence=after)
+
+        async for s in self._follow(self._realtime.ReceiveInterfaceScheduleStream, request, after_sequence):
+            yield InterfaceSchedule.of(s)
 
     async def submit_award(self, market_id: str, awards: Sequence[IntervalAward], *,
                            request_id: str = "") -> AwardResult:

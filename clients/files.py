@@ -384,6 +384,11 @@ def write_outputs(out: Path, tables: dict[str, pl.DataFrame | None], products: I
     return written
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    _atomic_write(Path(path), lambda fh: fh.write(data))
+
+
 def _atomic_write(path: Path, write: Callable) -> None:
     # The temporary file lives in the target directory, so os.replace is a
     # rename on one file system: readers see the old file or the new one.

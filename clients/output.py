@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 import polars as pl
 
+from dsomarket.clients.files import write_bytes
 from dsomarket.engine.errors import InputError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -161,7 +162,7 @@ def emit(items: Iterable[Any], fmt: str | None = "table", out: Path | None = Non
     fmt
         One of :data:`FORMATS`; None = from ``out``'s extension (``.csv``, ``.json``, ``.parquet``), else table.
     out
-        A file to write (atomically enough for scripts: written whole, then closed); stdout when None.
+        A file to write atomically (a reader sees the old file or the whole new one); stdout when None.
     columns
         Column order and selection, or the dataclass whose fields they are; default the fields of the first
         row. Needed for an empty result to still print its header.
@@ -176,27 +177,26 @@ def emit(items: Iterable[Any], fmt: str | None = "table", out: Path | None = Non
     if fmt == "parquet":
         buffer = io.BytesIO()
         frame(rows, columns).write_parquet(buffer)
-        if out is not None:
-            Path(out).write_bytes(buffer.getvalue())
-        elif stdout.isatty():
-            raise InputError("output", "out", "parquet is binary: give --out FILE or pipe stdout")
-        else:
-            stdout.flush()
-            stdout.buffer.write(buffer.getvalue())
-            stdout.buffer.flush()
-        return len(rows)
-    if fmt == "table":
-        text = table_text(rows, columns)
+        data = buffer.getvalue()
+    elif fmt == "table":
+        data = table_text(rows, columns).encode()
     elif fmt == "csv":
-        text = csv_text(rows, columns)
+        data = csv_text(rows, columns).encode()
     elif fmt == "json":
-        text = json.dumps([{c: plain(r.get(c)) for c in columns} for r in rows], indent=1) + "\n"
+        data = (json.dumps([{c: plain(r.get(c)) for c in columns} for r in rows], indent=1) + "\n").encode()
     else:
         raise InputError("output", "format", f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
     if out is not None:
-        Path(out).write_text(text)
+        write_bytes(out, data)
+        print(f"wrote {len(rows)} rows to {out}", file=sys.stderr)
+    elif fmt != "parquet":
+        stdout.write(data.decode())
+    elif stdout.isatty():
+        raise InputError("output", "out", "parquet is binary: give --out FILE or pipe stdout")
     else:
-        stdout.write(text)
+        stdout.flush()
+        stdout.buffer.write(data)
+        stdout.buffer.flush()
     return len(rows)
 
 

@@ -125,6 +125,10 @@ CREATE TABLE IF NOT EXISTS network_changes (
     shed INTEGER NOT NULL, reason TEXT NOT NULL, submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
     PRIMARY KEY (feeder_id, change_id));
 CREATE INDEX IF NOT EXISTS network_changes_by_version ON network_changes (feeder_id, version, position);
+CREATE TABLE IF NOT EXISTS interface_schedules (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL,
+    import_kw REAL NOT NULL, awarded_import_kw REAL NOT NULL, source TEXT NOT NULL, mode TEXT NOT NULL,
+    reason TEXT NOT NULL, issued_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;

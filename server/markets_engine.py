@@ -35,7 +35,8 @@ from dsomarket.engine.feeders import builtin
 from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
 from dsomarket.engine.network import Feeder
 from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
-from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
+from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
+from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
 from dsomarket.engine.settlement import settle
 from dsomarket.server.errors import InvalidArgument
 
@@ -457,6 +458,80 @@ def disaggregate_intervals(inputs: MarketInputs, awards: list[tuple[int, float, 
                                digest=_digest(prices, award_rows, instr))
 
 
+@dataclass(frozen=True, eq=False)
+class RedispatchOutcome:
+    """An override or emergency instruction applied to one interval (:func:`engine.overrides.redispatch`).
+
+    ``mode`` held, redispatched or refused; ``instructions``: aggregator_id, resource_id (own ids), kw for
+    every resource after the change; ``import_kw`` the revised interface schedule.
+    """
+
+    mode: str
+    diagnosis: tuple
+    import_kw: float
+    instructions: pl.DataFrame
+
+
+def redispatch_interval(inputs: MarketInputs, k: int, iso_price: float, current: list[dict], fixed: list[dict],
+                        import_max_kw: float | None = None, export_max_kw: float | None = None,
+                        time_limit: float | None = None) -> RedispatchOutcome:
+    """Apply an override (``fixed``) or interface caps to interval ``k`` of an awarded market.
+
+    ``current`` and ``fixed`` are rows ``aggregator_id, resource_id`` (own ids), ``bus``, ``kw`` (net
+    injection). The interval's network is the one its clearing used (network changes included).
+    """
+    iv = inputs.intervals[k]
+    sub = dataclasses.replace(inputs, intervals=[iv], bids=inputs.bids.filter(pl.col("interval") == iv))
+    book = sub.book()
+    (run,) = sub.runs(book)
+
+    def positions(rows: list[dict]) -> pl.DataFrame:
+        table = pl.DataFrame(rows, schema={c: POSITION_SCHEMA[c] for c in ("aggregator_id", "resource_id", "bus",
+                                                                               "kw")}, orient="row")
+        return table.select("aggregator_id", _engine_id(pl.col("aggregator_id"), pl.col("resource_id"))
+                            .alias("resource_id"), "bus", "kw", pl.lit(0.0).alias("tan_phi"))
+
+    out = redispatch(run.feeder, run_book(book, run, inputs.rules), iso_price, positions(current), positions(fixed),
+                     inputs.rules, ClearingOptions(time_limit=time_limit), import_max_kw, export_max_kw)
+    if out.mode == "refused":
+        return RedispatchOutcome("refused", _diagnosis(out.diagnosis), float("nan"), pl.DataFrame())
+    instr = out.disaggregation.instructions.select("aggregator_id", _local_id("resource_id"), "kw")
+    return RedispatchOutcome(out.mode, (), out.import_kw, instr)
+
+
+def curtailment_lines(inputs: MarketInputs, own: Disaggregation, moved: pl.DataFrame) -> pl.DataFrame:
+    """Statement lines of instructed deviations from the award (:func:`engine.overrides.curtailment_payments`).
+
+    ``moved``: aggregator_id, resource_id (own ids), interval_idx, kw: the final instruction of each resource
+    an override, re-dispatch or emergency instruction moved. Returns two lines per deviation, in the statement
+    columns: bid_id ``override`` (the deviation at the award's DLMP) and ``curtailment`` (the lost margin),
+    amounts rounded half-even to the cent.
+    """
+    cols = ("aggregator_id", "bid_id", "resource_id", "interval_idx", "kw", "kvar", "price", "price_q", "amount")
+    if moved.height == 0:
+        return pl.DataFrame(schema={c: (pl.Float64 if c in ("kw", "kvar") else pl.Int64 if c == "interval_idx"
+                                        else pl.Utf8) for c in cols})
+    stamps = pl.Series("interval", inputs.intervals, dtype=pl.Datetime("us", "UTC"))
+    d = own.clearing.dispatch.filter(~pl.col("held"))
+    dlmp = own.clearing.prices.select("bus", "interval", "dlmp")
+    bus = d.group_by("aggregator_id", "resource_id").agg(pl.col("bus").first())
+    awarded = (own.instructions.join(bus, on=["aggregator_id", "resource_id"], how="left")
+               .join(dlmp, on=["bus", "interval"], how="left").drop("bus"))
+    instructed = moved.select("aggregator_id", _engine_id(pl.col("aggregator_id"), pl.col("resource_id"))
+                              .alias("resource_id"), stamps.gather(moved["interval_idx"]).alias("interval"), "kw")
+    pay = curtailment_payments(awarded, d.select("aggregator_id", "resource_id", "interval", "side", "price",
+                                                 "cleared_kw"), instructed, inputs.rules.hours)
+    pay = pay.with_columns(_interval_idx(inputs, pay["interval"]), _local_id("resource_id"))
+    rows = []
+    for r in pay.iter_rows(named=True):
+        for kind, kw, price, amount in (("override", r["delta_kw"], r["dlmp"], r["energy_amount"]),
+                                        ("curtailment", abs(r["delta_kw"]), r["margin_price"],
+                                         r["curtailment_amount"])):
+            rows.append((r["aggregator_id"], kind, r["resource_id"], r["interval_idx"], kw, 0.0, decimal_text(price),
+                         "0", _money_text(_money(amount, ROUND_HALF_EVEN))))
+    return pl.DataFrame(rows, schema=list(cols), orient="row")
+
+
 # -- settlement ----------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
@@ -491,6 +566,17 @@ def settle_market(inputs: MarketInputs, own: Disaggregation,
     statements = _decimals(table, ("price", "price_q", "amount"))
     totals = {k: decimal_text(v) for k, v in result.summary["markets"][market].items() if k != "lines"}
     return SettleOutcome(statements, totals, _digest(statements, sorted(totals.items())))
+
+
+def with_lines(outcome: SettleOutcome, lines: pl.DataFrame) -> SettleOutcome:
+    """A settlement with extra statement lines (overrides: :func:`curtailment_lines`), their sums in the totals
+    as ``override_energy`` and ``curtailment_payments`` (paid to aggregators, decimal currency)."""
+    totals = dict(outcome.totals)
+    for kind, name in (("override", "override_energy"), ("curtailment", "curtailment_payments")):
+        amounts = lines.filter(pl.col("bid_id") == kind)["amount"].to_list()
+        totals[name] = _money_text(sum((Decimal(a) for a in amounts), Decimal(0)))
+    statements = pl.concat([outcome.statements, lines.cast(outcome.statements.schema)])
+    return SettleOutcome(statements, totals, outcome.digest)
 
 
 # -- flexibility auction ---------------------------------------------------------------

@@ -6,13 +6,87 @@ the store on the writer, and convert out; dispatch of each awarded interval stre
 
 from __future__ import annotations
 
-from dsomarket.server import convert, markets_engine, realtime_store, store
-from dsomarket.server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
+import polars as pl
+
+from dsomarket.server import convert, limits, markets_engine, realtime_store, store, timeline
+from dsomarket.server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from dsomarket.server.notify import dispatch_topic
-from dsomarket.server.rpc import unary
+from dsomarket.server.rpc import stream, unary
 from dsomarket.v1 import realtime_pb2, realtime_pb2_grpc
 
-ISO = "iso"
+ISO, OPERATOR, AUDITOR = "iso", "operator", "auditor"
+SCHEDULES = "schedules"
+"""Notifier topic of revised interface schedules."""
+_SOURCE = {"override": realtime_pb2.SCHEDULE_SOURCE_OVERRIDE, "emergency": realtime_pb2.SCHEDULE_SOURCE_EMERGENCY}
+
+
+def schedule_pb(row, market) -> realtime_pb2.InterfaceSchedule:
+    return realtime_pb2.InterfaceSchedule(
+        sequence=row["seq"], market_id=row["market_id"], feeder_id=market["feeder_id"],
+        interval_start=convert.ts(timeline.interval_start(market, row["interval_idx"])), import_kw=row["import_kw"],
+        awarded_import_kw=row["awarded_import_kw"], source=_SOURCE[row["source"]], mode=row["mode"],
+        reason=row["reason"], issued_at=convert.ts(row["issued_us"]))
+
+
+async def change_interval(app, who, market_id: str, start_us: int, fixed: list[dict], source: str, reason: str,
+                          detail: dict, import_max_kw=None, export_max_kw=None, shed_kw=None) -> tuple[dict, dict]:
+    """Override a resource (``fixed``) or cap the interface in one interval of an awarded market, network-checked;
+    store the changed instructions and the revised schedule; notify. Returns ``(stored, outcome)``."""
+    async with app.lock(market_id):
+        def read(conn):
+            rows = store.market_rows(conn, market_id)
+            (k,) = store.interval_indices(rows[0], [start_us], "interval_start")
+            store.require_state(rows[0], ("awarded",), "an override")
+            return rows, k, realtime_store.current_instructions(conn, market_id, k), \
+                realtime_store.scheduled_import(conn, market_id, k)
+
+        rows, k, current, (awarded_kw, scheduled_kw, _) = await app.reader.call(read)
+        own = await app.disaggregation(market_id)
+        iso_price = float(own.award["price"][k])
+        if shed_kw is not None:
+            cap = scheduled_kw - shed_kw
+            import_max_kw = cap if import_max_kw is None else min(import_max_kw, cap)
+        outcome = await app.solve(lambda: markets_engine.redispatch_interval(
+            app.inputs(rows), k, iso_price, current, fixed, import_max_kw, export_max_kw, app.solve_time_limit))
+        if outcome.mode == "refused":
+            raise FailedPrecondition(f"{'kw' if fixed else 'import_max_kw'}: the feeder cannot carry it: "
+                                     + "; ".join(outcome.diagnosis))
+        before = {(r["aggregator_id"], r["resource_id"]): r["kw"] for r in current}
+        changed = [(a, r, kw) for a, r, kw in outcome.instructions.iter_rows()
+                   if abs(before.get((a, r), 0.0) - kw) > 1e-6 or any(
+                       (f["aggregator_id"], f["resource_id"]) == (a, r) for f in fixed)]
+        schedule = {"import_kw": outcome.import_kw, "awarded_import_kw": awarded_kw, "source": source,
+                    "mode": outcome.mode, "reason": reason}
+        action = "dispatch.override" if source == "override" else "dispatch.emergency"
+        stored = await app.writer.call(realtime_store.record_redispatch, who, market_id, k, changed, schedule, action,
+                                       detail)
+    app.notifier.notify(SCHEDULES, dispatch_topic(None), *{dispatch_topic(a) for a, _, _ in changed})
+    return stored, {"mode": outcome.mode, "import_kw": outcome.import_kw, "changed": changed}
+
+
+async def override(app, who, market_id: str, aggregator_id: str, resource_id: str, start_us: int, kw: float,
+                   reason: str) -> tuple[dict, dict]:
+    """The operator's override of one resource (see OperatorService.OverrideDispatch)."""
+    def resource(conn):
+        return conn.execute("SELECT bus FROM resources WHERE aggregator_id = ? AND resource_id = ?",
+                            (aggregator_id, resource_id)).fetchone()
+
+    row = await app.reader.call(resource)
+    if row is None:
+        raise NotFound(f"resource_id: aggregator {aggregator_id!r} has no resource {resource_id!r}")
+    fixed = [{"aggregator_id": aggregator_id, "resource_id": resource_id, "bus": row["bus"], "kw": kw}]
+    detail = {"aggregator_id": aggregator_id, "resource_id": resource_id, "kw": kw}
+    stored, outcome = await change_interval(app, who, market_id, start_us, fixed, "override", reason, detail)
+    target = next(r for r in stored["instructions"]
+                  if (r["aggregator_id"], r["resource_id"]) == (aggregator_id, resource_id))
+    return target, outcome
+
+
+def curtailment_statements(app, rows, own, moved) -> pl.DataFrame:
+    """Statement lines of the overrides of a market being settled (call on the solver thread)."""
+    table = pl.DataFrame(moved, schema={"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64,
+                                        "kw": pl.Float64}, orient="row")
+    return markets_engine.curtailment_lines(app.inputs(rows), own, table)
 
 
 def interval_awards(market: dict, submitted: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
@@ -63,3 +137,48 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
         return realtime_pb2.SubmitIntervalAwardResponse(
             market=convert.market(market), status=convert.CLEARING_STATUS[result["status"]],
             diagnosis=result["diagnosis"], intervals_remaining=result["remaining"])
+
+    @unary(ISO)
+    async def SubmitEmergencyInstruction(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        start = convert.required_us(request, "interval_start", "interval_start")
+        caps = {}
+        for name in ("import_max_kw", "export_max_kw", "shed_kw"):
+            if request.HasField(name):
+                caps[name] = limits.in_range(getattr(request, name), name, "kw" if name == "shed_kw" else "kw_limit")
+        if not caps:
+            raise InvalidArgument("import_max_kw", "give import_max_kw, export_max_kw or shed_kw")
+        reason = convert.reason(request.reason)
+        stored, outcome = await change_interval(self.app, who, market_id, start, [], "emergency", reason, caps,
+                                                **caps)
+        market = await self.app.reader.call(store.get_market, market_id)
+        return realtime_pb2.SubmitEmergencyInstructionResponse(
+            schedule=schedule_pb(stored["schedule"], market), instructions_changed=len(outcome["changed"]))
+
+    @unary(ISO, OPERATOR, AUDITOR)
+    async def ListInterfaceSchedules(self, request, who):
+        market_id = convert.optional_id(request.market_id, "market_id")
+        scope = f"ListInterfaceSchedules|{market_id}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = realtime_store.list_schedules(conn, market_id, after[0] if after else 0, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["seq"]])
+        return realtime_pb2.ListInterfaceSchedulesResponse(
+            schedules=[schedule_pb(r, markets[r["market_id"]]) for r in rows], pagination=info)
+
+    @stream(ISO, OPERATOR, AUDITOR)
+    async def ReceiveInterfaceScheduleStream(self, request, who):
+        from dsomarket.server.services import _follow as follow  # services imports this module
+
+        market_id = convert.optional_id(request.market_id, "market_id")
+
+        def read(conn, after):
+            rows = realtime_store.list_schedules(conn, market_id, after, 1000)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        async for row, market in follow(self.app, SCHEDULES, read, request.after_sequence):
+            yield schedule_pb(row, market)

@@ -54,3 +54,64 @@ def record_interval_award(conn, who: Principal, market_id: str, awards: list, ou
                 "remaining": remaining}
 
     return store._idempotent(conn, who, request_id, digest, run)
+
+
+def current_instructions(conn, market_id: str, k: int) -> list[dict]:
+    """Every resource's latest instruction in interval ``k``: aggregator_id, resource_id, bus, kw."""
+    rows = conn.execute(
+        "SELECT d.aggregator_id, d.resource_id, r.bus, d.kw FROM dispatch d JOIN resources r "
+        "ON r.aggregator_id = d.aggregator_id AND r.resource_id = d.resource_id WHERE d.seq IN ("
+        "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' AND interval_idx = ? "
+        "GROUP BY aggregator_id, resource_id) ORDER BY d.aggregator_id, d.resource_id", (market_id, k))
+    return [dict(r) for r in rows]
+
+
+def scheduled_import(conn, market_id: str, k: int) -> tuple[float, float, str]:
+    """``(awarded import kW, current schedule kW, the award's price text)`` of interval ``k``."""
+    row = conn.execute("SELECT import_kw, price FROM iso_awards WHERE market_id = ? AND interval_idx = ?",
+                       (market_id, k)).fetchone()
+    if row is None:
+        raise FailedPrecondition(f"interval_start: market {market_id!r} has no award for that interval")
+    last = conn.execute("SELECT import_kw FROM interface_schedules WHERE market_id = ? AND interval_idx = ? "
+                        "ORDER BY seq DESC LIMIT 1", (market_id, k)).fetchone()
+    return float(row[0]), float(last[0]) if last else float(row[0]), row[1]
+
+
+def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: list[tuple[str, str, float]],
+                      schedule: dict, action: str, detail: dict) -> dict:
+    """Store changed instructions of interval ``k`` (source ``override``) and the revised interface schedule.
+
+    ``changed``: ``(aggregator_id, resource_id, kw)``; ``schedule``: import_kw, awarded_import_kw, source
+    (override or emergency), mode, reason. Returns ``{"instructions": rows, "schedule": row}``.
+    """
+    market = store.get_market(conn, market_id)
+    store.require_state(market, ("awarded",), "an override")
+    now = now_us()
+    seqs = []
+    for agg, res, kw in changed:
+        cur = conn.execute(store._DISPATCH_INSERT, ("instruction", market_id, agg, "", res, k, "", kw, "",
+                                                    "override", schedule["reason"], now))
+        seqs.append(cur.lastrowid)
+    cur = conn.execute("INSERT INTO interface_schedules (market_id, interval_idx, import_kw, awarded_import_kw, "
+                       "source, mode, reason, issued_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (market_id, k, schedule["import_kw"], schedule["awarded_import_kw"], schedule["source"],
+                        schedule["mode"], schedule["reason"], now))
+    store._audit(conn, who, action, {"market_id": market_id, "interval_idx": k, **detail, **schedule,
+                                     "changed": [list(c) for c in changed]}, now)
+    rows = [dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (s,)).fetchone()) for s in seqs]
+    sched = dict(conn.execute("SELECT * FROM interface_schedules WHERE seq = ?", (cur.lastrowid,)).fetchone())
+    return {"instructions": rows, "schedule": sched}
+
+
+def list_schedules(conn, market_id: str, after_seq: int, limit: int) -> list:
+    return store._keyset(conn, "interface_schedules", store._eq("market_id", market_id), ("seq",), [after_seq], limit)
+
+
+def moved_instructions(conn, market_id: str) -> list[tuple]:
+    """The final instruction of every resource and interval an override moved:
+    ``(aggregator_id, resource_id, interval_idx, kw)``."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE seq IN ("
+        "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' GROUP BY aggregator_id, "
+        "resource_id, interval_idx HAVING SUM(source = 'override') > 0) ORDER BY aggregator_id, resource_id, "
+        "interval_idx", (market_id,))]

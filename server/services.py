@@ -14,7 +14,8 @@ from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dsomarket.server import audit, auth, convert, db, limits, markets_engine, pagetoken, realtime_service, store
+from dsomarket.server import audit, auth, convert, db, limits, markets_engine, pagetoken, realtime_service
+from dsomarket.server import realtime_store, store
 from dsomarket.server import timeline
 from dsomarket.v1 import aggregator_pb2 as agg_pb
 from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
@@ -289,6 +290,10 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
             reference = (await app.disaggregation(market["day_ahead_market_id"])
                          if market["day_ahead_market_id"] else None)
             outcome = await app.solve(lambda: markets_engine.settle_market(app.inputs(rows), own, reference))
+            moved = await app.reader.call(realtime_store.moved_instructions, market_id)
+            if moved:  # overrides: the deviation at the award's DLMP and the lost margin (docs/realtime.md)
+                lines = await app.solve(realtime_service.curtailment_statements, app, rows, own, moved)
+                outcome = markets_engine.with_lines(outcome, lines)
             row = await app.writer.call(store.record_settlement, who, market_id, outcome)
         return operator_pb2.SettleMarketResponse(market=convert.market(row), totals=outcome.totals,
                                                  statement_count=outcome.statements.height)
@@ -301,12 +306,13 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
         start = convert.required_us(request, "interval_start", "interval_start")
         kw = limits.in_range(request.kw, "kw", "kw_signed")
         reason = convert.reason(request.reason)
-        row = await self.app.writer.call(store.override, who, market_id, aggregator_id, resource_id, start,
-                                         kw, reason)
-        self.app.notifier.notify(dispatch_topic(aggregator_id), dispatch_topic(None))
+        row, outcome = await realtime_service.override(self.app, who, market_id, aggregator_id, resource_id, start,
+                                                       kw, reason)
         market = await self.app.reader.call(store.get_market, market_id)
         event = convert.dispatch_event(row, market)
-        return operator_pb2.OverrideDispatchResponse(instruction=event.instruction)
+        return operator_pb2.OverrideDispatchResponse(instruction=event.instruction, mode=outcome["mode"],
+                                                     import_kw=outcome["import_kw"],
+                                                     redispatched=len(outcome["changed"]) - 1)
 
 
 class AggregatorService(aggregator_pb2_grpc.AggregatorServiceServicer):

@@ -230,6 +230,19 @@ def test_parquet_has_typed_columns_and_the_format_follows_the_extension(tmp_path
     assert len(json.loads((tmp_path / "rows.json").read_text())) == 2
 
 
+def test_parquet_goes_to_a_pipe_but_not_to_a_terminal():
+    pipe = io.TextIOWrapper(io.BytesIO())
+    output.emit(ROWS, "parquet", stdout=pipe)
+    assert pl.read_parquet(io.BytesIO(pipe.buffer.getvalue())).height == 2
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    with pytest.raises(InputError, match="parquet is binary"):
+        output.emit(ROWS, "parquet", stdout=Terminal())
+
+
 def test_an_empty_list_still_prints_its_header():
     for fmt, expected in (("csv", "name,kw,price,at,length,tags\n"), ("json", "[]\n")):
         text = io.StringIO()

@@ -19,7 +19,7 @@ from dsomarket.clients.api import MARKET_KINDS, MARKET_STATES, MarketInterval, M
 from dsomarket.clients.commands.remote import add_connection, show, talk, utc
 from dsomarket.clients.commands.tables import read_network_changes
 from dsomarket.clients.files import read_feeder
-from dsomarket.clients.output import add_format_options, chosen_format, emit
+from dsomarket.clients.output import add_format_options, chosen_format, emit, iso
 from dsomarket.engine.errors import InputError
 
 
@@ -201,7 +201,7 @@ def _markets_create(args) -> int:
                                        price_floor=args.floor, price_cap=args.cap, currency=args.currency,
                                        value_of_lost_load=args.voll, day_ahead_market_id=args.day_ahead)
         print(f"market {m.market_id} is {m.state}: {m.kind} on {m.feeder_id}, {m.interval_count} intervals of "
-              f"{m.interval_length} from {m.delivery_start.isoformat()}")
+              f"{m.interval_length} from {iso(m.delivery_start)}")
         return 0
 
     return talk(args, work)

@@ -263,7 +263,13 @@ class OverrideDispatchRequest(_message.Message):
     def __init__(self, market_id: _Optional[str] = ..., aggregator_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kw: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class OverrideDispatchResponse(_message.Message):
-    __slots__ = ("instruction",)
+    __slots__ = ("instruction", "mode", "import_kw", "redispatched")
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_KW_FIELD_NUMBER: _ClassVar[int]
+    REDISPATCHED_FIELD_NUMBER: _ClassVar[int]
     instruction: _aggregator_pb2.Instruction
-    def __init__(self, instruction: _Optional[_Union[_aggregator_pb2.Instruction, _Mapping]] = ...) -> None: ...
+    mode: str
+    import_kw: float
+    redispatched: int
+    def __init__(self, instruction: _Optional[_Union[_aggregator_pb2.Instruction, _Mapping]] = ..., mode: _Optional[str] = ..., import_kw: _Optional[float] = ..., redispatched: _Optional[int] = ...) -> None: ...

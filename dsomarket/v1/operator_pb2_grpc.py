@@ -152,6 +152,11 @@ class OperatorServiceServicer:
 
     def OverrideDispatch(self, request, context):
         """Override one resource's dispatch for reliability in an awarded market; streamed to its aggregator.
+        Checked on the network with everyone else's dispatch: held when the feeder can carry it (the
+        interface takes the difference), else the other resources are re-dispatched at least cost at the
+        interval's ISO price (their new instructions stream out too), else FAILED_PRECONDITION naming the
+        limits. The revised interface schedule goes to RealTimeService.ReceiveInterfaceScheduleStream, and
+        settlement pays the instructed deviation at the award's DLMP plus the lost margin (docs/realtime.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

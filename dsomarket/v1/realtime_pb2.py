@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from dsomarket.v1 import common_pb2 as dsomarket_dot_v1_dot_common__pb2
 from dsomarket.v1 import iso_pb2 as dsomarket_dot_v1_dot_iso__pb2
 from dsomarket.v1 import market_pb2 as dsomarket_dot_v1_dot_market__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64somarket/v1/realtime.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x16\x64somarket/v1/iso.proto\x1a\x19\x64somarket/v1/market.proto\"p\n\x1aSubmitIntervalAwardRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x06\x61wards\x18\x03 \x03(\x0b\x32\x1b.dsomarket.v1.IntervalAward\"\xa1\x01\n\x1bSubmitIntervalAwardResponse\x12$\n\x06market\x18\x01 \x01(\x0b\x32\x14.dsomarket.v1.Market\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.dsomarket.v1.ClearingStatus\x12\x11\n\tdiagnosis\x18\x03 \x03(\t\x12\x1b\n\x13intervals_remaining\x18\x04 \x01(\r2}\n\x0fRealTimeService\x12j\n\x13SubmitIntervalAward\x12(.dsomarket.v1.SubmitIntervalAwardRequest\x1a).dsomarket.v1.SubmitIntervalAwardResponseB@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64somarket/v1/realtime.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x16\x64somarket/v1/iso.proto\x1a\x19\x64somarket/v1/market.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\x11InterfaceSchedule\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tmarket_id\x18\x02 \x01(\t\x12\x11\n\tfeeder_id\x18\x03 \x01(\t\x12\x32\n\x0einterval_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\timport_kw\x18\x05 \x01(\x01\x12\x19\n\x11\x61warded_import_kw\x18\x06 \x01(\x01\x12,\n\x06source\x18\x07 \x01(\x0e\x32\x1c.dsomarket.v1.ScheduleSource\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12-\n\tissued_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n!SubmitEmergencyInstructionRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x32\n\x0einterval_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\rimport_max_kw\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rexport_max_kw\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07shed_kw\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x06reason\x18\x06 \x01(\tB\x10\n\x0e_import_max_kwB\x10\n\x0e_export_max_kwB\n\n\x08_shed_kw\"u\n\"SubmitEmergencyInstructionResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x1f.dsomarket.v1.InterfaceSchedule\x12\x1c\n\x14instructions_changed\x18\x02 \x01(\r\"f\n\x1dListInterfaceSchedulesRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"\x86\x01\n\x1eListInterfaceSchedulesResponse\x12\x32\n\tschedules\x18\x01 \x03(\x0b\x32\x1f.dsomarket.v1.InterfaceSchedule\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"R\n%ReceiveInterfaceScheduleStreamRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"p\n\x1aSubmitIntervalAwardRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x06\x61wards\x18\x03 \x03(\x0b\x32\x1b.dsomarket.v1.IntervalAward\"\xa1\x01\n\x1bSubmitIntervalAwardResponse\x12$\n\x06market\x18\x01 \x01(\x0b\x32\x14.dsomarket.v1.Market\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.dsomarket.v1.ClearingStatus\x12\x11\n\tdiagnosis\x18\x03 \x03(\t\x12\x1b\n\x13intervals_remaining\x18\x04 \x01(\r*n\n\x0eScheduleSource\x12\x1f\n\x1bSCHEDULE_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SCHEDULE_SOURCE_OVERRIDE\x10\x01\x12\x1d\n\x19SCHEDULE_SOURCE_EMERGENCY\x10\x02\x32\xed\x03\n\x0fRealTimeService\x12j\n\x13SubmitIntervalAward\x12(.dsomarket.v1.SubmitIntervalAwardRequest\x1a).dsomarket.v1.SubmitIntervalAwardResponse\x12\x7f\n\x1aSubmitEmergencyInstruction\x12/.dsomarket.v1.SubmitEmergencyInstructionRequest\x1a\x30.dsomarket.v1.SubmitEmergencyInstructionResponse\x12s\n\x16ListInterfaceSchedules\x12+.dsomarket.v1.ListInterfaceSchedulesRequest\x1a,.dsomarket.v1.ListInterfaceSchedulesResponse\x12x\n\x1eReceiveInterfaceScheduleStream\x12\x33.dsomarket.v1.ReceiveInterfaceScheduleStreamRequest\x1a\x1f.dsomarket.v1.InterfaceSchedule0\x01\x42@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +36,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dsomarket.v1.realtime_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1'
-  _globals['_SUBMITINTERVALAWARDREQUEST']._serialized_start=123
-  _globals['_SUBMITINTERVALAWARDREQUEST']._serialized_end=235
-  _globals['_SUBMITINTERVALAWARDRESPONSE']._serialized_start=238
-  _globals['_SUBMITINTERVALAWARDRESPONSE']._serialized_end=399
-  _globals['_REALTIMESERVICE']._serialized_start=401
-  _globals['_REALTIMESERVICE']._serialized_end=526
+  _globals['_SCHEDULESOURCE']._serialized_start=1428
+  _globals['_SCHEDULESOURCE']._serialized_end=1538
+  _globals['_INTERFACESCHEDULE']._serialized_start=157
+  _globals['_INTERFACESCHEDULE']._serialized_end=453
+  _globals['_SUBMITEMERGENCYINSTRUCTIONREQUEST']._serialized_start=456
+  _globals['_SUBMITEMERGENCYINSTRUCTIONREQUEST']._serialized_end=704
+  _globals['_SUBMITEMERGENCYINSTRUCTIONRESPONSE']._serialized_start=706
+  _globals['_SUBMITEMERGENCYINSTRUCTIONRESPONSE']._serialized_end=823
+  _globals['_LISTINTERFACESCHEDULESREQUEST']._serialized_start=825
+  _globals['_LISTINTERFACESCHEDULESREQUEST']._serialized_end=927
+  _globals['_LISTINTERFACESCHEDULESRESPONSE']._serialized_start=930
+  _globals['_LISTINTERFACESCHEDULESRESPONSE']._serialized_end=1064
+  _globals['_RECEIVEINTERFACESCHEDULESTREAMREQUEST']._serialized_start=1066
+  _globals['_RECEIVEINTERFACESCHEDULESTREAMREQUEST']._serialized_end=1148
+  _globals['_SUBMITINTERVALAWARDREQUEST']._serialized_start=1150
+  _globals['_SUBMITINTERVALAWARDREQUEST']._serialized_end=1262
+  _globals['_SUBMITINTERVALAWARDRESPONSE']._serialized_start=1265
+  _globals['_SUBMITINTERVALAWARDRESPONSE']._serialized_end=1426
+  _globals['_REALTIMESERVICE']._serialized_start=1541
+  _globals['_REALTIMESERVICE']._serialized_end=2034
 # @@protoc_insertion_point(module_scope)

@@ -1,13 +1,98 @@
+import datetime
+
 from dsomarket.v1 import common_pb2 as _common_pb2
 from dsomarket.v1 import iso_pb2 as _iso_pb2
 from dsomarket.v1 import market_pb2 as _market_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ScheduleSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCHEDULE_SOURCE_UNSPECIFIED: _ClassVar[ScheduleSource]
+    SCHEDULE_SOURCE_OVERRIDE: _ClassVar[ScheduleSource]
+    SCHEDULE_SOURCE_EMERGENCY: _ClassVar[ScheduleSource]
+SCHEDULE_SOURCE_UNSPECIFIED: ScheduleSource
+SCHEDULE_SOURCE_OVERRIDE: ScheduleSource
+SCHEDULE_SOURCE_EMERGENCY: ScheduleSource
+
+class InterfaceSchedule(_message.Message):
+    __slots__ = ("sequence", "market_id", "feeder_id", "interval_start", "import_kw", "awarded_import_kw", "source", "mode", "reason", "issued_at")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_KW_FIELD_NUMBER: _ClassVar[int]
+    AWARDED_IMPORT_KW_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    market_id: str
+    feeder_id: str
+    interval_start: _timestamp_pb2.Timestamp
+    import_kw: float
+    awarded_import_kw: float
+    source: ScheduleSource
+    mode: str
+    reason: str
+    issued_at: _timestamp_pb2.Timestamp
+    def __init__(self, sequence: _Optional[int] = ..., market_id: _Optional[str] = ..., feeder_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., import_kw: _Optional[float] = ..., awarded_import_kw: _Optional[float] = ..., source: _Optional[_Union[ScheduleSource, str]] = ..., mode: _Optional[str] = ..., reason: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SubmitEmergencyInstructionRequest(_message.Message):
+    __slots__ = ("market_id", "interval_start", "import_max_kw", "export_max_kw", "shed_kw", "reason")
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_MAX_KW_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_MAX_KW_FIELD_NUMBER: _ClassVar[int]
+    SHED_KW_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    interval_start: _timestamp_pb2.Timestamp
+    import_max_kw: float
+    export_max_kw: float
+    shed_kw: float
+    reason: str
+    def __init__(self, market_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., import_max_kw: _Optional[float] = ..., export_max_kw: _Optional[float] = ..., shed_kw: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SubmitEmergencyInstructionResponse(_message.Message):
+    __slots__ = ("schedule", "instructions_changed")
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTIONS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    schedule: InterfaceSchedule
+    instructions_changed: int
+    def __init__(self, schedule: _Optional[_Union[InterfaceSchedule, _Mapping]] = ..., instructions_changed: _Optional[int] = ...) -> None: ...
+
+class ListInterfaceSchedulesRequest(_message.Message):
+    __slots__ = ("market_id", "pagination")
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    pagination: _common_pb2.PaginationParams
+    def __init__(self, market_id: _Optional[str] = ..., pagination: _Optional[_Union[_common_pb2.PaginationParams, _Mapping]] = ...) -> None: ...
+
+class ListInterfaceSchedulesResponse(_message.Message):
+    __slots__ = ("schedules", "pagination")
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[InterfaceSchedule]
+    pagination: _common_pb2.PaginationInfo
+    def __init__(self, schedules: _Optional[_Iterable[_Union[InterfaceSchedule, _Mapping]]] = ..., pagination: _Optional[_Union[_common_pb2.PaginationInfo, _Mapping]] = ...) -> None: ...
+
+class ReceiveInterfaceScheduleStreamRequest(_message.Message):
+    __slots__ = ("market_id", "after_sequence")
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    after_sequence: int
+    def __init__(self, market_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class SubmitIntervalAwardRequest(_message.Message):
     __slots__ = ("market_id", "request_id", "awards")

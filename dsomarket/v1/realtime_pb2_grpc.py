@@ -40,6 +40,21 @@ class RealTimeServiceStub:
                 request_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitIntervalAwardRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitIntervalAwardResponse.FromString,
                 _registered_method=True)
+        self.SubmitEmergencyInstruction = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/SubmitEmergencyInstruction',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitEmergencyInstructionRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitEmergencyInstructionResponse.FromString,
+                _registered_method=True)
+        self.ListInterfaceSchedules = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/ListInterfaceSchedules',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.ListInterfaceSchedulesRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.ListInterfaceSchedulesResponse.FromString,
+                _registered_method=True)
+        self.ReceiveInterfaceScheduleStream = channel.unary_stream(
+                '/dsomarket.v1.RealTimeService/ReceiveInterfaceScheduleStream',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.ReceiveInterfaceScheduleStreamRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.InterfaceSchedule.FromString,
+                _registered_method=True)
 
 
 class RealTimeServiceServicer:
@@ -57,6 +72,32 @@ class RealTimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitEmergencyInstruction(self, request, context):
+        """The ISO's emergency instruction for an interval of an AWARDED market: cap the interface import or
+        export, or shed shed_kw of import. The DSO re-dispatches the interval as it does for an operator
+        override (held if the current dispatch already complies, else the least-cost re-dispatch at the
+        interval's ISO price); FAILED_PRECONDITION with the limits named when the feeder cannot comply.
+        ISO token only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInterfaceSchedules(self, request, context):
+        """Revised interface schedules (after overrides and emergency instructions), by market.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveInterfaceScheduleStream(self, request, context):
+        """Revised interface schedules: first those after `after_sequence`, then each as it is issued.
+        ISO, operator and auditor tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RealTimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -64,6 +105,21 @@ def add_RealTimeServiceServicer_to_server(servicer, server):
                     servicer.SubmitIntervalAward,
                     request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitIntervalAwardRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitIntervalAwardResponse.SerializeToString,
+            ),
+            'SubmitEmergencyInstruction': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitEmergencyInstruction,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitEmergencyInstructionRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitEmergencyInstructionResponse.SerializeToString,
+            ),
+            'ListInterfaceSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInterfaceSchedules,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.ListInterfaceSchedulesRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.ListInterfaceSchedulesResponse.SerializeToString,
+            ),
+            'ReceiveInterfaceScheduleStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReceiveInterfaceScheduleStream,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.ReceiveInterfaceScheduleStreamRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.InterfaceSchedule.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -94,6 +150,87 @@ class RealTimeService:
             '/dsomarket.v1.RealTimeService/SubmitIntervalAward',
             dsomarket_dot_v1_dot_realtime__pb2.SubmitIntervalAwardRequest.SerializeToString,
             dsomarket_dot_v1_dot_realtime__pb2.SubmitIntervalAwardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitEmergencyInstruction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/SubmitEmergencyInstruction',
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitEmergencyInstructionRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitEmergencyInstructionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInterfaceSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/ListInterfaceSchedules',
+            dsomarket_dot_v1_dot_realtime__pb2.ListInterfaceSchedulesRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.ListInterfaceSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveInterfaceScheduleStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/ReceiveInterfaceScheduleStream',
+            dsomarket_dot_v1_dot_realtime__pb2.ReceiveInterfaceScheduleStreamRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.InterfaceSchedule.FromString,
             options,
             channel_credentials,
             insecure,
