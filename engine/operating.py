@@ -328,8 +328,9 @@ def ac_corrected(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, cons: Con
     -----
     At the export corner each DER injects its export allocation (``tan_phi`` kvar per
     kW with it), at the import corner it withdraws its import allocation. A limit the
-    AC power flow breaks by ``delta`` at a corner in round ``k`` has its linear margin
-    cut by ``k delta`` (plus the tolerance) in that direction, and the allocation is rerun:
+    AC power flow breaks by ``delta`` at a corner in round ``k``, where the linear model
+    left a slack ``s``, has its linear margin cut by ``s + k delta`` (plus the tolerance)
+    in that direction, and the allocation is rerun:
     the cut absorbs the losses and the quadratic voltage terms LinDistFlow leaves out.
     A limit the AC power flow of the forecast alone already breaks is held to its
     forecast excess (no new violation), as the flexibility auction does.
@@ -354,10 +355,14 @@ def ac_corrected(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, cons: Con
         bad_e, bad_i = ex_e > tol, ex_i > tol
         if not (bad_e.any() or bad_i.any()) or rounds == max_rounds:
             break
-        # Round k cuts k times the excess: where the linear model misses the vars the DERs move
-        # with their watts, one excess per round would creep towards the limit.
-        cut_e = cut_e + np.where(bad_e, rounds * (np.minimum(ex_e, 1e12) + tol), 0.0)
-        cut_i = cut_i + np.where(bad_i, rounds * (np.minimum(ex_i, 1e12) + tol), 0.0)
+        # The linear model's error on a broken limit is the slack it predicted plus the AC excess:
+        # the cut makes the limit bind where the AC model says it does. Round k adds k times the
+        # excess: where the linear model misses the vars the DERs move with their watts, one excess
+        # per round would creep towards the limit.
+        slack_e = np.maximum(current.margin_export - cons.sens @ exp_kw, 0.0)
+        slack_i = np.maximum(current.margin_import - cons.sens @ imp_kw, 0.0)
+        cut_e = cut_e + np.where(bad_e, slack_e + rounds * (np.clip(ex_e, 0.0, 1e12) + tol), 0.0)
+        cut_i = cut_i + np.where(bad_i, slack_i + rounds * (np.clip(ex_i, 0.0, 1e12) + tol), 0.0)
     ke, ki = np.unravel_index(np.argmax(ex_e), ex_e.shape), np.unravel_index(np.argmax(ex_i), ex_i.shape)
     check = AcCheck(passed=not (bad_e.any() or bad_i.any()), rounds=rounds,
                     worst_export=(float(ex_e[ke]), str(cons.names[ke[0]])),
