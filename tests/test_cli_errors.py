@@ -206,7 +206,6 @@ def test_failed_input_checks_leave_no_out_folder_but_keep_an_existing_one(run, t
     ["curve", "--feeder", "ieee33", "--bids", "b.csv", "--out", "o", "--max-segments", "0"],
     ["clear", "--feeder", "ieee33", "--bids", "b.csv", "--out", "o", "--iso-price", "5",
      "--interval-minutes", "-15"],
-    ["bids", "submit", "--token", "t", "--market", "m", "--file", "b.csv", "--batch", "0"],
     ["feeder", "synth", "--buses", "-3", "d"],
     ["clear", "--feeder", "ieee33"],   # a missing required option
 ])
