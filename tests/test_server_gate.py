@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -151,13 +152,23 @@ def test_revocation_ends_open_streams_and_they_deliver_nothing_made_after_it(tmp
     asyncio.run(body())
 
 
+@pytest.fixture
+def serve_cli(run):
+    """``run`` for ``dsomarket serve``, which points the root logger at this test's stderr: restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield run
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_a_second_server_on_a_used_port_refuses_to_start(tmp_path, run):
+def test_a_second_server_on_a_used_port_refuses_to_start(tmp_path, serve_cli):
     async def body():
         server, port = await create_server("127.0.0.1:0", tmp_path / "one.sqlite")
         await server.start()
@@ -174,7 +185,7 @@ def test_a_second_server_on_a_used_port_refuses_to_start(tmp_path, run):
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     try:
-        code, out, err = run("serve", "--host", "127.0.0.1", "--port", holder.getsockname()[1],
+        code, out, err = serve_cli("serve", "--host", "127.0.0.1", "--port", holder.getsockname()[1],
                              "--db", tmp_path / "three.sqlite")
     finally:
         holder.close()
@@ -203,7 +214,7 @@ def _openssl(*args, cwd):
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_tls_files_that_cannot_work_are_named_in_one_line(tmp_path, run):
+def test_tls_files_that_cannot_work_are_named_in_one_line(tmp_path, serve_cli):
     d = tmp_path
     for name in ("a", "b"):
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
@@ -224,6 +235,6 @@ def test_tls_files_that_cannot_work_are_named_in_one_line(tmp_path, run):
         await server.stop(0.1)
 
     asyncio.run(body())
-    code, out, err = run("serve", "--host", "127.0.0.1", "--port", _free_port(), "--db", d / "n.sqlite",
+    code, out, err = serve_cli("serve", "--host", "127.0.0.1", "--port", _free_port(), "--db", d / "n.sqlite",
                          "--tls-cert", d / "a.pem", "--tls-key", d / "b.key")
     assert code == 1 and err.count("\n") == 1 and "the key does not match the certificate" in err, err

@@ -269,3 +269,24 @@ def test_any_accepted_bid_batch_leaves_the_market_clearable(big_market_server, s
             assert report.market.state == "cleared"
 
     asyncio.run(body())
+
+
+def test_reopen_from_the_command_line(tmp_path, run):
+    path = tmp_path / "market.sqlite"
+    tokens = create_tokens(path, PARTICIPANTS)
+    server = ThreadedServer(path)
+    try:
+        async def setup():
+            async with Client(server.target, tokens["dso"]) as op:
+                await op.create_feeder("ieee33", builtin="ieee33")
+                await op.create_market("da", feeder_id="ieee33", kind="day_ahead", delivery_start=delivery_day())
+
+        asyncio.run(setup())
+        conn = ("--server", server.target, "--token", tokens["dso"])
+        code, _, err = run("markets", "reopen", "da", "--reason", "too early", *conn)
+        assert code == 1 and err.count("\n") == 1 and "reopening needs it closed" in err, err
+        assert run("markets", "gate", "da", *conn)[0] == 0
+        code, out, err = run("markets", "reopen", "da", "--reason", "a bid was wrong", *conn)
+        assert code == 0 and out == "market da is open\n", err
+    finally:
+        server.stop()
