@@ -27,7 +27,24 @@ import threading
 from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell", "plot")
+COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell", "plot",
+                   "hybrid")
+COMMANDS = {
+    "feeder": "feeder", "powerflow": "feeder",
+    "clear": "market", "curve": "market", "disaggregate": "market", "settle": "market",
+    "flex": "flex", "territory": "territory",
+    "audit": "service", "demo": "service", "serve": "service", "token": "service",
+    "feeders": "operator", "markets": "operator", "network": "operator",
+    "awards": "aggregator", "bids": "aggregator", "instructions": "aggregator", "resources": "aggregator",
+    "statements": "aggregator",
+    "award": "iso", "curves": "iso",
+    "completion": "shell", "config": "shell", "whoami": "shell",
+    "plot": "plot",
+    "registry": "hybrid", "envelopes": "hybrid",
+}
+"""Which module registers each command (add new commands here; a test checks the table against the
+modules). A command imports only its own module, so that ``clear`` does not pay for gRPC or cvxpy;
+a command missing from the table still works, importing every module."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,20 +78,23 @@ positive_float = _number(float, "positive number", lambda v: v > 0, "greater tha
 finite_float = _number(float, "number", lambda v: True, "finite")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the arguments, only the module of their command is imported (all without one)."""
     parser = _Parser(prog="dsomarket", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output: -v info, -vv debug (default: warnings only; `serve` logs info)")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output: errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    command = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for name in [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES:
         importlib.import_module(f"dsomarket.clients.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     args.verbosity = args.verbose - args.quiet
     logging.basicConfig(level=logging.WARNING - 10 * args.verbosity,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 import polars as pl
+
 AC_V_ERROR_PU = 0.005
 """The linear model's voltages off by more than this (pu) against the AC power flow draw a warning."""
 

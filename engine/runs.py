@@ -17,6 +17,7 @@ interval.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -106,11 +107,23 @@ def clear_runs(runs: tuple[NetworkRun, ...], book: BidBook, iso_price, *, rules:
 
 def trace_runs(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
                resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
-               forecast=None, **socp_options) -> InterfaceCurve:
-    """:func:`engine.interface.trace_curve` run by run; ``forecast`` per MWh, scalar, per interval or None."""
+               forecast=None, progress: Callable[[int, int], None] | None = None,
+               **socp_options) -> InterfaceCurve:
+    """:func:`engine.interface.trace_curve` run by run; ``forecast`` per MWh, scalar, per interval or None.
+
+    ``progress(done, total)`` is called after each interval, counted over all runs.
+    """
     fc = None if forecast is None else np.broadcast_to(np.asarray(forecast, dtype=float), (book.n_interval,))
-    curves = [trace_curve(run.feeder, run_book(book, run, rules), rules, resources, options,
-                          forecast=None if fc is None else fc[list(run.indices)], **socp_options) for run in runs]
+    curves = []
+    done = 0
+    for run in runs:
+        def step(k: int, _total: int, before: int = done) -> None:
+            progress(before + k, book.n_interval)
+
+        curves.append(trace_curve(run.feeder, run_book(book, run, rules), rules, resources, options,
+                                  forecast=None if fc is None else fc[list(run.indices)],
+                                  progress=None if progress is None else step, **socp_options))
+        done += len(run.indices)
     if len(curves) == 1:
         return curves[0]
     forecast_all = np.empty(book.n_interval)

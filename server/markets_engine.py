@@ -46,6 +46,8 @@ log = logging.getLogger("dsomarket.server")
 ISO_SEGMENTS = 10
 """Priced segments per kind (demand, supply) in the curve handed to the ISO."""
 
+log = logging.getLogger(__name__)
+
 _SEP = "/"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ENGINE_RESOURCE_KIND = {"battery": "battery", "ev": "ev", "flexible_load": "flexible_load"}
@@ -348,7 +350,12 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     except InputError as exc:  # a network change the market's resources cannot be split by
         return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
                             time.perf_counter() - t0, _digest("error", str(exc)), version)
+    t_book = time.perf_counter()
     result = clear_runs(runs, book, forecast, rules=inputs.rules, resources=inputs.resources, options=options)
+    t_clear = time.perf_counter()
+    log.info("clearing: %d bid segments, %d intervals, %d buses; bids and network %.3f s, clear %.3f s (%s)",
+             book.n, len(inputs.intervals), inputs.feeder.topology.n_bus, t_book - t0, t_clear - t_book,
+             result.status)
     if not result.ok:
         # A failure always says why, and what the operator can do about it.
         diagnosis = _diagnosis(result.diagnosis) or (f"the solver ended with status {result.status!r} and named "
@@ -360,12 +367,16 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
         return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
                             time.perf_counter() - t0, _digest("error", str(exc)), version)
+    t_curve = time.perf_counter()
     offer, area = curve.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)
     interface = result.interface.select(_interval_idx(inputs, result.interface["interval"]), "import_kw",
                                         pl.Series("iso_price", [decimal_text(p) for p in forecast]))
     curves = _curves(inputs, curve, offer)
     dispatch = result.dispatch.select("bid_id", "interval", "cleared_kw")
+    log.info("clearing: curves %.3f s (%d bands, %d solves, %d bound flips), ISO offer and tables %.3f s; "
+             "total %.3f s", t_curve - t_clear, curve.bands.height, curve.solves, curve.bound_flips,
+             time.perf_counter() - t_curve, time.perf_counter() - t0)
     return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
                         decimal_text(area), time.perf_counter() - t0,
                         _digest(prices, interface, dispatch, curves, area), version)

@@ -21,6 +21,7 @@ import polars as pl
 
 from dsomarket.clients.cli import finite_float, positive_float, positive_int
 from dsomarket.clients import report
+from dsomarket.clients.progress import Progress
 from dsomarket.clients.files import (by_id, numbers, output_dir, read_feeder, read_table, write_csv, write_json,
                                      write_outputs)
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
@@ -230,7 +231,9 @@ def _curve(args) -> int:
         runs, book, resources, rules = _inputs(args, out)
         options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
         extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
-        curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price, **extra)
+        with Progress("dsomarket curve: intervals traced") as progress:
+            curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price,
+                               progress=progress, **extra)
         offer, area = curve.iso_offer(args.max_segments)
         write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
     report.emit([f"dsomarket curve: feeder {args.feeder}, {book.n} bid segments", *curve_lines(curve, offer, area),
