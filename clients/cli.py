@@ -27,7 +27,8 @@ import threading
 from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell", "plot")
+COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell", "plot",
+                   "hybrid")
 COMMANDS = {
     "feeder": "feeder", "powerflow": "feeder",
     "clear": "market", "curve": "market", "disaggregate": "market", "settle": "market",
@@ -39,6 +40,7 @@ COMMANDS = {
     "award": "iso", "curves": "iso",
     "completion": "shell", "config": "shell", "whoami": "shell",
     "plot": "plot",
+    "registry": "hybrid", "envelopes": "hybrid",
 }
 """Which module registers each command (add new commands here; a test checks the table against the
 modules). A command imports only its own module, so that ``clear`` does not pay for gRPC or cvxpy;

@@ -46,7 +46,7 @@ from dsomarket.engine.feeders import builtin
 from dsomarket.engine.network import Feeder
 
 ID_COLUMNS = ("bid_id", "bus", "line", "from_bus", "to_bus", "aggregator_id", "resource_id",
-              "offer_id", "need_id", "interval")
+              "offer_id", "need_id", "interval", "der_id", "aggregation_id", "participant_id", "feeder")
 """Columns read as strings from CSV, so that ids like ``007`` or ``1`` keep their spelling."""
 
 _FILE_MODE = 0o644

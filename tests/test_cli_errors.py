@@ -15,8 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dsomarket.engine.clearing import ClearingOptions, clear
-from dsomarket.engine.feeders import builtin, ieee33
+from dsomarket.engine.feeders import builtin
 from tests.test_interface import random_bids
 
 BIDS = """bid_id,bus,side,quantity_kw,price,aggregator_id,resource_id
@@ -216,26 +215,6 @@ def test_bad_options_exit_2_with_one_line(capsys, argv):
         main(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and "--help" in err, err
-
-
-def test_clear_accepts_pandas_frames_as_polars_ones():
-    pd = pytest.importorskip("pandas")
-    feeder = ieee33()
-    bids = random_bids(feeder, 30, 4)
-    frame = pd.DataFrame({c: bids[c].to_list() for c in bids.columns})
-    frame["bus"] = frame["bus"].astype(int)   # as a spreadsheet export would give them
-    options = ClearingOptions(ac_check=False)
-    a = clear(feeder, bids, 60.0, options=options)
-    b = clear(feeder, frame, 60.0, options=options)
-    assert a.ok and b.ok
-    assert a.dispatch.equals(b.dispatch) and a.prices.equals(b.prices)
-
-
-def test_the_library_refuses_what_is_not_a_table():
-    from dsomarket.engine.errors import InputError
-
-    with pytest.raises(InputError, match="bids, field table: must be a polars or pandas DataFrame"):
-        clear(ieee33(), [{"bid_id": "a"}], 50.0)
 
 
 def _cli(*argv) -> list[str]:

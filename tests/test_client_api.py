@@ -89,6 +89,9 @@ def test_calls_retry_until_the_server_is_up_and_streams_resume(tmp_path):
             await servers.pop().stop(0.2)  # the stream ends with UNAVAILABLE; the client reconnects
             servers.append(await start())
             async with Client(target, tokens["dso"], retries=10, backoff=0.05, timeout=60) as op2:
+                # An override is not retried (it has no idempotency key): a retried read first waits out a
+                # listener that a loaded machine has not yet opened.
+                assert (await op2.identity()).name == "dso"
                 await op2.override_dispatch(market.market_id, aggregator_id="agg-a", resource_id="pv",
                                             interval_start=market.intervals[0], kw=0.0, reason="feeder 7 switching")
             await _until(lambda: len(seen) == 17)
