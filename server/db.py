@@ -129,6 +129,12 @@ CREATE TABLE IF NOT EXISTS interface_schedules (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL,
     import_kw REAL NOT NULL, awarded_import_kw REAL NOT NULL, source TEXT NOT NULL, mode TEXT NOT NULL,
     reason TEXT NOT NULL, issued_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meter_readings (
+    market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, resource_id TEXT NOT NULL, interval_idx INTEGER NOT NULL,
+    kw REAL NOT NULL, submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
+    PRIMARY KEY (market_id, aggregator_id, resource_id, interval_idx));
+CREATE TABLE IF NOT EXISTS imbalance_settlements (
+    market_id TEXT PRIMARY KEY, totals TEXT NOT NULL, interface TEXT NOT NULL, created_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;
