@@ -9,7 +9,7 @@ failed before that (no or unknown token). Each record carries the fields as
 attributes (``method``, ``role``, ``caller``, ``status``, ``ms``, and
 ``messages`` for streams), so :class:`JsonFormatter` writes them as JSON keys.
 
-:func:`configure` sets up the root handler for ``dsomarket serve``: text lines,
+:func:`configured` sets up the root handler for ``dsomarket serve``: text lines,
 or one JSON object per line (``--log-format json``) for log collectors.
 """
 
@@ -147,11 +147,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def configure(level: int = logging.INFO, fmt: str = "text") -> None:
-    """Route every logger to stderr as text lines or JSON objects (``fmt`` ``text`` or ``json``)."""
+@contextlib.contextmanager
+def configured(level: int = logging.INFO, fmt: str = "text"):
+    """Route every logger to stderr as text lines or JSON objects (``fmt`` ``text`` or ``json``) while the
+    block runs (``dsomarket serve``); the root logger's handlers and level are restored after it."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    handlers, old_level = root.handlers[:], root.level
     root.handlers[:] = [handler]
     root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(old_level)

@@ -98,11 +98,9 @@ def _serve(args) -> int:
         raise InputError("serve", "tls-key", "--tls-cert and --tls-key go together")
     if args.client_ca and not args.tls_cert:
         raise InputError("serve", "client-ca", "mutual TLS needs --tls-cert and --tls-key")
-    from dsomarket.server.requestlog import configure
+    from dsomarket.server.requestlog import configured
 
     tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
-    # The server speaks at INFO (a line per request) unless -q; -v adds DEBUG.
-    configure(logging.INFO - 10 * getattr(args, "verbosity", 0), args.log_format)
     db_path = Path(args.db).resolve()
     state = "existing" if db_path.exists() else "new"
     security = "plaintext" if tls is None else "mutual TLS" if args.client_ca else "TLS"
@@ -111,8 +109,10 @@ def _serve(args) -> int:
         print(f"dsomarket: serving on {args.host}:{port} ({security}), {state} database {db_path}", flush=True)
 
     try:
-        asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
-                          ready=ready, timeline_clock=_timeline_clock(args)))
+        # The server speaks at INFO (a line per request) unless -q; -v adds DEBUG.
+        with configured(logging.INFO - 10 * getattr(args, "verbosity", 0), args.log_format):
+            asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
+                              ready=ready, timeline_clock=_timeline_clock(args)))
     except StartupError as exc:
         print(f"dsomarket: error: {exc}", file=sys.stderr)
         return 1
