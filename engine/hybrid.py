@@ -59,7 +59,7 @@ from dsomarket.engine.interface import InterfaceCurve
 from dsomarket.engine.network import Feeder, _normalise
 from dsomarket.engine.operating import (AC_TOL_KW, SENS_TOL, ac_excess, constraints, describe, forecast_loads,
                                         injection_by_bus)
-from dsomarket.engine.flexibility import _with_intervals
+from dsomarket.engine.flexibility import _check, _with_intervals
 from dsomarket.engine.registry import validate_ders
 
 SERVICES = ("iso_direct", "dso_energy", "dso_flexibility")
@@ -70,13 +70,6 @@ SCHEDULE_SCHEMA = {"participant_id": pl.Utf8, "service": pl.Utf8, "bus": pl.Utf8
                    "p_kw": pl.Float64, "aggregator_id": pl.Utf8}
 COMMITMENT_SCHEMA = {"resource_id": pl.Utf8, "service": pl.Utf8, "interval": _UTC, "p_kw": pl.Float64}
 _PU_TOL = 1e-6
-
-
-def _check(mask: np.ndarray, table: str, col: str, values, reason: str) -> None:
-    hits = np.nonzero(mask)[0]
-    if len(hits):
-        row = int(hits[0])
-        raise InputError(table, col, f"{reason} (got {values[row]!r})", row=row)
 
 
 def validate_schedules(schedules: pl.DataFrame, feeder: Feeder) -> pl.DataFrame:
