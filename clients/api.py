@@ -505,6 +505,34 @@ class InterfaceSchedule:
 
 
 @dataclass(frozen=True)
+class MeterReading:
+    """A meter reading: average net injection over the interval, kW (positive into the feeder).
+
+    ``resource_id`` empty: the interface meter (operator), whose ``kw`` is the import from the ISO.
+    """
+
+    resource_id: str
+    interval_start: datetime
+    kw: float
+    aggregator_id: str = ""
+
+
+@dataclass(frozen=True)
+class PerformanceRow:
+    """Delivered against instructed for one aggregator and interval (net injection, kW)."""
+
+    aggregator_id: str
+    interval_start: datetime
+    instructed_kw: float
+    metered_kw: float
+    error_kw: float
+    delivery: float | None
+    awarded_kw: float
+    instructed_move_kw: float
+    delivered_move_kw: float
+
+
+@dataclass(frozen=True)
 class MarketRevision:
     """A market cleared again after a network change; ``republished``: revised curves went to the ISO."""
 
@@ -1081,6 +1109,32 @@ class Client:
 
         async for curve in self._follow(self._iso.ReceiveInterfaceCurveStream, request, after_sequence):
             yield InterfaceCurve.of(curve)
+
+    async def submit_meter_readings(self, market_id: str, readings: Sequence[MeterReading], *,
+                                    request_id: str = "") -> int:
+        """Meter readings of an awarded or settled market (all or nothing); returns how many were stored."""
+        req = realtime_pb2.SubmitMeterReadingsRequest(
+            market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+            readings=[realtime_pb2.MeterReading(aggregator_id=r.aggregator_id, resource_id=r.resource_id,
+                                                interval_start=_ts(r.interval_start), kw=r.kw) for r in readings])
+        return (await self._call(self._realtime.SubmitMeterReadings, req)).count
+
+    async def settle_imbalance(self, market_id: str) -> tuple[dict[str, Decimal], int, list[dict]]:
+        """Operator: settle metered deviations and the interface imbalance; returns the totals (resources,
+        interface, residual: they add up to zero), the statement lines written and the interface rows."""
+        r = await self._call(self._realtime.SettleImbalance, realtime_pb2.SettleImbalanceRequest(market_id=market_id),
+                             retry=False)
+        iface = [{"interval_start": _dt(i.interval_start), "scheduled_kw": i.scheduled_kw, "metered_kw": i.metered_kw,
+                  "imbalance_kw": i.imbalance_kw, "price": Decimal(i.price), "amount": Decimal(i.amount)}
+                 for i in r.interface]
+        return {k: Decimal(v) for k, v in r.totals.items()}, r.statement_count, iface
+
+    async def performance_report(self, market_id: str, *, aggregator_id: str = "") -> list[PerformanceRow]:
+        req = realtime_pb2.GetPerformanceReportRequest(market_id=market_id, aggregator_id=aggregator_id)
+        r = await self._call(self._realtime.GetPerformanceReport, req)
+        return [PerformanceRow(x.aggregator_id, _dt(x.interval_start), x.instructed_kw, x.metered_kw, x.error_kw,
+                               x.delivery if x.HasField("delivery") else None, x.awarded_kw, x.instructed_move_kw,
+                               x.delivered_move_kw) for x in r.rows]
 
     async def submit_emergency_instruction(self, market_id: str, *, interval_start: datetime, reason: str,
                                            import_max_kw: float | None = None, export_max_kw: float | None = None,

@@ -27,12 +27,12 @@ import threading
 from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
-COMMAND_MODULES = ("feeder", "market", "flex", "territory", "service", "operator", "aggregator", "iso", "shell", "plot",
-                   "hybrid")
+COMMAND_MODULES = ("feeder", "market", "flex", "meters", "territory", "service", "operator", "aggregator", "iso",
+                   "shell", "plot", "hybrid")
 COMMANDS = {
     "feeder": "feeder", "powerflow": "feeder",
     "clear": "market", "curve": "market", "disaggregate": "market", "settle": "market",
-    "flex": "flex", "territory": "territory",
+    "flex": "flex", "meters": "meters", "territory": "territory",
     "audit": "service", "demo": "service", "serve": "service", "token": "service",
     "feeders": "operator", "markets": "operator", "network": "operator",
     "awards": "aggregator", "bids": "aggregator", "instructions": "aggregator", "resources": "aggregator",
@@ -40,7 +40,7 @@ COMMANDS = {
     "award": "iso", "curves": "iso",
     "completion": "shell", "config": "shell", "whoami": "shell",
     "plot": "plot",
-    "registry": "hybrid", "envelopes": "hybrid",
+    "registry": "hybrid", "envelopes": "hybrid", "hybrid": "hybrid",
 }
 """Which module registers each command (add new commands here; a test checks the table against the
 modules). A command imports only its own module, so that ``clear`` does not pay for gRPC or cvxpy;

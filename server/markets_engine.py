@@ -36,6 +36,7 @@ from dsomarket.engine.feeders import builtin
 from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
 from dsomarket.engine.network import Feeder
 from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
+from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
 from dsomarket.engine.settlement import settle
@@ -606,6 +607,76 @@ def with_lines(outcome: SettleOutcome, lines: pl.DataFrame) -> SettleOutcome:
         totals[name] = _money_text(sum((Decimal(a) for a in amounts), Decimal(0)))
     statements = pl.concat([outcome.statements, lines.cast(outcome.statements.schema)])
     return SettleOutcome(statements, totals, outcome.digest)
+
+
+_KIND_DIRECTION = {"pv": "injection", "ev": "withdrawal", "flexible_load": "withdrawal", "battery": "both"}
+_POSITION_COLUMNS = {"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64, "kw": pl.Float64}
+
+
+def _positions(intervals: list, rows: list[tuple], name: str = "kw") -> pl.DataFrame:
+    t = pl.DataFrame(rows, schema=_POSITION_COLUMNS, orient="row")
+    stamps = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
+    return t.select("aggregator_id", "resource_id", stamps.gather(t["interval_idx"]).alias("interval"),
+                    pl.col("kw").alias(name))
+
+
+def check_meters(market: dict, rows: list[tuple], kinds: dict) -> None:
+    """Resource readings ``(aggregator_id, resource_id, interval_idx, kw)`` checked by the engine's rules
+    (duplicates, impossible signs); the interface meter's rows (resource_id '') are checked alone."""
+    res = [r for r in rows if r[1]]
+    directions = {res_id: _KIND_DIRECTION.get(kinds.get((agg, res_id)), "both") for agg, res_id, _, _ in res}
+    try:
+        intervals = market_intervals(market)
+        validate_resource_meters(_positions(intervals, res), intervals, directions)
+        iface = [r for r in rows if not r[1]]
+        seen = set()
+        for k, r in enumerate(iface):
+            if r[2] in seen:
+                raise InputError("meters", "interval", "a second reading of the interface", row=k)
+            seen.add(r[2])
+    except InputError as exc:
+        raise InvalidArgument(f"readings.{exc.field}", exc.reason) from None
+
+
+def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]) -> dict:
+    """Metered deviations and the interface imbalance of a market (:func:`engine.metering.settle_imbalance`).
+
+    ``data`` as :func:`server.realtime_store.imbalance_inputs` reads it; ``iso_prices`` per interval (per
+    MWh). Gaps (an instructed resource or an interface interval without a reading) raise InputError.
+    Returns ``lines`` (aggregator_id, resource_id, interval_idx, deviation kW, DLMP text, amount text),
+    ``interface`` (JSON-ready rows) and ``totals`` (decimal texts).
+    """
+    instructed = _positions(inputs.intervals, data["instructed"])
+    readings = [r for r in data["readings"] if r[1]]
+    directions = {res: _KIND_DIRECTION.get(kind, "both") for (_, res), kind in data["kinds"].items()}
+    metered = validate_resource_meters(_positions(inputs.intervals, readings), inputs.intervals, directions,
+                                       required=instructed)
+    dlmp = _positions(inputs.intervals, [(a, r, t, float(p)) for a, r, t, p in data["dlmp"]], "dlmp")
+    iface_rows = [(t, kw) for _, r, t, kw in data["readings"] if not r]
+    iface = validate_interface_meters(pl.DataFrame({
+        "interval": pl.Series([inputs.intervals[t] for t, _ in iface_rows], dtype=pl.Datetime("us", "UTC")),
+        "import_kw": [kw for _, kw in iface_rows]}), inputs.intervals)
+    scheduled = pl.DataFrame({"interval": pl.Series([inputs.intervals[t] for t, _, _ in data["scheduled"]],
+                                                    dtype=pl.Datetime("us", "UTC")),
+                              "import_kw": [q for _, q, _ in data["scheduled"]],
+                              "price": [iso_prices[t] for t, _, _ in data["scheduled"]]})
+    out = settle_imbalance(instructed, metered, dlmp, scheduled, iface, inputs.rules.hours)
+    r = out["resources"].with_columns(_interval_idx(inputs, out["resources"]["interval"]))
+    lines = [(a, res, t, dev, decimal_text(p), amt) for a, res, t, dev, p, amt in
+             r.select("aggregator_id", "resource_id", "interval_idx", "deviation_kw", "dlmp", "amount").iter_rows()]
+    i = out["interface"].with_columns(_interval_idx(inputs, out["interface"]["interval"]))
+    interface = [{"interval_idx": t, "scheduled_kw": s, "metered_kw": m, "imbalance_kw": d, "price": decimal_text(p),
+                  "amount": amt} for t, s, m, d, p, amt in
+                 i.select("interval_idx", "scheduled_kw", "metered_kw", "imbalance_kw", "price", "amount").iter_rows()]
+    return {"lines": lines, "interface": interface, "totals": {k: str(v) for k, v in out["totals"].items()}}
+
+
+def performance_rows(inputs: MarketInputs, data: dict, awarded: list[tuple]) -> pl.DataFrame:
+    """Delivered against instructed per aggregator and interval (:func:`engine.metering.performance`)."""
+    readings = [r for r in data["readings"] if r[1]]
+    out = performance(_positions(inputs.intervals, data["instructed"]), _positions(inputs.intervals, readings),
+                      _positions(inputs.intervals, awarded))
+    return out.with_columns(_interval_idx(inputs, out["interval"]))
 
 
 # -- flexibility auction ---------------------------------------------------------------

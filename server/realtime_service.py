@@ -6,15 +6,19 @@ the store on the writer, and convert out; dispatch of each awarded interval stre
 
 from __future__ import annotations
 
+import asyncio
+
 import polars as pl
 
-from dsomarket.server import convert, limits, markets_engine, realtime_store, store, timeline
-from dsomarket.server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from dsomarket.engine.errors import InputError
+from dsomarket.server import auth, convert, limits, markets_engine, realtime_store, store, timeline
+from dsomarket.server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from dsomarket.server.notify import dispatch_topic
 from dsomarket.server.rpc import stream, unary
 from dsomarket.v1 import realtime_pb2, realtime_pb2_grpc
 
-ISO, OPERATOR, AUDITOR = "iso", "operator", "auditor"
+ISO, OPERATOR, AUDITOR, AGGREGATOR = "iso", "operator", "auditor", "aggregator"
+MAX_READINGS = 1_000_000
 SCHEDULES = "schedules"
 """Notifier topic of revised interface schedules."""
 _SOURCE = {"override": realtime_pb2.SCHEDULE_SOURCE_OVERRIDE, "emergency": realtime_pb2.SCHEDULE_SOURCE_EMERGENCY}
@@ -182,3 +186,85 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
 
         async for row, market in follow(self.app, SCHEDULES, read, request.after_sequence):
             yield schedule_pb(row, market)
+
+    @unary(AGGREGATOR, OPERATOR)
+    async def SubmitMeterReadings(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
+        if not 0 < len(request.readings) <= MAX_READINGS:
+            raise InvalidArgument("readings", f"give 1 to {MAX_READINGS} readings")
+        market = await app.reader.call(store.get_market, market_id)
+        rows = []
+        for k, r in enumerate(request.readings):
+            field = f"readings[{k}]"
+            agg = convert.optional_id(r.aggregator_id, f"{field}.aggregator_id")
+            res = convert.optional_id(r.resource_id, f"{field}.resource_id")
+            if who.role == AGGREGATOR:
+                if not res:
+                    raise PermissionDenied(f"{field}.resource_id: only the operator reads the interface meter")
+                if agg and agg != who.name:
+                    raise PermissionDenied(f"{field}.aggregator_id: not yours")
+                agg = who.name
+            elif res and not agg:
+                raise InvalidArgument(f"{field}.aggregator_id", "is required for a resource's meter")
+            (t,) = store.interval_indices(market, [convert.required_us(r, "interval_start", f"{field}.interval_start")],
+                                          f"{field}.interval_start")
+            rows.append(("" if not res else agg, res, t, limits.in_range(r.kw, f"{field}.kw", "kw_signed")))
+        kinds = await app.reader.call(realtime_store.resource_kinds, {(a, r) for a, r, _, _ in rows if r})
+        await asyncio.get_running_loop().run_in_executor(None, markets_engine.check_meters, market, rows, kinds)
+        out = await app.writer.call(realtime_store.store_meter_readings, who, market_id, rows, request_id, digest)
+        return realtime_pb2.SubmitMeterReadingsResponse(count=out["count"])
+
+    @unary(OPERATOR)
+    async def SettleImbalance(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        async with app.lock(market_id):
+            def read(conn):
+                return store.market_rows(conn, market_id), realtime_store.imbalance_inputs(conn, market_id)
+
+            rows, data = await app.reader.call(read)
+            store.require_state(rows[0], ("settled",), "settling imbalance")
+            own = await app.disaggregation(market_id)
+            prices = [float(p) for p in own.award["price"].to_list()]
+            try:
+                out = await app.solve(lambda: markets_engine.metered_settlement(app.inputs(rows), data, prices))
+            except InputError as exc:  # a gap in the readings: the operator must complete them first
+                raise FailedPrecondition(f"readings: {exc.reason}") from None
+            stored = await app.writer.call(realtime_store.record_imbalance, who, market_id, out["lines"],
+                                           out["interface"], out["totals"])
+        market = rows[0]
+        return realtime_pb2.SettleImbalanceResponse(
+            totals=out["totals"], statement_count=stored["count"],
+            interface=[realtime_pb2.InterfaceImbalance(
+                interval_start=convert.ts(timeline.interval_start(market, r["interval_idx"])),
+                scheduled_kw=r["scheduled_kw"], metered_kw=r["metered_kw"], imbalance_kw=r["imbalance_kw"],
+                price=r["price"], amount=r["amount"]) for r in out["interface"]])
+
+    @unary(OPERATOR, AGGREGATOR, AUDITOR)
+    async def GetPerformanceReport(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        owner = auth.scope(who, convert.optional_id(request.aggregator_id, "aggregator_id"))
+
+        def read(conn):
+            rows = store.market_rows(conn, market_id)
+            awarded = store.energy_commitments(conn, rows[0])
+            return rows, realtime_store.imbalance_inputs(conn, market_id), awarded
+
+        rows, data, awarded = await app.reader.call(read)
+        if awarded is None:
+            raise FailedPrecondition(f"market {market_id!r} is {rows[0]['state']}: it has no award yet")
+        table = await app.solve(lambda: markets_engine.performance_rows(app.inputs(rows), data,
+                                                                        list(awarded.iter_rows())))
+        if owner:
+            table = table.filter(pl.col("aggregator_id") == owner)
+        market = rows[0]
+        return realtime_pb2.GetPerformanceReportResponse(rows=[realtime_pb2.PerformanceRow(
+            aggregator_id=r["aggregator_id"],
+            interval_start=convert.ts(timeline.interval_start(market, r["interval_idx"])),
+            instructed_kw=r["instructed_kw"], metered_kw=r["metered_kw"], error_kw=r["error_kw"],
+            awarded_kw=r["awarded_kw"], instructed_move_kw=r["instructed_move_kw"],
+            delivered_move_kw=r["delivered_move_kw"],
+            **({} if r["delivery"] is None else {"delivery": r["delivery"]})) for r in table.iter_rows(named=True)])

@@ -6,10 +6,12 @@ record in the same transaction (see :mod:`server.store`).
 
 from __future__ import annotations
 
+import json
+
 from dsomarket.server import store, timeline
 from dsomarket.server.auth import Principal
 from dsomarket.server.db import now_us
-from dsomarket.server.errors import FailedPrecondition
+from dsomarket.server.errors import AlreadyExists, FailedPrecondition, NotFound
 
 
 def awarded_intervals(conn, market_id: str) -> set[int]:
@@ -89,17 +91,19 @@ def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: lis
     now = now_us()
     seqs = []
     for agg, res, kw in changed:
-        cur = conn.execute(store._DISPATCH_INSERT, ("instruction", market_id, agg, "", res, k, "", kw, "",
-                                                    "override", schedule["reason"], now))
-        seqs.append(cur.lastrowid)
-    cur = conn.execute("INSERT INTO interface_schedules (market_id, interval_idx, import_kw, awarded_import_kw, "
-                       "source, mode, reason, issued_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (market_id, k, schedule["import_kw"], schedule["awarded_import_kw"], schedule["source"],
-                        schedule["mode"], schedule["reason"], now))
+        (seq,) = conn.execute(store._DISPATCH_INSERT + " RETURNING seq",
+                              ("instruction", market_id, agg, "", res, k, "", kw, "", "override",
+                               schedule["reason"], now)).fetchone()
+        seqs.append(seq)
+    (schedule_seq,) = conn.execute(
+        "INSERT INTO interface_schedules (market_id, interval_idx, import_kw, awarded_import_kw, source, mode, "
+        "reason, issued_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        (market_id, k, schedule["import_kw"], schedule["awarded_import_kw"], schedule["source"], schedule["mode"],
+         schedule["reason"], now)).fetchone()
     store._audit(conn, who, action, {"market_id": market_id, "interval_idx": k, **detail, **schedule,
                                      "changed": [list(c) for c in changed]}, now)
     rows = [dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (s,)).fetchone()) for s in seqs]
-    sched = dict(conn.execute("SELECT * FROM interface_schedules WHERE seq = ?", (cur.lastrowid,)).fetchone())
+    sched = dict(conn.execute("SELECT * FROM interface_schedules WHERE seq = ?", (schedule_seq,)).fetchone())
     return {"instructions": rows, "schedule": sched}
 
 
@@ -113,5 +117,86 @@ def moved_instructions(conn, market_id: str) -> list[tuple]:
     return [tuple(r) for r in conn.execute(
         "SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE seq IN ("
         "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' GROUP BY aggregator_id, "
-        "resource_id, interval_idx HAVING SUM(source = 'override') > 0) ORDER BY aggregator_id, resource_id, "
+        "resource_id, interval_idx HAVING SUM(CASE WHEN source = 'override' THEN 1 ELSE 0 END) > 0) "
+        "ORDER BY aggregator_id, resource_id, "
         "interval_idx", (market_id,))]
+
+
+def store_meter_readings(conn, who: Principal, market_id: str, rows: list[tuple[str, str, int, float]],
+                         request_id: str, digest: str) -> dict:
+    """Store readings ``(aggregator_id, resource_id, interval_idx, kw)``; resource_id '' is the interface meter."""
+    def run():
+        market = store.get_market(conn, market_id)
+        store.require_state(market, ("awarded", "settled"), "meter readings")
+        for k, (agg, res, _, _) in enumerate(rows):
+            if res and not conn.execute("SELECT 1 FROM resources WHERE aggregator_id = ? AND resource_id = ?",
+                                        (agg, res)).fetchone():
+                raise NotFound(f"readings[{k}].resource_id: aggregator {agg!r} has no resource {res!r}")
+        now = now_us()
+        for k, (agg, res, t, kw) in enumerate(rows):
+            if conn.execute("SELECT 1 FROM meter_readings WHERE market_id = ? AND aggregator_id = ? AND "
+                            "resource_id = ? AND interval_idx = ?", (market_id, agg, res, t)).fetchone():
+                raise AlreadyExists(f"readings[{k}]: a reading of {res or 'the interface'!r} in that interval is "
+                                    "already stored")
+        conn.executemany("INSERT INTO meter_readings (market_id, aggregator_id, resource_id, interval_idx, kw, "
+                         "submitted_by, submitted_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(market_id, *r, who.name, now) for r in rows])
+        store._audit(conn, who, "meters.submit", {"market_id": market_id, "readings": [list(r) for r in rows]}, now)
+        return {"count": len(rows)}
+
+    return store._idempotent(conn, who, request_id, digest, run)
+
+
+def resource_kinds(conn, keys: set[tuple[str, str]]) -> dict:
+    """``(aggregator_id, resource_id) -> kind`` of the given resources."""
+    out = {}
+    for agg, res in sorted(keys):
+        row = conn.execute("SELECT kind FROM resources WHERE aggregator_id = ? AND resource_id = ?",
+                           (agg, res)).fetchone()
+        if row is not None:
+            out[(agg, res)] = row[0]
+    return out
+
+
+def imbalance_inputs(conn, market_id: str) -> dict:
+    """What metered settlement reads: final instructions, readings, DLMPs at the resources' buses (award
+    stage), the interface schedule and the award's prices, and the resources' kinds."""
+    market = store.get_market(conn, market_id)
+    instructed = [tuple(r) for r in conn.execute(
+        "SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE seq IN (SELECT MAX(seq) FROM "
+        "dispatch WHERE market_id = ? AND kind = 'instruction' GROUP BY aggregator_id, resource_id, interval_idx) "
+        "ORDER BY aggregator_id, resource_id, interval_idx", (market_id,))]
+    readings = [tuple(r) for r in conn.execute(
+        "SELECT aggregator_id, resource_id, interval_idx, kw FROM meter_readings WHERE market_id = ? "
+        "ORDER BY aggregator_id, resource_id, interval_idx", (market_id,))]
+    keys = {(a, r) for a, r, _, _ in instructed + readings if r}
+    dlmp = [tuple(r) for r in conn.execute(
+        "SELECT s.aggregator_id, s.resource_id, p.interval_idx, p.dlmp FROM resources s JOIN prices p ON p.bus = s.bus "
+        "AND p.market_id = ? AND p.stage = 'award' ORDER BY s.aggregator_id, s.resource_id, p.interval_idx",
+        (market_id,)) if (r[0], r[1]) in keys]
+    awards = {k: (q, p) for k, q, p in conn.execute(
+        "SELECT interval_idx, import_kw, price FROM iso_awards WHERE market_id = ?", (market_id,))}
+    latest = {k: q for k, q in conn.execute(
+        "SELECT interval_idx, import_kw FROM interface_schedules WHERE seq IN (SELECT MAX(seq) FROM "
+        "interface_schedules WHERE market_id = ? GROUP BY interval_idx)", (market_id,))}
+    scheduled = [(k, latest.get(k, q), p) for k, (q, p) in sorted(awards.items())]
+    return {"market": market, "instructed": instructed, "readings": readings, "dlmp": dlmp, "scheduled": scheduled,
+            "kinds": resource_kinds(conn, keys)}
+
+
+def record_imbalance(conn, who: Principal, market_id: str, lines: list[tuple], interface: list[dict],
+                     totals: dict) -> dict:
+    """Store the metered settlement of a SETTLED market once: statement lines (bid_id ``imbalance``) and the
+    interface imbalance with the totals."""
+    market = store.get_market(conn, market_id)
+    store.require_state(market, ("settled",), "settling imbalance")
+    if conn.execute("SELECT 1 FROM imbalance_settlements WHERE market_id = ?", (market_id,)).fetchone():
+        raise FailedPrecondition(f"market_id: the imbalance of market {market_id!r} is already settled")
+    now = now_us()
+    conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
+                     "settlement, kw, kvar, price, price_q, amount) VALUES (?, ?, 'imbalance', ?, ?, ?, ?, 0, ?, "
+                     "'0', ?)", [(market_id, a, r, t, market["kind"], kw, p, amt) for a, r, t, kw, p, amt in lines])
+    conn.execute("INSERT INTO imbalance_settlements (market_id, totals, interface, created_us) VALUES (?, ?, ?, ?)",
+                 (market_id, json.dumps(totals), json.dumps(interface), now))
+    store._audit(conn, who, "imbalance.settle", {"market_id": market_id, "totals": totals}, now)
+    return {"count": len(lines)}

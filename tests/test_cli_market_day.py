@@ -102,8 +102,11 @@ def test_a_market_day_through_the_command_line(day):
     (d / "needs.csv").write_text(f"need_id,kind,element,interval,required_kw,max_price\nn1,line,5,{t0},100,200\n")
     assert ok(as_("dso", "flex", "post", "--market", "da", "--file", d / "needs.csv")).startswith("1 needs posted")
     (d / "offers.csv").write_text(f"offer_id,resource_id,direction,quantity_kw,price,interval\n"
-                                  f"o1,pv,up,120,40.5,{t0}\n")
+                                  f"o1,pv,up,120,40.5,{t0}\no2,load,up,50,30,{t0}\n")
     ok(as_("agg-a", "flex", "submit", "--market", "da", "--file", d / "offers.csv"))
+    assert ok(as_("agg-a", "flex", "withdraw", "--market", "da", "--offer", "o2")).startswith("1 offers withdrawn")
+    offers = csv(ok(as_("agg-a", "flex", "offers", "--market", "da", "--include-withdrawn", "--format", "csv")))
+    assert sorted(offers.select("offer_id", "status").iter_rows()) == [("o1", "active"), ("o2", "withdrawn")]
     seen = csv(ok(as_("agg-a", "flex", "needs", "--market", "da", "--format", "csv")), text=("max_price",))
     assert seen["need_id"].to_list() == ["n1"] and seen["max_price"].fill_null("").to_list() == [""]
     assert ok(as_("dso", "markets", "gate", "da")) == "market da is closed\n"
@@ -122,6 +125,8 @@ def test_a_market_day_through_the_command_line(day):
     ok(as_("iso", "curves", "fetch", "--market", "da", "--out", d / "curves.csv"))
     curves = pl.read_csv(d / "curves.csv")
     assert set(curves["market_id"]) == {"da"} and "fixed_demand" in set(curves["kind"])
+    followed = csv(ok(as_("iso", "curves", "follow", "--market", "da", "--count", 2, "--format", "csv")))
+    assert followed.equals(curves)   # the stream's history is what the list has
     flows.select(pl.col("interval_start").alias("interval"), "import_kw", pl.col("iso_price").alias("price")) \
         .write_csv(d / "award.csv")
     assert "award optimal; market da is awarded" in ok(as_("iso", "award", "submit", "--market", "da",

@@ -28,7 +28,7 @@ from dsomarket.v1 import market_pb2 as dsomarket_dot_v1_dot_market__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64somarket/v1/realtime.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x16\x64somarket/v1/iso.proto\x1a\x19\x64somarket/v1/market.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\x11InterfaceSchedule\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tmarket_id\x18\x02 \x01(\t\x12\x11\n\tfeeder_id\x18\x03 \x01(\t\x12\x32\n\x0einterval_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\timport_kw\x18\x05 \x01(\x01\x12\x19\n\x11\x61warded_import_kw\x18\x06 \x01(\x01\x12,\n\x06source\x18\x07 \x01(\x0e\x32\x1c.dsomarket.v1.ScheduleSource\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12-\n\tissued_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n!SubmitEmergencyInstructionRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x32\n\x0einterval_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\rimport_max_kw\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rexport_max_kw\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07shed_kw\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x06reason\x18\x06 \x01(\tB\x10\n\x0e_import_max_kwB\x10\n\x0e_export_max_kwB\n\n\x08_shed_kw\"u\n\"SubmitEmergencyInstructionResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x1f.dsomarket.v1.InterfaceSchedule\x12\x1c\n\x14instructions_changed\x18\x02 \x01(\r\"f\n\x1dListInterfaceSchedulesRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"\x86\x01\n\x1eListInterfaceSchedulesResponse\x12\x32\n\tschedules\x18\x01 \x03(\x0b\x32\x1f.dsomarket.v1.InterfaceSchedule\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"R\n%ReceiveInterfaceScheduleStreamRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"p\n\x1aSubmitIntervalAwardRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x06\x61wards\x18\x03 \x03(\x0b\x32\x1b.dsomarket.v1.IntervalAward\"\xa1\x01\n\x1bSubmitIntervalAwardResponse\x12$\n\x06market\x18\x01 \x01(\x0b\x32\x14.dsomarket.v1.Market\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.dsomarket.v1.ClearingStatus\x12\x11\n\tdiagnosis\x18\x03 \x03(\t\x12\x1b\n\x13intervals_remaining\x18\x04 \x01(\r*n\n\x0eScheduleSource\x12\x1f\n\x1bSCHEDULE_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SCHEDULE_SOURCE_OVERRIDE\x10\x01\x12\x1d\n\x19SCHEDULE_SOURCE_EMERGENCY\x10\x02\x32\xed\x03\n\x0fRealTimeService\x12j\n\x13SubmitIntervalAward\x12(.dsomarket.v1.SubmitIntervalAwardRequest\x1a).dsomarket.v1.SubmitIntervalAwardResponse\x12\x7f\n\x1aSubmitEmergencyInstruction\x12/.dsomarket.v1.SubmitEmergencyInstructionRequest\x1a\x30.dsomarket.v1.SubmitEmergencyInstructionResponse\x12s\n\x16ListInterfaceSchedules\x12+.dsomarket.v1.ListInterfaceSchedulesRequest\x1a,.dsomarket.v1.ListInterfaceSchedulesResponse\x12x\n\x1eReceiveInterfaceScheduleStream\x12\x33.dsomarket.v1.ReceiveInterfaceScheduleStreamRequest\x1a\x1f.dsomarket.v1.InterfaceSchedule0\x01\x42@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64somarket/v1/realtime.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x16\x64somarket/v1/iso.proto\x1a\x19\x64somarket/v1/market.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n\x0cMeterReading\x12\x15\n\raggregator_id\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\x32\n\x0einterval_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02kw\x18\x04 \x01(\x01\"q\n\x1aSubmitMeterReadingsRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12,\n\x08readings\x18\x03 \x03(\x0b\x32\x1a.dsomarket.v1.MeterReading\",\n\x1bSubmitMeterReadingsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"+\n\x16SettleImbalanceRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\"\xa7\x01\n\x12InterfaceImbalance\x12\x32\n\x0einterval_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cscheduled_kw\x18\x02 \x01(\x01\x12\x12\n\nmetered_kw\x18\x03 \x01(\x01\x12\x14\n\x0cimbalance_kw\x18\x04 \x01(\x01\x12\r\n\x05price\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\t\"\xd9\x01\n\x17SettleImbalanceResponse\x12\x41\n\x06totals\x18\x01 \x03(\x0b\x32\x31.dsomarket.v1.SettleImbalanceResponse.TotalsEntry\x12\x17\n\x0fstatement_count\x18\x02 \x01(\r\x12\x33\n\tinterface\x18\x03 \x03(\x0b\x32 .dsomarket.v1.InterfaceImbalance\x1a-\n\x0bTotalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x1bGetPerformanceReportRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x15\n\raggregator_id\x18\x02 \x01(\t\"\x87\x02\n\x0ePerformanceRow\x12\x15\n\raggregator_id\x18\x01 \x01(\t\x12\x32\n\x0einterval_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rinstructed_kw\x18\x03 \x01(\x01\x12\x12\n\nmetered_kw\x18\x04 \x01(\x01\x12\x10\n\x08\x65rror_kw\x18\x05 \x01(\x01\x12\x15\n\x08\x64\x65livery\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nawarded_kw\x18\x07 \x01(\x01\x12\x1a\n\x12instructed_move_kw\x18\x08 \x01(\x01\x12\x19\n\x11\x64\x65livered_move_kw\x18\t \x01(\x01\x42\x0b\n\t_delivery\"J\n\x1cGetPerformanceReportResponse\x12*\n\x04rows\x18\x01 \x03(\x0b\x32\x1c.dsomarket.v1.PerformanceRow\"\xa8\x02\n\x11InterfaceSchedule\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tmarket_id\x18\x02 \x01(\t\x12\x11\n\tfeeder_id\x18\x03 \x01(\t\x12\x32\n\x0einterval_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\timport_kw\x18\x05 \x01(\x01\x12\x19\n\x11\x61warded_import_kw\x18\x06 \x01(\x01\x12,\n\x06source\x18\x07 \x01(\x0e\x32\x1c.dsomarket.v1.ScheduleSource\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12-\n\tissued_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n!SubmitEmergencyInstructionRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x32\n\x0einterval_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\rimport_max_kw\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rexport_max_kw\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07shed_kw\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x06reason\x18\x06 \x01(\tB\x10\n\x0e_import_max_kwB\x10\n\x0e_export_max_kwB\n\n\x08_shed_kw\"u\n\"SubmitEmergencyInstructionResponse\x12\x31\n\x08schedule\x18\x01 \x01(\x0b\x32\x1f.dsomarket.v1.InterfaceSchedule\x12\x1c\n\x14instructions_changed\x18\x02 \x01(\r\"f\n\x1dListInterfaceSchedulesRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"\x86\x01\n\x1eListInterfaceSchedulesResponse\x12\x32\n\tschedules\x18\x01 \x03(\x0b\x32\x1f.dsomarket.v1.InterfaceSchedule\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"R\n%ReceiveInterfaceScheduleStreamRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"p\n\x1aSubmitIntervalAwardRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x06\x61wards\x18\x03 \x03(\x0b\x32\x1b.dsomarket.v1.IntervalAward\"\xa1\x01\n\x1bSubmitIntervalAwardResponse\x12$\n\x06market\x18\x01 \x01(\x0b\x32\x14.dsomarket.v1.Market\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.dsomarket.v1.ClearingStatus\x12\x11\n\tdiagnosis\x18\x03 \x03(\t\x12\x1b\n\x13intervals_remaining\x18\x04 \x01(\r*n\n\x0eScheduleSource\x12\x1f\n\x1bSCHEDULE_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SCHEDULE_SOURCE_OVERRIDE\x10\x01\x12\x1d\n\x19SCHEDULE_SOURCE_EMERGENCY\x10\x02\x32\xa8\x06\n\x0fRealTimeService\x12j\n\x13SubmitIntervalAward\x12(.dsomarket.v1.SubmitIntervalAwardRequest\x1a).dsomarket.v1.SubmitIntervalAwardResponse\x12\x7f\n\x1aSubmitEmergencyInstruction\x12/.dsomarket.v1.SubmitEmergencyInstructionRequest\x1a\x30.dsomarket.v1.SubmitEmergencyInstructionResponse\x12s\n\x16ListInterfaceSchedules\x12+.dsomarket.v1.ListInterfaceSchedulesRequest\x1a,.dsomarket.v1.ListInterfaceSchedulesResponse\x12x\n\x1eReceiveInterfaceScheduleStream\x12\x33.dsomarket.v1.ReceiveInterfaceScheduleStreamRequest\x1a\x1f.dsomarket.v1.InterfaceSchedule0\x01\x12j\n\x13SubmitMeterReadings\x12(.dsomarket.v1.SubmitMeterReadingsRequest\x1a).dsomarket.v1.SubmitMeterReadingsResponse\x12^\n\x0fSettleImbalance\x12$.dsomarket.v1.SettleImbalanceRequest\x1a%.dsomarket.v1.SettleImbalanceResponse\x12m\n\x14GetPerformanceReport\x12).dsomarket.v1.GetPerformanceReportRequest\x1a*.dsomarket.v1.GetPerformanceReportResponseB@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +36,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dsomarket.v1.realtime_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1'
-  _globals['_SCHEDULESOURCE']._serialized_start=1428
-  _globals['_SCHEDULESOURCE']._serialized_end=1538
-  _globals['_INTERFACESCHEDULE']._serialized_start=157
-  _globals['_INTERFACESCHEDULE']._serialized_end=453
-  _globals['_SUBMITEMERGENCYINSTRUCTIONREQUEST']._serialized_start=456
-  _globals['_SUBMITEMERGENCYINSTRUCTIONREQUEST']._serialized_end=704
-  _globals['_SUBMITEMERGENCYINSTRUCTIONRESPONSE']._serialized_start=706
-  _globals['_SUBMITEMERGENCYINSTRUCTIONRESPONSE']._serialized_end=823
-  _globals['_LISTINTERFACESCHEDULESREQUEST']._serialized_start=825
-  _globals['_LISTINTERFACESCHEDULESREQUEST']._serialized_end=927
-  _globals['_LISTINTERFACESCHEDULESRESPONSE']._serialized_start=930
-  _globals['_LISTINTERFACESCHEDULESRESPONSE']._serialized_end=1064
-  _globals['_RECEIVEINTERFACESCHEDULESTREAMREQUEST']._serialized_start=1066
-  _globals['_RECEIVEINTERFACESCHEDULESTREAMREQUEST']._serialized_end=1148
-  _globals['_SUBMITINTERVALAWARDREQUEST']._serialized_start=1150
-  _globals['_SUBMITINTERVALAWARDREQUEST']._serialized_end=1262
-  _globals['_SUBMITINTERVALAWARDRESPONSE']._serialized_start=1265
-  _globals['_SUBMITINTERVALAWARDRESPONSE']._serialized_end=1426
-  _globals['_REALTIMESERVICE']._serialized_start=1541
-  _globals['_REALTIMESERVICE']._serialized_end=2034
+  _globals['_SETTLEIMBALANCERESPONSE_TOTALSENTRY']._loaded_options = None
+  _globals['_SETTLEIMBALANCERESPONSE_TOTALSENTRY']._serialized_options = b'8\001'
+  _globals['_SCHEDULESOURCE']._serialized_start=2563
+  _globals['_SCHEDULESOURCE']._serialized_end=2673
+  _globals['_METERREADING']._serialized_start=156
+  _globals['_METERREADING']._serialized_end=278
+  _globals['_SUBMITMETERREADINGSREQUEST']._serialized_start=280
+  _globals['_SUBMITMETERREADINGSREQUEST']._serialized_end=393
+  _globals['_SUBMITMETERREADINGSRESPONSE']._serialized_start=395
+  _globals['_SUBMITMETERREADINGSRESPONSE']._serialized_end=439
+  _globals['_SETTLEIMBALANCEREQUEST']._serialized_start=441
+  _globals['_SETTLEIMBALANCEREQUEST']._serialized_end=484
+  _globals['_INTERFACEIMBALANCE']._serialized_start=487
+  _globals['_INTERFACEIMBALANCE']._serialized_end=654
+  _globals['_SETTLEIMBALANCERESPONSE']._serialized_start=657
+  _globals['_SETTLEIMBALANCERESPONSE']._serialized_end=874
+  _globals['_SETTLEIMBALANCERESPONSE_TOTALSENTRY']._serialized_start=829
+  _globals['_SETTLEIMBALANCERESPONSE_TOTALSENTRY']._serialized_end=874
+  _globals['_GETPERFORMANCEREPORTREQUEST']._serialized_start=876
+  _globals['_GETPERFORMANCEREPORTREQUEST']._serialized_end=947
+  _globals['_PERFORMANCEROW']._serialized_start=950
+  _globals['_PERFORMANCEROW']._serialized_end=1213
+  _globals['_GETPERFORMANCEREPORTRESPONSE']._serialized_start=1215
+  _globals['_GETPERFORMANCEREPORTRESPONSE']._serialized_end=1289
+  _globals['_INTERFACESCHEDULE']._serialized_start=1292
+  _globals['_INTERFACESCHEDULE']._serialized_end=1588
+  _globals['_SUBMITEMERGENCYINSTRUCTIONREQUEST']._serialized_start=1591
+  _globals['_SUBMITEMERGENCYINSTRUCTIONREQUEST']._serialized_end=1839
+  _globals['_SUBMITEMERGENCYINSTRUCTIONRESPONSE']._serialized_start=1841
+  _globals['_SUBMITEMERGENCYINSTRUCTIONRESPONSE']._serialized_end=1958
+  _globals['_LISTINTERFACESCHEDULESREQUEST']._serialized_start=1960
+  _globals['_LISTINTERFACESCHEDULESREQUEST']._serialized_end=2062
+  _globals['_LISTINTERFACESCHEDULESRESPONSE']._serialized_start=2065
+  _globals['_LISTINTERFACESCHEDULESRESPONSE']._serialized_end=2199
+  _globals['_RECEIVEINTERFACESCHEDULESTREAMREQUEST']._serialized_start=2201
+  _globals['_RECEIVEINTERFACESCHEDULESTREAMREQUEST']._serialized_end=2283
+  _globals['_SUBMITINTERVALAWARDREQUEST']._serialized_start=2285
+  _globals['_SUBMITINTERVALAWARDREQUEST']._serialized_end=2397
+  _globals['_SUBMITINTERVALAWARDRESPONSE']._serialized_start=2400
+  _globals['_SUBMITINTERVALAWARDRESPONSE']._serialized_end=2561
+  _globals['_REALTIMESERVICE']._serialized_start=2676
+  _globals['_REALTIMESERVICE']._serialized_end=3484
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,109 @@ SCHEDULE_SOURCE_UNSPECIFIED: ScheduleSource
 SCHEDULE_SOURCE_OVERRIDE: ScheduleSource
 SCHEDULE_SOURCE_EMERGENCY: ScheduleSource
 
+class MeterReading(_message.Message):
+    __slots__ = ("aggregator_id", "resource_id", "interval_start", "kw")
+    AGGREGATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    KW_FIELD_NUMBER: _ClassVar[int]
+    aggregator_id: str
+    resource_id: str
+    interval_start: _timestamp_pb2.Timestamp
+    kw: float
+    def __init__(self, aggregator_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kw: _Optional[float] = ...) -> None: ...
+
+class SubmitMeterReadingsRequest(_message.Message):
+    __slots__ = ("market_id", "request_id", "readings")
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    READINGS_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    request_id: str
+    readings: _containers.RepeatedCompositeFieldContainer[MeterReading]
+    def __init__(self, market_id: _Optional[str] = ..., request_id: _Optional[str] = ..., readings: _Optional[_Iterable[_Union[MeterReading, _Mapping]]] = ...) -> None: ...
+
+class SubmitMeterReadingsResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class SettleImbalanceRequest(_message.Message):
+    __slots__ = ("market_id",)
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    def __init__(self, market_id: _Optional[str] = ...) -> None: ...
+
+class InterfaceImbalance(_message.Message):
+    __slots__ = ("interval_start", "scheduled_kw", "metered_kw", "imbalance_kw", "price", "amount")
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_KW_FIELD_NUMBER: _ClassVar[int]
+    METERED_KW_FIELD_NUMBER: _ClassVar[int]
+    IMBALANCE_KW_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    interval_start: _timestamp_pb2.Timestamp
+    scheduled_kw: float
+    metered_kw: float
+    imbalance_kw: float
+    price: str
+    amount: str
+    def __init__(self, interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_kw: _Optional[float] = ..., metered_kw: _Optional[float] = ..., imbalance_kw: _Optional[float] = ..., price: _Optional[str] = ..., amount: _Optional[str] = ...) -> None: ...
+
+class SettleImbalanceResponse(_message.Message):
+    __slots__ = ("totals", "statement_count", "interface")
+    class TotalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    totals: _containers.ScalarMap[str, str]
+    statement_count: int
+    interface: _containers.RepeatedCompositeFieldContainer[InterfaceImbalance]
+    def __init__(self, totals: _Optional[_Mapping[str, str]] = ..., statement_count: _Optional[int] = ..., interface: _Optional[_Iterable[_Union[InterfaceImbalance, _Mapping]]] = ...) -> None: ...
+
+class GetPerformanceReportRequest(_message.Message):
+    __slots__ = ("market_id", "aggregator_id")
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    aggregator_id: str
+    def __init__(self, market_id: _Optional[str] = ..., aggregator_id: _Optional[str] = ...) -> None: ...
+
+class PerformanceRow(_message.Message):
+    __slots__ = ("aggregator_id", "interval_start", "instructed_kw", "metered_kw", "error_kw", "delivery", "awarded_kw", "instructed_move_kw", "delivered_move_kw")
+    AGGREGATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTED_KW_FIELD_NUMBER: _ClassVar[int]
+    METERED_KW_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KW_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    AWARDED_KW_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTED_MOVE_KW_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_MOVE_KW_FIELD_NUMBER: _ClassVar[int]
+    aggregator_id: str
+    interval_start: _timestamp_pb2.Timestamp
+    instructed_kw: float
+    metered_kw: float
+    error_kw: float
+    delivery: float
+    awarded_kw: float
+    instructed_move_kw: float
+    delivered_move_kw: float
+    def __init__(self, aggregator_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., instructed_kw: _Optional[float] = ..., metered_kw: _Optional[float] = ..., error_kw: _Optional[float] = ..., delivery: _Optional[float] = ..., awarded_kw: _Optional[float] = ..., instructed_move_kw: _Optional[float] = ..., delivered_move_kw: _Optional[float] = ...) -> None: ...
+
+class GetPerformanceReportResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[PerformanceRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[PerformanceRow, _Mapping]]] = ...) -> None: ...
+
 class InterfaceSchedule(_message.Message):
     __slots__ = ("sequence", "market_id", "feeder_id", "interval_start", "import_kw", "awarded_import_kw", "source", "mode", "reason", "issued_at")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]

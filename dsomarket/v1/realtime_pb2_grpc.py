@@ -55,6 +55,21 @@ class RealTimeServiceStub:
                 request_serializer=dsomarket_dot_v1_dot_realtime__pb2.ReceiveInterfaceScheduleStreamRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.InterfaceSchedule.FromString,
                 _registered_method=True)
+        self.SubmitMeterReadings = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/SubmitMeterReadings',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitMeterReadingsRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitMeterReadingsResponse.FromString,
+                _registered_method=True)
+        self.SettleImbalance = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/SettleImbalance',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.SettleImbalanceRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SettleImbalanceResponse.FromString,
+                _registered_method=True)
+        self.GetPerformanceReport = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/GetPerformanceReport',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportResponse.FromString,
+                _registered_method=True)
 
 
 class RealTimeServiceServicer:
@@ -98,6 +113,34 @@ class RealTimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitMeterReadings(self, request, context):
+        """Meter readings of an AWARDED or SETTLED market: an aggregator its own resources' meters, the operator
+        any resource's and the interface meter's (resource_id empty). INVALID_ARGUMENT naming readings[k].field
+        for a duplicate, an unknown interval, a non-finite value or a sign the resource cannot have (a PV
+        withdrawing, a load injecting); ALREADY_EXISTS for a reading already stored. All or nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettleImbalance(self, request, context):
+        """Settle metered deviations of a SETTLED market: each resource's metered net injection against its final
+        instruction at the DLMP of the award's re-clear (the real-time DLMP for a real-time market), and the
+        DSO's interface imbalance against its schedule at the ISO's price; the residual stays with the DSO so
+        that the books balance to the cent. FAILED_PRECONDITION naming the first gap (an instructed resource
+        or an interval of the interface without a reading). Operator token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPerformanceReport(self, request, context):
+        """Delivered against instructed per aggregator and interval (an aggregator sees its own).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RealTimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +163,21 @@ def add_RealTimeServiceServicer_to_server(servicer, server):
                     servicer.ReceiveInterfaceScheduleStream,
                     request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.ReceiveInterfaceScheduleStreamRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_realtime__pb2.InterfaceSchedule.SerializeToString,
+            ),
+            'SubmitMeterReadings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitMeterReadings,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitMeterReadingsRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitMeterReadingsResponse.SerializeToString,
+            ),
+            'SettleImbalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleImbalance,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SettleImbalanceRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.SettleImbalanceResponse.SerializeToString,
+            ),
+            'GetPerformanceReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPerformanceReport,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +289,87 @@ class RealTimeService:
             '/dsomarket.v1.RealTimeService/ReceiveInterfaceScheduleStream',
             dsomarket_dot_v1_dot_realtime__pb2.ReceiveInterfaceScheduleStreamRequest.SerializeToString,
             dsomarket_dot_v1_dot_realtime__pb2.InterfaceSchedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitMeterReadings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/SubmitMeterReadings',
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitMeterReadingsRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitMeterReadingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleImbalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/SettleImbalance',
+            dsomarket_dot_v1_dot_realtime__pb2.SettleImbalanceRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.SettleImbalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPerformanceReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/GetPerformanceReport',
+            dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
