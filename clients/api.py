@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import grpc
@@ -39,7 +39,8 @@ from dsomarket.v1 import aggregator_pb2 as agg_pb
 from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, common_pb2, iso_pb2
 from dsomarket.v1 import flexibility_pb2 as flex_pb
 from dsomarket.v1 import flexibility_pb2_grpc
-from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
+from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, network_pb2, network_pb2_grpc, operator_pb2
+from dsomarket.v1 import operator_pb2_grpc, realtime_pb2, realtime_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 PAGE_SIZE = 10_000
@@ -110,10 +111,15 @@ def _error(exc: grpc.aio.AioRpcError) -> ApiError:
 # -- domain objects ---------------------------------------------------------------------------
 
 _SIDES = {common_pb2.SIDE_BUY: "buy", common_pb2.SIDE_SELL: "sell"}
-_KINDS = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time"}
+_KINDS = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time",
+          common_pb2.MARKET_KIND_HOUR_AHEAD: "hour_ahead"}
 _STATES = {v: k.removeprefix("MARKET_STATE_").lower() for k, v in common_pb2.MarketState.items()}
 _ROLES = {v: k.removeprefix("ROLE_").lower() for k, v in common_pb2.Role.items()}
 _STATUS = {v: k.removeprefix("CLEARING_STATUS_").lower() for k, v in common_pb2.ClearingStatus.items()}
+MARKET_KINDS = tuple(_KINDS.values())
+"""Market kinds this client knows, as the methods take and return them."""
+MARKET_STATES = tuple(v for v in _STATES.values() if v != "unspecified")
+"""Market states, in the order a market goes through them."""
 _RESOURCE_KINDS = {v: k.removeprefix("RESOURCE_KIND_").lower() for k, v in common_pb2.ResourceKind.items()}
 _CURVE_KINDS = {v: k.removeprefix("CURVE_SEGMENT_KIND_").lower() for k, v in iso_pb2.CurveSegmentKind.items()}
 _SOURCES = {v: k.removeprefix("INSTRUCTION_SOURCE_").lower() for k, v in agg_pb.InstructionSource.items()}
@@ -214,6 +220,42 @@ class BusPrice:
     congestion: Decimal
     voltage: Decimal
     loss: Decimal
+
+
+@dataclass(frozen=True)
+class FeederUpload:
+    """A radial feeder to upload as columns (the columns of a feeder directory, see ``clients.files``).
+
+    ``buses``: ``bus`` and optionally ``vmin_pu, vmax_pu`` (per unit), ``load_kw, load_kvar`` (fixed
+    withdrawal, positive = consumption). ``lines``: ``line, from_bus, to_bus, r_ohm, x_ohm`` and optionally
+    ``s_max_kva`` (inf or 0 = no limit) and ``in_service``. ``import_max_kw`` / ``export_max_kw``: interface
+    limits, 0 or inf = none.
+    """
+
+    name: str
+    root_bus: str
+    base_kv: float
+    buses: Mapping[str, Sequence]
+    lines: Mapping[str, Sequence]
+    v0_pu: float = 1.0
+    import_max_kw: float = 0.0
+    export_max_kw: float = 0.0
+
+    def to_pb(self) -> operator_pb2.FeederTables:
+        def limit(kw: float) -> float:
+            return 0.0 if math.isinf(kw) else float(kw)
+
+        known = {"buses": ("bus", "vmin_pu", "vmax_pu", "load_kw", "load_kvar"),
+                 "lines": ("line", "from_bus", "to_bus", "r_ohm", "x_ohm", "s_max_kva", "in_service")}
+        for table, columns in known.items():
+            unknown = set(getattr(self, table)) - set(columns)
+            if unknown:
+                raise ValueError(f"{table}: unknown columns {sorted(unknown)} (known: {', '.join(columns)})")
+        return operator_pb2.FeederTables(
+            name=self.name, root_bus=self.root_bus, base_kv=self.base_kv, v0_pu=self.v0_pu,
+            import_max_kw=limit(self.import_max_kw), export_max_kw=limit(self.export_max_kw),
+            buses=operator_pb2.BusColumns(**{k: list(v) for k, v in self.buses.items()}),
+            lines=operator_pb2.LineColumns(**{k: list(v) for k, v in self.lines.items()}))
 
 
 @dataclass(frozen=True)
@@ -378,6 +420,8 @@ class InterfaceCurve:
     segments: tuple[CurveSegment, ...]
     bands: tuple[CurveBand, ...]
     reduction_area: Decimal | None
+    revision: int = 0
+    network_version: int = 0
 
     @staticmethod
     def of(c: iso_pb2.InterfaceCurve) -> "InterfaceCurve":
@@ -387,7 +431,116 @@ class InterfaceCurve:
             tuple(CurveSegment(_name(_CURVE_KINDS, s.kind), s.index, _dec(s.price), s.quantity_kw)
                   for s in c.segments),
             tuple(CurveBand(Decimal(b.price_low), Decimal(b.price_high), b.import_kw) for b in c.bands),
-            _dec(c.reduction_area))
+            _dec(c.reduction_area), c.revision, c.network_version)
+
+
+_NETWORK_KINDS = {v: k.removeprefix("NETWORK_CHANGE_KIND_").lower() for k, v in network_pb2.NetworkChangeKind.items()}
+_NETWORK_VALUES = ("s_max_kva", "vmin_pu", "vmax_pu", "import_max_kw", "export_max_kw")
+
+
+@dataclass(frozen=True)
+class NetworkChange:
+    """One network change, in effect on ``[start, end)`` (``end`` None: from ``start`` on).
+
+    ``kind``: outage, return, open, close (a line), rating (``s_max_kva``), voltage (``vmin_pu``,
+    ``vmax_pu`` of a bus), interface (``import_max_kw``, ``export_max_kw``). ``shed`` declares that load
+    the change leaves without supply is shed. ``submitted_by`` and ``version`` are set by the server.
+    """
+
+    change_id: str
+    kind: str
+    element: str
+    start: datetime
+    reason: str
+    end: datetime | None = None
+    s_max_kva: float | None = None
+    vmin_pu: float | None = None
+    vmax_pu: float | None = None
+    import_max_kw: float | None = None
+    export_max_kw: float | None = None
+    shed: bool = False
+    submitted_by: str = ""
+    version: int = 0
+
+    def pb(self) -> network_pb2.NetworkChange:
+        out = network_pb2.NetworkChange(change_id=self.change_id, kind=_value(_NETWORK_KINDS, self.kind, "change kind"),
+                                        element=self.element, start=_ts(self.start), shed=self.shed,
+                                        reason=self.reason,
+                                        **{k: getattr(self, k) for k in _NETWORK_VALUES if getattr(self, k) is not None})
+        if self.end is not None:
+            out.end.CopyFrom(_ts(self.end))
+        return out
+
+    @staticmethod
+    def of(c: network_pb2.NetworkChange) -> "NetworkChange":
+        return NetworkChange(c.change_id, _name(_NETWORK_KINDS, c.kind), c.element, _dt(c.start), c.reason,
+                             _dt(c.end) if c.HasField("end") else None,
+                             **{k: getattr(c, k) if c.HasField(k) else None for k in _NETWORK_VALUES},
+                             shed=c.shed, submitted_by=c.submitted_by, version=c.version)
+
+
+_SCHEDULE_SOURCES = {v: k.removeprefix("SCHEDULE_SOURCE_").lower() for k, v in realtime_pb2.ScheduleSource.items()}
+
+
+@dataclass(frozen=True)
+class InterfaceSchedule:
+    """A revised interface import for one interval (after an override or an ISO emergency instruction), kW."""
+
+    sequence: int
+    market_id: str
+    feeder_id: str
+    interval_start: datetime
+    import_kw: float
+    awarded_import_kw: float
+    source: str
+    mode: str
+    reason: str
+    issued_at: datetime
+
+    @staticmethod
+    def of(s: realtime_pb2.InterfaceSchedule) -> "InterfaceSchedule":
+        return InterfaceSchedule(s.sequence, s.market_id, s.feeder_id, _dt(s.interval_start), s.import_kw,
+                                 s.awarded_import_kw, _name(_SCHEDULE_SOURCES, s.source), s.mode, s.reason,
+                                 _dt(s.issued_at))
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    """A meter reading: average net injection over the interval, kW (positive into the feeder).
+
+    ``resource_id`` empty: the interface meter (operator), whose ``kw`` is the import from the ISO.
+    """
+
+    resource_id: str
+    interval_start: datetime
+    kw: float
+    aggregator_id: str = ""
+
+
+@dataclass(frozen=True)
+class PerformanceRow:
+    """Delivered against instructed for one aggregator and interval (net injection, kW)."""
+
+    aggregator_id: str
+    interval_start: datetime
+    instructed_kw: float
+    metered_kw: float
+    error_kw: float
+    delivery: float | None
+    awarded_kw: float
+    instructed_move_kw: float
+    delivered_move_kw: float
+
+
+@dataclass(frozen=True)
+class MarketRevision:
+    """A market cleared again after a network change; ``republished``: revised curves went to the ISO."""
+
+    market_id: str
+    status: str
+    diagnosis: tuple[str, ...]
+    revision: int
+    republished: bool
 
 
 @dataclass(frozen=True)
@@ -418,6 +571,7 @@ class ClearingReport:
     interface: tuple[InterfaceFlow, ...]
     curve_segments: int
     solve_seconds: float
+    network_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -649,7 +803,13 @@ def price_text(value) -> str:
         if not math.isfinite(value):
             raise ValueError(f"price {value} is not finite")
         value = repr(value)
-    return format(Decimal(str(value)), "f")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"price {value!r} is not a decimal number") from None
+    if not number.is_finite():
+        raise ValueError(f"price {value!r} is not finite")
+    return format(number, "f")
 
 
 # -- the client --------------------------------------------------------------------------------
@@ -702,6 +862,8 @@ class Client:
         self._iso = iso_pb2_grpc.IsoServiceStub(self._channel)
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self._flex = flexibility_pb2_grpc.FlexibilityServiceStub(self._channel)
+        self._network = network_pb2_grpc.NetworkServiceStub(self._channel)
+        self._realtime = realtime_pb2_grpc.RealTimeServiceStub(self._channel)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -765,10 +927,11 @@ class Client:
     # -- operator -----------------------------------------------------------------
 
     async def create_feeder(self, feeder_id: str, *, builtin: str = "",
-                            tables: operator_pb2.FeederTables | None = None) -> Feeder:
+                            tables: FeederUpload | operator_pb2.FeederTables | None = None) -> Feeder:
+        """Load a built-in feeder (``ieee33``, ``ieee69``, ``synth:N:SEED``) or upload ``tables``."""
         req = operator_pb2.CreateFeederRequest(feeder_id=feeder_id)
         if tables is not None:
-            req.tables.CopyFrom(tables)
+            req.tables.CopyFrom(tables.to_pb() if isinstance(tables, FeederUpload) else tables)
         else:
             req.builtin_name = builtin
         return _feeder((await self._call(self._operator.CreateFeeder, req, retry=False)).feeder)
@@ -776,6 +939,19 @@ class Client:
     async def list_feeders(self) -> list[Feeder]:
         req = operator_pb2.ListFeedersRequest()
         return [_feeder(f) async for f in self._pages(self._operator.ListFeeders, req, "feeders")]
+
+    async def submit_network_changes(self, feeder_id: str, changes: Sequence[NetworkChange], *,
+                                     request_id: str = "") -> tuple[int, list[MarketRevision]]:
+        """Add changes as the feeder's next network version; returns it and the markets cleared again."""
+        req = network_pb2.SubmitNetworkChangesRequest(feeder_id=feeder_id, request_id=request_id or uuid.uuid4().hex,
+                                                      changes=[c.pb() for c in changes])
+        r = await self._call(self._network.SubmitNetworkChanges, req)
+        return r.network_version, [MarketRevision(m.market_id, _name(_STATUS, m.status), tuple(m.diagnosis),
+                                                  m.revision, m.republished) for m in r.revisions]
+
+    async def list_network_changes(self, feeder_id: str) -> list[NetworkChange]:
+        req = network_pb2.ListNetworkChangesRequest(feeder_id=feeder_id)
+        return [NetworkChange.of(c) async for c in self._pages(self._network.ListNetworkChanges, req, "changes")]
 
     async def create_market(self, market_id: str, *, feeder_id: str, kind: str, delivery_start: datetime,
                             interval_count: int = 0, gate_closure_time: datetime | None = None,
@@ -800,6 +976,11 @@ class Client:
         req = operator_pb2.CloseGateRequest(market_id=market_id)
         return Market.of((await self._call(self._operator.CloseGate, req, retry=False)).market)
 
+    async def reopen_market(self, market_id: str, reason: str) -> Market:
+        """Reopen a closed market whose clearing failed (CLOSED -> OPEN), so bids can be withdrawn or replaced."""
+        req = operator_pb2.ReopenMarketRequest(market_id=market_id, reason=reason)
+        return Market.of((await self._call(self._operator.ReopenMarket, req, retry=False)).market)
+
     async def clear_market(self, market_id: str, *, iso_price_forecast: Sequence = ()) -> ClearingReport:
         req = operator_pb2.ClearMarketRequest(market_id=market_id,
                                               iso_price_forecast=[price_text(p) for p in iso_price_forecast])
@@ -807,7 +988,7 @@ class Client:
         flows = tuple(InterfaceFlow(_dt(f.interval_start), f.import_kw, Decimal(f.iso_price))
                       for f in r.interface)
         return ClearingReport(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis),
-                              _dec(r.welfare), flows, r.curve_segments, r.solve_seconds)
+                              _dec(r.welfare), flows, r.curve_segments, r.solve_seconds, r.network_version)
 
     async def publish_market(self, market_id: str) -> Market:
         req = operator_pb2.PublishMarketRequest(market_id=market_id)
@@ -825,6 +1006,16 @@ class Client:
                                                    resource_id=resource_id,
                                                    interval_start=_ts(interval_start), kw=kw, reason=reason)
         return _instruction((await self._call(self._operator.OverrideDispatch, req, retry=False)).instruction)
+
+    async def override_report(self, market_id: str, *, aggregator_id: str, resource_id: str,
+                              interval_start: datetime, kw: float, reason: str) -> tuple[Instruction, str, float, int]:
+        """:meth:`override_dispatch` with the network check's outcome: the instruction, the mode (held or
+        redispatched), the revised interface import (kW) and how many other resources were re-dispatched."""
+        req = operator_pb2.OverrideDispatchRequest(market_id=market_id, aggregator_id=aggregator_id,
+                                                   resource_id=resource_id,
+                                                   interval_start=_ts(interval_start), kw=kw, reason=reason)
+        r = await self._call(self._operator.OverrideDispatch, req, retry=False)
+        return _instruction(r.instruction), r.mode, r.import_kw, r.redispatched
 
     # -- aggregator -----------------------------------------------------------------
 
@@ -919,6 +1110,57 @@ class Client:
         async for curve in self._follow(self._iso.ReceiveInterfaceCurveStream, request, after_sequence):
             yield InterfaceCurve.of(curve)
 
+    async def submit_meter_readings(self, market_id: str, readings: Sequence[MeterReading], *,
+                                    request_id: str = "") -> int:
+        """Meter readings of an awarded or settled market (all or nothing); returns how many were stored."""
+        req = realtime_pb2.SubmitMeterReadingsRequest(
+            market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+            readings=[realtime_pb2.MeterReading(aggregator_id=r.aggregator_id, resource_id=r.resource_id,
+                                                interval_start=_ts(r.interval_start), kw=r.kw) for r in readings])
+        return (await self._call(self._realtime.SubmitMeterReadings, req)).count
+
+    async def settle_imbalance(self, market_id: str) -> tuple[dict[str, Decimal], int, list[dict]]:
+        """Operator: settle metered deviations and the interface imbalance; returns the totals (resources,
+        interface, residual: they add up to zero), the statement lines written and the interface rows."""
+        r = await self._call(self._realtime.SettleImbalance, realtime_pb2.SettleImbalanceRequest(market_id=market_id),
+                             retry=False)
+        iface = [{"interval_start": _dt(i.interval_start), "scheduled_kw": i.scheduled_kw, "metered_kw": i.metered_kw,
+                  "imbalance_kw": i.imbalance_kw, "price": Decimal(i.price), "amount": Decimal(i.amount)}
+                 for i in r.interface]
+        return {k: Decimal(v) for k, v in r.totals.items()}, r.statement_count, iface
+
+    async def performance_report(self, market_id: str, *, aggregator_id: str = "") -> list[PerformanceRow]:
+        req = realtime_pb2.GetPerformanceReportRequest(market_id=market_id, aggregator_id=aggregator_id)
+        r = await self._call(self._realtime.GetPerformanceReport, req)
+        return [PerformanceRow(x.aggregator_id, _dt(x.interval_start), x.instructed_kw, x.metered_kw, x.error_kw,
+                               x.delivery if x.HasField("delivery") else None, x.awarded_kw, x.instructed_move_kw,
+                               x.delivered_move_kw) for x in r.rows]
+
+    async def submit_emergency_instruction(self, market_id: str, *, interval_start: datetime, reason: str,
+                                           import_max_kw: float | None = None, export_max_kw: float | None = None,
+                                           shed_kw: float | None = None) -> tuple[InterfaceSchedule, int]:
+        """ISO: cap the import or export, or shed kW, in one interval; returns the revised schedule and how
+        many resources' instructions changed."""
+        caps = {k: v for k, v in (("import_max_kw", import_max_kw), ("export_max_kw", export_max_kw),
+                                  ("shed_kw", shed_kw)) if v is not None}
+        req = realtime_pb2.SubmitEmergencyInstructionRequest(market_id=market_id, interval_start=_ts(interval_start),
+                                                             reason=reason, **caps)
+        r = await self._call(self._realtime.SubmitEmergencyInstruction, req, retry=False)
+        return InterfaceSchedule.of(r.schedule), r.instructions_changed
+
+    async def list_interface_schedules(self, *, market_id: str = "") -> list[InterfaceSchedule]:
+        req = realtime_pb2.ListInterfaceSchedulesRequest(market_id=market_id)
+        return [InterfaceSchedule.of(s) async for s in self._pages(self._realtime.ListInterfaceSchedules, req,
+                                                                    "schedules")]
+
+    async def schedule_stream(self, *, market_id: str = "", after_sequence: int = 0) -> AsyncIterator[InterfaceSchedule]:
+        """Revised interface schedules after ``after_sequence``, then each as it is issued."""
+        def request(after):
+            return realtime_pb2.ReceiveInterfaceScheduleStreamRequest(market_id=market_id, after_sequence=after)
+
+        async for s in self._follow(self._realtime.ReceiveInterfaceScheduleStream, request, after_sequence):
+            yield InterfaceSchedule.of(s)
+
     async def submit_award(self, market_id: str, awards: Sequence[IntervalAward], *,
                            request_id: str = "") -> AwardResult:
         pb = [iso_pb2.IntervalAward(interval_start=_ts(a.interval_start), import_kw=a.import_kw,
@@ -927,6 +1169,19 @@ class Client:
                                          awards=pb)
         r = await self._call(self._iso.SubmitAward, req)
         return AwardResult(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis))
+
+    async def submit_interval_award(self, market_id: str, awards: Sequence[IntervalAward], *,
+                                    request_id: str = "") -> tuple[AwardResult, int]:
+        """ISO: award some intervals of a real-time or hour-ahead market now (typically the next one).
+
+        Returns the result and the number of intervals still without an award.
+        """
+        pb = [iso_pb2.IntervalAward(interval_start=_ts(a.interval_start), import_kw=a.import_kw,
+                                    price="" if a.price is None else price_text(a.price)) for a in awards]
+        req = realtime_pb2.SubmitIntervalAwardRequest(market_id=market_id, awards=pb,
+                                                      request_id=request_id or uuid.uuid4().hex)
+        r = await self._call(self._realtime.SubmitIntervalAward, req)
+        return AwardResult(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis)), r.intervals_remaining
 
     # -- flexibility auction ------------------------------------------------------------
 

@@ -9,11 +9,17 @@ settlement, an audit-chain check and a replay of every clearing from the log.
 
 The scenario is seeded, so two runs bid the same; times are relative to now
 (delivery the day after tomorrow, so no gate has closed when the demo starts).
+It ends with a table of the day-ahead DLMP of every bus (rows) and hour
+(columns), and a row saying where a limit bound each hour. ``dsomarket demo --keep DIR`` keeps the
+database in DIR with the CSVs ``prices.csv`` (every market, bus and interval),
+``dlmp_by_hour.csv`` (day-ahead DLMP, a row per bus and a column per hour),
+``awards.csv``, ``curves.csv`` and ``statements.csv``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 import time
 from collections import Counter
@@ -22,8 +28,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from dsomarket.clients.api import ApiError, BidSegment, Client, InterfaceCurve, IntervalAward, Resource
+from dsomarket.clients.files import by_id, write_csv
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import builtin
 from dsomarket.server import db
 from dsomarket.server.app import create_server
 from dsomarket.server.replay import replay
@@ -160,8 +170,11 @@ class Clock:
         self._t = now
 
 
-async def run_demo(workdir: Path, out=print) -> int:
-    """Run the scenario against a fresh server whose database lives in ``workdir``; 0 when all went well."""
+async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
+    """Run the scenario against a fresh server whose database lives in ``workdir``; 0 when all went well.
+
+    ``keep``: also write the market's tables as CSV files into ``workdir``.
+    """
     clock = Clock()
     path = workdir / "dsomarket.sqlite"
     tokens = create_tokens(path, PARTICIPANTS)
@@ -267,10 +280,17 @@ async def run_demo(workdir: Path, out=print) -> int:
         out(f"audit: chain {'intact' if chain.ok else f'BROKEN at record {chain.first_bad_sequence}'} "
             f"({chain.records} records); {len(checks)} clearing, award and settlement steps replayed from "
             f"the log: {'all identical' if not differ else f'{differ} DIFFER'}")
+        prices = pl.DataFrame([_row(p) for p in await op.list_prices(da.market_id)])
+        if keep:
+            written = await _keep(op, clients, [da.market_id, *rt_ids], prices, workdir)
+            out(f"kept in {workdir}: dsomarket.sqlite, {', '.join(written)}")
         out("\nsteps (wall time):")
         for name, seconds in clock.steps:
             out(f"  {seconds:6.2f} s  {name}")
         out(f"  {sum(s for _, s in clock.steps):6.2f} s  in all")
+        out("")
+        for line in dlmp_table(prices, [float(p) for p in WHOLESALE]):
+            out(line)
         return 0 if chain.ok and not differ else 1
     finally:
         for task in tasks:
@@ -279,6 +299,83 @@ async def run_demo(workdir: Path, out=print) -> int:
         for client in clients.values():
             await client.close()
         await server.stop(1)
+
+
+def _row(record) -> dict:
+    """A client dataclass as a table row: Decimal prices as floats (for tables and plots, not money)."""
+    return {k: float(v) if isinstance(v, Decimal) else v for k, v in dataclasses.asdict(record).items()}
+
+
+def binding_elements(prices: pl.DataFrame, feeder_name: str = FEEDER) -> pl.DataFrame:
+    """Where a limit bound in each interval, read from the DLMP components of one market.
+
+    On a radial feeder a bus's congestion part is the sum of the thermal duals of
+    the lines above it (DESIGN.md section 4), so a line bound where the part changes
+    across it; a non-zero part at the root is the interface limit. Returns
+    ``interval_start, congested`` (line ids, or ``interface``) and ``voltage``
+    (the bus with the largest voltage part, where any).
+    """
+    topo = builtin(feeder_name).topology
+    rows = []
+    for (iv,), grp in prices.sort("interval_start").group_by("interval_start", maintain_order=True):
+        cong = dict(zip(grp["bus"], grp["congestion"]))
+        parent = {str(b): str(topo.bus_ids[p]) for b, p in zip(topo.bus_ids[1:], topo.parent[1:])}
+        lines = [str(topo.line_ids[k]) for k, b in enumerate(topo.bus_ids[1:])
+                 if abs(cong.get(str(b), 0.0) - cong.get(parent[str(b)], 0.0)) > 1e-6]
+        if abs(cong.get(str(topo.bus_ids[0]), 0.0)) > 1e-6:
+            lines.insert(0, "interface")
+        volt = grp.filter(pl.col("voltage").abs() > 1e-6).sort(pl.col("voltage").abs(), descending=True)
+        rows.append({"interval_start": iv, "congested": " ".join(lines),
+                     "voltage": volt["bus"][0] if volt.height else ""})
+    return pl.DataFrame(rows)
+
+
+def dlmp_table(prices: pl.DataFrame, iso_prices: list[float]) -> list[str]:
+    """The day-ahead DLMP of every bus (rows, feeder order) and hour (columns), per MWh rounded to a
+    whole number, under the ISO's price; a last row says where a limit bound that hour."""
+    matrix = by_id(prices.select("bus", pl.col("interval_start").dt.strftime("%H").alias("hour"), "dlmp"),
+                   "bus").pivot(on="hour", index="bus", values="dlmp")
+    hours = matrix.columns[1:]
+    bound = binding_elements(prices)
+    lines = ["day-ahead DLMP per bus and hour (per MWh, rounded; --keep writes them to 0.0001 in dlmp_by_hour.csv):",
+             "  hour " + "".join(f"{h:>4}" for h in hours),
+             "  ISO  " + "".join(f"{p:4.0f}" for p in iso_prices),
+             "  bus"]
+    lines += [f"  {row[0]:<5}" + "".join(f"{v:4.0f}" for v in row[1:]) for row in matrix.iter_rows()]
+    codes = []
+    for b in bound.iter_rows(named=True):
+        parts = b["congested"].split()
+        code = ("I" if "interface" in parts else "") + ("V" if b["voltage"] else "")
+        lines_bound = [p for p in parts if p != "interface"]
+        code += ("L" + lines_bound[0] if len(lines_bound) == 1 else "L*" if lines_bound else "")
+        codes.append(code or "-")
+    lines.append("  bound" + "".join(f"{c:>4}" for c in codes))
+    volt = bound.filter(pl.col("voltage") != "")
+    lines.append("  bound: V = a voltage limit" + (f" (largest price part at bus {volt['voltage'].mode()[0]})"
+                                                  if volt.height else "")
+                 + ", L<id> = that line at its rating, L* = several lines, I = the interface limit, - = none")
+    return lines
+
+
+async def _keep(op: Client, clients: dict[str, Client], markets: list[str], da_prices: pl.DataFrame,
+                workdir: Path) -> list[str]:
+    """Write the market's tables as CSV files into ``workdir``; the names written."""
+    prices, curves = [], []
+    for m in markets:
+        prices += [_row(p) | {"market_id": m} for p in await op.list_prices(m)]
+    for c in await clients["iso"].list_curves():
+        curves += [{"market_id": c.market_id, "interval_start": c.interval_start, **_row(s),
+                    "fixed_net_load_kw": c.fixed_net_load_kw, "conditional": c.conditional} for s in c.segments]
+    awards = [_row(a) for name in AGGREGATORS for a in await clients[name].list_awards()]
+    statements = [_row(s) for name in AGGREGATORS for s in await clients[name].list_statements()]
+    matrix = (by_id(da_prices.select("bus", pl.col("interval_start").dt.strftime("%H:%M").alias("hour"), "dlmp"),
+                    "bus").pivot(on="hour", index="bus", values="dlmp"))
+    tables = {"prices.csv": pl.DataFrame(prices).select("market_id", pl.exclude("market_id")),
+              "dlmp_by_hour.csv": matrix, "awards.csv": pl.DataFrame(awards), "curves.csv": pl.DataFrame(curves),
+              "statements.csv": pl.DataFrame(statements)}
+    for name, table in tables.items():
+        write_csv(table, workdir / name)
+    return list(tables)
 
 
 async def _submit(client: Client, market_id: str, bids: list, batch: int = 200) -> None:
@@ -309,6 +406,15 @@ def _replay(path: Path):
         conn.close()
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="dsomarket-demo-") as tmp:
-        return asyncio.run(run_demo(Path(tmp)))
+def main(keep: str | Path | None = None) -> int:
+    """Run the demo; with ``keep``, in that directory (created if missing; it must not hold a database)."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="dsomarket-demo-") as tmp:
+            return asyncio.run(run_demo(Path(tmp)))
+    workdir = Path(keep)
+    if workdir.exists() and not workdir.is_dir():
+        raise InputError("demo", "keep", f"{workdir} is a file; give a directory")
+    if (workdir / "dsomarket.sqlite").exists():
+        raise InputError("demo", "keep", f"{workdir} already holds a demo database; give a new directory")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(run_demo(workdir, keep=True))

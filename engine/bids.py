@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.network import Feeder, _normalise, _utc
+from dsomarket.engine.network import Feeder, _normalise, _utc, as_polars
 
 BID_SCHEMA = {"bid_id": pl.Utf8, "bus": pl.Utf8, "side": pl.Utf8, "quantity_kw": pl.Float64,
               "price": pl.Float64, "interval": pl.Datetime("us", "UTC"), "aggregator_id": pl.Utf8,
@@ -118,6 +118,7 @@ def validate_bids(bids: pl.DataFrame, feeder: Feeder, rules: MarketRules = Marke
     ``tan_phi`` NaN. ``intervals`` may give the market's intervals (a superset
     of those bid in); otherwise the distinct bid intervals are used.
     """
+    bids = as_polars(bids, "bids")
     for col in ("bid_id", "bus", "side", "quantity_kw", "price"):
         if col not in bids.columns:
             raise InputError("bids", col, "column is missing")
@@ -183,6 +184,73 @@ def for_interval(book: BidBook, t: int) -> BidBook:
     return BidBook(table=book.table[rows], intervals=[book.intervals[t]], bus_idx=book.bus_idx[rows],
                    t_idx=np.zeros(len(rows), dtype=np.int64), withdraw_sign=book.withdraw_sign[rows],
                    quantity_kw=book.quantity_kw[rows], price=book.price[rows], tan_phi=book.tan_phi[rows])
+
+
+@dataclass(frozen=True, eq=False)
+class BidColumns:
+    """Bids merged into the distinct columns of the clearing LP.
+
+    Bids of one interval, bus, side, price, tan_phi and resource are the same
+    LP column up to its upper bound, so the model carries one column per such
+    group with the group's total quantity: a gate closure of 100,000 segments
+    held 5,120 distinct columns, and a smaller LP clears and traces faster.
+
+    Attributes
+    ----------
+    book
+        One row per column (the group's first bid, quantity_kw summed), in order of first appearance.
+    of_bid
+        Column index of each bid of the original book.
+    first_bid
+        Row of the original book that each column's row was taken from.
+    """
+
+    book: BidBook
+    of_bid: np.ndarray
+    first_bid: np.ndarray
+
+    @property
+    def merged(self) -> bool:
+        return self.book.n < len(self.of_bid)
+
+    def split(self, x_col: np.ndarray, bids: BidBook) -> np.ndarray:
+        """Per-bid values of column values, pro rata to quantity within each column (deterministic)."""
+        if not self.merged:
+            return x_col
+        share = x_col / np.where(self.book.quantity_kw > 0, self.book.quantity_kw, 1.0)
+        return share[self.of_bid] * bids.quantity_kw
+
+    def total(self, x_bid: np.ndarray) -> np.ndarray:
+        """Column values of per-bid values (their sum within each column)."""
+        if not self.merged:
+            return x_bid
+        return np.bincount(self.of_bid, weights=x_bid, minlength=self.book.n)
+
+
+def merge_columns(book: BidBook) -> BidColumns:
+    """Group identical bid columns (see :class:`BidColumns`); the book itself when all are distinct."""
+    if book.n == 0:
+        return BidColumns(book, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    _, resource = np.unique(book.table["resource_id"].to_numpy().astype(str), return_inverse=True)
+    # + 0.0 makes -0.0 and 0.0 one key.
+    keys = np.column_stack([book.t_idx, book.bus_idx, book.withdraw_sign, book.price + 0.0,
+                            book.tan_phi + 0.0, resource]).astype(float)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if len(first) == book.n:
+        rows = np.arange(book.n)
+        return BidColumns(book, rows, rows)
+    order = np.argsort(first, kind="stable")        # columns in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    of_bid = rank[inverse]
+    first_bid = first[order]
+    quantity = np.bincount(of_bid, weights=book.quantity_kw, minlength=len(first))
+    table = book.table[first_bid].with_columns(quantity_kw=pl.Series(quantity))
+    merged = BidBook(table=table, intervals=book.intervals, bus_idx=book.bus_idx[first_bid],
+                     t_idx=book.t_idx[first_bid], withdraw_sign=book.withdraw_sign[first_bid],
+                     quantity_kw=quantity, price=book.price[first_bid], tan_phi=book.tan_phi[first_bid])
+    return BidColumns(merged, of_bid, first_bid)
 
 
 def couples_intervals(book: BidBook, resources: tuple) -> bool:
@@ -277,7 +345,10 @@ def parse_resources(table: pl.DataFrame | None) -> tuple[Resource, ...]:
     Columns not used by a kind may be empty. Raises :class:`InputError` naming
     the row and field of the first problem.
     """
-    if table is None or table.height == 0:
+    if table is None:
+        return ()
+    table = as_polars(table, "resources")
+    if table.height == 0:
         return ()
     for col in ("resource_id", "kind"):
         if col not in table.columns:

@@ -21,7 +21,8 @@ import numpy as np
 import polars as pl
 
 from dsomarket.engine import lindistflow, losses
-from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical, validate_bids
+from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical, merge_columns, validate_bids
+from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 from dsomarket.engine.results import (ECOS_MAX_BUSES, FORMULATIONS, ROUND_KW, ClearingOptions,  # noqa: F401
                                       ClearingResult, MarketContext, _failed, _iv_column, _tables, ac_check,
@@ -53,17 +54,24 @@ class NodalMarket:
         self._load_q_kvar = load_q_kvar
         self.lossaware = options.formulation == "lossaware"
         self.convergence: dict | None = None
-        if self.lossaware:
-            # Flat start: the AC power flow of the fixed load with no bid cleared.
-            self._point_bids = np.zeros(book.n)
-            point = losses.operating_point(feeder, *self.loads())
-            self.model = losses.build(feeder, book, self.iso_price, rules, point, resources,
-                                      load_p_kw, load_q_kvar, options.polygon_sides)
-            self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
-            self.point = point   # the AC operating point the model is linearised at
-        else:
-            self.model = lindistflow.build(feeder, book, self.iso_price, rules, resources, load_p_kw,
-                                           load_q_kvar, options.polygon_sides)
+        # One LP column per group of identical bids; results are split back pro rata.
+        self.columns = merge_columns(book)
+        try:
+            if self.lossaware:
+                # Flat start: the AC power flow of the fixed load with no bid cleared.
+                self._point_bids = np.zeros(self.columns.book.n)
+                point = losses.operating_point(feeder, *self.loads())
+                self.model = losses.build(feeder, self.columns.book, self.iso_price, rules, point, resources,
+                                          load_p_kw, load_q_kvar, options.polygon_sides)
+                self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
+                self.point = point   # the AC operating point the model is linearised at
+            else:
+                self.model = lindistflow.build(feeder, self.columns.book, self.iso_price, rules, resources,
+                                               load_p_kw, load_q_kvar, options.polygon_sides)
+        except InputError as err:
+            if err.row is None or not self.columns.merged:
+                raise
+            raise InputError(err.table, err.field, err.reason, row=int(self.columns.first_bid[err.row])) from None
         self.solver = HighsSolver(self.model, time_limit=options.time_limit)
         self.build_seconds = time.perf_counter() - t0
 
@@ -82,6 +90,19 @@ class NodalMarket:
             fixed = np.isfinite(q)
             lo[fixed] = hi[fixed] = q[fixed] / S_BASE_KVA
         self.solver.set_col_bounds("import_p", lo, hi)
+
+    def bid_mw(self, x: np.ndarray) -> np.ndarray:
+        """Cleared MW per bid (book order) of a full primal vector, pro rata within identical bids."""
+        return self.columns.split(self.solver.block(x, "bid"), self.book)
+
+    def hold_bids(self, bid_mw: np.ndarray | None) -> None:
+        """Hold the bids at ``bid_mw`` (MW per bid, book order); None frees them to ``[0, quantity]``."""
+        if bid_mw is None:
+            q = self.columns.book.quantity_kw / S_BASE_KVA
+            self.solver.set_col_bounds("bid", 0.0, q)
+        else:
+            x = self.columns.total(np.asarray(bid_mw, dtype=float))
+            self.solver.set_col_bounds("bid", x, x)
 
     def solve_raw(self) -> Solution:
         """One solve of the model as it stands (no re-linearisation)."""
@@ -112,7 +133,8 @@ class NodalMarket:
         sol = self.solver.solve()
         if not self.lossaware or not sol.ok:
             return sol
-        s, book, T = self.solver, self.book, self.book.n_interval
+        # Bid columns, not bids: identical bids share one column (self.columns).
+        s, book, T = self.solver, self.columns.book, self.book.n_interval
         topo = self.feeder.topology
         bid = self.model.var("bid").slice
         base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
@@ -208,7 +230,7 @@ class NodalMarket:
         """Tables of an optimal solution (dispatch pro rata among identical bids)."""
         s, book, topo = self.solver, self.book, self.feeder.topology
         n, m, T = topo.n_bus, topo.n_line, book.n_interval
-        x = pro_rata(book, s.block(sol.x, "bid"))
+        x = self.bid_mw(sol.x)
         line_p = s.block(sol.x, "line_p").reshape(T, m)
         line_q = s.block(sol.x, "line_q").reshape(T, m)
         v = s.block(sol.x, "v").reshape(T, n)

@@ -52,7 +52,7 @@ from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical
 from dsomarket.engine.clearing import ROUND_KW, ClearingOptions, ClearingResult, NodalMarket, _iv_column
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
+from dsomarket.engine.network import S_BASE_KVA, Feeder, _first_uncastable, _utc, as_polars
 from dsomarket.engine.solver import Solution
 
 DISPATCH_SCHEMA = {"bid_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "bus": pl.Utf8, "side": pl.Utf8,
@@ -148,6 +148,7 @@ class Disaggregation:
 
 def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.ndarray]:
     """Awarded import (kW) and price (per MWh) per interval of the market, NaN where not given."""
+    award = as_polars(award, "award")
     if "interval" not in award.columns:
         award = award.with_columns(interval=pl.lit(None, pl.Datetime("us", "UTC")))
     for col in ("import_kw", "price"):
@@ -155,6 +156,10 @@ def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.
             award = award.with_columns(pl.lit(None, pl.Float64).alias(col))
     if "import_kw" not in award.columns and "price" not in award.columns:
         raise InputError("award", "import_kw", "column is missing (give import_kw, price or both)")
+    bad = _first_uncastable(award, {"interval": pl.Datetime("us", "UTC"), "import_kw": pl.Float64,
+                                    "price": pl.Float64})
+    if bad:
+        raise InputError("award", bad[0], bad[2], row=bad[1])
     try:
         award = award.with_columns(_utc(pl.col("interval"), award.schema["interval"]).alias("interval"),
                                    pl.col("import_kw").cast(pl.Float64), pl.col("price").cast(pl.Float64))
@@ -375,7 +380,7 @@ def _share_marginal(market: NodalMarket, sol: Solution, duals: Solution) -> tupl
     s, book = market.solver, market.book
     topo = market.feeder.topology
     T, n = book.n_interval, topo.n_bus
-    x_bid = s.block(sol.x, "bid").copy()
+    x_bid = market.bid_mw(sol.x)
     y_p = s.block(duals.row_dual, "bus_p_balance", rows=True).reshape(T, n)
     y_q = s.block(duals.row_dual, "bus_q_balance", rows=True).reshape(T, n)
     eff = y_p[book.t_idx, book.bus_idx] + book.tan_phi * y_q[book.t_idx, book.bus_idx]
@@ -399,11 +404,10 @@ def _share_marginal(market: NodalMarket, sol: Solution, duals: Solution) -> tupl
         return sol.x, 0.0
     seconds = 0.0
     tol = 1e-7 * max(1.0, abs(sol.objective)) + 1e-7
-    lo, hi = np.zeros(book.n), q_mw
 
     def carried(x_try: np.ndarray) -> Solution | None:
         nonlocal seconds
-        s.set_col_bounds("bid", x_try, x_try)
+        market.hold_bids(x_try)
         trial = s.solve()
         seconds += trial.solve_seconds
         return trial if trial.ok and abs(trial.objective - sol.objective) <= tol else None
@@ -422,7 +426,7 @@ def _share_marginal(market: NodalMarket, sol: Solution, duals: Solution) -> tupl
             trial = carried(attempt)
             if trial is not None:
                 current, best_x = attempt, trial.x
-    s.set_col_bounds("bid", lo, hi)
+    market.hold_bids(None)
     return best_x, seconds
 
 

@@ -100,7 +100,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.network import S_BASE_KVA, Feeder, Topology, _normalise, _utc
+from dsomarket.engine.network import S_BASE_KVA, Feeder, Topology, _normalise, _utc, as_polars
 from dsomarket.engine.solver import HighsSolver, LinearModel
 
 NEED_KINDS = ("line", "voltage", "import")
@@ -1000,6 +1000,8 @@ def clear_flexibility(feeder: Feeder, needs: pl.DataFrame, offers: pl.DataFrame,
     if not (interval_minutes > 0 and math.isfinite(interval_minutes)):
         raise InputError("options", "interval_minutes",
                          f"must be a positive number (got {interval_minutes!r})")
+    needs, offers = as_polars(needs, "needs"), as_polars(offers, "offers")
+    capabilities = None if capabilities is None else as_polars(capabilities, "capabilities")
     fm = build_model(feeder, needs, offers, capabilities, base)
     status, x, duals, seconds = _solve(fm, time_limit)
     return _result(fm, status, x, duals, seconds, pricing, interval_minutes)
@@ -1192,6 +1194,7 @@ def apply_activations(feeder: Feeder, awards: pl.DataFrame) -> Feeder:
         curve and the disaggregation should be built on once the DSO has
         bought these activations. The input feeder is not modified.
     """
+    awards = as_polars(awards, "flex_awards")
     for col in ("bus", "interval", "direction", "accepted_kw"):
         if col not in awards.columns:
             raise InputError("flex_awards", col, "column is missing")

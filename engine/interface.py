@@ -66,11 +66,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import highspy
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 
 from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, couples_intervals, for_interval,
                          resources_for_interval)
@@ -89,7 +90,8 @@ P_REL_TOL = 1e-9
 CERT_REL_TOL = 1e-7
 """Relative price tolerance of a ranging certificate (a missed band would be narrower than this)."""
 _ALPHA_TOL = 1e-9
-_OPTIMAL = highspy.HighsModelStatus.kOptimal
+_MAX_STALL = 20
+"""Own pivots in a row that move neither the import nor the price before a warm HiGHS solve takes over."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -357,33 +359,53 @@ class _Sample:
 
 @dataclass
 class _Basis:
-    """What one optimal HiGHS basis knows: values, and the nonbasic reduced costs that block it.
+    """One optimal basis, factorised for the parametric steps: values, and the nonbasic reduced costs that block it.
 
     ``up`` and ``down`` are the nonbasic variables whose reduced cost reaches
     zero as the ISO price rises (falls), sorted by the price change needed:
     arrays ``(delta, kind, index)`` with kind 0 a column, 1 a row.
+
+    The basis is held in its *core* form: the rows whose logical is nonbasic
+    (``active``: balances, voltage drops, binding limits) against the basic
+    columns (``structural``). A row whose logical is basic only defines its
+    activity, ``r = a_i x``, and constrains nothing while it stays within its
+    bounds, so ``core = A[active, structural]`` is square and a flip of column
+    ``j`` by ``step`` moves the basic columns by ``-step core^-1 A[active, j]``
+    and the basic rows' activities by ``A[inactive] dx``.
     """
 
     price: float
-    basic: np.ndarray
     x: np.ndarray
-    r: np.ndarray
     g: float
     up: tuple
     down: tuple
+    structural: np.ndarray | None = None   # basic columns, in core order
+    active: np.ndarray | None = None       # rows of the core
+    inactive: np.ndarray | None = None     # rows whose logical is basic
+    lu: object = None                      # splu of the core
+    p0_pos: int = -1                       # P0's position among ``structural`` (-1: nonbasic)
+    c0: np.ndarray | None = None           # costs of the basic columns with P0's set to 0
+    bounded: np.ndarray | None = None      # which basic columns have a finite bound
+    r: np.ndarray | None = None            # row activities A x
+    a_inactive_structural: object = None   # A[inactive, structural] (csr)
+    row_pos: np.ndarray | None = None      # per row: position among active (>= 0) or -1 - among inactive
 
 
 class _Probe:
     """The optimal import of one interval as a function of its ISO price, on a persistent HiGHS model.
 
-    Besides warm solves it walks *bound flips* without HiGHS: where the
-    reduced cost that ends a basis's price range belongs to a boxed column (a
-    bid at 0 or at its quantity), moving that column to its other bound keeps
-    the basis dual feasible beyond the range; if the basic values stay within
-    their bounds (one FTRAN of the column), the same basis is optimal on the
-    next range too and the import changes by ``-delta (B^-1 a_j)_k``. This is
-    the parametric simplex's bound-flipping step; a flip that would break a
-    bound, or a row that blocks, needs a real pivot and is left to HiGHS.
+    Between two HiGHS solves the optimal basis is fixed, so the duals are affine
+    in the price, ``y(lambda) = y0 + lambda z`` with ``z`` one transposed solve
+    with P0's unit cost, and so is every nonbasic reduced cost: all the prices
+    at which a bid switches on or off in that basis follow from one vectorised
+    ratio (:func:`_blocking`). Switching a bid (a boxed column) to its other
+    bound keeps the basis dual feasible (the parametric simplex's bound flip);
+    the flips' effects on the basic values are one multi-right-hand-side solve
+    with the basis's own sparse LU factorisation, summed cumulatively, so the
+    first flip that would push a basic value (a line, a voltage, a partly
+    cleared bid, a battery) past its bound is found without a per-flip call into
+    HiGHS. That flip, or a row reaching zero reduced cost, needs a real pivot:
+    it is left to a warm HiGHS solve.
     """
 
     def __init__(self, market: NodalMarket, t: int):
@@ -395,8 +417,10 @@ class _Probe:
         _, _, _, a, _, _, _ = market.model.assemble()
         self.a = a.tocsr()
         self.at = a.T.tocsr()
+        self.a_csc = a.tocsc()
         self.solves = 0
         self.flips = 0
+        self.pivots = 0
         s = self.solver
         self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & (s.col_lower < s.col_upper)
         self.flippable[self.col] = False
@@ -404,10 +428,9 @@ class _Probe:
     def solve(self, price: float) -> tuple[_Sample, _Basis]:
         s = self.solver
         s.set_cost("import_p", price, index=self.t)
-        self.h.run()
+        status = s.run()
         self.solves += 1
-        if self.h.getModelStatus() != _OPTIMAL:
-            status = self.h.modelStatusToString(self.h.getModelStatus())
+        if status != "optimal":
             raise InputError("market", "iso_price", f"the market is not solvable ({status}) at an ISO "
                              f"price of {price:g} in interval {self.t}: no interface curve exists")
         x = np.asarray(self.h.getSolution().col_value)
@@ -420,29 +443,54 @@ class _Probe:
         return _Sample(price, q, g, low, high), basis
 
     def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:
-        """The basis's blocking reduced costs for P0's cost (HiGHS cost ranging of one column).
+        """Factorise HiGHS's optimal basis and find the reduced costs that block it (cost ranging of P0).
 
-        Reduced costs ``d = c - A^T y`` with ``B^T y = c_B``; raising P0's cost by
-        ``delta`` moves ``y`` by ``delta z``, ``B^T z = e_k`` (k = P0's basis
-        position), so ``d`` by ``-delta A^T z``, and a row's dual by ``delta z``.
-        The basis stays optimal until a nonbasic reduced cost changes sign.
-        Nonbasic positions are read from the primal values (at which bound), and
-        a reduced cost of the wrong sign within tolerance counts as zero, so a
-        range is never overstated.
+        Reduced costs ``d = c - A^T y`` with ``core^T y_active = c_structural``
+        (``y`` is zero on rows whose logical is basic); raising P0's cost by
+        ``delta`` moves ``y`` by ``delta z``, ``core^T z_active = e_P0``, so ``d``
+        by ``-delta A^T z`` and a row's dual by ``delta z``. The basis stays
+        optimal until a nonbasic reduced cost changes sign. Nonbasic positions are
+        read from the primal values (at which bound), and a reduced cost of the
+        wrong sign within tolerance counts as zero, so a range is never overstated.
         """
-        h, s = self.h, self.solver
+        _, basic = self.h.getBasicVariables()
+        basic = np.asarray(basic)
+        return self._factor(price, x, g, np.sort(basic[basic >= 0]), np.sort(-basic[basic < 0] - 1))
+
+    def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
+                check: bool = False) -> _Basis | None:
+        """The :class:`_Basis` of basic columns ``structural`` and basic row logicals ``inactive`` at ``price``.
+
+        With ``check`` (a basis reached by the tracer's own pivot, not by HiGHS),
+        None unless it is primal feasible (``x`` within bounds, the active rows
+        held) and dual feasible at ``price`` (no nonbasic reduced cost of the
+        wrong sign), i.e. optimal there.
+        """
+        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
+
+        s = self.solver
         n_row = self.a.shape[0]
         r = self.a @ x
-        _, basic = h.getBasicVariables()
-        basic = np.asarray(basic)
-        is_col = basic >= 0
-        c_b = np.zeros(n_row)
-        c_b[is_col] = s.cost[basic[is_col]]
-        _, y = h.getBasisTransposeSolve(c_b)
-        y = np.asarray(y)
-        d = s.cost - self.at @ y
-        pos = np.nonzero(basic == self.col)[0]
-        if len(pos) == 0:  # P0 nonbasic: at an import or export limit, or fixed
+        active_mask = np.ones(n_row, dtype=bool)
+        active_mask[inactive] = False
+        active = np.nonzero(active_mask)[0]
+        if len(active) != len(structural):
+            return None
+        cost = s.cost.copy()
+        cost[self.col] = price
+        a_s = self.a_csc[:, structural].tocsr()
+        core = a_s[active].tocsc()
+        try:
+            lu = splu(core, permc_spec="COLAMD")
+        except RuntimeError:            # singular: a pivot the tracer should not have taken
+            return None
+        y = np.zeros(n_row)
+        y[active] = lu.solve(cost[structural], trans="T")
+        d = cost - self.at @ y
+        if check and not _optimal(x, r, d, y, structural, active_mask, s, price):
+            return None
+        pos = np.searchsorted(structural, self.col)
+        if pos >= len(structural) or structural[pos] != self.col:  # P0 nonbasic: at a limit, or fixed
             lo, hi = s.col_lower[self.col], s.col_upper[self.col]
             none = (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
             up, down = none, none
@@ -453,66 +501,230 @@ class _Probe:
                     down = (np.array([max(d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
                 else:
                     up = (np.array([max(-d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
-            return _Basis(price, basic, x, r, g, up, down)
+            return _Basis(price, x, g, up, down)
         nb_col = np.ones(len(s.cost), dtype=bool)
-        nb_col[basic[is_col]] = False
-        nb_row = np.ones(n_row, dtype=bool)
-        nb_row[-basic[~is_col] - 1] = False
-        _, z = h.getBasisInverseRow(int(pos[0]))
-        z = np.asarray(z)
+        nb_col[structural] = False
+        unit = np.zeros(len(structural))
+        unit[pos] = 1.0
+        z = np.zeros(n_row)
+        z[active] = lu.solve(unit, trans="T")
         cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_col)
-        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, nb_row)
-        return _Basis(price, basic, x, r, g, _merge_events(cu, ru), _merge_events(cd, rd))
+        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, active_mask)
+        c0 = cost[structural].copy()
+        c0[pos] = 0.0
+        bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
+        row_pos = np.empty(n_row, dtype=np.int64)
+        row_pos[active] = np.arange(len(active))
+        row_pos[inactive] = -1 - np.arange(len(inactive))
+        return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
+                      lu, int(pos), c0, bounded, r, a_s[inactive], row_pos)
 
     def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
-        """Samples reached from ``start`` by bound flips alone, towards ``limit`` (exclusive).
+        """Samples reached from ``start`` by bound flips and the tracer's own pivots, towards ``limit`` (exclusive).
 
-        Must run right after the solve that gave ``basis`` (it uses HiGHS's factorization).
-        Basic values are tracked by basis position: a flip of column ``j`` by ``step``
-        moves a basic column by ``-step (B^-1 a_j)_p`` and a basic row activity by
-        ``+step (B^-1 a_j)_p`` (HiGHS's logical columns are ``+I`` for ``-activity``).
+        After the flips of a basis (:meth:`_flips`), the event that ends them is
+        taken as a primal simplex pivot at its price: the entering variable (the
+        bid whose flip breaks a bound, or a row whose dual reaches zero) moves
+        until the first basic variable reaches a bound (ratio test), which
+        leaves. The new basis is factorised and kept only if it is optimal at that
+        price (:func:`_optimal`); otherwise, or after too many pivots that make no
+        progress, the chain ends and a warm HiGHS solve takes over.
+        """
+        out: list[_Sample] = []
+        stalled = 0
+        while True:
+            samples, brk = self._flips(basis, rising, limit)
+            out += samples
+            if brk is None or stalled >= _MAX_STALL:
+                return out
+            pivot = self._pivot(basis, brk, rising)
+            if pivot is None:
+                return out
+            sample, nxt = pivot
+            stalled = stalled + 1 if nxt.x[self.col] == basis.x[self.col] and not samples else 0
+            self.pivots += 1
+            out.append(sample)
+            basis = nxt
+
+    def _pivot(self, basis: _Basis, brk: tuple, rising: bool) -> tuple[_Sample, _Basis] | None:
+        """One primal simplex pivot at the price of event ``brk``; None when it cannot be taken safely."""
+        kind, j, price, x = brk
+        s = self.solver
+        st, act, ina = basis.structural, basis.active, basis.inactive
+        r = self.a @ x
+        r_ina = r[ina]
+        if kind == 0:
+            lo_e, hi_e, val = s.col_lower[j], s.col_upper[j], x[j]
+        else:
+            lo_e, hi_e, val = s.row_lower[j], s.row_upper[j], r[j]
+        sigma = 1.0 if (math.isfinite(lo_e) and abs(val - lo_e) <= abs(val - hi_e)) else -1.0
+        if kind == 0:
+            a_j = self.a_csc[:, [j]].toarray()[:, 0]
+            d_s = -sigma * basis.lu.solve(a_j[act])
+            d_r = basis.a_inactive_structural @ d_s + sigma * a_j[ina]
+        else:
+            unit = np.zeros(len(act))
+            unit[np.searchsorted(act, j)] = sigma
+            d_s = basis.lu.solve(unit)
+            d_r = basis.a_inactive_structural @ d_s
+        own = hi_e - lo_e
+        vals = np.concatenate([x[st], r_ina])
+        rate = np.concatenate([d_s, d_r])
+        lower = np.concatenate([s.col_lower[st], s.row_lower[ina]])
+        upper = np.concatenate([s.col_upper[st], s.row_upper[ina]])
+        eps = 1e-9
+        with np.errstate(divide="ignore", invalid="ignore"):
+            theta = np.where(rate > eps, (upper - vals) / rate, np.where(rate < -eps, (lower - vals) / rate, np.inf))
+        theta = np.maximum(theta, 0.0)
+        leave = int(np.argmin(theta))
+        step = float(theta[leave])
+        if not math.isfinite(step) or step >= own:
+            return None
+        x = x.copy()
+        x[st] += step * d_s
+        if kind == 0:
+            x[j] += sigma * step
+        structural, inactive = st, ina
+        if leave < len(st):                     # a basic column reaches a bound and leaves
+            x[st[leave]] = upper[leave] if rate[leave] > 0 else lower[leave]
+            structural = np.delete(st, leave)
+        else:                                   # a basic row reaches a bound: it becomes active
+            inactive = np.delete(ina, leave - len(st))
+        if kind == 0:
+            structural = np.insert(structural, np.searchsorted(structural, j), j)
+        else:
+            inactive = np.insert(inactive, np.searchsorted(inactive, j), j)
+        g = float(np.sum(s.cost * x)) - s.cost[self.col] * x[self.col]
+        nxt = self._factor(price, x, g, structural, inactive, check=True)
+        if nxt is None:
+            return None
+        q = float(x[self.col])
+        if rising:
+            high = price + (nxt.up[0][0] if len(nxt.up[0]) else math.inf)
+            return _Sample(price, q, g, price, high), nxt
+        low = price - (nxt.down[0][0] if len(nxt.down[0]) else math.inf)
+        return _Sample(price, q, g, low, price), nxt
+
+    def _flips(self, basis: _Basis, rising: bool, limit: float) -> tuple[list[_Sample], tuple | None]:
+        """Samples reached by bound flips alone from ``basis``, and the event that ends them.
+
+        The flips are the basis's blocking columns in price order up to the first
+        row event or non-flippable column. Their moves of the basic columns are
+        solved together (``core^-1 A[active, flips]``, in chunks) and summed
+        cumulatively; the run stops before the first flip after which any basic
+        column or basic row activity would lie outside its bounds. Import and
+        tangent of every sample are cumulative sums too. The ending event is
+        ``(kind, index, price, x)`` with ``x`` the point after the valid flips,
+        or None at ``limit`` or when nothing blocks.
         """
         delta, kind, idx = basis.up if rising else basis.down
-        at_k = np.nonzero(basis.basic == self.col)[0]
-        if len(delta) == 0 or len(at_k) == 0:   # P0 at a limit: its own bound is the only blocker
-            return []
+        if len(delta) == 0 or basis.p0_pos < 0:   # P0 at a limit: its own bound is the only blocker
+            return [], None
         s = self.solver
         sign = 1.0 if rising else -1.0
-        is_col = basis.basic >= 0
-        pos_var = np.where(is_col, basis.basic, 0)
-        pos_row = np.where(is_col, 0, -basis.basic - 1)
-        xb = np.where(is_col, basis.x[pos_var], basis.r[pos_row])
-        lo_b = np.where(is_col, s.col_lower[pos_var], s.row_lower[pos_row])
-        hi_b = np.where(is_col, s.col_upper[pos_var], s.row_upper[pos_row])
-        move = np.where(is_col, -1.0, 1.0)
+        prices = basis.price + sign * delta
+        beyond = (prices >= limit) if rising else (prices <= limit)
+        stop = (kind != 0) | ~self.flippable[np.where(kind == 0, idx, 0)] | beyond
+        n_run = int(np.argmax(stop)) if stop.any() else len(delta)
+        x = basis.x
+        cols = idx[:n_run]
+        lo, hi = s.col_lower[cols], s.col_upper[cols]
+        steps = np.where(x[cols] - lo <= hi - x[cols], hi - lo, lo - hi)
+        st, act, ina = basis.structural, basis.active, basis.inactive
+        bounded = basis.bounded                       # basic columns with a finite bound (not line flows)
+        x_b, lo_b, hi_b = x[st][bounded], s.col_lower[st][bounded], s.col_upper[st][bounded]
+        r_now = basis.r[ina]
+        lo_r, hi_r = s.row_lower[ina], s.row_upper[ina]
         # Values HiGHS left outside a bound (within its tolerance) may stay there, no further.
-        allowed = np.maximum(np.maximum(lo_b - xb, xb - hi_b), 1e-9)
-        k = int(at_k[0])
-        c0_b = np.where(is_col, s.cost[pos_var], 0.0)
-        c0_b[k] = 0.0
-        g = basis.g
-        out: list[_Sample] = []
-        n_ev = len(delta)
-        for n in range(n_ev):
-            at = basis.price + sign * float(delta[n])
-            if (at >= limit) if rising else (at <= limit):
+        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)[:, None]
+        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
+        moved = np.zeros(len(st))                     # basic columns' change by the flips so far
+        r_cur = r_now.copy()                          # basic rows' activities after the flips so far
+        a_is, abs_is = basis.a_inactive_structural, abs(basis.a_inactive_structural)
+        valid = n_run
+        dq = np.zeros(n_run)
+        dg = np.zeros(n_run)
+        begin, size = 0, 8
+        while begin < n_run:
+            end = min(n_run, begin + size)
+            chunk, step = cols[begin:end], steps[begin:end]
+            k = len(chunk)
+            coo = self.a_csc[:, chunk].tocoo()
+            pos = basis.row_pos[coo.row]                  # >= 0: active row; < 0: -1 - inactive row
+            on = pos >= 0
+            rhs = np.zeros((len(act), k))
+            np.add.at(rhs, (pos[on], coo.col[on]), coo.data[on])
+            move = -basis.lu.solve(rhs) * step            # one flip per column
+            cum = np.cumsum(move, axis=1)
+            xb = x_b[:, None] + moved[bounded, None] + cum[bounded]
+            bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
+            # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
+            own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
+            own = np.zeros((len(own_rows), k))
+            np.add.at(own, (inv, coo.col[~on]), coo.data[~on] * step[coo.col[~on]])
+            own_cum = np.cumsum(own, axis=1)
+            # Activities: only rows the flips could push to a bound are computed; a row moves by at
+            # most sum_j |a_ij| max_n |change of x_j| plus the flipped columns' own coefficients.
+            reach = abs_is @ np.abs(cum).max(axis=1)
+            reach[own_rows] += np.abs(own).sum(axis=1)
+            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
+            if len(near):
+                r = r_cur[near, None] + a_is[near] @ cum
+                hit = np.searchsorted(own_rows, near)
+                mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
+                    if len(own_rows) else np.zeros(len(near), dtype=bool)
+                r[mine] += own_cum[hit[mine]]
+                bad |= (np.maximum(lo_r[near, None] - r, r - hi_r[near, None]) > allow_r[near]).any(axis=0)
+            dq[begin:end] = move[basis.p0_pos]
+            dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
+            if bad.any():
+                valid = begin + int(np.argmax(bad))
                 break
-            j = int(idx[n])
-            if kind[n] != 0 or not self.flippable[j]:
-                break
-            lo, hi = s.col_lower[j], s.col_upper[j]
-            step = (hi - lo) if basis.x[j] - lo <= hi - basis.x[j] else (lo - hi)
-            col = self.h.getReducedColumn(j)[1]
-            new = xb + (step * move) * col
-            if np.any(np.maximum(lo_b - new, new - hi_b) > allowed):
-                break
-            self.flips += 1
-            xb = new
-            g += step * (s.cost[j] - float(np.sum(c0_b * col)))
-            nxt = basis.price + sign * float(delta[n + 1]) if n + 1 < n_ev else sign * math.inf
-            q = float(xb[k])
-            out.append(_Sample(at, q, g, at, nxt) if rising else _Sample(at, q, g, nxt, at))
-        return out
+            moved += cum[:, -1]
+            r_cur += a_is @ cum[:, -1]
+            r_cur[own_rows] += own_cum[:, -1]
+            begin, size = end, min(size * 2, 64)
+        self.flips += valid
+        brk = None
+        if valid < len(delta) and not beyond[valid]:
+            # The event that ends the run: a flip that breaks a bound, a row, or a column that cannot flip.
+            x_new = x.copy()
+            if valid:
+                done = cols[:valid]
+                x_new[st] -= basis.lu.solve(self.a_csc[:, done][act] @ steps[:valid])
+                x_new[done] += steps[:valid]
+            brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new)
+        q = float(x[self.col]) + np.cumsum(dq[:valid])
+        g = basis.g + np.cumsum(dg[:valid])
+        at = prices[:valid]
+        nxt = np.append(prices[1:], sign * math.inf)[:valid]
+        if rising:
+            out = [_Sample(float(p), float(qq), float(gg), float(p), float(n)) for p, qq, gg, n in zip(at, q, g, nxt)]
+        else:
+            out = [_Sample(float(p), float(qq), float(gg), float(n), float(p)) for p, qq, gg, n in zip(at, q, g, nxt)]
+        return out, brk
+
+
+def _optimal(x, r, d, y, structural, active_mask, s, price: float) -> bool:
+    """Whether a basis's point is primal feasible and its reduced costs dual feasible (within tolerances)."""
+    p_tol, d_tol = 1e-7, 1e-7 * max(1.0, abs(price))
+    if np.any(x < s.col_lower - p_tol) or np.any(x > s.col_upper + p_tol):
+        return False
+    if np.any(r < s.row_lower - p_tol) or np.any(r > s.row_upper + p_tol):
+        return False
+    nonbasic = np.ones(len(x), dtype=bool)
+    nonbasic[structural] = False
+    for value, red, lower, upper, mask in ((x, d, s.col_lower, s.col_upper, nonbasic),
+                                           (r, y, s.row_lower, s.row_upper, active_mask)):
+        sel = mask & (lower < upper)
+        v, dd, lo, hi = value[sel], red[sel], lower[sel], upper[sel]
+        at_lo = np.abs(v - lo) <= p_tol
+        at_hi = np.abs(v - hi) <= p_tol
+        if np.any(~at_lo & ~at_hi & (np.abs(dd) > d_tol)):      # off its bounds: must be priced at zero
+            return False
+        if np.any(at_lo & ~at_hi & (dd < -d_tol)) or np.any(at_hi & ~at_lo & (dd > d_tol)):
+            return False
+    return True
 
 
 def _blocking(d, alpha, value, lower, upper, nonbasic):
@@ -577,9 +789,16 @@ def _trace_interval(probe: _Probe, floor: float, cap: float,
         if probe.solves >= max_solves:
             raise RuntimeError(f"interface curve: more than {max_solves} solves in interval {probe.t}; "
                                "the LP is numerically troubled")
-        # In exact arithmetic lam lies in the gap (a.high, b.low); keep the solve inside it.
-        p = min(max(lam, a.high + cert / 2), b.low - cert / 2)
+        # Solve just past the end of a's range: HiGHS starts from the last basis, which sits there
+        # (pairs are settled left to right), so the warm solve is the one pivot that ends the range,
+        # and the new basis's range meets a's within the certificate tolerance.
+        p = a.high + cert / 2 if math.isfinite(a.high) else lam
+        p = min(max(p, a.high + cert / 2), b.low - cert / 2)
         s, basis = probe.solve(p)
+        if s.q >= a.q - Q_TOL_MW and s.high <= a.high + cert and a.price < lam < b.price:
+            # No progress past a's range (a short ranging, as on the loss-aware model's denser
+            # rows): the tangent intersection, which always lies strictly between a and b.
+            s, basis = probe.solve(lam)
         left = probe.chain(s, basis, False, a.price)
         right = probe.chain(s, basis, True, b.price)
         seq = [a, *reversed(left), s, *right, b]
@@ -619,7 +838,7 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
                 resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
                 forecast=None, load_p_kw: np.ndarray | None = None,
                 load_q_kvar: np.ndarray | None = None, max_solves: int | None = None,
-                **socp_options) -> InterfaceCurve:
+                progress: Callable[[int, int], None] | None = None, **socp_options) -> InterfaceCurve:
     """Trace ``Q_t(lambda)`` from ``rules.price_floor`` to ``rules.price_cap``.
 
     Parameters
@@ -638,6 +857,9 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
         Fixed withdrawal per bus and interval (n, T); defaults to the feeder's loads.
     max_solves
         Safety limit on solves per interval (default ``4 * bids + 1000``).
+    progress
+        Called as ``progress(done, total)`` after each interval is traced (the
+        caller decides whether and where to show it; the engine prints nothing).
 
     Returns
     -------
@@ -653,7 +875,8 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     floating-point accuracy of the solver's primal values.
     """
     if options.formulation == "socp":
-        return trace_curve_socp(feeder, book, rules, resources, options, forecast=forecast, **socp_options)
+        return trace_curve_socp(feeder, book, rules, resources, options, forecast=forecast, progress=progress,
+                                **socp_options)
     if socp_options:
         raise TypeError(f"unexpected options for an LP curve: {sorted(socp_options)}")
     t0 = time.perf_counter()
@@ -669,28 +892,33 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     limit = max_solves if max_solves is not None else 4 * book.n + 1000
     rows, solves, flips = [], 0, 0
     check: CurveCheck | None = None
-    # Uncoupled intervals are separate problems: tracing each on its own model
-    # keeps every solve T times smaller than the whole horizon's.
-    shared = NodalMarket(feeder, book, fc, rules, resources, opts, load_p_kw, load_q_kvar) if coupled else None
-    for t in range(T):
-        if coupled:
-            shared.set_iso_price(fc)
-            probe = _Probe(shared, t)
-        else:
-            one = slice(t, t + 1)
-            probe = _Probe(NodalMarket(feeder, for_interval(book, t), fc[one], rules,
-                                       resources_for_interval(resources, book.intervals[t]), opts,
-                                       load_p_kw[:, one], load_q_kvar[:, one]), 0)
-        if lossaware:
-            probe.market.converge()   # the curve is traced on the converged linearisation
-        bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
-        solves += probe.solves
-        flips += probe.flips
-        if lossaware:
-            bands, band_check = _verified(probe, bands, limit)
-            solves += band_check.bands
-            check = band_check if check is None else check.merged(band_check)
-        rows += [(t, lo, hi, q) for lo, hi, q in bands]
+    # One BLAS thread: the sparse LU solves are small, and idle OpenBLAS threads spinning
+    # against HiGHS on a loaded machine made each of them ten times slower.
+    with threadpool_limits(1, user_api="blas"):
+        # Uncoupled intervals are separate problems: tracing each on its own model
+        # keeps every solve T times smaller than the whole horizon's.
+        shared = NodalMarket(feeder, book, fc, rules, resources, opts, load_p_kw, load_q_kvar) if coupled else None
+        for t in range(T):
+            if coupled:
+                shared.set_iso_price(fc)
+                probe = _Probe(shared, t)
+            else:
+                one = slice(t, t + 1)
+                probe = _Probe(NodalMarket(feeder, for_interval(book, t), fc[one], rules,
+                                           resources_for_interval(resources, book.intervals[t]), opts,
+                                           load_p_kw[:, one], load_q_kvar[:, one]), 0)
+            if lossaware:
+                probe.market.converge()   # the curve is traced on the converged linearisation
+            bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
+            solves += probe.solves
+            flips += probe.flips
+            if lossaware:
+                bands, band_check = _verified(probe, bands, limit)
+                solves += band_check.bands
+                check = band_check if check is None else check.merged(band_check)
+            rows += [(t, lo, hi, q) for lo, hi, q in bands]
+            if progress is not None:
+                progress(t + 1, T)
     return InterfaceCurve(bands=_bands_table(book, rows), fixed_net_load_kw=_fixed_table(book, load_p_kw),
                           conditional=coupled, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, bound_flips=flips,
@@ -702,8 +930,11 @@ def _verified(probe: _Probe, bands: list, limit: int) -> tuple[list, CurveCheck]
     regions re-traced where needed; made monotone again where two linearisations meet."""
     market, t = probe.market, probe.t
 
-    def retrace(low: float, high: float) -> list:
-        return _trace_interval(_Probe(market, t), low, high, limit)
+    def retrace(low: float, high: float) -> list | None:
+        try:
+            return _trace_interval(_Probe(market, t), low, high, limit)
+        except RuntimeError:   # numerically troubled on this linearisation: the caller keeps what it has
+            return None
 
     checked, check = verify_curve(market, t, bands, retrace)
     q = np.minimum.accumulate(np.array([b[2] for b in checked]) / S_BASE_KVA)
@@ -746,8 +977,8 @@ def _fixed_table(book: BidBook, load_p_kw: np.ndarray) -> pl.DataFrame:
 def trace_curve_socp(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(),
                      resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
                      forecast=None, max_error_kw: float = 1.0, price_tol: float = 0.01,
-                     solver: str = "auto", max_solves: int = 5000, min_price: float | None = 1.0
-                     ) -> InterfaceCurve:
+                     solver: str = "auto", max_solves: int = 5000, min_price: float | None = 1.0,
+                     progress: Callable[[int, int], None] | None = None) -> InterfaceCurve:
     """Sample the branch-flow SOCP's ``Q_t(lambda)`` with a stated maximum error.
 
     Parameters
@@ -859,6 +1090,8 @@ def trace_curve_socp(feeder: Feeder, book: BidBook, rules: MarketRules = MarketR
                 mid = (a + b) / 2.0
                 bands += [[a, mid, qa], [mid, b, qb]]
         rows += [(t, lo, hi, q * S_BASE_KVA) for lo, hi, q in _merge_equal(bands)]
+        if progress is not None:
+            progress(t + 1, T)
     return InterfaceCurve(bands=_bands_table(book, rows), fixed_net_load_kw=_fixed_table(book, loads[0]),
                           conditional=coupled, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, exact=False, max_error_kw=max_error_kw,

@@ -453,7 +453,7 @@ class CurveCheck:
 
 def _ac_imports(market, t: int, xs: np.ndarray, sheds: np.ndarray | None) -> np.ndarray:
     """AC interface import (MW) of interval t for each dispatch in ``xs`` (bids x K, MW), one batched sweep."""
-    book, topo = market.book, market.feeder.topology
+    book, topo = market.columns.book, market.feeder.topology   # xs are per LP column
     load_p, load_q = (a[:, t] for a in market.loads())
     mine = np.nonzero(book.t_idx == t)[0]
     sign = book.withdraw_sign[mine]
@@ -475,7 +475,8 @@ def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[
     then carries the AC import of its dispatch (what the feeder draws at that price).
 
     ``market`` is the loss-aware :class:`~engine.clearing.NodalMarket` the bands were
-    traced on; ``retrace(low, high)`` traces its current model between two prices.
+    traced on; ``retrace(low, high)`` traces its current model between two prices (None
+    when it cannot).
     Each band's dispatch is the model's at the band's middle price (one warm solve),
     and all bands' power flows run as one batched sweep. A run of failing bands is
     one region: the model is re-linearised at the AC operating point of the clearing
@@ -530,7 +531,13 @@ def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[
         if not market.converge().ok:
             raise RuntimeError(f"loss-aware curve: no clearing at {prices[worst]:g} in interval {t}")
         lo, hi = bands[k][0], bands[j - 1][1]
-        sub, sub_check = verify_curve(market, t, retrace(lo, hi), retrace, depth + 1)
+        again = retrace(lo, hi)
+        if again is None:   # the tracer gave up on this region: keep its bands, with their AC imports
+            out += bands[k:j]
+            check = check.merged(CurveCheck(j - k, float(err[k:j].max()) * 100.0, 0))
+            k = j
+            continue
+        sub, sub_check = verify_curve(market, t, again, retrace, depth + 1)
         out += sub
         check = check.merged(CurveCheck(sub_check.bands, sub_check.max_error_pct, sub_check.relinearised + 1))
         k = j

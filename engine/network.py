@@ -376,12 +376,35 @@ def _limit(value, name: str) -> float:
     return out
 
 
+def as_polars(df, table: str) -> pl.DataFrame:
+    """An input table as a polars DataFrame: a pandas DataFrame is converted (its index dropped).
+
+    The engine works on polars; converting here, at the edge, lets pandas users
+    pass their frames without making pandas a dependency.
+
+    Raises
+    ------
+    InputError
+        ``(table, "table", ...)`` for anything but a polars or pandas DataFrame.
+    """
+    if isinstance(df, pl.DataFrame):
+        return df
+    if type(df).__module__.split(".")[0] == "pandas" and type(df).__name__ == "DataFrame":
+        try:
+            return pl.from_pandas(df)
+        except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+            raise InputError(table, "table", f"cannot convert the pandas DataFrame: {exc}") from None
+    raise InputError(table, "table", f"must be a polars or pandas DataFrame (got {type(df).__name__})")
+
+
 def _normalise(df: pl.DataFrame, schema: dict, table: str, defaults: dict,
                nullable: tuple = ()) -> pl.DataFrame:
     """Select, default and cast the columns of an input table; reject NaN and missing values.
 
-    Columns named in ``nullable`` may hold nulls; every other null is an error.
+    Columns named in ``nullable`` may hold nulls; every other null is an error. ``df``
+    may be a pandas DataFrame (:func:`as_polars`).
     """
+    df = as_polars(df, table)
     exprs = []
     for col, dtype in schema.items():
         if col in df.columns:

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from dsomarket.engine import lindistflow
-from dsomarket.engine.bids import BidBook
+from dsomarket.engine.bids import BidBook, merge_columns
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
@@ -187,26 +187,14 @@ def iso_prices(iso_price, T: int) -> np.ndarray:
 def pro_rata(book: BidBook, x: np.ndarray) -> np.ndarray:
     """Share the cleared total of identical bids in proportion to their quantities.
 
-    Bids at the same bus, interval, side, price and tan_phi with no resource
-    link are the same column of the LP up to its bound, so any split of their
-    total is optimal; the solver's vertex picks one arbitrarily. Splitting pro
-    rata makes the outcome fair and independent of input order.
+    Bids at the same bus, interval, side, price, tan_phi and resource are the
+    same column of the LP up to its bound, so any split of their total is
+    optimal; the solver's vertex picks one arbitrarily. Splitting pro rata makes
+    the outcome fair and independent of input order. (:class:`NodalMarket`
+    merges such bids into one column before building its model.)
     """
-    if book.n == 0:
-        return x
-    free = book.table["resource_id"].to_numpy() == ""
-    key = pl.DataFrame({"t": book.t_idx, "bus": book.bus_idx, "s": book.withdraw_sign, "p": book.price,
-                        "tan": book.tan_phi, "free": free, "x": x, "q": book.quantity_kw / S_BASE_KVA,
-                        "row": np.arange(book.n)})
-    grouped = key.with_columns(
-        share=pl.when(pl.col("free")).then(pl.col("x").sum().over(["t", "bus", "s", "p", "tan", "free"])
-                                           / pl.col("q").sum().over(["t", "bus", "s", "p", "tan", "free"]))
-    )
-    share = grouped["share"].to_numpy()
-    out = x.copy()
-    fix = free & np.isfinite(share)
-    out[fix] = np.clip(share[fix], 0.0, 1.0) * book.quantity_kw[fix] / S_BASE_KVA
-    return out
+    columns = merge_columns(book)
+    return columns.split(columns.total(x), book)
 
 
 def _iv_column(intervals: list, t_idx: np.ndarray) -> pl.Series:

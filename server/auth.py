@@ -8,9 +8,10 @@ A participant has one name and one role; an aggregator's name is its
 
 :func:`revoke_tokens` revokes every active token of a participant (the row
 keeps its hash and gains ``revoked_us``; the participant stays, so its data and
-audit trail keep their owner). A running server re-reads a cached token after
-at most ``token_recheck_seconds`` (:data:`TOKEN_RECHECK_SECONDS` by default), so
-a revoked token stops working within that window.
+audit trail keep their owner). A running server holds the active tokens in
+memory (:class:`server.tokenbook.TokenBook`) and re-reads them often enough that a
+revoked token stops working, for new calls and open streams, within
+``token_recheck_seconds`` (:data:`TOKEN_RECHECK_SECONDS` by default).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsomarket.server import audit, db
@@ -37,10 +38,12 @@ revoked token keeps working after ``dsomarket token revoke``."""
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: participant name and role."""
+    """Who is calling: participant name and role, and the digest of the token the call carried (empty
+    for offline tools), so that open streams can tell when that token is revoked."""
 
     name: str
     role: str
+    token_digest: str = field(default="", compare=False, repr=False)
 
 
 def token_hash(token: str) -> str:
@@ -95,11 +98,10 @@ def list_tokens(conn: sqlite3.Connection) -> list[tuple[str, str, int, int | Non
         "ORDER BY t.created_us, t.name")]
 
 
-def lookup(conn: sqlite3.Connection, digest: str) -> Principal | None:
-    """The participant of an active (unrevoked) token, else None."""
-    row = conn.execute("SELECT p.name, p.role FROM tokens t JOIN participants p ON p.name = t.name "
-                       "WHERE t.token_hash = ? AND t.revoked_us IS NULL", (digest,)).fetchone()
-    return Principal(row[0], row[1]) if row else None
+def is_active(conn: sqlite3.Connection, digest: str) -> bool:
+    """Whether the token of ``digest`` is active in the caller's read snapshot."""
+    return conn.execute("SELECT 1 FROM tokens WHERE token_hash = ? AND revoked_us IS NULL",
+                        (digest,)).fetchone() is not None
 
 
 def bearer_token(metadata) -> str:

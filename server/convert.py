@@ -10,7 +10,6 @@ Out: stored rows (``sqlite3.Row`` or dicts) become messages.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
@@ -21,14 +20,13 @@ from decimal import Decimal
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from dsomarket.server import timeline
+from dsomarket.server import limits, pagetoken, timeline
 from dsomarket.v1 import aggregator_pb2 as agg_pb
 from dsomarket.v1 import audit_pb2, common_pb2, iso_pb2, market_pb2, operator_pb2
 from dsomarket.v1 import flexibility_pb2 as flex_pb
 from dsomarket.server.errors import InvalidArgument, ResourceExhausted
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-DECIMAL_PATTERN = re.compile(r"[+-]?\d{1,12}(\.\d{1,6})?")
 CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
 
 MAX_BATCH = 100_000
@@ -45,7 +43,8 @@ _TS_MIN, _TS_MAX = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31,
 _MAX_LEAD_US = 7 * 24 * 3600 * 1_000_000
 
 SIDE = {common_pb2.SIDE_BUY: "buy", common_pb2.SIDE_SELL: "sell"}
-MARKET_KIND = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time"}
+MARKET_KIND = {common_pb2.MARKET_KIND_DAY_AHEAD: "day_ahead", common_pb2.MARKET_KIND_REAL_TIME: "real_time",
+               common_pb2.MARKET_KIND_HOUR_AHEAD: "hour_ahead"}
 RESOURCE_KIND = {common_pb2.RESOURCE_KIND_PV: "pv", common_pb2.RESOURCE_KIND_BATTERY: "battery",
                  common_pb2.RESOURCE_KIND_EV: "ev", common_pb2.RESOURCE_KIND_FLEXIBLE_LOAD: "flexible_load"}
 STATE = {"open": common_pb2.MARKET_STATE_OPEN, "closed": common_pb2.MARKET_STATE_CLOSED,
@@ -97,23 +96,8 @@ def optional_id(value: str, field: str) -> str:
 
 
 def check_decimal(value: str, field: str) -> str:
-    """A decimal string, stripped; at most 12 digits before and 6 after the point."""
-    text = (value or "").strip()
-    if not DECIMAL_PATTERN.fullmatch(text):
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        raise InvalidArgument(field, f"must be a decimal number like '42.5' with at most 6 decimals "
-                                     f"(got {shown!r})")
-    return text
-
-
-def check_number(value: float, field: str, *, positive: bool = False, non_negative: bool = False) -> float:
-    if not math.isfinite(value):
-        raise InvalidArgument(field, f"must be a finite number (got {value})")
-    if positive and not value > 0:
-        raise InvalidArgument(field, f"must be positive (got {value})")
-    if non_negative and value < 0:
-        raise InvalidArgument(field, f"must not be negative (got {value})")
-    return float(value)
+    """A decimal string, stripped: ASCII digits, at most 6 decimals, within +-``limits.MAX_PRICE``."""
+    return limits.decimal_text(value, field)
 
 
 def us_of(ts: Timestamp, field: str) -> int:
@@ -144,6 +128,14 @@ def enum_value(table: dict, value: int, field: str, what: str) -> str:
     return table[value]
 
 
+def reason(value: str) -> str:
+    """An audited reason: required, stripped, at most :data:`MAX_REASON` characters."""
+    text = value.strip()
+    if not 0 < len(text) <= MAX_REASON:
+        raise InvalidArgument("reason", f"is required, up to {MAX_REASON} characters")
+    return text
+
+
 def request_id(value: str) -> str:
     return optional_id(value, "request_id")
 
@@ -156,34 +148,33 @@ def request_digest(request) -> str:
 # -- pagination -----------------------------------------------------------------------
 
 def page(params, scope: str) -> tuple[int, list | None]:
-    """``(limit, after_key)`` of a PaginationParams; the token is bound to the call and its filter."""
+    """``(limit, after_key)`` of a PaginationParams; the token must be one this server signed for ``scope``
+    (the call and its filter), see :mod:`server.pagetoken`."""
     limit = params.page_size or DEFAULT_PAGE
     if limit > MAX_PAGE:
         raise InvalidArgument("pagination.page_size", f"must be at most {MAX_PAGE} (got {limit})")
     if not params.page_token:
         return limit, None
-    try:
-        tag, key = json.loads(base64.urlsafe_b64decode(params.page_token.encode("ascii")))
-    except (ValueError, TypeError, UnicodeError):
-        raise InvalidArgument("pagination.page_token", "is malformed") from None
-    if tag != _scope_tag(scope) or not isinstance(key, list):
-        raise InvalidArgument("pagination.page_token", "belongs to another call or filter")
-    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in key):
-        raise InvalidArgument("pagination.page_token", "is malformed")
-    return limit, key
+    return limit, pagetoken.current().open(params.page_token, scope)
 
 
 def next_page(rows: list, limit: int, scope: str, key) -> tuple[list, common_pb2.PaginationInfo]:
-    """The page's rows (the store fetched ``limit + 1``) and the token of the next page."""
+    """The page's rows (the store fetched ``limit + 1``) and the signed token of the next page."""
     if len(rows) <= limit:
         return rows, common_pb2.PaginationInfo()
     rows = rows[:limit]
-    token = base64.urlsafe_b64encode(json.dumps([_scope_tag(scope), list(key(rows[-1]))]).encode()).decode()
+    token = pagetoken.current().issue(scope, list(key(rows[-1])))
     return rows, common_pb2.PaginationInfo(next_page_token=token)
 
 
-def _scope_tag(scope: str) -> str:
-    return hashlib.sha256(scope.encode()).hexdigest()[:12]
+MAX_SEQUENCE = 2**63 - 1
+
+
+def sequence(value: int, field: str) -> int:
+    """A stream's ``after_sequence``: 0 (from the start) up to the largest stored sequence number."""
+    if not 0 <= value <= MAX_SEQUENCE:
+        raise InvalidArgument(field, f"must be between 0 and {MAX_SEQUENCE} (got {value})")
+    return value
 
 
 # -- feeders and markets -----------------------------------------------------------------
@@ -204,10 +195,11 @@ def feeder_source(req: operator_pb2.CreateFeederRequest) -> tuple[str, str | dic
         raise InvalidArgument("tables.name", "is required")
     if not t.root_bus:
         raise InvalidArgument("tables.root_bus", "is required")
-    check_number(t.base_kv, "tables.base_kv", positive=True)
-    header = {"name": t.name.strip(), "root_bus": t.root_bus, "base_kv": t.base_kv, "v0_pu": t.v0_pu or 1.0}
+    header = {"name": t.name.strip(), "root_bus": t.root_bus,
+              "base_kv": limits.in_range(t.base_kv, "tables.base_kv", "base_kv"),
+              "v0_pu": limits.in_range(t.v0_pu, "tables.v0_pu", "v_pu") if t.v0_pu else 1.0}
     for name in ("import_max_kw", "export_max_kw"):
-        value = check_number(getattr(t, name), f"tables.{name}", non_negative=True)
+        value = limits.in_range(getattr(t, name), f"tables.{name}", "kw_limit")
         if value > 0:
             header[name] = value
     n_bus = len(t.buses.bus)
@@ -215,17 +207,22 @@ def feeder_source(req: operator_pb2.CreateFeederRequest) -> tuple[str, str | dic
         err = ResourceExhausted if n_bus > MAX_FEEDER_BUSES else InvalidArgument
         raise err("tables.buses.bus", f"a feeder needs 2 to {MAX_FEEDER_BUSES} buses (got {n_bus})")
     buses = {"bus": list(t.buses.bus)}
-    buses.update(_columns(t.buses, ("vmin_pu", "vmax_pu", "load_kw", "load_kvar"), n_bus, "tables.buses"))
+    buses.update(_columns(t.buses, (("vmin_pu", "v_pu"), ("vmax_pu", "v_pu"), ("load_kw", "load_kw"),
+                                    ("load_kvar", "load_kw")), n_bus, "tables.buses"))
     n_line = len(t.lines.line)
     lines = {"line": list(t.lines.line), "from_bus": list(t.lines.from_bus), "to_bus": list(t.lines.to_bus)}
     for name in ("from_bus", "to_bus"):
         if len(lines[name]) != n_line:
             raise InvalidArgument(f"tables.lines.{name}",
                                   f"has {len(lines[name])} entries, line has {n_line}")
-    lines.update(_columns(t.lines, ("r_ohm", "x_ohm"), n_line, "tables.lines", required=True))
-    s_max = _columns(t.lines, ("s_max_kva",), n_line, "tables.lines", allow_inf=True).get("s_max_kva")
-    if s_max is not None:
-        lines["s_max_kva"] = [None if v == 0 or math.isinf(v) else v for v in s_max]
+    lines.update(_columns(t.lines, (("r_ohm", "ohm"), ("x_ohm", "ohm")), n_line, "tables.lines", required=True))
+    s_max = list(t.lines.s_max_kva)
+    if s_max:
+        if len(s_max) != n_line:
+            raise InvalidArgument("tables.lines.s_max_kva", f"has {len(s_max)} entries, expected {n_line}")
+        # 0 or +infinity: no thermal limit.
+        lines["s_max_kva"] = [None if v == 0 or v == math.inf else
+                              limits.in_range(v, f"tables.lines.s_max_kva[{k}]", "kva") for k, v in enumerate(s_max)]
     if len(t.lines.in_service):
         if len(t.lines.in_service) != n_line:
             raise InvalidArgument("tables.lines.in_service", f"has {len(t.lines.in_service)} entries, "
@@ -234,18 +231,16 @@ def feeder_source(req: operator_pb2.CreateFeederRequest) -> tuple[str, str | dic
     return "tables", {"header": header, "buses": buses, "lines": lines}
 
 
-def _columns(msg, names, n: int, prefix: str, required: bool = False, allow_inf: bool = False) -> dict:
+def _columns(msg, names, n: int, prefix: str, required: bool = False) -> dict:
+    """Columns ``(name, range kind)`` of ``msg``, each of length ``n`` with every value in its range."""
     out = {}
-    for name in names:
+    for name, kind in names:
         values = list(getattr(msg, name))
         if not values and not required:
             continue
         if len(values) != n:
             raise InvalidArgument(f"{prefix}.{name}", f"has {len(values)} entries, expected {n}")
-        for k, v in enumerate(values):
-            if math.isnan(v) or (math.isinf(v) and not allow_inf):
-                raise InvalidArgument(f"{prefix}.{name}[{k}]", f"must be a finite number (got {v})")
-        out[name] = values
+        out[name] = [limits.in_range(v, f"{prefix}.{name}[{k}]", kind) for k, v in enumerate(values)]
     return out
 
 
@@ -260,6 +255,9 @@ def market_spec(req: operator_pb2.CreateMarketRequest) -> dict:
     if count > timeline.MAX_COUNT[kind]:
         raise InvalidArgument("interval_count",
                               f"at most {timeline.MAX_COUNT[kind]} for this kind (got {count})")
+    if start + count * timeline.MINUTES[kind] * 60_000_000 > _TS_MAX * 1_000_000:
+        raise InvalidArgument("delivery_start", "the delivery period must end by 9999-12-31T23:59:59Z, the last "
+                                                "time a protobuf Timestamp can hold")
     lead = None
     if req.HasField("gate_lead"):
         lead = req.gate_lead.seconds * 1_000_000 + req.gate_lead.nanos // 1000
@@ -276,8 +274,9 @@ def market_spec(req: operator_pb2.CreateMarketRequest) -> dict:
     if voll is not None and not Decimal(voll) > 0:
         raise InvalidArgument("value_of_lost_load", "must be positive")
     da = optional_id(req.day_ahead_market_id, "day_ahead_market_id")
-    if da and kind != "real_time":
-        raise InvalidArgument("day_ahead_market_id", "only a real-time market refers to a day-ahead market")
+    if da and kind == "day_ahead":
+        raise InvalidArgument("day_ahead_market_id", "only a real-time or hour-ahead market refers to a day-ahead "
+                                                     "market")
     gate = (required_us(req, "gate_closure_time", "gate_closure_time") if req.HasField("gate_closure_time")
             else None)
     return {"market_id": check_id(req.market_id, "market_id"),
@@ -287,8 +286,11 @@ def market_spec(req: operator_pb2.CreateMarketRequest) -> dict:
             "value_of_lost_load": voll, "day_ahead_market_id": da or None}
 
 
-def forecast(values, count: int) -> list[str]:
-    out = [check_decimal(v, f"iso_price_forecast[{k}]") for k, v in enumerate(values)]
+def forecast(values, market: dict) -> list[str]:
+    """ISO price forecasts of a ClearMarket request, each within the market's floor and cap."""
+    count = market["interval_count"]
+    out = [limits.price_between(v, f"iso_price_forecast[{k}]", market["price_floor"], market["price_cap"])
+           for k, v in enumerate(values)]
     if len(out) not in (0, 1, count):
         raise InvalidArgument("iso_price_forecast", f"give one price or one per interval ({count}), "
                                                     f"not {len(out)}")
@@ -300,7 +302,7 @@ def iso_awards(req: iso_pb2.SubmitAwardRequest) -> list[tuple[int, float, str]]:
     if not req.awards:
         raise InvalidArgument("awards", "one award per interval is required")
     return [(required_us(a, "interval_start", f"awards[{k}].interval_start"),
-             check_number(a.import_kw, f"awards[{k}].import_kw"),
+             limits.in_range(a.import_kw, f"awards[{k}].import_kw", "kw_signed"),
              check_decimal(a.price, f"awards[{k}].price") if a.price else "")
             for k, a in enumerate(req.awards)]
 
@@ -309,6 +311,10 @@ def iso_awards(req: iso_pb2.SubmitAwardRequest) -> list[tuple[int, float, str]]:
 
 _RESOURCE_NUMBERS = ("capacity_kw", "energy_kwh", "charge_kw", "discharge_kw", "eta_charge", "eta_discharge",
                      "soc_init_kwh", "soc_end_kwh", "soc_min_kwh", "ramp_kw")
+_RESOURCE_RANGES = {"capacity_kw": "kw_rate", "energy_kwh": "kwh", "charge_kw": "kw_rate", "discharge_kw": "kw_rate",
+                    "eta_charge": "efficiency", "eta_discharge": "efficiency", "soc_init_kwh": "kwh",
+                    "soc_end_kwh": "kwh", "soc_min_kwh": "kwh", "ramp_kw": "kw_rate"}
+"""Range of each resource number; 0 stands for "not given" (an efficiency then defaults to 0.95)."""
 _REQUIRED = {"pv": (), "battery": ("energy_kwh", "charge_kw", "discharge_kw"),
              "ev": ("energy_kwh", "charge_kw"), "flexible_load": ()}
 
@@ -333,15 +339,14 @@ def resources(req: agg_pb.RegisterResourcesRequest) -> list[dict]:
         row = {"resource_id": rid, "feeder_id": check_id(r.feeder_id, f"{f}.feeder_id"), "bus": r.bus,
                "kind": kind}
         for name in _RESOURCE_NUMBERS:
-            row[name] = check_number(getattr(r, name), f"{f}.{name}", non_negative=True)
+            value = getattr(r, name)
+            row[name] = limits.in_range(value, f"{f}.{name}", _RESOURCE_RANGES[name]) if value != 0 else 0.0
         if not row["capacity_kw"] > 0:
             raise InvalidArgument(f"{f}.capacity_kw", "must be positive")
         for name in _REQUIRED[kind]:
             if not row[name] > 0:
                 raise InvalidArgument(f"{f}.{name}", f"must be positive for a {kind.replace('_', ' ')}")
         for name in ("eta_charge", "eta_discharge"):
-            if row[name] > 1:
-                raise InvalidArgument(f"{f}.{name}", f"must be in (0, 1] (got {row[name]})")
             row[name] = row[name] or 0.95
         if kind == "battery" and not (row["soc_min_kwh"] <= row["soc_init_kwh"] <= row["energy_kwh"]
                                       and row["soc_min_kwh"] <= row["soc_end_kwh"] <= row["energy_kwh"]):
@@ -403,21 +408,14 @@ def bid_batch(cols: agg_pb.BidColumns) -> BidBatch:
     for k, s in enumerate(sides):
         if s is None:
             raise InvalidArgument(f"bids.side[{k}]", f"must be SIDE_BUY or SIDE_SELL (got {cols.side[k]})")
-    quantity = list(cols.quantity_kw)
-    for k, q in enumerate(quantity):
-        if not (q > 0 and math.isfinite(q)):
-            raise InvalidArgument(f"bids.quantity_kw[{k}]",
-                                  f"must be a positive finite number of kW (got {q})")
+    quantity = [limits.in_range(q, f"bids.quantity_kw[{k}]", "kw") for k, q in enumerate(cols.quantity_kw)]
     prices = [check_decimal(p, f"bids.price[{k}]") for k, p in enumerate(cols.price)]
     index = list(cols.interval_index)
     for k, i in enumerate(index):
         if i >= len(starts):
             raise InvalidArgument(f"bids.interval_index[{k}]", f"{i} is not an index of interval_starts "
                                                                 f"({len(starts)} entries)")
-    tan_phi = list(cols.tan_phi) or [0.0] * n
-    for k, t in enumerate(tan_phi):
-        if not math.isfinite(t):
-            raise InvalidArgument(f"bids.tan_phi[{k}]", "must be finite")
+    tan_phi = [limits.in_range(t, f"bids.tan_phi[{k}]", "tan_phi") for k, t in enumerate(cols.tan_phi)] or [0.0] * n
     return BidBatch(bid_ids, resource_ids, sides, quantity, prices, starts, index, tan_phi)
 
 
@@ -445,10 +443,6 @@ def _non_negative_decimal(value: str, field: str) -> str:
     return text
 
 
-def _positive_kw(value: float, field: str) -> float:
-    if not (value > 0 and math.isfinite(value)):
-        raise InvalidArgument(field, f"must be a positive finite number (got {value})")
-    return float(value)
 
 
 def flex_needs(req: flex_pb.PostNeedsRequest) -> list[dict]:
@@ -482,7 +476,7 @@ def flex_needs(req: flex_pb.PostNeedsRequest) -> list[dict]:
         wanted, other = ("required_pu", "required_kw") if kind == "voltage" else ("required_kw", "required_pu")
         if getattr(nd, other) != 0:
             raise InvalidArgument(f"{f}.{other}", f"must be 0 for a {kind} need (it takes {wanted})")
-        amount = _positive_kw(getattr(nd, wanted), f"{f}.{wanted}")
+        amount = limits.in_range(getattr(nd, wanted), f"{f}.{wanted}", "dv_pu" if kind == "voltage" else "kw")
         rows.append({"need_id": need_id, "kind": kind, "element": nd.element, "direction": direction,
                      "start_us": start, "required_kw": amount if wanted == "required_kw" else None,
                      "required_pu": amount if wanted == "required_pu" else None,
@@ -545,7 +539,7 @@ def flex_offer_batch(cols: flex_pb.FlexOfferColumns) -> FlexOfferBatch:
     resource_ids = [check_id(r, f"offers.resource_id[{k}]") for k, r in enumerate(cols.resource_id)]
     directions = [enum_value(FLEX_DIRECTION, d, f"offers.direction[{k}]", "direction (FLEX_DIRECTION_UP or "
                              "FLEX_DIRECTION_DOWN)") for k, d in enumerate(cols.direction)]
-    quantity = [_positive_kw(q, f"offers.quantity_kw[{k}]") for k, q in enumerate(cols.quantity_kw)]
+    quantity = [limits.in_range(q, f"offers.quantity_kw[{k}]", "kw") for k, q in enumerate(cols.quantity_kw)]
     prices = [_non_negative_decimal(p, f"offers.price[{k}]") for k, p in enumerate(cols.price)]
     index = list(cols.interval_index)
     for k, i in enumerate(index):
@@ -560,10 +554,7 @@ def flex_offer_batch(cols: flex_pb.FlexOfferColumns) -> FlexOfferBatch:
         if not (math.isfinite(m) and 0 <= m <= quantity[k]):
             raise InvalidArgument(f"offers.min_kw[{k}]", f"must be between 0 and quantity_kw ({quantity[k]}) "
                                                          f"(got {m})")
-    tan_phi = list(cols.tan_phi) or [0.0] * n
-    for k, t in enumerate(tan_phi):
-        if not math.isfinite(t):
-            raise InvalidArgument(f"offers.tan_phi[{k}]", "must be finite")
+    tan_phi = [limits.in_range(t, f"offers.tan_phi[{k}]", "tan_phi") for k, t in enumerate(cols.tan_phi)] or [0.0] * n
     return FlexOfferBatch(offer_ids, resource_ids, directions, quantity, prices, starts, index, availability,
                           divisible, min_kw, tan_phi)
 
@@ -676,7 +667,7 @@ def curve(row, market_row) -> iso_pb2.InterfaceCurve:
         kind=_INVERSE["kind"][market_row["kind"]], interval_start=ts(start),
         interval_end=ts(start + timeline.interval_us(market_row)), fixed_net_load_kw=row["fixed_kw"],
         conditional=bool(row["conditional"]), segments=segments, bands=bands, reduction_area=row["area"],
-        published_at=ts(row["published_us"]))
+        published_at=ts(row["published_us"]), revision=row["revision"], network_version=row["network_version"])
 
 
 def audit_record(row) -> audit_pb2.AuditRecord:

@@ -16,8 +16,10 @@ lets settlement match a real-time bid to its day-ahead position.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,19 +28,26 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 import polars as pl
 
-from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
-from dsomarket.engine.clearing import ClearingOptions, clear
-from dsomarket.engine.disaggregation import Disaggregation, disaggregate
+from dsomarket.engine.bids import MarketRules, couples_intervals, parse_commitments, parse_resources, validate_bids
+from dsomarket.engine.clearing import ClearingOptions
+from dsomarket.engine.disaggregation import Disaggregation
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import builtin
 from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
-from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.network import Feeder
+from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
+from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
+from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
+from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
 from dsomarket.engine.settlement import settle
 from dsomarket.server.errors import InvalidArgument
 
+log = logging.getLogger("dsomarket.server")
+
 ISO_SEGMENTS = 10
 """Priced segments per kind (demand, supply) in the curve handed to the ISO."""
+
+log = logging.getLogger(__name__)
 
 _SEP = "/"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -111,7 +120,8 @@ class MarketInputs:
     """Everything a clearing of one market reads, already in the engine's form.
 
     ``feeder`` already carries the accepted flexibility activations the market is built on (see
-    :func:`market_inputs`).
+    :func:`market_inputs`). ``changes`` is the feeder's validated network change set of
+    ``network_version`` (:mod:`engine.network_changes`), or None for the feeder as loaded.
     """
 
     feeder: Feeder
@@ -119,9 +129,15 @@ class MarketInputs:
     intervals: list
     bids: pl.DataFrame
     resources: tuple
+    changes: pl.DataFrame | None = None
+    network_version: int = 0
 
     def book(self):
         return validate_bids(self.bids, self.feeder, self.rules, self.intervals)
+
+    def runs(self, book):
+        """The runs of one network state of the market's intervals (InputError when they cannot be)."""
+        return runs_for(self.feeder, self.changes, book, self.resources)
 
 
 def market_rules(market: dict) -> MarketRules:
@@ -139,7 +155,7 @@ def market_intervals(market: dict) -> list[datetime]:
 
 
 def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: pl.DataFrame,
-                  activations: pl.DataFrame | None = None) -> MarketInputs:
+                  activations: pl.DataFrame | None = None, network: tuple[int, list] = (0, [])) -> MarketInputs:
     """Engine inputs of a market from its stored rows.
 
     Parameters
@@ -161,8 +177,13 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
         (:func:`engine.flexibility.apply_activations`), and a kW is sold once: a resource with
         activations in an interval gets an :class:`engine.bids.Commitment` there (see
         :func:`_commitments`).
+    network
+        ``(version, change rows)``: the feeder's network version and its change rows in version order
+        (:func:`change_table` takes them); version 0 with no rows is the feeder as loaded.
     """
     intervals = market_intervals(market)
+    version, change_rows = network
+    changes = change_table(feeder, change_rows) if change_rows else None
     interval = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
     commitments = ()
     if activations is not None and activations.height:
@@ -179,7 +200,28 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
                         _engine_id(pl.col("aggregator_id"), pl.col("resource_id")).alias("resource_id"),
                         "tan_phi")
     return MarketInputs(feeder=feeder, rules=market_rules(market), intervals=intervals, bids=table,
-                        resources=_resources(resources) + commitments)
+                        resources=_resources(resources) + commitments, changes=changes, network_version=version)
+
+
+CHANGE_ROW_KEYS = ("change_id", "kind", "element", "start_us", "end_us", "s_max_kva", "vmin_pu", "vmax_pu",
+                   "import_max_kw", "export_max_kw", "shed", "reason", "submitted_by")
+"""Keys of a stored network change row (times in microseconds since the epoch, UTC)."""
+
+
+def change_table(feeder: Feeder, rows: list[dict]) -> pl.DataFrame:
+    """The engine's validated change table from stored change rows (in version order)."""
+    utc = pl.Datetime("us", "UTC")
+    table = pl.DataFrame({
+        "change_id": [r["change_id"] for r in rows], "kind": [r["kind"] for r in rows],
+        "element": [r["element"] for r in rows],
+        "start": pl.Series([r["start_us"] for r in rows], dtype=pl.Int64).cast(utc),
+        "end": pl.Series([r["end_us"] for r in rows], dtype=pl.Int64).cast(utc),
+        **{c: pl.Series([r[c] for r in rows], dtype=pl.Float64)
+           for c in ("s_max_kva", "vmin_pu", "vmax_pu", "import_max_kw", "export_max_kw")},
+        "shed": pl.Series([bool(r["shed"]) for r in rows], dtype=pl.Boolean),
+        "who": [r["submitted_by"] for r in rows], "why": [r["reason"] for r in rows],
+    }, schema=CHANGE_SCHEMA)
+    return validate_changes(table, feeder)
 
 
 def _commitments(acts: pl.DataFrame, resources: pl.DataFrame, interval: pl.Series) -> tuple:
@@ -237,6 +279,10 @@ def _digest(*parts) -> str:
     return h.hexdigest()
 
 
+_WAY_OUT = ("the market stays closed: clear it again (another forecast), or reopen it (ReopenMarket) so that "
+            "bids can be withdrawn or replaced")
+
+
 def _diagnosis(items) -> tuple[str, ...]:
     out = []
     for d in items:
@@ -256,7 +302,8 @@ class ClearOutcome:
     ``prices``: bus, interval_idx, dlmp, energy, congestion, voltage, loss
     (decimal strings). ``interface``: interval_idx, import_kw, iso_price.
     ``curves``: one dict per interval (interval_idx, fixed_kw, conditional,
-    segments, bands). Tables are empty unless ``status == "optimal"``.
+    segments, bands). Tables are empty unless ``status == "optimal"``. ``network_version`` is the
+    feeder's network version the clearing used.
     """
 
     status: str
@@ -268,39 +315,72 @@ class ClearOutcome:
     area: str
     seconds: float
     digest: str
+    network_version: int = 0
 
 
 def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None = None) -> ClearOutcome:
     """Clear at the forecast ISO price and trace the interface curves.
 
     ``forecast`` holds decimal strings per MWh: none (the midpoint of floor and
-    cap), one for every interval, or one per interval.
+    cap), one for every interval, or one per interval. The engine refusing the
+    stored inputs, or failing, is an ``error`` outcome that says why (and is
+    recorded like any failed clearing), never an exception out of the call: the
+    operator then has the market's diagnosis and ReopenMarket.
     """
     t0 = time.perf_counter()
+    try:
+        return _clear_market(inputs, forecast, time_limit, t0)
+    except InputError as exc:
+        reason = str(exc)
+    except Exception as exc:  # a defect: logged with its traceback, the market keeps a reason
+        log.exception("clearing failed")
+        reason = f"the engine failed ({type(exc).__name__}); the server log has the details"
+    return ClearOutcome("error", (reason, _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
+                        time.perf_counter() - t0, _digest("error", reason), inputs.network_version)
+
+
+def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float) -> ClearOutcome:
     book = inputs.book()
     options = ClearingOptions(time_limit=time_limit)
     rules = inputs.rules
     forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
     forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast
-    result = clear(inputs.feeder, book, forecast, rules=inputs.rules, resources=inputs.resources,
-                   options=options)
-    if not result.ok:
-        return ClearOutcome(result.status, _diagnosis(result.diagnosis), "", pl.DataFrame(), pl.DataFrame(),
-                            [], "", time.perf_counter() - t0, _digest(result.status))
+    version = inputs.network_version
     try:
-        curve = trace_curve(inputs.feeder, book, inputs.rules, inputs.resources, options, forecast=forecast)
+        runs = inputs.runs(book)
+    except InputError as exc:  # a network change the market's resources cannot be split by
+        return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
+                            time.perf_counter() - t0, _digest("error", str(exc)), version)
+    t_book = time.perf_counter()
+    result = clear_runs(runs, book, forecast, rules=inputs.rules, resources=inputs.resources, options=options)
+    t_clear = time.perf_counter()
+    log.info("clearing: %d bid segments, %d intervals, %d buses; bids and network %.3f s, clear %.3f s (%s)",
+             book.n, len(inputs.intervals), inputs.feeder.topology.n_bus, t_book - t0, t_clear - t_book,
+             result.status)
+    if not result.ok:
+        # A failure always says why, and what the operator can do about it.
+        diagnosis = _diagnosis(result.diagnosis) or (f"the solver ended with status {result.status!r} and named "
+                                                     "no violated limit",)
+        return ClearOutcome(result.status, diagnosis + (_WAY_OUT,), "", pl.DataFrame(), pl.DataFrame(),
+                            [], "", time.perf_counter() - t0, _digest(result.status), version)
+    try:
+        curve = trace_runs(runs, book, inputs.rules, inputs.resources, options, forecast=forecast)
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
-        return ClearOutcome("error", (str(exc),), "", pl.DataFrame(), pl.DataFrame(), [], "",
-                            time.perf_counter() - t0, _digest("error", str(exc)))
+        return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
+                            time.perf_counter() - t0, _digest("error", str(exc)), version)
+    t_curve = time.perf_counter()
     offer, area = curve.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)
     interface = result.interface.select(_interval_idx(inputs, result.interface["interval"]), "import_kw",
                                         pl.Series("iso_price", [decimal_text(p) for p in forecast]))
     curves = _curves(inputs, curve, offer)
     dispatch = result.dispatch.select("bid_id", "interval", "cleared_kw")
+    log.info("clearing: curves %.3f s (%d bands, %d solves, %d bound flips), ISO offer and tables %.3f s; "
+             "total %.3f s", t_curve - t_clear, curve.bands.height, curve.solves, curve.bound_flips,
+             time.perf_counter() - t_curve, time.perf_counter() - t0)
     return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
                         decimal_text(area), time.perf_counter() - t0,
-                        _digest(prices, interface, dispatch, curves, area))
+                        _digest(prices, interface, dispatch, curves, area), version)
 
 
 def _price_table(inputs: MarketInputs, result) -> pl.DataFrame:
@@ -363,10 +443,11 @@ def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]
                        day_ahead: Disaggregation | None = None,
                        time_limit: float | None = None) -> AwardOutcome:
     """Re-clear at the ISO's award; a real-time market passes its day-ahead disaggregation."""
-    dis = disaggregate(inputs.feeder, inputs.book(), award_table(inputs, awards), inputs.rules,
-                       inputs.resources, ClearingOptions(time_limit=time_limit),
-                       day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
-                       day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes)
+    book = inputs.book()
+    dis = disaggregate_runs(inputs.runs(book), book, award_table(inputs, awards), inputs.rules,
+                            inputs.resources, ClearingOptions(time_limit=time_limit),
+                            day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
+                            day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes)
     res = dis.clearing
     if not res.ok:
         empty = pl.DataFrame()
@@ -380,6 +461,105 @@ def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]
     instr = dis.instructions.select("aggregator_id", _local_id("resource_id"),
                                     _interval_idx(inputs, dis.instructions["interval"]), "kw")
     return AwardOutcome("optimal", (), prices, awards_df, instr, _digest(prices, awards_df, instr), dis)
+
+
+def couples(inputs: MarketInputs) -> bool:
+    """True when resources with bids link the market's intervals (storage, EV energy, ramps)."""
+    return couples_intervals(inputs.book(), inputs.resources)
+
+
+def disaggregate_intervals(inputs: MarketInputs, awards: list[tuple[int, float, str]],
+                           day_ahead: Disaggregation | None = None,
+                           time_limit: float | None = None) -> AwardOutcome:
+    """The ISO's award of some intervals of a market whose intervals are independent, on their own.
+
+    ``awards`` are ``(interval_idx, import_kw, price)`` of the market's interval indices; the bids of the
+    other intervals take no part, and the outcome's tables carry the market's interval indices.
+    """
+    indices = [k for k, _, _ in awards]
+    keep = [inputs.intervals[k] for k in indices]
+    sub = dataclasses.replace(inputs, intervals=keep, bids=inputs.bids.filter(pl.col("interval").is_in(keep)))
+    out = disaggregate_award(sub, [(j, q, p) for j, (_, q, p) in enumerate(awards)], day_ahead, time_limit)
+    if out.status != "optimal":
+        return out
+    back = pl.col("interval_idx").replace_strict(dict(enumerate(indices)), return_dtype=pl.Int64)
+    prices, award_rows, instr = (t.with_columns(back) for t in (out.prices, out.awards, out.instructions))
+    return dataclasses.replace(out, prices=prices, awards=award_rows, instructions=instr,
+                               digest=_digest(prices, award_rows, instr))
+
+
+@dataclass(frozen=True, eq=False)
+class RedispatchOutcome:
+    """An override or emergency instruction applied to one interval (:func:`engine.overrides.redispatch`).
+
+    ``mode`` held, redispatched or refused; ``instructions``: aggregator_id, resource_id (own ids), kw for
+    every resource after the change; ``import_kw`` the revised interface schedule.
+    """
+
+    mode: str
+    diagnosis: tuple
+    import_kw: float
+    instructions: pl.DataFrame
+
+
+def redispatch_interval(inputs: MarketInputs, k: int, iso_price: float, current: list[dict], fixed: list[dict],
+                        import_max_kw: float | None = None, export_max_kw: float | None = None,
+                        time_limit: float | None = None) -> RedispatchOutcome:
+    """Apply an override (``fixed``) or interface caps to interval ``k`` of an awarded market.
+
+    ``current`` and ``fixed`` are rows ``aggregator_id, resource_id`` (own ids), ``bus``, ``kw`` (net
+    injection). The interval's network is the one its clearing used (network changes included).
+    """
+    iv = inputs.intervals[k]
+    sub = dataclasses.replace(inputs, intervals=[iv], bids=inputs.bids.filter(pl.col("interval") == iv))
+    book = sub.book()
+    (run,) = sub.runs(book)
+
+    def positions(rows: list[dict]) -> pl.DataFrame:
+        table = pl.DataFrame(rows, schema={c: POSITION_SCHEMA[c] for c in ("aggregator_id", "resource_id", "bus",
+                                                                               "kw")}, orient="row")
+        return table.select("aggregator_id", _engine_id(pl.col("aggregator_id"), pl.col("resource_id"))
+                            .alias("resource_id"), "bus", "kw", pl.lit(0.0).alias("tan_phi"))
+
+    out = redispatch(run.feeder, run_book(book, run, inputs.rules), iso_price, positions(current), positions(fixed),
+                     inputs.rules, ClearingOptions(time_limit=time_limit), import_max_kw, export_max_kw)
+    if out.mode == "refused":
+        return RedispatchOutcome("refused", _diagnosis(out.diagnosis), float("nan"), pl.DataFrame())
+    instr = out.disaggregation.instructions.select("aggregator_id", _local_id("resource_id"), "kw")
+    return RedispatchOutcome(out.mode, (), out.import_kw, instr)
+
+
+def curtailment_lines(inputs: MarketInputs, own: Disaggregation, moved: pl.DataFrame) -> pl.DataFrame:
+    """Statement lines of instructed deviations from the award (:func:`engine.overrides.curtailment_payments`).
+
+    ``moved``: aggregator_id, resource_id (own ids), interval_idx, kw: the final instruction of each resource
+    an override, re-dispatch or emergency instruction moved. Returns two lines per deviation, in the statement
+    columns: bid_id ``override`` (the deviation at the award's DLMP) and ``curtailment`` (the lost margin),
+    amounts rounded half-even to the cent.
+    """
+    cols = ("aggregator_id", "bid_id", "resource_id", "interval_idx", "kw", "kvar", "price", "price_q", "amount")
+    if moved.height == 0:
+        return pl.DataFrame(schema={c: (pl.Float64 if c in ("kw", "kvar") else pl.Int64 if c == "interval_idx"
+                                        else pl.Utf8) for c in cols})
+    stamps = pl.Series("interval", inputs.intervals, dtype=pl.Datetime("us", "UTC"))
+    d = own.clearing.dispatch.filter(~pl.col("held"))
+    dlmp = own.clearing.prices.select("bus", "interval", "dlmp")
+    bus = d.group_by("aggregator_id", "resource_id").agg(pl.col("bus").first())
+    awarded = (own.instructions.join(bus, on=["aggregator_id", "resource_id"], how="left")
+               .join(dlmp, on=["bus", "interval"], how="left").drop("bus"))
+    instructed = moved.select("aggregator_id", _engine_id(pl.col("aggregator_id"), pl.col("resource_id"))
+                              .alias("resource_id"), stamps.gather(moved["interval_idx"]).alias("interval"), "kw")
+    pay = curtailment_payments(awarded, d.select("aggregator_id", "resource_id", "interval", "side", "price",
+                                                 "cleared_kw"), instructed, inputs.rules.hours)
+    pay = pay.with_columns(_interval_idx(inputs, pay["interval"]), _local_id("resource_id"))
+    rows = []
+    for r in pay.iter_rows(named=True):
+        for kind, kw, price, amount in (("override", r["delta_kw"], r["dlmp"], r["energy_amount"]),
+                                        ("curtailment", abs(r["delta_kw"]), r["margin_price"],
+                                         r["curtailment_amount"])):
+            rows.append((r["aggregator_id"], kind, r["resource_id"], r["interval_idx"], kw, 0.0, decimal_text(price),
+                         "0", _money_text(_money(amount, ROUND_HALF_EVEN))))
+    return pl.DataFrame(rows, schema=list(cols), orient="row")
 
 
 # -- settlement ----------------------------------------------------------------------
@@ -416,6 +596,87 @@ def settle_market(inputs: MarketInputs, own: Disaggregation,
     statements = _decimals(table, ("price", "price_q", "amount"))
     totals = {k: decimal_text(v) for k, v in result.summary["markets"][market].items() if k != "lines"}
     return SettleOutcome(statements, totals, _digest(statements, sorted(totals.items())))
+
+
+def with_lines(outcome: SettleOutcome, lines: pl.DataFrame) -> SettleOutcome:
+    """A settlement with extra statement lines (overrides: :func:`curtailment_lines`), their sums in the totals
+    as ``override_energy`` and ``curtailment_payments`` (paid to aggregators, decimal currency)."""
+    totals = dict(outcome.totals)
+    for kind, name in (("override", "override_energy"), ("curtailment", "curtailment_payments")):
+        amounts = lines.filter(pl.col("bid_id") == kind)["amount"].to_list()
+        totals[name] = _money_text(sum((Decimal(a) for a in amounts), Decimal(0)))
+    statements = pl.concat([outcome.statements, lines.cast(outcome.statements.schema)])
+    return SettleOutcome(statements, totals, outcome.digest)
+
+
+_KIND_DIRECTION = {"pv": "injection", "ev": "withdrawal", "flexible_load": "withdrawal", "battery": "both"}
+_POSITION_COLUMNS = {"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64, "kw": pl.Float64}
+
+
+def _positions(intervals: list, rows: list[tuple], name: str = "kw") -> pl.DataFrame:
+    t = pl.DataFrame(rows, schema=_POSITION_COLUMNS, orient="row")
+    stamps = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
+    return t.select("aggregator_id", "resource_id", stamps.gather(t["interval_idx"]).alias("interval"),
+                    pl.col("kw").alias(name))
+
+
+def check_meters(market: dict, rows: list[tuple], kinds: dict) -> None:
+    """Resource readings ``(aggregator_id, resource_id, interval_idx, kw)`` checked by the engine's rules
+    (duplicates, impossible signs); the interface meter's rows (resource_id '') are checked alone."""
+    res = [r for r in rows if r[1]]
+    directions = {res_id: _KIND_DIRECTION.get(kinds.get((agg, res_id)), "both") for agg, res_id, _, _ in res}
+    try:
+        intervals = market_intervals(market)
+        validate_resource_meters(_positions(intervals, res), intervals, directions)
+        iface = [r for r in rows if not r[1]]
+        seen = set()
+        for k, r in enumerate(iface):
+            if r[2] in seen:
+                raise InputError("meters", "interval", "a second reading of the interface", row=k)
+            seen.add(r[2])
+    except InputError as exc:
+        raise InvalidArgument(f"readings.{exc.field}", exc.reason) from None
+
+
+def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]) -> dict:
+    """Metered deviations and the interface imbalance of a market (:func:`engine.metering.settle_imbalance`).
+
+    ``data`` as :func:`server.realtime_store.imbalance_inputs` reads it; ``iso_prices`` per interval (per
+    MWh). Gaps (an instructed resource or an interface interval without a reading) raise InputError.
+    Returns ``lines`` (aggregator_id, resource_id, interval_idx, deviation kW, DLMP text, amount text),
+    ``interface`` (JSON-ready rows) and ``totals`` (decimal texts).
+    """
+    instructed = _positions(inputs.intervals, data["instructed"])
+    readings = [r for r in data["readings"] if r[1]]
+    directions = {res: _KIND_DIRECTION.get(kind, "both") for (_, res), kind in data["kinds"].items()}
+    metered = validate_resource_meters(_positions(inputs.intervals, readings), inputs.intervals, directions,
+                                       required=instructed)
+    dlmp = _positions(inputs.intervals, [(a, r, t, float(p)) for a, r, t, p in data["dlmp"]], "dlmp")
+    iface_rows = [(t, kw) for _, r, t, kw in data["readings"] if not r]
+    iface = validate_interface_meters(pl.DataFrame({
+        "interval": pl.Series([inputs.intervals[t] for t, _ in iface_rows], dtype=pl.Datetime("us", "UTC")),
+        "import_kw": [kw for _, kw in iface_rows]}), inputs.intervals)
+    scheduled = pl.DataFrame({"interval": pl.Series([inputs.intervals[t] for t, _, _ in data["scheduled"]],
+                                                    dtype=pl.Datetime("us", "UTC")),
+                              "import_kw": [q for _, q, _ in data["scheduled"]],
+                              "price": [iso_prices[t] for t, _, _ in data["scheduled"]]})
+    out = settle_imbalance(instructed, metered, dlmp, scheduled, iface, inputs.rules.hours)
+    r = out["resources"].with_columns(_interval_idx(inputs, out["resources"]["interval"]))
+    lines = [(a, res, t, dev, decimal_text(p), amt) for a, res, t, dev, p, amt in
+             r.select("aggregator_id", "resource_id", "interval_idx", "deviation_kw", "dlmp", "amount").iter_rows()]
+    i = out["interface"].with_columns(_interval_idx(inputs, out["interface"]["interval"]))
+    interface = [{"interval_idx": t, "scheduled_kw": s, "metered_kw": m, "imbalance_kw": d, "price": decimal_text(p),
+                  "amount": amt} for t, s, m, d, p, amt in
+                 i.select("interval_idx", "scheduled_kw", "metered_kw", "imbalance_kw", "price", "amount").iter_rows()]
+    return {"lines": lines, "interface": interface, "totals": {k: str(v) for k, v in out["totals"].items()}}
+
+
+def performance_rows(inputs: MarketInputs, data: dict, awarded: list[tuple]) -> pl.DataFrame:
+    """Delivered against instructed per aggregator and interval (:func:`engine.metering.performance`)."""
+    readings = [r for r in data["readings"] if r[1]]
+    out = performance(_positions(inputs.intervals, data["instructed"]), _positions(inputs.intervals, readings),
+                      _positions(inputs.intervals, awarded))
+    return out.with_columns(_interval_idx(inputs, out["interval"]))
 
 
 # -- flexibility auction ---------------------------------------------------------------

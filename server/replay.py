@@ -60,6 +60,9 @@ class _State:
         self.flex_activations: dict = {}    # market -> activations of its replayed optimal flex clearing
         self.energy_activations: dict = {}  # market -> the activations its energy clearing was built on
         self.commitments: dict = {}         # market -> its replayed award's instructions
+        self.network: dict = {}             # feeder -> its change rows, each with its version
+        self.network_version: dict = {}     # market -> the network version its last clearing used
+        self.interval_awards: dict = {}     # market -> the interval awards applied so far
 
     def apply(self, action: str, p: dict) -> None:
         if action == "feeder.create":
@@ -80,6 +83,10 @@ class _State:
         elif action == "bids.withdraw":
             for bid_id in p["bid_ids"]:
                 del self.bids[p["market_id"]][(p["aggregator_id"], bid_id)]
+        elif action == "network.changes":
+            self.network.setdefault(p["feeder_id"], []).extend({**r, "version": p["version"]} for r in p["changes"])
+        elif action in ("market.clear", "market.reclear") and p.get("status") == "optimal":
+            self.network_version[p["market_id"]] = p.get("network_version", 0)
         elif action == "flex.needs.post":
             self.flex_needs.setdefault(p["market_id"], []).extend(p["needs"])
         elif action == "flex.offers.submit":
@@ -92,15 +99,23 @@ class _State:
             for offer_id in p["offer_ids"]:
                 del self.flex_offers[p["market_id"]][(p["aggregator_id"], offer_id)]
 
-    def inputs(self, market_id: str) -> markets_engine.MarketInputs:
+    def inputs(self, market_id: str, version: int | None = None) -> markets_engine.MarketInputs:
+        """Inputs of a market on network ``version`` (None: the version of its last optimal clearing)."""
         market = self.markets[market_id]
+        if version is None:
+            version = self.network_version.get(market_id, 0)
         rows = list(self.bids[market_id].values())
         bids = pl.DataFrame([[r[c] for c in BID_COLUMNS] for r in rows], schema=BID_SCHEMA, orient="row")
         used = {(r["aggregator_id"], r["resource_id"]) for r in rows}
         resources = pl.DataFrame([[self.resources[k][c] for c in RESOURCE_COLUMNS] for k in sorted(used)],
                                  schema=RESOURCE_SCHEMA, orient="row")
         feeder = markets_engine.feeder_from_tables(self.feeders[market["feeder_id"]])
-        return markets_engine.market_inputs(feeder, market, bids, resources, self.energy_activations.get(market_id))
+        return markets_engine.market_inputs(feeder, market, bids, resources, self.energy_activations.get(market_id),
+                                            self.network_of(market, version))
+
+    def network_of(self, market: dict, version: int) -> tuple[int, list]:
+        """``(version, change rows up to it)`` of the market's feeder."""
+        return version, [r for r in self.network.get(market["feeder_id"], []) if r["version"] <= version]
 
     def flex_outcome(self, market_id: str, pricing: str, committed: bool) -> markets_engine.FlexOutcome:
         market = self.markets[market_id]
@@ -130,7 +145,8 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         seq, action, p = row["seq"], row["action"], json.loads(row["payload"])
         state.apply(action, p)
         m = p.get("market_id")
-        if action not in ("market.clear", "award.submit", "market.settle", "flex.clear"):
+        if action not in ("market.clear", "market.reclear", "award.submit", "award.interval", "market.settle",
+                          "flex.clear"):
             continue
         if wanted is not None and m not in wanted:
             continue
@@ -145,9 +161,10 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             # Built on the flexibility activations when the record says the server built it on them.
             state.energy_activations[m] = (state.flex_activations.get(m, pl.DataFrame(schema=ACTIVATION_SCHEMA))
                                            if "flex" in p else None)
-        inputs = state.inputs(m)
+        # A clearing ran on the network version its record names (a failed one records it too).
+        inputs = state.inputs(m, p.get("network_version", 0) if action in ("market.clear", "market.reclear") else None)
         reference = state.disaggregations.get(state.markets[m]["day_ahead_market_id"])
-        if action == "market.clear":
+        if action in ("market.clear", "market.reclear"):
             digest = markets_engine.clear_market(inputs, p["forecast"]).digest
             checks.append(ReplayCheck(seq, m, "clear", p["digest"], digest))
         elif action == "award.submit":
@@ -156,6 +173,17 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
                 state.disaggregations[m] = outcome.disaggregation
                 state.commitments[m] = outcome.instructions
             checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
+        elif action == "award.interval":
+            awards = [tuple(a) for a in p["awards"]]
+            outcome = markets_engine.disaggregate_intervals(inputs, awards, reference)
+            checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
+            if outcome.status == "optimal":
+                done = state.interval_awards.setdefault(m, []) + awards
+                state.interval_awards[m] = done
+                if len(done) == len(inputs.intervals):  # the market is awarded: as the server recomputes it
+                    whole = markets_engine.disaggregate_award(inputs, sorted(done), reference)
+                    state.disaggregations[m] = whole.disaggregation
+                    state.commitments[m] = whole.instructions
         else:
             outcome = markets_engine.settle_market(inputs, state.disaggregations[m], reference)
             checks.append(ReplayCheck(seq, m, "settle", p["digest"], outcome.digest))

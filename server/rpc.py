@@ -1,8 +1,10 @@
-"""The wrapper around every servicer method: authenticate, check the role, map errors.
+"""The wrapper around every servicer method: check the role, map errors.
 
+The caller was authenticated before the request was read (:class:`server.interceptors.Gate`).
 A servicer method decorated with :func:`unary` or :func:`stream` receives
 ``(self, request, principal)`` and simply raises on failure; the wrapper turns
 the exception into a status code through :func:`server.errors.status_of`.
+It names the caller for the request log (:func:`server.requestlog.note_caller`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import functools
 
 from dsomarket.server.auth import require_role
 from dsomarket.server.errors import status_of
+from dsomarket.server.interceptors import caller
+from dsomarket.server.requestlog import note_caller
 
 
 def unary(*roles: str):
@@ -19,7 +23,8 @@ def unary(*roles: str):
         @functools.wraps(method)
         async def handler(self, request, context):
             try:
-                who = await self.app.authenticate(context.invocation_metadata())
+                who = caller()
+                note_caller(who.name, who.role)
                 require_role(who, roles, method.__name__)
                 return await method(self, request, who)
             except Exception as exc:
@@ -35,7 +40,8 @@ def stream(*roles: str):
         @functools.wraps(method)
         async def handler(self, request, context):
             try:
-                who = await self.app.authenticate(context.invocation_metadata())
+                who = caller()
+                note_caller(who.name, who.role)
                 require_role(who, roles, method.__name__)
                 async for message in method(self, request, who):
                     yield message

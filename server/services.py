@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dsomarket.server import audit, auth, convert, db, markets_engine, store, timeline
+from dsomarket.server import audit, auth, convert, db, limits, markets_engine, pagetoken, realtime_service
+from dsomarket.server import realtime_store, store
+from dsomarket.server import timeline
 from dsomarket.v1 import aggregator_pb2 as agg_pb
 from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
 from dsomarket.v1 import flexibility_pb2 as flex_pb
 from dsomarket.v1 import flexibility_pb2_grpc
 from dsomarket.v1 import market_pb2, market_pb2_grpc, operator_pb2, operator_pb2_grpc
-from dsomarket.server.auth import Principal
 from dsomarket.server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
+from dsomarket.server.requestlog import engine_phase
 from dsomarket.server.notify import CURVES, Notifier, dispatch_topic
+from dsomarket.server.tokenbook import TokenBook
+from dsomarket.server.interceptors import caller
 from dsomarket.server.rpc import stream, unary
 
 OPERATOR, AGGREGATOR, ISO, AUDITOR = auth.ROLES
@@ -31,7 +34,6 @@ EVERYONE = auth.ROLES
 READERS = (OPERATOR, AUDITOR)
 _STREAM_BATCH = 1_000
 _CACHED_DISAGGREGATIONS = 8
-_CACHED_TOKENS = 10_000
 
 
 class App:
@@ -45,43 +47,33 @@ class App:
         Seconds a clearing or award solve may take (None: no limit); past it
         the call fails with DEADLINE_EXCEEDED and the market keeps its state.
     token_recheck_seconds
-        Age past which a cached token is looked up again, so a revoked token
-        stops working within this many seconds.
+        The longest a revoked token keeps working, for new calls and open streams
+        (see :class:`server.tokenbook.TokenBook`).
     """
 
     def __init__(self, db_path: str | Path, solve_time_limit: float | None = None,
                  token_recheck_seconds: float = auth.TOKEN_RECHECK_SECONDS):
         db.initialise(db_path)
+        conn = db.connect(db_path)
+        try:
+            self.pages = pagetoken.Signer(db.transaction(conn, pagetoken.server_key))
+        finally:
+            conn.close()
         self.writer = db.Writer(db_path)
         self.reader = db.Reader(db_path)
         self.notifier = Notifier()
         self.solve_time_limit = solve_time_limit
         # One solve at a time: HiGHS runs single-threaded, so the other core stays with the event loop.
         self._solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsomarket-solver")
-        self.token_recheck_seconds = token_recheck_seconds
-        self._tokens: dict[str, tuple[Principal, float]] = {}  # digest -> (principal, monotonic time checked)
+        self.tokens = TokenBook(self.reader, token_recheck_seconds)
         self._feeders: dict = {}
         self._disaggregations: OrderedDict = OrderedDict()
         self._locks: defaultdict = defaultdict(asyncio.Lock)
 
-    async def authenticate(self, metadata) -> Principal:
-        digest = auth.token_hash(auth.bearer_token(metadata))
-        cached = self._tokens.get(digest)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] <= self.token_recheck_seconds:
-            return cached[0]
-        who = await self.reader.call(auth.lookup, digest)
-        if who is None:
-            self._tokens.pop(digest, None)
-            raise Unauthenticated("unknown token")  # revoked reads the same as never issued
-        if len(self._tokens) >= _CACHED_TOKENS:
-            self._tokens.clear()
-        self._tokens[digest] = (who, now)
-        return who
-
     async def solve(self, fn, *args):
-        """Run engine work on the solver thread, never on the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._solver, functools.partial(fn, *args))
+        """Run engine work on the solver thread, never on the event loop; one log line per phase."""
+        with engine_phase():
+            return await asyncio.get_running_loop().run_in_executor(self._solver, functools.partial(fn, *args))
 
     def lock(self, market_id: str) -> asyncio.Lock:
         """Serialises the solve-then-record steps of one market (clear, award, settle, flexibility clearing)
@@ -106,9 +98,9 @@ class App:
     def inputs(self, rows) -> markets_engine.MarketInputs:
         """Engine inputs from :func:`server.store.market_rows`, with the market's accepted flexibility
         activations folded into the feeder; call on the solver thread."""
-        market, tables, bids, resources, activations = rows
+        market, tables, bids, resources, activations, network = rows
         return markets_engine.market_inputs(self.feeder_of(market["feeder_id"], tables), market, bids, resources,
-                                            activations)
+                                            activations, network)
 
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
@@ -128,6 +120,20 @@ class App:
             self.inputs(rows), awards, reference, self.solve_time_limit))
         self.remember(market_id, outcome.disaggregation)
         return outcome.disaggregation
+
+    async def clear(self, who: auth.Principal, market_id: str, forecast_values=()) -> tuple[dict, dict, object]:
+        """Clear a CLOSED market and record it (the operator's call and the scheduler's): the market row
+        before and after, and the :class:`server.markets_engine.ClearOutcome`."""
+        async with self.lock(market_id):
+            rows = await self.reader.call(store.market_rows, market_id)
+            market = rows[0]
+            store.require_state(market, ("closed",), "clearing")
+            forecast = convert.forecast(forecast_values, market)
+            outcome = await self.solve(lambda: markets_engine.clear_market(self.inputs(rows), forecast,
+                                                                           self.solve_time_limit))
+            activations = rows[4]  # of a flexibility auction cleared before, or None
+            row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations)
+        return market, row, outcome
 
     def remember(self, market_id: str, disaggregation) -> None:
         self._disaggregations[market_id] = disaggregation
@@ -241,18 +247,18 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
         return operator_pb2.CloseGateResponse(market=convert.market(row))
 
     @unary(OPERATOR)
+    async def ReopenMarket(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        reason = convert.reason(request.reason)
+        async with self.app.lock(market_id):  # not while a clearing of the market is being solved
+            row = await self.app.writer.call(store.reopen, who, market_id, reason)
+        return operator_pb2.ReopenMarketResponse(market=convert.market(row))
+
+    @unary(OPERATOR)
     async def ClearMarket(self, request, who):
         app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
-        async with app.lock(market_id):
-            rows = await app.reader.call(store.market_rows, market_id)
-            market = rows[0]
-            store.require_state(market, ("closed",), "clearing")
-            forecast = convert.forecast(request.iso_price_forecast, market["interval_count"])
-            outcome = await app.solve(lambda: markets_engine.clear_market(app.inputs(rows), forecast,
-                                                                          app.solve_time_limit))
-            activations = rows[4]  # of a flexibility auction cleared before, or None
-            row = await app.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations)
+        market, row, outcome = await app.clear(who, market_id, request.iso_price_forecast)
         if outcome.status == "time_limit":
             raise DeadlineExceeded(f"the clearing of market {market_id!r} hit the solver time limit; "
                                    "the market stays closed")
@@ -262,7 +268,8 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
         return operator_pb2.ClearMarketResponse(
             market=convert.market(row), status=convert.CLEARING_STATUS[outcome.status],
             diagnosis=list(outcome.diagnosis), welfare=outcome.welfare, interface=flows,
-            curve_segments=sum(len(c["segments"]) for c in outcome.curves), solve_seconds=outcome.seconds)
+            curve_segments=sum(len(c["segments"]) for c in outcome.curves), solve_seconds=outcome.seconds,
+            network_version=outcome.network_version)
 
     @unary(OPERATOR)
     async def PublishMarket(self, request, who):
@@ -283,6 +290,10 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
             reference = (await app.disaggregation(market["day_ahead_market_id"])
                          if market["day_ahead_market_id"] else None)
             outcome = await app.solve(lambda: markets_engine.settle_market(app.inputs(rows), own, reference))
+            moved = await app.reader.call(realtime_store.moved_instructions, market_id)
+            if moved:  # overrides: the deviation at the award's DLMP and the lost margin (docs/realtime.md)
+                lines = await app.solve(realtime_service.curtailment_statements, app, rows, own, moved)
+                outcome = markets_engine.with_lines(outcome, lines)
             row = await app.writer.call(store.record_settlement, who, market_id, outcome)
         return operator_pb2.SettleMarketResponse(market=convert.market(row), totals=outcome.totals,
                                                  statement_count=outcome.statements.height)
@@ -293,16 +304,15 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
         aggregator_id = convert.check_id(request.aggregator_id, "aggregator_id")
         resource_id = convert.check_id(request.resource_id, "resource_id")
         start = convert.required_us(request, "interval_start", "interval_start")
-        kw = convert.check_number(request.kw, "kw")
-        reason = request.reason.strip()
-        if not 0 < len(reason) <= convert.MAX_REASON:
-            raise InvalidArgument("reason", f"is required, up to {convert.MAX_REASON} characters")
-        row = await self.app.writer.call(store.override, who, market_id, aggregator_id, resource_id, start,
-                                         kw, reason)
-        self.app.notifier.notify(dispatch_topic(aggregator_id), dispatch_topic(None))
+        kw = limits.in_range(request.kw, "kw", "kw_signed")
+        reason = convert.reason(request.reason)
+        row, outcome = await realtime_service.override(self.app, who, market_id, aggregator_id, resource_id, start,
+                                                       kw, reason)
         market = await self.app.reader.call(store.get_market, market_id)
         event = convert.dispatch_event(row, market)
-        return operator_pb2.OverrideDispatchResponse(instruction=event.instruction)
+        return operator_pb2.OverrideDispatchResponse(instruction=event.instruction, mode=outcome["mode"],
+                                                     import_kw=outcome["import_kw"],
+                                                     redispatched=len(outcome["changed"]) - 1)
 
 
 class AggregatorService(aggregator_pb2_grpc.AggregatorServiceServicer):
@@ -473,17 +483,12 @@ def _request_key(request) -> tuple[str, str]:
 
 def _award_rows(market: dict, submitted: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
     """``(interval_idx, import_kw, price)``: exactly one award per interval of the market."""
-    indices = store.interval_indices(market, [s for s, _, _ in submitted], "awards.interval_start")
-    seen: dict = {}
-    for j, k in enumerate(indices):
-        if k in seen:
-            raise InvalidArgument(f"awards[{j}].interval_start", f"repeats awards[{seen[k]}]")
-        seen[k] = j
-    if len(seen) != market["interval_count"]:
-        missing = min(set(range(market["interval_count"])) - set(seen))
+    rows = realtime_service.interval_awards(market, submitted)
+    if len(rows) != market["interval_count"]:
+        missing = min(set(range(market["interval_count"])) - {k for k, _, _ in rows})
         raise InvalidArgument("awards", f"no award for the interval starting "
                                         f"{timeline.iso(timeline.interval_start(market, missing))}")
-    return sorted((k, q, p) for k, (_, q, p) in zip(indices, submitted, strict=True))
+    return rows
 
 
 async def _list_own(app: App, request, who, name: str, list_rows, key, to_pb) -> tuple[list, object]:
@@ -512,16 +517,37 @@ def _own_key(id_col: str):
 
 
 async def _follow(app: App, topic: str, read, after: int):
-    """Rows after ``after`` from ``read(conn, after)``, then each new one as it commits, until shutdown."""
+    """Rows after ``after`` from ``read(conn, after)``, then each new one as it commits, until shutdown or
+    until the caller's token is revoked.
+
+    Each read checks the token in the same snapshot as the rows, so nothing committed after a revocation
+    is sent; between wake-ups the stream looks at the token book every ``recheck / 4`` seconds, so a
+    revoked token ends the stream (UNAUTHENTICATED) within the same time as it stops new calls.
+    """
+    who = caller()
+    after = convert.sequence(after, "after_sequence")
+
+    def read_if_active(conn, after):
+        return read(conn, after) if auth.is_active(conn, who.token_digest) else None
+
     with app.notifier.subscribe(topic) as wake:
         while not app.notifier.closed:
             wake.clear()
-            rows, markets = await app.reader.call(read, after)
+            got = await app.reader.call(read_if_active, after)
+            if got is None:
+                raise Unauthenticated("the token of this stream was revoked")
+            rows, markets = got
             for row in rows:
                 yield row, markets[row["market_id"]]
                 after = row["seq"]
-            if len(rows) <= _STREAM_BATCH:
-                await wake.wait()
+            if len(rows) > _STREAM_BATCH:
+                continue
+            while not wake.is_set():
+                try:
+                    await asyncio.wait_for(wake.wait(), app.tokens.recheck / 4)
+                except asyncio.TimeoutError:
+                    if not app.tokens.active(who):
+                        raise Unauthenticated("the token of this stream was revoked") from None
     # Ending with UNAVAILABLE rather than OK tells clients to reconnect (to the restarted server).
     raise Unavailable("the server is shutting down")
 

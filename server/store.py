@@ -21,7 +21,7 @@ import polars as pl
 from dsomarket.server import audit, timeline
 from dsomarket.server.auth import Principal
 from dsomarket.server.convert import BidBatch, FlexOfferBatch
-from dsomarket.server.db import now_us
+from dsomarket.server.db import IntegrityError, now_us
 from dsomarket.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 MAX_BIDS_PER_AGGREGATOR = 1_000_000
@@ -92,7 +92,7 @@ def _insert_all(conn, sql: str, rows: list) -> bool:
     conn.execute("SAVEPOINT insert_all")
     try:
         conn.executemany(sql, rows)
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         conn.execute("ROLLBACK TO insert_all")
         conn.execute("RELEASE insert_all")
         return False
@@ -214,6 +214,21 @@ def close_gate(conn, who: Principal, market_id: str) -> dict:
     out = _set_state(conn, market, "closed", now)
     _audit(conn, who, "market.close", {"market_id": market_id}, now)
     return out
+
+
+def reopen(conn, who: Principal, market_id: str, reason: str) -> dict:
+    """CLOSED -> OPEN for a market whose clearing failed (or that was never cleared): the way out of a
+    clearing that cannot succeed on the stored bids. The failed clearing's status and diagnosis stay in
+    the audit log; the market row starts afresh."""
+    market = get_market(conn, market_id)
+    require_state(market, ("closed",), "reopening")
+    now = now_us()
+    conn.execute("UPDATE markets SET state = 'open', updated_us = ?, clearing_status = '', diagnosis = '[]' "
+                 "WHERE market_id = ?", (now, market_id))
+    _audit(conn, who, "market.reopen", {"market_id": market_id, "reason": reason,
+                                        "clearing_status": market["clearing_status"],
+                                        "diagnosis": json.loads(market["diagnosis"])}, now)
+    return get_market(conn, market_id)
 
 
 # -- resources ------------------------------------------------------------------------------
@@ -403,8 +418,10 @@ def withdraw_bids(conn, who: Principal, market_id: str, bid_ids: list[str], requ
 
 def _record_outcome(conn, market_id: str, stage: str, status: str, summary: dict, digest: str,
                     now: int) -> None:
-    conn.execute("INSERT OR REPLACE INTO clearings (market_id, stage, status, summary, digest, created_us) "
-                 "VALUES (?, ?, ?, ?, ?, ?)", (market_id, stage, status, json.dumps(summary), digest, now))
+    conn.execute("INSERT INTO clearings (market_id, stage, status, summary, digest, created_us) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (market_id, stage) DO UPDATE SET status = excluded.status, "
+                 "summary = excluded.summary, digest = excluded.digest, created_us = excluded.created_us",
+                 (market_id, stage, status, json.dumps(summary), digest, now))
 
 
 def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], outcome,
@@ -419,9 +436,11 @@ def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], o
     market = get_market(conn, market_id)
     require_state(market, ("closed",), "clearing")
     now = now_us()
-    summary = {"welfare": outcome.welfare, "seconds": outcome.seconds}
+    summary = {"welfare": outcome.welfare, "seconds": outcome.seconds, "forecast": forecast,
+               "network_version": outcome.network_version}
     payload = {"market_id": market_id, "forecast": forecast, "status": outcome.status,
-               "diagnosis": list(outcome.diagnosis), "digest": outcome.digest}
+               "diagnosis": list(outcome.diagnosis), "digest": outcome.digest,
+               "network_version": outcome.network_version}
     if activations is not None:
         (flex_digest,) = conn.execute("SELECT digest FROM flex_clearings WHERE market_id = ? AND status = "
                                       "'optimal'", (market_id,)).fetchone()
@@ -429,17 +448,22 @@ def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], o
         payload["flex"] = {"digest": flex_digest, "activations": activations.to_dict(as_series=False)}
     _record_outcome(conn, market_id, "clear", outcome.status, summary, outcome.digest, now)
     if outcome.status == "optimal":
-        conn.executemany(_PRICE_INSERT, [(market_id, "clear", *r) for r in outcome.prices.iter_rows()])
-        conn.executemany("INSERT INTO curves (market_id, interval_idx, fixed_kw, conditional, segments, "
-                         "bands, area) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         [(market_id, c["interval_idx"], c["fixed_kw"], int(c["conditional"]),
-                           json.dumps(c["segments"]), json.dumps(c["bands"]), outcome.area)
-                          for c in outcome.curves])
+        store_clearing_tables(conn, market_id, outcome)
         out = _set_state(conn, market, "cleared", now, "optimal")
     else:
         out = _set_state(conn, market, "closed", now, outcome.status, outcome.diagnosis)
     _audit(conn, who, "market.clear", payload, now)
     return out
+
+
+def store_clearing_tables(conn, market_id: str, outcome, revision: int = 0) -> None:
+    """The prices and interface curves of an optimal clearing (unpublished: no stream sequence yet)."""
+    conn.executemany(_PRICE_INSERT, [(market_id, "clear", *r) for r in outcome.prices.iter_rows()])
+    conn.executemany("INSERT INTO curves (market_id, interval_idx, fixed_kw, conditional, segments, "
+                     "bands, area, revision, network_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(market_id, c["interval_idx"], c["fixed_kw"], int(c["conditional"]),
+                       json.dumps(c["segments"]), json.dumps(c["bands"]), outcome.area, revision,
+                       outcome.network_version) for c in outcome.curves])
 
 
 def publish(conn, who: Principal, market_id: str) -> dict:
@@ -467,15 +491,7 @@ def record_award(conn, who: Principal, market_id: str, awards: list, outcome, re
         now = now_us()
         optimal = outcome.status == "optimal"
         if optimal:
-            conn.executemany("INSERT INTO iso_awards (market_id, interval_idx, import_kw, price) "
-                             "VALUES (?, ?, ?, ?)", [(market_id, *a) for a in awards])
-            conn.executemany(_PRICE_INSERT, [(market_id, "award", *r) for r in outcome.prices.iter_rows()])
-            conn.executemany(_DISPATCH_INSERT,
-                             [("award", market_id, agg, bid, res, t, side, kw, price, "award", "", now)
-                              for agg, bid, res, t, side, kw, price in outcome.awards.iter_rows()])
-            conn.executemany(_DISPATCH_INSERT,
-                             [("instruction", market_id, agg, "", res, t, "", kw, "", "award", "", now)
-                              for agg, res, t, kw in outcome.instructions.iter_rows()])
+            store_award_tables(conn, market_id, awards, outcome, now)
             _set_state(conn, market, "awarded", now, "optimal")
         else:
             _set_state(conn, market, "published", now, outcome.status, outcome.diagnosis)
@@ -487,6 +503,19 @@ def record_award(conn, who: Principal, market_id: str, awards: list, outcome, re
         return {"status": outcome.status, "diagnosis": list(outcome.diagnosis), "aggregators": aggregators}
 
     return _idempotent(conn, who, request_id, digest, run)
+
+
+def store_award_tables(conn, market_id: str, awards: list, outcome, now: int) -> None:
+    """The ISO's award rows, the DLMPs at the award, and the award and instruction dispatch rows."""
+    conn.executemany("INSERT INTO iso_awards (market_id, interval_idx, import_kw, price) "
+                     "VALUES (?, ?, ?, ?)", [(market_id, *a) for a in awards])
+    conn.executemany(_PRICE_INSERT, [(market_id, "award", *r) for r in outcome.prices.iter_rows()])
+    conn.executemany(_DISPATCH_INSERT,
+                     [("award", market_id, agg, bid, res, t, side, kw, price, "award", "", now)
+                      for agg, bid, res, t, side, kw, price in outcome.awards.iter_rows()])
+    conn.executemany(_DISPATCH_INSERT,
+                     [("instruction", market_id, agg, "", res, t, "", kw, "", "award", "", now)
+                      for agg, res, t, kw in outcome.instructions.iter_rows()])
 
 
 def record_settlement(conn, who: Principal, market_id: str, outcome) -> dict:
@@ -515,12 +544,13 @@ def override(conn, who: Principal, market_id: str, aggregator_id: str, resource_
                         (aggregator_id, resource_id)).fetchone():
         raise NotFound(f"resource_id: aggregator {aggregator_id!r} has no resource {resource_id!r}")
     now = now_us()
-    cur = conn.execute(_DISPATCH_INSERT, ("instruction", market_id, aggregator_id, "", resource_id, k, "", kw,
-                                          "", "override", reason, now))
+    (seq,) = conn.execute(_DISPATCH_INSERT + " RETURNING seq",
+                          ("instruction", market_id, aggregator_id, "", resource_id, k, "", kw, "", "override",
+                           reason, now)).fetchone()
     _audit(conn, who, "dispatch.override", {"market_id": market_id, "aggregator_id": aggregator_id,
                                             "resource_id": resource_id, "interval_idx": k, "kw": kw,
                                             "reason": reason}, now)
-    return dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (cur.lastrowid,)).fetchone())
+    return dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (seq,)).fetchone())
 
 
 # -- flexibility auction ----------------------------------------------------------------------
@@ -764,8 +794,10 @@ def record_flex_clearing(conn, who: Principal, market_id: str, pricing: str, out
         payload["committed"] = outcome.committed.to_dict(as_series=False)
     if outcome.status == "optimal":
         summary["conflicts"] = int(outcome.awards["conflict"].sum())
-    conn.execute("INSERT OR REPLACE INTO flex_clearings (market_id, status, pricing, summary, digest, created_us) "
-                 "VALUES (?, ?, ?, ?, ?, ?)",
+    conn.execute("INSERT INTO flex_clearings (market_id, status, pricing, summary, digest, created_us) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (market_id) DO UPDATE SET status = excluded.status, "
+                 "pricing = excluded.pricing, summary = excluded.summary, digest = excluded.digest, "
+                 "created_us = excluded.created_us",
                  (market_id, outcome.status, pricing, json.dumps(summary), outcome.digest, now))
     if outcome.status == "optimal":
         conn.executemany("INSERT INTO flex_awards (market_id, aggregator_id, offer_id, resource_id, bus, "
@@ -864,9 +896,11 @@ def list_curves(conn, market_id: str, feeder_id: str, after_seq: int, limit: int
     return _keyset(conn, "curves", filters, ("seq",), [after_seq], limit)
 
 
-def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
-    """What a clearing of the market reads: its row, feeder tables, active bids, their resources and the
-    flexibility activations its energy market is built on (:func:`energy_activations`)."""
+def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFrame, pl.DataFrame | None,
+                                              tuple[int, list]]:
+    """What a clearing of the market reads: its row, feeder tables, active bids, their resources, the
+    flexibility activations its energy market is built on (:func:`energy_activations`) and its network
+    (:func:`market_network`)."""
     market = get_market(conn, market_id)
     tables = feeder_tables(conn, market["feeder_id"])
     bids = conn.execute(f"SELECT {', '.join(BID_COLUMNS)} FROM bids "
@@ -876,7 +910,40 @@ def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.Data
         "SELECT 1 FROM bids b WHERE b.market_id = ? AND b.status = 'active' "
         "AND b.aggregator_id = r.aggregator_id AND b.resource_id = r.resource_id)", (market_id,)).fetchall()
     return (market, tables, pl.DataFrame(bids, schema=BID_SCHEMA, orient="row"),
-            pl.DataFrame(resources, schema=RESOURCE_SCHEMA, orient="row"), energy_activations(conn, market))
+            pl.DataFrame(resources, schema=RESOURCE_SCHEMA, orient="row"), energy_activations(conn, market),
+            market_network(conn, market))
+
+
+CHANGE_COLUMNS = ("change_id", "kind", "element", "start_us", "end_us", "s_max_kva", "vmin_pu", "vmax_pu",
+                  "import_max_kw", "export_max_kw", "shed", "reason", "submitted_by")
+"""Columns of a stored network change as :func:`server.markets_engine.change_table` reads them."""
+
+
+def network_version(conn, feeder_id: str) -> int:
+    """The feeder's latest network version (0: no change yet)."""
+    (v,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM network_changes WHERE feeder_id = ?",
+                        (feeder_id,)).fetchone()
+    return int(v)
+
+
+def network_changes(conn, feeder_id: str, version: int) -> list[dict]:
+    """The feeder's change rows up to ``version``, in version order."""
+    rows = conn.execute(f"SELECT {', '.join(CHANGE_COLUMNS)} FROM network_changes WHERE feeder_id = ? AND "
+                        "version <= ? ORDER BY version, position", (feeder_id, version)).fetchall()
+    return [dict(r) for r in rows]
+
+
+def market_network(conn, market: dict) -> tuple[int, list]:
+    """``(version, change rows)`` a market is cleared on: once cleared, the version its clearing recorded
+    (so the award and settlement use the network its curves were traced on); before, the latest."""
+    version = None
+    if timeline.at_least(market["state"], "cleared"):
+        row = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
+                           (market["market_id"],)).fetchone()
+        version = json.loads(row[0]).get("network_version", 0) if row is not None else 0
+    if version is None:
+        version = network_version(conn, market["feeder_id"])
+    return version, network_changes(conn, market["feeder_id"], version) if version else []
 
 
 def iso_award_rows(conn, market_id: str) -> list[tuple[int, float, str]]:

@@ -6,12 +6,14 @@ row is the ``markets`` table row as a mapping.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-MINUTES = {"day_ahead": 60, "real_time": 5}
+MINUTES = {"day_ahead": 60, "hour_ahead": 15, "real_time": 5}
 """Interval length of each market kind."""
-DEFAULT_COUNT = {"day_ahead": 24, "real_time": 12}
-MAX_COUNT = {"day_ahead": 48, "real_time": 288}
+DEFAULT_COUNT = {"day_ahead": 24, "hour_ahead": 4, "real_time": 12}
+MAX_COUNT = {"day_ahead": 48, "hour_ahead": 96, "real_time": 288}
+ROLLING = ("hour_ahead", "real_time")
+"""Kinds whose ISO award may come interval by interval (see ``server.realtime_service``)."""
 
 STATES = ("open", "closed", "cleared", "published", "awarded", "settled")
 """Market states in the only order they may take."""
@@ -55,6 +57,13 @@ def at_least(state: str, floor: str) -> bool:
     return STATES.index(state) >= STATES.index(floor)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def iso(us: int) -> str:
-    """An ISO 8601 UTC text of a time, for messages."""
-    return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    """An ISO 8601 UTC text of a time, for messages; exact (integer arithmetic, no float seconds) from
+    year 1 to 9999, and microseconds since the epoch outside that range."""
+    try:
+        return (_EPOCH + timedelta(microseconds=int(us))).isoformat().replace("+00:00", "Z")
+    except OverflowError:
+        return f"{int(us)} microseconds after 1970-01-01T00:00:00Z"

@@ -64,8 +64,9 @@ def test_bad_bids_exit_2_with_one_line_naming_the_field(tmp_path, capsys, row, f
                "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
-    assert f"field {field}" in err[0] and "row 4" in err[0]
-    assert not (tmp_path / "o" / "dispatch.csv").exists()
+    # The bad row is line 6 of the file: the header is row 1, as in a spreadsheet.
+    assert f"field {field}" in err[0] and "row 6 (the header is row 1)" in err[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_infeasible_market_exits_1_and_names_the_limit(tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import json
 import math
 import os
@@ -66,10 +68,11 @@ def test_read_feeder_names_and_errors(tmp_path):
 
 def test_read_table_ids_as_strings_csv_and_parquet(tmp_path):
     (tmp_path / "bids.csv").write_text("bid_id,bus,interval,quantity_kw,price\n"
-                                       "007,12,3,10,25.5\n8,13,4,5,30\n")
+                                       "007,12,2026-07-01T13:00:00Z,10,25.5\n8,13,2026-07-01 15:00+02:00,5,30\n")
     df = read_table(tmp_path / "bids.csv")
     assert df["bid_id"].to_list() == ["007", "8"]
-    assert df["bus"].to_list() == ["12", "13"] and df["interval"].to_list() == ["3", "4"]
+    assert df["bus"].to_list() == ["12", "13"]
+    assert df["interval"].to_list() == [datetime(2026, 7, 1, 13, tzinfo=timezone.utc)] * 2
     assert df["quantity_kw"].dtype == pl.Int64 and df["price"].dtype == pl.Float64
     parquet = pl.DataFrame({"bid_id": [7, 8], "bus": [12, 13], "price": [1.0, 2.0]})
     parquet.write_parquet(tmp_path / "b.parquet")
@@ -113,7 +116,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
             raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        write_csv(FailsHalfway(), tmp_path / "t.csv")
+        write_csv(FailsHalfway(), tmp_path / "t.csv", rounded=False)
     assert (tmp_path / "t.csv").read_text() == "v\n1\n"
     assert os.listdir(tmp_path) == ["t.csv"]
 
@@ -137,7 +140,7 @@ def test_cli_powerflow_json(run):
     assert code == 0
     data = json.loads(out)
     assert data["min_v_bus"] == "65" and data["converged"] is True
-    assert data["losses_kw"] == pytest.approx(ac_power_flow(read_feeder("ieee69")).losses_kw)
+    assert data["losses_kw"] == pytest.approx(ac_power_flow(read_feeder("ieee69")).losses_kw, abs=5e-4)  # 1 W
     keys = {"losses_kw", "min_v_pu", "min_v_bus", "p0_kw", "q0_kvar", "converged", "iterations"}
     assert keys <= data.keys()
 

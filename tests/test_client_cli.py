@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 
 from dsomarket.clients.api import Client
-from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, small_market
+from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, database, small_market
 
 
 @pytest.fixture
 def served(tmp_path):
-    path = tmp_path / "market.sqlite"
+    path = database(tmp_path)
     tokens = create_tokens(path, PARTICIPANTS)
     server = ThreadedServer(path)
     yield server, tokens, path
@@ -35,7 +35,7 @@ def _setup_market(target, tokens):
 
 
 def test_token_create_prints_once_and_stores_a_hash(tmp_path, run):
-    path = tmp_path / "t.sqlite"
+    path = database(tmp_path, "t.sqlite")
     code, out, err = run("token", "create", "--role", "aggregator", "--name", "agg-x", "--db", path)
     token = out.strip()
     assert code == 0 and token.startswith("dsm_") and "cannot be shown again" in err
@@ -60,7 +60,8 @@ def test_participant_commands_over_grpc(served, run, tmp_path):
     code, out, _ = run("bids", "submit", *conn, "--token", tokens["agg-a"], "--market", market.market_id,
                        "--file", bids)
     assert code == 0 and "8 of 8 segments acknowledged" in out
-    code, out, _ = run("bids", "list", *conn, "--token", tokens["agg-a"], "--market", market.market_id)
+    code, out, _ = run("bids", "list", *conn, "--token", tokens["agg-a"], "--market", market.market_id,
+                       "--format", "csv")
     listed = pl.read_csv(out.encode(), schema_overrides={"price": pl.Utf8})
     assert code == 0 and listed.height == 8 and "10.125" in listed["price"].to_list()
 
@@ -100,12 +101,14 @@ def test_participant_commands_over_grpc(served, run, tmp_path):
                        "--file", award)
     assert code == 0 and "award optimal" in out and "is awarded" in out, (out, _)
 
-    code, out, _ = run("awards", "follow", *conn, "--token", tokens["agg-a"], "--count", 12)
+    code, out, _ = run("awards", "follow", *conn, "--token", tokens["agg-a"], "--count", 12,
+                       "--with-instructions")
     events = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(events) == 12 and {e["type"] for e in events} == {"award", "instruction"}
     assert all(e["aggregator_id"] == "agg-a" for e in events)
     last = events[-1]["sequence"]
-    code, out, _ = run("awards", "follow", *conn, "--token", tokens["agg-a"], "--after", last, "--count", 4)
+    code, out, _ = run("awards", "follow", *conn, "--token", tokens["agg-a"], "--after", last, "--count", 4,
+                       "--with-instructions")
     assert code == 0 and all(json.loads(line)["sequence"] > last for line in out.splitlines())
 
 

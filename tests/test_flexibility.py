@@ -757,7 +757,7 @@ def test_cli_flex_clear_bad_offer_names_the_field(run, tmp_path):
     code, _, err = run("flex", "clear", "--feeder", tmp_path / "feeder", "--needs", tmp_path / "needs.csv",
                        "--offers", tmp_path / "offers.csv", "--out", tmp_path / "out")
     assert code == 2
-    assert "offers row 0, field bus: unknown bus" in err
+    assert "offers row 2 (the header is row 1), field bus: unknown bus" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -58,7 +58,11 @@ def test_one_bad_bid_rejects_the_whole_batch(tmp_path):
 @pytest.mark.parametrize("mutate, field", [
     (lambda c: c.price.__setitem__(1, "12.1234567"), r"bids\.price\[1\]: must be a decimal"),
     (lambda c: c.price.__setitem__(0, "1e3"), r"bids\.price\[0\]"),
-    (lambda c: c.quantity_kw.__setitem__(2, math.nan), r"bids\.quantity_kw\[2\]: must be a positive finite"),
+    (lambda c: c.quantity_kw.__setitem__(2, math.nan), r"bids\.quantity_kw\[2\]: must be a finite number"),
+    (lambda c: c.quantity_kw.__setitem__(2, 1e9), r"bids\.quantity_kw\[2\]: must be between 0.001 and 100000 kW"),
+    (lambda c: c.price.__setitem__(1, "\u0661\u0662"), r"bids\.price\[1\]: must be a decimal number .*ASCII"),
+    (lambda c: c.price.__setitem__(1, "\uff11\uff12"), r"bids\.price\[1\]: must be a decimal number"),
+    (lambda c: c.tan_phi.extend([1e308] * len(c.bid_id)), r"bids\.tan_phi\[0\]: must be between -5 and 5"),
     (lambda c: c.quantity_kw.__setitem__(2, -1.0), r"bids\.quantity_kw\[2\]"),
     (lambda c: c.side.__setitem__(3, 0), r"bids\.side\[3\]: must be SIDE_BUY or SIDE_SELL"),
     (lambda c: c.side.__setitem__(3, 7), r"bids\.side\[3\]"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import sqlite3
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from types import SimpleNamespace
@@ -23,7 +22,7 @@ from dsomarket.clients.api import (AlreadyExists, BidSegment, Client, FailedPrec
 from dsomarket.server import db
 from dsomarket.v1 import flexibility_pb2 as pb
 from dsomarket.server.replay import replay
-from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, running, simple_bids, small_market
+from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, database, old_database, running, simple_bids, small_market
 
 
 def run(coro):
@@ -160,7 +159,7 @@ def test_bad_offers_and_needs_reject_the_whole_batch(tmp_path):
                 return rows
 
             bad = [
-                (offers(k3={"quantity_kw": -1.0}), InvalidArgument, r"offers\.quantity_kw\[3\]: must be a positive"),
+                (offers(k3={"quantity_kw": -1.0}), InvalidArgument, r"offers\.quantity_kw\[3\]: must be between 0.001 and"),
                 (offers(k1={"price": "-5"}), InvalidArgument, r"offers\.price\[1\]: must not be negative"),
                 (offers(k2={"price": "12.1234567"}), InvalidArgument, r"offers\.price\[2\]: must be a decimal"),
                 (offers(k0={"availability_price": "5000"}), InvalidArgument,
@@ -295,14 +294,8 @@ def test_roles_and_scopes(tmp_path):
 
 
 def test_a_database_from_before_the_flexibility_tables_opens_and_gains_them(tmp_path):
-    path = tmp_path / "old.sqlite"
-    conn = sqlite3.connect(path)
-    for stmt in db.SCHEMA.split(";\n"):
-        if stmt.strip() and "flex_" not in stmt:
-            conn.execute(stmt)
-    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (db.SCHEMA_VERSION,))
-    conn.commit()
-    conn.close()
+    old = ";\n".join(stmt for stmt in db.SCHEMA.split(";\n") if "flex_" not in stmt)
+    path = old_database(tmp_path, "old.sqlite", old)
 
     async def body():
         async with running(tmp_path, db_name="old.sqlite") as env:
@@ -310,14 +303,16 @@ def test_a_database_from_before_the_flexibility_tables_opens_and_gains_them(tmp_
             assert (await env.clients["dso"].post_needs(market.market_id, [line_need(market.intervals[0])])).count == 1
 
     run(body())
-    conn = sqlite3.connect(path)
-    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    conn.close()
-    assert {"flex_needs", "flex_offers", "flex_clearings", "flex_awards", "flex_need_results"} <= tables
+    conn = db.connect(path)
+    try:
+        for table in ("flex_needs", "flex_offers", "flex_clearings", "flex_awards", "flex_need_results"):
+            assert db.columns(conn, table)
+    finally:
+        conn.close()
 
 
 def test_flex_commands_against_a_server(tmp_path, run):
-    path = tmp_path / "market.sqlite"
+    path = database(tmp_path)
     tokens = create_tokens(path, PARTICIPANTS)
     server = ThreadedServer(path)
     try:
@@ -345,7 +340,7 @@ def test_flex_commands_against_a_server(tmp_path, run):
         assert code == 0 and out.startswith("2 offers acknowledged")
         code, out, err = run("flex", "submit", *conn, "--token", tokens["agg-a"], "--market", m, "--file", offers)
         assert code == 1 and "ALREADY_EXISTS: offers.offer_id[0]" in err
-        code, out, _ = run("flex", "needs", *conn, "--token", tokens["agg-a"], "--market", m)
+        code, out, _ = run("flex", "needs", *conn, "--token", tokens["agg-a"], "--market", m, "--format", "csv")
         needs = pl.read_csv(io.StringIO(out), schema_overrides={"max_price": pl.Utf8})
         assert code == 0 and needs["need_id"].to_list() == ["n-line"] and needs["max_price"].fill_null("").to_list() == [""]
 
@@ -354,7 +349,7 @@ def test_flex_commands_against_a_server(tmp_path, run):
             return await env.clients["dso"].clear_flexibility(m)
 
         assert asyncio.run(with_clients(clear)).status == "optimal"
-        code, out, _ = run("flex", "awards", *conn, "--token", tokens["agg-a"], "--market", m)
+        code, out, _ = run("flex", "awards", *conn, "--token", tokens["agg-a"], "--market", m, "--format", "csv")
         awards = pl.read_csv(io.StringIO(out), schema_overrides={"price": pl.Utf8, "payment": pl.Utf8}).sort("offer_id")
         assert code == 0 and awards["reason"].to_list() == ["accepted", "location"]
         assert awards["accepted_kw"].to_list() == [100.0, 0.0] and awards["payment"].to_list() == ["4.05", "0"]

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import polars as pl
 
-from dsomarket.clients.commands import service
-from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
+from dsomarket.clients import report
+from dsomarket.clients.cli import positive_float
+from dsomarket.clients.commands import auction
+from dsomarket.clients.files import output_dir, read_feeder, read_table, write_csv, write_json
 from dsomarket.engine.flexibility import PRICING, BaseCase, clear_flexibility
 
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
@@ -24,7 +26,7 @@ def register(subparsers) -> None:
     """Add the ``flex`` group to the ``dsomarket`` parser."""
     group = subparsers.add_parser("flex", help="local flexibility auctions")
     actions = group.add_subparsers(dest="flex_command", required=True, metavar="ACTION")
-    service.register_flex(actions)   # the same auction on a running server
+    auction.register(actions)   # the same auction on a running server
     clear = actions.add_parser(
         "clear", help="clear a flexibility auction",
         description="Buy the cheapest offers that meet the DSO's needs through the feeder's sensitivities. "
@@ -40,11 +42,11 @@ def register(subparsers) -> None:
     clear.add_argument("--base-interface", help="base-case interface import: interval, import_kw"
                                                 "[, import_max_kw, export_max_kw]")
     clear.add_argument("--pricing", choices=PRICING, default="pay_as_bid", help="default pay_as_bid")
-    clear.add_argument("--interval-minutes", type=float, default=60.0, metavar="M",
+    clear.add_argument("--interval-minutes", type=positive_float, default=60.0, metavar="M",
                        help="interval length for payments (default 60)")
-    clear.add_argument("--time-limit", type=float, metavar="S", help="seconds the solver may take per solve")
+    clear.add_argument("--time-limit", type=positive_float, metavar="S", help="seconds the solver may take per solve")
     clear.add_argument("--out", required=True, help="output directory (created if missing)")
-    clear.set_defaults(func=_clear)
+    clear.set_defaults(func=_clear, solves=True)
 
 
 def _optional(path: str | None, table: str) -> pl.DataFrame | None:
@@ -52,6 +54,11 @@ def _optional(path: str | None, table: str) -> pl.DataFrame | None:
 
 
 def _clear(args: argparse.Namespace) -> int:
+    with output_dir(args.out) as out:
+        return _clear_into(args, out)
+
+
+def _clear_into(args: argparse.Namespace, out: Path) -> int:
     feeder = read_feeder(args.feeder)
     base_tables = (_optional(args.base_lines, "base_lines"), _optional(args.base_buses, "base_buses"),
                    _optional(args.base_interface, "base_interface"))
@@ -59,8 +66,6 @@ def _clear(args: argparse.Namespace) -> int:
     result = clear_flexibility(feeder, read_table(args.needs, "needs"), read_table(args.offers, "offers"),
                                _optional(args.capabilities, "capabilities"), base=base, pricing=args.pricing,
                                interval_minutes=args.interval_minutes, time_limit=args.time_limit)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stamp = pl.col("interval").dt.to_string(_STAMP)
     awards = result.awards.select(
         "offer_id", stamp, "accepted_kw", "price", "reason", "aggregator_id", "resource_id", "payment",
@@ -81,7 +86,10 @@ def _clear(args: argparse.Namespace) -> int:
         "build_seconds": result.build_seconds, "solve_seconds": result.solve_seconds,
     }
     write_json(out / "summary.json", summary)
-    print(f"{result.status}: {summary['offers_accepted']} of {summary['offers']} offers accepted "
-          f"({summary['accepted_kw']:.1f} kW), {summary['needs_met']} of {summary['needs']} needs met, "
-          f"cost {result.total_cost:.2f}; wrote {out}")
+    report.emit([f"status       {result.status}: {summary['offers_accepted']} of {summary['offers']} offers "
+                 f"accepted ({summary['accepted_kw']:,.1f} kW), {summary['needs_met']} of {summary['needs']} "
+                 "needs met",
+                 f"cost         {result.total_cost:,.2f} paid by the DSO ({result.pricing}); "
+                 f"{summary['conflicts']} conflict(s) between offers of one resource",
+                 report.files_line(out, ("awards.csv", "needs.csv", "conflicts.csv", "summary.json"))])
     return 0 if result.status == "optimal" else 1

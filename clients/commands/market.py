@@ -9,25 +9,34 @@ violates a limit (or whose SOCP gap is above tolerance, or whose loss-aware
 iteration did not converge) writes its outputs, prints one warning line on
 stderr and exits with status 3 (``EXIT_PHYSICS``); ``summary.json`` lists the
 warnings and ``ac_check.violations``.
+On success a short summary goes to stdout (:mod:`clients.report`). Tables
+list buses and lines in feeder order (numeric ids by number) within each
+interval; power is in kW everywhere, the ISO's ``iso_offer.csv`` included.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
+from dsomarket.clients.cli import finite_float, positive_float, positive_int
+from dsomarket.clients import report
+from dsomarket.clients.progress import Progress
+from dsomarket.clients.files import (by_id, numbers, output_dir, read_feeder, read_table, write_csv, write_json,
+                                     write_outputs)
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
-from dsomarket.engine.clearing import FORMULATIONS, ClearingOptions, ClearingResult, clear
-from dsomarket.engine.disaggregation import disaggregate
+from dsomarket.engine.clearing import FORMULATIONS, ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.flexibility import apply_activations
-from dsomarket.engine.interface import trace_curve
-from dsomarket.engine.network import _utc
+from dsomarket.engine.interface import InterfaceCurve
+from dsomarket.engine.network_changes import validate_changes
+from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
+from dsomarket.engine.territory import prices_for
 from dsomarket.engine.settlement import MarketOutcome, settle
 
 _DEFAULT = MarketRules()
@@ -36,6 +45,9 @@ _FORMULATION_HELP = ("lossaware (default: LinDistFlow linearised at the AC opera
 EXIT_PHYSICS = 3
 """Exit status when the market cleared but its AC power flow violates a limit, the SOCP's
 relaxation gap is above tolerance or the loss-aware iteration did not converge."""
+CLEARING_FILES = ("dispatch.csv", "prices.csv", "lines.csv", "buses.csv", "shed.csv", "summary.json")
+"""Tables of a clearing; a failed run removes them, so none of an earlier run sits beside its summary."""
+DISAGGREGATION_FILES = CLEARING_FILES + ("instructions.csv", "award.csv", "fixed_load.csv")
 
 
 def register(subparsers) -> None:
@@ -46,21 +58,21 @@ def register(subparsers) -> None:
                    help="ISO price at the interface per MWh: a number, or a CSV with interval, price")
     c.add_argument("--formulation", choices=FORMULATIONS, default="lossaware", help=_FORMULATION_HELP)
     c.add_argument("--no-ac-check", action="store_true", help="skip the AC power flow of the dispatch")
-    c.set_defaults(func=_clear)
+    c.set_defaults(func=_clear, solves=True)
 
     k = subparsers.add_parser("curve", help="trace the exact interface net demand curve for the ISO")
     _market_args(k)
-    k.add_argument("--forecast-price", type=float, default=None,
+    k.add_argument("--forecast-price", type=finite_float, default=None,
                    help="ISO price assumed in the other intervals when storage couples them "
                         "(default: midpoint of floor and cap)")
-    k.add_argument("--max-segments", type=int, default=10, help="segments per ISO bid (default 10)")
+    k.add_argument("--max-segments", type=positive_int, default=10, help="segments per ISO bid (default 10)")
     k.add_argument("--formulation", choices=FORMULATIONS, default="lossaware",
                    help=_FORMULATION_HELP + "; lossaware and lossless trace the exact staircase, socp samples")
-    k.add_argument("--max-error-kw", type=float, default=1.0,
+    k.add_argument("--max-error-kw", type=positive_float, default=1.0,
                    help="socp only: largest gap between the sampled and the true curve (kW)")
-    k.add_argument("--price-tol", type=float, default=0.01,
+    k.add_argument("--price-tol", type=positive_float, default=0.01,
                    help="socp only: width within which a jump of the curve is located (per MWh)")
-    k.set_defaults(func=_curve)
+    k.set_defaults(func=_curve, solves=True)
 
     d = subparsers.add_parser("disaggregate", help="re-clear at the ISO award and dispatch every bid")
     _market_args(d)
@@ -69,7 +81,7 @@ def register(subparsers) -> None:
                    help="a day-ahead disaggregate output: real-time re-clear from its positions")
     d.add_argument("--formulation", choices=[f for f in FORMULATIONS if f != "socp"], default="lossaware",
                    help="lossaware (default: the award is delivered after losses) or lossless (alias lindistflow)")
-    d.set_defaults(func=_disaggregate)
+    d.set_defaults(func=_disaggregate, solves=True)
 
     s = subparsers.add_parser("settle", help="settle day-ahead (and real-time) disaggregation outputs")
     s.add_argument("--day-ahead", required=True, metavar="DIR", help="output directory of `disaggregate`")
@@ -84,18 +96,24 @@ def _market_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resources", default=None, help="resources table (batteries, EVs, flexible loads)")
     p.add_argument("--commitments", default=None, metavar="FILE",
                    help="kW resources already sold elsewhere: resource_id, interval, max_sell_kw, max_buy_kw")
-    p.add_argument("--floor", type=float, default=_DEFAULT.price_floor, help="price floor per MWh")
-    p.add_argument("--cap", type=float, default=_DEFAULT.price_cap, help="price cap per MWh")
-    p.add_argument("--interval-minutes", type=float, default=None,
-                   help="interval length (default: the bids' spacing, or 60)")
-    p.add_argument("--voll", type=float, default=None, help="shed fixed load at this value of lost load")
-    p.add_argument("--polygon-sides", type=int, default=ClearingOptions().polygon_sides)
+    p.add_argument("--floor", type=finite_float, default=_DEFAULT.price_floor, help="price floor per MWh")
+    p.add_argument("--cap", type=finite_float, default=_DEFAULT.price_cap, help="price cap per MWh")
+    p.add_argument("--interval-minutes", type=positive_float, default=None,
+                   help="interval length (default: the bids' spacing, which must then be even, or 60); "
+                        "give it when some intervals have no bids")
+    p.add_argument("--voll", type=positive_float, default=None, help="shed fixed load at this value of lost load")
+    p.add_argument("--polygon-sides", type=positive_int, default=ClearingOptions().polygon_sides)
     p.add_argument("--flex-awards", default=None, metavar="FILE",
                    help="awards.csv of `dsomarket flex clear`: accepted activations change the net load")
+    p.add_argument("--network-changes", default=None, metavar="FILE",
+                   help="outages, switching, ratings, voltage and interface limits per interval: change_id, kind, "
+                        "element, start[, end, s_max_kva, vmin_pu, vmax_pu, import_max_kw, export_max_kw, shed, "
+                        "who, why] (see docs/realtime.md)")
     p.add_argument("--out", required=True, metavar="DIR")
 
 
-def _inputs(args):
+def _inputs(args, out: Path):
+    """Read and check every input; ``network.csv`` in ``out`` says which network changes apply when."""
     feeder = read_feeder(args.feeder)
     if args.flex_awards:
         feeder = apply_activations(feeder, read_table(args.flex_awards, "flex_awards"))
@@ -103,40 +121,85 @@ def _inputs(args):
     resources = parse_resources(read_table(args.resources, "resources")) if args.resources else ()
     if args.commitments:
         resources += parse_commitments(read_table(args.commitments, "commitments"))
-    minutes = args.interval_minutes
-    if minutes is None:
-        minutes = _spacing_minutes(bids)
+    minutes = spacing_minutes(bids, args.interval_minutes)
     rules = MarketRules(price_floor=args.floor, price_cap=args.cap, interval_minutes=minutes,
                         value_of_lost_load=args.voll)
     book = validate_bids(bids, feeder, rules)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    return feeder, book, resources, rules, out
+    changes = (validate_changes(read_table(args.network_changes, "network_changes"), feeder)
+               if args.network_changes else None)
+    runs = runs_for(feeder, changes, book, resources)
+    write_outputs(out, {"network.csv": None if changes is None else _runs_table(runs)}, ("network.csv",))
+    return runs, book, resources, rules
 
 
-def _spacing_minutes(bids: pl.DataFrame) -> float:
-    if "interval" not in bids.columns:
+def _runs_table(runs) -> pl.DataFrame:
+    """Which changes were in effect in each interval, and what they took out of service."""
+    rows = [{"interval": run.intervals[k], "changes": " ".join(run.change_ids),
+             "out_of_service": " ".join(run.out_of_service), "de_energised": " ".join(run.de_energised)}
+            for run in runs for k in range(len(run.indices))]
+    return pl.DataFrame(rows).sort("interval")
+
+
+def spacing_minutes(bids: pl.DataFrame, minutes: float | None = None) -> float:
+    """The interval length of a bids table (``interval`` as UTC timestamps), in minutes.
+
+    With ``minutes`` given, every interval must lie on its grid from the first
+    one (intervals without bids are allowed); without it, the intervals must be
+    evenly spaced, and the spacing is the length (60 for a single interval).
+    Bids at 00:00, 00:15 and 01:00 are refused rather than settled as three
+    15-minute intervals.
+
+    Raises
+    ------
+    InputError
+        Naming the first row whose interval breaks the spacing.
+    """
+    if "interval" not in bids.columns or bids["interval"].null_count() == bids.height:
+        return minutes or _DEFAULT.interval_minutes
+    ivs = bids["interval"].drop_nulls().unique().sort()
+    gaps = ivs.diff().drop_nulls().dt.total_microseconds().to_numpy()
+    if minutes is not None:
+        step = round(minutes * 60e6)
+        offsets = (ivs - ivs[0]).dt.total_microseconds().to_numpy()
+        off = np.nonzero(offsets % step)[0]
+        if len(off):
+            iv = ivs[int(off[0])]
+            raise InputError("bids", "interval", f"{iv:%Y-%m-%dT%H:%M:%SZ} is not a whole number of "
+                             f"{minutes:g}-minute intervals after the first, {ivs[0]:%Y-%m-%dT%H:%M:%SZ}",
+                             row=_first_row(bids, iv))
+        return minutes
+    if len(gaps) == 0:
         return _DEFAULT.interval_minutes
-    try:
-        ivs = bids.select(_utc(pl.col("interval"), bids.schema["interval"])).to_series().drop_nulls().unique().sort()
-    except pl.exceptions.PolarsError:
-        raise InputError("bids", "interval", "is not an ISO 8601 UTC timestamp") from None
-    if ivs.len() < 2:
-        return _DEFAULT.interval_minutes
-    return float(ivs.diff().drop_nulls().min().total_seconds() / 60.0)
+    uneven = np.nonzero(gaps != gaps[0])[0]
+    if len(uneven):
+        iv = ivs[int(uneven[0]) + 1]
+        raise InputError("bids", "interval", f"{iv:%Y-%m-%dT%H:%M:%SZ} comes {gaps[uneven[0]] / 60e6:g} minutes "
+                         f"after the interval before it, but the first intervals are {gaps[0] / 60e6:g} minutes "
+                         "apart: intervals must be evenly spaced (give --interval-minutes when some have no bids)",
+                         row=_first_row(bids, iv))
+    return float(gaps[0] / 60e6)
 
 
-def _write_result(res: ClearingResult, out: Path) -> None:
-    """The tables of a clearing; a failed one writes its summary (with the diagnosis) only."""
+def _first_row(table: pl.DataFrame, interval) -> int:
+    return int((table["interval"] == interval).arg_max())
+
+
+def write_result(res: ClearingResult, out: Path, products: tuple[str, ...] = CLEARING_FILES,
+                 extra: dict[str, pl.DataFrame] | None = None, summary: dict | None = None) -> None:
+    """The tables of a clearing (and ``extra`` ones) and ``summary`` (default the clearing's); a failed
+    clearing writes its summary (with the diagnosis) only and removes every file of ``products`` left
+    by an earlier run."""
+    tables: dict[str, pl.DataFrame | None] = {}
     if res.ok:
         d = res.dispatch
-        write_csv(d.select("bid_id", "interval", "cleared_kw", *[c for c in d.columns
-                                                                 if c not in ("bid_id", "interval", "cleared_kw")]),
-                  out / "dispatch.csv")
-        write_csv(res.prices, out / "prices.csv")
-        write_csv(res.lines, out / "lines.csv")
-        write_csv(res.buses, out / "buses.csv")
-    write_json(out / "summary.json", res.summary())
+        first = ("bid_id", "interval", "cleared_kw")
+        tables = {"dispatch.csv": d.select(*first, *[c for c in d.columns if c not in first]),
+                  "prices.csv": by_id(res.prices, "bus"), "lines.csv": by_id(res.lines, "line"),
+                  "buses.csv": by_id(res.buses, "bus"),
+                  "shed.csv": by_id(res.shed, "bus") if res.shed is not None and res.shed.height else None,
+                  **(extra or {})}
+    write_outputs(out, tables, [p for p in products if p != "summary.json"])
+    write_json(out / "summary.json", res.summary() if summary is None else summary)
 
 
 def _status(res: ClearingResult) -> int:
@@ -152,7 +215,8 @@ def _status(res: ClearingResult) -> int:
     return 1
 
 
-def _iso_price(spec: str, book):
+def read_iso_price(spec: str) -> float | dict:
+    """``--iso-price``: a number, or a CSV with ``interval, price`` read as {interval start (UTC): price}."""
     try:
         return float(spec)
     except ValueError:
@@ -161,63 +225,112 @@ def _iso_price(spec: str, book):
     for col in ("interval", "price"):
         if col not in table.columns:
             raise InputError("iso_price", col, "column is missing")
-    t = table.with_columns(_utc(pl.col("interval"), table.schema["interval"]).alias("interval"))
-    lookup = dict(zip(t["interval"].to_list(), t["price"].cast(pl.Float64).to_list()))
-    missing = [iv for iv in book.intervals if iv not in lookup]
-    if missing:
-        raise InputError("iso_price", "interval", f"no price for interval {missing[0]}")
-    return np.array([lookup[iv] for iv in book.intervals])
+    table = numbers(table, "iso_price", ("price",))
+    return dict(zip(table["interval"].to_list(), table["price"].to_list()))
 
 
 def _clear(args) -> int:
-    feeder, book, resources, rules, out = _inputs(args)
-    options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
-                              ac_check=not args.no_ac_check)
-    res = clear(feeder, book, _iso_price(args.iso_price, book), rules=rules, resources=resources, options=options)
-    _write_result(res, out)
+    with output_dir(args.out) as out:
+        runs, book, resources, rules = _inputs(args, out)
+        prices = prices_for(book, read_iso_price(args.iso_price))
+        options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides,
+                                  ac_check=not args.no_ac_check)
+        res = clear_runs(runs, book, prices, rules=rules, resources=resources, options=options)
+        write_result(res, out)
+    report.emit([f"dsomarket clear: feeder {args.feeder}, {book.n} bid segments", *report.clearing_lines(res, args.polygon_sides, _vmin(runs)),
+                 report.files_line(out, ("network.csv", *CLEARING_FILES))])
     return _status(res)
 
 
 def _curve(args) -> int:
-    feeder, book, resources, rules, out = _inputs(args)
-    options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
-    extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
-    curve = trace_curve(feeder, book, rules, resources, options, forecast=args.forecast_price, **extra)
-    offer, area = curve.iso_offer(args.max_segments)
+    with output_dir(args.out) as out:
+        runs, book, resources, rules = _inputs(args, out)
+        options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
+        extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
+        with Progress("dsomarket curve: intervals traced") as progress:
+            curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price,
+                               progress=progress, **extra)
+        offer, area = curve.iso_offer(args.max_segments)
+        write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
+    report.emit([f"dsomarket curve: feeder {args.feeder}, {book.n} bid segments", *curve_lines(curve, offer, area),
+                 report.files_line(out, ("network.csv", *CURVE_FILES))])
+    return 0
+
+
+def _vmin(runs) -> dict[str, float]:
+    """The lowest voltage limit of each bus over the network runs (pu)."""
+    limits: dict[str, float] = {}
+    for run in runs:
+        for bus, v in zip(run.feeder.buses["bus"].cast(pl.Utf8), run.feeder.buses["vmin_pu"]):
+            limits[bus] = min(v, limits.get(bus, v))
+    return limits
+
+
+CURVE_FILES = ("curve.csv", "iso_offer.csv", "fixed_load.csv", "summary.json")
+
+
+def iso_offer_kw(offer: pl.DataFrame) -> pl.DataFrame:
+    """The ISO offer with its quantities in kW (``quantity_kw``), the unit of every file and of the API."""
+    return offer.with_columns((pl.col("mw") * 1000.0).alias("quantity_kw")).drop("mw")
+
+
+def curve_lines(curve: InterfaceCurve, offer: pl.DataFrame, area: float) -> list[str]:
+    """What an operator checks before sending a curve: its ends, its steps, the ISO file's reduction."""
+    bands = curve.bands
+    n_iv = bands["interval"].n_unique()
+    at_floor = bands.sort("price_low").group_by("interval", maintain_order=True).first()["import_kw"]
+    at_cap = bands.sort("price_high").group_by("interval", maintain_order=True).last()["import_kw"]
+    steps = offer.filter(pl.col("kind").is_in(["demand", "supply"])).height
+    return [f"status       traced: {bands.height} bands over {n_iv} interval{'s' if n_iv != 1 else ''} "
+            f"({'exact' if curve.exact else 'sampled'})",
+            f"import       {at_floor.max():,.1f} kW at the price floor .. {at_cap.min():,.1f} kW at the cap "
+            "(positive = the feeder buys from the ISO)",
+            f"ISO offer    {steps} demand/supply steps in iso_offer.csv (kW, per MWh); the reduction leaves "
+            f"{area:,.2f} per hour of welfare area off the exact curve",
+            "coupling     " + ("each interval's curve assumes the forecast ISO price in the others"
+                               if curve.conditional else "intervals are independent")]
+
+
+def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: MarketRules, formulation: str,
+                max_segments: int, out: Path) -> None:
+    """The files of ``dsomarket curve``: curve.csv, iso_offer.csv (kW), fixed_load.csv and summary.json."""
     write_csv(curve.bands, out / "curve.csv")
-    write_csv(offer, out / "iso_offer.csv")
+    write_csv(iso_offer_kw(offer), out / "iso_offer.csv")
     write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
     write_json(out / "summary.json", curve.summary() | {
-        "formulation": args.formulation,
-        "iso_offer_segments_max": args.max_segments, "iso_offer_area_per_hour": area,
+        "formulation": formulation,
+        "iso_offer_segments_max": max_segments, "iso_offer_area_per_hour": area,
         "price_floor": rules.price_floor, "price_cap": rules.price_cap,
         "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"
                  if curve.conditional else "intervals are independent"),
     })
-    return 0
 
 
 def _disaggregate(args) -> int:
-    feeder, book, resources, rules, out = _inputs(args)
-    award = read_table(args.award, "award")
-    da = _outcome(Path(args.day_ahead)) if args.day_ahead else None
-    dis = disaggregate(feeder, book, award, rules, resources,
-                       ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides),
-                       day_ahead=da.dispatch if da else None,
-                       day_ahead_minutes=da.interval_minutes if da else 60.0)
-    _write_result(dis.clearing, out)
+    with output_dir(args.out) as out:
+        runs, book, resources, rules = _inputs(args, out)
+        award = read_table(args.award, "award")
+        da = _outcome(Path(args.day_ahead)) if args.day_ahead else None
+        dis = disaggregate_runs(runs, book, award, rules, resources,
+                                ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides),
+                                day_ahead=da.dispatch if da else None,
+                                day_ahead_minutes=da.interval_minutes if da else 60.0)
+        write_result(dis.clearing, out, DISAGGREGATION_FILES,
+                     extra={"instructions.csv": dis.instructions, "award.csv": dis.award,
+                            "fixed_load.csv": by_id(dis.fixed_load, "bus")},
+                     summary=dis.summary() if dis.clearing.ok else None)
+    lines = report.clearing_lines(dis.clearing, args.polygon_sides, _vmin(runs))
     if dis.clearing.ok:
-        write_csv(dis.instructions, out / "instructions.csv")
-        write_csv(dis.award, out / "award.csv")
-        write_csv(dis.fixed_load, out / "fixed_load.csv")
-        write_json(out / "summary.json", dis.summary())
+        lines.insert(1, f"award        {report.kw_range(dis.award['import_kw'])} re-cleared; "
+                        f"{dis.instructions.height} instruction rows for "
+                        f"{dis.instructions['aggregator_id'].n_unique()} aggregator(s) in instructions.csv")
+    report.emit([f"dsomarket disaggregate: feeder {args.feeder}, {book.n} bid segments", *lines,
+                 report.files_line(out, ("network.csv", *DISAGGREGATION_FILES))])
     return _status(dis.clearing)
 
 
 def _outcome(d: Path) -> MarketOutcome:
     """A disaggregate output directory as the tables settlement needs."""
-    import json
-
     summary_path = d / "summary.json"
     if not summary_path.is_file():
         raise InputError(str(d), "summary.json", "missing: not a `dsomarket disaggregate` output")
@@ -227,21 +340,27 @@ def _outcome(d: Path) -> MarketOutcome:
 
     def table(name: str) -> pl.DataFrame:
         t = read_table(d / name, name.removesuffix(".csv"))
-        fix = [_utc(pl.col("interval"), t.schema["interval"]).alias("interval")]
-        fix += [pl.col(c).fill_null("") for c in ("aggregator_id", "resource_id", "bid_id") if c in t.columns]
-        return t.with_columns(fix)
+        return t.with_columns(pl.col(c).fill_null("") for c in ("aggregator_id", "resource_id", "bid_id")
+                              if c in t.columns)
 
     return MarketOutcome(dispatch=table("dispatch.csv"), prices=table("prices.csv"), award=table("award.csv"),
                          fixed_load=table("fixed_load.csv"), interval_minutes=float(summary["interval_minutes"]))
 
 
 def _settle(args) -> int:
-    da = _outcome(Path(args.day_ahead))
-    rt = _outcome(Path(args.real_time)) if args.real_time else None
-    result = settle(da, rt)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(result.statements, out / "statements.csv")
-    write_csv(result.by_aggregator(), out / "aggregators.csv")
-    write_json(out / "summary.json", result.summary)
+    with output_dir(args.out) as out:
+        da = _outcome(Path(args.day_ahead))
+        rt = _outcome(Path(args.real_time)) if args.real_time else None
+        result = settle(da, rt)
+        write_csv(result.statements, out / "statements.csv")
+        write_csv(result.by_aggregator(), out / "aggregators.csv")
+        write_json(out / "summary.json", result.summary)
+    t = result.summary
+    report.emit([f"dsomarket settle: {t['lines']} statement lines "
+                 f"({'balanced' if t['balanced'] else 'NOT balanced'} to the cent)",
+                 f"bids         paid {t['paid_to_bids']:,.2f}, charged {t['charged_to_bids']:,.2f}; "
+                 f"fixed load charged {t['fixed_load_charges']:,.2f}",
+                 f"ISO          the DSO pays {t['iso_payment']:,.2f} for the interface import (negative: it is paid)",
+                 f"surplus      {t['merchandising_surplus']:,.2f} merchandising surplus (congestion rent, >= 0)",
+                 report.files_line(out, ("statements.csv", "aggregators.csv", "summary.json"))])
     return 0

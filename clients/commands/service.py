@@ -1,72 +1,83 @@
-"""Service commands: run the server, manage tokens and the audit log, and talk to a server.
+"""Service commands: run the server, manage tokens, check the audit log.
 
-Offline (on the database file): ``serve``, ``token create|revoke|list``, ``audit verify``,
-``audit replay``, ``demo``. Over gRPC, through :mod:`clients.api` only:
-``bids submit|list``, ``awards follow``, ``curves fetch``, ``award submit``, and
-the flexibility auction's ``flex needs|submit|awards`` (next to the offline
-``flex clear``);
-they take ``--server`` and ``--token`` (or ``DSOMARKET_SERVER`` and
-``DSOMARKET_TOKEN``). Bad input exits with status 2, a refused or failed
-call with status 1, each with one line on stderr.
+On the database file (no server needed): ``serve``, ``token create|revoke|list``,
+``audit verify --db``, ``audit replay``, ``demo``. Over gRPC with an auditor's
+(or operator's) token: ``audit records`` and ``audit verify`` without ``--db``.
+The participants' commands against a server live in :mod:`.operator`,
+:mod:`.aggregator`, :mod:`.iso` and :mod:`.auction`. Bad input exits with
+status 2, a refused or failed call with status 1, each with one line on stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import polars as pl
-
-from dsomarket.clients.api import ApiError, BidSegment, Client, ClientTls, FlexOffer, InvalidArgument, IntervalAward
-from dsomarket.clients.files import write_csv
+from dsomarket.clients.api import AuditRecord, Client
+from dsomarket.clients.cli import non_negative_int, positive_float
+from dsomarket.clients.commands.remote import add_connection, show, talk
+from dsomarket.clients.output import add_format_options
 from dsomarket.engine.errors import InputError
-
-_BID_TEXT_COLUMNS = ("bid_id", "resource_id", "side", "price", "interval")
-_OFFER_TEXT_COLUMNS = ("offer_id", "resource_id", "direction", "price", "interval", "availability_price")
 
 
 def register(subparsers) -> None:
-    """Add ``serve``, ``token``, ``audit``, ``demo``, ``bids``, ``awards``, ``curves`` and ``award``."""
-    s = subparsers.add_parser("serve", help="run the gRPC server on a SQLite database",
+    """Add ``serve``, ``token``, ``audit`` and ``demo``."""
+    s = subparsers.add_parser("serve", help="run the gRPC server on a SQLite or PostgreSQL database",
                               description="Run the dsomarket gRPC server until SIGTERM or SIGINT.")
     s.add_argument("--db", default="dsomarket.sqlite",
-                   help="SQLite file, created if missing (default %(default)s)")
+                   help="SQLite file, created if missing (default %(default)s), or a postgresql://USER@HOST/DB "
+                        "URL (several servers may share one PostgreSQL database)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    s.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default %(default)s)")
+    s.add_argument("--port", type=non_negative_int, default=50051, help="port; 0 picks a free one (default %(default)s)")
     s.add_argument("--tls-cert", type=Path, help="server certificate (PEM); with --tls-key, serve TLS")
     s.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     s.add_argument("--client-ca", type=Path, help="CA (PEM) client certificates must chain to: mutual TLS")
-    s.add_argument("--solve-time-limit", type=float, default=None, metavar="SECONDS",
+    s.add_argument("--solve-time-limit", type=positive_float, default=None, metavar="SECONDS",
                    help="fail a clearing with DEADLINE_EXCEEDED past this (default: no limit)")
-    s.set_defaults(func=_serve)
+    s.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text lines, or one JSON object per line for log collectors (default %(default)s); "
+                        "one line per request at info level (-q hides them)")
+    s.add_argument("--scheduler", action="store_true",
+                   help="run the timeline: close gates, clear and publish each market on its schedule")
+    s.add_argument("--clock-start", default=None, metavar="TIME",
+                   help="with --scheduler: the timeline's clock starts at this UTC time (ISO 8601), not now")
+    s.add_argument("--clock-speed", type=float, default=1.0, metavar="X",
+                   help="with --scheduler: the timeline's clock runs X times faster than the wall clock")
+    s.set_defaults(func=_serve, quiet_highs=True)
 
     t = subparsers.add_parser("token", help="create, revoke and list participant tokens").add_subparsers(
         dest="token_command", required=True, metavar="ACTION")
     tc = t.add_parser("create", help="create a token and print it (once; only its hash is stored)")
     tc.add_argument("--role", required=True, choices=("operator", "aggregator", "iso", "auditor"))
     tc.add_argument("--name", required=True, help="participant name (an aggregator's aggregator_id)")
-    tc.add_argument("--db", required=True, help="the server's SQLite file (created if missing)")
+    tc.add_argument("--db", required=True, help="the server's SQLite file (created if missing) or postgresql:// URL")
     tc.set_defaults(func=_token_create)
     tr = t.add_parser("revoke", help="revoke every active token of a participant (a running server refuses "
                                      "them within a few seconds)")
     tr.add_argument("--name", required=True, help="participant name")
-    tr.add_argument("--db", required=True, help="the server's SQLite file")
+    tr.add_argument("--db", required=True, help="the server's SQLite file or postgresql:// URL")
     tr.set_defaults(func=_token_revoke)
     tl = t.add_parser("list", help="list tokens: name, role, created, revoked (never the token or its hash)")
-    tl.add_argument("--db", required=True, help="the server's SQLite file")
+    tl.add_argument("--db", required=True, help="the server's SQLite file or postgresql:// URL")
     tl.set_defaults(func=_token_list)
 
     a = subparsers.add_parser("audit", help="check the audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION")
-    av = a.add_parser("verify", help="recompute the hash chain; exit 1 at the first break")
-    av.add_argument("--db", required=True)
+    av = a.add_parser("verify", help="recompute the hash chain; exit 1 at the first break",
+                      description="With --db, on the database file; without, the server checks its own chain "
+                                  "(auditor or operator token).")
+    av.add_argument("--db", help="the server's SQLite file (default: ask the server)")
+    add_connection(av)
     av.set_defaults(func=_audit_verify)
+    ak = a.add_parser("records", help="audit records from a server: who did what, when, and the hash chain")
+    ak.add_argument("--action", default="", metavar="PREFIX", help="only actions starting with PREFIX "
+                                                                   "(e.g. market. or bids.)")
+    add_connection(ak)
+    add_format_options(ak)
+    ak.set_defaults(func=_audit_records)
     ar = a.add_parser("replay", help="recompute clearings, awards and settlements from the log; exit 1 on a "
                                      "difference")
     ar.add_argument("--db", required=True)
@@ -74,126 +85,80 @@ def register(subparsers) -> None:
     ar.set_defaults(func=_audit_replay)
 
     d = subparsers.add_parser("demo", help="run a whole market day against a temporary server")
-    d.set_defaults(func=_demo)
-
-    b = subparsers.add_parser("bids", help="submit and list your bids").add_subparsers(
-        dest="bids_command", required=True, metavar="ACTION")
-    bs = b.add_parser("submit", help="submit a bids file, all segments or none",
-                      description="Columns: bid_id, resource_id, side (buy|sell), quantity_kw, "
-                                  "price (per MWh), interval (ISO 8601 UTC start)[, tan_phi]; "
-                                  "CSV or Parquet.")
-    _connection(bs)
-    bs.add_argument("--market", required=True)
-    bs.add_argument("--file", required=True, type=Path)
-    bs.add_argument("--batch", type=int, default=20_000, help="segments per request (default %(default)s)")
-    bs.set_defaults(func=_bids_submit)
-    bl = b.add_parser("list", help="list bids as CSV on stdout")
-    _connection(bl)
-    bl.add_argument("--market", default="")
-    bl.add_argument("--aggregator", default="", help="operator and auditor: whose bids (default all)")
-    bl.add_argument("--include-withdrawn", action="store_true")
-    bl.set_defaults(func=_bids_list)
-
-    aw = subparsers.add_parser("awards", help="awards and dispatch instructions").add_subparsers(
-        dest="awards_command", required=True, metavar="ACTION")
-    af = aw.add_parser("follow", help="print awards and instructions as JSON lines as they happen")
-    _connection(af)
-    af.add_argument("--market", default="")
-    af.add_argument("--after", type=int, default=0, help="resume after this sequence")
-    af.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
-    af.set_defaults(func=_awards_follow)
-
-    c = subparsers.add_parser("curves", help="interface curves (ISO)").add_subparsers(
-        dest="curves_command", required=True, metavar="ACTION")
-    cf = c.add_parser("fetch", help="write published curve segments as CSV")
-    _connection(cf)
-    cf.add_argument("--market", default="")
-    cf.add_argument("--out", type=Path, default=None, help="CSV file (default: stdout)")
-    cf.set_defaults(func=_curves_fetch)
-
-    w = subparsers.add_parser("award", help="the ISO's award").add_subparsers(
-        dest="award_command", required=True, metavar="ACTION")
-    ws = w.add_parser("submit", help="submit an award file: interval, import_kw[, price]")
-    _connection(ws)
-    ws.add_argument("--market", required=True)
-    ws.add_argument("--file", required=True, type=Path)
-    ws.set_defaults(func=_award_submit)
-
-
-def register_flex(actions) -> None:
-    """``flex needs|submit|awards`` against a server, added by :mod:`clients.commands.flex` to its group."""
-    fn = actions.add_parser("needs", help="list the needs posted on a server as CSV on stdout",
-                            description="Aggregators see every need but not its max_price.")
-    _connection(fn)
-    fn.add_argument("--market", default="")
-    fn.set_defaults(func=_flex_needs)
-    fs = actions.add_parser("submit", help="submit a flexibility offers file to a server, all offers or none",
-                            description="Columns: offer_id, resource_id, direction (up|down), quantity_kw, "
-                                        "price (per MWh), interval (ISO 8601 UTC start)[, availability_price, "
-                                        "divisible, min_kw, tan_phi]; CSV or Parquet.")
-    _connection(fs)
-    fs.add_argument("--market", required=True)
-    fs.add_argument("--file", required=True, type=Path)
-    fs.set_defaults(func=_flex_submit)
-    fa = actions.add_parser("awards", help="list flexibility awards (yours, as an aggregator) as CSV on stdout")
-    _connection(fa)
-    fa.add_argument("--market", default="")
-    fa.add_argument("--aggregator", default="", help="operator and auditor: whose awards (default all)")
-    fa.set_defaults(func=_flex_awards)
-
-
-def _connection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=os.environ.get("DSOMARKET_SERVER", "127.0.0.1:50051"),
-                   help="host:port (default $DSOMARKET_SERVER or 127.0.0.1:50051)")
-    p.add_argument("--token", default=os.environ.get("DSOMARKET_TOKEN", ""),
-                   help="participant token (default $DSOMARKET_TOKEN)")
-    p.add_argument("--ca", type=Path, help="CA of the server certificate (PEM): use TLS")
-    p.add_argument("--cert", type=Path, help="client certificate (PEM) for mutual TLS")
-    p.add_argument("--key", type=Path, help="client key (PEM) for mutual TLS")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default %(default)s)")
-
-
-def _client(args) -> Client:
-    if not args.token:
-        raise InputError("connection", "token", "give --token or set DSOMARKET_TOKEN")
-    tls = ClientTls(args.ca, args.cert, args.key) if args.ca else None
-    return Client(args.server, args.token, tls=tls, timeout=args.timeout)
-
-
-def _talk(args, work) -> int:
-    """Run ``work(client)``; a refused call prints one line (status 2 for bad input, else 1)."""
-    async def main():
-        async with _client(args) as client:
-            return await work(client)
-
-    try:
-        return asyncio.run(main()) or 0
-    except ApiError as exc:
-        print(f"dsomarket: error: {exc.code.name}: {exc.details}", file=sys.stderr)
-        return 2 if isinstance(exc, InvalidArgument) else 1
-    except ValueError as exc:  # a value the client library rejects before sending
-        print(f"dsomarket: error: {exc}", file=sys.stderr)
-        return 2
+    d.add_argument("--keep", metavar="DIR", default=None,
+                   help="run in DIR and keep the database and the market's CSV files there")
+    d.set_defaults(func=_demo, quiet_highs=True)
 
 
 # -- offline ------------------------------------------------------------------------------
 
 def _serve(args) -> int:
-    from dsomarket.server.app import TlsFiles, serve
+    from dsomarket.server.app import StartupError, TlsFiles, serve
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InputError("serve", "tls-key", "--tls-cert and --tls-key go together")
     if args.client_ca and not args.tls_cert:
         raise InputError("serve", "client-ca", "mutual TLS needs --tls-cert and --tls-key")
+    from dsomarket.server.requestlog import configured
+
     tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    db_path = Path(args.db).resolve()
+    state = "existing" if db_path.exists() else "new"
+    security = "plaintext" if tls is None else "mutual TLS" if args.client_ca else "TLS"
 
     def ready(port: int) -> None:
-        print(f"dsomarket: serving on {args.host}:{port} (database {args.db})", flush=True)
+        print(f"dsomarket: serving on {args.host}:{port} ({security}), {state} database {db_path}", flush=True)
 
-    asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
-                      ready=ready))
+    try:
+        # The server speaks at INFO (a line per request) unless -q; -v adds DEBUG.
+        with configured(logging.INFO - 10 * getattr(args, "verbosity", 0), args.log_format):
+            asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
+                              ready=ready, timeline_clock=_timeline_clock(args)))
+    except StartupError as exc:
+        print(f"dsomarket: error: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _timeline_clock(args):
+    """The scheduler's clock of ``serve``, or None without --scheduler."""
+    from dsomarket.server.scheduler import ScaledClock, WallClock
+
+    if not args.scheduler:
+        if args.clock_start or args.clock_speed != 1.0:
+            raise InputError("serve", "scheduler", "--clock-start and --clock-speed need --scheduler")
+        return None
+    if not args.clock_speed > 0:
+        raise InputError("serve", "clock-speed", "must be positive")
+    if args.clock_start is None:
+        return WallClock() if args.clock_speed == 1.0 else ScaledClock(_now_us(), args.clock_speed)
+    try:
+        start = datetime.fromisoformat(args.clock_start.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError("serve", "clock-start", f"{args.clock_start!r} is not an ISO 8601 time") from None
+    if start.tzinfo is None:
+        raise InputError("serve", "clock-start", "give a UTC time, e.g. 2026-12-01T00:00:00Z")
+    return ScaledClock(int(start.timestamp() * 1_000_000), args.clock_speed)
+
+
+def _now_us() -> int:
+    return int(datetime.now(timezone.utc).timestamp() * 1_000_000)
+
+
+def _audit_records(args) -> int:
+    return show(args, lambda c: c.list_audit_records(action_prefix=args.action), AuditRecord)
+
+
+def _audit_verify_remote(args) -> int:
+    async def work(client: Client) -> int:
+        r = await client.verify_audit_chain()
+        if r.ok:
+            print(f"audit chain intact: {r.records} records (checked by the server)")
+            return 0
+        print(f"audit chain BROKEN at record {r.first_bad_sequence}: {r.reason}")
+        return 1
+
+    return talk(args, work)
 
 
 def _token_create(args) -> int:
@@ -219,7 +184,7 @@ def _token_revoke(args) -> int:
     from dsomarket.server import auth, db
     from dsomarket.server.errors import ServiceError
 
-    if not Path(args.db).is_file():
+    if not db.is_postgres(args.db) and not Path(args.db).is_file():
         raise InputError("token", "db", f"{args.db}: no such file")
     db.initialise(args.db)  # adds the revoked_us column to a database made before it
     conn = db.connect(args.db)
@@ -238,7 +203,7 @@ def _token_revoke(args) -> int:
 def _token_list(args) -> int:
     from dsomarket.server import auth, db
 
-    if not Path(args.db).is_file():
+    if not db.is_postgres(args.db) and not Path(args.db).is_file():
         raise InputError("token", "db", f"{args.db}: no such file")
     db.initialise(args.db)
     conn = db.connect(args.db)
@@ -260,7 +225,7 @@ def _iso_us(us: int) -> str:
 def _open_existing(path: str):
     from dsomarket.server import db
 
-    if not Path(path).is_file():
+    if not db.is_postgres(path) and not Path(path).is_file():
         raise InputError("audit", "db", f"{path}: no such file")
     return db.connect(path)
 
@@ -268,6 +233,8 @@ def _open_existing(path: str):
 def _audit_verify(args) -> int:
     from dsomarket.server import audit
 
+    if args.db is None:
+        return _audit_verify_remote(args)
     conn = _open_existing(args.db)
     try:
         report = audit.verify(conn)
@@ -286,6 +253,9 @@ def _audit_replay(args) -> int:
 
     conn = _open_existing(args.db)
     try:
+        if args.market is not None and conn.execute("SELECT 1 FROM markets WHERE market_id = ?",
+                                                    (args.market,)).fetchone() is None:
+            raise InputError("audit", "market", f"no market {args.market!r} in {args.db}")
         checks = replay(conn, args.market)
     finally:
         conn.close()
@@ -300,210 +270,4 @@ def _audit_replay(args) -> int:
 def _demo(args) -> int:
     from dsomarket.clients.demo import main
 
-    return main()
-
-
-# -- over gRPC -------------------------------------------------------------------------------
-
-def _read(path: Path, table: str, text_columns: tuple) -> pl.DataFrame:
-    """A CSV or Parquet file, with ``text_columns`` read as text (decimal prices stay as written)."""
-    if not path.is_file():
-        raise InputError(table, "file", f"{path}: no such file")
-    try:
-        if path.suffix.lower() == ".csv":
-            header = pl.read_csv(path, n_rows=0).columns
-            return pl.read_csv(path, schema_overrides={c: pl.Utf8 for c in text_columns if c in header},
-                               infer_schema_length=None)
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(table, "file", f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
-    raise InputError(table, "file", f"{path}: unsupported extension {path.suffix!r} (use .csv or .parquet)")
-
-
-def read_bids(path: Path) -> list[BidSegment]:
-    """Bid segments of a CSV or Parquet file; prices are kept as written (decimal text)."""
-    df = _read(path, "bids", _BID_TEXT_COLUMNS)
-    for col in ("bid_id", "resource_id", "side", "quantity_kw", "price", "interval"):
-        if col not in df.columns:
-            raise InputError("bids", col, "column is missing")
-    tan_phi = pl.col("tan_phi").cast(pl.Float64) if "tan_phi" in df.columns else pl.lit(0.0)
-    df = df.with_columns(_utc(df, "bids"), pl.col("price").cast(pl.Utf8),
-                         pl.col("quantity_kw").cast(pl.Float64), tan_phi.alias("tan_phi"))
-    return [BidSegment(r["bid_id"], r["resource_id"], r["side"], r["quantity_kw"], r["price"], r["interval"],
-                       r["tan_phi"]) for r in df.iter_rows(named=True)]
-
-
-def _utc(df: pl.DataFrame, table: str) -> pl.Expr:
-    dtype = df.schema["interval"]
-    if dtype == pl.Utf8:
-        try:
-            df.select(pl.col("interval").str.to_datetime(time_zone="UTC", time_unit="us"))
-        except pl.exceptions.PolarsError:
-            raise InputError(table, "interval", "is not an ISO 8601 UTC timestamp") from None
-        return pl.col("interval").str.to_datetime(time_zone="UTC", time_unit="us")
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
-        return pl.col("interval").dt.replace_time_zone("UTC")
-    return pl.col("interval").dt.convert_time_zone("UTC")
-
-
-def _bids_submit(args) -> int:
-    bids = read_bids(args.file)
-    if args.batch < 1:
-        raise InputError("bids", "batch", "must be at least 1")
-
-    async def work(client: Client) -> int:
-        total = 0
-        for k in range(0, len(bids), args.batch):
-            ack = await client.submit_bids(args.market, bids[k:k + args.batch])
-            total += ack.count
-            print(f"{total} of {len(bids)} segments acknowledged at {ack.acknowledged_at.isoformat()}")
-        return 0
-
-    return _talk(args, work)
-
-
-def _bids_list(args) -> int:
-    async def work(client: Client) -> int:
-        bids = await client.list_bids(market_id=args.market, aggregator_id=args.aggregator,
-                                      include_withdrawn=args.include_withdrawn)
-        rows = [{"market_id": b.market_id, "aggregator_id": b.aggregator_id, "bid_id": b.bid_id,
-                 "resource_id": b.resource_id, "bus": b.bus, "side": b.side, "quantity_kw": b.quantity_kw,
-                 "price": str(b.price), "interval": b.interval_start.isoformat(), "tan_phi": b.tan_phi,
-                 "status": b.status} for b in bids]
-        sys.stdout.write(pl.DataFrame(rows, schema=list(_LIST_COLUMNS), orient="row").write_csv() if rows
-                         else ",".join(_LIST_COLUMNS) + "\n")
-        return 0
-
-    return _talk(args, work)
-
-
-_LIST_COLUMNS = ("market_id", "aggregator_id", "bid_id", "resource_id", "bus", "side", "quantity_kw", "price",
-                 "interval", "tan_phi", "status")
-
-
-def _awards_follow(args) -> int:
-    async def work(client: Client) -> int:
-        seen = 0
-        async for event in client.dispatch_stream(market_id=args.market, after_sequence=args.after):
-            record = {"type": type(event).__name__.lower()}
-            record.update((k, _json_value(v)) for k, v in vars(event).items())
-            print(json.dumps(record), flush=True)
-            seen += 1
-            if args.count and seen >= args.count:
-                break
-        return 0
-
-    return _talk(args, work)
-
-
-def _json_value(v):
-    if isinstance(v, datetime):
-        return v.isoformat()
-    return v if isinstance(v, (int, float, str)) else str(v)
-
-
-def _curves_fetch(args) -> int:
-    async def work(client: Client) -> int:
-        curves = await client.list_curves(market_id=args.market)
-        rows = [(c.market_id, c.feeder_id, c.interval_start.isoformat(), s.kind, s.index,
-                 "" if s.price is None else str(s.price), s.quantity_kw, c.fixed_net_load_kw, c.conditional)
-                for c in curves for s in c.segments]
-        df = pl.DataFrame(rows, schema=["market_id", "feeder_id", "interval", "kind", "segment", "price",
-                                        "quantity_kw", "fixed_net_load_kw", "conditional"], orient="row")
-        if args.out:
-            write_csv(df, args.out)
-            print(f"wrote {df.height} segments of {len(curves)} curves to {args.out}")
-        else:
-            sys.stdout.write(df.write_csv())
-        return 0
-
-    return _talk(args, work)
-
-
-def _award_submit(args) -> int:
-    if not args.file.is_file():
-        raise InputError("award", "file", f"{args.file}: no such file")
-    df = pl.read_csv(args.file, schema_overrides={"interval": pl.Utf8, "price": pl.Utf8})
-    for col in ("interval", "import_kw"):
-        if col not in df.columns:
-            raise InputError("award", col, "column is missing")
-    df = df.with_columns(_utc(df, "award"))
-    awards = [IntervalAward(r["interval"], float(r["import_kw"]), r.get("price") or None)
-              for r in df.iter_rows(named=True)]
-
-    async def work(client: Client) -> int:
-        result = await client.submit_award(args.market, awards)
-        print(f"award {result.status}; market {result.market.market_id} is {result.market.state}")
-        for line in result.diagnosis:
-            print(f"  {line}")
-        return 0 if result.status == "optimal" else 1
-
-    return _talk(args, work)
-
-
-# -- flexibility auction ---------------------------------------------------------------------
-
-def read_flex_offers(path: Path) -> list[FlexOffer]:
-    """Flexibility offers of a CSV or Parquet file; prices are kept as written (decimal text)."""
-    df = _read(path, "offers", _OFFER_TEXT_COLUMNS)
-    for col in ("offer_id", "resource_id", "direction", "quantity_kw", "price", "interval"):
-        if col not in df.columns:
-            raise InputError("offers", col, "column is missing")
-    optional = {"availability_price": (pl.Utf8, "0"), "divisible": (pl.Boolean, True), "min_kw": (pl.Float64, 0.0),
-                "tan_phi": (pl.Float64, 0.0)}
-    df = df.with_columns(_utc(df, "offers"), pl.col("price").cast(pl.Utf8), pl.col("quantity_kw").cast(pl.Float64),
-                         *((pl.col(c).cast(t).fill_null(d) if c in df.columns else pl.lit(d, dtype=t)).alias(c)
-                           for c, (t, d) in optional.items()))
-    return [FlexOffer(r["offer_id"], r["resource_id"], r["direction"], r["quantity_kw"], r["price"], r["interval"],
-                      r["availability_price"], r["divisible"], r["min_kw"], r["tan_phi"])
-            for r in df.iter_rows(named=True)]
-
-
-def _csv(rows: list[dict], columns: tuple) -> None:
-    sys.stdout.write(pl.DataFrame(rows, schema=list(columns), orient="row").write_csv() if rows
-                     else ",".join(columns) + "\n")
-
-
-_NEED_COLUMNS = ("market_id", "need_id", "kind", "element", "direction", "interval", "required_kw", "required_pu",
-                 "max_price", "partial_ok")
-_FLEX_AWARD_COLUMNS = ("market_id", "aggregator_id", "offer_id", "resource_id", "bus", "interval", "direction",
-                       "quantity_kw", "accepted_kw", "price", "payment", "currency", "reason", "conflict",
-                       "need_ids")
-
-
-def _flex_needs(args) -> int:
-    async def work(client: Client) -> int:
-        needs = await client.list_needs(market_id=args.market)
-        _csv([{"market_id": n.market_id, "need_id": n.need_id, "kind": n.kind, "element": n.element,
-               "direction": n.direction, "interval": n.interval_start.isoformat(), "required_kw": n.required_kw,
-               "required_pu": n.required_pu, "max_price": "" if n.max_price is None else str(n.max_price),
-               "partial_ok": n.partial_ok} for n in needs], _NEED_COLUMNS)
-        return 0
-
-    return _talk(args, work)
-
-
-def _flex_submit(args) -> int:
-    offers = read_flex_offers(args.file)
-
-    async def work(client: Client) -> int:
-        ack = await client.submit_flex_offers(args.market, offers)
-        print(f"{ack.count} offers acknowledged at {ack.acknowledged_at.isoformat()}")
-        return 0
-
-    return _talk(args, work)
-
-
-def _flex_awards(args) -> int:
-    async def work(client: Client) -> int:
-        awards = await client.list_flex_awards(market_id=args.market, aggregator_id=args.aggregator)
-        _csv([{"market_id": w.market_id, "aggregator_id": w.aggregator_id, "offer_id": w.offer_id,
-               "resource_id": w.resource_id, "bus": w.bus, "interval": w.interval_start.isoformat(),
-               "direction": w.direction, "quantity_kw": w.quantity_kw, "accepted_kw": w.accepted_kw,
-               "price": "" if w.price is None else str(w.price), "payment": str(w.payment), "currency": w.currency,
-               "reason": w.reason, "conflict": w.conflict, "need_ids": ";".join(w.need_ids)} for w in awards],
-             _FLEX_AWARD_COLUMNS)
-        return 0
-
-    return _talk(args, work)
+    return main(args.keep)

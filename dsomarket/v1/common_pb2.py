@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64somarket/v1/common.proto\x12\x0c\x64somarket.v1\"9\n\x10PaginationParams\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\")\n\x0ePaginationInfo\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t*d\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_OPERATOR\x10\x01\x12\x13\n\x0fROLE_AGGREGATOR\x10\x02\x12\x0c\n\x08ROLE_ISO\x10\x03\x12\x10\n\x0cROLE_AUDITOR\x10\x04*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*_\n\nMarketKind\x12\x1b\n\x17MARKET_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MARKET_KIND_DAY_AHEAD\x10\x01\x12\x19\n\x15MARKET_KIND_REAL_TIME\x10\x02*\xc5\x01\n\x0bMarketState\x12\x1c\n\x18MARKET_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11MARKET_STATE_OPEN\x10\x01\x12\x17\n\x13MARKET_STATE_CLOSED\x10\x02\x12\x18\n\x14MARKET_STATE_CLEARED\x10\x03\x12\x1a\n\x16MARKET_STATE_PUBLISHED\x10\x04\x12\x18\n\x14MARKET_STATE_AWARDED\x10\x05\x12\x18\n\x14MARKET_STATE_SETTLED\x10\x06*\x95\x01\n\x0cResourceKind\x12\x1d\n\x19RESOURCE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10RESOURCE_KIND_PV\x10\x01\x12\x19\n\x15RESOURCE_KIND_BATTERY\x10\x02\x12\x14\n\x10RESOURCE_KIND_EV\x10\x03\x12\x1f\n\x1bRESOURCE_KIND_FLEXIBLE_LOAD\x10\x04*\xc8\x01\n\x0e\x43learingStatus\x12\x1f\n\x1b\x43LEARING_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43LEARING_STATUS_OPTIMAL\x10\x01\x12\x1e\n\x1a\x43LEARING_STATUS_INFEASIBLE\x10\x02\x12\x1d\n\x19\x43LEARING_STATUS_UNBOUNDED\x10\x03\x12\x1e\n\x1a\x43LEARING_STATUS_TIME_LIMIT\x10\x04\x12\x19\n\x15\x43LEARING_STATUS_ERROR\x10\x05\x42@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64somarket/v1/common.proto\x12\x0c\x64somarket.v1\"9\n\x10PaginationParams\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\")\n\x0ePaginationInfo\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t*d\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_OPERATOR\x10\x01\x12\x13\n\x0fROLE_AGGREGATOR\x10\x02\x12\x0c\n\x08ROLE_ISO\x10\x03\x12\x10\n\x0cROLE_AUDITOR\x10\x04*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*{\n\nMarketKind\x12\x1b\n\x17MARKET_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MARKET_KIND_DAY_AHEAD\x10\x01\x12\x19\n\x15MARKET_KIND_REAL_TIME\x10\x02\x12\x1a\n\x16MARKET_KIND_HOUR_AHEAD\x10\x03*\xc5\x01\n\x0bMarketState\x12\x1c\n\x18MARKET_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11MARKET_STATE_OPEN\x10\x01\x12\x17\n\x13MARKET_STATE_CLOSED\x10\x02\x12\x18\n\x14MARKET_STATE_CLEARED\x10\x03\x12\x1a\n\x16MARKET_STATE_PUBLISHED\x10\x04\x12\x18\n\x14MARKET_STATE_AWARDED\x10\x05\x12\x18\n\x14MARKET_STATE_SETTLED\x10\x06*\x95\x01\n\x0cResourceKind\x12\x1d\n\x19RESOURCE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10RESOURCE_KIND_PV\x10\x01\x12\x19\n\x15RESOURCE_KIND_BATTERY\x10\x02\x12\x14\n\x10RESOURCE_KIND_EV\x10\x03\x12\x1f\n\x1bRESOURCE_KIND_FLEXIBLE_LOAD\x10\x04*\xc8\x01\n\x0e\x43learingStatus\x12\x1f\n\x1b\x43LEARING_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43LEARING_STATUS_OPTIMAL\x10\x01\x12\x1e\n\x1a\x43LEARING_STATUS_INFEASIBLE\x10\x02\x12\x1d\n\x19\x43LEARING_STATUS_UNBOUNDED\x10\x03\x12\x1e\n\x1a\x43LEARING_STATUS_TIME_LIMIT\x10\x04\x12\x19\n\x15\x43LEARING_STATUS_ERROR\x10\x05\x42@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +37,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIDE']._serialized_start=247
   _globals['_SIDE']._serialized_end=304
   _globals['_MARKETKIND']._serialized_start=306
-  _globals['_MARKETKIND']._serialized_end=401
-  _globals['_MARKETSTATE']._serialized_start=404
-  _globals['_MARKETSTATE']._serialized_end=601
-  _globals['_RESOURCEKIND']._serialized_start=604
-  _globals['_RESOURCEKIND']._serialized_end=753
-  _globals['_CLEARINGSTATUS']._serialized_start=756
-  _globals['_CLEARINGSTATUS']._serialized_end=956
+  _globals['_MARKETKIND']._serialized_end=429
+  _globals['_MARKETSTATE']._serialized_start=432
+  _globals['_MARKETSTATE']._serialized_end=629
+  _globals['_RESOURCEKIND']._serialized_start=632
+  _globals['_RESOURCEKIND']._serialized_end=781
+  _globals['_CLEARINGSTATUS']._serialized_start=784
+  _globals['_CLEARINGSTATUS']._serialized_end=984
   _globals['_PAGINATIONPARAMS']._serialized_start=43
   _globals['_PAGINATIONPARAMS']._serialized_end=100
   _globals['_PAGINATIONINFO']._serialized_start=102

@@ -24,6 +24,7 @@ class MarketKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MARKET_KIND_UNSPECIFIED: _ClassVar[MarketKind]
     MARKET_KIND_DAY_AHEAD: _ClassVar[MarketKind]
     MARKET_KIND_REAL_TIME: _ClassVar[MarketKind]
+    MARKET_KIND_HOUR_AHEAD: _ClassVar[MarketKind]
 
 class MarketState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +63,7 @@ SIDE_SELL: Side
 MARKET_KIND_UNSPECIFIED: MarketKind
 MARKET_KIND_DAY_AHEAD: MarketKind
 MARKET_KIND_REAL_TIME: MarketKind
+MARKET_KIND_HOUR_AHEAD: MarketKind
 MARKET_STATE_UNSPECIFIED: MarketState
 MARKET_STATE_OPEN: MarketState
 MARKET_STATE_CLOSED: MarketState

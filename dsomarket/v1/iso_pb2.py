@@ -27,7 +27,7 @@ from dsomarket.v1 import market_pb2 as dsomarket_dot_v1_dot_market__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64somarket/v1/iso.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x19\x64somarket/v1/market.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n\x0c\x43urveSegment\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.dsomarket.v1.CurveSegmentKind\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05price\x18\x03 \x01(\t\x12\x13\n\x0bquantity_kw\x18\x04 \x01(\x01\"E\n\tCurveBand\x12\x11\n\tprice_low\x18\x01 \x01(\t\x12\x12\n\nprice_high\x18\x02 \x01(\t\x12\x11\n\timport_kw\x18\x03 \x01(\x01\"\xa6\x03\n\x0eInterfaceCurve\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tmarket_id\x18\x02 \x01(\t\x12\x11\n\tfeeder_id\x18\x03 \x01(\t\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.dsomarket.v1.MarketKind\x12\x32\n\x0einterval_start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cinterval_end\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x66ixed_net_load_kw\x18\x07 \x01(\x01\x12\x13\n\x0b\x63onditional\x18\x08 \x01(\x08\x12,\n\x08segments\x18\t \x03(\x0b\x32\x1a.dsomarket.v1.CurveSegment\x12&\n\x05\x62\x61nds\x18\n \x03(\x0b\x32\x17.dsomarket.v1.CurveBand\x12\x16\n\x0ereduction_area\x18\x0b \x01(\t\x12\x30\n\x0cpublished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x0b\x43urveFilter\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x11\n\tfeeder_id\x18\x02 \x01(\t\"e\n\rIntervalAward\x12\x32\n\x0einterval_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\timport_kw\x18\x02 \x01(\x01\x12\r\n\x05price\x18\x03 \x01(\t\"{\n\x1aListInterfaceCurvesRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.dsomarket.v1.CurveFilter\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"}\n\x1bListInterfaceCurvesResponse\x12,\n\x06\x63urves\x18\x01 \x03(\x0b\x32\x1c.dsomarket.v1.InterfaceCurve\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"g\n\"ReceiveInterfaceCurveStreamRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.dsomarket.v1.CurveFilter\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"h\n\x12SubmitAwardRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x06\x61wards\x18\x03 \x03(\x0b\x32\x1b.dsomarket.v1.IntervalAward\"|\n\x13SubmitAwardResponse\x12$\n\x06market\x18\x01 \x01(\x0b\x32\x14.dsomarket.v1.Market\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.dsomarket.v1.ClearingStatus\x12\x11\n\tdiagnosis\x18\x03 \x03(\t*\xbe\x01\n\x10\x43urveSegmentKind\x12\"\n\x1e\x43URVE_SEGMENT_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x43URVE_SEGMENT_KIND_FIXED_DEMAND\x10\x01\x12\x1d\n\x19\x43URVE_SEGMENT_KIND_DEMAND\x10\x02\x12\x1d\n\x19\x43URVE_SEGMENT_KIND_SUPPLY\x10\x03\x12#\n\x1f\x43URVE_SEGMENT_KIND_FIXED_SUPPLY\x10\x04\x32\xbd\x02\n\nIsoService\x12j\n\x13ListInterfaceCurves\x12(.dsomarket.v1.ListInterfaceCurvesRequest\x1a).dsomarket.v1.ListInterfaceCurvesResponse\x12o\n\x1bReceiveInterfaceCurveStream\x12\x30.dsomarket.v1.ReceiveInterfaceCurveStreamRequest\x1a\x1c.dsomarket.v1.InterfaceCurve0\x01\x12R\n\x0bSubmitAward\x12 .dsomarket.v1.SubmitAwardRequest\x1a!.dsomarket.v1.SubmitAwardResponseB@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64somarket/v1/iso.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x19\x64somarket/v1/market.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n\x0c\x43urveSegment\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.dsomarket.v1.CurveSegmentKind\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05price\x18\x03 \x01(\t\x12\x13\n\x0bquantity_kw\x18\x04 \x01(\x01\"E\n\tCurveBand\x12\x11\n\tprice_low\x18\x01 \x01(\t\x12\x12\n\nprice_high\x18\x02 \x01(\t\x12\x11\n\timport_kw\x18\x03 \x01(\x01\"\xd1\x03\n\x0eInterfaceCurve\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tmarket_id\x18\x02 \x01(\t\x12\x11\n\tfeeder_id\x18\x03 \x01(\t\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.dsomarket.v1.MarketKind\x12\x32\n\x0einterval_start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cinterval_end\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x66ixed_net_load_kw\x18\x07 \x01(\x01\x12\x13\n\x0b\x63onditional\x18\x08 \x01(\x08\x12,\n\x08segments\x18\t \x03(\x0b\x32\x1a.dsomarket.v1.CurveSegment\x12&\n\x05\x62\x61nds\x18\n \x03(\x0b\x32\x17.dsomarket.v1.CurveBand\x12\x16\n\x0ereduction_area\x18\x0b \x01(\t\x12\x30\n\x0cpublished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\r \x01(\r\x12\x17\n\x0fnetwork_version\x18\x0e \x01(\x04\"3\n\x0b\x43urveFilter\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x11\n\tfeeder_id\x18\x02 \x01(\t\"e\n\rIntervalAward\x12\x32\n\x0einterval_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\timport_kw\x18\x02 \x01(\x01\x12\r\n\x05price\x18\x03 \x01(\t\"{\n\x1aListInterfaceCurvesRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.dsomarket.v1.CurveFilter\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"}\n\x1bListInterfaceCurvesResponse\x12,\n\x06\x63urves\x18\x01 \x03(\x0b\x32\x1c.dsomarket.v1.InterfaceCurve\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"g\n\"ReceiveInterfaceCurveStreamRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.dsomarket.v1.CurveFilter\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"h\n\x12SubmitAwardRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x06\x61wards\x18\x03 \x03(\x0b\x32\x1b.dsomarket.v1.IntervalAward\"|\n\x13SubmitAwardResponse\x12$\n\x06market\x18\x01 \x01(\x0b\x32\x14.dsomarket.v1.Market\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.dsomarket.v1.ClearingStatus\x12\x11\n\tdiagnosis\x18\x03 \x03(\t*\xbe\x01\n\x10\x43urveSegmentKind\x12\"\n\x1e\x43URVE_SEGMENT_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x43URVE_SEGMENT_KIND_FIXED_DEMAND\x10\x01\x12\x1d\n\x19\x43URVE_SEGMENT_KIND_DEMAND\x10\x02\x12\x1d\n\x19\x43URVE_SEGMENT_KIND_SUPPLY\x10\x03\x12#\n\x1f\x43URVE_SEGMENT_KIND_FIXED_SUPPLY\x10\x04\x32\xbd\x02\n\nIsoService\x12j\n\x13ListInterfaceCurves\x12(.dsomarket.v1.ListInterfaceCurvesRequest\x1a).dsomarket.v1.ListInterfaceCurvesResponse\x12o\n\x1bReceiveInterfaceCurveStream\x12\x30.dsomarket.v1.ReceiveInterfaceCurveStreamRequest\x1a\x1c.dsomarket.v1.InterfaceCurve0\x01\x12R\n\x0bSubmitAward\x12 .dsomarket.v1.SubmitAwardRequest\x1a!.dsomarket.v1.SubmitAwardResponseB@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,28 +35,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dsomarket.v1.iso_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1'
-  _globals['_CURVESEGMENTKIND']._serialized_start=1482
-  _globals['_CURVESEGMENTKIND']._serialized_end=1672
+  _globals['_CURVESEGMENTKIND']._serialized_start=1525
+  _globals['_CURVESEGMENTKIND']._serialized_end=1715
   _globals['_CURVESEGMENT']._serialized_start=127
   _globals['_CURVESEGMENT']._serialized_end=238
   _globals['_CURVEBAND']._serialized_start=240
   _globals['_CURVEBAND']._serialized_end=309
   _globals['_INTERFACECURVE']._serialized_start=312
-  _globals['_INTERFACECURVE']._serialized_end=734
-  _globals['_CURVEFILTER']._serialized_start=736
-  _globals['_CURVEFILTER']._serialized_end=787
-  _globals['_INTERVALAWARD']._serialized_start=789
-  _globals['_INTERVALAWARD']._serialized_end=890
-  _globals['_LISTINTERFACECURVESREQUEST']._serialized_start=892
-  _globals['_LISTINTERFACECURVESREQUEST']._serialized_end=1015
-  _globals['_LISTINTERFACECURVESRESPONSE']._serialized_start=1017
-  _globals['_LISTINTERFACECURVESRESPONSE']._serialized_end=1142
-  _globals['_RECEIVEINTERFACECURVESTREAMREQUEST']._serialized_start=1144
-  _globals['_RECEIVEINTERFACECURVESTREAMREQUEST']._serialized_end=1247
-  _globals['_SUBMITAWARDREQUEST']._serialized_start=1249
-  _globals['_SUBMITAWARDREQUEST']._serialized_end=1353
-  _globals['_SUBMITAWARDRESPONSE']._serialized_start=1355
-  _globals['_SUBMITAWARDRESPONSE']._serialized_end=1479
-  _globals['_ISOSERVICE']._serialized_start=1675
-  _globals['_ISOSERVICE']._serialized_end=1992
+  _globals['_INTERFACECURVE']._serialized_end=777
+  _globals['_CURVEFILTER']._serialized_start=779
+  _globals['_CURVEFILTER']._serialized_end=830
+  _globals['_INTERVALAWARD']._serialized_start=832
+  _globals['_INTERVALAWARD']._serialized_end=933
+  _globals['_LISTINTERFACECURVESREQUEST']._serialized_start=935
+  _globals['_LISTINTERFACECURVESREQUEST']._serialized_end=1058
+  _globals['_LISTINTERFACECURVESRESPONSE']._serialized_start=1060
+  _globals['_LISTINTERFACECURVESRESPONSE']._serialized_end=1185
+  _globals['_RECEIVEINTERFACECURVESTREAMREQUEST']._serialized_start=1187
+  _globals['_RECEIVEINTERFACECURVESTREAMREQUEST']._serialized_end=1290
+  _globals['_SUBMITAWARDREQUEST']._serialized_start=1292
+  _globals['_SUBMITAWARDREQUEST']._serialized_end=1396
+  _globals['_SUBMITAWARDRESPONSE']._serialized_start=1398
+  _globals['_SUBMITAWARDRESPONSE']._serialized_end=1522
+  _globals['_ISOSERVICE']._serialized_start=1718
+  _globals['_ISOSERVICE']._serialized_end=2035
 # @@protoc_insertion_point(module_scope)

@@ -48,7 +48,7 @@ class CurveBand(_message.Message):
     def __init__(self, price_low: _Optional[str] = ..., price_high: _Optional[str] = ..., import_kw: _Optional[float] = ...) -> None: ...
 
 class InterfaceCurve(_message.Message):
-    __slots__ = ("sequence", "market_id", "feeder_id", "kind", "interval_start", "interval_end", "fixed_net_load_kw", "conditional", "segments", "bands", "reduction_area", "published_at")
+    __slots__ = ("sequence", "market_id", "feeder_id", "kind", "interval_start", "interval_end", "fixed_net_load_kw", "conditional", "segments", "bands", "reduction_area", "published_at", "revision", "network_version")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MARKET_ID_FIELD_NUMBER: _ClassVar[int]
     FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,8 @@ class InterfaceCurve(_message.Message):
     BANDS_FIELD_NUMBER: _ClassVar[int]
     REDUCTION_AREA_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_VERSION_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     market_id: str
     feeder_id: str
@@ -73,7 +75,9 @@ class InterfaceCurve(_message.Message):
     bands: _containers.RepeatedCompositeFieldContainer[CurveBand]
     reduction_area: str
     published_at: _timestamp_pb2.Timestamp
-    def __init__(self, sequence: _Optional[int] = ..., market_id: _Optional[str] = ..., feeder_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.MarketKind, str]] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fixed_net_load_kw: _Optional[float] = ..., conditional: _Optional[bool] = ..., segments: _Optional[_Iterable[_Union[CurveSegment, _Mapping]]] = ..., bands: _Optional[_Iterable[_Union[CurveBand, _Mapping]]] = ..., reduction_area: _Optional[str] = ..., published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    revision: int
+    network_version: int
+    def __init__(self, sequence: _Optional[int] = ..., market_id: _Optional[str] = ..., feeder_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.MarketKind, str]] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fixed_net_load_kw: _Optional[float] = ..., conditional: _Optional[bool] = ..., segments: _Optional[_Iterable[_Union[CurveSegment, _Mapping]]] = ..., bands: _Optional[_Iterable[_Union[CurveBand, _Mapping]]] = ..., reduction_area: _Optional[str] = ..., published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., network_version: _Optional[int] = ...) -> None: ...
 
 class CurveFilter(_message.Message):
     __slots__ = ("market_id", "feeder_id")

@@ -159,6 +159,20 @@ class CloseGateResponse(_message.Message):
     market: _market_pb2.Market
     def __init__(self, market: _Optional[_Union[_market_pb2.Market, _Mapping]] = ...) -> None: ...
 
+class ReopenMarketRequest(_message.Message):
+    __slots__ = ("market_id", "reason")
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    reason: str
+    def __init__(self, market_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReopenMarketResponse(_message.Message):
+    __slots__ = ("market",)
+    MARKET_FIELD_NUMBER: _ClassVar[int]
+    market: _market_pb2.Market
+    def __init__(self, market: _Optional[_Union[_market_pb2.Market, _Mapping]] = ...) -> None: ...
+
 class ClearMarketRequest(_message.Message):
     __slots__ = ("market_id", "iso_price_forecast")
     MARKET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -178,7 +192,7 @@ class InterfaceFlow(_message.Message):
     def __init__(self, interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., import_kw: _Optional[float] = ..., iso_price: _Optional[str] = ...) -> None: ...
 
 class ClearMarketResponse(_message.Message):
-    __slots__ = ("market", "status", "diagnosis", "welfare", "interface", "curve_segments", "solve_seconds")
+    __slots__ = ("market", "status", "diagnosis", "welfare", "interface", "curve_segments", "solve_seconds", "network_version")
     MARKET_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSIS_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +200,7 @@ class ClearMarketResponse(_message.Message):
     INTERFACE_FIELD_NUMBER: _ClassVar[int]
     CURVE_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     SOLVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_VERSION_FIELD_NUMBER: _ClassVar[int]
     market: _market_pb2.Market
     status: _common_pb2.ClearingStatus
     diagnosis: _containers.RepeatedScalarFieldContainer[str]
@@ -193,7 +208,8 @@ class ClearMarketResponse(_message.Message):
     interface: _containers.RepeatedCompositeFieldContainer[InterfaceFlow]
     curve_segments: int
     solve_seconds: float
-    def __init__(self, market: _Optional[_Union[_market_pb2.Market, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.ClearingStatus, str]] = ..., diagnosis: _Optional[_Iterable[str]] = ..., welfare: _Optional[str] = ..., interface: _Optional[_Iterable[_Union[InterfaceFlow, _Mapping]]] = ..., curve_segments: _Optional[int] = ..., solve_seconds: _Optional[float] = ...) -> None: ...
+    network_version: int
+    def __init__(self, market: _Optional[_Union[_market_pb2.Market, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.ClearingStatus, str]] = ..., diagnosis: _Optional[_Iterable[str]] = ..., welfare: _Optional[str] = ..., interface: _Optional[_Iterable[_Union[InterfaceFlow, _Mapping]]] = ..., curve_segments: _Optional[int] = ..., solve_seconds: _Optional[float] = ..., network_version: _Optional[int] = ...) -> None: ...
 
 class PublishMarketRequest(_message.Message):
     __slots__ = ("market_id",)
@@ -247,7 +263,13 @@ class OverrideDispatchRequest(_message.Message):
     def __init__(self, market_id: _Optional[str] = ..., aggregator_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kw: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class OverrideDispatchResponse(_message.Message):
-    __slots__ = ("instruction",)
+    __slots__ = ("instruction", "mode", "import_kw", "redispatched")
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_KW_FIELD_NUMBER: _ClassVar[int]
+    REDISPATCHED_FIELD_NUMBER: _ClassVar[int]
     instruction: _aggregator_pb2.Instruction
-    def __init__(self, instruction: _Optional[_Union[_aggregator_pb2.Instruction, _Mapping]] = ...) -> None: ...
+    mode: str
+    import_kw: float
+    redispatched: int
+    def __init__(self, instruction: _Optional[_Union[_aggregator_pb2.Instruction, _Mapping]] = ..., mode: _Optional[str] = ..., import_kw: _Optional[float] = ..., redispatched: _Optional[int] = ...) -> None: ...

@@ -56,6 +56,11 @@ class OperatorServiceStub:
                 request_serializer=dsomarket_dot_v1_dot_operator__pb2.CloseGateRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_operator__pb2.CloseGateResponse.FromString,
                 _registered_method=True)
+        self.ReopenMarket = channel.unary_unary(
+                '/dsomarket.v1.OperatorService/ReopenMarket',
+                request_serializer=dsomarket_dot_v1_dot_operator__pb2.ReopenMarketRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_operator__pb2.ReopenMarketResponse.FromString,
+                _registered_method=True)
         self.ClearMarket = channel.unary_unary(
                 '/dsomarket.v1.OperatorService/ClearMarket',
                 request_serializer=dsomarket_dot_v1_dot_operator__pb2.ClearMarketRequest.SerializeToString,
@@ -111,6 +116,16 @@ class OperatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReopenMarket(self, request, context):
+        """Reopen a closed market that did not clear (its clearing failed, was infeasible or hit the time limit):
+        CLOSED -> OPEN, so that aggregators can withdraw or replace bids while their intervals' gates are
+        open, and the operator can close and clear again. The reason is audited. FAILED_PRECONDITION in any
+        other state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ClearMarket(self, request, context):
         """Clear a closed market: nodal clearing and exact interface curves. CLOSED -> CLEARED when optimal;
         an infeasible market stays CLOSED and the response says why. When the market's flexibility
@@ -137,6 +152,11 @@ class OperatorServiceServicer:
 
     def OverrideDispatch(self, request, context):
         """Override one resource's dispatch for reliability in an awarded market; streamed to its aggregator.
+        Checked on the network with everyone else's dispatch: held when the feeder can carry it (the
+        interface takes the difference), else the other resources are re-dispatched at least cost at the
+        interval's ISO price (their new instructions stream out too), else FAILED_PRECONDITION naming the
+        limits. The revised interface schedule goes to RealTimeService.ReceiveInterfaceScheduleStream, and
+        settlement pays the instructed deviation at the award's DLMP plus the lost margin (docs/realtime.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +184,11 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.CloseGate,
                     request_deserializer=dsomarket_dot_v1_dot_operator__pb2.CloseGateRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_operator__pb2.CloseGateResponse.SerializeToString,
+            ),
+            'ReopenMarket': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenMarket,
+                    request_deserializer=dsomarket_dot_v1_dot_operator__pb2.ReopenMarketRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_operator__pb2.ReopenMarketResponse.SerializeToString,
             ),
             'ClearMarket': grpc.unary_unary_rpc_method_handler(
                     servicer.ClearMarket,
@@ -296,6 +321,33 @@ class OperatorService:
             '/dsomarket.v1.OperatorService/CloseGate',
             dsomarket_dot_v1_dot_operator__pb2.CloseGateRequest.SerializeToString,
             dsomarket_dot_v1_dot_operator__pb2.CloseGateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenMarket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.OperatorService/ReopenMarket',
+            dsomarket_dot_v1_dot_operator__pb2.ReopenMarketRequest.SerializeToString,
+            dsomarket_dot_v1_dot_operator__pb2.ReopenMarketResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,264 @@
+"""A DSO territory: many T-D interfaces, each cleared on its own.
+
+A territory is a set of interfaces. An interface is what the ISO sees as one
+node: one feeder, or several feeders behind one substation transformer, whose
+rating is the interface's import and export limit. Interfaces share nothing
+(their markets, curves and failures are independent), which is what lets an
+executor outside the engine fan them out over processes or machines
+(``dsomarket.server.runner``).
+
+This module holds the per-interface pieces an executor needs:
+
+- :func:`substation`: several feeders behind one transformer merged into the
+  one radial feeder that the interface clears (their roots become the
+  substation busbar);
+- :class:`InterfaceSession`: one interface's market, built once and kept, so
+  that a real-time re-clear at a new ISO price re-solves the day-ahead model
+  warm (HiGHS keeps its basis) instead of rebuilding it;
+- :func:`synthetic_territory`: seeded feeders and bids for tests and benchmarks.
+
+Units and signs are the engine's: kW, per MWh, import ``P0 > 0`` from the ISO.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, ClearingResult, NodalMarket, clear, iso_prices
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import synthetic
+from dsomarket.engine.interface import InterfaceCurve, trace_curve
+from dsomarket.engine.network import Feeder
+
+SUBSTATION_BUS = "substation"
+"""Bus id of the shared busbar (the T-D interface) of a multi-feeder interface."""
+
+
+@dataclass(frozen=True, eq=False)
+class Interface:
+    """One T-D interface of a territory, ready to clear.
+
+    Attributes
+    ----------
+    interface_id
+        Name the ISO knows the interface by.
+    feeder
+        The radial network below it (several feeders merged by :func:`substation`).
+    bids
+        Bid table of the interface (columns of :mod:`engine.bids`), bus ids of ``feeder``.
+    members
+        Names of the feeders behind the interface.
+    resources
+        Intertemporal resources and commitments of the bids (:func:`engine.bids.parse_resources`).
+    """
+
+    interface_id: str
+    feeder: Feeder
+    bids: pl.DataFrame
+    members: tuple[str, ...]
+    resources: tuple[Resource, ...] = ()
+
+
+def substation(interface_id: str, feeders: Sequence[Feeder], bids: Sequence[pl.DataFrame],
+               import_max_kw: float = math.inf, export_max_kw: float = math.inf,
+               resources: tuple[Resource, ...] = ()) -> Interface:
+    """Feeders behind one substation transformer as one interface.
+
+    Parameters
+    ----------
+    interface_id
+        The interface's name.
+    feeders, bids
+        The member feeders and one bid table per member (bus ids of that member).
+    import_max_kw, export_max_kw
+        The transformer's limits on import from (and export to) the ISO, kW; ``inf`` = none.
+    resources
+        Resources of the interface's bids (resource ids are unique across members).
+
+    Returns
+    -------
+    Interface
+        One member without limits is returned as it is (its outputs equal a
+        standalone clearing of that feeder). Otherwise the member roots become
+        the bus ``substation``; every other bus and line id is prefixed with its
+        feeder's name and ``/``; impedances are referred to the first member's
+        base voltage (``z * (kv_first / kv_member)^2``, which keeps each line's
+        per-unit impedance); the members' fixed root loads add up at the
+        busbar. Bid ids must be unique across members.
+
+    Raises
+    ------
+    InputError
+        No member; members with different names, root voltages, or their own
+        interface limits (behind a shared transformer a feeder head is limited
+        by its first line's ``s_max_kva``).
+    """
+    if not feeders or len(feeders) != len(bids):
+        raise InputError("territory", "feeders", f"interface {interface_id!r} needs one bid table per feeder "
+                         f"and at least one feeder")
+    names = tuple(f.name for f in feeders)
+    if len(set(names)) != len(names):
+        raise InputError("territory", "feeders", f"interface {interface_id!r} lists a feeder twice")
+    if len(feeders) == 1:
+        f = feeders[0]
+        if math.isfinite(import_max_kw) or math.isfinite(export_max_kw):
+            f = f.with_changes(import_max_kw=min(import_max_kw, f.import_max_kw),
+                               export_max_kw=min(export_max_kw, f.export_max_kw))
+        return Interface(interface_id, f, bids[0], names, resources)
+    first = feeders[0]
+    for f in feeders:
+        if f.v0_pu != first.v0_pu:
+            raise InputError("territory", "v0_pu", f"feeder {f.name!r} holds {f.v0_pu} pu at its root, "
+                             f"{first.name!r} {first.v0_pu}: feeders on one busbar share its voltage")
+        if math.isfinite(f.import_max_kw) or math.isfinite(f.export_max_kw):
+            raise InputError("territory", "import_max_kw", f"feeder {f.name!r} has its own interface limit but "
+                             f"sits behind substation {interface_id!r}: rate its head line instead")
+    roots = [f.buses.filter(pl.col("bus") == f.root_bus) for f in feeders]
+    root = roots[0].select("vmin_pu", "vmax_pu").with_columns(
+        bus=pl.lit(SUBSTATION_BUS), load_kw=pl.lit(sum(float(r["load_kw"][0]) for r in roots)),
+        load_kvar=pl.lit(sum(float(r["load_kvar"][0]) for r in roots)))
+    bus_parts = [root.select("bus", "vmin_pu", "vmax_pu", "load_kw", "load_kvar")]
+    line_parts, profile_parts, bid_parts = [], [], []
+    for f, b in zip(feeders, bids, strict=True):
+        rename = _renamer(f)
+        bus_parts.append(f.buses.filter(pl.col("bus") != f.root_bus).with_columns(rename(pl.col("bus")))
+                         .select("bus", "vmin_pu", "vmax_pu", "load_kw", "load_kvar"))
+        z = (first.base_kv / f.base_kv) ** 2
+        line_parts.append(f.lines.with_columns(
+            (pl.lit(f.name + "/") + pl.col("line")).alias("line"), rename(pl.col("from_bus")),
+            rename(pl.col("to_bus")), pl.col("r_ohm") * z, pl.col("x_ohm") * z))
+        if f.load_profile is not None and f.load_profile.height:
+            profile_parts.append(f.load_profile.with_columns(rename(pl.col("bus"))))
+        if "bus" in b.columns:
+            b = b.with_columns(rename(pl.col("bus").cast(pl.Utf8)))
+        bid_parts.append(b)
+    header = {"name": interface_id, "root_bus": SUBSTATION_BUS, "base_kv": first.base_kv, "v0_pu": first.v0_pu,
+              "import_max_kw": import_max_kw if math.isfinite(import_max_kw) else None,
+              "export_max_kw": export_max_kw if math.isfinite(export_max_kw) else None}
+    merged = Feeder.from_tables(header, pl.concat(bus_parts), pl.concat(line_parts, how="diagonal_relaxed"),
+                                pl.concat(profile_parts) if profile_parts else None)
+    return Interface(interface_id, merged, pl.concat(bid_parts, how="diagonal_relaxed"), names, resources)
+
+
+def _renamer(f: Feeder):
+    """Bus ids of a member in the merged feeder: its root is the busbar, the rest are prefixed."""
+    prefix = f.name + "/"
+
+    def rename(col: pl.Expr) -> pl.Expr:
+        return pl.when(col == f.root_bus).then(pl.lit(SUBSTATION_BUS)).otherwise(pl.lit(prefix) + col).alias(
+            col.meta.output_name())
+
+    return rename
+
+
+def prices_for(book: BidBook, iso_price: float | Mapping[datetime, float]) -> np.ndarray:
+    """ISO price per interval of a bid book (per MWh).
+
+    ``iso_price`` is one price for every interval or a mapping from interval
+    start (UTC) to price; InputError names the first interval without a price.
+    """
+    if isinstance(iso_price, Mapping):
+        missing = [iv for iv in book.intervals if iv not in iso_price]
+        if missing:
+            raise InputError("iso_price", "interval", f"no price for interval {missing[0]}")
+        return np.array([iso_price[iv] for iv in book.intervals], dtype=float)
+    return iso_prices(iso_price, book.n_interval)
+
+
+class InterfaceSession:
+    """One interface's market, kept built between clearing cycles.
+
+    The first :meth:`clear` builds the LinDistFlow model exactly as
+    :func:`engine.clearing.clear` does (so its result is that of a standalone
+    clearing); later calls change the ISO price in place and re-solve from the
+    last basis. The SOCP formulation has no warm model and re-clears cold.
+
+    Parameters
+    ----------
+    interface
+        The interface and its bids.
+    rules, options
+        Market rules and clearing options, as for :func:`engine.clearing.clear`.
+
+    Raises
+    ------
+    InputError
+        For bids that do not fit the feeder or the rules.
+    """
+
+    def __init__(self, interface: Interface, rules: MarketRules = MarketRules(),
+                 options: ClearingOptions = ClearingOptions()):
+        self.interface, self.rules, self.options = interface, rules, options
+        self.book = validate_bids(interface.bids, interface.feeder, rules)
+        self._market: NodalMarket | None = None
+
+    @property
+    def warm(self) -> bool:
+        """True once a model is built, so the next :meth:`clear` re-solves warm."""
+        return self._market is not None
+
+    def clear(self, iso_price: float | Mapping[datetime, float]) -> ClearingResult:
+        """Clear at an ISO price (per MWh; one, or one per interval start); see :func:`prices_for`."""
+        prices = prices_for(self.book, iso_price)
+        f, rules, res = self.interface.feeder, self.rules, self.interface.resources
+        if self.options.formulation != "lindistflow":
+            return clear(f, self.book, prices, rules=rules, resources=res, options=self.options)
+        if self._market is None:
+            self._market = NodalMarket(f, canonical(self.book, f, rules), prices, rules, res, self.options)
+        else:
+            self._market.set_iso_price(prices)
+        return self._market.solve()
+
+    def curve(self, forecast: float | None = None, **socp_options) -> InterfaceCurve:
+        """The interface curve (:func:`engine.interface.trace_curve`) of the same market."""
+        i = self.interface
+        return trace_curve(i.feeder, self.book, self.rules, i.resources, self.options, forecast=forecast,
+                           **socp_options)
+
+
+def synthetic_bids(feeder: Feeder, n: int, seed: int, prefix: str = "b") -> pl.DataFrame:
+    """``n`` seeded single-interval bids on a feeder's non-root buses.
+
+    Half buys and half sells on average, 1-30 kW, prices uniform over -50..250
+    per MWh to the cent, ids ``<prefix>00000``...; aggregator ``agg<k>`` by bus.
+    """
+    rng = np.random.default_rng(seed)
+    buses = feeder.topology.bus_ids[1:].astype(str)
+    at = rng.choice(buses, n) if len(buses) else np.array([], dtype=str)
+    return pl.DataFrame({"bid_id": [f"{prefix}{k:05d}" for k in range(n)], "bus": at,
+                         "side": np.where(rng.random(n) < 0.5, "buy", "sell"),
+                         "quantity_kw": np.round(rng.uniform(1, 30, n), 1),
+                         "price": np.round(rng.uniform(-50, 250, n), 2),
+                         "aggregator_id": [f"agg{len(b) % 7}" for b in at]},
+                        schema={"bid_id": pl.Utf8, "bus": pl.Utf8, "side": pl.Utf8, "quantity_kw": pl.Float64,
+                                "price": pl.Float64, "aggregator_id": pl.Utf8})
+
+
+def synthetic_territory(n_feeders: int, n_buses: int, n_bids: int, seed: int
+                        ) -> list[tuple[Feeder, pl.DataFrame]]:
+    """Seeded feeders and bids of a territory: feeder ``k`` is ``feeder-<k>``, its bids ``feeder-<k>-b<j>``.
+
+    Each feeder is :func:`engine.feeders.synthetic` and its bids
+    :func:`synthetic_bids`, both seeded from ``(seed, k)``, so one feeder does
+    not change when the territory grows.
+    """
+    for name, value in (("feeders", n_feeders), ("buses", n_buses), ("bids", n_bids), ("seed", seed)):
+        if not isinstance(value, (int, np.integer)) or value < (1 if name == "feeders" else 0):
+            raise InputError("territory", name, f"must be a {'positive' if name == 'feeders' else 'non-negative'} "
+                             f"integer (got {value!r})")
+    return [synthetic_member(k, n_feeders, n_buses, n_bids, seed) for k in range(n_feeders)]
+
+
+def synthetic_member(k: int, n_feeders: int, n_buses: int, n_bids: int, seed: int) -> tuple[Feeder, pl.DataFrame]:
+    """Feeder ``k`` of :func:`synthetic_territory` and its bids, built alone (in the worker that clears it)."""
+    width = max(4, len(str(n_feeders - 1)))
+    s_feeder, s_bids = (int(v) for v in np.random.SeedSequence([seed, k]).generate_state(2))
+    f = synthetic(n_buses, s_feeder).with_changes(name=f"feeder-{k:0{width}d}")
+    return f, synthetic_bids(f, n_bids, s_bids, prefix=f"{f.name}-b")

@@ -1,0 +1,166 @@
+"""gRPC NetworkService: versioned network changes of a feeder, and the re-clearing they trigger.
+
+Convert in, check with the engine's own rules, store, then re-clear each
+CLEARED or PUBLISHED market the changes touch on the new network version; a
+published market's revised curves reach the ISO's stream flagged as a revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network_changes import network_runs
+from dsomarket.server import convert, limits, markets_engine, network_store, store
+from dsomarket.server.errors import AlreadyExists, InvalidArgument
+from dsomarket.server.notify import CURVES
+from dsomarket.server.rpc import unary
+from dsomarket.v1 import network_pb2, network_pb2_grpc
+
+OPERATOR, AUDITOR = "operator", "auditor"
+MAX_CHANGES = 10_000
+"""Most changes in one submission."""
+
+KIND = {network_pb2.NETWORK_CHANGE_KIND_OUTAGE: "outage", network_pb2.NETWORK_CHANGE_KIND_RETURN: "return",
+        network_pb2.NETWORK_CHANGE_KIND_OPEN: "open", network_pb2.NETWORK_CHANGE_KIND_CLOSE: "close",
+        network_pb2.NETWORK_CHANGE_KIND_RATING: "rating", network_pb2.NETWORK_CHANGE_KIND_VOLTAGE: "voltage",
+        network_pb2.NETWORK_CHANGE_KIND_INTERFACE: "interface"}
+_KIND_PB = {v: k for k, v in KIND.items()}
+_VALUES = ("s_max_kva", "vmin_pu", "vmax_pu", "import_max_kw", "export_max_kw")
+
+
+_RANGES = {"s_max_kva": "kva", "vmin_pu": "v_pu", "vmax_pu": "v_pu", "import_max_kw": "kw_limit",
+           "export_max_kw": "kw_limit"}
+"""Range (:mod:`server.limits`) of each change value; a rating or interface limit may also be +infinity."""
+
+
+def _value(change, name: str, field: str) -> float | None:
+    if not change.HasField(name):
+        return None
+    value = getattr(change, name)
+    if value == math.inf and name in ("s_max_kva", "import_max_kw", "export_max_kw"):
+        return value
+    return limits.in_range(value, field, _RANGES[name])
+
+
+def change_rows(request: network_pb2.SubmitNetworkChangesRequest) -> list[dict]:
+    """Stored-form change rows of a request (shape checks only; the network checks come after)."""
+    if not 0 < len(request.changes) <= MAX_CHANGES:
+        raise InvalidArgument("changes", f"give 1 to {MAX_CHANGES} changes")
+    rows = []
+    for k, c in enumerate(request.changes):
+        field = f"changes[{k}]"
+        reason = c.reason.strip()
+        if not 0 < len(reason) <= convert.MAX_REASON:
+            raise InvalidArgument(f"{field}.reason", f"is required, up to {convert.MAX_REASON} characters")
+        row = {"change_id": convert.check_id(c.change_id, f"{field}.change_id"),
+               "kind": convert.enum_value(KIND, c.kind, f"{field}.kind", "network change kind"),
+               "element": c.element, "start_us": convert.required_us(c, "start", f"{field}.start"),
+               "end_us": convert.us_of(c.end, f"{field}.end") if c.HasField("end") else None,
+               "shed": int(c.shed), "reason": reason}
+        for name in _VALUES:
+            row[name] = _value(c, name, f"{field}.{name}")
+        rows.append(row)
+    return rows
+
+
+def check_changes(feeder, existing: list[dict], rows: list[dict]) -> None:
+    """The engine's checks of the feeder's changes with ``rows`` added: known elements, values in range,
+    and a radial feeder without unannounced islanded load at every instant some change starts or ends.
+
+    Raises InvalidArgument naming ``changes[k].field`` (or ``changes`` for a problem of the whole set),
+    AlreadyExists for a change id the feeder already has.
+    """
+    used = {r["change_id"] for r in existing}
+    for k, r in enumerate(rows):
+        if r["change_id"] in used:
+            raise AlreadyExists(f"changes[{k}].change_id: {r['change_id']!r} is already a change of this feeder")
+    offset = len(existing)
+    every = existing + [{**r, "submitted_by": ""} for r in rows]
+    try:
+        table = markets_engine.change_table(feeder, every)
+        instants = sorted({t for r in every for t in (r["start_us"], r["end_us"]) if t is not None})
+        network_runs(feeder, table, [markets_engine.us_to_datetime(t) for t in instants])  # exact, to year 9999
+    except InputError as exc:
+        if exc.row is not None and exc.row >= offset:
+            raise InvalidArgument(f"changes[{exc.row - offset}].{exc.field}", exc.reason) from None
+        ids = {r["change_id"]: k for k, r in enumerate(rows)}
+        named = [k for cid, k in ids.items() if repr(cid) in exc.reason]
+        where = f"changes[{named[0]}].{exc.field}" if named else "changes"
+        raise InvalidArgument(where, exc.reason) from None
+
+
+def change_pb(row) -> network_pb2.NetworkChange:
+    values = {name: row[name] for name in _VALUES if row[name] is not None}
+    return network_pb2.NetworkChange(
+        change_id=row["change_id"], kind=_KIND_PB[row["kind"]], element=row["element"],
+        start=convert.ts(row["start_us"]), end=convert.ts(row["end_us"]), shed=bool(row["shed"]),
+        reason=row["reason"], submitted_by=row["submitted_by"], version=row["version"],
+        submitted_at=convert.ts(row["submitted_us"]), **values)
+
+
+class NetworkService(network_pb2_grpc.NetworkServiceServicer):
+    def __init__(self, app):
+        self.app = app
+
+    @unary(OPERATOR)
+    async def SubmitNetworkChanges(self, request, who):
+        app = self.app
+        feeder_id = convert.check_id(request.feeder_id, "feeder_id")
+        request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
+        stored = await app.reader.call(store.stored_result, who, request_id, digest)
+        if stored is not None:
+            return _response(stored)
+        rows = change_rows(request)
+        feeder = await app.feeder(feeder_id)
+
+        def existing(conn):
+            version = store.network_version(conn, feeder_id)
+            return version, store.network_changes(conn, feeder_id, version)
+
+        version, before = await app.reader.call(existing)
+        await asyncio.get_running_loop().run_in_executor(None, check_changes, feeder, before, rows)
+        result = await app.writer.call(network_store.submit_changes, who, feeder_id, rows, version, request_id,
+                                       digest)
+        revisions = []
+        for market_id in result["markets"]:
+            revisions.append(await self._revise(market_id, who))
+        if any(r["republished"] for r in revisions):
+            app.notifier.notify(CURVES)
+        return _response({**result, "revisions": revisions})
+
+    async def _revise(self, market_id: str, who) -> dict:
+        """Clear a market again on its feeder's latest network version and store the revision."""
+        app = self.app
+        async with app.lock(market_id):
+            def read(conn):
+                rows = store.market_rows(conn, market_id)
+                market = rows[0]
+                version = store.network_version(conn, market["feeder_id"])
+                network = (version, store.network_changes(conn, market["feeder_id"], version))
+                return (*rows[:5], network), network_store.clear_forecast(conn, market_id)
+
+            rows, forecast = await app.reader.call(read)
+            outcome = await app.solve(lambda: markets_engine.clear_market(app.inputs(rows), forecast,
+                                                                          app.solve_time_limit))
+            done = await app.writer.call(network_store.record_revision, who, market_id, outcome)
+        return {"market_id": market_id, "status": outcome.status, "diagnosis": list(outcome.diagnosis), **done}
+
+    @unary(OPERATOR, AUDITOR)
+    async def ListNetworkChanges(self, request, who):
+        feeder_id = convert.check_id(request.feeder_id, "feeder_id")
+        scope = f"ListNetworkChanges|{feeder_id}"
+        limit, after = convert.page(request.pagination, scope)
+        rows = await self.app.reader.call(network_store.list_changes, feeder_id, after, limit)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["version"], r["position"]])
+        return network_pb2.ListNetworkChangesResponse(changes=[change_pb(r) for r in rows], pagination=info)
+
+
+def _response(result: dict) -> network_pb2.SubmitNetworkChangesResponse:
+    return network_pb2.SubmitNetworkChangesResponse(
+        network_version=result["version"],
+        revisions=[network_pb2.MarketRevision(market_id=r["market_id"], status=convert.CLEARING_STATUS[r["status"]],
+                                              diagnosis=r["diagnosis"], revision=r["revision"],
+                                              republished=r["republished"])
+                   for r in result.get("revisions", [])])

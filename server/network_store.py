@@ -1,0 +1,121 @@
+"""Network changes in the store: versions, listing, and the re-clearing of markets they touch.
+
+Writers run on the writer thread (see :mod:`server.db`) and append their
+audit record in the same transaction. A submission of changes makes the
+feeder's next network version; every change row carries who submitted it,
+why, and when it is in effect, and the audit record holds the rows, so a
+replay rebuilds the network of any version.
+"""
+
+from __future__ import annotations
+
+import json
+
+from dsomarket.server import store, timeline
+from dsomarket.server.auth import Principal
+from dsomarket.server.db import now_us
+from dsomarket.server.errors import AlreadyExists, FailedPrecondition, NotFound
+
+REVISABLE = ("cleared", "published")
+"""Market states in which a network change re-clears the market (an awarded market keeps its award)."""
+
+
+def submit_changes(conn, who: Principal, feeder_id: str, rows: list[dict], checked_version: int,
+                   request_id: str, digest: str) -> dict:
+    """Store ``rows`` (``store.CHANGE_COLUMNS`` less ``submitted_by``) as the feeder's next version.
+
+    ``checked_version`` is the version the rows were checked against (radial, no islanded load); if
+    another submission landed since, FAILED_PRECONDITION asks the caller to check again. Returns the new version
+    and the ids of the markets to re-clear.
+    """
+    def run():
+        if not conn.execute("SELECT 1 FROM feeders WHERE feeder_id = ?", (feeder_id,)).fetchone():
+            raise NotFound(f"feeder_id: no feeder {feeder_id!r}")
+        current = store.network_version(conn, feeder_id)
+        if current != checked_version:
+            raise FailedPrecondition(f"feeder_id: feeder {feeder_id!r} moved to network version {current} while the changes "
+                          "were checked; submit again")
+        for k, r in enumerate(rows):
+            if conn.execute("SELECT 1 FROM network_changes WHERE feeder_id = ? AND change_id = ?",
+                            (feeder_id, r["change_id"])).fetchone():
+                raise AlreadyExists(f"changes[{k}].change_id: {r['change_id']!r} is already a change of feeder "
+                                    f"{feeder_id!r}")
+        version = current + 1
+        now = now_us()
+        stored = [{**r, "submitted_by": who.name} for r in rows]
+        conn.executemany(
+            f"INSERT INTO network_changes (feeder_id, version, position, {', '.join(store.CHANGE_COLUMNS)}, "
+            f"submitted_us) VALUES ({', '.join('?' * (len(store.CHANGE_COLUMNS) + 4))})",
+            [(feeder_id, version, k, *(r[c] for c in store.CHANGE_COLUMNS), now) for k, r in enumerate(stored)])
+        store._audit(conn, who, "network.changes", {"feeder_id": feeder_id, "version": version, "changes": stored},
+                     now)
+        return {"version": version, "markets": revisable_markets(conn, feeder_id, rows)}
+
+    return store._idempotent(conn, who, request_id, digest, run)
+
+
+def revisable_markets(conn, feeder_id: str, rows: list[dict]) -> list[str]:
+    """Markets of the feeder in a revisable state with an interval that one of ``rows`` is in effect in."""
+    out = []
+    for m in conn.execute(f"SELECT * FROM markets WHERE feeder_id = ? AND state IN ({', '.join('?' * len(REVISABLE))}) "
+                          "ORDER BY market_id", (feeder_id, *REVISABLE)):
+        first, step, count = timeline.interval_start(m, 0), timeline.interval_us(m), int(m["interval_count"])
+        for r in rows:
+            k = max(0, -(-(r["start_us"] - first) // step))  # the first interval starting at or after start
+            if k < count and (r["end_us"] is None or timeline.interval_start(m, k) < r["end_us"]):
+                out.append(m["market_id"])
+                break
+    return out
+
+
+def list_changes(conn, feeder_id: str, after, limit: int) -> list:
+    if not conn.execute("SELECT 1 FROM feeders WHERE feeder_id = ?", (feeder_id,)).fetchone():
+        raise NotFound(f"feeder_id: no feeder {feeder_id!r}")
+    return store._keyset(conn, "network_changes", [("feeder_id = ?", (feeder_id,))], ("version", "position"),
+                         after, limit)
+
+
+def clear_forecast(conn, market_id: str) -> list[str]:
+    """The ISO price forecast the market's clearing used (decimal strings per MWh)."""
+    row = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
+                       (market_id,)).fetchone()
+    return json.loads(row[0]).get("forecast", []) if row is not None else []
+
+
+def record_revision(conn, who: Principal, market_id: str, outcome) -> dict:
+    """Store a re-clearing on a new network version (a :class:`server.markets_engine.ClearOutcome`).
+
+    Optimal: the prices and curves are replaced, the curves' revision goes up by one, and a published
+    market's curves get new stream sequences, so the ISO's stream sends them again, flagged as a
+    revision. Otherwise the previous clearing stands and only the attempt is audited. A market that
+    moved past ``REVISABLE`` meanwhile is left alone (``revised`` false).
+    """
+    market = store.get_market(conn, market_id)
+    if market["state"] not in REVISABLE:
+        return {"revised": False, "revision": 0, "republished": False}
+    (revision,) = conn.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM curves WHERE market_id = ?",
+                               (market_id,)).fetchone()
+    now = now_us()
+    payload = {"market_id": market_id, "forecast": clear_forecast(conn, market_id), "status": outcome.status,
+               "diagnosis": list(outcome.diagnosis), "digest": outcome.digest,
+               "network_version": outcome.network_version, "revision": revision}
+    republished = False
+    if outcome.status == "optimal":
+        # Sequences only grow: a revised curve comes after every curve sent before it, its own included.
+        (base,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM curves").fetchone()
+        conn.execute("DELETE FROM prices WHERE market_id = ? AND stage = 'clear'", (market_id,))
+        conn.execute("DELETE FROM curves WHERE market_id = ?", (market_id,))
+        store.store_clearing_tables(conn, market_id, outcome, revision)
+        if market["state"] == "published":
+            conn.execute("UPDATE curves SET seq = ? + interval_idx + 1, published_us = ? WHERE market_id = ?",
+                         (base, now, market_id))
+            republished = True
+        row = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
+                           (market_id,)).fetchone()
+        summary = json.loads(row[0]) | {"welfare": outcome.welfare, "seconds": outcome.seconds,
+                                        "network_version": outcome.network_version, "revision": revision}
+        conn.execute("UPDATE clearings SET summary = ?, digest = ?, created_us = ? WHERE market_id = ? AND "
+                     "stage = 'clear'", (json.dumps(summary), outcome.digest, now, market_id))
+    store._audit(conn, who, "market.reclear", payload, now)
+    return {"revised": outcome.status == "optimal", "revision": revision if outcome.status == "optimal" else 0,
+            "republished": republished}

@@ -1,0 +1,270 @@
+"""gRPC RealTimeService: the rolling real-time loop (the ISO's award interval by interval).
+
+Servicers convert in, call the engine adapter (:mod:`server.markets_engine`) on the solver thread and
+the store on the writer, and convert out; dispatch of each awarded interval streams out at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import polars as pl
+
+from dsomarket.engine.errors import InputError
+from dsomarket.server import auth, convert, limits, markets_engine, realtime_store, store, timeline
+from dsomarket.server.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from dsomarket.server.notify import dispatch_topic
+from dsomarket.server.rpc import stream, unary
+from dsomarket.v1 import realtime_pb2, realtime_pb2_grpc
+
+ISO, OPERATOR, AUDITOR, AGGREGATOR = "iso", "operator", "auditor", "aggregator"
+MAX_READINGS = 1_000_000
+SCHEDULES = "schedules"
+"""Notifier topic of revised interface schedules."""
+_SOURCE = {"override": realtime_pb2.SCHEDULE_SOURCE_OVERRIDE, "emergency": realtime_pb2.SCHEDULE_SOURCE_EMERGENCY}
+
+
+def schedule_pb(row, market) -> realtime_pb2.InterfaceSchedule:
+    return realtime_pb2.InterfaceSchedule(
+        sequence=row["seq"], market_id=row["market_id"], feeder_id=market["feeder_id"],
+        interval_start=convert.ts(timeline.interval_start(market, row["interval_idx"])), import_kw=row["import_kw"],
+        awarded_import_kw=row["awarded_import_kw"], source=_SOURCE[row["source"]], mode=row["mode"],
+        reason=row["reason"], issued_at=convert.ts(row["issued_us"]))
+
+
+async def change_interval(app, who, market_id: str, start_us: int, fixed: list[dict], source: str, reason: str,
+                          detail: dict, import_max_kw=None, export_max_kw=None, shed_kw=None) -> tuple[dict, dict]:
+    """Override a resource (``fixed``) or cap the interface in one interval of an awarded market, network-checked;
+    store the changed instructions and the revised schedule; notify. Returns ``(stored, outcome)``."""
+    async with app.lock(market_id):
+        def read(conn):
+            rows = store.market_rows(conn, market_id)
+            (k,) = store.interval_indices(rows[0], [start_us], "interval_start")
+            store.require_state(rows[0], ("awarded",), "an override")
+            return rows, k, realtime_store.current_instructions(conn, market_id, k), \
+                realtime_store.scheduled_import(conn, market_id, k)
+
+        rows, k, current, (awarded_kw, scheduled_kw, _) = await app.reader.call(read)
+        own = await app.disaggregation(market_id)
+        iso_price = float(own.award["price"][k])
+        if shed_kw is not None:
+            cap = scheduled_kw - shed_kw
+            import_max_kw = cap if import_max_kw is None else min(import_max_kw, cap)
+        outcome = await app.solve(lambda: markets_engine.redispatch_interval(
+            app.inputs(rows), k, iso_price, current, fixed, import_max_kw, export_max_kw, app.solve_time_limit))
+        if outcome.mode == "refused":
+            raise FailedPrecondition(f"{'kw' if fixed else 'import_max_kw'}: the feeder cannot carry it: "
+                                     + "; ".join(outcome.diagnosis))
+        before = {(r["aggregator_id"], r["resource_id"]): r["kw"] for r in current}
+        changed = [(a, r, kw) for a, r, kw in outcome.instructions.iter_rows()
+                   if abs(before.get((a, r), 0.0) - kw) > 1e-6 or any(
+                       (f["aggregator_id"], f["resource_id"]) == (a, r) for f in fixed)]
+        schedule = {"import_kw": outcome.import_kw, "awarded_import_kw": awarded_kw, "source": source,
+                    "mode": outcome.mode, "reason": reason}
+        action = "dispatch.override" if source == "override" else "dispatch.emergency"
+        stored = await app.writer.call(realtime_store.record_redispatch, who, market_id, k, changed, schedule, action,
+                                       detail)
+    app.notifier.notify(SCHEDULES, dispatch_topic(None), *{dispatch_topic(a) for a, _, _ in changed})
+    return stored, {"mode": outcome.mode, "import_kw": outcome.import_kw, "changed": changed}
+
+
+async def override(app, who, market_id: str, aggregator_id: str, resource_id: str, start_us: int, kw: float,
+                   reason: str) -> tuple[dict, dict]:
+    """The operator's override of one resource (see OperatorService.OverrideDispatch)."""
+    def resource(conn):
+        return conn.execute("SELECT bus FROM resources WHERE aggregator_id = ? AND resource_id = ?",
+                            (aggregator_id, resource_id)).fetchone()
+
+    row = await app.reader.call(resource)
+    if row is None:
+        raise NotFound(f"resource_id: aggregator {aggregator_id!r} has no resource {resource_id!r}")
+    fixed = [{"aggregator_id": aggregator_id, "resource_id": resource_id, "bus": row["bus"], "kw": kw}]
+    detail = {"aggregator_id": aggregator_id, "resource_id": resource_id, "kw": kw}
+    stored, outcome = await change_interval(app, who, market_id, start_us, fixed, "override", reason, detail)
+    target = next(r for r in stored["instructions"]
+                  if (r["aggregator_id"], r["resource_id"]) == (aggregator_id, resource_id))
+    return target, outcome
+
+
+def curtailment_statements(app, rows, own, moved) -> pl.DataFrame:
+    """Statement lines of the overrides of a market being settled (call on the solver thread)."""
+    table = pl.DataFrame(moved, schema={"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64,
+                                        "kw": pl.Float64}, orient="row")
+    return markets_engine.curtailment_lines(app.inputs(rows), own, table)
+
+
+def interval_awards(market: dict, submitted: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
+    """``(interval_idx, import_kw, price)`` of the submitted intervals, each at most once, in interval order."""
+    indices = store.interval_indices(market, [s for s, _, _ in submitted], "awards.interval_start")
+    seen: dict = {}
+    for j, k in enumerate(indices):
+        if k in seen:
+            raise InvalidArgument(f"awards[{j}].interval_start", f"repeats awards[{seen[k]}]")
+        seen[k] = j
+    return sorted((k, q, p) for k, (_, q, p) in zip(indices, submitted, strict=True))
+
+
+class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
+    def __init__(self, app):
+        self.app = app
+
+    @unary(ISO)
+    async def SubmitIntervalAward(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
+        submitted = convert.iso_awards(request)
+        async with app.lock(market_id):
+            result = await app.reader.call(store.stored_result, who, request_id, digest)
+            if result is None:
+                def read(conn):
+                    return store.market_rows(conn, market_id), realtime_store.awarded_intervals(conn, market_id)
+
+                rows, done = await app.reader.call(read)
+                market = rows[0]
+                awards = interval_awards(market, submitted)
+                realtime_store.check_interval_award(market, done, [k for k, _, _ in awards])
+                if await app.solve(lambda: markets_engine.couples(app.inputs(rows))):
+                    raise FailedPrecondition(f"market {market_id!r}: storage, EV or ramp resources couple its "
+                                             "intervals; award it whole (IsoService.SubmitAward)")
+                reference = (await app.disaggregation(market["day_ahead_market_id"])
+                             if market["day_ahead_market_id"] else None)
+                outcome = await app.solve(lambda: markets_engine.disaggregate_intervals(
+                    app.inputs(rows), awards, reference, app.solve_time_limit))
+                result = await app.writer.call(realtime_store.record_interval_award, who, market_id, awards,
+                                               outcome, request_id, digest)
+                if outcome.status == "optimal":
+                    app.notifier.notify(dispatch_topic(None), *map(dispatch_topic, result["aggregators"]))
+        if result["status"] == "time_limit":
+            raise DeadlineExceeded(f"the interval award of market {market_id!r} hit the solver time limit")
+        market = await app.reader.call(store.get_market, market_id)
+        return realtime_pb2.SubmitIntervalAwardResponse(
+            market=convert.market(market), status=convert.CLEARING_STATUS[result["status"]],
+            diagnosis=result["diagnosis"], intervals_remaining=result["remaining"])
+
+    @unary(ISO)
+    async def SubmitEmergencyInstruction(self, request, who):
+        market_id = convert.check_id(request.market_id, "market_id")
+        start = convert.required_us(request, "interval_start", "interval_start")
+        caps = {}
+        for name in ("import_max_kw", "export_max_kw", "shed_kw"):
+            if request.HasField(name):
+                caps[name] = limits.in_range(getattr(request, name), name, "kw" if name == "shed_kw" else "kw_limit")
+        if not caps:
+            raise InvalidArgument("import_max_kw", "give import_max_kw, export_max_kw or shed_kw")
+        reason = convert.reason(request.reason)
+        stored, outcome = await change_interval(self.app, who, market_id, start, [], "emergency", reason, caps,
+                                                **caps)
+        market = await self.app.reader.call(store.get_market, market_id)
+        return realtime_pb2.SubmitEmergencyInstructionResponse(
+            schedule=schedule_pb(stored["schedule"], market), instructions_changed=len(outcome["changed"]))
+
+    @unary(ISO, OPERATOR, AUDITOR)
+    async def ListInterfaceSchedules(self, request, who):
+        market_id = convert.optional_id(request.market_id, "market_id")
+        scope = f"ListInterfaceSchedules|{market_id}"
+        limit, after = convert.page(request.pagination, scope)
+
+        def read(conn):
+            rows = realtime_store.list_schedules(conn, market_id, after[0] if after else 0, limit)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        rows, markets = await self.app.reader.call(read)
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["seq"]])
+        return realtime_pb2.ListInterfaceSchedulesResponse(
+            schedules=[schedule_pb(r, markets[r["market_id"]]) for r in rows], pagination=info)
+
+    @stream(ISO, OPERATOR, AUDITOR)
+    async def ReceiveInterfaceScheduleStream(self, request, who):
+        from dsomarket.server.services import _follow as follow  # services imports this module
+
+        market_id = convert.optional_id(request.market_id, "market_id")
+
+        def read(conn, after):
+            rows = realtime_store.list_schedules(conn, market_id, after, 1000)
+            return rows, store.markets_by_id(conn, {r["market_id"] for r in rows})
+
+        async for row, market in follow(self.app, SCHEDULES, read, request.after_sequence):
+            yield schedule_pb(row, market)
+
+    @unary(AGGREGATOR, OPERATOR)
+    async def SubmitMeterReadings(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
+        if not 0 < len(request.readings) <= MAX_READINGS:
+            raise InvalidArgument("readings", f"give 1 to {MAX_READINGS} readings")
+        market = await app.reader.call(store.get_market, market_id)
+        rows = []
+        for k, r in enumerate(request.readings):
+            field = f"readings[{k}]"
+            agg = convert.optional_id(r.aggregator_id, f"{field}.aggregator_id")
+            res = convert.optional_id(r.resource_id, f"{field}.resource_id")
+            if who.role == AGGREGATOR:
+                if not res:
+                    raise PermissionDenied(f"{field}.resource_id: only the operator reads the interface meter")
+                if agg and agg != who.name:
+                    raise PermissionDenied(f"{field}.aggregator_id: not yours")
+                agg = who.name
+            elif res and not agg:
+                raise InvalidArgument(f"{field}.aggregator_id", "is required for a resource's meter")
+            (t,) = store.interval_indices(market, [convert.required_us(r, "interval_start", f"{field}.interval_start")],
+                                          f"{field}.interval_start")
+            rows.append(("" if not res else agg, res, t, limits.in_range(r.kw, f"{field}.kw", "kw_signed")))
+        kinds = await app.reader.call(realtime_store.resource_kinds, {(a, r) for a, r, _, _ in rows if r})
+        await asyncio.get_running_loop().run_in_executor(None, markets_engine.check_meters, market, rows, kinds)
+        out = await app.writer.call(realtime_store.store_meter_readings, who, market_id, rows, request_id, digest)
+        return realtime_pb2.SubmitMeterReadingsResponse(count=out["count"])
+
+    @unary(OPERATOR)
+    async def SettleImbalance(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        async with app.lock(market_id):
+            def read(conn):
+                return store.market_rows(conn, market_id), realtime_store.imbalance_inputs(conn, market_id)
+
+            rows, data = await app.reader.call(read)
+            store.require_state(rows[0], ("settled",), "settling imbalance")
+            own = await app.disaggregation(market_id)
+            prices = [float(p) for p in own.award["price"].to_list()]
+            try:
+                out = await app.solve(lambda: markets_engine.metered_settlement(app.inputs(rows), data, prices))
+            except InputError as exc:  # a gap in the readings: the operator must complete them first
+                raise FailedPrecondition(f"readings: {exc.reason}") from None
+            stored = await app.writer.call(realtime_store.record_imbalance, who, market_id, out["lines"],
+                                           out["interface"], out["totals"])
+        market = rows[0]
+        return realtime_pb2.SettleImbalanceResponse(
+            totals=out["totals"], statement_count=stored["count"],
+            interface=[realtime_pb2.InterfaceImbalance(
+                interval_start=convert.ts(timeline.interval_start(market, r["interval_idx"])),
+                scheduled_kw=r["scheduled_kw"], metered_kw=r["metered_kw"], imbalance_kw=r["imbalance_kw"],
+                price=r["price"], amount=r["amount"]) for r in out["interface"]])
+
+    @unary(OPERATOR, AGGREGATOR, AUDITOR)
+    async def GetPerformanceReport(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        owner = auth.scope(who, convert.optional_id(request.aggregator_id, "aggregator_id"))
+
+        def read(conn):
+            rows = store.market_rows(conn, market_id)
+            awarded = store.energy_commitments(conn, rows[0])
+            return rows, realtime_store.imbalance_inputs(conn, market_id), awarded
+
+        rows, data, awarded = await app.reader.call(read)
+        if awarded is None:
+            raise FailedPrecondition(f"market {market_id!r} is {rows[0]['state']}: it has no award yet")
+        table = await app.solve(lambda: markets_engine.performance_rows(app.inputs(rows), data,
+                                                                        list(awarded.iter_rows())))
+        if owner:
+            table = table.filter(pl.col("aggregator_id") == owner)
+        market = rows[0]
+        return realtime_pb2.GetPerformanceReportResponse(rows=[realtime_pb2.PerformanceRow(
+            aggregator_id=r["aggregator_id"],
+            interval_start=convert.ts(timeline.interval_start(market, r["interval_idx"])),
+            instructed_kw=r["instructed_kw"], metered_kw=r["metered_kw"], error_kw=r["error_kw"],
+            awarded_kw=r["awarded_kw"], instructed_move_kw=r["instructed_move_kw"],
+            delivered_move_kw=r["delivered_move_kw"],
+            **({} if r["delivery"] is None else {"delivery": r["delivery"]})) for r in table.iter_rows(named=True)])

@@ -1,0 +1,202 @@
+"""Store side of the rolling real-time loop: the ISO's award interval by interval.
+
+Writers run on the writer thread inside a savepoint and append their audit
+record in the same transaction (see :mod:`server.store`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from dsomarket.server import store, timeline
+from dsomarket.server.auth import Principal
+from dsomarket.server.db import now_us
+from dsomarket.server.errors import AlreadyExists, FailedPrecondition, NotFound
+
+
+def awarded_intervals(conn, market_id: str) -> set[int]:
+    return {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?", (market_id,))}
+
+
+def check_interval_award(market: dict, awarded: set[int], indices: list[int]) -> None:
+    """FAILED_PRECONDITION unless the market takes these intervals' awards now."""
+    store.require_state(market, ("published",), "an interval award")
+    if market["kind"] not in timeline.ROLLING:
+        raise FailedPrecondition(f"market {market['market_id']!r} is {market['kind']}: only real-time and "
+                                 "hour-ahead markets are awarded interval by interval")
+    for j, k in enumerate(indices):
+        if k in awarded:
+            raise FailedPrecondition(f"awards[{j}].interval_start: the interval starting "
+                                     f"{timeline.iso(timeline.interval_start(market, k))} is already awarded")
+
+
+def record_interval_award(conn, who: Principal, market_id: str, awards: list, outcome, request_id: str,
+                          digest: str) -> dict:
+    """Store the award of some intervals (:class:`server.markets_engine.AwardOutcome` of
+    :func:`server.markets_engine.disaggregate_intervals`); the last one makes the market AWARDED."""
+    def run():
+        market = store.get_market(conn, market_id)
+        done = awarded_intervals(conn, market_id)
+        check_interval_award(market, done, [k for k, _, _ in awards])
+        now = now_us()
+        optimal = outcome.status == "optimal"
+        remaining = int(market["interval_count"]) - len(done)
+        if optimal:
+            store.store_award_tables(conn, market_id, awards, outcome, now)
+            remaining -= len(awards)
+            if remaining == 0:
+                store._set_state(conn, market, "awarded", now, "optimal")
+                store._record_outcome(conn, market_id, "award", "optimal", {"by_interval": True}, outcome.digest,
+                                      now)
+        store._audit(conn, who, "award.interval", {"market_id": market_id, "awards": [list(a) for a in awards],
+                                                    "status": outcome.status, "diagnosis": list(outcome.diagnosis),
+                                                    "digest": outcome.digest}, now)
+        aggregators = sorted(set(outcome.awards["aggregator_id"].to_list())) if optimal else []
+        return {"status": outcome.status, "diagnosis": list(outcome.diagnosis), "aggregators": aggregators,
+                "remaining": remaining}
+
+    return store._idempotent(conn, who, request_id, digest, run)
+
+
+def current_instructions(conn, market_id: str, k: int) -> list[dict]:
+    """Every resource's latest instruction in interval ``k``: aggregator_id, resource_id, bus, kw."""
+    rows = conn.execute(
+        "SELECT d.aggregator_id, d.resource_id, r.bus, d.kw FROM dispatch d JOIN resources r "
+        "ON r.aggregator_id = d.aggregator_id AND r.resource_id = d.resource_id WHERE d.seq IN ("
+        "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' AND interval_idx = ? "
+        "GROUP BY aggregator_id, resource_id) ORDER BY d.aggregator_id, d.resource_id", (market_id, k))
+    return [dict(r) for r in rows]
+
+
+def scheduled_import(conn, market_id: str, k: int) -> tuple[float, float, str]:
+    """``(awarded import kW, current schedule kW, the award's price text)`` of interval ``k``."""
+    row = conn.execute("SELECT import_kw, price FROM iso_awards WHERE market_id = ? AND interval_idx = ?",
+                       (market_id, k)).fetchone()
+    if row is None:
+        raise FailedPrecondition(f"interval_start: market {market_id!r} has no award for that interval")
+    last = conn.execute("SELECT import_kw FROM interface_schedules WHERE market_id = ? AND interval_idx = ? "
+                        "ORDER BY seq DESC LIMIT 1", (market_id, k)).fetchone()
+    return float(row[0]), float(last[0]) if last else float(row[0]), row[1]
+
+
+def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: list[tuple[str, str, float]],
+                      schedule: dict, action: str, detail: dict) -> dict:
+    """Store changed instructions of interval ``k`` (source ``override``) and the revised interface schedule.
+
+    ``changed``: ``(aggregator_id, resource_id, kw)``; ``schedule``: import_kw, awarded_import_kw, source
+    (override or emergency), mode, reason. Returns ``{"instructions": rows, "schedule": row}``.
+    """
+    market = store.get_market(conn, market_id)
+    store.require_state(market, ("awarded",), "an override")
+    now = now_us()
+    seqs = []
+    for agg, res, kw in changed:
+        (seq,) = conn.execute(store._DISPATCH_INSERT + " RETURNING seq",
+                              ("instruction", market_id, agg, "", res, k, "", kw, "", "override",
+                               schedule["reason"], now)).fetchone()
+        seqs.append(seq)
+    (schedule_seq,) = conn.execute(
+        "INSERT INTO interface_schedules (market_id, interval_idx, import_kw, awarded_import_kw, source, mode, "
+        "reason, issued_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        (market_id, k, schedule["import_kw"], schedule["awarded_import_kw"], schedule["source"], schedule["mode"],
+         schedule["reason"], now)).fetchone()
+    store._audit(conn, who, action, {"market_id": market_id, "interval_idx": k, **detail, **schedule,
+                                     "changed": [list(c) for c in changed]}, now)
+    rows = [dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (s,)).fetchone()) for s in seqs]
+    sched = dict(conn.execute("SELECT * FROM interface_schedules WHERE seq = ?", (schedule_seq,)).fetchone())
+    return {"instructions": rows, "schedule": sched}
+
+
+def list_schedules(conn, market_id: str, after_seq: int, limit: int) -> list:
+    return store._keyset(conn, "interface_schedules", store._eq("market_id", market_id), ("seq",), [after_seq], limit)
+
+
+def moved_instructions(conn, market_id: str) -> list[tuple]:
+    """The final instruction of every resource and interval an override moved:
+    ``(aggregator_id, resource_id, interval_idx, kw)``."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE seq IN ("
+        "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' GROUP BY aggregator_id, "
+        "resource_id, interval_idx HAVING SUM(CASE WHEN source = 'override' THEN 1 ELSE 0 END) > 0) "
+        "ORDER BY aggregator_id, resource_id, "
+        "interval_idx", (market_id,))]
+
+
+def store_meter_readings(conn, who: Principal, market_id: str, rows: list[tuple[str, str, int, float]],
+                         request_id: str, digest: str) -> dict:
+    """Store readings ``(aggregator_id, resource_id, interval_idx, kw)``; resource_id '' is the interface meter."""
+    def run():
+        market = store.get_market(conn, market_id)
+        store.require_state(market, ("awarded", "settled"), "meter readings")
+        for k, (agg, res, _, _) in enumerate(rows):
+            if res and not conn.execute("SELECT 1 FROM resources WHERE aggregator_id = ? AND resource_id = ?",
+                                        (agg, res)).fetchone():
+                raise NotFound(f"readings[{k}].resource_id: aggregator {agg!r} has no resource {res!r}")
+        now = now_us()
+        for k, (agg, res, t, kw) in enumerate(rows):
+            if conn.execute("SELECT 1 FROM meter_readings WHERE market_id = ? AND aggregator_id = ? AND "
+                            "resource_id = ? AND interval_idx = ?", (market_id, agg, res, t)).fetchone():
+                raise AlreadyExists(f"readings[{k}]: a reading of {res or 'the interface'!r} in that interval is "
+                                    "already stored")
+        conn.executemany("INSERT INTO meter_readings (market_id, aggregator_id, resource_id, interval_idx, kw, "
+                         "submitted_by, submitted_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(market_id, *r, who.name, now) for r in rows])
+        store._audit(conn, who, "meters.submit", {"market_id": market_id, "readings": [list(r) for r in rows]}, now)
+        return {"count": len(rows)}
+
+    return store._idempotent(conn, who, request_id, digest, run)
+
+
+def resource_kinds(conn, keys: set[tuple[str, str]]) -> dict:
+    """``(aggregator_id, resource_id) -> kind`` of the given resources."""
+    out = {}
+    for agg, res in sorted(keys):
+        row = conn.execute("SELECT kind FROM resources WHERE aggregator_id = ? AND resource_id = ?",
+                           (agg, res)).fetchone()
+        if row is not None:
+            out[(agg, res)] = row[0]
+    return out
+
+
+def imbalance_inputs(conn, market_id: str) -> dict:
+    """What metered settlement reads: final instructions, readings, DLMPs at the resources' buses (award
+    stage), the interface schedule and the award's prices, and the resources' kinds."""
+    market = store.get_market(conn, market_id)
+    instructed = [tuple(r) for r in conn.execute(
+        "SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE seq IN (SELECT MAX(seq) FROM "
+        "dispatch WHERE market_id = ? AND kind = 'instruction' GROUP BY aggregator_id, resource_id, interval_idx) "
+        "ORDER BY aggregator_id, resource_id, interval_idx", (market_id,))]
+    readings = [tuple(r) for r in conn.execute(
+        "SELECT aggregator_id, resource_id, interval_idx, kw FROM meter_readings WHERE market_id = ? "
+        "ORDER BY aggregator_id, resource_id, interval_idx", (market_id,))]
+    keys = {(a, r) for a, r, _, _ in instructed + readings if r}
+    dlmp = [tuple(r) for r in conn.execute(
+        "SELECT s.aggregator_id, s.resource_id, p.interval_idx, p.dlmp FROM resources s JOIN prices p ON p.bus = s.bus "
+        "AND p.market_id = ? AND p.stage = 'award' ORDER BY s.aggregator_id, s.resource_id, p.interval_idx",
+        (market_id,)) if (r[0], r[1]) in keys]
+    awards = {k: (q, p) for k, q, p in conn.execute(
+        "SELECT interval_idx, import_kw, price FROM iso_awards WHERE market_id = ?", (market_id,))}
+    latest = {k: q for k, q in conn.execute(
+        "SELECT interval_idx, import_kw FROM interface_schedules WHERE seq IN (SELECT MAX(seq) FROM "
+        "interface_schedules WHERE market_id = ? GROUP BY interval_idx)", (market_id,))}
+    scheduled = [(k, latest.get(k, q), p) for k, (q, p) in sorted(awards.items())]
+    return {"market": market, "instructed": instructed, "readings": readings, "dlmp": dlmp, "scheduled": scheduled,
+            "kinds": resource_kinds(conn, keys)}
+
+
+def record_imbalance(conn, who: Principal, market_id: str, lines: list[tuple], interface: list[dict],
+                     totals: dict) -> dict:
+    """Store the metered settlement of a SETTLED market once: statement lines (bid_id ``imbalance``) and the
+    interface imbalance with the totals."""
+    market = store.get_market(conn, market_id)
+    store.require_state(market, ("settled",), "settling imbalance")
+    if conn.execute("SELECT 1 FROM imbalance_settlements WHERE market_id = ?", (market_id,)).fetchone():
+        raise FailedPrecondition(f"market_id: the imbalance of market {market_id!r} is already settled")
+    now = now_us()
+    conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
+                     "settlement, kw, kvar, price, price_q, amount) VALUES (?, ?, 'imbalance', ?, ?, ?, ?, 0, ?, "
+                     "'0', ?)", [(market_id, a, r, t, market["kind"], kw, p, amt) for a, r, t, kw, p, amt in lines])
+    conn.execute("INSERT INTO imbalance_settlements (market_id, totals, interface, created_us) VALUES (?, ?, ?, ?)",
+                 (market_id, json.dumps(totals), json.dumps(interface), now))
+    store._audit(conn, who, "imbalance.settle", {"market_id": market_id, "totals": totals}, now)
+    return {"count": len(lines)}

@@ -1,0 +1,88 @@
+"""Identical bid columns are merged before the LP is built and split back pro rata."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsomarket.engine.bids import MarketRules, merge_columns, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
+from dsomarket.engine.feeders import synthetic
+from dsomarket.engine.interface import trace_curve
+
+NO_AC = ClearingOptions(ac_check=False)
+RULES = MarketRules(price_floor=-200.0, price_cap=500.0)
+
+
+def duplicated_bids(feeder, n_groups: int, seed: int) -> pl.DataFrame:
+    """Bids drawn from few distinct (bus, side, price, tan_phi) so that many share a column."""
+    rng = np.random.default_rng(seed)
+    buses = feeder.buses["bus"].to_numpy()[1:]
+    kinds = pl.DataFrame({"bus": rng.choice(buses, n_groups), "side": rng.choice(["buy", "sell"], n_groups),
+                          "price": np.round(rng.uniform(-150, 450, n_groups), 0),
+                          "tan_phi": rng.choice([0.0, 0.3], n_groups)})
+    pick = rng.integers(0, n_groups, 4 * n_groups)
+    return kinds[pick].with_columns(bid_id=pl.Series([f"b{k:04d}" for k in range(len(pick))]),
+                                    quantity_kw=pl.Series(np.round(rng.uniform(5, 300, len(pick)), 1)))
+
+
+def summed(bids: pl.DataFrame) -> pl.DataFrame:
+    """One bid per distinct column, written out by hand: the independent reference."""
+    return (bids.group_by(["bus", "side", "price", "tan_phi"], maintain_order=True)
+            .agg(pl.col("quantity_kw").sum(), pl.col("bid_id").first()))
+
+
+@given(n_bus=st.integers(3, 25), n_groups=st.integers(1, 12), seed=st.integers(0, 10_000),
+       price=st.floats(-150, 450))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_merged_clearing_equals_the_hand_summed_book_and_splits_pro_rata(n_bus, n_groups, seed, price):
+    f = synthetic(n_bus, seed)
+    bids = duplicated_bids(f, n_groups, seed)
+    book = validate_bids(bids, f, RULES)
+    market = NodalMarket(f, book, price, RULES, options=NO_AC)
+    assert market.model.var("bid").size == summed(bids).height < book.n
+    res = market.solve()
+    ref = clear(f, validate_bids(summed(bids), f, RULES), price, rules=RULES, options=NO_AC)
+    assert res.ok and ref.ok
+    assert res.welfare == pytest.approx(ref.welfare, rel=1e-7, abs=1e-6)
+    assert res.interface_import_kw[0] == pytest.approx(ref.interface_import_kw[0], abs=1e-6)
+    # Every bid gets its column's share in proportion to its quantity.
+    d = res.dispatch.join(bids.select("bid_id", "bus", "side", "price", "tan_phi"), on="bid_id", suffix="_in")
+    groups = d.group_by(["bus", "side", "price", "tan_phi"]).agg(
+        pl.col("cleared_kw").sum().alias("total"), pl.col("quantity_kw").sum().alias("q"))
+    d = d.join(groups, on=["bus", "side", "price", "tan_phi"])
+    expect = d["total"].to_numpy() * d["quantity_kw"].to_numpy() / d["q"].to_numpy()
+    np.testing.assert_allclose(d["cleared_kw"].to_numpy(), expect, atol=1e-5)
+
+
+def test_merged_curve_equals_the_hand_summed_books_curve():
+    f = synthetic(30, 4)
+    bids = duplicated_bids(f, 15, 4)
+    curve = trace_curve(f, validate_bids(bids, f, RULES), RULES)
+    ref = trace_curve(f, validate_bids(summed(bids), f, RULES), RULES)
+    cols = ["price_low", "price_high", "import_kw"]
+    np.testing.assert_allclose(curve.bands.select(cols).to_numpy(), ref.bands.select(cols).to_numpy(),
+                               atol=1e-6)
+
+
+def test_merging_keeps_resources_intervals_and_signs_apart_and_is_order_free():
+    f = synthetic(5, 1)
+    bus = f.buses["bus"][2]
+    bids = pl.DataFrame({"bid_id": ["a", "b", "c", "d", "e", "f"], "bus": [bus] * 6,
+                         "side": ["buy", "buy", "sell", "buy", "buy", "buy"],
+                         "quantity_kw": [10.0, 20.0, 5.0, 7.0, 3.0, 4.0],
+                         "price": [50.0, 50.0, 50.0, 50.0, 50.0, -0.0],
+                         "resource_id": ["", "", "", "bat", "", ""],
+                         "tan_phi": [0.0, 0.0, 0.0, 0.0, 0.1, 0.0]})
+    cols = merge_columns(validate_bids(bids, f, RULES))
+    assert cols.of_bid.tolist() == [0, 0, 1, 2, 3, 4]
+    np.testing.assert_allclose(cols.book.quantity_kw, [30.0, 5.0, 7.0, 3.0, 4.0])
+    np.testing.assert_allclose(cols.split(np.array([0.015, 0, 0, 0, 0]), validate_bids(bids, f, RULES))[:2],
+                               [0.005, 0.010])
+    shuffled = bids[[5, 3, 1, 0, 4, 2]]
+    a = clear(f, bids, 60.0, rules=RULES, options=NO_AC).dispatch
+    b = clear(f, shuffled, 60.0, rules=RULES, options=NO_AC).dispatch
+    assert a.equals(b)

@@ -1,0 +1,46 @@
+"""The command line starts fast: a command imports only its own module, and never gRPC or cvxpy for a clear."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from dsomarket.clients.cli import COMMAND_MODULES, COMMANDS, _Parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_command_table_names_every_command_of_every_module():
+    registered = {}
+    for name in COMMAND_MODULES:
+        sub = _Parser(prog="x").add_subparsers()
+        importlib.import_module(f"dsomarket.clients.commands.{name}").register(sub)
+        registered.update({command: name for command in sub.choices})
+    assert registered == COMMANDS
+
+
+def test_clear_imports_neither_grpc_nor_cvxpy_and_keeps_the_highs_banner_off_stdout(tmp_path):
+    script = f"""
+import json, sys
+from dsomarket.clients.cli import main
+rc = main(["clear", "--feeder", {str(ROOT / 'examples' / 'ieee33_rated')!r}, "--bids",
+           {str(ROOT / 'examples' / 'ieee33_bids.csv')!r}, "--iso-price", "50", "--out", {str(tmp_path / 'out')!r}])
+heavy = sorted(m for m in ("grpc", "cvxpy", "dsomarket.clients.api", "dsomarket.server") if m in sys.modules)
+print(json.dumps({{"rc": rc, "heavy": heavy}}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "HiGHS" not in run.stdout
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report == {"rc": 0, "heavy": []}
+    assert (tmp_path / "out" / "dispatch.csv").exists()
+
+
+def test_a_parser_without_a_command_still_knows_them_all():
+    parser = importlib.import_module("dsomarket.clients.cli").build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)

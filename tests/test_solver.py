@@ -1,0 +1,66 @@
+"""The one door to HiGHS: a warm re-solve that fails is repeated cold before a verdict."""
+
+from __future__ import annotations
+
+import logging
+
+import highspy
+import pytest
+
+from dsomarket.engine.bids import MarketRules, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
+from dsomarket.engine.feeders import ieee33
+from tests.test_interface import random_bids
+
+NO_AC = ClearingOptions(ac_check=False)
+RULES = MarketRules(price_floor=-200.0, price_cap=500.0)
+
+
+class WarmFails:
+    """A HiGHS instance whose warm runs (a valid basis at the start) end with status Unknown."""
+
+    def __init__(self, h: highspy.Highs):
+        self._h = h
+        self.runs: list[bool] = []
+        self._status = None
+
+    def __getattr__(self, name):
+        return getattr(self._h, name)
+
+    def run(self):
+        warm = self._h.getBasis().valid
+        self.runs.append(warm)
+        status = self._h.run()
+        self._status = highspy.HighsModelStatus.kUnknown if warm else None
+        return status
+
+    def getModelStatus(self):
+        return self._status if self._status is not None else self._h.getModelStatus()
+
+
+def test_a_failed_warm_resolve_falls_back_to_a_cold_solve_and_says_so(caplog):
+    f = ieee33()
+    book = validate_bids(random_bids(f, 40, seed=5), f, RULES)
+    market = NodalMarket(f, book, 10.0, RULES, options=NO_AC)
+    assert market.solve().ok                      # cold: builds a basis
+    flaky = WarmFails(market.solver.h)
+    market.solver.h = flaky
+    market.set_iso_price(120.0)
+    with caplog.at_level(logging.WARNING, logger="dsomarket.engine.solver"):
+        res = market.solve()
+    assert flaky.runs == [True, False]            # warm, then cold after clearing the basis
+    assert res.ok
+    assert "solving again from scratch" in caplog.text
+    fresh = clear(f, book, 120.0, rules=RULES, options=NO_AC)
+    assert res.interface_import_kw[0] == pytest.approx(fresh.interface_import_kw[0], abs=1e-6)
+    assert res.welfare == pytest.approx(fresh.welfare, rel=1e-9, abs=1e-9)
+
+
+def test_a_cold_solve_that_fails_is_the_verdict():
+    f = ieee33()
+    book = validate_bids(random_bids(f, 10, seed=6), f, RULES)
+    market = NodalMarket(f, book, 10.0, RULES, options=NO_AC)
+    flaky = WarmFails(market.solver.h)
+    market.solver.h = flaky
+    assert market.solve().ok                      # no basis yet: a cold run, no fallback needed
+    assert flaky.runs == [False]

@@ -1,0 +1,296 @@
+"""A territory of interfaces: substations of several feeders, the runners, and `dsomarket territory`.
+
+Independent checks: a substation of feeders whose transformer is not binding
+clears exactly as its feeders do standalone (LinDistFlow feeders on one
+busbar held at v0 are separate problems); with a binding transformer the
+interface curve is the members' summed curves cut at the rating. Every
+interface's files equal those of a standalone `dsomarket clear` / `curve`,
+and are byte-identical with one worker, two workers and Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dsomarket.engine.bids import MarketRules, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, clear
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.feeders import ieee33, synthetic
+from dsomarket.engine.interface import trace_curve
+from dsomarket.engine.territory import InterfaceSession, substation, synthetic_bids, synthetic_territory
+from dsomarket.server.runner import Cycle, Job, LocalRunner, assign
+
+NO_AC = ClearingOptions(ac_check=False)
+TIMING_KEYS = ("build_seconds", "solve_seconds", "seconds")
+
+
+def _members():
+    a = ieee33()
+    b = synthetic(40, 2).with_changes(name="lateral")
+    bids_a = synthetic_bids(a, 60, 1)
+    bids_b = synthetic_bids(b, 50, 2).with_columns((pl.lit("L-") + pl.col("bid_id")).alias("bid_id"))
+    return [a, b], [bids_a, bids_b]
+
+
+def test_an_unbinding_substation_clears_as_its_feeders_do_standalone():
+    feeders, bids = _members()
+    merged = substation("sub", feeders, bids)
+    assert merged.members == ("ieee33", "lateral")
+    res = clear(merged.feeder, merged.bids, 50.0, options=NO_AC)
+    alone = [clear(f, b, 50.0, options=NO_AC) for f, b in zip(feeders, bids)]
+    assert res.ok and all(r.ok for r in alone)
+    assert res.interface_import_kw[0] == pytest.approx(sum(r.interface_import_kw[0] for r in alone), abs=1e-4)
+    cleared = dict(zip(res.dispatch["bid_id"], res.dispatch["cleared_kw"]))
+    for f, r in zip(feeders, alone):
+        for bid, kw in zip(r.dispatch["bid_id"], r.dispatch["cleared_kw"]):
+            assert cleared[bid] == pytest.approx(kw, abs=1e-4)
+        dlmp = dict(zip(res.prices["bus"], res.prices["dlmp"]))
+        for bus, price in zip(r.prices["bus"], r.prices["dlmp"]):
+            key = "substation" if bus == f.root_bus else f"{f.name}/{bus}"
+            assert dlmp[key] == pytest.approx(price, abs=1e-6)
+
+
+def test_a_binding_transformer_cuts_the_summed_member_curves_at_its_rating():
+    feeders, bids = _members()
+    rules = MarketRules()
+    curves = [trace_curve(f, validate_bids(b, f, rules), rules) for f, b in zip(feeders, bids)]
+    total = lambda p: sum(c.import_at(0, p) for c in curves)  # noqa: E731
+    rating = (total(0.0) + total(200.0)) / 2
+    merged = substation("sub", feeders, bids, import_max_kw=rating)
+    curve = InterfaceSession(merged, rules, NO_AC).curve()
+    steps = np.concatenate([c.bands["price_high"].to_numpy() for c in curves + [curve]])
+    checked = 0
+    for p in np.linspace(-60.0, 260.0, 97) + 0.0137:
+        if np.min(np.abs(steps - p)) < 1e-6:
+            continue
+        assert curve.import_at(0, p) == pytest.approx(min(total(p), rating), abs=1e-3)
+        checked += 1
+    assert checked > 80
+    assert curve.import_at(0, 0.0) == pytest.approx(rating, abs=1e-3)
+
+
+def test_members_on_other_base_voltages_are_referred_to_the_first():
+    feeders, bids = _members()
+    a, b = feeders
+    b_kv = b.with_changes(base_kv=2 * b.base_kv, lines=b.lines.with_columns(pl.col("r_ohm") * 4,
+                                                                               pl.col("x_ohm") * 4))
+    same = substation("s", [a, b], bids)
+    one = clear(same.feeder, same.bids, 50.0, options=NO_AC)
+    two = substation("s", [a, b_kv], bids)
+    other = clear(two.feeder, two.bids, 50.0, options=NO_AC)
+    assert other.prices["dlmp"].to_list() == pytest.approx(one.prices["dlmp"].to_list(), abs=1e-9)
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"v0_pu": 1.02}, "v0_pu"),
+    ({"import_max_kw": 100.0}, "import_max_kw"),
+])
+def test_members_that_cannot_share_a_busbar_are_refused(change, field):
+    feeders, bids = _members()
+    with pytest.raises(InputError) as err:
+        substation("s", [feeders[0], feeders[1].with_changes(**change)], bids)
+    assert err.value.field == field
+
+
+def test_a_warm_real_time_re_clear_matches_a_cold_clear():
+    feeders, bids = _members()
+    session = InterfaceSession(substation("s", feeders[:1], bids[:1]), MarketRules(), NO_AC)
+    first = session.clear(50.0)
+    assert session.warm
+    again = session.clear(120.0)
+    cold = clear(feeders[0], bids[0], 120.0, options=NO_AC)
+    assert first.ok and again.ok
+    assert again.welfare == pytest.approx(cold.welfare, rel=1e-9, abs=1e-6)
+    assert again.interface_import_kw[0] == pytest.approx(cold.interface_import_kw[0], abs=1e-4)
+
+
+def test_shards_are_balanced_by_weight_and_deterministic():
+    jobs = [Job(f"i{k}", substation, (), weight=w) for k, w in enumerate([5, 1, 4, 2, 3, 3])]
+    parts = assign(jobs, 2)
+    assert [sum(j.weight for j in p) for p in parts] == [9, 9]
+    assert [[j.interface_id for j in p] for p in parts] == [[j.interface_id for j in p] for p in assign(jobs[::-1], 2)]
+
+
+def test_synthetic_territory_is_seeded_per_feeder():
+    small = synthetic_territory(2, 30, 10, 7)
+    large = synthetic_territory(3, 30, 10, 7)
+    assert small[1][1].equals(large[1][1])
+    assert small[1][0].lines.equals(large[1][0].lines)
+    assert not small[0][1].equals(small[1][1])
+
+
+# -- the command line ---------------------------------------------------------------------
+
+def _tree(d: Path) -> dict[str, object]:
+    """Every file under d: bytes, except summaries whose timings are dropped."""
+    out: dict[str, object] = {}
+    for p in sorted(d.rglob("*")):
+        if p.is_file():
+            rel = str(p.relative_to(d))
+            if p.name == "summary.json":
+                out[rel] = {k: v for k, v in json.loads(p.read_text()).items() if k not in TIMING_KEYS}
+            else:
+                out[rel] = p.read_bytes()
+    return out
+
+
+@pytest.fixture(scope="module")
+def territory(tmp_path_factory) -> Path:
+    from dsomarket.clients.cli import main
+
+    d = tmp_path_factory.mktemp("territory") / "t"
+    assert main(["territory", "synth", "--feeders", "5", "--buses", "40", "--bids", "50", "--seed", "4",
+                 str(d)]) == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def cleared(territory, tmp_path_factory) -> dict[int, Path]:
+    from dsomarket.clients.cli import main
+
+    outs = {}
+    for workers in (1, 2):
+        out = tmp_path_factory.mktemp(f"w{workers}")
+        assert main(["territory", "clear", "--territory", str(territory), "--iso-price", "50", "--curves",
+                     "--workers", str(workers), "--out", str(out)]) == 0
+        outs[workers] = out
+    return outs
+
+
+def test_territory_clear_is_identical_with_one_and_two_workers(cleared):
+    one, two = _tree(cleared[1]), _tree(cleared[2])
+    assert len(one) == 5 * 9 + 1   # per interface: 5 clearing and 4 curve files; the territory summary
+    assert one == two
+
+
+def test_every_interface_equals_a_standalone_clear_and_curve(run, territory, cleared, tmp_path):
+    summary = json.loads((cleared[2] / "territory.json").read_text())
+    assert summary["status_counts"] == {"optimal": 5}
+    for name in ("feeder-0000", "feeder-0003"):
+        d = territory / name
+        assert run("clear", "--feeder", d, "--bids", d / "bids.csv", "--iso-price", "50",
+                   "--out", tmp_path / name / "clear")[0] == 0
+        assert run("curve", "--feeder", d, "--bids", d / "bids.csv", "--out", tmp_path / name / "curve")[0] == 0
+        assert _tree(tmp_path / name) == _tree(cleared[2] / name)
+
+
+def test_an_infeasible_and_a_malformed_interface_do_not_stop_the_others(run, territory, tmp_path):
+    import shutil
+
+    t = tmp_path / "t"
+    shutil.copytree(territory, t)
+    header = json.loads((t / "feeder-0001" / "feeder.json").read_text())
+    (t / "feeder-0001" / "feeder.json").write_text(json.dumps(header | {"import_max_kw": 1.0}))
+    bids = pl.read_csv(t / "feeder-0002" / "bids.csv", schema_overrides={"bus": pl.Utf8})
+    bids.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("no-such-bus")).otherwise("bus")
+                      .alias("bus")).write_csv(t / "feeder-0002" / "bids.csv")
+    code, out, err = run("territory", "clear", "--territory", t, "--iso-price", "50", "--workers", "2",
+                         "--out", tmp_path / "o")
+    assert code == 1 and "2 of 5 interfaces did not clear" in err
+    reports = {r["interface_id"]: r for r in json.loads((tmp_path / "o" / "territory.json").read_text())["interfaces"]}
+    assert reports["feeder-0001"]["status"] == "infeasible"
+    assert any(d["limit"] == "interface_import_max" for d in reports["feeder-0001"]["diagnosis"])
+    assert reports["feeder-0002"]["status"] == "input_error" and "field bus" in reports["feeder-0002"]["error"]
+    assert [r["status"] for k, r in sorted(reports.items()) if k not in ("feeder-0001", "feeder-0002")] == \
+        ["optimal"] * 3
+    assert (tmp_path / "o" / "feeder-0000" / "clear" / "dispatch.csv").is_file()
+
+
+def test_substations_group_feeders_under_their_transformer_limit(run, tmp_path):
+    t = tmp_path / "t"
+    assert run("territory", "synth", "--feeders", "4", "--buses", "30", "--bids", "30", "--seed", "1",
+               "--per-substation", "2", t)[0] == 0
+    spec = json.loads((t / "territory.json").read_text())
+    assert [i["feeders"] for i in spec["interfaces"]] == [["feeder-0000", "feeder-0001"],
+                                                          ["feeder-0002", "feeder-0003"]]
+    code, _, err = run("territory", "clear", "--territory", t, "--iso-price", "-500", "--workers", "1",
+                       "--out", tmp_path / "o")
+    assert code == 0, err
+    reports = json.loads((tmp_path / "o" / "territory.json").read_text())["interfaces"]
+    for rep, it in zip(reports, spec["interfaces"]):
+        assert rep["interface_id"] == it["interface_id"]
+        assert rep["import_kw"] <= it["import_max_kw"] + 1e-6
+    prices = pl.read_csv(tmp_path / "o" / "substation-0000" / "clear" / "prices.csv")
+    assert "feeder-0001/7" in prices["bus"].to_list()
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--workers", "0"], "workers"),
+    (["--max-segments", "0"], "max_segments"),
+])
+def test_bad_territory_options_exit_2_naming_the_field(run, territory, tmp_path, argv, field):
+    code, _, err = run("territory", "clear", "--territory", territory, "--iso-price", "50", "--out", tmp_path,
+                       *argv)
+    assert code == 2 and f"field {field}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_territory_exits_2(run, tmp_path):
+    code, _, err = run("territory", "clear", "--territory", tmp_path / "none", "--iso-price", "50",
+                       "--out", tmp_path / "o")
+    assert code == 2 and "no such directory" in err
+
+
+# -- warm cycles in worker processes, and Ray ---------------------------------------------
+
+def _jobs(n: int = 4) -> list[Job]:
+    return [Job(f.name, substation, (f.name, [f], [b]), weight=1.0) for f, b in synthetic_territory(n, 40, 40, 9)]
+
+
+def test_local_workers_keep_models_warm_between_cycles():
+    with LocalRunner(2, options=NO_AC) as r:
+        r.load(_jobs())
+        day_ahead = r.run(Cycle(50.0))
+        real_time = r.run(Cycle(95.0))
+        rss = r.peak_rss_kb()
+    assert len(rss) == 2 and all(kb > 0 for kb in rss)
+    assert [o.warm for o in day_ahead] == [False] * 4 and [o.warm for o in real_time] == [True] * 4
+    for o, (f, b) in zip(real_time, synthetic_territory(4, 40, 40, 9)):
+        cold = clear(f, b, 95.0, options=NO_AC)
+        assert o.clearing.welfare == pytest.approx(cold.welfare, rel=1e-9, abs=1e-6)
+
+
+def _worker_dies(*_):
+    os._exit(3)   # a worker process killed under its shard (out of memory, a solver crash)
+
+
+def test_a_dead_worker_fails_its_shard_and_the_other_shard_publishes():
+    jobs = _jobs() + [Job("zz-crash", _worker_dies, (), weight=10.0)]
+    with LocalRunner(2, options=NO_AC) as r:
+        r.load(jobs)
+        out = {o.interface_id: o for o in r.run(Cycle(50.0))}
+        again = {o.interface_id: o for o in r.run(Cycle(55.0))}
+    lost = {k for k, o in out.items() if o.status == "error"}
+    assert "zz-crash" in lost and "worker lost" in out["zz-crash"].error
+    assert lost == {k for k, o in again.items() if o.status == "error"}
+    assert {k for k, o in out.items() if o.status == "optimal"} == set(out) - lost and len(lost) < len(out)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_actors_give_byte_identical_files_and_keep_models_warm(local_ray, run, territory, cleared, tmp_path):
+    from dsomarket.server.runner import RayRunner
+
+    code, out, err = run("territory", "clear", "--territory", territory, "--iso-price", "50", "--curves",
+                         "--ray", "auto", "--out", tmp_path / "ray")
+    assert code == 0, err
+    assert "2 Ray actors" in out
+    assert _tree(tmp_path / "ray") == _tree(cleared[1])
+    with RayRunner(options=NO_AC) as r:
+        r.load(_jobs())
+        r.run(Cycle(50.0))
+        again = r.run(Cycle(95.0))
+    assert [o.warm for o in again] == [True] * 4
+    assert math.isfinite(sum(o.clearing.welfare for o in again))
