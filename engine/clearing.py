@@ -214,9 +214,7 @@ class NodalMarket:
                             "residual_flow_kw": res.flow_kw, "residual_v_pu": res.v_pu,
                             "last_step_kw": moved, "pinned_bids": int(pinned.sum()),
                             "trust_region_kw": None if not np.isfinite(radius) else radius * S_BASE_KVA,
-                            "tolerance": {"import_kw": losses.RESIDUAL_TOL_KW, "flow_kw": losses.RESIDUAL_TOL_KW,
-                                          "v_pu": losses.RESIDUAL_TOL_V_PU, "step_kw": losses.STEP_TOL_KW,
-                                          "reduced_cost_per_mwh": losses.MARGINAL_TOL}}
+                            "tolerance": losses.TOLERANCE_TEXT}
         return dataclasses.replace(sol, solve_seconds=seconds)
 
     def solve(self) -> ClearingResult:

@@ -72,6 +72,10 @@ prices then sit within ``d(loss factor)/dP * STEP_TOL_KW * price`` of the fixed 
 MARGINAL_TOL = 1e-3
 """Largest reduced cost (per MWh) of a bid pinned inside its quantity at convergence: its price
 then equals its bus's effective price to a tenth of a cent."""
+TOLERANCE_TEXT = (f"import and line flows within {RESIDUAL_TOL_KW:g} kW and voltages within "
+                  f"{RESIDUAL_TOL_V_PU:.6f} pu of the AC power flow of the dispatch; no bid moved more than "
+                  f"{STEP_TOL_KW:g} kW; pinned bids' reduced costs within {MARGINAL_TOL:g} per MWh")
+"""The convergence tolerances as reported with every loss-aware result."""
 MAX_ITERATIONS = 50
 BRACKET_ITERATIONS = 20
 """Solves after which per-bid brackets give way to a trust region on every bid, halved per solve."""

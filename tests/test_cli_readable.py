@@ -38,7 +38,7 @@ def test_clear_prints_a_summary_naming_status_welfare_import_prices_limits_and_f
     text, out = day
     heads = [line.split()[0] for line in text.splitlines() if line and not line.startswith(" ")]
     assert heads == ["dsomarket", "status", "welfare", "import", "DLMP", "congestion", "voltage", "AC", "wrote"]
-    assert "optimal (lindistflow, 24 intervals" in text
+    assert "optimal (lossaware, 24 intervals" in text
     assert "buyers' value - sellers' cost - the ISO energy bill" in text   # the sign explained
     summary = json.loads((out / "summary.json").read_text())
     assert f"{summary['welfare']:,.2f}" in text
