@@ -53,6 +53,11 @@ _SEP = "/"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ENGINE_RESOURCE_KIND = {"battery": "battery", "ev": "ev", "flexible_load": "flexible_load"}
 
+SERVER_FORMULATION = "lossless"
+"""The service still clears the lossless LP: the loss-aware curve's band-by-band AC check is too slow for
+a market day within the service's time limits (benchmarks/README.md); the offline commands and the
+library default to ``lossaware``."""
+
 
 def decimal_text(x: float) -> str:
     """A float from the engine as a decimal string with at most 6 decimals ('-0' is '0')."""
@@ -341,7 +346,7 @@ def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | 
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float) -> ClearOutcome:
     book = inputs.book()
-    options = ClearingOptions(time_limit=time_limit)
+    options = ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit)
     rules = inputs.rules
     forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
     forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast
@@ -445,7 +450,7 @@ def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]
     """Re-clear at the ISO's award; a real-time market passes its day-ahead disaggregation."""
     book = inputs.book()
     dis = disaggregate_runs(inputs.runs(book), book, award_table(inputs, awards), inputs.rules,
-                            inputs.resources, ClearingOptions(time_limit=time_limit),
+                            inputs.resources, ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit),
                             day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
                             day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes)
     res = dis.clearing
@@ -522,7 +527,7 @@ def redispatch_interval(inputs: MarketInputs, k: int, iso_price: float, current:
                             .alias("resource_id"), "bus", "kw", pl.lit(0.0).alias("tan_phi"))
 
     out = redispatch(run.feeder, run_book(book, run, inputs.rules), iso_price, positions(current), positions(fixed),
-                     inputs.rules, ClearingOptions(time_limit=time_limit), import_max_kw, export_max_kw)
+                     inputs.rules, ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit), import_max_kw, export_max_kw)
     if out.mode == "refused":
         return RedispatchOutcome("refused", _diagnosis(out.diagnosis), float("nan"), pl.DataFrame())
     instr = out.disaggregation.instructions.select("aggregator_id", _local_id("resource_id"), "kw")

@@ -12,6 +12,7 @@ from dsomarket.engine.bids import validate_bids
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.hybrid import (check_conflicts, check_deliverability, direct_withdrawals, net_out_direct,
                                      share_curtailment)
+from dsomarket.engine.clearing import ClearingOptions
 from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.network import Feeder
 from dsomarket.engine.powerflow import ac_power_flow
@@ -109,9 +110,11 @@ def test_the_dsos_curve_nets_out_the_direct_schedules():
     book = validate_bids(bids, f)
     sch = pl.DataFrame({"participant_id": ["d"], "service": ["iso_direct"], "bus": ["2"], "p_kw": [40.0]})
     p, q, direct = direct_withdrawals(f, sch, book.intervals)
-    physical = trace_curve(f, book, load_p_kw=p, load_q_kvar=q)
+    # Netting out is exact on the lossless LP (losses do not add up linearly).
+    lossless = ClearingOptions(formulation="lossless")
+    physical = trace_curve(f, book, options=lossless, load_p_kw=p, load_q_kvar=q)
     own = net_out_direct(physical, book.intervals, direct)
-    plain = trace_curve(f, book)
+    plain = trace_curve(f, book, options=lossless)
     assert direct.tolist() == [40.0]
     assert own.bands["import_kw"].to_list() == pytest.approx(plain.bands["import_kw"].to_list())
     assert (physical.bands["import_kw"] + 40.0).to_list() == pytest.approx(own.bands["import_kw"].to_list())
