@@ -163,16 +163,8 @@ def submit_schedules(conn, who: Principal, feeder_id: str, rows: list[tuple], re
 
 # -- servicers ------------------------------------------------------------------------------------------------
 
-def _ders(conn, feeder_id: str = "", aggregator: str = "") -> list:
-    where, args = [], []
-    if feeder_id:
-        where.append("feeder_id = ?")
-        args.append(feeder_id)
-    if aggregator:
-        where.append("aggregator_id = ?")
-        args.append(aggregator)
-    sql = "SELECT * FROM ders" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq"
-    return conn.execute(sql, args).fetchall()
+def _ders(conn, feeder_id: str) -> list:
+    return conn.execute("SELECT * FROM ders WHERE feeder_id = ? ORDER BY seq", (feeder_id,)).fetchall()
 
 
 def _one(conn, der_id: str):
@@ -200,8 +192,14 @@ class DerRegistryService(hybrid_pb2_grpc.DerRegistryServiceServicer):
     @unary(AGGREGATOR, OPERATOR, AUDITOR)
     async def ListDers(self, request, who):
         feeder_id = convert.optional_id(request.feeder_id, "feeder_id")
-        rows = await self.app.reader.call(_ders, feeder_id, who.name if who.role == AGGREGATOR else "")
-        return hybrid_pb2.ListDersResponse(ders=[der_pb(r) for r in rows])
+        owner = who.name if who.role == AGGREGATOR else ""
+        scope = f"ListDers|{feeder_id}|{owner}"
+        limit, after = convert.page(request.pagination, scope)
+        rows = await self.app.reader.call(lambda conn: store._keyset(
+            conn, "ders", store._eq("feeder_id", feeder_id) + store._eq("aggregator_id", owner), ("seq",), after,
+            limit))
+        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["seq"]])
+        return hybrid_pb2.ListDersResponse(ders=[der_pb(r) for r in rows], pagination=info)
 
     @unary(OPERATOR)
     async def PrequalifyDers(self, request, who):

@@ -1,5 +1,6 @@
 import datetime
 
+from dsomarket.v1 import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -100,16 +101,20 @@ class RetireDerResponse(_message.Message):
     def __init__(self, der: _Optional[_Union[Der, _Mapping]] = ...) -> None: ...
 
 class ListDersRequest(_message.Message):
-    __slots__ = ("feeder_id",)
+    __slots__ = ("feeder_id", "pagination")
     FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
     feeder_id: str
-    def __init__(self, feeder_id: _Optional[str] = ...) -> None: ...
+    pagination: _common_pb2.PaginationParams
+    def __init__(self, feeder_id: _Optional[str] = ..., pagination: _Optional[_Union[_common_pb2.PaginationParams, _Mapping]] = ...) -> None: ...
 
 class ListDersResponse(_message.Message):
-    __slots__ = ("ders",)
+    __slots__ = ("ders", "pagination")
     DERS_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
     ders: _containers.RepeatedCompositeFieldContainer[Der]
-    def __init__(self, ders: _Optional[_Iterable[_Union[Der, _Mapping]]] = ...) -> None: ...
+    pagination: _common_pb2.PaginationInfo
+    def __init__(self, ders: _Optional[_Iterable[_Union[Der, _Mapping]]] = ..., pagination: _Optional[_Union[_common_pb2.PaginationInfo, _Mapping]] = ...) -> None: ...
 
 class PrequalifyDersRequest(_message.Message):
     __slots__ = ("feeder_id", "min_useful_kw")
