@@ -1,6 +1,7 @@
-"""Exact interface curve against price sweeps of cold solves.
+"""Exact interface curve against a warm-started 100-point price grid on the same model.
 
-Run: ``python benchmarks/bench_curve.py [--buses 1000] [--bids 10000] [--seed 1] [--decimals 2 0]``.
+Run: ``python benchmarks/bench_curve.py [--buses 1000] [--bids 10000] [--seed 1] [--decimals 2 0]
+[--small-bids 1000]``.
 
 For each bid-price tick (``--decimals 2``: prices to the cent; ``0``: whole currency units) it
 builds ``engine.feeders.synthetic(buses, seed)`` and ``bids`` random bids (half buys, half sells,
@@ -8,19 +9,17 @@ builds ``engine.feeders.synthetic(buses, seed)`` and ``bids`` random bids (half 
 
 - ``exact``: :func:`engine.interface.trace_curve` from the market's floor (-1000) to its cap
   (3000): HiGHS solves, steps walked by bound flips, bands, seconds (model build included);
-- ``sweep100``: a fresh model built and solved cold at each of 100 evenly spaced prices (the
-  cheapest cold solve: ``NodalMarket`` + HiGHS, no result tables); its distinct imports, and a
-  check that every sweep price away from a breakpoint gets the exact curve's import;
-- ``fine``: the grid a cold sweep would need to find the same steps (spacing = the narrowest
-  band), its number of points and its time *estimated* from the measured mean cold solve
-  (running it is out of the question: it is millions of solves);
-- the ratios sweep100 / exact and fine / exact (above 1 = the exact curve is faster).
+- ``warm100``: the baseline: one ``NodalMarket`` (a persistent ``highspy.Highs`` model) built once
+  and re-solved warm at 100 evenly spaced prices, reading only the import (build included); its
+  distinct imports, and a check that every grid price away from a breakpoint gets the exact
+  curve's import (an independent solve of each);
+- the ratio exact / warm100 (target <= 1.5);
+- ``small``: clear + curve of the same feeder with ``--small-bids`` bids (target <= 0.1 s).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sys
@@ -33,7 +32,7 @@ import polars as pl
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dsomarket.engine.bids import MarketRules, validate_bids  # noqa: E402
-from dsomarket.engine.clearing import ClearingOptions, NodalMarket  # noqa: E402
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear  # noqa: E402
 from dsomarket.engine.feeders import synthetic  # noqa: E402
 from dsomarket.engine.interface import trace_curve  # noqa: E402
 
@@ -49,13 +48,17 @@ def make_bids(feeder, n: int, seed: int, decimals: int) -> pl.DataFrame:
                          "price": np.round(rng.uniform(-50, 250, n), decimals)})
 
 
-def cold_import(feeder, book, rules, price: float) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    market = NodalMarket(feeder, book, price, rules, options=NO_AC)
-    sol = market.solve_raw()
-    seconds = time.perf_counter() - t0
-    assert sol.ok, sol.status
-    return float(sol.x[market.model.var("import_p").start]) * 1000.0, seconds
+def warm_grid(feeder, book, rules, prices: np.ndarray) -> np.ndarray:
+    """Imports (kW) at each price from one persistent model re-solved warm (the baseline)."""
+    market = NodalMarket(feeder, book, prices[0], rules, options=NO_AC)
+    col = market.model.var("import_p").start
+    out = np.empty(len(prices))
+    for k, p in enumerate(prices):
+        market.set_iso_price(p)
+        sol = market.solve_raw()
+        assert sol.ok, sol.status
+        out[k] = sol.x[col] * 1000.0
+    return out
 
 
 def run(buses: int, n_bids: int, seed: int, decimals: int) -> None:
@@ -69,30 +72,37 @@ def run(buses: int, n_bids: int, seed: int, decimals: int) -> None:
     curve = trace_curve(feeder, book, rules)
     exact = time.perf_counter() - t0
     b = curve.bands
-    lo, hi, q = b["price_low"].to_numpy(), b["price_high"].to_numpy(), b["import_kw"].to_numpy()
+    hi, q = b["price_high"].to_numpy(), b["import_kw"].to_numpy()
     print(f"exact     {exact:8.2f} s  {curve.solves:6d} HiGHS solves  {curve.bound_flips:6d} bound flips  "
           f"{len(q):6d} bands")
 
     prices = np.linspace(rules.price_floor, rules.price_cap, 100)
     t0 = time.perf_counter()
-    sweep = [cold_import(feeder, book, rules, p) for p in prices]
-    sweep_s = time.perf_counter() - t0
-    imports = np.array([s[0] for s in sweep])
-    per_solve = sweep_s / len(prices)
+    imports = warm_grid(feeder, book, rules, prices)
+    grid_s = time.perf_counter() - t0
     off_breaks = [k for k, p in enumerate(prices) if np.min(np.abs(hi[:-1] - p), initial=np.inf) > 1e-6]
     bad = sum(abs(imports[k] - curve.import_at(0, prices[k])) > 1e-3 for k in off_breaks)
-    print(f"sweep100  {sweep_s:8.2f} s  {len(prices):6d} cold solves ({per_solve * 1000:.1f} ms each)  "
+    print(f"warm100   {grid_s:8.2f} s  {len(prices):6d} warm solves on one model  "
           f"{len(np.unique(np.round(imports, 3))):6d} distinct imports; "
           f"{len(off_breaks) - bad}/{len(off_breaks)} agree with the exact curve")
-
-    width = float(np.min(hi - lo)) if len(q) > 1 else rules.price_cap - rules.price_floor
-    points = math.ceil((rules.price_cap - rules.price_floor) / width) + 1
-    fine_s = points * per_solve
-    print(f"fine      {fine_s:8.3g} s  {points:6.3g} cold solves (estimated from the mean cold solve above: "
-          f"a grid step of {width:.3g} per MWh, the narrowest band)")
-    print(f"ratio     sweep100 / exact = {sweep_s / exact:6.1f}x   fine / exact = {fine_s / exact:8.3g}x")
+    print(f"ratio     exact / warm100 = {exact / grid_s:6.2f}x (target <= 1.5)")
     if bad:
-        print(f"WARNING: {bad} sweep prices disagree with the exact curve")
+        print(f"WARNING: {bad} grid prices disagree with the exact curve")
+
+
+def small(buses: int, n_bids: int, seed: int) -> None:
+    """Clear + curve of one feeder with few bids, end to end (the per-feeder cost of a territory)."""
+    feeder = synthetic(buses, seed)
+    rules = MarketRules()
+    book = validate_bids(make_bids(feeder, n_bids, seed + 1, 2), feeder, rules)
+    clear(feeder, book, 50.0, rules=rules, options=NO_AC)    # warm up imports and caches
+    t0 = time.perf_counter()
+    res = clear(feeder, book, 50.0, rules=rules, options=NO_AC)
+    t1 = time.perf_counter()
+    curve = trace_curve(feeder, book, rules)
+    t2 = time.perf_counter()
+    print(f"\n== small: {buses} buses, {n_bids} bids: clear {t1 - t0:.3f} s ({res.status}) + curve {t2 - t1:.3f} s "
+          f"({curve.bands.height} bands, {curve.solves} solves) = {t2 - t0:.3f} s (target <= 0.1 s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--decimals", type=int, nargs="+", default=[2, 0],
                         help="bid-price ticks to run: 2 = cents, 0 = whole units (default both)")
+    parser.add_argument("--small-bids", type=int, default=1000, help="bids of the clear + curve case (0: skip)")
     args = parser.parse_args(argv)
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; Python {platform.python_version()}, highspy {highspy.Highs().version()}; "
           f"HiGHS on 1 thread")
     for d in args.decimals:
         run(args.buses, args.bids, args.seed, d)
+    if args.small_bids:
+        small(args.buses, args.small_bids, args.seed)
     return 0
 
 

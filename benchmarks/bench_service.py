@@ -1,9 +1,11 @@
 """Service load: concurrent aggregator clients over loopback, then gate closure to published curves.
 
-Run: ``python benchmarks/bench_service.py [--clients 50] [--segments 100000] [--batch 250]``.
+Run: ``python benchmarks/bench_service.py [--clients 50] [--segments 100000] [--batch 250]
+[--db postgresql://...]``.
 
 The server runs in its own process (``server.app.serve`` on a fresh SQLite
-file in a temporary directory, WAL and ``synchronous=FULL``) so that the
+file in a temporary directory, WAL and ``synchronous=FULL``; or on an empty
+PostgreSQL database or schema given by ``--db``) so that the
 clients' CPU does not share its interpreter. Each of ``--clients`` aggregators
 registers ten resources on the IEEE 33-bus feeder and submits its share of
 ``--segments`` bid segments to one day-ahead market, batch after batch, each
@@ -30,7 +32,6 @@ import os
 import platform
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dsomarket.clients.api import BidSegment, Client, Resource, bid_columns  # noqa: E402
+from dsomarket.server import db  # noqa: E402
 from tests.harness import create_tokens, delivery_day  # noqa: E402
 
 _SERVE = ("import asyncio, sys; from dsomarket.server.app import serve; "
@@ -51,7 +53,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 MARKET = "bench-da"
 
 
-def start_server(db_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(db_path: Path | str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(db_path)], cwd=_ROOT, stdout=subprocess.PIPE,
                             text=True)
     line = proc.stdout.readline()
@@ -155,11 +157,13 @@ def main() -> int:
     p.add_argument("--price-levels", type=int, default=20, help="distinct prices per side")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--skip-curves", action="store_true", help="measure the load only")
+    p.add_argument("--db", default=None, metavar="URL", help="an empty postgresql:// database or schema "
+                   "(default: a fresh SQLite file)")
     args = p.parse_args()
 
     print(f"# {platform.platform()}, python {platform.python_version()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="dsomarket-bench-") as tmp:
-        path = Path(tmp) / "bench.sqlite"
+        path = args.db or Path(tmp) / "bench.sqlite"
         names = [f"agg-{c:03d}" for c in range(args.clients)]
         tokens = create_tokens(path, {"dso": "operator", "iso": "iso", **{n: "aggregator" for n in names}})
         proc, target = start_server(path)
@@ -173,8 +177,11 @@ def main() -> int:
             latencies, wall = asyncio.run(load(target, tokens, work))
             lat = np.array(latencies) * 1000.0
             sent = sum(len(c.bid_id) for _, cols in work.values() for c in cols)
-            with sqlite3.connect(path) as conn:
+            conn = db.connect(path)
+            try:
                 (stored,) = conn.execute("SELECT COUNT(*) FROM bids").fetchone()
+            finally:
+                conn.close()
             print(f"load: {args.clients} clients, {len(lat)} SubmitBids requests of {args.batch} segments, "
                   f"{sent} segments in {wall:.2f} s")
             print(f"  throughput {sent / wall:,.0f} segments/s, {len(lat) / wall:,.0f} requests/s")

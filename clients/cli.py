@@ -40,7 +40,7 @@ COMMANDS = {
     "award": "iso", "curves": "iso",
     "completion": "shell", "config": "shell", "whoami": "shell",
     "plot": "plot",
-    "registry": "hybrid", "envelopes": "hybrid",
+    "registry": "hybrid", "envelopes": "hybrid", "hybrid": "hybrid",
 }
 """Which module registers each command (add new commands here; a test checks the table against the
 modules). A command imports only its own module, so that ``clear`` does not pay for gRPC or cvxpy;

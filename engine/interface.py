@@ -88,6 +88,8 @@ P_REL_TOL = 1e-9
 CERT_REL_TOL = 1e-7
 """Relative price tolerance of a ranging certificate (a missed band would be narrower than this)."""
 _ALPHA_TOL = 1e-9
+_MAX_STALL = 20
+"""Own pivots in a row that move neither the import nor the price before a warm HiGHS solve takes over."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -376,8 +378,9 @@ class _Basis:
     p0_pos: int = -1                       # P0's position among ``structural`` (-1: nonbasic)
     c0: np.ndarray | None = None           # costs of the basic columns with P0's set to 0
     bounded: np.ndarray | None = None      # which basic columns have a finite bound
-    a_inactive: object = None              # A[inactive] (csr)
+    r: np.ndarray | None = None            # row activities A x
     a_inactive_structural: object = None   # A[inactive, structural] (csr)
+    row_pos: np.ndarray | None = None      # per row: position among active (>= 0) or -1 - among inactive
 
 
 class _Probe:
@@ -409,6 +412,7 @@ class _Probe:
         self.a_csc = a.tocsc()
         self.solves = 0
         self.flips = 0
+        self.pivots = 0
         s = self.solver
         self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & (s.col_lower < s.col_upper)
         self.flippable[self.col] = False
@@ -441,24 +445,42 @@ class _Probe:
         read from the primal values (at which bound), and a reduced cost of the
         wrong sign within tolerance counts as zero, so a range is never overstated.
         """
+        _, basic = self.h.getBasicVariables()
+        basic = np.asarray(basic)
+        return self._factor(price, x, g, np.sort(basic[basic >= 0]), np.sort(-basic[basic < 0] - 1))
+
+    def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
+                check: bool = False) -> _Basis | None:
+        """The :class:`_Basis` of basic columns ``structural`` and basic row logicals ``inactive`` at ``price``.
+
+        With ``check`` (a basis reached by the tracer's own pivot, not by HiGHS),
+        None unless it is primal feasible (``x`` within bounds, the active rows
+        held) and dual feasible at ``price`` (no nonbasic reduced cost of the
+        wrong sign), i.e. optimal there.
+        """
         from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
 
-        h, s = self.h, self.solver
+        s = self.solver
         n_row = self.a.shape[0]
         r = self.a @ x
-        _, basic = h.getBasicVariables()
-        basic = np.asarray(basic)
-        is_col = basic >= 0
-        structural = np.sort(basic[is_col])
-        inactive = np.sort(-basic[~is_col] - 1)
         active_mask = np.ones(n_row, dtype=bool)
         active_mask[inactive] = False
         active = np.nonzero(active_mask)[0]
-        core = self.a_csc[:, structural].tocsr()[active].tocsc()
-        lu = splu(core, permc_spec="COLAMD")
+        if len(active) != len(structural):
+            return None
+        cost = s.cost.copy()
+        cost[self.col] = price
+        a_s = self.a_csc[:, structural].tocsr()
+        core = a_s[active].tocsc()
+        try:
+            lu = splu(core, permc_spec="COLAMD")
+        except RuntimeError:            # singular: a pivot the tracer should not have taken
+            return None
         y = np.zeros(n_row)
-        y[active] = lu.solve(s.cost[structural], trans="T")
-        d = s.cost - self.at @ y
+        y[active] = lu.solve(cost[structural], trans="T")
+        d = cost - self.at @ y
+        if check and not _optimal(x, r, d, y, structural, active_mask, s, price):
+            return None
         pos = np.searchsorted(structural, self.col)
         if pos >= len(structural) or structural[pos] != self.col:  # P0 nonbasic: at a limit, or fixed
             lo, hi = s.col_lower[self.col], s.col_upper[self.col]
@@ -480,34 +502,122 @@ class _Probe:
         z[active] = lu.solve(unit, trans="T")
         cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_col)
         ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, active_mask)
-        c0 = s.cost[structural].copy()
+        c0 = cost[structural].copy()
         c0[pos] = 0.0
-        a_inactive = self.a[inactive]
         bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
+        row_pos = np.empty(n_row, dtype=np.int64)
+        row_pos[active] = np.arange(len(active))
+        row_pos[inactive] = -1 - np.arange(len(inactive))
         return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
-                      lu, int(pos), c0, bounded, a_inactive, a_inactive[:, structural])
+                      lu, int(pos), c0, bounded, r, a_s[inactive], row_pos)
 
     def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
-        """Samples reached from ``start`` by bound flips alone, towards ``limit`` (exclusive).
+        """Samples reached from ``start`` by bound flips and the tracer's own pivots, towards ``limit`` (exclusive).
+
+        After the flips of a basis (:meth:`_flips`), the event that ends them is
+        taken as a primal simplex pivot at its price: the entering variable (the
+        bid whose flip breaks a bound, or a row whose dual reaches zero) moves
+        until the first basic variable reaches a bound (ratio test), which
+        leaves. The new basis is factorised and kept only if it is optimal at that
+        price (:func:`_optimal`); otherwise, or after too many pivots that make no
+        progress, the chain ends and a warm HiGHS solve takes over.
+        """
+        out: list[_Sample] = []
+        stalled = 0
+        while True:
+            samples, brk = self._flips(basis, rising, limit)
+            out += samples
+            if brk is None or stalled >= _MAX_STALL:
+                return out
+            pivot = self._pivot(basis, brk, rising)
+            if pivot is None:
+                return out
+            sample, nxt = pivot
+            stalled = stalled + 1 if nxt.x[self.col] == basis.x[self.col] and not samples else 0
+            self.pivots += 1
+            out.append(sample)
+            basis = nxt
+
+    def _pivot(self, basis: _Basis, brk: tuple, rising: bool) -> tuple[_Sample, _Basis] | None:
+        """One primal simplex pivot at the price of event ``brk``; None when it cannot be taken safely."""
+        kind, j, price, x = brk
+        s = self.solver
+        st, act, ina = basis.structural, basis.active, basis.inactive
+        r = self.a @ x
+        r_ina = r[ina]
+        if kind == 0:
+            lo_e, hi_e, val = s.col_lower[j], s.col_upper[j], x[j]
+        else:
+            lo_e, hi_e, val = s.row_lower[j], s.row_upper[j], r[j]
+        sigma = 1.0 if (math.isfinite(lo_e) and abs(val - lo_e) <= abs(val - hi_e)) else -1.0
+        if kind == 0:
+            a_j = self.a_csc[:, [j]].toarray()[:, 0]
+            d_s = -sigma * basis.lu.solve(a_j[act])
+            d_r = basis.a_inactive_structural @ d_s + sigma * a_j[ina]
+        else:
+            unit = np.zeros(len(act))
+            unit[np.searchsorted(act, j)] = sigma
+            d_s = basis.lu.solve(unit)
+            d_r = basis.a_inactive_structural @ d_s
+        own = hi_e - lo_e
+        vals = np.concatenate([x[st], r_ina])
+        rate = np.concatenate([d_s, d_r])
+        lower = np.concatenate([s.col_lower[st], s.row_lower[ina]])
+        upper = np.concatenate([s.col_upper[st], s.row_upper[ina]])
+        eps = 1e-9
+        with np.errstate(divide="ignore", invalid="ignore"):
+            theta = np.where(rate > eps, (upper - vals) / rate, np.where(rate < -eps, (lower - vals) / rate, np.inf))
+        theta = np.maximum(theta, 0.0)
+        leave = int(np.argmin(theta))
+        step = float(theta[leave])
+        if not math.isfinite(step) or step >= own:
+            return None
+        x = x.copy()
+        x[st] += step * d_s
+        if kind == 0:
+            x[j] += sigma * step
+        structural, inactive = st, ina
+        if leave < len(st):                     # a basic column reaches a bound and leaves
+            x[st[leave]] = upper[leave] if rate[leave] > 0 else lower[leave]
+            structural = np.delete(st, leave)
+        else:                                   # a basic row reaches a bound: it becomes active
+            inactive = np.delete(ina, leave - len(st))
+        if kind == 0:
+            structural = np.insert(structural, np.searchsorted(structural, j), j)
+        else:
+            inactive = np.insert(inactive, np.searchsorted(inactive, j), j)
+        g = float(np.sum(s.cost * x)) - s.cost[self.col] * x[self.col]
+        nxt = self._factor(price, x, g, structural, inactive, check=True)
+        if nxt is None:
+            return None
+        q = float(x[self.col])
+        if rising:
+            high = price + (nxt.up[0][0] if len(nxt.up[0]) else math.inf)
+            return _Sample(price, q, g, price, high), nxt
+        low = price - (nxt.down[0][0] if len(nxt.down[0]) else math.inf)
+        return _Sample(price, q, g, low, price), nxt
+
+    def _flips(self, basis: _Basis, rising: bool, limit: float) -> tuple[list[_Sample], tuple | None]:
+        """Samples reached by bound flips alone from ``basis``, and the event that ends them.
 
         The flips are the basis's blocking columns in price order up to the first
         row event or non-flippable column. Their moves of the basic columns are
         solved together (``core^-1 A[active, flips]``, in chunks) and summed
-        cumulatively; the chain stops before the first flip after which any basic
+        cumulatively; the run stops before the first flip after which any basic
         column or basic row activity would lie outside its bounds. Import and
-        tangent of every sample are cumulative sums too.
+        tangent of every sample are cumulative sums too. The ending event is
+        ``(kind, index, price, x)`` with ``x`` the point after the valid flips,
+        or None at ``limit`` or when nothing blocks.
         """
         delta, kind, idx = basis.up if rising else basis.down
         if len(delta) == 0 or basis.p0_pos < 0:   # P0 at a limit: its own bound is the only blocker
-            return []
+            return [], None
         s = self.solver
         sign = 1.0 if rising else -1.0
         prices = basis.price + sign * delta
         beyond = (prices >= limit) if rising else (prices <= limit)
         stop = (kind != 0) | ~self.flippable[np.where(kind == 0, idx, 0)] | beyond
         n_run = int(np.argmax(stop)) if stop.any() else len(delta)
-        if n_run == 0:
-            return []
         x = basis.x
         cols = idx[:n_run]
         lo, hi = s.col_lower[cols], s.col_upper[cols]
@@ -515,7 +625,7 @@ class _Probe:
         st, act, ina = basis.structural, basis.active, basis.inactive
         bounded = basis.bounded                       # basic columns with a finite bound (not line flows)
         x_b, lo_b, hi_b = x[st][bounded], s.col_lower[st][bounded], s.col_upper[st][bounded]
-        r_now = basis.a_inactive @ x
+        r_now = basis.r[ina]
         lo_r, hi_r = s.row_lower[ina], s.row_upper[ina]
         # Values HiGHS left outside a bound (within its tolerance) may stay there, no further.
         allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)[:, None]
@@ -530,18 +640,32 @@ class _Probe:
         while begin < n_run:
             end = min(n_run, begin + size)
             chunk, step = cols[begin:end], steps[begin:end]
-            a_chunk = self.a_csc[:, chunk]
-            move = -basis.lu.solve(a_chunk[act].toarray()) * step     # one flip per column
+            k = len(chunk)
+            coo = self.a_csc[:, chunk].tocoo()
+            pos = basis.row_pos[coo.row]                  # >= 0: active row; < 0: -1 - inactive row
+            on = pos >= 0
+            rhs = np.zeros((len(act), k))
+            np.add.at(rhs, (pos[on], coo.col[on]), coo.data[on])
+            move = -basis.lu.solve(rhs) * step            # one flip per column
             cum = np.cumsum(move, axis=1)
             xb = x_b[:, None] + moved[bounded, None] + cum[bounded]
             bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
+            # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
+            own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
+            own = np.zeros((len(own_rows), k))
+            np.add.at(own, (inv, coo.col[~on]), coo.data[~on] * step[coo.col[~on]])
+            own_cum = np.cumsum(own, axis=1)
             # Activities: only rows the flips could push to a bound are computed; a row moves by at
-            # most sum_j |a_ij| max_n |change of x_j| (the flipped bids' own coefficients included).
-            own = a_chunk[ina].multiply(step).tocsr()
-            reach = abs_is @ np.abs(cum).max(axis=1) + abs(own) @ np.ones(len(chunk))
+            # most sum_j |a_ij| max_n |change of x_j| plus the flipped columns' own coefficients.
+            reach = abs_is @ np.abs(cum).max(axis=1)
+            reach[own_rows] += np.abs(own).sum(axis=1)
             near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
             if len(near):
-                r = (r_cur[near, None] + a_is[near] @ cum + np.cumsum(own[near].toarray(), axis=1))
+                r = r_cur[near, None] + a_is[near] @ cum
+                hit = np.searchsorted(own_rows, near)
+                mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
+                    if len(own_rows) else np.zeros(len(near), dtype=bool)
+                r[mine] += own_cum[hit[mine]]
                 bad |= (np.maximum(lo_r[near, None] - r, r - hi_r[near, None]) > allow_r[near]).any(axis=0)
             dq[begin:end] = move[basis.p0_pos]
             dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
@@ -549,18 +673,50 @@ class _Probe:
                 valid = begin + int(np.argmax(bad))
                 break
             moved += cum[:, -1]
-            r_cur += a_is @ cum[:, -1] + own @ np.ones(len(chunk))
-            begin, size = end, size * 4
-        if valid == 0:
-            return []
+            r_cur += a_is @ cum[:, -1]
+            r_cur[own_rows] += own_cum[:, -1]
+            begin, size = end, min(size * 2, 64)
         self.flips += valid
+        brk = None
+        if valid < len(delta) and not beyond[valid]:
+            # The event that ends the run: a flip that breaks a bound, a row, or a column that cannot flip.
+            x_new = x.copy()
+            if valid:
+                done = cols[:valid]
+                x_new[st] -= basis.lu.solve(self.a_csc[:, done][act] @ steps[:valid])
+                x_new[done] += steps[:valid]
+            brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new)
         q = float(x[self.col]) + np.cumsum(dq[:valid])
         g = basis.g + np.cumsum(dg[:valid])
         at = prices[:valid]
         nxt = np.append(prices[1:], sign * math.inf)[:valid]
         if rising:
-            return [_Sample(float(p), float(qq), float(gg), float(p), float(n)) for p, qq, gg, n in zip(at, q, g, nxt)]
-        return [_Sample(float(p), float(qq), float(gg), float(n), float(p)) for p, qq, gg, n in zip(at, q, g, nxt)]
+            out = [_Sample(float(p), float(qq), float(gg), float(p), float(n)) for p, qq, gg, n in zip(at, q, g, nxt)]
+        else:
+            out = [_Sample(float(p), float(qq), float(gg), float(n), float(p)) for p, qq, gg, n in zip(at, q, g, nxt)]
+        return out, brk
+
+
+def _optimal(x, r, d, y, structural, active_mask, s, price: float) -> bool:
+    """Whether a basis's point is primal feasible and its reduced costs dual feasible (within tolerances)."""
+    p_tol, d_tol = 1e-7, 1e-7 * max(1.0, abs(price))
+    if np.any(x < s.col_lower - p_tol) or np.any(x > s.col_upper + p_tol):
+        return False
+    if np.any(r < s.row_lower - p_tol) or np.any(r > s.row_upper + p_tol):
+        return False
+    nonbasic = np.ones(len(x), dtype=bool)
+    nonbasic[structural] = False
+    for value, red, lower, upper, mask in ((x, d, s.col_lower, s.col_upper, nonbasic),
+                                           (r, y, s.row_lower, s.row_upper, active_mask)):
+        sel = mask & (lower < upper)
+        v, dd, lo, hi = value[sel], red[sel], lower[sel], upper[sel]
+        at_lo = np.abs(v - lo) <= p_tol
+        at_hi = np.abs(v - hi) <= p_tol
+        if np.any(~at_lo & ~at_hi & (np.abs(dd) > d_tol)):      # off its bounds: must be priced at zero
+            return False
+        if np.any(at_lo & ~at_hi & (dd < -d_tol)) or np.any(at_hi & ~at_lo & (dd > d_tol)):
+            return False
+    return True
 
 
 def _blocking(d, alpha, value, lower, upper, nonbasic):

@@ -77,6 +77,7 @@ import numpy as np
 import polars as pl
 
 from dsomarket.engine.errors import InputError
+from dsomarket.engine.flexibility import _check
 from dsomarket.engine.network import Feeder, _normalise
 from dsomarket.engine.operating import (SENS_TOL, AcCheck, Constraints, ac_corrected, constraints, describe,
                                         forecast_loads)
@@ -108,10 +109,7 @@ PARTICIPATION_SCHEMA = {"aggregation_id": pl.Utf8, "service": pl.Utf8}
 
 
 def _reject(mask: np.ndarray, col: str, values, reason: str, table: str = "ders") -> None:
-    hits = np.nonzero(mask)[0]
-    if len(hits):
-        row = int(hits[0])
-        raise InputError(table, col, f"{reason} (got {values[row]!r})", row=row)
+    _check(mask, table, col, values, reason)
 
 
 def validate_ders(ders: pl.DataFrame) -> pl.DataFrame:

@@ -253,11 +253,12 @@ def synthetic_territory(n_feeders: int, n_buses: int, n_bids: int, seed: int
         if not isinstance(value, (int, np.integer)) or value < (1 if name == "feeders" else 0):
             raise InputError("territory", name, f"must be a {'positive' if name == 'feeders' else 'non-negative'} "
                              f"integer (got {value!r})")
+    return [synthetic_member(k, n_feeders, n_buses, n_bids, seed) for k in range(n_feeders)]
+
+
+def synthetic_member(k: int, n_feeders: int, n_buses: int, n_bids: int, seed: int) -> tuple[Feeder, pl.DataFrame]:
+    """Feeder ``k`` of :func:`synthetic_territory` and its bids, built alone (in the worker that clears it)."""
     width = max(4, len(str(n_feeders - 1)))
-    out = []
-    for k in range(n_feeders):
-        s_feeder, s_bids = (int(v) for v in np.random.SeedSequence([seed, k]).generate_state(2))
-        f = synthetic(n_buses, s_feeder)
-        f = f.with_changes(name=f"feeder-{k:0{width}d}")
-        out.append((f, synthetic_bids(f, n_bids, s_bids, prefix=f"{f.name}-b")))
-    return out
+    s_feeder, s_bids = (int(v) for v in np.random.SeedSequence([seed, k]).generate_state(2))
+    f = synthetic(n_buses, s_feeder).with_changes(name=f"feeder-{k:0{width}d}")
+    return f, synthetic_bids(f, n_bids, s_bids, prefix=f"{f.name}-b")

@@ -76,6 +76,9 @@ def verify(conn: sqlite3.Connection) -> ChainReport:
 
 def records(conn: sqlite3.Connection, action_prefix: str = "", after: int = 0, limit: int = -1) -> list:
     """Records with ``seq > after`` whose action starts with ``action_prefix``, in order."""
-    return conn.execute("SELECT seq, recorded_us, actor, role, action, payload, prev_hash, hash FROM audit "
-                        "WHERE seq > ? AND substr(action, 1, ?) = ? ORDER BY seq LIMIT ?",
-                        (after, len(action_prefix), action_prefix, limit)).fetchall()
+    sql = ("SELECT seq, recorded_us, actor, role, action, payload, prev_hash, hash FROM audit "
+           "WHERE seq > ? AND substr(action, 1, ?) = ? ORDER BY seq")
+    params: tuple = (after, len(action_prefix), action_prefix)
+    if limit >= 0:  # no LIMIT clause for "all": the two databases spell "no limit" differently
+        sql, params = sql + " LIMIT ?", params + (limit,)
+    return conn.execute(sql, params).fetchall()

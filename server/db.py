@@ -1,11 +1,20 @@
-"""SQLite storage: schema, the single writer thread and the reader pool.
+"""Storage: schema, the single writer thread and the reader pool, on SQLite or PostgreSQL.
+
+One interface, two implementations. A database *target* is a SQLite file path
+(the embedded default) or a ``postgresql://`` URL (:mod:`server.pg`, psycopg 3);
+:func:`connect`, :func:`initialise`, :class:`Writer` and :class:`Reader` take
+either, and the store's SQL is written once in the dialect both accept.
 
 Durability rule: a request is acknowledged only after the transaction holding
-it has committed with ``synchronous=FULL`` in WAL mode, i.e. after its WAL
-frames are fsynced. One thread owns the only writing connection. Requests
-queue up; the thread takes whatever is queued, runs each in its own SAVEPOINT
-(a failing request rolls back alone, so a batch is all or nothing) and commits
-them together: one fsync acknowledges many concurrent requests (group commit).
+it has committed: on SQLite with ``synchronous=FULL`` in WAL mode (its WAL
+frames are fsynced), on PostgreSQL with ``synchronous_commit = on`` (its WAL
+record is flushed). One thread owns the process's only writing connection.
+Requests queue up; the thread takes whatever is queued, runs each in its own
+SAVEPOINT (a failing request rolls back alone, so a batch is all or nothing)
+and commits them together: one flush acknowledges many concurrent requests
+(group commit). Several server processes may share one PostgreSQL database:
+their write transactions take one advisory lock first, so writes are
+serialised across processes as SQLite serialises them (see :mod:`server.pg`).
 Readers use their own connections and see committed snapshots.
 """
 
@@ -21,6 +30,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
+
+from dsomarket.server import pg
 
 SCHEMA_VERSION = "1"
 """Bumped only by a change an older database cannot take by running :data:`SCHEMA` again. Additive
@@ -162,39 +173,68 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL, ``synchronous=FULL``."""
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+IntegrityError = (sqlite3.IntegrityError, pg.IntegrityError)
+"""A uniqueness or foreign-key violation, on either database."""
+
+
+def is_postgres(target: str | Path) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) URL, False for a SQLite file path."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def connect(target: str | Path, read_only: bool = False):
+    """A connection in autocommit mode (transactions are explicit).
+
+    SQLite: WAL, ``synchronous=FULL``, foreign keys on, ``sqlite3.Row`` rows.
+    PostgreSQL: a :class:`server.pg.Connection` with the same surface.
+    ``read_only`` connections refuse writes and read in snapshot transactions.
+    """
+    if is_postgres(target):
+        return pg.connect(str(target), read_only)
+    conn = sqlite3.connect(str(target), isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
+    if read_only:
+        conn.execute("PRAGMA query_only=ON")
     conn.row_factory = sqlite3.Row
     return conn
 
 
-def initialise(path: str | Path) -> None:
+def schema_statements(target: str | Path, schema: str = SCHEMA) -> list[str]:
+    """The statements of a schema written for SQLite, for the target's database."""
+    return pg.schema(schema) if is_postgres(target) else [stmt for stmt in schema.split(";\n") if stmt.strip()]
+
+
+def columns(conn, table: str) -> set[str]:
+    """Column names of a table (portable: both drivers describe the columns of an empty result)."""
+    return {d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description}
+
+
+def initialise(target: str | Path) -> None:
     """Create the schema if missing; refuse a database of another schema version.
 
-    A new database file is created readable and writable by its owner only (mode 0600): it holds token
-    hashes, every participant's bids and the page-token key. SQLite gives its -wal and -shm files the
-    same mode.
+    A new SQLite database file is created readable and writable by its owner only (mode 0600): it holds
+    token hashes, every participant's bids and the page-token key. SQLite gives its -wal and -shm files
+    the same mode. (A PostgreSQL database's access is the server's roles and ``pg_hba.conf``.)
     """
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    conn = connect(path)
+    if not is_postgres(target):
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    conn = connect(target)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        for stmt in SCHEMA.split(";\n"):
-            if stmt.strip():
-                conn.execute(stmt)
+        for stmt in schema_statements(target):
+            conn.execute(stmt)
         for table, column, kind in ADDED_COLUMNS:
-            if column not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            if column not in columns(conn, table):
+                kind = pg.column_type(kind) if is_postgres(target) else kind
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         elif row["value"] != SCHEMA_VERSION:
-            raise RuntimeError(f"{path}: schema version {row['value']}, this server needs {SCHEMA_VERSION}")
+            raise RuntimeError(f"{target}: schema version {row['value']}, this server needs {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -306,8 +346,7 @@ class Reader:
     def _run(self, fn: Callable, args: tuple) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self._path)
-            conn.execute("PRAGMA query_only=ON")
+            conn = connect(self._path, read_only=True)
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)

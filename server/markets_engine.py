@@ -43,6 +43,8 @@ from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_
 from dsomarket.engine.settlement import settle
 from dsomarket.server.errors import InvalidArgument
 
+log = logging.getLogger("dsomarket.server")
+
 ISO_SEGMENTS = 10
 """Priced segments per kind (demand, supply) in the curve handed to the ISO."""
 
@@ -355,9 +357,24 @@ def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | 
     """Clear at the forecast ISO price and trace the interface curves.
 
     ``forecast`` holds decimal strings per MWh: none (the midpoint of floor and
-    cap), one for every interval, or one per interval.
+    cap), one for every interval, or one per interval. The engine refusing the
+    stored inputs, or failing, is an ``error`` outcome that says why (and is
+    recorded like any failed clearing), never an exception out of the call: the
+    operator then has the market's diagnosis and ReopenMarket.
     """
     t0 = time.perf_counter()
+    try:
+        return _clear_market(inputs, forecast, time_limit, t0)
+    except InputError as exc:
+        reason = str(exc)
+    except Exception as exc:  # a defect: logged with its traceback, the market keeps a reason
+        log.exception("clearing failed")
+        reason = f"the engine failed ({type(exc).__name__}); the server log has the details"
+    return ClearOutcome("error", (reason, _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
+                        time.perf_counter() - t0, _digest("error", reason), inputs.network_version)
+
+
+def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float) -> ClearOutcome:
     book = inputs.book()
     options = ClearingOptions(time_limit=time_limit)
     rules = inputs.rules

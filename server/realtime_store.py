@@ -91,17 +91,19 @@ def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: lis
     now = now_us()
     seqs = []
     for agg, res, kw in changed:
-        cur = conn.execute(store._DISPATCH_INSERT, ("instruction", market_id, agg, "", res, k, "", kw, "",
-                                                    "override", schedule["reason"], now))
-        seqs.append(cur.lastrowid)
-    cur = conn.execute("INSERT INTO interface_schedules (market_id, interval_idx, import_kw, awarded_import_kw, "
-                       "source, mode, reason, issued_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (market_id, k, schedule["import_kw"], schedule["awarded_import_kw"], schedule["source"],
-                        schedule["mode"], schedule["reason"], now))
+        (seq,) = conn.execute(store._DISPATCH_INSERT + " RETURNING seq",
+                              ("instruction", market_id, agg, "", res, k, "", kw, "", "override",
+                               schedule["reason"], now)).fetchone()
+        seqs.append(seq)
+    (schedule_seq,) = conn.execute(
+        "INSERT INTO interface_schedules (market_id, interval_idx, import_kw, awarded_import_kw, source, mode, "
+        "reason, issued_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        (market_id, k, schedule["import_kw"], schedule["awarded_import_kw"], schedule["source"], schedule["mode"],
+         schedule["reason"], now)).fetchone()
     store._audit(conn, who, action, {"market_id": market_id, "interval_idx": k, **detail, **schedule,
                                      "changed": [list(c) for c in changed]}, now)
     rows = [dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (s,)).fetchone()) for s in seqs]
-    sched = dict(conn.execute("SELECT * FROM interface_schedules WHERE seq = ?", (cur.lastrowid,)).fetchone())
+    sched = dict(conn.execute("SELECT * FROM interface_schedules WHERE seq = ?", (schedule_seq,)).fetchone())
     return {"instructions": rows, "schedule": sched}
 
 
@@ -115,7 +117,8 @@ def moved_instructions(conn, market_id: str) -> list[tuple]:
     return [tuple(r) for r in conn.execute(
         "SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE seq IN ("
         "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' GROUP BY aggregator_id, "
-        "resource_id, interval_idx HAVING SUM(source = 'override') > 0) ORDER BY aggregator_id, resource_id, "
+        "resource_id, interval_idx HAVING SUM(CASE WHEN source = 'override' THEN 1 ELSE 0 END) > 0) "
+        "ORDER BY aggregator_id, resource_id, "
         "interval_idx", (market_id,))]
 
 

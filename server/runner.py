@@ -266,6 +266,11 @@ _WORKER_SHARD: Shard | None = None
 
 def _worker_init(rules: MarketRules, options: ClearingOptions) -> None:
     global _WORKER_SHARD
+    # A worker answers through its pipe: its inherited stdout would only mix the HiGHS banner into the
+    # parent's output (the command line's summary, a script's CSV).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
     _WORKER_SHARD = Shard(rules, options)
 
 

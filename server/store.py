@@ -21,7 +21,7 @@ import polars as pl
 from dsomarket.server import audit, timeline
 from dsomarket.server.auth import Principal
 from dsomarket.server.convert import BidBatch, FlexOfferBatch
-from dsomarket.server.db import now_us
+from dsomarket.server.db import IntegrityError, now_us
 from dsomarket.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 MAX_BIDS_PER_AGGREGATOR = 1_000_000
@@ -92,7 +92,7 @@ def _insert_all(conn, sql: str, rows: list) -> bool:
     conn.execute("SAVEPOINT insert_all")
     try:
         conn.executemany(sql, rows)
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         conn.execute("ROLLBACK TO insert_all")
         conn.execute("RELEASE insert_all")
         return False
@@ -418,8 +418,10 @@ def withdraw_bids(conn, who: Principal, market_id: str, bid_ids: list[str], requ
 
 def _record_outcome(conn, market_id: str, stage: str, status: str, summary: dict, digest: str,
                     now: int) -> None:
-    conn.execute("INSERT OR REPLACE INTO clearings (market_id, stage, status, summary, digest, created_us) "
-                 "VALUES (?, ?, ?, ?, ?, ?)", (market_id, stage, status, json.dumps(summary), digest, now))
+    conn.execute("INSERT INTO clearings (market_id, stage, status, summary, digest, created_us) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (market_id, stage) DO UPDATE SET status = excluded.status, "
+                 "summary = excluded.summary, digest = excluded.digest, created_us = excluded.created_us",
+                 (market_id, stage, status, json.dumps(summary), digest, now))
 
 
 def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], outcome,
@@ -542,12 +544,13 @@ def override(conn, who: Principal, market_id: str, aggregator_id: str, resource_
                         (aggregator_id, resource_id)).fetchone():
         raise NotFound(f"resource_id: aggregator {aggregator_id!r} has no resource {resource_id!r}")
     now = now_us()
-    cur = conn.execute(_DISPATCH_INSERT, ("instruction", market_id, aggregator_id, "", resource_id, k, "", kw,
-                                          "", "override", reason, now))
+    (seq,) = conn.execute(_DISPATCH_INSERT + " RETURNING seq",
+                          ("instruction", market_id, aggregator_id, "", resource_id, k, "", kw, "", "override",
+                           reason, now)).fetchone()
     _audit(conn, who, "dispatch.override", {"market_id": market_id, "aggregator_id": aggregator_id,
                                             "resource_id": resource_id, "interval_idx": k, "kw": kw,
                                             "reason": reason}, now)
-    return dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (cur.lastrowid,)).fetchone())
+    return dict(conn.execute("SELECT * FROM dispatch WHERE seq = ?", (seq,)).fetchone())
 
 
 # -- flexibility auction ----------------------------------------------------------------------
@@ -791,8 +794,10 @@ def record_flex_clearing(conn, who: Principal, market_id: str, pricing: str, out
         payload["committed"] = outcome.committed.to_dict(as_series=False)
     if outcome.status == "optimal":
         summary["conflicts"] = int(outcome.awards["conflict"].sum())
-    conn.execute("INSERT OR REPLACE INTO flex_clearings (market_id, status, pricing, summary, digest, created_us) "
-                 "VALUES (?, ?, ?, ?, ?, ?)",
+    conn.execute("INSERT INTO flex_clearings (market_id, status, pricing, summary, digest, created_us) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (market_id) DO UPDATE SET status = excluded.status, "
+                 "pricing = excluded.pricing, summary = excluded.summary, digest = excluded.digest, "
+                 "created_us = excluded.created_us",
                  (market_id, outcome.status, pricing, json.dumps(summary), outcome.digest, now))
     if outcome.status == "optimal":
         conn.executemany("INSERT INTO flex_awards (market_id, aggregator_id, offer_id, resource_id, bus, "

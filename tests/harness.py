@@ -1,7 +1,8 @@
 """In-process servers with a token per participant, for tests, benchmarks and embedding.
 
 ``async with running(tmp_path) as env`` starts a server on ``127.0.0.1:0``
-over a fresh SQLite file, with tokens for :data:`PARTICIPANTS`, and gives a
+over a fresh database (:func:`database`: a SQLite file, or a PostgreSQL database
+when the test runs on that backend), with tokens for :data:`PARTICIPANTS`, and gives a
 :class:`clients.api.Client` per participant. :class:`ThreadedServer` runs the
 same in a background thread, for callers that own no event loop (the command
 line in tests). :func:`small_market` sets up a four-hour day-ahead market on
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,18 +22,66 @@ from pathlib import Path
 
 from dsomarket.clients.api import BidSegment, Client, Market, Resource
 from dsomarket.clients.demo import delivery_day
+from dsomarket.server import db
 from dsomarket.server.auth import create_tokens
 from dsomarket.server.app import Server, TlsFiles, create_server
 
+POSTGRES_URL = os.environ.get("DSOMARKET_TEST_POSTGRES", "")
+"""A PostgreSQL server the tests may create databases on (``.ci/run`` starts one); empty = none."""
+BACKEND = "sqlite"
+"""The backend of the running test: ``sqlite`` or ``postgresql`` (set by the ``db_backend`` fixture)."""
+
 PARTICIPANTS = {"dso": "operator", "agg-a": "aggregator", "agg-b": "aggregator", "iso": "iso",
                 "auditor": "auditor"}
+
+
+def database(workdir: str | Path, name: str = "market.sqlite") -> Path | str:
+    """The database target of ``workdir / name`` on the test's backend.
+
+    SQLite: that path. PostgreSQL: a schema named after the path on the
+    :data:`POSTGRES_URL` server (created if missing, and first on the URL's
+    ``search_path``), so that a test that opens the same path twice (a restart)
+    finds its data again. Schemas, unlike databases, cost nothing to create and drop.
+    """
+    path = Path(workdir) / name
+    if BACKEND == "sqlite":
+        return path
+    import psycopg
+
+    schema = "t_" + hashlib.sha256(str(path).encode()).hexdigest()[:24]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+
+
+def drop_test_databases() -> None:
+    """Drop every schema :func:`database` created on the PostgreSQL server."""
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        names = admin.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'").fetchall()
+        for (name,) in names:
+            admin.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def old_database(workdir: str | Path, name: str, schema: str) -> Path | str:
+    """A database made by an older release: ``schema`` (SQLite text, translated for PostgreSQL) and the meta row."""
+    target = database(workdir, name)
+    conn = db.connect(target)
+    try:
+        for stmt in db.schema_statements(target, schema):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (db.SCHEMA_VERSION,))
+    finally:
+        conn.close()
+    return target
 
 
 @dataclass
 class Env:
     server: Server
     port: int
-    db_path: Path
+    db_path: Path | str
     tokens: dict[str, str]
     clients: dict[str, Client]
 
@@ -46,8 +97,8 @@ class Env:
 @contextlib.asynccontextmanager
 async def running(workdir: Path, participants: dict[str, str] = PARTICIPANTS, db_name: str = "market.sqlite",
                   tls: TlsFiles | None = None, **server_options):
-    """A started server over ``workdir / db_name`` and a client per participant; stopped on exit."""
-    path = Path(workdir) / db_name
+    """A started server over ``database(workdir, db_name)`` and a client per participant; stopped on exit."""
+    path = database(workdir, db_name)
     tokens = create_tokens(path, participants)
     server, port = await create_server("127.0.0.1:0", path, tls=tls, **server_options)
     await server.start()

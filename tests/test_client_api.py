@@ -15,7 +15,7 @@ import pytest
 from dsomarket.clients import api
 from dsomarket.clients.api import Client, ClientTls, Unavailable
 from dsomarket.server.app import TlsFiles, create_server
-from tests.harness import PARTICIPANTS, create_tokens, running, simple_bids, small_market
+from tests.harness import PARTICIPANTS, create_tokens, database, running, simple_bids, small_market
 
 
 def test_prices_keep_their_decimal_text():
@@ -45,7 +45,7 @@ async def _until(condition, seconds: float = 60.0) -> None:
 
 
 def test_calls_retry_until_the_server_is_up_and_streams_resume(tmp_path):
-    path = tmp_path / "market.sqlite"
+    path = database(tmp_path)
     tokens = create_tokens(path, PARTICIPANTS)
     port = _free_port()
     target = f"127.0.0.1:{port}"

@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 
 from dsomarket.clients.api import Client
-from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, small_market
+from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, database, small_market
 
 
 @pytest.fixture
 def served(tmp_path):
-    path = tmp_path / "market.sqlite"
+    path = database(tmp_path)
     tokens = create_tokens(path, PARTICIPANTS)
     server = ThreadedServer(path)
     yield server, tokens, path
@@ -35,7 +35,7 @@ def _setup_market(target, tokens):
 
 
 def test_token_create_prints_once_and_stores_a_hash(tmp_path, run):
-    path = tmp_path / "t.sqlite"
+    path = database(tmp_path, "t.sqlite")
     code, out, err = run("token", "create", "--role", "aggregator", "--name", "agg-x", "--db", path)
     token = out.strip()
     assert code == 0 and token.startswith("dsm_") and "cannot be shown again" in err

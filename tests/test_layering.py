@@ -60,3 +60,13 @@ def test_no_module_uses_the_bare_top_level_names(path):
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             raw.add(node.module)
     assert not [n for n in raw if n.split(".")[0] in ("engine", "server", "clients")]
+
+
+@pytest.mark.parametrize("path", [p for p in modules("server") if p.name not in ("db.py", "pg.py")],
+                         ids=lambda p: p.name)
+def test_server_sql_is_portable_between_sqlite_and_postgresql(path):
+    """Store SQL runs on both backends (server.db, server.pg): no SQLite-only statements or driver attributes."""
+    text = path.read_text()
+    sqlite_only = ("lastrowid", "INSERT OR ", "PRAGMA", "sqlite3.IntegrityError", "sqlite_master", "WITHOUT ROWID",
+                   "LIMIT -1")
+    assert not [s for s in sqlite_only if s in text], "use RETURNING, ON CONFLICT, db.IntegrityError, db.columns"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import grpc
 import pytest
@@ -13,7 +12,7 @@ from dsomarket.clients.api import (BidSegment, FailedPrecondition, IntervalAward
 from dsomarket.server import db
 from dsomarket.v1 import market_pb2, market_pb2_grpc
 from dsomarket.server.auth import create_tokens, token_hash
-from tests.harness import running, simple_bids, small_market
+from tests.harness import old_database, running, simple_bids, small_market
 
 
 def run_async(coro):
@@ -170,13 +169,10 @@ def test_revoked_token_is_refused_within_the_recheck_window(tmp_path, run):
 
 
 def test_revocation_opens_a_database_made_before_it(tmp_path, run):
-    path = tmp_path / "old.sqlite"
-    conn = sqlite3.connect(path)
-    conn.executescript(db.SCHEMA.replace("created_us INTEGER NOT NULL, revoked_us INTEGER);",
-                                         "created_us INTEGER NOT NULL);"))
-    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (db.SCHEMA_VERSION,))
-    conn.commit()
-    assert "revoked_us" not in {r[1] for r in conn.execute("PRAGMA table_info(tokens)")}
+    old_schema = db.SCHEMA.replace("created_us INTEGER NOT NULL, revoked_us INTEGER);", "created_us INTEGER NOT NULL);")
+    path = old_database(tmp_path, "old.sqlite", old_schema)
+    conn = db.connect(path)
+    assert "revoked_us" not in db.columns(conn, "tokens")
     conn.close()
     create_tokens(path, {"agg-x": "aggregator"})
     code, _, err = run("token", "revoke", "--name", "agg-x", "--db", path)

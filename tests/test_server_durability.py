@@ -15,7 +15,7 @@ import pytest
 
 from dsomarket.clients.api import ApiError, BidSegment, Client, Resource
 from dsomarket.server import audit, db
-from tests.harness import PARTICIPANTS, create_tokens, delivery_day, running, simple_bids, small_market
+from tests.harness import PARTICIPANTS, create_tokens, database, delivery_day, running, simple_bids, small_market
 
 ROOT = Path(__file__).resolve().parent.parent
 _SERVE = ("import sys, clients.cli as cli; cli.COMMAND_MODULES = ('service',); "
@@ -57,7 +57,7 @@ class ServerProcess:
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
 def test_sigkill_while_aggregators_submit_loses_no_acknowledged_bid(tmp_path):
-    path = tmp_path / "market.sqlite"
+    path = database(tmp_path)
     tokens = create_tokens(path, PARTICIPANTS)
     server = ServerProcess(path)
     batches: dict[str, list[str]] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import sqlite3
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from types import SimpleNamespace
@@ -23,7 +22,7 @@ from dsomarket.clients.api import (AlreadyExists, BidSegment, Client, FailedPrec
 from dsomarket.server import db
 from dsomarket.v1 import flexibility_pb2 as pb
 from dsomarket.server.replay import replay
-from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, running, simple_bids, small_market
+from tests.harness import PARTICIPANTS, ThreadedServer, create_tokens, database, old_database, running, simple_bids, small_market
 
 
 def run(coro):
@@ -295,14 +294,8 @@ def test_roles_and_scopes(tmp_path):
 
 
 def test_a_database_from_before_the_flexibility_tables_opens_and_gains_them(tmp_path):
-    path = tmp_path / "old.sqlite"
-    conn = sqlite3.connect(path)
-    for stmt in db.SCHEMA.split(";\n"):
-        if stmt.strip() and "flex_" not in stmt:
-            conn.execute(stmt)
-    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (db.SCHEMA_VERSION,))
-    conn.commit()
-    conn.close()
+    old = ";\n".join(stmt for stmt in db.SCHEMA.split(";\n") if "flex_" not in stmt)
+    path = old_database(tmp_path, "old.sqlite", old)
 
     async def body():
         async with running(tmp_path, db_name="old.sqlite") as env:
@@ -310,14 +303,16 @@ def test_a_database_from_before_the_flexibility_tables_opens_and_gains_them(tmp_
             assert (await env.clients["dso"].post_needs(market.market_id, [line_need(market.intervals[0])])).count == 1
 
     run(body())
-    conn = sqlite3.connect(path)
-    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    conn.close()
-    assert {"flex_needs", "flex_offers", "flex_clearings", "flex_awards", "flex_need_results"} <= tables
+    conn = db.connect(path)
+    try:
+        for table in ("flex_needs", "flex_offers", "flex_clearings", "flex_awards", "flex_need_results"):
+            assert db.columns(conn, table)
+    finally:
+        conn.close()
 
 
 def test_flex_commands_against_a_server(tmp_path, run):
-    path = tmp_path / "market.sqlite"
+    path = database(tmp_path)
     tokens = create_tokens(path, PARTICIPANTS)
     server = ThreadedServer(path)
     try:

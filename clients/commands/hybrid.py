@@ -4,6 +4,12 @@
     The DSO's review of a DER registry against its feeders (:mod:`engine.registry`).
 ``dsomarket envelopes``
     Operating envelopes per DER and interval (:mod:`engine.envelopes`).
+``dsomarket hybrid check``
+    Deliverability of direct ISO and DSO schedules; per-schedule limits and the
+    curtailment split (:func:`engine.hybrid.check_deliverability`).
+``dsomarket hybrid conflicts``
+    A kW sold once across services, energy through the state of charge
+    (:func:`engine.hybrid.check_conflicts`).
 
 They call the engine directly on files (no server); bad input exits with status
 2 and one line on stderr naming the field.
@@ -19,6 +25,8 @@ import polars as pl
 from dsomarket.clients.files import read_feeder, read_table, write_csv, write_json
 from dsomarket.engine.envelopes import RULES, operating_envelopes
 from dsomarket.engine.errors import InputError
+from dsomarket.engine.hybrid import RULES as CURTAILMENT_RULES
+from dsomarket.engine.hybrid import check_conflicts, check_deliverability
 from dsomarket.engine.registry import prequalify
 
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
@@ -54,6 +62,33 @@ def register(subparsers) -> None:
     env.add_argument("--rule", choices=RULES, default="proportional", help="sharing rule (default proportional)")
     env.add_argument("--out", required=True, help="output directory (created if missing)")
     env.set_defaults(func=_envelopes)
+
+    hybrid = subparsers.add_parser("hybrid", help="direct ISO participants: deliverability and conflicts")
+    acts = hybrid.add_subparsers(dest="hybrid_command", required=True, metavar="ACTION")
+    chk = acts.add_parser(
+        "check", help="deliverability of direct ISO and DSO schedules, with per-schedule limits",
+        description="Run the schedules of direct ISO participants and of the DSO market on the feeder under "
+                    "the forecast (day-ahead: hybrid alternative 2; one interval of the ISO's dispatch: "
+                    "alternative 1); where they break a limit, share the curtailment by the published rule and "
+                    "return each schedule's limit. Exit status 1 when the limits still fail the AC check.")
+    chk.add_argument("--feeder", required=True, help=_FEEDER_HELP)
+    chk.add_argument("--schedules", required=True,
+                     help="participant_id, service, bus, interval, p_kw[, aggregator_id] (.csv or .parquet)")
+    chk.add_argument("--forecast", help="bus, interval, p_kw[, q_kvar] net withdrawal")
+    chk.add_argument("--rule", choices=CURTAILMENT_RULES, default="sensitivity",
+                     help="curtailment sharing rule (default sensitivity)")
+    chk.add_argument("--out", required=True, help="output directory (created if missing)")
+    chk.set_defaults(func=_check)
+    con = acts.add_parser(
+        "conflicts", help="resources sold twice across services, in kW or in energy",
+        description="Check commitments across DSO energy, DSO flexibility and direct ISO services against "
+                    "each resource's limits per interval and its state of charge across intervals. Exit "
+                    "status 1 when a conflict is found (the aggregator and the operator must hear of it).")
+    con.add_argument("--ders", required=True, help="DER registry table")
+    con.add_argument("--commitments", required=True, help="resource_id, service, interval, p_kw")
+    con.add_argument("--interval-minutes", type=float, default=60.0, help="interval length (default 60)")
+    con.add_argument("--out", required=True, help="output directory (created if missing)")
+    con.set_defaults(func=_conflicts)
 
 
 def _optional(path: str | None, table: str) -> pl.DataFrame | None:
@@ -106,3 +141,38 @@ def _envelopes(args: argparse.Namespace) -> int:
     print(f"{summary['ders']} DERs x {summary['intervals']} intervals; {verdict} after "
           f"{result.ac_check.rounds} round(s); wrote {out}")
     return 0 if result.ac_check.passed else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    feeder = read_feeder(args.feeder)
+    result = check_deliverability(feeder, read_table(args.schedules, "schedules"),
+                                  _optional(args.forecast, "forecast"), rule=args.rule)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(_stamped(result.schedules), out / "schedules.csv")
+    write_csv(_stamped(result.violations), out / "violations.csv")
+    write_csv(_stamped(result.curtailment), out / "curtailment.csv")
+    summary = {"feeder": feeder.name, "rule": result.rule, "deliverable": result.deliverable,
+               "violations": result.violations.height, "ac_passed": result.ac_passed,
+               "curtailed_kw": {s: float(v) for s, v in result.curtailment.group_by("service").agg(
+                   pl.col("curtailed_kw").sum()).sort("service").iter_rows()}}
+    write_json(out / "summary.json", summary)
+    verdict = "deliverable as scheduled" if result.deliverable else (
+        f"{result.violations.height} limit(s) broken; curtailed " +
+        ", ".join(f"{s} {v:.1f} kW" for s, v in summary["curtailed_kw"].items()))
+    print(f"{verdict}; wrote {out}")
+    return 0 if result.ac_passed else 1
+
+
+def _conflicts(args: argparse.Namespace) -> int:
+    result = check_conflicts(read_table(args.ders, "ders"), read_table(args.commitments, "commitments"),
+                             interval_minutes=args.interval_minutes)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(_stamped(result.conflicts), out / "conflicts.csv")
+    write_csv(_stamped(result.soc), out / "soc.csv")
+    found = result.conflicts
+    print(f"{found.height} conflict(s)" + "".join(
+        f"\n  {r['resource_id']} {r['kind']} at {r['interval']}: {r['services']} (excess {r['excess']:.1f}); "
+        f"notify {r['notify']}" for r in found.iter_rows(named=True)) + f"\nwrote {out}")
+    return 1 if found.height else 0

@@ -25,10 +25,11 @@ from dsomarket.engine.errors import InputError
 
 def register(subparsers) -> None:
     """Add ``serve``, ``token``, ``audit`` and ``demo``."""
-    s = subparsers.add_parser("serve", help="run the gRPC server on a SQLite database",
+    s = subparsers.add_parser("serve", help="run the gRPC server on a SQLite or PostgreSQL database",
                               description="Run the dsomarket gRPC server until SIGTERM or SIGINT.")
     s.add_argument("--db", default="dsomarket.sqlite",
-                   help="SQLite file, created if missing (default %(default)s)")
+                   help="SQLite file, created if missing (default %(default)s), or a postgresql://USER@HOST/DB "
+                        "URL (several servers may share one PostgreSQL database)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     s.add_argument("--port", type=non_negative_int, default=50051, help="port; 0 picks a free one (default %(default)s)")
     s.add_argument("--tls-cert", type=Path, help="server certificate (PEM); with --tls-key, serve TLS")
@@ -52,15 +53,15 @@ def register(subparsers) -> None:
     tc = t.add_parser("create", help="create a token and print it (once; only its hash is stored)")
     tc.add_argument("--role", required=True, choices=("operator", "aggregator", "iso", "auditor"))
     tc.add_argument("--name", required=True, help="participant name (an aggregator's aggregator_id)")
-    tc.add_argument("--db", required=True, help="the server's SQLite file (created if missing)")
+    tc.add_argument("--db", required=True, help="the server's SQLite file (created if missing) or postgresql:// URL")
     tc.set_defaults(func=_token_create)
     tr = t.add_parser("revoke", help="revoke every active token of a participant (a running server refuses "
                                      "them within a few seconds)")
     tr.add_argument("--name", required=True, help="participant name")
-    tr.add_argument("--db", required=True, help="the server's SQLite file")
+    tr.add_argument("--db", required=True, help="the server's SQLite file or postgresql:// URL")
     tr.set_defaults(func=_token_revoke)
     tl = t.add_parser("list", help="list tokens: name, role, created, revoked (never the token or its hash)")
-    tl.add_argument("--db", required=True, help="the server's SQLite file")
+    tl.add_argument("--db", required=True, help="the server's SQLite file or postgresql:// URL")
     tl.set_defaults(func=_token_list)
 
     a = subparsers.add_parser("audit", help="check the audit log").add_subparsers(
@@ -183,7 +184,7 @@ def _token_revoke(args) -> int:
     from dsomarket.server import auth, db
     from dsomarket.server.errors import ServiceError
 
-    if not Path(args.db).is_file():
+    if not db.is_postgres(args.db) and not Path(args.db).is_file():
         raise InputError("token", "db", f"{args.db}: no such file")
     db.initialise(args.db)  # adds the revoked_us column to a database made before it
     conn = db.connect(args.db)
@@ -202,7 +203,7 @@ def _token_revoke(args) -> int:
 def _token_list(args) -> int:
     from dsomarket.server import auth, db
 
-    if not Path(args.db).is_file():
+    if not db.is_postgres(args.db) and not Path(args.db).is_file():
         raise InputError("token", "db", f"{args.db}: no such file")
     db.initialise(args.db)
     conn = db.connect(args.db)
@@ -224,7 +225,7 @@ def _iso_us(us: int) -> str:
 def _open_existing(path: str):
     from dsomarket.server import db
 
-    if not Path(path).is_file():
+    if not db.is_postgres(path) and not Path(path).is_file():
         raise InputError("audit", "db", f"{path}: no such file")
     return db.connect(path)
 
