@@ -149,6 +149,9 @@ CREATE TABLE IF NOT EXISTS imbalance_settlements (
 CREATE TABLE IF NOT EXISTS forecasts (
     market_id TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL, p_kw REAL NOT NULL,
     q_kvar REAL NOT NULL, PRIMARY KEY (market_id, interval_idx, bus));
+CREATE TABLE IF NOT EXISTS load_history (
+    feeder_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL, p_kw REAL NOT NULL,
+    q_kvar REAL NOT NULL, PRIMARY KEY (feeder_id, interval_us, bus));
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;
