@@ -9,8 +9,8 @@ settlement, an audit-chain check and a replay of every clearing from the log.
 
 The scenario is seeded, so two runs bid the same; times are relative to now
 (delivery the day after tomorrow, so no gate has closed when the demo starts).
-It ends with a table of the day-ahead DLMPs per hour: their spread over the
-buses and where a limit bound. ``dsomarket demo --keep DIR`` keeps the
+It ends with a table of the day-ahead DLMP of every bus (rows) and hour
+(columns), and a row saying where a limit bound each hour. ``dsomarket demo --keep DIR`` keeps the
 database in DIR with the CSVs ``prices.csv`` (every market, bus and interval),
 ``dlmp_by_hour.csv`` (day-ahead DLMP, a row per bus and a column per hour),
 ``awards.csv``, ``curves.csv`` and ``statements.csv``.
@@ -281,16 +281,16 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
             f"({chain.records} records); {len(checks)} clearing, award and settlement steps replayed from "
             f"the log: {'all identical' if not differ else f'{differ} DIFFER'}")
         prices = pl.DataFrame([_row(p) for p in await op.list_prices(da.market_id)])
-        out("")
-        for line in dlmp_table(prices, [float(p) for p in WHOLESALE]):
-            out(line)
         if keep:
             written = await _keep(op, clients, [da.market_id, *rt_ids], prices, workdir)
-            out(f"\nkept in {workdir}: dsomarket.sqlite, {', '.join(written)}")
+            out(f"kept in {workdir}: dsomarket.sqlite, {', '.join(written)}")
         out("\nsteps (wall time):")
         for name, seconds in clock.steps:
             out(f"  {seconds:6.2f} s  {name}")
         out(f"  {sum(s for _, s in clock.steps):6.2f} s  in all")
+        out("")
+        for line in dlmp_table(prices, [float(p) for p in WHOLESALE]):
+            out(line)
         return 0 if chain.ok and not differ else 1
     finally:
         for task in tasks:
@@ -331,19 +331,29 @@ def binding_elements(prices: pl.DataFrame, feeder_name: str = FEEDER) -> pl.Data
 
 
 def dlmp_table(prices: pl.DataFrame, iso_prices: list[float]) -> list[str]:
-    """The day-ahead DLMPs per hour: ISO price, cheapest and dearest bus, and where a limit bound."""
+    """The day-ahead DLMP of every bus (rows, feeder order) and hour (columns), per MWh rounded to a
+    whole number, under the ISO's price; a last row says where a limit bound that hour."""
+    matrix = by_id(prices.select("bus", pl.col("interval_start").dt.strftime("%H").alias("hour"), "dlmp"),
+                   "bus").pivot(on="hour", index="bus", values="dlmp")
+    hours = matrix.columns[1:]
     bound = binding_elements(prices)
-    lines = ["day-ahead DLMPs per hour (per MWh; the full bus x hour table is dlmp_by_hour.csv with --keep):",
-             f"  {'hour':<6}{'ISO':>8}{'lowest':>10} {'at bus':<8}{'highest':>9} {'at bus':<8} "
-             "congested line / voltage limit"]
-    for k, (iv, grp) in enumerate(prices.sort("interval_start").group_by("interval_start", maintain_order=True)):
-        lo = grp.sort("dlmp", maintain_order=True).row(0, named=True)
-        hi = grp.sort("dlmp", descending=True, maintain_order=True).row(0, named=True)
-        b = bound.row(k, named=True)
-        where = " ".join(x for x in (f"lines {b['congested']}" if b["congested"] else "",
-                                     f"voltage (bus {b['voltage']})" if b["voltage"] else "") if x) or "-"
-        lines.append(f"  {iv[0]:%H:%M} {iso_prices[k]:>8.2f}{lo['dlmp']:>10.2f} {lo['bus']:<8}{hi['dlmp']:>9.2f} "
-                     f"{hi['bus']:<8} {where}")
+    lines = ["day-ahead DLMP per bus and hour (per MWh, rounded; --keep writes them to 0.0001 in dlmp_by_hour.csv):",
+             "  hour " + "".join(f"{h:>4}" for h in hours),
+             "  ISO  " + "".join(f"{p:4.0f}" for p in iso_prices),
+             "  bus"]
+    lines += [f"  {row[0]:<5}" + "".join(f"{v:4.0f}" for v in row[1:]) for row in matrix.iter_rows()]
+    codes = []
+    for b in bound.iter_rows(named=True):
+        parts = b["congested"].split()
+        code = ("I" if "interface" in parts else "") + ("V" if b["voltage"] else "")
+        lines_bound = [p for p in parts if p != "interface"]
+        code += ("L" + lines_bound[0] if len(lines_bound) == 1 else "L*" if lines_bound else "")
+        codes.append(code or "-")
+    lines.append("  bound" + "".join(f"{c:>4}" for c in codes))
+    volt = bound.filter(pl.col("voltage") != "")
+    lines.append("  bound: V = a voltage limit" + (f" (largest price part at bus {volt['voltage'].mode()[0]})"
+                                                  if volt.height else "")
+                 + ", L<id> = that line at its rating, L* = several lines, I = the interface limit, - = none")
     return lines
 
 

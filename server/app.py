@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,31 @@ class TlsFiles:
 
 class StartupError(OSError):
     """The server cannot start; the message is one line for the operator."""
+
+
+def check_port_free(address: str) -> None:
+    """StartupError when ``host:port`` cannot be bound because something listens there.
+
+    gRPC would refuse too (SO_REUSEPORT is off), but only after logging a line of its own on stderr; a
+    plain bind first keeps the operator's message to one line. Port 0 always binds.
+    """
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {address}: {exc.strerror}") from None
+    for family, kind, proto, _, where in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            try:
+                probe.bind(where)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise StartupError(f"cannot listen on {address}: the port is in use") from None
+                raise StartupError(f"cannot listen on {address}: {exc.strerror}") from None
 
 
 def check_tls_files(tls: TlsFiles) -> None:
@@ -140,8 +167,8 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     solve_time_limit
         Seconds per solve before the call fails with DEADLINE_EXCEEDED.
     token_recheck_seconds
-        A cached token is checked against the database again once older than this, so a token revoked
-        with ``dsomarket token revoke`` is refused (UNAUTHENTICATED) within this many seconds.
+        The longest a token revoked with ``dsomarket token revoke`` keeps working: new calls and open
+        streams get UNAUTHENTICATED within this many seconds.
     timeline_clock
         When set, a :class:`server.scheduler.Scheduler` on this clock (``now_us()``, ``sleep(seconds)``) closes
         gates, clears and publishes every market on its schedule while the server runs; None: the operator does.
@@ -151,7 +178,9 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     (Server, int)
         The server (call ``await server.start()``) and the bound port.
     """
-    credentials = tls.credentials() if tls else None  # bad TLS files fail before anything is created
+    # Bad TLS files and a port in use fail before anything is created (the database included).
+    credentials = tls.credentials() if tls else None
+    check_port_free(address)
     app = services.App(db_path, solve_time_limit, token_recheck_seconds)
     server = grpc.aio.server(
         # The request log sees every authenticated call; the gate refuses the others before their body is read.

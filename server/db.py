@@ -146,6 +146,9 @@ CREATE TABLE IF NOT EXISTS meter_readings (
     PRIMARY KEY (market_id, aggregator_id, resource_id, interval_idx));
 CREATE TABLE IF NOT EXISTS imbalance_settlements (
     market_id TEXT PRIMARY KEY, totals TEXT NOT NULL, interface TEXT NOT NULL, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS forecasts (
+    market_id TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL, p_kw REAL NOT NULL,
+    q_kvar REAL NOT NULL, PRIMARY KEY (market_id, interval_idx, bus));
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;

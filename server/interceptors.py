@@ -72,8 +72,9 @@ def _refuse(code: grpc.StatusCode, details: str, handler) -> grpc.RpcMethodHandl
     return grpc.stream_unary_rpc_method_handler(abort)
 
 
-def _wrap(behavior, method: str, who: Principal, signer: pagetoken.Signer):
-    """``behavior`` run with the caller and signer in context, refusing undecodable requests."""
+def _wrap(behavior, request_streaming: bool, method: str, who: Principal | None, signer: pagetoken.Signer):
+    """``behavior`` run with the caller (None for the open methods) and signer in context, refusing
+    undecodable requests, alone or in a request stream."""
     message = method.rsplit("/", 1)[-1]
 
     async def refuse_undecodable(request, context):
@@ -81,28 +82,37 @@ def _wrap(behavior, method: str, who: Principal, signer: pagetoken.Signer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"request: the bytes are not a valid {message} request message ({request.reason})")
 
+    async def checked(requests, context):
+        async for request in requests:
+            await refuse_undecodable(request, context)
+            yield request
+
+    async def prepare(request, context):
+        if who is not None:
+            _CALLER.set(who)
+        pagetoken.use(signer)
+        if request_streaming:
+            return checked(request, context)
+        await refuse_undecodable(request, context)
+        return request
+
     if inspect.isasyncgenfunction(behavior):
         @functools.wraps(behavior)
         async def stream(request, context):
-            await refuse_undecodable(request, context)
-            _CALLER.set(who)
-            pagetoken.use(signer)
-            async for response in behavior(request, context):
+            async for response in behavior(await prepare(request, context), context):
                 yield response
         return stream
 
     @functools.wraps(behavior)
     async def unary(request, context):
-        await refuse_undecodable(request, context)
-        _CALLER.set(who)
-        pagetoken.use(signer)
-        return await behavior(request, context)
+        return await behavior(await prepare(request, context), context)
     return unary
 
 
 class Gate(grpc.aio.ServerInterceptor):
     """Authenticate each call from its headers through ``book`` (a :class:`server.tokenbook.TokenBook`)
-    and hand the servicer a request that parsed, the caller and the page-token ``signer``."""
+    and hand the servicer a request that parsed, the caller and the page-token ``signer``. The open
+    methods (health, reflection) skip authentication but not the parsing check."""
 
     def __init__(self, book, signer: pagetoken.Signer):
         self._book = book
@@ -110,13 +120,17 @@ class Gate(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_PREFIXES):
-            return handler
-        try:
-            who = await self._book.principal(details.invocation_metadata)
-        except ServiceError as exc:
-            return _refuse(exc.code, str(exc), handler)
+        if handler is None:
+            return None
+        who = None
+        if not details.method.startswith(OPEN_PREFIXES):
+            try:
+                who = await self._book.principal(details.invocation_metadata)
+            except ServiceError as exc:
+                return _refuse(exc.code, str(exc), handler)
         kind = ("stream" if handler.request_streaming else "unary") + "_" + (
             "stream" if handler.response_streaming else "unary")
-        return handler._replace(request_deserializer=_safe(handler.request_deserializer),
-                                **{kind: _wrap(getattr(handler, kind), details.method, who, self._signer)})
+        if not (inspect.iscoroutinefunction(getattr(handler, kind)) or inspect.isasyncgenfunction(getattr(handler, kind))):
+            return handler  # a synchronous handler (none here) would run on a thread: left as it is
+        behavior = _wrap(getattr(handler, kind), handler.request_streaming, details.method, who, self._signer)
+        return handler._replace(request_deserializer=_safe(handler.request_deserializer), **{kind: behavior})

@@ -34,6 +34,7 @@ from dsomarket.engine.disaggregation import Disaggregation
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import builtin
 from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
+from dsomarket.engine.forecast import apply_forecast, feeder_forecast, interface_schedule, validate_forecast
 from dsomarket.engine.network import Feeder
 from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
 from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
@@ -41,6 +42,8 @@ from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, re
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
 from dsomarket.engine.settlement import settle
 from dsomarket.server.errors import InvalidArgument
+
+log = logging.getLogger("dsomarket.server")
 
 ISO_SEGMENTS = 10
 """Priced segments per kind (demand, supply) in the curve handed to the ISO."""
@@ -153,7 +156,8 @@ def market_intervals(market: dict) -> list[datetime]:
 
 
 def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: pl.DataFrame,
-                  activations: pl.DataFrame | None = None, network: tuple[int, list] = (0, [])) -> MarketInputs:
+                  activations: pl.DataFrame | None = None, network: tuple[int, list] = (0, []),
+                  forecast: list | tuple = ()) -> MarketInputs:
     """Engine inputs of a market from its stored rows.
 
     Parameters
@@ -178,10 +182,15 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
     network
         ``(version, change rows)``: the feeder's network version and its change rows in version order
         (:func:`change_table` takes them); version 0 with no rows is the feeder as loaded.
+    forecast
+        The operator's forecast rows ``(bus, interval_idx, p_kw, q_kvar)``: the fixed load of those buses
+        and intervals (:func:`engine.forecast.apply_forecast`), before any activation is folded in.
     """
     intervals = market_intervals(market)
     version, change_rows = network
     changes = change_table(feeder, change_rows) if change_rows else None
+    if forecast:
+        feeder = apply_forecast(feeder, forecast_table(intervals, forecast))
     interval = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
     commitments = ()
     if activations is not None and activations.height:
@@ -201,9 +210,37 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
                         resources=_resources(resources) + commitments, changes=changes, network_version=version)
 
 
-CHANGE_ROW_KEYS = ("change_id", "kind", "element", "start_us", "end_us", "s_max_kva", "vmin_pu", "vmax_pu",
-                   "import_max_kw", "export_max_kw", "shed", "reason", "submitted_by")
-"""Keys of a stored network change row (times in microseconds since the epoch, UTC)."""
+def forecast_table(intervals: list, rows) -> pl.DataFrame:
+    """The engine's forecast table from stored rows ``(bus, interval_idx, p_kw, q_kvar)``."""
+    t = pl.DataFrame(list(rows), schema={"bus": pl.Utf8, "interval_idx": pl.Int64, "p_kw": pl.Float64,
+                                         "q_kvar": pl.Float64}, orient="row")
+    stamps = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
+    return t.select("bus", stamps.gather(t["interval_idx"]).alias("interval"), "p_kw", "q_kvar")
+
+
+def check_forecast(feeder: Feeder, market: dict, rows: list) -> None:
+    """The engine's checks of forecast rows (known buses, finite, each bus and interval once); InvalidArgument
+    naming ``forecast.field`` with the row."""
+    try:
+        validate_forecast(forecast_table(market_intervals(market), rows), feeder)
+    except InputError as exc:
+        raise InvalidArgument(f"forecast.{exc.field}[{exc.row}]" if exc.row is not None else f"forecast.{exc.field}",
+                              exc.reason) from None
+
+
+def forecast_schedule(inputs: MarketInputs, cleared: pl.DataFrame | None) -> pl.DataFrame:
+    """The forecast interface schedule (:func:`engine.forecast.interface_schedule`): the market's fixed net load
+    per interval, plus the expected position of a clearing (``interval_idx, import_kw`` at the forecast price)."""
+    fixed = feeder_forecast(inputs.feeder, inputs.intervals)
+    expected = None
+    if cleared is not None and cleared.height:
+        stamps = pl.Series("interval", inputs.intervals, dtype=pl.Datetime("us", "UTC"))
+        fixed_kw = fixed.group_by("interval").agg((-pl.col("p_kw").sum()).alias("f"))
+        expected = (cleared.select(stamps.gather(cleared["interval_idx"]).alias("interval"), "import_kw")
+                    .join(fixed_kw, on="interval").select("interval", (pl.col("import_kw") - pl.col("f"))
+                                                          .alias("expected_kw")))
+    out = interface_schedule(fixed, expected)
+    return out.with_columns(_interval_idx(inputs, out["interval"]))
 
 
 def change_table(feeder: Feeder, rows: list[dict]) -> pl.DataFrame:
@@ -320,9 +357,24 @@ def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | 
     """Clear at the forecast ISO price and trace the interface curves.
 
     ``forecast`` holds decimal strings per MWh: none (the midpoint of floor and
-    cap), one for every interval, or one per interval.
+    cap), one for every interval, or one per interval. The engine refusing the
+    stored inputs, or failing, is an ``error`` outcome that says why (and is
+    recorded like any failed clearing), never an exception out of the call: the
+    operator then has the market's diagnosis and ReopenMarket.
     """
     t0 = time.perf_counter()
+    try:
+        return _clear_market(inputs, forecast, time_limit, t0)
+    except InputError as exc:
+        reason = str(exc)
+    except Exception as exc:  # a defect: logged with its traceback, the market keeps a reason
+        log.exception("clearing failed")
+        reason = f"the engine failed ({type(exc).__name__}); the server log has the details"
+    return ClearOutcome("error", (reason, _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
+                        time.perf_counter() - t0, _digest("error", reason), inputs.network_version)
+
+
+def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float) -> ClearOutcome:
     book = inputs.book()
     options = ClearingOptions(time_limit=time_limit)
     rules = inputs.rules

@@ -8,11 +8,11 @@ published market's revised curves reach the ISO's stream flagged as a revision.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+import math
 
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network_changes import network_runs
-from dsomarket.server import convert, markets_engine, network_store, store
+from dsomarket.server import convert, limits, markets_engine, network_store, store
 from dsomarket.server.errors import AlreadyExists, InvalidArgument
 from dsomarket.server.notify import CURVES
 from dsomarket.server.rpc import unary
@@ -28,6 +28,20 @@ KIND = {network_pb2.NETWORK_CHANGE_KIND_OUTAGE: "outage", network_pb2.NETWORK_CH
         network_pb2.NETWORK_CHANGE_KIND_INTERFACE: "interface"}
 _KIND_PB = {v: k for k, v in KIND.items()}
 _VALUES = ("s_max_kva", "vmin_pu", "vmax_pu", "import_max_kw", "export_max_kw")
+
+
+_RANGES = {"s_max_kva": "kva", "vmin_pu": "v_pu", "vmax_pu": "v_pu", "import_max_kw": "kw_limit",
+           "export_max_kw": "kw_limit"}
+"""Range (:mod:`server.limits`) of each change value; a rating or interface limit may also be +infinity."""
+
+
+def _value(change, name: str, field: str) -> float | None:
+    if not change.HasField(name):
+        return None
+    value = getattr(change, name)
+    if value == math.inf and name in ("s_max_kva", "import_max_kw", "export_max_kw"):
+        return value
+    return limits.in_range(value, field, _RANGES[name])
 
 
 def change_rows(request: network_pb2.SubmitNetworkChangesRequest) -> list[dict]:
@@ -46,7 +60,7 @@ def change_rows(request: network_pb2.SubmitNetworkChangesRequest) -> list[dict]:
                "end_us": convert.us_of(c.end, f"{field}.end") if c.HasField("end") else None,
                "shed": int(c.shed), "reason": reason}
         for name in _VALUES:
-            row[name] = getattr(c, name) if c.HasField(name) else None
+            row[name] = _value(c, name, f"{field}.{name}")
         rows.append(row)
     return rows
 
@@ -67,7 +81,7 @@ def check_changes(feeder, existing: list[dict], rows: list[dict]) -> None:
     try:
         table = markets_engine.change_table(feeder, every)
         instants = sorted({t for r in every for t in (r["start_us"], r["end_us"]) if t is not None})
-        network_runs(feeder, table, [datetime.fromtimestamp(t / 1e6, tz=timezone.utc) for t in instants])
+        network_runs(feeder, table, [markets_engine.us_to_datetime(t) for t in instants])  # exact, to year 9999
     except InputError as exc:
         if exc.row is not None and exc.row >= offset:
             raise InvalidArgument(f"changes[{exc.row - offset}].{exc.field}", exc.reason) from None
@@ -125,7 +139,7 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                 market = rows[0]
                 version = store.network_version(conn, market["feeder_id"])
                 network = (version, store.network_changes(conn, market["feeder_id"], version))
-                return (*rows[:5], network), network_store.clear_forecast(conn, market_id)
+                return (*rows[:5], network, *rows[6:]), network_store.clear_forecast(conn, market_id)
 
             rows, forecast = await app.reader.call(read)
             outcome = await app.solve(lambda: markets_engine.clear_market(app.inputs(rows), forecast,

@@ -37,6 +37,7 @@ import resource
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping
@@ -229,6 +230,7 @@ class _Base:
         self.rules, self.options = rules, options
 
     def _gather(self, method: str, args: list[tuple]) -> list:
+        """``method(*args[k])`` on every shard k: its value, or the exception that lost the shard."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -239,15 +241,34 @@ class _Base:
         ids = [j.interface_id for j in jobs]
         if len(set(ids)) != len(ids):
             raise InputError("territory", "interface_id", "an interface id appears twice")
-        self._gather("load", [(part,) for part in assign(jobs, self.shards)])
+        self._parts = assign(jobs, self.shards)
+        self._lost: dict[int, str] = {}
+        self._note_lost(self._gather("load", [(part,) for part in self._parts]))
 
     def run(self, cycle: Cycle, sink: Callable[[InterfaceOutcome], Any] | None = None) -> list:
-        """One cycle of every loaded interface, in interface id order (warm after the first)."""
-        return _merge(self._gather("run", [(cycle, sink)] * self.shards), _order)
+        """One cycle of every loaded interface, in interface id order (warm after the first).
+
+        A shard whose worker died (or whose actor was lost) reports each of its
+        interfaces with status ``error`` (as a report when a sink is given); the
+        other shards' interfaces are unaffected.
+        """
+        results = self._note_lost(self._gather("run", [(cycle, sink)] * self.shards))
+        for k, reason in self._lost.items():
+            failed = [InterfaceOutcome(job.interface_id, (), "error", f"worker lost: {reason}")
+                      for job in self._parts[k]]
+            results[k] = [o.report() for o in failed] if sink is not None else failed
+        return _merge(results, _order)
 
     def peak_rss_kb(self) -> list[int]:
-        """Peak resident memory of each shard's worker, KiB."""
-        return self._gather("peak_rss_kb", [()] * self.shards)
+        """Peak resident memory of each shard's worker, KiB (0 for a lost worker)."""
+        return [0 if isinstance(v, BaseException) else v for v in self._gather("peak_rss_kb", [()] * self.shards)]
+
+    def _note_lost(self, results: list) -> list:
+        """Remember the shards whose call failed as a whole (the worker is gone)."""
+        for k, value in enumerate(results):
+            if isinstance(value, BaseException):
+                self._lost.setdefault(k, _describe(value))
+        return results
 
     def __enter__(self):
         return self
@@ -266,6 +287,11 @@ _WORKER_SHARD: Shard | None = None
 
 def _worker_init(rules: MarketRules, options: ClearingOptions) -> None:
     global _WORKER_SHARD
+    # A worker answers through its pipe: its inherited stdout would only mix the HiGHS banner into the
+    # parent's output (the command line's summary, a script's CSV).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
     _WORKER_SHARD = Shard(rules, options)
 
 
@@ -295,8 +321,13 @@ class LocalRunner(_Base):
                        for _ in range(n)]
 
     def _gather(self, method: str, args: list[tuple]) -> list:
-        futures = [pool.submit(_worker_call, method, *a) for pool, a in zip(self._pools, args, strict=True)]
-        return [f.result() for f in futures]
+        futures = []
+        for pool, a in zip(self._pools, args, strict=True):
+            try:
+                futures.append(pool.submit(_worker_call, method, *a))
+            except BrokenProcessPool as exc:  # the worker died in an earlier call
+                futures.append(exc)
+        return [f if isinstance(f, BaseException) else (f.exception() or f.result()) for f in futures]
 
     def close(self) -> None:
         for pool in self._pools:
@@ -339,7 +370,14 @@ class RayRunner(_Base):
         self._actors = [actor.remote(rules, options) for _ in range(n)]
 
     def _gather(self, method: str, args: list[tuple]) -> list:
-        return self._ray.get([getattr(a, method).remote(*x) for a, x in zip(self._actors, args, strict=True)])
+        refs = [getattr(a, method).remote(*x) for a, x in zip(self._actors, args, strict=True)]
+        out = []
+        for ref in refs:
+            try:
+                out.append(self._ray.get(ref))
+            except self._ray.exceptions.RayError as exc:  # the actor or its node is gone
+                out.append(exc)
+        return out
 
     def close(self) -> None:
         for a in self._actors:

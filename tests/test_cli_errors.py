@@ -226,6 +226,13 @@ def test_the_highs_banner_never_reaches_stdout(tmp_path, bids):
                                "--out", tmp_path / "o"), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "HiGHS" not in proc.stdout and "HiGHS" not in proc.stderr
+    # Nor from worker processes, which inherit the command's stdout.
+    assert subprocess.run(_cli("territory", "synth", "--feeders", 2, "--buses", 12, "--bids", 10, "--seed", 1,
+                               tmp_path / "t"), capture_output=True, timeout=120).returncode == 0
+    proc = subprocess.run(_cli("territory", "clear", "--territory", tmp_path / "t", "--iso-price", "50",
+                               "--workers", 2, "--out", tmp_path / "to"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "HiGHS" not in proc.stdout and "2 optimal" in proc.stdout
 
 
 @pytest.mark.parametrize("argv", [["serve"], ["demo"], ["flex", "clear", "--feeder", "f", "--needs", "n",

@@ -17,11 +17,16 @@ def test_demo_runs_a_whole_market_day_and_replays_it(tmp_path):
     assert "award optimal" in text
     assert "FAILED_PRECONDITION" in text and "PERMISSION_DENIED" in text
     assert "chain intact" in text and "all identical" in text
-    # The DLMP table: one row per hour, and where a limit bound.
-    start = lines.index(next(x for x in lines if x.startswith("day-ahead DLMPs per hour")))
-    table = lines[start + 2:start + 26]
-    assert [row.split()[0] for row in table] == [f"{h:02d}:00" for h in range(24)]
-    assert any("voltage (bus" in row or "lines " in row for row in table)
+    # It ends with the DLMP of every bus and hour, and where a limit bound each hour.
+    start = lines.index(next(x for x in lines if x.startswith("day-ahead DLMP per bus and hour")))
+    table = lines[start:]
+    assert table[1].split() == ["hour", *[f"{h:02d}" for h in range(24)]]
+    rows = {r.split()[0]: [float(v) for v in r.split()[1:]] for r in table[4:4 + 33]}
+    assert list(rows) == [str(b) for b in range(1, 34)] and all(len(v) == 24 for v in rows.values())
+    assert rows["1"] == [float(p) for p in table[2].split()[1:]]   # the root pays the ISO's price
+    bound = table[4 + 33].split()
+    assert bound[0] == "bound" and len(bound) == 25 and any(c != "-" for c in bound[1:])
+    assert table[-1].startswith("  bound: V = a voltage limit")
     # --keep: the database and the CSVs stay, and the bus x hour table agrees with prices.csv.
     assert (tmp_path / "dsomarket.sqlite").is_file()
     prices = pl.read_csv(tmp_path / "prices.csv", schema_overrides={"bus": pl.Utf8})

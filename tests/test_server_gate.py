@@ -175,6 +175,7 @@ def test_a_second_server_on_a_used_port_refuses_to_start(tmp_path, serve_cli):
         try:
             with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}: the port is in use"):
                 await create_server(f"127.0.0.1:{port}", tmp_path / "two.sqlite")
+            assert not (tmp_path / "two.sqlite").exists()  # refused before it made anything
             return port
         finally:
             await server.stop(0.5)
@@ -231,6 +232,7 @@ def test_tls_files_that_cannot_work_are_named_in_one_line(tmp_path, serve_cli):
         for tls, match in cases:
             with pytest.raises(StartupError, match=match.replace("(", r"\(")):
                 await create_server("127.0.0.1:0", d / "m.sqlite", tls=tls)
+        assert not (d / "m.sqlite").exists()
         server, _ = await create_server("127.0.0.1:0", d / "m.sqlite", tls=TlsFiles(d / "a.pem", d / "a.key"))
         await server.stop(0.1)
 

@@ -7,6 +7,8 @@ import asyncio
 import base64
 import json
 import logging
+import math
+import re
 from datetime import datetime, timezone
 
 import grpc
@@ -67,7 +69,7 @@ def extreme(request_cls, variant: int, depth: int = 0):
         repeated = f.is_repeated
         if f.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
             if f.message_type.full_name == "google.protobuf.Timestamp":
-                seconds = (253402300799, -62135596800, 0, 253402300799 - 3600, 10**12, -10**12, 1)[variant]
+                seconds = (253402300799, -62135596800, 0, 253402300799, 10**12, -10**12, 1)[variant]
                 value = Timestamp(seconds=seconds, nanos=(0, 0, 999_999_999, 999_999_000, 1000, 0, 0)[variant])
             elif f.message_type.full_name == "google.protobuf.Duration":
                 value = Duration(seconds=(315576000000, -315576000000, 0, 1, 86400 * 8, -1, 60)[variant])
@@ -130,6 +132,17 @@ def test_corrupt_bytes_and_bad_utf8_are_invalid_argument_on_every_rpc(tmp_path, 
                         code, details = await call(channel, path, payload, streaming, env.tokens["dso"])
                         assert code == grpc.StatusCode.INVALID_ARGUMENT, (path, payload, code, details)
                         assert details.startswith("request: the bytes are not a valid"), details
+                # Health checking and reflection need no token, and parse nothing they cannot either.
+                health = channel.unary_unary("/grpc.health.v1.Health/Check")
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await health(b"\x0a\x02\xff\xfe", timeout=5)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                reflect = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+                replies = reflect(iter([b"\x0a\x05ab"]), timeout=5)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    async for _ in replies:
+                        pass
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     asyncio.run(body())
     assert errors_logged() == []
@@ -246,6 +259,46 @@ def test_markets_at_the_ends_of_the_timestamp_range(tmp_path, errors_logged):
             with pytest.raises(FailedPrecondition, match="0001-01-01T00:00:00Z"):
                 await a.submit_bids(first.market_id, simple_bids(first))
             assert len(await op.list_intervals(last.market_id)) == 22
+
+    asyncio.run(body())
+    assert errors_logged() == []
+
+
+def test_network_changes_at_the_end_of_time_and_out_of_range(tmp_path, errors_logged):
+    """A change ending at the last microsecond a Timestamp holds is fine; values outside their range are
+    refused naming the field (each used to be stored, or to crash on float seconds)."""
+    from dsomarket.v1 import network_pb2
+
+    start = Timestamp(seconds=1_800_000_000)
+    kinds = network_pb2
+    cases = [
+        (dict(kind=kinds.NETWORK_CHANGE_KIND_RATING, element="3", s_max_kva=100.0, start=start,
+              end=Timestamp(seconds=253402300799, nanos=999_999_000)), None),
+        (dict(kind=kinds.NETWORK_CHANGE_KIND_RATING, element="3", s_max_kva=1e-300, start=start),
+         r"changes\[0\]\.s_max_kva: must be between"),
+        (dict(kind=kinds.NETWORK_CHANGE_KIND_VOLTAGE, element="5", vmax_pu=1e308, start=start),
+         r"changes\[0\]\.vmax_pu: must be between"),
+        (dict(kind=kinds.NETWORK_CHANGE_KIND_INTERFACE, import_max_kw=math.nan, start=start),
+         r"changes\[0\]\.import_max_kw: must be a finite"),
+    ]
+
+    async def body():
+        async with running(tmp_path) as env:
+            await small_market(env)
+            async with grpc.aio.insecure_channel(env.target) as channel:
+                submit = channel.unary_unary("/dsomarket.v1.NetworkService/SubmitNetworkChanges",
+                                             request_serializer=network_pb2.SubmitNetworkChangesRequest.SerializeToString,
+                                             response_deserializer=network_pb2.SubmitNetworkChangesResponse.FromString)
+                for k, (change, match) in enumerate(cases):
+                    request = network_pb2.SubmitNetworkChangesRequest(feeder_id="ieee33", changes=[
+                        network_pb2.NetworkChange(change_id=f"c{k}", reason="test", **change)])
+                    try:
+                        await submit(request, metadata=(("authorization", f"Bearer {env.tokens['dso']}"),))
+                    except grpc.aio.AioRpcError as err:
+                        assert match and err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+                        assert re.match(match, err.details()), err.details()
+                    else:
+                        assert match is None
 
     asyncio.run(body())
     assert errors_logged() == []

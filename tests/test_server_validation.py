@@ -290,3 +290,31 @@ def test_reopen_from_the_command_line(tmp_path, run):
         assert code == 0 and out == "market da is open\n", err
     finally:
         server.stop()
+
+
+def test_an_engine_failure_is_a_recorded_clearing_error_with_a_reason(tmp_path, monkeypatch, caplog):
+    """Even a defect in the engine leaves a market that says why and can be reopened, not an INTERNAL
+    error on every ClearMarket."""
+    from dsomarket.server import markets_engine
+
+    def broken(*args):
+        raise ZeroDivisionError("a defect")
+
+    monkeypatch.setattr(markets_engine, "_clear_market", broken)
+
+    async def body():
+        async with running(tmp_path) as env:
+            market = await small_market(env)
+            op = env.clients["dso"]
+            await env.clients["agg-a"].submit_bids(market.market_id, simple_bids(market))
+            await op.close_gate(market.market_id)
+            report = await op.clear_market(market.market_id)
+            assert report.status == "error" and report.market.state == "closed"
+            assert report.diagnosis[0] == "the engine failed (ZeroDivisionError); the server log has the details"
+            assert "ReopenMarket" in report.diagnosis[-1]
+            stored = await op.get_market(market.market_id)
+            assert stored.clearing_status == "error" and stored.diagnosis == report.diagnosis
+            assert (await op.reopen_market(market.market_id, "engine defect")).state == "open"
+
+    asyncio.run(body())
+    assert any("clearing failed" in r.getMessage() for r in caplog.records)

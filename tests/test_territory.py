@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,22 @@ def test_local_workers_keep_models_warm_between_cycles():
     for o, (f, b) in zip(real_time, synthetic_territory(4, 40, 40, 9)):
         cold = clear(f, b, 95.0, options=NO_AC)
         assert o.clearing.welfare == pytest.approx(cold.welfare, rel=1e-9, abs=1e-6)
+
+
+def _worker_dies(*_):
+    os._exit(3)   # a worker process killed under its shard (out of memory, a solver crash)
+
+
+def test_a_dead_worker_fails_its_shard_and_the_other_shard_publishes():
+    jobs = _jobs() + [Job("zz-crash", _worker_dies, (), weight=10.0)]
+    with LocalRunner(2, options=NO_AC) as r:
+        r.load(jobs)
+        out = {o.interface_id: o for o in r.run(Cycle(50.0))}
+        again = {o.interface_id: o for o in r.run(Cycle(55.0))}
+    lost = {k for k, o in out.items() if o.status == "error"}
+    assert "zz-crash" in lost and "worker lost" in out["zz-crash"].error
+    assert lost == {k for k, o in again.items() if o.status == "error"}
+    assert {k for k, o in out.items() if o.status == "optimal"} == set(out) - lost and len(lost) < len(out)
 
 
 @pytest.fixture(scope="module")

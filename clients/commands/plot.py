@@ -37,9 +37,9 @@ def register(subparsers) -> None:
     c = kinds.add_parser("curve", help="the exact interface curve with the ISO's reduced segments over it")
     h = kinds.add_parser("heatmap", help="DLMP per bus and interval")
     d = kinds.add_parser("dispatch", help="net injection per aggregator and interval (kW)")
-    for p, needs in ((f, "clear or disaggregate"), (c, "curve"), (h, "clear or disaggregate"),
-                     (d, "clear or disaggregate")):
-        p.add_argument("run", type=Path, metavar="RUN", help=f"output folder of `dsomarket {needs}`")
+    for p, needs in ((f, "`dsomarket clear` or `disaggregate`"), (c, "`dsomarket curve`"),
+                     (h, "`dsomarket clear` or `disaggregate`"), (d, "`dsomarket clear` or `disaggregate`")):
+        p.add_argument("run", type=Path, metavar="RUN", help=f"output folder of {needs}")
         p.add_argument("--out", required=True, type=Path, help="picture file, .png or .svg")
         if p in (f, c):
             p.add_argument("--interval", default=None, help="interval start, ISO 8601 UTC (default: for the "

@@ -211,7 +211,8 @@ def _clear(args: argparse.Namespace) -> int:
     with runner(args.workers, args.ray, rules, options) as r:
         r.load(work)
         reports = r.run(cycle, partial(write_outcome, out, rules, args.formulation, args.max_segments))
-        where = f"{r.shards} Ray actors" if args.ray else f"{r.shards} worker processes"
+        where = (f"{r.shards} Ray actor{'s' if r.shards > 1 else ''}" if args.ray
+                 else f"{r.shards} worker process{'es' if r.shards > 1 else ''}")
     seconds = time.perf_counter() - t0
     counts = Counter(rep["status"] for rep in reports)
     write_json(out / "territory.json", {
