@@ -1146,6 +1146,16 @@ class Client:
                                                  forecast=cols)
         return (await self._call(self._realtime.SubmitForecast, req)).count
 
+    async def submit_load_history(self, feeder_id: str, rows: Sequence[tuple[str, datetime, float, float]], *,
+                                  request_id: str = "") -> int:
+        """Operator: metered net injection ``(bus, interval_start, p_kw, q_kvar)`` of what does not bid, the
+        history the built-in forecaster averages."""
+        cols = realtime_pb2.ForecastColumns(bus=[r[0] for r in rows], interval_start=[_ts(r[1]) for r in rows],
+                                            p_kw=[r[2] for r in rows], q_kvar=[r[3] for r in rows])
+        req = realtime_pb2.SubmitLoadHistoryRequest(feeder_id=feeder_id, request_id=request_id or uuid.uuid4().hex,
+                                                    history=cols)
+        return (await self._call(self._realtime.SubmitLoadHistory, req)).count
+
     async def forecast_schedule(self, market_id: str) -> tuple[str, list[dict]]:
         """The forecast interface schedule: its source (operator or feeder) and, per interval, fixed_kw,
         expected_kw and import_kw."""

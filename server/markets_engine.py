@@ -34,13 +34,15 @@ from dsomarket.engine.disaggregation import Disaggregation
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import builtin
 from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
-from dsomarket.engine.forecast import apply_forecast, feeder_forecast, interface_schedule, validate_forecast
+from dsomarket.engine.forecast import (apply_forecast, feeder_forecast, interface_schedule, same_interval_mean,
+                                       validate_forecast)
 from dsomarket.engine.network import Feeder
 from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
 from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
 from dsomarket.engine.settlement import settle
+from dsomarket.server import timeline
 from dsomarket.server.errors import InvalidArgument
 
 log = logging.getLogger("dsomarket.server")
@@ -157,7 +159,7 @@ def market_intervals(market: dict) -> list[datetime]:
 
 def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: pl.DataFrame,
                   activations: pl.DataFrame | None = None, network: tuple[int, list] = (0, []),
-                  forecast: list | tuple = ()) -> MarketInputs:
+                  forecast: dict | None = None) -> MarketInputs:
     """Engine inputs of a market from its stored rows.
 
     Parameters
@@ -183,14 +185,15 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
         ``(version, change rows)``: the feeder's network version and its change rows in version order
         (:func:`change_table` takes them); version 0 with no rows is the feeder as loaded.
     forecast
-        The operator's forecast rows ``(bus, interval_idx, p_kw, q_kvar)``: the fixed load of those buses
-        and intervals (:func:`engine.forecast.apply_forecast`), before any activation is folded in.
+        ``operator``: the operator's forecast rows ``(bus, interval_idx, p_kw, q_kvar)``; ``history``: the
+        feeder's metered rows ``(bus, interval_us, p_kw, q_kvar)``. With history, every bus and interval gets the
+        built-in forecast (:func:`engine.forecast.same_interval_mean`), the operator's rows replacing it where
+        given; the result is the fixed load (:func:`engine.forecast.apply_forecast`) before any activation.
     """
     intervals = market_intervals(market)
     version, change_rows = network
     changes = change_table(feeder, change_rows) if change_rows else None
-    if forecast:
-        feeder = apply_forecast(feeder, forecast_table(intervals, forecast))
+    feeder = forecast_feeder(feeder, intervals, forecast or {})
     interval = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
     commitments = ()
     if activations is not None and activations.height:
@@ -218,6 +221,24 @@ def forecast_table(intervals: list, rows) -> pl.DataFrame:
     return t.select("bus", stamps.gather(t["interval_idx"]).alias("interval"), "p_kw", "q_kvar")
 
 
+def forecast_feeder(feeder: Feeder, intervals: list, forecast: dict) -> Feeder:
+    """The feeder with the market's forecast as its fixed load (see :func:`market_inputs`)."""
+    operator, history = forecast.get("operator") or (), forecast.get("history") or ()
+    if not operator and not history:
+        return feeder
+    table = forecast_table(intervals, operator) if operator else None
+    if history:
+        past = pl.DataFrame(list(history), schema={"bus": pl.Utf8, "us": pl.Int64, "p_kw": pl.Float64,
+                                                   "q_kvar": pl.Float64}, orient="row")
+        past = past.select("bus", pl.col("us").cast(pl.Datetime("us", "UTC")).alias("interval"), "p_kw", "q_kvar")
+        built = same_interval_mean(feeder, past, intervals, days=timeline.HISTORY_DAYS).select("bus", "interval", "p_kw",
+                                                                                     "q_kvar")
+        if table is not None:
+            built = pl.concat([built.join(table.select("bus", "interval"), on=["bus", "interval"], how="anti"), table])
+        table = built.sort("interval", "bus")
+    return apply_forecast(feeder, table)
+
+
 def check_forecast(feeder: Feeder, market: dict, rows: list) -> None:
     """The engine's checks of forecast rows (known buses, finite, each bus and interval once); InvalidArgument
     naming ``forecast.field`` with the row."""
@@ -225,6 +246,19 @@ def check_forecast(feeder: Feeder, market: dict, rows: list) -> None:
         validate_forecast(forecast_table(market_intervals(market), rows), feeder)
     except InputError as exc:
         raise InvalidArgument(f"forecast.{exc.field}[{exc.row}]" if exc.row is not None else f"forecast.{exc.field}",
+                              exc.reason) from None
+
+
+def check_history(feeder: Feeder, rows: list) -> None:
+    """Metered history rows ``(bus, interval_us, p_kw, q_kvar)`` by the forecast rules; InvalidArgument naming
+    ``history.field[row]``."""
+    t = pl.DataFrame(list(rows), schema={"bus": pl.Utf8, "us": pl.Int64, "p_kw": pl.Float64, "q_kvar": pl.Float64},
+                     orient="row")
+    try:
+        validate_forecast(t.select("bus", pl.col("us").cast(pl.Datetime("us", "UTC")).alias("interval"), "p_kw",
+                                   "q_kvar"), feeder, "history")
+    except InputError as exc:
+        raise InvalidArgument(f"history.{exc.field}[{exc.row}]" if exc.row is not None else f"history.{exc.field}",
                               exc.reason) from None
 
 

@@ -302,7 +302,25 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
         out = await app.solve(lambda: markets_engine.forecast_schedule(app.inputs(rows), table))
         market = rows[0]
         return realtime_pb2.GetForecastScheduleResponse(
-            source="operator" if rows[6] else "feeder",
+            source="operator" if rows[6]["operator"] else "history" if rows[6]["history"] else "feeder",
             intervals=[realtime_pb2.ForecastScheduleInterval(
                 interval_start=convert.ts(timeline.interval_start(market, r["interval_idx"])), fixed_kw=r["fixed_kw"],
                 expected_kw=r["expected_kw"], import_kw=r["import_kw"]) for r in out.iter_rows(named=True)])
+
+    @unary(OPERATOR)
+    async def SubmitLoadHistory(self, request, who):
+        app = self.app
+        feeder_id = convert.check_id(request.feeder_id, "feeder_id")
+        request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
+        h = request.history
+        n = len(h.bus)
+        if n == 0 or len(h.interval_start) != n or len(h.p_kw) != n or len(h.q_kvar) not in (0, n):
+            raise InvalidArgument("history", "give bus, interval_start and p_kw (and q_kvar or none) of one length")
+        rows = [(h.bus[k], convert.us_of(h.interval_start[k], f"history.interval_start[{k}]"),
+                 limits.in_range(h.p_kw[k], f"history.p_kw[{k}]", "load_kw"),
+                 limits.in_range(h.q_kvar[k] if h.q_kvar else 0.0, f"history.q_kvar[{k}]", "load_kw"))
+                for k in range(n)]
+        feeder = await app.feeder(feeder_id)
+        await asyncio.get_running_loop().run_in_executor(None, markets_engine.check_history, feeder, rows)
+        out = await app.writer.call(realtime_store.store_history, who, feeder_id, rows, request_id, digest)
+        return realtime_pb2.SubmitLoadHistoryResponse(count=out["count"])

@@ -236,3 +236,19 @@ def cleared_imports(conn, market_id: str) -> list[tuple[int, float]]:
             (float(bands[0][0]) + float(bands[-1][1])) / 2.0
         out.append((t, next(q for lo, hi, q in bands if float(hi) >= price)))
     return out
+
+
+def store_history(conn, who: Principal, feeder_id: str, rows: list[tuple], request_id: str, digest: str) -> dict:
+    """Store metered load history ``(bus, interval_us, p_kw, q_kvar)`` of a feeder; a row replaces the earlier
+    reading of its bus and interval."""
+    def run():
+        if not conn.execute("SELECT 1 FROM feeders WHERE feeder_id = ?", (feeder_id,)).fetchone():
+            raise NotFound(f"feeder_id: no feeder {feeder_id!r}")
+        now = now_us()
+        conn.executemany("INSERT INTO load_history (feeder_id, bus, interval_us, p_kw, q_kvar) VALUES (?, ?, ?, ?, ?) "
+                         "ON CONFLICT (feeder_id, interval_us, bus) DO UPDATE SET p_kw = excluded.p_kw, "
+                         "q_kvar = excluded.q_kvar", [(feeder_id, *r) for r in rows])
+        store._audit(conn, who, "history.submit", {"feeder_id": feeder_id, "rows": [list(r) for r in rows]}, now)
+        return {"count": len(rows)}
+
+    return store._idempotent(conn, who, request_id, digest, run)

@@ -914,10 +914,21 @@ def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.Data
             market_network(conn, market), market_forecast(conn, market_id))
 
 
-def market_forecast(conn, market_id: str) -> list[tuple]:
-    """The operator's forecast rows of a market: ``(bus, interval_idx, p_kw, q_kvar)`` in key order."""
-    return [tuple(r) for r in conn.execute("SELECT bus, interval_idx, p_kw, q_kvar FROM forecasts WHERE market_id = ? "
-                                           "ORDER BY interval_idx, bus", (market_id,))]
+
+
+def market_forecast(conn, market_id: str) -> dict:
+    """The load forecast inputs of a market: ``operator`` rows ``(bus, interval_idx, p_kw, q_kvar)`` and the
+    feeder's metered ``history`` rows ``(bus, interval_us, p_kw, q_kvar)`` of the ``HISTORY_DAYS`` days before
+    the market's first interval, both in key order."""
+    market = get_market(conn, market_id)
+    first = int(market["delivery_start_us"])
+    operator = [tuple(r) for r in conn.execute("SELECT bus, interval_idx, p_kw, q_kvar FROM forecasts WHERE "
+                                               "market_id = ? ORDER BY interval_idx, bus", (market_id,))]
+    history = [tuple(r) for r in conn.execute(
+        "SELECT bus, interval_us, p_kw, q_kvar FROM load_history WHERE feeder_id = ? AND interval_us >= ? AND "
+        "interval_us < ? ORDER BY interval_us, bus",
+        (market["feeder_id"], first - timeline.HISTORY_DAYS * 86_400_000_000, first))]
+    return {"operator": operator, "history": history}
 
 
 CHANGE_COLUMNS = ("change_id", "kind", "element", "start_us", "end_us", "s_max_kva", "vmin_pu", "vmax_pu",

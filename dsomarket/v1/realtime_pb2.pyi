@@ -22,6 +22,22 @@ SCHEDULE_SOURCE_UNSPECIFIED: ScheduleSource
 SCHEDULE_SOURCE_OVERRIDE: ScheduleSource
 SCHEDULE_SOURCE_EMERGENCY: ScheduleSource
 
+class SubmitLoadHistoryRequest(_message.Message):
+    __slots__ = ("feeder_id", "request_id", "history")
+    FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    feeder_id: str
+    request_id: str
+    history: ForecastColumns
+    def __init__(self, feeder_id: _Optional[str] = ..., request_id: _Optional[str] = ..., history: _Optional[_Union[ForecastColumns, _Mapping]] = ...) -> None: ...
+
+class SubmitLoadHistoryResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
 class ForecastColumns(_message.Message):
     __slots__ = ("bus", "interval_start", "p_kw", "q_kvar")
     BUS_FIELD_NUMBER: _ClassVar[int]

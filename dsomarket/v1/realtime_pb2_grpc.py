@@ -80,6 +80,11 @@ class RealTimeServiceStub:
                 request_serializer=dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleResponse.FromString,
                 _registered_method=True)
+        self.SubmitLoadHistory = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/SubmitLoadHistory',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class RealTimeServiceServicer:
@@ -169,6 +174,16 @@ class RealTimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitLoadHistory(self, request, context):
+        """Metered history of the inflexible net load per bus of a feeder (the same columns as a forecast; a
+        reading of the same bus and interval replaces the earlier one). Where a market has no operator forecast,
+        its clearing uses the built-in forecaster on this history: the mean of the same interval on the 7
+        previous days with a reading (docs/realtime.md). Operator token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RealTimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +231,11 @@ def add_RealTimeServiceServicer_to_server(servicer, server):
                     servicer.GetForecastSchedule,
                     request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleResponse.SerializeToString,
+            ),
+            'SubmitLoadHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitLoadHistory,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -462,6 +482,33 @@ class RealTimeService:
             '/dsomarket.v1.RealTimeService/GetForecastSchedule',
             dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleRequest.SerializeToString,
             dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitLoadHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/SubmitLoadHistory',
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
