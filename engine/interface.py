@@ -470,8 +470,8 @@ class _Probe:
             return None
         cost = s.cost.copy()
         cost[self.col] = price
-        a_s = self.a_csc[:, structural].tocsr()
-        core = a_s[active].tocsc()
+        a_s = self.a_csc[:, structural].tocsr()[np.concatenate([active, inactive])]   # one row gather
+        core = a_s[:len(active)].tocsc()
         try:
             lu = splu(core, permc_spec="COLAMD")
         except RuntimeError:            # singular: a pivot the tracer should not have taken
@@ -509,7 +509,7 @@ class _Probe:
         row_pos[active] = np.arange(len(active))
         row_pos[inactive] = -1 - np.arange(len(inactive))
         return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
-                      lu, int(pos), c0, bounded, r, a_s[inactive], row_pos)
+                      lu, int(pos), c0, bounded, r, a_s[len(active):], row_pos)
 
     def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
         """Samples reached from ``start`` by bound flips and the tracer's own pivots, towards ``limit`` (exclusive).
@@ -632,7 +632,8 @@ class _Probe:
         allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
         moved = np.zeros(len(st))                     # basic columns' change by the flips so far
         r_cur = r_now.copy()                          # basic rows' activities after the flips so far
-        a_is, abs_is = basis.a_inactive_structural, abs(basis.a_inactive_structural)
+        a_is = basis.a_inactive_structural
+        abs_is = abs(a_is)
         valid = n_run
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
@@ -683,7 +684,7 @@ class _Probe:
             x_new = x.copy()
             if valid:
                 done = cols[:valid]
-                x_new[st] -= basis.lu.solve(self.a_csc[:, done][act] @ steps[:valid])
+                x_new[st] -= basis.lu.solve((self.a_csc[:, done] @ steps[:valid])[act])
                 x_new[done] += steps[:valid]
             brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new)
         q = float(x[self.col]) + np.cumsum(dq[:valid])
@@ -752,10 +753,13 @@ def _trace_interval(probe: _Probe, floor: float, cap: float,
     """Bands ``(price_low, price_high, import_kw)`` of one interval, exact, floor to cap."""
     first, basis = probe.solve(floor)
     up = probe.chain(first, basis, True, cap)
-    top = up[-1].price if up else floor
-    last, basis = probe.solve(cap)
-    down = probe.chain(last, basis, False, top)
-    samples = [first, *up, *reversed(down), last]
+    if (up[-1] if up else first).high >= cap:
+        samples = [first, *up]          # flips and pivots reached the cap: no second solve needed
+    else:
+        top = up[-1].price if up else floor
+        last, basis = probe.solve(cap)
+        down = probe.chain(last, basis, False, top)
+        samples = [first, *up, *reversed(down), last]
     stack = [(a, b) for a, b in zip(samples[:-1], samples[1:])][::-1]
     done: list[tuple[_Sample, _Sample, float | None]] = []   # consecutive pairs and their step (or None)
     while stack:
