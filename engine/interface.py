@@ -94,8 +94,8 @@ P_REL_TOL = 1e-9
 CERT_REL_TOL = 1e-7
 """Relative price tolerance of a ranging certificate (a missed band would be narrower than this)."""
 _ALPHA_TOL = 1e-9
-_MAX_STALL = 20
-"""Own pivots in a row that move neither the import nor the price before a warm HiGHS solve takes over."""
+_MAX_STALL = 50
+"""Own pivots in a row at one price before a warm HiGHS solve takes over (a guard against cycling)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -539,7 +539,9 @@ class _Probe:
             if pivot is None:
                 return out
             sample, nxt = pivot
-            stalled = stalled + 1 if nxt.x[self.col] == basis.x[self.col] and not samples else 0
+            # Degenerate pivots at one price could cycle (with flips between them): a few are fine.
+            stalled = stalled + 1 if sample.price == basis.price or (samples and sample.price == samples[-1].price) \
+                else 0
             self.pivots += 1
             out.append(sample)
             basis = nxt
