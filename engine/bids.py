@@ -227,11 +227,19 @@ class BidColumns:
         return np.bincount(self.of_bid, weights=x_bid, minlength=self.book.n)
 
 
-def merge_columns(book: BidBook) -> BidColumns:
-    """Group identical bid columns (see :class:`BidColumns`); the book itself when all are distinct."""
+def merge_columns(book: BidBook, coupled: set | None = None) -> BidColumns:
+    """Group identical bid columns (see :class:`BidColumns`); the book itself when all are distinct.
+
+    ``coupled`` holds the resource ids that have rows of their own in the model
+    (storage, EV, ramp, commitment): only those set a bid's column apart. None
+    keeps every resource id apart.
+    """
     if book.n == 0:
         return BidColumns(book, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    resource = book.table["resource_id"].rank("dense").to_numpy()
+    rid = book.table["resource_id"]
+    if coupled is not None:
+        rid = pl.select(pl.when(rid.is_in(list(coupled))).then(rid).otherwise(pl.lit(""))).to_series()
+    resource = rid.rank("dense").to_numpy()
     # + 0.0 makes -0.0 and 0.0 one key.
     keys = (book.t_idx, book.bus_idx, book.withdraw_sign, book.price + 0.0, book.tan_phi + 0.0, resource)
     order = np.lexsort(keys[::-1])                  # stable: equal keys keep their book order

@@ -163,7 +163,7 @@ class NodalMarket:
         self.feeder, self.book, self.rules, self.resources, self.options = feeder, book, rules, resources, options
         self.iso_price = iso_prices(iso_price, book.n_interval)
         # One LP column per group of identical bids; results are split back pro rata.
-        self.columns = merge_columns(book)
+        self.columns = merge_columns(book, {r.resource_id for r in resources})
         try:
             self.model = lindistflow.build(feeder, self.columns.book, self.iso_price, rules, resources, load_p_kw,
                                            load_q_kvar, options.polygon_sides)
