@@ -1136,6 +1136,34 @@ class Client:
                                x.delivery if x.HasField("delivery") else None, x.awarded_kw, x.instructed_move_kw,
                                x.delivered_move_kw) for x in r.rows]
 
+    async def submit_forecast(self, market_id: str, rows: Sequence[tuple[str, datetime, float, float]], *,
+                              request_id: str = "") -> int:
+        """Operator: the forecast net injection ``(bus, interval_start, p_kw, q_kvar)`` of what does not bid, for
+        the intervals named (replacing their earlier forecast while their gates are open)."""
+        cols = realtime_pb2.ForecastColumns(bus=[r[0] for r in rows], interval_start=[_ts(r[1]) for r in rows],
+                                            p_kw=[r[2] for r in rows], q_kvar=[r[3] for r in rows])
+        req = realtime_pb2.SubmitForecastRequest(market_id=market_id, request_id=request_id or uuid.uuid4().hex,
+                                                 forecast=cols)
+        return (await self._call(self._realtime.SubmitForecast, req)).count
+
+    async def submit_load_history(self, feeder_id: str, rows: Sequence[tuple[str, datetime, float, float]], *,
+                                  request_id: str = "") -> int:
+        """Operator: metered net injection ``(bus, interval_start, p_kw, q_kvar)`` of what does not bid, the
+        history the built-in forecaster averages."""
+        cols = realtime_pb2.ForecastColumns(bus=[r[0] for r in rows], interval_start=[_ts(r[1]) for r in rows],
+                                            p_kw=[r[2] for r in rows], q_kvar=[r[3] for r in rows])
+        req = realtime_pb2.SubmitLoadHistoryRequest(feeder_id=feeder_id, request_id=request_id or uuid.uuid4().hex,
+                                                    history=cols)
+        return (await self._call(self._realtime.SubmitLoadHistory, req)).count
+
+    async def forecast_schedule(self, market_id: str) -> tuple[str, list[dict]]:
+        """The forecast interface schedule: its source (operator or feeder) and, per interval, fixed_kw,
+        expected_kw and import_kw."""
+        r = await self._call(self._realtime.GetForecastSchedule,
+                             realtime_pb2.GetForecastScheduleRequest(market_id=market_id))
+        return r.source, [{"interval_start": _dt(i.interval_start), "fixed_kw": i.fixed_kw,
+                           "expected_kw": i.expected_kw, "import_kw": i.import_kw} for i in r.intervals]
+
     async def submit_emergency_instruction(self, market_id: str, *, interval_start: datetime, reason: str,
                                            import_max_kw: float | None = None, export_max_kw: float | None = None,
                                            shed_kw: float | None = None) -> tuple[InterfaceSchedule, int]:

@@ -103,14 +103,20 @@ def feeder_tree(feeder: Feeder, bus_values: pl.DataFrame | None = None, bus_labe
     fig = figure(size, dpi)
     ax = fig.add_subplot()
     segments = [((x[int(topo.parent[k])], y[int(topo.parent[k])]), (x[k], y[k])) for k in range(1, topo.n_bus)]
-    lines = LineCollection(segments, colors="0.6", linewidths=2.0, zorder=1)
+    # Every line in grey first, so the tree stays readable where loading is low or unrated.
+    ax.add_collection(LineCollection(segments, colors="0.7", linewidths=1.5, zorder=0))
     if line_loading is not None and line_loading.height:
+        from matplotlib import colormaps
+        from matplotlib.colors import ListedColormap
+
         load = dict(zip(line_loading["line"].cast(pl.Utf8), line_loading["loading_pct"]))
         pct = np.array([np.nan if load.get(str(lid)) is None else load[str(lid)] for lid in topo.line_ids], float)
-        lines = LineCollection(segments, array=np.ma.masked_invalid(pct), cmap="Reds", linewidths=3.0, zorder=1)
+        # The light end of "Reds" is near white; start a quarter in so a lightly loaded line still shows.
+        reds = ListedColormap(colormaps["Reds"](np.linspace(0.25, 1.0, 256)))
+        lines = LineCollection(segments, array=np.ma.masked_invalid(pct), cmap=reds, linewidths=3.0, zorder=1)
         lines.set_clim(0.0, max(100.0, float(np.nanmax(pct)) if np.isfinite(pct).any() else 100.0))
         fig.colorbar(lines, ax=ax, label="line loading (% of rating)", location="bottom", shrink=0.6)
-    ax.add_collection(lines)
+        ax.add_collection(lines)
     if bus_values is not None and bus_values.height:
         val = dict(zip(bus_values["bus"].cast(pl.Utf8), bus_values["value"]))
         v = np.array([val.get(str(b), np.nan) for b in topo.bus_ids], float)

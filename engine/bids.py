@@ -227,25 +227,38 @@ class BidColumns:
         return np.bincount(self.of_bid, weights=x_bid, minlength=self.book.n)
 
 
-def merge_columns(book: BidBook) -> BidColumns:
-    """Group identical bid columns (see :class:`BidColumns`); the book itself when all are distinct."""
+def merge_columns(book: BidBook, coupled: set | None = None) -> BidColumns:
+    """Group identical bid columns (see :class:`BidColumns`); the book itself when all are distinct.
+
+    ``coupled`` holds the resource ids that have rows of their own in the model
+    (storage, EV, ramp, commitment): only those set a bid's column apart. None
+    keeps every resource id apart.
+    """
     if book.n == 0:
         return BidColumns(book, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    _, resource = np.unique(book.table["resource_id"].to_numpy().astype(str), return_inverse=True)
+    rid = book.table["resource_id"]
+    if coupled is not None:
+        rid = pl.select(pl.when(rid.is_in(list(coupled))).then(rid).otherwise(pl.lit(""))).to_series()
+    resource = rid.rank("dense").to_numpy()
     # + 0.0 makes -0.0 and 0.0 one key.
-    keys = np.column_stack([book.t_idx, book.bus_idx, book.withdraw_sign, book.price + 0.0,
-                            book.tan_phi + 0.0, resource]).astype(float)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    if len(first) == book.n:
+    keys = (book.t_idx, book.bus_idx, book.withdraw_sign, book.price + 0.0, book.tan_phi + 0.0, resource)
+    order = np.lexsort(keys[::-1])                  # stable: equal keys keep their book order
+    new_group = np.zeros(book.n, dtype=bool)
+    new_group[0] = True
+    for k in keys:
+        ks = np.asarray(k)[order]
+        new_group[1:] |= ks[1:] != ks[:-1]
+    if new_group.all():
         rows = np.arange(book.n)
         return BidColumns(book, rows, rows)
-    order = np.argsort(first, kind="stable")        # columns in order of first appearance
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    of_bid = rank[inverse]
-    first_bid = first[order]
-    quantity = np.bincount(of_bid, weights=book.quantity_kw, minlength=len(first))
+    first_sorted = order[new_group]                 # each group's first bid, groups in key order
+    group_sorted = np.cumsum(new_group) - 1
+    rank = np.empty(len(first_sorted), dtype=np.int64)
+    rank[np.argsort(first_sorted, kind="stable")] = np.arange(len(first_sorted))   # order of first appearance
+    of_bid = np.empty(book.n, dtype=np.int64)
+    of_bid[order] = rank[group_sorted]
+    first_bid = np.sort(first_sorted)
+    quantity = np.bincount(of_bid, weights=book.quantity_kw, minlength=len(first_bid))
     table = book.table[first_bid].with_columns(quantity_kw=pl.Series(quantity))
     merged = BidBook(table=table, intervals=book.intervals, bus_idx=book.bus_idx[first_bid],
                      t_idx=book.t_idx[first_bid], withdraw_sign=book.withdraw_sign[first_bid],

@@ -55,7 +55,7 @@ class NodalMarket:
         self.lossaware = options.formulation == "lossaware"
         self.convergence: dict | None = None
         # One LP column per group of identical bids; results are split back pro rata.
-        self.columns = merge_columns(book)
+        self.columns = merge_columns(book, {r.resource_id for r in resources})
         try:
             if self.lossaware:
                 # Flat start: the AC power flow of the fixed load with no bid cleared.

@@ -62,7 +62,8 @@ def water_fill(margin: np.ndarray, sens: sp.csc_matrix, cap: np.ndarray, weight:
     margin
         ``(c,)`` room per limit (constraint units); negative = already broken.
     sens
-        ``(c, d)`` non-negative sensitivities, constraint units per kW.
+        ``(c, d)`` non-negative sensitivities, constraint units per kW: a dense array,
+        or a sparse matrix (for feeders too large for a dense one).
     cap
         ``(d,)`` the most each DER may get, kW (>= 0).
     weight
@@ -86,7 +87,8 @@ def water_fill(margin: np.ndarray, sens: sp.csc_matrix, cap: np.ndarray, weight:
     binding = np.full(d, -1, dtype=np.int64)
     rising = (cap > 0) & (weight > 0)
     fixed = np.zeros(sens.shape[0])
-    sens_csr = sens.tocsr()
+    dense = isinstance(sens, np.ndarray)
+    sens_csr = sens if dense else sens.tocsr()
     while rising.any():
         w = np.where(rising, weight, 0.0)
         load = sens_csr @ w
@@ -102,7 +104,8 @@ def water_fill(margin: np.ndarray, sens: sp.csc_matrix, cap: np.ndarray, weight:
             x = np.minimum(level * weight, cap)
             binding_row = -1
         else:
-            stop = rising & (sens_csr[k].toarray().ravel() > SENS_TOL)
+            row = sens_csr[k] if dense else sens_csr[k].toarray().ravel()
+            stop = rising & (row > SENS_TOL)
             x = level * weight
             binding_row = k
         alloc[stop] = x[stop]
@@ -178,7 +181,8 @@ def operating_envelopes(feeder: Feeder, ders: pl.DataFrame, forecast: pl.DataFra
     cap = {"export": t["export_limit_kw"].to_numpy(), "import": t["import_limit_kw"].to_numpy()}
     weight = {k: (v if rule == "proportional" else (v > 0).astype(float)) for k, v in cap.items()}
     cons = constraints(feeder, p_kw, q_kvar, bus_idx, tan_phi)
-    sens = cons.sens.tocsc()
+    # Dense products are many times faster than sparse ones while the matrix fits in some 40 MB.
+    sens = cons.sens.toarray() if cons.n * t.height <= 5_000_000 else cons.sens.tocsc()
     n_t = len(ivs)
     bindings: dict = {}
 

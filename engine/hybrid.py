@@ -219,7 +219,10 @@ def check_deliverability(feeder: Feeder, schedules: pl.DataFrame, forecast: pl.D
     ivs = [iv for iv in stamps if iv is not None] or [None]
     if None in stamps and len(ivs) > 1 or (None in stamps and ivs != [None]):
         raise InputError("schedules", "interval", "mixes rows with and without an interval")
-    _, p_load, q_load = forecast_loads(feeder, forecast, None if ivs == [None] else ivs)
+    found, p_load, q_load = forecast_loads(feeder, forecast, None if ivs == [None] else ivs)
+    if len(found) != len(ivs):  # schedules without an interval take a forecast of exactly one
+        raise InputError("forecast", "interval", f"gives {len(found)} intervals for schedules without an interval: "
+                         "give one")
     t_of = {iv: k for k, iv in enumerate(ivs)}
     row_t = np.array([t_of[iv] for iv in t["interval"].to_list()], dtype=np.int64)
     bus = t["bus_index"].to_numpy()

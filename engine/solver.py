@@ -276,7 +276,10 @@ class HighsSolver:
 
     # -- solving ------------------------------------------------------------
     def run(self) -> str:
-        """Run HiGHS from the current basis; a warm run that ends other than optimal is repeated cold.
+        """Run HiGHS from the current basis; a run that ends other than optimal is repeated.
+
+        First cold (a warm run), then without presolve: only the plain simplex's verdict
+        declares the market unsolvable.
 
         A warm start after many in-place changes can leave HiGHS in a numerically
         troubled basis that stops with status ``Unknown`` where a cold solve is
@@ -294,6 +297,17 @@ class HighsSolver:
                         h.modelStatusToString(h.getModelStatus()))
             h.clearSolver()
             h.run()
+            status = _STATUS.get(h.getModelStatus(), "error")
+        if status not in ("optimal", "time_limit"):
+            # HiGHS's presolve can declare a feasible LP infeasible when its only feasible points
+            # sit on a degenerate face (a thermal polygon vertex held exactly by fixed positions,
+            # seen in real-time re-clears); the simplex without presolve decides.
+            log.warning("HiGHS ended %s; solving again without presolve",
+                        h.modelStatusToString(h.getModelStatus()))
+            h.setOptionValue("presolve", "off")
+            h.clearSolver()
+            h.run()
+            h.setOptionValue("presolve", "choose")
             status = _STATUS.get(h.getModelStatus(), "error")
         return status
 

@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dsomarket.server import network_service, realtime_service, services
+from dsomarket.server import hybrid_service, network_service, realtime_service, services
 from dsomarket.server.scheduler import Scheduler
 from dsomarket.server.auth import TOKEN_RECHECK_SECONDS
 from dsomarket.server.interceptors import Gate
@@ -31,7 +31,7 @@ from dsomarket.server.requestlog import RequestLogInterceptor
 from dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc
 from dsomarket.v1 import flexibility_pb2, flexibility_pb2_grpc, iso_pb2
 from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, network_pb2, network_pb2_grpc, operator_pb2
-from dsomarket.v1 import operator_pb2_grpc, realtime_pb2, realtime_pb2_grpc
+from dsomarket.v1 import hybrid_pb2, hybrid_pb2_grpc, operator_pb2_grpc, realtime_pb2, realtime_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """Largest request or response; a bigger request fails with RESOURCE_EXHAUSTED before it is parsed."""
@@ -42,7 +42,8 @@ STREAM_WINDOW_BYTES = 1024 * 1024
 SERVICE_NAMES = tuple(m.DESCRIPTOR.services_by_name[s].full_name for m, s in (
     (market_pb2, "MarketService"), (operator_pb2, "OperatorService"), (aggregator_pb2, "AggregatorService"),
     (iso_pb2, "IsoService"), (audit_pb2, "AuditService"), (flexibility_pb2, "FlexibilityService"),
-    (network_pb2, "NetworkService"), (realtime_pb2, "RealTimeService")))
+    (network_pb2, "NetworkService"), (realtime_pb2, "RealTimeService"), (hybrid_pb2, "DerRegistryService"),
+    (hybrid_pb2, "HybridService")))
 
 log = logging.getLogger("dsomarket.server")
 
@@ -200,6 +201,8 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     flexibility_pb2_grpc.add_FlexibilityServiceServicer_to_server(services.FlexibilityService(app), server)
     network_pb2_grpc.add_NetworkServiceServicer_to_server(network_service.NetworkService(app), server)
     realtime_pb2_grpc.add_RealTimeServiceServicer_to_server(realtime_service.RealTimeService(app), server)
+    hybrid_pb2_grpc.add_DerRegistryServiceServicer_to_server(hybrid_service.DerRegistryService(app), server)
+    hybrid_pb2_grpc.add_HybridServiceServicer_to_server(hybrid_service.HybridService(app), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

@@ -146,6 +146,21 @@ CREATE TABLE IF NOT EXISTS meter_readings (
     PRIMARY KEY (market_id, aggregator_id, resource_id, interval_idx));
 CREATE TABLE IF NOT EXISTS imbalance_settlements (
     market_id TEXT PRIMARY KEY, totals TEXT NOT NULL, interface TEXT NOT NULL, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS forecasts (
+    market_id TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL, p_kw REAL NOT NULL,
+    q_kvar REAL NOT NULL, PRIMARY KEY (market_id, interval_idx, bus));
+CREATE TABLE IF NOT EXISTS load_history (
+    feeder_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL, p_kw REAL NOT NULL,
+    q_kvar REAL NOT NULL, PRIMARY KEY (feeder_id, interval_us, bus));
+CREATE TABLE IF NOT EXISTS ders (
+    der_id TEXT PRIMARY KEY, aggregator_id TEXT NOT NULL, feeder_id TEXT NOT NULL, record TEXT NOT NULL,
+    status TEXT NOT NULL, export_limit_kw REAL NOT NULL, import_limit_kw REAL NOT NULL, reason TEXT NOT NULL,
+    seq INTEGER NOT NULL, updated_us INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ders_by_feeder ON ders (feeder_id, seq);
+CREATE TABLE IF NOT EXISTS direct_schedules (
+    feeder_id TEXT NOT NULL, participant_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL,
+    p_kw REAL NOT NULL, submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
+    PRIMARY KEY (feeder_id, interval_us, participant_id, bus)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;

@@ -34,12 +34,15 @@ from dsomarket.engine.disaggregation import Disaggregation
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import builtin
 from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
+from dsomarket.engine.forecast import (apply_forecast, feeder_forecast, interface_schedule, same_interval_mean,
+                                       validate_forecast)
 from dsomarket.engine.network import Feeder
 from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
 from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
 from dsomarket.engine.settlement import settle
+from dsomarket.server import timeline
 from dsomarket.server.errors import InvalidArgument
 
 log = logging.getLogger("dsomarket.server")
@@ -160,7 +163,8 @@ def market_intervals(market: dict) -> list[datetime]:
 
 
 def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: pl.DataFrame,
-                  activations: pl.DataFrame | None = None, network: tuple[int, list] = (0, [])) -> MarketInputs:
+                  activations: pl.DataFrame | None = None, network: tuple[int, list] = (0, []),
+                  forecast: dict | None = None) -> MarketInputs:
     """Engine inputs of a market from its stored rows.
 
     Parameters
@@ -185,10 +189,16 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
     network
         ``(version, change rows)``: the feeder's network version and its change rows in version order
         (:func:`change_table` takes them); version 0 with no rows is the feeder as loaded.
+    forecast
+        ``operator``: the operator's forecast rows ``(bus, interval_idx, p_kw, q_kvar)``; ``history``: the
+        feeder's metered rows ``(bus, interval_us, p_kw, q_kvar)``. With history, every bus and interval gets the
+        built-in forecast (:func:`engine.forecast.same_interval_mean`), the operator's rows replacing it where
+        given; the result is the fixed load (:func:`engine.forecast.apply_forecast`) before any activation.
     """
     intervals = market_intervals(market)
     version, change_rows = network
     changes = change_table(feeder, change_rows) if change_rows else None
+    feeder = forecast_feeder(feeder, intervals, forecast or {})
     interval = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
     commitments = ()
     if activations is not None and activations.height:
@@ -208,9 +218,68 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
                         resources=_resources(resources) + commitments, changes=changes, network_version=version)
 
 
-CHANGE_ROW_KEYS = ("change_id", "kind", "element", "start_us", "end_us", "s_max_kva", "vmin_pu", "vmax_pu",
-                   "import_max_kw", "export_max_kw", "shed", "reason", "submitted_by")
-"""Keys of a stored network change row (times in microseconds since the epoch, UTC)."""
+def forecast_table(intervals: list, rows) -> pl.DataFrame:
+    """The engine's forecast table from stored rows ``(bus, interval_idx, p_kw, q_kvar)``."""
+    t = pl.DataFrame(list(rows), schema={"bus": pl.Utf8, "interval_idx": pl.Int64, "p_kw": pl.Float64,
+                                         "q_kvar": pl.Float64}, orient="row")
+    stamps = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
+    return t.select("bus", stamps.gather(t["interval_idx"]).alias("interval"), "p_kw", "q_kvar")
+
+
+def forecast_feeder(feeder: Feeder, intervals: list, forecast: dict) -> Feeder:
+    """The feeder with the market's forecast as its fixed load (see :func:`market_inputs`)."""
+    operator, history = forecast.get("operator") or (), forecast.get("history") or ()
+    if not operator and not history:
+        return feeder
+    table = forecast_table(intervals, operator) if operator else None
+    if history:
+        past = pl.DataFrame(list(history), schema={"bus": pl.Utf8, "us": pl.Int64, "p_kw": pl.Float64,
+                                                   "q_kvar": pl.Float64}, orient="row")
+        past = past.select("bus", pl.col("us").cast(pl.Datetime("us", "UTC")).alias("interval"), "p_kw", "q_kvar")
+        built = same_interval_mean(feeder, past, intervals, days=timeline.HISTORY_DAYS).select("bus", "interval", "p_kw",
+                                                                                     "q_kvar")
+        if table is not None:
+            built = pl.concat([built.join(table.select("bus", "interval"), on=["bus", "interval"], how="anti"), table])
+        table = built.sort("interval", "bus")
+    return apply_forecast(feeder, table)
+
+
+def check_forecast(feeder: Feeder, market: dict, rows: list) -> None:
+    """The engine's checks of forecast rows (known buses, finite, each bus and interval once); InvalidArgument
+    naming ``forecast.field`` with the row."""
+    try:
+        validate_forecast(forecast_table(market_intervals(market), rows), feeder)
+    except InputError as exc:
+        raise InvalidArgument(f"forecast.{exc.field}[{exc.row}]" if exc.row is not None else f"forecast.{exc.field}",
+                              exc.reason) from None
+
+
+def check_history(feeder: Feeder, rows: list) -> None:
+    """Metered history rows ``(bus, interval_us, p_kw, q_kvar)`` by the forecast rules; InvalidArgument naming
+    ``history.field[row]``."""
+    t = pl.DataFrame(list(rows), schema={"bus": pl.Utf8, "us": pl.Int64, "p_kw": pl.Float64, "q_kvar": pl.Float64},
+                     orient="row")
+    try:
+        validate_forecast(t.select("bus", pl.col("us").cast(pl.Datetime("us", "UTC")).alias("interval"), "p_kw",
+                                   "q_kvar"), feeder, "history")
+    except InputError as exc:
+        raise InvalidArgument(f"history.{exc.field}[{exc.row}]" if exc.row is not None else f"history.{exc.field}",
+                              exc.reason) from None
+
+
+def forecast_schedule(inputs: MarketInputs, cleared: pl.DataFrame | None) -> pl.DataFrame:
+    """The forecast interface schedule (:func:`engine.forecast.interface_schedule`): the market's fixed net load
+    per interval, plus the expected position of a clearing (``interval_idx, import_kw`` at the forecast price)."""
+    fixed = feeder_forecast(inputs.feeder, inputs.intervals)
+    expected = None
+    if cleared is not None and cleared.height:
+        stamps = pl.Series("interval", inputs.intervals, dtype=pl.Datetime("us", "UTC"))
+        fixed_kw = fixed.group_by("interval").agg((-pl.col("p_kw").sum()).alias("f"))
+        expected = (cleared.select(stamps.gather(cleared["interval_idx"]).alias("interval"), "import_kw")
+                    .join(fixed_kw, on="interval").select("interval", (pl.col("import_kw") - pl.col("f"))
+                                                          .alias("expected_kw")))
+    out = interface_schedule(fixed, expected)
+    return out.with_columns(_interval_idx(inputs, out["interval"]))
 
 
 def change_table(feeder: Feeder, rows: list[dict]) -> pl.DataFrame:

@@ -139,7 +139,7 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                 market = rows[0]
                 version = store.network_version(conn, market["feeder_id"])
                 network = (version, store.network_changes(conn, market["feeder_id"], version))
-                return (*rows[:5], network), network_store.clear_forecast(conn, market_id)
+                return (*rows[:5], network, *rows[6:]), network_store.clear_forecast(conn, market_id)
 
             rows, forecast = await app.reader.call(read)
             outcome = await app.solve(lambda: markets_engine.clear_market(app.inputs(rows), forecast,

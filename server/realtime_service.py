@@ -268,3 +268,59 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
             awarded_kw=r["awarded_kw"], instructed_move_kw=r["instructed_move_kw"],
             delivered_move_kw=r["delivered_move_kw"],
             **({} if r["delivery"] is None else {"delivery": r["delivery"]})) for r in table.iter_rows(named=True)])
+
+    @unary(OPERATOR)
+    async def SubmitForecast(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+        request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
+        f = request.forecast
+        n = len(f.bus)
+        if n == 0 or len(f.interval_start) != n or len(f.p_kw) != n or len(f.q_kvar) not in (0, n):
+            raise InvalidArgument("forecast", "give bus, interval_start and p_kw (and q_kvar or none) of one length")
+        market = await app.reader.call(store.get_market, market_id)
+        starts = [convert.us_of(ts, f"forecast.interval_start[{k}]") for k, ts in enumerate(f.interval_start)]
+        indices = store.interval_indices(market, starts, "forecast.interval_start")
+        rows = [(f.bus[k], indices[k], limits.in_range(f.p_kw[k], f"forecast.p_kw[{k}]", "load_kw"),
+                 limits.in_range(f.q_kvar[k] if f.q_kvar else 0.0, f"forecast.q_kvar[{k}]", "load_kw"))
+                for k in range(n)]
+        feeder = await app.feeder(market["feeder_id"])
+        await asyncio.get_running_loop().run_in_executor(None, markets_engine.check_forecast, feeder, market, rows)
+        out = await app.writer.call(realtime_store.store_forecast, who, market_id, rows, request_id, digest)
+        return realtime_pb2.SubmitForecastResponse(count=out["count"])
+
+    @unary(ISO, OPERATOR, AUDITOR)
+    async def GetForecastSchedule(self, request, who):
+        app = self.app
+        market_id = convert.check_id(request.market_id, "market_id")
+
+        def read(conn):
+            return store.market_rows(conn, market_id), realtime_store.cleared_imports(conn, market_id)
+
+        rows, cleared = await app.reader.call(read)
+        table = pl.DataFrame(cleared, schema={"interval_idx": pl.Int64, "import_kw": pl.Float64}, orient="row")
+        out = await app.solve(lambda: markets_engine.forecast_schedule(app.inputs(rows), table))
+        market = rows[0]
+        return realtime_pb2.GetForecastScheduleResponse(
+            source="operator" if rows[6]["operator"] else "history" if rows[6]["history"] else "feeder",
+            intervals=[realtime_pb2.ForecastScheduleInterval(
+                interval_start=convert.ts(timeline.interval_start(market, r["interval_idx"])), fixed_kw=r["fixed_kw"],
+                expected_kw=r["expected_kw"], import_kw=r["import_kw"]) for r in out.iter_rows(named=True)])
+
+    @unary(OPERATOR)
+    async def SubmitLoadHistory(self, request, who):
+        app = self.app
+        feeder_id = convert.check_id(request.feeder_id, "feeder_id")
+        request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
+        h = request.history
+        n = len(h.bus)
+        if n == 0 or len(h.interval_start) != n or len(h.p_kw) != n or len(h.q_kvar) not in (0, n):
+            raise InvalidArgument("history", "give bus, interval_start and p_kw (and q_kvar or none) of one length")
+        rows = [(h.bus[k], convert.us_of(h.interval_start[k], f"history.interval_start[{k}]"),
+                 limits.in_range(h.p_kw[k], f"history.p_kw[{k}]", "load_kw"),
+                 limits.in_range(h.q_kvar[k] if h.q_kvar else 0.0, f"history.q_kvar[{k}]", "load_kw"))
+                for k in range(n)]
+        feeder = await app.feeder(feeder_id)
+        await asyncio.get_running_loop().run_in_executor(None, markets_engine.check_history, feeder, rows)
+        out = await app.writer.call(realtime_store.store_history, who, feeder_id, rows, request_id, digest)
+        return realtime_pb2.SubmitLoadHistoryResponse(count=out["count"])

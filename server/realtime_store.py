@@ -200,3 +200,55 @@ def record_imbalance(conn, who: Principal, market_id: str, lines: list[tuple], i
                  (market_id, json.dumps(totals), json.dumps(interface), now))
     store._audit(conn, who, "imbalance.settle", {"market_id": market_id, "totals": totals}, now)
     return {"count": len(lines)}
+
+
+def store_forecast(conn, who: Principal, market_id: str, rows: list[tuple], request_id: str, digest: str) -> dict:
+    """Replace the forecast of the intervals ``rows`` name (``(bus, interval_idx, p_kw, q_kvar)``), while the
+    market is open and those intervals' gates are open."""
+    def run():
+        market = store.get_market(conn, market_id)
+        store.require_state(market, ("open",), "a forecast")
+        now = now_us()
+        intervals = sorted({t for _, t, _, _ in rows})
+        store._check_gates(market, enumerate(intervals), lambda j: "forecast.interval_start", now)
+        conn.executemany("DELETE FROM forecasts WHERE market_id = ? AND interval_idx = ?",
+                         [(market_id, t) for t in intervals])
+        conn.executemany("INSERT INTO forecasts (market_id, bus, interval_idx, p_kw, q_kvar) VALUES (?, ?, ?, ?, ?)",
+                         [(market_id, *r) for r in rows])
+        store._audit(conn, who, "forecast.submit", {"market_id": market_id, "rows": [list(r) for r in rows]}, now)
+        return {"count": len(rows)}
+
+    return store._idempotent(conn, who, request_id, digest, run)
+
+
+def cleared_imports(conn, market_id: str) -> list[tuple[int, float]]:
+    """The import of each interval's exact curve at the forecast ISO price of the clearing (empty before it)."""
+    row = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear' AND status = "
+                       "'optimal'", (market_id,)).fetchone()
+    if row is None:
+        return []
+    forecast = json.loads(row[0]).get("forecast") or []
+    out = []
+    for t, bands in conn.execute("SELECT interval_idx, bands FROM curves WHERE market_id = ? ORDER BY interval_idx",
+                                 (market_id,)):
+        bands = json.loads(bands)
+        price = float(forecast[t] if len(forecast) > 1 else forecast[0]) if forecast else \
+            (float(bands[0][0]) + float(bands[-1][1])) / 2.0
+        out.append((t, next(q for lo, hi, q in bands if float(hi) >= price)))
+    return out
+
+
+def store_history(conn, who: Principal, feeder_id: str, rows: list[tuple], request_id: str, digest: str) -> dict:
+    """Store metered load history ``(bus, interval_us, p_kw, q_kvar)`` of a feeder; a row replaces the earlier
+    reading of its bus and interval."""
+    def run():
+        if not conn.execute("SELECT 1 FROM feeders WHERE feeder_id = ?", (feeder_id,)).fetchone():
+            raise NotFound(f"feeder_id: no feeder {feeder_id!r}")
+        now = now_us()
+        conn.executemany("INSERT INTO load_history (feeder_id, bus, interval_us, p_kw, q_kvar) VALUES (?, ?, ?, ?, ?) "
+                         "ON CONFLICT (feeder_id, interval_us, bus) DO UPDATE SET p_kw = excluded.p_kw, "
+                         "q_kvar = excluded.q_kvar", [(feeder_id, *r) for r in rows])
+        store._audit(conn, who, "history.submit", {"feeder_id": feeder_id, "rows": [list(r) for r in rows]}, now)
+        return {"count": len(rows)}
+
+    return store._idempotent(conn, who, request_id, digest, run)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from dsomarket.server import audit, markets_engine
+from dsomarket.server import audit, markets_engine, timeline
 from dsomarket.server.store import (ACTIVATION_SCHEMA, BID_COLUMNS, BID_SCHEMA, COMMITMENT_SCHEMA, FLEX_NEED_COLUMNS,
                           FLEX_NEED_SCHEMA, FLEX_OFFER_COLUMNS, FLEX_OFFER_SCHEMA, RESOURCE_COLUMNS, RESOURCE_SCHEMA)
 
@@ -63,6 +63,8 @@ class _State:
         self.network: dict = {}             # feeder -> its change rows, each with its version
         self.network_version: dict = {}     # market -> the network version its last clearing used
         self.interval_awards: dict = {}     # market -> the interval awards applied so far
+        self.forecasts: dict = {}           # market -> {(bus, interval_idx): (p_kw, q_kvar)}
+        self.history: dict = {}             # feeder -> {(interval_us, bus): (p_kw, q_kvar)}
 
     def apply(self, action: str, p: dict) -> None:
         if action == "feeder.create":
@@ -83,6 +85,14 @@ class _State:
         elif action == "bids.withdraw":
             for bid_id in p["bid_ids"]:
                 del self.bids[p["market_id"]][(p["aggregator_id"], bid_id)]
+        elif action == "forecast.submit":
+            rows = self.forecasts.setdefault(p["market_id"], {})
+            for t in {r[1] for r in p["rows"]}:
+                for key in [k for k in rows if k[1] == t]:
+                    del rows[key]
+            rows.update({(r[0], r[1]): (r[2], r[3]) for r in p["rows"]})
+        elif action == "history.submit":
+            self.history.setdefault(p["feeder_id"], {}).update({(r[1], r[0]): (r[2], r[3]) for r in p["rows"]})
         elif action == "network.changes":
             self.network.setdefault(p["feeder_id"], []).extend({**r, "version": p["version"]} for r in p["changes"])
         elif action in ("market.clear", "market.reclear") and p.get("status") == "optimal":
@@ -111,7 +121,17 @@ class _State:
                                  schema=RESOURCE_SCHEMA, orient="row")
         feeder = markets_engine.feeder_from_tables(self.feeders[market["feeder_id"]])
         return markets_engine.market_inputs(feeder, market, bids, resources, self.energy_activations.get(market_id),
-                                            self.network_of(market, version))
+                                            self.network_of(market, version), self.forecast_of(market))
+
+    def forecast_of(self, market: dict) -> dict:
+        """The market's forecast inputs as :func:`server.store.market_forecast` reads them."""
+        operator = [(b, t, *v) for (b, t), v in sorted(self.forecasts.get(market["market_id"], {}).items(),
+                                                       key=lambda kv: (kv[0][1], kv[0][0]))]
+        first = int(market["delivery_start_us"])
+        low = first - timeline.HISTORY_DAYS * 86_400_000_000
+        history = [(b, us, *v) for (us, b), v in sorted(self.history.get(market["feeder_id"], {}).items())
+                   if low <= us < first]
+        return {"operator": operator, "history": history}
 
     def network_of(self, market: dict, version: int) -> tuple[int, list]:
         """``(version, change rows up to it)`` of the market's feeder."""

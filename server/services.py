@@ -98,9 +98,9 @@ class App:
     def inputs(self, rows) -> markets_engine.MarketInputs:
         """Engine inputs from :func:`server.store.market_rows`, with the market's accepted flexibility
         activations folded into the feeder; call on the solver thread."""
-        market, tables, bids, resources, activations, network = rows
+        market, tables, bids, resources, activations, network, forecast = rows
         return markets_engine.market_inputs(self.feeder_of(market["feeder_id"], tables), market, bids, resources,
-                                            activations, network)
+                                            activations, network, forecast)
 
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""

@@ -897,10 +897,10 @@ def list_curves(conn, market_id: str, feeder_id: str, after_seq: int, limit: int
 
 
 def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.DataFrame, pl.DataFrame | None,
-                                              tuple[int, list]]:
+                                              tuple[int, list], list]:
     """What a clearing of the market reads: its row, feeder tables, active bids, their resources, the
-    flexibility activations its energy market is built on (:func:`energy_activations`) and its network
-    (:func:`market_network`)."""
+    flexibility activations its energy market is built on (:func:`energy_activations`), its network
+    (:func:`market_network`) and the operator's load forecast (:func:`market_forecast`)."""
     market = get_market(conn, market_id)
     tables = feeder_tables(conn, market["feeder_id"])
     bids = conn.execute(f"SELECT {', '.join(BID_COLUMNS)} FROM bids "
@@ -911,7 +911,24 @@ def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.Data
         "AND b.aggregator_id = r.aggregator_id AND b.resource_id = r.resource_id)", (market_id,)).fetchall()
     return (market, tables, pl.DataFrame(bids, schema=BID_SCHEMA, orient="row"),
             pl.DataFrame(resources, schema=RESOURCE_SCHEMA, orient="row"), energy_activations(conn, market),
-            market_network(conn, market))
+            market_network(conn, market), market_forecast(conn, market_id))
+
+
+
+
+def market_forecast(conn, market_id: str) -> dict:
+    """The load forecast inputs of a market: ``operator`` rows ``(bus, interval_idx, p_kw, q_kvar)`` and the
+    feeder's metered ``history`` rows ``(bus, interval_us, p_kw, q_kvar)`` of the ``HISTORY_DAYS`` days before
+    the market's first interval, both in key order."""
+    market = get_market(conn, market_id)
+    first = int(market["delivery_start_us"])
+    operator = [tuple(r) for r in conn.execute("SELECT bus, interval_idx, p_kw, q_kvar FROM forecasts WHERE "
+                                               "market_id = ? ORDER BY interval_idx, bus", (market_id,))]
+    history = [tuple(r) for r in conn.execute(
+        "SELECT bus, interval_us, p_kw, q_kvar FROM load_history WHERE feeder_id = ? AND interval_us >= ? AND "
+        "interval_us < ? ORDER BY interval_us, bus",
+        (market["feeder_id"], first - timeline.HISTORY_DAYS * 86_400_000_000, first))]
+    return {"operator": operator, "history": history}
 
 
 CHANGE_COLUMNS = ("change_id", "kind", "element", "start_us", "end_us", "s_max_kva", "vmin_pu", "vmax_pu",

@@ -12,6 +12,8 @@ MINUTES = {"day_ahead": 60, "hour_ahead": 15, "real_time": 5}
 """Interval length of each market kind."""
 DEFAULT_COUNT = {"day_ahead": 24, "hour_ahead": 4, "real_time": 12}
 MAX_COUNT = {"day_ahead": 48, "hour_ahead": 96, "real_time": 288}
+HISTORY_DAYS = 7
+"""Previous days of metered load history the built-in forecaster averages (``engine.forecast.same_interval_mean``)."""
 ROLLING = ("hour_ahead", "real_time")
 """Kinds whose ISO award may come interval by interval (see ``server.realtime_service``)."""
 

@@ -28,6 +28,9 @@ from dsomarket.server.app import Server, TlsFiles, create_server
 
 POSTGRES_URL = os.environ.get("DSOMARKET_TEST_POSTGRES", "")
 """A PostgreSQL server the tests may create databases on (``.ci/run`` starts one); empty = none."""
+SCHEMA_PREFIX = "dsomarket_test_"
+"""Schemas the tests create (and drop at the end of the session) on that server: point the tests at a
+throwaway PostgreSQL, never at one holding data."""
 BACKEND = "sqlite"
 """The backend of the running test: ``sqlite`` or ``postgresql`` (set by the ``db_backend`` fixture)."""
 
@@ -48,7 +51,7 @@ def database(workdir: str | Path, name: str = "market.sqlite") -> Path | str:
         return path
     import psycopg
 
-    schema = "t_" + hashlib.sha256(str(path).encode()).hexdigest()[:24]
+    schema = SCHEMA_PREFIX + hashlib.sha256(str(path).encode()).hexdigest()[:24]
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
@@ -59,7 +62,8 @@ def drop_test_databases() -> None:
     import psycopg
 
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        names = admin.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'").fetchall()
+        names = admin.execute("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)",
+                              (SCHEMA_PREFIX,)).fetchall()
         for (name,) in names:
             admin.execute(f"DROP SCHEMA {name} CASCADE")
 

@@ -86,3 +86,23 @@ def test_merging_keeps_resources_intervals_and_signs_apart_and_is_order_free():
     a = clear(f, bids, 60.0, rules=RULES, options=NO_AC).dispatch
     b = clear(f, shuffled, 60.0, rules=RULES, options=NO_AC).dispatch
     assert a.equals(b)
+
+
+def test_only_resources_with_rows_of_their_own_keep_bids_apart():
+    from dsomarket.engine.bids import Battery
+
+    f = synthetic(5, 1)
+    bus = f.buses["bus"][2]
+    bids = pl.DataFrame({"bid_id": ["a", "b", "c", "d"], "bus": [bus] * 4, "side": ["buy"] * 4,
+                         "quantity_kw": [10.0, 20.0, 30.0, 40.0], "price": [50.0] * 4,
+                         "resource_id": ["pv-1", "pv-2", "bat", "bat"]})
+    book = validate_bids(bids, f, RULES)
+    bat = (Battery("bat", 100.0, 50.0, 50.0),)
+    market = NodalMarket(f, book, 10.0, RULES, bat, options=NO_AC)
+    assert market.columns.of_bid.tolist() == [0, 0, 1, 1]
+    res = market.solve()
+    ref = clear(f, bids.with_columns(resource_id=pl.lit("")).head(2), 10.0, rules=RULES, options=NO_AC)
+    assert res.ok and ref.ok
+    got = res.dispatch.sort("bid_id")["cleared_kw"].to_numpy()
+    np.testing.assert_allclose(got[:2] / np.array([10.0, 20.0]), got[0] / 10.0)   # pro rata within the column
+    assert got[:2].sum() == pytest.approx(ref.dispatch["cleared_kw"].sum(), abs=1e-6)

@@ -58,7 +58,8 @@ def check(d: Disaggregation, feeder, rules=RULES, tol_price=1e-6):
     assert np.all(x >= 0) and np.all(x <= qty + 1e-9)
     tol = tol_price * np.maximum(1.0, np.abs(price))
     sell = free["side"].to_numpy() == "sell"
-    on, off = x > 1e-5, x < qty - 1e-5
+    # 1e-4 kW is HiGHS's primal feasibility tolerance (1e-7 MW): a bid within it of a bound is at the bound.
+    on, off = x > 1e-4, x < qty - 1e-4
     assert np.all(price[sell & on] <= eff[sell & on] + tol[sell & on])
     assert np.all(price[sell & off] >= eff[sell & off] - tol[sell & off])
     assert np.all(price[~sell & on] >= eff[~sell & on] - tol[~sell & on])

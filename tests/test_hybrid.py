@@ -168,3 +168,15 @@ def test_cli_hybrid_check_and_conflicts(run, tmp_path):
     assert code == 1 and "bess-25 energy_empty" in out
     conflicts = pl.read_csv(tmp_path / "cf" / "conflicts.csv")
     assert set(conflicts["kind"]) == {"energy_empty", "export"}
+
+
+def test_a_real_time_check_without_intervals_takes_a_one_interval_forecast():
+    """Alternative 1: the ISO's dispatch of one interval, checked on the forecast of that interval."""
+    sch = pl.DataFrame({"participant_id": ["p"], "service": ["iso_direct"], "bus": ["2"], "p_kw": [90.0]})
+    forecast = pl.DataFrame({"bus": ["2"], "interval": ["2026-07-01T12:05:00Z"], "p_kw": [-20.0]})
+    r = check_deliverability(chain(), sch, forecast)        # 20 kW of local generation + 90 kW: 110 on 100 kVA
+    assert not r.deliverable and r.schedules["curtailed_kw"][0] == pytest.approx(10.0, abs=0.1)
+    two = pl.concat([forecast, forecast.with_columns(pl.lit("2026-07-01T12:10:00Z").alias("interval"))])
+    with pytest.raises(InputError) as err:
+        check_deliverability(chain(), sch, two)
+    assert err.value.table == "forecast"

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dsomarket.engine.bids import MarketRules, validate_bids
@@ -168,6 +168,8 @@ def test_settles_tables_read_back_from_files():
        kind=st.sampled_from(["both", "quantity", "price"]), pick=st.floats(0, 1),
        rt_price=st.floats(-150, 450))
 @PROPERTY
+# HiGHS's presolve called this real-time re-clear infeasible: line 2 sits on a polygon vertex.
+@example(n_bus=3, n_bids=11, seed=11, kind="both", pick=0.0, rt_price=50.0)
 def test_settlement_balances_to_the_cent_and_its_surplus_is_never_negative(n_bus, n_bids, seed, kind, pick,
                                                                              rt_price):
     f = synthetic(n_bus, seed)    # fixed loads with kvar, thermal and voltage limits that bind

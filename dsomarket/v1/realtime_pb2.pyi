@@ -22,6 +22,76 @@ SCHEDULE_SOURCE_UNSPECIFIED: ScheduleSource
 SCHEDULE_SOURCE_OVERRIDE: ScheduleSource
 SCHEDULE_SOURCE_EMERGENCY: ScheduleSource
 
+class SubmitLoadHistoryRequest(_message.Message):
+    __slots__ = ("feeder_id", "request_id", "history")
+    FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    feeder_id: str
+    request_id: str
+    history: ForecastColumns
+    def __init__(self, feeder_id: _Optional[str] = ..., request_id: _Optional[str] = ..., history: _Optional[_Union[ForecastColumns, _Mapping]] = ...) -> None: ...
+
+class SubmitLoadHistoryResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class ForecastColumns(_message.Message):
+    __slots__ = ("bus", "interval_start", "p_kw", "q_kvar")
+    BUS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    P_KW_FIELD_NUMBER: _ClassVar[int]
+    Q_KVAR_FIELD_NUMBER: _ClassVar[int]
+    bus: _containers.RepeatedScalarFieldContainer[str]
+    interval_start: _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]
+    p_kw: _containers.RepeatedScalarFieldContainer[float]
+    q_kvar: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, bus: _Optional[_Iterable[str]] = ..., interval_start: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ..., p_kw: _Optional[_Iterable[float]] = ..., q_kvar: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class SubmitForecastRequest(_message.Message):
+    __slots__ = ("market_id", "request_id", "forecast")
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    request_id: str
+    forecast: ForecastColumns
+    def __init__(self, market_id: _Optional[str] = ..., request_id: _Optional[str] = ..., forecast: _Optional[_Union[ForecastColumns, _Mapping]] = ...) -> None: ...
+
+class SubmitForecastResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class GetForecastScheduleRequest(_message.Message):
+    __slots__ = ("market_id",)
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    def __init__(self, market_id: _Optional[str] = ...) -> None: ...
+
+class ForecastScheduleInterval(_message.Message):
+    __slots__ = ("interval_start", "fixed_kw", "expected_kw", "import_kw")
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    FIXED_KW_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_KW_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_KW_FIELD_NUMBER: _ClassVar[int]
+    interval_start: _timestamp_pb2.Timestamp
+    fixed_kw: float
+    expected_kw: float
+    import_kw: float
+    def __init__(self, interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fixed_kw: _Optional[float] = ..., expected_kw: _Optional[float] = ..., import_kw: _Optional[float] = ...) -> None: ...
+
+class GetForecastScheduleResponse(_message.Message):
+    __slots__ = ("intervals", "source")
+    INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    intervals: _containers.RepeatedCompositeFieldContainer[ForecastScheduleInterval]
+    source: str
+    def __init__(self, intervals: _Optional[_Iterable[_Union[ForecastScheduleInterval, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
 class MeterReading(_message.Message):
     __slots__ = ("aggregator_id", "resource_id", "interval_start", "kw")
     AGGREGATOR_ID_FIELD_NUMBER: _ClassVar[int]

@@ -70,6 +70,21 @@ class RealTimeServiceStub:
                 request_serializer=dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportResponse.FromString,
                 _registered_method=True)
+        self.SubmitForecast = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/SubmitForecast',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitForecastRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitForecastResponse.FromString,
+                _registered_method=True)
+        self.GetForecastSchedule = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/GetForecastSchedule',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleResponse.FromString,
+                _registered_method=True)
+        self.SubmitLoadHistory = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/SubmitLoadHistory',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class RealTimeServiceServicer:
@@ -141,6 +156,34 @@ class RealTimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitForecast(self, request, context):
+        """The operator's forecast of the inflexible net load per bus and interval of an OPEN market: replaces the
+        forecast of the intervals it names, as long as their gates are open (FAILED_PRECONDITION after). The
+        clearing, the curves and the award use it (a bus and interval it does not name keeps the feeder's load).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetForecastSchedule(self, request, context):
+        """The forecast interface schedule per interval: the forecast fixed net load plus, once the market is
+        cleared, the expected cleared position at the forecast ISO price. ISO, operator and auditor tokens;
+        readable before the curves are published.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitLoadHistory(self, request, context):
+        """Metered history of the inflexible net load per bus of a feeder (the same columns as a forecast; a
+        reading of the same bus and interval replaces the earlier one). Where a market has no operator forecast,
+        its clearing uses the built-in forecaster on this history: the mean of the same interval on the 7
+        previous days with a reading (docs/realtime.md). Operator token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RealTimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +221,21 @@ def add_RealTimeServiceServicer_to_server(servicer, server):
                     servicer.GetPerformanceReport,
                     request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportResponse.SerializeToString,
+            ),
+            'SubmitForecast': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitForecast,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitForecastRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitForecastResponse.SerializeToString,
+            ),
+            'GetForecastSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetForecastSchedule,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleResponse.SerializeToString,
+            ),
+            'SubmitLoadHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitLoadHistory,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -370,6 +428,87 @@ class RealTimeService:
             '/dsomarket.v1.RealTimeService/GetPerformanceReport',
             dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportRequest.SerializeToString,
             dsomarket_dot_v1_dot_realtime__pb2.GetPerformanceReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitForecast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/SubmitForecast',
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitForecastRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetForecastSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/GetForecastSchedule',
+            dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.GetForecastScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitLoadHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/SubmitLoadHistory',
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,205 @@
+import datetime
+
+from dsomarket.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DerStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DER_STATUS_UNSPECIFIED: _ClassVar[DerStatus]
+    DER_STATUS_PENDING: _ClassVar[DerStatus]
+    DER_STATUS_APPROVED: _ClassVar[DerStatus]
+    DER_STATUS_APPROVED_WITH_LIMITS: _ClassVar[DerStatus]
+    DER_STATUS_REFUSED: _ClassVar[DerStatus]
+    DER_STATUS_RETIRED: _ClassVar[DerStatus]
+DER_STATUS_UNSPECIFIED: DerStatus
+DER_STATUS_PENDING: DerStatus
+DER_STATUS_APPROVED: DerStatus
+DER_STATUS_APPROVED_WITH_LIMITS: DerStatus
+DER_STATUS_REFUSED: DerStatus
+DER_STATUS_RETIRED: DerStatus
+
+class Der(_message.Message):
+    __slots__ = ("der_id", "kind", "feeder_id", "bus", "aggregation_id", "owner", "jurisdiction", "export_kw", "import_kw", "energy_kwh", "soc_min_kwh", "soc_init_kwh", "tan_phi", "metering", "control", "aggregator_id", "status", "export_limit_kw", "import_limit_kw", "reason", "updated_at")
+    DER_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    BUS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    JURISDICTION_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_KW_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_KW_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
+    SOC_MIN_KWH_FIELD_NUMBER: _ClassVar[int]
+    SOC_INIT_KWH_FIELD_NUMBER: _ClassVar[int]
+    TAN_PHI_FIELD_NUMBER: _ClassVar[int]
+    METERING_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_LIMIT_KW_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_LIMIT_KW_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    der_id: str
+    kind: str
+    feeder_id: str
+    bus: str
+    aggregation_id: str
+    owner: str
+    jurisdiction: str
+    export_kw: float
+    import_kw: float
+    energy_kwh: float
+    soc_min_kwh: float
+    soc_init_kwh: float
+    tan_phi: float
+    metering: str
+    control: str
+    aggregator_id: str
+    status: DerStatus
+    export_limit_kw: float
+    import_limit_kw: float
+    reason: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, der_id: _Optional[str] = ..., kind: _Optional[str] = ..., feeder_id: _Optional[str] = ..., bus: _Optional[str] = ..., aggregation_id: _Optional[str] = ..., owner: _Optional[str] = ..., jurisdiction: _Optional[str] = ..., export_kw: _Optional[float] = ..., import_kw: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., soc_min_kwh: _Optional[float] = ..., soc_init_kwh: _Optional[float] = ..., tan_phi: _Optional[float] = ..., metering: _Optional[str] = ..., control: _Optional[str] = ..., aggregator_id: _Optional[str] = ..., status: _Optional[_Union[DerStatus, str]] = ..., export_limit_kw: _Optional[float] = ..., import_limit_kw: _Optional[float] = ..., reason: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RegisterDersRequest(_message.Message):
+    __slots__ = ("ders", "request_id")
+    DERS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ders: _containers.RepeatedCompositeFieldContainer[Der]
+    request_id: str
+    def __init__(self, ders: _Optional[_Iterable[_Union[Der, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RegisterDersResponse(_message.Message):
+    __slots__ = ("ders",)
+    DERS_FIELD_NUMBER: _ClassVar[int]
+    ders: _containers.RepeatedCompositeFieldContainer[Der]
+    def __init__(self, ders: _Optional[_Iterable[_Union[Der, _Mapping]]] = ...) -> None: ...
+
+class RetireDerRequest(_message.Message):
+    __slots__ = ("der_id", "reason")
+    DER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    der_id: str
+    reason: str
+    def __init__(self, der_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RetireDerResponse(_message.Message):
+    __slots__ = ("der",)
+    DER_FIELD_NUMBER: _ClassVar[int]
+    der: Der
+    def __init__(self, der: _Optional[_Union[Der, _Mapping]] = ...) -> None: ...
+
+class ListDersRequest(_message.Message):
+    __slots__ = ("feeder_id", "pagination")
+    FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
+    feeder_id: str
+    pagination: _common_pb2.PaginationParams
+    def __init__(self, feeder_id: _Optional[str] = ..., pagination: _Optional[_Union[_common_pb2.PaginationParams, _Mapping]] = ...) -> None: ...
+
+class ListDersResponse(_message.Message):
+    __slots__ = ("ders", "pagination")
+    DERS_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_FIELD_NUMBER: _ClassVar[int]
+    ders: _containers.RepeatedCompositeFieldContainer[Der]
+    pagination: _common_pb2.PaginationInfo
+    def __init__(self, ders: _Optional[_Iterable[_Union[Der, _Mapping]]] = ..., pagination: _Optional[_Union[_common_pb2.PaginationInfo, _Mapping]] = ...) -> None: ...
+
+class PrequalifyDersRequest(_message.Message):
+    __slots__ = ("feeder_id", "min_useful_kw")
+    FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_USEFUL_KW_FIELD_NUMBER: _ClassVar[int]
+    feeder_id: str
+    min_useful_kw: float
+    def __init__(self, feeder_id: _Optional[str] = ..., min_useful_kw: _Optional[float] = ...) -> None: ...
+
+class PrequalifyDersResponse(_message.Message):
+    __slots__ = ("ders", "ac_check_passed")
+    DERS_FIELD_NUMBER: _ClassVar[int]
+    AC_CHECK_PASSED_FIELD_NUMBER: _ClassVar[int]
+    ders: _containers.RepeatedCompositeFieldContainer[Der]
+    ac_check_passed: bool
+    def __init__(self, ders: _Optional[_Iterable[_Union[Der, _Mapping]]] = ..., ac_check_passed: _Optional[bool] = ...) -> None: ...
+
+class DirectSchedule(_message.Message):
+    __slots__ = ("participant_id", "bus", "interval_start", "p_kw")
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    BUS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    P_KW_FIELD_NUMBER: _ClassVar[int]
+    participant_id: str
+    bus: str
+    interval_start: _timestamp_pb2.Timestamp
+    p_kw: float
+    def __init__(self, participant_id: _Optional[str] = ..., bus: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., p_kw: _Optional[float] = ...) -> None: ...
+
+class SubmitDirectSchedulesRequest(_message.Message):
+    __slots__ = ("feeder_id", "schedules", "request_id")
+    FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    feeder_id: str
+    schedules: _containers.RepeatedCompositeFieldContainer[DirectSchedule]
+    request_id: str
+    def __init__(self, feeder_id: _Optional[str] = ..., schedules: _Optional[_Iterable[_Union[DirectSchedule, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SubmitDirectSchedulesResponse(_message.Message):
+    __slots__ = ("stored",)
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    def __init__(self, stored: _Optional[int] = ...) -> None: ...
+
+class CheckDeliverabilityRequest(_message.Message):
+    __slots__ = ("feeder_id", "rule")
+    FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    feeder_id: str
+    rule: str
+    def __init__(self, feeder_id: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
+
+class DeliverabilityViolation(_message.Message):
+    __slots__ = ("interval_start", "constraint", "excess", "participant_ids")
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_IDS_FIELD_NUMBER: _ClassVar[int]
+    interval_start: _timestamp_pb2.Timestamp
+    constraint: str
+    excess: float
+    participant_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., constraint: _Optional[str] = ..., excess: _Optional[float] = ..., participant_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ScheduleLimit(_message.Message):
+    __slots__ = ("schedule", "limit_kw", "curtailed_kw", "binding")
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_KW_FIELD_NUMBER: _ClassVar[int]
+    CURTAILED_KW_FIELD_NUMBER: _ClassVar[int]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
+    schedule: DirectSchedule
+    limit_kw: float
+    curtailed_kw: float
+    binding: str
+    def __init__(self, schedule: _Optional[_Union[DirectSchedule, _Mapping]] = ..., limit_kw: _Optional[float] = ..., curtailed_kw: _Optional[float] = ..., binding: _Optional[str] = ...) -> None: ...
+
+class CheckDeliverabilityResponse(_message.Message):
+    __slots__ = ("deliverable", "violations", "limits", "ac_check_passed")
+    DELIVERABLE_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    AC_CHECK_PASSED_FIELD_NUMBER: _ClassVar[int]
+    deliverable: bool
+    violations: _containers.RepeatedCompositeFieldContainer[DeliverabilityViolation]
+    limits: _containers.RepeatedCompositeFieldContainer[ScheduleLimit]
+    ac_check_passed: bool
+    def __init__(self, deliverable: _Optional[bool] = ..., violations: _Optional[_Iterable[_Union[DeliverabilityViolation, _Mapping]]] = ..., limits: _Optional[_Iterable[_Union[ScheduleLimit, _Mapping]]] = ..., ac_check_passed: _Optional[bool] = ...) -> None: ...
