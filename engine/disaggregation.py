@@ -122,7 +122,7 @@ class Disaggregation:
         out = out.with_columns(error_kw=pl.col("withdrawal_kw") + pl.col("fixed_kw") + pl.col("losses_kw")
                                - pl.col("import_kw"))
         ac = self.clearing.ac_check
-        if ac is not None:
+        if ac is not None and len(ac.get("import_kw", [])) == out.height:
             # What the feeder really draws for this dispatch: the award must hold after losses.
             out = out.with_columns(ac_import_kw=pl.Series(ac["import_kw"], dtype=pl.Float64)).with_columns(
                 ac_error_kw=pl.col("ac_import_kw") - pl.col("import_kw"))

@@ -168,7 +168,7 @@ def test_default_clearing_matches_pandapower_ac_opf_with_binding_thermal_and_vol
     from tests.acopf import ac_opf
 
     f, bids = _acopf_case(make(), seed, vmin, line, rating)
-    ours = clear(f, bids, 50.0)             # the default formulation
+    ours = clear(f, bids, 50.0, options=LOSSAWARE)
     assert ours.formulation == "lossaware" and ours.ok and ours.convergence["converged"]
     ref = ac_opf(f, bids, 50.0)
     assert ref.converged
@@ -191,11 +191,11 @@ def test_disaggregation_delivers_the_award_after_losses_and_settles_who_pays_the
     f, bids = _acopf_case(ieee33(), 5, 0.95, "2", 3000.0)
     rules = MarketRules()
     book = validate_bids(bids, f, rules)
-    curve = trace_curve(f, book, rules)
+    curve = trace_curve(f, book, rules, options=LOSSAWARE)
     assert curve.ac_check["bands"] >= curve.bands.height
     k = curve.bands.height // 2
     q, price = curve.bands["import_kw"][k], (curve.bands["price_low"][k] + curve.bands["price_high"][k]) / 2
-    d = disaggregate(f, book, pl.DataFrame({"import_kw": [q], "price": [price]}), rules)
+    d = disaggregate(f, book, pl.DataFrame({"import_kw": [q], "price": [price]}), rules, options=LOSSAWARE)
     assert d.clearing.ok
     balance = d.balance_kw()
     assert abs(balance["ac_error_kw"][0]) <= 0.005 * q            # the AC feeder draws the award

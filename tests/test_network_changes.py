@@ -252,7 +252,7 @@ def test_cli_clear_curve_and_disaggregate_take_network_changes(run, tmp_path):
              "why": "cable fault"},
             {"change_id": "restore", "kind": "close", "element": "tie18-33", "start": IVS[2]}
             ).write_csv(tmp_path / "changes.csv")
-    common = ["--feeder", fdir, "--bids", tmp_path / "bids.csv", "--floor", -100, "--cap", 400,
+    common = ["--formulation", "lossless", "--feeder", fdir, "--bids", tmp_path / "bids.csv", "--floor", -100, "--cap", 400,
               "--network-changes", tmp_path / "changes.csv"]
     code, _, err = run("clear", *common, "--iso-price", 50, "--out", tmp_path / "c")
     assert code == 0, err
