@@ -208,7 +208,7 @@ class InterfaceSession:
         """Clear at an ISO price (per MWh; one, or one per interval start); see :func:`prices_for`."""
         prices = prices_for(self.book, iso_price)
         f, rules, res = self.interface.feeder, self.rules, self.interface.resources
-        if self.options.formulation != "lindistflow":
+        if self.options.formulation == "socp":
             return clear(f, self.book, prices, rules=rules, resources=res, options=self.options)
         if self._market is None:
             self._market = NodalMarket(f, canonical(self.book, f, rules), prices, rules, res, self.options)
