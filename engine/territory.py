@@ -178,7 +178,8 @@ class InterfaceSession:
     The first :meth:`clear` builds the LinDistFlow model exactly as
     :func:`engine.clearing.clear` does (so its result is that of a standalone
     clearing); later calls change the ISO price in place and re-solve from the
-    last basis. The SOCP formulation has no warm model and re-clears cold.
+    last basis (the loss-aware model re-linearises from where the last cycle
+    converged). The SOCP formulation has no warm model and re-clears cold.
 
     Parameters
     ----------

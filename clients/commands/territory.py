@@ -37,7 +37,8 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
-from dsomarket.clients.commands.market import read_iso_price, write_curve, write_result
+from dsomarket.clients.commands.market import (_FORMULATION_HELP, FORMULATIONS, read_iso_price, write_curve,
+                                               write_result)
 from dsomarket.clients.files import read_feeder, read_table, write_csv, write_feeder, write_json
 from dsomarket.engine.bids import MarketRules, parse_resources
 from dsomarket.engine.clearing import ClearingOptions
@@ -76,7 +77,8 @@ def register(subparsers) -> None:
                    help="worker processes (default: one per core); with --ray, actors (default: cluster CPUs)")
     c.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on Ray: auto, ray://HOST:10001 or HOST:6379 (needs dsomarket[ray])")
-    c.add_argument("--formulation", choices=("lindistflow", "socp"), default="lindistflow")
+    c.add_argument("--formulation", choices=FORMULATIONS, default="lossaware",
+                   help=_FORMULATION_HELP + "; the same default as clear and curve")
     c.add_argument("--no-ac-check", action="store_true", help="skip the AC power flow of each dispatch")
     c.add_argument("--floor", type=float, default=_DEFAULT.price_floor, help="price floor per MWh")
     c.add_argument("--cap", type=float, default=_DEFAULT.price_cap, help="price cap per MWh")
