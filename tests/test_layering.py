@@ -10,15 +10,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def imports(path: Path) -> set[str]:
-    """Absolute imports of a module, with the ``dsomarket.`` namespace prefix taken off."""
+def absolute_imports(path: Path) -> set[str]:
+    """Absolute imports of a module, as written."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return {n.removeprefix("dsomarket.") for n in names}
+    return names
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute imports of a module, with the ``dsomarket.`` namespace prefix taken off."""
+    return {n.removeprefix("dsomarket.") for n in absolute_imports(path)}
 
 
 def modules(package: str) -> list[Path]:
@@ -53,13 +58,7 @@ def test_the_client_library_never_imports_the_server(path):
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_uses_the_bare_top_level_names(path):
     """Only ``dsomarket.*``: a bare ``engine``/``server``/``clients`` would clash with PyPI packages."""
-    raw: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            raw.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            raw.add(node.module)
-    assert not [n for n in raw if n.split(".")[0] in ("engine", "server", "clients")]
+    assert not [n for n in absolute_imports(path) if n.split(".")[0] in ("engine", "server", "clients")]
 
 
 @pytest.mark.parametrize("path", [p for p in modules("server") if p.name not in ("db.py", "pg.py")],
