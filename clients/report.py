@@ -52,7 +52,7 @@ def clearing_lines(res, polygon_sides: int = 16, vmin_pu: dict | None = None,
     lines.append(f"import       {kw_range(imp)} from the ISO (positive = the feeder buys, negative = it sells)")
     lines += dlmp_lines(res.prices)
     lines += binding_lines(res.lines, res.prices, binding_pct(polygon_sides))
-    lines += ac_lines(res.ac_check, vmin_pu, ac_limit_pu)
+    lines += ac_lines(res.ac_check, vmin_pu, ac_limit_pu, res.formulation)
     if res.shed is not None and res.shed.height:
         worst = res.shed.sort("shed_kw", descending=True).row(0, named=True)
         lines.append(f"shed         {res.shed['shed_kw'].sum():,.1f} kW of fixed load in all, most at bus {worst['bus']}"
@@ -93,22 +93,28 @@ def binding_lines(lines: pl.DataFrame, prices: pl.DataFrame, at_limit_pct: float
     return out
 
 
-def ac_lines(ac: dict | None, vmin_pu: dict | None = None, limit_pu: float = AC_V_ERROR_PU) -> list[str]:
-    """The AC power flow check of the dispatch, with a warning where the linear model is off."""
+def ac_lines(ac: dict | None, vmin_pu: dict | None = None, limit_pu: float = AC_V_ERROR_PU,
+             formulation: str = "lossaware") -> list[str]:
+    """The AC power flow check of the dispatch, with a warning where the linear model is off.
+
+    Only the lossless LinDistFlow leaves the losses out of its balance; the hints then point
+    to the loss-aware default, which models them."""
     if not ac:
         return ["AC check     skipped"]
     if not ac.get("converged", True):
         return ["AC check     WARNING: the AC power flow of the dispatch did not converge"]
-    line = (f"AC check     lowest voltage {ac['min_v_pu']:.4f} pu at bus {ac['min_v_bus']}, "
-            f"losses {ac['losses_kw']:,.1f} kW (not in the LinDistFlow balance)")
-    out = [line]
+    lossless = formulation in ("lossless", "lindistflow")
+    where = "not in the lossless balance" if lossless else f"in the {formulation} balance"
+    out = [f"AC check     lowest voltage {ac['min_v_pu']:.4f} pu at bus {ac['min_v_bus']}, "
+           f"losses {ac['losses_kw']:,.1f} kW ({where})"]
+    hint = "; the default --formulation lossaware models losses" if lossless else ""
     floor = (vmin_pu or {}).get(str(ac["min_v_bus"]))
     if floor is not None and ac["min_v_pu"] < floor - 1e-4:
-        out.append(f"  WARNING: in the AC power flow bus {ac['min_v_bus']} falls below its limit of {floor:.4f} pu "
-                   "(LinDistFlow has no losses); --formulation socp models them")
+        out.append(f"  WARNING: in the AC power flow bus {ac['min_v_bus']} falls below its limit of {floor:.4f} pu"
+                   + hint)
     if ac.get("max_v_error_pu", 0.0) > limit_pu:
         out.append(f"  WARNING: the linear voltages are off by up to {ac['max_v_error_pu']:.4f} pu against the "
-                   "AC power flow; --formulation socp models losses")
+                   "AC power flow" + hint)
     return out
 
 
