@@ -15,11 +15,11 @@ import signal
 import grpc
 import pytest
 
-from dsomarket.clients.api import ApiError, BidSegment, Client, Resource
+from dsomarket.clients.api import ApiError, BidSegment, Client
 from dsomarket.server import audit, db
 from tests import harness
-from tests.harness import PARTICIPANTS, create_tokens, database, delivery_day
-from tests.test_server_durability import ServerProcess
+from tests.harness import PARTICIPANTS, create_tokens, database
+from tests.test_server_durability import ServerProcess, open_market_with_two_pv_aggregators
 
 
 @pytest.fixture(autouse=True)
@@ -39,16 +39,6 @@ def test_a_gate_closed_through_one_server_holds_for_bids_through_another(tmp_pat
     servers = [ServerProcess(url), ServerProcess(url)]
     acked: set[str] = set()
     refused: list[ApiError] = []
-
-    async def setup(target):
-        async with Client(target, tokens["dso"]) as op:
-            await op.create_feeder("ieee33", builtin="ieee33")
-            market = await op.create_market("da", feeder_id="ieee33", kind="day_ahead",
-                                            delivery_start=delivery_day())
-        for name in ("agg-a", "agg-b"):
-            async with Client(target, tokens[name]) as c:
-                await c.register_resources([Resource("pv", "ieee33", "18", "pv", 300.0)])
-        return market
 
     async def submitter(target, name, market, worker):
         async with Client(target, tokens[name], retries=0, timeout=10) as c:
@@ -82,7 +72,7 @@ def test_a_gate_closed_through_one_server_holds_for_bids_through_another(tmp_pat
         return out
 
     try:
-        market = asyncio.run(setup(servers[1].target))
+        market = asyncio.run(open_market_with_two_pv_aggregators(servers[1].target, tokens))
         closed, after = asyncio.run(race(market))
         assert closed.state != "open"
         assert len(refused) == 4 and all(e.code == grpc.StatusCode.FAILED_PRECONDITION for e in refused), refused

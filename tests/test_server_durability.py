@@ -55,6 +55,18 @@ class ServerProcess:
         self.target = f"127.0.0.1:{match.group(1)}"
 
 
+async def open_market_with_two_pv_aggregators(target: str, tokens: dict):
+    """A day-ahead market "da" on ieee33, with a 300 kW PV at bus 18 registered by agg-a and agg-b."""
+    async with Client(target, tokens["dso"]) as op:
+        await op.create_feeder("ieee33", builtin="ieee33")
+        market = await op.create_market("da", feeder_id="ieee33", kind="day_ahead",
+                                        delivery_start=delivery_day())
+    for name in ("agg-a", "agg-b"):
+        async with Client(target, tokens[name]) as c:
+            await c.register_resources([Resource("pv", "ieee33", "18", "pv", 300.0)])
+    return market
+
+
 @pytest.mark.skipif(os.name != "posix", reason="signals")
 def test_sigkill_while_aggregators_submit_loses_no_acknowledged_bid(tmp_path):
     path = database(tmp_path)
@@ -62,16 +74,6 @@ def test_sigkill_while_aggregators_submit_loses_no_acknowledged_bid(tmp_path):
     server = ServerProcess(path)
     batches: dict[str, list[str]] = {}
     acked: set[str] = set()
-
-    async def setup(target):
-        async with Client(target, tokens["dso"]) as op:
-            await op.create_feeder("ieee33", builtin="ieee33")
-            market = await op.create_market("da", feeder_id="ieee33", kind="day_ahead",
-                                            delivery_start=delivery_day())
-        for name in ("agg-a", "agg-b"):
-            async with Client(target, tokens[name]) as c:
-                await c.register_resources([Resource("pv", "ieee33", "18", "pv", 300.0)])
-        return market
 
     async def submitter(target, name, market, worker):
         async with Client(target, tokens[name], retries=0, timeout=5) as c:
@@ -95,7 +97,7 @@ def test_sigkill_while_aggregators_submit_loses_no_acknowledged_bid(tmp_path):
         server.proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
-    market = asyncio.run(setup(server.target))
+    market = asyncio.run(open_market_with_two_pv_aggregators(server.target, tokens))
     asyncio.run(load(server.target, market))
     server.proc.wait(10)
     assert len(acked) >= 3000
