@@ -104,6 +104,14 @@ def interval_awards(market: dict, submitted: list[tuple[int, float, str]]) -> li
     return sorted((k, q, p) for k, (_, q, p) in zip(indices, submitted, strict=True))
 
 
+
+def _profile_length(profile, field: str) -> int:
+    """Rows of a columnar per-bus profile (forecast or metered history); the columns must agree."""
+    n = len(profile.bus)
+    if n == 0 or len(profile.interval_start) != n or len(profile.p_kw) != n or len(profile.q_kvar) not in (0, n):
+        raise InvalidArgument(field, "give bus, interval_start and p_kw (and q_kvar or none) of one length")
+    return n
+
 class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
     def __init__(self, app):
         self.app = app
@@ -275,9 +283,7 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
         market_id = convert.check_id(request.market_id, "market_id")
         request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
         f = request.forecast
-        n = len(f.bus)
-        if n == 0 or len(f.interval_start) != n or len(f.p_kw) != n or len(f.q_kvar) not in (0, n):
-            raise InvalidArgument("forecast", "give bus, interval_start and p_kw (and q_kvar or none) of one length")
+        n = _profile_length(f, "forecast")
         market = await app.reader.call(store.get_market, market_id)
         starts = [convert.us_of(ts, f"forecast.interval_start[{k}]") for k, ts in enumerate(f.interval_start)]
         indices = store.interval_indices(market, starts, "forecast.interval_start")
@@ -313,9 +319,7 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
         feeder_id = convert.check_id(request.feeder_id, "feeder_id")
         request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
         h = request.history
-        n = len(h.bus)
-        if n == 0 or len(h.interval_start) != n or len(h.p_kw) != n or len(h.q_kvar) not in (0, n):
-            raise InvalidArgument("history", "give bus, interval_start and p_kw (and q_kvar or none) of one length")
+        n = _profile_length(h, "history")
         rows = [(h.bus[k], convert.us_of(h.interval_start[k], f"history.interval_start[{k}]"),
                  limits.in_range(h.p_kw[k], f"history.p_kw[{k}]", "load_kw"),
                  limits.in_range(h.q_kvar[k] if h.q_kvar else 0.0, f"history.q_kvar[{k}]", "load_kw"))
