@@ -232,14 +232,7 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
     base_p, base_q = lindistflow.market_loads(feeder, book)
     held = (_held_rows(feeder, book, day_ahead, day_ahead_minutes) if day_ahead is not None
             else _empty_dispatch())
-    load_p, load_q = base_p.astype(float).copy(), base_q.astype(float).copy()
-    if held.height:
-        t_of = {iv: k for k, iv in enumerate(book.intervals)}
-        ti = np.array([t_of[iv] for iv in held["interval"].to_list()], dtype=np.int64)
-        bi = topo.bus_index_of(held["bus"].to_list(), table="day_ahead")
-        kw = np.where(held["side"].to_numpy() == "buy", 1.0, -1.0) * held["cleared_kw"].to_numpy()
-        np.add.at(load_p, (bi, ti), kw)
-        np.add.at(load_q, (bi, ti), kw * held["tan_phi"].to_numpy())
+    load_p, load_q = held_loads(feeder, book, held, base_p, base_q)
 
     price = np.where(np.isfinite(p), p, (rules.price_floor + rules.price_cap) / 2.0)
     market = NodalMarket(feeder, book, price, rules, resources, options, load_p, load_q)
@@ -282,16 +275,8 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
                       row_dual=duals.row_dual, col_dual=duals.col_dual, solve_seconds=seconds,
                       iterations=sol.iterations)
     result = market.result(merged)
-    dispatch = pl.concat([result.dispatch.with_columns(held=pl.lit(False)).select(list(DISPATCH_SCHEMA)),
-                          held.select(list(DISPATCH_SCHEMA))])
-    dispatch = dispatch.sort(["interval", "bid_id", "held"], nulls_last=False)
-    result = dataclasses.replace(result, dispatch=dispatch)
-    shed = None
-    if result.shed is not None and result.shed.height:
-        shed = np.zeros_like(base_p)
-        t_of = {iv: k for k, iv in enumerate(book.intervals)}
-        shed[topo.bus_index_of(result.shed["bus"].to_list()),
-             [t_of[iv] for iv in result.shed["interval"].to_list()]] = result.shed["shed_kw"].to_numpy()
+    result = with_held(result, held)
+    shed = shed_array(result, book, topo, base_p.shape)
     # A price taken from the re-clear is the interface DLMP the final prices carry.
     root = result.prices.filter(pl.col("bus") == feeder.root_bus)["dlmp"].to_numpy()
     applied_price = np.where(np.isfinite(p), p, root)
@@ -299,6 +284,41 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
                           instructions=instructions(result),
                           fixed_load=_fixed_table(book, topo, base_p, base_q, shed),
                           interval_minutes=rules.interval_minutes)
+
+
+def with_held(result: ClearingResult, held: pl.DataFrame) -> ClearingResult:
+    """A re-clear's result whose dispatch also lists the held day-ahead positions (``held = true``)."""
+    dispatch = pl.concat([result.dispatch.with_columns(held=pl.lit(False)).select(list(DISPATCH_SCHEMA)),
+                          held.select(list(DISPATCH_SCHEMA))])
+    return dataclasses.replace(result, dispatch=dispatch.sort(["interval", "bid_id", "held"], nulls_last=False))
+
+
+def held_loads(feeder: Feeder, book: BidBook, held: pl.DataFrame, base_p: np.ndarray, base_q: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed withdrawal (kW, kvar; (n, T)) with the held day-ahead positions (:func:`_held_rows`) added."""
+    load_p, load_q = base_p.astype(float).copy(), base_q.astype(float).copy()
+    if held.height:
+        t_of = {iv: k for k, iv in enumerate(book.intervals)}
+        ti = np.array([t_of[iv] for iv in held["interval"].to_list()], dtype=np.int64)
+        bi = feeder.topology.bus_index_of(held["bus"].to_list(), table="day_ahead")
+        kw = np.where(held["side"].to_numpy() == "buy", 1.0, -1.0) * held["cleared_kw"].to_numpy()
+        np.add.at(load_p, (bi, ti), kw)
+        np.add.at(load_q, (bi, ti), kw * held["tan_phi"].to_numpy())
+    return load_p, load_q
+
+
+def shed_array(result: ClearingResult, book: BidBook, topo, shape: tuple) -> np.ndarray | None:
+    """Shed load (kW) per bus (topology order) and interval of ``book`` from a clearing's ``shed`` table, or None."""
+    if result.shed is None or not result.shed.height:
+        return None
+    rows = result.shed
+    if book.intervals != [None]:   # a run's own intervals of a horizon's table
+        rows = rows.filter(pl.col("interval").is_in(book.intervals))
+    shed = np.zeros(shape)
+    t_of = {iv: k for k, iv in enumerate(book.intervals)}
+    shed[topo.bus_index_of(rows["bus"].to_list()),
+         [t_of[iv] for iv in rows["interval"].to_list()]] = rows["shed_kw"].to_numpy()
+    return shed
 
 
 def _deliverable(market: NodalMarket, q: np.ndarray, rules: MarketRules) -> np.ndarray:
