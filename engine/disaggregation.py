@@ -146,8 +146,12 @@ class Disaggregation:
         return out
 
 
-def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.ndarray]:
-    """Awarded import (kW) and price (per MWh) per interval of the market, NaN where not given."""
+def _award_arrays(award: pl.DataFrame, intervals: list, every: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Awarded import (kW) and price (per MWh) per interval of the market, NaN where not given.
+
+    ``every``: each interval of the market must have its award (else InputError); False takes an
+    award of some intervals (the others NaN).
+    """
     award = as_polars(award, "award")
     if "interval" not in award.columns:
         award = award.with_columns(interval=pl.lit(None, pl.Datetime("us", "UTC")))
@@ -186,7 +190,7 @@ def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.
         q[t] = np.nan if qi is None else qi
         p[t] = np.nan if pi is None else pi
     missing = [k for k in range(len(intervals)) if k not in seen]
-    if missing:
+    if missing and every:
         raise InputError("award", "interval", f"no award for interval {intervals[missing[0]]}")
     return q, p
 
