@@ -161,6 +161,18 @@ CREATE TABLE IF NOT EXISTS direct_schedules (
     feeder_id TEXT NOT NULL, participant_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL,
     p_kw REAL NOT NULL, submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
     PRIMARY KEY (feeder_id, interval_us, participant_id, bus)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS territories (
+    territory_id TEXT PRIMARY KEY, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS territory_interfaces (
+    territory_id TEXT NOT NULL REFERENCES territories(territory_id), interface_id TEXT NOT NULL,
+    feeder_ids TEXT NOT NULL, import_max_kw REAL, export_max_kw REAL,
+    PRIMARY KEY (territory_id, interface_id));
+CREATE TABLE IF NOT EXISTS territory_sessions (
+    session_id TEXT PRIMARY KEY, territory_id TEXT NOT NULL REFERENCES territories(territory_id),
+    created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS session_markets (
+    session_id TEXT NOT NULL REFERENCES territory_sessions(session_id), interface_id TEXT NOT NULL,
+    market_id TEXT NOT NULL UNIQUE REFERENCES markets(market_id), PRIMARY KEY (session_id, interface_id));
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;
