@@ -213,11 +213,7 @@ class NodalMarket:
                 seconds += free.solve_seconds
                 if free.ok and np.max(np.abs(s.block(free.x, "bid") - x)) * S_BASE_KVA <= losses.STEP_TOL_KW:
                     sol = free
-        self.convergence = {"converged": bool(done), "iterations": solves, "residual_import_kw": res.import_kw,
-                            "residual_flow_kw": res.flow_kw, "residual_v_pu": res.v_pu,
-                            "last_step_kw": moved, "pinned_bids": int(pinned.sum()),
-                            "trust_region_kw": None if not np.isfinite(radius) else radius * S_BASE_KVA,
-                            "tolerance": losses.TOLERANCE_TEXT}
+        self.convergence = losses.convergence_summary(done, solves, res, moved, int(pinned.sum()), radius)
         return dataclasses.replace(sol, solve_seconds=seconds)
 
     def solve(self) -> ClearingResult:
@@ -272,6 +268,10 @@ class NodalMarket:
         voltage = topo.path_sum(volt_line.T).T
         energy = np.repeat(self.iso_price[:, None], n, axis=1)
         return energy, congestion, voltage
+
+    def root_duals(self, sol: Solution) -> np.ndarray:
+        """The interface DLMP per interval (dual of the root bus's balance, per MWh)."""
+        return self.block(sol.row_dual, "bus_p_balance", rows=True).reshape(self.book.n_interval, -1)[:, 0]
 
     def loads(self) -> tuple[np.ndarray, np.ndarray]:
         """Fixed withdrawal (kW, kvar) per bus and interval this market clears against, shape (n, T)."""

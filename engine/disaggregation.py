@@ -248,29 +248,15 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
         market.fix_import(q)
         sol = market.converge()
     seconds = sol.solve_seconds
-    on_curve: list = [None] * T
     source = np.where(np.isfinite(p), "iso", "interface_dlmp")
     if not sol.ok:
         result = market.solve()   # the failed result, with a diagnosis of the limits the award breaks
-        applied = _applied(result, q, p, source, on_curve)
+        applied = _applied(result, q, p, source, [None] * T)
         return Disaggregation(result, applied, _empty_instructions(),
                               _fixed_table(book, topo, base_p, base_q, None), rules.interval_minutes)
 
-    if np.any(~np.isfinite(p)):
-        # A quantity without a price: the price is the interface's own DLMP; re-solve (same
-        # dispatch: the import is fixed) so that the energy component of every DLMP is that price.
-        root = market.solver.block(sol.row_dual, "bus_p_balance", rows=True).reshape(T, -1)[:, 0]
-        price = np.where(np.isfinite(p), p, root)
-        market.set_iso_price(price)
-        sol = market.solve_raw()
-        seconds += sol.solve_seconds
-    duals = sol
-    both = np.isfinite(p) & np.isfinite(q)
-    if both.any():
-        duals, ok = _prices_at_award(market, sol, q, both)
-        seconds += duals.solve_seconds
-        for t in np.nonzero(both)[0]:
-            on_curve[t] = bool(ok[t])
+    sol, duals, on_curve, extra = award_prices(market, sol, q, p)
+    seconds += extra
     x = sol.x
     if share_marginal:
         x, extra = _share_marginal(market, sol, duals)
@@ -323,6 +309,34 @@ def shed_array(result: ClearingResult, book: BidBook, topo, shape: tuple) -> np.
     shed[topo.bus_index_of(rows["bus"].to_list()),
          [t_of[iv] for iv in rows["interval"].to_list()]] = rows["shed_kw"].to_numpy()
     return shed
+
+
+def award_prices(market, sol: Solution, q: np.ndarray, p: np.ndarray) -> tuple[Solution, Solution, list, float]:
+    """Price an optimal fixed-import solve of an award (``q`` kW, ``p`` per MWh per interval; NaN = not given).
+
+    An interval awarded a quantity without a price takes the interface's own DLMP as
+    its price (re-solved, same dispatch: the import is fixed, so that the energy
+    component of every DLMP is that price); one awarded both takes the prices of the
+    market at the ISO's price where the dispatch is optimal there
+    (:func:`_prices_at_award`). ``market`` is a :class:`~engine.clearing.NodalMarket`
+    or :class:`~engine.runs.CoupledMarket`. Returns the solve, the one whose duals
+    price it, ``on_curve`` per interval (None where no price was given) and the
+    seconds the extra solves took.
+    """
+    seconds, on_curve = 0.0, [None] * len(q)
+    quantity_only = np.isfinite(q) & ~np.isfinite(p)
+    if quantity_only.any():
+        market.set_iso_price(np.where(quantity_only, market.root_duals(sol), market.iso_price))
+        sol = market.solve_raw()
+        seconds += sol.solve_seconds
+    duals = sol
+    both = np.isfinite(p) & np.isfinite(q)
+    if both.any():
+        duals, ok = _prices_at_award(market, sol, q, both)
+        seconds += duals.solve_seconds
+        for t in np.nonzero(both)[0]:
+            on_curve[t] = bool(ok[t])
+    return sol, duals, on_curve, seconds
 
 
 def _deliverable(market: NodalMarket, q: np.ndarray, rules: MarketRules) -> np.ndarray:

@@ -31,7 +31,7 @@ from dsomarket.engine.bids import BidBook, Commitment, MarketRules, Resource, co
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
                                        held_bounds, import_bounds, iso_prices)
 from dsomarket.engine.disaggregation import (Disaggregation, _applied, _award_arrays, _empty_dispatch,
-                                             _empty_instructions, _fixed_table, _held_rows, _prices_at_award,
+                                             _empty_instructions, _fixed_table, _held_rows, award_prices,
                                              disaggregate, held_loads, instructions, shed_array, with_held)
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, _Probe, _trace_interval,
@@ -324,11 +324,7 @@ class CoupledMarket:
                 if free.ok and np.max(np.abs(free.x[bid] - sol.x[bid]), initial=0.0) * S_BASE_KVA <= \
                         losses.STEP_TOL_KW:
                     sol = free
-        self.convergence = {"converged": bool(done), "iterations": solves, "residual_import_kw": worst.import_kw,
-                            "residual_flow_kw": worst.flow_kw, "residual_v_pu": worst.v_pu, "last_step_kw": moved,
-                            "pinned_bids": 0,
-                            "trust_region_kw": None if not np.isfinite(radius) else radius * S_BASE_KVA,
-                            "tolerance": losses.TOLERANCE_TEXT}
+        self.convergence = losses.convergence_summary(done, solves, worst, moved, 0, radius)
         return dataclasses.replace(sol, solve_seconds=seconds)
 
     def solve(self) -> ClearingResult:
@@ -562,20 +558,9 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
 
 def disaggregate_coupled(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, rules: MarketRules,
                          resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
-                         day_ahead: pl.DataFrame | None = None, day_ahead_minutes: float = 60.0,
-                         hold: np.ndarray | None = None, forecast=None) -> Disaggregation:
-    """Re-clear a :class:`CoupledMarket` at the ISO's award (as :func:`engine.disaggregation.disaggregate`).
-
-    Parameters
-    ----------
-    runs, book, award, rules, resources, options, day_ahead, day_ahead_minutes
-        As :func:`disaggregate_runs`. An interval the award does not name (or names
-        with neither import nor price) is left free at ``forecast``.
-    hold
-        kW per bid of ``book`` (NaN = free): bids held at an earlier award's dispatch.
-    forecast
-        ISO price per MWh, scalar or per interval, of the intervals without an
-        awarded price (default: the midpoint of floor and cap).
+                         day_ahead: pl.DataFrame | None = None, day_ahead_minutes: float = 60.0) -> Disaggregation:
+    """Re-clear a :class:`CoupledMarket` at the ISO's award of every interval (as
+    :func:`engine.disaggregation.disaggregate`; arguments as :func:`disaggregate_runs`).
 
     Notes
     -----
@@ -585,54 +570,157 @@ def disaggregate_coupled(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.
     DLMP. Equal-priced marginal bids at different buses are not re-shared pro
     rata here (each bus's identical bids are, as in every clearing).
     """
-    book = canonical_order(book)
-    T = book.n_interval
-    q, p = _award_arrays(award, book.intervals) if award.height else (np.full(T, np.nan), np.full(T, np.nan))
+    step = _CoupledAward(runs, book, rules, resources, options, day_ahead, day_ahead_minutes)
+    return step.award(*_award_arrays(award, step.market.book.intervals))
+
+
+def disaggregate_rolling(runs: tuple[NetworkRun, ...], book: BidBook, steps: list[pl.DataFrame],
+                         rules: MarketRules, resources: tuple[Resource, ...] = (),
+                         options: ClearingOptions = ClearingOptions(), day_ahead: pl.DataFrame | None = None,
+                         day_ahead_minutes: float = 60.0, forecast=None) -> Disaggregation:
+    """Interval-by-interval ISO awards of a market whose resources link its intervals.
+
+    Parameters
+    ----------
+    steps
+        The ISO's awards in the order they came, each a table (``interval``,
+        ``import_kw``, ``price``, as :func:`engine.disaggregation.disaggregate`
+        takes) of the intervals it awards; an interval is awarded once.
+    forecast
+        ISO price per MWh (scalar or per interval) of the intervals not yet
+        awarded; default the midpoint of the price floor and cap.
+    runs, book, rules, resources, options, day_ahead, day_ahead_minutes
+        As :func:`disaggregate_runs` (one run for a network that does not change).
+
+    Returns
+    -------
+    Disaggregation
+        The tables of the awarded intervals only, each interval as the step
+        that awarded it dispatched it; a failed step ends the replay with its
+        failed clearing.
+
+    Notes
+    -----
+    Step k re-clears the whole horizon (one :class:`CoupledMarket`, warm from
+    step to step) with every bid of the intervals awarded before held at its
+    dispatch, its own intervals' import fixed at the award, and the intervals
+    still open re-optimised at the forecast with their import free: the state
+    of charge, EV energy and ramps carry from the dispatched past into the
+    open future, and each award is met at the interface. The same steps give
+    the same dispatch, so the award's settlement replays the stream.
+    """
+    run = _CoupledAward(runs, book, rules, resources, options, day_ahead, day_ahead_minutes)
+    market = run.market
+    T = market.book.n_interval
     base = (rules.price_floor + rules.price_cap) / 2.0 if forecast is None else forecast
-    price = np.where(np.isfinite(p), p, np.broadcast_to(np.asarray(base, dtype=float), (T,)))
-    loads, held, bases = [], [], []
-    for run in runs:
-        rb = run_book(book, run, rules)
-        base_p, base_q = market_loads(run.feeder, rb)
-        da = _held_here(day_ahead, run)
-        h = _held_rows(run.feeder, rb, da, day_ahead_minutes) if da is not None else _empty_dispatch()
-        loads.append(held_loads(run.feeder, rb, h, base_p, base_q))
-        held.append(h)
-        bases.append((rb, base_p, base_q))
-    market = CoupledMarket(runs, book, price, rules, resources, options, loads)
-    market.fix_import(q)
-    if hold is not None:
-        market.hold_bids(np.asarray(hold, dtype=float) / S_BASE_KVA)
-    sol = market.converge()
-    source = np.where(np.isfinite(p), "iso", "interface_dlmp")
-    on_curve: list = [None] * T
-    if not sol.ok:
-        result = market.failed(sol)
-        return Disaggregation(result, _applied(result, q, p, source, on_curve), _empty_instructions(),
-                              _fixed_loads(runs, bases, None), rules.interval_minutes)
-    seconds = sol.solve_seconds
-    priced = np.isfinite(p) | ~np.isfinite(q)
-    if not priced.all():
-        # A quantity without a price: the price is the interface's own DLMP; re-solve (same dispatch:
-        # the import is fixed) so that the energy component of every DLMP is that price.
-        market.set_iso_price(np.where(priced, price, market.root_duals(sol)))
-        sol = market.solve_raw()
-        seconds += sol.solve_seconds
-    duals = sol
-    both = np.isfinite(p) & np.isfinite(q)
-    if both.any():
-        duals, ok = _prices_at_award(market, sol, q, both)
-        seconds += duals.solve_seconds
-        for t in np.nonzero(both)[0]:
-            on_curve[t] = bool(ok[t])
-    merged = Solution(status="optimal", objective=sol.objective, x=sol.x, row_value=sol.row_value,
-                      row_dual=duals.row_dual, col_dual=duals.col_dual, solve_seconds=seconds,
-                      iterations=sol.iterations)
-    result = with_held(market.result(merged), pl.concat(held, how="vertical_relaxed"))
-    applied_price = np.where(np.isfinite(p), p, market.iso_price)
-    return Disaggregation(clearing=result, award=_applied(result, q, applied_price, source, on_curve),
-                          instructions=instructions(result), fixed_load=_fixed_loads(runs, bases, result),
-                          interval_minutes=rules.interval_minutes)
+    base = np.broadcast_to(np.asarray(base, dtype=float), (T,)).copy()
+    held = np.full(market.book.n, np.nan)
+    done = np.zeros(T, dtype=bool)
+    pieces = []
+    for k, step in enumerate(steps):
+        q, p = _award_arrays(step, market.book.intervals, every=False)
+        mine = np.isfinite(q) | np.isfinite(p)
+        if (mine & done).any():
+            raise InputError("award", "interval", f"step {k} awards {market.book.intervals[int(np.argmax(mine & done))]} "
+                             "again")
+        market.hold_bids(held)
+        dis = run.award(q, p, base, free=~mine & ~done)
+        pieces.append((mine, dis))
+        if not dis.clearing.ok:
+            break
+        rows = np.isin(market.book.t_idx, np.nonzero(mine)[0])
+        held[rows] = run.last_bid_mw[rows]
+        done |= mine
+    return _rolled(pieces, market.book.intervals, rules)
+
+
+class _CoupledAward:
+    """A :class:`CoupledMarket` set up for the ISO's awards: the held day-ahead positions in each run's
+    fixed load, and what the tables of a disaggregation need (:meth:`award`)."""
+
+    def __init__(self, runs, book, rules, resources, options, day_ahead, day_ahead_minutes):
+        self.runs, self.rules = runs, rules
+        loads, held, self.bases = [], [], []
+        for run in runs:
+            rb = run_book(canonical_order(book), run, rules)
+            base_p, base_q = market_loads(run.feeder, rb)
+            da = _held_here(day_ahead, run)
+            h = _held_rows(run.feeder, rb, da, day_ahead_minutes) if da is not None else _empty_dispatch()
+            loads.append(held_loads(run.feeder, rb, h, base_p, base_q))
+            held.append(h)
+            self.bases.append((rb, base_p, base_q))
+        self.held = pl.concat(held, how="vertical_relaxed")
+        mid = (rules.price_floor + rules.price_cap) / 2.0
+        self.market = CoupledMarket(runs, book, mid, rules, resources, options, loads)
+        self.last_bid_mw = np.zeros(self.market.book.n)
+
+    def award(self, q: np.ndarray, p: np.ndarray, base=None, free: np.ndarray | None = None) -> Disaggregation:
+        """Re-clear with the import fixed at ``q`` (kW; NaN = free) at ``p`` (per MWh; NaN = ``base``, default
+        the midpoint of floor and cap); ``free`` marks intervals with no award (import free at ``base``)."""
+        market, rules = self.market, self.rules
+        T = market.book.n_interval
+        base = (rules.price_floor + rules.price_cap) / 2.0 if base is None else base
+        market.set_iso_price(np.where(np.isfinite(p), p, np.broadcast_to(np.asarray(base, dtype=float), (T,))))
+        market.fix_import(q)
+        sol = market.converge()
+        source = np.where(np.isfinite(p), "iso", "interface_dlmp")
+        if not sol.ok:
+            result = market.failed(sol)
+            return Disaggregation(result, _applied(result, q, p, source, [None] * T), _empty_instructions(),
+                                  _fixed_loads(self.runs, self.bases, None), rules.interval_minutes)
+        sol, duals, on_curve, extra = award_prices(market, sol, q, p)
+        merged = Solution(status="optimal", objective=sol.objective, x=sol.x, row_value=sol.row_value,
+                          row_dual=duals.row_dual, col_dual=duals.col_dual,
+                          solve_seconds=sol.solve_seconds + extra, iterations=sol.iterations)
+        self.last_bid_mw = market.bid_mw(sol.x)
+        result = with_held(market.result(merged), self.held)
+        applied = _applied(result, q, np.where(np.isfinite(p), p, market.iso_price), source, on_curve)
+        if free is not None and free.any():
+            applied = applied.filter(~pl.Series(free))
+        return Disaggregation(clearing=result, award=applied, instructions=instructions(result),
+                              fixed_load=_fixed_loads(self.runs, self.bases, result),
+                              interval_minutes=rules.interval_minutes)
+
+
+def _rolled(pieces: list, intervals: list, rules: MarketRules) -> Disaggregation:
+    """One disaggregation of the awarded intervals from the steps that awarded them (``(mask, Disaggregation)``
+    in step order); the welfare is that of the intervals' own tables."""
+    last = pieces[-1][1]
+    if not last.clearing.ok:
+        return last
+    cuts = []
+    for mine, dis in pieces:
+        keep = [iv for iv, m in zip(intervals, mine) if m]
+        cut = {name: getattr(dis.clearing, name).filter(pl.col("interval").is_in(keep))
+               for name in ("dispatch", "prices", "lines", "buses", "interface")}
+        shed = None if dis.clearing.shed is None else dis.clearing.shed.filter(pl.col("interval").is_in(keep))
+        cuts.append((keep, dis, cut, shed))
+    clearing = dataclasses.replace(
+        last.clearing, intervals=[iv for keep, *_ in cuts for iv in keep],
+        **{name: _sorted([c[name] for _, _, c, _ in cuts]) for name in ("dispatch", "prices", "lines", "buses",
+                                                                      "interface")},
+        shed=None if all(sh is None for *_, sh in cuts) else _sorted([sh for *_, sh in cuts if sh is not None]))
+    clearing = dataclasses.replace(clearing, intervals=sorted(clearing.intervals),
+                                   welfare=_welfare(clearing, rules))
+    return Disaggregation(
+        clearing=clearing, award=_sorted([d.award.filter(pl.col("interval").is_in(k)) for k, d, _, _ in cuts]),
+        instructions=_sorted([d.instructions.filter(pl.col("interval").is_in(k)) for k, d, _, _ in cuts]).sort(
+            ["aggregator_id", "resource_id", "interval"], nulls_last=False),
+        fixed_load=_sorted([d.fixed_load.filter(pl.col("interval").is_in(k)) for k, d, _, _ in cuts]),
+        interval_minutes=rules.interval_minutes)
+
+
+def _welfare(result: ClearingResult, rules: MarketRules) -> float:
+    """Buyers' value minus sellers' cost minus the ISO bill (minus lost load at its value), currency, of the
+    tables (kW, per MWh) of the bids that were cleared, not held."""
+    d = result.dispatch.filter(~pl.col("held")) if "held" in result.dispatch.columns else result.dispatch
+    sign = np.where(d["side"].to_numpy() == "buy", 1.0, -1.0)
+    value = float(np.sum(sign * d["price"].to_numpy() * d["cleared_kw"].to_numpy()))
+    bill = float(np.sum(result.interface["iso_price"].to_numpy() * result.interface["import_kw"].to_numpy()))
+    lost = 0.0
+    if result.shed is not None and result.shed.height and rules.value_of_lost_load is not None:
+        lost = rules.value_of_lost_load * float(result.shed["shed_kw"].sum())
+    return (value - bill - lost) / 1000.0 * rules.hours
 
 
 def _fixed_loads(runs: tuple[NetworkRun, ...], bases: list, result: ClearingResult | None) -> pl.DataFrame:
