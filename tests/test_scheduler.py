@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dsomarket.clients.api import Client
+from dsomarket.clients.api import Client, FailedPrecondition
 from dsomarket.clients.demo import delivery_day
 from dsomarket.server import audit, db
 from dsomarket.server.scheduler import ManualClock, Scheduler, due
@@ -26,16 +26,31 @@ US = 1_000_000
 
 
 def steps_of(path: Path) -> dict[str, list[str]]:
-    """The audited state steps per market, in log order."""
+    """The audited steps per market in log order: close, clear, publish of a market taken whole, and
+    ``close[k]``, ``clear[k]``, ``publish[k]`` of interval k at its rolling gate; settle and imbalance."""
+    names = {"market.close": "close", "market.clear": "clear", "market.settle": "settle",
+             "imbalance.settle": "imbalance", "interval.close": "close", "interval.clear": "clear",
+             "interval.publish": "publish"}
     conn = db.connect(path)
     try:
         out: dict[str, list[str]] = {}
         for r in audit.records(conn):
-            if r["action"] in ("market.close", "market.clear", "market.publish"):
-                out.setdefault(json.loads(r["payload"])["market_id"], []).append(r["action"].split(".")[1])
+            p = json.loads(r["payload"])
+            if r["action"] in names:
+                ks = p.get("interval_indices", [p["interval_idx"]] if "interval_idx" in p else [None])
+                out.setdefault(p["market_id"], []).extend(names[r["action"]] + ("" if k is None else f"[{k}]")
+                                                          for k in ks)
+            elif r["action"] == "market.publish" and not p.get("by_interval"):
+                out.setdefault(p["market_id"], []).append("publish")
         return out
     finally:
         conn.close()
+
+
+def rolled(steps: list[str], count: int) -> bool:
+    """True when each of ``count`` intervals was closed, cleared and published, in that order, once."""
+    return all([s for s in steps if s.endswith(f"[{k}]")] == [f"{step}[{k}]" for step in ("close", "clear", "publish")]
+               for k in range(count)) and len(steps) == 3 * count
 
 
 async def real_time_markets(env_or_client, names, start, **kw):
@@ -67,33 +82,63 @@ def test_a_day_runs_itself_in_simulated_time_and_the_operator_can_step_in(tmp_pa
             await op.close_gate("rt-05")
             assert (await op.clear_market("rt-05")).status == "optimal"
             done = []
-            for quarter in range(4 * 40):  # 40 simulated hours of ticks, every 15 minutes
-                clock.advance(15 * 60)
+            while clock.now_us() < int((day + timedelta(hours=28)).timestamp() * US):
+                # Ticks every 15 simulated minutes until 02:00, then hourly (an hour's gates in one tick).
+                clock.advance(15 * 60 if clock.now_us() < int((day + timedelta(hours=2)).timestamp() * US) else 3600)
                 done += await scheduler.tick()
+                if clock.now_us() == int((day + timedelta(minutes=15)).timestamp() * US):
+                    # Hour 0's first four intervals rolled (gates at 00:00 ... 00:15), the rest still take bids.
+                    rt0 = rts[0]
+                    assert (await op.get_market("rt-00")).state == "open"
+                    late = [b for b in simple_bids(rt0, "late") if b.interval_start >= rt0.intervals[4]]
+                    assert (await a.submit_bids("rt-00", late)).count == len(late)
+                    closed = [b for b in simple_bids(rt0, "later") if b.interval_start == rt0.intervals[3]]
+                    with pytest.raises(FailedPrecondition, match="gate of the interval starting .* closed"):
+                        await a.submit_bids("rt-00", closed)
+                    with pytest.raises(FailedPrecondition, match="clears interval by interval"):
+                        await op.close_gate("rt-00")
+                    assert len(await env.clients["iso"].list_curves(market_id="rt-00")) == 4
             states = {m.market_id: m.state for m in await op.list_markets()}
             assert set(states.values()) == {"published"}
-            assert ("rt-05", "publish") in [(s.market_id, s.action) for s in done]
+            assert ("rt-05", "publish", None) in [(s.market_id, s.action, s.interval_idx) for s in done]
             path = env.db_path
         steps = steps_of(path)
-        assert all(s == ["close", "clear", "publish"] for s in steps.values()) and len(steps) == 25
-        # Each hour was closed at its own gate, not before: the log's step order follows delivery.
+        assert len(steps) == 25 and steps.pop("da") == ["close", "clear", "publish"]
+        assert steps.pop("rt-05") == ["close", "clear", "publish"]
+        # Every other hour rolled: each interval closed at its own gate, then cleared and published, once.
+        assert all(rolled(s, 12) for s in steps.values()), steps
         conn = db.connect(path)
-        closes = [json.loads(r["payload"])["market_id"] for r in audit.records(conn, "market.close")]
+        closes = [(json.loads(r["payload"])["market_id"], json.loads(r["payload"])["interval_idx"])
+                  for r in audit.records(conn, "interval.close")]
         conn.close()
-        assert [c for c in closes if c.startswith("rt-") and c != "rt-05"] == sorted(
-            c for c in closes if c.startswith("rt-") and c != "rt-05")
+        assert closes == sorted(closes)  # the log's gate order follows delivery
 
     asyncio.run(body())
 
 
 def test_due_steps_follow_the_state_and_a_failed_clearing_is_not_retried():
-    market = {"state": "open", "gate_closure_us": None, "gate_lead_us": 600 * US, "delivery_start_us": 3600 * US,
-              "interval_minutes": 5, "interval_count": 12, "clearing_status": ""}
-    assert due(market, 2999 * US) is None and due(market, 3000 * US) == "close"
-    assert due(market | {"state": "closed"}, 0) == "clear"
-    assert due(market | {"state": "closed", "clearing_status": "infeasible"}, 10**12) is None
-    assert due(market | {"state": "cleared"}, 0) == "publish"
-    assert due(market | {"state": "published"}, 10**12) is None
+    market = {"state": "open", "kind": "day_ahead", "gate_closure_us": None, "gate_lead_us": 600 * US,
+              "delivery_start_us": 3600 * US, "interval_minutes": 5, "interval_count": 12, "clearing_status": ""}
+    assert due(market, 2999 * US) == [] and due(market, 3000 * US) == [("close", None)]
+    assert due(market | {"state": "closed"}, 0) == [("clear", None)]
+    assert due(market | {"state": "closed", "clearing_status": "infeasible"}, 10**12) == []
+    assert due(market | {"state": "cleared"}, 0) == [("publish", None)]
+    assert due(market | {"state": "published"}, 10**12) == []
+    # A real-time market rolls: each interval's own gate (5 minutes apart, 10 minutes ahead).
+    rt = market | {"kind": "real_time"}
+    assert due(rt, 3000 * US) == [("close", 0)] and due(rt, 3299 * US, {0: {"close": "done"}}) == [("clear", 0)]
+    steps = {0: {"close": "done", "clear": "optimal"}, 1: {"close": "done", "clear": "infeasible"}}
+    assert due(rt, 3300 * US, steps) == [("publish", 0)]  # interval 1 failed: left to the operator
+    assert due(rt, 3600 * US, steps) == [("publish", 0), ("close", 2)]
+    # Settlement once the meter window after the last interval (04:00 simulated seconds = 3600 + 12 x 300).
+    end = (3600 + 12 * 300) * US
+    awarded = market | {"state": "awarded"}
+    assert due(awarded, end + 3599 * US) == [] and due(awarded, end + 3600 * US) == [("settle", None)]
+    assert due(awarded, end, meter_window_us=0) == [("settle", None)]
+    settled = market | {"state": "settled", "readings": 0, "imbalance_settled": 0}
+    assert due(settled, end + 3600 * US) == []  # no meter data: nothing to settle
+    assert due(settled | {"readings": 5}, end + 3600 * US) == [("imbalance", None)]
+    assert due(settled | {"readings": 5, "imbalance_settled": 1}, end + 3600 * US) == []
 
 
 _SERVE = ("import sys; from dsomarket.clients import cli; cli.COMMAND_MODULES = ('service',); "
