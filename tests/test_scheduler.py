@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from dsomarket.clients.api import Client, FailedPrecondition
+from dsomarket.clients.api import Client, FailedPrecondition, IntervalAward, MeterReading
 from dsomarket.clients.demo import delivery_day
 from dsomarket.server import audit, db
+from dsomarket.server.replay import replay
 from dsomarket.server.scheduler import ManualClock, Scheduler, due
 from tests.harness import PARTICIPANTS, create_tokens, running, simple_bids, small_market
 
@@ -141,13 +142,96 @@ def test_due_steps_follow_the_state_and_a_failed_clearing_is_not_retried():
     assert due(settled | {"readings": 5, "imbalance_settled": 1}, end + 3600 * US) == []
 
 
+def key(instructions):
+    return sorted((i.aggregator_id, i.resource_id, i.interval_start, round(i.kw, 6)) for i in instructions)
+
+
+def test_a_rolling_hour_runs_itself_the_iso_awards_each_interval_and_it_settles_on_its_meters(tmp_path):
+    """Gates close one interval at a time; each interval cleared alone is the whole market's clearing of it."""
+    async def body():
+        async with running(tmp_path) as env:
+            op, iso, a, b = (env.clients[n] for n in ("dso", "iso", "agg-a", "agg-b"))
+            await small_market(env, "da-fleet", gate_closure_time=delivery_day() + timedelta(days=1))  # the fleet
+            start = delivery_day() + timedelta(hours=9)
+            rt, twin = [await op.create_market(m, feeder_id="ieee33", kind="real_time", delivery_start=start,
+                                               gate_lead=timedelta(0)) for m in ("rt", "twin")]
+            early = [x for x in simple_bids(rt, "a") if x.interval_start < rt.intervals[6]]
+            late = [x for x in simple_bids(rt, "a", pv_price="12") if x.interval_start >= rt.intervals[6]]
+            for m in ("rt", "twin"):
+                await a.submit_bids(m, early)
+                await b.submit_bids(m, simple_bids(rt, "b", load_price="60"))
+            # Reference: the twin, closed and cleared whole by the operator before any gate, with every bid.
+            await a.submit_bids("twin", late)
+            await op.close_gate("twin")
+            assert (await op.clear_market("twin")).status == "optimal"
+            await op.publish_market("twin")
+            whole = {c.interval_start: c for c in await iso.list_curves(market_id="twin")}
+
+            clock = ManualClock(int(start.timestamp() * US))
+            scheduler = Scheduler(env.server.app, clock, meter_window=600)
+            awards = []
+            for k in range(12):
+                steps = [(s.action, s.interval_idx) for s in await scheduler.tick() if s.market_id == "rt"]
+                assert steps == [("close", k), ("clear", k), ("publish", k)]
+                if k == 0:  # agg-a's bids for the second half hour come after the first gate
+                    assert (await a.submit_bids("rt", late)).count == len(late)
+                (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
+                # The interval cleared alone at its gate has the whole clearing's curve.
+                assert [(x.price_low, x.price_high, round(x.import_kw, 6)) for x in curve.bands] == \
+                    [(x.price_low, x.price_high, round(x.import_kw, 6)) for x in whole[curve.interval_start].bands]
+                price = 30 + 7 * (k % 5)
+                awards.append(IntervalAward(curve.interval_start,
+                                            next(x.import_kw for x in curve.bands if x.price_high >= price), str(price)))
+                result, remaining = await iso.submit_interval_award("rt", [awards[-1]])
+                assert result.status == "optimal" and remaining == 11 - k
+                assert result.market.state == ("awarded" if k == 11 else "open")
+                mine = await a.list_instructions(market_id="rt")
+                assert {i.interval_start for i in mine} == set(rt.intervals[:k + 1])  # dispatched at once
+                clock.advance(300)
+            assert (await iso.submit_award("twin", awards)).status == "optimal"
+            assert key(await a.list_instructions(market_id="rt")) == key(await a.list_instructions(market_id="twin"))
+
+            # Settlement waits for the meter window after 10:00, then settles once; the imbalance waits for meters.
+            assert await scheduler.tick() == []
+            clock.set(int((start + timedelta(hours=1, minutes=10)).timestamp() * US))
+            assert [(s.market_id, s.action) for s in await scheduler.tick()] == [("rt", "settle"), ("twin", "settle")]
+            instructed = {(n, i.resource_id, i.interval_start): i.kw for n in ("agg-a", "agg-b")
+                          for i in await env.clients[n].list_instructions(market_id="rt")}
+            for n in ("agg-a", "agg-b"):
+                await env.clients[n].submit_meter_readings("rt", [MeterReading(r, t, kw - 4.2 if r == "pv" else kw)
+                                                                  for (m, r, t), kw in instructed.items() if m == n])
+            assert await scheduler.tick() == []  # the interface meter is missing: a gap, nothing settled
+            await op.submit_meter_readings("rt", [MeterReading("", x.interval_start, x.import_kw + 8.4)
+                                                  for x in awards])
+            assert [(s.market_id, s.action) for s in await scheduler.tick()] == [("rt", "imbalance")]
+            assert await scheduler.tick() == []
+            lines = [s for n in ("agg-a", "agg-b") for s in await env.clients[n].list_statements(market_id="rt")]
+            assert {s.kind for s in lines} >= {"energy", "imbalance"}
+            # Each imbalance line is the metered deviation (-4.2 kW of PV, none of the loads) at the bus's DLMP.
+            dlmp = {p.interval_start: p.dlmp for p in await op.list_prices("rt", bus="18")}
+            pv = [s for s in lines if s.kind == "imbalance" and s.resource_id == "pv"]
+            assert len(pv) == 24 and all(s.kw == pytest.approx(-4.2) and s.price == dlmp[s.interval_start] for s in pv)
+            assert all(s.amount == 0 for s in lines if s.kind == "imbalance" and s.resource_id == "load")
+            path = env.db_path
+        steps = steps_of(path)
+        assert rolled([s for s in steps["rt"] if "[" in s], 12)
+        assert [s for s in steps["rt"] if "[" not in s] == ["settle", "imbalance"]
+        conn = db.connect(path)
+        checks = replay(conn, "rt")
+        conn.close()
+        assert [c.stage for c in checks] == ["clear", "award"] * 12 + ["settle"]  # gate by gate, then settled
+        assert all(c.identical for c in checks)
+
+    asyncio.run(body())
+
+
 _SERVE = ("import sys; from dsomarket.clients import cli; cli.COMMAND_MODULES = ('service',); "
           "sys.exit(cli.main(sys.argv[1:]))")
 
 
 def serve(path: Path, start, speed: float) -> tuple[subprocess.Popen, str]:
     argv = [sys.executable, "-c", _SERVE, "-q", "serve", "--db", str(path), "--port", "0", "--scheduler",
-            "--clock-start", start.isoformat(), "--clock-speed", str(speed)]
+            "--clock-start", start.isoformat(), "--clock-speed", str(speed), "--meter-window", "0"]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
@@ -175,12 +259,12 @@ def test_a_server_killed_mid_timeline_resumes_without_clearing_twice(tmp_path):
             for m in await real_time_markets(op, names, day):
                 await a.submit_bids(m.market_id, simple_bids(m, "a"))
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                states = [m.state for m in await op.list_markets()]
-                if "published" in states:
+            while time.monotonic() < deadline:  # until an hour is part rolled: mid-timeline, mid-market
+                curves = [len(await op.list_curves(market_id=n)) for n in names]
+                if any(0 < c < 12 for c in curves[1:]):
                     break
                 await asyncio.sleep(0.05)
-            assert "published" in states and states.count("open") >= 2, states  # mid-timeline
+            assert curves[0] == 12 and any(0 < c < 12 for c in curves[1:]) and curves[-1] == 0, curves
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
@@ -189,22 +273,34 @@ def test_a_server_killed_mid_timeline_resumes_without_clearing_twice(tmp_path):
     # Restarted later in simulated time: every gate has passed; it catches up from the database.
     proc, target = serve(path, day + timedelta(hours=7), 600.0)
 
-    async def wait_all():
-        async with Client(target, tokens["auditor"]) as au:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if {m.state for m in await au.list_markets()} == {"published"}:
-                    return
-                await asyncio.sleep(0.1)
-            raise AssertionError([m.state for m in await au.list_markets()])
+    async def wait_for(client, state: str):
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if {m.state for m in await client.list_markets()} == {state}:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError([m.state for m in await client.list_markets()])
 
-    asyncio.run(wait_all())
+    async def award_and_settle():
+        async with Client(target, tokens["auditor"]) as au, Client(target, tokens["iso"]) as iso:
+            await wait_for(au, "published")
+            # The ISO awards every interval at its curve's import at 40; the scheduler then settles each hour
+            # on its own (the meter window is 0 and every hour has ended on the simulated clock).
+            for name in names:
+                for c in await iso.list_curves(market_id=name):
+                    award = IntervalAward(c.interval_start, next(b.import_kw for b in c.bands if b.price_high >= 40))
+                    await iso.submit_interval_award(name, [award])
+            await wait_for(au, "settled")
+
+    asyncio.run(award_and_settle())
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
     after = steps_of(path)
     assert set(after) == set(names)
-    assert all(s == ["close", "clear", "publish"] for s in after.values()), after
-    assert any(len(before.get(n, [])) < 3 for n in names)  # the restart had work left to do
+    # Every interval closed, cleared and published exactly once across the kill, and each hour settled once.
+    assert all(rolled([s for s in steps if "[" in s], 12) for steps in after.values()), after
+    assert all([s for s in steps if "[" not in s] == ["settle"] for steps in after.values()), after
+    assert any(len(before.get(n, [])) < 36 for n in names)  # the restart had work left to do
     conn = db.connect(path)
     assert audit.verify(conn).ok
     conn.close()
