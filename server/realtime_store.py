@@ -27,12 +27,12 @@ def published_intervals(conn, market_id: str) -> set[int]:
 def check_interval_award(market: dict, awarded: set[int], indices: list[int], published: set[int]) -> None:
     """FAILED_PRECONDITION unless the market takes these intervals' awards now: a PUBLISHED market, or an OPEN
     one whose rolling gates have published these intervals (``published``)."""
-    if market["kind"] not in timeline.ROLLING:
-        raise FailedPrecondition(f"market {market['market_id']!r} is {market['kind']}: only real-time and "
-                                 "hour-ahead markets are awarded interval by interval")
     rolling = market["state"] == "open" and published
     if not rolling:
         store.require_state(market, ("published",), "an interval award")
+    if market["kind"] not in timeline.ROLLING:
+        raise FailedPrecondition(f"market {market['market_id']!r} is {market['kind']}: only real-time and "
+                                 "hour-ahead markets are awarded interval by interval")
     for j, k in enumerate(indices):
         when = timeline.iso(timeline.interval_start(market, k))
         if k in awarded:
