@@ -356,6 +356,15 @@ def residual(point: OperatingPoint, line_p: np.ndarray, v: np.ndarray, p0: np.nd
                     v_pu=float(np.max(dv, initial=0.0)))
 
 
+def convergence_summary(done: bool, solves: int, res: Residual, moved_kw: float, pinned: int, radius: float) -> dict:
+    """What a clearing reports of its successive linearisation: converged, solves, the residual (kW, pu), the
+    last step (kW), the bids pinned, the trust region (kW; None when none was used) and the tolerances."""
+    return {"converged": bool(done), "iterations": solves, "residual_import_kw": res.import_kw,
+            "residual_flow_kw": res.flow_kw, "residual_v_pu": res.v_pu, "last_step_kw": moved_kw,
+            "pinned_bids": pinned, "trust_region_kw": None if not np.isfinite(radius) else radius * S_BASE_KVA,
+            "tolerance": TOLERANCE_TEXT}
+
+
 _NETWORK_ROWS = ("bus_p_balance", "bus_q_balance", "voltage_drop")
 
 

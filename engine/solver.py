@@ -103,6 +103,10 @@ class LinearModel:
     def has_var(self, name: str) -> bool:
         return name in self._vars
 
+    def blocks(self, rows: bool = False) -> list[_Block]:
+        """The variable (or, with ``rows``, constraint) blocks in column (row) order."""
+        return list((self._cons if rows else self._vars).values())
+
     def with_matrix(self, a: sp.csc_matrix) -> "LinearModel":
         """The same blocks, costs and bounds with another constraint matrix of the same shape.
 
