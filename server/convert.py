@@ -593,6 +593,17 @@ def market(row) -> market_pb2.Market:
     return m
 
 
+def clear_response(row: dict, outcome) -> operator_pb2.ClearMarketResponse:
+    """ClearMarket's answer from the market row after the clearing and its
+    :class:`server.markets_engine.ClearOutcome`."""
+    flows = [operator_pb2.InterfaceFlow(interval_start=ts(timeline.interval_start(row, t)), import_kw=q,
+                                        iso_price=p) for t, q, p in outcome.interface.iter_rows()]
+    return operator_pb2.ClearMarketResponse(
+        market=market(row), status=CLEARING_STATUS[outcome.status], diagnosis=list(outcome.diagnosis),
+        welfare=outcome.welfare, interface=flows, curve_segments=sum(len(c["segments"]) for c in outcome.curves),
+        solve_seconds=outcome.seconds, network_version=outcome.network_version)
+
+
 def interval(row, k: int, now: int) -> market_pb2.MarketInterval:
     start = timeline.interval_start(row, k)
     gate = timeline.gate_closure(row, k)

@@ -155,12 +155,34 @@ CREATE TABLE IF NOT EXISTS load_history (
 CREATE TABLE IF NOT EXISTS ders (
     der_id TEXT PRIMARY KEY, aggregator_id TEXT NOT NULL, feeder_id TEXT NOT NULL, record TEXT NOT NULL,
     status TEXT NOT NULL, export_limit_kw REAL NOT NULL, import_limit_kw REAL NOT NULL, reason TEXT NOT NULL,
-    seq INTEGER NOT NULL, updated_us INTEGER NOT NULL);
+    seq INTEGER NOT NULL, updated_us INTEGER NOT NULL, approved_services TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS ders_by_feeder ON ders (feeder_id, seq);
 CREATE TABLE IF NOT EXISTS direct_schedules (
     feeder_id TEXT NOT NULL, participant_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL,
     p_kw REAL NOT NULL, submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
-    PRIMARY KEY (feeder_id, interval_us, participant_id, bus)) WITHOUT ROWID;
+    minutes INTEGER NOT NULL DEFAULT 60, PRIMARY KEY (feeder_id, interval_us, participant_id, bus)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS direct_bids (
+    feeder_id TEXT NOT NULL, participant_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL,
+    segment INTEGER NOT NULL, side TEXT NOT NULL, quantity_kw REAL NOT NULL, price TEXT NOT NULL,
+    submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
+    PRIMARY KEY (feeder_id, interval_us, participant_id, bus, segment)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conflict_alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, feeder_id TEXT NOT NULL, resource_id TEXT NOT NULL,
+    aggregator_id TEXT NOT NULL, kind TEXT NOT NULL, interval_us INTEGER, services TEXT NOT NULL,
+    committed REAL NOT NULL, limit_value REAL NOT NULL, excess REAL NOT NULL, refused TEXT NOT NULL,
+    market_id TEXT NOT NULL, raised_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS territories (
+    territory_id TEXT PRIMARY KEY, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS territory_interfaces (
+    territory_id TEXT NOT NULL REFERENCES territories(territory_id), interface_id TEXT NOT NULL,
+    feeder_ids TEXT NOT NULL, import_max_kw REAL, export_max_kw REAL,
+    PRIMARY KEY (territory_id, interface_id));
+CREATE TABLE IF NOT EXISTS territory_sessions (
+    session_id TEXT PRIMARY KEY, territory_id TEXT NOT NULL REFERENCES territories(territory_id),
+    created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS session_markets (
+    session_id TEXT NOT NULL REFERENCES territory_sessions(session_id), interface_id TEXT NOT NULL,
+    market_id TEXT NOT NULL UNIQUE REFERENCES markets(market_id), PRIMARY KEY (session_id, interface_id));
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;
@@ -175,7 +197,9 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 
 ADDED_COLUMNS = (("tokens", "revoked_us", "INTEGER"),
                  ("curves", "revision", "INTEGER NOT NULL DEFAULT 0"),
-                 ("curves", "network_version", "INTEGER NOT NULL DEFAULT 0"))
+                 ("curves", "network_version", "INTEGER NOT NULL DEFAULT 0"),
+                 ("ders", "approved_services", "TEXT NOT NULL DEFAULT ''"),
+                 ("direct_schedules", "minutes", "INTEGER NOT NULL DEFAULT 60"))
 """``(table, column, type)`` added after a table was first released: :func:`initialise` runs
 ``ALTER TABLE ... ADD COLUMN`` where the column is missing (the ``CREATE TABLE`` above already has it)."""
 

@@ -42,6 +42,7 @@ from dsomarket.engine.metering import performance, settle_imbalance, validate_in
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
 from dsomarket.engine.settlement import settle
+from dsomarket.engine.territory import substation
 from dsomarket.server import timeline
 from dsomarket.server.errors import InvalidArgument
 
@@ -105,6 +106,27 @@ def load_feeder(kind: str, source) -> tuple[Feeder, dict]:
     """
     feeder = builtin(source) if kind == "builtin" else feeder_from_tables(source)
     return feeder, feeder_to_tables(feeder)
+
+
+def interface_feeder(interface_id: str, members: list[tuple[str, dict]], import_max_kw: float = math.inf,
+                     export_max_kw: float = math.inf) -> tuple[Feeder, dict]:
+    """The feeder of a T-D interface: stored feeders behind one substation transformer, merged.
+
+    ``members`` are ``(feeder_id, tables)`` of stored feeders; limits in kW (``inf`` = none). The members'
+    roots become bus ``substation`` and their other buses ``<feeder_id>/<bus>``
+    (:func:`engine.territory.substation`); one member keeps its bus ids and takes the limits. The feeder
+    is named ``interface_id``. Returns it and its tables, as :func:`load_feeder` does.
+    """
+    feeders = [feeder_from_tables(tables).with_changes(name=feeder_id) for feeder_id, tables in members]
+    merged = substation(interface_id, feeders, [pl.DataFrame()] * len(feeders), import_max_kw, export_max_kw)
+    feeder = merged.feeder.with_changes(name=interface_id)
+    return feeder, feeder_to_tables(feeder)
+
+
+def feeder_summary(feeder: Feeder) -> dict:
+    """What the feeders table keeps beside the tables: name, root bus, base kV, bus and line counts."""
+    return {"name": feeder.name, "root_bus": feeder.root_bus, "base_kv": feeder.base_kv,
+            "bus_count": feeder.topology.n_bus, "line_count": feeder.lines.height}
 
 
 def feeder_to_tables(feeder: Feeder) -> dict:
@@ -216,6 +238,14 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
                         "tan_phi")
     return MarketInputs(feeder=feeder, rules=market_rules(market), intervals=intervals, bids=table,
                         resources=_resources(resources) + commitments, changes=changes, network_version=version)
+
+
+def stored_inputs(rows, feeder: Feeder | None = None) -> MarketInputs:
+    """:func:`market_inputs` of a market's stored rows (``server.store.market_rows``); the feeder is built from
+    the stored tables unless given (a cache's)."""
+    market, tables, bids, resources, activations, network, forecast = rows
+    feeder = feeder_from_tables(tables) if feeder is None else feeder
+    return market_inputs(feeder, market, bids, resources, activations, network, forecast)
 
 
 def forecast_table(intervals: list, rows) -> pl.DataFrame:
@@ -409,8 +439,20 @@ def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | 
     except Exception as exc:  # a defect: logged with its traceback, the market keeps a reason
         log.exception("clearing failed")
         reason = f"the engine failed ({type(exc).__name__}); the server log has the details"
-    return ClearOutcome("error", (reason, _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
-                        time.perf_counter() - t0, _digest("error", reason), inputs.network_version)
+    return clearing_error(reason, time.perf_counter() - t0, inputs.network_version)
+
+
+def clearing_error(reason: str, seconds: float = 0.0, network_version: int = 0) -> ClearOutcome:
+    """A clearing that could not run (the engine refused its inputs or failed), recorded like an infeasible
+    one: the reason and the operator's way out in its diagnosis."""
+    return ClearOutcome("error", (reason, _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "", seconds,
+                        _digest("error", reason), network_version)
+
+
+def clear_stored(rows, forecast: list[str], time_limit: float | None = None) -> ClearOutcome:
+    """:func:`clear_market` of a market's stored rows (``server.store.market_rows``): what a territory's worker
+    process runs for each interface, so the outcome is the one ClearMarket records for the same rows."""
+    return clear_market(stored_inputs(rows), forecast, time_limit)
 
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float) -> ClearOutcome:
@@ -423,8 +465,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     try:
         runs = inputs.runs(book)
     except InputError as exc:  # a network change the market's resources cannot be split by
-        return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
-                            time.perf_counter() - t0, _digest("error", str(exc)), version)
+        return clearing_error(str(exc), time.perf_counter() - t0, version)
     t_book = time.perf_counter()
     result = clear_runs(runs, book, forecast, rules=inputs.rules, resources=inputs.resources, options=options)
     t_clear = time.perf_counter()
@@ -440,8 +481,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     try:
         curve = trace_runs(runs, book, inputs.rules, inputs.resources, options, forecast=forecast)
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
-        return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
-                            time.perf_counter() - t0, _digest("error", str(exc)), version)
+        return clearing_error(str(exc), time.perf_counter() - t0, version)
     t_curve = time.perf_counter()
     offer, area = curve.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)

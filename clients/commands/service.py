@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dsomarket.clients.api import AuditRecord, Client
-from dsomarket.clients.cli import non_negative_int, positive_float
+from dsomarket.clients.cli import non_negative_int, positive_float, positive_int
 from dsomarket.clients.commands.remote import add_connection, show, talk
 from dsomarket.clients.output import add_format_options
 from dsomarket.engine.errors import InputError
@@ -46,6 +46,11 @@ def register(subparsers) -> None:
                    help="with --scheduler: the timeline's clock starts at this UTC time (ISO 8601), not now")
     s.add_argument("--clock-speed", type=float, default=1.0, metavar="X",
                    help="with --scheduler: the timeline's clock runs X times faster than the wall clock")
+    s.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="worker processes a territory session clears on (default: one per core); with --ray, "
+                        "Ray actors (default: the cluster's CPUs)")
+    s.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="clear territory sessions on Ray: auto, ray://HOST:10001 or HOST:6379 (needs dsomarket[ray])")
     s.set_defaults(func=_serve, quiet_highs=True)
 
     t = subparsers.add_parser("token", help="create, revoke and list participant tokens").add_subparsers(
@@ -113,7 +118,8 @@ def _serve(args) -> int:
         # The server speaks at INFO (a line per request) unless -q; -v adds DEBUG.
         with configured(logging.INFO - 10 * getattr(args, "verbosity", 0), args.log_format):
             asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
-                              ready=ready, timeline_clock=_timeline_clock(args)))
+                              ready=ready, timeline_clock=_timeline_clock(args), workers=args.workers,
+                              ray_address=args.ray))
     except StartupError as exc:
         print(f"dsomarket: error: {exc}", file=sys.stderr)
         return 1
