@@ -99,8 +99,8 @@ CREATE INDEX IF NOT EXISTS dispatch_by_aggregator ON dispatch (aggregator_id, se
 CREATE TABLE IF NOT EXISTS statements (
     market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL, resource_id TEXT NOT NULL,
     interval_idx INTEGER NOT NULL, settlement TEXT NOT NULL, kw REAL NOT NULL, kvar REAL NOT NULL,
-    price TEXT NOT NULL, price_q TEXT NOT NULL, amount TEXT NOT NULL,
-    PRIMARY KEY (aggregator_id, market_id, bid_id, resource_id, interval_idx, settlement));
+    price TEXT NOT NULL, price_q TEXT NOT NULL, amount TEXT NOT NULL, kind TEXT NOT NULL,
+    PRIMARY KEY (aggregator_id, market_id, bid_id, resource_id, interval_idx, settlement, kind));
 CREATE TABLE IF NOT EXISTS settlements (
     market_id TEXT PRIMARY KEY, totals TEXT NOT NULL, created_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS flex_needs (
@@ -266,6 +266,8 @@ def initialise(target: str | Path) -> None:
             if column not in columns(conn, table):
                 kind = pg.column_type(kind) if is_postgres(target) else kind
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        if "kind" not in columns(conn, "statements"):
+            _rekey_statements(conn, target)
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
@@ -274,6 +276,23 @@ def initialise(target: str | Path) -> None:
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def _rekey_statements(conn, target: str | Path) -> None:
+    """Give the statements of a database made before statement kinds their ``kind`` (in the key, so that an
+    energy line and its loss component share a bid): the lines that were told apart by ``bid_id``
+    (``override``, ``curtailment``, ``imbalance``) get that kind and an empty bid_id, every other line is
+    ``energy``."""
+    (create,) = [stmt for stmt in schema_statements(target) if "TABLE IF NOT EXISTS statements " in stmt]
+    conn.execute("ALTER TABLE statements RENAME TO statements_before_kinds")
+    conn.execute(create)
+    marked = "bid_id IN ('override', 'curtailment', 'imbalance')"
+    conn.execute("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, settlement, "
+                 "kw, kvar, price, price_q, amount, kind) SELECT market_id, aggregator_id, "
+                 f"CASE WHEN {marked} THEN '' ELSE bid_id END, resource_id, interval_idx, settlement, kw, kvar, "
+                 f"price, price_q, amount, CASE WHEN {marked} THEN bid_id ELSE 'energy' END "
+                 "FROM statements_before_kinds")
+    conn.execute("DROP TABLE statements_before_kinds")
 
 
 def transaction(conn: sqlite3.Connection, fn: Callable, *args) -> Any:

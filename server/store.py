@@ -61,7 +61,7 @@ ACTIVATION_SCHEMA = {"bus": pl.Utf8, "interval_idx": pl.Int64, "direction": pl.U
 with the resource that sold each (its energy bids may not sell that kW again)."""
 COMMITMENT_SCHEMA = {"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64, "kw": pl.Float64}
 """Each resource's energy award per interval (net injection kW), as the flexibility auction counts it."""
-STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement")
+STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement", "kind")
 _BID_INSERT = ("INSERT INTO bids (market_id, aggregator_id, bid_id, resource_id, bus, side, quantity_kw, "
                "price, interval_idx, tan_phi, status, updated_us) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -533,9 +533,9 @@ def record_settlement(conn, who: Principal, market_id: str, outcome) -> dict:
     require_state(market, ("awarded",), "settling")
     now = now_us()
     conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
-                     "settlement, kw, kvar, price, price_q, amount) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     [(market_id, a, b, r, t, market["kind"], kw, kvar, p, pq, amt)
-                      for a, b, r, t, kw, kvar, p, pq, amt in outcome.statements.iter_rows()])
+                     "settlement, kw, kvar, price, price_q, amount, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(market_id, a, b, r, t, market["kind"], kw, kvar, p, pq, amt, kind)
+                      for a, b, r, t, kw, kvar, p, pq, amt, kind in outcome.statements.iter_rows()])
     conn.execute("INSERT INTO settlements (market_id, totals, created_us) VALUES (?, ?, ?)",
                  (market_id, json.dumps(outcome.totals), now))
     out = _set_state(conn, market, "settled", now)
