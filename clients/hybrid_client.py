@@ -160,6 +160,21 @@ class Deliverability:
 
 
 @dataclass(frozen=True)
+class Envelope:
+    """A DER's operating envelope in one interval: any net injection in ``[-import_max_kw, export_max_kw]``."""
+
+    der_id: str
+    aggregation_id: str
+    aggregator_id: str
+    bus: str
+    interval_start: datetime | None
+    export_max_kw: float
+    import_max_kw: float
+    export_binding: str
+    import_binding: str
+
+
+@dataclass(frozen=True)
 class ConflictAlert:
     """A commitment refused because it would sell a registered resource twice (DOE M10)."""
 
@@ -214,6 +229,16 @@ class HybridClient:
             req.min_useful_kw = min_useful_kw
         r = await self._client._call(self._registry.PrequalifyDers, req)
         return [Der.of(d) for d in r.ders], r.ac_check_passed
+
+    async def operating_envelopes(self, feeder_id: str, *, market_id: str = "", rule: str = "proportional"
+                                  ) -> tuple[list[Envelope], bool]:
+        """Envelopes of the feeder's approved DERs (on a market's forecast and intervals, or the feeder's loads),
+        and whether the AC check of their corners passed. An aggregator gets its own DERs' rows."""
+        r = await self._client._call(self._registry.GetOperatingEnvelopes, pb.GetOperatingEnvelopesRequest(
+            feeder_id=feeder_id, market_id=market_id, rule=rule))
+        return [Envelope(e.der_id, e.aggregation_id, e.aggregator_id, e.bus,
+                         _dt(e.interval_start) if e.HasField("interval_start") else None, e.export_max_kw,
+                         e.import_max_kw, e.export_binding, e.import_binding) for e in r.envelopes], r.ac_check_passed
 
     async def submit_direct_schedules(self, feeder_id: str, schedules: Sequence[DirectSchedule], *,
                                       interval_minutes: int = 60, request_id: str = "") -> int:

@@ -108,6 +108,7 @@ BAD = [
     (["ders", "list", "--server", "h:1"], "give --token"),
     (["ders", "retire", "d1", *NOWHERE], "required: --reason"),
     (["ders", "review", "--min-useful-kw", "-1", *NOWHERE], "--min-useful-kw: '-1': must be greater than 0"),
+    (["ders", "envelopes", "--feeder", "f", "--rule", "fifo", *NOWHERE], "invalid choice: 'fifo'"),
     (["direct", "schedules", "--feeder", "f", "--file", "{d}/bids_bad_time.csv", *NOWHERE],
      "field interval: 'tomorrow' is not an ISO 8601"),
     (["direct", "bids", "--feeder", "f", "--file", "{d}/none.csv", *NOWHERE], "no such file"),

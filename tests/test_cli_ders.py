@@ -43,6 +43,18 @@ def test_register_review_schedules_bids_check_and_alerts_through_the_cli(tmp_pat
         assert code == 1 and "PERMISSION_DENIED" in err
         code, out, _ = run("ders", "list", *agg)          # the table people read
         assert code == 0 and "bess-25" in out and "approved" in out
+        # Envelopes on the feeder's loads: one row per approved DER, within its approved limits.
+        code, out, err = run("ders", "envelopes", *agg, "--feeder", "ieee33", "--format", "json")
+        assert code == 0, err
+        env = {e["der_id"]: e for e in json.loads(out)}
+        limits = {r["der_id"]: r for r in review.iter_rows(named=True)}
+        assert set(env) == {"bess-25", "pv-18"} and env["bess-25"]["interval_start"] is None
+        for der_id, e in env.items():
+            assert 0 <= e["export_max_kw"] <= limits[der_id]["export_limit_kw"] + 1e-6
+            assert 0 <= e["import_max_kw"] <= limits[der_id]["import_limit_kw"] + 1e-6
+        code, out, _ = run("ders", "envelopes", *["--token", tokens["agg-b"], *conn], "--feeder", "ieee33",
+                           "--format", "json")
+        assert code == 0 and json.loads(out) == []          # agg-b has no DER there
 
         day = delivery_day()
         stamps = [(day + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%MZ") for h in (12, 13)]

@@ -1,8 +1,8 @@
 """DER registry and hybrid-participation commands against a server (DerRegistryService, HybridService).
 
-``dsomarket ders register|list|retire|review``
+``dsomarket ders register|list|retire|review|envelopes``
     An aggregator registers (or updates) and retires its DERs with the services they offer; the operator
-    reviews a feeder's pending DERs (hosting capacity, services).
+    reviews a feeder's pending DERs (hosting capacity, services); everyone reads the operating envelopes.
 ``dsomarket direct schedules|bids|check``
     The ISO submits its direct participants' schedules and bids (CSV or Parquet); the operator checks them
     with the DSO market's awards against the feeder. ``check`` exits 1 when something is not deliverable.
@@ -22,7 +22,8 @@ import polars as pl
 from dsomarket.clients.cli import non_negative_int, positive_float
 from dsomarket.clients.commands.remote import add_connection, show, talk, utc
 from dsomarket.clients.files import read_table
-from dsomarket.clients.hybrid_client import BidLimit, ConflictAlert, Der, DirectBid, DirectSchedule, ScheduleLimit
+from dsomarket.clients.hybrid_client import (BidLimit, ConflictAlert, Der, DirectBid, DirectSchedule, Envelope,
+                                              ScheduleLimit)
 from dsomarket.clients.output import Stream, add_format_options, emit
 from dsomarket.engine.errors import InputError
 
@@ -56,6 +57,17 @@ def register(subparsers) -> None:
     p.add_argument("--min-useful-kw", type=positive_float, help="smallest limit worth approving (default 1)")
     _out(p)
     p.set_defaults(func=_review)
+
+    p = g.add_parser("envelopes", help="operating envelopes of a feeder's approved DERs; exit 1 when the AC check "
+                                       "of their corners fails",
+                     description="Per DER and interval, the import/export range any combination of DERs may use "
+                                 "without breaking a distribution limit (docs/hybrid.md), on a market's forecast "
+                                 "and intervals (--market) or the feeder's own loads.")
+    p.add_argument("--feeder", required=True)
+    p.add_argument("--market", default="")
+    p.add_argument("--rule", default="proportional", choices=("proportional", "equal"))
+    _out(p)
+    p.set_defaults(func=_envelopes)
 
     g = _group(subparsers, "direct", "direct ISO participants: schedules, bids, the DSO's deliverability check")
     p = g.add_parser("schedules", help="submit schedules (ISO): participant_id, bus, interval, p_kw")
@@ -167,6 +179,14 @@ def _starts(t: pl.DataFrame) -> list:
         return col.dt.replace_time_zone(None).dt.replace_time_zone("UTC").to_list() if col.dtype.time_zone is None \
             else col.dt.convert_time_zone("UTC").to_list()
     return [utc(str(v), "interval") for v in col.to_list()]
+
+
+def _envelopes(args) -> int:
+    async def work(client) -> int:
+        rows, passed = await client.hybrid.operating_envelopes(args.feeder, market_id=args.market, rule=args.rule)
+        emit(rows, args.format, args.out, Envelope)
+        return 0 if passed else 1
+    return talk(args, work)
 
 
 def _stamped(path: Path, table: str, columns: tuple[str, ...]) -> pl.DataFrame:
