@@ -26,7 +26,7 @@ from dsomarket.v1 import common_pb2 as dsomarket_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64somarket/v1/hybrid.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x04\n\x03\x44\x65r\x12\x0e\n\x06\x64\x65r_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tfeeder_id\x18\x03 \x01(\t\x12\x0b\n\x03\x62us\x18\x04 \x01(\t\x12\x16\n\x0e\x61ggregation_id\x18\x05 \x01(\t\x12\r\n\x05owner\x18\x06 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x07 \x01(\t\x12\x11\n\texport_kw\x18\x08 \x01(\x01\x12\x11\n\timport_kw\x18\t \x01(\x01\x12\x17\n\nenergy_kwh\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bsoc_min_kwh\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0csoc_init_kwh\x18\x0c \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x07tan_phi\x18\r \x01(\x01\x12\x10\n\x08metering\x18\x0e \x01(\t\x12\x0f\n\x07\x63ontrol\x18\x0f \x01(\t\x12\x15\n\raggregator_id\x18\x10 \x01(\t\x12\'\n\x06status\x18\x11 \x01(\x0e\x32\x17.dsomarket.v1.DerStatus\x12\x17\n\x0f\x65xport_limit_kw\x18\x12 \x01(\x01\x12\x17\n\x0fimport_limit_kw\x18\x13 \x01(\x01\x12\x0e\n\x06reason\x18\x14 \x01(\t\x12.\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_energy_kwhB\x0e\n\x0c_soc_min_kwhB\x0f\n\r_soc_init_kwh\"J\n\x13RegisterDersRequest\x12\x1f\n\x04\x64\x65rs\x18\x01 \x03(\x0b\x32\x11.dsomarket.v1.Der\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"7\n\x14RegisterDersResponse\x12\x1f\n\x04\x64\x65rs\x18\x01 \x03(\x0b\x32\x11.dsomarket.v1.Der\"2\n\x10RetireDerRequest\x12\x0e\n\x06\x64\x65r_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x11RetireDerResponse\x12\x1e\n\x03\x64\x65r\x18\x01 \x01(\x0b\x32\x11.dsomarket.v1.Der\"X\n\x0fListDersRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"e\n\x10ListDersResponse\x12\x1f\n\x04\x64\x65rs\x18\x01 \x03(\x0b\x32\x11.dsomarket.v1.Der\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"X\n\x15PrequalifyDersRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12\x1a\n\rmin_useful_kw\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_min_useful_kw\"R\n\x16PrequalifyDersResponse\x12\x1f\n\x04\x64\x65rs\x18\x01 \x03(\x0b\x32\x11.dsomarket.v1.Der\x12\x17\n\x0f\x61\x63_check_passed\x18\x02 \x01(\x08\"w\n\x0e\x44irectSchedule\x12\x16\n\x0eparticipant_id\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x32\n\x0einterval_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04p_kw\x18\x04 \x01(\x01\"v\n\x1cSubmitDirectSchedulesRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12/\n\tschedules\x18\x02 \x03(\x0b\x32\x1c.dsomarket.v1.DirectSchedule\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"/\n\x1dSubmitDirectSchedulesResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\"=\n\x1a\x43heckDeliverabilityRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\"\x8a\x01\n\x17\x44\x65liverabilityViolation\x12\x32\n\x0einterval_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconstraint\x18\x02 \x01(\t\x12\x0e\n\x06\x65xcess\x18\x03 \x01(\x01\x12\x17\n\x0fparticipant_ids\x18\x04 \x03(\t\"x\n\rScheduleLimit\x12.\n\x08schedule\x18\x01 \x01(\x0b\x32\x1c.dsomarket.v1.DirectSchedule\x12\x10\n\x08limit_kw\x18\x02 \x01(\x01\x12\x14\n\x0c\x63urtailed_kw\x18\x03 \x01(\x01\x12\x0f\n\x07\x62inding\x18\x04 \x01(\t\"\xb3\x01\n\x1b\x43heckDeliverabilityResponse\x12\x13\n\x0b\x64\x65liverable\x18\x01 \x01(\x08\x12\x39\n\nviolations\x18\x02 \x03(\x0b\x32%.dsomarket.v1.DeliverabilityViolation\x12+\n\x06limits\x18\x03 \x03(\x0b\x32\x1b.dsomarket.v1.ScheduleLimit\x12\x17\n\x0f\x61\x63_check_passed\x18\x04 \x01(\x08*\xad\x01\n\tDerStatus\x12\x1a\n\x16\x44\x45R_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x45R_STATUS_PENDING\x10\x01\x12\x17\n\x13\x44\x45R_STATUS_APPROVED\x10\x02\x12#\n\x1f\x44\x45R_STATUS_APPROVED_WITH_LIMITS\x10\x03\x12\x16\n\x12\x44\x45R_STATUS_REFUSED\x10\x04\x12\x16\n\x12\x44\x45R_STATUS_RETIRED\x10\x05\x32\xe1\x02\n\x12\x44\x65rRegistryService\x12U\n\x0cRegisterDers\x12!.dsomarket.v1.RegisterDersRequest\x1a\".dsomarket.v1.RegisterDersResponse\x12L\n\tRetireDer\x12\x1e.dsomarket.v1.RetireDerRequest\x1a\x1f.dsomarket.v1.RetireDerResponse\x12I\n\x08ListDers\x12\x1d.dsomarket.v1.ListDersRequest\x1a\x1e.dsomarket.v1.ListDersResponse\x12[\n\x0ePrequalifyDers\x12#.dsomarket.v1.PrequalifyDersRequest\x1a$.dsomarket.v1.PrequalifyDersResponse2\xed\x01\n\rHybridService\x12p\n\x15SubmitDirectSchedules\x12*.dsomarket.v1.SubmitDirectSchedulesRequest\x1a+.dsomarket.v1.SubmitDirectSchedulesResponse\x12j\n\x13\x43heckDeliverability\x12(.dsomarket.v1.CheckDeliverabilityRequest\x1a).dsomarket.v1.CheckDeliverabilityResponseB@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64somarket/v1/hybrid.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x04\n\x03\x44\x65r\x12\x0e\n\x06\x64\x65r_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tfeeder_id\x18\x03 \x01(\t\x12\x0b\n\x03\x62us\x18\x04 \x01(\t\x12\x16\n\x0e\x61ggregation_id\x18\x05 \x01(\t\x12\r\n\x05owner\x18\x06 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x07 \x01(\t\x12\x11\n\texport_kw\x18\x08 \x01(\x01\x12\x11\n\timport_kw\x18\t \x01(\x01\x12\x17\n\nenergy_kwh\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bsoc_min_kwh\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0csoc_init_kwh\x18\x0c \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x07tan_phi\x18\r \x01(\x01\x12\x10\n\x08metering\x18\x0e \x01(\t\x12\x0f\n\x07\x63ontrol\x18\x0f \x01(\t\x12\x15\n\raggregator_id\x18\x10 \x01(\t\x12\'\n\x06status\x18\x11 \x01(\x0e\x32\x17.dsomarket.v1.DerStatus\x12\x17\n\x0f\x65xport_limit_kw\x18\x12 \x01(\x01\x12\x17\n\x0fimport_limit_kw\x18\x13 \x01(\x01\x12\x0e\n\x06reason\x18\x14 \x01(\t\x12.\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08services\x18\x16 \x03(\t\x12\x19\n\x11\x61pproved_services\x18\x17 \x03(\tB\r\n\x0b_energy_kwhB\x0e\n\x0c_soc_min_kwhB\x0f\n\r_soc_init_kwh\"J\n\x13RegisterDersRequest\x12\x1f\n\x04\x64\x65rs\x18\x01 \x03(\x0b\x32\x11.dsomarket.v1.Der\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"7\n\x14RegisterDersResponse\x12\x1f\n\x04\x64\x65rs\x18\x01 \x03(\x0b\x32\x11.dsomarket.v1.Der\"2\n\x10RetireDerRequest\x12\x0e\n\x06\x64\x65r_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x11RetireDerResponse\x12\x1e\n\x03\x64\x65r\x18\x01 \x01(\x0b\x32\x11.dsomarket.v1.Der\"X\n\x0fListDersRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"e\n\x10ListDersResponse\x12\x1f\n\x04\x64\x65rs\x18\x01 \x03(\x0b\x32\x11.dsomarket.v1.Der\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"X\n\x15PrequalifyDersRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12\x1a\n\rmin_useful_kw\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_min_useful_kw\"R\n\x16PrequalifyDersResponse\x12\x1f\n\x04\x64\x65rs\x18\x01 \x03(\x0b\x32\x11.dsomarket.v1.Der\x12\x17\n\x0f\x61\x63_check_passed\x18\x02 \x01(\x08\"w\n\x0e\x44irectSchedule\x12\x16\n\x0eparticipant_id\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x32\n\x0einterval_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04p_kw\x18\x04 \x01(\x01\"\xaa\x01\n\x1cSubmitDirectSchedulesRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12/\n\tschedules\x18\x02 \x03(\x0b\x32\x1c.dsomarket.v1.DirectSchedule\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x1d\n\x10interval_minutes\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x13\n\x11_interval_minutes\"/\n\x1dSubmitDirectSchedulesResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\"Y\n\x1a\x43heckDeliverabilityRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x1a\n\x12\x65xclude_dso_awards\x18\x03 \x01(\x08\"\xaa\x01\n\tDirectBid\x12\x16\n\x0eparticipant_id\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x32\n\x0einterval_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04side\x18\x04 \x01(\x0e\x32\x12.dsomarket.v1.Side\x12\x13\n\x0bquantity_kw\x18\x05 \x01(\x01\x12\r\n\x05price\x18\x06 \x01(\t\"g\n\x17SubmitDirectBidsRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12%\n\x04\x62ids\x18\x02 \x03(\x0b\x32\x17.dsomarket.v1.DirectBid\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"*\n\x18SubmitDirectBidsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\"\xfb\x01\n\x08\x42idLimit\x12\x16\n\x0eparticipant_id\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x32\n\x0einterval_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11offered_export_kw\x18\x04 \x01(\x01\x12\x19\n\x11offered_import_kw\x18\x05 \x01(\x01\x12\x17\n\x0f\x65xport_limit_kw\x18\x06 \x01(\x01\x12\x17\n\x0fimport_limit_kw\x18\x07 \x01(\x01\x12\x16\n\x0e\x65xport_binding\x18\x08 \x01(\t\x12\x16\n\x0eimport_binding\x18\t \x01(\t\"\x8a\x01\n\x17\x44\x65liverabilityViolation\x12\x32\n\x0einterval_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconstraint\x18\x02 \x01(\t\x12\x0e\n\x06\x65xcess\x18\x03 \x01(\x01\x12\x17\n\x0fparticipant_ids\x18\x04 \x03(\t\"\x89\x01\n\rScheduleLimit\x12.\n\x08schedule\x18\x01 \x01(\x0b\x32\x1c.dsomarket.v1.DirectSchedule\x12\x10\n\x08limit_kw\x18\x02 \x01(\x01\x12\x14\n\x0c\x63urtailed_kw\x18\x03 \x01(\x01\x12\x0f\n\x07\x62inding\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\"\xf8\x01\n\x1b\x43heckDeliverabilityResponse\x12\x13\n\x0b\x64\x65liverable\x18\x01 \x01(\x08\x12\x39\n\nviolations\x18\x02 \x03(\x0b\x32%.dsomarket.v1.DeliverabilityViolation\x12+\n\x06limits\x18\x03 \x03(\x0b\x32\x1b.dsomarket.v1.ScheduleLimit\x12\x17\n\x0f\x61\x63_check_passed\x18\x04 \x01(\x08\x12*\n\nbid_limits\x18\x05 \x03(\x0b\x32\x16.dsomarket.v1.BidLimit\x12\x17\n\x0f\x64so_award_count\x18\x06 \x01(\x03\"\xb9\x02\n\rConflictAlert\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x11\n\tfeeder_id\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\x12\x15\n\raggregator_id\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x32\n\x0einterval_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08services\x18\x07 \x03(\t\x12\x11\n\tcommitted\x18\x08 \x01(\x01\x12\r\n\x05limit\x18\t \x01(\x01\x12\x0e\n\x06\x65xcess\x18\n \x01(\x01\x12\x0f\n\x07refused\x18\x0b \x01(\t\x12\x11\n\tmarket_id\x18\x0c \x01(\t\x12-\n\traised_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x19ListConflictAlertsRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"{\n\x1aListConflictAlertsResponse\x12+\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1b.dsomarket.v1.ConflictAlert\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"N\n!ReceiveConflictAlertStreamRequest\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03*\xad\x01\n\tDerStatus\x12\x1a\n\x16\x44\x45R_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x45R_STATUS_PENDING\x10\x01\x12\x17\n\x13\x44\x45R_STATUS_APPROVED\x10\x02\x12#\n\x1f\x44\x45R_STATUS_APPROVED_WITH_LIMITS\x10\x03\x12\x16\n\x12\x44\x45R_STATUS_REFUSED\x10\x04\x12\x16\n\x12\x44\x45R_STATUS_RETIRED\x10\x05\x32\xe1\x02\n\x12\x44\x65rRegistryService\x12U\n\x0cRegisterDers\x12!.dsomarket.v1.RegisterDersRequest\x1a\".dsomarket.v1.RegisterDersResponse\x12L\n\tRetireDer\x12\x1e.dsomarket.v1.RetireDerRequest\x1a\x1f.dsomarket.v1.RetireDerResponse\x12I\n\x08ListDers\x12\x1d.dsomarket.v1.ListDersRequest\x1a\x1e.dsomarket.v1.ListDersResponse\x12[\n\x0ePrequalifyDers\x12#.dsomarket.v1.PrequalifyDersRequest\x1a$.dsomarket.v1.PrequalifyDersResponse2\xa7\x04\n\rHybridService\x12p\n\x15SubmitDirectSchedules\x12*.dsomarket.v1.SubmitDirectSchedulesRequest\x1a+.dsomarket.v1.SubmitDirectSchedulesResponse\x12\x61\n\x10SubmitDirectBids\x12%.dsomarket.v1.SubmitDirectBidsRequest\x1a&.dsomarket.v1.SubmitDirectBidsResponse\x12j\n\x13\x43heckDeliverability\x12(.dsomarket.v1.CheckDeliverabilityRequest\x1a).dsomarket.v1.CheckDeliverabilityResponse\x12g\n\x12ListConflictAlerts\x12\'.dsomarket.v1.ListConflictAlertsRequest\x1a(.dsomarket.v1.ListConflictAlertsResponse\x12l\n\x1aReceiveConflictAlertStream\x12/.dsomarket.v1.ReceiveConflictAlertStreamRequest\x1a\x1b.dsomarket.v1.ConflictAlert0\x01\x42@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,42 +34,58 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dsomarket.v1.hybrid_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1'
-  _globals['_DERSTATUS']._serialized_start=2032
-  _globals['_DERSTATUS']._serialized_end=2205
+  _globals['_DERSTATUS']._serialized_start=3442
+  _globals['_DERSTATUS']._serialized_end=3615
   _globals['_DER']._serialized_start=104
-  _globals['_DER']._serialized_end=626
-  _globals['_REGISTERDERSREQUEST']._serialized_start=628
-  _globals['_REGISTERDERSREQUEST']._serialized_end=702
-  _globals['_REGISTERDERSRESPONSE']._serialized_start=704
-  _globals['_REGISTERDERSRESPONSE']._serialized_end=759
-  _globals['_RETIREDERREQUEST']._serialized_start=761
-  _globals['_RETIREDERREQUEST']._serialized_end=811
-  _globals['_RETIREDERRESPONSE']._serialized_start=813
-  _globals['_RETIREDERRESPONSE']._serialized_end=864
-  _globals['_LISTDERSREQUEST']._serialized_start=866
-  _globals['_LISTDERSREQUEST']._serialized_end=954
-  _globals['_LISTDERSRESPONSE']._serialized_start=956
-  _globals['_LISTDERSRESPONSE']._serialized_end=1057
-  _globals['_PREQUALIFYDERSREQUEST']._serialized_start=1059
-  _globals['_PREQUALIFYDERSREQUEST']._serialized_end=1147
-  _globals['_PREQUALIFYDERSRESPONSE']._serialized_start=1149
-  _globals['_PREQUALIFYDERSRESPONSE']._serialized_end=1231
-  _globals['_DIRECTSCHEDULE']._serialized_start=1233
-  _globals['_DIRECTSCHEDULE']._serialized_end=1352
-  _globals['_SUBMITDIRECTSCHEDULESREQUEST']._serialized_start=1354
-  _globals['_SUBMITDIRECTSCHEDULESREQUEST']._serialized_end=1472
-  _globals['_SUBMITDIRECTSCHEDULESRESPONSE']._serialized_start=1474
-  _globals['_SUBMITDIRECTSCHEDULESRESPONSE']._serialized_end=1521
-  _globals['_CHECKDELIVERABILITYREQUEST']._serialized_start=1523
-  _globals['_CHECKDELIVERABILITYREQUEST']._serialized_end=1584
-  _globals['_DELIVERABILITYVIOLATION']._serialized_start=1587
-  _globals['_DELIVERABILITYVIOLATION']._serialized_end=1725
-  _globals['_SCHEDULELIMIT']._serialized_start=1727
-  _globals['_SCHEDULELIMIT']._serialized_end=1847
-  _globals['_CHECKDELIVERABILITYRESPONSE']._serialized_start=1850
-  _globals['_CHECKDELIVERABILITYRESPONSE']._serialized_end=2029
-  _globals['_DERREGISTRYSERVICE']._serialized_start=2208
-  _globals['_DERREGISTRYSERVICE']._serialized_end=2561
-  _globals['_HYBRIDSERVICE']._serialized_start=2564
-  _globals['_HYBRIDSERVICE']._serialized_end=2801
+  _globals['_DER']._serialized_end=671
+  _globals['_REGISTERDERSREQUEST']._serialized_start=673
+  _globals['_REGISTERDERSREQUEST']._serialized_end=747
+  _globals['_REGISTERDERSRESPONSE']._serialized_start=749
+  _globals['_REGISTERDERSRESPONSE']._serialized_end=804
+  _globals['_RETIREDERREQUEST']._serialized_start=806
+  _globals['_RETIREDERREQUEST']._serialized_end=856
+  _globals['_RETIREDERRESPONSE']._serialized_start=858
+  _globals['_RETIREDERRESPONSE']._serialized_end=909
+  _globals['_LISTDERSREQUEST']._serialized_start=911
+  _globals['_LISTDERSREQUEST']._serialized_end=999
+  _globals['_LISTDERSRESPONSE']._serialized_start=1001
+  _globals['_LISTDERSRESPONSE']._serialized_end=1102
+  _globals['_PREQUALIFYDERSREQUEST']._serialized_start=1104
+  _globals['_PREQUALIFYDERSREQUEST']._serialized_end=1192
+  _globals['_PREQUALIFYDERSRESPONSE']._serialized_start=1194
+  _globals['_PREQUALIFYDERSRESPONSE']._serialized_end=1276
+  _globals['_DIRECTSCHEDULE']._serialized_start=1278
+  _globals['_DIRECTSCHEDULE']._serialized_end=1397
+  _globals['_SUBMITDIRECTSCHEDULESREQUEST']._serialized_start=1400
+  _globals['_SUBMITDIRECTSCHEDULESREQUEST']._serialized_end=1570
+  _globals['_SUBMITDIRECTSCHEDULESRESPONSE']._serialized_start=1572
+  _globals['_SUBMITDIRECTSCHEDULESRESPONSE']._serialized_end=1619
+  _globals['_CHECKDELIVERABILITYREQUEST']._serialized_start=1621
+  _globals['_CHECKDELIVERABILITYREQUEST']._serialized_end=1710
+  _globals['_DIRECTBID']._serialized_start=1713
+  _globals['_DIRECTBID']._serialized_end=1883
+  _globals['_SUBMITDIRECTBIDSREQUEST']._serialized_start=1885
+  _globals['_SUBMITDIRECTBIDSREQUEST']._serialized_end=1988
+  _globals['_SUBMITDIRECTBIDSRESPONSE']._serialized_start=1990
+  _globals['_SUBMITDIRECTBIDSRESPONSE']._serialized_end=2032
+  _globals['_BIDLIMIT']._serialized_start=2035
+  _globals['_BIDLIMIT']._serialized_end=2286
+  _globals['_DELIVERABILITYVIOLATION']._serialized_start=2289
+  _globals['_DELIVERABILITYVIOLATION']._serialized_end=2427
+  _globals['_SCHEDULELIMIT']._serialized_start=2430
+  _globals['_SCHEDULELIMIT']._serialized_end=2567
+  _globals['_CHECKDELIVERABILITYRESPONSE']._serialized_start=2570
+  _globals['_CHECKDELIVERABILITYRESPONSE']._serialized_end=2818
+  _globals['_CONFLICTALERT']._serialized_start=2821
+  _globals['_CONFLICTALERT']._serialized_end=3134
+  _globals['_LISTCONFLICTALERTSREQUEST']._serialized_start=3136
+  _globals['_LISTCONFLICTALERTSREQUEST']._serialized_end=3234
+  _globals['_LISTCONFLICTALERTSRESPONSE']._serialized_start=3236
+  _globals['_LISTCONFLICTALERTSRESPONSE']._serialized_end=3359
+  _globals['_RECEIVECONFLICTALERTSTREAMREQUEST']._serialized_start=3361
+  _globals['_RECEIVECONFLICTALERTSTREAMREQUEST']._serialized_end=3439
+  _globals['_DERREGISTRYSERVICE']._serialized_start=3618
+  _globals['_DERREGISTRYSERVICE']._serialized_end=3971
+  _globals['_HYBRIDSERVICE']._serialized_start=3974
+  _globals['_HYBRIDSERVICE']._serialized_end=4525
 # @@protoc_insertion_point(module_scope)
