@@ -294,7 +294,9 @@ class CoupledMarket:
                 worst = losses.Residual(max(worst.import_kw, res.import_kw), max(worst.flow_kw, res.flow_kw),
                                         max(worst.v_pu, res.v_pu))
                 converged &= point.converged
-                moved = max(moved, float(np.max(np.abs(xb - part._point_bids), initial=0.0)) * S_BASE_KVA)
+                # No point yet (None): the first model is the lossless linearisation, not one at a dispatch.
+                moved = max(moved, np.inf if part._point_bids is None else
+                            float(np.max(np.abs(xb - part._point_bids), initial=0.0)) * S_BASE_KVA)
                 points.append((xb, point))
             done = worst.ok and moved <= losses.STEP_TOL_KW
             if done or iteration == losses.MAX_ITERATIONS or not converged:
@@ -306,7 +308,7 @@ class CoupledMarket:
             s.set_matrix(self.model)
             if iteration >= losses.BRACKET_ITERATIONS:
                 x = sol.x[bid]
-                step = max(moved / S_BASE_KVA, 1e-12)
+                step = max(min(moved, 1e9) / S_BASE_KVA, 1e-12)
                 radius = min(radius, step) / 2.0
                 s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
             nxt = s.solve()
