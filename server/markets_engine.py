@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
+import numpy as np
 import polars as pl
 
 from dsomarket.engine.bids import MarketRules, couples_intervals, parse_commitments, parse_resources, validate_bids
@@ -40,11 +41,11 @@ from dsomarket.engine.network import Feeder
 from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
 from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
-from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
+from dsomarket.engine.runs import clear_runs, disaggregate_rolling, disaggregate_runs, run_book, runs_for, trace_runs
 from dsomarket.engine.settlement import loss_components, settle
 from dsomarket.engine.territory import substation
 from dsomarket.server import timeline
-from dsomarket.server.errors import InvalidArgument
+from dsomarket.server.errors import FailedPrecondition, InvalidArgument
 
 log = logging.getLogger("dsomarket.server")
 
@@ -562,6 +563,11 @@ def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]
                             inputs.resources, ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit),
                             day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
                             day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes)
+    return _award_outcome(inputs, dis)
+
+
+def _award_outcome(inputs: MarketInputs, dis: Disaggregation, only: list[int] | None = None) -> AwardOutcome:
+    """The service's tables of a disaggregation (of the interval indices ``only``, default all)."""
     res = dis.clearing
     if not res.ok:
         empty = pl.DataFrame()
@@ -574,7 +580,66 @@ def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]
                                       pl.col("dlmp").alias("price")), ("price",))
     instr = dis.instructions.select("aggregator_id", _local_id("resource_id"),
                                     _interval_idx(inputs, dis.instructions["interval"]), "kw")
+    if only is not None:
+        prices, awards_df, instr = (t.filter(pl.col("interval_idx").is_in(only)) for t in (prices, awards_df, instr))
     return AwardOutcome("optimal", (), prices, awards_df, instr, _digest(prices, awards_df, instr), dis)
+
+
+def disaggregate_rolling_award(inputs: MarketInputs, awards: list[tuple[int, float, str]], forecast: list[str],
+                               day_ahead: Disaggregation | None = None, time_limit: float | None = None,
+                               only: list[int] | None = None) -> AwardOutcome:
+    """Interval-by-interval awards of a market whose resources link its intervals (storage, EV, ramps).
+
+    ``awards`` are ``(interval_idx, import_kw, price)`` of every interval awarded so far; each interval
+    is one step of :func:`engine.runs.disaggregate_rolling` in interval order (a submission of several
+    intervals is taken interval by interval, so a recomputation from the stored awards repeats it):
+    the intervals before it held at their dispatch, the open ones re-optimised at the clearing's
+    ``forecast`` ISO prices (decimal strings, one or one per interval). The outcome's tables are those
+    of the interval indices ``only`` (default every awarded one).
+    """
+    book = inputs.book()
+    fc = [float(p) for p in forecast] if forecast else None
+    dis = disaggregate_rolling(inputs.runs(book), book, [award_table(inputs, [a]) for a in sorted(awards)],
+                               inputs.rules, inputs.resources,
+                               ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit),
+                               day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
+                               day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes,
+                               forecast=None if fc is None else (fc[0] if len(fc) == 1 else fc))
+    return _award_outcome(inputs, dis, only)
+
+
+def interval_award(inputs: MarketInputs, done: list[tuple[int, float, str]], awards: list[tuple[int, float, str]],
+                   forecast: list[str], day_ahead: Disaggregation | None = None,
+                   time_limit: float | None = None) -> AwardOutcome:
+    """The ISO's award of some intervals of a market (``done``: the intervals awarded before), with the
+    outcome's tables in the market's interval indices.
+
+    Independent intervals are disaggregated on their own (:func:`disaggregate_intervals`). Where storage,
+    EV or ramps link them, each award must be of the next intervals in order (FAILED_PRECONDITION naming
+    the interval otherwise: the dispatched past is held, the open future re-optimised) and they are
+    disaggregated by :func:`disaggregate_rolling_award`.
+    """
+    if not couples(inputs):
+        return disaggregate_intervals(inputs, awards, day_ahead, time_limit)
+    due = len(done) + np.arange(len(awards))
+    given = np.array(sorted(k for k, _, _ in awards))
+    if sorted(k for k, _, _ in done) != list(range(len(done))) or not np.array_equal(given, due):
+        wrong = int(given[np.argmax(given != due)])
+        raise FailedPrecondition(f"awards: interval {inputs.intervals[wrong].isoformat()} is not the next to award "
+                                 f"({inputs.intervals[len(done)].isoformat()} is); a market whose storage, EV or "
+                                 "ramp resources link its intervals is awarded in interval order")
+    return disaggregate_rolling_award(inputs, list(done) + list(awards), forecast, day_ahead, time_limit,
+                                      only=[k for k, _, _ in awards])
+
+
+def whole_award(inputs: MarketInputs, awards: list[tuple[int, float, str]], by_interval: bool, forecast: list[str],
+                day_ahead: Disaggregation | None = None, time_limit: float | None = None) -> AwardOutcome:
+    """The disaggregation of an AWARDED market from its stored awards, as it was dispatched: interval by
+    interval (:func:`disaggregate_rolling_award`) where it was so awarded and its intervals are linked,
+    else at once (:func:`disaggregate_award`)."""
+    if by_interval and couples(inputs):
+        return disaggregate_rolling_award(inputs, awards, forecast, day_ahead, time_limit)
+    return disaggregate_award(inputs, awards, day_ahead, time_limit)
 
 
 def couples(inputs: MarketInputs) -> bool:

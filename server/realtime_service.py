@@ -126,19 +126,16 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
             result = await app.reader.call(store.stored_result, who, request_id, digest)
             if result is None:
                 def read(conn):
-                    return store.market_rows(conn, market_id), realtime_store.awarded_intervals(conn, market_id)
+                    return store.market_rows(conn, market_id), realtime_store.award_context(conn, market_id)
 
-                rows, done = await app.reader.call(read)
+                rows, (before, forecast, _) = await app.reader.call(read)
                 market = rows[0]
                 awards = interval_awards(market, submitted)
-                realtime_store.check_interval_award(market, done, [k for k, _, _ in awards])
-                if await app.solve(lambda: markets_engine.couples(app.inputs(rows))):
-                    raise FailedPrecondition(f"market {market_id!r}: storage, EV or ramp resources couple its "
-                                             "intervals; award it whole (IsoService.SubmitAward)")
+                realtime_store.check_interval_award(market, {k for k, _, _ in before}, [k for k, _, _ in awards])
                 reference = (await app.disaggregation(market["day_ahead_market_id"])
                              if market["day_ahead_market_id"] else None)
-                outcome = await app.solve(lambda: markets_engine.disaggregate_intervals(
-                    app.inputs(rows), awards, reference, app.solve_time_limit))
+                outcome = await app.solve(lambda: markets_engine.interval_award(
+                    app.inputs(rows), before, awards, forecast, reference, app.solve_time_limit))
                 result = await app.writer.call(realtime_store.record_interval_award, who, market_id, awards,
                                                outcome, request_id, digest)
                 if outcome.status == "optimal":

@@ -18,6 +18,18 @@ def awarded_intervals(conn, market_id: str) -> set[int]:
     return {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?", (market_id,))}
 
 
+def award_context(conn, market_id: str) -> tuple[list[tuple[int, float, str]], list[str], bool]:
+    """``(awards so far, the clearing's forecast prices, awarded interval by interval)`` of a market: what
+    :func:`server.markets_engine.interval_award` and :func:`~server.markets_engine.whole_award` need."""
+    clear = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
+                         (market_id,)).fetchone()
+    award = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'award'",
+                         (market_id,)).fetchone()
+    forecast = json.loads(clear[0]).get("forecast") or [] if clear is not None else []
+    by_interval = award is not None and bool(json.loads(award[0]).get("by_interval"))
+    return store.iso_award_rows(conn, market_id), forecast, by_interval
+
+
 def check_interval_award(market: dict, awarded: set[int], indices: list[int]) -> None:
     """FAILED_PRECONDITION unless the market takes these intervals' awards now."""
     store.require_state(market, ("published",), "an interval award")
