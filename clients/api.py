@@ -990,6 +990,13 @@ class Client:
     async def close(self) -> None:
         await self._channel.close()
 
+    @property
+    def hybrid(self):
+        """The DER registry and hybrid-participation calls (:class:`clients.hybrid_client.HybridClient`)."""
+        from dsomarket.clients.hybrid_client import HybridClient  # imports this module
+
+        return HybridClient(self)
+
     async def _call(self, method, request, retry: bool = True):
         attempt = 0
         while True:

@@ -104,6 +104,17 @@ BAD = [
     (["flex", "offers", "--config", "{d}/broken.toml"], "not TOML"),
     (["flex", "auction", "--market", "m", "--pricing", "cheapest", *NOWHERE], "invalid choice: 'cheapest'"),
     (["flex", "results", "--server", "h:1"], "give --token"),
+    (["ders", "register", "--file", "{d}/none.csv", *NOWHERE], "no such file"),
+    (["ders", "list", "--server", "h:1"], "give --token"),
+    (["ders", "retire", "d1", *NOWHERE], "required: --reason"),
+    (["ders", "review", "--min-useful-kw", "-1", *NOWHERE], "--min-useful-kw: '-1': must be greater than 0"),
+    (["ders", "envelopes", "--feeder", "f", "--rule", "fifo", *NOWHERE], "invalid choice: 'fifo'"),
+    (["direct", "schedules", "--feeder", "f", "--file", "{d}/bids_bad_time.csv", *NOWHERE],
+     "field interval: 'tomorrow' is not an ISO 8601"),
+    (["direct", "bids", "--feeder", "f", "--file", "{d}/none.csv", *NOWHERE], "no such file"),
+    (["direct", "check", "--rule", "fifo", *NOWHERE], "invalid choice: 'fifo'"),
+    (["conflicts", "list", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
+    (["conflicts", "follow", "--count", "-2", "--token", "t"], "--count: '-2': must be 0 or more"),
     (["audit", "records", "--server", "h:1"], "give --token"),
     (["audit", "verify", "--server", "h:1"], "give --token"),
     (["whoami", "--ca", "{d}/none.pem", "--token", "t"], "none.pem: no such file"),
@@ -332,7 +343,7 @@ def test_every_server_command_has_a_bad_input_case():
     covered = {tuple(a for a in argv[:2] if not a.startswith("-")) for argv, _ in BAD}
     parser = build_parser()
     groups = ("feeders", "markets", "network", "resources", "bids", "awards", "instructions", "statements",
-              "curves", "award")
+              "curves", "award", "ders", "direct", "conflicts")
     sub = next(a for a in parser._actions if a.choices and "markets" in a.choices).choices
     for group in groups:
         actions = next(a for a in sub[group]._actions if a.choices).choices
