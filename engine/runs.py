@@ -791,13 +791,20 @@ def redispatch_award(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.Data
     market.hold_bids(held_kw / S_BASE_KVA)
     base = (rules.price_floor + rules.price_cap) / 2.0 if forecast is None else forecast
     free = ~mine & ~np.isin(np.arange(T), np.unique(market.book.t_idx[np.isfinite(held_kw)]))
-    dis = step.award(q, p, base, free=free)
+    # Fixing the import overrides its bounds: an award outside the interface limits now in effect
+    # goes straight to its deliverable part.
+    lo, hi = np.zeros(T), np.zeros(T)
+    for part, run in zip(market.parts, runs):
+        lo[list(run.indices)], hi[list(run.indices)] = -part.feeder.export_max_kw, part.feeder.import_max_kw
+    outside = np.isfinite(q) & ((q > hi + 1e-9) | (q < lo - 1e-9))
     target = q.copy()
-    if not dis.clearing.ok:
+    dis = None if outside.any() else step.award(q, p, base, free=free)
+    if dis is None or not dis.clearing.ok:
         ends = []
         for price in (rules.price_cap, rules.price_floor):
             edge = step.award(np.where(mine, np.nan, q), np.where(mine, price, p), base, free=free)
             if not edge.clearing.ok:
+                dis = edge
                 break
             ends.append(edge.clearing.interface["import_kw"].to_numpy())
         if len(ends) == 2:

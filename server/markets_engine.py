@@ -41,7 +41,8 @@ from dsomarket.engine.network import Feeder
 from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
 from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
-from dsomarket.engine.runs import clear_runs, disaggregate_rolling, disaggregate_runs, run_book, runs_for, trace_runs
+from dsomarket.engine.runs import (clear_runs, disaggregate_rolling, disaggregate_runs, redispatch_award, run_book,
+                                  runs_for, trace_runs)
 from dsomarket.engine.settlement import loss_components, settle
 from dsomarket.engine.territory import substation
 from dsomarket.server import timeline
@@ -640,6 +641,75 @@ def whole_award(inputs: MarketInputs, awards: list[tuple[int, float, str]], by_i
     if by_interval and couples(inputs):
         return disaggregate_rolling_award(inputs, awards, forecast, day_ahead, time_limit)
     return disaggregate_award(inputs, awards, day_ahead, time_limit)
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkRedispatch:
+    """The awarded intervals of a market re-dispatched on a new network version
+    (:func:`engine.runs.redispatch_award`).
+
+    ``intervals``: per re-dispatched interval ``interval_idx``, ``mode`` (redispatched, partial,
+    failed), ``awarded_import_kw``, ``import_kw`` (the revised schedule: the delivered import, or the
+    standing schedule when failed), ``shortfall_kw``, ``reason``, and ``instructions``
+    ``(aggregator_id, resource_id, kw)`` of every resource after the re-dispatch (own ids; empty when failed).
+    """
+
+    intervals: list
+
+
+def standing_dispatch(inputs: MarketInputs, awards: list[tuple[int, float, str]], by_interval: bool,
+                      forecast: list[str], day_ahead: Disaggregation | None = None,
+                      time_limit: float | None = None) -> Disaggregation | None:
+    """The dispatch of a market's awarded intervals as the server dispatched them (None if it fails now)."""
+    if len(awards) < len(inputs.intervals) and not couples(inputs):
+        outcome = disaggregate_intervals(inputs, awards, day_ahead, time_limit)
+    else:
+        outcome = whole_award(inputs, awards, by_interval or len(awards) < len(inputs.intervals), forecast,
+                              day_ahead, time_limit)
+    return outcome.disaggregation
+
+
+def redispatch_after_change(before: MarketInputs, after: MarketInputs, awards: list[tuple[int, float, str]],
+                            by_interval: bool, touched: list[int], forecast: list[str],
+                            scheduled: dict, day_ahead: Disaggregation | None = None,
+                            time_limit: float | None = None) -> NetworkRedispatch:
+    """Re-dispatch the standing award of the ``touched`` interval indices on the network of ``after``.
+
+    ``before`` is the market on the network its award was dispatched on, ``awards`` its stored awards,
+    ``scheduled`` the current interface schedule (kW) of each touched interval. Every other awarded interval
+    stays as dispatched; the open ones are re-optimised at the clearing's ``forecast``.
+    """
+    standing = standing_dispatch(before, awards, by_interval, forecast, day_ahead, time_limit)
+    keep = [iv for k, iv in enumerate(after.intervals) if k not in touched]
+    held = (pl.DataFrame(schema={"bid_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "cleared_kw": pl.Float64})
+            if standing is None else
+            standing.clearing.dispatch.filter(pl.col("interval").is_in(keep) & ~pl.col("held").fill_null(False)))
+    book = after.book()
+    fc = [float(p) for p in forecast] if forecast else None
+    dis, report = redispatch_award(after.runs(book), book, award_table(after, [a for a in awards if a[0] in touched]),
+                                   held, after.rules, after.resources,
+                                   ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit),
+                                   day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
+                                   day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes,
+                                   forecast=None if fc is None else (fc[0] if len(fc) == 1 else fc))
+    awarded = dict((k, q) for k, q, _ in awards)
+    out = []
+    for k, row in zip(touched, report.iter_rows(named=True)):
+        mode = row["mode"]
+        instr = []
+        if mode != "failed":
+            mine = dis.instructions.filter(pl.col("interval") == after.intervals[k])
+            instr = list(mine.select("aggregator_id", _local_id("resource_id"), "kw").iter_rows())
+        shortfall = row["shortfall_kw"]
+        reason = {"redispatched": "the award re-dispatched on the new network",
+                  "partial": f"only {row['import_kw']:.3f} of {awarded[k]:.3f} kW deliverable on the new network "
+                             f"(shortfall {shortfall:.3f} kW)",
+                  "failed": "the award cannot be delivered on the new network; the dispatch stands unchanged"}[mode]
+        out.append({"interval_idx": k, "mode": mode, "awarded_import_kw": float(awarded[k]),
+                    "import_kw": float(scheduled[k]) if mode == "failed" else float(row["import_kw"]),
+                    "shortfall_kw": None if mode == "failed" else float(shortfall), "reason": reason,
+                    "instructions": instr})
+    return NetworkRedispatch(out)
 
 
 def couples(inputs: MarketInputs) -> bool:

@@ -21,7 +21,8 @@ ISO, OPERATOR, AUDITOR, AGGREGATOR = "iso", "operator", "auditor", "aggregator"
 MAX_READINGS = 1_000_000
 SCHEDULES = "schedules"
 """Notifier topic of revised interface schedules."""
-_SOURCE = {"override": realtime_pb2.SCHEDULE_SOURCE_OVERRIDE, "emergency": realtime_pb2.SCHEDULE_SOURCE_EMERGENCY}
+_SOURCE = {"override": realtime_pb2.SCHEDULE_SOURCE_OVERRIDE, "emergency": realtime_pb2.SCHEDULE_SOURCE_EMERGENCY,
+           "network": realtime_pb2.SCHEDULE_SOURCE_NETWORK_CHANGE}
 
 
 def schedule_pb(row, market) -> realtime_pb2.InterfaceSchedule:

@@ -1,4 +1,5 @@
-"""A real-time market with a battery awarded interval by interval over gRPC (engine.runs.disaggregate_rolling)."""
+"""A real-time market with a battery, a line outage inside its horizon or not, awarded interval by interval over gRPC
+(engine.runs.CoupledMarket, engine.runs.disaggregate_rolling)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from dsomarket.clients.api import BidSegment, FailedPrecondition, IntervalAward, Resource
+from dsomarket.clients.api import BidSegment, FailedPrecondition, IntervalAward, NetworkChange, Resource
 from dsomarket.clients.demo import delivery_day
 from dsomarket.server import db
 from dsomarket.server.replay import replay
@@ -17,11 +18,13 @@ from tests.harness import running, simple_bids, small_market
 ENERGY_KWH, RATE_KW, ETA = 60.0, 100.0, 0.9
 
 
-async def storage_market(env, market_id: str, count: int = 4):
-    """A published real-time market on ieee33: agg-a's PV and load, and its battery at bus 18."""
+async def storage_market(env, market_id: str, count: int = 4, fault: bool = False):
+    """A published real-time market on ieee33: agg-a's PV and load, and its battery at bus 25; with ``fault``
+    line 17 (the feed of bus 18 and its PV) is out from the third interval on: the battery's horizon is
+    cleared as one model across the change (engine.runs.CoupledMarket)."""
     op, a = env.clients["dso"], env.clients["agg-a"]
     await small_market(env, f"da-for-{market_id}")
-    await a.register_resources([Resource("bat", "ieee33", "18", "battery", RATE_KW, energy_kwh=ENERGY_KWH,
+    await a.register_resources([Resource("bat", "ieee33", "25", "battery", RATE_KW, energy_kwh=ENERGY_KWH,
                                          charge_kw=RATE_KW, discharge_kw=RATE_KW, eta_charge=ETA,
                                          eta_discharge=ETA)])
     market = await op.create_market(market_id, feeder_id="ieee33", kind="real_time", interval_count=count,
@@ -31,6 +34,9 @@ async def storage_market(env, market_id: str, count: int = 4):
         bids += [BidSegment(f"bat-in-{k}", "bat", "buy", RATE_KW, Decimal("45"), iv),
                  BidSegment(f"bat-out-{k}", "bat", "sell", RATE_KW, Decimal("40"), iv)]
     await a.submit_bids(market_id, bids)
+    if fault:
+        await op.submit_network_changes("ieee33", [NetworkChange("fault-17", "outage", "17", market.intervals[2],
+                                                                 "cable fault", shed=True)])
     await op.close_gate(market_id)
     assert (await op.clear_market(market_id, iso_price_forecast=["50"])).status == "optimal"
     await op.publish_market(market_id)
@@ -42,11 +48,12 @@ async def storage_market(env, market_id: str, count: int = 4):
                     for c, p in zip(curves, prices)]
 
 
-def test_a_storage_market_is_awarded_interval_by_interval_in_order_settled_and_replayed(tmp_path):
+@pytest.mark.parametrize("fault", [False, True])
+def test_a_storage_market_is_awarded_interval_by_interval_in_order_settled_and_replayed(tmp_path, fault):
     async def body():
         async with running(tmp_path) as env:
             iso, a = env.clients["iso"], env.clients["agg-a"]
-            market, awards = await storage_market(env, "rt-bat")
+            market, awards = await storage_market(env, "rt-bat", fault=fault)
             with pytest.raises(FailedPrecondition, match="not the next to award"):
                 await iso.submit_interval_award(market.market_id, [awards[1]])
             for k, award in enumerate(awards):
