@@ -7,25 +7,20 @@ import json
 
 import pytest
 
-from dsomarket.clients.api import IntervalAward, NetworkChange
+from dsomarket.clients.api import NetworkChange
 from dsomarket.server import db
-from tests.harness import running, simple_bids, small_market
+from tests.harness import publish_and_award, running, simple_bids, small_market
 from tests.test_server_network import outage
 
 
 async def awarded_market(env, market_id: str = "da-test"):
-    op, a, b, iso = (env.clients[n] for n in ("dso", "agg-a", "agg-b", "iso"))
+    """The harness's day-ahead market with both aggregators' bids, awarded whole at the curves' import at 50."""
+    op, a, b = (env.clients[n] for n in ("dso", "agg-a", "agg-b"))
     market = await small_market(env, market_id)
     await a.submit_bids(market.market_id, simple_bids(market, "a"))
     await b.submit_bids(market.market_id, simple_bids(market, "b", load_price="60"))
     await op.close_gate(market.market_id)
-    assert (await op.clear_market(market.market_id, iso_price_forecast=["50"])).status == "optimal"
-    await op.publish_market(market.market_id)
-    curves = await iso.list_curves(market_id=market.market_id)
-    awards = [IntervalAward(c.interval_start, next(x.import_kw for x in c.bands if x.price_high >= 50), "50")
-              for c in curves]
-    assert (await iso.submit_award(market.market_id, awards)).status == "optimal"
-    return market, awards
+    return market, await publish_and_award(env, market.market_id)
 
 
 def test_an_outage_after_the_award_re_dispatches_it_streams_the_revision_to_both_sides_and_settles(tmp_path):

@@ -11,9 +11,7 @@ import pytest
 
 from dsomarket.clients.api import BidSegment, FailedPrecondition, IntervalAward, NetworkChange, Resource
 from dsomarket.clients.demo import delivery_day
-from dsomarket.server import db
-from dsomarket.server.replay import replay
-from tests.harness import running, simple_bids, small_market
+from tests.harness import replay_checks, running, simple_bids, small_market
 
 ENERGY_KWH, RATE_KW, ETA = 60.0, 100.0, 0.9
 
@@ -78,9 +76,7 @@ def test_a_storage_market_is_awarded_interval_by_interval_in_order_settled_and_r
             report = await env.clients["dso"].settle_market(market.market_id)
             assert report.market.state == "settled"
             path = env.db_path
-        conn = db.connect(path)
-        checks = replay(conn, "rt-bat")
-        conn.close()
+        checks = replay_checks(path, "rt-bat")
         assert [c.stage for c in checks].count("award") == 4
         assert all(c.identical for c in checks)
 
