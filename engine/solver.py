@@ -351,6 +351,30 @@ class HighsSolver:
             raise RuntimeError("HiGHS ranging is not available for this solve")
         return float(ranging.col_cost_dn.value_[col]), float(ranging.col_cost_up.value_[col])
 
+    def basis_directions(self, cols: np.ndarray) -> np.ndarray | None:
+        """How every column moves per unit increase of each nonbasic column in ``cols``, the basis held.
+
+        Column k is ``e_c - B^{-1} a_c`` on the structural columns (``c = cols[k]``; the basic
+        variables absorb the change, other nonbasic ones stay at their bounds): the
+        directions along which the reduced costs are the objective's gradient. Valid after
+        an optimal solve; None when HiGHS has no factored basis. One basis solve per column.
+        """
+        status, basic = self.h.getBasicVariables()
+        if status == highspy.HighsStatus.kError:
+            return None
+        _, _, _, a, _, _, _ = self.model.assemble()
+        structural = basic >= 0
+        out = np.zeros((self.model.n_col, len(cols)))
+        for k, c in enumerate(cols):   # one basis solve per marginal bid, not per element
+            rhs = np.zeros(self.model.n_row)
+            rhs[a.indices[a.indptr[c]:a.indptr[c + 1]]] = a.data[a.indptr[c]:a.indptr[c + 1]]
+            status, z = self.h.getBasisSolve(rhs)
+            if status == highspy.HighsStatus.kError:
+                return None
+            out[basic[structural], k] = -np.asarray(z)[structural]
+            out[c, k] = 1.0
+        return out
+
     def block(self, values: np.ndarray, name: str, rows: bool = False) -> np.ndarray:
         """The slice of a full primal/dual vector that belongs to a named block."""
         blk = self.model.con(name) if rows else self.model.var(name)

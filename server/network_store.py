@@ -76,10 +76,10 @@ def _touched(m: dict, rows: list[dict]) -> set[int]:
 
 
 def dispatched_intervals(conn, feeder_id: str, rows: list[dict]) -> list[tuple[str, list[int]]]:
-    """``(market_id, interval indices)``: the awarded intervals of the feeder's PUBLISHED (awarded interval by
-    interval) and AWARDED markets that one of ``rows`` is in effect in; their dispatch is re-dispatched."""
+    """``(market_id, interval indices)``: the awarded intervals of the feeder's OPEN or PUBLISHED (awarded interval
+    by interval) and AWARDED markets that one of ``rows`` is in effect in; their dispatch is re-dispatched."""
     out = []
-    for m in conn.execute("SELECT * FROM markets WHERE feeder_id = ? AND state IN ('published', 'awarded') "
+    for m in conn.execute("SELECT * FROM markets WHERE feeder_id = ? AND state IN ('open', 'published', 'awarded') "
                           "ORDER BY market_id", (feeder_id,)):
         awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?",
                                               (m["market_id"],))}

@@ -113,6 +113,27 @@ def _profile_length(profile, field: str) -> int:
         raise InvalidArgument(field, "give bus, interval_start and p_kw (and q_kvar or none) of one length")
     return n
 
+async def settle_imbalance(app, who, market_id: str) -> tuple[dict, dict, dict]:
+    """Settle the metered deviations and the interface imbalance of a SETTLED market (the operator's
+    SettleImbalance and the scheduler's): ``(market row, engine result, stored counts)``; FAILED_PRECONDITION
+    on a gap in the readings."""
+    async with app.lock(market_id):
+        def read(conn):
+            return store.market_rows(conn, market_id), realtime_store.imbalance_inputs(conn, market_id)
+
+        rows, data = await app.reader.call(read)
+        store.require_state(rows[0], ("settled",), "settling imbalance")
+        own = await app.disaggregation(market_id)
+        prices = [float(p) for p in own.award["price"].to_list()]
+        try:
+            out = await app.solve(lambda: markets_engine.metered_settlement(app.inputs(rows), data, prices))
+        except InputError as exc:  # a gap in the readings: the operator must complete them first
+            raise FailedPrecondition(f"readings: {exc.reason}") from None
+        stored = await app.writer.call(realtime_store.record_imbalance, who, market_id, out["lines"],
+                                       out["interface"], out["totals"])
+    return rows[0], out, stored
+
+
 class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
     def __init__(self, app):
         self.app = app
@@ -127,12 +148,19 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
             result = await app.reader.call(store.stored_result, who, request_id, digest)
             if result is None:
                 def read(conn):
-                    return store.market_rows(conn, market_id), realtime_store.award_context(conn, market_id)
+                    return (store.market_rows(conn, market_id), realtime_store.award_context(conn, market_id),
+                            realtime_store.published_intervals(conn, market_id))
 
-                rows, (before, forecast, _) = await app.reader.call(read)
+                rows, (before, forecast, _), published = await app.reader.call(read)
                 market = rows[0]
                 awards = interval_awards(market, submitted)
-                realtime_store.check_interval_award(market, {k for k, _, _ in before}, [k for k, _, _ in awards])
+                realtime_store.check_interval_award(market, {k for k, _, _ in before}, [k for k, _, _ in awards],
+                                                    published)
+                if market["state"] == "open" and await app.solve(lambda: markets_engine.couples(app.inputs(rows))):
+                    # Its later intervals still take bids: the open future the award re-optimises is not final.
+                    raise FailedPrecondition(f"market {market_id!r}: storage, EV or ramp resources couple its "
+                                             "intervals; award them once the whole market is published (interval "
+                                             "by interval, in order) or award it whole (IsoService.SubmitAward)")
                 reference = (await app.disaggregation(market["day_ahead_market_id"])
                              if market["day_ahead_market_id"] else None)
                 outcome = await app.solve(lambda: markets_engine.interval_award(
@@ -224,23 +252,8 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
 
     @unary(OPERATOR)
     async def SettleImbalance(self, request, who):
-        app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
-        async with app.lock(market_id):
-            def read(conn):
-                return store.market_rows(conn, market_id), realtime_store.imbalance_inputs(conn, market_id)
-
-            rows, data = await app.reader.call(read)
-            store.require_state(rows[0], ("settled",), "settling imbalance")
-            own = await app.disaggregation(market_id)
-            prices = [float(p) for p in own.award["price"].to_list()]
-            try:
-                out = await app.solve(lambda: markets_engine.metered_settlement(app.inputs(rows), data, prices))
-            except InputError as exc:  # a gap in the readings: the operator must complete them first
-                raise FailedPrecondition(f"readings: {exc.reason}") from None
-            stored = await app.writer.call(realtime_store.record_imbalance, who, market_id, out["lines"],
-                                           out["interface"], out["totals"])
-        market = rows[0]
+        market, out, stored = await settle_imbalance(self.app, who, market_id)
         return realtime_pb2.SettleImbalanceResponse(
             totals=out["totals"], statement_count=stored["count"],
             interface=[realtime_pb2.InterfaceImbalance(
