@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import polars as pl
 
 from dsomarket.server import audit, markets_engine, timeline
-from dsomarket.server.errors import FailedPrecondition
 from dsomarket.server.store import (ACTIVATION_SCHEMA, BID_COLUMNS, BID_SCHEMA, COMMITMENT_SCHEMA, FLEX_NEED_COLUMNS,
                           FLEX_NEED_SCHEMA, FLEX_OFFER_COLUMNS, FLEX_OFFER_SCHEMA, RESOURCE_COLUMNS, RESOURCE_SCHEMA)
 
@@ -206,10 +205,7 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             awards = [tuple(a) for a in p["awards"]]
             before = state.interval_awards.get(m, [])
             forecast = state.clear_forecast.get(m, [])
-            try:
-                outcome = markets_engine.interval_award(inputs, before, awards, forecast, reference)
-            except FailedPrecondition:   # refused by the server as well: it recorded nothing
-                continue
+            outcome = markets_engine.interval_award(inputs, before, awards, forecast, reference)
             checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
             if outcome.status == "optimal":
                 done = before + awards
