@@ -58,9 +58,10 @@ class NodalMarket:
         self.columns = merge_columns(book, {r.resource_id for r in resources})
         try:
             if self.lossaware:
-                # Flat start: the AC power flow of the fixed load with no bid cleared.
+                # Start from LinDistFlow (the linearisation with no losses): its first solve is a
+                # cheap cold one and its dispatch a near point for the first re-linearisation.
                 self._point_bids = np.zeros(self.columns.book.n)
-                point = losses.operating_point(feeder, *self.loads())
+                point = losses.lossless_point(feeder, book.n_interval)
                 self.model = losses.build(feeder, self.columns.book, self.iso_price, rules, point, resources,
                                           load_p_kw, load_q_kvar, options.polygon_sides)
                 self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
