@@ -154,7 +154,7 @@ class Scheduler:
             await app.writer.call(store.close_gate, SCHEDULER, market_id)
             return Step(market_id, "close")
         if action == "clear":
-            _, _, outcome = await app.clear(SCHEDULER, market_id)
+            _, _, outcome = await app.clear(SCHEDULER, market_id, first=True)
             return Step(market_id, "clear", outcome.status)
         await app.writer.call(store.publish, SCHEDULER, market_id)
         app.notifier.notify(CURVES)
