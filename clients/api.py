@@ -117,6 +117,7 @@ _STATES = {v: k.removeprefix("MARKET_STATE_").lower() for k, v in common_pb2.Mar
 _ROLES = {v: k.removeprefix("ROLE_").lower() for k, v in common_pb2.Role.items()}
 _STATUS = {v: k.removeprefix("CLEARING_STATUS_").lower() for k, v in common_pb2.ClearingStatus.items()}
 MARKET_KINDS = tuple(_KINDS.values())
+_STATEMENT_KINDS = {v: k.removeprefix("STATEMENT_KIND_").lower() for k, v in agg_pb.StatementKind.items()}
 """Market kinds this client knows, as the methods take and return them."""
 MARKET_STATES = tuple(v for v in _STATES.values() if v != "unspecified")
 """Market states, in the order a market goes through them."""
@@ -376,7 +377,13 @@ class Instruction:
 
 @dataclass(frozen=True)
 class Statement:
-    """A settlement line: ``amount`` is paid to the aggregator (positive) or charged; ``kw`` a withdrawal."""
+    """A settlement line: ``amount`` is paid to the aggregator (positive) or charged; ``kw`` a withdrawal.
+
+    ``kind`` says what it settles: ``energy`` (an awarded bid or position at its DLMP less the loss
+    component), ``loss`` (the loss component of that DLMP), ``override`` (an instructed deviation from the
+    award), ``curtailment`` (the margin that deviation cost), ``imbalance`` (metered minus instructed);
+    ``unspecified`` from a server that predates kinds.
+    """
 
     market_id: str
     aggregator_id: str
@@ -390,6 +397,7 @@ class Statement:
     reactive_price: Decimal
     amount: Decimal
     currency: str
+    kind: str = "energy"
 
 
 @dataclass(frozen=True)
@@ -982,6 +990,13 @@ class Client:
     async def close(self) -> None:
         await self._channel.close()
 
+    @property
+    def hybrid(self):
+        """The DER registry and hybrid-participation calls (:class:`clients.hybrid_client.HybridClient`)."""
+        from dsomarket.clients.hybrid_client import HybridClient  # imports this module
+
+        return HybridClient(self)
+
     async def _call(self, method, request, retry: bool = True):
         attempt = 0
         while True:
@@ -1224,7 +1239,8 @@ class Client:
         req = agg_pb.ListStatementsRequest(filter=f)
         return [Statement(s.market_id, s.aggregator_id, s.bid_id, s.resource_id, _dt(s.interval_start),
                           _name(_KINDS, s.settlement), s.kw, s.kvar, Decimal(s.price),
-                          Decimal(s.reactive_price or "0"), Decimal(s.amount), s.currency)
+                          Decimal(s.reactive_price or "0"), Decimal(s.amount), s.currency,
+                          _name(_STATEMENT_KINDS, s.kind))
                 async for s in self._pages(self._aggregator.ListStatements, req, "statements")]
 
     async def dispatch_stream(self, *, market_id: str = "", aggregator_id: str = "",

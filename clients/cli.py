@@ -28,7 +28,7 @@ from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
 COMMAND_MODULES = ("feeder", "market", "flex", "meters", "territory", "service", "operator", "aggregator", "iso",
-                   "shell", "plot", "hybrid", "territories")
+                   "ders", "shell", "plot", "hybrid", "territories")
 COMMANDS = {
     "feeder": "feeder", "powerflow": "feeder",
     "clear": "market", "curve": "market", "disaggregate": "market", "settle": "market",
@@ -41,6 +41,7 @@ COMMANDS = {
     "completion": "shell", "config": "shell", "whoami": "shell",
     "plot": "plot",
     "registry": "hybrid", "envelopes": "hybrid", "hybrid": "hybrid",
+    "ders": "ders", "direct": "ders", "conflicts": "ders",
 }
 """Which module registers each command (add new commands here; a test checks the table against the
 modules). A command imports only its own module, so that ``clear`` does not pay for gRPC or cvxpy;

@@ -652,13 +652,17 @@ def dispatch_event(row, market_row) -> agg_pb.DispatchEvent:
     return agg_pb.DispatchEvent(sequence=row["seq"], instruction=instruction)
 
 
+STATEMENT_KIND = {name.removeprefix("STATEMENT_KIND_").lower(): v for name, v in agg_pb.StatementKind.items() if v}
+"""Stored statement kind (``energy``, ``loss``, ``override``, ...) -> proto ``StatementKind``."""
+
+
 def statement(row, market_row) -> agg_pb.Statement:
     return agg_pb.Statement(market_id=row["market_id"], aggregator_id=row["aggregator_id"],
                             bid_id=row["bid_id"], resource_id=row["resource_id"],
                             interval_start=_start(row, market_row),
                             settlement=_INVERSE["kind"][row["settlement"]], kw=row["kw"], kvar=row["kvar"],
                             price=row["price"], reactive_price=row["price_q"], amount=row["amount"],
-                            currency=market_row["currency"])
+                            currency=market_row["currency"], kind=STATEMENT_KIND[row["kind"]])
 
 
 def bus_price(row, market_row) -> market_pb2.BusPrice:

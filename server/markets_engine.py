@@ -41,7 +41,7 @@ from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
 from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
-from dsomarket.engine.settlement import settle
+from dsomarket.engine.settlement import loss_components, settle
 from dsomarket.engine.territory import substation
 from dsomarket.server import timeline
 from dsomarket.server.errors import InvalidArgument
@@ -648,10 +648,11 @@ def curtailment_lines(inputs: MarketInputs, own: Disaggregation, moved: pl.DataF
 
     ``moved``: aggregator_id, resource_id (own ids), interval_idx, kw: the final instruction of each resource
     an override, re-dispatch or emergency instruction moved. Returns two lines per deviation, in the statement
-    columns: bid_id ``override`` (the deviation at the award's DLMP) and ``curtailment`` (the lost margin),
-    amounts rounded half-even to the cent.
+    columns: kind ``override`` (the deviation at the award's DLMP) and ``curtailment`` (the lost margin), with
+    no bid, amounts rounded half-even to the cent.
     """
-    cols = ("aggregator_id", "bid_id", "resource_id", "interval_idx", "kw", "kvar", "price", "price_q", "amount")
+    cols = ("aggregator_id", "bid_id", "resource_id", "interval_idx", "kw", "kvar", "price", "price_q", "amount",
+            "kind")
     if moved.height == 0:
         return pl.DataFrame(schema={c: (pl.Float64 if c in ("kw", "kvar") else pl.Int64 if c == "interval_idx"
                                         else pl.Utf8) for c in cols})
@@ -671,8 +672,8 @@ def curtailment_lines(inputs: MarketInputs, own: Disaggregation, moved: pl.DataF
         for kind, kw, price, amount in (("override", r["delta_kw"], r["dlmp"], r["energy_amount"]),
                                         ("curtailment", abs(r["delta_kw"]), r["margin_price"],
                                          r["curtailment_amount"])):
-            rows.append((r["aggregator_id"], kind, r["resource_id"], r["interval_idx"], kw, 0.0, decimal_text(price),
-                         "0", _money_text(_money(amount, ROUND_HALF_EVEN))))
+            rows.append((r["aggregator_id"], "", r["resource_id"], r["interval_idx"], kw, 0.0, decimal_text(price),
+                         "0", _money_text(_money(amount, ROUND_HALF_EVEN)), kind))
     return pl.DataFrame(rows, schema=list(cols), orient="row")
 
 
@@ -683,8 +684,9 @@ class SettleOutcome:
     """Statement lines of one market's bids (day ahead) or positions (real time), and the market's totals.
 
     ``statements``: aggregator_id, bid_id, resource_id, interval_idx, kw, kvar,
-    price, price_q, amount (prices and amounts as decimal strings); ``totals``
-    maps names to decimal strings.
+    price, price_q, amount (prices and amounts as decimal strings), kind (``energy`` or ``loss``, proto
+    ``StatementKind``);
+    ``totals`` maps names to decimal strings.
     """
 
     statements: pl.DataFrame
@@ -703,10 +705,11 @@ def settle_market(inputs: MarketInputs, own: Disaggregation,
     result = settle(own) if reference is None else settle(reference, own)
     market = "day_ahead" if reference is None else "real_time"
     mine = (pl.col("market") == market) & pl.col("party").is_in(["bid", "position"])
-    lines = result.statements.filter(mine)
+    lines = loss_components(result.statements.filter(mine), own.clearing.prices, inputs.rules.hours).sort(
+        "interval", "aggregator_id", "bid_id", "resource_id", "kind")
     table = lines.select("aggregator_id", _local_id("bid_id"), _local_id("resource_id"),
                          _interval_idx(inputs, lines["interval"]), "kw", "kvar", "price",
-                         pl.col("price_q").fill_null(0.0), "amount")
+                         pl.col("price_q").fill_null(0.0), "amount", "kind")
     statements = _decimals(table, ("price", "price_q", "amount"))
     totals = {k: decimal_text(v) for k, v in result.summary["markets"][market].items() if k != "lines"}
     return SettleOutcome(statements, totals, _digest(statements, sorted(totals.items())))
@@ -717,7 +720,7 @@ def with_lines(outcome: SettleOutcome, lines: pl.DataFrame) -> SettleOutcome:
     as ``override_energy`` and ``curtailment_payments`` (paid to aggregators, decimal currency)."""
     totals = dict(outcome.totals)
     for kind, name in (("override", "override_energy"), ("curtailment", "curtailment_payments")):
-        amounts = lines.filter(pl.col("bid_id") == kind)["amount"].to_list()
+        amounts = lines.filter(pl.col("kind") == kind)["amount"].to_list()
         totals[name] = _money_text(sum((Decimal(a) for a in amounts), Decimal(0)))
     statements = pl.concat([outcome.statements, lines.cast(outcome.statements.schema)])
     return SettleOutcome(statements, totals, outcome.digest)

@@ -186,7 +186,7 @@ def imbalance_inputs(conn, market_id: str) -> dict:
 
 def record_imbalance(conn, who: Principal, market_id: str, lines: list[tuple], interface: list[dict],
                      totals: dict) -> dict:
-    """Store the metered settlement of a SETTLED market once: statement lines (bid_id ``imbalance``) and the
+    """Store the metered settlement of a SETTLED market once: statement lines (kind ``imbalance``) and the
     interface imbalance with the totals."""
     market = store.get_market(conn, market_id)
     store.require_state(market, ("settled",), "settling imbalance")
@@ -194,8 +194,9 @@ def record_imbalance(conn, who: Principal, market_id: str, lines: list[tuple], i
         raise FailedPrecondition(f"market_id: the imbalance of market {market_id!r} is already settled")
     now = now_us()
     conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
-                     "settlement, kw, kvar, price, price_q, amount) VALUES (?, ?, 'imbalance', ?, ?, ?, ?, 0, ?, "
-                     "'0', ?)", [(market_id, a, r, t, market["kind"], kw, p, amt) for a, r, t, kw, p, amt in lines])
+                     "settlement, kw, kvar, price, price_q, amount, kind) VALUES (?, ?, '', ?, ?, ?, ?, 0, ?, "
+                     "'0', ?, 'imbalance')", [(market_id, a, r, t, market["kind"], kw, p, amt)
+                                              for a, r, t, kw, p, amt in lines])
     conn.execute("INSERT INTO imbalance_settlements (market_id, totals, interface, created_us) VALUES (?, ?, ?, ?)",
                  (market_id, json.dumps(totals), json.dumps(interface), now))
     store._audit(conn, who, "imbalance.settle", {"market_id": market_id, "totals": totals}, now)

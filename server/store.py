@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from dsomarket.server import audit, timeline
+from dsomarket.server import audit, registry_store, timeline
 from dsomarket.server.auth import Principal
 from dsomarket.server.convert import BidBatch, FlexOfferBatch
 from dsomarket.server.db import IntegrityError, now_us
@@ -61,7 +61,7 @@ ACTIVATION_SCHEMA = {"bus": pl.Utf8, "interval_idx": pl.Int64, "direction": pl.U
 with the resource that sold each (its energy bids may not sell that kW again)."""
 COMMITMENT_SCHEMA = {"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64, "kw": pl.Float64}
 """Each resource's energy award per interval (net injection kW), as the flexibility auction counts it."""
-STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement")
+STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement", "kind")
 _BID_INSERT = ("INSERT INTO bids (market_id, aggregator_id, bid_id, resource_id, bus, side, quantity_kw, "
                "price, interval_idx, tan_phi, status, updated_us) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -252,6 +252,7 @@ def _check_buses(conn, rows: list[dict]) -> None:
 def register_resources(conn, who: Principal, rows: list[dict], request_id: str, digest: str) -> dict:
     def run():
         _check_buses(conn, rows)
+        registry_store.check_resources(conn, who.name, rows)
         (held,) = conn.execute("SELECT COUNT(*) FROM resources WHERE aggregator_id = ?",
                                (who.name,)).fetchone()
         if held + len(rows) > MAX_RESOURCES_PER_AGGREGATOR:
@@ -289,6 +290,8 @@ def _bid_rows(conn, market: dict, who: Principal, batch: BidBatch, now: int) -> 
     indices = interval_indices(market, batch.interval_starts, "bids.interval_starts")
     _check_gates(market, enumerate(indices), lambda j: f"bids.interval_starts[{j}]", now)
     resources = _own_resources(conn, who.name, batch.resource_id)
+    registry_store.check_use(conn, who.name, batch.resource_id, "dso_energy", "bids", batch.quantity_kw,
+                             ["export" if side == "sell" else "import" for side in batch.side])
     floor, cap = Decimal(market["price_floor"]), Decimal(market["price_cap"])
     rows = []
     for k in range(len(batch)):
@@ -516,7 +519,13 @@ def record_award(conn, who: Principal, market_id: str, awards: list, outcome, re
 
 
 def store_award_tables(conn, market_id: str, awards: list, outcome, now: int) -> None:
-    """The ISO's award rows, the DLMPs at the award, and the award and instruction dispatch rows."""
+    """The ISO's award rows, the DLMPs at the award, and the award and instruction dispatch rows; refused
+    whole when an instruction sells a registered DER twice (:func:`server.registry_store.guard`)."""
+    market = get_market(conn, market_id)
+    minutes = market["interval_minutes"]
+    registry_store.guard(conn, market["feeder_id"], [
+        (agg, res, "dso_energy", timeline.interval_start(market, t), kw, minutes)
+        for agg, res, t, kw in outcome.instructions.iter_rows()], "award", market_id)
     conn.executemany("INSERT INTO iso_awards (market_id, interval_idx, import_kw, price) "
                      "VALUES (?, ?, ?, ?)", [(market_id, *a) for a in awards])
     conn.executemany(_PRICE_INSERT, [(market_id, "award", *r) for r in outcome.prices.iter_rows()])
@@ -534,9 +543,9 @@ def record_settlement(conn, who: Principal, market_id: str, outcome) -> dict:
     require_state(market, ("awarded",), "settling")
     now = now_us()
     conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
-                     "settlement, kw, kvar, price, price_q, amount) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     [(market_id, a, b, r, t, market["kind"], kw, kvar, p, pq, amt)
-                      for a, b, r, t, kw, kvar, p, pq, amt in outcome.statements.iter_rows()])
+                     "settlement, kw, kvar, price, price_q, amount, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(market_id, a, b, r, t, market["kind"], kw, kvar, p, pq, amt, kind)
+                      for a, b, r, t, kw, kvar, p, pq, amt, kind in outcome.statements.iter_rows()])
     conn.execute("INSERT INTO settlements (market_id, totals, created_us) VALUES (?, ?, ?)",
                  (market_id, json.dumps(outcome.totals), now))
     out = _set_state(conn, market, "settled", now)
@@ -641,6 +650,8 @@ def _flex_offer_rows(conn, market: dict, who: Principal, batch: FlexOfferBatch, 
     indices = interval_indices(market, batch.interval_starts, "offers.interval_starts")
     _check_gates(market, enumerate(indices), lambda j: f"offers.interval_starts[{j}]", now)
     resources = _own_resources(conn, who.name, batch.resource_id)
+    registry_store.check_use(conn, who.name, batch.resource_id, "dso_flexibility", "offers", batch.quantity_kw,
+                             ["span"] * len(batch))
     cap = Decimal(market["price_cap"])
     rows = []
     for k in range(len(batch)):
@@ -804,6 +815,12 @@ def record_flex_clearing(conn, who: Principal, market_id: str, pricing: str, out
         payload["committed"] = outcome.committed.to_dict(as_series=False)
     if outcome.status == "optimal":
         summary["conflicts"] = int(outcome.awards["conflict"].sum())
+        registry_store.guard(conn, market["feeder_id"], [
+            (agg, res, "dso_flexibility", timeline.interval_start(market, t), kw if direction == "up" else -kw,
+             market["interval_minutes"])
+            for agg, res, t, direction, kw in outcome.awards.select(
+                "aggregator_id", "resource_id", "interval_idx", "direction", "accepted_kw").iter_rows() if kw > 0],
+            "flexibility", market_id)
     conn.execute("INSERT INTO flex_clearings (market_id, status, pricing, summary, digest, created_us) "
                  "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (market_id) DO UPDATE SET status = excluded.status, "
                  "pricing = excluded.pricing, summary = excluded.summary, digest = excluded.digest, "

@@ -62,7 +62,7 @@ def test_metered_deviations_settle_to_the_cent_and_the_books_balance(tmp_path):
             cents = Decimal("0.01")
             total = Decimal(0)
             for name, c in (("agg-a", a), ("agg-b", b)):
-                lines = [s for s in await c.list_statements(market_id=market.market_id) if s.bid_id == "imbalance"]
+                lines = [s for s in await c.list_statements(market_id=market.market_id) if s.kind == "imbalance"]
                 assert len(lines) == sum(1 for k in instructed if k[0] == name)
                 for s in lines:
                     want_kw = metered[(name, s.resource_id, s.interval_start)] - instructed[(name, s.resource_id,

@@ -84,8 +84,8 @@ def test_an_override_that_breaks_a_limit_is_redispatched_reported_and_settled(tm
 
             report = await op.settle_market(market.market_id)
             mine = await a.list_statements(market_id=market.market_id)
-            energy = next(x for x in mine if x.bid_id == "override" and x.interval_start == t2)
-            curtail = next(x for x in mine if x.bid_id == "curtailment" and x.interval_start == t2)
+            energy = next(x for x in mine if x.kind == "override" and x.interval_start == t2)
+            curtail = next(x for x in mine if x.kind == "curtailment" and x.interval_start == t2)
             assert energy.kw == pytest.approx(-award_a2, abs=1e-6)
             # Independent arithmetic: the deviation at the award's DLMP, and the lost margin of its marginal
             # bid (10 per MWh) at that DLMP, for one hour, to the cent.
@@ -95,7 +95,7 @@ def test_an_override_that_breaks_a_limit_is_redispatched_reported_and_settled(tm
             assert curtail.price == dlmp - 10 > 0
             assert curtail.amount == (Decimal(str(award_a2)) * curtail.price / 1000).quantize(cents, ROUND_HALF_EVEN)
             # agg-a pushed up at t0 is paid the DLMP for it, above its price: no lost margin there.
-            up = next(x for x in mine if x.bid_id == "curtailment" and x.interval_start == t0)
+            up = next(x for x in mine if x.kind == "curtailment" and x.interval_start == t0)
             assert up.amount == 0
             assert Decimal(report.totals["curtailment_payments"]) >= curtail.amount
 
