@@ -76,6 +76,7 @@ def _number(kind, name: str, ok, what: str):
 positive_int = _number(int, "positive integer", lambda v: v > 0, "at least 1")
 non_negative_int = _number(int, "non-negative integer", lambda v: v >= 0, "0 or more")
 positive_float = _number(float, "positive number", lambda v: v > 0, "greater than 0")
+non_negative_float = _number(float, "non-negative number", lambda v: v >= 0, "0 or more")
 finite_float = _number(float, "number", lambda v: True, "finite")
 
 

@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS curves (
     conditional INTEGER NOT NULL, segments TEXT NOT NULL, bands TEXT NOT NULL, area TEXT NOT NULL,
     seq INTEGER UNIQUE, published_us INTEGER, revision INTEGER NOT NULL DEFAULT 0,
     network_version INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (market_id, interval_idx));
+CREATE TABLE IF NOT EXISTS interval_steps (
+    market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL,
+    detail TEXT NOT NULL, created_us INTEGER NOT NULL,
+    PRIMARY KEY (market_id, interval_idx, step)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iso_awards (
     market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, import_kw REAL NOT NULL, price TEXT NOT NULL,
     PRIMARY KEY (market_id, interval_idx));

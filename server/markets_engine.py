@@ -497,6 +497,25 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
                         _digest(prices, interface, dispatch, curves, area), version)
 
 
+def clear_intervals(inputs: MarketInputs, indices: list[int], forecast: list[str],
+                    time_limit: float | None = None) -> ClearOutcome:
+    """Clear some intervals of a market whose intervals are independent on their own (a rolling gate).
+
+    Only the bids of those intervals take part; ``forecast`` as :func:`clear_market` takes it for them. The
+    outcome's tables carry the market's interval indices.
+    """
+    keep = [inputs.intervals[k] for k in indices]
+    sub = dataclasses.replace(inputs, intervals=keep, bids=inputs.bids.filter(pl.col("interval").is_in(keep)))
+    out = clear_market(sub, forecast, time_limit)
+    if out.status != "optimal":
+        return out
+    back = pl.col("interval_idx").replace_strict(dict(enumerate(indices)), return_dtype=pl.Int64)
+    prices, interface = out.prices.with_columns(back), out.interface.with_columns(back)
+    curves = [c | {"interval_idx": indices[c["interval_idx"]]} for c in out.curves]
+    return dataclasses.replace(out, prices=prices, interface=interface, curves=curves,
+                               digest=_digest(prices, interface, curves, out.area))
+
+
 def _price_table(inputs: MarketInputs, result) -> pl.DataFrame:
     """DLMPs and their parts of a clearing, per bus and interval index, as decimal strings."""
     parts = ("dlmp", "energy", "congestion", "voltage", "loss")

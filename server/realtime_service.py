@@ -112,6 +112,27 @@ def _profile_length(profile, field: str) -> int:
         raise InvalidArgument(field, "give bus, interval_start and p_kw (and q_kvar or none) of one length")
     return n
 
+async def settle_imbalance(app, who, market_id: str) -> tuple[dict, dict, dict]:
+    """Settle the metered deviations and the interface imbalance of a SETTLED market (the operator's
+    SettleImbalance and the scheduler's): ``(market row, engine result, stored counts)``; FAILED_PRECONDITION
+    on a gap in the readings."""
+    async with app.lock(market_id):
+        def read(conn):
+            return store.market_rows(conn, market_id), realtime_store.imbalance_inputs(conn, market_id)
+
+        rows, data = await app.reader.call(read)
+        store.require_state(rows[0], ("settled",), "settling imbalance")
+        own = await app.disaggregation(market_id)
+        prices = [float(p) for p in own.award["price"].to_list()]
+        try:
+            out = await app.solve(lambda: markets_engine.metered_settlement(app.inputs(rows), data, prices))
+        except InputError as exc:  # a gap in the readings: the operator must complete them first
+            raise FailedPrecondition(f"readings: {exc.reason}") from None
+        stored = await app.writer.call(realtime_store.record_imbalance, who, market_id, out["lines"],
+                                       out["interface"], out["totals"])
+    return rows[0], out, stored
+
+
 class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
     def __init__(self, app):
         self.app = app
@@ -126,12 +147,13 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
             result = await app.reader.call(store.stored_result, who, request_id, digest)
             if result is None:
                 def read(conn):
-                    return store.market_rows(conn, market_id), realtime_store.awarded_intervals(conn, market_id)
+                    return (store.market_rows(conn, market_id), realtime_store.awarded_intervals(conn, market_id),
+                            realtime_store.published_intervals(conn, market_id))
 
-                rows, done = await app.reader.call(read)
+                rows, done, published = await app.reader.call(read)
                 market = rows[0]
                 awards = interval_awards(market, submitted)
-                realtime_store.check_interval_award(market, done, [k for k, _, _ in awards])
+                realtime_store.check_interval_award(market, done, [k for k, _, _ in awards], published)
                 if await app.solve(lambda: markets_engine.couples(app.inputs(rows))):
                     raise FailedPrecondition(f"market {market_id!r}: storage, EV or ramp resources couple its "
                                              "intervals; award it whole (IsoService.SubmitAward)")
@@ -226,23 +248,8 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
 
     @unary(OPERATOR)
     async def SettleImbalance(self, request, who):
-        app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
-        async with app.lock(market_id):
-            def read(conn):
-                return store.market_rows(conn, market_id), realtime_store.imbalance_inputs(conn, market_id)
-
-            rows, data = await app.reader.call(read)
-            store.require_state(rows[0], ("settled",), "settling imbalance")
-            own = await app.disaggregation(market_id)
-            prices = [float(p) for p in own.award["price"].to_list()]
-            try:
-                out = await app.solve(lambda: markets_engine.metered_settlement(app.inputs(rows), data, prices))
-            except InputError as exc:  # a gap in the readings: the operator must complete them first
-                raise FailedPrecondition(f"readings: {exc.reason}") from None
-            stored = await app.writer.call(realtime_store.record_imbalance, who, market_id, out["lines"],
-                                           out["interface"], out["totals"])
-        market = rows[0]
+        market, out, stored = await settle_imbalance(self.app, who, market_id)
         return realtime_pb2.SettleImbalanceResponse(
             totals=out["totals"], statement_count=stored["count"],
             interface=[realtime_pb2.InterfaceImbalance(

@@ -18,16 +18,28 @@ def awarded_intervals(conn, market_id: str) -> set[int]:
     return {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?", (market_id,))}
 
 
-def check_interval_award(market: dict, awarded: set[int], indices: list[int]) -> None:
-    """FAILED_PRECONDITION unless the market takes these intervals' awards now."""
-    store.require_state(market, ("published",), "an interval award")
+def published_intervals(conn, market_id: str) -> set[int]:
+    """Intervals of a rolling market published one by one (``publish_interval``)."""
+    return {k for (k,) in conn.execute("SELECT interval_idx FROM interval_steps WHERE market_id = ? AND step = "
+                                       "'publish'", (market_id,))}
+
+
+def check_interval_award(market: dict, awarded: set[int], indices: list[int], published: set[int]) -> None:
+    """FAILED_PRECONDITION unless the market takes these intervals' awards now: a PUBLISHED market, or an OPEN
+    one whose rolling gates have published these intervals (``published``)."""
+    rolling = market["state"] == "open" and published
+    if not rolling:
+        store.require_state(market, ("published",), "an interval award")
     if market["kind"] not in timeline.ROLLING:
         raise FailedPrecondition(f"market {market['market_id']!r} is {market['kind']}: only real-time and "
                                  "hour-ahead markets are awarded interval by interval")
     for j, k in enumerate(indices):
+        when = timeline.iso(timeline.interval_start(market, k))
         if k in awarded:
-            raise FailedPrecondition(f"awards[{j}].interval_start: the interval starting "
-                                     f"{timeline.iso(timeline.interval_start(market, k))} is already awarded")
+            raise FailedPrecondition(f"awards[{j}].interval_start: the interval starting {when} is already awarded")
+        if rolling and k not in published:
+            raise FailedPrecondition(f"awards[{j}].interval_start: the interval starting {when} is not published "
+                                     "yet (its gate closes on its own schedule)")
 
 
 def record_interval_award(conn, who: Principal, market_id: str, awards: list, outcome, request_id: str,
@@ -37,7 +49,7 @@ def record_interval_award(conn, who: Principal, market_id: str, awards: list, ou
     def run():
         market = store.get_market(conn, market_id)
         done = awarded_intervals(conn, market_id)
-        check_interval_award(market, done, [k for k, _, _ in awards])
+        check_interval_award(market, done, [k for k, _, _ in awards], published_intervals(conn, market_id))
         now = now_us()
         optimal = outcome.status == "optimal"
         remaining = int(market["interval_count"]) - len(done)
@@ -211,7 +223,7 @@ def store_forecast(conn, who: Principal, market_id: str, rows: list[tuple], requ
         store.require_state(market, ("open",), "a forecast")
         now = now_us()
         intervals = sorted({t for _, t, _, _ in rows})
-        store._check_gates(market, enumerate(intervals), lambda j: "forecast.interval_start", now)
+        store._check_gates(conn, market, enumerate(intervals), lambda j: "forecast.interval_start", now)
         conn.executemany("DELETE FROM forecasts WHERE market_id = ? AND interval_idx = ?",
                          [(market_id, t) for t in intervals])
         conn.executemany("INSERT INTO forecasts (market_id, bus, interval_idx, p_kw, q_kvar) VALUES (?, ?, ?, ?, ?)",
@@ -253,3 +265,91 @@ def store_history(conn, who: Principal, feeder_id: str, rows: list[tuple], reque
         return {"count": len(rows)}
 
     return store._idempotent(conn, who, request_id, digest, run)
+
+
+# -- rolling gates: each interval of a real-time or hour-ahead market closes, clears and publishes on its own ----
+
+def interval_steps(conn, market_ids) -> dict[str, dict[int, dict[str, str]]]:
+    """``market_id -> interval_idx -> step -> status`` of the rolling steps taken (close, clear, publish)."""
+    out: dict = {}
+    for part in store._chunks(sorted(market_ids)):
+        for m, k, step, status in conn.execute(
+                f"SELECT market_id, interval_idx, step, status FROM interval_steps WHERE market_id IN "
+                f"({store._marks(len(part))})", tuple(part)):
+            out.setdefault(m, {}).setdefault(k, {})[step] = status
+    return out
+
+
+def _rolling_step(conn, market_id: str, k: int, step: str, before: str | None) -> dict:
+    """The open rolling market, after checking that interval ``k`` took ``before`` and not ``step`` yet."""
+    market = store.get_market(conn, market_id)
+    store.require_state(market, ("open",), f"the rolling {step} of an interval")
+    if market["kind"] not in timeline.ROLLING:
+        raise FailedPrecondition(f"market {market_id!r} is {market['kind']}: only real-time and hour-ahead markets "
+                                 "clear interval by interval")
+    taken = {s: st for s, st in conn.execute("SELECT step, status FROM interval_steps WHERE market_id = ? AND "
+                                             "interval_idx = ?", (market_id, k))}
+    when = timeline.iso(timeline.interval_start(market, k))
+    if step in taken:
+        raise FailedPrecondition(f"interval {when} of market {market_id!r}: its {step} is done")
+    if before is not None and taken.get(before) not in ("optimal", "done"):
+        raise FailedPrecondition(f"interval {when} of market {market_id!r}: its {before} is not done")
+    return market
+
+
+def _step(conn, market_id: str, k: int, step: str, status: str, detail, now: int) -> None:
+    conn.execute("INSERT INTO interval_steps (market_id, interval_idx, step, status, detail, created_us) "
+                 "VALUES (?, ?, ?, ?, ?, ?)", (market_id, k, step, status, json.dumps(detail), now))
+
+
+def close_interval(conn, who: Principal, market_id: str, k: int) -> dict:
+    """Close interval ``k``'s gate alone (its bids, replacements, withdrawals and forecast stop; later intervals
+    stay open); the market stays OPEN."""
+    _rolling_step(conn, market_id, k, "close", None)
+    now = now_us()
+    _step(conn, market_id, k, "close", "done", {}, now)
+    store._audit(conn, who, "interval.close", {"market_id": market_id, "interval_idx": k}, now)
+    return {"interval_idx": k}
+
+
+def record_interval_clearing(conn, who: Principal, market_id: str, indices: list[int], forecast: list[str],
+                             outcome) -> dict:
+    """Store the clearing of closed intervals ``indices``, cleared together on their own bids
+    (:func:`server.markets_engine.clear_intervals`; the scheduler clears together the intervals whose gates
+    one tick found closed): their prices and unpublished curves when optimal. A clearing that is not optimal
+    is recorded with its diagnosis for each interval and not retried: those intervals stay unpublished, and
+    the market cannot be awarded whole."""
+    for k in indices:
+        _rolling_step(conn, market_id, k, "clear", "close")
+    now = now_us()
+    if outcome.status == "optimal":
+        store.store_clearing_tables(conn, market_id, outcome)
+        # The clearing the forecast schedule reads (``cleared_imports``): the same forecast rule for every interval.
+        store._record_outcome(conn, market_id, "clear", "optimal", {
+            "forecast": forecast, "network_version": outcome.network_version, "by_interval": True}, outcome.digest,
+            now)
+    for k in indices:
+        _step(conn, market_id, k, "clear", outcome.status, list(outcome.diagnosis), now)
+    store._audit(conn, who, "interval.clear", {
+        "market_id": market_id, "interval_indices": list(indices), "forecast": forecast, "status": outcome.status,
+        "diagnosis": list(outcome.diagnosis), "digest": outcome.digest, "network_version": outcome.network_version},
+        now)
+    return {"status": outcome.status}
+
+
+def publish_interval(conn, who: Principal, market_id: str, k: int) -> dict:
+    """Publish interval ``k``'s curve to the ISO's stream; the last interval published makes the market
+    PUBLISHED (then it is awarded, settled and metered as any market). Returns the market row."""
+    market = _rolling_step(conn, market_id, k, "publish", "clear")
+    now = now_us()
+    (base,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM curves").fetchone()
+    conn.execute("UPDATE curves SET seq = ?, published_us = ? WHERE market_id = ? AND interval_idx = ?",
+                 (base + 1, now, market_id, k))
+    _step(conn, market_id, k, "publish", "done", {}, now)
+    store._audit(conn, who, "interval.publish", {"market_id": market_id, "interval_idx": k}, now)
+    (published,) = conn.execute("SELECT COUNT(*) FROM interval_steps WHERE market_id = ? AND step = 'publish'",
+                                (market_id,)).fetchone()
+    if published == int(market["interval_count"]):
+        market = store._set_state(conn, market, "published", now, "optimal")
+        store._audit(conn, who, "market.publish", {"market_id": market_id, "by_interval": True}, now)
+    return market

@@ -160,6 +160,18 @@ class App:
                                          first)
         return market, row, outcome
 
+    async def clear_intervals(self, who: auth.Principal, market_id: str, indices: list[int]) -> str:
+        """Clear closed intervals of a rolling market together on their own bids, at the default forecast price,
+        and record it (:func:`server.realtime_store.record_interval_clearing`); returns the status."""
+        async with self.lock(market_id):
+            rows = await self.reader.call(store.market_rows, market_id)
+            forecast = convert.forecast((), rows[0])
+            outcome = await self.solve(lambda: markets_engine.clear_intervals(self.inputs(rows), indices, forecast,
+                                                                              self.solve_time_limit))
+            await self.writer.call(realtime_store.record_interval_clearing, who, market_id, indices, forecast,
+                                   outcome)
+        return outcome.status
+
     async def settlement(self, market_id: str):
         """The :class:`server.markets_engine.SettleOutcome` of an AWARDED market, not yet recorded; call holding
         the market's lock."""

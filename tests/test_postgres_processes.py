@@ -25,7 +25,7 @@ from dsomarket.clients.demo import delivery_day
 from dsomarket.server import audit, db
 from tests import harness
 from tests.harness import PARTICIPANTS, create_tokens, database, simple_bids, small_market
-from tests.test_scheduler import real_time_markets, serve, steps_of
+from tests.test_scheduler import real_time_markets, rolled, serve, steps_of
 from tests.test_server_durability import ServerProcess, open_market_with_two_pv_aggregators
 
 
@@ -103,14 +103,13 @@ def test_a_gate_closed_through_one_server_holds_for_bids_through_another(tmp_pat
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
 def test_two_schedulers_take_each_step_once(tmp_path):
-    """Both timelines see every market due at the same moments; the store's transactions (state re-read under
-    the advisory lock) must let only one of them take each step. One market is infeasible: its clearing is
-    recorded once and never retried by either scheduler."""
+    """Both timelines see every market (and every rolling interval) due at the same moments; the store's
+    transactions (state re-read under the advisory lock) must let only one of them take each step. One market
+    is infeasible: its clearing is recorded once and never retried by either scheduler."""
     url = database(tmp_path)
     tokens = create_tokens(url, PARTICIPANTS)
     day = delivery_day()
-    names = [f"rt-{h}" for h in range(5)]
-    published = [*names, "da"]
+    names = [f"rt-{h}" for h in range(3)]
     # Ten simulated minutes per second on both; the first gate (day 00:00) comes 12 s after the start.
     servers = [serve(url, day - timedelta(hours=2), 600.0) for _ in range(2)]
 
@@ -124,8 +123,8 @@ def test_two_schedulers_take_each_step_once(tmp_path):
             # A market on ieee33 behind a 100 kW transformer: its 3.7 MW of fixed load cannot be served.
             await op.create_feeder("x33", builtin="ieee33")
             await op.create_territory("t", [TerritoryInterface("tight", ("x33",), import_max_kw=100.0)])
-            await op.create_market("rt-bad", feeder_id="tight", kind="real_time", delivery_start=day,
-                                   gate_lead=timedelta(0))
+            await op.create_market("da-bad", feeder_id="tight", kind="day_ahead", delivery_start=day,
+                                   interval_count=2)
         finally:
             for c in env.clients.values():
                 await c.close()
@@ -133,7 +132,7 @@ def test_two_schedulers_take_each_step_once(tmp_path):
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 states = {m.market_id: m.state for m in await au.list_markets()}
-                if all(states[n] == "published" for n in published) and states.get("rt-bad") == "closed":
+                if all(states[n] == "published" for n in (*names, "da")) and states.get("da-bad") == "closed":
                     await asyncio.sleep(2.0)  # both timelines tick again past every gate
                     return
                 await asyncio.sleep(0.1)
@@ -147,13 +146,14 @@ def test_two_schedulers_take_each_step_once(tmp_path):
         for proc, _ in servers:
             assert proc.wait(15) == 0
     steps = steps_of(url)
-    assert {n: steps[n] for n in published} == {n: ["close", "clear", "publish"] for n in published}, steps
-    assert steps["rt-bad"] == ["close", "clear"], steps["rt-bad"]
+    assert all(rolled(steps[n], 12) for n in names), steps  # real-time markets roll interval by interval
+    assert steps["da"] == ["close", "clear", "publish"], steps["da"]
+    assert steps["da-bad"] == ["close", "clear"], steps["da-bad"]
     conn = db.connect(url)
     try:
         assert audit.verify(conn).ok
-        actors = {r["actor"] for r in audit.records(conn, "market.") if r["action"] in (
-            "market.close", "market.clear", "market.publish")}
+        actors = {r["actor"] for r in audit.records(conn) if r["action"].split(".")[1] in ("close", "clear",
+                                                                                          "publish")}
     finally:
         conn.close()
     assert actors == {"scheduler"}
