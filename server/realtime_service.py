@@ -21,7 +21,8 @@ ISO, OPERATOR, AUDITOR, AGGREGATOR = "iso", "operator", "auditor", "aggregator"
 MAX_READINGS = 1_000_000
 SCHEDULES = "schedules"
 """Notifier topic of revised interface schedules."""
-_SOURCE = {"override": realtime_pb2.SCHEDULE_SOURCE_OVERRIDE, "emergency": realtime_pb2.SCHEDULE_SOURCE_EMERGENCY}
+_SOURCE = {"override": realtime_pb2.SCHEDULE_SOURCE_OVERRIDE, "emergency": realtime_pb2.SCHEDULE_SOURCE_EMERGENCY,
+           "network": realtime_pb2.SCHEDULE_SOURCE_NETWORK_CHANGE}
 
 
 def schedule_pb(row, market) -> realtime_pb2.InterfaceSchedule:
@@ -147,20 +148,23 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
             result = await app.reader.call(store.stored_result, who, request_id, digest)
             if result is None:
                 def read(conn):
-                    return (store.market_rows(conn, market_id), realtime_store.awarded_intervals(conn, market_id),
+                    return (store.market_rows(conn, market_id), realtime_store.award_context(conn, market_id),
                             realtime_store.published_intervals(conn, market_id))
 
-                rows, done, published = await app.reader.call(read)
+                rows, (before, forecast, _), published = await app.reader.call(read)
                 market = rows[0]
                 awards = interval_awards(market, submitted)
-                realtime_store.check_interval_award(market, done, [k for k, _, _ in awards], published)
-                if await app.solve(lambda: markets_engine.couples(app.inputs(rows))):
+                realtime_store.check_interval_award(market, {k for k, _, _ in before}, [k for k, _, _ in awards],
+                                                    published)
+                if market["state"] == "open" and await app.solve(lambda: markets_engine.couples(app.inputs(rows))):
+                    # Its later intervals still take bids: the open future the award re-optimises is not final.
                     raise FailedPrecondition(f"market {market_id!r}: storage, EV or ramp resources couple its "
-                                             "intervals; award it whole (IsoService.SubmitAward)")
+                                             "intervals; award them once the whole market is published (interval "
+                                             "by interval, in order) or award it whole (IsoService.SubmitAward)")
                 reference = (await app.disaggregation(market["day_ahead_market_id"])
                              if market["day_ahead_market_id"] else None)
-                outcome = await app.solve(lambda: markets_engine.disaggregate_intervals(
-                    app.inputs(rows), awards, reference, app.solve_time_limit))
+                outcome = await app.solve(lambda: markets_engine.interval_award(
+                    app.inputs(rows), before, awards, forecast, reference, app.solve_time_limit))
                 result = await app.writer.call(realtime_store.record_interval_award, who, market_id, awards,
                                                outcome, request_id, digest)
                 if outcome.status == "optimal":

@@ -18,6 +18,18 @@ def awarded_intervals(conn, market_id: str) -> set[int]:
     return {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?", (market_id,))}
 
 
+def award_context(conn, market_id: str) -> tuple[list[tuple[int, float, str]], list[str], bool]:
+    """``(awards so far, the clearing's forecast prices, awarded interval by interval)`` of a market: what
+    :func:`server.markets_engine.interval_award` and :func:`~server.markets_engine.whole_award` need."""
+    clear = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
+                         (market_id,)).fetchone()
+    award = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'award'",
+                         (market_id,)).fetchone()
+    forecast = json.loads(clear[0]).get("forecast") or [] if clear is not None else []
+    by_interval = award is not None and bool(json.loads(award[0]).get("by_interval"))
+    return store.iso_award_rows(conn, market_id), forecast, by_interval
+
+
 def published_intervals(conn, market_id: str) -> set[int]:
     """Intervals of a rolling market published one by one (``publish_interval``)."""
     return {k for (k,) in conn.execute("SELECT interval_idx FROM interval_steps WHERE market_id = ? AND step = "
@@ -119,17 +131,48 @@ def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: lis
     return {"instructions": rows, "schedule": sched}
 
 
+def record_network_redispatch(conn, who: Principal, market_id: str, version: int, intervals: list[dict]) -> dict:
+    """Store the re-dispatch of a market's awarded intervals on network ``version`` (source ``network``).
+
+    ``intervals``: per re-dispatched interval ``interval_idx``, ``mode`` (redispatched, partial,
+    failed), ``import_kw`` (the revised schedule), ``awarded_import_kw``, ``reason`` and ``changed``
+    instructions ``(aggregator_id, resource_id, kw)``. Each gets a revised interface schedule (a
+    failed one too: it tells the ISO the award cannot be delivered); one ``dispatch.network`` audit
+    record holds them all. A market that left OPEN (rolling gates)/PUBLISHED/AWARDED meanwhile is left alone.
+    """
+    market = store.get_market(conn, market_id)
+    if market["state"] not in ("open", "published", "awarded"):
+        return {"intervals": [], "aggregators": []}
+    now = now_us()
+    out, aggregators = [], set()
+    for iv in intervals:
+        k = iv["interval_idx"]
+        for agg, res, kw in iv["changed"]:
+            conn.execute(store._DISPATCH_INSERT, ("instruction", market_id, agg, "", res, k, "", kw, "", "network",
+                                                  iv["reason"], now))
+            aggregators.add(agg)
+        (seq,) = conn.execute(
+            "INSERT INTO interface_schedules (market_id, interval_idx, import_kw, awarded_import_kw, source, mode, "
+            "reason, issued_us) VALUES (?, ?, ?, ?, 'network', ?, ?, ?) RETURNING seq",
+            (market_id, k, iv["import_kw"], iv["awarded_import_kw"], iv["mode"], iv["reason"], now)).fetchone()
+        out.append({**iv, "schedule_seq": seq})
+    store._audit(conn, who, "dispatch.network", {"market_id": market_id, "network_version": version,
+                                                 "intervals": [{**iv, "changed": [list(c) for c in iv["changed"]]}
+                                                               for iv in intervals]}, now)
+    return {"intervals": out, "aggregators": sorted(aggregators)}
+
+
 def list_schedules(conn, market_id: str, after_seq: int, limit: int) -> list:
     return store._keyset(conn, "interface_schedules", store._eq("market_id", market_id), ("seq",), [after_seq], limit)
 
 
 def moved_instructions(conn, market_id: str) -> list[tuple]:
-    """The final instruction of every resource and interval an override moved:
+    """The final instruction of every resource and interval an override or a network re-dispatch moved:
     ``(aggregator_id, resource_id, interval_idx, kw)``."""
     return [tuple(r) for r in conn.execute(
         "SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE seq IN ("
         "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' GROUP BY aggregator_id, "
-        "resource_id, interval_idx HAVING SUM(CASE WHEN source = 'override' THEN 1 ELSE 0 END) > 0) "
+        "resource_id, interval_idx HAVING SUM(CASE WHEN source IN ('override', 'network') THEN 1 ELSE 0 END) > 0) "
         "ORDER BY aggregator_id, resource_id, "
         "interval_idx", (market_id,))]
 

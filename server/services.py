@@ -131,12 +131,12 @@ class App:
         market = rows[0]
         if not timeline.at_least(market["state"], "awarded"):
             raise FailedPrecondition(f"market {market_id!r} is {market['state']}: it has no award yet")
-        awards = await self.reader.call(store.iso_award_rows, market_id)
+        awards, forecast, by_interval = await self.reader.call(realtime_store.award_context, market_id)
         reference = None
         if market["day_ahead_market_id"]:
             reference = await self.disaggregation(market["day_ahead_market_id"])
-        outcome = await self.solve(lambda: markets_engine.disaggregate_award(
-            self.inputs(rows), awards, reference, self.solve_time_limit))
+        outcome = await self.solve(lambda: markets_engine.whole_award(
+            self.inputs(rows), awards, by_interval, forecast, reference, self.solve_time_limit))
         self.remember(market_id, outcome.disaggregation)
         return outcome.disaggregation
 

@@ -22,6 +22,7 @@ class InstructionSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INSTRUCTION_SOURCE_UNSPECIFIED: _ClassVar[InstructionSource]
     INSTRUCTION_SOURCE_AWARD: _ClassVar[InstructionSource]
     INSTRUCTION_SOURCE_OVERRIDE: _ClassVar[InstructionSource]
+    INSTRUCTION_SOURCE_NETWORK_CHANGE: _ClassVar[InstructionSource]
 
 class StatementKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -37,6 +38,7 @@ BID_STATUS_WITHDRAWN: BidStatus
 INSTRUCTION_SOURCE_UNSPECIFIED: InstructionSource
 INSTRUCTION_SOURCE_AWARD: InstructionSource
 INSTRUCTION_SOURCE_OVERRIDE: InstructionSource
+INSTRUCTION_SOURCE_NETWORK_CHANGE: InstructionSource
 STATEMENT_KIND_UNSPECIFIED: StatementKind
 STATEMENT_KIND_ENERGY: StatementKind
 STATEMENT_KIND_LOSS: StatementKind

@@ -18,9 +18,11 @@ class ScheduleSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCHEDULE_SOURCE_UNSPECIFIED: _ClassVar[ScheduleSource]
     SCHEDULE_SOURCE_OVERRIDE: _ClassVar[ScheduleSource]
     SCHEDULE_SOURCE_EMERGENCY: _ClassVar[ScheduleSource]
+    SCHEDULE_SOURCE_NETWORK_CHANGE: _ClassVar[ScheduleSource]
 SCHEDULE_SOURCE_UNSPECIFIED: ScheduleSource
 SCHEDULE_SOURCE_OVERRIDE: ScheduleSource
 SCHEDULE_SOURCE_EMERGENCY: ScheduleSource
+SCHEDULE_SOURCE_NETWORK_CHANGE: ScheduleSource
 
 class SubmitLoadHistoryRequest(_message.Message):
     __slots__ = ("feeder_id", "request_id", "history")
