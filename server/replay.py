@@ -64,6 +64,7 @@ class _State:
         self.network: dict = {}             # feeder -> its change rows, each with its version
         self.network_version: dict = {}     # market -> the network version its last clearing used
         self.interval_awards: dict = {}     # market -> the interval awards applied so far
+        self.clear_forecast: dict = {}      # market -> the forecast ISO prices of its last optimal clearing
         self.forecasts: dict = {}           # market -> {(bus, interval_idx): (p_kw, q_kvar)}
         self.history: dict = {}             # feeder -> {(interval_us, bus): (p_kw, q_kvar)}
 
@@ -98,6 +99,8 @@ class _State:
             self.network.setdefault(p["feeder_id"], []).extend({**r, "version": p["version"]} for r in p["changes"])
         elif action in ("market.clear", "market.reclear", "interval.clear") and p.get("status") == "optimal":
             self.network_version[p["market_id"]] = p.get("network_version", 0)
+            if "forecast" in p:
+                self.clear_forecast[p["market_id"]] = p["forecast"]
         elif action == "flex.needs.post":
             self.flex_needs.setdefault(p["market_id"], []).extend(p["needs"])
         elif action == "flex.offers.submit":
@@ -200,13 +203,15 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
         elif action == "award.interval":
             awards = [tuple(a) for a in p["awards"]]
-            outcome = markets_engine.disaggregate_intervals(inputs, awards, reference)
+            before = state.interval_awards.get(m, [])
+            forecast = state.clear_forecast.get(m, [])
+            outcome = markets_engine.interval_award(inputs, before, awards, forecast, reference)
             checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
             if outcome.status == "optimal":
-                done = state.interval_awards.setdefault(m, []) + awards
+                done = before + awards
                 state.interval_awards[m] = done
                 if len(done) == len(inputs.intervals):  # the market is awarded: as the server recomputes it
-                    whole = markets_engine.disaggregate_award(inputs, sorted(done), reference)
+                    whole = markets_engine.whole_award(inputs, sorted(done), True, forecast, reference)
                     state.disaggregations[m] = whole.disaggregation
                     state.commitments[m] = whole.instructions
         else:
