@@ -177,23 +177,18 @@ _STATUS = {
 }
 
 
-def _highs_lp(c, lo, up, a, rlo, rup, integrality=None) -> highspy.HighsLp:
-    """A HiGHS LP from arrays and a column-wise sparse matrix."""
-    lp = highspy.HighsLp()
-    lp.num_col_ = len(c)
-    lp.num_row_ = len(rlo)
-    lp.col_cost_ = c
-    lp.col_lower_ = lo
-    lp.col_upper_ = up
-    lp.row_lower_ = rlo
-    lp.row_upper_ = rup
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = a.indices.astype(np.int32)
-    lp.a_matrix_.value_ = a.data
-    if integrality is not None:
-        lp.integrality_ = [highspy.HighsVarType(int(v)) for v in integrality]
-    return lp
+def _pass_model(h: highspy.Highs, c, lo, up, a, rlo, rup, integrality=None) -> None:
+    """Give HiGHS an LP (or MIP) from arrays and a column-wise sparse matrix.
+
+    The array overload of ``passModel``: filling a ``HighsLp`` attribute by attribute
+    converts each array element by element (~0.1 s at 70,000 non-zeros, as long as the
+    warm re-solve of a re-linearised model it precedes)."""
+    h.passModel(len(c), len(rlo), a.nnz, int(highspy.MatrixFormat.kColwise), int(highspy.ObjSense.kMinimize),
+                0.0, np.ascontiguousarray(c, dtype=float), np.ascontiguousarray(lo, dtype=float),
+                np.ascontiguousarray(up, dtype=float), np.ascontiguousarray(rlo, dtype=float),
+                np.ascontiguousarray(rup, dtype=float), a.indptr.astype(np.int32), a.indices.astype(np.int32),
+                np.ascontiguousarray(a.data, dtype=float),
+                np.zeros(len(c), dtype=np.int32) if integrality is None else integrality.astype(np.int32))
 
 
 # cvxpy's status strings for the conic (SOCP) solvers; an inaccurate answer is a failure.
@@ -227,7 +222,7 @@ class HighsSolver:
         h.setOptionValue("random_seed", 0)
         if time_limit is not None:
             h.setOptionValue("time_limit", float(time_limit))
-        h.passModel(_highs_lp(c, lo, up, a, rlo, rup, integrality if self.integer else None))
+        _pass_model(h, c, lo, up, a, rlo, rup, integrality if self.integer else None)
         self.h = h
         self.cost = c.copy()
         self.col_lower = lo.copy()
@@ -246,7 +241,7 @@ class HighsSolver:
             raise ValueError("set_matrix: the new model must have the shape of the old one")
         _, _, _, a, _, _, _ = model.assemble()
         basis = self.h.getBasis()
-        self.h.passModel(_highs_lp(self.cost, self.col_lower, self.col_upper, a, self.row_lower, self.row_upper))
+        _pass_model(self.h, self.cost, self.col_lower, self.col_upper, a, self.row_lower, self.row_upper)
         self.h.setBasis(basis)
         # A new matrix discards the dual simplex's steepest-edge weights, and HiGHS then computes
         # them afresh for the given basis: one BTRAN per row, ~1 s at 1,000 buses / 10,000 bids
