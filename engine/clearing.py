@@ -178,6 +178,12 @@ class NodalMarket:
                 # A bracket closed on a non-zero reduced cost held no interior optimum: free that bid.
                 bracket.release(open_ & (bracket.width() * S_BASE_KVA <= losses.STEP_TOL_KW))
                 pin[~bracket.active] = np.nan
+                if bracket.active.any():
+                    # Newton on the losses' curvature moves interacting bids together; the bracket
+                    # (regula falsi) stays the safeguard where the step leaves it.
+                    idx = np.nonzero(bracket.active)[0]
+                    pin = bracket.prefer(pin, idx, x[idx] + losses.curvature_step(s, self.feeder, self.point,
+                                                                                  sol, idx))
                 pinned = np.isfinite(pin)
             if pinned.any():
                 # Linearise where the pinned bids will be, so the next reduced cost is sampled there.

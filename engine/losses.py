@@ -572,6 +572,51 @@ def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[
     return out, check
 
 
+def curvature_step(solver, feeder: Feeder, point: OperatingPoint, sol: Solution, bids: np.ndarray) -> np.ndarray:
+    """Newton step (MW) of the bid columns ``bids`` (indices in the ``bid`` block) to zero reduced cost.
+
+    An LP has no curvature, so its reduced costs move only between linearisations;
+    the AC problem's curvature is that of the losses. With the basis of ``sol`` held,
+    moving the bids by ``dx`` moves flows and voltages by ``W dx``
+    (:meth:`~engine.solver.HighsSolver.basis_directions`), and the objective by
+    ``g^T dx + dx^T (W^T H W) dx / 2``, ``g`` the bids' reduced costs and ``H`` the
+    Hessian of the Lagrangian: per line, ``h_l`` times the Hessian of
+    ``l = (P^2 + Q^2) / v`` at the point, ``h_l = r y_p + x y_q + (r^2 + x^2) y_v``
+    from the duals of the child's balances and the line's voltage drop (the
+    curvature of the thermal rows, which bind at most a few lines, is left out).
+    Returns ``-(W^T H W)^{-1} g``: all interacting marginal bids in one step, where
+    regula falsi moves each as if alone. NaN when the reduced Hessian is not
+    positive definite (negative prices) or the basis is unavailable.
+    """
+    model, topo = solver.model, feeder.topology
+    n, m, T, k = topo.n_bus, topo.n_line, point.p.shape[0], len(bids)
+    d = solver.basis_directions(model.var("bid").start + bids)
+    if d is None:
+        return np.full(k, np.nan)
+    d_p = d[model.var("line_p").slice].reshape(T, m, k)
+    d_q = d[model.var("line_q").slice].reshape(T, m, k)
+    d_v = d[model.var("v").slice].reshape(T, n, k)[:, topo.parent[1:], :]
+    y_p = solver.block(sol.row_dual, "bus_p_balance", rows=True).reshape(T, n)[:, 1:]
+    y_q = solver.block(sol.row_dual, "bus_q_balance", rows=True).reshape(T, n)[:, 1:]
+    y_v = solver.block(sol.row_dual, "voltage_drop", rows=True).reshape(T, m)
+    r, x = topo.r_pu, topo.x_pu
+    h = r * y_p + x * y_q + (r ** 2 + x ** 2) * y_v
+    v = point.v[:, topo.parent[1:]]
+
+    def form(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.einsum("tmk,tm,tmj->kj", a, w, b)
+
+    pv, qv = form(d_p, -2 * h * point.p / v ** 2, d_v), form(d_q, -2 * h * point.q / v ** 2, d_v)
+    hess = (form(d_p, 2 * h / v, d_p) + form(d_q, 2 * h / v, d_q) + pv + pv.T + qv + qv.T
+            + form(d_v, 2 * h * point.l / v ** 2, d_v))
+    g = solver.block(sol.col_dual, "bid")[bids]
+    try:
+        chol = np.linalg.cholesky(hess)
+    except np.linalg.LinAlgError:
+        return np.full(k, np.nan)
+    return -np.linalg.solve(chol.T, np.linalg.solve(chol, g))
+
+
 class MarginalBracket:
     """Per-bid bracketing of an interior optimum that successive LP alone would circle around.
 
@@ -614,7 +659,7 @@ class MarginalBracket:
         # between them), or the bid reversed without contracting (a cycle between two vertices;
         # a contracting reversal is ordinary convergence).
         sign_change = (g * self.prev_g < 0) & (np.abs(g) > tol) & (np.abs(self.prev_g) > tol)
-        cycle = (step * self.prev_step < 0) & (np.abs(step) >= 0.5 * np.abs(self.prev_step))
+        cycle = (step * self.prev_step < 0) & (np.abs(step) >= 0.5 * np.abs(self.prev_step)) & (np.abs(g) > tol)
         new = ~a & (point != self.prev_point) & (sign_change | cycle)
         if new.any():
             p0, p1 = self.prev_point[new], point[new]
@@ -634,6 +679,13 @@ class MarginalBracket:
             falsi = self.lo - self.g_lo * (self.hi - self.lo) / (self.g_hi - self.g_lo)
         known = np.isfinite(falsi) & (falsi >= self.lo) & (falsi <= self.hi)
         out[a] = np.where(known, falsi, mid)[a]
+        return out
+
+    def prefer(self, pin: np.ndarray, bids: np.ndarray, newton: np.ndarray) -> np.ndarray:
+        """``pin`` with the Newton targets ``newton`` (MW) of ``bids`` wherever they fall inside the bracket."""
+        inside = np.isfinite(newton) & (newton >= self.lo[bids]) & (newton <= self.hi[bids])
+        out = pin.copy()
+        out[bids[inside]] = newton[inside]
         return out
 
     def release(self, which: np.ndarray) -> None:

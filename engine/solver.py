@@ -203,6 +203,10 @@ CONIC_STATUS = {
 }
 
 
+DUAL_EDGE_WEIGHTS_DEVEX = 1
+"""HiGHS's ``simplex_dual_edge_weight_strategy`` value for Devex (see :class:`HighsSolver`)."""
+
+
 class HighsSolver:
     """A persistent HiGHS model of a :class:`LinearModel`.
 
@@ -220,6 +224,12 @@ class HighsSolver:
         # core to the server's event loop; parallel feeders scale by process.
         h.setOptionValue("threads", threads)
         h.setOptionValue("random_seed", 0)
+        # Devex dual edge weights, not exact steepest edge: a warm re-solve from the basis HiGHS postsolved
+        # after a presolved cold solve would otherwise first compute exact weights for every row of the full
+        # LP, costing as much as the cold solve itself (the first real-time re-clear of a territory took
+        # 58-188 % of the cold clearing, later ones 8-13 %). Measured at 1,000-5,000 buses, cold solves were
+        # no slower and the first re-solve fell to 14-16 % (benchmarks/bench_territory.py, docs/territory.md).
+        h.setOptionValue("simplex_dual_edge_weight_strategy", DUAL_EDGE_WEIGHTS_DEVEX)
         if time_limit is not None:
             h.setOptionValue("time_limit", float(time_limit))
         _pass_model(h, c, lo, up, a, rlo, rup, integrality if self.integer else None)
@@ -350,6 +360,30 @@ class HighsSolver:
         if not ranging.valid:
             raise RuntimeError("HiGHS ranging is not available for this solve")
         return float(ranging.col_cost_dn.value_[col]), float(ranging.col_cost_up.value_[col])
+
+    def basis_directions(self, cols: np.ndarray) -> np.ndarray | None:
+        """How every column moves per unit increase of each nonbasic column in ``cols``, the basis held.
+
+        Column k is ``e_c - B^{-1} a_c`` on the structural columns (``c = cols[k]``; the basic
+        variables absorb the change, other nonbasic ones stay at their bounds): the
+        directions along which the reduced costs are the objective's gradient. Valid after
+        an optimal solve; None when HiGHS has no factored basis. One basis solve per column.
+        """
+        status, basic = self.h.getBasicVariables()
+        if status == highspy.HighsStatus.kError:
+            return None
+        _, _, _, a, _, _, _ = self.model.assemble()
+        structural = basic >= 0
+        out = np.zeros((self.model.n_col, len(cols)))
+        for k, c in enumerate(cols):   # one basis solve per marginal bid, not per element
+            rhs = np.zeros(self.model.n_row)
+            rhs[a.indices[a.indptr[c]:a.indptr[c + 1]]] = a.data[a.indptr[c]:a.indptr[c + 1]]
+            status, z = self.h.getBasisSolve(rhs)
+            if status == highspy.HighsStatus.kError:
+                return None
+            out[basic[structural], k] = -np.asarray(z)[structural]
+            out[c, k] = 1.0
+        return out
 
     def block(self, values: np.ndarray, name: str, rows: bool = False) -> np.ndarray:
         """The slice of a full primal/dual vector that belongs to a named block."""

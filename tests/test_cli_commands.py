@@ -120,6 +120,15 @@ BAD = [
     (["whoami", "--ca", "{d}/none.pem", "--token", "t"], "none.pem: no such file"),
     (["config", "show", "--config", "{d}/missing.toml"], "missing.toml: no such file"),
     (["completion", "fish"], "invalid choice: 'fish'"),
+    (["territories", "create", "t", *NOWHERE], "give --feeder or --interfaces"),
+    (["territories", "create", "t", "--interfaces", "{d}/broken.toml", *NOWHERE], "broken.toml: not JSON"),
+    (["territories", "show", "t", "--server", "h:1"], "give --token"),
+    (["territories", "open", "s", "--territory", "t", "--start", "soon", *NOWHERE], "not an ISO 8601 time"),
+    (["territories", "status", "s", "--server", "h:1"], "give --token"),
+    (["territories", "gate", "s", "--timeout", "0", *NOWHERE], "--timeout: '0': must be greater than 0"),
+    (["territories", "clear", "s", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
+    (["territories", "publish", "s", "--server", "h:1"], "give --token"),
+    (["territories", "settle", "--server", "h:1"], "required: session_id"),
 ]
 
 
@@ -343,7 +352,7 @@ def test_every_server_command_has_a_bad_input_case():
     covered = {tuple(a for a in argv[:2] if not a.startswith("-")) for argv, _ in BAD}
     parser = build_parser()
     groups = ("feeders", "markets", "network", "resources", "bids", "awards", "instructions", "statements",
-              "curves", "award", "ders", "direct", "conflicts")
+              "curves", "award", "ders", "direct", "conflicts", "territories")
     sub = next(a for a in parser._actions if a.choices and "markets" in a.choices).choices
     for group in groups:
         actions = next(a for a in sub[group]._actions if a.choices).choices
