@@ -208,14 +208,15 @@ def guard(conn, feeder_id: str, new: list[tuple], refused: str, market_id: str =
     owner = dict(zip(reg["der_id"], reg["aggregator_id"], strict=True))
     owner.update({a: g for a, g in zip(reg["aggregation_id"].fill_null(reg["der_id"]), reg["aggregator_id"],
                                         strict=True)})
-    every = pl.concat([_commitments(conn, feeder_id, skip_direct or set()), _frame(new)])
-    # A DSO-market resource is a registered DER or aggregation only when its own aggregator registered it.
-    known = [owner.get(r) is not None and (a == "" or owner[r] == a)
-             for a, r in zip(every["aggregator_id"], every["resource_id"], strict=True)]
-    every = every.filter(pl.Series(known))
-    mine = set(_frame(new).filter(pl.col("resource_id").is_in(every["resource_id"].to_list()))["resource_id"])
+    def registered(rows: pl.DataFrame) -> pl.DataFrame:
+        """A DSO-market resource is a registered DER or aggregation only when its own aggregator registered it."""
+        return rows.filter(pl.Series([owner.get(r) is not None and (a == "" or owner[r] == a) for a, r in
+                                      zip(rows["aggregator_id"], rows["resource_id"], strict=True)], dtype=pl.Boolean))
+
+    mine = set(registered(_frame(new))["resource_id"])
     if not mine:
         return
+    every = registered(pl.concat([_commitments(conn, feeder_id, skip_direct or set()), _frame(new)]))
     every = every.filter(pl.col("resource_id").is_in(sorted(mine)))
     commitments = every.select("resource_id", "service", pl.from_epoch("interval_us", "us").dt.replace_time_zone(
         "UTC").alias("interval"), "p_kw", "minutes")
