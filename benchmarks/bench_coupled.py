@@ -61,7 +61,7 @@ def market(n_bus: int, n_bid: int, n_bat: int, seed: int, hours: int = 24):
     book = validate_bids(bids, feeder, RULES)
     change = pl.DataFrame([{"change_id": "derate", "kind": "rating", "element": "2", "start": ivs[hours // 2],
                             "s_max_kva": 1e6}], schema_overrides={"start": pl.Datetime("us", "UTC")})
-    return feeder, book, tuple(bats), runs_for(feeder, validate_changes(change, feeder), book, bats)
+    return feeder, book, tuple(bats), runs_for(feeder, validate_changes(change, feeder), book)
 
 
 def best(fn, repeat: int) -> tuple[float, object]:

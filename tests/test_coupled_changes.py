@@ -52,7 +52,7 @@ def coupled_market(bids: pl.DataFrame | None = None):
     f = tied_feeder()
     bids = storage_bids() if bids is None else bids
     book = validate_bids(bids, f, RULES)
-    return f, bids, book, runs_for(f, validate_changes(outage(), f), book, BAT)
+    return f, bids, book, runs_for(f, validate_changes(outage(), f), book)
 
 
 def by_hand(f, t: int):
@@ -116,7 +116,7 @@ def test_an_outage_in_a_storage_horizon_clears_as_one_model_checked_per_interval
 def test_prices_change_from_the_outage_on_and_the_clearing_replays_identically():
     f, bids, book, runs = coupled_market()
     res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT)
-    intact = clear_runs(runs_for(f, None, book, BAT), book, 50.0, rules=RULES, resources=BAT)
+    intact = clear_runs(runs_for(f, None, book), book, 50.0, rules=RULES, resources=BAT)
     for t in (2, 3):
         assert not np.allclose(at(res.prices, t).sort("bus")["dlmp"].to_numpy(),
                                at(intact.prices, t).sort("bus")["dlmp"].to_numpy(), atol=1e-3)
@@ -198,7 +198,7 @@ def _soc(dispatch: pl.DataFrame) -> list[float]:
 def test_a_storage_market_awarded_interval_by_interval_meets_each_award_within_the_energy_limits(changed):
     f, bids, book, runs = coupled_market()
     if not changed:
-        runs = runs_for(f, None, book, BAT)
+        runs = runs_for(f, None, book)
     curve = trace_runs(runs, book, RULES, BAT, forecast=50.0)
     # The ISO moves each interval off the forecast: interval 0 takes 40 kW more than at the forecast,
     # so the battery is charged harder and has more to give later.
@@ -236,7 +236,7 @@ def _awarded_then_changed():
     """The storage market awarded whole on the intact feeder at the forecast curve's imports, and the runs of
     the outage that comes after the award."""
     f, bids, book, runs = coupled_market()
-    intact = runs_for(f, None, book, BAT)
+    intact = runs_for(f, None, book)
     curve = trace_runs(intact, book, RULES, BAT, forecast=50.0)
     award = pl.DataFrame({"interval": IVS, "import_kw": [curve.import_at(t, 50.0) for t in range(4)],
                           "price": [50.0] * 4})
@@ -278,7 +278,7 @@ def test_an_outage_after_the_award_re_dispatches_the_standing_award_at_least_cos
 def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable_part_and_said_so():
     f, bids, book, runs, award, standing = _awarded_then_changed()
     # The ISO had awarded interval 2 the most the intact feeder imports: through the 100 kVA tie it cannot.
-    most = clear_runs(runs_for(f, None, book, BAT), book, RULES.price_floor, rules=RULES, resources=BAT)
+    most = clear_runs(runs_for(f, None, book), book, RULES.price_floor, rules=RULES, resources=BAT)
     big = at(most.interface, 2)["import_kw"].item()
     later = award.filter(pl.col("interval") >= IVS[2]).with_columns(
         import_kw=pl.when(pl.col("interval") == IVS[2]).then(big).otherwise(pl.col("import_kw")))
