@@ -11,6 +11,7 @@ pandapower's AC power flow of its dispatch.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -294,3 +295,33 @@ def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable
                                .otherwise(pl.col("import_kw")))
     assert redispatch_award(runs, book, nudge, before, RULES, BAT)[1]["mode"].to_list()[0] == "partial"
     assert dis.clearing.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
+
+
+def test_the_cli_clears_traces_and_disaggregates_a_storage_horizon_with_an_outage(run, tmp_path):
+    f = tied_feeder()
+    fdir = tmp_path / "feeder"
+    fdir.mkdir()
+    (fdir / "feeder.json").write_text(json.dumps(f.header()))
+    f.buses.write_csv(fdir / "buses.csv")
+    f.lines.write_csv(fdir / "lines.csv")
+    storage_bids().write_csv(tmp_path / "bids.csv")
+    pl.DataFrame({"resource_id": ["bat"], "kind": ["battery"], "energy_kwh": [200.0], "charge_kw": [100.0],
+                  "discharge_kw": [100.0], "soc_init_kwh": [0.0]}).write_csv(tmp_path / "resources.csv")
+    outage().write_csv(tmp_path / "changes.csv")
+    common = ["--formulation", "lossaware", "--feeder", fdir, "--bids", tmp_path / "bids.csv", "--floor", -100,
+              "--cap", 400, "--resources", tmp_path / "resources.csv", "--network-changes", tmp_path / "changes.csv"]
+    lossaware = ClearingOptions(formulation="lossaware")
+    code, _, err = run("clear", *common, "--iso-price", 50, "--out", tmp_path / "c")
+    assert code == 0, err
+    f2, bids, book, runs = coupled_market()
+    ref = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT, options=lossaware)
+    got = pl.read_csv(tmp_path / "c" / "dispatch.csv", try_parse_dates=True).sort("interval", "bid_id")
+    np.testing.assert_allclose(got["cleared_kw"].to_numpy(), ref.dispatch.sort("interval", "bid_id")["cleared_kw"]
+                               .to_numpy(), atol=1e-3)
+    code, _, err = run("curve", *common, "--forecast-price", 50, "--out", tmp_path / "k")
+    assert code == 0, err
+    curve = trace_runs(runs, book, RULES, BAT, lossaware, forecast=50.0)
+    pl.DataFrame({"interval": IVS, "import_kw": [curve.import_at(t, 50.0) for t in range(4)]}).write_csv(
+        tmp_path / "award.csv")
+    code, _, err = run("disaggregate", *common, "--award", tmp_path / "award.csv", "--out", tmp_path / "d")
+    assert code == 0, err
