@@ -17,6 +17,8 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsomarket.engine.bids import Battery, validate_bids
 from dsomarket.engine.clearing import ClearingOptions
@@ -325,3 +327,30 @@ def test_the_cli_clears_traces_and_disaggregates_a_storage_horizon_with_an_outag
         tmp_path / "award.csv")
     code, _, err = run("disaggregate", *common, "--award", tmp_path / "award.csv", "--out", tmp_path / "d")
     assert code == 0, err
+
+
+@settings(max_examples=12, deadline=None)
+@given(line=st.integers(2, 32), start=st.integers(1, 3), end=st.integers(2, 4))
+def test_any_shed_outage_in_a_storage_horizon_balances_every_interval_and_keeps_the_battery_in_its_limits(
+        line, start, end):
+    f = tied_feeder()
+    book = validate_bids(storage_bids(), f, RULES)
+    row = {"change_id": "x", "kind": "outage", "element": str(line), "start": IVS[start], "shed": True}
+    if end > start:
+        row["end"] = IVS[end] if end < 4 else None
+    ch = validate_changes(changes(row), f)
+    runs = runs_for(f, ch, book)
+    res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT)
+    assert res.ok
+    soc = _soc(res.dispatch)
+    assert min(soc) >= -1e-6 and max(soc) <= 200.0 + 1e-6
+    for run in runs:
+        dead = set(run.de_energised)
+        for t in run.indices:
+            assert not dead & set(at(res.buses, t)["bus"])
+            assert at(res.dispatch, t).filter(pl.col("bus").is_in(list(dead)))["cleared_kw"].abs().sum() == 0.0
+            # Lossless balance: import = served fixed load + bought - sold, over the energised buses only.
+            load = f.buses.filter(~pl.col("bus").is_in(list(dead)))["load_kw"].sum()
+            d = at(res.dispatch, t)
+            net = d.filter(pl.col("side") == "buy")["cleared_kw"].sum() - d.filter(pl.col("side") == "sell")["cleared_kw"].sum()
+            assert at(res.interface, t)["import_kw"][0] == pytest.approx(load + net, abs=1e-5)
