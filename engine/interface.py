@@ -411,18 +411,18 @@ class _Factor:
     def updates(self) -> int:
         return 0 if self.pos is None else len(self.pos)
 
-    def split(self, ent: np.ndarray, row: np.ndarray, val: np.ndarray, r: int) -> tuple[np.ndarray, tuple]:
-        """Right-hand sides given by their nonzeros (column ``ent``, ``row``, ``val``; ``r`` columns): the
-        core rows dense, and the inactive rows as ``(rows, values)``, the few rows with a nonzero (sorted)
-        and their values, dense."""
+    def base(self, ent: np.ndarray, row: np.ndarray, val: np.ndarray, r: int) -> tuple[np.ndarray, tuple]:
+        """``B0``'s core solve ``u`` of right-hand sides given by their nonzeros (column ``ent``, ``row``,
+        ``val``; ``r`` columns), and their inactive rows as ``(rows, values)``: the few rows with a
+        nonzero (sorted) and their values, dense."""
         p = self.row_pos[row]
         on = p >= 0
-        b_a = np.zeros((self.ns, r), order="F")
-        b_a[p[on], ent[on]] = val[on]
         rows, inv = np.unique(-1 - p[~on], return_inverse=True)
         vals = np.zeros((len(rows), r))
         vals[inv, ent[~on]] = val[~on]
-        return b_a, (rows, vals)
+        b_a = np.zeros((self.ns, r), order="F")
+        b_a[p[on], ent[on]] = val[on]
+        return self.lu.solve(b_a), (rows, vals)
 
     @staticmethod
     def _at(b_l: tuple, rows: np.ndarray) -> np.ndarray:
@@ -435,12 +435,8 @@ class _Factor:
             out[hit[ok]] = vals[ok]
         return out
 
-    def solve(self, b_a: np.ndarray, b_l) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """``B^-1 b`` at the core positions, and ``(y, t)`` for :meth:`inactive_values`."""
-        return self.complete(self.lu.solve(b_a), b_l)
-
     def complete(self, u: np.ndarray, b_l) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """:meth:`solve` from ``u``, the LU solve of ``b``'s core rows (``B0^-1 b`` there)."""
+        """``B^-1 b`` at the core positions, and ``(y, t)`` for :meth:`inactive_values`, from :meth:`base`."""
         if self.pos is None:
             return u, u, None
         u_p = np.empty((len(self.pos), u.shape[1]))
@@ -570,8 +566,21 @@ class _Probe:
         self.h = market.solver.h
         self.t = t
         self.col = market.model.var("import_p").start + t
-        _, _, _, a, _, _, _ = market.model.assemble()
-        self.a = a.tocsr()
+        self.solves = 0
+        self.flips = 0
+        self.pivots = 0
+        self.last_run = 0
+        self._load()
+
+    def _load(self) -> None:
+        """Read the market's matrix and bounds. Again whenever the market swaps its model: the loss-aware
+        market re-linearises (:meth:`NodalMarket.converge`) in place, and a basis of the new model
+        factorised with the old coefficients is wrong or singular."""
+        self.model = self.market.model
+        _, _, _, a, _, _, _ = self.model.assemble()
+        a = a.tocsr(copy=True)
+        a.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: no row to solve for
+        self.a = a
         self.at = a.T.tocsr()
         a_csc = a.tocsc()
         a_csc.sort_indices()
@@ -579,10 +588,6 @@ class _Probe:
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
         self.n_col = a.shape[1]
-        self.solves = 0
-        self.flips = 0
-        self.pivots = 0
-        self.last_run = 0
         s = self.solver
         self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & (s.col_lower < s.col_upper)
         self.flippable[self.col] = False
@@ -600,6 +605,8 @@ class _Probe:
         return k, self.indices[offset], self.data[offset]
 
     def solve(self, price: float) -> tuple[_Sample, _Basis]:
+        if self.market.model is not self.model:
+            self._load()
         s = self.solver
         s.set_cost("import_p", price, index=self.t)
         status = s.run()
@@ -759,8 +766,7 @@ class _Probe:
             lo_e, hi_e, val = s.row_lower[j], s.row_upper[j], r[j]
             ent, row, coef = np.zeros(1, dtype=np.int64), np.array([j]), np.array([-1.0])   # its column in [A, -I]
         sigma = 1.0 if (math.isfinite(lo_e) and abs(val - lo_e) <= abs(val - hi_e)) else -1.0
-        b_a, b_l = f.split(ent, row, coef, 1)
-        u = f.lu.solve(b_a)                      # B0's own solve: the update's new column
+        u, b_l = f.base(ent, row, coef, 1)       # B0's own solve: the update's new column
         x_s, y_s, t = f.complete(u, b_l)
         # The basic values' move per unit move of the entering variable.
         rate = -sigma * np.concatenate([x_s[:, 0], f.inactive_values(None, b_l, y_s, t)[:, 0]])
@@ -856,8 +862,8 @@ class _Probe:
             end = min(n_run, begin + size)
             chunk, step = cols[begin:end], steps[begin:end]
             k = len(chunk)
-            b_a, b_l = f.split(*self._columns(chunk), k)
-            x_s, y_s, t = f.solve(b_a, b_l)
+            u, b_l = f.base(*self._columns(chunk), k)
+            x_s, _, t = f.complete(u, b_l)
             move = -x_s * step                        # one flip per column
             cum = np.cumsum(move, axis=1)
             vals = (v_s + moved_s[core_b])[:, None] + cum[core_b]
@@ -866,8 +872,12 @@ class _Probe:
             own = b_l[0]
             own_cum = np.cumsum(b_l[1] * -step, axis=1)
             b_cum = (own, own_cum)
-            y_cum = np.cumsum(-y_s * step, axis=1)
+            # y differs from x only where a replaced core position carries t: no second cumulative sum.
             t_cum = None if t is None else np.cumsum(-t * step, axis=1)
+            y_cum = cum
+            if t_cum is not None:
+                y_cum = cum.copy()
+                y_cum[f.pos_s] -= t_cum[f.k_s]
             reach = abs_is @ np.abs(y_cum).max(axis=1)
             reach[own] += np.abs(own_cum).max(axis=1)
             if t_cum is not None:
