@@ -69,8 +69,9 @@ class NodalMarket:
             if self.lossaware:
                 # Start from LinDistFlow (the linearisation with no losses): its first solve is a
                 # cheap cold one and its dispatch a near point for the first re-linearisation.
-                self._point_bids = np.zeros(self.columns.book.n)
-                point = losses.lossless_point(feeder, book.n_interval)
+                # No dispatch's AC point yet (None): the first solve only supplies one.
+                self._point_bids: np.ndarray | None = None
+                point = losses.lossless_point(feeder, *self.loads())
                 self.model = losses.build(feeder, self.columns.book, self.iso_price, rules, point, resources,
                                           load_p_kw, load_q_kvar, options.polygon_sides)
                 self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
@@ -152,8 +153,9 @@ class NodalMarket:
             point = losses.operating_point(self.feeder, *net_withdrawal(self.feeder, book, x, self.loads(), shed))
             res = losses.residual(point, s.block(sol.x, "line_p").reshape(T, topo.n_line),
                                   s.block(sol.x, "v").reshape(T, topo.n_bus), s.block(sol.x, "import_p"))
-            step = x - self._point_bids
-            moved = float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
+            lossless = self._point_bids is None
+            step = x - (np.zeros_like(x) if lossless else self._point_bids)
+            moved = np.inf if lossless else float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
             reduced = s.block(sol.col_dual, "bid")   # at the point this solve was linearised at
             # A pinned bid is settled once its reduced cost vanishes or its bracket closes,
             # not merely when it stays put.
@@ -167,11 +169,21 @@ class NodalMarket:
                 radius = min(radius, float(np.max(np.abs(step)))) / 2.0
                 pin = np.full(book.n, np.nan)
                 pinned = np.zeros(book.n, dtype=bool)
+            elif lossless:
+                # The lossless model's reduced costs are not those of a linearisation at a dispatch:
+                # they would seed brackets that regula falsi cannot use.
+                pin = np.full(book.n, np.nan)
             else:
                 pin = bracket.target(self._point_bids, reduced, x)
                 # A bracket closed on a non-zero reduced cost held no interior optimum: free that bid.
                 bracket.release(open_ & (bracket.width() * S_BASE_KVA <= losses.STEP_TOL_KW))
                 pin[~bracket.active] = np.nan
+                if bracket.active.any():
+                    # Newton on the losses' curvature moves interacting bids together; the bracket
+                    # (regula falsi) stays the safeguard where the step leaves it.
+                    idx = np.nonzero(bracket.active)[0]
+                    pin = bracket.prefer(pin, idx, x[idx] + losses.curvature_step(s, self.feeder, self.point,
+                                                                                  sol, idx))
                 pinned = np.isfinite(pin)
             if pinned.any():
                 # Linearise where the pinned bids will be, so the next reduced cost is sampled there.

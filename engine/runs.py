@@ -294,7 +294,9 @@ class CoupledMarket:
                 worst = losses.Residual(max(worst.import_kw, res.import_kw), max(worst.flow_kw, res.flow_kw),
                                         max(worst.v_pu, res.v_pu))
                 converged &= point.converged
-                moved = max(moved, float(np.max(np.abs(xb - part._point_bids), initial=0.0)) * S_BASE_KVA)
+                # No point yet (None): the first model is the lossless linearisation, not one at a dispatch.
+                moved = max(moved, np.inf if part._point_bids is None else
+                            float(np.max(np.abs(xb - part._point_bids), initial=0.0)) * S_BASE_KVA)
                 points.append((xb, point))
             done = worst.ok and moved <= losses.STEP_TOL_KW
             if done or iteration == losses.MAX_ITERATIONS or not converged:
@@ -306,7 +308,7 @@ class CoupledMarket:
             s.set_matrix(self.model)
             if iteration >= losses.BRACKET_ITERATIONS:
                 x = sol.x[bid]
-                step = max(moved / S_BASE_KVA, 1e-12)
+                step = max(min(moved, 1e9) / S_BASE_KVA, 1e-12)
                 radius = min(radius, step) / 2.0
                 s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
             nxt = s.solve()
@@ -731,3 +733,88 @@ def _fixed_loads(runs: tuple[NetworkRun, ...], bases: list, result: ClearingResu
         shed = None if result is None else shed_array(result, rb, topo, base_p.shape)
         frames.append(_fixed_table(rb, topo, base_p, base_q, shed))
     return _sorted(frames)
+
+
+REDISPATCH_MODES = ("redispatched", "partial", "failed")
+"""How a standing award fares on a changed network: met by a least-cost re-dispatch; only its largest
+deliverable part met; or not re-dispatched at all (the standing dispatch stays, reported)."""
+
+
+def redispatch_award(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, dispatched: pl.DataFrame,
+                     rules: MarketRules, resources: tuple[Resource, ...] = (),
+                     options: ClearingOptions = ClearingOptions(), day_ahead: pl.DataFrame | None = None,
+                     day_ahead_minutes: float = 60.0, forecast=None) -> tuple[Disaggregation, pl.DataFrame]:
+    """Re-dispatch the standing ISO award of some intervals on a network that changed after the award.
+
+    Parameters
+    ----------
+    runs, book, rules, resources, options, day_ahead, day_ahead_minutes
+        The market on its *new* network (as :func:`disaggregate_runs`).
+    award
+        The standing award of the intervals to re-dispatch: ``interval``, ``import_kw`` (kW,
+        import positive), ``price`` (per MWh or null).
+    dispatched
+        The standing dispatch of every other awarded interval (``bid_id``, ``interval``,
+        ``cleared_kw``), held as it is: what is dispatched stays dispatched.
+    forecast
+        ISO price per MWh (scalar or per interval) of the intervals not yet awarded, re-optimised
+        with their import free (default the midpoint of floor and cap).
+
+    Returns
+    -------
+    (Disaggregation, pl.DataFrame)
+        The re-dispatch (all intervals; the caller takes the re-dispatched ones), and per
+        re-dispatched interval ``interval``, ``awarded_kw``, ``import_kw`` (the import the new
+        dispatch draws), ``shortfall_kw`` (awarded - delivered) and ``mode`` (one of
+        :data:`REDISPATCH_MODES`).
+
+    Notes
+    -----
+    One :class:`CoupledMarket` of the horizon on the new network (whether or not resources link
+    its intervals: held intervals then simply stay put), with the award's imports fixed: the
+    least-cost re-dispatch that meets the award on every line, voltage and interface limit in
+    effect. If none exists, each re-dispatched interval's import is moved to the nearest one the
+    new network can deliver, the ends of its deliverable range being the re-dispatches at the
+    price cap (least import) and at the price floor (most import) with the same intervals held:
+    the largest deliverable part of the award (``partial``). If even that is infeasible (storage
+    linking the moved intervals), nothing is re-dispatched (``failed``).
+    """
+    step = _CoupledAward(runs, book, rules, resources, options, day_ahead, day_ahead_minutes)
+    market = step.market
+    T = market.book.n_interval
+    q, p = _award_arrays(award, market.book.intervals, every=False)
+    mine = np.isfinite(q) | np.isfinite(p)
+    held = market.book.table.select("bid_id", "interval").with_row_index("_row").join(
+        dispatched.select("bid_id", "interval", "cleared_kw"), on=["bid_id", "interval"], how="left")
+    held_kw = held.sort("_row")["cleared_kw"].fill_null(np.nan).to_numpy().astype(float)
+    held_kw[np.isin(market.book.t_idx, np.nonzero(mine)[0])] = np.nan   # the re-dispatched intervals move
+    market.hold_bids(held_kw / S_BASE_KVA)
+    base = (rules.price_floor + rules.price_cap) / 2.0 if forecast is None else forecast
+    free = ~mine & ~np.isin(np.arange(T), np.unique(market.book.t_idx[np.isfinite(held_kw)]))
+    # Fixing the import overrides its bounds: an award outside the interface limits now in effect
+    # goes straight to its deliverable part.
+    lo, hi = np.zeros(T), np.zeros(T)
+    for part, run in zip(market.parts, runs):
+        lo[list(run.indices)], hi[list(run.indices)] = -part.feeder.export_max_kw, part.feeder.import_max_kw
+    outside = np.isfinite(q) & ((q > hi + 1e-9) | (q < lo - 1e-9))
+    target = q.copy()
+    dis = None if outside.any() else step.award(q, p, base, free=free)
+    if dis is None or not dis.clearing.ok:
+        ends = []
+        for price in (rules.price_cap, rules.price_floor):
+            edge = step.award(np.where(mine, np.nan, q), np.where(mine, price, p), base, free=free)
+            if not edge.clearing.ok:
+                dis = edge
+                break
+            ends.append(edge.clearing.interface["import_kw"].to_numpy())
+        if len(ends) == 2:
+            target = np.where(mine & np.isfinite(q), np.clip(q, ends[0], ends[1]), q)
+            dis = step.award(target, p, base, free=free)
+    delivered = dis.clearing.interface["import_kw"].to_numpy() if dis.clearing.ok else np.full(T, np.nan)
+    mode = (np.where(np.abs(target - q) > 1e-6, "partial", "redispatched") if dis.clearing.ok
+            else np.full(T, "failed"))
+    idx = np.nonzero(mine)[0]
+    report = pl.DataFrame({"interval": _iv_column(market.book.intervals, idx), "awarded_kw": q[idx],
+                           "import_kw": delivered[idx], "shortfall_kw": (q - delivered)[idx],
+                           "mode": mode[idx]})
+    return dis, report

@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dsomarket.server import hybrid_service, network_service, realtime_service, services, territory_service
-from dsomarket.server.scheduler import Scheduler
+from dsomarket.server.scheduler import METER_WINDOW_SECONDS, Scheduler
 from dsomarket.server.auth import TOKEN_RECHECK_SECONDS
 from dsomarket.server.interceptors import Gate
 from dsomarket.server.requestlog import RequestLogInterceptor
@@ -123,11 +123,13 @@ def check_tls_files(tls: TlsFiles) -> None:
 class Server:
     """A started-or-not dsomarket server: the grpc.aio server plus the state it must close."""
 
-    def __init__(self, grpc_server: grpc.aio.Server, app: services.App, health_servicer, timeline_clock=None):
+    def __init__(self, grpc_server: grpc.aio.Server, app: services.App, health_servicer, timeline_clock=None,
+                 meter_window: float = METER_WINDOW_SECONDS):
         self.grpc = grpc_server
         self.app = app
         self._health = health_servicer
-        self.scheduler = None if timeline_clock is None else Scheduler(app, timeline_clock)
+        self.scheduler = None if timeline_clock is None else Scheduler(app, timeline_clock,
+                                                                        meter_window=meter_window)
         self._book: contextlib.AsyncExitStack | None = None
 
     async def start(self) -> None:
@@ -156,7 +158,8 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
                         solve_time_limit: float | None = None,
                         token_recheck_seconds: float = TOKEN_RECHECK_SECONDS,
                         timeline_clock=None, workers: int | None = None,
-                        ray_address: str | None = None) -> tuple[Server, int]:
+                        ray_address: str | None = None,
+                        meter_window: float = METER_WINDOW_SECONDS) -> tuple[Server, int]:
     """Build a server bound to ``address`` (``host:port``; port 0 picks a free one).
 
     Parameters
@@ -174,7 +177,10 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
         streams get UNAUTHENTICATED within this many seconds.
     timeline_clock
         When set, a :class:`server.scheduler.Scheduler` on this clock (``now_us()``, ``sleep(seconds)``) closes
-        gates, clears and publishes every market on its schedule while the server runs; None: the operator does.
+        gates, clears, publishes and settles every market on its schedule while the server runs; None: the
+        operator does.
+    meter_window
+        Simulated seconds after a market's last interval ends before the scheduler settles it.
     workers, ray_address
         Where a territory session clears (TerritoryService): ``workers`` local worker processes (default one
         per core), or Ray actors on the cluster at ``ray_address`` (``auto``, ``ray://host:10001``).
@@ -222,19 +228,21 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     if port == 0:
         app.close()
         raise StartupError(f"cannot listen on {address}: the port is in use or the address is not this host's")
-    return Server(server, app, health_servicer, timeline_clock), port
+    return Server(server, app, health_servicer, timeline_clock, meter_window), port
 
 
 async def serve(address: str, db_path: str | Path, *, tls: TlsFiles | None = None,
                 solve_time_limit: float | None = None, grace: float = 10.0, ready=None,
-                timeline_clock=None, workers: int | None = None, ray_address: str | None = None) -> None:
+                timeline_clock=None, workers: int | None = None, ray_address: str | None = None,
+                meter_window: float = METER_WINDOW_SECONDS) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully.
 
     ``ready(port)`` is called once the server listens; ``timeline_clock`` runs the scheduler, ``workers`` and
     ``ray_address`` place territory clearings (see :func:`create_server`).
     """
     server, port = await create_server(address, db_path, tls=tls, solve_time_limit=solve_time_limit,
-                                       timeline_clock=timeline_clock, workers=workers, ray_address=ray_address)
+                                       timeline_clock=timeline_clock, workers=workers, ray_address=ray_address,
+                                       meter_window=meter_window)
     await server.start()
     if ready is not None:
         ready(port)

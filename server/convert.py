@@ -61,7 +61,8 @@ CURVE_KIND = {"fixed_demand": iso_pb2.CURVE_SEGMENT_KIND_FIXED_DEMAND,
               "demand": iso_pb2.CURVE_SEGMENT_KIND_DEMAND,
               "supply": iso_pb2.CURVE_SEGMENT_KIND_SUPPLY,
               "fixed_supply": iso_pb2.CURVE_SEGMENT_KIND_FIXED_SUPPLY}
-SOURCE = {"award": agg_pb.INSTRUCTION_SOURCE_AWARD, "override": agg_pb.INSTRUCTION_SOURCE_OVERRIDE}
+SOURCE = {"award": agg_pb.INSTRUCTION_SOURCE_AWARD, "override": agg_pb.INSTRUCTION_SOURCE_OVERRIDE,
+          "network": agg_pb.INSTRUCTION_SOURCE_NETWORK_CHANGE}
 FLEX_NEED_KIND = {flex_pb.FLEX_NEED_KIND_LINE: "line", flex_pb.FLEX_NEED_KIND_VOLTAGE: "voltage",
                   flex_pb.FLEX_NEED_KIND_IMPORT: "import"}
 FLEX_NEED_DIRECTION = {flex_pb.FLEX_NEED_DIRECTION_FORWARD: "forward",

@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS curves (
     conditional INTEGER NOT NULL, segments TEXT NOT NULL, bands TEXT NOT NULL, area TEXT NOT NULL,
     seq INTEGER UNIQUE, published_us INTEGER, revision INTEGER NOT NULL DEFAULT 0,
     network_version INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (market_id, interval_idx));
+CREATE TABLE IF NOT EXISTS interval_steps (
+    market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL,
+    detail TEXT NOT NULL, created_us INTEGER NOT NULL,
+    PRIMARY KEY (market_id, interval_idx, step)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iso_awards (
     market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, import_kw REAL NOT NULL, price TEXT NOT NULL,
     PRIMARY KEY (market_id, interval_idx));
@@ -149,6 +153,10 @@ CREATE TABLE IF NOT EXISTS imbalance_settlements (
 CREATE TABLE IF NOT EXISTS forecasts (
     market_id TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL, p_kw REAL NOT NULL,
     q_kvar REAL NOT NULL, PRIMARY KEY (market_id, interval_idx, bus));
+CREATE TABLE IF NOT EXISTS resource_history (
+    aggregator_id TEXT NOT NULL, resource_id TEXT NOT NULL, interval_us INTEGER NOT NULL, kw REAL NOT NULL,
+    submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
+    PRIMARY KEY (aggregator_id, resource_id, interval_us)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS load_history (
     feeder_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL, p_kw REAL NOT NULL,
     q_kvar REAL NOT NULL, PRIMARY KEY (feeder_id, interval_us, bus));

@@ -16,10 +16,12 @@ import math
 
 import polars as pl
 
+from dsomarket.engine.envelopes import RULES as ENVELOPE_RULES
+from dsomarket.engine.envelopes import operating_envelopes
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.hybrid import RULES, SERVICES, bid_limits, check_deliverability
 from dsomarket.engine.registry import CONNECTED, CONTROL, DER_KINDS, METERING, prequalify, validate_ders
-from dsomarket.server import convert, limits, registry_store, store
+from dsomarket.server import convert, limits, markets_engine, registry_store, store
 from dsomarket.server.auth import Principal
 from dsomarket.server.db import now_us
 from dsomarket.server.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -301,6 +303,46 @@ class DerRegistryService(hybrid_pb2_grpc.DerRegistryServiceServicer):
         check = result.ac_checks.get(feeder.name)
         return hybrid_pb2.PrequalifyDersResponse(ders=[der_pb(r) for r in stored],
                                                  ac_check_passed=check is None or check.passed)
+
+
+    @unary(AGGREGATOR, OPERATOR, ISO, AUDITOR)
+    async def GetOperatingEnvelopes(self, request, who):
+        feeder_id = convert.check_id(request.feeder_id, "feeder_id")
+        market_id = convert.optional_id(request.market_id, "market_id")
+        rule = request.rule or "proportional"
+        if rule not in ENVELOPE_RULES:
+            raise InvalidArgument("rule", f"must be one of {', '.join(ENVELOPE_RULES)}")
+        feeder = await self.app.feeder(feeder_id)
+
+        def read(conn):
+            rows = conn.execute("SELECT * FROM ders WHERE feeder_id = ? AND status IN ('approved', "
+                                "'approved_with_limits') ORDER BY seq", (feeder_id,)).fetchall()
+            if not market_id:
+                return rows, None, None
+            market = store.get_market(conn, market_id)
+            if market["feeder_id"] != feeder_id:
+                raise InvalidArgument("market_id", f"market {market_id!r} clears feeder {market['feeder_id']!r}")
+            return rows, market, store.market_forecast(conn, market_id)
+
+        rows, market, forecast = await self.app.reader.call(read)
+        if not rows:
+            raise FailedPrecondition(f"feeder_id: feeder {feeder_id!r} has no approved DER")
+        intervals = None
+        if market is not None:
+            intervals = markets_engine.market_intervals(market)
+            feeder = markets_engine.forecast_feeder(feeder, intervals, forecast)
+        table = registry_store.stored_table(rows).with_columns(pl.lit(feeder.name).alias("feeder"))
+        env = await self.app.solve(operating_envelopes, feeder, table, None, intervals, rule)
+        out = env.ders.join(table.select("der_id", "aggregator_id"), on="der_id", how="left", maintain_order="left")
+        if who.role == AGGREGATOR:
+            out = out.filter(pl.col("aggregator_id") == who.name)
+        return hybrid_pb2.GetOperatingEnvelopesResponse(rule=rule, ac_check_passed=env.ac_check.passed, envelopes=[
+            hybrid_pb2.OperatingEnvelope(
+                der_id=e["der_id"], aggregation_id=e["aggregation_id"], aggregator_id=e["aggregator_id"], bus=e["bus"],
+                interval_start=convert.ts(e["_us"]), export_max_kw=e["export_max_kw"],
+                import_max_kw=e["import_max_kw"], export_binding=e["export_binding"],
+                import_binding=e["import_binding"])
+            for e in out.with_columns(pl.col("interval").dt.epoch("us").alias("_us")).iter_rows(named=True)])
 
 
 class HybridService(hybrid_pb2_grpc.HybridServiceServicer):

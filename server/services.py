@@ -131,28 +131,46 @@ class App:
         market = rows[0]
         if not timeline.at_least(market["state"], "awarded"):
             raise FailedPrecondition(f"market {market_id!r} is {market['state']}: it has no award yet")
-        awards = await self.reader.call(store.iso_award_rows, market_id)
+        awards, forecast, by_interval = await self.reader.call(realtime_store.award_context, market_id)
         reference = None
         if market["day_ahead_market_id"]:
             reference = await self.disaggregation(market["day_ahead_market_id"])
-        outcome = await self.solve(lambda: markets_engine.disaggregate_award(
-            self.inputs(rows), awards, reference, self.solve_time_limit))
+        outcome = await self.solve(lambda: markets_engine.whole_award(
+            self.inputs(rows), awards, by_interval, forecast, reference, self.solve_time_limit))
         self.remember(market_id, outcome.disaggregation)
         return outcome.disaggregation
 
-    async def clear(self, who: auth.Principal, market_id: str, forecast_values=()) -> tuple[dict, dict, object]:
+    async def clear(self, who: auth.Principal, market_id: str, forecast_values=(),
+                    first: bool = False) -> tuple[dict, dict, object]:
         """Clear a CLOSED market and record it (the operator's call and the scheduler's): the market row
-        before and after, and the :class:`server.markets_engine.ClearOutcome`."""
+        before and after, and the :class:`server.markets_engine.ClearOutcome`. ``first``: only a market never
+        cleared (the scheduler's rule), checked again in the recording transaction, so that of several
+        server processes only one records it."""
         async with self.lock(market_id):
             rows = await self.reader.call(store.market_rows, market_id)
             market = rows[0]
             store.require_state(market, ("closed",), "clearing")
+            if first:
+                store.require_first_clearing(market)
             forecast = convert.forecast(forecast_values, market)
             outcome = await self.solve(lambda: markets_engine.clear_market(self.inputs(rows), forecast,
                                                                            self.solve_time_limit))
             activations = rows[4]  # of a flexibility auction cleared before, or None
-            row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations)
+            row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations,
+                                         first)
         return market, row, outcome
+
+    async def clear_intervals(self, who: auth.Principal, market_id: str, indices: list[int]) -> str:
+        """Clear closed intervals of a rolling market together on their own bids, at the default forecast price,
+        and record it (:func:`server.realtime_store.record_interval_clearing`); returns the status."""
+        async with self.lock(market_id):
+            rows = await self.reader.call(store.market_rows, market_id)
+            forecast = convert.forecast((), rows[0])
+            outcome = await self.solve(lambda: markets_engine.clear_intervals(self.inputs(rows), indices, forecast,
+                                                                              self.solve_time_limit))
+            await self.writer.call(realtime_store.record_interval_clearing, who, market_id, indices, forecast,
+                                   outcome)
+        return outcome.status
 
     async def settlement(self, market_id: str):
         """The :class:`server.markets_engine.SettleOutcome` of an AWARDED market, not yet recorded; call holding

@@ -29,8 +29,9 @@ class ReferenceResult:
 
 
 def solve_reference(feeder, bids: pl.DataFrame, iso_price: float, sides: int = 16,
-                    solver: str = "CLARABEL") -> ReferenceResult:
-    """Single-interval LinDistFlow clearing of ``feeder`` and ``bids`` at ``iso_price`` per MWh."""
+                    solver: str = "CLARABEL", import_kw: float | None = None) -> ReferenceResult:
+    """Single-interval LinDistFlow clearing of ``feeder`` and ``bids`` at ``iso_price`` per MWh
+    (with the interface import held at ``import_kw`` when given: a disaggregation)."""
     import time
 
     t0 = time.perf_counter()
@@ -81,6 +82,8 @@ def solve_reference(feeder, bids: pl.DataFrame, iso_price: float, sides: int = 1
                 cons.append(cp.abs(math.cos(phi) * P[ln["line"]] + math.sin(phi) * Q[ln["line"]]) <= s)
     for b in bid_rows:
         cons += [p[b["bid_id"]] >= 0, p[b["bid_id"]] <= b["quantity_kw"] / s_base]
+    if import_kw is not None:
+        cons.append(p0 == import_kw / s_base)
     welfare = (sum((b["price"] * p[b["bid_id"]] for b in bid_rows if b["side"] == "buy"), start=0)
                - sum((b["price"] * p[b["bid_id"]] for b in bid_rows if b["side"] == "sell"), start=0)
                - iso_price * p0)

@@ -20,7 +20,9 @@ import pytest
 from dsomarket.engine.bids import Battery, validate_bids
 from dsomarket.engine.clearing import ClearingOptions
 from dsomarket.engine.network_changes import validate_changes
-from dsomarket.engine.runs import clear_runs, coupled_runs, disaggregate_runs, runs_for, trace_runs
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.runs import (clear_runs, coupled_runs, disaggregate_rolling, disaggregate_runs,
+                                  redispatch_award, runs_for, trace_runs)
 from tests.reference import solve_reference
 from tests.test_network_changes import IVS, RULES, at, changes, tied_feeder
 
@@ -181,3 +183,114 @@ def test_the_loss_aware_coupled_clearing_imports_what_pandapower_draws_for_its_d
         assert got == pytest.approx(_pandapower_import(feeder, w, wq), abs=0.05)
         assert math.isfinite(got)
     assert res.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
+
+
+def _soc(dispatch: pl.DataFrame) -> list[float]:
+    soc, out = 0.0, []
+    for t in range(4):
+        charge, discharge = battery_kw(dispatch, t)
+        soc += 0.95 * charge - discharge / 0.95
+        out.append(soc)
+    return out
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_storage_market_awarded_interval_by_interval_meets_each_award_within_the_energy_limits(changed):
+    f, bids, book, runs = coupled_market()
+    if not changed:
+        runs = runs_for(f, None, book, BAT)
+    curve = trace_runs(runs, book, RULES, BAT, forecast=50.0)
+    # The ISO moves each interval off the forecast: interval 0 takes 40 kW more than at the forecast,
+    # so the battery is charged harder and has more to give later.
+    imports = [curve.import_at(t, 50.0) + (40.0 if t == 0 else 0.0) for t in range(4)]
+    steps = [pl.DataFrame({"interval": [IVS[t]], "import_kw": [imports[t]], "price": [None]},
+                          schema_overrides={"price": pl.Float64}) for t in range(4)]
+    seen = []
+    for k in range(1, 5):
+        dis = disaggregate_rolling(runs, book, steps[:k], RULES, BAT, forecast=50.0)
+        assert dis.clearing.ok
+        assert dis.clearing.intervals == IVS[:k]
+        np.testing.assert_allclose(dis.clearing.interface["import_kw"].to_numpy(), imports[:k], atol=1e-6)
+        # What was dispatched before stays dispatched: a later award never moves an earlier interval.
+        if seen:
+            before = seen[-1].filter(pl.col("interval") < IVS[k - 1])
+            now = dis.clearing.dispatch.filter(pl.col("interval") < IVS[k - 1])
+            assert now.select("bid_id", "cleared_kw").equals(before.select("bid_id", "cleared_kw"))
+        seen.append(dis.clearing.dispatch)
+    final = seen[-1]
+    soc = _soc(final)
+    assert min(soc) >= -1e-6 and max(soc) <= 200.0 + 1e-6
+    for t in range(4):
+        charge, discharge = battery_kw(final, t)
+        assert charge <= 100.0 + 1e-6 and discharge <= 100.0 + 1e-6
+    if changed:
+        assert final.filter(pl.col("interval") >= IVS[2]).height and dis.clearing.lines.filter(
+            (pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
+    # Replay: the same steps give the same dispatch (the settlement replays the stream).
+    assert disaggregate_rolling(runs, book, steps, RULES, BAT, forecast=50.0).clearing.dispatch.equals(final)
+    with pytest.raises(InputError, match="again"):
+        disaggregate_rolling(runs, book, [steps[0], steps[0]], RULES, BAT, forecast=50.0)
+
+
+def _awarded_then_changed():
+    """The storage market awarded whole on the intact feeder at the forecast curve's imports, and the runs of
+    the outage that comes after the award."""
+    f, bids, book, runs = coupled_market()
+    intact = runs_for(f, None, book, BAT)
+    curve = trace_runs(intact, book, RULES, BAT, forecast=50.0)
+    award = pl.DataFrame({"interval": IVS, "import_kw": [curve.import_at(t, 50.0) for t in range(4)],
+                          "price": [50.0] * 4})
+    standing = disaggregate_runs(intact, book, award, RULES, BAT)
+    assert standing.clearing.ok
+    return f, bids, book, runs, award, standing
+
+
+def test_an_outage_after_the_award_re_dispatches_the_standing_award_at_least_cost_on_the_new_network():
+    f, bids, book, runs, award, standing = _awarded_then_changed()
+    later = award.filter(pl.col("interval") >= IVS[2])
+    before = standing.clearing.dispatch.filter(pl.col("interval") < IVS[2])
+    dis, report = redispatch_award(runs, book, later, before, RULES, BAT)
+    assert report["mode"].to_list() == ["redispatched"] * 2
+    np.testing.assert_allclose(report["import_kw"].to_numpy(), later["import_kw"].to_numpy(), atol=1e-6)
+    assert dis.clearing.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
+    # What was dispatched before the change stays as it was.
+    kept = dis.clearing.dispatch.filter(pl.col("interval") < IVS[2]).select("bid_id", "cleared_kw")
+    assert kept.equals(before.select("bid_id", "cleared_kw"))
+    assert min(_soc(dis.clearing.dispatch)) >= -1e-6 and max(_soc(dis.clearing.dispatch)) <= 200.0 + 1e-6
+    # Independent check: the textbook LP of each re-dispatched interval, battery held, import held at the
+    # award, finds the same least-cost dispatch.
+    for t in (2, 3):
+        charge, discharge = battery_kw(dis.clearing.dispatch, t)
+        feeder = by_hand(f, t).with_changes(buses=by_hand(f, t).buses.with_columns(
+            pl.when(pl.col("bus") == "18").then(pl.col("load_kw") + charge - discharge)
+            .otherwise(pl.col("load_kw")).alias("load_kw")))
+        others = at(dis.clearing.dispatch, t).filter(pl.col("resource_id") != "bat")
+        ref = solve_reference(feeder, others.drop("cleared_kw", "held"), 50.0,
+                              import_kw=at(later, t)["import_kw"].item())
+        assert ref.status == "optimal"
+        value = float((others["cleared_kw"] * others["price"] * pl.Series(
+            np.where(others["side"].to_numpy() == "buy", 1.0, -1.0))).sum()) / 1000.0
+        assert value - 50.0 * at(later, t)["import_kw"].item() / 1000.0 == pytest.approx(ref.welfare, abs=1e-5)
+        for bid_id, kw in zip(others["bid_id"], others["cleared_kw"]):
+            assert kw == pytest.approx(ref.cleared_kw[bid_id], abs=1e-3)
+
+
+def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable_part_and_said_so():
+    f, bids, book, runs, award, standing = _awarded_then_changed()
+    # The ISO had awarded interval 2 the most the intact feeder imports: through the 100 kVA tie it cannot.
+    most = clear_runs(runs_for(f, None, book, BAT), book, RULES.price_floor, rules=RULES, resources=BAT)
+    big = at(most.interface, 2)["import_kw"].item()
+    later = award.filter(pl.col("interval") >= IVS[2]).with_columns(
+        import_kw=pl.when(pl.col("interval") == IVS[2]).then(big).otherwise(pl.col("import_kw")))
+    before = standing.clearing.dispatch.filter(pl.col("interval") < IVS[2])
+    dis, report = redispatch_award(runs, book, later, before, RULES, BAT)
+    assert dis.clearing.ok
+    row, other = report.iter_rows(named=True)
+    assert row["mode"] == "partial" and row["shortfall_kw"] > 1.0
+    assert row["import_kw"] == pytest.approx(big - row["shortfall_kw"], abs=1e-6)
+    assert other["mode"] == "redispatched" and other["shortfall_kw"] == pytest.approx(0.0, abs=1e-6)
+    # The part delivered is the most the changed network imports then: a watt more is not deliverable.
+    nudge = later.with_columns(import_kw=pl.when(pl.col("interval") == IVS[2]).then(row["import_kw"] + 0.01)
+                               .otherwise(pl.col("import_kw")))
+    assert redispatch_award(runs, book, nudge, before, RULES, BAT)[1]["mode"].to_list()[0] == "partial"
+    assert dis.clearing.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from decimal import Decimal
 
 import grpc
 import pytest
 
-from dsomarket.clients.api import FailedPrecondition, FlexNeed, FlexOffer, InvalidArgument, Resource
+from dsomarket.clients.api import (BidSegment, FailedPrecondition, FlexNeed, FlexOffer, IntervalAward, InvalidArgument,
+                                   Resource)
 from dsomarket.clients.demo import delivery_day
 from dsomarket.v1 import hybrid_pb2 as pb
 from tests.harness import running
@@ -59,6 +61,9 @@ def test_a_battery_sold_to_the_iso_then_to_the_dso_flexibility_is_refused_before
                 with pytest.raises(InvalidArgument, match="bus"):
                     await agg.register_resources([Resource("bess-25", "ieee33", "24", "battery", 500.0,
                                                            energy_kwh=2400.0, charge_kw=500.0, discharge_kw=500.0)])
+                # The feeder keeps a registry: a resource that is not one of its DERs is not taken.
+                with pytest.raises(FailedPrecondition, match="takes its resources from the DER registry"):
+                    await agg.register_resources([Resource("loose-pv", "ieee33", "18", "pv", 50.0)])
                 await agg.register_resources([fleet])
 
                 day = delivery_day()
@@ -79,6 +84,11 @@ def test_a_battery_sold_to_the_iso_then_to_the_dso_flexibility_is_refused_before
                 market = await op.create_market("flex-day", feeder_id="ieee33", kind="day_ahead", delivery_start=day,
                                                 interval_count=24)
                 at16 = market.intervals[16]
+                # Envelopes on the market's forecast: each approved DER in each of its 24 intervals.
+                env_a = await reg_a.GetOperatingEnvelopes(pb.GetOperatingEnvelopesRequest(
+                    feeder_id="ieee33", market_id="flex-day"), metadata=meta_a)
+                assert env_a.ac_check_passed and len(env_a.envelopes) == 2 * 24
+                assert {e.der_id for e in env_a.envelopes} == {"bess-25", "pv-18"}
                 await op.post_needs(market.market_id, [FlexNeed("deferral", "line", at16, "500", element="22",
                                                                 required_kw=300.0)])
                 # A flexibility offer beyond what the DSO approved is refused at the door.
@@ -144,6 +154,64 @@ def test_a_battery_sold_to_the_iso_then_to_the_dso_flexibility_is_refused_before
                 assert check.dso_award_count == 1
                 assert {(s.service, s.schedule.participant_id) for s in check.limits} >= {
                     ("dso_flexibility", "agg-a/bess-25"), ("iso_direct", "bess-25")}
+            finally:
+                for ch in (ch_a, ch_o, ch_i):
+                    await ch.close()
+
+    asyncio.run(body())
+
+
+def test_an_energy_award_on_top_of_a_direct_schedule_is_refused_and_the_market_stays_published(tmp_path):
+    """A kW sold twice across DSO energy and direct ISO: the ISO schedules 200 of pv-18's 300 kW at 00:00, then
+    awards the DSO's market, whose disaggregation dispatches pv-18's 150 kW offer there too."""
+    async def body():
+        async with running(tmp_path) as env:
+            op, agg, iso = env.clients["dso"], env.clients["agg-a"], env.clients["iso"]
+            await op.create_feeder("ieee33", builtin="ieee33")
+            ch_a, reg_a, hyb_a, meta_a = _stubs(env, "agg-a")
+            ch_o, reg_o, _, meta_o = _stubs(env, "dso")
+            ch_i, _, hyb_i, meta_i = _stubs(env, "iso")
+            try:
+                pv = pb.Der(der_id="pv-18", kind="pv", feeder_id="ieee33", bus="18", export_kw=300.0,
+                            metering="telemetry", control="dispatchable", services=["dso_energy", "iso_direct"])
+                await reg_a.RegisterDers(pb.RegisterDersRequest(ders=[pv]), metadata=meta_a)
+                (der,) = (await reg_o.PrequalifyDers(pb.PrequalifyDersRequest(feeder_id="ieee33"), metadata=meta_o)).ders
+                assert der.status == pb.DER_STATUS_APPROVED and der.export_limit_kw == 300.0
+                await agg.register_resources([Resource("pv-18", "ieee33", "18", "pv", 300.0)])
+                market = await op.create_market("da", feeder_id="ieee33", kind="day_ahead",
+                                                delivery_start=delivery_day(), interval_count=2)
+                t0 = market.intervals[0]
+                # A bid beyond the approved limit is refused at the door.
+                with pytest.raises(InvalidArgument, match="bids.quantity_kw.*approved export limit"):
+                    await agg.submit_bids("da", [BidSegment("big", "pv-18", "sell", 300.5, Decimal("10"), t0)])
+                await agg.submit_bids("da", [BidSegment(f"pv-{k}", "pv-18", "sell", 150.0, Decimal("10"), iv)
+                                             for k, iv in enumerate(market.intervals)])
+                await op.close_gate("da")
+                await op.clear_market("da", iso_price_forecast=["50"])
+                await op.publish_market("da")
+                await hyb_i.SubmitDirectSchedules(pb.SubmitDirectSchedulesRequest(feeder_id="ieee33", schedules=[
+                    pb.DirectSchedule(participant_id="pv-18", bus="18", p_kw=200.0, interval_start=_ts(t0))]),
+                    metadata=meta_i)
+                curves = await iso.list_curves(market_id="da")
+                awards = [IntervalAward(c.interval_start, next(b.import_kw for b in c.bands
+                                                               if b.price_high >= Decimal("50")), "50") for c in curves]
+                with pytest.raises(FailedPrecondition) as err:
+                    await iso.submit_award("da", awards)
+                text = str(err.value)
+                assert "'pv-18'" in text and "(export)" in text and f"{t0:%Y-%m-%dT%H:%M:%S}" in text
+                assert "dso_energy, iso_direct" in text and "350.000 kW against a limit of 300.000" in text
+                # Before either stands: the market is still published, with no instruction issued.
+                assert (await op.get_market("da")).state == "published"
+                assert await agg.list_instructions(market_id="da") == []
+                (alert,) = (await hyb_a.ListConflictAlerts(pb.ListConflictAlertsRequest(), metadata=meta_a)).alerts
+                assert (alert.kind, alert.refused, alert.market_id, alert.excess) == ("export", "award", "da",
+                                                                                      pytest.approx(50.0))
+                # The ISO takes its schedule down to what is left; the same award now stands.
+                await hyb_i.SubmitDirectSchedules(pb.SubmitDirectSchedulesRequest(feeder_id="ieee33", schedules=[
+                    pb.DirectSchedule(participant_id="pv-18", bus="18", p_kw=150.0, interval_start=_ts(t0))]),
+                    metadata=meta_i)
+                assert (await iso.submit_award("da", awards)).status == "optimal"
+                assert (await op.get_market("da")).state == "awarded"
             finally:
                 for ch in (ch_a, ch_o, ch_i):
                     await ch.close()

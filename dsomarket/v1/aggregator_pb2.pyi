@@ -22,6 +22,7 @@ class InstructionSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INSTRUCTION_SOURCE_UNSPECIFIED: _ClassVar[InstructionSource]
     INSTRUCTION_SOURCE_AWARD: _ClassVar[InstructionSource]
     INSTRUCTION_SOURCE_OVERRIDE: _ClassVar[InstructionSource]
+    INSTRUCTION_SOURCE_NETWORK_CHANGE: _ClassVar[InstructionSource]
 
 class StatementKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,18 +32,21 @@ class StatementKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATEMENT_KIND_OVERRIDE: _ClassVar[StatementKind]
     STATEMENT_KIND_CURTAILMENT: _ClassVar[StatementKind]
     STATEMENT_KIND_IMBALANCE: _ClassVar[StatementKind]
+    STATEMENT_KIND_DEMAND_RESPONSE: _ClassVar[StatementKind]
 BID_STATUS_UNSPECIFIED: BidStatus
 BID_STATUS_ACTIVE: BidStatus
 BID_STATUS_WITHDRAWN: BidStatus
 INSTRUCTION_SOURCE_UNSPECIFIED: InstructionSource
 INSTRUCTION_SOURCE_AWARD: InstructionSource
 INSTRUCTION_SOURCE_OVERRIDE: InstructionSource
+INSTRUCTION_SOURCE_NETWORK_CHANGE: InstructionSource
 STATEMENT_KIND_UNSPECIFIED: StatementKind
 STATEMENT_KIND_ENERGY: StatementKind
 STATEMENT_KIND_LOSS: StatementKind
 STATEMENT_KIND_OVERRIDE: StatementKind
 STATEMENT_KIND_CURTAILMENT: StatementKind
 STATEMENT_KIND_IMBALANCE: StatementKind
+STATEMENT_KIND_DEMAND_RESPONSE: StatementKind
 
 class Resource(_message.Message):
     __slots__ = ("resource_id", "aggregator_id", "feeder_id", "bus", "kind", "capacity_kw", "energy_kwh", "charge_kw", "discharge_kw", "eta_charge", "eta_discharge", "soc_init_kwh", "soc_end_kwh", "soc_min_kwh", "ramp_kw", "departure")

@@ -325,3 +325,45 @@ class ReceiveConflictAlertStreamRequest(_message.Message):
     feeder_id: str
     after_sequence: int
     def __init__(self, feeder_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class GetOperatingEnvelopesRequest(_message.Message):
+    __slots__ = ("feeder_id", "market_id", "rule")
+    FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    feeder_id: str
+    market_id: str
+    rule: str
+    def __init__(self, feeder_id: _Optional[str] = ..., market_id: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
+
+class OperatingEnvelope(_message.Message):
+    __slots__ = ("der_id", "aggregation_id", "aggregator_id", "bus", "interval_start", "export_max_kw", "import_max_kw", "export_binding", "import_binding")
+    DER_ID_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_ID_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    BUS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_MAX_KW_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_MAX_KW_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_BINDING_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_BINDING_FIELD_NUMBER: _ClassVar[int]
+    der_id: str
+    aggregation_id: str
+    aggregator_id: str
+    bus: str
+    interval_start: _timestamp_pb2.Timestamp
+    export_max_kw: float
+    import_max_kw: float
+    export_binding: str
+    import_binding: str
+    def __init__(self, der_id: _Optional[str] = ..., aggregation_id: _Optional[str] = ..., aggregator_id: _Optional[str] = ..., bus: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., export_max_kw: _Optional[float] = ..., import_max_kw: _Optional[float] = ..., export_binding: _Optional[str] = ..., import_binding: _Optional[str] = ...) -> None: ...
+
+class GetOperatingEnvelopesResponse(_message.Message):
+    __slots__ = ("envelopes", "ac_check_passed", "rule")
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    AC_CHECK_PASSED_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    envelopes: _containers.RepeatedCompositeFieldContainer[OperatingEnvelope]
+    ac_check_passed: bool
+    rule: str
+    def __init__(self, envelopes: _Optional[_Iterable[_Union[OperatingEnvelope, _Mapping]]] = ..., ac_check_passed: _Optional[bool] = ..., rule: _Optional[str] = ...) -> None: ...

@@ -57,6 +57,11 @@ class DerRegistryServiceStub:
                 request_serializer=dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersResponse.FromString,
                 _registered_method=True)
+        self.GetOperatingEnvelopes = channel.unary_unary(
+                '/dsomarket.v1.DerRegistryService/GetOperatingEnvelopes',
+                request_serializer=dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesResponse.FromString,
+                _registered_method=True)
 
 
 class DerRegistryServiceServicer:
@@ -96,6 +101,16 @@ class DerRegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOperatingEnvelopes(self, request, context):
+        """Operating envelopes of a feeder's approved DERs (docs/hybrid.md): per DER and interval the import/export
+        range that any combination of DERs may use without breaking a distribution limit, on a market's forecast
+        (its intervals) or on the feeder's own loads. An aggregator sees its own DERs' rows (the sharing counts
+        every DER); the operator, ISO and auditor every row.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DerRegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +133,11 @@ def add_DerRegistryServiceServicer_to_server(servicer, server):
                     servicer.PrequalifyDers,
                     request_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersResponse.SerializeToString,
+            ),
+            'GetOperatingEnvelopes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOperatingEnvelopes,
+                    request_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +251,33 @@ class DerRegistryService:
             '/dsomarket.v1.DerRegistryService/PrequalifyDers',
             dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersRequest.SerializeToString,
             dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOperatingEnvelopes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.DerRegistryService/GetOperatingEnvelopes',
+            dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesRequest.SerializeToString,
+            dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesResponse.FromString,
             options,
             channel_credentials,
             insecure,
