@@ -71,7 +71,7 @@ class NodalMarket:
                 # cheap cold one and its dispatch a near point for the first re-linearisation.
                 # No dispatch's AC point yet (None): the first solve only supplies one.
                 self._point_bids: np.ndarray | None = None
-                point = losses.lossless_point(feeder, book.n_interval)
+                point = losses.lossless_point(feeder, *self.loads())
                 self.model = losses.build(feeder, self.columns.book, self.iso_price, rules, point, resources,
                                           load_p_kw, load_q_kvar, options.polygon_sides)
                 self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
