@@ -381,8 +381,9 @@ class Statement:
 
     ``kind`` says what it settles: ``energy`` (an awarded bid or position at its DLMP less the loss
     component), ``loss`` (the loss component of that DLMP), ``override`` (an instructed deviation from the
-    award), ``curtailment`` (the margin that deviation cost), ``imbalance`` (metered minus instructed);
-    ``unspecified`` from a server that predates kinds.
+    award), ``curtailment`` (the margin that deviation cost), ``imbalance`` (metered minus instructed),
+    ``demand_response`` (the reduction below the baseline against the instructed one); ``unspecified`` from a
+    server that predates kinds.
     """
 
     market_id: str
@@ -1284,15 +1285,29 @@ class Client:
                                                 interval_start=_ts(r.interval_start), kw=r.kw) for r in readings])
         return (await self._call(self._realtime.SubmitMeterReadings, req)).count
 
-    async def settle_imbalance(self, market_id: str) -> tuple[dict[str, Decimal], int, list[dict]]:
+    async def submit_resource_history(self, readings: Sequence[MeterReading], *, request_id: str = "") -> int:
+        """Metered history of flexible loads (net injection, kW: a load's is negative), the reference of their
+        demand-response baseline; returns how many readings were stored."""
+        req = realtime_pb2.SubmitResourceHistoryRequest(
+            request_id=request_id or uuid.uuid4().hex,
+            readings=[realtime_pb2.MeterReading(aggregator_id=r.aggregator_id, resource_id=r.resource_id,
+                                                interval_start=_ts(r.interval_start), kw=r.kw) for r in readings])
+        return (await self._call(self._realtime.SubmitResourceHistory, req)).count
+
+    async def settle_imbalance(self, market_id: str) -> tuple[dict[str, Decimal], int, list[dict], list[dict]]:
         """Operator: settle metered deviations and the interface imbalance; returns the totals (resources,
-        interface, residual: they add up to zero), the statement lines written and the interface rows."""
+        interface, residual: they add up to zero; demand_response: the part of resources settled on baselines),
+        the statement lines written, the interface rows and the demand-response rows (with their baselines)."""
         r = await self._call(self._realtime.SettleImbalance, realtime_pb2.SettleImbalanceRequest(market_id=market_id),
                              retry=False)
         iface = [{"interval_start": _dt(i.interval_start), "scheduled_kw": i.scheduled_kw, "metered_kw": i.metered_kw,
                   "imbalance_kw": i.imbalance_kw, "price": Decimal(i.price), "amount": Decimal(i.amount)}
                  for i in r.interface]
-        return {k: Decimal(v) for k, v in r.totals.items()}, r.statement_count, iface
+        dr = [{"aggregator_id": d.aggregator_id, "resource_id": d.resource_id, "interval_start": _dt(d.interval_start),
+               "baseline_kw": d.baseline_kw, "metered_kw": d.metered_kw, "delivered_kw": d.delivered_kw,
+               "instructed_kw": d.instructed_kw, "deviation_kw": d.deviation_kw, "price": Decimal(d.price),
+               "amount": Decimal(d.amount)} for d in r.demand_response]
+        return {k: Decimal(v) for k, v in r.totals.items()}, r.statement_count, iface, dr
 
     async def performance_report(self, market_id: str, *, aggregator_id: str = "") -> list[PerformanceRow]:
         req = realtime_pb2.GetPerformanceReportRequest(market_id=market_id, aggregator_id=aggregator_id)

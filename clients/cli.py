@@ -28,13 +28,13 @@ from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
 COMMAND_MODULES = ("feeder", "market", "flex", "meters", "territory", "service", "operator", "aggregator", "iso",
-                   "ders", "shell", "plot", "hybrid")
+                   "ders", "shell", "plot", "hybrid", "territories")
 COMMANDS = {
     "feeder": "feeder", "powerflow": "feeder",
     "clear": "market", "curve": "market", "disaggregate": "market", "settle": "market",
     "flex": "flex", "meters": "meters", "territory": "territory",
     "audit": "service", "demo": "service", "serve": "service", "token": "service",
-    "feeders": "operator", "markets": "operator", "network": "operator",
+    "feeders": "operator", "markets": "operator", "network": "operator", "territories": "territories",
     "awards": "aggregator", "bids": "aggregator", "instructions": "aggregator", "resources": "aggregator",
     "statements": "aggregator",
     "award": "iso", "curves": "iso",

@@ -71,7 +71,7 @@ class NodalMarket:
                 # cheap cold one and its dispatch a near point for the first re-linearisation.
                 # No dispatch's AC point yet (None): the first solve only supplies one.
                 self._point_bids: np.ndarray | None = None
-                point = losses.lossless_point(feeder, book.n_interval)
+                point = losses.lossless_point(feeder, *self.loads())
                 self.model = losses.build(feeder, self.columns.book, self.iso_price, rules, point, resources,
                                           load_p_kw, load_q_kvar, options.polygon_sides)
                 self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
@@ -184,6 +184,10 @@ class NodalMarket:
                     idx = np.nonzero(bracket.active)[0]
                     pin = bracket.prefer(pin, idx, x[idx] + losses.curvature_step(s, self.feeder, self.point,
                                                                                   sol, idx))
+                # A pinned bid whose reduced cost is within tolerance is settled: moving it again
+                # would only make the bids the LP holds basic chase it.
+                hold = pinned & bracket.active & (np.abs(reduced) <= losses.MARGINAL_TOL)
+                pin[hold] = self._point_bids[hold]
                 pinned = np.isfinite(pin)
             if pinned.any():
                 # Linearise where the pinned bids will be, so the next reduced cost is sampled there.

@@ -203,6 +203,10 @@ CONIC_STATUS = {
 }
 
 
+DUAL_EDGE_WEIGHTS_DEVEX = 1
+"""HiGHS's ``simplex_dual_edge_weight_strategy`` value for Devex (see :class:`HighsSolver`)."""
+
+
 class HighsSolver:
     """A persistent HiGHS model of a :class:`LinearModel`.
 
@@ -220,6 +224,12 @@ class HighsSolver:
         # core to the server's event loop; parallel feeders scale by process.
         h.setOptionValue("threads", threads)
         h.setOptionValue("random_seed", 0)
+        # Devex dual edge weights, not exact steepest edge: a warm re-solve from the basis HiGHS postsolved
+        # after a presolved cold solve would otherwise first compute exact weights for every row of the full
+        # LP, costing as much as the cold solve itself (the first real-time re-clear of a territory took
+        # 58-188 % of the cold clearing, later ones 8-13 %). Measured at 1,000-5,000 buses, cold solves were
+        # no slower and the first re-solve fell to 14-16 % (benchmarks/bench_territory.py, docs/territory.md).
+        h.setOptionValue("simplex_dual_edge_weight_strategy", DUAL_EDGE_WEIGHTS_DEVEX)
         if time_limit is not None:
             h.setOptionValue("time_limit", float(time_limit))
         _pass_model(h, c, lo, up, a, rlo, rup, integrality if self.integer else None)

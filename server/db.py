@@ -153,6 +153,10 @@ CREATE TABLE IF NOT EXISTS imbalance_settlements (
 CREATE TABLE IF NOT EXISTS forecasts (
     market_id TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL, p_kw REAL NOT NULL,
     q_kvar REAL NOT NULL, PRIMARY KEY (market_id, interval_idx, bus));
+CREATE TABLE IF NOT EXISTS resource_history (
+    aggregator_id TEXT NOT NULL, resource_id TEXT NOT NULL, interval_us INTEGER NOT NULL, kw REAL NOT NULL,
+    submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
+    PRIMARY KEY (aggregator_id, resource_id, interval_us)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS load_history (
     feeder_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL, p_kw REAL NOT NULL,
     q_kvar REAL NOT NULL, PRIMARY KEY (feeder_id, interval_us, bus));

@@ -39,7 +39,8 @@ from dsomarket.engine.forecast import (apply_forecast, feeder_forecast, interfac
                                        validate_forecast)
 from dsomarket.engine.network import Feeder
 from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
-from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
+from dsomarket.engine.metering import (baseline_10_of_10, performance, settle_imbalance, validate_interface_meters,
+                                       validate_resource_meters)
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
 from dsomarket.engine.runs import (clear_runs, disaggregate_rolling, disaggregate_runs, redispatch_award, run_book,
                                   runs_for, trace_runs)
@@ -909,19 +910,48 @@ def check_meters(market: dict, rows: list[tuple], kinds: dict) -> None:
         raise InvalidArgument(f"readings.{exc.field}", exc.reason) from None
 
 
+def _dr_baselines(inputs: MarketInputs, data: dict, instructed: pl.DataFrame) -> pl.DataFrame:
+    """The baselines of the market's demand-response resources: ``aggregator_id, resource_id, interval,
+    baseline_kw`` (load, withdrawal positive) of each flexible load with history whose instructions in this
+    market are all reductions (net injection >= 0); InputError naming the resource when its history cannot
+    make a baseline."""
+    rows = []
+    for (agg, res), b in sorted(data.get("baselines", {}).items()):
+        mine = instructed.filter((pl.col("aggregator_id") == agg) & (pl.col("resource_id") == res))
+        if mine.height == 0 or (mine["kw"] < 0).any():
+            continue  # not instructed here, or instructed to consume: settled on its meter alone
+        history = pl.DataFrame({"interval": pl.Series([us for us, _ in b["history"]], dtype=pl.Int64).cast(
+            pl.Datetime("us", "UTC")), "kw": [-kw for _, kw in b["history"]]})
+        event_days = {us_to_datetime(us).date() for us in b["events"]}
+        try:
+            base = baseline_10_of_10(history, list(inputs.intervals), event_days)
+        except InputError as exc:
+            raise InputError("baseline", "history", f"{res!r} of {agg!r}: {exc.reason}") from None
+        rows += [(agg, res, iv, kw) for iv, kw in base.select("interval", "baseline_kw").iter_rows()]
+    return pl.DataFrame(rows, schema={"aggregator_id": pl.Utf8, "resource_id": pl.Utf8,
+                                      "interval": pl.Datetime("us", "UTC"), "baseline_kw": pl.Float64}, orient="row")
+
+
 def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]) -> dict:
     """Metered deviations and the interface imbalance of a market (:func:`engine.metering.settle_imbalance`).
 
     ``data`` as :func:`server.realtime_store.imbalance_inputs` reads it; ``iso_prices`` per interval (per
     MWh). Gaps (an instructed resource or an interface interval without a reading) raise InputError.
-    Returns ``lines`` (aggregator_id, resource_id, interval_idx, deviation kW, DLMP text, amount text),
-    ``interface`` (JSON-ready rows) and ``totals`` (decimal texts).
+    A demand-response resource (:func:`_dr_baselines`) is measured against its baseline: its metered net
+    injection relative to the baseline, ``metered + baseline_kw`` (= the delivered reduction), stands for its
+    meter, so its deviation is delivered minus instructed reduction.
+    Returns ``lines`` (aggregator_id, resource_id, interval_idx, deviation kW, DLMP text, amount text, kind),
+    ``interface`` (JSON-ready rows), ``demand_response`` (JSON-ready rows of the baseline-settled lines) and
+    ``totals`` (decimal texts; ``demand_response`` is the part of ``resources`` settled on baselines).
     """
     instructed = _positions(inputs.intervals, data["instructed"])
     readings = [r for r in data["readings"] if r[1]]
     directions = {res: _KIND_DIRECTION.get(kind, "both") for (_, res), kind in data["kinds"].items()}
     metered = validate_resource_meters(_positions(inputs.intervals, readings), inputs.intervals, directions,
                                        required=instructed)
+    key = ["aggregator_id", "resource_id", "interval"]
+    baselines = _dr_baselines(inputs, data, instructed)
+    relative = _relative_to_baselines(metered, baselines)
     dlmp = _positions(inputs.intervals, [(a, r, t, float(p)) for a, r, t, p in data["dlmp"]], "dlmp")
     iface_rows = [(t, kw) for _, r, t, kw in data["readings"] if not r]
     iface = validate_interface_meters(pl.DataFrame({
@@ -931,22 +961,43 @@ def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]
                                                     dtype=pl.Datetime("us", "UTC")),
                               "import_kw": [q for _, q, _ in data["scheduled"]],
                               "price": [iso_prices[t] for t, _, _ in data["scheduled"]]})
-    out = settle_imbalance(instructed, metered, dlmp, scheduled, iface, inputs.rules.hours)
-    r = out["resources"].with_columns(_interval_idx(inputs, out["resources"]["interval"]))
-    lines = [(a, res, t, dev, decimal_text(p), amt) for a, res, t, dev, p, amt in
-             r.select("aggregator_id", "resource_id", "interval_idx", "deviation_kw", "dlmp", "amount").iter_rows()]
+    out = settle_imbalance(instructed, relative, dlmp, scheduled, iface, inputs.rules.hours)
+    r = (out["resources"].join(baselines, on=key, how="left")
+         .with_columns(_interval_idx(inputs, out["resources"]["interval"])))
+    lines = [(a, res, t, dev, decimal_text(p), amt, "imbalance" if base is None else "demand_response")
+             for a, res, t, dev, p, amt, base in r.select("aggregator_id", "resource_id", "interval_idx",
+                                                           "deviation_kw", "dlmp", "amount", "baseline_kw").iter_rows()]
+    demand_response = [{"aggregator_id": a, "resource_id": res, "interval_idx": t, "baseline_kw": base,
+                        "metered_kw": base - rel, "delivered_kw": rel, "instructed_kw": ins, "deviation_kw": dev,
+                        "price": decimal_text(p), "amount": amt}
+                       for a, res, t, base, rel, ins, dev, p, amt in r.filter(pl.col("baseline_kw").is_not_null())
+                       .select("aggregator_id", "resource_id", "interval_idx", "baseline_kw", "metered_kw",
+                               "instructed_kw", "deviation_kw", "dlmp", "amount").iter_rows()]
     i = out["interface"].with_columns(_interval_idx(inputs, out["interface"]["interval"]))
     interface = [{"interval_idx": t, "scheduled_kw": s, "metered_kw": m, "imbalance_kw": d, "price": decimal_text(p),
                   "amount": amt} for t, s, m, d, p, amt in
                  i.select("interval_idx", "scheduled_kw", "metered_kw", "imbalance_kw", "price", "amount").iter_rows()]
-    return {"lines": lines, "interface": interface, "totals": {k: str(v) for k, v in out["totals"].items()}}
+    totals = {k: str(v) for k, v in out["totals"].items()}
+    totals["demand_response"] = str(sum((Decimal(x["amount"]) for x in demand_response), Decimal("0.00")))
+    return {"lines": lines, "interface": interface, "demand_response": demand_response, "totals": totals}
+
+
+def _relative_to_baselines(metered: pl.DataFrame, baselines: pl.DataFrame) -> pl.DataFrame:
+    """Metered net injection with each demand-response resource's baseline added (``metered + baseline_kw``:
+    its delivered reduction), the way its instruction is meant (see :func:`metered_settlement`)."""
+    key = ["aggregator_id", "resource_id", "interval"]
+    return (metered.join(baselines, on=key, how="left")
+            .with_columns((pl.col("kw") + pl.col("baseline_kw").fill_null(0.0)).alias("kw")).select(metered.columns))
 
 
 def performance_rows(inputs: MarketInputs, data: dict, awarded: list[tuple]) -> pl.DataFrame:
-    """Delivered against instructed per aggregator and interval (:func:`engine.metering.performance`)."""
+    """Delivered against instructed per aggregator and interval (:func:`engine.metering.performance`); a
+    demand-response resource delivers its reduction below its baseline (InputError when its history cannot
+    make one)."""
     readings = [r for r in data["readings"] if r[1]]
-    out = performance(_positions(inputs.intervals, data["instructed"]), _positions(inputs.intervals, readings),
-                      _positions(inputs.intervals, awarded))
+    instructed = _positions(inputs.intervals, data["instructed"])
+    metered = _relative_to_baselines(_positions(inputs.intervals, readings), _dr_baselines(inputs, data, instructed))
+    out = performance(instructed, metered, _positions(inputs.intervals, awarded))
     return out.with_columns(_interval_idx(inputs, out["interval"]))
 
 

@@ -235,13 +235,55 @@ def imbalance_inputs(conn, market_id: str) -> dict:
         "SELECT interval_idx, import_kw FROM interface_schedules WHERE seq IN (SELECT MAX(seq) FROM "
         "interface_schedules WHERE market_id = ? GROUP BY interval_idx)", (market_id,))}
     scheduled = [(k, latest.get(k, q), p) for k, (q, p) in sorted(awards.items())]
+    kinds = resource_kinds(conn, keys)
     return {"market": market, "instructed": instructed, "readings": readings, "dlmp": dlmp, "scheduled": scheduled,
-            "kinds": resource_kinds(conn, keys)}
+            "kinds": kinds, "baselines": baseline_inputs(conn, market_id, [k for k, kind in kinds.items()
+                                                                           if kind == "flexible_load"])}
+
+
+def baseline_inputs(conn, market_id: str, keys: list[tuple[str, str]]) -> dict:
+    """``(aggregator_id, resource_id) -> {"history": [(interval_us, kw)], "events": [interval_us]}`` of the
+    flexible loads among ``keys`` that have metered history (``resource_history``): the history, and the interval
+    starts at which other markets instructed them (their event days are left out of the baseline)."""
+    out = {}
+    for agg, res in keys:
+        history = [tuple(r) for r in conn.execute(
+            "SELECT interval_us, kw FROM resource_history WHERE aggregator_id = ? AND resource_id = ? "
+            "ORDER BY interval_us", (agg, res))]
+        if not history:
+            continue
+        events = [us for (us,) in conn.execute(
+            "SELECT DISTINCT m.delivery_start_us + d.interval_idx * m.interval_minutes * 60000000 FROM dispatch d "
+            "JOIN markets m ON m.market_id = d.market_id WHERE d.aggregator_id = ? AND d.resource_id = ? AND "
+            "d.kind = 'instruction' AND d.market_id <> ?", (agg, res, market_id))]
+        out[(agg, res)] = {"history": history, "events": events}
+    return out
+
+
+def store_resource_history(conn, who: Principal, rows: list[tuple[str, str, int, float]], request_id: str,
+                           digest: str) -> dict:
+    """Store metered history ``(aggregator_id, resource_id, interval_us, kw)`` of flexible loads (a row replaces
+    the earlier reading of its resource and interval)."""
+    def run():
+        kinds = resource_kinds(conn, {(a, r) for a, r, _, _ in rows})
+        for k, (agg, res, _, _) in enumerate(rows):
+            if (agg, res) not in kinds:
+                raise NotFound(f"readings[{k}].resource_id: aggregator {agg!r} has no resource {res!r}")
+        now = now_us()
+        conn.executemany("INSERT INTO resource_history (aggregator_id, resource_id, interval_us, kw, submitted_by, "
+                         "submitted_us) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (aggregator_id, resource_id, interval_us) "
+                         "DO UPDATE SET kw = excluded.kw, submitted_by = excluded.submitted_by, "
+                         "submitted_us = excluded.submitted_us", [(*r, who.name, now) for r in rows])
+        store._audit(conn, who, "resource_history.submit", {"readings": [list(r) for r in rows]}, now)
+        return {"count": len(rows)}
+
+    return store._idempotent(conn, who, request_id, digest, run)
 
 
 def record_imbalance(conn, who: Principal, market_id: str, lines: list[tuple], interface: list[dict],
                      totals: dict) -> dict:
-    """Store the metered settlement of a SETTLED market once: statement lines (kind ``imbalance``) and the
+    """Store the metered settlement of a SETTLED market once: statement lines (kind ``imbalance``, or
+    ``demand_response`` for a resource settled on its baseline) and the
     interface imbalance with the totals."""
     market = store.get_market(conn, market_id)
     store.require_state(market, ("settled",), "settling imbalance")
@@ -250,8 +292,8 @@ def record_imbalance(conn, who: Principal, market_id: str, lines: list[tuple], i
     now = now_us()
     conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
                      "settlement, kw, kvar, price, price_q, amount, kind) VALUES (?, ?, '', ?, ?, ?, ?, 0, ?, "
-                     "'0', ?, 'imbalance')", [(market_id, a, r, t, market["kind"], kw, p, amt)
-                                              for a, r, t, kw, p, amt in lines])
+                     "'0', ?, ?)", [(market_id, a, r, t, market["kind"], kw, p, amt, kind)
+                                    for a, r, t, kw, p, amt, kind in lines])
     conn.execute("INSERT INTO imbalance_settlements (market_id, totals, interface, created_us) VALUES (?, ?, ?, ?)",
                  (market_id, json.dumps(totals), json.dumps(interface), now))
     store._audit(conn, who, "imbalance.settle", {"market_id": market_id, "totals": totals}, now)

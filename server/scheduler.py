@@ -267,7 +267,7 @@ class Scheduler:
             await app.writer.call(store.close_gate, SCHEDULER, market_id)
             return [Step(market_id, "close")]
         if action == "clear":
-            _, _, outcome = await app.clear(SCHEDULER, market_id)
+            _, _, outcome = await app.clear(SCHEDULER, market_id, first=True)
             return [Step(market_id, "clear", outcome.status)]
         if action == "publish":
             await app.writer.call(store.publish, SCHEDULER, market_id)

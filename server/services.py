@@ -140,18 +140,24 @@ class App:
         self.remember(market_id, outcome.disaggregation)
         return outcome.disaggregation
 
-    async def clear(self, who: auth.Principal, market_id: str, forecast_values=()) -> tuple[dict, dict, object]:
+    async def clear(self, who: auth.Principal, market_id: str, forecast_values=(),
+                    first: bool = False) -> tuple[dict, dict, object]:
         """Clear a CLOSED market and record it (the operator's call and the scheduler's): the market row
-        before and after, and the :class:`server.markets_engine.ClearOutcome`."""
+        before and after, and the :class:`server.markets_engine.ClearOutcome`. ``first``: only a market never
+        cleared (the scheduler's rule), checked again in the recording transaction, so that of several
+        server processes only one records it."""
         async with self.lock(market_id):
             rows = await self.reader.call(store.market_rows, market_id)
             market = rows[0]
             store.require_state(market, ("closed",), "clearing")
+            if first:
+                store.require_first_clearing(market)
             forecast = convert.forecast(forecast_values, market)
             outcome = await self.solve(lambda: markets_engine.clear_market(self.inputs(rows), forecast,
                                                                            self.solve_time_limit))
             activations = rows[4]  # of a flexibility auction cleared before, or None
-            row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations)
+            row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations,
+                                         first)
         return market, row, outcome
 
     async def clear_intervals(self, who: auth.Principal, market_id: str, indices: list[int]) -> str:

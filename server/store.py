@@ -451,17 +451,27 @@ def _record_outcome(conn, market_id: str, stage: str, status: str, summary: dict
                  (market_id, stage, status, json.dumps(summary), digest, now))
 
 
+def require_first_clearing(market: dict) -> None:
+    """FAILED_PRECONDITION when the market was cleared before (a failed clearing is left to the operator)."""
+    if market["clearing_status"]:
+        raise FailedPrecondition(f"market {market['market_id']!r} was cleared before "
+                                 f"({market['clearing_status']}): only the operator clears it again")
+
+
 def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], outcome,
-                    activations: pl.DataFrame | None = None) -> dict:
+                    activations: pl.DataFrame | None = None, first: bool = False) -> dict:
     """Store a clearing (a :class:`server.markets_engine.ClearOutcome`): CLOSED -> CLEARED when optimal.
 
     ``activations`` are the accepted flexibility activations the clearing was built on
     (:func:`energy_activations`), or None when the market's flexibility auction had no optimal
     clearing. The summary then says ``flex_activations_kw`` (their total) and ``flex_digest``, and the
     audit record carries them, so that the award, settlement and a replay build on the same net load.
+    ``first``: refuse a market cleared before (:func:`require_first_clearing`).
     """
     market = get_market(conn, market_id)
     require_state(market, ("closed",), "clearing")
+    if first:
+        require_first_clearing(market)
     now = now_us()
     summary = {"welfare": outcome.welfare, "seconds": outcome.seconds, "forecast": forecast,
                "network_version": outcome.network_version}

@@ -32,6 +32,7 @@ class StatementKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATEMENT_KIND_OVERRIDE: _ClassVar[StatementKind]
     STATEMENT_KIND_CURTAILMENT: _ClassVar[StatementKind]
     STATEMENT_KIND_IMBALANCE: _ClassVar[StatementKind]
+    STATEMENT_KIND_DEMAND_RESPONSE: _ClassVar[StatementKind]
 BID_STATUS_UNSPECIFIED: BidStatus
 BID_STATUS_ACTIVE: BidStatus
 BID_STATUS_WITHDRAWN: BidStatus
@@ -45,6 +46,7 @@ STATEMENT_KIND_LOSS: StatementKind
 STATEMENT_KIND_OVERRIDE: StatementKind
 STATEMENT_KIND_CURTAILMENT: StatementKind
 STATEMENT_KIND_IMBALANCE: StatementKind
+STATEMENT_KIND_DEMAND_RESPONSE: StatementKind
 
 class Resource(_message.Message):
     __slots__ = ("resource_id", "aggregator_id", "feeder_id", "bus", "kind", "capacity_kw", "energy_kwh", "charge_kw", "discharge_kw", "eta_charge", "eta_discharge", "soc_init_kwh", "soc_end_kwh", "soc_min_kwh", "ramp_kw", "departure")
