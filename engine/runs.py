@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from dsomarket.engine import losses
 from dsomarket.engine.bids import BidBook, Commitment, MarketRules, Resource, couples_intervals, validate_bids
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
-                                       held_bounds, import_bounds, iso_prices)
+                                       diagnose, held_bounds, import_bounds, iso_prices)
 from dsomarket.engine.disaggregation import (Disaggregation, _applied, _award_arrays, _empty_dispatch,
                                              _empty_instructions, _fixed_table, _held_rows, award_prices,
                                              disaggregate, held_loads, instructions, shed_array, with_held)
@@ -332,11 +332,33 @@ class CoupledMarket:
         return self.result(sol)
 
     def failed(self, sol: Solution) -> ClearingResult:
-        """The result of a solve that ended other than optimal, saying so."""
-        detail = ("no dispatch meets every limit of each interval's network together with the storage, EV and "
-                  "ramp limits across the horizon") if sol.status == "infeasible" else f"the solver ended {sol.status}"
-        return _failed(self.context, sol.status, sol.solve_seconds,
-                       ({"limit": "unknown", "element": "", "interval": None, "detail": detail},))
+        """The result of a solve that ended other than optimal, with a diagnosis where it is infeasible.
+
+        Each run's part is solved alone with the bounds in force (held bids, fixed imports) and
+        without the rows that link intervals; a part that is infeasible even so is diagnosed as a
+        one-network market is (:func:`engine.clearing.diagnose`: the limits, where and when). If
+        every part is feasible alone, the storage, EV or ramp limits across the horizon are what
+        cannot be met together with the network's.
+        """
+        if sol.status != "infeasible":
+            return _failed(self.context, sol.status, sol.solve_seconds, ())
+        diagnosis: list[dict] = []
+        s = self.solver
+        for part, run, cm in zip(self.parts, self.runs, self._col_map):
+            alone = NodalMarket(run.feeder, part.book, part.iso_price, self.rules,
+                                tuple(r for r in self.resources if isinstance(r, Commitment)), self.options,
+                                *part.loads())
+            alone.model = part.model
+            alone.solver.set_matrix(part.model)
+            for blk in part.model.blocks():
+                alone.solver.set_col_bounds(blk.name, s.col_lower[cm][blk.slice], s.col_upper[cm][blk.slice])
+            if not alone.solve_raw().ok:
+                diagnosis += diagnose(alone)
+        if not diagnosis:
+            diagnosis = [{"limit": "storage_ev_ramp", "element": "", "interval": None,
+                          "detail": "each interval's network can be dispatched, but not together with the storage, "
+                                    "EV and ramp limits that link the intervals across the horizon"}]
+        return _failed(self.context, sol.status, sol.solve_seconds, tuple(diagnosis))
 
     def result(self, sol: Solution) -> ClearingResult:
         """Tables of an optimal solution: each part's tables of its intervals, in interval order."""

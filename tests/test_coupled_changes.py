@@ -348,3 +348,21 @@ def test_any_shed_outage_in_a_storage_horizon_balances_every_interval_and_keeps_
             d = at(res.dispatch, t)
             net = d.filter(pl.col("side") == "buy")["cleared_kw"].sum() - d.filter(pl.col("side") == "sell")["cleared_kw"].sum()
             assert at(res.interface, t)["import_kw"][0] == pytest.approx(load + net, abs=1e-5)
+
+
+def test_an_infeasible_coupled_horizon_names_the_limit_and_the_interval_or_the_storage():
+    f, bids, book, runs = coupled_market()
+    # An award of interval 2 the changed network cannot import: the interface limit of its run is named.
+    award = pl.DataFrame({"interval": IVS, "import_kw": [None, None, 1e5, None], "price": [50.0] * 4},
+                         schema_overrides={"import_kw": pl.Float64})
+    dis = disaggregate_runs(runs, book, award, RULES, BAT)
+    assert not dis.clearing.ok
+    assert any(d["limit"] != "storage_ev_ramp" and d["interval"] == IVS[2].isoformat() for d in dis.clearing.diagnosis)
+    # Each interval alone can be dispatched, but the battery cannot end full having started empty
+    # and been made to discharge: the storage limits are named.
+    full_end = (Battery("bat", energy_kwh=200, charge_kw=100, discharge_kw=100, soc_init_kwh=0, soc_end_kwh=200),)
+    forced = bids.with_columns(quantity_kw=pl.when(pl.col("bid_id").str.starts_with("batsell")).then(100.0)
+                               .otherwise(pl.col("quantity_kw")))
+    book2 = validate_bids(forced.filter(~pl.col("bid_id").str.starts_with("batbuy")), f, RULES)
+    res = clear_runs(runs, book2, 50.0, rules=RULES, resources=full_end)
+    assert res.status == "infeasible" and [d["limit"] for d in res.diagnosis] == ["storage_ev_ramp"]
