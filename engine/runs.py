@@ -43,12 +43,8 @@ from dsomarket.engine.results import _iv_column, net_withdrawal
 from dsomarket.engine.solver import HighsSolver, LinearModel, Solution
 
 
-def runs_for(feeder: Feeder, changes: pl.DataFrame | None, book: BidBook,
-             resources: tuple[Resource, ...] = ()) -> tuple[NetworkRun, ...]:
-    """The runs of one network state of a book's intervals (the feeder as loaded when nothing changes).
-
-    ``resources`` is kept for callers that passed it; a run split no longer depends on them.
-    """
+def runs_for(feeder: Feeder, changes: pl.DataFrame | None, book: BidBook) -> tuple[NetworkRun, ...]:
+    """The runs of one network state of a book's intervals (the feeder as loaded when nothing changes)."""
     if changes is not None and changes.height:
         return network_runs(feeder, changes, book.intervals)
     return (NetworkRun(tuple(range(book.n_interval)), list(book.intervals), feeder, (), (), ()),)
@@ -643,8 +639,9 @@ class _CoupledAward:
     def __init__(self, runs, book, rules, resources, options, day_ahead, day_ahead_minutes):
         self.runs, self.rules = runs, rules
         loads, held, self.bases = [], [], []
+        book = canonical_order(book)
         for run in runs:
-            rb = run_book(canonical_order(book), run, rules)
+            rb = run_book(book, run, rules)
             base_p, base_q = market_loads(run.feeder, rb)
             da = _held_here(day_ahead, run)
             h = _held_rows(run.feeder, rb, da, day_ahead_minutes) if da is not None else _empty_dispatch()

@@ -169,8 +169,8 @@ class MarketInputs:
         return validate_bids(self.bids, self.feeder, self.rules, self.intervals)
 
     def runs(self, book):
-        """The runs of one network state of the market's intervals (InputError when they cannot be)."""
-        return runs_for(self.feeder, self.changes, book, self.resources)
+        """The runs of one network state of the market's intervals (InputError for a loop or islanded load)."""
+        return runs_for(self.feeder, self.changes, book)
 
 
 def market_rules(market: dict) -> MarketRules:
@@ -467,7 +467,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     version = inputs.network_version
     try:
         runs = inputs.runs(book)
-    except InputError as exc:  # a network change the market's resources cannot be split by
+    except InputError as exc:  # a set of changes that loops or islands load the stored checks did not see
         return clearing_error(str(exc), time.perf_counter() - t0, version)
     t_book = time.perf_counter()
     result = clear_runs(runs, book, forecast, rules=inputs.rules, resources=inputs.resources, options=options)
@@ -951,8 +951,7 @@ def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]
                                        required=instructed)
     key = ["aggregator_id", "resource_id", "interval"]
     baselines = _dr_baselines(inputs, data, instructed)
-    relative = (metered.join(baselines, on=key, how="left")
-                .with_columns((pl.col("kw") + pl.col("baseline_kw").fill_null(0.0)).alias("kw")).select(metered.columns))
+    relative = _relative_to_baselines(metered, baselines)
     dlmp = _positions(inputs.intervals, [(a, r, t, float(p)) for a, r, t, p in data["dlmp"]], "dlmp")
     iface_rows = [(t, kw) for _, r, t, kw in data["readings"] if not r]
     iface = validate_interface_meters(pl.DataFrame({
@@ -983,11 +982,22 @@ def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]
     return {"lines": lines, "interface": interface, "demand_response": demand_response, "totals": totals}
 
 
+def _relative_to_baselines(metered: pl.DataFrame, baselines: pl.DataFrame) -> pl.DataFrame:
+    """Metered net injection with each demand-response resource's baseline added (``metered + baseline_kw``:
+    its delivered reduction), the way its instruction is meant (see :func:`metered_settlement`)."""
+    key = ["aggregator_id", "resource_id", "interval"]
+    return (metered.join(baselines, on=key, how="left")
+            .with_columns((pl.col("kw") + pl.col("baseline_kw").fill_null(0.0)).alias("kw")).select(metered.columns))
+
+
 def performance_rows(inputs: MarketInputs, data: dict, awarded: list[tuple]) -> pl.DataFrame:
-    """Delivered against instructed per aggregator and interval (:func:`engine.metering.performance`)."""
+    """Delivered against instructed per aggregator and interval (:func:`engine.metering.performance`); a
+    demand-response resource delivers its reduction below its baseline (InputError when its history cannot
+    make one)."""
     readings = [r for r in data["readings"] if r[1]]
-    out = performance(_positions(inputs.intervals, data["instructed"]), _positions(inputs.intervals, readings),
-                      _positions(inputs.intervals, awarded))
+    instructed = _positions(inputs.intervals, data["instructed"])
+    metered = _relative_to_baselines(_positions(inputs.intervals, readings), _dr_baselines(inputs, data, instructed))
+    out = performance(instructed, metered, _positions(inputs.intervals, awarded))
     return out.with_columns(_interval_idx(inputs, out["interval"]))
 
 
