@@ -11,7 +11,6 @@ pandapower's AC power flow of its dispatch.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -27,7 +26,7 @@ from dsomarket.engine.errors import InputError
 from dsomarket.engine.runs import (clear_runs, coupled_runs, disaggregate_rolling, disaggregate_runs,
                                   redispatch_award, runs_for, trace_runs)
 from tests.reference import solve_reference
-from tests.test_network_changes import IVS, RULES, at, changes, tied_feeder
+from tests.test_network_changes import IVS, RULES, at, changes, tied_feeder, tied_feeder_dir
 
 BAT = (Battery("bat", energy_kwh=200, charge_kw=100, discharge_kw=100, soc_init_kwh=0),)
 CHARGE_PRICE, DISCHARGE_PRICE = 60.0, 70.0
@@ -300,12 +299,7 @@ def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable
 
 
 def test_the_cli_clears_traces_and_disaggregates_a_storage_horizon_with_an_outage(run, tmp_path):
-    f = tied_feeder()
-    fdir = tmp_path / "feeder"
-    fdir.mkdir()
-    (fdir / "feeder.json").write_text(json.dumps(f.header()))
-    f.buses.write_csv(fdir / "buses.csv")
-    f.lines.write_csv(fdir / "lines.csv")
+    fdir = tied_feeder_dir(tmp_path)
     storage_bids().write_csv(tmp_path / "bids.csv")
     pl.DataFrame({"resource_id": ["bat"], "kind": ["battery"], "energy_kwh": [200.0], "charge_kw": [100.0],
                   "discharge_kw": [100.0], "soc_init_kwh": [0.0]}).write_csv(tmp_path / "resources.csv")

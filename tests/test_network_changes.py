@@ -244,13 +244,19 @@ def test_any_shed_outage_balances_and_carries_nothing_below_the_open_line(line, 
         assert at(res.interface, t)["import_kw"][0] == pytest.approx(load + net, abs=1e-5)
 
 
-def test_cli_clear_curve_and_disaggregate_take_network_changes(run, tmp_path):
+def tied_feeder_dir(tmp_path):
+    """The tied feeder written as a feeder folder (feeder.json, buses.csv, lines.csv) for the CLI."""
     f = tied_feeder()
     fdir = tmp_path / "feeder"
     fdir.mkdir()
     (fdir / "feeder.json").write_text(json.dumps(f.header()))
     f.buses.write_csv(fdir / "buses.csv")
     f.lines.write_csv(fdir / "lines.csv")
+    return fdir
+
+
+def test_cli_clear_curve_and_disaggregate_take_network_changes(run, tmp_path):
+    fdir = tied_feeder_dir(tmp_path)
     market_bids().write_csv(tmp_path / "bids.csv")
     changes({"change_id": "fault", "kind": "outage", "element": "17", "start": IVS[2], "who": "control room",
              "why": "cable fault"},
