@@ -154,6 +154,14 @@ def test_a_battery_sold_to_the_iso_then_to_the_dso_flexibility_is_refused_before
                 assert check.dso_award_count == 1
                 assert {(s.service, s.schedule.participant_id) for s in check.limits} >= {
                     ("dso_flexibility", "agg-a/bess-25"), ("iso_direct", "bess-25")}
+                # A retired DER's services are no longer offered: a later review leaves it out.
+                await reg_a.RetireDer(pb.RetireDerRequest(der_id="pv-18", reason="sold"), metadata=meta_a)
+                await reg_a.RegisterDers(pb.RegisterDersRequest(ders=[pb.Der(
+                    der_id="pv-19", kind="pv", feeder_id="ieee33", bus="19", export_kw=50.0, metering="interval",
+                    control="curtailable", services=["dso_flexibility"])]), metadata=meta_a)
+                (late,) = (await reg_o.PrequalifyDers(pb.PrequalifyDersRequest(feeder_id="ieee33"),
+                                                      metadata=meta_o)).ders
+                assert late.der_id == "pv-19" and list(late.approved_services) == ["dso_flexibility"]
             finally:
                 for ch in (ch_a, ch_o, ch_i):
                     await ch.close()
