@@ -184,6 +184,10 @@ class NodalMarket:
                     idx = np.nonzero(bracket.active)[0]
                     pin = bracket.prefer(pin, idx, x[idx] + losses.curvature_step(s, self.feeder, self.point,
                                                                                   sol, idx))
+                # A pinned bid whose reduced cost is within tolerance is settled: moving it again
+                # would only make the bids the LP holds basic chase it.
+                hold = pinned & bracket.active & (np.abs(reduced) <= losses.MARGINAL_TOL)
+                pin[hold] = self._point_bids[hold]
                 pinned = np.isfinite(pin)
             if pinned.any():
                 # Linearise where the pinned bids will be, so the next reduced cost is sampled there.
