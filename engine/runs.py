@@ -27,14 +27,16 @@ import polars as pl
 import scipy.sparse as sp
 
 from dsomarket.engine import losses
-from dsomarket.engine.bids import BidBook, Commitment, MarketRules, Resource, couples_intervals, validate_bids
+from dsomarket.engine.losses import CurveCheck
+from dsomarket.engine.bids import (BidBook, BidColumns, Commitment, MarketRules, Resource, couples_intervals,
+                                  validate_bids)
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
-                                       held_bounds, import_bounds, iso_prices)
+                                       diagnose, held_bounds, import_bounds, iso_prices)
 from dsomarket.engine.disaggregation import (Disaggregation, _applied, _award_arrays, _empty_dispatch,
                                              _empty_instructions, _fixed_table, _held_rows, award_prices,
                                              disaggregate, held_loads, instructions, shed_array, with_held)
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, _Probe, _trace_interval,
+from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, _Probe, _trace_interval, _verified,
                                         threadpool_limits, trace_curve)
 from dsomarket.engine.lindistflow import add_resources, market_loads
 from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
@@ -43,12 +45,8 @@ from dsomarket.engine.results import _iv_column, net_withdrawal
 from dsomarket.engine.solver import HighsSolver, LinearModel, Solution
 
 
-def runs_for(feeder: Feeder, changes: pl.DataFrame | None, book: BidBook,
-             resources: tuple[Resource, ...] = ()) -> tuple[NetworkRun, ...]:
-    """The runs of one network state of a book's intervals (the feeder as loaded when nothing changes).
-
-    ``resources`` is kept for callers that passed it; a run split no longer depends on them.
-    """
+def runs_for(feeder: Feeder, changes: pl.DataFrame | None, book: BidBook) -> tuple[NetworkRun, ...]:
+    """The runs of one network state of a book's intervals (the feeder as loaded when nothing changes)."""
     if changes is not None and changes.height:
         return network_runs(feeder, changes, book.intervals)
     return (NetworkRun(tuple(range(book.n_interval)), list(book.intervals), feeder, (), (), ()),)
@@ -336,11 +334,33 @@ class CoupledMarket:
         return self.result(sol)
 
     def failed(self, sol: Solution) -> ClearingResult:
-        """The result of a solve that ended other than optimal, saying so."""
-        detail = ("no dispatch meets every limit of each interval's network together with the storage, EV and "
-                  "ramp limits across the horizon") if sol.status == "infeasible" else f"the solver ended {sol.status}"
-        return _failed(self.context, sol.status, sol.solve_seconds,
-                       ({"limit": "unknown", "element": "", "interval": None, "detail": detail},))
+        """The result of a solve that ended other than optimal, with a diagnosis where it is infeasible.
+
+        Each run's part is solved alone with the bounds in force (held bids, fixed imports) and
+        without the rows that link intervals; a part that is infeasible even so is diagnosed as a
+        one-network market is (:func:`engine.clearing.diagnose`: the limits, where and when). If
+        every part is feasible alone, the storage, EV or ramp limits across the horizon are what
+        cannot be met together with the network's.
+        """
+        if sol.status != "infeasible":
+            return _failed(self.context, sol.status, sol.solve_seconds, ())
+        diagnosis: list[dict] = []
+        s = self.solver
+        for part, run, cm in zip(self.parts, self.runs, self._col_map):
+            alone = NodalMarket(run.feeder, part.book, part.iso_price, self.rules,
+                                tuple(r for r in self.resources if isinstance(r, Commitment)), self.options,
+                                *part.loads())
+            alone.model = part.model
+            alone.solver.set_matrix(part.model)
+            for blk in part.model.blocks():
+                alone.solver.set_col_bounds(blk.name, s.col_lower[cm][blk.slice], s.col_upper[cm][blk.slice])
+            if not alone.solve_raw().ok:
+                diagnosis += diagnose(alone)
+        if not diagnosis:
+            diagnosis = [{"limit": "storage_ev_ramp", "element": "", "interval": None,
+                          "detail": "each interval's network can be dispatched, but not together with the storage, "
+                                    "EV and ramp limits that link the intervals across the horizon"}]
+        return _failed(self.context, sol.status, sol.solve_seconds, tuple(diagnosis))
 
     def result(self, sol: Solution) -> ClearingResult:
         """Tables of an optimal solution: each part's tables of its intervals, in interval order."""
@@ -524,9 +544,10 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
     Interval t's curve is traced exactly as :func:`engine.interface.trace_curve`
     traces a coupled book (the other intervals' ISO prices held at ``forecast``,
     per MWh; default the midpoint of floor and cap), on the one horizon model. On
-    the loss-aware model each interval is traced on the converged linearisation;
-    its bands are not re-checked band by band against AC power flows as the
-    one-network curve's are (``ac_check`` is None).
+    the loss-aware model each interval is traced on the converged linearisation
+    and its bands are checked against AC power flows of their dispatch on the
+    interval's own feeder, regions re-traced where they miss, as the one-network
+    curve's are (``ac_check``), except with a value of lost load (shed columns).
     """
     t0 = time.perf_counter()
     T = book.n_interval
@@ -536,16 +557,25 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
     market = CoupledMarket(runs, book, fc, rules, resources, opts)
     limit = 4 * book.n + 1000
     rows, solves, flips = [], 0, 0
+    check: CurveCheck | None = None
+    # Shed load sits in a block whose size per interval is the run's bus count, which the band
+    # check does not read: with a value of lost load the bands are not re-checked.
+    verify = market.lossaware and not market.model.has_var("shed")
     with threadpool_limits(1, user_api="blas"):
         for t in range(T):
             market.set_iso_price(fc)
             if market.lossaware:
                 market.converge()
-            probe = _Probe(market, t)
-            rows += [(t, lo, hi, q) for lo, hi, q in _trace_interval(probe, rules.price_floor, rules.price_cap,
-                                                                     limit)]
+            view = _IntervalView(market, t)
+            probe = _Probe(view, t)
+            bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
             solves += probe.solves
             flips += probe.flips
+            if verify:
+                bands, band_check = _verified(probe, bands, limit)
+                solves += band_check.bands
+                check = band_check if check is None else check.merged(band_check)
+            rows += [(t, lo, hi, q) for lo, hi, q in bands]
             if progress is not None:
                 progress(t + 1, T)
     fixed = np.zeros(T)
@@ -555,7 +585,57 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
                           fixed_net_load_kw=pl.DataFrame({"interval": _iv_column(book.intervals, np.arange(T)),
                                                           "fixed_kw": fixed}),
                           conditional=True, forecast=fc, solves=solves, seconds=time.perf_counter() - t0,
-                          bound_flips=flips)
+                          bound_flips=flips, ac_check=None if check is None else dataclasses.asdict(check))
+
+
+class _IntervalView:
+    """Interval ``t`` of a loss-aware :class:`CoupledMarket` as the band check of the one-network curve reads a
+    market (:func:`engine.losses.verify_curve`): the horizon's model and solver, with the feeder, fixed load
+    and AC operating point of the run holding ``t`` (its loads and point spread over the horizon's intervals;
+    only column ``t`` is read)."""
+
+    def __init__(self, market: CoupledMarket, t: int):
+        self.market, self.t = market, t
+        self.solver = market.solver
+        r = next(k for k, run in enumerate(market.runs) if t in run.indices)
+        self.part, self.local = market.parts[r], list(market.runs[r].indices).index(t)
+        self.feeder = self.part.feeder
+        self.columns = BidColumns(market._column_book(), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+    @property
+    def model(self) -> LinearModel:
+        return self.market.model
+
+    @property
+    def iso_price(self) -> np.ndarray:
+        return self.market.iso_price
+
+    def set_iso_price(self, iso_price) -> None:
+        self.market.set_iso_price(iso_price)
+
+    def converge(self) -> Solution:
+        return self.market.converge()
+
+    def _spread(self, values: np.ndarray) -> np.ndarray:
+        out = np.zeros(values.shape[:-1] + (self.market.book.n_interval,))
+        out[..., self.t] = values[..., self.local]
+        return out
+
+    def loads(self) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(self._spread(a) for a in self.part.loads())
+
+    @property
+    def point(self) -> "_Point":
+        p0 = np.zeros(self.market.book.n_interval)
+        p0[self.t] = self.part.point.p0[self.local]
+        return _Point(p0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Point:
+    """The interface import (MW) of the AC operating point per interval: all the band check reads of a point."""
+
+    p0: np.ndarray
 
 
 def disaggregate_coupled(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, rules: MarketRules,
@@ -643,8 +723,9 @@ class _CoupledAward:
     def __init__(self, runs, book, rules, resources, options, day_ahead, day_ahead_minutes):
         self.runs, self.rules = runs, rules
         loads, held, self.bases = [], [], []
+        book = canonical_order(book)
         for run in runs:
-            rb = run_book(canonical_order(book), run, rules)
+            rb = run_book(book, run, rules)
             base_p, base_q = market_loads(run.feeder, rb)
             da = _held_here(day_ahead, run)
             h = _held_rows(run.feeder, rb, da, day_ahead_minutes) if da is not None else _empty_dispatch()
