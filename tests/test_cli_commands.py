@@ -49,6 +49,8 @@ def files(tmp_path):
     (tmp_path / "offers.csv").write_text(f"offer_id,resource_id,direction,quantity_kw,price,interval,divisible\n"
                                          f"o1,pv,up,10,5,{t},maybe\n")
     (tmp_path / "changes.csv").write_text("change_id,kind,element,start,reason\nc1,outage,5,soon,storm\n")
+    (tmp_path / "readings.csv").write_text(f"resource_id,interval,kw\npv,{t},3\nload,{t},\n")
+    (tmp_path / "history.csv").write_text(f"resource_id,kw\nload,-3\n")
     (tmp_path / "unknown_key.toml").write_text('server = "h:1"\ntokn = "x"\n')
     (tmp_path / "broken.toml").write_text('server = "h:1\n')
     return tmp_path
@@ -94,17 +96,44 @@ BAD = [
     (["curves", "follow", "--server", "h:1"], "give --token"),
     (["award", "submit", "--market", "m", "--file", "{d}/award.csv", *NOWHERE],
      "field import_kw: 'abc' is not a number"),
+    (["meters", "submit", "--market", "m", "--file", "{d}/readings.csv", *NOWHERE], "field kw: is empty"),
+    (["meters", "history", "--file", "{d}/history.csv", *NOWHERE], "field interval: column is missing"),
+    (["meters", "imbalance", "m", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
+    (["award", "interval", "--market", "m", "--interval", "2030-01-01T00:05Z", *NOWHERE],
+     "--interval and --import-kw go together"),
+    (["award", "interval", "--market", "m", "--file", "{d}/award.csv", "--import-kw", "5", *NOWHERE],
+     "give --file, or --interval with --import-kw, not both"),
     (["flex", "post", "--market", "m", "--file", "{d}/needs.csv", *NOWHERE], "field max_price: column is missing"),
     (["flex", "submit", "--market", "m", "--file", "{d}/offers.csv", *NOWHERE], "'maybe' is not true or false"),
     (["flex", "withdraw", "--market", "m", "--server", "h:1"], "required: --offer"),
     (["flex", "offers", "--config", "{d}/broken.toml"], "not TOML"),
     (["flex", "auction", "--market", "m", "--pricing", "cheapest", *NOWHERE], "invalid choice: 'cheapest'"),
     (["flex", "results", "--server", "h:1"], "give --token"),
+    (["ders", "register", "--file", "{d}/none.csv", *NOWHERE], "no such file"),
+    (["ders", "list", "--server", "h:1"], "give --token"),
+    (["ders", "retire", "d1", *NOWHERE], "required: --reason"),
+    (["ders", "review", "--min-useful-kw", "-1", *NOWHERE], "--min-useful-kw: '-1': must be greater than 0"),
+    (["ders", "envelopes", "--feeder", "f", "--rule", "fifo", *NOWHERE], "invalid choice: 'fifo'"),
+    (["direct", "schedules", "--feeder", "f", "--file", "{d}/bids_bad_time.csv", *NOWHERE],
+     "field interval: 'tomorrow' is not an ISO 8601"),
+    (["direct", "bids", "--feeder", "f", "--file", "{d}/none.csv", *NOWHERE], "no such file"),
+    (["direct", "check", "--rule", "fifo", *NOWHERE], "invalid choice: 'fifo'"),
+    (["conflicts", "list", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
+    (["conflicts", "follow", "--count", "-2", "--token", "t"], "--count: '-2': must be 0 or more"),
     (["audit", "records", "--server", "h:1"], "give --token"),
     (["audit", "verify", "--server", "h:1"], "give --token"),
     (["whoami", "--ca", "{d}/none.pem", "--token", "t"], "none.pem: no such file"),
     (["config", "show", "--config", "{d}/missing.toml"], "missing.toml: no such file"),
     (["completion", "fish"], "invalid choice: 'fish'"),
+    (["territories", "create", "t", *NOWHERE], "give --feeder or --interfaces"),
+    (["territories", "create", "t", "--interfaces", "{d}/broken.toml", *NOWHERE], "broken.toml: not JSON"),
+    (["territories", "show", "t", "--server", "h:1"], "give --token"),
+    (["territories", "open", "s", "--territory", "t", "--start", "soon", *NOWHERE], "not an ISO 8601 time"),
+    (["territories", "status", "s", "--server", "h:1"], "give --token"),
+    (["territories", "gate", "s", "--timeout", "0", *NOWHERE], "--timeout: '0': must be greater than 0"),
+    (["territories", "clear", "s", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
+    (["territories", "publish", "s", "--server", "h:1"], "give --token"),
+    (["territories", "settle", "--server", "h:1"], "required: session_id"),
 ]
 
 
@@ -328,12 +357,15 @@ def test_every_server_command_has_a_bad_input_case():
     covered = {tuple(a for a in argv[:2] if not a.startswith("-")) for argv, _ in BAD}
     parser = build_parser()
     groups = ("feeders", "markets", "network", "resources", "bids", "awards", "instructions", "statements",
-              "curves", "award")
+              "curves", "award", "ders", "direct", "conflicts", "territories")
     sub = next(a for a in parser._actions if a.choices and "markets" in a.choices).choices
     for group in groups:
         actions = next(a for a in sub[group]._actions if a.choices).choices
         for action in actions:
             assert (group, action) in covered, f"{group} {action}"
+    meters = next(a for a in sub["meters"]._actions if a.choices).choices
+    for action in set(meters) - {"settle"}:   # offline: tests/test_metering.py
+        assert ("meters", action) in covered, f"meters {action}"
     flex = next(a for a in sub["flex"]._actions if a.choices).choices
     for action in set(flex) - {"clear", "needs", "awards"}:   # offline, or covered in tests/test_server_flex.py
         assert ("flex", action) in covered, f"flex {action}"
