@@ -1198,16 +1198,20 @@ class _FixedPoints:
         self.solves = 0
         self.residual_kw = 0.0
 
-    def at(self, price: float) -> _Sample:
-        """The clearing at ``price``: import (MW), tangent, and the price range on which it holds."""
+    def at(self, price: float, between: tuple[float, float] = (math.inf, -math.inf)) -> _Sample:
+        """The clearing at ``price``: import (MW), tangent, and the price range on which it holds.
+
+        ``between``: the imports (MW) of the clearings at a lower and a higher price; a warm
+        clearing that is no vertex is kept only when its import lies between them."""
         m, t = self.market, self.t
         prices = m.iso_price.copy()
         prices[t] = price
         m.set_iso_price(prices)
         sample, vertex = self._converged(price)
-        if not vertex:
+        if not vertex and not between[0] + Q_TOL_MW >= sample.q >= between[1] - Q_TOL_MW:
             # Warm from the last clearing, successive LP may settle elsewhere than a fresh clearing
-            # where bids clear part-way: start where ``clear`` starts, so the curve says what it does.
+            # where bids clear part-way (the import out of order says so): start where ``clear``
+            # starts, so the curve says what it does.
             m.restart()
             sample, _ = self._converged(price)
         return sample
@@ -1292,7 +1296,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         if past:
             probed.add(id(a))
             lam = a.high + min(max(cert, 1e-9 * max(1.0, abs(a.high))), width / 2.0)
-        c = fixed.at(lam)
+        c = fixed.at(lam, (a.q, b.q))
         c = _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low))
         # A range that starts where a's ends is progress along the curve, not a subdivision.
         onward = depth if past and c.low <= a.high + cert else depth + 1

@@ -270,7 +270,7 @@ def test_loss_aware_curve_is_what_clear_and_the_ac_power_flow_give_at_prices_off
         assert abs(ours - ac) <= losses.CURVE_TOL * max(abs(ac), 1.0), price
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(["ieee33", "synthetic"]), seed=st.integers(0, 10_000), share=st.floats(0.0, 1.0))
 def test_disaggregation_delivers_any_deliverable_award_at_the_interface_after_losses(kind, seed, share):
     from dsomarket.engine.disaggregation import disaggregate
