@@ -1162,7 +1162,7 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
                                            resources_for_interval(resources, book.intervals[t]), opts,
                                            load_p_kw[:, one], load_q_kvar[:, one]), 0)
             if lossaware:
-                fixed = _FixedPoints(probe.market, t)
+                fixed = _FixedPoints(probe.market, probe.t)
                 bands, band_check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, limit)
                 solves += fixed.solves
                 check = band_check if check is None else check.merged(band_check)
