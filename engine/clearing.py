@@ -112,13 +112,13 @@ class NodalMarket:
         self.solver.set_col_bounds("bid", *held_bounds(self.columns, bid_mw))
 
     def restart(self) -> None:
-        """Back to the state a new loss-aware market starts from: linearised at the AC power flow of
-        the fixed load, no basis. The next :meth:`converge` then follows the path a fresh clearing at
-        the same prices and bounds follows, hence ends where it does."""
+        """Back to the state a new loss-aware market starts from: its first model, no dispatch's
+        point yet, no basis. The next :meth:`converge` then follows the path a fresh clearing at the
+        same prices and bounds follows, hence ends where it does."""
         if not self.lossaware:
             return
         self.model, self.point = self._flat
-        self._point_bids = np.zeros(self.columns.book.n)
+        self._point_bids = None
         self.solver.set_matrix(self.model)
         self.solver.h.clearSolver()
 
