@@ -99,7 +99,7 @@ from dsomarket.engine.clearing import ClearingOptions, NodalMarket, _iv_column, 
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.lindistflow import market_loads
 from dsomarket.engine.losses import (CURVE_ABS_KW, CURVE_MAX_DEPTH, CURVE_PRICE_TOL, CURVE_REL_TOL,
-                                      STEP_TOL_KW, CurveCheck)
+                                      STEP_TOL_KW, CurveCheck, verify_curve)
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 Q_TOL_MW = 1e-6
@@ -1158,6 +1158,23 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     merged = _merge_equal(bands)
     check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=worst * 100.0,
                        max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved)
+    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
+
+
+def _verified(probe: _Probe, bands: list, limit: int) -> tuple[list, CurveCheck]:
+    """The loss-aware bands checked band by band against AC power flows (:func:`engine.losses.verify_curve`),
+    regions re-traced where needed; made monotone again where two linearisations meet."""
+    market, t = probe.market, probe.t
+
+    def retrace(low: float, high: float) -> list | None:
+        try:
+            return _trace_interval(_Probe(market, t), low, high, limit)
+        except RuntimeError:   # numerically troubled on this linearisation: the caller keeps what it has
+            return None
+
+    checked, check = verify_curve(market, t, bands, retrace)
+    q = np.minimum.accumulate(np.array([b[2] for b in checked]) / S_BASE_KVA)
+    merged = _merge_equal([[lo, hi, qq] for (lo, hi, _), qq in zip(checked, q)])
     return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
 
 
