@@ -65,6 +65,19 @@ samples differ by at most ``2 max_error_kw`` is represented by their midpoint
 with an error of at most ``max_error_kw`` (plus the conic solver's accuracy),
 and intervals are halved until that holds or they are narrower than
 ``price_tol``: a jump of ``Q`` is then located to within ``price_tol``.
+
+Loss-aware LP (:func:`_trace_fixed_points`)
+-------------------------------------------
+The loss-aware market is successive LP, so its ``Q(lambda)`` is what
+``clear`` converges to at each price, and the curve is made of those
+clearings. A clearing whose dispatch is a vertex of the LP linearised at it
+holds over the price range of that LP's optimal basis (the linearisation has
+the AC equations' values and gradients there, so their optimality conditions
+agree): a flat band, exact. Between two such ranges a bid may clear part-way
+because of its own effect on the losses, and the import then moves with the
+price: that stretch is sampled by further clearings (Eisner and Severance's
+tangents, as above) until neighbouring imports differ by at most twice
+``losses.CURVE_REL_TOL`` (one band at their middle).
 """
 
 from __future__ import annotations
@@ -85,7 +98,8 @@ from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, co
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, _iv_column, socp_solver
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.lindistflow import market_loads
-from dsomarket.engine.losses import CurveCheck, verify_curve
+from dsomarket.engine.losses import (CURVE_ABS_KW, CURVE_MAX_DEPTH, CURVE_PRICE_TOL, CURVE_REL_TOL,
+                                      STEP_TOL_KW, CurveCheck, verify_curve)
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 Q_TOL_MW = 1e-6
@@ -136,9 +150,10 @@ class InterfaceCurve:
     bound_flips
         Steps walked by bound flips without a solve (LP tracing).
     ac_check
-        Loss-aware curves: ``bands`` checked by an AC power flow of their dispatch,
-        ``max_error_pct`` of a band's import against it, and the regions
-        ``relinearised`` (:class:`engine.losses.CurveCheck`); None otherwise.
+        Loss-aware curves: ``bands``, the converged ``clearings`` they were made from,
+        ``max_error_pct`` (bound on a band's import against the clearing at a price
+        inside it) and ``max_residual_kw`` (a clearing's LP import against the AC power
+        flow of its dispatch) (:class:`engine.losses.CurveCheck`); None otherwise.
     """
 
     bands: pl.DataFrame
@@ -920,6 +935,7 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
         The market, as for :func:`engine.clearing.clear`.
     options
         ``formulation = "lindistflow"`` (default) traces the exact staircase;
+        ``"lossaware"`` makes the curve of converged clearings (:func:`_trace_fixed_points`);
         ``"socp"`` samples the branch-flow curve (:func:`trace_curve_socp`, which
         takes ``socp_options``).
     forecast
@@ -981,14 +997,14 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
                                            resources_for_interval(resources, book.intervals[t]), opts,
                                            load_p_kw[:, one], load_q_kvar[:, one]), 0)
             if lossaware:
-                probe.market.converge()   # the curve is traced on the converged linearisation
-            bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
-            solves += probe.solves
-            flips += probe.flips
-            if lossaware:
-                bands, band_check = _verified(probe, bands, limit)
-                solves += band_check.bands
+                fixed = _FixedPoints(probe.market, probe.t)
+                bands, band_check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, limit)
+                solves += fixed.solves
                 check = band_check if check is None else check.merged(band_check)
+            else:
+                bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
+                solves += probe.solves
+                flips += probe.flips
             rows += [(t, lo, hi, q) for lo, hi, q in bands]
             if progress is not None:
                 progress(t + 1, T)
@@ -996,6 +1012,153 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
                           conditional=coupled, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, bound_flips=flips,
                           ac_check=None if check is None else dataclasses.asdict(check))
+
+
+class _FixedPoints:
+    """Loss-aware clearings of interval t at chosen ISO prices, each converged to its own fixed point.
+
+    A clearing at price ``lambda`` is :meth:`NodalMarket.converge` (what ``clear`` does), so
+    its import is the AC power flow's of its dispatch. Where that dispatch is a vertex of the
+    LP linearised at it, the range of ISO prices over which that LP's basis stays optimal
+    (:meth:`_Probe.solve`) is exactly the range over which the dispatch is a fixed point:
+    the linearisation has the AC equations' values and gradients there, so the LP's
+    optimality conditions at it are the AC ones. Where a bid clears part-way because of
+    its own effect on the losses (an interior optimum) the import moves with the price and
+    the sample holds at its own price only.
+    """
+
+    def __init__(self, market: NodalMarket, t: int):
+        self.market, self.t = market, t
+        self.clearings = 0
+        self.solves = 0
+        self.residual_kw = 0.0
+
+    def at(self, price: float, between: tuple[float, float] = (math.inf, -math.inf)) -> _Sample:
+        """The clearing at ``price``: import (MW), tangent, and the price range on which it holds.
+
+        ``between``: the imports (MW) of the clearings at a lower and a higher price; a warm
+        clearing that is no vertex is kept only when its import lies between them."""
+        m, t = self.market, self.t
+        prices = m.iso_price.copy()
+        prices[t] = price
+        m.set_iso_price(prices)
+        sample, vertex = self._converged(price)
+        if not vertex and not between[0] + Q_TOL_MW >= sample.q >= between[1] - Q_TOL_MW:
+            # Warm from the last clearing, successive LP may settle elsewhere than a fresh clearing
+            # where bids clear part-way (the import out of order says so): start where ``clear``
+            # starts, so the curve says what it does.
+            m.restart()
+            sample, _ = self._converged(price)
+        return sample
+
+    def _converged(self, price: float) -> tuple[_Sample, bool]:
+        """Converge at the prices set: the sample, and whether its fixed point is a vertex."""
+        m, t = self.market, self.t
+        sol = m.converge()
+        self.clearings += 1
+        self.solves += m.convergence["iterations"] if m.convergence else 1
+        if not sol.ok:
+            raise InputError("market", "iso_price", f"the market is not solvable ({sol.status}) at an ISO "
+                             f"price of {price:g} in interval {t}: no interface curve exists")
+        s = m.solver
+        q = float(s.block(sol.x, "import_p")[t])
+        g = float(np.sum(s.cost * sol.x)) - price * q
+        self.residual_kw = max(self.residual_kw, m.convergence["residual_import_kw"])
+        probe = _Probe(m, t)
+        ranged, basis = probe.solve(price)
+        self.solves += 1
+        bids = m.model.var("bid").slice
+        vertex = (abs(ranged.q - q) <= Q_TOL_MW and
+                  float(np.max(np.abs(basis.x[bids] - sol.x[bids]), initial=0.0)) * S_BASE_KVA <= STEP_TOL_KW)
+        if vertex and m.convergence["converged"]:
+            return _Sample(price, q, g, min(ranged.low, price), max(ranged.high, price)), True
+        return _Sample(price, q, g, price, price), False
+
+
+def _band_tol(a: _Sample, b: _Sample) -> float:
+    """Largest error (MW) of one band standing for the imports between two clearings."""
+    return max(CURVE_REL_TOL * min(abs(a.q), abs(b.q)), CURVE_ABS_KW / S_BASE_KVA)
+
+
+def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
+                        max_clearings: int) -> tuple[list[tuple[float, float, float]], CurveCheck]:
+    """Bands ``(price_low, price_high, import_kw)`` of one interval of a loss-aware market, floor to cap.
+
+    Between two clearings ``a < b`` the import is non-increasing (the optimal cost is
+    concave in the ISO price, whatever the model), so it lies between theirs. A pair is
+    settled when a's range meets b's (one step, where they meet), when their imports
+    differ by at most twice the band tolerance (one band at the middle import, off by at
+    most the tolerance; this is how a stretch where a bid clears part-way is drawn), or
+    when the gap is narrower than ``CURVE_PRICE_TOL`` (a step located within it).
+    Otherwise a clearing in the gap splits it: just past a's range first (a bid flipping
+    at a's end starts the next range there), then where the two tangents meet. After
+    ``CURVE_MAX_DEPTH`` splits without a new range, the step goes where the tangents meet.
+    """
+    first = fixed.at(floor)
+    last = first if first.high >= cap else fixed.at(cap)
+    probed: set[int] = set()
+    stack = [(first, last, 0)]
+    done: list[tuple[_Sample, _Sample, float | None]] = []
+    worst, unresolved = 0.0, 0
+    while stack:
+        a, b, depth = stack.pop()
+        if a is b or a.q - b.q <= Q_TOL_MW:
+            done.append((a, b, None))
+            continue
+        cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(b.low))
+        if a.high >= b.low - cert:
+            done.append((a, b, min(max((a.high + b.low) / 2.0, a.price), b.price)))
+            continue
+        if a.q - b.q <= 2 * _band_tol(a, b):
+            done.append((a, b, math.nan))
+            worst = max(worst, (a.q - b.q) / 2.0 / max(min(abs(a.q), abs(b.q)), CURVE_ABS_KW / S_BASE_KVA))
+            continue
+        width = b.low - a.high
+        lam = (b.g - a.g) / (a.q - b.q)
+        if not a.high + 0.01 * width < lam < b.low - 0.01 * width:
+            lam = a.high + width / 2.0
+        if depth >= CURVE_MAX_DEPTH:
+            # Clearings this close in price that still disagree: a step where the tangents meet.
+            done.append((a, b, lam))
+            unresolved += 1
+            continue
+        if b.low - a.high <= CURVE_PRICE_TOL * max(1.0, abs(a.high)):
+            done.append((a, b, (a.high + b.low) / 2.0))
+            continue
+        if fixed.clearings >= max_clearings:
+            raise RuntimeError(f"loss-aware curve: more than {max_clearings} clearings in interval {fixed.t}")
+        past = a.high > a.low and id(a) not in probed
+        if past:
+            probed.add(id(a))
+            lam = a.high + min(max(cert, 1e-9 * max(1.0, abs(a.high))), width / 2.0)
+        c = fixed.at(lam, (a.q, b.q))
+        c = _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low))
+        # A range that starts where a's ends is progress along the curve, not a subdivision.
+        onward = depth if past and c.low <= a.high + cert else depth + 1
+        stack += [(c, b, onward), (a, c, depth + 1)]
+    bands: list[list[float]] = []
+    low, q = floor, first.q
+    for a, b, step in done:
+        if step is None:
+            continue
+        if math.isnan(step):            # a stretch drawn as one band at its middle import
+            if a.high > low:
+                bands.append([low, a.high, q])
+            bands.append([a.high, b.low, (a.q + b.q) / 2.0])
+            low = b.low
+        elif step > low:
+            bands.append([low, step, q])
+            low = step
+        q = b.q
+    bands.append([low, cap, q])
+    bands = [band for band in bands if band[1] > band[0] + P_REL_TOL * max(1.0, abs(band[0]))] or bands[-1:]
+    for lo, hi in zip(bands[:-1], bands[1:]):   # dropping a sliver leaves its neighbours to meet
+        hi[0] = lo[1]
+    bands[0][0], bands[-1][1] = floor, cap
+    merged = _merge_equal(bands)
+    check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=worst * 100.0,
+                       max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved)
+    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
 
 
 def _verified(probe: _Probe, bands: list, limit: int) -> tuple[list, CurveCheck]:
