@@ -186,6 +186,7 @@ class Market:
     day_ahead_market_id: str
     clearing_status: str
     diagnosis: tuple[str, ...]
+    formulation: str
 
     @property
     def intervals(self) -> list[datetime]:
@@ -199,7 +200,7 @@ class Market:
                       _dt(m.gate_closure_time) if m.HasField("gate_closure_time") else None,
                       m.gate_lead.ToTimedelta() if m.HasField("gate_lead") else None,
                       Decimal(m.price_floor), Decimal(m.price_cap), m.currency, _dec(m.value_of_lost_load),
-                      m.day_ahead_market_id, _name(_STATUS, m.clearing_status), tuple(m.diagnosis))
+                      m.day_ahead_market_id, _name(_STATUS, m.clearing_status), tuple(m.diagnosis), m.formulation)
 
 
 @dataclass(frozen=True)
@@ -958,14 +959,16 @@ class Client:
                             gate_lead: timedelta | None = None, price_floor: Decimal | str | None = None,
                             price_cap: Decimal | str | None = None, currency: str = "",
                             value_of_lost_load: Decimal | str | None = None,
-                            day_ahead_market_id: str = "") -> Market:
+                            day_ahead_market_id: str = "", formulation: str = "") -> Market:
+        """Create a market; ``formulation`` (lossaware, lossless or lindistflow, socp; empty: the server's
+        default, lossaware) is the clearing model of all its clearings, curves and awards."""
         req = operator_pb2.CreateMarketRequest(
             market_id=market_id, feeder_id=feeder_id, kind=_value(_KINDS, kind, "market kind"),
             delivery_start=_ts(delivery_start), interval_count=interval_count,
             price_floor="" if price_floor is None else price_text(price_floor),
             price_cap="" if price_cap is None else price_text(price_cap), currency=currency,
             value_of_lost_load="" if value_of_lost_load is None else price_text(value_of_lost_load),
-            day_ahead_market_id=day_ahead_market_id)
+            day_ahead_market_id=day_ahead_market_id, formulation=formulation)
         if gate_closure_time is not None:
             req.gate_closure_time.CopyFrom(_ts(gate_closure_time))
         if gate_lead is not None:

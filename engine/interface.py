@@ -858,9 +858,11 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     feeder, book, rules, resources
         The market, as for :func:`engine.clearing.clear`.
     options
-        ``formulation = "lindistflow"`` (default) traces the exact staircase;
-        ``"socp"`` samples the branch-flow curve (:func:`trace_curve_socp`, which
-        takes ``socp_options``).
+        ``formulation = "lossaware"`` (default) traces the exact staircase of the
+        converged loss-aware LP and checks every band by an AC power flow;
+        ``"lossless"`` (alias ``"lindistflow"``) the exact staircase of the lossless
+        LP; ``"socp"`` samples the branch-flow curve (:func:`trace_curve_socp`,
+        which takes ``socp_options``).
     forecast
         ISO price per interval (per MWh) held in the *other* intervals while one
         is traced; only matters when resources couple intervals. Defaults to the

@@ -64,6 +64,10 @@ def register(subparsers) -> None:
     mc.add_argument("--voll", help="value of lost load per MWh: shed fixed load above it (default: never shed)")
     mc.add_argument("--day-ahead", default="", metavar="MARKET",
                     help="real-time: the day-ahead market it settles deviations from")
+    mc.add_argument("--formulation", default="", metavar="NAME",
+                    help="clearing model of the market's clearings, curves and awards: lossaware (the server's "
+                         "default: losses in prices and interface import), lossless (alias lindistflow) or socp "
+                         "(cleared and traced for comparison; cannot be awarded)")
     _common(mc, formats=False)
     mc.set_defaults(func=_markets_create)
 
@@ -199,9 +203,10 @@ def _markets_create(args) -> int:
         m = await client.create_market(args.market_id, feeder_id=args.feeder, kind=args.kind, delivery_start=start,
                                        interval_count=args.intervals, gate_closure_time=closure, gate_lead=lead,
                                        price_floor=args.floor, price_cap=args.cap, currency=args.currency,
-                                       value_of_lost_load=args.voll, day_ahead_market_id=args.day_ahead)
+                                       value_of_lost_load=args.voll, day_ahead_market_id=args.day_ahead,
+                                       formulation=args.formulation)
         print(f"market {m.market_id} is {m.state}: {m.kind} on {m.feeder_id}, {m.interval_count} intervals of "
-              f"{m.interval_length} from {iso(m.delivery_start)}")
+              f"{m.interval_length} from {iso(m.delivery_start)}, cleared {m.formulation}")
         return 0
 
     return talk(args, work)
@@ -213,7 +218,7 @@ def _markets_list(args) -> int:
         # The table keeps what tells markets apart; `markets show` and the script formats have every field.
         emit(markets, args.format, args.out, ("market_id", "feeder_id", "kind", "state", "delivery_start",
                                               "interval_count", "interval_length", "price_floor", "price_cap",
-                                              "currency", "clearing_status")
+                                              "currency", "formulation", "clearing_status")
              if chosen_format(args.format, args.out) == "table" else Market)
         return 0
 
