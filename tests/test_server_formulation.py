@@ -22,7 +22,6 @@ from tests.harness import old_database, running, simple_bids, small_market
 def test_a_market_is_lossaware_unless_named_and_keeps_its_model_across_a_restart(tmp_path):
     async def body():
         async with running(tmp_path) as env:
-            op = env.clients["dso"]
             assert (await small_market(env, "da-default")).formulation == "lossaware"
             assert (await small_market(env, "da-old", formulation="lindistflow")).formulation == "lossless"
             assert (await small_market(env, "da-socp", formulation="socp")).formulation == "socp"
