@@ -1,7 +1,7 @@
 """Exact interface curve against a warm-started 100-point price grid on the same model.
 
 Run: ``python benchmarks/bench_curve.py [--buses 1000] [--bids 10000] [--seed 1] [--decimals 2 0]
-[--small-bids 1000]``.
+[--small-bids 1000] [--dayahead-intervals 0]``.
 
 For each bid-price tick (``--decimals 2``: prices to the cent; ``0``: whole currency units) it
 builds ``engine.feeders.synthetic(buses, seed)`` and ``bids`` random bids (half buys, half sells,
@@ -14,12 +14,17 @@ builds ``engine.feeders.synthetic(buses, seed)`` and ``bids`` random bids (half 
   distinct imports, and a check that every grid price away from a breakpoint gets the exact
   curve's import (an independent solve of each);
 - the ratio exact / warm100 (target <= 1.5);
-- ``small``: clear + curve of the same feeder with ``--small-bids`` bids (target <= 0.1 s).
+- ``small``: clear + curve of the same feeder with ``--small-bids`` bids (target <= 0.1 s);
+- ``dayahead`` (``--dayahead-intervals 24``): the coupled day-ahead curves: the same ``bids`` spread
+  over the hours, plus ``--batteries`` batteries (200 kWh, 50 kW, a charge and a discharge bid in every
+  hour) that couple the hours; all curves, each conditional on the forecast in the other hours
+  (target < 60 s for 24 hours, 100 batteries, 1,000 buses, 10,000 bids).
 """
 
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timedelta, timezone
 import os
 import platform
 import sys
@@ -31,7 +36,7 @@ import polars as pl
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from dsomarket.engine.bids import MarketRules, validate_bids  # noqa: E402
+from dsomarket.engine.bids import Battery, MarketRules, validate_bids  # noqa: E402
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear  # noqa: E402
 from dsomarket.engine.feeders import synthetic  # noqa: E402
 from dsomarket.engine.interface import trace_curve  # noqa: E402
@@ -105,6 +110,40 @@ def small(buses: int, n_bids: int, seed: int) -> None:
           f"({curve.bands.height} bands, {curve.solves} solves) = {t2 - t0:.3f} s (target <= 0.1 s)")
 
 
+def day_bids(feeder, n: int, hours: int, n_bat: int, seed: int) -> tuple[pl.DataFrame, tuple[Battery, ...]]:
+    """``n`` random bids over ``hours`` hours plus a charge and a discharge bid per battery and hour."""
+    rng = np.random.default_rng(seed)
+    day = [datetime(2026, 3, 1, tzinfo=timezone.utc) + timedelta(hours=h) for h in range(hours)]
+    plain = make_bids(feeder, n, seed, 2).with_columns(
+        interval=pl.Series([day[h] for h in rng.integers(0, hours, n)]), resource_id=pl.lit(""))
+    buses = rng.choice(feeder.buses["bus"].to_numpy()[1:], n_bat)
+    rows = [(f"bat{k:03d}-{side}{h:02d}", buses[k], side, 50.0, price, day[h], f"bat{k:03d}")
+            for k in range(n_bat) for h in range(hours)
+            for side, price in (("buy", round(float(rng.uniform(0, 60)), 2)),
+                                ("sell", round(float(rng.uniform(80, 160)), 2)))]
+    bat = pl.DataFrame(rows, schema=["bid_id", "bus", "side", "quantity_kw", "price", "interval", "resource_id"],
+                       orient="row")
+    batteries = tuple(Battery(f"bat{k:03d}", 200.0, 50.0, 50.0, soc_init_kwh=100.0, soc_end_kwh=100.0)
+                      for k in range(n_bat))
+    return pl.concat([plain, bat], how="diagonal_relaxed"), batteries
+
+
+def dayahead(buses: int, n_bids: int, hours: int, n_bat: int, seed: int) -> None:
+    """The coupled day-ahead curves of every hour (batteries link the hours)."""
+    feeder = synthetic(buses, seed)
+    rules = MarketRules()
+    bids, batteries = day_bids(feeder, n_bids, hours, n_bat, seed + 1)
+    book = validate_bids(bids, feeder, rules)
+    t0 = time.perf_counter()
+    clear(feeder, book, 50.0, rules=rules, resources=batteries, options=NO_AC)
+    t1 = time.perf_counter()
+    curve = trace_curve(feeder, book, rules, batteries)
+    t2 = time.perf_counter()
+    print(f"\n== dayahead: {buses} buses, {n_bids} bids + {n_bat} batteries over {hours} hours: clear {t1 - t0:.2f} s; "
+          f"{hours} coupled curves {t2 - t1:.2f} s ({curve.bands.height} bands, {curve.solves} HiGHS solves, "
+          f"{curve.bound_flips} bound flips; conditional={curve.conditional}) (target < 60 s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--buses", type=int, default=1000)
@@ -113,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decimals", type=int, nargs="+", default=[2, 0],
                         help="bid-price ticks to run: 2 = cents, 0 = whole units (default both)")
     parser.add_argument("--small-bids", type=int, default=1000, help="bids of the clear + curve case (0: skip)")
+    parser.add_argument("--dayahead-intervals", type=int, default=0,
+                        help="hours of the coupled day-ahead case (0: skip; the target case is 24)")
+    parser.add_argument("--batteries", type=int, default=100, help="batteries of the day-ahead case")
     args = parser.parse_args(argv)
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; Python {platform.python_version()}, highspy {highspy.Highs().version()}; "
@@ -121,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         run(args.buses, args.bids, args.seed, d)
     if args.small_bids:
         small(args.buses, args.small_bids, args.seed)
+    if args.dayahead_intervals:
+        dayahead(args.buses, args.bids, args.dayahead_intervals, args.batteries, args.seed)
     return 0
 
 

@@ -40,7 +40,7 @@ from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, common_
 from dsomarket.v1 import flexibility_pb2 as flex_pb
 from dsomarket.v1 import flexibility_pb2_grpc
 from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, network_pb2, network_pb2_grpc, operator_pb2
-from dsomarket.v1 import operator_pb2_grpc, realtime_pb2, realtime_pb2_grpc
+from dsomarket.v1 import operator_pb2_grpc, realtime_pb2, realtime_pb2_grpc, territory_pb2, territory_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 PAGE_SIZE = 10_000
@@ -117,6 +117,7 @@ _STATES = {v: k.removeprefix("MARKET_STATE_").lower() for k, v in common_pb2.Mar
 _ROLES = {v: k.removeprefix("ROLE_").lower() for k, v in common_pb2.Role.items()}
 _STATUS = {v: k.removeprefix("CLEARING_STATUS_").lower() for k, v in common_pb2.ClearingStatus.items()}
 MARKET_KINDS = tuple(_KINDS.values())
+_STATEMENT_KINDS = {v: k.removeprefix("STATEMENT_KIND_").lower() for k, v in agg_pb.StatementKind.items()}
 """Market kinds this client knows, as the methods take and return them."""
 MARKET_STATES = tuple(v for v in _STATES.values() if v != "unspecified")
 """Market states, in the order a market goes through them."""
@@ -377,7 +378,14 @@ class Instruction:
 
 @dataclass(frozen=True)
 class Statement:
-    """A settlement line: ``amount`` is paid to the aggregator (positive) or charged; ``kw`` a withdrawal."""
+    """A settlement line: ``amount`` is paid to the aggregator (positive) or charged; ``kw`` a withdrawal.
+
+    ``kind`` says what it settles: ``energy`` (an awarded bid or position at its DLMP less the loss
+    component), ``loss`` (the loss component of that DLMP), ``override`` (an instructed deviation from the
+    award), ``curtailment`` (the margin that deviation cost), ``imbalance`` (metered minus instructed),
+    ``demand_response`` (the reduction below the baseline against the instructed one); ``unspecified`` from a
+    server that predates kinds.
+    """
 
     market_id: str
     aggregator_id: str
@@ -391,6 +399,7 @@ class Statement:
     reactive_price: Decimal
     amount: Decimal
     currency: str
+    kind: str = "energy"
 
 
 @dataclass(frozen=True)
@@ -590,6 +599,82 @@ class SettlementReport:
 
 
 @dataclass(frozen=True)
+class TerritoryInterface:
+    """A T-D interface: loaded feeders behind one substation transformer, its limits in kW (None = none).
+
+    An empty ``interface_id`` (one feeder without limits) is the feeder's id.
+    """
+
+    interface_id: str
+    feeder_ids: tuple[str, ...]
+    import_max_kw: float | None = None
+    export_max_kw: float | None = None
+
+    def to_pb(self) -> territory_pb2.TerritoryInterface:
+        return territory_pb2.TerritoryInterface(interface_id=self.interface_id, feeder_ids=list(self.feeder_ids),
+                                                import_max_kw=self.import_max_kw or 0.0,
+                                                export_max_kw=self.export_max_kw or 0.0)
+
+    @staticmethod
+    def of(i: territory_pb2.TerritoryInterface) -> "TerritoryInterface":
+        return TerritoryInterface(i.interface_id, tuple(i.feeder_ids), i.import_max_kw or None,
+                                  i.export_max_kw or None)
+
+
+@dataclass(frozen=True)
+class Territory:
+    territory_id: str
+    interfaces: tuple[TerritoryInterface, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SessionInterface:
+    """One interface's market in a territory session."""
+
+    interface_id: str
+    market: Market
+
+
+@dataclass(frozen=True)
+class TerritorySession:
+    session_id: str
+    territory_id: str
+    interfaces: tuple[SessionInterface, ...]
+    created_at: datetime
+
+    def market_of(self, interface_id: str) -> Market:
+        """The market of an interface."""
+        return next(i.market for i in self.interfaces if i.interface_id == interface_id)
+
+    @staticmethod
+    def of(s: territory_pb2.TerritorySession) -> "TerritorySession":
+        return TerritorySession(s.session_id, s.territory_id,
+                                tuple(SessionInterface(i.interface_id, Market.of(i.market)) for i in s.interfaces),
+                                _dt(s.created_at))
+
+
+@dataclass(frozen=True)
+class TerritoryClearing:
+    """A session's clearing: the session after it, each interface's clearing (by interface id), how many
+    cleared optimal and the wall time of the fan-out."""
+
+    session: TerritorySession
+    interfaces: dict
+    optimal: int
+    solve_seconds: float
+
+
+@dataclass(frozen=True)
+class TerritorySettlement:
+    """A session's settlement: each awarded interface's SettlementReport, or the error that kept it AWARDED."""
+
+    session: TerritorySession
+    settled: dict
+    errors: dict
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     sequence: int
     recorded_at: datetime
@@ -782,6 +867,38 @@ def _instruction(i: agg_pb.Instruction) -> Instruction:
                        _name(_SOURCES, i.source), i.reason, _dt(i.issued_at))
 
 
+def _market_request(market_id: str, feeder_id: str, kind: str, delivery_start: datetime, interval_count: int,
+                    gate_closure_time: datetime | None, gate_lead: timedelta | None, price_floor, price_cap,
+                    currency: str, value_of_lost_load, day_ahead_market_id: str,
+                    formulation: str = "") -> operator_pb2.CreateMarketRequest:
+    req = operator_pb2.CreateMarketRequest(
+        market_id=market_id, feeder_id=feeder_id, kind=_value(_KINDS, kind, "market kind"),
+        delivery_start=_ts(delivery_start), interval_count=interval_count,
+        price_floor="" if price_floor is None else price_text(price_floor),
+        price_cap="" if price_cap is None else price_text(price_cap), currency=currency,
+        value_of_lost_load="" if value_of_lost_load is None else price_text(value_of_lost_load),
+        day_ahead_market_id=day_ahead_market_id, formulation=formulation)
+    if gate_closure_time is not None:
+        req.gate_closure_time.CopyFrom(_ts(gate_closure_time))
+    if gate_lead is not None:
+        req.gate_lead.CopyFrom(Duration(seconds=int(gate_lead.total_seconds())))
+    return req
+
+
+def _clearing_report(r: operator_pb2.ClearMarketResponse) -> ClearingReport:
+    flows = tuple(InterfaceFlow(_dt(f.interval_start), f.import_kw, Decimal(f.iso_price)) for f in r.interface)
+    return ClearingReport(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis), _dec(r.welfare), flows,
+                          r.curve_segments, r.solve_seconds, r.network_version)
+
+
+def _settlement(r: operator_pb2.SettleMarketResponse) -> SettlementReport:
+    return SettlementReport(Market.of(r.market), {k: Decimal(v) for k, v in r.totals.items()}, r.statement_count)
+
+
+def _territory(t: territory_pb2.Territory) -> Territory:
+    return Territory(t.territory_id, tuple(TerritoryInterface.of(i) for i in t.interfaces), _dt(t.created_at))
+
+
 def bid_columns(bids: Sequence[BidSegment]) -> agg_pb.BidColumns:
     """Columnar form of bid segments (the interval starts dictionary-encoded)."""
     starts: dict[datetime, int] = {}
@@ -865,6 +982,7 @@ class Client:
         self._flex = flexibility_pb2_grpc.FlexibilityServiceStub(self._channel)
         self._network = network_pb2_grpc.NetworkServiceStub(self._channel)
         self._realtime = realtime_pb2_grpc.RealTimeServiceStub(self._channel)
+        self._territory = territory_pb2_grpc.TerritoryServiceStub(self._channel)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -874,6 +992,13 @@ class Client:
 
     async def close(self) -> None:
         await self._channel.close()
+
+    @property
+    def hybrid(self):
+        """The DER registry and hybrid-participation calls (:class:`clients.hybrid_client.HybridClient`)."""
+        from dsomarket.clients.hybrid_client import HybridClient  # imports this module
+
+        return HybridClient(self)
 
     async def _call(self, method, request, retry: bool = True):
         attempt = 0
@@ -962,18 +1087,67 @@ class Client:
                             day_ahead_market_id: str = "", formulation: str = "") -> Market:
         """Create a market; ``formulation`` (lossaware, lossless or lindistflow, socp; empty: the server's
         default, lossaware) is the clearing model of all its clearings, curves and awards."""
-        req = operator_pb2.CreateMarketRequest(
-            market_id=market_id, feeder_id=feeder_id, kind=_value(_KINDS, kind, "market kind"),
-            delivery_start=_ts(delivery_start), interval_count=interval_count,
-            price_floor="" if price_floor is None else price_text(price_floor),
-            price_cap="" if price_cap is None else price_text(price_cap), currency=currency,
-            value_of_lost_load="" if value_of_lost_load is None else price_text(value_of_lost_load),
-            day_ahead_market_id=day_ahead_market_id, formulation=formulation)
-        if gate_closure_time is not None:
-            req.gate_closure_time.CopyFrom(_ts(gate_closure_time))
-        if gate_lead is not None:
-            req.gate_lead.CopyFrom(Duration(seconds=int(gate_lead.total_seconds())))
+        req = _market_request(market_id, feeder_id, kind, delivery_start, interval_count, gate_closure_time,
+                              gate_lead, price_floor, price_cap, currency, value_of_lost_load, day_ahead_market_id,
+                              formulation)
         return Market.of((await self._call(self._operator.CreateMarket, req, retry=False)).market)
+
+    # -- territories (operator) --------------------------------------------------------
+
+    async def create_territory(self, territory_id: str, interfaces: Sequence[TerritoryInterface]) -> Territory:
+        """Group loaded feeders into T-D interfaces (feeders behind one transformer are one interface)."""
+        req = territory_pb2.CreateTerritoryRequest(territory_id=territory_id,
+                                                   interfaces=[i.to_pb() for i in interfaces])
+        return _territory((await self._call(self._territory.CreateTerritory, req, retry=False)).territory)
+
+    async def get_territory(self, territory_id: str) -> Territory:
+        req = territory_pb2.GetTerritoryRequest(territory_id=territory_id)
+        return _territory((await self._call(self._territory.GetTerritory, req)).territory)
+
+    async def open_territory_session(self, session_id: str, *, territory_id: str, kind: str,
+                                     delivery_start: datetime, interval_count: int = 0,
+                                     gate_closure_time: datetime | None = None, gate_lead: timedelta | None = None,
+                                     price_floor: Decimal | str | None = None,
+                                     price_cap: Decimal | str | None = None, currency: str = "",
+                                     value_of_lost_load: Decimal | str | None = None,
+                                     day_ahead_session_id: str = "", formulation: str = "") -> TerritorySession:
+        """A market on every interface of a territory (``<session_id>:<interface_id>``), as :meth:`create_market`
+        would open it; a real-time session may deviate from a day-ahead session of the same territory."""
+        market = _market_request("", "", kind, delivery_start, interval_count, gate_closure_time, gate_lead,
+                                 price_floor, price_cap, currency, value_of_lost_load, day_ahead_session_id,
+                                 formulation)
+        req = territory_pb2.OpenTerritorySessionRequest(session_id=session_id, territory_id=territory_id,
+                                                        market=market)
+        return TerritorySession.of((await self._call(self._territory.OpenTerritorySession, req,
+                                                     retry=False)).session)
+
+    async def get_territory_session(self, session_id: str) -> TerritorySession:
+        req = territory_pb2.GetTerritorySessionRequest(session_id=session_id)
+        return TerritorySession.of((await self._call(self._territory.GetTerritorySession, req)).session)
+
+    async def close_territory_gate(self, session_id: str) -> TerritorySession:
+        req = territory_pb2.CloseTerritoryGateRequest(session_id=session_id)
+        return TerritorySession.of((await self._call(self._territory.CloseTerritoryGate, req, retry=False)).session)
+
+    async def clear_territory(self, session_id: str, *, iso_price_forecast: Sequence = ()) -> TerritoryClearing:
+        """Clear every closed market of the session; one infeasible interface is reported, the others clear."""
+        req = territory_pb2.ClearTerritoryRequest(session_id=session_id,
+                                                  iso_price_forecast=[price_text(p) for p in iso_price_forecast])
+        r = await self._call(self._territory.ClearTerritory, req, retry=False)
+        return TerritoryClearing(TerritorySession.of(r.session),
+                                 {i.interface_id: _clearing_report(i.clearing) for i in r.interfaces}, r.optimal,
+                                 r.solve_seconds)
+
+    async def publish_territory(self, session_id: str) -> TerritorySession:
+        req = territory_pb2.PublishTerritoryRequest(session_id=session_id)
+        return TerritorySession.of((await self._call(self._territory.PublishTerritory, req, retry=False)).session)
+
+    async def settle_territory(self, session_id: str) -> TerritorySettlement:
+        req = territory_pb2.SettleTerritoryRequest(session_id=session_id)
+        r = await self._call(self._territory.SettleTerritory, req, retry=False)
+        settled = {i.interface_id: _settlement(i.settlement) for i in r.interfaces if not i.error}
+        return TerritorySettlement(TerritorySession.of(r.session), settled,
+                                   {i.interface_id: i.error for i in r.interfaces if i.error})
 
     async def close_gate(self, market_id: str) -> Market:
         req = operator_pb2.CloseGateRequest(market_id=market_id)
@@ -987,11 +1161,7 @@ class Client:
     async def clear_market(self, market_id: str, *, iso_price_forecast: Sequence = ()) -> ClearingReport:
         req = operator_pb2.ClearMarketRequest(market_id=market_id,
                                               iso_price_forecast=[price_text(p) for p in iso_price_forecast])
-        r = await self._call(self._operator.ClearMarket, req, retry=False)
-        flows = tuple(InterfaceFlow(_dt(f.interval_start), f.import_kw, Decimal(f.iso_price))
-                      for f in r.interface)
-        return ClearingReport(Market.of(r.market), _name(_STATUS, r.status), tuple(r.diagnosis),
-                              _dec(r.welfare), flows, r.curve_segments, r.solve_seconds, r.network_version)
+        return _clearing_report(await self._call(self._operator.ClearMarket, req, retry=False))
 
     async def publish_market(self, market_id: str) -> Market:
         req = operator_pb2.PublishMarketRequest(market_id=market_id)
@@ -999,9 +1169,7 @@ class Client:
 
     async def settle_market(self, market_id: str) -> SettlementReport:
         req = operator_pb2.SettleMarketRequest(market_id=market_id)
-        r = await self._call(self._operator.SettleMarket, req, retry=False)
-        return SettlementReport(Market.of(r.market), {k: Decimal(v) for k, v in r.totals.items()},
-                                r.statement_count)
+        return _settlement(await self._call(self._operator.SettleMarket, req, retry=False))
 
     async def override_dispatch(self, market_id: str, *, aggregator_id: str, resource_id: str,
                                 interval_start: datetime, kw: float, reason: str) -> Instruction:
@@ -1078,7 +1246,8 @@ class Client:
         req = agg_pb.ListStatementsRequest(filter=f)
         return [Statement(s.market_id, s.aggregator_id, s.bid_id, s.resource_id, _dt(s.interval_start),
                           _name(_KINDS, s.settlement), s.kw, s.kvar, Decimal(s.price),
-                          Decimal(s.reactive_price or "0"), Decimal(s.amount), s.currency)
+                          Decimal(s.reactive_price or "0"), Decimal(s.amount), s.currency,
+                          _name(_STATEMENT_KINDS, s.kind))
                 async for s in self._pages(self._aggregator.ListStatements, req, "statements")]
 
     async def dispatch_stream(self, *, market_id: str = "", aggregator_id: str = "",
@@ -1122,15 +1291,29 @@ class Client:
                                                 interval_start=_ts(r.interval_start), kw=r.kw) for r in readings])
         return (await self._call(self._realtime.SubmitMeterReadings, req)).count
 
-    async def settle_imbalance(self, market_id: str) -> tuple[dict[str, Decimal], int, list[dict]]:
+    async def submit_resource_history(self, readings: Sequence[MeterReading], *, request_id: str = "") -> int:
+        """Metered history of flexible loads (net injection, kW: a load's is negative), the reference of their
+        demand-response baseline; returns how many readings were stored."""
+        req = realtime_pb2.SubmitResourceHistoryRequest(
+            request_id=request_id or uuid.uuid4().hex,
+            readings=[realtime_pb2.MeterReading(aggregator_id=r.aggregator_id, resource_id=r.resource_id,
+                                                interval_start=_ts(r.interval_start), kw=r.kw) for r in readings])
+        return (await self._call(self._realtime.SubmitResourceHistory, req)).count
+
+    async def settle_imbalance(self, market_id: str) -> tuple[dict[str, Decimal], int, list[dict], list[dict]]:
         """Operator: settle metered deviations and the interface imbalance; returns the totals (resources,
-        interface, residual: they add up to zero), the statement lines written and the interface rows."""
+        interface, residual: they add up to zero; demand_response: the part of resources settled on baselines),
+        the statement lines written, the interface rows and the demand-response rows (with their baselines)."""
         r = await self._call(self._realtime.SettleImbalance, realtime_pb2.SettleImbalanceRequest(market_id=market_id),
                              retry=False)
         iface = [{"interval_start": _dt(i.interval_start), "scheduled_kw": i.scheduled_kw, "metered_kw": i.metered_kw,
                   "imbalance_kw": i.imbalance_kw, "price": Decimal(i.price), "amount": Decimal(i.amount)}
                  for i in r.interface]
-        return {k: Decimal(v) for k, v in r.totals.items()}, r.statement_count, iface
+        dr = [{"aggregator_id": d.aggregator_id, "resource_id": d.resource_id, "interval_start": _dt(d.interval_start),
+               "baseline_kw": d.baseline_kw, "metered_kw": d.metered_kw, "delivered_kw": d.delivered_kw,
+               "instructed_kw": d.instructed_kw, "deviation_kw": d.deviation_kw, "price": Decimal(d.price),
+               "amount": Decimal(d.amount)} for d in r.demand_response]
+        return {k: Decimal(v) for k, v in r.totals.items()}, r.statement_count, iface, dr
 
     async def performance_report(self, market_id: str, *, aggregator_id: str = "") -> list[PerformanceRow]:
         req = realtime_pb2.GetPerformanceReportRequest(market_id=market_id, aggregator_id=aggregator_id)

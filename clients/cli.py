@@ -28,19 +28,20 @@ from dsomarket import __version__
 from dsomarket.engine.errors import InputError
 
 COMMAND_MODULES = ("feeder", "market", "flex", "meters", "territory", "service", "operator", "aggregator", "iso",
-                   "shell", "plot", "hybrid")
+                   "ders", "shell", "plot", "hybrid", "territories")
 COMMANDS = {
     "feeder": "feeder", "powerflow": "feeder",
     "clear": "market", "curve": "market", "disaggregate": "market", "settle": "market",
     "flex": "flex", "meters": "meters", "territory": "territory",
     "audit": "service", "demo": "service", "serve": "service", "token": "service",
-    "feeders": "operator", "markets": "operator", "network": "operator",
+    "feeders": "operator", "markets": "operator", "network": "operator", "territories": "territories",
     "awards": "aggregator", "bids": "aggregator", "instructions": "aggregator", "resources": "aggregator",
     "statements": "aggregator",
     "award": "iso", "curves": "iso",
     "completion": "shell", "config": "shell", "whoami": "shell",
     "plot": "plot",
     "registry": "hybrid", "envelopes": "hybrid", "hybrid": "hybrid",
+    "ders": "ders", "direct": "ders", "conflicts": "ders",
 }
 """Which module registers each command (add new commands here; a test checks the table against the
 modules). A command imports only its own module, so that ``clear`` does not pay for gRPC or cvxpy;
@@ -75,6 +76,7 @@ def _number(kind, name: str, ok, what: str):
 positive_int = _number(int, "positive integer", lambda v: v > 0, "at least 1")
 non_negative_int = _number(int, "non-negative integer", lambda v: v >= 0, "0 or more")
 positive_float = _number(float, "positive number", lambda v: v > 0, "greater than 0")
+non_negative_float = _number(float, "non-negative number", lambda v: v >= 0, "0 or more")
 finite_float = _number(float, "number", lambda v: True, "finite")
 
 

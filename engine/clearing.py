@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from dsomarket.engine import lindistflow, losses
-from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical, merge_columns, validate_bids
+from dsomarket.engine.bids import BidBook, BidColumns, Commitment, MarketRules, Resource, canonical, merge_columns, validate_bids
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 from dsomarket.engine.results import (ECOS_MAX_BUSES, FORMULATIONS, ROUND_KW, ClearingOptions,  # noqa: F401
@@ -42,11 +42,16 @@ class NodalMarket:
     solve is warm. :meth:`converge` re-linearises the loss-aware model until
     the AC power flow of the dispatch agrees with it; :meth:`solve_raw` solves
     the current model as it stands. The feeder and the bids are never modified.
+
+    ``standalone=False`` builds one part of a horizon whose network changes
+    (:class:`engine.runs.CoupledMarket`): the model without the rows that link
+    intervals (built once over the whole horizon there) and without a solver.
     """
 
     def __init__(self, feeder: Feeder, book: BidBook, iso_price, rules: MarketRules = MarketRules(),
                  resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
-                 load_p_kw: np.ndarray | None = None, load_q_kvar: np.ndarray | None = None):
+                 load_p_kw: np.ndarray | None = None, load_q_kvar: np.ndarray | None = None,
+                 standalone: bool = True):
         t0 = time.perf_counter()
         self.feeder, self.book, self.rules, self.resources, self.options = feeder, book, rules, resources, options
         self.iso_price = iso_prices(iso_price, book.n_interval)
@@ -56,11 +61,17 @@ class NodalMarket:
         self.convergence: dict | None = None
         # One LP column per group of identical bids; results are split back pro rata.
         self.columns = merge_columns(book, {r.resource_id for r in resources})
+        if not standalone:
+            # A part of a horizon model (engine.coupled): the rows that link intervals are built
+            # over the whole horizon there; only per-interval commitments stay with the part.
+            resources = tuple(r for r in resources if isinstance(r, Commitment))
         try:
             if self.lossaware:
-                # Flat start: the AC power flow of the fixed load with no bid cleared.
-                self._point_bids = np.zeros(self.columns.book.n)
-                point = losses.operating_point(feeder, *self.loads())
+                # Start from LinDistFlow (the linearisation with no losses): its first solve is a
+                # cheap cold one and its dispatch a near point for the first re-linearisation.
+                # No dispatch's AC point yet (None): the first solve only supplies one.
+                self._point_bids: np.ndarray | None = None
+                point = losses.lossless_point(feeder, *self.loads())
                 self.model = losses.build(feeder, self.columns.book, self.iso_price, rules, point, resources,
                                           load_p_kw, load_q_kvar, options.polygon_sides)
                 self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
@@ -72,7 +83,7 @@ class NodalMarket:
             if err.row is None or not self.columns.merged:
                 raise
             raise InputError(err.table, err.field, err.reason, row=int(self.columns.first_bid[err.row])) from None
-        self.solver = HighsSolver(self.model, time_limit=options.time_limit)
+        self.solver = HighsSolver(self.model, time_limit=options.time_limit) if standalone else None
         self.build_seconds = time.perf_counter() - t0
 
     def set_iso_price(self, iso_price) -> None:
@@ -82,27 +93,21 @@ class NodalMarket:
 
     def fix_import(self, import_kw) -> None:
         """Hold the interface import at ``import_kw`` per interval (NaN = leave free); None frees all."""
-        f = self.feeder
-        lo = np.full(self.book.n_interval, -f.export_max_kw / S_BASE_KVA)
-        hi = np.full(self.book.n_interval, f.import_max_kw / S_BASE_KVA)
-        if import_kw is not None:
-            q = np.broadcast_to(np.asarray(import_kw, dtype=float), lo.shape)
-            fixed = np.isfinite(q)
-            lo[fixed] = hi[fixed] = q[fixed] / S_BASE_KVA
-        self.solver.set_col_bounds("import_p", lo, hi)
+        T = self.book.n_interval
+        self.solver.set_col_bounds("import_p", *import_bounds(np.full(T, self.feeder.export_max_kw),
+                                                              np.full(T, self.feeder.import_max_kw), import_kw))
+
+    def block(self, values: np.ndarray, name: str, rows: bool = False) -> np.ndarray:
+        """The slice of a full primal/dual vector of the current model that belongs to a named block."""
+        return values[(self.model.con(name) if rows else self.model.var(name)).slice]
 
     def bid_mw(self, x: np.ndarray) -> np.ndarray:
         """Cleared MW per bid (book order) of a full primal vector, pro rata within identical bids."""
-        return self.columns.split(self.solver.block(x, "bid"), self.book)
+        return self.columns.split(self.block(x, "bid"), self.book)
 
     def hold_bids(self, bid_mw: np.ndarray | None) -> None:
-        """Hold the bids at ``bid_mw`` (MW per bid, book order); None frees them to ``[0, quantity]``."""
-        if bid_mw is None:
-            q = self.columns.book.quantity_kw / S_BASE_KVA
-            self.solver.set_col_bounds("bid", 0.0, q)
-        else:
-            x = self.columns.total(np.asarray(bid_mw, dtype=float))
-            self.solver.set_col_bounds("bid", x, x)
+        """Hold the bids at ``bid_mw`` (MW per bid, book order; NaN = free); None frees them all."""
+        self.solver.set_col_bounds("bid", *held_bounds(self.columns, bid_mw))
 
     def solve_raw(self) -> Solution:
         """One solve of the model as it stands (no re-linearisation)."""
@@ -148,8 +153,9 @@ class NodalMarket:
             point = losses.operating_point(self.feeder, *net_withdrawal(self.feeder, book, x, self.loads(), shed))
             res = losses.residual(point, s.block(sol.x, "line_p").reshape(T, topo.n_line),
                                   s.block(sol.x, "v").reshape(T, topo.n_bus), s.block(sol.x, "import_p"))
-            step = x - self._point_bids
-            moved = float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
+            lossless = self._point_bids is None
+            step = x - (np.zeros_like(x) if lossless else self._point_bids)
+            moved = np.inf if lossless else float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
             reduced = s.block(sol.col_dual, "bid")   # at the point this solve was linearised at
             # A pinned bid is settled once its reduced cost vanishes or its bracket closes,
             # not merely when it stays put.
@@ -163,11 +169,21 @@ class NodalMarket:
                 radius = min(radius, float(np.max(np.abs(step)))) / 2.0
                 pin = np.full(book.n, np.nan)
                 pinned = np.zeros(book.n, dtype=bool)
+            elif lossless:
+                # The lossless model's reduced costs are not those of a linearisation at a dispatch:
+                # they would seed brackets that regula falsi cannot use.
+                pin = np.full(book.n, np.nan)
             else:
                 pin = bracket.target(self._point_bids, reduced, x)
                 # A bracket closed on a non-zero reduced cost held no interior optimum: free that bid.
                 bracket.release(open_ & (bracket.width() * S_BASE_KVA <= losses.STEP_TOL_KW))
                 pin[~bracket.active] = np.nan
+                if bracket.active.any():
+                    # Newton on the losses' curvature moves interacting bids together; the bracket
+                    # (regula falsi) stays the safeguard where the step leaves it.
+                    idx = np.nonzero(bracket.active)[0]
+                    pin = bracket.prefer(pin, idx, x[idx] + losses.curvature_step(s, self.feeder, self.point,
+                                                                                  sol, idx))
                 pinned = np.isfinite(pin)
             if pinned.any():
                 # Linearise where the pinned bids will be, so the next reduced cost is sampled there.
@@ -210,11 +226,7 @@ class NodalMarket:
                 seconds += free.solve_seconds
                 if free.ok and np.max(np.abs(s.block(free.x, "bid") - x)) * S_BASE_KVA <= losses.STEP_TOL_KW:
                     sol = free
-        self.convergence = {"converged": bool(done), "iterations": solves, "residual_import_kw": res.import_kw,
-                            "residual_flow_kw": res.flow_kw, "residual_v_pu": res.v_pu,
-                            "last_step_kw": moved, "pinned_bids": int(pinned.sum()),
-                            "trust_region_kw": None if not np.isfinite(radius) else radius * S_BASE_KVA,
-                            "tolerance": losses.TOLERANCE_TEXT}
+        self.convergence = losses.convergence_summary(done, solves, res, moved, int(pinned.sum()), radius)
         return dataclasses.replace(sol, solve_seconds=seconds)
 
     def solve(self) -> ClearingResult:
@@ -226,22 +238,22 @@ class NodalMarket:
 
     def result(self, sol: Solution) -> ClearingResult:
         """Tables of an optimal solution (dispatch pro rata among identical bids)."""
-        s, book, topo = self.solver, self.book, self.feeder.topology
+        book, topo = self.book, self.feeder.topology
         n, m, T = topo.n_bus, topo.n_line, book.n_interval
         x = self.bid_mw(sol.x)
-        line_p = s.block(sol.x, "line_p").reshape(T, m)
-        line_q = s.block(sol.x, "line_q").reshape(T, m)
-        v = s.block(sol.x, "v").reshape(T, n)
-        p0 = s.block(sol.x, "import_p")
-        q0 = s.block(sol.x, "import_q")
-        y_p = s.block(sol.row_dual, "bus_p_balance", rows=True).reshape(T, n)
-        y_q = s.block(sol.row_dual, "bus_q_balance", rows=True).reshape(T, n)
+        line_p = self.block(sol.x, "line_p").reshape(T, m)
+        line_q = self.block(sol.x, "line_q").reshape(T, m)
+        v = self.block(sol.x, "v").reshape(T, n)
+        p0 = self.block(sol.x, "import_p")
+        q0 = self.block(sol.x, "import_q")
+        y_p = self.block(sol.row_dual, "bus_p_balance", rows=True).reshape(T, n)
+        y_q = self.block(sol.row_dual, "bus_q_balance", rows=True).reshape(T, n)
         if self.lossaware:
             energy, loss, congestion, voltage = losses.price_components(self.model, sol, n, T, self.iso_price)
         else:
             energy, congestion, voltage = self._lossless_components(sol)
             loss = np.zeros_like(energy)
-        shed = s.block(sol.x, "shed").reshape(T, n) * S_BASE_KVA if self.model.has_var("shed") else None
+        shed = self.block(sol.x, "shed").reshape(T, n) * S_BASE_KVA if self.model.has_var("shed") else None
         welfare = -sol.objective * self.rules.hours
         ac = ac_check(self.feeder, book, x, line_p, line_q, v, self.loads(), shed) if self.options.ac_check else None
         served = net_withdrawal(self.feeder, book, x, self.loads(), shed)[0].sum(axis=0)
@@ -252,23 +264,27 @@ class NodalMarket:
 
     def _lossless_components(self, sol: Solution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Energy, congestion and voltage parts of LinDistFlow's DLMPs by path sums, shape (T, n)."""
-        s, topo, T = self.solver, self.feeder.topology, self.book.n_interval
+        topo, T = self.feeder.topology, self.book.n_interval
         n, m = topo.n_bus, topo.n_line
-        y_v = s.block(sol.row_dual, "voltage_drop", rows=True).reshape(T, m)
+        y_v = self.block(sol.row_dual, "voltage_drop", rows=True).reshape(T, m)
         cong_line = np.zeros((T, m))
         if self.model.has_con("line_thermal"):
             faces = lindistflow.polygon_faces(self.options.polygon_sides)
             limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
-            y_s = s.block(sol.row_dual, "line_thermal", rows=True).reshape(T, len(limited), len(faces.cos))
+            y_s = self.block(sol.row_dual, "line_thermal", rows=True).reshape(T, len(limited), len(faces.cos))
             cong_line[:, limited] = -(y_s @ faces.cos)
         # Stationarity of each free line flow gives dlmp(child) - dlmp(parent) =
         # -2 r y_V - sum_k cos(phi_k) y_S: sum it along the path from the root.
         volt_line = -2 * topo.r_pu[None, :] * y_v
-        interface = -s.block(sol.col_dual, "import_p")  # non-zero only at an import/export limit
+        interface = -self.block(sol.col_dual, "import_p")  # non-zero only at an import/export limit
         congestion = interface[:, None] + topo.path_sum(cong_line.T).T
         voltage = topo.path_sum(volt_line.T).T
         energy = np.repeat(self.iso_price[:, None], n, axis=1)
         return energy, congestion, voltage
+
+    def root_duals(self, sol: Solution) -> np.ndarray:
+        """The interface DLMP per interval (dual of the root bus's balance, per MWh)."""
+        return self.block(sol.row_dual, "bus_p_balance", rows=True).reshape(self.book.n_interval, -1)[:, 0]
 
     def loads(self) -> tuple[np.ndarray, np.ndarray]:
         """Fixed withdrawal (kW, kvar) per bus and interval this market clears against, shape (n, T)."""
@@ -279,6 +295,29 @@ class NodalMarket:
     @property
     def context(self) -> MarketContext:
         return MarketContext(self.feeder, self.book, self.iso_price, self.options.formulation, self.build_seconds)
+
+
+def import_bounds(export_max_kw: np.ndarray, import_max_kw: np.ndarray, import_kw) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds (MW) of ``import_p`` per interval: the interface limits (kW, >= 0), or ``import_kw``
+    (kW, import positive; NaN = free, None = all free) where it holds the import."""
+    lo = -np.asarray(export_max_kw, dtype=float) / S_BASE_KVA
+    hi = np.asarray(import_max_kw, dtype=float) / S_BASE_KVA
+    if import_kw is not None:
+        q = np.broadcast_to(np.asarray(import_kw, dtype=float), lo.shape)
+        fixed = np.isfinite(q)
+        lo[fixed] = hi[fixed] = q[fixed] / S_BASE_KVA
+    return lo, hi
+
+
+def held_bounds(columns: BidColumns, bid_mw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds (MW) of the bid columns with bids held at ``bid_mw`` (MW per bid; NaN = free, None = all free)."""
+    lo, hi = np.zeros(columns.book.n), columns.book.quantity_kw / S_BASE_KVA
+    if bid_mw is None:
+        return lo, hi
+    bid_mw = np.asarray(bid_mw, dtype=float)
+    x = columns.total(np.nan_to_num(bid_mw))
+    held = columns.total(np.isfinite(bid_mw).astype(float)) > 0   # a column's bids share their interval
+    return np.where(held, x, lo), np.where(held, x, hi)
 
 
 def diagnose(market: NodalMarket) -> tuple[dict, ...]:

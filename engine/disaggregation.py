@@ -146,8 +146,12 @@ class Disaggregation:
         return out
 
 
-def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.ndarray]:
-    """Awarded import (kW) and price (per MWh) per interval of the market, NaN where not given."""
+def _award_arrays(award: pl.DataFrame, intervals: list, every: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Awarded import (kW) and price (per MWh) per interval of the market, NaN where not given.
+
+    ``every``: each interval of the market must have its award (else InputError); False takes an
+    award of some intervals (the others NaN).
+    """
     award = as_polars(award, "award")
     if "interval" not in award.columns:
         award = award.with_columns(interval=pl.lit(None, pl.Datetime("us", "UTC")))
@@ -186,7 +190,7 @@ def _award_arrays(award: pl.DataFrame, intervals: list) -> tuple[np.ndarray, np.
         q[t] = np.nan if qi is None else qi
         p[t] = np.nan if pi is None else pi
     missing = [k for k in range(len(intervals)) if k not in seen]
-    if missing:
+    if missing and every:
         raise InputError("award", "interval", f"no award for interval {intervals[missing[0]]}")
     return q, p
 
@@ -232,14 +236,7 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
     base_p, base_q = lindistflow.market_loads(feeder, book)
     held = (_held_rows(feeder, book, day_ahead, day_ahead_minutes) if day_ahead is not None
             else _empty_dispatch())
-    load_p, load_q = base_p.astype(float).copy(), base_q.astype(float).copy()
-    if held.height:
-        t_of = {iv: k for k, iv in enumerate(book.intervals)}
-        ti = np.array([t_of[iv] for iv in held["interval"].to_list()], dtype=np.int64)
-        bi = topo.bus_index_of(held["bus"].to_list(), table="day_ahead")
-        kw = np.where(held["side"].to_numpy() == "buy", 1.0, -1.0) * held["cleared_kw"].to_numpy()
-        np.add.at(load_p, (bi, ti), kw)
-        np.add.at(load_q, (bi, ti), kw * held["tan_phi"].to_numpy())
+    load_p, load_q = held_loads(feeder, book, held, base_p, base_q)
 
     price = np.where(np.isfinite(p), p, (rules.price_floor + rules.price_cap) / 2.0)
     market = NodalMarket(feeder, book, price, rules, resources, options, load_p, load_q)
@@ -251,20 +248,85 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
         market.fix_import(q)
         sol = market.converge()
     seconds = sol.solve_seconds
-    on_curve: list = [None] * T
     source = np.where(np.isfinite(p), "iso", "interface_dlmp")
     if not sol.ok:
         result = market.solve()   # the failed result, with a diagnosis of the limits the award breaks
-        applied = _applied(result, q, p, source, on_curve)
+        applied = _applied(result, q, p, source, [None] * T)
         return Disaggregation(result, applied, _empty_instructions(),
                               _fixed_table(book, topo, base_p, base_q, None), rules.interval_minutes)
 
-    if np.any(~np.isfinite(p)):
-        # A quantity without a price: the price is the interface's own DLMP; re-solve (same
-        # dispatch: the import is fixed) so that the energy component of every DLMP is that price.
-        root = market.solver.block(sol.row_dual, "bus_p_balance", rows=True).reshape(T, -1)[:, 0]
-        price = np.where(np.isfinite(p), p, root)
-        market.set_iso_price(price)
+    sol, duals, on_curve, extra = award_prices(market, sol, q, p)
+    seconds += extra
+    x = sol.x
+    if share_marginal:
+        x, extra = _share_marginal(market, sol, duals)
+        seconds += extra
+    merged = Solution(status="optimal", objective=sol.objective, x=x, row_value=sol.row_value,
+                      row_dual=duals.row_dual, col_dual=duals.col_dual, solve_seconds=seconds,
+                      iterations=sol.iterations)
+    result = market.result(merged)
+    result = with_held(result, held)
+    shed = shed_array(result, book, topo, base_p.shape)
+    # A price taken from the re-clear is the interface DLMP the final prices carry.
+    root = result.prices.filter(pl.col("bus") == feeder.root_bus)["dlmp"].to_numpy()
+    applied_price = np.where(np.isfinite(p), p, root)
+    return Disaggregation(clearing=result, award=_applied(result, q, applied_price, source, on_curve),
+                          instructions=instructions(result),
+                          fixed_load=_fixed_table(book, topo, base_p, base_q, shed),
+                          interval_minutes=rules.interval_minutes)
+
+
+def with_held(result: ClearingResult, held: pl.DataFrame) -> ClearingResult:
+    """A re-clear's result whose dispatch also lists the held day-ahead positions (``held = true``)."""
+    dispatch = pl.concat([result.dispatch.with_columns(held=pl.lit(False)).select(list(DISPATCH_SCHEMA)),
+                          held.select(list(DISPATCH_SCHEMA))])
+    return dataclasses.replace(result, dispatch=dispatch.sort(["interval", "bid_id", "held"], nulls_last=False))
+
+
+def held_loads(feeder: Feeder, book: BidBook, held: pl.DataFrame, base_p: np.ndarray, base_q: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed withdrawal (kW, kvar; (n, T)) with the held day-ahead positions (:func:`_held_rows`) added."""
+    load_p, load_q = base_p.astype(float).copy(), base_q.astype(float).copy()
+    if held.height:
+        t_of = {iv: k for k, iv in enumerate(book.intervals)}
+        ti = np.array([t_of[iv] for iv in held["interval"].to_list()], dtype=np.int64)
+        bi = feeder.topology.bus_index_of(held["bus"].to_list(), table="day_ahead")
+        kw = np.where(held["side"].to_numpy() == "buy", 1.0, -1.0) * held["cleared_kw"].to_numpy()
+        np.add.at(load_p, (bi, ti), kw)
+        np.add.at(load_q, (bi, ti), kw * held["tan_phi"].to_numpy())
+    return load_p, load_q
+
+
+def shed_array(result: ClearingResult, book: BidBook, topo, shape: tuple) -> np.ndarray | None:
+    """Shed load (kW) per bus (topology order) and interval of ``book`` from a clearing's ``shed`` table, or None."""
+    if result.shed is None or not result.shed.height:
+        return None
+    rows = result.shed
+    if book.intervals != [None]:   # a run's own intervals of a horizon's table
+        rows = rows.filter(pl.col("interval").is_in(book.intervals))
+    shed = np.zeros(shape)
+    t_of = {iv: k for k, iv in enumerate(book.intervals)}
+    shed[topo.bus_index_of(rows["bus"].to_list()),
+         [t_of[iv] for iv in rows["interval"].to_list()]] = rows["shed_kw"].to_numpy()
+    return shed
+
+
+def award_prices(market, sol: Solution, q: np.ndarray, p: np.ndarray) -> tuple[Solution, Solution, list, float]:
+    """Price an optimal fixed-import solve of an award (``q`` kW, ``p`` per MWh per interval; NaN = not given).
+
+    An interval awarded a quantity without a price takes the interface's own DLMP as
+    its price (re-solved, same dispatch: the import is fixed, so that the energy
+    component of every DLMP is that price); one awarded both takes the prices of the
+    market at the ISO's price where the dispatch is optimal there
+    (:func:`_prices_at_award`). ``market`` is a :class:`~engine.clearing.NodalMarket`
+    or :class:`~engine.runs.CoupledMarket`. Returns the solve, the one whose duals
+    price it, ``on_curve`` per interval (None where no price was given) and the
+    seconds the extra solves took.
+    """
+    seconds, on_curve = 0.0, [None] * len(q)
+    quantity_only = np.isfinite(q) & ~np.isfinite(p)
+    if quantity_only.any():
+        market.set_iso_price(np.where(quantity_only, market.root_duals(sol), market.iso_price))
         sol = market.solve_raw()
         seconds += sol.solve_seconds
     duals = sol
@@ -274,31 +336,7 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
         seconds += duals.solve_seconds
         for t in np.nonzero(both)[0]:
             on_curve[t] = bool(ok[t])
-    x = sol.x
-    if share_marginal:
-        x, extra = _share_marginal(market, sol, duals)
-        seconds += extra
-    merged = Solution(status="optimal", objective=sol.objective, x=x, row_value=sol.row_value,
-                      row_dual=duals.row_dual, col_dual=duals.col_dual, solve_seconds=seconds,
-                      iterations=sol.iterations)
-    result = market.result(merged)
-    dispatch = pl.concat([result.dispatch.with_columns(held=pl.lit(False)).select(list(DISPATCH_SCHEMA)),
-                          held.select(list(DISPATCH_SCHEMA))])
-    dispatch = dispatch.sort(["interval", "bid_id", "held"], nulls_last=False)
-    result = dataclasses.replace(result, dispatch=dispatch)
-    shed = None
-    if result.shed is not None and result.shed.height:
-        shed = np.zeros_like(base_p)
-        t_of = {iv: k for k, iv in enumerate(book.intervals)}
-        shed[topo.bus_index_of(result.shed["bus"].to_list()),
-             [t_of[iv] for iv in result.shed["interval"].to_list()]] = result.shed["shed_kw"].to_numpy()
-    # A price taken from the re-clear is the interface DLMP the final prices carry.
-    root = result.prices.filter(pl.col("bus") == feeder.root_bus)["dlmp"].to_numpy()
-    applied_price = np.where(np.isfinite(p), p, root)
-    return Disaggregation(clearing=result, award=_applied(result, q, applied_price, source, on_curve),
-                          instructions=instructions(result),
-                          fixed_load=_fixed_table(book, topo, base_p, base_q, shed),
-                          interval_minutes=rules.interval_minutes)
+    return sol, duals, on_curve, seconds
 
 
 def _deliverable(market: NodalMarket, q: np.ndarray, rules: MarketRules) -> np.ndarray:

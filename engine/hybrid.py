@@ -6,6 +6,9 @@
   forecast; where they break a limit, the curtailment is shared by a published
   rule and each schedule gets its limit.
 - :func:`share_curtailment`: the rule itself, for one limit.
+- :func:`bid_limits`: direct participants' ISO *bids*, whose dispatch is not yet
+  known: the range each may be dispatched in, together with the fixed schedules and
+  the DSO market's awards (the operating envelopes of the bidders).
 - :func:`net_out_direct`: the DSO's own interface curve without the direct
   participants' scheduled kW (they are the ISO's already), traced on a feeder
   that carries them.
@@ -54,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from dsomarket.engine.envelopes import operating_envelopes
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.interface import InterfaceCurve
 from dsomarket.engine.network import Feeder, _normalise
@@ -68,7 +72,8 @@ ROUND_KW = 6
 _UTC = pl.Datetime("us", "UTC")
 SCHEDULE_SCHEMA = {"participant_id": pl.Utf8, "service": pl.Utf8, "bus": pl.Utf8, "interval": _UTC,
                    "p_kw": pl.Float64, "aggregator_id": pl.Utf8}
-COMMITMENT_SCHEMA = {"resource_id": pl.Utf8, "service": pl.Utf8, "interval": _UTC, "p_kw": pl.Float64}
+COMMITMENT_SCHEMA = {"resource_id": pl.Utf8, "service": pl.Utf8, "interval": _UTC, "p_kw": pl.Float64,
+                     "minutes": pl.Float64}
 _PU_TOL = 1e-6
 
 
@@ -300,6 +305,76 @@ def _violations(cons, ex: dict, tol, ivs, t, row_t, sens, topo) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
+# -- direct bids ---------------------------------------------------------------------------------------
+
+BID_SCHEMA = {"participant_id": pl.Utf8, "bus": pl.Utf8, "interval": _UTC, "side": pl.Utf8, "quantity_kw": pl.Float64}
+
+
+def bid_limits(feeder: Feeder, bids: pl.DataFrame, schedules: pl.DataFrame | None = None,
+               forecast: pl.DataFrame | None = None) -> pl.DataFrame:
+    """What direct participants' ISO bids may be dispatched to, with the schedules (direct and DSO) fixed.
+
+    Parameters
+    ----------
+    feeder
+        The feeder below the interface.
+    bids
+        ``participant_id, bus, interval, side, quantity_kw[, price]``: bid segments the ISO may
+        dispatch, ``side`` ``sell`` (inject) or ``buy`` (withdraw), ``quantity_kw`` > 0. The
+        segments of a participant, bus and interval span the range ``[-buy kW, sell kW]``.
+    schedules
+        Schedules (module notes) already committed in those intervals: direct ISO schedules and
+        the DSO market's awards; they are held at their kW. None = none.
+    forecast
+        Fixed net withdrawal ``bus, interval, p_kw[, q_kvar]`` (kW, positive = consumption);
+        None = the feeder's loads.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per participant, bus and interval: ``offered_export_kw, offered_import_kw``
+        (the range) and ``export_limit_kw, import_limit_kw``, the part of it inside which any
+        dispatch of every bid together keeps every limit (the operating envelopes of
+        :mod:`engine.envelopes`, proportional sharing, AC-checked at the corners), with
+        ``export_binding, import_binding`` (``offer`` when the whole range fits).
+    """
+    t = _normalise(_with_intervals(bids, "bids"), BID_SCHEMA, "bids", {})
+    side = t["side"].to_numpy()
+    _check(~np.isin(side, ("sell", "buy")), "bids", "side", side, "must be sell or buy")
+    q = t["quantity_kw"].to_numpy()
+    _check(~(np.isfinite(q) & (q > 0)), "bids", "quantity_kw", q, "must be a positive number")
+    _check(t["interval"].is_null().to_numpy(), "bids", "interval", t["interval"].to_numpy(), "is required")
+    feeder.topology.bus_index_of(t["bus"].to_numpy(), table="bids")
+    ranges = t.group_by("participant_id", "bus", "interval", maintain_order=True).agg(
+        pl.col("quantity_kw").filter(pl.col("side") == "sell").sum().alias("offered_export_kw"),
+        pl.col("quantity_kw").filter(pl.col("side") == "buy").sum().alias("offered_import_kw"))
+    ivs = sorted(set(ranges["interval"].to_list()))
+    _, p_kw, q_kvar = forecast_loads(feeder, forecast, ivs)
+    if schedules is not None and schedules.height:
+        fixed = validate_schedules(schedules, feeder).filter(pl.col("interval").is_in(ivs))
+        t_of = {iv: k for k, iv in enumerate(ivs)}
+        kw = np.zeros((fixed.height, len(ivs)))
+        kw[np.arange(fixed.height), [t_of[iv] for iv in fixed["interval"].to_list()]] = fixed["p_kw"].to_numpy()
+        p_kw = p_kw - injection_by_bus(feeder.topology.n_bus, fixed["bus_index"].to_numpy(), kw)
+    buses = feeder.topology.bus_ids.astype(str)
+    out = []
+    for k, iv in enumerate(ivs):  # each interval has its own bidders
+        here = ranges.filter(pl.col("interval") == iv).with_row_index("_k")
+        ders = here.select(pl.format("b{}", "_k").alias("der_id"), pl.lit("other").alias("kind"),
+                           pl.lit(feeder.name).alias("feeder"), "bus", pl.col("participant_id").alias("aggregator_id"),
+                           pl.col("offered_export_kw").alias("export_kw"), pl.col("offered_import_kw").alias("import_kw"))
+        load = pl.DataFrame({"bus": buses, "interval": pl.Series([iv] * len(buses), dtype=_UTC),
+                             "p_kw": p_kw[:, k], "q_kvar": q_kvar[:, k]})
+        env = operating_envelopes(feeder, ders, load).ders
+        out.append(here.drop("_k").with_columns(
+            env["export_max_kw"].alias("export_limit_kw"), env["import_max_kw"].alias("import_limit_kw"),
+            env["export_binding"].replace("nameplate", "offer").alias("export_binding"),
+            env["import_binding"].replace("nameplate", "offer").alias("import_binding")))
+    return pl.concat(out) if out else ranges.with_columns(
+        pl.lit(0.0).alias("export_limit_kw"), pl.lit(0.0).alias("import_limit_kw"),
+        pl.lit("").alias("export_binding"), pl.lit("").alias("import_binding"))
+
+
 # -- the DSO's own curve ---------------------------------------------------------------------------------
 
 def direct_withdrawals(feeder: Feeder, schedules: pl.DataFrame, intervals: list,
@@ -406,12 +481,13 @@ def check_conflicts(ders: pl.DataFrame, commitments: pl.DataFrame, interval_minu
         (``export_limit_kw``, ``import_limit_kw``), energy ``energy_kwh``, ``soc_min_kwh``,
         ``soc_init_kwh``, efficiencies ``eta_charge``, ``eta_discharge``.
     commitments
-        ``resource_id, service, interval, p_kw``: kW committed to each service (awards,
-        ISO schedules), net injection positive (flexibility ``up`` positive, ``down``
-        negative). ``resource_id`` is a DER or an aggregation (its members' limits and
-        energies add up; its efficiencies are the members' lowest).
+        ``resource_id, service, interval, p_kw[, minutes]``: kW committed to each service
+        (awards, ISO schedules), net injection positive (flexibility ``up`` positive,
+        ``down`` negative), over ``minutes`` from the interval's start.
+        ``resource_id`` is a DER or an aggregation (its members' limits and energies add
+        up; its efficiencies are the members' lowest).
     interval_minutes
-        Length of each interval, for energy.
+        Length of the intervals whose rows give no ``minutes``, for energy.
 
     Returns
     -------
@@ -422,14 +498,17 @@ def check_conflicts(ders: pl.DataFrame, commitments: pl.DataFrame, interval_minu
     Per resource and interval, ``sum of positive commitments <= export limit`` and
     ``sum of negative <= import limit`` (a kW sold once in each direction). State of
     charge from the net commitment ``p_t`` over the sorted intervals (idle in between):
-    ``e_t = e_{t-1} - dt (max(p_t, 0) / eta_d + min(p_t, 0) eta_c)``, and
+    ``e_t = e_{t-1} - dt_t (max(p_t, 0) / eta_d + min(p_t, 0) eta_c)`` (``dt_t`` the longest
+    commitment starting at ``t``), and
     ``soc_min <= e_t <= energy``.
     """
     if not (interval_minutes > 0 and math.isfinite(interval_minutes)):
         raise InputError("conflicts", "interval_minutes", f"must be a positive number (got {interval_minutes})")
     reg = validate_ders(ders).filter(pl.col("status") != "retired")
     c = _normalise(_with_intervals(commitments, "commitments"), COMMITMENT_SCHEMA, "commitments",
-                   {"interval": None}, nullable=("interval",))
+                   {"interval": None, "minutes": float(interval_minutes)}, nullable=("interval",))
+    minutes = c["minutes"].to_numpy()
+    _check(~(np.isfinite(minutes) & (minutes > 0)), "commitments", "minutes", minutes, "must be a positive number")
     svc = c["service"].to_numpy()
     _check(~np.isin(svc, SERVICES), "commitments", "service", svc, f"must be one of {', '.join(SERVICES)}")
     p = c["p_kw"].to_numpy()
@@ -451,12 +530,11 @@ def check_conflicts(ders: pl.DataFrame, commitments: pl.DataFrame, interval_minu
         (-pl.col("p_kw")).clip(lower_bound=0).sum().alias("down"), pl.col("p_kw").sum().alias("net"),
         pl.col("export_limit_kw").first(), pl.col("import_limit_kw").first(), pl.col("limited").first(),
         pl.col("energy").first(), pl.col("soc_min").first(), pl.col("soc_init").first(),
-        pl.col("eta_charge").first(), pl.col("eta_discharge").first()).sort("resource_id", "interval")
-    dt = interval_minutes / 60.0
-    per = per.with_columns((pl.col("soc_init") - dt * pl.when(pl.col("net") > 0)
-                            .then(pl.col("net") / pl.col("eta_discharge"))
-                            .otherwise(pl.col("net") * pl.col("eta_charge")).cum_sum().over("resource_id"))
-                           .alias("soc_kwh"))
+        pl.col("eta_charge").first(), pl.col("eta_discharge").first(),
+        (pl.col("minutes").max() / 60.0).alias("_dt")).sort("resource_id", "interval")
+    drawn = pl.col("_dt") * pl.when(pl.col("net") > 0).then(pl.col("net") / pl.col("eta_discharge")).otherwise(
+        pl.col("net") * pl.col("eta_charge"))                      # kWh out of the store in each interval
+    per = per.with_columns((pl.col("soc_init") - drawn.cum_sum().over("resource_id")).alias("soc_kwh"))
     tol = 1e-6
     checks = [
         ("export", pl.col("up"), pl.col("export_limit_kw"), pl.col("up") - pl.col("export_limit_kw")),

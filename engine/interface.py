@@ -77,6 +77,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, couples_intervals, for_interval,
@@ -368,8 +369,9 @@ class _Basis:
     """One optimal basis, factorised for the parametric steps: values, and the nonbasic reduced costs that block it.
 
     ``up`` and ``down`` are the nonbasic variables whose reduced cost reaches
-    zero as the ISO price rises (falls), sorted by the price change needed:
-    arrays ``(delta, kind, index)`` with kind 0 a column, 1 a row.
+    zero as the ISO price rises (falls), with the price change needed: arrays
+    ``(delta, kind, index)`` with kind 0 a column, 1 a row, unordered
+    (:func:`_first_events` orders the first few).
 
     The basis is held in its *core* form: the rows whose logical is nonbasic
     (``active``: balances, voltage drops, binding limits) against the basic
@@ -423,13 +425,27 @@ class _Probe:
         _, _, _, a, _, _, _ = market.model.assemble()
         self.a = a.tocsr()
         self.at = a.T.tocsr()
-        self.a_csc = a.tocsc()
+        a_csc = a.tocsc()
+        a_csc.sort_indices()
+        # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
+        # fancy indexing costs some 0.5 ms a call in checks and conversions.
+        self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
         self.solves = 0
         self.flips = 0
         self.pivots = 0
+        self.last_run = 0
         s = self.solver
         self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & (s.col_lower < s.col_upper)
         self.flippable[self.col] = False
+
+    def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nonzeros of the columns ``cols`` of A: ``(k, row, value)``, ``k`` the position in ``cols``,
+        grouped by ``k`` and sorted by row within each column."""
+        start = self.indptr[cols]
+        count = self.indptr[cols + 1] - start
+        k = np.repeat(np.arange(len(cols)), count)
+        offset = np.arange(int(count.sum())) + np.repeat(start - (np.cumsum(count) - count), count)
+        return k, self.indices[offset], self.data[offset]
 
     def solve(self, price: float) -> tuple[_Sample, _Basis]:
         s = self.solver
@@ -444,8 +460,8 @@ class _Probe:
         # Plain sums, not BLAS dot products: OpenBLAS's spinning threads slow HiGHS down between calls.
         g = float(np.sum(s.cost * x)) - price * q
         basis = self._basis(price, x, g)
-        low = price - (basis.down[0][0] if len(basis.down[0]) else math.inf)
-        high = price + (basis.up[0][0] if len(basis.up[0]) else math.inf)
+        low = price - _nearest(basis.down)
+        high = price + _nearest(basis.up)
         return _Sample(price, q, g, low, high), basis
 
     def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:
@@ -484,8 +500,17 @@ class _Probe:
             return None
         cost = s.cost.copy()
         cost[self.col] = price
-        a_s = self.a_csc[:, structural].tocsr()[np.concatenate([active, inactive])]   # one row gather
-        core = a_s[:len(active)].tocsc()
+        row_pos = np.empty(n_row, dtype=np.int64)
+        row_pos[active] = np.arange(len(active))
+        row_pos[inactive] = -1 - np.arange(len(inactive))
+        k, row, val = self._columns(structural)
+        pos_all = row_pos[row]
+        on = pos_all >= 0
+        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
+        core = sp.csc_matrix((val[on], pos_all[on], np.concatenate([[0], np.cumsum(
+            np.bincount(k[on], minlength=len(structural)))])), shape=(len(active), len(structural)))
+        a_inactive_structural = sp.csr_matrix((val[~on], (-1 - pos_all[~on], k[~on])),
+                                              shape=(len(inactive), len(structural)))
         try:
             lu = splu(core, permc_spec="COLAMD")
         except RuntimeError:            # singular: a pivot the tracer should not have taken
@@ -519,11 +544,8 @@ class _Probe:
         c0 = cost[structural].copy()
         c0[pos] = 0.0
         bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
-        row_pos = np.empty(n_row, dtype=np.int64)
-        row_pos[active] = np.arange(len(active))
-        row_pos[inactive] = -1 - np.arange(len(inactive))
         return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
-                      lu, int(pos), c0, bounded, r, a_s[len(active):], row_pos)
+                      lu, int(pos), c0, bounded, r, a_inactive_structural, row_pos)
 
     def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
         """Samples reached from ``start`` by bound flips and the tracer's own pivots, towards ``limit`` (exclusive).
@@ -567,7 +589,9 @@ class _Probe:
             lo_e, hi_e, val = s.row_lower[j], s.row_upper[j], r[j]
         sigma = 1.0 if (math.isfinite(lo_e) and abs(val - lo_e) <= abs(val - hi_e)) else -1.0
         if kind == 0:
-            a_j = self.a_csc[:, [j]].toarray()[:, 0]
+            a_j = np.zeros(len(r))
+            _, rows, vals = self._columns(np.array([j]))
+            a_j[rows] = vals
             d_s = -sigma * basis.lu.solve(a_j[act])
             d_r = basis.a_inactive_structural @ d_s + sigma * a_j[ina]
         else:
@@ -608,9 +632,9 @@ class _Probe:
             return None
         q = float(x[self.col])
         if rising:
-            high = price + (nxt.up[0][0] if len(nxt.up[0]) else math.inf)
+            high = price + _nearest(nxt.up)
             return _Sample(price, q, g, price, high), nxt
-        low = price - (nxt.down[0][0] if len(nxt.down[0]) else math.inf)
+        low = price - _nearest(nxt.down)
         return _Sample(price, q, g, low, price), nxt
 
     def _flips(self, basis: _Basis, rising: bool, limit: float) -> tuple[list[_Sample], tuple | None]:
@@ -625,14 +649,21 @@ class _Probe:
         ``(kind, index, price, x)`` with ``x`` the point after the valid flips,
         or None at ``limit`` or when nothing blocks.
         """
-        delta, kind, idx = basis.up if rising else basis.down
-        if len(delta) == 0 or basis.p0_pos < 0:   # P0 at a limit: its own bound is the only blocker
+        events = basis.up if rising else basis.down
+        total = len(events[0])
+        if total == 0 or basis.p0_pos < 0:   # P0 at a limit: its own bound is the only blocker
             return [], None
         s = self.solver
         sign = 1.0 if rising else -1.0
-        prices = basis.price + sign * delta
-        beyond = (prices >= limit) if rising else (prices <= limit)
-        stop = (kind != 0) | ~self.flippable[np.where(kind == 0, idx, 0)] | beyond
+        first = 64
+        while True:   # order only the events up to the first that ends the run of flips
+            delta, kind, idx = _first_events(events, first)
+            prices = basis.price + sign * delta
+            beyond = (prices >= limit) if rising else (prices <= limit)
+            stop = (kind != 0) | ~self.flippable[np.where(kind == 0, idx, 0)] | beyond
+            if stop.any() or len(delta) == total:
+                break
+            first *= 4
         n_run = int(np.argmax(stop)) if stop.any() else len(delta)
         x = basis.x
         cols = idx[:n_run]
@@ -653,16 +684,17 @@ class _Probe:
         valid = n_run
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
-        begin, size = 0, 8
+        # The first chunk is sized by the previous run: flips solved past the run's end are wasted.
+        begin, size = 0, max(8, min(64, self.last_run + 4))
         while begin < n_run:
             end = min(n_run, begin + size)
             chunk, step = cols[begin:end], steps[begin:end]
             k = len(chunk)
-            coo = self.a_csc[:, chunk].tocoo()
-            pos = basis.row_pos[coo.row]                  # >= 0: active row; < 0: -1 - inactive row
+            ent, row, val = self._columns(chunk)
+            pos = basis.row_pos[row]                      # >= 0: active row; < 0: -1 - inactive row
             on = pos >= 0
-            rhs = np.zeros((len(act), k))
-            np.add.at(rhs, (pos[on], coo.col[on]), coo.data[on])
+            rhs = np.zeros((len(act), k), order="F")
+            rhs[pos[on], ent[on]] = val[on]
             move = -basis.lu.solve(rhs) * step            # one flip per column
             cum = np.cumsum(move, axis=1)
             xb = x_b[:, None] + moved[bounded, None] + cum[bounded]
@@ -670,7 +702,7 @@ class _Probe:
             # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
             own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
             own = np.zeros((len(own_rows), k))
-            np.add.at(own, (inv, coo.col[~on]), coo.data[~on] * step[coo.col[~on]])
+            own[inv, ent[~on]] = val[~on] * step[ent[~on]]
             own_cum = np.cumsum(own, axis=1)
             # Activities: only rows the flips could push to a bound are computed; a row moves by at
             # most sum_j |a_ij| max_n |change of x_j| plus the flipped columns' own coefficients.
@@ -688,20 +720,21 @@ class _Probe:
             dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
             if bad.any():
                 valid = begin + int(np.argmax(bad))
+                if valid > begin:
+                    moved += cum[:, valid - begin - 1]
                 break
             moved += cum[:, -1]
             r_cur += a_is @ cum[:, -1]
             r_cur[own_rows] += own_cum[:, -1]
             begin, size = end, min(size * 2, 64)
         self.flips += valid
+        self.last_run = valid
         brk = None
         if valid < len(delta) and not beyond[valid]:
             # The event that ends the run: a flip that breaks a bound, a row, or a column that cannot flip.
             x_new = x.copy()
-            if valid:
-                done = cols[:valid]
-                x_new[st] -= basis.lu.solve((self.a_csc[:, done] @ steps[:valid])[act])
-                x_new[done] += steps[:valid]
+            x_new[st] += moved
+            x_new[cols[:valid]] += steps[:valid]
             brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new)
         q = float(x[self.col]) + np.cumsum(dq[:valid])
         g = basis.g + np.cumsum(dg[:valid])
@@ -756,12 +789,26 @@ def _blocking(d, alpha, value, lower, upper, nonbasic):
 
 
 def _merge_events(cols, rows) -> tuple:
-    """Column and row blockers as arrays sorted by price change (ties: columns first, by index)."""
+    """Column and row blockers as arrays ``(delta, kind, index)``, unordered (:func:`_first_events`)."""
     delta = np.concatenate([cols[0], rows[0]])
     kind = np.concatenate([np.zeros(len(cols[0]), dtype=np.int64), np.ones(len(rows[0]), dtype=np.int64)])
-    idx = np.concatenate([cols[1], rows[1]])
+    return delta, kind, np.concatenate([cols[1], rows[1]])
+
+
+def _first_events(events: tuple, k: int) -> tuple:
+    """The ``k`` first events by price change (ties: columns first, by index), in that order; ties with
+    the ``k``-th are all kept. A run of flips uses a few dozen of thousands, so only those are sorted."""
+    delta, kind, idx = events
+    if len(delta) > k:
+        sel = np.nonzero(delta <= np.partition(delta, k - 1)[k - 1])[0]
+        delta, kind, idx = delta[sel], kind[sel], idx[sel]
     order = np.lexsort((idx, kind, delta))
     return delta[order], kind[order], idx[order]
+
+
+def _nearest(events: tuple) -> float:
+    """The smallest price change among ``events`` (inf when none)."""
+    return float(events[0].min()) if len(events[0]) else math.inf
 
 
 def _trace_interval(probe: _Probe, floor: float, cap: float,

@@ -20,18 +20,25 @@ constraint, named ``line:<id>``, ``bus:<id>`` or ``interface``:
   paths ``0 -> k`` and ``0 -> j``. Limits ``vmin^2 <= v_k <= vmax^2``;
 - interface: ``dP0 = -1`` per kW. Limits ``-export_max <= P0 <= import_max``.
 
-The *export* direction (every ``e_j >= 0``) can only break reverse line flows,
-over-voltages and the export limit; the *import* direction (``e_j <= 0``) only
-forward flows, under-voltages and the import limit. Both use the same
-non-negative sensitivity matrix ``S`` (constraint x DER, per kW moved in that
-direction) and their own margins (constraint x interval, in the constraint's
-unit: kW for lines and the interface, pu of squared voltage for buses).
+Each limit has an *export-type* side (reverse line flow, over-voltage, export
+limit) and an *import-type* side (forward flow, under-voltage, import limit),
+each with its own margin (constraint x interval, in the constraint's unit: kW
+for lines and the interface, pu of squared voltage for buses). With
+``tan_phi >= 0`` a DER exporting pushes only export-type sides and importing
+only import-type sides, by the same non-negative sensitivity ``S`` (constraint x
+DER, per kW moved). A DER absorbing vars while exporting (``tan_phi < 0``) can
+have a negative voltage sensitivity where ``|tan_phi| X_kj > R_kj``: exporting
+then lowers that bus's voltage and importing raises it. Its magnitude is kept
+apart as ``C`` (cross): a DER pushes export-type sides by ``S e + C i`` and
+import-type sides by ``S i + C e`` (``e``, ``i`` >= 0 its export and import).
 
 Losses and the voltage's quadratic terms are not in the linear model; the
 operating points a caller allocates are therefore run through the AC power flow
-of :mod:`engine.powerflow` at the corners (every DER at its export limit, then
-every DER at its import limit) and each limit the AC model breaks is tightened
-by the excess, until the corners pass (:func:`ac_corrected`).
+of :mod:`engine.powerflow` at the corners (:func:`corners`: each side of each
+limit is at its worst with every DER at the end of its range that pushes it;
+without cross sensitivities these are two corners, every DER at its export
+limit and every DER at its import limit) and each limit the AC model breaks is
+tightened by the excess, until the corners pass (:func:`ac_corrected`).
 
 Forecasts
 ---------
@@ -132,7 +139,12 @@ class Constraints:
     element
         ``(c,)`` topology index of the line or bus (0 for the interface).
     sens
-        ``(c, d)`` CSR, >= 0: constraint units per kW a DER moves (either direction).
+        ``(c, d)`` CSR, >= 0: constraint units per kW a DER moves, on the export-type side
+        when it exports and on the import-type side when it imports.
+    cross
+        ``(c, d)`` CSR, >= 0: the same per kW where the direction is reversed (a DER with
+        ``tan_phi < 0`` importing pushes the export-type side, exporting the import-type side);
+        empty without such DERs.
     margin_export, margin_import
         ``(c, t)``: room left in the forecast before the limit, in the constraint's
         unit; negative where the forecast already breaks it; ``inf`` = no limit.
@@ -142,6 +154,7 @@ class Constraints:
     kind: np.ndarray
     element: np.ndarray
     sens: sp.csr_matrix
+    cross: sp.csr_matrix
     margin_export: np.ndarray
     margin_import: np.ndarray
 
@@ -151,14 +164,20 @@ class Constraints:
 
     def tightened(self, cut_export: np.ndarray, cut_import: np.ndarray) -> "Constraints":
         """A copy whose margins are smaller by the (non-negative) cuts, shape (c, t)."""
-        return Constraints(self.names, self.kind, self.element, self.sens,
+        return Constraints(self.names, self.kind, self.element, self.sens, self.cross,
                            self.margin_export - cut_export, self.margin_import - cut_import)
+
+    def use(self, export_kw: np.ndarray, import_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Worst use of the export-type and import-type sides, ``(c, t)``, when each DER may be anywhere
+        in ``[-import_kw, export_kw]`` (``(d, t)``, kW >= 0)."""
+        return (self.sens @ export_kw + self.cross @ import_kw, self.sens @ import_kw + self.cross @ export_kw)
 
 
 def der_sensitivity(topo: Topology, bus_idx: np.ndarray, tan_phi: np.ndarray) -> sp.csr_matrix:
-    """Sensitivity of every constraint to each DER moving one kW (see the module notes).
+    """Signed sensitivity of every constraint's export-type side to each DER injecting one kW (module notes).
 
-    Rows: the ``n_line`` lines, the ``n_bus - 1`` non-root buses, the interface.
+    Rows: the ``n_line`` lines, the ``n_bus - 1`` non-root buses, the interface. Lines and the interface
+    are >= 0; a voltage entry is negative where the DER's absorbed vars (``tan_phi < 0``) outweigh its watts.
     """
     d = len(bus_idx)
     lines = topo.path_matrix[:, bus_idx].tocsr()
@@ -166,7 +185,7 @@ def der_sensitivity(topo: Topology, bus_idx: np.ndarray, tan_phi: np.ndarray) ->
     shared_r = topo.path_sum(topo.r_pu[:, None] * on_path)[1:]   # (n-1, d), pu
     shared_x = topo.path_sum(topo.x_pu[:, None] * on_path)[1:]
     volt = 2.0 * (shared_r + shared_x * np.asarray(tan_phi, dtype=float)[None, :]) / S_BASE_KVA
-    volt = np.where(volt > SENS_TOL, volt, 0.0)  # a DER absorbing vars may not raise a voltage at all
+    volt = np.where(np.abs(volt) > SENS_TOL, volt, 0.0)
     return sp.vstack([lines, sp.csr_matrix(volt), sp.csr_matrix(np.ones((1, d)))]).tocsr()
 
 
@@ -206,8 +225,9 @@ def constraints(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, bus_idx: n
                             np.char.add("bus:", topo.bus_ids[1:].astype(str)), ["interface"]]).astype(object)
     kind = np.array(["line"] * topo.n_line + ["bus"] * (topo.n_bus - 1) + ["interface"], dtype=object)
     element = np.concatenate([np.arange(topo.n_line), np.arange(1, topo.n_bus), [0]])
-    return Constraints(names, kind, element, der_sensitivity(topo, np.asarray(bus_idx), tan_phi),
-                       margin_export, margin_import)
+    signed = der_sensitivity(topo, np.asarray(bus_idx), tan_phi)
+    sens, cross = signed.maximum(0).tocsr(), (-signed).maximum(0).tocsr()
+    return Constraints(names, kind, element, sens, cross, margin_export, margin_import)
 
 
 # -- AC check of the corners -------------------------------------------------------------------------
@@ -300,6 +320,28 @@ class AcCheck:
 Allocate = Callable[[Constraints], tuple[np.ndarray, np.ndarray]]
 
 
+def corners(cons: Constraints) -> tuple[np.ndarray, np.ndarray]:
+    """The dispatches at which each side of each limit is at its worst.
+
+    Returns
+    -------
+    exports, corner_of
+        ``exports`` ``(k, d)`` bool: in corner ``k`` DER ``d`` sits at its export end (True) or
+        its import end (False). ``corner_of`` ``(2c,)``: the corner of each export-type side
+        (rows ``0..c-1``) and import-type side (rows ``c..2c-1``).
+
+    Notes
+    -----
+    An export-type side is pushed by exports except through a cross sensitivity, where
+    importing pushes it; an import-type side the other way round. Without cross
+    sensitivities there are two corners, all at export and all at import.
+    """
+    cross = cons.cross.toarray() > 0
+    sides = np.vstack([~cross, cross])
+    exports, corner_of = np.unique(sides, axis=0, return_inverse=True)
+    return exports, corner_of.ravel()
+
+
 def ac_corrected(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, cons: Constraints,
                  bus_idx: np.ndarray, tan_phi: np.ndarray, allocate: Allocate,
                  max_rounds: int = 8) -> tuple[np.ndarray, np.ndarray, Constraints, AcCheck]:
@@ -326,11 +368,11 @@ def ac_corrected(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, cons: Con
 
     Notes
     -----
-    At the export corner each DER injects its export allocation (``tan_phi`` kvar per
-    kW with it), at the import corner it withdraws its import allocation. A limit the
-    AC power flow breaks by ``delta`` at a corner in round ``k``, where the linear model
-    left a slack ``s``, has its linear margin cut by ``s + k delta`` (plus the tolerance)
-    in that direction, and the allocation is rerun:
+    At each corner (:func:`corners`) each DER injects its export allocation or withdraws its
+    import allocation (``tan_phi`` kvar per kW with it), and the sides of the limits that corner
+    is worst for are checked. A side the AC power flow breaks by ``delta`` in round ``k``, where
+    the linear model left a slack ``s``, has its linear margin cut by ``s + k delta`` (plus the
+    tolerance), and the allocation is rerun:
     the cut absorbs the losses and the quadratic voltage terms LinDistFlow leaves out.
     A limit the AC power flow of the forecast alone already breaks is held to its
     forecast excess (no new violation), as the flexibility auction does.
@@ -340,18 +382,22 @@ def ac_corrected(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, cons: Con
     cut_i = np.zeros_like(cons.margin_import)
     tol = np.where(cons.kind == "bus", _AC_TOL_PU, AC_TOL_KW)[:, None]
     current = cons
+    exports, corner_of = corners(cons)
     # A limit the forecast itself breaks (in the AC model) need not be repaired, only not made worse.
     floor_e = np.maximum(ac_excess(feeder, p_kw, q_kvar, "export"), 0.0)
     floor_i = np.maximum(ac_excess(feeder, p_kw, q_kvar, "import"), 0.0)
     for rounds in range(1, max_rounds + 1):
         current = cons.tightened(cut_e, cut_i)
         exp_kw, imp_kw = allocate(current)
-        inj_e = injection_by_bus(topo.n_bus, bus_idx, exp_kw)
-        inj_eq = injection_by_bus(topo.n_bus, bus_idx, exp_kw * tan_phi[:, None])
-        inj_i = injection_by_bus(topo.n_bus, bus_idx, imp_kw)
-        inj_iq = injection_by_bus(topo.n_bus, bus_idx, imp_kw * tan_phi[:, None])
-        ex_e = ac_excess(feeder, p_kw - inj_e, q_kvar - inj_eq, "export") - floor_e
-        ex_i = ac_excess(feeder, p_kw + inj_i, q_kvar + inj_iq, "import") - floor_i
+        ex_e, ex_i = np.empty_like(cut_e), np.empty_like(cut_i)
+        for k, at_export in enumerate(exports):
+            inj = np.where(at_export[:, None], exp_kw, -imp_kw)
+            w_p = p_kw - injection_by_bus(topo.n_bus, bus_idx, inj)
+            w_q = q_kvar - injection_by_bus(topo.n_bus, bus_idx, inj * tan_phi[:, None])
+            for side, (ex, floor) in enumerate(((ex_e, floor_e), (ex_i, floor_i))):
+                rows = corner_of[side * cons.n:(side + 1) * cons.n] == k
+                if rows.any():
+                    ex[rows] = (ac_excess(feeder, w_p, w_q, ("export", "import")[side]) - floor)[rows]
         bad_e, bad_i = ex_e > tol, ex_i > tol
         if not (bad_e.any() or bad_i.any()) or rounds == max_rounds:
             break
@@ -359,8 +405,9 @@ def ac_corrected(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, cons: Con
         # the cut makes the limit bind where the AC model says it does. Round k adds k times the
         # excess: where the linear model misses the vars the DERs move with their watts, one excess
         # per round would creep towards the limit.
-        slack_e = np.maximum(current.margin_export - cons.sens @ exp_kw, 0.0)
-        slack_i = np.maximum(current.margin_import - cons.sens @ imp_kw, 0.0)
+        use_e, use_i = cons.use(exp_kw, imp_kw)
+        slack_e = np.maximum(current.margin_export - use_e, 0.0)
+        slack_i = np.maximum(current.margin_import - use_i, 0.0)
         cut_e = cut_e + np.where(bad_e, slack_e + rounds * (np.clip(ex_e, 0.0, 1e12) + tol), 0.0)
         cut_i = cut_i + np.where(bad_i, slack_i + rounds * (np.clip(ex_i, 0.0, 1e12) + tol), 0.0)
     ke, ki = np.unravel_index(np.argmax(ex_e), ex_e.shape), np.unravel_index(np.argmax(ex_i), ex_i.shape)

@@ -1,53 +1,377 @@
 """Clearing, interface curves and disaggregation of a market whose network changes during its horizon.
 
 A change set splits a market's intervals into runs of one network state
-(:func:`engine.network_changes.network_runs`). Each run is cleared, traced or
-disaggregated on its own feeder with the bids of its intervals (bids at
-de-energised buses take no part: nothing can be delivered there), with
-whatever formulation the options name, and the tables are put back together
-in interval order. With no change in effect this is exactly the ordinary
-call on the feeder as loaded.
+(:func:`engine.network_changes.network_runs`). Without a resource that links
+intervals, each run is cleared, traced or disaggregated on its own feeder with
+the bids of its intervals (bids at de-energised buses take no part: nothing can
+be delivered there), with whatever formulation the options name, and the tables
+are put back together in interval order. With no change in effect this is
+exactly the ordinary call on the feeder as loaded.
 
-A resource that couples intervals (storage, EV energy, ramps) cannot be split
-between runs, so such a market with more than one run is refused: clear the
-runs as separate markets, or state the change from the market's first
-interval.
+Where storage, EV energy or ramps link the intervals, the runs are not cleared
+apart: :class:`CoupledMarket` is one LP for the whole horizon whose network rows
+differ per interval (each interval has the incidence, impedances, ratings and
+limits of its own run's feeder, and a line out of service has no flow column in
+its intervals), so that the state of charge, EV energy and ramps run across the
+change.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
-from dsomarket.engine.bids import BidBook, MarketRules, Resource, couples_intervals, validate_bids
-from dsomarket.engine.clearing import ClearingOptions, ClearingResult, clear
-from dsomarket.engine.disaggregation import Disaggregation, disaggregate
+from dsomarket.engine import losses
+from dsomarket.engine.bids import BidBook, Commitment, MarketRules, Resource, couples_intervals, validate_bids
+from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
+                                       held_bounds, import_bounds, iso_prices)
+from dsomarket.engine.disaggregation import (Disaggregation, _applied, _award_arrays, _empty_dispatch,
+                                             _empty_instructions, _fixed_table, _held_rows, award_prices,
+                                             disaggregate, held_loads, instructions, shed_array, with_held)
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import InterfaceCurve, trace_curve
-from dsomarket.engine.network import Feeder, _utc
+from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, _Probe, _trace_interval,
+                                        threadpool_limits, trace_curve)
+from dsomarket.engine.lindistflow import add_resources, market_loads
+from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
 from dsomarket.engine.network_changes import NetworkRun, network_runs
+from dsomarket.engine.results import _iv_column, net_withdrawal
+from dsomarket.engine.solver import HighsSolver, LinearModel, Solution
 
 
 def runs_for(feeder: Feeder, changes: pl.DataFrame | None, book: BidBook,
-             resources: tuple[Resource, ...]) -> tuple[NetworkRun, ...]:
-    """The runs of a book's intervals; InputError when a coupling resource would be split."""
-    runs = network_runs(feeder, changes, book.intervals) if changes is not None and changes.height else (
-        NetworkRun(tuple(range(book.n_interval)), list(book.intervals), feeder, (), (), ()),)
-    if len(runs) > 1 and couples_intervals(book, resources):
-        raise InputError("network_changes", "start", "a network change inside the horizon of a market whose "
-                         "storage, EV or ramp resources couple its intervals: clear the parts as separate markets")
-    return runs
+             resources: tuple[Resource, ...] = ()) -> tuple[NetworkRun, ...]:
+    """The runs of one network state of a book's intervals (the feeder as loaded when nothing changes).
+
+    ``resources`` is kept for callers that passed it; a run split no longer depends on them.
+    """
+    if changes is not None and changes.height:
+        return network_runs(feeder, changes, book.intervals)
+    return (NetworkRun(tuple(range(book.n_interval)), list(book.intervals), feeder, (), (), ()),)
+
+
+def coupled_runs(runs: tuple[NetworkRun, ...], book: BidBook, resources: tuple[Resource, ...]) -> bool:
+    """True when the horizon has several network states and resources that link its intervals:
+    it is then cleared as one :class:`CoupledMarket`."""
+    return len(runs) > 1 and couples_intervals(book, resources)
+
+
+def run_rows(book: BidBook, run: NetworkRun) -> np.ndarray:
+    """Rows of ``book`` that take part in a run: bids of its intervals at energised buses, in book order."""
+    keep = np.isin(book.t_idx, run.indices)
+    if run.de_energised:
+        keep &= ~book.table["bus"].is_in(list(run.de_energised)).to_numpy()
+    return np.nonzero(keep)[0]
 
 
 def run_book(book: BidBook, run: NetworkRun, rules: MarketRules) -> BidBook:
-    """The bids of a run's intervals at energised buses, validated against the run's feeder."""
+    """The bids of a run's intervals at energised buses (book order), validated against the run's feeder."""
     if len(run.indices) == book.n_interval and not run.de_energised:
         return validate_bids(book.table, run.feeder, rules, book.intervals)
-    keep = np.isin(book.t_idx, run.indices) & ~book.table["bus"].is_in(list(run.de_energised)).to_numpy()
-    return validate_bids(book.table.filter(pl.Series(keep)), run.feeder, rules, run.intervals)
+    return validate_bids(book.table[run_rows(book, run)], run.feeder, rules, run.intervals)
+
+
+def canonical_order(book: BidBook) -> BidBook:
+    """The same bids in interval and bid_id order (see :func:`engine.bids.canonical`), without re-validating
+    them against a feeder (a changing network has no one feeder holding every bus in every interval)."""
+    order = book.table.with_row_index("_row").sort(["interval", "bid_id"], nulls_last=False)["_row"].to_numpy()
+    if np.array_equal(order, np.arange(book.n)):
+        return book
+    return BidBook(table=book.table[order], intervals=book.intervals, bus_idx=book.bus_idx[order],
+                   t_idx=book.t_idx[order], withdraw_sign=book.withdraw_sign[order],
+                   quantity_kw=book.quantity_kw[order], price=book.price[order], tan_phi=book.tan_phi[order])
+
+
+_CONCATENATED = ("bid", "commitment_sell", "commitment_buy")
+"""Blocks of a part's model that are not laid out interval by interval: they are put one part after another."""
+
+
+def _placement(blocks: list[list], runs: tuple[NetworkRun, ...], T: int) -> tuple[list, list[np.ndarray]]:
+    """Where every column (or row) of each part's model goes in the horizon model.
+
+    ``blocks[r]`` are part r's blocks. Returns the horizon's blocks ``(name, start, size)`` in order
+    of first appearance, and per part the horizon index of each of its own columns (rows). A block
+    laid out interval by interval (every network block) holds interval 0's entries, then interval
+    1's, ..., each taken from the part of the run holding that interval; the blocks of
+    ``_CONCATENATED`` hold part 0's entries, then part 1's.
+    """
+    names = list(dict.fromkeys(b.name for part in blocks for b in part))
+    maps = [np.empty(sum(b.size for b in part), dtype=np.int64) for part in blocks]
+    out, offset = [], 0
+    for name in names:
+        mine = [next((b for b in part if b.name == name), None) for part in blocks]
+        if name in _CONCATENATED:
+            size = 0
+            for blk, where in zip(mine, maps):
+                if blk is not None:
+                    where[blk.slice] = offset + size + np.arange(blk.size)
+                    size += blk.size
+        else:
+            per = np.zeros(T, dtype=np.int64)
+            for blk, run in zip(mine, runs):
+                if blk is not None:
+                    per[list(run.indices)] = blk.size // len(run.indices)
+            start = offset + np.concatenate([[0], np.cumsum(per)[:-1]])
+            for blk, run, where in zip(mine, runs, maps):
+                if blk is not None and blk.size:
+                    each = blk.size // len(run.indices)
+                    k = np.arange(blk.size)
+                    where[blk.slice] = start[np.asarray(run.indices)[k // each]] + k % each
+            size = int(per.sum())
+        out.append((name, offset, size))
+        offset += size
+    return out, maps
+
+
+class CoupledMarket:
+    """One clearing LP for a horizon whose network changes, with resources that link its intervals.
+
+    Each run's network rows are built by the chosen formulation on the run's own
+    feeder, as a :class:`engine.clearing.NodalMarket` part (``standalone=False``)
+    holding the run's bids at energised buses: the run's incidence, impedances,
+    ratings, voltage and interface limits, and no flow column for a line out of
+    service. The parts' blocks are laid out interval by interval
+    (:func:`_placement`), so each keeps its name and is in market interval order
+    (``import_p`` has one column per interval, ``bus_p_balance`` the buses of
+    interval 0's feeder, then those of interval 1's, ...), and the rows that link
+    intervals (:func:`engine.lindistflow.add_resources`: state of charge, EV
+    energy, ramps) are built once over the bid columns of all parts. The state of
+    charge thus runs across a change, and every interval's DLMPs carry what
+    storage is worth in the others.
+
+    It answers what the interface curve and the disaggregation ask of a
+    :class:`~engine.clearing.NodalMarket`: ``model``, ``solver``, ``iso_price``,
+    ``lossaware``, :meth:`set_iso_price`, :meth:`fix_import`, :meth:`hold_bids`,
+    :meth:`solve_raw`, :meth:`converge`, :meth:`solve`, :meth:`result`. Results are
+    each part's tables of its own intervals, put together in interval order.
+    """
+
+    def __init__(self, runs: tuple[NetworkRun, ...], book: BidBook, iso_price, rules: MarketRules = MarketRules(),
+                 resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
+                 loads: list[tuple[np.ndarray, np.ndarray]] | None = None):
+        """``book`` is validated on the feeder as loaded (:func:`canonical_order` is applied); ``loads`` per
+        run ``(kW, kvar)`` of shape (buses of the run's feeder, run intervals), or None for the feeders' own."""
+        t0 = time.perf_counter()
+        self.runs, self.rules, self.resources, self.options = runs, rules, resources, options
+        self.book = book = canonical_order(book)
+        T = book.n_interval
+        self.iso_price = iso_prices(iso_price, T)
+        self.lossaware = options.formulation == "lossaware"
+        self.convergence: dict | None = None
+        self.rows = [run_rows(book, run) for run in runs]
+        self.parts = [NodalMarket(run.feeder, run_book(book, run, rules), self.iso_price[list(run.indices)], rules,
+                                  resources, options, *(loads[k] if loads is not None else (None, None)),
+                                  standalone=False) for k, run in enumerate(runs)]
+        self._var_blocks, self._col_map = _placement([p.model.blocks() for p in self.parts], runs, T)
+        self._con_blocks, self._row_map = _placement([p.model.blocks(rows=True) for p in self.parts], runs, T)
+        self.model = self._compose()
+        self.solver = HighsSolver(self.model, time_limit=options.time_limit)
+        self.build_seconds = time.perf_counter() - t0
+
+    def _network(self) -> sp.csc_matrix:
+        """The parts' current matrices placed in the horizon model's rows and columns."""
+        rows, cols, vals = [], [], []
+        for part, cm, rm in zip(self.parts, self._col_map, self._row_map):
+            a = part.model.assemble()[3].tocoo()
+            rows.append(rm[a.row])
+            cols.append(cm[a.col])
+            vals.append(a.data)
+        # The whole model's shape once it exists (the intertemporal rows and columns come after these).
+        shape = ((self.model.n_row, self.model.n_col) if hasattr(self, "model") else
+                 (sum(size for _, _, size in self._con_blocks), sum(size for _, _, size in self._var_blocks)))
+        return sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+
+    def _compose(self) -> LinearModel:
+        n_col = sum(size for _, _, size in self._var_blocks)
+        n_row = sum(size for _, _, size in self._con_blocks)
+        cost, lo, up = np.zeros(n_col), np.zeros(n_col), np.zeros(n_col)
+        rlo, rup = np.zeros(n_row), np.zeros(n_row)
+        for part, cm, rm in zip(self.parts, self._col_map, self._row_map):
+            c, l, u, _, rl, ru, _ = part.model.assemble()
+            cost[cm], lo[cm], up[cm], rlo[rm], rup[rm] = c, l, u, rl, ru
+        a = self._network().tocsr()
+        model = LinearModel()
+        for name, start, size in self._var_blocks:
+            cut = slice(start, start + size)
+            model.add_variables(name, size, lo[cut], up[cut], cost[cut])
+        for name, start, size in self._con_blocks:
+            band = a[start:start + size].tocsc()
+            terms = {var: band[:, vs:vs + vz] for var, vs, vz in self._var_blocks}
+            terms = {var: m for var, m in terms.items() if m.nnz} or {"import_p": terms["import_p"]}
+            model.add_constraints(name, terms, rlo[start:start + size], rup[start:start + size])
+        add_resources(model, self._column_book(), tuple(r for r in self.resources if not isinstance(r, Commitment)),
+                      self.rules)
+        return model
+
+    def _column_book(self) -> BidBook:
+        """The bid columns of all parts as one book of the horizon's intervals, in the ``bid`` block's order
+        (``bus_idx`` of each part's own feeder: the rows that link intervals do not read it)."""
+        books = [p.columns.book for p in self.parts]
+        cat = np.concatenate
+        return BidBook(table=pl.concat([b.table for b in books], how="vertical_relaxed"),
+                       intervals=self.book.intervals, bus_idx=cat([b.bus_idx for b in books]),
+                       t_idx=cat([np.asarray(run.indices, dtype=np.int64)[b.t_idx]
+                                  for run, b in zip(self.runs, books)]),
+                       withdraw_sign=cat([b.withdraw_sign for b in books]),
+                       quantity_kw=cat([b.quantity_kw for b in books]), price=cat([b.price for b in books]),
+                       tan_phi=cat([b.tan_phi for b in books]))
+
+    # -- what the curve and the disaggregation change in place ---------------------------
+    def set_iso_price(self, iso_price) -> None:
+        """ISO price per interval (per MWh) at the interface; scalar broadcasts."""
+        self.iso_price = iso_prices(iso_price, self.book.n_interval)
+        self.solver.set_cost("import_p", self.iso_price)
+        for part, run in zip(self.parts, self.runs):
+            part.iso_price = self.iso_price[list(run.indices)]
+
+    def fix_import(self, import_kw) -> None:
+        """Hold the interface import at ``import_kw`` per interval (kW; NaN = leave free); None frees all."""
+        T = self.book.n_interval
+        export_max, import_max = np.zeros(T), np.zeros(T)
+        for part, run in zip(self.parts, self.runs):
+            export_max[list(run.indices)] = part.feeder.export_max_kw
+            import_max[list(run.indices)] = part.feeder.import_max_kw
+        self.solver.set_col_bounds("import_p", *import_bounds(export_max, import_max, import_kw))
+
+    def hold_bids(self, bid_mw: np.ndarray | None) -> None:
+        """Hold the bids at ``bid_mw`` (MW per bid of :attr:`book`; NaN = free); None frees them all."""
+        lo, hi = [], []
+        for part, rows in zip(self.parts, self.rows):
+            l, h = held_bounds(part.columns, None if bid_mw is None else np.asarray(bid_mw, dtype=float)[rows])
+            lo.append(l)
+            hi.append(h)
+        self.solver.set_col_bounds("bid", np.concatenate(lo), np.concatenate(hi))
+
+    def bid_mw(self, x: np.ndarray) -> np.ndarray:
+        """Cleared MW per bid of :attr:`book` (0 for a bid at a de-energised bus)."""
+        out = np.zeros(self.book.n)
+        for part, rows, cm in zip(self.parts, self.rows, self._col_map):
+            out[rows] = part.bid_mw(x[cm])
+        return out
+
+    # -- solving ----------------------------------------------------------------------------
+    def solve_raw(self) -> Solution:
+        """One solve of the model as it stands (no re-linearisation)."""
+        return self.solver.solve()
+
+    def converge(self) -> Solution:
+        """Solve; for the loss-aware model, re-linearise every part until the AC power flow agrees.
+
+        Successive linear programming as :meth:`engine.clearing.NodalMarket.converge`:
+        each part is re-linearised at the AC power flow of its own intervals'
+        dispatch and the horizon matrix re-assembled, until every part's import,
+        flows and voltages match that power flow and no bid column moved more than
+        ``losses.STEP_TOL_KW``. Bids whose optimum lies inside their quantity are
+        settled by a trust region on every bid column, halved at each solve, from
+        ``losses.BRACKET_ITERATIONS`` solves on (the per-bid regula falsi of the
+        one-network model is not used here).
+        """
+        s = self.solver
+        sol = s.solve()
+        if not self.lossaware or not sol.ok:
+            return sol
+        fixed = (s.model.assemble()[3] - self._network()).tocsc()
+        bid = self.model.var("bid").slice
+        base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
+        seconds, solves, radius, done = sol.solve_seconds, 1, np.inf, False
+        worst = losses.Residual(0.0, 0.0, 0.0)
+        for iteration in range(1, losses.MAX_ITERATIONS + 1):
+            moved, points, worst, converged = 0.0, [], losses.Residual(0.0, 0.0, 0.0), True
+            for part, cm in zip(self.parts, self._col_map):
+                x = sol.x[cm]
+                T = len(part.book.intervals)
+                topo = part.feeder.topology
+                xb = part.block(x, "bid")
+                shed = part.block(x, "shed").reshape(T, -1) * S_BASE_KVA if part.model.has_var("shed") else None
+                point = losses.operating_point(part.feeder, *net_withdrawal(part.feeder, part.columns.book, xb,
+                                                                            part.loads(), shed))
+                res = losses.residual(point, part.block(x, "line_p").reshape(T, topo.n_line),
+                                      part.block(x, "v").reshape(T, topo.n_bus), part.block(x, "import_p"))
+                worst = losses.Residual(max(worst.import_kw, res.import_kw), max(worst.flow_kw, res.flow_kw),
+                                        max(worst.v_pu, res.v_pu))
+                converged &= point.converged
+                # No point yet (None): the first model is the lossless linearisation, not one at a dispatch.
+                moved = max(moved, np.inf if part._point_bids is None else
+                            float(np.max(np.abs(xb - part._point_bids), initial=0.0)) * S_BASE_KVA)
+                points.append((xb, point))
+            done = worst.ok and moved <= losses.STEP_TOL_KW
+            if done or iteration == losses.MAX_ITERATIONS or not converged:
+                break
+            for part, (xb, point) in zip(self.parts, points):
+                part._point_bids, part.point = xb.copy(), point
+                part.model = part._relinearise.at(point)
+            self.model = self.model.with_matrix((fixed + self._network()).tocsc())
+            s.set_matrix(self.model)
+            if iteration >= losses.BRACKET_ITERATIONS:
+                x = sol.x[bid]
+                step = max(min(moved, 1e9) / S_BASE_KVA, 1e-12)
+                radius = min(radius, step) / 2.0
+                s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
+            nxt = s.solve()
+            solves += 1
+            seconds += nxt.solve_seconds
+            sol = nxt
+            if not sol.ok:
+                break
+        if np.isfinite(radius):
+            s.set_col_bounds("bid", base_lo, base_hi)
+            if done:
+                free = s.solve()
+                solves += 1
+                seconds += free.solve_seconds
+                if free.ok and np.max(np.abs(free.x[bid] - sol.x[bid]), initial=0.0) * S_BASE_KVA <= \
+                        losses.STEP_TOL_KW:
+                    sol = free
+        self.convergence = losses.convergence_summary(done, solves, worst, moved, 0, radius)
+        return dataclasses.replace(sol, solve_seconds=seconds)
+
+    def solve(self) -> ClearingResult:
+        sol = self.converge()
+        if not sol.ok:
+            return self.failed(sol)
+        return self.result(sol)
+
+    def failed(self, sol: Solution) -> ClearingResult:
+        """The result of a solve that ended other than optimal, saying so."""
+        detail = ("no dispatch meets every limit of each interval's network together with the storage, EV and "
+                  "ramp limits across the horizon") if sol.status == "infeasible" else f"the solver ended {sol.status}"
+        return _failed(self.context, sol.status, sol.solve_seconds,
+                       ({"limit": "unknown", "element": "", "interval": None, "detail": detail},))
+
+    def result(self, sol: Solution) -> ClearingResult:
+        """Tables of an optimal solution: each part's tables of its intervals, in interval order."""
+        results = []
+        for part, cm, rm in zip(self.parts, self._col_map, self._row_map):
+            sub = Solution(status="optimal", objective=float(np.sum(self.solver.cost[cm] * sol.x[cm])),
+                           x=sol.x[cm], row_value=np.asarray(sol.row_value)[rm], row_dual=sol.row_dual[rm],
+                           col_dual=sol.col_dual[cm], solve_seconds=sol.solve_seconds, iterations=sol.iterations)
+            part.convergence = self.convergence
+            results.append(part.result(sub))
+        out = combine_clearings(results, self.book.intervals)
+        return dataclasses.replace(out, build_seconds=self.build_seconds, solve_seconds=sol.solve_seconds,
+                                   convergence=self.convergence if self.lossaware else None)
+
+    def root_duals(self, sol: Solution) -> np.ndarray:
+        """The interface DLMP per interval (dual of the root bus's balance, per MWh)."""
+        out = np.zeros(self.book.n_interval)
+        for part, run, rm in zip(self.parts, self.runs, self._row_map):
+            n = part.feeder.topology.n_bus
+            rows = rm[part.model.con("bus_p_balance").start + n * np.arange(len(run.indices))]
+            out[list(run.indices)] = sol.row_dual[rows]
+        return out
+
+    def loads(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each part's fixed withdrawal (kW, kvar), shape (buses of its feeder, its intervals)."""
+        return [part.loads() for part in self.parts]
+
+    @property
+    def context(self) -> MarketContext:
+        return MarketContext(self.runs[0].feeder, self.book, self.iso_price, self.options.formulation,
+                             self.build_seconds)
 
 
 def _sorted(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -98,8 +422,12 @@ def _worst(checks: list[dict]) -> dict:
 
 def clear_runs(runs: tuple[NetworkRun, ...], book: BidBook, iso_price, *, rules: MarketRules,
                resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions()) -> ClearingResult:
-    """:func:`engine.clearing.clear` run by run; ``iso_price`` per MWh, scalar or one per interval."""
+    """:func:`engine.clearing.clear` run by run (one :class:`CoupledMarket` where resources link the
+    runs); ``iso_price`` per MWh, scalar or one per interval."""
     price = np.broadcast_to(np.asarray(iso_price, dtype=float), (book.n_interval,))
+    if coupled_runs(runs, book, resources):
+        _linear(options)
+        return CoupledMarket(runs, book, price, rules, resources, options).solve()
     results = [clear(run.feeder, run_book(book, run, rules), price[list(run.indices)], rules=rules,
                      resources=resources, options=options) for run in runs]
     return combine_clearings(results, book.intervals)
@@ -111,8 +439,12 @@ def trace_runs(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
                **socp_options) -> InterfaceCurve:
     """:func:`engine.interface.trace_curve` run by run; ``forecast`` per MWh, scalar, per interval or None.
 
-    ``progress(done, total)`` is called after each interval, counted over all runs.
+    ``progress(done, total)`` is called after each interval, counted over all runs. Where resources
+    link the runs, the curves are traced on one :class:`CoupledMarket` (:func:`trace_coupled`).
     """
+    if coupled_runs(runs, book, resources):
+        _linear(options)
+        return trace_coupled(runs, book, rules, resources, options, forecast, progress)
     fc = None if forecast is None else np.broadcast_to(np.asarray(forecast, dtype=float), (book.n_interval,))
     curves = []
     done = 0
@@ -146,16 +478,19 @@ def disaggregate_runs(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.Dat
 
     ``award`` and ``day_ahead`` are cut to each run's intervals; a day-ahead
     position at a de-energised bus is not held (nothing can be delivered there).
+    Where resources link the runs, the award is disaggregated on one
+    :class:`CoupledMarket` (:func:`disaggregate_coupled`).
     """
+    if coupled_runs(runs, book, resources):
+        _linear(options)
+        return disaggregate_coupled(runs, book, award, rules, resources, options, day_ahead, day_ahead_minutes)
     parts = []
     for run in runs:
+        held = _held_here(day_ahead, run)
         sub_award = award
         if len(runs) > 1 and "interval" in award.columns:
             stamp = _utc(pl.col("interval"), award.schema["interval"])
             sub_award = award.filter(stamp.is_in(run.intervals))
-        held = day_ahead
-        if held is not None and run.de_energised:
-            held = held.filter(~pl.col("bus").is_in(list(run.de_energised)))
         parts.append(disaggregate(run.feeder, run_book(book, run, rules), sub_award, rules, resources, options,
                                   day_ahead=held, day_ahead_minutes=day_ahead_minutes))
     if len(parts) == 1:
@@ -166,3 +501,320 @@ def disaggregate_runs(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.Dat
                               ["aggregator_id", "resource_id", "interval"], nulls_last=False),
                           fixed_load=_sorted([p.fixed_load for p in parts]),
                           interval_minutes=parts[0].interval_minutes)
+
+
+def _linear(options: ClearingOptions) -> None:
+    if options.formulation == "socp":
+        raise InputError("options", "formulation", "a horizon whose network changes while storage, EV or ramp "
+                         "resources link its intervals is cleared on a linear model: lossaware or lossless")
+
+
+def _held_here(day_ahead: pl.DataFrame | None, run: NetworkRun) -> pl.DataFrame | None:
+    """Day-ahead positions that can be held in a run: none at a de-energised bus (nothing is delivered there)."""
+    if day_ahead is None or not run.de_energised:
+        return day_ahead
+    return day_ahead.filter(~pl.col("bus").is_in(list(run.de_energised)))
+
+
+def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
+                  resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
+                  forecast=None, progress: Callable[[int, int], None] | None = None) -> InterfaceCurve:
+    """The interface curve of every interval of a :class:`CoupledMarket`, conditional on the forecast.
+
+    Interval t's curve is traced exactly as :func:`engine.interface.trace_curve`
+    traces a coupled book (the other intervals' ISO prices held at ``forecast``,
+    per MWh; default the midpoint of floor and cap), on the one horizon model. On
+    the loss-aware model each interval is traced on the converged linearisation;
+    its bands are not re-checked band by band against AC power flows as the
+    one-network curve's are (``ac_check`` is None).
+    """
+    t0 = time.perf_counter()
+    T = book.n_interval
+    fc = _forecast(forecast, rules, T)
+    opts = ClearingOptions(formulation=options.formulation, polygon_sides=options.polygon_sides, ac_check=False,
+                           time_limit=options.time_limit)
+    market = CoupledMarket(runs, book, fc, rules, resources, opts)
+    limit = 4 * book.n + 1000
+    rows, solves, flips = [], 0, 0
+    with threadpool_limits(1, user_api="blas"):
+        for t in range(T):
+            market.set_iso_price(fc)
+            if market.lossaware:
+                market.converge()
+            probe = _Probe(market, t)
+            rows += [(t, lo, hi, q) for lo, hi, q in _trace_interval(probe, rules.price_floor, rules.price_cap,
+                                                                     limit)]
+            solves += probe.solves
+            flips += probe.flips
+            if progress is not None:
+                progress(t + 1, T)
+    fixed = np.zeros(T)
+    for run, (load_p, _) in zip(runs, market.loads()):
+        fixed[list(run.indices)] = load_p.sum(axis=0)
+    return InterfaceCurve(bands=_bands_table(market.book, rows),
+                          fixed_net_load_kw=pl.DataFrame({"interval": _iv_column(book.intervals, np.arange(T)),
+                                                          "fixed_kw": fixed}),
+                          conditional=True, forecast=fc, solves=solves, seconds=time.perf_counter() - t0,
+                          bound_flips=flips)
+
+
+def disaggregate_coupled(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, rules: MarketRules,
+                         resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
+                         day_ahead: pl.DataFrame | None = None, day_ahead_minutes: float = 60.0) -> Disaggregation:
+    """Re-clear a :class:`CoupledMarket` at the ISO's award of every interval (as
+    :func:`engine.disaggregation.disaggregate`; arguments as :func:`disaggregate_runs`).
+
+    Notes
+    -----
+    Prices: with a quantity and a price, the DLMPs are those at the ISO's price
+    where the fixed-import dispatch is optimal there (on the curve), else those
+    of the fixed import; with a quantity alone the price is the interface's own
+    DLMP. Equal-priced marginal bids at different buses are not re-shared pro
+    rata here (each bus's identical bids are, as in every clearing).
+    """
+    step = _CoupledAward(runs, book, rules, resources, options, day_ahead, day_ahead_minutes)
+    return step.award(*_award_arrays(award, step.market.book.intervals))
+
+
+def disaggregate_rolling(runs: tuple[NetworkRun, ...], book: BidBook, steps: list[pl.DataFrame],
+                         rules: MarketRules, resources: tuple[Resource, ...] = (),
+                         options: ClearingOptions = ClearingOptions(), day_ahead: pl.DataFrame | None = None,
+                         day_ahead_minutes: float = 60.0, forecast=None) -> Disaggregation:
+    """Interval-by-interval ISO awards of a market whose resources link its intervals.
+
+    Parameters
+    ----------
+    steps
+        The ISO's awards in the order they came, each a table (``interval``,
+        ``import_kw``, ``price``, as :func:`engine.disaggregation.disaggregate`
+        takes) of the intervals it awards; an interval is awarded once.
+    forecast
+        ISO price per MWh (scalar or per interval) of the intervals not yet
+        awarded; default the midpoint of the price floor and cap.
+    runs, book, rules, resources, options, day_ahead, day_ahead_minutes
+        As :func:`disaggregate_runs` (one run for a network that does not change).
+
+    Returns
+    -------
+    Disaggregation
+        The tables of the awarded intervals only, each interval as the step
+        that awarded it dispatched it; a failed step ends the replay with its
+        failed clearing.
+
+    Notes
+    -----
+    Step k re-clears the whole horizon (one :class:`CoupledMarket`, warm from
+    step to step) with every bid of the intervals awarded before held at its
+    dispatch, its own intervals' import fixed at the award, and the intervals
+    still open re-optimised at the forecast with their import free: the state
+    of charge, EV energy and ramps carry from the dispatched past into the
+    open future, and each award is met at the interface. The same steps give
+    the same dispatch, so the award's settlement replays the stream.
+    """
+    run = _CoupledAward(runs, book, rules, resources, options, day_ahead, day_ahead_minutes)
+    market = run.market
+    T = market.book.n_interval
+    base = (rules.price_floor + rules.price_cap) / 2.0 if forecast is None else forecast
+    base = np.broadcast_to(np.asarray(base, dtype=float), (T,)).copy()
+    held = np.full(market.book.n, np.nan)
+    done = np.zeros(T, dtype=bool)
+    pieces = []
+    for k, step in enumerate(steps):
+        q, p = _award_arrays(step, market.book.intervals, every=False)
+        mine = np.isfinite(q) | np.isfinite(p)
+        if (mine & done).any():
+            raise InputError("award", "interval", f"step {k} awards {market.book.intervals[int(np.argmax(mine & done))]} "
+                             "again")
+        market.hold_bids(held)
+        dis = run.award(q, p, base, free=~mine & ~done)
+        pieces.append((mine, dis))
+        if not dis.clearing.ok:
+            break
+        rows = np.isin(market.book.t_idx, np.nonzero(mine)[0])
+        held[rows] = run.last_bid_mw[rows]
+        done |= mine
+    return _rolled(pieces, market.book.intervals, rules)
+
+
+class _CoupledAward:
+    """A :class:`CoupledMarket` set up for the ISO's awards: the held day-ahead positions in each run's
+    fixed load, and what the tables of a disaggregation need (:meth:`award`)."""
+
+    def __init__(self, runs, book, rules, resources, options, day_ahead, day_ahead_minutes):
+        self.runs, self.rules = runs, rules
+        loads, held, self.bases = [], [], []
+        for run in runs:
+            rb = run_book(canonical_order(book), run, rules)
+            base_p, base_q = market_loads(run.feeder, rb)
+            da = _held_here(day_ahead, run)
+            h = _held_rows(run.feeder, rb, da, day_ahead_minutes) if da is not None else _empty_dispatch()
+            loads.append(held_loads(run.feeder, rb, h, base_p, base_q))
+            held.append(h)
+            self.bases.append((rb, base_p, base_q))
+        self.held = pl.concat(held, how="vertical_relaxed")
+        mid = (rules.price_floor + rules.price_cap) / 2.0
+        self.market = CoupledMarket(runs, book, mid, rules, resources, options, loads)
+        self.last_bid_mw = np.zeros(self.market.book.n)
+
+    def award(self, q: np.ndarray, p: np.ndarray, base=None, free: np.ndarray | None = None) -> Disaggregation:
+        """Re-clear with the import fixed at ``q`` (kW; NaN = free) at ``p`` (per MWh; NaN = ``base``, default
+        the midpoint of floor and cap); ``free`` marks intervals with no award (import free at ``base``)."""
+        market, rules = self.market, self.rules
+        T = market.book.n_interval
+        base = (rules.price_floor + rules.price_cap) / 2.0 if base is None else base
+        market.set_iso_price(np.where(np.isfinite(p), p, np.broadcast_to(np.asarray(base, dtype=float), (T,))))
+        market.fix_import(q)
+        sol = market.converge()
+        source = np.where(np.isfinite(p), "iso", "interface_dlmp")
+        if not sol.ok:
+            result = market.failed(sol)
+            return Disaggregation(result, _applied(result, q, p, source, [None] * T), _empty_instructions(),
+                                  _fixed_loads(self.runs, self.bases, None), rules.interval_minutes)
+        sol, duals, on_curve, extra = award_prices(market, sol, q, p)
+        merged = Solution(status="optimal", objective=sol.objective, x=sol.x, row_value=sol.row_value,
+                          row_dual=duals.row_dual, col_dual=duals.col_dual,
+                          solve_seconds=sol.solve_seconds + extra, iterations=sol.iterations)
+        self.last_bid_mw = market.bid_mw(sol.x)
+        result = with_held(market.result(merged), self.held)
+        applied = _applied(result, q, np.where(np.isfinite(p), p, market.iso_price), source, on_curve)
+        if free is not None and free.any():
+            applied = applied.filter(~pl.Series(free))
+        return Disaggregation(clearing=result, award=applied, instructions=instructions(result),
+                              fixed_load=_fixed_loads(self.runs, self.bases, result),
+                              interval_minutes=rules.interval_minutes)
+
+
+def _rolled(pieces: list, intervals: list, rules: MarketRules) -> Disaggregation:
+    """One disaggregation of the awarded intervals from the steps that awarded them (``(mask, Disaggregation)``
+    in step order); the welfare is that of the intervals' own tables."""
+    last = pieces[-1][1]
+    if not last.clearing.ok:
+        return last
+    cuts = []
+    for mine, dis in pieces:
+        keep = [iv for iv, m in zip(intervals, mine) if m]
+        cut = {name: getattr(dis.clearing, name).filter(pl.col("interval").is_in(keep))
+               for name in ("dispatch", "prices", "lines", "buses", "interface")}
+        shed = None if dis.clearing.shed is None else dis.clearing.shed.filter(pl.col("interval").is_in(keep))
+        cuts.append((keep, dis, cut, shed))
+    clearing = dataclasses.replace(
+        last.clearing, intervals=[iv for keep, *_ in cuts for iv in keep],
+        **{name: _sorted([c[name] for _, _, c, _ in cuts]) for name in ("dispatch", "prices", "lines", "buses",
+                                                                      "interface")},
+        shed=None if all(sh is None for *_, sh in cuts) else _sorted([sh for *_, sh in cuts if sh is not None]))
+    clearing = dataclasses.replace(clearing, intervals=sorted(clearing.intervals),
+                                   welfare=_welfare(clearing, rules))
+    return Disaggregation(
+        clearing=clearing, award=_sorted([d.award.filter(pl.col("interval").is_in(k)) for k, d, _, _ in cuts]),
+        instructions=_sorted([d.instructions.filter(pl.col("interval").is_in(k)) for k, d, _, _ in cuts]).sort(
+            ["aggregator_id", "resource_id", "interval"], nulls_last=False),
+        fixed_load=_sorted([d.fixed_load.filter(pl.col("interval").is_in(k)) for k, d, _, _ in cuts]),
+        interval_minutes=rules.interval_minutes)
+
+
+def _welfare(result: ClearingResult, rules: MarketRules) -> float:
+    """Buyers' value minus sellers' cost minus the ISO bill (minus lost load at its value), currency, of the
+    tables (kW, per MWh) of the bids that were cleared, not held."""
+    d = result.dispatch.filter(~pl.col("held")) if "held" in result.dispatch.columns else result.dispatch
+    sign = np.where(d["side"].to_numpy() == "buy", 1.0, -1.0)
+    value = float(np.sum(sign * d["price"].to_numpy() * d["cleared_kw"].to_numpy()))
+    bill = float(np.sum(result.interface["iso_price"].to_numpy() * result.interface["import_kw"].to_numpy()))
+    lost = 0.0
+    if result.shed is not None and result.shed.height and rules.value_of_lost_load is not None:
+        lost = rules.value_of_lost_load * float(result.shed["shed_kw"].sum())
+    return (value - bill - lost) / 1000.0 * rules.hours
+
+
+def _fixed_loads(runs: tuple[NetworkRun, ...], bases: list, result: ClearingResult | None) -> pl.DataFrame:
+    """The fixed load served per bus and interval, each run on its own feeder, in interval order."""
+    frames = []
+    for run, (rb, base_p, base_q) in zip(runs, bases):
+        topo = run.feeder.topology
+        shed = None if result is None else shed_array(result, rb, topo, base_p.shape)
+        frames.append(_fixed_table(rb, topo, base_p, base_q, shed))
+    return _sorted(frames)
+
+
+REDISPATCH_MODES = ("redispatched", "partial", "failed")
+"""How a standing award fares on a changed network: met by a least-cost re-dispatch; only its largest
+deliverable part met; or not re-dispatched at all (the standing dispatch stays, reported)."""
+
+
+def redispatch_award(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, dispatched: pl.DataFrame,
+                     rules: MarketRules, resources: tuple[Resource, ...] = (),
+                     options: ClearingOptions = ClearingOptions(), day_ahead: pl.DataFrame | None = None,
+                     day_ahead_minutes: float = 60.0, forecast=None) -> tuple[Disaggregation, pl.DataFrame]:
+    """Re-dispatch the standing ISO award of some intervals on a network that changed after the award.
+
+    Parameters
+    ----------
+    runs, book, rules, resources, options, day_ahead, day_ahead_minutes
+        The market on its *new* network (as :func:`disaggregate_runs`).
+    award
+        The standing award of the intervals to re-dispatch: ``interval``, ``import_kw`` (kW,
+        import positive), ``price`` (per MWh or null).
+    dispatched
+        The standing dispatch of every other awarded interval (``bid_id``, ``interval``,
+        ``cleared_kw``), held as it is: what is dispatched stays dispatched.
+    forecast
+        ISO price per MWh (scalar or per interval) of the intervals not yet awarded, re-optimised
+        with their import free (default the midpoint of floor and cap).
+
+    Returns
+    -------
+    (Disaggregation, pl.DataFrame)
+        The re-dispatch (all intervals; the caller takes the re-dispatched ones), and per
+        re-dispatched interval ``interval``, ``awarded_kw``, ``import_kw`` (the import the new
+        dispatch draws), ``shortfall_kw`` (awarded - delivered) and ``mode`` (one of
+        :data:`REDISPATCH_MODES`).
+
+    Notes
+    -----
+    One :class:`CoupledMarket` of the horizon on the new network (whether or not resources link
+    its intervals: held intervals then simply stay put), with the award's imports fixed: the
+    least-cost re-dispatch that meets the award on every line, voltage and interface limit in
+    effect. If none exists, each re-dispatched interval's import is moved to the nearest one the
+    new network can deliver, the ends of its deliverable range being the re-dispatches at the
+    price cap (least import) and at the price floor (most import) with the same intervals held:
+    the largest deliverable part of the award (``partial``). If even that is infeasible (storage
+    linking the moved intervals), nothing is re-dispatched (``failed``).
+    """
+    step = _CoupledAward(runs, book, rules, resources, options, day_ahead, day_ahead_minutes)
+    market = step.market
+    T = market.book.n_interval
+    q, p = _award_arrays(award, market.book.intervals, every=False)
+    mine = np.isfinite(q) | np.isfinite(p)
+    held = market.book.table.select("bid_id", "interval").with_row_index("_row").join(
+        dispatched.select("bid_id", "interval", "cleared_kw"), on=["bid_id", "interval"], how="left")
+    held_kw = held.sort("_row")["cleared_kw"].fill_null(np.nan).to_numpy().astype(float)
+    held_kw[np.isin(market.book.t_idx, np.nonzero(mine)[0])] = np.nan   # the re-dispatched intervals move
+    market.hold_bids(held_kw / S_BASE_KVA)
+    base = (rules.price_floor + rules.price_cap) / 2.0 if forecast is None else forecast
+    free = ~mine & ~np.isin(np.arange(T), np.unique(market.book.t_idx[np.isfinite(held_kw)]))
+    # Fixing the import overrides its bounds: an award outside the interface limits now in effect
+    # goes straight to its deliverable part.
+    lo, hi = np.zeros(T), np.zeros(T)
+    for part, run in zip(market.parts, runs):
+        lo[list(run.indices)], hi[list(run.indices)] = -part.feeder.export_max_kw, part.feeder.import_max_kw
+    outside = np.isfinite(q) & ((q > hi + 1e-9) | (q < lo - 1e-9))
+    target = q.copy()
+    dis = None if outside.any() else step.award(q, p, base, free=free)
+    if dis is None or not dis.clearing.ok:
+        ends = []
+        for price in (rules.price_cap, rules.price_floor):
+            edge = step.award(np.where(mine, np.nan, q), np.where(mine, price, p), base, free=free)
+            if not edge.clearing.ok:
+                dis = edge
+                break
+            ends.append(edge.clearing.interface["import_kw"].to_numpy())
+        if len(ends) == 2:
+            target = np.where(mine & np.isfinite(q), np.clip(q, ends[0], ends[1]), q)
+            dis = step.award(target, p, base, free=free)
+    delivered = dis.clearing.interface["import_kw"].to_numpy() if dis.clearing.ok else np.full(T, np.nan)
+    mode = (np.where(np.abs(target - q) > 1e-6, "partial", "redispatched") if dis.clearing.ok
+            else np.full(T, "failed"))
+    idx = np.nonzero(mine)[0]
+    report = pl.DataFrame({"interval": _iv_column(market.book.intervals, idx), "awarded_kw": q[idx],
+                           "import_kw": delivered[idx], "shortfall_kw": (q - delivered)[idx],
+                           "mode": mode[idx]})
+    return dis, report

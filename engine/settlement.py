@@ -324,6 +324,44 @@ def losses_settled(o: MarketOutcome) -> dict | None:
             "loss_cost": round(cost, 2), "loss_surplus": round(charges - cost, 2)}
 
 
+def loss_components(lines: pl.DataFrame, prices: pl.DataFrame, hours: float) -> pl.DataFrame:
+    """Statement lines with the loss component of each DLMP as a line of its own, and a ``kind`` column.
+
+    Parameters
+    ----------
+    lines
+        Statement lines (:data:`STATEMENT_SCHEMA`; ``kw`` a withdrawal, ``price`` the DLMP per MWh, ``amount``
+        in currency with two decimals, paid to the party when positive).
+    prices
+        ``bus, interval, loss``: the loss part of each DLMP, per MWh (the loss-aware formulation's marginal
+        losses; zero or missing on a lossless clearing).
+    hours
+        Interval length, hours.
+
+    Returns
+    -------
+    pl.DataFrame
+        Every line as ``kind = energy`` at ``price - loss``, and where the loss part is not zero a line
+        ``kind = loss`` of the same kW at ``loss`` (no kvar): ``-(loss x kw) x hours / 1000``, rounded in the
+        DSO's favour like every line. The energy line keeps the rest of the original amount, so the two add
+        up to it to the cent and the totals do not move.
+    """
+    loss = prices.select("bus", "interval", pl.col("loss").cast(pl.Float64))
+    joined = lines.join(loss, on=["bus", "interval"], how="left", nulls_equal=True).with_columns(
+        pl.col("loss").fill_null(0.0))
+    split = ((joined["loss"] != 0.0) & (joined["kw"] != 0.0)).to_numpy()
+    loss_cents = np.where(split, _to_cents(-joined["loss"].to_numpy() * joined["kw"].to_numpy() * hours / 1000.0), 0)
+    total_cents = np.round(joined["amount"].to_numpy() * 100.0).astype(np.int64)
+    energy = joined.with_columns(
+        kind=pl.lit("energy"), price=pl.Series(np.where(split, joined["price"] - joined["loss"], joined["price"])),
+        amount=pl.Series((total_cents - loss_cents) / 100.0))
+    losses = joined.filter(pl.Series(split)).with_columns(
+        kind=pl.lit("loss"), price=pl.col("loss"), kvar=pl.lit(0.0), price_q=pl.lit(0.0),
+        amount=pl.Series(loss_cents[split] / 100.0))
+    cols = [*STATEMENT_SCHEMA, "kind"]
+    return pl.concat([energy.select(cols), losses.select(cols)])
+
+
 def settle(day_ahead: Disaggregation | MarketOutcome,
            real_time: Disaggregation | MarketOutcome | None = None) -> Settlement:
     """Settle a day-ahead market and, optionally, its real-time deviations.

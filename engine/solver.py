@@ -22,6 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 
 INF = highspy.kHighsInf
+DEVEX = 1
+"""HiGHS's ``simplex_dual_edge_weight_strategy`` value for Devex pricing."""
 log = logging.getLogger(__name__)
 
 
@@ -101,6 +103,10 @@ class LinearModel:
     def has_var(self, name: str) -> bool:
         return name in self._vars
 
+    def blocks(self, rows: bool = False) -> list[_Block]:
+        """The variable (or, with ``rows``, constraint) blocks in column (row) order."""
+        return list((self._cons if rows else self._vars).values())
+
     def with_matrix(self, a: sp.csc_matrix) -> "LinearModel":
         """The same blocks, costs and bounds with another constraint matrix of the same shape.
 
@@ -171,23 +177,18 @@ _STATUS = {
 }
 
 
-def _highs_lp(c, lo, up, a, rlo, rup, integrality=None) -> highspy.HighsLp:
-    """A HiGHS LP from arrays and a column-wise sparse matrix."""
-    lp = highspy.HighsLp()
-    lp.num_col_ = len(c)
-    lp.num_row_ = len(rlo)
-    lp.col_cost_ = c
-    lp.col_lower_ = lo
-    lp.col_upper_ = up
-    lp.row_lower_ = rlo
-    lp.row_upper_ = rup
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = a.indices.astype(np.int32)
-    lp.a_matrix_.value_ = a.data
-    if integrality is not None:
-        lp.integrality_ = [highspy.HighsVarType(int(v)) for v in integrality]
-    return lp
+def _pass_model(h: highspy.Highs, c, lo, up, a, rlo, rup, integrality=None) -> None:
+    """Give HiGHS an LP (or MIP) from arrays and a column-wise sparse matrix.
+
+    The array overload of ``passModel``: filling a ``HighsLp`` attribute by attribute
+    converts each array element by element (~0.1 s at 70,000 non-zeros, as long as the
+    warm re-solve of a re-linearised model it precedes)."""
+    h.passModel(len(c), len(rlo), a.nnz, int(highspy.MatrixFormat.kColwise), int(highspy.ObjSense.kMinimize),
+                0.0, np.ascontiguousarray(c, dtype=float), np.ascontiguousarray(lo, dtype=float),
+                np.ascontiguousarray(up, dtype=float), np.ascontiguousarray(rlo, dtype=float),
+                np.ascontiguousarray(rup, dtype=float), a.indptr.astype(np.int32), a.indices.astype(np.int32),
+                np.ascontiguousarray(a.data, dtype=float),
+                np.zeros(len(c), dtype=np.int32) if integrality is None else integrality.astype(np.int32))
 
 
 # cvxpy's status strings for the conic (SOCP) solvers; an inaccurate answer is a failure.
@@ -200,6 +201,10 @@ CONIC_STATUS = {
     "unbounded_inaccurate": "inaccurate",
     "user_limit": "time_limit",
 }
+
+
+DUAL_EDGE_WEIGHTS_DEVEX = 1
+"""HiGHS's ``simplex_dual_edge_weight_strategy`` value for Devex (see :class:`HighsSolver`)."""
 
 
 class HighsSolver:
@@ -219,9 +224,15 @@ class HighsSolver:
         # core to the server's event loop; parallel feeders scale by process.
         h.setOptionValue("threads", threads)
         h.setOptionValue("random_seed", 0)
+        # Devex dual edge weights, not exact steepest edge: a warm re-solve from the basis HiGHS postsolved
+        # after a presolved cold solve would otherwise first compute exact weights for every row of the full
+        # LP, costing as much as the cold solve itself (the first real-time re-clear of a territory took
+        # 58-188 % of the cold clearing, later ones 8-13 %). Measured at 1,000-5,000 buses, cold solves were
+        # no slower and the first re-solve fell to 14-16 % (benchmarks/bench_territory.py, docs/territory.md).
+        h.setOptionValue("simplex_dual_edge_weight_strategy", DUAL_EDGE_WEIGHTS_DEVEX)
         if time_limit is not None:
             h.setOptionValue("time_limit", float(time_limit))
-        h.passModel(_highs_lp(c, lo, up, a, rlo, rup, integrality if self.integer else None))
+        _pass_model(h, c, lo, up, a, rlo, rup, integrality if self.integer else None)
         self.h = h
         self.cost = c.copy()
         self.col_lower = lo.copy()
@@ -240,8 +251,14 @@ class HighsSolver:
             raise ValueError("set_matrix: the new model must have the shape of the old one")
         _, _, _, a, _, _, _ = model.assemble()
         basis = self.h.getBasis()
-        self.h.passModel(_highs_lp(self.cost, self.col_lower, self.col_upper, a, self.row_lower, self.row_upper))
+        _pass_model(self.h, self.cost, self.col_lower, self.col_upper, a, self.row_lower, self.row_upper)
         self.h.setBasis(basis)
+        # A new matrix discards the dual simplex's steepest-edge weights, and HiGHS then computes
+        # them afresh for the given basis: one BTRAN per row, ~1 s at 1,000 buses / 10,000 bids
+        # for a re-solve of a few dozen pivots. Devex pricing starts from unit weights, so the
+        # warm re-solve costs its pivots only (10-15x faster there); it stays on for the later
+        # cost/bound re-solves, which would otherwise recompute the weights again.
+        self.h.setOptionValue("simplex_dual_edge_weight_strategy", DEVEX)
         self.model = model
 
     # -- in-place changes (keep the basis) ---------------------------------
@@ -343,6 +360,30 @@ class HighsSolver:
         if not ranging.valid:
             raise RuntimeError("HiGHS ranging is not available for this solve")
         return float(ranging.col_cost_dn.value_[col]), float(ranging.col_cost_up.value_[col])
+
+    def basis_directions(self, cols: np.ndarray) -> np.ndarray | None:
+        """How every column moves per unit increase of each nonbasic column in ``cols``, the basis held.
+
+        Column k is ``e_c - B^{-1} a_c`` on the structural columns (``c = cols[k]``; the basic
+        variables absorb the change, other nonbasic ones stay at their bounds): the
+        directions along which the reduced costs are the objective's gradient. Valid after
+        an optimal solve; None when HiGHS has no factored basis. One basis solve per column.
+        """
+        status, basic = self.h.getBasicVariables()
+        if status == highspy.HighsStatus.kError:
+            return None
+        _, _, _, a, _, _, _ = self.model.assemble()
+        structural = basic >= 0
+        out = np.zeros((self.model.n_col, len(cols)))
+        for k, c in enumerate(cols):   # one basis solve per marginal bid, not per element
+            rhs = np.zeros(self.model.n_row)
+            rhs[a.indices[a.indptr[c]:a.indptr[c + 1]]] = a.data[a.indptr[c]:a.indptr[c + 1]]
+            status, z = self.h.getBasisSolve(rhs)
+            if status == highspy.HighsStatus.kError:
+                return None
+            out[basic[structural], k] = -np.asarray(z)[structural]
+            out[c, k] = 1.0
+        return out
 
     def block(self, values: np.ndarray, name: str, rows: bool = False) -> np.ndarray:
         """The slice of a full primal/dual vector that belongs to a named block."""

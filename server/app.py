@@ -23,8 +23,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dsomarket.server import hybrid_service, network_service, realtime_service, services
-from dsomarket.server.scheduler import Scheduler
+from dsomarket.server import hybrid_service, network_service, realtime_service, services, territory_service
+from dsomarket.server.scheduler import METER_WINDOW_SECONDS, Scheduler
 from dsomarket.server.auth import TOKEN_RECHECK_SECONDS
 from dsomarket.server.interceptors import Gate
 from dsomarket.server.requestlog import RequestLogInterceptor
@@ -32,6 +32,7 @@ from dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_p
 from dsomarket.v1 import flexibility_pb2, flexibility_pb2_grpc, iso_pb2
 from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, network_pb2, network_pb2_grpc, operator_pb2
 from dsomarket.v1 import hybrid_pb2, hybrid_pb2_grpc, operator_pb2_grpc, realtime_pb2, realtime_pb2_grpc
+from dsomarket.v1 import territory_pb2, territory_pb2_grpc
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """Largest request or response; a bigger request fails with RESOURCE_EXHAUSTED before it is parsed."""
@@ -43,7 +44,7 @@ SERVICE_NAMES = tuple(m.DESCRIPTOR.services_by_name[s].full_name for m, s in (
     (market_pb2, "MarketService"), (operator_pb2, "OperatorService"), (aggregator_pb2, "AggregatorService"),
     (iso_pb2, "IsoService"), (audit_pb2, "AuditService"), (flexibility_pb2, "FlexibilityService"),
     (network_pb2, "NetworkService"), (realtime_pb2, "RealTimeService"), (hybrid_pb2, "DerRegistryService"),
-    (hybrid_pb2, "HybridService")))
+    (hybrid_pb2, "HybridService"), (territory_pb2, "TerritoryService")))
 
 log = logging.getLogger("dsomarket.server")
 
@@ -122,11 +123,13 @@ def check_tls_files(tls: TlsFiles) -> None:
 class Server:
     """A started-or-not dsomarket server: the grpc.aio server plus the state it must close."""
 
-    def __init__(self, grpc_server: grpc.aio.Server, app: services.App, health_servicer, timeline_clock=None):
+    def __init__(self, grpc_server: grpc.aio.Server, app: services.App, health_servicer, timeline_clock=None,
+                 meter_window: float = METER_WINDOW_SECONDS):
         self.grpc = grpc_server
         self.app = app
         self._health = health_servicer
-        self.scheduler = None if timeline_clock is None else Scheduler(app, timeline_clock)
+        self.scheduler = None if timeline_clock is None else Scheduler(app, timeline_clock,
+                                                                        meter_window=meter_window)
         self._book: contextlib.AsyncExitStack | None = None
 
     async def start(self) -> None:
@@ -154,7 +157,9 @@ class Server:
 async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | None = None,
                         solve_time_limit: float | None = None,
                         token_recheck_seconds: float = TOKEN_RECHECK_SECONDS,
-                        timeline_clock=None) -> tuple[Server, int]:
+                        timeline_clock=None, workers: int | None = None,
+                        ray_address: str | None = None,
+                        meter_window: float = METER_WINDOW_SECONDS) -> tuple[Server, int]:
     """Build a server bound to ``address`` (``host:port``; port 0 picks a free one).
 
     Parameters
@@ -172,7 +177,13 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
         streams get UNAUTHENTICATED within this many seconds.
     timeline_clock
         When set, a :class:`server.scheduler.Scheduler` on this clock (``now_us()``, ``sleep(seconds)``) closes
-        gates, clears and publishes every market on its schedule while the server runs; None: the operator does.
+        gates, clears, publishes and settles every market on its schedule while the server runs; None: the
+        operator does.
+    meter_window
+        Simulated seconds after a market's last interval ends before the scheduler settles it.
+    workers, ray_address
+        Where a territory session clears (TerritoryService): ``workers`` local worker processes (default one
+        per core), or Ray actors on the cluster at ``ray_address`` (``auto``, ``ray://host:10001``).
 
     Returns
     -------
@@ -182,7 +193,7 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     # Bad TLS files and a port in use fail before anything is created (the database included).
     credentials = tls.credentials() if tls else None
     check_port_free(address)
-    app = services.App(db_path, solve_time_limit, token_recheck_seconds)
+    app = services.App(db_path, solve_time_limit, token_recheck_seconds, workers, ray_address)
     server = grpc.aio.server(
         # The request log sees every authenticated call; the gate refuses the others before their body is read.
         interceptors=[RequestLogInterceptor(), Gate(app.tokens, app.pages)],
@@ -203,6 +214,7 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     realtime_pb2_grpc.add_RealTimeServiceServicer_to_server(realtime_service.RealTimeService(app), server)
     hybrid_pb2_grpc.add_DerRegistryServiceServicer_to_server(hybrid_service.DerRegistryService(app), server)
     hybrid_pb2_grpc.add_HybridServiceServicer_to_server(hybrid_service.HybridService(app), server)
+    territory_pb2_grpc.add_TerritoryServiceServicer_to_server(territory_service.TerritoryService(app), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
@@ -216,19 +228,21 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     if port == 0:
         app.close()
         raise StartupError(f"cannot listen on {address}: the port is in use or the address is not this host's")
-    return Server(server, app, health_servicer, timeline_clock), port
+    return Server(server, app, health_servicer, timeline_clock, meter_window), port
 
 
 async def serve(address: str, db_path: str | Path, *, tls: TlsFiles | None = None,
                 solve_time_limit: float | None = None, grace: float = 10.0, ready=None,
-                timeline_clock=None) -> None:
+                timeline_clock=None, workers: int | None = None, ray_address: str | None = None,
+                meter_window: float = METER_WINDOW_SECONDS) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully.
 
-    ``ready(port)`` is called once the server listens; ``timeline_clock`` runs the scheduler (see
-    :func:`create_server`).
+    ``ready(port)`` is called once the server listens; ``timeline_clock`` runs the scheduler, ``workers`` and
+    ``ray_address`` place territory clearings (see :func:`create_server`).
     """
     server, port = await create_server(address, db_path, tls=tls, solve_time_limit=solve_time_limit,
-                                       timeline_clock=timeline_clock)
+                                       timeline_clock=timeline_clock, workers=workers, ray_address=ray_address,
+                                       meter_window=meter_window)
     await server.start()
     if ready is not None:
         ready(port)

@@ -65,7 +65,8 @@ FORMULATION = {"": "lossaware", "lossaware": "lossaware", "lossless": "lossless"
                "socp": "socp"}
 """CreateMarketRequest.formulation -> the market's stored clearing model (engine.results.FORMULATIONS; empty is
 the default, ``lindistflow`` is the lossless model's older name)."""
-SOURCE = {"award": agg_pb.INSTRUCTION_SOURCE_AWARD, "override": agg_pb.INSTRUCTION_SOURCE_OVERRIDE}
+SOURCE = {"award": agg_pb.INSTRUCTION_SOURCE_AWARD, "override": agg_pb.INSTRUCTION_SOURCE_OVERRIDE,
+          "network": agg_pb.INSTRUCTION_SOURCE_NETWORK_CHANGE}
 FLEX_NEED_KIND = {flex_pb.FLEX_NEED_KIND_LINE: "line", flex_pb.FLEX_NEED_KIND_VOLTAGE: "voltage",
                   flex_pb.FLEX_NEED_KIND_IMPORT: "import"}
 FLEX_NEED_DIRECTION = {flex_pb.FLEX_NEED_DIRECTION_FORWARD: "forward",
@@ -601,6 +602,17 @@ def market(row) -> market_pb2.Market:
     return m
 
 
+def clear_response(row: dict, outcome) -> operator_pb2.ClearMarketResponse:
+    """ClearMarket's answer from the market row after the clearing and its
+    :class:`server.markets_engine.ClearOutcome`."""
+    flows = [operator_pb2.InterfaceFlow(interval_start=ts(timeline.interval_start(row, t)), import_kw=q,
+                                        iso_price=p) for t, q, p in outcome.interface.iter_rows()]
+    return operator_pb2.ClearMarketResponse(
+        market=market(row), status=CLEARING_STATUS[outcome.status], diagnosis=list(outcome.diagnosis),
+        welfare=outcome.welfare, interface=flows, curve_segments=sum(len(c["segments"]) for c in outcome.curves),
+        solve_seconds=outcome.seconds, network_version=outcome.network_version)
+
+
 def interval(row, k: int, now: int) -> market_pb2.MarketInterval:
     start = timeline.interval_start(row, k)
     gate = timeline.gate_closure(row, k)
@@ -649,13 +661,17 @@ def dispatch_event(row, market_row) -> agg_pb.DispatchEvent:
     return agg_pb.DispatchEvent(sequence=row["seq"], instruction=instruction)
 
 
+STATEMENT_KIND = {name.removeprefix("STATEMENT_KIND_").lower(): v for name, v in agg_pb.StatementKind.items() if v}
+"""Stored statement kind (``energy``, ``loss``, ``override``, ...) -> proto ``StatementKind``."""
+
+
 def statement(row, market_row) -> agg_pb.Statement:
     return agg_pb.Statement(market_id=row["market_id"], aggregator_id=row["aggregator_id"],
                             bid_id=row["bid_id"], resource_id=row["resource_id"],
                             interval_start=_start(row, market_row),
                             settlement=_INVERSE["kind"][row["settlement"]], kw=row["kw"], kvar=row["kvar"],
                             price=row["price"], reactive_price=row["price_q"], amount=row["amount"],
-                            currency=market_row["currency"])
+                            currency=market_row["currency"], kind=STATEMENT_KIND[row["kind"]])
 
 
 def bus_price(row, market_row) -> market_pb2.BusPrice:

@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS curves (
     conditional INTEGER NOT NULL, segments TEXT NOT NULL, bands TEXT NOT NULL, area TEXT NOT NULL,
     seq INTEGER UNIQUE, published_us INTEGER, revision INTEGER NOT NULL DEFAULT 0,
     network_version INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (market_id, interval_idx));
+CREATE TABLE IF NOT EXISTS interval_steps (
+    market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL,
+    detail TEXT NOT NULL, created_us INTEGER NOT NULL,
+    PRIMARY KEY (market_id, interval_idx, step)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iso_awards (
     market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, import_kw REAL NOT NULL, price TEXT NOT NULL,
     PRIMARY KEY (market_id, interval_idx));
@@ -100,8 +104,8 @@ CREATE INDEX IF NOT EXISTS dispatch_by_aggregator ON dispatch (aggregator_id, se
 CREATE TABLE IF NOT EXISTS statements (
     market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL, resource_id TEXT NOT NULL,
     interval_idx INTEGER NOT NULL, settlement TEXT NOT NULL, kw REAL NOT NULL, kvar REAL NOT NULL,
-    price TEXT NOT NULL, price_q TEXT NOT NULL, amount TEXT NOT NULL,
-    PRIMARY KEY (aggregator_id, market_id, bid_id, resource_id, interval_idx, settlement));
+    price TEXT NOT NULL, price_q TEXT NOT NULL, amount TEXT NOT NULL, kind TEXT NOT NULL,
+    PRIMARY KEY (aggregator_id, market_id, bid_id, resource_id, interval_idx, settlement, kind));
 CREATE TABLE IF NOT EXISTS settlements (
     market_id TEXT PRIMARY KEY, totals TEXT NOT NULL, created_us INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS flex_needs (
@@ -150,18 +154,44 @@ CREATE TABLE IF NOT EXISTS imbalance_settlements (
 CREATE TABLE IF NOT EXISTS forecasts (
     market_id TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL, p_kw REAL NOT NULL,
     q_kvar REAL NOT NULL, PRIMARY KEY (market_id, interval_idx, bus));
+CREATE TABLE IF NOT EXISTS resource_history (
+    aggregator_id TEXT NOT NULL, resource_id TEXT NOT NULL, interval_us INTEGER NOT NULL, kw REAL NOT NULL,
+    submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
+    PRIMARY KEY (aggregator_id, resource_id, interval_us)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS load_history (
     feeder_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL, p_kw REAL NOT NULL,
     q_kvar REAL NOT NULL, PRIMARY KEY (feeder_id, interval_us, bus));
 CREATE TABLE IF NOT EXISTS ders (
     der_id TEXT PRIMARY KEY, aggregator_id TEXT NOT NULL, feeder_id TEXT NOT NULL, record TEXT NOT NULL,
     status TEXT NOT NULL, export_limit_kw REAL NOT NULL, import_limit_kw REAL NOT NULL, reason TEXT NOT NULL,
-    seq INTEGER NOT NULL, updated_us INTEGER NOT NULL);
+    seq INTEGER NOT NULL, updated_us INTEGER NOT NULL, approved_services TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS ders_by_feeder ON ders (feeder_id, seq);
 CREATE TABLE IF NOT EXISTS direct_schedules (
     feeder_id TEXT NOT NULL, participant_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL,
     p_kw REAL NOT NULL, submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
-    PRIMARY KEY (feeder_id, interval_us, participant_id, bus)) WITHOUT ROWID;
+    minutes INTEGER NOT NULL DEFAULT 60, PRIMARY KEY (feeder_id, interval_us, participant_id, bus)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS direct_bids (
+    feeder_id TEXT NOT NULL, participant_id TEXT NOT NULL, bus TEXT NOT NULL, interval_us INTEGER NOT NULL,
+    segment INTEGER NOT NULL, side TEXT NOT NULL, quantity_kw REAL NOT NULL, price TEXT NOT NULL,
+    submitted_by TEXT NOT NULL, submitted_us INTEGER NOT NULL,
+    PRIMARY KEY (feeder_id, interval_us, participant_id, bus, segment)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conflict_alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, feeder_id TEXT NOT NULL, resource_id TEXT NOT NULL,
+    aggregator_id TEXT NOT NULL, kind TEXT NOT NULL, interval_us INTEGER, services TEXT NOT NULL,
+    committed REAL NOT NULL, limit_value REAL NOT NULL, excess REAL NOT NULL, refused TEXT NOT NULL,
+    market_id TEXT NOT NULL, raised_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS territories (
+    territory_id TEXT PRIMARY KEY, created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS territory_interfaces (
+    territory_id TEXT NOT NULL REFERENCES territories(territory_id), interface_id TEXT NOT NULL,
+    feeder_ids TEXT NOT NULL, import_max_kw REAL, export_max_kw REAL,
+    PRIMARY KEY (territory_id, interface_id));
+CREATE TABLE IF NOT EXISTS territory_sessions (
+    session_id TEXT PRIMARY KEY, territory_id TEXT NOT NULL REFERENCES territories(territory_id),
+    created_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS session_markets (
+    session_id TEXT NOT NULL REFERENCES territory_sessions(session_id), interface_id TEXT NOT NULL,
+    market_id TEXT NOT NULL UNIQUE REFERENCES markets(market_id), PRIMARY KEY (session_id, interface_id));
 CREATE TABLE IF NOT EXISTS requests (
     name TEXT NOT NULL, request_id TEXT NOT NULL, digest TEXT NOT NULL, result TEXT NOT NULL,
     PRIMARY KEY (name, request_id)) WITHOUT ROWID;
@@ -177,6 +207,8 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 ADDED_COLUMNS = (("tokens", "revoked_us", "INTEGER"),
                  ("curves", "revision", "INTEGER NOT NULL DEFAULT 0"),
                  ("curves", "network_version", "INTEGER NOT NULL DEFAULT 0"),
+                 ("ders", "approved_services", "TEXT NOT NULL DEFAULT ''"),
+                 ("direct_schedules", "minutes", "INTEGER NOT NULL DEFAULT 60"),
                  ("markets", "formulation", "TEXT NOT NULL DEFAULT 'lossless'"))
 """``(table, column, type)`` added after a table was first released: :func:`initialise` runs
 ``ALTER TABLE ... ADD COLUMN`` where the column is missing (the ``CREATE TABLE`` above already has it).
@@ -246,6 +278,8 @@ def initialise(target: str | Path) -> None:
             if column not in columns(conn, table):
                 kind = pg.column_type(kind) if is_postgres(target) else kind
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        if "kind" not in columns(conn, "statements"):
+            _rekey_statements(conn, target)
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
@@ -254,6 +288,23 @@ def initialise(target: str | Path) -> None:
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def _rekey_statements(conn, target: str | Path) -> None:
+    """Give the statements of a database made before statement kinds their ``kind`` (in the key, so that an
+    energy line and its loss component share a bid): the lines that were told apart by ``bid_id``
+    (``override``, ``curtailment``, ``imbalance``) get that kind and an empty bid_id, every other line is
+    ``energy``."""
+    (create,) = [stmt for stmt in schema_statements(target) if "TABLE IF NOT EXISTS statements " in stmt]
+    conn.execute("ALTER TABLE statements RENAME TO statements_before_kinds")
+    conn.execute(create)
+    marked = "bid_id IN ('override', 'curtailment', 'imbalance')"
+    conn.execute("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, settlement, "
+                 "kw, kvar, price, price_q, amount, kind) SELECT market_id, aggregator_id, "
+                 f"CASE WHEN {marked} THEN '' ELSE bid_id END, resource_id, interval_idx, settlement, kw, kvar, "
+                 f"price, price_q, amount, CASE WHEN {marked} THEN bid_id ELSE 'energy' END "
+                 "FROM statements_before_kinds")
+    conn.execute("DROP TABLE statements_before_kinds")
 
 
 def transaction(conn: sqlite3.Connection, fn: Callable, *args) -> Any:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
+import numpy as np
 import polars as pl
 
 from dsomarket.engine.bids import MarketRules, couples_intervals, parse_commitments, parse_resources, validate_bids
@@ -38,10 +39,13 @@ from dsomarket.engine.forecast import (apply_forecast, feeder_forecast, interfac
                                        validate_forecast)
 from dsomarket.engine.network import Feeder
 from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
-from dsomarket.engine.metering import performance, settle_imbalance, validate_interface_meters, validate_resource_meters
+from dsomarket.engine.metering import (baseline_10_of_10, performance, settle_imbalance, validate_interface_meters,
+                                       validate_resource_meters)
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
-from dsomarket.engine.runs import clear_runs, disaggregate_runs, run_book, runs_for, trace_runs
-from dsomarket.engine.settlement import settle
+from dsomarket.engine.runs import (clear_runs, disaggregate_rolling, disaggregate_runs, redispatch_award, run_book,
+                                  runs_for, trace_runs)
+from dsomarket.engine.settlement import loss_components, settle
+from dsomarket.engine.territory import substation
 from dsomarket.server import timeline
 from dsomarket.server.errors import FailedPrecondition, InvalidArgument
 
@@ -104,6 +108,27 @@ def load_feeder(kind: str, source) -> tuple[Feeder, dict]:
     """
     feeder = builtin(source) if kind == "builtin" else feeder_from_tables(source)
     return feeder, feeder_to_tables(feeder)
+
+
+def interface_feeder(interface_id: str, members: list[tuple[str, dict]], import_max_kw: float = math.inf,
+                     export_max_kw: float = math.inf) -> tuple[Feeder, dict]:
+    """The feeder of a T-D interface: stored feeders behind one substation transformer, merged.
+
+    ``members`` are ``(feeder_id, tables)`` of stored feeders; limits in kW (``inf`` = none). The members'
+    roots become bus ``substation`` and their other buses ``<feeder_id>/<bus>``
+    (:func:`engine.territory.substation`); one member keeps its bus ids and takes the limits. The feeder
+    is named ``interface_id``. Returns it and its tables, as :func:`load_feeder` does.
+    """
+    feeders = [feeder_from_tables(tables).with_changes(name=feeder_id) for feeder_id, tables in members]
+    merged = substation(interface_id, feeders, [pl.DataFrame()] * len(feeders), import_max_kw, export_max_kw)
+    feeder = merged.feeder.with_changes(name=interface_id)
+    return feeder, feeder_to_tables(feeder)
+
+
+def feeder_summary(feeder: Feeder) -> dict:
+    """What the feeders table keeps beside the tables: name, root bus, base kV, bus and line counts."""
+    return {"name": feeder.name, "root_bus": feeder.root_bus, "base_kv": feeder.base_kv,
+            "bus_count": feeder.topology.n_bus, "line_count": feeder.lines.height}
 
 
 def feeder_to_tables(feeder: Feeder) -> dict:
@@ -221,6 +246,14 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
     return MarketInputs(feeder=feeder, rules=market_rules(market), intervals=intervals, bids=table,
                         resources=_resources(resources) + commitments, changes=changes, network_version=version,
                         formulation=market.get("formulation") or LEGACY_FORMULATION)
+
+
+def stored_inputs(rows, feeder: Feeder | None = None) -> MarketInputs:
+    """:func:`market_inputs` of a market's stored rows (``server.store.market_rows``); the feeder is built from
+    the stored tables unless given (a cache's)."""
+    market, tables, bids, resources, activations, network, forecast = rows
+    feeder = feeder_from_tables(tables) if feeder is None else feeder
+    return market_inputs(feeder, market, bids, resources, activations, network, forecast)
 
 
 def forecast_table(intervals: list, rows) -> pl.DataFrame:
@@ -414,8 +447,20 @@ def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | 
     except Exception as exc:  # a defect: logged with its traceback, the market keeps a reason
         log.exception("clearing failed")
         reason = f"the engine failed ({type(exc).__name__}); the server log has the details"
-    return ClearOutcome("error", (reason, _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
-                        time.perf_counter() - t0, _digest("error", reason), inputs.network_version)
+    return clearing_error(reason, time.perf_counter() - t0, inputs.network_version)
+
+
+def clearing_error(reason: str, seconds: float = 0.0, network_version: int = 0) -> ClearOutcome:
+    """A clearing that could not run (the engine refused its inputs or failed), recorded like an infeasible
+    one: the reason and the operator's way out in its diagnosis."""
+    return ClearOutcome("error", (reason, _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "", seconds,
+                        _digest("error", reason), network_version)
+
+
+def clear_stored(rows, forecast: list[str], time_limit: float | None = None) -> ClearOutcome:
+    """:func:`clear_market` of a market's stored rows (``server.store.market_rows``): what a territory's worker
+    process runs for each interface, so the outcome is the one ClearMarket records for the same rows."""
+    return clear_market(stored_inputs(rows), forecast, time_limit)
 
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float) -> ClearOutcome:
@@ -428,8 +473,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     try:
         runs = inputs.runs(book)
     except InputError as exc:  # a network change the market's resources cannot be split by
-        return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
-                            time.perf_counter() - t0, _digest("error", str(exc)), version)
+        return clearing_error(str(exc), time.perf_counter() - t0, version)
     t_book = time.perf_counter()
     result = clear_runs(runs, book, forecast, rules=inputs.rules, resources=inputs.resources, options=options)
     t_clear = time.perf_counter()
@@ -445,8 +489,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     try:
         curve = trace_runs(runs, book, inputs.rules, inputs.resources, options, forecast=forecast)
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
-        return ClearOutcome("error", (str(exc), _WAY_OUT), "", pl.DataFrame(), pl.DataFrame(), [], "",
-                            time.perf_counter() - t0, _digest("error", str(exc)), version)
+        return clearing_error(str(exc), time.perf_counter() - t0, version)
     t_curve = time.perf_counter()
     offer, area = curve.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)
@@ -460,6 +503,25 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
                         decimal_text(area), time.perf_counter() - t0,
                         _digest(prices, interface, dispatch, curves, area), version)
+
+
+def clear_intervals(inputs: MarketInputs, indices: list[int], forecast: list[str],
+                    time_limit: float | None = None) -> ClearOutcome:
+    """Clear some intervals of a market whose intervals are independent on their own (a rolling gate).
+
+    Only the bids of those intervals take part; ``forecast`` as :func:`clear_market` takes it for them. The
+    outcome's tables carry the market's interval indices.
+    """
+    keep = [inputs.intervals[k] for k in indices]
+    sub = dataclasses.replace(inputs, intervals=keep, bids=inputs.bids.filter(pl.col("interval").is_in(keep)))
+    out = clear_market(sub, forecast, time_limit)
+    if out.status != "optimal":
+        return out
+    back = pl.col("interval_idx").replace_strict(dict(enumerate(indices)), return_dtype=pl.Int64)
+    prices, interface = out.prices.with_columns(back), out.interface.with_columns(back)
+    curves = [c | {"interval_idx": indices[c["interval_idx"]]} for c in out.curves]
+    return dataclasses.replace(out, prices=prices, interface=interface, curves=curves,
+                               digest=_digest(prices, interface, curves, out.area))
 
 
 def _price_table(inputs: MarketInputs, result) -> pl.DataFrame:
@@ -521,20 +583,19 @@ def award_table(inputs: MarketInputs, awards: list[tuple[int, float, str]]) -> p
 def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]],
                        day_ahead: Disaggregation | None = None,
                        time_limit: float | None = None) -> AwardOutcome:
-    """Re-clear at the ISO's award; a real-time market passes its day-ahead disaggregation.
-
-    FailedPrecondition for a ``socp`` market: disaggregation re-clears a linear model, and re-clearing the
-    award on another model than the market's would not be the market's dispatch.
-    """
-    if inputs.formulation == "socp":
-        raise FailedPrecondition("formulation: the market clears on the socp model, whose awards cannot be "
-                                 "disaggregated (an award re-clears a linear model): create the market with "
-                                 "formulation lossaware or lossless to award it")
+    """Re-clear at the ISO's award; a real-time market passes its day-ahead disaggregation (FailedPrecondition
+    for a ``socp`` market)."""
+    _check_awardable(inputs)
     book = inputs.book()
     dis = disaggregate_runs(inputs.runs(book), book, award_table(inputs, awards), inputs.rules,
                             inputs.resources, inputs.options(time_limit),
                             day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
                             day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes)
+    return _award_outcome(inputs, dis)
+
+
+def _award_outcome(inputs: MarketInputs, dis: Disaggregation, only: list[int] | None = None) -> AwardOutcome:
+    """The service's tables of a disaggregation (of the interval indices ``only``, default all)."""
     res = dis.clearing
     if not res.ok:
         empty = pl.DataFrame()
@@ -547,7 +608,143 @@ def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]
                                       pl.col("dlmp").alias("price")), ("price",))
     instr = dis.instructions.select("aggregator_id", _local_id("resource_id"),
                                     _interval_idx(inputs, dis.instructions["interval"]), "kw")
+    if only is not None:
+        prices, awards_df, instr = (t.filter(pl.col("interval_idx").is_in(only)) for t in (prices, awards_df, instr))
     return AwardOutcome("optimal", (), prices, awards_df, instr, _digest(prices, awards_df, instr), dis)
+
+
+def _check_awardable(inputs: MarketInputs) -> None:
+    """FailedPrecondition for a ``socp`` market: disaggregation re-clears a linear model, and re-clearing the
+    award on another model than the market's would not be the market's dispatch."""
+    if inputs.formulation == "socp":
+        raise FailedPrecondition("formulation: the market clears on the socp model, whose awards cannot be "
+                                 "disaggregated (an award re-clears a linear model): create the market with "
+                                 "formulation lossaware or lossless to award it")
+
+
+def disaggregate_rolling_award(inputs: MarketInputs, awards: list[tuple[int, float, str]], forecast: list[str],
+                               day_ahead: Disaggregation | None = None, time_limit: float | None = None,
+                               only: list[int] | None = None) -> AwardOutcome:
+    """Interval-by-interval awards of a market whose resources link its intervals (storage, EV, ramps).
+
+    ``awards`` are ``(interval_idx, import_kw, price)`` of every interval awarded so far; each interval
+    is one step of :func:`engine.runs.disaggregate_rolling` in interval order (a submission of several
+    intervals is taken interval by interval, so a recomputation from the stored awards repeats it):
+    the intervals before it held at their dispatch, the open ones re-optimised at the clearing's
+    ``forecast`` ISO prices (decimal strings, one or one per interval). The outcome's tables are those
+    of the interval indices ``only`` (default every awarded one).
+    """
+    _check_awardable(inputs)
+    book = inputs.book()
+    fc = [float(p) for p in forecast] if forecast else None
+    dis = disaggregate_rolling(inputs.runs(book), book, [award_table(inputs, [a]) for a in sorted(awards)],
+                               inputs.rules, inputs.resources, inputs.options(time_limit),
+                               day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
+                               day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes,
+                               forecast=None if fc is None else (fc[0] if len(fc) == 1 else fc))
+    return _award_outcome(inputs, dis, only)
+
+
+def interval_award(inputs: MarketInputs, done: list[tuple[int, float, str]], awards: list[tuple[int, float, str]],
+                   forecast: list[str], day_ahead: Disaggregation | None = None,
+                   time_limit: float | None = None) -> AwardOutcome:
+    """The ISO's award of some intervals of a market (``done``: the intervals awarded before), with the
+    outcome's tables in the market's interval indices.
+
+    Independent intervals are disaggregated on their own (:func:`disaggregate_intervals`). Where storage,
+    EV or ramps link them, each award must be of the next intervals in order (FAILED_PRECONDITION naming
+    the interval otherwise: the dispatched past is held, the open future re-optimised) and they are
+    disaggregated by :func:`disaggregate_rolling_award`.
+    """
+    if not couples(inputs):
+        return disaggregate_intervals(inputs, awards, day_ahead, time_limit)
+    due = len(done) + np.arange(len(awards))
+    given = np.array(sorted(k for k, _, _ in awards))
+    if sorted(k for k, _, _ in done) != list(range(len(done))) or not np.array_equal(given, due):
+        wrong = int(given[np.argmax(given != due)])
+        raise FailedPrecondition(f"awards: interval {inputs.intervals[wrong].isoformat()} is not the next to award "
+                                 f"({inputs.intervals[len(done)].isoformat()} is); a market whose storage, EV or "
+                                 "ramp resources link its intervals is awarded in interval order")
+    return disaggregate_rolling_award(inputs, list(done) + list(awards), forecast, day_ahead, time_limit,
+                                      only=[k for k, _, _ in awards])
+
+
+def whole_award(inputs: MarketInputs, awards: list[tuple[int, float, str]], by_interval: bool, forecast: list[str],
+                day_ahead: Disaggregation | None = None, time_limit: float | None = None) -> AwardOutcome:
+    """The disaggregation of an AWARDED market from its stored awards, as it was dispatched: interval by
+    interval (:func:`disaggregate_rolling_award`) where it was so awarded and its intervals are linked,
+    else at once (:func:`disaggregate_award`)."""
+    if by_interval and couples(inputs):
+        return disaggregate_rolling_award(inputs, awards, forecast, day_ahead, time_limit)
+    return disaggregate_award(inputs, awards, day_ahead, time_limit)
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkRedispatch:
+    """The awarded intervals of a market re-dispatched on a new network version
+    (:func:`engine.runs.redispatch_award`).
+
+    ``intervals``: per re-dispatched interval ``interval_idx``, ``mode`` (redispatched, partial,
+    failed), ``awarded_import_kw``, ``import_kw`` (the revised schedule: the delivered import, or the
+    standing schedule when failed), ``shortfall_kw``, ``reason``, and ``instructions``
+    ``(aggregator_id, resource_id, kw)`` of every resource after the re-dispatch (own ids; empty when failed).
+    """
+
+    intervals: list
+
+
+def standing_dispatch(inputs: MarketInputs, awards: list[tuple[int, float, str]], by_interval: bool,
+                      forecast: list[str], day_ahead: Disaggregation | None = None,
+                      time_limit: float | None = None) -> Disaggregation | None:
+    """The dispatch of a market's awarded intervals as the server dispatched them (None if it fails now)."""
+    if len(awards) < len(inputs.intervals) and not couples(inputs):
+        outcome = disaggregate_intervals(inputs, awards, day_ahead, time_limit)
+    else:
+        outcome = whole_award(inputs, awards, by_interval or len(awards) < len(inputs.intervals), forecast,
+                              day_ahead, time_limit)
+    return outcome.disaggregation
+
+
+def redispatch_after_change(before: MarketInputs, after: MarketInputs, awards: list[tuple[int, float, str]],
+                            by_interval: bool, touched: list[int], forecast: list[str],
+                            scheduled: dict, day_ahead: Disaggregation | None = None,
+                            time_limit: float | None = None) -> NetworkRedispatch:
+    """Re-dispatch the standing award of the ``touched`` interval indices on the network of ``after``.
+
+    ``before`` is the market on the network its award was dispatched on, ``awards`` its stored awards,
+    ``scheduled`` the current interface schedule (kW) of each touched interval. Every other awarded interval
+    stays as dispatched; the open ones are re-optimised at the clearing's ``forecast``.
+    """
+    standing = standing_dispatch(before, awards, by_interval, forecast, day_ahead, time_limit)
+    keep = [iv for k, iv in enumerate(after.intervals) if k not in touched]
+    held = (pl.DataFrame(schema={"bid_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "cleared_kw": pl.Float64})
+            if standing is None else
+            standing.clearing.dispatch.filter(pl.col("interval").is_in(keep) & ~pl.col("held").fill_null(False)))
+    book = after.book()
+    fc = [float(p) for p in forecast] if forecast else None
+    dis, report = redispatch_award(after.runs(book), book, award_table(after, [a for a in awards if a[0] in touched]),
+                                   held, after.rules, after.resources, after.options(time_limit),
+                                   day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
+                                   day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes,
+                                   forecast=None if fc is None else (fc[0] if len(fc) == 1 else fc))
+    awarded = dict((k, q) for k, q, _ in awards)
+    out = []
+    for k, row in zip(touched, report.iter_rows(named=True)):
+        mode = row["mode"]
+        instr = []
+        if mode != "failed":
+            mine = dis.instructions.filter(pl.col("interval") == after.intervals[k])
+            instr = list(mine.select("aggregator_id", _local_id("resource_id"), "kw").iter_rows())
+        shortfall = row["shortfall_kw"]
+        reason = {"redispatched": "the award re-dispatched on the new network",
+                  "partial": f"only {row['import_kw']:.3f} of {awarded[k]:.3f} kW deliverable on the new network "
+                             f"(shortfall {shortfall:.3f} kW)",
+                  "failed": "the award cannot be delivered on the new network; the dispatch stands unchanged"}[mode]
+        out.append({"interval_idx": k, "mode": mode, "awarded_import_kw": float(awarded[k]),
+                    "import_kw": float(scheduled[k]) if mode == "failed" else float(row["import_kw"]),
+                    "shortfall_kw": None if mode == "failed" else float(shortfall), "reason": reason,
+                    "instructions": instr})
+    return NetworkRedispatch(out)
 
 
 def couples(inputs: MarketInputs) -> bool:
@@ -621,10 +818,11 @@ def curtailment_lines(inputs: MarketInputs, own: Disaggregation, moved: pl.DataF
 
     ``moved``: aggregator_id, resource_id (own ids), interval_idx, kw: the final instruction of each resource
     an override, re-dispatch or emergency instruction moved. Returns two lines per deviation, in the statement
-    columns: bid_id ``override`` (the deviation at the award's DLMP) and ``curtailment`` (the lost margin),
-    amounts rounded half-even to the cent.
+    columns: kind ``override`` (the deviation at the award's DLMP) and ``curtailment`` (the lost margin), with
+    no bid, amounts rounded half-even to the cent.
     """
-    cols = ("aggregator_id", "bid_id", "resource_id", "interval_idx", "kw", "kvar", "price", "price_q", "amount")
+    cols = ("aggregator_id", "bid_id", "resource_id", "interval_idx", "kw", "kvar", "price", "price_q", "amount",
+            "kind")
     if moved.height == 0:
         return pl.DataFrame(schema={c: (pl.Float64 if c in ("kw", "kvar") else pl.Int64 if c == "interval_idx"
                                         else pl.Utf8) for c in cols})
@@ -644,8 +842,8 @@ def curtailment_lines(inputs: MarketInputs, own: Disaggregation, moved: pl.DataF
         for kind, kw, price, amount in (("override", r["delta_kw"], r["dlmp"], r["energy_amount"]),
                                         ("curtailment", abs(r["delta_kw"]), r["margin_price"],
                                          r["curtailment_amount"])):
-            rows.append((r["aggregator_id"], kind, r["resource_id"], r["interval_idx"], kw, 0.0, decimal_text(price),
-                         "0", _money_text(_money(amount, ROUND_HALF_EVEN))))
+            rows.append((r["aggregator_id"], "", r["resource_id"], r["interval_idx"], kw, 0.0, decimal_text(price),
+                         "0", _money_text(_money(amount, ROUND_HALF_EVEN)), kind))
     return pl.DataFrame(rows, schema=list(cols), orient="row")
 
 
@@ -656,8 +854,9 @@ class SettleOutcome:
     """Statement lines of one market's bids (day ahead) or positions (real time), and the market's totals.
 
     ``statements``: aggregator_id, bid_id, resource_id, interval_idx, kw, kvar,
-    price, price_q, amount (prices and amounts as decimal strings); ``totals``
-    maps names to decimal strings.
+    price, price_q, amount (prices and amounts as decimal strings), kind (``energy`` or ``loss``, proto
+    ``StatementKind``);
+    ``totals`` maps names to decimal strings.
     """
 
     statements: pl.DataFrame
@@ -676,10 +875,11 @@ def settle_market(inputs: MarketInputs, own: Disaggregation,
     result = settle(own) if reference is None else settle(reference, own)
     market = "day_ahead" if reference is None else "real_time"
     mine = (pl.col("market") == market) & pl.col("party").is_in(["bid", "position"])
-    lines = result.statements.filter(mine)
+    lines = loss_components(result.statements.filter(mine), own.clearing.prices, inputs.rules.hours).sort(
+        "interval", "aggregator_id", "bid_id", "resource_id", "kind")
     table = lines.select("aggregator_id", _local_id("bid_id"), _local_id("resource_id"),
                          _interval_idx(inputs, lines["interval"]), "kw", "kvar", "price",
-                         pl.col("price_q").fill_null(0.0), "amount")
+                         pl.col("price_q").fill_null(0.0), "amount", "kind")
     statements = _decimals(table, ("price", "price_q", "amount"))
     totals = {k: decimal_text(v) for k, v in result.summary["markets"][market].items() if k != "lines"}
     return SettleOutcome(statements, totals, _digest(statements, sorted(totals.items())))
@@ -690,7 +890,7 @@ def with_lines(outcome: SettleOutcome, lines: pl.DataFrame) -> SettleOutcome:
     as ``override_energy`` and ``curtailment_payments`` (paid to aggregators, decimal currency)."""
     totals = dict(outcome.totals)
     for kind, name in (("override", "override_energy"), ("curtailment", "curtailment_payments")):
-        amounts = lines.filter(pl.col("bid_id") == kind)["amount"].to_list()
+        amounts = lines.filter(pl.col("kind") == kind)["amount"].to_list()
         totals[name] = _money_text(sum((Decimal(a) for a in amounts), Decimal(0)))
     statements = pl.concat([outcome.statements, lines.cast(outcome.statements.schema)])
     return SettleOutcome(statements, totals, outcome.digest)
@@ -725,19 +925,49 @@ def check_meters(market: dict, rows: list[tuple], kinds: dict) -> None:
         raise InvalidArgument(f"readings.{exc.field}", exc.reason) from None
 
 
+def _dr_baselines(inputs: MarketInputs, data: dict, instructed: pl.DataFrame) -> pl.DataFrame:
+    """The baselines of the market's demand-response resources: ``aggregator_id, resource_id, interval,
+    baseline_kw`` (load, withdrawal positive) of each flexible load with history whose instructions in this
+    market are all reductions (net injection >= 0); InputError naming the resource when its history cannot
+    make a baseline."""
+    rows = []
+    for (agg, res), b in sorted(data.get("baselines", {}).items()):
+        mine = instructed.filter((pl.col("aggregator_id") == agg) & (pl.col("resource_id") == res))
+        if mine.height == 0 or (mine["kw"] < 0).any():
+            continue  # not instructed here, or instructed to consume: settled on its meter alone
+        history = pl.DataFrame({"interval": pl.Series([us for us, _ in b["history"]], dtype=pl.Int64).cast(
+            pl.Datetime("us", "UTC")), "kw": [-kw for _, kw in b["history"]]})
+        event_days = {us_to_datetime(us).date() for us in b["events"]}
+        try:
+            base = baseline_10_of_10(history, list(inputs.intervals), event_days)
+        except InputError as exc:
+            raise InputError("baseline", "history", f"{res!r} of {agg!r}: {exc.reason}") from None
+        rows += [(agg, res, iv, kw) for iv, kw in base.select("interval", "baseline_kw").iter_rows()]
+    return pl.DataFrame(rows, schema={"aggregator_id": pl.Utf8, "resource_id": pl.Utf8,
+                                      "interval": pl.Datetime("us", "UTC"), "baseline_kw": pl.Float64}, orient="row")
+
+
 def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]) -> dict:
     """Metered deviations and the interface imbalance of a market (:func:`engine.metering.settle_imbalance`).
 
     ``data`` as :func:`server.realtime_store.imbalance_inputs` reads it; ``iso_prices`` per interval (per
     MWh). Gaps (an instructed resource or an interface interval without a reading) raise InputError.
-    Returns ``lines`` (aggregator_id, resource_id, interval_idx, deviation kW, DLMP text, amount text),
-    ``interface`` (JSON-ready rows) and ``totals`` (decimal texts).
+    A demand-response resource (:func:`_dr_baselines`) is measured against its baseline: its metered net
+    injection relative to the baseline, ``metered + baseline_kw`` (= the delivered reduction), stands for its
+    meter, so its deviation is delivered minus instructed reduction.
+    Returns ``lines`` (aggregator_id, resource_id, interval_idx, deviation kW, DLMP text, amount text, kind),
+    ``interface`` (JSON-ready rows), ``demand_response`` (JSON-ready rows of the baseline-settled lines) and
+    ``totals`` (decimal texts; ``demand_response`` is the part of ``resources`` settled on baselines).
     """
     instructed = _positions(inputs.intervals, data["instructed"])
     readings = [r for r in data["readings"] if r[1]]
     directions = {res: _KIND_DIRECTION.get(kind, "both") for (_, res), kind in data["kinds"].items()}
     metered = validate_resource_meters(_positions(inputs.intervals, readings), inputs.intervals, directions,
                                        required=instructed)
+    key = ["aggregator_id", "resource_id", "interval"]
+    baselines = _dr_baselines(inputs, data, instructed)
+    relative = (metered.join(baselines, on=key, how="left")
+                .with_columns((pl.col("kw") + pl.col("baseline_kw").fill_null(0.0)).alias("kw")).select(metered.columns))
     dlmp = _positions(inputs.intervals, [(a, r, t, float(p)) for a, r, t, p in data["dlmp"]], "dlmp")
     iface_rows = [(t, kw) for _, r, t, kw in data["readings"] if not r]
     iface = validate_interface_meters(pl.DataFrame({
@@ -747,15 +977,25 @@ def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]
                                                     dtype=pl.Datetime("us", "UTC")),
                               "import_kw": [q for _, q, _ in data["scheduled"]],
                               "price": [iso_prices[t] for t, _, _ in data["scheduled"]]})
-    out = settle_imbalance(instructed, metered, dlmp, scheduled, iface, inputs.rules.hours)
-    r = out["resources"].with_columns(_interval_idx(inputs, out["resources"]["interval"]))
-    lines = [(a, res, t, dev, decimal_text(p), amt) for a, res, t, dev, p, amt in
-             r.select("aggregator_id", "resource_id", "interval_idx", "deviation_kw", "dlmp", "amount").iter_rows()]
+    out = settle_imbalance(instructed, relative, dlmp, scheduled, iface, inputs.rules.hours)
+    r = (out["resources"].join(baselines, on=key, how="left")
+         .with_columns(_interval_idx(inputs, out["resources"]["interval"])))
+    lines = [(a, res, t, dev, decimal_text(p), amt, "imbalance" if base is None else "demand_response")
+             for a, res, t, dev, p, amt, base in r.select("aggregator_id", "resource_id", "interval_idx",
+                                                           "deviation_kw", "dlmp", "amount", "baseline_kw").iter_rows()]
+    demand_response = [{"aggregator_id": a, "resource_id": res, "interval_idx": t, "baseline_kw": base,
+                        "metered_kw": base - rel, "delivered_kw": rel, "instructed_kw": ins, "deviation_kw": dev,
+                        "price": decimal_text(p), "amount": amt}
+                       for a, res, t, base, rel, ins, dev, p, amt in r.filter(pl.col("baseline_kw").is_not_null())
+                       .select("aggregator_id", "resource_id", "interval_idx", "baseline_kw", "metered_kw",
+                               "instructed_kw", "deviation_kw", "dlmp", "amount").iter_rows()]
     i = out["interface"].with_columns(_interval_idx(inputs, out["interface"]["interval"]))
     interface = [{"interval_idx": t, "scheduled_kw": s, "metered_kw": m, "imbalance_kw": d, "price": decimal_text(p),
                   "amount": amt} for t, s, m, d, p, amt in
                  i.select("interval_idx", "scheduled_kw", "metered_kw", "imbalance_kw", "price", "amount").iter_rows()]
-    return {"lines": lines, "interface": interface, "totals": {k: str(v) for k, v in out["totals"].items()}}
+    totals = {k: str(v) for k, v in out["totals"].items()}
+    totals["demand_response"] = str(sum((Decimal(x["amount"]) for x in demand_response), Decimal("0.00")))
+    return {"lines": lines, "interface": interface, "demand_response": demand_response, "totals": totals}
 
 
 def performance_rows(inputs: MarketInputs, data: dict, awarded: list[tuple]) -> pl.DataFrame:

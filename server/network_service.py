@@ -3,6 +3,12 @@
 Convert in, check with the engine's own rules, store, then re-clear each
 CLEARED or PUBLISHED market the changes touch on the new network version; a
 published market's revised curves reach the ISO's stream flagged as a revision.
+The awarded intervals the changes touch (of AWARDED markets, and of PUBLISHED
+ones awarded interval by interval) are re-dispatched on the new network: the
+standing award met at least cost, or its largest deliverable part, or reported
+as failed; the changed instructions stream to the aggregators and the revised
+interface schedules to the ISO (source NETWORK_CHANGE), audited as
+``dispatch.network``.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ import math
 
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network_changes import network_runs
-from dsomarket.server import convert, limits, markets_engine, network_store, store
+from dsomarket.server import convert, limits, markets_engine, network_store, realtime_store, store
 from dsomarket.server.errors import AlreadyExists, InvalidArgument
-from dsomarket.server.notify import CURVES
+from dsomarket.server.notify import CURVES, dispatch_topic
+from dsomarket.server.realtime_service import SCHEDULES
 from dsomarket.server.rpc import unary
 from dsomarket.v1 import network_pb2, network_pb2_grpc
 
@@ -123,12 +130,52 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
         await asyncio.get_running_loop().run_in_executor(None, check_changes, feeder, before, rows)
         result = await app.writer.call(network_store.submit_changes, who, feeder_id, rows, version, request_id,
                                        digest)
-        revisions = []
+        # Dispatched intervals first: their standing dispatch is read on the network of the market's clearing,
+        # which a re-clear of a market awarded interval by interval moves to the new version.
+        revisions = [await self._redispatch(market_id, touched, result["version"], who)
+                     for market_id, touched in result.get("dispatched", [])]
         for market_id in result["markets"]:
             revisions.append(await self._revise(market_id, who))
         if any(r["republished"] for r in revisions):
             app.notifier.notify(CURVES)
         return _response({**result, "revisions": revisions})
+
+    async def _redispatch(self, market_id: str, touched: list[int], version: int, who) -> dict:
+        """Re-dispatch the standing award of a market's ``touched`` awarded intervals on network ``version``;
+        store and stream the changed instructions and the revised interface schedules (source network)."""
+        app = self.app
+        async with app.lock(market_id):
+            def read(conn):
+                rows = store.market_rows(conn, market_id)   # on the network its award was dispatched on
+                changed = (version, store.network_changes(conn, rows[0]["feeder_id"], version))
+                current = {k: realtime_store.current_instructions(conn, market_id, k) for k in touched}
+                scheduled = {k: realtime_store.scheduled_import(conn, market_id, k)[1] for k in touched}
+                return rows, (*rows[:5], changed, *rows[6:]), realtime_store.award_context(conn, market_id), \
+                    current, scheduled
+
+            rows, after, (awards, forecast, by_interval), current, scheduled = await app.reader.call(read)
+            market = rows[0]
+            reference = (await app.disaggregation(market["day_ahead_market_id"])
+                         if market["day_ahead_market_id"] else None)
+            outcome = await app.solve(lambda: markets_engine.redispatch_after_change(
+                app.inputs(rows), app.inputs(after), awards, by_interval, touched, forecast, scheduled, reference,
+                app.solve_time_limit))
+            intervals = []
+            for iv in outcome.intervals:
+                before = {(r["aggregator_id"], r["resource_id"]): r["kw"] for r in current[iv["interval_idx"]]}
+                new = {(a, r): kw + 0.0 for a, r, kw in iv["instructions"]}
+                if iv["mode"] != "failed":
+                    new |= {key: 0.0 for key in before if key not in new}
+                moved = [(a, r, kw) for (a, r), kw in sorted(new.items()) if abs(before.get((a, r), 0.0) - kw) > 1e-6]
+                intervals.append({k: v for k, v in iv.items() if k != "instructions"} | {
+                    "changed": moved, "reason": f"network version {version}: {iv['reason']}"})
+            done = await app.writer.call(realtime_store.record_network_redispatch, who, market_id, version,
+                                         intervals)
+        app.notifier.notify(SCHEDULES, dispatch_topic(None), *map(dispatch_topic, done["aggregators"]))
+        failed = [iv for iv in intervals if iv["mode"] != "redispatched"]
+        return {"market_id": market_id, "status": "infeasible" if failed else "optimal",
+                "diagnosis": [f"interval {iv['interval_idx']}: {iv['mode']}: {iv['reason']}" for iv in intervals],
+                "revision": 0, "republished": False}
 
     async def _revise(self, market_id: str, who) -> dict:
         """Clear a market again on its feeder's latest network version and store the revision."""

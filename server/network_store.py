@@ -49,22 +49,43 @@ def submit_changes(conn, who: Principal, feeder_id: str, rows: list[dict], check
             [(feeder_id, version, k, *(r[c] for c in store.CHANGE_COLUMNS), now) for k, r in enumerate(stored)])
         store._audit(conn, who, "network.changes", {"feeder_id": feeder_id, "version": version, "changes": stored},
                      now)
-        return {"version": version, "markets": revisable_markets(conn, feeder_id, rows)}
+        return {"version": version, "markets": revisable_markets(conn, feeder_id, rows),
+                "dispatched": dispatched_intervals(conn, feeder_id, rows)}
 
     return store._idempotent(conn, who, request_id, digest, run)
 
 
 def revisable_markets(conn, feeder_id: str, rows: list[dict]) -> list[str]:
     """Markets of the feeder in a revisable state with an interval that one of ``rows`` is in effect in."""
+    return [m["market_id"] for m in conn.execute(
+        f"SELECT * FROM markets WHERE feeder_id = ? AND state IN ({', '.join('?' * len(REVISABLE))}) "
+        "ORDER BY market_id", (feeder_id, *REVISABLE)) if _touched(dict(m), rows)]
+
+
+def _touched(m: dict, rows: list[dict]) -> set[int]:
+    """Intervals of market ``m`` that one of the change ``rows`` is in effect in (from the first interval starting
+    at or after its start, up to its end)."""
+    first, step, count = timeline.interval_start(m, 0), timeline.interval_us(m), int(m["interval_count"])
+    out: set[int] = set()
+    for r in rows:
+        k = max(0, -(-(r["start_us"] - first) // step))
+        while k < count and (r["end_us"] is None or timeline.interval_start(m, k) < r["end_us"]):
+            out.add(k)
+            k += 1
+    return out
+
+
+def dispatched_intervals(conn, feeder_id: str, rows: list[dict]) -> list[tuple[str, list[int]]]:
+    """``(market_id, interval indices)``: the awarded intervals of the feeder's OPEN or PUBLISHED (awarded interval
+    by interval) and AWARDED markets that one of ``rows`` is in effect in; their dispatch is re-dispatched."""
     out = []
-    for m in conn.execute(f"SELECT * FROM markets WHERE feeder_id = ? AND state IN ({', '.join('?' * len(REVISABLE))}) "
-                          "ORDER BY market_id", (feeder_id, *REVISABLE)):
-        first, step, count = timeline.interval_start(m, 0), timeline.interval_us(m), int(m["interval_count"])
-        for r in rows:
-            k = max(0, -(-(r["start_us"] - first) // step))  # the first interval starting at or after start
-            if k < count and (r["end_us"] is None or timeline.interval_start(m, k) < r["end_us"]):
-                out.append(m["market_id"])
-                break
+    for m in conn.execute("SELECT * FROM markets WHERE feeder_id = ? AND state IN ('open', 'published', 'awarded') "
+                          "ORDER BY market_id", (feeder_id,)):
+        awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?",
+                                              (m["market_id"],))}
+        hit = sorted(_touched(dict(m), rows) & awarded)
+        if hit:
+            out.append((m["market_id"], hit))
     return out
 
 

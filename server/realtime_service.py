@@ -21,7 +21,8 @@ ISO, OPERATOR, AUDITOR, AGGREGATOR = "iso", "operator", "auditor", "aggregator"
 MAX_READINGS = 1_000_000
 SCHEDULES = "schedules"
 """Notifier topic of revised interface schedules."""
-_SOURCE = {"override": realtime_pb2.SCHEDULE_SOURCE_OVERRIDE, "emergency": realtime_pb2.SCHEDULE_SOURCE_EMERGENCY}
+_SOURCE = {"override": realtime_pb2.SCHEDULE_SOURCE_OVERRIDE, "emergency": realtime_pb2.SCHEDULE_SOURCE_EMERGENCY,
+           "network": realtime_pb2.SCHEDULE_SOURCE_NETWORK_CHANGE}
 
 
 def schedule_pb(row, market) -> realtime_pb2.InterfaceSchedule:
@@ -112,6 +113,43 @@ def _profile_length(profile, field: str) -> int:
         raise InvalidArgument(field, "give bus, interval_start and p_kw (and q_kvar or none) of one length")
     return n
 
+async def settle_imbalance(app, who, market_id: str) -> tuple[dict, dict, dict]:
+    """Settle the metered deviations and the interface imbalance of a SETTLED market (the operator's
+    SettleImbalance and the scheduler's): ``(market row, engine result, stored counts)``; FAILED_PRECONDITION
+    on a gap in the readings."""
+    async with app.lock(market_id):
+        def read(conn):
+            return store.market_rows(conn, market_id), realtime_store.imbalance_inputs(conn, market_id)
+
+        rows, data = await app.reader.call(read)
+        store.require_state(rows[0], ("settled",), "settling imbalance")
+        own = await app.disaggregation(market_id)
+        prices = [float(p) for p in own.award["price"].to_list()]
+        try:
+            out = await app.solve(lambda: markets_engine.metered_settlement(app.inputs(rows), data, prices))
+        except InputError as exc:  # a gap in the readings: the operator must complete them first
+            raise FailedPrecondition(f"readings: {exc.reason}") from None
+        stored = await app.writer.call(realtime_store.record_imbalance, who, market_id, out["lines"],
+                                       out["interface"], out["totals"])
+    return rows[0], out, stored
+
+
+def _reading_owner(who, reading, field: str, interface: bool) -> tuple[str, str]:
+    """``(aggregator_id, resource_id)`` of a reading: an aggregator reads its own resources only, the operator
+    names the owner; an empty resource (the interface meter, ``interface`` readings only) is the operator's."""
+    agg = convert.optional_id(reading.aggregator_id, f"{field}.aggregator_id")
+    res = (convert.optional_id if interface else convert.check_id)(reading.resource_id, f"{field}.resource_id")
+    if who.role == AGGREGATOR:
+        if not res:
+            raise PermissionDenied(f"{field}.resource_id: only the operator reads the interface meter")
+        if agg and agg != who.name:
+            raise PermissionDenied(f"{field}.aggregator_id: not yours")
+        return who.name, res
+    if res and not agg:
+        raise InvalidArgument(f"{field}.aggregator_id", "is required for a resource's meter")
+    return ("" if not res else agg), res
+
+
 class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
     def __init__(self, app):
         self.app = app
@@ -126,19 +164,23 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
             result = await app.reader.call(store.stored_result, who, request_id, digest)
             if result is None:
                 def read(conn):
-                    return store.market_rows(conn, market_id), realtime_store.awarded_intervals(conn, market_id)
+                    return (store.market_rows(conn, market_id), realtime_store.award_context(conn, market_id),
+                            realtime_store.published_intervals(conn, market_id))
 
-                rows, done = await app.reader.call(read)
+                rows, (before, forecast, _), published = await app.reader.call(read)
                 market = rows[0]
                 awards = interval_awards(market, submitted)
-                realtime_store.check_interval_award(market, done, [k for k, _, _ in awards])
-                if await app.solve(lambda: markets_engine.couples(app.inputs(rows))):
+                realtime_store.check_interval_award(market, {k for k, _, _ in before}, [k for k, _, _ in awards],
+                                                    published)
+                if market["state"] == "open" and await app.solve(lambda: markets_engine.couples(app.inputs(rows))):
+                    # Its later intervals still take bids: the open future the award re-optimises is not final.
                     raise FailedPrecondition(f"market {market_id!r}: storage, EV or ramp resources couple its "
-                                             "intervals; award it whole (IsoService.SubmitAward)")
+                                             "intervals; award them once the whole market is published (interval "
+                                             "by interval, in order) or award it whole (IsoService.SubmitAward)")
                 reference = (await app.disaggregation(market["day_ahead_market_id"])
                              if market["day_ahead_market_id"] else None)
-                outcome = await app.solve(lambda: markets_engine.disaggregate_intervals(
-                    app.inputs(rows), awards, reference, app.solve_time_limit))
+                outcome = await app.solve(lambda: markets_engine.interval_award(
+                    app.inputs(rows), before, awards, forecast, reference, app.solve_time_limit))
                 result = await app.writer.call(realtime_store.record_interval_award, who, market_id, awards,
                                                outcome, request_id, digest)
                 if outcome.status == "optimal":
@@ -206,16 +248,7 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
         rows = []
         for k, r in enumerate(request.readings):
             field = f"readings[{k}]"
-            agg = convert.optional_id(r.aggregator_id, f"{field}.aggregator_id")
-            res = convert.optional_id(r.resource_id, f"{field}.resource_id")
-            if who.role == AGGREGATOR:
-                if not res:
-                    raise PermissionDenied(f"{field}.resource_id: only the operator reads the interface meter")
-                if agg and agg != who.name:
-                    raise PermissionDenied(f"{field}.aggregator_id: not yours")
-                agg = who.name
-            elif res and not agg:
-                raise InvalidArgument(f"{field}.aggregator_id", "is required for a resource's meter")
+            agg, res = _reading_owner(who, r, field, interface=True)
             (t,) = store.interval_indices(market, [convert.required_us(r, "interval_start", f"{field}.interval_start")],
                                           f"{field}.interval_start")
             rows.append(("" if not res else agg, res, t, limits.in_range(r.kw, f"{field}.kw", "kw_signed")))
@@ -226,29 +259,39 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
 
     @unary(OPERATOR)
     async def SettleImbalance(self, request, who):
-        app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
-        async with app.lock(market_id):
-            def read(conn):
-                return store.market_rows(conn, market_id), realtime_store.imbalance_inputs(conn, market_id)
-
-            rows, data = await app.reader.call(read)
-            store.require_state(rows[0], ("settled",), "settling imbalance")
-            own = await app.disaggregation(market_id)
-            prices = [float(p) for p in own.award["price"].to_list()]
-            try:
-                out = await app.solve(lambda: markets_engine.metered_settlement(app.inputs(rows), data, prices))
-            except InputError as exc:  # a gap in the readings: the operator must complete them first
-                raise FailedPrecondition(f"readings: {exc.reason}") from None
-            stored = await app.writer.call(realtime_store.record_imbalance, who, market_id, out["lines"],
-                                           out["interface"], out["totals"])
-        market = rows[0]
+        market, out, stored = await settle_imbalance(self.app, who, market_id)
         return realtime_pb2.SettleImbalanceResponse(
             totals=out["totals"], statement_count=stored["count"],
             interface=[realtime_pb2.InterfaceImbalance(
                 interval_start=convert.ts(timeline.interval_start(market, r["interval_idx"])),
                 scheduled_kw=r["scheduled_kw"], metered_kw=r["metered_kw"], imbalance_kw=r["imbalance_kw"],
-                price=r["price"], amount=r["amount"]) for r in out["interface"]])
+                price=r["price"], amount=r["amount"]) for r in out["interface"]],
+            demand_response=[realtime_pb2.DemandResponseRow(
+                interval_start=convert.ts(timeline.interval_start(market, r["interval_idx"])),
+                **{k: v for k, v in r.items() if k != "interval_idx"}) for r in out["demand_response"]])
+
+    @unary(AGGREGATOR, OPERATOR)
+    async def SubmitResourceHistory(self, request, who):
+        app = self.app
+        request_id, digest = convert.request_id(request.request_id), convert.request_digest(request)
+        if not 0 < len(request.readings) <= MAX_READINGS:
+            raise InvalidArgument("readings", f"give 1 to {MAX_READINGS} readings")
+        rows = []
+        for k, r in enumerate(request.readings):
+            field = f"readings[{k}]"
+            agg, res = _reading_owner(who, r, field, interface=False)
+            kw = limits.in_range(r.kw, f"{field}.kw", "kw_signed")
+            if kw > 0:
+                raise InvalidArgument(f"{field}.kw", f"{kw} kW: a flexible load cannot inject")
+            rows.append((agg, res, convert.required_us(r, "interval_start", f"{field}.interval_start"), kw))
+        kinds = await app.reader.call(realtime_store.resource_kinds, {(a, r) for a, r, _, _ in rows})
+        for k, (agg, res, _, _) in enumerate(rows):
+            if kinds.get((agg, res), "flexible_load") != "flexible_load":
+                raise InvalidArgument(f"readings[{k}].resource_id", f"{res!r} is a {kinds[(agg, res)]}: a "
+                                                                    "demand-response baseline is of a flexible load")
+        out = await app.writer.call(realtime_store.store_resource_history, who, rows, request_id, digest)
+        return realtime_pb2.SubmitResourceHistoryResponse(count=out["count"])
 
     @unary(OPERATOR, AGGREGATOR, AUDITOR)
     async def GetPerformanceReport(self, request, who):

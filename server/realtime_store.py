@@ -18,16 +18,40 @@ def awarded_intervals(conn, market_id: str) -> set[int]:
     return {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?", (market_id,))}
 
 
-def check_interval_award(market: dict, awarded: set[int], indices: list[int]) -> None:
-    """FAILED_PRECONDITION unless the market takes these intervals' awards now."""
-    store.require_state(market, ("published",), "an interval award")
+def award_context(conn, market_id: str) -> tuple[list[tuple[int, float, str]], list[str], bool]:
+    """``(awards so far, the clearing's forecast prices, awarded interval by interval)`` of a market: what
+    :func:`server.markets_engine.interval_award` and :func:`~server.markets_engine.whole_award` need."""
+    clear = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
+                         (market_id,)).fetchone()
+    award = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'award'",
+                         (market_id,)).fetchone()
+    forecast = json.loads(clear[0]).get("forecast") or [] if clear is not None else []
+    by_interval = award is not None and bool(json.loads(award[0]).get("by_interval"))
+    return store.iso_award_rows(conn, market_id), forecast, by_interval
+
+
+def published_intervals(conn, market_id: str) -> set[int]:
+    """Intervals of a rolling market published one by one (``publish_interval``)."""
+    return {k for (k,) in conn.execute("SELECT interval_idx FROM interval_steps WHERE market_id = ? AND step = "
+                                       "'publish'", (market_id,))}
+
+
+def check_interval_award(market: dict, awarded: set[int], indices: list[int], published: set[int]) -> None:
+    """FAILED_PRECONDITION unless the market takes these intervals' awards now: a PUBLISHED market, or an OPEN
+    one whose rolling gates have published these intervals (``published``)."""
+    rolling = market["state"] == "open" and published
+    if not rolling:
+        store.require_state(market, ("published",), "an interval award")
     if market["kind"] not in timeline.ROLLING:
         raise FailedPrecondition(f"market {market['market_id']!r} is {market['kind']}: only real-time and "
                                  "hour-ahead markets are awarded interval by interval")
     for j, k in enumerate(indices):
+        when = timeline.iso(timeline.interval_start(market, k))
         if k in awarded:
-            raise FailedPrecondition(f"awards[{j}].interval_start: the interval starting "
-                                     f"{timeline.iso(timeline.interval_start(market, k))} is already awarded")
+            raise FailedPrecondition(f"awards[{j}].interval_start: the interval starting {when} is already awarded")
+        if rolling and k not in published:
+            raise FailedPrecondition(f"awards[{j}].interval_start: the interval starting {when} is not published "
+                                     "yet (its gate closes on its own schedule)")
 
 
 def record_interval_award(conn, who: Principal, market_id: str, awards: list, outcome, request_id: str,
@@ -37,7 +61,7 @@ def record_interval_award(conn, who: Principal, market_id: str, awards: list, ou
     def run():
         market = store.get_market(conn, market_id)
         done = awarded_intervals(conn, market_id)
-        check_interval_award(market, done, [k for k, _, _ in awards])
+        check_interval_award(market, done, [k for k, _, _ in awards], published_intervals(conn, market_id))
         now = now_us()
         optimal = outcome.status == "optimal"
         remaining = int(market["interval_count"]) - len(done)
@@ -107,17 +131,48 @@ def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: lis
     return {"instructions": rows, "schedule": sched}
 
 
+def record_network_redispatch(conn, who: Principal, market_id: str, version: int, intervals: list[dict]) -> dict:
+    """Store the re-dispatch of a market's awarded intervals on network ``version`` (source ``network``).
+
+    ``intervals``: per re-dispatched interval ``interval_idx``, ``mode`` (redispatched, partial,
+    failed), ``import_kw`` (the revised schedule), ``awarded_import_kw``, ``reason`` and ``changed``
+    instructions ``(aggregator_id, resource_id, kw)``. Each gets a revised interface schedule (a
+    failed one too: it tells the ISO the award cannot be delivered); one ``dispatch.network`` audit
+    record holds them all. A market that left OPEN (rolling gates)/PUBLISHED/AWARDED meanwhile is left alone.
+    """
+    market = store.get_market(conn, market_id)
+    if market["state"] not in ("open", "published", "awarded"):
+        return {"intervals": [], "aggregators": []}
+    now = now_us()
+    out, aggregators = [], set()
+    for iv in intervals:
+        k = iv["interval_idx"]
+        for agg, res, kw in iv["changed"]:
+            conn.execute(store._DISPATCH_INSERT, ("instruction", market_id, agg, "", res, k, "", kw, "", "network",
+                                                  iv["reason"], now))
+            aggregators.add(agg)
+        (seq,) = conn.execute(
+            "INSERT INTO interface_schedules (market_id, interval_idx, import_kw, awarded_import_kw, source, mode, "
+            "reason, issued_us) VALUES (?, ?, ?, ?, 'network', ?, ?, ?) RETURNING seq",
+            (market_id, k, iv["import_kw"], iv["awarded_import_kw"], iv["mode"], iv["reason"], now)).fetchone()
+        out.append({**iv, "schedule_seq": seq})
+    store._audit(conn, who, "dispatch.network", {"market_id": market_id, "network_version": version,
+                                                 "intervals": [{**iv, "changed": [list(c) for c in iv["changed"]]}
+                                                               for iv in intervals]}, now)
+    return {"intervals": out, "aggregators": sorted(aggregators)}
+
+
 def list_schedules(conn, market_id: str, after_seq: int, limit: int) -> list:
     return store._keyset(conn, "interface_schedules", store._eq("market_id", market_id), ("seq",), [after_seq], limit)
 
 
 def moved_instructions(conn, market_id: str) -> list[tuple]:
-    """The final instruction of every resource and interval an override moved:
+    """The final instruction of every resource and interval an override or a network re-dispatch moved:
     ``(aggregator_id, resource_id, interval_idx, kw)``."""
     return [tuple(r) for r in conn.execute(
         "SELECT aggregator_id, resource_id, interval_idx, kw FROM dispatch WHERE seq IN ("
         "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' GROUP BY aggregator_id, "
-        "resource_id, interval_idx HAVING SUM(CASE WHEN source = 'override' THEN 1 ELSE 0 END) > 0) "
+        "resource_id, interval_idx HAVING SUM(CASE WHEN source IN ('override', 'network') THEN 1 ELSE 0 END) > 0) "
         "ORDER BY aggregator_id, resource_id, "
         "interval_idx", (market_id,))]
 
@@ -180,13 +235,55 @@ def imbalance_inputs(conn, market_id: str) -> dict:
         "SELECT interval_idx, import_kw FROM interface_schedules WHERE seq IN (SELECT MAX(seq) FROM "
         "interface_schedules WHERE market_id = ? GROUP BY interval_idx)", (market_id,))}
     scheduled = [(k, latest.get(k, q), p) for k, (q, p) in sorted(awards.items())]
+    kinds = resource_kinds(conn, keys)
     return {"market": market, "instructed": instructed, "readings": readings, "dlmp": dlmp, "scheduled": scheduled,
-            "kinds": resource_kinds(conn, keys)}
+            "kinds": kinds, "baselines": baseline_inputs(conn, market_id, [k for k, kind in kinds.items()
+                                                                           if kind == "flexible_load"])}
+
+
+def baseline_inputs(conn, market_id: str, keys: list[tuple[str, str]]) -> dict:
+    """``(aggregator_id, resource_id) -> {"history": [(interval_us, kw)], "events": [interval_us]}`` of the
+    flexible loads among ``keys`` that have metered history (``resource_history``): the history, and the interval
+    starts at which other markets instructed them (their event days are left out of the baseline)."""
+    out = {}
+    for agg, res in keys:
+        history = [tuple(r) for r in conn.execute(
+            "SELECT interval_us, kw FROM resource_history WHERE aggregator_id = ? AND resource_id = ? "
+            "ORDER BY interval_us", (agg, res))]
+        if not history:
+            continue
+        events = [us for (us,) in conn.execute(
+            "SELECT DISTINCT m.delivery_start_us + d.interval_idx * m.interval_minutes * 60000000 FROM dispatch d "
+            "JOIN markets m ON m.market_id = d.market_id WHERE d.aggregator_id = ? AND d.resource_id = ? AND "
+            "d.kind = 'instruction' AND d.market_id <> ?", (agg, res, market_id))]
+        out[(agg, res)] = {"history": history, "events": events}
+    return out
+
+
+def store_resource_history(conn, who: Principal, rows: list[tuple[str, str, int, float]], request_id: str,
+                           digest: str) -> dict:
+    """Store metered history ``(aggregator_id, resource_id, interval_us, kw)`` of flexible loads (a row replaces
+    the earlier reading of its resource and interval)."""
+    def run():
+        kinds = resource_kinds(conn, {(a, r) for a, r, _, _ in rows})
+        for k, (agg, res, _, _) in enumerate(rows):
+            if (agg, res) not in kinds:
+                raise NotFound(f"readings[{k}].resource_id: aggregator {agg!r} has no resource {res!r}")
+        now = now_us()
+        conn.executemany("INSERT INTO resource_history (aggregator_id, resource_id, interval_us, kw, submitted_by, "
+                         "submitted_us) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (aggregator_id, resource_id, interval_us) "
+                         "DO UPDATE SET kw = excluded.kw, submitted_by = excluded.submitted_by, "
+                         "submitted_us = excluded.submitted_us", [(*r, who.name, now) for r in rows])
+        store._audit(conn, who, "resource_history.submit", {"readings": [list(r) for r in rows]}, now)
+        return {"count": len(rows)}
+
+    return store._idempotent(conn, who, request_id, digest, run)
 
 
 def record_imbalance(conn, who: Principal, market_id: str, lines: list[tuple], interface: list[dict],
                      totals: dict) -> dict:
-    """Store the metered settlement of a SETTLED market once: statement lines (bid_id ``imbalance``) and the
+    """Store the metered settlement of a SETTLED market once: statement lines (kind ``imbalance``, or
+    ``demand_response`` for a resource settled on its baseline) and the
     interface imbalance with the totals."""
     market = store.get_market(conn, market_id)
     store.require_state(market, ("settled",), "settling imbalance")
@@ -194,8 +291,9 @@ def record_imbalance(conn, who: Principal, market_id: str, lines: list[tuple], i
         raise FailedPrecondition(f"market_id: the imbalance of market {market_id!r} is already settled")
     now = now_us()
     conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
-                     "settlement, kw, kvar, price, price_q, amount) VALUES (?, ?, 'imbalance', ?, ?, ?, ?, 0, ?, "
-                     "'0', ?)", [(market_id, a, r, t, market["kind"], kw, p, amt) for a, r, t, kw, p, amt in lines])
+                     "settlement, kw, kvar, price, price_q, amount, kind) VALUES (?, ?, '', ?, ?, ?, ?, 0, ?, "
+                     "'0', ?, ?)", [(market_id, a, r, t, market["kind"], kw, p, amt, kind)
+                                    for a, r, t, kw, p, amt, kind in lines])
     conn.execute("INSERT INTO imbalance_settlements (market_id, totals, interface, created_us) VALUES (?, ?, ?, ?)",
                  (market_id, json.dumps(totals), json.dumps(interface), now))
     store._audit(conn, who, "imbalance.settle", {"market_id": market_id, "totals": totals}, now)
@@ -210,7 +308,7 @@ def store_forecast(conn, who: Principal, market_id: str, rows: list[tuple], requ
         store.require_state(market, ("open",), "a forecast")
         now = now_us()
         intervals = sorted({t for _, t, _, _ in rows})
-        store._check_gates(market, enumerate(intervals), lambda j: "forecast.interval_start", now)
+        store._check_gates(conn, market, enumerate(intervals), lambda j: "forecast.interval_start", now)
         conn.executemany("DELETE FROM forecasts WHERE market_id = ? AND interval_idx = ?",
                          [(market_id, t) for t in intervals])
         conn.executemany("INSERT INTO forecasts (market_id, bus, interval_idx, p_kw, q_kvar) VALUES (?, ?, ?, ?, ?)",
@@ -252,3 +350,91 @@ def store_history(conn, who: Principal, feeder_id: str, rows: list[tuple], reque
         return {"count": len(rows)}
 
     return store._idempotent(conn, who, request_id, digest, run)
+
+
+# -- rolling gates: each interval of a real-time or hour-ahead market closes, clears and publishes on its own ----
+
+def interval_steps(conn, market_ids) -> dict[str, dict[int, dict[str, str]]]:
+    """``market_id -> interval_idx -> step -> status`` of the rolling steps taken (close, clear, publish)."""
+    out: dict = {}
+    for part in store._chunks(sorted(market_ids)):
+        for m, k, step, status in conn.execute(
+                f"SELECT market_id, interval_idx, step, status FROM interval_steps WHERE market_id IN "
+                f"({store._marks(len(part))})", tuple(part)):
+            out.setdefault(m, {}).setdefault(k, {})[step] = status
+    return out
+
+
+def _rolling_step(conn, market_id: str, k: int, step: str, before: str | None) -> dict:
+    """The open rolling market, after checking that interval ``k`` took ``before`` and not ``step`` yet."""
+    market = store.get_market(conn, market_id)
+    store.require_state(market, ("open",), f"the rolling {step} of an interval")
+    if market["kind"] not in timeline.ROLLING:
+        raise FailedPrecondition(f"market {market_id!r} is {market['kind']}: only real-time and hour-ahead markets "
+                                 "clear interval by interval")
+    taken = {s: st for s, st in conn.execute("SELECT step, status FROM interval_steps WHERE market_id = ? AND "
+                                             "interval_idx = ?", (market_id, k))}
+    when = timeline.iso(timeline.interval_start(market, k))
+    if step in taken:
+        raise FailedPrecondition(f"interval {when} of market {market_id!r}: its {step} is done")
+    if before is not None and taken.get(before) not in ("optimal", "done"):
+        raise FailedPrecondition(f"interval {when} of market {market_id!r}: its {before} is not done")
+    return market
+
+
+def _step(conn, market_id: str, k: int, step: str, status: str, detail, now: int) -> None:
+    conn.execute("INSERT INTO interval_steps (market_id, interval_idx, step, status, detail, created_us) "
+                 "VALUES (?, ?, ?, ?, ?, ?)", (market_id, k, step, status, json.dumps(detail), now))
+
+
+def close_interval(conn, who: Principal, market_id: str, k: int) -> dict:
+    """Close interval ``k``'s gate alone (its bids, replacements, withdrawals and forecast stop; later intervals
+    stay open); the market stays OPEN."""
+    _rolling_step(conn, market_id, k, "close", None)
+    now = now_us()
+    _step(conn, market_id, k, "close", "done", {}, now)
+    store._audit(conn, who, "interval.close", {"market_id": market_id, "interval_idx": k}, now)
+    return {"interval_idx": k}
+
+
+def record_interval_clearing(conn, who: Principal, market_id: str, indices: list[int], forecast: list[str],
+                             outcome) -> dict:
+    """Store the clearing of closed intervals ``indices``, cleared together on their own bids
+    (:func:`server.markets_engine.clear_intervals`; the scheduler clears together the intervals whose gates
+    one tick found closed): their prices and unpublished curves when optimal. A clearing that is not optimal
+    is recorded with its diagnosis for each interval and not retried: those intervals stay unpublished, and
+    the market cannot be awarded whole."""
+    for k in indices:
+        _rolling_step(conn, market_id, k, "clear", "close")
+    now = now_us()
+    if outcome.status == "optimal":
+        store.store_clearing_tables(conn, market_id, outcome)
+        # The clearing the forecast schedule reads (``cleared_imports``): the same forecast rule for every interval.
+        store._record_outcome(conn, market_id, "clear", "optimal", {
+            "forecast": forecast, "network_version": outcome.network_version, "by_interval": True}, outcome.digest,
+            now)
+    for k in indices:
+        _step(conn, market_id, k, "clear", outcome.status, list(outcome.diagnosis), now)
+    store._audit(conn, who, "interval.clear", {
+        "market_id": market_id, "interval_indices": list(indices), "forecast": forecast, "status": outcome.status,
+        "diagnosis": list(outcome.diagnosis), "digest": outcome.digest, "network_version": outcome.network_version},
+        now)
+    return {"status": outcome.status}
+
+
+def publish_interval(conn, who: Principal, market_id: str, k: int) -> dict:
+    """Publish interval ``k``'s curve to the ISO's stream; the last interval published makes the market
+    PUBLISHED (then it is awarded, settled and metered as any market). Returns the market row."""
+    market = _rolling_step(conn, market_id, k, "publish", "clear")
+    now = now_us()
+    (base,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM curves").fetchone()
+    conn.execute("UPDATE curves SET seq = ?, published_us = ? WHERE market_id = ? AND interval_idx = ?",
+                 (base + 1, now, market_id, k))
+    _step(conn, market_id, k, "publish", "done", {}, now)
+    store._audit(conn, who, "interval.publish", {"market_id": market_id, "interval_idx": k}, now)
+    (published,) = conn.execute("SELECT COUNT(*) FROM interval_steps WHERE market_id = ? AND step = 'publish'",
+                                (market_id,)).fetchone()
+    if published == int(market["interval_count"]):
+        market = store._set_state(conn, market, "published", now, "optimal")
+        store._audit(conn, who, "market.publish", {"market_id": market_id, "by_interval": True}, now)
+    return market

@@ -3,7 +3,8 @@
 The log holds the full inputs of each state change (feeder tables, market
 rules, resources, every bid submitted, replaced or withdrawn, the forecast
 and the ISO's award, flexibility needs and offers). :func:`replay` rebuilds
-the market inputs as they stood at each ``market.clear``, ``award.submit``,
+the market inputs as they stood at each ``market.clear`` (``interval.clear``: one interval of a rolling
+market), ``award.submit``,
 ``market.settle`` and ``flex.clear`` record, recomputes through the same
 :mod:`server.markets_engine` calls the server made, and compares the digest
 of the outcome with the one recorded. A clearing that hit the solver time
@@ -63,6 +64,7 @@ class _State:
         self.network: dict = {}             # feeder -> its change rows, each with its version
         self.network_version: dict = {}     # market -> the network version its last clearing used
         self.interval_awards: dict = {}     # market -> the interval awards applied so far
+        self.clear_forecast: dict = {}      # market -> the forecast ISO prices of its last optimal clearing
         self.forecasts: dict = {}           # market -> {(bus, interval_idx): (p_kw, q_kvar)}
         self.history: dict = {}             # feeder -> {(interval_us, bus): (p_kw, q_kvar)}
 
@@ -95,8 +97,10 @@ class _State:
             self.history.setdefault(p["feeder_id"], {}).update({(r[1], r[0]): (r[2], r[3]) for r in p["rows"]})
         elif action == "network.changes":
             self.network.setdefault(p["feeder_id"], []).extend({**r, "version": p["version"]} for r in p["changes"])
-        elif action in ("market.clear", "market.reclear") and p.get("status") == "optimal":
+        elif action in ("market.clear", "market.reclear", "interval.clear") and p.get("status") == "optimal":
             self.network_version[p["market_id"]] = p.get("network_version", 0)
+            if "forecast" in p:
+                self.clear_forecast[p["market_id"]] = p["forecast"]
         elif action == "flex.needs.post":
             self.flex_needs.setdefault(p["market_id"], []).extend(p["needs"])
         elif action == "flex.offers.submit":
@@ -165,8 +169,8 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         seq, action, p = row["seq"], row["action"], json.loads(row["payload"])
         state.apply(action, p)
         m = p.get("market_id")
-        if action not in ("market.clear", "market.reclear", "award.submit", "award.interval", "market.settle",
-                          "flex.clear"):
+        if action not in ("market.clear", "market.reclear", "interval.clear", "award.submit", "award.interval",
+                          "market.settle", "flex.clear"):
             continue
         if wanted is not None and m not in wanted:
             continue
@@ -182,10 +186,14 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             state.energy_activations[m] = (state.flex_activations.get(m, pl.DataFrame(schema=ACTIVATION_SCHEMA))
                                            if "flex" in p else None)
         # A clearing ran on the network version its record names (a failed one records it too).
-        inputs = state.inputs(m, p.get("network_version", 0) if action in ("market.clear", "market.reclear") else None)
+        clearing = action in ("market.clear", "market.reclear", "interval.clear")
+        inputs = state.inputs(m, p.get("network_version", 0) if clearing else None)
         reference = state.disaggregations.get(state.markets[m]["day_ahead_market_id"])
         if action in ("market.clear", "market.reclear"):
             digest = markets_engine.clear_market(inputs, p["forecast"]).digest
+            checks.append(ReplayCheck(seq, m, "clear", p["digest"], digest))
+        elif action == "interval.clear":  # one interval of a rolling market, at its own gate
+            digest = markets_engine.clear_intervals(inputs, p["interval_indices"], p["forecast"]).digest
             checks.append(ReplayCheck(seq, m, "clear", p["digest"], digest))
         elif action == "award.submit":
             outcome = markets_engine.disaggregate_award(inputs, [tuple(a) for a in p["awards"]], reference)
@@ -195,13 +203,15 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
         elif action == "award.interval":
             awards = [tuple(a) for a in p["awards"]]
-            outcome = markets_engine.disaggregate_intervals(inputs, awards, reference)
+            before = state.interval_awards.get(m, [])
+            forecast = state.clear_forecast.get(m, [])
+            outcome = markets_engine.interval_award(inputs, before, awards, forecast, reference)
             checks.append(ReplayCheck(seq, m, "award", p["digest"], outcome.digest))
             if outcome.status == "optimal":
-                done = state.interval_awards.setdefault(m, []) + awards
+                done = before + awards
                 state.interval_awards[m] = done
                 if len(done) == len(inputs.intervals):  # the market is awarded: as the server recomputes it
-                    whole = markets_engine.disaggregate_award(inputs, sorted(done), reference)
+                    whole = markets_engine.whole_award(inputs, sorted(done), True, forecast, reference)
                     state.disaggregations[m] = whole.disaggregation
                     state.commitments[m] = whole.instructions
         else:

@@ -30,7 +30,8 @@ log = logging.getLogger("dsomarket.server.requests")
 phase_log = logging.getLogger("dsomarket.server.phases")
 
 PHASES = {"ClearMarket": "clearing and interface curves", "SubmitAward": "disaggregation of the award",
-          "SettleMarket": "settlement", "ClearFlexibility": "flexibility auction", "CreateFeeder": "feeder check"}
+          "SettleMarket": "settlement", "ClearFlexibility": "flexibility auction", "CreateFeeder": "feeder check",
+          "ClearTerritory": "territory clearing and interface curves"}
 """What the engine does for a method, named in its phase line; other methods are named as themselves."""
 
 _CALL: contextvars.ContextVar[dict | None] = contextvars.ContextVar("dsomarket_call", default=None)

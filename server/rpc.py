@@ -4,7 +4,8 @@ The caller was authenticated before the request was read (:class:`server.interce
 A servicer method decorated with :func:`unary` or :func:`stream` receives
 ``(self, request, principal)`` and simply raises on failure; the wrapper turns
 the exception into a status code through :func:`server.errors.status_of`.
-It names the caller for the request log (:func:`server.requestlog.note_caller`).
+It names the caller for the request log (:func:`server.requestlog.note_caller`). An exception with an
+async ``report(app, who)`` (:class:`server.registry_store.ConflictFound`) has it awaited first.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def unary(*roles: str):
                 require_role(who, roles, method.__name__)
                 return await method(self, request, who)
             except Exception as exc:
+                report = getattr(exc, "report", None)
+                if report is not None:  # e.g. a conflict alert, recorded after its request was rolled back
+                    await report(self.app, who)
                 code, details = status_of(exc)
                 await context.abort(code, details)
         return handler

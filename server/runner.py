@@ -27,6 +27,12 @@ What a shard is given:
 - optionally a ``sink(outcome) -> dict``, also run in the worker (the command
   line writes each interface's files there); without one, the outcomes
   themselves come back.
+
+Work that keeps nothing between calls (the service's clearing of a
+territory session, whose inputs come from its store) goes through
+:meth:`LocalRunner.map` / :meth:`RayRunner.map`: one :class:`Task` per
+interface, ``fn(*args)`` run in a worker, a failure (or a lost worker)
+reported as that task's error.
 """
 
 from __future__ import annotations
@@ -62,6 +68,28 @@ class Job:
     load: Callable[..., Interface]
     args: tuple = ()
     weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """One interface's work that keeps no state in the worker: ``fn(*args)`` (both picklable).
+
+    ``weight`` estimates its work for balancing shards, as for :class:`Job`.
+    """
+
+    interface_id: str
+    fn: Callable[..., Any]
+    args: tuple = ()
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What a :class:`Task` returned, or why it failed (``error`` non-empty, ``value`` None)."""
+
+    interface_id: str
+    value: Any = None
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +193,16 @@ class Shard:
         """Peak resident memory of this worker process, KiB (Linux ``ru_maxrss``)."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
+    def call(self, tasks: list[Task]) -> list[TaskResult]:
+        """Run each task; an exception is that task's error, and the others still run."""
+        out = []
+        for task in tasks:
+            try:
+                out.append(TaskResult(task.interface_id, task.fn(*task.args)))
+            except Exception as exc:  # isolate the failure to this interface
+                out.append(TaskResult(task.interface_id, error=_describe(exc)))
+        return out
+
     def _one(self, iid: str, cycle: Cycle) -> InterfaceOutcome:
         if iid in self.failed:
             status, error = self.failed[iid]
@@ -259,6 +297,24 @@ class _Base:
             results[k] = [o.report() for o in failed] if sink is not None else failed
         return _merge(results, _order)
 
+    def map(self, tasks: list[Task]) -> list[TaskResult]:
+        """Run independent tasks on the shards (placed by weight); results in the tasks' order.
+
+        Nothing is kept between calls, so this works beside :meth:`load` and :meth:`run`. The tasks of a
+        shard whose worker died get the error ``worker lost: ...``; the other shards' results stand.
+        """
+        ids = [t.interface_id for t in tasks]
+        if len(set(ids)) != len(ids):
+            raise InputError("territory", "interface_id", "an interface id appears twice")
+        parts = assign(tasks, self.shards)
+        results = self._gather("call", [(part,) for part in parts])
+        by_id = {}
+        for part, value in zip(parts, results, strict=True):
+            if isinstance(value, BaseException):
+                value = [TaskResult(t.interface_id, error=f"worker lost: {_describe(value)}") for t in part]
+            by_id.update((r.interface_id, r) for r in value)
+        return [by_id[i] for i in ids]
+
     def peak_rss_kb(self) -> list[int]:
         """Peak resident memory of each shard's worker, KiB (0 for a lost worker)."""
         return [0 if isinstance(v, BaseException) else v for v in self._gather("peak_rss_kb", [()] * self.shards)]
@@ -313,12 +369,15 @@ class LocalRunner(_Base):
         if n < 1:
             raise InputError("territory", "workers", f"must be at least 1 (got {n})")
         self.shards = n
-        ctx = multiprocessing.get_context(start_method())
-        if ctx.get_start_method() == "forkserver":
+        self._ctx = multiprocessing.get_context(start_method())
+        if self._ctx.get_start_method() == "forkserver":
             # Imported once in the fork server, so each worker starts without re-importing the engine.
-            ctx.set_forkserver_preload(["dsomarket.server.runner"])
-        self._pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(rules, options))
-                       for _ in range(n)]
+            self._ctx.set_forkserver_preload(["dsomarket.server.runner"])
+        self._pools = [self._pool() for _ in range(n)]
+
+    def _pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_worker_init,
+                                   initargs=(self.rules, self.options))
 
     def _gather(self, method: str, args: list[tuple]) -> list:
         futures = []
@@ -327,7 +386,14 @@ class LocalRunner(_Base):
                 futures.append(pool.submit(_worker_call, method, *a))
             except BrokenProcessPool as exc:  # the worker died in an earlier call
                 futures.append(exc)
-        return [f if isinstance(f, BaseException) else (f.exception() or f.result()) for f in futures]
+        out = [f if isinstance(f, BaseException) else (f.exception() or f.result()) for f in futures]
+        for k, value in enumerate(out):
+            if isinstance(value, BrokenProcessPool):
+                # A fresh worker for the next call: a stateless map works again, while load/run still
+                # report the shard lost (``_lost``) until the interfaces are loaded again.
+                self._pools[k].shutdown(wait=False, cancel_futures=True)
+                self._pools[k] = self._pool()
+        return out
 
     def close(self) -> None:
         for pool in self._pools:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dsomarket.server import audit, auth, convert, db, limits, markets_engine, pagetoken, realtime_service
-from dsomarket.server import realtime_store, store
+from dsomarket.server import realtime_store, runner, store
 from dsomarket.server import timeline
 from dsomarket.v1 import aggregator_pb2 as agg_pb
 from dsomarket.v1 import aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc, iso_pb2, iso_pb2_grpc
@@ -49,10 +49,15 @@ class App:
     token_recheck_seconds
         The longest a revoked token keeps working, for new calls and open streams
         (see :class:`server.tokenbook.TokenBook`).
+    workers, ray_address
+        The runner a territory session clears on (:func:`server.runner.runner`): local worker processes
+        (default one per core), or Ray actors when ``ray_address`` is given. Started at the first
+        territory clearing and kept until :meth:`close`.
     """
 
     def __init__(self, db_path: str | Path, solve_time_limit: float | None = None,
-                 token_recheck_seconds: float = auth.TOKEN_RECHECK_SECONDS):
+                 token_recheck_seconds: float = auth.TOKEN_RECHECK_SECONDS, workers: int | None = None,
+                 ray_address: str | None = None):
         db.initialise(db_path)
         conn = db.connect(db_path)
         try:
@@ -66,6 +71,11 @@ class App:
         # One solve at a time: HiGHS runs single-threaded, so the other core stays with the event loop.
         self._solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsomarket-solver")
         self.tokens = TokenBook(self.reader, token_recheck_seconds)
+        # A territory's fan-out is waited for on a thread of its own: the solver thread stays free for single
+        # markets, the event loop for every other call.
+        self._territory = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsomarket-territory")
+        self._runner = None
+        self._runner_spec = (workers, ray_address)
         self._feeders: dict = {}
         self._disaggregations: OrderedDict = OrderedDict()
         self._locks: defaultdict = defaultdict(asyncio.Lock)
@@ -74,6 +84,17 @@ class App:
         """Run engine work on the solver thread, never on the event loop; one log line per phase."""
         with engine_phase():
             return await asyncio.get_running_loop().run_in_executor(self._solver, functools.partial(fn, *args))
+
+    async def fan_out(self, tasks: list) -> list:
+        """:class:`server.runner.Task` s run on the territory runner; their results in order."""
+        with engine_phase():
+            return await asyncio.get_running_loop().run_in_executor(self._territory, self._map, tasks)
+
+    def _map(self, tasks: list) -> list:
+        if self._runner is None:
+            workers, ray_address = self._runner_spec
+            self._runner = runner.runner(workers, ray_address)
+        return self._runner.map(tasks)
 
     def lock(self, market_id: str) -> asyncio.Lock:
         """Serialises the solve-then-record steps of one market (clear, award, settle, flexibility clearing)
@@ -98,9 +119,7 @@ class App:
     def inputs(self, rows) -> markets_engine.MarketInputs:
         """Engine inputs from :func:`server.store.market_rows`, with the market's accepted flexibility
         activations folded into the feeder; call on the solver thread."""
-        market, tables, bids, resources, activations, network, forecast = rows
-        return markets_engine.market_inputs(self.feeder_of(market["feeder_id"], tables), market, bids, resources,
-                                            activations, network, forecast)
+        return markets_engine.stored_inputs(rows, self.feeder_of(rows[0]["feeder_id"], rows[1]))
 
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
@@ -112,28 +131,62 @@ class App:
         market = rows[0]
         if not timeline.at_least(market["state"], "awarded"):
             raise FailedPrecondition(f"market {market_id!r} is {market['state']}: it has no award yet")
-        awards = await self.reader.call(store.iso_award_rows, market_id)
+        awards, forecast, by_interval = await self.reader.call(realtime_store.award_context, market_id)
         reference = None
         if market["day_ahead_market_id"]:
             reference = await self.disaggregation(market["day_ahead_market_id"])
-        outcome = await self.solve(lambda: markets_engine.disaggregate_award(
-            self.inputs(rows), awards, reference, self.solve_time_limit))
+        outcome = await self.solve(lambda: markets_engine.whole_award(
+            self.inputs(rows), awards, by_interval, forecast, reference, self.solve_time_limit))
         self.remember(market_id, outcome.disaggregation)
         return outcome.disaggregation
 
-    async def clear(self, who: auth.Principal, market_id: str, forecast_values=()) -> tuple[dict, dict, object]:
+    async def clear(self, who: auth.Principal, market_id: str, forecast_values=(),
+                    first: bool = False) -> tuple[dict, dict, object]:
         """Clear a CLOSED market and record it (the operator's call and the scheduler's): the market row
-        before and after, and the :class:`server.markets_engine.ClearOutcome`."""
+        before and after, and the :class:`server.markets_engine.ClearOutcome`. ``first``: only a market never
+        cleared (the scheduler's rule), checked again in the recording transaction, so that of several
+        server processes only one records it."""
         async with self.lock(market_id):
             rows = await self.reader.call(store.market_rows, market_id)
             market = rows[0]
             store.require_state(market, ("closed",), "clearing")
+            if first:
+                store.require_first_clearing(market)
             forecast = convert.forecast(forecast_values, market)
             outcome = await self.solve(lambda: markets_engine.clear_market(self.inputs(rows), forecast,
                                                                            self.solve_time_limit))
             activations = rows[4]  # of a flexibility auction cleared before, or None
-            row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations)
+            row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations,
+                                         first)
         return market, row, outcome
+
+    async def clear_intervals(self, who: auth.Principal, market_id: str, indices: list[int]) -> str:
+        """Clear closed intervals of a rolling market together on their own bids, at the default forecast price,
+        and record it (:func:`server.realtime_store.record_interval_clearing`); returns the status."""
+        async with self.lock(market_id):
+            rows = await self.reader.call(store.market_rows, market_id)
+            forecast = convert.forecast((), rows[0])
+            outcome = await self.solve(lambda: markets_engine.clear_intervals(self.inputs(rows), indices, forecast,
+                                                                              self.solve_time_limit))
+            await self.writer.call(realtime_store.record_interval_clearing, who, market_id, indices, forecast,
+                                   outcome)
+        return outcome.status
+
+    async def settlement(self, market_id: str):
+        """The :class:`server.markets_engine.SettleOutcome` of an AWARDED market, not yet recorded; call holding
+        the market's lock."""
+        rows = await self.reader.call(store.market_rows, market_id)
+        market = rows[0]
+        store.require_state(market, ("awarded",), "settling")
+        own = await self.disaggregation(market_id)
+        reference = (await self.disaggregation(market["day_ahead_market_id"])
+                     if market["day_ahead_market_id"] else None)
+        outcome = await self.solve(lambda: markets_engine.settle_market(self.inputs(rows), own, reference))
+        moved = await self.reader.call(realtime_store.moved_instructions, market_id)
+        if moved:  # overrides: the deviation at the award's DLMP and the lost margin (docs/realtime.md)
+            lines = await self.solve(realtime_service.curtailment_statements, self, rows, own, moved)
+            outcome = markets_engine.with_lines(outcome, lines)
+        return outcome
 
     def remember(self, market_id: str, disaggregation) -> None:
         self._disaggregations[market_id] = disaggregation
@@ -142,6 +195,9 @@ class App:
 
     def close(self) -> None:
         self._solver.shutdown(wait=True)
+        self._territory.shutdown(wait=True)
+        if self._runner is not None:
+            self._runner.close()
         self.writer.close()
         self.reader.close()
 
@@ -223,9 +279,8 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
         feeder_id = convert.check_id(request.feeder_id, "feeder_id")
         kind, source = convert.feeder_source(request)
         feeder, tables = await self.app.solve(markets_engine.load_feeder, kind, source)
-        summary = {"name": feeder.name, "root_bus": feeder.root_bus, "base_kv": feeder.base_kv,
-                   "bus_count": feeder.topology.n_bus, "line_count": feeder.lines.height}
-        row = await self.app.writer.call(store.create_feeder, who, feeder_id, tables, summary)
+        row = await self.app.writer.call(store.create_feeder, who, feeder_id, tables,
+                                         markets_engine.feeder_summary(feeder))
         return operator_pb2.CreateFeederResponse(feeder=convert.feeder(row))
 
     @unary(*READERS)
@@ -258,18 +313,11 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
     async def ClearMarket(self, request, who):
         app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
-        market, row, outcome = await app.clear(who, market_id, request.iso_price_forecast)
+        _, row, outcome = await app.clear(who, market_id, request.iso_price_forecast)
         if outcome.status == "time_limit":
             raise DeadlineExceeded(f"the clearing of market {market_id!r} hit the solver time limit; "
                                    "the market stays closed")
-        flows = [operator_pb2.InterfaceFlow(interval_start=convert.ts(timeline.interval_start(market, t)),
-                                            import_kw=q, iso_price=p)
-                 for t, q, p in outcome.interface.iter_rows()]
-        return operator_pb2.ClearMarketResponse(
-            market=convert.market(row), status=convert.CLEARING_STATUS[outcome.status],
-            diagnosis=list(outcome.diagnosis), welfare=outcome.welfare, interface=flows,
-            curve_segments=sum(len(c["segments"]) for c in outcome.curves), solve_seconds=outcome.seconds,
-            network_version=outcome.network_version)
+        return convert.clear_response(row, outcome)
 
     @unary(OPERATOR)
     async def PublishMarket(self, request, who):
@@ -283,17 +331,7 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
         app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
         async with app.lock(market_id):
-            rows = await app.reader.call(store.market_rows, market_id)
-            market = rows[0]
-            store.require_state(market, ("awarded",), "settling")
-            own = await app.disaggregation(market_id)
-            reference = (await app.disaggregation(market["day_ahead_market_id"])
-                         if market["day_ahead_market_id"] else None)
-            outcome = await app.solve(lambda: markets_engine.settle_market(app.inputs(rows), own, reference))
-            moved = await app.reader.call(realtime_store.moved_instructions, market_id)
-            if moved:  # overrides: the deviation at the award's DLMP and the lost margin (docs/realtime.md)
-                lines = await app.solve(realtime_service.curtailment_statements, app, rows, own, moved)
-                outcome = markets_engine.with_lines(outcome, lines)
+            outcome = await app.settlement(market_id)
             row = await app.writer.call(store.record_settlement, who, market_id, outcome)
         return operator_pb2.SettleMarketResponse(market=convert.market(row), totals=outcome.totals,
                                                  statement_count=outcome.statements.height)

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from dsomarket.server import audit, timeline
+from dsomarket.server import audit, registry_store, timeline
 from dsomarket.server.auth import Principal
 from dsomarket.server.convert import BidBatch, FlexOfferBatch
 from dsomarket.server.db import IntegrityError, now_us
@@ -61,7 +61,7 @@ ACTIVATION_SCHEMA = {"bus": pl.Utf8, "interval_idx": pl.Int64, "direction": pl.U
 with the resource that sold each (its energy bids may not sell that kW again)."""
 COMMITMENT_SCHEMA = {"aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "interval_idx": pl.Int64, "kw": pl.Float64}
 """Each resource's energy award per interval (net injection kW), as the flexibility auction counts it."""
-STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement")
+STATEMENT_KEY = ("aggregator_id", "market_id", "bid_id", "resource_id", "interval_idx", "settlement", "kind")
 _BID_INSERT = ("INSERT INTO bids (market_id, aggregator_id, bid_id, resource_id, bus, side, quantity_kw, "
                "price, interval_idx, tan_phi, status, updated_us) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -162,13 +162,22 @@ def interval_indices(market: dict, starts: list[int], field: str) -> list[int]:
     return out
 
 
-def _check_gates(market: dict, indices, field, now: int) -> None:
+def rolled_intervals(conn, market_id: str) -> set[int]:
+    """Intervals of a rolling market whose own gate the scheduler has closed (``server.scheduler``)."""
+    return {k for (k,) in conn.execute("SELECT interval_idx FROM interval_steps WHERE market_id = ? AND step = "
+                                       "'close'", (market_id,))}
+
+
+def _check_gates(conn, market: dict, indices, field, now: int) -> None:
+    """FAILED_PRECONDITION for the first interval whose gate has closed: by the clock, or by the scheduler's
+    rolling gate (whose clock may run ahead of the wall clock)."""
+    rolled = rolled_intervals(conn, market["market_id"])
     for j, k in indices:
         gate = timeline.gate_closure(market, k)
-        if now >= gate:
+        if now >= gate or k in rolled:
             raise FailedPrecondition(f"{field(j)}: the gate of the interval starting "
-                                     f"{timeline.iso(timeline.interval_start(market, k))} closed at "
-                                     f"{timeline.iso(gate)}")
+                                     f"{timeline.iso(timeline.interval_start(market, k))} closed"
+                                     + ("" if k in rolled and now < gate else f" at {timeline.iso(gate)}"))
 
 
 # -- feeders and markets ------------------------------------------------------------------
@@ -210,6 +219,9 @@ def create_market(conn, who: Principal, spec: dict) -> dict:
 def close_gate(conn, who: Principal, market_id: str) -> dict:
     market = get_market(conn, market_id)
     require_state(market, ("open",), "closing the gate")
+    if rolled_intervals(conn, market_id):
+        raise FailedPrecondition(f"market {market_id!r} clears interval by interval: each interval's gate closes "
+                                 "on its own schedule (server.scheduler), so the market has no single gate now")
     now = now_us()
     out = _set_state(conn, market, "closed", now)
     _audit(conn, who, "market.close", {"market_id": market_id}, now)
@@ -252,6 +264,7 @@ def _check_buses(conn, rows: list[dict]) -> None:
 def register_resources(conn, who: Principal, rows: list[dict], request_id: str, digest: str) -> dict:
     def run():
         _check_buses(conn, rows)
+        registry_store.check_resources(conn, who.name, rows)
         (held,) = conn.execute("SELECT COUNT(*) FROM resources WHERE aggregator_id = ?",
                                (who.name,)).fetchone()
         if held + len(rows) > MAX_RESOURCES_PER_AGGREGATOR:
@@ -287,15 +300,22 @@ def _own_resources(conn, aggregator: str, resource_ids: list[str]) -> dict:
 def _bid_rows(conn, market: dict, who: Principal, batch: BidBatch, now: int) -> list[tuple]:
     """Checks of a batch against the market and the caller's resources; the rows to store."""
     indices = interval_indices(market, batch.interval_starts, "bids.interval_starts")
-    _check_gates(market, enumerate(indices), lambda j: f"bids.interval_starts[{j}]", now)
+    _check_gates(conn, market, enumerate(indices), lambda j: f"bids.interval_starts[{j}]", now)
     resources = _own_resources(conn, who.name, batch.resource_id)
+    registry_store.check_use(conn, who.name, batch.resource_id, "dso_energy", "bids", batch.quantity_kw,
+                             ["export" if side == "sell" else "import" for side in batch.side])
     floor, cap = Decimal(market["price_floor"]), Decimal(market["price_cap"])
+    rolling = market["kind"] in timeline.ROLLING and bool(rolled_intervals(conn, market["market_id"]))
     rows = []
     for k in range(len(batch)):
         rid = batch.resource_id[k]
         res = resources.get(rid)
         if res is None:
             raise NotFound(f"bids.resource_id[{k}]: you have no resource {rid!r}")
+        if rolling and links_intervals(res):
+            raise FailedPrecondition(f"bids.resource_id[{k}]: market {market['market_id']!r} clears interval by "
+                                     f"interval (its rolling gates have begun), and {rid!r} is a {res['kind']} "
+                                     "whose intervals are linked: bid it in a market cleared whole")
         if res["feeder_id"] != market["feeder_id"]:
             raise InvalidArgument(f"bids.resource_id[{k}]", f"{rid!r} is on feeder {res['feeder_id']!r}; the "
                                                             f"market clears feeder {market['feeder_id']!r}")
@@ -318,6 +338,13 @@ def _bid_rows(conn, market: dict, who: Principal, batch: BidBatch, now: int) -> 
         rows.append((market["market_id"], who.name, batch.bid_id[k], rid, res["bus"], side,
                      batch.quantity_kw[k], batch.price[k], t, batch.tan_phi[k], "active", now))
     return rows
+
+
+def links_intervals(resource) -> bool:
+    """True for a resource whose bids link intervals (storage, EV energy, ramp limits): the store's reading
+    of the resources ``server.markets_engine`` hands the engine as interval-coupling."""
+    return resource["kind"] in ("battery", "ev") or (resource["kind"] == "flexible_load"
+                                                      and (resource["ramp_kw"] or 0) > 0)
 
 
 def _existing_bids(conn, market_id: str, aggregator: str, bid_ids: list[str]) -> dict:
@@ -375,7 +402,7 @@ def _active(conn, market: dict, who: Principal, bid_ids: list[str], field: str, 
         if row is None or row["status"] != "active":
             raise NotFound(f"{field}[{k}]: you have no active bid {b!r} in market {market['market_id']!r}")
     pos = {b: k for k, b in enumerate(bid_ids)}
-    _check_gates(market, ((pos[b], r["interval_idx"]) for b, r in existing.items()),
+    _check_gates(conn, market, ((pos[b], r["interval_idx"]) for b, r in existing.items()),
                  lambda k: f"{field}[{k}]", now)
     return existing
 
@@ -424,17 +451,27 @@ def _record_outcome(conn, market_id: str, stage: str, status: str, summary: dict
                  (market_id, stage, status, json.dumps(summary), digest, now))
 
 
+def require_first_clearing(market: dict) -> None:
+    """FAILED_PRECONDITION when the market was cleared before (a failed clearing is left to the operator)."""
+    if market["clearing_status"]:
+        raise FailedPrecondition(f"market {market['market_id']!r} was cleared before "
+                                 f"({market['clearing_status']}): only the operator clears it again")
+
+
 def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], outcome,
-                    activations: pl.DataFrame | None = None) -> dict:
+                    activations: pl.DataFrame | None = None, first: bool = False) -> dict:
     """Store a clearing (a :class:`server.markets_engine.ClearOutcome`): CLOSED -> CLEARED when optimal.
 
     ``activations`` are the accepted flexibility activations the clearing was built on
     (:func:`energy_activations`), or None when the market's flexibility auction had no optimal
     clearing. The summary then says ``flex_activations_kw`` (their total) and ``flex_digest``, and the
     audit record carries them, so that the award, settlement and a replay build on the same net load.
+    ``first``: refuse a market cleared before (:func:`require_first_clearing`).
     """
     market = get_market(conn, market_id)
     require_state(market, ("closed",), "clearing")
+    if first:
+        require_first_clearing(market)
     now = now_us()
     summary = {"welfare": outcome.welfare, "seconds": outcome.seconds, "forecast": forecast,
                "network_version": outcome.network_version}
@@ -506,7 +543,13 @@ def record_award(conn, who: Principal, market_id: str, awards: list, outcome, re
 
 
 def store_award_tables(conn, market_id: str, awards: list, outcome, now: int) -> None:
-    """The ISO's award rows, the DLMPs at the award, and the award and instruction dispatch rows."""
+    """The ISO's award rows, the DLMPs at the award, and the award and instruction dispatch rows; refused
+    whole when an instruction sells a registered DER twice (:func:`server.registry_store.guard`)."""
+    market = get_market(conn, market_id)
+    minutes = market["interval_minutes"]
+    registry_store.guard(conn, market["feeder_id"], [
+        (agg, res, "dso_energy", timeline.interval_start(market, t), kw, minutes)
+        for agg, res, t, kw in outcome.instructions.iter_rows()], "award", market_id)
     conn.executemany("INSERT INTO iso_awards (market_id, interval_idx, import_kw, price) "
                      "VALUES (?, ?, ?, ?)", [(market_id, *a) for a in awards])
     conn.executemany(_PRICE_INSERT, [(market_id, "award", *r) for r in outcome.prices.iter_rows()])
@@ -524,9 +567,9 @@ def record_settlement(conn, who: Principal, market_id: str, outcome) -> dict:
     require_state(market, ("awarded",), "settling")
     now = now_us()
     conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
-                     "settlement, kw, kvar, price, price_q, amount) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     [(market_id, a, b, r, t, market["kind"], kw, kvar, p, pq, amt)
-                      for a, b, r, t, kw, kvar, p, pq, amt in outcome.statements.iter_rows()])
+                     "settlement, kw, kvar, price, price_q, amount, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(market_id, a, b, r, t, market["kind"], kw, kvar, p, pq, amt, kind)
+                      for a, b, r, t, kw, kvar, p, pq, amt, kind in outcome.statements.iter_rows()])
     conn.execute("INSERT INTO settlements (market_id, totals, created_us) VALUES (?, ?, ?)",
                  (market_id, json.dumps(outcome.totals), now))
     out = _set_state(conn, market, "settled", now)
@@ -629,8 +672,10 @@ def post_needs(conn, who: Principal, market_id: str, needs: list[dict], request_
 def _flex_offer_rows(conn, market: dict, who: Principal, batch: FlexOfferBatch, now: int) -> list[tuple]:
     """Checks of an offer batch against the market and the caller's resources; the rows to store."""
     indices = interval_indices(market, batch.interval_starts, "offers.interval_starts")
-    _check_gates(market, enumerate(indices), lambda j: f"offers.interval_starts[{j}]", now)
+    _check_gates(conn, market, enumerate(indices), lambda j: f"offers.interval_starts[{j}]", now)
     resources = _own_resources(conn, who.name, batch.resource_id)
+    registry_store.check_use(conn, who.name, batch.resource_id, "dso_flexibility", "offers", batch.quantity_kw,
+                             ["span"] * len(batch))
     cap = Decimal(market["price_cap"])
     rows = []
     for k in range(len(batch)):
@@ -705,7 +750,7 @@ def withdraw_flex_offers(conn, who: Principal, market_id: str, offer_ids: list[s
             row = existing.get(o)
             if row is None or row["status"] != "active":
                 raise NotFound(f"offer_ids[{k}]: you have no active offer {o!r} in market {market_id!r}")
-        _check_gates(market, ((k, existing[o]["interval_idx"]) for k, o in enumerate(offer_ids)),
+        _check_gates(conn, market, ((k, existing[o]["interval_idx"]) for k, o in enumerate(offer_ids)),
                      lambda k: f"offer_ids[{k}]", now)
         conn.executemany("UPDATE flex_offers SET status = 'withdrawn', updated_us = ? "
                          "WHERE market_id = ? AND aggregator_id = ? AND offer_id = ?",
@@ -794,6 +839,12 @@ def record_flex_clearing(conn, who: Principal, market_id: str, pricing: str, out
         payload["committed"] = outcome.committed.to_dict(as_series=False)
     if outcome.status == "optimal":
         summary["conflicts"] = int(outcome.awards["conflict"].sum())
+        registry_store.guard(conn, market["feeder_id"], [
+            (agg, res, "dso_flexibility", timeline.interval_start(market, t), kw if direction == "up" else -kw,
+             market["interval_minutes"])
+            for agg, res, t, direction, kw in outcome.awards.select(
+                "aggregator_id", "resource_id", "interval_idx", "direction", "accepted_kw").iter_rows() if kw > 0],
+            "flexibility", market_id)
     conn.execute("INSERT INTO flex_clearings (market_id, status, pricing, summary, digest, created_us) "
                  "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (market_id) DO UPDATE SET status = excluded.status, "
                  "pricing = excluded.pricing, summary = excluded.summary, digest = excluded.digest, "

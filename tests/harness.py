@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from dsomarket.clients.api import BidSegment, Client, Market, Resource
+from dsomarket.clients.api import BidSegment, Client, IntervalAward, Market, Resource
 from dsomarket.clients.demo import delivery_day
 from dsomarket.server import db
 from dsomarket.server.auth import create_tokens
@@ -169,3 +169,27 @@ def simple_bids(market: Market, prefix: str = "b", pv_price: str = "10",
         out.append(BidSegment(f"{prefix}-pv-{k}", "pv", "sell", 150.0, Decimal(pv_price), iv))
         out.append(BidSegment(f"{prefix}-load-{k}", "load", "buy", 120.0, Decimal(load_price), iv))
     return out
+
+
+async def publish_and_award(env: Env, market_id: str, price: str = "50") -> list[IntervalAward]:
+    """Clear a CLOSED market at a forecast of ``price``, publish it, and award every interval whole at its
+    curve's import at ``price``; returns the awards."""
+    op, iso = env.clients["dso"], env.clients["iso"]
+    assert (await op.clear_market(market_id, iso_price_forecast=[price])).status == "optimal"
+    await op.publish_market(market_id)
+    curves = await iso.list_curves(market_id=market_id)
+    awards = [IntervalAward(c.interval_start, next(b.import_kw for b in c.bands if b.price_high >= float(price)),
+                            price) for c in curves]
+    assert (await iso.submit_award(market_id, awards)).status == "optimal"
+    return awards
+
+
+def replay_checks(path: Path | str, market_id: str | None = None) -> list:
+    """``audit replay`` of a stopped server's database (one market's, or all)."""
+    from dsomarket.server.replay import replay
+
+    conn = db.connect(path)
+    try:
+        return replay(conn, market_id)
+    finally:
+        conn.close()

@@ -29,8 +29,9 @@ class ReferenceResult:
 
 
 def solve_reference(feeder, bids: pl.DataFrame, iso_price: float, sides: int = 16,
-                    solver: str = "CLARABEL") -> ReferenceResult:
-    """Single-interval LinDistFlow clearing of ``feeder`` and ``bids`` at ``iso_price`` per MWh."""
+                    solver: str = "CLARABEL", import_kw: float | None = None) -> ReferenceResult:
+    """Single-interval LinDistFlow clearing of ``feeder`` and ``bids`` at ``iso_price`` per MWh
+    (with the interface import held at ``import_kw`` when given: a disaggregation)."""
     import time
 
     t0 = time.perf_counter()
@@ -81,6 +82,8 @@ def solve_reference(feeder, bids: pl.DataFrame, iso_price: float, sides: int = 1
                 cons.append(cp.abs(math.cos(phi) * P[ln["line"]] + math.sin(phi) * Q[ln["line"]]) <= s)
     for b in bid_rows:
         cons += [p[b["bid_id"]] >= 0, p[b["bid_id"]] <= b["quantity_kw"] / s_base]
+    if import_kw is not None:
+        cons.append(p0 == import_kw / s_base)
     welfare = (sum((b["price"] * p[b["bid_id"]] for b in bid_rows if b["side"] == "buy"), start=0)
                - sum((b["price"] * p[b["bid_id"]] for b in bid_rows if b["side"] == "sell"), start=0)
                - iso_price * p0)
@@ -98,3 +101,36 @@ def solve_reference(feeder, bids: pl.DataFrame, iso_price: float, sides: int = 1
         cleared_kw={k: float(var.value) * s_base for k, var in p.items()}, dlmp=dlmp,
         v_pu={j: math.sqrt(max(float(var.value), 0.0)) for j, var in v.items()},
         build_seconds=t1 - t0, solve_seconds=t2 - t1)
+
+
+def water_fill_one_limit_per_round(margin, sens, cap, weight):
+    """Max-min fair filling the textbook way: one interval, and one binding limit per round.
+
+    The engine's :func:`dsomarket.engine.envelopes.water_fill` before it stopped every determined DER
+    at once and filled all intervals together; kept as its reference and as the benchmark's baseline.
+    ``margin`` ``(c,)``, ``sens`` ``(c, d)`` dense and >= 0, ``cap`` and ``weight`` ``(d,)``. Returns the
+    allocation ``(d,)`` kW.
+    """
+    import numpy as np
+
+    sens = np.asarray(sens, dtype=float)
+    alloc = np.zeros(len(cap))
+    rising = (cap > 0) & (weight > 0)
+    fixed = np.zeros(len(margin))
+    while rising.any():
+        load = sens @ np.where(rising, weight, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            level_c = np.where(load > 1e-9, (margin - fixed) / load, np.inf)
+        k = int(np.argmin(level_c))
+        level_cap = np.min(np.where(rising, cap / np.where(rising, weight, 1.0), np.inf))
+        level = max(min(level_c[k], level_cap), 0.0)
+        if level_cap <= level_c[k]:
+            stop = rising & (cap / np.where(rising, weight, 1.0) <= level * (1 + 1e-12) + 1e-12)
+            x = np.minimum(level * weight, cap)
+        else:
+            stop = rising & (sens[k] > 1e-9)
+            x = level * weight
+        alloc[stop] = x[stop]
+        fixed += sens[:, stop] @ alloc[stop]
+        rising &= ~stop
+    return alloc

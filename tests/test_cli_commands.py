@@ -94,17 +94,41 @@ BAD = [
     (["curves", "follow", "--server", "h:1"], "give --token"),
     (["award", "submit", "--market", "m", "--file", "{d}/award.csv", *NOWHERE],
      "field import_kw: 'abc' is not a number"),
+    (["award", "interval", "--market", "m", "--interval", "2030-01-01T00:05Z", *NOWHERE],
+     "--interval and --import-kw go together"),
+    (["award", "interval", "--market", "m", "--file", "{d}/award.csv", "--import-kw", "5", *NOWHERE],
+     "give --file, or --interval with --import-kw, not both"),
     (["flex", "post", "--market", "m", "--file", "{d}/needs.csv", *NOWHERE], "field max_price: column is missing"),
     (["flex", "submit", "--market", "m", "--file", "{d}/offers.csv", *NOWHERE], "'maybe' is not true or false"),
     (["flex", "withdraw", "--market", "m", "--server", "h:1"], "required: --offer"),
     (["flex", "offers", "--config", "{d}/broken.toml"], "not TOML"),
     (["flex", "auction", "--market", "m", "--pricing", "cheapest", *NOWHERE], "invalid choice: 'cheapest'"),
     (["flex", "results", "--server", "h:1"], "give --token"),
+    (["ders", "register", "--file", "{d}/none.csv", *NOWHERE], "no such file"),
+    (["ders", "list", "--server", "h:1"], "give --token"),
+    (["ders", "retire", "d1", *NOWHERE], "required: --reason"),
+    (["ders", "review", "--min-useful-kw", "-1", *NOWHERE], "--min-useful-kw: '-1': must be greater than 0"),
+    (["ders", "envelopes", "--feeder", "f", "--rule", "fifo", *NOWHERE], "invalid choice: 'fifo'"),
+    (["direct", "schedules", "--feeder", "f", "--file", "{d}/bids_bad_time.csv", *NOWHERE],
+     "field interval: 'tomorrow' is not an ISO 8601"),
+    (["direct", "bids", "--feeder", "f", "--file", "{d}/none.csv", *NOWHERE], "no such file"),
+    (["direct", "check", "--rule", "fifo", *NOWHERE], "invalid choice: 'fifo'"),
+    (["conflicts", "list", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
+    (["conflicts", "follow", "--count", "-2", "--token", "t"], "--count: '-2': must be 0 or more"),
     (["audit", "records", "--server", "h:1"], "give --token"),
     (["audit", "verify", "--server", "h:1"], "give --token"),
     (["whoami", "--ca", "{d}/none.pem", "--token", "t"], "none.pem: no such file"),
     (["config", "show", "--config", "{d}/missing.toml"], "missing.toml: no such file"),
     (["completion", "fish"], "invalid choice: 'fish'"),
+    (["territories", "create", "t", *NOWHERE], "give --feeder or --interfaces"),
+    (["territories", "create", "t", "--interfaces", "{d}/broken.toml", *NOWHERE], "broken.toml: not JSON"),
+    (["territories", "show", "t", "--server", "h:1"], "give --token"),
+    (["territories", "open", "s", "--territory", "t", "--start", "soon", *NOWHERE], "not an ISO 8601 time"),
+    (["territories", "status", "s", "--server", "h:1"], "give --token"),
+    (["territories", "gate", "s", "--timeout", "0", *NOWHERE], "--timeout: '0': must be greater than 0"),
+    (["territories", "clear", "s", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
+    (["territories", "publish", "s", "--server", "h:1"], "give --token"),
+    (["territories", "settle", "--server", "h:1"], "required: session_id"),
 ]
 
 
@@ -328,7 +352,7 @@ def test_every_server_command_has_a_bad_input_case():
     covered = {tuple(a for a in argv[:2] if not a.startswith("-")) for argv, _ in BAD}
     parser = build_parser()
     groups = ("feeders", "markets", "network", "resources", "bids", "awards", "instructions", "statements",
-              "curves", "award")
+              "curves", "award", "ders", "direct", "conflicts", "territories")
     sub = next(a for a in parser._actions if a.choices and "markets" in a.choices).choices
     for group in groups:
         actions = next(a for a in sub[group]._actions if a.choices).choices

@@ -160,8 +160,11 @@ def test_a_market_day_through_the_command_line(day):
     code, out, _ = as_("agg-a", "statements", "follow", "--market", "da", "--count", st.height, "--format", "csv")
     assert code == 0 and csv(out).height == st.height
     assert st.schema["interval_start"] == pl.Datetime("us", "UTC") and st.schema["amount"] == pl.Utf8
-    paid = {b: Decimal(a) for b, a in st.filter(pl.col("settlement") == "day_ahead")
-            .select("bid_id", "amount").iter_rows()}
+    assert set(st["kind"]) <= {"energy", "loss", "override", "curtailment"}
+    paid: dict = {}  # a bid's energy line and its loss component (when the DLMP has one) add up to its DLMP
+    for b, a in st.filter((pl.col("settlement") == "day_ahead") & pl.col("kind").is_in(["energy", "loss"])) \
+            .select("bid_id", "amount").iter_rows():
+        paid[b] = paid.get(b, Decimal(0)) + Decimal(a)
     for bid, side, kw, price in awards.select("bid_id", "side", "cleared_kw", "price").iter_rows():
         expected = Decimal(price) * Decimal(repr(kw)) / 1000 * (1 if side == "sell" else -1)
         assert abs(paid[bid] - expected) < Decimal("0.01"), bid

@@ -180,3 +180,32 @@ def test_a_real_time_check_without_intervals_takes_a_one_interval_forecast():
     with pytest.raises(InputError) as err:
         check_deliverability(chain(), sch, two)
     assert err.value.table == "forecast"
+
+
+def test_a_direct_bid_is_limited_to_what_the_line_carries_beside_the_schedules():
+    """Line a (100 kVA) carries a 60 kW DSO award at bus 2; a direct bid offers 80 kW there and 30 kW of
+    withdrawal. Independent check: the AC power flow at the limits passes, 2 % more export breaks line a."""
+    from dsomarket.engine.hybrid import bid_limits
+    from dsomarket.engine.powerflow import ac_power_flow
+    from tests.test_registry import chain
+
+    feeder = chain()
+    iv = "2026-07-01T12:00:00Z"
+    bids = pl.DataFrame({"participant_id": ["direct", "direct", "direct"], "bus": ["2", "2", "2"],
+                         "interval": [iv] * 3, "side": ["sell", "sell", "buy"], "quantity_kw": [50.0, 30.0, 30.0],
+                         "price": ["10", "20", "5"]})
+    schedules = pl.DataFrame({"participant_id": ["dso-pv"], "service": ["dso_energy"], "bus": ["2"],
+                              "interval": [iv], "p_kw": [60.0]})
+    (row,) = bid_limits(feeder, bids, schedules).iter_rows(named=True)
+    assert (row["offered_export_kw"], row["offered_import_kw"]) == (80.0, 30.0)
+    assert 39.0 < row["export_limit_kw"] <= 40.0 + 1e-6 and row["export_binding"] == "line a reverse flow"
+    assert row["import_limit_kw"] == 30.0 and row["import_binding"] == "offer"
+
+    def worst(export_kw: float) -> float:
+        ac = ac_power_flow(feeder, np.array([0.0, 0.0, -60.0 - export_kw]), np.zeros(3))
+        return float(np.max(np.hypot(ac.line_p_kw, ac.line_q_kvar) - feeder.topology.s_max_kva))
+
+    assert worst(row["export_limit_kw"]) <= 0.011 and worst(1.02 * row["export_limit_kw"]) > 0
+    # Without the DSO's award the whole offer fits under the rating but for the losses.
+    (alone,) = bid_limits(feeder, bids).iter_rows(named=True)
+    assert alone["export_limit_kw"] == 80.0 and alone["export_binding"] == "offer"

@@ -193,20 +193,24 @@ def test_curves_and_disaggregation_follow_the_runs():
     assert dis.clearing.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
 
 
-def test_a_change_inside_a_storage_horizon_is_refused():
+def test_a_change_inside_a_storage_horizon_that_binds_nothing_clears_as_the_unchanged_market():
     f = tied_feeder()
     bids = market_bids().with_columns(resource_id=pl.when(pl.col("bus") == "8").then(pl.lit("bat"))
                                       .otherwise(pl.col("resource_id")))
     book = validate_bids(bids, f, RULES)
     bat = (Battery("bat", energy_kwh=1000, charge_kw=500, discharge_kw=500, soc_init_kwh=500),)
     ch = validate_changes(changes({"change_id": "hot", "kind": "rating", "element": "2", "start": IVS[2],
-                                   "s_max_kva": 3000.0}), f)
-    with pytest.raises(InputError, match="couple its intervals"):
-        runs_for(f, ch, book, bat)
-    # From the first interval on, the whole horizon is one run: storage is fine.
-    ch0 = validate_changes(changes({"change_id": "hot", "kind": "rating", "element": "2", "start": IVS[0],
-                                    "s_max_kva": 3000.0}), f)
-    assert len(runs_for(f, ch0, book, bat)) == 1
+                                   "s_max_kva": 30000.0}), f)
+    runs = runs_for(f, ch, book, bat)
+    assert len(runs) == 2   # one coupled model (engine.runs.CoupledMarket), no longer refused
+    res = clear_runs(runs, book, 50.0, rules=RULES, resources=bat)
+    plain = clear(f, book, 50.0, rules=RULES, resources=bat)
+    assert res.ok and plain.ok
+    assert res.welfare == pytest.approx(plain.welfare, abs=1e-6)
+    for name in ("dispatch", "prices"):
+        mine, ref = getattr(res, name), getattr(plain, name)
+        col = "cleared_kw" if name == "dispatch" else "dlmp"
+        np.testing.assert_allclose(mine[col].to_numpy(), ref[col].to_numpy(), atol=1e-6)
 
 
 @pytest.mark.parametrize("row, field", [

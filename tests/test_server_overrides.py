@@ -7,8 +7,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 
-from dsomarket.clients.api import FailedPrecondition, IntervalAward, NetworkChange
-from tests.harness import running, simple_bids, small_market
+from dsomarket.clients.api import FailedPrecondition, NetworkChange
+from tests.harness import publish_and_award, running, simple_bids, small_market
 
 
 async def awarded_with_a_tight_line(env):
@@ -16,19 +16,14 @@ async def awarded_with_a_tight_line(env):
     both aggregators sell PV there; awarded at the curves' import at 50 per MWh. The market is lossless: the
     cases are solved by hand without losses (what one PV gives up the other adds, the import unchanged), and a
     refusal on the loss-aware model named voltage limits at buses 2, 3 and 19 rather than line 17."""
-    op, iso = env.clients["dso"], env.clients["iso"]
+    op = env.clients["dso"]
     market = await small_market(env, formulation="lossless")
     await op.submit_network_changes("ieee33", [NetworkChange("rating-17", "rating", "17", market.intervals[0],
                                                              "summer rating", s_max_kva=200.0)])
     await env.clients["agg-a"].submit_bids(market.market_id, simple_bids(market, "a"))
     await env.clients["agg-b"].submit_bids(market.market_id, simple_bids(market, "b", pv_price="12"))
     await op.close_gate(market.market_id)
-    assert (await op.clear_market(market.market_id, iso_price_forecast=["50"])).status == "optimal"
-    await op.publish_market(market.market_id)
-    curves = await iso.list_curves(market_id=market.market_id)
-    awards = [IntervalAward(c.interval_start, next(b.import_kw for b in c.bands if b.price_high >= 50), "50")
-              for c in curves]
-    assert (await iso.submit_award(market.market_id, awards)).status == "optimal"
+    await publish_and_award(env, market.market_id)
     return market
 
 
@@ -86,8 +81,8 @@ def test_an_override_that_breaks_a_limit_is_redispatched_reported_and_settled(tm
 
             report = await op.settle_market(market.market_id)
             mine = await a.list_statements(market_id=market.market_id)
-            energy = next(x for x in mine if x.bid_id == "override" and x.interval_start == t2)
-            curtail = next(x for x in mine if x.bid_id == "curtailment" and x.interval_start == t2)
+            energy = next(x for x in mine if x.kind == "override" and x.interval_start == t2)
+            curtail = next(x for x in mine if x.kind == "curtailment" and x.interval_start == t2)
             assert energy.kw == pytest.approx(-award_a2, abs=1e-6)
             # Independent arithmetic: the deviation at the award's DLMP, and the lost margin of its marginal
             # bid (10 per MWh) at that DLMP, for one hour, to the cent.
@@ -97,7 +92,7 @@ def test_an_override_that_breaks_a_limit_is_redispatched_reported_and_settled(tm
             assert curtail.price == dlmp - 10 > 0
             assert curtail.amount == (Decimal(str(award_a2)) * curtail.price / 1000).quantize(cents, ROUND_HALF_EVEN)
             # agg-a pushed up at t0 is paid the DLMP for it, above its price: no lost margin there.
-            up = next(x for x in mine if x.bid_id == "curtailment" and x.interval_start == t0)
+            up = next(x for x in mine if x.kind == "curtailment" and x.interval_start == t0)
             assert up.amount == 0
             assert Decimal(report.totals["curtailment_payments"]) >= curtail.amount
 

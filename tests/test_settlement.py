@@ -202,3 +202,37 @@ def test_settlement_balances_to_the_cent_and_its_surplus_is_never_negative(n_bus
     assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
     assert s2.summary["merchandising_surplus"] >= 0.0
     assert not math.isnan(s2.summary["iso_payment"])
+
+
+def _line(kw: float, price: float, amount: float, bus: str = "1") -> dict:
+    return {"party": "bid", "aggregator_id": "a", "resource_id": "r", "bid_id": "b", "bus": bus, "interval": T0,
+            "market": "day_ahead", "kw": kw, "kvar": 0.0, "price": price, "price_q": 0.0, "amount": amount}
+
+
+def test_the_loss_component_of_a_dlmp_is_a_line_of_its_own_by_hand():
+    from dsomarket.engine.settlement import STATEMENT_SCHEMA, loss_components
+
+    # 100 kW withdrawn for an hour at a DLMP of 50 whose loss part is 2: -5.00 in all, -0.20 of it for losses;
+    # 40 kW injected at bus 2 (no loss part there): one energy line, unchanged.
+    lines = pl.DataFrame([_line(100.0, 50.0, -5.0), _line(-40.0, 45.0, 1.8, bus="2")], schema=STATEMENT_SCHEMA)
+    prices = pl.DataFrame({"bus": ["1", "2"], "interval": [T0, T0], "loss": [2.0, 0.0]})
+    out = loss_components(lines, prices, 1.0)
+    got = sorted((r["bus"], r["kind"], r["price"], r["amount"]) for r in out.iter_rows(named=True))
+    assert got == [("1", "energy", 48.0, -4.8), ("1", "loss", 2.0, -0.2), ("2", "energy", 45.0, 1.8)]
+
+
+@given(kw=st.lists(st.floats(-5000, 5000, allow_nan=False), min_size=1, max_size=8),
+       dlmp=st.floats(-200, 500), loss=st.floats(-20, 20), minutes=st.sampled_from([5, 15, 60]))
+@PROPERTY
+def test_loss_lines_add_up_to_the_line_they_split_to_the_cent(kw, dlmp, loss, minutes):
+    from dsomarket.engine.settlement import STATEMENT_SCHEMA, _to_cents, loss_components
+
+    hours = minutes / 60.0
+    amounts = _to_cents(-np.array(kw) * dlmp * hours / 1000.0) / 100.0
+    lines = pl.DataFrame([_line(k, dlmp, a) for k, a in zip(kw, amounts)], schema=STATEMENT_SCHEMA)
+    out = loss_components(lines, pl.DataFrame({"bus": ["1"], "interval": [T0], "loss": [loss]}), hours)
+    cents = np.round(out["amount"].to_numpy() * 100.0).astype(np.int64)
+    assert cents.sum() == np.round(amounts * 100.0).astype(np.int64).sum()
+    assert np.allclose(out["amount"].to_numpy() * 100.0, cents)  # every line a whole number of cents
+    assert out.filter(pl.col("kind") == "energy").height == len(kw)
+    assert out.filter(pl.col("kind") == "loss").height == (sum(1 for k in kw if k != 0.0) if loss != 0.0 else 0)

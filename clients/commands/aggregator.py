@@ -211,7 +211,7 @@ def _statements_follow(args) -> int:
         printed, seen = set(), 0
         while True:
             for s in await client.list_statements(market_id=args.market, aggregator_id=args.aggregator):
-                key = (s.market_id, s.aggregator_id, s.bid_id, s.resource_id, s.interval_start, s.settlement)
+                key = (s.market_id, s.aggregator_id, s.bid_id, s.resource_id, s.interval_start, s.settlement, s.kind)
                 if key in printed:
                     continue
                 printed.add(key)

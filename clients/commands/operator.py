@@ -47,27 +47,7 @@ def register(subparsers) -> None:
     mc = actions.add_parser("create", help="open a market (operator)")
     mc.add_argument("market_id")
     mc.add_argument("--feeder", required=True, help="a loaded feeder's id")
-    mc.add_argument("--kind", choices=MARKET_KINDS, default="day_ahead",
-                    help="day_ahead: hourly intervals; hour_ahead: 15-minute; real_time: 5-minute "
-                         "(default %(default)s)")
-    mc.add_argument("--start", required=True, help="start of the first interval, ISO 8601 UTC, on a whole "
-                                                   "interval (e.g. 2026-12-02T00:00Z)")
-    mc.add_argument("--intervals", type=int, default=0,
-                    help="number of intervals (default: the server's for the kind, 24 day-ahead)")
-    gate = mc.add_mutually_exclusive_group()
-    gate.add_argument("--gate-closure", help="one gate closure time for every interval, ISO 8601 UTC")
-    gate.add_argument("--gate-lead", type=float, metavar="MINUTES",
-                      help="each interval's gate closes this many minutes before it starts")
-    mc.add_argument("--floor", help="price floor per MWh (default -1000)")
-    mc.add_argument("--cap", help="price cap per MWh (default 3000)")
-    mc.add_argument("--currency", default="", help="ISO 4217 code (default EUR)")
-    mc.add_argument("--voll", help="value of lost load per MWh: shed fixed load above it (default: never shed)")
-    mc.add_argument("--day-ahead", default="", metavar="MARKET",
-                    help="real-time: the day-ahead market it settles deviations from")
-    mc.add_argument("--formulation", default="", metavar="NAME",
-                    help="clearing model of the market's clearings, curves and awards: lossaware (the server's "
-                         "default: losses in prices and interface import), lossless (alias lindistflow) or socp "
-                         "(cleared and traced for comparison; cannot be awarded)")
+    add_market_options(mc, "MARKET", "real-time: the day-ahead market it settles deviations from")
     _common(mc, formats=False)
     mc.set_defaults(func=_markets_create)
 
@@ -162,6 +142,42 @@ def register(subparsers) -> None:
     nl.set_defaults(func=_network_list)
 
 
+def add_market_options(p: argparse.ArgumentParser, day_ahead_metavar: str, day_ahead_help: str) -> None:
+    """The options of a new market (kind, delivery, gates, price limits, currency, VoLL, its day-ahead, its
+    clearing model);
+    :func:`market_times` reads the times back."""
+    p.add_argument("--kind", choices=MARKET_KINDS, default="day_ahead",
+                   help="day_ahead: hourly intervals; hour_ahead: 15-minute; real_time: 5-minute "
+                        "(default %(default)s)")
+    p.add_argument("--start", required=True, help="start of the first interval, ISO 8601 UTC, on a whole "
+                                                  "interval (e.g. 2026-12-02T00:00Z)")
+    p.add_argument("--intervals", type=int, default=0,
+                   help="number of intervals (default: the server's for the kind, 24 day-ahead)")
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument("--gate-closure", help="one gate closure time for every interval, ISO 8601 UTC")
+    gate.add_argument("--gate-lead", type=float, metavar="MINUTES",
+                      help="each interval's gate closes this many minutes before it starts")
+    p.add_argument("--floor", help="price floor per MWh (default -1000)")
+    p.add_argument("--cap", help="price cap per MWh (default 3000)")
+    p.add_argument("--currency", default="", help="ISO 4217 code (default EUR)")
+    p.add_argument("--voll", help="value of lost load per MWh: shed fixed load above it (default: never shed)")
+    p.add_argument("--day-ahead", default="", metavar=day_ahead_metavar, help=day_ahead_help)
+    p.add_argument("--formulation", default="", metavar="NAME",
+                   help="clearing model of the market's clearings, curves and awards: lossaware (the server's "
+                        "default: losses in prices and interface import), lossless (alias lindistflow) or socp "
+                        "(cleared and traced for comparison; cannot be awarded)")
+
+
+def market_times(args) -> tuple:
+    """Start, gate closure and gate lead of :func:`add_market_options`, checked."""
+    if args.gate_lead is not None and args.gate_lead < 0:
+        raise InputError("arguments", "gate-lead", "must be >= 0 minutes")
+    start = utc(args.start, "start")
+    closure = utc(args.gate_closure, "gate-closure") if args.gate_closure else None
+    lead = timedelta(minutes=args.gate_lead) if args.gate_lead is not None else None
+    return start, closure, lead
+
+
 def _common(p: argparse.ArgumentParser, formats: bool = True) -> None:
     add_connection(p)
     if formats:
@@ -193,11 +209,7 @@ def _feeders_list(args) -> int:
 
 
 def _markets_create(args) -> int:
-    if args.gate_lead is not None and args.gate_lead < 0:
-        raise InputError("arguments", "gate-lead", "must be >= 0 minutes")
-    start = utc(args.start, "start")
-    closure = utc(args.gate_closure, "gate-closure") if args.gate_closure else None
-    lead = timedelta(minutes=args.gate_lead) if args.gate_lead is not None else None
+    start, closure, lead = market_times(args)
 
     async def work(client: Client) -> int:
         m = await client.create_market(args.market_id, feeder_id=args.feeder, kind=args.kind, delivery_start=start,

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dsomarket.clients.api import AuditRecord, Client
-from dsomarket.clients.cli import non_negative_int, positive_float
+from dsomarket.clients.cli import non_negative_float, non_negative_int, positive_float, positive_int
 from dsomarket.clients.commands.remote import add_connection, show, talk
 from dsomarket.clients.output import add_format_options
 from dsomarket.engine.errors import InputError
@@ -41,11 +41,20 @@ def register(subparsers) -> None:
                    help="text lines, or one JSON object per line for log collectors (default %(default)s); "
                         "one line per request at info level (-q hides them)")
     s.add_argument("--scheduler", action="store_true",
-                   help="run the timeline: close gates, clear and publish each market on its schedule")
+                   help="run the timeline: close gates (interval by interval in real-time and hour-ahead markets), "
+                        "clear, publish and settle each market on its schedule")
     s.add_argument("--clock-start", default=None, metavar="TIME",
                    help="with --scheduler: the timeline's clock starts at this UTC time (ISO 8601), not now")
     s.add_argument("--clock-speed", type=float, default=1.0, metavar="X",
                    help="with --scheduler: the timeline's clock runs X times faster than the wall clock")
+    s.add_argument("--meter-window", type=non_negative_float, default=60.0, metavar="MINUTES",
+                   help="with --scheduler: settle a market this long after its last interval ends, when its meter "
+                        "data is in (default %(default)s)")
+    s.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="worker processes a territory session clears on (default: one per core); with --ray, "
+                        "Ray actors (default: the cluster's CPUs)")
+    s.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="clear territory sessions on Ray: auto, ray://HOST:10001 or HOST:6379 (needs dsomarket[ray])")
     s.set_defaults(func=_serve, quiet_highs=True)
 
     t = subparsers.add_parser("token", help="create, revoke and list participant tokens").add_subparsers(
@@ -113,7 +122,8 @@ def _serve(args) -> int:
         # The server speaks at INFO (a line per request) unless -q; -v adds DEBUG.
         with configured(logging.INFO - 10 * getattr(args, "verbosity", 0), args.log_format):
             asyncio.run(serve(f"{args.host}:{args.port}", args.db, tls=tls, solve_time_limit=args.solve_time_limit,
-                              ready=ready, timeline_clock=_timeline_clock(args)))
+                              ready=ready, timeline_clock=_timeline_clock(args), workers=args.workers,
+                              ray_address=args.ray, meter_window=args.meter_window * 60.0))
     except StartupError as exc:
         print(f"dsomarket: error: {exc}", file=sys.stderr)
         return 1

@@ -22,12 +22,31 @@ class InstructionSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INSTRUCTION_SOURCE_UNSPECIFIED: _ClassVar[InstructionSource]
     INSTRUCTION_SOURCE_AWARD: _ClassVar[InstructionSource]
     INSTRUCTION_SOURCE_OVERRIDE: _ClassVar[InstructionSource]
+    INSTRUCTION_SOURCE_NETWORK_CHANGE: _ClassVar[InstructionSource]
+
+class StatementKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATEMENT_KIND_UNSPECIFIED: _ClassVar[StatementKind]
+    STATEMENT_KIND_ENERGY: _ClassVar[StatementKind]
+    STATEMENT_KIND_LOSS: _ClassVar[StatementKind]
+    STATEMENT_KIND_OVERRIDE: _ClassVar[StatementKind]
+    STATEMENT_KIND_CURTAILMENT: _ClassVar[StatementKind]
+    STATEMENT_KIND_IMBALANCE: _ClassVar[StatementKind]
+    STATEMENT_KIND_DEMAND_RESPONSE: _ClassVar[StatementKind]
 BID_STATUS_UNSPECIFIED: BidStatus
 BID_STATUS_ACTIVE: BidStatus
 BID_STATUS_WITHDRAWN: BidStatus
 INSTRUCTION_SOURCE_UNSPECIFIED: InstructionSource
 INSTRUCTION_SOURCE_AWARD: InstructionSource
 INSTRUCTION_SOURCE_OVERRIDE: InstructionSource
+INSTRUCTION_SOURCE_NETWORK_CHANGE: InstructionSource
+STATEMENT_KIND_UNSPECIFIED: StatementKind
+STATEMENT_KIND_ENERGY: StatementKind
+STATEMENT_KIND_LOSS: StatementKind
+STATEMENT_KIND_OVERRIDE: StatementKind
+STATEMENT_KIND_CURTAILMENT: StatementKind
+STATEMENT_KIND_IMBALANCE: StatementKind
+STATEMENT_KIND_DEMAND_RESPONSE: StatementKind
 
 class Resource(_message.Message):
     __slots__ = ("resource_id", "aggregator_id", "feeder_id", "bus", "kind", "capacity_kw", "energy_kwh", "charge_kw", "discharge_kw", "eta_charge", "eta_discharge", "soc_init_kwh", "soc_end_kwh", "soc_min_kwh", "ramp_kw", "departure")
@@ -158,7 +177,7 @@ class Instruction(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., market_id: _Optional[str] = ..., aggregator_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kw: _Optional[float] = ..., source: _Optional[_Union[InstructionSource, str]] = ..., reason: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ("market_id", "aggregator_id", "bid_id", "interval_start", "settlement", "kw", "price", "amount", "currency", "resource_id", "kvar", "reactive_price")
+    __slots__ = ("market_id", "aggregator_id", "bid_id", "interval_start", "settlement", "kw", "price", "amount", "currency", "resource_id", "kvar", "reactive_price", "kind")
     MARKET_ID_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_ID_FIELD_NUMBER: _ClassVar[int]
     BID_ID_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +190,7 @@ class Statement(_message.Message):
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     KVAR_FIELD_NUMBER: _ClassVar[int]
     REACTIVE_PRICE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     market_id: str
     aggregator_id: str
     bid_id: str
@@ -183,7 +203,8 @@ class Statement(_message.Message):
     resource_id: str
     kvar: float
     reactive_price: str
-    def __init__(self, market_id: _Optional[str] = ..., aggregator_id: _Optional[str] = ..., bid_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., settlement: _Optional[_Union[_common_pb2.MarketKind, str]] = ..., kw: _Optional[float] = ..., price: _Optional[str] = ..., amount: _Optional[str] = ..., currency: _Optional[str] = ..., resource_id: _Optional[str] = ..., kvar: _Optional[float] = ..., reactive_price: _Optional[str] = ...) -> None: ...
+    kind: StatementKind
+    def __init__(self, market_id: _Optional[str] = ..., aggregator_id: _Optional[str] = ..., bid_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., settlement: _Optional[_Union[_common_pb2.MarketKind, str]] = ..., kw: _Optional[float] = ..., price: _Optional[str] = ..., amount: _Optional[str] = ..., currency: _Optional[str] = ..., resource_id: _Optional[str] = ..., kvar: _Optional[float] = ..., reactive_price: _Optional[str] = ..., kind: _Optional[_Union[StatementKind, str]] = ...) -> None: ...
 
 class DispatchFilter(_message.Message):
     __slots__ = ("market_id", "aggregator_id")

@@ -57,6 +57,11 @@ class DerRegistryServiceStub:
                 request_serializer=dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersResponse.FromString,
                 _registered_method=True)
+        self.GetOperatingEnvelopes = channel.unary_unary(
+                '/dsomarket.v1.DerRegistryService/GetOperatingEnvelopes',
+                request_serializer=dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesResponse.FromString,
+                _registered_method=True)
 
 
 class DerRegistryServiceServicer:
@@ -96,6 +101,16 @@ class DerRegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOperatingEnvelopes(self, request, context):
+        """Operating envelopes of a feeder's approved DERs (docs/hybrid.md): per DER and interval the import/export
+        range that any combination of DERs may use without breaking a distribution limit, on a market's forecast
+        (its intervals) or on the feeder's own loads. An aggregator sees its own DERs' rows (the sharing counts
+        every DER); the operator, ISO and auditor every row.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DerRegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +133,11 @@ def add_DerRegistryServiceServicer_to_server(servicer, server):
                     servicer.PrequalifyDers,
                     request_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_hybrid__pb2.PrequalifyDersResponse.SerializeToString,
+            ),
+            'GetOperatingEnvelopes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOperatingEnvelopes,
+                    request_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -241,6 +261,33 @@ class DerRegistryService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetOperatingEnvelopes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.DerRegistryService/GetOperatingEnvelopes',
+            dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesRequest.SerializeToString,
+            dsomarket_dot_v1_dot_hybrid__pb2.GetOperatingEnvelopesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class HybridServiceStub:
     """Hybrid alternative 2: the ISO hands the DSO its direct participants' schedules; the DSO checks them
@@ -258,10 +305,25 @@ class HybridServiceStub:
                 request_serializer=dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectSchedulesRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectSchedulesResponse.FromString,
                 _registered_method=True)
+        self.SubmitDirectBids = channel.unary_unary(
+                '/dsomarket.v1.HybridService/SubmitDirectBids',
+                request_serializer=dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectBidsRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectBidsResponse.FromString,
+                _registered_method=True)
         self.CheckDeliverability = channel.unary_unary(
                 '/dsomarket.v1.HybridService/CheckDeliverability',
                 request_serializer=dsomarket_dot_v1_dot_hybrid__pb2.CheckDeliverabilityRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.CheckDeliverabilityResponse.FromString,
+                _registered_method=True)
+        self.ListConflictAlerts = channel.unary_unary(
+                '/dsomarket.v1.HybridService/ListConflictAlerts',
+                request_serializer=dsomarket_dot_v1_dot_hybrid__pb2.ListConflictAlertsRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.ListConflictAlertsResponse.FromString,
+                _registered_method=True)
+        self.ReceiveConflictAlertStream = channel.unary_stream(
+                '/dsomarket.v1.HybridService/ReceiveConflictAlertStream',
+                request_serializer=dsomarket_dot_v1_dot_hybrid__pb2.ReceiveConflictAlertStreamRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.ConflictAlert.FromString,
                 _registered_method=True)
 
 
@@ -277,9 +339,33 @@ class HybridServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitDirectBids(self, request, context):
+        """Store (replace) direct participants' bids of a feeder for the intervals they name: each bid's possible
+        dispatch is checked by CheckDeliverability together with the schedules and the DSO market's awards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckDeliverability(self, request, context):
         """Deliverability of the stored direct schedules of a feeder (DOE M5): broken limits and per-schedule
         limits with the curtailment shared by the published rule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConflictAlerts(self, request, context):
+        """Conflict alerts (DOE M10): a commitment refused because it would sell a registered DER's kW twice across
+        DSO energy, DSO flexibility and direct ISO services, or spend energy it does not have. An aggregator
+        sees its own; the operator, ISO and auditor every one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveConflictAlertStream(self, request, context):
+        """The same alerts as they are raised, from after_sequence on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -293,10 +379,25 @@ def add_HybridServiceServicer_to_server(servicer, server):
                     request_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectSchedulesRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectSchedulesResponse.SerializeToString,
             ),
+            'SubmitDirectBids': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitDirectBids,
+                    request_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectBidsRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectBidsResponse.SerializeToString,
+            ),
             'CheckDeliverability': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckDeliverability,
                     request_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.CheckDeliverabilityRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_hybrid__pb2.CheckDeliverabilityResponse.SerializeToString,
+            ),
+            'ListConflictAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConflictAlerts,
+                    request_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.ListConflictAlertsRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_hybrid__pb2.ListConflictAlertsResponse.SerializeToString,
+            ),
+            'ReceiveConflictAlertStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReceiveConflictAlertStream,
+                    request_deserializer=dsomarket_dot_v1_dot_hybrid__pb2.ReceiveConflictAlertStreamRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_hybrid__pb2.ConflictAlert.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -339,6 +440,33 @@ class HybridService:
             _registered_method=True)
 
     @staticmethod
+    def SubmitDirectBids(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.HybridService/SubmitDirectBids',
+            dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectBidsRequest.SerializeToString,
+            dsomarket_dot_v1_dot_hybrid__pb2.SubmitDirectBidsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CheckDeliverability(request,
             target,
             options=(),
@@ -355,6 +483,60 @@ class HybridService:
             '/dsomarket.v1.HybridService/CheckDeliverability',
             dsomarket_dot_v1_dot_hybrid__pb2.CheckDeliverabilityRequest.SerializeToString,
             dsomarket_dot_v1_dot_hybrid__pb2.CheckDeliverabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConflictAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.HybridService/ListConflictAlerts',
+            dsomarket_dot_v1_dot_hybrid__pb2.ListConflictAlertsRequest.SerializeToString,
+            dsomarket_dot_v1_dot_hybrid__pb2.ListConflictAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveConflictAlertStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dsomarket.v1.HybridService/ReceiveConflictAlertStream',
+            dsomarket_dot_v1_dot_hybrid__pb2.ReceiveConflictAlertStreamRequest.SerializeToString,
+            dsomarket_dot_v1_dot_hybrid__pb2.ConflictAlert.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,9 +18,49 @@ class ScheduleSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCHEDULE_SOURCE_UNSPECIFIED: _ClassVar[ScheduleSource]
     SCHEDULE_SOURCE_OVERRIDE: _ClassVar[ScheduleSource]
     SCHEDULE_SOURCE_EMERGENCY: _ClassVar[ScheduleSource]
+    SCHEDULE_SOURCE_NETWORK_CHANGE: _ClassVar[ScheduleSource]
 SCHEDULE_SOURCE_UNSPECIFIED: ScheduleSource
 SCHEDULE_SOURCE_OVERRIDE: ScheduleSource
 SCHEDULE_SOURCE_EMERGENCY: ScheduleSource
+SCHEDULE_SOURCE_NETWORK_CHANGE: ScheduleSource
+
+class SubmitResourceHistoryRequest(_message.Message):
+    __slots__ = ("request_id", "readings")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    READINGS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    readings: _containers.RepeatedCompositeFieldContainer[MeterReading]
+    def __init__(self, request_id: _Optional[str] = ..., readings: _Optional[_Iterable[_Union[MeterReading, _Mapping]]] = ...) -> None: ...
+
+class SubmitResourceHistoryResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class DemandResponseRow(_message.Message):
+    __slots__ = ("aggregator_id", "resource_id", "interval_start", "baseline_kw", "metered_kw", "delivered_kw", "instructed_kw", "deviation_kw", "price", "amount")
+    AGGREGATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_KW_FIELD_NUMBER: _ClassVar[int]
+    METERED_KW_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_KW_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTED_KW_FIELD_NUMBER: _ClassVar[int]
+    DEVIATION_KW_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    aggregator_id: str
+    resource_id: str
+    interval_start: _timestamp_pb2.Timestamp
+    baseline_kw: float
+    metered_kw: float
+    delivered_kw: float
+    instructed_kw: float
+    deviation_kw: float
+    price: str
+    amount: str
+    def __init__(self, aggregator_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., baseline_kw: _Optional[float] = ..., metered_kw: _Optional[float] = ..., delivered_kw: _Optional[float] = ..., instructed_kw: _Optional[float] = ..., deviation_kw: _Optional[float] = ..., price: _Optional[str] = ..., amount: _Optional[str] = ...) -> None: ...
 
 class SubmitLoadHistoryRequest(_message.Message):
     __slots__ = ("feeder_id", "request_id", "history")
@@ -143,7 +183,7 @@ class InterfaceImbalance(_message.Message):
     def __init__(self, interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_kw: _Optional[float] = ..., metered_kw: _Optional[float] = ..., imbalance_kw: _Optional[float] = ..., price: _Optional[str] = ..., amount: _Optional[str] = ...) -> None: ...
 
 class SettleImbalanceResponse(_message.Message):
-    __slots__ = ("totals", "statement_count", "interface")
+    __slots__ = ("totals", "statement_count", "interface", "demand_response")
     class TotalsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -154,10 +194,12 @@ class SettleImbalanceResponse(_message.Message):
     TOTALS_FIELD_NUMBER: _ClassVar[int]
     STATEMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    DEMAND_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     totals: _containers.ScalarMap[str, str]
     statement_count: int
     interface: _containers.RepeatedCompositeFieldContainer[InterfaceImbalance]
-    def __init__(self, totals: _Optional[_Mapping[str, str]] = ..., statement_count: _Optional[int] = ..., interface: _Optional[_Iterable[_Union[InterfaceImbalance, _Mapping]]] = ...) -> None: ...
+    demand_response: _containers.RepeatedCompositeFieldContainer[DemandResponseRow]
+    def __init__(self, totals: _Optional[_Mapping[str, str]] = ..., statement_count: _Optional[int] = ..., interface: _Optional[_Iterable[_Union[InterfaceImbalance, _Mapping]]] = ..., demand_response: _Optional[_Iterable[_Union[DemandResponseRow, _Mapping]]] = ...) -> None: ...
 
 class GetPerformanceReportRequest(_message.Message):
     __slots__ = ("market_id", "aggregator_id")

@@ -85,6 +85,11 @@ class RealTimeServiceStub:
                 request_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryRequest.SerializeToString,
                 response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryResponse.FromString,
                 _registered_method=True)
+        self.SubmitResourceHistory = channel.unary_unary(
+                '/dsomarket.v1.RealTimeService/SubmitResourceHistory',
+                request_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitResourceHistoryRequest.SerializeToString,
+                response_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitResourceHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class RealTimeServiceServicer:
@@ -184,6 +189,17 @@ class RealTimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitResourceHistory(self, request, context):
+        """Metered history of demand-response resources (flexible loads), the reference of their baseline: an
+        aggregator its own resources', the operator any resource's. A reading of the same resource and interval
+        start replaces the earlier one. A flexible load with history that is instructed only to reduce in a
+        market is settled by SettleImbalance against its 10-of-10 baseline (docs/realtime.md#demand-response).
+        INVALID_ARGUMENT naming readings[k].field (not a flexible load, injecting, not finite).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RealTimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -236,6 +252,11 @@ def add_RealTimeServiceServicer_to_server(servicer, server):
                     servicer.SubmitLoadHistory,
                     request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryRequest.FromString,
                     response_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryResponse.SerializeToString,
+            ),
+            'SubmitResourceHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitResourceHistory,
+                    request_deserializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitResourceHistoryRequest.FromString,
+                    response_serializer=dsomarket_dot_v1_dot_realtime__pb2.SubmitResourceHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -509,6 +530,33 @@ class RealTimeService:
             '/dsomarket.v1.RealTimeService/SubmitLoadHistory',
             dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryRequest.SerializeToString,
             dsomarket_dot_v1_dot_realtime__pb2.SubmitLoadHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitResourceHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsomarket.v1.RealTimeService/SubmitResourceHistory',
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitResourceHistoryRequest.SerializeToString,
+            dsomarket_dot_v1_dot_realtime__pb2.SubmitResourceHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
