@@ -337,9 +337,11 @@ def corners(cons: Constraints) -> tuple[np.ndarray, np.ndarray]:
     sensitivities there are two corners, all at export and all at import.
     """
     cross = cons.cross.toarray() > 0
-    sides = np.vstack([~cross, cross])
+    d = cross.shape[1]
+    # The plain corners (all at export, all at import) are always among them: see ac_corrected.
+    sides = np.vstack([~cross, cross, np.ones((1, d), dtype=bool), np.zeros((1, d), dtype=bool)])
     exports, corner_of = np.unique(sides, axis=0, return_inverse=True)
-    return exports, corner_of.ravel()
+    return exports, corner_of.ravel()[:2 * cons.n]
 
 
 def ac_corrected(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, cons: Constraints,
@@ -370,7 +372,7 @@ def ac_corrected(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, cons: Con
     -----
     At each corner (:func:`corners`) each DER injects its export allocation or withdraws its
     import allocation (``tan_phi`` kvar per kW with it), and the sides of the limits that corner
-    is worst for are checked. A side the AC power flow breaks by ``delta`` in round ``k``, where
+    is worst for are checked, every side also at the plain corner of its direction. A side the AC power flow breaks by ``delta`` in round ``k``, where
     the linear model left a slack ``s``, has its linear margin cut by ``s + k delta`` (plus the
     tolerance), and the allocation is rerun:
     the cut absorbs the losses and the quadratic voltage terms LinDistFlow leaves out.
@@ -389,15 +391,19 @@ def ac_corrected(feeder: Feeder, p_kw: np.ndarray, q_kvar: np.ndarray, cons: Con
     for rounds in range(1, max_rounds + 1):
         current = cons.tightened(cut_e, cut_i)
         exp_kw, imp_kw = allocate(current)
-        ex_e, ex_i = np.empty_like(cut_e), np.empty_like(cut_i)
+        ex_e, ex_i = np.full_like(cut_e, -np.inf), np.full_like(cut_i, -np.inf)
         for k, at_export in enumerate(exports):
             inj = np.where(at_export[:, None], exp_kw, -imp_kw)
             w_p = p_kw - injection_by_bus(topo.n_bus, bus_idx, inj)
             w_q = q_kvar - injection_by_bus(topo.n_bus, bus_idx, inj * tan_phi[:, None])
+            # Every side at the plain corner of its direction too: where a cross sensitivity is near zero the
+            # AC model's second-order terms (losses, the current in the voltage drop) decide its sign.
+            plain = (at_export.all(), not at_export.any())
             for side, (ex, floor) in enumerate(((ex_e, floor_e), (ex_i, floor_i))):
-                rows = corner_of[side * cons.n:(side + 1) * cons.n] == k
+                rows = (corner_of[side * cons.n:(side + 1) * cons.n] == k) | plain[side]
                 if rows.any():
-                    ex[rows] = (ac_excess(feeder, w_p, w_q, ("export", "import")[side]) - floor)[rows]
+                    here = ac_excess(feeder, w_p, w_q, ("export", "import")[side]) - floor
+                    ex[rows] = np.maximum(ex[rows], here[rows])
         bad_e, bad_i = ex_e > tol, ex_i > tol
         if not (bad_e.any() or bad_i.any()) or rounds == max_rounds:
             break

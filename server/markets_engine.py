@@ -966,8 +966,7 @@ def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]
                                        required=instructed)
     key = ["aggregator_id", "resource_id", "interval"]
     baselines = _dr_baselines(inputs, data, instructed)
-    relative = (metered.join(baselines, on=key, how="left")
-                .with_columns((pl.col("kw") + pl.col("baseline_kw").fill_null(0.0)).alias("kw")).select(metered.columns))
+    relative = _relative_to_baselines(metered, baselines)
     dlmp = _positions(inputs.intervals, [(a, r, t, float(p)) for a, r, t, p in data["dlmp"]], "dlmp")
     iface_rows = [(t, kw) for _, r, t, kw in data["readings"] if not r]
     iface = validate_interface_meters(pl.DataFrame({
@@ -998,11 +997,22 @@ def metered_settlement(inputs: MarketInputs, data: dict, iso_prices: list[float]
     return {"lines": lines, "interface": interface, "demand_response": demand_response, "totals": totals}
 
 
+def _relative_to_baselines(metered: pl.DataFrame, baselines: pl.DataFrame) -> pl.DataFrame:
+    """Metered net injection with each demand-response resource's baseline added (``metered + baseline_kw``:
+    its delivered reduction), the way its instruction is meant (see :func:`metered_settlement`)."""
+    key = ["aggregator_id", "resource_id", "interval"]
+    return (metered.join(baselines, on=key, how="left")
+            .with_columns((pl.col("kw") + pl.col("baseline_kw").fill_null(0.0)).alias("kw")).select(metered.columns))
+
+
 def performance_rows(inputs: MarketInputs, data: dict, awarded: list[tuple]) -> pl.DataFrame:
-    """Delivered against instructed per aggregator and interval (:func:`engine.metering.performance`)."""
+    """Delivered against instructed per aggregator and interval (:func:`engine.metering.performance`); a
+    demand-response resource delivers its reduction below its baseline (InputError when its history cannot
+    make one)."""
     readings = [r for r in data["readings"] if r[1]]
-    out = performance(_positions(inputs.intervals, data["instructed"]), _positions(inputs.intervals, readings),
-                      _positions(inputs.intervals, awarded))
+    instructed = _positions(inputs.intervals, data["instructed"])
+    metered = _relative_to_baselines(_positions(inputs.intervals, readings), _dr_baselines(inputs, data, instructed))
+    out = performance(instructed, metered, _positions(inputs.intervals, awarded))
     return out.with_columns(_interval_idx(inputs, out["interval"]))
 
 

@@ -307,8 +307,11 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
         rows, data, awarded = await app.reader.call(read)
         if awarded is None:
             raise FailedPrecondition(f"market {market_id!r} is {rows[0]['state']}: it has no award yet")
-        table = await app.solve(lambda: markets_engine.performance_rows(app.inputs(rows), data,
-                                                                        list(awarded.iter_rows())))
+        try:
+            table = await app.solve(lambda: markets_engine.performance_rows(app.inputs(rows), data,
+                                                                            list(awarded.iter_rows())))
+        except InputError as exc:  # a demand-response resource whose history cannot make its baseline
+            raise FailedPrecondition(f"readings: {exc.reason}") from None
         if owner:
             table = table.filter(pl.col("aggregator_id") == owner)
         market = rows[0]

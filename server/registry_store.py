@@ -2,8 +2,9 @@
 
 A market resource whose ``resource_id`` is a DER its aggregator registered is *linked* to that DER:
 registering it, bidding with it and offering its flexibility are checked against the registry (the
-DSO's review approved it, for the service it is used in, within its approved limits). A resource
-that names no registered DER keeps the market's own table only (the registry is optional).
+DSO's review approved it, for the service it is used in, within its approved limits). A feeder with any
+DER registered below it takes new resources only from its registry; on a feeder without a registry the
+market's own resources table stands alone, as before the registry existed.
 
 Every commitment of a registered DER or aggregation, whatever the service (the energy market's award,
 an accepted flexibility offer, a direct ISO schedule), is checked with all the others on its feeder
@@ -91,13 +92,20 @@ def require_service(row, service: str, field: str) -> None:
 
 
 def check_resources(conn, aggregator: str, rows: list[dict]) -> None:
-    """Resources being registered that name one of the caller's DERs must match what the DSO approved."""
+    """Resources being registered that name one of the caller's DERs must match what the DSO approved; on a
+    feeder that keeps a DER registry (any DER registered below it), every new resource must be such a DER."""
     ders = linked_ders(conn, aggregator, [r["resource_id"] for r in rows])
+    kept = {f for f in {r["feeder_id"] for r in rows}
+            if conn.execute("SELECT 1 FROM ders WHERE feeder_id = ? LIMIT 1", (f,)).fetchone()}
     for k, r in enumerate(rows):
         der = ders.get(r["resource_id"])
-        if der is None:
-            continue
         field = f"resources[{k}]"
+        if der is None:
+            if r["feeder_id"] in kept:
+                raise FailedPrecondition(f"{field}.resource_id: feeder {r['feeder_id']!r} takes its resources from "
+                                         f"the DER registry: register {r['resource_id']!r} as a DER and have the "
+                                         "DSO approve it first")
+            continue
         if der["status"] not in CONNECTED:
             require_service(der, "dso_energy", f"{field}.resource_id")
         if not {"dso_energy", "dso_flexibility"} & set(approved_services(der)):
@@ -200,14 +208,15 @@ def guard(conn, feeder_id: str, new: list[tuple], refused: str, market_id: str =
     owner = dict(zip(reg["der_id"], reg["aggregator_id"], strict=True))
     owner.update({a: g for a, g in zip(reg["aggregation_id"].fill_null(reg["der_id"]), reg["aggregator_id"],
                                         strict=True)})
-    every = pl.concat([_commitments(conn, feeder_id, skip_direct or set()), _frame(new)])
-    # A DSO-market resource is a registered DER or aggregation only when its own aggregator registered it.
-    known = [owner.get(r) is not None and (a == "" or owner[r] == a)
-             for a, r in zip(every["aggregator_id"], every["resource_id"], strict=True)]
-    every = every.filter(pl.Series(known))
-    mine = set(_frame(new).filter(pl.col("resource_id").is_in(every["resource_id"].to_list()))["resource_id"])
+    def registered(rows: pl.DataFrame) -> pl.DataFrame:
+        """A DSO-market resource is a registered DER or aggregation only when its own aggregator registered it."""
+        return rows.filter(pl.Series([owner.get(r) is not None and (a == "" or owner[r] == a) for a, r in
+                                      zip(rows["aggregator_id"], rows["resource_id"], strict=True)], dtype=pl.Boolean))
+
+    mine = set(registered(_frame(new))["resource_id"])
     if not mine:
         return
+    every = registered(pl.concat([_commitments(conn, feeder_id, skip_direct or set()), _frame(new)]))
     every = every.filter(pl.col("resource_id").is_in(sorted(mine)))
     commitments = every.select("resource_id", "service", pl.from_epoch("interval_us", "us").dt.replace_time_zone(
         "UTC").alias("interval"), "p_kw", "minutes")

@@ -49,6 +49,8 @@ def files(tmp_path):
     (tmp_path / "offers.csv").write_text(f"offer_id,resource_id,direction,quantity_kw,price,interval,divisible\n"
                                          f"o1,pv,up,10,5,{t},maybe\n")
     (tmp_path / "changes.csv").write_text("change_id,kind,element,start,reason\nc1,outage,5,soon,storm\n")
+    (tmp_path / "readings.csv").write_text(f"resource_id,interval,kw\npv,{t},3\nload,{t},\n")
+    (tmp_path / "history.csv").write_text(f"resource_id,kw\nload,-3\n")
     (tmp_path / "unknown_key.toml").write_text('server = "h:1"\ntokn = "x"\n')
     (tmp_path / "broken.toml").write_text('server = "h:1\n')
     return tmp_path
@@ -94,6 +96,9 @@ BAD = [
     (["curves", "follow", "--server", "h:1"], "give --token"),
     (["award", "submit", "--market", "m", "--file", "{d}/award.csv", *NOWHERE],
      "field import_kw: 'abc' is not a number"),
+    (["meters", "submit", "--market", "m", "--file", "{d}/readings.csv", *NOWHERE], "field kw: is empty"),
+    (["meters", "history", "--file", "{d}/history.csv", *NOWHERE], "field interval: column is missing"),
+    (["meters", "imbalance", "m", "--format", "xml", *NOWHERE], "invalid choice: 'xml'"),
     (["award", "interval", "--market", "m", "--interval", "2030-01-01T00:05Z", *NOWHERE],
      "--interval and --import-kw go together"),
     (["award", "interval", "--market", "m", "--file", "{d}/award.csv", "--import-kw", "5", *NOWHERE],
@@ -358,6 +363,9 @@ def test_every_server_command_has_a_bad_input_case():
         actions = next(a for a in sub[group]._actions if a.choices).choices
         for action in actions:
             assert (group, action) in covered, f"{group} {action}"
+    meters = next(a for a in sub["meters"]._actions if a.choices).choices
+    for action in set(meters) - {"settle"}:   # offline: tests/test_metering.py
+        assert ("meters", action) in covered, f"meters {action}"
     flex = next(a for a in sub["flex"]._actions if a.choices).choices
     for action in set(flex) - {"clear", "needs", "awards"}:   # offline, or covered in tests/test_server_flex.py
         assert ("flex", action) in covered, f"flex {action}"

@@ -7,6 +7,7 @@ must give the same instructions, and each interval's instructions must exist as 
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import polars as pl
 
@@ -68,3 +69,21 @@ def test_a_rolling_real_time_hour_awarded_interval_by_interval_through_the_cli(d
                                                                  "--file", d / "award.csv"))
     assert rolling == instructions(as_, "rt-whole")
     assert "market rt is settled" in ok(as_("dso", "markets", "settle", "rt"))
+
+    # Meters through the CLI: the PV delivers 2.5 kW less than instructed, the interface shows it.
+    mine = csv(ok(as_("agg-a", "instructions", "list", "--market", "rt", "--format", "csv")))
+    pl.DataFrame([{"resource_id": r, "interval": t, "kw": kw - 2.5 if r == "pv" else kw}
+                  for r, t, kw in mine.select("resource_id", "interval_start", "kw").iter_rows()]
+                 ).write_csv(d / "meters.csv")
+    assert ok(as_("agg-a", "meters", "submit", "--market", "rt", "--file", d / "meters.csv")) == \
+        f"{mine.height} readings stored\n"
+    pl.DataFrame([{"resource_id": "", "interval": t, "kw": q + 2.5} for t, q, _ in signal]).write_csv(d / "iface.csv")
+    ok(as_("dso", "meters", "submit", "--market", "rt", "--file", d / "iface.csv"))
+    code, out, err = as_("dso", "meters", "imbalance", "rt", "--format", "csv")
+    assert code == 0 and csv(out).height == 0  # no demand-response resource here
+    totals = dict(part.rsplit(" ", 1) for part in err.split("; ", 1)[1].strip().split(", "))
+    assert sum(Decimal(totals[k]) for k in ("resources", "interface", "residual")) == 0
+    st = csv(ok(as_("agg-a", "statements", "list", "--market", "rt", "--format", "csv")), text=("amount",))
+    lines = st.filter(pl.col("kind") == "imbalance")
+    assert lines.height == mine.height and sum(Decimal(a) for a in lines["amount"]) == Decimal(totals["resources"])
+    assert set(lines.filter(pl.col("resource_id") == "pv")["kw"].round(6)) == {-2.5}

@@ -163,6 +163,16 @@ def test_cli_hybrid_check_and_conflicts(run, tmp_path):
     lateral = sch.filter((pl.col("bus") == 18) & pl.col("interval").str.starts_with("2026-07-01T12"))
     cut = lateral["curtailed_kw"].to_numpy()
     assert cut[0] / cut[1] == pytest.approx(lateral["p_kw"][0] / lateral["p_kw"][1], rel=1e-4)  # CSV rounding
+    # Direct bids at 13:00 around the schedules (200 kW at bus 18, whose 90 kW load takes some): line 17's
+    # 200 kVA leaves the direct PV less than its 120 kW offer; the load at bus 25 fits whole.
+    code, out, err = run("hybrid", "check", "--feeder", "examples/ieee33_rated", "--schedules",
+                         "examples/hybrid/schedules.csv", "--bids", "examples/hybrid/bids.csv", "--out", tmp_path / "hb")
+    assert code == 0 and "1 cut" in out, err
+    bl = {r["participant_id"]: r for r in pl.read_csv(tmp_path / "hb" / "bid_limits.csv").iter_rows(named=True)}
+    pv = bl["direct-pv-18"]
+    assert pv["offered_export_kw"] == 120.0 and 0 < pv["export_limit_kw"] < 120.0
+    assert pv["export_binding"].endswith("reverse flow")
+    assert bl["big-load-25"]["import_limit_kw"] == 200.0 and bl["big-load-25"]["import_binding"] == "offer"
     code, out, err = run("hybrid", "conflicts", "--ders", tmp_path / "pq" / "ders.csv", "--commitments",
                          "examples/hybrid/commitments.csv", "--out", tmp_path / "cf")
     assert code == 1 and "bess-25 energy_empty" in out

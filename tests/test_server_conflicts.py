@@ -61,6 +61,9 @@ def test_a_battery_sold_to_the_iso_then_to_the_dso_flexibility_is_refused_before
                 with pytest.raises(InvalidArgument, match="bus"):
                     await agg.register_resources([Resource("bess-25", "ieee33", "24", "battery", 500.0,
                                                            energy_kwh=2400.0, charge_kw=500.0, discharge_kw=500.0)])
+                # The feeder keeps a registry: a resource that is not one of its DERs is not taken.
+                with pytest.raises(FailedPrecondition, match="takes its resources from the DER registry"):
+                    await agg.register_resources([Resource("loose-pv", "ieee33", "18", "pv", 50.0)])
                 await agg.register_resources([fleet])
 
                 day = delivery_day()

@@ -158,6 +158,11 @@ def test_demand_response_settles_its_delivered_reduction_against_its_baseline_to
                 assert r["price"] == prices[t] and r["amount"] == want and lines[t].amount == want
                 assert lines[t].kw == pytest.approx(-3.1)
             assert sum(r["amount"] for r in dr) == totals["demand_response"]
+            # The performance report measures the same way: delivered reduction against instructed.
+            report = await b.performance_report(market.market_id)
+            assert sorted(r.interval_start for r in report) == sorted(reduction)
+            assert all(r.error_kw == pytest.approx(-3.1) and r.metered_kw == pytest.approx(reduction[r.interval_start]
+                                                                                           - 3.1) for r in report)
             # Measured against zero instead, the same meter would have been a deviation of about -(baseline).
             assert all(abs(-load[t] - reduction[t]) > 100 for t in reduction)
 

@@ -26,7 +26,7 @@ from dsomarket.clients.files import read_feeder, read_table, write_csv, write_js
 from dsomarket.engine.envelopes import RULES, operating_envelopes
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.hybrid import RULES as CURTAILMENT_RULES
-from dsomarket.engine.hybrid import check_conflicts, check_deliverability
+from dsomarket.engine.hybrid import bid_limits, check_conflicts, check_deliverability
 from dsomarket.engine.registry import prequalify
 
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
@@ -72,8 +72,11 @@ def register(subparsers) -> None:
                     "alternative 1); where they break a limit, share the curtailment by the published rule and "
                     "return each schedule's limit. Exit status 1 when the limits still fail the AC check.")
     chk.add_argument("--feeder", required=True, help=_FEEDER_HELP)
-    chk.add_argument("--schedules", required=True,
+    chk.add_argument("--schedules",
                      help="participant_id, service, bus, interval, p_kw[, aggregator_id] (.csv or .parquet)")
+    chk.add_argument("--bids", help="direct participants' bid segments: participant_id, bus, interval, side, "
+                                    "quantity_kw[, price]; writes bid_limits.csv, each bid's deliverable range "
+                                    "with the schedules held at their limits")
     chk.add_argument("--forecast", help="bus, interval, p_kw[, q_kvar] net withdrawal")
     chk.add_argument("--rule", choices=CURTAILMENT_RULES, default="sensitivity",
                      help="curtailment sharing rule (default sensitivity)")
@@ -144,9 +147,14 @@ def _envelopes(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if not (args.schedules or args.bids):
+        raise InputError("arguments", "schedules", "give --schedules, --bids or both")
     feeder = read_feeder(args.feeder)
-    result = check_deliverability(feeder, read_table(args.schedules, "schedules"),
-                                  _optional(args.forecast, "forecast"), rule=args.rule)
+    forecast = _optional(args.forecast, "forecast")
+    bids = _optional(args.bids, "bids")
+    if not args.schedules:
+        return _bid_check(feeder, bids, None, forecast, Path(args.out), {"feeder": feeder.name})
+    result = check_deliverability(feeder, read_table(args.schedules, "schedules"), forecast, rule=args.rule)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(_stamped(result.schedules), out / "schedules.csv")
@@ -156,12 +164,29 @@ def _check(args: argparse.Namespace) -> int:
                "violations": result.violations.height, "ac_passed": result.ac_passed,
                "curtailed_kw": {s: float(v) for s, v in result.curtailment.group_by("service").agg(
                    pl.col("curtailed_kw").sum()).sort("service").iter_rows()}}
-    write_json(out / "summary.json", summary)
     verdict = "deliverable as scheduled" if result.deliverable else (
         f"{result.violations.height} limit(s) broken; curtailed " +
         ", ".join(f"{s} {v:.1f} kW" for s, v in summary["curtailed_kw"].items()))
-    print(f"{verdict}; wrote {out}")
+    print(verdict)
+    if bids is not None:
+        held = result.schedules.select("participant_id", "service", "bus", "interval", pl.col("limit_kw").alias("p_kw"))
+        return _bid_check(feeder, bids, held, forecast, out, summary) or (0 if result.ac_passed else 1)
+    write_json(out / "summary.json", summary)
+    print(f"wrote {out}")
     return 0 if result.ac_passed else 1
+
+
+def _bid_check(feeder, bids: pl.DataFrame, held: pl.DataFrame | None, forecast, out: Path, summary: dict) -> int:
+    """bid_limits.csv: each direct bid's deliverable range around the schedules ``held`` at their limits."""
+    limits = bid_limits(feeder, bids, held, forecast)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(_stamped(limits), out / "bid_limits.csv")
+    short = limits.filter((pl.col("export_limit_kw") < pl.col("offered_export_kw") - 1e-6)
+                          | (pl.col("import_limit_kw") < pl.col("offered_import_kw") - 1e-6))
+    summary["bids_cut"] = short.height
+    write_json(out / "summary.json", summary)
+    print(f"{limits.height} bid range(s), {short.height} cut to what the feeder carries; wrote {out}")
+    return 0
 
 
 def _conflicts(args: argparse.Namespace) -> int:

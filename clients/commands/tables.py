@@ -13,11 +13,13 @@ from pathlib import Path
 
 import polars as pl
 
-from dsomarket.clients.api import BidSegment, FlexNeed, FlexOffer, IntervalAward, NetworkChange, Resource
+from dsomarket.clients.api import (BidSegment, FlexNeed, FlexOffer, IntervalAward, MeterReading, NetworkChange,
+                                   Resource)
 from dsomarket.clients.files import one_column_hint, parse_intervals
 from dsomarket.engine.errors import InputError
 
-_TEXT = ("bid_id", "offer_id", "need_id", "resource_id", "feeder_id", "bus", "element", "side", "direction", "kind",
+_TEXT = ("aggregator_id", "bid_id", "offer_id", "need_id", "resource_id", "feeder_id", "bus", "element", "side",
+         "direction", "kind",
          "price", "max_price", "availability_price", "interval", "interval_start", "departure",
          "change_id", "start", "end", "reason", "why")
 _RESOURCE_NUMBERS = ("capacity_kw", "energy_kwh", "charge_kw", "discharge_kw", "eta_charge", "eta_discharge",
@@ -166,6 +168,19 @@ def read_award(path: Path) -> list[IntervalAward]:
 
 
 _CHANGE_VALUES = ("s_max_kva", "vmin_pu", "vmax_pu", "import_max_kw", "export_max_kw")
+
+
+def read_meter_readings(path: Path, table: str = "meters") -> list[MeterReading]:
+    """Columns ``resource_id, interval, kw[, aggregator_id]``: net injection averaged over the interval, kW
+    (positive into the feeder); an empty ``resource_id`` is the interface meter (its ``kw`` the import)."""
+    df = read(path, table, ("resource_id", "interval", "kw"))
+    df = _text(_numbers(df.with_columns(_utc(df, "interval", table)), ("kw",), table, default=None),
+               ("resource_id", "aggregator_id"))
+    missing = df["kw"].is_null()
+    if missing.any():
+        raise InputError(table, "kw", "is empty: give the reading, kW", row=int(missing.arg_max()))
+    return [MeterReading(r["resource_id"], r["interval"], r["kw"], r["aggregator_id"])
+            for r in df.iter_rows(named=True)]
 
 
 def read_network_changes(path: Path) -> list[NetworkChange]:
