@@ -218,7 +218,7 @@ def _markets_create(args) -> int:
                                        value_of_lost_load=args.voll, day_ahead_market_id=args.day_ahead,
                                        formulation=args.formulation)
         print(f"market {m.market_id} is {m.state}: {m.kind} on {m.feeder_id}, {m.interval_count} intervals of "
-              f"{m.interval_length} from {iso(m.delivery_start)}, cleared {m.formulation}")
+              f"{m.interval_length} from {iso(m.delivery_start)}, formulation {m.formulation}")
         return 0
 
     return talk(args, work)
