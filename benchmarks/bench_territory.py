@@ -11,8 +11,10 @@ processes (``--ray``: also a :class:`RayRunner` on a local Ray of that many CPUs
   solve, DLMPs, AC check) and its exact curve traced, with the ISO offer;
 - ``cold clear``: a fresh runner's first clearing of every interface (AC check off);
 - ``1st warm``: the same runner's next clearing at 55 per MWh, in the processes that kept the models
-  built (AC check off), as the first 5-minute real-time re-clear would. HiGHS solved the cold model
-  after presolve, so this first re-solve also builds its simplex state of the full LP;
+  built (AC check off), as the first 5-minute real-time re-clear would: the first re-solve of the full
+  LP from the basis HiGHS postsolved after the presolved cold solve (with HiGHS's default exact
+  steepest-edge weights it cost 58-78 % of the cold clearing; Devex weights, :class:`engine.solver.HighsSolver`,
+  make it cost what later re-clears cost);
 - ``warm``: the mean of the three re-clears after it (60, 45, 52 per MWh): the steady state of the
   real-time cycles.
 

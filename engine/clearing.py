@@ -122,15 +122,20 @@ class NodalMarket:
         import, line flows and voltages match that power flow within
         ``losses.RESIDUAL_TOL_KW`` / ``RESIDUAL_TOL_V_PU`` and no bid moved more
         than ``losses.STEP_TOL_KW`` from the dispatch the model was linearised at.
+        A new market starts from LinDistFlow (:func:`engine.losses.lossless_point`):
+        a cheap cold solve whose dispatch is the first AC point; typically three
+        more warm solves follow (1,000 buses / 10,000 bids: 4 solves in all).
 
         A bid priced within the range its own dispatch moves its bus's loss
         factor over has its optimum inside its quantity, where no vertex of one
         linearisation lies: plain iteration would flip it between 0 and full.
-        Such a bid, once its reduced cost has changed sign between two points,
-        is pinned where regula falsi puts the zero of its reduced cost
-        (:class:`engine.losses.MarginalBracket`), a trust region of zero width
-        that closes in on the interior optimum superlinearly; the bid bounds are
-        restored afterwards. Iterations, the residual and whether it converged
+        Such a bid, once its reduced cost has changed sign between two points
+        or it reverses without contracting, is pinned inside that bracket
+        (:class:`engine.losses.MarginalBracket`), a trust region of zero width:
+        at the Newton step on the losses' curvature taken for all bracketed bids
+        together (:func:`engine.losses.curvature_step`) where it falls inside,
+        else where regula falsi puts the zero of its reduced cost; the bid bounds
+        are restored afterwards. Iterations, the residual and whether it converged
         are in :attr:`convergence`. Where several bids and limits interact so
         that this still circles after ``losses.BRACKET_ITERATIONS`` solves, a
         trust region on every bid, halved at each solve, ends the cycle.
@@ -184,6 +189,10 @@ class NodalMarket:
                     idx = np.nonzero(bracket.active)[0]
                     pin = bracket.prefer(pin, idx, x[idx] + losses.curvature_step(s, self.feeder, self.point,
                                                                                   sol, idx))
+                # A pinned bid whose reduced cost is within tolerance is settled: moving it again
+                # would only make the bids the LP holds basic chase it.
+                hold = pinned & bracket.active & (np.abs(reduced) <= losses.MARGINAL_TOL)
+                pin[hold] = self._point_bids[hold]
                 pinned = np.isfinite(pin)
             if pinned.any():
                 # Linearise where the pinned bids will be, so the next reduced cost is sampled there.

@@ -664,8 +664,11 @@ class MarginalBracket:
         step = x - point
         # Two ways into a bracket: the reduced cost changed sign between two points (its zero lies
         # between them), or the bid reversed without contracting (a cycle between two vertices;
-        # a contracting reversal is ordinary convergence).
-        sign_change = (g * self.prev_g < 0) & (np.abs(g) > tol) & (np.abs(self.prev_g) > tol)
+        # a contracting reversal is ordinary convergence). Only a change from "raise" (negative) at
+        # the lower point to "lower" at the upper one holds a minimum; the other way round is a
+        # maximum, and the optimum lies at one of the ends, where the LP's vertices already are.
+        g_lower = np.where(self.prev_point <= point, self.prev_g, g)
+        sign_change = (g * self.prev_g < 0) & (np.abs(g) > tol) & (np.abs(self.prev_g) > tol) & (g_lower < 0)
         cycle = (step * self.prev_step < 0) & (np.abs(step) >= 0.5 * np.abs(self.prev_step)) & (np.abs(g) > tol)
         new = ~a & (point != self.prev_point) & (sign_change | cycle)
         if new.any():

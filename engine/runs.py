@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from dsomarket.engine import losses
 from dsomarket.engine.bids import BidBook, Commitment, MarketRules, Resource, couples_intervals, validate_bids
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
-                                       held_bounds, import_bounds, iso_prices)
+                                       diagnose, held_bounds, import_bounds, iso_prices)
 from dsomarket.engine.disaggregation import (Disaggregation, _applied, _award_arrays, _empty_dispatch,
                                              _empty_instructions, _fixed_table, _held_rows, award_prices,
                                              disaggregate, held_loads, instructions, shed_array, with_held)
@@ -43,12 +43,8 @@ from dsomarket.engine.results import _iv_column, net_withdrawal
 from dsomarket.engine.solver import HighsSolver, LinearModel, Solution
 
 
-def runs_for(feeder: Feeder, changes: pl.DataFrame | None, book: BidBook,
-             resources: tuple[Resource, ...] = ()) -> tuple[NetworkRun, ...]:
-    """The runs of one network state of a book's intervals (the feeder as loaded when nothing changes).
-
-    ``resources`` is kept for callers that passed it; a run split no longer depends on them.
-    """
+def runs_for(feeder: Feeder, changes: pl.DataFrame | None, book: BidBook) -> tuple[NetworkRun, ...]:
+    """The runs of one network state of a book's intervals (the feeder as loaded when nothing changes)."""
     if changes is not None and changes.height:
         return network_runs(feeder, changes, book.intervals)
     return (NetworkRun(tuple(range(book.n_interval)), list(book.intervals), feeder, (), (), ()),)
@@ -336,11 +332,33 @@ class CoupledMarket:
         return self.result(sol)
 
     def failed(self, sol: Solution) -> ClearingResult:
-        """The result of a solve that ended other than optimal, saying so."""
-        detail = ("no dispatch meets every limit of each interval's network together with the storage, EV and "
-                  "ramp limits across the horizon") if sol.status == "infeasible" else f"the solver ended {sol.status}"
-        return _failed(self.context, sol.status, sol.solve_seconds,
-                       ({"limit": "unknown", "element": "", "interval": None, "detail": detail},))
+        """The result of a solve that ended other than optimal, with a diagnosis where it is infeasible.
+
+        Each run's part is solved alone with the bounds in force (held bids, fixed imports) and
+        without the rows that link intervals; a part that is infeasible even so is diagnosed as a
+        one-network market is (:func:`engine.clearing.diagnose`: the limits, where and when). If
+        every part is feasible alone, the storage, EV or ramp limits across the horizon are what
+        cannot be met together with the network's.
+        """
+        if sol.status != "infeasible":
+            return _failed(self.context, sol.status, sol.solve_seconds, ())
+        diagnosis: list[dict] = []
+        s = self.solver
+        for part, run, cm in zip(self.parts, self.runs, self._col_map):
+            alone = NodalMarket(run.feeder, part.book, part.iso_price, self.rules,
+                                tuple(r for r in self.resources if isinstance(r, Commitment)), self.options,
+                                *part.loads())
+            alone.model = part.model
+            alone.solver.set_matrix(part.model)
+            for blk in part.model.blocks():
+                alone.solver.set_col_bounds(blk.name, s.col_lower[cm][blk.slice], s.col_upper[cm][blk.slice])
+            if not alone.solve_raw().ok:
+                diagnosis += diagnose(alone)
+        if not diagnosis:
+            diagnosis = [{"limit": "storage_ev_ramp", "element": "", "interval": None,
+                          "detail": "each interval's network can be dispatched, but not together with the storage, "
+                                    "EV and ramp limits that link the intervals across the horizon"}]
+        return _failed(self.context, sol.status, sol.solve_seconds, tuple(diagnosis))
 
     def result(self, sol: Solution) -> ClearingResult:
         """Tables of an optimal solution: each part's tables of its intervals, in interval order."""
@@ -643,8 +661,9 @@ class _CoupledAward:
     def __init__(self, runs, book, rules, resources, options, day_ahead, day_ahead_minutes):
         self.runs, self.rules = runs, rules
         loads, held, self.bases = [], [], []
+        book = canonical_order(book)
         for run in runs:
-            rb = run_book(canonical_order(book), run, rules)
+            rb = run_book(book, run, rules)
             base_p, base_q = market_loads(run.feeder, rb)
             da = _held_here(day_ahead, run)
             h = _held_rows(run.feeder, rb, da, day_ahead_minutes) if da is not None else _empty_dispatch()

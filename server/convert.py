@@ -613,12 +613,13 @@ def clear_response(row: dict, outcome) -> operator_pb2.ClearMarketResponse:
         solve_seconds=outcome.seconds, network_version=outcome.network_version)
 
 
-def interval(row, k: int, now: int) -> market_pb2.MarketInterval:
+def interval(row, k: int, now: int, rolled: frozenset = frozenset()) -> market_pb2.MarketInterval:
+    """Interval ``k`` of market ``row``; ``rolled`` are the intervals whose own gate the scheduler closed."""
     start = timeline.interval_start(row, k)
     gate = timeline.gate_closure(row, k)
     return market_pb2.MarketInterval(market_id=row["market_id"], index=k, start=ts(start),
                                      end=ts(start + timeline.interval_us(row)), gate_closure=ts(gate),
-                                     gate_open=row["state"] == "open" and now < gate)
+                                     gate_open=row["state"] == "open" and now < gate and k not in rolled)
 
 
 def feeder(row) -> operator_pb2.Feeder:

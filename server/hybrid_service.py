@@ -279,7 +279,8 @@ class DerRegistryService(hybrid_pb2_grpc.DerRegistryServiceServicer):
             "export_limit_kw": [r["export_limit_kw"] if r["status"] in CONNECTED else None for r in rows],
             "import_limit_kw": [r["import_limit_kw"] if r["status"] in CONNECTED else None for r in rows]})
         # Participation (M1): each DER's services, offered by its aggregation (a lone DER is its own).
-        part = pl.DataFrame([(rec.get("aggregation_id") or rec["der_id"], svc) for rec in records
+        part = pl.DataFrame([(rec.get("aggregation_id") or rec["der_id"], svc)
+                             for rec, row in zip(records, rows, strict=True) if row["status"] != "retired"
                              for svc in rec.get("services", [])],
                             schema={"aggregation_id": pl.Utf8, "service": pl.Utf8}, orient="row")
         result = await self.app.solve(prequalify, feeder, table, part.unique(maintain_order=True), None, useful)

@@ -173,8 +173,8 @@ class MarketInputs:
         return validate_bids(self.bids, self.feeder, self.rules, self.intervals)
 
     def runs(self, book):
-        """The runs of one network state of the market's intervals (InputError when they cannot be)."""
-        return runs_for(self.feeder, self.changes, book, self.resources)
+        """The runs of one network state of the market's intervals (InputError for a loop or islanded load)."""
+        return runs_for(self.feeder, self.changes, book)
 
 
 def market_rules(market: dict) -> MarketRules:
@@ -472,7 +472,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     version = inputs.network_version
     try:
         runs = inputs.runs(book)
-    except InputError as exc:  # a network change the market's resources cannot be split by
+    except InputError as exc:  # a set of changes that loops or islands load the stored checks did not see
         return clearing_error(str(exc), time.perf_counter() - t0, version)
     t_book = time.perf_counter()
     result = clear_runs(runs, book, forecast, rules=inputs.rules, resources=inputs.resources, options=options)

@@ -242,7 +242,11 @@ class MarketService(market_pb2_grpc.MarketServiceServicer):
     @unary(*EVERYONE)
     async def ListMarketIntervals(self, request, who):
         market_id = convert.check_id(request.market_id, "market_id")
-        market = await self.app.reader.call(store.get_market, market_id)
+
+        def read(conn):
+            return store.get_market(conn, market_id), frozenset(store.rolled_intervals(conn, market_id))
+
+        market, rolled = await self.app.reader.call(read)
         scope = f"ListMarketIntervals|{market_id}"
         limit, after = convert.page(request.pagination, scope)
         if after and not isinstance(after[0], int):
@@ -251,7 +255,7 @@ class MarketService(market_pb2_grpc.MarketServiceServicer):
         rows = list(range(start, min(market["interval_count"], start + limit + 1)))
         rows, info = convert.next_page(rows, limit, scope, lambda k: [k])
         now = db.now_us()
-        intervals = [convert.interval(market, k, now) for k in rows]
+        intervals = [convert.interval(market, k, now, rolled) for k in rows]
         return market_pb2.ListMarketIntervalsResponse(intervals=intervals, pagination=info)
 
     @unary(OPERATOR, AUDITOR, AGGREGATOR)

@@ -14,7 +14,7 @@ import math
 import time
 
 from dsomarket.server import convert, limits, markets_engine, store, territory_store
-from dsomarket.server.errors import InvalidArgument, NotFound, ServiceError
+from dsomarket.server.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from dsomarket.server.notify import CURVES
 from dsomarket.server.rpc import unary
 from dsomarket.server.runner import Task
@@ -181,6 +181,8 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
                 return [store.market_rows(conn, mid) for mid in ids]
 
             rows = [r for r in await app.reader.call(read) if r[0]["state"] == "closed"]
+            if not rows:  # cleared meanwhile by single ClearMarket calls, or by another server process
+                raise FailedPrecondition(f"session {session_id!r} has no closed market left to clear")
             tasks = [Task(r[0]["feeder_id"], markets_engine.clear_stored, (r, forecast, app.solve_time_limit),
                           weight=float(len(r[1]["buses"]["bus"]) + r[2].height)) for r in rows]
             t0 = time.perf_counter()

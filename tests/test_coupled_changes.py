@@ -16,6 +16,8 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsomarket.engine.bids import Battery, validate_bids
 from dsomarket.engine.clearing import ClearingOptions
@@ -24,7 +26,7 @@ from dsomarket.engine.errors import InputError
 from dsomarket.engine.runs import (clear_runs, coupled_runs, disaggregate_rolling, disaggregate_runs,
                                   redispatch_award, runs_for, trace_runs)
 from tests.reference import solve_reference
-from tests.test_network_changes import IVS, RULES, at, changes, tied_feeder
+from tests.test_network_changes import IVS, RULES, at, changes, tied_feeder, tied_feeder_dir
 
 BAT = (Battery("bat", energy_kwh=200, charge_kw=100, discharge_kw=100, soc_init_kwh=0),)
 LOSSLESS = ClearingOptions(formulation="lossless")
@@ -54,7 +56,7 @@ def coupled_market(bids: pl.DataFrame | None = None):
     f = tied_feeder()
     bids = storage_bids() if bids is None else bids
     book = validate_bids(bids, f, RULES)
-    return f, bids, book, runs_for(f, validate_changes(outage(), f), book, BAT)
+    return f, bids, book, runs_for(f, validate_changes(outage(), f), book)
 
 
 def by_hand(f, t: int):
@@ -118,7 +120,7 @@ def test_an_outage_in_a_storage_horizon_clears_as_one_model_checked_per_interval
 def test_prices_change_from_the_outage_on_and_the_clearing_replays_identically():
     f, bids, book, runs = coupled_market()
     res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT)
-    intact = clear_runs(runs_for(f, None, book, BAT), book, 50.0, rules=RULES, resources=BAT)
+    intact = clear_runs(runs_for(f, None, book), book, 50.0, rules=RULES, resources=BAT)
     for t in (2, 3):
         assert not np.allclose(at(res.prices, t).sort("bus")["dlmp"].to_numpy(),
                                at(intact.prices, t).sort("bus")["dlmp"].to_numpy(), atol=1e-3)
@@ -200,7 +202,7 @@ def _soc(dispatch: pl.DataFrame) -> list[float]:
 def test_a_storage_market_awarded_interval_by_interval_meets_each_award_within_the_energy_limits(changed):
     f, bids, book, runs = coupled_market()
     if not changed:
-        runs = runs_for(f, None, book, BAT)
+        runs = runs_for(f, None, book)
     curve = trace_runs(runs, book, RULES, BAT, forecast=50.0)
     # The ISO moves each interval off the forecast: interval 0 takes 40 kW more than at the forecast,
     # so the battery is charged harder and has more to give later.
@@ -238,7 +240,7 @@ def _awarded_then_changed():
     """The storage market awarded whole on the intact feeder at the forecast curve's imports, and the runs of
     the outage that comes after the award."""
     f, bids, book, runs = coupled_market()
-    intact = runs_for(f, None, book, BAT)
+    intact = runs_for(f, None, book)
     curve = trace_runs(intact, book, RULES, BAT, LOSSLESS, forecast=50.0)
     award = pl.DataFrame({"interval": IVS, "import_kw": [curve.import_at(t, 50.0) for t in range(4)],
                           "price": [50.0] * 4})
@@ -280,7 +282,7 @@ def test_an_outage_after_the_award_re_dispatches_the_standing_award_at_least_cos
 def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable_part_and_said_so():
     f, bids, book, runs, award, standing = _awarded_then_changed()
     # The ISO had awarded interval 2 the most the intact feeder imports: through the 100 kVA tie it cannot.
-    most = clear_runs(runs_for(f, None, book, BAT), book, RULES.price_floor, rules=RULES, resources=BAT)
+    most = clear_runs(runs_for(f, None, book), book, RULES.price_floor, rules=RULES, resources=BAT)
     big = at(most.interface, 2)["import_kw"].item()
     later = award.filter(pl.col("interval") >= IVS[2]).with_columns(
         import_kw=pl.when(pl.col("interval") == IVS[2]).then(big).otherwise(pl.col("import_kw")))
@@ -296,3 +298,73 @@ def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable
                                .otherwise(pl.col("import_kw")))
     assert redispatch_award(runs, book, nudge, before, RULES, BAT, LOSSLESS)[1]["mode"].to_list()[0] == "partial"
     assert dis.clearing.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
+
+
+def test_the_cli_clears_traces_and_disaggregates_a_storage_horizon_with_an_outage(run, tmp_path):
+    fdir = tied_feeder_dir(tmp_path)
+    storage_bids().write_csv(tmp_path / "bids.csv")
+    pl.DataFrame({"resource_id": ["bat"], "kind": ["battery"], "energy_kwh": [200.0], "charge_kw": [100.0],
+                  "discharge_kw": [100.0], "soc_init_kwh": [0.0]}).write_csv(tmp_path / "resources.csv")
+    outage().write_csv(tmp_path / "changes.csv")
+    common = ["--formulation", "lossaware", "--feeder", fdir, "--bids", tmp_path / "bids.csv", "--floor", -100,
+              "--cap", 400, "--resources", tmp_path / "resources.csv", "--network-changes", tmp_path / "changes.csv"]
+    lossaware = ClearingOptions(formulation="lossaware")
+    code, _, err = run("clear", *common, "--iso-price", 50, "--out", tmp_path / "c")
+    assert code == 0, err
+    f2, bids, book, runs = coupled_market()
+    ref = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT, options=lossaware)
+    got = pl.read_csv(tmp_path / "c" / "dispatch.csv", try_parse_dates=True).sort("interval", "bid_id")
+    np.testing.assert_allclose(got["cleared_kw"].to_numpy(), ref.dispatch.sort("interval", "bid_id")["cleared_kw"]
+                               .to_numpy(), atol=1e-3)
+    code, _, err = run("curve", *common, "--forecast-price", 50, "--out", tmp_path / "k")
+    assert code == 0, err
+    curve = trace_runs(runs, book, RULES, BAT, lossaware, forecast=50.0)
+    pl.DataFrame({"interval": IVS, "import_kw": [curve.import_at(t, 50.0) for t in range(4)]}).write_csv(
+        tmp_path / "award.csv")
+    code, _, err = run("disaggregate", *common, "--award", tmp_path / "award.csv", "--out", tmp_path / "d")
+    assert code == 0, err
+
+
+@settings(max_examples=12, deadline=None)
+@given(line=st.integers(2, 32), start=st.integers(1, 3), end=st.integers(2, 4))
+def test_any_shed_outage_in_a_storage_horizon_balances_every_interval_and_keeps_the_battery_in_its_limits(
+        line, start, end):
+    f = tied_feeder()
+    book = validate_bids(storage_bids(), f, RULES)
+    row = {"change_id": "x", "kind": "outage", "element": str(line), "start": IVS[start], "shed": True}
+    if end > start:
+        row["end"] = IVS[end] if end < 4 else None
+    ch = validate_changes(changes(row), f)
+    runs = runs_for(f, ch, book)
+    res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT)
+    assert res.ok
+    soc = _soc(res.dispatch)
+    assert min(soc) >= -1e-6 and max(soc) <= 200.0 + 1e-6
+    for run in runs:
+        dead = set(run.de_energised)
+        for t in run.indices:
+            assert not dead & set(at(res.buses, t)["bus"])
+            assert at(res.dispatch, t).filter(pl.col("bus").is_in(list(dead)))["cleared_kw"].abs().sum() == 0.0
+            # Lossless balance: import = served fixed load + bought - sold, over the energised buses only.
+            load = f.buses.filter(~pl.col("bus").is_in(list(dead)))["load_kw"].sum()
+            d = at(res.dispatch, t)
+            net = d.filter(pl.col("side") == "buy")["cleared_kw"].sum() - d.filter(pl.col("side") == "sell")["cleared_kw"].sum()
+            assert at(res.interface, t)["import_kw"][0] == pytest.approx(load + net, abs=1e-5)
+
+
+def test_an_infeasible_coupled_horizon_names_the_limit_and_the_interval_or_the_storage():
+    f, bids, book, runs = coupled_market()
+    # An award of interval 2 the changed network cannot import: the interface limit of its run is named.
+    award = pl.DataFrame({"interval": IVS, "import_kw": [None, None, 1e5, None], "price": [50.0] * 4},
+                         schema_overrides={"import_kw": pl.Float64})
+    dis = disaggregate_runs(runs, book, award, RULES, BAT)
+    assert not dis.clearing.ok
+    assert any(d["limit"] != "storage_ev_ramp" and d["interval"] == IVS[2].isoformat() for d in dis.clearing.diagnosis)
+    # Each interval alone can be dispatched, but the battery cannot end full having started empty
+    # and been made to discharge: the storage limits are named.
+    full_end = (Battery("bat", energy_kwh=200, charge_kw=100, discharge_kw=100, soc_init_kwh=0, soc_end_kwh=200),)
+    forced = bids.with_columns(quantity_kw=pl.when(pl.col("bid_id").str.starts_with("batsell")).then(100.0)
+                               .otherwise(pl.col("quantity_kw")))
+    book2 = validate_bids(forced.filter(~pl.col("bid_id").str.starts_with("batbuy")), f, RULES)
+    res = clear_runs(runs, book2, 50.0, rules=RULES, resources=full_end)
+    assert res.status == "infeasible" and [d["limit"] for d in res.diagnosis] == ["storage_ev_ramp"]

@@ -70,7 +70,7 @@ def switched_market():
     ch = validate_changes(changes({"change_id": "fault", "kind": "outage", "element": "17", "start": IVS[2]},
                                   {"change_id": "restore", "kind": "close", "element": "tie18-33",
                                    "start": IVS[2]}), f)
-    return f, bids, book, runs_for(f, ch, book, ())
+    return f, bids, book, runs_for(f, ch, book)
 
 
 def at(df: pl.DataFrame, t: int) -> pl.DataFrame:
@@ -109,9 +109,9 @@ def test_an_outage_that_islands_load_is_refused_unless_the_load_is_declared_shed
     book = validate_bids(market_bids(), f, RULES)
     out = {"change_id": "fault", "kind": "outage", "element": "16", "start": IVS[1], "end": IVS[3]}
     with pytest.raises(InputError, match="'17' and its load without supply") as err:
-        runs_for(f, validate_changes(changes(out), f), book, ())
+        runs_for(f, validate_changes(changes(out), f), book)
     assert err.value.field == "shed"
-    runs = runs_for(f, validate_changes(changes(out | {"shed": True}), f), book, ())
+    runs = runs_for(f, validate_changes(changes(out | {"shed": True}), f), book)
     assert [r.indices for r in runs] == [(0, 3), (1, 2)]
     assert runs[1].de_energised == ("17", "18")
     res = clear_runs(runs, book, 50.0, rules=RULES, options=LOSSLESS)
@@ -136,7 +136,7 @@ def test_a_change_that_closes_a_loop_is_refused_naming_it():
     book = validate_bids(market_bids(), f, RULES)
     with pytest.raises(InputError, match="'restore' closes a loop"):
         runs_for(f, validate_changes(changes({"change_id": "restore", "kind": "close", "element": "tie18-33",
-                                              "start": IVS[2]}), f), book, ())
+                                              "start": IVS[2]}), f), book)
 
 
 def test_a_derate_congests_its_line_only_in_its_intervals_and_a_later_version_overrides_it():
@@ -147,7 +147,7 @@ def test_a_derate_congests_its_line_only_in_its_intervals_and_a_later_version_ov
         {"change_id": "hot", "kind": "rating", "element": "2", "start": IVS[1], "end": IVS[3], "s_max_kva": 3450.0},
         {"change_id": "hotter", "kind": "rating", "element": "2", "start": IVS[2], "end": IVS[3],
          "s_max_kva": 3350.0}), f)
-    runs = runs_for(f, ch, book, ())
+    runs = runs_for(f, ch, book)
     res = clear_runs(runs, book, 50.0, rules=RULES)
     assert res.ok
     rating = {0: math.inf, 1: 3450.0, 2: 3350.0, 3: math.inf}
@@ -169,7 +169,7 @@ def test_interface_and_voltage_limits_per_interval_bind_where_they_are_in_effect
     ch = validate_changes(changes(
         {"change_id": "cap", "kind": "interface", "start": IVS[3], "import_max_kw": 3000.0},
         {"change_id": "v", "kind": "voltage", "element": "18", "start": IVS[0], "end": IVS[1], "vmin_pu": 0.945}), f)
-    res = clear_runs(runs_for(f, ch, book, ()), book, 50.0, rules=RULES)
+    res = clear_runs(runs_for(f, ch, book), book, 50.0, rules=RULES)
     assert res.ok
     assert at(res.interface, 3)["import_kw"][0] <= 3000.0 + 1e-6
     assert at(res.interface, 2)["import_kw"][0] > 3000.0
@@ -201,7 +201,7 @@ def test_a_change_inside_a_storage_horizon_that_binds_nothing_clears_as_the_unch
     bat = (Battery("bat", energy_kwh=1000, charge_kw=500, discharge_kw=500, soc_init_kwh=500),)
     ch = validate_changes(changes({"change_id": "hot", "kind": "rating", "element": "2", "start": IVS[2],
                                    "s_max_kva": 30000.0}), f)
-    runs = runs_for(f, ch, book, bat)
+    runs = runs_for(f, ch, book)
     assert len(runs) == 2   # one coupled model (engine.runs.CoupledMarket), no longer refused
     # Lossless: one LP against another to 1e-6 (the loss-aware iteration stops within its own tolerance).
     res = clear_runs(runs, book, 50.0, rules=RULES, resources=bat, options=LOSSLESS)
@@ -234,7 +234,7 @@ def test_any_shed_outage_balances_and_carries_nothing_below_the_open_line(line, 
     ch = validate_changes(changes({"change_id": "x", "kind": "outage", "element": str(line), "start": IVS[start],
                                    "shed": True}), f)
     runs = network_runs(f, ch, IVS)
-    res = clear_runs(runs_for(f, ch, book, ()), book, 50.0, rules=RULES, options=LOSSLESS)
+    res = clear_runs(runs_for(f, ch, book), book, 50.0, rules=RULES, options=LOSSLESS)
     assert res.ok
     dead = set(runs[-1].de_energised)
     assert str(line + 1) in dead
@@ -247,13 +247,19 @@ def test_any_shed_outage_balances_and_carries_nothing_below_the_open_line(line, 
         assert at(res.interface, t)["import_kw"][0] == pytest.approx(load + net, abs=1e-5)
 
 
-def test_cli_clear_curve_and_disaggregate_take_network_changes(run, tmp_path):
+def tied_feeder_dir(tmp_path):
+    """The tied feeder written as a feeder folder (feeder.json, buses.csv, lines.csv) for the CLI."""
     f = tied_feeder()
     fdir = tmp_path / "feeder"
     fdir.mkdir()
     (fdir / "feeder.json").write_text(json.dumps(f.header()))
     f.buses.write_csv(fdir / "buses.csv")
     f.lines.write_csv(fdir / "lines.csv")
+    return fdir
+
+
+def test_cli_clear_curve_and_disaggregate_take_network_changes(run, tmp_path):
+    fdir = tied_feeder_dir(tmp_path)
     market_bids().write_csv(tmp_path / "bids.csv")
     changes({"change_id": "fault", "kind": "outage", "element": "17", "start": IVS[2], "who": "control room",
              "why": "cable fault"},

@@ -99,6 +99,8 @@ def test_a_day_runs_itself_in_simulated_time_and_the_operator_can_step_in(tmp_pa
                     with pytest.raises(FailedPrecondition, match="clears interval by interval"):
                         await op.close_gate("rt-00")
                     assert len(await env.clients["iso"].list_curves(market_id="rt-00")) == 4
+                    gates = [i.gate_open for i in await op.list_intervals("rt-00")]
+                    assert gates == [False] * 4 + [True] * 8  # the wall clock is days earlier: the gates rolled
             states = {m.market_id: m.state for m in await op.list_markets()}
             assert set(states.values()) == {"published"}
             assert ("rt-05", "publish", None) in [(s.market_id, s.action, s.interval_idx) for s in done]

@@ -154,6 +154,14 @@ def test_a_battery_sold_to_the_iso_then_to_the_dso_flexibility_is_refused_before
                 assert check.dso_award_count == 1
                 assert {(s.service, s.schedule.participant_id) for s in check.limits} >= {
                     ("dso_flexibility", "agg-a/bess-25"), ("iso_direct", "bess-25")}
+                # A retired DER's services are no longer offered: a later review leaves it out.
+                await reg_a.RetireDer(pb.RetireDerRequest(der_id="pv-18", reason="sold"), metadata=meta_a)
+                await reg_a.RegisterDers(pb.RegisterDersRequest(ders=[pb.Der(
+                    der_id="pv-19", kind="pv", feeder_id="ieee33", bus="19", export_kw=50.0, metering="interval",
+                    control="curtailable", services=["dso_flexibility"])]), metadata=meta_a)
+                (late,) = (await reg_o.PrequalifyDers(pb.PrequalifyDersRequest(feeder_id="ieee33"),
+                                                      metadata=meta_o)).ders
+                assert late.der_id == "pv-19" and list(late.approved_services) == ["dso_flexibility"]
             finally:
                 for ch in (ch_a, ch_o, ch_i):
                     await ch.close()
@@ -212,6 +220,52 @@ def test_an_energy_award_on_top_of_a_direct_schedule_is_refused_and_the_market_s
                     metadata=meta_i)
                 assert (await iso.submit_award("da", awards)).status == "optimal"
                 assert (await op.get_market("da")).state == "awarded"
+            finally:
+                for ch in (ch_a, ch_o, ch_i):
+                    await ch.close()
+
+    asyncio.run(body())
+
+
+def test_a_real_time_interval_award_that_sells_a_der_twice_is_refused_and_the_next_interval_proceeds(tmp_path):
+    """The rolling real-time award (SubmitIntervalAward) goes through the same guard, interval by interval."""
+    async def body():
+        async with running(tmp_path) as env:
+            op, agg, iso = env.clients["dso"], env.clients["agg-a"], env.clients["iso"]
+            await op.create_feeder("ieee33", builtin="ieee33")
+            ch_a, reg_a, hyb_a, meta_a = _stubs(env, "agg-a")
+            ch_o, reg_o, _, meta_o = _stubs(env, "dso")
+            ch_i, _, hyb_i, meta_i = _stubs(env, "iso")
+            try:
+                await reg_a.RegisterDers(pb.RegisterDersRequest(ders=[pb.Der(
+                    der_id="pv-18", kind="pv", feeder_id="ieee33", bus="18", export_kw=300.0, metering="telemetry",
+                    control="dispatchable", services=["dso_energy", "iso_direct"])]), metadata=meta_a)
+                await reg_o.PrequalifyDers(pb.PrequalifyDersRequest(feeder_id="ieee33"), metadata=meta_o)
+                await agg.register_resources([Resource("pv-18", "ieee33", "18", "pv", 300.0)])
+                market = await op.create_market("rt", feeder_id="ieee33", kind="real_time", interval_count=12,
+                                                delivery_start=delivery_day() + timedelta(hours=9))
+                await agg.submit_bids("rt", [BidSegment(f"pv-{k}", "pv-18", "sell", 150.0, Decimal("10"), iv)
+                                             for k, iv in enumerate(market.intervals)])
+                await op.close_gate("rt")
+                await op.clear_market("rt", iso_price_forecast=["50"])
+                await op.publish_market("rt")
+                t0 = market.intervals[0]
+                await hyb_i.SubmitDirectSchedules(pb.SubmitDirectSchedulesRequest(
+                    feeder_id="ieee33", interval_minutes=5, schedules=[
+                        pb.DirectSchedule(participant_id="pv-18", bus="18", p_kw=200.0, interval_start=_ts(t0))]),
+                    metadata=meta_i)
+                curves = await iso.list_curves(market_id="rt")
+                awards = [IntervalAward(c.interval_start, next(b.import_kw for b in c.bands
+                                                               if b.price_high >= Decimal("50")), "50") for c in curves]
+                with pytest.raises(FailedPrecondition, match=r"'pv-18' of agg-a \(export\)"):
+                    await iso.submit_interval_award("rt", awards[:1])
+                assert await agg.list_instructions(market_id="rt") == []
+                (alert,) = (await hyb_a.ListConflictAlerts(pb.ListConflictAlertsRequest(), metadata=meta_a)).alerts
+                assert (alert.refused, alert.market_id, alert.interval_start.ToDatetime().minute) == ("award", "rt", 0)
+                # The next five minutes carry no direct schedule: their award stands.
+                result, remaining = await iso.submit_interval_award("rt", awards[1:2])
+                assert result.status == "optimal" and remaining == 11
+                assert {i.interval_start for i in await agg.list_instructions(market_id="rt")} == {market.intervals[1]}
             finally:
                 for ch in (ch_a, ch_o, ch_i):
                     await ch.close()

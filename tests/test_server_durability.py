@@ -15,7 +15,8 @@ import pytest
 
 from dsomarket.clients.api import ApiError, BidSegment, Client, Resource
 from dsomarket.server import audit, db
-from tests.harness import PARTICIPANTS, create_tokens, database, delivery_day, running, simple_bids, small_market
+from tests.harness import (PARTICIPANTS, create_tokens, database, delivery_day, old_database, running, simple_bids,
+                           small_market)
 
 ROOT = Path(__file__).resolve().parent.parent
 _SERVE = ("import sys, clients.cli as cli; cli.COMMAND_MODULES = ('service',); "
@@ -129,14 +130,13 @@ def test_sigkill_while_aggregators_submit_loses_no_acknowledged_bid(tmp_path):
 
 def test_statements_of_a_database_made_before_statement_kinds_get_their_kind(tmp_path):
     """Lines told apart by bid_id (override, curtailment, imbalance) before kinds existed keep their meaning."""
-    path = tmp_path / "old.sqlite"
-    db.initialise(path)
+    old = ("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
+           "CREATE TABLE statements (market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL, "
+           "resource_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, settlement TEXT NOT NULL, kw REAL NOT NULL, "
+           "kvar REAL NOT NULL, price TEXT NOT NULL, price_q TEXT NOT NULL, amount TEXT NOT NULL, "
+           "PRIMARY KEY (aggregator_id, market_id, bid_id, resource_id, interval_idx, settlement))")
+    path = old_database(tmp_path, "old.sqlite", old)
     conn = db.connect(path)
-    conn.execute("DROP TABLE statements")
-    conn.execute("CREATE TABLE statements (market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, bid_id TEXT NOT "
-                 "NULL, resource_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, settlement TEXT NOT NULL, kw REAL "
-                 "NOT NULL, kvar REAL NOT NULL, price TEXT NOT NULL, price_q TEXT NOT NULL, amount TEXT NOT NULL, "
-                 "PRIMARY KEY (aggregator_id, market_id, bid_id, resource_id, interval_idx, settlement))")
     conn.executemany("INSERT INTO statements VALUES ('m', 'a', ?, 'pv', 0, 'day_ahead', 1, 0, '50', '0', ?)",
                      [("b1", "-0.05"), ("override", "0.10"), ("curtailment", "0.02"), ("imbalance", "-0.01")])
     conn.close()

@@ -23,7 +23,9 @@ from dsomarket.engine.clearing import ClearingOptions, clear
 from dsomarket.engine.feeders import builtin
 from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.territory import substation
+from dsomarket.server import db
 from dsomarket.server.convert import FORMULATION
+from dsomarket.server.replay import replay
 from tests.harness import running
 
 FEEDERS = {"f-a": "synth:40:1", "f-b": "synth:40:2", "f-c": "synth:30:3", "f-d": "synth:30:4", "f-x": "ieee33"}
@@ -163,6 +165,15 @@ async def _session_day(tmp_path):
         with pytest.raises(FailedPrecondition):
             await op.settle_territory("da1")  # nothing left awarded
 
+    conn = db.connect(env.db_path)
+    try:  # every interface's clearing, award and settlement replays from the audit log alone
+        checks = replay(conn)
+    finally:
+        conn.close()
+    assert {(c.market_id, c.stage) for c in checks} >= {(f"da1:{i}", s) for i in ("f-a", "f-b", "sub-cd")
+                                                        for s in ("clear", "award", "settle")}
+    assert all(c.identical for c in checks), [c for c in checks if not c.identical]
+
     async with running(tmp_path) as env:  # acknowledged steps are on disk: a restarted server has them
         again = await env.clients["dso"].get_territory_session("da1")
         assert {i.interface_id: i.market.state for i in again.interfaces} == {
@@ -202,3 +213,36 @@ async def _refusals(tmp_path):
             await op.close_territory_gate("s2")
         # Nothing of a refused territory was written: its merged feeder neither.
         assert (await op.get_territory("t")).interfaces == (TerritoryInterface("s", ("f-a", "f-b")),)
+
+
+@pytest.fixture
+def local_ray(db_backend):
+    if db_backend != "sqlite":
+        pytest.skip("the runner does not depend on the store: Ray is tested on one backend")
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_actors_clear_a_session_as_local_workers_do(local_ray, tmp_path):
+    fleet = _fleet(np.random.default_rng(11))
+
+    async def cleared(name, **runner):
+        async with running(tmp_path, db_name=f"{name}.sqlite", **runner) as env:
+            await _territory_day(env, fleet)
+            op = env.clients["dso"]
+            await op.close_territory_gate("da1")
+            report = await op.clear_territory("da1", iso_price_forecast=[FORECAST])
+            prices = {iid: await op.list_prices(f"da1:{iid}") for iid, r in report.interfaces.items()
+                      if r.status == "optimal"}
+            await op.publish_territory("da1")
+            curves = await env.clients["iso"].list_curves()
+            return ({iid: (r.status, r.diagnosis, r.welfare, r.interface, r.curve_segments)
+                     for iid, r in report.interfaces.items()}, prices,
+                    [(c.feeder_id, c.interval_start, c.bands, c.segments) for c in curves])
+
+    local = asyncio.run(cleared("local", workers=1))
+    on_ray = asyncio.run(cleared("ray", ray_address="auto"))
+    assert on_ray == local
+    assert sorted(s for s, *_ in local[0].values()) == ["infeasible", "optimal", "optimal", "optimal"]

@@ -127,7 +127,7 @@ def _inputs(args, out: Path):
     book = validate_bids(bids, feeder, rules)
     changes = (validate_changes(read_table(args.network_changes, "network_changes"), feeder)
                if args.network_changes else None)
-    runs = runs_for(feeder, changes, book, resources)
+    runs = runs_for(feeder, changes, book)
     write_outputs(out, {"network.csv": None if changes is None else _runs_table(runs)}, ("network.csv",))
     return runs, book, resources, rules
 
