@@ -336,7 +336,7 @@ def test_any_shed_outage_in_a_storage_horizon_balances_every_interval_and_keeps_
         row["end"] = IVS[end] if end < 4 else None
     ch = validate_changes(changes(row), f)
     runs = runs_for(f, ch, book)
-    res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT)
+    res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT, options=LOSSLESS)   # the balance below
     assert res.ok
     soc = _soc(res.dispatch)
     assert min(soc) >= -1e-6 and max(soc) <= 200.0 + 1e-6
