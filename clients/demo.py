@@ -51,9 +51,9 @@ RT_HOUR = 17
 RT_MARKETS = 3
 DEMO_FORMULATION = "lossless"
 """The demo's markets clear on the lossless LP, named on each market, although a server's default is
-``lossaware``: the loss-aware interface curves of this 24-hour day, whose batteries and EVs couple the hours,
-did not finish in 120 s (the demo's call deadline) on a 2-core machine, where the lossless ones take
-about a second (benchmarks/README.md, "Server formulation")."""
+``lossaware``: the loss-aware clearing and curves of this 24-hour day, whose batteries and EVs couple the hours,
+cost 145 s of CPU against 1.9 s lossless (benchmarks/README.md, "Server formulation"), beyond the demo's 120 s
+call deadline."""
 AGGREGATORS = ("sunrise-energy", "voltway-ev", "flexco")
 PARTICIPANTS = {"dso": "operator", **{a: "aggregator" for a in AGGREGATORS}, "iso": "iso",
                 "auditor": "auditor"}
@@ -189,7 +189,7 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
     clients = {name: Client(target, token, timeout=120.0) for name, token in tokens.items()}
     op, iso = clients["dso"], clients["iso"]
     out(f"dsomarket demo: server on {target}, database {path}")
-    out(f"  markets clear {DEMO_FORMULATION}: a server's default is lossaware, whose curves of a day with storage "
+    out(f"  markets clear {DEMO_FORMULATION}: a server's default is lossaware, whose curves of this day with storage "
         "take minutes today")
     rng = np.random.default_rng(2025)
     tasks: list[asyncio.Task] = []
