@@ -148,34 +148,50 @@ def validate_bids(bids: pl.DataFrame, feeder: Feeder, rules: MarketRules = Marke
     bad = np.nonzero(~np.isfinite(tan_phi))[0]
     if len(bad):
         raise InputError("bids", "tan_phi", "must be finite", row=int(bad[0]))
-    bus_idx = feeder.topology.bus_index_of(table["bus"].to_list(), table="bids")
-
-    ivs = table["interval"].to_list()
-    has = [iv is not None for iv in ivs]
-    if any(has) and not all(has):
-        row = has.index(False)
-        raise InputError("bids", "interval", "is empty while other bids give one: a market is either "
-                         "single-interval (all empty) or timed (all set)", row=row)
-    if intervals is None:
-        intervals = sorted(set(ivs)) if all(has) and ivs else [None]
-    t_of = {iv: k for k, iv in enumerate(intervals)}
-    t_idx = np.empty(len(ivs), dtype=np.int64)
-    for k, iv in enumerate(ivs):
-        t = t_of.get(iv)
-        if t is None:
-            raise InputError("bids", "interval", f"{iv} is not an interval of this market", row=k)
-        t_idx[k] = t
+    bus_idx = feeder.topology.bus_index_of(table["bus"], table="bids")
+    intervals, t_idx = _interval_index(table["interval"], intervals)
     return BidBook(table=table, intervals=list(intervals), bus_idx=bus_idx, t_idx=t_idx,
                    withdraw_sign=np.where(side == "buy", 1.0, -1.0), quantity_kw=q, price=price,
                    tan_phi=tan_phi)
 
 
+def _interval_index(iv: pl.Series, intervals: list | None) -> tuple[list, np.ndarray]:
+    """The market's intervals and each bid's index into them (column-wise, no per-row Python)."""
+    null = iv.is_null().to_numpy()
+    if null.any() and not null.all():
+        raise InputError("bids", "interval", "is empty while other bids give one: a market is either "
+                         "single-interval (all empty) or timed (all set)", row=int(np.nonzero(null)[0][0]))
+    if intervals is None:
+        intervals = iv.unique().sort().to_list() if len(iv) and not null.any() else [None]
+    if len(iv) == 0:
+        return list(intervals), np.zeros(0, dtype=np.int64)
+    if null.all():
+        if None not in intervals:
+            raise InputError("bids", "interval", "None is not an interval of this market", row=0)
+        return list(intervals), np.full(len(iv), intervals.index(None), dtype=np.int64)
+    known = pl.Series(intervals, dtype=iv.dtype) if None not in intervals else pl.Series([], dtype=iv.dtype)
+    t = pl.DataFrame({"iv": iv}).join(pl.DataFrame({"iv": known, "t": np.arange(len(known), dtype=np.int64)}),
+                                      on="iv", how="left", maintain_order="left")["t"]
+    missing = t.is_null().to_numpy()
+    if missing.any():
+        row = int(np.nonzero(missing)[0][0])
+        raise InputError("bids", "interval", f"{iv[row]} is not an interval of this market", row=row)
+    return list(intervals), t.to_numpy()
+
+
 def canonical(book: BidBook, feeder: Feeder, rules: MarketRules) -> BidBook:
-    """The same bids in interval and bid_id order, so that input order cannot change the LP."""
-    table = book.table.with_row_index("_row").sort(["interval", "bid_id"], nulls_last=False)
-    if np.array_equal(table["_row"].to_numpy(), np.arange(book.n)):
+    """The same bids in interval and bid_id order, so that input order cannot change the LP.
+
+    The book's rows are permuted, not validated again (they were checked when the book was made); only
+    the buses are indexed again, in ``feeder``'s topology, which may be another run's network.
+    """
+    order = book.table.with_row_index("_row").sort(["interval", "bid_id"], nulls_last=False)["_row"].to_numpy()
+    if np.array_equal(order, np.arange(book.n)):
         return book
-    return validate_bids(table.drop("_row"), feeder, rules, book.intervals)
+    table = book.table[order]
+    return BidBook(table=table, intervals=book.intervals, bus_idx=feeder.topology.bus_index_of(table["bus"]),
+                   t_idx=book.t_idx[order], withdraw_sign=book.withdraw_sign[order],
+                   quantity_kw=book.quantity_kw[order], price=book.price[order], tan_phi=book.tan_phi[order])
 
 
 def for_interval(book: BidBook, t: int) -> BidBook:

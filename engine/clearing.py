@@ -75,7 +75,9 @@ class NodalMarket:
                 self.model = losses.build(feeder, self.columns.book, self.iso_price, rules, point, resources,
                                           load_p_kw, load_q_kvar, options.polygon_sides)
                 self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
+                self.model = self._relinearise.model   # the same model, assembled once
                 self.point = point   # the AC operating point the model is linearised at
+                self._flat = (self.model, point)
             else:
                 self.model = lindistflow.build(feeder, self.columns.book, self.iso_price, rules, resources,
                                                load_p_kw, load_q_kvar, options.polygon_sides)
@@ -108,6 +110,17 @@ class NodalMarket:
     def hold_bids(self, bid_mw: np.ndarray | None) -> None:
         """Hold the bids at ``bid_mw`` (MW per bid, book order; NaN = free); None frees them all."""
         self.solver.set_col_bounds("bid", *held_bounds(self.columns, bid_mw))
+
+    def restart(self) -> None:
+        """Back to the state a new loss-aware market starts from: its first model, no dispatch's
+        point yet, no basis. The next :meth:`converge` then follows the path a fresh clearing at the
+        same prices and bounds follows, hence ends where it does."""
+        if not self.lossaware:
+            return
+        self.model, self.point = self._flat
+        self._point_bids = None
+        self.solver.set_matrix(self.model)
+        self.solver.h.clearSolver()
 
     def solve_raw(self) -> Solution:
         """One solve of the model as it stands (no re-linearisation)."""

@@ -65,6 +65,19 @@ samples differ by at most ``2 max_error_kw`` is represented by their midpoint
 with an error of at most ``max_error_kw`` (plus the conic solver's accuracy),
 and intervals are halved until that holds or they are narrower than
 ``price_tol``: a jump of ``Q`` is then located to within ``price_tol``.
+
+Loss-aware LP (:func:`_trace_fixed_points`)
+-------------------------------------------
+The loss-aware market is successive LP, so its ``Q(lambda)`` is what
+``clear`` converges to at each price, and the curve is made of those
+clearings. A clearing whose dispatch is a vertex of the LP linearised at it
+holds over the price range of that LP's optimal basis (the linearisation has
+the AC equations' values and gradients there, so their optimality conditions
+agree): a flat band, exact. Between two such ranges a bid may clear part-way
+because of its own effect on the losses, and the import then moves with the
+price: that stretch is sampled by further clearings (Eisner and Severance's
+tangents, as above) until neighbouring imports differ by at most twice
+``losses.CURVE_REL_TOL`` (one band at their middle).
 """
 
 from __future__ import annotations
@@ -85,7 +98,8 @@ from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, co
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, _iv_column, socp_solver
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.lindistflow import market_loads
-from dsomarket.engine.losses import CurveCheck, verify_curve
+from dsomarket.engine.losses import (CURVE_ABS_KW, CURVE_MAX_DEPTH, CURVE_PRICE_TOL, CURVE_REL_TOL,
+                                      STEP_TOL_KW, CurveCheck, verify_curve)
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 Q_TOL_MW = 1e-6
@@ -136,9 +150,10 @@ class InterfaceCurve:
     bound_flips
         Steps walked by bound flips without a solve (LP tracing).
     ac_check
-        Loss-aware curves: ``bands`` checked by an AC power flow of their dispatch,
-        ``max_error_pct`` of a band's import against it, and the regions
-        ``relinearised`` (:class:`engine.losses.CurveCheck`); None otherwise.
+        Loss-aware curves: ``bands``, the converged ``clearings`` they were made from,
+        ``max_error_pct`` (bound on a band's import against the clearing at a price
+        inside it) and ``max_residual_kw`` (a clearing's LP import against the AC power
+        flow of its dispatch) (:class:`engine.losses.CurveCheck`); None otherwise.
     """
 
     bands: pl.DataFrame
@@ -364,154 +379,6 @@ class _Sample:
     high: float
 
 
-_MAX_UPDATES = 32
-"""Pivots held as a Schur complement on one sparse LU before the basis is factorised afresh."""
-
-
-class _Factor:
-    """A basis ``B`` held as the sparse LU of an earlier basis ``B0`` and the columns replaced since.
-
-    ``B0`` is held in its *core* form: the rows whose logical is nonbasic
-    (``active``: balances, voltage drops, binding limits) against the basic
-    columns. A row whose logical is basic (``inactive``) only defines its
-    activity, ``r = a_i x``. Positions ``0..ns-1`` of the basis are ``B0``'s basic
-    columns, positions ``ns + l`` the logicals of its inactive rows (column
-    ``-e_i`` of ``[A, -I]``), so ``B0 = [[core, 0], [a_is, -I]]`` with
-    ``a_is = A[inactive, basic columns]``: a solve with ``B0`` is one LU solve
-    with ``core`` for the core positions, and the inactive rows' values follow
-    by a sparse product, computed only for the rows that are asked for.
-
-    A pivot replaces the column at one position: with ``W = B0^-1 A_q`` the
-    entering columns through ``B0`` and ``P`` their positions,
-    ``B = B0 + (A_q - B0 P) P^T`` and, by the Woodbury identity with
-    ``S = P^T W``, ``B^-1 b = u - W S^-1 u_P`` (plus ``S^-1 u_P`` at ``P``) for
-    ``u = B0^-1 b`` (the Schur-complement update of Bisschop and Meeraus). Only
-    the core rows of ``W`` are kept (``ws``); at an inactive row ``W`` is
-    ``a_is ws - A_q[inactive]`` (``aq``). A pivot costs one LU solve instead of
-    a factorisation; after ``_MAX_UPDATES`` the basis is factorised afresh.
-    """
-
-    def __init__(self, lu, active: np.ndarray, inactive: np.ndarray, row_pos: np.ndarray, a_is, a_si, abs_is,
-                 ws: np.ndarray | None = None, aq=None, pos: np.ndarray | None = None,
-                 s_inv: np.ndarray | None = None):
-        self.lu, self.active, self.inactive, self.row_pos = lu, active, inactive, row_pos
-        self.a_is, self.a_si, self.abs_is = a_is, a_si, abs_is
-        self.ns = len(active)
-        self.ws, self.aq, self.pos, self.s_inv = ws, aq, pos, s_inv
-        if pos is not None:
-            core = pos < self.ns
-            self.k_s, self.k_l = np.nonzero(core)[0], np.nonzero(~core)[0]
-            self.pos_s, self.pos_l = pos[core], pos[~core] - self.ns
-            self.a_is_p = a_is[self.pos_l]
-            order = np.argsort(self.pos_l)
-            self.pos_l_sorted = self.pos_l[order]
-            self.pos_l_rank = np.argsort(order)
-
-    @property
-    def updates(self) -> int:
-        return 0 if self.pos is None else len(self.pos)
-
-    def base(self, ent: np.ndarray, row: np.ndarray, val: np.ndarray, r: int) -> tuple[np.ndarray, tuple]:
-        """``B0``'s core solve ``u`` of right-hand sides given by their nonzeros (column ``ent``, ``row``,
-        ``val``; ``r`` columns), and their inactive rows as ``(rows, values)``: the few rows with a
-        nonzero (sorted) and their values, dense."""
-        p = self.row_pos[row]
-        on = p >= 0
-        rows, inv = np.unique(-1 - p[~on], return_inverse=True)
-        vals = np.zeros((len(rows), r))
-        vals[inv, ent[~on]] = val[~on]
-        b_a = np.zeros((self.ns, r), order="F")
-        b_a[p[on], ent[on]] = val[on]
-        return self.lu.solve(b_a), (rows, vals)
-
-    @staticmethod
-    def _at(b_l: tuple, rows: np.ndarray) -> np.ndarray:
-        """The values of the sparse rows ``b_l`` at ``rows`` (sorted), zero elsewhere."""
-        own, vals = b_l
-        out = np.zeros((len(rows), vals.shape[1]))
-        if len(own) and len(rows):
-            hit = np.minimum(np.searchsorted(rows, own), len(rows) - 1)
-            ok = rows[hit] == own
-            out[hit[ok]] = vals[ok]
-        return out
-
-    def complete(self, u: np.ndarray, b_l) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """``B^-1 b`` at the core positions, and ``(y, t)`` for :meth:`inactive_values`, from :meth:`base`."""
-        if self.pos is None:
-            return u, u, None
-        u_p = np.empty((len(self.pos), u.shape[1]))
-        u_p[self.k_s] = u[self.pos_s]
-        if len(self.k_l):
-            u_p[self.k_l] = self.a_is_p @ u - self._at(b_l, self.pos_l_sorted)[self.pos_l_rank]
-        t = self.s_inv @ u_p
-        y = u - self.ws @ t
-        x = y.copy()
-        x[self.pos_s] += t[self.k_s]
-        return x, y, t
-
-    def inactive_values(self, rows: np.ndarray | None, b_l, y: np.ndarray, t: np.ndarray | None) -> np.ndarray:
-        """``B^-1 b`` at the positions ``ns + rows`` (sorted; None: all), the logicals of ``B0``'s inactive rows
-        or what replaced them, from :meth:`solve`'s ``y`` and ``t`` and ``b``'s inactive rows ``b_l``."""
-        if rows is None:
-            v = self.a_is @ y
-            v[b_l[0]] -= b_l[1]
-            if t is not None:
-                v += self.aq @ t
-                v[self.pos_l] += t[self.k_l]
-            return v
-        v = self.a_is[rows] @ y - self._at(b_l, rows)
-        if t is not None:
-            v += self.aq[rows] @ t
-            hit = np.searchsorted(rows, self.pos_l)
-            ok = hit < len(rows)
-            ok[ok] = rows[hit[ok]] == self.pos_l[ok]
-            v[hit[ok]] += t[self.k_l[ok]]
-        return v
-
-    def solve_t(self, c: np.ndarray) -> np.ndarray:
-        """``y`` with ``B^T y = c`` (``c`` per position, ``y`` per row)."""
-        v = c.copy()
-        c_l = c[self.ns:]
-        if self.pos is not None:
-            wtc = self.ws.T @ (c[:self.ns] + self.a_si @ c_l) - self.aq.T @ c_l
-            v[self.pos] -= self.s_inv.T @ (wtc - c[self.pos])
-        v_l = v[self.ns:]
-        y = np.empty(len(v))
-        y[self.active] = self.lu.solve(v[:self.ns] + self.a_si @ v_l, trans="T")
-        y[self.inactive] = -v_l
-        return y
-
-    def replaced(self, p: int, u: np.ndarray, b_l: tuple) -> _Factor | None:
-        """The factor after position ``p`` takes a column whose core solve is ``u`` (``ns``) and whose
-        inactive rows are ``b_l`` (as from :meth:`split`); None when the update is ill-conditioned."""
-        aq_col = sp.csr_matrix((b_l[1][:, 0], (b_l[0], np.zeros(len(b_l[0]), dtype=np.int64))),
-                               shape=(len(self.inactive), 1))
-        if self.pos is None:
-            ws, aq, pos = u[:, None], aq_col.tocsr(), np.array([p])
-        elif p in self.pos:     # a column that entered since B0 leaves again: its slot is reused
-            k = int(np.nonzero(self.pos == p)[0][0])
-            ws, pos = self.ws.copy(), self.pos
-            ws[:, k] = u
-            aq = sp.hstack([self.aq[:, :k], aq_col, self.aq[:, k + 1:]], format="csr")
-        else:
-            ws, aq, pos = np.column_stack([self.ws, u]), sp.hstack([self.aq, aq_col], format="csr"), \
-                np.append(self.pos, p)
-        core = pos < self.ns
-        s = np.empty((len(pos), len(pos)))
-        s[core] = ws[pos[core]]
-        if not core.all():
-            rows = pos[~core] - self.ns
-            s[~core] = self.a_is[rows] @ ws - aq[rows].toarray()
-        try:
-            s_inv = np.linalg.inv(s)
-        except np.linalg.LinAlgError:
-            return None
-        if not np.all(np.isfinite(s_inv)) or np.abs(s_inv).max() * np.abs(s).max() > 1e10:
-            return None
-        return _Factor(self.lu, self.active, self.inactive, self.row_pos, self.a_is, self.a_si, self.abs_is,
-                       ws, aq, pos, s_inv)
-
-
 @dataclass
 class _Basis:
     """One optimal basis, factorised for the parametric steps: values, and the nonbasic reduced costs that block it.
@@ -521,11 +388,13 @@ class _Basis:
     ``(delta, kind, index)`` with kind 0 a column, 1 a row, unordered
     (:func:`_first_events` orders the first few).
 
-    ``heads`` names the basic variable at each position of the basis (column
-    ``j`` as ``j``, the logical of row ``i`` as ``n_col + i``); ``xb``,
-    ``lower`` and ``upper`` are its value (a column's value or a row's
-    activity) and bounds. A flip of column ``j`` by ``step`` moves them by
-    ``-step B^-1 a_j``.
+    The basis is held in its *core* form: the rows whose logical is nonbasic
+    (``active``: balances, voltage drops, binding limits) against the basic
+    columns (``structural``). A row whose logical is basic only defines its
+    activity, ``r = a_i x``, and constrains nothing while it stays within its
+    bounds, so ``core = A[active, structural]`` is square and a flip of column
+    ``j`` by ``step`` moves the basic columns by ``-step core^-1 A[active, j]``
+    and the basic rows' activities by ``A[inactive] dx``.
     """
 
     price: float
@@ -533,13 +402,16 @@ class _Basis:
     g: float
     up: tuple
     down: tuple
-    heads: np.ndarray | None = None        # basic variable per position
-    factor: _Factor | None = None
-    p0_pos: int = -1                       # P0's position (-1: nonbasic)
-    c0: np.ndarray | None = None           # costs per position, P0's and the logicals' 0
-    xb: np.ndarray | None = None           # basic values per position
-    lower: np.ndarray | None = None
-    upper: np.ndarray | None = None
+    structural: np.ndarray | None = None   # basic columns, in core order
+    active: np.ndarray | None = None       # rows of the core
+    inactive: np.ndarray | None = None     # rows whose logical is basic
+    lu: object = None                      # splu of the core
+    p0_pos: int = -1                       # P0's position among ``structural`` (-1: nonbasic)
+    c0: np.ndarray | None = None           # costs of the basic columns with P0's set to 0
+    bounded: np.ndarray | None = None      # which basic columns have a finite bound
+    r: np.ndarray | None = None            # row activities A x
+    a_inactive_structural: object = None   # A[inactive, structural] (csr)
+    row_pos: np.ndarray | None = None      # per row: position among active (>= 0) or -1 - among inactive
 
 
 class _Probe:
@@ -552,12 +424,11 @@ class _Probe:
     ratio (:func:`_blocking`). Switching a bid (a boxed column) to its other
     bound keeps the basis dual feasible (the parametric simplex's bound flip);
     the flips' effects on the basic values are one multi-right-hand-side solve
-    with the basis's factorisation (:class:`_Factor`), summed cumulatively, so
-    the first flip that would push a basic value (a line, a voltage, a partly
+    with the basis's own sparse LU factorisation, summed cumulatively, so the
+    first flip that would push a basic value (a line, a voltage, a partly
     cleared bid, a battery) past its bound is found without a per-flip call into
-    HiGHS. That flip, or a row reaching zero reduced cost, is a pivot the tracer
-    takes itself (:meth:`_pivot`), updating the factorisation; a warm HiGHS
-    solve takes over where it cannot.
+    HiGHS. That flip, or a row reaching zero reduced cost, needs a real pivot:
+    it is left to a warm HiGHS solve.
     """
 
     def __init__(self, market: NodalMarket, t: int):
@@ -579,7 +450,7 @@ class _Probe:
         self.model = self.market.model
         _, _, _, a, _, _, _ = self.model.assemble()
         a = a.tocsr(copy=True)
-        a.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: no row to solve for
+        a.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
         self.a = a
         self.at = a.T.tocsr()
         a_csc = a.tocsc()
@@ -587,13 +458,9 @@ class _Probe:
         # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
-        self.n_col = a.shape[1]
         s = self.solver
         self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & (s.col_lower < s.col_upper)
         self.flippable[self.col] = False
-        # Bounds of every variable, columns then row activities, indexed like ``heads``.
-        self.lower = np.concatenate([s.col_lower, s.row_lower])
-        self.upper = np.concatenate([s.col_upper, s.row_upper])
 
     def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nonzeros of the columns ``cols`` of A: ``(k, row, value)``, ``k`` the position in ``cols``,
@@ -624,83 +491,66 @@ class _Probe:
         return _Sample(price, q, g, low, high), basis
 
     def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:
-        """Factorise HiGHS's optimal basis and find the reduced costs that block it (cost ranging of P0)."""
+        """Factorise HiGHS's optimal basis and find the reduced costs that block it (cost ranging of P0).
+
+        Reduced costs ``d = c - A^T y`` with ``core^T y_active = c_structural``
+        (``y`` is zero on rows whose logical is basic); raising P0's cost by
+        ``delta`` moves ``y`` by ``delta z``, ``core^T z_active = e_P0``, so ``d``
+        by ``-delta A^T z`` and a row's dual by ``delta z``. The basis stays
+        optimal until a nonbasic reduced cost changes sign. Nonbasic positions are
+        read from the primal values (at which bound), and a reduced cost of the
+        wrong sign within tolerance counts as zero, so a range is never overstated.
+        """
         _, basic = self.h.getBasicVariables()
         basic = np.asarray(basic)
-        heads = np.where(basic >= 0, basic, self.n_col - basic - 1)
-        basis = self._factor(price, x, g, heads)
+        basis = self._factor(price, x, g, np.sort(basic[basic >= 0]), np.sort(-basic[basic < 0] - 1))
         if basis is None:
             raise RuntimeError("interface curve: HiGHS's optimal basis is singular to the tracer")
         return basis
 
-    def _fresh(self, heads: np.ndarray) -> tuple[_Factor, np.ndarray] | None:
-        """A new factorisation of the basis ``heads``, and the heads in its position order (basic columns,
-        then basic row logicals); None when the basis is singular."""
-        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
-
-        n_row = self.a.shape[0]
-        structural = np.sort(heads[heads < self.n_col])
-        inactive = np.sort(heads[heads >= self.n_col] - self.n_col)
-        active_mask = np.ones(n_row, dtype=bool)
-        active_mask[inactive] = False
-        active = np.nonzero(active_mask)[0]
-        if len(active) != len(structural):
-            return None
-        row_pos = np.empty(n_row, dtype=np.int64)
-        row_pos[active] = np.arange(len(active))
-        row_pos[inactive] = -1 - np.arange(len(inactive))
-        k, row, val = self._columns(structural)
-        pos = row_pos[row]
-        on = pos >= 0
-        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
-        core = sp.csc_matrix((val[on], pos[on], np.concatenate([[0], np.cumsum(
-            np.bincount(k[on], minlength=len(structural)))])), shape=(len(active), len(structural)))
-        a_is = sp.csr_matrix((val[~on], (-1 - pos[~on], k[~on])), shape=(len(inactive), len(structural)))
-        try:
-            lu = splu(core, permc_spec="COLAMD")
-        except RuntimeError:            # singular: a pivot the tracer should not have taken
-            return None
-        return (_Factor(lu, active, inactive, row_pos, a_is, a_is.T.tocsr(), abs(a_is)),
-                np.concatenate([structural, inactive + self.n_col]))
-
-    def _factor(self, price: float, x: np.ndarray, g: float, heads: np.ndarray, factor: _Factor | None = None,
+    def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
                 check: bool = False) -> _Basis | None:
-        """The :class:`_Basis` with basic variables ``heads`` at ``price`` (``factor`` its factorisation, or
-        None to factorise it afresh, which orders ``heads`` by position).
-
-        Reduced costs ``d = c - A^T y`` with ``B^T y = c_B``; raising P0's cost by
-        ``delta`` moves ``y`` by ``delta z``, ``B^T z = e_P0``, so ``d`` by
-        ``-delta A^T z`` and a row's dual by ``delta z``. The basis stays optimal
-        until a nonbasic reduced cost changes sign. Nonbasic positions are read
-        from the primal values (at which bound), and a reduced cost of the wrong
-        sign within tolerance counts as zero, so a range is never overstated.
+        """The :class:`_Basis` of basic columns ``structural`` and basic row logicals ``inactive`` at ``price``.
 
         With ``check`` (a basis reached by the tracer's own pivot, not by HiGHS),
         None unless it is primal feasible (``x`` within bounds, the active rows
         held) and dual feasible at ``price`` (no nonbasic reduced cost of the
         wrong sign), i.e. optimal there.
         """
+        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
+
         s = self.solver
-        if factor is None:
-            fresh = self._fresh(heads)
-            if fresh is None:
-                return None
-            factor, heads = fresh
+        n_row = self.a.shape[0]
         r = self.a @ x
-        is_col = heads < self.n_col
-        structural = heads[is_col]
-        active_mask = np.ones(len(r), dtype=bool)
-        active_mask[heads[~is_col] - self.n_col] = False
+        active_mask = np.ones(n_row, dtype=bool)
+        active_mask[inactive] = False
+        active = np.nonzero(active_mask)[0]
+        if len(active) != len(structural):
+            return None
         cost = s.cost.copy()
         cost[self.col] = price
-        c_b = np.zeros(len(heads))
-        c_b[is_col] = cost[structural]
-        y = factor.solve_t(c_b)
+        row_pos = np.empty(n_row, dtype=np.int64)
+        row_pos[active] = np.arange(len(active))
+        row_pos[inactive] = -1 - np.arange(len(inactive))
+        k, row, val = self._columns(structural)
+        pos_all = row_pos[row]
+        on = pos_all >= 0
+        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
+        core = sp.csc_matrix((val[on], pos_all[on], np.concatenate([[0], np.cumsum(
+            np.bincount(k[on], minlength=len(structural)))])), shape=(len(active), len(structural)))
+        a_inactive_structural = sp.csr_matrix((val[~on], (-1 - pos_all[~on], k[~on])),
+                                              shape=(len(inactive), len(structural)))
+        try:
+            lu = splu(core, permc_spec="COLAMD")
+        except RuntimeError:            # singular: a pivot the tracer should not have taken
+            return None
+        y = np.zeros(n_row)
+        y[active] = lu.solve(cost[structural], trans="T")
         d = cost - self.at @ y
         if check and not _optimal(x, r, d, y, structural, active_mask, s, price):
             return None
-        hit = np.nonzero(heads == self.col)[0]
-        if len(hit) == 0:  # P0 nonbasic: at a limit, or fixed
+        pos = np.searchsorted(structural, self.col)
+        if pos >= len(structural) or structural[pos] != self.col:  # P0 nonbasic: at a limit, or fixed
             lo, hi = s.col_lower[self.col], s.col_upper[self.col]
             none = (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
             up, down = none, none
@@ -712,17 +562,19 @@ class _Probe:
                 else:
                     up = (np.array([max(-d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
             return _Basis(price, x, g, up, down)
-        pos = int(hit[0])
         nb_col = np.ones(len(s.cost), dtype=bool)
         nb_col[structural] = False
-        unit = np.zeros(len(heads))
+        unit = np.zeros(len(structural))
         unit[pos] = 1.0
-        z = factor.solve_t(unit)
+        z = np.zeros(n_row)
+        z[active] = lu.solve(unit, trans="T")
         cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_col)
         ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, active_mask)
-        c_b[pos] = 0.0
-        return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), heads, factor, pos, c_b,
-                      np.concatenate([x, r])[heads], self.lower[heads], self.upper[heads])
+        c0 = cost[structural].copy()
+        c0[pos] = 0.0
+        bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
+        return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
+                      lu, int(pos), c0, bounded, r, a_inactive_structural, row_pos)
 
     def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
         """Samples reached from ``start`` by bound flips and the tracer's own pivots, towards ``limit`` (exclusive).
@@ -731,8 +583,8 @@ class _Probe:
         taken as a primal simplex pivot at its price: the entering variable (the
         bid whose flip breaks a bound, or a row whose dual reaches zero) moves
         until the first basic variable reaches a bound (ratio test), which
-        leaves. The new basis is kept only if it is optimal at that price
-        (:func:`_optimal`); otherwise, or after too many pivots that make no
+        leaves. The new basis is factorised and kept only if it is optimal at that
+        price (:func:`_optimal`); otherwise, or after too many pivots that make no
         progress, the chain ends and a warm HiGHS solve takes over.
         """
         out: list[_Sample] = []
@@ -757,22 +609,30 @@ class _Probe:
         """One primal simplex pivot at the price of event ``brk``; None when it cannot be taken safely."""
         kind, j, price, x = brk
         s = self.solver
-        f, heads = basis.factor, basis.heads
+        st, act, ina = basis.structural, basis.active, basis.inactive
         r = self.a @ x
+        r_ina = r[ina]
         if kind == 0:
             lo_e, hi_e, val = s.col_lower[j], s.col_upper[j], x[j]
-            ent, row, coef = self._columns(np.array([j]))
         else:
             lo_e, hi_e, val = s.row_lower[j], s.row_upper[j], r[j]
-            ent, row, coef = np.zeros(1, dtype=np.int64), np.array([j]), np.array([-1.0])   # its column in [A, -I]
         sigma = 1.0 if (math.isfinite(lo_e) and abs(val - lo_e) <= abs(val - hi_e)) else -1.0
-        u, b_l = f.base(ent, row, coef, 1)       # B0's own solve: the update's new column
-        x_s, y_s, t = f.complete(u, b_l)
-        # The basic values' move per unit move of the entering variable.
-        rate = -sigma * np.concatenate([x_s[:, 0], f.inactive_values(None, b_l, y_s, t)[:, 0]])
-        vals = np.concatenate([x, r])[heads]
-        lower, upper = basis.lower, basis.upper
+        if kind == 0:
+            a_j = np.zeros(len(r))
+            _, rows, vals = self._columns(np.array([j]))
+            a_j[rows] = vals
+            d_s = -sigma * basis.lu.solve(a_j[act])
+            d_r = basis.a_inactive_structural @ d_s + sigma * a_j[ina]
+        else:
+            unit = np.zeros(len(act))
+            unit[np.searchsorted(act, j)] = sigma
+            d_s = basis.lu.solve(unit)
+            d_r = basis.a_inactive_structural @ d_s
         own = hi_e - lo_e
+        vals = np.concatenate([x[st], r_ina])
+        rate = np.concatenate([d_s, d_r])
+        lower = np.concatenate([s.col_lower[st], s.row_lower[ina]])
+        upper = np.concatenate([s.col_upper[st], s.row_upper[ina]])
         eps = 1e-9
         with np.errstate(divide="ignore", invalid="ignore"):
             theta = np.where(rate > eps, (upper - vals) / rate, np.where(rate < -eps, (lower - vals) / rate, np.inf))
@@ -781,21 +641,22 @@ class _Probe:
         step = float(theta[leave])
         if not math.isfinite(step) or step >= own:
             return None
-        is_col = heads < self.n_col
         x = x.copy()
-        x[heads[is_col]] += step * rate[is_col]
+        x[st] += step * d_s
         if kind == 0:
             x[j] += sigma * step
-        if is_col[leave]:                       # a basic column reaches a bound and leaves
-            x[heads[leave]] = upper[leave] if rate[leave] > 0 else lower[leave]
-        # (else a basic row reaches a bound: it becomes active)
-        new_heads = heads.copy()
-        new_heads[leave] = j if kind == 0 else self.n_col + j
-        factor = f.replaced(leave, u[:, 0], b_l) if f.updates < _MAX_UPDATES else None
+        structural, inactive = st, ina
+        if leave < len(st):                     # a basic column reaches a bound and leaves
+            x[st[leave]] = upper[leave] if rate[leave] > 0 else lower[leave]
+            structural = np.delete(st, leave)
+        else:                                   # a basic row reaches a bound: it becomes active
+            inactive = np.delete(ina, leave - len(st))
+        if kind == 0:
+            structural = np.insert(structural, np.searchsorted(structural, j), j)
+        else:
+            inactive = np.insert(inactive, np.searchsorted(inactive, j), j)
         g = float(np.sum(s.cost * x)) - s.cost[self.col] * x[self.col]
-        nxt = self._factor(price, x, g, new_heads, factor, check=True)
-        if nxt is None and factor is not None:   # the update's accuracy is in doubt: factorise afresh
-            nxt = self._factor(price, x, g, new_heads, None, check=True)
+        nxt = self._factor(price, x, g, structural, inactive, check=True)
         if nxt is None:
             return None
         q = float(x[self.col])
@@ -809,8 +670,8 @@ class _Probe:
         """Samples reached by bound flips alone from ``basis``, and the event that ends them.
 
         The flips are the basis's blocking columns in price order up to the first
-        row event or non-flippable column. Their moves of the basic variables
-        are solved together (``B^-1 A[:, flips]``, in chunks) and summed
+        row event or non-flippable column. Their moves of the basic columns are
+        solved together (``core^-1 A[active, flips]``, in chunks) and summed
         cumulatively; the run stops before the first flip after which any basic
         column or basic row activity would lie outside its bounds. Import and
         tangent of every sample are cumulative sums too. The ending event is
@@ -837,82 +698,71 @@ class _Probe:
         cols = idx[:n_run]
         lo, hi = s.col_lower[cols], s.col_upper[cols]
         steps = np.where(x[cols] - lo <= hi - x[cols], hi - lo, lo - hi)
-        f = basis.factor
-        ns = f.ns
-        # Core positions: all checked. Positions of B0's inactive rows: only those the flips could push to a
-        # bound (a row moves by at most |a_is| max|move| plus its own coefficients), and the replaced ones.
-        core_b = np.nonzero(np.isfinite(basis.lower[:ns]) | np.isfinite(basis.upper[:ns]))[0]
-        v_s, lo_s, hi_s = basis.xb[core_b], basis.lower[core_b], basis.upper[core_b]
-        v_l, lo_l, hi_l = basis.xb[ns:].copy(), basis.lower[ns:], basis.upper[ns:]
+        st, act, ina = basis.structural, basis.active, basis.inactive
+        bounded = basis.bounded                       # basic columns with a finite bound (not line flows)
+        x_b, lo_b, hi_b = x[st][bounded], s.col_lower[st][bounded], s.col_upper[st][bounded]
+        r_now = basis.r[ina]
+        lo_r, hi_r = s.row_lower[ina], s.row_upper[ina]
         # Values HiGHS left outside a bound (within its tolerance) may stay there, no further.
-        allow_s = np.maximum(np.maximum(lo_s - v_s, v_s - hi_s), 1e-9)[:, None]
-        allow_l = np.maximum(np.maximum(lo_l - v_l, v_l - hi_l), 1e-9)
-        abs_is = f.abs_is
-        abs_aq = abs(f.aq) if f.updates else None
-        kept = np.sort(f.pos_l) if f.updates else np.zeros(0, dtype=np.int64)   # replaced inactive positions
-        moved_s = np.zeros(ns)                        # core positions' change by the flips so far
+        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)[:, None]
+        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
+        moved = np.zeros(len(st))                     # basic columns' change by the flips so far
+        r_cur = r_now.copy()                          # basic rows' activities after the flips so far
+        a_is = basis.a_inactive_structural
+        abs_is = abs(a_is)
         valid = n_run
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
-        c_s, c_kept = basis.c0[:ns], basis.c0[ns + kept]
-        p0 = basis.p0_pos
         # The first chunk is sized by the previous run: flips solved past the run's end are wasted.
         begin, size = 0, max(8, min(64, self.last_run + 4))
         while begin < n_run:
             end = min(n_run, begin + size)
             chunk, step = cols[begin:end], steps[begin:end]
             k = len(chunk)
-            u, b_l = f.base(*self._columns(chunk), k)
-            x_s, _, t = f.complete(u, b_l)
-            move = -x_s * step                        # one flip per column
+            ent, row, val = self._columns(chunk)
+            pos = basis.row_pos[row]                      # >= 0: active row; < 0: -1 - inactive row
+            on = pos >= 0
+            rhs = np.zeros((len(act), k), order="F")
+            rhs[pos[on], ent[on]] = val[on]
+            move = -basis.lu.solve(rhs) * step            # one flip per column
             cum = np.cumsum(move, axis=1)
-            vals = (v_s + moved_s[core_b])[:, None] + cum[core_b]
-            bad = (np.maximum(lo_s[:, None] - vals, vals - hi_s[:, None]) > allow_s).any(axis=0)
-            # Inactive positions' cumulative moves (inactive_values is linear in its three arguments).
-            own = b_l[0]
-            own_cum = np.cumsum(b_l[1] * -step, axis=1)
-            b_cum = (own, own_cum)
-            # y differs from x only where a replaced core position carries t: no second cumulative sum.
-            t_cum = None if t is None else np.cumsum(-t * step, axis=1)
-            y_cum = cum
-            if t_cum is not None:
-                y_cum = cum.copy()
-                y_cum[f.pos_s] -= t_cum[f.k_s]
-            reach = abs_is @ np.abs(y_cum).max(axis=1)
-            reach[own] += np.abs(own_cum).max(axis=1)
-            if t_cum is not None:
-                reach += abs_aq @ np.abs(t_cum).max(axis=1)
-            near = np.nonzero(reach > np.minimum(v_l - lo_l, hi_l - v_l) + allow_l)[0]
-            look = np.union1d(near, kept)
-            moves_l = f.inactive_values(look, b_cum, y_cum, t_cum)
-            if len(look):
-                vl = v_l[look, None] + moves_l
-                bad |= (np.maximum(lo_l[look, None] - vl, vl - hi_l[look, None]) > allow_l[look, None]).any(axis=0)
-            at_kept = moves_l[np.searchsorted(look, kept)]                   # cumulative, per replaced slot
-            step_kept = np.diff(at_kept, axis=1, prepend=0.0)
-            dq[begin:end] = move[p0] if p0 < ns else step_kept[np.searchsorted(kept, p0 - ns)]
-            dg[begin:end] = step * s.cost[chunk] + c_s @ move + c_kept @ step_kept
-            last = k - 1
+            xb = x_b[:, None] + moved[bounded, None] + cum[bounded]
+            bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
+            # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
+            own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
+            own = np.zeros((len(own_rows), k))
+            own[inv, ent[~on]] = val[~on] * step[ent[~on]]
+            own_cum = np.cumsum(own, axis=1)
+            # Activities: only rows the flips could push to a bound are computed; a row moves by at
+            # most sum_j |a_ij| max_n |change of x_j| plus the flipped columns' own coefficients.
+            reach = abs_is @ np.abs(cum).max(axis=1)
+            reach[own_rows] += np.abs(own).sum(axis=1)
+            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
+            if len(near):
+                r = r_cur[near, None] + a_is[near] @ cum
+                hit = np.searchsorted(own_rows, near)
+                mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
+                    if len(own_rows) else np.zeros(len(near), dtype=bool)
+                r[mine] += own_cum[hit[mine]]
+                bad |= (np.maximum(lo_r[near, None] - r, r - hi_r[near, None]) > allow_r[near]).any(axis=0)
+            dq[begin:end] = move[basis.p0_pos]
+            dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
             if bad.any():
                 valid = begin + int(np.argmax(bad))
-                last = valid - begin - 1
-            if last >= 0:
-                moved_s += cum[:, last]
-                v_l += f.inactive_values(None, (own, own_cum[:, last:last + 1]), y_cum[:, last:last + 1],
-                                         None if t_cum is None else t_cum[:, last:last + 1])[:, 0]
-            if bad.any():
+                if valid > begin:
+                    moved += cum[:, valid - begin - 1]
                 break
+            moved += cum[:, -1]
+            r_cur += a_is @ cum[:, -1]
+            r_cur[own_rows] += own_cum[:, -1]
             begin, size = end, min(size * 2, 64)
         self.flips += valid
         self.last_run = valid
         brk = None
         if valid < len(delta) and not beyond[valid]:
             # The event that ends the run: a flip that breaks a bound, a row, or a column that cannot flip.
-            heads = basis.heads
             x_new = x.copy()
-            at = np.concatenate([basis.xb[:ns] + moved_s, v_l])
-            is_col = heads < self.n_col
-            x_new[heads[is_col]] = at[is_col]
+            x_new[st] += moved
             x_new[cols[:valid]] += steps[:valid]
             brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new)
         q = float(x[self.col]) + np.cumsum(dq[:valid])
@@ -1084,11 +934,10 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     feeder, book, rules, resources
         The market, as for :func:`engine.clearing.clear`.
     options
-        ``formulation = "lossaware"`` (default) traces the exact staircase of the
-        converged loss-aware LP and checks every band by an AC power flow;
-        ``"lossless"`` (alias ``"lindistflow"``) the exact staircase of the lossless
-        LP; ``"socp"`` samples the branch-flow curve (:func:`trace_curve_socp`,
-        which takes ``socp_options``).
+        ``formulation = "lossaware"`` (default) makes the curve of converged clearings
+        (:func:`_trace_fixed_points`); ``"lossless"`` (alias ``"lindistflow"``) traces
+        the exact staircase of the lossless LP; ``"socp"`` samples the branch-flow
+        curve (:func:`trace_curve_socp`, which takes ``socp_options``).
     forecast
         ISO price per interval (per MWh) held in the *other* intervals while one
         is traced; only matters when resources couple intervals. Defaults to the
@@ -1148,14 +997,14 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
                                            resources_for_interval(resources, book.intervals[t]), opts,
                                            load_p_kw[:, one], load_q_kvar[:, one]), 0)
             if lossaware:
-                probe.market.converge()   # the curve is traced on the converged linearisation
-            bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
-            solves += probe.solves
-            flips += probe.flips
-            if lossaware:
-                bands, band_check = _verified(probe, bands, limit)
-                solves += band_check.bands
+                fixed = _FixedPoints(probe.market, probe.t)
+                bands, band_check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, limit)
+                solves += fixed.solves
                 check = band_check if check is None else check.merged(band_check)
+            else:
+                bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
+                solves += probe.solves
+                flips += probe.flips
             rows += [(t, lo, hi, q) for lo, hi, q in bands]
             if progress is not None:
                 progress(t + 1, T)
@@ -1163,6 +1012,153 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
                           conditional=coupled, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, bound_flips=flips,
                           ac_check=None if check is None else dataclasses.asdict(check))
+
+
+class _FixedPoints:
+    """Loss-aware clearings of interval t at chosen ISO prices, each converged to its own fixed point.
+
+    A clearing at price ``lambda`` is :meth:`NodalMarket.converge` (what ``clear`` does), so
+    its import is the AC power flow's of its dispatch. Where that dispatch is a vertex of the
+    LP linearised at it, the range of ISO prices over which that LP's basis stays optimal
+    (:meth:`_Probe.solve`) is exactly the range over which the dispatch is a fixed point:
+    the linearisation has the AC equations' values and gradients there, so the LP's
+    optimality conditions at it are the AC ones. Where a bid clears part-way because of
+    its own effect on the losses (an interior optimum) the import moves with the price and
+    the sample holds at its own price only.
+    """
+
+    def __init__(self, market: NodalMarket, t: int):
+        self.market, self.t = market, t
+        self.clearings = 0
+        self.solves = 0
+        self.residual_kw = 0.0
+
+    def at(self, price: float, between: tuple[float, float] = (math.inf, -math.inf)) -> _Sample:
+        """The clearing at ``price``: import (MW), tangent, and the price range on which it holds.
+
+        ``between``: the imports (MW) of the clearings at a lower and a higher price; a warm
+        clearing that is no vertex is kept only when its import lies between them."""
+        m, t = self.market, self.t
+        prices = m.iso_price.copy()
+        prices[t] = price
+        m.set_iso_price(prices)
+        sample, vertex = self._converged(price)
+        if not vertex and not between[0] + Q_TOL_MW >= sample.q >= between[1] - Q_TOL_MW:
+            # Warm from the last clearing, successive LP may settle elsewhere than a fresh clearing
+            # where bids clear part-way (the import out of order says so): start where ``clear``
+            # starts, so the curve says what it does.
+            m.restart()
+            sample, _ = self._converged(price)
+        return sample
+
+    def _converged(self, price: float) -> tuple[_Sample, bool]:
+        """Converge at the prices set: the sample, and whether its fixed point is a vertex."""
+        m, t = self.market, self.t
+        sol = m.converge()
+        self.clearings += 1
+        self.solves += m.convergence["iterations"] if m.convergence else 1
+        if not sol.ok:
+            raise InputError("market", "iso_price", f"the market is not solvable ({sol.status}) at an ISO "
+                             f"price of {price:g} in interval {t}: no interface curve exists")
+        s = m.solver
+        q = float(s.block(sol.x, "import_p")[t])
+        g = float(np.sum(s.cost * sol.x)) - price * q
+        self.residual_kw = max(self.residual_kw, m.convergence["residual_import_kw"])
+        probe = _Probe(m, t)
+        ranged, basis = probe.solve(price)
+        self.solves += 1
+        bids = m.model.var("bid").slice
+        vertex = (abs(ranged.q - q) <= Q_TOL_MW and
+                  float(np.max(np.abs(basis.x[bids] - sol.x[bids]), initial=0.0)) * S_BASE_KVA <= STEP_TOL_KW)
+        if vertex and m.convergence["converged"]:
+            return _Sample(price, q, g, min(ranged.low, price), max(ranged.high, price)), True
+        return _Sample(price, q, g, price, price), False
+
+
+def _band_tol(a: _Sample, b: _Sample) -> float:
+    """Largest error (MW) of one band standing for the imports between two clearings."""
+    return max(CURVE_REL_TOL * min(abs(a.q), abs(b.q)), CURVE_ABS_KW / S_BASE_KVA)
+
+
+def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
+                        max_clearings: int) -> tuple[list[tuple[float, float, float]], CurveCheck]:
+    """Bands ``(price_low, price_high, import_kw)`` of one interval of a loss-aware market, floor to cap.
+
+    Between two clearings ``a < b`` the import is non-increasing (the optimal cost is
+    concave in the ISO price, whatever the model), so it lies between theirs. A pair is
+    settled when a's range meets b's (one step, where they meet), when their imports
+    differ by at most twice the band tolerance (one band at the middle import, off by at
+    most the tolerance; this is how a stretch where a bid clears part-way is drawn), or
+    when the gap is narrower than ``CURVE_PRICE_TOL`` (a step located within it).
+    Otherwise a clearing in the gap splits it: just past a's range first (a bid flipping
+    at a's end starts the next range there), then where the two tangents meet. After
+    ``CURVE_MAX_DEPTH`` splits without a new range, the step goes where the tangents meet.
+    """
+    first = fixed.at(floor)
+    last = first if first.high >= cap else fixed.at(cap)
+    probed: set[int] = set()
+    stack = [(first, last, 0)]
+    done: list[tuple[_Sample, _Sample, float | None]] = []
+    worst, unresolved = 0.0, 0
+    while stack:
+        a, b, depth = stack.pop()
+        if a is b or a.q - b.q <= Q_TOL_MW:
+            done.append((a, b, None))
+            continue
+        cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(b.low))
+        if a.high >= b.low - cert:
+            done.append((a, b, min(max((a.high + b.low) / 2.0, a.price), b.price)))
+            continue
+        if a.q - b.q <= 2 * _band_tol(a, b):
+            done.append((a, b, math.nan))
+            worst = max(worst, (a.q - b.q) / 2.0 / max(min(abs(a.q), abs(b.q)), CURVE_ABS_KW / S_BASE_KVA))
+            continue
+        width = b.low - a.high
+        lam = (b.g - a.g) / (a.q - b.q)
+        if not a.high + 0.01 * width < lam < b.low - 0.01 * width:
+            lam = a.high + width / 2.0
+        if depth >= CURVE_MAX_DEPTH:
+            # Clearings this close in price that still disagree: a step where the tangents meet.
+            done.append((a, b, lam))
+            unresolved += 1
+            continue
+        if b.low - a.high <= CURVE_PRICE_TOL * max(1.0, abs(a.high)):
+            done.append((a, b, (a.high + b.low) / 2.0))
+            continue
+        if fixed.clearings >= max_clearings:
+            raise RuntimeError(f"loss-aware curve: more than {max_clearings} clearings in interval {fixed.t}")
+        past = a.high > a.low and id(a) not in probed
+        if past:
+            probed.add(id(a))
+            lam = a.high + min(max(cert, 1e-9 * max(1.0, abs(a.high))), width / 2.0)
+        c = fixed.at(lam, (a.q, b.q))
+        c = _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low))
+        # A range that starts where a's ends is progress along the curve, not a subdivision.
+        onward = depth if past and c.low <= a.high + cert else depth + 1
+        stack += [(c, b, onward), (a, c, depth + 1)]
+    bands: list[list[float]] = []
+    low, q = floor, first.q
+    for a, b, step in done:
+        if step is None:
+            continue
+        if math.isnan(step):            # a stretch drawn as one band at its middle import
+            if a.high > low:
+                bands.append([low, a.high, q])
+            bands.append([a.high, b.low, (a.q + b.q) / 2.0])
+            low = b.low
+        elif step > low:
+            bands.append([low, step, q])
+            low = step
+        q = b.q
+    bands.append([low, cap, q])
+    bands = [band for band in bands if band[1] > band[0] + P_REL_TOL * max(1.0, abs(band[0]))] or bands[-1:]
+    for lo, hi in zip(bands[:-1], bands[1:]):   # dropping a sliver leaves its neighbours to meet
+        hi[0] = lo[1]
+    bands[0][0], bands[-1][1] = floor, cap
+    merged = _merge_equal(bands)
+    check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=worst * 100.0,
+                       max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved)
+    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
 
 
 def _verified(probe: _Probe, bands: list, limit: int) -> tuple[list, CurveCheck]:

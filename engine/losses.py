@@ -453,37 +453,53 @@ def loss_factors(model: LinearModel, n: int, T: int) -> np.ndarray:
     return np.stack([per_bus[t * n:(t + 1) * n, t] for t in range(T)]) - 1.0
 
 
-CURVE_REL_TOL = 1e-3
-"""Largest relative difference between a curve band's import and the AC power flow of the
-dispatch at a price inside it (0.1 %); a band beyond it is traced again on a linearisation there."""
-CURVE_TOL = 5e-3
-"""Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the AC power flow
-of the dispatch at any price inside it, after re-linearisation (``CURVE_REL_TOL`` is the aim)."""
+CURVE_REL_TOL = 2e-3
+"""Largest relative error (0.2 %) of a loss-aware curve band that stands for a stretch where the
+import moves with the price (a bid clearing part-way because of its own effect on the losses)."""
+CURVE_ABS_KW = 0.1
+"""Floor (kW) of that error where the import is near zero."""
+CURVE_PRICE_TOL = 1e-5
+"""Relative price width within which a step of a loss-aware curve is located."""
+CURVE_MAX_DEPTH = 8
+"""Subdivisions of a stretch between two clearings that still disagree beyond ``CURVE_REL_TOL``
+before a step is put where their tangents meet (where successive LP's fixed points at
+neighbouring prices jump, no finer sampling makes the curve agree with both)."""
 CURVE_REGION = 0.02
-"""Largest relative distance between a band's import and that of the operating point its
-linearisation was taken at (2 %): loss factors, which place the steps, then differ by about
-2 % of themselves."""
-CURVE_MAX_DEPTH = 6
-"""Re-linearisations nested around one region of the curve before its error is reported as is."""
+"""Band re-check of a coupled horizon's curve (:func:`verify_curve`): largest relative distance between
+a band's import and that of the operating point its linearisation was taken at (2 %)."""
+CURVE_RECHECK_DEPTH = 6
+"""Band re-check: re-linearisations nested around one region before its error is reported as is."""
+CURVE_TOL = 5e-3
+"""Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the clearing at any
+price inside it, hence against the AC power flow of that clearing's dispatch."""
 
 
 @dataclass(frozen=True)
 class CurveCheck:
-    """How the bands of a loss-aware curve compare with AC power flows of their dispatch.
+    """How a loss-aware curve was made from converged clearings.
 
-    ``bands`` verified, ``max_error_pct`` the largest ``|model import - AC import| / |AC import|``
-    in % (0.1 kW floor on the denominator) of the bands kept, before their import is set
-    to the AC one, and ``relinearised`` the regions traced again on a linearisation of
-    their own.
+    ``bands`` in the curve, ``clearings`` converged (each the AC fixed point at its price),
+    ``max_error_pct`` the largest bound on a band's import against the clearing at any price
+    inside it (a band standing for a stretch of part-way clearing; 0 where every band is one
+    fixed point), ``max_residual_kw`` the largest import mismatch between a clearing's LP
+    and the AC power flow of its dispatch, and ``unresolved_steps`` the steps placed where
+    clearings at prices ``CURVE_MAX_DEPTH`` subdivisions apart still disagree (successive LP
+    settling on different points there; near such a step the curve may differ from a clearing).
     """
 
     bands: int
+    clearings: int
     max_error_pct: float
-    relinearised: int
+    max_residual_kw: float
+    unresolved_steps: int = 0
+    relinearised: int = 0
+    """Band re-check of a coupled horizon's curve (:func:`verify_curve`): regions traced again."""
 
     def merged(self, other: "CurveCheck") -> "CurveCheck":
-        return CurveCheck(self.bands + other.bands, max(self.max_error_pct, other.max_error_pct),
-                          self.relinearised + other.relinearised)
+        return CurveCheck(self.bands + other.bands, self.clearings + other.clearings,
+                          max(self.max_error_pct, other.max_error_pct),
+                          max(self.max_residual_kw, other.max_residual_kw),
+                          self.unresolved_steps + other.unresolved_steps, self.relinearised + other.relinearised)
 
 
 def _ac_imports(market, t: int, xs: np.ndarray, sheds: np.ndarray | None) -> np.ndarray:
@@ -516,7 +532,7 @@ def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[
     and all bands' power flows run as one batched sweep. A run of failing bands is
     one region: the model is re-linearised at the AC operating point of the clearing
     at the price of its worst band (:meth:`NodalMarket.converge`), the region traced
-    again on it, and checked again, up to ``CURVE_MAX_DEPTH`` times.
+    again on it, and checked again, up to ``CURVE_RECHECK_DEPTH`` times.
     """
     s = market.solver
     prices = np.array([(lo + hi) / 2.0 for lo, hi, _ in bands])
@@ -534,7 +550,7 @@ def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[
     ac = _ac_imports(market, t, np.column_stack(xs),
                      np.column_stack([sh[t] for sh in sheds]) if sheds else None) * S_BASE_KVA
     err = np.abs(q - ac) / np.maximum(np.abs(ac), 0.1)
-    check = CurveCheck(len(bands), float(err.max(initial=0.0)) * 100.0, 0)
+    check = CurveCheck(len(bands), 0, float(err.max(initial=0.0)) * 100.0, 0.0)
     # Far from the point, the import may still be right while the loss factors, hence where the
     # steps fall, are not: such a band gets a linearisation of its own too.
     at = market.point.p0[t] * S_BASE_KVA
@@ -542,10 +558,10 @@ def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[
     bad = (err > CURVE_REL_TOL) | far
     # Each band states what the feeder draws for its dispatch: the AC import, not the model's.
     bands = [(lo, hi, float(a)) for (lo, hi, _), a in zip(bands, ac)]
-    if not bad.any() or depth >= CURVE_MAX_DEPTH:
+    if not bad.any() or depth >= CURVE_RECHECK_DEPTH:
         return bands, check
     out: list = []
-    check = CurveCheck(0, 0.0, 0)
+    check = CurveCheck(0, 0, 0.0, 0.0)
     k = 0
     while k < len(bands):
         if not bad[k]:
@@ -553,7 +569,7 @@ def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[
             while j < len(bands) and not bad[j]:
                 j += 1
             out += bands[k:j]
-            check = check.merged(CurveCheck(j - k, float(err[k:j].max()) * 100.0, 0))
+            check = check.merged(CurveCheck(j - k, 0, float(err[k:j].max()) * 100.0, 0.0))
             k = j
             continue
         j = k
@@ -569,12 +585,12 @@ def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[
         again = retrace(lo, hi)
         if again is None:   # the tracer gave up on this region: keep its bands, with their AC imports
             out += bands[k:j]
-            check = check.merged(CurveCheck(j - k, float(err[k:j].max()) * 100.0, 0))
+            check = check.merged(CurveCheck(j - k, 0, float(err[k:j].max()) * 100.0, 0.0))
             k = j
             continue
         sub, sub_check = verify_curve(market, t, again, retrace, depth + 1)
         out += sub
-        check = check.merged(CurveCheck(sub_check.bands, sub_check.max_error_pct, sub_check.relinearised + 1))
+        check = check.merged(dataclasses.replace(sub_check, relinearised=sub_check.relinearised + 1))
         k = j
     return out, check
 

@@ -196,15 +196,33 @@ class Topology:
         return self.x_ohm / self.z_base_ohm
 
     def bus_index_of(self, buses, table: str = "bids", field_name: str = "bus") -> np.ndarray:
-        """Topology indices of bus ids; raises InputError naming the first unknown one."""
-        out = np.empty(len(buses), dtype=np.int64)
-        pos = self._bus_pos
-        for k, b in enumerate(buses):
-            i = pos.get(str(b))
-            if i is None:
-                raise InputError(table, field_name, f"unknown bus {b!r}", row=k)
-            out[k] = i
-        return out
+        """Topology indices of bus ids; raises InputError naming the first unknown one.
+
+        One sorted lookup for the whole column: a gate closure passes 100,000 bid rows here.
+        """
+        if isinstance(buses, pl.Series):
+            buses = buses.cast(pl.Utf8).to_numpy()
+        arr = np.asarray(buses)
+        if len(arr) == 0:
+            return np.zeros(0, dtype=np.int64)
+        if arr.dtype.kind != "U":
+            arr = np.array([str(b) for b in arr.ravel()])
+        keys, pos = self._bus_lookup
+        at = np.minimum(np.searchsorted(keys, arr), len(keys) - 1)
+        bad = np.nonzero(keys[at] != arr)[0]
+        if len(bad):
+            k = int(bad[0])
+            b = buses[k]
+            raise InputError(table, field_name, f"unknown bus {b.item() if isinstance(b, np.generic) else b!r}",
+                             row=k)
+        return pos[at]
+
+    @cached_property
+    def _bus_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        # Bus ids sorted, with the topology index of each, for searchsorted.
+        ids = np.array([str(b) for b in self._bus_pos])
+        order = np.argsort(ids)
+        return ids[order], np.fromiter(self._bus_pos.values(), dtype=np.int64, count=len(ids))[order]
 
     @cached_property
     def incidence(self) -> sp.csr_matrix:

@@ -27,14 +27,16 @@ import polars as pl
 import scipy.sparse as sp
 
 from dsomarket.engine import losses
-from dsomarket.engine.bids import BidBook, Commitment, MarketRules, Resource, couples_intervals, validate_bids
+from dsomarket.engine.losses import CurveCheck
+from dsomarket.engine.bids import (BidBook, BidColumns, Commitment, MarketRules, Resource, couples_intervals,
+                                  validate_bids)
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
                                        diagnose, held_bounds, import_bounds, iso_prices)
 from dsomarket.engine.disaggregation import (Disaggregation, _applied, _award_arrays, _empty_dispatch,
                                              _empty_instructions, _fixed_table, _held_rows, award_prices,
                                              disaggregate, held_loads, instructions, shed_array, with_held)
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, _Probe, _trace_interval,
+from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, _Probe, _trace_interval, _verified,
                                         threadpool_limits, trace_curve)
 from dsomarket.engine.lindistflow import add_resources, market_loads
 from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
@@ -542,9 +544,10 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
     Interval t's curve is traced exactly as :func:`engine.interface.trace_curve`
     traces a coupled book (the other intervals' ISO prices held at ``forecast``,
     per MWh; default the midpoint of floor and cap), on the one horizon model. On
-    the loss-aware model each interval is traced on the converged linearisation;
-    its bands are not re-checked band by band against AC power flows as the
-    one-network curve's are (``ac_check`` is None).
+    the loss-aware model each interval is traced on the converged linearisation
+    and its bands are checked against AC power flows of their dispatch on the
+    interval's own feeder, regions re-traced where they miss, as the one-network
+    curve's are (``ac_check``), except with a value of lost load (shed columns).
     """
     t0 = time.perf_counter()
     T = book.n_interval
@@ -554,16 +557,25 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
     market = CoupledMarket(runs, book, fc, rules, resources, opts)
     limit = 4 * book.n + 1000
     rows, solves, flips = [], 0, 0
+    check: CurveCheck | None = None
+    # Shed load sits in a block whose size per interval is the run's bus count, which the band
+    # check does not read: with a value of lost load the bands are not re-checked.
+    verify = market.lossaware and not market.model.has_var("shed")
     with threadpool_limits(1, user_api="blas"):
         for t in range(T):
             market.set_iso_price(fc)
             if market.lossaware:
                 market.converge()
-            probe = _Probe(market, t)
-            rows += [(t, lo, hi, q) for lo, hi, q in _trace_interval(probe, rules.price_floor, rules.price_cap,
-                                                                     limit)]
+            view = _IntervalView(market, t)
+            probe = _Probe(view, t)
+            bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
             solves += probe.solves
             flips += probe.flips
+            if verify:
+                bands, band_check = _verified(probe, bands, limit)
+                solves += band_check.bands
+                check = band_check if check is None else check.merged(band_check)
+            rows += [(t, lo, hi, q) for lo, hi, q in bands]
             if progress is not None:
                 progress(t + 1, T)
     fixed = np.zeros(T)
@@ -573,7 +585,57 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
                           fixed_net_load_kw=pl.DataFrame({"interval": _iv_column(book.intervals, np.arange(T)),
                                                           "fixed_kw": fixed}),
                           conditional=True, forecast=fc, solves=solves, seconds=time.perf_counter() - t0,
-                          bound_flips=flips)
+                          bound_flips=flips, ac_check=None if check is None else dataclasses.asdict(check))
+
+
+class _IntervalView:
+    """Interval ``t`` of a loss-aware :class:`CoupledMarket` as the band check of the one-network curve reads a
+    market (:func:`engine.losses.verify_curve`): the horizon's model and solver, with the feeder, fixed load
+    and AC operating point of the run holding ``t`` (its loads and point spread over the horizon's intervals;
+    only column ``t`` is read)."""
+
+    def __init__(self, market: CoupledMarket, t: int):
+        self.market, self.t = market, t
+        self.solver = market.solver
+        r = next(k for k, run in enumerate(market.runs) if t in run.indices)
+        self.part, self.local = market.parts[r], list(market.runs[r].indices).index(t)
+        self.feeder = self.part.feeder
+        self.columns = BidColumns(market._column_book(), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+    @property
+    def model(self) -> LinearModel:
+        return self.market.model
+
+    @property
+    def iso_price(self) -> np.ndarray:
+        return self.market.iso_price
+
+    def set_iso_price(self, iso_price) -> None:
+        self.market.set_iso_price(iso_price)
+
+    def converge(self) -> Solution:
+        return self.market.converge()
+
+    def _spread(self, values: np.ndarray) -> np.ndarray:
+        out = np.zeros(values.shape[:-1] + (self.market.book.n_interval,))
+        out[..., self.t] = values[..., self.local]
+        return out
+
+    def loads(self) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(self._spread(a) for a in self.part.loads())
+
+    @property
+    def point(self) -> "_Point":
+        p0 = np.zeros(self.market.book.n_interval)
+        p0[self.t] = self.part.point.p0[self.local]
+        return _Point(p0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Point:
+    """The interface import (MW) of the AC operating point per interval: all the band check reads of a point."""
+
+    p0: np.ndarray
 
 
 def disaggregate_coupled(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, rules: MarketRules,

@@ -365,8 +365,9 @@ def interval_steps(conn, market_ids) -> dict[str, dict[int, dict[str, str]]]:
     return out
 
 
-def _rolling_step(conn, market_id: str, k: int, step: str, before: str | None) -> dict:
-    """The open rolling market, after checking that interval ``k`` took ``before`` and not ``step`` yet."""
+def _rolling_step(conn, market_id: str, k: int, step: str, before: str | None, retry: bool = False) -> dict:
+    """The open rolling market, after checking that interval ``k`` took ``before`` and not ``step`` yet (``retry``:
+    or took it without success: a clearing that was not optimal)."""
     market = store.get_market(conn, market_id)
     store.require_state(market, ("open",), f"the rolling {step} of an interval")
     if market["kind"] not in timeline.ROLLING:
@@ -375,7 +376,7 @@ def _rolling_step(conn, market_id: str, k: int, step: str, before: str | None) -
     taken = {s: st for s, st in conn.execute("SELECT step, status FROM interval_steps WHERE market_id = ? AND "
                                              "interval_idx = ?", (market_id, k))}
     when = timeline.iso(timeline.interval_start(market, k))
-    if step in taken:
+    if step in taken and not (retry and taken[step] not in ("optimal", "done")):
         raise FailedPrecondition(f"interval {when} of market {market_id!r}: its {step} is done")
     if before is not None and taken.get(before) not in ("optimal", "done"):
         raise FailedPrecondition(f"interval {when} of market {market_id!r}: its {before} is not done")
@@ -397,15 +398,24 @@ def close_interval(conn, who: Principal, market_id: str, k: int) -> dict:
     return {"interval_idx": k}
 
 
+def failed_intervals(conn, market_id: str) -> list[int]:
+    """Intervals of a rolling market whose clearing was not optimal: the operator's ClearMarket clears them again."""
+    return [k for (k,) in conn.execute("SELECT interval_idx FROM interval_steps WHERE market_id = ? AND step = 'clear' "
+                                       "AND status <> 'optimal' ORDER BY interval_idx", (market_id,))]
+
+
 def record_interval_clearing(conn, who: Principal, market_id: str, indices: list[int], forecast: list[str],
-                             outcome) -> dict:
+                             outcome, retry: bool = False) -> dict:
     """Store the clearing of closed intervals ``indices``, cleared together on their own bids
     (:func:`server.markets_engine.clear_intervals`; the scheduler clears together the intervals whose gates
     one tick found closed): their prices and unpublished curves when optimal. A clearing that is not optimal
-    is recorded with its diagnosis for each interval and not retried: those intervals stay unpublished, and
-    the market cannot be awarded whole."""
+    is recorded with its diagnosis for each interval and not retried on its own: those intervals stay
+    unpublished until the operator clears them again (``retry``: OperatorService.ClearMarket)."""
     for k in indices:
-        _rolling_step(conn, market_id, k, "clear", "close")
+        _rolling_step(conn, market_id, k, "clear", "close", retry)
+    if retry:
+        conn.executemany("DELETE FROM interval_steps WHERE market_id = ? AND interval_idx = ? AND step = 'clear'",
+                         [(market_id, k) for k in indices])
     now = now_us()
     if outcome.status == "optimal":
         store.store_clearing_tables(conn, market_id, outcome)

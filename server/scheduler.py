@@ -16,7 +16,8 @@ step that is due at the clock's time (:func:`due`), in order:
   CLEARED (or stays CLOSED with a status) when it was never cleared, CLEARED ->
   PUBLISHED;
 - a clearing that is not optimal (whole or one interval) is left to the
-  operator, never retried on its own;
+  operator, never retried on its own (ClearMarket on a rolling market clears
+  its failed intervals again);
 - AWARDED -> SETTLED once the meter window (``meter_window``, default
   :data:`METER_WINDOW_SECONDS`) after the market's last interval has passed,
   and then the metered imbalance, as soon as the readings are complete (never
@@ -258,8 +259,8 @@ class Scheduler:
                 await app.writer.call(realtime_store.close_interval, SCHEDULER, market_id, k)
                 return [Step(market_id, "close", interval_idx=k)]
             if action == "clear":
-                status = await app.clear_intervals(SCHEDULER, market_id, list(k))
-                return [Step(market_id, "clear", status, j) for j in k]
+                _, outcome = await app.clear_intervals(SCHEDULER, market_id, list(k))
+                return [Step(market_id, "clear", outcome.status, j) for j in k]
             await app.writer.call(realtime_store.publish_interval, SCHEDULER, market_id, k)
             app.notifier.notify(CURVES)
             return [Step(market_id, "publish", interval_idx=k)]

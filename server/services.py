@@ -160,17 +160,31 @@ class App:
                                          first)
         return market, row, outcome
 
-    async def clear_intervals(self, who: auth.Principal, market_id: str, indices: list[int]) -> str:
-        """Clear closed intervals of a rolling market together on their own bids, at the default forecast price,
-        and record it (:func:`server.realtime_store.record_interval_clearing`); returns the status."""
+    async def clear_intervals(self, who: auth.Principal, market_id: str, indices: list[int] | None = None,
+                              forecast_values=()) -> tuple[dict, object]:
+        """Clear closed intervals of a rolling market together on their own bids and record it
+        (:func:`server.realtime_store.record_interval_clearing`): ``indices`` at the default forecast price (the
+        scheduler), or None: the intervals whose clearing was not optimal, at ``forecast_values`` (the operator's
+        way out). Returns the market row after it and the :class:`server.markets_engine.ClearOutcome`."""
         async with self.lock(market_id):
-            rows = await self.reader.call(store.market_rows, market_id)
-            forecast = convert.forecast((), rows[0])
+            def read(conn):
+                return store.market_rows(conn, market_id), realtime_store.failed_intervals(conn, market_id)
+
+            rows, failed = await self.reader.call(read)
+            retry = indices is None
+            indices = failed if retry else indices
+            if not indices:
+                raise FailedPrecondition(f"market {market_id!r} clears interval by interval, and no interval's "
+                                         "clearing failed: there is nothing to clear")
+            forecast = convert.forecast(forecast_values, rows[0])
+            if len(forecast) > 1:  # one price per interval of the market: those of the intervals cleared
+                forecast = [forecast[k] for k in indices]
             outcome = await self.solve(lambda: markets_engine.clear_intervals(self.inputs(rows), indices, forecast,
                                                                               self.solve_time_limit))
             await self.writer.call(realtime_store.record_interval_clearing, who, market_id, indices, forecast,
-                                   outcome)
-        return outcome.status
+                                   outcome, retry)
+            row = await self.reader.call(store.get_market, market_id)
+        return row, outcome
 
     async def settlement(self, market_id: str):
         """The :class:`server.markets_engine.SettleOutcome` of an AWARDED market, not yet recorded; call holding
@@ -317,7 +331,11 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
     async def ClearMarket(self, request, who):
         app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
-        _, row, outcome = await app.clear(who, market_id, request.iso_price_forecast)
+        if await app.reader.call(store.rolled_intervals, market_id):
+            # A market clearing interval by interval: the intervals whose clearing failed, cleared again.
+            row, outcome = await app.clear_intervals(who, market_id, None, request.iso_price_forecast)
+        else:
+            _, row, outcome = await app.clear(who, market_id, request.iso_price_forecast)
         if outcome.status == "time_limit":
             raise DeadlineExceeded(f"the clearing of market {market_id!r} hit the solver time limit; "
                                    "the market stays closed")

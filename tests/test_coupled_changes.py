@@ -23,6 +23,7 @@ from dsomarket.engine.bids import Battery, validate_bids
 from dsomarket.engine.clearing import ClearingOptions
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.errors import InputError
+from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.runs import (clear_runs, coupled_runs, disaggregate_rolling, disaggregate_runs,
                                   redispatch_award, runs_for, trace_runs)
 from tests.reference import solve_reference
@@ -187,6 +188,13 @@ def test_the_loss_aware_coupled_clearing_imports_what_pandapower_draws_for_its_d
         assert got == pytest.approx(_pandapower_import(feeder, w, wq), abs=0.05)
         assert math.isfinite(got)
     assert res.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
+    # Its curves are checked band by band against AC power flows on each interval's own feeder, and at the
+    # forecast they import what the clearing imports, within the curve's stated accuracy.
+    curve = trace_runs(runs, book, RULES, BAT, ClearingOptions(formulation="lossaware"), forecast=50.0)
+    assert curve.ac_check is not None and curve.ac_check["max_error_pct"] <= CURVE_TOL * 100
+    for t in range(4):
+        got = at(res.interface, t)["import_kw"].item()
+        assert curve.import_at(t, 50.0) == pytest.approx(got, rel=CURVE_TOL)
 
 
 def _soc(dispatch: pl.DataFrame) -> list[float]:

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dsomarket.engine import losses
 from dsomarket.engine.bids import MarketRules, canonical, validate_bids
@@ -230,3 +232,58 @@ def test_disaggregation_delivers_the_award_after_losses_and_settles_who_pays_the
     assert losses["loss_cost"] == pytest.approx(losses["losses_kwh"] * price / 1000.0, abs=0.01)
     assert losses["loss_surplus"] == pytest.approx(losses["loss_charges"] - losses["loss_cost"], abs=0.011)
     assert "withdrawal pays" in losses["who_pays"]
+
+
+# -- loss-aware curves and disaggregation against clear and the AC power flow -------------------------
+
+def _curve_case(kind: str, seed: int) -> tuple[Feeder, pl.DataFrame]:
+    """ieee33 or a 40-bus synthetic feeder with 20 seeded bids priced across the curve's interesting range."""
+    f = ieee33() if kind == "ieee33" else synthetic(40, seed)
+    rng = np.random.default_rng(seed)
+    ids = f.buses["bus"].to_list()[1:]
+    n = 20
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(ids, n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5, 60, n).round(1),
+                         "price": rng.uniform(0, 150, n).round(2)})
+    return f, bids
+
+
+@settings(max_examples=3, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["ieee33", "synthetic"]), seed=st.integers(0, 10_000),
+       prices=st.lists(st.floats(-20.0, 170.0), min_size=4, max_size=4))
+def test_loss_aware_curve_is_what_clear_and_the_ac_power_flow_give_at_prices_off_its_breakpoints(
+        kind, seed, prices):
+    from dsomarket.engine.interface import trace_curve
+
+    f, bids = _curve_case(kind, seed)
+    rules = MarketRules()
+    book = validate_bids(bids, f, rules)
+    curve = trace_curve(f, book, rules, options=LOSSAWARE)
+    breaks = curve.bands["price_high"].to_numpy()[:-1]
+    for price in prices:
+        if np.min(np.abs(breaks - price), initial=np.inf) < 1e-3:
+            continue
+        res = clear(f, book, price, rules=rules, options=LOSSAWARE)
+        assert res.ok
+        ours, ac = curve.import_at(0, price), res.ac_check["import_kw"][0]
+        assert abs(ours - res.interface_import_kw[0]) <= losses.CURVE_TOL * max(abs(ac), 1.0), price
+        assert abs(ours - ac) <= losses.CURVE_TOL * max(abs(ac), 1.0), price
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["ieee33", "synthetic"]), seed=st.integers(0, 10_000), share=st.floats(0.0, 1.0))
+def test_disaggregation_delivers_any_deliverable_award_at_the_interface_after_losses(kind, seed, share):
+    from dsomarket.engine.disaggregation import disaggregate
+
+    f, bids = _curve_case(kind, seed)
+    rules = MarketRules()
+    book = validate_bids(bids, f, rules)
+    least, most = (clear(f, book, p, rules=rules, options=LOSSAWARE).interface_import_kw[0]
+                   for p in (rules.price_cap, rules.price_floor))
+    award = least + share * (most - least)
+    d = disaggregate(f, book, pl.DataFrame({"import_kw": [award]}), rules, options=LOSSAWARE)
+    assert d.clearing.ok
+    balance = d.balance_kw()
+    # What the AC power flow of the dispatch draws at the interface is the award, losses included.
+    assert abs(balance["ac_error_kw"][0]) <= losses.CURVE_TOL * max(abs(award), 1.0)
+    assert abs(balance["error_kw"][0]) < 1e-3

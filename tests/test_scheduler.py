@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dsomarket.clients.api import Client, FailedPrecondition, IntervalAward, MeterReading
+from dsomarket.clients.api import Client, FailedPrecondition, IntervalAward, MeterReading, NetworkChange
 from dsomarket.clients.demo import delivery_day
 from dsomarket.server import audit, db
 from dsomarket.server.replay import replay
@@ -223,6 +223,44 @@ def test_a_rolling_hour_runs_itself_the_iso_awards_each_interval_and_it_settles_
         conn.close()
         assert [c.stage for c in checks] == ["clear", "award"] * 12 + ["settle"]  # gate by gate, then settled
         assert all(c.identical for c in checks)
+
+    asyncio.run(body())
+
+
+def test_an_interval_whose_clearing_fails_waits_for_the_operator_and_the_rest_roll_on(tmp_path):
+    async def body():
+        async with running(tmp_path) as env:
+            op, iso, a = env.clients["dso"], env.clients["iso"], env.clients["agg-a"]
+            await small_market(env, "da-fleet", gate_closure_time=delivery_day() + timedelta(days=1))
+            start = delivery_day() + timedelta(hours=9)
+            rt = await op.create_market("rt", feeder_id="ieee33", kind="real_time", delivery_start=start,
+                                        interval_count=3, gate_lead=timedelta(0))
+            await a.submit_bids("rt", simple_bids(rt, "a"))
+            # The ISO caps the interface at nothing in the second interval: the feeder's load cannot be served.
+            t1, t2 = rt.intervals[1], rt.intervals[2]
+            await op.submit_network_changes("ieee33", [NetworkChange("cap", "interface", "", t1, "ISO cap", end=t2,
+                                                                     import_max_kw=0.0)])
+            clock = ManualClock(int(start.timestamp() * US))
+            scheduler = Scheduler(env.server.app, clock)
+            steps = []
+            for _ in range(3):
+                steps += [(s.action, s.interval_idx, s.status) for s in await scheduler.tick() if s.market_id == "rt"]
+                clock.advance(300)
+            assert [x for x in steps if x[0] == "clear"] == [("clear", 0, "optimal"), ("clear", 1, "infeasible"),
+                                                              ("clear", 2, "optimal")]
+            assert ("publish", 1, "") not in steps and await scheduler.tick() == []  # never retried on its own
+            assert (await op.get_market("rt")).state == "open"
+            assert len(await iso.list_curves(market_id="rt")) == 2
+            # The way out: the operator lifts the cap and clears again; only the failed interval is cleared.
+            await op.submit_network_changes("ieee33", [NetworkChange("lift", "interface", "", t1, "cap lifted",
+                                                                     end=t2, import_max_kw=1e6)])
+            report = await op.clear_market("rt", iso_price_forecast=["45"])
+            assert report.status == "optimal" and [f.interval_start for f in report.interface] == [t1]
+            assert [(s.action, s.interval_idx) for s in await scheduler.tick() if s.market_id == "rt"] == [
+                ("publish", 1)]
+            assert (await op.get_market("rt")).state == "published"
+            with pytest.raises(FailedPrecondition, match="nothing to clear"):
+                await op.clear_market("rt")
 
     asyncio.run(body())
 

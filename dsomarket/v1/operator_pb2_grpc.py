@@ -130,7 +130,9 @@ class OperatorServiceServicer:
         """Clear a closed market: nodal clearing and exact interface curves. CLOSED -> CLEARED when optimal;
         an infeasible market stays CLOSED and the response says why. When the market's flexibility
         auction was cleared (optimal) before, the clearing, the curves and the award's disaggregation
-        are built on the net load with its accepted activations (see FlexibilityService).
+        are built on the net load with its accepted activations (see FlexibilityService). A real-time or
+        hour-ahead market clearing interval by interval under the scheduler (still OPEN): its intervals whose
+        clearing was not optimal are cleared again (FAILED_PRECONDITION when there is none).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
