@@ -187,6 +187,7 @@ class Market:
     day_ahead_market_id: str
     clearing_status: str
     diagnosis: tuple[str, ...]
+    formulation: str
 
     @property
     def intervals(self) -> list[datetime]:
@@ -200,7 +201,7 @@ class Market:
                       _dt(m.gate_closure_time) if m.HasField("gate_closure_time") else None,
                       m.gate_lead.ToTimedelta() if m.HasField("gate_lead") else None,
                       Decimal(m.price_floor), Decimal(m.price_cap), m.currency, _dec(m.value_of_lost_load),
-                      m.day_ahead_market_id, _name(_STATUS, m.clearing_status), tuple(m.diagnosis))
+                      m.day_ahead_market_id, _name(_STATUS, m.clearing_status), tuple(m.diagnosis), m.formulation)
 
 
 @dataclass(frozen=True)
@@ -868,14 +869,15 @@ def _instruction(i: agg_pb.Instruction) -> Instruction:
 
 def _market_request(market_id: str, feeder_id: str, kind: str, delivery_start: datetime, interval_count: int,
                     gate_closure_time: datetime | None, gate_lead: timedelta | None, price_floor, price_cap,
-                    currency: str, value_of_lost_load, day_ahead_market_id: str) -> operator_pb2.CreateMarketRequest:
+                    currency: str, value_of_lost_load, day_ahead_market_id: str,
+                    formulation: str = "") -> operator_pb2.CreateMarketRequest:
     req = operator_pb2.CreateMarketRequest(
         market_id=market_id, feeder_id=feeder_id, kind=_value(_KINDS, kind, "market kind"),
         delivery_start=_ts(delivery_start), interval_count=interval_count,
         price_floor="" if price_floor is None else price_text(price_floor),
         price_cap="" if price_cap is None else price_text(price_cap), currency=currency,
         value_of_lost_load="" if value_of_lost_load is None else price_text(value_of_lost_load),
-        day_ahead_market_id=day_ahead_market_id)
+        day_ahead_market_id=day_ahead_market_id, formulation=formulation)
     if gate_closure_time is not None:
         req.gate_closure_time.CopyFrom(_ts(gate_closure_time))
     if gate_lead is not None:
@@ -1082,9 +1084,12 @@ class Client:
                             gate_lead: timedelta | None = None, price_floor: Decimal | str | None = None,
                             price_cap: Decimal | str | None = None, currency: str = "",
                             value_of_lost_load: Decimal | str | None = None,
-                            day_ahead_market_id: str = "") -> Market:
+                            day_ahead_market_id: str = "", formulation: str = "") -> Market:
+        """Create a market; ``formulation`` (lossaware, lossless or lindistflow, socp; empty: the server's
+        default, lossaware) is the clearing model of all its clearings, curves and awards."""
         req = _market_request(market_id, feeder_id, kind, delivery_start, interval_count, gate_closure_time,
-                              gate_lead, price_floor, price_cap, currency, value_of_lost_load, day_ahead_market_id)
+                              gate_lead, price_floor, price_cap, currency, value_of_lost_load, day_ahead_market_id,
+                              formulation)
         return Market.of((await self._call(self._operator.CreateMarket, req, retry=False)).market)
 
     # -- territories (operator) --------------------------------------------------------
@@ -1105,11 +1110,12 @@ class Client:
                                      price_floor: Decimal | str | None = None,
                                      price_cap: Decimal | str | None = None, currency: str = "",
                                      value_of_lost_load: Decimal | str | None = None,
-                                     day_ahead_session_id: str = "") -> TerritorySession:
+                                     day_ahead_session_id: str = "", formulation: str = "") -> TerritorySession:
         """A market on every interface of a territory (``<session_id>:<interface_id>``), as :meth:`create_market`
         would open it; a real-time session may deviate from a day-ahead session of the same territory."""
         market = _market_request("", "", kind, delivery_start, interval_count, gate_closure_time, gate_lead,
-                                 price_floor, price_cap, currency, value_of_lost_load, day_ahead_session_id)
+                                 price_floor, price_cap, currency, value_of_lost_load, day_ahead_session_id,
+                                 formulation)
         req = territory_pb2.OpenTerritorySessionRequest(session_id=session_id, territory_id=territory_id,
                                                         market=market)
         return TerritorySession.of((await self._call(self._territory.OpenTerritorySession, req,

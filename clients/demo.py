@@ -49,6 +49,11 @@ WHOLESALE = np.array([48, 44, 41, 40, 42, 50, 62, 78, 85, 80, 70, 58,
 RT_HOUR = 17
 """Real-time markets run in the evening ramp of the day-ahead day."""
 RT_MARKETS = 3
+DEMO_FORMULATION = "lossless"
+"""The demo's markets clear on the lossless LP, named on each market, although a server's default is
+``lossaware``: the loss-aware clearing and curves of this 24-hour day, whose batteries and EVs couple the hours,
+cost 145 s of CPU against 1.9 s lossless (benchmarks/README.md, "Server formulation"), beyond the demo's 120 s
+call deadline."""
 AGGREGATORS = ("sunrise-energy", "voltway-ev", "flexco")
 PARTICIPANTS = {"dso": "operator", **{a: "aggregator" for a in AGGREGATORS}, "iso": "iso",
                 "auditor": "auditor"}
@@ -184,6 +189,8 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
     clients = {name: Client(target, token, timeout=120.0) for name, token in tokens.items()}
     op, iso = clients["dso"], clients["iso"]
     out(f"dsomarket demo: server on {target}, database {path}")
+    out(f"  markets clear {DEMO_FORMULATION}: a server's default is lossaware, whose curves of this day with storage "
+        "take minutes today")
     rng = np.random.default_rng(2025)
     tasks: list[asyncio.Task] = []
     try:
@@ -191,7 +198,7 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
         await op.create_feeder(FEEDER, builtin=FEEDER)
         da = await op.create_market("da-" + day.strftime("%Y%m%d"), feeder_id=FEEDER, kind="day_ahead",
                                     delivery_start=day, gate_closure_time=day - timedelta(hours=12),
-                                    value_of_lost_load="5000")
+                                    value_of_lost_load="5000", formulation=DEMO_FORMULATION)
         resources = fleet(day)
         await asyncio.gather(*(clients[a].register_resources(resources[a]) for a in AGGREGATORS))
         clock.lap("feeder, day-ahead market and resources")
@@ -248,7 +255,8 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
         for market_id, start in zip(rt_ids, rt_starts, strict=True):
             await op.create_market(market_id, feeder_id=FEEDER, kind="real_time", delivery_start=start,
                                    interval_count=1, gate_lead=timedelta(minutes=5),
-                                   value_of_lost_load="5000", day_ahead_market_id=da.market_id)
+                                   value_of_lost_load="5000", day_ahead_market_id=da.market_id,
+                                   formulation=DEMO_FORMULATION)
             rt = real_time_bids(bids, start, rng)
             await asyncio.gather(*(_submit(clients[a], market_id, rt[a]) for a in rt))
             await op.close_gate(market_id)

@@ -321,13 +321,19 @@ class NodalMarket:
 
 def import_bounds(export_max_kw: np.ndarray, import_max_kw: np.ndarray, import_kw) -> tuple[np.ndarray, np.ndarray]:
     """Bounds (MW) of ``import_p`` per interval: the interface limits (kW, >= 0), or ``import_kw``
-    (kW, import positive; NaN = free, None = all free) where it holds the import."""
+    (kW, import positive; NaN = free, None = all free) where it holds the import.
+
+    A held import outside the limits gives crossed bounds, so the model is infeasible.
+    """
     lo = -np.asarray(export_max_kw, dtype=float) / S_BASE_KVA
     hi = np.asarray(import_max_kw, dtype=float) / S_BASE_KVA
     if import_kw is not None:
         q = np.broadcast_to(np.asarray(import_kw, dtype=float), lo.shape)
         fixed = np.isfinite(q)
-        lo[fixed] = hi[fixed] = q[fixed] / S_BASE_KVA
+        # An award beyond a limit keeps that limit (lo > hi): the solve is infeasible and the
+        # diagnosis names the interface limit, instead of the award silently overriding it.
+        q_mw = q[fixed] / S_BASE_KVA
+        lo[fixed], hi[fixed] = np.maximum(q_mw, lo[fixed]), np.minimum(q_mw, hi[fixed])
     return lo, hi
 
 
@@ -342,6 +348,23 @@ def held_bounds(columns: BidColumns, bid_mw: np.ndarray | None) -> tuple[np.ndar
     return np.where(held, x, lo), np.where(held, x, hi)
 
 
+def _crossed_interface(market: NodalMarket) -> tuple[dict, ...]:
+    """A held import beyond an interface limit (crossed bounds, see :func:`import_bounds`).
+
+    Nothing else needs relaxing to explain it, and a feasibility relaxation of crossed bounds
+    would report limits that merely absorb the crossing.
+    """
+    imp = market.model.var("import_p").slice
+    lo, hi = market.solver.col_lower[imp] * S_BASE_KVA, market.solver.col_upper[imp] * S_BASE_KVA
+    ivs = market.book.intervals
+    # Import side: lo is the award, above hi = the import limit (>= 0); export side: hi is the
+    # award, below lo = minus the export limit (<= 0).
+    return tuple({"limit": "interface_import_max" if lo[t] > 0 else "interface_export_max",
+                  "element": market.feeder.root_bus, "interval": None if ivs[t] is None else ivs[t].isoformat(),
+                  "violation": float(lo[t] - hi[t]), "unit": "kW"}
+                 for t in np.nonzero(lo > hi + 1e-9)[0])
+
+
 def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     """Which limits, where and when, make the market infeasible.
 
@@ -353,6 +376,9 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     model, feeder, book = market.model, market.feeder, market.book
     topo = feeder.topology
     n, T = topo.n_bus, book.n_interval
+    crossed = _crossed_interface(market)
+    if crossed:
+        return crossed
     probe = HighsSolver(model)
     # Carry over bounds changed in place (a fixed interface import, say).
     all_cols = np.arange(model.n_col, dtype=np.int32)

@@ -934,10 +934,10 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     feeder, book, rules, resources
         The market, as for :func:`engine.clearing.clear`.
     options
-        ``formulation = "lindistflow"`` (default) traces the exact staircase;
-        ``"lossaware"`` makes the curve of converged clearings (:func:`_trace_fixed_points`);
-        ``"socp"`` samples the branch-flow curve (:func:`trace_curve_socp`, which
-        takes ``socp_options``).
+        ``formulation = "lossaware"`` (default) makes the curve of converged clearings
+        (:func:`_trace_fixed_points`); ``"lossless"`` (alias ``"lindistflow"``) traces
+        the exact staircase of the lossless LP; ``"socp"`` samples the branch-flow
+        curve (:func:`trace_curve_socp`, which takes ``socp_options``).
     forecast
         ISO price per interval (per MWh) held in the *other* intervals while one
         is traced; only matters when resources couple intervals. Defaults to the

@@ -55,7 +55,7 @@ class ClearingOptions:
         inaccurate answers from about 1,000 buses).
     """
 
-    formulation: str = "lossless"
+    formulation: str = "lossaware"
     polygon_sides: int = lindistflow.POLYGON_SIDES
     ac_check: bool = True
     time_limit: float | None = None

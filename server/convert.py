@@ -61,6 +61,10 @@ CURVE_KIND = {"fixed_demand": iso_pb2.CURVE_SEGMENT_KIND_FIXED_DEMAND,
               "demand": iso_pb2.CURVE_SEGMENT_KIND_DEMAND,
               "supply": iso_pb2.CURVE_SEGMENT_KIND_SUPPLY,
               "fixed_supply": iso_pb2.CURVE_SEGMENT_KIND_FIXED_SUPPLY}
+FORMULATION = {"": "lossaware", "lossaware": "lossaware", "lossless": "lossless", "lindistflow": "lossless",
+               "socp": "socp"}
+"""CreateMarketRequest.formulation -> the market's stored clearing model (engine.results.FORMULATIONS; empty is
+the default, ``lindistflow`` is the lossless model's older name)."""
 SOURCE = {"award": agg_pb.INSTRUCTION_SOURCE_AWARD, "override": agg_pb.INSTRUCTION_SOURCE_OVERRIDE,
           "network": agg_pb.INSTRUCTION_SOURCE_NETWORK_CHANGE}
 FLEX_NEED_KIND = {flex_pb.FLEX_NEED_KIND_LINE: "line", flex_pb.FLEX_NEED_KIND_VOLTAGE: "voltage",
@@ -280,11 +284,15 @@ def market_spec(req: operator_pb2.CreateMarketRequest) -> dict:
                                                      "market")
     gate = (required_us(req, "gate_closure_time", "gate_closure_time") if req.HasField("gate_closure_time")
             else None)
+    formulation = FORMULATION.get(req.formulation)
+    if formulation is None:
+        raise InvalidArgument("formulation", f"must be lossaware, lossless, lindistflow or socp "
+                                             f"(got {req.formulation[:20]!r})")
     return {"market_id": check_id(req.market_id, "market_id"),
             "feeder_id": check_id(req.feeder_id, "feeder_id"), "kind": kind, "delivery_start_us": start,
             "interval_count": count, "interval_minutes": timeline.MINUTES[kind], "gate_closure_us": gate,
             "gate_lead_us": lead, "price_floor": floor, "price_cap": cap, "currency": currency,
-            "value_of_lost_load": voll, "day_ahead_market_id": da or None}
+            "value_of_lost_load": voll, "day_ahead_market_id": da or None, "formulation": formulation}
 
 
 def forecast(values, market: dict) -> list[str]:
@@ -586,7 +594,7 @@ def market(row) -> market_pb2.Market:
         day_ahead_market_id=row["day_ahead_market_id"] or "",
         clearing_status=CLEARING_STATUS.get(row["clearing_status"], common_pb2.CLEARING_STATUS_UNSPECIFIED),
         diagnosis=json.loads(row["diagnosis"]), created_at=ts(row["created_us"]),
-        updated_at=ts(row["updated_us"]))
+        updated_at=ts(row["updated_us"]), formulation=row["formulation"])
     if row["gate_closure_us"] is not None:
         m.gate_closure_time.CopyFrom(ts(row["gate_closure_us"]))
     if row["gate_lead_us"] is not None:

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS markets (
     price_floor TEXT NOT NULL, price_cap TEXT NOT NULL, currency TEXT NOT NULL,
     value_of_lost_load TEXT, day_ahead_market_id TEXT,
     clearing_status TEXT NOT NULL DEFAULT '', diagnosis TEXT NOT NULL DEFAULT '[]',
-    created_us INTEGER NOT NULL, updated_us INTEGER NOT NULL);
+    created_us INTEGER NOT NULL, updated_us INTEGER NOT NULL,
+    formulation TEXT NOT NULL DEFAULT 'lossless');
 CREATE TABLE IF NOT EXISTS resources (
     aggregator_id TEXT NOT NULL, resource_id TEXT NOT NULL, feeder_id TEXT NOT NULL, bus TEXT NOT NULL,
     kind TEXT NOT NULL, capacity_kw REAL NOT NULL, energy_kwh REAL, charge_kw REAL, discharge_kw REAL,
@@ -207,9 +208,12 @@ ADDED_COLUMNS = (("tokens", "revoked_us", "INTEGER"),
                  ("curves", "revision", "INTEGER NOT NULL DEFAULT 0"),
                  ("curves", "network_version", "INTEGER NOT NULL DEFAULT 0"),
                  ("ders", "approved_services", "TEXT NOT NULL DEFAULT ''"),
-                 ("direct_schedules", "minutes", "INTEGER NOT NULL DEFAULT 60"))
+                 ("direct_schedules", "minutes", "INTEGER NOT NULL DEFAULT 60"),
+                 ("markets", "formulation", "TEXT NOT NULL DEFAULT 'lossless'"))
 """``(table, column, type)`` added after a table was first released: :func:`initialise` runs
-``ALTER TABLE ... ADD COLUMN`` where the column is missing (the ``CREATE TABLE`` above already has it)."""
+``ALTER TABLE ... ADD COLUMN`` where the column is missing (the ``CREATE TABLE`` above already has it).
+A market's ``formulation`` defaults to ``lossless`` because every market created before the setting existed
+was cleared on the lossless LP (new markets always store theirs, ``lossaware`` unless the operator chose)."""
 
 
 def now_us() -> int:

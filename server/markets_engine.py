@@ -60,10 +60,9 @@ _SEP = "/"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ENGINE_RESOURCE_KIND = {"battery": "battery", "ev": "ev", "flexible_load": "flexible_load"}
 
-SERVER_FORMULATION = "lossless"
-"""The service still clears the lossless LP: the loss-aware curve's band-by-band AC check is too slow for
-a market day within the service's time limits (benchmarks/README.md); the offline commands and the
-library default to ``lossaware``."""
+LEGACY_FORMULATION = "lossless"
+"""The clearing model of a market whose stored row or audit record names none: every market created before
+the per-market setting was cleared on the lossless LP, so its replay must be too."""
 
 
 def decimal_text(x: float) -> str:
@@ -164,6 +163,11 @@ class MarketInputs:
     resources: tuple
     changes: pl.DataFrame | None = None
     network_version: int = 0
+    formulation: str = "lossaware"
+
+    def options(self, time_limit: float | None) -> ClearingOptions:
+        """How every clearing, curve and award of the market is solved: its own formulation."""
+        return ClearingOptions(formulation=self.formulation, time_limit=time_limit)
 
     def book(self):
         return validate_bids(self.bids, self.feeder, self.rules, self.intervals)
@@ -197,7 +201,7 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
     market
         The market row (``price_floor``, ``price_cap`` decimal strings,
         ``interval_minutes``, ``delivery_start_us``, ``interval_count``,
-        ``value_of_lost_load``).
+        ``value_of_lost_load``, ``formulation``: :data:`LEGACY_FORMULATION` when absent).
     bids
         Active bid rows: ``aggregator_id, bid_id, resource_id, bus, side,
         quantity_kw, price`` (decimal string), ``interval_idx, tan_phi``.
@@ -240,7 +244,8 @@ def market_inputs(feeder: Feeder, market: dict, bids: pl.DataFrame, resources: p
                         _engine_id(pl.col("aggregator_id"), pl.col("resource_id")).alias("resource_id"),
                         "tan_phi")
     return MarketInputs(feeder=feeder, rules=market_rules(market), intervals=intervals, bids=table,
-                        resources=_resources(resources) + commitments, changes=changes, network_version=version)
+                        resources=_resources(resources) + commitments, changes=changes, network_version=version,
+                        formulation=market.get("formulation") or LEGACY_FORMULATION)
 
 
 def stored_inputs(rows, feeder: Feeder | None = None) -> MarketInputs:
@@ -460,7 +465,7 @@ def clear_stored(rows, forecast: list[str], time_limit: float | None = None) -> 
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float) -> ClearOutcome:
     book = inputs.book()
-    options = ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit)
+    options = inputs.options(time_limit)
     rules = inputs.rules
     forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
     forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast
@@ -578,10 +583,12 @@ def award_table(inputs: MarketInputs, awards: list[tuple[int, float, str]]) -> p
 def disaggregate_award(inputs: MarketInputs, awards: list[tuple[int, float, str]],
                        day_ahead: Disaggregation | None = None,
                        time_limit: float | None = None) -> AwardOutcome:
-    """Re-clear at the ISO's award; a real-time market passes its day-ahead disaggregation."""
+    """Re-clear at the ISO's award; a real-time market passes its day-ahead disaggregation (FailedPrecondition
+    for a ``socp`` market)."""
+    _check_awardable(inputs)
     book = inputs.book()
     dis = disaggregate_runs(inputs.runs(book), book, award_table(inputs, awards), inputs.rules,
-                            inputs.resources, ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit),
+                            inputs.resources, inputs.options(time_limit),
                             day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
                             day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes)
     return _award_outcome(inputs, dis)
@@ -606,6 +613,15 @@ def _award_outcome(inputs: MarketInputs, dis: Disaggregation, only: list[int] | 
     return AwardOutcome("optimal", (), prices, awards_df, instr, _digest(prices, awards_df, instr), dis)
 
 
+def _check_awardable(inputs: MarketInputs) -> None:
+    """FailedPrecondition for a ``socp`` market: disaggregation re-clears a linear model, and re-clearing the
+    award on another model than the market's would not be the market's dispatch."""
+    if inputs.formulation == "socp":
+        raise FailedPrecondition("formulation: the market clears on the socp model, whose awards cannot be "
+                                 "disaggregated (an award re-clears a linear model): create the market with "
+                                 "formulation lossaware or lossless to award it")
+
+
 def disaggregate_rolling_award(inputs: MarketInputs, awards: list[tuple[int, float, str]], forecast: list[str],
                                day_ahead: Disaggregation | None = None, time_limit: float | None = None,
                                only: list[int] | None = None) -> AwardOutcome:
@@ -618,11 +634,11 @@ def disaggregate_rolling_award(inputs: MarketInputs, awards: list[tuple[int, flo
     ``forecast`` ISO prices (decimal strings, one or one per interval). The outcome's tables are those
     of the interval indices ``only`` (default every awarded one).
     """
+    _check_awardable(inputs)
     book = inputs.book()
     fc = [float(p) for p in forecast] if forecast else None
     dis = disaggregate_rolling(inputs.runs(book), book, [award_table(inputs, [a]) for a in sorted(awards)],
-                               inputs.rules, inputs.resources,
-                               ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit),
+                               inputs.rules, inputs.resources, inputs.options(time_limit),
                                day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
                                day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes,
                                forecast=None if fc is None else (fc[0] if len(fc) == 1 else fc))
@@ -707,8 +723,7 @@ def redispatch_after_change(before: MarketInputs, after: MarketInputs, awards: l
     book = after.book()
     fc = [float(p) for p in forecast] if forecast else None
     dis, report = redispatch_award(after.runs(book), book, award_table(after, [a for a in awards if a[0] in touched]),
-                                   held, after.rules, after.resources,
-                                   ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit),
+                                   held, after.rules, after.resources, after.options(time_limit),
                                    day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
                                    day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes,
                                    forecast=None if fc is None else (fc[0] if len(fc) == 1 else fc))
@@ -791,7 +806,7 @@ def redispatch_interval(inputs: MarketInputs, k: int, iso_price: float, current:
                             .alias("resource_id"), "bus", "kw", pl.lit(0.0).alias("tan_phi"))
 
     out = redispatch(run.feeder, run_book(book, run, inputs.rules), iso_price, positions(current), positions(fixed),
-                     inputs.rules, ClearingOptions(formulation=SERVER_FORMULATION, time_limit=time_limit), import_max_kw, export_max_kw)
+                     inputs.rules, inputs.options(time_limit), import_max_kw, export_max_kw)
     if out.mode == "refused":
         return RedispatchOutcome("refused", _diagnosis(out.diagnosis), float("nan"), pl.DataFrame())
     instr = out.disaggregation.instructions.select("aggregator_id", _local_id("resource_id"), "kw")

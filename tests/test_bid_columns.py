@@ -13,7 +13,10 @@ from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
 from dsomarket.engine.feeders import synthetic
 from dsomarket.engine.interface import trace_curve
 
-NO_AC = ClearingOptions(ac_check=False)
+NO_AC = ClearingOptions(formulation="lossless", ac_check=False)
+"""Merging is a property of the model's build: on the lossless LP the merged and the hand-summed books are one
+LP, so their optima agree to the solver's tolerance. (The loss-aware iteration can stop at points a tolerance
+apart on the two books: 157.746 against 158.104 welfare on synthetic(6, 8147), price 187.5.)"""
 RULES = MarketRules(price_floor=-200.0, price_cap=500.0)
 
 

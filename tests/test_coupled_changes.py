@@ -30,6 +30,8 @@ from tests.reference import solve_reference
 from tests.test_network_changes import IVS, RULES, at, changes, tied_feeder, tied_feeder_dir
 
 BAT = (Battery("bat", energy_kwh=200, charge_kw=100, discharge_kw=100, soc_init_kwh=0),)
+LOSSLESS = ClearingOptions(formulation="lossless")
+"""For the checks against the textbook LP (tests/reference.py), which has no losses."""
 CHARGE_PRICE, DISCHARGE_PRICE = 60.0, 70.0
 
 
@@ -75,7 +77,7 @@ def battery_kw(dispatch: pl.DataFrame, t: int) -> tuple[float, float]:
 def test_an_outage_in_a_storage_horizon_clears_as_one_model_checked_per_interval_by_the_textbook_lp():
     f, bids, book, runs = coupled_market()
     assert len(runs) == 2 and coupled_runs(runs, book, BAT)
-    res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT)
+    res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT, options=LOSSLESS)
     assert res.ok
     # Nothing flows on the open line in its intervals: it has no row (no flow column) there.
     for t in range(4):
@@ -247,10 +249,10 @@ def _awarded_then_changed():
     the outage that comes after the award."""
     f, bids, book, runs = coupled_market()
     intact = runs_for(f, None, book)
-    curve = trace_runs(intact, book, RULES, BAT, forecast=50.0)
+    curve = trace_runs(intact, book, RULES, BAT, LOSSLESS, forecast=50.0)
     award = pl.DataFrame({"interval": IVS, "import_kw": [curve.import_at(t, 50.0) for t in range(4)],
                           "price": [50.0] * 4})
-    standing = disaggregate_runs(intact, book, award, RULES, BAT)
+    standing = disaggregate_runs(intact, book, award, RULES, BAT, LOSSLESS)
     assert standing.clearing.ok
     return f, bids, book, runs, award, standing
 
@@ -259,7 +261,7 @@ def test_an_outage_after_the_award_re_dispatches_the_standing_award_at_least_cos
     f, bids, book, runs, award, standing = _awarded_then_changed()
     later = award.filter(pl.col("interval") >= IVS[2])
     before = standing.clearing.dispatch.filter(pl.col("interval") < IVS[2])
-    dis, report = redispatch_award(runs, book, later, before, RULES, BAT)
+    dis, report = redispatch_award(runs, book, later, before, RULES, BAT, LOSSLESS)
     assert report["mode"].to_list() == ["redispatched"] * 2
     np.testing.assert_allclose(report["import_kw"].to_numpy(), later["import_kw"].to_numpy(), atol=1e-6)
     assert dis.clearing.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
@@ -293,7 +295,7 @@ def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable
     later = award.filter(pl.col("interval") >= IVS[2]).with_columns(
         import_kw=pl.when(pl.col("interval") == IVS[2]).then(big).otherwise(pl.col("import_kw")))
     before = standing.clearing.dispatch.filter(pl.col("interval") < IVS[2])
-    dis, report = redispatch_award(runs, book, later, before, RULES, BAT)
+    dis, report = redispatch_award(runs, book, later, before, RULES, BAT, LOSSLESS)
     assert dis.clearing.ok
     row, other = report.iter_rows(named=True)
     assert row["mode"] == "partial" and row["shortfall_kw"] > 1.0
@@ -302,7 +304,7 @@ def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable
     # The part delivered is the most the changed network imports then: a watt more is not deliverable.
     nudge = later.with_columns(import_kw=pl.when(pl.col("interval") == IVS[2]).then(row["import_kw"] + 0.01)
                                .otherwise(pl.col("import_kw")))
-    assert redispatch_award(runs, book, nudge, before, RULES, BAT)[1]["mode"].to_list()[0] == "partial"
+    assert redispatch_award(runs, book, nudge, before, RULES, BAT, LOSSLESS)[1]["mode"].to_list()[0] == "partial"
     assert dis.clearing.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
 
 
@@ -342,7 +344,7 @@ def test_any_shed_outage_in_a_storage_horizon_balances_every_interval_and_keeps_
         row["end"] = IVS[end] if end < 4 else None
     ch = validate_changes(changes(row), f)
     runs = runs_for(f, ch, book)
-    res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT)
+    res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT, options=LOSSLESS)   # the balance below
     assert res.ok
     soc = _soc(res.dispatch)
     assert min(soc) >= -1e-6 and max(soc) <= 200.0 + 1e-6

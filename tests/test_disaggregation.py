@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import datetime, timedelta, timezone
 
@@ -144,6 +145,24 @@ def test_an_award_the_feeder_cannot_deliver_is_infeasible_with_a_diagnosis():
     assert any(x["limit"] in ("line_thermal", "interface_import_fixed") for x in d.clearing.diagnosis)
     assert d.instructions.height == 0
     assert d.summary()["status"] == "infeasible"
+
+
+@pytest.mark.parametrize("formulation", ["lossless", "lossaware"])
+@pytest.mark.parametrize("side, q", [("import", 300.0), ("export", -120.0)])
+def test_an_award_beyond_the_interface_limit_is_infeasible_and_names_it(formulation, side, q):
+    # The feeder could carry either award; only the interface limits (250 kW in, 100 kW out) forbid it.
+    f = dataclasses.replace(chain(2), import_max_kw=250.0, export_max_kw=100.0)
+    book = validate_bids(bid_table([(2, "buy", 500, 80), (2, "sell", 500, 10)]), f, RULES)
+    opts = ClearingOptions(formulation=formulation, ac_check=False)
+    d = disaggregate(f, book, award(q, 50.0), RULES, options=opts)
+    assert d.clearing.status == "infeasible"
+    limit = 250.0 if side == "import" else 100.0
+    assert d.clearing.diagnosis == ({"limit": f"interface_{side}_max", "element": f.root_bus, "interval": None,
+                                     "violation": pytest.approx(abs(q) - limit), "unit": "kW"},)
+    assert d.instructions.height == 0
+    at_limit = disaggregate(f, book, award(np.sign(q) * limit, 50.0), RULES, options=opts)
+    assert at_limit.clearing.ok
+    np.testing.assert_allclose(at_limit.balance_kw()["import_kw"].to_numpy(), np.sign(q) * limit, atol=1e-3)
 
 
 def test_award_table_errors_name_the_field():

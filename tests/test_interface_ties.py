@@ -13,7 +13,9 @@ from dsomarket.engine.clearing import ClearingOptions, clear
 from dsomarket.engine.feeders import synthetic
 from dsomarket.engine.interface import trace_curve
 
-NO_AC = ClearingOptions(ac_check=False)
+NO_AC = ClearingOptions(formulation="lossless", ac_check=False)
+"""The exact staircase of one LP against cold solves of that LP: the lossless model, whose curve is exact. (The
+loss-aware curve is checked against AC power flows in tests/test_losses.py.)"""
 RULES = MarketRules(price_floor=-200.0, price_cap=500.0)
 
 
@@ -53,7 +55,7 @@ def test_tied_prices_trace_the_curve_of_independent_clearings(n_bus, n_bids, see
     rng = np.random.default_rng(seed)
     prices = list(np.round(rng.uniform(-100, 300, n_prices), 0))
     book = validate_bids(tied_bids(f, n_bids, seed, prices), f, RULES)
-    curve = trace_curve(f, book, RULES)
+    curve = trace_curve(f, book, RULES, options=NO_AC)
     check_against_cold(f, book, curve, rng)
     # Ties collapse into few steps: one at each bid's price, and one more where congestion parts its
     # bus's price from the interface's (e.g. n_bus=4, n_bids=2, seed=2, n_prices=3: steps at 5, 19
@@ -67,7 +69,7 @@ def test_a_tight_feeder_with_every_bid_at_one_price_is_one_step_where_the_networ
     f = synthetic(60, 5)
     rated = f.with_changes(import_max_kw=800.0)
     book = validate_bids(tied_bids(rated, 80, 5, [40.0]), rated, RULES)
-    curve = trace_curve(rated, book, RULES)
+    curve = trace_curve(rated, book, RULES, options=NO_AC)
     check_against_cold(rated, book, curve, np.random.default_rng(5))
     steps = curve.bands["price_high"].to_numpy()[:-1]
     assert set(np.round(steps, 6)) <= {40.0}

@@ -74,6 +74,7 @@ def test_the_js_example_lists_submits_and_follows_the_dispatch_stream(tmp_path, 
     assert [m["market_id"] for m in listed] == [market.market_id]
     assert listed[0]["state"] == "MARKET_STATE_OPEN" and listed[0]["kind"] == "MARKET_KIND_DAY_AHEAD"
     assert listed[0]["interval_count"] == 2 and listed[0]["value_of_lost_load"] == ""   # defaults: true
+    assert listed[0]["formulation"] == market.formulation == "lossaware"
     ack = next(line for line in lines if line["type"] == "ack")
     assert ack["accepted"] == 2
     assert sorted((b.bid_id, b.side, b.quantity_kw, str(b.price), b.interval_start) for b in bids) == \

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsomarket.engine.bids import Battery, MarketRules, validate_bids
-from dsomarket.engine.clearing import clear
+from dsomarket.engine.clearing import ClearingOptions, clear
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import ieee33
 from dsomarket.engine.interface import trace_curve
@@ -27,6 +27,8 @@ from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace
 T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
 IVS = [T0 + timedelta(hours=h) for h in range(4)]
 RULES = MarketRules(price_floor=-100, price_cap=400)
+LOSSLESS = ClearingOptions(formulation="lossless")
+"""For the checks that shed load leaves the import by exactly its kW: the lossless balance."""
 
 
 def tied_feeder():
@@ -54,10 +56,10 @@ def changes(*rows) -> pl.DataFrame:
                                                                      "start": pl.Datetime("us", "UTC")})
 
 
-def reference(feeder, bids, t: int, price: float = 50.0):
+def reference(feeder, bids, t: int, price: float = 50.0, options: ClearingOptions = ClearingOptions()):
     """Clear interval t alone on ``feeder``."""
     one = bids.filter(pl.col("interval") == IVS[t]).filter(pl.col("bus").is_in(feeder.buses["bus"].to_list()))
-    return clear(feeder, validate_bids(one, feeder, RULES, [IVS[t]]), price, rules=RULES)
+    return clear(feeder, validate_bids(one, feeder, RULES, [IVS[t]]), price, rules=RULES, options=options)
 
 
 def switched_market():
@@ -112,17 +114,17 @@ def test_an_outage_that_islands_load_is_refused_unless_the_load_is_declared_shed
     runs = runs_for(f, validate_changes(changes(out | {"shed": True}), f), book)
     assert [r.indices for r in runs] == [(0, 3), (1, 2)]
     assert runs[1].de_energised == ("17", "18")
-    res = clear_runs(runs, book, 50.0, rules=RULES)
+    res = clear_runs(runs, book, 50.0, rules=RULES, options=LOSSLESS)
     assert res.ok
     for t in (1, 2):
         assert set(at(res.prices, t)["bus"]) & {"17", "18"} == set()
         assert at(res.dispatch, t).filter(pl.col("bus") == "18").height == 0
         islanded = f.with_changes(buses=f.buses.filter(~pl.col("bus").is_in(["17", "18"])),
                                   lines=f.lines.filter(~pl.col("line").is_in(["16", "17", "tie18-33"])))
-        ref = reference(islanded, market_bids(), t)
+        ref = reference(islanded, market_bids(), t, options=LOSSLESS)
         assert at(res.interface, t)["import_kw"][0] == pytest.approx(ref.interface["import_kw"][0], abs=1e-6)
     # The shed load is the load of the islanded buses: the import drops by it (prices unchanged at 50).
-    base = reference(f, market_bids(), 0)
+    base = reference(f, market_bids(), 0, options=LOSSLESS)
     drop = base.interface["import_kw"][0] - at(res.interface, 1)["import_kw"][0]
     lost = f.buses.filter(pl.col("bus").is_in(["17", "18"]))["load_kw"].sum()
     sold18 = at(base.dispatch, 0).filter(pl.col("bus") == "18")["cleared_kw"].sum()
@@ -201,8 +203,9 @@ def test_a_change_inside_a_storage_horizon_that_binds_nothing_clears_as_the_unch
                                    "s_max_kva": 30000.0}), f)
     runs = runs_for(f, ch, book)
     assert len(runs) == 2   # one coupled model (engine.runs.CoupledMarket), no longer refused
-    res = clear_runs(runs, book, 50.0, rules=RULES, resources=bat)
-    plain = clear(f, book, 50.0, rules=RULES, resources=bat)
+    # Lossless: one LP against another to 1e-6 (the loss-aware iteration stops within its own tolerance).
+    res = clear_runs(runs, book, 50.0, rules=RULES, resources=bat, options=LOSSLESS)
+    plain = clear(f, book, 50.0, rules=RULES, resources=bat, options=LOSSLESS)
     assert res.ok and plain.ok
     assert res.welfare == pytest.approx(plain.welfare, abs=1e-6)
     for name in ("dispatch", "prices"):
@@ -231,7 +234,7 @@ def test_any_shed_outage_balances_and_carries_nothing_below_the_open_line(line, 
     ch = validate_changes(changes({"change_id": "x", "kind": "outage", "element": str(line), "start": IVS[start],
                                    "shed": True}), f)
     runs = network_runs(f, ch, IVS)
-    res = clear_runs(runs_for(f, ch, book), book, 50.0, rules=RULES)
+    res = clear_runs(runs_for(f, ch, book), book, 50.0, rules=RULES, options=LOSSLESS)
     assert res.ok
     dead = set(runs[-1].de_energised)
     assert str(line + 1) in dead

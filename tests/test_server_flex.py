@@ -391,8 +391,10 @@ def test_activations_cleared_first_shape_the_energy_market_curves_and_award(tmp_
     async def body():
         async with running(tmp_path) as env:
             op, a, b = (env.clients[n] for n in ("dso", "agg-a", "agg-b"))
-            with_flex = await flex_market(env, "with-flex")
-            plain = await small_market(env, "plain", intervals=2)
+            # Lossless markets: an activation moves the import by exactly its kW (a loss-aware one adds the
+            # change in losses, 12.4 kW here).
+            with_flex = await flex_market(env, "with-flex", formulation="lossless")
+            plain = await small_market(env, "plain", intervals=2, formulation="lossless")
             m, (t0, _) = with_flex.market_id, with_flex.intervals
             for market in (with_flex, plain):
                 await a.submit_bids(market.market_id, simple_bids(market, "a"))

@@ -80,9 +80,11 @@ def test_market_day_end_to_end(tmp_path):
             prices = await a.list_prices(market.market_id)
             assert len(prices) == 33 * 4
             settled = await op.settle_market(market.market_id)
-            assert settled.market.state == "settled" and settled.statement_count == 16
+            # The loss-aware market settles each of the 16 awards in two lines: energy, and its DLMP's loss part.
+            assert settled.market.state == "settled" and settled.statement_count == 32
             statements = await b.list_statements(market_id=market.market_id)
-            assert len(statements) == 8 and all(s.currency == "EUR" for s in statements)
+            assert sorted(s.kind for s in statements) == ["energy"] * 8 + ["loss"] * 8
+            assert all(s.currency == "EUR" for s in statements)
             assert {"iso_payment", "merchandising_surplus"} <= set(settled.totals)
             assert (await env.clients["auditor"].verify_audit_chain()).ok
 

@@ -24,7 +24,7 @@ from dsomarket.engine.feeders import builtin
 from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.territory import substation
 from dsomarket.server import db
-from dsomarket.server.markets_engine import SERVER_FORMULATION
+from dsomarket.server.convert import FORMULATION
 from dsomarket.server.replay import replay
 from tests.harness import running
 
@@ -72,7 +72,7 @@ def _reference(interface: TerritoryInterface, fleet: dict, intervals: list) -> t
         "bid_id": pl.Utf8, "bus": pl.Utf8, "side": pl.Utf8, "quantity_kw": pl.Float64, "price": pl.Float64,
         "interval": pl.Datetime("us", "UTC"), "aggregator_id": pl.Utf8, "resource_id": pl.Utf8, "tan_phi": pl.Float64})
     rules = MarketRules(price_floor=-1000.0, price_cap=3000.0, interval_minutes=60.0)
-    options = ClearingOptions(formulation=SERVER_FORMULATION)
+    options = ClearingOptions(formulation=FORMULATION[""])   # the server's default, as the sessions use it
     book = validate_bids(bids, feeder, rules, intervals)
     result = clear(feeder, book, float(FORECAST), rules=rules, options=options)
     curve = trace_curve(feeder, book, rules, options=options, forecast=float(FORECAST)) if result.ok else None

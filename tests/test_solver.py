@@ -12,7 +12,7 @@ from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
 from dsomarket.engine.feeders import ieee33
 from tests.test_interface import random_bids
 
-NO_AC = ClearingOptions(ac_check=False)
+NO_AC = ClearingOptions(formulation="lossless", ac_check=False)   # one LP per solve: the runs are counted
 RULES = MarketRules(price_floor=-200.0, price_cap=500.0)
 
 

@@ -32,12 +32,10 @@ from dsomarket.clients.files import (by_id, numbers, output_dir, read_feeder, re
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import FORMULATIONS, ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.flexibility import apply_activations
 from dsomarket.engine.interface import InterfaceCurve
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
 from dsomarket.engine.territory import prices_for
-from dsomarket.engine.settlement import MarketOutcome, settle
 
 _DEFAULT = MarketRules()
 _FORMULATION_HELP = ("lossaware (default: LinDistFlow linearised at the AC operating point, losses "
@@ -116,6 +114,8 @@ def _inputs(args, out: Path):
     """Read and check every input; ``network.csv`` in ``out`` says which network changes apply when."""
     feeder = read_feeder(args.feeder)
     if args.flex_awards:
+        # Imported here, like settlement below: a plain `clear` starts without modules it does not use.
+        from dsomarket.engine.flexibility import apply_activations
         feeder = apply_activations(feeder, read_table(args.flex_awards, "flex_awards"))
     bids = read_table(args.bids, "bids")
     resources = parse_resources(read_table(args.resources, "resources")) if args.resources else ()
@@ -329,8 +329,10 @@ def _disaggregate(args) -> int:
     return _status(dis.clearing)
 
 
-def _outcome(d: Path) -> MarketOutcome:
-    """A disaggregate output directory as the tables settlement needs."""
+def _outcome(d: Path):
+    """A disaggregate output directory as the tables settlement needs (an ``engine.settlement.MarketOutcome``)."""
+    from dsomarket.engine.settlement import MarketOutcome
+
     summary_path = d / "summary.json"
     if not summary_path.is_file():
         raise InputError(str(d), "summary.json", "missing: not a `dsomarket disaggregate` output")
@@ -351,6 +353,7 @@ def _settle(args) -> int:
     with output_dir(args.out) as out:
         da = _outcome(Path(args.day_ahead))
         rt = _outcome(Path(args.real_time)) if args.real_time else None
+        from dsomarket.engine.settlement import settle
         result = settle(da, rt)
         write_csv(result.statements, out / "statements.csv")
         write_csv(result.by_aggregator(), out / "aggregators.csv")

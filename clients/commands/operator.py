@@ -143,7 +143,8 @@ def register(subparsers) -> None:
 
 
 def add_market_options(p: argparse.ArgumentParser, day_ahead_metavar: str, day_ahead_help: str) -> None:
-    """The options of a new market (kind, delivery, gates, price limits, currency, VoLL, its day-ahead);
+    """The options of a new market (kind, delivery, gates, price limits, currency, VoLL, its day-ahead, its
+    clearing model);
     :func:`market_times` reads the times back."""
     p.add_argument("--kind", choices=MARKET_KINDS, default="day_ahead",
                    help="day_ahead: hourly intervals; hour_ahead: 15-minute; real_time: 5-minute "
@@ -161,6 +162,10 @@ def add_market_options(p: argparse.ArgumentParser, day_ahead_metavar: str, day_a
     p.add_argument("--currency", default="", help="ISO 4217 code (default EUR)")
     p.add_argument("--voll", help="value of lost load per MWh: shed fixed load above it (default: never shed)")
     p.add_argument("--day-ahead", default="", metavar=day_ahead_metavar, help=day_ahead_help)
+    p.add_argument("--formulation", default="", metavar="NAME",
+                   help="clearing model of the market's clearings, curves and awards: lossaware (the server's "
+                        "default: losses in prices and interface import), lossless (alias lindistflow) or socp "
+                        "(cleared and traced for comparison; cannot be awarded)")
 
 
 def market_times(args) -> tuple:
@@ -210,9 +215,10 @@ def _markets_create(args) -> int:
         m = await client.create_market(args.market_id, feeder_id=args.feeder, kind=args.kind, delivery_start=start,
                                        interval_count=args.intervals, gate_closure_time=closure, gate_lead=lead,
                                        price_floor=args.floor, price_cap=args.cap, currency=args.currency,
-                                       value_of_lost_load=args.voll, day_ahead_market_id=args.day_ahead)
+                                       value_of_lost_load=args.voll, day_ahead_market_id=args.day_ahead,
+                                       formulation=args.formulation)
         print(f"market {m.market_id} is {m.state}: {m.kind} on {m.feeder_id}, {m.interval_count} intervals of "
-              f"{m.interval_length} from {iso(m.delivery_start)}")
+              f"{m.interval_length} from {iso(m.delivery_start)}, formulation {m.formulation}")
         return 0
 
     return talk(args, work)
@@ -224,7 +230,7 @@ def _markets_list(args) -> int:
         # The table keeps what tells markets apart; `markets show` and the script formats have every field.
         emit(markets, args.format, args.out, ("market_id", "feeder_id", "kind", "state", "delivery_start",
                                               "interval_count", "interval_length", "price_floor", "price_cap",
-                                              "currency", "clearing_status")
+                                              "currency", "formulation", "clearing_status")
              if chosen_format(args.format, args.out) == "table" else Market)
         return 0
 

@@ -156,7 +156,7 @@ def _open(args) -> int:
             args.session_id, territory_id=args.territory, kind=args.kind, delivery_start=start,
             interval_count=args.intervals, gate_closure_time=closure, gate_lead=lead, price_floor=args.floor,
             price_cap=args.cap, currency=args.currency, value_of_lost_load=args.voll,
-            day_ahead_session_id=args.day_ahead)
+            day_ahead_session_id=args.day_ahead, formulation=args.formulation)
         emit(_session_rows(s), args.format, args.out, SESSION_COLUMNS)
         return 0
 

@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Market(_message.Message):
-    __slots__ = ("market_id", "feeder_id", "kind", "state", "delivery_start", "interval_count", "interval_length", "gate_closure_time", "gate_lead", "price_floor", "price_cap", "currency", "value_of_lost_load", "day_ahead_market_id", "clearing_status", "diagnosis", "created_at", "updated_at")
+    __slots__ = ("market_id", "feeder_id", "kind", "state", "delivery_start", "interval_count", "interval_length", "gate_closure_time", "gate_lead", "price_floor", "price_cap", "currency", "value_of_lost_load", "day_ahead_market_id", "clearing_status", "diagnosis", "created_at", "updated_at", "formulation")
     MARKET_ID_FIELD_NUMBER: _ClassVar[int]
     FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Market(_message.Message):
     DIAGNOSIS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FORMULATION_FIELD_NUMBER: _ClassVar[int]
     market_id: str
     feeder_id: str
     kind: _common_pb2.MarketKind
@@ -49,7 +50,8 @@ class Market(_message.Message):
     diagnosis: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, market_id: _Optional[str] = ..., feeder_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.MarketKind, str]] = ..., state: _Optional[_Union[_common_pb2.MarketState, str]] = ..., delivery_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_count: _Optional[int] = ..., interval_length: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., gate_closure_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gate_lead: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., price_floor: _Optional[str] = ..., price_cap: _Optional[str] = ..., currency: _Optional[str] = ..., value_of_lost_load: _Optional[str] = ..., day_ahead_market_id: _Optional[str] = ..., clearing_status: _Optional[_Union[_common_pb2.ClearingStatus, str]] = ..., diagnosis: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    formulation: str
+    def __init__(self, market_id: _Optional[str] = ..., feeder_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.MarketKind, str]] = ..., state: _Optional[_Union[_common_pb2.MarketState, str]] = ..., delivery_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_count: _Optional[int] = ..., interval_length: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., gate_closure_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gate_lead: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., price_floor: _Optional[str] = ..., price_cap: _Optional[str] = ..., currency: _Optional[str] = ..., value_of_lost_load: _Optional[str] = ..., day_ahead_market_id: _Optional[str] = ..., clearing_status: _Optional[_Union[_common_pb2.ClearingStatus, str]] = ..., diagnosis: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., formulation: _Optional[str] = ...) -> None: ...
 
 class MarketInterval(_message.Message):
     __slots__ = ("market_id", "index", "start", "end", "gate_closure", "gate_open")

@@ -114,7 +114,7 @@ class ListFeedersResponse(_message.Message):
     def __init__(self, feeders: _Optional[_Iterable[_Union[Feeder, _Mapping]]] = ..., pagination: _Optional[_Union[_common_pb2.PaginationInfo, _Mapping]] = ...) -> None: ...
 
 class CreateMarketRequest(_message.Message):
-    __slots__ = ("market_id", "feeder_id", "kind", "delivery_start", "interval_count", "gate_closure_time", "gate_lead", "price_floor", "price_cap", "currency", "value_of_lost_load", "day_ahead_market_id")
+    __slots__ = ("market_id", "feeder_id", "kind", "delivery_start", "interval_count", "gate_closure_time", "gate_lead", "price_floor", "price_cap", "currency", "value_of_lost_load", "day_ahead_market_id", "formulation")
     MARKET_ID_FIELD_NUMBER: _ClassVar[int]
     FEEDER_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class CreateMarketRequest(_message.Message):
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     VALUE_OF_LOST_LOAD_FIELD_NUMBER: _ClassVar[int]
     DAY_AHEAD_MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMULATION_FIELD_NUMBER: _ClassVar[int]
     market_id: str
     feeder_id: str
     kind: _common_pb2.MarketKind
@@ -139,7 +140,8 @@ class CreateMarketRequest(_message.Message):
     currency: str
     value_of_lost_load: str
     day_ahead_market_id: str
-    def __init__(self, market_id: _Optional[str] = ..., feeder_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.MarketKind, str]] = ..., delivery_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_count: _Optional[int] = ..., gate_closure_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gate_lead: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., price_floor: _Optional[str] = ..., price_cap: _Optional[str] = ..., currency: _Optional[str] = ..., value_of_lost_load: _Optional[str] = ..., day_ahead_market_id: _Optional[str] = ...) -> None: ...
+    formulation: str
+    def __init__(self, market_id: _Optional[str] = ..., feeder_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.MarketKind, str]] = ..., delivery_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_count: _Optional[int] = ..., gate_closure_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gate_lead: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., price_floor: _Optional[str] = ..., price_cap: _Optional[str] = ..., currency: _Optional[str] = ..., value_of_lost_load: _Optional[str] = ..., day_ahead_market_id: _Optional[str] = ..., formulation: _Optional[str] = ...) -> None: ...
 
 class CreateMarketResponse(_message.Message):
     __slots__ = ("market",)
