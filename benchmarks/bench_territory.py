@@ -62,12 +62,12 @@ def timed(r, cycle: Cycle) -> tuple[float, list[dict]]:
     return time.perf_counter() - t0, reps
 
 
-def measure(make, jobs: list[Job]) -> dict:
+def measure(make, jobs: list[Job], formulation: str) -> dict:
     out: dict = {}
-    with make(ClearingOptions()) as r:
+    with make(ClearingOptions(formulation=formulation)) as r:
         r.load(jobs)
         out["cold+curves"], out["reports"] = timed(r, Cycle(50.0, curves=True))
-    with make(ClearingOptions(ac_check=False)) as r:
+    with make(ClearingOptions(formulation=formulation, ac_check=False)) as r:
         before = r.peak_rss_kb()
         r.load(jobs)
         out["cold clear"], cold = timed(r, Cycle(50.0))
@@ -96,20 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--ray", action="store_true", help="also run on a local Ray instance")
     p.add_argument("--project", type=int, default=1000, help="interfaces to project the figures to")
+    p.add_argument("--formulation", default="lossaware", choices=["lossaware", "lossless"],
+                   help="clearing model (the engine's default is lossaware; the recorded figures are lossless)")
     a = p.parse_args(argv)
     print(f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"{a.feeders} interfaces of {a.buses} buses and {a.bids} bids (seed {a.seed})")
+          f"{a.feeders} interfaces of {a.buses} buses and {a.bids} bids (seed {a.seed}), {a.formulation}")
     jobs = [Job(f"feeder-{k:04d}", synth_one, (k, a.feeders, a.buses, a.bids, a.seed)) for k in range(a.feeders)]
     runs: dict[str, dict] = {}
     for w in a.workers:
-        runs[f"{w} worker{'s' if w > 1 else ''}"] = measure(lambda o, w=w: LocalRunner(w, options=o), jobs)
+        runs[f"{w} worker{'s' if w > 1 else ''}"] = measure(lambda o, w=w: LocalRunner(w, options=o), jobs,
+                                                                   a.formulation)
     if a.ray:
         import ray
 
         ray.init(num_cpus=max(a.workers), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         try:
             runs[f"Ray, {max(a.workers)} actors"] = measure(
-                lambda o: RayRunner(shards=max(a.workers), options=o), jobs)
+                lambda o: RayRunner(shards=max(a.workers), options=o), jobs, a.formulation)
         finally:
             ray.shutdown()
     base_name = next(iter(runs))
