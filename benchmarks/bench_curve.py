@@ -41,7 +41,9 @@ from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear  # noq
 from dsomarket.engine.feeders import synthetic  # noqa: E402
 from dsomarket.engine.interface import trace_curve  # noqa: E402
 
-NO_AC = ClearingOptions(ac_check=False)
+# The tracer on the lossless LP; the loss-aware curve is measured by bench_physics.py --only curves.
+NO_AC = ClearingOptions(formulation="lossless", ac_check=False)
+LOSSLESS = ClearingOptions(formulation="lossless")
 
 
 def make_bids(feeder, n: int, seed: int, decimals: int) -> pl.DataFrame:
@@ -74,7 +76,7 @@ def run(buses: int, n_bids: int, seed: int, decimals: int) -> None:
           f"curve over [{rules.price_floor:g}, {rules.price_cap:g}]")
 
     t0 = time.perf_counter()
-    curve = trace_curve(feeder, book, rules)
+    curve = trace_curve(feeder, book, rules, options=LOSSLESS)
     exact = time.perf_counter() - t0
     b = curve.bands
     hi, q = b["price_high"].to_numpy(), b["import_kw"].to_numpy()
@@ -104,7 +106,7 @@ def small(buses: int, n_bids: int, seed: int) -> None:
     t0 = time.perf_counter()
     res = clear(feeder, book, 50.0, rules=rules, options=NO_AC)
     t1 = time.perf_counter()
-    curve = trace_curve(feeder, book, rules)
+    curve = trace_curve(feeder, book, rules, options=LOSSLESS)
     t2 = time.perf_counter()
     print(f"\n== small: {buses} buses, {n_bids} bids: clear {t1 - t0:.3f} s ({res.status}) + curve {t2 - t1:.3f} s "
           f"({curve.bands.height} bands, {curve.solves} solves) = {t2 - t0:.3f} s (target <= 0.1 s)")
@@ -137,7 +139,7 @@ def dayahead(buses: int, n_bids: int, hours: int, n_bat: int, seed: int) -> None
     t0 = time.perf_counter()
     clear(feeder, book, 50.0, rules=rules, resources=batteries, options=NO_AC)
     t1 = time.perf_counter()
-    curve = trace_curve(feeder, book, rules, batteries)
+    curve = trace_curve(feeder, book, rules, batteries, options=LOSSLESS)
     t2 = time.perf_counter()
     print(f"\n== dayahead: {buses} buses, {n_bids} bids + {n_bat} batteries over {hours} hours: clear {t1 - t0:.2f} s; "
           f"{hours} coupled curves {t2 - t1:.2f} s ({curve.bands.height} bands, {curve.solves} HiGHS solves, "

@@ -134,11 +134,12 @@ async def gate_to_curves(target: str, tokens: dict, n_intervals: int) -> dict:
                 "publish": t3 - t2, "delivery": t4 - t3, "total": t4 - t0, "segments": report.curve_segments}
 
 
-async def setup(target: str, tokens: dict, work: dict, n_intervals: int):
+async def setup(target: str, tokens: dict, work: dict, n_intervals: int, formulation: str):
     async with Client(target, tokens["dso"]) as op:
         await op.create_feeder("ieee33", builtin="ieee33")
         market = await op.create_market(MARKET, feeder_id="ieee33", kind="day_ahead",
-                                        delivery_start=delivery_day(), interval_count=n_intervals)
+                                        delivery_start=delivery_day(), interval_count=n_intervals,
+                                        formulation=formulation)
 
     async def register(name):
         async with Client(target, tokens[name]) as c:
@@ -157,6 +158,8 @@ def main() -> int:
     p.add_argument("--price-levels", type=int, default=20, help="distinct prices per side")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--skip-curves", action="store_true", help="measure the load only")
+    p.add_argument("--formulation", default="lossless", choices=["lossless", "lossaware"],
+                   help="the market's clearing model (the recorded gate-to-curves figures are lossless)")
     p.add_argument("--db", default=None, metavar="URL", help="an empty postgresql:// database or schema "
                    "(default: a fresh SQLite file)")
     args = p.parse_args()
@@ -173,7 +176,7 @@ def main() -> int:
             t = time.perf_counter()
             work = plan(args.clients, args.segments, args.batch, intervals, args.price_levels, args.seed)
             print(f"# requests built client-side in {time.perf_counter() - t:.1f} s (not timed below)")
-            asyncio.run(setup(target, tokens, work, args.intervals))
+            asyncio.run(setup(target, tokens, work, args.intervals, args.formulation))
             latencies, wall = asyncio.run(load(target, tokens, work))
             lat = np.array(latencies) * 1000.0
             sent = sum(len(c.bid_id) for _, cols in work.values() for c in cols)
