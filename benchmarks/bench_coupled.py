@@ -26,7 +26,7 @@ import polars as pl
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dsomarket.engine.bids import Battery, MarketRules, validate_bids  # noqa: E402
-from dsomarket.engine.clearing import clear  # noqa: E402
+from dsomarket.engine.clearing import ClearingOptions, clear  # noqa: E402
 from dsomarket.engine.feeders import synthetic  # noqa: E402
 from dsomarket.engine.network_changes import validate_changes  # noqa: E402
 from dsomarket.engine.runs import clear_runs, runs_for  # noqa: E402
@@ -76,15 +76,19 @@ def best(fn, repeat: int) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the smallest case only")
+    parser.add_argument("--formulation", default="lossless", choices=["lossless", "lossaware"],
+                        help="clearing model of both (the recorded figures are lossless)")
     args = parser.parse_args()
+    opts = ClearingOptions(formulation=args.formulation)
     cases = [(33, 500, 5), (200, 2_000, 20)] + ([] if args.quick else [(1_000, 10_000, 100)])
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
     print(f"{'buses':>6} {'bids':>7} {'batteries':>9} {'one network s':>14} {'coupled s':>10} {'ratio':>6} {'same':>5}")
     for n_bus, n_bid, n_bat in cases:
         feeder, book, bats, runs = market(n_bus, n_bid, n_bat, seed=1)
         repeat = 3 if n_bus <= 200 else 1
-        one_s, one = best(lambda: clear(feeder, book, 50.0, rules=RULES, resources=bats), repeat)
-        coupled_s, coupled = best(lambda: clear_runs(runs, book, 50.0, rules=RULES, resources=bats), repeat)
+        one_s, one = best(lambda: clear(feeder, book, 50.0, rules=RULES, resources=bats, options=opts), repeat)
+        coupled_s, coupled = best(lambda: clear_runs(runs, book, 50.0, rules=RULES, resources=bats, options=opts),
+                                  repeat)
         same = one.ok and coupled.ok and abs(one.welfare - coupled.welfare) <= 1e-6 * max(1.0, abs(one.welfare))
         print(f"{n_bus:>6} {book.n:>7} {n_bat:>9} {one_s:>14.3f} {coupled_s:>10.3f} {coupled_s / one_s:>6.2f} "
               f"{'yes' if same else 'NO':>5}")
