@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dsomarket.clients.api import Award, Bid, Client, Instruction, Resource, Statement
 from dsomarket.clients.cli import non_negative_int, positive_float, positive_int
-from dsomarket.clients.commands.remote import acknowledge, add_connection, show, talk
+from dsomarket.clients.commands.remote import acknowledge, add_connection, add_list_options, command_group, show, talk
 from dsomarket.clients.commands.tables import read_bid_ids, read_bids, read_resources
 from dsomarket.clients.output import Stream, add_format_options, iso
 
@@ -24,7 +24,7 @@ BIDS_COLUMNS = ("Columns: bid_id, resource_id, side (buy|sell), quantity_kw, pri
 
 def register(subparsers) -> None:
     """Add the ``resources``, ``bids``, ``awards``, ``instructions`` and ``statements`` groups."""
-    g = _group(subparsers, "resources", "your DERs on a server")
+    g = command_group(subparsers, "resources", "your DERs on a server")
     p = g.add_parser("register", help="register (or update) resources from a file, all or none",
                      description="Columns: resource_id, feeder_id, bus, kind (pv|battery|ev|flexible_load), "
                                  "capacity_kw and, as the kind needs them, energy_kwh, charge_kw, discharge_kw, "
@@ -36,10 +36,10 @@ def register(subparsers) -> None:
     p = g.add_parser("list", help="registered resources")
     p.add_argument("--aggregator", default="", help="operator and auditor: whose (default all)")
     p.add_argument("--feeder", default="")
-    _list_options(p)
+    add_list_options(p)
     p.set_defaults(func=_resources_list)
 
-    g = _group(subparsers, "bids", "your bids on a server")
+    g = command_group(subparsers, "bids", "your bids on a server")
     p = g.add_parser("submit", help="submit new bid segments from a file, all or none", description=BIDS_COLUMNS)
     _market_file(p)
     p.add_argument("--batch", type=positive_int, default=20_000, help="segments per request (default %(default)s)")
@@ -60,16 +60,16 @@ def register(subparsers) -> None:
     p.add_argument("--market", default="")
     p.add_argument("--aggregator", default="", help="operator and auditor: whose bids (default all)")
     p.add_argument("--include-withdrawn", action="store_true")
-    _list_options(p)
+    add_list_options(p)
     p.set_defaults(func=_bids_list)
 
     for name, what in (("awards", "cleared quantities and prices per bid"),
                        ("instructions", "dispatch instructions per resource (awards and overrides)")):
-        g = _group(subparsers, name, what)
+        g = command_group(subparsers, name, what)
         p = g.add_parser("list", help=f"{name} so far")
         p.add_argument("--market", default="")
         p.add_argument("--aggregator", default="", help="operator and auditor: whose (default all)")
-        _list_options(p)
+        add_list_options(p)
         p.set_defaults(func=_dispatch_list, kind=name)
         p = g.add_parser("follow", help=f"{name} as they happen, after the history (Ctrl-C stops)")
         p.add_argument("--market", default="")
@@ -83,11 +83,11 @@ def register(subparsers) -> None:
         add_format_options(p, stream=True)
         p.set_defaults(func=_dispatch_follow, kind=name)
 
-    g = _group(subparsers, "statements", "settlement statements (after the market is settled)")
+    g = command_group(subparsers, "statements", "settlement statements (after the market is settled)")
     p = g.add_parser("list", help="statement lines: amount > 0 is paid to the aggregator")
     p.add_argument("--market", default="")
     p.add_argument("--aggregator", default="", help="operator and auditor: whose (default all)")
-    _list_options(p)
+    add_list_options(p)
     p.set_defaults(func=_statements_list)
     p = g.add_parser("follow", help="statement lines as markets are settled, after those so far (Ctrl-C stops)",
                      description="The API streams awards and instructions but not statements (a market is "
@@ -103,14 +103,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=_statements_follow)
 
 
-def _group(subparsers, name: str, text: str):
-    return subparsers.add_parser(name, help=text).add_subparsers(dest=f"{name}_command", required=True,
-                                                                 metavar="ACTION")
-
-
-def _list_options(p) -> None:
-    add_connection(p)
-    add_format_options(p)
 
 
 def _market_file(p) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from dsomarket.clients.cli import non_negative_int, positive_float
-from dsomarket.clients.commands.remote import add_connection, show, talk, utc
+from dsomarket.clients.commands.remote import add_connection, add_list_options, command_group, show, talk, utc
 from dsomarket.clients.files import read_table
 from dsomarket.clients.hybrid_client import (BidLimit, ConflictAlert, Der, DirectBid, DirectSchedule, Envelope,
                                               ScheduleLimit)
@@ -33,29 +33,29 @@ DER_COLUMNS = ("der_id", "kind", "feeder_id", "bus", "aggregation_id", "export_k
 
 def register(subparsers) -> None:
     """Add the ``ders``, ``direct`` and ``conflicts`` groups."""
-    g = _group(subparsers, "ders", "the DER registry on a server: register, list, retire, review")
+    g = command_group(subparsers, "ders", "the DER registry on a server: register, list, retire, review")
     p = g.add_parser("register", help="register or update DERs (aggregator) from a table",
                      description="Columns: der_id, kind, feeder_id, bus, export_kw, and optionally import_kw, "
                                  "aggregation_id, owner, jurisdiction, energy_kwh, soc_min_kwh, soc_init_kwh, "
                                  "tan_phi, metering, control, services (';'-joined: dso_energy, dso_flexibility, "
                                  "iso_direct). Each DER is pending until the DSO reviews it.")
     p.add_argument("--file", required=True, type=Path)
-    _out(p)
+    add_list_options(p)
     p.set_defaults(func=_register)
     p = g.add_parser("list", help="DERs with their review (an aggregator sees its own)")
     p.add_argument("--feeder", default="")
-    _out(p)
+    add_list_options(p)
     p.set_defaults(func=_list)
     p = g.add_parser("retire", help="retire a DER (aggregator: its own; operator)")
     p.add_argument("der_id")
     p.add_argument("--reason", required=True)
-    _out(p)
+    add_list_options(p)
     p.set_defaults(func=_retire)
     p = g.add_parser("review", help="the DSO's review of a feeder's pending DERs (operator); exit 1 when the AC "
                                     "check fails")
     p.add_argument("--feeder", required=True)
     p.add_argument("--min-useful-kw", type=positive_float, help="smallest limit worth approving (default 1)")
-    _out(p)
+    add_list_options(p)
     p.set_defaults(func=_review)
 
     p = g.add_parser("envelopes", help="operating envelopes of a feeder's approved DERs; exit 1 when the AC check "
@@ -66,10 +66,10 @@ def register(subparsers) -> None:
     p.add_argument("--feeder", required=True)
     p.add_argument("--market", default="")
     p.add_argument("--rule", default="proportional", choices=("proportional", "equal"))
-    _out(p)
+    add_list_options(p)
     p.set_defaults(func=_envelopes)
 
-    g = _group(subparsers, "direct", "direct ISO participants: schedules, bids, the DSO's deliverability check")
+    g = command_group(subparsers, "direct", "direct ISO participants: schedules, bids, the DSO's deliverability check")
     p = g.add_parser("schedules", help="submit schedules (ISO): participant_id, bus, interval, p_kw")
     p.add_argument("--feeder", required=True)
     p.add_argument("--file", required=True, type=Path)
@@ -89,13 +89,13 @@ def register(subparsers) -> None:
     p.add_argument("--rule", default="sensitivity", choices=("sensitivity", "pro_rata"))
     p.add_argument("--exclude-dso-awards", action="store_true")
     p.add_argument("--bids", action="store_true", help="print the bids' limits instead of the schedules'")
-    _out(p)
+    add_list_options(p)
     p.set_defaults(func=_check)
 
-    g = _group(subparsers, "conflicts", "conflict alerts: a resource sold twice across services")
+    g = command_group(subparsers, "conflicts", "conflict alerts: a resource sold twice across services")
     p = g.add_parser("list", help="alerts so far (an aggregator sees its own)")
     p.add_argument("--feeder", default="")
-    _out(p)
+    add_list_options(p)
     p.set_defaults(func=_alerts)
     p = g.add_parser("follow", help="alerts as they are raised, after the history (Ctrl-C stops)")
     p.add_argument("--feeder", default="")
@@ -106,14 +106,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=_follow)
 
 
-def _group(subparsers, name: str, text: str):
-    return subparsers.add_parser(name, help=text).add_subparsers(dest=f"{name}_command", required=True,
-                                                                 metavar="ACTION")
-
-
-def _out(p) -> None:
-    add_connection(p)
-    add_format_options(p)
 
 
 def _rows(ders: list[Der]) -> list[dict]:

@@ -18,8 +18,20 @@ from pathlib import Path
 from dsomarket.clients.api import ApiError, Client, InvalidArgument
 from dsomarket.clients.cli import positive_float
 from dsomarket.clients.config import Settings, resolve
-from dsomarket.clients.output import emit, iso
+from dsomarket.clients.output import add_format_options, emit, iso
 from dsomarket.engine.errors import InputError
+
+
+def command_group(subparsers, name: str, text: str):
+    """A ``dsomarket NAME ACTION`` group; its actions are added to what this returns."""
+    return subparsers.add_parser(name, help=text).add_subparsers(dest=f"{name}_command", required=True,
+                                                                 metavar="ACTION")
+
+
+def add_list_options(p: argparse.ArgumentParser) -> None:
+    """Connection flags and the table/CSV/JSON/Parquet output options of a command that lists rows."""
+    add_connection(p)
+    add_format_options(p)
 
 
 def add_connection(p: argparse.ArgumentParser) -> None:
