@@ -197,12 +197,13 @@ class NodalMarket:
             if np.isfinite(radius):
                 merit, viol = losses.merit(sol, s, point, self.feeder)
                 pred = centre_merit - sol.objective
-                gained = centre_merit - merit >= losses.TRUST_ACCEPT * pred
+                ratio = (centre_merit - merit) / pred if pred > 0 else 1.0   # AC gain / promised gain
+                gained = ratio >= losses.TRUST_ACCEPT
                 feasible = viol <= max(centre_viol, losses.VIOLATION_TOL)
                 if not (gained and feasible) and radius > losses.TRUST_MIN_MW and not kept:
                     # The AC problem did not gain what its linearisation promised: a smaller region around
                     # the same centre (the model stays linearised there, so the re-solve is warm).
-                    centre = self._point_bids
+                    centre, candidate = self._point_bids, sol
                     for scale in (0.25, 4.0):
                         # A centre outside a limit may need the wider region to get back inside: then
                         # the step is kept as it was.
@@ -216,6 +217,8 @@ class NodalMarket:
                         if sol.ok:
                             break
                     if not sol.ok:
+                        # HiGHS failed on a region it had solved: stop at the step it gave then.
+                        sol = candidate
                         break
                     continue
                 kept = False
@@ -230,8 +233,10 @@ class NodalMarket:
                 if not np.isfinite(radius):
                     radius = radius_max = max(float(np.max(np.abs(step), initial=0.0)), losses.TRUST_START_MW) / 2.0
                     centre_merit, centre_viol = losses.merit(sol, s, point, self.feeder)
-                elif float(np.max(np.abs(step), initial=0.0)) >= radius * (1 - 1e-9):
-                    radius = min(2.0 * radius, radius_max)   # a full step gained: widen again
+                elif ratio < 0.25:
+                    radius /= 2.0   # kept, but the linearisation promised four times what it gained
+                elif ratio >= 0.75 and float(np.max(np.abs(step), initial=0.0)) >= radius * (1 - 1e-9):
+                    radius = min(2.0 * radius, radius_max)   # a full step that gained as promised: widen again
                 pin = np.full(book.n, np.nan)
                 pinned = np.zeros(book.n, dtype=bool)
             elif lossless:

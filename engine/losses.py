@@ -82,8 +82,9 @@ BRACKET_ITERATIONS = 20
 """Solves after which per-bid brackets give way to a trust region on every bid (:func:`merit`)."""
 TRUST_START_MW = 0.01
 """Smallest first radius (MW) of that trust region: half the last step, but at least half of this."""
-TRUST_MIN_MW = 1e-9
-"""Radius (MW) below which a step is taken whatever it gains (the merit is then at rounding level)."""
+TRUST_MIN_MW = STEP_TOL_KW / 10.0 / S_BASE_KVA
+"""Radius (MW) below which a step is taken whatever it gains: a tenth of the step tolerance, and
+still fifty times HiGHS's primal feasibility tolerance (1e-7), so a region this narrow solves cleanly."""
 TRUST_ACCEPT = 0.1
 """Share of the gain its linearisation promised that a trust-region step must gain in AC terms."""
 VIOLATION_TOL = 1e-6
