@@ -410,7 +410,7 @@ class _Basis:
     c0: np.ndarray | None = None           # costs of the basic columns with P0's set to 0
     bounded: np.ndarray | None = None      # which basic columns have a finite bound
     r: np.ndarray | None = None            # row activities A x
-    a_inactive_structural: object = None   # A[inactive, structural] (csr)
+    a_inactive_structural: tuple | None = None   # A[inactive, structural] as (row, column, value) arrays
     row_pos: np.ndarray | None = None      # per row: position among active (>= 0) or -1 - among inactive
 
 
@@ -538,8 +538,8 @@ class _Probe:
         # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
         core = sp.csc_matrix((val[on], pos_all[on], np.concatenate([[0], np.cumsum(
             np.bincount(k[on], minlength=len(structural)))])), shape=(len(active), len(structural)))
-        a_inactive_structural = sp.csr_matrix((val[~on], (-1 - pos_all[~on], k[~on])),
-                                              shape=(len(inactive), len(structural)))
+        off = ~on
+        a_inactive_structural = (-1 - pos_all[off], k[off], val[off])
         try:
             lu = splu(core, permc_spec="COLAMD")
         except RuntimeError:            # singular: a pivot the tracer should not have taken
@@ -622,12 +622,12 @@ class _Probe:
             _, rows, vals = self._columns(np.array([j]))
             a_j[rows] = vals
             d_s = -sigma * basis.lu.solve(a_j[act])
-            d_r = basis.a_inactive_structural @ d_s + sigma * a_j[ina]
+            d_r = _times(basis.a_inactive_structural, len(ina), d_s) + sigma * a_j[ina]
         else:
             unit = np.zeros(len(act))
             unit[np.searchsorted(act, j)] = sigma
             d_s = basis.lu.solve(unit)
-            d_r = basis.a_inactive_structural @ d_s
+            d_r = _times(basis.a_inactive_structural, len(ina), d_s)
         own = hi_e - lo_e
         vals = np.concatenate([x[st], r_ina])
         rate = np.concatenate([d_s, d_r])
@@ -708,8 +708,9 @@ class _Probe:
         allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
         moved = np.zeros(len(st))                     # basic columns' change by the flips so far
         r_cur = r_now.copy()                          # basic rows' activities after the flips so far
-        a_is = basis.a_inactive_structural
-        abs_is = abs(a_is)
+        is_row, is_col, is_val = basis.a_inactive_structural
+        n_ina = len(ina)
+        abs_is = (is_row, is_col, np.abs(is_val))
         valid = n_run
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
@@ -735,11 +736,15 @@ class _Probe:
             own_cum = np.cumsum(own, axis=1)
             # Activities: only rows the flips could push to a bound are computed; a row moves by at
             # most sum_j |a_ij| max_n |change of x_j| plus the flipped columns' own coefficients.
-            reach = abs_is @ np.abs(cum).max(axis=1)
+            reach = _times(abs_is, n_ina, np.abs(cum).max(axis=1))
             reach[own_rows] += np.abs(own).sum(axis=1)
             near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
             if len(near):
-                r = r_cur[near, None] + a_is[near] @ cum
+                rank = np.full(n_ina, -1)
+                rank[near] = np.arange(len(near))
+                sel = np.nonzero(rank[is_row] >= 0)[0]
+                r = np.repeat(r_cur[near, None], k, axis=1)
+                np.add.at(r, rank[is_row[sel]], is_val[sel, None] * cum[is_col[sel]])
                 hit = np.searchsorted(own_rows, near)
                 mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
                     if len(own_rows) else np.zeros(len(near), dtype=bool)
@@ -753,7 +758,7 @@ class _Probe:
                     moved += cum[:, valid - begin - 1]
                 break
             moved += cum[:, -1]
-            r_cur += a_is @ cum[:, -1]
+            r_cur += _times(basis.a_inactive_structural, n_ina, cum[:, -1])
             r_cur[own_rows] += own_cum[:, -1]
             begin, size = end, min(size * 2, 64)
         self.flips += valid
@@ -774,6 +779,14 @@ class _Probe:
         else:
             out = [_Sample(float(p), float(qq), float(gg), float(n), float(p)) for p, qq, gg, n in zip(at, q, g, nxt)]
         return out, brk
+
+
+def _times(coo: tuple, n_rows: int, v: np.ndarray) -> np.ndarray:
+    """``M @ v`` for ``M`` given as ``(row, column, value)`` arrays with ``n_rows`` rows (no sparse matrix
+    object: scipy's constructors cost more than the product on the tracer's few inactive-row entries)."""
+    row, col, val = coo
+    # astype: bincount of no entries gives integers.
+    return np.bincount(row, weights=val * v[col], minlength=n_rows).astype(float, copy=False)
 
 
 def _optimal(x, r, d, y, structural, active_mask, s, price: float) -> bool:
