@@ -319,34 +319,27 @@ def reduce_steps(prices: np.ndarray, widths: np.ndarray, k: int) -> tuple[np.nda
     for level in range(1, k):                            # E_{level+1}, defined for j >= level
         new = np.full(n, np.inf)
         opt = np.zeros(n, dtype=np.int64)
-        tasks = [(level, n - 1, level, n - 1)]           # (j_lo, j_hi, i_lo, i_hi)
-        while tasks:
-            mids = np.array([(jl + jh) // 2 for jl, jh, _, _ in tasks])
-            ilo = np.array([il for _, _, il, _ in tasks])
-            ihi = np.minimum(np.array([ih for _, _, _, ih in tasks]), mids)
-            counts = ihi - ilo + 1
-            owner = np.repeat(np.arange(len(tasks)), counts)
-            i = ilo[owner] + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-            vals = best[i - 1] + cost(i, mids[owner])
+        # Open tasks (j_lo, j_hi, i_lo, i_hi) as arrays: one recursion depth of all tasks per pass.
+        jl, jh, il, ih = (np.array([v]) for v in (level, n - 1, level, n - 1))
+        while len(jl):
+            mids = (jl + jh) // 2
+            counts = np.minimum(ih, mids) - il + 1
+            owner = np.repeat(np.arange(len(jl)), counts)
             first = np.cumsum(counts) - counts
+            i = il[owner] + (np.arange(counts.sum()) - np.repeat(first, counts))
+            vals = best[i - 1] + cost(i, mids[owner])
             seg_min = np.minimum.reduceat(vals, first)
             # Leftmost minimum of each task: the first candidate reaching its task's minimum.
-            hit = vals <= seg_min[owner]
-            arg = np.full(len(tasks), -1)
-            pos = np.nonzero(hit)[0]
+            pos = np.nonzero(vals <= seg_min[owner])[0]
             o = owner[pos]
             keep = np.concatenate([[True], o[1:] != o[:-1]])
+            arg = np.full(len(jl), -1)
             arg[o[keep]] = i[pos[keep]]
             new[mids] = seg_min
             opt[mids] = arg
-            nxt = []
-            for t, (jl, jh, il, ih) in enumerate(tasks):
-                mid, a = int(mids[t]), int(arg[t])
-                if jl <= mid - 1:
-                    nxt.append((jl, mid - 1, il, a))
-                if mid + 1 <= jh:
-                    nxt.append((mid + 1, jh, a, ih))
-            tasks = nxt
+            left, right = jl <= mids - 1, mids + 1 <= jh
+            jl, jh, il, ih = (np.concatenate([jl[left], mids[right] + 1]), np.concatenate([mids[left] - 1, jh[right]]),
+                              np.concatenate([il[left], arg[right]]), np.concatenate([arg[left], ih[right]]))
         starts.append(opt)
         best = new
     segments, j = [], n - 1
