@@ -452,7 +452,9 @@ class _Probe:
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
         s = self.solver
-        self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & (s.col_lower < s.col_upper)
+        self.col_range = s.col_lower < s.col_upper
+        self.row_range = s.row_lower < s.row_upper
+        self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & self.col_range
         self.flippable[self.col] = False
 
     def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -534,13 +536,16 @@ class _Probe:
         off = ~on
         a_inactive_structural = (-1 - pos_all[off], k[off], val[off])
         try:
-            lu = splu(core, permc_spec="COLAMD")
+            lu = splu(core, permc_spec="MMD_ATA", options={"SymmetricMode": True})
         except RuntimeError:            # singular: a pivot the tracer should not have taken
             return None
         y = np.zeros(n_row)
         y[active] = lu.solve(cost[structural], trans="T")
         d = cost - self.at @ y
-        if check and not _optimal(x, r, d, y, structural, active_mask, s, price):
+        nb_cols = self.col_range.copy()
+        nb_cols[structural] = False
+        nb_rows = active_mask & self.row_range
+        if check and not _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price):
             return None
         pos = np.searchsorted(structural, self.col)
         if pos >= len(structural) or structural[pos] != self.col:  # P0 nonbasic: at a limit, or fixed
@@ -555,14 +560,12 @@ class _Probe:
                 else:
                     up = (np.array([max(-d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
             return _Basis(price, x, g, up, down)
-        nb_col = np.ones(len(s.cost), dtype=bool)
-        nb_col[structural] = False
         unit = np.zeros(len(structural))
         unit[pos] = 1.0
         z = np.zeros(n_row)
         z[active] = lu.solve(unit, trans="T")
-        cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_col)
-        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, active_mask)
+        cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_cols)
+        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, nb_rows)
         c0 = cost[structural].copy()
         c0[pos] = 0.0
         bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
@@ -677,7 +680,7 @@ class _Probe:
             return [], None
         s = self.solver
         sign = 1.0 if rising else -1.0
-        first = 64
+        first = 64 if total > 1024 else total    # a short list is sorted at once, not partitioned repeatedly
         while True:   # order only the events up to the first that ends the run of flips
             delta, kind, idx = _first_events(events, first)
             prices = basis.price + sign * delta
@@ -782,24 +785,27 @@ def _times(coo: tuple, n_rows: int, v: np.ndarray) -> np.ndarray:
     return np.bincount(row, weights=val * v[col], minlength=n_rows).astype(float, copy=False)
 
 
-def _optimal(x, r, d, y, structural, active_mask, s, price: float) -> bool:
-    """Whether a basis's point is primal feasible and its reduced costs dual feasible (within tolerances)."""
+def _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price: float) -> bool:
+    """Whether a basis's point is primal feasible and its reduced costs dual feasible (within tolerances).
+
+    ``nb_cols`` and ``nb_rows`` mark the nonbasic columns and rows with a range (a fixed one is
+    feasible at any reduced cost). Only basic values are checked against their bounds: a pivot
+    (:meth:`_Probe._pivot`) moves nothing else off the bound it sits at.
+    """
     p_tol, d_tol = 1e-7, 1e-7 * max(1.0, abs(price))
-    if np.any(x < s.col_lower - p_tol) or np.any(x > s.col_upper + p_tol):
-        return False
-    if np.any(r < s.row_lower - p_tol) or np.any(r > s.row_upper + p_tol):
-        return False
-    nonbasic = np.ones(len(x), dtype=bool)
-    nonbasic[structural] = False
-    for value, red, lower, upper, mask in ((x, d, s.col_lower, s.col_upper, nonbasic),
-                                           (r, y, s.row_lower, s.row_upper, active_mask)):
-        sel = mask & (lower < upper)
-        v, dd, lo, hi = value[sel], red[sel], lower[sel], upper[sel]
-        at_lo = np.abs(v - lo) <= p_tol
-        at_hi = np.abs(v - hi) <= p_tol
-        if np.any(~at_lo & ~at_hi & (np.abs(dd) > d_tol)):      # off its bounds: must be priced at zero
+    for value, lower, upper in ((x[structural], s.col_lower[structural], s.col_upper[structural]),
+                                (r[inactive], s.row_lower[inactive], s.row_upper[inactive])):
+        if np.any(value < lower - p_tol) or np.any(value > upper + p_tol):
             return False
-        if np.any(at_lo & ~at_hi & (dd < -d_tol)) or np.any(at_hi & ~at_lo & (dd > d_tol)):
+    for value, red, lower, upper, sel in ((x, d, s.col_lower, s.col_upper, nb_cols),
+                                          (r, y, s.row_lower, s.row_upper, nb_rows)):
+        v, dd = value[sel], red[sel]
+        at_lo = np.abs(v - lower[sel]) <= p_tol
+        at_hi = np.abs(v - upper[sel]) <= p_tol
+        # At a lower bound d >= 0, at an upper one d <= 0, off both d = 0; on both (a range narrower
+        # than the tolerance) any d.
+        lo_ok, hi_ok = dd >= -d_tol, dd <= d_tol
+        if not np.all(np.where(at_lo, at_hi | lo_ok, np.where(at_hi, hi_ok, lo_ok & hi_ok))):
             return False
     return True
 
@@ -807,9 +813,10 @@ def _optimal(x, r, d, y, structural, active_mask, s, price: float) -> bool:
 def _blocking(d, alpha, value, lower, upper, nonbasic):
     """Price changes at which nonbasic reduced costs ``d - delta alpha`` turn infeasible.
 
+    ``nonbasic`` marks the nonbasic variables with a range (``lower < upper``).
     Returns ``(up, down)``: arrays ``(delta, index)`` for a rising and a falling price.
     """
-    sel = np.nonzero(nonbasic & (lower < upper) & (np.abs(alpha) > _ALPHA_TOL))[0]
+    sel = np.nonzero(nonbasic & (np.abs(alpha) > _ALPHA_TOL))[0]
     d, alpha, value, lower, upper = d[sel], alpha[sel], value[sel], lower[sel], upper[sel]
     fin_lo, fin_up = np.isfinite(lower), np.isfinite(upper)
     at_lo = fin_lo & (~fin_up | (value - lower <= upper - value))
