@@ -706,7 +706,14 @@ class _Probe:
         r_cur = r_now.copy()                          # basic rows' activities after the flips so far
         is_row, is_col, is_val = basis.a_inactive_structural
         n_ina = len(ina)
-        abs_is = (is_row, is_col, np.abs(is_val))
+        # Cumulative moves are needed only of the basic columns with a bound or in a basic row.
+        need_mask = bounded.copy()
+        need_mask[is_col] = True
+        need = np.nonzero(need_mask)[0]
+        loc = np.cumsum(need_mask) - 1                # position among ``need``
+        in_need_b = loc[bounded]
+        is_loc = loc[is_col]
+        is_coo, abs_is = (is_row, is_loc, is_val), (is_row, is_loc, np.abs(is_val))
         valid = n_run
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
@@ -722,8 +729,8 @@ class _Probe:
             rhs = np.zeros((len(act), k), order="F")
             rhs[pos[on], ent[on]] = val[on]
             move = -basis.lu.solve(rhs) * step            # one flip per column
-            cum = np.cumsum(move, axis=1)
-            xb = x_b[:, None] + moved[bounded, None] + cum[bounded]
+            cum = np.cumsum(move[need], axis=1)
+            xb = x_b[:, None] + moved[bounded, None] + cum[in_need_b]
             bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
             # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
             own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
@@ -740,7 +747,7 @@ class _Probe:
                 rank[near] = np.arange(len(near))
                 sel = np.nonzero(rank[is_row] >= 0)[0]
                 r = np.repeat(r_cur[near, None], k, axis=1)
-                np.add.at(r, rank[is_row[sel]], is_val[sel, None] * cum[is_col[sel]])
+                np.add.at(r, rank[is_row[sel]], is_val[sel, None] * cum[is_loc[sel]])
                 hit = np.searchsorted(own_rows, near)
                 mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
                     if len(own_rows) else np.zeros(len(near), dtype=bool)
@@ -750,11 +757,10 @@ class _Probe:
             dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
             if bad.any():
                 valid = begin + int(np.argmax(bad))
-                if valid > begin:
-                    moved += cum[:, valid - begin - 1]
+                moved += move[:, :valid - begin].sum(axis=1)
                 break
-            moved += cum[:, -1]
-            r_cur += _times(basis.a_inactive_structural, n_ina, cum[:, -1])
+            moved += move.sum(axis=1)
+            r_cur += _times(is_coo, n_ina, cum[:, -1])
             r_cur[own_rows] += own_cum[:, -1]
             begin, size = end, min(size * 2, 64)
         self.flips += valid
