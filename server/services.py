@@ -54,11 +54,14 @@ class App:
         The runner a territory session clears on (:func:`server.runner.runner`): local worker processes
         (default one per core), or Ray actors when ``ray_address`` is given. Started at the first
         territory clearing and kept until :meth:`close`.
+    warm_interfaces
+        Interfaces whose built market one worker keeps between territory clearings (least recently cleared
+        dropped first; 0: every clearing is cold); see :data:`server.runner.KEEP`.
     """
 
     def __init__(self, db_path: str | Path, solve_time_limit: float | None = None,
                  token_recheck_seconds: float = auth.TOKEN_RECHECK_SECONDS, workers: int | None = None,
-                 ray_address: str | None = None):
+                 ray_address: str | None = None, warm_interfaces: int = runner.KEEP):
         db.initialise(db_path)
         conn = db.connect(db_path)
         try:
@@ -76,7 +79,7 @@ class App:
         # markets, the event loop for every other call.
         self._territory = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsomarket-territory")
         self._runner = None
-        self._runner_spec = (workers, ray_address)
+        self._runner_spec = (workers, ray_address, warm_interfaces)
         self._feeders: dict = {}
         self._disaggregations: OrderedDict = OrderedDict()
         self._locks: defaultdict = defaultdict(asyncio.Lock)
@@ -93,8 +96,8 @@ class App:
 
     def _map(self, tasks: list) -> list:
         if self._runner is None:
-            workers, ray_address = self._runner_spec
-            self._runner = runner.runner(workers, ray_address)
+            workers, ray_address, keep = self._runner_spec
+            self._runner = runner.runner(workers, ray_address, keep=keep)
         return self._runner.map(tasks)
 
     def lock(self, market_id: str) -> asyncio.Lock:
