@@ -31,7 +31,7 @@ import polars as pl
 
 from dsomarket.engine.bids import MarketRules, couples_intervals, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import ClearingOptions
-from dsomarket.engine.disaggregation import Disaggregation
+from dsomarket.engine.disaggregation import Disaggregation, holding_day_ahead
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import builtin
 from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
@@ -154,6 +154,9 @@ class MarketInputs:
     ``feeder`` already carries the accepted flexibility activations the market is built on (see
     :func:`market_inputs`). ``changes`` is the feeder's validated network change set of
     ``network_version`` (:mod:`engine.network_changes`), or None for the feeder as loaded.
+    ``day_ahead``: for a real-time market, the awarded day-ahead market it refers to (None before that
+    market is awarded): its positions are held in the clearing and the curves as the award holds them
+    (:func:`engine.disaggregation.holding_day_ahead`).
     """
 
     feeder: Feeder
@@ -164,6 +167,7 @@ class MarketInputs:
     changes: pl.DataFrame | None = None
     network_version: int = 0
     formulation: str = "lossaware"
+    day_ahead: Disaggregation | None = None
 
     def options(self, time_limit: float | None) -> ClearingOptions:
         """How every clearing, curve and award of the market is solved: its own formulation."""
@@ -509,6 +513,10 @@ def _clear_kept(kept: Kept | None, inputs: MarketInputs, forecast: list[str], ti
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float,
                   kept: Kept | None, keep: bool) -> tuple[ClearOutcome, Kept | None]:
+    if inputs.day_ahead is not None:
+        # The curve the ISO awards from describes the feeder the award is disaggregated on.
+        inputs = dataclasses.replace(inputs, feeder=holding_day_ahead(
+            inputs.feeder, inputs.book(), inputs.day_ahead.clearing.dispatch, inputs.day_ahead.interval_minutes))
     rules = inputs.rules
     forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
     forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast
