@@ -99,6 +99,14 @@ class NodalMarket:
         self.solver.set_col_bounds("import_p", *import_bounds(np.full(T, self.feeder.export_max_kw),
                                                               np.full(T, self.feeder.import_max_kw), import_kw))
 
+    def relabel(self, book: BidBook) -> None:
+        """Label results with ``book`` from now on: this market's bids at other interval starts (standing bids
+        in a later cycle). ``book`` must equal :attr:`book` (canonical order) but for its interval starts, and
+        the feeder must have no load profile: then the model, which knows intervals by index only, is the
+        one ``book`` would build."""
+        self.book = book
+        self.columns = merge_columns(book, {r.resource_id for r in self.resources})
+
     def block(self, values: np.ndarray, name: str, rows: bool = False) -> np.ndarray:
         """The slice of a full primal/dual vector of the current model that belongs to a named block."""
         return values[(self.model.con(name) if rows else self.model.var(name)).slice]
@@ -112,14 +120,15 @@ class NodalMarket:
         self.solver.set_col_bounds("bid", *held_bounds(self.columns, bid_mw))
 
     def restart(self) -> None:
-        """Back to the state a new loss-aware market starts from: its first model, no dispatch's
-        point yet, no basis. The next :meth:`converge` then follows the path a fresh clearing at the
-        same prices and bounds follows, hence ends where it does."""
-        if not self.lossaware:
-            return
-        self.model, self.point = self._flat
-        self._point_bids = None
-        self.solver.set_matrix(self.model)
+        """Back to the state a new market starts from: no basis and, loss-aware, its first model and
+        no dispatch's point yet. The next :meth:`converge` then follows the path a fresh clearing at
+        the same prices and bounds follows, hence ends where it does (a warm basis could end at
+        another optimal vertex of a degenerate LP, or the loss-aware iteration at another point
+        within its tolerance)."""
+        if self.lossaware:
+            self.model, self.point = self._flat
+            self._point_bids = None
+            self.solver.set_matrix(self.model)
         self.solver.h.clearSolver()
 
     def solve_raw(self) -> Solution:
