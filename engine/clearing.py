@@ -314,7 +314,7 @@ class NodalMarket:
             # above MARGINAL_TOL, so the duals of this solve are the prices of the free LP at this point.
             s.set_col_bounds("bid", base_lo, base_hi)
         self.convergence = losses.convergence_summary(done, solves, res, moved, int(pinned.sum()),
-                                                      float(np.max(radius, initial=np.inf)) if trusting else np.inf)
+                                                      float(np.max(radius, initial=0.0)) if trusting else np.inf)
         return dataclasses.replace(sol, solve_seconds=seconds)
 
     def solve(self) -> ClearingResult:

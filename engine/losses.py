@@ -71,11 +71,12 @@ STEP_TOL_KW = 0.05
 """Largest change of any bid's dispatch (kW) between the last two iterates at convergence: the
 prices then sit within ``d(loss factor)/dP * STEP_TOL_KW * price`` of the fixed point's."""
 MARGINAL_TOL = 1e-3
-"""Largest reduced cost (per MWh) of a bid pinned inside its quantity at convergence: its price
-then equals its bus's effective price to a tenth of a cent."""
+"""Largest reduced cost (per MWh) at convergence of a bid held by a pin or the trust region rather than by
+its own bounds (:func:`held_open`): its price then equals its bus's effective price to a tenth of a cent."""
 TOLERANCE_TEXT = (f"import and line flows within {RESIDUAL_TOL_KW:g} kW and voltages within "
                   f"{RESIDUAL_TOL_V_PU:.6f} pu of the AC power flow of the dispatch; no bid moved more than "
-                  f"{STEP_TOL_KW:g} kW; pinned bids' reduced costs within {MARGINAL_TOL:g} per MWh")
+                  f"{STEP_TOL_KW:g} kW; no bid held by a pin or the trust region with a reduced cost above "
+                  f"{MARGINAL_TOL:g} per MWh (stationary for its own linearisation)")
 """The convergence tolerances as reported with every loss-aware result."""
 MAX_ITERATIONS = 80
 BRACKET_ITERATIONS = 20
