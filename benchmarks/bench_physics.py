@@ -169,7 +169,8 @@ def curves(quick: bool) -> None:
         chk = aware.ac_check
         print(f"  {buses} buses / {n_bids} bids: lossless {t_lossless:.3f} s ({lossless.bands.height} bands), "
               f"loss-aware {t_aware:.3f} s ({aware.bands.height} bands from {chk['clearings']} converged "
-              f"clearings, {chk['unresolved_steps']} unresolved steps): ratio {t_aware / t_lossless:.2f}x "
+              f"clearings and {chk['anchored']} re-linearisations walked, {chk['unresolved_steps']} unresolved "
+              f"steps): ratio {t_aware / t_lossless:.2f}x "
               f"(target <= 2x)")
         # At seeded prices off the breakpoints: the curve against `clear` and the AC power flow of its dispatch.
         breaks = aware.bands["price_high"].to_numpy()[:-1]
