@@ -151,7 +151,21 @@ class NodalMarket:
         are restored afterwards. Iterations, the residual and whether it converged
         are in :attr:`convergence`. Where several bids and limits interact so
         that this still circles after ``losses.BRACKET_ITERATIONS`` solves, a
-        trust region on every bid, halved at each solve, ends the cycle.
+        trust region on every bid takes over: a step is kept when its dispatch
+        (:func:`engine.losses.merit`: the objective with the AC import) gains at
+        least ``TRUST_ACCEPT`` of what the linearisation promised without
+        leaving the limits by more than ``VIOLATION_TOL`` or the centre's own
+        excess, else the region shrinks fourfold around the same point; a full
+        step that gained widens it again.
+
+        Converged means a fixed point that is optimal for its own
+        linearisation: the AC power flow of the dispatch matches the LP
+        (``RESIDUAL_TOL_*``), no bid moved more than ``STEP_TOL_KW``, and no bid
+        is pressed against a pin or the trust region with a reduced cost above
+        ``MARGINAL_TOL`` (:func:`engine.losses.held_open`). The linearisation
+        has the AC equations' values and gradients at its own point, so this is
+        the KKT condition of the AC problem; a region shrunk to nothing around a
+        point that is not stationary is not reported as converged.
         """
         sol = self.solver.solve()
         if not self.lossaware or not sol.ok:
@@ -164,7 +178,8 @@ class NodalMarket:
         bracket = losses.MarginalBracket(book.n)
         pinned = np.zeros(book.n, dtype=bool)
         radius = np.inf
-        seconds, solves, trust = sol.solve_seconds, 1, False
+        centre_merit = centre_viol = np.nan   # the trust region's centre: its AC objective and violation
+        seconds, solves, trust, kept = sol.solve_seconds, 1, False, False
         for iteration in range(1, losses.MAX_ITERATIONS + 1):
             x = s.block(sol.x, "bid")
             shed = s.block(sol.x, "shed").reshape(T, -1) * S_BASE_KVA if self.model.has_var("shed") else None
@@ -175,16 +190,53 @@ class NodalMarket:
             step = x - (np.zeros_like(x) if lossless else self._point_bids)
             moved = np.inf if lossless else float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
             reduced = s.block(sol.col_dual, "bid")   # at the point this solve was linearised at
-            # A pinned bid is settled once its reduced cost vanishes or its bracket closes,
-            # not merely when it stays put.
-            open_ = pinned & (np.abs(reduced) > losses.MARGINAL_TOL)
+            # Stationarity (KKT of the AC problem, whose gradients the linearisation has): the LP's reduced
+            # costs are dual feasible for the bounds it was solved with; a bid is held against its wish only
+            # where the bound it presses on is a pin or the trust region's, not its own quantity or zero.
+            open_ = losses.held_open(x, reduced, s.col_lower[bid], s.col_upper[bid], base_lo, base_hi)
+            if np.isfinite(radius):
+                merit, viol = losses.merit(sol, s, point, self.feeder)
+                pred = centre_merit - sol.objective
+                ratio = (centre_merit - merit) / pred if pred > 0 else 1.0   # AC gain / promised gain
+                gained = ratio >= losses.TRUST_ACCEPT
+                feasible = viol <= max(centre_viol, losses.VIOLATION_TOL)
+                if not (gained and feasible) and radius > losses.TRUST_MIN_MW and not kept:
+                    # The AC problem did not gain what its linearisation promised: a smaller region around
+                    # the same centre (the model stays linearised there, so the re-solve is warm).
+                    centre, candidate = self._point_bids, sol
+                    for scale in (0.25, 4.0):
+                        # A centre outside a limit may need the wider region to get back inside: then
+                        # the step is kept as it was.
+                        radius *= scale
+                        s.set_col_bounds("bid", np.maximum(base_lo, centre - radius),
+                                         np.minimum(base_hi, centre + radius))
+                        sol = s.solve()
+                        solves += 1
+                        seconds += sol.solve_seconds
+                        kept = scale > 1.0
+                        if sol.ok:
+                            break
+                    if not sol.ok:
+                        # HiGHS failed on a region it had solved: stop at the step it gave then.
+                        sol = candidate
+                        break
+                    continue
+                kept = False
+                centre_merit, centre_viol = merit, viol
             done = res.ok and moved <= losses.STEP_TOL_KW and not open_.any()
             if done or iteration == losses.MAX_ITERATIONS or not point.converged:
                 break
             if iteration >= losses.BRACKET_ITERATIONS:
-                # Still circling: a trust region on every bid around the point, halved each time,
-                # closes the cycle whatever its cause (several bids and limits interacting).
-                radius = min(radius, float(np.max(np.abs(step)))) / 2.0
+                # Still circling (several bids and limits interacting): a trust region on every bid around
+                # the dispatch, accepted by the AC merit it gains and shrunk when it gains too little, ends
+                # the cycle at a stationary point, not merely where the region has shrunk.
+                if not np.isfinite(radius):
+                    radius = radius_max = max(float(np.max(np.abs(step), initial=0.0)), losses.TRUST_START_MW) / 2.0
+                    centre_merit, centre_viol = losses.merit(sol, s, point, self.feeder)
+                elif ratio < 0.25:
+                    radius /= 2.0   # kept, but the linearisation promised four times what it gained
+                elif ratio >= 0.75 and float(np.max(np.abs(step), initial=0.0)) >= radius * (1 - 1e-9):
+                    radius = min(2.0 * radius, radius_max)   # a full step that gained as promised: widen again
                 pin = np.full(book.n, np.nan)
                 pinned = np.zeros(book.n, dtype=bool)
             elif lossless:
@@ -365,6 +417,36 @@ def _crossed_interface(market: NodalMarket) -> tuple[dict, ...]:
                  for t in np.nonzero(lo > hi + 1e-9)[0])
 
 
+THERMAL_ROWS = ("line_thermal", "line_thermal_receiving")
+"""The polygon rows of a line's apparent-power limit: the sending end (both models) and the receiving
+end (the loss-aware model, :func:`engine.losses.thermal`); rows ``(interval, limited line, face)``."""
+
+
+def _thermal_violations(market: NodalMarket, probe: HighsSolver, rows: np.ndarray, iso) -> list[dict]:
+    """One ``line_thermal`` entry per line and interval whose polygon rows a relaxed solution bends.
+
+    The violation (kVA) is the largest of any face at either end, read against the rows' own bounds
+    (the lossless polygon is inscribed, the loss-aware one circumscribed). Where both ends are
+    modelled (loss-aware), ``detail`` names the end; a lossless line carries one flow end to end.
+    """
+    topo, T = market.feeder.topology, market.book.n_interval
+    limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
+    ends = [name for name in THERMAL_ROWS if market.model.has_con(name)]
+    if not ends or not len(limited):
+        return []
+    over = np.stack([
+        np.maximum(probe.row_lower[blk.slice] - rows[blk.slice], rows[blk.slice] - probe.row_upper[blk.slice])
+        .reshape(T, len(limited), -1).max(axis=2)
+        for blk in map(market.model.con, ends)]) * S_BASE_KVA        # (end, T, limited)
+    worst, end = over.max(axis=0), over.argmax(axis=0)
+    parent, child = topo.bus_ids[topo.parent[1:][limited]], topo.bus_ids[1:][limited]
+    return [{"limit": "line_thermal", "element": str(topo.line_ids[limited[li]]), "interval": iso(t),
+             "violation": float(worst[t, li]), "unit": "kVA"}
+            | ({"detail": f"receiving end (bus {child[li]})" if end[t, li] else f"sending end (bus {parent[li]})"}
+               if len(ends) > 1 else {})
+            for t, li in zip(*np.nonzero(worst > 1e-4))]
+
+
 def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     """Which limits, where and when, make the market infeasible.
 
@@ -387,7 +469,7 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     row_pen = np.full(model.n_row, -1.0)
     lo_pen = np.full(model.n_col, -1.0)
     up_pen = np.full(model.n_col, -1.0)
-    soft_rows = [name for name in ("line_thermal", "battery_soc", "battery_charge", "battery_discharge",
+    soft_rows = [name for name in (*THERMAL_ROWS, "battery_soc", "battery_charge", "battery_discharge",
                                    "ev_energy", "ev_charge", "ramp", "commitment_sell", "commitment_buy")
                  if model.has_con(name)]
     for name in soft_rows:
@@ -436,19 +518,9 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
             out.append({"limit": "interface_import_fixed" if fixed[t] else "interface_export_max",
                         "element": feeder.root_bus, "interval": iso(t),
                         "violation": float(p0_lo[t] - p0[t]), "unit": "kW"})
-    if model.has_con("line_thermal"):
-        blk = model.con("line_thermal")
-        limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
-        k = lindistflow.polygon_faces(market.options.polygon_sides).cos.size
-        act = rows[blk.slice].reshape(T, len(limited), k)
-        bound = (topo.s_max_kva[limited] / S_BASE_KVA * lindistflow.polygon_faces(
-            market.options.polygon_sides).inset)[None, :]
-        over = (np.abs(act).max(axis=2) - bound) * S_BASE_KVA
-        for t, li in zip(*np.nonzero(over > 1e-4)):
-            out.append({"limit": "line_thermal", "element": str(topo.line_ids[limited[li]]), "interval": iso(t),
-                        "violation": float(over[t, li]), "unit": "kVA"})
+    out += _thermal_violations(market, probe, rows, iso)
     for name in soft_rows:
-        if name == "line_thermal":
+        if name in THERMAL_ROWS:
             continue
         blk = model.con(name)
         act = rows[blk.slice]
