@@ -52,6 +52,7 @@ from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical
 from dsomarket.engine.clearing import ROUND_KW, ClearingOptions, ClearingResult, NodalMarket, _iv_column
 from dsomarket.engine.errors import InputError
+from dsomarket.engine.flexibility import apply_activations
 from dsomarket.engine.network import S_BASE_KVA, Feeder, _first_uncastable, _utc, as_polars
 from dsomarket.engine.solver import Solution
 
@@ -274,6 +275,29 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
                           instructions=instructions(result),
                           fixed_load=_fixed_table(book, topo, base_p, base_q, shed),
                           interval_minutes=rules.interval_minutes)
+
+
+def holding_day_ahead(feeder: Feeder, book: BidBook, day_ahead: pl.DataFrame | None,
+                      day_ahead_minutes: float = 60.0) -> Feeder:
+    """The feeder whose fixed load includes the day-ahead positions a real-time market holds.
+
+    The positions are those :func:`disaggregate` holds for the same ``book`` and ``day_ahead``
+    (every position not bid again, per real-time interval, at its kW and tan phi: a buy adds
+    load, a sell removes it). A real-time market's clearing and interface curve are built on
+    this feeder, so that the curve the ISO awards from describes the feeder its award is
+    disaggregated on. Without it the curve leaves the held positions out, the award lands
+    off the feeder's real curve by their net kW, and the ISO's deviation is settled at its
+    price while the re-clear prices it at the marginal local bid (a negative merchandising
+    surplus). ``None`` or no position held: the feeder itself.
+    """
+    if day_ahead is None:
+        return feeder
+    held = _held_rows(feeder, book, day_ahead, day_ahead_minutes)
+    if not held.height:
+        return feeder
+    return apply_activations(feeder, held.select(
+        "bus", "interval", pl.when(pl.col("side") == "buy").then(pl.lit("down")).otherwise(pl.lit("up"))
+        .alias("direction"), pl.col("cleared_kw").alias("accepted_kw"), "tan_phi"))
 
 
 def with_held(result: ClearingResult, held: pl.DataFrame) -> ClearingResult:
