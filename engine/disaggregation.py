@@ -52,7 +52,6 @@ from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical
 from dsomarket.engine.clearing import ROUND_KW, ClearingOptions, ClearingResult, NodalMarket, _iv_column
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.flexibility import apply_activations
 from dsomarket.engine.network import S_BASE_KVA, Feeder, _first_uncastable, _utc, as_polars
 from dsomarket.engine.solver import Solution
 
@@ -295,6 +294,8 @@ def holding_day_ahead(feeder: Feeder, book: BidBook, day_ahead: pl.DataFrame | N
     held = _held_rows(feeder, book, day_ahead, day_ahead_minutes)
     if not held.height:
         return feeder
+    # Imported here: ``dsomarket clear`` imports this module and must not load the flexibility auction.
+    from dsomarket.engine.flexibility import apply_activations
     return apply_activations(feeder, held.select(
         "bus", "interval", pl.when(pl.col("side") == "buy").then(pl.lit("down")).otherwise(pl.lit("up"))
         .alias("direction"), pl.col("cleared_kw").alias("accepted_kw"), "tan_phi"))
