@@ -549,12 +549,16 @@ class CurveCheck:
     unresolved_steps: int = 0
     relinearised: int = 0
     """Band re-check of a coupled horizon's curve (:func:`verify_curve`): regions traced again."""
+    anchored: int = 0
+    """Re-linearisations at which the curve walked from one fixed point to the next without a clearing
+    (:meth:`engine.interface._FixedPoints.anchor`)."""
 
     def merged(self, other: "CurveCheck") -> "CurveCheck":
         return CurveCheck(self.bands + other.bands, self.clearings + other.clearings,
                           max(self.max_error_pct, other.max_error_pct),
                           max(self.max_residual_kw, other.max_residual_kw),
-                          self.unresolved_steps + other.unresolved_steps, self.relinearised + other.relinearised)
+                          self.unresolved_steps + other.unresolved_steps, self.relinearised + other.relinearised,
+                          self.anchored + other.anchored)
 
 
 def _ac_imports(market, t: int, xs: np.ndarray, sheds: np.ndarray | None) -> np.ndarray:
