@@ -28,7 +28,7 @@ async def storage_market(env, market_id: str, count: int = 4, fault: bool = Fals
                                          charge_kw=RATE_KW, discharge_kw=RATE_KW, eta_charge=ETA,
                                          eta_discharge=ETA)])
     market = await op.create_market(market_id, feeder_id="ieee33", kind="real_time", interval_count=count,
-                                    delivery_start=delivery_day() + timedelta(hours=9), formulation="lossless")
+                                    delivery_start=delivery_day() + timedelta(hours=9))
     bids = simple_bids(market, "a")
     for k, iv in enumerate(market.intervals):
         bids += [BidSegment(f"bat-in-{k}", "bat", "buy", RATE_KW, Decimal("45"), iv),
