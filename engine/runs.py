@@ -125,6 +125,11 @@ def _placement(blocks: list[list], runs: tuple[NetworkRun, ...], T: int) -> tupl
     return out, maps
 
 
+_CONTRACTION = 0.5
+"""Successive LP on a :class:`CoupledMarket` takes a trust region on every bid once a step is more than this
+share of the one before (it is not contracting)."""
+
+
 class CoupledMarket:
     """One clearing LP for a horizon whose network changes, with resources that link its intervals.
 
@@ -277,9 +282,10 @@ class CoupledMarket:
         dispatch and the horizon matrix re-assembled, until every part's import,
         flows and voltages match that power flow and no bid column moved more than
         ``losses.STEP_TOL_KW``. Bids whose optimum lies inside their quantity are
-        settled by a trust region on every bid column, halved at each solve, from
-        ``losses.BRACKET_ITERATIONS`` solves on (the per-bid regula falsi of the
-        one-network model is not used here).
+        settled by a trust region on every bid column, halved at each solve, from the
+        first step that is more than ``_CONTRACTION`` of the one before (the per-bid
+        regula falsi of the one-network model is not used here, so there is nothing
+        to wait for).
         """
         s = self.solver
         sol = s.solve()
@@ -290,6 +296,7 @@ class CoupledMarket:
         base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
         seconds, solves, radius, done = sol.solve_seconds, 1, np.inf, False
         worst = losses.Residual(0.0, 0.0, 0.0)
+        last_moved = np.inf
         for iteration in range(1, losses.MAX_ITERATIONS + 1):
             moved, points, worst, converged = 0.0, [], losses.Residual(0.0, 0.0, 0.0), True
             for part, cm in zip(self.parts, self._col_map):
@@ -317,11 +324,14 @@ class CoupledMarket:
                 part.model = part._relinearise.at(point)
             self.model = self.model.with_matrix((fixed + self._network()).tocsc())
             s.set_matrix(self.model)
-            if iteration >= losses.BRACKET_ITERATIONS:
+            # With no per-bid brackets here, a step that does not halve (a bid whose optimum lies inside
+            # its quantity, flipping between the ends) starts the trust region at once.
+            if np.isfinite(radius) or moved > _CONTRACTION * last_moved:
                 x = sol.x[bid]
                 step = max(min(moved, 1e9) / S_BASE_KVA, 1e-12)
                 radius = min(radius, step) / 2.0
                 s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
+            last_moved = moved
             nxt = s.solve()
             solves += 1
             seconds += nxt.solve_seconds
@@ -698,7 +708,7 @@ class _CoupledAward:
         T = market.book.n_interval
         base = (rules.price_floor + rules.price_cap) / 2.0 if base is None else base
         market.set_iso_price(np.where(np.isfinite(p), p, np.broadcast_to(np.asarray(base, dtype=float), (T,))))
-        sol, q = converge_award(market, q, rules)
+        sol, q = converge_award(market, q, p, rules)
         source = np.where(np.isfinite(p), "iso", "interface_dlmp")
         if not sol.ok:
             result = market.failed(sol)
