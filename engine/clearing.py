@@ -365,6 +365,36 @@ def _crossed_interface(market: NodalMarket) -> tuple[dict, ...]:
                  for t in np.nonzero(lo > hi + 1e-9)[0])
 
 
+THERMAL_ROWS = ("line_thermal", "line_thermal_receiving")
+"""The polygon rows of a line's apparent-power limit: the sending end (both models) and the receiving
+end (the loss-aware model, :func:`engine.losses.thermal`); rows ``(interval, limited line, face)``."""
+
+
+def _thermal_violations(market: NodalMarket, probe: HighsSolver, rows: np.ndarray, iso) -> list[dict]:
+    """One ``line_thermal`` entry per line and interval whose polygon rows a relaxed solution bends.
+
+    The violation (kVA) is the largest of any face at either end, read against the rows' own bounds
+    (the lossless polygon is inscribed, the loss-aware one circumscribed). Where both ends are
+    modelled (loss-aware), ``detail`` names the end; a lossless line carries one flow end to end.
+    """
+    topo, T = market.feeder.topology, market.book.n_interval
+    limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
+    ends = [name for name in THERMAL_ROWS if market.model.has_con(name)]
+    if not ends or not len(limited):
+        return []
+    over = np.stack([
+        np.maximum(probe.row_lower[blk.slice] - rows[blk.slice], rows[blk.slice] - probe.row_upper[blk.slice])
+        .reshape(T, len(limited), -1).max(axis=2)
+        for blk in map(market.model.con, ends)]) * S_BASE_KVA        # (end, T, limited)
+    worst, end = over.max(axis=0), over.argmax(axis=0)
+    parent, child = topo.bus_ids[topo.parent[1:][limited]], topo.bus_ids[1:][limited]
+    return [{"limit": "line_thermal", "element": str(topo.line_ids[limited[li]]), "interval": iso(t),
+             "violation": float(worst[t, li]), "unit": "kVA"}
+            | ({"detail": f"receiving end (bus {child[li]})" if end[t, li] else f"sending end (bus {parent[li]})"}
+               if len(ends) > 1 else {})
+            for t, li in zip(*np.nonzero(worst > 1e-4))]
+
+
 def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     """Which limits, where and when, make the market infeasible.
 
@@ -387,7 +417,7 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     row_pen = np.full(model.n_row, -1.0)
     lo_pen = np.full(model.n_col, -1.0)
     up_pen = np.full(model.n_col, -1.0)
-    soft_rows = [name for name in ("line_thermal", "battery_soc", "battery_charge", "battery_discharge",
+    soft_rows = [name for name in (*THERMAL_ROWS, "battery_soc", "battery_charge", "battery_discharge",
                                    "ev_energy", "ev_charge", "ramp", "commitment_sell", "commitment_buy")
                  if model.has_con(name)]
     for name in soft_rows:
@@ -436,19 +466,9 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
             out.append({"limit": "interface_import_fixed" if fixed[t] else "interface_export_max",
                         "element": feeder.root_bus, "interval": iso(t),
                         "violation": float(p0_lo[t] - p0[t]), "unit": "kW"})
-    if model.has_con("line_thermal"):
-        blk = model.con("line_thermal")
-        limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
-        k = lindistflow.polygon_faces(market.options.polygon_sides).cos.size
-        act = rows[blk.slice].reshape(T, len(limited), k)
-        bound = (topo.s_max_kva[limited] / S_BASE_KVA * lindistflow.polygon_faces(
-            market.options.polygon_sides).inset)[None, :]
-        over = (np.abs(act).max(axis=2) - bound) * S_BASE_KVA
-        for t, li in zip(*np.nonzero(over > 1e-4)):
-            out.append({"limit": "line_thermal", "element": str(topo.line_ids[limited[li]]), "interval": iso(t),
-                        "violation": float(over[t, li]), "unit": "kVA"})
+    out += _thermal_violations(market, probe, rows, iso)
     for name in soft_rows:
-        if name == "line_thermal":
+        if name in THERMAL_ROWS:
             continue
         blk = model.con(name)
         act = rows[blk.slice]

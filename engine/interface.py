@@ -319,34 +319,27 @@ def reduce_steps(prices: np.ndarray, widths: np.ndarray, k: int) -> tuple[np.nda
     for level in range(1, k):                            # E_{level+1}, defined for j >= level
         new = np.full(n, np.inf)
         opt = np.zeros(n, dtype=np.int64)
-        tasks = [(level, n - 1, level, n - 1)]           # (j_lo, j_hi, i_lo, i_hi)
-        while tasks:
-            mids = np.array([(jl + jh) // 2 for jl, jh, _, _ in tasks])
-            ilo = np.array([il for _, _, il, _ in tasks])
-            ihi = np.minimum(np.array([ih for _, _, _, ih in tasks]), mids)
-            counts = ihi - ilo + 1
-            owner = np.repeat(np.arange(len(tasks)), counts)
-            i = ilo[owner] + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-            vals = best[i - 1] + cost(i, mids[owner])
+        # Open tasks (j_lo, j_hi, i_lo, i_hi) as arrays: one recursion depth of all tasks per pass.
+        jl, jh, il, ih = (np.array([v]) for v in (level, n - 1, level, n - 1))
+        while len(jl):
+            mids = (jl + jh) // 2
+            counts = np.minimum(ih, mids) - il + 1
+            owner = np.repeat(np.arange(len(jl)), counts)
             first = np.cumsum(counts) - counts
+            i = il[owner] + (np.arange(counts.sum()) - np.repeat(first, counts))
+            vals = best[i - 1] + cost(i, mids[owner])
             seg_min = np.minimum.reduceat(vals, first)
             # Leftmost minimum of each task: the first candidate reaching its task's minimum.
-            hit = vals <= seg_min[owner]
-            arg = np.full(len(tasks), -1)
-            pos = np.nonzero(hit)[0]
+            pos = np.nonzero(vals <= seg_min[owner])[0]
             o = owner[pos]
             keep = np.concatenate([[True], o[1:] != o[:-1]])
+            arg = np.full(len(jl), -1)
             arg[o[keep]] = i[pos[keep]]
             new[mids] = seg_min
             opt[mids] = arg
-            nxt = []
-            for t, (jl, jh, il, ih) in enumerate(tasks):
-                mid, a = int(mids[t]), int(arg[t])
-                if jl <= mid - 1:
-                    nxt.append((jl, mid - 1, il, a))
-                if mid + 1 <= jh:
-                    nxt.append((mid + 1, jh, a, ih))
-            tasks = nxt
+            left, right = jl <= mids - 1, mids + 1 <= jh
+            jl, jh, il, ih = (np.concatenate([jl[left], mids[right] + 1]), np.concatenate([mids[left] - 1, jh[right]]),
+                              np.concatenate([il[left], arg[right]]), np.concatenate([arg[left], ih[right]]))
         starts.append(opt)
         best = new
     segments, j = [], n - 1
@@ -410,7 +403,7 @@ class _Basis:
     c0: np.ndarray | None = None           # costs of the basic columns with P0's set to 0
     bounded: np.ndarray | None = None      # which basic columns have a finite bound
     r: np.ndarray | None = None            # row activities A x
-    a_inactive_structural: object = None   # A[inactive, structural] (csr)
+    a_inactive_structural: tuple | None = None   # A[inactive, structural] as (row, column, value) arrays
     row_pos: np.ndarray | None = None      # per row: position among active (>= 0) or -1 - among inactive
 
 
@@ -459,7 +452,9 @@ class _Probe:
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
         s = self.solver
-        self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & (s.col_lower < s.col_upper)
+        self.col_range = s.col_lower < s.col_upper
+        self.row_range = s.row_lower < s.row_upper
+        self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & self.col_range
         self.flippable[self.col] = False
 
     def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -538,16 +533,19 @@ class _Probe:
         # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
         core = sp.csc_matrix((val[on], pos_all[on], np.concatenate([[0], np.cumsum(
             np.bincount(k[on], minlength=len(structural)))])), shape=(len(active), len(structural)))
-        a_inactive_structural = sp.csr_matrix((val[~on], (-1 - pos_all[~on], k[~on])),
-                                              shape=(len(inactive), len(structural)))
+        off = ~on
+        a_inactive_structural = (-1 - pos_all[off], k[off], val[off])
         try:
-            lu = splu(core, permc_spec="COLAMD")
+            lu = splu(core, permc_spec="MMD_ATA", options={"SymmetricMode": True})
         except RuntimeError:            # singular: a pivot the tracer should not have taken
             return None
         y = np.zeros(n_row)
         y[active] = lu.solve(cost[structural], trans="T")
         d = cost - self.at @ y
-        if check and not _optimal(x, r, d, y, structural, active_mask, s, price):
+        nb_cols = self.col_range.copy()
+        nb_cols[structural] = False
+        nb_rows = active_mask & self.row_range
+        if check and not _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price):
             return None
         pos = np.searchsorted(structural, self.col)
         if pos >= len(structural) or structural[pos] != self.col:  # P0 nonbasic: at a limit, or fixed
@@ -562,14 +560,12 @@ class _Probe:
                 else:
                     up = (np.array([max(-d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
             return _Basis(price, x, g, up, down)
-        nb_col = np.ones(len(s.cost), dtype=bool)
-        nb_col[structural] = False
         unit = np.zeros(len(structural))
         unit[pos] = 1.0
         z = np.zeros(n_row)
         z[active] = lu.solve(unit, trans="T")
-        cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_col)
-        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, active_mask)
+        cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_cols)
+        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, nb_rows)
         c0 = cost[structural].copy()
         c0[pos] = 0.0
         bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
@@ -622,12 +618,12 @@ class _Probe:
             _, rows, vals = self._columns(np.array([j]))
             a_j[rows] = vals
             d_s = -sigma * basis.lu.solve(a_j[act])
-            d_r = basis.a_inactive_structural @ d_s + sigma * a_j[ina]
+            d_r = _times(basis.a_inactive_structural, len(ina), d_s) + sigma * a_j[ina]
         else:
             unit = np.zeros(len(act))
             unit[np.searchsorted(act, j)] = sigma
             d_s = basis.lu.solve(unit)
-            d_r = basis.a_inactive_structural @ d_s
+            d_r = _times(basis.a_inactive_structural, len(ina), d_s)
         own = hi_e - lo_e
         vals = np.concatenate([x[st], r_ina])
         rate = np.concatenate([d_s, d_r])
@@ -684,7 +680,7 @@ class _Probe:
             return [], None
         s = self.solver
         sign = 1.0 if rising else -1.0
-        first = 64
+        first = 64 if total > 1024 else total    # a short list is sorted at once, not partitioned repeatedly
         while True:   # order only the events up to the first that ends the run of flips
             delta, kind, idx = _first_events(events, first)
             prices = basis.price + sign * delta
@@ -708,8 +704,16 @@ class _Probe:
         allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
         moved = np.zeros(len(st))                     # basic columns' change by the flips so far
         r_cur = r_now.copy()                          # basic rows' activities after the flips so far
-        a_is = basis.a_inactive_structural
-        abs_is = abs(a_is)
+        is_row, is_col, is_val = basis.a_inactive_structural
+        n_ina = len(ina)
+        # Cumulative moves are needed only of the basic columns with a bound or in a basic row.
+        need_mask = bounded.copy()
+        need_mask[is_col] = True
+        need = np.nonzero(need_mask)[0]
+        loc = np.cumsum(need_mask) - 1                # position among ``need``
+        in_need_b = loc[bounded]
+        is_loc = loc[is_col]
+        is_coo, abs_is = (is_row, is_loc, is_val), (is_row, is_loc, np.abs(is_val))
         valid = n_run
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
@@ -725,8 +729,8 @@ class _Probe:
             rhs = np.zeros((len(act), k), order="F")
             rhs[pos[on], ent[on]] = val[on]
             move = -basis.lu.solve(rhs) * step            # one flip per column
-            cum = np.cumsum(move, axis=1)
-            xb = x_b[:, None] + moved[bounded, None] + cum[bounded]
+            cum = np.cumsum(move[need], axis=1)
+            xb = x_b[:, None] + moved[bounded, None] + cum[in_need_b]
             bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
             # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
             own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
@@ -735,11 +739,15 @@ class _Probe:
             own_cum = np.cumsum(own, axis=1)
             # Activities: only rows the flips could push to a bound are computed; a row moves by at
             # most sum_j |a_ij| max_n |change of x_j| plus the flipped columns' own coefficients.
-            reach = abs_is @ np.abs(cum).max(axis=1)
+            reach = _times(abs_is, n_ina, np.abs(cum).max(axis=1))
             reach[own_rows] += np.abs(own).sum(axis=1)
             near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
             if len(near):
-                r = r_cur[near, None] + a_is[near] @ cum
+                rank = np.full(n_ina, -1)
+                rank[near] = np.arange(len(near))
+                sel = np.nonzero(rank[is_row] >= 0)[0]
+                r = np.repeat(r_cur[near, None], k, axis=1)
+                np.add.at(r, rank[is_row[sel]], is_val[sel, None] * cum[is_loc[sel]])
                 hit = np.searchsorted(own_rows, near)
                 mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
                     if len(own_rows) else np.zeros(len(near), dtype=bool)
@@ -749,11 +757,10 @@ class _Probe:
             dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
             if bad.any():
                 valid = begin + int(np.argmax(bad))
-                if valid > begin:
-                    moved += cum[:, valid - begin - 1]
+                moved += move[:, :valid - begin].sum(axis=1)
                 break
-            moved += cum[:, -1]
-            r_cur += a_is @ cum[:, -1]
+            moved += move.sum(axis=1)
+            r_cur += _times(is_coo, n_ina, cum[:, -1])
             r_cur[own_rows] += own_cum[:, -1]
             begin, size = end, min(size * 2, 64)
         self.flips += valid
@@ -776,24 +783,35 @@ class _Probe:
         return out, brk
 
 
-def _optimal(x, r, d, y, structural, active_mask, s, price: float) -> bool:
-    """Whether a basis's point is primal feasible and its reduced costs dual feasible (within tolerances)."""
+def _times(coo: tuple, n_rows: int, v: np.ndarray) -> np.ndarray:
+    """``M @ v`` for ``M`` given as ``(row, column, value)`` arrays with ``n_rows`` rows (no sparse matrix
+    object: scipy's constructors cost more than the product on the tracer's few inactive-row entries)."""
+    row, col, val = coo
+    # astype: bincount of no entries gives integers.
+    return np.bincount(row, weights=val * v[col], minlength=n_rows).astype(float, copy=False)
+
+
+def _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price: float) -> bool:
+    """Whether a basis's point is primal feasible and its reduced costs dual feasible (within tolerances).
+
+    ``nb_cols`` and ``nb_rows`` mark the nonbasic columns and rows with a range (a fixed one is
+    feasible at any reduced cost). Only basic values are checked against their bounds: a pivot
+    (:meth:`_Probe._pivot`) moves nothing else off the bound it sits at.
+    """
     p_tol, d_tol = 1e-7, 1e-7 * max(1.0, abs(price))
-    if np.any(x < s.col_lower - p_tol) or np.any(x > s.col_upper + p_tol):
-        return False
-    if np.any(r < s.row_lower - p_tol) or np.any(r > s.row_upper + p_tol):
-        return False
-    nonbasic = np.ones(len(x), dtype=bool)
-    nonbasic[structural] = False
-    for value, red, lower, upper, mask in ((x, d, s.col_lower, s.col_upper, nonbasic),
-                                           (r, y, s.row_lower, s.row_upper, active_mask)):
-        sel = mask & (lower < upper)
-        v, dd, lo, hi = value[sel], red[sel], lower[sel], upper[sel]
-        at_lo = np.abs(v - lo) <= p_tol
-        at_hi = np.abs(v - hi) <= p_tol
-        if np.any(~at_lo & ~at_hi & (np.abs(dd) > d_tol)):      # off its bounds: must be priced at zero
+    for value, lower, upper in ((x[structural], s.col_lower[structural], s.col_upper[structural]),
+                                (r[inactive], s.row_lower[inactive], s.row_upper[inactive])):
+        if np.any(value < lower - p_tol) or np.any(value > upper + p_tol):
             return False
-        if np.any(at_lo & ~at_hi & (dd < -d_tol)) or np.any(at_hi & ~at_lo & (dd > d_tol)):
+    for value, red, lower, upper, sel in ((x, d, s.col_lower, s.col_upper, nb_cols),
+                                          (r, y, s.row_lower, s.row_upper, nb_rows)):
+        v, dd = value[sel], red[sel]
+        at_lo = np.abs(v - lower[sel]) <= p_tol
+        at_hi = np.abs(v - upper[sel]) <= p_tol
+        # At a lower bound d >= 0, at an upper one d <= 0, off both d = 0; on both (a range narrower
+        # than the tolerance) any d.
+        lo_ok, hi_ok = dd >= -d_tol, dd <= d_tol
+        if not np.all(np.where(at_lo, at_hi | lo_ok, np.where(at_hi, hi_ok, lo_ok & hi_ok))):
             return False
     return True
 
@@ -801,9 +819,10 @@ def _optimal(x, r, d, y, structural, active_mask, s, price: float) -> bool:
 def _blocking(d, alpha, value, lower, upper, nonbasic):
     """Price changes at which nonbasic reduced costs ``d - delta alpha`` turn infeasible.
 
+    ``nonbasic`` marks the nonbasic variables with a range (``lower < upper``).
     Returns ``(up, down)``: arrays ``(delta, index)`` for a rising and a falling price.
     """
-    sel = np.nonzero(nonbasic & (lower < upper) & (np.abs(alpha) > _ALPHA_TOL))[0]
+    sel = np.nonzero(nonbasic & (np.abs(alpha) > _ALPHA_TOL))[0]
     d, alpha, value, lower, upper = d[sel], alpha[sel], value[sel], lower[sel], upper[sel]
     fin_lo, fin_up = np.isfinite(lower), np.isfinite(upper)
     at_lo = fin_lo & (~fin_up | (value - lower <= upper - value))

@@ -203,6 +203,9 @@ CONIC_STATUS = {
 
 DUAL_EDGE_WEIGHTS_DEVEX = 1
 """HiGHS's ``simplex_dual_edge_weight_strategy`` value for Devex (see :class:`HighsSolver`)."""
+RELAX_HARD_TOL = 1e-6
+"""Largest violation (model units: MW, Mvar, pu^2) of a row or bound that a feasibility relaxation
+must keep hard, above which :meth:`HighsSolver.relax_feasibility` reports that it failed."""
 
 
 class HighsSolver:
@@ -392,10 +395,19 @@ class HighsSolver:
         A negative penalty marks a row or bound that must not be relaxed. Returns
         the relaxed primal solution's row values and column values stacked as
         ``(row_value, col_value)`` or None when even the relaxation fails.
+
+        HiGHS 1.16 reports ``kOk`` with an all-zero "solution" when the relaxation
+        itself is infeasible (a hard row no relaxable limit can help): the hard rows
+        and bounds are checked here, so that such a point is never read as a diagnosis.
         """
         status = self.h.feasibilityRelaxation(1.0, 1.0, 1.0, col_lower_penalty, col_upper_penalty,
                                               row_penalty)
         if status == highspy.HighsStatus.kError:
             return None
         sol = self.h.getSolution()
-        return np.asarray(sol.row_value), np.asarray(sol.col_value)
+        rows, cols = np.asarray(sol.row_value), np.asarray(sol.col_value)
+        tol = RELAX_HARD_TOL
+        hard_row, hard_lo, hard_up = row_penalty < 0, col_lower_penalty < 0, col_upper_penalty < 0
+        broken = (np.any(hard_row & ((rows < self.row_lower - tol) | (rows > self.row_upper + tol)))
+                  or np.any(hard_lo & (cols < self.col_lower - tol)) or np.any(hard_up & (cols > self.col_upper + tol)))
+        return None if broken else (rows, cols)

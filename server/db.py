@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS dispatch (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, market_id TEXT NOT NULL,
     aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL, resource_id TEXT NOT NULL,
     interval_idx INTEGER NOT NULL, side TEXT NOT NULL, kw REAL NOT NULL, price TEXT NOT NULL,
-    source TEXT NOT NULL, reason TEXT NOT NULL, issued_us INTEGER NOT NULL);
+    source TEXT NOT NULL, reason TEXT NOT NULL, issued_us INTEGER NOT NULL, fixed INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS dispatch_by_aggregator ON dispatch (aggregator_id, seq);
 CREATE TABLE IF NOT EXISTS statements (
     market_id TEXT NOT NULL, aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL, resource_id TEXT NOT NULL,
@@ -209,11 +209,14 @@ ADDED_COLUMNS = (("tokens", "revoked_us", "INTEGER"),
                  ("curves", "network_version", "INTEGER NOT NULL DEFAULT 0"),
                  ("ders", "approved_services", "TEXT NOT NULL DEFAULT ''"),
                  ("direct_schedules", "minutes", "INTEGER NOT NULL DEFAULT 60"),
-                 ("markets", "formulation", "TEXT NOT NULL DEFAULT 'lossless'"))
+                 ("markets", "formulation", "TEXT NOT NULL DEFAULT 'lossless'"),
+                 ("dispatch", "fixed", "INTEGER NOT NULL DEFAULT 0"))
 """``(table, column, type)`` added after a table was first released: :func:`initialise` runs
 ``ALTER TABLE ... ADD COLUMN`` where the column is missing (the ``CREATE TABLE`` above already has it).
 A market's ``formulation`` defaults to ``lossless`` because every market created before the setting existed
-was cleared on the lossless LP (new markets always store theirs, ``lossaware`` unless the operator chose)."""
+was cleared on the lossless LP (new markets always store theirs, ``lossaware`` unless the operator chose).
+A dispatch row's ``fixed`` is 1 for the instruction an operator's override imposed (a later re-dispatch of its
+interval keeps it)."""
 
 
 def now_us() -> int:

@@ -505,6 +505,13 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
                         _digest(prices, interface, dispatch, curves, area), version)
 
 
+def only_intervals(inputs: MarketInputs, indices: list[int]) -> MarketInputs:
+    """The market reduced to some of its intervals (by index, in that order) and their bids; their
+    outcome's ``interval_idx`` are positions in ``indices``."""
+    keep = [inputs.intervals[k] for k in indices]
+    return dataclasses.replace(inputs, intervals=keep, bids=inputs.bids.filter(pl.col("interval").is_in(keep)))
+
+
 def clear_intervals(inputs: MarketInputs, indices: list[int], forecast: list[str],
                     time_limit: float | None = None) -> ClearOutcome:
     """Clear some intervals of a market whose intervals are independent on their own (a rolling gate).
@@ -512,9 +519,7 @@ def clear_intervals(inputs: MarketInputs, indices: list[int], forecast: list[str
     Only the bids of those intervals take part; ``forecast`` as :func:`clear_market` takes it for them. The
     outcome's tables carry the market's interval indices.
     """
-    keep = [inputs.intervals[k] for k in indices]
-    sub = dataclasses.replace(inputs, intervals=keep, bids=inputs.bids.filter(pl.col("interval").is_in(keep)))
-    out = clear_market(sub, forecast, time_limit)
+    out = clear_market(only_intervals(inputs, indices), forecast, time_limit)
     if out.status != "optimal":
         return out
     back = pl.col("interval_idx").replace_strict(dict(enumerate(indices)), return_dtype=pl.Int64)
@@ -686,11 +691,13 @@ class NetworkRedispatch:
 
     ``intervals``: per re-dispatched interval ``interval_idx``, ``mode`` (redispatched, partial,
     failed), ``awarded_import_kw``, ``import_kw`` (the revised schedule: the delivered import, or the
-    standing schedule when failed), ``shortfall_kw``, ``reason``, and ``instructions``
-    ``(aggregator_id, resource_id, kw)`` of every resource after the re-dispatch (own ids; empty when failed).
+    standing schedule when failed), ``shortfall_kw``, ``override`` (kept, dropped, or '' without one),
+    ``reason``, and ``instructions`` ``(aggregator_id, resource_id, kw)`` of every resource after the
+    re-dispatch (own ids; empty when failed). ``digest`` identifies it for a replay.
     """
 
     intervals: list
+    digest: str = ""
 
 
 def standing_dispatch(inputs: MarketInputs, awards: list[tuple[int, float, str]], by_interval: bool,
@@ -705,46 +712,87 @@ def standing_dispatch(inputs: MarketInputs, awards: list[tuple[int, float, str]]
     return outcome.disaggregation
 
 
+_MODE_REASONS = {"redispatched": "the award re-dispatched on the new network",
+                 "failed": "the award cannot be delivered on the new network; the dispatch stands unchanged"}
+
+
 def redispatch_after_change(before: MarketInputs, after: MarketInputs, awards: list[tuple[int, float, str]],
                             by_interval: bool, touched: list[int], forecast: list[str],
                             scheduled: dict, day_ahead: Disaggregation | None = None,
-                            time_limit: float | None = None) -> NetworkRedispatch:
+                            time_limit: float | None = None, overrides: dict | None = None) -> NetworkRedispatch:
     """Re-dispatch the standing award of the ``touched`` interval indices on the network of ``after``.
 
     ``before`` is the market on the network its award was dispatched on, ``awards`` its stored awards,
     ``scheduled`` the current interface schedule (kW) of each touched interval. Every other awarded interval
-    stays as dispatched; the open ones are re-optimised at the clearing's ``forecast``.
+    stays as dispatched; the open ones are re-optimised at the clearing's ``forecast``. ``overrides``: per
+    interval index, the operator's overrides standing in it (rows ``aggregator_id, resource_id, bus, kw``, as
+    :func:`redispatch_interval` takes them): they are constraints of the re-dispatch, applied on the new
+    network as the override was (:func:`engine.overrides.redispatch`: the others held, or re-dispatched
+    around it at the award's price); one the new network cannot carry is dropped, and the reason says so.
     """
-    standing = standing_dispatch(before, awards, by_interval, forecast, day_ahead, time_limit)
-    keep = [iv for k, iv in enumerate(after.intervals) if k not in touched]
-    held = (pl.DataFrame(schema={"bid_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "cleared_kw": pl.Float64})
-            if standing is None else
-            standing.clearing.dispatch.filter(pl.col("interval").is_in(keep) & ~pl.col("held").fill_null(False)))
+    held = pl.DataFrame(schema={"bid_id": pl.Utf8, "interval": pl.Datetime("us", "UTC"), "cleared_kw": pl.Float64})
+    local = {k: k for k in touched}
+    if couples(after):
+        standing = standing_dispatch(before, awards, by_interval, forecast, day_ahead, time_limit)
+        keep = [iv for k, iv in enumerate(after.intervals) if k not in touched]
+        if standing is not None:
+            held = standing.clearing.dispatch.filter(pl.col("interval").is_in(keep) & ~pl.col("held").fill_null(False))
+    else:
+        # Independent intervals: the touched ones on their own (nothing else would be held, and an interval
+        # still open that the new network cannot clear must not fail them).
+        after, local, forecast = only_intervals(after, touched), {k: j for j, k in enumerate(touched)}, []
     book = after.book()
     fc = [float(p) for p in forecast] if forecast else None
-    dis, report = redispatch_award(after.runs(book), book, award_table(after, [a for a in awards if a[0] in touched]),
+    dis, report = redispatch_award(after.runs(book), book,
+                                   award_table(after, [(local[k], q, p) for k, q, p in awards if k in local]),
                                    held, after.rules, after.resources, after.options(time_limit),
                                    day_ahead=None if day_ahead is None else day_ahead.clearing.dispatch,
                                    day_ahead_minutes=60.0 if day_ahead is None else day_ahead.interval_minutes,
                                    forecast=None if fc is None else (fc[0] if len(fc) == 1 else fc))
     awarded = dict((k, q) for k, q, _ in awards)
+    buses = after.bids.select("aggregator_id", "resource_id", "bus").unique()
     out = []
     for k, row in zip(touched, report.iter_rows(named=True)):
-        mode = row["mode"]
-        instr = []
-        if mode != "failed":
-            mine = dis.instructions.filter(pl.col("interval") == after.intervals[k])
-            instr = list(mine.select("aggregator_id", _local_id("resource_id"), "kw").iter_rows())
+        mode, fixed = row["mode"], (overrides or {}).get(k, [])
         shortfall = row["shortfall_kw"]
-        reason = {"redispatched": "the award re-dispatched on the new network",
-                  "partial": f"only {row['import_kw']:.3f} of {awarded[k]:.3f} kW deliverable on the new network "
-                             f"(shortfall {shortfall:.3f} kW)",
-                  "failed": "the award cannot be delivered on the new network; the dispatch stands unchanged"}[mode]
-        out.append({"interval_idx": k, "mode": mode, "awarded_import_kw": float(awarded[k]),
-                    "import_kw": float(scheduled[k]) if mode == "failed" else float(row["import_kw"]),
-                    "shortfall_kw": None if mode == "failed" else float(shortfall), "reason": reason,
-                    "instructions": instr})
-    return NetworkRedispatch(out)
+        iv = {"interval_idx": k, "mode": mode, "awarded_import_kw": float(awarded[k]),
+              "import_kw": float(scheduled[k]) if mode == "failed" else float(row["import_kw"]),
+              "shortfall_kw": None if mode == "failed" else float(shortfall), "override": "",
+              "reason": _MODE_REASONS.get(mode) or f"only {row['import_kw']:.3f} of {awarded[k]:.3f} kW deliverable "
+                                                   f"on the new network (shortfall {shortfall:.3f} kW)",
+              "instructions": []}
+        if mode != "failed":
+            mine = dis.instructions.filter(pl.col("interval") == after.intervals[local[k]])
+            iv["instructions"] = list(mine.select("aggregator_id", _local_id("resource_id"), "kw").iter_rows())
+            if fixed:
+                iv |= _keep_overrides(after, local[k], dis, mine.join(buses, on=["aggregator_id", "resource_id"]),
+                                      fixed, iv["reason"], time_limit)
+        elif fixed:  # nothing moves: the standing dispatch, overrides included, stays
+            iv["override"] = "kept"
+        out.append(iv)
+    return NetworkRedispatch(out, _digest(out))
+
+
+def _keep_overrides(after: MarketInputs, j: int, dis: Disaggregation, current: pl.DataFrame, fixed: list[dict],
+                    reason: str, time_limit: float | None) -> dict:
+    """The operator's overrides ``fixed`` of interval ``j`` of ``after`` applied on top of its network re-dispatch
+    ``current`` (engine ids, with bus), at the award's price: the changed ``instructions``, ``import_kw``,
+    ``override`` and ``reason``; the re-dispatch stands, and the reason names the overrides, when the new
+    network cannot carry them."""
+    price = float(dis.award.filter(pl.col("interval") == after.intervals[j])["price"][0])
+    rows = current.select("aggregator_id", _local_id("resource_id"), "bus", "kw").to_dicts()
+    names = ", ".join(f"{f['aggregator_id']}/{f['resource_id']} at {f['kw']:.3f} kW" for f in fixed)
+    try:
+        kept = redispatch_interval(after, j, price, rows, fixed, time_limit=time_limit)
+    except InputError as exc:  # an overridden resource's bus is cut off from the feeder now
+        kept = RedispatchOutcome("refused", (f"the new network no longer reaches it ({exc.reason})",), math.nan,
+                                 pl.DataFrame())
+    if kept.mode == "refused":
+        return {"override": "dropped", "reason": f"{reason}; the override of {names} can no longer be honoured: "
+                                                 + "; ".join(kept.diagnosis)}
+    return {"override": "kept", "import_kw": float(kept.import_kw),
+            "instructions": list(kept.instructions.iter_rows()),
+            "reason": f"{reason}; the override of {names} is kept ({kept.mode})"}
 
 
 def couples(inputs: MarketInputs) -> bool:
@@ -761,9 +809,8 @@ def disaggregate_intervals(inputs: MarketInputs, awards: list[tuple[int, float, 
     other intervals take no part, and the outcome's tables carry the market's interval indices.
     """
     indices = [k for k, _, _ in awards]
-    keep = [inputs.intervals[k] for k in indices]
-    sub = dataclasses.replace(inputs, intervals=keep, bids=inputs.bids.filter(pl.col("interval").is_in(keep)))
-    out = disaggregate_award(sub, [(j, q, p) for j, (_, q, p) in enumerate(awards)], day_ahead, time_limit)
+    out = disaggregate_award(only_intervals(inputs, indices), [(j, q, p) for j, (_, q, p) in enumerate(awards)],
+                             day_ahead, time_limit)
     if out.status != "optimal":
         return out
     back = pl.col("interval_idx").replace_strict(dict(enumerate(indices)), return_dtype=pl.Int64)
@@ -794,8 +841,7 @@ def redispatch_interval(inputs: MarketInputs, k: int, iso_price: float, current:
     ``current`` and ``fixed`` are rows ``aggregator_id, resource_id`` (own ids), ``bus``, ``kw`` (net
     injection). The interval's network is the one its clearing used (network changes included).
     """
-    iv = inputs.intervals[k]
-    sub = dataclasses.replace(inputs, intervals=[iv], bids=inputs.bids.filter(pl.col("interval") == iv))
+    sub = only_intervals(inputs, [k])
     book = sub.book()
     (run,) = sub.runs(book)
 

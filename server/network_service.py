@@ -1,8 +1,10 @@
 """gRPC NetworkService: versioned network changes of a feeder, and the re-clearing they trigger.
 
 Convert in, check with the engine's own rules, store, then re-clear each
-CLEARED or PUBLISHED market the changes touch on the new network version; a
-published market's revised curves reach the ISO's stream flagged as a revision.
+CLEARED or PUBLISHED market the changes touch on the new network version, and
+the touched intervals of an OPEN rolling (real-time, hour-ahead) market that
+were cleared at their gates and are not awarded yet; published curves revised
+so reach the ISO's stream again, flagged as a revision.
 The awarded intervals the changes touch (of AWARDED markets, and of PUBLISHED
 ones awarded interval by interval) are re-dispatched on the new network: the
 standing award met at least cost, or its largest deliverable part, or reported
@@ -136,6 +138,10 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                      for market_id, touched in result.get("dispatched", [])]
         for market_id in result["markets"]:
             revisions.append(await self._revise(market_id, who))
+        for market_id, touched in result.get("rolling", []):
+            revised = await self._revise_intervals(market_id, touched, result["version"], who)
+            if revised is not None:
+                revisions.append(revised)
         if any(r["republished"] for r in revisions):
             app.notifier.notify(CURVES)
         return _response({**result, "revisions": revisions})
@@ -150,16 +156,17 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                 changed = (version, store.network_changes(conn, rows[0]["feeder_id"], version))
                 current = {k: realtime_store.current_instructions(conn, market_id, k) for k in touched}
                 scheduled = {k: realtime_store.scheduled_import(conn, market_id, k)[1] for k in touched}
+                fixed = {k: f for k in touched if (f := realtime_store.current_instructions(conn, market_id, k, True))}
                 return rows, (*rows[:5], changed, *rows[6:]), realtime_store.award_context(conn, market_id), \
-                    current, scheduled
+                    current, scheduled, fixed
 
-            rows, after, (awards, forecast, by_interval), current, scheduled = await app.reader.call(read)
+            rows, after, (awards, forecast, by_interval), current, scheduled, fixed = await app.reader.call(read)
             market = rows[0]
             reference = (await app.disaggregation(market["day_ahead_market_id"])
                          if market["day_ahead_market_id"] else None)
             outcome = await app.solve(lambda: markets_engine.redispatch_after_change(
                 app.inputs(rows), app.inputs(after), awards, by_interval, touched, forecast, scheduled, reference,
-                app.solve_time_limit))
+                app.solve_time_limit, fixed))
             intervals = []
             for iv in outcome.intervals:
                 before = {(r["aggregator_id"], r["resource_id"]): r["kw"] for r in current[iv["interval_idx"]]}
@@ -169,8 +176,12 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                 moved = [(a, r, kw) for (a, r), kw in sorted(new.items()) if abs(before.get((a, r), 0.0) - kw) > 1e-6]
                 intervals.append({k: v for k, v in iv.items() if k != "instructions"} | {
                     "changed": moved, "reason": f"network version {version}: {iv['reason']}"})
+            # What a replay needs beyond the log's bids and network (``server.replay``), as the award records do.
+            inputs = {"before_version": rows[5][0], "awards": [list(a) for a in awards], "by_interval": by_interval,
+                      "forecast": forecast, "scheduled": [[k, scheduled[k]] for k in touched],
+                      "overrides": [[k, f] for k, f in sorted(fixed.items())], "digest": outcome.digest}
             done = await app.writer.call(realtime_store.record_network_redispatch, who, market_id, version,
-                                         intervals)
+                                         intervals, inputs)
         app.notifier.notify(SCHEDULES, dispatch_topic(None), *map(dispatch_topic, done["aggregators"]))
         failed = [iv for iv in intervals if iv["mode"] != "redispatched"]
         return {"market_id": market_id, "status": "infeasible" if failed else "optimal",
@@ -193,6 +204,38 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                                                                           app.solve_time_limit))
             done = await app.writer.call(network_store.record_revision, who, market_id, outcome)
         return {"market_id": market_id, "status": outcome.status, "diagnosis": list(outcome.diagnosis), **done}
+
+    async def _revise_intervals(self, market_id: str, touched: list[int], version: int, who) -> dict | None:
+        """Clear again, on the feeder's latest network, the ``touched`` intervals of an open rolling market that
+        were cleared on an earlier version and are not awarded (:func:`server.network_store.stale_intervals`),
+        each at its own clearing's forecast; store the revision. None when no interval needs it."""
+        app = self.app
+        async with app.lock(market_id):
+            def read(conn):
+                return store.market_rows(conn, market_id), network_store.stale_intervals(conn, market_id, touched,
+                                                                                          version)
+
+            rows, stale = await app.reader.call(read)
+            if not stale:
+                return None
+            groups: dict = {}  # intervals cleared at the same forecast are cleared again together
+            for k, forecast in stale.items():
+                groups.setdefault(tuple(forecast), []).append(k)
+
+            def clear(indices: list[int], forecast: list[str]):
+                return markets_engine.clear_intervals(app.inputs(rows), indices, forecast, app.solve_time_limit)
+
+            done = []
+            for forecast, indices in groups.items():
+                outcome = await app.solve(clear, indices, list(forecast))
+                stored = await app.writer.call(network_store.record_interval_revision, who, market_id, indices,
+                                               list(forecast), outcome)
+                done.append((outcome, stored))
+        revision = max(d["revision"] for _, d in done)
+        failed = [o for o, _ in done if o.status != "optimal"]
+        return {"market_id": market_id, "status": failed[0].status if failed else "optimal",
+                "diagnosis": [d for o, _ in done for d in o.diagnosis], "revised": any(d["revised"] for _, d in done),
+                "revision": revision, "republished": any(d["republished"] for _, d in done)}
 
     @unary(OPERATOR, AUDITOR)
     async def ListNetworkChanges(self, request, who):

@@ -50,6 +50,7 @@ def submit_changes(conn, who: Principal, feeder_id: str, rows: list[dict], check
         store._audit(conn, who, "network.changes", {"feeder_id": feeder_id, "version": version, "changes": stored},
                      now)
         return {"version": version, "markets": revisable_markets(conn, feeder_id, rows),
+                "rolling": rolling_markets(conn, feeder_id, rows),
                 "dispatched": dispatched_intervals(conn, feeder_id, rows)}
 
     return store._idempotent(conn, who, request_id, digest, run)
@@ -60,6 +61,82 @@ def revisable_markets(conn, feeder_id: str, rows: list[dict]) -> list[str]:
     return [m["market_id"] for m in conn.execute(
         f"SELECT * FROM markets WHERE feeder_id = ? AND state IN ({', '.join('?' * len(REVISABLE))}) "
         "ORDER BY market_id", (feeder_id, *REVISABLE)) if _touched(dict(m), rows)]
+
+
+def rolling_markets(conn, feeder_id: str, rows: list[dict]) -> list[tuple[str, list[int]]]:
+    """``(market_id, interval indices)``: the feeder's OPEN real-time and hour-ahead markets (rolling gates) with
+    the intervals that one of ``rows`` is in effect in; those already cleared and not yet awarded are cleared
+    again (:func:`record_interval_revision`), the others clear at their gates on the latest network anyway."""
+    out = []
+    for m in conn.execute(f"SELECT * FROM markets WHERE feeder_id = ? AND state = 'open' AND kind IN "
+                          f"({', '.join('?' * len(timeline.ROLLING))}) ORDER BY market_id",
+                          (feeder_id, *timeline.ROLLING)):
+        hit = sorted(_touched(dict(m), rows))
+        if hit:
+            out.append((m["market_id"], hit))
+    return out
+
+
+def stale_intervals(conn, market_id: str, touched: list[int], version: int) -> dict[int, list[str]]:
+    """``interval_idx -> its forecast prices`` of the ``touched`` intervals of an open rolling market that were
+    cleared (optimal) on a network version before ``version`` and are not awarded: published or about to be,
+    their curves no longer hold. The forecast is the interval's own clearing's (empty: the default price)."""
+    if store.get_market(conn, market_id)["state"] != "open":
+        return {}
+    awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?", (market_id,))}
+    cleared = {k for k, v in conn.execute("SELECT interval_idx, network_version FROM curves WHERE market_id = ?",
+                                          (market_id,)) if v < version}
+    out = {}
+    for k, detail in conn.execute("SELECT interval_idx, detail FROM interval_steps WHERE market_id = ? AND step = "
+                                  "'clear' AND status = 'optimal' ORDER BY interval_idx", (market_id,)):
+        if k in cleared and k in touched and k not in awarded:
+            detail = json.loads(detail)
+            out[k] = detail.get("forecast", []) if isinstance(detail, dict) else []  # older rows: the default
+    return out
+
+
+def record_interval_revision(conn, who: Principal, market_id: str, indices: list[int], forecast: list[str],
+                             outcome) -> dict:
+    """Store the clearing of intervals ``indices`` of an open rolling market again on a new network version
+    (:func:`server.markets_engine.clear_intervals`), audited as ``interval.reclear``.
+
+    Optimal: their prices and curves are replaced with the curves' next revision; a published interval's curve
+    gets a new stream sequence, so the ISO's stream sends it again flagged as a revision (an unpublished one is
+    published at its step as usual). Otherwise the previous clearing stands and only the attempt is audited.
+    Intervals awarded meanwhile, or a market that left OPEN, are left alone (``revised`` false).
+    """
+    market = store.get_market(conn, market_id)
+    awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?", (market_id,))}
+    if market["state"] != "open" or awarded & set(indices):
+        return {"revised": False, "revision": 0, "republished": False}
+    (revision,) = conn.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM curves WHERE market_id = ?",
+                               (market_id,)).fetchone()
+    now = now_us()
+    optimal = outcome.status == "optimal"
+    published = []
+    if optimal:
+        marks = ", ".join("?" * len(indices))
+        published = [k for (k,) in conn.execute(f"SELECT interval_idx FROM curves WHERE market_id = ? AND seq IS NOT "
+                                                f"NULL AND interval_idx IN ({marks}) ORDER BY interval_idx",
+                                                (market_id, *indices))]
+        (base,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM curves").fetchone()
+        conn.execute(f"DELETE FROM prices WHERE market_id = ? AND stage = 'clear' AND interval_idx IN ({marks})",
+                     (market_id, *indices))
+        conn.execute(f"DELETE FROM curves WHERE market_id = ? AND interval_idx IN ({marks})", (market_id, *indices))
+        store.store_clearing_tables(conn, market_id, outcome, revision)
+        # Sequences only grow: a revised curve comes after every curve sent before it.
+        conn.executemany("UPDATE curves SET seq = ?, published_us = ? WHERE market_id = ? AND interval_idx = ?",
+                         [(base + j + 1, now, market_id, k) for j, k in enumerate(published)])
+        row = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
+                           (market_id,)).fetchone()
+        summary = json.loads(row[0]) | {"network_version": outcome.network_version}
+        conn.execute("UPDATE clearings SET summary = ? WHERE market_id = ? AND stage = 'clear'",
+                     (json.dumps(summary), market_id))
+    store._audit(conn, who, "interval.reclear", {
+        "market_id": market_id, "interval_indices": list(indices), "forecast": forecast, "status": outcome.status,
+        "diagnosis": list(outcome.diagnosis), "digest": outcome.digest, "network_version": outcome.network_version,
+        "revision": revision if optimal else 0, "republished": published}, now)
+    return {"revised": optimal, "revision": revision if optimal else 0, "republished": bool(published)}
 
 
 def _touched(m: dict, rows: list[dict]) -> set[int]:

@@ -64,7 +64,7 @@ async def change_interval(app, who, market_id: str, start_us: int, fixed: list[d
                     "mode": outcome.mode, "reason": reason}
         action = "dispatch.override" if source == "override" else "dispatch.emergency"
         stored = await app.writer.call(realtime_store.record_redispatch, who, market_id, k, changed, schedule, action,
-                                       detail)
+                                       detail, tuple((f["aggregator_id"], f["resource_id"]) for f in fixed))
     app.notifier.notify(SCHEDULES, dispatch_topic(None), *{dispatch_topic(a) for a, _, _ in changed})
     return stored, {"mode": outcome.mode, "import_kw": outcome.import_kw, "changed": changed}
 
@@ -182,7 +182,7 @@ class RealTimeService(realtime_pb2_grpc.RealTimeServiceServicer):
                 outcome = await app.solve(lambda: markets_engine.interval_award(
                     app.inputs(rows), before, awards, forecast, reference, app.solve_time_limit))
                 result = await app.writer.call(realtime_store.record_interval_award, who, market_id, awards,
-                                               outcome, request_id, digest)
+                                               outcome, request_id, digest, rows[5][0])
                 if outcome.status == "optimal":
                     app.notifier.notify(dispatch_topic(None), *map(dispatch_topic, result["aggregators"]))
         if result["status"] == "time_limit":

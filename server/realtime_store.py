@@ -55,9 +55,10 @@ def check_interval_award(market: dict, awarded: set[int], indices: list[int], pu
 
 
 def record_interval_award(conn, who: Principal, market_id: str, awards: list, outcome, request_id: str,
-                          digest: str) -> dict:
+                          digest: str, network_version: int = 0) -> dict:
     """Store the award of some intervals (:class:`server.markets_engine.AwardOutcome` of
-    :func:`server.markets_engine.disaggregate_intervals`); the last one makes the market AWARDED."""
+    :func:`server.markets_engine.disaggregate_intervals` on ``network_version``, which the audit record names: an
+    open rolling market's award is dispatched on the latest network); the last one makes the market AWARDED."""
     def run():
         market = store.get_market(conn, market_id)
         done = awarded_intervals(conn, market_id)
@@ -74,7 +75,8 @@ def record_interval_award(conn, who: Principal, market_id: str, awards: list, ou
                                       now)
         store._audit(conn, who, "award.interval", {"market_id": market_id, "awards": [list(a) for a in awards],
                                                     "status": outcome.status, "diagnosis": list(outcome.diagnosis),
-                                                    "digest": outcome.digest}, now)
+                                                    "digest": outcome.digest, "network_version": network_version},
+                     now)
         aggregators = sorted(set(outcome.awards["aggregator_id"].to_list())) if optimal else []
         return {"status": outcome.status, "diagnosis": list(outcome.diagnosis), "aggregators": aggregators,
                 "remaining": remaining}
@@ -82,13 +84,16 @@ def record_interval_award(conn, who: Principal, market_id: str, awards: list, ou
     return store._idempotent(conn, who, request_id, digest, run)
 
 
-def current_instructions(conn, market_id: str, k: int) -> list[dict]:
-    """Every resource's latest instruction in interval ``k``: aggregator_id, resource_id, bus, kw."""
+def current_instructions(conn, market_id: str, k: int, fixed: bool = False) -> list[dict]:
+    """Every resource's latest instruction in interval ``k``: aggregator_id, resource_id, bus, kw. ``fixed``: only
+    the operator's overrides standing in it (the latest per resource), which a re-dispatch of the interval after
+    a network change keeps."""
     rows = conn.execute(
         "SELECT d.aggregator_id, d.resource_id, r.bus, d.kw FROM dispatch d JOIN resources r "
         "ON r.aggregator_id = d.aggregator_id AND r.resource_id = d.resource_id WHERE d.seq IN ("
         "SELECT MAX(seq) FROM dispatch WHERE market_id = ? AND kind = 'instruction' AND interval_idx = ? "
-        "GROUP BY aggregator_id, resource_id) ORDER BY d.aggregator_id, d.resource_id", (market_id, k))
+        f"{'AND fixed = 1 ' if fixed else ''}GROUP BY aggregator_id, resource_id) "
+        "ORDER BY d.aggregator_id, d.resource_id", (market_id, k))
     return [dict(r) for r in rows]
 
 
@@ -104,11 +109,13 @@ def scheduled_import(conn, market_id: str, k: int) -> tuple[float, float, str]:
 
 
 def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: list[tuple[str, str, float]],
-                      schedule: dict, action: str, detail: dict) -> dict:
+                      schedule: dict, action: str, detail: dict, fixed: tuple[tuple[str, str], ...] = ()) -> dict:
     """Store changed instructions of interval ``k`` (source ``override``) and the revised interface schedule.
 
     ``changed``: ``(aggregator_id, resource_id, kw)``; ``schedule``: import_kw, awarded_import_kw, source
-    (override or emergency), mode, reason. Returns ``{"instructions": rows, "schedule": row}``.
+    (override or emergency), mode, reason; ``fixed``: ``(aggregator_id, resource_id)`` whose instruction the
+    operator imposed (marked ``fixed``: :func:`current_instructions`). Returns ``{"instructions": rows,
+    "schedule": row}``.
     """
     market = store.get_market(conn, market_id)
     store.require_state(market, ("awarded",), "an override")
@@ -118,6 +125,8 @@ def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: lis
         (seq,) = conn.execute(store._DISPATCH_INSERT + " RETURNING seq",
                               ("instruction", market_id, agg, "", res, k, "", kw, "", "override",
                                schedule["reason"], now)).fetchone()
+        if (agg, res) in fixed:
+            conn.execute("UPDATE dispatch SET fixed = 1 WHERE seq = ?", (seq,))
         seqs.append(seq)
     (schedule_seq,) = conn.execute(
         "INSERT INTO interface_schedules (market_id, interval_idx, import_kw, awarded_import_kw, source, mode, "
@@ -131,14 +140,15 @@ def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: lis
     return {"instructions": rows, "schedule": sched}
 
 
-def record_network_redispatch(conn, who: Principal, market_id: str, version: int, intervals: list[dict]) -> dict:
+def record_network_redispatch(conn, who: Principal, market_id: str, version: int, intervals: list[dict],
+                              inputs: dict) -> dict:
     """Store the re-dispatch of a market's awarded intervals on network ``version`` (source ``network``).
 
     ``intervals``: per re-dispatched interval ``interval_idx``, ``mode`` (redispatched, partial,
     failed), ``import_kw`` (the revised schedule), ``awarded_import_kw``, ``reason`` and ``changed``
     instructions ``(aggregator_id, resource_id, kw)``. Each gets a revised interface schedule (a
     failed one too: it tells the ISO the award cannot be delivered); one ``dispatch.network`` audit
-    record holds them all. A market that left OPEN (rolling gates)/PUBLISHED/AWARDED meanwhile is left alone.
+    record holds them all, with the re-dispatch's ``inputs`` and digest that its replay reads. A market that left OPEN (rolling gates)/PUBLISHED/AWARDED meanwhile is left alone.
     """
     market = store.get_market(conn, market_id)
     if market["state"] not in ("open", "published", "awarded"):
@@ -156,7 +166,7 @@ def record_network_redispatch(conn, who: Principal, market_id: str, version: int
             "reason, issued_us) VALUES (?, ?, ?, ?, 'network', ?, ?, ?) RETURNING seq",
             (market_id, k, iv["import_kw"], iv["awarded_import_kw"], iv["mode"], iv["reason"], now)).fetchone()
         out.append({**iv, "schedule_seq": seq})
-    store._audit(conn, who, "dispatch.network", {"market_id": market_id, "network_version": version,
+    store._audit(conn, who, "dispatch.network", {"market_id": market_id, "network_version": version, **inputs,
                                                  "intervals": [{**iv, "changed": [list(c) for c in iv["changed"]]}
                                                                for iv in intervals]}, now)
     return {"intervals": out, "aggregators": sorted(aggregators)}
@@ -423,8 +433,11 @@ def record_interval_clearing(conn, who: Principal, market_id: str, indices: list
         store._record_outcome(conn, market_id, "clear", "optimal", {
             "forecast": forecast, "network_version": outcome.network_version, "by_interval": True}, outcome.digest,
             now)
-    for k in indices:
-        _step(conn, market_id, k, "clear", outcome.status, list(outcome.diagnosis), now)
+    for j, k in enumerate(indices):
+        # The interval's own forecast price (none: the default), so that a network change re-clears it as it was.
+        own = forecast[j:j + 1] if len(forecast) > 1 else forecast
+        _step(conn, market_id, k, "clear", outcome.status, {"diagnosis": list(outcome.diagnosis), "forecast": own},
+              now)
     store._audit(conn, who, "interval.clear", {
         "market_id": market_id, "interval_indices": list(indices), "forecast": forecast, "status": outcome.status,
         "diagnosis": list(outcome.diagnosis), "digest": outcome.digest, "network_version": outcome.network_version},

@@ -4,7 +4,8 @@ The log holds the full inputs of each state change (feeder tables, market
 rules, resources, every bid submitted, replaced or withdrawn, the forecast
 and the ISO's award, flexibility needs and offers). :func:`replay` rebuilds
 the market inputs as they stood at each ``market.clear`` (``interval.clear``: one interval of a rolling
-market), ``award.submit``,
+market; ``market.reclear``, ``interval.reclear``: again on a new network version), ``award.submit``
+(``award.interval``), ``dispatch.network`` (the re-dispatch of awarded intervals after a network change),
 ``market.settle`` and ``flex.clear`` record, recomputes through the same
 :mod:`server.markets_engine` calls the server made, and compares the digest
 of the outcome with the one recorded. A clearing that hit the solver time
@@ -34,7 +35,7 @@ from dsomarket.server.store import (ACTIVATION_SCHEMA, BID_COLUMNS, BID_SCHEMA, 
 
 @dataclass(frozen=True)
 class ReplayCheck:
-    """One recomputed step: ``stage`` is clear, award, settle or flex."""
+    """One recomputed step: ``stage`` is clear, award, redispatch, settle or flex."""
 
     sequence: int
     market_id: str
@@ -97,7 +98,8 @@ class _State:
             self.history.setdefault(p["feeder_id"], {}).update({(r[1], r[0]): (r[2], r[3]) for r in p["rows"]})
         elif action == "network.changes":
             self.network.setdefault(p["feeder_id"], []).extend({**r, "version": p["version"]} for r in p["changes"])
-        elif action in ("market.clear", "market.reclear", "interval.clear") and p.get("status") == "optimal":
+        elif action in ("market.clear", "market.reclear", "interval.clear", "interval.reclear") and \
+                p.get("status") == "optimal":
             self.network_version[p["market_id"]] = p.get("network_version", 0)
             if "forecast" in p:
                 self.clear_forecast[p["market_id"]] = p["forecast"]
@@ -157,6 +159,15 @@ class _State:
                                          committed=positions)
 
 
+def _redispatch(state: _State, m: str, p: dict) -> markets_engine.NetworkRedispatch:
+    """A ``dispatch.network`` record's re-dispatch, on the bids of the log and the networks it names."""
+    reference = state.disaggregations.get(state.markets[m]["day_ahead_market_id"])
+    return markets_engine.redispatch_after_change(
+        state.inputs(m, p["before_version"]), state.inputs(m, p["network_version"]),
+        [tuple(a) for a in p["awards"]], p["by_interval"], [iv["interval_idx"] for iv in p["intervals"]],
+        p["forecast"], dict(p["scheduled"]), reference, overrides=dict(p["overrides"]))
+
+
 def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[ReplayCheck]:
     """Recompute the clearings of one market (and the day-ahead market it refers to) or of all."""
     wanted = None
@@ -169,10 +180,14 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         seq, action, p = row["seq"], row["action"], json.loads(row["payload"])
         state.apply(action, p)
         m = p.get("market_id")
-        if action not in ("market.clear", "market.reclear", "interval.clear", "award.submit", "award.interval",
-                          "market.settle", "flex.clear"):
+        if action not in ("market.clear", "market.reclear", "interval.clear", "interval.reclear", "award.submit",
+                          "award.interval", "market.settle", "flex.clear", "dispatch.network"):
             continue
         if wanted is not None and m not in wanted:
+            continue
+        if action == "dispatch.network":
+            if "digest" in p:  # older records hold only the outcome
+                checks.append(ReplayCheck(seq, m, "redispatch", p["digest"], _redispatch(state, m, p).digest))
             continue
         if action == "flex.clear":
             if p["status"] != "time_limit":
@@ -186,13 +201,14 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             state.energy_activations[m] = (state.flex_activations.get(m, pl.DataFrame(schema=ACTIVATION_SCHEMA))
                                            if "flex" in p else None)
         # A clearing ran on the network version its record names (a failed one records it too).
-        clearing = action in ("market.clear", "market.reclear", "interval.clear")
-        inputs = state.inputs(m, p.get("network_version", 0) if clearing else None)
+        clearing = action in ("market.clear", "market.reclear", "interval.clear", "interval.reclear")
+        # So did an open rolling market's interval award (older records name none: the last clearing's).
+        inputs = state.inputs(m, p.get("network_version", 0) if clearing else p.get("network_version"))
         reference = state.disaggregations.get(state.markets[m]["day_ahead_market_id"])
         if action in ("market.clear", "market.reclear"):
             digest = markets_engine.clear_market(inputs, p["forecast"]).digest
             checks.append(ReplayCheck(seq, m, "clear", p["digest"], digest))
-        elif action == "interval.clear":  # one interval of a rolling market, at its own gate
+        elif action in ("interval.clear", "interval.reclear"):  # intervals of a rolling market: gate, network
             digest = markets_engine.clear_intervals(inputs, p["interval_indices"], p["forecast"]).digest
             checks.append(ReplayCheck(seq, m, "clear", p["digest"], digest))
         elif action == "award.submit":
@@ -211,7 +227,7 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
                 done = before + awards
                 state.interval_awards[m] = done
                 if len(done) == len(inputs.intervals):  # the market is awarded: as the server recomputes it
-                    whole = markets_engine.whole_award(inputs, sorted(done), True, forecast, reference)
+                    whole = markets_engine.whole_award(state.inputs(m), sorted(done), True, forecast, reference)
                     state.disaggregations[m] = whole.disaggregation
                     state.commitments[m] = whole.instructions
         else:

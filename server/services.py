@@ -277,12 +277,15 @@ class MarketService(market_pb2_grpc.MarketServiceServicer):
         market_id = convert.check_id(request.market_id, "market_id")
         market = await self.app.reader.call(store.get_market, market_id)
         visible = "published" if who.role == AGGREGATOR else "cleared"
-        if not timeline.at_least(market["state"], visible):
+        # An open rolling market shows the intervals cleared (published) at their own gates so far.
+        rolling = market["state"] == "open" and market["kind"] in timeline.ROLLING
+        if not (rolling or timeline.at_least(market["state"], visible)):
             raise FailedPrecondition(f"market {market_id!r} is {market['state']}: its prices are not "
                                      f"{visible} yet")
         scope = f"ListMarketPrices|{market_id}|{request.bus}"
         limit, after = convert.page(request.pagination, scope)
-        rows = await self.app.reader.call(store.list_prices, market_id, request.bus, after, limit)
+        rows = await self.app.reader.call(store.list_prices, market_id, request.bus, after, limit,
+                                          rolling and visible == "published")
         rows, info = convert.next_page(rows, limit, scope, lambda r: [r["interval_idx"], r["bus"]])
         return market_pb2.ListMarketPricesResponse(prices=[convert.bus_price(r, market) for r in rows],
                                                    pagination=info)

@@ -932,11 +932,16 @@ def list_statements(conn, market_id: str, aggregator: str | None, after, limit: 
                    STATEMENT_KEY, after, limit)
 
 
-def list_prices(conn, market_id: str, bus: str, after, limit: int) -> list:
-    """DLMPs of the award's re-clear once awarded, else of the clearing at the forecast price."""
-    awarded = conn.execute("SELECT 1 FROM prices WHERE market_id = ? AND stage = 'award' LIMIT 1",
-                           (market_id,)).fetchone()
-    filters = _eq("market_id", market_id) + _eq("stage", "award" if awarded else "clear") + _eq("bus", bus)
+def list_prices(conn, market_id: str, bus: str, after, limit: int, published_only: bool = False) -> list:
+    """DLMPs of each interval: of the award's re-clear once awarded, else of the clearing at the forecast price
+    (an open rolling market has both: its intervals are awarded one by one). ``published_only``: only the
+    intervals published so far (an open rolling market's; another market's are published together)."""
+    filters = _eq("market_id", market_id) + _eq("bus", bus) + [
+        ("(stage = 'award' OR (stage = 'clear' AND interval_idx NOT IN (SELECT a.interval_idx FROM iso_awards a "
+         "WHERE a.market_id = ?)))", (market_id,))]
+    if published_only:
+        filters.append(("interval_idx IN (SELECT s.interval_idx FROM interval_steps s WHERE s.market_id = ? AND "
+                        "s.step = 'publish')", (market_id,)))
     return _keyset(conn, "prices", filters, ("interval_idx", "bus"), after, limit)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -12,12 +13,14 @@ from dsomarket.engine.clearing import ClearingOptions, clear
 from dsomarket.engine.disaggregation import disaggregate
 from dsomarket.engine.feeders import ieee33
 from dsomarket.engine.overrides import curtailment_payments, redispatch
+from dsomarket.engine.powerflow import ac_power_flow
 
 IV = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
 RULES = MarketRules(price_floor=-100, price_cap=400, interval_minutes=60)
 LOSSLESS = ClearingOptions(formulation="lossless")
-"""The cases are solved by hand on the lossless model (a held override moves the import by exactly the kW it
-moves). On the loss-aware model the refused override's diagnosis did not name line 17's thermal limit."""
+"""The hand-solved cases: on the lossless model a held override moves the import by exactly the kW it moves.
+The loss-aware model (the default) is checked against AC power flows of the dispatch."""
+LOSSAWARE = ClearingOptions()
 
 
 def feeder(rating_17: float = float("inf")):
@@ -40,10 +43,10 @@ def positions(dis, f) -> pl.DataFrame:
                                    pl.lit(0.0).alias("tan_phi"))
 
 
-def awarded(f, price=50.0):
+def awarded(f, price=50.0, options=LOSSLESS):
     book = validate_bids(bids(), f, RULES, [IV])
     dis = disaggregate(f, book, pl.DataFrame({"interval": [IV], "price": [price]}), RULES,
-                      options=LOSSLESS)
+                      options=options)
     assert dis.clearing.ok
     return book, dis
 
@@ -84,6 +87,52 @@ def test_an_override_that_breaks_a_limit_is_redispatched_at_least_cost_or_refuse
     refused = redispatch(f, book, 50.0, current, fix("pv18", "a", "18", 400.0), RULES, options=LOSSLESS)
     assert refused.mode == "refused" and refused.disaggregation is None
     assert any("line_thermal" in str(d) for d in refused.diagnosis)
+
+
+def ac_of(f, instructions: pl.DataFrame):
+    """AC power flow of the feeder's fixed loads less the instructed injections (unity power factor)."""
+    topo = f.topology
+    buses = dict(zip(bids()["resource_id"], bids()["bus"]))
+    p = topo.load_kw.astype(float).copy()
+    np.add.at(p, topo.bus_index_of([buses[r] for r in instructions["resource_id"]]), -instructions["kw"].to_numpy())
+    return ac_power_flow(f, p, topo.load_kvar.astype(float))
+
+
+def test_on_the_loss_aware_model_overrides_hold_on_the_ac_feeder_and_a_refusal_names_the_line():
+    f = feeder(250.0)
+    book, dis = awarded(f, options=LOSSAWARE)
+    current = positions(dis, f)
+    # Held: the EV off; the revised import is what the AC power flow of the new dispatch draws.
+    held = redispatch(f, book, 50.0, current, fix("ev30", "a", "30", 0.0), RULES, options=LOSSAWARE)
+    assert held.mode == "held"
+    assert held.import_kw == pytest.approx(ac_of(f, held.disaggregation.instructions).p0_kw, abs=0.05)
+    # Re-dispatched under an import cap: the market cleared from scratch on the capped feeder (same model),
+    # and delivered after losses.
+    imp = dis.clearing.interface["import_kw"][0]
+    out = redispatch(f, book, 50.0, current, current.clear(), RULES, import_max_kw=imp - 100.0, options=LOSSAWARE)
+    assert out.mode == "redispatched" and out.import_kw <= imp - 100.0 + 1e-6
+    capped = f.with_changes(import_max_kw=imp - 100.0)
+    ref = clear(capped, validate_bids(bids(), capped, RULES, [IV]), 50.0, rules=RULES, options=LOSSAWARE)
+    assert out.import_kw == pytest.approx(ref.interface["import_kw"][0], abs=0.05)
+    assert out.import_kw == pytest.approx(ac_of(f, out.disaggregation.instructions).p0_kw, abs=0.05)
+    # pv18 forced to 400 kW. Bus 18 is a leaf: line 17's bus-18 end carries its net injection whatever the
+    # others do, hypot(400 - 90, 40) = 312.6 kVA > 250 (the AC power flow with the others at their award
+    # agrees, and has more at the bus-17 end), while every voltage stays within its limits there. So the
+    # binding cause is line 17's rating, and the refusal names it alone.
+    forced = current.with_columns(kw=pl.when(pl.col("resource_id") == "pv18").then(400.0).otherwise(pl.col("kw")))
+    ac = ac_of(f, forced)
+    k = list(ac.line_ids).index("17")
+    recv = float(np.hypot(ac.line_p_recv_kw[k], ac.line_q_recv_kvar[k]))
+    assert recv == pytest.approx(np.hypot(310.0, 40.0), abs=1e-6) and np.hypot(ac.line_p_kw[k], ac.line_q_kvar[k]) > 250
+    topo = f.topology
+    assert np.all(ac.v_pu >= topo.vmin_pu) and np.all(ac.v_pu <= topo.vmax_pu)
+    refused = redispatch(f, book, 50.0, current, fix("pv18", "a", "18", 400.0), RULES, options=LOSSAWARE)
+    assert refused.mode == "refused"
+    (diag,) = refused.diagnosis
+    assert (diag["limit"], diag["element"], diag["unit"]) == ("line_thermal", "17", "kVA")
+    # The loss-aware polygon circumscribes the circle: a face bends by between R cos(pi / N) - S and R - S.
+    sides = LOSSAWARE.polygon_sides
+    assert recv * np.cos(np.pi / sides) - 250.0 - 1e-6 <= diag["violation"] <= recv - 250.0 + 1e-6
 
 
 def test_curtailment_pays_the_lost_margin_so_following_the_dso_costs_nothing():

@@ -7,17 +7,21 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 
+import numpy as np
+
 from dsomarket.clients.api import FailedPrecondition, NetworkChange
+from dsomarket.engine.feeders import ieee33
+from dsomarket.engine.powerflow import ac_power_flow
 from tests.harness import publish_and_award, running, simple_bids, small_market
 
 
-async def awarded_with_a_tight_line(env):
+async def awarded_with_a_tight_line(env, formulation: str):
     """ieee33 with line 17 (the only feed of bus 18, where both PVs are) rated 200 kVA from the start;
-    both aggregators sell PV there; awarded at the curves' import at 50 per MWh. The market is lossless: the
-    cases are solved by hand without losses (what one PV gives up the other adds, the import unchanged), and a
-    refusal on the loss-aware model named voltage limits at buses 2, 3 and 19 rather than line 17."""
+    both aggregators sell PV there; awarded at the curves' import at 50 per MWh. What one PV gives up the
+    other adds, so the line's flow and the import are unchanged on both models: solved by hand without
+    losses, and checked against an AC power flow of the dispatch on the loss-aware model."""
     op = env.clients["dso"]
-    market = await small_market(env, formulation="lossless")
+    market = await small_market(env, formulation=formulation)
     await op.submit_network_changes("ieee33", [NetworkChange("rating-17", "rating", "17", market.intervals[0],
                                                              "summer rating", s_max_kva=200.0)])
     await env.clients["agg-a"].submit_bids(market.market_id, simple_bids(market, "a"))
@@ -27,15 +31,30 @@ async def awarded_with_a_tight_line(env):
     return market
 
 
+def ac_flow(instructions, interval):
+    """AC power flow of ieee33's fixed loads less every resource's latest instruction of the interval
+    (unity power factor: pv at bus 18, load at bus 25, as tests.harness.small_market registers them)."""
+    f = ieee33()
+    topo = f.topology
+    p = topo.load_kw.astype(float).copy()
+    bus = {"pv": "18", "load": "25"}
+    latest = {(i.aggregator_id, i.resource_id): i for i in sorted(instructions, key=lambda i: i.sequence)
+              if i.interval_start == interval}
+    for i in latest.values():
+        p[topo.bus_index_of([bus[i.resource_id]])[0]] -= i.kw
+    return ac_power_flow(f, p, topo.load_kvar.astype(float))
+
+
 def pv(instructions, aggregator):
     return {i.interval_start: i.kw for i in instructions if i.aggregator_id == aggregator and i.resource_id == "pv"}
 
 
-def test_an_override_that_breaks_a_limit_is_redispatched_reported_and_settled(tmp_path):
+@pytest.mark.parametrize("formulation", ["lossless", "lossaware"])
+def test_an_override_that_breaks_a_limit_is_redispatched_reported_and_settled(tmp_path, formulation):
     async def body():
         async with running(tmp_path) as env:
             op, iso, a, b = (env.clients[n] for n in ("dso", "iso", "agg-a", "agg-b"))
-            market = await awarded_with_a_tight_line(env)
+            market = await awarded_with_a_tight_line(env, formulation)
             t0 = market.intervals[0]
             award_a = pv(await a.list_instructions(market_id=market.market_id), "agg-a")[t0]
             award_b = pv(await b.list_instructions(market_id=market.market_id), "agg-b")[t0]
@@ -62,10 +81,22 @@ def test_an_override_that_breaks_a_limit_is_redispatched_reported_and_settled(tm
             assert (s.source, s.mode, s.interval_start) == ("override", "redispatched", t0)
             # agg-b gives up what agg-a adds: the line stays at its rating and the import is unchanged.
             assert s.import_kw == pytest.approx(import_kw) == pytest.approx(s.awarded_import_kw, abs=1e-3)
-            # 300 kW out of bus 18 would overload line 17 whatever the others do: refused.
-            with pytest.raises(FailedPrecondition, match="line_thermal"):
+            if formulation == "lossaware":
+                # The revised schedule is what the AC power flow of the new dispatch imports, and line 17
+                # is full at its worse end (the polygon's face is tangent at the converged flow).
+                ac = ac_flow(await op.list_instructions(market_id=market.market_id), t0)
+                k = list(ac.line_ids).index("17")
+                ends = (np.hypot(ac.line_p_kw[k], ac.line_q_kvar[k]), np.hypot(ac.line_p_recv_kw[k],
+                                                                              ac.line_q_recv_kvar[k]))
+                assert s.import_kw == pytest.approx(ac.p0_kw, abs=0.05)
+                assert max(ends) == pytest.approx(200.0, abs=0.05)
+            # 300 kW out of bus 18 (load 90 kW, 40 kvar) would overload line 17 whatever the others do:
+            # bus 18 is a leaf, so the line's bus-18 end carries its net injection, hypot(210, 40) = 213.8
+            # kVA > 200 (more at the other end with losses). Voltages do not bind: refused naming line 17.
+            with pytest.raises(FailedPrecondition, match="line_thermal at 17") as refused:
                 await op.override_dispatch(market.market_id, aggregator_id="agg-a", resource_id="pv",
                                            interval_start=t0, kw=300.0, reason="too much")
+            assert "bus_v" not in str(refused.value)
             # The ISO sheds 50 kW of import in the second interval: the flexible load buys less.
             sched, changed = await iso.submit_emergency_instruction(
                 market.market_id, interval_start=market.intervals[1], shed_kw=50.0, reason="system emergency")

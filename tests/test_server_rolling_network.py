@@ -1,0 +1,123 @@
+"""A network change on an OPEN rolling market, over gRPC: what is awarded is re-dispatched, what is published
+and not awarded is cleared again and re-published as a revision, what is still open clears on the new network."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from dsomarket.clients.api import IntervalAward
+from dsomarket.clients.demo import delivery_day
+from dsomarket.server.scheduler import ManualClock, Scheduler
+from tests.harness import replay_checks, running, simple_bids, small_market
+from tests.test_server_network import outage
+
+US = 1_000_000
+
+
+async def rolling_market(env, market_id: str = "rt", intervals: int = 5, **options):
+    """A real-time market at 09:00 on the harness's fleet (gates at each interval's start), both aggregators'
+    bids in, and a scheduler on a manual clock at its first gate."""
+    a, b = env.clients["agg-a"], env.clients["agg-b"]
+    await small_market(env, "da-fleet", gate_closure_time=delivery_day() + timedelta(days=1))  # the fleet
+    start = delivery_day() + timedelta(hours=9)
+    rt = await env.clients["dso"].create_market(market_id, feeder_id="ieee33", kind="real_time",
+                                                delivery_start=start, interval_count=intervals,
+                                                gate_lead=timedelta(0), **options)
+    await a.submit_bids(market_id, simple_bids(rt, "a"))
+    await b.submit_bids(market_id, simple_bids(rt, "b", load_price="60"))
+    clock = ManualClock(int(start.timestamp() * US))
+    return rt, clock, Scheduler(env.server.app, clock, meter_window=0)
+
+
+def award_at(curve, price: float) -> IntervalAward:
+    """The ISO's award of a curve's import at ``price``."""
+    return IntervalAward(curve.interval_start, next(x.import_kw for x in curve.bands if x.price_high >= price),
+                         str(price))
+
+
+def test_a_line_outage_mid_hour_revises_the_rolling_market_from_the_next_interval_on_and_replays(tmp_path):
+    """Loss-aware (the default model). Intervals 0 and 1 are awarded and 2 is published when line 17 (the only feed
+    of bus 18, where the PV sits) goes out from interval 1 on: interval 1 is re-dispatched, interval 2 cleared
+    again and re-published as revision 1, intervals 3 and 4 clear at their gates on the new network."""
+    async def body():
+        async with running(tmp_path) as env:
+            op, iso, a = env.clients["dso"], env.clients["iso"], env.clients["agg-a"]
+            rt, clock, scheduler = await rolling_market(env)
+            for k in range(3):
+                await scheduler.tick()
+                if k < 2:
+                    (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
+                    assert (await iso.submit_interval_award("rt", [award_at(curve, 45)]))[0].status == "optimal"
+                    clock.advance(300)
+            first = {c.interval_start: c for c in await iso.list_curves(market_id="rt")}
+            assert sorted(first) == rt.intervals[:3] and {c.revision for c in first.values()} == {0}
+            before = {(p.bus, p.interval_start): p.dlmp for p in await op.list_prices("rt")}
+
+            stream = []
+
+            async def follow():
+                async for c in iso.curve_stream(market_id="rt"):
+                    stream.append(c)
+                    if len(stream) == 4:
+                        return
+
+            task = asyncio.create_task(follow())
+            version, revisions = await op.submit_network_changes("ieee33", [outage(rt, 1)])
+            await asyncio.wait_for(task, 30)
+            assert version == 1
+            # One report for the re-dispatched award (interval 1) and one for the re-cleared interval 2.
+            assert sorted((r.market_id, r.revision, r.republished) for r in revisions) == [
+                ("rt", 0, False), ("rt", 1, True)]
+            assert next(r for r in revisions if r.republished).status == "optimal"
+            # The ISO's stream sends interval 2 again, after everything sent before, flagged as a revision on the
+            # new network; intervals 0 and 1 keep their curves.
+            (revised,) = stream[3:]
+            assert (revised.interval_start, revised.revision, revised.network_version) == (rt.intervals[2], 1, 1)
+            assert revised.sequence > max(c.sequence for c in first.values())
+            assert revised.bands != first[rt.intervals[2]].bands
+            assert revised.fixed_net_load_kw != pytest.approx(first[rt.intervals[2]].fixed_net_load_kw)
+            latest = {c.interval_start: c for c in await iso.list_curves(market_id="rt")}
+            assert [latest[t].revision for t in rt.intervals[:3]] == [0, 0, 1]
+            # The awarded interval 1 is re-dispatched at its award: the PV behind the open line is instructed to 0.
+            (schedule,) = await iso.list_interface_schedules(market_id="rt")
+            assert (schedule.interval_start, schedule.source) == (rt.intervals[1], "network_change")
+            # Prices: interval 0 as it was; from interval 1 on bus 18 is cut off (interval 1's prices are its
+            # clearing's, interval 2's are revised: no price at bus 18 any more).
+            after = {(p.bus, p.interval_start): p.dlmp for p in await op.list_prices("rt")}
+            assert {k: v for k, v in after.items() if k[1] == rt.intervals[0]} == \
+                {k: v for k, v in before.items() if k[1] == rt.intervals[0]}
+            assert ("18", rt.intervals[2]) in before and ("18", rt.intervals[2]) not in after
+            assert any(after[k] != before[k] for k in after if k[1] == rt.intervals[2])
+
+            # The ISO awards the revised interval 2; 3 and 4 clear at their gates on the new network.
+            assert (await iso.submit_interval_award("rt", [award_at(revised, 45)]))[0].status == "optimal"
+            for k in (3, 4):
+                clock.advance(300)
+                await scheduler.tick()
+                (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
+                assert (curve.revision, curve.network_version) == (0, 1)
+                result, _ = await iso.submit_interval_award("rt", [award_at(curve, 45)])
+                assert result.status == "optimal"
+            # No price at bus 18 from interval 2 on (interval 1 keeps its award's prices, which its deviations
+            # settle at).
+            assert not [p for p in await op.list_prices("rt", bus="18") if p.interval_start >= rt.intervals[2]]
+            # Never dispatched across the open line: every instruction at bus 18 from interval 1 on is zero.
+            pv = {}
+            for name in ("agg-a", "agg-b"):
+                for i in await env.clients[name].list_instructions(market_id="rt"):
+                    if i.resource_id == "pv":
+                        pv[(name, i.interval_start)] = i.kw  # the latest instruction wins
+            assert all(kw == 0.0 for (_, t), kw in pv.items() if t >= rt.intervals[1])
+            assert any(kw > 0.0 for (_, t), kw in pv.items() if t == rt.intervals[0])
+            clock.advance(600)
+            assert [(s.market_id, s.action) for s in await scheduler.tick()] == [("rt", "settle")]
+            assert (await a.list_statements(market_id="rt"))
+            path = env.db_path
+        checks = replay_checks(path, "rt")
+        assert [c.stage for c in checks].count("clear") == 6  # five gates and the revision of interval 2
+        assert all(c.identical for c in checks), [c for c in checks if not c.identical]
+
+    asyncio.run(body())
