@@ -133,9 +133,17 @@ def test_prices_change_from_the_outage_on_and_the_clearing_replays_identically()
     assert again.welfare == res.welfare
 
 
-def test_coupled_curves_are_deliverable_and_an_award_on_them_disaggregates_on_each_intervals_network():
+@pytest.fixture(scope="module")
+def coupled_curve():
+    """The loss-aware (default) curves of the outage horizon at a forecast of 50, traced once for the tests
+    that read them (every point of each is a converged clearing of the horizon)."""
     f, bids, book, runs = coupled_market()
-    curve = trace_runs(runs, book, RULES, BAT, forecast=50.0)
+    return trace_runs(runs, book, RULES, BAT, forecast=50.0)
+
+
+def test_coupled_curves_are_deliverable_and_an_award_on_them_disaggregates_on_each_intervals_network(coupled_curve):
+    f, bids, book, runs = coupled_market()
+    curve = coupled_curve
     assert curve.conditional
     for t in range(4):
         q = at(curve.bands, t)["import_kw"].to_numpy()
@@ -172,7 +180,7 @@ def _pandapower_import(feeder, withdrawal_kw: dict, withdrawal_kvar: dict) -> fl
     return float(net.res_ext_grid["p_mw"].sum()) * 1000.0
 
 
-def test_the_loss_aware_coupled_clearing_imports_what_pandapower_draws_for_its_dispatch():
+def test_the_loss_aware_coupled_clearing_imports_what_pandapower_draws_for_its_dispatch(coupled_curve):
     f, bids, book, runs = coupled_market()
     res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT, options=ClearingOptions(formulation="lossaware"))
     assert res.ok and res.convergence["converged"]
@@ -188,9 +196,9 @@ def test_the_loss_aware_coupled_clearing_imports_what_pandapower_draws_for_its_d
         assert got == pytest.approx(_pandapower_import(feeder, w, wq), abs=0.05)
         assert math.isfinite(got)
     assert res.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
-    # Its curves are checked band by band against AC power flows on each interval's own feeder, and at the
-    # forecast they import what the clearing imports, within the curve's stated accuracy.
-    curve = trace_runs(runs, book, RULES, BAT, ClearingOptions(formulation="lossaware"), forecast=50.0)
+    # Its curves are made of converged clearings of the horizon: at the forecast they import what the
+    # clearing imports, within the curve's stated accuracy.
+    curve = coupled_curve
     assert curve.ac_check is not None and curve.ac_check["max_error_pct"] <= CURVE_TOL * 100
     for t in range(4):
         got = at(res.interface, t)["import_kw"].item()
@@ -207,11 +215,12 @@ def _soc(dispatch: pl.DataFrame) -> list[float]:
 
 
 @pytest.mark.parametrize("changed", [False, True])
-def test_a_storage_market_awarded_interval_by_interval_meets_each_award_within_the_energy_limits(changed):
+def test_a_storage_market_awarded_interval_by_interval_meets_each_award_within_the_energy_limits(changed,
+                                                                                              coupled_curve):
     f, bids, book, runs = coupled_market()
     if not changed:
         runs = runs_for(f, None, book)
-    curve = trace_runs(runs, book, RULES, BAT, forecast=50.0)
+    curve = coupled_curve if changed else trace_runs(runs, book, RULES, BAT, forecast=50.0)
     # The ISO moves each interval off the forecast: interval 0 takes 40 kW more than at the forecast,
     # so the battery is charged harder and has more to give later.
     imports = [curve.import_at(t, 50.0) + (40.0 if t == 0 else 0.0) for t in range(4)]
