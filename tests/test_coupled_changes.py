@@ -317,7 +317,7 @@ def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable
     assert dis.clearing.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
 
 
-def test_the_cli_clears_traces_and_disaggregates_a_storage_horizon_with_an_outage(run, tmp_path):
+def test_the_cli_clears_traces_and_disaggregates_a_storage_horizon_with_an_outage(run, tmp_path, coupled_curve):
     fdir = tied_feeder_dir(tmp_path)
     storage_bids().write_csv(tmp_path / "bids.csv")
     pl.DataFrame({"resource_id": ["bat"], "kind": ["battery"], "energy_kwh": [200.0], "charge_kw": [100.0],
@@ -335,7 +335,7 @@ def test_the_cli_clears_traces_and_disaggregates_a_storage_horizon_with_an_outag
                                .to_numpy(), atol=1e-3)
     code, _, err = run("curve", *common, "--forecast-price", 50, "--out", tmp_path / "k")
     assert code == 0, err
-    curve = trace_runs(runs, book, RULES, BAT, lossaware, forecast=50.0)
+    curve = coupled_curve   # the library's loss-aware curve of the same horizon at the same forecast
     pl.DataFrame({"interval": IVS, "import_kw": [curve.import_at(t, 50.0) for t in range(4)]}).write_csv(
         tmp_path / "award.csv")
     code, _, err = run("disaggregate", *common, "--award", tmp_path / "award.csv", "--out", tmp_path / "d")
