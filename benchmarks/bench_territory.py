@@ -22,6 +22,14 @@ It prints the seconds, the speed-up of each worker count against one worker, the
 serial projection to ``--project`` interfaces, and each worker's peak memory per interface it holds
 (the growth of its peak RSS from before loading to after the cycles, divided by its interfaces).
 Results are checked identical across worker counts (and Ray).
+
+``--service`` measures the same through the gRPC TerritoryService instead (a server in this process over a
+temporary SQLite file, ``--workers`` worker processes, default 1): the interfaces are loaded as feeders,
+an aggregator places the same standing bids (one resource per bid) in three 5-minute real-time sessions in a
+row, and each session's ``ClearTerritory`` (clearing at the forecast, exact curve and ISO offer per interface,
+recorded) is timed at forecasts 50, 55 and 60 per MWh: the first is cold, the two after it re-clear on the
+markets the workers kept. The same three sessions on a server that keeps nothing (``--warm-interfaces 0``)
+are the cold reference; the recorded clearing digests must be identical.
 """
 
 from __future__ import annotations
@@ -83,6 +91,89 @@ def measure(make, jobs: list[Job], formulation: str) -> dict:
     return out
 
 
+async def _service_sessions(path: str, a, keep: int) -> tuple[list[float], list[float], dict]:
+    """The three real-time sessions on one server: per session the call's wall time and the fan-out's, and
+    each market's recorded clearing digest."""
+    import json
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from dsomarket.clients.api import BidSegment, Client, Resource, TerritoryInterface
+    from dsomarket.clients.demo import delivery_day
+    from dsomarket.server import audit, db
+    from dsomarket.server.app import create_server
+    from dsomarket.server.auth import create_tokens
+
+    tokens = create_tokens(path, {"dso": "operator", "agg": "aggregator"})
+    server, port = await create_server("127.0.0.1:0", path, workers=a.workers[0], warm_interfaces=keep)
+    await server.start()
+    walls, fans = [], []
+    try:
+        async with Client(f"127.0.0.1:{port}", tokens["dso"], timeout=7200.0) as op, \
+                Client(f"127.0.0.1:{port}", tokens["agg"], timeout=600.0) as agg:
+            members = [synthetic_member(k, a.feeders, a.buses, a.bids, a.seed) for k in range(a.feeders)]
+            for k, (f, _) in enumerate(members):   # the server builds the same feeder from its seed
+                await op.create_feeder(f.name, builtin=f"synth:{a.buses}:{_feeder_seed(k, a.seed)}")
+            await op.create_territory("bench", [TerritoryInterface("", (f.name,)) for f, _ in members])
+            await agg.register_resources([Resource(bid, f.name, bus, "pv" if side == "sell" else "flexible_load", 1000.0)
+                                          for f, b in members
+                                          for bid, bus, side in b.select("bid_id", "bus", "side").iter_rows()])
+            start = delivery_day()
+            for n, forecast in enumerate((50, 55, 60)):
+                sid = f"rt{n}"
+                session = await op.open_territory_session(sid, territory_id="bench", kind="real_time",
+                                                          delivery_start=start + timedelta(minutes=5 * n),
+                                                          interval_count=1, formulation=a.formulation)
+                for si, (f, b) in zip(session.interfaces, members, strict=True):
+                    iv = si.market.intervals[0]
+                    await agg.submit_bids(si.market.market_id, [
+                        BidSegment(bid, bid, side, kw, Decimal(str(price)), iv)
+                        for bid, side, kw, price in b.select("bid_id", "side", "quantity_kw", "price").iter_rows()])
+                await op.close_territory_gate(sid)
+                t0 = time.perf_counter()
+                cleared = await op.clear_territory(sid, iso_price_forecast=[forecast])
+                walls.append(time.perf_counter() - t0)
+                fans.append(cleared.solve_seconds)
+                print(f"  {'kept' if keep else 'cold'} server, session {sid} at {forecast}: {walls[-1]:.2f} s "
+                      f"({cleared.optimal}/{a.feeders} optimal, {len(cleared.warm)} warm)", flush=True)
+    finally:
+        await server.stop(0.5)
+    conn = db.connect(path)
+    try:
+        digests = {p["market_id"]: p["digest"] for r in audit.records(conn, "market.clear")
+                   for p in [json.loads(r["payload"])]}
+    finally:
+        conn.close()
+    return walls, fans, digests
+
+
+def _feeder_seed(k: int, seed: int) -> int:
+    """The seed ``synthetic_member`` gives feeder k (so the server's ``synth:B:SEED`` builds the same feeder)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, k]).generate_state(2)[0])
+
+
+def service(a) -> int:
+    """``--service``: real-time re-clears through TerritoryService, kept vs cold, in one run."""
+    import asyncio
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kept = asyncio.run(_service_sessions(os.path.join(tmp, "kept.sqlite"), a, 64))
+        cold = asyncio.run(_service_sessions(os.path.join(tmp, "cold.sqlite"), a, 0))
+    print(f"\n{'server':<22}{'rt0 (cold) s':>14}{'rt1 s':>9}{'rt2 s':>9}{'rt1/cold':>10}{'rt2/cold':>10}"
+          f"{'fan-out rt1/cold':>18}")
+    for name, (walls, fans, _) in (("keeps markets", kept), ("keeps nothing", cold)):
+        print(f"{name:<22}{walls[0]:>14.2f}{walls[1]:>9.2f}{walls[2]:>9.2f}{walls[1] / cold[0][1]:>10.0%}"
+              f"{walls[2] / cold[0][2]:>10.0%}{fans[1] / cold[1][1]:>18.0%}")
+    same = kept[2] == cold[2]
+    print(f"\nwarm re-clear / cold re-clear of the same session (call wall time): "
+          f"{(kept[0][1] + kept[0][2]) / (cold[0][1] + cold[0][2]):.0%}; recorded clearings identical: "
+          f"{'yes' if same else 'NO'}")
+    return 0 if same else 1
+
+
 def _per_shard(n: int, shards: int) -> list[int]:
     return [n // shards + (k < n % shards) for k in range(shards)]
 
@@ -98,7 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project", type=int, default=1000, help="interfaces to project the figures to")
     p.add_argument("--formulation", default="lossaware", choices=["lossaware", "lossless"],
                    help="clearing model (the engine's default is lossaware; the recorded figures are lossless)")
+    p.add_argument("--service", action="store_true",
+                   help="real-time re-clears through the gRPC TerritoryService, kept vs cold (one worker count)")
     a = p.parse_args(argv)
+    if a.service:
+        if a.workers == [1, 2]:
+            a.workers = [1]
+        print(f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python "
+              f"{platform.python_version()}; service, {a.workers[0]} worker(s); {a.feeders} interfaces of "
+              f"{a.buses} buses and {a.bids} standing bids (seed {a.seed}), {a.formulation}")
+        return service(a)
     print(f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"{a.feeders} interfaces of {a.buses} buses and {a.bids} bids (seed {a.seed}), {a.formulation}")
     jobs = [Job(f"feeder-{k:04d}", synth_one, (k, a.feeders, a.buses, a.bids, a.seed)) for k in range(a.feeders)]

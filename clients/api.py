@@ -657,12 +657,14 @@ class TerritorySession:
 @dataclass(frozen=True)
 class TerritoryClearing:
     """A session's clearing: the session after it, each interface's clearing (by interface id), how many
-    cleared optimal and the wall time of the fan-out."""
+    cleared optimal, the wall time of the fan-out, and the interfaces whose worker re-used the market it kept
+    from an earlier clearing of the same inputs (warm; their clearings are what a cold one gives)."""
 
     session: TerritorySession
     interfaces: dict
     optimal: int
     solve_seconds: float
+    warm: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -1136,7 +1138,7 @@ class Client:
         r = await self._call(self._territory.ClearTerritory, req, retry=False)
         return TerritoryClearing(TerritorySession.of(r.session),
                                  {i.interface_id: _clearing_report(i.clearing) for i in r.interfaces}, r.optimal,
-                                 r.solve_seconds)
+                                 r.solve_seconds, frozenset(i.interface_id for i in r.interfaces if i.warm))
 
     async def publish_territory(self, session_id: str) -> TerritorySession:
         req = territory_pb2.PublishTerritoryRequest(session_id=session_id)

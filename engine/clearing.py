@@ -99,6 +99,14 @@ class NodalMarket:
         self.solver.set_col_bounds("import_p", *import_bounds(np.full(T, self.feeder.export_max_kw),
                                                               np.full(T, self.feeder.import_max_kw), import_kw))
 
+    def relabel(self, book: BidBook) -> None:
+        """Label results with ``book`` from now on: this market's bids at other interval starts (standing bids
+        in a later cycle). ``book`` must equal :attr:`book` (canonical order) but for its interval starts, and
+        the feeder must have no load profile: then the model, which knows intervals by index only, is the
+        one ``book`` would build."""
+        self.book = book
+        self.columns = merge_columns(book, {r.resource_id for r in self.resources})
+
     def block(self, values: np.ndarray, name: str, rows: bool = False) -> np.ndarray:
         """The slice of a full primal/dual vector of the current model that belongs to a named block."""
         return values[(self.model.con(name) if rows else self.model.var(name)).slice]
@@ -112,14 +120,15 @@ class NodalMarket:
         self.solver.set_col_bounds("bid", *held_bounds(self.columns, bid_mw))
 
     def restart(self) -> None:
-        """Back to the state a new loss-aware market starts from: its first model, no dispatch's
-        point yet, no basis. The next :meth:`converge` then follows the path a fresh clearing at the
-        same prices and bounds follows, hence ends where it does."""
-        if not self.lossaware:
-            return
-        self.model, self.point = self._flat
-        self._point_bids = None
-        self.solver.set_matrix(self.model)
+        """Back to the state a new market starts from: no basis and, loss-aware, its first model and
+        no dispatch's point yet. The next :meth:`converge` then follows the path a fresh clearing at
+        the same prices and bounds follows, hence ends where it does (a warm basis could end at
+        another optimal vertex of a degenerate LP, or the loss-aware iteration at another point
+        within its tolerance)."""
+        if self.lossaware:
+            self.model, self.point = self._flat
+            self._point_bids = None
+            self.solver.set_matrix(self.model)
         self.solver.h.clearSolver()
 
     def solve_raw(self) -> Solution:
@@ -151,7 +160,21 @@ class NodalMarket:
         are restored afterwards. Iterations, the residual and whether it converged
         are in :attr:`convergence`. Where several bids and limits interact so
         that this still circles after ``losses.BRACKET_ITERATIONS`` solves, a
-        trust region on every bid, halved at each solve, ends the cycle.
+        trust region on every bid takes over: a step is kept when its dispatch
+        (:func:`engine.losses.merit`: the objective with the AC import) gains at
+        least ``TRUST_ACCEPT`` of what the linearisation promised without
+        leaving the limits by more than ``VIOLATION_TOL`` or the centre's own
+        excess, else the region shrinks fourfold around the same point; a full
+        step that gained widens it again.
+
+        Converged means a fixed point that is optimal for its own
+        linearisation: the AC power flow of the dispatch matches the LP
+        (``RESIDUAL_TOL_*``), no bid moved more than ``STEP_TOL_KW``, and no bid
+        is pressed against a pin or the trust region with a reduced cost above
+        ``MARGINAL_TOL`` (:func:`engine.losses.held_open`). The linearisation
+        has the AC equations' values and gradients at its own point, so this is
+        the KKT condition of the AC problem; a region shrunk to nothing around a
+        point that is not stationary is not reported as converged.
         """
         sol = self.solver.solve()
         if not self.lossaware or not sol.ok:
@@ -164,7 +187,8 @@ class NodalMarket:
         bracket = losses.MarginalBracket(book.n)
         pinned = np.zeros(book.n, dtype=bool)
         radius = np.inf
-        seconds, solves, trust = sol.solve_seconds, 1, False
+        centre_merit = centre_viol = np.nan   # the trust region's centre: its AC objective and violation
+        seconds, solves, trust, kept = sol.solve_seconds, 1, False, False
         for iteration in range(1, losses.MAX_ITERATIONS + 1):
             x = s.block(sol.x, "bid")
             shed = s.block(sol.x, "shed").reshape(T, -1) * S_BASE_KVA if self.model.has_var("shed") else None
@@ -175,16 +199,53 @@ class NodalMarket:
             step = x - (np.zeros_like(x) if lossless else self._point_bids)
             moved = np.inf if lossless else float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
             reduced = s.block(sol.col_dual, "bid")   # at the point this solve was linearised at
-            # A pinned bid is settled once its reduced cost vanishes or its bracket closes,
-            # not merely when it stays put.
-            open_ = pinned & (np.abs(reduced) > losses.MARGINAL_TOL)
+            # Stationarity (KKT of the AC problem, whose gradients the linearisation has): the LP's reduced
+            # costs are dual feasible for the bounds it was solved with; a bid is held against its wish only
+            # where the bound it presses on is a pin or the trust region's, not its own quantity or zero.
+            open_ = losses.held_open(x, reduced, s.col_lower[bid], s.col_upper[bid], base_lo, base_hi)
+            if np.isfinite(radius):
+                merit, viol = losses.merit(sol, s, point, self.feeder)
+                pred = centre_merit - sol.objective
+                ratio = (centre_merit - merit) / pred if pred > 0 else 1.0   # AC gain / promised gain
+                gained = ratio >= losses.TRUST_ACCEPT
+                feasible = viol <= max(centre_viol, losses.VIOLATION_TOL)
+                if not (gained and feasible) and radius > losses.TRUST_MIN_MW and not kept:
+                    # The AC problem did not gain what its linearisation promised: a smaller region around
+                    # the same centre (the model stays linearised there, so the re-solve is warm).
+                    centre, candidate = self._point_bids, sol
+                    for scale in (0.25, 4.0):
+                        # A centre outside a limit may need the wider region to get back inside: then
+                        # the step is kept as it was.
+                        radius *= scale
+                        s.set_col_bounds("bid", np.maximum(base_lo, centre - radius),
+                                         np.minimum(base_hi, centre + radius))
+                        sol = s.solve()
+                        solves += 1
+                        seconds += sol.solve_seconds
+                        kept = scale > 1.0
+                        if sol.ok:
+                            break
+                    if not sol.ok:
+                        # HiGHS failed on a region it had solved: stop at the step it gave then.
+                        sol = candidate
+                        break
+                    continue
+                kept = False
+                centre_merit, centre_viol = merit, viol
             done = res.ok and moved <= losses.STEP_TOL_KW and not open_.any()
             if done or iteration == losses.MAX_ITERATIONS or not point.converged:
                 break
             if iteration >= losses.BRACKET_ITERATIONS:
-                # Still circling: a trust region on every bid around the point, halved each time,
-                # closes the cycle whatever its cause (several bids and limits interacting).
-                radius = min(radius, float(np.max(np.abs(step)))) / 2.0
+                # Still circling (several bids and limits interacting): a trust region on every bid around
+                # the dispatch, accepted by the AC merit it gains and shrunk when it gains too little, ends
+                # the cycle at a stationary point, not merely where the region has shrunk.
+                if not np.isfinite(radius):
+                    radius = radius_max = max(float(np.max(np.abs(step), initial=0.0)), losses.TRUST_START_MW) / 2.0
+                    centre_merit, centre_viol = losses.merit(sol, s, point, self.feeder)
+                elif ratio < 0.25:
+                    radius /= 2.0   # kept, but the linearisation promised four times what it gained
+                elif ratio >= 0.75 and float(np.max(np.abs(step), initial=0.0)) >= radius * (1 - 1e-9):
+                    radius = min(2.0 * radius, radius_max)   # a full step that gained as promised: widen again
                 pin = np.full(book.n, np.nan)
                 pinned = np.zeros(book.n, dtype=bool)
             elif lossless:

@@ -270,6 +270,31 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
                           interval_minutes=rules.interval_minutes)
 
 
+def holding_day_ahead(feeder: Feeder, book: BidBook, day_ahead: pl.DataFrame | None,
+                      day_ahead_minutes: float = 60.0) -> Feeder:
+    """The feeder whose fixed load includes the day-ahead positions a real-time market holds.
+
+    The positions are those :func:`disaggregate` holds for the same ``book`` and ``day_ahead``
+    (every position not bid again, per real-time interval, at its kW and tan phi: a buy adds
+    load, a sell removes it). A real-time market's clearing and interface curve are built on
+    this feeder, so that the curve the ISO awards from describes the feeder its award is
+    disaggregated on. Without it the curve leaves the held positions out, the award lands
+    off the feeder's real curve by their net kW, and the ISO's deviation is settled at its
+    price while the re-clear prices it at the marginal local bid (a negative merchandising
+    surplus). ``None`` or no position held: the feeder itself.
+    """
+    if day_ahead is None:
+        return feeder
+    held = _held_rows(feeder, book, day_ahead, day_ahead_minutes)
+    if not held.height:
+        return feeder
+    # Imported here: ``dsomarket clear`` imports this module and must not load the flexibility auction.
+    from dsomarket.engine.flexibility import apply_activations
+    return apply_activations(feeder, held.select(
+        "bus", "interval", pl.when(pl.col("side") == "buy").then(pl.lit("down")).otherwise(pl.lit("up"))
+        .alias("direction"), pl.col("cleared_kw").alias("accepted_kw"), "tan_phi"))
+
+
 def with_held(result: ClearingResult, held: pl.DataFrame) -> ClearingResult:
     """A re-clear's result whose dispatch also lists the held day-ahead positions (``held = true``)."""
     dispatch = pl.concat([result.dispatch.with_columns(held=pl.lit(False)).select(list(DISPATCH_SCHEMA)),

@@ -77,9 +77,18 @@ TOLERANCE_TEXT = (f"import and line flows within {RESIDUAL_TOL_KW:g} kW and volt
                   f"{RESIDUAL_TOL_V_PU:.6f} pu of the AC power flow of the dispatch; no bid moved more than "
                   f"{STEP_TOL_KW:g} kW; pinned bids' reduced costs within {MARGINAL_TOL:g} per MWh")
 """The convergence tolerances as reported with every loss-aware result."""
-MAX_ITERATIONS = 50
+MAX_ITERATIONS = 80
 BRACKET_ITERATIONS = 20
-"""Solves after which per-bid brackets give way to a trust region on every bid, halved per solve."""
+"""Solves after which per-bid brackets give way to a trust region on every bid (:func:`merit`)."""
+TRUST_START_MW = 0.01
+"""Smallest first radius (MW) of that trust region: half the last step, but at least half of this."""
+TRUST_MIN_MW = STEP_TOL_KW / 10.0 / S_BASE_KVA
+"""Radius (MW) below which a step is taken whatever it gains: a tenth of the step tolerance, and
+still fifty times HiGHS's primal feasibility tolerance (1e-7), so a region this narrow solves cleanly."""
+TRUST_ACCEPT = 0.1
+"""Share of the gain its linearisation promised that a trust-region step must gain in AC terms."""
+VIOLATION_TOL = 1e-6
+"""AC limit violation (pu^2 of squared voltage plus MVA, :func:`violation`) a trust-region step may have."""
 
 
 @dataclass(frozen=True)
@@ -361,6 +370,51 @@ def residual(point: OperatingPoint, line_p: np.ndarray, v: np.ndarray, p0: np.nd
     return Residual(import_kw=float(np.max(np.abs(p0 - point.p0), initial=0.0)) * S_BASE_KVA,
                     flow_kw=float(np.max(np.abs(line_p - point.p), initial=0.0)) * S_BASE_KVA,
                     v_pu=float(np.max(dv, initial=0.0)))
+
+
+def held_open(x: np.ndarray, reduced: np.ndarray, lower: np.ndarray, upper: np.ndarray, base_lower: np.ndarray,
+              base_upper: np.ndarray) -> np.ndarray:
+    """Bids (MW; reduced costs per MWh) pressed against a bound that is not their own.
+
+    The LP's reduced costs are dual feasible for the bounds it was solved with (``lower``,
+    ``upper``: pins or a trust region); against the bids' own bounds (``base_lower``,
+    ``base_upper``: zero and their quantity) they are not where a bid that would move
+    (``|reduced| > MARGINAL_TOL``) sits on an added bound. None such: the dispatch is
+    stationary for its linearisation (the KKT conditions of the AC problem, whose values
+    and gradients the linearisation has at its own point).
+    """
+    eps = 1e-9
+    up = (reduced < -MARGINAL_TOL) & (x >= upper - eps) & (upper < base_upper - eps)
+    down = (reduced > MARGINAL_TOL) & (x <= lower + eps) & (lower > base_lower + eps)
+    return up | down
+
+
+def merit(sol: Solution, solver, point: OperatingPoint, feeder: Feeder) -> tuple[float, float]:
+    """The trust region's measure of a solve's dispatch: its objective with the AC import of the
+    dispatch (``point``) in place of the LP's, and its AC limit :func:`violation`.
+
+    Kept apart rather than summed with a penalty weight: a step along limits that bind is
+    outside them by its square (the Maratos effect), which an exact penalty weighs against
+    the first-order gain and rejects; here a step counts as feasible while its violation stays
+    within ``VIOLATION_TOL`` or below the centre's."""
+    imp = solver.model.var("import_p").slice
+    return float(sol.objective) + float(np.dot(solver.cost[imp], point.p0 - sol.x[imp])), violation(feeder, point)
+
+
+def violation(feeder: Feeder, point: OperatingPoint) -> float:
+    """How far the AC state ``point`` is outside the feeder's limits, summed: squared-voltage excess
+    below ``vmin^2`` or above ``vmax^2`` (pu^2, root excluded) plus apparent-power excess over the rating
+    at either end of each line (MVA). The constraint part of the trust region's merit function."""
+    topo = feeder.topology
+    v = point.v[:, 1:]
+    out = float(np.sum(np.maximum(topo.vmin_pu[1:] ** 2 - v, 0.0) + np.maximum(v - topo.vmax_pu[1:] ** 2, 0.0)))
+    rated = np.isfinite(topo.s_max_kva)
+    if rated.any():
+        s_max = topo.s_max_kva[rated] / S_BASE_KVA
+        p_r, q_r = point.receiving(feeder)
+        for pp, qq in ((point.p, point.q), (p_r, q_r)):
+            out += float(np.sum(np.maximum(np.hypot(pp[:, rated], qq[:, rated]) - s_max, 0.0)))
+    return out
 
 
 def convergence_summary(done: bool, solves: int, res: Residual, moved_kw: float, pinned: int, radius: float) -> dict:

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from dsomarket.engine import losses
 from dsomarket.engine.losses import CurveCheck
-from dsomarket.engine.bids import (BidBook, Commitment, MarketRules, Resource, couples_intervals,
+from dsomarket.engine.bids import (BidBook, Commitment, MarketRules, Resource, canonical, couples_intervals,
                                   validate_bids)
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
                                        diagnose, held_bounds, import_bounds, iso_prices)
@@ -512,6 +512,85 @@ def trace_runs(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
         exact=all(c.exact for c in curves), max_error_kw=max(c.max_error_kw for c in curves),
         price_tol=max(c.price_tol for c in curves), relaxation_gap=max(gaps) if gaps else None,
         bound_flips=sum(c.bound_flips for c in curves))
+
+
+class KeptMarket:
+    """A market's clearing and interface curve kept between clearings of the same inputs.
+
+    A long-running server clears the same interface again at another ISO price (a real-time session
+    of the same feeders and bids after the day-ahead one, with a new forecast). Kept in the worker
+    that holds the interface, this object spares what does not depend on that price, while every
+    result stays exactly what a fresh :func:`clear_runs` and :func:`trace_runs` return:
+
+    - the clearing: one network run and no SOCP keeps its :class:`~engine.clearing.NodalMarket`
+      built; a re-clear changes the ISO price in place and solves from no basis
+      (:meth:`NodalMarket.restart`), so it follows a fresh clearing's path and ends where it does.
+      Several runs are cleared afresh each time;
+    - the curve: the curve of intervals that nothing couples does not depend on the forecast (each
+      interval is traced from the price floor up on its own model), so it is traced once and kept;
+      a coupled horizon's curve is conditional on the forecast and is kept for that forecast only;
+    - :meth:`relabel` moves both to the same bids at other interval starts (standing bids in the next
+      real-time cycle), where nothing else knows the intervals by their start.
+
+    Parameters
+    ----------
+    runs, book, rules, resources, options
+        As :func:`clear_runs` and :func:`trace_runs` take them; never modified.
+    """
+
+    def __init__(self, runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
+                 resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions()):
+        self.runs, self.book, self.rules, self.resources, self.options = runs, book, rules, resources, options
+        self._market: NodalMarket | None = None
+        self._curve: InterfaceCurve | None = None
+        self._curve_forecast: np.ndarray | None = None
+        self._coupled = couples_intervals(book, resources)
+        self.reused = False   # the last clear() or curve() used what an earlier call kept
+
+    def clear(self, iso_price) -> ClearingResult:
+        """:func:`clear_runs` at ``iso_price`` (per MWh, scalar or one per interval)."""
+        price = np.broadcast_to(np.asarray(iso_price, dtype=float), (self.book.n_interval,))
+        if len(self.runs) != 1 or self.options.formulation == "socp":
+            self.reused = False
+            return clear_runs(self.runs, self.book, price, rules=self.rules, resources=self.resources,
+                              options=self.options)
+        self.reused = self._market is not None
+        if self._market is None:
+            run = self.runs[0]
+            # What clear() builds for the one run's feeder and bids (clear_runs of one run is that clear).
+            book = canonical(run_book(self.book, run, self.rules), run.feeder, self.rules)
+            self._market = NodalMarket(run.feeder, book, price, self.rules, self.resources, self.options)
+        else:
+            self._market.restart()
+            self._market.set_iso_price(price)
+        return self._market.solve()
+
+    def relabel(self, runs: tuple[NetworkRun, ...], book: BidBook) -> None:
+        """The same market at other interval starts: ``book`` equals :attr:`book` but for its intervals, and
+        neither the feeder (no load profile), the resources (none) nor network changes name an interval."""
+        old, new = self.book.intervals, book.intervals
+        profile = runs[0].feeder.load_profile if len(runs) == 1 else None
+        if len(old) != len(new) or len(runs) != 1 or self.resources or (profile is not None and profile.height):
+            raise ValueError("only a market without resources, load profile or network changes can be relabelled")
+        self.runs, self.book = runs, book
+        if self._market is not None:
+            self._market.relabel(canonical(run_book(book, runs[0], self.rules), runs[0].feeder, self.rules))
+        if self._curve is not None and old != new:
+            def moved(df: pl.DataFrame) -> pl.DataFrame:
+                return df.with_columns(pl.col("interval").replace_strict(pl.Series(old), pl.Series(new),
+                                                                         return_dtype=df.schema["interval"]))
+
+            self._curve = dataclasses.replace(self._curve, bands=moved(self._curve.bands),
+                                              fixed_net_load_kw=moved(self._curve.fixed_net_load_kw))
+
+    def curve(self, forecast) -> InterfaceCurve:
+        """:func:`trace_runs` with ``forecast`` (per MWh, scalar or one per interval)."""
+        fc = np.broadcast_to(np.asarray(forecast, dtype=float), (self.book.n_interval,)).copy()
+        self.reused = self._curve is not None and (not self._coupled or np.array_equal(fc, self._curve_forecast))
+        if not self.reused:
+            self._curve = trace_runs(self.runs, self.book, self.rules, self.resources, self.options, forecast=fc)
+            self._curve_forecast = fc
+        return dataclasses.replace(self._curve, forecast=fc)
 
 
 def disaggregate_runs(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, rules: MarketRules,

@@ -22,7 +22,23 @@ or a quantity alone); settling reactive power at ``dlmp_q`` is what makes that
 identity exact when voltage limits bind. In real time the surplus on deviations
 is the real-time rent less the day-ahead schedule valued at real-time prices,
 again non-negative because the day-ahead schedule is feasible on the same
-feeder (revenue adequacy).
+feeder (revenue adequacy). Both need the award on the curve of the feeder it
+is disaggregated on: a real-time market's curve is therefore traced with the
+day-ahead positions it holds (:func:`engine.disaggregation.holding_day_ahead`).
+An award off the curve (the ISO imposing a quantity and a price the curve does
+not pair) is settled as given, and the DSO bears the difference.
+
+On the loss-aware market the surplus also holds the loss residual
+``pi (sum_j LF_j w_j - L)``: every withdrawal ``w_j`` pays the loss component
+``pi LF_j`` of its DLMP, and the DSO pays the ISO for the losses ``L`` inside
+the import (:func:`losses_settled`). Losses are convex in the withdrawals, so
+marginal losses exceed average ones (about twice) and the residual has the sign
+of the ISO price: the DSO keeps it at ``pi >= 0`` and pays it at ``pi < 0``
+(a negative surplus of about ``|pi| L`` that is the right price of its losses;
+tests/test_settlement.py solves one by hand). In real time the linearisation's
+losses are the tangent of the convex AC losses at the real-time point, so they
+never overstate the day-ahead schedule's losses netted against them, and the
+deviations stay revenue adequate at non-negative ISO prices.
 
 Money is counted in integer cents. Every line is rounded to the cent in the
 DSO's favour (payments down, charges up), so the statements balance to the

@@ -28,6 +28,7 @@ from dsomarket.server.scheduler import METER_WINDOW_SECONDS, Scheduler
 from dsomarket.server.auth import TOKEN_RECHECK_SECONDS
 from dsomarket.server.interceptors import Gate
 from dsomarket.server.requestlog import RequestLogInterceptor
+from dsomarket.server.runner import KEEP
 from dsomarket.v1 import aggregator_pb2, aggregator_pb2_grpc, audit_pb2, audit_pb2_grpc
 from dsomarket.v1 import flexibility_pb2, flexibility_pb2_grpc, iso_pb2
 from dsomarket.v1 import iso_pb2_grpc, market_pb2, market_pb2_grpc, network_pb2, network_pb2_grpc, operator_pb2
@@ -159,7 +160,8 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
                         token_recheck_seconds: float = TOKEN_RECHECK_SECONDS,
                         timeline_clock=None, workers: int | None = None,
                         ray_address: str | None = None,
-                        meter_window: float = METER_WINDOW_SECONDS) -> tuple[Server, int]:
+                        meter_window: float = METER_WINDOW_SECONDS,
+                        warm_interfaces: int = KEEP) -> tuple[Server, int]:
     """Build a server bound to ``address`` (``host:port``; port 0 picks a free one).
 
     Parameters
@@ -184,6 +186,9 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     workers, ray_address
         Where a territory session clears (TerritoryService): ``workers`` local worker processes (default one
         per core), or Ray actors on the cluster at ``ray_address`` (``auto``, ``ray://host:10001``).
+    warm_interfaces
+        Interfaces whose built market each worker keeps between territory clearings, so that a real-time
+        session of the same feeders and bids re-clears warm (0: always cold; see :data:`server.runner.KEEP`).
 
     Returns
     -------
@@ -193,7 +198,7 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
     # Bad TLS files and a port in use fail before anything is created (the database included).
     credentials = tls.credentials() if tls else None
     check_port_free(address)
-    app = services.App(db_path, solve_time_limit, token_recheck_seconds, workers, ray_address)
+    app = services.App(db_path, solve_time_limit, token_recheck_seconds, workers, ray_address, warm_interfaces)
     server = grpc.aio.server(
         # The request log sees every authenticated call; the gate refuses the others before their body is read.
         interceptors=[RequestLogInterceptor(), Gate(app.tokens, app.pages)],
@@ -234,15 +239,16 @@ async def create_server(address: str, db_path: str | Path, *, tls: TlsFiles | No
 async def serve(address: str, db_path: str | Path, *, tls: TlsFiles | None = None,
                 solve_time_limit: float | None = None, grace: float = 10.0, ready=None,
                 timeline_clock=None, workers: int | None = None, ray_address: str | None = None,
-                meter_window: float = METER_WINDOW_SECONDS) -> None:
+                meter_window: float = METER_WINDOW_SECONDS, warm_interfaces: int = KEEP) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully.
 
     ``ready(port)`` is called once the server listens; ``timeline_clock`` runs the scheduler, ``workers`` and
-    ``ray_address`` place territory clearings (see :func:`create_server`).
+    ``ray_address`` place territory clearings and ``warm_interfaces`` bounds what their workers keep (see
+    :func:`create_server`).
     """
     server, port = await create_server(address, db_path, tls=tls, solve_time_limit=solve_time_limit,
                                        timeline_clock=timeline_clock, workers=workers, ray_address=ray_address,
-                                       meter_window=meter_window)
+                                       meter_window=meter_window, warm_interfaces=warm_interfaces)
     await server.start()
     if ready is not None:
         ready(port)

@@ -31,7 +31,7 @@ import polars as pl
 
 from dsomarket.engine.bids import MarketRules, couples_intervals, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import ClearingOptions
-from dsomarket.engine.disaggregation import Disaggregation
+from dsomarket.engine.disaggregation import Disaggregation, holding_day_ahead
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import builtin
 from dsomarket.engine.flexibility import BaseCase, apply_activations, clear_flexibility, validate_needs
@@ -42,8 +42,8 @@ from dsomarket.engine.network_changes import CHANGE_SCHEMA, validate_changes
 from dsomarket.engine.metering import (baseline_10_of_10, performance, settle_imbalance, validate_interface_meters,
                                        validate_resource_meters)
 from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, redispatch
-from dsomarket.engine.runs import (clear_runs, disaggregate_rolling, disaggregate_runs, redispatch_award, run_book,
-                                  runs_for, trace_runs)
+from dsomarket.engine.runs import (KeptMarket, disaggregate_rolling, disaggregate_runs, redispatch_award, run_book,
+                                  runs_for)
 from dsomarket.engine.settlement import loss_components, settle
 from dsomarket.engine.territory import substation
 from dsomarket.server import timeline
@@ -154,6 +154,9 @@ class MarketInputs:
     ``feeder`` already carries the accepted flexibility activations the market is built on (see
     :func:`market_inputs`). ``changes`` is the feeder's validated network change set of
     ``network_version`` (:mod:`engine.network_changes`), or None for the feeder as loaded.
+    ``day_ahead``: for a real-time market, the awarded day-ahead market it refers to (None before that
+    market is awarded): its positions are held in the clearing and the curves as the award holds them
+    (:func:`engine.disaggregation.holding_day_ahead`).
     """
 
     feeder: Feeder
@@ -164,6 +167,7 @@ class MarketInputs:
     changes: pl.DataFrame | None = None
     network_version: int = 0
     formulation: str = "lossaware"
+    day_ahead: Disaggregation | None = None
 
     def options(self, time_limit: float | None) -> ClearingOptions:
         """How every clearing, curve and award of the market is solved: its own formulation."""
@@ -415,7 +419,8 @@ class ClearOutcome:
     (decimal strings). ``interface``: interval_idx, import_kw, iso_price.
     ``curves``: one dict per interval (interval_idx, fixed_kw, conditional,
     segments, bands). Tables are empty unless ``status == "optimal"``. ``network_version`` is the
-    feeder's network version the clearing used.
+    feeder's network version the clearing used. ``warm``: a territory worker re-used the market it kept from
+    an earlier clearing of the same inputs (:func:`clear_kept`); the outcome is the same either way.
     """
 
     status: str
@@ -428,6 +433,7 @@ class ClearOutcome:
     seconds: float
     digest: str
     network_version: int = 0
+    warm: bool = False
 
 
 def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None = None) -> ClearOutcome:
@@ -439,15 +445,7 @@ def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | 
     recorded like any failed clearing), never an exception out of the call: the
     operator then has the market's diagnosis and ReopenMarket.
     """
-    t0 = time.perf_counter()
-    try:
-        return _clear_market(inputs, forecast, time_limit, t0)
-    except InputError as exc:
-        reason = str(exc)
-    except Exception as exc:  # a defect: logged with its traceback, the market keeps a reason
-        log.exception("clearing failed")
-        reason = f"the engine failed ({type(exc).__name__}); the server log has the details"
-    return clearing_error(reason, time.perf_counter() - t0, inputs.network_version)
+    return _clear_kept(None, inputs, forecast, time_limit, keep=False)[0]
 
 
 def clearing_error(reason: str, seconds: float = 0.0, network_version: int = 0) -> ClearOutcome:
@@ -458,38 +456,102 @@ def clearing_error(reason: str, seconds: float = 0.0, network_version: int = 0) 
 
 
 def clear_stored(rows, forecast: list[str], time_limit: float | None = None) -> ClearOutcome:
-    """:func:`clear_market` of a market's stored rows (``server.store.market_rows``): what a territory's worker
-    process runs for each interface, so the outcome is the one ClearMarket records for the same rows."""
+    """:func:`clear_market` of a market's stored rows (``server.store.market_rows``)."""
     return clear_market(stored_inputs(rows), forecast, time_limit)
 
 
-def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float) -> ClearOutcome:
-    book = inputs.book()
-    options = inputs.options(time_limit)
+@dataclass(frozen=True, eq=False)
+class Kept:
+    """What a territory's worker keeps of an interface between clearings (:func:`clear_kept`): the market
+    built on inputs whose digest is ``key`` (everything a clearing reads but the ISO price forecast)."""
+
+    key: str
+    market: KeptMarket
+
+
+def clear_kept(kept: Kept | None, rows, forecast: list[str],
+               time_limit: float | None = None) -> tuple[ClearOutcome, Kept | None]:
+    """:func:`clear_stored`, re-using what the worker kept of the interface from its last clearing.
+
+    What a territory's worker runs for each interface (a :class:`server.runner.Task` with ``keep``). When
+    the market reads exactly what the kept one read but for the ISO price forecast (a real-time session
+    of the same feeders and bids as the day-ahead one), the kept model and curve are re-used
+    (:class:`engine.runs.KeptMarket`), with the outcome of a fresh clearing; the outcome says
+    ``warm``. Returns the outcome and what to keep for the next clearing (None after a failure).
+    """
+    return _clear_kept(kept, stored_inputs(rows), forecast, time_limit)
+
+
+def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bool]:
+    """Digest of everything a clearing of ``inputs`` reads except the ISO price forecast, and whether it
+    leaves out the interval starts: where nothing but the bids names an interval (no load profile or
+    forecast, no resources or activations, no network changes), the bids' intervals count by index, so
+    that the same standing bids in the next real-time session match (:meth:`engine.runs.KeptMarket.relabel`)."""
+    f = inputs.feeder
+    by_index = ((f.load_profile is None or f.load_profile.height == 0) and not inputs.resources
+                and (inputs.changes is None or inputs.changes.height == 0))
+    intervals, bids = inputs.intervals, inputs.bids
+    if by_index:
+        intervals = len(intervals)
+        bids = bids.with_columns(_interval_idx(inputs, bids["interval"]).alias("interval"))
+    return _digest(f.header(), f.buses, f.lines, f.load_profile, inputs.rules, intervals, bids, inputs.resources,
+                   inputs.changes, inputs.formulation, time_limit), by_index
+
+
+def _clear_kept(kept: Kept | None, inputs: MarketInputs, forecast: list[str], time_limit: float | None,
+                keep: bool = True) -> tuple[ClearOutcome, Kept | None]:
+    t0 = time.perf_counter()
+    try:
+        return _clear_market(inputs, forecast, time_limit, t0, kept, keep)
+    except InputError as exc:
+        reason = str(exc)
+    except Exception as exc:  # a defect: logged with its traceback, the market keeps a reason
+        log.exception("clearing failed")
+        reason = f"the engine failed ({type(exc).__name__}); the server log has the details"
+    return clearing_error(reason, time.perf_counter() - t0, inputs.network_version), None
+
+
+def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float,
+                  kept: Kept | None, keep: bool) -> tuple[ClearOutcome, Kept | None]:
+    if inputs.day_ahead is not None:
+        # The curve the ISO awards from describes the feeder the award is disaggregated on.
+        inputs = dataclasses.replace(inputs, feeder=holding_day_ahead(
+            inputs.feeder, inputs.book(), inputs.day_ahead.clearing.dispatch, inputs.day_ahead.interval_minutes))
     rules = inputs.rules
     forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
     forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast
     version = inputs.network_version
-    try:
-        runs = inputs.runs(book)
-    except InputError as exc:  # a set of changes that loops or islands load the stored checks did not see
-        return clearing_error(str(exc), time.perf_counter() - t0, version)
+    key, by_index = _inputs_key(inputs, time_limit) if keep else ("", False)
+    warm = keep and kept is not None and kept.key == key
+    if warm and not by_index:
+        book, market = kept.market.book, kept.market
+    else:
+        book = inputs.book()
+        try:
+            runs = inputs.runs(book)
+        except InputError as exc:  # a set of changes that loops or islands load the stored checks did not see
+            return clearing_error(str(exc), time.perf_counter() - t0, version), None
+        if warm:
+            market = kept.market
+            market.relabel(runs, book)   # the same bids, perhaps at the next session's interval starts
+        else:
+            market = KeptMarket(runs, book, rules, inputs.resources, inputs.options(time_limit))
     t_book = time.perf_counter()
-    result = clear_runs(runs, book, forecast, rules=inputs.rules, resources=inputs.resources, options=options)
+    result = market.clear(forecast)
     t_clear = time.perf_counter()
-    log.info("clearing: %d bid segments, %d intervals, %d buses; bids and network %.3f s, clear %.3f s (%s)",
+    log.info("clearing: %d bid segments, %d intervals, %d buses; bids and network %.3f s, clear %.3f s (%s%s)",
              book.n, len(inputs.intervals), inputs.feeder.topology.n_bus, t_book - t0, t_clear - t_book,
-             result.status)
+             result.status, ", kept model" if market.reused else "")
     if not result.ok:
         # A failure always says why, and what the operator can do about it.
         diagnosis = _diagnosis(result.diagnosis) or (f"the solver ended with status {result.status!r} and named "
                                                      "no violated limit",)
         return ClearOutcome(result.status, diagnosis + (_WAY_OUT,), "", pl.DataFrame(), pl.DataFrame(),
-                            [], "", time.perf_counter() - t0, _digest(result.status), version)
+                            [], "", time.perf_counter() - t0, _digest(result.status), version, warm), None
     try:
-        curve = trace_runs(runs, book, inputs.rules, inputs.resources, options, forecast=forecast)
+        curve = market.curve(forecast)
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
-        return clearing_error(str(exc), time.perf_counter() - t0, version)
+        return clearing_error(str(exc), time.perf_counter() - t0, version), None
     t_curve = time.perf_counter()
     offer, area = curve.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)
@@ -497,12 +559,12 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
                                         pl.Series("iso_price", [decimal_text(p) for p in forecast]))
     curves = _curves(inputs, curve, offer)
     dispatch = result.dispatch.select("bid_id", "interval", "cleared_kw")
-    log.info("clearing: curves %.3f s (%d bands, %d solves, %d bound flips), ISO offer and tables %.3f s; "
+    log.info("clearing: curves %.3f s (%d bands, %d solves, %d bound flips%s), ISO offer and tables %.3f s; "
              "total %.3f s", t_curve - t_clear, curve.bands.height, curve.solves, curve.bound_flips,
-             time.perf_counter() - t_curve, time.perf_counter() - t0)
+             ", kept curve" if market.reused else "", time.perf_counter() - t_curve, time.perf_counter() - t0)
     return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
                         decimal_text(area), time.perf_counter() - t0,
-                        _digest(prices, interface, dispatch, curves, area), version)
+                        _digest(prices, interface, dispatch, curves, area), version, warm), Kept(key, market) if keep else None
 
 
 def only_intervals(inputs: MarketInputs, indices: list[int]) -> MarketInputs:

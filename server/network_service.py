@@ -200,7 +200,8 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                 return (*rows[:5], network, *rows[6:]), network_store.clear_forecast(conn, market_id)
 
             rows, forecast = await app.reader.call(read)
-            outcome = await app.solve(lambda: markets_engine.clear_market(app.inputs(rows), forecast,
+            reference = await app.day_ahead_reference(rows[0])
+            outcome = await app.solve(lambda: markets_engine.clear_market(app.inputs(rows, reference), forecast,
                                                                           app.solve_time_limit))
             done = await app.writer.call(network_store.record_revision, who, market_id, outcome)
         return {"market_id": market_id, "status": outcome.status, "diagnosis": list(outcome.diagnosis), **done}
@@ -218,12 +219,14 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
             rows, stale = await app.reader.call(read)
             if not stale:
                 return None
+            reference = await app.day_ahead_reference(rows[0])
             groups: dict = {}  # intervals cleared at the same forecast are cleared again together
             for k, forecast in stale.items():
                 groups.setdefault(tuple(forecast), []).append(k)
 
             def clear(indices: list[int], forecast: list[str]):
-                return markets_engine.clear_intervals(app.inputs(rows), indices, forecast, app.solve_time_limit)
+                return markets_engine.clear_intervals(app.inputs(rows, reference), indices, forecast,
+                                                      app.solve_time_limit)
 
             done = []
             for forecast, indices in groups.items():

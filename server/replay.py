@@ -22,6 +22,7 @@ wrong shows up as a differing digest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -205,6 +206,10 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         # So did an open rolling market's interval award (older records name none: the last clearing's).
         inputs = state.inputs(m, p.get("network_version", 0) if clearing else p.get("network_version"))
         reference = state.disaggregations.get(state.markets[m]["day_ahead_market_id"])
+        if clearing:
+            # A real-time market clears on the positions of its day-ahead market once that is awarded,
+            # which is where the log has it by now (as the server reads it).
+            inputs = dataclasses.replace(inputs, day_ahead=reference)
         if action in ("market.clear", "market.reclear"):
             digest = markets_engine.clear_market(inputs, p["forecast"]).digest
             checks.append(ReplayCheck(seq, m, "clear", p["digest"], digest))

@@ -28,11 +28,16 @@ What a shard is given:
   line writes each interface's files there); without one, the outcomes
   themselves come back.
 
-Work that keeps nothing between calls (the service's clearing of a
-territory session, whose inputs come from its store) goes through
-:meth:`LocalRunner.map` / :meth:`RayRunner.map`: one :class:`Task` per
-interface, ``fn(*args)`` run in a worker, a failure (or a lost worker)
-reported as that task's error.
+Work whose inputs come with each call (the service's clearing of a territory
+session, read from its store) goes through :meth:`LocalRunner.map` /
+:meth:`RayRunner.map`: one :class:`Task` per interface, ``fn(*args)`` run in a
+worker, a failure (or a lost worker) reported as that task's error. A task
+with ``keep`` is handed what its interface's last task left in the worker
+(the service keeps each interface's built market there, so that a real-time
+session of the same feeders re-clears warm): such tasks go to the same shard
+every time, and each worker keeps at most ``keep`` interfaces, dropping the
+least recently used (an idle territory's) first. A restarted runner, or a
+worker that died, keeps nothing: its next tasks start cold.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import os
 import resource
 import time
 import traceback
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -72,15 +78,19 @@ class Job:
 
 @dataclass(frozen=True)
 class Task:
-    """One interface's work that keeps no state in the worker: ``fn(*args)`` (both picklable).
+    """One interface's work in a worker: ``fn(*args)`` (both picklable).
 
-    ``weight`` estimates its work for balancing shards, as for :class:`Job`.
+    ``weight`` estimates its work for balancing shards, as for :class:`Job`. With ``keep``, the call is
+    ``fn(kept, *args)`` and returns ``(value, kept)``: ``kept`` is what the interface's last such task left
+    in the worker (None the first time, after a restart, or once evicted), and the returned one stays
+    there for the next (None keeps nothing). It never leaves the worker, so it need not be picklable.
     """
 
     interface_id: str
     fn: Callable[..., Any]
     args: tuple = ()
     weight: float = 1.0
+    keep: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,14 +167,21 @@ class InterfaceOutcome:
         return out
 
 
-class Shard:
-    """The interfaces one worker holds, each with its market kept built between cycles."""
+KEEP = 64
+"""Interfaces whose kept state (:class:`Task` ``keep``) one worker holds at most, by default: at the ~15-18 MiB
+of a 1,000-bus, 1,000-bid interface (docs/territory.md) about 1 GiB per worker."""
 
-    def __init__(self, rules: MarketRules, options: ClearingOptions):
-        self.rules, self.options = rules, options
+
+class Shard:
+    """The interfaces one worker holds, each with its market kept built between cycles, and the state
+    kept tasks left (at most ``keep`` interfaces', least recently used dropped first)."""
+
+    def __init__(self, rules: MarketRules, options: ClearingOptions, keep: int = KEEP):
+        self.rules, self.options, self.keep = rules, options, keep
         self.sessions: dict[str, InterfaceSession] = {}
         self.members: dict[str, tuple[str, ...]] = {}
         self.failed: dict[str, tuple[str, str]] = {}
+        self.kept: OrderedDict[str, Any] = OrderedDict()
 
     def load(self, jobs: list[Job]) -> int:
         """Load (or reload) interfaces; a failing one is remembered with its error. Returns how many loaded."""
@@ -194,14 +211,27 @@ class Shard:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def call(self, tasks: list[Task]) -> list[TaskResult]:
-        """Run each task; an exception is that task's error, and the others still run."""
+        """Run each task; an exception is that task's error (and drops what it kept), the others still run."""
         out = []
         for task in tasks:
+            iid = task.interface_id
             try:
-                out.append(TaskResult(task.interface_id, task.fn(*task.args)))
+                if not task.keep:
+                    out.append(TaskResult(iid, task.fn(*task.args)))
+                    continue
+                value, kept = task.fn(self.kept.pop(iid, None), *task.args)
+                if kept is not None and self.keep > 0:
+                    self.kept[iid] = kept
+                    while len(self.kept) > self.keep:
+                        self.kept.popitem(last=False)
+                out.append(TaskResult(iid, value))
             except Exception as exc:  # isolate the failure to this interface
-                out.append(TaskResult(task.interface_id, error=_describe(exc)))
+                out.append(TaskResult(iid, error=_describe(exc)))
         return out
+
+    def kept_ids(self) -> list[str]:
+        """Interfaces whose kept state this worker holds, least recently used first."""
+        return list(self.kept)
 
     def _one(self, iid: str, cycle: Cycle) -> InterfaceOutcome:
         if iid in self.failed:
@@ -264,8 +294,12 @@ class _Base:
 
     shards: int
 
-    def __init__(self, rules: MarketRules, options: ClearingOptions):
-        self.rules, self.options = rules, options
+    def __init__(self, rules: MarketRules, options: ClearingOptions, keep: int):
+        if keep < 0:
+            raise InputError("territory", "keep", f"must be at least 0 (got {keep})")
+        self.rules, self.options, self.keep = rules, options, keep
+        self._home: dict[str, int] = {}     # shard of each interface whose tasks keep state
+        self._home_weight: list[float] = []
 
     def _gather(self, method: str, args: list[tuple]) -> list:
         """``method(*args[k])`` on every shard k: its value, or the exception that lost the shard."""
@@ -306,7 +340,7 @@ class _Base:
         ids = [t.interface_id for t in tasks]
         if len(set(ids)) != len(ids):
             raise InputError("territory", "interface_id", "an interface id appears twice")
-        parts = assign(tasks, self.shards)
+        parts = self._place(tasks)
         results = self._gather("call", [(part,) for part in parts])
         by_id = {}
         for part, value in zip(parts, results, strict=True):
@@ -314,6 +348,24 @@ class _Base:
                 value = [TaskResult(t.interface_id, error=f"worker lost: {_describe(value)}") for t in part]
             by_id.update((r.interface_id, r) for r in value)
         return [by_id[i] for i in ids]
+
+    def _place(self, tasks: list[Task]) -> list[list[Task]]:
+        """Tasks on the shards: those without ``keep`` by weight (:func:`assign`); those with ``keep`` on their
+        interface's shard, a new interface (heaviest first) on the shard with the least such weight."""
+        parts = assign([t for t in tasks if not t.keep], self.shards)
+        if len(self._home_weight) != self.shards:
+            self._home_weight = [0.0] * self.shards
+        for task in sorted((t for t in tasks if t.keep), key=lambda t: (-t.weight, t.interface_id)):
+            if task.interface_id not in self._home:
+                k = min(range(self.shards), key=lambda s: (self._home_weight[s], s))
+                self._home[task.interface_id] = k
+                self._home_weight[k] += task.weight
+            parts[self._home[task.interface_id]].append(task)
+        return parts
+
+    def kept_ids(self) -> list[list[str]]:
+        """Per shard, the interfaces whose kept state its worker holds ([] for a lost worker)."""
+        return [[] if isinstance(v, BaseException) else v for v in self._gather("kept_ids", [()] * self.shards)]
 
     def peak_rss_kb(self) -> list[int]:
         """Peak resident memory of each shard's worker, KiB (0 for a lost worker)."""
@@ -341,14 +393,14 @@ def start_method() -> str:
 _WORKER_SHARD: Shard | None = None
 
 
-def _worker_init(rules: MarketRules, options: ClearingOptions) -> None:
+def _worker_init(rules: MarketRules, options: ClearingOptions, keep: int) -> None:
     global _WORKER_SHARD
     # A worker answers through its pipe: its inherited stdout would only mix the HiGHS banner into the
     # parent's output (the command line's summary, a script's CSV).
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    _WORKER_SHARD = Shard(rules, options)
+    _WORKER_SHARD = Shard(rules, options, keep)
 
 
 def _worker_call(method: str, *args):
@@ -363,8 +415,8 @@ class LocalRunner(_Base):
     """
 
     def __init__(self, workers: int | None = None, rules: MarketRules = MarketRules(),
-                 options: ClearingOptions = ClearingOptions()):
-        super().__init__(rules, options)
+                 options: ClearingOptions = ClearingOptions(), keep: int = KEEP):
+        super().__init__(rules, options, keep)
         n = workers if workers is not None else (os.cpu_count() or 1)
         if n < 1:
             raise InputError("territory", "workers", f"must be at least 1 (got {n})")
@@ -377,7 +429,7 @@ class LocalRunner(_Base):
 
     def _pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_worker_init,
-                                   initargs=(self.rules, self.options))
+                                   initargs=(self.rules, self.options, self.keep))
 
     def _gather(self, method: str, args: list[tuple]) -> list:
         futures = []
@@ -412,14 +464,16 @@ class RayRunner(_Base):
         started is shut down by :meth:`close`.
     shards
         Actors to create; default the cluster's CPU count.
+    keep
+        Interfaces whose kept state (:class:`Task` ``keep``) one actor holds at most.
 
     Ray is an optional dependency (``pip install dsomarket[ray]``); every node
     needs dsomarket installed (same version), as its actors run this module.
     """
 
     def __init__(self, address: str | None = None, shards: int | None = None,
-                 rules: MarketRules = MarketRules(), options: ClearingOptions = ClearingOptions()):
-        super().__init__(rules, options)
+                 rules: MarketRules = MarketRules(), options: ClearingOptions = ClearingOptions(), keep: int = KEEP):
+        super().__init__(rules, options, keep)
         try:
             import ray
         except ImportError:
@@ -433,7 +487,7 @@ class RayRunner(_Base):
             raise InputError("territory", "workers", f"must be at least 1 (got {n})")
         self.shards = n
         actor = ray.remote(num_cpus=1, max_concurrency=1)(Shard)
-        self._actors = [actor.remote(rules, options) for _ in range(n)]
+        self._actors = [actor.remote(rules, options, keep) for _ in range(n)]
 
     def _gather(self, method: str, args: list[tuple]) -> list:
         refs = [getattr(a, method).remote(*x) for a, x in zip(self._actors, args, strict=True)]
@@ -454,8 +508,9 @@ class RayRunner(_Base):
 
 
 def runner(workers: int | None = None, ray_address: str | None = None, rules: MarketRules = MarketRules(),
-           options: ClearingOptions = ClearingOptions()) -> LocalRunner | RayRunner:
-    """The runner a caller asked for: Ray when ``ray_address`` is given, else local processes."""
+           options: ClearingOptions = ClearingOptions(), keep: int = KEEP) -> LocalRunner | RayRunner:
+    """The runner a caller asked for: Ray when ``ray_address`` is given, else local processes; ``keep`` is
+    :class:`Shard`'s bound on the interfaces whose kept state one worker holds."""
     if ray_address:
-        return RayRunner(ray_address, workers, rules, options)
-    return LocalRunner(workers, rules, options)
+        return RayRunner(ray_address, workers, rules, options, keep)
+    return LocalRunner(workers, rules, options, keep)

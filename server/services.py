@@ -9,6 +9,7 @@ engine objects.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -53,11 +54,14 @@ class App:
         The runner a territory session clears on (:func:`server.runner.runner`): local worker processes
         (default one per core), or Ray actors when ``ray_address`` is given. Started at the first
         territory clearing and kept until :meth:`close`.
+    warm_interfaces
+        Interfaces whose built market one worker keeps between territory clearings (least recently cleared
+        dropped first; 0: every clearing is cold); see :data:`server.runner.KEEP`.
     """
 
     def __init__(self, db_path: str | Path, solve_time_limit: float | None = None,
                  token_recheck_seconds: float = auth.TOKEN_RECHECK_SECONDS, workers: int | None = None,
-                 ray_address: str | None = None):
+                 ray_address: str | None = None, warm_interfaces: int = runner.KEEP):
         db.initialise(db_path)
         conn = db.connect(db_path)
         try:
@@ -75,7 +79,7 @@ class App:
         # markets, the event loop for every other call.
         self._territory = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsomarket-territory")
         self._runner = None
-        self._runner_spec = (workers, ray_address)
+        self._runner_spec = (workers, ray_address, warm_interfaces)
         self._feeders: dict = {}
         self._disaggregations: OrderedDict = OrderedDict()
         self._locks: defaultdict = defaultdict(asyncio.Lock)
@@ -92,8 +96,8 @@ class App:
 
     def _map(self, tasks: list) -> list:
         if self._runner is None:
-            workers, ray_address = self._runner_spec
-            self._runner = runner.runner(workers, ray_address)
+            workers, ray_address, keep = self._runner_spec
+            self._runner = runner.runner(workers, ray_address, keep=keep)
         return self._runner.map(tasks)
 
     def lock(self, market_id: str) -> asyncio.Lock:
@@ -116,10 +120,20 @@ class App:
         tables = await self.reader.call(store.feeder_tables, feeder_id)
         return await asyncio.get_running_loop().run_in_executor(None, self.feeder_of, feeder_id, tables)
 
-    def inputs(self, rows) -> markets_engine.MarketInputs:
+    def inputs(self, rows, day_ahead=None) -> markets_engine.MarketInputs:
         """Engine inputs from :func:`server.store.market_rows`, with the market's accepted flexibility
-        activations folded into the feeder; call on the solver thread."""
-        return markets_engine.stored_inputs(rows, self.feeder_of(rows[0]["feeder_id"], rows[1]))
+        activations folded into the feeder (and ``day_ahead``, :meth:`day_ahead_reference`, to clear on);
+        call on the solver thread."""
+        inputs = markets_engine.stored_inputs(rows, self.feeder_of(rows[0]["feeder_id"], rows[1]))
+        return inputs if day_ahead is None else dataclasses.replace(inputs, day_ahead=day_ahead)
+
+    async def day_ahead_reference(self, market: dict):
+        """The disaggregation of the day-ahead market a real-time market refers to, once that is awarded
+        (else None: no position is known to hold yet), for clearing the real-time market on its positions."""
+        ref = market["day_ahead_market_id"]
+        if not ref or not timeline.at_least((await self.reader.call(store.get_market, ref))["state"], "awarded"):
+            return None
+        return await self.disaggregation(ref)
 
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
@@ -153,7 +167,8 @@ class App:
             if first:
                 store.require_first_clearing(market)
             forecast = convert.forecast(forecast_values, market)
-            outcome = await self.solve(lambda: markets_engine.clear_market(self.inputs(rows), forecast,
+            reference = await self.day_ahead_reference(market)
+            outcome = await self.solve(lambda: markets_engine.clear_market(self.inputs(rows, reference), forecast,
                                                                            self.solve_time_limit))
             activations = rows[4]  # of a flexibility auction cleared before, or None
             row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations,
@@ -179,8 +194,9 @@ class App:
             forecast = convert.forecast(forecast_values, rows[0])
             if len(forecast) > 1:  # one price per interval of the market: those of the intervals cleared
                 forecast = [forecast[k] for k in indices]
-            outcome = await self.solve(lambda: markets_engine.clear_intervals(self.inputs(rows), indices, forecast,
-                                                                              self.solve_time_limit))
+            reference = await self.day_ahead_reference(rows[0])
+            outcome = await self.solve(lambda: markets_engine.clear_intervals(
+                self.inputs(rows, reference), indices, forecast, self.solve_time_limit))
             await self.writer.call(realtime_store.record_interval_clearing, who, market_id, indices, forecast,
                                    outcome, retry)
             row = await self.reader.call(store.get_market, market_id)

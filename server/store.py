@@ -961,10 +961,13 @@ def market_rows(conn, market_id: str) -> tuple[dict, dict, pl.DataFrame, pl.Data
     tables = feeder_tables(conn, market["feeder_id"])
     bids = conn.execute(f"SELECT {', '.join(BID_COLUMNS)} FROM bids "
                         "WHERE market_id = ? AND status = 'active'", (market_id,)).fetchall()
+    # Driven by the market's bids (a primary-key look-up per resource they name): testing every registered
+    # resource for a bid in the market cost a second a market at 1,000 bids among 6,000 resources.
     resources = conn.execute(
-        f"SELECT {', '.join('r.' + c for c in RESOURCE_COLUMNS)} FROM resources r WHERE EXISTS ("
-        "SELECT 1 FROM bids b WHERE b.market_id = ? AND b.status = 'active' "
-        "AND b.aggregator_id = r.aggregator_id AND b.resource_id = r.resource_id)", (market_id,)).fetchall()
+        f"SELECT {', '.join('r.' + c for c in RESOURCE_COLUMNS)} FROM (SELECT DISTINCT aggregator_id, resource_id "
+        "FROM bids WHERE market_id = ? AND status = 'active') b JOIN resources r ON r.aggregator_id = "
+        "b.aggregator_id AND r.resource_id = b.resource_id ORDER BY r.aggregator_id, r.resource_id",
+        (market_id,)).fetchall()
     return (market, tables, pl.DataFrame(bids, schema=BID_SCHEMA, orient="row"),
             pl.DataFrame(resources, schema=RESOURCE_SCHEMA, orient="row"), energy_activations(conn, market),
             market_network(conn, market), market_forecast(conn, market_id))

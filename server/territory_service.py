@@ -3,8 +3,10 @@
 Servicers stay thin: checks here, state in :mod:`server.territory_store`, engine work through
 :mod:`server.markets_engine`. A session's clearing is the one place the server fans work out: each closed
 market's stored rows go to a :class:`server.runner.Task` that runs
-:func:`server.markets_engine.clear_stored` in a worker process (or a Ray actor), so every interface clears
-exactly as ClearMarket would clear its market, and the results are recorded in one transaction.
+:func:`server.markets_engine.clear_kept` in a worker process (or a Ray actor), so every interface clears
+exactly as ClearMarket would clear its market, and the results are recorded in one transaction. Each
+interface goes to the same worker every time, which keeps its built market: a later session of the same
+inputs at another ISO price forecast re-clears warm there.
 """
 
 from __future__ import annotations
@@ -183,8 +185,10 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
             rows = [r for r in await app.reader.call(read) if r[0]["state"] == "closed"]
             if not rows:  # cleared meanwhile by single ClearMarket calls, or by another server process
                 raise FailedPrecondition(f"session {session_id!r} has no closed market left to clear")
-            tasks = [Task(r[0]["feeder_id"], markets_engine.clear_stored, (r, forecast, app.solve_time_limit),
-                          weight=float(len(r[1]["buses"]["bus"]) + r[2].height)) for r in rows]
+            # keep: each interface's worker keeps its built market, so a later session of the same feeders and
+            # bids (the real-time one after the day-ahead one) re-clears warm, with the same outcome.
+            tasks = [Task(r[0]["feeder_id"], markets_engine.clear_kept, (r, forecast, app.solve_time_limit),
+                          weight=float(len(r[1]["buses"]["bus"]) + r[2].height), keep=True) for r in rows]
             t0 = time.perf_counter()
             results = await app.fan_out(tasks)
             seconds = time.perf_counter() - t0
@@ -194,7 +198,7 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
             after, recorded = await app.writer.call(territory_store.record_clearings, who, session_id, cleared)
         markets = {m["market_id"]: (iid, m) for iid, m in after["interfaces"]}
         report = [territory_pb2.InterfaceClearing(interface_id=markets[mid][0],
-                                                  clearing=convert.clear_response(markets[mid][1], o))
+                                                  clearing=convert.clear_response(markets[mid][1], o), warm=o.warm)
                   for (mid, _, o, _) in cleared if mid in recorded]
         return territory_pb2.ClearTerritoryResponse(
             session=_session(after), interfaces=report, solve_seconds=seconds,

@@ -220,6 +220,22 @@ def test_infeasible_market_names_the_limit_and_the_place():
     assert all(d["violation"] > 0 for d in res.diagnosis)
 
 
+@pytest.mark.parametrize("formulation", ["lossless", "lossaware"])
+def test_an_overloaded_line_is_diagnosed_as_its_thermal_limit_on_both_models(formulation):
+    # 150 kW of fixed load at the end of two lines, the second rated 100 kVA, and no bid that can relieve it:
+    # bus 2 is a leaf, so line l2 carries its 150 kW whatever else happens (at its bus-2 end exactly, more
+    # at bus 1 with losses) and nothing else binds. The loss-aware model limits both ends of the line; its
+    # relaxation used to fail on the hard receiving end and read an all-zero point as every voltage at 0.
+    f = chain([0, 150], s_max=[math.inf, 100.0])
+    res = clear(f, bid_table([("b", "1", "buy", 10, 10)]), 50.0, options=ClearingOptions(formulation=formulation))
+    assert res.status == "infeasible"
+    (diag,) = res.diagnosis
+    assert (diag["limit"], diag["element"]) == ("line_thermal", "l2")
+    # The lossless polygon is inscribed, the loss-aware one circumscribed (16 sides): the face's bend lies
+    # between 150 cos(pi / 16) - 100 and 150 - 100 cos(pi / 16).
+    assert 150 * math.cos(math.pi / 16) - 100 - 1e-6 <= diag["violation"] <= 150 - 100 * math.cos(math.pi / 16) + 1e-6
+
+
 def test_load_shedding_at_the_value_of_lost_load_restores_feasibility():
     f = chain([300], s_max=[200])
     res = clear(f, bid_table([("b", "1", "buy", 10, 10)]), 50.0, rules=MarketRules(value_of_lost_load=5000),

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from dsomarket.engine.bids import MarketRules, validate_bids
-from dsomarket.engine.clearing import ClearingOptions
-from dsomarket.engine.disaggregation import disaggregate
+from dsomarket.engine.clearing import ClearingOptions, clear
+from dsomarket.engine.disaggregation import disaggregate, holding_day_ahead
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import synthetic
 from dsomarket.engine.interface import trace_curve
@@ -236,3 +236,72 @@ def test_loss_lines_add_up_to_the_line_they_split_to_the_cent(kw, dlmp, loss, mi
     assert np.allclose(out["amount"].to_numpy() * 100.0, cents)  # every line a whole number of cents
     assert out.filter(pl.col("kind") == "energy").height == len(kw)
     assert out.filter(pl.col("kind") == "loss").height == (sum(1 for k in kw if k != 0.0) if loss != 0.0 else 0)
+
+
+# -- the loss-aware model ----------------------------------------------------------------------------------
+
+LOSSAWARE = ClearingOptions(ac_check=False)
+
+
+@pytest.mark.parametrize("iso_price, surplus", [(40.0, 1.26), (-40.0, -1.24)])
+def test_the_loss_residual_has_the_sign_of_the_iso_price_by_hand(iso_price, surplus):
+    # Two buses, r = 0.1 pu (1 kV, 1 MVA base), 500 kW of fixed load at bus 1, unity power factor, no bid
+    # clears. DistFlow from the root at 1 pu: P0 = w + r P0^2, so P0 = (1 - sqrt(1 - 4 r w)) / (2 r)
+    # = 527.864 kW (losses L = 27.864 kW), and the loss factor dP0/dw = 1 / sqrt(1 - 4 r w) - 1 = 0.118034.
+    # The DLMP is the ISO price times 1.118034; for one hour the DSO collects lambda w = 1.118034 pi 0.5 and
+    # pays the ISO pi P0 = 0.527864 pi: a surplus of pi (LF w - L) = 0.031153 pi = 1.24612 at pi = 40 (the
+    # loss residual, marginal losses being about twice average ones), and -1.24612 at pi = -40, where the
+    # DSO pays it: a negative surplus that is the right price of its losses, not a defect. Lines rounded in
+    # the DSO's favour: 40: load -22.37, ISO 21.11; -40: load 22.36, ISO -21.12.
+    f = chain(1, r_ohm=0.1, loads={1: (500, 0)}, vmin=0.8)
+    book = validate_bids(bids([("s1", "1", "sell", 1, 400, "A", "")]), f, DA_RULES)
+    d = disaggregate(f, book, award(p=iso_price), DA_RULES, options=LOSSAWARE)
+    root = math.sqrt(1 - 4 * 0.1 * 0.5)
+    assert d.award["import_kw"][0] == pytest.approx((1 - root) / 0.2 * 1000, abs=0.01)
+    s = settle(d)
+    assert line(s, party="fixed_load")["price"] == pytest.approx(iso_price / root, abs=1e-3)
+    assert s.summary["merchandising_surplus"] == surplus
+    balanced(s)
+    assert s.summary["losses"]["loss_surplus"] == pytest.approx(iso_price * ((1 / root - 1) * 0.5 - (1 - root) / 0.2
+                                                                             + 0.5), abs=0.01)
+
+
+@given(seed=st.integers(0, 10_000), n_bids=st.integers(2, 8), da_price=st.floats(0, 400),
+       rt_price=st.floats(0, 400), both=st.booleans())
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_loss_aware_two_settlement_balances_and_is_revenue_adequate_at_non_negative_prices(seed, n_bids, da_price,
+                                                                                          rt_price, both):
+    # Day ahead awarded at a price (on the curve by construction). In real time some resources bid again and
+    # the others are held; the ISO awards the import that clearing the feeder holding those positions gives at
+    # its price (the real-time curve's import there: engine.disaggregation.holding_day_ahead), with that price
+    # (both) or alone. Then the award is on the curve, every statement balances to the cent, and the surplus
+    # is >= 0 in each market: the RT linearisation's losses are a tangent of the AC ones, which are convex,
+    # so they never overstate the day-ahead schedule's losses it is netted against.
+    f = synthetic(6, seed)
+    b = random_bids(f, n_bids, seed + 3, tan_phi=True).with_columns(
+        interval=pl.lit(T0), resource_id=pl.Series([f"r{k % 3}" for k in range(n_bids)]))
+    book = validate_bids(b, f, DA_RULES)
+    da = disaggregate(f, book, award(None, da_price, T0), DA_RULES, options=LOSSAWARE)
+    s = settle(da)
+    balanced(s)
+    assert s.summary["merchandising_surplus"] >= 0.0
+    again = b.filter(pl.col("resource_id") == "r1").with_columns(price=(pl.col("price") * 0.7 + 15).round(2))
+    ivs = [T0 + timedelta(minutes=5 * j) for j in range(2)]
+    rt_book = validate_bids(pl.concat([again.with_columns(interval=pl.lit(iv), bid_id=pl.col("bid_id") + f"-rt{j}")
+                                       for j, iv in enumerate(ivs)]), f, RT_RULES)
+    held = holding_day_ahead(f, rt_book, da.clearing.dispatch, 60)
+    ref = clear(held, rt_book, rt_price, rules=RT_RULES, options=LOSSAWARE)
+    # A day-ahead schedule that fills a line can sit up to the loss-aware polygon's looseness (0.2 % seen)
+    # beyond the AC rating; the real-time model linearised elsewhere then cannot hold it (seed 5781, at 0):
+    # no award to settle.
+    assume(ref.ok)
+    q = ref.interface["import_kw"].to_list()
+    rt_aw = pl.concat([award(q[j], rt_price if both else None, iv) for j, iv in enumerate(ivs)])
+    rt = disaggregate(f, rt_book, rt_aw, RT_RULES, options=LOSSAWARE, day_ahead=da.clearing.dispatch)
+    assert rt.clearing.ok
+    if both:
+        assert rt.award["on_curve"].to_list() == [True, True]
+    s2 = settle(da, rt)
+    balanced(s2)
+    assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
+    assert s2.summary["merchandising_surplus"] >= 0.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.territory import InterfaceSession, substation, synthetic_bids, synthetic_territory
-from dsomarket.server.runner import Cycle, Job, LocalRunner, assign
+from dsomarket.engine.runs import KeptMarket, clear_runs, runs_for, trace_runs
+from dsomarket.server.runner import Cycle, Job, LocalRunner, Shard, Task, assign
 
 NO_AC = ClearingOptions(ac_check=False)
 TIMING_KEYS = ("build_seconds", "solve_seconds", "seconds")
@@ -111,6 +113,75 @@ def test_a_warm_real_time_re_clear_matches_a_cold_clear():
     assert first.ok and again.ok
     assert again.welfare == pytest.approx(cold.welfare, rel=1e-9, abs=1e-6)
     assert again.interface_import_kw[0] == pytest.approx(cold.interface_import_kw[0], abs=1e-4)
+
+
+def _shifted(book_table: pl.DataFrame, start: datetime, feeder, rules: MarketRules):
+    """The same standing bids in two 5-minute intervals from ``start``."""
+    ivs = [start + timedelta(minutes=5 * k) for k in range(2)]
+    table = pl.concat([book_table.with_columns(pl.lit(iv).alias("interval"), (pl.col("bid_id") + f"-{k}").alias("bid_id"))
+                       for k, iv in enumerate(ivs)])
+    return validate_bids(table, feeder, rules, ivs)
+
+
+@pytest.mark.parametrize("formulation, n_bids, prices", [
+    ("lossless", 24, ([80.0, 20.0], [35.0, 35.0])),
+    ("lossaware", 4, ([80.0, 20.0],)),   # its curves are converged clearings: few bids keep it cheap
+])
+def test_a_kept_market_re_clears_byte_identical_to_a_cold_clearing(formulation, n_bids, prices):
+    # What a territory worker keeps between real-time sessions: the next session's standing bids at a new ISO
+    # price must clear and trace exactly as a fresh clear_runs / trace_runs of that session does.
+    rules, options = MarketRules(interval_minutes=5.0), ClearingOptions(formulation=formulation)
+    feeder = synthetic(30, 4)
+    bids = synthetic_bids(feeder, n_bids, 5)
+    start = datetime(2031, 1, 2, 12, tzinfo=timezone.utc)
+    first = _shifted(bids, start, feeder, rules)
+    kept = KeptMarket(runs_for(feeder, None, first), first, rules, (), options)
+    assert kept.clear([50.0, 50.0]).ok and not kept.reused
+    kept.curve([50.0, 50.0])
+    later = _shifted(bids, start + timedelta(minutes=10), feeder, rules)
+    runs = runs_for(feeder, None, later)
+    kept.relabel(runs, later)
+    for price in prices:
+        warm, warm_curve = kept.clear(price), kept.curve(price)
+        assert kept.reused
+        cold = clear_runs(runs, later, price, rules=rules, options=options)
+        cold_curve = trace_runs(runs, later, rules, (), options, forecast=price)
+        for name in ("dispatch", "prices", "lines", "buses", "interface"):
+            assert getattr(warm, name).equals(getattr(cold, name)), name
+        assert (warm.welfare, warm.intervals, warm.ac_check) == (cold.welfare, cold.intervals, cold.ac_check)
+        assert warm_curve.bands.equals(cold_curve.bands)
+        assert warm_curve.fixed_net_load_kw.equals(cold_curve.fixed_net_load_kw)
+        assert warm_curve.iso_offer(10)[0].equals(cold_curve.iso_offer(10)[0])
+        # The new prices were used: at 80 and 20 per MWh the two intervals' root DLMPs differ.
+        assert warm.prices.filter(pl.col("bus") == feeder.root_bus)["dlmp"].to_list() == price
+
+
+def _count(kept, step):
+    return (step, (kept or 0) + 1), (kept or 0) + 1
+
+
+def test_a_worker_keeps_state_per_interface_and_drops_the_least_recently_used():
+    shard = Shard(MarketRules(), NO_AC, keep=2)
+    for step, ids in enumerate((["a", "b"], ["a", "c"], ["a", "b"])):
+        out = shard.call([Task(i, _count, (step,), keep=True) for i in ids])
+        assert not any(r.error for r in out)
+        counts = {r.interface_id: r.value[1] for r in out}
+        if step == 2:   # c pushed b out (a was used later): b starts again; a keeps counting
+            assert counts == {"a": 3, "b": 1}
+    assert shard.kept_ids() == ["a", "b"]   # and b pushed c out
+    assert Shard(MarketRules(), NO_AC, keep=0).call([Task("a", _count, (0,), keep=True)])[0].value == (0, 1)
+
+
+def test_kept_tasks_go_to_their_interface_s_shard_every_time():
+    r = LocalRunner(2, options=NO_AC)   # no task runs: its workers are never started
+    try:
+        first = r._place([Task(i, _count, weight=w, keep=True) for i, w in (("a", 5), ("b", 1), ("c", 4))])
+        again = r._place([Task(i, _count, weight=w, keep=True) for i, w in (("c", 9), ("d", 1), ("a", 1))])
+    finally:
+        r.close()
+    home = {t.interface_id: k for k, part in enumerate(first) for t in part}
+    assert home == {"a": 0, "c": 1, "b": 1}
+    assert {t.interface_id: k for k, part in enumerate(again) for t in part} == {"a": 0, "c": 1, "d": 0}
 
 
 def test_shards_are_balanced_by_weight_and_deterministic():

@@ -130,12 +130,14 @@ class ClearTerritoryRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., iso_price_forecast: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InterfaceClearing(_message.Message):
-    __slots__ = ("interface_id", "clearing")
+    __slots__ = ("interface_id", "clearing", "warm")
     INTERFACE_ID_FIELD_NUMBER: _ClassVar[int]
     CLEARING_FIELD_NUMBER: _ClassVar[int]
+    WARM_FIELD_NUMBER: _ClassVar[int]
     interface_id: str
     clearing: _operator_pb2.ClearMarketResponse
-    def __init__(self, interface_id: _Optional[str] = ..., clearing: _Optional[_Union[_operator_pb2.ClearMarketResponse, _Mapping]] = ...) -> None: ...
+    warm: bool
+    def __init__(self, interface_id: _Optional[str] = ..., clearing: _Optional[_Union[_operator_pb2.ClearMarketResponse, _Mapping]] = ..., warm: _Optional[bool] = ...) -> None: ...
 
 class ClearTerritoryResponse(_message.Message):
     __slots__ = ("session", "interfaces", "optimal", "solve_seconds")

@@ -1,0 +1,105 @@
+"""The lossless curve tracer of this checkout against the tracer of an earlier commit, interleaved in one process.
+
+Run: ``python benchmarks/bench_tracer_ab.py [--base REV] [--repeats 2]``.
+
+``engine/interface.py`` at ``--base`` (a git revision of this repository) is loaded as a module of
+its own beside the checkout's, and both trace the same books in turn, ``--repeats`` times; the best
+CPU seconds of each are compared (CPU, not wall: on a shared machine the wall time of one run swings
+by 2x, the CPU time much less). Cases: 1,000 buses (``synthetic(1000, 1)``) with 10,000 bids priced
+to the cent and to whole units, and with 1,000 bids (``bench_curve.py``'s books); and ``gate33``,
+the curve work of ``bench_service.py``'s gate closure offline: ieee33, 100,000 bids over 4 hourly
+intervals at 20 price levels per side. Each line says whether both tracers gave the same bands
+(imports within 1 W, step prices within 1e-7 relative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from bench_curve import LOSSLESS, make_bids  # noqa: E402
+from dsomarket.engine import interface  # noqa: E402
+from dsomarket.engine.bids import MarketRules, validate_bids  # noqa: E402
+from dsomarket.engine.feeders import ieee33, synthetic  # noqa: E402
+
+
+def load_base(rev: str):
+    """``engine/interface.py`` at ``rev`` as a module named ``interface_base``."""
+    root = os.path.join(os.path.dirname(__file__), "..")
+    text = subprocess.run(["git", "-C", root, "show", f"{rev}:engine/interface.py"], check=True,
+                          capture_output=True, text=True).stdout
+    path = os.path.join(tempfile.mkdtemp(), "interface_base.py")
+    with open(path, "w") as f:
+        f.write(text)
+    spec = importlib.util.spec_from_file_location("interface_base", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["interface_base"] = module     # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def gate_book(rules: MarketRules, n: int = 100_000, seed: int = 1):
+    """bench_service.py's market offline: ieee33, 4 hourly intervals, 20 price levels per side."""
+    feeder = ieee33()
+    rng = np.random.default_rng(seed)
+    day = [datetime(2026, 3, 1, tzinfo=timezone.utc) + timedelta(hours=h) for h in range(4)]
+    side = rng.choice(["buy", "sell"], n)
+    level = rng.integers(0, 20, n)
+    bids = pl.DataFrame({"bid_id": [f"s{k}" for k in range(n)], "bus": rng.choice([str(b) for b in range(2, 34)], n),
+                         "side": side, "quantity_kw": np.round(rng.uniform(0.5, 5.0, n), 1),
+                         "price": np.where(side == "sell", level * 2, 40 + level * 2).astype(float),
+                         "interval": pl.Series([day[h] for h in rng.integers(0, 4, n)])})
+    return feeder, validate_bids(bids, feeder, rules)
+
+
+def same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
+    return a.height == b.height and bool(
+        np.allclose(a["import_kw"].to_numpy(), b["import_kw"].to_numpy(), rtol=0.0, atol=1e-3)
+        and np.allclose(a["price_high"].to_numpy(), b["price_high"].to_numpy(), rtol=1e-7, atol=1e-7))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="5ba1ca0", help="git revision of the tracer to compare with")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    base = load_base(args.base)
+    rules = MarketRules()
+    feeder = synthetic(1000, 1)
+    cases = {f"1k buses / 10k bids, prices to {10.0 ** -d:g}": (feeder, validate_bids(make_bids(feeder, 10_000, 2, d),
+                                                                                        feeder, rules))
+             for d in (2, 0)}
+    cases["1k buses / 1k bids"] = (feeder, validate_bids(make_bids(feeder, 1_000, 2, 2), feeder, rules))
+    cases["gate33 (ieee33, 100k bids, 4 intervals)"] = gate_book(rules)
+    best: dict = {}
+    bands: dict = {}
+    for _ in range(args.repeats):
+        for name, (f, book) in cases.items():
+            for label, module in (("base", base), ("this", interface)):
+                t0 = time.process_time()
+                curve = module.trace_curve(f, book, rules, options=LOSSLESS)
+                seconds = time.process_time() - t0
+                best[name, label] = min(best.get((name, label), np.inf), seconds)
+                bands[name, label] = curve.bands
+    print(f"CPU seconds, best of {args.repeats}; base = {args.base}")
+    for name in cases:
+        b, t = best[name, "base"], best[name, "this"]
+        print(f"{name:42s} base {b:7.3f}  this {t:7.3f}  this/base {t / b:5.2f}  "
+              f"{bands[name, 'this'].height:5d} bands, same as base: {same(bands[name, 'base'], bands[name, 'this'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
