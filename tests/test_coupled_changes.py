@@ -133,6 +133,10 @@ def test_prices_change_from_the_outage_on_and_the_clearing_replays_identically()
     assert again.welfare == res.welfare
 
 
+CURVE_TIMEOUT = pytest.mark.timeout(900)
+"""For the test that traces :func:`coupled_curve` first: some 35 s of CPU, several minutes on a loaded machine."""
+
+
 @pytest.fixture(scope="module")
 def coupled_curve():
     """The loss-aware (default) curves of the outage horizon at a forecast of 50, traced once for the tests
@@ -141,6 +145,7 @@ def coupled_curve():
     return trace_runs(runs, book, RULES, BAT, forecast=50.0)
 
 
+@CURVE_TIMEOUT
 def test_coupled_curves_are_deliverable_and_an_award_on_them_disaggregates_on_each_intervals_network(coupled_curve):
     f, bids, book, runs = coupled_market()
     curve = coupled_curve
@@ -180,6 +185,7 @@ def _pandapower_import(feeder, withdrawal_kw: dict, withdrawal_kvar: dict) -> fl
     return float(net.res_ext_grid["p_mw"].sum()) * 1000.0
 
 
+@CURVE_TIMEOUT
 def test_the_loss_aware_coupled_clearing_imports_what_pandapower_draws_for_its_dispatch(coupled_curve):
     f, bids, book, runs = coupled_market()
     res = clear_runs(runs, book, 50.0, rules=RULES, resources=BAT, options=ClearingOptions(formulation="lossaware"))
@@ -214,6 +220,7 @@ def _soc(dispatch: pl.DataFrame) -> list[float]:
     return out
 
 
+@CURVE_TIMEOUT
 @pytest.mark.parametrize("changed", [False, True])
 def test_a_storage_market_awarded_interval_by_interval_meets_each_award_within_the_energy_limits(changed,
                                                                                               coupled_curve):
@@ -317,6 +324,7 @@ def test_an_award_the_new_network_cannot_carry_is_met_in_its_largest_deliverable
     assert dis.clearing.lines.filter((pl.col("line") == "17") & (pl.col("interval") >= IVS[2])).height == 0
 
 
+@CURVE_TIMEOUT
 def test_the_cli_clears_traces_and_disaggregates_a_storage_horizon_with_an_outage(run, tmp_path, coupled_curve):
     fdir = tied_feeder_dir(tmp_path)
     storage_bids().write_csv(tmp_path / "bids.csv")

@@ -55,6 +55,7 @@ def _ac_import(f, outage: bool, dispatch: pl.DataFrame, t: int) -> float:
     return _pandapower_import(feeder, w, wq)
 
 
+@pytest.mark.timeout(900)   # some 10-20 s of CPU: several minutes on a loaded machine
 @pytest.mark.parametrize("outage", [False, True])
 def test_each_point_of_a_storage_horizons_curve_is_its_clearing_and_is_delivered_after_losses(outage):
     f, book, runs = _market(outage)

@@ -50,10 +50,13 @@ async def storage_market(env, market_id: str, count: int = 4, fault: bool = Fals
                     for c, p in zip(curves, prices)]
 
 
+@pytest.mark.timeout(900)   # the curves: see the client deadline below
 @pytest.mark.parametrize("fault", [False, True])
 def test_a_storage_market_is_awarded_interval_by_interval_in_order_settled_and_replayed(tmp_path, fault):
     async def body():
-        async with running(tmp_path) as env:
+        # The loss-aware curves of this market are some 200 converged clearings of the horizon (9-15 s of CPU,
+        # benchmarks/bench_coupled_curve.py): more than the default deadline on a machine shared by many.
+        async with running(tmp_path, client_timeout=240.0) as env:
             iso, a = env.clients["iso"], env.clients["agg-a"]
             market, awards = await storage_market(env, "rt-bat", fault=fault)
             with pytest.raises(FailedPrecondition, match="not the next to award"):
