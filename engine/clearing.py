@@ -186,9 +186,10 @@ class NodalMarket:
         base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
         bracket = losses.MarginalBracket(book.n)
         pinned = np.zeros(book.n, dtype=bool)
-        radius = np.inf
+        radius, trusting = np.full(book.n, np.inf), False   # the trust region's half-width per bid (MW)
         centre_merit = centre_viol = np.nan   # the trust region's centre: its AC objective and violation
         seconds, solves, trust, kept = sol.solve_seconds, 1, False, False
+        last_step = np.zeros(book.n)   # the trust region's last kept step
         for iteration in range(1, losses.MAX_ITERATIONS + 1):
             x = s.block(sol.x, "bid")
             shed = s.block(sol.x, "shed").reshape(T, -1) * S_BASE_KVA if self.model.has_var("shed") else None
@@ -203,13 +204,13 @@ class NodalMarket:
             # costs are dual feasible for the bounds it was solved with; a bid is held against its wish only
             # where the bound it presses on is a pin or the trust region's, not its own quantity or zero.
             open_ = losses.held_open(x, reduced, s.col_lower[bid], s.col_upper[bid], base_lo, base_hi)
-            if np.isfinite(radius):
+            if trusting:
                 merit, viol = losses.merit(sol, s, point, self.feeder)
                 pred = centre_merit - sol.objective
                 ratio = (centre_merit - merit) / pred if pred > 0 else 1.0   # AC gain / promised gain
                 gained = ratio >= losses.TRUST_ACCEPT
                 feasible = viol <= max(centre_viol, losses.VIOLATION_TOL)
-                if not (gained and feasible) and radius > losses.TRUST_MIN_MW and not kept:
+                if not (gained and feasible) and np.max(radius, initial=0.0) > losses.TRUST_MIN_MW and not kept:
                     # The AC problem did not gain what its linearisation promised: a smaller region around
                     # the same centre (the model stays linearised there, so the re-solve is warm).
                     centre, candidate = self._point_bids, sol
@@ -232,6 +233,10 @@ class NodalMarket:
                     continue
                 kept = False
                 centre_merit, centre_viol = merit, viol
+                # A bid sent back the way it came by a step as long as the region: the region is wider than
+                # the distance to where its reduced cost vanishes, and a fixed width would circle there.
+                reversed_ = (step * last_step < 0) & (np.abs(step) >= 0.5 * radius)
+                last_step = step
             done = res.ok and moved <= losses.STEP_TOL_KW and not open_.any()
             if done or iteration == losses.MAX_ITERATIONS or not point.converged:
                 break
@@ -239,13 +244,18 @@ class NodalMarket:
                 # Still circling (several bids and limits interacting): a trust region on every bid around
                 # the dispatch, accepted by the AC merit it gains and shrunk when it gains too little, ends
                 # the cycle at a stationary point, not merely where the region has shrunk.
-                if not np.isfinite(radius):
-                    radius = radius_max = max(float(np.max(np.abs(step), initial=0.0)), losses.TRUST_START_MW) / 2.0
+                if not trusting:
+                    trusting = True
+                    radius_max = max(float(np.max(np.abs(step), initial=0.0)), losses.TRUST_START_MW) / 2.0
+                    radius = np.full(book.n, radius_max)
                     centre_merit, centre_viol = losses.merit(sol, s, point, self.feeder)
                 elif ratio < 0.25:
-                    radius /= 2.0   # kept, but the linearisation promised four times what it gained
-                elif ratio >= 0.75 and float(np.max(np.abs(step), initial=0.0)) >= radius * (1 - 1e-9):
-                    radius = min(2.0 * radius, radius_max)   # a full step that gained as promised: widen again
+                    radius /= 2.0   # kept, but it gained under a quarter of what it promised
+                else:
+                    # Per bid: narrower where a bid turned back, wider again where a full step gained as promised.
+                    full = (ratio >= 0.75) & (np.abs(step) >= radius * (1 - 1e-9))
+                    radius = np.where(reversed_, radius / 2.0, np.where(full, np.minimum(2.0 * radius, radius_max),
+                                                                        radius))
                 pin = np.full(book.n, np.nan)
                 pinned = np.zeros(book.n, dtype=bool)
             elif lossless:
@@ -277,7 +287,7 @@ class NodalMarket:
             self.point = point
             self.model = self._relinearise.at(point)
             s.set_matrix(self.model)
-            if np.isfinite(radius):
+            if trusting:
                 trust = True
                 s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
             elif pinned.any() or trust:
@@ -300,16 +310,11 @@ class NodalMarket:
                 break
             sol = nxt
         if trust:
+            # No re-solve released: converged, no bid presses on a pin or the region with a reduced cost
+            # above MARGINAL_TOL, so the duals of this solve are the prices of the free LP at this point.
             s.set_col_bounds("bid", base_lo, base_hi)
-            if done and (pinned.any() or np.isfinite(radius)):
-                # Released, the LP at the converged point keeps the dispatch wherever a limit holds a
-                # pinned bid (a kink, not an interior optimum): then its duals, not the pin's, are the prices.
-                free = s.solve()
-                solves += 1
-                seconds += free.solve_seconds
-                if free.ok and np.max(np.abs(s.block(free.x, "bid") - x)) * S_BASE_KVA <= losses.STEP_TOL_KW:
-                    sol = free
-        self.convergence = losses.convergence_summary(done, solves, res, moved, int(pinned.sum()), radius)
+        self.convergence = losses.convergence_summary(done, solves, res, moved, int(pinned.sum()),
+                                                      float(np.max(radius, initial=np.inf)) if trusting else np.inf)
         return dataclasses.replace(sol, solve_seconds=seconds)
 
     def solve(self) -> ClearingResult:

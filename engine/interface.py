@@ -78,6 +78,18 @@ because of its own effect on the losses, and the import then moves with the
 price: that stretch is sampled by further clearings (Eisner and Severance's
 tangents, as above) until neighbouring imports differ by at most twice
 ``losses.CURVE_REL_TOL`` (one band at their middle).
+
+Clearings are the expensive part (each is several HiGHS solves on swapped
+matrices), so the curve walks from one fixed point to the next without them
+where it can (:meth:`_FixedPoints.walk`): on a vertex's own linearisation the
+tracer's bound flips (or its own pivot) say which bids switch past the end of
+its range; the dispatch with them switched is re-linearised at its AC power
+flow and the same basis solved there, until it is its own linearisation's basic
+solution (:meth:`_FixedPoints.anchor`); that basis's price range there is the
+next fixed point's, exactly as for a clearing's. Where one bid then clears
+part-way (a stretch), the bid is anchored at evenly spaced quantities, each of
+which fixes the price at which it is a fixed point. Where walking fails (the
+basis leaves a bound, or is optimal at no price) the clearings above take over.
 """
 
 from __future__ import annotations
@@ -93,11 +105,13 @@ import polars as pl
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from dsomarket.engine import losses
 from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, couples_intervals, for_interval,
                          resources_for_interval)
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, _iv_column, socp_solver
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.lindistflow import market_loads
+from dsomarket.engine.results import net_withdrawal
 from dsomarket.engine.losses import (CURVE_ABS_KW, CURVE_MAX_DEPTH, CURVE_PRICE_TOL, CURVE_REL_TOL,
                                       STEP_TOL_KW, CurveCheck)
 from dsomarket.engine.network import S_BASE_KVA, Feeder
@@ -111,6 +125,12 @@ P_REL_TOL = 1e-9
 CERT_REL_TOL = 1e-7
 """Relative price tolerance of a ranging certificate (a missed band would be narrower than this)."""
 _ALPHA_TOL = 1e-9
+_PRIMAL_TOL = 1e-7
+"""Primal feasibility tolerance (MW, pu) of a basis the tracer settles itself, as HiGHS's."""
+_DUAL_TOL = 1e-7
+"""Dual feasibility tolerance (per MWh) of a basis whose price range the tracer computes itself."""
+_ANCHOR_ITERATIONS = 8
+"""Re-linearisations of one basis's dispatch before :meth:`_FixedPoints.anchor` gives up (it takes one or two)."""
 _MAX_STALL = 50
 """Own pivots in a row at one price before a warm HiGHS solve takes over (a guard against cycling)."""
 
@@ -424,7 +444,7 @@ class _Probe:
     it is left to a warm HiGHS solve.
     """
 
-    def __init__(self, market: NodalMarket, t: int):
+    def __init__(self, market: NodalMarket, t: int, model=None):
         self.market = market
         self.solver = market.solver
         self.h = market.solver.h
@@ -434,13 +454,14 @@ class _Probe:
         self.flips = 0
         self.pivots = 0
         self.last_run = 0
-        self._load()
+        self._load(model)
 
-    def _load(self) -> None:
+    def _load(self, model=None) -> None:
         """Read the market's matrix and bounds. Again whenever the market swaps its model: the loss-aware
         market re-linearises (:meth:`NodalMarket.converge`) in place, and a basis of the new model
-        factorised with the old coefficients is wrong or singular."""
-        self.model = self.market.model
+        factorised with the old coefficients is wrong or singular. ``model``: another linearisation of
+        the market's model (same blocks, bounds and costs) to factorise bases of, without solving it."""
+        self.model = self.market.model if model is None else model
         _, _, _, a, _, _, _ = self.model.assemble()
         a = a.tocsr(copy=True)
         a.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
@@ -503,27 +524,17 @@ class _Probe:
             raise RuntimeError("interface curve: HiGHS's optimal basis is singular to the tracer")
         return basis
 
-    def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
-                check: bool = False) -> _Basis | None:
-        """The :class:`_Basis` of basic columns ``structural`` and basic row logicals ``inactive`` at ``price``.
-
-        With ``check`` (a basis reached by the tracer's own pivot, not by HiGHS),
-        None unless it is primal feasible (``x`` within bounds, the active rows
-        held) and dual feasible at ``price`` (no nonbasic reduced cost of the
-        wrong sign), i.e. optimal there.
-        """
+    def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+        """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``;
+        None when it is not square or singular."""
         from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
 
-        s = self.solver
         n_row = self.a.shape[0]
-        r = self.a @ x
         active_mask = np.ones(n_row, dtype=bool)
         active_mask[inactive] = False
         active = np.nonzero(active_mask)[0]
         if len(active) != len(structural):
             return None
-        cost = s.cost.copy()
-        cost[self.col] = price
         row_pos = np.empty(n_row, dtype=np.int64)
         row_pos[active] = np.arange(len(active))
         row_pos[inactive] = -1 - np.arange(len(inactive))
@@ -539,6 +550,28 @@ class _Probe:
             lu = splu(core, permc_spec="MMD_ATA", options={"SymmetricMode": True})
         except RuntimeError:            # singular: a pivot the tracer should not have taken
             return None
+        return active_mask, row_pos, a_inactive_structural, lu
+
+    def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
+                check: bool = False, core: tuple | None = None) -> _Basis | None:
+        """The :class:`_Basis` of basic columns ``structural`` and basic row logicals ``inactive`` at ``price``.
+
+        With ``check`` (a basis reached by the tracer's own pivot, not by HiGHS),
+        None unless it is primal feasible (``x`` within bounds, the active rows
+        held) and dual feasible at ``price`` (no nonbasic reduced cost of the
+        wrong sign), i.e. optimal there. ``core``: :meth:`_core` of the same basis, when
+        already factorised.
+        """
+        s = self.solver
+        n_row = self.a.shape[0]
+        r = self.a @ x
+        core = core or self._core(structural, inactive)
+        if core is None:
+            return None
+        active_mask, row_pos, a_inactive_structural, lu = core
+        active = np.nonzero(active_mask)[0]
+        cost = s.cost.copy()
+        cost[self.col] = price
         y = np.zeros(n_row)
         y[active] = lu.solve(cost[structural], trans="T")
         d = cost - self.at @ y
@@ -571,6 +604,95 @@ class _Probe:
         bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
         return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
                       lu, int(pos), c0, bounded, r, a_inactive_structural, row_pos)
+
+    def settle(self, x: np.ndarray, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+        """The basic solution of a basis on this probe's matrix, nonbasic columns held at their values in ``x``.
+
+        Each row whose logical is nonbasic is held at the bound nearest its activity (an equality's
+        value, a binding limit), and the basic columns solved for: ``(x, core)`` with ``core`` the
+        factorised basis (:meth:`_core`), or None when it is singular or leaves a bound by more
+        than the primal tolerance.
+        """
+        s = self.solver
+        core = self._core(structural, inactive)
+        if core is None:
+            return None
+        active_mask, _, _, lu = core
+        rest = x.copy()
+        rest[structural] = 0.0
+        r = self.a @ x
+        lo, hi = s.row_lower[active_mask], s.row_upper[active_mask]
+        near_lo = np.isfinite(lo) & (~np.isfinite(hi) | (np.abs(r[active_mask] - lo) <= np.abs(r[active_mask] - hi)))
+        held = np.where(near_lo, lo, hi)
+        if not np.all(np.isfinite(held)):
+            return None
+        out = rest
+        out[structural] = lu.solve(held - (self.a @ rest)[active_mask])
+        r = self.a @ out
+        tol = _PRIMAL_TOL
+        if np.any(out < s.col_lower - tol) or np.any(out > s.col_upper + tol) or \
+                np.any(r < s.row_lower - tol) or np.any(r > s.row_upper + tol):
+            return None
+        return out, core
+
+    def dual_range(self, x: np.ndarray, structural: np.ndarray, core: tuple) -> tuple[float, float] | None:
+        """The ISO prices ``[low, high]`` at which the basis ``structural`` (factorised as ``core``) with primal
+        point ``x`` is optimal: every nonbasic reduced cost and active row dual of the right sign.
+
+        Duals are affine in the price (P0 basic): ``y = y0 + lambda z``. A nonbasic column held
+        off its bounds (a bid pinned inside its quantity) needs a zero reduced cost, which fixes the
+        price (``low == high``, within ``losses.MARGINAL_TOL``). None when no price is left, or
+        when P0 is nonbasic.
+        """
+        s = self.solver
+        active_mask, _, _, lu = core
+        pos = np.searchsorted(structural, self.col)
+        if pos >= len(structural) or structural[pos] != self.col:
+            return None
+        n_row = self.a.shape[0]
+        cost = s.cost.copy()
+        cost[self.col] = 0.0
+        unit = np.zeros(len(structural))
+        unit[pos] = 1.0
+        y0, z = np.zeros(n_row), np.zeros(n_row)
+        sol = lu.solve(np.column_stack([cost[structural], unit]), trans="T")
+        y0[active_mask], z[active_mask] = sol[:, 0], sol[:, 1]
+        nonbasic = np.ones(len(x), dtype=bool)
+        nonbasic[structural] = False
+        r = self.a @ x
+        # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows.
+        d0 = np.concatenate([(cost - self.at @ y0)[nonbasic], y0[active_mask]])
+        slope = np.concatenate([-(self.at @ z)[nonbasic], z[active_mask]])
+        value = np.concatenate([x[nonbasic], r[active_mask]])
+        lower = np.concatenate([s.col_lower[nonbasic], s.row_lower[active_mask]])
+        upper = np.concatenate([s.col_upper[nonbasic], s.row_upper[active_mask]])
+        keep = lower < upper
+        d0, slope, value, lower, upper = d0[keep], slope[keep], value[keep], lower[keep], upper[keep]
+        at_lo = np.abs(value - lower) <= _PRIMAL_TOL
+        at_hi = ~at_lo & (np.abs(value - upper) <= _PRIMAL_TOL)
+        inside = ~at_lo & ~at_hi
+        # At a lower bound f >= 0 (the bid stays out), at an upper f <= 0; inside f = 0. Written as
+        # sign * f >= -tol with both signs for a value inside its bounds.
+        sign = np.concatenate([np.where(at_lo, 1.0, -1.0), np.ones(int(inside.sum()))])
+        d0 = np.concatenate([d0, d0[inside]])
+        slope = np.concatenate([slope, slope[inside]])
+        tol = np.concatenate([np.full(len(at_lo), _DUAL_TOL), np.full(int(inside.sum()), losses.MARGINAL_TOL)])
+        tol[:len(at_lo)][inside] = losses.MARGINAL_TOL
+        a, b = sign * slope, sign * d0 + tol          # a lambda + b >= 0
+        flat = np.abs(a) <= _ALPHA_TOL
+        if np.any(flat & (b < 0.0)):
+            return None
+        with np.errstate(divide="ignore"):
+            bound = -b / a
+        low = float(np.max(bound[~flat & (a > 0)], initial=-math.inf))
+        high = float(np.min(bound[~flat & (a < 0)], initial=math.inf))
+        if low > high:
+            return None
+        held = np.abs(slope[len(at_lo):]) > _ALPHA_TOL
+        if held.any():                  # the price at which the held bids' reduced costs vanish
+            price = float(np.median(-d0[len(at_lo):][held] / slope[len(at_lo):][held]))
+            return price, price
+        return low, high
 
     def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
         """Samples reached from ``start`` by bound flips and the tracer's own pivots, towards ``limit`` (exclusive).
@@ -1063,7 +1185,171 @@ class _FixedPoints:
         self.market, self.t = market, t
         self.clearings = 0
         self.solves = 0
+        self.anchored = 0
+        self.interpolated = 0.0
         self.residual_kw = 0.0
+        # Vertex samples not yet walked from: id -> (sample, probe on its linearisation, its basis there).
+        self._anchors: dict[int, tuple[_Sample, _Probe, _Basis]] = {}
+
+    def keep(self, old: _Sample, new: _Sample) -> _Sample:
+        """``new`` (``old`` with a clipped range) takes over ``old``'s basis for walking on."""
+        entry = self._anchors.pop(id(old), None)
+        if entry is not None and entry[0] is old:
+            self._anchors[id(new)] = (new, *entry[1:])
+        return new
+
+    def anchor(self, x: np.ndarray, structural: np.ndarray, inactive: np.ndarray,
+               keep: bool = True) -> _Sample | None:
+        """The fixed point reached from dispatch ``x`` with the basis ``(structural, inactive)``, without HiGHS.
+
+        Linearise at the AC power flow of ``x`` (:meth:`engine.losses.Relinearisation.at`), take the basic
+        solution of the same basis there with the nonbasic columns held (:meth:`_Probe.settle`), and again
+        from its dispatch until no bid moves more than ``losses.STEP_TOL_KW`` and the import is within
+        ``losses.RESIDUAL_TOL_KW`` of the AC power flow's (the tests :meth:`NodalMarket.converge` stops on):
+        that dispatch is then its own linearisation's basic solution,
+        and the prices at which the basis is optimal there (:meth:`_Probe.dual_range`) are exactly those at
+        which it is a fixed point, as for a clearing's range (class docstring). A bid held inside its
+        quantity fixes the price (a point of a stretch, ``low == high``). None where the basis leaves a
+        bound or is optimal at no price: the caller then clears instead.
+        """
+        m, t = self.market, self.t
+        book, T = m.columns.book, m.book.n_interval
+        bid = m.model.var("bid").slice
+        for _ in range(_ANCHOR_ITERATIONS):
+            shed = m.solver.block(x, "shed").reshape(T, -1) * S_BASE_KVA if m.model.has_var("shed") else None
+            point = losses.operating_point(m.feeder, *net_withdrawal(m.feeder, book, x[bid], m.loads(), shed))
+            self.anchored += 1
+            if not point.converged:
+                return None
+            probe = _Probe(m, t, m._relinearise.at(point))
+            settled = probe.settle(x, structural, inactive)
+            if settled is None:
+                return None
+            moved = float(np.max(np.abs(settled[0][bid] - x[bid]), initial=0.0)) * S_BASE_KVA
+            x, core = settled
+            residual = abs(float(x[probe.col] - point.p0[t])) * S_BASE_KVA
+            if moved <= STEP_TOL_KW and residual <= losses.RESIDUAL_TOL_KW:
+                break
+        else:
+            return None
+        span = probe.dual_range(x, structural, core)
+        if span is None:
+            return None
+        low, high = span
+        price = low if high == low else (low + high) / 2.0 if math.isfinite(low + high) else \
+            (high - 1.0 if math.isfinite(high) else low + 1.0)
+        q = float(x[probe.col])
+        g = float(np.sum(m.solver.cost * x)) - m.solver.cost[probe.col] * q
+        sample = _Sample(price, q, g, low, high)
+        self.residual_kw = max(self.residual_kw, residual)
+        if keep and high > low:
+            basis = probe._factor(price, x, g, structural, inactive, core=core)
+            if basis is not None:
+                self._anchors[id(sample)] = (sample, probe, basis)
+        return sample
+
+    def walk(self, a: _Sample, limit: float, tol: float) -> list[_Sample] | None:
+        """Fixed points past ``a``'s range towards ``limit``, found from ``a``'s basis without HiGHS.
+
+        On ``a``'s linearisation the tracer's bound flips (:meth:`_Probe._flips`) give the bids that
+        switch past ``a.high``; as many are taken at once as move the import by at most ``2 tol`` (MW;
+        at least one), or the pivot that ends ``a``'s range (:meth:`_Probe._pivot`), and the result is
+        anchored (:meth:`anchor`): the next fixed point, ``v``. Between ``a`` and ``v`` the import lies
+        between theirs (monotone), so a pair within ``2 tol`` is one band. Where one bid clears
+        part-way between them (``v``'s range starts after ``a``'s ends: a stretch), the stretch is
+        drawn by anchoring that bid at evenly spaced quantities, each fixing its own price, with
+        imports no more than ``2 tol`` apart. None when ``a`` has no basis to walk on or no fixed point
+        is reached: the caller clears instead.
+        """
+        entry = self._anchors.pop(id(a), None)
+        if entry is None or entry[0] is not a:
+            return None
+        _, probe, basis = entry
+        if basis.p0_pos < 0:
+            return None
+        samples, brk = probe._flips(basis, True, limit)
+        if samples:
+            _, _, idx = _first_events(basis.up, len(samples))
+            s = self.market.solver
+            k = max(1, int(np.sum(a.q - np.array([x.q for x in samples]) <= 2.0 * tol)))
+            # Fewer bids where the first leap finds no fixed point; where even one does not (its stretch
+            # reaches past the next bid's switch), that bid with the next few.
+            tries = [k >> i for i in range(k.bit_length())] + list(range(2, min(len(samples), 4) + 1))
+            for k in dict.fromkeys(tries):
+                cols = idx[:k]
+                x = basis.x.copy()
+                lo, hi = s.col_lower[cols], s.col_upper[cols]
+                x[cols] = np.where(x[cols] - lo <= hi - x[cols], hi, lo)
+                v = self.anchor(x, basis.structural, basis.inactive)
+                if v is not None:
+                    break
+        elif brk is not None:
+            pivot = probe._pivot(basis, brk, True)
+            if pivot is None:
+                return None
+            nxt = pivot[1]
+            cols = None
+            v = self.anchor(nxt.x, nxt.structural, nxt.inactive)
+        else:
+            return None
+        if v is None or v.q >= a.q - Q_TOL_MW or v.high < a.high:
+            return None
+        cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(v.low))
+        if v.low <= a.high + cert or a.q - v.q <= 2.0 * tol or cols is None or len(cols) != 1:
+            return [v]
+        # A stretch: one bid clearing part-way, its price set by its own effect on the losses.
+        ramp = self._stretch(a, v, basis, int(cols[0]), float(x[cols[0]]), tol, cert)
+        return [v] if ramp is None else [*ramp, v]
+
+    def _stretch(self, a: _Sample, v: _Sample, basis: _Basis, j: int, end: float, tol: float,
+                 cert: float) -> list[_Sample] | None:
+        """Samples of the stretch between ``a.high`` and ``v.low`` where column ``j`` of ``a``'s basis goes
+        from its value there to ``end``, its imports no more than ``2 tol`` (MW) apart.
+
+        Anchored with ``j`` held inside its quantity, each share of it is the fixed point at the one
+        price where its reduced cost vanishes (:meth:`anchor`). The price and the import are smooth
+        in the share (the AC marginal losses are), so the stretch is anchored adaptively: a piece
+        whose middle anchor lies within ``tol / 4`` of the straight line through its ends (in
+        import, and in price times the piece's slope) is filled by interpolation; otherwise both
+        halves are anchored again. The largest such deviation is kept in ``interpolated`` (MW,
+        relative to the import). None when an anchor fails or leaves the stretch.
+        """
+        start = float(basis.x[j])
+
+        def pinned(share: float) -> _Sample | None:
+            x = basis.x.copy()
+            x[j] = start + share * (end - start)
+            c = self.anchor(x, basis.structural, basis.inactive, keep=False)
+            return None if c is None or c.high > c.low else c
+
+        knots = [(0.0, a.high, a.q, a.g), (1.0, v.low, v.q, v.g)]
+        out: list[_Sample] = []
+        stack = [(knots[0], knots[1], 0)]
+        while stack:
+            k0, k1, depth = stack.pop()
+            (s0, p0, q0, g0), (s1, p1, q1, g1) = k0, k1
+            if q0 - q1 <= 2.0 * tol:
+                out.append(_Sample(p1, q1, g1, p1, p1))
+                continue
+            if depth >= CURVE_MAX_DEPTH:
+                return None
+            c = pinned((s0 + s1) / 2.0)
+            if c is None or not p0 - cert <= c.price <= p1 + cert or not q0 >= c.q >= q1:
+                return None
+            km = ((s0 + s1) / 2.0, c.price, c.q, c.g)
+            slope = (q0 - q1) / max(p1 - p0, cert)
+            off = max(abs(c.q - (q0 + q1) / 2.0), abs(c.price - (p0 + p1) / 2.0) * slope)
+            if off > tol / 4.0:
+                stack += [(km, k1, depth + 1), (k0, km, depth + 1)]
+                continue
+            self.interpolated = max(self.interpolated, off / max(min(abs(q0), abs(q1)), CURVE_ABS_KW / S_BASE_KVA))
+            for (_, pa, qa, ga), (_, pb, qb, gb) in ((k0, km), (km, k1)):
+                n = math.ceil((qa - qb) / (1.9 * tol))
+                for w in np.arange(1, n + 1) / n:
+                    p, q, g = pa + w * (pb - pa), qa + w * (qb - qa), ga + w * (gb - ga)
+                    out.append(_Sample(p, q, g, p, p))
+        out.pop()                       # the last is v's end of the stretch: v itself follows
+        return out
 
     def at(self, price: float, between: tuple[float, float] = (math.inf, -math.inf)) -> _Sample:
         """The clearing at ``price``: import (MW), tangent, and the price range on which it holds.
@@ -1103,7 +1389,12 @@ class _FixedPoints:
         vertex = (abs(ranged.q - q) <= Q_TOL_MW and
                   float(np.max(np.abs(basis.x[bids] - sol.x[bids]), initial=0.0)) * S_BASE_KVA <= STEP_TOL_KW)
         if vertex and m.convergence["converged"]:
-            return _Sample(price, q, g, min(ranged.low, price), max(ranged.high, price)), True
+            sample = _Sample(price, q, g, min(ranged.low, price), max(ranged.high, price))
+            if isinstance(m, NodalMarket):
+                # Walked on from (:meth:`walk`): one feeder's AC power flow re-linearises it. A horizon
+                # whose network changes (engine.runs.CoupledMarket) has one per run: it is cleared instead.
+                self._anchors[id(sample)] = (sample, probe, basis)
+            return sample, True
         return _Sample(price, q, g, price, price), False
 
 
@@ -1125,6 +1416,8 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     Otherwise a clearing in the gap splits it: just past a's range first (a bid flipping
     at a's end starts the next range there), then where the two tangents meet. After
     ``CURVE_MAX_DEPTH`` splits without a new range, the step goes where the tangents meet.
+    Before any clearing, a pair whose left end has a basis is walked (:meth:`_FixedPoints.walk`):
+    the fixed points it reaches split the pair the same way, at no HiGHS solve.
     """
     first = fixed.at(floor)
     last = first if first.high >= cap else fixed.at(cap)
@@ -1157,6 +1450,11 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         if b.low - a.high <= CURVE_PRICE_TOL * max(1.0, abs(a.high)):
             done.append((a, b, (a.high + b.low) / 2.0))
             continue
+        walked = fixed.walk(a, b.low, _band_tol(a, b))
+        if walked is not None:
+            seq = [a, *walked, b]
+            stack += [(x, y, depth) for x, y in zip(seq[:-1], seq[1:])][::-1]
+            continue
         if fixed.clearings >= max_clearings:
             raise RuntimeError(f"loss-aware curve: more than {max_clearings} clearings in interval {fixed.t}")
         past = a.high > a.low and id(a) not in probed
@@ -1164,7 +1462,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             probed.add(id(a))
             lam = a.high + min(max(cert, 1e-9 * max(1.0, abs(a.high))), width / 2.0)
         c = fixed.at(lam, (a.q, b.q))
-        c = _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low))
+        c = fixed.keep(c, _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low)))
         # A range that starts where a's ends is progress along the curve, not a subdivision.
         onward = depth if past and c.low <= a.high + cert else depth + 1
         stack += [(c, b, onward), (a, c, depth + 1)]
@@ -1188,8 +1486,9 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         hi[0] = lo[1]
     bands[0][0], bands[-1][1] = floor, cap
     merged = _merge_equal(bands)
-    check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=worst * 100.0,
-                       max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved)
+    # A band in an interpolated stretch may be off by the interpolation's deviation on top of its own width.
+    check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=(worst + fixed.interpolated) * 100.0,
+                       max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved, anchored=fixed.anchored)
     return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
 
 

@@ -541,13 +541,15 @@ class CurveCheck:
     max_error_pct: float
     max_residual_kw: float
     unresolved_steps: int = 0
+    anchored: int = 0
+    """Re-linearisations at which the curve walked from one fixed point to the next without a clearing
+    (:meth:`engine.interface._FixedPoints.anchor`)."""
 
     def merged(self, other: "CurveCheck") -> "CurveCheck":
         return CurveCheck(self.bands + other.bands, self.clearings + other.clearings,
                           max(self.max_error_pct, other.max_error_pct),
                           max(self.max_residual_kw, other.max_residual_kw),
-                          self.unresolved_steps + other.unresolved_steps)
-
+                          self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored)
 
 def curvature_step(solver, feeder: Feeder, point: OperatingPoint, sol: Solution, bids: np.ndarray) -> np.ndarray:
     """Newton step (MW) of the bid columns ``bids`` (indices in the ``bid`` block) to zero reduced cost.

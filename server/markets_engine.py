@@ -993,6 +993,39 @@ def settle_market(inputs: MarketInputs, own: Disaggregation,
     return SettleOutcome(statements, totals, _digest(statements, sorted(totals.items())))
 
 
+def settle_interval(inputs: MarketInputs, k: int, award: tuple[float, str], reference: Disaggregation | None,
+                    moved: list[tuple]) -> SettleOutcome:
+    """Settle interval ``k`` of a market whose intervals are independent, on its own (a rolling market settles
+    each awarded interval once its meter window has passed).
+
+    ``award``: the ISO's ``(import_kw, price)`` of the interval; ``moved``: ``(aggregator_id, resource_id, kw)``,
+    the final instruction of each resource an override, re-dispatch or emergency instruction moved in it. The
+    lines are those :func:`settle_market` (and :func:`curtailment_lines`) give the interval in a settlement of
+    the whole market; its totals are the interval's. FailedPrecondition when the award cannot be dispatched on
+    the inputs' network.
+    """
+    sub = only_intervals(inputs, [k])
+    own = disaggregate_award(sub, [(0, *award)], reference).disaggregation
+    if own is None:
+        raise FailedPrecondition(f"interval_start: the award of {inputs.intervals[k].isoformat()} cannot be "
+                                 "dispatched on the market's network to settle it")
+    out = settle_market(sub, own, reference)
+    at_k = pl.lit(k, dtype=pl.Int64).alias("interval_idx")
+    # The digest is of the settlement before the deviation lines, as :func:`with_lines` keeps it (a replay
+    # recomputes the settlement, not the instructions that moved).
+    digest = _digest(out.statements.with_columns(at_k), sorted(out.totals.items()))
+    if moved:
+        table = pl.DataFrame([(a, r, 0, kw) for a, r, kw in moved], schema=_POSITION_COLUMNS, orient="row")
+        out = with_lines(out, curtailment_lines(sub, own, table))
+    return SettleOutcome(out.statements.with_columns(at_k), out.totals, digest)
+
+
+def sum_totals(totals: list[dict]) -> dict:
+    """The totals of several settlements (decimal currency strings) added, key by key (a key one lacks is 0)."""
+    keys = sorted({key for t in totals for key in t})
+    return {key: _money_text(sum((Decimal(t.get(key, "0")) for t in totals), Decimal(0))) for key in keys}
+
+
 def with_lines(outcome: SettleOutcome, lines: pl.DataFrame) -> SettleOutcome:
     """A settlement with extra statement lines (overrides: :func:`curtailment_lines`), their sums in the totals
     as ``override_energy`` and ``curtailment_payments`` (paid to aggregators, decimal currency)."""

@@ -134,6 +134,36 @@ async def settle_imbalance(app, who, market_id: str) -> tuple[dict, dict, dict]:
     return rows[0], out, stored
 
 
+async def settle_intervals(app, who, market_id: str, indices: list[int] | None = None) -> dict:
+    """Settle awarded intervals of a rolled market, each once and on its own (the scheduler's step once an
+    interval's meter window has passed; the operator's SettleMarket settles every one left): ``indices``, or
+    None: every awarded interval not settled yet. Returns the market row after the last one."""
+    async with app.lock(market_id):
+        def read(conn):
+            return (store.market_rows(conn, market_id), dict((k, (q, p)) for k, q, p in store.iso_award_rows(
+                conn, market_id)), realtime_store.settled_intervals(conn, market_id),
+                realtime_store.moved_instructions(conn, market_id))
+
+        rows, awards, settled, moved = await app.reader.call(read)
+        market = rows[0]
+        todo = [k for k in (sorted(awards) if indices is None else indices) if k not in settled]
+        if not todo:
+            raise FailedPrecondition(f"market {market_id!r} settles interval by interval: no awarded interval is "
+                                     "left to settle")
+        reference = (await app.disaggregation(market["day_ahead_market_id"])
+                     if market["day_ahead_market_id"] else None)
+
+        def settle(k: int):
+            mine = [(a, r, kw) for a, r, t, kw in moved if t == k]
+            return markets_engine.settle_interval(app.inputs(rows), k, awards[k], reference, mine)
+
+        for k in todo:
+            outcome = await app.solve(settle, k)
+            market = await app.writer.call(realtime_store.record_interval_settlement, who, market_id, k, outcome,
+                                           rows[5][0])
+    return market
+
+
 def _reading_owner(who, reading, field: str, interface: bool) -> tuple[str, str]:
     """``(aggregator_id, resource_id)`` of a reading: an aggregator reads its own resources only, the operator
     names the owner; an empty resource (the interface meter, ``interface`` readings only) is the operator's."""

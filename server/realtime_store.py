@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from dsomarket.server import store, timeline
+from dsomarket.server import markets_engine, store, timeline
 from dsomarket.server.auth import Principal
 from dsomarket.server.db import now_us
 from dsomarket.server.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -365,14 +365,57 @@ def store_history(conn, who: Principal, feeder_id: str, rows: list[tuple], reque
 # -- rolling gates: each interval of a real-time or hour-ahead market closes, clears and publishes on its own ----
 
 def interval_steps(conn, market_ids) -> dict[str, dict[int, dict[str, str]]]:
-    """``market_id -> interval_idx -> step -> status`` of the rolling steps taken (close, clear, publish)."""
+    """``market_id -> interval_idx -> step -> status`` of the rolling steps taken (close, clear, publish, settle),
+    and ``award`` for each interval the ISO has awarded."""
     out: dict = {}
     for part in store._chunks(sorted(market_ids)):
+        marks = store._marks(len(part))
         for m, k, step, status in conn.execute(
-                f"SELECT market_id, interval_idx, step, status FROM interval_steps WHERE market_id IN "
-                f"({store._marks(len(part))})", tuple(part)):
+                f"SELECT market_id, interval_idx, step, status FROM interval_steps WHERE market_id IN ({marks}) "
+                f"UNION ALL SELECT market_id, interval_idx, 'award', 'done' FROM iso_awards WHERE market_id IN "
+                f"({marks})", (*part, *part)):
             out.setdefault(m, {}).setdefault(k, {})[step] = status
     return out
+
+
+def rolled(conn, market_id: str) -> bool:
+    """True for a market whose intervals rolled through their own gates: it settles interval by interval."""
+    return conn.execute("SELECT 1 FROM interval_steps WHERE market_id = ? AND step = 'publish' LIMIT 1",
+                        (market_id,)).fetchone() is not None
+
+
+def settled_intervals(conn, market_id: str) -> set[int]:
+    return {k for (k,) in conn.execute("SELECT interval_idx FROM interval_steps WHERE market_id = ? AND step = "
+                                       "'settle'", (market_id,))}
+
+
+def record_interval_settlement(conn, who: Principal, market_id: str, k: int, outcome, network_version: int) -> dict:
+    """Store the settlement of awarded interval ``k`` of a rolled market once (:func:`server.markets_engine.
+    settle_interval` on ``network_version``), audited as ``interval.settle``; the last interval settled makes the
+    AWARDED market SETTLED, with the intervals' totals added (``market.settle``, ``by_interval``)."""
+    market = store.get_market(conn, market_id)
+    store.require_state(market, ("open", "published", "awarded"), "settling an interval")
+    when = timeline.iso(timeline.interval_start(market, k))
+    if k not in awarded_intervals(conn, market_id):
+        raise FailedPrecondition(f"interval {when} of market {market_id!r}: it has no award to settle")
+    if k in settled_intervals(conn, market_id):
+        raise FailedPrecondition(f"interval {when} of market {market_id!r}: it is settled")
+    now = now_us()
+    store.insert_statements(conn, market, outcome.statements)
+    _step(conn, market_id, k, "settle", "done", {"totals": outcome.totals}, now)
+    store._audit(conn, who, "interval.settle", {"market_id": market_id, "interval_idx": k, "totals": outcome.totals,
+                                                "digest": outcome.digest, "network_version": network_version}, now)
+    done = [json.loads(d)["totals"] for (d,) in conn.execute(
+        "SELECT detail FROM interval_steps WHERE market_id = ? AND step = 'settle' ORDER BY interval_idx",
+        (market_id,))]
+    if market["state"] == "awarded" and len(done) == int(market["interval_count"]):
+        totals = markets_engine.sum_totals(done)
+        conn.execute("INSERT INTO settlements (market_id, totals, created_us) VALUES (?, ?, ?)",
+                     (market_id, json.dumps(totals), now))
+        market = store._set_state(conn, market, "settled", now)
+        store._audit(conn, who, "market.settle", {"market_id": market_id, "totals": totals, "by_interval": True},
+                     now)
+    return market
 
 
 def _rolling_step(conn, market_id: str, k: int, step: str, before: str | None, retry: bool = False) -> dict:

@@ -160,9 +160,8 @@ class _State:
                                          committed=positions)
 
 
-def _redispatch(state: _State, m: str, p: dict) -> markets_engine.NetworkRedispatch:
+def _redispatch(state: _State, m: str, p: dict, reference) -> markets_engine.NetworkRedispatch:
     """A ``dispatch.network`` record's re-dispatch, on the bids of the log and the networks it names."""
-    reference = state.disaggregations.get(state.markets[m]["day_ahead_market_id"])
     return markets_engine.redispatch_after_change(
         state.inputs(m, p["before_version"]), state.inputs(m, p["network_version"]),
         [tuple(a) for a in p["awards"]], p["by_interval"], [iv["interval_idx"] for iv in p["intervals"]],
@@ -177,18 +176,30 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         wanted = {market_id} | {p["day_ahead_market_id"] for p in created if p["market_id"] == market_id}
     state = _State()
     checks = []
+
+    def reference_of(m: str):
+        return state.disaggregations.get(state.markets[m]["day_ahead_market_id"])
+
     for row in audit.records(conn):
         seq, action, p = row["seq"], row["action"], json.loads(row["payload"])
         state.apply(action, p)
         m = p.get("market_id")
         if action not in ("market.clear", "market.reclear", "interval.clear", "interval.reclear", "award.submit",
-                          "award.interval", "market.settle", "flex.clear", "dispatch.network"):
+                          "award.interval", "market.settle", "flex.clear", "dispatch.network", "interval.settle"):
             continue
         if wanted is not None and m not in wanted:
             continue
+        if action == "interval.settle":  # one awarded interval of a rolled market, once its meter window passed
+            award = next((q, pr) for k, q, pr in state.interval_awards[m] if k == p["interval_idx"])
+            outcome = markets_engine.settle_interval(state.inputs(m, p["network_version"]), p["interval_idx"],
+                                                     award, reference_of(m), [])
+            checks.append(ReplayCheck(seq, m, "settle", p["digest"], outcome.digest))
+            continue
+        if action == "market.settle" and p.get("by_interval"):  # the sum of its intervals' settlements
+            continue
         if action == "dispatch.network":
             if "digest" in p:  # older records hold only the outcome
-                checks.append(ReplayCheck(seq, m, "redispatch", p["digest"], _redispatch(state, m, p).digest))
+                checks.append(ReplayCheck(seq, m, "redispatch", p["digest"], _redispatch(state, m, p, reference_of(m)).digest))
             continue
         if action == "flex.clear":
             if p["status"] != "time_limit":
@@ -205,7 +216,7 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         clearing = action in ("market.clear", "market.reclear", "interval.clear", "interval.reclear")
         # So did an open rolling market's interval award (older records name none: the last clearing's).
         inputs = state.inputs(m, p.get("network_version", 0) if clearing else p.get("network_version"))
-        reference = state.disaggregations.get(state.markets[m]["day_ahead_market_id"])
+        reference = reference_of(m)
         if clearing:
             # A real-time market clears on the positions of its day-ahead market once that is awarded,
             # which is where the log has it by now (as the server reads it).

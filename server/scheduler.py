@@ -21,7 +21,10 @@ step that is due at the clock's time (:func:`due`), in order:
 - AWARDED -> SETTLED once the meter window (``meter_window``, default
   :data:`METER_WINDOW_SECONDS`) after the market's last interval has passed,
   and then the metered imbalance, as soon as the readings are complete (never
-  on a gap: it waits for the readings).
+  on a gap: it waits for the readings). A market that rolled through its gates
+  settles each awarded interval on its own once the meter window after that
+  interval has passed (open, published or awarded; step ``settle`` in
+  ``interval_steps``, so never twice), and is SETTLED with its last interval.
 
 Restart safety comes from the store, not from memory: every step is one
 transaction that checks the market's state (and the interval's steps, table
@@ -130,6 +133,10 @@ def due(market: dict, now: int, steps: dict | None = None, meter_window_us: int 
     """
     state, steps = market["state"], steps or {}
     count = int(market["interval_count"])
+    # A market that rolled through its gates settles each awarded interval once its own meter window has passed.
+    rolled = market["kind"] in timeline.ROLLING and any("publish" in taken for taken in steps.values())
+    settle = [("settle", k) for k in range(count) if "award" in steps.get(k, {}) and "settle" not in steps[k]
+              and now >= timeline.interval_start(market, k + 1) + meter_window_us] if rolled else []
     if state == "open":
         if market["kind"] in timeline.ROLLING:
             out = []
@@ -142,8 +149,10 @@ def due(market: dict, now: int, steps: dict | None = None, meter_window_us: int 
                     out.append(("clear", k))
                 elif taken["clear"] == "optimal" and "publish" not in taken:
                     out.append(("publish", k))
-            return out
+            return out + settle
         return [("close", None)] if now >= timeline.gate_closure(market, 0) else []
+    if rolled and state in ("published", "awarded"):
+        return settle
     if state == "closed":
         return [("clear", None)] if market["clearing_status"] == "" else []
     if state == "cleared":
@@ -162,11 +171,13 @@ def _active(conn) -> tuple[list[dict], dict]:
     rows = conn.execute(
         "SELECT m.*, (SELECT COUNT(*) FROM meter_readings r WHERE r.market_id = m.market_id) AS readings, "
         "EXISTS (SELECT 1 FROM imbalance_settlements i WHERE i.market_id = m.market_id) AS imbalance_settled "
-        "FROM markets m WHERE m.state IN ('open', 'closed', 'cleared', 'awarded') OR (m.state = 'settled' AND NOT "
+        "FROM markets m WHERE m.state IN ('open', 'closed', 'cleared', 'published', 'awarded') OR (m.state = "
+        "'settled' AND NOT "
         "EXISTS (SELECT 1 FROM imbalance_settlements i WHERE i.market_id = m.market_id) AND EXISTS (SELECT 1 FROM "
         "meter_readings r WHERE r.market_id = m.market_id)) ORDER BY m.market_id")
     markets = [dict(r) for r in rows]
-    return markets, realtime_store.interval_steps(conn, [m["market_id"] for m in markets if m["state"] == "open"])
+    return markets, realtime_store.interval_steps(conn, [m["market_id"] for m in markets if m["kind"] in
+                                                         timeline.ROLLING and m["state"] != "settled"])
 
 
 def _batched(todo: list[tuple[dict, str, int | None]]) -> list[tuple[dict, str, object]]:
@@ -255,6 +266,9 @@ class Scheduler:
             if await app.solve(lambda: markets_engine.couples(app.inputs(rows))):
                 k = None
         if k is not None:
+            if action == "settle":
+                await realtime_service.settle_intervals(app, SCHEDULER, market_id, [k])
+                return [Step(market_id, "settle", interval_idx=k)]
             if action == "close":
                 await app.writer.call(realtime_store.close_interval, SCHEDULER, market_id, k)
                 return [Step(market_id, "close", interval_idx=k)]

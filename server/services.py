@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import functools
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -371,6 +372,12 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
     async def SettleMarket(self, request, who):
         app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
+        if await app.reader.call(realtime_store.rolled, market_id):
+            # Rolled through its gates: it settles interval by interval; this settles every interval left.
+            store.require_state(await app.reader.call(store.get_market, market_id), ("awarded",), "settling")
+            row = await realtime_service.settle_intervals(app, who, market_id)
+            totals, count = await app.reader.call(_settled, market_id)
+            return operator_pb2.SettleMarketResponse(market=convert.market(row), totals=totals, statement_count=count)
         async with app.lock(market_id):
             outcome = await app.settlement(market_id)
             row = await app.writer.call(store.record_settlement, who, market_id, outcome)
@@ -553,6 +560,13 @@ class IsoService(iso_pb2_grpc.IsoServiceServicer):
         return iso_pb2.SubmitAwardResponse(market=convert.market(market),
                                            status=convert.CLEARING_STATUS[result["status"]],
                                            diagnosis=result["diagnosis"])
+
+
+def _settled(conn, market_id: str) -> tuple[dict, int]:
+    """The stored totals and statement count of a settled market."""
+    (totals,) = conn.execute("SELECT totals FROM settlements WHERE market_id = ?", (market_id,)).fetchone()
+    (count,) = conn.execute("SELECT COUNT(*) FROM statements WHERE market_id = ?", (market_id,)).fetchone()
+    return json.loads(totals), count
 
 
 def _request_key(request) -> tuple[str, str]:

@@ -561,15 +561,20 @@ def store_award_tables(conn, market_id: str, awards: list, outcome, now: int) ->
                       for agg, res, t, kw in outcome.instructions.iter_rows()])
 
 
+def insert_statements(conn, market: dict, statements: pl.DataFrame) -> None:
+    """Store a settlement's statement lines (:class:`server.markets_engine.SettleOutcome` ``statements``)."""
+    conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
+                     "settlement, kw, kvar, price, price_q, amount, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(market["market_id"], a, b, r, t, market["kind"], kw, kvar, p, pq, amt, kind)
+                      for a, b, r, t, kw, kvar, p, pq, amt, kind in statements.iter_rows()])
+
+
 def record_settlement(conn, who: Principal, market_id: str, outcome) -> dict:
     """Store statements (:class:`server.markets_engine.SettleOutcome`): AWARDED -> SETTLED."""
     market = get_market(conn, market_id)
     require_state(market, ("awarded",), "settling")
     now = now_us()
-    conn.executemany("INSERT INTO statements (market_id, aggregator_id, bid_id, resource_id, interval_idx, "
-                     "settlement, kw, kvar, price, price_q, amount, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     [(market_id, a, b, r, t, market["kind"], kw, kvar, p, pq, amt, kind)
-                      for a, b, r, t, kw, kvar, p, pq, amt, kind in outcome.statements.iter_rows()])
+    insert_statements(conn, market, outcome.statements)
     conn.execute("INSERT INTO settlements (market_id, totals, created_us) VALUES (?, ?, ?)",
                  (market_id, json.dumps(outcome.totals), now))
     out = _set_state(conn, market, "settled", now)

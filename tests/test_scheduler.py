@@ -31,7 +31,7 @@ def steps_of(path: Path) -> dict[str, list[str]]:
     ``close[k]``, ``clear[k]``, ``publish[k]`` of interval k at its rolling gate; settle and imbalance."""
     names = {"market.close": "close", "market.clear": "clear", "market.settle": "settle",
              "imbalance.settle": "imbalance", "interval.close": "close", "interval.clear": "clear",
-             "interval.publish": "publish"}
+             "interval.publish": "publish", "interval.settle": "settle"}
     conn = db.connect(path)
     try:
         out: dict[str, list[str]] = {}
@@ -48,10 +48,12 @@ def steps_of(path: Path) -> dict[str, list[str]]:
         conn.close()
 
 
-def rolled(steps: list[str], count: int) -> bool:
-    """True when each of ``count`` intervals was closed, cleared and published, in that order, once."""
-    return all([s for s in steps if s.endswith(f"[{k}]")] == [f"{step}[{k}]" for step in ("close", "clear", "publish")]
-               for k in range(count)) and len(steps) == 3 * count
+def rolled(steps: list[str], count: int, settled: bool = False) -> bool:
+    """True when each of ``count`` intervals was closed, cleared and published (``settled``: and settled), in that
+    order, once."""
+    order = ("close", "clear", "publish") + (("settle",) if settled else ())
+    return all([s for s in steps if s.endswith(f"[{k}]")] == [f"{step}[{k}]" for step in order]
+               for k in range(count)) and len(steps) == len(order) * count
 
 
 async def real_time_markets(env_or_client, names, start, **kw):
@@ -174,7 +176,9 @@ def test_a_rolling_hour_runs_itself_the_iso_awards_each_interval_and_it_settles_
             awards = []
             for k in range(12):
                 steps = [(s.action, s.interval_idx) for s in await scheduler.tick() if s.market_id == "rt"]
-                assert steps == [("close", k), ("clear", k), ("publish", k)]
+                # Each awarded interval settles on its own once its meter window (10 minutes) has passed.
+                assert [x for x in steps if x[0] != "settle"] == [("close", k), ("clear", k), ("publish", k)]
+                assert [x for x in steps if x[0] == "settle"] == ([("settle", k - 3)] if k >= 3 else [])
                 if k == 0:  # agg-a's bids for the second half hour come after the first gate
                     assert (await a.submit_bids("rt", late)).count == len(late)
                 (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
@@ -193,10 +197,19 @@ def test_a_rolling_hour_runs_itself_the_iso_awards_each_interval_and_it_settles_
             assert (await iso.submit_award("twin", awards)).status == "optimal"
             assert key(await a.list_instructions(market_id="rt")) == key(await a.list_instructions(market_id="twin"))
 
-            # Settlement waits for the meter window after 10:00, then settles once; the imbalance waits for meters.
-            assert await scheduler.tick() == []
+            # The last intervals' settlement (and the twin's, whole) waits for the meter window after 10:00, then
+            # settles once; the imbalance waits for meters.
+            assert [(s.action, s.interval_idx) for s in await scheduler.tick()] == [("settle", 9)]
+            assert (await op.get_market("rt")).state == "awarded"
             clock.set(int((start + timedelta(hours=1, minutes=10)).timestamp() * US))
-            assert [(s.market_id, s.action) for s in await scheduler.tick()] == [("rt", "settle"), ("twin", "settle")]
+            assert [(s.market_id, s.action, s.interval_idx) for s in await scheduler.tick()] == [
+                ("rt", "settle", 10), ("rt", "settle", 11), ("twin", "settle", None)]
+            assert (await op.get_market("rt")).state == "settled"
+            # Settled interval by interval, the statements are those of the twin settled whole.
+            for n in ("agg-a", "agg-b"):
+                lines = [await env.clients[n].list_statements(market_id=m) for m in ("rt", "twin")]
+                assert [(s.bid_id, s.resource_id, s.interval_start, s.kind, s.amount) for s in lines[0]] == \
+                    [(s.bid_id, s.resource_id, s.interval_start, s.kind, s.amount) for s in lines[1]]
             instructed = {(n, i.resource_id, i.interval_start): i.kw for n in ("agg-a", "agg-b")
                           for i in await env.clients[n].list_instructions(market_id="rt")}
             for n in ("agg-a", "agg-b"):
@@ -216,12 +229,13 @@ def test_a_rolling_hour_runs_itself_the_iso_awards_each_interval_and_it_settles_
             assert all(s.amount == 0 for s in lines if s.kind == "imbalance" and s.resource_id == "load")
             path = env.db_path
         steps = steps_of(path)
-        assert rolled([s for s in steps["rt"] if "[" in s], 12)
+        assert rolled([s for s in steps["rt"] if "[" in s], 12, settled=True)
         assert [s for s in steps["rt"] if "[" not in s] == ["settle", "imbalance"]
         conn = db.connect(path)
         checks = replay(conn, "rt")
         conn.close()
-        assert [c.stage for c in checks] == ["clear", "award"] * 12 + ["settle"]  # gate by gate, then settled
+        # Gate by gate, each interval settled once its meter window passed.
+        assert [c.stage for c in checks] == ["clear", "award"] * 3 + ["settle", "clear", "award"] * 9 + ["settle"] * 3
         assert all(c.identical for c in checks)
 
     asyncio.run(body())
@@ -353,7 +367,7 @@ def test_a_server_killed_mid_timeline_resumes_without_clearing_twice(tmp_path, s
     after = steps_of(path)
     assert set(after) == set(names)
     # Every interval closed, cleared and published exactly once across the kill, and each hour settled once.
-    assert all(rolled([s for s in steps if "[" in s], 12) for steps in after.values()), after
+    assert all(rolled([s for s in steps if "[" in s], 12, settled=True) for steps in after.values()), after
     assert all([s for s in steps if "[" not in s] == ["settle"] for steps in after.values()), after
     assert any(len(before.get(n, [])) < 36 for n in names)  # the restart had work left to do
     conn = db.connect(path)

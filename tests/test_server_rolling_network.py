@@ -4,12 +4,15 @@ and not awarded is cleared again and re-published as a revision, what is still o
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
 from dsomarket.clients.api import IntervalAward
 from dsomarket.clients.demo import delivery_day
+from dsomarket.server import audit, db
 from dsomarket.server.scheduler import ManualClock, Scheduler
 from tests.harness import replay_checks, running, simple_bids, small_market
 from tests.test_server_network import outage
@@ -41,11 +44,11 @@ def award_at(curve, price: float) -> IntervalAward:
 def test_a_line_outage_mid_hour_revises_the_rolling_market_from_the_next_interval_on_and_replays(tmp_path):
     """Loss-aware (the default model). Intervals 0 and 1 are awarded and 2 is published when line 17 (the only feed
     of bus 18, where the PV sits) goes out from interval 1 on: interval 1 is re-dispatched, interval 2 cleared
-    again and re-published as revision 1, intervals 3 and 4 clear at their gates on the new network."""
+    again and re-published as revision 1, interval 3 clears at its gate on the new network."""
     async def body():
         async with running(tmp_path) as env:
             op, iso, a = env.clients["dso"], env.clients["iso"], env.clients["agg-a"]
-            rt, clock, scheduler = await rolling_market(env)
+            rt, clock, scheduler = await rolling_market(env, intervals=4)
             for k in range(3):
                 await scheduler.tick()
                 if k < 2:
@@ -92,9 +95,9 @@ def test_a_line_outage_mid_hour_revises_the_rolling_market_from_the_next_interva
             assert ("18", rt.intervals[2]) in before and ("18", rt.intervals[2]) not in after
             assert any(after[k] != before[k] for k in after if k[1] == rt.intervals[2])
 
-            # The ISO awards the revised interval 2; 3 and 4 clear at their gates on the new network.
+            # The ISO awards the revised interval 2; 3 clears at its gate on the new network.
             assert (await iso.submit_interval_award("rt", [award_at(revised, 45)]))[0].status == "optimal"
-            for k in (3, 4):
+            for k in (3,):
                 clock.advance(300)
                 await scheduler.tick()
                 (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
@@ -113,11 +116,68 @@ def test_a_line_outage_mid_hour_revises_the_rolling_market_from_the_next_interva
             assert all(kw == 0.0 for (_, t), kw in pv.items() if t >= rt.intervals[1])
             assert any(kw > 0.0 for (_, t), kw in pv.items() if t == rt.intervals[0])
             clock.advance(600)
-            assert [(s.market_id, s.action) for s in await scheduler.tick()] == [("rt", "settle")]
+            assert [(s.market_id, s.action, s.interval_idx) for s in await scheduler.tick()] == [("rt", "settle", 3)]
+            assert (await op.get_market("rt")).state == "settled"
             assert (await a.list_statements(market_id="rt"))
             path = env.db_path
         checks = replay_checks(path, "rt")
-        assert [c.stage for c in checks].count("clear") == 6  # five gates and the revision of interval 2
+        assert [c.stage for c in checks].count("clear") == 5  # four gates and the revision of interval 2
+        assert [c.stage for c in checks].count("redispatch") == 1
         assert all(c.identical for c in checks), [c for c in checks if not c.identical]
 
     asyncio.run(body())
+
+
+def test_a_rolled_market_settles_each_interval_once_its_meter_window_passes_and_never_twice_across_a_restart(
+        tmp_path):
+    """Settlement per interval (meter window 10 minutes), with the server stopped and started again on its
+    database in the middle: the new scheduler settles only what was left, and the operator's SettleMarket the
+    rest; the lines are each interval's, once."""
+    async def body():
+        async with running(tmp_path) as env:
+            iso = env.clients["iso"]
+            rt, clock, _ = await rolling_market(env, intervals=3, formulation="lossless")
+            scheduler = Scheduler(env.server.app, clock, meter_window=600)
+            for k in range(3):
+                await scheduler.tick()
+                (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
+                await iso.submit_interval_award("rt", [award_at(curve, 40)])
+                clock.advance(300)
+            # 09:15: interval 0 ended 10 minutes ago, the others not yet.
+            assert [(s.action, s.interval_idx) for s in await scheduler.tick()] == [("settle", 0)]
+            assert await scheduler.tick() == []
+            first = await env.clients["agg-a"].list_statements(market_id="rt")
+            assert {s.interval_start for s in first} == {rt.intervals[0]}
+        async with running(tmp_path) as env:
+            op, a = env.clients["dso"], env.clients["agg-a"]
+            scheduler = Scheduler(env.server.app, clock, meter_window=600)
+            clock.advance(300)  # 09:20: interval 1's window has passed
+            assert [(s.action, s.interval_idx) for s in await scheduler.tick()] == [("settle", 1)]
+            assert (await op.get_market("rt")).state == "awarded"
+            report = await op.settle_market("rt")  # the operator settles what is left: interval 2
+            assert report.market.state == "settled"
+            clock.advance(3600)
+            assert await scheduler.tick() == []
+            lines = await a.list_statements(market_id="rt")
+            assert [s for s in lines if s.interval_start == rt.intervals[0]] == first
+            assert {s.interval_start for s in lines} == set(rt.intervals)
+            keys = [(s.bid_id, s.resource_id, s.interval_start, s.kind) for s in lines]
+            assert len(keys) == len(set(keys))
+            # The market's totals are its intervals' added up.
+            assert report.totals["merchandising_surplus"] == sum(
+                Decimal(t["merchandising_surplus"]) for t in interval_totals(env.db_path, "rt"))
+            path = env.db_path
+        checks = replay_checks(path, "rt")
+        assert [c.stage for c in checks].count("settle") == 3 and all(c.identical for c in checks)
+
+    asyncio.run(body())
+
+
+def interval_totals(path, market_id: str) -> list[dict]:
+    """The totals of each ``interval.settle`` audit record of a market."""
+    conn = db.connect(path)
+    try:
+        return [p["totals"] for p in (json.loads(r["payload"]) for r in audit.records(conn, "interval.settle"))
+                if p["market_id"] == market_id]
+    finally:
+        conn.close()
