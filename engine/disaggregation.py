@@ -240,13 +240,7 @@ def disaggregate(feeder: Feeder, book: BidBook, award: pl.DataFrame, rules: Mark
 
     price = np.where(np.isfinite(p), p, (rules.price_floor + rules.price_cap) / 2.0)
     market = NodalMarket(feeder, book, price, rules, resources, options, load_p, load_q)
-    market.fix_import(q)
-    # Loss-aware: re-linearised until the AC power flow of the dispatch imports the award itself.
-    sol = market.converge()
-    if not sol.ok and market.lossaware:
-        q = _deliverable(market, q, rules)
-        market.fix_import(q)
-        sol = market.converge()
+    sol, q = converge_award(market, q, p, rules)
     seconds = sol.solve_seconds
     source = np.where(np.isfinite(p), "iso", "interface_dlmp")
     if not sol.ok:
@@ -362,6 +356,35 @@ def award_prices(market, sol: Solution, q: np.ndarray, p: np.ndarray) -> tuple[S
         for t in np.nonzero(both)[0]:
             on_curve[t] = bool(ok[t])
     return sol, duals, on_curve, seconds
+
+
+def converge_award(market, q: np.ndarray, p: np.ndarray, rules: MarketRules) -> tuple[Solution, np.ndarray]:
+    """Converge ``market`` (a :class:`~engine.clearing.NodalMarket` or :class:`~engine.runs.CoupledMarket`,
+    its ISO prices set) with the interface import fixed at ``q`` (kW per interval; NaN = free); ``p`` the
+    awarded prices (per MWh; NaN = none). Returns the solve and the imports fixed.
+
+    Loss-aware, the market is re-linearised until the AC power flow of the dispatch imports the award
+    itself. A linearisation holds the losses' tangent, which is below them away from its point (they are
+    convex in the flows), so an award near the top of the curve can be a few kW out of reach of a
+    linearisation taken elsewhere: of the first one (LinDistFlow, no losses at all) in particular. The
+    award is then converged again from the clearing at the awarded prices (an award on the curve is that
+    clearing's import), and failing that from the linearisations at the ends of the curve
+    (:func:`_deliverable`, which also moves an award a few watts past an end onto it).
+    """
+    market.fix_import(q)
+    sol = market.converge()
+    if sol.ok or not market.lossaware:
+        return sol, q
+    if np.isfinite(p).any():
+        market.fix_import(np.where(np.isfinite(p), np.nan, q))
+        if market.converge().ok:
+            market.fix_import(q)
+            sol = market.converge()
+            if sol.ok:
+                return sol, q
+    q = _deliverable(market, q, rules)
+    market.fix_import(q)
+    return market.converge(), q
 
 
 def _deliverable(market: NodalMarket, q: np.ndarray, rules: MarketRules) -> np.ndarray:

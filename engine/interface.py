@@ -113,7 +113,7 @@ from dsomarket.engine.errors import InputError
 from dsomarket.engine.lindistflow import market_loads
 from dsomarket.engine.results import net_withdrawal
 from dsomarket.engine.losses import (CURVE_ABS_KW, CURVE_MAX_DEPTH, CURVE_PRICE_TOL, CURVE_REL_TOL,
-                                      STEP_TOL_KW, CurveCheck, verify_curve)
+                                      STEP_TOL_KW, CurveCheck)
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 Q_TOL_MW = 1e-6
@@ -1113,7 +1113,6 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     book = canonical(book, feeder, rules)   # the same file whatever the order of the bids
     T = book.n_interval
     fc = _forecast(forecast, rules, T)
-    lossaware = options.formulation == "lossaware"
     opts = ClearingOptions(formulation=options.formulation, polygon_sides=options.polygon_sides, ac_check=False,
                            time_limit=options.time_limit)
     if load_p_kw is None:
@@ -1131,21 +1130,17 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
         for t in range(T):
             if coupled:
                 shared.set_iso_price(fc)
-                probe = _Probe(shared, t)
+                market, k = shared, t
             else:
                 one = slice(t, t + 1)
-                probe = _Probe(NodalMarket(feeder, for_interval(book, t), fc[one], rules,
-                                           resources_for_interval(resources, book.intervals[t]), opts,
-                                           load_p_kw[:, one], load_q_kvar[:, one]), 0)
-            if lossaware:
-                fixed = _FixedPoints(probe.market, probe.t)
-                bands, band_check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, limit)
-                solves += fixed.solves
+                market, k = NodalMarket(feeder, for_interval(book, t), fc[one], rules,
+                                        resources_for_interval(resources, book.intervals[t]), opts,
+                                        load_p_kw[:, one], load_q_kvar[:, one]), 0
+            bands, n_solves, n_flips, band_check = trace_market_interval(market, k, rules, limit)
+            solves += n_solves
+            flips += n_flips
+            if band_check is not None:
                 check = band_check if check is None else check.merged(band_check)
-            else:
-                bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
-                solves += probe.solves
-                flips += probe.flips
             rows += [(t, lo, hi, q) for lo, hi, q in bands]
             if progress is not None:
                 progress(t + 1, T)
@@ -1153,6 +1148,24 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
                           conditional=coupled, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, bound_flips=flips,
                           ac_check=None if check is None else dataclasses.asdict(check))
+
+
+def trace_market_interval(market, t: int, rules: MarketRules,
+                          max_solves: int) -> tuple[list[tuple[float, float, float]], int, int, CurveCheck | None]:
+    """Bands ``(price_low, price_high, import_kw)`` of interval ``t`` of a built market, floor to cap.
+
+    ``market`` is a :class:`~engine.clearing.NodalMarket` or an :class:`engine.runs.CoupledMarket`
+    (a horizon whose network changes), with the other intervals' ISO prices set to the forecast.
+    The loss-aware market's curve is made of its converged clearings (:func:`_trace_fixed_points`),
+    the lossless LP's is its exact staircase (:func:`_trace_interval`). Returns the bands, the
+    solves, the bound flips, and the loss-aware curve's check (None for the lossless LP).
+    """
+    if market.lossaware:
+        fixed = _FixedPoints(market, t)
+        bands, check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, max_solves)
+        return bands, fixed.solves, 0, check
+    probe = _Probe(market, t)
+    return _trace_interval(probe, rules.price_floor, rules.price_cap, max_solves), probe.solves, probe.flips, None
 
 
 class _FixedPoints:
@@ -1377,7 +1390,10 @@ class _FixedPoints:
                   float(np.max(np.abs(basis.x[bids] - sol.x[bids]), initial=0.0)) * S_BASE_KVA <= STEP_TOL_KW)
         if vertex and m.convergence["converged"]:
             sample = _Sample(price, q, g, min(ranged.low, price), max(ranged.high, price))
-            self._anchors[id(sample)] = (sample, probe, basis)
+            if isinstance(m, NodalMarket):
+                # Walked on from (:meth:`walk`): one feeder's AC power flow re-linearises it. A horizon
+                # whose network changes (engine.runs.CoupledMarket) has one per run: it is cleared instead.
+                self._anchors[id(sample)] = (sample, probe, basis)
             return sample, True
         return _Sample(price, q, g, price, price), False
 
@@ -1473,23 +1489,6 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     # A band in an interpolated stretch may be off by the interpolation's deviation on top of its own width.
     check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=(worst + fixed.interpolated) * 100.0,
                        max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved, anchored=fixed.anchored)
-    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
-
-
-def _verified(probe: _Probe, bands: list, limit: int) -> tuple[list, CurveCheck]:
-    """The loss-aware bands checked band by band against AC power flows (:func:`engine.losses.verify_curve`),
-    regions re-traced where needed; made monotone again where two linearisations meet."""
-    market, t = probe.market, probe.t
-
-    def retrace(low: float, high: float) -> list | None:
-        try:
-            return _trace_interval(_Probe(market, t), low, high, limit)
-        except RuntimeError:   # numerically troubled on this linearisation: the caller keeps what it has
-            return None
-
-    checked, check = verify_curve(market, t, bands, retrace)
-    q = np.minimum.accumulate(np.array([b[2] for b in checked]) / S_BASE_KVA)
-    merged = _merge_equal([[lo, hi, qq] for (lo, hi, _), qq in zip(checked, q)])
     return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
 
 

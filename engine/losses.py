@@ -519,11 +519,6 @@ CURVE_MAX_DEPTH = 8
 """Subdivisions of a stretch between two clearings that still disagree beyond ``CURVE_REL_TOL``
 before a step is put where their tangents meet (where successive LP's fixed points at
 neighbouring prices jump, no finer sampling makes the curve agree with both)."""
-CURVE_REGION = 0.02
-"""Band re-check of a coupled horizon's curve (:func:`verify_curve`): largest relative distance between
-a band's import and that of the operating point its linearisation was taken at (2 %)."""
-CURVE_RECHECK_DEPTH = 6
-"""Band re-check: re-linearisations nested around one region before its error is reported as is."""
 CURVE_TOL = 5e-3
 """Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the clearing at any
 price inside it, hence against the AC power flow of that clearing's dispatch."""
@@ -547,8 +542,6 @@ class CurveCheck:
     max_error_pct: float
     max_residual_kw: float
     unresolved_steps: int = 0
-    relinearised: int = 0
-    """Band re-check of a coupled horizon's curve (:func:`verify_curve`): regions traced again."""
     anchored: int = 0
     """Re-linearisations at which the curve walked from one fixed point to the next without a clearing
     (:meth:`engine.interface._FixedPoints.anchor`)."""
@@ -557,102 +550,7 @@ class CurveCheck:
         return CurveCheck(self.bands + other.bands, self.clearings + other.clearings,
                           max(self.max_error_pct, other.max_error_pct),
                           max(self.max_residual_kw, other.max_residual_kw),
-                          self.unresolved_steps + other.unresolved_steps, self.relinearised + other.relinearised,
-                          self.anchored + other.anchored)
-
-
-def _ac_imports(market, t: int, xs: np.ndarray, sheds: np.ndarray | None) -> np.ndarray:
-    """AC interface import (MW) of interval t for each dispatch in ``xs`` (bids x K, MW), one batched sweep."""
-    book, topo = market.columns.book, market.feeder.topology   # xs are per LP column
-    load_p, load_q = (a[:, t] for a in market.loads())
-    mine = np.nonzero(book.t_idx == t)[0]
-    sign = book.withdraw_sign[mine]
-    to_bus = sp.csr_matrix((np.ones(len(mine)), (book.bus_idx[mine], np.arange(len(mine)))),
-                           shape=(topo.n_bus, len(mine)))
-    kw = xs[mine] * S_BASE_KVA * sign[:, None]
-    w_p = load_p[:, None] + to_bus @ kw
-    w_q = load_q[:, None] + to_bus @ (kw * book.tan_phi[mine][:, None])
-    if sheds is not None:
-        ratio = np.divide(load_q, load_p, out=np.zeros_like(load_q, dtype=float), where=load_p > 0)
-        w_p = w_p - sheds
-        w_q = w_q - sheds * ratio[:, None]
-    return operating_point(market.feeder, w_p, w_q).p0
-
-
-def verify_curve(market, t: int, bands: list, retrace, depth: int = 0) -> tuple[list, CurveCheck]:
-    """Check each band ``(price_low, price_high, import_kw)`` of interval t by an AC power flow;
-    re-linearise and re-trace the regions that miss ``CURVE_REL_TOL``; every band kept
-    then carries the AC import of its dispatch (what the feeder draws at that price).
-
-    ``market`` is the loss-aware :class:`~engine.clearing.NodalMarket` the bands were
-    traced on; ``retrace(low, high)`` traces its current model between two prices (None
-    when it cannot).
-    Each band's dispatch is the model's at the band's middle price (one warm solve),
-    and all bands' power flows run as one batched sweep. A run of failing bands is
-    one region: the model is re-linearised at the AC operating point of the clearing
-    at the price of its worst band (:meth:`NodalMarket.converge`), the region traced
-    again on it, and checked again, up to ``CURVE_RECHECK_DEPTH`` times.
-    """
-    s = market.solver
-    prices = np.array([(lo + hi) / 2.0 for lo, hi, _ in bands])
-    xs, sheds = [], []
-    n = market.feeder.topology.n_bus
-    for p in prices:
-        s.set_cost("import_p", p, index=t)
-        sol = s.solve()
-        if not sol.ok:
-            raise RuntimeError(f"loss-aware curve: the traced model is {sol.status} at {p:g} in interval {t}")
-        xs.append(s.block(sol.x, "bid"))
-        if market.model.has_var("shed"):
-            sheds.append(s.block(sol.x, "shed").reshape(-1, n) * S_BASE_KVA)
-    q = np.array([b[2] for b in bands])
-    ac = _ac_imports(market, t, np.column_stack(xs),
-                     np.column_stack([sh[t] for sh in sheds]) if sheds else None) * S_BASE_KVA
-    err = np.abs(q - ac) / np.maximum(np.abs(ac), 0.1)
-    check = CurveCheck(len(bands), 0, float(err.max(initial=0.0)) * 100.0, 0.0)
-    # Far from the point, the import may still be right while the loss factors, hence where the
-    # steps fall, are not: such a band gets a linearisation of its own too.
-    at = market.point.p0[t] * S_BASE_KVA
-    far = np.abs(ac - at) > CURVE_REGION * np.maximum(np.abs(at), np.abs(ac))
-    bad = (err > CURVE_REL_TOL) | far
-    # Each band states what the feeder draws for its dispatch: the AC import, not the model's.
-    bands = [(lo, hi, float(a)) for (lo, hi, _), a in zip(bands, ac)]
-    if not bad.any() or depth >= CURVE_RECHECK_DEPTH:
-        return bands, check
-    out: list = []
-    check = CurveCheck(0, 0, 0.0, 0.0)
-    k = 0
-    while k < len(bands):
-        if not bad[k]:
-            j = k
-            while j < len(bands) and not bad[j]:
-                j += 1
-            out += bands[k:j]
-            check = check.merged(CurveCheck(j - k, 0, float(err[k:j].max()) * 100.0, 0.0))
-            k = j
-            continue
-        j = k
-        while j < len(bands) and bad[j]:
-            j += 1
-        worst = k + int(np.argmax(err[k:j]))
-        price = market.iso_price.copy()
-        price[t] = prices[worst]
-        market.set_iso_price(price)
-        if not market.converge().ok:
-            raise RuntimeError(f"loss-aware curve: no clearing at {prices[worst]:g} in interval {t}")
-        lo, hi = bands[k][0], bands[j - 1][1]
-        again = retrace(lo, hi)
-        if again is None:   # the tracer gave up on this region: keep its bands, with their AC imports
-            out += bands[k:j]
-            check = check.merged(CurveCheck(j - k, 0, float(err[k:j].max()) * 100.0, 0.0))
-            k = j
-            continue
-        sub, sub_check = verify_curve(market, t, again, retrace, depth + 1)
-        out += sub
-        check = check.merged(dataclasses.replace(sub_check, relinearised=sub_check.relinearised + 1))
-        k = j
-    return out, check
-
+                          self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored)
 
 def curvature_step(solver, feeder: Feeder, point: OperatingPoint, sol: Solution, bids: np.ndarray) -> np.ndarray:
     """Newton step (MW) of the bid columns ``bids`` (indices in the ``bid`` block) to zero reduced cost.

@@ -28,16 +28,16 @@ import scipy.sparse as sp
 
 from dsomarket.engine import losses
 from dsomarket.engine.losses import CurveCheck
-from dsomarket.engine.bids import (BidBook, BidColumns, Commitment, MarketRules, Resource, canonical,
-                                  couples_intervals, validate_bids)
+from dsomarket.engine.bids import (BidBook, Commitment, MarketRules, Resource, canonical, couples_intervals,
+                                  validate_bids)
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
                                        diagnose, held_bounds, import_bounds, iso_prices)
 from dsomarket.engine.disaggregation import (Disaggregation, _applied, _award_arrays, _empty_dispatch,
-                                             _empty_instructions, _fixed_table, _held_rows, award_prices,
+                                             _empty_instructions, _fixed_table, _held_rows, award_prices, converge_award,
                                              disaggregate, held_loads, instructions, shed_array, with_held)
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, _Probe, _trace_interval, _verified,
-                                        threadpool_limits, trace_curve)
+from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, threadpool_limits, trace_curve,
+                                        trace_market_interval)
 from dsomarket.engine.lindistflow import add_resources, market_loads
 from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
 from dsomarket.engine.network_changes import NetworkRun, network_runs
@@ -125,6 +125,11 @@ def _placement(blocks: list[list], runs: tuple[NetworkRun, ...], T: int) -> tupl
     return out, maps
 
 
+_CONTRACTION = 0.5
+"""Successive LP on a :class:`CoupledMarket` takes a trust region on every bid once a step is more than this
+share of the one before (it is not contracting)."""
+
+
 class CoupledMarket:
     """One clearing LP for a horizon whose network changes, with resources that link its intervals.
 
@@ -144,7 +149,7 @@ class CoupledMarket:
     It answers what the interface curve and the disaggregation ask of a
     :class:`~engine.clearing.NodalMarket`: ``model``, ``solver``, ``iso_price``,
     ``lossaware``, :meth:`set_iso_price`, :meth:`fix_import`, :meth:`hold_bids`,
-    :meth:`solve_raw`, :meth:`converge`, :meth:`solve`, :meth:`result`. Results are
+    :meth:`restart`, :meth:`solve_raw`, :meth:`converge`, :meth:`solve`, :meth:`result`. Results are
     each part's tables of its own intervals, put together in interval order.
     """
 
@@ -166,7 +171,7 @@ class CoupledMarket:
                                   standalone=False) for k, run in enumerate(runs)]
         self._var_blocks, self._col_map = _placement([p.model.blocks() for p in self.parts], runs, T)
         self._con_blocks, self._row_map = _placement([p.model.blocks(rows=True) for p in self.parts], runs, T)
-        self.model = self._compose()
+        self.model = self._flat = self._compose()
         self.solver = HighsSolver(self.model, time_limit=options.time_limit)
         self.build_seconds = time.perf_counter() - t0
 
@@ -252,6 +257,19 @@ class CoupledMarket:
         return out
 
     # -- solving ----------------------------------------------------------------------------
+    def restart(self) -> None:
+        """Back to the state a new loss-aware market starts from (as :meth:`NodalMarket.restart`): every
+        part's first model, no dispatch's point yet, no basis; the next :meth:`converge` ends where a fresh
+        clearing at the same prices and bounds does."""
+        if not self.lossaware:
+            return
+        for part in self.parts:
+            part.model, part.point = part._flat
+            part._point_bids = None
+        self.model = self._flat
+        self.solver.set_matrix(self.model)
+        self.solver.h.clearSolver()
+
     def solve_raw(self) -> Solution:
         """One solve of the model as it stands (no re-linearisation)."""
         return self.solver.solve()
@@ -264,9 +282,10 @@ class CoupledMarket:
         dispatch and the horizon matrix re-assembled, until every part's import,
         flows and voltages match that power flow and no bid column moved more than
         ``losses.STEP_TOL_KW``. Bids whose optimum lies inside their quantity are
-        settled by a trust region on every bid column, halved at each solve, from
-        ``losses.BRACKET_ITERATIONS`` solves on (the per-bid regula falsi of the
-        one-network model is not used here).
+        settled by a trust region on every bid column, halved at each solve, from the
+        first step that is more than ``_CONTRACTION`` of the one before (the per-bid
+        regula falsi of the one-network model is not used here, so there is nothing
+        to wait for).
         """
         s = self.solver
         sol = s.solve()
@@ -277,6 +296,7 @@ class CoupledMarket:
         base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
         seconds, solves, radius, done = sol.solve_seconds, 1, np.inf, False
         worst = losses.Residual(0.0, 0.0, 0.0)
+        last_moved = np.inf
         for iteration in range(1, losses.MAX_ITERATIONS + 1):
             moved, points, worst, converged = 0.0, [], losses.Residual(0.0, 0.0, 0.0), True
             for part, cm in zip(self.parts, self._col_map):
@@ -304,11 +324,14 @@ class CoupledMarket:
                 part.model = part._relinearise.at(point)
             self.model = self.model.with_matrix((fixed + self._network()).tocsc())
             s.set_matrix(self.model)
-            if iteration >= losses.BRACKET_ITERATIONS:
+            # With no per-bid brackets here, a step that does not halve (a bid whose optimum lies inside
+            # its quantity, flipping between the ends) starts the trust region at once.
+            if np.isfinite(radius) or moved > _CONTRACTION * last_moved:
                 x = sol.x[bid]
                 step = max(min(moved, 1e9) / S_BASE_KVA, 1e-12)
                 radius = min(radius, step) / 2.0
                 s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
+            last_moved = moved
             nxt = s.solve()
             solves += 1
             seconds += nxt.solve_seconds
@@ -620,13 +643,13 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
                   forecast=None, progress: Callable[[int, int], None] | None = None) -> InterfaceCurve:
     """The interface curve of every interval of a :class:`CoupledMarket`, conditional on the forecast.
 
-    Interval t's curve is traced exactly as :func:`engine.interface.trace_curve`
-    traces a coupled book (the other intervals' ISO prices held at ``forecast``,
-    per MWh; default the midpoint of floor and cap), on the one horizon model. On
-    the loss-aware model each interval is traced on the converged linearisation
-    and its bands are checked against AC power flows of their dispatch on the
-    interval's own feeder, regions re-traced where they miss, as the one-network
-    curve's are (``ac_check``), except with a value of lost load (shed columns).
+    Interval t's curve is traced as :func:`engine.interface.trace_curve` traces a
+    coupled book (:func:`engine.interface.trace_market_interval`: the other
+    intervals' ISO prices held at ``forecast``, per MWh; default the midpoint of
+    floor and cap), on the one horizon model. On the loss-aware model every point
+    of it is a converged clearing of the horizon (:meth:`CoupledMarket.converge`,
+    what :func:`clear_runs` does at that price), so its import is what the AC power
+    flow of that dispatch draws on the interval's own feeder.
     """
     t0 = time.perf_counter()
     T = book.n_interval
@@ -637,22 +660,13 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
     limit = 4 * book.n + 1000
     rows, solves, flips = [], 0, 0
     check: CurveCheck | None = None
-    # Shed load sits in a block whose size per interval is the run's bus count, which the band
-    # check does not read: with a value of lost load the bands are not re-checked.
-    verify = market.lossaware and not market.model.has_var("shed")
     with threadpool_limits(1, user_api="blas"):
         for t in range(T):
             market.set_iso_price(fc)
-            if market.lossaware:
-                market.converge()
-            view = _IntervalView(market, t)
-            probe = _Probe(view, t)
-            bands = _trace_interval(probe, rules.price_floor, rules.price_cap, limit)
-            solves += probe.solves
-            flips += probe.flips
-            if verify:
-                bands, band_check = _verified(probe, bands, limit)
-                solves += band_check.bands
+            bands, n_solves, n_flips, band_check = trace_market_interval(market, t, rules, limit)
+            solves += n_solves
+            flips += n_flips
+            if band_check is not None:
                 check = band_check if check is None else check.merged(band_check)
             rows += [(t, lo, hi, q) for lo, hi, q in bands]
             if progress is not None:
@@ -665,56 +679,6 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
                                                           "fixed_kw": fixed}),
                           conditional=True, forecast=fc, solves=solves, seconds=time.perf_counter() - t0,
                           bound_flips=flips, ac_check=None if check is None else dataclasses.asdict(check))
-
-
-class _IntervalView:
-    """Interval ``t`` of a loss-aware :class:`CoupledMarket` as the band check of the one-network curve reads a
-    market (:func:`engine.losses.verify_curve`): the horizon's model and solver, with the feeder, fixed load
-    and AC operating point of the run holding ``t`` (its loads and point spread over the horizon's intervals;
-    only column ``t`` is read)."""
-
-    def __init__(self, market: CoupledMarket, t: int):
-        self.market, self.t = market, t
-        self.solver = market.solver
-        r = next(k for k, run in enumerate(market.runs) if t in run.indices)
-        self.part, self.local = market.parts[r], list(market.runs[r].indices).index(t)
-        self.feeder = self.part.feeder
-        self.columns = BidColumns(market._column_book(), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-
-    @property
-    def model(self) -> LinearModel:
-        return self.market.model
-
-    @property
-    def iso_price(self) -> np.ndarray:
-        return self.market.iso_price
-
-    def set_iso_price(self, iso_price) -> None:
-        self.market.set_iso_price(iso_price)
-
-    def converge(self) -> Solution:
-        return self.market.converge()
-
-    def _spread(self, values: np.ndarray) -> np.ndarray:
-        out = np.zeros(values.shape[:-1] + (self.market.book.n_interval,))
-        out[..., self.t] = values[..., self.local]
-        return out
-
-    def loads(self) -> tuple[np.ndarray, np.ndarray]:
-        return tuple(self._spread(a) for a in self.part.loads())
-
-    @property
-    def point(self) -> "_Point":
-        p0 = np.zeros(self.market.book.n_interval)
-        p0[self.t] = self.part.point.p0[self.local]
-        return _Point(p0)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Point:
-    """The interface import (MW) of the AC operating point per interval: all the band check reads of a point."""
-
-    p0: np.ndarray
 
 
 def disaggregate_coupled(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, rules: MarketRules,
@@ -823,8 +787,7 @@ class _CoupledAward:
         T = market.book.n_interval
         base = (rules.price_floor + rules.price_cap) / 2.0 if base is None else base
         market.set_iso_price(np.where(np.isfinite(p), p, np.broadcast_to(np.asarray(base, dtype=float), (T,))))
-        market.fix_import(q)
-        sol = market.converge()
+        sol, q = converge_award(market, q, p, rules)
         source = np.where(np.isfinite(p), "iso", "interface_dlmp")
         if not sol.ok:
             result = market.failed(sol)

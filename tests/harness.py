@@ -100,13 +100,14 @@ class Env:
 
 @contextlib.asynccontextmanager
 async def running(workdir: Path, participants: dict[str, str] = PARTICIPANTS, db_name: str = "market.sqlite",
-                  tls: TlsFiles | None = None, **server_options):
-    """A started server over ``database(workdir, db_name)`` and a client per participant; stopped on exit."""
+                  tls: TlsFiles | None = None, client_timeout: float = 60.0, **server_options):
+    """A started server over ``database(workdir, db_name)`` and a client per participant (each call's deadline
+    ``client_timeout`` seconds); stopped on exit."""
     path = database(workdir, db_name)
     tokens = create_tokens(path, participants)
     server, port = await create_server("127.0.0.1:0", path, tls=tls, **server_options)
     await server.start()
-    clients = {name: Client(f"127.0.0.1:{port}", token, timeout=60.0) for name, token in tokens.items()}
+    clients = {name: Client(f"127.0.0.1:{port}", token, timeout=client_timeout) for name, token in tokens.items()}
     try:
         yield Env(server, port, path, tokens, clients)
     finally:
