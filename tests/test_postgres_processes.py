@@ -102,7 +102,7 @@ def test_a_gate_closed_through_one_server_holds_for_bids_through_another(tmp_pat
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
-def test_two_schedulers_take_each_step_once(tmp_path):
+def test_two_schedulers_take_each_step_once(tmp_path, serve):
     """Both timelines see every market (and every rolling interval) due at the same moments; the store's
     transactions (state re-read under the advisory lock) must let only one of them take each step. One market
     is infeasible: its clearing is recorded once and never retried by either scheduler."""
