@@ -1327,7 +1327,7 @@ class _FixedPoints:
         stack = [(knots[0], knots[1], 0)]
         while stack:
             k0, k1, depth = stack.pop()
-            (s0, p0, q0, g0), (s1, p1, q1, g1) = k0, k1
+            (s0, p0, q0, _), (s1, p1, q1, g1) = k0, k1
             if q0 - q1 <= 2.0 * tol:
                 out.append(_Sample(p1, q1, g1, p1, p1))
                 continue

@@ -38,9 +38,6 @@ MAX_ROWS = 100_000
 STATUS = {"pending": hybrid_pb2.DER_STATUS_PENDING, "approved": hybrid_pb2.DER_STATUS_APPROVED,
           "approved_with_limits": hybrid_pb2.DER_STATUS_APPROVED_WITH_LIMITS,
           "refused": hybrid_pb2.DER_STATUS_REFUSED, "retired": hybrid_pb2.DER_STATUS_RETIRED}
-_RECORD = ("kind", "bus", "aggregation_id", "owner", "jurisdiction", "export_kw", "import_kw", "energy_kwh",
-           "soc_min_kwh", "soc_init_kwh", "tan_phi", "metering", "control")
-_OPTIONAL = ("energy_kwh", "soc_min_kwh", "soc_init_kwh")
 
 
 # -- conversion -----------------------------------------------------------------------------------------

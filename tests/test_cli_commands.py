@@ -50,7 +50,7 @@ def files(tmp_path):
                                          f"o1,pv,up,10,5,{t},maybe\n")
     (tmp_path / "changes.csv").write_text("change_id,kind,element,start,reason\nc1,outage,5,soon,storm\n")
     (tmp_path / "readings.csv").write_text(f"resource_id,interval,kw\npv,{t},3\nload,{t},\n")
-    (tmp_path / "history.csv").write_text(f"resource_id,kw\nload,-3\n")
+    (tmp_path / "history.csv").write_text("resource_id,kw\nload,-3\n")
     (tmp_path / "unknown_key.toml").write_text('server = "h:1"\ntokn = "x"\n')
     (tmp_path / "broken.toml").write_text('server = "h:1\n')
     return tmp_path

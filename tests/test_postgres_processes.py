@@ -25,7 +25,7 @@ from dsomarket.clients.demo import delivery_day
 from dsomarket.server import audit, db
 from tests import harness
 from tests.harness import PARTICIPANTS, create_tokens, database, simple_bids, small_market
-from tests.test_scheduler import real_time_markets, rolled, serve, steps_of
+from tests.test_scheduler import real_time_markets, rolled, serve, steps_of  # noqa: F401 (serve: a fixture)
 from tests.test_server_durability import ServerProcess, open_market_with_two_pv_aggregators
 
 
@@ -102,7 +102,7 @@ def test_a_gate_closed_through_one_server_holds_for_bids_through_another(tmp_pat
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
-def test_two_schedulers_take_each_step_once(tmp_path, serve):
+def test_two_schedulers_take_each_step_once(tmp_path, serve):  # noqa: F811
     """Both timelines see every market (and every rolling interval) due at the same moments; the store's
     transactions (state re-read under the advisory lock) must let only one of them take each step. One market
     is infeasible: its clearing is recorded once and never retried by either scheduler."""
