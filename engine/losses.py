@@ -544,7 +544,7 @@ class CurveCheck:
     unresolved_steps: int = 0
     anchored: int = 0
     """Re-linearisations at which the curve walked from one fixed point to the next without a clearing
-    (:meth:`engine.interface._FixedPoints.anchor`)."""
+    (:meth:`engine.losscurve._FixedPoints.anchor`)."""
 
     def merged(self, other: "CurveCheck") -> "CurveCheck":
         return CurveCheck(self.bands + other.bands, self.clearings + other.clearings,

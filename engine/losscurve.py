@@ -1,0 +1,372 @@
+"""The loss-aware interface curve of one interval: converged clearings walked from fixed point to fixed point.
+
+-------------------------------------------
+The loss-aware market is successive LP, so its ``Q(lambda)`` is what
+``clear`` converges to at each price, and the curve is made of those
+clearings. A clearing whose dispatch is a vertex of the LP linearised at it
+holds over the price range of that LP's optimal basis (the linearisation has
+the AC equations' values and gradients there, so their optimality conditions
+agree): a flat band, exact. Between two such ranges a bid may clear part-way
+because of its own effect on the losses, and the import then moves with the
+price: that stretch is sampled by further clearings (Eisner and Severance's
+tangents, as in :mod:`engine.tracer`) until neighbouring imports differ by at most twice
+``losses.CURVE_REL_TOL`` (one band at their middle).
+
+Clearings are the expensive part (each is several HiGHS solves on swapped
+matrices), so the curve walks from one fixed point to the next without them
+where it can (:meth:`_FixedPoints.walk`): on a vertex's own linearisation the
+tracer's bound flips (or its own pivot) say which bids switch past the end of
+its range; the dispatch with them switched is re-linearised at its AC power
+flow and the same basis solved there, until it is its own linearisation's basic
+solution (:meth:`_FixedPoints.anchor`); that basis's price range there is the
+next fixed point's, exactly as for a clearing's. Where one bid then clears
+part-way (a stretch), the bid is anchored at evenly spaced quantities, each of
+which fixes the price at which it is a fixed point. Where walking fails (the
+basis leaves a bound, or is optimal at no price) the clearings above take over.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dsomarket.engine import losses
+from dsomarket.engine.clearing import NodalMarket
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.results import net_withdrawal
+from dsomarket.engine.losses import (CURVE_ABS_KW, CURVE_MAX_DEPTH, CURVE_PRICE_TOL, CURVE_REL_TOL,
+                                      STEP_TOL_KW, CurveCheck)
+from dsomarket.engine.network import S_BASE_KVA
+
+from dsomarket.engine.tracer import (CERT_REL_TOL, P_REL_TOL, Q_TOL_MW, _Basis, _Probe, _Sample, _first_events,
+                                      _merge_equal)
+
+_ANCHOR_ITERATIONS = 8
+"""Re-linearisations of one basis's dispatch before :meth:`_FixedPoints.anchor` gives up (it takes one or two)."""
+
+
+class _FixedPoints:
+    """Loss-aware clearings of interval t at chosen ISO prices, each converged to its own fixed point.
+
+    A clearing at price ``lambda`` is :meth:`NodalMarket.converge` (what ``clear`` does), so
+    its import is the AC power flow's of its dispatch. Where that dispatch is a vertex of the
+    LP linearised at it, the range of ISO prices over which that LP's basis stays optimal
+    (:meth:`_Probe.solve`) is exactly the range over which the dispatch is a fixed point:
+    the linearisation has the AC equations' values and gradients there, so the LP's
+    optimality conditions at it are the AC ones. Where a bid clears part-way because of
+    its own effect on the losses (an interior optimum) the import moves with the price and
+    the sample holds at its own price only.
+    """
+
+    def __init__(self, market: NodalMarket, t: int):
+        self.market, self.t = market, t
+        self.clearings = 0
+        self.solves = 0
+        self.anchored = 0
+        self.interpolated = 0.0
+        self.residual_kw = 0.0
+        # Vertex samples not yet walked from: id -> (sample, probe on its linearisation, its basis there).
+        self._anchors: dict[int, tuple[_Sample, _Probe, _Basis]] = {}
+
+    def keep(self, old: _Sample, new: _Sample) -> _Sample:
+        """``new`` (``old`` with a clipped range) takes over ``old``'s basis for walking on."""
+        entry = self._anchors.pop(id(old), None)
+        if entry is not None and entry[0] is old:
+            self._anchors[id(new)] = (new, *entry[1:])
+        return new
+
+    def anchor(self, x: np.ndarray, structural: np.ndarray, inactive: np.ndarray,
+               keep: bool = True) -> _Sample | None:
+        """The fixed point reached from dispatch ``x`` with the basis ``(structural, inactive)``, without HiGHS.
+
+        Linearise at the AC power flow of ``x`` (:meth:`engine.losses.Relinearisation.at`), take the basic
+        solution of the same basis there with the nonbasic columns held (:meth:`_Probe.settle`), and again
+        from its dispatch until no bid moves more than ``losses.STEP_TOL_KW`` and the import is within
+        ``losses.RESIDUAL_TOL_KW`` of the AC power flow's (the tests :meth:`NodalMarket.converge` stops on):
+        that dispatch is then its own linearisation's basic solution,
+        and the prices at which the basis is optimal there (:meth:`_Probe.dual_range`) are exactly those at
+        which it is a fixed point, as for a clearing's range (class docstring). A bid held inside its
+        quantity fixes the price (a point of a stretch, ``low == high``). None where the basis leaves a
+        bound or is optimal at no price: the caller then clears instead.
+        """
+        m, t = self.market, self.t
+        book, T = m.columns.book, m.book.n_interval
+        bid = m.model.var("bid").slice
+        for _ in range(_ANCHOR_ITERATIONS):
+            shed = m.solver.block(x, "shed").reshape(T, -1) * S_BASE_KVA if m.model.has_var("shed") else None
+            point = losses.operating_point(m.feeder, *net_withdrawal(m.feeder, book, x[bid], m.loads(), shed))
+            self.anchored += 1
+            if not point.converged:
+                return None
+            probe = _Probe(m, t, m._relinearise.at(point))
+            settled = probe.settle(x, structural, inactive)
+            if settled is None:
+                return None
+            moved = float(np.max(np.abs(settled[0][bid] - x[bid]), initial=0.0)) * S_BASE_KVA
+            x, core = settled
+            residual = abs(float(x[probe.col] - point.p0[t])) * S_BASE_KVA
+            if moved <= STEP_TOL_KW and residual <= losses.RESIDUAL_TOL_KW:
+                break
+        else:
+            return None
+        span = probe.dual_range(x, structural, core)
+        if span is None:
+            return None
+        low, high = span
+        price = low if high == low else (low + high) / 2.0 if math.isfinite(low + high) else \
+            (high - 1.0 if math.isfinite(high) else low + 1.0)
+        q = float(x[probe.col])
+        g = float(np.sum(m.solver.cost * x)) - m.solver.cost[probe.col] * q
+        sample = _Sample(price, q, g, low, high)
+        self.residual_kw = max(self.residual_kw, residual)
+        if keep and high > low:
+            basis = probe._factor(price, x, g, structural, inactive, core=core)
+            if basis is not None:
+                self._anchors[id(sample)] = (sample, probe, basis)
+        return sample
+
+    def walk(self, a: _Sample, limit: float, tol: float) -> list[_Sample] | None:
+        """Fixed points past ``a``'s range towards ``limit``, found from ``a``'s basis without HiGHS.
+
+        On ``a``'s linearisation the tracer's bound flips (:meth:`_Probe._flips`) give the bids that
+        switch past ``a.high``; as many are taken at once as move the import by at most ``2 tol`` (MW;
+        at least one), or the pivot that ends ``a``'s range (:meth:`_Probe._pivot`), and the result is
+        anchored (:meth:`anchor`): the next fixed point, ``v``. Between ``a`` and ``v`` the import lies
+        between theirs (monotone), so a pair within ``2 tol`` is one band. Where one bid clears
+        part-way between them (``v``'s range starts after ``a``'s ends: a stretch), the stretch is
+        drawn by anchoring that bid at evenly spaced quantities, each fixing its own price, with
+        imports no more than ``2 tol`` apart. None when ``a`` has no basis to walk on or no fixed point
+        is reached: the caller clears instead.
+        """
+        entry = self._anchors.pop(id(a), None)
+        if entry is None or entry[0] is not a:
+            return None
+        _, probe, basis = entry
+        if basis.p0_pos < 0:
+            return None
+        samples, brk = probe._flips(basis, True, limit)
+        if samples:
+            _, _, idx = _first_events(basis.up, len(samples))
+            s = self.market.solver
+            k = max(1, int(np.sum(a.q - np.array([x.q for x in samples]) <= 2.0 * tol)))
+            # Fewer bids where the first leap finds no fixed point; where even one does not (its stretch
+            # reaches past the next bid's switch), that bid with the next few.
+            tries = [k >> i for i in range(k.bit_length())] + list(range(2, min(len(samples), 4) + 1))
+            for k in dict.fromkeys(tries):
+                cols = idx[:k]
+                x = basis.x.copy()
+                lo, hi = s.col_lower[cols], s.col_upper[cols]
+                x[cols] = np.where(x[cols] - lo <= hi - x[cols], hi, lo)
+                v = self.anchor(x, basis.structural, basis.inactive)
+                if v is not None:
+                    break
+        elif brk is not None:
+            pivot = probe._pivot(basis, brk, True)
+            if pivot is None:
+                return None
+            nxt = pivot[1]
+            cols = None
+            v = self.anchor(nxt.x, nxt.structural, nxt.inactive)
+        else:
+            return None
+        if v is None or v.q >= a.q - Q_TOL_MW or v.high < a.high:
+            return None
+        cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(v.low))
+        if v.low <= a.high + cert or a.q - v.q <= 2.0 * tol or cols is None or len(cols) != 1:
+            return [v]
+        # A stretch: one bid clearing part-way, its price set by its own effect on the losses.
+        ramp = self._stretch(a, v, basis, int(cols[0]), float(x[cols[0]]), tol, cert)
+        return [v] if ramp is None else [*ramp, v]
+
+    def _stretch(self, a: _Sample, v: _Sample, basis: _Basis, j: int, end: float, tol: float,
+                 cert: float) -> list[_Sample] | None:
+        """Samples of the stretch between ``a.high`` and ``v.low`` where column ``j`` of ``a``'s basis goes
+        from its value there to ``end``, its imports no more than ``2 tol`` (MW) apart.
+
+        Anchored with ``j`` held inside its quantity, each share of it is the fixed point at the one
+        price where its reduced cost vanishes (:meth:`anchor`). The price and the import are smooth
+        in the share (the AC marginal losses are), so the stretch is anchored adaptively: a piece
+        whose middle anchor lies within ``tol / 4`` of the straight line through its ends (in
+        import, and in price times the piece's slope) is filled by interpolation; otherwise both
+        halves are anchored again. The largest such deviation is kept in ``interpolated`` (MW,
+        relative to the import). None when an anchor fails or leaves the stretch.
+        """
+        start = float(basis.x[j])
+
+        def pinned(share: float) -> _Sample | None:
+            x = basis.x.copy()
+            x[j] = start + share * (end - start)
+            c = self.anchor(x, basis.structural, basis.inactive, keep=False)
+            return None if c is None or c.high > c.low else c
+
+        knots = [(0.0, a.high, a.q, a.g), (1.0, v.low, v.q, v.g)]
+        out: list[_Sample] = []
+        stack = [(knots[0], knots[1], 0)]
+        while stack:
+            k0, k1, depth = stack.pop()
+            (s0, p0, q0, _), (s1, p1, q1, g1) = k0, k1
+            if q0 - q1 <= 2.0 * tol:
+                out.append(_Sample(p1, q1, g1, p1, p1))
+                continue
+            if depth >= CURVE_MAX_DEPTH:
+                return None
+            c = pinned((s0 + s1) / 2.0)
+            if c is None or not p0 - cert <= c.price <= p1 + cert or not q0 >= c.q >= q1:
+                return None
+            km = ((s0 + s1) / 2.0, c.price, c.q, c.g)
+            slope = (q0 - q1) / max(p1 - p0, cert)
+            off = max(abs(c.q - (q0 + q1) / 2.0), abs(c.price - (p0 + p1) / 2.0) * slope)
+            if off > tol / 4.0:
+                stack += [(km, k1, depth + 1), (k0, km, depth + 1)]
+                continue
+            self.interpolated = max(self.interpolated, off / max(min(abs(q0), abs(q1)), CURVE_ABS_KW / S_BASE_KVA))
+            for (_, pa, qa, ga), (_, pb, qb, gb) in ((k0, km), (km, k1)):
+                n = math.ceil((qa - qb) / (1.9 * tol))
+                for w in np.arange(1, n + 1) / n:
+                    p, q, g = pa + w * (pb - pa), qa + w * (qb - qa), ga + w * (gb - ga)
+                    out.append(_Sample(p, q, g, p, p))
+        out.pop()                       # the last is v's end of the stretch: v itself follows
+        return out
+
+    def at(self, price: float, between: tuple[float, float] = (math.inf, -math.inf)) -> _Sample:
+        """The clearing at ``price``: import (MW), tangent, and the price range on which it holds.
+
+        ``between``: the imports (MW) of the clearings at a lower and a higher price; a warm
+        clearing that is no vertex is kept only when its import lies between them."""
+        m, t = self.market, self.t
+        prices = m.iso_price.copy()
+        prices[t] = price
+        m.set_iso_price(prices)
+        sample, vertex = self._converged(price)
+        if not vertex and not between[0] + Q_TOL_MW >= sample.q >= between[1] - Q_TOL_MW:
+            # Warm from the last clearing, successive LP may settle elsewhere than a fresh clearing
+            # where bids clear part-way (the import out of order says so): start where ``clear``
+            # starts, so the curve says what it does.
+            m.restart()
+            sample, _ = self._converged(price)
+        return sample
+
+    def _converged(self, price: float) -> tuple[_Sample, bool]:
+        """Converge at the prices set: the sample, and whether its fixed point is a vertex."""
+        m, t = self.market, self.t
+        sol = m.converge()
+        self.clearings += 1
+        self.solves += m.convergence["iterations"] if m.convergence else 1
+        if not sol.ok:
+            raise InputError("market", "iso_price", f"the market is not solvable ({sol.status}) at an ISO "
+                             f"price of {price:g} in interval {t}: no interface curve exists")
+        s = m.solver
+        q = float(s.block(sol.x, "import_p")[t])
+        g = float(np.sum(s.cost * sol.x)) - price * q
+        self.residual_kw = max(self.residual_kw, m.convergence["residual_import_kw"])
+        probe = _Probe(m, t)
+        ranged, basis = probe.solve(price)
+        self.solves += 1
+        bids = m.model.var("bid").slice
+        vertex = (abs(ranged.q - q) <= Q_TOL_MW and
+                  float(np.max(np.abs(basis.x[bids] - sol.x[bids]), initial=0.0)) * S_BASE_KVA <= STEP_TOL_KW)
+        if vertex and m.convergence["converged"]:
+            sample = _Sample(price, q, g, min(ranged.low, price), max(ranged.high, price))
+            if isinstance(m, NodalMarket):
+                # Walked on from (:meth:`walk`): one feeder's AC power flow re-linearises it. A horizon
+                # whose network changes (engine.runs.CoupledMarket) has one per run: it is cleared instead.
+                self._anchors[id(sample)] = (sample, probe, basis)
+            return sample, True
+        return _Sample(price, q, g, price, price), False
+
+
+def _band_tol(a: _Sample, b: _Sample) -> float:
+    """Largest error (MW) of one band standing for the imports between two clearings."""
+    return max(CURVE_REL_TOL * min(abs(a.q), abs(b.q)), CURVE_ABS_KW / S_BASE_KVA)
+
+
+def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
+                        max_clearings: int) -> tuple[list[tuple[float, float, float]], CurveCheck]:
+    """Bands ``(price_low, price_high, import_kw)`` of one interval of a loss-aware market, floor to cap.
+
+    Between two clearings ``a < b`` the import is non-increasing (the optimal cost is
+    concave in the ISO price, whatever the model), so it lies between theirs. A pair is
+    settled when a's range meets b's (one step, where they meet), when their imports
+    differ by at most twice the band tolerance (one band at the middle import, off by at
+    most the tolerance; this is how a stretch where a bid clears part-way is drawn), or
+    when the gap is narrower than ``CURVE_PRICE_TOL`` (a step located within it).
+    Otherwise a clearing in the gap splits it: just past a's range first (a bid flipping
+    at a's end starts the next range there), then where the two tangents meet. After
+    ``CURVE_MAX_DEPTH`` splits without a new range, the step goes where the tangents meet.
+    Before any clearing, a pair whose left end has a basis is walked (:meth:`_FixedPoints.walk`):
+    the fixed points it reaches split the pair the same way, at no HiGHS solve.
+    """
+    first = fixed.at(floor)
+    last = first if first.high >= cap else fixed.at(cap)
+    probed: set[int] = set()
+    stack = [(first, last, 0)]
+    done: list[tuple[_Sample, _Sample, float | None]] = []
+    worst, unresolved = 0.0, 0
+    while stack:
+        a, b, depth = stack.pop()
+        if a is b or a.q - b.q <= Q_TOL_MW:
+            done.append((a, b, None))
+            continue
+        cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(b.low))
+        if a.high >= b.low - cert:
+            done.append((a, b, min(max((a.high + b.low) / 2.0, a.price), b.price)))
+            continue
+        if a.q - b.q <= 2 * _band_tol(a, b):
+            done.append((a, b, math.nan))
+            worst = max(worst, (a.q - b.q) / 2.0 / max(min(abs(a.q), abs(b.q)), CURVE_ABS_KW / S_BASE_KVA))
+            continue
+        width = b.low - a.high
+        lam = (b.g - a.g) / (a.q - b.q)
+        if not a.high + 0.01 * width < lam < b.low - 0.01 * width:
+            lam = a.high + width / 2.0
+        if depth >= CURVE_MAX_DEPTH:
+            # Clearings this close in price that still disagree: a step where the tangents meet.
+            done.append((a, b, lam))
+            unresolved += 1
+            continue
+        if b.low - a.high <= CURVE_PRICE_TOL * max(1.0, abs(a.high)):
+            done.append((a, b, (a.high + b.low) / 2.0))
+            continue
+        walked = fixed.walk(a, b.low, _band_tol(a, b))
+        if walked is not None:
+            seq = [a, *walked, b]
+            stack += [(x, y, depth) for x, y in zip(seq[:-1], seq[1:])][::-1]
+            continue
+        if fixed.clearings >= max_clearings:
+            raise RuntimeError(f"loss-aware curve: more than {max_clearings} clearings in interval {fixed.t}")
+        past = a.high > a.low and id(a) not in probed
+        if past:
+            probed.add(id(a))
+            lam = a.high + min(max(cert, 1e-9 * max(1.0, abs(a.high))), width / 2.0)
+        c = fixed.at(lam, (a.q, b.q))
+        c = fixed.keep(c, _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low)))
+        # A range that starts where a's ends is progress along the curve, not a subdivision.
+        onward = depth if past and c.low <= a.high + cert else depth + 1
+        stack += [(c, b, onward), (a, c, depth + 1)]
+    bands: list[list[float]] = []
+    low, q = floor, first.q
+    for a, b, step in done:
+        if step is None:
+            continue
+        if math.isnan(step):            # a stretch drawn as one band at its middle import
+            if a.high > low:
+                bands.append([low, a.high, q])
+            bands.append([a.high, b.low, (a.q + b.q) / 2.0])
+            low = b.low
+        elif step > low:
+            bands.append([low, step, q])
+            low = step
+        q = b.q
+    bands.append([low, cap, q])
+    bands = [band for band in bands if band[1] > band[0] + P_REL_TOL * max(1.0, abs(band[0]))] or bands[-1:]
+    for lo, hi in zip(bands[:-1], bands[1:]):   # dropping a sliver leaves its neighbours to meet
+        hi[0] = lo[1]
+    bands[0][0], bands[-1][1] = floor, cap
+    merged = _merge_equal(bands)
+    # A band in an interpolated stretch may be off by the interpolation's deviation on top of its own width.
+    check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=(worst + fixed.interpolated) * 100.0,
+                       max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved, anchored=fixed.anchored)
+    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
+
+

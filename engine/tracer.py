@@ -1,0 +1,772 @@
+"""The exact parametric tracer of one interval's interface curve ``Q_t(lambda)``.
+
+``Q_t(lambda)`` is the optimal interface import of interval t when the ISO
+price there is ``lambda`` (per MWh). For the LinDistFlow market it is a
+non-increasing step function whose steps sit where congestion and voltage
+limits put them, not at the raw bid prices.
+
+Exact tracing (:func:`trace_curve`)
+-----------------------------------
+Let ``f(lambda) = min_x c^T x + lambda P0`` be the market's optimal cost as a
+function of the ISO price: it is concave and piecewise linear, and its slope
+on each piece is the optimal import, so the kinks of ``f`` are the steps of
+``Q``. Every solve at a price ``lambda_i`` gives a tangent
+``g_i + q_i lambda`` (``q_i`` the import found, ``g_i = f(lambda_i) - q_i
+lambda_i`` the bid part of the cost). Between two solves with different
+imports ``q_a > q_b`` the two tangents meet at
+
+    ``lambda* = (g_b - g_a) / (q_a - q_b)``.
+
+If ``f`` touches both tangents there, ``lambda*`` is the only step between the
+two solves; otherwise a solve at ``lambda*`` finds a new import strictly
+between ``q_a`` and ``q_b`` and both halves are searched again (Eisner and
+Severance's method for parametric programmes). That a tangent still holds at
+``lambda*`` is certified without a solve where possible: after every solve the
+range of ISO prices over which HiGHS's optimal basis stays optimal is computed
+for the one column ``P0`` (a BTRAN of its row of the basis inverse and a ratio
+test over the reduced costs: the single-column version of ``getRanging``,
+which costs about 1,000 times more on a 1,000-bus feeder). Where the ranges of
+two neighbouring solves meet, the one step between them lies where they meet,
+located by the ratio test (more accurate than the tangents). A certificate
+that fails only costs a solve; the answer never depends on it.
+
+Between two basis changes the tracer is a parametric simplex method of its own
+on the basis HiGHS found: the basis is factorised once (sparse LU of its *core*,
+the rows whose logical is nonbasic against the basic columns), the duals are
+affine in the price, ``y(lambda) = y0 + lambda z``, and so is every reduced cost,
+so all the prices at which a bid switches on or off in that basis come from one
+vectorised ratio, sorted. A bid switching is a *bound flip*: it keeps the basis
+dual feasible, and the flips' moves of the basic values are solved together and
+summed cumulatively, so the first flip after which a basic value (a line, a
+voltage, a partly cleared bid, a battery) would leave its bounds is found
+without a per-flip solver call or Python loop. That flip, or a limit whose dual
+reaches zero, is a real pivot: the tracer takes it itself (ratio test, new basis
+factorised) and keeps it only if the new basis is optimal at that price (primal
+and dual feasible); otherwise a warm HiGHS solve takes over. On a 1,000-bus
+feeder with 10,000 bids priced to the cent this traces 5,245 steps with one or
+two HiGHS solves and some 200 own pivots (``benchmarks/bench_curve.py``). Each
+step is located to floating-point accuracy, not to a price grid.
+
+Every quantity on the curve is a clearing of the full network model, so it is
+deliverable; quantities between two steps are deliverable too, because the
+feasible interface imports of an LP form an interval, and the re-clear's price
+there is the step's price.
+
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from dsomarket.engine import losses
+from dsomarket.engine.clearing import NodalMarket
+from dsomarket.engine.errors import InputError
+from dsomarket.engine.network import S_BASE_KVA
+
+
+Q_TOL_MW = 1e-6
+"""Imports (MW) closer than this are one quantity: 1 W, far below any bid. HiGHS's vertices are
+accurate to its primal feasibility tolerance (1e-7 on the scaled model); near-optimal vertices at
+a price can differ by some 1e-7 MW, which is not a step of the curve."""
+P_REL_TOL = 1e-9
+"""Relative price tolerance within which a tangent intersection coincides with a solved price."""
+CERT_REL_TOL = 1e-7
+"""Relative price tolerance of a ranging certificate (a missed band would be narrower than this)."""
+_ALPHA_TOL = 1e-9
+_PRIMAL_TOL = 1e-7
+"""Primal feasibility tolerance (MW, pu) of a basis the tracer settles itself, as HiGHS's."""
+_DUAL_TOL = 1e-7
+"""Dual feasibility tolerance (per MWh) of a basis whose price range the tracer computes itself."""
+_MAX_STALL = 50
+"""Own pivots in a row at one price before a warm HiGHS solve takes over (a guard against cycling)."""
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """A price range ``[low, high]`` on which one import is optimal, with its tangent.
+
+    ``price`` lies in the range (a solved price, or the end of the range a bound
+    flip starts at); ``q`` is the import (MW) and ``g`` the bid part of the cost
+    (``f(lambda) = g + q lambda`` on the range).
+    """
+
+    price: float
+    q: float
+    g: float
+    low: float
+    high: float
+
+
+@dataclass
+class _Basis:
+    """One optimal basis, factorised for the parametric steps: values, and the nonbasic reduced costs that block it.
+
+    ``up`` and ``down`` are the nonbasic variables whose reduced cost reaches
+    zero as the ISO price rises (falls), with the price change needed: arrays
+    ``(delta, kind, index)`` with kind 0 a column, 1 a row, unordered
+    (:func:`_first_events` orders the first few).
+
+    The basis is held in its *core* form: the rows whose logical is nonbasic
+    (``active``: balances, voltage drops, binding limits) against the basic
+    columns (``structural``). A row whose logical is basic only defines its
+    activity, ``r = a_i x``, and constrains nothing while it stays within its
+    bounds, so ``core = A[active, structural]`` is square and a flip of column
+    ``j`` by ``step`` moves the basic columns by ``-step core^-1 A[active, j]``
+    and the basic rows' activities by ``A[inactive] dx``.
+    """
+
+    price: float
+    x: np.ndarray
+    g: float
+    up: tuple
+    down: tuple
+    structural: np.ndarray | None = None   # basic columns, in core order
+    active: np.ndarray | None = None       # rows of the core
+    inactive: np.ndarray | None = None     # rows whose logical is basic
+    lu: object = None                      # splu of the core
+    p0_pos: int = -1                       # P0's position among ``structural`` (-1: nonbasic)
+    c0: np.ndarray | None = None           # costs of the basic columns with P0's set to 0
+    bounded: np.ndarray | None = None      # which basic columns have a finite bound
+    r: np.ndarray | None = None            # row activities A x
+    a_inactive_structural: tuple | None = None   # A[inactive, structural] as (row, column, value) arrays
+    row_pos: np.ndarray | None = None      # per row: position among active (>= 0) or -1 - among inactive
+
+
+class _Probe:
+    """The optimal import of one interval as a function of its ISO price, on a persistent HiGHS model.
+
+    Between two HiGHS solves the optimal basis is fixed, so the duals are affine
+    in the price, ``y(lambda) = y0 + lambda z`` with ``z`` one transposed solve
+    with P0's unit cost, and so is every nonbasic reduced cost: all the prices
+    at which a bid switches on or off in that basis follow from one vectorised
+    ratio (:func:`_blocking`). Switching a bid (a boxed column) to its other
+    bound keeps the basis dual feasible (the parametric simplex's bound flip);
+    the flips' effects on the basic values are one multi-right-hand-side solve
+    with the basis's own sparse LU factorisation, summed cumulatively, so the
+    first flip that would push a basic value (a line, a voltage, a partly
+    cleared bid, a battery) past its bound is found without a per-flip call into
+    HiGHS. That flip, or a row reaching zero reduced cost, needs a real pivot:
+    it is left to a warm HiGHS solve.
+    """
+
+    def __init__(self, market: NodalMarket, t: int, model=None):
+        self.market = market
+        self.solver = market.solver
+        self.h = market.solver.h
+        self.t = t
+        self.col = market.model.var("import_p").start + t
+        self.solves = 0
+        self.flips = 0
+        self.pivots = 0
+        self.last_run = 0
+        self._load(model)
+
+    def _load(self, model=None) -> None:
+        """Read the market's matrix and bounds. Again whenever the market swaps its model: the loss-aware
+        market re-linearises (:meth:`NodalMarket.converge`) in place, and a basis of the new model
+        factorised with the old coefficients is wrong or singular. ``model``: another linearisation of
+        the market's model (same blocks, bounds and costs) to factorise bases of, without solving it."""
+        self.model = self.market.model if model is None else model
+        _, _, _, a, _, _, _ = self.model.assemble()
+        a = a.tocsr(copy=True)
+        a.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
+        self.a = a
+        self.at = a.T.tocsr()
+        a_csc = a.tocsc()
+        a_csc.sort_indices()
+        # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
+        # fancy indexing costs some 0.5 ms a call in checks and conversions.
+        self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
+        s = self.solver
+        self.col_range = s.col_lower < s.col_upper
+        self.row_range = s.row_lower < s.row_upper
+        self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & self.col_range
+        self.flippable[self.col] = False
+
+    def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nonzeros of the columns ``cols`` of A: ``(k, row, value)``, ``k`` the position in ``cols``,
+        grouped by ``k`` and sorted by row within each column."""
+        start = self.indptr[cols]
+        count = self.indptr[cols + 1] - start
+        k = np.repeat(np.arange(len(cols)), count)
+        offset = np.arange(int(count.sum())) + np.repeat(start - (np.cumsum(count) - count), count)
+        return k, self.indices[offset], self.data[offset]
+
+    def solve(self, price: float) -> tuple[_Sample, _Basis]:
+        if self.market.model is not self.model:
+            self._load()
+        s = self.solver
+        s.set_cost("import_p", price, index=self.t)
+        status = s.run()
+        self.solves += 1
+        if status != "optimal":
+            raise InputError("market", "iso_price", f"the market is not solvable ({status}) at an ISO "
+                             f"price of {price:g} in interval {self.t}: no interface curve exists")
+        x = np.asarray(self.h.getSolution().col_value)
+        q = float(x[self.col])
+        # Plain sums, not BLAS dot products: OpenBLAS's spinning threads slow HiGHS down between calls.
+        g = float(np.sum(s.cost * x)) - price * q
+        basis = self._basis(price, x, g)
+        low = price - _nearest(basis.down)
+        high = price + _nearest(basis.up)
+        return _Sample(price, q, g, low, high), basis
+
+    def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:
+        """Factorise HiGHS's optimal basis and find the reduced costs that block it (cost ranging of P0).
+
+        Reduced costs ``d = c - A^T y`` with ``core^T y_active = c_structural``
+        (``y`` is zero on rows whose logical is basic); raising P0's cost by
+        ``delta`` moves ``y`` by ``delta z``, ``core^T z_active = e_P0``, so ``d``
+        by ``-delta A^T z`` and a row's dual by ``delta z``. The basis stays
+        optimal until a nonbasic reduced cost changes sign. Nonbasic positions are
+        read from the primal values (at which bound), and a reduced cost of the
+        wrong sign within tolerance counts as zero, so a range is never overstated.
+        """
+        _, basic = self.h.getBasicVariables()
+        basic = np.asarray(basic)
+        basis = self._factor(price, x, g, np.sort(basic[basic >= 0]), np.sort(-basic[basic < 0] - 1))
+        if basis is None:
+            raise RuntimeError("interface curve: HiGHS's optimal basis is singular to the tracer")
+        return basis
+
+    def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+        """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``;
+        None when it is not square or singular."""
+        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
+
+        n_row = self.a.shape[0]
+        active_mask = np.ones(n_row, dtype=bool)
+        active_mask[inactive] = False
+        active = np.nonzero(active_mask)[0]
+        if len(active) != len(structural):
+            return None
+        row_pos = np.empty(n_row, dtype=np.int64)
+        row_pos[active] = np.arange(len(active))
+        row_pos[inactive] = -1 - np.arange(len(inactive))
+        k, row, val = self._columns(structural)
+        pos_all = row_pos[row]
+        on = pos_all >= 0
+        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
+        core = sp.csc_matrix((val[on], pos_all[on], np.concatenate([[0], np.cumsum(
+            np.bincount(k[on], minlength=len(structural)))])), shape=(len(active), len(structural)))
+        off = ~on
+        a_inactive_structural = (-1 - pos_all[off], k[off], val[off])
+        try:
+            lu = splu(core, permc_spec="MMD_ATA", options={"SymmetricMode": True})
+        except RuntimeError:            # singular: a pivot the tracer should not have taken
+            return None
+        return active_mask, row_pos, a_inactive_structural, lu
+
+    def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
+                check: bool = False, core: tuple | None = None) -> _Basis | None:
+        """The :class:`_Basis` of basic columns ``structural`` and basic row logicals ``inactive`` at ``price``.
+
+        With ``check`` (a basis reached by the tracer's own pivot, not by HiGHS),
+        None unless it is primal feasible (``x`` within bounds, the active rows
+        held) and dual feasible at ``price`` (no nonbasic reduced cost of the
+        wrong sign), i.e. optimal there. ``core``: :meth:`_core` of the same basis, when
+        already factorised.
+        """
+        s = self.solver
+        n_row = self.a.shape[0]
+        r = self.a @ x
+        core = core or self._core(structural, inactive)
+        if core is None:
+            return None
+        active_mask, row_pos, a_inactive_structural, lu = core
+        active = np.nonzero(active_mask)[0]
+        cost = s.cost.copy()
+        cost[self.col] = price
+        y = np.zeros(n_row)
+        y[active] = lu.solve(cost[structural], trans="T")
+        d = cost - self.at @ y
+        nb_cols = self.col_range.copy()
+        nb_cols[structural] = False
+        nb_rows = active_mask & self.row_range
+        if check and not _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price):
+            return None
+        pos = np.searchsorted(structural, self.col)
+        if pos >= len(structural) or structural[pos] != self.col:  # P0 nonbasic: at a limit, or fixed
+            lo, hi = s.col_lower[self.col], s.col_upper[self.col]
+            none = (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+            up, down = none, none
+            if lo != hi:
+                d0 = float(d[self.col])
+                one = np.array([self.col])
+                if math.isfinite(lo) and (not math.isfinite(hi) or x[self.col] - lo <= hi - x[self.col]):
+                    down = (np.array([max(d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
+                else:
+                    up = (np.array([max(-d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
+            return _Basis(price, x, g, up, down)
+        unit = np.zeros(len(structural))
+        unit[pos] = 1.0
+        z = np.zeros(n_row)
+        z[active] = lu.solve(unit, trans="T")
+        cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_cols)
+        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, nb_rows)
+        c0 = cost[structural].copy()
+        c0[pos] = 0.0
+        bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
+        return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
+                      lu, int(pos), c0, bounded, r, a_inactive_structural, row_pos)
+
+    def settle(self, x: np.ndarray, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+        """The basic solution of a basis on this probe's matrix, nonbasic columns held at their values in ``x``.
+
+        Each row whose logical is nonbasic is held at the bound nearest its activity (an equality's
+        value, a binding limit), and the basic columns solved for: ``(x, core)`` with ``core`` the
+        factorised basis (:meth:`_core`), or None when it is singular or leaves a bound by more
+        than the primal tolerance.
+        """
+        s = self.solver
+        core = self._core(structural, inactive)
+        if core is None:
+            return None
+        active_mask, _, _, lu = core
+        rest = x.copy()
+        rest[structural] = 0.0
+        r = self.a @ x
+        lo, hi = s.row_lower[active_mask], s.row_upper[active_mask]
+        near_lo = np.isfinite(lo) & (~np.isfinite(hi) | (np.abs(r[active_mask] - lo) <= np.abs(r[active_mask] - hi)))
+        held = np.where(near_lo, lo, hi)
+        if not np.all(np.isfinite(held)):
+            return None
+        out = rest
+        out[structural] = lu.solve(held - (self.a @ rest)[active_mask])
+        r = self.a @ out
+        tol = _PRIMAL_TOL
+        if np.any(out < s.col_lower - tol) or np.any(out > s.col_upper + tol) or \
+                np.any(r < s.row_lower - tol) or np.any(r > s.row_upper + tol):
+            return None
+        return out, core
+
+    def dual_range(self, x: np.ndarray, structural: np.ndarray, core: tuple) -> tuple[float, float] | None:
+        """The ISO prices ``[low, high]`` at which the basis ``structural`` (factorised as ``core``) with primal
+        point ``x`` is optimal: every nonbasic reduced cost and active row dual of the right sign.
+
+        Duals are affine in the price (P0 basic): ``y = y0 + lambda z``. A nonbasic column held
+        off its bounds (a bid pinned inside its quantity) needs a zero reduced cost, which fixes the
+        price (``low == high``, within ``losses.MARGINAL_TOL``). None when no price is left, or
+        when P0 is nonbasic.
+        """
+        s = self.solver
+        active_mask, _, _, lu = core
+        pos = np.searchsorted(structural, self.col)
+        if pos >= len(structural) or structural[pos] != self.col:
+            return None
+        n_row = self.a.shape[0]
+        cost = s.cost.copy()
+        cost[self.col] = 0.0
+        unit = np.zeros(len(structural))
+        unit[pos] = 1.0
+        y0, z = np.zeros(n_row), np.zeros(n_row)
+        sol = lu.solve(np.column_stack([cost[structural], unit]), trans="T")
+        y0[active_mask], z[active_mask] = sol[:, 0], sol[:, 1]
+        nonbasic = np.ones(len(x), dtype=bool)
+        nonbasic[structural] = False
+        r = self.a @ x
+        # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows.
+        d0 = np.concatenate([(cost - self.at @ y0)[nonbasic], y0[active_mask]])
+        slope = np.concatenate([-(self.at @ z)[nonbasic], z[active_mask]])
+        value = np.concatenate([x[nonbasic], r[active_mask]])
+        lower = np.concatenate([s.col_lower[nonbasic], s.row_lower[active_mask]])
+        upper = np.concatenate([s.col_upper[nonbasic], s.row_upper[active_mask]])
+        keep = lower < upper
+        d0, slope, value, lower, upper = d0[keep], slope[keep], value[keep], lower[keep], upper[keep]
+        at_lo = np.abs(value - lower) <= _PRIMAL_TOL
+        at_hi = ~at_lo & (np.abs(value - upper) <= _PRIMAL_TOL)
+        inside = ~at_lo & ~at_hi
+        # At a lower bound f >= 0 (the bid stays out), at an upper f <= 0; inside f = 0. Written as
+        # sign * f >= -tol with both signs for a value inside its bounds.
+        sign = np.concatenate([np.where(at_lo, 1.0, -1.0), np.ones(int(inside.sum()))])
+        d0 = np.concatenate([d0, d0[inside]])
+        slope = np.concatenate([slope, slope[inside]])
+        tol = np.concatenate([np.full(len(at_lo), _DUAL_TOL), np.full(int(inside.sum()), losses.MARGINAL_TOL)])
+        tol[:len(at_lo)][inside] = losses.MARGINAL_TOL
+        a, b = sign * slope, sign * d0 + tol          # a lambda + b >= 0
+        flat = np.abs(a) <= _ALPHA_TOL
+        if np.any(flat & (b < 0.0)):
+            return None
+        with np.errstate(divide="ignore"):
+            bound = -b / a
+        low = float(np.max(bound[~flat & (a > 0)], initial=-math.inf))
+        high = float(np.min(bound[~flat & (a < 0)], initial=math.inf))
+        if low > high:
+            return None
+        held = np.abs(slope[len(at_lo):]) > _ALPHA_TOL
+        if held.any():                  # the price at which the held bids' reduced costs vanish
+            price = float(np.median(-d0[len(at_lo):][held] / slope[len(at_lo):][held]))
+            return price, price
+        return low, high
+
+    def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
+        """Samples reached from ``start`` by bound flips and the tracer's own pivots, towards ``limit`` (exclusive).
+
+        After the flips of a basis (:meth:`_flips`), the event that ends them is
+        taken as a primal simplex pivot at its price: the entering variable (the
+        bid whose flip breaks a bound, or a row whose dual reaches zero) moves
+        until the first basic variable reaches a bound (ratio test), which
+        leaves. The new basis is factorised and kept only if it is optimal at that
+        price (:func:`_optimal`); otherwise, or after too many pivots that make no
+        progress, the chain ends and a warm HiGHS solve takes over.
+        """
+        out: list[_Sample] = []
+        stalled = 0
+        while True:
+            samples, brk = self._flips(basis, rising, limit)
+            out += samples
+            if brk is None or stalled >= _MAX_STALL:
+                return out
+            pivot = self._pivot(basis, brk, rising)
+            if pivot is None:
+                return out
+            sample, nxt = pivot
+            # Degenerate pivots at one price could cycle (with flips between them): a few are fine.
+            stalled = stalled + 1 if sample.price == basis.price or (samples and sample.price == samples[-1].price) \
+                else 0
+            self.pivots += 1
+            out.append(sample)
+            basis = nxt
+
+    def _pivot(self, basis: _Basis, brk: tuple, rising: bool) -> tuple[_Sample, _Basis] | None:
+        """One primal simplex pivot at the price of event ``brk``; None when it cannot be taken safely."""
+        kind, j, price, x = brk
+        s = self.solver
+        st, act, ina = basis.structural, basis.active, basis.inactive
+        r = self.a @ x
+        r_ina = r[ina]
+        if kind == 0:
+            lo_e, hi_e, val = s.col_lower[j], s.col_upper[j], x[j]
+        else:
+            lo_e, hi_e, val = s.row_lower[j], s.row_upper[j], r[j]
+        sigma = 1.0 if (math.isfinite(lo_e) and abs(val - lo_e) <= abs(val - hi_e)) else -1.0
+        if kind == 0:
+            a_j = np.zeros(len(r))
+            _, rows, vals = self._columns(np.array([j]))
+            a_j[rows] = vals
+            d_s = -sigma * basis.lu.solve(a_j[act])
+            d_r = _times(basis.a_inactive_structural, len(ina), d_s) + sigma * a_j[ina]
+        else:
+            unit = np.zeros(len(act))
+            unit[np.searchsorted(act, j)] = sigma
+            d_s = basis.lu.solve(unit)
+            d_r = _times(basis.a_inactive_structural, len(ina), d_s)
+        own = hi_e - lo_e
+        vals = np.concatenate([x[st], r_ina])
+        rate = np.concatenate([d_s, d_r])
+        lower = np.concatenate([s.col_lower[st], s.row_lower[ina]])
+        upper = np.concatenate([s.col_upper[st], s.row_upper[ina]])
+        eps = 1e-9
+        with np.errstate(divide="ignore", invalid="ignore"):
+            theta = np.where(rate > eps, (upper - vals) / rate, np.where(rate < -eps, (lower - vals) / rate, np.inf))
+        theta = np.maximum(theta, 0.0)
+        leave = int(np.argmin(theta))
+        step = float(theta[leave])
+        if not math.isfinite(step) or step >= own:
+            return None
+        x = x.copy()
+        x[st] += step * d_s
+        if kind == 0:
+            x[j] += sigma * step
+        structural, inactive = st, ina
+        if leave < len(st):                     # a basic column reaches a bound and leaves
+            x[st[leave]] = upper[leave] if rate[leave] > 0 else lower[leave]
+            structural = np.delete(st, leave)
+        else:                                   # a basic row reaches a bound: it becomes active
+            inactive = np.delete(ina, leave - len(st))
+        if kind == 0:
+            structural = np.insert(structural, np.searchsorted(structural, j), j)
+        else:
+            inactive = np.insert(inactive, np.searchsorted(inactive, j), j)
+        g = float(np.sum(s.cost * x)) - s.cost[self.col] * x[self.col]
+        nxt = self._factor(price, x, g, structural, inactive, check=True)
+        if nxt is None:
+            return None
+        q = float(x[self.col])
+        if rising:
+            high = price + _nearest(nxt.up)
+            return _Sample(price, q, g, price, high), nxt
+        low = price - _nearest(nxt.down)
+        return _Sample(price, q, g, low, price), nxt
+
+    def _flips(self, basis: _Basis, rising: bool, limit: float) -> tuple[list[_Sample], tuple | None]:
+        """Samples reached by bound flips alone from ``basis``, and the event that ends them.
+
+        The flips are the basis's blocking columns in price order up to the first
+        row event or non-flippable column. Their moves of the basic columns are
+        solved together (``core^-1 A[active, flips]``, in chunks) and summed
+        cumulatively; the run stops before the first flip after which any basic
+        column or basic row activity would lie outside its bounds. Import and
+        tangent of every sample are cumulative sums too. The ending event is
+        ``(kind, index, price, x)`` with ``x`` the point after the valid flips,
+        or None at ``limit`` or when nothing blocks.
+        """
+        events = basis.up if rising else basis.down
+        total = len(events[0])
+        if total == 0 or basis.p0_pos < 0:   # P0 at a limit: its own bound is the only blocker
+            return [], None
+        s = self.solver
+        sign = 1.0 if rising else -1.0
+        first = 64 if total > 1024 else total    # a short list is sorted at once, not partitioned repeatedly
+        while True:   # order only the events up to the first that ends the run of flips
+            delta, kind, idx = _first_events(events, first)
+            prices = basis.price + sign * delta
+            beyond = (prices >= limit) if rising else (prices <= limit)
+            stop = (kind != 0) | ~self.flippable[np.where(kind == 0, idx, 0)] | beyond
+            if stop.any() or len(delta) == total:
+                break
+            first *= 4
+        n_run = int(np.argmax(stop)) if stop.any() else len(delta)
+        x = basis.x
+        cols = idx[:n_run]
+        lo, hi = s.col_lower[cols], s.col_upper[cols]
+        steps = np.where(x[cols] - lo <= hi - x[cols], hi - lo, lo - hi)
+        st, act, ina = basis.structural, basis.active, basis.inactive
+        bounded = basis.bounded                       # basic columns with a finite bound (not line flows)
+        x_b, lo_b, hi_b = x[st][bounded], s.col_lower[st][bounded], s.col_upper[st][bounded]
+        r_now = basis.r[ina]
+        lo_r, hi_r = s.row_lower[ina], s.row_upper[ina]
+        # Values HiGHS left outside a bound (within its tolerance) may stay there, no further.
+        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)[:, None]
+        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
+        moved = np.zeros(len(st))                     # basic columns' change by the flips so far
+        r_cur = r_now.copy()                          # basic rows' activities after the flips so far
+        is_row, is_col, is_val = basis.a_inactive_structural
+        n_ina = len(ina)
+        # Cumulative moves are needed only of the basic columns with a bound or in a basic row.
+        need_mask = bounded.copy()
+        need_mask[is_col] = True
+        need = np.nonzero(need_mask)[0]
+        loc = np.cumsum(need_mask) - 1                # position among ``need``
+        in_need_b = loc[bounded]
+        is_loc = loc[is_col]
+        is_coo, abs_is = (is_row, is_loc, is_val), (is_row, is_loc, np.abs(is_val))
+        valid = n_run
+        dq = np.zeros(n_run)
+        dg = np.zeros(n_run)
+        # The first chunk is sized by the previous run: flips solved past the run's end are wasted.
+        begin, size = 0, max(8, min(64, self.last_run + 4))
+        while begin < n_run:
+            end = min(n_run, begin + size)
+            chunk, step = cols[begin:end], steps[begin:end]
+            k = len(chunk)
+            ent, row, val = self._columns(chunk)
+            pos = basis.row_pos[row]                      # >= 0: active row; < 0: -1 - inactive row
+            on = pos >= 0
+            rhs = np.zeros((len(act), k), order="F")
+            rhs[pos[on], ent[on]] = val[on]
+            move = -basis.lu.solve(rhs) * step            # one flip per column
+            cum = np.cumsum(move[need], axis=1)
+            xb = x_b[:, None] + moved[bounded, None] + cum[in_need_b]
+            bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
+            # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
+            own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
+            own = np.zeros((len(own_rows), k))
+            own[inv, ent[~on]] = val[~on] * step[ent[~on]]
+            own_cum = np.cumsum(own, axis=1)
+            # Activities: only rows the flips could push to a bound are computed; a row moves by at
+            # most sum_j |a_ij| max_n |change of x_j| plus the flipped columns' own coefficients.
+            reach = _times(abs_is, n_ina, np.abs(cum).max(axis=1))
+            reach[own_rows] += np.abs(own).sum(axis=1)
+            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
+            if len(near):
+                rank = np.full(n_ina, -1)
+                rank[near] = np.arange(len(near))
+                sel = np.nonzero(rank[is_row] >= 0)[0]
+                r = np.repeat(r_cur[near, None], k, axis=1)
+                np.add.at(r, rank[is_row[sel]], is_val[sel, None] * cum[is_loc[sel]])
+                hit = np.searchsorted(own_rows, near)
+                mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
+                    if len(own_rows) else np.zeros(len(near), dtype=bool)
+                r[mine] += own_cum[hit[mine]]
+                bad |= (np.maximum(lo_r[near, None] - r, r - hi_r[near, None]) > allow_r[near]).any(axis=0)
+            dq[begin:end] = move[basis.p0_pos]
+            dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
+            if bad.any():
+                valid = begin + int(np.argmax(bad))
+                moved += move[:, :valid - begin].sum(axis=1)
+                break
+            moved += move.sum(axis=1)
+            r_cur += _times(is_coo, n_ina, cum[:, -1])
+            r_cur[own_rows] += own_cum[:, -1]
+            begin, size = end, min(size * 2, 64)
+        self.flips += valid
+        self.last_run = valid
+        brk = None
+        if valid < len(delta) and not beyond[valid]:
+            # The event that ends the run: a flip that breaks a bound, a row, or a column that cannot flip.
+            x_new = x.copy()
+            x_new[st] += moved
+            x_new[cols[:valid]] += steps[:valid]
+            brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new)
+        q = float(x[self.col]) + np.cumsum(dq[:valid])
+        g = basis.g + np.cumsum(dg[:valid])
+        at = prices[:valid]
+        nxt = np.append(prices[1:], sign * math.inf)[:valid]
+        if rising:
+            out = [_Sample(float(p), float(qq), float(gg), float(p), float(n)) for p, qq, gg, n in zip(at, q, g, nxt)]
+        else:
+            out = [_Sample(float(p), float(qq), float(gg), float(n), float(p)) for p, qq, gg, n in zip(at, q, g, nxt)]
+        return out, brk
+
+
+def _times(coo: tuple, n_rows: int, v: np.ndarray) -> np.ndarray:
+    """``M @ v`` for ``M`` given as ``(row, column, value)`` arrays with ``n_rows`` rows (no sparse matrix
+    object: scipy's constructors cost more than the product on the tracer's few inactive-row entries)."""
+    row, col, val = coo
+    # astype: bincount of no entries gives integers.
+    return np.bincount(row, weights=val * v[col], minlength=n_rows).astype(float, copy=False)
+
+
+def _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price: float) -> bool:
+    """Whether a basis's point is primal feasible and its reduced costs dual feasible (within tolerances).
+
+    ``nb_cols`` and ``nb_rows`` mark the nonbasic columns and rows with a range (a fixed one is
+    feasible at any reduced cost). Only basic values are checked against their bounds: a pivot
+    (:meth:`_Probe._pivot`) moves nothing else off the bound it sits at.
+    """
+    p_tol, d_tol = 1e-7, 1e-7 * max(1.0, abs(price))
+    for value, lower, upper in ((x[structural], s.col_lower[structural], s.col_upper[structural]),
+                                (r[inactive], s.row_lower[inactive], s.row_upper[inactive])):
+        if np.any(value < lower - p_tol) or np.any(value > upper + p_tol):
+            return False
+    for value, red, lower, upper, sel in ((x, d, s.col_lower, s.col_upper, nb_cols),
+                                          (r, y, s.row_lower, s.row_upper, nb_rows)):
+        v, dd = value[sel], red[sel]
+        at_lo = np.abs(v - lower[sel]) <= p_tol
+        at_hi = np.abs(v - upper[sel]) <= p_tol
+        # At a lower bound d >= 0, at an upper one d <= 0, off both d = 0; on both (a range narrower
+        # than the tolerance) any d.
+        lo_ok, hi_ok = dd >= -d_tol, dd <= d_tol
+        if not np.all(np.where(at_lo, at_hi | lo_ok, np.where(at_hi, hi_ok, lo_ok & hi_ok))):
+            return False
+    return True
+
+
+def _blocking(d, alpha, value, lower, upper, nonbasic):
+    """Price changes at which nonbasic reduced costs ``d - delta alpha`` turn infeasible.
+
+    ``nonbasic`` marks the nonbasic variables with a range (``lower < upper``).
+    Returns ``(up, down)``: arrays ``(delta, index)`` for a rising and a falling price.
+    """
+    sel = np.nonzero(nonbasic & (np.abs(alpha) > _ALPHA_TOL))[0]
+    d, alpha, value, lower, upper = d[sel], alpha[sel], value[sel], lower[sel], upper[sel]
+    fin_lo, fin_up = np.isfinite(lower), np.isfinite(upper)
+    at_lo = fin_lo & (~fin_up | (value - lower <= upper - value))
+    at_up = ~at_lo & fin_up
+    free = ~at_lo & ~at_up
+    room = np.where(at_lo, np.maximum(d, 0.0), np.where(at_up, np.maximum(-d, 0.0), np.abs(d)))
+    slack = room / np.abs(alpha)
+    # At a lower bound d >= 0 must hold: a rising cost (delta > 0) hurts when alpha > 0.
+    hurts_up = (at_lo & (alpha > 0)) | (at_up & (alpha < 0)) | free
+    hurts_dn = (at_lo & (alpha < 0)) | (at_up & (alpha > 0)) | free
+    return (slack[hurts_up], sel[hurts_up]), (slack[hurts_dn], sel[hurts_dn])
+
+
+def _merge_events(cols, rows) -> tuple:
+    """Column and row blockers as arrays ``(delta, kind, index)``, unordered (:func:`_first_events`)."""
+    delta = np.concatenate([cols[0], rows[0]])
+    kind = np.concatenate([np.zeros(len(cols[0]), dtype=np.int64), np.ones(len(rows[0]), dtype=np.int64)])
+    return delta, kind, np.concatenate([cols[1], rows[1]])
+
+
+def _first_events(events: tuple, k: int) -> tuple:
+    """The ``k`` first events by price change (ties: columns first, by index), in that order; ties with
+    the ``k``-th are all kept. A run of flips uses a few dozen of thousands, so only those are sorted."""
+    delta, kind, idx = events
+    if len(delta) > k:
+        sel = np.nonzero(delta <= np.partition(delta, k - 1)[k - 1])[0]
+        delta, kind, idx = delta[sel], kind[sel], idx[sel]
+    order = np.lexsort((idx, kind, delta))
+    return delta[order], kind[order], idx[order]
+
+
+def _nearest(events: tuple) -> float:
+    """The smallest price change among ``events`` (inf when none)."""
+    return float(events[0].min()) if len(events[0]) else math.inf
+
+
+def _trace_interval(probe: _Probe, floor: float, cap: float,
+                    max_solves: int) -> list[tuple[float, float, float]]:
+    """Bands ``(price_low, price_high, import_kw)`` of one interval, exact, floor to cap."""
+    first, basis = probe.solve(floor)
+    up = probe.chain(first, basis, True, cap)
+    if (up[-1] if up else first).high >= cap:
+        samples = [first, *up]          # flips and pivots reached the cap: no second solve needed
+    else:
+        top = up[-1].price if up else floor
+        last, basis = probe.solve(cap)
+        down = probe.chain(last, basis, False, top)
+        samples = [first, *up, *reversed(down), last]
+    stack = [(a, b) for a, b in zip(samples[:-1], samples[1:])][::-1]
+    done: list[tuple[_Sample, _Sample, float | None]] = []   # consecutive pairs and their step (or None)
+    while stack:
+        a, b = stack.pop()
+        if a.q - b.q <= Q_TOL_MW:
+            done.append((a, b, None))   # one import on the whole pair: Q is monotone
+            continue
+        lam = (b.g - a.g) / (a.q - b.q)
+        cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(b.low))
+        if a.high >= b.low - cert:
+            # a's basis is optimal up to a.high, b's from b.low: one step, between the two
+            # (located by the ratio tests, which are more accurate than the tangents).
+            lo, hi = min(a.high, b.low), max(a.high, b.low)
+            done.append((a, b, min(max(lam, lo, a.price), hi, b.price)))
+            continue
+        tol = P_REL_TOL * max(1.0, abs(lam))
+        if lam <= a.price + tol:
+            done.append((a, b, a.price))    # f on b's tangent back to a: the step is at a
+            continue
+        if lam >= b.price - tol:
+            done.append((a, b, b.price))
+            continue
+        if probe.solves >= max_solves:
+            raise RuntimeError(f"interface curve: more than {max_solves} solves in interval {probe.t}; "
+                               "the LP is numerically troubled")
+        # Solve just past the end of a's range: HiGHS starts from the last basis, which sits there
+        # (pairs are settled left to right), so the warm solve is the one pivot that ends the range,
+        # and the new basis's range meets a's within the certificate tolerance.
+        p = a.high + cert / 2 if math.isfinite(a.high) else lam
+        p = min(max(p, a.high + cert / 2), b.low - cert / 2)
+        s, basis = probe.solve(p)
+        if s.q >= a.q - Q_TOL_MW and s.high <= a.high + cert and a.price < lam < b.price:
+            # No progress past a's range (a short ranging, as on the loss-aware model's denser
+            # rows): the tangent intersection, which always lies strictly between a and b.
+            s, basis = probe.solve(lam)
+        left = probe.chain(s, basis, False, a.price)
+        right = probe.chain(s, basis, True, b.price)
+        seq = [a, *reversed(left), s, *right, b]
+        stack += [(x, y) for x, y in zip(seq[:-1], seq[1:])][::-1]
+    # Pairs were settled left to right (the stack pops the leftmost first), so ``done`` is in price order.
+    bands: list[list[float]] = []
+    low, q = floor, first.q
+    for a, b, step in done:
+        if step is None:
+            continue
+        # Steps found through different bases may differ by rounding: closer than the price
+        # tolerance they are one step, and the sliver between them is no band.
+        if step > low + P_REL_TOL * max(1.0, abs(step)):
+            bands.append([low, step, q])
+            low = step
+        q = b.q
+    bands.append([low, cap, q])
+    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in _merge_equal(bands)]
+
+
+def _merge_equal(bands: list[list[float]]) -> list[list[float]]:
+    """Join neighbouring ``[low, high, import_mw]`` bands whose imports agree within ``Q_TOL_MW``.
+
+    For a sampled curve this keeps its error bound: every price in a merged band
+    stays within the tolerance of the band's value.
+    """
+    merged: list[list[float]] = []
+    for band in bands:
+        if merged and abs(merged[-1][2] - band[2]) <= Q_TOL_MW:
+            merged[-1][1] = band[1]
+        else:
+            merged.append(band)
+    return merged
