@@ -12,6 +12,7 @@ inputs at another ISO price forecast re-clears warm there.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 
@@ -22,6 +23,8 @@ from dsomarket.server.rpc import unary
 from dsomarket.server.runner import Task
 from dsomarket.server.services import OPERATOR, READERS, App
 from dsomarket.v1 import operator_pb2, territory_pb2, territory_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 MAX_INTERFACES = 10_000
 """Interfaces of one territory."""
@@ -196,10 +199,14 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
                 f"the interface's worker failed: {res.error}") for res in results]
             cleared = [(r[0]["market_id"], forecast, o, r[4]) for r, o in zip(rows, outcomes, strict=True)]
             after, recorded = await app.writer.call(territory_store.record_clearings, who, session_id, cleared)
+        for res in results:
+            if res.recovered:
+                log.warning("session %s, interface %s: %s", session_id, res.interface_id, res.recovered)
         markets = {m["market_id"]: (iid, m) for iid, m in after["interfaces"]}
         report = [territory_pb2.InterfaceClearing(interface_id=markets[mid][0],
-                                                  clearing=convert.clear_response(markets[mid][1], o), warm=o.warm)
-                  for (mid, _, o, _) in cleared if mid in recorded]
+                                                  clearing=convert.clear_response(markets[mid][1], o), warm=o.warm,
+                                                  recovered=res.recovered)
+                  for (mid, _, o, _), res in zip(cleared, results, strict=True) if mid in recorded]
         return territory_pb2.ClearTerritoryResponse(
             session=_session(after), interfaces=report, solve_seconds=seconds,
             optimal=sum(r.clearing.status == convert.CLEARING_STATUS["optimal"] for r in report))
