@@ -188,10 +188,14 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
             rows = [r for r in await app.reader.call(read) if r[0]["state"] == "closed"]
             if not rows:  # cleared meanwhile by single ClearMarket calls, or by another server process
                 raise FailedPrecondition(f"session {session_id!r} has no closed market left to clear")
+            # A real-time market clears holding the positions of the awarded day-ahead market it refers to, as
+            # ClearMarket clears it, so that its curve describes the feeder its award is disaggregated on.
+            references = [await app.day_ahead_reference(r[0]) for r in rows]
             # keep: each interface's worker keeps its built market, so a later session of the same feeders and
             # bids (the real-time one after the day-ahead one) re-clears warm, with the same outcome.
-            tasks = [Task(r[0]["feeder_id"], markets_engine.clear_kept, (r, forecast, app.solve_time_limit),
-                          weight=float(len(r[1]["buses"]["bus"]) + r[2].height), keep=True) for r in rows]
+            tasks = [Task(r[0]["feeder_id"], markets_engine.clear_kept, (r, forecast, app.solve_time_limit, ref),
+                          weight=float(len(r[1]["buses"]["bus"]) + r[2].height), keep=True)
+                     for r, ref in zip(rows, references, strict=True)]
             t0 = time.perf_counter()
             results = await app.fan_out(tasks)
             seconds = time.perf_counter() - t0
