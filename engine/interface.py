@@ -364,19 +364,14 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
         else:
             # Uncoupled intervals are separate problems: tracing each on its own model
             # keeps every solve T times smaller than the whole horizon's.
-            rows, solves, flips, check = [], 0, 0, None
-            for done, t in enumerate(todo, 1):
+            def alone(t: int) -> tuple:
                 one = slice(t, t + 1)
                 market = NodalMarket(feeder, for_interval(book, t), fc[one], rules,
                                      resources_for_interval(resources, book.intervals[t]), opts,
                                      load_p_kw[:, one], load_q_kvar[:, one])
-                bands, n_solves, n_flips, band_check = trace_market_interval(market, 0, rules, limit)
-                solves += n_solves
-                flips += n_flips
-                check = _merged(check, band_check)
-                rows += [(t, lo, hi, q) for lo, hi, q in bands]
-                if progress is not None:
-                    progress(done, len(todo))
+                return trace_market_interval(market, 0, rules, limit)
+
+            rows, solves, flips, check = _each(todo, alone, progress)
     return InterfaceCurve(bands=_bands_table(book, rows), fixed_net_load_kw=_fixed_table(book, load_p_kw, todo),
                           conditional=coupled, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, bound_flips=flips,
@@ -396,21 +391,32 @@ def trace_intervals(market, intervals: Sequence[int], forecast: np.ndarray, rule
     (:meth:`~engine.clearing.NodalMarket.restart`). ``market`` is a
     :class:`~engine.clearing.NodalMarket` or an :class:`engine.runs.CoupledMarket`.
     """
-    rows, solves, flips = [], 0, 0
-    check: CurveCheck | None = None
     start = None
     if not market.lossaware:
         market.set_iso_price(forecast)
-        solves += 1
         if market.solver.run() == "optimal":      # else no price clears it: the trace says so
             start = market.solver.h.getBasis()
-    for done, t in enumerate(intervals, 1):
+
+    def one(t: int) -> tuple:
         market.set_iso_price(forecast)
         if market.lossaware:
             market.restart()
         elif start is not None:
             market.solver.h.setBasis(start)
-        bands, n_solves, n_flips, band_check = trace_market_interval(market, t, rules, max_solves)
+        return trace_market_interval(market, t, rules, max_solves)
+
+    rows, solves, flips, check = _each(intervals, one, progress)
+    return rows, solves + (not market.lossaware), flips, check
+
+
+def _each(intervals: Sequence[int], trace: Callable[[int], tuple],
+          progress: Callable[[int, int], None] | None) -> tuple[list, int, int, CurveCheck | None]:
+    """``trace(t)`` (:func:`trace_market_interval`'s answer) of each interval, gathered as rows
+    ``(t, price_low, price_high, import_kw)``, solves, bound flips and the loss-aware check."""
+    rows, solves, flips = [], 0, 0
+    check: CurveCheck | None = None
+    for done, t in enumerate(intervals, 1):
+        bands, n_solves, n_flips, band_check = trace(t)
         solves += n_solves
         flips += n_flips
         check = _merged(check, band_check)
