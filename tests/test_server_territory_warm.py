@@ -51,6 +51,28 @@ def _workers() -> set[int]:
     return {w for child in _children(os.getpid()) for w in _children(child)}
 
 
+async def _territory(env):
+    """The feeders as a territory ``t`` of one interface each, and agg-a's resources: the operator's and
+    agg-a's clients."""
+    op, agg = env.clients["dso"], env.clients["agg-a"]
+    for fid, builtin in FEEDERS.items():
+        await op.create_feeder(fid, builtin=builtin)
+    await op.create_territory("t", [TerritoryInterface("", (fid,)) for fid in FEEDERS])
+    await agg.register_resources([Resource(f"{fid}-r{k}", fid, bus, "pv" if side == "sell" else "flexible_load", 1000.0)
+                                  for fid, bids in BIDS.items() for k, (bus, side, _, _) in enumerate(bids)])
+    return op, agg
+
+
+def _digests(path) -> dict:
+    """Each market's recorded clearing digest."""
+    conn = db.connect(path)
+    try:
+        return {p["market_id"]: p["digest"] for r in audit.records(conn) if r["action"] == "market.clear"
+                for p in [json.loads(r["payload"])]}
+    finally:
+        conn.close()
+
+
 async def _cycles(tmp_path, name: str, workers: int = 1, kill_after: str = "", **options) -> tuple[dict, dict]:
     """The sessions on one server: per session the interfaces cleared warm (and, after ``kill_after``, one of
     its workers is killed, the interfaces recovered); per market its clearing digest."""
@@ -58,13 +80,7 @@ async def _cycles(tmp_path, name: str, workers: int = 1, kill_after: str = "", *
     warm = {}
     before = _workers()
     async with running(tmp_path, db_name=f"{name}.sqlite", workers=workers, **options) as env:
-        op, agg = env.clients["dso"], env.clients["agg-a"]
-        for fid, builtin in FEEDERS.items():
-            await op.create_feeder(fid, builtin=builtin)
-        await op.create_territory("t", [TerritoryInterface("", (fid,)) for fid in FEEDERS])
-        await agg.register_resources([Resource(f"{fid}-r{k}", fid, bus, "pv" if side == "sell" else "flexible_load",
-                                               1000.0)
-                                      for fid, bids in BIDS.items() for k, (bus, side, _, _) in enumerate(bids)])
+        op, agg = await _territory(env)
         for sid, minutes, forecast, change in SESSIONS:
             session = await op.open_territory_session(sid, territory_id="t", kind="real_time",
                                                       delivery_start=start + timedelta(minutes=minutes),
@@ -89,13 +105,7 @@ async def _cycles(tmp_path, name: str, workers: int = 1, kill_after: str = "", *
                 ours = sorted(_workers() - before)
                 assert len(ours) == workers
                 os.kill(ours[0], signal.SIGKILL)
-    conn = db.connect(env.db_path)
-    try:
-        digests = {p["market_id"]: p["digest"] for r in audit.records(conn) if r["action"] == "market.clear"
-                   for p in [json.loads(r["payload"])]}
-    finally:
-        conn.close()
-    return warm, digests
+    return warm, _digests(env.db_path)
 
 
 def test_a_real_time_re_clear_from_kept_markets_records_what_a_cold_one_does(tmp_path):
@@ -130,13 +140,7 @@ async def _day(tmp_path, name: str, **options) -> tuple[dict, dict]:
     start = delivery_day()
     warm = {}
     async with running(tmp_path, db_name=f"{name}.sqlite", workers=1, **options) as env:
-        op, agg, iso = env.clients["dso"], env.clients["agg-a"], env.clients["iso"]
-        for fid, builtin in FEEDERS.items():
-            await op.create_feeder(fid, builtin=builtin)
-        await op.create_territory("t", [TerritoryInterface("", (fid,)) for fid in FEEDERS])
-        await agg.register_resources([Resource(f"{fid}-r{k}", fid, bus, "pv" if side == "sell" else "flexible_load",
-                                               1000.0)
-                                      for fid, bids in BIDS.items() for k, (bus, side, _, _) in enumerate(bids)])
+        (op, agg), iso = await _territory(env), env.clients["iso"]
         sessions = (("da", "day_ahead", 0, "40", None, 2),) + tuple((s, "real_time", m, f, n, 1)
                                                                      for s, m, f, n in REAL_TIME)
         for sid, kind, minutes, forecast, first, count in sessions:
@@ -160,13 +164,7 @@ async def _day(tmp_path, name: str, **options) -> tuple[dict, dict]:
                     award = await iso.submit_award(c.market.market_id, [IntervalAward(f.interval_start, f.import_kw,
                                                                                       forecast) for f in c.interface])
                     assert award.status == "optimal", award.diagnosis
-    conn = db.connect(env.db_path)
-    try:
-        digests = {p["market_id"]: p["digest"] for r in audit.records(conn) if r["action"] == "market.clear"
-                   for p in [json.loads(r["payload"])]}
-    finally:
-        conn.close()
-    return warm, digests
+    return warm, _digests(env.db_path)
 
 
 def test_a_real_time_session_takes_the_day_ahead_curve_of_the_same_model_and_records_what_a_cold_one_does(tmp_path):
