@@ -10,32 +10,40 @@ resources' state, the resources' bids in the other intervals.
 
 Networks that no price of interval t can load
 ---------------------------------------------
-Take another interval s, priced at its forecast ``lambda_s``. Summing its lossless
-balance rows over its buses cancels the line flows (each line leaves one bus and
-enters another): ``P0_s + sum of injections = sum of loads``, and the same for
-reactive power. The model with s's network replaced by these two sums is a
-*relaxation* of the horizon LP. It is exact for every interval t's curve when:
+Take another interval s, priced at its forecast ``lambda_s``, and a set of its buses
+to keep, *live*, closed downwards (whole subtrees). Summing the lossless balance rows
+of the other buses cancels the flows between them (each line leaves one bus and
+enters another): ``P0_s + their injections - flows into the live subtrees = their
+loads``, and the same for reactive power. The model with s's network replaced by
+these two sums, the live buses' balances, the flows into and within the live
+subtrees and those lines' thermal limits is a *relaxation* of the horizon LP (its
+rows are implied by the horizon's; voltages and the other limits are dropped). It
+is exact for every interval t's curve when:
 
 (a) ``P0_s`` (and ``Q0_s``) lie strictly inside their limits whatever the bids of s
     clear (with unlimited interface limits: always). Then in every optimal dual of the
     relaxation the sums' duals are ``lambda_s`` (and ``Q0_s``'s cost, 0), and a bid of s
-    that links to no other row (no resource) has the fixed reduced cost
-    ``c_j - lambda_s a_j``: where that is not 0 it sits at the same bound in every
+    at a bus not kept that links to no other row (no resource) has the fixed reduced
+    cost ``c_j - lambda_s a_j``: where that is not 0 it sits at the same bound in every
     optimal point, at every price of interval t (complementary slackness);
 (b) every point with those bids at those bounds and every other column of s (the
-    resources' bids, bids priced at ``lambda_s``) anywhere within its bounds gives
-    flows and voltages within every limit of s. Flows and voltages of a radial feeder
-    follow from its injections through the balances and voltage drops (one sparse
-    solve, :class:`_Network`), linearly, so the range of each over that box is its
-    value at the centre plus the absolute sensitivities times the half-widths.
+    resources' bids, bids at live buses, bids priced at ``lambda_s``) anywhere within
+    its bounds gives voltages and flows on the lines not kept within every limit of s.
+    Flows and voltages of a radial feeder follow from its injections through the
+    balances and voltage drops: their values at the box's centre are one sparse solve
+    (:class:`_Network`); a line's flow moves by at most the sum of the half-widths of
+    the box below it, a bus's voltage by at most its parent's plus its line's drop on
+    those moves.
 
 Then every optimal point of the relaxation, with s's flows and voltages rebuilt,
 is feasible for the horizon LP, whose optimum it is (a relaxation's optimum that
 is feasible is optimal): the two LPs have the same optimal cost at every price of
-interval t, hence the same curve. Intervals that fail (a) or (b) keep their
-network. The check is made once per horizon, before any curve, and the curve of
-interval t is traced (:mod:`engine.tracer`) on the horizon with every passing
-interval's network but t's own summed away.
+interval t, hence the same curve. The live set starts empty and takes the subtree
+below each line whose limit (b) finds within reach, until (b) holds; an interval
+where a voltage limit is within reach, (a) fails, or more than half the buses would
+be live keeps its whole network. The check is made once per horizon, before any
+curve, and interval t's curve is traced (:mod:`engine.tracer`) on the horizon with
+every other interval's network so reduced where it can be.
 
 Only the lossless model is reduced: the loss-aware linearisation's balances do
 not cancel under a sum (its curve is made of converged clearings anyway).
@@ -255,12 +263,14 @@ class HorizonCurves:
         dp, dq = d_rows[:, line_p].tocsc(), d_rows[:, line_q].tocsc()
         if np.any(np.diff(dp.indptr) != 1) or np.any(np.diff(dq.indptr) != 1) or np.any(dp.indices != dq.indices):
             return None
-        kv = np.abs(np.asarray(d_rows[dp.indices][:, v_cols[child]].tocsr()[np.arange(len(child)),
-                                                                             np.arange(len(child))]).ravel())
-        if np.any(kv == 0):
+        parent = np.where(pair[:, 0] == child, pair[:, 1], pair[:, 0])
+        diag = np.arange(len(child))
+        line_rows = d_rows[dp.indices]
+        kv = np.abs(np.asarray(line_rows[:, v_cols[child]].tocsr()[diag, diag]).ravel())
+        kv_parent = np.abs(np.asarray(line_rows[:, v_cols[parent]].tocsr()[diag, diag]).ravel())
+        if np.any(kv == 0) or np.any(kv_parent == 0):   # the voltages are not in the balances' bus order
             return None
         drop = np.stack([np.abs(dp.data) / kv, np.abs(dq.data) / kv], axis=1)
-        parent = np.where(pair[:, 0] == child, pair[:, 1], pair[:, 0])
         levels = _levels(parent, child, root, n_bus)
         touch_abs = (abs(a_csr[p_rows][:, touch]).tocsr(), abs(a_csr[q_rows][:, touch]).tocsr())
         return _Network(interval, cols, rows, touch, ports, touch[elsewhere], free, fixed, lu,
@@ -293,7 +303,7 @@ class HorizonCurves:
                        (net.p_rows[~live], net.q_rows[~live]))
 
     def _reached(self, net: _Network, live: np.ndarray) -> np.ndarray | None:
-        """Lines whose thermal limit some point of the box of module note (b) reaches, with the buses
+        """Lines whose thermal limit some point of the box of condition (b) reaches, with the buses
         ``live`` kept (their bids may move: their prices are not held at ``lambda_s``) and their lines'
         limits kept; None when (a) fails or a voltage limit can be reached."""
         a_csr = self.a_csr
