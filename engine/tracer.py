@@ -83,6 +83,9 @@ _DUAL_TOL = 1e-7
 """Dual feasibility tolerance (per MWh) of a basis whose price range the tracer computes itself."""
 _MAX_STALL = 50
 """Own pivots in a row at one price before a warm HiGHS solve takes over (a guard against cycling)."""
+_REFACTOR = 24
+"""Pivots taken as updates of one factorised basis (:class:`_Lu`) before the next is factorised afresh:
+each adds a column to every solve, and a fresh factorisation of a 1,000-bus core costs some twenty."""
 
 
 @dataclass(frozen=True)
@@ -127,13 +130,118 @@ class _Basis:
     structural: np.ndarray | None = None   # basic columns, in core order
     active: np.ndarray | None = None       # rows of the core
     inactive: np.ndarray | None = None     # rows whose logical is basic
-    lu: object = None                      # splu of the core
+    lu: object = None                      # the core's factorisation (:class:`_Lu`)
     p0_pos: int = -1                       # P0's position among ``structural`` (-1: nonbasic)
     c0: np.ndarray | None = None           # costs of the basic columns with P0's set to 0
     bounded: np.ndarray | None = None      # which basic columns have a finite bound
     r: np.ndarray | None = None            # row activities A x
     a_inactive_structural: tuple | None = None   # A[inactive, structural] as (row, column, value) arrays
     row_pos: np.ndarray | None = None      # per row: position among active (>= 0) or -1 - among inactive
+
+
+class _Reference:
+    """A basis factorised with SuperLU (``B0``), against which the bases pivoted from it are updates (:class:`_Lu`).
+
+    The full basis matrix has a column per basic variable out of ``[A, -I]`` (``-I``: the row
+    logicals, ``A x - r = 0``); its *positions* are this basis's structural columns (sorted), then
+    the logicals of its inactive rows (sorted). ``B0 u = b`` is one solve with the core's LU:
+    ``u_S = core^-1 b_active`` and ``u_I = A[inactive, structural] u_S - b_inactive``.
+    ``buffer`` holds ``B0^-1 a`` of the variables pivoted in since, shared by the chain of bases
+    that appends to it (``tip`` columns written).
+    """
+
+    def __init__(self, lu, structural: np.ndarray, inactive: np.ndarray, row_pos: np.ndarray, a_is: tuple):
+        self.lu = lu
+        self.structural = structural
+        self.inactive = inactive
+        self.row_pos = row_pos          # per row: position among the core's rows (>= 0) or -1 - among inactive
+        self.a_is = a_is                # A[inactive, structural] as (inactive index, structural index, value)
+        self.m = len(row_pos)
+        self.buffer = np.empty((self.m, _REFACTOR), order="F")
+        self.tip = 0
+
+    def column(self, rows: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """``B0^-1 a`` over the positions, for the column ``a`` of ``[A, -I]`` with nonzeros ``vals`` at ``rows``."""
+        n_s = len(self.structural)
+        rp = self.row_pos[rows]
+        on = rp >= 0
+        b = np.zeros(n_s)
+        b[rp[on]] = vals[on]
+        out = np.empty(self.m)
+        out[:n_s] = self.lu.solve(b)
+        u_i = _times(self.a_is, self.m - n_s, out[:n_s])
+        u_i[-1 - rp[~on]] -= vals[~on]
+        out[n_s:] = u_i
+        return out
+
+
+class _Lu:
+    """Solves with the core of a basis reached by pivots from a factorised one, ``B = B0 + U V^T`` (Woodbury).
+
+    ``heads`` is the basic variable at each position of the reference ``B0`` (:class:`_Reference`;
+    column ``j`` is ``j``, row ``i``'s logical ``n + i``); ``replaced`` the ``k`` positions whose
+    variable changed and ``z = B0^-1 [a of their new variables]`` (``m x k``). With ``W = z - E_P``
+    and ``M = I + W[P] = z[P]``, ``B^-1 b = B0^-1 b - W M^-1 (B0^-1 b)[P]`` and ``B^-T c =
+    B0^-T (c - E_P M^-T W^T c)``: one SuperLU solve of the reference's core and products with ``k``
+    columns, instead of a new factorisation per pivot. Only the positions that now hold basic
+    columns (``sel``, in column order) and the replaced ones are read, so a core-sized right-hand
+    side (the current active rows, sorted) gives a core-sized answer (the current basic columns,
+    sorted), as SuperLU's ``solve`` does for a factorised core.
+    """
+
+    def __init__(self, ref: _Reference, heads: np.ndarray, replaced: np.ndarray, z: np.ndarray, n_col: int,
+                 active: np.ndarray):
+        self.ref, self.heads, self.replaced, self.z = ref, heads, replaced, z
+        self.shape = (len(active), len(active))
+        n_s0 = len(ref.structural)
+        self.n_s0 = n_s0
+        cols = np.nonzero(heads < n_col)[0]
+        sel = cols[np.argsort(heads[cols], kind="stable")]     # positions of the basic columns, column order
+        rp = ref.row_pos[active]
+        self.in_a0 = rp >= 0
+        self.a0_idx = rp[self.in_a0]
+        i0_pos = n_s0 - 1 - rp[~self.in_a0]                     # active rows that were inactive in B0
+        # Positions among the reference's inactive logicals that are read: E, held after the first n_s0.
+        extra = np.unique(np.concatenate([sel[sel >= n_s0], replaced[replaced >= n_s0], i0_pos]))
+        self.n_extra = len(extra)
+
+        def ext(p):
+            return np.where(p < n_s0, p, n_s0 + np.searchsorted(extra, p))
+        self.sel_ext, self.p_ext, self.i0_ext = ext(sel), ext(replaced), ext(i0_pos)
+        if len(extra):
+            row, col, val = ref.a_is
+            rank = np.full(ref.m - n_s0, -1)
+            rank[extra - n_s0] = np.arange(len(extra))
+            on = rank[row] >= 0
+            self.g = sp.csr_matrix((val[on], (rank[row[on]], col[on])), shape=(len(extra), n_s0))
+        if len(replaced):
+            self.w_sel = z[sel] - (sel[:, None] == replaced[None, :])
+            self.m_inv = np.linalg.inv(z[replaced])
+
+    def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
+        """``core^-1 b`` (``trans="T"``: ``core^-T b``) for a vector or a matrix of right-hand sides."""
+        ref = self.ref
+        if not len(self.replaced):
+            return ref.lu.solve(b, trans=trans)
+        n_s0 = self.n_s0
+        tail = b.shape[1:]
+        if trans == "N":
+            b0 = np.zeros((n_s0, *tail))
+            b0[self.a0_idx] = b[self.in_a0]
+            z = np.empty((n_s0 + self.n_extra, *tail))
+            z[:n_s0] = ref.lu.solve(b0)
+            if self.n_extra:
+                z[n_s0:] = self.g @ z[:n_s0]
+                z[self.i0_ext] -= b[~self.in_a0]
+            return z[self.sel_ext] - self.w_sel @ (self.m_inv @ z[self.p_ext])
+        c = np.zeros((n_s0 + self.n_extra, *tail))
+        c[self.sel_ext] = b
+        c[self.p_ext] -= self.m_inv.T @ (self.w_sel.T @ b)
+        rhs = c[:n_s0] + self.g.T @ c[n_s0:] if self.n_extra else c[:n_s0]
+        y = np.empty((self.shape[0], *tail))
+        y[self.in_a0] = ref.lu.solve(rhs, trans="T")[self.a0_idx]
+        y[~self.in_a0] = -c[self.i0_ext]
+        return y
 
 
 class _Probe:
@@ -233,33 +341,88 @@ class _Probe:
             raise RuntimeError("interface curve: HiGHS's optimal basis is singular to the tracer")
         return basis
 
-    def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
-        """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``;
-        None when it is not square or singular."""
-        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
-
+    def _layout(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (k, row,
+        value))`` with the last the core's nonzeros (``A[active, structural]``, position ``k`` among the
+        basic columns, ``row`` among the active rows); None when the core is not square."""
         n_row = self.a.shape[0]
         active_mask = np.ones(n_row, dtype=bool)
         active_mask[inactive] = False
-        active = np.nonzero(active_mask)[0]
-        if len(active) != len(structural):
+        n_active = n_row - len(inactive)
+        if n_active != len(structural):
             return None
         row_pos = np.empty(n_row, dtype=np.int64)
-        row_pos[active] = np.arange(len(active))
+        row_pos[active_mask] = np.arange(n_active)
         row_pos[inactive] = -1 - np.arange(len(inactive))
         k, row, val = self._columns(structural)
         pos_all = row_pos[row]
         on = pos_all >= 0
-        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
-        core = sp.csc_matrix((val[on], pos_all[on], np.concatenate([[0], np.cumsum(
-            np.bincount(k[on], minlength=len(structural)))])), shape=(len(active), len(structural)))
         off = ~on
-        a_inactive_structural = (-1 - pos_all[off], k[off], val[off])
+        return active_mask, row_pos, (-1 - pos_all[off], k[off], val[off]), (k[on], pos_all[on], val[on])
+
+    def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+        """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``
+        with ``lu`` an :class:`_Lu` without updates; None when it is not square or singular."""
+        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
+
+        layout = self._layout(structural, inactive)
+        if layout is None:
+            return None
+        active_mask, row_pos, a_inactive_structural, (k, pos, val) = layout
+        n = len(structural)
+        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
+        core = sp.csc_matrix((val, pos, np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n))])),
+                             shape=(n, n))
         try:
             lu = splu(core, permc_spec="MMD_ATA", options={"SymmetricMode": True})
         except RuntimeError:            # singular: a pivot the tracer should not have taken
             return None
-        return active_mask, row_pos, a_inactive_structural, lu
+        ref = _Reference(lu, structural, inactive, row_pos, a_inactive_structural)
+        heads = np.concatenate([structural, self.a.shape[1] + inactive])
+        return active_mask, row_pos, a_inactive_structural, _Lu(ref, heads, np.zeros(0, dtype=np.int64),
+                                                                ref.buffer[:, :0], self.a.shape[1],
+                                                                np.nonzero(active_mask)[0])
+
+    def _update(self, basis: _Basis, entering: int, leaving: int, structural: np.ndarray,
+                inactive: np.ndarray) -> tuple | None:
+        """The core (as :meth:`_core`) of the basis ``basis`` becomes when variable ``entering`` replaces
+        ``leaving`` (column ``j`` is ``j``, row ``i``'s logical ``n + i``), as an update of ``basis``'s
+        factorisation (:class:`_Lu`); None when a fresh factorisation is due or the update is ill-conditioned."""
+        lu = basis.lu
+        k = len(lu.replaced)
+        if k >= _REFACTOR:
+            return None
+        layout = self._layout(structural, inactive)
+        if layout is None:
+            return None
+        ref, n = lu.ref, self.a.shape[1]
+        if entering < n:
+            _, rows, vals = self._columns(np.array([entering]))
+        else:
+            rows, vals = np.array([entering - n]), np.array([-1.0])
+        col = ref.column(rows, vals)
+        p = int(np.flatnonzero(lu.heads == leaving)[0])
+        heads = lu.heads.copy()
+        heads[p] = entering
+        hit = np.flatnonzero(lu.replaced == p)
+        replaced = lu.replaced
+        if len(hit):
+            z = lu.z.copy()
+            z[:, hit[0]] = col
+        elif ref.tip == k and lu.z.base is ref.buffer:    # the newest basis of its chain: append in place
+            ref.buffer[:, k] = col
+            ref.tip = k + 1
+            z, replaced = ref.buffer[:, :k + 1], np.append(replaced, p)
+        else:
+            z, replaced = np.column_stack([lu.z, col]), np.append(replaced, p)
+        active_mask, row_pos, a_inactive_structural, _ = layout
+        try:
+            new = _Lu(ref, heads, replaced, z, n, np.nonzero(active_mask)[0])
+        except np.linalg.LinAlgError:
+            return None
+        if not np.all(np.isfinite(new.m_inv)) or np.abs(new.m_inv).max() > 1e10:
+            return None
+        return active_mask, row_pos, a_inactive_structural, new
 
     def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
                 check: bool = False, core: tuple | None = None) -> _Basis | None:
@@ -473,17 +636,23 @@ class _Probe:
         if kind == 0:
             x[j] += sigma * step
         structural, inactive = st, ina
+        n = self.a.shape[1]
         if leave < len(st):                     # a basic column reaches a bound and leaves
             x[st[leave]] = upper[leave] if rate[leave] > 0 else lower[leave]
             structural = np.delete(st, leave)
+            leaving = int(st[leave])
         else:                                   # a basic row reaches a bound: it becomes active
             inactive = np.delete(ina, leave - len(st))
+            leaving = n + int(ina[leave - len(st)])
         if kind == 0:
             structural = np.insert(structural, np.searchsorted(structural, j), j)
         else:
             inactive = np.insert(inactive, np.searchsorted(inactive, j), j)
         g = float(np.sum(s.cost * x)) - s.cost[self.col] * x[self.col]
-        nxt = self._factor(price, x, g, structural, inactive, check=True)
+        core = self._update(basis, j if kind == 0 else n + j, leaving, structural, inactive)
+        nxt = self._factor(price, x, g, structural, inactive, check=True, core=core)
+        if nxt is None and core is not None:    # not optimal as updated: the fresh factorisation decides
+            nxt = self._factor(price, x, g, structural, inactive, check=True)
         if nxt is None:
             return None
         q = float(x[self.col])
