@@ -198,25 +198,53 @@ class _Lu:
         cols = np.nonzero(heads < n_col)[0]
         sel = cols[np.argsort(heads[cols], kind="stable")]     # positions of the basic columns, column order
         rp = ref.row_pos[active]
+        self.rp = rp                                            # per active row: its row in B0's core, or not
         self.in_a0 = rp >= 0
         self.a0_idx = rp[self.in_a0]
         i0_pos = n_s0 - 1 - rp[~self.in_a0]                     # active rows that were inactive in B0
         # Positions among the reference's inactive logicals that are read: E, held after the first n_s0.
         extra = np.unique(np.concatenate([sel[sel >= n_s0], replaced[replaced >= n_s0], i0_pos]))
+        self.extra = extra
         self.n_extra = len(extra)
 
         def ext(p):
             return np.where(p < n_s0, p, n_s0 + np.searchsorted(extra, p))
         self.sel_ext, self.p_ext, self.i0_ext = ext(sel), ext(replaced), ext(i0_pos)
-        if len(extra):
+        if len(extra):      # the reference's A[inactive, structural] on those rows, as (row, column, value)
             row, col, val = ref.a_is
             rank = np.full(ref.m - n_s0, -1)
             rank[extra - n_s0] = np.arange(len(extra))
             on = rank[row] >= 0
-            self.g = sp.csr_matrix((val[on], (rank[row[on]], col[on])), shape=(len(extra), n_s0))
+            self.g = (rank[row[on]], col[on], val[on])
         if len(replaced):
             self.w_sel = z[sel] - (sel[:, None] == replaced[None, :])
             self.m_inv = np.linalg.inv(z[replaced])
+
+    def solve_sparse(self, row: np.ndarray, col: np.ndarray, val: np.ndarray, k: int) -> np.ndarray:
+        """``core^-1 b`` for the ``len(active) x k`` matrix ``b`` with nonzeros ``val`` at ``(row, col)``,
+        built straight in the reference's row order (a dense right-hand side would be gathered)."""
+        if not len(self.replaced):
+            rhs = np.zeros((self.shape[0], k), order="F")
+            rhs[row, col] = val
+            return self.ref.lu.solve(rhs)
+        n_s0 = self.n_s0
+        rp = self.rp[row]
+        on = rp >= 0
+        b0 = np.zeros((n_s0, k), order="F")
+        b0[rp[on], col[on]] = val[on]
+        z = np.empty((n_s0 + self.n_extra, k), order="F")
+        z[:n_s0] = self.ref.lu.solve(b0)
+        if self.n_extra:
+            g_row, g_col, g_val = self.g
+            z[n_s0:] = 0.0
+            np.add.at(z[n_s0:], g_row, g_val[:, None] * z[g_col])
+            # Rows now active that were inactive in B0: their logical's position, ``-b`` there.
+            off = ~on
+            ext = n_s0 + np.searchsorted(self.extra, n_s0 - 1 - rp[off])
+            np.add.at(z, (ext, col[off]), -val[off])
+        out = z[self.sel_ext]
+        out -= self.w_sel @ (self.m_inv @ z[self.p_ext])
+        return out
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
         """``core^-1 b`` (``trans="T"``: ``core^-T b``) for a vector or a matrix of right-hand sides."""
@@ -225,21 +253,28 @@ class _Lu:
             return ref.lu.solve(b, trans=trans)
         n_s0 = self.n_s0
         tail = b.shape[1:]
+        # Fortran order throughout: SuperLU copies anything else before it solves.
         if trans == "N":
-            b0 = np.zeros((n_s0, *tail))
+            b0 = np.zeros((n_s0, *tail), order="F")
             b0[self.a0_idx] = b[self.in_a0]
-            z = np.empty((n_s0 + self.n_extra, *tail))
+            z = np.empty((n_s0 + self.n_extra, *tail), order="F")
             z[:n_s0] = ref.lu.solve(b0)
             if self.n_extra:
-                z[n_s0:] = self.g @ z[:n_s0]
+                row, col, val = self.g
+                z[n_s0:] = 0.0
+                np.add.at(z[n_s0:], row, val.reshape(-1, *[1] * len(tail)) * z[col])
                 z[self.i0_ext] -= b[~self.in_a0]
-            return z[self.sel_ext] - self.w_sel @ (self.m_inv @ z[self.p_ext])
-        c = np.zeros((n_s0 + self.n_extra, *tail))
+            out = z[self.sel_ext]
+            out -= self.w_sel @ (self.m_inv @ z[self.p_ext])
+            return out
+        c = np.zeros((n_s0 + self.n_extra, *tail), order="F")
         c[self.sel_ext] = b
         c[self.p_ext] -= self.m_inv.T @ (self.w_sel.T @ b)
-        rhs = c[:n_s0] + self.g.T @ c[n_s0:] if self.n_extra else c[:n_s0]
+        if self.n_extra:
+            row, col, val = self.g
+            np.add.at(c, col, val.reshape(-1, *[1] * len(tail)) * c[n_s0 + row])
         y = np.empty((self.shape[0], *tail))
-        y[self.in_a0] = ref.lu.solve(rhs, trans="T")[self.a0_idx]
+        y[self.in_a0] = ref.lu.solve(c[:n_s0], trans="T")[self.a0_idx]
         y[~self.in_a0] = -c[self.i0_ext]
         return y
 
@@ -360,6 +395,39 @@ class _Probe:
         off = ~on
         return active_mask, row_pos, (-1 - pos_all[off], k[off], val[off]), (k[on], pos_all[on], val[on])
 
+    def _relayout(self, basis: _Basis, structural: np.ndarray, inactive: np.ndarray, entering: int,
+                  leaving: int) -> tuple | None:
+        """:meth:`_layout`'s first three of the basis one pivot (``entering`` for ``leaving``, numbered as in
+        :meth:`_update`) from ``basis``: its ``A[inactive, structural]`` is ``basis``'s without the leaving
+        column or row and with the entering one's entries, re-indexed."""
+        n_row, n = self.a.shape
+        n_active = n_row - len(inactive)
+        if n_active != len(structural):
+            return None
+        active_mask = np.ones(n_row, dtype=bool)
+        active_mask[inactive] = False
+        row_pos = np.empty(n_row, dtype=np.int64)
+        row_pos[active_mask] = np.arange(n_active)
+        row_pos[inactive] = -1 - np.arange(len(inactive))
+        col_pos = np.full(n, -1)
+        col_pos[structural] = np.arange(len(structural))
+        is_row, is_col, is_val = basis.a_inactive_structural
+        row_id, col_id = basis.inactive[is_row], basis.structural[is_col]
+        keep = (col_id != leaving) if leaving < n else (row_id != leaving - n)
+        if entering < n:
+            _, rows, vals = self._columns(np.array([entering]))
+            on = row_pos[rows] < 0
+            new_r, new_c, new_v = rows[on], np.full(int(on.sum()), entering), vals[on]
+        else:
+            i = entering - n
+            span = slice(self.a.indptr[i], self.a.indptr[i + 1])
+            cols, vals = self.a.indices[span], self.a.data[span]
+            on = col_pos[cols] >= 0
+            new_r, new_c, new_v = np.full(int(on.sum()), i), cols[on], vals[on]
+        row_id = np.concatenate([row_id[keep], new_r])
+        col_id = np.concatenate([col_id[keep], new_c])
+        return active_mask, row_pos, (-1 - row_pos[row_id], col_pos[col_id], np.concatenate([is_val[keep], new_v]))
+
     def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
         """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``
         with ``lu`` an :class:`_Lu` without updates; None when it is not square or singular."""
@@ -392,7 +460,7 @@ class _Probe:
         k = len(lu.replaced)
         if k >= _REFACTOR:
             return None
-        layout = self._layout(structural, inactive)
+        layout = self._relayout(basis, structural, inactive, entering, leaving)
         if layout is None:
             return None
         ref, n = lu.ref, self.a.shape[1]
@@ -415,7 +483,7 @@ class _Probe:
             z, replaced = ref.buffer[:, :k + 1], np.append(replaced, p)
         else:
             z, replaced = np.column_stack([lu.z, col]), np.append(replaced, p)
-        active_mask, row_pos, a_inactive_structural, _ = layout
+        active_mask, row_pos, a_inactive_structural = layout
         try:
             new = _Lu(ref, heads, replaced, z, n, np.nonzero(active_mask)[0])
         except np.linalg.LinAlgError:
@@ -444,16 +512,24 @@ class _Probe:
         active = np.nonzero(active_mask)[0]
         cost = s.cost.copy()
         cost[self.col] = price
-        y = np.zeros(n_row)
-        y[active] = lu.solve(cost[structural], trans="T")
-        d = cost - self.at @ y
+        pos = int(np.searchsorted(structural, self.col))
+        p0_basic = pos < len(structural) and structural[pos] == self.col
+        # The duals y and, with P0 basic, their change z per unit of price: one solve of both.
+        rhs = np.zeros((len(structural), 2 if p0_basic else 1), order="F")
+        rhs[:, 0] = cost[structural]
+        if p0_basic:
+            rhs[pos, 1] = 1.0
+        yz = np.zeros((n_row, rhs.shape[1]), order="F")
+        yz[active] = lu.solve(rhs, trans="T")
+        dz = self.at @ yz
+        y = yz[:, 0]
+        d = cost - dz[:, 0]
         nb_cols = self.col_range.copy()
         nb_cols[structural] = False
         nb_rows = active_mask & self.row_range
         if check and not _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price):
             return None
-        pos = np.searchsorted(structural, self.col)
-        if pos >= len(structural) or structural[pos] != self.col:  # P0 nonbasic: at a limit, or fixed
+        if not p0_basic:  # P0 nonbasic: at a limit, or fixed
             lo, hi = s.col_lower[self.col], s.col_upper[self.col]
             none = (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
             up, down = none, none
@@ -465,12 +541,8 @@ class _Probe:
                 else:
                     up = (np.array([max(-d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
             return _Basis(price, x, g, up, down)
-        unit = np.zeros(len(structural))
-        unit[pos] = 1.0
-        z = np.zeros(n_row)
-        z[active] = lu.solve(unit, trans="T")
-        cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_cols)
-        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, nb_rows)
+        cu, cd = _blocking(d, dz[:, 1], x, s.col_lower, s.col_upper, nb_cols)
+        ru, rd = _blocking(y, -yz[:, 1], r, s.row_lower, s.row_upper, nb_rows)
         c0 = cost[structural].copy()
         c0[pos] = 0.0
         bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
@@ -695,25 +767,19 @@ class _Probe:
         lo, hi = s.col_lower[cols], s.col_upper[cols]
         steps = np.where(x[cols] - lo <= hi - x[cols], hi - lo, lo - hi)
         st, act, ina = basis.structural, basis.active, basis.inactive
-        bounded = basis.bounded                       # basic columns with a finite bound (not line flows)
+        bounded = np.nonzero(basis.bounded)[0]        # basic columns with a finite bound (not line flows)
         x_b, lo_b, hi_b = x[st][bounded], s.col_lower[st][bounded], s.col_upper[st][bounded]
         r_now = basis.r[ina]
         lo_r, hi_r = s.row_lower[ina], s.row_upper[ina]
         # Values HiGHS left outside a bound (within its tolerance) may stay there, no further.
-        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)[:, None]
-        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
+        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)
+        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)
         moved = np.zeros(len(st))                     # basic columns' change by the flips so far
         r_cur = r_now.copy()                          # basic rows' activities after the flips so far
-        is_row, is_col, is_val = basis.a_inactive_structural
+        is_coo = basis.a_inactive_structural
+        is_row, is_col, is_val = is_coo
+        abs_is = (is_row, is_col, np.abs(is_val))
         n_ina = len(ina)
-        # Cumulative moves are needed only of the basic columns with a bound or in a basic row.
-        need_mask = bounded.copy()
-        need_mask[is_col] = True
-        need = np.nonzero(need_mask)[0]
-        loc = np.cumsum(need_mask) - 1                # position among ``need``
-        in_need_b = loc[bounded]
-        is_loc = loc[is_col]
-        is_coo, abs_is = (is_row, is_loc, is_val), (is_row, is_loc, np.abs(is_val))
         valid = n_run
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
@@ -726,41 +792,50 @@ class _Probe:
             ent, row, val = self._columns(chunk)
             pos = basis.row_pos[row]                      # >= 0: active row; < 0: -1 - inactive row
             on = pos >= 0
-            rhs = np.zeros((len(act), k), order="F")
-            rhs[pos[on], ent[on]] = val[on]
-            move = -basis.lu.solve(rhs) * step            # one flip per column
-            cum = np.cumsum(move[need], axis=1)
-            xb = x_b[:, None] + moved[bounded, None] + cum[in_need_b]
-            bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
+            # One flip per row: the solve's columns, transposed (contiguous rows, as the sums below want).
+            move = np.ascontiguousarray((basis.lu.solve_sparse(pos[on], ent[on], val[on], k) * -step).T)
+            total = move.sum(axis=0)
+            rise = np.maximum(move, 0.0).sum(axis=0)      # the most any run of these flips raises a value
+            fall = total - rise                           # ... and lowers it
+            # A value can leave its bounds inside the chunk only if its largest rise or fall reaches
+            # them: the cumulative path is formed for those alone.
+            xb = x_b + moved[bounded]
+            cand = np.nonzero((xb + rise[bounded] > hi_b + allow_b) | (xb + fall[bounded] < lo_b - allow_b))[0]
+            bad = np.zeros(k, dtype=bool)
+            if len(cand):
+                path = xb[cand] + np.cumsum(move[:, bounded[cand]], axis=0)
+                bad |= ((lo_b[cand] - path > allow_b[cand]) | (path - hi_b[cand] > allow_b[cand])).any(axis=1)
             # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
             own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
             own = np.zeros((len(own_rows), k))
             own[inv, ent[~on]] = val[~on] * step[ent[~on]]
             own_cum = np.cumsum(own, axis=1)
             # Activities: only rows the flips could push to a bound are computed; a row moves by at
-            # most sum_j |a_ij| max_n |change of x_j| plus the flipped columns' own coefficients.
-            reach = _times(abs_is, n_ina, np.abs(cum).max(axis=1))
+            # most sum_j |a_ij| max(rise_j, -fall_j) plus the flipped columns' own coefficients.
+            reach = _times(abs_is, n_ina, np.maximum(rise, -fall))
             reach[own_rows] += np.abs(own).sum(axis=1)
-            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
+            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r)[0]
             if len(near):
                 rank = np.full(n_ina, -1)
                 rank[near] = np.arange(len(near))
                 sel = np.nonzero(rank[is_row] >= 0)[0]
-                r = np.repeat(r_cur[near, None], k, axis=1)
-                np.add.at(r, rank[is_row[sel]], is_val[sel, None] * cum[is_loc[sel]])
+                used, where = np.unique(is_col[sel], return_inverse=True)
+                coef = np.zeros((len(used), len(near)))
+                coef[where, rank[is_row[sel]]] = is_val[sel]
+                r = r_cur[near] + np.cumsum(move[:, used], axis=0) @ coef
                 hit = np.searchsorted(own_rows, near)
                 mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
                     if len(own_rows) else np.zeros(len(near), dtype=bool)
-                r[mine] += own_cum[hit[mine]]
-                bad |= (np.maximum(lo_r[near, None] - r, r - hi_r[near, None]) > allow_r[near]).any(axis=0)
-            dq[begin:end] = move[basis.p0_pos]
-            dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
+                r[:, mine] += own_cum[hit[mine]].T
+                bad |= ((lo_r[near] - r > allow_r[near]) | (r - hi_r[near] > allow_r[near])).any(axis=1)
+            dq[begin:end] = move[:, basis.p0_pos]
+            dg[begin:end] = step * s.cost[chunk] + move @ basis.c0
             if bad.any():
                 valid = begin + int(np.argmax(bad))
-                moved += move[:, :valid - begin].sum(axis=1)
+                moved += move[:valid - begin].sum(axis=0)
                 break
-            moved += move.sum(axis=1)
-            r_cur += _times(is_coo, n_ina, cum[:, -1])
+            moved += total
+            r_cur += _times(is_coo, n_ina, total)
             r_cur[own_rows] += own_cum[:, -1]
             begin, size = end, min(size * 2, 64)
         self.flips += valid
