@@ -86,6 +86,9 @@ _MAX_STALL = 50
 _REFACTOR = 24
 """Pivots taken as updates of one factorised basis (:class:`_Lu`) before the next is factorised afresh:
 each adds a column to every solve, and a fresh factorisation of a 1,000-bus core costs some twenty."""
+_UPDATE_MIN = 1000
+"""Cores smaller than this (rows) are factorised afresh after every pivot: SuperLU's factorisation of
+a small core costs less than the update's bookkeeping."""
 
 
 @dataclass(frozen=True)
@@ -458,7 +461,7 @@ class _Probe:
         factorisation (:class:`_Lu`); None when a fresh factorisation is due or the update is ill-conditioned."""
         lu = basis.lu
         k = len(lu.replaced)
-        if k >= _REFACTOR:
+        if k >= _REFACTOR or len(structural) < _UPDATE_MIN:
             return None
         layout = self._relayout(basis, structural, inactive, entering, leaving)
         if layout is None:
@@ -669,7 +672,7 @@ class _Probe:
 
     def _pivot(self, basis: _Basis, brk: tuple, rising: bool) -> tuple[_Sample, _Basis] | None:
         """One primal simplex pivot at the price of event ``brk``; None when it cannot be taken safely."""
-        kind, j, price, x = brk
+        kind, j, price, x, d_s = brk
         s = self.solver
         st, act, ina = basis.structural, basis.active, basis.inactive
         r = self.a @ x
@@ -683,7 +686,8 @@ class _Probe:
             a_j = np.zeros(len(r))
             _, rows, vals = self._columns(np.array([j]))
             a_j[rows] = vals
-            d_s = -sigma * basis.lu.solve(a_j[act])
+            if d_s is None:             # (a flip that breaks a bound comes with its move, solved already)
+                d_s = -sigma * basis.lu.solve(a_j[act])
             d_r = _times(basis.a_inactive_structural, len(ina), d_s) + sigma * a_j[ina]
         else:
             unit = np.zeros(len(act))
@@ -743,8 +747,9 @@ class _Probe:
         cumulatively; the run stops before the first flip after which any basic
         column or basic row activity would lie outside its bounds. Import and
         tangent of every sample are cumulative sums too. The ending event is
-        ``(kind, index, price, x)`` with ``x`` the point after the valid flips,
-        or None at ``limit`` or when nothing blocks.
+        ``(kind, index, price, x, direction)`` with ``x`` the point after the valid
+        flips and ``direction`` the basic columns' move per unit of a flip that breaks
+        a bound (None for other events), or None at ``limit`` or when nothing blocks.
         """
         events = basis.up if rising else basis.down
         total = len(events[0])
@@ -781,6 +786,7 @@ class _Probe:
         abs_is = (is_row, is_col, np.abs(is_val))
         n_ina = len(ina)
         valid = n_run
+        d_break = None
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
         # The first chunk is sized by the previous run: flips solved past the run's end are wasted.
@@ -833,6 +839,8 @@ class _Probe:
             if bad.any():
                 valid = begin + int(np.argmax(bad))
                 moved += move[:valid - begin].sum(axis=0)
+                # The breaking flip's move per unit of its column (its pivot's direction, away from its bound).
+                d_break = move[valid - begin] / (hi[valid] - lo[valid])
                 break
             moved += total
             r_cur += _times(is_coo, n_ina, total)
@@ -846,7 +854,7 @@ class _Probe:
             x_new = x.copy()
             x_new[st] += moved
             x_new[cols[:valid]] += steps[:valid]
-            brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new)
+            brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new, d_break)
         q = float(x[self.col]) + np.cumsum(dq[:valid])
         g = basis.g + np.cumsum(dg[:valid])
         at = prices[:valid]
