@@ -245,9 +245,10 @@ class _Lu:
             off = ~on
             ext = n_s0 + np.searchsorted(self.extra, n_s0 - 1 - rp[off])
             np.add.at(z, (ext, col[off]), -val[off])
-        out = z[self.sel_ext]
-        out -= self.w_sel @ (self.m_inv @ z[self.p_ext])
-        return out
+        # Built transposed, so that the answer is in Fortran order as SuperLU's own.
+        out = z.T[:, self.sel_ext]
+        out -= (self.m_inv @ z[self.p_ext]).T @ self.w_sel.T
+        return out.T
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
         """``core^-1 b`` (``trans="T"``: ``core^-T b``) for a vector or a matrix of right-hand sides."""
@@ -289,7 +290,7 @@ class _Probe:
     in the price, ``y(lambda) = y0 + lambda z`` with ``z`` one transposed solve
     with P0's unit cost, and so is every nonbasic reduced cost: all the prices
     at which a bid switches on or off in that basis follow from one vectorised
-    ratio (:func:`_blocking`). Switching a bid (a boxed column) to its other
+    ratio (:func:`_scan`). Switching a bid (a boxed column) to its other
     bound keeps the basis dual feasible (the parametric simplex's bound flip);
     the flips' effects on the basic values are one multi-right-hand-side solve
     with the basis's own sparse LU factorisation, summed cumulatively, so the
@@ -530,7 +531,16 @@ class _Probe:
         nb_cols = self.col_range.copy()
         nb_cols[structural] = False
         nb_rows = active_mask & self.row_range
-        if check and not _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price):
+        # With ``check``: optimal at ``price``, i.e. basic values within bounds and, in the scans, nonbasic
+        # reduced costs of the right sign (a pivot moves nothing nonbasic off the bound it sits at).
+        d_tol = _DUAL_TOL * max(1.0, abs(price)) if check else None
+        if check and not (_within(x[structural], s.col_lower[structural], s.col_upper[structural])
+                          and _within(r[inactive], s.row_lower[inactive], s.row_upper[inactive])):
+            return None
+        cols = _scan(d, dz[:, 1] if p0_basic else None, x, s.col_lower, s.col_upper, nb_cols, d_tol)
+        rows = _scan(y, -yz[:, 1] if p0_basic else None, r, s.row_lower, s.row_upper, nb_rows, d_tol) \
+            if cols is not None else None
+        if rows is None:
             return None
         if not p0_basic:  # P0 nonbasic: at a limit, or fixed
             lo, hi = s.col_lower[self.col], s.col_upper[self.col]
@@ -544,8 +554,7 @@ class _Probe:
                 else:
                     up = (np.array([max(-d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
             return _Basis(price, x, g, up, down)
-        cu, cd = _blocking(d, dz[:, 1], x, s.col_lower, s.col_upper, nb_cols)
-        ru, rd = _blocking(y, -yz[:, 1], r, s.row_lower, s.row_upper, nb_rows)
+        (cu, cd), (ru, rd) = cols, rows
         c0 = cost[structural].copy()
         c0[pos] = 0.0
         bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
@@ -649,7 +658,7 @@ class _Probe:
         bid whose flip breaks a bound, or a row whose dual reaches zero) moves
         until the first basic variable reaches a bound (ratio test), which
         leaves. The new basis is factorised and kept only if it is optimal at that
-        price (:func:`_optimal`); otherwise, or after too many pivots that make no
+        price (:meth:`_factor`'s ``check``); otherwise, or after too many pivots that make no
         progress, the chain ends and a warm HiGHS solve takes over.
         """
         out: list[_Sample] = []
@@ -874,39 +883,34 @@ def _times(coo: tuple, n_rows: int, v: np.ndarray) -> np.ndarray:
     return np.bincount(row, weights=val * v[col], minlength=n_rows).astype(float, copy=False)
 
 
-def _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price: float) -> bool:
-    """Whether a basis's point is primal feasible and its reduced costs dual feasible (within tolerances).
-
-    ``nb_cols`` and ``nb_rows`` mark the nonbasic columns and rows with a range (a fixed one is
-    feasible at any reduced cost). Only basic values are checked against their bounds: a pivot
-    (:meth:`_Probe._pivot`) moves nothing else off the bound it sits at.
-    """
-    p_tol, d_tol = 1e-7, 1e-7 * max(1.0, abs(price))
-    for value, lower, upper in ((x[structural], s.col_lower[structural], s.col_upper[structural]),
-                                (r[inactive], s.row_lower[inactive], s.row_upper[inactive])):
-        if np.any(value < lower - p_tol) or np.any(value > upper + p_tol):
-            return False
-    for value, red, lower, upper, sel in ((x, d, s.col_lower, s.col_upper, nb_cols),
-                                          (r, y, s.row_lower, s.row_upper, nb_rows)):
-        v, dd = value[sel], red[sel]
-        at_lo = np.abs(v - lower[sel]) <= p_tol
-        at_hi = np.abs(v - upper[sel]) <= p_tol
-        # At a lower bound d >= 0, at an upper one d <= 0, off both d = 0; on both (a range narrower
-        # than the tolerance) any d.
-        lo_ok, hi_ok = dd >= -d_tol, dd <= d_tol
-        if not np.all(np.where(at_lo, at_hi | lo_ok, np.where(at_hi, hi_ok, lo_ok & hi_ok))):
-            return False
-    return True
+def _within(value, lower, upper) -> bool:
+    """Whether every value lies within its bounds, within the primal tolerance."""
+    return not (np.any(value < lower - _PRIMAL_TOL) or np.any(value > upper + _PRIMAL_TOL))
 
 
-def _blocking(d, alpha, value, lower, upper, nonbasic):
+def _scan(d, alpha, value, lower, upper, nonbasic, d_tol=None):
     """Price changes at which nonbasic reduced costs ``d - delta alpha`` turn infeasible.
 
-    ``nonbasic`` marks the nonbasic variables with a range (``lower < upper``).
-    Returns ``(up, down)``: arrays ``(delta, index)`` for a rising and a falling price.
+    ``nonbasic`` marks the nonbasic variables with a range (``lower < upper``; a fixed one is
+    feasible at any reduced cost). Returns ``(up, down)``: arrays ``(delta, index)`` for a rising
+    and a falling price (empty without ``alpha``). With ``d_tol``, None unless every reduced cost
+    has the right sign within it: at a lower bound ``d >= 0``, at an upper one ``d <= 0``, off
+    both ``d = 0``; on both (a range narrower than the primal tolerance) any.
     """
-    sel = np.nonzero(nonbasic & (np.abs(alpha) > _ALPHA_TOL))[0]
-    d, alpha, value, lower, upper = d[sel], alpha[sel], value[sel], lower[sel], upper[sel]
+    sel = np.flatnonzero(nonbasic)
+    d, value, lower, upper = d[sel], value[sel], lower[sel], upper[sel]
+    if d_tol is not None:
+        at_lo = np.abs(value - lower) <= _PRIMAL_TOL
+        at_hi = np.abs(value - upper) <= _PRIMAL_TOL
+        lo_ok, hi_ok = d >= -d_tol, d <= d_tol
+        if not np.all(np.where(at_lo, at_hi | lo_ok, np.where(at_hi, hi_ok, lo_ok & hi_ok))):
+            return None
+    if alpha is None:
+        none = (np.zeros(0), np.zeros(0, dtype=np.int64))
+        return none, none
+    alpha = alpha[sel]
+    keep = np.abs(alpha) > _ALPHA_TOL
+    sel, d, alpha, value, lower, upper = sel[keep], d[keep], alpha[keep], value[keep], lower[keep], upper[keep]
     fin_lo, fin_up = np.isfinite(lower), np.isfinite(upper)
     at_lo = fin_lo & (~fin_up | (value - lower <= upper - value))
     at_up = ~at_lo & fin_up
