@@ -152,7 +152,7 @@ class NodalMarket:
         whether it converged are in :attr:`convergence`.
         """
         sol = self.solver.solve()
-        if not self.lossaware or not sol.ok:
+        if not self.lossaware:
             return sol
         sol, self.convergence = successive.converge(self.solver, [successive.Part(self)],
                                                     lambda: self.solver.set_matrix(self.model), sol)

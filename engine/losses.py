@@ -415,7 +415,8 @@ def convergence_summary(done: bool, solves: int, res: Residual, moved_kw: float,
             "tolerance": TOLERANCE_TEXT}
 
 
-_NETWORK_ROWS = ("bus_p_balance", "bus_q_balance", "voltage_drop")
+NETWORK_ROWS = ("bus_p_balance", "bus_q_balance", "voltage_drop")
+"""The rows of the network's equations (balances and the voltage drop), as opposed to its limits."""
 
 
 def _network(model: LinearModel, n: int, T: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray]:
@@ -436,7 +437,7 @@ def _network(model: LinearModel, n: int, T: int) -> tuple[sp.csc_matrix, np.ndar
     cols.append(imp.start + np.arange(imp.size))
     cols.append(model.var("import_q").start + np.arange(T))
     rows = np.concatenate([np.arange(model.con(b).start, model.con(b).start + model.con(b).size)
-                           for b in _NETWORK_ROWS])
+                           for b in NETWORK_ROWS])
     return a, rows, np.concatenate(cols), imp.start + np.arange(T)
 
 

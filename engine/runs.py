@@ -285,7 +285,7 @@ class CoupledMarket:
         """
         s = self.solver
         sol = s.solve()
-        if not self.lossaware or not sol.ok:
+        if not self.lossaware:
             return sol
         fixed = (s.model.assemble()[3] - self._network()).tocsc()
 

@@ -96,6 +96,51 @@ def _relinearise(parts: list[Part], bids: np.ndarray, pts: list[losses.Operating
     set_matrix()
 
 
+PHASE_ONE_TRIES = 3
+"""Re-linearisations at the least-violating dispatch (:func:`_phase_one`) after a solve found infeasible."""
+
+
+def _phase_one(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], None],
+               failed: Solution) -> tuple[Solution, int, float]:
+    """Re-linearise where the current linearisation comes closest to feasible, and solve; up to
+    ``PHASE_ONE_TRIES`` times, until a solve is optimal.
+
+    A linearisation is exact only at its own point: where power flows back LinDistFlow (the start)
+    overstates what arrives at a line's far end, and any linearisation far from a held schedule that
+    sits on a limit errs by a fraction of a VA either way; if nothing bid can move away from that
+    limit, the LP is then infeasible though the feeder is not. The phase-one point is the dispatch of
+    the linearisation's feasibility relaxation (HiGHS, on a copy): the network's equations, the bid
+    and shed bounds hard, every limit soft, so it is the dispatch whose linearised violation is least.
+    The LP linearised there errs only to second order around it. Returns the last solve (``failed``, the
+    solve found infeasible, if the relaxation itself fails), the number of solves made here and their seconds.
+    """
+    bid = solver.model.var("bid").slice
+    sol, solves, seconds = failed, 0, 0.0
+    for _ in range(PHASE_ONE_TRIES):
+        model = solver.model   # each try re-linearises it
+        probe = HighsSolver(model)
+        probe.h.changeColsBounds(model.n_col, np.arange(model.n_col, dtype=np.int32), solver.col_lower,
+                                 solver.col_upper)
+        probe.col_lower, probe.col_upper = solver.col_lower.copy(), solver.col_upper.copy()
+        rows, cols = np.ones(model.n_row), np.ones(model.n_col)
+        for name in losses.NETWORK_ROWS:
+            rows[model.con(name).slice] = -1.0
+        for name in ("bid", "shed"):
+            if model.has_var(name):
+                cols[model.var(name).slice] = -1.0
+        relaxed = probe.relax_feasibility(rows, cols, cols)
+        if relaxed is None:
+            break
+        x = relaxed[1]
+        _relinearise(parts, x[bid], points(parts, x, x[bid]), set_matrix)
+        sol = solver.solve()
+        solves += 1
+        seconds += sol.solve_seconds
+        if sol.ok:
+            break
+    return sol, solves, seconds
+
+
 def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], None],
              sol: Solution) -> tuple[Solution, dict]:
     """Re-linearise the parts from the first solve ``sol`` until the LP is at a KKT point of the AC problem.
@@ -137,19 +182,38 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     AC problem; a region shrunk to nothing around a point that is not
     stationary is not reported as converged.
 
+    A solve found infeasible (the first, or one after re-linearising) is followed
+    once by phase one (:func:`_phase_one`): re-linearised where its linearisation
+    comes closest to feasible, since a linearisation is exact only at its own point
+    and an LP far from a feeder's thin feasible set (a held schedule on a limit)
+    can miss it. Only if that fails too is the market reported infeasible.
+
     Returns the last solve (its ``solve_seconds`` those of every solve) and the
-    convergence summary (:func:`engine.losses.convergence_summary`); the bid
-    bounds are the ones the LP had on entry.
+    convergence summary (:func:`engine.losses.convergence_summary`; None when no
+    solve succeeded); the bid bounds are the ones the LP had on entry.
     """
     s = solver
     bid = s.model.var("bid").slice
     n = bid.stop - bid.start
     base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
+    rested = False   # whether a failed solve was followed by phase one (:func:`_phase_one`)
+    extra = 0
+    if not sol.ok:
+        if sol.status != "infeasible":
+            return sol, None
+        # LinDistFlow (the start) is no relaxation of the AC feeder where power flows back: it leaves out
+        # the losses of the lines beyond, so it overstates what arrives. A schedule held at a line's rating
+        # can be infeasible there and feasible on the feeder.
+        first = sol.solve_seconds
+        sol, extra, more = _phase_one(parts, s, set_matrix, sol)
+        sol, rested = dataclasses.replace(sol, solve_seconds=first + more), True
+        if not sol.ok:
+            return sol, None
     bracket = losses.MarginalBracket(n)
     pinned = np.zeros(n, dtype=bool)
     radius, trusting = np.full(n, np.inf), False   # the trust region's half-width per bid (MW)
     centre_merit = centre_viol = np.nan   # the trust region's centre: its AC objective and violation
-    seconds, solves, trust, kept = sol.solve_seconds, 1, False, False
+    seconds, solves, trust, kept = sol.solve_seconds, 1 + extra, False, False
     last_step = np.zeros(n)   # the trust region's last kept step
     for iteration in range(1, losses.MAX_ITERATIONS + 1):
         x = s.block(sol.x, "bid")
@@ -260,6 +324,15 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
             nxt = s.solve()
             solves += 1
             seconds += nxt.solve_seconds
+        if not nxt.ok and nxt.status == "infeasible" and not rested:
+            # A linearisation far from where the feeder's feasible dispatches lie (a held schedule on a
+            # limit, nothing bid that relieves it): from where it comes closest, once.
+            s.set_col_bounds("bid", base_lo, base_hi)
+            bracket, trusting, trust = losses.MarginalBracket(n), False, False
+            pinned[:] = False
+            radius = np.full(n, np.inf)
+            nxt, extra, more = _phase_one(parts, s, set_matrix, nxt)
+            solves, seconds, rested = solves + extra, seconds + more, True
         sol = nxt
         if not sol.ok:
             # Pinned bids or the re-linearised model itself leave no feasible dispatch: report it.
