@@ -43,6 +43,7 @@ from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
 from dsomarket.engine.network_changes import NetworkRun, network_runs
 from dsomarket.engine.results import _iv_column
 from dsomarket.engine.solver import HighsSolver, LinearModel, Solution
+from dsomarket.engine.territory import IntervalCurves
 
 
 def runs_for(feeder: Feeder, changes: pl.DataFrame | None, book: BidBook) -> tuple[NetworkRun, ...]:
@@ -477,17 +478,24 @@ class KeptMarket:
       interval is traced from the price floor up on its own model), so it is traced once and kept;
       a coupled horizon's curve is conditional on the forecast and is kept for that forecast only;
     - :meth:`relabel` moves both to the same bids at other interval starts (standing bids in the next
-      real-time cycle), where nothing else knows the intervals by their start.
+      real-time cycle), where nothing else knows the intervals by their start;
+    - with ``curves`` (kept from the interface's earlier markets: a day-ahead one, the last real-time
+      one), a curve of one network's uncoupled intervals takes each interval whose single-interval model
+      was traced before from there (:class:`engine.territory.IntervalCurves`).
 
     Parameters
     ----------
     runs, book, rules, resources, options
         As :func:`clear_runs` and :func:`trace_runs` take them; never modified.
+    curves
+        Single-interval curves shared with the interface's other markets, or None.
     """
 
     def __init__(self, runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
-                 resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions()):
+                 resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
+                 curves: IntervalCurves | None = None):
         self.runs, self.book, self.rules, self.resources, self.options = runs, book, rules, resources, options
+        self.curves = curves
         self._market: NodalMarket | None = None
         self._curve: InterfaceCurve | None = None
         self._curve_forecast: np.ndarray | None = None
@@ -535,7 +543,14 @@ class KeptMarket:
         fc = np.broadcast_to(np.asarray(forecast, dtype=float), (self.book.n_interval,)).copy()
         self.reused = self._curve is not None and (not self._coupled or np.array_equal(fc, self._curve_forecast))
         if not self.reused:
-            self._curve = trace_runs(self.runs, self.book, self.rules, self.resources, self.options, forecast=fc)
+            if (self.curves is not None and len(self.runs) == 1
+                    and self.curves.applies(self.book, self.resources, self.options)):
+                run = self.runs[0]
+                self._curve = self.curves.trace(run.feeder, run_book(self.book, run, self.rules), self.rules,
+                                                self.resources, self.options, fc)
+                self.reused = self.curves.reused > 0
+            else:
+                self._curve = trace_runs(self.runs, self.book, self.rules, self.resources, self.options, forecast=fc)
             self._curve_forecast = fc
         return dataclasses.replace(self._curve, forecast=fc)
 
