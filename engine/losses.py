@@ -522,6 +522,10 @@ neighbouring prices jump, no finer sampling makes the curve agree with both)."""
 CURVE_TOL = 5e-3
 """Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the clearing at any
 price inside it, hence against the AC power flow of that clearing's dispatch."""
+CURVE_SIZE_SHARE = 0.05
+"""Share of the feeder's size (the largest import on its curve, at least the 50 kW at which
+``CURVE_ABS_KW`` is ``CURVE_REL_TOL`` of it) below which a curve's error is stated relative to that share
+rather than to the import: near a zero import a tenth of a kW is no error that matters to the ISO."""
 
 
 @dataclass(frozen=True)
@@ -529,9 +533,11 @@ class CurveCheck:
     """How a loss-aware curve was made from converged clearings.
 
     ``bands`` in the curve, ``clearings`` converged (each the AC fixed point at its price),
-    ``max_error_pct`` the largest bound on a band's import against the clearing at any price
-    inside it (a band standing for a stretch of part-way clearing; 0 where every band is one
-    fixed point), ``max_residual_kw`` the largest import mismatch between a clearing's LP
+    ``max_error_kw`` the largest bound on a band's import against the clearing at any price
+    inside it (a band standing for a stretch of part-way clearing, or an unresolved step;
+    0 where every band is one fixed point), ``max_error_pct`` the largest such bound relative
+    to the band's import or, where that is smaller, to ``CURVE_SIZE_SHARE`` of the feeder's
+    size (the warning of ``dsomarket curve`` compares it with ``CURVE_TOL``), ``max_residual_kw`` the largest import mismatch between a clearing's LP
     and the AC power flow of its dispatch, and ``unresolved_steps`` the steps placed where
     clearings at prices ``CURVE_MAX_DEPTH`` subdivisions apart still disagree (successive LP
     settling on different points there; near such a step the curve may differ from a clearing).
@@ -545,12 +551,14 @@ class CurveCheck:
     anchored: int = 0
     """Re-linearisations at which the curve walked from one fixed point to the next without a clearing
     (:meth:`engine.losscurve._FixedPoints.anchor`)."""
+    max_error_kw: float = 0.0
 
     def merged(self, other: "CurveCheck") -> "CurveCheck":
         return CurveCheck(self.bands + other.bands, self.clearings + other.clearings,
                           max(self.max_error_pct, other.max_error_pct),
                           max(self.max_residual_kw, other.max_residual_kw),
-                          self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored)
+                          self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored,
+                          max(self.max_error_kw, other.max_error_kw))
 
 def curvature_step(solver, feeder: Feeder, point: OperatingPoint, sol: Solution, bids: np.ndarray) -> np.ndarray:
     """Newton step (MW) of the bid columns ``bids`` (indices in the ``bid`` block) to zero reduced cost.
