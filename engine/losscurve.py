@@ -286,8 +286,10 @@ def _band_tol(a: _Sample, b: _Sample) -> float:
 def _chord(a: _Sample, b: _Sample, tol: float) -> list[_Sample]:
     """Points strictly between ``a`` (at ``a.high``) and ``b`` (at ``b.low``) on the straight line through
     them, evenly spaced so that neighbouring imports are under ``2 tol`` (MW) apart: a stretch drawn by
-    interpolation, one band per neighbouring pair."""
-    n = max(1, math.ceil((a.q - b.q) / (1.9 * tol)))
+    interpolation, one band per neighbouring pair. The spacing is also within the band tolerance of the
+    chord's own ends (:func:`_band_tol`), which ``tol`` (from a wider pair) may exceed: otherwise each
+    neighbouring pair would be split again by a clearing."""
+    n = max(1, math.ceil((a.q - b.q) / (1.9 * min(tol, _band_tol(a, b)))))
     w = np.arange(1, n) / n
     p, q = a.high + w * (b.low - a.high), a.q + w * (b.q - a.q)
     g = a.g + w * (b.g - a.g)
@@ -304,15 +306,19 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     differ by at most twice the band tolerance (one band at the middle import, off by at
     most the tolerance; this is how a stretch where a bid clears part-way is drawn), or
     when the gap is narrower than ``CURVE_PRICE_TOL`` (a step located within it).
-    Otherwise a clearing in the gap splits it: just past a's range first (a bid flipping
-    at a's end starts the next range there), then where the two tangents meet. After
-    ``CURVE_MAX_DEPTH`` splits without a new range, the step goes where the tangents meet.
+    Otherwise a clearing splits it where the two tangents meet (in the middle where they
+    meet near an end). Where that clearing, in the middle of a stretch, lies within a
+    quarter of the band tolerance of the straight line through the pair's ends, the
+    stretch is drawn by that line (:func:`_chord`), its deviation added to the error
+    bound. After ``CURVE_MAX_DEPTH`` splits that leave the whole gap on one side (a jump
+    being located, not a stretch being sampled), the step goes where the tangents meet.
     Before any clearing, a pair whose left end has a basis is walked (:meth:`_FixedPoints.walk`):
-    the fixed points it reaches split the pair the same way, at no HiGHS solve.
+    the fixed points it reaches split the pair the same way, at no HiGHS solve. A clearing
+    just past a's range, to find a bid flipping there, is left to the walk: it was the
+    costliest clearing (10-13 solves, from far away) and mostly drew a's own import again.
     """
     first = fixed.at(floor)
     last = first if first.high >= cap else fixed.at(cap)
-    probed: set[int] = set()
     stack = [(first, last, 0)]
     done: list[tuple[_Sample, _Sample, float | None]] = []
     errors: list[tuple[float, float]] = []   # (bound on a band's error, the smaller import of its ends), MW
@@ -352,29 +358,25 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             continue
         if fixed.clearings >= max_clearings:
             raise RuntimeError(f"loss-aware curve: more than {max_clearings} clearings in interval {fixed.t}")
-        past = a.high > a.low and id(a) not in probed
-        if past:
-            probed.add(id(a))
-            lam = a.high + min(max(cert, 1e-9 * max(1.0, abs(a.high))), width / 2.0)
         c = fixed.at(lam, (a.q, b.q))
         c = fixed.keep(c, _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low)))
         tol = _band_tol(a, b)
-        if not past and c.low == c.high and abs(c.price - (a.high + b.low) / 2.0) <= width / 4.0 \
+        if c.low == c.high and abs(c.price - (a.high + b.low) / 2.0) <= width / 4.0 \
                 and a.q >= c.q >= b.q:
             # A stretch: where the clearing in its middle lies on the straight line through its ends,
             # the import is smooth there and the line stands for it (to within that deviation).
             off = abs(c.q - (a.q + (c.price - a.high) / width * (b.q - a.q)))
-            if off <= tol / 4.0:
+            if off <= tol / 2.0:
                 seq = [a, *_chord(a, c, tol), c, *_chord(c, b, tol), b]
                 done += [(x, y, math.nan) for x, y in zip(seq[:-1], seq[1:])]
                 for x, y in zip(seq[:-1], seq[1:]):
                     errors.append(((x.q - y.q) / 2.0 + off, min(abs(x.q), abs(y.q))))
                 continue
         # A range that starts where a's ends is progress along the curve, not a subdivision; so is a
-        # clearing that takes a quarter of the pair's import gap off each side (a stretch being
-        # sampled, not a jump being located).
+        # side whose import gap is at most three quarters of the pair's (a stretch being sampled, not a
+        # jump being located: that keeps the whole gap on one side).
         gap = a.q - b.q
-        onward = depth if (past and c.low <= a.high + cert) or c.q - b.q <= 0.75 * gap else depth + 1
+        onward = depth if c.low <= a.high + cert or c.q - b.q <= 0.75 * gap else depth + 1
         inward = depth if a.q - c.q <= 0.75 * gap else depth + 1
         stack += [(c, b, onward), (a, c, inward)]
     bands: list[list[float]] = []
