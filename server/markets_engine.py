@@ -45,7 +45,7 @@ from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, re
 from dsomarket.engine.runs import (KeptMarket, disaggregate_rolling, disaggregate_runs, redispatch_award, run_book,
                                   runs_for)
 from dsomarket.engine.settlement import loss_components, settle
-from dsomarket.engine.territory import substation
+from dsomarket.engine.territory import IntervalCurves, substation
 from dsomarket.server import timeline
 from dsomarket.server.errors import FailedPrecondition, InvalidArgument
 
@@ -463,15 +463,20 @@ def clear_stored(rows, forecast: list[str], time_limit: float | None = None) -> 
 @dataclass(frozen=True, eq=False)
 class Kept:
     """What a territory's worker keeps of an interface between clearings (:func:`clear_kept`): the market
-    built on inputs whose digest is ``key`` (everything a clearing reads but the ISO price forecast)."""
+    built on inputs whose digest is ``key`` (everything a clearing reads but the ISO price forecast), and the
+    single-interval curves of the interface's markets so far (a day-ahead market's intervals, for the
+    real-time sessions whose interval is the same model)."""
 
     key: str
     market: KeptMarket
+    curves: IntervalCurves
 
 
-def clear_kept(kept: Kept | None, rows, forecast: list[str],
-               time_limit: float | None = None) -> tuple[ClearOutcome, Kept | None]:
-    """:func:`clear_stored`, re-using what the worker kept of the interface from its last clearing.
+def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float | None = None,
+               day_ahead: Disaggregation | None = None) -> tuple[ClearOutcome, Kept | None]:
+    """:func:`clear_stored`, re-using what the worker kept of the interface from its last clearing; ``day_ahead``
+    is the awarded day-ahead market a real-time market holds (:attr:`MarketInputs.day_ahead`), as ClearMarket
+    clears it.
 
     What a territory's worker runs for each interface (a :class:`server.runner.Task` with ``keep``). When
     the market reads exactly what the kept one read but for the ISO price forecast (a real-time session
@@ -479,7 +484,10 @@ def clear_kept(kept: Kept | None, rows, forecast: list[str],
     (:class:`engine.runs.KeptMarket`), with the outcome of a fresh clearing; the outcome says
     ``warm``. Returns the outcome and what to keep for the next clearing (None after a failure).
     """
-    return _clear_kept(kept, stored_inputs(rows), forecast, time_limit)
+    inputs = stored_inputs(rows)
+    if day_ahead is not None:
+        inputs = dataclasses.replace(inputs, day_ahead=day_ahead)
+    return _clear_kept(kept, inputs, forecast, time_limit)
 
 
 def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bool]:
@@ -523,6 +531,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     version = inputs.network_version
     key, by_index = _inputs_key(inputs, time_limit) if keep else ("", False)
     warm = keep and kept is not None and kept.key == key
+    kept_curves = None if not keep else kept.curves if kept is not None else IntervalCurves()
     if warm and not by_index:
         book, market = kept.market.book, kept.market
     else:
@@ -535,7 +544,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
             market = kept.market
             market.relabel(runs, book)   # the same bids, perhaps at the next session's interval starts
         else:
-            market = KeptMarket(runs, book, rules, inputs.resources, inputs.options(time_limit))
+            market = KeptMarket(runs, book, rules, inputs.resources, inputs.options(time_limit), kept_curves)
     t_book = time.perf_counter()
     result = market.clear(forecast)
     t_clear = time.perf_counter()
@@ -553,6 +562,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
         return clearing_error(str(exc), time.perf_counter() - t0, version), None
     t_curve = time.perf_counter()
+    warm = warm or market.reused   # a model kept from another market (a day-ahead interval's curve)
     offer, area = curve.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)
     interface = result.interface.select(_interval_idx(inputs, result.interface["interval"]), "import_kw",
@@ -564,7 +574,8 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
              ", kept curve" if market.reused else "", time.perf_counter() - t_curve, time.perf_counter() - t0)
     return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
                         decimal_text(area), time.perf_counter() - t0,
-                        _digest(prices, interface, dispatch, curves, area), version, warm), Kept(key, market) if keep else None
+                        _digest(prices, interface, dispatch, curves, area), version, warm), \
+        Kept(key, market, market.curves) if keep else None
 
 
 def only_intervals(inputs: MarketInputs, indices: list[int]) -> MarketInputs:

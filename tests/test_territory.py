@@ -25,7 +25,8 @@ from dsomarket.engine.clearing import ClearingOptions, clear
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.interface import trace_curve
-from dsomarket.engine.territory import InterfaceSession, substation, synthetic_bids, synthetic_territory
+from dsomarket.engine.territory import (IntervalCurves, InterfaceSession, substation, synthetic_bids,
+                                        synthetic_territory)
 from dsomarket.engine.runs import KeptMarket, clear_runs, runs_for, trace_runs
 from dsomarket.server.runner import Cycle, Job, LocalRunner, Shard, Task, assign
 
@@ -154,6 +155,50 @@ def test_a_kept_market_re_clears_byte_identical_to_a_cold_clearing(formulation, 
         assert warm_curve.iso_offer(10)[0].equals(cold_curve.iso_offer(10)[0])
         # The new prices were used: at 80 and 20 per MWh the two intervals' root DLMPs differ.
         assert warm.prices.filter(pl.col("bus") == feeder.root_bus)["dlmp"].to_list() == price
+
+
+@pytest.mark.parametrize("formulation, n_bids", [("lossless", 24), ("lossaware", 4)])
+def test_a_day_ahead_interval_s_curve_serves_a_real_time_session_of_the_same_model(formulation, n_bids):
+    # A territory worker keeps the day-ahead market's single-interval curves: a real-time session whose
+    # interval has the same bids and fixed load on the same network takes that curve, and gets exactly what a
+    # fresh trace_curve of the real-time market gives.
+    options = ClearingOptions(formulation=formulation)
+    feeder = synthetic(30, 4)
+    bids = synthetic_bids(feeder, n_bids, 5)
+    start = datetime(2031, 1, 2, 12, tzinfo=timezone.utc)
+    hours, hourly = [start, start + timedelta(hours=1)], MarketRules(interval_minutes=60.0)
+    changed = bids.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("price") + 7.0)
+                                .otherwise(pl.col("price")).alias("price"))
+    day_ahead = validate_bids(pl.concat([b.with_columns(pl.lit(h).alias("interval"),
+                                                        (pl.col("bid_id") + f"-h{k}").alias("bid_id"))
+                                         for k, (h, b) in enumerate(zip(hours, (bids, changed)))]),
+                              feeder, hourly, hours)
+    curves = IntervalCurves()
+    da_curve = curves.trace(feeder, day_ahead, hourly, (), options, 50.0)
+    fresh = trace_curve(feeder, day_ahead, hourly, (), options, forecast=50.0)
+    assert curves.reused == 0 and da_curve.bands.equals(fresh.bands)
+    assert da_curve.fixed_net_load_kw.equals(fresh.fixed_net_load_kw)
+    assert (da_curve.solves, da_curve.ac_check) == (fresh.solves, fresh.ac_check)
+
+    five = MarketRules(interval_minutes=5.0)
+    real_time = _shifted(bids, start + timedelta(minutes=10), feeder, five)   # hour 0's bids, other ids
+    rt_curve = curves.trace(feeder, real_time, five, (), options, 80.0)
+    cold = trace_curve(feeder, real_time, five, (), options, forecast=80.0)
+    assert curves.reused == 2
+    assert rt_curve.bands.equals(cold.bands) and rt_curve.fixed_net_load_kw.equals(cold.fixed_net_load_kw)
+    assert rt_curve.iso_offer(10)[0].equals(cold.iso_offer(10)[0])
+    # Hour 1 (one price changed) is another model, kept too: a real-time session of its bids takes it.
+    other = _shifted(changed, start + timedelta(hours=1), feeder, five)
+    assert curves.trace(feeder, other, five, (), options, 80.0).bands.equals(
+        trace_curve(feeder, other, five, (), options, forecast=80.0).bands)
+    assert curves.reused == 2
+    assert not da_curve.interval_bands(0).drop("interval").equals(da_curve.interval_bands(1).drop("interval"))
+    # Halved quantities are a model never traced: its first interval is traced, its second (the same model)
+    # takes the first's.
+    lower = _shifted(bids.with_columns(pl.col("quantity_kw") * 0.5), start, feeder, five)
+    assert curves.trace(feeder, lower, five, (), options, 80.0).bands.equals(
+        trace_curve(feeder, lower, five, (), options, forecast=80.0).bands)
+    assert curves.reused == 1
 
 
 def _count(kept, step):
@@ -333,16 +378,93 @@ def _worker_dies(*_):
     os._exit(3)   # a worker process killed under its shard (out of memory, a solver crash)
 
 
-def test_a_dead_worker_fails_its_shard_and_the_other_shard_publishes():
+def test_an_interface_that_kills_every_worker_fails_alone_and_its_shard_recovers():
     jobs = _jobs() + [Job("zz-crash", _worker_dies, (), weight=10.0)]
     with LocalRunner(2, options=NO_AC) as r:
         r.load(jobs)
         out = {o.interface_id: o for o in r.run(Cycle(50.0))}
         again = {o.interface_id: o for o in r.run(Cycle(55.0))}
-    lost = {k for k, o in out.items() if o.status == "error"}
-    assert "zz-crash" in lost and "worker lost" in out["zz-crash"].error
-    assert lost == {k for k, o in again.items() if o.status == "error"}
-    assert {k for k, o in out.items() if o.status == "optimal"} == set(out) - lost and len(lost) < len(out)
+    for cycle in (out, again):
+        assert cycle["zz-crash"].status == "error" and "worker lost" in cycle["zz-crash"].error
+        assert {k for k, o in cycle.items() if o.status == "optimal"} == set(cycle) - {"zz-crash"}
+
+
+def _wait_dead(pid: int) -> None:
+    import signal
+    import time
+
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(500):   # gone once /proc no longer lists it as running (a zombie is dead)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.01)
+
+
+def _same_as_clean(outcomes, price: float) -> None:
+    """Each outcome's clearing equals a cold clearing of its interface at ``price`` (DLMPs and dispatch byte for
+    byte where it was cleared cold on a fresh worker)."""
+    for o, (f, b) in zip(outcomes, synthetic_territory(len(outcomes), 40, 40, 9)):
+        cold = clear(f, b, price, options=NO_AC)
+        assert o.status == "optimal" and o.interface_id == f.name
+        if o.recovered:
+            assert not o.warm and o.clearing.prices.equals(cold.prices) and o.clearing.dispatch.equals(cold.dispatch)
+        assert o.clearing.welfare == pytest.approx(cold.welfare, rel=1e-9, abs=1e-6)
+
+
+def test_a_worker_killed_between_cycles_is_replaced_and_its_interfaces_clear_again_cold():
+    with LocalRunner(2, options=NO_AC) as r:
+        r.load(_jobs())
+        r.run(Cycle(50.0))
+        pids = r.pids()
+        _wait_dead(pids[0])
+        out = r.run(Cycle(95.0))
+        assert r.pids()[0] not in (0, pids[0]) and r.pids()[1] == pids[1]
+        later = r.run(Cycle(60.0))
+    lost = {o.interface_id for o in out if o.recovered}
+    assert lost and lost != {o.interface_id for o in out}
+    assert all("worker lost" in o.recovered for o in out if o.recovered)
+    assert {o.interface_id for o in out if o.warm} == {o.interface_id for o in out} - lost
+    _same_as_clean(out, 95.0)
+    assert all(o.warm and not o.recovered for o in later)   # the fresh worker holds them again
+    _same_as_clean(later, 60.0)
+
+
+def _count_or_die(kept, marker: str, always: bool = False):
+    """A kept task that kills its worker process when ``marker`` exists (once, or ``always``)."""
+    if os.path.exists(marker):
+        if not always:
+            os.remove(marker)
+        os._exit(9)
+    return (kept or 0) + 1, (kept or 0) + 1
+
+
+def test_a_worker_killed_under_a_task_is_replaced_and_the_task_runs_again_cold(tmp_path):
+    die, poison = tmp_path / "die", tmp_path / "poison"
+    ids = ["a", "b", "c", "d"]
+
+    def tasks(extra=()):
+        out = [Task(i, _count_or_die, (str(die if i == "b" else tmp_path / "never"),), keep=True) for i in ids]
+        return out + [Task(i, _count_or_die, (str(poison), True), keep=True) for i in extra]
+
+    with LocalRunner(2, options=NO_AC) as r:
+        assert [x.value for x in r.map(tasks())] == [1] * 4
+        home = r._home
+        die.touch()   # b's task kills its worker, once
+        second = {x.interface_id: x for x in r.map(tasks())}
+        poison.touch()   # p's task kills every worker it runs on
+        third = {x.interface_id: x for x in r.map(tasks(["p"]))}
+    lost = {i for i in ids if home[i] == home["b"]}
+    assert {i for i, x in second.items() if x.recovered} == lost
+    assert {i: x.value for i, x in second.items()} == {i: 1 if i in lost else 2 for i in ids}
+    assert not any(x.error for x in second.values())
+    assert third["p"].error.startswith("worker lost") and third["p"].value is None
+    shared = {i for i in ids if home[i] == home["p"]}
+    assert {i for i, x in third.items() if x.recovered} == shared   # p failed alone
+    assert all(not third[i].error and third[i].value >= 1 for i in ids)
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +489,21 @@ def test_ray_actors_give_byte_identical_files_and_keep_models_warm(local_ray, ru
         again = r.run(Cycle(95.0))
     assert [o.warm for o in again] == [True] * 4
     assert math.isfinite(sum(o.clearing.welfare for o in again))
+
+
+def test_a_lost_ray_actor_is_replaced_and_its_interfaces_clear_again_cold(local_ray, tmp_path):
+    from dsomarket.server.runner import RayRunner
+
+    with RayRunner(shards=2, options=NO_AC) as r:
+        r.load(_jobs())
+        r.run(Cycle(50.0))
+        local_ray.kill(r._actors[0], no_restart=False)   # as Ray reports a lost node: the actor is gone
+        out = r.run(Cycle(95.0))
+        die = tmp_path / "die"
+        die.touch()
+        tasks = r.map([Task(i, _count_or_die, (str(die),), keep=True) for i in ("a", "b")])
+    assert {o.interface_id for o in out if o.recovered} == {j.interface_id for j in r._parts[0]}
+    assert all("worker lost" in o.recovered and "Actor" in o.recovered for o in out if o.recovered)
+    _same_as_clean(out, 95.0)
+    assert [t.value for t in tasks] == [1, 1] and not any(t.error for t in tasks)
+    assert sum(bool(t.recovered) for t in tasks) >= 1
