@@ -140,9 +140,10 @@ async def settle_intervals(app, who, market_id: str, indices: list[int] | None =
     None: every awarded interval not settled yet. Returns the market row after the last one."""
     async with app.lock(market_id):
         def read(conn):
-            return (store.market_rows(conn, market_id), dict((k, (q, p)) for k, q, p in store.iso_award_rows(
-                conn, market_id)), realtime_store.settled_intervals(conn, market_id),
-                realtime_store.moved_instructions(conn, market_id))
+            rows = store.market_rows(conn, market_id)
+            return ((*rows[:5], realtime_store.settle_network(conn, rows[0]), *rows[6:]),
+                    dict((k, (q, p)) for k, q, p in store.iso_award_rows(conn, market_id)),
+                    realtime_store.settled_intervals(conn, market_id), realtime_store.moved_instructions(conn, market_id))
 
         rows, awards, settled, moved = await app.reader.call(read)
         market = rows[0]

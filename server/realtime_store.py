@@ -141,7 +141,7 @@ def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: lis
 
 
 def record_network_redispatch(conn, who: Principal, market_id: str, version: int, intervals: list[dict],
-                              inputs: dict) -> dict:
+                              inputs: dict, outcome=None) -> dict:
     """Store the re-dispatch of a market's awarded intervals on network ``version`` (source ``network``).
 
     ``intervals``: per re-dispatched interval ``interval_idx``, ``mode`` (redispatched, partial,
@@ -149,6 +149,12 @@ def record_network_redispatch(conn, who: Principal, market_id: str, version: int
     instructions ``(aggregator_id, resource_id, kw)``. Each gets a revised interface schedule (a
     failed one too: it tells the ISO the award cannot be delivered); one ``dispatch.network`` audit
     record holds them all, with the re-dispatch's ``inputs`` and digest that its replay reads. A market that left OPEN (rolling gates)/PUBLISHED/AWARDED meanwhile is left alone.
+
+    ``outcome``: the :class:`server.markets_engine.NetworkRedispatch`, whose DLMPs (``prices``) replace the award's
+    prices of their intervals (kept as superseded) in a rolled market, which settles each interval on the network
+    in effect (:func:`settle_network`): ListMarketPrices shows the prices its statements are at; the audit record
+    then holds their ``prices_digest`` for the replay. A market awarded whole settles at its award's prices with
+    the moved instructions as deviations, so those stay in force.
     """
     market = store.get_market(conn, market_id)
     if market["state"] not in ("open", "published", "awarded"):
@@ -166,6 +172,11 @@ def record_network_redispatch(conn, who: Principal, market_id: str, version: int
             "reason, issued_us) VALUES (?, ?, ?, ?, 'network', ?, ?, ?) RETURNING seq",
             (market_id, k, iv["import_kw"], iv["awarded_import_kw"], iv["mode"], iv["reason"], now)).fetchone()
         out.append({**iv, "schedule_seq": seq})
+    repriced = outcome is not None and outcome.prices.height > 0 and rolled(conn, market_id)
+    if repriced:
+        store.replace_award_prices(conn, market_id, outcome.prices, now)
+    if repriced:
+        inputs = inputs | {"prices_digest": outcome.prices_digest}
     store._audit(conn, who, "dispatch.network", {"market_id": market_id, "network_version": version, **inputs,
                                                  "intervals": [{**iv, "changed": [list(c) for c in iv["changed"]]}
                                                                for iv in intervals]}, now)
@@ -382,6 +393,14 @@ def rolled(conn, market_id: str) -> bool:
     """True for a market whose intervals rolled through their own gates: it settles interval by interval."""
     return conn.execute("SELECT 1 FROM interval_steps WHERE market_id = ? AND step = 'publish' LIMIT 1",
                         (market_id,)).fetchone() is not None
+
+
+def settle_network(conn, market: dict) -> tuple[int, list]:
+    """``(version, change rows)`` a rolled market's intervals settle on: the feeder's latest, the network in effect,
+    which every change in effect in an awarded interval re-dispatched it on (the award's clearing's version, which
+    :func:`server.store.market_network` gives an AWARDED market, predates a change submitted after its last gate)."""
+    version = store.network_version(conn, market["feeder_id"])
+    return version, store.network_changes(conn, market["feeder_id"], version) if version else []
 
 
 def settled_intervals(conn, market_id: str) -> set[int]:

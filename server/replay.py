@@ -199,7 +199,10 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             continue
         if action == "dispatch.network":
             if "digest" in p:  # older records hold only the outcome
-                checks.append(ReplayCheck(seq, m, "redispatch", p["digest"], _redispatch(state, m, p, reference_of(m)).digest))
+                again = _redispatch(state, m, p, reference_of(m))
+                checks.append(ReplayCheck(seq, m, "redispatch", p["digest"], again.digest))
+                if "prices_digest" in p:  # the re-dispatch's prices, in force for a rolled market's intervals
+                    checks.append(ReplayCheck(seq, m, "redispatch", p["prices_digest"], again.prices_digest))
             continue
         if action == "flex.clear":
             if p["status"] != "time_limit":
