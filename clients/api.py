@@ -26,7 +26,7 @@ import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -666,13 +666,16 @@ class TerritorySession:
 class TerritoryClearing:
     """A session's clearing: the session after it, each interface's clearing (by interface id), how many
     cleared optimal, the wall time of the fan-out, and the interfaces whose worker re-used the market it kept
-    from an earlier clearing of the same inputs (warm; their clearings are what a cold one gives)."""
+    from an earlier clearing of the same inputs (warm; their clearings are what a cold one gives), and the
+    interfaces whose worker was lost during the call and replaced, with what happened (``recovered``: they
+    cleared again, cold, on the fresh worker)."""
 
     session: TerritorySession
     interfaces: dict
     optimal: int
     solve_seconds: float
     warm: frozenset = frozenset()
+    recovered: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -1148,7 +1151,8 @@ class Client:
         r = await self._call(self._territory.ClearTerritory, req, retry=False)
         return TerritoryClearing(TerritorySession.of(r.session),
                                  {i.interface_id: _clearing_report(i.clearing) for i in r.interfaces}, r.optimal,
-                                 r.solve_seconds, frozenset(i.interface_id for i in r.interfaces if i.warm))
+                                 r.solve_seconds, frozenset(i.interface_id for i in r.interfaces if i.warm),
+                                 {i.interface_id: i.recovered for i in r.interfaces if i.recovered})
 
     async def publish_territory(self, session_id: str) -> TerritorySession:
         req = territory_pb2.PublishTerritoryRequest(session_id=session_id)

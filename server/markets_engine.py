@@ -469,9 +469,11 @@ class Kept:
     market: KeptMarket
 
 
-def clear_kept(kept: Kept | None, rows, forecast: list[str],
-               time_limit: float | None = None) -> tuple[ClearOutcome, Kept | None]:
-    """:func:`clear_stored`, re-using what the worker kept of the interface from its last clearing.
+def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float | None = None,
+               day_ahead: Disaggregation | None = None) -> tuple[ClearOutcome, Kept | None]:
+    """:func:`clear_stored`, re-using what the worker kept of the interface from its last clearing; ``day_ahead``
+    is the awarded day-ahead market a real-time market holds (:attr:`MarketInputs.day_ahead`), as ClearMarket
+    clears it.
 
     What a territory's worker runs for each interface (a :class:`server.runner.Task` with ``keep``). When
     the market reads exactly what the kept one read but for the ISO price forecast (a real-time session
@@ -479,7 +481,10 @@ def clear_kept(kept: Kept | None, rows, forecast: list[str],
     (:class:`engine.runs.KeptMarket`), with the outcome of a fresh clearing; the outcome says
     ``warm``. Returns the outcome and what to keep for the next clearing (None after a failure).
     """
-    return _clear_kept(kept, stored_inputs(rows), forecast, time_limit)
+    inputs = stored_inputs(rows)
+    if day_ahead is not None:
+        inputs = dataclasses.replace(inputs, day_ahead=day_ahead)
+    return _clear_kept(kept, inputs, forecast, time_limit)
 
 
 def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bool]:

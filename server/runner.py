@@ -36,12 +36,26 @@ with ``keep`` is handed what its interface's last task left in the worker
 (the service keeps each interface's built market there, so that a real-time
 session of the same feeders re-clears warm): such tasks go to the same shard
 every time, and each worker keeps at most ``keep`` interfaces, dropping the
-least recently used (an idle territory's) first. A restarted runner, or a
-worker that died, keeps nothing: its next tasks start cold.
+least recently used (an idle territory's) first. A restarted runner keeps
+nothing: its next tasks start cold.
+
+A worker that dies (a local process killed, out of memory, a solver crash; a
+Ray actor lost with its node) is replaced at once by a fresh one, and the
+call that lost it is done again there: its kept markets are rebuilt cold
+(the interfaces' results are the same, as a cold clearing's always are), the
+interfaces of a :meth:`load` / :meth:`run` are loaded again, and each result
+says so (``recovered``), as does the log. If the call loses the fresh worker
+too, the shard's interfaces are taken one at a time, each on a live worker,
+so that an interface that kills every worker it runs on fails alone
+(``worker lost``) and the others of its shard still clear. The call never
+waits for a worker that cannot be restarted: a Ray actor that is not placed
+within :data:`REVIVE_SECONDS` fails its shard's interfaces in that call.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import multiprocessing
 import os
 import resource
@@ -49,7 +63,6 @@ import time
 import traceback
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping
@@ -61,6 +74,8 @@ from dsomarket.engine.clearing import ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.interface import InterfaceCurve
 from dsomarket.engine.territory import Interface, InterfaceSession
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,11 +110,16 @@ class Task:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """What a :class:`Task` returned, or why it failed (``error`` non-empty, ``value`` None)."""
+    """What a :class:`Task` returned, or why it failed (``error`` non-empty, ``value`` None).
+
+    ``recovered`` is non-empty when the task's worker was lost during the call and the task ran again,
+    without what its interface had kept, on a fresh worker; it says what happened.
+    """
 
     interface_id: str
     value: Any = None
     error: str = ""
+    recovered: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,7 +150,9 @@ class InterfaceOutcome:
 
     ``status`` is the clearing's status (``optimal``, ``infeasible``, ...), or
     ``input_error`` / ``error`` when the interface could not be loaded or
-    cleared; ``error`` then says why. ``seconds`` is the wall time in the worker.
+    cleared; ``error`` then says why. ``seconds`` is the wall time in the worker. ``recovered`` is
+    non-empty when the interface's worker was lost during the cycle and the interface was loaded and
+    cleared again on a fresh one (see the module notes).
     """
 
     interface_id: str
@@ -145,13 +167,17 @@ class InterfaceOutcome:
     bids: int = 0
     warm: bool = False
     seconds: float = 0.0
+    recovered: str = ""
 
     def report(self) -> dict:
-        """Facts for the territory summary; nothing that varies between identical runs (no timings)."""
+        """Facts for the territory summary; nothing that varies between identical runs (no timings), but
+        ``recovered`` when a lost worker was replaced under the interface."""
         out: dict[str, Any] = {"interface_id": self.interface_id, "feeders": list(self.members),
                                "status": self.status, "buses": self.buses, "bids": self.bids}
         if self.error:
             out["error"] = self.error
+        if self.recovered:
+            out["recovered"] = self.recovered
         c = self.clearing
         if c is not None:
             out["clearing_status"] = c.status
@@ -198,10 +224,15 @@ class Shard:
                 self.failed[job.interface_id] = ("error", _describe(exc))
         return len(self.sessions)
 
-    def run(self, cycle: Cycle, sink: Callable[[InterfaceOutcome], Any] | None = None) -> list:
-        """Clear every interface of the shard; the sink's value per interface, or the outcomes."""
+    def run(self, cycle: Cycle, sink: Callable[[InterfaceOutcome], Any] | None = None,
+            only: list[str] | None = None) -> list:
+        """Clear every interface of the shard (or those in ``only``); the sink's value per interface, or the
+        outcomes."""
+        ids = self.sessions.keys() | self.failed.keys()
+        if only is not None:
+            ids &= set(only)
         out = []
-        for iid in sorted(self.sessions.keys() | self.failed.keys()):
+        for iid in sorted(ids):
             outcome = self._one(iid, cycle)
             out.append(outcome if sink is None else _sink(sink, outcome))
         return out
@@ -209,6 +240,10 @@ class Shard:
     def peak_rss_kb(self) -> int:
         """Peak resident memory of this worker process, KiB (Linux ``ru_maxrss``)."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def pid(self) -> int:
+        """This worker's process id."""
+        return os.getpid()
 
     def call(self, tasks: list[Task]) -> list[TaskResult]:
         """Run each task; an exception is that task's error (and drops what it kept), the others still run."""
@@ -289,8 +324,19 @@ def _order(item) -> str:
     return item.interface_id if isinstance(item, InterfaceOutcome) else item["interface_id"]
 
 
+REVIVE_SECONDS = 120.0
+"""How long a call waits for a replacement Ray actor to be placed (a cluster that lost the CPUs it needs
+would otherwise keep the call waiting for ever)."""
+
+
+class _Lost(Exception):
+    """A shard's worker was lost and could not be replaced (no Ray node took the new actor in time)."""
+
+
 class _Base:
-    """What both runners do on top of their way of reaching the shards (``_gather``)."""
+    """What both runners do on top of their way of reaching the shards: placing work, and recovering a lost
+    worker (module notes). A runner gives :meth:`_submit` / :meth:`_result` (a call on shard ``k`` and its
+    value, or the exception that lost the worker) and :meth:`_revive` (a fresh worker for shard ``k``)."""
 
     shards: int
 
@@ -300,13 +346,65 @@ class _Base:
         self.rules, self.options, self.keep = rules, options, keep
         self._home: dict[str, int] = {}     # shard of each interface whose tasks keep state
         self._home_weight: list[float] = []
+        self._parts: list[list[Job]] = []
+        self._bad: dict[str, str] = {}      # loaded interfaces that kill every worker they run on, and why
+        self._down: dict[int, str] = {}     # shards whose worker could not be replaced, and why
 
-    def _gather(self, method: str, args: list[tuple]) -> list:
-        """``method(*args[k])`` on every shard k: its value, or the exception that lost the shard."""
+    def _submit(self, k: int, method: str, args: tuple) -> Any:
+        raise NotImplementedError
+
+    def _result(self, k: int, handle: Any) -> Any:
+        """The value of a submitted call, or the exception that lost the worker (never raised)."""
+        raise NotImplementedError
+
+    def _revive(self, k: int) -> None:
+        """Replace shard ``k``'s worker by a fresh one (nothing loaded, nothing kept); :class:`_Lost` if it
+        cannot be."""
         raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def _send(self, k: int, method: str, args: tuple) -> Any:
+        if k in self._down:   # its replacement was not placed last time: try once more
+            self._revive(k)
+            del self._down[k]
+        return self._submit(k, method, args)
+
+    def _gather(self, method: str, args: list[tuple]) -> list:
+        """``method(*args[k])`` on every shard k at once: its value, or the exception that lost its worker
+        (which is then replaced, so the next call finds a live one)."""
+        handles = []
+        for k, a in enumerate(args):
+            try:
+                handles.append(self._send(k, method, a))
+            except Exception as exc:  # the worker was already gone
+                handles.append(_Failed(exc))
+        out = [h.exc if isinstance(h, _Failed) else self._result(k, h) for k, h in enumerate(handles)]
+        return [self._replace(k, method, v) if isinstance(v, BaseException) else v for k, v in enumerate(out)]
+
+    def _call(self, k: int, method: str, *args) -> Any:
+        """``method(*args)`` on shard k alone: its value, or the exception that lost the worker (replaced)."""
+        try:
+            value = self._result(k, self._send(k, method, args))
+        except Exception as exc:  # the worker was already gone
+            value = exc
+        return self._replace(k, method, value) if isinstance(value, BaseException) else value
+
+    def _replace(self, k: int, method: str, exc: BaseException) -> BaseException:
+        """After ``exc`` lost shard k's worker: a fresh one in its place. Returns ``exc``, or :class:`_Lost`
+        when no fresh worker could be had (the shard is then down until a later call revives it)."""
+        if isinstance(exc, _Lost):
+            self._down[k] = str(exc)
+            return exc
+        log.warning("territory worker %d lost during %s (%s): starting a fresh one", k, method, _describe(exc))
+        try:
+            self._revive(k)
+        except _Lost as lost:
+            log.error("territory worker %d could not be replaced: %s", k, lost)
+            self._down[k] = str(lost)
+            return lost
+        return exc
 
     def load(self, jobs: list[Job]) -> None:
         """Place the interfaces on the shards and load them there (replaces what was loaded)."""
@@ -314,28 +412,90 @@ class _Base:
         if len(set(ids)) != len(ids):
             raise InputError("territory", "interface_id", "an interface id appears twice")
         self._parts = assign(jobs, self.shards)
-        self._lost: dict[int, str] = {}
-        self._note_lost(self._gather("load", [(part,) for part in self._parts]))
+        self._bad = {}
+        for k, value in enumerate(self._gather("load", [(part,) for part in self._parts])):
+            if isinstance(value, BaseException):
+                self._reload(k, value)
+
+    def _reload(self, k: int, exc: BaseException) -> bool:
+        """Load shard k's interfaces (but the bad ones) on the fresh worker that replaced the one ``exc`` lost:
+        all at once, else one at a time, marking those whose loading loses the worker. False if no worker
+        could be had."""
+        if isinstance(exc, _Lost):
+            value: Any = exc
+        else:
+            jobs = [j for j in self._parts[k] if j.interface_id not in self._bad]
+            value = self._call(k, "load", jobs)
+            if not isinstance(value, BaseException):
+                return True
+            good: list[Job] = []
+            for job in jobs:
+                if isinstance(value, _Lost):
+                    break
+                value = self._call(k, "load", [job])
+                if not isinstance(value, BaseException):
+                    good.append(job)
+                    continue
+                self._bad[job.interface_id] = f"worker lost: {_describe(value)}"
+                if good and not isinstance(value, _Lost):
+                    value = self._call(k, "load", good)   # the lost worker took them along
+        if isinstance(value, _Lost):
+            for job in self._parts[k]:
+                self._bad.setdefault(job.interface_id, f"worker lost: {_describe(value)}")
+            return False
+        return True
 
     def run(self, cycle: Cycle, sink: Callable[[InterfaceOutcome], Any] | None = None) -> list:
         """One cycle of every loaded interface, in interface id order (warm after the first).
 
-        A shard whose worker died (or whose actor was lost) reports each of its
-        interfaces with status ``error`` (as a report when a sink is given); the
-        other shards' interfaces are unaffected.
+        A shard whose worker dies is given a fresh worker, loads its interfaces again and clears them
+        again there, cold (each result says ``recovered``); an interface that loses every worker it
+        runs on is reported with status ``error`` (as a report when a sink is given), and the other
+        interfaces are unaffected.
         """
-        results = self._note_lost(self._gather("run", [(cycle, sink)] * self.shards))
-        for k, reason in self._lost.items():
-            failed = [InterfaceOutcome(job.interface_id, (), "error", f"worker lost: {reason}")
-                      for job in self._parts[k]]
-            results[k] = [o.report() for o in failed] if sink is not None else failed
+        results = self._gather("run", [(cycle, sink)] * self.shards)
+        for k, value in enumerate(results):
+            if isinstance(value, BaseException):
+                value = self._rerun(k, cycle, sink, value)
+            done = {_order(item) for item in value}
+            results[k] = value + [self._failed_outcome(k, j.interface_id, sink) for j in self._parts[k]
+                                  if j.interface_id not in done]
         return _merge(results, _order)
+
+    def _rerun(self, k: int, cycle: Cycle, sink, exc: BaseException) -> list:
+        """Shard k's cycle again on the fresh worker that replaced the one ``exc`` lost (module notes)."""
+        note = f"worker lost ({_describe(exc)}); a fresh worker loaded and cleared it again, cold"
+        log.warning("territory worker %d: %s", k, note)
+        value = self._call(k, "run", cycle, sink) if self._reload(k, exc) else exc
+        if not isinstance(value, BaseException):
+            return [_recovered(item, note) for item in value]
+        out: list = []
+        if isinstance(value, _Lost) or not self._reload(k, value):
+            return out
+        for job in self._parts[k]:   # one interface at a time, so that one that kills its worker fails alone
+            if job.interface_id in self._bad:
+                continue
+            value = self._call(k, "run", cycle, sink, [job.interface_id])
+            if not isinstance(value, BaseException):
+                out += [_recovered(item, note) for item in value]
+                continue
+            self._bad[job.interface_id] = f"worker lost: {_describe(value)}"
+            if isinstance(value, _Lost) or not self._reload(k, value):
+                break
+        return out
+
+    def _failed_outcome(self, k: int, iid: str, sink) -> Any:
+        reason = self._bad.get(iid) or f"worker lost: {self._down.get(k, 'it could not be replaced')}"
+        outcome = InterfaceOutcome(iid, (), "error", reason)
+        return outcome.report() if sink is not None else outcome
 
     def map(self, tasks: list[Task]) -> list[TaskResult]:
         """Run independent tasks on the shards (placed by weight); results in the tasks' order.
 
         Nothing is kept between calls, so this works beside :meth:`load` and :meth:`run`. The tasks of a
-        shard whose worker died get the error ``worker lost: ...``; the other shards' results stand.
+        shard whose worker died run again on a fresh worker (``recovered``; kept state is gone, so kept
+        tasks start cold); a task that loses every worker it runs on gets the error ``worker lost: ...``;
+        the other results stand.
         """
         ids = [t.interface_id for t in tasks]
         if len(set(ids)) != len(ids):
@@ -343,11 +503,28 @@ class _Base:
         parts = self._place(tasks)
         results = self._gather("call", [(part,) for part in parts])
         by_id = {}
-        for part, value in zip(parts, results, strict=True):
+        for k, (part, value) in enumerate(zip(parts, results, strict=True)):
             if isinstance(value, BaseException):
-                value = [TaskResult(t.interface_id, error=f"worker lost: {_describe(value)}") for t in part]
+                value = self._recall(k, part, value)
             by_id.update((r.interface_id, r) for r in value)
         return [by_id[i] for i in ids]
+
+    def _recall(self, k: int, part: list[Task], exc: BaseException) -> list[TaskResult]:
+        """Shard k's tasks again on the fresh worker that replaced the one ``exc`` lost (module notes)."""
+        note = f"worker lost ({_describe(exc)}); ran again on a fresh worker, cold"
+        log.warning("territory worker %d: %d tasks: %s", k, len(part), note)
+        value = exc if isinstance(exc, _Lost) else self._call(k, "call", part)
+        if not isinstance(value, BaseException):
+            return [dataclasses.replace(r, recovered=note) for r in value]
+        out = []
+        for task in part:   # one at a time, so that a task that kills its worker fails alone
+            one = value if isinstance(value, _Lost) else self._call(k, "call", [task])
+            if isinstance(one, BaseException):
+                out.append(TaskResult(task.interface_id, error=f"worker lost: {_describe(one)}"))
+                value = one
+            else:
+                out.append(dataclasses.replace(one[0], recovered=note))
+        return out
 
     def _place(self, tasks: list[Task]) -> list[list[Task]]:
         """Tasks on the shards: those without ``keep`` by weight (:func:`assign`); those with ``keep`` on their
@@ -371,18 +548,27 @@ class _Base:
         """Peak resident memory of each shard's worker, KiB (0 for a lost worker)."""
         return [0 if isinstance(v, BaseException) else v for v in self._gather("peak_rss_kb", [()] * self.shards)]
 
-    def _note_lost(self, results: list) -> list:
-        """Remember the shards whose call failed as a whole (the worker is gone)."""
-        for k, value in enumerate(results):
-            if isinstance(value, BaseException):
-                self._lost.setdefault(k, _describe(value))
-        return results
+    def pids(self) -> list[int]:
+        """Process id of each shard's worker (0 for a lost one): the handle an operator (or a test) kills."""
+        return [0 if isinstance(v, BaseException) else v for v in self._gather("pid", [()] * self.shards)]
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class _Failed:
+    exc: BaseException
+
+
+def _recovered(item: Any, note: str) -> Any:
+    """A run's result (an outcome, or a sink's report) marked as cleared again on a fresh worker."""
+    if isinstance(item, InterfaceOutcome):
+        return dataclasses.replace(item, recovered=note)
+    return item | {"recovered": note} if isinstance(item, dict) else item
 
 
 def start_method() -> str:
@@ -431,21 +617,18 @@ class LocalRunner(_Base):
         return ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_worker_init,
                                    initargs=(self.rules, self.options, self.keep))
 
-    def _gather(self, method: str, args: list[tuple]) -> list:
-        futures = []
-        for pool, a in zip(self._pools, args, strict=True):
-            try:
-                futures.append(pool.submit(_worker_call, method, *a))
-            except BrokenProcessPool as exc:  # the worker died in an earlier call
-                futures.append(exc)
-        out = [f if isinstance(f, BaseException) else (f.exception() or f.result()) for f in futures]
-        for k, value in enumerate(out):
-            if isinstance(value, BrokenProcessPool):
-                # A fresh worker for the next call: a stateless map works again, while load/run still
-                # report the shard lost (``_lost``) until the interfaces are loaded again.
-                self._pools[k].shutdown(wait=False, cancel_futures=True)
-                self._pools[k] = self._pool()
-        return out
+    def _submit(self, k: int, method: str, args: tuple):
+        return self._pools[k].submit(_worker_call, method, *args)   # BrokenProcessPool: the worker is gone
+
+    def _result(self, k: int, handle) -> Any:
+        try:
+            return handle.result()
+        except Exception as exc:   # BrokenProcessPool: the worker process died under the call
+            return exc
+
+    def _revive(self, k: int) -> None:
+        self._pools[k].shutdown(wait=False, cancel_futures=True)
+        self._pools[k] = self._pool()
 
     def close(self) -> None:
         for pool in self._pools:
@@ -486,18 +669,36 @@ class RayRunner(_Base):
         if n < 1:
             raise InputError("territory", "workers", f"must be at least 1 (got {n})")
         self.shards = n
-        actor = ray.remote(num_cpus=1, max_concurrency=1)(Shard)
-        self._actors = [actor.remote(rules, options, keep) for _ in range(n)]
+        # No max_restarts: a lost actor is replaced by the runner itself (module notes), which retries each
+        # lost call once and then task by task, where Ray's own restart and task retries would re-run an
+        # interface that kills its actor as often as they are allowed, and fail its whole shard after.
+        self._actor = ray.remote(num_cpus=1, max_concurrency=1)(Shard)
+        self._actors = [self._new() for _ in range(n)]
 
-    def _gather(self, method: str, args: list[tuple]) -> list:
-        refs = [getattr(a, method).remote(*x) for a, x in zip(self._actors, args, strict=True)]
-        out = []
-        for ref in refs:
-            try:
-                out.append(self._ray.get(ref))
-            except self._ray.exceptions.RayError as exc:  # the actor or its node is gone
-                out.append(exc)
-        return out
+    def _new(self):
+        return self._actor.remote(self.rules, self.options, self.keep)
+
+    def _submit(self, k: int, method: str, args: tuple):
+        return getattr(self._actors[k], method).remote(*args)
+
+    def _result(self, k: int, handle) -> Any:
+        try:
+            return self._ray.get(handle)
+        except self._ray.exceptions.RayError as exc:  # the actor or its node is gone (RayActorError)
+            return exc
+
+    def _revive(self, k: int) -> None:
+        ray = self._ray
+        try:
+            ray.kill(self._actors[k], no_restart=True)
+        except ValueError:   # not an actor handle any more
+            pass
+        self._actors[k] = self._new()
+        try:
+            ray.get(self._actors[k].pid.remote(), timeout=REVIVE_SECONDS)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError) as exc:
+            raise _Lost(f"no Ray node took its replacement within {REVIVE_SECONDS:g} s "
+                        f"({type(exc).__name__})") from None
 
     def close(self) -> None:
         for a in self._actors:

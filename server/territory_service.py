@@ -12,6 +12,7 @@ inputs at another ISO price forecast re-clears warm there.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 
@@ -22,6 +23,8 @@ from dsomarket.server.rpc import unary
 from dsomarket.server.runner import Task
 from dsomarket.server.services import OPERATOR, READERS, App
 from dsomarket.v1 import operator_pb2, territory_pb2, territory_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 MAX_INTERFACES = 10_000
 """Interfaces of one territory."""
@@ -185,10 +188,14 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
             rows = [r for r in await app.reader.call(read) if r[0]["state"] == "closed"]
             if not rows:  # cleared meanwhile by single ClearMarket calls, or by another server process
                 raise FailedPrecondition(f"session {session_id!r} has no closed market left to clear")
+            # A real-time market clears holding the positions of the awarded day-ahead market it refers to, as
+            # ClearMarket clears it, so that its curve describes the feeder its award is disaggregated on.
+            references = [await app.day_ahead_reference(r[0]) for r in rows]
             # keep: each interface's worker keeps its built market, so a later session of the same feeders and
             # bids (the real-time one after the day-ahead one) re-clears warm, with the same outcome.
-            tasks = [Task(r[0]["feeder_id"], markets_engine.clear_kept, (r, forecast, app.solve_time_limit),
-                          weight=float(len(r[1]["buses"]["bus"]) + r[2].height), keep=True) for r in rows]
+            tasks = [Task(r[0]["feeder_id"], markets_engine.clear_kept, (r, forecast, app.solve_time_limit, ref),
+                          weight=float(len(r[1]["buses"]["bus"]) + r[2].height), keep=True)
+                     for r, ref in zip(rows, references, strict=True)]
             t0 = time.perf_counter()
             results = await app.fan_out(tasks)
             seconds = time.perf_counter() - t0
@@ -196,10 +203,14 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
                 f"the interface's worker failed: {res.error}") for res in results]
             cleared = [(r[0]["market_id"], forecast, o, r[4]) for r, o in zip(rows, outcomes, strict=True)]
             after, recorded = await app.writer.call(territory_store.record_clearings, who, session_id, cleared)
+        for res in results:
+            if res.recovered:
+                log.warning("session %s, interface %s: %s", session_id, res.interface_id, res.recovered)
         markets = {m["market_id"]: (iid, m) for iid, m in after["interfaces"]}
         report = [territory_pb2.InterfaceClearing(interface_id=markets[mid][0],
-                                                  clearing=convert.clear_response(markets[mid][1], o), warm=o.warm)
-                  for (mid, _, o, _) in cleared if mid in recorded]
+                                                  clearing=convert.clear_response(markets[mid][1], o), warm=o.warm,
+                                                  recovered=res.recovered)
+                  for (mid, _, o, _), res in zip(cleared, results, strict=True) if mid in recorded]
         return territory_pb2.ClearTerritoryResponse(
             session=_session(after), interfaces=report, solve_seconds=seconds,
             optimal=sum(r.clearing.status == convert.CLEARING_STATUS["optimal"] for r in report))

@@ -3,13 +3,17 @@ re-clears on the market its worker kept, and records exactly what a cold clearin
 
 The reference is the same three sessions on a second server that keeps nothing (``warm_interfaces=0``):
 every market's recorded clearing digest (DLMPs, interface import, dispatch, curves and ISO offer) must be the
-same byte for byte. The first session, a changed bid and a server that keeps nothing clear cold.
+same byte for byte. The first session, a changed bid and a server that keeps nothing clear cold. A third
+server, of two workers, has one of them killed after the first session: its interface clears again on a
+fresh worker, cold, says so, and records the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from datetime import timedelta
 from decimal import Decimal
 
@@ -29,11 +33,31 @@ BIDS = {  # per feeder: (bus, side, kW, price per MWh) of each standing bid
 SESSIONS = (("rt1", 0, "40", None), ("rt2", 5, "55", None), ("rt3", 10, "48", ("f-a", 1, 95.0)))
 
 
-async def _cycles(tmp_path, name: str, **options) -> tuple[dict, dict]:
-    """The sessions on one server: per session the interfaces cleared warm; per market its clearing digest."""
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):   # gone meanwhile
+            continue
+        if fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+            out.add(int(entry))
+    return out
+
+
+def _workers() -> set[int]:
+    """This process's worker processes: the children of its multiprocessing fork server."""
+    return {w for child in _children(os.getpid()) for w in _children(child)}
+
+
+async def _cycles(tmp_path, name: str, workers: int = 1, kill_after: str = "", **options) -> tuple[dict, dict]:
+    """The sessions on one server: per session the interfaces cleared warm (and, after ``kill_after``, one of
+    its workers is killed, the interfaces recovered); per market its clearing digest."""
     start = delivery_day()
     warm = {}
-    async with running(tmp_path, db_name=f"{name}.sqlite", workers=1, **options) as env:
+    before = _workers()
+    async with running(tmp_path, db_name=f"{name}.sqlite", workers=workers, **options) as env:
         op, agg = env.clients["dso"], env.clients["agg-a"]
         for fid, builtin in FEEDERS.items():
             await op.create_feeder(fid, builtin=builtin)
@@ -58,6 +82,13 @@ async def _cycles(tmp_path, name: str, **options) -> tuple[dict, dict]:
             cleared = await op.clear_territory(sid, iso_price_forecast=[forecast])
             assert cleared.optimal == len(FEEDERS), {i: c.diagnosis for i, c in cleared.interfaces.items()}
             warm[sid] = cleared.warm
+            if cleared.recovered:
+                warm[f"{sid} recovered"] = frozenset(cleared.recovered)
+                assert all("worker lost" in why for why in cleared.recovered.values())
+            if sid == kill_after:
+                ours = sorted(_workers() - before)
+                assert len(ours) == workers
+                os.kill(ours[0], signal.SIGKILL)
     conn = db.connect(env.db_path)
     try:
         digests = {p["market_id"]: p["digest"] for r in audit.records(conn) if r["action"] == "market.clear"
@@ -71,10 +102,15 @@ def test_a_real_time_re_clear_from_kept_markets_records_what_a_cold_one_does(tmp
     warm, digests = asyncio.run(_cycles(tmp_path, "warm"))
     cold_warm, cold_digests = asyncio.run(_cycles(tmp_path, "cold", warm_interfaces=0))
 
+    killed_warm, killed_digests = asyncio.run(_cycles(tmp_path, "killed", workers=2, kill_after="rt1"))
+
     assert warm == {"rt1": frozenset(), "rt2": frozenset(FEEDERS), "rt3": frozenset({"f-b"})}
     assert cold_warm == {sid: frozenset() for sid, *_ in SESSIONS}
+    lost = killed_warm.pop("rt2 recovered")
+    assert len(lost) == 1 and killed_warm == {"rt1": frozenset(), "rt2": frozenset(FEEDERS) - lost,
+                                              "rt3": frozenset({"f-b"})}
     assert len(digests) == len(SESSIONS) * len(FEEDERS)
-    assert digests == cold_digests
+    assert digests == cold_digests == killed_digests
     # A new forecast changes what is recorded (the interface's ISO price at least): a kept outcome handed back
     # as it was would fail the comparison above.
     assert digests["rt2:f-a"] != digests["rt1:f-a"] and digests["rt3:f-a"] != digests["rt2:f-a"]

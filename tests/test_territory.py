@@ -333,16 +333,93 @@ def _worker_dies(*_):
     os._exit(3)   # a worker process killed under its shard (out of memory, a solver crash)
 
 
-def test_a_dead_worker_fails_its_shard_and_the_other_shard_publishes():
+def test_an_interface_that_kills_every_worker_fails_alone_and_its_shard_recovers():
     jobs = _jobs() + [Job("zz-crash", _worker_dies, (), weight=10.0)]
     with LocalRunner(2, options=NO_AC) as r:
         r.load(jobs)
         out = {o.interface_id: o for o in r.run(Cycle(50.0))}
         again = {o.interface_id: o for o in r.run(Cycle(55.0))}
-    lost = {k for k, o in out.items() if o.status == "error"}
-    assert "zz-crash" in lost and "worker lost" in out["zz-crash"].error
-    assert lost == {k for k, o in again.items() if o.status == "error"}
-    assert {k for k, o in out.items() if o.status == "optimal"} == set(out) - lost and len(lost) < len(out)
+    for cycle in (out, again):
+        assert cycle["zz-crash"].status == "error" and "worker lost" in cycle["zz-crash"].error
+        assert {k for k, o in cycle.items() if o.status == "optimal"} == set(cycle) - {"zz-crash"}
+
+
+def _wait_dead(pid: int) -> None:
+    import signal
+    import time
+
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(500):   # gone once /proc no longer lists it as running (a zombie is dead)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.01)
+
+
+def _same_as_clean(outcomes, price: float) -> None:
+    """Each outcome's clearing equals a cold clearing of its interface at ``price`` (DLMPs and dispatch byte for
+    byte where it was cleared cold on a fresh worker)."""
+    for o, (f, b) in zip(outcomes, synthetic_territory(len(outcomes), 40, 40, 9)):
+        cold = clear(f, b, price, options=NO_AC)
+        assert o.status == "optimal" and o.interface_id == f.name
+        if o.recovered:
+            assert not o.warm and o.clearing.prices.equals(cold.prices) and o.clearing.dispatch.equals(cold.dispatch)
+        assert o.clearing.welfare == pytest.approx(cold.welfare, rel=1e-9, abs=1e-6)
+
+
+def test_a_worker_killed_between_cycles_is_replaced_and_its_interfaces_clear_again_cold():
+    with LocalRunner(2, options=NO_AC) as r:
+        r.load(_jobs())
+        r.run(Cycle(50.0))
+        pids = r.pids()
+        _wait_dead(pids[0])
+        out = r.run(Cycle(95.0))
+        assert r.pids()[0] not in (0, pids[0]) and r.pids()[1] == pids[1]
+        later = r.run(Cycle(60.0))
+    lost = {o.interface_id for o in out if o.recovered}
+    assert lost and lost != {o.interface_id for o in out}
+    assert all("worker lost" in o.recovered for o in out if o.recovered)
+    assert {o.interface_id for o in out if o.warm} == {o.interface_id for o in out} - lost
+    _same_as_clean(out, 95.0)
+    assert all(o.warm and not o.recovered for o in later)   # the fresh worker holds them again
+    _same_as_clean(later, 60.0)
+
+
+def _count_or_die(kept, marker: str, always: bool = False):
+    """A kept task that kills its worker process when ``marker`` exists (once, or ``always``)."""
+    if os.path.exists(marker):
+        if not always:
+            os.remove(marker)
+        os._exit(9)
+    return (kept or 0) + 1, (kept or 0) + 1
+
+
+def test_a_worker_killed_under_a_task_is_replaced_and_the_task_runs_again_cold(tmp_path):
+    die, poison = tmp_path / "die", tmp_path / "poison"
+    ids = ["a", "b", "c", "d"]
+
+    def tasks(extra=()):
+        out = [Task(i, _count_or_die, (str(die if i == "b" else tmp_path / "never"),), keep=True) for i in ids]
+        return out + [Task(i, _count_or_die, (str(poison), True), keep=True) for i in extra]
+
+    with LocalRunner(2, options=NO_AC) as r:
+        assert [x.value for x in r.map(tasks())] == [1] * 4
+        home = r._home
+        die.touch()   # b's task kills its worker, once
+        second = {x.interface_id: x for x in r.map(tasks())}
+        poison.touch()   # p's task kills every worker it runs on
+        third = {x.interface_id: x for x in r.map(tasks(["p"]))}
+    lost = {i for i in ids if home[i] == home["b"]}
+    assert {i for i, x in second.items() if x.recovered} == lost
+    assert {i: x.value for i, x in second.items()} == {i: 1 if i in lost else 2 for i in ids}
+    assert not any(x.error for x in second.values())
+    assert third["p"].error.startswith("worker lost") and third["p"].value is None
+    shared = {i for i in ids if home[i] == home["p"]}
+    assert {i for i, x in third.items() if x.recovered} == shared   # p failed alone
+    assert all(not third[i].error and third[i].value >= 1 for i in ids)
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +444,21 @@ def test_ray_actors_give_byte_identical_files_and_keep_models_warm(local_ray, ru
         again = r.run(Cycle(95.0))
     assert [o.warm for o in again] == [True] * 4
     assert math.isfinite(sum(o.clearing.welfare for o in again))
+
+
+def test_a_lost_ray_actor_is_replaced_and_its_interfaces_clear_again_cold(local_ray, tmp_path):
+    from dsomarket.server.runner import RayRunner
+
+    with RayRunner(shards=2, options=NO_AC) as r:
+        r.load(_jobs())
+        r.run(Cycle(50.0))
+        local_ray.kill(r._actors[0], no_restart=False)   # as Ray reports a lost node: the actor is gone
+        out = r.run(Cycle(95.0))
+        die = tmp_path / "die"
+        die.touch()
+        tasks = r.map([Task(i, _count_or_die, (str(die),), keep=True) for i in ("a", "b")])
+    assert {o.interface_id for o in out if o.recovered} == {j.interface_id for j in r._parts[0]}
+    assert all("worker lost" in o.recovered and "Actor" in o.recovered for o in out if o.recovered)
+    _same_as_clean(out, 95.0)
+    assert [t.value for t in tasks] == [1, 1] and not any(t.error for t in tasks)
+    assert sum(bool(t.recovered) for t in tasks) >= 1

@@ -190,6 +190,8 @@ def _clear(args) -> int:
         r = await client.clear_territory(args.session_id, iso_price_forecast=args.iso_price)
         print(f"session {args.session_id}: {r.optimal} of {len(r.interfaces)} interfaces cleared optimal in "
               f"{r.solve_seconds:.2f} s ({len(r.warm)} warm)", file=sys.stderr)
+        for iid, what in sorted(r.recovered.items()):
+            print(f"interface {iid}: {what}", file=sys.stderr)
         rows = [{"interface_id": iid, "market_id": c.market.market_id, "status": c.status,
                  "import_kw": " ".join(f"{f.import_kw:.3f}" for f in c.interface),
                  "welfare": "" if c.welfare is None else str(c.welfare), "curve_segments": c.curve_segments,

@@ -130,14 +130,16 @@ class ClearTerritoryRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., iso_price_forecast: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InterfaceClearing(_message.Message):
-    __slots__ = ("interface_id", "clearing", "warm")
+    __slots__ = ("interface_id", "clearing", "warm", "recovered")
     INTERFACE_ID_FIELD_NUMBER: _ClassVar[int]
     CLEARING_FIELD_NUMBER: _ClassVar[int]
     WARM_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
     interface_id: str
     clearing: _operator_pb2.ClearMarketResponse
     warm: bool
-    def __init__(self, interface_id: _Optional[str] = ..., clearing: _Optional[_Union[_operator_pb2.ClearMarketResponse, _Mapping]] = ..., warm: _Optional[bool] = ...) -> None: ...
+    recovered: str
+    def __init__(self, interface_id: _Optional[str] = ..., clearing: _Optional[_Union[_operator_pb2.ClearMarketResponse, _Mapping]] = ..., warm: _Optional[bool] = ..., recovered: _Optional[str] = ...) -> None: ...
 
 class ClearTerritoryResponse(_message.Message):
     __slots__ = ("session", "interfaces", "optimal", "solve_seconds")
