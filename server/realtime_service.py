@@ -142,8 +142,8 @@ async def settle_intervals(app, who, market_id: str, indices: list[int] | None =
         def read(conn):
             rows = store.market_rows(conn, market_id)
             return ((*rows[:5], realtime_store.settle_network(conn, rows[0]), *rows[6:]),
-                    dict((k, (q, p)) for k, q, p in store.iso_award_rows(conn, market_id)),
-                    realtime_store.settled_intervals(conn, market_id), realtime_store.moved_instructions(conn, market_id))
+                    realtime_store.deliverable_awards(conn, market_id), realtime_store.settled_intervals(conn, market_id),
+                    realtime_store.moved_instructions(conn, market_id))
 
         rows, awards, settled, moved = await app.reader.call(read)
         market = rows[0]
@@ -161,7 +161,7 @@ async def settle_intervals(app, who, market_id: str, indices: list[int] | None =
         for k in todo:
             outcome = await app.solve(settle, k)
             market = await app.writer.call(realtime_store.record_interval_settlement, who, market_id, k, outcome,
-                                           rows[5][0])
+                                           rows[5][0], awards[k])
     return market
 
 

@@ -408,10 +408,24 @@ def settled_intervals(conn, market_id: str) -> set[int]:
                                        "'settle'", (market_id,))}
 
 
-def record_interval_settlement(conn, who: Principal, market_id: str, k: int, outcome, network_version: int) -> dict:
+def deliverable_awards(conn, market_id: str) -> dict[int, tuple[float, str]]:
+    """``interval_idx -> (import_kw, price text)`` a rolled market's awarded intervals settle at: the ISO's award, or
+    where the latest network re-dispatch of the interval could deliver only part of it (mode ``partial``), that
+    part, the revised schedule the ISO was sent (the award itself cannot be dispatched on the network in effect)."""
+    awards = {k: (q, p) for k, q, p in store.iso_award_rows(conn, market_id)}
+    for k, kw in conn.execute(
+            "SELECT interval_idx, import_kw FROM interface_schedules WHERE mode = 'partial' AND seq IN (SELECT MAX(seq) "
+            "FROM interface_schedules WHERE market_id = ? AND source = 'network' GROUP BY interval_idx)", (market_id,)):
+        awards[k] = (float(kw), awards[k][1])
+    return awards
+
+
+def record_interval_settlement(conn, who: Principal, market_id: str, k: int, outcome, network_version: int,
+                               award: tuple[float, str]) -> dict:
     """Store the settlement of awarded interval ``k`` of a rolled market once (:func:`server.markets_engine.
-    settle_interval` on ``network_version``), audited as ``interval.settle``; the last interval settled makes the
-    AWARDED market SETTLED, with the intervals' totals added (``market.settle``, ``by_interval``)."""
+    settle_interval` on ``network_version`` at ``award``, :func:`deliverable_awards`), audited as ``interval.settle``;
+    the last interval settled makes the AWARDED market SETTLED, with the intervals' totals added (``market.settle``,
+    ``by_interval``)."""
     market = store.get_market(conn, market_id)
     store.require_state(market, ("open", "published", "awarded"), "settling an interval")
     when = timeline.iso(timeline.interval_start(market, k))
@@ -423,7 +437,8 @@ def record_interval_settlement(conn, who: Principal, market_id: str, k: int, out
     store.insert_statements(conn, market, outcome.statements)
     _step(conn, market_id, k, "settle", "done", {"totals": outcome.totals}, now)
     store._audit(conn, who, "interval.settle", {"market_id": market_id, "interval_idx": k, "totals": outcome.totals,
-                                                "digest": outcome.digest, "network_version": network_version}, now)
+                                                "digest": outcome.digest, "network_version": network_version,
+                                                "award": list(award)}, now)
     done = [json.loads(d)["totals"] for (d,) in conn.execute(
         "SELECT detail FROM interval_steps WHERE market_id = ? AND step = 'settle' ORDER BY interval_idx",
         (market_id,))]

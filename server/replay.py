@@ -190,7 +190,9 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         if wanted is not None and m not in wanted:
             continue
         if action == "interval.settle":  # one awarded interval of a rolled market, once its meter window passed
-            award = next((q, pr) for k, q, pr in state.interval_awards[m] if k == p["interval_idx"])
+            # The import it settled at (a network re-dispatch may have cut it); older records: the award.
+            award = tuple(p["award"]) if "award" in p else next((q, pr) for k, q, pr in state.interval_awards[m]
+                                                               if k == p["interval_idx"])
             outcome = markets_engine.settle_interval(state.inputs(m, p["network_version"]), p["interval_idx"],
                                                      award, reference_of(m), [])
             checks.append(ReplayCheck(seq, m, "settle", p["digest"], outcome.digest))

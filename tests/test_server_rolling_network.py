@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
-from dsomarket.clients.api import IntervalAward
+from dsomarket.clients.api import IntervalAward, NetworkChange
 from dsomarket.clients.demo import delivery_day
 from dsomarket.server import audit, db
 from dsomarket.server.scheduler import ManualClock, Scheduler
@@ -288,5 +289,45 @@ def test_listed_prices_are_the_dispatch_in_force_after_a_network_re_dispatch_and
         checks = replay_checks(path, "rt")
         assert [c.stage for c in checks].count("redispatch") == 2   # the instructions and the prices
         assert all(c.identical for c in checks), [c for c in checks if not c.identical]
+
+    asyncio.run(body())
+
+
+def test_an_interval_whose_award_a_change_cuts_to_a_part_settles_at_that_part_at_its_listed_prices(tmp_path):
+    """Lossless. The interface is capped 100 kW below interval 1's award after it is awarded: the re-dispatch
+    delivers the rest (``partial``), the ISO is sent that schedule, and the interval settles at it (the award
+    itself cannot be dispatched on the network in effect, so it stayed unsettled), at the prices listed for it;
+    the ISO line is the delivered import at the award's price, worked out by hand."""
+    async def body():
+        async with running(tmp_path) as env:
+            op, iso = env.clients["dso"], env.clients["iso"]
+            rt, clock, _ = await rolling_market(env, intervals=2, formulation="lossless")
+            scheduler = Scheduler(env.server.app, clock, meter_window=600)
+            awards = []
+            for k in range(2):
+                await scheduler.tick()
+                (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
+                awards.append(award_at(curve, 45))
+                assert (await iso.submit_interval_award("rt", [awards[-1]]))[0].status == "optimal"
+                clock.advance(300)
+            cap = NetworkChange("cap", "interface", "", rt.intervals[1], "ISO cap", import_max_kw=awards[1].import_kw - 100)
+            _, (rev,) = await op.submit_network_changes("ieee33", [cap])
+            assert rev.diagnosis[0].startswith("interval 1: partial")
+            (schedule,) = await iso.list_interface_schedules(market_id="rt")
+            assert (schedule.mode, schedule.import_kw) == ("partial", pytest.approx(awards[1].import_kw - 100))
+            clock.advance(600)
+            assert [(s.action, s.interval_idx) for s in await scheduler.tick()] == [("settle", 0), ("settle", 1)]
+            assert (await op.get_market("rt")).state == "settled"
+            listed = {(p.bus, p.interval_start): p for p in await op.list_prices("rt")}
+            assert {p.revision for (_, t), p in listed.items() if t == rt.intervals[1]} == {1}
+            for name in ("agg-a", "agg-b"):
+                for s in await env.clients[name].list_statements(market_id="rt"):
+                    assert s.price == listed[(BUS[s.resource_id], s.interval_start)].dlmp
+            path = env.db_path
+        (_, second) = interval_totals(path, "rt")
+        exact = 45 * (awards[1].import_kw - 100) * (5 / 60) / 1000
+        assert Decimal(second["iso_payment"]) == Decimal(math.floor(round(exact * 100, 6))) / 100
+        checks = replay_checks(path, "rt")
+        assert [c.stage for c in checks].count("settle") == 2 and all(c.identical for c in checks)
 
     asyncio.run(body())
