@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from dsomarket.clients.api import IntervalAward, NetworkChange
+from dsomarket.clients.api import IntervalAward, MeterReading, NetworkChange
 from dsomarket.clients.demo import delivery_day
 from dsomarket.server import audit, db
 from dsomarket.server.scheduler import ManualClock, Scheduler
@@ -205,10 +205,12 @@ def test_listed_prices_are_the_dispatch_in_force_after_a_network_re_dispatch_and
             op, iso, a = env.clients["dso"], env.clients["iso"], env.clients["agg-a"]
             rt, clock, _ = await rolling_market(env, intervals=intervals)
             scheduler = Scheduler(env.server.app, clock, meter_window=600)  # nothing settles before the change
+            awards_kw = []
             for k in range(3):
                 await scheduler.tick()
                 if k < awarded:
                     (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
+                    awards_kw.append(award_at(curve, 45).import_kw)
                     assert (await iso.submit_interval_award("rt", [award_at(curve, 45)]))[0].status == "optimal"
                 if k < 2:
                     clock.advance(300)
@@ -261,12 +263,12 @@ def test_listed_prices_are_the_dispatch_in_force_after_a_network_re_dispatch_and
                 k[0] == "25" for k in history)
 
             if awarded == 2:
-                (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[2]]
-                await iso.submit_interval_award("rt", [award_at(curve, 45)])
-                if intervals == 4:
-                    clock.advance(300)
-                    await scheduler.tick()
-                    (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[3]]
+                for k in range(2, intervals):
+                    if k == 3:
+                        clock.advance(300)
+                        await scheduler.tick()
+                    (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
+                    awards_kw.append(award_at(curve, 45).import_kw)
                     await iso.submit_interval_award("rt", [award_at(curve, 45)])
                 # Awarded: the revised clearing's prices are superseded by the award's.
                 prices = await op.list_prices("rt", bus="25", include_superseded=True)
@@ -276,6 +278,27 @@ def test_listed_prices_are_the_dispatch_in_force_after_a_network_re_dispatch_and
             await scheduler.tick()
             assert (await op.get_market("rt")).state == "settled"
             listed = {(p.bus, p.interval_start): p.dlmp for p in await op.list_prices("rt")}
+            # Meters: every resource as instructed but agg-b's load, 4 kW more withdrawal; the interface as scheduled
+            # plus that. The deviations settle at the DLMP in force; the PVs cut off (told 0, metered 0) owe nothing.
+            told = {}
+            for name in ("agg-a", "agg-b"):
+                for i in sorted(await env.clients[name].list_instructions(market_id="rt"), key=lambda i: i.sequence):
+                    told[(name, i.resource_id, i.interval_start)] = i.kw
+            for name in ("agg-a", "agg-b"):
+                await env.clients[name].submit_meter_readings("rt", [
+                    MeterReading(r, t, kw - (4.0 if (n, r) == ("agg-b", "load") else 0.0)) for (n, r, t), kw in told.items()
+                    if n == name])
+            scheduled = dict(zip(rt.intervals, awards_kw))
+            for x in await iso.list_interface_schedules(market_id="rt"):
+                scheduled[x.interval_start] = x.import_kw
+            await op.submit_meter_readings("rt", [MeterReading("", t, kw + 4.0) for t, kw in scheduled.items()])
+            await op.settle_imbalance("rt")
+            imbalance = [s for name in ("agg-a", "agg-b")
+                         for s in await env.clients[name].list_statements(market_id="rt") if s.kind == "imbalance"]
+            assert sorted((s.resource_id, s.interval_start) for s in imbalance if s.amount != 0) == [
+                ("load", t) for t in rt.intervals]
+            assert all(s.price == listed[(BUS[s.resource_id], s.interval_start)] for s in imbalance)
+            assert not [s for s in imbalance if s.resource_id == "pv" and s.interval_start >= rt.intervals[1]]
             lines = [s for name in ("agg-a", "agg-b") for s in await env.clients[name].list_statements(market_id="rt")
                      if s.kind in ("energy", "loss")]
             settled: dict = {}
