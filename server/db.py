@@ -100,7 +100,7 @@ CREATE TABLE IF NOT EXISTS interval_steps (
     PRIMARY KEY (market_id, interval_idx, step)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iso_awards (
     market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, import_kw REAL NOT NULL, price TEXT NOT NULL,
-    PRIMARY KEY (market_id, interval_idx));
+    network_version INTEGER, PRIMARY KEY (market_id, interval_idx));
 CREATE TABLE IF NOT EXISTS dispatch (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, market_id TEXT NOT NULL,
     aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL, resource_id TEXT NOT NULL,
@@ -217,14 +217,18 @@ ADDED_COLUMNS = (("tokens", "revoked_us", "INTEGER"),
                  ("direct_schedules", "minutes", "INTEGER NOT NULL DEFAULT 60"),
                  ("markets", "formulation", "TEXT NOT NULL DEFAULT 'lossless'"),
                  ("dispatch", "fixed", "INTEGER NOT NULL DEFAULT 0"),
-                 ("prices", "revision", "INTEGER NOT NULL DEFAULT 0"))
+                 ("prices", "revision", "INTEGER NOT NULL DEFAULT 0"),
+                 ("iso_awards", "network_version", "INTEGER"))
 """``(table, column, type)`` added after a table was first released: :func:`initialise` runs
 ``ALTER TABLE ... ADD COLUMN`` where the column is missing (the ``CREATE TABLE`` above already has it).
 A market's ``formulation`` defaults to ``lossless`` because every market created before the setting existed
 was cleared on the lossless LP (new markets always store theirs, ``lossaware`` unless the operator chose).
 A dispatch row's ``fixed`` is 1 for the instruction an operator's override imposed (a later re-dispatch of its
 interval keeps it). A price row's ``revision`` counts the times a network change replaced its interval's prices
-(a re-clearing, or a re-dispatch of an awarded interval); the rows it replaced move to ``superseded_prices``."""
+(a re-clearing, or a re-dispatch of an awarded interval); the rows it replaced move to ``superseded_prices``.
+An interval award's ``network_version`` is the network its dispatch in force was made on (the award's, then each
+network re-dispatch's that did not fail), on which a rolled market settles it; NULL for older rows and awards of a
+whole market."""
 
 
 def now_us() -> int:

@@ -68,6 +68,8 @@ def record_interval_award(conn, who: Principal, market_id: str, awards: list, ou
         remaining = int(market["interval_count"]) - len(done)
         if optimal:
             store.store_award_tables(conn, market_id, awards, outcome, now)
+            conn.executemany("UPDATE iso_awards SET network_version = ? WHERE market_id = ? AND interval_idx = ?",
+                             [(network_version, market_id, k) for k, _, _ in awards])
             remaining -= len(awards)
             if remaining == 0:
                 store._set_state(conn, market, "awarded", now, "optimal")
@@ -152,7 +154,7 @@ def record_network_redispatch(conn, who: Principal, market_id: str, version: int
 
     ``outcome``: the :class:`server.markets_engine.NetworkRedispatch`, whose DLMPs (``prices``) replace the award's
     prices of their intervals (kept as superseded) in a rolled market, which settles each interval on the network
-    in effect (:func:`settle_network`): ListMarketPrices shows the prices its statements are at; the audit record
+    in effect (:func:`settle_networks`): ListMarketPrices shows the prices its statements are at; the audit record
     then holds their ``prices_digest`` for the replay. A market awarded whole settles at its award's prices with
     the moved instructions as deviations, so those stay in force.
     """
@@ -172,6 +174,9 @@ def record_network_redispatch(conn, who: Principal, market_id: str, version: int
             "reason, issued_us) VALUES (?, ?, ?, ?, 'network', ?, ?, ?) RETURNING seq",
             (market_id, k, iv["import_kw"], iv["awarded_import_kw"], iv["mode"], iv["reason"], now)).fetchone()
         out.append({**iv, "schedule_seq": seq})
+        if iv["mode"] != "failed":  # the interval's dispatch in force is on this version now (failed: it stands)
+            conn.execute("UPDATE iso_awards SET network_version = ? WHERE market_id = ? AND interval_idx = ?",
+                         (version, market_id, k))
     repriced = outcome is not None and outcome.prices.height > 0 and rolled(conn, market_id)
     if repriced:
         store.replace_award_prices(conn, market_id, outcome.prices, now)
@@ -395,12 +400,17 @@ def rolled(conn, market_id: str) -> bool:
                         (market_id,)).fetchone() is not None
 
 
-def settle_network(conn, market: dict) -> tuple[int, list]:
-    """``(version, change rows)`` a rolled market's intervals settle on: the feeder's latest, the network in effect,
-    which every change in effect in an awarded interval re-dispatched it on (the award's clearing's version, which
-    :func:`server.store.market_network` gives an AWARDED market, predates a change submitted after its last gate)."""
-    version = store.network_version(conn, market["feeder_id"])
-    return version, store.network_changes(conn, market["feeder_id"], version) if version else []
+def settle_networks(conn, market: dict) -> dict[int, tuple[int, list]]:
+    """``interval_idx -> (version, change rows)`` each awarded interval of a rolled market settles on: the network
+    its dispatch in force was made on (the interval award's, then that of each network re-dispatch that did not
+    fail; a failed one's standing dispatch stays on its own), so that its settlement is that dispatch at the prices
+    listed for it. Older awards without a version: the feeder's latest."""
+    feeder = market["feeder_id"]
+    latest = store.network_version(conn, feeder)
+    versions = {k: latest if v is None else int(v) for k, v in conn.execute(
+        "SELECT interval_idx, network_version FROM iso_awards WHERE market_id = ?", (market["market_id"],))}
+    changes = {v: store.network_changes(conn, feeder, v) if v else [] for v in set(versions.values())}
+    return {k: (v, changes[v]) for k, v in versions.items()}
 
 
 def settled_intervals(conn, market_id: str) -> set[int]:

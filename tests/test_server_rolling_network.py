@@ -316,11 +316,14 @@ def test_listed_prices_are_the_dispatch_in_force_after_a_network_re_dispatch_and
     asyncio.run(body())
 
 
-def test_an_interval_whose_award_a_change_cuts_to_a_part_settles_at_that_part_at_its_listed_prices(tmp_path):
-    """Lossless. The interface is capped 100 kW below interval 1's award after it is awarded: the re-dispatch
-    delivers the rest (``partial``), the ISO is sent that schedule, and the interval settles at it (the award
-    itself cannot be dispatched on the network in effect, so it stayed unsettled), at the prices listed for it;
-    the ISO line is the delivered import at the award's price, worked out by hand."""
+@pytest.mark.parametrize("mode, cut_kw", [("partial", 100.0), ("failed", None)])
+def test_an_interval_whose_award_a_change_cuts_settles_the_dispatch_in_force_at_its_listed_prices(tmp_path, mode,
+                                                                                                   cut_kw):
+    """Lossless. The interface is capped after interval 1 is awarded: 100 kW below its award, and the re-dispatch
+    delivers the rest (``partial``); or at 0, where nothing is deliverable (``failed``: the dispatch stands).
+    The interval settles at its dispatch in force (before, it could not settle at all: its award was
+    disaggregated on the new network), at the prices listed for it: the part delivered, on the new network, or
+    the standing award on the network it was dispatched on. The ISO line is worked out by hand."""
     async def body():
         async with running(tmp_path) as env:
             op, iso = env.clients["dso"], env.clients["iso"]
@@ -333,22 +336,24 @@ def test_an_interval_whose_award_a_change_cuts_to_a_part_settles_at_that_part_at
                 awards.append(award_at(curve, 45))
                 assert (await iso.submit_interval_award("rt", [awards[-1]]))[0].status == "optimal"
                 clock.advance(300)
-            cap = NetworkChange("cap", "interface", "", rt.intervals[1], "ISO cap", import_max_kw=awards[1].import_kw - 100)
+            delivered = awards[1].import_kw - (cut_kw or 0.0)
+            cap = NetworkChange("cap", "interface", "", rt.intervals[1], "ISO cap",
+                                import_max_kw=0.0 if cut_kw is None else delivered)
             _, (rev,) = await op.submit_network_changes("ieee33", [cap])
-            assert rev.diagnosis[0].startswith("interval 1: partial")
+            assert rev.diagnosis[0].startswith(f"interval 1: {mode}")
             (schedule,) = await iso.list_interface_schedules(market_id="rt")
-            assert (schedule.mode, schedule.import_kw) == ("partial", pytest.approx(awards[1].import_kw - 100))
+            assert (schedule.mode, schedule.import_kw) == (mode, pytest.approx(delivered))
             clock.advance(600)
             assert [(s.action, s.interval_idx) for s in await scheduler.tick()] == [("settle", 0), ("settle", 1)]
             assert (await op.get_market("rt")).state == "settled"
             listed = {(p.bus, p.interval_start): p for p in await op.list_prices("rt")}
-            assert {p.revision for (_, t), p in listed.items() if t == rt.intervals[1]} == {1}
+            assert {p.revision for (_, t), p in listed.items() if t == rt.intervals[1]} == {int(mode == "partial")}
             for name in ("agg-a", "agg-b"):
                 for s in await env.clients[name].list_statements(market_id="rt"):
                     assert s.price == listed[(BUS[s.resource_id], s.interval_start)].dlmp
             path = env.db_path
         (_, second) = interval_totals(path, "rt")
-        exact = 45 * (awards[1].import_kw - 100) * (5 / 60) / 1000
+        exact = 45 * delivered * (5 / 60) / 1000
         assert Decimal(second["iso_payment"]) == Decimal(math.floor(round(exact * 100, 6))) / 100
         checks = replay_checks(path, "rt")
         assert [c.stage for c in checks].count("settle") == 2 and all(c.identical for c in checks)
