@@ -15,6 +15,10 @@ This module holds the per-interface pieces an executor needs:
 - :class:`InterfaceSession`: one interface's market, built once and kept, so
   that a real-time re-clear at a new ISO price re-solves the day-ahead model
   warm (HiGHS keeps its basis) instead of rebuilding it;
+- :class:`IntervalCurves`: the curves of single intervals an interface's worker
+  keeps by the model each was traced on, so that a real-time session whose
+  interval is the same model as a day-ahead interval (the same bids and fixed
+  load on the same network) takes that interval's curve instead of tracing it;
 - :func:`synthetic_territory`: seeded feeders and bids for tests and benchmarks.
 
 Units and signs are the engine's: kW, per MWh, import ``P0 > 0`` from the ISO.
@@ -22,7 +26,11 @@ Units and signs are the engine's: kW, per MWh, import ``P0 > 0`` from the ISO.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, Sequence
@@ -30,11 +38,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical, validate_bids
+from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, couples_intervals, for_interval,
+                                   resources_for_interval, validate_bids)
 from dsomarket.engine.clearing import ClearingOptions, ClearingResult, NodalMarket, clear, iso_prices
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import synthetic
-from dsomarket.engine.interface import InterfaceCurve, trace_curve
+from dsomarket.engine.interface import InterfaceCurve, _fixed_table, trace_curve
+from dsomarket.engine.lindistflow import market_loads
+from dsomarket.engine.losses import CurveCheck
 from dsomarket.engine.network import Feeder
 
 SUBSTATION_BUS = "substation"
@@ -222,6 +233,104 @@ class InterfaceSession:
         i = self.interface
         return trace_curve(i.feeder, self.book, self.rules, i.resources, self.options, forecast=forecast,
                            **socp_options)
+
+
+KEPT_INTERVALS = 48
+"""Single-interval curves one :class:`IntervalCurves` keeps at most (two days of hourly intervals)."""
+
+_MODEL_COLUMNS = ("bus", "side", "quantity_kw", "price", "tan_phi", "resource_id")
+"""The bid columns a single interval's LP reads (in the canonical order of its bids; the ids only order them)."""
+
+
+class IntervalCurves:
+    """Curves of single intervals, kept by the model each was traced on.
+
+    Intervals that nothing couples are separate problems, and :func:`engine.interface.trace_curve` traces
+    each on a model of its own: the network, the interval's bids in canonical order and its fixed load,
+    under the market's price limits and formulation (and the interval's commitments of flexibility sold).
+    Whatever else differs (the interval's start or length,
+    the bids' ids, the ISO price forecast) does not enter that model. A day-ahead clearing therefore leaves
+    the curve that a real-time session re-uses for an interval whose model is the same (standing bids bid
+    again, the same positions held), and a real-time session leaves its interval's curve for the next
+    session of the same model. Each interval's curve is the one :func:`trace_curve` of that interval alone
+    gives, so the whole curve equals a fresh trace's (bands, fixed load, solves; only ``seconds`` differ).
+
+    Parameters
+    ----------
+    limit
+        Intervals kept at most; the least recently used are dropped first.
+    """
+
+    def __init__(self, limit: int = KEPT_INTERVALS):
+        self.limit = limit
+        self._curves: OrderedDict[str, InterfaceCurve] = OrderedDict()
+        self.reused = 0   # intervals the last :meth:`trace` took from what was kept
+
+    @staticmethod
+    def applies(book: BidBook, resources: tuple[Resource, ...], options: ClearingOptions) -> bool:
+        """Whether a curve of ``book`` is made of single-interval models: an LP formulation, timed intervals
+        that no resource couples."""
+        return (options.formulation != "socp" and None not in book.intervals
+                and not couples_intervals(book, resources))
+
+    def trace(self, feeder: Feeder, book: BidBook, rules: MarketRules, resources: tuple[Resource, ...],
+              options: ClearingOptions, forecast) -> InterfaceCurve:
+        """:func:`engine.interface.trace_curve` of a book :meth:`applies` to, interval by interval, taking each
+        interval whose model was traced before from what is kept (the count is :attr:`reused`).
+
+        ``forecast`` (per MWh, scalar or one per interval) is passed on; it does not change the curves of
+        uncoupled intervals.
+        """
+        t0 = time.perf_counter()
+        book = canonical(book, feeder, rules)
+        T = book.n_interval
+        fc = np.broadcast_to(np.asarray(forecast, dtype=float), (T,)).copy()
+        load_p, load_q = market_loads(feeder, book)
+        # The interval length enters only what couples intervals: a 5-minute interval is the 60-minute model.
+        network = _digest(repr(feeder.header()), feeder.buses.write_csv(), feeder.lines.write_csv(),
+                          repr(dataclasses.replace(rules, interval_minutes=60.0)),
+                          repr(dataclasses.replace(options, ac_check=False)))
+        pieces, self.reused = [], 0
+        for t in range(T):
+            one, own = for_interval(book, t), resources_for_interval(resources, book.intervals[t])
+            cols = [c for c in _MODEL_COLUMNS if c in one.table.columns]
+            key = _digest(network, one.table.select(cols).write_csv(), load_p[:, t].tobytes(), load_q[:, t].tobytes(),
+                          repr([dataclasses.replace(r, interval=None) for r in own]))
+            curve = self._curves.get(key)
+            if curve is None:
+                curve = trace_curve(feeder, one, rules, own, options, forecast=fc[t:t + 1],
+                                    load_p_kw=load_p[:, t:t + 1], load_q_kvar=load_q[:, t:t + 1])
+                self._curves[key] = curve
+                while len(self._curves) > self.limit:
+                    self._curves.popitem(last=False)
+            else:
+                self._curves.move_to_end(key)
+                self.reused += 1
+            pieces.append(_at_interval(curve, book.intervals[t]))
+        checks = [CurveCheck(**c.ac_check) for c in pieces if c.ac_check is not None]
+        check = None
+        for c in checks:
+            check = c if check is None else check.merged(c)
+        # The fixed load summed over the whole (bus x interval) array, as trace_curve sums it (a column summed
+        # on its own can differ in the last bit).
+        return InterfaceCurve(
+            bands=pl.concat([c.bands for c in pieces]), fixed_net_load_kw=_fixed_table(book, load_p), conditional=False, forecast=fc, solves=sum(c.solves for c in pieces), seconds=time.perf_counter() - t0,
+            bound_flips=sum(c.bound_flips for c in pieces),
+            ac_check=None if check is None else dataclasses.asdict(check))
+
+
+def _at_interval(curve: InterfaceCurve, start: datetime) -> InterfaceCurve:
+    """A single-interval curve's bands labelled with another interval start."""
+    bands = curve.bands.with_columns(pl.lit(start, dtype=curve.bands.schema["interval"]).alias("interval"))
+    return dataclasses.replace(curve, bands=bands)
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def synthetic_bids(feeder: Feeder, n: int, seed: int, prefix: str = "b") -> pl.DataFrame:

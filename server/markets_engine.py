@@ -45,7 +45,7 @@ from dsomarket.engine.overrides import POSITION_SCHEMA, curtailment_payments, re
 from dsomarket.engine.runs import (KeptMarket, disaggregate_rolling, disaggregate_runs, redispatch_award, run_book,
                                   runs_for)
 from dsomarket.engine.settlement import loss_components, settle
-from dsomarket.engine.territory import substation
+from dsomarket.engine.territory import IntervalCurves, substation
 from dsomarket.server import timeline
 from dsomarket.server.errors import FailedPrecondition, InvalidArgument
 
@@ -463,10 +463,13 @@ def clear_stored(rows, forecast: list[str], time_limit: float | None = None) -> 
 @dataclass(frozen=True, eq=False)
 class Kept:
     """What a territory's worker keeps of an interface between clearings (:func:`clear_kept`): the market
-    built on inputs whose digest is ``key`` (everything a clearing reads but the ISO price forecast)."""
+    built on inputs whose digest is ``key`` (everything a clearing reads but the ISO price forecast), and the
+    single-interval curves of the interface's markets so far (a day-ahead market's intervals, for the
+    real-time sessions whose interval is the same model)."""
 
     key: str
     market: KeptMarket
+    curves: IntervalCurves
 
 
 def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float | None = None,
@@ -528,6 +531,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     version = inputs.network_version
     key, by_index = _inputs_key(inputs, time_limit) if keep else ("", False)
     warm = keep and kept is not None and kept.key == key
+    kept_curves = None if not keep else kept.curves if kept is not None else IntervalCurves()
     if warm and not by_index:
         book, market = kept.market.book, kept.market
     else:
@@ -540,7 +544,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
             market = kept.market
             market.relabel(runs, book)   # the same bids, perhaps at the next session's interval starts
         else:
-            market = KeptMarket(runs, book, rules, inputs.resources, inputs.options(time_limit))
+            market = KeptMarket(runs, book, rules, inputs.resources, inputs.options(time_limit), kept_curves)
     t_book = time.perf_counter()
     result = market.clear(forecast)
     t_clear = time.perf_counter()
@@ -558,6 +562,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
         return clearing_error(str(exc), time.perf_counter() - t0, version), None
     t_curve = time.perf_counter()
+    warm = warm or market.reused   # a model kept from another market (a day-ahead interval's curve)
     offer, area = curve.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)
     interface = result.interface.select(_interval_idx(inputs, result.interface["interval"]), "import_kw",
@@ -569,7 +574,8 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
              ", kept curve" if market.reused else "", time.perf_counter() - t_curve, time.perf_counter() - t0)
     return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
                         decimal_text(area), time.perf_counter() - t0,
-                        _digest(prices, interface, dispatch, curves, area), version, warm), Kept(key, market) if keep else None
+                        _digest(prices, interface, dispatch, curves, area), version, warm), \
+        Kept(key, market, market.curves) if keep else None
 
 
 def only_intervals(inputs: MarketInputs, indices: list[int]) -> MarketInputs:

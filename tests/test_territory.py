@@ -25,7 +25,8 @@ from dsomarket.engine.clearing import ClearingOptions, clear
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.interface import trace_curve
-from dsomarket.engine.territory import InterfaceSession, substation, synthetic_bids, synthetic_territory
+from dsomarket.engine.territory import (IntervalCurves, InterfaceSession, substation, synthetic_bids,
+                                        synthetic_territory)
 from dsomarket.engine.runs import KeptMarket, clear_runs, runs_for, trace_runs
 from dsomarket.server.runner import Cycle, Job, LocalRunner, Shard, Task, assign
 
@@ -154,6 +155,50 @@ def test_a_kept_market_re_clears_byte_identical_to_a_cold_clearing(formulation, 
         assert warm_curve.iso_offer(10)[0].equals(cold_curve.iso_offer(10)[0])
         # The new prices were used: at 80 and 20 per MWh the two intervals' root DLMPs differ.
         assert warm.prices.filter(pl.col("bus") == feeder.root_bus)["dlmp"].to_list() == price
+
+
+@pytest.mark.parametrize("formulation, n_bids", [("lossless", 24), ("lossaware", 4)])
+def test_a_day_ahead_interval_s_curve_serves_a_real_time_session_of_the_same_model(formulation, n_bids):
+    # A territory worker keeps the day-ahead market's single-interval curves: a real-time session whose
+    # interval has the same bids and fixed load on the same network takes that curve, and gets exactly what a
+    # fresh trace_curve of the real-time market gives.
+    options = ClearingOptions(formulation=formulation)
+    feeder = synthetic(30, 4)
+    bids = synthetic_bids(feeder, n_bids, 5)
+    start = datetime(2031, 1, 2, 12, tzinfo=timezone.utc)
+    hours, hourly = [start, start + timedelta(hours=1)], MarketRules(interval_minutes=60.0)
+    changed = bids.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("price") + 7.0)
+                                .otherwise(pl.col("price")).alias("price"))
+    day_ahead = validate_bids(pl.concat([b.with_columns(pl.lit(h).alias("interval"),
+                                                        (pl.col("bid_id") + f"-h{k}").alias("bid_id"))
+                                         for k, (h, b) in enumerate(zip(hours, (bids, changed)))]),
+                              feeder, hourly, hours)
+    curves = IntervalCurves()
+    da_curve = curves.trace(feeder, day_ahead, hourly, (), options, 50.0)
+    fresh = trace_curve(feeder, day_ahead, hourly, (), options, forecast=50.0)
+    assert curves.reused == 0 and da_curve.bands.equals(fresh.bands)
+    assert da_curve.fixed_net_load_kw.equals(fresh.fixed_net_load_kw)
+    assert (da_curve.solves, da_curve.ac_check) == (fresh.solves, fresh.ac_check)
+
+    five = MarketRules(interval_minutes=5.0)
+    real_time = _shifted(bids, start + timedelta(minutes=10), feeder, five)   # hour 0's bids, other ids
+    rt_curve = curves.trace(feeder, real_time, five, (), options, 80.0)
+    cold = trace_curve(feeder, real_time, five, (), options, forecast=80.0)
+    assert curves.reused == 2
+    assert rt_curve.bands.equals(cold.bands) and rt_curve.fixed_net_load_kw.equals(cold.fixed_net_load_kw)
+    assert rt_curve.iso_offer(10)[0].equals(cold.iso_offer(10)[0])
+    # Hour 1 (one price changed) is another model, kept too: a real-time session of its bids takes it.
+    other = _shifted(changed, start + timedelta(hours=1), feeder, five)
+    assert curves.trace(feeder, other, five, (), options, 80.0).bands.equals(
+        trace_curve(feeder, other, five, (), options, forecast=80.0).bands)
+    assert curves.reused == 2
+    assert not da_curve.interval_bands(0).drop("interval").equals(da_curve.interval_bands(1).drop("interval"))
+    # Halved quantities are a model never traced: its first interval is traced, its second (the same model)
+    # takes the first's.
+    lower = _shifted(bids.with_columns(pl.col("quantity_kw") * 0.5), start, feeder, five)
+    assert curves.trace(feeder, lower, five, (), options, 80.0).bands.equals(
+        trace_curve(feeder, lower, five, (), options, forecast=80.0).bands)
+    assert curves.reused == 1
 
 
 def _count(kept, step):

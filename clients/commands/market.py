@@ -32,7 +32,7 @@ from dsomarket.clients.files import (by_id, numbers, output_dir, read_feeder, re
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import FORMULATIONS, ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import InterfaceCurve
+from dsomarket.engine.interface import InterfaceCurve, join_curves
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
 from dsomarket.engine.territory import prices_for
@@ -70,6 +70,9 @@ def register(subparsers) -> None:
                    help="socp only: largest gap between the sampled and the true curve (kW)")
     k.add_argument("--price-tol", type=positive_float, default=0.01,
                    help="socp only: width within which a jump of the curve is located (per MWh)")
+    k.add_argument("--workers", type=positive_int, default=1,
+                   help="processes tracing intervals side by side (lossaware and lossless; default 1): "
+                        "the curves are the same as with one")
     k.set_defaults(func=_curve, solves=True)
 
     d = subparsers.add_parser("disaggregate", help="re-clear at the ISO award and dispatch every bid")
@@ -248,13 +251,45 @@ def _curve(args) -> int:
         options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
         extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
         with Progress("dsomarket curve: intervals traced") as progress:
-            curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price,
-                               progress=progress, **extra)
+            if args.workers > 1 and args.formulation != "socp" and book.n_interval > 1:
+                curve = trace_in_processes(args.workers, runs, book, rules, resources, options,
+                                           args.forecast_price, progress)
+            else:
+                curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price,
+                                   progress=progress, **extra)
         offer, area = curve.iso_offer(args.max_segments)
         write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
     report.emit([f"dsomarket curve: feeder {args.feeder}, {book.n} bid segments", *curve_lines(curve, offer, area),
                  report.files_line(out, ("network.csv", *CURVE_FILES))])
     return 0
+
+
+def trace_in_processes(workers: int, runs, book, rules: MarketRules, resources, options: ClearingOptions,
+                       forecast, progress=None, intervals: list[int] | None = None) -> InterfaceCurve:
+    """:func:`engine.runs.trace_runs` of ``intervals`` (default all), dealt out to ``workers`` processes.
+
+    Each process builds the market and traces every ``workers``-th interval; an interval's curve
+    does not depend on which others are traced with it (:func:`engine.interface.trace_intervals`),
+    so the joined curve is the one a single process traces. Processes are spawned (a fork would
+    copy HiGHS's and the BLAS's threads' state); ``progress(done, total)`` after each part.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    todo = list(range(book.n_interval)) if intervals is None else sorted(intervals)
+    parts = [todo[k::workers] for k in range(min(workers, len(todo)))]
+    curves: list[InterfaceCurve | None] = [None] * len(parts)
+    done = 0
+    with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(trace_runs, runs, book, rules, resources, options, forecast, None, part): k
+                   for k, part in enumerate(parts)}
+        for future in as_completed(futures):
+            k = futures[future]
+            curves[k] = future.result()
+            done += len(parts[k])
+            if progress is not None:
+                progress(done, len(todo))
+    return join_curves(curves)
 
 
 def _vmin(runs) -> dict[str, float]:
