@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -294,7 +294,8 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
                 resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
                 forecast=None, load_p_kw: np.ndarray | None = None,
                 load_q_kvar: np.ndarray | None = None, max_solves: int | None = None,
-                progress: Callable[[int, int], None] | None = None, **socp_options) -> InterfaceCurve:
+                progress: Callable[[int, int], None] | None = None, intervals: Sequence[int] | None = None,
+                **socp_options) -> InterfaceCurve:
     """Trace ``Q_t(lambda)`` from ``rules.price_floor`` to ``rules.price_cap``.
 
     Parameters
@@ -317,6 +318,11 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     progress
         Called as ``progress(done, total)`` after each interval is traced (the
         caller decides whether and where to show it; the engine prints nothing).
+    intervals
+        Interval indices to trace (default all): the curve then holds only their bands
+        and fixed loads. Each interval's curve is the same whichever others are traced
+        with it (:func:`trace_intervals`), so a caller may trace parts of the horizon in
+        separate processes and put them together with :func:`join_curves`.
 
     Returns
     -------
@@ -332,6 +338,8 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     floating-point accuracy of the solver's primal values.
     """
     if options.formulation == "socp":
+        if intervals is not None:
+            raise TypeError("the sampled SOCP curve traces every interval")
         return trace_curve_socp(feeder, book, rules, resources, options, forecast=forecast, progress=progress,
                                 **socp_options)
     if socp_options:
@@ -346,35 +354,121 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
         load_p_kw, load_q_kvar = market_loads(feeder, book)
     coupled = couples_intervals(book, resources)
     limit = max_solves if max_solves is not None else 4 * book.n + 1000
-    rows, solves, flips = [], 0, 0
-    check: CurveCheck | None = None
+    todo = _intervals(intervals, T)
     # One BLAS thread: the sparse LU solves are small, and idle OpenBLAS threads spinning
     # against HiGHS on a loaded machine made each of them ten times slower.
     with threadpool_limits(1, user_api="blas"):
-        # Uncoupled intervals are separate problems: tracing each on its own model
-        # keeps every solve T times smaller than the whole horizon's.
-        shared = NodalMarket(feeder, book, fc, rules, resources, opts, load_p_kw, load_q_kvar) if coupled else None
-        for t in range(T):
-            if coupled:
-                shared.set_iso_price(fc)
-                market, k = shared, t
-            else:
+        if coupled:
+            shared = NodalMarket(feeder, book, fc, rules, resources, opts, load_p_kw, load_q_kvar)
+            rows, solves, flips, check = trace_intervals(shared, todo, fc, rules, limit, progress)
+        else:
+            # Uncoupled intervals are separate problems: tracing each on its own model
+            # keeps every solve T times smaller than the whole horizon's.
+            def alone(t: int) -> tuple:
                 one = slice(t, t + 1)
-                market, k = NodalMarket(feeder, for_interval(book, t), fc[one], rules,
-                                        resources_for_interval(resources, book.intervals[t]), opts,
-                                        load_p_kw[:, one], load_q_kvar[:, one]), 0
-            bands, n_solves, n_flips, band_check = trace_market_interval(market, k, rules, limit)
-            solves += n_solves
-            flips += n_flips
-            if band_check is not None:
-                check = band_check if check is None else check.merged(band_check)
-            rows += [(t, lo, hi, q) for lo, hi, q in bands]
-            if progress is not None:
-                progress(t + 1, T)
-    return InterfaceCurve(bands=_bands_table(book, rows), fixed_net_load_kw=_fixed_table(book, load_p_kw),
+                market = NodalMarket(feeder, for_interval(book, t), fc[one], rules,
+                                     resources_for_interval(resources, book.intervals[t]), opts,
+                                     load_p_kw[:, one], load_q_kvar[:, one])
+                return trace_market_interval(market, 0, rules, limit)
+
+            rows, solves, flips, check = _each(todo, alone, progress)
+    return InterfaceCurve(bands=_bands_table(book, rows), fixed_net_load_kw=_fixed_table(book, load_p_kw, todo),
                           conditional=coupled, forecast=fc, solves=solves,
                           seconds=time.perf_counter() - t0, bound_flips=flips,
                           ac_check=None if check is None else dataclasses.asdict(check))
+
+
+def trace_intervals(market, intervals: Sequence[int], forecast: np.ndarray, rules: MarketRules, max_solves: int,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[list, int, int, CurveCheck | None]:
+    """The curves of ``intervals`` of one horizon market whose intervals are coupled, each conditional on
+    ``forecast`` (per MWh) in the others: ``(rows, solves, bound flips, check)`` with rows ``(t, price_low,
+    price_high, import_kw)``.
+
+    Every interval's trace starts from the same state, so its curve does not depend on which
+    intervals were traced before it (or in another process): on the lossless LP from the
+    basis optimal at the forecast, solved once here (every interval's trace starts at that
+    point of the horizon); on the loss-aware model from a fresh clearing
+    (:meth:`~engine.clearing.NodalMarket.restart`). ``market`` is a
+    :class:`~engine.clearing.NodalMarket` or an :class:`engine.runs.CoupledMarket`.
+    """
+    start = None
+    if not market.lossaware:
+        market.set_iso_price(forecast)
+        if market.solver.run() == "optimal":      # else no price clears it: the trace says so
+            start = market.solver.h.getBasis()
+
+    def one(t: int) -> tuple:
+        market.set_iso_price(forecast)
+        if market.lossaware:
+            market.restart()
+        elif start is not None:
+            market.solver.h.setBasis(start)
+        return trace_market_interval(market, t, rules, max_solves)
+
+    rows, solves, flips, check = _each(intervals, one, progress)
+    return rows, solves + (not market.lossaware), flips, check
+
+
+def _each(intervals: Sequence[int], trace: Callable[[int], tuple],
+          progress: Callable[[int, int], None] | None) -> tuple[list, int, int, CurveCheck | None]:
+    """``trace(t)`` (:func:`trace_market_interval`'s answer) of each interval, gathered as rows
+    ``(t, price_low, price_high, import_kw)``, solves, bound flips and the loss-aware check."""
+    rows, solves, flips = [], 0, 0
+    check: CurveCheck | None = None
+    for done, t in enumerate(intervals, 1):
+        bands, n_solves, n_flips, band_check = trace(t)
+        solves += n_solves
+        flips += n_flips
+        check = _merged(check, band_check)
+        rows += [(t, lo, hi, q) for lo, hi, q in bands]
+        if progress is not None:
+            progress(done, len(intervals))
+    return rows, solves, flips, check
+
+
+def join_curves(curves: Sequence[InterfaceCurve], forecast: np.ndarray | None = None) -> InterfaceCurve:
+    """One curve of the intervals of several (traced apart: other intervals, other network runs).
+
+    ``forecast``: the whole horizon's (per MWh; default the first curve's). Solves, flips and
+    seconds add up (seconds are the parts' sum, not the wall time when they ran side by side).
+    """
+    if len(curves) == 1 and forecast is None:
+        return curves[0]
+    checks = [CurveCheck(**c.ac_check) for c in curves if c.ac_check is not None]
+    gaps = [c.relaxation_gap for c in curves if c.relaxation_gap is not None]
+    check = None
+    for one in checks:
+        check = _merged(check, one)
+    return InterfaceCurve(
+        bands=_by_interval([c.bands for c in curves]),
+        fixed_net_load_kw=_by_interval([c.fixed_net_load_kw for c in curves]),
+        conditional=any(c.conditional for c in curves),
+        forecast=curves[0].forecast if forecast is None else forecast,
+        solves=sum(c.solves for c in curves), seconds=sum(c.seconds for c in curves),
+        exact=all(c.exact for c in curves), max_error_kw=max(c.max_error_kw for c in curves),
+        price_tol=max(c.price_tol for c in curves), relaxation_gap=max(gaps) if gaps else None,
+        bound_flips=sum(c.bound_flips for c in curves),
+        ac_check=None if check is None else dataclasses.asdict(check))
+
+
+def _by_interval(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Rows of the parts in interval order, each interval's in its part's order."""
+    return pl.concat(frames, how="vertical_relaxed").sort("interval", maintain_order=True)
+
+
+def _merged(check: CurveCheck | None, other: CurveCheck | None) -> CurveCheck | None:
+    if other is None:
+        return check
+    return other if check is None else check.merged(other)
+
+
+def _intervals(intervals: Sequence[int] | None, T: int) -> list[int]:
+    if intervals is None:
+        return list(range(T))
+    todo = sorted({int(t) for t in intervals})
+    if not todo or any(not 0 <= t < T for t in todo):
+        raise InputError("options", "intervals", f"must be interval indices 0..{T - 1} (got {list(intervals)})")
+    return todo
 
 
 def trace_market_interval(market, t: int, rules: MarketRules,
@@ -420,9 +514,9 @@ def _bands_table(book: BidBook, rows) -> pl.DataFrame:
     })
 
 
-def _fixed_table(book: BidBook, load_p_kw: np.ndarray) -> pl.DataFrame:
-    return pl.DataFrame({"interval": _iv_column(book.intervals, np.arange(book.n_interval)),
-                         "fixed_kw": load_p_kw.sum(axis=0)})
+def _fixed_table(book: BidBook, load_p_kw: np.ndarray, intervals: Sequence[int] | None = None) -> pl.DataFrame:
+    idx = np.arange(book.n_interval) if intervals is None else np.asarray(intervals, dtype=np.int64)
+    return pl.DataFrame({"interval": _iv_column(book.intervals, idx), "fixed_kw": load_p_kw.sum(axis=0)[idx]})
 
 
 # -- sampled SOCP curve ----------------------------------------------------------------------------

@@ -304,9 +304,13 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
     return model
 
 
-def _point_terms(model: LinearModel, feeder: Feeder, point: OperatingPoint,
-                 polygon_sides: int) -> sp.csc_matrix:
-    """Every coefficient of ``model`` that depends on the operating point, as one sparse matrix."""
+def _point_terms(model: LinearModel, feeder: Feeder,
+                 point: OperatingPoint, polygon_sides: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every coefficient of ``model`` that depends on the operating point, as triplets ``(rows, cols, values)``.
+
+    The rows and columns depend on the feeder and the model only (never on the point), in the same order
+    at every point: :class:`Relinearisation` maps them once onto its matrix's sparsity pattern.
+    """
     blocks = corrections(feeder, point) | thermal(feeder, point, polygon_sides)[0]
     rows, cols, vals = [], [], []
     for con, block in blocks.items():
@@ -314,20 +318,23 @@ def _point_terms(model: LinearModel, feeder: Feeder, point: OperatingPoint,
             rows.append(r + model.con(con).start)
             cols.append(c + model.var(var).start)
             vals.append(v)
-    return sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(model.n_row, model.n_col))
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
 @dataclass(frozen=True, eq=False)
 class Relinearisation:
     """A built loss-aware model split into the part that never changes and the part the point sets.
 
-    Re-linearising then costs one vectorised evaluation of the point's terms and one
-    sparse sum, instead of a full build (:func:`build`).
+    Re-linearising then costs one vectorised evaluation of the point's terms summed into the
+    data of a sparsity pattern fixed once (``slots``: where each term lands), instead of a full
+    build (:func:`build`) or a sparse sum that re-sorts the pattern every time.
     """
 
     model: LinearModel
-    fixed: sp.csc_matrix
+    base: sp.csc_matrix
+    """The coefficients that never change, on the pattern of every linearisation (the point's terms at 0)."""
+    slots: np.ndarray
+    """Index into ``base.data`` of each of the point's terms (:func:`_point_terms` order)."""
     feeder: Feeder
     polygon_sides: int
 
@@ -335,14 +342,30 @@ class Relinearisation:
     def of(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> "Relinearisation":
         """Split a model built by :func:`build` at ``point``."""
         a = model.assemble()[3]
+        rows, cols, vals = _point_terms(model, feeder, point, polygon_sides)
+        shape = (model.n_row, model.n_col)
+        fixed = (a - sp.csc_matrix((vals, (rows, cols)), shape=shape)).tocsc()
+        # The union of both patterns, with an explicit entry wherever a term may land.
+        pattern = (abs(fixed) + sp.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)).tocsc()
+        pattern.sum_duplicates()
+        pattern.sort_indices()
+        col_of = np.repeat(np.arange(shape[1]), np.diff(pattern.indptr))
+        keys = col_of.astype(np.int64) * shape[0] + pattern.indices
+        fixed_coo = fixed.tocoo()
+        data = np.zeros(len(keys))
+        data[np.searchsorted(keys, fixed_coo.col.astype(np.int64) * shape[0] + fixed_coo.row)] = fixed_coo.data
+        base = sp.csc_matrix((data, pattern.indices, pattern.indptr), shape=shape)
+        slots = np.searchsorted(keys, cols.astype(np.int64) * shape[0] + rows)
         # A copy that holds its assembled arrays, so each re-linearisation only swaps the matrix.
-        return Relinearisation(model.with_matrix(a), (a - _point_terms(model, feeder, point, polygon_sides)).tocsc(),
-                               feeder, polygon_sides)
+        return Relinearisation(model.with_matrix(a), base, slots, feeder, polygon_sides)
 
     def at(self, point: OperatingPoint) -> LinearModel:
         """The model linearised at ``point`` (same blocks, costs and bounds)."""
-        a = (self.fixed + _point_terms(self.model, self.feeder, point, self.polygon_sides)).tocsc()
-        a.sort_indices()
+        vals = _point_terms(self.model, self.feeder, point, self.polygon_sides)[2]
+        base = self.base
+        data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
+        a = sp.csc_matrix((data, base.indices.copy(), base.indptr.copy()), shape=base.shape)
+        a.eliminate_zeros()     # as a sparse sum leaves them: a term that vanishes at this point (no flow)
         return self.model.with_matrix(a)
 
 
@@ -511,6 +534,10 @@ neighbouring prices jump, no finer sampling makes the curve agree with both)."""
 CURVE_TOL = 5e-3
 """Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the clearing at any
 price inside it, hence against the AC power flow of that clearing's dispatch."""
+CURVE_SIZE_SHARE = 0.05
+"""Share of the feeder's size (the largest import on its curve, at least the 50 kW at which
+``CURVE_ABS_KW`` is ``CURVE_REL_TOL`` of it) below which a curve's error is stated relative to that share
+rather than to the import: near a zero import a tenth of a kW is no error that matters to the ISO."""
 
 
 @dataclass(frozen=True)
@@ -518,9 +545,11 @@ class CurveCheck:
     """How a loss-aware curve was made from converged clearings.
 
     ``bands`` in the curve, ``clearings`` converged (each the AC fixed point at its price),
-    ``max_error_pct`` the largest bound on a band's import against the clearing at any price
-    inside it (a band standing for a stretch of part-way clearing; 0 where every band is one
-    fixed point), ``max_residual_kw`` the largest import mismatch between a clearing's LP
+    ``max_error_kw`` the largest bound on a band's import against the clearing at any price
+    inside it (a band standing for a stretch of part-way clearing, or an unresolved step;
+    0 where every band is one fixed point), ``max_error_pct`` the largest such bound relative
+    to the band's import or, where that is smaller, to ``CURVE_SIZE_SHARE`` of the feeder's
+    size (the warning of ``dsomarket curve`` compares it with ``CURVE_TOL``), ``max_residual_kw`` the largest import mismatch between a clearing's LP
     and the AC power flow of its dispatch, and ``unresolved_steps`` the steps placed where
     clearings at prices ``CURVE_MAX_DEPTH`` subdivisions apart still disagree (successive LP
     settling on different points there; near such a step the curve may differ from a clearing).
@@ -534,12 +563,14 @@ class CurveCheck:
     anchored: int = 0
     """Re-linearisations at which the curve walked from one fixed point to the next without a clearing
     (:meth:`engine.losscurve._FixedPoints.anchor`)."""
+    max_error_kw: float = 0.0
 
     def merged(self, other: "CurveCheck") -> "CurveCheck":
         return CurveCheck(self.bands + other.bands, self.clearings + other.clearings,
                           max(self.max_error_pct, other.max_error_pct),
                           max(self.max_residual_kw, other.max_residual_kw),
-                          self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored)
+                          self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored,
+                          max(self.max_error_kw, other.max_error_kw))
 
 def curvature_step(solver, parts: list[tuple], sol: Solution, bids: np.ndarray) -> np.ndarray:
     """Newton step (MW) of the bid columns ``bids`` (indices in the ``bid`` block) to zero reduced cost.

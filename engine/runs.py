@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from dsomarket.engine import successive
-from dsomarket.engine.losses import CurveCheck
 from dsomarket.engine.bids import (BidBook, Commitment, MarketRules, Resource, canonical, couples_intervals,
                                   validate_bids)
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
@@ -36,8 +35,8 @@ from dsomarket.engine.disaggregation import (Disaggregation, _applied, _award_ar
                                              _empty_instructions, _fixed_table, _held_rows, award_prices, converge_award,
                                              disaggregate, held_loads, instructions, shed_array, with_held)
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, threadpool_limits, trace_curve,
-                                        trace_market_interval)
+from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, _intervals, join_curves,
+                                        threadpool_limits, trace_curve, trace_intervals)
 from dsomarket.engine.lindistflow import add_resources, market_loads
 from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
 from dsomarket.engine.network_changes import NetworkRun, network_runs
@@ -427,39 +426,36 @@ def clear_runs(runs: tuple[NetworkRun, ...], book: BidBook, iso_price, *, rules:
 def trace_runs(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
                resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
                forecast=None, progress: Callable[[int, int], None] | None = None,
-               **socp_options) -> InterfaceCurve:
+               intervals: Sequence[int] | None = None, **socp_options) -> InterfaceCurve:
     """:func:`engine.interface.trace_curve` run by run; ``forecast`` per MWh, scalar, per interval or None.
 
     ``progress(done, total)`` is called after each interval, counted over all runs. Where resources
     link the runs, the curves are traced on one :class:`CoupledMarket` (:func:`trace_coupled`).
+    ``intervals``: the horizon's interval indices to trace (default all), as in ``trace_curve``.
     """
     if coupled_runs(runs, book, resources):
         _linear(options)
-        return trace_coupled(runs, book, rules, resources, options, forecast, progress)
+        return trace_coupled(runs, book, rules, resources, options, forecast, progress, intervals)
     fc = None if forecast is None else np.broadcast_to(np.asarray(forecast, dtype=float), (book.n_interval,))
+    todo = set(_intervals(intervals, book.n_interval))
     curves = []
     done = 0
     for run in runs:
+        mine = [k for k, t in enumerate(run.indices) if t in todo]
+        if not mine:
+            continue
+
         def step(k: int, _total: int, before: int = done) -> None:
-            progress(before + k, book.n_interval)
+            progress(before + k, len(todo))
 
         curves.append(trace_curve(run.feeder, run_book(book, run, rules), rules, resources, options,
                                   forecast=None if fc is None else fc[list(run.indices)],
-                                  progress=None if progress is None else step, **socp_options))
-        done += len(run.indices)
-    if len(curves) == 1:
+                                  progress=None if progress is None else step,
+                                  intervals=None if intervals is None else mine, **socp_options))
+        done += len(mine)
+    if len(runs) == 1:
         return curves[0]
-    forecast_all = np.empty(book.n_interval)
-    for run, c in zip(runs, curves, strict=True):
-        forecast_all[list(run.indices)] = c.forecast
-    gaps = [c.relaxation_gap for c in curves if c.relaxation_gap is not None]
-    return InterfaceCurve(
-        bands=_sorted([c.bands for c in curves]), fixed_net_load_kw=_sorted([c.fixed_net_load_kw for c in curves]),
-        conditional=any(c.conditional for c in curves), forecast=forecast_all,
-        solves=sum(c.solves for c in curves), seconds=sum(c.seconds for c in curves),
-        exact=all(c.exact for c in curves), max_error_kw=max(c.max_error_kw for c in curves),
-        price_tol=max(c.price_tol for c in curves), relaxation_gap=max(gaps) if gaps else None,
-        bound_flips=sum(c.bound_flips for c in curves))
+    return join_curves(curves, _forecast(fc, rules, book.n_interval))
 
 
 class KeptMarket:
@@ -602,7 +598,8 @@ def _held_here(day_ahead: pl.DataFrame | None, run: NetworkRun) -> pl.DataFrame 
 
 def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
                   resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
-                  forecast=None, progress: Callable[[int, int], None] | None = None) -> InterfaceCurve:
+                  forecast=None, progress: Callable[[int, int], None] | None = None,
+                  intervals: Sequence[int] | None = None) -> InterfaceCurve:
     """The interface curve of every interval of a :class:`CoupledMarket`, conditional on the forecast.
 
     Interval t's curve is traced as :func:`engine.interface.trace_curve` traces a
@@ -611,34 +608,24 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
     floor and cap), on the one horizon model. On the loss-aware model every point
     of it is a converged clearing of the horizon (:meth:`CoupledMarket.converge`,
     what :func:`clear_runs` does at that price), so its import is what the AC power
-    flow of that dispatch draws on the interval's own feeder.
+    flow of that dispatch draws on the interval's own feeder. ``intervals``: as in ``trace_curve``
+    (each interval's curve is independent of the others traced: :func:`engine.interface.trace_intervals`).
     """
     t0 = time.perf_counter()
     T = book.n_interval
     fc = _forecast(forecast, rules, T)
+    todo = _intervals(intervals, T)
     opts = ClearingOptions(formulation=options.formulation, polygon_sides=options.polygon_sides, ac_check=False,
                            time_limit=options.time_limit)
     market = CoupledMarket(runs, book, fc, rules, resources, opts)
-    limit = 4 * book.n + 1000
-    rows, solves, flips = [], 0, 0
-    check: CurveCheck | None = None
     with threadpool_limits(1, user_api="blas"):
-        for t in range(T):
-            market.set_iso_price(fc)
-            bands, n_solves, n_flips, band_check = trace_market_interval(market, t, rules, limit)
-            solves += n_solves
-            flips += n_flips
-            if band_check is not None:
-                check = band_check if check is None else check.merged(band_check)
-            rows += [(t, lo, hi, q) for lo, hi, q in bands]
-            if progress is not None:
-                progress(t + 1, T)
+        rows, solves, flips, check = trace_intervals(market, todo, fc, rules, 4 * book.n + 1000, progress)
     fixed = np.zeros(T)
     for run, (load_p, _) in zip(runs, market.loads()):
         fixed[list(run.indices)] = load_p.sum(axis=0)
     return InterfaceCurve(bands=_bands_table(market.book, rows),
-                          fixed_net_load_kw=pl.DataFrame({"interval": _iv_column(book.intervals, np.arange(T)),
-                                                          "fixed_kw": fixed}),
+                          fixed_net_load_kw=pl.DataFrame({"interval": _iv_column(book.intervals, np.array(todo)),
+                                                          "fixed_kw": fixed[todo]}),
                           conditional=True, forecast=fc, solves=solves, seconds=time.perf_counter() - t0,
                           bound_flips=flips, ac_check=None if check is None else dataclasses.asdict(check))
 

@@ -35,11 +35,88 @@ def solve_reference(feeder, bids: pl.DataFrame, iso_price: float, sides: int = 1
     import time
 
     t0 = time.perf_counter()
-    s_base = 1000.0  # kVA
-    z_base = feeder.base_kv ** 2 / (s_base / 1000.0)
+    bid_rows = bids.to_dicts()
+    one = _interval(feeder, bid_rows, sides)
+    cons = one.cons
+    if import_kw is not None:
+        cons = cons + [one.p0 == import_kw / S_BASE]
+    prob = cp.Problem(cp.Maximize(one.bid_welfare - iso_price * one.p0), cons)
+    t1 = time.perf_counter()
+    prob.solve(solver=solver)
+    t2 = time.perf_counter()
+    if prob.status != cp.OPTIMAL:
+        return ReferenceResult(prob.status, math.nan, math.nan, {}, {}, {}, t1 - t0, t2 - t1)
+    # cvxpy's dual of an equality "lhs == load" in a maximisation is d(welfare)/d(load) up to
+    # sign convention: pinned by the 2-bus test, where the price must equal the marginal bid.
+    dlmp = {j: float(-c.dual_value) for j, c in one.balance.items()}
+    return ReferenceResult(
+        status="optimal", welfare=float(prob.value), import_kw=float(one.p0.value) * S_BASE,
+        cleared_kw={k: float(var.value) * S_BASE for k, var in one.p.items()}, dlmp=dlmp,
+        v_pu={j: math.sqrt(max(float(var.value), 0.0)) for j, var in one.v.items()},
+        build_seconds=t1 - t0, solve_seconds=t2 - t1)
+
+
+def horizon_reference(feeder, bids: pl.DataFrame, batteries=(), interval_hours: float = 1.0, sides: int = 16,
+                      solver: str = "CLARABEL"):
+    """A horizon cleared at once, storage linking its intervals: ``imports(iso_prices)`` gives each
+    interval's interface import (kW) at ISO prices per interval (per MWh), built once (the prices
+    are a cvxpy parameter).
+
+    One :func:`solve_reference` network per interval (``bids`` has an ``interval`` column;
+    intervals in sorted order) and per battery (``engine.bids.Battery``, its bids by
+    ``resource_id``: buys charge, sells discharge) ``e_t = e_{t-1} + eta_c dt charge_t - dt
+    discharge_t / eta_d``, ``soc_min <= e_t <= energy``, ``e_T >= soc_end``, charge and discharge
+    within their kW limits. Welfare is summed over the intervals.
+    """
+    intervals = sorted(set(bids["interval"].to_list()))
+    parts = [_interval(feeder, bids.filter(pl.col("interval") == iv).to_dicts(), sides) for iv in intervals]
+    cons = [c for one in parts for c in one.cons]
+    dt = interval_hours
+    for bat in batteries:
+        e = cp.Variable(len(intervals))
+        before = bat.soc_init_kwh / S_BASE
+        for t, one in enumerate(parts):
+            mine = [b for b in one.rows if (b.get("resource_id") or "") == bat.resource_id]
+            charge = sum((one.p[b["bid_id"]] for b in mine if b["side"] == "buy"), start=0)
+            discharge = sum((one.p[b["bid_id"]] for b in mine if b["side"] == "sell"), start=0)
+            cons += [e[t] == before + bat.eta_charge * dt * charge - dt * discharge / bat.eta_discharge,
+                     e[t] >= bat.soc_min_kwh / S_BASE, e[t] <= bat.energy_kwh / S_BASE,
+                     charge <= bat.charge_kw / S_BASE, discharge <= bat.discharge_kw / S_BASE]
+            before = e[t]
+        cons.append(e[len(intervals) - 1] >= bat.soc_end_kwh / S_BASE)
+    price = cp.Parameter(len(intervals))
+    welfare = sum((one.bid_welfare - price[t] * one.p0 for t, one in enumerate(parts)), start=0)
+    prob = cp.Problem(cp.Maximize(welfare), cons)
+
+    def imports(iso_prices) -> list[float]:
+        price.value = [float(v) for v in iso_prices]
+        prob.solve(solver=solver)
+        assert prob.status == cp.OPTIMAL, prob.status
+        return [float(one.p0.value) * S_BASE for one in parts]
+
+    return imports
+
+
+S_BASE = 1000.0
+"""kVA of one per-unit MW."""
+
+
+@dataclass
+class _Interval:
+    rows: list          # the interval's bids as dicts
+    p: dict             # bid_id -> cleared MW
+    p0: cp.Variable     # interface import, MW
+    v: dict             # bus -> squared voltage
+    balance: dict       # bus -> its active power balance
+    cons: list
+    bid_welfare: object  # buyers' value less sellers' price, per hour
+
+
+def _interval(feeder, bid_rows: list[dict], sides: int) -> _Interval:
+    """One interval's textbook LinDistFlow network and bids."""
+    z_base = feeder.base_kv ** 2 / (S_BASE / 1000.0)
     buses = feeder.buses.to_dicts()
     lines = [ln for ln in feeder.lines.to_dicts() if ln["in_service"]]
-    bid_rows = bids.to_dicts()
 
     p = {b["bid_id"]: cp.Variable(name=f"p_{b['bid_id']}") for b in bid_rows}
     P = {ln["line"]: cp.Variable(name=f"P_{ln['line']}") for ln in lines}
@@ -64,10 +141,10 @@ def solve_reference(feeder, bids: pl.DataFrame, iso_price: float, sides: int = 1
                       if b["bus"] == j and b["side"] == "sell"), start=0)
         root = j == feeder.root_bus
         # Withdrawal side on the right: a dual of this row is the price of one more MW withdrawn at j.
-        c = (inflow_p - outflow_p + (p0 if root else 0) - buy + sell == bus["load_kw"] / s_base)
+        c = (inflow_p - outflow_p + (p0 if root else 0) - buy + sell == bus["load_kw"] / S_BASE)
         balance[j] = c
         cons.append(c)
-        cons.append(inflow_q - outflow_q + (q0 if root else 0) - buy_q + sell_q == bus["load_kvar"] / s_base)
+        cons.append(inflow_q - outflow_q + (q0 if root else 0) - buy_q + sell_q == bus["load_kvar"] / S_BASE)
         if root:
             cons.append(v[j] == feeder.v0_pu ** 2)
         else:
@@ -76,31 +153,15 @@ def solve_reference(feeder, bids: pl.DataFrame, iso_price: float, sides: int = 1
         r, x = ln["r_ohm"] / z_base, ln["x_ohm"] / z_base
         cons.append(v[ln["to_bus"]] == v[ln["from_bus"]] - 2 * (r * P[ln["line"]] + x * Q[ln["line"]]))
         if math.isfinite(ln["s_max_kva"]):
-            s = ln["s_max_kva"] / s_base * math.cos(math.pi / sides)
+            s = ln["s_max_kva"] / S_BASE * math.cos(math.pi / sides)
             for k in range(sides // 2):
                 phi = (2 * k + 1) * math.pi / sides
                 cons.append(cp.abs(math.cos(phi) * P[ln["line"]] + math.sin(phi) * Q[ln["line"]]) <= s)
     for b in bid_rows:
-        cons += [p[b["bid_id"]] >= 0, p[b["bid_id"]] <= b["quantity_kw"] / s_base]
-    if import_kw is not None:
-        cons.append(p0 == import_kw / s_base)
+        cons += [p[b["bid_id"]] >= 0, p[b["bid_id"]] <= b["quantity_kw"] / S_BASE]
     welfare = (sum((b["price"] * p[b["bid_id"]] for b in bid_rows if b["side"] == "buy"), start=0)
-               - sum((b["price"] * p[b["bid_id"]] for b in bid_rows if b["side"] == "sell"), start=0)
-               - iso_price * p0)
-    prob = cp.Problem(cp.Maximize(welfare), cons)
-    t1 = time.perf_counter()
-    prob.solve(solver=solver)
-    t2 = time.perf_counter()
-    if prob.status != cp.OPTIMAL:
-        return ReferenceResult(prob.status, math.nan, math.nan, {}, {}, {}, t1 - t0, t2 - t1)
-    # cvxpy's dual of an equality "lhs == load" in a maximisation is d(welfare)/d(load) up to
-    # sign convention: pinned by the 2-bus test, where the price must equal the marginal bid.
-    dlmp = {j: float(-c.dual_value) for j, c in balance.items()}
-    return ReferenceResult(
-        status="optimal", welfare=float(prob.value), import_kw=float(p0.value) * s_base,
-        cleared_kw={k: float(var.value) * s_base for k, var in p.items()}, dlmp=dlmp,
-        v_pu={j: math.sqrt(max(float(var.value), 0.0)) for j, var in v.items()},
-        build_seconds=t1 - t0, solve_seconds=t2 - t1)
+               - sum((b["price"] * p[b["bid_id"]] for b in bid_rows if b["side"] == "sell"), start=0))
+    return _Interval(bid_rows, p, p0, v, balance, cons, welfare)
 
 
 def water_fill_one_limit_per_round(margin, sens, cap, weight):

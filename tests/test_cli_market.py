@@ -74,6 +74,14 @@ def test_curve_of_a_storage_horizon_says_it_is_conditional(run, tmp_path, bids):
     assert "forecast" in summary["note"]
     curve = read(tmp_path / "c" / "curve.csv")
     assert curve["interval"].n_unique() == 2
+    # Intervals traced in two processes: the same files.
+    for workers in (1, 2):
+        code, _, err = run("curve", "--feeder", "ieee33", "--bids", tmp_path / "bids.csv", "--resources",
+                           tmp_path / "res.csv", "--forecast-price", 55, "--formulation", "lossless",
+                           "--workers", workers, "--out", tmp_path / f"w{workers}")
+        assert code == 0, err
+    for name in ("curve.csv", "iso_offer.csv", "fixed_load.csv"):
+        assert (tmp_path / "w2" / name).read_bytes() == (tmp_path / "w1" / name).read_bytes()
 
 
 def _da(run, tmp_path, bids, award_rows):

@@ -8,7 +8,8 @@ infeasible market with status 1; a market that clears but whose AC power flow
 violates a limit (or whose SOCP gap is above tolerance, or whose loss-aware
 iteration did not converge) writes its outputs, prints one warning line on
 stderr and exits with status 3 (``EXIT_PHYSICS``); ``summary.json`` lists the
-warnings and ``ac_check.violations``.
+warnings and ``ac_check.violations``. ``curve`` does the same when a loss-aware
+curve's own error bound exceeds ``losses.CURVE_TOL`` (:func:`curve_warnings`).
 On success a short summary goes to stdout (:mod:`clients.report`). Tables
 list buses and lines in feeder order (numeric ids by number) within each
 interval; power is in kW everywhere, the ISO's ``iso_offer.csv`` included.
@@ -32,7 +33,8 @@ from dsomarket.clients.files import (by_id, numbers, output_dir, read_feeder, re
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import FORMULATIONS, ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import InterfaceCurve
+from dsomarket.engine.interface import InterfaceCurve, join_curves
+from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
 from dsomarket.engine.territory import prices_for
@@ -42,7 +44,8 @@ _FORMULATION_HELP = ("lossaware (default: LinDistFlow linearised at the AC opera
                      "included), lossless (alias lindistflow) or socp")
 EXIT_PHYSICS = 3
 """Exit status when the market cleared but its AC power flow violates a limit, the SOCP's
-relaxation gap is above tolerance or the loss-aware iteration did not converge."""
+relaxation gap is above tolerance or the loss-aware iteration did not converge; of ``curve``
+when the loss-aware curve may be further than ``CURVE_TOL`` from its clearings."""
 CLEARING_FILES = ("dispatch.csv", "prices.csv", "lines.csv", "buses.csv", "shed.csv", "summary.json")
 """Tables of a clearing; a failed run removes them, so none of an earlier run sits beside its summary."""
 DISAGGREGATION_FILES = CLEARING_FILES + ("instructions.csv", "award.csv", "fixed_load.csv")
@@ -70,6 +73,9 @@ def register(subparsers) -> None:
                    help="socp only: largest gap between the sampled and the true curve (kW)")
     k.add_argument("--price-tol", type=positive_float, default=0.01,
                    help="socp only: width within which a jump of the curve is located (per MWh)")
+    k.add_argument("--workers", type=positive_int, default=1,
+                   help="processes tracing intervals side by side (lossaware and lossless; default 1): "
+                        "the curves are the same as with one")
     k.set_defaults(func=_curve, solves=True)
 
     d = subparsers.add_parser("disaggregate", help="re-clear at the ISO award and dispatch every bid")
@@ -248,13 +254,65 @@ def _curve(args) -> int:
         options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
         extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
         with Progress("dsomarket curve: intervals traced") as progress:
-            curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price,
-                               progress=progress, **extra)
+            if args.workers > 1 and args.formulation != "socp" and book.n_interval > 1:
+                curve = trace_in_processes(args.workers, runs, book, rules, resources, options,
+                                           args.forecast_price, progress)
+            else:
+                curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price,
+                                   progress=progress, **extra)
         offer, area = curve.iso_offer(args.max_segments)
         write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
     report.emit([f"dsomarket curve: feeder {args.feeder}, {book.n} bid segments", *curve_lines(curve, offer, area),
                  report.files_line(out, ("network.csv", *CURVE_FILES))])
+    warnings = curve_warnings(curve)
+    if warnings:
+        print(f"dsomarket: warning: {'; '.join(warnings)}", file=sys.stderr)
+        return EXIT_PHYSICS
     return 0
+
+
+def curve_warnings(curve: InterfaceCurve) -> list[str]:
+    """Why a loss-aware curve may be further from its clearings than ``losses.CURVE_TOL`` (empty when it is not).
+
+    The bound is the curve's own (``ac_check``, :class:`engine.losses.CurveCheck`): relative to a band's
+    import, or to ``CURVE_SIZE_SHARE`` of the feeder's size near a zero import, where a tenth of a kW
+    would otherwise read as a large share of nothing.
+    """
+    check = curve.ac_check
+    if check is None or check["max_error_pct"] <= CURVE_TOL * 100.0:
+        return []
+    unresolved = (f" ({check['unresolved_steps']} steps unresolved where clearings at nearby prices disagree)"
+                  if check["unresolved_steps"] else "")
+    return [f"loss-aware curve: a band may be {check['max_error_kw']:.3g} kW ({check['max_error_pct']:.3g} %) off "
+            f"the clearing at a price inside it, against {CURVE_TOL * 100:g} %{unresolved}"]
+
+
+def trace_in_processes(workers: int, runs, book, rules: MarketRules, resources, options: ClearingOptions,
+                       forecast, progress=None, intervals: list[int] | None = None) -> InterfaceCurve:
+    """:func:`engine.runs.trace_runs` of ``intervals`` (default all), dealt out to ``workers`` processes.
+
+    Each process builds the market and traces every ``workers``-th interval; an interval's curve
+    does not depend on which others are traced with it (:func:`engine.interface.trace_intervals`),
+    so the joined curve is the one a single process traces. Processes are spawned (a fork would
+    copy HiGHS's and the BLAS's threads' state); ``progress(done, total)`` after each part.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    todo = list(range(book.n_interval)) if intervals is None else sorted(intervals)
+    parts = [todo[k::workers] for k in range(min(workers, len(todo)))]
+    curves: list[InterfaceCurve | None] = [None] * len(parts)
+    done = 0
+    with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(trace_runs, runs, book, rules, resources, options, forecast, None, part): k
+                   for k, part in enumerate(parts)}
+        for future in as_completed(futures):
+            k = futures[future]
+            curves[k] = future.result()
+            done += len(parts[k])
+            if progress is not None:
+                progress(done, len(todo))
+    return join_curves(curves)
 
 
 def _vmin(runs) -> dict[str, float]:
@@ -298,7 +356,7 @@ def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: 
     write_csv(iso_offer_kw(offer), out / "iso_offer.csv")
     write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
     write_json(out / "summary.json", curve.summary() | {
-        "formulation": formulation,
+        "formulation": formulation, "warnings": curve_warnings(curve),
         "iso_offer_segments_max": max_segments, "iso_offer_area_per_hour": area,
         "price_floor": rules.price_floor, "price_cap": rules.price_cap,
         "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"
