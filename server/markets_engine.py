@@ -766,11 +766,16 @@ class NetworkRedispatch:
     failed), ``awarded_import_kw``, ``import_kw`` (the revised schedule: the delivered import, or the
     standing schedule when failed), ``shortfall_kw``, ``override`` (kept, dropped, or '' without one),
     ``reason``, and ``instructions`` ``(aggregator_id, resource_id, kw)`` of every resource after the
-    re-dispatch (own ids; empty when failed). ``digest`` identifies it for a replay.
+    re-dispatch (own ids; empty when failed). ``digest`` identifies it for a replay. ``prices``: the
+    DLMPs of the re-dispatch (as :class:`AwardOutcome` has them, market interval indices) of the intervals
+    not failed: the market's least-cost dispatch on the new network (an operator's override kept on top
+    of it moves resources, not prices, as ``OverrideDispatch`` does), with ``prices_digest``.
     """
 
     intervals: list
     digest: str = ""
+    prices: pl.DataFrame = dataclasses.field(default_factory=pl.DataFrame)
+    prices_digest: str = ""
 
 
 def standing_dispatch(inputs: MarketInputs, awards: list[tuple[int, float, str]], by_interval: bool,
@@ -843,7 +848,12 @@ def redispatch_after_change(before: MarketInputs, after: MarketInputs, awards: l
         elif fixed:  # nothing moves: the standing dispatch, overrides included, stays
             iv["override"] = "kept"
         out.append(iv)
-    return NetworkRedispatch(out, _digest(out))
+    moved = {local[iv["interval_idx"]]: iv["interval_idx"] for iv in out if iv["mode"] != "failed"}
+    prices = pl.DataFrame()
+    if moved:
+        prices = _price_table(after, dis.clearing).filter(pl.col("interval_idx").is_in(list(moved))).with_columns(
+            pl.col("interval_idx").replace_strict(moved, return_dtype=pl.Int64)).sort("interval_idx", "bus")
+    return NetworkRedispatch(out, _digest(out), prices, _digest(prices))
 
 
 def _keep_overrides(after: MarketInputs, j: int, dis: Disaggregation, current: pl.DataFrame, fixed: list[dict],

@@ -299,11 +299,13 @@ class MarketService(market_pb2_grpc.MarketServiceServicer):
         if not (rolling or timeline.at_least(market["state"], visible)):
             raise FailedPrecondition(f"market {market_id!r} is {market['state']}: its prices are not "
                                      f"{visible} yet")
-        scope = f"ListMarketPrices|{market_id}|{request.bus}"
+        history = request.include_superseded
+        scope = f"ListMarketPrices|{market_id}|{request.bus}|{int(history)}"
         limit, after = convert.page(request.pagination, scope)
         rows = await self.app.reader.call(store.list_prices, market_id, request.bus, after, limit,
-                                          rolling and visible == "published")
-        rows, info = convert.next_page(rows, limit, scope, lambda r: [r["interval_idx"], r["bus"]])
+                                          rolling and visible == "published", history)
+        rows, info = convert.next_page(rows, limit, scope,
+                                       lambda r: [r["interval_idx"], r["bus"], r["stage"], r["revision"]])
         return market_pb2.ListMarketPricesResponse(prices=[convert.bus_price(r, market) for r in rows],
                                                    pagination=info)
 
