@@ -2,10 +2,10 @@
 
 Run: ``python benchmarks/bench_tracer_ab.py [--base REV] [--repeats 2]``.
 
-``engine/interface.py`` at ``--base`` (a git revision of this repository) is loaded as a module of
-its own beside the checkout's, and both trace the same books in turn, ``--repeats`` times; the best
-CPU seconds of each are compared (CPU, not wall: on a shared machine the wall time of one run swings
-by 2x, the CPU time much less). Cases: 1,000 buses (``synthetic(1000, 1)``) with 10,000 bids priced
+``engine/interface.py`` at ``--base`` (a git revision of this repository; with ``engine/tracer.py``
+at that revision when it has one) is loaded as a module of its own beside the checkout's, and both
+trace the same books in turn, ``--repeats`` times; the best CPU seconds of each are compared (CPU,
+not wall: on a shared machine the wall time of one run swings by 2x, the CPU time much less). Cases: 1,000 buses (``synthetic(1000, 1)``) with 10,000 bids priced
 to the cent and to whole units, and with 1,000 bids (``bench_curve.py``'s books); and ``gate33``,
 the curve work of ``bench_service.py``'s gate closure offline: ieee33, 100,000 bids over 4 hourly
 intervals at 20 price levels per side. Each line says whether both tracers gave the same bands
@@ -35,19 +35,36 @@ from dsomarket.engine.bids import MarketRules, validate_bids  # noqa: E402
 from dsomarket.engine.feeders import ieee33, synthetic  # noqa: E402
 
 
-def load_base(rev: str):
-    """``engine/interface.py`` at ``rev`` as a module named ``interface_base``."""
-    root = os.path.join(os.path.dirname(__file__), "..")
-    text = subprocess.run(["git", "-C", root, "show", f"{rev}:engine/interface.py"], check=True,
-                          capture_output=True, text=True).stdout
-    path = os.path.join(tempfile.mkdtemp(), "interface_base.py")
+def _git_show(root: str, rev: str, path: str) -> str | None:
+    out = subprocess.run(["git", "-C", root, "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else None
+
+
+def _load(name: str, text: str, folder: str):
+    path = os.path.join(folder, f"{name}.py")
     with open(path, "w") as f:
         f.write(text)
-    spec = importlib.util.spec_from_file_location("interface_base", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["interface_base"] = module     # dataclasses look their module up while it loads
+    sys.modules[name] = module     # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
+
+
+def load_base(rev: str):
+    """``engine/interface.py`` at ``rev`` as a module named ``interface_base``, with the tracer it had.
+
+    From 4daea88 on the tracer is ``engine/tracer.py``: it is loaded at ``rev`` too (``tracer_base``)
+    and the base interface imports it instead of this checkout's, or both sides would trace alike.
+    """
+    root = os.path.join(os.path.dirname(__file__), "..")
+    folder = tempfile.mkdtemp()
+    text = _git_show(root, rev, "engine/interface.py")
+    tracer = _git_show(root, rev, "engine/tracer.py")
+    if tracer is not None:
+        _load("tracer_base", tracer, folder)
+        text = text.replace("from dsomarket.engine.tracer import", "from tracer_base import")
+    return _load("interface_base", text, folder)
 
 
 def gate_book(rules: MarketRules, n: int = 100_000, seed: int = 1):
@@ -72,7 +89,7 @@ def same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="5ba1ca0", help="git revision of the tracer to compare with")
+    parser.add_argument("--base", default="4daea88", help="git revision of the tracer to compare with")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
     base = load_base(args.base)

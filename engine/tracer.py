@@ -83,6 +83,12 @@ _DUAL_TOL = 1e-7
 """Dual feasibility tolerance (per MWh) of a basis whose price range the tracer computes itself."""
 _MAX_STALL = 50
 """Own pivots in a row at one price before a warm HiGHS solve takes over (a guard against cycling)."""
+_REFACTOR = 24
+"""Pivots taken as updates of one factorised basis (:class:`_Lu`) before the next is factorised afresh:
+each adds a column to every solve, and a fresh factorisation of a 1,000-bus core costs some twenty."""
+_UPDATE_MIN = 1000
+"""Cores smaller than this (rows) are factorised afresh after every pivot: SuperLU's factorisation of
+a small core costs less than the update's bookkeeping."""
 
 
 @dataclass(frozen=True)
@@ -127,13 +133,154 @@ class _Basis:
     structural: np.ndarray | None = None   # basic columns, in core order
     active: np.ndarray | None = None       # rows of the core
     inactive: np.ndarray | None = None     # rows whose logical is basic
-    lu: object = None                      # splu of the core
+    lu: object = None                      # the core's factorisation (:class:`_Lu`)
     p0_pos: int = -1                       # P0's position among ``structural`` (-1: nonbasic)
     c0: np.ndarray | None = None           # costs of the basic columns with P0's set to 0
     bounded: np.ndarray | None = None      # which basic columns have a finite bound
     r: np.ndarray | None = None            # row activities A x
     a_inactive_structural: tuple | None = None   # A[inactive, structural] as (row, column, value) arrays
     row_pos: np.ndarray | None = None      # per row: position among active (>= 0) or -1 - among inactive
+
+
+class _Reference:
+    """A basis factorised with SuperLU (``B0``), against which the bases pivoted from it are updates (:class:`_Lu`).
+
+    The full basis matrix has a column per basic variable out of ``[A, -I]`` (``-I``: the row
+    logicals, ``A x - r = 0``); its *positions* are this basis's structural columns (sorted), then
+    the logicals of its inactive rows (sorted). ``B0 u = b`` is one solve with the core's LU:
+    ``u_S = core^-1 b_active`` and ``u_I = A[inactive, structural] u_S - b_inactive``.
+    ``buffer`` holds ``B0^-1 a`` of the variables pivoted in since, shared by the chain of bases
+    that appends to it (``tip`` columns written).
+    """
+
+    def __init__(self, lu, structural: np.ndarray, inactive: np.ndarray, row_pos: np.ndarray, a_is: tuple):
+        self.lu = lu
+        self.structural = structural
+        self.inactive = inactive
+        self.row_pos = row_pos          # per row: position among the core's rows (>= 0) or -1 - among inactive
+        self.a_is = a_is                # A[inactive, structural] as (inactive index, structural index, value)
+        self.m = len(row_pos)
+        self.buffer = np.empty((self.m, _REFACTOR), order="F")
+        self.tip = 0
+
+    def column(self, rows: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """``B0^-1 a`` over the positions, for the column ``a`` of ``[A, -I]`` with nonzeros ``vals`` at ``rows``."""
+        n_s = len(self.structural)
+        rp = self.row_pos[rows]
+        on = rp >= 0
+        b = np.zeros(n_s)
+        b[rp[on]] = vals[on]
+        out = np.empty(self.m)
+        out[:n_s] = self.lu.solve(b)
+        u_i = _times(self.a_is, self.m - n_s, out[:n_s])
+        u_i[-1 - rp[~on]] -= vals[~on]
+        out[n_s:] = u_i
+        return out
+
+
+class _Lu:
+    """Solves with the core of a basis reached by pivots from a factorised one, ``B = B0 + U V^T`` (Woodbury).
+
+    ``heads`` is the basic variable at each position of the reference ``B0`` (:class:`_Reference`;
+    column ``j`` is ``j``, row ``i``'s logical ``n + i``); ``replaced`` the ``k`` positions whose
+    variable changed and ``z = B0^-1 [a of their new variables]`` (``m x k``). With ``W = z - E_P``
+    and ``M = I + W[P] = z[P]``, ``B^-1 b = B0^-1 b - W M^-1 (B0^-1 b)[P]`` and ``B^-T c =
+    B0^-T (c - E_P M^-T W^T c)``: one SuperLU solve of the reference's core and products with ``k``
+    columns, instead of a new factorisation per pivot. Only the positions that now hold basic
+    columns (``sel``, in column order) and the replaced ones are read, so a core-sized right-hand
+    side (the current active rows, sorted) gives a core-sized answer (the current basic columns,
+    sorted), as SuperLU's ``solve`` does for a factorised core.
+    """
+
+    def __init__(self, ref: _Reference, heads: np.ndarray, replaced: np.ndarray, z: np.ndarray, n_col: int,
+                 active: np.ndarray):
+        self.ref, self.heads, self.replaced, self.z = ref, heads, replaced, z
+        self.shape = (len(active), len(active))
+        n_s0 = len(ref.structural)
+        self.n_s0 = n_s0
+        cols = np.nonzero(heads < n_col)[0]
+        sel = cols[np.argsort(heads[cols], kind="stable")]     # positions of the basic columns, column order
+        rp = ref.row_pos[active]
+        self.rp = rp                                            # per active row: its row in B0's core, or not
+        self.in_a0 = rp >= 0
+        self.a0_idx = rp[self.in_a0]
+        i0_pos = n_s0 - 1 - rp[~self.in_a0]                     # active rows that were inactive in B0
+        # Positions among the reference's inactive logicals that are read: E, held after the first n_s0.
+        extra = np.unique(np.concatenate([sel[sel >= n_s0], replaced[replaced >= n_s0], i0_pos]))
+        self.extra = extra
+        self.n_extra = len(extra)
+
+        def ext(p):
+            return np.where(p < n_s0, p, n_s0 + np.searchsorted(extra, p))
+        self.sel_ext, self.p_ext, self.i0_ext = ext(sel), ext(replaced), ext(i0_pos)
+        if len(extra):      # the reference's A[inactive, structural] on those rows, as (row, column, value)
+            row, col, val = ref.a_is
+            rank = np.full(ref.m - n_s0, -1)
+            rank[extra - n_s0] = np.arange(len(extra))
+            on = rank[row] >= 0
+            self.g = (rank[row[on]], col[on], val[on])
+        if len(replaced):
+            self.w_sel = z[sel] - (sel[:, None] == replaced[None, :])
+            self.m_inv = np.linalg.inv(z[replaced])
+
+    def solve_sparse(self, row: np.ndarray, col: np.ndarray, val: np.ndarray, k: int) -> np.ndarray:
+        """``core^-1 b`` for the ``len(active) x k`` matrix ``b`` with nonzeros ``val`` at ``(row, col)``,
+        built straight in the reference's row order (a dense right-hand side would be gathered)."""
+        if not len(self.replaced):
+            rhs = np.zeros((self.shape[0], k), order="F")
+            rhs[row, col] = val
+            return self.ref.lu.solve(rhs)
+        n_s0 = self.n_s0
+        rp = self.rp[row]
+        on = rp >= 0
+        b0 = np.zeros((n_s0, k), order="F")
+        b0[rp[on], col[on]] = val[on]
+        z = np.empty((n_s0 + self.n_extra, k), order="F")
+        z[:n_s0] = self.ref.lu.solve(b0)
+        if self.n_extra:
+            g_row, g_col, g_val = self.g
+            z[n_s0:] = 0.0
+            np.add.at(z[n_s0:], g_row, g_val[:, None] * z[g_col])
+            # Rows now active that were inactive in B0: their logical's position, ``-b`` there.
+            off = ~on
+            ext = n_s0 + np.searchsorted(self.extra, n_s0 - 1 - rp[off])
+            np.add.at(z, (ext, col[off]), -val[off])
+        # Built transposed, so that the answer is in Fortran order as SuperLU's own.
+        out = z.T[:, self.sel_ext]
+        out -= (self.m_inv @ z[self.p_ext]).T @ self.w_sel.T
+        return out.T
+
+    def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
+        """``core^-1 b`` (``trans="T"``: ``core^-T b``) for a vector or a matrix of right-hand sides."""
+        ref = self.ref
+        if not len(self.replaced):
+            return ref.lu.solve(b, trans=trans)
+        n_s0 = self.n_s0
+        tail = b.shape[1:]
+        # Fortran order throughout: SuperLU copies anything else before it solves.
+        if trans == "N":
+            b0 = np.zeros((n_s0, *tail), order="F")
+            b0[self.a0_idx] = b[self.in_a0]
+            z = np.empty((n_s0 + self.n_extra, *tail), order="F")
+            z[:n_s0] = ref.lu.solve(b0)
+            if self.n_extra:
+                row, col, val = self.g
+                z[n_s0:] = 0.0
+                np.add.at(z[n_s0:], row, val.reshape(-1, *[1] * len(tail)) * z[col])
+                z[self.i0_ext] -= b[~self.in_a0]
+            out = z[self.sel_ext]
+            out -= self.w_sel @ (self.m_inv @ z[self.p_ext])
+            return out
+        c = np.zeros((n_s0 + self.n_extra, *tail), order="F")
+        c[self.sel_ext] = b
+        c[self.p_ext] -= self.m_inv.T @ (self.w_sel.T @ b)
+        if self.n_extra:
+            row, col, val = self.g
+            np.add.at(c, col, val.reshape(-1, *[1] * len(tail)) * c[n_s0 + row])
+        y = np.empty((self.shape[0], *tail))
+        y[self.in_a0] = ref.lu.solve(c[:n_s0], trans="T")[self.a0_idx]
+        y[~self.in_a0] = -c[self.i0_ext]
+        return y
 
 
 class _Probe:
@@ -143,7 +290,7 @@ class _Probe:
     in the price, ``y(lambda) = y0 + lambda z`` with ``z`` one transposed solve
     with P0's unit cost, and so is every nonbasic reduced cost: all the prices
     at which a bid switches on or off in that basis follow from one vectorised
-    ratio (:func:`_blocking`). Switching a bid (a boxed column) to its other
+    ratio (:func:`_scan`). Switching a bid (a boxed column) to its other
     bound keeps the basis dual feasible (the parametric simplex's bound flip);
     the flips' effects on the basic values are one multi-right-hand-side solve
     with the basis's own sparse LU factorisation, summed cumulatively, so the
@@ -233,33 +380,121 @@ class _Probe:
             raise RuntimeError("interface curve: HiGHS's optimal basis is singular to the tracer")
         return basis
 
-    def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
-        """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``;
-        None when it is not square or singular."""
-        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
-
+    def _layout(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (k, row,
+        value))`` with the last the core's nonzeros (``A[active, structural]``, position ``k`` among the
+        basic columns, ``row`` among the active rows); None when the core is not square."""
         n_row = self.a.shape[0]
         active_mask = np.ones(n_row, dtype=bool)
         active_mask[inactive] = False
-        active = np.nonzero(active_mask)[0]
-        if len(active) != len(structural):
+        n_active = n_row - len(inactive)
+        if n_active != len(structural):
             return None
         row_pos = np.empty(n_row, dtype=np.int64)
-        row_pos[active] = np.arange(len(active))
+        row_pos[active_mask] = np.arange(n_active)
         row_pos[inactive] = -1 - np.arange(len(inactive))
         k, row, val = self._columns(structural)
         pos_all = row_pos[row]
         on = pos_all >= 0
-        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
-        core = sp.csc_matrix((val[on], pos_all[on], np.concatenate([[0], np.cumsum(
-            np.bincount(k[on], minlength=len(structural)))])), shape=(len(active), len(structural)))
         off = ~on
-        a_inactive_structural = (-1 - pos_all[off], k[off], val[off])
+        return active_mask, row_pos, (-1 - pos_all[off], k[off], val[off]), (k[on], pos_all[on], val[on])
+
+    def _relayout(self, basis: _Basis, structural: np.ndarray, inactive: np.ndarray, entering: int,
+                  leaving: int) -> tuple | None:
+        """:meth:`_layout`'s first three of the basis one pivot (``entering`` for ``leaving``, numbered as in
+        :meth:`_update`) from ``basis``: its ``A[inactive, structural]`` is ``basis``'s without the leaving
+        column or row and with the entering one's entries, re-indexed."""
+        n_row, n = self.a.shape
+        n_active = n_row - len(inactive)
+        if n_active != len(structural):
+            return None
+        active_mask = np.ones(n_row, dtype=bool)
+        active_mask[inactive] = False
+        row_pos = np.empty(n_row, dtype=np.int64)
+        row_pos[active_mask] = np.arange(n_active)
+        row_pos[inactive] = -1 - np.arange(len(inactive))
+        col_pos = np.full(n, -1)
+        col_pos[structural] = np.arange(len(structural))
+        is_row, is_col, is_val = basis.a_inactive_structural
+        row_id, col_id = basis.inactive[is_row], basis.structural[is_col]
+        keep = (col_id != leaving) if leaving < n else (row_id != leaving - n)
+        if entering < n:
+            _, rows, vals = self._columns(np.array([entering]))
+            on = row_pos[rows] < 0
+            new_r, new_c, new_v = rows[on], np.full(int(on.sum()), entering), vals[on]
+        else:
+            i = entering - n
+            span = slice(self.a.indptr[i], self.a.indptr[i + 1])
+            cols, vals = self.a.indices[span], self.a.data[span]
+            on = col_pos[cols] >= 0
+            new_r, new_c, new_v = np.full(int(on.sum()), i), cols[on], vals[on]
+        row_id = np.concatenate([row_id[keep], new_r])
+        col_id = np.concatenate([col_id[keep], new_c])
+        return active_mask, row_pos, (-1 - row_pos[row_id], col_pos[col_id], np.concatenate([is_val[keep], new_v]))
+
+    def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+        """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``
+        with ``lu`` an :class:`_Lu` without updates; None when it is not square or singular."""
+        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
+
+        layout = self._layout(structural, inactive)
+        if layout is None:
+            return None
+        active_mask, row_pos, a_inactive_structural, (k, pos, val) = layout
+        n = len(structural)
+        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
+        core = sp.csc_matrix((val, pos, np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n))])),
+                             shape=(n, n))
         try:
             lu = splu(core, permc_spec="MMD_ATA", options={"SymmetricMode": True})
         except RuntimeError:            # singular: a pivot the tracer should not have taken
             return None
-        return active_mask, row_pos, a_inactive_structural, lu
+        ref = _Reference(lu, structural, inactive, row_pos, a_inactive_structural)
+        heads = np.concatenate([structural, self.a.shape[1] + inactive])
+        return active_mask, row_pos, a_inactive_structural, _Lu(ref, heads, np.zeros(0, dtype=np.int64),
+                                                                ref.buffer[:, :0], self.a.shape[1],
+                                                                np.nonzero(active_mask)[0])
+
+    def _update(self, basis: _Basis, entering: int, leaving: int, structural: np.ndarray,
+                inactive: np.ndarray) -> tuple | None:
+        """The core (as :meth:`_core`) of the basis ``basis`` becomes when variable ``entering`` replaces
+        ``leaving`` (column ``j`` is ``j``, row ``i``'s logical ``n + i``), as an update of ``basis``'s
+        factorisation (:class:`_Lu`); None when a fresh factorisation is due or the update is ill-conditioned."""
+        lu = basis.lu
+        k = len(lu.replaced)
+        if k >= _REFACTOR or len(structural) < _UPDATE_MIN:
+            return None
+        layout = self._relayout(basis, structural, inactive, entering, leaving)
+        if layout is None:
+            return None
+        ref, n = lu.ref, self.a.shape[1]
+        if entering < n:
+            _, rows, vals = self._columns(np.array([entering]))
+        else:
+            rows, vals = np.array([entering - n]), np.array([-1.0])
+        col = ref.column(rows, vals)
+        p = int(np.flatnonzero(lu.heads == leaving)[0])
+        heads = lu.heads.copy()
+        heads[p] = entering
+        hit = np.flatnonzero(lu.replaced == p)
+        replaced = lu.replaced
+        if len(hit):
+            z = lu.z.copy()
+            z[:, hit[0]] = col
+        elif ref.tip == k and lu.z.base is ref.buffer:    # the newest basis of its chain: append in place
+            ref.buffer[:, k] = col
+            ref.tip = k + 1
+            z, replaced = ref.buffer[:, :k + 1], np.append(replaced, p)
+        else:
+            z, replaced = np.column_stack([lu.z, col]), np.append(replaced, p)
+        active_mask, row_pos, a_inactive_structural = layout
+        try:
+            new = _Lu(ref, heads, replaced, z, n, np.nonzero(active_mask)[0])
+        except np.linalg.LinAlgError:
+            return None
+        if not np.all(np.isfinite(new.m_inv)) or np.abs(new.m_inv).max() > 1e10:
+            return None
+        return active_mask, row_pos, a_inactive_structural, new
 
     def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
                 check: bool = False, core: tuple | None = None) -> _Basis | None:
@@ -281,16 +516,33 @@ class _Probe:
         active = np.nonzero(active_mask)[0]
         cost = s.cost.copy()
         cost[self.col] = price
-        y = np.zeros(n_row)
-        y[active] = lu.solve(cost[structural], trans="T")
-        d = cost - self.at @ y
+        pos = int(np.searchsorted(structural, self.col))
+        p0_basic = pos < len(structural) and structural[pos] == self.col
+        # The duals y and, with P0 basic, their change z per unit of price: one solve of both.
+        rhs = np.zeros((len(structural), 2 if p0_basic else 1), order="F")
+        rhs[:, 0] = cost[structural]
+        if p0_basic:
+            rhs[pos, 1] = 1.0
+        yz = np.zeros((n_row, rhs.shape[1]), order="F")
+        yz[active] = lu.solve(rhs, trans="T")
+        dz = self.at @ yz
+        y = yz[:, 0]
+        d = cost - dz[:, 0]
         nb_cols = self.col_range.copy()
         nb_cols[structural] = False
         nb_rows = active_mask & self.row_range
-        if check and not _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price):
+        # With ``check``: optimal at ``price``, i.e. basic values within bounds and, in the scans, nonbasic
+        # reduced costs of the right sign (a pivot moves nothing nonbasic off the bound it sits at).
+        d_tol = _DUAL_TOL * max(1.0, abs(price)) if check else None
+        if check and not (_within(x[structural], s.col_lower[structural], s.col_upper[structural])
+                          and _within(r[inactive], s.row_lower[inactive], s.row_upper[inactive])):
             return None
-        pos = np.searchsorted(structural, self.col)
-        if pos >= len(structural) or structural[pos] != self.col:  # P0 nonbasic: at a limit, or fixed
+        cols = _scan(d, dz[:, 1] if p0_basic else None, x, s.col_lower, s.col_upper, nb_cols, d_tol)
+        rows = _scan(y, -yz[:, 1] if p0_basic else None, r, s.row_lower, s.row_upper, nb_rows, d_tol) \
+            if cols is not None else None
+        if rows is None:
+            return None
+        if not p0_basic:  # P0 nonbasic: at a limit, or fixed
             lo, hi = s.col_lower[self.col], s.col_upper[self.col]
             none = (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
             up, down = none, none
@@ -302,12 +554,7 @@ class _Probe:
                 else:
                     up = (np.array([max(-d0, 0.0)]), np.zeros(1, dtype=np.int64), one)
             return _Basis(price, x, g, up, down)
-        unit = np.zeros(len(structural))
-        unit[pos] = 1.0
-        z = np.zeros(n_row)
-        z[active] = lu.solve(unit, trans="T")
-        cu, cd = _blocking(d, self.at @ z, x, s.col_lower, s.col_upper, nb_cols)
-        ru, rd = _blocking(y, -z, r, s.row_lower, s.row_upper, nb_rows)
+        (cu, cd), (ru, rd) = cols, rows
         c0 = cost[structural].copy()
         c0[pos] = 0.0
         bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
@@ -411,7 +658,7 @@ class _Probe:
         bid whose flip breaks a bound, or a row whose dual reaches zero) moves
         until the first basic variable reaches a bound (ratio test), which
         leaves. The new basis is factorised and kept only if it is optimal at that
-        price (:func:`_optimal`); otherwise, or after too many pivots that make no
+        price (:meth:`_factor`'s ``check``); otherwise, or after too many pivots that make no
         progress, the chain ends and a warm HiGHS solve takes over.
         """
         out: list[_Sample] = []
@@ -434,7 +681,7 @@ class _Probe:
 
     def _pivot(self, basis: _Basis, brk: tuple, rising: bool) -> tuple[_Sample, _Basis] | None:
         """One primal simplex pivot at the price of event ``brk``; None when it cannot be taken safely."""
-        kind, j, price, x = brk
+        kind, j, price, x, d_s = brk
         s = self.solver
         st, act, ina = basis.structural, basis.active, basis.inactive
         r = self.a @ x
@@ -448,7 +695,8 @@ class _Probe:
             a_j = np.zeros(len(r))
             _, rows, vals = self._columns(np.array([j]))
             a_j[rows] = vals
-            d_s = -sigma * basis.lu.solve(a_j[act])
+            if d_s is None:             # (a flip that breaks a bound comes with its move, solved already)
+                d_s = -sigma * basis.lu.solve(a_j[act])
             d_r = _times(basis.a_inactive_structural, len(ina), d_s) + sigma * a_j[ina]
         else:
             unit = np.zeros(len(act))
@@ -473,17 +721,23 @@ class _Probe:
         if kind == 0:
             x[j] += sigma * step
         structural, inactive = st, ina
+        n = self.a.shape[1]
         if leave < len(st):                     # a basic column reaches a bound and leaves
             x[st[leave]] = upper[leave] if rate[leave] > 0 else lower[leave]
             structural = np.delete(st, leave)
+            leaving = int(st[leave])
         else:                                   # a basic row reaches a bound: it becomes active
             inactive = np.delete(ina, leave - len(st))
+            leaving = n + int(ina[leave - len(st)])
         if kind == 0:
             structural = np.insert(structural, np.searchsorted(structural, j), j)
         else:
             inactive = np.insert(inactive, np.searchsorted(inactive, j), j)
         g = float(np.sum(s.cost * x)) - s.cost[self.col] * x[self.col]
-        nxt = self._factor(price, x, g, structural, inactive, check=True)
+        core = self._update(basis, j if kind == 0 else n + j, leaving, structural, inactive)
+        nxt = self._factor(price, x, g, structural, inactive, check=True, core=core)
+        if nxt is None and core is not None:    # not optimal as updated: the fresh factorisation decides
+            nxt = self._factor(price, x, g, structural, inactive, check=True)
         if nxt is None:
             return None
         q = float(x[self.col])
@@ -502,8 +756,9 @@ class _Probe:
         cumulatively; the run stops before the first flip after which any basic
         column or basic row activity would lie outside its bounds. Import and
         tangent of every sample are cumulative sums too. The ending event is
-        ``(kind, index, price, x)`` with ``x`` the point after the valid flips,
-        or None at ``limit`` or when nothing blocks.
+        ``(kind, index, price, x, direction)`` with ``x`` the point after the valid
+        flips and ``direction`` the basic columns' move per unit of a flip that breaks
+        a bound (None for other events), or None at ``limit`` or when nothing blocks.
         """
         events = basis.up if rising else basis.down
         total = len(events[0])
@@ -526,26 +781,21 @@ class _Probe:
         lo, hi = s.col_lower[cols], s.col_upper[cols]
         steps = np.where(x[cols] - lo <= hi - x[cols], hi - lo, lo - hi)
         st, act, ina = basis.structural, basis.active, basis.inactive
-        bounded = basis.bounded                       # basic columns with a finite bound (not line flows)
+        bounded = np.nonzero(basis.bounded)[0]        # basic columns with a finite bound (not line flows)
         x_b, lo_b, hi_b = x[st][bounded], s.col_lower[st][bounded], s.col_upper[st][bounded]
         r_now = basis.r[ina]
         lo_r, hi_r = s.row_lower[ina], s.row_upper[ina]
         # Values HiGHS left outside a bound (within its tolerance) may stay there, no further.
-        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)[:, None]
-        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)[:, None]
+        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)
+        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)
         moved = np.zeros(len(st))                     # basic columns' change by the flips so far
         r_cur = r_now.copy()                          # basic rows' activities after the flips so far
-        is_row, is_col, is_val = basis.a_inactive_structural
+        is_coo = basis.a_inactive_structural
+        is_row, is_col, is_val = is_coo
+        abs_is = (is_row, is_col, np.abs(is_val))
         n_ina = len(ina)
-        # Cumulative moves are needed only of the basic columns with a bound or in a basic row.
-        need_mask = bounded.copy()
-        need_mask[is_col] = True
-        need = np.nonzero(need_mask)[0]
-        loc = np.cumsum(need_mask) - 1                # position among ``need``
-        in_need_b = loc[bounded]
-        is_loc = loc[is_col]
-        is_coo, abs_is = (is_row, is_loc, is_val), (is_row, is_loc, np.abs(is_val))
         valid = n_run
+        d_break = None
         dq = np.zeros(n_run)
         dg = np.zeros(n_run)
         # The first chunk is sized by the previous run: flips solved past the run's end are wasted.
@@ -557,41 +807,52 @@ class _Probe:
             ent, row, val = self._columns(chunk)
             pos = basis.row_pos[row]                      # >= 0: active row; < 0: -1 - inactive row
             on = pos >= 0
-            rhs = np.zeros((len(act), k), order="F")
-            rhs[pos[on], ent[on]] = val[on]
-            move = -basis.lu.solve(rhs) * step            # one flip per column
-            cum = np.cumsum(move[need], axis=1)
-            xb = x_b[:, None] + moved[bounded, None] + cum[in_need_b]
-            bad = (np.maximum(lo_b[:, None] - xb, xb - hi_b[:, None]) > allow_b).any(axis=0)
+            # One flip per row: the solve's columns, transposed (contiguous rows, as the sums below want).
+            move = np.ascontiguousarray((basis.lu.solve_sparse(pos[on], ent[on], val[on], k) * -step).T)
+            total = move.sum(axis=0)
+            rise = np.maximum(move, 0.0).sum(axis=0)      # the most any run of these flips raises a value
+            fall = total - rise                           # ... and lowers it
+            # A value can leave its bounds inside the chunk only if its largest rise or fall reaches
+            # them: the cumulative path is formed for those alone.
+            xb = x_b + moved[bounded]
+            cand = np.nonzero((xb + rise[bounded] > hi_b + allow_b) | (xb + fall[bounded] < lo_b - allow_b))[0]
+            bad = np.zeros(k, dtype=bool)
+            if len(cand):
+                path = xb[cand] + np.cumsum(move[:, bounded[cand]], axis=0)
+                bad |= ((lo_b[cand] - path > allow_b[cand]) | (path - hi_b[cand] > allow_b[cand])).any(axis=1)
             # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
             own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
             own = np.zeros((len(own_rows), k))
             own[inv, ent[~on]] = val[~on] * step[ent[~on]]
             own_cum = np.cumsum(own, axis=1)
             # Activities: only rows the flips could push to a bound are computed; a row moves by at
-            # most sum_j |a_ij| max_n |change of x_j| plus the flipped columns' own coefficients.
-            reach = _times(abs_is, n_ina, np.abs(cum).max(axis=1))
+            # most sum_j |a_ij| max(rise_j, -fall_j) plus the flipped columns' own coefficients.
+            reach = _times(abs_is, n_ina, np.maximum(rise, -fall))
             reach[own_rows] += np.abs(own).sum(axis=1)
-            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r[:, 0])[0]
+            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r)[0]
             if len(near):
                 rank = np.full(n_ina, -1)
                 rank[near] = np.arange(len(near))
                 sel = np.nonzero(rank[is_row] >= 0)[0]
-                r = np.repeat(r_cur[near, None], k, axis=1)
-                np.add.at(r, rank[is_row[sel]], is_val[sel, None] * cum[is_loc[sel]])
+                used, where = np.unique(is_col[sel], return_inverse=True)
+                coef = np.zeros((len(used), len(near)))
+                coef[where, rank[is_row[sel]]] = is_val[sel]
+                r = r_cur[near] + np.cumsum(move[:, used], axis=0) @ coef
                 hit = np.searchsorted(own_rows, near)
                 mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
                     if len(own_rows) else np.zeros(len(near), dtype=bool)
-                r[mine] += own_cum[hit[mine]]
-                bad |= (np.maximum(lo_r[near, None] - r, r - hi_r[near, None]) > allow_r[near]).any(axis=0)
-            dq[begin:end] = move[basis.p0_pos]
-            dg[begin:end] = step * s.cost[chunk] + basis.c0 @ move
+                r[:, mine] += own_cum[hit[mine]].T
+                bad |= ((lo_r[near] - r > allow_r[near]) | (r - hi_r[near] > allow_r[near])).any(axis=1)
+            dq[begin:end] = move[:, basis.p0_pos]
+            dg[begin:end] = step * s.cost[chunk] + move @ basis.c0
             if bad.any():
                 valid = begin + int(np.argmax(bad))
-                moved += move[:, :valid - begin].sum(axis=1)
+                moved += move[:valid - begin].sum(axis=0)
+                # The breaking flip's move per unit of its column (its pivot's direction, away from its bound).
+                d_break = move[valid - begin] / (hi[valid] - lo[valid])
                 break
-            moved += move.sum(axis=1)
-            r_cur += _times(is_coo, n_ina, cum[:, -1])
+            moved += total
+            r_cur += _times(is_coo, n_ina, total)
             r_cur[own_rows] += own_cum[:, -1]
             begin, size = end, min(size * 2, 64)
         self.flips += valid
@@ -602,7 +863,7 @@ class _Probe:
             x_new = x.copy()
             x_new[st] += moved
             x_new[cols[:valid]] += steps[:valid]
-            brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new)
+            brk = (int(kind[valid]), int(idx[valid]), float(prices[valid]), x_new, d_break)
         q = float(x[self.col]) + np.cumsum(dq[:valid])
         g = basis.g + np.cumsum(dg[:valid])
         at = prices[:valid]
@@ -622,39 +883,34 @@ def _times(coo: tuple, n_rows: int, v: np.ndarray) -> np.ndarray:
     return np.bincount(row, weights=val * v[col], minlength=n_rows).astype(float, copy=False)
 
 
-def _optimal(x, r, d, y, structural, inactive, nb_cols, nb_rows, s, price: float) -> bool:
-    """Whether a basis's point is primal feasible and its reduced costs dual feasible (within tolerances).
-
-    ``nb_cols`` and ``nb_rows`` mark the nonbasic columns and rows with a range (a fixed one is
-    feasible at any reduced cost). Only basic values are checked against their bounds: a pivot
-    (:meth:`_Probe._pivot`) moves nothing else off the bound it sits at.
-    """
-    p_tol, d_tol = 1e-7, 1e-7 * max(1.0, abs(price))
-    for value, lower, upper in ((x[structural], s.col_lower[structural], s.col_upper[structural]),
-                                (r[inactive], s.row_lower[inactive], s.row_upper[inactive])):
-        if np.any(value < lower - p_tol) or np.any(value > upper + p_tol):
-            return False
-    for value, red, lower, upper, sel in ((x, d, s.col_lower, s.col_upper, nb_cols),
-                                          (r, y, s.row_lower, s.row_upper, nb_rows)):
-        v, dd = value[sel], red[sel]
-        at_lo = np.abs(v - lower[sel]) <= p_tol
-        at_hi = np.abs(v - upper[sel]) <= p_tol
-        # At a lower bound d >= 0, at an upper one d <= 0, off both d = 0; on both (a range narrower
-        # than the tolerance) any d.
-        lo_ok, hi_ok = dd >= -d_tol, dd <= d_tol
-        if not np.all(np.where(at_lo, at_hi | lo_ok, np.where(at_hi, hi_ok, lo_ok & hi_ok))):
-            return False
-    return True
+def _within(value, lower, upper) -> bool:
+    """Whether every value lies within its bounds, within the primal tolerance."""
+    return not (np.any(value < lower - _PRIMAL_TOL) or np.any(value > upper + _PRIMAL_TOL))
 
 
-def _blocking(d, alpha, value, lower, upper, nonbasic):
+def _scan(d, alpha, value, lower, upper, nonbasic, d_tol=None):
     """Price changes at which nonbasic reduced costs ``d - delta alpha`` turn infeasible.
 
-    ``nonbasic`` marks the nonbasic variables with a range (``lower < upper``).
-    Returns ``(up, down)``: arrays ``(delta, index)`` for a rising and a falling price.
+    ``nonbasic`` marks the nonbasic variables with a range (``lower < upper``; a fixed one is
+    feasible at any reduced cost). Returns ``(up, down)``: arrays ``(delta, index)`` for a rising
+    and a falling price (empty without ``alpha``). With ``d_tol``, None unless every reduced cost
+    has the right sign within it: at a lower bound ``d >= 0``, at an upper one ``d <= 0``, off
+    both ``d = 0``; on both (a range narrower than the primal tolerance) any.
     """
-    sel = np.nonzero(nonbasic & (np.abs(alpha) > _ALPHA_TOL))[0]
-    d, alpha, value, lower, upper = d[sel], alpha[sel], value[sel], lower[sel], upper[sel]
+    sel = np.flatnonzero(nonbasic)
+    d, value, lower, upper = d[sel], value[sel], lower[sel], upper[sel]
+    if d_tol is not None:
+        at_lo = np.abs(value - lower) <= _PRIMAL_TOL
+        at_hi = np.abs(value - upper) <= _PRIMAL_TOL
+        lo_ok, hi_ok = d >= -d_tol, d <= d_tol
+        if not np.all(np.where(at_lo, at_hi | lo_ok, np.where(at_hi, hi_ok, lo_ok & hi_ok))):
+            return None
+    if alpha is None:
+        none = (np.zeros(0), np.zeros(0, dtype=np.int64))
+        return none, none
+    alpha = alpha[sel]
+    keep = np.abs(alpha) > _ALPHA_TOL
+    sel, d, alpha, value, lower, upper = sel[keep], d[keep], alpha[keep], value[keep], lower[keep], upper[keep]
     fin_lo, fin_up = np.isfinite(lower), np.isfinite(upper)
     at_lo = fin_lo & (~fin_up | (value - lower <= upper - value))
     at_up = ~at_lo & fin_up
