@@ -167,7 +167,7 @@ class _Reference:
         self.row_pos = row_pos          # per row: position among the core's rows (>= 0) or -1 - among inactive
         self.a_is = a_is                # A[inactive, structural] as (inactive index, structural index, value)
         self.m = len(row_pos)
-        self.buffer = np.empty((self.m, _REFACTOR), order="F")
+        self.buffer = None              # allocated by the first update (small cores never have one)
         self.tip = 0
 
     def column(self, rows: np.ndarray, vals: np.ndarray) -> np.ndarray:
@@ -203,6 +203,8 @@ class _Lu:
                  active: np.ndarray):
         self.ref, self.heads, self.replaced, self.z = ref, heads, replaced, z
         self.shape = (len(active), len(active))
+        if not len(replaced):           # the reference itself: its solves go straight to SuperLU
+            return
         n_s0 = len(ref.structural)
         self.n_s0 = n_s0
         cols = np.nonzero(heads < n_col)[0]
@@ -459,7 +461,7 @@ class _Probe:
         ref = _Reference(lu, structural, inactive, row_pos, a_inactive_structural)
         heads = np.concatenate([structural, self.a.shape[1] + inactive])
         return active_mask, row_pos, a_inactive_structural, _Lu(ref, heads, np.zeros(0, dtype=np.int64),
-                                                                ref.buffer[:, :0], self.a.shape[1],
+                                                                np.zeros((ref.m, 0)), self.a.shape[1],
                                                                 np.nonzero(active_mask)[0])
 
     def _update(self, basis: _Basis, entering: int, leaving: int, structural: np.ndarray,
@@ -488,7 +490,9 @@ class _Probe:
         if len(hit):
             z = lu.z.copy()
             z[:, hit[0]] = col
-        elif ref.tip == k and lu.z.base is ref.buffer:    # the newest basis of its chain: append in place
+        elif ref.tip == k and (k == 0 or lu.z.base is ref.buffer):   # the chain's newest basis: append in place
+            if ref.buffer is None:
+                ref.buffer = np.empty((ref.m, _REFACTOR), order="F")
             ref.buffer[:, k] = col
             ref.tip = k + 1
             z, replaced = ref.buffer[:, :k + 1], np.append(replaced, p)
