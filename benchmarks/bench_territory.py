@@ -30,11 +30,20 @@ row, and each session's ``ClearTerritory`` (clearing at the forecast, exact curv
 recorded) is timed at forecasts 50, 55 and 60 per MWh: the first is cold, the two after it re-clear on the
 markets the workers kept. The same three sessions on a server that keeps nothing (``--warm-interfaces 0``)
 are the cold reference; the recorded clearing digests must be identical.
+
+``--service --day-ahead`` measures the first real-time session after a day-ahead one: a day-ahead session of
+``--da-hours`` hourly intervals of the same standing bids is cleared at 50 per MWh, published and awarded at
+its cleared imports; then a 5-minute real-time session at the start of the first hour, which refers to it
+and where every resource bids again as it bid day-ahead (nothing is held), is cleared at 55 per MWh (timed).
+On the server that keeps markets, each worker takes that interval's curve from the day-ahead clearing's
+(``engine.territory.IntervalCurves``); the same day on a server that keeps nothing is the cold reference.
+The recorded real-time clearing digests must be identical.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -91,26 +100,21 @@ def measure(make, jobs: list[Job], formulation: str) -> dict:
     return out
 
 
-async def _service_sessions(path: str, a, keep: int) -> tuple[list[float], list[float], dict]:
-    """The three real-time sessions on one server: per session the call's wall time and the fan-out's, and
-    each market's recorded clearing digest."""
-    import json
-    from datetime import timedelta
-    from decimal import Decimal
-
-    from dsomarket.clients.api import BidSegment, Client, Resource, TerritoryInterface
-    from dsomarket.clients.demo import delivery_day
-    from dsomarket.server import audit, db
+@contextlib.asynccontextmanager
+async def _server(path: str, a, keep: int):
+    """A server over ``path`` with the synthetic territory ``bench`` loaded and the aggregator's resources (one
+    per bid) registered: the operator's, the aggregator's and the ISO's clients, and the feeders with bids."""
+    from dsomarket.clients.api import Client, Resource, TerritoryInterface
     from dsomarket.server.app import create_server
     from dsomarket.server.auth import create_tokens
 
-    tokens = create_tokens(path, {"dso": "operator", "agg": "aggregator"})
+    tokens = create_tokens(path, {"dso": "operator", "agg": "aggregator", "iso": "iso"})
     server, port = await create_server("127.0.0.1:0", path, workers=a.workers[0], warm_interfaces=keep)
     await server.start()
-    walls, fans = [], []
     try:
         async with Client(f"127.0.0.1:{port}", tokens["dso"], timeout=7200.0) as op, \
-                Client(f"127.0.0.1:{port}", tokens["agg"], timeout=600.0) as agg:
+                Client(f"127.0.0.1:{port}", tokens["agg"], timeout=600.0) as agg, \
+                Client(f"127.0.0.1:{port}", tokens["iso"], timeout=600.0) as iso:
             members = [synthetic_member(k, a.feeders, a.buses, a.bids, a.seed) for k in range(a.feeders)]
             for k, (f, _) in enumerate(members):   # the server builds the same feeder from its seed
                 await op.create_feeder(f.name, builtin=f"synth:{a.buses}:{_feeder_seed(k, a.seed)}")
@@ -118,33 +122,95 @@ async def _service_sessions(path: str, a, keep: int) -> tuple[list[float], list[
             await agg.register_resources([Resource(bid, f.name, bus, "pv" if side == "sell" else "flexible_load", 1000.0)
                                           for f, b in members
                                           for bid, bus, side in b.select("bid_id", "bus", "side").iter_rows()])
-            start = delivery_day()
-            for n, forecast in enumerate((50, 55, 60)):
-                sid = f"rt{n}"
-                session = await op.open_territory_session(sid, territory_id="bench", kind="real_time",
-                                                          delivery_start=start + timedelta(minutes=5 * n),
-                                                          interval_count=1, formulation=a.formulation)
-                for si, (f, b) in zip(session.interfaces, members, strict=True):
-                    iv = si.market.intervals[0]
-                    await agg.submit_bids(si.market.market_id, [
-                        BidSegment(bid, bid, side, kw, Decimal(str(price)), iv)
-                        for bid, side, kw, price in b.select("bid_id", "side", "quantity_kw", "price").iter_rows()])
-                await op.close_territory_gate(sid)
-                t0 = time.perf_counter()
-                cleared = await op.clear_territory(sid, iso_price_forecast=[forecast])
-                walls.append(time.perf_counter() - t0)
-                fans.append(cleared.solve_seconds)
-                print(f"  {'kept' if keep else 'cold'} server, session {sid} at {forecast}: {walls[-1]:.2f} s "
-                      f"({cleared.optimal}/{a.feeders} optimal, {len(cleared.warm)} warm)", flush=True)
+            yield op, agg, iso, members
     finally:
         await server.stop(0.5)
+
+
+def _clearing_digests(path: str) -> dict:
+    """Each market's recorded clearing digest."""
+    import json
+
+    from dsomarket.server import audit, db
+
     conn = db.connect(path)
     try:
-        digests = {p["market_id"]: p["digest"] for r in audit.records(conn, "market.clear")
-                   for p in [json.loads(r["payload"])]}
+        return {p["market_id"]: p["digest"] for r in audit.records(conn, "market.clear")
+                for p in [json.loads(r["payload"])]}
     finally:
         conn.close()
-    return walls, fans, digests
+
+
+async def _bid(agg, session, members, suffix: str = "") -> None:
+    """Every feeder's bids in every interval of its market in ``session`` (ids with ``suffix`` and the interval)."""
+    from decimal import Decimal
+
+    from dsomarket.clients.api import BidSegment
+
+    for si, (f, b) in zip(session.interfaces, members, strict=True):
+        await agg.submit_bids(si.market.market_id, [
+            BidSegment(f"{bid}{suffix}{t if suffix else ''}", bid, side, kw, Decimal(str(price)), iv)
+            for t, iv in enumerate(si.market.intervals)
+            for bid, side, kw, price in b.select("bid_id", "side", "quantity_kw", "price").iter_rows()])
+
+
+async def _service_day(path: str, a, keep: int) -> tuple[float, float, frozenset, dict]:
+    """``--day-ahead`` on one server: the real-time clearing's call and fan-out wall times, the interfaces it
+    cleared warm, and each market's recorded clearing digest."""
+    from dsomarket.clients.api import IntervalAward
+    from dsomarket.clients.demo import delivery_day
+
+    async with _server(path, a, keep) as (op, agg, iso, members):
+        start = delivery_day()
+        session = await op.open_territory_session("da", territory_id="bench", kind="day_ahead", delivery_start=start,
+                                                  interval_count=a.da_hours, formulation=a.formulation)
+        await _bid(agg, session, members, "-h")
+        await op.close_territory_gate("da")
+        t0 = time.perf_counter()
+        cleared = await op.clear_territory("da", iso_price_forecast=[50])
+        da_seconds = time.perf_counter() - t0
+        await op.publish_territory("da")
+        for c in cleared.interfaces.values():
+            award = await iso.submit_award(c.market.market_id, [IntervalAward(f.interval_start, f.import_kw, 50)
+                                                                for f in c.interface])
+            assert award.status == "optimal", award.diagnosis
+        session = await op.open_territory_session("rt", territory_id="bench", kind="real_time", delivery_start=start,
+                                                  interval_count=1, formulation=a.formulation,
+                                                  day_ahead_session_id="da")
+        await _bid(agg, session, members)
+        await op.close_territory_gate("rt")
+        t0 = time.perf_counter()
+        rt = await op.clear_territory("rt", iso_price_forecast=[55])
+        wall = time.perf_counter() - t0
+        print(f"  {'kept' if keep else 'cold'} server: day-ahead ({a.da_hours} h) {da_seconds:.2f} s, real-time "
+              f"{wall:.2f} s ({rt.optimal}/{a.feeders} optimal, {len(rt.warm)} warm)", flush=True)
+    return wall, rt.solve_seconds, rt.warm, _clearing_digests(path)
+
+
+async def _service_sessions(path: str, a, keep: int) -> tuple[list[float], list[float], dict]:
+    """The three real-time sessions on one server: per session the call's wall time and the fan-out's, and
+    each market's recorded clearing digest."""
+    from datetime import timedelta
+
+    from dsomarket.clients.demo import delivery_day
+
+    walls, fans = [], []
+    async with _server(path, a, keep) as (op, agg, _, members):
+        start = delivery_day()
+        for n, forecast in enumerate((50, 55, 60)):
+            sid = f"rt{n}"
+            session = await op.open_territory_session(sid, territory_id="bench", kind="real_time",
+                                                      delivery_start=start + timedelta(minutes=5 * n),
+                                                      interval_count=1, formulation=a.formulation)
+            await _bid(agg, session, members)
+            await op.close_territory_gate(sid)
+            t0 = time.perf_counter()
+            cleared = await op.clear_territory(sid, iso_price_forecast=[forecast])
+            walls.append(time.perf_counter() - t0)
+            fans.append(cleared.solve_seconds)
+            print(f"  {'kept' if keep else 'cold'} server, session {sid} at {forecast}: {walls[-1]:.2f} s "
+                  f"({cleared.optimal}/{a.feeders} optimal, {len(cleared.warm)} warm)", flush=True)
+    return walls, fans, _clearing_digests(path)
 
 
 def _feeder_seed(k: int, seed: int) -> int:
@@ -159,6 +225,16 @@ def service(a) -> int:
     import asyncio
     import tempfile
 
+    if a.day_ahead:
+        with tempfile.TemporaryDirectory() as tmp:
+            kept = asyncio.run(_service_day(os.path.join(tmp, "kept.sqlite"), a, 64))
+            cold = asyncio.run(_service_day(os.path.join(tmp, "cold.sqlite"), a, 0))
+        same = kept[3] == cold[3]
+        print(f"\nfirst real-time session after the day-ahead one, server that keeps markets / server that keeps "
+              f"nothing: call {kept[0]:.2f} s / {cold[0]:.2f} s = {kept[0] / cold[0]:.0%}; fan-out "
+              f"{kept[1]:.2f} s / {cold[1]:.2f} s = {kept[1] / cold[1]:.0%}; {len(kept[2])}/{a.feeders} interfaces "
+              f"warm; recorded clearings identical: {'yes' if same else 'NO'}")
+        return 0 if same and not cold[2] else 1
     with tempfile.TemporaryDirectory() as tmp:
         kept = asyncio.run(_service_sessions(os.path.join(tmp, "kept.sqlite"), a, 64))
         cold = asyncio.run(_service_sessions(os.path.join(tmp, "cold.sqlite"), a, 0))
@@ -191,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="clearing model (the engine's default is lossaware; the recorded figures are lossless)")
     p.add_argument("--service", action="store_true",
                    help="real-time re-clears through the gRPC TerritoryService, kept vs cold (one worker count)")
+    p.add_argument("--day-ahead", action="store_true",
+                   help="with --service: the first real-time session after an awarded day-ahead one, kept vs cold")
+    p.add_argument("--da-hours", type=int, default=2, help="hourly intervals of the --day-ahead session")
     a = p.parse_args(argv)
     if a.service:
         if a.workers == [1, 2]:

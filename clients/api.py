@@ -124,6 +124,7 @@ MARKET_STATES = tuple(v for v in _STATES.values() if v != "unspecified")
 _RESOURCE_KINDS = {v: k.removeprefix("RESOURCE_KIND_").lower() for k, v in common_pb2.ResourceKind.items()}
 _CURVE_KINDS = {v: k.removeprefix("CURVE_SEGMENT_KIND_").lower() for k, v in iso_pb2.CurveSegmentKind.items()}
 _SOURCES = {v: k.removeprefix("INSTRUCTION_SOURCE_").lower() for k, v in agg_pb.InstructionSource.items()}
+_PRICE_SOURCES = {v: k.removeprefix("PRICE_SOURCE_").lower() for k, v in market_pb2.PriceSource.items()}
 _NEED_KINDS = {v: k.removeprefix("FLEX_NEED_KIND_").lower() for k, v in flex_pb.FlexNeedKind.items()}
 _NEED_DIRECTIONS = {v: k.removeprefix("FLEX_NEED_DIRECTION_").lower() for k, v in flex_pb.FlexNeedDirection.items()}
 _FLEX_DIRECTIONS = {v: k.removeprefix("FLEX_DIRECTION_").lower() for k, v in flex_pb.FlexDirection.items()}
@@ -215,6 +216,10 @@ class MarketInterval:
 
 @dataclass(frozen=True)
 class BusPrice:
+    """A DLMP and its parts, per MWh. ``source``: ``clearing`` (at the ISO price forecast) or ``award`` (the
+    award's dispatch); ``revision``: 0 for the first, one more for each replacement after a network change;
+    ``superseded``: no longer in force (listed only on request)."""
+
     bus: str
     interval_start: datetime
     dlmp: Decimal
@@ -222,6 +227,9 @@ class BusPrice:
     congestion: Decimal
     voltage: Decimal
     loss: Decimal
+    source: str = "clearing"
+    revision: int = 0
+    superseded: bool = False
 
 
 @dataclass(frozen=True)
@@ -1049,10 +1057,12 @@ class Client:
         return [MarketInterval(i.index, _dt(i.start), _dt(i.end), _dt(i.gate_closure), i.gate_open)
                 async for i in self._pages(self._market.ListMarketIntervals, req, "intervals")]
 
-    async def list_prices(self, market_id: str, *, bus: str = "") -> list[BusPrice]:
-        req = market_pb2.ListMarketPricesRequest(market_id=market_id, bus=bus)
+    async def list_prices(self, market_id: str, *, bus: str = "", include_superseded: bool = False) -> list[BusPrice]:
+        """The DLMPs in force per bus and interval (``include_superseded``: with those no longer in force)."""
+        req = market_pb2.ListMarketPricesRequest(market_id=market_id, bus=bus, include_superseded=include_superseded)
         return [BusPrice(p.bus, _dt(p.interval_start), Decimal(p.dlmp), Decimal(p.energy),
-                         Decimal(p.congestion), Decimal(p.voltage), Decimal(p.loss))
+                         Decimal(p.congestion), Decimal(p.voltage), Decimal(p.loss),
+                         _name(_PRICE_SOURCES, p.source), p.revision, p.superseded)
                 async for p in self._pages(self._market.ListMarketPrices, req, "prices")]
 
     # -- operator -----------------------------------------------------------------

@@ -35,7 +35,7 @@ from dsomarket.engine import losses
 from dsomarket.engine.clearing import NodalMarket
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.results import net_withdrawal
-from dsomarket.engine.losses import (CURVE_ABS_KW, CURVE_MAX_DEPTH, CURVE_PRICE_TOL, CURVE_REL_TOL,
+from dsomarket.engine.losses import (CURVE_ABS_KW, CURVE_MAX_DEPTH, CURVE_PRICE_TOL, CURVE_REL_TOL, CURVE_SIZE_SHARE,
                                       STEP_TOL_KW, CurveCheck)
 from dsomarket.engine.network import S_BASE_KVA
 
@@ -44,6 +44,9 @@ from dsomarket.engine.tracer import (CERT_REL_TOL, P_REL_TOL, Q_TOL_MW, _Basis, 
 
 _ANCHOR_ITERATIONS = 8
 """Re-linearisations of one basis's dispatch before :meth:`_FixedPoints.anchor` gives up (it takes one or two)."""
+STEP_LOCATED = 1e-3
+"""Price width (per MWh) within which an unresolved step is located as well as an ISO price can tell
+(a tenth of a cent): it adds nothing to the curve's error bound."""
 
 
 class _FixedPoints:
@@ -64,7 +67,8 @@ class _FixedPoints:
         self.clearings = 0
         self.solves = 0
         self.anchored = 0
-        self.interpolated = 0.0
+        # Deviations (MW) of interpolated stretches from the clearings in their middle, with the import there.
+        self.deviations: list[tuple[float, float]] = []
         self.residual_kw = 0.0
         # Vertex samples not yet walked from: id -> (sample, probe on its linearisation, its basis there).
         self._anchors: dict[int, tuple[_Sample, _Probe, _Basis]] = {}
@@ -189,8 +193,8 @@ class _FixedPoints:
         in the share (the AC marginal losses are), so the stretch is anchored adaptively: a piece
         whose middle anchor lies within ``tol / 4`` of the straight line through its ends (in
         import, and in price times the piece's slope) is filled by interpolation; otherwise both
-        halves are anchored again. The largest such deviation is kept in ``interpolated`` (MW,
-        relative to the import). None when an anchor fails or leaves the stretch.
+        halves are anchored again. Each such deviation is kept in ``deviations`` (MW, with the
+        import). None when an anchor fails or leaves the stretch.
         """
         start = float(basis.x[j])
 
@@ -220,12 +224,10 @@ class _FixedPoints:
             if off > tol / 4.0:
                 stack += [(km, k1, depth + 1), (k0, km, depth + 1)]
                 continue
-            self.interpolated = max(self.interpolated, off / max(min(abs(q0), abs(q1)), CURVE_ABS_KW / S_BASE_KVA))
+            self.deviations.append((off, min(abs(q0), abs(q1))))
             for (_, pa, qa, ga), (_, pb, qb, gb) in ((k0, km), (km, k1)):
-                n = math.ceil((qa - qb) / (1.9 * tol))
-                for w in np.arange(1, n + 1) / n:
-                    p, q, g = pa + w * (pb - pa), qa + w * (qb - qa), ga + w * (gb - ga)
-                    out.append(_Sample(p, q, g, p, p))
+                out += _chord(_Sample(pa, qa, ga, pa, pa), _Sample(pb, qb, gb, pb, pb), tol)
+                out.append(_Sample(pb, qb, gb, pb, pb))
         out.pop()                       # the last is v's end of the stretch: v itself follows
         return out
 
@@ -281,6 +283,19 @@ def _band_tol(a: _Sample, b: _Sample) -> float:
     return max(CURVE_REL_TOL * min(abs(a.q), abs(b.q)), CURVE_ABS_KW / S_BASE_KVA)
 
 
+def _chord(a: _Sample, b: _Sample, tol: float) -> list[_Sample]:
+    """Points strictly between ``a`` (at ``a.high``) and ``b`` (at ``b.low``) on the straight line through
+    them, evenly spaced so that neighbouring imports are under ``2 tol`` (MW) apart: a stretch drawn by
+    interpolation, one band per neighbouring pair. The spacing is also within the band tolerance of the
+    chord's own ends (:func:`_band_tol`), which ``tol`` (from a wider pair) may exceed: otherwise each
+    neighbouring pair would be split again by a clearing."""
+    n = max(1, math.ceil((a.q - b.q) / (1.9 * min(tol, _band_tol(a, b)))))
+    w = np.arange(1, n) / n
+    p, q = a.high + w * (b.low - a.high), a.q + w * (b.q - a.q)
+    g = a.g + w * (b.g - a.g)
+    return [_Sample(float(pp), float(qq), float(gg), float(pp), float(pp)) for pp, qq, gg in zip(p, q, g)]
+
+
 def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
                         max_clearings: int) -> tuple[list[tuple[float, float, float]], CurveCheck]:
     """Bands ``(price_low, price_high, import_kw)`` of one interval of a loss-aware market, floor to cap.
@@ -291,18 +306,23 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     differ by at most twice the band tolerance (one band at the middle import, off by at
     most the tolerance; this is how a stretch where a bid clears part-way is drawn), or
     when the gap is narrower than ``CURVE_PRICE_TOL`` (a step located within it).
-    Otherwise a clearing in the gap splits it: just past a's range first (a bid flipping
-    at a's end starts the next range there), then where the two tangents meet. After
-    ``CURVE_MAX_DEPTH`` splits without a new range, the step goes where the tangents meet.
+    Otherwise a clearing splits it where the two tangents meet (in the middle where they
+    meet near an end). Where that clearing, in the middle of a stretch, lies within a
+    quarter of the band tolerance of the straight line through the pair's ends, the
+    stretch is drawn by that line (:func:`_chord`), its deviation added to the error
+    bound. After ``CURVE_MAX_DEPTH`` splits that leave the whole gap on one side (a jump
+    being located, not a stretch being sampled), the step goes where the tangents meet.
     Before any clearing, a pair whose left end has a basis is walked (:meth:`_FixedPoints.walk`):
-    the fixed points it reaches split the pair the same way, at no HiGHS solve.
+    the fixed points it reaches split the pair the same way, at no HiGHS solve. A clearing
+    just past a's range, to find a bid flipping there, is left to the walk: it was the
+    costliest clearing (10-13 solves, from far away) and mostly drew a's own import again.
     """
     first = fixed.at(floor)
     last = first if first.high >= cap else fixed.at(cap)
-    probed: set[int] = set()
     stack = [(first, last, 0)]
     done: list[tuple[_Sample, _Sample, float | None]] = []
-    worst, unresolved = 0.0, 0
+    errors: list[tuple[float, float]] = []   # (bound on a band's error, the smaller import of its ends), MW
+    unresolved = 0
     while stack:
         a, b, depth = stack.pop()
         if a is b or a.q - b.q <= Q_TOL_MW:
@@ -314,15 +334,18 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             continue
         if a.q - b.q <= 2 * _band_tol(a, b):
             done.append((a, b, math.nan))
-            worst = max(worst, (a.q - b.q) / 2.0 / max(min(abs(a.q), abs(b.q)), CURVE_ABS_KW / S_BASE_KVA))
+            errors.append(((a.q - b.q) / 2.0, min(abs(a.q), abs(b.q))))
             continue
         width = b.low - a.high
         lam = (b.g - a.g) / (a.q - b.q)
         if not a.high + 0.01 * width < lam < b.low - 0.01 * width:
             lam = a.high + width / 2.0
         if depth >= CURVE_MAX_DEPTH:
-            # Clearings this close in price that still disagree: a step where the tangents meet.
+            # Clearings this close in price that still disagree: a step where the tangents meet. A clearing
+            # between them may draw any import between theirs, unless they are closer than an ISO price.
             done.append((a, b, lam))
+            if width > STEP_LOCATED:
+                errors.append((a.q - b.q, min(abs(a.q), abs(b.q))))
             unresolved += 1
             continue
         if b.low - a.high <= CURVE_PRICE_TOL * max(1.0, abs(a.high)):
@@ -335,15 +358,27 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             continue
         if fixed.clearings >= max_clearings:
             raise RuntimeError(f"loss-aware curve: more than {max_clearings} clearings in interval {fixed.t}")
-        past = a.high > a.low and id(a) not in probed
-        if past:
-            probed.add(id(a))
-            lam = a.high + min(max(cert, 1e-9 * max(1.0, abs(a.high))), width / 2.0)
         c = fixed.at(lam, (a.q, b.q))
         c = fixed.keep(c, _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low)))
-        # A range that starts where a's ends is progress along the curve, not a subdivision.
-        onward = depth if past and c.low <= a.high + cert else depth + 1
-        stack += [(c, b, onward), (a, c, depth + 1)]
+        tol = _band_tol(a, b)
+        if c.low == c.high and abs(c.price - (a.high + b.low) / 2.0) <= width / 4.0 \
+                and a.q >= c.q >= b.q:
+            # A stretch: where the clearing in its middle lies on the straight line through its ends,
+            # the import is smooth there and the line stands for it (to within that deviation).
+            off = abs(c.q - (a.q + (c.price - a.high) / width * (b.q - a.q)))
+            if off <= tol / 2.0:
+                seq = [a, *_chord(a, c, tol), c, *_chord(c, b, tol), b]
+                done += [(x, y, math.nan) for x, y in zip(seq[:-1], seq[1:])]
+                for x, y in zip(seq[:-1], seq[1:]):
+                    errors.append(((x.q - y.q) / 2.0 + off, min(abs(x.q), abs(y.q))))
+                continue
+        # A range that starts where a's ends is progress along the curve, not a subdivision; so is a
+        # side whose import gap is at most three quarters of the pair's (a stretch being sampled, not a
+        # jump being located: that keeps the whole gap on one side).
+        gap = a.q - b.q
+        onward = depth if c.low <= a.high + cert or c.q - b.q <= 0.75 * gap else depth + 1
+        inward = depth if a.q - c.q <= 0.75 * gap else depth + 1
+        stack += [(c, b, onward), (a, c, inward)]
     bands: list[list[float]] = []
     low, q = floor, first.q
     for a, b, step in done:
@@ -363,10 +398,22 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     for lo, hi in zip(bands[:-1], bands[1:]):   # dropping a sliver leaves its neighbours to meet
         hi[0] = lo[1]
     bands[0][0], bands[-1][1] = floor, cap
+    # Clearings agree with the AC import to losses.RESIDUAL_TOL_KW, so two at nearby prices can rise by a
+    # watt where the import cannot (it is non-increasing in the price): the later one keeps the earlier's.
+    for lo, hi in zip(bands[:-1], bands[1:]):
+        hi[2] = min(hi[2], lo[2])
     merged = _merge_equal(bands)
-    # A band in an interpolated stretch may be off by the interpolation's deviation on top of its own width.
-    check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=(worst + fixed.interpolated) * 100.0,
-                       max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved, anchored=fixed.anchored)
+    # A band in a stretch interpolated while walking may be off by its deviation on top of its own width.
+    size = max(abs(first.q), abs(last.q), CURVE_ABS_KW / CURVE_REL_TOL / S_BASE_KVA)
+
+    def worst(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+        return (max((e for e, _ in pairs), default=0.0),
+                max((e / max(abs(q), CURVE_SIZE_SHARE * size) for e, q in pairs), default=0.0))
+
+    (band_mw, band_rel), (dev_mw, dev_rel) = worst(errors), worst(fixed.deviations)
+    check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=(band_rel + dev_rel) * 100.0,
+                       max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved, anchored=fixed.anchored,
+                       max_error_kw=(band_mw + dev_mw) * S_BASE_KVA)
     return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
 
 

@@ -80,7 +80,7 @@ TOLERANCE_TEXT = (f"import and line flows within {RESIDUAL_TOL_KW:g} kW and volt
 """The convergence tolerances as reported with every loss-aware result."""
 MAX_ITERATIONS = 80
 BRACKET_ITERATIONS = 20
-"""Solves after which per-bid brackets give way to a trust region on every bid (:func:`merit`)."""
+"""Solves after which per-bid brackets give way to a trust region on every bid (:func:`engine.successive.merit`)."""
 TRUST_START_MW = 0.01
 """Smallest first radius (MW) of that trust region: half the last step, but at least half of this."""
 TRUST_MIN_MW = STEP_TOL_KW / 10.0 / S_BASE_KVA
@@ -304,9 +304,13 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
     return model
 
 
-def _point_terms(model: LinearModel, feeder: Feeder, point: OperatingPoint,
-                 polygon_sides: int) -> sp.csc_matrix:
-    """Every coefficient of ``model`` that depends on the operating point, as one sparse matrix."""
+def _point_terms(model: LinearModel, feeder: Feeder,
+                 point: OperatingPoint, polygon_sides: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every coefficient of ``model`` that depends on the operating point, as triplets ``(rows, cols, values)``.
+
+    The rows and columns depend on the feeder and the model only (never on the point), in the same order
+    at every point: :class:`Relinearisation` maps them once onto its matrix's sparsity pattern.
+    """
     blocks = corrections(feeder, point) | thermal(feeder, point, polygon_sides)[0]
     rows, cols, vals = [], [], []
     for con, block in blocks.items():
@@ -314,20 +318,23 @@ def _point_terms(model: LinearModel, feeder: Feeder, point: OperatingPoint,
             rows.append(r + model.con(con).start)
             cols.append(c + model.var(var).start)
             vals.append(v)
-    return sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(model.n_row, model.n_col))
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
 @dataclass(frozen=True, eq=False)
 class Relinearisation:
     """A built loss-aware model split into the part that never changes and the part the point sets.
 
-    Re-linearising then costs one vectorised evaluation of the point's terms and one
-    sparse sum, instead of a full build (:func:`build`).
+    Re-linearising then costs one vectorised evaluation of the point's terms summed into the
+    data of a sparsity pattern fixed once (``slots``: where each term lands), instead of a full
+    build (:func:`build`) or a sparse sum that re-sorts the pattern every time.
     """
 
     model: LinearModel
-    fixed: sp.csc_matrix
+    base: sp.csc_matrix
+    """The coefficients that never change, on the pattern of every linearisation (the point's terms at 0)."""
+    slots: np.ndarray
+    """Index into ``base.data`` of each of the point's terms (:func:`_point_terms` order)."""
     feeder: Feeder
     polygon_sides: int
 
@@ -335,14 +342,30 @@ class Relinearisation:
     def of(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> "Relinearisation":
         """Split a model built by :func:`build` at ``point``."""
         a = model.assemble()[3]
+        rows, cols, vals = _point_terms(model, feeder, point, polygon_sides)
+        shape = (model.n_row, model.n_col)
+        fixed = (a - sp.csc_matrix((vals, (rows, cols)), shape=shape)).tocsc()
+        # The union of both patterns, with an explicit entry wherever a term may land.
+        pattern = (abs(fixed) + sp.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)).tocsc()
+        pattern.sum_duplicates()
+        pattern.sort_indices()
+        col_of = np.repeat(np.arange(shape[1]), np.diff(pattern.indptr))
+        keys = col_of.astype(np.int64) * shape[0] + pattern.indices
+        fixed_coo = fixed.tocoo()
+        data = np.zeros(len(keys))
+        data[np.searchsorted(keys, fixed_coo.col.astype(np.int64) * shape[0] + fixed_coo.row)] = fixed_coo.data
+        base = sp.csc_matrix((data, pattern.indices, pattern.indptr), shape=shape)
+        slots = np.searchsorted(keys, cols.astype(np.int64) * shape[0] + rows)
         # A copy that holds its assembled arrays, so each re-linearisation only swaps the matrix.
-        return Relinearisation(model.with_matrix(a), (a - _point_terms(model, feeder, point, polygon_sides)).tocsc(),
-                               feeder, polygon_sides)
+        return Relinearisation(model.with_matrix(a), base, slots, feeder, polygon_sides)
 
     def at(self, point: OperatingPoint) -> LinearModel:
         """The model linearised at ``point`` (same blocks, costs and bounds)."""
-        a = (self.fixed + _point_terms(self.model, self.feeder, point, self.polygon_sides)).tocsc()
-        a.sort_indices()
+        vals = _point_terms(self.model, self.feeder, point, self.polygon_sides)[2]
+        base = self.base
+        data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
+        a = sp.csc_matrix((data, base.indices.copy(), base.indptr.copy()), shape=base.shape)
+        a.eliminate_zeros()     # as a sparse sum leaves them: a term that vanishes at this point (no flow)
         return self.model.with_matrix(a)
 
 
@@ -390,18 +413,6 @@ def held_open(x: np.ndarray, reduced: np.ndarray, lower: np.ndarray, upper: np.n
     return up | down
 
 
-def merit(sol: Solution, solver, point: OperatingPoint, feeder: Feeder) -> tuple[float, float]:
-    """The trust region's measure of a solve's dispatch: its objective with the AC import of the
-    dispatch (``point``) in place of the LP's, and its AC limit :func:`violation`.
-
-    Kept apart rather than summed with a penalty weight: a step along limits that bind is
-    outside them by its square (the Maratos effect), which an exact penalty weighs against
-    the first-order gain and rejects; here a step counts as feasible while its violation stays
-    within ``VIOLATION_TOL`` or below the centre's."""
-    imp = solver.model.var("import_p").slice
-    return float(sol.objective) + float(np.dot(solver.cost[imp], point.p0 - sol.x[imp])), violation(feeder, point)
-
-
 def violation(feeder: Feeder, point: OperatingPoint) -> float:
     """How far the AC state ``point`` is outside the feeder's limits, summed: squared-voltage excess
     below ``vmin^2`` or above ``vmax^2`` (pu^2, root excluded) plus apparent-power excess over the rating
@@ -427,7 +438,8 @@ def convergence_summary(done: bool, solves: int, res: Residual, moved_kw: float,
             "tolerance": TOLERANCE_TEXT}
 
 
-_NETWORK_ROWS = ("bus_p_balance", "bus_q_balance", "voltage_drop")
+NETWORK_ROWS = ("bus_p_balance", "bus_q_balance", "voltage_drop")
+"""The rows of the network's equations (balances and the voltage drop), as opposed to its limits."""
 
 
 def _network(model: LinearModel, n: int, T: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray]:
@@ -448,7 +460,7 @@ def _network(model: LinearModel, n: int, T: int) -> tuple[sp.csc_matrix, np.ndar
     cols.append(imp.start + np.arange(imp.size))
     cols.append(model.var("import_q").start + np.arange(T))
     rows = np.concatenate([np.arange(model.con(b).start, model.con(b).start + model.con(b).size)
-                           for b in _NETWORK_ROWS])
+                           for b in NETWORK_ROWS])
     return a, rows, np.concatenate(cols), imp.start + np.arange(T)
 
 
@@ -522,6 +534,10 @@ neighbouring prices jump, no finer sampling makes the curve agree with both)."""
 CURVE_TOL = 5e-3
 """Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the clearing at any
 price inside it, hence against the AC power flow of that clearing's dispatch."""
+CURVE_SIZE_SHARE = 0.05
+"""Share of the feeder's size (the largest import on its curve, at least the 50 kW at which
+``CURVE_ABS_KW`` is ``CURVE_REL_TOL`` of it) below which a curve's error is stated relative to that share
+rather than to the import: near a zero import a tenth of a kW is no error that matters to the ISO."""
 
 
 @dataclass(frozen=True)
@@ -529,9 +545,11 @@ class CurveCheck:
     """How a loss-aware curve was made from converged clearings.
 
     ``bands`` in the curve, ``clearings`` converged (each the AC fixed point at its price),
-    ``max_error_pct`` the largest bound on a band's import against the clearing at any price
-    inside it (a band standing for a stretch of part-way clearing; 0 where every band is one
-    fixed point), ``max_residual_kw`` the largest import mismatch between a clearing's LP
+    ``max_error_kw`` the largest bound on a band's import against the clearing at any price
+    inside it (a band standing for a stretch of part-way clearing, or an unresolved step;
+    0 where every band is one fixed point), ``max_error_pct`` the largest such bound relative
+    to the band's import or, where that is smaller, to ``CURVE_SIZE_SHARE`` of the feeder's
+    size (the warning of ``dsomarket curve`` compares it with ``CURVE_TOL``), ``max_residual_kw`` the largest import mismatch between a clearing's LP
     and the AC power flow of its dispatch, and ``unresolved_steps`` the steps placed where
     clearings at prices ``CURVE_MAX_DEPTH`` subdivisions apart still disagree (successive LP
     settling on different points there; near such a step the curve may differ from a clearing).
@@ -545,14 +563,16 @@ class CurveCheck:
     anchored: int = 0
     """Re-linearisations at which the curve walked from one fixed point to the next without a clearing
     (:meth:`engine.losscurve._FixedPoints.anchor`)."""
+    max_error_kw: float = 0.0
 
     def merged(self, other: "CurveCheck") -> "CurveCheck":
         return CurveCheck(self.bands + other.bands, self.clearings + other.clearings,
                           max(self.max_error_pct, other.max_error_pct),
                           max(self.max_residual_kw, other.max_residual_kw),
-                          self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored)
+                          self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored,
+                          max(self.max_error_kw, other.max_error_kw))
 
-def curvature_step(solver, feeder: Feeder, point: OperatingPoint, sol: Solution, bids: np.ndarray) -> np.ndarray:
+def curvature_step(solver, parts: list[tuple], sol: Solution, bids: np.ndarray) -> np.ndarray:
     """Newton step (MW) of the bid columns ``bids`` (indices in the ``bid`` block) to zero reduced cost.
 
     An LP has no curvature, so its reduced costs move only between linearisations;
@@ -564,31 +584,38 @@ def curvature_step(solver, feeder: Feeder, point: OperatingPoint, sol: Solution,
     ``l = (P^2 + Q^2) / v`` at the point, ``h_l = r y_p + x y_q + (r^2 + x^2) y_v``
     from the duals of the child's balances and the line's voltage drop (the
     curvature of the thermal rows, which bind at most a few lines, is left out).
-    Returns ``-(W^T H W)^{-1} g``: all interacting marginal bids in one step, where
-    regula falsi moves each as if alone. NaN when the reduced Hessian is not
+    ``parts`` are the feeders of the LP ``solver`` solves, each ``(model, feeder, point,
+    cols, rows)``: its own model (block layout), feeder, linearisation point, and its
+    columns and rows in the LP (``slice(None)`` where it is the whole LP); their
+    curvatures add up. Returns ``-(W^T H W)^{-1} g``: all interacting marginal bids in one
+    step, where regula falsi moves each as if alone. NaN when the reduced Hessian is not
     positive definite (negative prices) or the basis is unavailable.
     """
-    model, topo = solver.model, feeder.topology
-    n, m, T, k = topo.n_bus, topo.n_line, point.p.shape[0], len(bids)
-    d = solver.basis_directions(model.var("bid").start + bids)
+    k = len(bids)
+    d = solver.basis_directions(solver.model.var("bid").start + bids)
     if d is None:
         return np.full(k, np.nan)
-    d_p = d[model.var("line_p").slice].reshape(T, m, k)
-    d_q = d[model.var("line_q").slice].reshape(T, m, k)
-    d_v = d[model.var("v").slice].reshape(T, n, k)[:, topo.parent[1:], :]
-    y_p = solver.block(sol.row_dual, "bus_p_balance", rows=True).reshape(T, n)[:, 1:]
-    y_q = solver.block(sol.row_dual, "bus_q_balance", rows=True).reshape(T, n)[:, 1:]
-    y_v = solver.block(sol.row_dual, "voltage_drop", rows=True).reshape(T, m)
-    r, x = topo.r_pu, topo.x_pu
-    h = r * y_p + x * y_q + (r ** 2 + x ** 2) * y_v
-    v = point.v[:, topo.parent[1:]]
+    hess = np.zeros((k, k))
 
     def form(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.einsum("tmk,tm,tmj->kj", a, w, b)
 
-    pv, qv = form(d_p, -2 * h * point.p / v ** 2, d_v), form(d_q, -2 * h * point.q / v ** 2, d_v)
-    hess = (form(d_p, 2 * h / v, d_p) + form(d_q, 2 * h / v, d_q) + pv + pv.T + qv + qv.T
-            + form(d_v, 2 * h * point.l / v ** 2, d_v))
+    for model, feeder, point, cols, rows in parts:
+        topo = feeder.topology
+        n, m, T = topo.n_bus, topo.n_line, point.p.shape[0]
+        dc, y = d[cols], sol.row_dual[rows]
+        d_p = dc[model.var("line_p").slice].reshape(T, m, k)
+        d_q = dc[model.var("line_q").slice].reshape(T, m, k)
+        d_v = dc[model.var("v").slice].reshape(T, n, k)[:, topo.parent[1:], :]
+        y_p = y[model.con("bus_p_balance").slice].reshape(T, n)[:, 1:]
+        y_q = y[model.con("bus_q_balance").slice].reshape(T, n)[:, 1:]
+        y_v = y[model.con("voltage_drop").slice].reshape(T, m)
+        r, x = topo.r_pu, topo.x_pu
+        h = r * y_p + x * y_q + (r ** 2 + x ** 2) * y_v
+        v = point.v[:, topo.parent[1:]]
+        pv, qv = form(d_p, -2 * h * point.p / v ** 2, d_v), form(d_q, -2 * h * point.q / v ** 2, d_v)
+        hess += (form(d_p, 2 * h / v, d_p) + form(d_q, 2 * h / v, d_q) + pv + pv.T + qv + qv.T
+                 + form(d_v, 2 * h * point.l / v ** 2, d_v))
     g = solver.block(sol.col_dual, "bid")[bids]
     try:
         chol = np.linalg.cholesky(hess)
@@ -609,7 +636,7 @@ class MarginalBracket:
     width) inside the bracket, and each pinned value's reduced cost at its own
     linearisation point says on which side the optimum lies (positive: lower).
     The pin moves by regula falsi (Illinois) once both ends have a reduced cost,
-    by bisection before. Internal state of :meth:`engine.clearing.NodalMarket.converge`.
+    by bisection before. Internal state of :func:`engine.successive.converge`.
     """
 
     def __init__(self, n: int):

@@ -125,7 +125,8 @@ def settle_imbalance(instructed: pl.DataFrame, metered: pl.DataFrame, dlmp: pl.D
         Validated resource readings (:func:`validate_resource_meters`); a metered resource-interval without
         an instruction deviates from zero.
     dlmp
-        ``aggregator_id, resource_id, interval, dlmp``: the real-time DLMP at each resource's bus, per MWh.
+        ``aggregator_id, resource_id, interval, dlmp``: the real-time DLMP at each resource's bus, per MWh. A
+        resource without one (its bus cut off) gets no line where it metered what it was told, else InputError.
     scheduled
         ``interval, import_kw, price``: the interface schedule (the award, or its latest revision) and the
         ISO's price per MWh.
@@ -148,12 +149,17 @@ def settle_imbalance(instructed: pl.DataFrame, metered: pl.DataFrame, dlmp: pl.D
             .join(instructed.select(*key, pl.col("kw").alias("instructed_kw")), on=key, how="full", coalesce=True)
             .with_columns(pl.col("metered_kw").fill_null(0.0), pl.col("instructed_kw").fill_null(0.0))
             .join(dlmp.select(*key, "dlmp"), on=key, how="left")
+            .with_columns(deviation_kw=pl.col("metered_kw") - pl.col("instructed_kw"))
             .sort(key))
-    if both["dlmp"].is_null().any():
-        row = both.filter(pl.col("dlmp").is_null()).row(0, named=True)
+    # A bus without a price in an interval is cut off from the feeder there (a network change): its resource,
+    # instructed to 0, owes nothing if it metered 0; any other deviation there has no price to settle at.
+    unpriced = both.filter(pl.col("dlmp").is_null())
+    if (unpriced["deviation_kw"] != 0.0).any():
+        row = unpriced.filter(pl.col("deviation_kw") != 0.0).row(0, named=True)
         raise InputError("meters", "resource_id", f"no real-time price for {row['resource_id']!r} in "
-                         f"{row['interval']}")
-    both = both.with_columns(deviation_kw=pl.col("metered_kw") - pl.col("instructed_kw"))
+                         f"{row['interval']} (its bus is not priced: cut off from the feeder?), where it deviates "
+                         f"{row['deviation_kw']:.3f} kW")
+    both = both.filter(pl.col("dlmp").is_not_null())
     res_amounts = [cents(d * p * hours / 1000.0) for d, p in zip(both["deviation_kw"], both["dlmp"])]
     resources = both.with_columns(pl.Series("amount", [str(a) for a in res_amounts], dtype=pl.Utf8))
     out = {"resources": resources, "interface": None, "residual": None,

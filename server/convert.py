@@ -675,10 +675,14 @@ def statement(row, market_row) -> agg_pb.Statement:
                             currency=market_row["currency"], kind=STATEMENT_KIND[row["kind"]])
 
 
+PRICE_SOURCE = {"clear": market_pb2.PRICE_SOURCE_CLEARING, "award": market_pb2.PRICE_SOURCE_AWARD}
+
+
 def bus_price(row, market_row) -> market_pb2.BusPrice:
     return market_pb2.BusPrice(bus=row["bus"], interval_start=_start(row, market_row), dlmp=row["dlmp"],
                                energy=row["energy"], congestion=row["congestion"], voltage=row["voltage"],
-                               loss=row["loss"])
+                               loss=row["loss"], source=PRICE_SOURCE[row["stage"]], revision=row["revision"],
+                               superseded=bool(row["superseded"]))
 
 
 def curve(row, market_row) -> iso_pb2.InterfaceCurve:

@@ -82,7 +82,13 @@ CREATE TABLE IF NOT EXISTS clearings (
 CREATE TABLE IF NOT EXISTS prices (
     market_id TEXT NOT NULL, stage TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL,
     dlmp TEXT NOT NULL, energy TEXT NOT NULL, congestion TEXT NOT NULL, voltage TEXT NOT NULL,
-    loss TEXT NOT NULL, PRIMARY KEY (market_id, stage, interval_idx, bus)) WITHOUT ROWID;
+    loss TEXT NOT NULL, revision INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (market_id, stage, interval_idx, bus)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS superseded_prices (
+    market_id TEXT NOT NULL, stage TEXT NOT NULL, bus TEXT NOT NULL, interval_idx INTEGER NOT NULL,
+    revision INTEGER NOT NULL, dlmp TEXT NOT NULL, energy TEXT NOT NULL, congestion TEXT NOT NULL,
+    voltage TEXT NOT NULL, loss TEXT NOT NULL, superseded_us INTEGER NOT NULL,
+    PRIMARY KEY (market_id, stage, interval_idx, bus, revision)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS curves (
     market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, fixed_kw REAL NOT NULL,
     conditional INTEGER NOT NULL, segments TEXT NOT NULL, bands TEXT NOT NULL, area TEXT NOT NULL,
@@ -94,7 +100,7 @@ CREATE TABLE IF NOT EXISTS interval_steps (
     PRIMARY KEY (market_id, interval_idx, step)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iso_awards (
     market_id TEXT NOT NULL, interval_idx INTEGER NOT NULL, import_kw REAL NOT NULL, price TEXT NOT NULL,
-    PRIMARY KEY (market_id, interval_idx));
+    network_version INTEGER, PRIMARY KEY (market_id, interval_idx));
 CREATE TABLE IF NOT EXISTS dispatch (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, market_id TEXT NOT NULL,
     aggregator_id TEXT NOT NULL, bid_id TEXT NOT NULL, resource_id TEXT NOT NULL,
@@ -210,13 +216,19 @@ ADDED_COLUMNS = (("tokens", "revoked_us", "INTEGER"),
                  ("ders", "approved_services", "TEXT NOT NULL DEFAULT ''"),
                  ("direct_schedules", "minutes", "INTEGER NOT NULL DEFAULT 60"),
                  ("markets", "formulation", "TEXT NOT NULL DEFAULT 'lossless'"),
-                 ("dispatch", "fixed", "INTEGER NOT NULL DEFAULT 0"))
+                 ("dispatch", "fixed", "INTEGER NOT NULL DEFAULT 0"),
+                 ("prices", "revision", "INTEGER NOT NULL DEFAULT 0"),
+                 ("iso_awards", "network_version", "INTEGER"))
 """``(table, column, type)`` added after a table was first released: :func:`initialise` runs
 ``ALTER TABLE ... ADD COLUMN`` where the column is missing (the ``CREATE TABLE`` above already has it).
 A market's ``formulation`` defaults to ``lossless`` because every market created before the setting existed
 was cleared on the lossless LP (new markets always store theirs, ``lossaware`` unless the operator chose).
 A dispatch row's ``fixed`` is 1 for the instruction an operator's override imposed (a later re-dispatch of its
-interval keeps it)."""
+interval keeps it). A price row's ``revision`` counts the times a network change replaced its interval's prices
+(a re-clearing, or a re-dispatch of an awarded interval); the rows it replaced move to ``superseded_prices``.
+An interval award's ``network_version`` is the network its dispatch in force was made on (the award's, then each
+network re-dispatch's that did not fail), on which a rolled market settles it; NULL for older rows and awards of a
+whole market."""
 
 
 def now_us() -> int:

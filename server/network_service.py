@@ -181,7 +181,7 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                       "forecast": forecast, "scheduled": [[k, scheduled[k]] for k in touched],
                       "overrides": [[k, f] for k, f in sorted(fixed.items())], "digest": outcome.digest}
             done = await app.writer.call(realtime_store.record_network_redispatch, who, market_id, version,
-                                         intervals, inputs)
+                                         intervals, inputs, outcome)
         app.notifier.notify(SCHEDULES, dispatch_topic(None), *map(dispatch_topic, done["aggregators"]))
         failed = [iv for iv in intervals if iv["mode"] != "redispatched"]
         return {"market_id": market_id, "status": "infeasible" if failed else "optimal",
@@ -213,8 +213,10 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
         app = self.app
         async with app.lock(market_id):
             def read(conn):
-                return store.market_rows(conn, market_id), network_store.stale_intervals(conn, market_id, touched,
-                                                                                          version)
+                rows = store.market_rows(conn, market_id)
+                latest = (version, store.network_changes(conn, rows[0]["feeder_id"], version))
+                # On the new version (a PUBLISHED market's rows name the version of its last clearing).
+                return (*rows[:5], latest, *rows[6:]), network_store.stale_intervals(conn, market_id, touched, version)
 
             rows, stale = await app.reader.call(read)
             if not stale:

@@ -56,21 +56,35 @@ def submit_changes(conn, who: Principal, feeder_id: str, rows: list[dict], check
     return store._idempotent(conn, who, request_id, digest, run)
 
 
+_ROLLING = ("(m.state = 'open' AND m.kind IN ({kinds})) OR (m.state = 'published' AND EXISTS (SELECT 1 FROM "
+            "interval_steps s WHERE s.market_id = m.market_id AND s.step = 'publish'))")
+"""A market whose intervals a change revises one by one: OPEN and rolling through its gates, or PUBLISHED by them
+(every interval published on its own, some perhaps awarded already)."""
+
+
+def _rolling_where() -> tuple[str, tuple]:
+    return _ROLLING.format(kinds=", ".join("?" * len(timeline.ROLLING))), tuple(timeline.ROLLING)
+
+
 def revisable_markets(conn, feeder_id: str, rows: list[dict]) -> list[str]:
-    """Markets of the feeder in a revisable state with an interval that one of ``rows`` is in effect in."""
+    """Markets of the feeder in a revisable state with an interval that one of ``rows`` is in effect in, cleared
+    again whole; those published interval by interval are :func:`rolling_markets`."""
+    rolling, params = _rolling_where()
     return [m["market_id"] for m in conn.execute(
-        f"SELECT * FROM markets WHERE feeder_id = ? AND state IN ({', '.join('?' * len(REVISABLE))}) "
-        "ORDER BY market_id", (feeder_id, *REVISABLE)) if _touched(dict(m), rows)]
+        f"SELECT * FROM markets m WHERE m.feeder_id = ? AND m.state IN ({', '.join('?' * len(REVISABLE))}) "
+        f"AND NOT ({rolling}) ORDER BY m.market_id", (feeder_id, *REVISABLE, *params)) if _touched(dict(m), rows)]
 
 
 def rolling_markets(conn, feeder_id: str, rows: list[dict]) -> list[tuple[str, list[int]]]:
-    """``(market_id, interval indices)``: the feeder's OPEN real-time and hour-ahead markets (rolling gates) with
-    the intervals that one of ``rows`` is in effect in; those already cleared and not yet awarded are cleared
-    again (:func:`record_interval_revision`), the others clear at their gates on the latest network anyway."""
+    """``(market_id, interval indices)``: the feeder's OPEN real-time and hour-ahead markets (rolling gates), and
+    those PUBLISHED by their gates, with the intervals that one of ``rows`` is in effect in; those already
+    cleared and not yet awarded are cleared again (:func:`record_interval_revision`), the others clear at their
+    gates on the latest network anyway (an awarded one is re-dispatched: :func:`dispatched_intervals`). A
+    published market's awarded intervals keep their curves: the ISO is sent only the revisions it can award."""
     out = []
-    for m in conn.execute(f"SELECT * FROM markets WHERE feeder_id = ? AND state = 'open' AND kind IN "
-                          f"({', '.join('?' * len(timeline.ROLLING))}) ORDER BY market_id",
-                          (feeder_id, *timeline.ROLLING)):
+    rolling, params = _rolling_where()
+    for m in conn.execute(f"SELECT * FROM markets m WHERE m.feeder_id = ? AND ({rolling}) ORDER BY m.market_id",
+                          (feeder_id, *params)):
         hit = sorted(_touched(dict(m), rows))
         if hit:
             out.append((m["market_id"], hit))
@@ -78,10 +92,10 @@ def rolling_markets(conn, feeder_id: str, rows: list[dict]) -> list[tuple[str, l
 
 
 def stale_intervals(conn, market_id: str, touched: list[int], version: int) -> dict[int, list[str]]:
-    """``interval_idx -> its forecast prices`` of the ``touched`` intervals of an open rolling market that were
+    """``interval_idx -> its forecast prices`` of the ``touched`` intervals of a rolling market (``_ROLLING``) that were
     cleared (optimal) on a network version before ``version`` and are not awarded: published or about to be,
     their curves no longer hold. The forecast is the interval's own clearing's (empty: the default price)."""
-    if store.get_market(conn, market_id)["state"] != "open":
+    if not _revised_by_interval(conn, market_id):
         return {}
     awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?", (market_id,))}
     cleared = {k for k, v in conn.execute("SELECT interval_idx, network_version FROM curves WHERE market_id = ?",
@@ -97,17 +111,17 @@ def stale_intervals(conn, market_id: str, touched: list[int], version: int) -> d
 
 def record_interval_revision(conn, who: Principal, market_id: str, indices: list[int], forecast: list[str],
                              outcome) -> dict:
-    """Store the clearing of intervals ``indices`` of an open rolling market again on a new network version
+    """Store the clearing of intervals ``indices`` of a rolling market (``_ROLLING``) again on a new network version
     (:func:`server.markets_engine.clear_intervals`), audited as ``interval.reclear``.
 
-    Optimal: their prices and curves are replaced with the curves' next revision; a published interval's curve
+    Optimal: their prices and curves are replaced with the curves' next revision (the prices replaced are kept as
+    superseded: :func:`server.store.supersede_prices`); a published interval's curve
     gets a new stream sequence, so the ISO's stream sends it again flagged as a revision (an unpublished one is
     published at its step as usual). Otherwise the previous clearing stands and only the attempt is audited.
-    Intervals awarded meanwhile, or a market that left OPEN, are left alone (``revised`` false).
+    Intervals awarded meanwhile, or a market no longer revised by interval, are left alone (``revised`` false).
     """
-    market = store.get_market(conn, market_id)
     awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?", (market_id,))}
-    if market["state"] != "open" or awarded & set(indices):
+    if not _revised_by_interval(conn, market_id) or awarded & set(indices):
         return {"revised": False, "revision": 0, "republished": False}
     (revision,) = conn.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM curves WHERE market_id = ?",
                                (market_id,)).fetchone()
@@ -120,8 +134,7 @@ def record_interval_revision(conn, who: Principal, market_id: str, indices: list
                                                 f"NULL AND interval_idx IN ({marks}) ORDER BY interval_idx",
                                                 (market_id, *indices))]
         (base,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM curves").fetchone()
-        conn.execute(f"DELETE FROM prices WHERE market_id = ? AND stage = 'clear' AND interval_idx IN ({marks})",
-                     (market_id, *indices))
+        store.supersede_prices(conn, market_id, "clear", indices, now)
         conn.execute(f"DELETE FROM curves WHERE market_id = ? AND interval_idx IN ({marks})", (market_id, *indices))
         store.store_clearing_tables(conn, market_id, outcome, revision)
         # Sequences only grow: a revised curve comes after every curve sent before it.
@@ -139,6 +152,13 @@ def record_interval_revision(conn, who: Principal, market_id: str, indices: list
     return {"revised": optimal, "revision": revision if optimal else 0, "republished": bool(published)}
 
 
+def _revised_by_interval(conn, market_id: str) -> bool:
+    """True while a change revises the market interval by interval (``_ROLLING``)."""
+    rolling, params = _rolling_where()
+    return conn.execute(f"SELECT 1 FROM markets m WHERE m.market_id = ? AND ({rolling})",
+                        (market_id, *params)).fetchone() is not None
+
+
 def _touched(m: dict, rows: list[dict]) -> set[int]:
     """Intervals of market ``m`` that one of the change ``rows`` is in effect in (from the first interval starting
     at or after its start, up to its end)."""
@@ -154,12 +174,15 @@ def _touched(m: dict, rows: list[dict]) -> set[int]:
 
 def dispatched_intervals(conn, feeder_id: str, rows: list[dict]) -> list[tuple[str, list[int]]]:
     """``(market_id, interval indices)``: the awarded intervals of the feeder's OPEN or PUBLISHED (awarded interval
-    by interval) and AWARDED markets that one of ``rows`` is in effect in; their dispatch is re-dispatched."""
+    by interval) and AWARDED markets that one of ``rows`` is in effect in; their dispatch is re-dispatched. An
+    interval a rolled market has settled is left as settled (its statements are final: a change submitted after
+    its meter window is history, not a dispatch)."""
     out = []
     for m in conn.execute("SELECT * FROM markets WHERE feeder_id = ? AND state IN ('open', 'published', 'awarded') "
                           "ORDER BY market_id", (feeder_id,)):
-        awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?",
-                                              (m["market_id"],))}
+        awarded = {k for (k,) in conn.execute(
+            "SELECT interval_idx FROM iso_awards WHERE market_id = ? AND interval_idx NOT IN (SELECT s.interval_idx "
+            "FROM interval_steps s WHERE s.market_id = ? AND s.step = 'settle')", (m["market_id"], m["market_id"]))}
         hit = sorted(_touched(dict(m), rows) & awarded)
         if hit:
             out.append((m["market_id"], hit))
@@ -183,9 +206,10 @@ def clear_forecast(conn, market_id: str) -> list[str]:
 def record_revision(conn, who: Principal, market_id: str, outcome) -> dict:
     """Store a re-clearing on a new network version (a :class:`server.markets_engine.ClearOutcome`).
 
-    Optimal: the prices and curves are replaced, the curves' revision goes up by one, and a published
-    market's curves get new stream sequences, so the ISO's stream sends them again, flagged as a
-    revision. Otherwise the previous clearing stands and only the attempt is audited. A market that
+    Optimal: the prices and curves are replaced (the prices replaced kept as superseded), the curves' revision
+    goes up by one, and a published market's curves get new stream sequences, so the ISO's stream sends them
+    again, flagged as a revision; the curves of intervals already awarded (a market awarded interval by
+    interval) stay as they were and are not sent again. Otherwise the previous clearing stands and only the attempt is audited. A market that
     moved past ``REVISABLE`` meanwhile is left alone (``revised`` false).
     """
     market = store.get_market(conn, market_id)
@@ -201,12 +225,17 @@ def record_revision(conn, who: Principal, market_id: str, outcome) -> dict:
     if outcome.status == "optimal":
         # Sequences only grow: a revised curve comes after every curve sent before it, its own included.
         (base,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM curves").fetchone()
-        conn.execute("DELETE FROM prices WHERE market_id = ? AND stage = 'clear'", (market_id,))
-        conn.execute("DELETE FROM curves WHERE market_id = ?", (market_id,))
-        store.store_clearing_tables(conn, market_id, outcome, revision)
+        store.supersede_prices(conn, market_id, "clear", None, now)
+        # A market awarded interval by interval keeps the curves of its awarded intervals: they are history,
+        # and their dispatch is revised by the re-dispatch of its award, not sent to the ISO again.
+        awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?",
+                                              (market_id,))}
+        conn.execute("DELETE FROM curves WHERE market_id = ? AND interval_idx NOT IN (SELECT interval_idx FROM "
+                     "iso_awards WHERE market_id = ?)", (market_id, market_id))
+        store.store_clearing_tables(conn, market_id, outcome, revision, awarded)
         if market["state"] == "published":
-            conn.execute("UPDATE curves SET seq = ? + interval_idx + 1, published_us = ? WHERE market_id = ?",
-                         (base, now, market_id))
+            conn.execute("UPDATE curves SET seq = ? + interval_idx + 1, published_us = ? WHERE market_id = ? AND "
+                         "seq IS NULL", (base, now, market_id))
             republished = True
         row = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
                            (market_id,)).fetchone()

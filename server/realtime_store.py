@@ -68,6 +68,8 @@ def record_interval_award(conn, who: Principal, market_id: str, awards: list, ou
         remaining = int(market["interval_count"]) - len(done)
         if optimal:
             store.store_award_tables(conn, market_id, awards, outcome, now)
+            conn.executemany("UPDATE iso_awards SET network_version = ? WHERE market_id = ? AND interval_idx = ?",
+                             [(network_version, market_id, k) for k, _, _ in awards])
             remaining -= len(awards)
             if remaining == 0:
                 store._set_state(conn, market, "awarded", now, "optimal")
@@ -141,7 +143,7 @@ def record_redispatch(conn, who: Principal, market_id: str, k: int, changed: lis
 
 
 def record_network_redispatch(conn, who: Principal, market_id: str, version: int, intervals: list[dict],
-                              inputs: dict) -> dict:
+                              inputs: dict, outcome=None) -> dict:
     """Store the re-dispatch of a market's awarded intervals on network ``version`` (source ``network``).
 
     ``intervals``: per re-dispatched interval ``interval_idx``, ``mode`` (redispatched, partial,
@@ -149,6 +151,12 @@ def record_network_redispatch(conn, who: Principal, market_id: str, version: int
     instructions ``(aggregator_id, resource_id, kw)``. Each gets a revised interface schedule (a
     failed one too: it tells the ISO the award cannot be delivered); one ``dispatch.network`` audit
     record holds them all, with the re-dispatch's ``inputs`` and digest that its replay reads. A market that left OPEN (rolling gates)/PUBLISHED/AWARDED meanwhile is left alone.
+
+    ``outcome``: the :class:`server.markets_engine.NetworkRedispatch`, whose DLMPs (``prices``) replace the award's
+    prices of their intervals (kept as superseded) in a rolled market, which settles each interval on the network
+    in effect (:func:`settle_networks`): ListMarketPrices shows the prices its statements are at; the audit record
+    then holds their ``prices_digest`` for the replay. A market awarded whole settles at its award's prices with
+    the moved instructions as deviations, so those stay in force.
     """
     market = store.get_market(conn, market_id)
     if market["state"] not in ("open", "published", "awarded"):
@@ -166,6 +174,14 @@ def record_network_redispatch(conn, who: Principal, market_id: str, version: int
             "reason, issued_us) VALUES (?, ?, ?, ?, 'network', ?, ?, ?) RETURNING seq",
             (market_id, k, iv["import_kw"], iv["awarded_import_kw"], iv["mode"], iv["reason"], now)).fetchone()
         out.append({**iv, "schedule_seq": seq})
+        if iv["mode"] != "failed":  # the interval's dispatch in force is on this version now (failed: it stands)
+            conn.execute("UPDATE iso_awards SET network_version = ? WHERE market_id = ? AND interval_idx = ?",
+                         (version, market_id, k))
+    repriced = outcome is not None and outcome.prices.height > 0 and rolled(conn, market_id)
+    if repriced:
+        store.replace_award_prices(conn, market_id, outcome.prices, now)
+    if repriced:
+        inputs = inputs | {"prices_digest": outcome.prices_digest}
     store._audit(conn, who, "dispatch.network", {"market_id": market_id, "network_version": version, **inputs,
                                                  "intervals": [{**iv, "changed": [list(c) for c in iv["changed"]]}
                                                                for iv in intervals]}, now)
@@ -384,15 +400,53 @@ def rolled(conn, market_id: str) -> bool:
                         (market_id,)).fetchone() is not None
 
 
+def settle_networks(conn, market: dict) -> dict[int, tuple[int, list]]:
+    """``interval_idx -> (version, change rows)`` each awarded interval of a rolled market settles on: the network
+    its dispatch in force was made on (the interval award's, then that of each network re-dispatch that did not
+    fail; a failed one's standing dispatch stays on its own), so that its settlement is that dispatch at the prices
+    listed for it. Older awards without a version: the feeder's latest."""
+    feeder = market["feeder_id"]
+    latest = store.network_version(conn, feeder)
+    versions = {k: latest if v is None else int(v) for k, v in conn.execute(
+        "SELECT interval_idx, network_version FROM iso_awards WHERE market_id = ?", (market["market_id"],))}
+    changes = {v: store.network_changes(conn, feeder, v) if v else [] for v in set(versions.values())}
+    return {k: (v, changes[v]) for k, v in versions.items()}
+
+
+def listed_award_prices(conn, market_id: str) -> dict[int, list[tuple[str, str, str]]]:
+    """``interval_idx -> [(bus, dlmp, loss)]`` (decimal texts per MWh) of each awarded interval: the prices
+    ListMarketPrices lists for it (its award's, or its latest network re-dispatch's), which it settles at."""
+    out: dict[int, list] = {}
+    for k, bus, dlmp, loss in conn.execute("SELECT interval_idx, bus, dlmp, loss FROM prices WHERE market_id = ? "
+                                           "AND stage = 'award' ORDER BY interval_idx, bus", (market_id,)):
+        out.setdefault(int(k), []).append((bus, dlmp, loss))
+    return out
+
+
 def settled_intervals(conn, market_id: str) -> set[int]:
     return {k for (k,) in conn.execute("SELECT interval_idx FROM interval_steps WHERE market_id = ? AND step = "
                                        "'settle'", (market_id,))}
 
 
-def record_interval_settlement(conn, who: Principal, market_id: str, k: int, outcome, network_version: int) -> dict:
-    """Store the settlement of awarded interval ``k`` of a rolled market once (:func:`server.markets_engine.
-    settle_interval` on ``network_version``), audited as ``interval.settle``; the last interval settled makes the
-    AWARDED market SETTLED, with the intervals' totals added (``market.settle``, ``by_interval``)."""
+def deliverable_awards(conn, market_id: str) -> dict[int, tuple[float, str]]:
+    """``interval_idx -> (import_kw, price text)`` a rolled market's awarded intervals settle at: the ISO's award, or
+    where the latest network re-dispatch of the interval could deliver only part of it (mode ``partial``), that
+    part, the revised schedule the ISO was sent (the award itself cannot be dispatched on the network in effect)."""
+    awards = {k: (q, p) for k, q, p in store.iso_award_rows(conn, market_id)}
+    for k, kw in conn.execute(
+            "SELECT interval_idx, import_kw FROM interface_schedules WHERE mode = 'partial' AND seq IN (SELECT MAX(seq) "
+            "FROM interface_schedules WHERE market_id = ? AND source = 'network' GROUP BY interval_idx)", (market_id,)):
+        awards[k] = (float(kw), awards[k][1])
+    return awards
+
+
+def record_interval_settlement(conn, who: Principal, market_id: str, k: int, outcome, network_version: int,
+                               award: tuple[float, str], listed: list[tuple] | None = None) -> dict:
+    """Store the settlement of awarded interval ``k`` of a market settled by interval once (:func:`server.
+    markets_engine.settle_interval` on ``network_version`` at ``award``, :func:`deliverable_awards`, and at the
+    ``listed`` prices, :func:`listed_award_prices`), audited as ``interval.settle``;
+    the last interval settled makes the AWARDED market SETTLED, with the intervals' totals added (``market.settle``,
+    ``by_interval``)."""
     market = store.get_market(conn, market_id)
     store.require_state(market, ("open", "published", "awarded"), "settling an interval")
     when = timeline.iso(timeline.interval_start(market, k))
@@ -404,7 +458,10 @@ def record_interval_settlement(conn, who: Principal, market_id: str, k: int, out
     store.insert_statements(conn, market, outcome.statements)
     _step(conn, market_id, k, "settle", "done", {"totals": outcome.totals}, now)
     store._audit(conn, who, "interval.settle", {"market_id": market_id, "interval_idx": k, "totals": outcome.totals,
-                                                "digest": outcome.digest, "network_version": network_version}, now)
+                                                "digest": outcome.digest, "network_version": network_version,
+                                                "award": list(award),
+                                                **({} if listed is None else {"prices": [list(r) for r in listed]})},
+                 now)
     done = [json.loads(d)["totals"] for (d,) in conn.execute(
         "SELECT detail FROM interval_steps WHERE market_id = ? AND step = 'settle' ORDER BY interval_idx",
         (market_id,))]

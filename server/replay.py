@@ -190,16 +190,21 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         if wanted is not None and m not in wanted:
             continue
         if action == "interval.settle":  # one awarded interval of a rolled market, once its meter window passed
-            award = next((q, pr) for k, q, pr in state.interval_awards[m] if k == p["interval_idx"])
+            # The import it settled at (a network re-dispatch may have cut it); older records: the award.
+            award = tuple(p["award"]) if "award" in p else next((q, pr) for k, q, pr in state.interval_awards[m]
+                                                               if k == p["interval_idx"])
             outcome = markets_engine.settle_interval(state.inputs(m, p["network_version"]), p["interval_idx"],
-                                                     award, reference_of(m), [])
+                                                     award, reference_of(m), [], p.get("prices"))
             checks.append(ReplayCheck(seq, m, "settle", p["digest"], outcome.digest))
             continue
         if action == "market.settle" and p.get("by_interval"):  # the sum of its intervals' settlements
             continue
         if action == "dispatch.network":
             if "digest" in p:  # older records hold only the outcome
-                checks.append(ReplayCheck(seq, m, "redispatch", p["digest"], _redispatch(state, m, p, reference_of(m)).digest))
+                again = _redispatch(state, m, p, reference_of(m))
+                checks.append(ReplayCheck(seq, m, "redispatch", p["digest"], again.digest))
+                if "prices_digest" in p:  # the re-dispatch's prices, in force for a rolled market's intervals
+                    checks.append(ReplayCheck(seq, m, "redispatch", p["prices_digest"], again.prices_digest))
             continue
         if action == "flex.clear":
             if p["status"] != "time_limit":

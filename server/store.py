@@ -66,7 +66,7 @@ _BID_INSERT = ("INSERT INTO bids (market_id, aggregator_id, bid_id, resource_id,
                "price, interval_idx, tan_phi, status, updated_us) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _PRICE_INSERT = ("INSERT INTO prices (market_id, stage, bus, interval_idx, dlmp, energy, congestion, "
-                 "voltage, loss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                 "voltage, loss, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _DISPATCH_INSERT = ("INSERT INTO dispatch (kind, market_id, aggregator_id, bid_id, resource_id, "
                     "interval_idx, side, kw, price, source, reason, issued_us) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -493,14 +493,15 @@ def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], o
     return out
 
 
-def store_clearing_tables(conn, market_id: str, outcome, revision: int = 0) -> None:
-    """The prices and interface curves of an optimal clearing (unpublished: no stream sequence yet)."""
-    conn.executemany(_PRICE_INSERT, [(market_id, "clear", *r) for r in outcome.prices.iter_rows()])
+def store_clearing_tables(conn, market_id: str, outcome, revision: int = 0, standing: set[int] = frozenset()) -> None:
+    """The prices and interface curves of an optimal clearing (unpublished: no stream sequence yet); no curve of
+    the ``standing`` intervals (awarded before a re-clearing: the curve the ISO awarded stays theirs)."""
+    conn.executemany(_PRICE_INSERT, [(market_id, "clear", *r, revision) for r in outcome.prices.iter_rows()])
     conn.executemany("INSERT INTO curves (market_id, interval_idx, fixed_kw, conditional, segments, "
                      "bands, area, revision, network_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      [(market_id, c["interval_idx"], c["fixed_kw"], int(c["conditional"]),
                        json.dumps(c["segments"]), json.dumps(c["bands"]), outcome.area, revision,
-                       outcome.network_version) for c in outcome.curves])
+                       outcome.network_version) for c in outcome.curves if c["interval_idx"] not in standing])
 
 
 def publish(conn, who: Principal, market_id: str) -> dict:
@@ -542,6 +543,38 @@ def record_award(conn, who: Principal, market_id: str, awards: list, outcome, re
     return _idempotent(conn, who, request_id, digest, run)
 
 
+_PRICE_PARTS = "dlmp, energy, congestion, voltage, loss"
+
+
+def supersede_prices(conn, market_id: str, stage: str, indices: list[int] | None, now: int) -> dict[int, int]:
+    """Move the ``stage`` prices (``clear`` or ``award``) of intervals ``indices`` (None: every interval) to
+    ``superseded_prices``, stamped ``now``: a network change replaces them (a re-clearing, a re-dispatch), and
+    the audit trail keeps what was published. Returns ``interval_idx -> the revision of the prices replacing
+    them`` (one more than the replaced one's)."""
+    where, params = "market_id = ? AND stage = ?", [market_id, stage]
+    if indices is not None:
+        where += f" AND interval_idx IN ({_marks(len(indices))})"
+        params += list(indices)
+    nxt = {k: r + 1 for k, r in conn.execute(f"SELECT interval_idx, MAX(revision) FROM prices WHERE {where} "
+                                             "GROUP BY interval_idx", params)}
+    conn.execute(f"INSERT INTO superseded_prices (market_id, stage, bus, interval_idx, revision, {_PRICE_PARTS}, "
+                 f"superseded_us) SELECT market_id, stage, bus, interval_idx, revision, {_PRICE_PARTS}, ? "
+                 f"FROM prices WHERE {where}", [now, *params])
+    conn.execute(f"DELETE FROM prices WHERE {where}", params)
+    return nxt
+
+
+def replace_award_prices(conn, market_id: str, prices: pl.DataFrame, now: int) -> None:
+    """The prices of a re-dispatch of awarded intervals (``bus, interval_idx, dlmp, energy, congestion, voltage,
+    loss`` as :class:`server.markets_engine.AwardOutcome` has them) in place of their award's, which are kept
+    as superseded (:func:`supersede_prices`)."""
+    indices = sorted(set(prices["interval_idx"].to_list()))
+    if not indices:
+        return
+    revision = supersede_prices(conn, market_id, "award", indices, now)
+    conn.executemany(_PRICE_INSERT, [(market_id, "award", *r, revision.get(r[1], 1)) for r in prices.iter_rows()])
+
+
 def store_award_tables(conn, market_id: str, awards: list, outcome, now: int) -> None:
     """The ISO's award rows, the DLMPs at the award, and the award and instruction dispatch rows; refused
     whole when an instruction sells a registered DER twice (:func:`server.registry_store.guard`)."""
@@ -552,7 +585,7 @@ def store_award_tables(conn, market_id: str, awards: list, outcome, now: int) ->
         for agg, res, t, kw in outcome.instructions.iter_rows()], "award", market_id)
     conn.executemany("INSERT INTO iso_awards (market_id, interval_idx, import_kw, price) "
                      "VALUES (?, ?, ?, ?)", [(market_id, *a) for a in awards])
-    conn.executemany(_PRICE_INSERT, [(market_id, "award", *r) for r in outcome.prices.iter_rows()])
+    conn.executemany(_PRICE_INSERT, [(market_id, "award", *r, 0) for r in outcome.prices.iter_rows()])
     conn.executemany(_DISPATCH_INSERT,
                      [("award", market_id, agg, bid, res, t, side, kw, price, "award", "", now)
                       for agg, bid, res, t, side, kw, price in outcome.awards.iter_rows()])
@@ -872,14 +905,20 @@ def record_flex_clearing(conn, who: Principal, market_id: str, pricing: str, out
 def _keyset(conn, table: str, filters: list[tuple[str, tuple]], key: tuple[str, ...], after: list | None,
             limit: int) -> list:
     """Rows after a key in key order, ``limit + 1`` of them so the caller knows whether more follow."""
+    return _keyset_from(conn, table, (), filters, key, after, limit)
+
+
+def _keyset_from(conn, source: str, source_params: tuple, filters: list[tuple[str, tuple]], key: tuple[str, ...],
+                 after: list | None, limit: int) -> list:
+    """:func:`_keyset` of a table or an aliased subquery ``source`` with its own parameters."""
     where = [sql for sql, _ in filters]
-    params = [p for _, ps in filters for p in ps]
+    params = [*source_params] + [p for _, ps in filters for p in ps]
     if after is not None:
         if len(after) != len(key):
             raise InvalidArgument("pagination.page_token", "is malformed")
         where.append(f"({', '.join(key)}) > ({_marks(len(key))})")
         params += after
-    sql = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+    sql = f"SELECT * FROM {source}" + (f" WHERE {' AND '.join(where)}" if where else "")
     return conn.execute(f"{sql} ORDER BY {', '.join(key)} LIMIT ?", (*params, limit + 1)).fetchall()
 
 
@@ -937,17 +976,26 @@ def list_statements(conn, market_id: str, aggregator: str | None, after, limit: 
                    STATEMENT_KEY, after, limit)
 
 
-def list_prices(conn, market_id: str, bus: str, after, limit: int, published_only: bool = False) -> list:
-    """DLMPs of each interval: of the award's re-clear once awarded, else of the clearing at the forecast price
-    (an open rolling market has both: its intervals are awarded one by one). ``published_only``: only the
-    intervals published so far (an open rolling market's; another market's are published together)."""
-    filters = _eq("market_id", market_id) + _eq("bus", bus) + [
-        ("(stage = 'award' OR (stage = 'clear' AND interval_idx NOT IN (SELECT a.interval_idx FROM iso_awards a "
-         "WHERE a.market_id = ?)))", (market_id,))]
+def list_prices(conn, market_id: str, bus: str, after, limit: int, published_only: bool = False,
+                history: bool = False) -> list:
+    """DLMPs of each interval in force: of the award's dispatch once awarded (its re-dispatch after a network
+    change, if any), else of the clearing at the forecast price (an open rolling market has both: its intervals
+    are awarded one by one). ``published_only``: only the intervals published so far (an open rolling market's;
+    another market's are published together). ``history``: also every price of those intervals that is not in
+    force (``superseded`` 1): the clearing's of an awarded interval, and what a network change replaced.
+    Rows carry ``stage`` (clear, award), ``revision`` and ``superseded``, in key order (interval_idx, bus, stage,
+    revision)."""
+    in_force = ("(stage = 'award' OR (stage = 'clear' AND interval_idx NOT IN (SELECT a.interval_idx FROM "
+                "iso_awards a WHERE a.market_id = ?)))")
+    cols = f"market_id, stage, bus, interval_idx, revision, {_PRICE_PARTS}"
+    table = (f"(SELECT {cols}, CASE WHEN {in_force} THEN 0 ELSE 1 END AS superseded FROM prices WHERE market_id = ? "
+             f"UNION ALL SELECT {cols}, 1 AS superseded FROM superseded_prices WHERE market_id = ?) p")
+    filters = _eq("bus", bus) + ([] if history else [("superseded = 0", ())])
     if published_only:
         filters.append(("interval_idx IN (SELECT s.interval_idx FROM interval_steps s WHERE s.market_id = ? AND "
                         "s.step = 'publish')", (market_id,)))
-    return _keyset(conn, "prices", filters, ("interval_idx", "bus"), after, limit)
+    return _keyset_from(conn, table, (market_id, market_id, market_id), filters, ("interval_idx", "bus", "stage",
+                                                                                 "revision"), after, limit)
 
 
 def list_curves(conn, market_id: str, feeder_id: str, after_seq: int, limit: int) -> list:

@@ -61,6 +61,13 @@ def test_a_rolling_real_time_hour_awarded_interval_by_interval_through_the_cli(d
             code, _, err = as_("iso", "award", "interval", "--market", "rt", "--interval", t, "--import-kw", q)
             assert code == 1 and "FAILED_PRECONDITION" in err and "already awarded" in err
     rolling = instructions(as_, "rt")
+    # Prices in force are the award's; --include-superseded adds the clearing's behind them, flagged.
+    now = csv(ok(as_("dso", "markets", "prices", "rt", "--bus", "18", "--format", "csv")))
+    assert now.height == 12 and set(now["source"]) == {"award"} and set(now["superseded"]) == {False}
+    every = csv(ok(as_("dso", "markets", "prices", "rt", "--bus", "18", "--include-superseded", "--format", "csv")))
+    assert every.filter(~pl.col("superseded")).equals(now)
+    assert every.filter(pl.col("superseded")).select("source", "revision").unique().rows() == [("clearing", 0)]
+    assert every.height == 24
 
     # Reference: the twin market awarded whole in one call, from a file of the same signal.
     open_real_time_hour(as_, d, "rt-whole", start)

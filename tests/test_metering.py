@@ -122,3 +122,18 @@ def test_cli_meters_settle_on_a_disaggregate_output(run, tmp_path):
     code, _, err = run("meters", "settle", "--run", tmp_path / "d", "--meters", tmp_path / "dup.csv",
                        "--out", tmp_path / "x")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "interval" in err
+
+
+def test_a_resource_on_a_bus_without_a_price_owes_nothing_if_it_metered_what_it_was_told_and_is_refused_otherwise():
+    """A network change that cuts a bus off leaves it unpriced in the re-dispatch: its PV, told 0 and metering 0,
+    gets no line (the others settle as usual); metering 2 kW there has no price to settle at."""
+    instructed = meters([("a", "pv", IVS[0], 0.0), ("a", "load", IVS[0], -10.0)])
+    dlmp = pl.DataFrame([("a", "load", IVS[0], 40.0)], schema=["aggregator_id", "resource_id", "interval", "dlmp"],
+                        orient="row")
+    scheduled = pl.DataFrame({"interval": [IVS[0]], "import_kw": [10.0], "price": [40.0]})
+    out = settle_imbalance(instructed, meters([("a", "pv", IVS[0], 0.0), ("a", "load", IVS[0], -13.0)]), dlmp,
+                           scheduled, None, H)
+    assert out["resources"].select("resource_id", "deviation_kw", "amount").rows() == [("load", -3.0, "-0.01")]
+    with pytest.raises(InputError, match="no real-time price for 'pv'.*deviates 2.000 kW"):
+        settle_imbalance(instructed, meters([("a", "pv", IVS[0], 2.0), ("a", "load", IVS[0], -13.0)]), dlmp,
+                         scheduled, None, H)

@@ -8,7 +8,8 @@ infeasible market with status 1; a market that clears but whose AC power flow
 violates a limit (or whose SOCP gap is above tolerance, or whose loss-aware
 iteration did not converge) writes its outputs, prints one warning line on
 stderr and exits with status 3 (``EXIT_PHYSICS``); ``summary.json`` lists the
-warnings and ``ac_check.violations``.
+warnings and ``ac_check.violations``. ``curve`` does the same when a loss-aware
+curve's own error bound exceeds ``losses.CURVE_TOL`` (:func:`curve_warnings`).
 On success a short summary goes to stdout (:mod:`clients.report`). Tables
 list buses and lines in feeder order (numeric ids by number) within each
 interval; power is in kW everywhere, the ISO's ``iso_offer.csv`` included.
@@ -33,6 +34,7 @@ from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resource
 from dsomarket.engine.clearing import FORMULATIONS, ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.interface import InterfaceCurve, join_curves
+from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
 from dsomarket.engine.territory import prices_for
@@ -42,7 +44,8 @@ _FORMULATION_HELP = ("lossaware (default: LinDistFlow linearised at the AC opera
                      "included), lossless (alias lindistflow) or socp")
 EXIT_PHYSICS = 3
 """Exit status when the market cleared but its AC power flow violates a limit, the SOCP's
-relaxation gap is above tolerance or the loss-aware iteration did not converge."""
+relaxation gap is above tolerance or the loss-aware iteration did not converge; of ``curve``
+when the loss-aware curve may be further than ``CURVE_TOL`` from its clearings."""
 CLEARING_FILES = ("dispatch.csv", "prices.csv", "lines.csv", "buses.csv", "shed.csv", "summary.json")
 """Tables of a clearing; a failed run removes them, so none of an earlier run sits beside its summary."""
 DISAGGREGATION_FILES = CLEARING_FILES + ("instructions.csv", "award.csv", "fixed_load.csv")
@@ -261,7 +264,27 @@ def _curve(args) -> int:
         write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
     report.emit([f"dsomarket curve: feeder {args.feeder}, {book.n} bid segments", *curve_lines(curve, offer, area),
                  report.files_line(out, ("network.csv", *CURVE_FILES))])
+    warnings = curve_warnings(curve)
+    if warnings:
+        print(f"dsomarket: warning: {'; '.join(warnings)}", file=sys.stderr)
+        return EXIT_PHYSICS
     return 0
+
+
+def curve_warnings(curve: InterfaceCurve) -> list[str]:
+    """Why a loss-aware curve may be further from its clearings than ``losses.CURVE_TOL`` (empty when it is not).
+
+    The bound is the curve's own (``ac_check``, :class:`engine.losses.CurveCheck`): relative to a band's
+    import, or to ``CURVE_SIZE_SHARE`` of the feeder's size near a zero import, where a tenth of a kW
+    would otherwise read as a large share of nothing.
+    """
+    check = curve.ac_check
+    if check is None or check["max_error_pct"] <= CURVE_TOL * 100.0:
+        return []
+    unresolved = (f" ({check['unresolved_steps']} steps unresolved where clearings at nearby prices disagree)"
+                  if check["unresolved_steps"] else "")
+    return [f"loss-aware curve: a band may be {check['max_error_kw']:.3g} kW ({check['max_error_pct']:.3g} %) off "
+            f"the clearing at a price inside it, against {CURVE_TOL * 100:g} %{unresolved}"]
 
 
 def trace_in_processes(workers: int, runs, book, rules: MarketRules, resources, options: ClearingOptions,
@@ -333,7 +356,7 @@ def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: 
     write_csv(iso_offer_kw(offer), out / "iso_offer.csv")
     write_csv(curve.fixed_net_load_kw, out / "fixed_load.csv")
     write_json(out / "summary.json", curve.summary() | {
-        "formulation": formulation,
+        "formulation": formulation, "warnings": curve_warnings(curve),
         "iso_offer_segments_max": max_segments, "iso_offer_area_per_hour": area,
         "price_floor": rules.price_floor, "price_cap": rules.price_cap,
         "note": ("each interval's curve assumes the forecast ISO prices in the other intervals"

@@ -72,6 +72,9 @@ def register(subparsers) -> None:
                                            "(energy + congestion + voltage + loss)")
     mp.add_argument("market_id")
     mp.add_argument("--bus", default="", help="only this bus")
+    mp.add_argument("--include-superseded", action="store_true",
+                    help="also the prices no longer in force (a clearing's once awarded, those a network change "
+                         "replaced), flagged superseded")
     _common(mp)
     mp.set_defaults(func=_markets_prices)
 
@@ -254,7 +257,8 @@ def _markets_intervals(args) -> int:
 
 
 def _markets_prices(args) -> int:
-    return show(args, lambda c: c.list_prices(args.market_id, bus=args.bus), BusPrice)
+    return show(args, lambda c: c.list_prices(args.market_id, bus=args.bus,
+                                              include_superseded=args.include_superseded), BusPrice)
 
 
 def _transition(args, method: str) -> int:

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64somarket/v1/market.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x05\n\x06Market\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x11\n\tfeeder_id\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.dsomarket.v1.MarketKind\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.dsomarket.v1.MarketState\x12\x32\n\x0e\x64\x65livery_start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einterval_count\x18\x06 \x01(\r\x12\x32\n\x0finterval_length\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x11gate_closure_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tgate_lead\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bprice_floor\x18\n \x01(\t\x12\x11\n\tprice_cap\x18\x0b \x01(\t\x12\x10\n\x08\x63urrency\x18\x0c \x01(\t\x12\x1a\n\x12value_of_lost_load\x18\r \x01(\t\x12\x1b\n\x13\x64\x61y_ahead_market_id\x18\x0e \x01(\t\x12\x35\n\x0f\x63learing_status\x18\x0f \x01(\x0e\x32\x1c.dsomarket.v1.ClearingStatus\x12\x11\n\tdiagnosis\x18\x10 \x03(\t\x12.\n\ncreated_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66ormulation\x18\x13 \x01(\t\"\xcb\x01\n\x0eMarketInterval\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cgate_closure\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tgate_open\x18\x06 \x01(\x08\"\x9c\x01\n\x08\x42usPrice\x12\x0b\n\x03\x62us\x18\x01 \x01(\t\x12\x32\n\x0einterval_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64lmp\x18\x03 \x01(\t\x12\x0e\n\x06\x65nergy\x18\x04 \x01(\t\x12\x12\n\ncongestion\x18\x05 \x01(\t\x12\x0f\n\x07voltage\x18\x06 \x01(\t\x12\x0c\n\x04loss\x18\x07 \x01(\t\"t\n\x0cMarketFilter\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12)\n\x06states\x18\x02 \x03(\x0e\x32\x19.dsomarket.v1.MarketState\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.dsomarket.v1.MarketKind\"\x14\n\x12GetIdentityRequest\"E\n\x13GetIdentityResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.dsomarket.v1.Role\"t\n\x12ListMarketsRequest\x12*\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1a.dsomarket.v1.MarketFilter\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"n\n\x13ListMarketsResponse\x12%\n\x07markets\x18\x01 \x03(\x0b\x32\x14.dsomarket.v1.Market\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"%\n\x10GetMarketRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\"9\n\x11GetMarketResponse\x12$\n\x06market\x18\x01 \x01(\x0b\x32\x14.dsomarket.v1.Market\"c\n\x1aListMarketIntervalsRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"\x80\x01\n\x1bListMarketIntervalsResponse\x12/\n\tintervals\x18\x01 \x03(\x0b\x32\x1c.dsomarket.v1.MarketInterval\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"m\n\x17ListMarketPricesRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x32\n\npagination\x18\x03 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"t\n\x18ListMarketPricesResponse\x12&\n\x06prices\x18\x01 \x03(\x0b\x32\x16.dsomarket.v1.BusPrice\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo2\xd4\x03\n\rMarketService\x12R\n\x0bGetIdentity\x12 .dsomarket.v1.GetIdentityRequest\x1a!.dsomarket.v1.GetIdentityResponse\x12R\n\x0bListMarkets\x12 .dsomarket.v1.ListMarketsRequest\x1a!.dsomarket.v1.ListMarketsResponse\x12L\n\tGetMarket\x12\x1e.dsomarket.v1.GetMarketRequest\x1a\x1f.dsomarket.v1.GetMarketResponse\x12j\n\x13ListMarketIntervals\x12(.dsomarket.v1.ListMarketIntervalsRequest\x1a).dsomarket.v1.ListMarketIntervalsResponse\x12\x61\n\x10ListMarketPrices\x12%.dsomarket.v1.ListMarketPricesRequest\x1a&.dsomarket.v1.ListMarketPricesResponseB@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64somarket/v1/market.proto\x12\x0c\x64somarket.v1\x1a\x19\x64somarket/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x05\n\x06Market\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x11\n\tfeeder_id\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.dsomarket.v1.MarketKind\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.dsomarket.v1.MarketState\x12\x32\n\x0e\x64\x65livery_start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einterval_count\x18\x06 \x01(\r\x12\x32\n\x0finterval_length\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x11gate_closure_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tgate_lead\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bprice_floor\x18\n \x01(\t\x12\x11\n\tprice_cap\x18\x0b \x01(\t\x12\x10\n\x08\x63urrency\x18\x0c \x01(\t\x12\x1a\n\x12value_of_lost_load\x18\r \x01(\t\x12\x1b\n\x13\x64\x61y_ahead_market_id\x18\x0e \x01(\t\x12\x35\n\x0f\x63learing_status\x18\x0f \x01(\x0e\x32\x1c.dsomarket.v1.ClearingStatus\x12\x11\n\tdiagnosis\x18\x10 \x03(\t\x12.\n\ncreated_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66ormulation\x18\x13 \x01(\t\"\xcb\x01\n\x0eMarketInterval\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cgate_closure\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tgate_open\x18\x06 \x01(\x08\"\xed\x01\n\x08\x42usPrice\x12\x0b\n\x03\x62us\x18\x01 \x01(\t\x12\x32\n\x0einterval_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64lmp\x18\x03 \x01(\t\x12\x0e\n\x06\x65nergy\x18\x04 \x01(\t\x12\x12\n\ncongestion\x18\x05 \x01(\t\x12\x0f\n\x07voltage\x18\x06 \x01(\t\x12\x0c\n\x04loss\x18\x07 \x01(\t\x12)\n\x06source\x18\x08 \x01(\x0e\x32\x19.dsomarket.v1.PriceSource\x12\x10\n\x08revision\x18\t \x01(\r\x12\x12\n\nsuperseded\x18\n \x01(\x08\"t\n\x0cMarketFilter\x12\x11\n\tfeeder_id\x18\x01 \x01(\t\x12)\n\x06states\x18\x02 \x03(\x0e\x32\x19.dsomarket.v1.MarketState\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.dsomarket.v1.MarketKind\"\x14\n\x12GetIdentityRequest\"E\n\x13GetIdentityResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.dsomarket.v1.Role\"t\n\x12ListMarketsRequest\x12*\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1a.dsomarket.v1.MarketFilter\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"n\n\x13ListMarketsResponse\x12%\n\x07markets\x18\x01 \x03(\x0b\x32\x14.dsomarket.v1.Market\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"%\n\x10GetMarketRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\"9\n\x11GetMarketResponse\x12$\n\x06market\x18\x01 \x01(\x0b\x32\x14.dsomarket.v1.Market\"c\n\x1aListMarketIntervalsRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x32\n\npagination\x18\x02 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\"\x80\x01\n\x1bListMarketIntervalsResponse\x12/\n\tintervals\x18\x01 \x03(\x0b\x32\x1c.dsomarket.v1.MarketInterval\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo\"\x89\x01\n\x17ListMarketPricesRequest\x12\x11\n\tmarket_id\x18\x01 \x01(\t\x12\x0b\n\x03\x62us\x18\x02 \x01(\t\x12\x32\n\npagination\x18\x03 \x01(\x0b\x32\x1e.dsomarket.v1.PaginationParams\x12\x1a\n\x12include_superseded\x18\x04 \x01(\x08\"t\n\x18ListMarketPricesResponse\x12&\n\x06prices\x18\x01 \x03(\x0b\x32\x16.dsomarket.v1.BusPrice\x12\x30\n\npagination\x18\x02 \x01(\x0b\x32\x1c.dsomarket.v1.PaginationInfo*^\n\x0bPriceSource\x12\x1c\n\x18PRICE_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n\x15PRICE_SOURCE_CLEARING\x10\x01\x12\x16\n\x12PRICE_SOURCE_AWARD\x10\x02\x32\xd4\x03\n\rMarketService\x12R\n\x0bGetIdentity\x12 .dsomarket.v1.GetIdentityRequest\x1a!.dsomarket.v1.GetIdentityResponse\x12R\n\x0bListMarkets\x12 .dsomarket.v1.ListMarketsRequest\x1a!.dsomarket.v1.ListMarketsResponse\x12L\n\tGetMarket\x12\x1e.dsomarket.v1.GetMarketRequest\x1a\x1f.dsomarket.v1.GetMarketResponse\x12j\n\x13ListMarketIntervals\x12(.dsomarket.v1.ListMarketIntervalsRequest\x1a).dsomarket.v1.ListMarketIntervalsResponse\x12\x61\n\x10ListMarketPrices\x12%.dsomarket.v1.ListMarketPricesRequest\x1a&.dsomarket.v1.ListMarketPricesResponseB@Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +35,36 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dsomarket.v1.market_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z>github.com/dsomarket/dsomarket/gen/go/dsomarket/v1;dsomarketv1'
+  _globals['_PRICESOURCE']._serialized_start=2276
+  _globals['_PRICESOURCE']._serialized_end=2370
   _globals['_MARKET']._serialized_start=136
   _globals['_MARKET']._serialized_end=799
   _globals['_MARKETINTERVAL']._serialized_start=802
   _globals['_MARKETINTERVAL']._serialized_end=1005
   _globals['_BUSPRICE']._serialized_start=1008
-  _globals['_BUSPRICE']._serialized_end=1164
-  _globals['_MARKETFILTER']._serialized_start=1166
-  _globals['_MARKETFILTER']._serialized_end=1282
-  _globals['_GETIDENTITYREQUEST']._serialized_start=1284
-  _globals['_GETIDENTITYREQUEST']._serialized_end=1304
-  _globals['_GETIDENTITYRESPONSE']._serialized_start=1306
-  _globals['_GETIDENTITYRESPONSE']._serialized_end=1375
-  _globals['_LISTMARKETSREQUEST']._serialized_start=1377
-  _globals['_LISTMARKETSREQUEST']._serialized_end=1493
-  _globals['_LISTMARKETSRESPONSE']._serialized_start=1495
-  _globals['_LISTMARKETSRESPONSE']._serialized_end=1605
-  _globals['_GETMARKETREQUEST']._serialized_start=1607
-  _globals['_GETMARKETREQUEST']._serialized_end=1644
-  _globals['_GETMARKETRESPONSE']._serialized_start=1646
-  _globals['_GETMARKETRESPONSE']._serialized_end=1703
-  _globals['_LISTMARKETINTERVALSREQUEST']._serialized_start=1705
-  _globals['_LISTMARKETINTERVALSREQUEST']._serialized_end=1804
-  _globals['_LISTMARKETINTERVALSRESPONSE']._serialized_start=1807
-  _globals['_LISTMARKETINTERVALSRESPONSE']._serialized_end=1935
-  _globals['_LISTMARKETPRICESREQUEST']._serialized_start=1937
-  _globals['_LISTMARKETPRICESREQUEST']._serialized_end=2046
-  _globals['_LISTMARKETPRICESRESPONSE']._serialized_start=2048
-  _globals['_LISTMARKETPRICESRESPONSE']._serialized_end=2164
-  _globals['_MARKETSERVICE']._serialized_start=2167
-  _globals['_MARKETSERVICE']._serialized_end=2635
+  _globals['_BUSPRICE']._serialized_end=1245
+  _globals['_MARKETFILTER']._serialized_start=1247
+  _globals['_MARKETFILTER']._serialized_end=1363
+  _globals['_GETIDENTITYREQUEST']._serialized_start=1365
+  _globals['_GETIDENTITYREQUEST']._serialized_end=1385
+  _globals['_GETIDENTITYRESPONSE']._serialized_start=1387
+  _globals['_GETIDENTITYRESPONSE']._serialized_end=1456
+  _globals['_LISTMARKETSREQUEST']._serialized_start=1458
+  _globals['_LISTMARKETSREQUEST']._serialized_end=1574
+  _globals['_LISTMARKETSRESPONSE']._serialized_start=1576
+  _globals['_LISTMARKETSRESPONSE']._serialized_end=1686
+  _globals['_GETMARKETREQUEST']._serialized_start=1688
+  _globals['_GETMARKETREQUEST']._serialized_end=1725
+  _globals['_GETMARKETRESPONSE']._serialized_start=1727
+  _globals['_GETMARKETRESPONSE']._serialized_end=1784
+  _globals['_LISTMARKETINTERVALSREQUEST']._serialized_start=1786
+  _globals['_LISTMARKETINTERVALSREQUEST']._serialized_end=1885
+  _globals['_LISTMARKETINTERVALSRESPONSE']._serialized_start=1888
+  _globals['_LISTMARKETINTERVALSRESPONSE']._serialized_end=2016
+  _globals['_LISTMARKETPRICESREQUEST']._serialized_start=2019
+  _globals['_LISTMARKETPRICESREQUEST']._serialized_end=2156
+  _globals['_LISTMARKETPRICESRESPONSE']._serialized_start=2158
+  _globals['_LISTMARKETPRICESRESPONSE']._serialized_end=2274
+  _globals['_MARKETSERVICE']._serialized_start=2373
+  _globals['_MARKETSERVICE']._serialized_end=2841
 # @@protoc_insertion_point(module_scope)

@@ -4,12 +4,22 @@ from dsomarket.v1 import common_pb2 as _common_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PriceSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRICE_SOURCE_UNSPECIFIED: _ClassVar[PriceSource]
+    PRICE_SOURCE_CLEARING: _ClassVar[PriceSource]
+    PRICE_SOURCE_AWARD: _ClassVar[PriceSource]
+PRICE_SOURCE_UNSPECIFIED: PriceSource
+PRICE_SOURCE_CLEARING: PriceSource
+PRICE_SOURCE_AWARD: PriceSource
 
 class Market(_message.Message):
     __slots__ = ("market_id", "feeder_id", "kind", "state", "delivery_start", "interval_count", "interval_length", "gate_closure_time", "gate_lead", "price_floor", "price_cap", "currency", "value_of_lost_load", "day_ahead_market_id", "clearing_status", "diagnosis", "created_at", "updated_at", "formulation")
@@ -70,7 +80,7 @@ class MarketInterval(_message.Message):
     def __init__(self, market_id: _Optional[str] = ..., index: _Optional[int] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gate_closure: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gate_open: _Optional[bool] = ...) -> None: ...
 
 class BusPrice(_message.Message):
-    __slots__ = ("bus", "interval_start", "dlmp", "energy", "congestion", "voltage", "loss")
+    __slots__ = ("bus", "interval_start", "dlmp", "energy", "congestion", "voltage", "loss", "source", "revision", "superseded")
     BUS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
     DLMP_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +88,9 @@ class BusPrice(_message.Message):
     CONGESTION_FIELD_NUMBER: _ClassVar[int]
     VOLTAGE_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_FIELD_NUMBER: _ClassVar[int]
     bus: str
     interval_start: _timestamp_pb2.Timestamp
     dlmp: str
@@ -85,7 +98,10 @@ class BusPrice(_message.Message):
     congestion: str
     voltage: str
     loss: str
-    def __init__(self, bus: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dlmp: _Optional[str] = ..., energy: _Optional[str] = ..., congestion: _Optional[str] = ..., voltage: _Optional[str] = ..., loss: _Optional[str] = ...) -> None: ...
+    source: PriceSource
+    revision: int
+    superseded: bool
+    def __init__(self, bus: _Optional[str] = ..., interval_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dlmp: _Optional[str] = ..., energy: _Optional[str] = ..., congestion: _Optional[str] = ..., voltage: _Optional[str] = ..., loss: _Optional[str] = ..., source: _Optional[_Union[PriceSource, str]] = ..., revision: _Optional[int] = ..., superseded: _Optional[bool] = ...) -> None: ...
 
 class MarketFilter(_message.Message):
     __slots__ = ("feeder_id", "states", "kind")
@@ -154,14 +170,16 @@ class ListMarketIntervalsResponse(_message.Message):
     def __init__(self, intervals: _Optional[_Iterable[_Union[MarketInterval, _Mapping]]] = ..., pagination: _Optional[_Union[_common_pb2.PaginationInfo, _Mapping]] = ...) -> None: ...
 
 class ListMarketPricesRequest(_message.Message):
-    __slots__ = ("market_id", "bus", "pagination")
+    __slots__ = ("market_id", "bus", "pagination", "include_superseded")
     MARKET_ID_FIELD_NUMBER: _ClassVar[int]
     BUS_FIELD_NUMBER: _ClassVar[int]
     PAGINATION_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SUPERSEDED_FIELD_NUMBER: _ClassVar[int]
     market_id: str
     bus: str
     pagination: _common_pb2.PaginationParams
-    def __init__(self, market_id: _Optional[str] = ..., bus: _Optional[str] = ..., pagination: _Optional[_Union[_common_pb2.PaginationParams, _Mapping]] = ...) -> None: ...
+    include_superseded: bool
+    def __init__(self, market_id: _Optional[str] = ..., bus: _Optional[str] = ..., pagination: _Optional[_Union[_common_pb2.PaginationParams, _Mapping]] = ..., include_superseded: _Optional[bool] = ...) -> None: ...
 
 class ListMarketPricesResponse(_message.Message):
     __slots__ = ("prices", "pagination")

@@ -1,0 +1,51 @@
+"""The loss-aware curve's own error bound (``ac_check.max_error_kw`` / ``max_error_pct``) and the warning of
+``dsomarket curve`` on it: silent on ordinary books, exit 3 and one line where the bound exceeds 0.5 %."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from dsomarket.clients.commands.market import EXIT_PHYSICS
+from dsomarket.clients.files import read_feeder, read_table
+from dsomarket.engine import losscurve, losses
+from dsomarket.engine.bids import MarketRules, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, clear
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ARGS = ("curve", "--feeder", EXAMPLES / "ieee33_rated", "--bids", EXAMPLES / "ieee33_bids.csv")
+
+
+def test_the_example_books_curve_is_within_its_tolerance_and_warns_of_nothing(run, tmp_path):
+    code, _, err = run(*ARGS, "--out", tmp_path / "c")
+    assert code == 0 and "warning" not in err, err
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    check = summary["ac_check"]
+    assert summary["warnings"] == [] and check["unresolved_steps"] == 0
+    assert 0 < check["max_error_pct"] <= losses.CURVE_TOL * 100 and check["max_error_kw"] > 0
+
+
+def test_a_curve_whose_subdivisions_run_out_reports_its_error_and_the_command_warns_and_exits_3(
+        run, tmp_path, monkeypatch):
+    # No subdivision allowed: the curve is one step from the floor's import to the cap's, placed where the
+    # tangents meet. Between them a clearing may lie anywhere, and the bound says so.
+    monkeypatch.setattr(losscurve, "CURVE_MAX_DEPTH", 0)
+    code, out, err = run(*ARGS, "--out", tmp_path / "c")
+    assert code == EXIT_PHYSICS and err.count("\n") == 1
+    assert err.startswith("dsomarket: warning: loss-aware curve:") and "unresolved" in err
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["warnings"] and summary["ac_check"]["unresolved_steps"] == 1
+    assert summary["ac_check"]["max_error_pct"] > losses.CURVE_TOL * 100
+    assert (tmp_path / "c" / "curve.csv").exists()    # the outputs are written, as for clear's warnings
+    # The bound covers what the curve misses by: clear at prices across the one step.
+    f = read_feeder(EXAMPLES / "ieee33_rated")
+    book = validate_bids(read_table(EXAMPLES / "ieee33_bids.csv", "bids"), f, MarketRules())
+    bands = pl.read_csv(tmp_path / "c" / "curve.csv")
+    step = bands["price_high"][0]
+    for price in (step - 20.0, step - 1.0, step + 1.0, step + 20.0):
+        res = clear(f, book, price, options=ClearingOptions())
+        ours = bands.filter((pl.col("price_low") <= price) & (pl.col("price_high") > price))["import_kw"][0]
+        assert abs(ours - res.interface_import_kw[0]) <= summary["ac_check"]["max_error_kw"] + 1e-3, price
+
