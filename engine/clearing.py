@@ -14,13 +14,12 @@ zero in the lossless LinDistFlow model.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
 import polars as pl
 
-from dsomarket.engine import lindistflow, losses
+from dsomarket.engine import lindistflow, losses, successive
 from dsomarket.engine.bids import BidBook, BidColumns, Commitment, MarketRules, Resource, canonical, merge_columns, validate_bids
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
@@ -136,186 +135,28 @@ class NodalMarket:
         return self.solver.solve()
 
     def converge(self) -> Solution:
-        """Solve; for the loss-aware model, re-linearise until the AC power flow of the dispatch agrees.
+        """Solve; for the loss-aware model, re-linearise until the LP is at a KKT point of the AC problem.
 
-        Successive linear programming (Hu et al. 2010): solve, run the AC power
-        flow of the dispatch (all intervals in one batched sweep), re-linearise
-        there (:func:`engine.losses.build`, swapped in warm), until the LP's
-        import, line flows and voltages match that power flow within
-        ``losses.RESIDUAL_TOL_KW`` / ``RESIDUAL_TOL_V_PU`` and no bid moved more
-        than ``losses.STEP_TOL_KW`` from the dispatch the model was linearised at.
-        A new market starts from LinDistFlow (:func:`engine.losses.lossless_point`):
-        a cheap cold solve whose dispatch is the first AC point; typically three
-        more warm solves follow (1,000 buses / 10,000 bids: 4 solves in all).
-
-        A bid priced within the range its own dispatch moves its bus's loss
-        factor over has its optimum inside its quantity, where no vertex of one
-        linearisation lies: plain iteration would flip it between 0 and full.
-        Such a bid, once its reduced cost has changed sign between two points
-        or it reverses without contracting, is pinned inside that bracket
-        (:class:`engine.losses.MarginalBracket`), a trust region of zero width:
-        at the Newton step on the losses' curvature taken for all bracketed bids
-        together (:func:`engine.losses.curvature_step`) where it falls inside,
-        else where regula falsi puts the zero of its reduced cost; the bid bounds
-        are restored afterwards. Iterations, the residual and whether it converged
-        are in :attr:`convergence`. Where several bids and limits interact so
-        that this still circles after ``losses.BRACKET_ITERATIONS`` solves, a
-        trust region on every bid takes over: a step is kept when its dispatch
-        (:func:`engine.losses.merit`: the objective with the AC import) gains at
-        least ``TRUST_ACCEPT`` of what the linearisation promised without
-        leaving the limits by more than ``VIOLATION_TOL`` or the centre's own
-        excess, else the region shrinks fourfold around the same point; a full
-        step that gained widens it again.
-
-        Converged means a fixed point that is optimal for its own
-        linearisation: the AC power flow of the dispatch matches the LP
-        (``RESIDUAL_TOL_*``), no bid moved more than ``STEP_TOL_KW``, and no bid
-        is pressed against a pin or the trust region with a reduced cost above
-        ``MARGINAL_TOL`` (:func:`engine.losses.held_open`). The linearisation
-        has the AC equations' values and gradients at its own point, so this is
-        the KKT condition of the AC problem; a region shrunk to nothing around a
-        point that is not stationary is not reported as converged.
+        Successive linear programming (:func:`engine.successive.converge`, the
+        iteration a horizon whose network changes runs too): the AC power flow of
+        the dispatch (all intervals in one batched sweep), re-linearised there until
+        the LP's import, line flows and voltages match it, no bid moved more than
+        ``losses.STEP_TOL_KW``, and no bid is held against a pin or the trust
+        region with a reduced cost above ``losses.MARGINAL_TOL``; bids whose
+        optimum the losses hold inside their quantity settle by per-bid brackets
+        and a Newton step on the losses' curvature, then a trust region accepted
+        by the AC objective it gains. A new market starts from LinDistFlow
+        (:func:`engine.losses.lossless_point`): a cheap cold solve whose dispatch
+        is the first AC point; typically three more warm solves follow (1,000
+        buses / 10,000 bids: 4 solves in all). Iterations, the residual and
+        whether it converged are in :attr:`convergence`.
         """
         sol = self.solver.solve()
-        if not self.lossaware or not sol.ok:
+        if not self.lossaware:
             return sol
-        # Bid columns, not bids: identical bids share one column (self.columns).
-        s, book, T = self.solver, self.columns.book, self.book.n_interval
-        topo = self.feeder.topology
-        bid = self.model.var("bid").slice
-        base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
-        bracket = losses.MarginalBracket(book.n)
-        pinned = np.zeros(book.n, dtype=bool)
-        radius, trusting = np.full(book.n, np.inf), False   # the trust region's half-width per bid (MW)
-        centre_merit = centre_viol = np.nan   # the trust region's centre: its AC objective and violation
-        seconds, solves, trust, kept = sol.solve_seconds, 1, False, False
-        last_step = np.zeros(book.n)   # the trust region's last kept step
-        for iteration in range(1, losses.MAX_ITERATIONS + 1):
-            x = s.block(sol.x, "bid")
-            shed = s.block(sol.x, "shed").reshape(T, -1) * S_BASE_KVA if self.model.has_var("shed") else None
-            point = losses.operating_point(self.feeder, *net_withdrawal(self.feeder, book, x, self.loads(), shed))
-            res = losses.residual(point, s.block(sol.x, "line_p").reshape(T, topo.n_line),
-                                  s.block(sol.x, "v").reshape(T, topo.n_bus), s.block(sol.x, "import_p"))
-            lossless = self._point_bids is None
-            step = x - (np.zeros_like(x) if lossless else self._point_bids)
-            moved = np.inf if lossless else float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
-            reduced = s.block(sol.col_dual, "bid")   # at the point this solve was linearised at
-            # Stationarity (KKT of the AC problem, whose gradients the linearisation has): the LP's reduced
-            # costs are dual feasible for the bounds it was solved with; a bid is held against its wish only
-            # where the bound it presses on is a pin or the trust region's, not its own quantity or zero.
-            open_ = losses.held_open(x, reduced, s.col_lower[bid], s.col_upper[bid], base_lo, base_hi)
-            if trusting:
-                merit, viol = losses.merit(sol, s, point, self.feeder)
-                pred = centre_merit - sol.objective
-                ratio = (centre_merit - merit) / pred if pred > 0 else 1.0   # AC gain / promised gain
-                gained = ratio >= losses.TRUST_ACCEPT
-                feasible = viol <= max(centre_viol, losses.VIOLATION_TOL)
-                if not (gained and feasible) and np.max(radius, initial=0.0) > losses.TRUST_MIN_MW and not kept:
-                    # The AC problem did not gain what its linearisation promised: a smaller region around
-                    # the same centre (the model stays linearised there, so the re-solve is warm).
-                    centre, candidate = self._point_bids, sol
-                    for scale in (0.25, 4.0):
-                        # A centre outside a limit may need the wider region to get back inside: then
-                        # the step is kept as it was.
-                        radius *= scale
-                        s.set_col_bounds("bid", np.maximum(base_lo, centre - radius),
-                                         np.minimum(base_hi, centre + radius))
-                        sol = s.solve()
-                        solves += 1
-                        seconds += sol.solve_seconds
-                        kept = scale > 1.0
-                        if sol.ok:
-                            break
-                    if not sol.ok:
-                        # HiGHS failed on a region it had solved: stop at the step it gave then.
-                        sol = candidate
-                        break
-                    continue
-                kept = False
-                centre_merit, centre_viol = merit, viol
-                # A bid sent back the way it came by a step as long as the region: the region is wider than
-                # the distance to where its reduced cost vanishes, and a fixed width would circle there.
-                reversed_ = (step * last_step < 0) & (np.abs(step) >= 0.5 * radius)
-                last_step = step
-            done = res.ok and moved <= losses.STEP_TOL_KW and not open_.any()
-            if done or iteration == losses.MAX_ITERATIONS or not point.converged:
-                break
-            if iteration >= losses.BRACKET_ITERATIONS:
-                # Still circling (several bids and limits interacting): a trust region on every bid around
-                # the dispatch, accepted by the AC merit it gains and shrunk when it gains too little, ends
-                # the cycle at a stationary point, not merely where the region has shrunk.
-                if not trusting:
-                    trusting = True
-                    radius_max = max(float(np.max(np.abs(step), initial=0.0)), losses.TRUST_START_MW) / 2.0
-                    radius = np.full(book.n, radius_max)
-                    centre_merit, centre_viol = losses.merit(sol, s, point, self.feeder)
-                elif ratio < 0.25:
-                    radius /= 2.0   # kept, but it gained under a quarter of what it promised
-                else:
-                    # Per bid: narrower where a bid turned back, wider again where a full step gained as promised.
-                    full = (ratio >= 0.75) & (np.abs(step) >= radius * (1 - 1e-9))
-                    radius = np.where(reversed_, radius / 2.0, np.where(full, np.minimum(2.0 * radius, radius_max),
-                                                                        radius))
-                pin = np.full(book.n, np.nan)
-                pinned = np.zeros(book.n, dtype=bool)
-            elif lossless:
-                # The lossless model's reduced costs are not those of a linearisation at a dispatch:
-                # they would seed brackets that regula falsi cannot use.
-                pin = np.full(book.n, np.nan)
-            else:
-                pin = bracket.target(self._point_bids, reduced, x)
-                # A bracket closed on a non-zero reduced cost held no interior optimum: free that bid.
-                bracket.release(open_ & (bracket.width() * S_BASE_KVA <= losses.STEP_TOL_KW))
-                pin[~bracket.active] = np.nan
-                if bracket.active.any():
-                    # Newton on the losses' curvature moves interacting bids together; the bracket
-                    # (regula falsi) stays the safeguard where the step leaves it.
-                    idx = np.nonzero(bracket.active)[0]
-                    pin = bracket.prefer(pin, idx, x[idx] + losses.curvature_step(s, self.feeder, self.point,
-                                                                                  sol, idx))
-                # A pinned bid whose reduced cost is within tolerance is settled: moving it again
-                # would only make the bids the LP holds basic chase it.
-                hold = pinned & bracket.active & (np.abs(reduced) <= losses.MARGINAL_TOL)
-                pin[hold] = self._point_bids[hold]
-                pinned = np.isfinite(pin)
-            if pinned.any():
-                # Linearise where the pinned bids will be, so the next reduced cost is sampled there.
-                x = np.where(pinned, np.clip(pin, base_lo, base_hi), x)
-                point = losses.operating_point(self.feeder, *net_withdrawal(self.feeder, book, x, self.loads(),
-                                                                            shed))
-            self._point_bids = x.copy()
-            self.point = point
-            self.model = self._relinearise.at(point)
-            s.set_matrix(self.model)
-            if trusting:
-                trust = True
-                s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
-            elif pinned.any() or trust:
-                trust = True
-                s.set_col_bounds("bid", np.where(pinned, x, base_lo), np.where(pinned, x, base_hi))
-            nxt = s.solve()
-            solves += 1
-            seconds += nxt.solve_seconds
-            if not nxt.ok and pinned.any():
-                # Pins that leave no feasible dispatch: free the bids and iterate plainly from here.
-                s.set_col_bounds("bid", base_lo, base_hi)
-                bracket = losses.MarginalBracket(book.n)
-                pinned[:] = False
-                nxt = s.solve()
-                solves += 1
-                seconds += nxt.solve_seconds
-            if not nxt.ok:
-                # Pinned bids or the re-linearised model itself leave no feasible dispatch: report it.
-                sol = nxt
-                break
-            sol = nxt
-        if trust:
-            # No re-solve released: converged, no bid presses on a pin or the region with a reduced cost
-            # above MARGINAL_TOL, so the duals of this solve are the prices of the free LP at this point.
-            s.set_col_bounds("bid", base_lo, base_hi)
-        self.convergence = losses.convergence_summary(done, solves, res, moved, int(pinned.sum()),
-                                                      float(np.max(radius, initial=0.0)) if trusting else np.inf)
-        return dataclasses.replace(sol, solve_seconds=seconds)
+        sol, self.convergence = successive.converge(self.solver, [successive.Part(self)],
+                                                    lambda: self.solver.set_matrix(self.model), sol)
+        return sol
 
     def solve(self) -> ClearingResult:
         sol = self.converge()

@@ -80,7 +80,7 @@ TOLERANCE_TEXT = (f"import and line flows within {RESIDUAL_TOL_KW:g} kW and volt
 """The convergence tolerances as reported with every loss-aware result."""
 MAX_ITERATIONS = 80
 BRACKET_ITERATIONS = 20
-"""Solves after which per-bid brackets give way to a trust region on every bid (:func:`merit`)."""
+"""Solves after which per-bid brackets give way to a trust region on every bid (:func:`engine.successive.merit`)."""
 TRUST_START_MW = 0.01
 """Smallest first radius (MW) of that trust region: half the last step, but at least half of this."""
 TRUST_MIN_MW = STEP_TOL_KW / 10.0 / S_BASE_KVA
@@ -413,18 +413,6 @@ def held_open(x: np.ndarray, reduced: np.ndarray, lower: np.ndarray, upper: np.n
     return up | down
 
 
-def merit(sol: Solution, solver, point: OperatingPoint, feeder: Feeder) -> tuple[float, float]:
-    """The trust region's measure of a solve's dispatch: its objective with the AC import of the
-    dispatch (``point``) in place of the LP's, and its AC limit :func:`violation`.
-
-    Kept apart rather than summed with a penalty weight: a step along limits that bind is
-    outside them by its square (the Maratos effect), which an exact penalty weighs against
-    the first-order gain and rejects; here a step counts as feasible while its violation stays
-    within ``VIOLATION_TOL`` or below the centre's."""
-    imp = solver.model.var("import_p").slice
-    return float(sol.objective) + float(np.dot(solver.cost[imp], point.p0 - sol.x[imp])), violation(feeder, point)
-
-
 def violation(feeder: Feeder, point: OperatingPoint) -> float:
     """How far the AC state ``point`` is outside the feeder's limits, summed: squared-voltage excess
     below ``vmin^2`` or above ``vmax^2`` (pu^2, root excluded) plus apparent-power excess over the rating
@@ -450,7 +438,8 @@ def convergence_summary(done: bool, solves: int, res: Residual, moved_kw: float,
             "tolerance": TOLERANCE_TEXT}
 
 
-_NETWORK_ROWS = ("bus_p_balance", "bus_q_balance", "voltage_drop")
+NETWORK_ROWS = ("bus_p_balance", "bus_q_balance", "voltage_drop")
+"""The rows of the network's equations (balances and the voltage drop), as opposed to its limits."""
 
 
 def _network(model: LinearModel, n: int, T: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray]:
@@ -471,7 +460,7 @@ def _network(model: LinearModel, n: int, T: int) -> tuple[sp.csc_matrix, np.ndar
     cols.append(imp.start + np.arange(imp.size))
     cols.append(model.var("import_q").start + np.arange(T))
     rows = np.concatenate([np.arange(model.con(b).start, model.con(b).start + model.con(b).size)
-                           for b in _NETWORK_ROWS])
+                           for b in NETWORK_ROWS])
     return a, rows, np.concatenate(cols), imp.start + np.arange(T)
 
 
@@ -583,7 +572,7 @@ class CurveCheck:
                           self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored,
                           max(self.max_error_kw, other.max_error_kw))
 
-def curvature_step(solver, feeder: Feeder, point: OperatingPoint, sol: Solution, bids: np.ndarray) -> np.ndarray:
+def curvature_step(solver, parts: list[tuple], sol: Solution, bids: np.ndarray) -> np.ndarray:
     """Newton step (MW) of the bid columns ``bids`` (indices in the ``bid`` block) to zero reduced cost.
 
     An LP has no curvature, so its reduced costs move only between linearisations;
@@ -595,31 +584,38 @@ def curvature_step(solver, feeder: Feeder, point: OperatingPoint, sol: Solution,
     ``l = (P^2 + Q^2) / v`` at the point, ``h_l = r y_p + x y_q + (r^2 + x^2) y_v``
     from the duals of the child's balances and the line's voltage drop (the
     curvature of the thermal rows, which bind at most a few lines, is left out).
-    Returns ``-(W^T H W)^{-1} g``: all interacting marginal bids in one step, where
-    regula falsi moves each as if alone. NaN when the reduced Hessian is not
+    ``parts`` are the feeders of the LP ``solver`` solves, each ``(model, feeder, point,
+    cols, rows)``: its own model (block layout), feeder, linearisation point, and its
+    columns and rows in the LP (``slice(None)`` where it is the whole LP); their
+    curvatures add up. Returns ``-(W^T H W)^{-1} g``: all interacting marginal bids in one
+    step, where regula falsi moves each as if alone. NaN when the reduced Hessian is not
     positive definite (negative prices) or the basis is unavailable.
     """
-    model, topo = solver.model, feeder.topology
-    n, m, T, k = topo.n_bus, topo.n_line, point.p.shape[0], len(bids)
-    d = solver.basis_directions(model.var("bid").start + bids)
+    k = len(bids)
+    d = solver.basis_directions(solver.model.var("bid").start + bids)
     if d is None:
         return np.full(k, np.nan)
-    d_p = d[model.var("line_p").slice].reshape(T, m, k)
-    d_q = d[model.var("line_q").slice].reshape(T, m, k)
-    d_v = d[model.var("v").slice].reshape(T, n, k)[:, topo.parent[1:], :]
-    y_p = solver.block(sol.row_dual, "bus_p_balance", rows=True).reshape(T, n)[:, 1:]
-    y_q = solver.block(sol.row_dual, "bus_q_balance", rows=True).reshape(T, n)[:, 1:]
-    y_v = solver.block(sol.row_dual, "voltage_drop", rows=True).reshape(T, m)
-    r, x = topo.r_pu, topo.x_pu
-    h = r * y_p + x * y_q + (r ** 2 + x ** 2) * y_v
-    v = point.v[:, topo.parent[1:]]
+    hess = np.zeros((k, k))
 
     def form(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.einsum("tmk,tm,tmj->kj", a, w, b)
 
-    pv, qv = form(d_p, -2 * h * point.p / v ** 2, d_v), form(d_q, -2 * h * point.q / v ** 2, d_v)
-    hess = (form(d_p, 2 * h / v, d_p) + form(d_q, 2 * h / v, d_q) + pv + pv.T + qv + qv.T
-            + form(d_v, 2 * h * point.l / v ** 2, d_v))
+    for model, feeder, point, cols, rows in parts:
+        topo = feeder.topology
+        n, m, T = topo.n_bus, topo.n_line, point.p.shape[0]
+        dc, y = d[cols], sol.row_dual[rows]
+        d_p = dc[model.var("line_p").slice].reshape(T, m, k)
+        d_q = dc[model.var("line_q").slice].reshape(T, m, k)
+        d_v = dc[model.var("v").slice].reshape(T, n, k)[:, topo.parent[1:], :]
+        y_p = y[model.con("bus_p_balance").slice].reshape(T, n)[:, 1:]
+        y_q = y[model.con("bus_q_balance").slice].reshape(T, n)[:, 1:]
+        y_v = y[model.con("voltage_drop").slice].reshape(T, m)
+        r, x = topo.r_pu, topo.x_pu
+        h = r * y_p + x * y_q + (r ** 2 + x ** 2) * y_v
+        v = point.v[:, topo.parent[1:]]
+        pv, qv = form(d_p, -2 * h * point.p / v ** 2, d_v), form(d_q, -2 * h * point.q / v ** 2, d_v)
+        hess += (form(d_p, 2 * h / v, d_p) + form(d_q, 2 * h / v, d_q) + pv + pv.T + qv + qv.T
+                 + form(d_v, 2 * h * point.l / v ** 2, d_v))
     g = solver.block(sol.col_dual, "bid")[bids]
     try:
         chol = np.linalg.cholesky(hess)
@@ -640,7 +636,7 @@ class MarginalBracket:
     width) inside the bracket, and each pinned value's reduced cost at its own
     linearisation point says on which side the optimum lies (positive: lower).
     The pin moves by regula falsi (Illinois) once both ends have a reduced cost,
-    by bisection before. Internal state of :meth:`engine.clearing.NodalMarket.converge`.
+    by bisection before. Internal state of :func:`engine.successive.converge`.
     """
 
     def __init__(self, n: int):

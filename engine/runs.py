@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from dsomarket.engine import losses
+from dsomarket.engine import successive
 from dsomarket.engine.bids import (BidBook, Commitment, MarketRules, Resource, canonical, couples_intervals,
                                   validate_bids)
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
@@ -40,7 +40,7 @@ from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast,
 from dsomarket.engine.lindistflow import add_resources, market_loads
 from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
 from dsomarket.engine.network_changes import NetworkRun, network_runs
-from dsomarket.engine.results import _iv_column, net_withdrawal
+from dsomarket.engine.results import _iv_column
 from dsomarket.engine.solver import HighsSolver, LinearModel, Solution
 from dsomarket.engine.territory import IntervalCurves
 
@@ -123,11 +123,6 @@ def _placement(blocks: list[list], runs: tuple[NetworkRun, ...], T: int) -> tupl
         out.append((name, offset, size))
         offset += size
     return out, maps
-
-
-_CONTRACTION = 0.5
-"""Successive LP on a :class:`CoupledMarket` takes a trust region on every bid once a step is more than this
-share of the one before (it is not contracting)."""
 
 
 class CoupledMarket:
@@ -275,80 +270,32 @@ class CoupledMarket:
         return self.solver.solve()
 
     def converge(self) -> Solution:
-        """Solve; for the loss-aware model, re-linearise every part until the AC power flow agrees.
+        """Solve; for the loss-aware model, re-linearise every part until the LP is at a KKT point of the AC problem.
 
-        Successive linear programming as :meth:`engine.clearing.NodalMarket.converge`:
-        each part is re-linearised at the AC power flow of its own intervals'
-        dispatch and the horizon matrix re-assembled, until every part's import,
-        flows and voltages match that power flow and no bid column moved more than
-        ``losses.STEP_TOL_KW``. Bids whose optimum lies inside their quantity are
-        settled by a trust region on every bid column, halved at each solve, from the
-        first step that is more than ``_CONTRACTION`` of the one before (the per-bid
-        regula falsi of the one-network model is not used here, so there is nothing
-        to wait for).
+        The iteration of :meth:`engine.clearing.NodalMarket.converge`
+        (:func:`engine.successive.converge`) on the horizon: each part is
+        re-linearised at the AC power flow of its own intervals' dispatch and the
+        horizon matrix re-assembled, until every part's import, flows and voltages
+        match that power flow, no bid column moved more than ``losses.STEP_TOL_KW``
+        and no bid is held against a pin or the trust region with a reduced cost
+        above ``losses.MARGINAL_TOL``. The per-bid brackets, the Newton step on the
+        losses' curvature (summed over the parts) and the trust region's merit (the
+        objective with each part's AC import, the violation of each part's limits)
+        span the horizon, so the rows that link intervals are in every step.
         """
         s = self.solver
         sol = s.solve()
-        if not self.lossaware or not sol.ok:
+        if not self.lossaware:
             return sol
         fixed = (s.model.assemble()[3] - self._network()).tocsc()
-        bid = self.model.var("bid").slice
-        base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
-        seconds, solves, radius, done = sol.solve_seconds, 1, np.inf, False
-        worst = losses.Residual(0.0, 0.0, 0.0)
-        last_moved = np.inf
-        for iteration in range(1, losses.MAX_ITERATIONS + 1):
-            moved, points, worst, converged = 0.0, [], losses.Residual(0.0, 0.0, 0.0), True
-            for part, cm in zip(self.parts, self._col_map):
-                x = sol.x[cm]
-                T = len(part.book.intervals)
-                topo = part.feeder.topology
-                xb = part.block(x, "bid")
-                shed = part.block(x, "shed").reshape(T, -1) * S_BASE_KVA if part.model.has_var("shed") else None
-                point = losses.operating_point(part.feeder, *net_withdrawal(part.feeder, part.columns.book, xb,
-                                                                            part.loads(), shed))
-                res = losses.residual(point, part.block(x, "line_p").reshape(T, topo.n_line),
-                                      part.block(x, "v").reshape(T, topo.n_bus), part.block(x, "import_p"))
-                worst = losses.Residual(max(worst.import_kw, res.import_kw), max(worst.flow_kw, res.flow_kw),
-                                        max(worst.v_pu, res.v_pu))
-                converged &= point.converged
-                # No point yet (None): the first model is the lossless linearisation, not one at a dispatch.
-                moved = max(moved, np.inf if part._point_bids is None else
-                            float(np.max(np.abs(xb - part._point_bids), initial=0.0)) * S_BASE_KVA)
-                points.append((xb, point))
-            done = worst.ok and moved <= losses.STEP_TOL_KW
-            if done or iteration == losses.MAX_ITERATIONS or not converged:
-                break
-            for part, (xb, point) in zip(self.parts, points):
-                part._point_bids, part.point = xb.copy(), point
-                part.model = part._relinearise.at(point)
+
+        def set_matrix() -> None:
             self.model = self.model.with_matrix((fixed + self._network()).tocsc())
             s.set_matrix(self.model)
-            # With no per-bid brackets here, a step that does not halve (a bid whose optimum lies inside
-            # its quantity, flipping between the ends) starts the trust region at once.
-            if np.isfinite(radius) or moved > _CONTRACTION * last_moved:
-                x = sol.x[bid]
-                step = max(min(moved, 1e9) / S_BASE_KVA, 1e-12)
-                radius = min(radius, step) / 2.0
-                s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
-            last_moved = moved
-            nxt = s.solve()
-            solves += 1
-            seconds += nxt.solve_seconds
-            sol = nxt
-            if not sol.ok:
-                break
-        if np.isfinite(radius):
-            s.set_col_bounds("bid", base_lo, base_hi)
-            if done:
-                free = s.solve()
-                solves += 1
-                seconds += free.solve_seconds
-                if free.ok and np.max(np.abs(free.x[bid] - sol.x[bid]), initial=0.0) * S_BASE_KVA <= \
-                        losses.STEP_TOL_KW:
-                    sol = free
-        self.convergence = losses.convergence_summary(done, solves, worst, moved, 0, radius)
-        return dataclasses.replace(sol, solve_seconds=seconds)
+
+        parts = [successive.Part(part, cm, rm) for part, cm, rm in zip(self.parts, self._col_map, self._row_map)]
+        sol, self.convergence = successive.converge(s, parts, set_matrix, sol)
+        return sol
 
     def solve(self) -> ClearingResult:
         sol = self.converge()

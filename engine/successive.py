@@ -1,0 +1,346 @@
+"""Successive linear programming of the loss-aware model to a KKT point of the AC problem.
+
+The one iteration behind :meth:`engine.clearing.NodalMarket.converge` (one
+feeder, every interval of the market) and :meth:`engine.runs.CoupledMarket.converge`
+(a horizon whose network changes: one part per run of one network state, all in
+one LP that the rows linking intervals tie together). Both hand :func:`converge`
+the solver of the LP they solve and their loss-aware parts (:class:`Part`: a
+:class:`~engine.clearing.NodalMarket` and where its columns and rows sit in that
+LP); a part is re-linearised at the AC power flow of its own intervals' dispatch.
+
+The ``bid`` block of the LP solved is the parts' bid columns one part after
+another (as :func:`engine.runs._placement` lays it out), so every per-bid rule
+(brackets, pins, the trust region, the stationarity test) works on that block
+whatever the number of parts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dsomarket.engine import losses
+from dsomarket.engine.network import S_BASE_KVA
+from dsomarket.engine.results import net_withdrawal
+from dsomarket.engine.solver import HighsSolver, Solution
+
+
+@dataclass(frozen=True, eq=False)
+class Part:
+    """A loss-aware :class:`~engine.clearing.NodalMarket` (its ``model``, ``point`` and linearisation) and the
+    columns and rows of the LP solved that are its own (``slice(None)``: the market is the whole LP)."""
+
+    market: object
+    cols: np.ndarray | slice = field(default_factory=lambda: slice(None))
+    rows: np.ndarray | slice = field(default_factory=lambda: slice(None))
+
+    @property
+    def n_bid(self) -> int:
+        return self.market.columns.book.n
+
+
+def _split(parts: list[Part], bids: np.ndarray) -> list[np.ndarray]:
+    """The ``bid`` block of the LP solved, cut into each part's bid columns."""
+    return np.split(bids, np.cumsum([p.n_bid for p in parts])[:-1])
+
+
+def points(parts: list[Part], x: np.ndarray, bids: np.ndarray) -> list[losses.OperatingPoint]:
+    """Each part's AC power flow (:func:`engine.losses.operating_point`) of the bid columns ``bids`` (MW, the
+    ``bid`` block) with the load shed of the full primal vector ``x``."""
+    out = []
+    for part, xb in zip(parts, _split(parts, bids)):
+        m, xp = part.market, x[part.cols]
+        T = m.book.n_interval
+        shed = m.block(xp, "shed").reshape(T, -1) * S_BASE_KVA if m.model.has_var("shed") else None
+        out.append(losses.operating_point(m.feeder, *net_withdrawal(m.feeder, m.columns.book, xb, m.loads(), shed)))
+    return out
+
+
+def residual(parts: list[Part], x: np.ndarray, pts: list[losses.OperatingPoint]) -> losses.Residual:
+    """The worst over parts of :func:`engine.losses.residual` of the primal vector ``x`` and its AC points."""
+    each = []
+    for part, point in zip(parts, pts):
+        m, xp = part.market, x[part.cols]
+        T, topo = m.book.n_interval, m.feeder.topology
+        each.append(losses.residual(point, m.block(xp, "line_p").reshape(T, topo.n_line),
+                                    m.block(xp, "v").reshape(T, topo.n_bus), m.block(xp, "import_p")))
+    return losses.Residual(max(r.import_kw for r in each), max(r.flow_kw for r in each), max(r.v_pu for r in each))
+
+
+def merit(parts: list[Part], sol: Solution, solver: HighsSolver, pts: list[losses.OperatingPoint]) -> tuple[float, float]:
+    """The trust region's measure of a solve's dispatch: its objective with the AC import of each part's
+    dispatch (``pts``) in place of the LP's, and the parts' AC limit violation (:func:`engine.losses.violation`).
+
+    Kept apart rather than summed with a penalty weight: a step along limits that bind is
+    outside them by its square (the Maratos effect), which an exact penalty weighs against
+    the first-order gain and rejects; here a step counts as feasible while its violation stays
+    within ``VIOLATION_TOL`` or below the centre's."""
+    objective, viol = float(sol.objective), 0.0
+    for part, point in zip(parts, pts):
+        imp = part.market.model.var("import_p").slice
+        objective += float(np.dot(solver.cost[part.cols][imp], point.p0 - sol.x[part.cols][imp]))
+        viol += losses.violation(part.market.feeder, point)
+    return objective, viol
+
+
+def _relinearise(parts: list[Part], bids: np.ndarray, pts: list[losses.OperatingPoint],
+                 set_matrix: Callable[[], None]) -> None:
+    """Each part's model linearised at its point, then the LP solved given the parts' new matrices."""
+    for part, xb, point in zip(parts, _split(parts, bids), pts):
+        m = part.market
+        m._point_bids, m.point = xb.copy(), point
+        m.model = m._relinearise.at(point)
+    set_matrix()
+
+
+PHASE_ONE_TRIES = 3
+"""Re-linearisations at the least-violating dispatch (:func:`_phase_one`) after a solve found infeasible."""
+
+
+def _phase_one(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], None],
+               failed: Solution) -> tuple[Solution, int, float]:
+    """Re-linearise where the current linearisation comes closest to feasible, and solve; up to
+    ``PHASE_ONE_TRIES`` times, until a solve is optimal.
+
+    A linearisation is exact only at its own point: where power flows back LinDistFlow (the start)
+    overstates what arrives at a line's far end, and any linearisation far from a held schedule that
+    sits on a limit errs by a fraction of a VA either way; if nothing bid can move away from that
+    limit, the LP is then infeasible though the feeder is not. The phase-one point is the dispatch of
+    the linearisation's feasibility relaxation (HiGHS, on a copy): the network's equations, the bid
+    and shed bounds hard, every limit soft, so it is the dispatch whose linearised violation is least.
+    The LP linearised there errs only to second order around it. Returns the last solve (``failed``, the
+    solve found infeasible, if the relaxation itself fails), the number of solves made here and their seconds.
+    """
+    bid = solver.model.var("bid").slice
+    sol, solves, seconds = failed, 0, 0.0
+    for _ in range(PHASE_ONE_TRIES):
+        model = solver.model   # each try re-linearises it
+        probe = HighsSolver(model)
+        probe.h.changeColsBounds(model.n_col, np.arange(model.n_col, dtype=np.int32), solver.col_lower,
+                                 solver.col_upper)
+        probe.col_lower, probe.col_upper = solver.col_lower.copy(), solver.col_upper.copy()
+        rows, cols = np.ones(model.n_row), np.ones(model.n_col)
+        for name in losses.NETWORK_ROWS:
+            rows[model.con(name).slice] = -1.0
+        for name in ("bid", "shed"):
+            if model.has_var(name):
+                cols[model.var(name).slice] = -1.0
+        relaxed = probe.relax_feasibility(rows, cols, cols)
+        if relaxed is None:
+            break
+        x = relaxed[1]
+        _relinearise(parts, x[bid], points(parts, x, x[bid]), set_matrix)
+        sol = solver.solve()
+        solves += 1
+        seconds += sol.solve_seconds
+        if sol.ok:
+            break
+    return sol, solves, seconds
+
+
+def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], None],
+             sol: Solution) -> tuple[Solution, dict]:
+    """Re-linearise the parts from the first solve ``sol`` until the LP is at a KKT point of the AC problem.
+
+    Successive linear programming (Hu et al. 2010): run each part's AC power
+    flow of the dispatch (all its intervals in one batched sweep), re-linearise
+    there (:class:`engine.losses.Relinearisation`, swapped in warm:
+    ``set_matrix()`` gives the solver the parts' new matrices), until the LP's
+    import, line flows and voltages match those power flows within
+    ``losses.RESIDUAL_TOL_KW`` / ``RESIDUAL_TOL_V_PU`` and no bid moved more
+    than ``losses.STEP_TOL_KW`` from the dispatch the model was linearised at.
+    A new market starts from LinDistFlow (:func:`engine.losses.lossless_point`):
+    a cheap cold solve whose dispatch is the first AC point.
+
+    A bid priced within the range its own dispatch moves its bus's loss
+    factor over has its optimum inside its quantity, where no vertex of one
+    linearisation lies: plain iteration would flip it between 0 and full.
+    Such a bid, once its reduced cost has changed sign between two points
+    or it reverses without contracting, is pinned inside that bracket
+    (:class:`engine.losses.MarginalBracket`), a trust region of zero width:
+    at the Newton step on the losses' curvature taken for all bracketed bids
+    together (:func:`engine.losses.curvature_step`) where it falls inside,
+    else where regula falsi puts the zero of its reduced cost; the bid bounds
+    are restored afterwards. Where several bids and limits interact so
+    that this still circles after ``losses.BRACKET_ITERATIONS`` solves, a
+    trust region on every bid takes over: a step is kept when its dispatch
+    (:func:`merit`: the objective with the AC import) gains at least
+    ``TRUST_ACCEPT`` of what the linearisation promised without leaving the
+    limits by more than ``VIOLATION_TOL`` or the centre's own excess, else the
+    region shrinks fourfold around the same point; each bid's width is halved
+    where it turned back and widened again after a full step that gained.
+
+    Converged means a fixed point that is optimal for its own linearisation:
+    the AC power flow of the dispatch matches the LP (``RESIDUAL_TOL_*``), no
+    bid moved more than ``STEP_TOL_KW``, and no bid is pressed against a pin or
+    the trust region with a reduced cost above ``MARGINAL_TOL``
+    (:func:`engine.losses.held_open`). The linearisation has the AC equations'
+    values and gradients at its own point, so this is the KKT condition of the
+    AC problem; a region shrunk to nothing around a point that is not
+    stationary is not reported as converged.
+
+    A solve found infeasible (the first, or one after re-linearising) is followed
+    once by phase one (:func:`_phase_one`): re-linearised where its linearisation
+    comes closest to feasible, since a linearisation is exact only at its own point
+    and an LP far from a feeder's thin feasible set (a held schedule on a limit)
+    can miss it. Only if that fails too is the market reported infeasible.
+
+    Returns the last solve (its ``solve_seconds`` those of every solve) and the
+    convergence summary (:func:`engine.losses.convergence_summary`; None when no
+    solve succeeded); the bid bounds are the ones the LP had on entry.
+    """
+    s = solver
+    bid = s.model.var("bid").slice
+    n = bid.stop - bid.start
+    base_lo, base_hi = s.col_lower[bid].copy(), s.col_upper[bid].copy()
+    rested = False   # whether a failed solve was followed by phase one (:func:`_phase_one`)
+    extra = 0
+    if not sol.ok:
+        if sol.status != "infeasible":
+            return sol, None
+        # LinDistFlow (the start) is no relaxation of the AC feeder where power flows back: it leaves out
+        # the losses of the lines beyond, so it overstates what arrives. A schedule held at a line's rating
+        # can be infeasible there and feasible on the feeder.
+        first = sol.solve_seconds
+        sol, extra, more = _phase_one(parts, s, set_matrix, sol)
+        sol, rested = dataclasses.replace(sol, solve_seconds=first + more), True
+        if not sol.ok:
+            return sol, None
+    bracket = losses.MarginalBracket(n)
+    pinned = np.zeros(n, dtype=bool)
+    radius, trusting = np.full(n, np.inf), False   # the trust region's half-width per bid (MW)
+    centre_merit = centre_viol = np.nan   # the trust region's centre: its AC objective and violation
+    seconds, solves, trust, kept = sol.solve_seconds, 1 + extra, False, False
+    last_step = np.zeros(n)   # the trust region's last kept step
+    for iteration in range(1, losses.MAX_ITERATIONS + 1):
+        x = s.block(sol.x, "bid")
+        pts = points(parts, sol.x, x)
+        res = residual(parts, sol.x, pts)
+        # No point yet (None): the first model is the lossless linearisation, not one at a dispatch.
+        lossless = parts[0].market._point_bids is None
+        centre = None if lossless else np.concatenate([p.market._point_bids for p in parts])
+        step = x - (np.zeros_like(x) if lossless else centre)
+        moved = np.inf if lossless else float(np.max(np.abs(step), initial=0.0)) * S_BASE_KVA
+        reduced = s.block(sol.col_dual, "bid")   # at the point this solve was linearised at
+        # Stationarity (KKT of the AC problem, whose gradients the linearisation has): the LP's reduced
+        # costs are dual feasible for the bounds it was solved with; a bid is held against its wish only
+        # where the bound it presses on is a pin or the trust region's, not its own quantity or zero.
+        open_ = losses.held_open(x, reduced, s.col_lower[bid], s.col_upper[bid], base_lo, base_hi)
+        if trusting:
+            value, viol = merit(parts, sol, s, pts)
+            pred = centre_merit - sol.objective
+            ratio = (centre_merit - value) / pred if pred > 0 else 1.0   # AC gain / promised gain
+            gained = ratio >= losses.TRUST_ACCEPT
+            feasible = viol <= max(centre_viol, losses.VIOLATION_TOL)
+            if not (gained and feasible) and np.max(radius, initial=0.0) > losses.TRUST_MIN_MW and not kept:
+                # The AC problem did not gain what its linearisation promised: a smaller region around
+                # the same centre (the model stays linearised there, so the re-solve is warm).
+                candidate = sol
+                for scale in (0.25, 4.0):
+                    # A centre outside a limit may need the wider region to get back inside: then
+                    # the step is kept as it was.
+                    radius *= scale
+                    s.set_col_bounds("bid", np.maximum(base_lo, centre - radius), np.minimum(base_hi, centre + radius))
+                    sol = s.solve()
+                    solves += 1
+                    seconds += sol.solve_seconds
+                    kept = scale > 1.0
+                    if sol.ok:
+                        break
+                if not sol.ok:
+                    # HiGHS failed on a region it had solved: stop at the step it gave then.
+                    sol = candidate
+                    break
+                continue
+            kept = False
+            centre_merit, centre_viol = value, viol
+            # A bid sent back the way it came by a step as long as the region: the region is wider than
+            # the distance to where its reduced cost vanishes, and a fixed width would circle there.
+            reversed_ = (step * last_step < 0) & (np.abs(step) >= 0.5 * radius)
+            last_step = step
+        done = res.ok and moved <= losses.STEP_TOL_KW and not open_.any()
+        if done or iteration == losses.MAX_ITERATIONS or not all(p.converged for p in pts):
+            break
+        if iteration >= losses.BRACKET_ITERATIONS:
+            # Still circling (several bids and limits interacting): a trust region on every bid around
+            # the dispatch, accepted by the AC merit it gains and shrunk when it gains too little, ends
+            # the cycle at a stationary point, not merely where the region has shrunk.
+            if not trusting:
+                trusting = True
+                radius_max = max(float(np.max(np.abs(step), initial=0.0)), losses.TRUST_START_MW) / 2.0
+                radius = np.full(n, radius_max)
+                centre_merit, centre_viol = merit(parts, sol, s, pts)
+            elif ratio < 0.25:
+                radius /= 2.0   # kept, but it gained under a quarter of what it promised
+            else:
+                # Per bid: narrower where a bid turned back, wider again where a full step gained as promised.
+                full = (ratio >= 0.75) & (np.abs(step) >= radius * (1 - 1e-9))
+                radius = np.where(reversed_, radius / 2.0, np.where(full, np.minimum(2.0 * radius, radius_max),
+                                                                    radius))
+            pin = np.full(n, np.nan)
+            pinned = np.zeros(n, dtype=bool)
+        elif lossless:
+            # The lossless model's reduced costs are not those of a linearisation at a dispatch:
+            # they would seed brackets that regula falsi cannot use.
+            pin = np.full(n, np.nan)
+        else:
+            pin = bracket.target(centre, reduced, x)
+            # A bracket closed on a non-zero reduced cost held no interior optimum: free that bid.
+            bracket.release(open_ & (bracket.width() * S_BASE_KVA <= losses.STEP_TOL_KW))
+            pin[~bracket.active] = np.nan
+            if bracket.active.any():
+                # Newton on the losses' curvature moves interacting bids together; the bracket
+                # (regula falsi) stays the safeguard where the step leaves it.
+                idx = np.nonzero(bracket.active)[0]
+                pin = bracket.prefer(pin, idx, x[idx] + losses.curvature_step(
+                    s, [(p.market.model, p.market.feeder, p.market.point, p.cols, p.rows) for p in parts], sol, idx))
+            # A pinned bid whose reduced cost is within tolerance is settled: moving it again
+            # would only make the bids the LP holds basic chase it.
+            hold = pinned & bracket.active & (np.abs(reduced) <= losses.MARGINAL_TOL)
+            pin[hold] = centre[hold]
+            pinned = np.isfinite(pin)
+        if pinned.any():
+            # Linearise where the pinned bids will be, so the next reduced cost is sampled there.
+            x = np.where(pinned, np.clip(pin, base_lo, base_hi), x)
+            pts = points(parts, sol.x, x)
+        _relinearise(parts, x, pts, set_matrix)
+        if trusting:
+            trust = True
+            s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
+        elif pinned.any() or trust:
+            trust = True
+            s.set_col_bounds("bid", np.where(pinned, x, base_lo), np.where(pinned, x, base_hi))
+        nxt = s.solve()
+        solves += 1
+        seconds += nxt.solve_seconds
+        if not nxt.ok and pinned.any():
+            # Pins that leave no feasible dispatch: free the bids and iterate plainly from here.
+            s.set_col_bounds("bid", base_lo, base_hi)
+            bracket = losses.MarginalBracket(n)
+            pinned[:] = False
+            nxt = s.solve()
+            solves += 1
+            seconds += nxt.solve_seconds
+        if not nxt.ok and nxt.status == "infeasible" and not rested:
+            # A linearisation far from where the feeder's feasible dispatches lie (a held schedule on a
+            # limit, nothing bid that relieves it): from where it comes closest, once.
+            s.set_col_bounds("bid", base_lo, base_hi)
+            bracket, trusting, trust = losses.MarginalBracket(n), False, False
+            pinned[:] = False
+            radius = np.full(n, np.inf)
+            nxt, extra, more = _phase_one(parts, s, set_matrix, nxt)
+            solves, seconds, rested = solves + extra, seconds + more, True
+        sol = nxt
+        if not sol.ok:
+            # Pinned bids or the re-linearised model itself leave no feasible dispatch: report it.
+            break
+    if trust:
+        # No re-solve released: converged, no bid presses on a pin or the region with a reduced cost
+        # above MARGINAL_TOL, so the duals of this solve are the prices of the free LP at this point.
+        s.set_col_bounds("bid", base_lo, base_hi)
+    summary = losses.convergence_summary(done, solves, res, moved, int(pinned.sum()),
+                                         float(np.max(radius, initial=0.0)) if trusting else np.inf)
+    return dataclasses.replace(sol, solve_seconds=seconds), summary
