@@ -45,9 +45,10 @@ from dsomarket.engine.tracer import (CERT_REL_TOL, P_REL_TOL, Q_TOL_MW, _Basis, 
 _ANCHOR_ITERATIONS = 8
 """Re-linearisations of one basis's dispatch before :meth:`_FixedPoints.anchor` gives up (it takes one or two)."""
 MAX_SPLITS = 12
-"""Clearings in a row splitting one pair, jump or stretch, before its step is left unresolved (and counted in the
-error bound): a stretch the chord does not settle (noisy clearings near a zero import) would otherwise be sampled
-to the band tolerance clearing by clearing (``CURVE_MAX_DEPTH`` counts only the splits that locate a jump)."""
+"""Clearings in a row that sample a stretch (each leaving at most three quarters of its pair's import gap on a side)
+before its step is left unresolved (and counted in the error bound), as ``CURVE_MAX_DEPTH`` bounds those that
+locate a jump: a stretch the chord does not settle (noisy clearings near a zero import) would otherwise be sampled
+to the band tolerance clearing by clearing."""
 STEP_LOCATED = 1e-3
 """Price width (per MWh) within which an unresolved step is located as well as an ISO price can tell
 (a tenth of a cent): it adds nothing to the curve's error bound."""
@@ -380,9 +381,9 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         # side whose import gap is at most three quarters of the pair's (a stretch being sampled, not a
         # jump being located: that keeps the whole gap on one side).
         gap = a.q - b.q
-        onward = depth if c.low <= a.high + cert or c.q - b.q <= 0.75 * gap else depth + 1
-        inward = depth if a.q - c.q <= 0.75 * gap else depth + 1
-        stack += [(c, b, onward, splits + 1), (a, c, inward, splits + 1)]
+        onward = c.low <= a.high + cert or c.q - b.q <= 0.75 * gap
+        inward = a.q - c.q <= 0.75 * gap
+        stack += [(c, b, depth + (not onward), splits + onward), (a, c, depth + (not inward), splits + inward)]
     bands: list[list[float]] = []
     low, q = floor, first.q
     for a, b, step in done:
