@@ -13,7 +13,8 @@ bands, and the CPU ratio to the lossless curve measured in the same process.
 curves in < 60 s): the first ``--intervals K`` curves (default all) traced in this process, then the same
 intervals dealt out to ``--workers`` spawned processes (``dsomarket curve --workers``,
 ``clients.commands.market.trace_in_processes``), with the wall time of each, their ratio, the seconds per
-interval and a check that the two curves are identical. ``--formulation lossaware`` measures the default model.
+interval and a check that the two curves are identical. ``--whole`` also traces them on the whole horizon, as
+before ``engine.horizoncurve`` (CPU ratio, identical bands). ``--formulation lossaware`` measures the default model.
 """
 
 from __future__ import annotations
@@ -82,9 +83,27 @@ def dayahead(args) -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     serial = trace_runs(runs, book, rules, batteries, options, intervals=todo)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"one process  {wall:8.2f} s wall ({cpu:.2f} s CPU, {wall / len(todo):.2f} s a curve): "
+    print(f"one process  {wall:8.2f} s wall ({cpu:.2f} s CPU, {cpu / len(todo):.2f} s CPU a curve): "
           f"{serial.bands.height} bands, {serial.solves} HiGHS solves, {serial.bound_flips} bound flips, "
           f"load {os.getloadavg()[0]:.1f}", flush=True)
+    if args.whole:
+        # The same curves on the whole horizon: no network summed away (engine.horizoncurve).
+        from dsomarket.engine import interface
+
+        class Whole:
+            def __init__(self, market):
+                self.summed = []
+
+        kept, interface.HorizonCurves = interface.HorizonCurves, Whole
+        t0, c0 = time.perf_counter(), time.process_time()
+        whole = trace_runs(runs, book, rules, batteries, options, intervals=todo)
+        w_wall, w_cpu = time.perf_counter() - t0, time.process_time() - c0
+        interface.HorizonCurves = kept
+        print(f"whole horizon {w_wall:8.2f} s wall ({w_cpu:.2f} s CPU, {w_cpu / len(todo):.2f} s CPU a curve): "
+              f"{whole.bands.height} bands, {whole.solves} HiGHS solves; CPU whole / summed "
+              f"{w_cpu / cpu:.2f}x; identical: {whole.bands.equals(serial.bands)}", flush=True)
+    if args.workers < 2:
+        return
     t0 = time.perf_counter()
     fanned = trace_in_processes(args.workers, runs, book, rules, batteries, options, None, intervals=todo)
     fan = time.perf_counter() - t0
@@ -98,12 +117,14 @@ def main() -> int:
                    help="ISO price forecast, one or one per interval (the server test's: 50 55 60 65)")
     p.add_argument("--dayahead", type=int, default=0, help="hours of the coupled day-ahead case (0: the ieee33 case)")
     p.add_argument("--intervals", type=int, default=0, help="day-ahead: trace the first K curves (0: all)")
-    p.add_argument("--workers", type=int, default=2, help="day-ahead: processes of the fanned-out run")
+    p.add_argument("--workers", type=int, default=2, help="day-ahead: processes of the fanned-out run (1: none)")
     p.add_argument("--buses", type=int, default=1000)
     p.add_argument("--bids", type=int, default=10_000)
     p.add_argument("--batteries", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--formulation", default="lossless", choices=("lossless", "lossaware"))
+    p.add_argument("--whole", action="store_true",
+                   help="day-ahead, lossless: also trace on the whole horizon (no network summed away) and compare")
     args = p.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")

@@ -10,32 +10,40 @@ resources' state, the resources' bids in the other intervals.
 
 Networks that no price of interval t can load
 ---------------------------------------------
-Take another interval s, priced at its forecast ``lambda_s``. Summing its lossless
-balance rows over its buses cancels the line flows (each line leaves one bus and
-enters another): ``P0_s + sum of injections = sum of loads``, and the same for
-reactive power. The model with s's network replaced by these two sums is a
-*relaxation* of the horizon LP. It is exact for every interval t's curve when:
+Take another interval s, priced at its forecast ``lambda_s``, and a set of its buses
+to keep, *live*, closed downwards (whole subtrees). Summing the lossless balance rows
+of the other buses cancels the flows between them (each line leaves one bus and
+enters another): ``P0_s + their injections - flows into the live subtrees = their
+loads``, and the same for reactive power. The model with s's network replaced by
+these two sums, the live buses' balances, the flows into and within the live
+subtrees and those lines' thermal limits is a *relaxation* of the horizon LP (its
+rows are implied by the horizon's; voltages and the other limits are dropped). It
+is exact for every interval t's curve when:
 
 (a) ``P0_s`` (and ``Q0_s``) lie strictly inside their limits whatever the bids of s
     clear (with unlimited interface limits: always). Then in every optimal dual of the
     relaxation the sums' duals are ``lambda_s`` (and ``Q0_s``'s cost, 0), and a bid of s
-    that links to no other row (no resource) has the fixed reduced cost
-    ``c_j - lambda_s a_j``: where that is not 0 it sits at the same bound in every
+    at a bus not kept that links to no other row (no resource) has the fixed reduced
+    cost ``c_j - lambda_s a_j``: where that is not 0 it sits at the same bound in every
     optimal point, at every price of interval t (complementary slackness);
 (b) every point with those bids at those bounds and every other column of s (the
-    resources' bids, bids priced at ``lambda_s``) anywhere within its bounds gives
-    flows and voltages within every limit of s. Flows and voltages of a radial feeder
-    follow from its injections through the balances and voltage drops (one sparse
-    solve, :class:`_Network`), linearly, so the range of each over that box is its
-    value at the centre plus the absolute sensitivities times the half-widths.
+    resources' bids, bids at live buses, bids priced at ``lambda_s``) anywhere within
+    its bounds gives voltages and flows on the lines not kept within every limit of s.
+    Flows and voltages of a radial feeder follow from its injections through the
+    balances and voltage drops: their values at the box's centre are one sparse solve
+    (:class:`_Network`); a line's flow moves by at most the sum of the half-widths of
+    the box below it, a bus's voltage by at most its parent's plus its line's drop on
+    those moves.
 
 Then every optimal point of the relaxation, with s's flows and voltages rebuilt,
 is feasible for the horizon LP, whose optimum it is (a relaxation's optimum that
 is feasible is optimal): the two LPs have the same optimal cost at every price of
-interval t, hence the same curve. Intervals that fail (a) or (b) keep their
-network. The check is made once per horizon, before any curve, and the curve of
-interval t is traced (:mod:`engine.tracer`) on the horizon with every passing
-interval's network but t's own summed away.
+interval t, hence the same curve. The live set starts empty and takes the subtree
+below each line whose limit (b) finds within reach, until (b) holds; an interval
+where a voltage limit is within reach, (a) fails, or more than half the buses would
+be live keeps its whole network. The check is made once per horizon, before any
+curve, and interval t's curve is traced (:mod:`engine.tracer`) on the horizon with
+every other interval's network so reduced where it can be.
 
 Only the lossless model is reduced: the loss-aware linearisation's balances do
 not cancel under a sum (its curve is made of converged clearings anyway).
@@ -73,8 +81,11 @@ class _Network:
     the root voltage is) with right-hand side ``eq_rhs - eq_touch @ x[touch]``; ``free`` and
     ``fixed`` are positions in ``cols``; ``rows_touch``, ``rows_cols``: the rows' coefficients.
     The tree: per bus its ``p_rows``/``q_rows``, per line its ``line_cols`` (P and Q flow), the bus it
-    feeds (``child``), and per bus its depth-first entry and exit (``tin``, ``tout``: b is below a
-    when ``tin[a] <= tin[b] < tout[a]``); ``row_line``: the line of each row of ``rows`` (-1: none).
+    feeds (``child``) and the one it leaves (``parent``), and per bus its depth-first entry and exit (``tin``, ``tout``: b is below a
+    when ``tin[a] <= tin[b] < tout[a]``); ``row_line``: the line of each row of ``rows`` (-1: none);
+    ``levels``: the lines by depth, root first; ``drop``: per line, how much its P and Q flows move
+    the voltage of the bus it feeds (its voltage-drop row, per unit of that voltage); ``v_cols`` the
+    voltage columns per bus; ``touch_abs``: ``|A|`` of the P and of the Q balances on ``touch``.
     """
 
     interval: int
@@ -94,9 +105,14 @@ class _Network:
     q_rows: np.ndarray
     line_cols: np.ndarray
     child: np.ndarray
+    parent: np.ndarray
     tin: np.ndarray
     tout: np.ndarray
     row_line: np.ndarray
+    levels: list
+    drop: np.ndarray
+    v_cols: np.ndarray
+    touch_abs: tuple
 
 
 @dataclass(frozen=True)
@@ -237,10 +253,31 @@ class HorizonCurves:
             first = sub.indices[sub.indptr[:-1]] if sub.nnz else np.zeros(0, dtype=np.int64)
             row_line[lim_idx] = np.concatenate([line_p, line_q])[first] if len(first) else -1
             row_line[lim_idx] = line_of_col[row_line[lim_idx]]
+        # Voltages: bus order is the balances' order; each line's voltage-drop row ties the voltage of
+        # the bus it feeds to its parent's through its flows.
+        v_cols = cols[block_of_col[cols] == "v"]
+        drops = rows[block_of_row[rows] == "voltage_drop"]
+        if len(v_cols) != n_bus or len(drops) != len(line_p):
+            return None
+        d_rows = a_csr[drops]
+        dp, dq = d_rows[:, line_p].tocsc(), d_rows[:, line_q].tocsc()
+        if np.any(np.diff(dp.indptr) != 1) or np.any(np.diff(dq.indptr) != 1) or np.any(dp.indices != dq.indices):
+            return None
+        parent = np.where(pair[:, 0] == child, pair[:, 1], pair[:, 0])
+        diag = np.arange(len(child))
+        line_rows = d_rows[dp.indices]
+        kv = np.abs(np.asarray(line_rows[:, v_cols[child]].tocsr()[diag, diag]).ravel())
+        kv_parent = np.abs(np.asarray(line_rows[:, v_cols[parent]].tocsr()[diag, diag]).ravel())
+        if np.any(kv == 0) or np.any(kv_parent == 0):   # the voltages are not in the balances' bus order
+            return None
+        drop = np.stack([np.abs(dp.data) / kv, np.abs(dq.data) / kv], axis=1)
+        levels = _levels(parent, child, root, n_bus)
+        touch_abs = (abs(a_csr[p_rows][:, touch]).tocsr(), abs(a_csr[q_rows][:, touch]).tocsr())
         return _Network(interval, cols, rows, touch, ports, touch[elsewhere], free, fixed, lu,
                         a_eq[:, touch].tocsr(), self.rlo[eq] - a_eq[:, cols[fixed]] @ self.lo[cols[fixed]],
                         a_rows[:, touch].tocsr(), a_rows[:, cols].tocsr(), p_rows, q_rows,
-                        np.stack([line_p, line_q], axis=1), child, tin, tout, row_line)
+                        np.stack([line_p, line_q], axis=1), child, parent, tin, tout, row_line, levels,
+                        drop, v_cols, touch_abs)
 
     def _summed(self, net: _Network) -> _Summed | None:
         """How much of one interval's network the other intervals' curves need (module notes): None
@@ -266,7 +303,7 @@ class HorizonCurves:
                        (net.p_rows[~live], net.q_rows[~live]))
 
     def _reached(self, net: _Network, live: np.ndarray) -> np.ndarray | None:
-        """Lines whose thermal limit some point of the box of module note (b) reaches, with the buses
+        """Lines whose thermal limit some point of the box of condition (b) reaches, with the buses
         ``live`` kept (their bids may move: their prices are not held at ``lambda_s``) and their lines'
         limits kept; None when (a) fails or a voltage limit can be reached."""
         a_csr = self.a_csr
@@ -307,19 +344,28 @@ class HorizonCurves:
         box_lo[port] = box_up[port] = 0.0          # the ports are in the root's balances only
         if not (np.all(np.isfinite(box_lo)) and np.all(np.isfinite(box_up))):
             return None
-        # (b): flows and voltages over the box: centre plus absolute sensitivities times half-widths.
+        # (b): flows and voltages over the box: their values at its centre, and how far they can move
+        # from there. A line's flow is what the buses it feeds take, so it moves by at most the sum of
+        # the box's half-widths there (times each column's coefficient); a bus's voltage by at most
+        # its parent's plus its line's drop on those moves.
         centre, half = (box_lo + box_up) / 2.0, (box_up - box_lo) / 2.0
-        move = np.nonzero(half > 0)[0]
         v_c = np.empty(len(net.cols))
         v_c[net.fixed] = self.lo[net.cols[net.fixed]]
         v_c[net.free] = net.lu.solve(net.eq_rhs - net.eq_touch @ centre)
-        v_s = np.zeros((len(net.cols), len(move)))
-        if len(move):
-            v_s[net.free] = -net.lu.solve(np.asfortranarray(net.eq_touch[:, move].toarray()))
         act_c = net.rows_touch @ centre + net.rows_cols @ v_c
-        act_s = net.rows_touch[:, move].toarray() + net.rows_cols @ v_s
-        reach_v = np.abs(v_s) @ half[move]
-        reach_r = np.abs(act_s) @ half[move]
+        by_tin = np.zeros((len(net.tin) + 1, 2))
+        by_tin[net.tin + 1] = np.stack([net.touch_abs[0] @ half, net.touch_abs[1] @ half], axis=1)
+        below = np.cumsum(by_tin, axis=0)
+        flow = below[net.tout[net.child]] - below[net.tin[net.child]]        # per line: P, Q
+        volt = np.zeros(len(net.tin))
+        step = (net.drop * flow).sum(axis=1)
+        for lines in net.levels:
+            volt[net.child[lines]] = volt[net.parent[lines]] + step[lines]
+        reach_c = np.zeros(self.a.shape[1])
+        reach_c[net.line_cols[:, 0]], reach_c[net.line_cols[:, 1]] = flow[:, 0], flow[:, 1]
+        reach_c[net.v_cols] = volt
+        reach_v = reach_c[net.cols]
+        reach_r = abs(net.rows_cols) @ reach_v + abs(net.rows_touch) @ half
         lo_r, up_r = self.rlo[net.rows], self.rup[net.rows]
         lo_c, up_c = self.lo[net.cols], self.up[net.cols]
         free = lo_c < up_c
@@ -379,6 +425,19 @@ def _orient(pair: np.ndarray, root: int, n_bus: int) -> np.ndarray | None:
     for b in order[1:]:
         depth[b] = depth[pred[b]] + 1
     return np.where(depth[pair[:, 0]] > depth[pair[:, 1]], pair[:, 0], pair[:, 1])
+
+
+def _levels(parent: np.ndarray, child: np.ndarray, root: int, n_bus: int) -> list[np.ndarray]:
+    """The lines grouped by the depth of the bus they feed, nearest the root first."""
+    depth = np.full(n_bus, -1)
+    depth[root] = 0
+    todo = np.arange(len(child))
+    while len(todo):
+        ready = depth[parent[todo]] >= 0
+        depth[child[todo[ready]]] = depth[parent[todo[ready]]] + 1
+        todo = todo[~ready]
+    line_depth = depth[child]
+    return [np.nonzero(line_depth == d)[0] for d in range(1, int(line_depth.max(initial=0)) + 1)]
 
 
 def _euler(pair: np.ndarray, child: np.ndarray, root: int, n_bus: int) -> tuple[np.ndarray, np.ndarray]:

@@ -45,6 +45,7 @@ from dsomarket.engine.lindistflow import market_loads
 from dsomarket.engine.losses import (CurveCheck)
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
+from dsomarket.engine.horizoncurve import HorizonCurves, trace_reduced
 from dsomarket.engine.losscurve import _FixedPoints, _trace_fixed_points
 from dsomarket.engine.tracer import Q_TOL_MW, _merge_equal, _Probe, _trace_interval
 
@@ -385,17 +386,22 @@ def trace_intervals(market, intervals: Sequence[int], forecast: np.ndarray, rule
     price_high, import_kw)``.
 
     Every interval's trace starts from the same state, so its curve does not depend on which
-    intervals were traced before it (or in another process): on the lossless LP from the
-    basis optimal at the forecast, solved once here (every interval's trace starts at that
-    point of the horizon); on the loss-aware model from a fresh clearing
-    (:meth:`~engine.clearing.NodalMarket.restart`). ``market`` is a
+    intervals were traced before it (or in another process). On the lossless LP the other
+    intervals' networks that no price of the traced one can load are summed away first
+    (:mod:`engine.horizoncurve`: exact, and each basis change is then about one interval's
+    network), each curve on its own such model; with none to sum, each trace starts from the
+    basis optimal at the forecast, solved once here. On the loss-aware model each starts from a
+    fresh clearing (:meth:`~engine.clearing.NodalMarket.restart`). ``market`` is a
     :class:`~engine.clearing.NodalMarket` or an :class:`engine.runs.CoupledMarket`.
     """
-    start = None
+    start = horizon = None
     if not market.lossaware:
         market.set_iso_price(forecast)
-        if market.solver.run() == "optimal":      # else no price clears it: the trace says so
-            start = market.solver.h.getBasis()
+        horizon = HorizonCurves(market)
+        if not horizon.summed:
+            horizon = None
+            if market.solver.run() == "optimal":      # else no price clears it: the trace says so
+                start = market.solver.h.getBasis()
 
     def one(t: int) -> tuple:
         market.set_iso_price(forecast)
@@ -403,10 +409,10 @@ def trace_intervals(market, intervals: Sequence[int], forecast: np.ndarray, rule
             market.restart()
         elif start is not None:
             market.solver.h.setBasis(start)
-        return trace_market_interval(market, t, rules, max_solves)
+        return trace_market_interval(market, t, rules, max_solves, horizon)
 
     rows, solves, flips, check = _each(intervals, one, progress)
-    return rows, solves + (not market.lossaware), flips, check
+    return rows, solves + (start is not None), flips, check
 
 
 def _each(intervals: Sequence[int], trace: Callable[[int], tuple],
@@ -471,8 +477,9 @@ def _intervals(intervals: Sequence[int] | None, T: int) -> list[int]:
     return todo
 
 
-def trace_market_interval(market, t: int, rules: MarketRules,
-                          max_solves: int) -> tuple[list[tuple[float, float, float]], int, int, CurveCheck | None]:
+def trace_market_interval(market, t: int, rules: MarketRules, max_solves: int,
+                          horizon: HorizonCurves | None = None
+                          ) -> tuple[list[tuple[float, float, float]], int, int, CurveCheck | None]:
     """Bands ``(price_low, price_high, import_kw)`` of interval ``t`` of a built market, floor to cap.
 
     ``market`` is a :class:`~engine.clearing.NodalMarket` or an :class:`engine.runs.CoupledMarket`
@@ -480,7 +487,11 @@ def trace_market_interval(market, t: int, rules: MarketRules,
     The loss-aware market's curve is made of its converged clearings (:func:`_trace_fixed_points`),
     the lossless LP's is its exact staircase (:func:`_trace_interval`). Returns the bands, the
     solves, the bound flips, and the loss-aware curve's check (None for the lossless LP).
+    ``horizon``: the lossless ``market``'s :class:`engine.horizoncurve.HorizonCurves`, to trace
+    on the horizon with the networks it can sum away summed (the same curve, smaller bases).
     """
+    if horizon is not None and not market.lossaware:
+        return (*trace_reduced(horizon, t, rules.price_floor, rules.price_cap, max_solves), None)
     if market.lossaware:
         fixed = _FixedPoints(market, t)
         bands, check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, max_solves)

@@ -47,7 +47,7 @@ cent by construction and rounding can never turn the surplus negative.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import numpy as np
@@ -378,8 +378,40 @@ def loss_components(lines: pl.DataFrame, prices: pl.DataFrame, hours: float) -> 
     return pl.concat([energy.select(cols), losses.select(cols)])
 
 
+def at_prices(o: MarketOutcome, prices: pl.DataFrame) -> MarketOutcome:
+    """The outcome with its DLMPs (and their loss parts) replaced by ``prices``.
+
+    Parameters
+    ----------
+    o
+        A cleared and awarded outcome.
+    prices
+        ``bus, interval, dlmp`` and optionally ``loss`` (per MWh): a price for every bus and interval of
+        ``o.prices``, e.g. those published with the award. Where the optimal duals are not unique (a marginal
+        bid, a bus cut off the feeder) a clearing computed again may pick other ones than the dispatch that was
+        published; settling at the published ones keeps the statements equal to what was listed. Other columns
+        (``dlmp_q``, the reactive price) stay the outcome's.
+
+    Raises
+    ------
+    InputError
+        ``prices``/``dlmp`` naming a bus and interval of the outcome without a price.
+    """
+    given = _read(prices, "prices", {"bus": (pl.Utf8, _REQUIRED), "interval": (_IV, None),
+                                     "dlmp": (pl.Float64, _REQUIRED),
+                                     **({"loss": (pl.Float64, 0.0)} if "loss" in prices.columns else {})})
+    own = o.prices.with_columns(_utc(pl.col("interval"), o.prices.schema["interval"]))
+    joined = own.drop([c for c in given.columns if c not in ("bus", "interval") and c in own.columns]).join(
+        given, on=["bus", "interval"], how="left", nulls_equal=True)
+    missing = joined.filter(pl.col("dlmp").is_null())
+    if missing.height:
+        raise InputError("prices", "dlmp", f"no price for bus {missing['bus'][0]!r} at {missing['interval'][0]}")
+    return replace(o, prices=joined)
+
+
 def settle(day_ahead: Disaggregation | MarketOutcome,
-           real_time: Disaggregation | MarketOutcome | None = None) -> Settlement:
+           real_time: Disaggregation | MarketOutcome | None = None,
+           prices: pl.DataFrame | None = None) -> Settlement:
     """Settle a day-ahead market and, optionally, its real-time deviations.
 
     Returns statements per bid (day ahead), per position (real time), fixed
@@ -388,11 +420,16 @@ def settle(day_ahead: Disaggregation | MarketOutcome,
     ``merchandising_surplus`` = charges - payments, so that every line and the
     surplus sum to zero cents), the same per market, per aggregator, and
     ``losses``: who pays for the day-ahead losses (:func:`losses_settled`).
+    ``prices``: the DLMPs the market being settled (``real_time`` if given, else
+    ``day_ahead``) is settled at in place of its clearing's (:func:`at_prices`).
     """
     da = MarketOutcome.of(day_ahead)
+    if prices is not None and real_time is None:
+        da = at_prices(da, prices)
     parts = _day_ahead(da)
     if real_time is not None:
-        parts += _real_time(MarketOutcome.of(real_time), da)
+        rt = MarketOutcome.of(real_time)
+        parts += _real_time(rt if prices is None else at_prices(rt, prices), da)
     st = pl.concat(parts)
     summary = _totals(st)
     summary["markets"] = {m: _totals(st.filter(pl.col("market") == m))

@@ -993,18 +993,20 @@ class SettleOutcome:
     digest: str
 
 
-def settle_market(inputs: MarketInputs, own: Disaggregation,
-                  reference: Disaggregation | None) -> SettleOutcome:
+def settle_market(inputs: MarketInputs, own: Disaggregation, reference: Disaggregation | None,
+                  prices: pl.DataFrame | None = None) -> SettleOutcome:
     """Settle a market; a real-time market with a day-ahead reference settles its deviations.
 
     The engine settles a day-ahead market alone, or day-ahead and real time
     together; only this market's lines and totals are returned (the day-ahead
-    market's were stored when it settled).
+    market's were stored when it settled). ``prices``: ``bus, interval, dlmp, loss``
+    to settle at instead of the clearing's (those listed for it, :func:`engine.settlement.at_prices`).
     """
-    result = settle(own) if reference is None else settle(reference, own)
+    result = settle(own, prices=prices) if reference is None else settle(reference, own, prices)
     market = "day_ahead" if reference is None else "real_time"
     mine = (pl.col("market") == market) & pl.col("party").is_in(["bid", "position"])
-    lines = loss_components(result.statements.filter(mine), own.clearing.prices, inputs.rules.hours).sort(
+    loss = own.clearing.prices if prices is None else prices
+    lines = loss_components(result.statements.filter(mine), loss, inputs.rules.hours).sort(
         "interval", "aggregator_id", "bid_id", "resource_id", "kind")
     table = lines.select("aggregator_id", _local_id("bid_id"), _local_id("resource_id"),
                          _interval_idx(inputs, lines["interval"]), "kw", "kvar", "price",
@@ -1015,22 +1017,27 @@ def settle_market(inputs: MarketInputs, own: Disaggregation,
 
 
 def settle_interval(inputs: MarketInputs, k: int, award: tuple[float, str], reference: Disaggregation | None,
-                    moved: list[tuple]) -> SettleOutcome:
-    """Settle interval ``k`` of a market whose intervals are independent, on its own (a rolling market settles
-    each awarded interval once its meter window has passed).
+                    moved: list[tuple], listed: list[tuple] | None = None) -> SettleOutcome:
+    """Settle interval ``k`` of a market whose intervals are independent, on its own (a market awarded interval
+    by interval settles each awarded interval once its meter window has passed).
 
     ``award``: the ISO's ``(import_kw, price)`` of the interval; ``moved``: ``(aggregator_id, resource_id, kw)``,
-    the final instruction of each resource an override, re-dispatch or emergency instruction moved in it. The
-    lines are those :func:`settle_market` (and :func:`curtailment_lines`) give the interval in a settlement of
-    the whole market; its totals are the interval's. FailedPrecondition when the award cannot be dispatched on
-    the inputs' network.
+    the final instruction of each resource an override, re-dispatch or emergency instruction moved in it;
+    ``listed``: ``(bus, dlmp, loss)`` (decimal texts per MWh), the prices listed for the interval (its award's
+    or re-dispatch's), which it settles at (None: its dispatch's own). The lines are those :func:`settle_market`
+    (and :func:`curtailment_lines`) give the interval in a settlement of the whole market; its totals are the
+    interval's. FailedPrecondition when the award cannot be dispatched on the inputs' network.
     """
     sub = only_intervals(inputs, [k])
     own = disaggregate_award(sub, [(0, *award)], reference).disaggregation
     if own is None:
         raise FailedPrecondition(f"interval_start: the award of {inputs.intervals[k].isoformat()} cannot be "
                                  "dispatched on the market's network to settle it")
-    out = settle_market(sub, own, reference)
+    prices = None if listed is None else pl.DataFrame(
+        {"bus": [b for b, _, _ in listed], "interval": pl.Series([sub.intervals[0]] * len(listed),
+                                                                 dtype=pl.Datetime("us", "UTC")),
+         "dlmp": [float(d) for _, d, _ in listed], "loss": [float(x) for _, _, x in listed]})
+    out = settle_market(sub, own, reference, prices)
     at_k = pl.lit(k, dtype=pl.Int64).alias("interval_idx")
     # The digest is of the settlement before the deviation lines, as :func:`with_lines` keeps it (a replay
     # recomputes the settlement, not the instructions that moved).

@@ -207,9 +207,9 @@ def record_revision(conn, who: Principal, market_id: str, outcome) -> dict:
     """Store a re-clearing on a new network version (a :class:`server.markets_engine.ClearOutcome`).
 
     Optimal: the prices and curves are replaced (the prices replaced kept as superseded), the curves' revision
-    goes up by one, and a published
-    market's curves get new stream sequences, so the ISO's stream sends them again, flagged as a
-    revision. Otherwise the previous clearing stands and only the attempt is audited. A market that
+    goes up by one, and a published market's curves get new stream sequences, so the ISO's stream sends them
+    again, flagged as a revision; the curves of intervals already awarded (a market awarded interval by
+    interval) stay as they were and are not sent again. Otherwise the previous clearing stands and only the attempt is audited. A market that
     moved past ``REVISABLE`` meanwhile is left alone (``revised`` false).
     """
     market = store.get_market(conn, market_id)
@@ -226,11 +226,16 @@ def record_revision(conn, who: Principal, market_id: str, outcome) -> dict:
         # Sequences only grow: a revised curve comes after every curve sent before it, its own included.
         (base,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM curves").fetchone()
         store.supersede_prices(conn, market_id, "clear", None, now)
-        conn.execute("DELETE FROM curves WHERE market_id = ?", (market_id,))
-        store.store_clearing_tables(conn, market_id, outcome, revision)
+        # A market awarded interval by interval keeps the curves of its awarded intervals: they are history,
+        # and their dispatch is revised by the re-dispatch of its award, not sent to the ISO again.
+        awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?",
+                                              (market_id,))}
+        conn.execute("DELETE FROM curves WHERE market_id = ? AND interval_idx NOT IN (SELECT interval_idx FROM "
+                     "iso_awards WHERE market_id = ?)", (market_id, market_id))
+        store.store_clearing_tables(conn, market_id, outcome, revision, awarded)
         if market["state"] == "published":
-            conn.execute("UPDATE curves SET seq = ? + interval_idx + 1, published_us = ? WHERE market_id = ?",
-                         (base, now, market_id))
+            conn.execute("UPDATE curves SET seq = ? + interval_idx + 1, published_us = ? WHERE market_id = ? AND "
+                         "seq IS NULL", (base, now, market_id))
             republished = True
         row = conn.execute("SELECT summary FROM clearings WHERE market_id = ? AND stage = 'clear'",
                            (market_id,)).fetchone()

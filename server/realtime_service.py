@@ -143,9 +143,10 @@ async def settle_intervals(app, who, market_id: str, indices: list[int] | None =
             rows = store.market_rows(conn, market_id)
             return (rows, realtime_store.settle_networks(conn, rows[0]), realtime_store.deliverable_awards(
                 conn, market_id), realtime_store.settled_intervals(conn, market_id),
-                realtime_store.moved_instructions(conn, market_id))
+                realtime_store.moved_instructions(conn, market_id),
+                realtime_store.listed_award_prices(conn, market_id))
 
-        rows, networks, awards, settled, moved = await app.reader.call(read)
+        rows, networks, awards, settled, moved, listed = await app.reader.call(read)
         market = rows[0]
         todo = [k for k in (sorted(awards) if indices is None else indices) if k not in settled]
         if not todo:
@@ -157,12 +158,12 @@ async def settle_intervals(app, who, market_id: str, indices: list[int] | None =
         def settle(k: int):
             mine = [(a, r, kw) for a, r, t, kw in moved if t == k]
             on = (*rows[:5], networks[k], *rows[6:])   # the network of the interval's dispatch in force
-            return markets_engine.settle_interval(app.inputs(on), k, awards[k], reference, mine)
+            return markets_engine.settle_interval(app.inputs(on), k, awards[k], reference, mine, listed.get(k))
 
         for k in todo:
             outcome = await app.solve(settle, k)
             market = await app.writer.call(realtime_store.record_interval_settlement, who, market_id, k, outcome,
-                                           networks[k][0], awards[k])
+                                           networks[k][0], awards[k], listed.get(k))
     return market
 
 

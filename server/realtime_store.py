@@ -413,6 +413,16 @@ def settle_networks(conn, market: dict) -> dict[int, tuple[int, list]]:
     return {k: (v, changes[v]) for k, v in versions.items()}
 
 
+def listed_award_prices(conn, market_id: str) -> dict[int, list[tuple[str, str, str]]]:
+    """``interval_idx -> [(bus, dlmp, loss)]`` (decimal texts per MWh) of each awarded interval: the prices
+    ListMarketPrices lists for it (its award's, or its latest network re-dispatch's), which it settles at."""
+    out: dict[int, list] = {}
+    for k, bus, dlmp, loss in conn.execute("SELECT interval_idx, bus, dlmp, loss FROM prices WHERE market_id = ? "
+                                           "AND stage = 'award' ORDER BY interval_idx, bus", (market_id,)):
+        out.setdefault(int(k), []).append((bus, dlmp, loss))
+    return out
+
+
 def settled_intervals(conn, market_id: str) -> set[int]:
     return {k for (k,) in conn.execute("SELECT interval_idx FROM interval_steps WHERE market_id = ? AND step = "
                                        "'settle'", (market_id,))}
@@ -431,9 +441,10 @@ def deliverable_awards(conn, market_id: str) -> dict[int, tuple[float, str]]:
 
 
 def record_interval_settlement(conn, who: Principal, market_id: str, k: int, outcome, network_version: int,
-                               award: tuple[float, str]) -> dict:
-    """Store the settlement of awarded interval ``k`` of a rolled market once (:func:`server.markets_engine.
-    settle_interval` on ``network_version`` at ``award``, :func:`deliverable_awards`), audited as ``interval.settle``;
+                               award: tuple[float, str], listed: list[tuple] | None = None) -> dict:
+    """Store the settlement of awarded interval ``k`` of a market settled by interval once (:func:`server.
+    markets_engine.settle_interval` on ``network_version`` at ``award``, :func:`deliverable_awards`, and at the
+    ``listed`` prices, :func:`listed_award_prices`), audited as ``interval.settle``;
     the last interval settled makes the AWARDED market SETTLED, with the intervals' totals added (``market.settle``,
     ``by_interval``)."""
     market = store.get_market(conn, market_id)
@@ -448,7 +459,9 @@ def record_interval_settlement(conn, who: Principal, market_id: str, k: int, out
     _step(conn, market_id, k, "settle", "done", {"totals": outcome.totals}, now)
     store._audit(conn, who, "interval.settle", {"market_id": market_id, "interval_idx": k, "totals": outcome.totals,
                                                 "digest": outcome.digest, "network_version": network_version,
-                                                "award": list(award)}, now)
+                                                "award": list(award),
+                                                **({} if listed is None else {"prices": [list(r) for r in listed]})},
+                 now)
     done = [json.loads(d)["totals"] for (d,) in conn.execute(
         "SELECT detail FROM interval_steps WHERE market_id = ? AND step = 'settle' ORDER BY interval_idx",
         (market_id,))]

@@ -194,7 +194,7 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
             award = tuple(p["award"]) if "award" in p else next((q, pr) for k, q, pr in state.interval_awards[m]
                                                                if k == p["interval_idx"])
             outcome = markets_engine.settle_interval(state.inputs(m, p["network_version"]), p["interval_idx"],
-                                                     award, reference_of(m), [])
+                                                     award, reference_of(m), [], p.get("prices"))
             checks.append(ReplayCheck(seq, m, "settle", p["digest"], outcome.digest))
             continue
         if action == "market.settle" and p.get("by_interval"):  # the sum of its intervals' settlements

@@ -288,6 +288,9 @@ class Scheduler:
             await app.writer.call(store.publish, SCHEDULER, market_id)
             app.notifier.notify(CURVES)
             return [Step(market_id, "publish")]
+        if action == "settle" and await app.settles_by_interval(market_id):  # awarded by interval, cleared whole
+            await realtime_service.settle_intervals(app, SCHEDULER, market_id)
+            return [Step(market_id, "settle")]
         if action == "settle":
             async with app.lock(market_id):
                 outcome = await app.settlement(market_id)

@@ -203,6 +203,19 @@ class App:
             row = await self.reader.call(store.get_market, market_id)
         return row, outcome
 
+    async def settles_by_interval(self, market_id: str) -> bool:
+        """True for a market that settles interval by interval (:func:`server.realtime_service.settle_intervals`):
+        one rolled through its own gates, or one cleared whole and awarded interval by interval whose intervals
+        are independent. Each awarded interval then settles as it was dispatched, on its own and on the network of
+        its dispatch in force, at the prices listed for it: the whole award disaggregated again at once may price
+        it otherwise where its prices are not unique (degenerate duals, e.g. a bus a network change cut off)."""
+        if await self.reader.call(realtime_store.rolled, market_id):
+            return True
+        if not (await self.reader.call(realtime_store.award_context, market_id))[2]:
+            return False
+        rows = await self.reader.call(store.market_rows, market_id)
+        return not await self.solve(lambda: markets_engine.couples(self.inputs(rows)))
+
     async def settlement(self, market_id: str):
         """The :class:`server.markets_engine.SettleOutcome` of an AWARDED market, not yet recorded; call holding
         the market's lock."""
@@ -374,8 +387,7 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
     async def SettleMarket(self, request, who):
         app = self.app
         market_id = convert.check_id(request.market_id, "market_id")
-        if await app.reader.call(realtime_store.rolled, market_id):
-            # Rolled through its gates: it settles interval by interval; this settles every interval left.
+        if await app.settles_by_interval(market_id):  # this settles every interval left
             store.require_state(await app.reader.call(store.get_market, market_id), ("awarded",), "settling")
             row = await realtime_service.settle_intervals(app, who, market_id)
             totals, count = await app.reader.call(_settled, market_id)

@@ -493,14 +493,15 @@ def record_clearing(conn, who: Principal, market_id: str, forecast: list[str], o
     return out
 
 
-def store_clearing_tables(conn, market_id: str, outcome, revision: int = 0) -> None:
-    """The prices and interface curves of an optimal clearing (unpublished: no stream sequence yet)."""
+def store_clearing_tables(conn, market_id: str, outcome, revision: int = 0, standing: set[int] = frozenset()) -> None:
+    """The prices and interface curves of an optimal clearing (unpublished: no stream sequence yet); no curve of
+    the ``standing`` intervals (awarded before a re-clearing: the curve the ISO awarded stays theirs)."""
     conn.executemany(_PRICE_INSERT, [(market_id, "clear", *r, revision) for r in outcome.prices.iter_rows()])
     conn.executemany("INSERT INTO curves (market_id, interval_idx, fixed_kw, conditional, segments, "
                      "bands, area, revision, network_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      [(market_id, c["interval_idx"], c["fixed_kw"], int(c["conditional"]),
                        json.dumps(c["segments"]), json.dumps(c["bands"]), outcome.area, revision,
-                       outcome.network_version) for c in outcome.curves])
+                       outcome.network_version) for c in outcome.curves if c["interval_idx"] not in standing])
 
 
 def publish(conn, who: Principal, market_id: str) -> dict:

@@ -1,4 +1,5 @@
-"""Coupled (storage) day-ahead curves: every band against a textbook horizon LP, and the same curve
+"""Coupled (storage) day-ahead curves: every band against a textbook horizon LP; the same curve with the
+other hours' networks summed away (engine.horizoncurve) as on the whole horizon; and the same curve
 whichever intervals are traced together, which lets ``dsomarket curve --workers N`` trace the
 intervals of one horizon in separate processes."""
 
@@ -10,10 +11,12 @@ import numpy as np
 import polars as pl
 import pytest
 
+from dsomarket.engine import interface
 from dsomarket.engine.bids import Battery, MarketRules, validate_bids
-from dsomarket.engine.clearing import ClearingOptions
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.feeders import ieee33
+from dsomarket.engine.feeders import ieee33, synthetic
+from dsomarket.engine.horizoncurve import HorizonCurves
 from dsomarket.engine.interface import join_curves, trace_curve
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import runs_for, trace_runs
@@ -29,12 +32,12 @@ BATTERIES = (Battery("bat", 300.0, 150.0, 150.0, eta_charge=0.9, eta_discharge=0
 FORECAST = np.array([30.0, 90.0, 60.0])
 
 
-def horizon_bids(n: int = 6) -> pl.DataFrame:
+def horizon_bids(n: int = 6, feeder=None) -> pl.DataFrame:
     """Three hours of random bids, and a charge and a discharge bid of each battery every hour."""
     rows = []
     for h in range(3):
         iv = T0 + timedelta(hours=h)
-        rows.append(random_bids(ieee33(), n, 60 + h, lo=-100, hi=300).with_columns(
+        rows.append(random_bids(feeder or ieee33(), n, 60 + h, lo=-100, hi=300).with_columns(
             bid_id=pl.col("bid_id") + f"-{h}", interval=pl.lit(iv), resource_id=pl.lit("")))
         rows.append(pl.DataFrame({
             "bid_id": [f"bat-c{h}", f"bat-d{h}", f"bat2-c{h}", f"bat2-d{h}"], "bus": ["18", "18", "30", "30"],
@@ -45,9 +48,15 @@ def horizon_bids(n: int = 6) -> pl.DataFrame:
 
 
 def test_every_band_of_a_storage_day_is_the_textbook_horizon_lp_at_a_price_inside_it():
-    f = ieee33()
-    bids = horizon_bids()
+    # A feeder whose line limits the batteries can reach: hour 2's network is summed away in the
+    # other hours' curves but for the subtrees behind those lines, hours 0 and 1 keep theirs whole
+    # (engine.horizoncurve).
+    f = synthetic(32, 1)
+    bids = horizon_bids(n=4, feeder=f)
     book = validate_bids(bids, f, RULES)
+    horizon = HorizonCurves(NodalMarket(f, book, FORECAST, RULES, BATTERIES, LOSSLESS))
+    assert horizon.summed == [2]
+    assert 0 < len(horizon.parts[2].sums[0]) < f.topology.n_bus
     curve = trace_curve(f, book, RULES, BATTERIES, options=LOSSLESS, forecast=FORECAST)
     imports = horizon_reference(f, bids, BATTERIES)
     for t in range(3):
@@ -57,6 +66,21 @@ def test_every_band_of_a_storage_day_is_the_textbook_horizon_lp_at_a_price_insid
             prices = FORECAST.copy()
             prices[t] = (lo[k] + hi[k]) / 2
             assert imports(prices)[t] == pytest.approx(q[k], abs=1e-3), (t, lo[k], hi[k])
+
+
+@pytest.mark.parametrize("feeder", [ieee33(), synthetic(32, 0), synthetic(60, 1)],
+                         ids=["ieee33", "synthetic32", "synthetic60"])
+def test_summing_the_other_hours_networks_away_traces_the_same_curve(monkeypatch, feeder):
+    book = validate_bids(horizon_bids(feeder=feeder), feeder, RULES)
+    reduced = trace_curve(feeder, book, RULES, BATTERIES, options=LOSSLESS, forecast=FORECAST)
+
+    class Whole:                    # sums nothing: every curve on the whole horizon
+        def __init__(self, market):
+            self.summed = []
+
+    monkeypatch.setattr(interface, "HorizonCurves", Whole)
+    whole = trace_curve(feeder, book, RULES, BATTERIES, options=LOSSLESS, forecast=FORECAST)
+    assert reduced.bands.equals(whole.bands)
 
 
 def test_an_intervals_curve_is_the_same_whichever_intervals_are_traced_with_it():

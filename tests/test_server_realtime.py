@@ -73,7 +73,8 @@ def test_a_real_time_hour_awarded_interval_by_interval_dispatches_each_at_once(t
         conn = db.connect(path)
         checks = replay(conn, "rt-rolling")
         conn.close()
-        assert [c.stage for c in checks] == ["clear"] + ["award"] * 12 + ["settle"]
+        # Awarded interval by interval, it settles interval by interval, each at the prices listed for it.
+        assert [c.stage for c in checks] == ["clear"] + ["award"] * 12 + ["settle"] * 12
         assert all(c.identical for c in checks)
 
     asyncio.run(body())

@@ -359,3 +359,54 @@ def test_an_interval_whose_award_a_change_cuts_settles_the_dispatch_in_force_at_
         assert [c.stage for c in checks].count("settle") == 2 and all(c.identical for c in checks)
 
     asyncio.run(body())
+
+
+def test_a_market_cleared_whole_and_awarded_by_interval_settles_at_its_listed_prices_across_a_network_change(
+        tmp_path):
+    """Loss-aware. A real-time market cleared and published whole, then awarded interval by interval: 0 and 1
+    awarded when line 17 goes out from interval 1 on (interval 1 re-dispatched), 2 awarded after the change. Its
+    settlement prices each interval at what ListMarketPrices lists for it (energy + loss = the DLMP, at bus 25
+    where prices are degenerate once bus 18 is cut off), and stays revenue adequate. Only the curve of interval 2,
+    published and not awarded, is sent to the ISO again."""
+    async def body():
+        async with running(tmp_path) as env:
+            op, iso = env.clients["dso"], env.clients["iso"]
+            await small_market(env, "da-fleet")
+            rt = await op.create_market("rt", feeder_id="ieee33", kind="real_time", interval_count=3,
+                                        delivery_start=delivery_day() + timedelta(hours=9))
+            await env.clients["agg-a"].submit_bids("rt", simple_bids(rt, "a"))
+            await env.clients["agg-b"].submit_bids("rt", simple_bids(rt, "b", load_price="60"))
+            await op.close_gate("rt")
+            assert (await op.clear_market("rt", iso_price_forecast=["50"])).status == "optimal"
+            await op.publish_market("rt")
+            for k in range(2):
+                (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[k]]
+                assert (await iso.submit_interval_award("rt", [award_at(curve, 45)]))[0].status == "optimal"
+            sent = {c.interval_start: (c.sequence, c.revision) for c in await iso.list_curves(market_id="rt")}
+            _, revisions = await op.submit_network_changes("ieee33", [outage(rt, 1)])
+            assert all(r.status == "optimal" for r in revisions)
+            resent = {c.interval_start: (c.sequence, c.revision) for c in await iso.list_curves(market_id="rt")}
+            assert {t: v for t, v in resent.items() if t != rt.intervals[2]} == \
+                {t: v for t, v in sent.items() if t != rt.intervals[2]}
+            assert resent[rt.intervals[2]][1] == 1
+            (curve,) = [c for c in await iso.list_curves(market_id="rt") if c.interval_start == rt.intervals[2]]
+            assert (await iso.submit_interval_award("rt", [award_at(curve, 45)]))[0].status == "optimal"
+            listed = {(p.bus, p.interval_start): p.dlmp for p in await op.list_prices("rt")}
+            report = await op.settle_market("rt")
+            assert report.market.state == "settled"
+            assert Decimal(report.totals["merchandising_surplus"]) >= 0
+            settled: dict = {}
+            for name in ("agg-a", "agg-b"):
+                for s in await env.clients[name].list_statements(market_id="rt"):
+                    if s.kind in ("energy", "loss") and s.kw != 0:
+                        key = (s.aggregator_id, s.bid_id, s.interval_start)
+                        settled[key] = settled.get(key, Decimal(0)) + s.price
+            assert {t for _, _, t in settled} == set(rt.intervals)
+            for (_, bid, t), price in settled.items():   # energy + loss = the DLMP at the bid's bus
+                bus = BUS["pv" if "-pv-" in bid else "load"]
+                assert abs(price - listed[(bus, t)]) <= Decimal("0.000002"), (bid, t, price, listed[(bus, t)])
+            path = env.db_path
+        checks = replay_checks(path, "rt")
+        assert all(c.identical for c in checks), [c for c in checks if not c.identical]
+
+    asyncio.run(body())

@@ -314,3 +314,23 @@ def test_loss_aware_two_settlement_balances_and_is_revenue_adequate_at_non_negat
     balanced(s2)
     assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
     assert s2.summary["merchandising_surplus"] >= 0.0
+
+
+def test_settling_at_given_prices_replaces_the_clearings_dlmps_by_hand():
+    # The two-bus case above settled at a DLMP of 28 at bus 1 (say the one published for the dispatch, where the
+    # duals are not unique): the offer earns 28 x 60 kWh = 1.68, the fixed load pays 28 x 100 kWh = 2.80, the
+    # ISO is paid its award, 0.80; surplus 2.80 - 1.68 - 0.80 = 0.32. At the clearing's own prices nothing moves.
+    f = chain(1, s_max={1: 40.0}, loads={1: (100, 0)})
+    book = validate_bids(bids([("s1", "1", "sell", 100, 30, "A", ""), ("b1", "1", "buy", 30, 25, "B", "")]),
+                         f, DA_RULES)
+    d = disaggregate(f, book, award(40.0, 20.0), DA_RULES, options=NO_AC)
+    own = d.clearing.prices.select("bus", "interval", "dlmp")
+    assert settle(d, prices=own).statements.equals(settle(d).statements)
+    s = settle(d, prices=own.with_columns(dlmp=pl.when(pl.col("bus") == "1").then(28.0).otherwise(pl.col("dlmp"))))
+    assert line(s, bid_id="s1")["amount"] == 1.68 and line(s, bid_id="s1")["price"] == 28.0
+    assert line(s, party="fixed_load")["amount"] == -2.80
+    assert line(s, party="iso")["amount"] == 0.80
+    assert s.summary["merchandising_surplus"] == 0.32
+    balanced(s)
+    with pytest.raises(InputError, match="no price for bus '1'"):
+        settle(d, prices=own.filter(pl.col("bus") != "1"))

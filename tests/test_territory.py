@@ -28,7 +28,7 @@ from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.territory import (IntervalCurves, InterfaceSession, substation, synthetic_bids,
                                         synthetic_territory)
 from dsomarket.engine.runs import KeptMarket, clear_runs, runs_for, trace_runs
-from dsomarket.server.runner import Cycle, Job, LocalRunner, Shard, Task, assign
+from dsomarket.server.runner import Cycle, InterfaceOutcome, Job, LocalRunner, Shard, Task, assign
 
 NO_AC = ClearingOptions(ac_check=False)
 TIMING_KEYS = ("build_seconds", "solve_seconds", "seconds")
@@ -424,6 +424,8 @@ def test_a_worker_killed_between_cycles_is_replaced_and_its_interfaces_clear_aga
         out = r.run(Cycle(95.0))
         assert r.pids()[0] not in (0, pids[0]) and r.pids()[1] == pids[1]
         later = r.run(Cycle(60.0))
+        _wait_dead(pids[1])
+        reports = r.run(Cycle(60.0), InterfaceOutcome.report)   # what the command line writes to territory.json
     lost = {o.interface_id for o in out if o.recovered}
     assert lost and lost != {o.interface_id for o in out}
     assert all("worker lost" in o.recovered for o in out if o.recovered)
@@ -431,6 +433,11 @@ def test_a_worker_killed_between_cycles_is_replaced_and_its_interfaces_clear_aga
     _same_as_clean(out, 95.0)
     assert all(o.warm and not o.recovered for o in later)   # the fresh worker holds them again
     _same_as_clean(later, 60.0)
+    assert [rep["interface_id"] for rep in reports] == [o.interface_id for o in later]
+    assert {rep["interface_id"] for rep in reports if "worker lost" in rep.get("recovered", "")} == \
+        {o.interface_id for o in out} - lost
+    assert [rep["status"] for rep in reports] == ["optimal"] * len(later)
+    assert [rep["welfare"] for rep in reports] == pytest.approx([o.clearing.welfare for o in later], rel=1e-9)
 
 
 def _count_or_die(kept, marker: str, always: bool = False):

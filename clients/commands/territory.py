@@ -222,6 +222,10 @@ def _clear(args: argparse.Namespace) -> int:
         "iso_price": args.iso_price, "curves": args.curves, "formulation": args.formulation})
     print(f"cleared {len(reports)} interfaces on {where} in {seconds:.2f} s: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; results in {out}")
+    recovered = [rep["interface_id"] for rep in reports if rep.get("recovered")]
+    if recovered:   # said in territory.json too, per interface
+        print(f"dsomarket: {len(recovered)} interfaces cleared again on a fresh worker after theirs was lost "
+              f"(first: {recovered[0]})", file=sys.stderr)
     failed = [rep for rep in reports if rep["status"] != "optimal"]
     if failed:
         first = failed[0]
