@@ -5,8 +5,9 @@ Run: ``python benchmarks/bench_tracer_ab.py [--base REV] [--repeats 2]``.
 ``engine/interface.py`` at ``--base`` (a git revision of this repository; with ``engine/tracer.py``
 at that revision when it has one) is loaded as a module of its own beside the checkout's, and both
 trace the same books in turn, ``--repeats`` times; the best CPU seconds of each are compared (CPU,
-not wall: on a shared machine the wall time of one run swings by 2x, the CPU time much less). Cases: 1,000 buses (``synthetic(1000, 1)``) with 10,000 bids priced
-to the cent and to whole units, and with 1,000 bids (``bench_curve.py``'s books); and ``gate33``,
+not wall: on a shared machine the wall time of one run swings by 2x, the CPU time much less).
+Cases: 1,000 buses (``synthetic(1000, 1)``) with 10,000 bids priced to the cent and to whole units,
+and with 1,000 bids (``bench_curve.py``'s books); and ``gate33``,
 the curve work of ``bench_service.py``'s gate closure offline: ieee33, 100,000 bids over 4 hourly
 intervals at 20 price levels per side. Each line says whether both tracers gave the same bands
 (imports within 1 W, step prices within 1e-7 relative).

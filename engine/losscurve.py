@@ -44,6 +44,11 @@ from dsomarket.engine.tracer import (CERT_REL_TOL, P_REL_TOL, Q_TOL_MW, _Basis, 
 
 _ANCHOR_ITERATIONS = 8
 """Re-linearisations of one basis's dispatch before :meth:`_FixedPoints.anchor` gives up (it takes one or two)."""
+MAX_SPLITS = 12
+"""Clearings in a row that sample a stretch (each leaving at most three quarters of its pair's import gap on a side)
+before its step is left unresolved (and counted in the error bound), as ``CURVE_MAX_DEPTH`` bounds those that
+locate a jump: a stretch the chord does not settle (noisy clearings near a zero import) would otherwise be sampled
+to the band tolerance clearing by clearing."""
 STEP_LOCATED = 1e-3
 """Price width (per MWh) within which an unresolved step is located as well as an ISO price can tell
 (a tenth of a cent): it adds nothing to the curve's error bound."""
@@ -319,12 +324,12 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     """
     first = fixed.at(floor)
     last = first if first.high >= cap else fixed.at(cap)
-    stack = [(first, last, 0)]
+    stack = [(first, last, 0, 0)]
     done: list[tuple[_Sample, _Sample, float | None]] = []
     errors: list[tuple[float, float]] = []   # (bound on a band's error, the smaller import of its ends), MW
     unresolved = 0
     while stack:
-        a, b, depth = stack.pop()
+        a, b, depth, splits = stack.pop()
         if a is b or a.q - b.q <= Q_TOL_MW:
             done.append((a, b, None))
             continue
@@ -340,7 +345,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         lam = (b.g - a.g) / (a.q - b.q)
         if not a.high + 0.01 * width < lam < b.low - 0.01 * width:
             lam = a.high + width / 2.0
-        if depth >= CURVE_MAX_DEPTH:
+        if depth >= CURVE_MAX_DEPTH or splits >= MAX_SPLITS:
             # Clearings this close in price that still disagree: a step where the tangents meet. A clearing
             # between them may draw any import between theirs, unless they are closer than an ISO price.
             done.append((a, b, lam))
@@ -354,7 +359,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         walked = fixed.walk(a, b.low, _band_tol(a, b))
         if walked is not None:
             seq = [a, *walked, b]
-            stack += [(x, y, depth) for x, y in zip(seq[:-1], seq[1:])][::-1]
+            stack += [(x, y, depth, splits) for x, y in zip(seq[:-1], seq[1:])][::-1]
             continue
         if fixed.clearings >= max_clearings:
             raise RuntimeError(f"loss-aware curve: more than {max_clearings} clearings in interval {fixed.t}")
@@ -376,9 +381,9 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         # side whose import gap is at most three quarters of the pair's (a stretch being sampled, not a
         # jump being located: that keeps the whole gap on one side).
         gap = a.q - b.q
-        onward = depth if c.low <= a.high + cert or c.q - b.q <= 0.75 * gap else depth + 1
-        inward = depth if a.q - c.q <= 0.75 * gap else depth + 1
-        stack += [(c, b, onward), (a, c, inward)]
+        onward = c.low <= a.high + cert or c.q - b.q <= 0.75 * gap
+        inward = a.q - c.q <= 0.75 * gap
+        stack += [(c, b, depth + (not onward), splits + onward), (a, c, depth + (not inward), splits + inward)]
     bands: list[list[float]] = []
     low, q = floor, first.q
     for a, b, step in done:

@@ -19,6 +19,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -26,6 +27,11 @@ import numpy as np
 
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder, Topology
+
+
+PATH_SWEEP_NNZ = 5000
+"""Largest path matrix (entries: the sum of the buses' depths) with which :func:`backward_forward_sweep`
+sums flows and voltage drops by products with it rather than triangular solves."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +97,20 @@ def backward_forward_sweep(topology: Topology, r_pu: np.ndarray, x_pu: np.ndarra
     current = np.zeros((topology.n_line,) + s.shape[1:], dtype=complex)
     converged = False
     iterations = 0
+    if int(topology.depth.sum()) <= PATH_SWEEP_NNZ:
+        # A shallow feeder: the path matrix (one entry per bus and line above it) applied to complex
+        # arrays directly is ~14x faster per sweep than two sparse triangular solves on ieee33,
+        # where those solves' fixed costs dominate; on deep feeders the solves win (1,000 buses: 0.5
+        # against 0.7 ms a sweep).
+        path = topology.path_matrix
+        downstream, upstream = path.__matmul__, path.T.__matmul__
+    else:
+        downstream = functools.partial(_complex_apply, topology.downstream_sum)
+        upstream = functools.partial(_complex_apply, topology.path_sum)
     with np.errstate(all="ignore"):  # a diverging sweep shows up as a non-finite step below
         for iterations in range(1, max_iter + 1):
-            current = _complex_apply(topology.downstream_sum, np.conj(s / v))
-            v_new = v0_pu - _complex_apply(topology.path_sum, z * current)
+            current = downstream(np.conj(s / v))
+            v_new = v0_pu - upstream(z * current)
             step = float(np.max(np.abs(v_new - v)))
             v = v_new
             if not math.isfinite(step):

@@ -798,7 +798,7 @@ class _Probe:
         cols = idx[:n_run]
         lo, hi = s.col_lower[cols], s.col_upper[cols]
         steps = np.where(x[cols] - lo <= hi - x[cols], hi - lo, lo - hi)
-        st, act, ina = basis.structural, basis.active, basis.inactive
+        st, ina = basis.structural, basis.inactive
         bounded = np.nonzero(basis.bounded)[0]        # basic columns with a finite bound (not line flows)
         x_b, lo_b, hi_b = x[st][bounded], s.col_lower[st][bounded], s.col_upper[st][bounded]
         r_now = basis.r[ina]
