@@ -42,7 +42,7 @@ from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, co
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, _iv_column, socp_solver
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.lindistflow import market_loads
-from dsomarket.engine.losses import (CurveCheck)
+from dsomarket.engine.losses import CURVE_MAX_CLEARINGS, CurveCheck
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 from dsomarket.engine.horizoncurve import HorizonCurves, trace_reduced
@@ -315,7 +315,8 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
     load_p_kw, load_q_kvar
         Fixed withdrawal per bus and interval (n, T); defaults to the feeder's loads.
     max_solves
-        Safety limit on solves per interval (default ``4 * bids + 1000``).
+        Safety limit on solves per interval (default ``4 * bids + 1000``); the loss-aware curve also
+        spends at most ``losses.CURVE_MAX_CLEARINGS`` clearings an interval (see :func:`_trace_fixed_points`).
     progress
         Called as ``progress(done, total)`` after each interval is traced (the
         caller decides whether and where to show it; the engine prints nothing).
@@ -494,7 +495,8 @@ def trace_market_interval(market, t: int, rules: MarketRules, max_solves: int,
         return (*trace_reduced(horizon, t, rules.price_floor, rules.price_cap, max_solves), None)
     if market.lossaware:
         fixed = _FixedPoints(market, t)
-        bands, check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, max_solves)
+        bands, check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap,
+                                           min(max_solves, CURVE_MAX_CLEARINGS))
         return bands, fixed.solves, 0, check
     probe = _Probe(market, t)
     return _trace_interval(probe, rules.price_floor, rules.price_cap, max_solves), probe.solves, probe.flips, None

@@ -316,7 +316,8 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     quarter of the band tolerance of the straight line through the pair's ends, the
     stretch is drawn by that line (:func:`_chord`), its deviation added to the error
     bound. After ``CURVE_MAX_DEPTH`` splits that leave the whole gap on one side (a jump
-    being located, not a stretch being sampled), the step goes where the tangents meet.
+    being located, not a stretch being sampled), or once ``max_clearings`` are spent, the step goes
+    where the tangents meet, its gap counted in the error bound.
     Before any clearing, a pair whose left end has a basis is walked (:meth:`_FixedPoints.walk`):
     the fixed points it reaches split the pair the same way, at no HiGHS solve. A clearing
     just past a's range, to find a bid flipping there, is left to the walk: it was the
@@ -345,9 +346,10 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         lam = (b.g - a.g) / (a.q - b.q)
         if not a.high + 0.01 * width < lam < b.low - 0.01 * width:
             lam = a.high + width / 2.0
-        if depth >= CURVE_MAX_DEPTH or splits >= MAX_SPLITS:
-            # Clearings this close in price that still disagree: a step where the tangents meet. A clearing
-            # between them may draw any import between theirs, unless they are closer than an ISO price.
+        if depth >= CURVE_MAX_DEPTH or splits >= MAX_SPLITS or fixed.clearings >= max_clearings:
+            # Clearings this close in price that still disagree, or the interval's clearings spent: a step where
+            # the tangents meet. A clearing between them may draw any import between theirs, unless they are
+            # closer than an ISO price.
             done.append((a, b, lam))
             if width > STEP_LOCATED:
                 errors.append((a.q - b.q, min(abs(a.q), abs(b.q))))
@@ -361,8 +363,6 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             seq = [a, *walked, b]
             stack += [(x, y, depth, splits) for x, y in zip(seq[:-1], seq[1:])][::-1]
             continue
-        if fixed.clearings >= max_clearings:
-            raise RuntimeError(f"loss-aware curve: more than {max_clearings} clearings in interval {fixed.t}")
         c = fixed.at(lam, (a.q, b.q))
         c = fixed.keep(c, _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low)))
         tol = _band_tol(a, b)

@@ -531,6 +531,11 @@ CURVE_MAX_DEPTH = 8
 """Subdivisions of a stretch between two clearings that still disagree beyond ``CURVE_REL_TOL``
 before a step is put where their tangents meet (where successive LP's fixed points at
 neighbouring prices jump, no finer sampling makes the curve agree with both)."""
+CURVE_MAX_CLEARINGS = 120
+"""Clearings one interval's loss-aware curve may spend sampling (the hard ieee33 cases of the tests take
+9-69). Past it the pairs left become steps where their tangents meet, each counted in the curve's error
+bound (so ``dsomarket curve`` warns): a curve's time stays bounded whatever the book, and says so where
+that cost accuracy."""
 CURVE_TOL = 5e-3
 """Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the clearing at any
 price inside it, hence against the AC power flow of that clearing's dispatch."""

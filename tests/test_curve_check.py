@@ -10,9 +10,10 @@ import polars as pl
 
 from dsomarket.clients.commands.market import EXIT_PHYSICS
 from dsomarket.clients.files import read_feeder, read_table
-from dsomarket.engine import losscurve, losses
+from dsomarket.engine import interface, losscurve, losses
 from dsomarket.engine.bids import MarketRules, validate_bids
 from dsomarket.engine.clearing import ClearingOptions, clear
+from dsomarket.engine.interface import trace_curve
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ARGS = ("curve", "--feeder", EXAMPLES / "ieee33_rated", "--bids", EXAMPLES / "ieee33_bids.csv")
@@ -49,3 +50,22 @@ def test_a_curve_whose_subdivisions_run_out_reports_its_error_and_the_command_wa
         ours = bands.filter((pl.col("price_low") <= price) & (pl.col("price_high") > price))["import_kw"][0]
         assert abs(ours - res.interface_import_kw[0]) <= summary["ac_check"]["max_error_kw"] + 1e-3, price
 
+
+
+def test_a_curve_out_of_clearings_stops_and_its_bound_covers_what_it_left(monkeypatch):
+    # A book that would need more clearings than the budget gets a curve at once, not an unbounded trace or an
+    # error: the pairs left are steps where their tangents meet, and the bound covers the full curve's imports.
+    f = read_feeder(EXAMPLES / "ieee33_rated")
+    book = validate_bids(read_table(EXAMPLES / "ieee33_bids.csv", "bids"), f, MarketRules())
+    full = trace_curve(f, book)
+    budget = 4
+    assert full.ac_check["clearings"] > budget and full.ac_check["unresolved_steps"] == 0
+    monkeypatch.setattr(interface, "CURVE_MAX_CLEARINGS", budget)
+    cut = trace_curve(f, book)
+    assert cut.ac_check["clearings"] <= budget and cut.ac_check["unresolved_steps"] >= 1
+    assert cut.ac_check["max_error_pct"] > losses.CURVE_TOL * 100
+    bands = full.interval_bands(0)
+    for lo, hi in zip(bands["price_low"], bands["price_high"]):
+        price = (lo + hi) / 2.0
+        miss = abs(cut.import_at(0, price) - full.import_at(0, price))
+        assert miss <= cut.ac_check["max_error_kw"] + full.ac_check["max_error_kw"] + 1e-3, price
