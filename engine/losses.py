@@ -113,6 +113,9 @@ class OperatingPoint:
     with_losses
         False for the start of successive LP (:func:`lossless_point`): the linearisation
         then has no loss terms (LinDistFlow), and the point only orients the thermal polygons.
+    phasor
+        Complex bus voltages (pu) of the sweep, shape (n, T): where the sweep of a nearby
+        dispatch starts (:func:`operating_point`'s ``start``).
     """
 
     p: np.ndarray
@@ -122,6 +125,7 @@ class OperatingPoint:
     p0: np.ndarray
     converged: bool
     with_losses: bool = True
+    phasor: np.ndarray | None = None
 
     def receiving(self, feeder: Feeder) -> tuple[np.ndarray, np.ndarray]:
         """Flow arriving at each line's receiving (child) end, ``(p - r l, q - x l)``, shape (T, m)."""
@@ -143,18 +147,21 @@ def lossless_point(feeder: Feeder, w_p_kw: np.ndarray, w_q_kvar: np.ndarray) -> 
     return dataclasses.replace(operating_point(feeder, w_p_kw, w_q_kvar), with_losses=False)
 
 
-def operating_point(feeder: Feeder, w_p_kw: np.ndarray, w_q_kvar: np.ndarray) -> OperatingPoint:
+def operating_point(feeder: Feeder, w_p_kw: np.ndarray, w_q_kvar: np.ndarray,
+                    start: OperatingPoint | None = None) -> OperatingPoint:
     """AC power flow of net withdrawals (kW, kvar; shape (n, T), positive = consumption), all
-    intervals in one batched backward-forward sweep."""
+    intervals in one batched backward-forward sweep; from the voltages of ``start`` (a point of a
+    nearby dispatch, the same voltages to the sweep's tolerance in fewer sweeps) where given."""
     topo = feeder.topology
     s = (np.asarray(w_p_kw, dtype=float) + 1j * np.asarray(w_q_kvar, dtype=float)) / S_BASE_KVA
-    sweep = backward_forward_sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s)
+    sweep = backward_forward_sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s,
+                                   v_start=None if start is None else start.phasor)
     v = (np.abs(sweep.v) ** 2).T
     l_sq = (np.abs(sweep.current) ** 2).T
     p, q = sweep.s_send.real.T, sweep.s_send.imag.T
     first = topo.parent[1:] == 0
     p0 = p[:, first].sum(axis=1) + s[0].real
-    return OperatingPoint(p=p, q=q, v=v, l=l_sq, p0=p0, converged=bool(sweep.converged))
+    return OperatingPoint(p=p, q=q, v=v, l=l_sq, p0=p0, converged=bool(sweep.converged), phasor=sweep.v)
 
 
 def _current_gradient(feeder: Feeder, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
