@@ -237,9 +237,16 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     bound = np.tile(np.repeat(topo.s_max_kva[limited] / S_BASE_KVA, k), T)
     shape_l, shape_v = (len(rows), m * T), (len(rows), n * T)
 
+    cos_off, sin_off = np.cos(offsets), np.sin(offsets)
+
     def faces(pp: np.ndarray, qq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        theta = np.arctan2(qq, pp)[:, :, None] + offsets[None, None, :]   # (T, lim, k)
-        return np.cos(theta), np.sin(theta)
+        # cos and sin of (theta + offset), theta the flow's direction (0 where there is no flow, as
+        # arctan2 has it), by the angle-sum formulas: no trigonometry per face.
+        h = np.hypot(pp, qq)
+        none = h == 0.0
+        c = np.where(none, 1.0, pp / np.where(none, 1.0, h))[:, :, None]
+        s = np.where(none, 0.0, qq / np.where(none, 1.0, h))[:, :, None]   # (T, lim, 1)
+        return c * cos_off - s * sin_off, s * cos_off + c * sin_off
 
     cs, ss = faces(point.p[:, limited], point.q[:, limited])
     cr, sr = faces(p_r, q_r)
@@ -527,9 +534,12 @@ def loss_factors(model: LinearModel, n: int, T: int) -> np.ndarray:
     return np.stack([per_bus[t * n:(t + 1) * n, t] for t in range(T)]) - 1.0
 
 
-CURVE_REL_TOL = 2e-3
-"""Largest relative error (0.2 %) of a loss-aware curve band that stands for a stretch where the
-import moves with the price (a bid clearing part-way because of its own effect on the losses)."""
+CURVE_REL_TOL = 2.5e-3
+"""Largest relative error (0.25 %) of a loss-aware curve band that stands for a stretch where the
+import moves with the price (a bid clearing part-way because of its own effect on the losses): half of
+``CURVE_TOL``, so that a chord's deviation (at most a quarter of it on top) keeps a band within the
+curve's stated accuracy. At 0.2 % the curves took some 20-40 % more fixed points for no error that
+shows against ``clear`` (``benchmarks/bench_physics.py --only hard``)."""
 CURVE_ABS_KW = 0.1
 """Floor (kW) of that error where the import is near zero."""
 CURVE_PRICE_TOL = 1e-5

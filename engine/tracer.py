@@ -328,12 +328,13 @@ class _Probe:
         the market's model (same blocks, bounds and costs) to factorise bases of, without solving it."""
         self.model = self.market.model if model is None else model
         _, _, _, a, _, _, _ = self.model.assemble()
-        a = a.tocsr(copy=True)
-        a.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
-        self.a = a
-        self.at = a.T.tocsr()
-        a_csc = a.tocsc()
+        a_csc = a.tocsc(copy=True)
+        a_csc.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
         a_csc.sort_indices()
+        # A's CSC arrays are A^T's CSR ones: one conversion (to CSR) instead of three (on a probe made per
+        # re-linearisation of the loss-aware curve, :mod:`engine.losscurve`, they were a tenth of its time).
+        self.a = a_csc.tocsr()
+        self.at = sp.csr_matrix((a_csc.data, a_csc.indices, a_csc.indptr), shape=a_csc.shape[::-1])
         # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
