@@ -44,6 +44,9 @@ from dsomarket.engine.tracer import (CERT_REL_TOL, P_REL_TOL, Q_TOL_MW, _Basis, 
 
 _ANCHOR_ITERATIONS = 8
 """Re-linearisations of one basis's dispatch before :meth:`_FixedPoints.anchor` gives up (it takes one or two)."""
+_WALK_FLIPS = 16
+"""Bound flips past a fixed point's range that a walk solves (:meth:`_FixedPoints.walk` takes those within the
+band tolerance, a few): the run up to the next price limit can be hundreds."""
 MAX_SPLITS = 12
 """Clearings in a row that sample a stretch (each leaving at most three quarters of its pair's import gap on a side)
 before its step is left unresolved (and counted in the error bound), as ``CURVE_MAX_DEPTH`` bounds those that
@@ -161,7 +164,7 @@ class _FixedPoints:
         _, probe, basis = entry
         if basis.p0_pos < 0:
             return None
-        samples, brk = probe._flips(basis, True, limit)
+        samples, brk = probe._flips(basis, True, limit, _WALK_FLIPS)
         if samples:
             _, _, idx = _first_events(basis.up, len(samples))
             s = self.market.solver

@@ -766,7 +766,8 @@ class _Probe:
         low = price - _nearest(nxt.down)
         return _Sample(price, q, g, low, price), nxt
 
-    def _flips(self, basis: _Basis, rising: bool, limit: float) -> tuple[list[_Sample], tuple | None]:
+    def _flips(self, basis: _Basis, rising: bool, limit: float,
+               most: int | None = None) -> tuple[list[_Sample], tuple | None]:
         """Samples reached by bound flips alone from ``basis``, and the event that ends them.
 
         The flips are the basis's blocking columns in price order up to the first
@@ -778,6 +779,8 @@ class _Probe:
         ``(kind, index, price, x, direction)`` with ``x`` the point after the valid
         flips and ``direction`` the basic columns' move per unit of a flip that breaks
         a bound (None for other events), or None at ``limit`` or when nothing blocks.
+        ``most``: at most that many flips are solved, the run then ending as at ``limit`` (for a
+        caller that takes only the first few: the loss-aware walk, :mod:`engine.losscurve`).
         """
         events = basis.up if rising else basis.down
         total = len(events[0])
@@ -795,6 +798,9 @@ class _Probe:
                 break
             first *= 4
         n_run = int(np.argmax(stop)) if stop.any() else len(delta)
+        capped = most is not None and n_run > most
+        if capped:
+            n_run = most
         x = basis.x
         cols = idx[:n_run]
         lo, hi = s.col_lower[cols], s.col_upper[cols]
@@ -879,7 +885,7 @@ class _Probe:
         self.flips += valid
         self.last_run = valid
         brk = None
-        if valid < len(delta) and not beyond[valid]:
+        if valid < len(delta) and not beyond[valid] and not (capped and valid == n_run):
             # The event that ends the run: a flip that breaks a bound, a row, or a column that cannot flip.
             x_new = x.copy()
             x_new[st] += moved
