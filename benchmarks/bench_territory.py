@@ -19,7 +19,10 @@ processes (``--ray``: also a :class:`RayRunner` on a local Ray of that many CPUs
   real-time cycles.
 
 It prints the seconds, the speed-up of each worker count against one worker, the warm/cold ratio, the
-serial projection to ``--project`` interfaces, and each worker's peak memory per interface it holds
+serial projection to ``--project`` interfaces, the workers' CPU time of ``cold+curves`` per interface
+and the projection it gives on this machine's otherwise idle cores (what a loaded machine cannot
+distort), and each worker's peak memory per interface it holds (in the cold+curves runner and in the
+one that keeps the clearings)
 (the growth of its peak RSS from before loading to after the cycles, divided by its interfaces).
 Results are checked identical across worker counts (and Ray).
 
@@ -82,8 +85,13 @@ def timed(r, cycle: Cycle) -> tuple[float, list[dict]]:
 def measure(make, jobs: list[Job], formulation: str) -> dict:
     out: dict = {}
     with make(ClearingOptions(formulation=formulation)) as r:
+        before = r.peak_rss_kb()
         r.load(jobs)
+        cpu = r.cpu_seconds()
         out["cold+curves"], out["reports"] = timed(r, Cycle(50.0, curves=True))
+        out["cpu"] = sum(r.cpu_seconds()) - sum(cpu)
+        out["kb_curves"] = [(a - b) / max(1, n) for a, b, n in
+                            zip(r.peak_rss_kb(), before, _per_shard(len(jobs), r.shards), strict=True)]
     with make(ClearingOptions(formulation=formulation, ac_check=False)) as r:
         before = r.peak_rss_kb()
         r.load(jobs)
@@ -301,11 +309,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{'warm s':>9}{'1st/cold':>10}{'warm/cold':>11}{'MiB/interface':>15}  identical")
     for name, m in runs.items():
         same = [{k: v for k, v in r.items() if k != "seconds"} for r in m["reports"]] == reference
-        mib = max(m["kb_per_interface"]) / 1024
+        mib = f"{max(m['kb_curves']) / 1024:.1f} / {max(m['kb_per_interface']) / 1024:.1f}"
         print(f"{name:<16}{m['cold+curves']:>14.2f}{base['cold+curves'] / m['cold+curves']:>9.2f}x"
               f"{m['cold clear']:>14.2f}{m['1st warm']:>12.2f}{m['warm']:>9.2f}"
               f"{m['1st warm'] / m['cold clear']:>10.0%}{m['warm'] / m['cold clear']:>11.0%}"
-              f"{mib:>15.2f}  {'yes' if same else 'NO'}")
+              f"{mib:>15}  {'yes' if same else 'NO'}")
+    print("(MiB/interface: a worker's peak memory growth per interface it holds, with curves / kept clearings)")
     ok = sum(r["status"] == "optimal" for r in base["reports"])
     bands = sum(r.get("curve_bands", 0) for r in base["reports"])
     per = base["cold+curves"] / a.feeders
@@ -315,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({base['solve_steady'] / base['solve_cold']:.0%})")
     print(f"projection to {a.project} interfaces from {base_name}: {per * a.project:.0f} s serial; "
           + ", ".join(f"{name}: {m['cold+curves'] / a.feeders * a.project:.0f} s" for name, m in runs.items()))
+    cpu = base["cpu"] / a.feeders
+    print(f"workers' CPU time of cold+curves: {cpu:.3f} s per interface ({base_name}; "
+          + ", ".join(f"{name} {m['cpu'] / a.feeders:.3f} s" for name, m in runs.items())
+          + f"); {a.project} interfaces at that CPU time on {os.cpu_count()} otherwise idle cores: "
+          f"{cpu * a.project / (os.cpu_count() or 1):.0f} s (the load-independent projection)")
     return 0
 
 

@@ -269,6 +269,10 @@ class Shard:
         """Peak resident memory of this worker process, KiB (Linux ``ru_maxrss``)."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
+    def cpu_seconds(self) -> float:
+        """CPU time this worker process has used so far, s (what a benchmark on a busy machine compares)."""
+        return time.process_time()
+
     def pid(self) -> int:
         """This worker's process id."""
         return os.getpid()
@@ -643,6 +647,10 @@ class _Base:
     def peak_rss_kb(self) -> list[int]:
         """Peak resident memory of each shard's worker, KiB (0 for a lost worker)."""
         return [0 if isinstance(v, BaseException) else v for v in self._gather("peak_rss_kb", [()] * self.shards)]
+
+    def cpu_seconds(self) -> list[float]:
+        """CPU time each shard's worker has used so far, s (0 for a lost worker)."""
+        return [0.0 if isinstance(v, BaseException) else v for v in self._gather("cpu_seconds", [()] * self.shards)]
 
     def pids(self) -> list[int]:
         """Process id of each shard's worker (0 for a lost one): the handle an operator (or a test) kills."""
