@@ -26,6 +26,9 @@ one that keeps the clearings)
 (the growth of its peak RSS from before loading to after the cycles, divided by its interfaces).
 Results are checked identical across worker counts (and Ray).
 
+``--split`` takes one interface's day-ahead work apart in this process, in CPU seconds per interface
+(:func:`split`): what is the tracer's and what is around it.
+
 ``--service`` measures the same through the gRPC TerritoryService instead (a server in this process over a
 temporary SQLite file, ``--workers`` worker processes, default 1): the interfaces are loaded as feeders,
 an aggregator places the same standing bids (one resource per bid) in three 5-minute real-time sessions in a
@@ -258,6 +261,63 @@ def service(a) -> int:
     return 0 if same else 1
 
 
+def split(a) -> int:
+    """``--split``: one interface's day-ahead work taken apart, CPU seconds per interface in this process
+    (``time.process_time``, so other engineers' load inflates it less than wall time), over ``--feeders``
+    interfaces after one to warm up: the model build, the cold solve, the result tables (AC check included),
+    the exact curve traced on the clearing's solved model (what the runner does) and on a model built and
+    solved afresh (what it did before: ``trace_curve`` without ``market``), the ISO offer, and the command
+    line's files (``territory clear --curves``)."""
+    import tempfile
+    from pathlib import Path
+
+    from dsomarket.clients.commands.territory import write_outcome
+    from dsomarket.engine.bids import canonical
+    from dsomarket.engine.clearing import NodalMarket
+    from dsomarket.engine.interface import trace_curve
+    from dsomarket.engine.territory import InterfaceSession
+
+    options = ClearingOptions(formulation=a.formulation)
+    parts = dict.fromkeys(("build", "cold solve", "result", "curve on the clearing's model",
+                           "curve on a fresh model", "ISO offer", "files"), 0.0)
+    same = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(a.feeders + 1):
+            i = synth_one(k, a.feeders + 1, a.buses, a.bids, a.seed)
+            s = InterfaceSession(i, options=options)
+            t = [time.process_time()]
+            market = s._market = NodalMarket(i.feeder, canonical(s.book, i.feeder, s.rules), [50.0], s.rules,
+                                             i.resources, options)
+            t.append(time.process_time())
+            sol = market.converge()
+            t.append(time.process_time())
+            res = market.result(sol)
+            t.append(time.process_time())
+            curve = s.curve()
+            t.append(time.process_time())
+            fresh = trace_curve(i.feeder, s.book, s.rules, i.resources, options)
+            t.append(time.process_time())
+            offer, area = curve.iso_offer(10)
+            t.append(time.process_time())
+            write_outcome(Path(tmp), s.rules, a.formulation, 10,
+                          InterfaceOutcome(i.interface_id, i.members, res.status, clearing=res, curve=curve,
+                                           offer=offer, offer_area=area))
+            t.append(time.process_time())
+            if k:   # the first interface warms up imports and caches
+                for name, t0, t1 in zip(parts, t[:-1], t[1:]):
+                    parts[name] += t1 - t0
+                same += curve.bands.equals(fresh.bands) and curve.solves == fresh.solves
+    n = a.feeders
+    for name, v in parts.items():
+        print(f"  {name:<32}{v / n:>8.4f} s")
+    now = sum(v for k, v in parts.items() if k != "curve on a fresh model")
+    before = now - parts["curve on the clearing's model"] + parts["curve on a fresh model"]
+    print(f"one interface's day-ahead work: {now / n:.3f} s CPU ({before / n:.3f} s with the curve on a fresh model, "
+          f"{now / before:.0%}); curves identical on {same}/{n}; projection to {a.project} interfaces on "
+          f"{os.cpu_count()} idle cores: {now / n * a.project / (os.cpu_count() or 1):.0f} s")
+    return 0 if same == n else 1
+
+
 def _per_shard(n: int, shards: int) -> list[int]:
     return [n // shards + (k < n % shards) for k in range(shards)]
 
@@ -278,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--day-ahead", action="store_true",
                    help="with --service: the first real-time session after an awarded day-ahead one, kept vs cold")
     p.add_argument("--da-hours", type=int, default=2, help="hourly intervals of the --day-ahead session")
+    p.add_argument("--split", action="store_true",
+                   help="one interface's day-ahead work taken apart, CPU seconds, in this process")
     a = p.parse_args(argv)
+    if a.split:
+        print(f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+              f"split of {a.feeders} interfaces of {a.buses} buses and {a.bids} bids (seed {a.seed}), {a.formulation}")
+        return split(a)
     if a.service:
         if a.workers == [1, 2]:
             a.workers = [1]
