@@ -33,7 +33,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -43,10 +43,12 @@ from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, co
 from dsomarket.engine.clearing import ClearingOptions, ClearingResult, NodalMarket, clear, iso_prices
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import synthetic
-from dsomarket.engine.interface import InterfaceCurve, _fixed_table, trace_curve
 from dsomarket.engine.lindistflow import market_loads
 from dsomarket.engine.losses import CurveCheck
 from dsomarket.engine.network import Feeder
+
+if TYPE_CHECKING:   # imported where a curve is traced: a clearing (prices_for) never loads the curve modules
+    from dsomarket.engine.interface import InterfaceCurve
 
 SUBSTATION_BUS = "substation"
 """Bus id of the shared busbar (the T-D interface) of a multi-feeder interface."""
@@ -230,6 +232,8 @@ class InterfaceSession:
 
     def curve(self, forecast: float | None = None, **socp_options) -> InterfaceCurve:
         """The interface curve (:func:`engine.interface.trace_curve`) of the same market."""
+        from dsomarket.engine.interface import trace_curve
+
         i = self.interface
         return trace_curve(i.feeder, self.book, self.rules, i.resources, self.options, forecast=forecast,
                            **socp_options)
@@ -281,6 +285,8 @@ class IntervalCurves:
         ``forecast`` (per MWh, scalar or one per interval) is passed on; it does not change the curves of
         uncoupled intervals.
         """
+        from dsomarket.engine.interface import InterfaceCurve, _fixed_table, trace_curve
+
         t0 = time.perf_counter()
         book = canonical(book, feeder, rules)
         T = book.n_interval
