@@ -71,6 +71,25 @@ print(os.environ["OPENBLAS_NUM_THREADS"])
     assert run.stdout.split() == ["2"]
 
 
+OFFLINE = ("clear", "curve", "feeder", "flex", "meters", "config", "plot")
+"""Commands that run without a server, some in a group with server commands (``flex clear`` beside ``flex
+submit``, ``meters settle`` beside ``meters submit``, ``config show`` beside ``whoami``)."""
+
+
+def test_offline_commands_start_without_grpc_or_the_client_library():
+    script = f"""
+import json, sys
+from dsomarket.clients.cli import build_parser
+for command in {OFFLINE!r}:
+    build_parser([command])
+print(json.dumps(sorted(m for m in ("grpc", "dsomarket.clients.api", "dsomarket.v1", "dsomarket.server")
+                        if m in sys.modules)))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == []
+
+
 def test_a_parser_without_a_command_still_knows_them_all():
     parser = importlib.import_module("dsomarket.clients.cli").build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
