@@ -542,11 +542,13 @@ class KeptMarket:
             if (self.curves is not None and len(self.runs) == 1
                     and self.curves.applies(self.book, self.resources, self.options)):
                 run = self.runs[0]
+                # Traced on the market just cleared where it is one lossless interval (trace_curve's market).
                 self._curve = self.curves.trace(run.feeder, run_book(self.book, run, self.rules), self.rules,
-                                                self.resources, self.options, fc)
+                                                self.resources, self.options, fc, self._market)
                 self.reused = self.curves.reused > 0
-            else:
-                self._curve = trace_runs(self.runs, self.book, self.rules, self.resources, self.options, forecast=fc)
+            else:   # _market is None but for one run, whose trace_curve takes it
+                self._curve = trace_runs(self.runs, self.book, self.rules, self.resources, self.options, forecast=fc,
+                                         market=self._market)
             self._curve_forecast = fc
         return dataclasses.replace(self._curve, forecast=fc)
 

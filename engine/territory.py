@@ -229,10 +229,11 @@ class InterfaceSession:
         return self._market.solve()
 
     def curve(self, forecast: float | None = None, **socp_options) -> InterfaceCurve:
-        """The interface curve (:func:`engine.interface.trace_curve`) of the same market."""
+        """The interface curve (:func:`engine.interface.trace_curve`) of the same market, traced on the model
+        the last :meth:`clear` solved where that is one lossless interval (from the clearing's basis)."""
         i = self.interface
         return trace_curve(i.feeder, self.book, self.rules, i.resources, self.options, forecast=forecast,
-                           **socp_options)
+                           market=self._market, **socp_options)
 
 
 KEPT_INTERVALS = 48
@@ -274,12 +275,13 @@ class IntervalCurves:
                 and not couples_intervals(book, resources))
 
     def trace(self, feeder: Feeder, book: BidBook, rules: MarketRules, resources: tuple[Resource, ...],
-              options: ClearingOptions, forecast) -> InterfaceCurve:
+              options: ClearingOptions, forecast, market: NodalMarket | None = None) -> InterfaceCurve:
         """:func:`engine.interface.trace_curve` of a book :meth:`applies` to, interval by interval, taking each
         interval whose model was traced before from what is kept (the count is :attr:`reused`).
 
         ``forecast`` (per MWh, scalar or one per interval) is passed on; it does not change the curves of
-        uncoupled intervals.
+        uncoupled intervals. ``market``: the caller's solved market of these inputs (its clearing's), which
+        a one-interval curve not kept is traced on (``trace_curve``'s ``market``).
         """
         t0 = time.perf_counter()
         book = canonical(book, feeder, rules)
@@ -299,7 +301,8 @@ class IntervalCurves:
             curve = self._curves.get(key)
             if curve is None:
                 curve = trace_curve(feeder, one, rules, own, options, forecast=fc[t:t + 1],
-                                    load_p_kw=load_p[:, t:t + 1], load_q_kvar=load_q[:, t:t + 1])
+                                    load_p_kw=load_p[:, t:t + 1], load_q_kvar=load_q[:, t:t + 1],
+                                    market=market if T == 1 else None)
                 self._curves[key] = curve
                 while len(self._curves) > self.limit:
                     self._curves.popitem(last=False)

@@ -124,6 +124,26 @@ def _shifted(book_table: pl.DataFrame, start: datetime, feeder, rules: MarketRul
     return validate_bids(table, feeder, rules, ivs)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_curve_traced_on_the_clearing_s_model_equals_a_fresh_trace_and_the_market_re_clears_as_before(seed):
+    # The territory traces each interface's curve on the model its clearing just solved, from that basis
+    # (trace_curve's market=); the curve must be the one a fresh model gives, solve for solve, and the
+    # market's next (warm) re-clear must still be a cold clearing's.
+    rules, options = MarketRules(), ClearingOptions(formulation="lossless")
+    feeder = synthetic(120, seed)
+    bids = synthetic_bids(feeder, 150, seed)
+    session = InterfaceSession(substation(feeder.name, [feeder], [bids]), rules, options)
+    assert session.clear(50.0).ok
+    kept = session.curve()
+    fresh = trace_curve(feeder, validate_bids(bids, feeder, rules), rules, options=options)
+    assert kept.bands.equals(fresh.bands) and kept.fixed_net_load_kw.equals(fresh.fixed_net_load_kw)
+    assert (kept.solves, kept.bound_flips) == (fresh.solves, fresh.bound_flips)
+    assert kept.bands.height > 20
+    again, cold = session.clear(80.0), clear(feeder, bids, 80.0, options=options)
+    for name in ("dispatch", "prices", "lines", "buses", "interface"):
+        assert getattr(again, name).equals(getattr(cold, name)), name
+
+
 @pytest.mark.parametrize("formulation, n_bids, prices", [
     ("lossless", 24, ([80.0, 20.0], [35.0, 35.0])),
     ("lossaware", 4, ([80.0, 20.0],)),   # its curves are converged clearings: few bids keep it cheap
