@@ -388,8 +388,11 @@ class _Probe:
         dual feasible at ``price``, as HiGHS's answer would be); otherwise HiGHS starts from it, a few
         dual simplex iterations instead of a cold solve (at 1,000 buses / 1,000 bids, 31 iterations,
         about a quarter of the cold solve's time). A model whose other blocks (batteries,
-        commitments) leave that basis not square, or singular, is solved cold.
+        commitments) leave that basis not square, or singular, is solved cold; one that holds a basis
+        already (a clearing's, handed over by the caller, or another interval's) is solved warm from it.
         """
+        if self.h.getBasis().valid:
+            return self.solve(price)
         s = self.solver
         model = self.model
         n_row, n = self.a.shape
