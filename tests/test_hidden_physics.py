@@ -69,3 +69,37 @@ def test_curve_of_a_market_infeasible_at_every_price_exits_1_with_the_limit_as_c
     summary = json.loads((tmp_path / "k" / "summary.json").read_text())
     assert summary["status"] == "infeasible" and summary["diagnosis"][0]["element"] == "32"
     assert not (tmp_path / "k" / "curve.csv").exists()
+
+
+def _ac_welfare(res, iso_price: float) -> float:
+    """Bids' value less their cost less the ISO bill of the AC import of ``res``'s dispatch, per hour."""
+    d = res.dispatch
+    sign = (d["side"] == "buy").cast(pl.Float64) * 2.0 - 1.0
+    return float((sign * d["price"] * d["cleared_kw"]).sum() - iso_price * res.ac_check["import_kw"][0]) / 1000.0
+
+
+def test_where_two_fixed_points_overlap_the_curve_takes_the_one_with_more_welfare_on_the_ac_feeder():
+    # The CLI test's book (tests/test_cli_market.py) near -81: sell b0034 (-44.23 at bus 25, behind a voltage
+    # limit) clears in full or not at all, and either way its own losses put its bus's DLMP on the side of
+    # its price that keeps it there, so between -80.995 and -80.88 two dispatches are both KKT points of the
+    # AC problem. A cold `clear` stays on the one it reaches first (not cleared, 5,834 kW); the curve steps
+    # where their welfares cross. Not a defect of either: judged on the AC feeder, the curve's has more.
+    from dsomarket.engine.bids import MarketRules
+    from dsomarket.engine.feeders import ieee33
+    from dsomarket.engine.interface import trace_curve
+
+    f = ieee33()
+    rules = MarketRules(price_floor=-100, price_cap=400)
+    book = validate_bids(random_bids(f, 40, 17, lo=-80, hi=380).with_columns(resource_id=pl.lit("")), f, rules)
+    curve = trace_curve(f, book, MarketRules(price_floor=-82, price_cap=-80))   # the stretch in question
+    at = -80.95
+    cold = clear(f, book, at, rules=rules)
+    other = clear(f, book, -80.85, rules=rules)    # the other fixed point, reached from the other side
+    assert cold.convergence["converged"] and other.convergence["converged"]
+    assert cold.ac_check["ok"] and other.ac_check["ok"]
+    moved = cold.dispatch.join(other.dispatch.select("bid_id", pl.col("cleared_kw").alias("other")), on="bid_id")
+    b0034 = moved.filter(pl.col("bid_id") == "b0034")
+    assert b0034["cleared_kw"][0] == 0.0 and b0034["other"][0] == b0034["quantity_kw"][0]
+    assert abs(curve.import_at(0, at) - other.ac_check["import_kw"][0]) < 0.5
+    assert abs(curve.import_at(0, at) - cold.ac_check["import_kw"][0]) > 200.0
+    assert _ac_welfare(other, at) > _ac_welfare(cold, at) + 1e-3
