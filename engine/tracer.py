@@ -486,11 +486,15 @@ class _Probe:
         n_active = n_row - len(inactive)
         if n_active != len(structural):
             return None
-        active_mask = np.ones(n_row, dtype=bool)
-        active_mask[inactive] = False
-        row_pos = np.empty(n_row, dtype=np.int64)
-        row_pos[active_mask] = np.arange(n_active)
-        row_pos[inactive] = -1 - np.arange(len(inactive))
+        if inactive is basis.inactive:          # a column for a column: the rows keep their places
+            row_pos = basis.row_pos
+            active_mask = row_pos >= 0
+        else:
+            active_mask = np.ones(n_row, dtype=bool)
+            active_mask[inactive] = False
+            row_pos = np.empty(n_row, dtype=np.int64)
+            row_pos[active_mask] = np.arange(n_active)
+            row_pos[inactive] = -1 - np.arange(len(inactive))
         col_pos = np.full(n, -1)
         col_pos[structural] = np.arange(len(structural))
         is_row, is_col, is_val = basis.a_inactive_structural
@@ -569,7 +573,8 @@ class _Probe:
             z, replaced = np.column_stack([lu.z, col]), np.append(replaced, p)
         active_mask, row_pos, a_inactive_structural = layout
         try:
-            new = _Lu(ref, heads, replaced, z, n, np.nonzero(active_mask)[0])
+            new = _Lu(ref, heads, replaced, z, n,
+                      basis.active if inactive is basis.inactive else np.nonzero(active_mask)[0])
         except np.linalg.LinAlgError:
             return None
         if not np.all(np.isfinite(new.m_inv)) or np.abs(new.m_inv).max() > 1e10:
@@ -894,8 +899,10 @@ class _Probe:
             ent, row, val = self._columns(chunk)
             pos = basis.row_pos[row]                      # >= 0: active row; < 0: -1 - inactive row
             on = pos >= 0
-            # One flip per row: the solve's columns, transposed (contiguous rows, as the sums below want).
-            move = np.ascontiguousarray((basis.lu.solve_sparse(pos[on], ent[on], val[on], k) * -step).T)
+            # One flip per row: the solve's columns, transposed (contiguous rows, as the sums below want;
+            # both of :meth:`_Lu.solve_sparse`'s answers are Fortran-ordered, so this copies nothing). The
+            # steps scale the right-hand side's few nonzeros rather than the solved columns.
+            move = np.ascontiguousarray(basis.lu.solve_sparse(pos[on], ent[on], val[on] * -step[ent[on]], k).T)
             total = move.sum(axis=0)
             # The most any run of these flips raises a value (its positive moves: numpy's abs is much
             # faster than its maximum) and lowers it.
