@@ -334,12 +334,13 @@ class _Probe:
         the market's model (same blocks, bounds and costs) to factorise bases of, without solving it."""
         self.model = self.market.model if model is None else model
         _, _, _, a, _, _, _ = self.model.assemble()
-        a = a.tocsr(copy=True)
-        a.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
-        self.a = a
-        self.at = a.T.tocsr()
-        a_csc = a.tocsc()
+        a_csc = a.tocsc(copy=True)
+        a_csc.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
         a_csc.sort_indices()
+        # A's CSC arrays are A^T's CSR ones: one conversion (to CSR) instead of three (on a probe made per
+        # re-linearisation of the loss-aware curve, :mod:`engine.losscurve`, they were a tenth of its time).
+        self.a = a_csc.tocsr()
+        self.at = sp.csr_matrix((a_csc.data, a_csc.indices, a_csc.indptr), shape=a_csc.shape[::-1])
         # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
@@ -839,7 +840,8 @@ class _Probe:
         low = price - _nearest(nxt.down)
         return _Sample(price, q, g, low, price), nxt
 
-    def _flips(self, basis: _Basis, rising: bool, limit: float) -> tuple[list[_Sample], tuple | None]:
+    def _flips(self, basis: _Basis, rising: bool, limit: float,
+               most: int | None = None) -> tuple[list[_Sample], tuple | None]:
         """Samples reached by bound flips alone from ``basis``, and the event that ends them.
 
         The flips are the basis's blocking columns in price order up to the first
@@ -851,6 +853,8 @@ class _Probe:
         ``(kind, index, price, x, direction)`` with ``x`` the point after the valid
         flips and ``direction`` the basic columns' move per unit of a flip that breaks
         a bound (None for other events), or None at ``limit`` or when nothing blocks.
+        ``most``: at most that many flips are solved, the run then ending as at ``limit`` (for a
+        caller that takes only the first few: the loss-aware walk, :mod:`engine.losscurve`).
         """
         events = basis.up if rising else basis.down
         total = len(events[0])
@@ -868,6 +872,9 @@ class _Probe:
                 break
             first *= 4
         n_run = int(np.argmax(stop)) if stop.any() else len(delta)
+        capped = most is not None and n_run > most
+        if capped:
+            n_run = most
         x = basis.x
         cols = idx[:n_run]
         lo, hi = s.col_lower[cols], s.col_upper[cols]
@@ -954,7 +961,7 @@ class _Probe:
         self.flips += valid
         self.last_run = valid
         brk = None
-        if valid < len(delta) and not beyond[valid]:
+        if valid < len(delta) and not beyond[valid] and not (capped and valid == n_run):
             # The event that ends the run: a flip that breaks a bound, a row, or a column that cannot flip.
             x_new = x.copy()
             x_new[st] += moved
