@@ -30,8 +30,11 @@ two neighbouring solves meet, the one step between them lies where they meet,
 located by the ratio test (more accurate than the tangents). A certificate
 that fails only costs a solve; the answer never depends on it.
 
-Between two basis changes the tracer is a parametric simplex method of its own
-on the basis HiGHS found: the basis is factorised once (sparse LU of its *core*,
+The first basis, at the floor, is the network's slack basis (bids at the bounds their
+reduced costs point to, every limit slack) where that is optimal, and otherwise HiGHS's
+answer from that start (:meth:`_Probe.start`), a few dual simplex iterations instead of a
+cold solve. Between two basis changes the tracer is a parametric simplex method of its own
+on that basis: the basis is factorised once (sparse LU of its *core*,
 the rows whose logical is nonbasic against the basic columns), the duals are
 affine in the price, ``y(lambda) = y0 + lambda z``, and so is every reduced cost,
 so all the prices at which a bid switches on or off in that basis come from one
@@ -66,6 +69,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
 import scipy.sparse as sp
 
@@ -96,6 +100,8 @@ each adds a column to every solve (8 to 16 measured best at 1,000 buses, 24 and 
 _UPDATE_MIN = 1000
 """Cores smaller than this (rows) are factorised afresh after every pivot: SuperLU's factorisation of
 a small core costs less than the update's bookkeeping."""
+_HIGHS_STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisStatus.kBasic,
+                          highspy.HighsBasisStatus.kUpper], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -370,6 +376,69 @@ class _Probe:
         low = price - _nearest(basis.down)
         high = price + _nearest(basis.up)
         return _Sample(price, q, g, low, high), basis
+
+    def start(self, price: float) -> tuple[_Sample, _Basis]:
+        """:meth:`solve` at ``price`` (a trace's first), from a crash basis instead of cold.
+
+        The crash basis is the network's *slack basis*: every ranged column basic but the bids and
+        the shed load, every equality row held and every limit row slack. Its duals at ``price``
+        (one transposed solve) put every bid at the bound its reduced cost points to, so it is dual
+        feasible; one solve gives its basic values. Where they break no line, voltage or import
+        limit, it is optimal and taken as it is (:meth:`_factor`'s check certifies it, primal and
+        dual feasible at ``price``, as HiGHS's answer would be); otherwise HiGHS starts from it, a few
+        dual simplex iterations instead of a cold solve (at 1,000 buses / 1,000 bids, 31 iterations,
+        about a quarter of the cold solve's time). A model whose other blocks (batteries,
+        commitments) leave that basis not square, or singular, is solved cold; one that holds a basis
+        already (a clearing's, handed over by the caller, or another interval's) is solved warm from it.
+        """
+        if self.h.getBasis().valid:
+            return self.solve(price)
+        s = self.solver
+        model = self.model
+        n_row, n = self.a.shape
+        fixed_nb = np.zeros(n, dtype=bool)      # nonbasic by construction: bids and shed load
+        for name in ("bid", "shed"):
+            if model.has_var(name):
+                fixed_nb[model.var(name).slice] = True
+        structural = np.flatnonzero(self.col_range & ~fixed_nb)
+        inactive = np.flatnonzero(self.row_range)
+        nonbasic = np.flatnonzero(self.col_range & fixed_nb)
+        lo, hi = s.col_lower[nonbasic], s.col_upper[nonbasic]
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            return self.solve(price)
+        core = self._core(structural, inactive)
+        if core is None:
+            return self.solve(price)
+        active_mask, _, _, lu = core
+        cost = s.cost.copy()
+        cost[self.col] = price
+        y = np.zeros(n_row)
+        y[active_mask] = lu.solve(cost[structural], trans="T")
+        d = cost[nonbasic] - (self.at @ y)[nonbasic]
+        upper = d < 0.0
+        x = np.zeros(n)
+        fixed = ~self.col_range
+        x[fixed] = s.col_lower[fixed]
+        x[nonbasic] = np.where(upper, hi, lo)
+        x[structural] = lu.solve(s.row_lower[active_mask] - (self.a @ x)[active_mask])
+        r = self.a @ x
+        if not (d == 0.0).any() and _within(x, s.col_lower, s.col_upper) and _within(r, s.row_lower, s.row_upper):
+            q = float(x[self.col])
+            g = float(np.sum(cost * x)) - price * q
+            basis = self._factor(price, x, g, structural, inactive, check=True, core=core, r=r)
+            if basis is not None:
+                return _Sample(price, q, g, price - _nearest(basis.down), price + _nearest(basis.up)), basis
+        status = np.zeros(n, dtype=np.int64)            # 0 lower, 1 basic, 2 upper (HighsBasisStatus)
+        status[structural] = 1
+        status[nonbasic[upper]] = 2
+        row_status = np.zeros(n_row, dtype=np.int64)
+        row_status[inactive] = 1
+        basis = highspy.HighsBasis()
+        basis.col_status = _HIGHS_STATUS[status].tolist()
+        basis.row_status = _HIGHS_STATUS[row_status].tolist()
+        basis.valid = True
+        self.h.setBasis(basis)
+        return self.solve(price)
 
     def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:
         """Factorise HiGHS's optimal basis and find the reduced costs that block it (cost ranging of P0).
@@ -971,15 +1040,11 @@ def _nearest(events: tuple) -> float:
 def _trace_interval(probe: _Probe, floor: float, cap: float,
                     max_solves: int) -> list[tuple[float, float, float]]:
     """Bands ``(price_low, price_high, import_kw)`` of one interval, exact, floor to cap."""
-    first, basis = probe.solve(floor)
-    up = probe.chain(first, basis, True, cap)
-    if (up[-1] if up else first).high >= cap:
-        samples = [first, *up]          # flips and pivots reached the cap: no second solve needed
-    else:
-        top = up[-1].price if up else floor
+    first, basis = probe.start(floor)
+    samples = [first, *probe.chain(first, basis, True, cap)]
+    if samples[-1].high < cap:
         last, basis = probe.solve(cap)
-        down = probe.chain(last, basis, False, top)
-        samples = [first, *up, *reversed(down), last]
+        samples += [*reversed(probe.chain(last, basis, False, samples[-1].price)), last]
     stack = [(a, b) for a, b in zip(samples[:-1], samples[1:])][::-1]
     done: list[tuple[_Sample, _Sample, float | None]] = []   # consecutive pairs and their step (or None)
     while stack:
