@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -488,6 +489,17 @@ def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float |
     if day_ahead is not None:
         inputs = dataclasses.replace(inputs, day_ahead=day_ahead)
     return _clear_kept(kept, inputs, forecast, time_limit)
+
+
+def day_ahead_key(market_id: str, day_ahead: Disaggregation) -> str:
+    """The key a territory's worker holds a real-time market's day-ahead reference by
+    (:class:`server.runner.Shared`): the day-ahead market's id and a digest of what :func:`clear_kept` reads of
+    it (its dispatch and interval length), so that a re-dispatched day-ahead market is another key."""
+    buf = io.BytesIO()
+    day_ahead.clearing.dispatch.write_ipc(buf)
+    h = hashlib.sha256(buf.getvalue())
+    h.update(repr(day_ahead.interval_minutes).encode("utf-8"))
+    return f"{market_id}/{h.hexdigest()}"
 
 
 def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bool]:
