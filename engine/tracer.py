@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import highspy
 import numpy as np
@@ -104,13 +105,14 @@ _HIGHS_STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisSta
                           highspy.HighsBasisStatus.kUpper], dtype=object)
 
 
-@dataclass(frozen=True)
-class _Sample:
+class _Sample(NamedTuple):
     """A price range ``[low, high]`` on which one import is optimal, with its tangent.
 
     ``price`` lies in the range (a solved price, or the end of the range a bound
     flip starts at); ``q`` is the import (MW) and ``g`` the bid part of the cost
-    (``f(lambda) = g + q lambda`` on the range).
+    (``f(lambda) = g + q lambda`` on the range). Immutable like a frozen dataclass, but
+    one is made per bound flip: a tuple is built in C (:meth:`_Probe._flips` makes a run's
+    samples with one ``map``), a frozen dataclass field by field in Python.
     """
 
     price: float
@@ -487,11 +489,15 @@ class _Probe:
         n_active = n_row - len(inactive)
         if n_active != len(structural):
             return None
-        active_mask = np.ones(n_row, dtype=bool)
-        active_mask[inactive] = False
-        row_pos = np.empty(n_row, dtype=np.int64)
-        row_pos[active_mask] = np.arange(n_active)
-        row_pos[inactive] = -1 - np.arange(len(inactive))
+        if inactive is basis.inactive:          # a column for a column: the rows keep their places
+            row_pos = basis.row_pos
+            active_mask = row_pos >= 0
+        else:
+            active_mask = np.ones(n_row, dtype=bool)
+            active_mask[inactive] = False
+            row_pos = np.empty(n_row, dtype=np.int64)
+            row_pos[active_mask] = np.arange(n_active)
+            row_pos[inactive] = -1 - np.arange(len(inactive))
         col_pos = np.full(n, -1)
         col_pos[structural] = np.arange(len(structural))
         is_row, is_col, is_val = basis.a_inactive_structural
@@ -570,7 +576,8 @@ class _Probe:
             z, replaced = np.column_stack([lu.z, col]), np.append(replaced, p)
         active_mask, row_pos, a_inactive_structural = layout
         try:
-            new = _Lu(ref, heads, replaced, z, n, np.nonzero(active_mask)[0])
+            new = _Lu(ref, heads, replaced, z, n,
+                      basis.active if inactive is basis.inactive else np.nonzero(active_mask)[0])
         except np.linalg.LinAlgError:
             return None
         if not np.all(np.isfinite(new.m_inv)) or np.abs(new.m_inv).max() > 1e10:
@@ -901,8 +908,10 @@ class _Probe:
             ent, row, val = self._columns(chunk)
             pos = basis.row_pos[row]                      # >= 0: active row; < 0: -1 - inactive row
             on = pos >= 0
-            # One flip per row: the solve's columns, transposed (contiguous rows, as the sums below want).
-            move = np.ascontiguousarray((basis.lu.solve_sparse(pos[on], ent[on], val[on], k) * -step).T)
+            # One flip per row: the solve's columns, transposed (contiguous rows, as the sums below want;
+            # both of :meth:`_Lu.solve_sparse`'s answers are Fortran-ordered, so this copies nothing). The
+            # steps scale the right-hand side's few nonzeros rather than the solved columns.
+            move = np.ascontiguousarray(basis.lu.solve_sparse(pos[on], ent[on], val[on] * -step[ent[on]], k).T)
             total = move.sum(axis=0)
             # The most any run of these flips raises a value (its positive moves: numpy's abs is much
             # faster than its maximum) and lowers it.
@@ -964,10 +973,8 @@ class _Probe:
         g = basis.g + np.cumsum(dg[:valid])
         at = prices[:valid]
         nxt = np.append(prices[1:], sign * math.inf)[:valid]
-        if rising:
-            out = [_Sample(float(p), float(qq), float(gg), float(p), float(n)) for p, qq, gg, n in zip(at, q, g, nxt)]
-        else:
-            out = [_Sample(float(p), float(qq), float(gg), float(n), float(p)) for p, qq, gg, n in zip(at, q, g, nxt)]
+        low, high = (at, nxt) if rising else (nxt, at)
+        out = list(map(_Sample._make, zip(at.tolist(), q.tolist(), g.tolist(), low.tolist(), high.tolist())))
         return out, brk
 
 
@@ -1052,59 +1059,79 @@ def _trace_interval(probe: _Probe, floor: float, cap: float,
     if samples[-1].high < cap:
         last, basis = probe.solve(cap)
         samples += [*reversed(probe.chain(last, basis, False, samples[-1].price)), last]
-    stack = [(a, b) for a, b in zip(samples[:-1], samples[1:])][::-1]
-    done: list[tuple[_Sample, _Sample, float | None]] = []   # consecutive pairs and their step (or None)
+    # Consecutive pairs are settled left to right: a list's pairs at once (:func:`_pair_steps`) up to the
+    # first that needs a solve; its split (:func:`_split`) is settled next, then the rest of the list.
+    stack = [samples]
+    steps, after = [], []          # per settled pair: its step (NaN: one import on the pair), the import past it
     while stack:
-        a, b = stack.pop()
-        if a.q - b.q <= Q_TOL_MW:
-            done.append((a, b, None))   # one import on the whole pair: Q is monotone
-            continue
-        lam = (b.g - a.g) / (a.q - b.q)
-        cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(b.low))
-        if a.high >= b.low - cert:
-            # a's basis is optimal up to a.high, b's from b.low: one step, between the two
-            # (located by the ratio tests, which are more accurate than the tangents).
-            lo, hi = min(a.high, b.low), max(a.high, b.low)
-            done.append((a, b, min(max(lam, lo, a.price), hi, b.price)))
-            continue
-        tol = P_REL_TOL * max(1.0, abs(lam))
-        if lam <= a.price + tol:
-            done.append((a, b, a.price))    # f on b's tangent back to a: the step is at a
-            continue
-        if lam >= b.price - tol:
-            done.append((a, b, b.price))
-            continue
-        if probe.solves >= max_solves:
-            raise RuntimeError(f"interface curve: more than {max_solves} solves in interval {probe.t}; "
-                               "the LP is numerically troubled")
-        # Solve just past the end of a's range: HiGHS starts from the last basis, which sits there
-        # (pairs are settled left to right), so the warm solve is the one pivot that ends the range,
-        # and the new basis's range meets a's within the certificate tolerance.
-        p = a.high + cert / 2 if math.isfinite(a.high) else lam
-        p = min(max(p, a.high + cert / 2), b.low - cert / 2)
-        s, basis = probe.solve(p)
-        if s.q >= a.q - Q_TOL_MW and s.high <= a.high + cert and a.price < lam < b.price:
-            # No progress past a's range (a short ranging, as on the loss-aware model's denser
-            # rows): the tangent intersection, which always lies strictly between a and b.
-            s, basis = probe.solve(lam)
-        left = probe.chain(s, basis, False, a.price)
-        right = probe.chain(s, basis, True, b.price)
-        seq = [a, *reversed(left), s, *right, b]
-        stack += [(x, y) for x, y in zip(seq[:-1], seq[1:])][::-1]
-    # Pairs were settled left to right (the stack pops the leftmost first), so ``done`` is in price order.
+        seq = stack.pop()
+        arr = np.array(seq)        # columns: price, q, g, low, high (:class:`_Sample`)
+        step, open_ = _pair_steps(arr[:-1], arr[1:])
+        k = int(np.argmax(open_)) if open_.any() else len(step)
+        steps.append(step[:k])
+        after.append(arr[1:k + 1, 1])
+        if k < len(step):
+            stack.append(seq[k + 1:])
+            stack.append(_split(probe, seq[k], seq[k + 1], max_solves))
+    step, after = np.concatenate(steps), np.concatenate(after)
+    found = ~np.isnan(step)
     bands: list[list[float]] = []
-    low, q = floor, first.q
-    for a, b, step in done:
-        if step is None:
-            continue
+    low, q = floor, samples[0].q
+    for p, qq in zip(step[found].tolist(), after[found].tolist()):
         # Steps found through different bases may differ by rounding: closer than the price
         # tolerance they are one step, and the sliver between them is no band.
-        if step > low + P_REL_TOL * max(1.0, abs(step)):
-            bands.append([low, step, q])
-            low = step
-        q = b.q
+        if p > low + P_REL_TOL * max(1.0, abs(p)):
+            bands.append([low, p, q])
+            low = p
+        q = qq
     bands.append([low, cap, q])
     return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in _merge_equal(bands)]
+
+
+def _pair_steps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The step between each pair of neighbouring samples ``a[i]``, ``b[i]`` (rows ``(price, q, g, low, high)``):
+    ``(step, open)`` with the step's price, NaN where one import holds on the whole pair (Q is monotone), and
+    ``open`` where neither basis's range nor the tangents settle it, so a solve must (:func:`_split`)."""
+    a_price, a_q, a_g, a_high = a[:, 0], a[:, 1], a[:, 2], a[:, 4]
+    b_price, b_q, b_g, b_low = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    dq = a_q - b_q
+    flat = dq <= Q_TOL_MW
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = (b_g - a_g) / dq
+    cert = CERT_REL_TOL * np.maximum(1.0, np.maximum(np.abs(a_high), np.abs(b_low)))
+    # a's basis is optimal up to a.high, b's from b.low: where the two meet, one step between them
+    # (located by the ratio tests, which are more accurate than the tangents).
+    met = a_high >= b_low - cert
+    ranged = np.minimum(np.minimum(np.maximum(np.maximum(lam, np.minimum(a_high, b_low)), a_price),
+                                   np.maximum(a_high, b_low)), b_price)
+    tol = P_REL_TOL * np.maximum(1.0, np.abs(lam))
+    at_a = lam <= a_price + tol         # f on b's tangent back to a: the step is at a
+    at_b = lam >= b_price - tol
+    step = np.where(met, ranged, np.where(at_a, a_price, np.where(at_b, b_price, np.nan)))
+    step[flat] = np.nan
+    return step, ~flat & ~met & ~at_a & ~at_b
+
+
+def _split(probe: _Probe, a: _Sample, b: _Sample, max_solves: int) -> list[_Sample]:
+    """Samples from ``a`` to ``b`` (both included) with a solve between them and the flips and pivots either side."""
+    if probe.solves >= max_solves:
+        raise RuntimeError(f"interface curve: more than {max_solves} solves in interval {probe.t}; "
+                           "the LP is numerically troubled")
+    lam = (b.g - a.g) / (a.q - b.q)
+    cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(b.low))
+    # Solve just past the end of a's range: HiGHS starts from the last basis, which sits there
+    # (pairs are settled left to right), so the warm solve is the one pivot that ends the range,
+    # and the new basis's range meets a's within the certificate tolerance.
+    p = a.high + cert / 2 if math.isfinite(a.high) else lam
+    p = min(max(p, a.high + cert / 2), b.low - cert / 2)
+    s, basis = probe.solve(p)
+    if s.q >= a.q - Q_TOL_MW and s.high <= a.high + cert and a.price < lam < b.price:
+        # No progress past a's range (a short ranging, as on the loss-aware model's denser
+        # rows): the tangent intersection, which always lies strictly between a and b.
+        s, basis = probe.solve(lam)
+    left = probe.chain(s, basis, False, a.price)
+    right = probe.chain(s, basis, True, b.price)
+    return [a, *reversed(left), s, *right, b]
 
 
 def _merge_equal(bands: list[list[float]]) -> list[list[float]]:
