@@ -55,7 +55,8 @@ def points(parts: list[Part], x: np.ndarray, bids: np.ndarray) -> list[losses.Op
         m, xp = part.market, x[part.cols]
         T = m.book.n_interval
         shed = m.block(xp, "shed").reshape(T, -1) * S_BASE_KVA if m.model.has_var("shed") else None
-        out.append(losses.operating_point(m.feeder, *net_withdrawal(m.feeder, m.columns.book, xb, m.loads(), shed)))
+        out.append(losses.operating_point(m.feeder, *net_withdrawal(m.feeder, m.columns.book, xb, m.loads(), shed),
+                                          start=m.point))
     return out
 
 

@@ -33,7 +33,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -43,10 +43,12 @@ from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, co
 from dsomarket.engine.clearing import ClearingOptions, ClearingResult, NodalMarket, clear, iso_prices
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import synthetic
-from dsomarket.engine.interface import InterfaceCurve, _fixed_table, trace_curve
 from dsomarket.engine.lindistflow import market_loads
 from dsomarket.engine.losses import CurveCheck
 from dsomarket.engine.network import Feeder
+
+if TYPE_CHECKING:   # imported where a curve is traced: a clearing (prices_for) never loads the curve modules
+    from dsomarket.engine.interface import InterfaceCurve
 
 SUBSTATION_BUS = "substation"
 """Bus id of the shared busbar (the T-D interface) of a multi-feeder interface."""
@@ -231,6 +233,8 @@ class InterfaceSession:
     def curve(self, forecast: float | None = None, **socp_options) -> InterfaceCurve:
         """The interface curve (:func:`engine.interface.trace_curve`) of the same market, traced on the model
         the last :meth:`clear` solved where that is one lossless interval (from the clearing's basis)."""
+        from dsomarket.engine.interface import trace_curve
+
         i = self.interface
         return trace_curve(i.feeder, self.book, self.rules, i.resources, self.options, forecast=forecast,
                            market=self._market, **socp_options)
@@ -283,6 +287,8 @@ class IntervalCurves:
         uncoupled intervals. ``market``: the caller's solved market of these inputs (its clearing's), which
         a one-interval curve not kept is traced on (``trace_curve``'s ``market``).
         """
+        from dsomarket.engine.interface import InterfaceCurve, _fixed_table, trace_curve
+
         t0 = time.perf_counter()
         book = canonical(book, feeder, rules)
         T = book.n_interval

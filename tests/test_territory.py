@@ -494,6 +494,50 @@ def test_a_worker_killed_under_a_task_is_replaced_and_the_task_runs_again_cold(t
     assert all(not third[i].error and third[i].value >= 1 for i in ids)
 
 
+class _Counted:
+    """A value that counts the times this process pickles it: each is one crossing to a worker."""
+
+    pickled = 0
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __reduce__(self):
+        _Counted.pickled += 1
+        return _Counted, (self.text,)
+
+
+def _read(kept, value):
+    return value.text, None
+
+
+def test_a_shared_value_crosses_to_a_worker_once_and_again_only_when_the_worker_lost_it():
+    from dsomarket.server.runner import Shared
+
+    values = {k: _Counted(k) for k in ("k1", "k2", "k3")}
+
+    def tasks(*keys):
+        return [Task(f"i{n}", _read, (Shared(k, values[k]),), keep=True) for n, k in enumerate(keys)]
+
+    with LocalRunner(1, options=NO_AC, keep=2) as r:
+        assert [t.value for t in r.map(tasks("k1", "k1"))] == ["k1", "k1"]
+        assert _Counted.pickled == 1                                    # once, for two tasks
+        assert [t.value for t in r.map(tasks("k1", "k1"))] == ["k1", "k1"]
+        assert _Counted.pickled == 1                                    # the next session sends the key
+        assert [t.value for t in r.map(tasks("k2", "k3"))] == ["k2", "k3"]   # the worker drops k1 (keep=2)
+        assert _Counted.pickled == 3
+        assert [t.value for t in r.map(tasks("k1"))] == ["k1"]          # asked for again, sent again
+        assert _Counted.pickled == 4 and r._gather("shared_keys", [()])[0] == ["k3", "k1"]
+        _wait_dead(r.pids()[0])
+        out = r.map(tasks("k3"))                                        # a fresh worker holds nothing
+        assert [t.value for t in out] == ["k3"] and out[0].recovered and not out[0].error
+        assert [t.value for t in r.map(tasks("k3", "k2"))] == ["k3", "k2"]
+    with LocalRunner(1, options=NO_AC, keep=0) as r:                    # keeps nothing: sends every time
+        before = _Counted.pickled
+        assert [t.value for t in r.map(tasks("k1"))] == [t.value for t in r.map(tasks("k1"))] == ["k1"]
+        assert _Counted.pickled == before + 2
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -34,11 +35,13 @@ from dsomarket.clients.files import (by_id, numbers, output_dir, read_feeder, re
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import FORMULATIONS, ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import InterfaceCurve, join_curves
 from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
 from dsomarket.engine.territory import prices_for
+
+if TYPE_CHECKING:   # the curve modules load when a curve is traced (engine.runs), not for a plain `clear`
+    from dsomarket.engine.interface import InterfaceCurve
 
 _DEFAULT = MarketRules()
 _FORMULATION_HELP = ("lossaware (default: LinDistFlow linearised at the AC operating point, losses "
@@ -322,6 +325,8 @@ def trace_in_processes(workers: int, runs, book, rules: MarketRules, resources, 
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from dsomarket.engine.interface import join_curves
 
     todo = list(range(book.n_interval)) if intervals is None else sorted(intervals)
     parts = [todo[k::workers] for k in range(min(workers, len(todo)))]
