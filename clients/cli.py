@@ -91,6 +91,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output: errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     command = next((a for a in (argv or []) if not a.startswith("-")), None)
+    if command is None and "--version" in (argv or []):
+        return parser   # `dsomarket --version` needs no command's module
     for name in [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES:
         importlib.import_module(f"dsomarket.clients.commands.{name}").register(sub)
     return parser

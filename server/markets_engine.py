@@ -533,10 +533,13 @@ def _clear_kept(kept: Kept | None, inputs: MarketInputs, forecast: list[str], ti
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float,
                   kept: Kept | None, keep: bool) -> tuple[ClearOutcome, Kept | None]:
+    book = None
     if inputs.day_ahead is not None:
-        # The curve the ISO awards from describes the feeder the award is disaggregated on.
+        # The curve the ISO awards from describes the feeder the award is disaggregated on. Holding positions
+        # changes the feeder's loads, not its buses, so the bids validated against it are this same book.
+        book = inputs.book()
         inputs = dataclasses.replace(inputs, feeder=holding_day_ahead(
-            inputs.feeder, inputs.book(), inputs.day_ahead.clearing.dispatch, inputs.day_ahead.interval_minutes))
+            inputs.feeder, book, inputs.day_ahead.clearing.dispatch, inputs.day_ahead.interval_minutes))
     rules = inputs.rules
     forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
     forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast
@@ -547,7 +550,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     if warm and not by_index:
         book, market = kept.market.book, kept.market
     else:
-        book = inputs.book()
+        book = inputs.book() if book is None else book
         try:
             runs = inputs.runs(book)
         except InputError as exc:  # a set of changes that loops or islands load the stored checks did not see

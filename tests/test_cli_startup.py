@@ -90,6 +90,23 @@ print(json.dumps(sorted(m for m in ("grpc", "dsomarket.clients.api", "dsomarket.
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []
 
 
+def test_the_version_loads_no_command():
+    script = """
+import contextlib, io, json, sys
+from dsomarket.clients.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+    main(["--version"])
+loaded = sorted(m for m in sys.modules if m.startswith("dsomarket.clients.commands.") or m == "numpy")
+print(json.dumps({"out": out.getvalue(), "loaded": loaded}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["out"].split() == ["dsomarket", importlib.import_module("dsomarket").__version__]
+    assert report["loaded"] == []
+
+
 def test_a_parser_without_a_command_still_knows_them_all():
     parser = importlib.import_module("dsomarket.clients.cli").build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
