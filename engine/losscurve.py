@@ -187,7 +187,7 @@ class _FixedPoints:
                     break
         elif brk is not None:
             pivot = probe._pivot(basis, brk, rising)
-            if pivot is None:
+            if pivot is None or pivot[1].structural is None:   # none, or onto P0 at its limit: no basis to anchor
                 return None
             nxt = pivot[1]
             cols = None
