@@ -14,7 +14,8 @@ builds ``engine.feeders.synthetic(buses, seed)`` and ``bids`` random bids (half 
   distinct imports, and a check that every grid price away from a breakpoint gets the exact
   curve's import (an independent solve of each);
 - the ratio exact / warm100 (target <= 1.5);
-- ``small``: clear + curve of the same feeder with ``--small-bids`` bids (target <= 0.1 s);
+- ``small``: clear + curve of the same feeder with ``--small-bids`` bids (target <= 0.1 s), as two
+  calls and as the territory does it (the curve traced on the clearing's market, ``trace_curve(market=)``);
 - ``dayahead`` (``--dayahead-intervals 24``): the coupled day-ahead curves: the same ``bids`` spread
   over the hours, plus ``--batteries`` batteries (200 kWh, 50 kW, a charge and a discharge bid in every
   hour) that couple the hours; all curves, each conditional on the forecast in the other hours
@@ -110,6 +111,17 @@ def small(buses: int, n_bids: int, seed: int) -> None:
     t2 = time.perf_counter()
     print(f"\n== small: {buses} buses, {n_bids} bids: clear {t1 - t0:.3f} s ({res.status}) + curve {t2 - t1:.3f} s "
           f"({curve.bands.height} bands, {curve.solves} solves) = {t2 - t0:.3f} s (target <= 0.1 s)")
+    # The territory's path (engine.territory): the curve traced on the clearing's own market, from its basis.
+    t0 = time.perf_counter()
+    market = NodalMarket(feeder, book, 50.0, rules, options=NO_AC)
+    res = market.solve()
+    t1 = time.perf_counter()
+    kept = trace_curve(feeder, book, rules, options=LOSSLESS, market=market)
+    t2 = time.perf_counter()
+    same = kept.bands.height == curve.bands.height and np.allclose(kept.bands["import_kw"].to_numpy(),
+                                                                   curve.bands["import_kw"].to_numpy(), atol=1e-3)
+    print(f"   on the clearing's market: clear {t1 - t0:.3f} s ({res.status}) + curve {t2 - t1:.3f} s "
+          f"({kept.solves} solves; bands the same: {same}) = {t2 - t0:.3f} s")
 
 
 def day_bids(feeder, n: int, hours: int, n_bat: int, seed: int) -> tuple[pl.DataFrame, tuple[Battery, ...]]:

@@ -19,9 +19,15 @@ processes (``--ray``: also a :class:`RayRunner` on a local Ray of that many CPUs
   real-time cycles.
 
 It prints the seconds, the speed-up of each worker count against one worker, the warm/cold ratio, the
-serial projection to ``--project`` interfaces, and each worker's peak memory per interface it holds
+serial projection to ``--project`` interfaces, the workers' CPU time of ``cold+curves`` per interface
+and the projection it gives on this machine's otherwise idle cores (what a loaded machine cannot
+distort), and each worker's peak memory per interface it holds (in the cold+curves runner and in the
+one that keeps the clearings)
 (the growth of its peak RSS from before loading to after the cycles, divided by its interfaces).
 Results are checked identical across worker counts (and Ray).
+
+``--split`` takes one interface's day-ahead work apart in this process, in CPU seconds per interface
+(:func:`split`): what is the tracer's and what is around it.
 
 ``--service`` measures the same through the gRPC TerritoryService instead (a server in this process over a
 temporary SQLite file, ``--workers`` worker processes, default 1): the interfaces are loaded as feeders,
@@ -82,8 +88,13 @@ def timed(r, cycle: Cycle) -> tuple[float, list[dict]]:
 def measure(make, jobs: list[Job], formulation: str) -> dict:
     out: dict = {}
     with make(ClearingOptions(formulation=formulation)) as r:
+        before = r.peak_rss_kb()
         r.load(jobs)
+        cpu = r.cpu_seconds()
         out["cold+curves"], out["reports"] = timed(r, Cycle(50.0, curves=True))
+        out["cpu"] = sum(r.cpu_seconds()) - sum(cpu)
+        out["kb_curves"] = [(a - b) / max(1, n) for a, b, n in
+                            zip(r.peak_rss_kb(), before, _per_shard(len(jobs), r.shards), strict=True)]
     with make(ClearingOptions(formulation=formulation, ac_check=False)) as r:
         before = r.peak_rss_kb()
         r.load(jobs)
@@ -250,6 +261,63 @@ def service(a) -> int:
     return 0 if same else 1
 
 
+def split(a) -> int:
+    """``--split``: one interface's day-ahead work taken apart, CPU seconds per interface in this process
+    (``time.process_time``, so other engineers' load inflates it less than wall time), over ``--feeders``
+    interfaces after one to warm up: the model build, the cold solve, the result tables (AC check included),
+    the exact curve traced on the clearing's solved model (what the runner does) and on a model built and
+    solved afresh (what it did before: ``trace_curve`` without ``market``), the ISO offer, and the command
+    line's files (``territory clear --curves``)."""
+    import tempfile
+    from pathlib import Path
+
+    from dsomarket.clients.commands.territory import write_outcome
+    from dsomarket.engine.bids import canonical
+    from dsomarket.engine.clearing import NodalMarket
+    from dsomarket.engine.interface import trace_curve
+    from dsomarket.engine.territory import InterfaceSession
+
+    options = ClearingOptions(formulation=a.formulation)
+    parts = dict.fromkeys(("build", "cold solve", "result", "curve on the clearing's model",
+                           "curve on a fresh model", "ISO offer", "files"), 0.0)
+    same = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(a.feeders + 1):
+            i = synth_one(k, a.feeders + 1, a.buses, a.bids, a.seed)
+            s = InterfaceSession(i, options=options)
+            t = [time.process_time()]
+            market = s._market = NodalMarket(i.feeder, canonical(s.book, i.feeder, s.rules), [50.0], s.rules,
+                                             i.resources, options)
+            t.append(time.process_time())
+            sol = market.converge()
+            t.append(time.process_time())
+            res = market.result(sol)
+            t.append(time.process_time())
+            curve = s.curve()
+            t.append(time.process_time())
+            fresh = trace_curve(i.feeder, s.book, s.rules, i.resources, options)
+            t.append(time.process_time())
+            offer, area = curve.iso_offer(10)
+            t.append(time.process_time())
+            write_outcome(Path(tmp), s.rules, a.formulation, 10,
+                          InterfaceOutcome(i.interface_id, i.members, res.status, clearing=res, curve=curve,
+                                           offer=offer, offer_area=area))
+            t.append(time.process_time())
+            if k:   # the first interface warms up imports and caches
+                for name, t0, t1 in zip(parts, t[:-1], t[1:]):
+                    parts[name] += t1 - t0
+                same += curve.bands.equals(fresh.bands) and curve.solves == fresh.solves
+    n = a.feeders
+    for name, v in parts.items():
+        print(f"  {name:<32}{v / n:>8.4f} s")
+    now = sum(v for k, v in parts.items() if k != "curve on a fresh model")
+    before = now - parts["curve on the clearing's model"] + parts["curve on a fresh model"]
+    print(f"one interface's day-ahead work: {now / n:.3f} s CPU ({before / n:.3f} s with the curve on a fresh model, "
+          f"{now / before:.0%}); curves identical on {same}/{n}; projection to {a.project} interfaces on "
+          f"{os.cpu_count()} idle cores: {now / n * a.project / (os.cpu_count() or 1):.0f} s")
+    return 0 if same == n else 1
+
+
 def _per_shard(n: int, shards: int) -> list[int]:
     return [n // shards + (k < n % shards) for k in range(shards)]
 
@@ -270,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--day-ahead", action="store_true",
                    help="with --service: the first real-time session after an awarded day-ahead one, kept vs cold")
     p.add_argument("--da-hours", type=int, default=2, help="hourly intervals of the --day-ahead session")
+    p.add_argument("--split", action="store_true",
+                   help="one interface's day-ahead work taken apart, CPU seconds, in this process")
     a = p.parse_args(argv)
+    if a.split:
+        print(f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+              f"split of {a.feeders} interfaces of {a.buses} buses and {a.bids} bids (seed {a.seed}), {a.formulation}")
+        return split(a)
     if a.service:
         if a.workers == [1, 2]:
             a.workers = [1]
@@ -301,11 +375,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{'warm s':>9}{'1st/cold':>10}{'warm/cold':>11}{'MiB/interface':>15}  identical")
     for name, m in runs.items():
         same = [{k: v for k, v in r.items() if k != "seconds"} for r in m["reports"]] == reference
-        mib = max(m["kb_per_interface"]) / 1024
+        mib = f"{max(m['kb_curves']) / 1024:.1f} / {max(m['kb_per_interface']) / 1024:.1f}"
         print(f"{name:<16}{m['cold+curves']:>14.2f}{base['cold+curves'] / m['cold+curves']:>9.2f}x"
               f"{m['cold clear']:>14.2f}{m['1st warm']:>12.2f}{m['warm']:>9.2f}"
               f"{m['1st warm'] / m['cold clear']:>10.0%}{m['warm'] / m['cold clear']:>11.0%}"
-              f"{mib:>15.2f}  {'yes' if same else 'NO'}")
+              f"{mib:>15}  {'yes' if same else 'NO'}")
+    print("(MiB/interface: a worker's peak memory growth per interface it holds, with curves / kept clearings)")
     ok = sum(r["status"] == "optimal" for r in base["reports"])
     bands = sum(r.get("curve_bands", 0) for r in base["reports"])
     per = base["cold+curves"] / a.feeders
@@ -315,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({base['solve_steady'] / base['solve_cold']:.0%})")
     print(f"projection to {a.project} interfaces from {base_name}: {per * a.project:.0f} s serial; "
           + ", ".join(f"{name}: {m['cold+curves'] / a.feeders * a.project:.0f} s" for name, m in runs.items()))
+    cpu = base["cpu"] / a.feeders
+    print(f"workers' CPU time of cold+curves: {cpu:.3f} s per interface ({base_name}; "
+          + ", ".join(f"{name} {m['cpu'] / a.feeders:.3f} s" for name, m in runs.items())
+          + f"); {a.project} interfaces at that CPU time on {os.cpu_count()} otherwise idle cores: "
+          f"{cpu * a.project / (os.cpu_count() or 1):.0f} s (the load-independent projection)")
     return 0
 
 

@@ -1,6 +1,7 @@
 """The lossless curve tracer of this checkout against the tracer of an earlier commit, interleaved in one process.
 
-Run: ``python benchmarks/bench_tracer_ab.py [--base REV] [--repeats 2]``.
+Run: ``python benchmarks/bench_tracer_ab.py [--base REV] [--repeats 2]``; ``--first-basis`` times instead
+this checkout's first basis of a trace three ways (slack-basis start, cold HiGHS, warm from a clearing).
 
 ``engine/interface.py`` at ``--base`` (a git revision of this repository; with ``engine/tracer.py``
 at that revision when it has one) is loaded as a module of its own beside the checkout's, and both
@@ -88,11 +89,43 @@ def same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
         and np.allclose(a["price_high"].to_numpy(), b["price_high"].to_numpy(), rtol=1e-7, atol=1e-7))
 
 
+def first_basis(repeats: int) -> None:
+    """CPU milliseconds of the tracer's first basis at the floor (:meth:`engine.tracer._Probe.start`), best of
+    ``repeats``: from no basis (the slack-basis start), as a cold HiGHS solve, and warm from a clearing's basis at
+    50 per MWh (how ``trace_curve(market=)`` starts, as the territory calls it)."""
+    from dsomarket.engine.clearing import NodalMarket
+    from dsomarket.engine.tracer import _Probe
+
+    rules = MarketRules()
+    feeder = synthetic(1000, 1)
+    for n in (1_000, 10_000):
+        book = validate_bids(make_bids(feeder, n, 2, 2), feeder, rules)
+        best = {"slack-basis start": np.inf, "cold HiGHS": np.inf, "warm from a clearing": np.inf}
+        for _ in range(repeats):
+            for mode in best:
+                market = NodalMarket(feeder, book, 50.0, rules, options=LOSSLESS)
+                if mode == "warm from a clearing":
+                    market.solve_raw()
+                probe = _Probe(market, 0)
+                t0 = time.process_time()
+                if mode == "cold HiGHS":
+                    probe.solve(rules.price_floor)
+                else:
+                    probe.start(rules.price_floor)
+                best[mode] = min(best[mode], time.process_time() - t0)
+        print(f"first basis, 1k buses / {n:,} bids: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in best.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="4daea88", help="git revision of the tracer to compare with")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--first-basis", action="store_true",
+                        help="instead: time the tracer's first basis three ways (this checkout only)")
     args = parser.parse_args(argv)
+    if args.first_basis:
+        first_basis(max(args.repeats, 5))
+        return 0
     base = load_base(args.base)
     rules = MarketRules()
     feeder = synthetic(1000, 1)

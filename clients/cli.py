@@ -10,7 +10,8 @@ row is row 2); 130 after Ctrl-C. A command that sets ``solves=True`` runs in a
 worker thread, so that Ctrl-C stops it even inside the solver. Before a command
 that sets ``solves`` or ``quiet_highs`` (``serve``, ``demo``: their solves run
 in process), the process's first HiGHS model is made with stdout closed, so that
-the HiGHS banner never mixes with the command's output.
+the HiGHS banner never mixes with the command's output. The process runs one
+OpenBLAS thread unless ``OPENBLAS_NUM_THREADS`` says otherwise (:func:`_one_blas_thread`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ finite_float = _number(float, "number", lambda v: True, "finite")
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given the arguments, only the module of their command is imported (all without one)."""
+    _one_blas_thread()
     parser = _Parser(prog="dsomarket", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -89,6 +91,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output: errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     command = next((a for a in (argv or []) if not a.startswith("-")), None)
+    if command is None and "--version" in (argv or []):
+        return parser   # `dsomarket --version` needs no command's module
     for name in [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES:
         importlib.import_module(f"dsomarket.clients.commands.{name}").register(sub)
     return parser
@@ -114,6 +118,20 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{getattr(args, 'db', 'database')}: not a dsomarket database ({exc})")
     except OSError as exc:
         return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+
+
+def _one_blas_thread() -> None:
+    """Ask numpy's and scipy's OpenBLAS for one thread each, unless the user set ``OPENBLAS_NUM_THREADS``.
+
+    Only before numpy is imported (OpenBLAS reads the variable when it loads), so in effect only in a
+    command-line process, before its command's module loads; its children inherit it. Each OpenBLAS
+    starts a thread per core when it loads, which spins waiting for work: about a tenth of the CPU of a
+    33-bus ``clear`` (``benchmarks/bench_startup.py``), and a core taken from HiGHS on a busy machine.
+    The engine's dense algebra is small, and the curve tracer already limits BLAS to one thread
+    (``engine.interface.trace_curve``).
+    """
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def error_line(exc: InputError) -> str:

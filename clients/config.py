@@ -33,10 +33,12 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from dsomarket.clients.api import Client, ClientTls
 from dsomarket.engine.errors import InputError
+
+if TYPE_CHECKING:   # imported where a client is made: `dsomarket config show` and offline commands need no gRPC
+    from dsomarket.clients.api import Client, ClientTls
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 60.0
@@ -74,6 +76,8 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise InputError("connection", name, f"{path}: no such file")
+        from dsomarket.clients.api import ClientTls
+
         return ClientTls(self.ca, self.cert, self.key) if self.ca else None
 
     def client(self) -> Client:
@@ -81,6 +85,8 @@ class Settings:
         if not self.token:
             raise InputError("connection", "token", "give --token, --token-file, DSOMARKET_TOKEN or a config "
                                                     "file's token (see `dsomarket config show`)")
+        from dsomarket.clients.api import Client
+
         return Client(self.server, self.token, tls=self.tls(), timeout=self.timeout)
 
 

@@ -131,8 +131,12 @@ class NodalMarket:
         self.solver.h.clearSolver()
 
     def solve_raw(self) -> Solution:
-        """One solve of the model as it stands (no re-linearisation)."""
-        return self.solver.solve()
+        """One solve of the model as it stands (no re-linearisation); for the loss-aware model, one more
+        when it was found infeasible by numerical noise only (:func:`engine.successive.relieve_noise`)."""
+        sol = self.solver.solve()
+        if sol.status == "infeasible" and self.lossaware and successive.relieve_noise(self.solver):
+            sol = self.solver.solve()
+        return sol
 
     def converge(self) -> Solution:
         """Solve; for the loss-aware model, re-linearise until the LP is at a KKT point of the AC problem.

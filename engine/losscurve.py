@@ -44,6 +44,9 @@ from dsomarket.engine.tracer import (CERT_REL_TOL, P_REL_TOL, Q_TOL_MW, _Basis, 
 
 _ANCHOR_ITERATIONS = 8
 """Re-linearisations of one basis's dispatch before :meth:`_FixedPoints.anchor` gives up (it takes one or two)."""
+_WALK_FLIPS = 16
+"""Bound flips past a fixed point's range that a walk solves (:meth:`_FixedPoints.walk` takes those within the
+band tolerance, a few): the run up to the next price limit can be hundreds."""
 MAX_SPLITS = 12
 """Clearings in a row that sample a stretch (each leaving at most three quarters of its pair's import gap on a side)
 before its step is left unresolved (and counted in the error bound), as ``CURVE_MAX_DEPTH`` bounds those that
@@ -77,6 +80,9 @@ class _FixedPoints:
         self.residual_kw = 0.0
         # Vertex samples not yet walked from: id -> (sample, probe on its linearisation, its basis there).
         self._anchors: dict[int, tuple[_Sample, _Probe, _Basis]] = {}
+        self._near: losses.OperatingPoint | None = None   # the last anchor's point, where the next one's sweep starts
+        # Fixed points found (price, AC point, bid columns MW): a clearing starts from the nearest one's linearisation.
+        self._starts: list[tuple[float, losses.OperatingPoint, np.ndarray]] = []
 
     def keep(self, old: _Sample, new: _Sample) -> _Sample:
         """``new`` (``old`` with a clipped range) takes over ``old``'s basis for walking on."""
@@ -104,7 +110,9 @@ class _FixedPoints:
         bid = m.model.var("bid").slice
         for _ in range(_ANCHOR_ITERATIONS):
             shed = m.solver.block(x, "shed").reshape(T, -1) * S_BASE_KVA if m.model.has_var("shed") else None
-            point = losses.operating_point(m.feeder, *net_withdrawal(m.feeder, book, x[bid], m.loads(), shed))
+            point = losses.operating_point(m.feeder, *net_withdrawal(m.feeder, book, x[bid], m.loads(), shed),
+                                           start=self._near or m.point)
+            self._near = point
             self.anchored += 1
             if not point.converged:
                 return None
@@ -123,6 +131,8 @@ class _FixedPoints:
         if span is None:
             return None
         low, high = span
+        self._starts.append(((low + high) / 2.0 if math.isfinite(low + high) else low if math.isfinite(low) else high,
+                             point, x[bid].copy()))
         price = low if high == low else (low + high) / 2.0 if math.isfinite(low + high) else \
             (high - 1.0 if math.isfinite(high) else low + 1.0)
         q = float(x[probe.col])
@@ -154,7 +164,7 @@ class _FixedPoints:
         _, probe, basis = entry
         if basis.p0_pos < 0:
             return None
-        samples, brk = probe._flips(basis, True, limit)
+        samples, brk = probe._flips(basis, True, limit, _WALK_FLIPS)
         if samples:
             _, _, idx = _first_events(basis.up, len(samples))
             s = self.market.solver
@@ -245,6 +255,7 @@ class _FixedPoints:
         prices = m.iso_price.copy()
         prices[t] = price
         m.set_iso_price(prices)
+        self._start_near(price)
         sample, vertex = self._converged(price)
         if not vertex and not between[0] + Q_TOL_MW >= sample.q >= between[1] - Q_TOL_MW:
             # Warm from the last clearing, successive LP may settle elsewhere than a fresh clearing
@@ -253,6 +264,38 @@ class _FixedPoints:
             m.restart()
             sample, _ = self._converged(price)
         return sample
+
+    def switch(self, a: _Sample, b: _Sample, lo: float, hi: float, max_clearings: int) -> tuple[float, float]:
+        """The prices (narrowed to ``STEP_LOCATED`` by bisection, within ``max_clearings``) between which a
+        fresh clearing (what ``clear`` does) switches from ``a``'s fixed point to ``b``'s, where both hold on
+        ``[lo, hi]``. A clearing that reaches neither stops the bisection where it is."""
+        m, t = self.market, self.t
+        tol = _band_tol(a, b)
+        while hi - lo > STEP_LOCATED and self.clearings < max_clearings:
+            mid = (lo + hi) / 2.0
+            prices = m.iso_price.copy()
+            prices[t] = mid
+            m.set_iso_price(prices)
+            m.restart()
+            q = self._converged(mid)[0].q
+            if abs(q - a.q) <= tol:
+                lo = mid
+            elif abs(q - b.q) <= tol:
+                hi = mid
+            else:
+                break
+        return lo, hi
+
+    def _start_near(self, price: float) -> None:
+        """Linearise the market at the fixed point found nearest to ``price`` (in price), the start of the next
+        clearing: successive LP then settles the bids that differ from there (a stretch's part-way bids)
+        instead of iterating from the last clearing's point, which may lie across the curve."""
+        if not self._starts or not isinstance(self.market, NodalMarket):
+            return
+        m = self.market
+        _, point, bids = min(self._starts, key=lambda s: abs(s[0] - price))
+        m.point, m._point_bids, m.model = point, bids, m._relinearise.at(point)
+        m.solver.set_matrix(m.model)
 
     def _converged(self, price: float) -> tuple[_Sample, bool]:
         """Converge at the prices set: the sample, and whether its fixed point is a vertex."""
@@ -267,6 +310,8 @@ class _FixedPoints:
         q = float(s.block(sol.x, "import_p")[t])
         g = float(np.sum(s.cost * sol.x)) - price * q
         self.residual_kw = max(self.residual_kw, m.convergence["residual_import_kw"])
+        if m.convergence["converged"] and isinstance(m, NodalMarket):
+            self._starts.append((price, m.point, m._point_bids.copy()))
         probe = _Probe(m, t)
         ranged, basis = probe.solve(price)
         self.solves += 1
@@ -336,7 +381,13 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             continue
         cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(b.low))
         if a.high >= b.low - cert:
-            done.append((a, b, min(max((a.high + b.low) / 2.0, a.price), b.price)))
+            lo, hi = max(b.low, a.price), min(a.high, b.price)
+            if hi - lo > STEP_LOCATED and fixed.clearings < max_clearings:
+                # Both fixed points hold over [lo, hi] (the losses make the AC problem non-convex: a bid
+                # cleared or not can each keep its bus's price on its own side): the step goes where
+                # ``clear`` switches from one to the other, as the curve is what it gives at each price.
+                lo, hi = fixed.switch(a, b, lo, hi, max_clearings)
+            done.append((a, b, min(max((lo + hi) / 2.0, a.price), b.price)))
             continue
         if a.q - b.q <= 2 * _band_tol(a, b):
             done.append((a, b, math.nan))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -35,14 +36,15 @@ from dsomarket.engine.disaggregation import (Disaggregation, _applied, _award_ar
                                              _empty_instructions, _fixed_table, _held_rows, award_prices, converge_award,
                                              disaggregate, held_loads, instructions, shed_array, with_held)
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import (InterfaceCurve, _bands_table, _forecast, _intervals, join_curves,
-                                        threadpool_limits, trace_curve, trace_intervals)
 from dsomarket.engine.lindistflow import add_resources, market_loads
 from dsomarket.engine.network import S_BASE_KVA, Feeder, _utc
 from dsomarket.engine.network_changes import NetworkRun, network_runs
 from dsomarket.engine.results import _iv_column
 from dsomarket.engine.solver import HighsSolver, LinearModel, Solution
-from dsomarket.engine.territory import IntervalCurves
+
+if TYPE_CHECKING:   # the curve modules are imported where a curve is traced: a clearing alone never loads them
+    from dsomarket.engine.interface import InterfaceCurve
+    from dsomarket.engine.territory import IntervalCurves
 
 
 def runs_for(feeder: Feeder, changes: pl.DataFrame | None, book: BidBook) -> tuple[NetworkRun, ...]:
@@ -535,6 +537,8 @@ def trace_runs(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
     link the runs, the curves are traced on one :class:`CoupledMarket` (:func:`trace_coupled`).
     ``intervals``: the horizon's interval indices to trace (default all), as in ``trace_curve``.
     """
+    from dsomarket.engine.interface import _forecast, _intervals, join_curves, trace_curve
+
     if coupled_runs(runs, book, resources):
         _linear(options)
         return trace_coupled(runs, book, rules, resources, options, forecast, progress, intervals)
@@ -644,11 +648,13 @@ class KeptMarket:
             if (self.curves is not None and len(self.runs) == 1
                     and self.curves.applies(self.book, self.resources, self.options)):
                 run = self.runs[0]
+                # Traced on the market just cleared where it is one lossless interval (trace_curve's market).
                 self._curve = self.curves.trace(run.feeder, run_book(self.book, run, self.rules), self.rules,
-                                                self.resources, self.options, fc)
+                                                self.resources, self.options, fc, self._market)
                 self.reused = self.curves.reused > 0
-            else:
-                self._curve = trace_runs(self.runs, self.book, self.rules, self.resources, self.options, forecast=fc)
+            else:   # _market is None but for one run, whose trace_curve takes it
+                self._curve = trace_runs(self.runs, self.book, self.rules, self.resources, self.options, forecast=fc,
+                                         market=self._market)
             self._curve_forecast = fc
         return dataclasses.replace(self._curve, forecast=fc)
 
@@ -713,6 +719,9 @@ def trace_coupled(runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRule
     flow of that dispatch draws on the interval's own feeder. ``intervals``: as in ``trace_curve``
     (each interval's curve is independent of the others traced: :func:`engine.interface.trace_intervals`).
     """
+    from dsomarket.engine.interface import InterfaceCurve, _bands_table, _forecast, _intervals, trace_intervals
+    from threadpoolctl import threadpool_limits
+
     t0 = time.perf_counter()
     T = book.n_interval
     fc = _forecast(forecast, rules, T)

@@ -33,7 +33,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -43,10 +43,12 @@ from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, co
 from dsomarket.engine.clearing import ClearingOptions, ClearingResult, NodalMarket, clear, iso_prices
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import synthetic
-from dsomarket.engine.interface import InterfaceCurve, _fixed_table, trace_curve
 from dsomarket.engine.lindistflow import market_loads
 from dsomarket.engine.losses import CurveCheck
 from dsomarket.engine.network import Feeder
+
+if TYPE_CHECKING:   # imported where a curve is traced: a clearing (prices_for) never loads the curve modules
+    from dsomarket.engine.interface import InterfaceCurve
 
 SUBSTATION_BUS = "substation"
 """Bus id of the shared busbar (the T-D interface) of a multi-feeder interface."""
@@ -229,10 +231,13 @@ class InterfaceSession:
         return self._market.solve()
 
     def curve(self, forecast: float | None = None, **socp_options) -> InterfaceCurve:
-        """The interface curve (:func:`engine.interface.trace_curve`) of the same market."""
+        """The interface curve (:func:`engine.interface.trace_curve`) of the same market, traced on the model
+        the last :meth:`clear` solved where that is one lossless interval (from the clearing's basis)."""
+        from dsomarket.engine.interface import trace_curve
+
         i = self.interface
         return trace_curve(i.feeder, self.book, self.rules, i.resources, self.options, forecast=forecast,
-                           **socp_options)
+                           market=self._market, **socp_options)
 
 
 KEPT_INTERVALS = 48
@@ -274,13 +279,16 @@ class IntervalCurves:
                 and not couples_intervals(book, resources))
 
     def trace(self, feeder: Feeder, book: BidBook, rules: MarketRules, resources: tuple[Resource, ...],
-              options: ClearingOptions, forecast) -> InterfaceCurve:
+              options: ClearingOptions, forecast, market: NodalMarket | None = None) -> InterfaceCurve:
         """:func:`engine.interface.trace_curve` of a book :meth:`applies` to, interval by interval, taking each
         interval whose model was traced before from what is kept (the count is :attr:`reused`).
 
         ``forecast`` (per MWh, scalar or one per interval) is passed on; it does not change the curves of
-        uncoupled intervals.
+        uncoupled intervals. ``market``: the caller's solved market of these inputs (its clearing's), which
+        a one-interval curve not kept is traced on (``trace_curve``'s ``market``).
         """
+        from dsomarket.engine.interface import InterfaceCurve, _fixed_table, trace_curve
+
         t0 = time.perf_counter()
         book = canonical(book, feeder, rules)
         T = book.n_interval
@@ -299,7 +307,8 @@ class IntervalCurves:
             curve = self._curves.get(key)
             if curve is None:
                 curve = trace_curve(feeder, one, rules, own, options, forecast=fc[t:t + 1],
-                                    load_p_kw=load_p[:, t:t + 1], load_q_kvar=load_q[:, t:t + 1])
+                                    load_p_kw=load_p[:, t:t + 1], load_q_kvar=load_q[:, t:t + 1],
+                                    market=market if T == 1 else None)
                 self._curves[key] = curve
                 while len(self._curves) > self.limit:
                     self._curves.popitem(last=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -490,6 +491,17 @@ def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float |
     return _clear_kept(kept, inputs, forecast, time_limit)
 
 
+def day_ahead_key(market_id: str, day_ahead: Disaggregation) -> str:
+    """The key a territory's worker holds a real-time market's day-ahead reference by
+    (:class:`server.runner.Shared`): the day-ahead market's id and a digest of what :func:`clear_kept` reads of
+    it (its dispatch and interval length), so that a re-dispatched day-ahead market is another key."""
+    buf = io.BytesIO()
+    day_ahead.clearing.dispatch.write_ipc(buf)
+    h = hashlib.sha256(buf.getvalue())
+    h.update(repr(day_ahead.interval_minutes).encode("utf-8"))
+    return f"{market_id}/{h.hexdigest()}"
+
+
 def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bool]:
     """Digest of everything a clearing of ``inputs`` reads except the ISO price forecast, and whether it
     leaves out the interval starts: where nothing but the bids names an interval (no load profile or
@@ -521,10 +533,13 @@ def _clear_kept(kept: Kept | None, inputs: MarketInputs, forecast: list[str], ti
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float,
                   kept: Kept | None, keep: bool) -> tuple[ClearOutcome, Kept | None]:
+    book = None
     if inputs.day_ahead is not None:
-        # The curve the ISO awards from describes the feeder the award is disaggregated on.
+        # The curve the ISO awards from describes the feeder the award is disaggregated on. Holding positions
+        # changes the feeder's loads, not its buses, so the bids validated against it are this same book.
+        book = inputs.book()
         inputs = dataclasses.replace(inputs, feeder=holding_day_ahead(
-            inputs.feeder, inputs.book(), inputs.day_ahead.clearing.dispatch, inputs.day_ahead.interval_minutes))
+            inputs.feeder, book, inputs.day_ahead.clearing.dispatch, inputs.day_ahead.interval_minutes))
     rules = inputs.rules
     forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
     forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast
@@ -535,7 +550,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     if warm and not by_index:
         book, market = kept.market.book, kept.market
     else:
-        book = inputs.book()
+        book = inputs.book() if book is None else book
         try:
             runs = inputs.runs(book)
         except InputError as exc:  # a set of changes that loops or islands load the stored checks did not see

@@ -39,6 +39,10 @@ every time, and each worker keeps at most ``keep`` interfaces, dropping the
 least recently used (an idle territory's) first. A restarted runner keeps
 nothing: its next tasks start cold.
 
+A large argument that many calls share (a real-time market's day-ahead reference, the same in every
+session of the day) goes in a :class:`Shared`: the runner sends its value to a worker once, and later
+tasks on that worker carry only its key (a worker that no longer holds it asks for it again).
+
 A worker that dies (a local process killed, out of memory, a solver crash; a
 Ray actor lost with its node) is replaced at once by a fresh one, and the
 call that lost it is done again there: its kept markets are rebuilt cold
@@ -106,6 +110,29 @@ class Task:
     args: tuple = ()
     weight: float = 1.0
     keep: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Shared:
+    """An argument of a :class:`Task` that calls of many sessions share: ``value`` crosses to a worker once.
+
+    Equal ``key`` must mean an equal value (a digest of what the task reads of it, say). The runner sends
+    the value to a shard's worker the first time, and from then on only the key, which the worker
+    resolves from the values it holds (the last :data:`KEEP` it was sent, least recently used dropped
+    first); the task's function receives ``value``. A worker that lost it (evicted, or a fresh worker
+    after a loss) is sent it again. Runners that keep nothing (``keep=0``) send it every time.
+    """
+
+    key: str
+    value: Any
+    by_key: bool = False   # set by the runner: the worker holds the value, only the key crosses
+
+
+@dataclass(frozen=True)
+class _Missing:
+    """A worker's answer to a task naming :class:`Shared` keys it does not hold: send their values."""
+
+    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -208,6 +235,7 @@ class Shard:
         self.members: dict[str, tuple[str, ...]] = {}
         self.failed: dict[str, tuple[str, str]] = {}
         self.kept: OrderedDict[str, Any] = OrderedDict()
+        self.shared: OrderedDict[str, Any] = OrderedDict()   # Shared values by key, least recently used first
 
     def load(self, jobs: list[Job]) -> int:
         """Load (or reload) interfaces; a failing one is remembered with its error. Returns how many loaded."""
@@ -241,6 +269,10 @@ class Shard:
         """Peak resident memory of this worker process, KiB (Linux ``ru_maxrss``)."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
+    def cpu_seconds(self) -> float:
+        """CPU time this worker process has used so far, s (what a benchmark on a busy machine compares)."""
+        return time.process_time()
+
     def pid(self) -> int:
         """This worker's process id."""
         return os.getpid()
@@ -250,11 +282,15 @@ class Shard:
         out = []
         for task in tasks:
             iid = task.interface_id
+            args = self._resolve(task.args)
+            if isinstance(args, _Missing):
+                out.append(TaskResult(iid, args))
+                continue
             try:
                 if not task.keep:
-                    out.append(TaskResult(iid, task.fn(*task.args)))
+                    out.append(TaskResult(iid, task.fn(*args)))
                     continue
-                value, kept = task.fn(self.kept.pop(iid, None), *task.args)
+                value, kept = task.fn(self.kept.pop(iid, None), *args)
                 if kept is not None and self.keep > 0:
                     self.kept[iid] = kept
                     while len(self.kept) > self.keep:
@@ -267,6 +303,30 @@ class Shard:
     def kept_ids(self) -> list[str]:
         """Interfaces whose kept state this worker holds, least recently used first."""
         return list(self.kept)
+
+    def shared_keys(self) -> list[str]:
+        """Keys of the :class:`Shared` values this worker holds, least recently used first."""
+        return list(self.shared)
+
+    def _resolve(self, args: tuple) -> tuple | _Missing:
+        """A task's arguments with each :class:`Shared` replaced by its value (held from now on when it came
+        with it); :class:`_Missing` names the keys this worker does not hold."""
+        missing = tuple(a.key for a in args if isinstance(a, Shared) and a.by_key and a.key not in self.shared)
+        if missing:
+            return _Missing(missing)
+        out = []
+        for a in args:
+            if isinstance(a, Shared):
+                if not a.by_key and self.keep > 0:
+                    self.shared[a.key] = a.value
+                value = a.value if not a.by_key else self.shared[a.key]
+                if a.key in self.shared:
+                    self.shared.move_to_end(a.key)
+                while len(self.shared) > self.keep:
+                    self.shared.popitem(last=False)
+                a = value
+            out.append(a)
+        return tuple(out)
 
     def _one(self, iid: str, cycle: Cycle) -> InterfaceOutcome:
         if iid in self.failed:
@@ -349,6 +409,7 @@ class _Base:
         self._parts: list[list[Job]] = []
         self._bad: dict[str, str] = {}      # loaded interfaces that kill every worker they run on, and why
         self._down: dict[int, str] = {}     # shards whose worker could not be replaced, and why
+        self._sent: dict[int, set[str]] = {}   # Shared keys sent to each shard's current worker
 
     def _submit(self, k: int, method: str, args: tuple) -> Any:
         raise NotImplementedError
@@ -367,7 +428,7 @@ class _Base:
 
     def _send(self, k: int, method: str, args: tuple) -> Any:
         if k in self._down:   # its replacement was not placed last time: try once more
-            self._revive(k)
+            self._fresh(k)
             del self._down[k]
         return self._submit(k, method, args)
 
@@ -391,6 +452,11 @@ class _Base:
             value = exc
         return self._replace(k, method, value) if isinstance(value, BaseException) else value
 
+    def _fresh(self, k: int) -> None:
+        """:meth:`_revive` shard k: its new worker holds no :class:`Shared` value."""
+        self._sent.pop(k, None)
+        self._revive(k)
+
     def _replace(self, k: int, method: str, exc: BaseException) -> BaseException:
         """After ``exc`` lost shard k's worker: a fresh one in its place. Returns ``exc``, or :class:`_Lost`
         when no fresh worker could be had (the shard is then down until a later call revives it)."""
@@ -399,7 +465,7 @@ class _Base:
             return exc
         log.warning("territory worker %d lost during %s (%s): starting a fresh one", k, method, _describe(exc))
         try:
-            self._revive(k)
+            self._fresh(k)
         except _Lost as lost:
             log.error("territory worker %d could not be replaced: %s", k, lost)
             self._down[k] = str(lost)
@@ -501,13 +567,47 @@ class _Base:
         if len(set(ids)) != len(ids):
             raise InputError("territory", "interface_id", "an interface id appears twice")
         parts = self._place(tasks)
-        results = self._gather("call", [(part,) for part in parts])
+        results = self._gather("call", [(self._by_key(k, part),) for k, part in enumerate(parts)])
         by_id = {}
         for k, (part, value) in enumerate(zip(parts, results, strict=True)):
+            if not isinstance(value, BaseException):
+                value = self._resend(k, part, value)
             if isinstance(value, BaseException):
                 value = self._recall(k, part, value)
             by_id.update((r.interface_id, r) for r in value)
         return [by_id[i] for i in ids]
+
+    def _by_key(self, k: int, part: list[Task]) -> list[Task]:
+        """Shard k's tasks as sent: a :class:`Shared` value its worker was sent before goes by its key."""
+        if self.keep == 0:
+            return part
+        sent = self._sent.setdefault(k, set())
+        out = []
+        for task in part:
+            args = []
+            for a in task.args:
+                if isinstance(a, Shared):
+                    if a.key in sent:
+                        a = Shared(a.key, None, by_key=True)
+                    sent.add(a.key)
+                args.append(a)
+            out.append(dataclasses.replace(task, args=tuple(args)))
+        return out
+
+    def _resend(self, k: int, part: list[Task], value: list[TaskResult]) -> list[TaskResult] | BaseException:
+        """Shard k's results, with the tasks whose worker no longer held a :class:`Shared` value run again with
+        the values; the exception that lost the worker meanwhile, if it was lost."""
+        again = [i for i, r in enumerate(value) if isinstance(r.value, _Missing)]
+        if not again:
+            return value
+        log.info("territory worker %d: %d tasks sent their shared values again", k, len(again))
+        redone = self._call(k, "call", [part[i] for i in again])
+        if isinstance(redone, BaseException):
+            return redone
+        value = list(value)
+        for i, r in zip(again, redone, strict=True):
+            value[i] = r
+        return value
 
     def _recall(self, k: int, part: list[Task], exc: BaseException) -> list[TaskResult]:
         """Shard k's tasks again on the fresh worker that replaced the one ``exc`` lost (module notes)."""
@@ -547,6 +647,10 @@ class _Base:
     def peak_rss_kb(self) -> list[int]:
         """Peak resident memory of each shard's worker, KiB (0 for a lost worker)."""
         return [0 if isinstance(v, BaseException) else v for v in self._gather("peak_rss_kb", [()] * self.shards)]
+
+    def cpu_seconds(self) -> list[float]:
+        """CPU time each shard's worker has used so far, s (0 for a lost worker)."""
+        return [0.0 if isinstance(v, BaseException) else v for v in self._gather("cpu_seconds", [()] * self.shards)]
 
     def pids(self) -> list[int]:
         """Process id of each shard's worker (0 for a lost one): the handle an operator (or a test) kills."""

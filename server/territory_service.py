@@ -20,7 +20,7 @@ from dsomarket.server import convert, limits, markets_engine, store, territory_s
 from dsomarket.server.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from dsomarket.server.notify import CURVES
 from dsomarket.server.rpc import unary
-from dsomarket.server.runner import Task
+from dsomarket.server.runner import Shared, Task
 from dsomarket.server.services import OPERATOR, READERS, App
 from dsomarket.v1 import operator_pb2, territory_pb2, territory_pb2_grpc
 
@@ -193,7 +193,10 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
             references = [await app.day_ahead_reference(r[0]) for r in rows]
             # keep: each interface's worker keeps its built market, so a later session of the same feeders and
             # bids (the real-time one after the day-ahead one) re-clears warm, with the same outcome.
-            tasks = [Task(r[0]["feeder_id"], markets_engine.clear_kept, (r, forecast, app.solve_time_limit, ref),
+            # The reference crosses to each worker once (runner.Shared), not in every real-time session of the day.
+            tasks = [Task(r[0]["feeder_id"], markets_engine.clear_kept,
+                          (r, forecast, app.solve_time_limit, ref if ref is None else Shared(
+                              markets_engine.day_ahead_key(r[0]["day_ahead_market_id"], ref), ref)),
                           weight=float(len(r[1]["buses"]["bus"]) + r[2].height), keep=True)
                      for r, ref in zip(rows, references, strict=True)]
             t0 = time.perf_counter()

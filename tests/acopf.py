@@ -58,8 +58,13 @@ def _scipy_h():
             del base.H
 
 
-def ac_opf(feeder, bids: pl.DataFrame, iso_price: float) -> AcOpfResult:
-    """AC OPF of a single-interval market; every line of ``feeder`` must have a finite ``s_max_kva``."""
+def ac_opf(feeder, bids: pl.DataFrame, iso_price: float, **tolerances) -> AcOpfResult:
+    """AC OPF of a single-interval market; every line of ``feeder`` must have a finite ``s_max_kva``.
+
+    ``tolerances`` go to PIPS (``PDIPM_GRADTOL``, ``PDIPM_COMPTOL``, ``PDIPM_COSTTOL``, ``OPF_VIOLATION``;
+    pandapower's defaults 1e-6, 5e-6): where a bid's optimum is flat (held part-way by its losses), the
+    default stopping point can be kW from the optimum while its DLMP is off the bid's price by a cent.
+    """
     import pandapower as pp
 
     net = pp.create_empty_network(sn_mva=SN_MVA)
@@ -101,7 +106,7 @@ def ac_opf(feeder, bids: pl.DataFrame, iso_price: float) -> AcOpfResult:
     with _scipy_h(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            pp.runopp(net, OPF_FLOW_LIM=0, calculate_voltage_angles=True, init="flat", numba=False)
+            pp.runopp(net, OPF_FLOW_LIM=0, calculate_voltage_angles=True, init="flat", numba=False, **tolerances)
         except pp.optimal_powerflow.OPFNotConverged:
             return AcOpfResult(False, math.nan, math.nan, {}, {}, {})
     cleared = {}

@@ -124,6 +124,26 @@ def _shifted(book_table: pl.DataFrame, start: datetime, feeder, rules: MarketRul
     return validate_bids(table, feeder, rules, ivs)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_curve_traced_on_the_clearing_s_model_equals_a_fresh_trace_and_the_market_re_clears_as_before(seed):
+    # The territory traces each interface's curve on the model its clearing just solved, from that basis
+    # (trace_curve's market=); the curve must be the one a fresh model gives, solve for solve, and the
+    # market's next (warm) re-clear must still be a cold clearing's.
+    rules, options = MarketRules(), ClearingOptions(formulation="lossless")
+    feeder = synthetic(120, seed)
+    bids = synthetic_bids(feeder, 150, seed)
+    session = InterfaceSession(substation(feeder.name, [feeder], [bids]), rules, options)
+    assert session.clear(50.0).ok
+    kept = session.curve()
+    fresh = trace_curve(feeder, validate_bids(bids, feeder, rules), rules, options=options)
+    assert kept.bands.equals(fresh.bands) and kept.fixed_net_load_kw.equals(fresh.fixed_net_load_kw)
+    assert (kept.solves, kept.bound_flips) == (fresh.solves, fresh.bound_flips)
+    assert kept.bands.height > 20
+    again, cold = session.clear(80.0), clear(feeder, bids, 80.0, options=options)
+    for name in ("dispatch", "prices", "lines", "buses", "interface"):
+        assert getattr(again, name).equals(getattr(cold, name)), name
+
+
 @pytest.mark.parametrize("formulation, n_bids, prices", [
     ("lossless", 24, ([80.0, 20.0], [35.0, 35.0])),
     ("lossaware", 4, ([80.0, 20.0],)),   # its curves are converged clearings: few bids keep it cheap
@@ -472,6 +492,50 @@ def test_a_worker_killed_under_a_task_is_replaced_and_the_task_runs_again_cold(t
     shared = {i for i in ids if home[i] == home["p"]}
     assert {i for i, x in third.items() if x.recovered} == shared   # p failed alone
     assert all(not third[i].error and third[i].value >= 1 for i in ids)
+
+
+class _Counted:
+    """A value that counts the times this process pickles it: each is one crossing to a worker."""
+
+    pickled = 0
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __reduce__(self):
+        _Counted.pickled += 1
+        return _Counted, (self.text,)
+
+
+def _read(kept, value):
+    return value.text, None
+
+
+def test_a_shared_value_crosses_to_a_worker_once_and_again_only_when_the_worker_lost_it():
+    from dsomarket.server.runner import Shared
+
+    values = {k: _Counted(k) for k in ("k1", "k2", "k3")}
+
+    def tasks(*keys):
+        return [Task(f"i{n}", _read, (Shared(k, values[k]),), keep=True) for n, k in enumerate(keys)]
+
+    with LocalRunner(1, options=NO_AC, keep=2) as r:
+        assert [t.value for t in r.map(tasks("k1", "k1"))] == ["k1", "k1"]
+        assert _Counted.pickled == 1                                    # once, for two tasks
+        assert [t.value for t in r.map(tasks("k1", "k1"))] == ["k1", "k1"]
+        assert _Counted.pickled == 1                                    # the next session sends the key
+        assert [t.value for t in r.map(tasks("k2", "k3"))] == ["k2", "k3"]   # the worker drops k1 (keep=2)
+        assert _Counted.pickled == 3
+        assert [t.value for t in r.map(tasks("k1"))] == ["k1"]          # asked for again, sent again
+        assert _Counted.pickled == 4 and r._gather("shared_keys", [()])[0] == ["k3", "k1"]
+        _wait_dead(r.pids()[0])
+        out = r.map(tasks("k3"))                                        # a fresh worker holds nothing
+        assert [t.value for t in out] == ["k3"] and out[0].recovered and not out[0].error
+        assert [t.value for t in r.map(tasks("k3", "k2"))] == ["k3", "k2"]
+    with LocalRunner(1, options=NO_AC, keep=0) as r:                    # keeps nothing: sends every time
+        before = _Counted.pickled
+        assert [t.value for t in r.map(tasks("k1"))] == [t.value for t in r.map(tasks("k1"))] == ["k1"]
+        assert _Counted.pickled == before + 2
 
 
 @pytest.fixture(scope="module")

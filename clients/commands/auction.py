@@ -10,11 +10,16 @@ columns of the offline auction (see :mod:`engine.flexibility`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dsomarket.clients.api import Client, FlexAward, FlexNeedResult, PostedFlexNeed, PostedFlexOffer
 from dsomarket.clients.commands.remote import acknowledge, add_connection, show, talk
-from dsomarket.clients.commands.tables import read_flex_offers, read_needs
 from dsomarket.clients.output import add_format_options
+
+if TYPE_CHECKING:
+    from dsomarket.clients.api import Client
+
+# The client library (and gRPC with it) is imported by each command below that talks to a server, so that the
+# offline `flex clear` of the same group starts without it.
 
 
 def register(actions) -> None:
@@ -83,15 +88,21 @@ def _list(p) -> None:
 
 
 def _post(args) -> int:
+    from dsomarket.clients.commands.tables import read_needs
+
     needs = read_needs(args.file)
     return acknowledge(args, lambda c: c.post_needs(args.market, needs), "needs posted")
 
 
 def _needs(args) -> int:
+    from dsomarket.clients.api import PostedFlexNeed
+
     return show(args, lambda c: c.list_needs(market_id=args.market), PostedFlexNeed)
 
 
 def _submit(args) -> int:
+    from dsomarket.clients.commands.tables import read_flex_offers
+
     offers = read_flex_offers(args.file)
     return acknowledge(args, lambda c: c.submit_flex_offers(args.market, offers), "offers acknowledged")
 
@@ -101,6 +112,8 @@ def _withdraw(args) -> int:
 
 
 def _offers(args) -> int:
+    from dsomarket.clients.api import PostedFlexOffer
+
     return show(args, lambda c: c.list_flex_offers(market_id=args.market, aggregator_id=args.aggregator,
                                                    include_withdrawn=args.include_withdrawn), PostedFlexOffer)
 
@@ -118,9 +131,13 @@ def _auction(args) -> int:
 
 
 def _results(args) -> int:
+    from dsomarket.clients.api import FlexNeedResult
+
     return show(args, lambda c: c.list_flex_need_results(market_id=args.market), FlexNeedResult)
 
 
 def _awards(args) -> int:
+    from dsomarket.clients.api import FlexAward
+
     return show(args, lambda c: c.list_flex_awards(market_id=args.market, aggregator_id=args.aggregator),
                 FlexAward)

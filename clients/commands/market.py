@@ -18,9 +18,11 @@ interval; power is in kW everywhere, the ISO's ``iso_offer.csv`` included.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -33,11 +35,13 @@ from dsomarket.clients.files import (by_id, numbers, output_dir, read_feeder, re
 from dsomarket.engine.bids import MarketRules, parse_commitments, parse_resources, validate_bids
 from dsomarket.engine.clearing import FORMULATIONS, ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import InterfaceCurve, join_curves
 from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
 from dsomarket.engine.territory import prices_for
+
+if TYPE_CHECKING:   # the curve modules load when a curve is traced (engine.runs), not for a plain `clear`
+    from dsomarket.engine.interface import InterfaceCurve
 
 _DEFAULT = MarketRules()
 _FORMULATION_HELP = ("lossaware (default: LinDistFlow linearised at the AC operating point, losses "
@@ -253,13 +257,18 @@ def _curve(args) -> int:
         runs, book, resources, rules = _inputs(args, out)
         options = ClearingOptions(formulation=args.formulation, polygon_sides=args.polygon_sides)
         extra = {"max_error_kw": args.max_error_kw, "price_tol": args.price_tol} if args.formulation == "socp" else {}
-        with Progress("dsomarket curve: intervals traced") as progress:
-            if args.workers > 1 and args.formulation != "socp" and book.n_interval > 1:
-                curve = trace_in_processes(args.workers, runs, book, rules, resources, options,
-                                           args.forecast_price, progress)
-            else:
-                curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price,
-                                   progress=progress, **extra)
+        try:
+            with Progress("dsomarket curve: intervals traced") as progress:
+                if args.workers > 1 and args.formulation != "socp" and book.n_interval > 1:
+                    curve = trace_in_processes(args.workers, runs, book, rules, resources, options,
+                                               args.forecast_price, progress)
+                else:
+                    curve = trace_runs(runs, book, rules, resources, options, forecast=args.forecast_price,
+                                       progress=progress, **extra)
+        except InputError as exc:
+            if (exc.table, exc.field) != ("market", "iso_price"):
+                raise
+            return _unsolvable_curve(exc, runs, book, rules, resources, options, out)
         offer, area = curve.iso_offer(args.max_segments)
         write_curve(curve, offer, area, rules, args.formulation, args.max_segments, out)
     report.emit([f"dsomarket curve: feeder {args.feeder}, {book.n} bid segments", *curve_lines(curve, offer, area),
@@ -269,6 +278,24 @@ def _curve(args) -> int:
         print(f"dsomarket: warning: {'; '.join(warnings)}", file=sys.stderr)
         return EXIT_PHYSICS
     return 0
+
+
+def _unsolvable_curve(exc: InputError, runs, book, rules: MarketRules, resources, options: ClearingOptions,
+                      out: Path) -> int:
+    """A market the curve's tracing found unsolvable at some price: status 1, as ``clear`` gives it.
+
+    The market cleared at the price floor says why (its diagnosis, on stderr and in ``summary.json``,
+    where no curve file of an earlier run is left); the tracer's own message is the line when that
+    clearing succeeds (a solve that failed at another price).
+    """
+    res = clear_runs(runs, book, prices_for(book, rules.price_floor), rules=rules, resources=resources,
+                     options=dataclasses.replace(options, ac_check=False))
+    write_outputs(out, {}, [f for f in CURVE_FILES if f != "summary.json"])
+    write_json(out / "summary.json", res.summary() if not res.ok else {"status": "error", "error": exc.reason})
+    if res.ok:
+        print(f"dsomarket: market not solvable: {exc.reason}", file=sys.stderr)
+        return 1
+    return _status(res)
 
 
 def curve_warnings(curve: InterfaceCurve) -> list[str]:
@@ -298,6 +325,8 @@ def trace_in_processes(workers: int, runs, book, rules: MarketRules, resources, 
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from dsomarket.engine.interface import join_curves
 
     todo = list(range(book.n_interval)) if intervals is None else sorted(intervals)
     parts = [todo[k::workers] for k in range(min(workers, len(todo)))]

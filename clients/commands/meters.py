@@ -26,7 +26,6 @@ from pathlib import Path
 import polars as pl
 
 from dsomarket.clients.commands.remote import add_connection, talk
-from dsomarket.clients.commands.tables import read_meter_readings
 from dsomarket.clients.files import output_dir, read_table, write_csv, write_json
 from dsomarket.clients.output import add_format_options, emit
 from dsomarket.engine.errors import InputError
@@ -74,6 +73,10 @@ DEMAND_RESPONSE_COLUMNS = ("aggregator_id", "resource_id", "interval_start", "ba
 
 
 def _submit(args) -> int:
+    # Here, not at the top: the tables of the server commands import the client library (and gRPC), which
+    # the offline `meters settle` does not use.
+    from dsomarket.clients.commands.tables import read_meter_readings
+
     readings = read_meter_readings(args.file)
 
     async def work(client) -> int:
@@ -84,6 +87,8 @@ def _submit(args) -> int:
 
 
 def _history(args) -> int:
+    from dsomarket.clients.commands.tables import read_meter_readings
+
     readings = read_meter_readings(args.file, "history")
 
     async def work(client) -> int:

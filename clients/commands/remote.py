@@ -14,12 +14,15 @@ import asyncio
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dsomarket.clients.api import ApiError, Client, InvalidArgument
 from dsomarket.clients.cli import positive_float
 from dsomarket.clients.config import Settings, resolve
 from dsomarket.clients.output import add_format_options, emit, iso
 from dsomarket.engine.errors import InputError
+
+if TYPE_CHECKING:
+    from dsomarket.clients.api import Client
 
 
 def command_group(subparsers, name: str, text: str):
@@ -57,7 +60,12 @@ def settings(args: argparse.Namespace) -> Settings:
 
 
 def talk(args: argparse.Namespace, work) -> int:
-    """Run ``await work(client)`` and return its exit status; a refused call prints one line."""
+    """Run ``await work(client)`` and return its exit status; a refused call prints one line.
+
+    The client library, and gRPC with it, is imported here: registering these options costs an offline
+    command of the same group (``flex clear``, ``meters settle``) nothing."""
+    from dsomarket.clients.api import ApiError, InvalidArgument
+
     config = settings(args)
 
     async def main():

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from typing import TYPE_CHECKING
 
-from dsomarket.clients.api import Client
 from dsomarket.clients.commands.remote import add_connection, settings, talk
 from dsomarket.clients.output import emit
+
+if TYPE_CHECKING:   # `whoami` imports the client library through talk(); `config show` does not need it
+    from dsomarket.clients.api import Client
 
 
 def register(subparsers) -> None:
