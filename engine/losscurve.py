@@ -265,6 +265,27 @@ class _FixedPoints:
             sample, _ = self._converged(price)
         return sample
 
+    def switch(self, a: _Sample, b: _Sample, lo: float, hi: float, max_clearings: int) -> tuple[float, float]:
+        """The prices (narrowed to ``STEP_LOCATED`` by bisection, within ``max_clearings``) between which a
+        fresh clearing (what ``clear`` does) switches from ``a``'s fixed point to ``b``'s, where both hold on
+        ``[lo, hi]``. A clearing that reaches neither stops the bisection where it is."""
+        m, t = self.market, self.t
+        tol = _band_tol(a, b)
+        while hi - lo > STEP_LOCATED and self.clearings < max_clearings:
+            mid = (lo + hi) / 2.0
+            prices = m.iso_price.copy()
+            prices[t] = mid
+            m.set_iso_price(prices)
+            m.restart()
+            q = self._converged(mid)[0].q
+            if abs(q - a.q) <= tol:
+                lo = mid
+            elif abs(q - b.q) <= tol:
+                hi = mid
+            else:
+                break
+        return lo, hi
+
     def _start_near(self, price: float) -> None:
         """Linearise the market at the fixed point found nearest to ``price`` (in price), the start of the next
         clearing: successive LP then settles the bids that differ from there (a stretch's part-way bids)
@@ -360,7 +381,13 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             continue
         cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(b.low))
         if a.high >= b.low - cert:
-            done.append((a, b, min(max((a.high + b.low) / 2.0, a.price), b.price)))
+            lo, hi = max(b.low, a.price), min(a.high, b.price)
+            if hi - lo > STEP_LOCATED and fixed.clearings < max_clearings:
+                # Both fixed points hold over [lo, hi] (the losses make the AC problem non-convex: a bid
+                # cleared or not can each keep its bus's price on its own side): the step goes where
+                # ``clear`` switches from one to the other, as the curve is what it gives at each price.
+                lo, hi = fixed.switch(a, b, lo, hi, max_clearings)
+            done.append((a, b, min(max((lo + hi) / 2.0, a.price), b.price)))
             continue
         if a.q - b.q <= 2 * _band_tol(a, b):
             done.append((a, b, math.nan))
