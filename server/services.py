@@ -35,10 +35,14 @@ OPERATOR, AGGREGATOR, ISO, AUDITOR = auth.ROLES
 EVERYONE = auth.ROLES
 READERS = (OPERATOR, AUDITOR)
 _STREAM_BATCH = 1_000
-CACHE_BYTES = 256 * 2**20
-"""Estimated memory (bytes) each of :class:`App`'s caches of awarded markets may hold (the disaggregations,
-and the day-ahead positions real-time clearings hold): bounded by memory rather than by a count, so that a
-territory of thousands of interfaces keeps each one's instead of computing them again every session."""
+DISAGGREGATIONS_BYTES = 256 * 2**20
+"""Estimated memory (bytes) :class:`App` keeps disaggregations of awarded markets in (about 250 kB per interval
+of a 1,000-bus, 1,000-bid interface): bounded by memory rather than by a count."""
+POSITIONS_BYTES = 2**30
+"""Estimated memory (bytes) :class:`App` keeps the day-ahead positions real-time clearings hold in (about 70 kB
+per hour of a 1,000-bid interface: 1 GiB holds a day of 600 such interfaces, or 1 hour of 15,000), so that a
+real-time session of a territory of thousands of interfaces reads each one's instead of disaggregating its
+day-ahead award again; past it, the least recently used are computed again when next needed."""
 
 
 class _SizedCache:
@@ -114,8 +118,8 @@ class App:
         self._runner = None
         self._runner_spec = (workers, ray_address, warm_interfaces)
         self._feeders: dict = {}
-        self._disaggregations = _SizedCache(CACHE_BYTES, markets_engine.disaggregation_bytes)
-        self._positions = _SizedCache(CACHE_BYTES, lambda p: p.nbytes)
+        self._disaggregations = _SizedCache(DISAGGREGATIONS_BYTES, markets_engine.disaggregation_bytes)
+        self._positions = _SizedCache(POSITIONS_BYTES, lambda p: p.nbytes)
         self._locks: defaultdict = defaultdict(asyncio.Lock)
 
     async def solve(self, fn, *args):
