@@ -15,6 +15,11 @@ intervals dealt out to ``--workers`` spawned processes (``dsomarket curve --work
 ``clients.commands.market.trace_in_processes``), with the wall time of each, their ratio, the seconds per
 interval and a check that the two curves are identical. ``--whole`` also traces them on the whole horizon, as
 before ``engine.horizoncurve`` (CPU ratio, identical bands). ``--formulation lossaware`` measures the default model.
+
+``--demo HOUR ...`` runs the demo's day-ahead market instead (``dsomarket demo``: ieee33, 24 hours, 413 segments,
+a battery and EVs coupling the hours; read back as the server builds it, ``bench_formulation.demo_inputs``) and
+traces the curves of the given hours on each formulation at the demo's forecast, with CPU seconds, HiGHS solves,
+converged clearings, bands and the CPU ratio to the lossless curves.
 """
 
 from __future__ import annotations
@@ -111,6 +116,32 @@ def dayahead(args) -> None:
           f"{wall / fan:.2f}x faster, load {os.getloadavg()[0]:.1f}; identical: {fanned.bands.equals(serial.bands)}")
 
 
+def demo(hours: list[int]) -> None:
+    """The demo day's curves of ``hours`` on each formulation (see the module notes)."""
+    import tempfile
+    from pathlib import Path
+
+    from bench_formulation import demo_inputs
+
+    from dsomarket.clients.demo import WHOLESALE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = demo_inputs(Path(tmp))
+    book = inputs.book()
+    runs = inputs.runs(book)
+    base = None
+    for formulation in ("lossless", "lossaware"):
+        cpu = time.process_time()
+        curve = trace_runs(runs, book, inputs.rules, inputs.resources, ClearingOptions(formulation=formulation),
+                           forecast=[float(p) for p in WHOLESALE], intervals=hours)
+        cpu = time.process_time() - cpu
+        base = base or cpu
+        clearings = curve.ac_check["clearings"] if curve.ac_check else "-"
+        print(f"demo hours {','.join(map(str, hours))} {formulation:9s} CPU {cpu:7.2f} s ({cpu / base:5.1f}x), "
+              f"{curve.solves} solves, {clearings} clearings, {curve.bands.height} bands, "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--forecast", type=float, nargs="+", default=[50.0, 55.0, 60.0, 65.0],
@@ -125,11 +156,16 @@ def main() -> int:
     p.add_argument("--formulation", default="lossless", choices=("lossless", "lossaware"))
     p.add_argument("--whole", action="store_true",
                    help="day-ahead, lossless: also trace on the whole horizon (no network summed away) and compare")
+    p.add_argument("--demo", type=int, nargs="+", default=[], metavar="HOUR",
+                   help="trace these hours of the demo's day-ahead market instead")
     args = p.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
     if args.dayahead:
         dayahead(args)
+        return 0
+    if args.demo:
+        demo(args.demo)
         return 0
     forecast = args.forecast[0] if len(args.forecast) == 1 else args.forecast
     for outage in (False, True):

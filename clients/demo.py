@@ -52,8 +52,8 @@ RT_MARKETS = 3
 DEMO_FORMULATION = "lossless"
 """The demo's markets clear on the lossless LP, named on each market, although a server's default is
 ``lossaware``: the loss-aware clearing and curves of this 24-hour day, whose batteries and EVs couple the hours,
-cost 145 s of CPU against 1.9 s lossless (benchmarks/README.md, "Server formulation"), beyond the demo's 120 s
-call deadline."""
+cost 170 s of CPU against 2 s lossless (benchmarks/README.md, "Server formulation"), beyond the demo's 120 s
+call deadline (and the replay at the end clears every market again)."""
 AGGREGATORS = ("sunrise-energy", "voltway-ev", "flexco")
 PARTICIPANTS = {"dso": "operator", **{a: "aggregator" for a in AGGREGATORS}, "iso": "iso",
                 "auditor": "auditor"}

@@ -351,7 +351,7 @@ def award_prices(market, sol: Solution, q: np.ndarray, p: np.ndarray) -> tuple[S
     duals = sol
     both = np.isfinite(p) & np.isfinite(q)
     if both.any():
-        duals, ok = _prices_at_award(market, sol, q, both)
+        sol, duals, ok = (_prices_at_converged_award if market.lossaware else _prices_at_award)(market, sol, q, both)
         seconds += duals.solve_seconds
         for t in np.nonzero(both)[0]:
             on_curve[t] = bool(ok[t])
@@ -422,9 +422,8 @@ def _prices_at_award(market: NodalMarket, sol: Solution, q: np.ndarray, both: np
     dispatch is optimal at the ISO's prices and the free solve's duals price it,
     with the interface DLMP equal to the ISO's price. Otherwise (an award off the
     curve) the fixed-import duals stay, and the intervals responsible are found
-    one at a time. Returns the solution whose duals to use and a flag per interval.
-    On the loss-aware model an award is on the curve when the free import is within
-    the curve's stated accuracy of it (``losses.CURVE_TOL``).
+    one at a time. Returns the fixed-import solve, the solution whose duals to use and a
+    flag per interval.
     """
     ok = np.zeros(len(q), dtype=bool)
     tol = 1e-7 * max(1.0, abs(sol.objective)) + 1e-7
@@ -433,24 +432,46 @@ def _prices_at_award(market: NodalMarket, sol: Solution, q: np.ndarray, both: np
         market.fix_import(np.where(free_mask, np.nan, q))
         free = market.solve_raw()
         market.fix_import(q)
-        if not free.ok:
-            return True, free
-        if market.lossaware:
-            # The curve was traced on linearisations of its own: an award on it is met here within
-            # the curve's accuracy (losses.CURVE_TOL), not to the last watt.
-            got = market.solver.block(free.x, "import_p") * S_BASE_KVA
-            return bool(np.any(np.abs(got - q)[free_mask] > CURVE_TOL * np.abs(q)[free_mask] + 1e-3)), free
-        return free.objective < sol.objective - tol, free
+        return not free.ok or free.objective < sol.objective - tol, free
 
     better, free = improves(both)
     if not better:
         ok[both] = True
-        return free, ok
+        return sol, free, ok
     for t in np.nonzero(both)[0]:
         one = np.zeros_like(both)
         one[t] = True
         ok[t] = not improves(one)[0]
-    return sol, ok
+    return sol, sol, ok
+
+
+def _prices_at_converged_award(market: NodalMarket, sol: Solution, q: np.ndarray, both: np.ndarray
+                               ) -> tuple[Solution, Solution, np.ndarray]:
+    """:func:`_prices_at_award` on the loss-aware model: an award is on the curve where the market
+    cleared at the ISO's price (converged from the award's own linearisation) imports it within the
+    curve's stated accuracy (``losses.CURVE_TOL``), since the curve is made of such clearings.
+
+    Not one free solve of the award's linearisation, as on the lossless LP: a linearisation holds the
+    losses' tangent, so where a bid's share is set by the losses' curvature (a lone sell bid clearing
+    part of its quantity) the free LP sends the bid to a bound, far from the curve (hypothesis
+    example seed 131 of ``tests/test_settlement.py``: 32.2 kW free against 129.9 kW awarded, on
+    the curve). Where every interval is on the curve the free clearing's duals price the dispatch,
+    and the market is left at that clearing's linearisation so that the price components are taken
+    on the model those duals are of; otherwise the award is converged again, its duals stay, and
+    the fixed-import solve returned is that one.
+    """
+    market.fix_import(np.where(both, np.nan, q))
+    free = market.converge()
+    market.fix_import(q)
+    ok = np.zeros(len(q), dtype=bool)
+    if free.ok:
+        got = market.solver.block(free.x, "import_p") * S_BASE_KVA
+        ok = both & (np.abs(got - q) <= CURVE_TOL * np.abs(q) + 1e-3)
+    if free.ok and ok[both].all():
+        return sol, free, ok
+    again = market.converge()   # back to the award's own linearisation, whose duals then price it
+    # It converged from the same start before; should it not again, the first solve stands.
+    return (again, again, ok) if again.ok else (sol, sol, ok)
 
 
 def _share_marginal(market: NodalMarket, sol: Solution, duals: Solution) -> tuple[np.ndarray, float]:

@@ -46,7 +46,9 @@ curve, and interval t's curve is traced (:mod:`engine.tracer`) on the horizon wi
 every other interval's network so reduced where it can be.
 
 Only the lossless model is reduced: the loss-aware linearisation's balances do
-not cancel under a sum (its curve is made of converged clearings anyway).
+not cancel under a sum. Its curve is made of converged clearings, each of which
+re-linearises only the traced interval while the others keep the linearisation
+of the horizon's fixed point at the forecast (:class:`engine.runs.LiveInterval`).
 """
 
 from __future__ import annotations

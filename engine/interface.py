@@ -415,12 +415,24 @@ def trace_intervals(market, intervals: Sequence[int], forecast: np.ndarray, rule
     intervals' networks that no price of the traced one can load are summed away first
     (:mod:`engine.horizoncurve`: exact, and each basis change is then about one interval's
     network), each curve on its own such model; with none to sum, each trace starts from the
-    basis optimal at the forecast, solved once here. On the loss-aware model each starts from a
-    fresh clearing (:meth:`~engine.clearing.NodalMarket.restart`). ``market`` is a
+    basis optimal at the forecast, solved once here. On the loss-aware model the horizon is
+    cleared once at the forecast, and each curve starts from that fixed point with only its own
+    interval re-linearised (:class:`engine.runs.LiveInterval`). ``market`` is a
     :class:`~engine.clearing.NodalMarket` or an :class:`engine.runs.CoupledMarket`.
     """
     start = horizon = None
-    if not market.lossaware:
+    settled = 0     # solves of the loss-aware horizon's clearing at the forecast
+    if market.lossaware:
+        from dsomarket.engine.runs import LiveInterval   # engine.runs builds on this module
+
+        market.set_iso_price(forecast)
+        market = LiveInterval.of(market)
+        sol = market.settle()
+        if not sol.ok:
+            raise InputError("market", "iso_price", f"the market is not solvable ({sol.status}) at the ISO price "
+                             "forecast: no interface curve exists")
+        settled = market.convergence["iterations"]
+    else:
         market.set_iso_price(forecast)
         horizon = HorizonCurves(market)
         if not horizon.summed:
@@ -431,13 +443,13 @@ def trace_intervals(market, intervals: Sequence[int], forecast: np.ndarray, rule
     def one(t: int) -> tuple:
         market.set_iso_price(forecast)
         if market.lossaware:
-            market.restart()
+            market.around(t)
         elif start is not None:
             market.solver.h.setBasis(start)
         return trace_market_interval(market, t, rules, max_solves, horizon)
 
     rows, solves, flips, check = _each(intervals, one, progress)
-    return rows, solves + (start is not None), flips, check
+    return rows, solves + (start is not None) + settled, flips, check
 
 
 def _each(intervals: Sequence[int], trace: Callable[[int], tuple],

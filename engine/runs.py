@@ -170,12 +170,15 @@ class CoupledMarket:
         self._con_blocks, self._row_map = _placement([p.model.blocks(rows=True) for p in self.parts], runs, T)
         self.model = self._flat = self._compose()
         self.solver = HighsSolver(self.model, time_limit=options.time_limit)
+        self.frozen: frozenset[int] = frozenset()   # parts :meth:`converge` leaves linearised as they are
         self.build_seconds = time.perf_counter() - t0
 
-    def _network(self) -> sp.csc_matrix:
-        """The parts' current matrices placed in the horizon model's rows and columns."""
+    def _network(self, which: Sequence[int] | None = None) -> sp.csc_matrix:
+        """The parts' current matrices (those of the parts ``which``; default all) placed in the horizon
+        model's rows and columns."""
         rows, cols, vals = [], [], []
-        for part, cm, rm in zip(self.parts, self._col_map, self._row_map):
+        for k in range(len(self.parts)) if which is None else which:
+            part, cm, rm = self.parts[k], self._col_map[k], self._row_map[k]
             a = part.model.assemble()[3].tocoo()
             rows.append(rm[a.row])
             cols.append(cm[a.col])
@@ -289,13 +292,15 @@ class CoupledMarket:
         sol = s.solve()
         if not self.lossaware:
             return sol
-        fixed = (s.model.assemble()[3] - self._network()).tocsc()
+        live = [k for k in range(len(self.parts)) if k not in self.frozen]
+        fixed = (s.model.assemble()[3] - self._network(live)).tocsc()   # with the frozen parts' matrices
 
         def set_matrix() -> None:
-            self.model = self.model.with_matrix((fixed + self._network()).tocsc())
+            self.model = self.model.with_matrix((fixed + self._network(live)).tocsc())
             s.set_matrix(self.model)
 
-        parts = [successive.Part(part, cm, rm) for part, cm, rm in zip(self.parts, self._col_map, self._row_map)]
+        parts = [successive.Part(part, cm, rm, frozen=k in self.frozen)
+                 for k, (part, cm, rm) in enumerate(zip(self.parts, self._col_map, self._row_map))]
         sol, self.convergence = successive.converge(s, parts, set_matrix, sol)
         return sol
 
@@ -364,6 +369,103 @@ class CoupledMarket:
     def context(self) -> MarketContext:
         return MarketContext(self.runs[0].feeder, self.book, self.iso_price, self.options.formulation,
                              self.build_seconds)
+
+
+def interval_runs(runs: tuple[NetworkRun, ...]) -> tuple[NetworkRun, ...]:
+    """Every interval of ``runs`` as a run of its own, on its run's feeder."""
+    return tuple(dataclasses.replace(run, indices=(t,), intervals=[iv])
+                 for run in runs for t, iv in zip(run.indices, run.intervals))
+
+
+class LiveInterval(CoupledMarket):
+    """A loss-aware horizon whose interval curves are traced with the other intervals' linearisations held.
+
+    Every interval is a part of its own (:func:`interval_runs`). :meth:`settle` converges
+    the whole horizon at the forecast, what :func:`clear_runs` does there: every interval
+    is then linearised at the AC power flow of its own dispatch. While interval t's curve
+    is traced (:meth:`around`), :meth:`converge` re-linearises interval t's part only; the
+    others keep that fixed point's linearisation (``frozen``), so each clearing of the
+    curve is successive LP on one interval's losses, from a point already converged at
+    the forecast, instead of on the whole horizon's from LinDistFlow.
+
+    What that holds: interval t's import at each point of its curve is the AC power
+    flow's of interval t's dispatch (its part is converged), as the curve must be. The
+    other intervals' dispatch moves with t's price only through the resources that link
+    them (a battery shifts energy): there the linearisation is exact at the forecast's
+    point and off by the losses' curvature times the shift squared, which moves the
+    value of storage by that much and a step of t's curve that a resource decides by
+    as little in price (``tests/test_coupled_losses.py`` checks the curve against
+    :func:`clear_runs`).
+    """
+
+    def __init__(self, runs: tuple[NetworkRun, ...], book: BidBook, iso_price, rules: MarketRules,
+                 resources: tuple[Resource, ...], options: ClearingOptions,
+                 loads: list[tuple[np.ndarray, np.ndarray]] | None = None):
+        """As :class:`CoupledMarket` (``loads`` per run of ``runs``, not per interval)."""
+        each = None if loads is None else [(p[:, [k]], q[:, [k]]) for (p, q), run in zip(loads, runs)
+                                           for k in range(len(run.indices))]
+        super().__init__(interval_runs(runs), book, iso_price, rules, resources, options, each)
+        self._start: tuple | None = None
+        self._t: int | None = None
+        self._held: frozenset[int] = frozenset()
+
+    @staticmethod
+    def of(market) -> "LiveInterval":
+        """The same loss-aware market (a multi-interval :class:`~engine.clearing.NodalMarket` or a
+        :class:`CoupledMarket`) with an interval to a part, at its ISO prices."""
+        if isinstance(market, CoupledMarket):
+            return LiveInterval(market.runs, market.book, market.iso_price, market.rules, market.resources,
+                                market.options, market.loads())
+        run = NetworkRun(tuple(range(market.book.n_interval)), list(market.book.intervals), market.feeder, (), (), ())
+        return LiveInterval((run,), market.book, market.iso_price, market.rules, market.resources, market.options,
+                            [market.loads()])
+
+    def settle(self) -> Solution:
+        """Converge the whole horizon at the ISO prices set, from LinDistFlow; :meth:`restart` comes back here."""
+        self.frozen = frozenset()
+        super().restart()
+        sol = super().converge()
+        self._start = None if not sol.ok else (
+            [(part.model, part.point, part._point_bids) for part in self.parts], self.model, self.solver.h.getBasis())
+        return sol
+
+    def around(self, t: int) -> None:
+        """Interval ``t`` is the part :meth:`converge` re-linearises; back to :meth:`settle`'s fixed point."""
+        self._t = t
+        self._held = self.frozen = frozenset(k for k, run in enumerate(self.runs) if t not in run.indices)
+        self.restart()
+
+    def restart(self) -> None:
+        """Back to the fixed point :meth:`settle` reached (its linearisations and basis)."""
+        if self._start is None:
+            super().restart()
+            return
+        self._restore(range(len(self.parts)))
+        self.solver.h.setBasis(self._start[2])
+
+    def _restore(self, which) -> None:
+        """The parts ``which`` linearised as at :meth:`settle`'s fixed point, the others as they are."""
+        parts, model, _ = self._start
+        before = None if len(which) == len(self.parts) else self._network(which)
+        for k in which:
+            self.parts[k].model, self.parts[k].point, self.parts[k]._point_bids = parts[k]
+        self.model = model if before is None else \
+            self.model.with_matrix((self.model.assemble()[3] - before + self._network(which)).tocsc())
+        self.solver.set_matrix(self.model)
+
+    def converge(self) -> Solution:
+        """:meth:`CoupledMarket.converge` with only interval t's part re-linearised (:meth:`around`), except at
+        the price floor and cap of interval t: the ends of its curve, the least and the most import an ISO
+        may award, are converged on the whole horizon (as :func:`clear_runs`), so that every award between
+        them is deliverable on it."""
+        if self._t is None:
+            return super().converge()
+        if self.iso_price[self._t] in (self.rules.price_floor, self.rules.price_cap):
+            self.frozen = frozenset()
+        elif self.frozen != self._held:
+            self._restore(sorted(self._held))     # the last clearing was an end: hold the forecast's again
+            self.frozen = self._held
+        return super().converge()
 
 
 def _sorted(frames: list[pl.DataFrame]) -> pl.DataFrame:

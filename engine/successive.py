@@ -36,6 +36,9 @@ class Part:
     market: object
     cols: np.ndarray | slice = field(default_factory=lambda: slice(None))
     rows: np.ndarray | slice = field(default_factory=lambda: slice(None))
+    frozen: bool = False
+    """Keep the linearisation the market has (its ``point``): the part is a linear model in this iteration, so
+    its AC power flow, residual, merit and curvature are not taken (``engine.runs.LiveInterval``)."""
 
     @property
     def n_bid(self) -> int:
@@ -52,6 +55,9 @@ def points(parts: list[Part], x: np.ndarray, bids: np.ndarray) -> list[losses.Op
     ``bid`` block) with the load shed of the full primal vector ``x``."""
     out = []
     for part, xb in zip(parts, _split(parts, bids)):
+        if part.frozen:
+            out.append(part.market.point)
+            continue
         m, xp = part.market, x[part.cols]
         T = m.book.n_interval
         shed = m.block(xp, "shed").reshape(T, -1) * S_BASE_KVA if m.model.has_var("shed") else None
@@ -63,7 +69,7 @@ def points(parts: list[Part], x: np.ndarray, bids: np.ndarray) -> list[losses.Op
 def residual(parts: list[Part], x: np.ndarray, pts: list[losses.OperatingPoint]) -> losses.Residual:
     """The worst over parts of :func:`engine.losses.residual` of the primal vector ``x`` and its AC points."""
     each = []
-    for part, point in zip(parts, pts):
+    for part, point in zip(_live(parts), _live(parts, pts)):
         m, xp = part.market, x[part.cols]
         T, topo = m.book.n_interval, m.feeder.topology
         each.append(losses.residual(point, m.block(xp, "line_p").reshape(T, topo.n_line),
@@ -80,7 +86,7 @@ def merit(parts: list[Part], sol: Solution, solver: HighsSolver, pts: list[losse
     the first-order gain and rejects; here a step counts as feasible while its violation stays
     within ``VIOLATION_TOL`` or below the centre's."""
     objective, viol = float(sol.objective), 0.0
-    for part, point in zip(parts, pts):
+    for part, point in zip(_live(parts), _live(parts, pts)):
         imp = part.market.model.var("import_p").slice
         objective += float(np.dot(solver.cost[part.cols][imp], point.p0 - sol.x[part.cols][imp]))
         viol += losses.violation(part.market.feeder, point)
@@ -92,9 +98,15 @@ def _relinearise(parts: list[Part], bids: np.ndarray, pts: list[losses.Operating
     """Each part's model linearised at its point, then the LP solved given the parts' new matrices."""
     for part, xb, point in zip(parts, _split(parts, bids), pts):
         m = part.market
-        m._point_bids, m.point = xb.copy(), point
-        m.model = m._relinearise.at(point)
+        m._point_bids = xb.copy()
+        if not part.frozen:
+            m.point, m.model = point, m._relinearise.at(point)
     set_matrix()
+
+
+def _live(parts: list[Part], each: list | None = None) -> list:
+    """The parts not frozen (or the items of ``each`` that are theirs)."""
+    return [item for part, item in zip(parts, parts if each is None else each) if not part.frozen]
 
 
 PHASE_ONE_TRIES = 3
@@ -343,7 +355,8 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
                 # (regula falsi) stays the safeguard where the step leaves it.
                 idx = np.nonzero(bracket.active)[0]
                 pin = bracket.prefer(pin, idx, x[idx] + losses.curvature_step(
-                    s, [(p.market.model, p.market.feeder, p.market.point, p.cols, p.rows) for p in parts], sol, idx))
+                    s, [(p.market.model, p.market.feeder, p.market.point, p.cols, p.rows) for p in _live(parts)], sol,
+                    idx))
             # A pinned bid whose reduced cost is within tolerance is settled: moving it again
             # would only make the bids the LP holds basic chase it.
             hold = pinned & bracket.active & (np.abs(reduced) <= losses.MARGINAL_TOL)

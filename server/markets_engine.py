@@ -155,9 +155,9 @@ class MarketInputs:
     ``feeder`` already carries the accepted flexibility activations the market is built on (see
     :func:`market_inputs`). ``changes`` is the feeder's validated network change set of
     ``network_version`` (:mod:`engine.network_changes`), or None for the feeder as loaded.
-    ``day_ahead``: for a real-time market, the awarded day-ahead market it refers to (None before that
-    market is awarded): its positions are held in the clearing and the curves as the award holds them
-    (:func:`engine.disaggregation.holding_day_ahead`).
+    ``day_ahead``: for a real-time market, the positions of the awarded day-ahead market it refers to
+    (:class:`DayAheadPositions`; None before that market is awarded): they are held in the clearing and the
+    curves as the award holds them (:func:`engine.disaggregation.holding_day_ahead`).
     """
 
     feeder: Feeder
@@ -168,7 +168,7 @@ class MarketInputs:
     changes: pl.DataFrame | None = None
     network_version: int = 0
     formulation: str = "lossaware"
-    day_ahead: Disaggregation | None = None
+    day_ahead: DayAheadPositions | None = None
 
     def options(self, time_limit: float | None) -> ClearingOptions:
         """How every clearing, curve and award of the market is solved: its own formulation."""
@@ -474,10 +474,10 @@ class Kept:
 
 
 def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float | None = None,
-               day_ahead: Disaggregation | None = None) -> tuple[ClearOutcome, Kept | None]:
+               day_ahead: DayAheadPositions | None = None) -> tuple[ClearOutcome, Kept | None]:
     """:func:`clear_stored`, re-using what the worker kept of the interface from its last clearing; ``day_ahead``
-    is the awarded day-ahead market a real-time market holds (:attr:`MarketInputs.day_ahead`), as ClearMarket
-    clears it.
+    is the positions of the awarded day-ahead market a real-time market holds (:attr:`MarketInputs.day_ahead`),
+    as ClearMarket clears it.
 
     What a territory's worker runs for each interface (a :class:`server.runner.Task` with ``keep``). When
     the market reads exactly what the kept one read but for the ISO price forecast (a real-time session
@@ -491,15 +491,41 @@ def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float |
     return _clear_kept(kept, inputs, forecast, time_limit)
 
 
-def day_ahead_key(market_id: str, day_ahead: Disaggregation) -> str:
-    """The key a territory's worker holds a real-time market's day-ahead reference by
-    (:class:`server.runner.Shared`): the day-ahead market's id and a digest of what :func:`clear_kept` reads of
-    it (its dispatch and interval length), so that a re-dispatched day-ahead market is another key."""
+@dataclass(frozen=True, eq=False)
+class DayAheadPositions:
+    """What a real-time market's clearing reads of the awarded day-ahead market it refers to: that award's
+    dispatch (``Disaggregation.clearing.dispatch``: the positions held, with their ``tan_phi``) and interval
+    length (minutes). It is fixed once the day-ahead market is awarded, so a server computes it once per
+    award and keeps it (much smaller than the whole disaggregation). ``key`` names it for a territory's
+    workers (:class:`server.runner.Shared`): the day-ahead market's id and a digest of ``dispatch`` and
+    ``interval_minutes``, so that a re-dispatched day-ahead market is another key."""
+
+    key: str
+    dispatch: pl.DataFrame
+    interval_minutes: float
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated memory held (bytes)."""
+        return self.dispatch.estimated_size()
+
+
+def disaggregation_bytes(dis: Disaggregation) -> int:
+    """Estimated memory (bytes) of a disaggregation's tables, its re-clear's included."""
+    frames = [dis.award, dis.instructions, dis.fixed_load]
+    frames += [v for v in vars(dis.clearing).values() if isinstance(v, pl.DataFrame)]
+    return sum(f.estimated_size() for f in frames)
+
+
+def day_ahead_positions(market_id: str, day_ahead: Disaggregation) -> DayAheadPositions:
+    """The :class:`DayAheadPositions` of the awarded day-ahead market ``market_id`` of disaggregation
+    ``day_ahead``."""
+    dispatch = day_ahead.clearing.dispatch
     buf = io.BytesIO()
-    day_ahead.clearing.dispatch.write_ipc(buf)
+    dispatch.write_ipc(buf)
     h = hashlib.sha256(buf.getvalue())
     h.update(repr(day_ahead.interval_minutes).encode("utf-8"))
-    return f"{market_id}/{h.hexdigest()}"
+    return DayAheadPositions(f"{market_id}/{h.hexdigest()}", dispatch, day_ahead.interval_minutes)
 
 
 def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bool]:
@@ -539,7 +565,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
         # changes the feeder's loads, not its buses, so the bids validated against it are this same book.
         book = inputs.book()
         inputs = dataclasses.replace(inputs, feeder=holding_day_ahead(
-            inputs.feeder, book, inputs.day_ahead.clearing.dispatch, inputs.day_ahead.interval_minutes))
+            inputs.feeder, book, inputs.day_ahead.dispatch, inputs.day_ahead.interval_minutes))
     rules = inputs.rules
     forecast = ([float(p) for p in forecast] if forecast else [(rules.price_floor + rules.price_cap) / 2.0])
     forecast = forecast * len(inputs.intervals) if len(forecast) == 1 else forecast

@@ -225,7 +225,9 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
         if clearing:
             # A real-time market clears on the positions of its day-ahead market once that is awarded,
             # which is where the log has it by now (as the server reads it).
-            inputs = dataclasses.replace(inputs, day_ahead=reference)
+            if reference is not None:
+                inputs = dataclasses.replace(inputs, day_ahead=markets_engine.day_ahead_positions(
+                    state.markets[m]["day_ahead_market_id"], reference))
         if action in ("market.clear", "market.reclear"):
             digest = markets_engine.clear_market(inputs, p["forecast"]).digest
             checks.append(ReplayCheck(seq, m, "clear", p["digest"], digest))

@@ -35,7 +35,43 @@ OPERATOR, AGGREGATOR, ISO, AUDITOR = auth.ROLES
 EVERYONE = auth.ROLES
 READERS = (OPERATOR, AUDITOR)
 _STREAM_BATCH = 1_000
-_CACHED_DISAGGREGATIONS = 8
+DISAGGREGATIONS_BYTES = 256 * 2**20
+"""Estimated memory (bytes) :class:`App` keeps disaggregations of awarded markets in (about 250 kB per interval
+of a 1,000-bus, 1,000-bid interface): bounded by memory rather than by a count."""
+POSITIONS_BYTES = 2**30
+"""Estimated memory (bytes) :class:`App` keeps the day-ahead positions real-time clearings hold in (about 70 kB
+per hour of a 1,000-bid interface: 1 GiB holds a day of 600 such interfaces, or 1 hour of 15,000), so that a
+real-time session of a territory of thousands of interfaces reads each one's instead of disaggregating its
+day-ahead award again; past it, the least recently used are computed again when next needed."""
+
+
+class _SizedCache:
+    """Values by key, the least recently used dropped first once their sizes (``size(value)``, bytes) add up
+    to more than ``budget``; the newest value stays whatever its size."""
+
+    def __init__(self, budget: int, size):
+        self._budget, self._size = budget, size
+        self._items: OrderedDict = OrderedDict()   # key -> (value, size)
+        self._bytes = 0
+
+    def get(self, key):
+        """The value of ``key`` (now the most recently used), or None."""
+        hit = self._items.get(key)
+        if hit is None:
+            return None
+        self._items.move_to_end(key)
+        return hit[0]
+
+    def put(self, key, value) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        n = self._size(value)
+        self._items[key] = (value, n)
+        self._bytes += n
+        while self._bytes > self._budget and len(self._items) > 1:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._bytes -= dropped
 
 
 class App:
@@ -82,7 +118,8 @@ class App:
         self._runner = None
         self._runner_spec = (workers, ray_address, warm_interfaces)
         self._feeders: dict = {}
-        self._disaggregations: OrderedDict = OrderedDict()
+        self._disaggregations = _SizedCache(DISAGGREGATIONS_BYTES, markets_engine.disaggregation_bytes)
+        self._positions = _SizedCache(POSITIONS_BYTES, lambda p: p.nbytes)
         self._locks: defaultdict = defaultdict(asyncio.Lock)
 
     async def solve(self, fn, *args):
@@ -128,19 +165,27 @@ class App:
         inputs = markets_engine.stored_inputs(rows, self.feeder_of(rows[0]["feeder_id"], rows[1]))
         return inputs if day_ahead is None else dataclasses.replace(inputs, day_ahead=day_ahead)
 
-    async def day_ahead_reference(self, market: dict):
-        """The disaggregation of the day-ahead market a real-time market refers to, once that is awarded
-        (else None: no position is known to hold yet), for clearing the real-time market on its positions."""
+    async def day_ahead_reference(self, market: dict) -> markets_engine.DayAheadPositions | None:
+        """The positions of the day-ahead market a real-time market refers to, once that is awarded (else None:
+        no position is known to hold yet), for clearing the real-time market on them. They are fixed from the
+        award on, so they are computed once (from :meth:`disaggregation`) and kept: a real-time clearing does
+        not disaggregate its day-ahead award again."""
         ref = market["day_ahead_market_id"]
-        if not ref or not timeline.at_least((await self.reader.call(store.get_market, ref))["state"], "awarded"):
+        if not ref:
             return None
-        return await self.disaggregation(ref)
+        hit = self._positions.get(ref)
+        if hit is not None:
+            return hit
+        if not timeline.at_least((await self.reader.call(store.get_market, ref))["state"], "awarded"):
+            return None
+        positions = markets_engine.day_ahead_positions(ref, await self.disaggregation(ref))
+        self._positions.put(ref, positions)
+        return positions
 
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
         hit = self._disaggregations.get(market_id)
         if hit is not None:
-            self._disaggregations.move_to_end(market_id)
             return hit
         rows = await self.reader.call(store.market_rows, market_id)
         market = rows[0]
@@ -233,9 +278,7 @@ class App:
         return outcome
 
     def remember(self, market_id: str, disaggregation) -> None:
-        self._disaggregations[market_id] = disaggregation
-        while len(self._disaggregations) > _CACHED_DISAGGREGATIONS:
-            self._disaggregations.popitem(last=False)
+        self._disaggregations.put(market_id, disaggregation)
 
     def close(self) -> None:
         self._solver.shutdown(wait=True)

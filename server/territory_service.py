@@ -193,10 +193,9 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
             references = [await app.day_ahead_reference(r[0]) for r in rows]
             # keep: each interface's worker keeps its built market, so a later session of the same feeders and
             # bids (the real-time one after the day-ahead one) re-clears warm, with the same outcome.
-            # The reference crosses to each worker once (runner.Shared), not in every real-time session of the day.
+            # The positions cross to each worker once (runner.Shared), not in every real-time session of the day.
             tasks = [Task(r[0]["feeder_id"], markets_engine.clear_kept,
-                          (r, forecast, app.solve_time_limit, ref if ref is None else Shared(
-                              markets_engine.day_ahead_key(r[0]["day_ahead_market_id"], ref), ref)),
+                          (r, forecast, app.solve_time_limit, ref if ref is None else Shared(ref.key, ref)),
                           weight=float(len(r[1]["buses"]["bus"]) + r[2].height), keep=True)
                      for r, ref in zip(rows, references, strict=True)]
             t0 = time.perf_counter()

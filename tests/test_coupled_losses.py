@@ -93,3 +93,29 @@ def test_each_point_of_a_storage_horizons_curve_is_its_clearing_and_is_delivered
     assert dis.clearing.ok, dis.clearing.diagnosis
     assert dis.clearing.intervals == IVS[:1]
     assert _ac_import(f, outage, dis.clearing.dispatch, 0) == pytest.approx(q, rel=CURVE_TOL)
+
+
+def test_a_live_interval_re_linearises_only_its_own_part_and_its_ends_on_the_whole_horizon():
+    """``LiveInterval``: inside the curve, the intervals not traced keep the linearisation of the forecast's
+    fixed point (the same operating point object) while the traced one converges to the AC power flow of
+    its own dispatch; at the price cap (an end of the curve) every interval converges, to what
+    ``clear_runs`` clears there."""
+    from dsomarket.engine.clearing import ClearingOptions
+    from dsomarket.engine.runs import CoupledMarket, LiveInterval
+
+    f, book, runs = _market(True)
+    market = LiveInterval.of(CoupledMarket(runs, book, FORECAST, RULES, BATS, ClearingOptions()))
+    assert market.settle().ok
+    forecast_points = [part.point for part in market.parts]
+    market.around(1)
+    market.set_iso_price([FORECAST[0], 20.0, FORECAST[2]])   # the battery charges in interval 1 instead
+    sol = market.converge()
+    assert sol.ok and market.convergence["converged"]
+    assert [part.point is p for part, p in zip(market.parts, forecast_points)] == [True, False, True]
+    assert market.convergence["residual_import_kw"] <= 0.01   # interval 1's import is its AC power flow's
+    iso = [FORECAST[0], RULES.price_cap, FORECAST[2]]
+    market.set_iso_price(iso)
+    assert market.converge().ok and not market.frozen
+    cleared = clear_runs(runs, book, iso, rules=RULES, resources=BATS)
+    got = market.solver.block(np.asarray(market.solver.h.getSolution().col_value), "import_p") * 1000.0
+    assert got == pytest.approx(cleared.interface["import_kw"].to_numpy(), rel=1e-4)

@@ -276,6 +276,10 @@ def test_the_loss_residual_has_the_sign_of_the_iso_price_by_hand(iso_price, surp
 @example(seed=5781, n_bids=6, da_price=0.0, rt_price=100.0, both=True)
 @example(seed=2835, n_bids=4, da_price=0.0, rt_price=18.61, both=True)
 @example(seed=5781, n_bids=4, da_price=100.0, rt_price=0.0, both=True)
+# A lone sell bid clearing part of its quantity at a price set by the losses' curvature: the award is on
+# the curve, though one free solve of its linearisation sends the bid to a bound (131, 312).
+@example(seed=131, n_bids=2, da_price=0.0, rt_price=231.0, both=True)
+@example(seed=312, n_bids=6, da_price=0.0, rt_price=255.0, both=True)
 def test_loss_aware_two_settlement_balances_and_is_revenue_adequate_at_non_negative_prices(seed, n_bids, da_price,
                                                                                           rt_price, both):
     # Day ahead awarded at a price (on the curve by construction). In real time some resources bid again and
