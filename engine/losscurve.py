@@ -145,7 +145,7 @@ class _FixedPoints:
                 self._anchors[id(sample)] = (sample, probe, basis)
         return sample
 
-    def walk(self, a: _Sample, limit: float, tol: float) -> list[_Sample] | None:
+    def walk(self, a: _Sample, limit: float, tol: float, rising: bool = True) -> list[_Sample] | None:
         """Fixed points past ``a``'s range towards ``limit``, found from ``a``'s basis without HiGHS.
 
         On ``a``'s linearisation the tracer's bound flips (:meth:`_Probe._flips`) give the bids that
@@ -157,18 +157,23 @@ class _FixedPoints:
         drawn by anchoring that bid at evenly spaced quantities, each fixing its own price, with
         imports no more than ``2 tol`` apart. None when ``a`` has no basis to walk on or no fixed point
         is reached: the caller clears instead.
+
+        ``rising=False`` walks down from ``a`` (the right end of a pair whose left end could not walk
+        up: ``limit`` below ``a.low``) to the next fixed point ``v`` below ``a``'s range, and returns
+        ``[v]``: ``a`` keeps its basis for walking up to its own right neighbour, and a stretch
+        between ``v`` and ``a`` is then drawn by walking up from ``v``.
         """
-        entry = self._anchors.pop(id(a), None)
+        entry = self._anchors.pop(id(a), None) if rising else self._anchors.get(id(a))
         if entry is None or entry[0] is not a:
             return None
         _, probe, basis = entry
         if basis.p0_pos < 0:
             return None
-        samples, brk = probe._flips(basis, True, limit, _WALK_FLIPS)
+        samples, brk = probe._flips(basis, rising, limit, _WALK_FLIPS)
         if samples:
-            _, _, idx = _first_events(basis.up, len(samples))
+            _, _, idx = _first_events(basis.up if rising else basis.down, len(samples))
             s = self.market.solver
-            k = max(1, int(np.sum(a.q - np.array([x.q for x in samples]) <= 2.0 * tol)))
+            k = max(1, int(np.sum(np.abs(a.q - np.array([x.q for x in samples])) <= 2.0 * tol)))
             # Fewer bids where the first leap finds no fixed point; where even one does not (its stretch
             # reaches past the next bid's switch), that bid with the next few.
             tries = [k >> i for i in range(k.bit_length())] + list(range(2, min(len(samples), 4) + 1))
@@ -181,15 +186,19 @@ class _FixedPoints:
                 if v is not None:
                     break
         elif brk is not None:
-            pivot = probe._pivot(basis, brk, True)
-            if pivot is None:
+            pivot = probe._pivot(basis, brk, rising)
+            if pivot is None or pivot[1].structural is None:   # none, or onto P0 at its limit: no basis to anchor
                 return None
             nxt = pivot[1]
             cols = None
             v = self.anchor(nxt.x, nxt.structural, nxt.inactive)
         else:
             return None
-        if v is None or v.q >= a.q - Q_TOL_MW or v.high < a.high:
+        if v is None:
+            return None
+        if not rising:
+            return None if v.q <= a.q + Q_TOL_MW or v.low > a.low else [v]
+        if v.q >= a.q - Q_TOL_MW or v.high < a.high:
             return None
         cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(v.low))
         if v.low <= a.high + cert or a.q - v.q <= 2.0 * tol or cols is None or len(cols) != 1:
@@ -363,8 +372,9 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     bound. After ``CURVE_MAX_DEPTH`` splits that leave the whole gap on one side (a jump
     being located, not a stretch being sampled), or once ``max_clearings`` are spent, the step goes
     where the tangents meet, its gap counted in the error bound.
-    Before any clearing, a pair whose left end has a basis is walked (:meth:`_FixedPoints.walk`):
-    the fixed points it reaches split the pair the same way, at no HiGHS solve. A clearing
+    Before any clearing, a pair whose left end has a basis is walked (:meth:`_FixedPoints.walk`),
+    else one whose right end has is walked down from it: the fixed points reached split the pair
+    the same way, at no HiGHS solve. A clearing
     just past a's range, to find a bid flipping there, is left to the walk: it was the
     costliest clearing (10-13 solves, from far away) and mostly drew a's own import again.
     """
@@ -410,6 +420,12 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             done.append((a, b, (a.high + b.low) / 2.0))
             continue
         walked = fixed.walk(a, b.low, _band_tol(a, b))
+        if walked is None:
+            # a has no basis to walk up on (it was walked, or the walk found no fixed point): down from b,
+            # kept where it reaches a fixed point strictly between the two (not a's own import again).
+            walked = fixed.walk(b, a.high, _band_tol(a, b), rising=False)
+            if walked is not None and not a.q - Q_TOL_MW > walked[0].q:
+                walked = None
         if walked is not None:
             seq = [a, *walked, b]
             stack += [(x, y, depth, splits) for x, y in zip(seq[:-1], seq[1:])][::-1]

@@ -183,3 +183,23 @@ def test_linear_model_error_is_zero_for_the_ac_solution_and_finds_a_planted_erro
     with pytest.raises(InputError) as exc:
         linear_model_error(f, topo.load_kw, topo.load_kvar, v[:-1], lp, ac.line_q_kvar)
     assert exc.value.field == "v_lin_pu"
+
+
+@pytest.mark.parametrize("dense, path", [(True, True), (False, True), (False, False)])
+def test_every_sweep_method_and_a_warm_start_give_the_same_voltages(monkeypatch, dense, path):
+    """Dense path matrix, sparse path matrix and triangular solves are one operator; a sweep started from
+    another operating point's voltages converges to the same voltages as from flat, in no more sweeps."""
+    from dsomarket.engine import powerflow
+
+    feeder = ieee69()
+    topo = feeder.topology
+    s = (topo.load_kw + 1j * topo.load_kvar) / S_BASE_KVA
+    ref = powerflow.backward_forward_sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s)
+    monkeypatch.setattr(powerflow, "DENSE_SWEEP_ENTRIES", 10 ** 9 if dense else 0)
+    monkeypatch.setattr(powerflow, "PATH_SWEEP_NNZ", 10 ** 9 if path else 0)
+    cold = powerflow.backward_forward_sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s)
+    assert cold.converged and np.max(np.abs(cold.v - ref.v)) < 1e-12
+    nearby = powerflow.backward_forward_sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, 0.9 * s)
+    warm = powerflow.backward_forward_sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s, v_start=nearby.v)
+    assert warm.converged and np.max(np.abs(warm.v - cold.v)) < 1e-9
+    assert warm.iterations <= cold.iterations
