@@ -99,30 +99,37 @@ def test_where_two_fixed_points_overlap_the_curve_steps_where_clear_switches():
         assert abs(curve.import_at(0, float(p)) - res.ac_check["import_kw"][0]) <= 5e-3 * res.ac_check["import_kw"][0]
 
 
+def _bench_case(line: str, rating: float, vmin: float, vmax: float, rows: list[tuple]):
+    """An ieee33 case of ``bench_hidden_physics``: every line rated at twice its base-case flow plus 500 kVA (at
+    least 1,000 kVA), ``line`` at ``rating``; one voltage band; unity-pf bids ``(bid_id, bus, side, kW, price)``."""
+    from dsomarket.engine.feeders import ieee33
+    from dsomarket.engine.powerflow import ac_power_flow
+
+    f = ieee33()
+    base = ac_power_flow(f)
+    kva = np.maximum(2.0 * np.hypot(base.line_p_kw, base.line_q_kvar), 500.0) + 500.0
+    kva[base.line_ids.astype(str) == line] = rating
+    rated = pl.DataFrame({"line": base.line_ids.astype(str), "s_max_kva": kva})
+    f = f.with_changes(lines=f.lines.drop("s_max_kva").join(rated, on="line").select(f.lines.columns),
+                       buses=f.buses.with_columns(vmin_pu=pl.lit(vmin), vmax_pu=pl.lit(vmax)))
+    return f, pl.DataFrame(rows, schema=["bid_id", "bus", "side", "quantity_kw", "price"], orient="row")
+
+
 def test_a_curve_steps_where_clear_switches_at_a_negative_price_where_a_sell_both_clears_and_not():
     # bench_hidden_physics --quick --seed 400, case ieee33-s408: line 28 rated near its flow, voltages within
     # 0.9077-1.01 pu, 12 unity-pf bids. Sell b7 (238.5 kW at bus 11 for -14.05) part-cleared and fully cleared
     # are both fixed points near -12.7; the curve stepped at -12.62 where `clear` switches at -12.68: 179 kW
     # (4.3 %) off `clear` and the AC power flow of its dispatch, and the curve exited 0.
     from dsomarket.engine.bids import MarketRules
-    from dsomarket.engine.feeders import ieee33
     from dsomarket.engine.interface import trace_curve
-    from dsomarket.engine.powerflow import ac_power_flow
 
-    f = ieee33()
-    base = ac_power_flow(f)
-    rating = np.maximum(2.0 * np.hypot(base.line_p_kw, base.line_q_kvar), 500.0) + 500.0
-    rating[base.line_ids.astype(str) == "28"] = 995.7051
-    rated = pl.DataFrame({"line": base.line_ids.astype(str), "s_max_kva": rating})
-    f = f.with_changes(lines=f.lines.drop("s_max_kva").join(rated, on="line").select(f.lines.columns),
-                       buses=f.buses.with_columns(vmin_pu=pl.lit(0.9077289644663079), vmax_pu=pl.lit(1.01)))
     rows = [("b0", "11", "buy", 651.5, 17.08), ("b1", "3", "buy", 258.3, 36.69), ("b2", "7", "buy", 404.5, 43.82),
             ("b3", "16", "sell", 528.0, 233.45), ("b4", "22", "buy", 674.5, -59.83),
             ("b5", "11", "sell", 514.5, -36.33), ("b6", "3", "sell", 574.9, 40.85),
             ("b7", "11", "sell", 238.5, -14.05), ("b8", "32", "buy", 1114.2, 141.73),
             ("b9", "31", "sell", 502.8, -73.88), ("b10", "28", "sell", 1348.8, 163.48),
             ("b11", "32", "buy", 548.3, 27.32)]
-    bids = pl.DataFrame(rows, schema=["bid_id", "bus", "side", "quantity_kw", "price"], orient="row")
+    f, bids = _bench_case("28", 995.7051, 0.9077289644663079, 1.01, rows)
     book = validate_bids(bids, f, MarketRules())
     rules = MarketRules(price_floor=-20, price_cap=-5)   # the stretch in question
     curve = trace_curve(f, book, rules)
@@ -142,24 +149,15 @@ def test_a_loss_aware_curve_on_ieee33_with_fourteen_bids_stays_on_clear_between_
     # With bands to 0.25 % (losses.CURVE_REL_TOL, f7df201) the curve spent its 120 clearings, left 289 steps
     # unresolved and drew -368 kW where `clear` gives -714 kW (48 %) and -1,698 kW (78 %); at 0.2 %: 7 clearings.
     from dsomarket.engine.bids import MarketRules
-    from dsomarket.engine.feeders import ieee33
     from dsomarket.engine.interface import trace_curve
-    from dsomarket.engine.powerflow import ac_power_flow
 
-    f = ieee33()
-    base = ac_power_flow(f)
-    rating = np.maximum(2.0 * np.hypot(base.line_p_kw, base.line_q_kvar), 500.0) + 500.0
-    rating[base.line_ids.astype(str) == "18"] = 334.338975
-    rated = pl.DataFrame({"line": base.line_ids.astype(str), "s_max_kva": rating})
-    f = f.with_changes(lines=f.lines.drop("s_max_kva").join(rated, on="line").select(f.lines.columns),
-                       buses=f.buses.with_columns(vmin_pu=pl.lit(0.9219564141132482), vmax_pu=pl.lit(1.05)))
     rows = [("b0", "23", "buy", 335.6, 4.88), ("b1", "31", "sell", 238.6, 200.42), ("b2", "27", "sell", 1826.1, 116.68),
             ("b3", "4", "buy", 778.9, 247.27), ("b4", "15", "sell", 432.2, 3.82), ("b5", "7", "buy", 467.5, -1.38),
             ("b6", "7", "sell", 354.9, -65.5), ("b7", "26", "sell", 312.4, -69.92), ("b8", "22", "sell", 368.2, 37.81),
             ("b9", "3", "sell", 1179.3, 56.63), ("b10", "32", "buy", 341.1, 116.15),
             ("b11", "23", "sell", 346.3, 129.9), ("b12", "14", "sell", 489.7, 40.97),
             ("b13", "25", "sell", 989.0, 181.04)]
-    bids = pl.DataFrame(rows, schema=["bid_id", "bus", "side", "quantity_kw", "price"], orient="row")
+    f, bids = _bench_case("18", 334.338975, 0.9219564141132482, 1.05, rows)
     rules = MarketRules()
     book = validate_bids(bids, f, rules)
     curve = trace_curve(f, book, rules)
