@@ -27,6 +27,8 @@ basis leaves a bound, or is optimal at no price) the clearings above take over.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 
 import numpy as np
@@ -380,12 +382,23 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     """
     first = fixed.at(floor)
     last = first if first.high >= cap else fixed.at(cap)
-    stack = [(first, last, 0, 0)]
+    size = max(abs(first.q), abs(last.q), CURVE_ABS_KW / CURVE_REL_TOL / S_BASE_KVA)
+    # Pairs are settled widest first (their import gap relative to the import, as the error bound is
+    # stated), not left to right: when the clearing budget runs out, the pairs left unresolved are then
+    # the narrowest, rather than everything right of where a steep stretch ate the budget.
+    heap: list = []
+    order = itertools.count()
+
+    def push(a: _Sample, b: _Sample, depth: int, splits: int) -> None:
+        share = (a.q - b.q) / max(min(abs(a.q), abs(b.q)), CURVE_SIZE_SHARE * size)
+        heapq.heappush(heap, (-share, next(order), a, b, depth, splits))
+
+    push(first, last, 0, 0)
     done: list[tuple[_Sample, _Sample, float | None]] = []
     errors: list[tuple[float, float]] = []   # (bound on a band's error, the smaller import of its ends), MW
     unresolved = 0
-    while stack:
-        a, b, depth, splits = stack.pop()
+    while heap:
+        _, _, a, b, depth, splits = heapq.heappop(heap)
         if a is b or a.q - b.q <= Q_TOL_MW:
             done.append((a, b, None))
             continue
@@ -428,7 +441,8 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
                 walked = None
         if walked is not None:
             seq = [a, *walked, b]
-            stack += [(x, y, depth, splits) for x, y in zip(seq[:-1], seq[1:])][::-1]
+            for x, y in zip(seq[:-1], seq[1:]):
+                push(x, y, depth, splits)
             continue
         c = fixed.at(lam, (a.q, b.q))
         c = fixed.keep(c, _Sample(c.price, c.q, c.g, max(c.low, a.high), min(c.high, b.low)))
@@ -450,7 +464,9 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         gap = a.q - b.q
         onward = c.low <= a.high + cert or c.q - b.q <= 0.75 * gap
         inward = a.q - c.q <= 0.75 * gap
-        stack += [(c, b, depth + (not onward), splits + onward), (a, c, depth + (not inward), splits + inward)]
+        push(c, b, depth + (not onward), splits + onward)
+        push(a, c, depth + (not inward), splits + inward)
+    done.sort(key=lambda pair: (pair[0].price, pair[1].price))
     bands: list[list[float]] = []
     low, q = floor, first.q
     for a, b, step in done:
@@ -476,7 +492,6 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         hi[2] = min(hi[2], lo[2])
     merged = _merge_equal(bands)
     # A band in a stretch interpolated while walking may be off by its deviation on top of its own width.
-    size = max(abs(first.q), abs(last.q), CURVE_ABS_KW / CURVE_REL_TOL / S_BASE_KVA)
 
     def worst(pairs: list[tuple[float, float]]) -> tuple[float, float]:
         return (max((e for e, _ in pairs), default=0.0),
