@@ -601,6 +601,7 @@ class KeptMarket:
         self._market: NodalMarket | None = None
         self._curve: InterfaceCurve | None = None
         self._curve_forecast: np.ndarray | None = None
+        self._offer: tuple | None = None   # (the curve it is of, max_segments, table, area)
         self._coupled = couples_intervals(book, resources)
         self.reused = False   # the last clear() or curve() used what an earlier call kept
 
@@ -657,6 +658,15 @@ class KeptMarket:
                                          market=self._market)
             self._curve_forecast = fc
         return dataclasses.replace(self._curve, forecast=fc)
+
+    def iso_offer(self, max_segments: int = 10) -> tuple[pl.DataFrame, float]:
+        """The last :meth:`curve`'s :meth:`InterfaceCurve.iso_offer`, reduced once for each curve traced or
+        relabelled: it reads only the bands, so a session whose curve is kept offers what the last one did."""
+        if self._curve is None:
+            raise ValueError("no curve yet: call curve() first")
+        if self._offer is None or self._offer[0] is not self._curve or self._offer[1] != max_segments:
+            self._offer = (self._curve, max_segments, *self._curve.iso_offer(max_segments))
+        return self._offer[2], self._offer[3]
 
 
 def disaggregate_runs(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, rules: MarketRules,

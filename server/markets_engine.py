@@ -604,7 +604,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
         return clearing_error(str(exc), time.perf_counter() - t0, version), None
     t_curve = time.perf_counter()
     warm = warm or market.reused   # a model kept from another market (a day-ahead interval's curve)
-    offer, area = curve.iso_offer(ISO_SEGMENTS)
+    offer, area = market.iso_offer(ISO_SEGMENTS)
     prices = _price_table(inputs, result)
     interface = result.interface.select(_interval_idx(inputs, result.interface["interval"]), "import_kw",
                                         pl.Series("iso_price", [decimal_text(p) for p in forecast]))

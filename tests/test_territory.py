@@ -159,6 +159,8 @@ def test_a_kept_market_re_clears_byte_identical_to_a_cold_clearing(formulation, 
     kept = KeptMarket(runs_for(feeder, None, first), first, rules, (), options)
     assert kept.clear([50.0, 50.0]).ok and not kept.reused
     kept.curve([50.0, 50.0])
+    first_offer = kept.iso_offer(10)[0]
+    assert first_offer.equals(kept.curve([60.0, 60.0]).iso_offer(10)[0])
     later = _shifted(bids, start + timedelta(minutes=10), feeder, rules)
     runs = runs_for(feeder, None, later)
     kept.relabel(runs, later)
@@ -173,6 +175,10 @@ def test_a_kept_market_re_clears_byte_identical_to_a_cold_clearing(formulation, 
         assert warm_curve.bands.equals(cold_curve.bands)
         assert warm_curve.fixed_net_load_kw.equals(cold_curve.fixed_net_load_kw)
         assert warm_curve.iso_offer(10)[0].equals(cold_curve.iso_offer(10)[0])
+        # The offer a kept curve makes, reduced once and relabelled with the curve (its interval starts moved).
+        offer, area = kept.iso_offer(10)
+        assert offer.equals(cold_curve.iso_offer(10)[0]) and area == cold_curve.iso_offer(10)[1]
+        assert not offer["interval"].equals(first_offer["interval"])
         # The new prices were used: at 80 and 20 per MWh the two intervals' root DLMPs differ.
         assert warm.prices.filter(pl.col("bus") == feeder.root_bus)["dlmp"].to_list() == price
 
