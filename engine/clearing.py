@@ -320,11 +320,7 @@ def diagnose(market: NodalMarket) -> tuple[dict, ...]:
     crossed = _crossed_interface(market)
     if crossed:
         return crossed
-    probe = HighsSolver(model)
-    # Carry over bounds changed in place (a fixed interface import, say).
-    all_cols = np.arange(model.n_col, dtype=np.int32)
-    probe.h.changeColsBounds(model.n_col, all_cols, market.solver.col_lower, market.solver.col_upper)
-    probe.col_lower, probe.col_upper = market.solver.col_lower.copy(), market.solver.col_upper.copy()
+    probe = market.solver.copy()
     row_pen = np.full(model.n_row, -1.0)
     lo_pen = np.full(model.n_col, -1.0)
     up_pen = np.full(model.n_col, -1.0)

@@ -466,8 +466,6 @@ def _euler(pair: np.ndarray, child: np.ndarray, root: int, n_bus: int) -> tuple[
 class _ReducedMarket:
     """What the tracer reads of a market (:class:`engine.tracer._Probe`), for a reduced horizon model."""
 
-    lossaware = False
-
     def __init__(self, model: LinearModel):
         self.model = model
         self.solver = HighsSolver(model)

@@ -153,9 +153,9 @@ def settle_imbalance(instructed: pl.DataFrame, metered: pl.DataFrame, dlmp: pl.D
             .sort(key))
     # A bus without a price in an interval is cut off from the feeder there (a network change): its resource,
     # instructed to 0, owes nothing if it metered 0; any other deviation there has no price to settle at.
-    unpriced = both.filter(pl.col("dlmp").is_null())
-    if (unpriced["deviation_kw"] != 0.0).any():
-        row = unpriced.filter(pl.col("deviation_kw") != 0.0).row(0, named=True)
+    unpriced = both.filter(pl.col("dlmp").is_null() & (pl.col("deviation_kw") != 0.0))
+    if unpriced.height:
+        row = unpriced.row(0, named=True)
         raise InputError("meters", "resource_id", f"no real-time price for {row['resource_id']!r} in "
                          f"{row['interval']} (its bus is not priced: cut off from the feeder?), where it deviates "
                          f"{row['deviation_kw']:.3f} kW")

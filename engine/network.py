@@ -259,6 +259,12 @@ class Topology:
         return np.concatenate([np.zeros((1,) + inner.shape[1:]), inner], axis=0)
 
     @cached_property
+    def path_complex(self) -> np.ndarray:
+        """:attr:`path_matrix` as a dense complex array, for the power flow's sweeps on small feeders (built
+        once, not per sweep, and complex so that no product converts it again)."""
+        return self.path_matrix.toarray().astype(complex)
+
+    @cached_property
     def path_matrix(self) -> sp.csr_matrix:
         """Sparse line x bus matrix, 1 where the line lies on the bus's path from the root.
 

@@ -107,17 +107,14 @@ def backward_forward_sweep(topology: Topology, r_pu: np.ndarray, x_pu: np.ndarra
     current = np.zeros((topology.n_line,) + s.shape[1:], dtype=complex)
     converged = False
     iterations = 0
-    if topology.n_line * topology.n_bus <= DENSE_SWEEP_ENTRIES:
+    if topology.n_line * topology.n_bus <= DENSE_SWEEP_ENTRIES or int(topology.depth.sum()) <= PATH_SWEEP_NNZ:
         # A small feeder: a dense product has none of the sparse one's fixed cost per call (ieee33: 2 us
-        # against 15 us, some 20 products a sweep).
-        path = topology.path_matrix.toarray()
-        downstream, upstream = path.__matmul__, path.T.__matmul__
-    elif int(topology.depth.sum()) <= PATH_SWEEP_NNZ:
-        # A shallow feeder: the path matrix (one entry per bus and line above it) applied to complex
-        # arrays directly is ~14x faster per sweep than two sparse triangular solves on ieee33,
-        # where those solves' fixed costs dominate; on deep feeders the solves win (1,000 buses: 0.5
-        # against 0.7 ms a sweep).
-        path = topology.path_matrix
+        # against 15 us, some 20 products a sweep). A shallow feeder: the path matrix (one entry per bus
+        # and line above it) applied to complex arrays directly is ~14x faster per sweep than two sparse
+        # triangular solves on ieee33, where those solves' fixed costs dominate; on deep feeders the
+        # solves win (1,000 buses: 0.5 against 0.7 ms a sweep).
+        path = (topology.path_complex if topology.n_line * topology.n_bus <= DENSE_SWEEP_ENTRIES
+                else topology.path_matrix)
         downstream, upstream = path.__matmul__, path.T.__matmul__
     else:
         downstream = functools.partial(_complex_apply, topology.downstream_sum)

@@ -388,6 +388,15 @@ class HighsSolver:
         blk = self.model.con(name) if rows else self.model.var(name)
         return values[blk.slice]
 
+    def copy(self) -> HighsSolver:
+        """A fresh HiGHS model of this one's model with the column bounds in force here (bounds changed in
+        place, a fixed interface import say), for a solve that must not disturb this one."""
+        probe = HighsSolver(self.model)
+        probe.h.changeColsBounds(self.model.n_col, np.arange(self.model.n_col, dtype=np.int32), self.col_lower,
+                                 self.col_upper)
+        probe.col_lower, probe.col_upper = self.col_lower.copy(), self.col_upper.copy()
+        return probe
+
     def relax_feasibility(self, row_penalty: np.ndarray, col_lower_penalty: np.ndarray,
                           col_upper_penalty: np.ndarray) -> np.ndarray | None:
         """Minimum weighted violation of the relaxable rows and bounds (HiGHS feasibilityRelaxation).

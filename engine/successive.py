@@ -148,10 +148,7 @@ def _least_violation(solver: HighsSolver) -> tuple[np.ndarray, np.ndarray, np.nd
     and shed bounds hard, every limit soft. Returns which rows are soft, the row values and the dispatch;
     None when even the relaxation fails."""
     model = solver.model
-    probe = HighsSolver(model)
-    probe.h.changeColsBounds(model.n_col, np.arange(model.n_col, dtype=np.int32), solver.col_lower,
-                             solver.col_upper)
-    probe.col_lower, probe.col_upper = solver.col_lower.copy(), solver.col_upper.copy()
+    probe = solver.copy()
     rows, cols = np.ones(model.n_row), np.ones(model.n_col)
     for name in losses.NETWORK_ROWS:
         rows[model.con(name).slice] = -1.0

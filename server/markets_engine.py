@@ -464,13 +464,12 @@ def clear_stored(rows, forecast: list[str], time_limit: float | None = None) -> 
 @dataclass(frozen=True, eq=False)
 class Kept:
     """What a territory's worker keeps of an interface between clearings (:func:`clear_kept`): the market
-    built on inputs whose digest is ``key`` (everything a clearing reads but the ISO price forecast), and the
-    single-interval curves of the interface's markets so far (a day-ahead market's intervals, for the
-    real-time sessions whose interval is the same model)."""
+    built on inputs whose digest is ``key`` (everything a clearing reads but the ISO price forecast); its
+    ``curves`` are the single-interval curves of the interface's markets so far (a day-ahead market's
+    intervals, for the real-time sessions whose interval is the same model)."""
 
     key: str
     market: KeptMarket
-    curves: IntervalCurves
 
 
 def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float | None = None,
@@ -572,7 +571,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     version = inputs.network_version
     key, by_index = _inputs_key(inputs, time_limit) if keep else ("", False)
     warm = keep and kept is not None and kept.key == key
-    kept_curves = None if not keep else kept.curves if kept is not None else IntervalCurves()
+    kept_curves = None if not keep else (kept.market.curves if kept is not None else IntervalCurves())
     if warm and not by_index:
         book, market = kept.market.book, kept.market
     else:
@@ -616,7 +615,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
                         decimal_text(area), time.perf_counter() - t0,
                         _digest(prices, interface, dispatch, curves, area), version, warm), \
-        Kept(key, market, market.curves) if keep else None
+        Kept(key, market) if keep else None
 
 
 def only_intervals(inputs: MarketInputs, indices: list[int]) -> MarketInputs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from dsomarket.server import store, timeline
+from dsomarket.server import realtime_store, store, timeline
 from dsomarket.server.auth import Principal
 from dsomarket.server.db import now_us
 from dsomarket.server.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -228,8 +228,7 @@ def record_revision(conn, who: Principal, market_id: str, outcome) -> dict:
         store.supersede_prices(conn, market_id, "clear", None, now)
         # A market awarded interval by interval keeps the curves of its awarded intervals: they are history,
         # and their dispatch is revised by the re-dispatch of its award, not sent to the ISO again.
-        awarded = {k for (k,) in conn.execute("SELECT interval_idx FROM iso_awards WHERE market_id = ?",
-                                              (market_id,))}
+        awarded = realtime_store.awarded_intervals(conn, market_id)
         conn.execute("DELETE FROM curves WHERE market_id = ? AND interval_idx NOT IN (SELECT interval_idx FROM "
                      "iso_awards WHERE market_id = ?)", (market_id, market_id))
         store.store_clearing_tables(conn, market_id, outcome, revision, awarded)
