@@ -92,11 +92,14 @@ def test_where_two_fixed_points_overlap_the_curve_steps_where_clear_switches():
     assert low.ac_check["ok"] and high.ac_check["ok"]
     assert low.interface_import_kw[0] - high.interface_import_kw[0] > 200.0
     breaks = curve.bands["price_high"].to_numpy()[:-1]
+    checked = 0
     for p in np.arange(-81.0, -80.79, 0.02):
         if np.min(np.abs(breaks - p)) < 1e-3:
             continue
         res = clear(f, book, float(p), rules=rules)
         assert abs(curve.import_at(0, float(p)) - res.ac_check["import_kw"][0]) <= 5e-3 * res.ac_check["import_kw"][0]
+        checked += 1
+    assert checked >= 8   # not every price skipped as a breakpoint
 
 
 def _bench_case(line: str, rating: float, vmin: float, vmax: float, rows: list[tuple]):

@@ -12,6 +12,7 @@ import asyncio
 from decimal import Decimal
 
 import polars as pl
+import pytest
 
 from dsomarket.clients.api import BidSegment, IntervalAward, Resource, TerritoryInterface
 from dsomarket.clients.demo import delivery_day
@@ -57,7 +58,13 @@ async def _sessions(tmp_path, calls: list) -> tuple[list, list]:
                 assert award.status == "optimal", award.diagnosis
 
 
-def test_a_real_time_territory_session_does_not_disaggregate_its_day_ahead_awards_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("budget", ["kept", "none"])
+def test_a_real_time_territory_session_does_not_disaggregate_its_day_ahead_awards_again(tmp_path, monkeypatch,
+                                                                                       budget):
+    # "none" is the control: with caches of one byte each (one entry, the last) the count must see re-clears.
+    if budget == "none":
+        monkeypatch.setattr(services, "POSITIONS_BYTES", 1)
+        monkeypatch.setattr(services, "DISAGGREGATIONS_BYTES", 1)
     calls = []
     whole_award = markets_engine.whole_award
 
@@ -68,7 +75,7 @@ def test_a_real_time_territory_session_does_not_disaggregate_its_day_ahead_award
     monkeypatch.setattr(markets_engine, "whole_award", counted)
     statuses, recomputed = asyncio.run(_sessions(tmp_path, calls))
     assert statuses == [["optimal"], ["optimal"]]
-    assert recomputed == []
+    assert (recomputed == []) == (budget == "kept")
 
 
 def test_the_caches_drop_the_least_recently_used_once_over_their_memory_budget():
