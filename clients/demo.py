@@ -236,7 +236,7 @@ async def run_demo(workdir: Path, out=print, keep: bool = False, formulation: st
             return 1
         await op.publish_market(da.market_id)
         clock.lap(f"day-ahead gate closed, cleared and published ({report.curve_segments} curve segments)")
-        award, da_awards, da_curves = await asyncio.wait_for(awarded.get(), 60)
+        award, da_awards, da_curves = await asyncio.wait_for(awarded.get(), CALL_DEADLINE)
         clock.lap(f"ISO awarded the day-ahead curves: {award.status}")
         da_settle = await op.settle_market(da.market_id)
         clock.lap("day-ahead settled")
@@ -271,7 +271,7 @@ async def run_demo(workdir: Path, out=print, keep: bool = False, formulation: st
             await op.close_gate(market_id)
             rep = await op.clear_market(market_id, iso_price_forecast=[f"{iso_prices[market_id][0]:.2f}"])
             await op.publish_market(market_id)
-            rt_award, (a,), _ = await asyncio.wait_for(awarded.get(), 60)
+            rt_award, (a,), _ = await asyncio.wait_for(awarded.get(), CALL_DEADLINE)
             settle = await op.settle_market(market_id)
             out(f"  {market_id}: {sum(len(v) for v in rt.values())} re-bids, clearing {rep.status}; "
                 f"ISO price {a.price}, import {a.import_kw:.0f} kW, award {rt_award.status}; "
