@@ -58,7 +58,7 @@ replay at the end does."""
 DAY_AHEAD_DEADLINE = 1200.0
 """Seconds the day-ahead ClearMarket call may take (every other call: :data:`CALL_DEADLINE`): the loss-aware
 curves of the day cost some 170 s of CPU (``python benchmarks/bench_formulation.py``), about half that in wall
-time on two quiet cores, and 8-9 minutes on two cores shared with a load of 12 (benchmarks/README.md); the
+time on two quiet cores, and 680 s on two cores shared at a load of 12-15 (benchmarks/README.md); the
 deadline is there so that a server that hangs fails the demo, not to time a busy machine."""
 CALL_DEADLINE = 120.0
 AGGREGATORS = ("sunrise-energy", "voltway-ev", "flexco")
