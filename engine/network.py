@@ -234,6 +234,11 @@ class Topology:
         vals = np.concatenate([np.ones(n - 1), -np.ones(n - 1)])
         return sp.csr_matrix((vals, (rows, cols)), shape=(n, n - 1))
 
+    def __getstate__(self) -> dict:
+        # A topology crosses to another process (a server's curve tracing) without its SuperLU factorisation,
+        # which does not pickle; the process that needs it factorises again on first use.
+        return {k: v for k, v in self.__dict__.items() if k != "_reduced_lu"}
+
     @cached_property
     def _reduced_lu(self):
         # The non-root rows of the incidence form a unit triangular matrix T

@@ -650,8 +650,14 @@ class KeptMarket:
             self._curve = dataclasses.replace(self._curve, bands=moved(self._curve.bands),
                                               fixed_net_load_kw=moved(self._curve.fixed_net_load_kw))
 
-    def curve(self, forecast) -> InterfaceCurve:
-        """:func:`trace_runs` with ``forecast`` (per MWh, scalar or one per interval)."""
+    def curve(self, forecast, trace: Callable[..., InterfaceCurve] | None = None) -> InterfaceCurve:
+        """:func:`trace_runs` with ``forecast`` (per MWh, scalar or one per interval).
+
+        ``trace``: where the market has several intervals (whose curves the market kept does not help to
+        trace), called in place of :func:`trace_runs` as ``trace(runs, book, rules, resources, options,
+        forecast)``; it must return what :func:`trace_runs` would (a server fans the intervals out to its
+        processes: :class:`server.runner.CurveFanOut`).
+        """
         fc = np.broadcast_to(np.asarray(forecast, dtype=float), (self.book.n_interval,)).copy()
         self.reused = self._curve is not None and (not self._coupled or np.array_equal(fc, self._curve_forecast))
         if not self.reused:
@@ -662,6 +668,8 @@ class KeptMarket:
                 self._curve = self.curves.trace(run.feeder, self._one_run_book(), self.rules,
                                                 self.resources, self.options, fc, self._market)
                 self.reused = self.curves.reused > 0
+            elif trace is not None and self.book.n_interval > 1:
+                self._curve = trace(self.runs, self.book, self.rules, self.resources, self.options, fc)
             else:   # _market is None but for one run, whose trace_curve takes it
                 self._curve = trace_runs(self.runs, self.book, self.rules, self.resources, self.options, forecast=fc,
                                          market=self._market)

@@ -49,7 +49,7 @@ from dsomarket.engine.runs import (KeptMarket, disaggregate_rolling, disaggregat
 from dsomarket.engine.settlement import loss_components, settle
 from dsomarket.engine.territory import IntervalCurves, substation
 from dsomarket.server import timeline
-from dsomarket.server.errors import FailedPrecondition, InvalidArgument
+from dsomarket.server.errors import FailedPrecondition, InvalidArgument, ServiceError
 
 log = logging.getLogger("dsomarket.server")
 
@@ -438,16 +438,18 @@ class ClearOutcome:
     warm: bool = False
 
 
-def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None = None) -> ClearOutcome:
+def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None = None,
+                 trace=None) -> ClearOutcome:
     """Clear at the forecast ISO price and trace the interface curves.
 
     ``forecast`` holds decimal strings per MWh: none (the midpoint of floor and
     cap), one for every interval, or one per interval. The engine refusing the
     stored inputs, or failing, is an ``error`` outcome that says why (and is
     recorded like any failed clearing), never an exception out of the call: the
-    operator then has the market's diagnosis and ReopenMarket.
+    operator then has the market's diagnosis and ReopenMarket. ``trace`` traces the curves of a market of
+    several intervals (:meth:`engine.runs.KeptMarket.curve`; the server's :class:`server.runner.CurveFanOut`).
     """
-    return _clear_kept(None, inputs, forecast, time_limit, keep=False)[0]
+    return _clear_kept(None, inputs, forecast, time_limit, keep=False, trace=trace)[0]
 
 
 def clearing_error(reason: str, seconds: float = 0.0, network_version: int = 0) -> ClearOutcome:
@@ -552,13 +554,15 @@ def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bo
 
 
 def _clear_kept(kept: Kept | None, inputs: MarketInputs, forecast: list[str], time_limit: float | None,
-                keep: bool = True) -> tuple[ClearOutcome, tuple[str, KeptMarket] | None]:
+                keep: bool = True, trace=None) -> tuple[ClearOutcome, tuple[str, KeptMarket] | None]:
     """The clearing of ``inputs`` on what was ``kept``, and (with ``keep``) the key and market to keep."""
     t0 = time.perf_counter()
     try:
-        return _clear_market(inputs, forecast, time_limit, t0, kept, keep)
+        return _clear_market(inputs, forecast, time_limit, t0, kept, keep, trace)
     except InputError as exc:
         reason = str(exc)
+    except ServiceError:   # the server's processes that traced the curves failed: no outcome, the caller's status
+        raise
     except Exception as exc:  # a defect: logged with its traceback, the market keeps a reason
         log.exception("clearing failed")
         reason = f"the engine failed ({type(exc).__name__}); the server log has the details"
@@ -566,7 +570,7 @@ def _clear_kept(kept: Kept | None, inputs: MarketInputs, forecast: list[str], ti
 
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float,
-                  kept: Kept | None, keep: bool) -> tuple[ClearOutcome, tuple[str, KeptMarket] | None]:
+                  kept: Kept | None, keep: bool, trace=None) -> tuple[ClearOutcome, tuple[str, KeptMarket] | None]:
     book = None
     if inputs.day_ahead is not None:
         # The curve the ISO awards from describes the feeder the award is disaggregated on. Holding positions
@@ -609,7 +613,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
         return ClearOutcome(result.status, diagnosis + (_WAY_OUT,), "", pl.DataFrame(), pl.DataFrame(),
                             [], "", time.perf_counter() - t0, _digest(result.status), version, warm), None
     try:
-        curve = market.curve(forecast)
+        curve = market.curve(forecast, trace)
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
         return clearing_error(str(exc), time.perf_counter() - t0, version), None
     t_curve = time.perf_counter()
