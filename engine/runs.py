@@ -597,16 +597,22 @@ class KeptMarket:
     offers
         Interval offers shared with the interface's other markets, with ``curves`` (at most ``curves.limit``
         kept, the oldest dropped first), or None.
+    validated_on
+        The feeder ``book`` was validated against (:func:`engine.bids.validate_bids` with ``book.intervals``),
+        or None: a run of every interval on a feeder of the same buses then takes ``book`` as it is instead of
+        validating it again (:func:`run_book` would return the same book).
     """
 
     def __init__(self, runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
                  resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
-                 curves: IntervalCurves | None = None, offers: OrderedDict | None = None):
+                 curves: IntervalCurves | None = None, offers: OrderedDict | None = None,
+                 validated_on: Feeder | None = None):
         self.runs, self.book, self.rules, self.resources, self.options = runs, book, rules, resources, options
         if offers is not None and curves is None:
             raise ValueError("offers are kept with the curves they offer: pass curves too")
         self.curves, self.offers = curves, offers
         self._run_book: BidBook | None = None   # run_book of the one run, validated once for clear() and curve()
+        self._validated_on = validated_on
         self._market: NodalMarket | None = None
         self._curve: InterfaceCurve | None = None
         self._curve_forecast: np.ndarray | None = None
@@ -632,14 +638,15 @@ class KeptMarket:
             self._market.set_iso_price(price)
         return self._market.solve()
 
-    def relabel(self, runs: tuple[NetworkRun, ...], book: BidBook) -> None:
+    def relabel(self, runs: tuple[NetworkRun, ...], book: BidBook, validated_on: Feeder | None = None) -> None:
         """The same market at other interval starts: ``book`` equals :attr:`book` but for its intervals, and
-        neither the feeder (no load profile), the resources (none) nor network changes name an interval."""
+        neither the feeder (no load profile), the resources (none) nor network changes name an interval;
+        ``validated_on`` as the constructor takes it."""
         old, new = self.book.intervals, book.intervals
         profile = runs[0].feeder.load_profile if len(runs) == 1 else None
         if len(old) != len(new) or len(runs) != 1 or self.resources or (profile is not None and profile.height):
             raise ValueError("only a market without resources, load profile or network changes can be relabelled")
-        self.runs, self.book, self._run_book = runs, book, None
+        self.runs, self.book, self._run_book, self._validated_on = runs, book, None, validated_on
         if self._market is not None:
             self._market.relabel(canonical(self._one_run_book(), runs[0].feeder, self.rules))
         if self._curve is not None and old != new:
@@ -690,7 +697,10 @@ class KeptMarket:
     def _one_run_book(self) -> BidBook:
         """:func:`run_book` of the one run's bids, validated once."""
         if self._run_book is None:
-            self._run_book = run_book(self.book, self.runs[0], self.rules)
+            run, on = self.runs[0], self._validated_on
+            same = (on is not None and len(run.indices) == self.book.n_interval and not run.de_energised
+                    and (run.feeder is on or np.array_equal(run.feeder.topology.bus_ids, on.topology.bus_ids)))
+            self._run_book = self.book if same else run_book(self.book, run, self.rules)
         return self._run_book
 
 

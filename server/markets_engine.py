@@ -549,7 +549,7 @@ def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bo
     if by_index:
         intervals = len(intervals)
         bids = bids.with_columns(_interval_idx(inputs, bids["interval"]).alias("interval"))
-    return _digest(f.header(), f.buses, f.lines, f.load_profile, inputs.rules, intervals, bids, inputs.resources,
+    return _digest(f.network_digest, f.load_profile, inputs.rules, intervals, bids, inputs.resources,
                    inputs.changes, inputs.formulation, time_limit), by_index
 
 
@@ -571,11 +571,11 @@ def _clear_kept(kept: Kept | None, inputs: MarketInputs, forecast: list[str], ti
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float,
                   kept: Kept | None, keep: bool, trace=None) -> tuple[ClearOutcome, tuple[str, KeptMarket] | None]:
-    book = None
+    book = validated_on = None   # the bids validated, and the feeder they were validated against
     if inputs.day_ahead is not None:
         # The curve the ISO awards from describes the feeder the award is disaggregated on. Holding positions
         # changes the feeder's loads, not its buses, so the bids validated against it are this same book.
-        book = inputs.book()
+        book, validated_on = inputs.book(), inputs.feeder
         inputs = dataclasses.replace(inputs, feeder=holding_day_ahead(
             inputs.feeder, book, inputs.day_ahead.dispatch, inputs.day_ahead.interval_minutes))
     rules = inputs.rules
@@ -589,17 +589,18 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     if warm and not by_index:
         book, market = kept.market.book, kept.market
     else:
-        book = inputs.book() if book is None else book
+        if book is None:
+            book, validated_on = inputs.book(), inputs.feeder
         try:
             runs = inputs.runs(book)
         except InputError as exc:  # a set of changes that loops or islands load the stored checks did not see
             return clearing_error(str(exc), time.perf_counter() - t0, version), None
         if warm:
             market = kept.market
-            market.relabel(runs, book)   # the same bids, perhaps at the next session's interval starts
+            market.relabel(runs, book, validated_on)   # the same bids, perhaps at the next session's starts
         else:
             market = KeptMarket(runs, book, rules, inputs.resources, inputs.options(time_limit), kept_curves,
-                                kept_offers)
+                                kept_offers, validated_on)
     t_book = time.perf_counter()
     result = market.clear(forecast)
     t_clear = time.perf_counter()
