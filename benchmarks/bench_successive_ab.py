@@ -22,7 +22,6 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
 
@@ -77,15 +76,6 @@ def use(side: dict[str, types.ModuleType], other: dict[str, types.ModuleType]) -
         setattr(engine_pkg, n, side[n])
 
 
-def best(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.process_time()
-        out = fn()
-        times.append(time.process_time() - t0)
-    return min(times), out
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="fbbb866", help="git revision to compare with (default fbbb866)")
@@ -94,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from bench_hidden_physics import make_case
-    from bench_physics import LOSSAWARE, opf_case, synthetic_bids
+    from bench_physics import LOSSAWARE, best, opf_case, synthetic_bids
     from dsomarket.clients.files import read_feeder, read_table
     from dsomarket.engine.bids import MarketRules, validate_bids
     from dsomarket.engine.clearing import NodalMarket, clear
