@@ -95,7 +95,7 @@ _DUAL_TOL = 1e-7
 """Dual feasibility tolerance (per MWh) of a basis whose price range the tracer computes itself."""
 _MAX_STALL = 50
 """Own pivots in a row at one price before a warm HiGHS solve takes over (a guard against cycling)."""
-_REFACTOR = 16
+_REFACTOR = 10
 """Pivots taken as updates of one factorised basis (:class:`_Lu`) before the next is factorised afresh:
 each adds a column to every solve (8 to 16 measured best at 1,000 buses, 24 and 40 slower)."""
 _UPDATE_MIN = 1000
