@@ -325,14 +325,18 @@ def _point_terms(model: LinearModel, feeder: Feeder,
     The rows and columns depend on the feeder and the model only (never on the point), in the same order
     at every point: :class:`Relinearisation` maps them once onto its matrix's sparsity pattern.
     """
-    blocks = corrections(feeder, point) | thermal(feeder, point, polygon_sides)[0]
     rows, cols, vals = [], [], []
-    for con, block in blocks.items():
+    for con, block in _point_blocks(feeder, point, polygon_sides).items():
         for var, (r, c, v, _) in block.items():
             rows.append(r + model.con(con).start)
             cols.append(c + model.var(var).start)
             vals.append(v)
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+
+def _point_blocks(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> dict:
+    """The triplet blocks of :func:`_point_terms`, by constraint block, in its order."""
+    return corrections(feeder, point) | thermal(feeder, point, polygon_sides)[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -375,7 +379,9 @@ class Relinearisation:
 
     def at(self, point: OperatingPoint) -> LinearModel:
         """The model linearised at ``point`` (same blocks, costs and bounds)."""
-        vals = _point_terms(self.model, self.feeder, point, self.polygon_sides)[2]
+        # The values only: the rows and columns are those ``slots`` was made from.
+        vals = np.concatenate([v for block in _point_blocks(self.feeder, point, self.polygon_sides).values()
+                               for _, _, v, _ in block.values()])
         base = self.base
         data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
         a = sp.csc_matrix((data, base.indices.copy(), base.indptr.copy()), shape=base.shape)

@@ -294,8 +294,7 @@ class IntervalCurves:
         fc = np.broadcast_to(np.asarray(forecast, dtype=float), (T,)).copy()
         load_p, load_q = market_loads(feeder, book)
         # The interval length enters only what couples intervals: a 5-minute interval is the 60-minute model.
-        network = _digest(repr(feeder.header()), feeder.buses.write_csv(), feeder.lines.write_csv(),
-                          repr(dataclasses.replace(rules, interval_minutes=60.0)),
+        network = _digest(feeder.network_digest, repr(dataclasses.replace(rules, interval_minutes=60.0)),
                           repr(dataclasses.replace(options, ac_check=False)))
         pieces, self.reused = [], 0
         for t in range(T):
