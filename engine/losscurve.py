@@ -410,9 +410,12 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     meet near an end). Where that clearing, in the middle of a stretch, lies within a
     quarter of the band tolerance of the straight line through the pair's ends, the
     stretch is drawn by that line (:func:`_chord`), its deviation added to the error
-    bound. After ``CURVE_MAX_DEPTH`` splits that leave the whole gap on one side (a jump
-    being located, not a stretch being sampled), or once ``max_clearings`` are spent, the step goes
-    where the tangents meet, its gap counted in the error bound.
+    bound. A jump narrowed to ``STEP_LOCATED`` between clearings that are no vertices is
+    confirmed by fresh clearings (:meth:`_FixedPoints.confirm`). After ``CURVE_MAX_DEPTH``
+    splits that leave the whole gap on one side (a jump being located, not a stretch being
+    sampled) and ``LOCATE_BISECTIONS`` more in the middle, after ``MAX_SPLITS`` sampling a
+    stretch, or once ``max_clearings`` are spent, the pair is one band at its middle import,
+    half its gap counted in the error bound.
     Before any clearing, a pair whose left end has a basis is walked (:meth:`_FixedPoints.walk`),
     else one whose right end has is walked down from it: the fixed points reached split the pair
     the same way, at no HiGHS solve. A clearing
@@ -483,14 +486,17 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
                 lo, hi = switch
             step(a, b, lo, hi)
             continue
+        if depth >= CURVE_MAX_DEPTH + LOCATE_BISECTIONS or splits >= MAX_SPLITS or fixed.clearings >= max_clearings:
+            # Clearings this close in price that still disagree, or the interval's clearings spent: one band at
+            # their middle import, which the import between them (non-increasing) is off by at most half the
+            # gap; a step anywhere between them could be off by all of it.
+            done.append((a, b, math.nan))
+            errors.append(((a.q - b.q) / 2.0, min(abs(a.q), abs(b.q))))
+            unresolved += 1
+            continue
         lam = (b.g - a.g) / (a.q - b.q)
         if depth >= CURVE_MAX_DEPTH or not a.high + 0.01 * width < lam < b.low - 0.01 * width:
             lam = a.high + width / 2.0
-        if depth >= CURVE_MAX_DEPTH + LOCATE_BISECTIONS or splits >= MAX_SPLITS or fixed.clearings >= max_clearings:
-            # Clearings this close in price that still disagree, or the interval's clearings spent: a step where
-            # the tangents meet, its gap in the error bound.
-            step(a, b, a.high, b.low, lam)
-            continue
         walked = fixed.walk(a, b.low, _band_tol(a, b))
         if walked is None:
             # a has no basis to walk up on (it was walked, or the walk found no fixed point): down from b,

@@ -183,7 +183,9 @@ def test_a_curve_that_spends_its_clearing_budget_leaves_the_narrowest_pairs_unre
     curve = trace_curve(f, book, rules)
     check = curve.ac_check
     assert check["clearings"] >= 100 and check["unresolved_steps"] > 0   # the budget is spent
-    assert check["max_error_pct"] <= 1.0
+    # The pairs left are bands at their middle import (the import between them is off by at most half their
+    # gap), not steps (off by all of it): 0.68 % reported as steps, 0.35 % as bands, within the curve's 0.5 %.
+    assert check["max_error_pct"] <= 0.5
     for p in (214.3548, 225.6917, 230.0):
         got = clear(f, book, p, rules=rules).ac_check["import_kw"][0]
         assert abs(curve.import_at(0, p) - got) <= check["max_error_kw"] + 1e-6
