@@ -13,8 +13,11 @@ bands, and the CPU ratio to the lossless curve measured in the same process.
 curves in < 60 s): the first ``--intervals K`` curves (default all) traced in this process, then the same
 intervals dealt out to ``--workers`` spawned processes (``dsomarket curve --workers``,
 ``clients.commands.market.trace_in_processes``), with the wall time of each, their ratio, the seconds per
-interval and a check that the two curves are identical. ``--whole`` also traces them on the whole horizon, as
-before ``engine.horizoncurve`` (CPU ratio, identical bands). ``--formulation lossaware`` measures the default model.
+interval and a check that the two curves are identical. ``--service`` runs the server's clearing
+(``markets_engine.clear_market``: clearing at the forecast plus every curve) instead, with its curves traced on the
+solver thread and then fanned out to a runner of ``--workers`` processes (``server.runner.CurveFanOut``, what
+ClearMarket does), with both wall times, their ratio and whether the clearing digests are identical. ``--whole``
+also traces them on the whole horizon, as before ``engine.horizoncurve`` (CPU ratio, identical bands). ``--formulation lossaware`` measures the default model.
 
 ``--demo HOUR ...`` runs the demo's day-ahead market instead (``dsomarket demo``: ieee33, 24 hours, 413 segments,
 a battery and EVs coupling the hours; read back as the server builds it, ``bench_formulation.demo_inputs``) and
@@ -85,6 +88,9 @@ def dayahead(args) -> None:
     todo = list(range(args.intervals or args.dayahead))
     print(f"== dayahead: {args.buses} buses, {args.bids} bids + {args.batteries} batteries over {args.dayahead} "
           f"hours, {args.formulation}: {len(todo)} curves", flush=True)
+    if args.service:
+        service(args, feeder, rules, bids, batteries, todo)
+        return
     t0, c0 = time.perf_counter(), time.process_time()
     serial = trace_runs(runs, book, rules, batteries, options, intervals=todo)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -114,6 +120,31 @@ def dayahead(args) -> None:
     fan = time.perf_counter() - t0
     print(f"{args.workers} processes  {fan:8.2f} s wall ({fan / len(todo):.2f} s a curve), "
           f"{wall / fan:.2f}x faster, load {os.getloadavg()[0]:.1f}; identical: {fanned.bands.equals(serial.bands)}")
+
+
+def service(args, feeder, rules: MarketRules, bids: pl.DataFrame, batteries, todo: list[int]) -> None:
+    """``--service``: the server's clearing of the day-ahead market (``markets_engine.clear_market``: the clearing
+    at the forecast and every curve, what ClearMarket runs on its solver thread) with its curves traced on the
+    solver thread, then fanned out to a runner of ``--workers`` processes (``runner.CurveFanOut``, as the server
+    does), in one process: wall times, their ratio and whether the recorded digests are identical."""
+    from dsomarket.server.markets_engine import MarketInputs, clear_market
+    from dsomarket.server.runner import CurveFanOut, LocalRunner
+
+    if len(todo) != args.dayahead:
+        raise SystemExit("--service clears the whole day: leave out --intervals")
+    inputs = MarketInputs(feeder=feeder, rules=rules, intervals=sorted(bids["interval"].unique().to_list()),
+                          bids=bids, resources=batteries, formulation=args.formulation)
+    t0, c0 = time.perf_counter(), time.process_time()
+    serial = clear_market(inputs, [])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"server, curves on the solver thread  {wall:8.2f} s wall ({cpu:.2f} s CPU): {serial.status}, "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    with LocalRunner(args.workers) as pool:   # started inside the timing, as a server's first such clearing
+        t0 = time.perf_counter()
+        fanned = clear_market(inputs, [], trace=CurveFanOut(lambda: pool, min_segments=0))
+        fan = time.perf_counter() - t0
+    print(f"server, curves on {args.workers} runner processes {fan:8.2f} s wall: {fanned.status}, "
+          f"{wall / fan:.2f}x faster, load {os.getloadavg()[0]:.1f}; identical digest: {fanned.digest == serial.digest}")
 
 
 def demo(hours: list[int]) -> None:
@@ -154,6 +185,9 @@ def main() -> int:
     p.add_argument("--batteries", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--formulation", default="lossless", choices=("lossless", "lossaware"))
+    p.add_argument("--service", action="store_true",
+                   help="day-ahead: the server's clearing (markets_engine.clear_market) with its curves on the solver "
+                        "thread, then fanned out to --workers runner processes, instead of trace_runs")
     p.add_argument("--whole", action="store_true",
                    help="day-ahead, lossless: also trace on the whole horizon (no network summed away) and compare")
     p.add_argument("--demo", type=int, nargs="+", default=[], metavar="HOUR",

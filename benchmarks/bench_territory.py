@@ -43,7 +43,9 @@ its cleared imports; then a 5-minute real-time session at the start of the first
 and where every resource bids again as it bid day-ahead (nothing is held), is cleared at 55 per MWh (timed).
 On the server that keeps markets, each worker takes that interval's curve from the day-ahead clearing's
 (``engine.territory.IntervalCurves``); the same day on a server that keeps nothing is the cold reference.
-The recorded real-time clearing digests must be identical.
+The recorded real-time clearing digests must be identical. Besides the call's and the fan-out's wall times it
+prints the call's CPU time, this process's (server, clients) and its worker processes' together: their ratio
+is what a loaded machine does not distort.
 """
 
 from __future__ import annotations
@@ -165,9 +167,33 @@ async def _bid(agg, session, members, suffix: str = "") -> None:
             for bid, side, kw, price in b.select("bid_id", "side", "quantity_kw", "price").iter_rows()])
 
 
-async def _service_day(path: str, a, keep: int) -> tuple[float, float, frozenset, dict]:
+def _cpu_seconds() -> float:
+    """CPU seconds used so far by this process (the server, its threads and the clients) and by the processes it
+    started (the runner's workers), read from /proc (Linux): what other work on a loaded machine does not
+    inflate as it inflates wall times."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, used = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()   # from the state on: ppid, ..., utime, stime
+        except OSError:   # ended meanwhile
+            continue
+        parent[int(entry)], used[int(entry)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    mine = {os.getpid()}
+    while True:   # descendants: a forkserver's workers are its children, not this process's
+        more = {p for p, pp in parent.items() if pp in mine} - mine
+        if not more:
+            break
+        mine |= more
+    return time.process_time() + sum(used[p] for p in mine - {os.getpid()})
+
+
+async def _service_day(path: str, a, keep: int) -> tuple[float, float, frozenset, dict, float]:
     """``--day-ahead`` on one server: the real-time clearing's call and fan-out wall times, the interfaces it
-    cleared warm, and each market's recorded clearing digest."""
+    cleared warm, each market's recorded clearing digest, and the call's CPU time (:func:`_cpu_seconds`)."""
     from dsomarket.clients.api import IntervalAward
     from dsomarket.clients.demo import delivery_day
 
@@ -190,12 +216,12 @@ async def _service_day(path: str, a, keep: int) -> tuple[float, float, frozenset
                                                   day_ahead_session_id="da")
         await _bid(agg, session, members)
         await op.close_territory_gate("rt")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         rt = await op.clear_territory("rt", iso_price_forecast=[55])
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         print(f"  {'kept' if keep else 'cold'} server: day-ahead ({a.da_hours} h) {da_seconds:.2f} s, real-time "
-              f"{wall:.2f} s ({rt.optimal}/{a.feeders} optimal, {len(rt.warm)} warm)", flush=True)
-    return wall, rt.solve_seconds, rt.warm, _clearing_digests(path)
+              f"{wall:.2f} s, {cpu:.2f} s CPU ({rt.optimal}/{a.feeders} optimal, {len(rt.warm)} warm)", flush=True)
+    return wall, rt.solve_seconds, rt.warm, _clearing_digests(path), cpu
 
 
 async def _service_sessions(path: str, a, keep: int) -> tuple[list[float], list[float], dict]:
@@ -243,8 +269,9 @@ def service(a) -> int:
         same = kept[3] == cold[3]
         print(f"\nfirst real-time session after the day-ahead one, server that keeps markets / server that keeps "
               f"nothing: call {kept[0]:.2f} s / {cold[0]:.2f} s = {kept[0] / cold[0]:.0%}; fan-out "
-              f"{kept[1]:.2f} s / {cold[1]:.2f} s = {kept[1] / cold[1]:.0%}; {len(kept[2])}/{a.feeders} interfaces "
-              f"warm; recorded clearings identical: {'yes' if same else 'NO'}")
+              f"{kept[1]:.2f} s / {cold[1]:.2f} s = {kept[1] / cold[1]:.0%}; CPU of the call (server, clients and "
+              f"workers) {kept[4]:.2f} s / {cold[4]:.2f} s = {kept[4] / cold[4]:.0%}; {len(kept[2])}/{a.feeders} "
+              f"interfaces warm; recorded clearings identical: {'yes' if same else 'NO'}")
         return 0 if same and not cold[2] else 1
     with tempfile.TemporaryDirectory() as tmp:
         kept = asyncio.run(_service_sessions(os.path.join(tmp, "kept.sqlite"), a, 64))

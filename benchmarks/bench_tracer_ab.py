@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="4daea88", help="git revision of the tracer to compare with")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="cases to run: 10k-cent, 10k-unit, 1k, gate33 (all by default)")
     parser.add_argument("--first-basis", action="store_true",
                         help="instead: time the tracer's first basis three ways (this checkout only)")
     args = parser.parse_args(argv)
@@ -134,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
              for d in (2, 0)}
     cases["1k buses / 1k bids"] = (feeder, validate_bids(make_bids(feeder, 1_000, 2, 2), feeder, rules))
     cases["gate33 (ieee33, 100k bids, 4 intervals)"] = gate_book(rules)
+    if args.only:
+        tags = dict(zip(cases, ("10k-cent", "10k-unit", "1k", "gate33")))
+        cases = {name: case for name, case in cases.items() if tags[name] in args.only}
     best: dict = {}
     bands: dict = {}
     for _ in range(args.repeats):

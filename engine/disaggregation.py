@@ -631,25 +631,27 @@ def _held_rows(feeder: Feeder, book: BidBook, day_ahead: pl.DataFrame, da_minute
     """
     da = _day_ahead_table(day_ahead)
     topo = feeder.topology
-    topo.bus_index_of(da["bus"].to_list(), table="day_ahead")
+    topo.bus_index_of(da["bus"], table="day_ahead")
     if da.height == 0:
         return _empty_dispatch()
     key = pl.when(pl.col("resource_id") != "").then(pl.lit("r:") + pl.col("resource_id")) \
         .otherwise(pl.lit("b:") + pl.col("bid_id"))
     da = da.with_columns(_key=key)
     rt = book.table.with_columns(_key=key).select("_key", "interval")
-    starts = da["interval"].to_list()
+    starts = da["interval"]
     span = timedelta(minutes=da_minutes)
-    timed = [s for s in starts if s is not None]
     out = []
     for iv in book.intervals:
         if iv is None:
-            if len(set(timed)) > 1:
+            if starts.drop_nulls().n_unique() > 1:
                 raise InputError("day_ahead", "interval", "the day-ahead market has several intervals: "
                                  "give the real-time bids and award an interval")
             inside = np.ones(da.height, dtype=bool)
-        else:
-            inside = np.array([s is None or s <= iv < s + span for s in starts], dtype=bool)
+        else:   # column-wise: a day-ahead award holds a position per bid and hour
+            at = pl.lit(iv, dtype=starts.dtype)
+            inside = da.select(pl.col("interval").is_null() | ((pl.col("interval") <= at)
+                                                                & (at < pl.col("interval") + span)))
+            inside = inside.to_series().to_numpy()
         same = pl.col("interval").is_null() if iv is None else pl.col("interval") == iv
         rebid = set(rt.filter(same)["_key"])
         rows = da.filter(pl.Series(inside) & ~pl.col("_key").is_in(list(rebid)))

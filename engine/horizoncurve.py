@@ -227,9 +227,10 @@ class HorizonCurves:
             return None
         pair = ends.indices.reshape(-1, 2)
         root = int(np.searchsorted(p_rows, dropped[0]))
-        child = _orient(pair, root, n_bus)
-        if child is None:
+        oriented = _orient(pair, root, n_bus)
+        if oriented is None:
             return None
+        child, depth = oriented
         tin, tout = _euler(pair, child, root, n_bus)
         eq = np.setdiff1d(rows[self.rlo[rows] == self.rup[rows]], dropped)
         is_fixed = self.lo[cols] == self.up[cols]
@@ -273,7 +274,7 @@ class HorizonCurves:
         if np.any(kv == 0) or np.any(kv_parent == 0):   # the voltages are not in the balances' bus order
             return None
         drop = np.stack([np.abs(dp.data) / kv, np.abs(dq.data) / kv], axis=1)
-        levels = _levels(parent, child, root, n_bus)
+        levels = _levels(child, depth)
         touch_abs = (abs(a_csr[p_rows][:, touch]).tocsr(), abs(a_csr[q_rows][:, touch]).tocsr())
         return _Network(interval, cols, rows, touch, ports, touch[elsewhere], free, fixed, lu,
                         a_eq[:, touch].tocsr(), self.rlo[eq] - a_eq[:, cols[fixed]] @ self.lo[cols[fixed]],
@@ -415,29 +416,28 @@ class HorizonCurves:
         return _ReducedMarket(model)
 
 
-def _orient(pair: np.ndarray, root: int, n_bus: int) -> np.ndarray | None:
-    """The bus each line feeds, from the root outwards (None when the lines are no tree spanning the buses)."""
+def _orient(pair: np.ndarray, root: int, n_bus: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bus each line feeds, from the root outwards, and every bus's depth (lines from the root);
+    None when the lines are no tree spanning the buses."""
     from scipy.sparse.csgraph import breadth_first_order
 
     g = sp.csr_matrix((np.arange(1, len(pair) + 1), (pair[:, 0], pair[:, 1])), shape=(n_bus, n_bus))
     order, pred = breadth_first_order(g, root, directed=False)
     if len(order) != n_bus:
         return None
-    depth = np.zeros(n_bus, dtype=np.int64)
-    for b in order[1:]:
-        depth[b] = depth[pred[b]] + 1
-    return np.where(depth[pair[:, 0]] > depth[pair[:, 1]], pair[:, 0], pair[:, 1])
-
-
-def _levels(parent: np.ndarray, child: np.ndarray, root: int, n_bus: int) -> list[np.ndarray]:
-    """The lines grouped by the depth of the bus they feed, nearest the root first."""
-    depth = np.full(n_bus, -1)
+    # One pass per level: a bus's depth is known once its predecessor's is.
+    depth = np.full(n_bus, -1, dtype=np.int64)
     depth[root] = 0
-    todo = np.arange(len(child))
+    todo = order[1:]
     while len(todo):
-        ready = depth[parent[todo]] >= 0
-        depth[child[todo[ready]]] = depth[parent[todo[ready]]] + 1
+        ready = depth[pred[todo]] >= 0
+        depth[todo[ready]] = depth[pred[todo[ready]]] + 1
         todo = todo[~ready]
+    return np.where(depth[pair[:, 0]] > depth[pair[:, 1]], pair[:, 0], pair[:, 1]), depth
+
+
+def _levels(child: np.ndarray, depth: np.ndarray) -> list[np.ndarray]:
+    """The lines grouped by the depth of the bus they feed, nearest the root first."""
     line_depth = depth[child]
     return [np.nonzero(line_depth == d)[0] for d in range(1, int(line_depth.max(initial=0)) + 1)]
 

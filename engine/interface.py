@@ -28,9 +28,10 @@ and intervals are halved until that holds or they are narrower than
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +134,7 @@ class InterfaceCurve:
             "ac_check": self.ac_check,
         }
 
-    def iso_offer(self, max_segments: int = 10) -> tuple[pl.DataFrame, float]:
+    def iso_offer(self, max_segments: int = 10, memo: MutableMapping | None = None) -> tuple[pl.DataFrame, float]:
         """The curve in the ISO's units: MW and per MWh, at most ``max_segments`` per bid.
 
         Returns ``(table, area)``. The table has ``interval, kind, segment,
@@ -153,6 +154,10 @@ class InterfaceCurve:
         (:func:`reduce_steps`); the quantities at segment ends stay on the exact
         curve, so every one of them is deliverable. The inflexible net load
         below the interface is :attr:`fixed_net_load_kw`, stated apart.
+
+        ``memo``: each interval's offer depends on its own bands alone, so a caller that offers the same
+        interval curve again (a kept interface's next market, :class:`engine.runs.KeptMarket`) passes a
+        mapping that keeps it, keyed by a digest of those bands and ``max_segments``; the result is the same.
         """
         if max_segments < 1:
             raise InputError("options", "max_segments", "must be at least 1")
@@ -162,25 +167,40 @@ class InterfaceCurve:
             grp = self.bands.filter(_iv_eq(iv)).sort("price_low")
             q = grp["import_kw"].to_numpy() / 1000.0
             hi = grp["price_high"].to_numpy()
-            prices = hi[:-1]                 # the step prices, ascending
-            q_cap, q_floor = q[-1], q[0]
-            if q_cap > 0:
-                rows.append(_row(iv, "fixed_demand", 0, None, round(float(q_cap), 9)))
-            if q_floor < 0:
-                rows.append(_row(iv, "fixed_supply", 0, None, round(float(-q_floor), 9)))
-            upper, lower = q[:-1], q[1:]      # import just below and just above each step price
-            dem = np.clip(upper, 0, None) - np.clip(lower, 0, None)
-            sup = np.clip(-lower, 0, None) - np.clip(-upper, 0, None)
-            for kind, w in (("demand", dem), ("supply", sup)):
-                keep = w > Q_TOL_MW
-                seg_p, seg_w, err = reduce_steps(prices[keep], w[keep], max_segments)
+            if memo is None:
+                steps, errs = _interval_offer(q, hi, max_segments)
+            else:
+                key = hashlib.sha256(b"%d\0%b\0%b" % (max_segments, q.tobytes(), hi.tobytes())).digest()
+                steps, errs = memo.get(key) or memo.setdefault(key, _interval_offer(q, hi, max_segments))
+            rows.extend(_row(iv, *step) for step in steps)
+            for err in errs:   # summed in the order of intervals and sides, as one pass over them sums it
                 area += err
-                order = np.argsort(-seg_p if kind == "demand" else seg_p, kind="stable")
-                for k, i in enumerate(order):
-                    rows.append(_row(iv, kind, k + 1, float(seg_p[i]), round(float(seg_w[i]), 9)))
         schema = {"interval": pl.Datetime("us", "UTC"), "kind": pl.Utf8, "segment": pl.Int64,
                   "price": pl.Float64, "mw": pl.Float64}
         return pl.DataFrame(rows, schema=schema), area
+
+
+def _interval_offer(q: np.ndarray, hi: np.ndarray, max_segments: int) -> tuple[list[tuple], tuple[float, float]]:
+    """One interval's ISO offer steps ``(kind, segment, price, mw)`` and the area each side's reduction left
+    (demand, supply), from its bands sorted by price: import ``q`` (MW) and upper price ``hi`` (per MWh)."""
+    steps: list[tuple] = []
+    prices = hi[:-1]                 # the step prices, ascending
+    q_cap, q_floor = q[-1], q[0]
+    if q_cap > 0:
+        steps.append(("fixed_demand", 0, None, round(float(q_cap), 9)))
+    if q_floor < 0:
+        steps.append(("fixed_supply", 0, None, round(float(-q_floor), 9)))
+    upper, lower = q[:-1], q[1:]      # import just below and just above each step price
+    dem = np.clip(upper, 0, None) - np.clip(lower, 0, None)
+    sup = np.clip(-lower, 0, None) - np.clip(-upper, 0, None)
+    errs = []
+    for kind, w in (("demand", dem), ("supply", sup)):
+        keep = w > Q_TOL_MW
+        seg_p, seg_w, err = reduce_steps(prices[keep], w[keep], max_segments)
+        errs.append(err)
+        order = np.argsort(-seg_p if kind == "demand" else seg_p, kind="stable")
+        steps.extend((kind, k + 1, float(seg_p[i]), round(float(seg_w[i]), 9)) for k, i in enumerate(order))
+    return steps, (errs[0], errs[1])
 
 
 def _row(interval, kind, segment, price, mw) -> dict:

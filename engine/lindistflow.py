@@ -87,7 +87,6 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
         load_p_kw, load_q_kvar = market_loads(feeder, book)
     lp_mw = load_p_kw / S_BASE_KVA
     lq_mw = load_q_kvar / S_BASE_KVA
-    eye_t = sp.identity(T, format="csr")
     model = LinearModel()
 
     # --- variables -------------------------------------------------------------
@@ -109,15 +108,19 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
                             cost=rules.value_of_lost_load)
 
     # --- balances: M P + e0 P0 - sum_b s_b p_b (+ shed) = load -----------------------
-    inc = topo.incidence
-    root = sp.csr_matrix((np.ones(T), (np.arange(T) * n, np.arange(T))), shape=(n * T, T))
+    # Every term is built as sparse triplets of one interval repeated down the diagonal (_per_interval):
+    # scipy's kron and products cost more than the LP's solve would notice at 1,000 buses, and the
+    # triplets are the entries those gave (explicit zeros of a bid's tan phi included, none of a diagonal).
+    lines = np.arange(m)
+    inc = _per_interval(np.concatenate([lines + 1, topo.parent[1:]]), np.concatenate([lines, lines]),
+                        np.concatenate([np.ones(m), -np.ones(m)]), (n, m), T)
+    root = sp.coo_matrix((np.ones(T), (np.arange(T) * n, np.arange(T))), shape=(n * T, T))
     bus_row = book.t_idx * n + book.bus_idx
-    bid_w = sp.csr_matrix((book.withdraw_sign, (bus_row, np.arange(book.n))), shape=(n * T, book.n))
-    bid_wq = sp.csr_matrix((book.withdraw_sign * book.tan_phi, (bus_row, np.arange(book.n))),
+    bid_w = sp.coo_matrix((book.withdraw_sign, (bus_row, np.arange(book.n))), shape=(n * T, book.n))
+    bid_wq = sp.coo_matrix((book.withdraw_sign * book.tan_phi, (bus_row, np.arange(book.n))),
                            shape=(n * T, book.n))
-    big_inc = sp.kron(eye_t, inc, format="csr")
-    p_terms = {"line_p": big_inc, "import_p": root, "bid": -bid_w}
-    q_terms = {"line_q": big_inc, "import_q": root, "bid": -bid_wq}
+    p_terms = {"line_p": inc, "import_p": root, "bid": -bid_w}
+    q_terms = {"line_q": inc, "import_q": root, "bid": -bid_wq}
     if shed:
         # Shedding keeps each load's power factor, so it relieves kvar in proportion.
         ratio = np.divide(lq_mw, lp_mw, out=np.zeros_like(lq_mw), where=lp_mw > 0).T.ravel()
@@ -130,33 +133,43 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
                           lq_mw.T.ravel(), lq_mw.T.ravel())
 
     # --- voltage drop: v_child - v_parent + 2 r P + 2 x Q = 0 ---------------------------
-    lines = np.arange(m)
-    drop_v = sp.csr_matrix((np.concatenate([np.ones(m), -np.ones(m)]),
-                            (np.concatenate([lines, lines]), np.concatenate([lines + 1, topo.parent[1:]]))),
-                           shape=(m, n))
     model.add_constraints("voltage_drop", _corrected({
-        "v": sp.kron(eye_t, drop_v, format="csr"),
-        "line_p": sp.kron(eye_t, sp.diags(2 * topo.r_pu), format="csr"),
-        "line_q": sp.kron(eye_t, sp.diags(2 * topo.x_pu), format="csr"),
+        "v": _per_interval(np.concatenate([lines, lines]), np.concatenate([lines + 1, topo.parent[1:]]),
+                           np.concatenate([np.ones(m), -np.ones(m)]), (m, n), T),
+        "line_p": _per_interval(lines, lines, 2 * topo.r_pu, (m, m), T),
+        "line_q": _per_interval(lines, lines, 2 * topo.x_pu, (m, m), T),
     }, corrections.get("voltage_drop")), 0.0, 0.0)
 
     # --- thermal polygon on limited lines -------------------------------------------
     limited = np.nonzero(np.isfinite(s_lim))[0]
     if thermal and len(limited):
         faces = polygon_faces(polygon_sides)
-        k = len(faces.cos)
+        k, nl = len(faces.cos), len(limited)
         # Row (t, line, face) in that order; column (t, line).
-        sel = sp.csr_matrix((np.ones(len(limited)), (np.arange(len(limited)), limited)),
-                            shape=(len(limited), m))
-        pick = sp.kron(eye_t, sp.kron(sel, np.ones((k, 1))), format="csr")
-        cos_rows = np.tile(faces.cos, len(limited) * T)
-        sin_rows = np.tile(faces.sin, len(limited) * T)
+        rows, cols = np.arange(nl * k), np.repeat(limited, k)
         bound = np.tile(np.repeat(s_lim[limited] * faces.inset, k), T)
-        model.add_constraints("line_thermal", {"line_p": sp.diags(cos_rows) @ pick,
-                                               "line_q": sp.diags(sin_rows) @ pick}, -bound, bound)
+        model.add_constraints("line_thermal", {
+            "line_p": _per_interval(rows, cols, np.tile(faces.cos, nl), (nl * k, m), T),
+            "line_q": _per_interval(rows, cols, np.tile(faces.sin, nl), (nl * k, m), T)}, -bound, bound)
 
     add_resources(model, book, resources, rules)
     return model
+
+
+def _per_interval(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int],
+                  T: int) -> sp.coo_matrix:
+    """The block-diagonal matrix of ``T`` copies of one interval's block (triplets ``rows, cols, vals`` of
+    ``shape``), interval-major as the variables and rows are: ``kron(I_T, block)`` without its cost.
+
+    A diagonal's zeros are dropped (as ``sp.diags`` drops them), so ``r = 0`` or ``x = 0`` lines and a
+    polygon face's zero cosine leave no explicit entry.
+    """
+    nz = vals != 0
+    rows, cols, vals = rows[nz], cols[nz], vals[nz]
+    off = np.arange(T)
+    r, c = shape
+    return sp.coo_matrix((np.tile(vals, T), ((rows[None, :] + r * off[:, None]).ravel(),
+                                              (cols[None, :] + c * off[:, None]).ravel())), shape=(r * T, c * T))
 
 
 def _corrected(terms: dict, extra: dict | None) -> dict:
@@ -165,7 +178,8 @@ def _corrected(terms: dict, extra: dict | None) -> dict:
         return terms
     out = dict(terms)
     for var, mat in extra.items():
-        out[var] = out[var] + mat if var in out else mat
+        # As a compressed sum: entries that cancel exactly leave no explicit zero.
+        out[var] = out[var].tocsr() + mat if var in out else mat
     return out
 
 

@@ -325,14 +325,18 @@ def _point_terms(model: LinearModel, feeder: Feeder,
     The rows and columns depend on the feeder and the model only (never on the point), in the same order
     at every point: :class:`Relinearisation` maps them once onto its matrix's sparsity pattern.
     """
-    blocks = corrections(feeder, point) | thermal(feeder, point, polygon_sides)[0]
     rows, cols, vals = [], [], []
-    for con, block in blocks.items():
+    for con, block in _point_blocks(feeder, point, polygon_sides).items():
         for var, (r, c, v, _) in block.items():
             rows.append(r + model.con(con).start)
             cols.append(c + model.var(var).start)
             vals.append(v)
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+
+def _point_blocks(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> dict:
+    """The triplet blocks of :func:`_point_terms`, by constraint block, in its order."""
+    return corrections(feeder, point) | thermal(feeder, point, polygon_sides)[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -375,7 +379,9 @@ class Relinearisation:
 
     def at(self, point: OperatingPoint) -> LinearModel:
         """The model linearised at ``point`` (same blocks, costs and bounds)."""
-        vals = _point_terms(self.model, self.feeder, point, self.polygon_sides)[2]
+        # The values only: the rows and columns are those ``slots`` was made from.
+        vals = np.concatenate([v for block in _point_blocks(self.feeder, point, self.polygon_sides).values()
+                               for _, _, v, _ in block.values()])
         base = self.base
         data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
         a = sp.csc_matrix((data, base.indices.copy(), base.indptr.copy()), shape=base.shape)
@@ -671,6 +677,7 @@ class MarginalBracket:
         self.prev_point = np.full(n, np.nan)
         self.prev_g = np.full(n, np.nan)
         self.prev_step = np.zeros(n)
+        self.edged = np.zeros(n, dtype=bool)   # whether the bracket's end was tried (:meth:`prefer`)
 
     def target(self, point: np.ndarray, g: np.ndarray, x: np.ndarray, tol: float = 1e-7) -> np.ndarray:
         """Record a solve: dispatch ``x`` (MW) of the model linearised at ``point`` (MW), with bid
@@ -703,6 +710,7 @@ class MarginalBracket:
             self.g_lo[new] = np.where(g_low < -tol, g_low, np.nan)
             self.g_hi[new] = np.where(g_high > tol, g_high, np.nan)
             self.active |= new
+            self.edged[new] = False
         self.prev_point, self.prev_g, self.prev_step = point.copy(), g.copy(), step
         out = np.full(len(x), np.nan)
         a = self.active
@@ -715,14 +723,28 @@ class MarginalBracket:
 
     def prefer(self, pin: np.ndarray, bids: np.ndarray, newton: np.ndarray) -> np.ndarray:
         """``pin`` with the Newton targets ``newton`` (MW) of ``bids`` wherever they fall inside the bracket."""
-        inside = np.isfinite(newton) & (newton >= self.lo[bids]) & (newton <= self.hi[bids])
+        lo, hi = self.lo[bids], self.hi[bids]
+        inside = np.isfinite(newton) & (newton >= lo) & (newton <= hi)
         out = pin.copy()
         out[bids[inside]] = newton[inside]
+        # Newton's zero beyond an end whose reduced cost already points back into the bracket: the reduced
+        # cost does not cross zero inside, it jumps (a limit starts to bind, or the bid's own bound), most
+        # often at that end. Pinned once within half STEP_TOL_KW of it, the bracket closes there in one
+        # solve where regula falsi creeps up on a jump (ieee33 at 50: four solves); elsewhere it is one
+        # solve spent, and the bracket narrows by it.
+        edge = 0.5 * STEP_TOL_KW / S_BASE_KVA
+        fresh = np.isfinite(newton) & ~self.edged[bids]
+        up = fresh & (newton > hi) & np.isfinite(self.g_hi[bids])
+        down = fresh & (newton < lo) & np.isfinite(self.g_lo[bids])
+        out[bids[up]] = np.maximum(hi - edge, lo)[up]
+        out[bids[down]] = np.minimum(lo + edge, hi)[down]
+        self.edged[bids[up | down]] = True
         return out
 
     def release(self, which: np.ndarray) -> None:
         """Forget the brackets of ``which`` (their optimum left the bracket: a bound, not an interior point)."""
         self.active &= ~which
+        self.edged &= ~which
         for arr in (self.lo, self.hi, self.g_lo, self.g_hi):
             arr[which] = np.nan
 

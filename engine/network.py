@@ -16,6 +16,7 @@ A feeder is held as polars tables (the form users give it in) plus a derived
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -115,6 +116,16 @@ class Feeder:
     @cached_property
     def topology(self) -> "Topology":
         return Topology.build(self)
+
+    @cached_property
+    def network_digest(self) -> str:
+        """SHA-256 (hex) of the header, buses and lines (not the load profile), made once per feeder: what
+        in-memory keys of a model built on the feeder read (a kept market's, a kept interval curve's)."""
+        h = hashlib.sha256()
+        for part in (repr(self.header()), self.buses.write_csv(), self.lines.write_csv()):
+            h.update(part.encode("utf-8"))
+            h.update(b"\0")
+        return h.hexdigest()
 
     def with_changes(self, **changes) -> "Feeder":
         """A validated copy with some attributes replaced (the feeder itself is never mutated)."""
@@ -233,6 +244,11 @@ class Topology:
         cols = np.concatenate([lines, lines])
         vals = np.concatenate([np.ones(n - 1), -np.ones(n - 1)])
         return sp.csr_matrix((vals, (rows, cols)), shape=(n, n - 1))
+
+    def __getstate__(self) -> dict:
+        # A topology crosses to another process (a server's curve tracing) without its SuperLU factorisation,
+        # which does not pickle; the process that needs it factorises again on first use.
+        return {k: v for k, v in self.__dict__.items() if k != "_reduced_lu"}
 
     @cached_property
     def _reduced_lu(self):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -583,7 +584,9 @@ class KeptMarket:
       real-time cycle), where nothing else knows the intervals by their start;
     - with ``curves`` (kept from the interface's earlier markets: a day-ahead one, the last real-time
       one), a curve of one network's uncoupled intervals takes each interval whose single-interval model
-      was traced before from there (:class:`engine.territory.IntervalCurves`).
+      was traced before from there (:class:`engine.territory.IntervalCurves`), and with ``offers`` the
+      ISO offer of each interval curve offered before is taken from there
+      (:meth:`InterfaceCurve.iso_offer`'s ``memo``).
 
     Parameters
     ----------
@@ -591,13 +594,25 @@ class KeptMarket:
         As :func:`clear_runs` and :func:`trace_runs` take them; never modified.
     curves
         Single-interval curves shared with the interface's other markets, or None.
+    offers
+        Interval offers shared with the interface's other markets, with ``curves`` (at most ``curves.limit``
+        kept, the oldest dropped first), or None.
+    validated_on
+        The feeder ``book`` was validated against (:func:`engine.bids.validate_bids` with ``book.intervals``),
+        or None: a run of every interval on a feeder of the same buses then takes ``book`` as it is instead of
+        validating it again (:func:`run_book` would return the same book).
     """
 
     def __init__(self, runs: tuple[NetworkRun, ...], book: BidBook, rules: MarketRules,
                  resources: tuple[Resource, ...] = (), options: ClearingOptions = ClearingOptions(),
-                 curves: IntervalCurves | None = None):
+                 curves: IntervalCurves | None = None, offers: OrderedDict | None = None,
+                 validated_on: Feeder | None = None):
         self.runs, self.book, self.rules, self.resources, self.options = runs, book, rules, resources, options
-        self.curves = curves
+        if offers is not None and curves is None:
+            raise ValueError("offers are kept with the curves they offer: pass curves too")
+        self.curves, self.offers = curves, offers
+        self._run_book: BidBook | None = None   # run_book of the one run, validated once for clear() and curve()
+        self._validated_on = validated_on
         self._market: NodalMarket | None = None
         self._curve: InterfaceCurve | None = None
         self._curve_forecast: np.ndarray | None = None
@@ -616,23 +631,24 @@ class KeptMarket:
         if self._market is None:
             run = self.runs[0]
             # What clear() builds for the one run's feeder and bids (clear_runs of one run is that clear).
-            book = canonical(run_book(self.book, run, self.rules), run.feeder, self.rules)
+            book = canonical(self._one_run_book(), run.feeder, self.rules)
             self._market = NodalMarket(run.feeder, book, price, self.rules, self.resources, self.options)
         else:
             self._market.restart()
             self._market.set_iso_price(price)
         return self._market.solve()
 
-    def relabel(self, runs: tuple[NetworkRun, ...], book: BidBook) -> None:
+    def relabel(self, runs: tuple[NetworkRun, ...], book: BidBook, validated_on: Feeder | None = None) -> None:
         """The same market at other interval starts: ``book`` equals :attr:`book` but for its intervals, and
-        neither the feeder (no load profile), the resources (none) nor network changes name an interval."""
+        neither the feeder (no load profile), the resources (none) nor network changes name an interval;
+        ``validated_on`` as the constructor takes it."""
         old, new = self.book.intervals, book.intervals
         profile = runs[0].feeder.load_profile if len(runs) == 1 else None
         if len(old) != len(new) or len(runs) != 1 or self.resources or (profile is not None and profile.height):
             raise ValueError("only a market without resources, load profile or network changes can be relabelled")
-        self.runs, self.book = runs, book
+        self.runs, self.book, self._run_book, self._validated_on = runs, book, None, validated_on
         if self._market is not None:
-            self._market.relabel(canonical(run_book(book, runs[0], self.rules), runs[0].feeder, self.rules))
+            self._market.relabel(canonical(self._one_run_book(), runs[0].feeder, self.rules))
         if self._curve is not None and old != new:
             def moved(df: pl.DataFrame) -> pl.DataFrame:
                 return df.with_columns(pl.col("interval").replace_strict(pl.Series(old), pl.Series(new),
@@ -641,8 +657,14 @@ class KeptMarket:
             self._curve = dataclasses.replace(self._curve, bands=moved(self._curve.bands),
                                               fixed_net_load_kw=moved(self._curve.fixed_net_load_kw))
 
-    def curve(self, forecast) -> InterfaceCurve:
-        """:func:`trace_runs` with ``forecast`` (per MWh, scalar or one per interval)."""
+    def curve(self, forecast, trace: Callable[..., InterfaceCurve] | None = None) -> InterfaceCurve:
+        """:func:`trace_runs` with ``forecast`` (per MWh, scalar or one per interval).
+
+        ``trace``: where the market has several intervals (whose curves the market kept does not help to
+        trace), called in place of :func:`trace_runs` as ``trace(runs, book, rules, resources, options,
+        forecast)``; it must return what :func:`trace_runs` would (a server fans the intervals out to its
+        processes: :class:`server.runner.CurveFanOut`).
+        """
         fc = np.broadcast_to(np.asarray(forecast, dtype=float), (self.book.n_interval,)).copy()
         self.reused = self._curve is not None and (not self._coupled or np.array_equal(fc, self._curve_forecast))
         if not self.reused:
@@ -650,9 +672,11 @@ class KeptMarket:
                     and self.curves.applies(self.book, self.resources, self.options)):
                 run = self.runs[0]
                 # Traced on the market just cleared where it is one lossless interval (trace_curve's market).
-                self._curve = self.curves.trace(run.feeder, run_book(self.book, run, self.rules), self.rules,
+                self._curve = self.curves.trace(run.feeder, self._one_run_book(), self.rules,
                                                 self.resources, self.options, fc, self._market)
                 self.reused = self.curves.reused > 0
+            elif trace is not None and self.book.n_interval > 1:
+                self._curve = trace(self.runs, self.book, self.rules, self.resources, self.options, fc)
             else:   # _market is None but for one run, whose trace_curve takes it
                 self._curve = trace_runs(self.runs, self.book, self.rules, self.resources, self.options, forecast=fc,
                                          market=self._market)
@@ -665,8 +689,19 @@ class KeptMarket:
         if self._curve is None:
             raise ValueError("no curve yet: call curve() first")
         if self._offer is None or self._offer[0] is not self._curve or self._offer[1] != max_segments:
-            self._offer = (self._curve, max_segments, *self._curve.iso_offer(max_segments))
+            self._offer = (self._curve, max_segments, *self._curve.iso_offer(max_segments, self.offers))
+            while self.offers is not None and len(self.offers) > self.curves.limit:
+                self.offers.popitem(last=False)
         return self._offer[2], self._offer[3]
+
+    def _one_run_book(self) -> BidBook:
+        """:func:`run_book` of the one run's bids, validated once."""
+        if self._run_book is None:
+            run, on = self.runs[0], self._validated_on
+            same = (on is not None and len(run.indices) == self.book.n_interval and not run.de_energised
+                    and (run.feeder is on or np.array_equal(run.feeder.topology.bus_ids, on.topology.bus_ids)))
+            self._run_book = self.book if same else run_book(self.book, run, self.rules)
+        return self._run_book
 
 
 def disaggregate_runs(runs: tuple[NetworkRun, ...], book: BidBook, award: pl.DataFrame, rules: MarketRules,

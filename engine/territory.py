@@ -44,7 +44,6 @@ from dsomarket.engine.clearing import ClearingOptions, ClearingResult, NodalMark
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import synthetic
 from dsomarket.engine.lindistflow import market_loads
-from dsomarket.engine.losses import CurveCheck
 from dsomarket.engine.network import Feeder
 
 if TYPE_CHECKING:   # imported where a curve is traced: a clearing (prices_for) never loads the curve modules
@@ -287,7 +286,7 @@ class IntervalCurves:
         uncoupled intervals. ``market``: the caller's solved market of these inputs (its clearing's), which
         a one-interval curve not kept is traced on (``trace_curve``'s ``market``).
         """
-        from dsomarket.engine.interface import InterfaceCurve, _fixed_table, trace_curve
+        from dsomarket.engine.interface import _fixed_table, join_curves, trace_curve
 
         t0 = time.perf_counter()
         book = canonical(book, feeder, rules)
@@ -295,8 +294,7 @@ class IntervalCurves:
         fc = np.broadcast_to(np.asarray(forecast, dtype=float), (T,)).copy()
         load_p, load_q = market_loads(feeder, book)
         # The interval length enters only what couples intervals: a 5-minute interval is the 60-minute model.
-        network = _digest(repr(feeder.header()), feeder.buses.write_csv(), feeder.lines.write_csv(),
-                          repr(dataclasses.replace(rules, interval_minutes=60.0)),
+        network = _digest(feeder.network_digest, repr(dataclasses.replace(rules, interval_minutes=60.0)),
                           repr(dataclasses.replace(options, ac_check=False)))
         pieces, self.reused = [], 0
         for t in range(T):
@@ -316,16 +314,10 @@ class IntervalCurves:
                 self._curves.move_to_end(key)
                 self.reused += 1
             pieces.append(_at_interval(curve, book.intervals[t]))
-        checks = [CurveCheck(**c.ac_check) for c in pieces if c.ac_check is not None]
-        check = None
-        for c in checks:
-            check = c if check is None else check.merged(c)
         # The fixed load summed over the whole (bus x interval) array, as trace_curve sums it (a column summed
-        # on its own can differ in the last bit).
-        return InterfaceCurve(
-            bands=pl.concat([c.bands for c in pieces]), fixed_net_load_kw=_fixed_table(book, load_p), conditional=False, forecast=fc, solves=sum(c.solves for c in pieces), seconds=time.perf_counter() - t0,
-            bound_flips=sum(c.bound_flips for c in pieces),
-            ac_check=None if check is None else dataclasses.asdict(check))
+        # on its own can differ in the last bit); seconds are this call's, most intervals being kept ones.
+        return dataclasses.replace(join_curves(pieces, fc), fixed_net_load_kw=_fixed_table(book, load_p),
+                                   seconds=time.perf_counter() - t0)
 
 
 def _at_interval(curve: InterfaceCurve, start: datetime) -> InterfaceCurve:

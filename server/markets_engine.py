@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -48,7 +49,7 @@ from dsomarket.engine.runs import (KeptMarket, disaggregate_rolling, disaggregat
 from dsomarket.engine.settlement import loss_components, settle
 from dsomarket.engine.territory import IntervalCurves, substation
 from dsomarket.server import timeline
-from dsomarket.server.errors import FailedPrecondition, InvalidArgument
+from dsomarket.server.errors import FailedPrecondition, InvalidArgument, ServiceError
 
 log = logging.getLogger("dsomarket.server")
 
@@ -380,8 +381,8 @@ def _resources(rows: pl.DataFrame) -> tuple:
 
 def _interval_idx(inputs, col: pl.Series) -> pl.Series:
     """Interval index of each timestamp; ``inputs`` has the market's ``intervals``."""
-    pos = {iv: k for k, iv in enumerate(inputs.intervals)}
-    return pl.Series("interval_idx", [pos[iv] for iv in col.to_list()], dtype=pl.Int64)
+    return col.replace_strict(pl.Series(inputs.intervals, dtype=col.dtype), pl.Series(range(len(inputs.intervals))),
+                              return_dtype=pl.Int64).alias("interval_idx")
 
 
 def _decimals(df: pl.DataFrame, cols: tuple) -> pl.DataFrame:
@@ -437,16 +438,18 @@ class ClearOutcome:
     warm: bool = False
 
 
-def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None = None) -> ClearOutcome:
+def clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None = None,
+                 trace=None) -> ClearOutcome:
     """Clear at the forecast ISO price and trace the interface curves.
 
     ``forecast`` holds decimal strings per MWh: none (the midpoint of floor and
     cap), one for every interval, or one per interval. The engine refusing the
     stored inputs, or failing, is an ``error`` outcome that says why (and is
     recorded like any failed clearing), never an exception out of the call: the
-    operator then has the market's diagnosis and ReopenMarket.
+    operator then has the market's diagnosis and ReopenMarket. ``trace`` traces the curves of a market of
+    several intervals (:meth:`engine.runs.KeptMarket.curve`; the server's :class:`server.runner.CurveFanOut`).
     """
-    return _clear_kept(None, inputs, forecast, time_limit, keep=False)[0]
+    return _clear_kept(None, inputs, forecast, time_limit, keep=False, trace=trace)[0]
 
 
 def clearing_error(reason: str, seconds: float = 0.0, network_version: int = 0) -> ClearOutcome:
@@ -466,10 +469,14 @@ class Kept:
     """What a territory's worker keeps of an interface between clearings (:func:`clear_kept`): the market
     built on inputs whose digest is ``key`` (everything a clearing reads but the ISO price forecast); its
     ``curves`` are the single-interval curves of the interface's markets so far (a day-ahead market's
-    intervals, for the real-time sessions whose interval is the same model)."""
+    intervals, for the real-time sessions whose interval is the same model), its ``offers`` their ISO
+    offers. ``feeder`` is the engine's feeder built from the stored feeder ``tables`` (a feeder never
+    changes once stored: the next market of the interface that reads the same tables takes it as built)."""
 
     key: str
     market: KeptMarket
+    tables: dict
+    feeder: Feeder
 
 
 def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float | None = None,
@@ -484,10 +491,13 @@ def clear_kept(kept: Kept | None, rows, forecast: list[str], time_limit: float |
     (:class:`engine.runs.KeptMarket`), with the outcome of a fresh clearing; the outcome says
     ``warm``. Returns the outcome and what to keep for the next clearing (None after a failure).
     """
-    inputs = stored_inputs(rows)
+    tables = rows[1]
+    feeder = kept.feeder if kept is not None and kept.tables == tables else feeder_from_tables(tables)
+    inputs = stored_inputs(rows, feeder)
     if day_ahead is not None:
         inputs = dataclasses.replace(inputs, day_ahead=day_ahead)
-    return _clear_kept(kept, inputs, forecast, time_limit)
+    outcome, market = _clear_kept(kept, inputs, forecast, time_limit)
+    return outcome, None if market is None else Kept(market[0], market[1], tables, feeder)
 
 
 @dataclass(frozen=True, eq=False)
@@ -539,17 +549,20 @@ def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bo
     if by_index:
         intervals = len(intervals)
         bids = bids.with_columns(_interval_idx(inputs, bids["interval"]).alias("interval"))
-    return _digest(f.header(), f.buses, f.lines, f.load_profile, inputs.rules, intervals, bids, inputs.resources,
+    return _digest(f.network_digest, f.load_profile, inputs.rules, intervals, bids, inputs.resources,
                    inputs.changes, inputs.formulation, time_limit), by_index
 
 
 def _clear_kept(kept: Kept | None, inputs: MarketInputs, forecast: list[str], time_limit: float | None,
-                keep: bool = True) -> tuple[ClearOutcome, Kept | None]:
+                keep: bool = True, trace=None) -> tuple[ClearOutcome, tuple[str, KeptMarket] | None]:
+    """The clearing of ``inputs`` on what was ``kept``, and (with ``keep``) the key and market to keep."""
     t0 = time.perf_counter()
     try:
-        return _clear_market(inputs, forecast, time_limit, t0, kept, keep)
+        return _clear_market(inputs, forecast, time_limit, t0, kept, keep, trace)
     except InputError as exc:
         reason = str(exc)
+    except ServiceError:   # the server's processes that traced the curves failed: no outcome, the caller's status
+        raise
     except Exception as exc:  # a defect: logged with its traceback, the market keeps a reason
         log.exception("clearing failed")
         reason = f"the engine failed ({type(exc).__name__}); the server log has the details"
@@ -557,12 +570,12 @@ def _clear_kept(kept: Kept | None, inputs: MarketInputs, forecast: list[str], ti
 
 
 def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float | None, t0: float,
-                  kept: Kept | None, keep: bool) -> tuple[ClearOutcome, Kept | None]:
-    book = None
+                  kept: Kept | None, keep: bool, trace=None) -> tuple[ClearOutcome, tuple[str, KeptMarket] | None]:
+    book = validated_on = None   # the bids validated, and the feeder they were validated against
     if inputs.day_ahead is not None:
         # The curve the ISO awards from describes the feeder the award is disaggregated on. Holding positions
         # changes the feeder's loads, not its buses, so the bids validated against it are this same book.
-        book = inputs.book()
+        book, validated_on = inputs.book(), inputs.feeder
         inputs = dataclasses.replace(inputs, feeder=holding_day_ahead(
             inputs.feeder, book, inputs.day_ahead.dispatch, inputs.day_ahead.interval_minutes))
     rules = inputs.rules
@@ -572,19 +585,22 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     key, by_index = _inputs_key(inputs, time_limit) if keep else ("", False)
     warm = keep and kept is not None and kept.key == key
     kept_curves = None if not keep else (kept.market.curves if kept is not None else IntervalCurves())
+    kept_offers = None if not keep else (kept.market.offers if kept is not None else OrderedDict())
     if warm and not by_index:
         book, market = kept.market.book, kept.market
     else:
-        book = inputs.book() if book is None else book
+        if book is None:
+            book, validated_on = inputs.book(), inputs.feeder
         try:
             runs = inputs.runs(book)
         except InputError as exc:  # a set of changes that loops or islands load the stored checks did not see
             return clearing_error(str(exc), time.perf_counter() - t0, version), None
         if warm:
             market = kept.market
-            market.relabel(runs, book)   # the same bids, perhaps at the next session's interval starts
+            market.relabel(runs, book, validated_on)   # the same bids, perhaps at the next session's starts
         else:
-            market = KeptMarket(runs, book, rules, inputs.resources, inputs.options(time_limit), kept_curves)
+            market = KeptMarket(runs, book, rules, inputs.resources, inputs.options(time_limit), kept_curves,
+                                kept_offers, validated_on)
     t_book = time.perf_counter()
     result = market.clear(forecast)
     t_clear = time.perf_counter()
@@ -598,7 +614,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
         return ClearOutcome(result.status, diagnosis + (_WAY_OUT,), "", pl.DataFrame(), pl.DataFrame(),
                             [], "", time.perf_counter() - t0, _digest(result.status), version, warm), None
     try:
-        curve = market.curve(forecast)
+        curve = market.curve(forecast, trace)
     except InputError as exc:  # the market is feasible at the forecast but not across floor..cap
         return clearing_error(str(exc), time.perf_counter() - t0, version), None
     t_curve = time.perf_counter()
@@ -615,7 +631,7 @@ def _clear_market(inputs: MarketInputs, forecast: list[str], time_limit: float |
     return ClearOutcome("optimal", (), decimal_text(result.welfare), prices, interface, curves,
                         decimal_text(area), time.perf_counter() - t0,
                         _digest(prices, interface, dispatch, curves, area), version, warm), \
-        Kept(key, market) if keep else None
+        (key, market) if keep else None
 
 
 def only_intervals(inputs: MarketInputs, indices: list[int]) -> MarketInputs:

@@ -63,6 +63,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -76,7 +77,8 @@ import polars as pl
 from dsomarket.engine.bids import MarketRules
 from dsomarket.engine.clearing import ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
-from dsomarket.engine.interface import InterfaceCurve
+from dsomarket.engine.interface import InterfaceCurve, join_curves
+from dsomarket.engine.runs import trace_runs
 from dsomarket.engine.territory import Interface, InterfaceSession
 
 log = logging.getLogger(__name__)
@@ -410,6 +412,9 @@ class _Base:
         self._bad: dict[str, str] = {}      # loaded interfaces that kill every worker they run on, and why
         self._down: dict[int, str] = {}     # shards whose worker could not be replaced, and why
         self._sent: dict[int, set[str]] = {}   # Shared keys sent to each shard's current worker
+        # map() is called from more than one thread (a server's territory sessions and its markets' curves):
+        # one call at a time owns the workers and the bookkeeping above.
+        self._lock = threading.Lock()
 
     def _submit(self, k: int, method: str, args: tuple) -> Any:
         raise NotImplementedError
@@ -566,6 +571,10 @@ class _Base:
         ids = [t.interface_id for t in tasks]
         if len(set(ids)) != len(ids):
             raise InputError("territory", "interface_id", "an interface id appears twice")
+        with self._lock:
+            return self._map(tasks, ids)
+
+    def _map(self, tasks: list[Task], ids: list[str]) -> list[TaskResult]:
         parts = self._place(tasks)
         results = self._gather("call", [(self._by_key(k, part),) for k, part in enumerate(parts)])
         by_id = {}
@@ -810,6 +819,91 @@ class RayRunner(_Base):
         self._actors = []
         if self._started:
             self._ray.shutdown()
+
+
+FAN_OUT_SEGMENTS = 200
+"""Bid segments from which :class:`CurveFanOut` sends a market's curves to the runner's processes: below it, a
+market's curves take well under a second where a fan-out costs the pickling of its model's inputs and, for the
+first one, the start of the processes."""
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """The :class:`~engine.errors.InputError` a part's tracing raised, as fields (it does not pickle as itself)."""
+
+    table: str
+    field: str
+    reason: str
+    row: int | None
+
+
+def _trace_part(runs, book, rules: MarketRules, resources, options: ClearingOptions, forecast,
+                intervals: list[int]) -> InterfaceCurve | _Refusal:
+    """:func:`engine.runs.trace_runs` of some intervals (a :class:`CurveFanOut` task, run in a worker)."""
+    try:
+        return trace_runs(runs, book, rules, resources, options, forecast=forecast, intervals=intervals)
+    except InputError as exc:   # the market refused: the clearing's outcome says why, as if traced in one process
+        return _Refusal(exc.table, exc.field, exc.reason, exc.row)
+
+
+class CurveFanOut:
+    """Traces the curves of a market of several intervals on a runner's processes, as
+    :func:`engine.runs.trace_runs` would in one (:meth:`engine.runs.KeptMarket.curve`'s ``trace``).
+
+    Each interval's curve is the same whichever others are traced with it, in whichever process
+    (:func:`engine.interface.trace_intervals`), so the intervals are dealt out in turn, one :class:`Task` of
+    ``trace_runs(intervals=...)`` per process, and the parts joined (:func:`engine.interface.join_curves`): the
+    same bands, so the same clearing digest, as one process traces; each part builds its market (and, coupled
+    and loss-aware, clears the horizon at the forecast) again, which is what the fan-out costs. A market of
+    fewer than ``min_segments`` bid segments, an SOCP market (sampled, all intervals at once) and a runner of
+    one process trace here.
+
+    A part whose market refuses (an :class:`~engine.errors.InputError`: no curve at the forecast, say) refuses
+    the whole as one process would. A part that fails otherwise (its worker lost twice, an exception in the
+    engine) fails the call with :class:`server.errors.Unavailable` naming the intervals and the error: nothing
+    is recorded and the market stays closed, to be cleared again.
+
+    Parameters
+    ----------
+    runner
+        Returns the runner to use (a server starts its runner at the first call that needs it).
+    min_segments
+        Bid segments from which a market's curves are fanned out (default :data:`FAN_OUT_SEGMENTS`).
+    """
+
+    def __init__(self, runner: Callable[[], "_Base"], min_segments: int | None = None):
+        self.runner, self.min_segments = runner, min_segments
+
+    def __call__(self, runs, book, rules: MarketRules, resources, options: ClearingOptions,
+                 forecast) -> InterfaceCurve:
+        todo = list(range(book.n_interval))
+        least = FAN_OUT_SEGMENTS if self.min_segments is None else self.min_segments
+        if options.formulation == "socp" or len(todo) < 2 or book.n < least:
+            return trace_runs(runs, book, rules, resources, options, forecast=forecast)
+        pool = self.runner()
+        n = min(pool.shards, len(todo))
+        if n < 2:
+            return trace_runs(runs, book, rules, resources, options, forecast=forecast)
+        from dsomarket.server.errors import Unavailable   # grpc: only where a server runs this
+
+        t0 = time.perf_counter()
+        parts = [todo[k::n] for k in range(n)]
+        tasks = [Task(f"curves {k}", _trace_part, (runs, book, rules, resources, options, forecast, part),
+                      float(len(part))) for k, part in enumerate(parts)]
+        curves = []
+        for part, result in zip(parts, pool.map(tasks), strict=True):
+            if result.error:
+                raise Unavailable(f"the interface curves of intervals {part} could not be traced in a runner "
+                                  f"process ({result.error}); the market stays closed: clear it again")
+            if isinstance(result.value, _Refusal):
+                v = result.value
+                raise InputError(v.table, v.field, v.reason, v.row)
+            if result.recovered:
+                log.warning("curves of intervals %s: %s", part, result.recovered)
+            curves.append(result.value)
+        log.info("curves: %d intervals traced on %d runner processes in %.3f s", len(todo), n,
+                 time.perf_counter() - t0)
+        return join_curves(curves, forecast)
 
 
 def runner(workers: int | None = None, ray_address: str | None = None, rules: MarketRules = MarketRules(),

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import functools
+import threading
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -117,6 +118,9 @@ class App:
         self._territory = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsomarket-territory")
         self._runner = None
         self._runner_spec = (workers, ray_address, warm_interfaces)
+        self._runner_start = threading.Lock()   # the territory thread and the solver thread both start it
+        # A market of many intervals has its curves traced on the runner's processes, not the solver thread.
+        self.curves = runner.CurveFanOut(self.territory_runner)
         self._feeders: dict = {}
         self._disaggregations = _SizedCache(DISAGGREGATIONS_BYTES, markets_engine.disaggregation_bytes)
         self._positions = _SizedCache(POSITIONS_BYTES, lambda p: p.nbytes)
@@ -133,10 +137,15 @@ class App:
             return await asyncio.get_running_loop().run_in_executor(self._territory, self._map, tasks)
 
     def _map(self, tasks: list) -> list:
-        if self._runner is None:
-            workers, ray_address, keep = self._runner_spec
-            self._runner = runner.runner(workers, ray_address, keep=keep)
-        return self._runner.map(tasks)
+        return self.territory_runner().map(tasks)
+
+    def territory_runner(self):
+        """The runner of territory sessions and of many-interval markets' curves, started at the first call."""
+        with self._runner_start:
+            if self._runner is None:
+                workers, ray_address, keep = self._runner_spec
+                self._runner = runner.runner(workers, ray_address, keep=keep)
+            return self._runner
 
     def lock(self, market_id: str) -> asyncio.Lock:
         """Serialises the solve-then-record steps of one market (clear, award, settle, flexibility clearing)
@@ -215,7 +224,7 @@ class App:
             forecast = convert.forecast(forecast_values, market)
             reference = await self.day_ahead_reference(market)
             outcome = await self.solve(lambda: markets_engine.clear_market(self.inputs(rows, reference), forecast,
-                                                                           self.solve_time_limit))
+                                                                           self.solve_time_limit, self.curves))
             activations = rows[4]  # of a flexibility auction cleared before, or None
             row = await self.writer.call(store.record_clearing, who, market_id, forecast, outcome, activations,
                                          first)

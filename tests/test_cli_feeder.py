@@ -121,6 +121,23 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["t.csv"]
 
 
+def test_writes_synced_once_are_flushed_together_when_the_block_ends(tmp_path, monkeypatch):
+    import dsomarket.clients.files as files
+
+    calls: list[str] = []
+    monkeypatch.setattr(files.os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(files.os, "sync", lambda: calls.append("sync"))
+    with files.synced_once():
+        write_csv(pl.DataFrame({"v": [1.0]}), tmp_path / "a.csv")
+        write_json(tmp_path / "b.json", {"v": 1})
+        assert calls == []                      # nothing flushed file by file inside the block
+    assert calls == ["sync"]                    # one flush for both when it ends
+    write_json(tmp_path / "c.json", {"v": 2})   # outside it, each file is synced as before
+    assert calls == ["sync", "fsync"]
+    assert read_table(tmp_path / "a.csv")["v"].to_list() == [1.0]
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.json", "c.json"]
+
+
 # --- command line -------------------------------------------------------------------------------
 
 def test_cli_export_and_powerflow(run, tmp_path):

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from dsomarket.clients.commands.market import (_FORMULATION_HELP, FORMULATIONS, read_iso_price, write_curve,
                                                write_result)
-from dsomarket.clients.files import read_feeder, read_table, write_csv, write_feeder, write_json
+from dsomarket.clients.files import read_feeder, read_table, synced_once, write_csv, write_feeder, write_json
 from dsomarket.engine.bids import MarketRules, parse_resources
 from dsomarket.engine.clearing import ClearingOptions
 from dsomarket.engine.errors import InputError
@@ -104,9 +104,10 @@ def _synth(args: argparse.Namespace) -> int:
             # A transformer rated below its feeders' summed peak: 1.2 x their fixed load.
             spec["import_max_kw"] = round(1.2 * sum(float(f.buses["load_kw"].sum()) for f, _ in group), 1)
         interfaces.append(spec)
-    for f, bids in feeders:
-        d = write_feeder(f, out / f.name)
-        write_csv(bids, d / "bids.csv")
+    with synced_once():   # one flush for the territory's files, not one per file
+        for f, bids in feeders:
+            d = write_feeder(f, out / f.name)
+            write_csv(bids, d / "bids.csv")
     write_json(out / "territory.json", {"name": out.name, "interfaces": interfaces})
     print(f"wrote territory {out.name}: {len(feeders)} feeders ({args.buses} buses, {args.bids} bids each), "
           f"{len(interfaces)} interfaces, to {out}")
@@ -184,14 +185,17 @@ def _size(p: Path) -> float:
 
 def write_outcome(out: Path, rules: MarketRules, formulation: str, max_segments: int,
                   outcome: InterfaceOutcome) -> dict:
-    """An interface's files under ``out/<interface_id>/`` (runs in a worker); its territory report."""
+    """An interface's files under ``out/<interface_id>/`` (runs in a worker), on disk when it returns (one
+    sync for all of them, :func:`clients.files.synced_once`); its territory report."""
     d = out / outcome.interface_id
-    if outcome.clearing is not None:
-        (d / "clear").mkdir(parents=True, exist_ok=True)
-        write_result(outcome.clearing, d / "clear")
-    if outcome.curve is not None:
-        (d / "curve").mkdir(parents=True, exist_ok=True)
-        write_curve(outcome.curve, outcome.offer, outcome.offer_area, rules, formulation, max_segments, d / "curve")
+    with synced_once():
+        if outcome.clearing is not None:
+            (d / "clear").mkdir(parents=True, exist_ok=True)
+            write_result(outcome.clearing, d / "clear")
+        if outcome.curve is not None:
+            (d / "curve").mkdir(parents=True, exist_ok=True)
+            write_curve(outcome.curve, outcome.offer, outcome.offer_area, rules, formulation, max_segments,
+                        d / "curve")
     return outcome.report()
 
 

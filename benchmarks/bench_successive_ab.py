@@ -1,0 +1,161 @@
+"""CPU A/B of the loss-aware iteration's modules against a base revision, in one process.
+
+Run: ``python benchmarks/bench_successive_ab.py [--base REV] [--repeats 2] [--skip-infeasible]``.
+
+``engine/powerflow.py``, ``engine/losses.py`` and ``engine/successive.py`` are loaded at ``--base`` (a
+git revision of this repository) next to this checkout's, and every engine module's references to
+them (the modules and the names imported from them) are switched between the two before each run,
+so both sides run the same curve tracer, clearing and solver. Cases:
+
+- the loss-aware curve of ``bench_physics.py --only curves`` (ieee33 / 80 bids; 1,000 buses / 1,000 bids);
+- a sweep of 40 seeded prices of ``clear`` on that ieee33 book and the hard ieee33 case seed 5 of
+  ``bench_physics.py --only hard`` (successive-LP iterations and CPU);
+- ``clear`` of the infeasible synth1000-s206 case of ``bench_hidden_physics.py`` (the diagnosis).
+
+Each side's best CPU time of ``--repeats``, the ratio this / base, and whether the results agree (curve
+imports within ``losses.CURVE_REL_TOL`` at 200 prices; the same diagnosis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import dsomarket.engine as engine_pkg  # noqa: E402
+from dsomarket.engine import losses, powerflow, successive  # noqa: E402
+
+NAMES = ("powerflow", "losses", "successive")   # in import order
+
+
+def load_base(rev: str) -> dict[str, types.ModuleType]:
+    """The modules of ``NAMES`` at ``rev``, each importing the other base ones."""
+    saved = {n: sys.modules[f"dsomarket.engine.{n}"] for n in NAMES}
+    base = {}
+    try:
+        for n in NAMES:
+            text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:engine/{n}.py"], check=True,
+                                  capture_output=True, text=True).stdout
+            mod = types.ModuleType(f"dsomarket.engine.{n}")
+            mod.__file__ = f"{rev}:engine/{n}.py"
+            sys.modules[mod.__name__] = mod
+            setattr(engine_pkg, n, mod)
+            exec(compile(text, mod.__file__, "exec"), mod.__dict__)
+            base[n] = mod
+    finally:
+        for n, mod in saved.items():
+            sys.modules[f"dsomarket.engine.{n}"] = mod
+            setattr(engine_pkg, n, mod)
+    return base
+
+
+def use(side: dict[str, types.ModuleType], other: dict[str, types.ModuleType]) -> None:
+    """Rebind every engine module's references to ``other``'s modules and their names to ``side``'s."""
+    swap = {}
+    for n in NAMES:
+        swap[id(other[n])] = side[n]
+        for key, value in vars(other[n]).items():
+            if getattr(value, "__module__", None) == f"dsomarket.engine.{n}" and hasattr(side[n], key):
+                swap[id(value)] = getattr(side[n], key)
+    for name, mod in list(sys.modules.items()):
+        if not name.startswith("dsomarket.engine") or any(mod is s for s in (*side.values(), *other.values())):
+            continue
+        for key, value in list(vars(mod).items()):
+            if id(value) in swap:
+                setattr(mod, key, swap[id(value)])
+    for n in NAMES:
+        sys.modules[f"dsomarket.engine.{n}"] = side[n]
+        setattr(engine_pkg, n, side[n])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base", default="fbbb866", help="git revision to compare with (default fbbb866)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--skip-infeasible", action="store_true", help="leave out the infeasible 1,000-bus case")
+    args = p.parse_args(argv)
+
+    from bench_hidden_physics import make_case
+    from bench_physics import LOSSAWARE, best, opf_case, synthetic_bids
+    from dsomarket.clients.files import read_feeder, read_table
+    from dsomarket.engine.bids import MarketRules, validate_bids
+    from dsomarket.engine.clearing import NodalMarket, clear
+    from dsomarket.engine.feeders import ieee33, synthetic
+    from dsomarket.engine.interface import trace_curve
+
+    this = {n: sys.modules[f"dsomarket.engine.{n}"] for n in NAMES}
+    base = load_base(args.base)
+    sides = {"base": base, "this": this}
+    rules = MarketRules()
+
+    def curve_case(buses: int, n_bids: int):
+        f = ieee33() if buses == 33 else synthetic(buses, 5)
+        book = validate_bids(synthetic_bids(f, n_bids, 5, kw=(5.0, 60.0)), f, rules)
+
+        def run():
+            c = trace_curve(f, book, rules, options=LOSSAWARE)
+            prices = np.linspace(-20.0, 170.0, 200) + 0.0123
+            return [c.import_at(0, q) for q in prices], c.ac_check["clearings"]
+        return run
+
+    def sweep_case(f, book):
+        prices = np.round(np.random.default_rng(7).uniform(-30, 180, 40), 3)
+
+        def run():
+            iters, imports = 0, []
+            for q in prices:
+                m = NodalMarket(f, book, float(q), rules)
+                sol = m.converge()
+                iters += m.convergence["iterations"] if m.convergence else 0
+                imports.append(m.block(sol.x, "import_p")[0] * 1000.0 if sol.ok else np.nan)
+            return imports, iters
+        return run
+
+    f33 = ieee33()
+    book33 = validate_bids(synthetic_bids(f33, 80, 5, kw=(5.0, 60.0)), f33, rules)
+    hard_f, hard_bids = opf_case(ieee33(), 5, 0.95, "2", 3000.0)
+    cases = {"curve ieee33 / 80 bids": curve_case(33, 80), "curve 1k buses / 1k bids": curve_case(1000, 1000),
+             "clear at 40 prices, ieee33 / 80 bids": sweep_case(f33, book33),
+             "clear at 40 prices, ieee33 hard seed 5": sweep_case(hard_f, validate_bids(hard_bids, hard_f, rules))}
+    if not args.skip_infeasible:
+        work = Path(tempfile.mkdtemp(prefix="successive_ab_"))
+        case = make_case("synth1000", 206, work)
+        feeder = read_feeder(str(case.feeder_dir))
+        book = validate_bids(read_table(str(case.bids), "bids"), feeder, rules)
+
+        def infeasible():
+            res = clear(feeder, book, case.iso_prices[0], rules=rules, options=LOSSAWARE)
+            return [(d["limit"], d["element"], round(d.get("violation", 0.0), 1)) for d in res.diagnosis], res.status
+        cases["clear infeasible synth1000-s206"] = infeasible
+
+    print(f"CPU seconds, best of {args.repeats}; base = {args.base}")
+    for name, fn in cases.items():
+        t, out = {}, {}
+        for label in ("base", "this", "base", "this")[:2 * max(1, min(args.repeats, 2))]:
+            use(sides[label], sides["this" if label == "base" else "base"])
+            dt, res = best(fn, 1)
+            t[label] = min(t.get(label, np.inf), dt)
+            out[label] = res
+        use(this, base)
+        (a, a_extra), (b, b_extra) = out["base"], out["this"]
+        if isinstance(a, list) and a and isinstance(a[0], float):
+            a, b = np.asarray(a), np.asarray(b)
+            rel = np.nanmax(np.abs(a - b) / np.maximum(np.abs(a), 50.0)) * 100.0
+            agree = f"largest import difference {rel:.4f} % (curve tolerance {losses.CURVE_REL_TOL * 100:g} %)"
+        else:
+            agree = f"same diagnosis: {a == b} ({b})"
+        print(f"{name:40s} base {t['base']:7.3f}  this {t['this']:7.3f}  this/base {t['this'] / t['base']:5.2f}  "
+              f"[{a_extra} -> {b_extra}]  {agree}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
