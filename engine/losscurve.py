@@ -59,6 +59,10 @@ LOCATE_BISECTIONS = 12
 ``STEP_LOCATED``: each halves the gap (tangents that meet near one end of a steep stretch may each shave off
 only a sliver), so a jump between clearings 4 per MWh apart is located without an error in the bound.
 ieee69 hidden-physics seed 406 left a 63 kW jump 0.0033 per MWh wide at -74.70 (1.17 % in the bound)."""
+CONFIRM_STEPS = 8
+"""Fresh clearings, each twice as far out as the last (from a tenth of a cent to a quarter per MWh), that look for
+the other side of a step which a fresh clearing does not confirm where clearings started nearby put it
+(:meth:`_FixedPoints.confirm`)."""
 STEP_LOCATED = 1e-3
 """Price width (per MWh) within which an unresolved step is located as well as an ISO price can tell
 (a tenth of a cent): it adds nothing to the curve's error bound."""
@@ -308,23 +312,34 @@ class _FixedPoints:
         Where a bid both clears and not as fixed points of the AC problem over a range of prices, a clearing
         started from a neighbouring fixed point (:meth:`at`) may stay on that one's branch where ``clear``
         already takes the other (ieee69 hidden-physics seed 406 near -74.7: a 63 kW jump 0.009 per MWh
-        apart). Fresh clearings just outside ``[lo, hi]`` confirm it (two clearings); where one lands on
-        the other side's import, the switch is bisected between it and a fresh clearing at the far
-        sample's own price (:meth:`switch`)."""
+        apart; the CLI test's book near -43.955, 126 kW 0.005 apart). Fresh clearings just outside
+        ``[lo, hi]`` confirm it (two clearings); where both land on one side's import, fresh clearings
+        farther out (doubling the distance, at most ``CONFIRM_STEPS``) find the other's, and the switch is
+        bisected between the two (:meth:`switch`)."""
         tol = _band_tol(a, b)
         if self.clearings + 2 > max_clearings:
             return None
-        left, right = max(lo - STEP_LOCATED / 2.0, a.price), min(hi + STEP_LOCATED / 2.0, b.price)
+        left, right = lo - STEP_LOCATED / 2.0, hi + STEP_LOCATED / 2.0
         ql, qr = self.fresh(left), self.fresh(right)
         on_a, on_b = self.near(ql, a, tol), self.near(qr, b, tol)
         if on_a and on_b:
             return lo, hi
-        if on_a and self.near(qr, a, tol) and right < b.price and self.clearings < max_clearings \
-                and self.near(self.fresh(b.price), b, tol):
-            return self.switch(a, b, right, b.price, max_clearings)
-        if on_b and self.near(ql, b, tol) and left > a.price and self.clearings < max_clearings \
-                and self.near(self.fresh(a.price), a, tol):
-            return self.switch(a, b, a.price, left, max_clearings)
+        # Both on one side's import: the switch lies beyond the other end, towards the other side's sample.
+        rising = on_a and self.near(qr, a, tol)
+        if not rising and not (on_b and self.near(ql, b, tol)):
+            return None
+        inner, far, width = (right, None, STEP_LOCATED) if rising else (left, None, STEP_LOCATED)
+        for _ in range(CONFIRM_STEPS):
+            if self.clearings >= max_clearings:
+                return None
+            far = inner + width if rising else inner - width
+            q = self.fresh(far)
+            if self.near(q, b if rising else a, tol):
+                return self.switch(a, b, inner, far, max_clearings) if rising else \
+                    self.switch(a, b, far, inner, max_clearings)
+            if not self.near(q, a if rising else b, tol):
+                return None
+            inner, width = far, 2.0 * width
         return None
 
     def fresh(self, price: float) -> float:
@@ -448,7 +463,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         switch from one to the other; the whole gap enters the error bound where that is wider than an ISO
         price, or not ``known`` (fresh clearings did not confirm it)."""
         nonlocal unresolved
-        done.append((a, b, min(max((lo + hi) / 2.0 if at is None else at, a.price), b.price)))
+        done.append((a, b, (lo + hi) / 2.0 if at is None else at))
         if not known or not located(lo, hi):
             errors.append((a.q - b.q, min(abs(a.q), abs(b.q))))
             unresolved += 1
@@ -546,6 +561,14 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         elif step > low:
             bands.append([low, step, q])
             low = step
+        else:
+            # Fresh clearings put this step before a's own price (:meth:`_FixedPoints.confirm`): from there on
+            # they clear b's import, whatever the bands drawn up to a said.
+            while bands and bands[-1][0] >= step:
+                bands.pop()
+            if bands:
+                bands[-1][1] = step
+            low = max(step, floor)
         q = b.q
     bands.append([low, cap, q])
     bands = [band for band in bands if band[1] > band[0] + P_REL_TOL * max(1.0, abs(band[0]))] or bands[-1:]
