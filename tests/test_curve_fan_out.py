@@ -132,3 +132,17 @@ def test_a_lost_curve_worker_is_unavailable_over_grpc_and_the_market_stays_close
 
     asyncio.run(body())
     assert fake.calls == 1
+
+
+def test_the_runner_serves_two_threads_mapping_at_once(pool):
+    """A server maps territory tasks on one thread and a market's curves on another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dsomarket.server.runner import Task
+
+    def work(base: int) -> list:
+        return [r.value for r in pool.map([Task(f"t{k}", pow, (base, k)) for k in range(6)])]
+
+    with ThreadPoolExecutor(2) as threads:
+        twos, threes = threads.map(work, (2, 3))
+    assert twos == [2 ** k for k in range(6)] and threes == [3 ** k for k in range(6)]
