@@ -57,8 +57,8 @@ server traces the curves on its runner processes (one per core, :class:`server.r
 replay at the end does."""
 DAY_AHEAD_DEADLINE = 1200.0
 """Seconds the day-ahead ClearMarket call may take (every other call: :data:`CALL_DEADLINE`): the loss-aware
-curves of the day cost some 170 s of CPU (``python benchmarks/bench_formulation.py``), about half that in wall
-time on two quiet cores, and 680 s on two cores shared at a load of 12-15 (benchmarks/README.md); the
+curves of the day cost some 150-160 s of CPU (``python benchmarks/bench_formulation.py``): 67 s on two quiet
+cores, 680 s on two cores shared at a load of 12-15 (benchmarks/README.md); the
 deadline is there so that a server that hangs fails the demo, not to time a busy machine."""
 CALL_DEADLINE = 120.0
 AGGREGATORS = ("sunrise-energy", "voltway-ev", "flexco")
@@ -198,7 +198,7 @@ async def run_demo(workdir: Path, out=print, keep: bool = False, formulation: st
     op, iso = clients["dso"], clients["iso"]
     clearer = Client(target, tokens["dso"], timeout=DAY_AHEAD_DEADLINE)   # the operator's day-ahead ClearMarket
     out(f"dsomarket demo: server on {target}, database {path}")
-    out(f"  markets clear {formulation}" + (" (the server's default); the day-ahead curves take a minute or two"
+    out(f"  markets clear {formulation}" + (" (the server's default); the day-ahead curves take a minute or more"
                                              if formulation == "lossaware" else ""))
     rng = np.random.default_rng(2025)
     tasks: list[asyncio.Task] = []
