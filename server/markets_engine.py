@@ -537,6 +537,19 @@ def day_ahead_positions(market_id: str, day_ahead: Disaggregation) -> DayAheadPo
     return DayAheadPositions(f"{market_id}/{h.hexdigest()}", dispatch, day_ahead.interval_minutes)
 
 
+def award_positions(market_id: str, rows, awards: list[tuple[int, float, str]], forecast: list[str], by_interval: bool,
+                    time_limit: float | None = None) -> DayAheadPositions:
+    """The :class:`DayAheadPositions` of the awarded day-ahead market ``market_id`` derived from its stored rows
+    (``server.store.market_rows``) and award (``server.realtime_store.award_context``): what a server holds once
+    it has disaggregated the award (:func:`whole_award`). What a territory's worker runs for a server that no
+    longer holds them (restarted)."""
+    outcome = whole_award(stored_inputs(rows), awards, by_interval, forecast, None, time_limit)
+    if outcome.disaggregation is None:
+        raise InputError("award", "market_id", f"the award of {market_id!r} no longer disaggregates: "
+                         f"{'; '.join(outcome.diagnosis)}")
+    return day_ahead_positions(market_id, outcome.disaggregation)
+
+
 def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bool]:
     """Digest of everything a clearing of ``inputs`` reads except the ISO price forecast, and whether it
     leaves out the interval starts: where nothing but the bids names an interval (no load profile or
