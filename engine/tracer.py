@@ -95,9 +95,10 @@ _DUAL_TOL = 1e-7
 """Dual feasibility tolerance (per MWh) of a basis whose price range the tracer computes itself."""
 _MAX_STALL = 50
 """Own pivots in a row at one price before a warm HiGHS solve takes over (a guard against cycling)."""
-_REFACTOR = 16
+_REFACTOR = 10
 """Pivots taken as updates of one factorised basis (:class:`_Lu`) before the next is factorised afresh:
-each adds a column to every solve (8 to 16 measured best at 1,000 buses, 24 and 40 slower)."""
+each adds a column to every solve (8 to 10 measured best at 1,000 buses with 32-flip chunks, 5 % less CPU than
+16; 4 and 24 slower: ``benchmarks/bench_tracer_ab.py``)."""
 _UPDATE_MIN = 1000
 """Cores smaller than this (rows) are factorised afresh after every pivot: SuperLU's factorisation of
 a small core costs less than the update's bookkeeping."""
