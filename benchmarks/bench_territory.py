@@ -294,7 +294,7 @@ def split(a) -> int:
     interfaces after one to warm up: the model build, the cold solve, the result tables (AC check included),
     the exact curve traced on the clearing's solved model (what the runner does) and on a model built and
     solved afresh (what it did before: ``trace_curve`` without ``market``), the ISO offer, and the command
-    line's files (``territory clear --curves``)."""
+    line's files (``territory clear --curves``; also their wall time, which the disk's flushes add to)."""
     import tempfile
     from pathlib import Path
 
@@ -307,7 +307,7 @@ def split(a) -> int:
     options = ClearingOptions(formulation=a.formulation)
     parts = dict.fromkeys(("build", "cold solve", "result", "curve on the clearing's model",
                            "curve on a fresh model", "ISO offer", "files"), 0.0)
-    same = 0
+    same, files_wall = 0, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(a.feeders + 1):
             i = synth_one(k, a.feeders + 1, a.buses, a.bids, a.seed)
@@ -326,17 +326,19 @@ def split(a) -> int:
             t.append(time.process_time())
             offer, area = curve.iso_offer(10)
             t.append(time.process_time())
+            wall = time.perf_counter()
             write_outcome(Path(tmp), s.rules, a.formulation, 10,
                           InterfaceOutcome(i.interface_id, i.members, res.status, clearing=res, curve=curve,
                                            offer=offer, offer_area=area))
             t.append(time.process_time())
             if k:   # the first interface warms up imports and caches
+                files_wall += time.perf_counter() - wall
                 for name, t0, t1 in zip(parts, t[:-1], t[1:]):
                     parts[name] += t1 - t0
                 same += curve.bands.equals(fresh.bands) and curve.solves == fresh.solves
     n = a.feeders
     for name, v in parts.items():
-        print(f"  {name:<32}{v / n:>8.4f} s")
+        print(f"  {name:<32}{v / n:>8.4f} s" + (f" ({files_wall / n:.4f} s wall)" if name == "files" else ""))
     now = sum(v for k, v in parts.items() if k != "curve on a fresh model")
     before = now - parts["curve on the clearing's model"] + parts["curve on a fresh model"]
     print(f"one interface's day-ahead work: {now / n:.3f} s CPU ({before / n:.3f} s with the curve on a fresh model, "

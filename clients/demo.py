@@ -37,6 +37,7 @@ from dsomarket.engine.feeders import builtin
 from dsomarket.server import db
 from dsomarket.server.app import create_server
 from dsomarket.server.replay import replay
+from dsomarket.server.runner import CurveFanOut, LocalRunner
 from dsomarket.server.auth import create_tokens
 
 FEEDER = "ieee33"
@@ -49,11 +50,17 @@ WHOLESALE = np.array([48, 44, 41, 40, 42, 50, 62, 78, 85, 80, 70, 58,
 RT_HOUR = 17
 """Real-time markets run in the evening ramp of the day-ahead day."""
 RT_MARKETS = 3
-DEMO_FORMULATION = "lossless"
-"""The demo's markets clear on the lossless LP, named on each market, although a server's default is
-``lossaware``: the loss-aware clearing and curves of this 24-hour day, whose batteries and EVs couple the hours,
-cost 170 s of CPU against 2 s lossless (benchmarks/README.md, "Server formulation"), beyond the demo's 120 s
-call deadline (and the replay at the end clears every market again)."""
+DEMO_FORMULATION = "lossaware"
+"""The demo's markets clear on the server's default model, loss-aware, named on each market. Its day-ahead
+clearing (the clearing and 24 curves, whose batteries and EVs couple the hours) is the demo's longest call: the
+server traces the curves on its runner processes (one per core, :class:`server.runner.CurveFanOut`), as the
+replay at the end does."""
+DAY_AHEAD_DEADLINE = 1200.0
+"""Seconds the day-ahead ClearMarket call may take (every other call: :data:`CALL_DEADLINE`): the loss-aware
+curves of the day cost some 170 s of CPU (``python benchmarks/bench_formulation.py``), about half that in wall
+time on two quiet cores, and 680 s on two cores shared at a load of 12-15 (benchmarks/README.md); the
+deadline is there so that a server that hangs fails the demo, not to time a busy machine."""
+CALL_DEADLINE = 120.0
 AGGREGATORS = ("sunrise-energy", "voltway-ev", "flexco")
 PARTICIPANTS = {"dso": "operator", **{a: "aggregator" for a in AGGREGATORS}, "iso": "iso",
                 "auditor": "auditor"}
@@ -175,10 +182,11 @@ class Clock:
         self._t = now
 
 
-async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
+async def run_demo(workdir: Path, out=print, keep: bool = False, formulation: str = DEMO_FORMULATION) -> int:
     """Run the scenario against a fresh server whose database lives in ``workdir``; 0 when all went well.
 
-    ``keep``: also write the market's tables as CSV files into ``workdir``.
+    ``keep``: also write the market's tables as CSV files into ``workdir``. ``formulation``: the markets' model
+    (a benchmark that only reads the markets back clears them on the quicker ``lossless``).
     """
     clock = Clock()
     path = workdir / "dsomarket.sqlite"
@@ -186,11 +194,12 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
     server, port = await create_server("127.0.0.1:0", path)
     await server.start()
     target = f"127.0.0.1:{port}"
-    clients = {name: Client(target, token, timeout=120.0) for name, token in tokens.items()}
+    clients = {name: Client(target, token, timeout=CALL_DEADLINE) for name, token in tokens.items()}
     op, iso = clients["dso"], clients["iso"]
+    clearer = Client(target, tokens["dso"], timeout=DAY_AHEAD_DEADLINE)   # the operator's day-ahead ClearMarket
     out(f"dsomarket demo: server on {target}, database {path}")
-    out(f"  markets clear {DEMO_FORMULATION}: a server's default is lossaware, whose curves of this day with storage "
-        "take minutes today")
+    out(f"  markets clear {formulation}" + (" (the server's default); the day-ahead curves take a minute or two"
+                                             if formulation == "lossaware" else ""))
     rng = np.random.default_rng(2025)
     tasks: list[asyncio.Task] = []
     try:
@@ -198,7 +207,7 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
         await op.create_feeder(FEEDER, builtin=FEEDER)
         da = await op.create_market("da-" + day.strftime("%Y%m%d"), feeder_id=FEEDER, kind="day_ahead",
                                     delivery_start=day, gate_closure_time=day - timedelta(hours=12),
-                                    value_of_lost_load="5000", formulation=DEMO_FORMULATION)
+                                    value_of_lost_load="5000", formulation=formulation)
         resources = fleet(day)
         await asyncio.gather(*(clients[a].register_resources(resources[a]) for a in AGGREGATORS))
         clock.lap("feeder, day-ahead market and resources")
@@ -221,13 +230,13 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
         late = await _refused(clients["flexco"].submit_bids(
             da.market_id, [BidSegment("late-1", "hvac12", "buy", 10.0, "50", day)]))
         peek = await _refused(clients["flexco"].list_bids(market_id=da.market_id, aggregator_id="voltway-ev"))
-        report = await op.clear_market(da.market_id, iso_price_forecast=[str(p) for p in WHOLESALE])
+        report = await clearer.clear_market(da.market_id, iso_price_forecast=[str(p) for p in WHOLESALE])
         if report.status != "optimal":
             out(f"day-ahead clearing {report.status}: {'; '.join(report.diagnosis)}")
             return 1
         await op.publish_market(da.market_id)
         clock.lap(f"day-ahead gate closed, cleared and published ({report.curve_segments} curve segments)")
-        award, da_awards, da_curves = await asyncio.wait_for(awarded.get(), 60)
+        award, da_awards, da_curves = await asyncio.wait_for(awarded.get(), CALL_DEADLINE)
         clock.lap(f"ISO awarded the day-ahead curves: {award.status}")
         da_settle = await op.settle_market(da.market_id)
         clock.lap("day-ahead settled")
@@ -256,13 +265,13 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
             await op.create_market(market_id, feeder_id=FEEDER, kind="real_time", delivery_start=start,
                                    interval_count=1, gate_lead=timedelta(minutes=5),
                                    value_of_lost_load="5000", day_ahead_market_id=da.market_id,
-                                   formulation=DEMO_FORMULATION)
+                                   formulation=formulation)
             rt = real_time_bids(bids, start, rng)
             await asyncio.gather(*(_submit(clients[a], market_id, rt[a]) for a in rt))
             await op.close_gate(market_id)
             rep = await op.clear_market(market_id, iso_price_forecast=[f"{iso_prices[market_id][0]:.2f}"])
             await op.publish_market(market_id)
-            rt_award, (a,), _ = await asyncio.wait_for(awarded.get(), 60)
+            rt_award, (a,), _ = await asyncio.wait_for(awarded.get(), CALL_DEADLINE)
             settle = await op.settle_market(market_id)
             out(f"  {market_id}: {sum(len(v) for v in rt.values())} re-bids, clearing {rep.status}; "
                 f"ISO price {a.price}, import {a.import_kw:.0f} kW, award {rt_award.status}; "
@@ -304,7 +313,7 @@ async def run_demo(workdir: Path, out=print, keep: bool = False) -> int:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for client in clients.values():
+        for client in (*clients.values(), clearer):
             await client.close()
         await server.stop(1)
 
@@ -407,9 +416,11 @@ async def _until_counted(counter: Counter, events: int, seconds: float = 10.0) -
 
 
 def _replay(path: Path):
+    """Every clearing again from the log, a many-interval market's curves on processes as the server traces them."""
     conn = db.connect(path)
     try:
-        return replay(conn)
+        with LocalRunner() as pool:
+            return replay(conn, trace=CurveFanOut(lambda: pool))
     finally:
         conn.close()
 

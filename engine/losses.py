@@ -677,7 +677,6 @@ class MarginalBracket:
         self.prev_point = np.full(n, np.nan)
         self.prev_g = np.full(n, np.nan)
         self.prev_step = np.zeros(n)
-        self.edged = np.zeros(n, dtype=bool)   # whether the bracket's end was tried (:meth:`prefer`)
 
     def target(self, point: np.ndarray, g: np.ndarray, x: np.ndarray, tol: float = 1e-7) -> np.ndarray:
         """Record a solve: dispatch ``x`` (MW) of the model linearised at ``point`` (MW), with bid
@@ -710,7 +709,6 @@ class MarginalBracket:
             self.g_lo[new] = np.where(g_low < -tol, g_low, np.nan)
             self.g_hi[new] = np.where(g_high > tol, g_high, np.nan)
             self.active |= new
-            self.edged[new] = False
         self.prev_point, self.prev_g, self.prev_step = point.copy(), g.copy(), step
         out = np.full(len(x), np.nan)
         a = self.active
@@ -723,28 +721,14 @@ class MarginalBracket:
 
     def prefer(self, pin: np.ndarray, bids: np.ndarray, newton: np.ndarray) -> np.ndarray:
         """``pin`` with the Newton targets ``newton`` (MW) of ``bids`` wherever they fall inside the bracket."""
-        lo, hi = self.lo[bids], self.hi[bids]
-        inside = np.isfinite(newton) & (newton >= lo) & (newton <= hi)
+        inside = np.isfinite(newton) & (newton >= self.lo[bids]) & (newton <= self.hi[bids])
         out = pin.copy()
         out[bids[inside]] = newton[inside]
-        # Newton's zero beyond an end whose reduced cost already points back into the bracket: the reduced
-        # cost does not cross zero inside, it jumps (a limit starts to bind, or the bid's own bound), most
-        # often at that end. Pinned once within half STEP_TOL_KW of it, the bracket closes there in one
-        # solve where regula falsi creeps up on a jump (ieee33 at 50: four solves); elsewhere it is one
-        # solve spent, and the bracket narrows by it.
-        edge = 0.5 * STEP_TOL_KW / S_BASE_KVA
-        fresh = np.isfinite(newton) & ~self.edged[bids]
-        up = fresh & (newton > hi) & np.isfinite(self.g_hi[bids])
-        down = fresh & (newton < lo) & np.isfinite(self.g_lo[bids])
-        out[bids[up]] = np.maximum(hi - edge, lo)[up]
-        out[bids[down]] = np.minimum(lo + edge, hi)[down]
-        self.edged[bids[up | down]] = True
         return out
 
     def release(self, which: np.ndarray) -> None:
         """Forget the brackets of ``which`` (their optimum left the bracket: a bound, not an interior point)."""
         self.active &= ~which
-        self.edged &= ~which
         for arr in (self.lo, self.hi, self.g_lo, self.g_hi):
             arr[which] = np.nan
 

@@ -168,8 +168,9 @@ def _redispatch(state: _State, m: str, p: dict, reference) -> markets_engine.Net
         p["forecast"], dict(p["scheduled"]), reference, overrides=dict(p["overrides"]))
 
 
-def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[ReplayCheck]:
-    """Recompute the clearings of one market (and the day-ahead market it refers to) or of all."""
+def replay(conn: sqlite3.Connection, market_id: str | None = None, trace=None) -> list[ReplayCheck]:
+    """Recompute the clearings of one market (and the day-ahead market it refers to) or of all; ``trace`` traces
+    a many-interval market's curves as the server's does (:class:`server.runner.CurveFanOut`: the same curves)."""
     wanted = None
     if market_id is not None:
         created = [json.loads(r["payload"]) for r in audit.records(conn, "market.create")]
@@ -229,7 +230,7 @@ def replay(conn: sqlite3.Connection, market_id: str | None = None) -> list[Repla
                 inputs = dataclasses.replace(inputs, day_ahead=markets_engine.day_ahead_positions(
                     state.markets[m]["day_ahead_market_id"], reference))
         if action in ("market.clear", "market.reclear"):
-            digest = markets_engine.clear_market(inputs, p["forecast"]).digest
+            digest = markets_engine.clear_market(inputs, p["forecast"], trace=trace).digest
             checks.append(ReplayCheck(seq, m, "clear", p["digest"], digest))
         elif action in ("interval.clear", "interval.reclear"):  # intervals of a rolling market: gate, network
             digest = markets_engine.clear_intervals(inputs, p["interval_indices"], p["forecast"]).digest

@@ -33,6 +33,7 @@ def test_a_curve_whose_subdivisions_run_out_reports_its_error_and_the_command_wa
     # No subdivision allowed: the curve is one step from the floor's import to the cap's, placed where the
     # tangents meet. Between them a clearing may lie anywhere, and the bound says so.
     monkeypatch.setattr(losscurve, "CURVE_MAX_DEPTH", 0)
+    monkeypatch.setattr(losscurve, "LOCATE_BISECTIONS", 0)
     code, out, err = run(*ARGS, "--out", tmp_path / "c")
     assert code == EXIT_PHYSICS and err.count("\n") == 1
     assert err.startswith("dsomarket: warning: loss-aware curve:") and "unresolved" in err

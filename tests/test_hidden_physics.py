@@ -175,27 +175,57 @@ def test_a_curve_that_spends_its_clearing_budget_leaves_the_narrowest_pairs_unre
     # 140-175 per MWh needs more clearings than losses.CURVE_MAX_CLEARINGS. Settled left to right, the budget
     # was gone there and the pair from 175 to the cap was left one step: 407 kW (169 %) reported, the curve
     # at -46.5 kW where `clear` gives -247.7 kW at 214.35. Settled widest first, what is left is narrow.
+    from dsomarket.engine.bids import MarketRules
+    from dsomarket.engine.interface import trace_curve
+
+    rules = MarketRules()
+    f, book = _generated_case("ieee33", 301, tmp_path, monkeypatch)
+    curve = trace_curve(f, book, rules)
+    check = curve.ac_check
+    assert check["clearings"] >= 100 and check["unresolved_steps"] > 0   # the budget is spent
+    # The pairs left are bands at their middle import (the import between them is off by at most half their
+    # gap), not steps (off by all of it): 0.68 % reported as steps, 0.35 % as bands, within the curve's 0.5 %.
+    assert check["max_error_pct"] <= 0.5
+    for p in (214.3548, 225.6917, 230.0):
+        got = clear(f, book, p, rules=rules).ac_check["import_kw"][0]
+        assert abs(curve.import_at(0, p) - got) <= check["max_error_kw"] + 1e-6
+
+
+def _generated_case(kind: str, seed: int, tmp_path, monkeypatch):
+    """The feeder and book (validated under the default rules) of ``bench_hidden_physics.make_case(kind, seed)``."""
     import importlib.util
     import sys
     from pathlib import Path
 
     from dsomarket.clients.files import read_feeder, read_table
     from dsomarket.engine.bids import MarketRules
-    from dsomarket.engine.interface import trace_curve
 
     spec = importlib.util.spec_from_file_location(
         "bench_hidden_physics", Path(__file__).parent.parent / "benchmarks" / "bench_hidden_physics.py")
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, bench)   # its dataclasses look their module up
     spec.loader.exec_module(bench)
-    case = bench.make_case("ieee33", 301, tmp_path)
+    case = bench.make_case(kind, seed, tmp_path)
     f = read_feeder(case.feeder_dir)
-    rules = MarketRules()
-    book = validate_bids(read_table(case.bids, "bids"), f, rules)
+    return f, validate_bids(read_table(case.bids, "bids"), f, MarketRules())
+
+
+def test_a_curve_steps_where_fresh_clearings_switch_or_counts_the_step_in_its_bound(tmp_path, monkeypatch):
+    # bench_hidden_physics --quick --cases 10 --seed 400, case ieee69-s406, here between -76 and -62.
+    # At -64.21 the curve said 5,445.04 kW where `clear` gives 5,618.77 (3.09 %) with a bound of 0.03 %: the
+    # clearing at -68.03 holds to -64.185, but its range was clipped to where the next fixed point's starts
+    # (-64.260), so the two only met and nobody asked where `clear` switches (between -64.21 and -64.20).
+    # Near -74.71 a 63 kW jump was put between two clearings started from their neighbours' fixed points,
+    # 9 thousandths of a price before the point where fresh clearings jump: 1.12 % off `clear`, bound 0.03 %.
+    from dsomarket.engine.bids import MarketRules
+    from dsomarket.engine.interface import trace_curve
+
+    rules = MarketRules(price_floor=-76, price_cap=-62)
+    f, book = _generated_case("ieee69", 406, tmp_path, monkeypatch)
     curve = trace_curve(f, book, rules)
-    check = curve.ac_check
-    assert check["clearings"] >= 100 and check["unresolved_steps"] > 0   # the budget is spent
-    assert check["max_error_pct"] <= 1.0
-    for p in (214.3548, 225.6917, 230.0):
+    bound = curve.ac_check["max_error_kw"]
+    at = clear(f, book, -64.21, rules=rules).ac_check["import_kw"][0]
+    assert abs(curve.import_at(0, -64.21) - at) <= 5e-3 * at
+    for p in (-64.25, -64.195, -74.7148, -74.71, -74.7058):
         got = clear(f, book, p, rules=rules).ac_check["import_kw"][0]
-        assert abs(curve.import_at(0, p) - got) <= check["max_error_kw"] + 1e-6
+        assert abs(curve.import_at(0, p) - got) <= bound + 1e-3, p
