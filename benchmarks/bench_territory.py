@@ -142,14 +142,11 @@ async def _server(path: str, a, keep: int):
 
 def _clearing_digests(path: str) -> dict:
     """Each market's recorded clearing digest."""
-    import json
-
     from dsomarket.server import audit, db
 
     conn = db.connect(path)
     try:
-        return {p["market_id"]: p["digest"] for r in audit.records(conn, "market.clear")
-                for p in [json.loads(r["payload"])]}
+        return audit.clearing_digests(conn)
     finally:
         conn.close()
 

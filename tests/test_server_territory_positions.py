@@ -9,7 +9,6 @@ once that market is awarded, so the server keeps it, bounded by memory rather th
 from __future__ import annotations
 
 import asyncio
-import json
 from decimal import Decimal
 
 import polars as pl
@@ -62,8 +61,7 @@ async def _sessions(tmp_path, calls: list, db_name: str) -> tuple[list, list, di
 def _clearing_digests(path) -> dict:
     conn = db.connect(path)
     try:
-        return {p["market_id"]: p["digest"] for r in audit.records(conn, "market.clear")
-                for p in [json.loads(r["payload"])]}
+        return audit.clearing_digests(conn)
     finally:
         conn.close()
 
