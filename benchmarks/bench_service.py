@@ -48,14 +48,16 @@ from dsomarket.server import db  # noqa: E402
 from tests.harness import create_tokens, delivery_day  # noqa: E402
 
 _SERVE = ("import asyncio, sys; from dsomarket.server.app import serve; "
-          "asyncio.run(serve('127.0.0.1:0', sys.argv[1], ready=lambda p: print(p, flush=True)))")
+          "asyncio.run(serve('127.0.0.1:0', sys.argv[1], ready=lambda p: print(p, flush=True), "
+          "workers=int(sys.argv[2]) or None))")
 _ROOT = Path(__file__).resolve().parent.parent
 MARKET = "bench-da"
 
 
-def start_server(db_path: Path | str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(db_path)], cwd=_ROOT, stdout=subprocess.PIPE,
-                            text=True)
+def start_server(db_path: Path | str, workers: int = 0) -> tuple[subprocess.Popen, str]:
+    """The server in its own process; ``workers``: its runner's processes (0: one per core)."""
+    proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(db_path), str(workers)], cwd=_ROOT,
+                            stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not re.fullmatch(r"\d+\n", line):
         proc.kill()
@@ -160,6 +162,8 @@ def main() -> int:
     p.add_argument("--skip-curves", action="store_true", help="measure the load only")
     p.add_argument("--formulation", default="lossless", choices=["lossless", "lossaware"],
                    help="the market's clearing model (the recorded gate-to-curves figures are lossless)")
+    p.add_argument("--workers", type=int, default=0, help="the server's runner processes, which also trace a "
+                   "many-interval market's curves (0: one per core; 1: curves on the solver thread)")
     p.add_argument("--db", default=None, metavar="URL", help="an empty postgresql:// database or schema "
                    "(default: a fresh SQLite file)")
     args = p.parse_args()
@@ -169,7 +173,7 @@ def main() -> int:
         path = args.db or Path(tmp) / "bench.sqlite"
         names = [f"agg-{c:03d}" for c in range(args.clients)]
         tokens = create_tokens(path, {"dso": "operator", "iso": "iso", **{n: "aggregator" for n in names}})
-        proc, target = start_server(path)
+        proc, target = start_server(path, args.workers)
         try:
             start = delivery_day()
             intervals = [start + timedelta(hours=h) for h in range(args.intervals)]

@@ -74,7 +74,7 @@ from typing import Any, Callable, Mapping
 
 import polars as pl
 
-from dsomarket.engine.bids import MarketRules
+from dsomarket.engine.bids import MarketRules, couples_intervals
 from dsomarket.engine.clearing import ClearingOptions, ClearingResult
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.interface import InterfaceCurve, join_curves
@@ -822,9 +822,9 @@ class RayRunner(_Base):
 
 
 FAN_OUT_SEGMENTS = 200
-"""Bid segments from which :class:`CurveFanOut` sends a market's curves to the runner's processes: below it, a
-market's curves take well under a second where a fan-out costs the pickling of its model's inputs and, for the
-first one, the start of the processes."""
+"""Bid segments from which :class:`CurveFanOut` sends a loss-aware or coupled market's curves to the runner's
+processes: below it, a market's curves take well under a second where a fan-out costs the pickling of its
+model's inputs and, for the first one, the start of the processes."""
 
 
 @dataclass(frozen=True)
@@ -854,9 +854,13 @@ class CurveFanOut:
     (:func:`engine.interface.trace_intervals`), so the intervals are dealt out in turn, one :class:`Task` of
     ``trace_runs(intervals=...)`` per process, and the parts joined (:func:`engine.interface.join_curves`): the
     same bands, so the same clearing digest, as one process traces; each part builds its market (and, coupled
-    and loss-aware, clears the horizon at the forecast) again, which is what the fan-out costs. A market of
-    fewer than ``min_segments`` bid segments, an SOCP market (sampled, all intervals at once) and a runner of
-    one process trace here.
+    and loss-aware, clears the horizon at the forecast) again, which is what the fan-out costs. Only curves that
+    are costly for their size go out: those of a loss-aware market (each made of converged clearings) or of a
+    horizon whose storage, EVs or ramps couple its intervals. A lossless market of independent intervals (cheap
+    curves, where pickling 100,000 segments to the processes cost more than it saved:
+    ``python benchmarks/bench_service.py --workers 1`` against ``--workers 2``), a market of fewer than
+    ``min_segments`` bid segments, an SOCP market (sampled, all intervals at once) and a runner of one process
+    trace here.
 
     A part whose market refuses (an :class:`~engine.errors.InputError`: no curve at the forecast, say) refuses
     the whole as one process would. A part that fails otherwise (its worker lost twice, an exception in the
@@ -878,7 +882,8 @@ class CurveFanOut:
                  forecast) -> InterfaceCurve:
         todo = list(range(book.n_interval))
         least = FAN_OUT_SEGMENTS if self.min_segments is None else self.min_segments
-        if options.formulation == "socp" or len(todo) < 2 or book.n < least:
+        costly = options.formulation == "lossaware" or couples_intervals(book, resources)
+        if not costly or options.formulation == "socp" or len(todo) < 2 or book.n < least:
             return trace_runs(runs, book, rules, resources, options, forecast=forecast)
         pool = self.runner()
         n = min(pool.shards, len(todo))

@@ -4,6 +4,7 @@ the same curves, so the same clearing digest, as one process traces; a part that
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import datetime, timedelta, timezone
 
@@ -87,10 +88,19 @@ def test_a_part_that_loses_its_worker_fails_the_call_naming_the_intervals():
         clear_market(storage_market("lossless"), ["50"], trace=CurveFanOut(lambda: fake, min_segments=0))
 
 
-def test_a_small_market_is_traced_in_the_calling_process():
+def test_a_small_market_or_one_of_cheap_curves_is_traced_in_the_calling_process():
     fake = Broken(error="never called")
     outcome = clear_market(storage_market("lossless"), ["50"], trace=CurveFanOut(lambda: fake, min_segments=21))
     assert outcome.status == "optimal" and fake.calls == 0
+    independent = storage_market("lossless")   # no battery: lossless intervals that nothing couples
+    independent = dataclasses.replace(independent, resources=(),
+                                      bids=independent.bids.filter(pl.col("resource_id") != "bat"))
+    outcome = clear_market(independent, ["50"], trace=CurveFanOut(lambda: fake, min_segments=0))
+    assert outcome.status == "optimal" and fake.calls == 0
+    with pytest.raises(Unavailable):   # loss-aware: sent out (and the fake failed it)
+        clear_market(dataclasses.replace(independent, formulation="lossaware"), ["50"],
+                     trace=CurveFanOut(lambda: fake, min_segments=0))
+    assert fake.calls == 1
 
 
 def test_clear_market_over_grpc_fans_out_on_the_servers_runner(tmp_path, monkeypatch, caplog):
@@ -99,7 +109,7 @@ def test_clear_market_over_grpc_fans_out_on_the_servers_runner(tmp_path, monkeyp
 
     async def body():
         async with running(tmp_path, workers=2) as env:
-            market = await small_market(env, formulation="lossless")
+            market = await small_market(env)   # loss-aware, the default
             op = env.clients["dso"]
             await env.clients["agg-a"].submit_bids(market.market_id, simple_bids(market))
             await op.close_gate(market.market_id)
@@ -119,7 +129,7 @@ def test_a_lost_curve_worker_is_unavailable_over_grpc_and_the_market_stays_close
 
     async def body():
         async with running(tmp_path) as env:
-            market = await small_market(env, formulation="lossless")
+            market = await small_market(env)   # loss-aware, the default
             op = env.clients["dso"]
             await env.clients["agg-a"].submit_bids(market.market_id, simple_bids(market))
             await op.close_gate(market.market_id)
