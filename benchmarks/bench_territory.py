@@ -142,14 +142,11 @@ async def _server(path: str, a, keep: int):
 
 def _clearing_digests(path: str) -> dict:
     """Each market's recorded clearing digest."""
-    import json
-
     from dsomarket.server import audit, db
 
     conn = db.connect(path)
     try:
-        return {p["market_id"]: p["digest"] for r in audit.records(conn, "market.clear")
-                for p in [json.loads(r["payload"])]}
+        return audit.clearing_digests(conn)
     finally:
         conn.close()
 
@@ -170,7 +167,9 @@ async def _bid(agg, session, members, suffix: str = "") -> None:
 def _cpu_seconds() -> float:
     """CPU seconds used so far by this process (the server, its threads and the clients) and by the processes it
     started (the runner's workers), read from /proc (Linux): what other work on a loaded machine does not
-    inflate as it inflates wall times."""
+    inflate as it inflates wall times. Only processes alive at the reading count: a worker that ends between
+    two readings (lost, replaced) takes its CPU with it, so a difference is a lower bound when one did (none
+    does in this benchmark's timed calls; the runner logs a replaced worker)."""
     tick = os.sysconf("SC_CLK_TCK")
     parent, used = {}, {}
     for entry in os.listdir("/proc"):

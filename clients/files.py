@@ -390,42 +390,58 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _atomic_write(Path(path), lambda fh: fh.write(data))
 
 
-_ONE_SYNC = contextvars.ContextVar("one_sync", default=False)
+_PENDING: contextvars.ContextVar[list[tuple[str, Path]] | None] = contextvars.ContextVar("pending", default=None)
+"""Inside :func:`synced_once`: the temporary files written so far, each with the path it replaces at the end."""
 
 
 @contextlib.contextmanager
 def synced_once() -> Iterator[None]:
-    """Atomic writes inside the block skip their own ``fsync``; leaving it syncs them all at once.
+    """Atomic writes inside the block share one flush: their files are written to temporary files, and
+    leaving the block syncs them all, renames each over its target, and syncs the renames.
 
-    Every write stays atomic (a temporary file renamed over the target), and when the block is left
-    everything written in it is on disk, as each file would be on its own. A territory's worker
-    writes nine files per interface: one flush for them costs what one file's does (40 -> 14 ms of
-    wall time per interface measured on this machine's disk). Where ``os.sync`` does not exist, each
-    file is synced as usual.
+    What a single atomic write promises holds for the whole block, across a crash too: a target is the
+    old file or the complete new one, never a partial one, and when the block is left everything written
+    in it is on disk. If the block raises, nothing in it is renamed into place (its temporary files are
+    removed). A territory's worker writes nine files per interface: two flushes for all of them cost less
+    than one ``fsync`` per file (benchmarks/README.md, ``bench_territory.py --split``). A target read
+    inside the block is still the old file. Where ``os.sync`` does not exist, each file is synced as usual.
     """
-    if not hasattr(os, "sync"):
+    if not hasattr(os, "sync") or _PENDING.get() is not None:
         yield
         return
-    token = _ONE_SYNC.set(True)
+    pending: list[tuple[str, Path]] = []
+    token = _PENDING.set(pending)
     try:
         yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
     finally:
-        _ONE_SYNC.reset(token)
-        os.sync()
+        _PENDING.reset(token)
+    os.sync()                      # the contents, before any name points at them
+    for tmp, path in pending:
+        os.replace(tmp, path)
+    os.sync()                      # the renames
 
 
 def _atomic_write(path: Path, write: Callable) -> None:
     # The temporary file lives in the target directory, so os.replace is a
     # rename on one file system: readers see the old file or the new one.
+    pending = _PENDING.get()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            if not _ONE_SYNC.get():
+            if pending is None:
                 os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600
-        os.replace(tmp, path)
+        if pending is None:
+            os.replace(tmp, path)
+        else:
+            pending.append((tmp, path))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -459,11 +459,12 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         return hi - lo <= max(STEP_LOCATED, CURVE_PRICE_TOL * max(1.0, abs(hi)))
 
     def step(a: _Sample, b: _Sample, lo: float, hi: float, at: float | None = None, known: bool = True) -> None:
-        """One step from ``a``'s import to ``b``'s at ``at`` (the middle of ``[lo, hi]``), where fresh clearings
+        """One step from ``a``'s import to ``b``'s at ``at`` (the middle of ``[lo, hi]``; inside the floor and cap: a
+        fresh clearing looked for beyond them, :meth:`_FixedPoints.confirm`, may put it past), where fresh clearings
         switch from one to the other; the whole gap enters the error bound where that is wider than an ISO
         price, or not ``known`` (fresh clearings did not confirm it)."""
         nonlocal unresolved
-        done.append((a, b, (lo + hi) / 2.0 if at is None else at))
+        done.append((a, b, min(max((lo + hi) / 2.0 if at is None else at, floor), cap)))
         if not known or not located(lo, hi):
             errors.append((a.q - b.q, min(abs(a.q), abs(b.q))))
             unresolved += 1

@@ -146,6 +146,8 @@ def _phase_one(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], 
         if relaxed is None:
             break
         soft, value, x = relaxed
+        # The sum over rows of mixed units (MW, MVA, pu squared) is what the relaxation itself minimises
+        # (unit weights), so each try is measured on the relaxation's own terms.
         excess = float(_excess(solver, soft, value).sum())
         if excess > PHASE_ONE_STALL * before:
             break

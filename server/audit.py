@@ -82,3 +82,9 @@ def records(conn: sqlite3.Connection, action_prefix: str = "", after: int = 0, l
     if limit >= 0:  # no LIMIT clause for "all": the two databases spell "no limit" differently
         sql, params = sql + " LIMIT ?", params + (limit,)
     return conn.execute(sql, params).fetchall()
+
+
+def clearing_digests(conn: sqlite3.Connection) -> dict[str, str]:
+    """Each market's recorded clearing digest (its last ``market.clear`` record's): what two servers that cleared
+    the same inputs must agree on, byte for byte."""
+    return {p["market_id"]: p["digest"] for r in records(conn, "market.clear") for p in [json.loads(r["payload"])]}

@@ -537,6 +537,19 @@ def day_ahead_positions(market_id: str, day_ahead: Disaggregation) -> DayAheadPo
     return DayAheadPositions(f"{market_id}/{h.hexdigest()}", dispatch, day_ahead.interval_minutes)
 
 
+def award_positions(market_id: str, rows, awards: list[tuple[int, float, str]], forecast: list[str], by_interval: bool,
+                    time_limit: float | None = None) -> DayAheadPositions:
+    """The :class:`DayAheadPositions` of the awarded day-ahead market ``market_id`` derived from its stored rows
+    (``server.store.market_rows``) and award (``server.realtime_store.award_context``): what a server holds once
+    it has disaggregated the award (:func:`whole_award`). What a territory's worker runs for a server that no
+    longer holds them (restarted)."""
+    outcome = whole_award(stored_inputs(rows), awards, by_interval, forecast, None, time_limit)
+    if outcome.disaggregation is None:
+        raise InputError("award", "market_id", f"the award of {market_id!r} no longer disaggregates: "
+                         f"{'; '.join(outcome.diagnosis)}")
+    return day_ahead_positions(market_id, outcome.disaggregation)
+
+
 def _inputs_key(inputs: MarketInputs, time_limit: float | None) -> tuple[str, bool]:
     """Digest of everything a clearing of ``inputs`` reads except the ISO price forecast, and whether it
     leaves out the interval starts: where nothing but the bids names an interval (no load profile or
@@ -666,22 +679,26 @@ def _price_table(inputs: MarketInputs, result) -> pl.DataFrame:
 
 
 def _curves(inputs: MarketInputs, curve, offer: pl.DataFrame) -> list[dict]:
-    bands = curve.bands.with_columns(_interval_idx(inputs, curve.bands["interval"]))
-    offer = offer.with_columns(_interval_idx(inputs, offer["interval"]))
     fixed = curve.fixed_net_load_kw
-    fixed_kw = dict(fixed.select(_interval_idx(inputs, fixed["interval"]), "fixed_kw").iter_rows())
-    out = []
-    for t in range(len(inputs.intervals)):
-        b = bands.filter(pl.col("interval_idx") == t).select("price_low", "price_high", "import_kw")
-        o = offer.filter(pl.col("interval_idx") == t).select("kind", "segment", "price", "mw")
-        out.append({
-            "interval_idx": t, "fixed_kw": float(fixed_kw[t]), "conditional": bool(curve.conditional),
-            "bands": [[decimal_text(lo), decimal_text(hi), float(q)] for lo, hi, q in b.iter_rows()],
-            # The ISO offer comes in MW; the API carries kW everywhere.
-            "segments": [[kind, int(seg), "" if p is None else decimal_text(p), float(mw) * 1000.0]
-                         for kind, seg, p, mw in o.iter_rows()],
-        })
-    return out
+    fixed_kw = dict(zip(_interval_idx(inputs, fixed["interval"]).to_list(), fixed["fixed_kw"].to_list()))
+    bands = _by_interval(inputs, curve.bands, ("price_low", "price_high", "import_kw"))
+    steps = _by_interval(inputs, offer, ("kind", "segment", "price", "mw"))
+    return [{
+        "interval_idx": t, "fixed_kw": float(fixed_kw[t]), "conditional": bool(curve.conditional),
+        "bands": [[decimal_text(lo), decimal_text(hi), float(q)] for lo, hi, q in bands[t]],
+        # The ISO offer comes in MW; the API carries kW everywhere.
+        "segments": [[kind, int(seg), "" if p is None else decimal_text(p), float(mw) * 1000.0]
+                     for kind, seg, p, mw in steps[t]],
+    } for t in range(len(inputs.intervals))]
+
+
+def _by_interval(inputs: MarketInputs, table: pl.DataFrame, cols: tuple) -> list[list[tuple]]:
+    """The rows (``cols``) of a table with an ``interval`` column, per interval index of the market, each in the
+    table's order."""
+    table = table.select(*cols, _interval_idx(inputs, table["interval"])).sort("interval_idx", maintain_order=True)
+    ends = np.cumsum(np.bincount(table["interval_idx"].to_numpy(), minlength=len(inputs.intervals)))
+    rows = list(zip(*(table[c].to_list() for c in cols)))
+    return [rows[a:b] for a, b in zip(np.concatenate([[0], ends[:-1]]).tolist(), ends.tolist())]
 
 
 # -- ISO award ---------------------------------------------------------------------

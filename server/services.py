@@ -191,6 +191,36 @@ class App:
         self._positions.put(ref, positions)
         return positions
 
+    async def day_ahead_references(self, markets: list[dict]) -> list[markets_engine.DayAheadPositions | None]:
+        """:meth:`day_ahead_reference` of each of a territory session's markets. The awarded day-ahead markets whose
+        positions neither cache holds (the first real-time session after a restart) are derived again from their
+        stored awards on the territory's runner, all at once (:func:`server.markets_engine.award_positions`), not
+        one after another on the solver thread; one whose derivation fails there is derived as before."""
+        refs = {m["day_ahead_market_id"] for m in markets if m["day_ahead_market_id"]}
+        todo = sorted(r for r in refs if self._positions.get(r) is None and self._disaggregations.get(r) is None)
+        derived: dict = {}
+        if len(todo) > 1:
+            def read(conn):
+                out = []
+                for ref in todo:
+                    rows = store.market_rows(conn, ref)
+                    # A day-ahead market holds no positions of its own (no reference to disaggregate first).
+                    if timeline.at_least(rows[0]["state"], "awarded") and not rows[0]["day_ahead_market_id"]:
+                        awards, forecast, by_interval = realtime_store.award_context(conn, ref)
+                        out.append((ref, rows, awards, forecast, by_interval))
+                return out
+
+            found = await self.reader.call(read)
+            tasks = [runner.Task(rows[0]["feeder_id"], markets_engine.award_positions,
+                                 (ref, rows, awards, forecast, by_interval, self.solve_time_limit),
+                                 weight=float(len(rows[1]["buses"]["bus"]) + rows[2].height))
+                     for ref, rows, awards, forecast, by_interval in found]
+            for (ref, *_), res in zip(found, await self.fan_out(tasks), strict=True):
+                if not res.error:
+                    derived[ref] = res.value
+                    self._positions.put(ref, res.value)
+        return [derived.get(m["day_ahead_market_id"]) or await self.day_ahead_reference(m) for m in markets]
+
     async def disaggregation(self, market_id: str):
         """The engine's disaggregation of an awarded market: cached, or recomputed from the stored award."""
         hit = self._disaggregations.get(market_id)

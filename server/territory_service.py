@@ -190,7 +190,7 @@ class TerritoryService(territory_pb2_grpc.TerritoryServiceServicer):
                 raise FailedPrecondition(f"session {session_id!r} has no closed market left to clear")
             # A real-time market clears holding the positions of the awarded day-ahead market it refers to, as
             # ClearMarket clears it, so that its curve describes the feeder its award is disaggregated on.
-            references = [await app.day_ahead_reference(r[0]) for r in rows]
+            references = await app.day_ahead_references([r[0] for r in rows])
             # keep: each interface's worker keeps its built market, so a later session of the same feeders and
             # bids (the real-time one after the day-ahead one) re-clears warm, with the same outcome.
             # The positions cross to each worker once (runner.Shared), not in every real-time session of the day.

@@ -125,17 +125,37 @@ def test_writes_synced_once_are_flushed_together_when_the_block_ends(tmp_path, m
     import dsomarket.clients.files as files
 
     calls: list[str] = []
+    replace = os.replace
     monkeypatch.setattr(files.os, "fsync", lambda fd: calls.append("fsync"))
     monkeypatch.setattr(files.os, "sync", lambda: calls.append("sync"))
+    monkeypatch.setattr(files.os, "replace", lambda a, b: (calls.append(f"rename {os.path.basename(b)}"), replace(a, b)))
+    write_json(tmp_path / "b.json", {"v": 0})
+    calls.clear()
     with files.synced_once():
         write_csv(pl.DataFrame({"v": [1.0]}), tmp_path / "a.csv")
         write_json(tmp_path / "b.json", {"v": 1})
-        assert calls == []                      # nothing flushed file by file inside the block
-    assert calls == ["sync"]                    # one flush for both when it ends
+        assert calls == []                      # nothing flushed or renamed file by file inside the block
+        assert json.loads((tmp_path / "b.json").read_text()) == {"v": 0}
+        assert "a.csv" not in os.listdir(tmp_path)
+    # The contents on disk before any name points at them (a crash leaves old or whole new files), then the renames.
+    assert calls == ["sync", "rename a.csv", "rename b.json", "sync"]
     write_json(tmp_path / "c.json", {"v": 2})   # outside it, each file is synced as before
-    assert calls == ["sync", "fsync"]
+    assert calls[4:] == ["fsync", "rename c.json"]
     assert read_table(tmp_path / "a.csv")["v"].to_list() == [1.0]
+    assert json.loads((tmp_path / "b.json").read_text()) == {"v": 1}
     assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.json", "c.json"]
+
+
+def test_a_block_synced_once_that_raises_writes_nothing(tmp_path):
+    import dsomarket.clients.files as files
+
+    write_json(tmp_path / "b.json", {"v": 0})
+    with pytest.raises(RuntimeError, match="half way"), files.synced_once():
+        write_csv(pl.DataFrame({"v": [1.0]}), tmp_path / "a.csv")
+        write_json(tmp_path / "b.json", {"v": 1})
+        raise RuntimeError("half way")
+    assert sorted(os.listdir(tmp_path)) == ["b.json"]      # no new file, no temporary file left
+    assert json.loads((tmp_path / "b.json").read_text()) == {"v": 0}
 
 
 # --- command line -------------------------------------------------------------------------------

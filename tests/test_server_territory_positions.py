@@ -12,21 +12,21 @@ import asyncio
 from decimal import Decimal
 
 import polars as pl
-import pytest
 
 from dsomarket.clients.api import BidSegment, IntervalAward, Resource, TerritoryInterface
 from dsomarket.clients.demo import delivery_day
-from dsomarket.server import markets_engine, services
+from dsomarket.server import audit, db, markets_engine, services
 from tests.harness import running
 
 INTERFACES = 9   # more than the 8 disaggregations the server used to keep
 RESOURCES = [("pv", "5", "sell", 200.0, 20.0), ("load", "12", "buy", 150.0, 90.0)]
 
 
-async def _sessions(tmp_path, calls: list) -> tuple[list, list]:
+async def _sessions(tmp_path, calls: list, db_name: str) -> tuple[list, list, dict]:
     """A day-ahead territory session cleared, published and awarded, then a real-time session naming it cleared;
-    the statuses of both clearings, and the day-ahead award's re-clears (``calls``) the real-time one ran."""
-    async with running(tmp_path, workers=1) as env:
+    the statuses of both clearings, the day-ahead award's re-clears (``calls``) the real-time one ran, and each
+    market's recorded clearing digest."""
+    async with running(tmp_path, db_name=db_name, workers=1) as env:
         op, agg, iso = env.clients["dso"], env.clients["agg-a"], env.clients["iso"]
         fids = [f"f{k}" for k in range(INTERFACES)]
         for k, fid in enumerate(fids):
@@ -50,7 +50,7 @@ async def _sessions(tmp_path, calls: list) -> tuple[list, list]:
             cleared = (await op.clear_territory(sid, iso_price_forecast=["40"])).interfaces
             statuses.append(sorted({c.status for c in cleared.values()}))
             if kind == "real_time":
-                return statuses, calls[before:]
+                return statuses, calls[before:], _clearing_digests(env.db_path)
             await op.publish_territory(sid)
             for fid in fids:
                 award = await iso.submit_award(markets[fid].market_id, [
@@ -58,24 +58,43 @@ async def _sessions(tmp_path, calls: list) -> tuple[list, list]:
                 assert award.status == "optimal", award.diagnosis
 
 
-@pytest.mark.parametrize("budget", ["kept", "none"])
-def test_a_real_time_territory_session_does_not_disaggregate_its_day_ahead_awards_again(tmp_path, monkeypatch,
-                                                                                       budget):
-    # "none" is the control: with caches of one byte each (one entry, the last) the count must see re-clears.
-    if budget == "none":
-        monkeypatch.setattr(services, "POSITIONS_BYTES", 1)
-        monkeypatch.setattr(services, "DISAGGREGATIONS_BYTES", 1)
-    calls = []
+def _clearing_digests(path) -> dict:
+    conn = db.connect(path)
+    try:
+        return audit.clearing_digests(conn)
+    finally:
+        conn.close()
+
+
+def test_a_real_time_territory_session_does_not_disaggregate_its_day_ahead_awards_again(tmp_path, monkeypatch):
+    # "none" is the control, and what a restarted server holds: with caches of one byte each (one entry, the
+    # last) the positions must be derived again, from the stored awards, on the territory's runner (all at
+    # once, not one by one on the solver thread), and the real-time clearings must be the same.
+    calls, derived = [], []
     whole_award = markets_engine.whole_award
 
     def counted(inputs, *args, **kw):
         calls.append(inputs)
         return whole_award(inputs, *args, **kw)
 
+    fan_out = services.App.fan_out
+
+    async def watched(self, tasks):
+        derived.extend(t.args[0] for t in tasks if t.fn is markets_engine.award_positions)
+        return await fan_out(self, tasks)
+
     monkeypatch.setattr(markets_engine, "whole_award", counted)
-    statuses, recomputed = asyncio.run(_sessions(tmp_path, calls))
+    monkeypatch.setattr(services.App, "fan_out", watched)
+    statuses, recomputed, digests = asyncio.run(_sessions(tmp_path, calls, "kept.sqlite"))
     assert statuses == [["optimal"], ["optimal"]]
-    assert (recomputed == []) == (budget == "kept")
+    assert recomputed == [] and derived == []
+    monkeypatch.setattr(services, "POSITIONS_BYTES", 1)
+    monkeypatch.setattr(services, "DISAGGREGATIONS_BYTES", 1)
+    statuses, recomputed, control = asyncio.run(_sessions(tmp_path, calls, "none.sqlite"))
+    assert statuses == [["optimal"], ["optimal"]]
+    # The last award's disaggregation is still held (one entry): the other 8 are derived on the runner.
+    assert recomputed == [] and len(derived) == len(set(derived)) == INTERFACES - 1
+    assert control == digests and len(digests) == 2 * INTERFACES
 
 
 def test_the_caches_drop_the_least_recently_used_once_over_their_memory_budget():

@@ -420,7 +420,10 @@ def _wait_dead(pid: int) -> None:
     import time
 
     os.kill(pid, signal.SIGKILL)
-    for _ in range(500):   # gone once /proc no longer lists it as running (a zombie is dead)
+    # On a loaded machine the kill can take seconds to land; a worker still running would make the next cycle
+    # find nothing lost, so wait for it (gone once /proc no longer lists it as running: a zombie is dead).
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
@@ -428,6 +431,7 @@ def _wait_dead(pid: int) -> None:
         except FileNotFoundError:
             return
         time.sleep(0.01)
+    raise AssertionError(f"worker {pid} still running 60 s after SIGKILL")
 
 
 def _same_as_clean(outcomes, price: float) -> None:
