@@ -70,7 +70,6 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import highspy
 import numpy as np
 import scipy.sparse as sp
 
@@ -78,6 +77,7 @@ from dsomarket.engine import losses
 from dsomarket.engine.clearing import NodalMarket
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA
+from dsomarket.engine.solver import slack_basis
 
 
 Q_TOL_MW = 1e-6
@@ -107,8 +107,6 @@ _CHUNK = 32
 then stays in a core's L2 cache at 1,000 buses (32 x 3,159 x 8 bytes, 0.8 MB, against 1.6 MB for 64), and a run
 that ends inside a chunk wastes fewer solved flips. 24 to 32 measured best at 1,000 buses / 10,000 bids (10 %
 less CPU than 64; ``benchmarks/bench_tracer_ab.py``), 16 slower."""
-_HIGHS_STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisStatus.kBasic,
-                          highspy.HighsBasisStatus.kUpper], dtype=object)
 
 
 class _Sample(NamedTuple):
@@ -403,15 +401,8 @@ class _Probe:
         if self.h.getBasis().valid:
             return self.solve(price)
         s = self.solver
-        model = self.model
         n_row, n = self.a.shape
-        fixed_nb = np.zeros(n, dtype=bool)      # nonbasic by construction: bids and shed load
-        for name in ("bid", "shed"):
-            if model.has_var(name):
-                fixed_nb[model.var(name).slice] = True
-        structural = np.flatnonzero(self.col_range & ~fixed_nb)
-        inactive = np.flatnonzero(self.row_range)
-        nonbasic = np.flatnonzero(self.col_range & fixed_nb)
+        structural, inactive, nonbasic = slack_basis(self.model, self.col_range, self.row_range)
         lo, hi = s.col_lower[nonbasic], s.col_upper[nonbasic]
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
             return self.solve(price)
@@ -437,16 +428,12 @@ class _Probe:
             basis = self._factor(price, x, g, structural, inactive, check=True, core=core, r=r)
             if basis is not None:
                 return _Sample(price, q, g, price - _nearest(basis.down), price + _nearest(basis.up)), basis
-        status = np.zeros(n, dtype=np.int64)            # 0 lower, 1 basic, 2 upper (HighsBasisStatus)
+        status = np.zeros(n, dtype=np.int64)            # 0 lower, 1 basic, 2 upper (HighsSolver.set_basis)
         status[structural] = 1
         status[nonbasic[upper]] = 2
         row_status = np.zeros(n_row, dtype=np.int64)
         row_status[inactive] = 1
-        basis = highspy.HighsBasis()
-        basis.col_status = _HIGHS_STATUS[status].tolist()
-        basis.row_status = _HIGHS_STATUS[row_status].tolist()
-        basis.valid = True
-        self.h.setBasis(basis)
+        s.set_basis(status, row_status)
         return self.solve(price)
 
     def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:

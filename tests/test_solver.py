@@ -62,5 +62,23 @@ def test_a_cold_solve_that_fails_is_the_verdict():
     market = NodalMarket(f, book, 10.0, RULES, options=NO_AC)
     flaky = WarmFails(market.solver.h)
     market.solver.h = flaky
-    assert market.solve().ok                      # no basis yet: a cold run, no fallback needed
+    assert market.solver.solve().ok               # no basis yet: a cold run, no fallback needed
     assert flaky.runs == [False]
+
+
+def test_a_clearing_starts_from_the_slack_basis_and_falls_back_cold(caplog):
+    """A new market's solve starts from the network's slack basis (a warm run in HiGHS's terms); where
+    that run fails, the cold solve decides, and it is the clearing a slack start reaches."""
+    f = ieee33()
+    book = validate_bids(random_bids(f, 40, seed=6), f, RULES)
+    market = NodalMarket(f, book, 30.0, RULES, options=NO_AC)
+    flaky = WarmFails(market.solver.h)
+    market.solver.h = flaky
+    with caplog.at_level(logging.WARNING, logger="dsomarket.engine.solver"):
+        res = market.solve()
+    assert flaky.runs == [True, False]
+    assert "solving again from scratch" in caplog.text
+    slack = clear(f, book, 30.0, rules=RULES, options=NO_AC)
+    assert res.ok and slack.ok
+    assert res.welfare == pytest.approx(slack.welfare, rel=1e-9, abs=1e-9)
+    assert res.interface_import_kw[0] == pytest.approx(slack.interface_import_kw[0], abs=1e-6)
