@@ -160,8 +160,9 @@ class NodalMarket:
             # same start on every path, so a territory, the server and `dsomarket clear` agree. The
             # loss-aware model's first LP stays cold: from that start HiGHS ends at another vertex of its
             # near-degenerate rows (objective 4e-9 apart at 1,000 buses), which the successive LP carries on.
-            self.solver.start_from_slack()
-        sol = self.solver.solve()
+            sol = self.solver.solve_from_slack()
+        else:
+            sol = self.solver.solve()
         if not self.lossaware:
             return sol
         sol, self.convergence = successive.converge(self.solver, [successive.Part(self)],

@@ -347,6 +347,24 @@ class HighsSolver:
         self.set_basis(col_status, row_status)
         return True
 
+    def solve_from_slack(self) -> Solution:
+        """:meth:`solve` from the network's slack basis (:meth:`start_from_slack`; cold where there is none).
+
+        After pivots, the optimum is solved once more from its own basis as HiGHS's status arrays give it: a
+        fresh factorisation of the basic columns in column order, as a cold solve's postsolved basis gets.
+        Its values are then a function of the optimal basis alone, not of the pivots that reached it, so a
+        warm re-solve that ends in the same basis (a kept market's next clearing) gives the same bits (the
+        values the pivots' updated factorisation leaves differ in the last digit)."""
+        if not self.start_from_slack():
+            return self.solve()
+        sol = self.solve()
+        if not sol.ok or sol.iterations == 0:
+            return sol
+        self.h.setBasis(self.h.getBasis())
+        again = self.solve()
+        return dataclasses.replace(again, solve_seconds=sol.solve_seconds + again.solve_seconds,
+                                   iterations=sol.iterations + again.iterations)
+
     # -- solving ------------------------------------------------------------
     def run(self) -> str:
         """Run HiGHS from the current basis; a run that ends other than optimal is repeated.
