@@ -265,6 +265,7 @@ class HighsSolver:
         self.col_upper = up.copy()
         self.row_lower = rlo.copy()
         self.row_upper = rup.copy()
+        self.restarted = False      # whether the last run() had to solve again (from scratch or without presolve)
 
     def set_matrix(self, model: LinearModel) -> None:
         """Swap in a model with the same blocks and shape but new coefficients, warm.
@@ -358,7 +359,7 @@ class HighsSolver:
         if not self.start_from_slack():
             return self.solve()
         sol = self.solve()
-        if not sol.ok or sol.iterations == 0:
+        if not sol.ok or sol.iterations == 0 or self.restarted:   # a cold solve's basis is postsolved already
             return sol
         self.h.setBasis(self.h.getBasis())
         again = self.solve()
@@ -382,6 +383,7 @@ class HighsSolver:
         warm = h.getBasis().valid
         h.run()
         status = _STATUS.get(h.getModelStatus(), "error")
+        self.restarted = status not in ("optimal", "time_limit")
         # A time limit is the caller's own limit: solving again would only overrun it.
         if status not in ("optimal", "time_limit") and warm:
             log.warning("warm HiGHS re-solve ended %s; solving again from scratch",
