@@ -159,7 +159,7 @@ class NodalMarket:
             # A cold clearing (a new market, or one restarted) starts from the network's slack basis: the
             # same start on every path, so a territory, the server and `dsomarket clear` agree. The
             # loss-aware model's first LP stays cold: from that start HiGHS ends at another vertex of its
-            # near-degenerate rows (objective 4e-9 apart at 1,000 buses), which the successive LP carries on.
+            # near-degenerate rows, and the successive LP carries that on to another converged point.
             # So does a market with resources (batteries, EVs, ramps, commitments): when to charge is often
             # degenerate, and the horizon model of a market whose network changes (engine.runs.CoupledMarket,
             # solved cold) must reach the vertex a plain clearing of the same LP reaches.
