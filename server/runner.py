@@ -571,7 +571,11 @@ class _Base:
         ids = [t.interface_id for t in tasks]
         if len(set(ids)) != len(ids):
             raise InputError("territory", "interface_id", "an interface id appears twice")
+        asked = time.perf_counter()
         with self._lock:
+            waited = time.perf_counter() - asked
+            if waited > 1.0:   # another caller's tasks (a territory session, a market's curves) held the workers
+                log.info("runner: %d tasks waited %.1f s for another caller's", len(tasks), waited)
             return self._map(tasks, ids)
 
     def _map(self, tasks: list[Task], ids: list[str]) -> list[TaskResult]:
@@ -863,9 +867,15 @@ class CurveFanOut:
     trace here.
 
     A part whose market refuses (an :class:`~engine.errors.InputError`: no curve at the forecast, say) refuses
-    the whole as one process would. A part that fails otherwise (its worker lost twice, an exception in the
-    engine) fails the call with :class:`server.errors.Unavailable` naming the intervals and the error: nothing
-    is recorded and the market stays closed, to be cleared again.
+    the whole as one process would. A part whose worker is lost twice fails the call with
+    :class:`server.errors.Unavailable` naming the intervals (the loss is logged): nothing is recorded and the
+    market stays closed, to be cleared again. A part that raises anything else raises :class:`RuntimeError`
+    with the part's error, which the clearing logs and records as a defect, as it would a defect in one
+    process: the details stay in the server log, not in the caller's status.
+
+    The runner's workers are shared with the server's territory sessions and :meth:`_Base.map` serves one
+    caller at a time: a market's curves wait for a territory session's tasks and the other way round (a wait
+    over a second is logged). Give ``serve --workers`` the cores both need.
 
     Parameters
     ----------
@@ -897,9 +907,13 @@ class CurveFanOut:
                       float(len(part))) for k, part in enumerate(parts)]
         curves = []
         for part, result in zip(parts, pool.map(tasks), strict=True):
-            if result.error:
+            if result.error.startswith("worker lost"):
+                log.error("curves of intervals %s: %s", part, result.error)
                 raise Unavailable(f"the interface curves of intervals {part} could not be traced in a runner "
-                                  f"process ({result.error}); the market stays closed: clear it again")
+                                  "process (it was lost; the server log has the details); the market stays "
+                                  "closed: clear it again")
+            if result.error:   # a defect: the caller records it as one in the calling process would be
+                raise RuntimeError(f"the curves of intervals {part} failed in a runner process: {result.error}")
             if isinstance(result.value, _Refusal):
                 v = result.value
                 raise InputError(v.table, v.field, v.reason, v.row)

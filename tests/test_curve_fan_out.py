@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 import grpc
@@ -84,12 +85,21 @@ def test_a_part_whose_market_refuses_is_the_clearings_reason_as_in_one_process()
 
 def test_a_part_that_loses_its_worker_fails_the_call_naming_the_intervals():
     fake = Broken(error="worker lost: BrokenProcessPool: a child process terminated abruptly")
-    with pytest.raises(Unavailable, match=r"intervals \[1, 3\] could not be traced .*worker lost"):
+    with pytest.raises(Unavailable, match=r"intervals \[1, 3\] could not be traced in a runner process \(it was lost"):
         clear_market(storage_market("lossless"), ["50"], trace=CurveFanOut(lambda: fake, min_segments=0))
 
 
+def test_a_part_that_raises_is_a_defect_logged_by_the_server_not_told_to_the_caller(caplog):
+    fake = Broken(error="ZeroDivisionError: an engine detail (at losscurve.py:1)")
+    outcome = clear_market(storage_market("lossless"), ["50"], trace=CurveFanOut(lambda: fake, min_segments=0))
+    assert outcome.status == "error"
+    assert outcome.diagnosis[0] == "the engine failed (RuntimeError); the server log has the details"
+    assert "an engine detail" not in " ".join(outcome.diagnosis)
+    assert any(r.exc_info and "an engine detail" in str(r.exc_info[1]) for r in caplog.records)
+
+
 def test_a_small_market_or_one_of_cheap_curves_is_traced_in_the_calling_process():
-    fake = Broken(error="never called")
+    fake = Broken(error="worker lost: a test runner that fails every part it is sent")
     outcome = clear_market(storage_market("lossless"), ["50"], trace=CurveFanOut(lambda: fake, min_segments=21))
     assert outcome.status == "optimal" and fake.calls == 0
     independent = storage_market("lossless")   # no battery: lossless intervals that nothing couples
@@ -153,6 +163,22 @@ def test_the_runner_serves_two_threads_mapping_at_once(pool):
     def work(base: int) -> list:
         return [r.value for r in pool.map([Task(f"t{k}", pow, (base, k)) for k in range(6)])]
 
-    with ThreadPoolExecutor(2) as threads:
-        twos, threes = threads.map(work, (2, 3))
+    inside, most, real = [0], [0], pool._map
+
+    def one_at_a_time(*args):   # the lock lets no second caller in while the first holds the workers
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.05)
+        try:
+            return real(*args)
+        finally:
+            inside[0] -= 1
+
+    pool._map = one_at_a_time
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            twos, threes = threads.map(work, (2, 3))
+    finally:
+        del pool._map
     assert twos == [2 ** k for k in range(6)] and threes == [3 ** k for k in range(6)]
+    assert most[0] == 1

@@ -210,6 +210,27 @@ def _generated_case(kind: str, seed: int, tmp_path, monkeypatch):
     return f, validate_bids(read_table(case.bids, "bids"), f, MarketRules())
 
 
+def test_a_step_placed_after_where_fresh_clearings_switch_is_moved_back_to_it():
+    # The CLI test's book (ieee33, 40 bids): a 126 kW step that clearings started from their neighbours put
+    # 0.005 per MWh after the price where `clear` switches (-43.955 on the old curve: 5,558.2 kW against
+    # `clear`'s 5,432.0, with that whole step as its bound). Fresh clearings confirm the step, and the bands
+    # drawn past it are cut back.
+    from dsomarket.engine.bids import MarketRules
+    from dsomarket.engine.feeders import ieee33
+    from dsomarket.engine.interface import trace_curve
+
+    f = ieee33()
+    book = validate_bids(random_bids(f, 40, 17, lo=-80, hi=380).with_columns(resource_id=pl.lit("")), f,
+                         MarketRules(price_floor=-100, price_cap=400))
+    rules = MarketRules(price_floor=-46, price_cap=-42)
+    curve = trace_curve(f, book, rules)
+    imports = {p: clear(f, book, p, rules=rules).ac_check["import_kw"][0] for p in (-43.96, -43.955, -43.95)}
+    assert imports[-43.96] - imports[-43.95] > 100.0          # the step is there
+    for p, at in imports.items():
+        assert abs(curve.import_at(0, p) - at) <= 5e-3 * at, p
+    assert curve.ac_check["max_error_kw"] < 5e-3 * imports[-43.95]
+
+
 def test_a_curve_steps_where_fresh_clearings_switch_or_counts_the_step_in_its_bound(tmp_path, monkeypatch):
     # bench_hidden_physics --quick --cases 10 --seed 400, case ieee69-s406, here between -76 and -62.
     # At -64.21 the curve said 5,445.04 kW where `clear` gives 5,618.77 (3.09 %) with a bound of 0.03 %: the

@@ -428,7 +428,7 @@ def _wait_dead(pid: int) -> None:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
                     return
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):   # reaped between the open and the read
             return
         time.sleep(0.01)
     raise AssertionError(f"worker {pid} still running 60 s after SIGKILL")
