@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dsomarket.engine as engine_pkg  # noqa: E402
-from dsomarket.engine import losses, powerflow, successive  # noqa: E402
+# Imported for sys.modules: load_base swaps these entries for the base revision's.
+from dsomarket.engine import losses, powerflow, successive  # noqa: E402, F401
 
 NAMES = ("powerflow", "losses", "successive")   # in import order
 
