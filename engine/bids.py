@@ -179,17 +179,20 @@ def _interval_index(iv: pl.Series, intervals: list | None) -> tuple[list, np.nda
     return list(intervals), t.to_numpy()
 
 
-def canonical(book: BidBook, feeder: Feeder, rules: MarketRules) -> BidBook:
+def canonical(book: BidBook, feeder: Feeder, rules: MarketRules, *, indexed: bool = False) -> BidBook:
     """The same bids in interval and bid_id order, so that input order cannot change the LP.
 
     The book's rows are permuted, not validated again (they were checked when the book was made); only
     the buses are indexed again, in ``feeder``'s topology, which may be another run's network.
+    ``indexed``: the book was just validated against ``feeder`` itself, so its bus indices are permuted
+    instead of looked up again.
     """
     order = book.table.with_row_index("_row").sort(["interval", "bid_id"], nulls_last=False)["_row"].to_numpy()
     if np.array_equal(order, np.arange(book.n)):
         return book
     table = book.table[order]
-    return BidBook(table=table, intervals=book.intervals, bus_idx=feeder.topology.bus_index_of(table["bus"]),
+    bus_idx = book.bus_idx[order] if indexed else feeder.topology.bus_index_of(table["bus"])
+    return BidBook(table=table, intervals=book.intervals, bus_idx=bus_idx,
                    t_idx=book.t_idx[order], withdraw_sign=book.withdraw_sign[order],
                    quantity_kw=book.quantity_kw[order], price=book.price[order], tan_phi=book.tan_phi[order])
 
@@ -252,10 +255,13 @@ def merge_columns(book: BidBook, coupled: set | None = None) -> BidColumns:
     """
     if book.n == 0:
         return BidColumns(book, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    rid = book.table["resource_id"]
-    if coupled is not None:
-        rid = pl.select(pl.when(rid.is_in(list(coupled))).then(rid).otherwise(pl.lit(""))).to_series()
-    resource = rid.rank("dense").to_numpy()
+    if coupled is not None and not coupled:
+        resource = np.zeros(book.n, dtype=np.int64)   # no resource has rows of its own: ids set nothing apart
+    else:
+        rid = book.table["resource_id"]
+        if coupled is not None:
+            rid = pl.select(pl.when(rid.is_in(list(coupled))).then(rid).otherwise(pl.lit(""))).to_series()
+        resource = rid.rank("dense").to_numpy()
     # + 0.0 makes -0.0 and 0.0 one key.
     keys = (book.t_idx, book.bus_idx, book.withdraw_sign, book.price + 0.0, book.tan_phi + 0.0, resource)
     order = np.lexsort(keys[::-1])                  # stable: equal keys keep their book order

@@ -432,8 +432,9 @@ def clear(feeder: Feeder, bids: pl.DataFrame | BidBook, iso_price, *, rules: Mar
         ``diagnosis`` naming the limits that cannot be met. Never raises for an
         infeasible market; raises :class:`InputError` for bad input.
     """
-    book = bids if isinstance(bids, BidBook) else validate_bids(bids, feeder, rules, intervals)
-    book = canonical(book, feeder, rules)  # input row order must not change the LP, hence the dispatch
+    validated = not isinstance(bids, BidBook)
+    book = validate_bids(bids, feeder, rules, intervals) if validated else bids
+    book = canonical(book, feeder, rules, indexed=validated)  # input row order must not change the LP
     if options.formulation == "socp":
         from dsomarket.engine import socp  # cvxpy is imported only when the SOCP is asked for
         return socp.clear(feeder, book, iso_price, rules=rules, resources=resources, options=options,
