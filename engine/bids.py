@@ -130,10 +130,10 @@ def validate_bids(bids: pl.DataFrame, feeder: Feeder, rules: MarketRules = Marke
     if dup.any():
         row = int(np.nonzero(dup)[0][1]) if dup.sum() > 1 else int(np.nonzero(dup)[0][0])
         raise InputError("bids", "bid_id", f"duplicate bid_id {ids[row]!r}", row=row)
-    side = table["side"].to_numpy()
-    bad = np.nonzero(~np.isin(side, SIDES))[0]
+    side = table["side"]   # compared in polars: numpy compares an object array string by string (~5x slower)
+    bad = np.nonzero(~side.is_in(SIDES).fill_null(False).to_numpy())[0]
     if len(bad):
-        raise InputError("bids", "side", f"must be 'buy' or 'sell' (got {side[bad[0]]!r})", row=int(bad[0]))
+        raise InputError("bids", "side", f"must be 'buy' or 'sell' (got {side[int(bad[0])]!r})", row=int(bad[0]))
     q = table["quantity_kw"].to_numpy()
     bad = np.nonzero(~(q > 0) | ~np.isfinite(q))[0]
     if len(bad):
@@ -151,7 +151,7 @@ def validate_bids(bids: pl.DataFrame, feeder: Feeder, rules: MarketRules = Marke
     bus_idx = feeder.topology.bus_index_of(table["bus"], table="bids")
     intervals, t_idx = _interval_index(table["interval"], intervals)
     return BidBook(table=table, intervals=list(intervals), bus_idx=bus_idx, t_idx=t_idx,
-                   withdraw_sign=np.where(side == "buy", 1.0, -1.0), quantity_kw=q, price=price,
+                   withdraw_sign=np.where((side == "buy").to_numpy(), 1.0, -1.0), quantity_kw=q, price=price,
                    tan_phi=tan_phi)
 
 

@@ -214,6 +214,8 @@ def add_resources(model: LinearModel, book: BidBook, resources: tuple[Resource, 
     The one definition of these rows: the SOCP converts the same rows. Rows are
     (resource x interval), built in one sparse matrix per law.
     """
+    if not resources:
+        return
     T, dt = book.n_interval, rules.hours
     known = set(book.table["resource_id"].unique().to_list())
     batteries = [r for r in resources if isinstance(r, Battery) and r.resource_id in known]
