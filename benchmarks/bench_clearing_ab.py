@@ -1,0 +1,80 @@
+"""CPU A/B of one lossless ``clear`` against a base revision of its build and solve path.
+
+Run: ``python benchmarks/bench_clearing_ab.py [--base REV] [--buses 1000] [--bids 10000] [--rounds 4]``.
+
+Each round runs two fresh processes, one with ``engine/{solver,bids,lindistflow,clearing}.py`` as they are
+at ``--base`` and one with this checkout's (every other module is this checkout's in both), and prints each
+side's best and median CPU time of 10 ``clear`` calls on ``bench_clearing``'s synthetic case (AC check off),
+with the status and the total cleared kW, which must agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SWAPPED = ("solver", "bids", "lindistflow", "clearing")   # in import order
+
+
+def use_base(rev: str) -> None:
+    """Load ``SWAPPED`` at ``rev`` into ``sys.modules`` before anything imports them."""
+    import dsomarket.engine as pkg
+    for name in SWAPPED:
+        if name == "clearing":   # the modules clearing imports, built on the base solver and bids
+            import dsomarket.engine.losses  # noqa: F401
+            import dsomarket.engine.results  # noqa: F401
+        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:engine/{name}.py"], check=True,
+                              capture_output=True, text=True).stdout
+        mod = types.ModuleType(f"dsomarket.engine.{name}")
+        mod.__file__ = f"{rev}:engine/{name}.py"
+        sys.modules[mod.__name__] = mod
+        setattr(pkg, name, mod)
+        exec(compile(text, mod.__file__, "exec"), mod.__dict__)
+
+
+def side(rev: str | None, n_bus: int, n_bid: int) -> str:
+    if rev is not None:
+        use_base(rev)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_clearing import make_bids
+    from dsomarket.engine.clearing import ClearingOptions, clear
+    from dsomarket.engine.feeders import synthetic
+    feeder = synthetic(n_bus, 1)
+    bids = make_bids(feeder, n_bid, 2)
+    opts = ClearingOptions(formulation="lossless", ac_check=False)
+    res = clear(feeder, bids, 50.0, options=opts)
+    times = []
+    for _ in range(10):
+        t0 = time.process_time()
+        clear(feeder, bids, 50.0, options=opts)
+        times.append(time.process_time() - t0)
+    times.sort()
+    return (f"{rev or 'this':>10} best {times[0] * 1e3:6.1f} ms CPU, median {times[5] * 1e3:6.1f} ms; "
+            f"{res.status}, cleared {res.dispatch['cleared_kw'].sum():.6f} kW")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", default="HEAD~1")
+    ap.add_argument("--buses", type=int, default=1000)
+    ap.add_argument("--bids", type=int, default=10000)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--side", help=argparse.SUPPRESS)   # a child process: "this" or a revision
+    args = ap.parse_args()
+    if args.side:
+        print(side(None if args.side == "this" else args.side, args.buses, args.bids), flush=True)
+        return
+    for _ in range(args.rounds):
+        for which in (args.base, "this"):
+            out = subprocess.run([sys.executable, __file__, "--side", which, "--buses", str(args.buses),
+                                  "--bids", str(args.bids)], check=True, capture_output=True, text=True).stdout
+            print(out.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()
