@@ -3,7 +3,8 @@
 Run: ``python benchmarks/bench_clearing_ab.py [--base REV] [--buses 1000] [--bids 10000] [--rounds 4]``.
 
 Each round runs two fresh processes, one with ``engine/{solver,bids,lindistflow,clearing}.py`` as they are
-at ``--base`` and one with this checkout's (every other module is this checkout's in both), and prints each
+at ``--base`` (``bench_successive_ab.load_base``) and one with this checkout's (every other module is this
+checkout's in both), and prints each
 side's best and median CPU time of 10 ``clear`` calls on ``bench_clearing``'s synthetic case (AC check off),
 with the status and the total cleared kW, which must agree.
 """
@@ -14,36 +15,21 @@ import argparse
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SWAPPED = ("solver", "bids", "lindistflow", "clearing")   # in import order
 
 
-def use_base(rev: str) -> None:
-    """Load ``SWAPPED`` at ``rev`` into ``sys.modules`` before anything imports them."""
-    import dsomarket.engine as pkg
-    for name in SWAPPED:
-        if name == "clearing":   # the modules clearing imports, built on the base solver and bids
-            import dsomarket.engine.losses  # noqa: F401
-            import dsomarket.engine.results  # noqa: F401
-        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:engine/{name}.py"], check=True,
-                              capture_output=True, text=True).stdout
-        mod = types.ModuleType(f"dsomarket.engine.{name}")
-        mod.__file__ = f"{rev}:engine/{name}.py"
-        sys.modules[mod.__name__] = mod
-        setattr(pkg, name, mod)
-        exec(compile(text, mod.__file__, "exec"), mod.__dict__)
-
-
 def side(rev: str | None, n_bus: int, n_bid: int) -> str:
-    if rev is not None:
-        use_base(rev)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_clearing import make_bids
+    from bench_successive_ab import load_base
+
     from dsomarket.engine.clearing import ClearingOptions, clear
     from dsomarket.engine.feeders import synthetic
+    if rev is not None:
+        clear = load_base(rev, SWAPPED)["clearing"].clear
     feeder = synthetic(n_bus, 1)
     bids = make_bids(feeder, n_bid, 2)
     opts = ClearingOptions(formulation="lossless", ac_check=False)

@@ -37,12 +37,13 @@ from dsomarket.engine import losses, powerflow, successive  # noqa: E402, F401
 NAMES = ("powerflow", "losses", "successive")   # in import order
 
 
-def load_base(rev: str) -> dict[str, types.ModuleType]:
-    """The modules of ``NAMES`` at ``rev``, each importing the other base ones."""
-    saved = {n: sys.modules[f"dsomarket.engine.{n}"] for n in NAMES}
+def load_base(rev: str, names: tuple[str, ...] = NAMES) -> dict[str, types.ModuleType]:
+    """The engine modules ``names`` (imported already, in import order) at ``rev``, each importing the other
+    base ones; ``sys.modules`` keeps this checkout's."""
+    saved = {n: sys.modules[f"dsomarket.engine.{n}"] for n in names}
     base = {}
     try:
-        for n in NAMES:
+        for n in names:
             text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:engine/{n}.py"], check=True,
                                   capture_output=True, text=True).stdout
             mod = types.ModuleType(f"dsomarket.engine.{n}")
