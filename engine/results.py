@@ -272,7 +272,7 @@ def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_
     loading = np.hypot(p_kw, q_kvar).ravel() / lay.s_lim * 100.0
     lines = pl.DataFrame([lay.line, lay.line_interval, pl.Series("p_kw", p_kw.ravel()),
                           pl.Series("q_kvar", q_kvar.ravel()),
-                          pl.Series("loading_pct", np.where(np.isfinite(lay.s_lim), loading, np.nan)).fill_nan(None)])
+                          pl.Series("loading_pct", np.where(np.isfinite(lay.s_lim), loading, np.nan), nan_to_null=True)])
     buses = pl.DataFrame([lay.bus, lay.bus_interval, pl.Series("v_pu", np.sqrt(np.maximum(v.ravel(), 0.0)))])
     T = book.n_interval
     interface = pl.DataFrame([lay.interval, pl.Series("import_kw", np.round(p0 * S_BASE_KVA, ROUND_KW) + 0.0),
