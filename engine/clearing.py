@@ -24,7 +24,7 @@ from dsomarket.engine.bids import BidBook, BidColumns, Commitment, MarketRules, 
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 from dsomarket.engine.results import (ECOS_MAX_BUSES, FORMULATIONS, ROUND_KW, ClearingOptions,  # noqa: F401
-                                      ClearingResult, MarketContext, _failed, _iv_column, _tables, ac_check,
+                                      ClearingResult, MarketContext, TableLayout, _failed, _iv_column, _tables, ac_check,
                                       iso_prices, net_withdrawal, pro_rata)
 from dsomarket.engine.solver import HighsSolver, Solution
 
@@ -58,6 +58,7 @@ class NodalMarket:
         self._load_q_kvar = load_q_kvar
         self.lossaware = options.formulation == "lossaware"
         self.convergence: dict | None = None
+        self._layout: tuple[Feeder, BidBook, TableLayout] | None = None   # see context
         # One LP column per group of identical bids; results are split back pro rata.
         self.columns = merge_columns(book, {r.resource_id for r in resources})
         if not standalone:
@@ -199,11 +200,13 @@ class NodalMarket:
         shed = self.block(sol.x, "shed").reshape(T, n) * S_BASE_KVA if self.model.has_var("shed") else None
         welfare = -sol.objective * self.rules.hours
         ac = ac_check(self.feeder, book, x, line_p, line_q, v, self.loads(), shed) if self.options.ac_check else None
-        served = net_withdrawal(self.feeder, book, x, self.loads(), shed)[0].sum(axis=0)
+        losses_kw = None
+        if self.lossaware:   # the lossless LP has none: its import is the net withdrawal it serves
+            losses_kw = p0 * S_BASE_KVA - net_withdrawal(self.feeder, book, x, self.loads(), shed)[0].sum(axis=0)
         return _tables(self.context, "optimal", x, line_p, line_q, v, p0, q0, y_p, y_q,
                        (energy, congestion, voltage, loss), welfare, sol.solve_seconds,
                        shed=shed, ac=ac, solver="highs", convergence=self.convergence if self.lossaware else None,
-                       losses_kw=p0 * S_BASE_KVA - served if self.lossaware else None)
+                       losses_kw=losses_kw)
 
     def _lossless_components(self, sol: Solution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Energy, congestion and voltage parts of LinDistFlow's DLMPs by path sums, shape (T, n)."""
@@ -237,7 +240,13 @@ class NodalMarket:
 
     @property
     def context(self) -> MarketContext:
-        return MarketContext(self.feeder, self.book, self.iso_price, self.options.formulation, self.build_seconds)
+        # The tables' fixed columns are kept for the feeder and book they were built of (relabel() and the
+        # callers that set another book get their own): a re-clear of a kept market rebuilds only values.
+        kept = self._layout
+        if kept is None or kept[0] is not self.feeder or kept[1] is not self.book:
+            kept = self._layout = (self.feeder, self.book, TableLayout.of(self.feeder, self.book))
+        return MarketContext(self.feeder, self.book, self.iso_price, self.options.formulation, self.build_seconds,
+                             kept[2])
 
 
 def import_bounds(export_max_kw: np.ndarray, import_max_kw: np.ndarray, import_kw) -> tuple[np.ndarray, np.ndarray]:

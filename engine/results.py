@@ -70,14 +70,53 @@ class ClearingOptions:
 
 
 @dataclass(frozen=True, eq=False)
+class TableLayout:
+    """The columns of a market's result tables that its solution does not change, built once per
+    (feeder, bid book): a kept market's re-clears (a territory's real-time cycles) reuse them instead of
+    rebuilding a thousand buses' id and interval columns each cycle.
+
+    ``bus``/``bus_interval`` label the (T, n) per-bus rows, ``line``/``line_interval`` the (T, m) per-line
+    rows, ``interval`` the T interface rows; ``s_lim`` is each line row's rating (kVA, ``inf`` =
+    unlimited); ``bids`` is the dispatch table without ``cleared_kw``.
+    """
+
+    bus: pl.Series
+    bus_interval: pl.Series
+    line: pl.Series
+    line_interval: pl.Series
+    interval: pl.Series
+    s_lim: np.ndarray
+    bids: pl.DataFrame
+
+    @classmethod
+    def of(cls, feeder: Feeder, book: BidBook) -> TableLayout:
+        topo, ivs, T = feeder.topology, book.intervals, book.n_interval
+        return cls(bus=_id_column(topo.bus_ids, T).alias("bus"),
+                   bus_interval=_iv_column(ivs, np.repeat(np.arange(T), topo.n_bus)),
+                   line=_id_column(topo.line_ids, T).alias("line"),
+                   line_interval=_iv_column(ivs, np.repeat(np.arange(T), topo.n_line)),
+                   interval=_iv_column(ivs, np.arange(T)), s_lim=np.tile(topo.s_max_kva, T),
+                   bids=book.table.select(*_BID_COLUMNS))
+
+
+_BID_COLUMNS = ("bid_id", "interval", "bus", "side", "aggregator_id", "resource_id", "price", "quantity_kw",
+                "tan_phi")
+"""The bid book's columns a dispatch table repeats, before ``cleared_kw``."""
+
+
+@dataclass(frozen=True, eq=False)
 class MarketContext:
-    """What a formulation's arrays need around them to become result tables."""
+    """What a formulation's arrays need around them to become result tables.
+
+    ``layout``: the market's kept :class:`TableLayout` of ``feeder`` and ``book`` (None: built per call).
+    """
 
     feeder: Feeder
     book: BidBook
     iso_price: np.ndarray
     formulation: str
     build_seconds: float
+    layout: TableLayout | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,40 +257,29 @@ def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_
     """
     feeder, book = market.feeder, market.book
     topo = feeder.topology
-    n, m, T = topo.n_bus, topo.n_line, book.n_interval
     ivs = book.intervals
-    tab = book.table
+    lay = market.layout or TableLayout.of(feeder, book)
     # Round first, then clip: rounding a full acceptance up must not exceed the bid.
     cleared = np.clip(np.round(x * S_BASE_KVA, ROUND_KW), 0.0, book.quantity_kw) + 0.0
-    dispatch = tab.select("bid_id", "interval", "bus", "side", "aggregator_id", "resource_id", "price",
-                          "quantity_kw", "tan_phi").with_columns(pl.Series("cleared_kw", cleared))
-    t_bus = np.repeat(np.arange(T), n)
-    t_line = np.repeat(np.arange(T), m)
+    dispatch = lay.bids.hstack([pl.Series("cleared_kw", cleared)])
     energy, congestion, voltage, loss = parts
-    prices = pl.DataFrame({
-        "bus": _id_column(topo.bus_ids, T),
-        "interval": _iv_column(ivs, t_bus),
-        # + 0.0 turns the solver's signed zeros into plain zeros in the files.
-        "dlmp": y_p.ravel() + 0.0, "energy": energy.ravel() + 0.0, "congestion": congestion.ravel() + 0.0,
-        "voltage": voltage.ravel() + 0.0, "loss": loss.ravel() + 0.0, "dlmp_q": y_q.ravel() + 0.0,
-    })
+    # + 0.0 turns the solver's signed zeros into plain zeros in the files.
+    prices = pl.DataFrame([lay.bus, lay.bus_interval] + [
+        pl.Series(name, a.ravel() + 0.0) for name, a in (("dlmp", y_p), ("energy", energy), ("congestion", congestion),
+                                                         ("voltage", voltage), ("loss", loss), ("dlmp_q", y_q))])
     p_kw = np.round(line_p * S_BASE_KVA * topo.line_sign[None, :], ROUND_KW) + 0.0
     q_kvar = np.round(line_q * S_BASE_KVA * topo.line_sign[None, :], ROUND_KW) + 0.0
-    s_lim = np.tile(topo.s_max_kva, T)
-    loading = np.hypot(p_kw, q_kvar).ravel() / s_lim * 100.0
-    lines = pl.DataFrame({
-        "line": _id_column(topo.line_ids, T),
-        "interval": _iv_column(ivs, t_line),
-        "p_kw": p_kw.ravel(), "q_kvar": q_kvar.ravel(),
-        "loading_pct": pl.Series(np.where(np.isfinite(s_lim), loading, np.nan)).fill_nan(None),
-    })
-    buses = pl.DataFrame({"bus": _id_column(topo.bus_ids, T), "interval": _iv_column(ivs, t_bus),
-                          "v_pu": np.sqrt(np.maximum(v.ravel(), 0.0))})
-    interface = pl.DataFrame({"interval": _iv_column(ivs, np.arange(T)),
-                              "import_kw": np.round(p0 * S_BASE_KVA, ROUND_KW) + 0.0,
-                              "import_kvar": np.round(q0 * S_BASE_KVA, ROUND_KW) + 0.0,
-                              "iso_price": market.iso_price,
-                              "losses_kw": np.round(np.zeros(T) if losses_kw is None else losses_kw, ROUND_KW) + 0.0})
+    loading = np.hypot(p_kw, q_kvar).ravel() / lay.s_lim * 100.0
+    lines = pl.DataFrame([lay.line, lay.line_interval, pl.Series("p_kw", p_kw.ravel()),
+                          pl.Series("q_kvar", q_kvar.ravel()),
+                          pl.Series("loading_pct", np.where(np.isfinite(lay.s_lim), loading, np.nan), nan_to_null=True)])
+    buses = pl.DataFrame([lay.bus, lay.bus_interval, pl.Series("v_pu", np.sqrt(np.maximum(v.ravel(), 0.0)))])
+    T = book.n_interval
+    interface = pl.DataFrame([lay.interval, pl.Series("import_kw", np.round(p0 * S_BASE_KVA, ROUND_KW) + 0.0),
+                              pl.Series("import_kvar", np.round(q0 * S_BASE_KVA, ROUND_KW) + 0.0),
+                              pl.Series("iso_price", market.iso_price),
+                              pl.Series("losses_kw", np.round(np.zeros(T) if losses_kw is None else losses_kw,
+                                                              ROUND_KW) + 0.0)])
     shed_df = None
     if shed is not None:
         tt, jj = np.nonzero(shed > 1e-6)
@@ -267,9 +295,7 @@ def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_
 def _failed(market: MarketContext, status: str, solve_seconds: float, diagnosis: tuple,
             solver: str = "highs") -> ClearingResult:
     empty = pl.DataFrame()
-    dispatch = market.book.table.select("bid_id", "interval", "bus", "side", "aggregator_id", "resource_id",
-                                        "price", "quantity_kw", "tan_phi").with_columns(
-        cleared_kw=pl.lit(None, pl.Float64))
+    dispatch = market.book.table.select(*_BID_COLUMNS).with_columns(cleared_kw=pl.lit(None, pl.Float64))
     return ClearingResult(status=status, formulation=market.formulation,
                           intervals=list(market.book.intervals), welfare=float("nan"), dispatch=dispatch,
                           prices=empty, lines=empty, buses=empty,
