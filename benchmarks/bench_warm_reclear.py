@@ -1,0 +1,79 @@
+"""Where a warm real-time re-clear of one kept interface spends its CPU time.
+
+A territory worker keeps each interface's market (:class:`engine.territory.InterfaceSession`) and re-clears it
+at each cycle's ISO price. This times, in one process and in CPU seconds (steady on a loaded machine):
+
+- ``clear``: a whole warm ``InterfaceSession.clear`` at a new price (HiGHS's warm re-solve and the tables);
+- ``solve``: HiGHS's warm re-solve alone (``HighsSolver.solve`` after ``set_iso_price``), the same prices;
+- ``tables``: ``NodalMarket.result`` of one solution with the market's kept table layout
+  (:class:`engine.results.TableLayout`), against ``tables, layout per call``: the same with the fixed id,
+  interval and bid columns rebuilt every call (what every re-clear did before the layout was kept).
+
+    python benchmarks/bench_warm_reclear.py [--buses 1000] [--bids 1000] [--rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from unittest import mock
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from dsomarket.engine import results  # noqa: E402
+from dsomarket.engine.bids import MarketRules  # noqa: E402
+from dsomarket.engine.clearing import ClearingOptions  # noqa: E402
+from dsomarket.engine.feeders import synthetic  # noqa: E402
+from dsomarket.engine.territory import Interface, InterfaceSession, synthetic_bids  # noqa: E402
+
+PRICES = [40.0 + 3.0 * k for k in range(20)]
+
+
+def cpu_ms(fn, n: int) -> float:
+    fn()
+    t0 = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - t0) / n * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--buses", type=int, default=1000)
+    ap.add_argument("--bids", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=10, help="passes over the 20 prices")
+    a = ap.parse_args()
+    f = synthetic(a.buses, 1)
+    session = InterfaceSession(Interface("x", f, synthetic_bids(f, a.bids, 1), ("x",)), MarketRules(),
+                               ClearingOptions(formulation="lossless", ac_check=False))
+    session.clear(50.0)
+    market = session._market
+    n = a.rounds * len(PRICES)
+
+    def clears():
+        for p in PRICES:
+            session.clear(p)
+
+    def solves():
+        for p in PRICES:
+            market.set_iso_price(p)
+            market.solver.solve()
+
+    clear_ms = cpu_ms(clears, a.rounds) / len(PRICES)
+    solve_ms = cpu_ms(solves, a.rounds) / len(PRICES)
+    sol = market.converge()
+    kept_ms = cpu_ms(lambda: market.result(sol), n)
+    # The same tables with the layout built per call (MarketContext without a kept layout).
+    with mock.patch.object(type(market), "context", property(lambda m: results.MarketContext(
+            m.feeder, m.book, m.iso_price, m.options.formulation, m.build_seconds))):
+        per_call_ms = cpu_ms(lambda: market.result(sol), n)
+    print(f"{a.buses} buses, {a.bids} bids, lossless, AC check off; CPU ms per warm re-clear "
+          f"(mean of {n}, load {os.getloadavg()[0]:.1f})")
+    print(f"clear {clear_ms:.2f}  solve {solve_ms:.2f}  tables {kept_ms:.2f}  "
+          f"tables, layout per call {per_call_ms:.2f} ({per_call_ms / kept_ms:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
