@@ -67,7 +67,7 @@ REPAIR_CLEARINGS = 48
 """Fresh clearings that may redraw the curve behind one step that :meth:`_FixedPoints.confirm` found fresh
 clearings to leave on a third import (:meth:`_FixedPoints.repair`): they search back (doubling), bisect where
 fresh clearings leave the walked bands and sample the stretch they take instead. Spent only on such a step,
-beyond the interval's budget (which the walk that drew those bands may have spent)."""
+beyond the interval's budget (which the walk that drew those bands may have spent), and never more than it."""
 STEP_LOCATED = 1e-3
 """Price width (per MWh) within which an unresolved step is located as well as an ISO price can tell
 (a tenth of a cent): it adds nothing to the curve's error bound."""
@@ -348,11 +348,12 @@ class _FixedPoints:
         return None
 
     def repair(self, bands: list[list[float]], a: _Sample, b: _Sample, lo: float, hi: float, floor: float,
-               cap: float) -> tuple[list[list[float]], list[tuple[float, float]]] | None:
+               cap: float, max_clearings: int) -> tuple[list[list[float]], list[tuple[float, float]]] | None:
         """``bands`` (``[price_low, price_high, import MW]``, in price order) redrawn by fresh clearings where they
         do not follow them, around a step at ``[lo, hi]`` from ``a``'s import to ``b``'s that fresh clearings
         did not confirm (:meth:`confirm`); with the error bounds (MW, with the import) of the bands drawn.
-        None where fresh clearings do not say, within ``REPAIR_CLEARINGS``.
+        None where fresh clearings do not say, within ``REPAIR_CLEARINGS`` (at most ``max_clearings``, the
+        interval's budget, which the walk that drew those bands may have spent) more.
 
         Where both a bid clearing and not are fixed points of the AC problem over a range of prices, the walk
         (:meth:`walk`) follows one branch from fixed point to fixed point while a fresh clearing (``clear``)
@@ -365,7 +366,7 @@ class _FixedPoints:
         at their middle, off by at most half their gap) or ``STEP_LOCATED`` apart (a located step). The
         mirror case (fresh clearings still on ``a``'s import past the step) searches forward."""
         tol = _band_tol(a, b)
-        budget = self.clearings + REPAIR_CLEARINGS
+        budget = self.clearings + min(REPAIR_CLEARINGS, max_clearings)
         edge = STEP_LOCATED / 2.0
         step = (lo + hi) / 2.0
         if self.near(self.fresh(min(hi + edge, cap)), b, tol):
@@ -664,7 +665,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         q = b.q
     bands.append([low, cap, q])
     for a, b, lo, hi in pending:
-        redrawn = fixed.repair(bands, a, b, lo, hi, floor, cap)
+        redrawn = fixed.repair(bands, a, b, lo, hi, floor, cap, max_clearings)
         if redrawn is None:
             errors.append((a.q - b.q, min(abs(a.q), abs(b.q))))
             unresolved += 1
