@@ -63,6 +63,11 @@ CONFIRM_STEPS = 8
 """Fresh clearings, each twice as far out as the last (from a tenth of a cent to a quarter per MWh), that look for
 the other side of a step which a fresh clearing does not confirm where clearings started nearby put it
 (:meth:`_FixedPoints.confirm`)."""
+REPAIR_CLEARINGS = 48
+"""Fresh clearings that may redraw the curve behind one step that :meth:`_FixedPoints.confirm` found fresh
+clearings to leave on a third import (:meth:`_FixedPoints.repair`): they search back (doubling), bisect where
+fresh clearings leave the walked bands and sample the stretch they take instead. Spent only on such a step,
+beyond the interval's budget (which the walk that drew those bands may have spent), and never more than it."""
 STEP_LOCATED = 1e-3
 """Price width (per MWh) within which an unresolved step is located as well as an ISO price can tell
 (a tenth of a cent): it adds nothing to the curve's error bound."""
@@ -342,6 +347,89 @@ class _FixedPoints:
             inner, width = far, 2.0 * width
         return None
 
+    def repair(self, bands: list[list[float]], a: _Sample, b: _Sample, lo: float, hi: float, floor: float,
+               cap: float, max_clearings: int) -> tuple[list[list[float]], list[tuple[float, float]]] | None:
+        """``bands`` (``[price_low, price_high, import MW]``, in price order) redrawn by fresh clearings where they
+        do not follow them, around a step at ``[lo, hi]`` from ``a``'s import to ``b``'s that fresh clearings
+        did not confirm (:meth:`confirm`); with the error bounds (MW, with the import) of the bands drawn.
+        None where fresh clearings do not say, within ``REPAIR_CLEARINGS`` (at most ``max_clearings``, the
+        interval's budget, which the walk that drew those bands may have spent) more.
+
+        Where both a bid clearing and not are fixed points of the AC problem over a range of prices, the walk
+        (:meth:`walk`) follows one branch from fixed point to fixed point while a fresh clearing (``clear``)
+        leaves it for another well before the step (ieee33 hidden-physics seed 908: bands bought bid b8
+        part-way from -42.15 to -41.54 per MWh, 4,978 to 4,865 kW, where ``clear`` imports 4,153 to 4,063 kW,
+        19.7 % off). When a fresh clearing just past the step takes ``b``'s import, fresh clearings
+        doubling back from the step (from the reach of :meth:`confirm`) find the price where they meet the
+        bands again; the switch is bisected to ``STEP_LOCATED`` and the stretch between it and the step is
+        sampled by fresh clearings until neighbouring imports are within twice the band tolerance (one band
+        at their middle, off by at most half their gap) or ``STEP_LOCATED`` apart (a located step). The
+        mirror case (fresh clearings still on ``a``'s import past the step) searches forward."""
+        tol = _band_tol(a, b)
+        budget = self.clearings + min(REPAIR_CLEARINGS, max_clearings)
+        edge = STEP_LOCATED / 2.0
+        step = (lo + hi) / 2.0
+        if self.near(self.fresh(min(hi + edge, cap)), b, tol):
+            sign, edge = -1.0, max(lo - edge, floor)
+        elif self.near(self.fresh(max(lo - edge, floor)), a, tol):
+            sign, edge = 1.0, min(hi + edge, cap)
+        else:
+            return None
+        starts, ends, imports = (np.array([band[i] for band in bands]) for i in range(3))
+
+        def drawn(price: float) -> float:
+            return float(imports[min(int(np.searchsorted(ends, price, side="right")), len(bands) - 1)])
+
+        samples = {edge: self.fresh(edge)}
+        bad, good = edge, None
+        dist = STEP_LOCATED * 2.0 ** CONFIRM_STEPS
+        while good is None:
+            if self.clearings >= budget:
+                return None
+            price = min(max(step + sign * dist, floor), cap)
+            q = self.fresh(price)
+            if abs(q - drawn(price)) <= tol:
+                good = price
+            elif price in (floor, cap):
+                return None
+            else:
+                bad, samples[price] = price, q
+            dist *= 2.0
+        while abs(bad - good) > STEP_LOCATED:
+            if self.clearings >= budget:
+                return None
+            mid = (bad + good) / 2.0
+            q = self.fresh(mid)
+            if abs(q - drawn(mid)) <= tol:
+                good = mid
+            else:
+                bad, samples[mid] = mid, q
+        # Sample the stretch fresh clearings take between the switch and the step.
+        pairs = sorted((p, q) for p, q in samples.items() if min(bad, edge) <= p <= max(bad, edge))
+        stack = list(zip(pairs[:-1], pairs[1:]))
+        while stack:
+            (p0, q0), (p1, q1) = stack.pop()
+            if abs(q0 - q1) <= 2.0 * tol or p1 - p0 <= STEP_LOCATED or self.clearings >= budget:
+                continue
+            mid = (p0 + p1) / 2.0
+            samples[mid] = self.fresh(mid)
+            stack += [((p0, q0), (mid, samples[mid])), ((mid, samples[mid]), (p1, q1))]
+        pts = sorted((p, q) for p, q in samples.items() if min(bad, edge) <= p <= max(bad, edge))
+        switch = (bad + good) / 2.0
+        region = (switch, step) if sign < 0 else (step, switch)
+        new = [[region[0], pts[0][0], pts[0][1]]]
+        errors: list[tuple[float, float]] = []
+        for (p0, q0), (p1, q1) in zip(pts[:-1], pts[1:]):
+            if p1 - p0 <= STEP_LOCATED:   # a located step between two fresh clearings
+                new += [[p0, (p0 + p1) / 2.0, q0], [(p0 + p1) / 2.0, p1, q1]]
+                continue
+            new.append([p0, p1, (q0 + q1) / 2.0])
+            errors.append((abs(q0 - q1) / 2.0, min(abs(q0), abs(q1))))
+        new.append([pts[-1][0], region[1], pts[-1][1]])
+        kept = [[s, min(e, region[0]), q] for s, e, q in bands if s < region[0]] + \
+            [[max(s, region[1]), e, q] for s, e, q in bands if e > region[1]]
+        return sorted([band for band in kept + new if band[1] > band[0]]), errors
+
     def fresh(self, price: float) -> float:
         """The import (MW) of a clearing at ``price`` from the market's first model, as ``clear`` clears."""
         m, t = self.market, self.t
@@ -426,7 +514,8 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     quarter of the band tolerance of the straight line through the pair's ends, the
     stretch is drawn by that line (:func:`_chord`), its deviation added to the error
     bound. A jump narrowed to ``STEP_LOCATED`` between clearings that are no vertices is
-    confirmed by fresh clearings (:meth:`_FixedPoints.confirm`). After ``CURVE_MAX_DEPTH``
+    confirmed by fresh clearings (:meth:`_FixedPoints.confirm`); where they take a third import there, the
+    bands behind the jump are redrawn by fresh clearings once all are drawn (:meth:`_FixedPoints.repair`). After ``CURVE_MAX_DEPTH``
     splits that leave the whole gap on one side (a jump being located, not a stretch being
     sampled) and ``LOCATE_BISECTIONS`` more in the middle, after ``MAX_SPLITS`` sampling a
     stretch, or once ``max_clearings`` are spent, the pair is one band at its middle import,
@@ -454,18 +543,19 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     done: list[tuple[_Sample, _Sample, float | None]] = []
     errors: list[tuple[float, float]] = []   # (bound on a band's error, the smaller import of its ends), MW
     unresolved = 0
+    pending: list[tuple[_Sample, _Sample, float, float]] = []   # steps to redraw by fresh clearings
 
     def located(lo: float, hi: float) -> bool:
         return hi - lo <= max(STEP_LOCATED, CURVE_PRICE_TOL * max(1.0, abs(hi)))
 
-    def step(a: _Sample, b: _Sample, lo: float, hi: float, at: float | None = None, known: bool = True) -> None:
-        """One step from ``a``'s import to ``b``'s at ``at`` (the middle of ``[lo, hi]``; inside the floor and cap: a
+    def step(a: _Sample, b: _Sample, lo: float, hi: float) -> None:
+        """One step from ``a``'s import to ``b``'s at the middle of ``[lo, hi]`` (inside the floor and cap: a
         fresh clearing looked for beyond them, :meth:`_FixedPoints.confirm`, may put it past), where fresh clearings
         switch from one to the other; the whole gap enters the error bound where that is wider than an ISO
-        price, or not ``known`` (fresh clearings did not confirm it)."""
+        price."""
         nonlocal unresolved
-        done.append((a, b, min(max((lo + hi) / 2.0 if at is None else at, floor), cap)))
-        if not known or not located(lo, hi):
+        done.append((a, b, min(max((lo + hi) / 2.0, floor), cap)))
+        if not located(lo, hi):
             errors.append((a.q - b.q, min(abs(a.q), abs(b.q))))
             unresolved += 1
 
@@ -497,7 +587,9 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
                 # fresh clearings do not say where, the jump is not located.
                 switch = fixed.confirm(a, b, lo, hi, max_clearings)
                 if switch is None:
-                    step(a, b, a.price, b.price, (lo + hi) / 2.0, known=False)
+                    # Fresh clearings do not say where: redrawn by them once the bands are drawn (below).
+                    done.append((a, b, (lo + hi) / 2.0))
+                    pending.append((a, b, lo, hi))
                     continue
                 lo, hi = switch
             step(a, b, lo, hi)
@@ -572,6 +664,14 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             low = max(step, floor)
         q = b.q
     bands.append([low, cap, q])
+    for a, b, lo, hi in pending:
+        redrawn = fixed.repair(bands, a, b, lo, hi, floor, cap, max_clearings)
+        if redrawn is None:
+            errors.append((a.q - b.q, min(abs(a.q), abs(b.q))))
+            unresolved += 1
+        else:
+            bands, drawn = redrawn
+            errors += drawn
     bands = [band for band in bands if band[1] > band[0] + P_REL_TOL * max(1.0, abs(band[0]))] or bands[-1:]
     for lo, hi in zip(bands[:-1], bands[1:]):   # dropping a sliver leaves its neighbours to meet
         hi[0] = lo[1]

@@ -90,6 +90,7 @@ class TableLayout:
 
     @classmethod
     def of(cls, feeder: Feeder, book: BidBook) -> TableLayout:
+        """The layout of the tables of a market of ``feeder`` and ``book`` (the book's order and intervals)."""
         topo, ivs, T = feeder.topology, book.intervals, book.n_interval
         return cls(bus=_id_column(topo.bus_ids, T).alias("bus"),
                    bus_interval=_iv_column(ivs, np.repeat(np.arange(T), topo.n_bus)),

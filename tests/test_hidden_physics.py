@@ -250,3 +250,21 @@ def test_a_curve_steps_where_fresh_clearings_switch_or_counts_the_step_in_its_bo
     for p in (-64.25, -64.195, -74.7148, -74.71, -74.7058):
         got = clear(f, book, p, rules=rules).ac_check["import_kw"][0]
         assert abs(curve.import_at(0, p) - got) <= bound + 1e-3, p
+
+
+def test_bands_walked_on_a_branch_that_fresh_clearings_leave_are_redrawn_by_fresh_clearings(tmp_path, monkeypatch):
+    # bench_hidden_physics --quick --cases 10 --seed 900, case ieee33-s908: walked from fixed point to fixed
+    # point, the curve bought bid b8 part-way from -42.15 to -41.54 per MWh (4,978 to 4,865 kW) where `clear`
+    # leaves that branch near -42.4 (4,174 to 4,063 kW): 4,876.3 kW against `clear`'s 4,073.2 at -41.5947
+    # (19.7 %, one step unresolved in an 808 kW bound). The floor and cap keep the walk that drew those bands.
+    from dsomarket.engine.bids import MarketRules
+    from dsomarket.engine.interface import trace_curve
+
+    rules = MarketRules(price_floor=-45.0, price_cap=300.0)
+    f, book = _generated_case("ieee33", 908, tmp_path, monkeypatch)
+    curve = trace_curve(f, book, rules)
+    check = curve.ac_check
+    assert check["unresolved_steps"] == 0 and check["max_error_pct"] <= 0.5
+    for p in (-42.5, -42.2, -42.0, -41.8, -41.5947):
+        got = clear(f, book, p, rules=rules).ac_check["import_kw"][0]
+        assert abs(curve.import_at(0, p) - got) <= min(check["max_error_kw"] + 1e-6, 5e-3 * abs(got)), p
