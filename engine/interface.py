@@ -336,7 +336,9 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
         Fixed withdrawal per bus and interval (n, T); defaults to the feeder's loads.
     max_solves
         Safety limit on solves per interval (default ``4 * bids + 1000``); the loss-aware curve also
-        spends at most ``losses.CURVE_MAX_CLEARINGS`` clearings an interval (see :func:`_trace_fixed_points`).
+        spends at most ``losses.CURVE_MAX_CLEARINGS`` clearings an interval (see :func:`_trace_fixed_points`),
+        plus at most ``losscurve.REPAIR_CLEARINGS`` fresh ones for each step whose walked bands fresh clearings
+        redraw (:meth:`engine.losscurve._FixedPoints.repair`).
     progress
         Called as ``progress(done, total)`` after each interval is traced (the
         caller decides whether and where to show it; the engine prints nothing).
