@@ -6,7 +6,7 @@ Run: ``python benchmarks/bench_clearing.py [--quick]``. For each case it prints
   (``engine.clearing.clear`` with the AC check off, as a market operator would time a clearing);
 - ``raw``: a fresh ``highspy.Highs`` given the already-assembled arrays and solved cold;
 - ``slack``: the same, started from the network's slack basis as the engine starts a lossless market
-  (``engine.solver.slack_basis``, Devex dual edge weights as the engine sets them; the floor, and the
+  (``engine.solver.slack_basis``, Devex dual edge weights and a non-alien basis as the engine sets them; the floor, and the
   honest baseline for the engine);
 - ``naive``: the textbook cvxpy model of ``tests/reference.py`` (one constraint per bus and line)
   solved by HiGHS through cvxpy, only where it finishes in reasonable time;
@@ -62,6 +62,7 @@ def slack_statuses(model, arrays) -> highspy.HighsBasis:
     rows[inactive] = highspy.HighsBasisStatus.kBasic
     basis = highspy.HighsBasis()
     basis.col_status, basis.row_status, basis.valid = cols.tolist(), rows.tolist(), True
+    basis.alien = False   # square, as the engine hands it (HighsSolver.set_basis): factorised once, by the run
     return basis
 
 
