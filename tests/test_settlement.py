@@ -280,6 +280,12 @@ def test_the_loss_residual_has_the_sign_of_the_iso_price_by_hand(iso_price, surp
 # the curve, though one free solve of its linearisation sends the bid to a bound (131, 312).
 @example(seed=131, n_bids=2, da_price=0.0, rt_price=231.0, both=True)
 @example(seed=312, n_bids=6, da_price=0.0, rt_price=255.0, both=True)
+# A known defect, found by a random draw on 2026-12-01 and present on fbbb866 too: the real-time market holding
+# this day-ahead schedule is reported infeasible at 0 ("no single limit explains it"), though the day-ahead
+# dispatch itself is feasible there. Kept here so the suite says so until it is fixed (then this example passes
+# and the xfail fails, to be removed).
+@example(seed=3628, n_bids=6, da_price=181.0, rt_price=0.0, both=False).xfail(
+    raises=AssertionError, reason="real-time re-clear holding day-ahead positions reported infeasible (open)")
 def test_loss_aware_two_settlement_balances_and_is_revenue_adequate_at_non_negative_prices(seed, n_bids, da_price,
                                                                                           rt_price, both):
     # Day ahead awarded at a price (on the curve by construction). In real time some resources bid again and
