@@ -54,7 +54,7 @@ def best(fn, repeat: int) -> float:
 
 def slack_statuses(model, arrays) -> highspy.HighsBasis:
     """The slack basis the engine starts a lossless market from, as a HiGHS basis of the assembled LP."""
-    c, lo, up, a, rlo, rup, _ = arrays
+    c, lo, up, _, rlo, rup, _ = arrays
     structural, inactive, _ = slack_basis(model, lo < up, rlo < rup)
     cols = np.full(len(c), highspy.HighsBasisStatus.kLower)
     cols[structural] = highspy.HighsBasisStatus.kBasic

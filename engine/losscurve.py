@@ -375,7 +375,7 @@ class _FixedPoints:
             sign, edge = 1.0, min(hi + edge, cap)
         else:
             return None
-        starts, ends, imports = (np.array([band[i] for band in bands]) for i in range(3))
+        ends, imports = (np.array([band[i] for band in bands]) for i in (1, 2))
 
         def drawn(price: float) -> float:
             return float(imports[min(int(np.searchsorted(ends, price, side="right")), len(bands) - 1)])

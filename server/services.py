@@ -211,7 +211,7 @@ class App:
                 return out
 
             found = await self.reader.call(read)
-            tasks = [runner.Task(rows[0]["feeder_id"], markets_engine.award_positions,
+            tasks = [runner.Task(ref, markets_engine.award_positions,   # market ids: unique, as map() requires
                                  (ref, rows, awards, forecast, by_interval, self.solve_time_limit),
                                  weight=float(len(rows[1]["buses"]["bus"]) + rows[2].height))
                      for ref, rows, awards, forecast, by_interval in found]
