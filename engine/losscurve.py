@@ -206,7 +206,9 @@ class _FixedPoints:
             if pivot is None or pivot[1].structural is None:   # none, or onto P0 at its limit: no basis to anchor
                 return None
             nxt = pivot[1]
-            cols = None
+            # A bid whose flip would push a basic value past its bound enters the basis part-way: from a's
+            # range to v's it goes there from its bound, a stretch as a flipped bid's (below).
+            cols, x = (np.array([brk[1]]) if brk[0] == 0 else None), nxt.x
             v = self.anchor(nxt.x, nxt.structural, nxt.inactive)
         else:
             return None
