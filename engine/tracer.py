@@ -491,24 +491,25 @@ class _Probe:
             row_pos = np.empty(n_row, dtype=np.int64)
             row_pos[active_mask] = np.arange(n_active)
             row_pos[inactive] = -1 - np.arange(len(inactive))
-        col_pos = np.full(n, -1)
-        col_pos[structural] = np.arange(len(structural))
-        is_row, is_col, is_val = basis.a_inactive_structural
-        row_id, col_id = basis.inactive[is_row], basis.structural[is_col]
-        keep = (col_id != leaving) if leaving < n else (row_id != leaving - n)
+        # The kept entries re-indexed in one compiled pass: positions past a deleted column or row move down
+        # one, those at or past an inserted one up one.
+        drop_col = int(np.searchsorted(basis.structural, leaving)) if leaving < n else -1
+        drop_row = int(np.searchsorted(basis.inactive, leaving - n)) if leaving >= n else -1
+        add_col = int(np.searchsorted(structural, entering)) if entering < n else -1
+        add_row = int(np.searchsorted(inactive, entering - n)) if entering >= n else -1
+        is_row, is_col, is_val = tracerjit.reindex(*basis.a_inactive_structural, drop_row, add_row, drop_col, add_col)
         if entering < n:
             _, rows, vals = self._columns(np.array([entering]))
             on = row_pos[rows] < 0
-            new_r, new_c, new_v = rows[on], np.full(int(on.sum()), entering), vals[on]
+            new_r, new_c, new_v = -1 - row_pos[rows[on]], np.full(int(on.sum()), add_col), vals[on]
         else:
-            i = entering - n
-            span = slice(self.a.indptr[i], self.a.indptr[i + 1])
+            span = slice(self.a.indptr[entering - n], self.a.indptr[entering - n + 1])
             cols, vals = self.a.indices[span], self.a.data[span]
-            on = col_pos[cols] >= 0
-            new_r, new_c, new_v = np.full(int(on.sum()), i), cols[on], vals[on]
-        row_id = np.concatenate([row_id[keep], new_r])
-        col_id = np.concatenate([col_id[keep], new_c])
-        return active_mask, row_pos, (-1 - row_pos[row_id], col_pos[col_id], np.concatenate([is_val[keep], new_v]))
+            at = np.minimum(np.searchsorted(structural, cols), len(structural) - 1)
+            on = structural[at] == cols
+            new_r, new_c, new_v = np.full(int(on.sum()), add_row), at[on], vals[on]
+        return active_mask, row_pos, (np.concatenate([is_row, new_r]), np.concatenate([is_col, new_c]),
+                                      np.concatenate([is_val, new_v]))
 
     def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
         """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``

@@ -190,13 +190,11 @@ def first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, 
     fall = np.zeros(m)
     total = np.zeros(m)
     for f in range(k):
-        for p in range(m):
+        for p in range(m):          # branch-free, so that it vectorises
             v = move[f, p]
             total[p] += v
-            if v > 0.0:
-                rise[p] += v
-            else:
-                fall[p] += v
+            rise[p] += max(v, 0.0)
+            fall[p] += min(v, 0.0)
     best = k
     for b in range(len(bounded)):
         p = bounded[b]
@@ -262,6 +260,31 @@ def first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, 
         if own_f[e] < best:
             r_cur[own_i[e]] += own_v[e]
     return best
+
+
+@numba.njit(numba.types.Tuple((_I, _I, _F))(_I, _I, _F, numba.int64, numba.int64, numba.int64, numba.int64), **_JIT)
+def reindex(row, col, val, drop_row, add_row, drop_col, add_col):                          # pragma: no cover
+    """The entries ``(row, col, val)`` of ``A[inactive, structural]`` after one pivot, in their order: those of
+    row position ``drop_row`` and column position ``drop_col`` (-1: none) left out, the positions past them
+    moved down one, then those at or past ``add_row`` / ``add_col`` (-1: none) up one (the inserted ones')."""
+    n = len(row)
+    out_r, out_c, out_v = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n)
+    m = 0
+    for e in range(n):
+        r, c = row[e], col[e]
+        if r == drop_row or c == drop_col:
+            continue
+        if drop_row >= 0 and r > drop_row:
+            r -= 1
+        if add_row >= 0 and r >= add_row:
+            r += 1
+        if drop_col >= 0 and c > drop_col:
+            c -= 1
+        if add_col >= 0 and c >= add_col:
+            c += 1
+        out_r[m], out_c[m], out_v[m] = r, c, val[e]
+        m += 1
+    return out_r[:m].copy(), out_c[:m].copy(), out_v[:m].copy()
 
 
 class SparseLu:
