@@ -266,8 +266,9 @@ class _Lu:
             off = ~on
             ext = n_s0 + np.searchsorted(self.extra, n_s0 - 1 - rp[off])
             np.add.at(z, (ext, col[off]), -val[off])
-        # Built transposed, so that the answer is in Fortran order as SuperLU's own.
-        out = z.T[:, self.sel_ext]
+        # Built transposed, so that the answer is in Fortran order as SuperLU's own (``take``: fancy indexing of
+        # the last axis would give strided columns, which the caller then copies).
+        out = np.take(z.T, self.sel_ext, axis=1)
         out -= (self.m_inv @ z[self.p_ext]).T @ self.w_sel.T
         return out.T
 
