@@ -242,35 +242,32 @@ class _Lu:
             self.g = (rank[row[on]], col[on], val[on])
         if len(replaced):
             self.w_sel = z[sel] - (sel[:, None] == replaced[None, :])
+            self.w_sel_t = np.ascontiguousarray(self.w_sel.T)    # the compiled solve's (rows contiguous)
             self.m_inv = np.linalg.inv(z[replaced])
 
     def solve_sparse(self, row: np.ndarray, col: np.ndarray, val: np.ndarray, k: int) -> np.ndarray:
         """``core^-1 b`` for the ``len(active) x k`` matrix ``b`` with nonzeros ``val`` at ``(row, col)``,
         built straight in the reference's row order (a dense right-hand side would be gathered)."""
+        ref = self.ref
+        none, empty, no_w = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, 0))
         if not len(self.replaced):
-            rhs = np.zeros((self.shape[0], k), order="F")
-            rhs[row, col] = val
-            return self.ref.lu.solve(rhs)
+            return tracerjit.sparse_solve(*ref.lu.factors, k, row, col, val, none, none, empty, 0, none, none, empty,
+                                          none, none, no_w, no_w).T
         n_s0 = self.n_s0
         rp = self.rp[row]
         on = rp >= 0
-        b0 = np.zeros((n_s0, k), order="F")
-        b0[rp[on], col[on]] = val[on]
-        z = np.empty((n_s0 + self.n_extra, k), order="F")
-        z[:n_s0] = self.ref.lu.solve(b0)
+        off = ~on
         if self.n_extra:
             g_row, g_col, g_val = self.g
-            z[n_s0:] = 0.0
-            np.add.at(z[n_s0:], g_row, g_val[:, None] * z[g_col])
             # Rows now active that were inactive in B0: their logical's position, ``-b`` there.
-            off = ~on
-            ext = n_s0 + np.searchsorted(self.extra, n_s0 - 1 - rp[off])
-            np.add.at(z, (ext, col[off]), -val[off])
-        # Built transposed, so that the answer is in Fortran order as SuperLU's own (``take``: fancy indexing of
-        # the last axis would give strided columns, which the caller then copies).
-        out = np.take(z.T, self.sel_ext, axis=1)
-        out -= (self.m_inv @ z[self.p_ext]).T @ self.w_sel.T
-        return out.T
+            ext = np.searchsorted(self.extra, n_s0 - 1 - rp[off])
+            x_col, x_val = col[off], -val[off]
+        else:
+            g_row, g_col, g_val, ext, x_col, x_val = none, none, empty, none, none, empty
+        # Transposed (k x m, a flip per row), so that the answer is in Fortran order as SuperLU's own.
+        return tracerjit.sparse_solve(*ref.lu.factors, k, rp[on], col[on], val[on], g_row, g_col, g_val,
+                                      self.n_extra, ext, x_col, x_val, self.sel_ext, self.p_ext, self.m_inv,
+                                      self.w_sel_t).T
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
         """``core^-1 b`` (``trans="T"``: ``core^-T b``) for a vector or a matrix of right-hand sides."""
