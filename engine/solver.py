@@ -397,27 +397,38 @@ class HighsSolver:
         kept = self._kept_optimal(t0)
         if kept is not None:
             return kept
+        warm = self._kept is not None
         status = self.run()
         iterations = int(self.h.getInfo().simplex_iteration_count)
-        if status == "optimal":
+        if status == "optimal" and warm:
+            # A warm run that pivoted gives HiGHS's values (equal to a fresh factorisation's but in the last
+            # digit); the basis is kept with the factorisation the run left, which the next re-clear tries.
+            # Row activities and reduced costs from x and the duals: two of HiGHS's arrays, not four.
+            got = self.h.getSolution()
+            x, y = np.asarray(got.col_value), np.asarray(got.row_dual)
+            a, at = self._matrix()
+            act = a @ x
+            if got.dual_valid and self._keep(x, act):
+                return Solution(status, float(np.sum(self.cost * x)), x, act, y, self.cost - at @ y,
+                                time.perf_counter() - t0, iterations)
+        elif status == "optimal":
             x = np.asarray(self.h.getSolution().col_value)
             self.h.setBasis(self.h.getBasis())     # HiGHS's own statuses: factorised afresh, in column order
-            sol = self._keep(x) and self._kept_values(t0, iterations)
+            sol = self._keep(x, self._matrix()[0] @ x) and self._kept_values(t0, iterations)
             if sol:
                 return sol
             status = self.run()                    # HiGHS's own values after all: 0 iterations from its optimum
         self._kept = None
         return self._read(status, time.perf_counter() - t0, iterations)
 
-    def _keep(self, x: np.ndarray) -> bool:
-        """Keep the basis HiGHS holds, factorised afresh, with its nonbasic columns at the bounds of ``x``
-        (HiGHS's values of them) and its held rows at the bounds ``A x`` is nearest; False when HiGHS cannot
-        factorise it."""
+    def _keep(self, x: np.ndarray, act: np.ndarray) -> bool:
+        """Keep the basis HiGHS holds (and the factorisation it holds of it, in its order), with its nonbasic
+        columns at the bounds of ``x`` (HiGHS's values of them) and its held rows at the bounds their activities
+        ``act`` (``A x``) are nearest; False when HiGHS cannot factorise it."""
         status, basic = self.h.getBasicVariables()
         if status == highspy.HighsStatus.kError:
             return False
         basic = np.asarray(basic)
-        act = self._matrix()[0] @ x
         self._kept = _KeptBasis(self.h.getBasis(), basic, basic >= 0,
                                 np.abs(x - self.col_lower) <= np.abs(x - self.col_upper),
                                 np.abs(act - self.row_lower) <= np.abs(act - self.row_upper), self.h.getRunTime())
@@ -469,8 +480,11 @@ class HighsSolver:
         if status == highspy.HighsStatus.kError:
             self.h.setBasis(k.basis)
             status, basic = self.h.getBasicVariables()
-            if status == highspy.HighsStatus.kError or not np.array_equal(basic, k.basic):
+            basic = np.asarray(basic)
+            if status == highspy.HighsStatus.kError or not np.array_equal(np.sort(basic), np.sort(k.basic)):
                 return None
+            k = self._kept = dataclasses.replace(k, basic=basic, structural=basic >= 0, run_time=self.h.getRunTime())
+            c_basic = np.where(k.structural, self.cost[np.maximum(k.basic, 0)], 0.0)
             status, y = self.h.getBasisTransposeSolve(c_basic)
             if status == highspy.HighsStatus.kError:
                 return None
