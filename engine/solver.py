@@ -382,16 +382,19 @@ class HighsSolver:
         return self.solve_by_basis()
 
     def solve_by_basis(self) -> Solution:
-        """Solve from the basis HiGHS holds and read the values of the optimal basis alone.
+        """Solve from the basis HiGHS holds; where that is no kept basis (a cold start), read the values of the
+        optimal basis alone.
 
         The values the pivots' updated factorisation leaves differ in the last digit with the path that reached
-        the optimum; here the optimal basis is factorised afresh (its basic columns in column order, as
-        :meth:`set_basis` hands them) and its values solved from that factorisation (:meth:`_kept_values`), so
-        every path that ends in the same basis (a fresh clearing from the slack basis, a kept market's warm
-        re-clear) gives the same bits. A basis kept from the last such solve that is still optimal at the
-        current costs and bounds, its nonbasic columns moved to the bounds their reduced costs point to
+        the optimum; after a cold start the optimal basis is factorised afresh (its basic columns in column
+        order, as :meth:`set_basis` hands them) and its values solved from that factorisation
+        (:meth:`_kept_values`), so every cold path that ends in the same basis (a fresh clearing, a restarted
+        kept market) gives the same bits. A basis kept from the last solve that is still optimal at the current
+        costs and bounds, its nonbasic columns moved to the bounds their reduced costs point to
         (:meth:`_kept_optimal`), is taken without running HiGHS: the run would end in it after the same bound
-        flips and no pivot, and costs 2-6 ms at 1,000 buses even so (it refactorises and perturbs the costs).
+        flips and no pivot, and costs ~5 ms at 1,000 buses even so (per-run set-up, cost perturbation). From a
+        fresh factorisation (a cold clearing's, or one set again after HiGHS ran elsewhere) it gives a cold
+        clearing's bits. A warm re-solve that has to pivot returns HiGHS's values (equal but in the last digit).
         """
         t0 = time.perf_counter()
         kept = self._kept_optimal(t0)
