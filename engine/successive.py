@@ -94,9 +94,11 @@ def merit(parts: list[Part], sol: Solution, solver: HighsSolver, pts: list[losse
     return objective, viol
 
 
-def _relinearise(parts: list[Part], bids: np.ndarray, pts: list[losses.OperatingPoint],
+def _relinearise(parts: list[Part], solver: HighsSolver, bids: np.ndarray, pts: list[losses.OperatingPoint],
                  set_matrix: Callable[[], None]) -> None:
-    """Each part's model linearised at its point, then the LP solved given the parts' new matrices."""
+    """Each part's model linearised at its point, then the LP solved given the parts' new matrices, its limits
+    at the model's own bounds (:func:`restore_limits`)."""
+    restore_limits(solver)
     for part, xb, point in zip(parts, _split(parts, bids), pts):
         m = part.market
         m._point_bids = xb.copy()
@@ -127,8 +129,8 @@ def _phase_one(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], 
     sits on a limit errs by a fraction of a VA either way; if nothing bid can move away from that
     limit, the LP is then infeasible though the feeder is not. The phase-one point is the dispatch of
     the linearisation's feasibility relaxation (:func:`_least_violation`), whose linearised violation is
-    least; limits it breaks by numerical noise only are widened by that (:func:`_widen_by_noise`). The
-    LP linearised there errs only to second order around it, so where the feeder is feasible the next
+    least; limits the next linearisation breaks by numerical noise only are widened by that
+    (:func:`_widen_by_noise`) before it is solved. The LP linearised there errs only to second order around it, so where the feeder is feasible the next
     relaxation's violation is a small fraction of this one's; where it stays above ``PHASE_ONE_STALL``
     of it, the limits are broken on the feeder itself and further tries would find the same.
 
@@ -152,8 +154,7 @@ def _phase_one(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], 
         if excess > PHASE_ONE_STALL * before:
             break
         before = excess
-        _widen_by_noise(solver, relaxed)
-        _relinearise(parts, relaxed.x[bid], points(parts, relaxed.x, relaxed.x[bid]), set_matrix)
+        _relinearise(parts, solver, relaxed.x[bid], points(parts, relaxed.x, relaxed.x[bid]), set_matrix)
         relaxed = _least_violation(solver)
         if relaxed is None or relaxed.worst(solver) > NOISE_SLACK:
             continue
@@ -270,26 +271,60 @@ def _widen_by_noise(solver: HighsSolver, relaxed: _Relaxed) -> bool:
     sit on a rating by a fraction of a milli-VA over it, with no bid able to move off it: every
     linearisation is then infeasible by that much and HiGHS says so, though the feeder is not (a
     real-time clearing of ``tests/test_hidden_physics.py`` needed 4.7e-10 MVA on a 162 kVA line).
-    Such a limit (a row, or a voltage or interface bound on a column), and only when every limit's
-    excess is that small, is widened by ten times its excess for the rest of the market's solves, so
-    the excess is read as the noise it is. True when it widened any.
+    Such a limit (a row, or a voltage bound), and only when every limit's excess is that small, is
+    widened by ten times its excess, so the excess is read as the noise it is, until the model is
+    re-linearised (:func:`restore_limits`). True when it widened any.
     """
     rows, cols = relaxed.excess(solver)
-    if max(rows.max(initial=0.0), cols.max(initial=0.0)) > NOISE_SLACK or not (rows.any() or cols.any()):
+    if max(rows.max(initial=0.0), cols.max(initial=0.0)) > NOISE_SLACK:
         return False
+    # Of the columns only the voltages: the interface import's bounds are the award or the feeder's
+    # rating, set by the market (engine.clearing.NodalMarket.fix_import), not a limit of the linearisation.
+    cols = np.where(_voltages(solver), cols, 0.0)
+    widened = False
     for over, value, lower, upper, change in (
             (rows, relaxed.row_value, solver.row_lower, solver.row_upper, solver.h.changeRowsBounds),
             (cols, relaxed.x, solver.col_lower, solver.col_upper, solver.h.changeColsBounds)):
         idx = np.nonzero(over > 0.0)[0]
         if not len(idx):
             continue
-        # Ten times the excess: room for the re-linearisation that follows to err by as much again, and
-        # little enough that the bids gain next to nothing from it.
+        # Ten times the excess: room for HiGHS to err by as much again, and little enough that the bids
+        # gain next to nothing from it.
         room = np.minimum(10.0 * over[idx], NOISE_SLACK)
         lower[idx] = np.where(value[idx] < lower[idx], lower[idx] - room, lower[idx])
         upper[idx] = np.where(value[idx] > upper[idx], upper[idx] + room, upper[idx])
         change(len(idx), idx.astype(np.int32), lower[idx], upper[idx])
-    return True
+        widened = True
+    return widened
+
+
+def _voltages(solver: HighsSolver) -> np.ndarray:
+    """Which columns of the solver's model are squared bus voltages."""
+    out = np.zeros(solver.model.n_col, dtype=bool)
+    out[solver.model.var("v").slice] = True
+    return out
+
+
+def restore_limits(solver: HighsSolver) -> None:
+    """Undo :func:`_widen_by_noise`: every row and voltage back at the model's own bounds.
+
+    The room is for the linearisation its excess was measured on. Near a fixed point that excess is
+    the held positions' rounding; on a linearisation far from it (phase one's first points) it is the
+    linearisation's own error, up to the ``NOISE_SLACK`` a fixed point must not keep: a rating held
+    by day-ahead positions that the real-time bids move only through the voltage (2,000 times less
+    than a bid at its far end) let a buy clear 1.8 kW past it where the room of such a point had
+    stayed, and the clearing converged from the award's linearisation did not (tests/test_settlement.py,
+    seed 6180: the award was not on the curve).
+    """
+    _, lo, up, _, rlo, rup, _ = solver.model.assemble()
+    rows = np.nonzero((solver.row_lower != rlo) | (solver.row_upper != rup))[0]
+    if len(rows):
+        solver.row_lower[rows], solver.row_upper[rows] = rlo[rows], rup[rows]
+        solver.h.changeRowsBounds(len(rows), rows.astype(np.int32), rlo[rows], rup[rows])
+    cols = np.nonzero(_voltages(solver) & ((solver.col_lower != lo) | (solver.col_upper != up)))[0]
+    if len(cols):
+        solver.col_lower[cols], solver.col_upper[cols] = lo[cols], up[cols]
+        solver.h.changeColsBounds(len(cols), cols.astype(np.int32), lo[cols], up[cols])
 
 
 UNSOLVED = ("infeasible", "error")
@@ -465,7 +500,7 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
             # Linearise where the pinned bids will be, so the next reduced cost is sampled there.
             x = np.where(pinned, np.clip(pin, base_lo, base_hi), x)
             pts = points(parts, sol.x, x)
-        _relinearise(parts, x, pts, set_matrix)
+        _relinearise(parts, s, x, pts, set_matrix)
         if trusting:
             trust = True
             s.set_col_bounds("bid", np.maximum(base_lo, x - radius), np.minimum(base_hi, x + radius))
