@@ -128,6 +128,7 @@ class NodalMarket:
         if self.lossaware:
             self.model, self.point = self._flat
             self._point_bids = None
+            successive.restore_limits(self.solver)   # limits widened for the last linearisation's noise
             self.solver.set_matrix(self.model)
         self.solver.h.clearSolver()
 
