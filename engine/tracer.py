@@ -73,7 +73,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from dsomarket.engine import losses
+from dsomarket.engine import losses, tracerjit
 from dsomarket.engine.clearing import NodalMarket
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA
@@ -242,34 +242,32 @@ class _Lu:
             self.g = (rank[row[on]], col[on], val[on])
         if len(replaced):
             self.w_sel = z[sel] - (sel[:, None] == replaced[None, :])
+            self.w_sel_t = np.ascontiguousarray(self.w_sel.T)    # the compiled solve's (rows contiguous)
             self.m_inv = np.linalg.inv(z[replaced])
 
     def solve_sparse(self, row: np.ndarray, col: np.ndarray, val: np.ndarray, k: int) -> np.ndarray:
         """``core^-1 b`` for the ``len(active) x k`` matrix ``b`` with nonzeros ``val`` at ``(row, col)``,
         built straight in the reference's row order (a dense right-hand side would be gathered)."""
+        ref = self.ref
+        none, empty, no_w = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, 0))
         if not len(self.replaced):
-            rhs = np.zeros((self.shape[0], k), order="F")
-            rhs[row, col] = val
-            return self.ref.lu.solve(rhs)
+            return tracerjit.sparse_solve(*ref.lu.factors, k, row, col, val, none, none, empty, 0, none, none, empty,
+                                          none, none, no_w, no_w).T
         n_s0 = self.n_s0
         rp = self.rp[row]
         on = rp >= 0
-        b0 = np.zeros((n_s0, k), order="F")
-        b0[rp[on], col[on]] = val[on]
-        z = np.empty((n_s0 + self.n_extra, k), order="F")
-        z[:n_s0] = self.ref.lu.solve(b0)
+        off = ~on
         if self.n_extra:
             g_row, g_col, g_val = self.g
-            z[n_s0:] = 0.0
-            np.add.at(z[n_s0:], g_row, g_val[:, None] * z[g_col])
             # Rows now active that were inactive in B0: their logical's position, ``-b`` there.
-            off = ~on
-            ext = n_s0 + np.searchsorted(self.extra, n_s0 - 1 - rp[off])
-            np.add.at(z, (ext, col[off]), -val[off])
-        # Built transposed, so that the answer is in Fortran order as SuperLU's own.
-        out = z.T[:, self.sel_ext]
-        out -= (self.m_inv @ z[self.p_ext]).T @ self.w_sel.T
-        return out.T
+            ext = np.searchsorted(self.extra, n_s0 - 1 - rp[off])
+            x_col, x_val = col[off], -val[off]
+        else:
+            g_row, g_col, g_val, ext, x_col, x_val = none, none, empty, none, none, empty
+        # Transposed (k x m, a flip per row), so that the answer is in Fortran order as SuperLU's own.
+        return tracerjit.sparse_solve(*ref.lu.factors, k, rp[on], col[on], val[on], g_row, g_col, g_val,
+                                      self.n_extra, ext, x_col, x_val, self.sel_ext, self.p_ext, self.m_inv,
+                                      self.w_sel_t).T
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
         """``core^-1 b`` (``trans="T"``: ``core^-T b``) for a vector or a matrix of right-hand sides."""
@@ -491,30 +489,29 @@ class _Probe:
             row_pos = np.empty(n_row, dtype=np.int64)
             row_pos[active_mask] = np.arange(n_active)
             row_pos[inactive] = -1 - np.arange(len(inactive))
-        col_pos = np.full(n, -1)
-        col_pos[structural] = np.arange(len(structural))
-        is_row, is_col, is_val = basis.a_inactive_structural
-        row_id, col_id = basis.inactive[is_row], basis.structural[is_col]
-        keep = (col_id != leaving) if leaving < n else (row_id != leaving - n)
+        # The kept entries re-indexed in one compiled pass: positions past a deleted column or row move down
+        # one, those at or past an inserted one up one.
+        drop_col = int(np.searchsorted(basis.structural, leaving)) if leaving < n else -1
+        drop_row = int(np.searchsorted(basis.inactive, leaving - n)) if leaving >= n else -1
+        add_col = int(np.searchsorted(structural, entering)) if entering < n else -1
+        add_row = int(np.searchsorted(inactive, entering - n)) if entering >= n else -1
+        is_row, is_col, is_val = tracerjit.reindex(*basis.a_inactive_structural, drop_row, add_row, drop_col, add_col)
         if entering < n:
             _, rows, vals = self._columns(np.array([entering]))
             on = row_pos[rows] < 0
-            new_r, new_c, new_v = rows[on], np.full(int(on.sum()), entering), vals[on]
+            new_r, new_c, new_v = -1 - row_pos[rows[on]], np.full(int(on.sum()), add_col), vals[on]
         else:
-            i = entering - n
-            span = slice(self.a.indptr[i], self.a.indptr[i + 1])
+            span = slice(self.a.indptr[entering - n], self.a.indptr[entering - n + 1])
             cols, vals = self.a.indices[span], self.a.data[span]
-            on = col_pos[cols] >= 0
-            new_r, new_c, new_v = np.full(int(on.sum()), i), cols[on], vals[on]
-        row_id = np.concatenate([row_id[keep], new_r])
-        col_id = np.concatenate([col_id[keep], new_c])
-        return active_mask, row_pos, (-1 - row_pos[row_id], col_pos[col_id], np.concatenate([is_val[keep], new_v]))
+            at = np.minimum(np.searchsorted(structural, cols), len(structural) - 1)
+            on = structural[at] == cols
+            new_r, new_c, new_v = np.full(int(on.sum()), add_row), at[on], vals[on]
+        return active_mask, row_pos, (np.concatenate([is_row, new_r]), np.concatenate([is_col, new_c]),
+                                      np.concatenate([is_val, new_v]))
 
     def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
         """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``
         with ``lu`` an :class:`_Lu` without updates; None when it is not square or singular."""
-        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
-
         layout = self._layout(structural, inactive)
         if layout is None:
             return None
@@ -524,7 +521,7 @@ class _Probe:
         core = sp.csc_matrix((val, pos, np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n))])),
                              shape=(n, n))
         try:
-            lu = splu(core, permc_spec="MMD_ATA", options={"SymmetricMode": True})
+            lu = tracerjit.SparseLu(core, permc_spec="MMD_ATA", options={"SymmetricMode": True})
         except RuntimeError:            # singular: a pivot the tracer should not have taken
             return None
         ref = _Reference(lu, structural, inactive, row_pos, a_inactive_structural)
@@ -884,10 +881,7 @@ class _Probe:
         allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)
         moved = np.zeros(len(st))                     # basic columns' change by the flips so far
         r_cur = r_now.copy()                          # basic rows' activities after the flips so far
-        is_coo = basis.a_inactive_structural
-        is_row, is_col, is_val = is_coo
-        abs_is = (is_row, is_col, np.abs(is_val))
-        n_ina = len(ina)
+        is_row, is_col, is_val = basis.a_inactive_structural
         valid = n_run
         d_break = None
         dq = np.zeros(n_run)
@@ -901,57 +895,22 @@ class _Probe:
             ent, row, val = self._columns(chunk)
             pos = basis.row_pos[row]                      # >= 0: active row; < 0: -1 - inactive row
             on = pos >= 0
-            # One flip per row: the solve's columns, transposed (contiguous rows, as the sums below want;
+            # One flip per row: the solve's columns, transposed (contiguous rows, as the kernel wants;
             # both of :meth:`_Lu.solve_sparse`'s answers are Fortran-ordered, so this copies nothing). The
             # steps scale the right-hand side's few nonzeros rather than the solved columns.
             move = np.ascontiguousarray(basis.lu.solve_sparse(pos[on], ent[on], val[on] * -step[ent[on]], k).T)
-            total = move.sum(axis=0)
-            # The most any run of these flips raises a value (its positive moves: numpy's abs is much
-            # faster than its maximum) and lowers it.
-            rise = 0.5 * (total + np.abs(move).sum(axis=0))
-            fall = total - rise
-            # A value can leave its bounds inside the chunk only if its largest rise or fall reaches
-            # them: the cumulative path is formed for those alone.
-            xb = x_b + moved[bounded]
-            cand = np.nonzero((xb + rise[bounded] > hi_b + allow_b) | (xb + fall[bounded] < lo_b - allow_b))[0]
-            bad = np.zeros(k, dtype=bool)
-            if len(cand):
-                path = xb[cand] + np.cumsum(move[:, bounded[cand]], axis=0)
-                bad |= ((lo_b[cand] - path > allow_b[cand]) | (path - hi_b[cand] > allow_b[cand])).any(axis=1)
             # The flipped columns' own coefficients in basic rows (resource rows; none for a plain bid).
-            own_rows, inv = np.unique(-1 - pos[~on], return_inverse=True)
-            own = np.zeros((len(own_rows), k))
-            own[inv, ent[~on]] = val[~on] * step[ent[~on]]
-            own_cum = np.cumsum(own, axis=1)
-            # Activities: only rows the flips could push to a bound are computed; a row moves by at
-            # most sum_j |a_ij| max(rise_j, -fall_j) plus the flipped columns' own coefficients.
-            reach = _times(abs_is, n_ina, np.maximum(rise, -fall))
-            reach[own_rows] += np.abs(own).sum(axis=1)
-            near = np.nonzero(reach > np.minimum(r_cur - lo_r, hi_r - r_cur) + allow_r)[0]
-            if len(near):
-                rank = np.full(n_ina, -1)
-                rank[near] = np.arange(len(near))
-                sel = np.nonzero(rank[is_row] >= 0)[0]
-                used, where = np.unique(is_col[sel], return_inverse=True)
-                coef = np.zeros((len(used), len(near)))
-                coef[where, rank[is_row[sel]]] = is_val[sel]
-                r = r_cur[near] + np.cumsum(move[:, used], axis=0) @ coef
-                hit = np.searchsorted(own_rows, near)
-                mine = (hit < len(own_rows)) & (own_rows[np.minimum(hit, len(own_rows) - 1)] == near) \
-                    if len(own_rows) else np.zeros(len(near), dtype=bool)
-                r[:, mine] += own_cum[hit[mine]].T
-                bad |= ((lo_r[near] - r > allow_r[near]) | (r - hi_r[near] > allow_r[near])).any(axis=1)
+            off = ~on
+            bad = tracerjit.first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, is_val,
+                                        r_cur, lo_r, hi_r, allow_r, ent[off], -1 - pos[off],
+                                        val[off] * step[ent[off]])
             dq[begin:end] = move[:, basis.p0_pos]
             dg[begin:end] = step * s.cost[chunk] + move @ basis.c0
-            if bad.any():
-                valid = begin + int(np.argmax(bad))
-                moved += move[:valid - begin].sum(axis=0)
+            if bad < k:
+                valid = begin + bad
                 # The breaking flip's move per unit of its column (its pivot's direction, away from its bound).
-                d_break = move[valid - begin] / (hi[valid] - lo[valid])
+                d_break = move[bad] / (hi[valid] - lo[valid])
                 break
-            moved += total
-            r_cur += _times(is_coo, n_ina, total)
-            r_cur[own_rows] += own_cum[:, -1]
             begin, size = end, min(size * 2, _CHUNK)
         self.flips += valid
         self.last_run = valid
@@ -991,34 +950,14 @@ def _scan(d, alpha, value, lower, upper, nonbasic, d_tol=None):
     feasible at any reduced cost). Returns ``(up, down)``: arrays ``(delta, index)`` for a rising
     and a falling price (empty without ``alpha``). With ``d_tol``, None unless every reduced cost
     has the right sign within it: at a lower bound ``d >= 0``, at an upper one ``d <= 0``, off
-    both ``d = 0``; on both (a range narrower than the primal tolerance) any.
+    both ``d = 0``; on both (a range narrower than the primal tolerance) any. One compiled pass
+    (:func:`engine.tracerjit.scan`): in numpy it was some 25 passes over every column and row per pivot.
     """
-    if d_tol is not None:
-        # Only a reduced cost beyond the tolerance needs its variable at the bound it points to.
-        off = np.flatnonzero(nonbasic & (np.abs(d) > d_tol))
-        v, dd = value[off], d[off]
-        at_lo = np.abs(v - lower[off]) <= _PRIMAL_TOL
-        at_hi = np.abs(v - upper[off]) <= _PRIMAL_TOL
-        if np.any(((dd < 0.0) & ~at_hi) | ((dd > 0.0) & ~at_lo)):
-            return None
-    if alpha is None:
-        none = (np.zeros(0), np.zeros(0, dtype=np.int64))
-        return none, none
-    sel = np.flatnonzero(nonbasic & (np.abs(alpha) > _ALPHA_TOL))
-    d, alpha, value, lower, upper = d[sel], alpha[sel], value[sel], lower[sel], upper[sel]
-    at_lo = np.isfinite(lower) & (value - lower <= upper - value)
-    at_up = ~at_lo & np.isfinite(upper)
-    # +1 at a lower bound (d >= 0 must hold), -1 at an upper one (d <= 0), 0 free (d = 0).
-    sign = at_lo.astype(float) - at_up
-    sd, sa = sign * d, sign * alpha
-    slack = 0.5 * (sd + np.abs(sd)) / np.abs(alpha)
-    # A rising cost (delta > 0) hurts where sign * alpha > 0; a free variable either way.
-    hurts_up, hurts_dn = sa > 0.0, sa < 0.0
-    free = np.flatnonzero(sign == 0.0)
-    if len(free):
-        slack[free] = np.abs(d[free]) / np.abs(alpha[free])
-        hurts_up[free] = hurts_dn[free] = True
-    return (slack[hurts_up], sel[hurts_up]), (slack[hurts_dn], sel[hurts_dn])
+    c = np.ascontiguousarray     # one compiled specialisation: contiguous arrays
+    ok, up_delta, up_index, dn_delta, dn_index = tracerjit.scan(
+        c(d), np.zeros(0) if alpha is None else c(alpha), c(value), c(lower), c(upper), c(nonbasic),
+        0.0 if d_tol is None else d_tol, d_tol is not None, _ALPHA_TOL, _PRIMAL_TOL)
+    return ((up_delta, up_index), (dn_delta, dn_index)) if ok else None
 
 
 def _merge_events(cols, rows) -> tuple:

@@ -29,7 +29,7 @@ HEAVY = ("grpc", "cvxpy", "pyarrow", "pandas", "matplotlib", "scipy.optimize", "
          "dsomarket.clients.api", "dsomarket.server", "dsomarket.v1", "dsomarket.engine.socp",
          "dsomarket.engine.flexibility", "dsomarket.engine.settlement",
          "dsomarket.engine.interface", "dsomarket.engine.tracer", "dsomarket.engine.losscurve",
-         "dsomarket.engine.horizoncurve", "threadpoolctl")
+         "dsomarket.engine.horizoncurve", "dsomarket.engine.tracerjit", "numba", "threadpoolctl")
 """Modules a default (loss-aware) `clear` never uses: none of them may be imported by it. (It does use
 scipy.sparse.linalg, and so scipy.linalg: the price decomposition solves with SuperLU.)"""
 

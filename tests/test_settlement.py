@@ -199,8 +199,12 @@ def test_settlement_balances_to_the_cent_and_its_surplus_is_never_negative(n_bus
     rt = disaggregate(f, rt_book, rt_aw, RT_RULES, options=NO_AC, day_ahead=da.clearing.dispatch)
     s2 = settle(da, rt)
     balanced(s2)
-    assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
-    assert s2.summary["merchandising_surplus"] >= 0.0
+    # Awarded a quantity alone, the real-time market is priced at its interface's own DLMP, which the marginal
+    # local bid can set below zero whatever the ISO's price (seed 2492: a sell at -56.34, -56.44 at the
+    # interface); there the convexity argument turns round, so revenue adequacy is claimed at prices >= 0 only.
+    if (rt.award["price"].to_numpy() >= 0.0).all():
+        assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
+        assert s2.summary["merchandising_surplus"] >= 0.0
     assert not math.isnan(s2.summary["iso_payment"])
 
 
@@ -280,12 +284,24 @@ def test_the_loss_residual_has_the_sign_of_the_iso_price_by_hand(iso_price, surp
 # the curve, though one free solve of its linearisation sends the bid to a bound (131, 312).
 @example(seed=131, n_bids=2, da_price=0.0, rt_price=231.0, both=True)
 @example(seed=312, n_bids=6, da_price=0.0, rt_price=255.0, both=True)
-# A known defect, found by a random draw on 2026-12-01 and present on fbbb866 too: the real-time market holding
-# this day-ahead schedule is reported infeasible at 0 ("no single limit explains it"), though the day-ahead
-# dispatch itself is feasible there. Kept here so the suite says so until it is fixed (then this example passes
-# and the xfail fails, to be removed).
-@example(seed=3628, n_bids=6, da_price=181.0, rt_price=0.0, both=False).xfail(
-    raises=AssertionError, reason="real-time re-clear holding day-ahead positions reported infeasible (open)")
+# A day-ahead schedule holding a bid part-way on a rating, that same rating binding in real time with nothing
+# bid able to relieve it (the re-bid sell already full): read back to the micro-kW, the held positions break
+# it by 0.3 mVA, which the feasibility relaxation hid in a bid 0.3 mW over its quantity, so phase one saw no
+# limit to widen and the re-clear was reported infeasible at 0 (engine.successive._exact_state).
+@example(seed=3628, n_bids=6, da_price=181.0, rt_price=0.0, both=False)
+# The same after phase one: its dispatch's linearisation (a held sell part-way on a rating) is broken by
+# 0.15 mVA, so noise is relieved at any infeasible re-linearisation, not only before phase one (a scratch loop
+# of 1,500 random draws found it).
+@example(seed=7946, n_bids=7, da_price=400.0, rt_price=106.78, both=True)
+# A rating held by day-ahead positions that the real-time bids move only through the voltage: the room phase one
+# gave a linearisation far from the fixed point (0.5 mVA of its own error, widened to 1 VA) stayed, and the buy
+# cleared 1.8 kW past the rating; the clearing converged from the award's linearisation did not, so the award was
+# off the curve (6180). A re-linearisation HiGHS leaves undecided ("Unknown") is relieved as an infeasible one (2293).
+@example(seed=6180, n_bids=3, da_price=0.0, rt_price=100.0, both=True)
+@example(seed=2293, n_bids=8, da_price=0.0, rt_price=400.0, both=True)
+# Quantity-only awards priced below zero by the real-time market's own marginal bid (see the end of the test).
+@example(seed=2492, n_bids=5, da_price=362.91, rt_price=0.0, both=False)
+@example(seed=30, n_bids=8, da_price=124.1714061487117, rt_price=0.95, both=False)
 def test_loss_aware_two_settlement_balances_and_is_revenue_adequate_at_non_negative_prices(seed, n_bids, da_price,
                                                                                           rt_price, both):
     # Day ahead awarded at a price (on the curve by construction). In real time some resources bid again and
@@ -322,8 +338,12 @@ def test_loss_aware_two_settlement_balances_and_is_revenue_adequate_at_non_negat
         assert rt.award["on_curve"].to_list() == [True, True]
     s2 = settle(da, rt)
     balanced(s2)
-    assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
-    assert s2.summary["merchandising_surplus"] >= 0.0
+    # Awarded a quantity alone, the real-time market is priced at its interface's own DLMP, which the marginal
+    # local bid can set below zero whatever the ISO's price (seed 2492: a sell at -56.34, -56.44 at the
+    # interface); there the convexity argument turns round, so revenue adequacy is claimed at prices >= 0 only.
+    if (rt.award["price"].to_numpy() >= 0.0).all():
+        assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
+        assert s2.summary["merchandising_surplus"] >= 0.0
 
 
 def test_settling_at_given_prices_replaces_the_clearings_dlmps_by_hand():

@@ -1,0 +1,380 @@
+"""Compiled kernels of the curve tracer (:mod:`engine.tracer`): its basis solves and its full-length scans.
+
+The tracer's cost per pivot was numpy's fixed cost: dozens of passes over arrays of a few thousand values,
+each a few microseconds, and SuperLU's ``solve``, which treats every right-hand side apart (on a 1,000-bus
+feeder's core, 3,004 rows and 13,000 nonzeros in L and U, 32 right-hand sides take 0.72 ms, 26 us each,
+where the arithmetic is some 400,000 multiply-adds). Here each is one compiled loop:
+
+- :class:`SparseLu`: SuperLU's factorisation (its pivoting, fill and stability), solved by sweeps that
+  run over the factors once for all right-hand sides (each nonzero updates a contiguous row of ``k``
+  values) and skip columns whose right-hand side is still zero, as a flip's column (a bid: one or two
+  nonzeros) mostly is: 0.17 ms for those 32, 0.03 ms for one;
+- :func:`scan`: the ratio test of every nonbasic reduced cost against the price (:func:`engine.tracer._scan`).
+
+Compiled with numba, cached on disk next to this file (or in the user's cache when that is read-only).
+Imported by the curve tracer only, never by a clearing (``tests/test_cli_startup.py``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+
+# Signatures given, so the kernels are compiled (or loaded from the cache, ~0.2 s for all) when this module
+# is imported, not inside the first curve traced; contiguous arrays only (one specialisation each).
+_I, _F, _B = numba.int64[::1], numba.float64[::1], numba.boolean[::1]
+_F2 = numba.float64[:, ::1]
+_JIT = dict(cache=True, boundscheck=False, nogil=True)
+
+
+@numba.njit(_F2(_F2, _I), **_JIT)
+def _scatter(bt, perm):                                                                   # pragma: no cover
+    """``w`` (``n x k``, a row per unknown) with ``w[perm[i]] = b[i]``, from ``bt`` = ``b`` transposed."""
+    k, n = bt.shape
+    w = np.empty((n, k))
+    for i in range(n):
+        pi = perm[i]
+        for r in range(k):
+            w[pi, r] = bt[r, i]
+    return w
+
+
+@numba.njit(_F2(_F2, _I), **_JIT)
+def _gather(w, perm):                                                                     # pragma: no cover
+    """``x`` transposed (``k x n``) with ``x[i] = w[perm[i]]``."""
+    n, k = w.shape
+    x = np.empty((k, n))
+    for i in range(n):
+        pi = perm[i]
+        for r in range(k):
+            x[r, i] = w[pi, r]
+    return x
+
+
+@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, _F2), **_JIT)
+def _sweep(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt):   # pragma: no cover (compiled)
+    """``x`` with ``A x = b`` for ``Pr A Pc = L U``; ``bt`` and the answer are ``b`` and ``x`` transposed (k x n).
+    Column-oriented (each nonzero updates a row of ``k`` values), skipping columns whose values are all zero."""
+    w = _scatter(bt, perm_r)
+    n, k = w.shape
+    for j in range(n):                      # L (unit diagonal, stored without it): forward
+        live = False
+        for r in range(k):
+            if w[j, r] != 0.0:
+                live = True
+        if live:
+            for p in range(l_ptr[j], l_ptr[j + 1]):
+                i = l_idx[p]
+                v = l_val[p]
+                for r in range(k):
+                    w[i, r] -= v * w[j, r]
+    for j in range(n - 1, -1, -1):          # U: backward
+        d = u_diag[j]
+        live = False
+        for r in range(k):
+            w[j, r] /= d
+            if w[j, r] != 0.0:
+                live = True
+        if live:
+            for p in range(u_ptr[j], u_ptr[j + 1]):
+                i = u_idx[p]
+                v = u_val[p]
+                for r in range(k):
+                    w[i, r] -= v * w[j, r]
+    return _gather(w, perm_c)
+
+
+@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, _F2), **_JIT)
+def _sweep_t(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt):  # pragma: no cover (compiled)
+    """``x`` with ``A^T x = b`` (``U^T L^T Pr x = Pc^T b``), transposed as in :func:`_sweep`. Row-oriented: the
+    transposed factors' rows are the stored columns, so each unknown is a dot product with one column."""
+    w = _scatter(bt, perm_c)
+    n, k = w.shape
+    acc = np.empty(k)
+    for j in range(n):                      # U^T (lower): forward
+        for r in range(k):
+            acc[r] = w[j, r]
+        for p in range(u_ptr[j], u_ptr[j + 1]):
+            i = u_idx[p]
+            v = u_val[p]
+            for r in range(k):
+                acc[r] -= v * w[i, r]
+        d = u_diag[j]
+        for r in range(k):
+            w[j, r] = acc[r] / d
+    for j in range(n - 1, -1, -1):          # L^T (unit upper): backward
+        for r in range(k):
+            acc[r] = w[j, r]
+        for p in range(l_ptr[j], l_ptr[j + 1]):
+            i = l_idx[p]
+            v = l_val[p]
+            for r in range(k):
+                acc[r] -= v * w[i, r]
+        for r in range(k):
+            w[j, r] = acc[r]
+    return _gather(w, perm_r)
+
+
+@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, numba.int64, _I, _I, _F, _I, _I, _F, numba.int64, _I, _I, _F,
+                _I, _I, _F2, _F2), **_JIT)
+def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, k, b_row, b_col, b_val,
+                 g_row, g_col, g_val, n_extra, x_pos, x_col, x_val, sel, p, m_inv, w_sel_t):    # pragma: no cover
+    """``B^-1 b`` transposed (``k x m``) for a sparse ``b`` and a basis ``B = B0 + U V^T`` (:class:`engine.tracer._Lu`).
+
+    ``b``'s entries on the reference's core rows are ``(b_row, b_col, b_val)`` (row, right-hand side,
+    value); the first two lines of factors are the reference core's (:func:`_sweep`). The ``n_extra``
+    inactive logicals of the reference that are read: ``z_E = A[E, structural] z`` by the entries
+    ``(g_row, g_col, g_val)``, plus ``b``'s entries there ``(x_pos, x_col, x_val)``. Then Woodbury:
+    ``x = z[sel] - W (M^-1 z[p])`` with ``w_sel_t = W[sel]^T`` (``kr x m``); without replaced positions
+    (``p`` empty) the answer is ``z`` itself. One call instead of a dozen numpy passes over ``k x m`` arrays.
+    """
+    n0 = len(u_diag)
+    bt = np.zeros((k, n0))
+    for e in range(len(b_row)):
+        bt[b_col[e], b_row[e]] = b_val[e]
+    zt = _sweep(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt)
+    kr = len(p)
+    if kr == 0:
+        return zt
+    ext = np.zeros((k, n_extra))
+    for e in range(len(g_row)):
+        gr, gc, gv = g_row[e], g_col[e], g_val[e]
+        for f in range(k):
+            ext[f, gr] += gv * zt[f, gc]
+    for e in range(len(x_pos)):
+        ext[x_col[e], x_pos[e]] += x_val[e]
+    # c = (M^-1 z[p])^T, k x kr
+    zp = np.empty((k, kr))
+    for r in range(kr):
+        i = p[r]
+        for f in range(k):
+            zp[f, r] = zt[f, i] if i < n0 else ext[f, i - n0]
+    c = np.zeros((k, kr))
+    for f in range(k):
+        for a in range(kr):
+            acc = 0.0
+            for r in range(kr):
+                acc += m_inv[a, r] * zp[f, r]
+            c[f, a] = acc
+    m = len(sel)
+    out = np.empty((k, m))
+    for f in range(k):              # row by row: zt's row read nearly in order, then one axpy per replaced column
+        for q in range(m):
+            i = sel[q]
+            out[f, q] = zt[f, i] if i < n0 else ext[f, i - n0]
+        for a in range(kr):
+            cfa = c[f, a]
+            for q in range(m):
+                out[f, q] -= cfa * w_sel_t[a, q]
+    return out
+
+
+@numba.njit(numba.types.Tuple((numba.boolean, _F, _I, _F, _I))(_F, _F, _F, _F, _F, _B, numba.float64, numba.boolean,
+                                                               numba.float64, numba.float64), **_JIT)
+def scan(d, alpha, value, lower, upper, nonbasic, d_tol, check, alpha_tol, primal_tol):  # pragma: no cover
+    """The ratio test of :func:`engine.tracer._scan` in one pass: ``(ok, up_delta, up_index, down_delta,
+    down_index)``, the events in index order; ``ok`` False when ``check`` finds a reduced cost beyond
+    ``d_tol`` whose variable is off the bound it points to (no events then). ``alpha`` of length 0: none."""
+    n = len(d)
+    if check:
+        for j in range(n):
+            dj = d[j]
+            if nonbasic[j] and abs(dj) > d_tol:
+                at_lo = abs(value[j] - lower[j]) <= primal_tol
+                at_hi = abs(value[j] - upper[j]) <= primal_tol
+                if (dj < 0.0 and not at_hi) or (dj > 0.0 and not at_lo):
+                    empty = np.zeros(0)
+                    none = np.zeros(0, dtype=np.int64)
+                    return False, empty, none, empty, none
+    m = len(alpha)
+    up_delta, up_index = np.empty(m), np.empty(m, dtype=np.int64)
+    dn_delta, dn_index = np.empty(m), np.empty(m, dtype=np.int64)
+    n_up = n_dn = 0
+    for j in range(m):
+        a = alpha[j]
+        if not (nonbasic[j] and abs(a) > alpha_tol):
+            continue
+        lo, hi, v = lower[j], upper[j], value[j]
+        # At a lower bound d >= 0 must hold, at an upper one d <= 0, free d = 0 (either way).
+        if np.isfinite(lo) and v - lo <= hi - v:
+            sign = 1.0
+        elif np.isfinite(hi):
+            sign = -1.0
+        else:
+            sign = 0.0
+        if sign == 0.0:
+            slack = abs(d[j]) / abs(a)
+            up_delta[n_up], up_index[n_up] = slack, j
+            dn_delta[n_dn], dn_index[n_dn] = slack, j
+            n_up += 1
+            n_dn += 1
+            continue
+        sd, sa = sign * d[j], sign * a
+        slack = 0.5 * (sd + abs(sd)) / abs(a)
+        if sa > 0.0:        # a rising price (delta > 0) hurts
+            up_delta[n_up], up_index[n_up] = slack, j
+            n_up += 1
+        elif sa < 0.0:
+            dn_delta[n_dn], dn_index[n_dn] = slack, j
+            n_dn += 1
+    return True, up_delta[:n_up].copy(), up_index[:n_up].copy(), dn_delta[:n_dn].copy(), dn_index[:n_dn].copy()
+
+
+@numba.njit(numba.int64(_F2, _F, _I, _F, _F, _F, _F, _I, _I, _F, _F, _F, _F, _F, _I, _I, _F), **_JIT)
+def first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, is_val, r_cur, lo_r, hi_r,
+                allow_r, own_f, own_i, own_v):                                               # pragma: no cover
+    """The first of a chunk of bound flips after which a basic value leaves its bounds (:meth:`engine.tracer._Probe._flips`).
+
+    ``move`` (``k x m``): each flip's move of the ``m`` basic columns; ``moved``: their change by the
+    earlier flips. ``bounded`` (positions among the basic columns), ``x_b``, ``lo_b``, ``hi_b``,
+    ``allow_b``: the basic columns with a finite bound, their values before the run, bounds and allowed
+    excess; ``(is_row, is_col, is_val)``: ``A[inactive, structural]``; ``r_cur``, ``lo_r``, ``hi_r``,
+    ``allow_r``: the basic rows' activities after the earlier flips, bounds and allowed excess;
+    ``(own_f, own_i, own_v)``: the flipped columns' own entries in basic rows (flip, row, value x step).
+
+    Returns the index of the first flip that breaks a bound (``k``: none). A value can leave its bounds
+    only if its largest rise or fall within the chunk (the sums of its positive and negative moves) reaches
+    them, so the cumulative path is walked for those alone. ``moved`` and ``r_cur`` are advanced (in place)
+    by the flips before the first that breaks (all of them when none does).
+    """
+    k, m = move.shape
+    rise = np.zeros(m)
+    fall = np.zeros(m)
+    total = np.zeros(m)
+    for f in range(k):
+        for p in range(m):          # branch-free, so that it vectorises
+            v = move[f, p]
+            total[p] += v
+            rise[p] += max(v, 0.0)
+            fall[p] += min(v, 0.0)
+    best = k
+    for b in range(len(bounded)):
+        p = bounded[b]
+        xb = x_b[b] + moved[p]
+        if xb + rise[p] > hi_b[b] + allow_b[b] or xb + fall[p] < lo_b[b] - allow_b[b]:
+            cum = 0.0
+            for f in range(best):
+                cum += move[f, p]
+                path = xb + cum
+                if lo_b[b] - path > allow_b[b] or path - hi_b[b] > allow_b[b]:
+                    best = f
+                    break
+    n_ina = len(r_cur)
+    reach = np.zeros(n_ina)
+    for e in range(len(is_row)):
+        c = is_col[e]
+        reach[is_row[e]] += abs(is_val[e]) * max(rise[c], -fall[c])
+    for e in range(len(own_i)):
+        reach[own_i[e]] += abs(own_v[e])
+    near = np.zeros(n_ina, dtype=np.bool_)
+    rows = np.empty(n_ina, dtype=np.int64)
+    n_near = 0
+    for i in range(n_ina):
+        if reach[i] > min(r_cur[i] - lo_r[i], hi_r[i] - r_cur[i]) + allow_r[i]:
+            near[i] = True
+            rows[n_near] = i
+            n_near += 1
+    if n_near:
+        # The near rows' entries, and their activities flip by flip.
+        sel = np.empty(len(is_row), dtype=np.int64)
+        n_sel = 0
+        for e in range(len(is_row)):
+            if near[is_row[e]]:
+                sel[n_sel] = e
+                n_sel += 1
+        r = r_cur.copy()
+        for f in range(best):
+            for q in range(n_sel):
+                e = sel[q]
+                r[is_row[e]] += is_val[e] * move[f, is_col[e]]
+            for e in range(len(own_f)):
+                if own_f[e] == f:
+                    r[own_i[e]] += own_v[e]
+            broke = False
+            for q in range(n_near):
+                i = rows[q]
+                if lo_r[i] - r[i] > allow_r[i] or r[i] - hi_r[i] > allow_r[i]:
+                    broke = True
+                    break
+            if broke:
+                best = f
+                break
+    if best < k:                    # the flips before the first that breaks
+        total[:] = 0.0
+        for f in range(best):
+            for p in range(m):
+                total[p] += move[f, p]
+    for p in range(m):
+        moved[p] += total[p]
+    for e in range(len(is_row)):
+        r_cur[is_row[e]] += is_val[e] * total[is_col[e]]
+    for e in range(len(own_f)):
+        if own_f[e] < best:
+            r_cur[own_i[e]] += own_v[e]
+    return best
+
+
+@numba.njit(numba.types.Tuple((_I, _I, _F))(_I, _I, _F, numba.int64, numba.int64, numba.int64, numba.int64), **_JIT)
+def reindex(row, col, val, drop_row, add_row, drop_col, add_col):                          # pragma: no cover
+    """The entries ``(row, col, val)`` of ``A[inactive, structural]`` after one pivot, in their order: those of
+    row position ``drop_row`` and column position ``drop_col`` (-1: none) left out, the positions past them
+    moved down one, then those at or past ``add_row`` / ``add_col`` (-1: none) up one (the inserted ones')."""
+    n = len(row)
+    out_r, out_c, out_v = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n)
+    m = 0
+    for e in range(n):
+        r, c = row[e], col[e]
+        if r == drop_row or c == drop_col:
+            continue
+        if drop_row >= 0 and r > drop_row:
+            r -= 1
+        if add_row >= 0 and r >= add_row:
+            r += 1
+        if drop_col >= 0 and c > drop_col:
+            c -= 1
+        if add_col >= 0 and c >= add_col:
+            c += 1
+        out_r[m], out_c[m], out_v[m] = r, c, val[e]
+        m += 1
+    return out_r[:m].copy(), out_c[:m].copy(), out_v[:m].copy()
+
+
+class SparseLu:
+    """``splu(a)``'s factors, solved by :func:`_sweep`: a drop-in for the SuperLU object's ``solve``.
+
+    Raises RuntimeError, as :func:`~scipy.sparse.linalg.splu` does, when ``a`` is singular.
+    """
+
+    def __init__(self, a: sp.csc_matrix, **splu_options):
+        from scipy.sparse.linalg import splu  # ~0.4 s of imports that a clearing alone never needs
+
+        lu = splu(a, **splu_options)
+        self.shape = a.shape
+        low, up = lu.L.tocsc(), lu.U.tocsc()
+        # The diagonals apart: L's is 1 (SuperLU stores it), U's divides.
+        low_ptr, low_idx, low_val = _off_diagonal(low)
+        up_ptr, up_idx, up_val = _off_diagonal(up)
+        self.factors = (low_ptr, low_idx, low_val, up_ptr, up_idx, up_val, up.diagonal(),
+                         lu.perm_r.astype(np.int64), lu.perm_c.astype(np.int64))
+
+    def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
+        """``a^-1 b`` (``trans="T"``: ``a^-T b``) for a vector or an ``n x k`` matrix (answer in Fortran order,
+        as SuperLU's; a Fortran-ordered ``b`` is read without a copy)."""
+        b = np.asarray(b, dtype=float)
+        sweep = _sweep_t if trans == "T" else _sweep
+        if b.ndim == 1:
+            return sweep(*self.factors, np.ascontiguousarray(b).reshape(1, -1))[0]
+        return sweep(*self.factors, np.ascontiguousarray(b.T)).T
+
+
+def _off_diagonal(m: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSC arrays ``(indptr, indices, data)`` of ``m`` without its diagonal (one masked pass; scipy's
+    ``tril``/``triu`` go through COO and cost more than a solve)."""
+    count = np.diff(m.indptr)
+    off = m.indices != np.repeat(np.arange(m.shape[1]), count)
+    kept = np.add.reduceat(off, m.indptr[:-1]) if len(off) else np.zeros(m.shape[1], dtype=np.int64)
+    kept[count == 0] = 0            # reduceat reads the next column's first entry for an empty column
+    return (np.concatenate([[0], np.cumsum(kept)]).astype(np.int64), m.indices[off].astype(np.int64),
+            m.data[off])
