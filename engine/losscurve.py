@@ -19,7 +19,9 @@ tracer's bound flips (or its own pivot) say which bids switch past the end of
 its range; the dispatch with them switched is re-linearised at its AC power
 flow and the same basis solved there, until it is its own linearisation's basic
 solution (:meth:`_FixedPoints.anchor`); that basis's price range there is the
-next fixed point's, exactly as for a clearing's. Where one bid then clears
+next fixed point's, exactly as for a clearing's (a run of flips, each within the band tolerance,
+is anchored at its end only, the fixed points in between drawn from the two ends' linearisations:
+:meth:`_FixedPoints._leap`). Where one bid then clears
 part-way (a stretch), the bid is anchored at evenly spaced quantities, each of
 which fixes the price at which it is a fixed point. Where walking fails (the
 basis leaves a bound, or is optimal at no price) the clearings above take over.
@@ -47,10 +49,11 @@ from dsomarket.engine.tracer import (CERT_REL_TOL, P_REL_TOL, Q_TOL_MW, _Basis, 
 _ANCHOR_ITERATIONS = 8
 """Re-linearisations of one basis's dispatch before :meth:`_FixedPoints.anchor` gives up (it takes one or two)."""
 _WALK_FLIPS = 16
+"""Bound flips past a fixed point's range that a walk solves (:meth:`_FixedPoints.walk` takes those within the
+band tolerance, a few; :meth:`_FixedPoints._leap` up to the first that alone moves the import by more): the run up
+to the next price limit can be hundreds."""
 _LEAP_TRIES = 2
 """Anchors that :meth:`_FixedPoints._leap` tries, each fewer flips out where the last one's windows did not fit."""
-"""Bound flips past a fixed point's range that a walk solves (:meth:`_FixedPoints.walk` takes those within the
-band tolerance, a few): the run up to the next price limit can be hundreds."""
 MAX_SPLITS = 12
 """Clearings in a row that sample a stretch (each leaving at most three quarters of its pair's import gap on a side)
 before its step is left unresolved (and counted in the error bound), as ``CURVE_MAX_DEPTH`` bounds those that

@@ -1,0 +1,52 @@
+"""The loss-aware curve's leaps (:meth:`engine.losscurve._FixedPoints._leap`): fixed points drawn between a walk's
+two anchors, without anchoring each, say what ``clear`` (successive LP, then its AC power flow) imports there."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from dsomarket.engine import losscurve
+from dsomarket.engine.bids import MarketRules, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, clear
+from dsomarket.engine.feeders import ieee33
+from dsomarket.engine.interface import trace_curve
+
+
+def _small_bids(feeder, n: int, seed: int) -> pl.DataFrame:
+    # Bids of 1-6 kW on a 3.7 MW feeder: several flips fit in one band tolerance (0.2 % of the import), so the
+    # walk leaps over runs of them.
+    rng = np.random.default_rng(seed)
+    buses = feeder.buses["bus"].to_numpy()[1:]
+    return pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(buses, n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(1.0, 6.0, n).round(2),
+                         "price": rng.uniform(10.0, 90.0, n).round(2)})
+
+
+def test_fixed_points_drawn_between_a_leaps_anchors_are_what_clear_imports(monkeypatch):
+    f = ieee33()
+    rules = MarketRules(price_floor=0.0, price_cap=100.0)
+    book = validate_bids(_small_bids(f, 60, 3), f, rules)
+    drawn: list = []
+    windows = losscurve._FixedPoints._windows
+
+    def record(self, *args):
+        out = windows(self, *args)
+        if not isinstance(out, int):
+            drawn.extend(out[:-1])       # the last is the anchored end
+        return out
+
+    monkeypatch.setattr(losscurve._FixedPoints, "_windows", record)
+    curve = trace_curve(f, book, rules)
+    assert len(drawn) >= 10, len(drawn)
+    bound = curve.ac_check["max_error_kw"]
+    picks = np.random.default_rng(0).choice(len(drawn), 6, replace=False)
+    for k in picks:
+        s = drawn[k]
+        # Just inside either end of the range drawn for it: where a misplaced switch would show.
+        for price in (s.low + 2e-4, s.high - 2e-4):
+            res = clear(f, book, price, rules=rules, options=ClearingOptions())
+            ac = res.ac_check["import_kw"][0]
+            ours = curve.import_at(0, price)
+            assert abs(ours - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ours, ac)
+            assert abs(s.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, s.q * 1000.0, ac)
