@@ -283,7 +283,7 @@ class HighsSolver:
         self.restarted = False      # whether the last run() had to solve again (from scratch or without presolve)
         self._kept: _KeptBasis | None = None   # the basis of the last solve_by_basis (see there)
         self._a = a                            # the model's matrix, column-wise
-        self._csr: tuple | None = None         # (A, A^T) row-wise, see _matrix
+        self._csr: tuple | None = None         # (A, A^T), see _matrix
 
     def set_matrix(self, model: LinearModel) -> None:
         """Swap in a model with the same blocks and shape but new coefficients, warm.
@@ -514,11 +514,12 @@ class HighsSolver:
             return None
         return sol
 
-    def _matrix(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """``A`` and ``A^T`` of the model, row-wise (matrix-vector products), made once per model."""
+    def _matrix(self) -> tuple[sp.csc_matrix, sp.csr_matrix]:
+        """``A`` (column-wise) and ``A^T`` (row-wise: the same arrays) for matrix-vector products, without a
+        conversion."""
         if self._csr is None:
             a = self._a
-            self._csr = (a.tocsr(), sp.csr_matrix((a.data, a.indices, a.indptr), shape=a.shape[::-1]))
+            self._csr = (a, sp.csr_matrix((a.data, a.indices, a.indptr), shape=a.shape[::-1]))
         return self._csr
 
     # -- solving ------------------------------------------------------------
