@@ -451,6 +451,7 @@ class HighsSolver:
         xn[~np.isfinite(xn)] = 0.0             # a free nonbasic column sits at zero
         held = np.where(k.held_lower, self.row_lower, self.row_upper)
         held[-k.basic[~k.structural] - 1] = 0.0
+        held[~np.isfinite(held)] = 0.0         # a free row's logical, as a free column, sits at zero
         # HiGHS's basis matrix is [A, -I]: a held row's logical (its activity) moves to the right-hand side.
         status, z = self.h.getBasisSolve(held - a @ xn)
         if status == highspy.HighsStatus.kError:
@@ -508,7 +509,7 @@ class HighsSolver:
         kept = k
         self._kept = dataclasses.replace(k, at_lower=np.where(to_lower, True, np.where(to_upper, False, k.at_lower)))
         sol = self._kept_values(t0, 0, y)
-        if sol is None or (np.any(sol.x < lo - fuzz) or np.any(sol.x > up + fuzz) or
+        if sol is None or (not np.all(np.isfinite(sol.x)) or np.any(sol.x < lo - fuzz) or np.any(sol.x > up + fuzz) or
                            np.any(sol.row_value < self.row_lower - fuzz) or np.any(sol.row_value > self.row_upper + fuzz)):
             self._kept = kept
             return None
