@@ -157,15 +157,17 @@ class NodalMarket:
         buses / 10,000 bids: 4 solves in all). Iterations, the residual and
         whether it converged are in :attr:`convergence`.
         """
-        if not self.lossaware and not self.resources and not self.solver.h.getBasis().valid:
+        if not self.lossaware and not self.resources:
             # A cold clearing (a new market, or one restarted) starts from the network's slack basis: the
-            # same start on every path, so a territory, the server and `dsomarket clear` agree. The
-            # loss-aware model's first LP stays cold: from that start HiGHS ends at another vertex of its
+            # same start on every path, so a territory, the server and `dsomarket clear` agree; a warm one
+            # from the basis it holds. Either reads the values of its optimal basis alone (HighsSolver.
+            # solve_by_basis), so a warm re-clear that ends in a cold clearing's basis gives its bits.
+            # The loss-aware model's first LP stays cold: from that start HiGHS ends at another vertex of its
             # near-degenerate rows, and the successive LP carries that on to another converged point.
             # So does a market with resources (batteries, EVs, ramps, commitments): when to charge is often
             # degenerate, and the horizon model of a market whose network changes (engine.runs.CoupledMarket,
             # solved cold) must reach the vertex a plain clearing of the same LP reaches.
-            sol = self.solver.solve_from_slack()
+            sol = self.solver.solve_by_basis() if self.solver.h.getBasis().valid else self.solver.solve_from_slack()
         else:
             sol = self.solver.solve()
         if not self.lossaware:

@@ -233,6 +233,21 @@ RELAX_HARD_TOL = 1e-6
 must keep hard, above which :meth:`HighsSolver.relax_feasibility` reports that it failed."""
 
 
+@dataclass(frozen=True)
+class _KeptBasis:
+    """The basis of a :meth:`HighsSolver.solve_by_basis`: HiGHS's statuses (``basis``), its basic variables in
+    HiGHS's order (``basic``: column ``j`` or row ``i``'s logical as ``-1 - i``; ``structural`` marks columns),
+    which nonbasic columns and held rows sit at their lower bounds (``at_lower``, ``held_lower``; the others
+    at their upper ones) and HiGHS's run clock when it factorised the basis (``run_time``)."""
+
+    basis: highspy.HighsBasis
+    basic: np.ndarray
+    structural: np.ndarray
+    at_lower: np.ndarray
+    held_lower: np.ndarray
+    run_time: float
+
+
 class HighsSolver:
     """A persistent HiGHS model of a :class:`LinearModel`.
 
@@ -266,6 +281,9 @@ class HighsSolver:
         self.row_lower = rlo.copy()
         self.row_upper = rup.copy()
         self.restarted = False      # whether the last run() had to solve again (from scratch or without presolve)
+        self._kept: _KeptBasis | None = None   # the basis of the last solve_by_basis (see there)
+        self._a = a                            # the model's matrix, column-wise
+        self._csr: tuple | None = None         # (A, A^T) row-wise, see _matrix
 
     def set_matrix(self, model: LinearModel) -> None:
         """Swap in a model with the same blocks and shape but new coefficients, warm.
@@ -278,6 +296,7 @@ class HighsSolver:
             raise ValueError("set_matrix: the new model must have the shape of the old one")
         _, _, _, a, _, _, _ = model.assemble()
         basis = self.h.getBasis()
+        self._kept, self._a, self._csr = None, a, None
         _pass_model(self.h, self.cost, self.col_lower, self.col_upper, a, self.row_lower, self.row_upper)
         # The Devex pricing set at construction matters most here: a new matrix discards the edge
         # weights, and exact steepest edge would recompute them for the given basis (one BTRAN per
@@ -355,22 +374,152 @@ class HighsSolver:
         return True
 
     def solve_from_slack(self) -> Solution:
-        """:meth:`solve` from the network's slack basis (:meth:`start_from_slack`; cold where there is none).
-
-        After pivots, the optimum is solved once more from its own basis as HiGHS's status arrays give it: a
-        fresh factorisation of the basic columns in column order, as a cold solve's postsolved basis gets.
-        Its values are then a function of the optimal basis alone, not of the pivots that reached it, so a
-        warm re-solve that ends in the same basis (a kept market's next clearing) gives the same bits (the
-        values the pivots' updated factorisation leaves differ in the last digit)."""
+        """:meth:`solve_by_basis` from the network's slack basis (:meth:`start_from_slack`; :meth:`solve`, cold,
+        where there is none)."""
         if not self.start_from_slack():
             return self.solve()
-        sol = self.solve()
-        if not sol.ok or sol.iterations == 0 or self.restarted:   # a cold solve's basis is postsolved already
-            return sol
-        self.h.setBasis(self.h.getBasis())
-        again = self.solve()
-        return dataclasses.replace(again, solve_seconds=sol.solve_seconds + again.solve_seconds,
-                                   iterations=sol.iterations + again.iterations)
+        self._kept = None
+        return self.solve_by_basis()
+
+    def solve_by_basis(self) -> Solution:
+        """Solve from the basis HiGHS holds; where that is no kept basis (a cold start), read the values of the
+        optimal basis alone.
+
+        The values the pivots' updated factorisation leaves differ in the last digit with the path that reached
+        the optimum; after a cold start the optimal basis is factorised afresh (its basic columns in column
+        order, as :meth:`set_basis` hands them) and its values solved from that factorisation
+        (:meth:`_kept_values`), so every cold path that ends in the same basis (a fresh clearing, a restarted
+        kept market) gives the same bits. A basis kept from the last solve that is still optimal at the current
+        costs and bounds, its nonbasic columns moved to the bounds their reduced costs point to
+        (:meth:`_kept_optimal`), is taken without running HiGHS: the run would end in it after the same bound
+        flips and no pivot, and costs ~5 ms at 1,000 buses even so (per-run set-up, cost perturbation). From a
+        fresh factorisation (a cold clearing's, or one set again after HiGHS ran elsewhere) it gives a cold
+        clearing's bits. A warm re-solve that has to pivot returns HiGHS's values (equal but in the last digit).
+        """
+        t0 = time.perf_counter()
+        kept = self._kept_optimal(t0)
+        if kept is not None:
+            return kept
+        warm = self._kept is not None
+        status = self.run()
+        iterations = int(self.h.getInfo().simplex_iteration_count)
+        if status == "optimal" and warm:
+            # A warm run that pivoted gives HiGHS's values (equal to a fresh factorisation's but in the last
+            # digit); the basis is kept with the factorisation the run left, which the next re-clear tries.
+            # Row activities and reduced costs from x and the duals: two of HiGHS's arrays, not four.
+            got = self.h.getSolution()
+            x, y = np.asarray(got.col_value), np.asarray(got.row_dual)
+            a, at = self._matrix()
+            act = a @ x
+            if got.dual_valid and self._keep(x, act):
+                return Solution(status, float(np.sum(self.cost * x)), x, act, y, self.cost - at @ y,
+                                time.perf_counter() - t0, iterations)
+        elif status == "optimal":
+            x = np.asarray(self.h.getSolution().col_value)
+            self.h.setBasis(self.h.getBasis())     # HiGHS's own statuses: factorised afresh, in column order
+            sol = self._keep(x, self._matrix()[0] @ x) and self._kept_values(t0, iterations)
+            if sol:
+                return sol
+            status = self.run()                    # HiGHS's own values after all: 0 iterations from its optimum
+        self._kept = None
+        return self._read(status, time.perf_counter() - t0, iterations)
+
+    def _keep(self, x: np.ndarray, act: np.ndarray) -> bool:
+        """Keep the basis HiGHS holds (and the factorisation it holds of it, in its order), with its nonbasic
+        columns at the bounds of ``x`` (HiGHS's values of them) and its held rows at the bounds their activities
+        ``act`` (``A x``) are nearest; False when HiGHS cannot factorise it."""
+        status, basic = self.h.getBasicVariables()
+        if status == highspy.HighsStatus.kError:
+            return False
+        basic = np.asarray(basic)
+        self._kept = _KeptBasis(self.h.getBasis(), basic, basic >= 0,
+                                np.abs(x - self.col_lower) <= np.abs(x - self.col_upper),
+                                np.abs(act - self.row_lower) <= np.abs(act - self.row_upper), self.h.getRunTime())
+        return True
+
+    def _kept_values(self, t0: float, iterations: int, y: np.ndarray | None = None) -> Solution | None:
+        """Primal and dual values of the kept basis (HiGHS holds it factorised afresh) at the current costs and
+        bounds; ``y``: its row duals, when already solved for. None when HiGHS's basis solves fail."""
+        k, (a, at) = self._kept, self._matrix()
+        if y is None:
+            status, y = self.h.getBasisTransposeSolve(np.where(k.structural, self.cost[np.maximum(k.basic, 0)], 0.0))
+            if status == highspy.HighsStatus.kError:
+                return None
+            y = np.asarray(y)
+        xn = np.where(k.at_lower, self.col_lower, self.col_upper)
+        xn[k.basic[k.structural]] = 0.0
+        xn[~np.isfinite(xn)] = 0.0             # a free nonbasic column sits at zero
+        held = np.where(k.held_lower, self.row_lower, self.row_upper)
+        held[-k.basic[~k.structural] - 1] = 0.0
+        # HiGHS's basis matrix is [A, -I]: a held row's logical (its activity) moves to the right-hand side.
+        status, z = self.h.getBasisSolve(held - a @ xn)
+        if status == highspy.HighsStatus.kError:
+            return None
+        x = xn
+        x[k.basic[k.structural]] = np.asarray(z)[k.structural]
+        # A plain sum, not a BLAS dot product: OpenBLAS's threads, woken for a long one, spin on after it and slow
+        # HiGHS down (engine.tracer says the same).
+        return Solution("optimal", float(np.sum(self.cost * x)), x, a @ x, y, self.cost - at @ y,
+                        time.perf_counter() - t0, iterations)
+
+    def _kept_optimal(self, t0: float) -> Solution | None:
+        """The kept basis's :class:`Solution` where it is optimal at the current costs and bounds, else None.
+
+        Its duals at the current costs (one transposed solve) put each nonbasic column at the bound its reduced
+        cost points to (one within HiGHS's dual tolerance, 1e-7, stays where it is, as HiGHS leaves it); it is
+        optimal when no reduced cost points to an infinite bound, no held row's dual has the wrong sign and its
+        basic values (one solve) keep every bound and row (within 1e-9): primal and dual feasible, the check a
+        simplex run makes before it stops. Anything in doubt is left to HiGHS."""
+        k = self._kept
+        if k is None or not self.h.getBasis().valid:
+            return None
+        c_basic = np.where(k.structural, self.cost[np.maximum(k.basic, 0)], 0.0)
+        # HiGHS still holds the kept basis's fresh factorisation unless it ran since (its run clock moved) or
+        # its basis was set (then the basis solves fail): otherwise the kept basis is set and factorised again
+        # (getBasicVariables factorises, the basis solves do not; the same basis gives the same order).
+        status = highspy.HighsStatus.kError
+        if self.h.getRunTime() == k.run_time:
+            status, y = self.h.getBasisTransposeSolve(c_basic)
+        if status == highspy.HighsStatus.kError:
+            self.h.setBasis(k.basis)
+            status, basic = self.h.getBasicVariables()
+            basic = np.asarray(basic)
+            if status == highspy.HighsStatus.kError or not np.array_equal(np.sort(basic), np.sort(k.basic)):
+                return None
+            k = self._kept = dataclasses.replace(k, basic=basic, structural=basic >= 0, run_time=self.h.getRunTime())
+            c_basic = np.where(k.structural, self.cost[np.maximum(k.basic, 0)], 0.0)
+            status, y = self.h.getBasisTransposeSolve(c_basic)
+            if status == highspy.HighsStatus.kError:
+                return None
+        y = np.asarray(y)
+        lo, up = self.col_lower, self.col_upper
+        d = self.cost - self._matrix()[1] @ y
+        nonbasic = np.ones(len(d), dtype=bool)
+        nonbasic[k.basic[k.structural]] = False
+        tol, fuzz = 1e-7, 1e-9
+        to_lower, to_upper = nonbasic & (d > tol), nonbasic & (d < -tol)
+        doubt = (nonbasic & (lo < up) & (np.abs(d) > fuzz) & ~to_lower & ~to_upper
+                 & np.where(k.at_lower, d < 0, d > 0))
+        held = np.ones(len(y), dtype=bool)
+        held[-k.basic[~k.structural] - 1] = False
+        if (np.any(doubt) or not np.all(np.isfinite(lo[to_lower])) or not np.all(np.isfinite(up[to_upper]))
+                or np.any(held & (self.row_lower < self.row_upper) & np.where(k.held_lower, y < -fuzz, y > fuzz))):
+            return None
+        kept = k
+        self._kept = dataclasses.replace(k, at_lower=np.where(to_lower, True, np.where(to_upper, False, k.at_lower)))
+        sol = self._kept_values(t0, 0, y)
+        if sol is None or (np.any(sol.x < lo - fuzz) or np.any(sol.x > up + fuzz) or
+                           np.any(sol.row_value < self.row_lower - fuzz) or np.any(sol.row_value > self.row_upper + fuzz)):
+            self._kept = kept
+            return None
+        return sol
+
+    def _matrix(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """``A`` and ``A^T`` of the model, row-wise (matrix-vector products), made once per model."""
+        if self._csr is None:
+            a = self._a
+            self._csr = (a.tocsr(), sp.csr_matrix((a.data, a.indices, a.indptr), shape=a.shape[::-1]))
+        return self._csr
 
     # -- solving ------------------------------------------------------------
     def run(self) -> str:
@@ -413,13 +562,15 @@ class HighsSolver:
     def solve(self) -> Solution:
         t0 = time.perf_counter()
         status = self.run()
-        elapsed = time.perf_counter() - t0
+        return self._read(status, time.perf_counter() - t0, int(self.h.getInfo().simplex_iteration_count))
+
+    def _read(self, status: str, elapsed: float, iterations: int) -> Solution:
+        """The :class:`Solution` HiGHS holds after a run that ended ``status``."""
         info = self.h.getInfo()
         if status != "optimal":
             n, m = self.model.n_col, self.model.n_row
             nan_c, nan_r = np.full(n, np.nan), np.full(m, np.nan)
-            return Solution(status, float("nan"), nan_c, nan_r, nan_r, nan_c, elapsed,
-                            int(info.simplex_iteration_count))
+            return Solution(status, float("nan"), nan_c, nan_r, nan_r, nan_c, elapsed, iterations)
         sol = self.h.getSolution()
         return Solution(
             status=status,
@@ -429,7 +580,7 @@ class HighsSolver:
             row_dual=np.asarray(sol.row_dual) if sol.dual_valid else np.full(self.model.n_row, np.nan),
             col_dual=np.asarray(sol.col_dual) if sol.dual_valid else np.full(self.model.n_col, np.nan),
             solve_seconds=elapsed,
-            iterations=int(info.simplex_iteration_count),
+            iterations=iterations,
         )
 
     def cost_ranging(self, block: str, index: int) -> tuple[float, float]:

@@ -242,34 +242,32 @@ class _Lu:
             self.g = (rank[row[on]], col[on], val[on])
         if len(replaced):
             self.w_sel = z[sel] - (sel[:, None] == replaced[None, :])
+            self.w_sel_t = np.ascontiguousarray(self.w_sel.T)    # the compiled solve's (rows contiguous)
             self.m_inv = np.linalg.inv(z[replaced])
 
     def solve_sparse(self, row: np.ndarray, col: np.ndarray, val: np.ndarray, k: int) -> np.ndarray:
         """``core^-1 b`` for the ``len(active) x k`` matrix ``b`` with nonzeros ``val`` at ``(row, col)``,
         built straight in the reference's row order (a dense right-hand side would be gathered)."""
+        ref = self.ref
+        none, empty, no_w = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, 0))
         if not len(self.replaced):
-            rhs = np.zeros((self.shape[0], k), order="F")
-            rhs[row, col] = val
-            return self.ref.lu.solve(rhs)
+            return tracerjit.sparse_solve(*ref.lu.factors, k, row, col, val, none, none, empty, 0, none, none, empty,
+                                          none, none, no_w, no_w).T
         n_s0 = self.n_s0
         rp = self.rp[row]
         on = rp >= 0
-        b0 = np.zeros((n_s0, k), order="F")
-        b0[rp[on], col[on]] = val[on]
-        z = np.empty((n_s0 + self.n_extra, k), order="F")
-        z[:n_s0] = self.ref.lu.solve(b0)
+        off = ~on
         if self.n_extra:
             g_row, g_col, g_val = self.g
-            z[n_s0:] = 0.0
-            np.add.at(z[n_s0:], g_row, g_val[:, None] * z[g_col])
             # Rows now active that were inactive in B0: their logical's position, ``-b`` there.
-            off = ~on
-            ext = n_s0 + np.searchsorted(self.extra, n_s0 - 1 - rp[off])
-            np.add.at(z, (ext, col[off]), -val[off])
-        # Built transposed, so that the answer is in Fortran order as SuperLU's own.
-        out = z.T[:, self.sel_ext]
-        out -= (self.m_inv @ z[self.p_ext]).T @ self.w_sel.T
-        return out.T
+            ext = np.searchsorted(self.extra, n_s0 - 1 - rp[off])
+            x_col, x_val = col[off], -val[off]
+        else:
+            g_row, g_col, g_val, ext, x_col, x_val = none, none, empty, none, none, empty
+        # Transposed (k x m, a flip per row), so that the answer is in Fortran order as SuperLU's own.
+        return tracerjit.sparse_solve(*ref.lu.factors, k, rp[on], col[on], val[on], g_row, g_col, g_val,
+                                      self.n_extra, ext, x_col, x_val, self.sel_ext, self.p_ext, self.m_inv,
+                                      self.w_sel_t).T
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
         """``core^-1 b`` (``trans="T"``: ``core^-T b``) for a vector or a matrix of right-hand sides."""
@@ -491,24 +489,25 @@ class _Probe:
             row_pos = np.empty(n_row, dtype=np.int64)
             row_pos[active_mask] = np.arange(n_active)
             row_pos[inactive] = -1 - np.arange(len(inactive))
-        col_pos = np.full(n, -1)
-        col_pos[structural] = np.arange(len(structural))
-        is_row, is_col, is_val = basis.a_inactive_structural
-        row_id, col_id = basis.inactive[is_row], basis.structural[is_col]
-        keep = (col_id != leaving) if leaving < n else (row_id != leaving - n)
+        # The kept entries re-indexed in one compiled pass: positions past a deleted column or row move down
+        # one, those at or past an inserted one up one.
+        drop_col = int(np.searchsorted(basis.structural, leaving)) if leaving < n else -1
+        drop_row = int(np.searchsorted(basis.inactive, leaving - n)) if leaving >= n else -1
+        add_col = int(np.searchsorted(structural, entering)) if entering < n else -1
+        add_row = int(np.searchsorted(inactive, entering - n)) if entering >= n else -1
+        is_row, is_col, is_val = tracerjit.reindex(*basis.a_inactive_structural, drop_row, add_row, drop_col, add_col)
         if entering < n:
             _, rows, vals = self._columns(np.array([entering]))
             on = row_pos[rows] < 0
-            new_r, new_c, new_v = rows[on], np.full(int(on.sum()), entering), vals[on]
+            new_r, new_c, new_v = -1 - row_pos[rows[on]], np.full(int(on.sum()), add_col), vals[on]
         else:
-            i = entering - n
-            span = slice(self.a.indptr[i], self.a.indptr[i + 1])
+            span = slice(self.a.indptr[entering - n], self.a.indptr[entering - n + 1])
             cols, vals = self.a.indices[span], self.a.data[span]
-            on = col_pos[cols] >= 0
-            new_r, new_c, new_v = np.full(int(on.sum()), i), cols[on], vals[on]
-        row_id = np.concatenate([row_id[keep], new_r])
-        col_id = np.concatenate([col_id[keep], new_c])
-        return active_mask, row_pos, (-1 - row_pos[row_id], col_pos[col_id], np.concatenate([is_val[keep], new_v]))
+            at = np.minimum(np.searchsorted(structural, cols), len(structural) - 1)
+            on = structural[at] == cols
+            new_r, new_c, new_v = np.full(int(on.sum()), add_row), at[on], vals[on]
+        return active_mask, row_pos, (np.concatenate([is_row, new_r]), np.concatenate([is_col, new_c]),
+                                      np.concatenate([is_val, new_v]))
 
     def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
         """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``

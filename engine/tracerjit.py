@@ -117,6 +117,60 @@ def _sweep_t(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, b
     return _gather(w, perm_r)
 
 
+@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, numba.int64, _I, _I, _F, _I, _I, _F, numba.int64, _I, _I, _F,
+                _I, _I, _F2, _F2), **_JIT)
+def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, k, b_row, b_col, b_val,
+                 g_row, g_col, g_val, n_extra, x_pos, x_col, x_val, sel, p, m_inv, w_sel_t):    # pragma: no cover
+    """``B^-1 b`` transposed (``k x m``) for a sparse ``b`` and a basis ``B = B0 + U V^T`` (:class:`engine.tracer._Lu`).
+
+    ``b``'s entries on the reference's core rows are ``(b_row, b_col, b_val)`` (row, right-hand side,
+    value); the first two lines of factors are the reference core's (:func:`_sweep`). The ``n_extra``
+    inactive logicals of the reference that are read: ``z_E = A[E, structural] z`` by the entries
+    ``(g_row, g_col, g_val)``, plus ``b``'s entries there ``(x_pos, x_col, x_val)``. Then Woodbury:
+    ``x = z[sel] - W (M^-1 z[p])`` with ``w_sel_t = W[sel]^T`` (``kr x m``); without replaced positions
+    (``p`` empty) the answer is ``z`` itself. One call instead of a dozen numpy passes over ``k x m`` arrays.
+    """
+    n0 = len(u_diag)
+    bt = np.zeros((k, n0))
+    for e in range(len(b_row)):
+        bt[b_col[e], b_row[e]] = b_val[e]
+    zt = _sweep(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt)
+    kr = len(p)
+    if kr == 0:
+        return zt
+    ext = np.zeros((k, n_extra))
+    for e in range(len(g_row)):
+        gr, gc, gv = g_row[e], g_col[e], g_val[e]
+        for f in range(k):
+            ext[f, gr] += gv * zt[f, gc]
+    for e in range(len(x_pos)):
+        ext[x_col[e], x_pos[e]] += x_val[e]
+    # c = (M^-1 z[p])^T, k x kr
+    zp = np.empty((k, kr))
+    for r in range(kr):
+        i = p[r]
+        for f in range(k):
+            zp[f, r] = zt[f, i] if i < n0 else ext[f, i - n0]
+    c = np.zeros((k, kr))
+    for f in range(k):
+        for a in range(kr):
+            acc = 0.0
+            for r in range(kr):
+                acc += m_inv[a, r] * zp[f, r]
+            c[f, a] = acc
+    m = len(sel)
+    out = np.empty((k, m))
+    for f in range(k):              # row by row: zt's row read nearly in order, then one axpy per replaced column
+        for q in range(m):
+            i = sel[q]
+            out[f, q] = zt[f, i] if i < n0 else ext[f, i - n0]
+        for a in range(kr):
+            cfa = c[f, a]
+            for q in range(m):
+                out[f, q] -= cfa * w_sel_t[a, q]
+    return out
+
+
 @numba.njit(numba.types.Tuple((numba.boolean, _F, _I, _F, _I))(_F, _F, _F, _F, _F, _B, numba.float64, numba.boolean,
                                                                numba.float64, numba.float64), **_JIT)
 def scan(d, alpha, value, lower, upper, nonbasic, d_tol, check, alpha_tol, primal_tol):  # pragma: no cover
@@ -190,13 +244,11 @@ def first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, 
     fall = np.zeros(m)
     total = np.zeros(m)
     for f in range(k):
-        for p in range(m):
+        for p in range(m):          # branch-free, so that it vectorises
             v = move[f, p]
             total[p] += v
-            if v > 0.0:
-                rise[p] += v
-            else:
-                fall[p] += v
+            rise[p] += max(v, 0.0)
+            fall[p] += min(v, 0.0)
     best = k
     for b in range(len(bounded)):
         p = bounded[b]
@@ -264,6 +316,31 @@ def first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, 
     return best
 
 
+@numba.njit(numba.types.Tuple((_I, _I, _F))(_I, _I, _F, numba.int64, numba.int64, numba.int64, numba.int64), **_JIT)
+def reindex(row, col, val, drop_row, add_row, drop_col, add_col):                          # pragma: no cover
+    """The entries ``(row, col, val)`` of ``A[inactive, structural]`` after one pivot, in their order: those of
+    row position ``drop_row`` and column position ``drop_col`` (-1: none) left out, the positions past them
+    moved down one, then those at or past ``add_row`` / ``add_col`` (-1: none) up one (the inserted ones')."""
+    n = len(row)
+    out_r, out_c, out_v = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n)
+    m = 0
+    for e in range(n):
+        r, c = row[e], col[e]
+        if r == drop_row or c == drop_col:
+            continue
+        if drop_row >= 0 and r > drop_row:
+            r -= 1
+        if add_row >= 0 and r >= add_row:
+            r += 1
+        if drop_col >= 0 and c > drop_col:
+            c -= 1
+        if add_col >= 0 and c >= add_col:
+            c += 1
+        out_r[m], out_c[m], out_v[m] = r, c, val[e]
+        m += 1
+    return out_r[:m].copy(), out_c[:m].copy(), out_v[:m].copy()
+
+
 class SparseLu:
     """``splu(a)``'s factors, solved by :func:`_sweep`: a drop-in for the SuperLU object's ``solve``.
 
@@ -279,7 +356,7 @@ class SparseLu:
         # The diagonals apart: L's is 1 (SuperLU stores it), U's divides.
         low_ptr, low_idx, low_val = _off_diagonal(low)
         up_ptr, up_idx, up_val = _off_diagonal(up)
-        self._factors = (low_ptr, low_idx, low_val, up_ptr, up_idx, up_val, up.diagonal(),
+        self.factors = (low_ptr, low_idx, low_val, up_ptr, up_idx, up_val, up.diagonal(),
                          lu.perm_r.astype(np.int64), lu.perm_c.astype(np.int64))
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
@@ -288,8 +365,8 @@ class SparseLu:
         b = np.asarray(b, dtype=float)
         sweep = _sweep_t if trans == "T" else _sweep
         if b.ndim == 1:
-            return sweep(*self._factors, np.ascontiguousarray(b).reshape(1, -1))[0]
-        return sweep(*self._factors, np.ascontiguousarray(b.T)).T
+            return sweep(*self.factors, np.ascontiguousarray(b).reshape(1, -1))[0]
+        return sweep(*self.factors, np.ascontiguousarray(b.T)).T
 
 
 def _off_diagonal(m: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -41,13 +41,63 @@ def test_the_slack_started_clearing_is_the_cold_optimum_and_complementary(n_bus,
     _, cold = _cold(feeder, book, price)
     assert res.ok
     assert -res.welfare / RULES.hours == pytest.approx(cold.objective, rel=1e-9, abs=1e-9)
-    # Complementary slackness against the clearing's own DLMPs: a bid cleared in part is priced at its bus's
-    # DLMP, a buy above it (a sell below it) clears in full, one on the other side not at all.
+    _assert_complementary(res, price)
+
+
+def _assert_complementary(res, price: float) -> None:
+    """Complementary slackness against the clearing's own DLMPs: a bid cleared in part is priced at its bus's
+    DLMP, a buy above it (a sell below it) clears in full, one on the other side not at all."""
     d = res.dispatch.join(res.prices.select("bus", "interval", "dlmp"), on=["bus", "interval"])
     share = d["cleared_kw"].to_numpy() / d["quantity_kw"].to_numpy()
     gain = (d["price"] - d["dlmp"]).to_numpy() * np.where(d["side"].to_numpy() == "buy", 1.0, -1.0)
     tol = 1e-6 * max(1.0, abs(price))
     assert np.all(gain[share > 1e-9] >= -tol) and np.all(gain[share < 1 - 1e-9] <= tol)
+
+
+@given(n_bus=st.integers(3, 40), n_bids=st.integers(1, 40), seed=st.integers(0, 10_000),
+       prices=st.lists(st.sampled_from([-50.0, 20.0, 35.5, 80.0, 300.0]), min_size=2, max_size=4))
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_warm_re_clears_at_new_prices_are_cold_optima_and_complementary(n_bus, n_bids, seed, prices):
+    # A kept market re-cleared at each price in turn: from the basis it holds, taken as it is where only bids
+    # flip (HighsSolver.solve_by_basis), else re-solved by HiGHS; each must be the cold optimum.
+    feeder = synthetic(n_bus, seed)
+    book = canonical(validate_bids(random_bids(feeder, n_bids, seed), feeder, RULES), feeder, RULES)
+    market = NodalMarket(feeder, book, prices[0], RULES, options=LOSSLESS)
+    assert market.solve().ok
+    for price in prices[1:]:
+        market.set_iso_price(price)
+        res = market.solve()
+        _, cold = _cold(feeder, book, price)
+        assert res.ok
+        assert -res.welfare / RULES.hours == pytest.approx(cold.objective, rel=1e-9, abs=1e-9)
+        _assert_complementary(res, price)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_re_clear_where_only_bids_flip_runs_no_simplex_and_gives_the_cold_clearing_s_bits(seed):
+    # Bids of a few kW bind no limit, so every DLMP is the ISO price: from 45 to 55 per MWh the bids priced in
+    # between flip and nothing else changes. The kept basis stays optimal with those bids at their other bounds,
+    # which the re-clear finds without running HiGHS, and its values are a cold clearing's, bit for bit.
+    feeder = synthetic(60, seed)
+    rng = np.random.default_rng(seed)
+    bids = pl.DataFrame({"bid_id": [f"s{k}" for k in range(40)], "bus": rng.choice(feeder.buses["bus"][1:], 40),
+                         "side": rng.choice(["buy", "sell"], 40), "quantity_kw": np.round(rng.uniform(1, 5, 40), 1),
+                         "price": np.round(rng.uniform(40, 60, 40), 2)})
+    market = NodalMarket(feeder, canonical(validate_bids(bids, feeder, RULES), feeder, RULES), 45.0, RULES,
+                         options=LOSSLESS)
+    first = market.solve()
+    runs = []
+    run = market.solver.run
+    market.solver.run = lambda: runs.append(1) or run()
+    market.set_iso_price(55.0)
+    again = market.solve()
+    cold = clear(feeder, bids, 55.0, rules=RULES, options=LOSSLESS)
+    assert first.ok and again.ok and runs == []
+    assert not again.dispatch["cleared_kw"].equals(first.dispatch["cleared_kw"])   # bids did flip
+    for name in ("dispatch", "prices", "lines", "buses", "interface"):
+        assert getattr(again, name).equals(getattr(cold, name)), name
+    assert again.welfare == cold.welfare
+    _assert_complementary(again, 55.0)
 
 
 def test_tied_bids_clear_the_same_bits_on_every_path():

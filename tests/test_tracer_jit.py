@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 from scipy.sparse.linalg import splu
 
+from dsomarket.engine import tracer, tracerjit
 from dsomarket.engine.tracerjit import SparseLu
 
 
@@ -43,3 +44,115 @@ def test_a_singular_matrix_is_refused_as_superlu_refuses_it():
     a = sp.csc_matrix(np.array([[1.0, 2.0], [2.0, 4.0]]))
     with pytest.raises(RuntimeError):
         SparseLu(a)
+
+
+def _scan_reference(d, alpha, value, lower, upper, nonbasic, d_tol):
+    """The ratio test written out element by element from its definition (:func:`engine.tracer._scan`)."""
+    if d_tol is not None:
+        for j in np.flatnonzero(nonbasic):
+            at_lo, at_hi = abs(value[j] - lower[j]) <= 1e-7, abs(value[j] - upper[j]) <= 1e-7
+            if abs(d[j]) > d_tol and ((d[j] < 0 and not at_hi) or (d[j] > 0 and not at_lo)):
+                return None
+    up, down = [], []
+    for j in np.flatnonzero(nonbasic):
+        if abs(alpha[j]) <= 1e-9:
+            continue
+        if np.isfinite(lower[j]) and value[j] - lower[j] <= upper[j] - value[j]:
+            sign = 1.0                  # at its lower bound: d - delta alpha must stay >= 0
+        elif np.isfinite(upper[j]):
+            sign = -1.0
+        else:                           # free: d - delta alpha must stay 0, either way
+            up.append((abs(d[j]) / abs(alpha[j]), j))
+            down.append((abs(d[j]) / abs(alpha[j]), j))
+            continue
+        slack = max(sign * d[j], 0.0) / abs(alpha[j])
+        (up if sign * alpha[j] > 0 else down).append((slack, j))
+    return up, down
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 30), seed=st.integers(0, 10_000), check=st.booleans())
+def test_scan_is_the_ratio_test_of_its_definition(n, seed, check):
+    rng = np.random.default_rng(seed)
+    lower = np.where(rng.random(n) < 0.2, -np.inf, rng.normal(size=n).round(1))
+    upper = np.where(rng.random(n) < 0.2, np.inf, lower + rng.choice([0.0, 1.0, 2.5], n))
+    upper = np.where(np.isneginf(lower) & (rng.random(n) < 0.5), np.inf, upper)
+    value = np.where(rng.random(n) < 0.5, lower, upper)
+    value = np.where(np.isfinite(value), value, 0.0)
+    d = np.where(rng.random(n) < 0.3, 0.0, rng.normal(size=n))
+    alpha = np.where(rng.random(n) < 0.2, 0.0, rng.normal(size=n))
+    nonbasic = rng.random(n) < 0.8
+    d_tol = 1e-7 if check else None
+    got = tracer._scan(d, alpha, value, lower, upper, nonbasic, d_tol)
+    want = _scan_reference(d, alpha, value, lower, upper, nonbasic, d_tol)
+    assert (got is None) == (want is None)
+    if got is not None:
+        for (delta, index), ref in zip(got, want):
+            assert list(zip(delta.tolist(), index.tolist())) == [(float(s), int(j)) for s, j in ref]
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 6), m=st.integers(1, 8), n_ina=st.integers(0, 5), seed=st.integers(0, 10_000))
+def test_first_break_is_the_first_flip_whose_cumulative_path_leaves_a_bound(k, m, n_ina, seed):
+    rng = np.random.default_rng(seed)
+    move = rng.normal(size=(k, m)).round(2)
+    moved0 = rng.normal(size=m).round(2)
+    bounded = np.flatnonzero(rng.random(m) < 0.7).astype(np.int64)
+    x_b = rng.normal(size=len(bounded)).round(2)
+    lo_b, hi_b = x_b - rng.uniform(0.5, 3.0, len(bounded)), x_b + rng.uniform(0.5, 3.0, len(bounded))
+    allow_b = np.full(len(bounded), 1e-9)
+    a_is = np.where(rng.random((n_ina, m)) < 0.5, rng.normal(size=(n_ina, m)).round(2), 0.0)
+    is_row, is_col = (idx.astype(np.int64) for idx in np.nonzero(a_is))
+    is_val = a_is[is_row, is_col]
+    r0 = rng.normal(size=n_ina).round(2)
+    lo_r, hi_r = r0 - rng.uniform(0.5, 3.0, n_ina), r0 + rng.uniform(0.5, 3.0, n_ina)
+    allow_r = np.full(n_ina, 1e-9)
+    n_own = int(rng.integers(0, 3)) if n_ina else 0
+    own_f, own_i = rng.integers(0, k, n_own).astype(np.int64), rng.integers(0, max(n_ina, 1), n_own).astype(np.int64)
+    own_v = rng.normal(size=n_own).round(2)
+    # Dense, flip by flip: every basic value and every row activity after each flip.
+    own = np.zeros((k, n_ina))
+    np.add.at(own, (own_f, own_i), own_v)
+    paths = (x_b + moved0[bounded]) + np.cumsum(move[:, bounded], axis=0)
+    rows = r0 + np.cumsum(move @ a_is.T + own, axis=0)
+    broken = ((lo_b - paths > allow_b) | (paths - hi_b > allow_b)).any(axis=1) | \
+        ((lo_r - rows > allow_r) | (rows - hi_r > allow_r)).any(axis=1)
+    want = int(np.argmax(broken)) if broken.any() else k
+    moved, r_cur = moved0.copy(), r0.copy()
+    got = tracerjit.first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, is_val, r_cur,
+                                lo_r, hi_r, allow_r, own_f, own_i, own_v)
+    assert got == want
+    np.testing.assert_allclose(moved, moved0 + move[:want].sum(axis=0), atol=1e-12)
+    np.testing.assert_allclose(r_cur, r0 + (move[:want] @ a_is.T + own[:want]).sum(axis=0), atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), drop=st.sampled_from(["row", "col"]), add=st.sampled_from(["row", "col"]))
+def test_reindex_keeps_the_entries_of_the_rows_and_columns_that_stay(seed, drop, add):
+    rng = np.random.default_rng(seed)
+    rows_old = np.sort(rng.choice(30, 6, replace=False))      # inactive rows (ids), sorted
+    cols_old = np.sort(rng.choice(40, 8, replace=False))      # basic columns (ids), sorted
+    dense = np.where(rng.random((6, 8)) < 0.5, rng.normal(size=(6, 8)), 0.0)
+    row, col = (idx.astype(np.int64) for idx in np.nonzero(dense))
+    rows_new, cols_new = rows_old.copy(), cols_old.copy()
+    drop_row = drop_col = add_row = add_col = -1
+    if drop == "row":
+        drop_row = int(rng.integers(0, 6))
+        rows_new = np.delete(rows_new, drop_row)
+    else:
+        drop_col = int(rng.integers(0, 8))
+        cols_new = np.delete(cols_new, drop_col)
+    fresh_row = int(rng.choice(np.setdiff1d(np.arange(30), rows_old)))
+    fresh_col = int(rng.choice(np.setdiff1d(np.arange(40), cols_old)))
+    if add == "row":
+        add_row = int(np.searchsorted(rows_new, fresh_row))
+        rows_new = np.insert(rows_new, add_row, fresh_row)
+    else:
+        add_col = int(np.searchsorted(cols_new, fresh_col))
+        cols_new = np.insert(cols_new, add_col, fresh_col)
+    r, c, v = tracerjit.reindex(row, col, dense[row, col], drop_row, add_row, drop_col, add_col)
+    # By ids: the same entries, in the same order, less those of the dropped row or column.
+    keep = (row != drop_row) & (col != drop_col)
+    assert rows_new[r].tolist() == rows_old[row[keep]].tolist()
+    assert cols_new[c].tolist() == cols_old[col[keep]].tolist()
+    assert v.tolist() == dense[row, col][keep].tolist()
