@@ -199,12 +199,8 @@ def test_settlement_balances_to_the_cent_and_its_surplus_is_never_negative(n_bus
     rt = disaggregate(f, rt_book, rt_aw, RT_RULES, options=NO_AC, day_ahead=da.clearing.dispatch)
     s2 = settle(da, rt)
     balanced(s2)
-    # Awarded a quantity alone, the real-time market is priced at its interface's own DLMP, which the marginal
-    # local bid can set below zero whatever the ISO's price (seed 2492: a sell at -56.34, -56.44 at the
-    # interface); there the convexity argument turns round, so revenue adequacy is claimed at prices >= 0 only.
-    if (rt.award["price"].to_numpy() >= 0.0).all():
-        assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
-        assert s2.summary["merchandising_surplus"] >= 0.0
+    assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
+    assert s2.summary["merchandising_surplus"] >= 0.0
     assert not math.isnan(s2.summary["iso_payment"])
 
 
