@@ -7,6 +7,9 @@ for each, clears the day-ahead market at its price (``disaggregate`` with the pr
 power flow of that schedule (``ac_check``: the worst line loading, at either end), and clears the real-time
 market of resource r1's new bids holding everyone else's day-ahead position (``holding_day_ahead``). Prints the
 worst day-ahead loading and every real-time re-clear that fails, with its diagnosis.
+
+``--property`` runs the whole property instead (``both`` drawn too: the award with the price or alone) and
+prints every draw that fails it, with the assertion that failed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from datetime import timedelta
 
 import numpy as np
@@ -33,8 +37,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--draws", type=int, default=150)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--property", action="store_true", help="run the whole settlement property on each draw")
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
+    if args.property:
+        return whole_property(rng, args.draws)
     worst, failed, total = 0.0, [], 0
     for _ in range(args.draws):
         seed, n_bids = int(rng.integers(0, 10_001)), int(rng.integers(2, 9))
@@ -61,6 +68,25 @@ def main() -> None:
     print(f"real-time re-clears holding them: {len(failed)} of {total} failed")
     for seed, n_bids, da_price, rt_price, limit in failed:
         print(f"  seed {seed}, {n_bids} bids, day-ahead {da_price}, real-time {rt_price}: {limit}")
+
+
+def whole_property(rng: np.random.Generator, draws: int) -> None:
+    """Each draw through the body of the property (its hypothesis wrapper's inner test), failures by assertion."""
+    from tests.test_settlement import \
+        test_loss_aware_two_settlement_balances_and_is_revenue_adequate_at_non_negative_prices as prop
+    failed = []
+    for _ in range(draws):
+        kw = dict(seed=int(rng.integers(0, 10_001)), n_bids=int(rng.integers(2, 9)),
+                  da_price=float(rng.choice([0.0, round(rng.uniform(0, 400), 2)])),
+                  rt_price=float(rng.choice([0.0, round(rng.uniform(0, 400), 2)])), both=bool(rng.random() < 0.5))
+        try:
+            prop.hypothesis.inner_test(**kw)
+        except AssertionError as err:
+            frame = traceback.extract_tb(err.__traceback__)[-1]
+            failed.append((kw, f"line {frame.lineno}: {frame.line}"))
+    print(f"settlement property: {len(failed)} of {draws} draws failed")
+    for kw, where in failed:
+        print(f"  {kw}: {where}")
 
 
 if __name__ == "__main__":

@@ -239,7 +239,10 @@ def pro_rata(book: BidBook, x: np.ndarray) -> np.ndarray:
 
 def _iv_column(intervals: list, t_idx: np.ndarray) -> pl.Series:
     """The interval start of each index (a gather: a column of a thousand buses' rows is no Python loop)."""
-    return pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC")).gather(np.asarray(t_idx, dtype=np.int64))
+    column = pl.Series("interval", intervals, dtype=pl.Datetime("us", "UTC"))
+    if len(intervals) == 1:    # one value repeated (an untimed market's null): no gather of an index array
+        return column.new_from_index(0, len(t_idx))
+    return column.gather(np.asarray(t_idx, dtype=np.int64))
 
 
 def _id_column(ids: np.ndarray, T: int) -> pl.Series:

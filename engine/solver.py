@@ -283,7 +283,7 @@ class HighsSolver:
         self.restarted = False      # whether the last run() had to solve again (from scratch or without presolve)
         self._kept: _KeptBasis | None = None   # the basis of the last solve_by_basis (see there)
         self._a = a                            # the model's matrix, column-wise
-        self._csr: tuple | None = None         # (A, A^T) row-wise, see _matrix
+        self._csr: tuple | None = None         # (A, A^T), see _matrix
 
     def set_matrix(self, model: LinearModel) -> None:
         """Swap in a model with the same blocks and shape but new coefficients, warm.
@@ -451,6 +451,7 @@ class HighsSolver:
         xn[~np.isfinite(xn)] = 0.0             # a free nonbasic column sits at zero
         held = np.where(k.held_lower, self.row_lower, self.row_upper)
         held[-k.basic[~k.structural] - 1] = 0.0
+        held[~np.isfinite(held)] = 0.0         # a free row's logical, as a free column, sits at zero
         # HiGHS's basis matrix is [A, -I]: a held row's logical (its activity) moves to the right-hand side.
         status, z = self.h.getBasisSolve(held - a @ xn)
         if status == highspy.HighsStatus.kError:
@@ -508,17 +509,18 @@ class HighsSolver:
         kept = k
         self._kept = dataclasses.replace(k, at_lower=np.where(to_lower, True, np.where(to_upper, False, k.at_lower)))
         sol = self._kept_values(t0, 0, y)
-        if sol is None or (np.any(sol.x < lo - fuzz) or np.any(sol.x > up + fuzz) or
+        if sol is None or (not np.all(np.isfinite(sol.x)) or np.any(sol.x < lo - fuzz) or np.any(sol.x > up + fuzz) or
                            np.any(sol.row_value < self.row_lower - fuzz) or np.any(sol.row_value > self.row_upper + fuzz)):
             self._kept = kept
             return None
         return sol
 
-    def _matrix(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """``A`` and ``A^T`` of the model, row-wise (matrix-vector products), made once per model."""
+    def _matrix(self) -> tuple[sp.csc_matrix, sp.csr_matrix]:
+        """``A`` (column-wise) and ``A^T`` (row-wise: the same arrays) for matrix-vector products, without a
+        conversion."""
         if self._csr is None:
             a = self._a
-            self._csr = (a.tocsr(), sp.csr_matrix((a.data, a.indices, a.indptr), shape=a.shape[::-1]))
+            self._csr = (a, sp.csr_matrix((a.data, a.indices, a.indptr), shape=a.shape[::-1]))
         return self._csr
 
     # -- solving ------------------------------------------------------------

@@ -230,7 +230,7 @@ def _exact_state(solver: HighsSolver, x: np.ndarray, hard: np.ndarray) -> tuple[
     rating is two thousand times smaller (7e-7 MW below zero): "infeasible", with no limit to widen
     (tests/test_settlement.py, seed 3628). Solving the equations for the state (one sparse LU, the size
     of the network) puts the excess back on the limit it breaks, where :func:`_widen_by_noise` reads it.
-    Where the state's equations are not square (or singular), HiGHS's values are returned as they are.
+    Where the state's equations are not square, or singular, HiGHS's values are returned as they are.
     """
     model = solver.model
     a = model.assemble()[3]
@@ -245,9 +245,11 @@ def _exact_state(solver: HighsSolver, x: np.ndarray, hard: np.ndarray) -> tuple[
         return a @ x, x
     rhs = solver.row_lower[eq] - a[eq][:, ~state] @ x[~state]
     try:
-        x[cols] = spla.splu(a[eq][:, cols].tocsc()).solve(rhs)
+        state_x = spla.splu(a[eq][:, cols].tocsc()).solve(rhs)
     except RuntimeError:   # singular: a state the equations leave open
         return a @ x, x
+    if np.isfinite(state_x).all():
+        x[cols] = state_x
     return a @ x, x
 
 
@@ -375,7 +377,11 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     AC problem; a region shrunk to nothing around a point that is not
     stationary is not reported as converged.
 
-    A solve found infeasible (the first, or one after re-linearising) is followed
+    A re-linearised solve found infeasible (or left undecided by HiGHS: ``UNSOLVED``)
+    whose feasibility relaxation breaks limits by numerical noise only is solved again
+    with those limits widened by ten times that noise (:func:`relieve_noise`), for that
+    linearisation only (:func:`restore_limits` undoes it on re-linearising). Otherwise
+    a solve found infeasible (the first, or one after re-linearising) is followed
     once by phase one (:func:`_phase_one`): re-linearised where its linearisation
     comes closest to feasible, since a linearisation is exact only at its own point
     and an LP far from a feeder's thin feasible set (a held schedule on a limit)

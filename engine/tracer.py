@@ -57,6 +57,11 @@ feeder with 10,000 bids priced to the cent this traces 5,245 steps with one or
 two HiGHS solves and some 200 own pivots (``benchmarks/bench_curve.py``). Each
 step is located to floating-point accuracy, not to a price grid.
 
+The factorisation is SuperLU's, but its solves, the ratio test over every nonbasic
+reduced cost and the check of a chunk of flips are compiled loops
+(:mod:`engine.tracerjit`): at that size each pivot was some 5 ms of numpy passes
+and SuperLU calls that treat every right-hand side apart.
+
 Every quantity on the curve is a clearing of the full network model, so it is
 deliverable; quantities between two steps are deliverable too, because the
 feasible interface imports of an LP form an interval, and the re-clear's price
@@ -215,7 +220,7 @@ class _Lu:
                  active: np.ndarray):
         self.ref, self.heads, self.replaced, self.z = ref, heads, replaced, z
         self.shape = (len(active), len(active))
-        if not len(replaced):           # the reference itself: its solves go straight to SuperLU
+        if not len(replaced):           # the reference itself: its solves go straight to its factors
             return
         n_s0 = len(ref.structural)
         self.n_s0 = n_s0
@@ -276,7 +281,7 @@ class _Lu:
             return ref.lu.solve(b, trans=trans)
         n_s0 = self.n_s0
         tail = b.shape[1:]
-        # Fortran order throughout: SuperLU copies anything else before it solves.
+        # Fortran order throughout: the sweeps read a Fortran-ordered right-hand side without a copy.
         if trans == "N":
             b0 = np.zeros((n_s0, *tail), order="F")
             b0[self.a0_idx] = b[self.in_a0]

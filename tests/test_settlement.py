@@ -199,12 +199,8 @@ def test_settlement_balances_to_the_cent_and_its_surplus_is_never_negative(n_bus
     rt = disaggregate(f, rt_book, rt_aw, RT_RULES, options=NO_AC, day_ahead=da.clearing.dispatch)
     s2 = settle(da, rt)
     balanced(s2)
-    # Awarded a quantity alone, the real-time market is priced at its interface's own DLMP, which the marginal
-    # local bid can set below zero whatever the ISO's price (seed 2492: a sell at -56.34, -56.44 at the
-    # interface); there the convexity argument turns round, so revenue adequacy is claimed at prices >= 0 only.
-    if (rt.award["price"].to_numpy() >= 0.0).all():
-        assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
-        assert s2.summary["merchandising_surplus"] >= 0.0
+    assert s2.summary["markets"]["real_time"]["merchandising_surplus"] >= 0.0
+    assert s2.summary["merchandising_surplus"] >= 0.0
     assert not math.isnan(s2.summary["iso_payment"])
 
 
@@ -302,6 +298,20 @@ def test_the_loss_residual_has_the_sign_of_the_iso_price_by_hand(iso_price, surp
 # Quantity-only awards priced below zero by the real-time market's own marginal bid (see the end of the test).
 @example(seed=2492, n_bids=5, da_price=362.91, rt_price=0.0, both=False)
 @example(seed=30, n_bids=8, da_price=124.1714061487117, rt_price=0.95, both=False)
+# Known defects, found by `python benchmarks/bench_held_schedules.py --property` and hypothesis's draws on
+# 2026-12-01 (benchmarks/README.md, helper `successive`): kept so the suite records them and flags their fix.
+# Line 5's receiving-end polygon turns with the flow, which the re-bid buy moves along the rating; successive LP
+# circles between two faces, and a linearisation far from the crossing excludes it by 17 VA: reported infeasible.
+@example(seed=156, n_bids=2, da_price=64.59436318452767, rt_price=129.78429173989173, both=False).xfail(
+    raises=AssertionError, reason="re-clear circling between two faces of a rating's polygon (open)")
+# A rating held by day-ahead positions that the bids move 10^5 times less than a bid at its far end: the clearing
+# converged from the award's linearisation lands 7 kW from the fresh one (off the curve).
+@example(seed=7220, n_bids=8, da_price=0.0, rt_price=209.8, both=True).xfail(
+    raises=AssertionError, reason="ill-conditioned rating: two converged clearings 7 kW apart (open)")
+# An import of 0.57 kW: the two clearings differ by a bid's last step (0.049 kW, under losses.STEP_TOL_KW), above
+# the award check's 1e-3 kW floor.
+@example(seed=201, n_bids=2, da_price=0.0, rt_price=0.0, both=True).xfail(
+    raises=AssertionError, reason="award check tighter than the clearing's step tolerance near zero import (open)")
 def test_loss_aware_two_settlement_balances_and_is_revenue_adequate_at_non_negative_prices(seed, n_bids, da_price,
                                                                                           rt_price, both):
     # Day ahead awarded at a price (on the curve by construction). In real time some resources bid again and
