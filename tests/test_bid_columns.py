@@ -12,6 +12,7 @@ from dsomarket.engine.bids import MarketRules, merge_columns, validate_bids
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
 from dsomarket.engine.feeders import synthetic
 from dsomarket.engine.interface import trace_curve
+from dsomarket.engine.losses import RESIDUAL_TOL_KW
 
 NO_AC = ClearingOptions(formulation="lossless", ac_check=False)
 """Merging is a property of the model's build: the merged and the hand-summed books are one LP (the loss-aware
@@ -41,6 +42,7 @@ def summed(bids: pl.DataFrame) -> pl.DataFrame:
 @given(n_bus=st.integers(3, 25), n_groups=st.integers(1, 12), seed=st.integers(0, 10_000),
        price=st.floats(-150, 450))
 @example(n_bus=6, n_groups=11, seed=8147, price=187.5)   # a bid held part-way by the losses, against a limit
+@example(n_bus=3, n_groups=12, seed=3, price=25.0)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_merged_clearing_equals_the_hand_summed_book_and_splits_pro_rata(formulation, n_bus, n_groups, seed, price):
     options = ClearingOptions(formulation=formulation, ac_check=False)
@@ -53,7 +55,11 @@ def test_merged_clearing_equals_the_hand_summed_book_and_splits_pro_rata(formula
     ref = clear(f, validate_bids(summed(bids), f, RULES), price, rules=RULES, options=options)
     assert res.ok and ref.ok
     assert res.welfare == pytest.approx(ref.welfare, rel=1e-7, abs=1e-6)
-    assert res.interface_import_kw[0] == pytest.approx(ref.interface_import_kw[0], abs=1e-6)
+    # The lossless LPs are one LP; the loss-aware clearings converge to one fixed point, each to the tolerance
+    # successive LP stops at (the merged and the hand-summed quantities differ in the last bit, so the
+    # iterations do too: n_bus=3, n_groups=12, seed=3, price=25 converged 0.4 W apart).
+    tol = 1e-6 if formulation == "lossless" else RESIDUAL_TOL_KW
+    assert res.interface_import_kw[0] == pytest.approx(ref.interface_import_kw[0], abs=tol)
     # Every bid gets its column's share in proportion to its quantity.
     d = res.dispatch.join(bids.select("bid_id", "bus", "side", "price", "tan_phi"), on="bid_id", suffix="_in")
     groups = d.group_by(["bus", "side", "price", "tan_phi"]).agg(
