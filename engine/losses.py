@@ -292,6 +292,8 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     bound = np.tile(np.repeat(topo.s_max_kva[limited] / S_BASE_KVA, k), T)
     shape_l, shape_v = (len(rows), m * T), (len(rows), n * T)
 
+    cos_off, sin_off = np.cos(offsets), np.sin(offsets)
+
     def faces(pp: np.ndarray, qq: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
         # cos and sin of (theta + offset), theta the flow's direction (0 where there is no flow, as
         # arctan2 has it), by the angle-sum formulas: no trigonometry per face of a regular polygon.
@@ -299,14 +301,15 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
         none = h == 0.0
         c = np.where(none, 1.0, pp / np.where(none, 1.0, h))[:, :, None]
         s = np.where(none, 0.0, qq / np.where(none, 1.0, h))[:, :, None]   # (T, lim, 1)
-        off = np.broadcast_to(offsets, (*pp.shape, k))
+        cos_f, sin_f = c * cos_off - s * sin_off, s * cos_off + c * sin_off
         if spread is not None:
-            # The faces either side of the tangent one (two-sided rows: theta - spread is the row at
-            # theta + pi - spread) turned in to the spread (:func:`refined`).
-            off = off.copy()
-            off[:, :, 1], off[:, :, k - 1] = spread[end], np.pi - spread[end]
-        cos_off, sin_off = np.cos(off), np.sin(off)
-        return c * cos_off - s * sin_off, s * cos_off + c * sin_off
+            # The faces either side of the tangent one turned in to the spread (:func:`refined`): theta +
+            # spread, and theta - spread in the row of theta + pi - 2 pi / N (two-sided rows: either sign).
+            cd, sd = np.cos(spread[end]), np.sin(spread[end])
+            c, s = c[:, :, 0], s[:, :, 0]
+            cos_f[:, :, 1], sin_f[:, :, 1] = c * cd - s * sd, s * cd + c * sd
+            cos_f[:, :, k - 1], sin_f[:, :, k - 1] = c * cd + s * sd, s * cd - c * sd
+        return cos_f, sin_f
 
     cs, ss = faces(point.p[:, limited], point.q[:, limited], 0)
     cr, sr = faces(p_r, q_r, 1)
