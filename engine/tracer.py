@@ -255,6 +255,7 @@ class _Lu:
             w_sel_t[slot[sel[hit]], hit] -= 1.0
             self.w_sel_t = w_sel_t
             self.m_inv = np.linalg.inv(z[replaced])
+        self.src = None                 # built by the first transposed solve
 
     def solve_sparse(self, row: np.ndarray, col: np.ndarray, val: np.ndarray, k: int) -> np.ndarray:
         """``core^-1 b`` for the ``len(active) x k`` matrix ``b`` with nonzeros ``val`` at ``(row, col)``,
@@ -301,16 +302,20 @@ class _Lu:
             out = z[self.sel_ext]
             out -= self.w_sel_t.T @ (self.m_inv @ z[self.p_ext])
             return out
-        c = np.zeros((n_s0 + self.n_extra, *tail), order="F")
-        c[self.sel_ext] = b
-        c[self.p_ext] -= self.m_inv.T @ (self.w_sel_t @ b)
+        # Transposed: one compiled pass (:func:`engine.tracerjit.solve_t`), the right-hand sides as rows.
+        bt = np.ascontiguousarray(b.T if b.ndim == 2 else b.reshape(1, -1), dtype=float)
         if self.n_extra:
-            row, col, val = self.g
-            np.add.at(c, col, val.reshape(-1, *[1] * len(tail)) * c[n_s0 + row])
-        y = np.empty((self.shape[0], *tail))
-        y[self.in_a0] = ref.lu.solve(c[:n_s0], trans="T")[self.a0_idx]
-        y[~self.in_a0] = -c[self.i0_ext]
-        return y
+            g_row, g_col, g_val = self.g
+        else:
+            g_row, g_col, g_val = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+        if self.src is None:        # per active row: its position in B0's core, or -1 - its extra position
+            src = np.empty(self.shape[0], dtype=np.int64)
+            src[self.in_a0] = self.a0_idx
+            src[~self.in_a0] = -1 - (self.i0_ext - n_s0)
+            self.src = src
+        yt = tracerjit.solve_t(*ref.lu.factors, bt, self.sel_ext, self.p_ext, self.m_inv, self.w_sel_t,
+                               g_row, g_col, g_val, self.n_extra, self.src)
+        return yt.T if b.ndim == 2 else yt[0]
 
 
 class _Probe:
