@@ -48,7 +48,7 @@ import numpy as np
 import polars as pl
 
 from dsomarket.engine import lindistflow
-from dsomarket.engine.losses import CURVE_TOL
+from dsomarket.engine.losses import CURVE_ABS_KW, CURVE_TOL
 from dsomarket.engine.bids import BidBook, MarketRules, Resource, canonical
 from dsomarket.engine.clearing import ROUND_KW, ClearingOptions, ClearingResult, NodalMarket, _iv_column
 from dsomarket.engine.errors import InputError
@@ -409,7 +409,7 @@ def _deliverable(market: NodalMarket, q: np.ndarray, rules: MarketRules) -> np.n
     if len(ends) < 2:
         return q
     near = np.clip(q, ends[0], ends[1])
-    move = np.isfinite(q) & (np.abs(near - q) <= CURVE_TOL * np.abs(q) + 1e-3)
+    move = np.isfinite(q) & (np.abs(near - q) <= CURVE_TOL * np.abs(q) + CURVE_ABS_KW)
     return np.where(move, near, q)
 
 
@@ -449,7 +449,9 @@ def _prices_at_converged_award(market: NodalMarket, sol: Solution, q: np.ndarray
                                ) -> tuple[Solution, Solution, np.ndarray]:
     """:func:`_prices_at_award` on the loss-aware model: an award is on the curve where the market
     cleared at the ISO's price (converged from the award's own linearisation) imports it within the
-    curve's stated accuracy (``losses.CURVE_TOL``), since the curve is made of such clearings.
+    curve's stated accuracy (``losses.CURVE_TOL``, with its floor ``losses.CURVE_ABS_KW`` near a zero
+    import, where two clearings may part by a bid's last step, ``losses.STEP_TOL_KW``), since the curve is made
+    of such clearings.
 
     Not one free solve of the award's linearisation, as on the lossless LP: a linearisation holds the
     losses' tangent, so where a bid's share is set by the losses' curvature (a lone sell bid clearing
@@ -466,7 +468,7 @@ def _prices_at_converged_award(market: NodalMarket, sol: Solution, q: np.ndarray
     ok = np.zeros(len(q), dtype=bool)
     if free.ok:
         got = market.solver.block(free.x, "import_p") * S_BASE_KVA
-        ok = both & (np.abs(got - q) <= CURVE_TOL * np.abs(q) + 1e-3)
+        ok = both & (np.abs(got - q) <= CURVE_TOL * np.abs(q) + CURVE_ABS_KW)
     if free.ok and ok[both].all():
         return sol, free, ok
     again = market.converge()   # back to the award's own linearisation, whose duals then price it

@@ -308,10 +308,9 @@ def test_the_loss_residual_has_the_sign_of_the_iso_price_by_hand(iso_price, surp
 # converged from the award's linearisation lands 7 kW from the fresh one (off the curve).
 @example(seed=7220, n_bids=8, da_price=0.0, rt_price=209.8, both=True).xfail(
     raises=AssertionError, reason="ill-conditioned rating: two converged clearings 7 kW apart (open)")
-# An import of 0.57 kW: the two clearings differ by a bid's last step (0.049 kW, under losses.STEP_TOL_KW), above
-# the award check's 1e-3 kW floor.
-@example(seed=201, n_bids=2, da_price=0.0, rt_price=0.0, both=True).xfail(
-    raises=AssertionError, reason="award check tighter than the clearing's step tolerance near zero import (open)")
+# An import of 0.57 kW: the two clearings differ by a bid's last step (0.049 kW, under losses.STEP_TOL_KW); the award
+# check's floor was 1e-3 kW, where the curve's own is losses.CURVE_ABS_KW.
+@example(seed=201, n_bids=2, da_price=0.0, rt_price=0.0, both=True)
 def test_loss_aware_two_settlement_balances_and_is_revenue_adequate_at_non_negative_prices(seed, n_bids, da_price,
                                                                                           rt_price, both):
     # Day ahead awarded at a price (on the curve by construction). In real time some resources bid again and
