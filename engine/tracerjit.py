@@ -123,6 +123,21 @@ def _sweep_t(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, b
     return _gather(w, perm_r)
 
 
+@numba.njit(_F2(_F2, _F2), **_JIT)
+def _times_t(a, bt):                                                                     # pragma: no cover
+    """``(a b)^T`` (``k x n``) for ``a`` (``n x r``) and ``b`` given transposed (``bt``, ``k x r``): rows of
+    small dense products, each sum in index order."""
+    k, n = bt.shape[0], a.shape[0]
+    out = np.empty((k, n))
+    for f in range(k):
+        for i in range(n):
+            acc = 0.0
+            for r in range(a.shape[1]):
+                acc += a[i, r] * bt[f, r]
+            out[f, i] = acc
+    return out
+
+
 @numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, numba.int64, _I, _I, _F, _I, _I, _F, numba.int64, _I, _I, _F,
                 _I, _I, _F2, _F2), **_JIT)
 def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, k, b_row, b_col, b_val,
@@ -157,13 +172,7 @@ def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_
         i = p[r]
         for f in range(k):
             zp[f, r] = zt[f, i] if i < n0 else ext[f, i - n0]
-    c = np.zeros((k, kr))
-    for f in range(k):
-        for a in range(kr):
-            acc = 0.0
-            for r in range(kr):
-                acc += m_inv[a, r] * zp[f, r]
-            c[f, a] = acc
+    c = _times_t(m_inv, zp)
     m = len(sel)
     out = np.empty((k, m))
     for f in range(k):              # row by row: zt's row read nearly in order, then one axpy per replaced column
@@ -192,19 +201,10 @@ def solve_t(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt
     for f in range(k):
         for q in range(m):
             ct[f, sel[q]] = bt[f, q]
-    t = np.zeros((kr, k))                     # W[sel]^T b
-    for a in range(kr):
+    u = _times_t(np.ascontiguousarray(m_inv.T), _times_t(w_sel_t, bt))     # (M^-T W[sel]^T b)^T
+    for b in range(kr):                       # c[P] -= M^-T W[sel]^T b
         for f in range(k):
-            acc = 0.0
-            for q in range(m):
-                acc += w_sel_t[a, q] * bt[f, q]
-            t[a, f] = acc
-    for b in range(kr):                       # c[P] -= M^-T t
-        for f in range(k):
-            acc = 0.0
-            for a in range(kr):
-                acc += m_inv[a, b] * t[a, f]
-            ct[f, p[b]] -= acc
+            ct[f, p[b]] -= u[f, b]
     for e in range(len(g_row)):               # the extra logicals' entries (distinct columns from their rows)
         for f in range(k):
             ct[f, g_col[e]] += g_val[e] * ct[f, n0 + g_row[e]]
