@@ -2,9 +2,10 @@
 
 Run: ``python benchmarks/bench_clearing_ab.py [--base REV] [--buses 1000] [--bids 10000] [--rounds 4]``.
 
-Each round runs two fresh processes, one with ``engine/{solver,bids,lindistflow,clearing}.py`` as they are
-at ``--base`` (``bench_successive_ab.load_base``) and one with this checkout's (every other module is this
-checkout's in both), and prints each
+Each round runs two fresh processes, one with ``engine/{network,solver,bids,lindistflow,clearing}.py`` as
+they are at ``--base`` (``bench_successive_ab.load_base``; the feeder is built again of the base's
+``network.Feeder``, so that its validation and bus lookup are the base's too) and one with this checkout's
+(every other module is this checkout's in both), and prints each
 side's best and median CPU time of 10 ``clear`` calls on ``bench_clearing``'s synthetic case (AC check off),
 with the status and the total cleared kW, which must agree.
 """
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SWAPPED = ("solver", "bids", "lindistflow", "clearing")   # in import order
+SWAPPED = ("network", "solver", "bids", "lindistflow", "clearing")   # in import order
 
 
 def side(rev: str | None, n_bus: int, n_bid: int) -> str:
@@ -28,9 +29,11 @@ def side(rev: str | None, n_bus: int, n_bid: int) -> str:
 
     from dsomarket.engine.clearing import ClearingOptions, clear
     from dsomarket.engine.feeders import synthetic
-    if rev is not None:
-        clear = load_base(rev, SWAPPED)["clearing"].clear
     feeder = synthetic(n_bus, 1)
+    if rev is not None:
+        base = load_base(rev, SWAPPED)
+        clear = base["clearing"].clear
+        feeder = base["network"].Feeder.from_tables(feeder.header(), feeder.buses, feeder.lines)
     bids = make_bids(feeder, n_bid, 2)
     opts = ClearingOptions(formulation="lossless", ac_check=False)
     res = clear(feeder, bids, 50.0, options=opts)

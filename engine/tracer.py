@@ -246,9 +246,16 @@ class _Lu:
             on = rank[row] >= 0
             self.g = (rank[row[on]], col[on], val[on])
         if len(replaced):
-            self.w_sel = z[sel] - (sel[:, None] == replaced[None, :])
-            self.w_sel_t = np.ascontiguousarray(self.w_sel.T)    # the compiled solve's (rows contiguous)
+            # W[sel]^T (rows contiguous, as the compiled solve reads it): z's rows at sel, less the unit
+            # entries where a selected position is a replaced one (no m x k comparison matrix).
+            w_sel_t = np.ascontiguousarray(z.T[:, sel])
+            slot = np.full(ref.m, -1)
+            slot[replaced] = np.arange(len(replaced))
+            hit = np.flatnonzero(slot[sel] >= 0)
+            w_sel_t[slot[sel[hit]], hit] -= 1.0
+            self.w_sel_t = w_sel_t
             self.m_inv = np.linalg.inv(z[replaced])
+        self.src = None                 # built by the first transposed solve
 
     def solve_sparse(self, row: np.ndarray, col: np.ndarray, val: np.ndarray, k: int) -> np.ndarray:
         """``core^-1 b`` for the ``len(active) x k`` matrix ``b`` with nonzeros ``val`` at ``(row, col)``,
@@ -293,18 +300,22 @@ class _Lu:
                 np.add.at(z[n_s0:], row, val.reshape(-1, *[1] * len(tail)) * z[col])
                 z[self.i0_ext] -= b[~self.in_a0]
             out = z[self.sel_ext]
-            out -= self.w_sel @ (self.m_inv @ z[self.p_ext])
+            out -= self.w_sel_t.T @ (self.m_inv @ z[self.p_ext])
             return out
-        c = np.zeros((n_s0 + self.n_extra, *tail), order="F")
-        c[self.sel_ext] = b
-        c[self.p_ext] -= self.m_inv.T @ (self.w_sel.T @ b)
+        # Transposed: one compiled pass (:func:`engine.tracerjit.solve_t`), the right-hand sides as rows.
+        bt = np.ascontiguousarray(b.T if b.ndim == 2 else b.reshape(1, -1), dtype=float)
         if self.n_extra:
-            row, col, val = self.g
-            np.add.at(c, col, val.reshape(-1, *[1] * len(tail)) * c[n_s0 + row])
-        y = np.empty((self.shape[0], *tail))
-        y[self.in_a0] = ref.lu.solve(c[:n_s0], trans="T")[self.a0_idx]
-        y[~self.in_a0] = -c[self.i0_ext]
-        return y
+            g_row, g_col, g_val = self.g
+        else:
+            g_row, g_col, g_val = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+        if self.src is None:        # per active row: its position in B0's core, or -1 - its extra position
+            src = np.empty(self.shape[0], dtype=np.int64)
+            src[self.in_a0] = self.a0_idx
+            src[~self.in_a0] = -1 - (self.i0_ext - n_s0)
+            self.src = src
+        yt = tracerjit.solve_t(*ref.lu.factors, bt, self.sel_ext, self.p_ext, self.m_inv, self.w_sel_t,
+                               g_row, g_col, g_val, self.n_extra, self.src)
+        return yt.T if b.ndim == 2 else yt[0]
 
 
 class _Probe:
@@ -353,11 +364,22 @@ class _Probe:
         # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
+        # The same arrays as the compiled products' (:meth:`_a_times`, :meth:`_at_times`) want them.
+        self._a_rows = (self.a.indptr.astype(np.int64), self.a.indices.astype(np.int64), self.a.data)
+        self._at_rows = (self.indptr, self.indices.astype(np.int64), self.data)
         s = self.solver
         self.col_range = s.col_lower < s.col_upper
         self.row_range = s.row_lower < s.row_upper
         self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & self.col_range
         self.flippable[self.col] = False
+
+    def _a_times(self, x: np.ndarray) -> np.ndarray:
+        """``A x``, the row activities, by :func:`engine.tracerjit.csr_times` (the same sums as ``self.a @ x``)."""
+        return tracerjit.csr_times(*self._a_rows, x)
+
+    def _at_times(self, v: np.ndarray) -> np.ndarray:
+        """``A^T v`` for ``v`` of shape ``(rows, k)``, by :func:`engine.tracerjit.csr_times_cols`."""
+        return tracerjit.csr_times_cols(*self._at_rows, np.ascontiguousarray(v))
 
     def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nonzeros of the columns ``cols`` of A: ``(k, row, value)``, ``k`` the position in ``cols``,
@@ -436,7 +458,7 @@ class _Probe:
         status[nonbasic[upper]] = 2
         row_status = np.zeros(n_row, dtype=np.int64)
         row_status[inactive] = 1
-        s.set_basis(status, row_status)
+        s.set_basis(status, row_status, square=True)
         return self.solve(price)
 
     def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:
@@ -591,7 +613,7 @@ class _Probe:
         """
         s = self.solver
         n_row = self.a.shape[0]
-        r = self.a @ x if r is None else r
+        r = self._a_times(x) if r is None else r
         core = core or self._core(structural, inactive)
         if core is None:
             return None
@@ -608,7 +630,7 @@ class _Probe:
             rhs[pos, 1] = 1.0
         yz = np.zeros((n_row, rhs.shape[1]), order="F")
         yz[active] = lu.solve(rhs, trans="T")
-        dz = self.at @ yz
+        dz = self._at_times(yz)
         y = yz[:, 0]
         d = cost - dz[:, 0]
         nb_cols = self.col_range.copy()
@@ -617,8 +639,11 @@ class _Probe:
         # With ``check``: optimal at ``price``, i.e. basic values within bounds and, in the scans, nonbasic
         # reduced costs of the right sign (a pivot moves nothing nonbasic off the bound it sits at).
         d_tol = _DUAL_TOL * max(1.0, abs(price)) if check else None
-        if check and not (_within(x[structural], s.col_lower[structural], s.col_upper[structural])
-                          and _within(r[inactive], s.row_lower[inactive], s.row_upper[inactive])):
+        i64 = np.int64
+        if check and not (tracerjit.within_at(x, s.col_lower, s.col_upper, structural.astype(i64, copy=False),
+                                              _PRIMAL_TOL)
+                          and tracerjit.within_at(r, s.row_lower, s.row_upper, inactive.astype(i64, copy=False),
+                                                  _PRIMAL_TOL)):
             return None
         cols = _scan(d, dz[:, 1] if p0_basic else None, x, s.col_lower, s.col_upper, nb_cols, d_tol)
         rows = _scan(y, -yz[:, 1] if p0_basic else None, r, s.row_lower, s.row_upper, nb_rows, d_tol) \
@@ -767,7 +792,7 @@ class _Probe:
         kind, j, price, x, d_s = brk
         s = self.solver
         st, act, ina = basis.structural, basis.active, basis.inactive
-        r = self.a @ x
+        r = self._a_times(x)
         r_ina = r[ina]
         if kind == 0:
             lo_e, hi_e, val = s.col_lower[j], s.col_upper[j], x[j]
@@ -779,12 +804,13 @@ class _Probe:
             _, rows, vals = self._columns(np.array([j]))
             a_j[rows] = vals
             if d_s is None:             # (a flip that breaks a bound comes with its move, solved already)
-                d_s = -sigma * basis.lu.solve(a_j[act])
+                pos = basis.row_pos[rows]
+                on = pos >= 0
+                d_s = basis.lu.solve_sparse(pos[on], np.zeros(int(on.sum()), dtype=np.int64), -sigma * vals[on],
+                                            1)[:, 0]
             d_r = _times(basis.a_inactive_structural, len(ina), d_s) + sigma * a_j[ina]
-        else:
-            unit = np.zeros(len(act))
-            unit[np.searchsorted(act, j)] = sigma
-            d_s = basis.lu.solve(unit)
+        else:                           # the row's unit column: one compiled sparse solve
+            d_s = basis.lu.solve_sparse(basis.row_pos[[j]], np.zeros(1, dtype=np.int64), np.array([sigma]), 1)[:, 0]
             d_r = _times(basis.a_inactive_structural, len(ina), d_s)
         own = hi_e - lo_e
         # Ratio test over the basic values that move (columns first, then rows, each by index).
@@ -824,7 +850,7 @@ class _Probe:
             inactive = np.insert(inactive, np.searchsorted(inactive, j), j)
         g = float(np.sum(s.cost * x)) - s.cost[self.col] * x[self.col]
         core = self._update(basis, j if kind == 0 else n + j, leaving, structural, inactive)
-        r = self.a @ x
+        r = self._a_times(x)
         nxt = self._factor(price, x, g, structural, inactive, check=True, core=core, r=r)
         if nxt is None and core is not None:    # not optimal as updated: the fresh factorisation decides
             nxt = self._factor(price, x, g, structural, inactive, check=True, r=r)

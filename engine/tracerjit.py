@@ -53,11 +53,9 @@ def _gather(w, perm):                                                           
     return x
 
 
-@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, _F2), **_JIT)
-def _sweep(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt):   # pragma: no cover (compiled)
-    """``x`` with ``A x = b`` for ``Pr A Pc = L U``; ``bt`` and the answer are ``b`` and ``x`` transposed (k x n).
-    Column-oriented (each nonzero updates a row of ``k`` values), skipping columns whose values are all zero."""
-    w = _scatter(bt, perm_r)
+@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _F2), **_JIT)
+def _sweep_w(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_c, w):             # pragma: no cover (compiled)
+    """:func:`_sweep` on ``w``, the right-hand sides already row-permuted (``n x k``, overwritten)."""
     n, k = w.shape
     for j in range(n):                      # L (unit diagonal, stored without it): forward
         live = False
@@ -71,19 +69,27 @@ def _sweep(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt)
                 for r in range(k):
                     w[i, r] -= v * w[j, r]
     for j in range(n - 1, -1, -1):          # U: backward
-        d = u_diag[j]
         live = False
         for r in range(k):
-            w[j, r] /= d
             if w[j, r] != 0.0:
                 live = True
-        if live:
+        if live:                            # (a zero divided is zero: dead rows are not divided)
+            d = u_diag[j]
+            for r in range(k):
+                w[j, r] /= d
             for p in range(u_ptr[j], u_ptr[j + 1]):
                 i = u_idx[p]
                 v = u_val[p]
                 for r in range(k):
                     w[i, r] -= v * w[j, r]
     return _gather(w, perm_c)
+
+
+@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, _F2), **_JIT)
+def _sweep(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt):   # pragma: no cover (compiled)
+    """``x`` with ``A x = b`` for ``Pr A Pc = L U``; ``bt`` and the answer are ``b`` and ``x`` transposed (k x n).
+    Column-oriented (each nonzero updates a row of ``k`` values), skipping columns whose values are all zero."""
+    return _sweep_w(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_c, _scatter(bt, perm_r))
 
 
 @numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, _F2), **_JIT)
@@ -117,6 +123,21 @@ def _sweep_t(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, b
     return _gather(w, perm_r)
 
 
+@numba.njit(_F2(_F2, _F2), **_JIT)
+def _times_t(a, bt):                                                                     # pragma: no cover
+    """``(a b)^T`` (``k x n``) for ``a`` (``n x r``) and ``b`` given transposed (``bt``, ``k x r``): rows of
+    small dense products, each sum in index order."""
+    k, n = bt.shape[0], a.shape[0]
+    out = np.empty((k, n))
+    for f in range(k):
+        for i in range(n):
+            acc = 0.0
+            for r in range(a.shape[1]):
+                acc += a[i, r] * bt[f, r]
+            out[f, i] = acc
+    return out
+
+
 @numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, numba.int64, _I, _I, _F, _I, _I, _F, numba.int64, _I, _I, _F,
                 _I, _I, _F2, _F2), **_JIT)
 def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, k, b_row, b_col, b_val,
@@ -131,10 +152,10 @@ def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_
     (``p`` empty) the answer is ``z`` itself. One call instead of a dozen numpy passes over ``k x m`` arrays.
     """
     n0 = len(u_diag)
-    bt = np.zeros((k, n0))
+    w = np.zeros((n0, k))                   # b row-permuted, written straight from its few nonzeros
     for e in range(len(b_row)):
-        bt[b_col[e], b_row[e]] = b_val[e]
-    zt = _sweep(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt)
+        w[perm_r[b_row[e]], b_col[e]] = b_val[e]
+    zt = _sweep_w(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_c, w)
     kr = len(p)
     if kr == 0:
         return zt
@@ -151,13 +172,7 @@ def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_
         i = p[r]
         for f in range(k):
             zp[f, r] = zt[f, i] if i < n0 else ext[f, i - n0]
-    c = np.zeros((k, kr))
-    for f in range(k):
-        for a in range(kr):
-            acc = 0.0
-            for r in range(kr):
-                acc += m_inv[a, r] * zp[f, r]
-            c[f, a] = acc
+    c = _times_t(m_inv, zp)
     m = len(sel)
     out = np.empty((k, m))
     for f in range(k):              # row by row: zt's row read nearly in order, then one axpy per replaced column
@@ -168,6 +183,37 @@ def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_
             cfa = c[f, a]
             for q in range(m):
                 out[f, q] -= cfa * w_sel_t[a, q]
+    return out
+
+
+@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, _F2, _I, _I, _F2, _F2, _I, _I, _F, numba.int64, _I), **_JIT)
+def solve_t(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt, sel, p, m_inv, w_sel_t,
+            g_row, g_col, g_val, n_extra, src):                                             # pragma: no cover
+    """``B^-T b`` transposed (``k x m``) for a dense ``b`` given transposed (``bt``, ``k x m``) and a basis
+    ``B = B0 + U V^T`` (:class:`engine.tracer._Lu`'s ``solve(trans="T")``): ``c = E_sel b - E_P M^-T W[sel]^T b``
+    over the reference's positions, the ``n_extra`` inactive logicals read folded onto the structural ones by
+    ``A[E, structural]^T`` (entries ``(g_row, g_col, g_val)``), one transposed solve of the reference's core;
+    the current active row ``i`` reads that answer at ``src[i] >= 0`` or ``-c`` at extra position ``-1 - src[i]``."""
+    k, m = bt.shape
+    n0 = len(u_diag)
+    kr = len(p)
+    ct = np.zeros((k, n0 + n_extra))
+    for f in range(k):
+        for q in range(m):
+            ct[f, sel[q]] = bt[f, q]
+    u = _times_t(np.ascontiguousarray(m_inv.T), _times_t(w_sel_t, bt))     # (M^-T W[sel]^T b)^T
+    for b in range(kr):                       # c[P] -= M^-T W[sel]^T b
+        for f in range(k):
+            ct[f, p[b]] -= u[f, b]
+    for e in range(len(g_row)):               # the extra logicals' entries (distinct columns from their rows)
+        for f in range(k):
+            ct[f, g_col[e]] += g_val[e] * ct[f, n0 + g_row[e]]
+    y0 = _sweep_t(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, ct[:, :n0].copy())
+    out = np.empty((k, len(src)))
+    for i in range(len(src)):
+        s = src[i]
+        for f in range(k):
+            out[f, i] = y0[f, s] if s >= 0 else -ct[f, n0 - 1 - s]
     return out
 
 
@@ -339,6 +385,46 @@ def reindex(row, col, val, drop_row, add_row, drop_col, add_col):               
         out_r[m], out_c[m], out_v[m] = r, c, val[e]
         m += 1
     return out_r[:m].copy(), out_c[:m].copy(), out_v[:m].copy()
+
+
+@numba.njit(_F(_I, _I, _F, _F), **_JIT)
+def csr_times(indptr, indices, data, v):                                                  # pragma: no cover
+    """``M @ v`` for ``M`` in CSR arrays (row by row, in stored order: scipy's own sums, without its per-call
+    checks and dispatch, which cost more than the product on the tracer's ~15,000 nonzeros)."""
+    n = len(indptr) - 1
+    out = np.empty(n)
+    for i in range(n):
+        acc = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            acc += data[p] * v[indices[p]]
+        out[i] = acc
+    return out
+
+
+@numba.njit(_F2(_I, _I, _F, _F2), **_JIT)
+def csr_times_cols(indptr, indices, data, v):                                             # pragma: no cover
+    """``M @ v`` for ``v`` with ``k`` columns (``n x k``, rows contiguous), each column summed as :func:`csr_times`."""
+    n, k = len(indptr) - 1, v.shape[1]
+    out = np.empty((n, k))
+    acc = np.empty(k)
+    for i in range(n):
+        acc[:] = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            a, c = data[p], indices[p]
+            for r in range(k):
+                acc[r] += a * v[c, r]
+        out[i] = acc
+    return out
+
+
+@numba.njit(numba.boolean(_F, _F, _F, _I, numba.float64), **_JIT)
+def within_at(value, lower, upper, index, tol):                                           # pragma: no cover
+    """Whether ``value[index]`` lies within ``[lower, upper][index]`` widened by ``tol`` (no gathered copies)."""
+    for i in index:
+        v = value[i]
+        if v < lower[i] - tol or v > upper[i] + tol:
+            return False
+    return True
 
 
 class SparseLu:
