@@ -29,7 +29,8 @@ Constraints (named after the physics; duals are read back by these names):
 - ``line_thermal``: ``|S|`` at the sending end, ``polygon_sides / 2`` two-sided rows per
   limited line, a regular polygon *circumscribing* the circle with one face tangent at
   the operating point's direction (exact there; at most ``1 / cos(pi / N) - 1`` loose
-  elsewhere, 1.9 % at 16 sides, which the next iterate corrects).
+  elsewhere, 1.9 % at 16 sides, which the next iterate corrects; where the flow circles
+  along the rating, the faces next to the tangent one close in as it turns back: :func:`refined`).
 - ``line_thermal_receiving``: the same at the receiving end, on
   ``(P - r l~, Q - x l~)``.
 - resource rows as LinDistFlow.
