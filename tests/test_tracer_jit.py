@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -156,3 +161,21 @@ def test_reindex_keeps_the_entries_of_the_rows_and_columns_that_stay(seed, drop,
     assert rows_new[r].tolist() == rows_old[row[keep]].tolist()
     assert cols_new[c].tolist() == cols_old[col[keep]].tolist()
     assert v.tolist() == dense[row, col][keep].tolist()
+
+
+def test_the_kernels_compile_in_memory_where_no_cache_location_is_writable(tmp_path):
+    # A service whose package directory and home are read-only: numba refuses cache=True there, which must not
+    # stop every curve. A plain file where each cache directory would go blocks it even for root.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "tj.py").write_text(Path(tracerjit.__file__).read_text())
+    (pkg / "__pycache__").write_text("")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(HOME=str(blocked), XDG_CACHE_HOME=str(blocked / "cache"))
+    code = "import sys; sys.path.insert(0, 'pkg'); import tj; print(tj._JIT['cache'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
