@@ -246,8 +246,17 @@ class Topology:
 
     def __getstate__(self) -> dict:
         # A topology crosses to another process (a server's curve tracing) without its SuperLU factorisation,
-        # which does not pickle; the process that needs it factorises again on first use.
-        return {k: v for k, v in self.__dict__.items() if k != "_reduced_lu"}
+        # which does not pickle, nor its memo (see memo); the process that needs them builds them again.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_reduced_lu", "_memo")}
+
+    def memo(self, key, make):
+        """``make()``, made once per topology and ``key``: what a formulation derives from the network alone
+        and would otherwise rebuild every clearing (the LP's network blocks, :mod:`engine.lindistflow`). The
+        value is shared between callers, who must not modify it."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
 
     @cached_property
     def _reduced_lu(self):
