@@ -103,6 +103,8 @@ def _relinearise(parts: list[Part], solver: HighsSolver, bids: np.ndarray, pts: 
         m = part.market
         m._point_bids = xb.copy()
         if not part.frozen:
+            if m.point is not None:
+                point = losses.refined(m.feeder, point, m.point, m.options.polygon_sides)
             m.point, m.model = point, m._relinearise.at(point)
     set_matrix()
 

@@ -298,12 +298,13 @@ def test_the_loss_residual_has_the_sign_of_the_iso_price_by_hand(iso_price, surp
 # Quantity-only awards priced below zero by the real-time market's own marginal bid (see the end of the test).
 @example(seed=2492, n_bids=5, da_price=362.91, rt_price=0.0, both=False)
 @example(seed=30, n_bids=8, da_price=124.1714061487117, rt_price=0.95, both=False)
+# A buy and a sell of different power factors at one bus move line 5's flow along its rating: the day-ahead
+# clearing flipped for ever between two vertices of the circumscribed polygon, each 0.64 kVA over the rating,
+# and the real-time market holding that schedule was (rightly) infeasible by 17 VA. The faces next to the
+# tangent one now close in as the flow's turn halves (engine.losses.refined), and both converge on the rating.
+@example(seed=156, n_bids=2, da_price=64.59436318452767, rt_price=129.78429173989173, both=False)
 # Known defects, found by `python benchmarks/bench_held_schedules.py --property` and hypothesis's draws on
 # 2026-12-01 (benchmarks/README.md, helper `successive`): kept so the suite records them and flags their fix.
-# Line 5's receiving-end polygon turns with the flow, which the re-bid buy moves along the rating; successive LP
-# circles between two faces, and a linearisation far from the crossing excludes it by 17 VA: reported infeasible.
-@example(seed=156, n_bids=2, da_price=64.59436318452767, rt_price=129.78429173989173, both=False).xfail(
-    raises=AssertionError, reason="re-clear circling between two faces of a rating's polygon (open)")
 # A rating held by day-ahead positions that the bids move 10^5 times less than a bid at its far end: the clearing
 # converged from the award's linearisation lands 7 kW from the fresh one (off the curve).
 @example(seed=7220, n_bids=8, da_price=0.0, rt_price=209.8, both=True).xfail(

@@ -81,3 +81,34 @@ def test_a_real_time_re_clear_holding_a_day_ahead_schedule_on_a_rating_clears_th
     # The day-ahead dispatch: the sell full, the buy within a few watts of nothing.
     cleared = dict(zip(res.dispatch["side"], res.dispatch["cleared_kw"]))
     assert cleared["sell"] == pytest.approx(324.7) and 0.0 <= cleared["buy"] < 0.05
+
+
+def test_a_flow_moved_along_its_rating_converges_on_the_rating_instead_of_flipping_between_polygon_vertices():
+    # tests/test_settlement.py's draw seed 156: a buy (tan phi 0.2) and a sell (0.48) at leaf bus 5, line 5 rated
+    # 18.7 kVA. Trading one for the other turns line 5's flow along its rating, so the optimum lies on the circle
+    # between two faces of the circumscribed polygon. Successive LP flipped between two vertices for all its
+    # iterations (not converged, the dispatch 0.64 kVA over the rating at the two ends), and the real-time market
+    # holding that schedule was infeasible. Both must converge, hold on the AC power flow, sit on the rating and
+    # price every bid consistently with its bus DLMP.
+    from dsomarket.engine.disaggregation import holding_day_ahead
+    from tests.test_clearing import assert_prices_consistent
+    from tests.test_settlement import DA_RULES, RT_RULES, T0
+    f = synthetic(6, 156)
+    b = random_bids(f, 2, 159, tan_phi=True).with_columns(interval=pl.lit(T0),
+                                                          resource_id=pl.Series(["r0", "r1"]))
+    da = clear(f, validate_bids(b, f, DA_RULES), 64.59436318452767, rules=DA_RULES)
+    rt_book = validate_bids(b.filter(pl.col("resource_id") == "r1").with_columns(
+        price=(pl.col("price") * 0.7 + 15).round(2), bid_id=pl.col("bid_id") + "-rt"), f, RT_RULES)
+    rt = clear(holding_day_ahead(f, rt_book, da.dispatch, 60), rt_book, 129.78429173989173, rules=RT_RULES)
+    for res in (da, rt):
+        assert res.ok, res.diagnosis
+        assert res.convergence["converged"]
+        # The AC power flow of the dispatch (an independent sweep): no limit broken beyond the AC check's
+        # tolerance, line 5 the most loaded and on its rating, the interface import the LP's within 0.01 kW.
+        assert res.ac_check["ok"] and not res.ac_check["violations"]
+        assert res.ac_check["max_loading_line"] == "5"
+        assert res.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=0.01)
+        assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
+        assert_prices_consistent(res)
+    # Part of each bid clears: the bus's DLMP is set on the rating, between the two bids' prices.
+    assert all(0.0 < kw < q for kw, q in zip(da.dispatch["cleared_kw"], da.dispatch["quantity_kw"]))
