@@ -22,11 +22,24 @@ import numpy as np
 import scipy.sparse as sp
 
 
-# Signatures given, so the kernels are compiled (or loaded from the cache, ~0.2 s for all) when this module
-# is imported, not inside the first curve traced; contiguous arrays only (one specialisation each).
+def _cacheable() -> bool:
+    """Whether numba can keep compiled kernels on disk for this file: next to it, in the user's cache, or in
+    ``NUMBA_CACHE_DIR`` (which a service whose package and home are read-only sets to a writable directory).
+    Where none is writable, numba refuses ``cache=True`` outright; the kernels are then compiled in memory by
+    every process that imports this module (seconds of CPU each) instead of failing every curve."""
+    try:
+        numba.njit(cache=True)(_cacheable)      # looks for a cache location only; compiles nothing
+    except RuntimeError:
+        return False
+    return True
+
+
+# Signatures given, so the kernels are compiled (or loaded from the cache) when this module is imported, not
+# inside the first curve traced; contiguous arrays only (one specialisation each). `scripts/setup.sh` imports
+# it once, so that the first curve of a fresh install does not pay the compilation.
 _I, _F, _B = numba.int64[::1], numba.float64[::1], numba.boolean[::1]
 _F2 = numba.float64[:, ::1]
-_JIT = dict(cache=True, boundscheck=False, nogil=True)
+_JIT = dict(cache=_cacheable(), boundscheck=False, nogil=True)
 
 
 @numba.njit(_F2(_F2, _I), **_JIT)

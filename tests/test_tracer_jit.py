@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -204,3 +209,21 @@ def test_an_updated_basis_solves_as_its_own_dense_core_does(monkeypatch, seed):
         got = b.lu.solve_sparse(np.r_[rows[:2], rows[2:]], np.array([0, 0, 1, 1]), np.array([1.0, 1.0, -2.0, -2.0]),
                                 2)
         np.testing.assert_allclose(core @ got, sparse, atol=tol)
+
+
+def test_the_kernels_compile_in_memory_where_no_cache_location_is_writable(tmp_path):
+    # A service whose package directory and home are read-only: numba refuses cache=True there, which must not
+    # stop every curve. A plain file where each cache directory would go blocks it even for root.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "tj.py").write_text(Path(tracerjit.__file__).read_text())
+    (pkg / "__pycache__").write_text("")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(HOME=str(blocked), XDG_CACHE_HOME=str(blocked / "cache"))
+    code = "import sys; sys.path.insert(0, 'pkg'); import tj; print(tj._JIT['cache'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
