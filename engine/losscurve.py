@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from dsomarket.engine import losses
+from dsomarket.engine import losses, successive
 from dsomarket.engine.clearing import NodalMarket
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.results import net_withdrawal
@@ -556,6 +556,7 @@ class _FixedPoints:
         m = self.market
         _, point, bids = min(self._starts, key=lambda s: abs(s[0] - price))
         m.point, m._point_bids, m.model = point, bids, m._relinearise.at(point)
+        successive.restore_limits(m.solver)   # room for the last linearisation's noise is not this one's
         m.solver.set_matrix(m.model)
 
     def _converged(self, price: float) -> tuple[_Sample, bool]:
