@@ -245,8 +245,8 @@ class _FixedPoints:
         or the bid part-way): off by at most half its step, under ``tol``. The dispatches' imports are
         ``a``'s linearisation's, corrected by the share of ``v``'s residual (its AC import against that
         prediction) their flips carry, the residual counted in ``deviations``. On the 1,000-bus feeder of
-        ``benchmarks/bench_physics.py`` the walk anchors 220 fixed points instead of 337, and ``clear``
-        at 40 prices 0.0002 per MWh inside the drawn bands' ends imports what they say to 0.0001 %.
+        ``benchmarks/bench_physics.py`` the walk anchors 220 fixed points instead of 337; ``clear`` just
+        inside drawn bands' ends imports what they say (``tests/test_losscurve_leap.py``).
         None where ``v`` is no further than ``k`` flips, or where the windows do not fit between ``a``'s
         range and ``v``'s (after ``_LEAP_TRIES`` anchors, each fewer flips out): the walk then anchors
         ``k`` flips.
