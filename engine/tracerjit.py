@@ -440,6 +440,31 @@ def within_at(value, lower, upper, index, tol):                                 
     return True
 
 
+@numba.njit(_F(_I, _I, _F, numba.int64, _F), **_JIT)
+def coo_times(row, col, val, n_rows, v):                                                  # pragma: no cover
+    """``M @ v`` for ``M`` given as ``(row, column, value)`` entries with ``n_rows`` rows, summed in entry order
+    (as ``np.bincount`` with weights does, in one pass instead of three)."""
+    out = np.zeros(n_rows)
+    for e in range(len(row)):
+        out[row[e]] += val[e] * v[col[e]]
+    return out
+
+
+@numba.njit(_I(_I, numba.int64), **_JIT)
+def row_positions(inactive, n_row):                                                       # pragma: no cover
+    """Per row: its position among the rows not in ``inactive`` (>= 0, in row order), or ``-1 - t`` for
+    ``inactive[t]``."""
+    pos = np.zeros(n_row, dtype=np.int64)
+    for t in range(len(inactive)):
+        pos[inactive[t]] = -1 - t
+    c = 0
+    for i in range(n_row):
+        if pos[i] >= 0:
+            pos[i] = c
+            c += 1
+    return pos
+
+
 class SparseLu:
     """``splu(a)``'s factors, solved by :func:`_sweep`: a drop-in for the SuperLU object's ``solve``.
 
