@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/bench_clearing_ab.py [--base REV] [--buses 1000] [--bids 10000] [--rounds 4]``.
 
-Each round runs two fresh processes, one with ``engine/{network,solver,bids,lindistflow,clearing}.py`` as
+Each round runs two fresh processes, one with ``engine/{network,solver,bids,lindistflow,results,clearing}.py`` as
 they are at ``--base`` (``bench_successive_ab.load_base``; the feeder is built again of the base's
 ``network.Feeder``, so that its validation and bus lookup are the base's too) and one with this checkout's
 (every other module is this checkout's in both), and prints each
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SWAPPED = ("network", "solver", "bids", "lindistflow", "clearing")   # in import order
+SWAPPED = ("network", "solver", "bids", "lindistflow", "results", "clearing")   # in import order
 
 
 def side(rev: str | None, n_bus: int, n_bid: int) -> str:

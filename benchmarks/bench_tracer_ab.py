@@ -57,12 +57,18 @@ def load_base(rev: str):
     """``engine/interface.py`` at ``rev`` as a module named ``interface_base``, with the tracer it had.
 
     From 4daea88 on the tracer is ``engine/tracer.py``: it is loaded at ``rev`` too (``tracer_base``)
-    and the base interface imports it instead of this checkout's, or both sides would trace alike.
+    and the base interface imports it instead of this checkout's, or both sides would trace alike; so are
+    its compiled kernels, ``engine/tracerjit.py``, where ``rev`` has them (compiled afresh, a few seconds).
     """
     root = os.path.join(os.path.dirname(__file__), "..")
     folder = tempfile.mkdtemp()
     text = _git_show(root, rev, "engine/interface.py")
     tracer = _git_show(root, rev, "engine/tracer.py")
+    kernels = _git_show(root, rev, "engine/tracerjit.py")
+    if kernels is not None:      # the base's compiled kernels too (their signatures change with the tracer)
+        _load("tracerjit_base", kernels, folder)
+        tracer = tracer.replace("from dsomarket.engine import losses, tracerjit",
+                                "from dsomarket.engine import losses\nimport tracerjit_base as tracerjit")
     if tracer is not None:
         _load("tracer_base", tracer, folder)
         text = text.replace("from dsomarket.engine.tracer import", "from tracer_base import")

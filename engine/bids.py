@@ -272,6 +272,10 @@ class BidColumns:
         return np.bincount(self.of_bid, weights=x_bid, minlength=self.book.n)
 
 
+KEY_MIX = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
+"""Odd multipliers of :func:`merge_columns`' key hash, one per key (integer code, price, tan_phi)."""
+
+
 def merge_columns(book: BidBook, coupled: set | None = None) -> BidColumns:
     """Group identical bid columns (see :class:`BidColumns`); the book itself when all are distinct.
 
@@ -298,9 +302,8 @@ def merge_columns(book: BidBook, coupled: set | None = None) -> BidColumns:
     # Equal keys hash alike: only rows whose hash repeats may share a column, and a book has few of those, so
     # one sort of a uint64 finds them and only they are grouped exactly (a lexsort of every row's keys cost
     # ~4x more). A collision of distinct keys only makes a candidate that the exact grouping sets apart.
-    mix = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
     h = np.zeros(book.n, dtype=np.uint64)
-    for k, m in zip(keys, mix):
+    for k, m in zip(keys, KEY_MIX):
         h ^= np.ascontiguousarray(k).view(np.uint64) * np.uint64(m)
     hs = np.sort(h)
     repeated = hs[1:][hs[1:] == hs[:-1]]

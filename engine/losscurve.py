@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from dsomarket.engine import losses
+from dsomarket.engine import losses, successive
 from dsomarket.engine.clearing import NodalMarket
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.results import net_withdrawal
@@ -245,8 +245,8 @@ class _FixedPoints:
         or the bid part-way): off by at most half its step, under ``tol``. The dispatches' imports are
         ``a``'s linearisation's, corrected by the share of ``v``'s residual (its AC import against that
         prediction) their flips carry, the residual counted in ``deviations``. On the 1,000-bus feeder of
-        ``benchmarks/bench_physics.py`` the walk anchors 220 fixed points instead of 337, and ``clear``
-        at 40 prices 0.0002 per MWh inside the drawn bands' ends imports what they say to 0.0001 %.
+        ``benchmarks/bench_physics.py`` the walk anchors 220 fixed points instead of 337; ``clear`` just
+        inside drawn bands' ends imports what they say (``tests/test_losscurve_leap.py``).
         None where ``v`` is no further than ``k`` flips, or where the windows do not fit between ``a``'s
         range and ``v``'s (after ``_LEAP_TRIES`` anchors, each fewer flips out): the walk then anchors
         ``k`` flips.
@@ -556,6 +556,7 @@ class _FixedPoints:
         m = self.market
         _, point, bids = min(self._starts, key=lambda s: abs(s[0] - price))
         m.point, m._point_bids, m.model = point, bids, m._relinearise.at(point)
+        successive.restore_limits(m.solver)   # room for the last linearisation's noise is not this one's
         m.solver.set_matrix(m.model)
 
     def _converged(self, price: float) -> tuple[_Sample, bool]:

@@ -251,8 +251,9 @@ class Topology:
 
     def memo(self, key, make):
         """``make()``, made once per topology and ``key``: what a formulation derives from the network alone
-        and would otherwise rebuild every clearing (the LP's network blocks, :mod:`engine.lindistflow`). The
-        value is shared between callers, who must not modify it."""
+        and would otherwise rebuild every clearing (the LP's network blocks, :mod:`engine.lindistflow`; the
+        result tables' id columns, :class:`engine.results.TableLayout`). The value is shared between callers,
+        who must not modify it."""
         memo = self.__dict__.setdefault("_memo", {})
         if key not in memo:
             memo[key] = make()

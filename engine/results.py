@@ -92,9 +92,10 @@ class TableLayout:
     def of(cls, feeder: Feeder, book: BidBook) -> TableLayout:
         """The layout of the tables of a market of ``feeder`` and ``book`` (the book's order and intervals)."""
         topo, ivs, T = feeder.topology, book.intervals, book.n_interval
-        return cls(bus=_id_column(topo.bus_ids, T).alias("bus"),
+        # The id columns depend on the network and the interval count alone: made once per feeder.
+        return cls(bus=topo.memo(("bus column", T), lambda: _id_column(topo.bus_ids, T).alias("bus")),
                    bus_interval=_iv_column(ivs, np.repeat(np.arange(T), topo.n_bus)),
-                   line=_id_column(topo.line_ids, T).alias("line"),
+                   line=topo.memo(("line column", T), lambda: _id_column(topo.line_ids, T).alias("line")),
                    line_interval=_iv_column(ivs, np.repeat(np.arange(T), topo.n_line)),
                    interval=_iv_column(ivs, np.arange(T)), s_lim=np.tile(topo.s_max_kva, T),
                    bids=book.table.select(*_BID_COLUMNS))

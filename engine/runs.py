@@ -268,6 +268,7 @@ class CoupledMarket:
             part.model, part.point = part._flat
             part._point_bids = None
         self.model = self._flat
+        successive.restore_limits(self.solver)   # limits widened for the last linearisation's noise
         self.solver.set_matrix(self.model)
         self.solver.h.clearSolver()
 
@@ -452,6 +453,7 @@ class LiveInterval(CoupledMarket):
             self.parts[k].model, self.parts[k].point, self.parts[k]._point_bids = parts[k]
         self.model = model if before is None else \
             self.model.with_matrix((self.model.assemble()[3] - before + self._network(which)).tocsc())
+        successive.restore_limits(self.solver)
         self.solver.set_matrix(self.model)
 
     def converge(self) -> Solution:

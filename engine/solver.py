@@ -382,39 +382,30 @@ class HighsSolver:
         return self.solve_by_basis()
 
     def solve_by_basis(self) -> Solution:
-        """Solve from the basis HiGHS holds; where that is no kept basis (a cold start), read the values of the
-        optimal basis alone.
+        """Solve from the basis HiGHS holds and read the values of the optimal basis alone.
 
         The values the pivots' updated factorisation leaves differ in the last digit with the path that reached
-        the optimum; after a cold start the optimal basis is factorised afresh (its basic columns in column
-        order, as :meth:`set_basis` hands them) and its values solved from that factorisation
-        (:meth:`_kept_values`), so every cold path that ends in the same basis (a fresh clearing, a restarted
-        kept market) gives the same bits. A basis kept from the last solve that is still optimal at the current
+        the optimum; here the optimal basis is factorised afresh (its basic columns in column order, as
+        :meth:`set_basis` hands them) and its values solved from that factorisation (:meth:`_kept_values`), so
+        every path that ends in the same basis (a fresh clearing, a restarted kept market, a kept market's warm
+        re-clear) gives the same bits. A basis kept from the last solve that is still optimal at the current
         costs and bounds, its nonbasic columns moved to the bounds their reduced costs point to
         (:meth:`_kept_optimal`), is taken without running HiGHS: the run would end in it after the same bound
         flips and no pivot, and costs ~5 ms at 1,000 buses even so (per-run set-up, cost perturbation). From a
-        fresh factorisation (a cold clearing's, or one set again after HiGHS ran elsewhere) it gives a cold
-        clearing's bits. A warm re-solve that has to pivot returns HiGHS's values (equal but in the last digit).
+        fresh factorisation (every kept basis is one) it gives a cold clearing's bits. A warm re-solve that has to
+        pivot is factorised afresh at its optimum as a cold one is, so it too gives a cold clearing's bits.
         """
         t0 = time.perf_counter()
         kept = self._kept_optimal(t0)
         if kept is not None:
             return kept
-        warm = self._kept is not None
         status = self.run()
         iterations = int(self.h.getInfo().simplex_iteration_count)
-        if status == "optimal" and warm:
-            # A warm run that pivoted gives HiGHS's values (equal to a fresh factorisation's but in the last
-            # digit); the basis is kept with the factorisation the run left, which the next re-clear tries.
-            # Row activities and reduced costs from x and the duals: two of HiGHS's arrays, not four.
-            got = self.h.getSolution()
-            x, y = np.asarray(got.col_value), np.asarray(got.row_dual)
-            a, at = self._matrix()
-            act = a @ x
-            if got.dual_valid and self._keep(x, act):
-                return Solution(status, float(np.sum(self.cost * x)), x, act, y, self.cost - at @ y,
-                                time.perf_counter() - t0, iterations)
-        elif status == "optimal":
+        if status == "optimal":
+            # Whatever path reached it (cold, or warm with pivots), the optimal basis is factorised afresh in
+            # column order and its values solved from that: the same basis gives the same bits on every path,
+            # and the basis kept for the next re-clear holds those fresh factors, not the run's updated ones
+            # (kept, these gave a later re-clear that ran no simplex bits that differ from a cold clearing's).
             x = np.asarray(self.h.getSolution().col_value)
             self.h.setBasis(self.h.getBasis())     # HiGHS's own statuses: factorised afresh, in column order
             sol = self._keep(x, self._matrix()[0] @ x) and self._kept_values(t0, iterations)

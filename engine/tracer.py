@@ -484,14 +484,10 @@ class _Probe:
         value))`` with the last the core's nonzeros (``A[active, structural]``, position ``k`` among the
         basic columns, ``row`` among the active rows); None when the core is not square."""
         n_row = self.a.shape[0]
-        active_mask = np.ones(n_row, dtype=bool)
-        active_mask[inactive] = False
-        n_active = n_row - len(inactive)
-        if n_active != len(structural):
+        if n_row - len(inactive) != len(structural):
             return None
-        row_pos = np.empty(n_row, dtype=np.int64)
-        row_pos[active_mask] = np.arange(n_active)
-        row_pos[inactive] = -1 - np.arange(len(inactive))
+        row_pos = tracerjit.row_positions(np.asarray(inactive, dtype=np.int64), n_row)
+        active_mask = row_pos >= 0
         k, row, val = self._columns(structural)
         pos_all = row_pos[row]
         on = pos_all >= 0
@@ -511,11 +507,8 @@ class _Probe:
             row_pos = basis.row_pos
             active_mask = row_pos >= 0
         else:
-            active_mask = np.ones(n_row, dtype=bool)
-            active_mask[inactive] = False
-            row_pos = np.empty(n_row, dtype=np.int64)
-            row_pos[active_mask] = np.arange(n_active)
-            row_pos[inactive] = -1 - np.arange(len(inactive))
+            row_pos = tracerjit.row_positions(np.asarray(inactive, dtype=np.int64), n_row)
+            active_mask = row_pos >= 0
         # The kept entries re-indexed in one compiled pass: positions past a deleted column or row move down
         # one, those at or past an inserted one up one.
         drop_col = int(np.searchsorted(basis.structural, leaving)) if leaving < n else -1
@@ -965,8 +958,8 @@ def _times(coo: tuple, n_rows: int, v: np.ndarray) -> np.ndarray:
     """``M @ v`` for ``M`` given as ``(row, column, value)`` arrays with ``n_rows`` rows (no sparse matrix
     object: scipy's constructors cost more than the product on the tracer's few inactive-row entries)."""
     row, col, val = coo
-    # astype: bincount of no entries gives integers.
-    return np.bincount(row, weights=val * v[col], minlength=n_rows).astype(float, copy=False)
+    return tracerjit.coo_times(np.asarray(row, dtype=np.int64), np.asarray(col, dtype=np.int64), val, n_rows,
+                               np.ascontiguousarray(v, dtype=float))
 
 
 def _within(value, lower, upper) -> bool:

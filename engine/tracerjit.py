@@ -22,11 +22,24 @@ import numpy as np
 import scipy.sparse as sp
 
 
-# Signatures given, so the kernels are compiled (or loaded from the cache, ~0.2 s for all) when this module
-# is imported, not inside the first curve traced; contiguous arrays only (one specialisation each).
+def _cacheable() -> bool:
+    """Whether numba can keep compiled kernels on disk for this file: next to it, in the user's cache, or in
+    ``NUMBA_CACHE_DIR`` (which a service whose package and home are read-only sets to a writable directory).
+    Where none is writable, numba refuses ``cache=True`` outright; the kernels are then compiled in memory by
+    every process that imports this module (seconds of CPU each) instead of failing every curve."""
+    try:
+        numba.njit(cache=True)(_cacheable)      # looks for a cache location only; compiles nothing
+    except RuntimeError:
+        return False
+    return True
+
+
+# Signatures given, so the kernels are compiled (or loaded from the cache) when this module is imported, not
+# inside the first curve traced; contiguous arrays only (one specialisation each). `scripts/setup.sh` imports
+# it once, so that the first curve of a fresh install does not pay the compilation.
 _I, _F, _B = numba.int64[::1], numba.float64[::1], numba.boolean[::1]
 _F2 = numba.float64[:, ::1]
-_JIT = dict(cache=True, boundscheck=False, nogil=True)
+_JIT = dict(cache=_cacheable(), boundscheck=False, nogil=True)
 
 
 @numba.njit(_F2(_F2, _I), **_JIT)
@@ -425,6 +438,31 @@ def within_at(value, lower, upper, index, tol):                                 
         if v < lower[i] - tol or v > upper[i] + tol:
             return False
     return True
+
+
+@numba.njit(_F(_I, _I, _F, numba.int64, _F), **_JIT)
+def coo_times(row, col, val, n_rows, v):                                                  # pragma: no cover
+    """``M @ v`` for ``M`` given as ``(row, column, value)`` entries with ``n_rows`` rows, summed in entry order
+    (as ``np.bincount`` with weights does, in one pass instead of three)."""
+    out = np.zeros(n_rows)
+    for e in range(len(row)):
+        out[row[e]] += val[e] * v[col[e]]
+    return out
+
+
+@numba.njit(_I(_I, numba.int64), **_JIT)
+def row_positions(inactive, n_row):                                                       # pragma: no cover
+    """Per row: its position among the rows not in ``inactive`` (>= 0, in row order), or ``-1 - t`` for
+    ``inactive[t]``."""
+    pos = np.zeros(n_row, dtype=np.int64)
+    for t in range(len(inactive)):
+        pos[inactive[t]] = -1 - t
+    c = 0
+    for i in range(n_row):
+        if pos[i] >= 0:
+            pos[i] = c
+            c += 1
+    return pos
 
 
 class SparseLu:

@@ -10,6 +10,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# The curve tracer's compiled kernels (engine/tracerjit.py, numba), compiled once into numba's on-disk cache
+# here rather than by the first curve, test or runner process.
+.venv/bin/python -c "import dsomarket.engine.tracerjit"
 if [ "${1:-}" != "--no-demo" ]; then
   .venv/bin/dsomarket demo
 fi

@@ -117,3 +117,40 @@ def test_only_resources_with_rows_of_their_own_keep_bids_apart():
     got = res.dispatch.sort("bid_id")["cleared_kw"].to_numpy()
     np.testing.assert_allclose(got[:2] / np.array([10.0, 20.0]), got[0] / 10.0)   # pro rata within the column
     assert got[:2].sum() == pytest.approx(ref.dispatch["cleared_kw"].sum(), abs=1e-6)
+
+
+def test_bids_whose_keys_collide_in_the_hash_keep_their_own_columns():
+    """merge_columns hashes each bid's keys to find candidates and groups those exactly: two bids built to share
+    a hash but not their keys stay apart, while a true duplicate pair in the same book merges."""
+    from dsomarket.engine.bids import KEY_MIX
+
+    f = synthetic(30, 1)
+    topo = f.topology
+    mask = 2 ** 64 - 1
+    k_code, k_price = KEY_MIX[0], KEY_MIX[1]
+    inverse = pow(k_price, -1, 2 ** 64)
+    bits_a = int(np.float64(50.0).view(np.uint64))
+    found = None
+    # Single interval, no resource: a bid's integer key is 2 * bus index + (1 for a buy). Bid a buys at bus i for
+    # 50; bid b's price is the float whose bits make its hash equal a's (the multiplier is odd, so invertible).
+    for i in range(1, topo.n_bus):
+        for j in range(1, topo.n_bus):
+            for buy in (0, 1):
+                code_a, code_b = 2 * i + 1, 2 * j + buy
+                if code_a == code_b:
+                    continue
+                bits_b = (((code_a * k_code) ^ (bits_a * k_price) ^ (code_b * k_code)) & mask) * inverse & mask
+                assert ((code_b * k_code) ^ (bits_b * k_price)) & mask == ((code_a * k_code) ^ (bits_a * k_price)) & mask
+                p2 = float(np.array([bits_b], dtype=np.uint64).view(np.float64)[0])
+                if found is None and np.isfinite(p2) and RULES.price_floor <= p2 <= RULES.price_cap:
+                    found = i, j, buy, p2
+    i, j, buy, p2 = found
+    last = str(topo.bus_ids[-1])
+    bids = pl.DataFrame({"bid_id": ["a", "b", "c", "d"],
+                         "bus": [str(topo.bus_ids[i]), str(topo.bus_ids[j]), last, last],
+                         "side": ["buy", "buy" if buy else "sell", "sell", "sell"],
+                         "quantity_kw": [1.0, 2.0, 3.0, 4.0], "price": [50.0, p2, 20.0, 20.0]})
+    cols = merge_columns(validate_bids(bids, f, RULES), set())
+    assert cols.of_bid.tolist() == [0, 1, 2, 2]
+    assert cols.first_bid.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(cols.book.quantity_kw, [1.0, 2.0, 7.0])

@@ -15,9 +15,10 @@ import polars as pl
 import pytest
 
 from dsomarket.engine.bids import Battery, validate_bids
+from dsomarket.engine.clearing import ClearingOptions
 from dsomarket.engine.losses import CURVE_TOL
 from dsomarket.engine.network_changes import validate_changes
-from dsomarket.engine.runs import clear_runs, disaggregate_rolling, disaggregate_runs, runs_for, trace_runs
+from dsomarket.engine.runs import CoupledMarket, clear_runs, disaggregate_rolling, disaggregate_runs, runs_for, trace_runs
 from tests.test_coupled_changes import _pandapower_import, by_hand
 from tests.test_network_changes import IVS, RULES, at, changes, tied_feeder
 
@@ -119,3 +120,20 @@ def test_a_live_interval_re_linearises_only_its_own_part_and_its_ends_on_the_who
     cleared = clear_runs(runs, book, iso, rules=RULES, resources=BATS)
     got = market.solver.block(np.asarray(market.solver.h.getSolution().col_value), "import_p") * 1000.0
     assert got == pytest.approx(cleared.interface["import_kw"].to_numpy(), rel=1e-4)
+
+
+def test_a_restart_puts_limits_widened_for_a_linearisation_s_noise_back():
+    # Room given to a limit for one linearisation's noise (successive._widen_by_noise) must not outlive it: a
+    # restarted horizon, like a restarted NodalMarket, starts from the model's own limits (review: the horizon's
+    # restart kept a widened row).
+    _, book, runs = _market(True)
+    market = CoupledMarket(runs, book, FORECAST, RULES, BATS, ClearingOptions())
+    assert market.solve().ok
+    s = market.solver
+    row = s.model.con("line_thermal").start
+    s.row_upper[row] += 1e-6
+    s.h.changeRowsBounds(1, np.array([row], dtype=np.int32), s.row_lower[[row]], s.row_upper[[row]])
+    market.restart()
+    own = s.model.assemble()
+    assert np.array_equal(s.row_upper, own[5]) and np.array_equal(s.row_lower, own[4])
+    assert market.solve().ok

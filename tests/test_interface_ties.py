@@ -58,15 +58,15 @@ def test_tied_prices_trace_the_curve_of_independent_clearings(n_bus, n_bids, see
     book = validate_bids(tied_bids(f, n_bids, seed, prices), f, RULES)
     curve = trace_curve(f, book, RULES, options=NO_AC)
     check_against_cold(f, book, curve, rng)
-    # Ties collapse: every bid at one price switches at one step, so no two steps share a price and each
-    # tied price steps at most once (n_bus=4, n_bids=2, seed=2, n_prices=3: steps at 5, 19 and -6.82, the last
-    # where congestion parts the bus's price from the interface's). Congestion adds steps of its own, as
-    # many as the flows cross facets of a line's thermal polygon (seed 2242: 8 bands from 3 bids, each
-    # checked against a clearing above), so their number is not bounded by the bids'.
+    # Ties collapse: every bid at one price switches at one step, so each tied price has at most one step
+    # near it (a tie the tracer split would leave slivers of bands there), e.g. n_bus=4, n_bids=2, seed=2,
+    # n_prices=3: steps at 5, 19 and -6.82, the last where congestion parts the bus's price from the
+    # interface's. Congestion adds steps of its own, as many as the flows cross facets of a line's thermal
+    # polygon (seed 2242: 8 bands from 3 bids, each checked against a clearing above), so the number of
+    # bands is not bounded by the bids'.
     steps = curve.bands["price_high"].to_numpy()[:-1]
-    assert np.all(np.diff(steps) > 0.0)
-    at_bid = steps[np.min(np.abs(steps[:, None] - np.array(prices)[None, :]), axis=1) <= 1e-6]
-    assert len(np.unique(np.round(at_bid, 6))) == len(at_bid)
+    for p in prices:
+        assert np.sum(np.abs(steps - p) <= 1e-3 * max(1.0, abs(p))) <= 1, p
 
 
 def test_a_tight_feeder_with_every_bid_at_one_price_is_one_step_where_the_network_allows():

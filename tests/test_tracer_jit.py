@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -156,3 +161,69 @@ def test_reindex_keeps_the_entries_of_the_rows_and_columns_that_stay(seed, drop,
     assert rows_new[r].tolist() == rows_old[row[keep]].tolist()
     assert cols_new[c].tolist() == cols_old[col[keep]].tolist()
     assert v.tolist() == dense[row, col][keep].tolist()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_an_updated_basis_solves_as_its_own_dense_core_does(monkeypatch, seed):
+    # The bases the tracer's own pivots reach are Woodbury updates of a factorised one (tracer._Lu): their
+    # solves (sparse, dense, transposed: tracerjit.sparse_solve and solve_t) must be those of the basis's
+    # own core, A[active, structural], solved densely. Updates are forced on a small feeder (on real ones
+    # they start at _UPDATE_MIN rows); each basis of the chain is checked, up to a fresh factorisation.
+    from dsomarket.engine.bids import MarketRules, validate_bids
+    from dsomarket.engine.clearing import ClearingOptions, NodalMarket
+    from dsomarket.engine.feeders import synthetic
+    from tests.test_interface import random_bids
+
+    monkeypatch.setattr(tracer, "_UPDATE_MIN", 0)
+    rules = MarketRules(price_floor=-200.0, price_cap=500.0)
+    feeder = synthetic(40, seed)
+    book = validate_bids(random_bids(feeder, 120, seed), feeder, rules)
+    market = NodalMarket(feeder, book, rules.price_floor, rules, options=ClearingOptions(formulation="lossless",
+                                                                                          ac_check=False))
+    probe = tracer._Probe(market, 0)
+    checked = []
+    pivot = tracer._Probe._pivot
+
+    def checking(self, basis, brk, rising):
+        out = pivot(self, basis, brk, rising)
+        if out is not None and len(out[1].lu.replaced):
+            checked.append(out[1])
+        return out
+
+    monkeypatch.setattr(tracer._Probe, "_pivot", checking)
+    first, basis = probe.start(rules.price_floor)
+    probe.chain(first, basis, True, rules.price_cap)
+    assert checked, "no updated basis reached"
+    rng = np.random.default_rng(seed)
+    for b in checked:
+        core = probe.a[b.active][:, b.structural].toarray()
+        n = len(b.structural)
+        rhs = rng.normal(size=(n, 3))
+        tol = 1e-8 * (1 + np.abs(np.linalg.solve(core, rhs)).max())
+        np.testing.assert_allclose(core @ b.lu.solve(rhs), rhs, atol=tol)
+        np.testing.assert_allclose(core.T @ b.lu.solve(rhs, trans="T"), rhs, atol=tol)
+        np.testing.assert_allclose(core.T @ b.lu.solve(rhs[:, 0], trans="T"), rhs[:, 0], atol=tol)
+        rows = rng.choice(n, 4, replace=False)
+        sparse = np.zeros((n, 2))
+        sparse[rows[:2], 0], sparse[rows[2:], 1] = 1.0, -2.0
+        got = b.lu.solve_sparse(np.r_[rows[:2], rows[2:]], np.array([0, 0, 1, 1]), np.array([1.0, 1.0, -2.0, -2.0]),
+                                2)
+        np.testing.assert_allclose(core @ got, sparse, atol=tol)
+
+
+def test_the_kernels_compile_in_memory_where_no_cache_location_is_writable(tmp_path):
+    # A service whose package directory and home are read-only: numba refuses cache=True there, which must not
+    # stop every curve. A plain file where each cache directory would go blocks it even for root.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "tj.py").write_text(Path(tracerjit.__file__).read_text())
+    (pkg / "__pycache__").write_text("")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(HOME=str(blocked), XDG_CACHE_HOME=str(blocked / "cache"))
+    code = "import sys; sys.path.insert(0, 'pkg'); import tj; print(tj._JIT['cache'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
