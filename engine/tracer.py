@@ -784,7 +784,7 @@ class _Probe:
         """One primal simplex pivot at the price of event ``brk``; None when it cannot be taken safely."""
         kind, j, price, x, d_s = brk
         s = self.solver
-        st, act, ina = basis.structural, basis.active, basis.inactive
+        st, ina = basis.structural, basis.inactive
         r = self._a_times(x)
         r_ina = r[ina]
         if kind == 0:
