@@ -348,6 +348,7 @@ class HighsSolver:
         basis.valid = True
         basis.alien = not square
         self.h.setBasis(basis)
+        self._kept = None       # a basis given to start from replaces the one kept from the last solve
 
     def start_from_slack(self) -> bool:
         """Start the next solve from the network's slack basis (:func:`slack_basis`) instead of cold.
