@@ -187,7 +187,6 @@ class _FixedPoints:
         samples, brk = probe._flips(basis, rising, limit, _WALK_FLIPS)
         if samples:
             _, _, idx = _first_events(basis.up if rising else basis.down, len(samples))
-            s = self.market.solver
             k = max(1, int(np.sum(np.abs(a.q - np.array([x.q for x in samples])) <= 2.0 * tol)))
             if rising:
                 leap = self._leap(a, basis, samples, idx, k, tol)
@@ -198,9 +197,7 @@ class _FixedPoints:
             tries = [k >> i for i in range(k.bit_length())] + list(range(2, min(len(samples), 4) + 1))
             for k in dict.fromkeys(tries):
                 cols = idx[:k]
-                x = basis.x.copy()
-                lo, hi = s.col_lower[cols], s.col_upper[cols]
-                x[cols] = np.where(x[cols] - lo <= hi - x[cols], hi, lo)
+                x = self._flipped(basis, cols)
                 v = self.anchor(x, basis.structural, basis.inactive)
                 if v is not None:
                     break
@@ -228,6 +225,14 @@ class _FixedPoints:
         ramp = self._stretch(a, v, basis, int(cols[0]), float(x[cols[0]]), tol, cert)
         return [v] if ramp is None else [*ramp, v]
 
+    def _flipped(self, basis: _Basis, cols: np.ndarray) -> np.ndarray:
+        """``basis``'s dispatch with the nonbasic columns ``cols`` moved to their other bounds (the flips)."""
+        s = self.market.solver
+        x = basis.x.copy()
+        lo, hi = s.col_lower[cols], s.col_upper[cols]
+        x[cols] = np.where(x[cols] - lo <= hi - x[cols], hi, lo)
+        return x
+
     def _leap(self, a: _Sample, basis: _Basis, samples: list[_Sample], idx: np.ndarray, k: int,
               tol: float) -> list[_Sample] | None:
         """Fixed points past ``a``'s range from one anchor further out than :meth:`walk`'s ``k`` flips: the
@@ -251,7 +256,6 @@ class _FixedPoints:
         range and ``v``'s (after ``_LEAP_TRIES`` anchors, each fewer flips out): the walk then anchors
         ``k`` flips.
         """
-        s = self.market.solver
         q_lp = np.array([a.q] + [x.q for x in samples])
         big = np.flatnonzero(q_lp[:-1] - q_lp[1:] > 2.0 * tol)
         n = int(big[0]) if len(big) else len(samples)
@@ -259,9 +263,7 @@ class _FixedPoints:
             if n <= max(k, 1):
                 return None
             cols = idx[:n]
-            x = basis.x.copy()
-            lo, hi = s.col_lower[cols], s.col_upper[cols]
-            x[cols] = np.where(x[cols] - lo <= hi - x[cols], hi, lo)
+            x = self._flipped(basis, cols)
             v = self.anchor(x, basis.structural, basis.inactive)
             if v is None or v.q >= a.q - Q_TOL_MW or v.high <= v.low:
                 return None

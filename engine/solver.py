@@ -247,6 +247,10 @@ class _KeptBasis:
     held_lower: np.ndarray
     run_time: float
 
+    def basic_costs(self, cost: np.ndarray) -> np.ndarray:
+        """``c_B``: the cost of the basic variable at each basis position (0 for a row's logical)."""
+        return np.where(self.structural, cost[np.maximum(self.basic, 0)], 0.0)
+
 
 class HighsSolver:
     """A persistent HiGHS model of a :class:`LinearModel`.
@@ -379,7 +383,6 @@ class HighsSolver:
         where there is none)."""
         if not self.start_from_slack():
             return self.solve()
-        self._kept = None
         return self.solve_by_basis()
 
     def solve_by_basis(self) -> Solution:
@@ -434,7 +437,7 @@ class HighsSolver:
         bounds; ``y``: its row duals, when already solved for. None when HiGHS's basis solves fail."""
         k, (a, at) = self._kept, self._matrix()
         if y is None:
-            status, y = self.h.getBasisTransposeSolve(np.where(k.structural, self.cost[np.maximum(k.basic, 0)], 0.0))
+            status, y = self.h.getBasisTransposeSolve(k.basic_costs(self.cost))
             if status == highspy.HighsStatus.kError:
                 return None
             y = np.asarray(y)
@@ -466,13 +469,12 @@ class HighsSolver:
         k = self._kept
         if k is None or not self.h.getBasis().valid:
             return None
-        c_basic = np.where(k.structural, self.cost[np.maximum(k.basic, 0)], 0.0)
         # HiGHS still holds the kept basis's fresh factorisation unless it ran since (its run clock moved) or
         # its basis was set (then the basis solves fail): otherwise the kept basis is set and factorised again
         # (getBasicVariables factorises, the basis solves do not; the same basis gives the same order).
         status = highspy.HighsStatus.kError
         if self.h.getRunTime() == k.run_time:
-            status, y = self.h.getBasisTransposeSolve(c_basic)
+            status, y = self.h.getBasisTransposeSolve(k.basic_costs(self.cost))
         if status == highspy.HighsStatus.kError:
             self.h.setBasis(k.basis)
             status, basic = self.h.getBasicVariables()
@@ -480,8 +482,7 @@ class HighsSolver:
             if status == highspy.HighsStatus.kError or not np.array_equal(np.sort(basic), np.sort(k.basic)):
                 return None
             k = self._kept = dataclasses.replace(k, basic=basic, structural=basic >= 0, run_time=self.h.getRunTime())
-            c_basic = np.where(k.structural, self.cost[np.maximum(k.basic, 0)], 0.0)
-            status, y = self.h.getBasisTransposeSolve(c_basic)
+            status, y = self.h.getBasisTransposeSolve(k.basic_costs(self.cost))
             if status == highspy.HighsStatus.kError:
                 return None
         y = np.asarray(y)
