@@ -364,9 +364,6 @@ class _Probe:
         # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
-        # The same arrays as the compiled products' (:meth:`_a_times`, :meth:`_at_times`) want them.
-        self._a_rows = (self.a.indptr.astype(np.int64), self.a.indices.astype(np.int64), self.a.data)
-        self._at_rows = (self.indptr, self.indices.astype(np.int64), self.data)
         s = self.solver
         self.col_range = s.col_lower < s.col_upper
         self.row_range = s.row_lower < s.row_upper
@@ -374,12 +371,18 @@ class _Probe:
         self.flippable[self.col] = False
 
     def _a_times(self, x: np.ndarray) -> np.ndarray:
-        """``A x``, the row activities, by :func:`engine.tracerjit.csr_times` (the same sums as ``self.a @ x``)."""
-        return tracerjit.csr_times(*self._a_rows, x)
+        """``A x``, the row activities (scipy's product with int32 indices: at 1,000 buses, 22 us against 41 us for
+        a compiled loop over int64 ones, measured in one process)."""
+        return self.a @ x
 
     def _at_times(self, v: np.ndarray) -> np.ndarray:
-        """``A^T v`` for ``v`` of shape ``(rows, k)``, by :func:`engine.tracerjit.csr_times_cols`."""
-        return tracerjit.csr_times_cols(*self._at_rows, np.ascontiguousarray(v))
+        """``A^T v`` for ``v`` of shape ``(rows, k)``, column by column (Fortran order): scipy's product of a
+        matrix with a Fortran-ordered block, or a compiled loop over ``k`` values per nonzero, took 3.6x the time
+        of ``k`` products with a vector at 1,000 buses (143 us against 39 us for ``k = 2``)."""
+        out = np.empty((self.at.shape[0], v.shape[1]), order="F")
+        for i in range(v.shape[1]):
+            out[:, i] = self.at @ v[:, i]
+        return out
 
     def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nonzeros of the columns ``cols`` of A: ``(k, row, value)``, ``k`` the position in ``cols``,
