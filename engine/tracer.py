@@ -544,7 +544,7 @@ class _Probe:
         core = sp.csc_matrix((val, pos, np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n))])),
                              shape=(n, n))
         try:
-            lu = tracerjit.SparseLu(core, permc_spec="MMD_ATA", options={"SymmetricMode": True})
+            lu = tracerjit.SparseLu(core, permc_spec="COLAMD", options={"SymmetricMode": True})
         except RuntimeError:            # singular: a pivot the tracer should not have taken
             return None
         ref = _Reference(lu, structural, inactive, row_pos, a_inactive_structural)
