@@ -731,7 +731,20 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
                 # Both fixed points hold over [lo, hi] (the losses make the AC problem non-convex: a bid
                 # cleared or not can each keep its bus's price on its own side): the step goes where
                 # ``clear`` switches from one to the other, as the curve is what it gives at each price.
-                lo, hi = fixed.switch(a, b, lo, hi, max_clearings)
+                bisected = fixed.switch(a, b, lo, hi, max_clearings)
+                if (bisected[0] == lo) != (bisected[1] == hi):
+                    # Every fresh clearing in the overlap took one side's import: ``clear`` switches outside
+                    # it, where that side's fixed point no longer holds but another of a nearby import does
+                    # (ieee69 hidden-physics seed 406 near -74.71: both fixed points hold on [-74.7150,
+                    # -74.7125], fresh clearings import a's 5,685.6 kW up to -74.705), so it is confirmed as
+                    # a jump that clearings started nearby put there.
+                    switch = fixed.confirm(a, b, *bisected, max_clearings)
+                    if switch is None:
+                        done.append((a, b, sum(bisected) / 2.0))
+                        pending.append((a, b, *bisected))
+                        continue
+                    bisected = switch
+                lo, hi = bisected
             step(a, b, lo, hi)
             continue
         if a.q - b.q <= 2 * _band_tol(a, b):
