@@ -400,36 +400,6 @@ def reindex(row, col, val, drop_row, add_row, drop_col, add_col):               
     return out_r[:m].copy(), out_c[:m].copy(), out_v[:m].copy()
 
 
-@numba.njit(_F(_I, _I, _F, _F), **_JIT)
-def csr_times(indptr, indices, data, v):                                                  # pragma: no cover
-    """``M @ v`` for ``M`` in CSR arrays (row by row, in stored order: scipy's own sums, without its per-call
-    checks and dispatch, which cost more than the product on the tracer's ~15,000 nonzeros)."""
-    n = len(indptr) - 1
-    out = np.empty(n)
-    for i in range(n):
-        acc = 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            acc += data[p] * v[indices[p]]
-        out[i] = acc
-    return out
-
-
-@numba.njit(_F2(_I, _I, _F, _F2), **_JIT)
-def csr_times_cols(indptr, indices, data, v):                                             # pragma: no cover
-    """``M @ v`` for ``v`` with ``k`` columns (``n x k``, rows contiguous), each column summed as :func:`csr_times`."""
-    n, k = len(indptr) - 1, v.shape[1]
-    out = np.empty((n, k))
-    acc = np.empty(k)
-    for i in range(n):
-        acc[:] = 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            a, c = data[p], indices[p]
-            for r in range(k):
-                acc[r] += a * v[c, r]
-        out[i] = acc
-    return out
-
-
 @numba.njit(numba.boolean(_F, _F, _F, _I, numba.float64), **_JIT)
 def within_at(value, lower, upper, index, tol):                                           # pragma: no cover
     """Whether ``value[index]`` lies within ``[lower, upper][index]`` widened by ``tol`` (no gathered copies)."""

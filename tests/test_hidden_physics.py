@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
 from dsomarket.engine.bids import validate_bids
 from dsomarket.engine.clearing import ClearingOptions, clear
@@ -208,6 +209,30 @@ def _generated_case(kind: str, seed: int, tmp_path, monkeypatch):
     case = bench.make_case(kind, seed, tmp_path)
     f = read_feeder(case.feeder_dir)
     return f, validate_bids(read_table(case.bids, "bids"), f, MarketRules())
+
+
+def test_a_flow_cycling_on_its_rating_between_two_close_polygon_vertices_converges(tmp_path, monkeypatch):
+    # bench_hidden_physics --quick --cases 10 --seed 1500, case ieee69-s1501: line 36 on its rating (174 kVA).
+    # Its ends' polygons closed in to the trust region's old floor (1e-3 rad) and the flow then turned +-5e-4 rad
+    # between the two vertices either side of the tangent face, which moved two bids 0.24 and 0.17 kW each way
+    # (over STEP_TOL_KW) for all 80 iterations: not converged (exit 3). Each must converge on the rating, hold on
+    # the AC power flow of its dispatch and price every bid consistently with its bus DLMP.
+    from dsomarket.engine.losses import STEP_TOL_KW
+    from tests.test_clearing import assert_prices_consistent
+
+    f, book = _generated_case("ieee69", 1501, tmp_path, monkeypatch)
+    for price in (228.99, 267.817):
+        res = clear(f, book, price)
+        assert res.ok, res.diagnosis
+        assert res.convergence["converged"], (price, res.convergence)
+        assert res.convergence["last_step_kw"] <= STEP_TOL_KW
+        # The AC power flow of the dispatch (an independent sweep): no limit broken, line 36 the most loaded
+        # and on its rating, the interface import the LP's within 0.01 kW.
+        assert res.ac_check["ok"] and not res.ac_check["violations"]
+        assert res.ac_check["max_loading_line"] == "36"
+        assert res.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=0.01)
+        assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
+        assert_prices_consistent(res)
 
 
 def test_a_step_placed_after_where_fresh_clearings_switch_is_moved_back_to_it():

@@ -9,7 +9,7 @@ import polars as pl
 from dsomarket.engine import losscurve
 from dsomarket.engine.bids import MarketRules, validate_bids
 from dsomarket.engine.clearing import ClearingOptions, clear
-from dsomarket.engine.feeders import ieee33
+from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.interface import trace_curve
 
 
@@ -23,30 +23,62 @@ def _small_bids(feeder, n: int, seed: int) -> pl.DataFrame:
                          "price": rng.uniform(10.0, 90.0, n).round(2)})
 
 
-def test_fixed_points_drawn_between_a_leaps_anchors_are_what_clear_imports(monkeypatch):
-    f = ieee33()
-    rules = MarketRules(price_floor=0.0, price_cap=100.0)
-    book = validate_bids(_small_bids(f, 60, 3), f, rules)
+def _drawn(monkeypatch) -> list:
+    """The fixed points drawn by leaps (the anchored ends left out), each with whether a pivot led its leap and
+    whether it went up the price."""
     drawn: list = []
     windows = losscurve._FixedPoints._windows
 
-    def record(self, *args):
-        out = windows(self, *args)
+    def record(self, a, v, samples, cols, q_lp, tol, lead=None, rising=True):
+        out = windows(self, a, v, samples, cols, q_lp, tol, lead, rising)
         if not isinstance(out, int):
-            drawn.extend(out[:-1])       # the last is the anchored end
+            # The anchored end is last going up, first going down.
+            drawn.extend((s, lead is not None, rising) for s in (out[:-1] if rising else out[1:]))
         return out
 
     monkeypatch.setattr(losscurve._FixedPoints, "_windows", record)
-    curve = trace_curve(f, book, rules)
-    assert len(drawn) >= 10, len(drawn)
+    return drawn
+
+
+def _check_drawn(f, book, rules, curve, drawn) -> None:
+    """``clear`` (successive LP, then its AC power flow) imports what the curve says just inside either end of
+    the range drawn for each of ``drawn``: where a misplaced switch would show."""
     bound = curve.ac_check["max_error_kw"]
-    picks = np.random.default_rng(0).choice(len(drawn), 6, replace=False)
-    for k in picks:
-        s = drawn[k]
-        # Just inside either end of the range drawn for it: where a misplaced switch would show.
+    for s in drawn:
         for price in (s.low + 2e-4, s.high - 2e-4):
             res = clear(f, book, price, rules=rules, options=ClearingOptions())
             ac = res.ac_check["import_kw"][0]
             ours = curve.import_at(0, price)
             assert abs(ours - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ours, ac)
             assert abs(s.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, s.q * 1000.0, ac)
+
+
+def test_fixed_points_drawn_between_a_leaps_anchors_are_what_clear_imports(monkeypatch):
+    f = ieee33()
+    rules = MarketRules(price_floor=0.0, price_cap=100.0)
+    book = validate_bids(_small_bids(f, 60, 3), f, rules)
+    drawn = _drawn(monkeypatch)
+    curve = trace_curve(f, book, rules)
+    assert len(drawn) >= 10, len(drawn)
+    picks = np.random.default_rng(0).choice(len(drawn), 6, replace=False)
+    _check_drawn(f, book, rules, curve, [drawn[k][0] for k in picks])
+
+
+def test_leaps_led_by_a_thermal_facets_pivot_or_down_the_price_draw_what_clear_imports(monkeypatch):
+    # Rated lines of the synthetic feeder: their polygons' facets leave the active set as the price rises,
+    # pivots that lead the leaps over the flips after them (one anchor at the run's end for both); where a
+    # walk up stops (a bid entering part-way against a limit), walks down from the pair's right end leap.
+    f = synthetic(200, 5)
+    rng = np.random.default_rng(6)
+    n = 100
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
+                         "price": np.round(rng.uniform(0, 150, n), 2)})
+    rules = MarketRules()
+    book = validate_bids(bids, f, rules)
+    drawn = _drawn(monkeypatch)
+    curve = trace_curve(f, book, rules)
+    led = [s for s, lead, _ in drawn if lead]
+    down = [s for s, _, rising in drawn if not rising]
+    assert len(led) >= 1 and len(down) >= 10, (len(led), len(down))
+    _check_drawn(f, book, rules, curve, led[:2] + down[::len(down) // 3][:3])
