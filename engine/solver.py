@@ -641,33 +641,29 @@ class HighsSolver:
                 if not np.isfinite(bound):
                     return None
                 p = int(np.argmax(np.where(room / size <= bound, np.abs(move), -1.0)))
-                theta = room[p] / size[p]
-                leaves_lower = bool(move[p] > 0)
-                r = row(p)
-                if r is None:
-                    return None
-                delta = sigma * theta
-            else:
-                p = int(np.argmax(np.maximum(below, above)))
-                leaves_lower = bool(below[p] > 0)           # the leaving value rises to its lower bound
-                r = row(p)
-                if r is None:
-                    return None
-                free = ~np.isfinite(lo) & ~np.isfinite(up)
-                eligible = (nonbasic & (lo < up) & (np.abs(r) > piv)
-                            & (free | np.where(at_lower == leaves_lower, r < 0, r > 0)))
-                if not np.any(eligible):
-                    return None
-                size = np.where(eligible, np.abs(r), 1.0)
-                bound = np.min(np.where(eligible, (np.abs(dual) + tol) / size, np.inf))
-                q = int(np.argmax(np.where(eligible & (np.abs(dual) / size <= bound), np.abs(r), -1.0)))
-                alpha = column(q)
-                if alpha is None:
-                    return None
-                delta = (z[p] - (zlo[p] if leaves_lower else zup[p])) / alpha[p]
-            if abs(alpha[p]) <= piv or abs(r[q]) <= piv:
+                # A limit that stops binding as the price rises is mostly the last pivot: the basis is factorised and
+                # checked afresh at once rather than its reduced costs updated first (a transposed solve).
+                at_lower[basic[p]] = bool(move[p] > 0)
+                basic[p] = q
+                return basic, at_lower, pivots + 1
+            p = int(np.argmax(np.maximum(below, above)))
+            leaves_lower = bool(below[p] > 0)           # the leaving value rises to its lower bound
+            r = row(p)
+            if r is None:
                 return None
-            value = np.where(at_lower[q], lo[q], up[q]) if np.isfinite(lo[q]) or np.isfinite(up[q]) else 0.0
+            free = ~np.isfinite(lo) & ~np.isfinite(up)
+            eligible = (nonbasic & (lo < up) & (np.abs(r) > piv)
+                        & (free | np.where(at_lower == leaves_lower, r < 0, r > 0)))
+            if not np.any(eligible):
+                return None
+            size = np.where(eligible, np.abs(r), 1.0)
+            bound = np.min(np.where(eligible, (np.abs(dual) + tol) / size, np.inf))
+            q = int(np.argmax(np.where(eligible & (np.abs(dual) / size <= bound), np.abs(r), -1.0)))
+            alpha = column(q)
+            if alpha is None or abs(alpha[p]) <= piv:
+                return None
+            delta = (z[p] - (zlo[p] if leaves_lower else zup[p])) / alpha[p]
+            value = 0.0 if free[q] else lo[q] if at_lower[q] else up[q]
             z = z - delta * alpha
             z[p] = value + delta
             dual = dual - dual[q] / r[q] * r
