@@ -407,8 +407,10 @@ class HighsSolver:
         costs and bounds, its nonbasic columns moved to the bounds their reduced costs point to
         (:meth:`_kept_optimal`), is taken without running HiGHS: the run would end in it after the same bound
         flips and no pivot, and costs ~5 ms at 1,000 buses even so (per-run set-up, cost perturbation). From a
-        fresh factorisation (every kept basis is one) it gives a cold clearing's bits. A warm re-solve that has to
-        pivot is factorised afresh at its optimum as a cold one is, so it too gives a cold clearing's bits.
+        fresh factorisation (every kept basis is one) it gives a cold clearing's bits. One that a few simplex
+        pivots of the solver's own make optimal (a limit starts or stops binding: :meth:`_pivots`) is factorised
+        afresh there and taken the same way; a re-solve that needs more is HiGHS's warm run, whose optimum is
+        factorised afresh as a cold one is: every path gives a cold clearing's bits.
         """
         t0 = time.perf_counter()
         kept = self._kept_optimal(t0)
