@@ -713,7 +713,9 @@ class HighsSolver:
         self.h.setBasis(basis)
         status, order = self.h.getBasicVariables()
         order = np.asarray(order)
-        if status == highspy.HighsStatus.kError or not np.array_equal(np.sort(order), np.sort(basic)):
+        given = np.zeros(len(self.cost) + len(self.row_lower), dtype=bool)
+        given[basic] = True                       # row i's logical -1 - i at the end, as numpy counts negatives
+        if status == highspy.HighsStatus.kError or len(order) != len(basic) or not np.all(given[order]):
             return False
         self._kept = _KeptBasis(basis, order, order >= 0, at_lower, held_lower, self.h.getRunTime())
         return True
