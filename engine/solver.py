@@ -262,6 +262,12 @@ class _KeptBasis:
     at_lower: np.ndarray
     held_lower: np.ndarray
     run_time: float
+    cols: np.ndarray = field(init=False)    # the basic columns, by basis position
+    rows: np.ndarray = field(init=False)    # the rows whose logicals are basic, by basis position
+
+    def __post_init__(self):
+        object.__setattr__(self, "cols", self.basic[self.structural])
+        object.__setattr__(self, "rows", -self.basic[~self.structural] - 1)
 
     def basic_costs(self, cost: np.ndarray) -> np.ndarray:
         """``c_B``: the cost of the basic variable at each basis position (0 for a row's logical)."""
@@ -457,17 +463,17 @@ class HighsSolver:
                 return None
             y = np.asarray(y)
         xn = np.where(k.at_lower, self.col_lower, self.col_upper)
-        xn[k.basic[k.structural]] = 0.0
+        xn[k.cols] = 0.0
         xn[~np.isfinite(xn)] = 0.0             # a free nonbasic column sits at zero
         held = np.where(k.held_lower, self.row_lower, self.row_upper)
-        held[-k.basic[~k.structural] - 1] = 0.0
+        held[k.rows] = 0.0
         held[~np.isfinite(held)] = 0.0         # a free row's logical, as a free column, sits at zero
         # HiGHS's basis matrix is [A, I], a row's logical minus its activity: a held row's moves to the right-hand side.
         status, z = self.h.getBasisSolve(held - a @ xn)
         if status == highspy.HighsStatus.kError:
             return None
         x = xn
-        x[k.basic[k.structural]] = np.asarray(z)[k.structural]
+        x[k.cols] = np.asarray(z)[k.structural]
         # A plain sum, not a BLAS dot product: OpenBLAS's threads, woken for a long one, spin on after it and slow
         # HiGHS down (engine.tracer says the same).
         return Solution("optimal", float(np.sum(self.cost * x)), x, a @ x, y, self.cost - at @ y if d is None else d,
@@ -521,20 +527,20 @@ class HighsSolver:
         lo, up, rlo, rup = self.col_lower, self.col_upper, self.row_lower, self.row_upper
         d = self.cost - self._matrix()[1] @ y
         nonbasic = np.ones(len(d), dtype=bool)
-        nonbasic[k.basic[k.structural]] = False
+        nonbasic[k.cols] = False
         tol, fuzz = 1e-7, 1e-9
         to_lower, to_upper = nonbasic & (d > tol), nonbasic & (d < -tol)
-        doubt = (nonbasic & (lo < up) & (np.abs(d) > fuzz) & ~to_lower & ~to_upper
-                 & np.where(k.at_lower, d < 0, d > 0))
-        if np.any(doubt):
+        # In doubt: a reduced cost within (1e-9, 1e-7] pointing away from its column's bound (few: looked at alone).
+        small = np.flatnonzero(nonbasic & (np.abs(d) > fuzz) & (np.abs(d) <= tol))
+        if np.any((lo[small] < up[small]) & np.where(k.at_lower[small], d[small] < 0, d[small] > 0)):
             return None, None
-        held = np.ones(len(y), dtype=bool)
-        held[-k.basic[~k.structural] - 1] = False
         # Dual infeasible: a reduced cost pointing to an infinite bound, a held row's dual pointing away from it.
         col_bad = (to_lower & ~np.isfinite(lo)) | (to_upper & ~np.isfinite(up))
-        row_bad = held & (rlo < rup) & np.where(k.held_lower, y < -fuzz, y > fuzz)
-        k = self._kept = dataclasses.replace(k, at_lower=np.where(to_lower & ~col_bad, True,
-                                                                  np.where(to_upper & ~col_bad, False, k.at_lower)))
+        row_bad = np.where(k.held_lower, y < -fuzz, y > fuzz) & (rlo < rup)
+        row_bad[k.rows] = False
+        if np.any(col_bad):
+            to_lower, to_upper = to_lower & ~col_bad, to_upper & ~col_bad
+        k = self._kept = dataclasses.replace(k, at_lower=(k.at_lower | to_lower) & ~to_upper)
         sol = self._kept_values(t0, 0, y, d)
         if sol is None or not np.all(np.isfinite(sol.x)):
             return None, None
