@@ -176,7 +176,9 @@ class _FixedPoints:
 
         ``rising=False`` walks down from ``a`` (the right end of a pair whose left end could not walk
         up: ``limit`` below ``a.low``) to the next fixed point ``v`` below ``a``'s range, and returns
-        ``[v]``: ``a`` keeps its basis for walking up to its own right neighbour, and a stretch
+        ``[v]``, or ``v`` and the fixed points drawn between, in price order, where a run of flips down
+        is leapt over as one up is (:meth:`_leap`; on the 1,000-bus feeder 60 walks down of one anchor
+        each become 34): ``a`` keeps its basis for walking up to its own right neighbour, and a stretch
         between ``v`` and ``a`` is then drawn by walking up from ``v``.
         """
         entry = self._anchors.pop(id(a), None) if rising else self._anchors.get(id(a))
@@ -189,10 +191,9 @@ class _FixedPoints:
         if samples:
             _, _, idx = _first_events(basis.up if rising else basis.down, len(samples))
             k = max(1, int(np.sum(np.abs(a.q - np.array([x.q for x in samples])) <= 2.0 * tol)))
-            if rising:
-                leap = self._leap(a, basis, samples, idx, k, tol)
-                if leap is not None:
-                    return leap
+            leap = self._leap(a, basis, samples, idx, k, tol, rising=rising)
+            if leap is not None:
+                return leap
             # Fewer bids where the first leap finds no fixed point; where even one does not (its stretch
             # reaches past the next bid's switch), that bid with the next few.
             tries = [k >> i for i in range(k.bit_length())] + list(range(2, min(len(samples), 4) + 1))
@@ -245,7 +246,7 @@ class _FixedPoints:
         return x
 
     def _leap(self, a: _Sample, basis: _Basis, samples: list[_Sample], idx: np.ndarray, k: int,
-              tol: float, lead: tuple[int, int] | None = None) -> list[_Sample] | None:
+              tol: float, lead: tuple[int, int] | None = None, rising: bool = True) -> list[_Sample] | None:
         """Fixed points past ``a``'s range from one anchor further out than :meth:`walk`'s ``k`` flips: the
         run of flips on ``a``'s linearisation (``samples``, the columns ``idx`` in order) up to the first that
         moves the import by more than ``2 tol`` (MW) on its own is anchored at its end, ``v``, and each
@@ -271,10 +272,11 @@ class _FixedPoints:
         dispatch on either side of it holds over the prices between the windows.
         None where ``v`` is no further than ``k`` flips, or where the windows do not fit between ``a``'s
         range and ``v``'s (after ``_LEAP_TRIES`` anchors, each fewer flips out): the walk then anchors
-        ``k`` flips.
+        ``k`` flips. ``rising=False``: the run of flips down from ``a`` (:meth:`_windows` on the mirrored
+        curve); the samples are then returned in price order, ``v`` first.
         """
         q_lp = np.array([a.q] + [x.q for x in samples])
-        big = np.flatnonzero(q_lp[:-1] - q_lp[1:] > 2.0 * tol)
+        big = np.flatnonzero(np.abs(q_lp[:-1] - q_lp[1:]) > 2.0 * tol)
         n = int(big[0]) if len(big) else len(samples)
         pivots = lead is not None
         for _ in range(_LEAP_TRIES):
@@ -283,33 +285,40 @@ class _FixedPoints:
             cols = idx[:n - pivots]
             x = self._flipped(basis, cols)
             v = self.anchor(x, basis.structural, basis.inactive)
-            if v is None or v.q >= a.q - Q_TOL_MW or v.high <= v.low:
+            if v is None or (v.q >= a.q - Q_TOL_MW if rising else v.q <= a.q + Q_TOL_MW) or v.high <= v.low:
                 return None
-            drawn = self._windows(a, v, samples[:n], cols, q_lp[:n + 1], tol, lead)
+            drawn = self._windows(a, v, samples[:n], cols, q_lp[:n + 1], tol, lead, rising)
             if not isinstance(drawn, int):
                 return drawn
             n = drawn
         return None
 
     def _windows(self, a: _Sample, v: _Sample, samples: list[_Sample], cols: np.ndarray, q_lp: np.ndarray,
-                 tol: float, lead: tuple[int, int] | None = None) -> list[_Sample] | int:
+                 tol: float, lead: tuple[int, int] | None = None, rising: bool = True) -> list[_Sample] | int:
         """:meth:`_leap`'s samples from ``a`` to ``v`` (anchored after the flips of ``cols``, whose samples on
         ``a``'s linearisation are ``samples``, imports ``q_lp`` from ``a``'s on; after a leading pivot with ``lead``),
-        or where they do not fit, the number of events to anchor instead (0: none)."""
+        in price order, or where they do not fit, the number of events to anchor instead (0: none).
+
+        ``rising=False``: ``v`` lies below ``a`` (the flips of a falling price). The same steps then run on the
+        mirrored curve (:func:`_mirror`: prices and imports negated), where the price rises and the import falls."""
         n = len(samples)
-        entry = self._anchors.get(id(v))
+        key = id(v)
+        entry = self._anchors.get(key)
         if entry is None:
             return 0
         vb = entry[2]
-        delta, kind, which = vb.down
+        sign = 1.0 if rising else -1.0
+        if not rising:
+            a, v, samples, q_lp = _mirror(a), _mirror(v), [_mirror(x) for x in samples], -q_lp
+        delta, kind, which = vb.down if rising else vb.up
         back = np.full(len(vb.x), np.nan)
         back[which[kind == 0]] = delta[kind == 0]
         there = np.array([x.low for x in samples])           # P_i: where a's linearisation flips them
-        here = vb.price - back[cols]                          # P'_i: where v's flips them back
+        here = sign * vb.price - back[cols]                   # P'_i: where v's flips them back
         if lead is not None:
             # The pivot's reverse on v's basis: the variable that left the basis re-enters.
             again = delta[(kind == lead[0]) & (which == lead[1])]
-            here = np.concatenate([vb.price - again[:1] if len(again) else [np.nan], here])
+            here = np.concatenate([sign * vb.price - again[:1] if len(again) else [np.nan], here])
         if np.isnan(here).any() or here[0] < there[0] - CERT_REL_TOL * max(1.0, abs(there[0])):
             return 0        # flip 1 holds below a's range end on v's linearisation: both may be fixed points there
         width = np.abs(here - there)
@@ -342,11 +351,13 @@ class _FixedPoints:
             start, low = i, w_hi[i]
         if q[start] - v.q > 2.0 * tol:
             return start
-        del self._anchors[id(v)]
+        del self._anchors[key]
         v = v._replace(low=max(v.low, low), price=min(max(v.price, low), v.high))
-        self._anchors[id(v)] = (v, entry[1], vb)
         self.deviations.append((abs(off), min(abs(a.q), abs(v.q))))
-        return [*out, v]
+        if not rising:
+            v, out = _mirror(v), [_mirror(x) for x in reversed(out)]
+        self._anchors[id(v)] = (v, entry[1], vb)
+        return [*out, v] if rising else [v, *out]
 
     def _stretch(self, a: _Sample, v: _Sample, basis: _Basis, j: int, end: float, tol: float,
                  cert: float) -> list[_Sample] | None:
@@ -612,6 +623,12 @@ class _FixedPoints:
                 self._anchors[id(sample)] = (sample, probe, basis)
             return sample, True
         return _Sample(price, q, g, price, price), False
+
+
+def _mirror(s: _Sample) -> _Sample:
+    """``s`` on the curve mirrored in both axes (``-Q(-lambda)``, again non-increasing): a walk down the price
+    is a walk up there. The tangent's intercept stays: ``g + q lambda = g + (-q)(-lambda)``."""
+    return _Sample(-s.price, -s.q, s.g, -s.high, -s.low)
 
 
 def _left(basis: _Basis, nxt: _Basis) -> tuple[int, int] | None:

@@ -203,6 +203,22 @@ CONIC_STATUS = {
 
 _BASIS_STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisStatus.kBasic,
                           highspy.HighsBasisStatus.kUpper], dtype=object)
+KEPT_PIVOTS = 8
+"""Simplex pivots a re-solve makes on its own from a kept basis before it leaves the rest to a HiGHS run
+(:meth:`HighsSolver._kept_optimal`): past a few a HiGHS run is cheaper."""
+
+
+def _highs_basis(col_status: np.ndarray, row_status: np.ndarray, square: bool) -> highspy.HighsBasis:
+    """A HiGHS basis of statuses 0 (at lower bound), 1 (basic), 2 (at upper bound) per column and per row's
+    logical; ``square``: as many are basic as there are rows (see :meth:`HighsSolver.set_basis`)."""
+    basis = highspy.HighsBasis()
+    basis.col_status = _BASIS_STATUS[col_status].tolist()
+    basis.row_status = _BASIS_STATUS[row_status].tolist()
+    basis.valid = True
+    basis.alien = not square
+    return basis
+
+
 SLACK_NONBASIC = ("bid", "shed")
 """The variable blocks the network's slack basis (:func:`slack_basis`) keeps nonbasic: bids and shed load."""
 
@@ -346,12 +362,7 @@ class HighsSolver:
         takes the basis as its own (not *alien*) and factorises it once, when it runs; an alien basis is
         factorised on the spot to be checked and completed, and again by the run (~3 ms of a 30 ms solve at
         1,000 buses / 10,000 bids). A singular basis is still repaired by the run's factorisation."""
-        basis = highspy.HighsBasis()
-        basis.col_status = _BASIS_STATUS[col_status].tolist()
-        basis.row_status = _BASIS_STATUS[row_status].tolist()
-        basis.valid = True
-        basis.alien = not square
-        self.h.setBasis(basis)
+        self.h.setBasis(_highs_basis(col_status, row_status, square))
         self._kept = None       # a basis given to start from replaces the one kept from the last solve
 
     def start_from_slack(self) -> bool:
@@ -432,9 +443,11 @@ class HighsSolver:
                                 np.abs(act - self.row_lower) <= np.abs(act - self.row_upper), self.h.getRunTime())
         return True
 
-    def _kept_values(self, t0: float, iterations: int, y: np.ndarray | None = None) -> Solution | None:
+    def _kept_values(self, t0: float, iterations: int, y: np.ndarray | None = None,
+                     d: np.ndarray | None = None) -> Solution | None:
         """Primal and dual values of the kept basis (HiGHS holds it factorised afresh) at the current costs and
-        bounds; ``y``: its row duals, when already solved for. None when HiGHS's basis solves fail."""
+        bounds; ``y``: its row duals, and ``d`` its reduced costs, when already solved for. None when HiGHS's
+        basis solves fail."""
         k, (a, at) = self._kept, self._matrix()
         if y is None:
             status, y = self.h.getBasisTransposeSolve(k.basic_costs(self.cost))
@@ -447,7 +460,7 @@ class HighsSolver:
         held = np.where(k.held_lower, self.row_lower, self.row_upper)
         held[-k.basic[~k.structural] - 1] = 0.0
         held[~np.isfinite(held)] = 0.0         # a free row's logical, as a free column, sits at zero
-        # HiGHS's basis matrix is [A, -I]: a held row's logical (its activity) moves to the right-hand side.
+        # HiGHS's basis matrix is [A, I], a row's logical minus its activity: a held row's moves to the right-hand side.
         status, z = self.h.getBasisSolve(held - a @ xn)
         if status == highspy.HighsStatus.kError:
             return None
@@ -455,17 +468,22 @@ class HighsSolver:
         x[k.basic[k.structural]] = np.asarray(z)[k.structural]
         # A plain sum, not a BLAS dot product: OpenBLAS's threads, woken for a long one, spin on after it and slow
         # HiGHS down (engine.tracer says the same).
-        return Solution("optimal", float(np.sum(self.cost * x)), x, a @ x, y, self.cost - at @ y,
+        return Solution("optimal", float(np.sum(self.cost * x)), x, a @ x, y, self.cost - at @ y if d is None else d,
                         time.perf_counter() - t0, iterations)
 
     def _kept_optimal(self, t0: float) -> Solution | None:
-        """The kept basis's :class:`Solution` where it is optimal at the current costs and bounds, else None.
+        """The kept basis's :class:`Solution` where it is optimal at the current costs and bounds, or that of the
+        optimal basis a few simplex pivots of our own reach from it (:meth:`_pivots`); else None.
 
         Its duals at the current costs (one transposed solve) put each nonbasic column at the bound its reduced
         cost points to (one within HiGHS's dual tolerance, 1e-7, stays where it is, as HiGHS leaves it); it is
         optimal when no reduced cost points to an infinite bound, no held row's dual has the wrong sign and its
         basic values (one solve) keep every bound and row (within 1e-9): primal and dual feasible, the check a
-        simplex run makes before it stops. Anything in doubt is left to HiGHS."""
+        simplex run makes before it stops (:meth:`_kept_check`). Where it is not, the pivots' basis is factorised
+        afresh and checked the same way, so the values of a basis taken are always those of its fresh
+        factorisation, as a cold clearing's are: its bits. A HiGHS run costs ~5 ms at 1,000 buses even for one
+        pivot, a pivot of our own two basis solves (~1 ms) and the factorisation ~2 ms. Anything in doubt is left
+        to HiGHS."""
         k = self._kept
         if k is None or not self.h.getBasis().valid:
             return None
@@ -476,17 +494,29 @@ class HighsSolver:
         if self.h.getRunTime() == k.run_time:
             status, y = self.h.getBasisTransposeSolve(k.basic_costs(self.cost))
         if status == highspy.HighsStatus.kError:
-            self.h.setBasis(k.basis)
-            status, basic = self.h.getBasicVariables()
-            basic = np.asarray(basic)
-            if status == highspy.HighsStatus.kError or not np.array_equal(np.sort(basic), np.sort(k.basic)):
+            if not self._factorise(k.basis, k.basic, k.at_lower, k.held_lower):
                 return None
-            k = self._kept = dataclasses.replace(k, basic=basic, structural=basic >= 0, run_time=self.h.getRunTime())
-            status, y = self.h.getBasisTransposeSolve(k.basic_costs(self.cost))
-            if status == highspy.HighsStatus.kError:
+            status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
+        budget = KEPT_PIVOTS
+        while status != highspy.HighsStatus.kError:
+            sol, state = self._kept_check(t0, np.asarray(y))
+            if sol is not None or state is None:
+                return sol
+            moved = self._pivots(*state, budget)
+            if moved is None or moved[2] == 0 or not self._rebase(moved[0], moved[1]):
                 return None
-        y = np.asarray(y)
-        lo, up = self.col_lower, self.col_upper
+            budget -= moved[2]
+            status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
+        return None
+
+    def _kept_check(self, t0: float, y: np.ndarray) -> tuple[Solution | None, tuple | None]:
+        """The kept basis at the current costs and bounds, its row duals ``y`` given: ``(solution, None)`` where it
+        is optimal; else ``(None, state)``, what :meth:`_pivots` starts from (the basic values by basis position,
+        their bounds and every variable's reduced cost, in HiGHS's variables), or ``(None, None)`` where anything
+        is in doubt. Its nonbasic columns are moved to the finite bounds their reduced costs point to, in
+        :attr:`_kept`."""
+        k = self._kept
+        lo, up, rlo, rup = self.col_lower, self.col_upper, self.row_lower, self.row_upper
         d = self.cost - self._matrix()[1] @ y
         nonbasic = np.ones(len(d), dtype=bool)
         nonbasic[k.basic[k.structural]] = False
@@ -494,19 +524,194 @@ class HighsSolver:
         to_lower, to_upper = nonbasic & (d > tol), nonbasic & (d < -tol)
         doubt = (nonbasic & (lo < up) & (np.abs(d) > fuzz) & ~to_lower & ~to_upper
                  & np.where(k.at_lower, d < 0, d > 0))
+        if np.any(doubt):
+            return None, None
         held = np.ones(len(y), dtype=bool)
         held[-k.basic[~k.structural] - 1] = False
-        if (np.any(doubt) or not np.all(np.isfinite(lo[to_lower])) or not np.all(np.isfinite(up[to_upper]))
-                or np.any(held & (self.row_lower < self.row_upper) & np.where(k.held_lower, y < -fuzz, y > fuzz))):
-            return None
-        kept = k
-        self._kept = dataclasses.replace(k, at_lower=np.where(to_lower, True, np.where(to_upper, False, k.at_lower)))
-        sol = self._kept_values(t0, 0, y)
-        if sol is None or (not np.all(np.isfinite(sol.x)) or np.any(sol.x < lo - fuzz) or np.any(sol.x > up + fuzz) or
-                           np.any(sol.row_value < self.row_lower - fuzz) or np.any(sol.row_value > self.row_upper + fuzz)):
-            self._kept = kept
-            return None
-        return sol
+        # Dual infeasible: a reduced cost pointing to an infinite bound, a held row's dual pointing away from it.
+        col_bad = (to_lower & ~np.isfinite(lo)) | (to_upper & ~np.isfinite(up))
+        row_bad = held & (rlo < rup) & np.where(k.held_lower, y < -fuzz, y > fuzz)
+        k = self._kept = dataclasses.replace(k, at_lower=np.where(to_lower & ~col_bad, True,
+                                                                  np.where(to_upper & ~col_bad, False, k.at_lower)))
+        sol = self._kept_values(t0, 0, y, d)
+        if sol is None or not np.all(np.isfinite(sol.x)):
+            return None, None
+        if not (np.any(col_bad) or np.any(row_bad) or np.any(sol.x < lo - fuzz) or np.any(sol.x > up + fuzz)
+                or np.any(sol.row_value < rlo - fuzz) or np.any(sol.row_value > rup + fuzz)):
+            return sol, None
+        # In HiGHS's variables (_pivots) a row's logical is minus its activity.
+        cols, rows = np.maximum(k.basic, 0), np.maximum(-k.basic - 1, 0)
+        return None, (np.where(k.structural, sol.x[cols], -sol.row_value[rows]),
+                      np.where(k.structural, lo[cols], -rup[rows]), np.where(k.structural, up[cols], -rlo[rows]),
+                      np.concatenate([d, -y]))
+
+    def _pivots(self, z: np.ndarray, zlo: np.ndarray, zup: np.ndarray, dual: np.ndarray,
+                budget: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """Simplex pivots from the kept basis (HiGHS holds it factorised) until the updated values say optimal: the
+        basic variables and which nonbasic ones sit at their lower bounds then, and how many pivots it took; None
+        where the basis is infeasible on both sides, no pivot is found or ``budget`` pivots do not reach it.
+
+        Variables are HiGHS's, of its basis matrix ``[A, I]``: column ``j``, then row ``i``'s logical as ``n + i``,
+        whose value is minus the row's activity (bounds ``[-row_upper, -row_lower]``, reduced cost minus the row's
+        dual). ``z``, ``zlo``, ``zup``: the basic values by basis position and their bounds; ``dual``: every
+        variable's reduced cost. Where only reduced costs are wrong (a binding limit whose dual turned, as the
+        ISO price rises) a primal pivot: the worst enters, moving the way it improves the objective, and the first
+        basic value to reach a bound leaves there (or it reaches its own other bound first: a flip); where only
+        basic values are (a limit the flipped bids break, as the price falls) a dual pivot: the value furthest
+        outside its bounds leaves to the bound it broke, and the nonbasic variable whose reduced cost reaches zero
+        first enters (ratio ``|d_j| / |alpha_j|`` of the pivot row). Ties in both ratio tests (Harris's two passes,
+        tolerance 1e-9) go to the largest pivot element. Each pivot solves for its pivot row and column (through
+        the kept factorisation and the pivots' eta columns) and updates the values and reduced costs; a boxed
+        column whose reduced cost turns flips to its other bound."""
+        k, (a, at) = self._kept, self._matrix()
+        n, m = len(self.cost), len(self.row_lower)
+        lo, up = self._variable_bounds()
+        at_lower = np.concatenate([k.at_lower, ~k.held_lower])
+        basic = np.where(k.structural, k.basic, n - 1 - k.basic)
+        boxed = np.isfinite(lo) & np.isfinite(up) & (np.arange(n + m) < n)
+        etas: list[tuple[int, np.ndarray]] = []
+        tol, dtol, piv = 1e-9, 1e-7, 1e-7
+
+        def column(q: int) -> np.ndarray | None:   # B^-1 of variable q's column
+            rhs = np.zeros(m)
+            if q < n:
+                rhs[a.indices[a.indptr[q]:a.indptr[q + 1]]] = a.data[a.indptr[q]:a.indptr[q + 1]]
+            else:
+                rhs[q - n] = 1.0
+            return ftran(rhs)
+
+        def ftran(rhs: np.ndarray) -> np.ndarray | None:
+            status, v = self.h.getBasisSolve(rhs)
+            if status == highspy.HighsStatus.kError:
+                return None
+            v = np.asarray(v)
+            for p, col in etas:
+                vp = v[p] / col[p]
+                v -= vp * col
+                v[p] = vp
+            return v
+
+        def row(p: int) -> np.ndarray | None:       # row p of B^-1 [A, I]
+            e = np.zeros(m)
+            e[p] = 1.0
+            for q, col in reversed(etas):
+                e[q] = (e[q] - (np.sum(col * e) - col[q] * e[q])) / col[q]
+            status, rho = self.h.getBasisTransposeSolve(e)
+            if status == highspy.HighsStatus.kError:
+                return None
+            rho = np.asarray(rho)
+            return np.concatenate([at @ rho, rho])
+
+        for pivots in range(budget + 1):
+            nonbasic = np.ones(n + m, dtype=bool)
+            nonbasic[basic] = False
+            wrong = nonbasic & (lo < up) & np.where(at_lower, dual < -dtol, dual > dtol)
+            flip = wrong & boxed
+            if np.any(flip):                        # boxed columns go to the bound their reduced costs point to
+                step = np.where(flip, np.where(at_lower, up - lo, lo - up), 0.0)
+                v = ftran(a @ step[:n])
+                if v is None:
+                    return None
+                z = z - v
+                at_lower = np.where(flip, ~at_lower, at_lower)
+                wrong &= ~flip
+            below, above = np.maximum(zlo - z, 0.0), np.maximum(z - zup, 0.0)
+            primal = np.maximum(below, above) > tol
+            if not np.any(wrong) and not np.any(primal):
+                return basic, at_lower, pivots
+            if (np.any(wrong) and np.any(primal)) or pivots == budget:
+                return None
+            if np.any(wrong):
+                q = int(np.argmax(np.where(wrong, np.abs(dual), -1.0)))
+                sigma = 1.0 if dual[q] < 0 else -1.0    # +1: q rises from its lower bound, -1: falls from its upper
+                alpha = column(q)
+                if alpha is None:
+                    return None
+                move = sigma * alpha                    # basic values fall by theta * move as q moves by theta
+                room = np.full(m, np.inf)
+                down, rise = move > piv, move < -piv
+                room[down] = np.maximum(z[down] - zlo[down], 0.0)
+                room[rise] = np.maximum(zup[rise] - z[rise], 0.0)
+                size = np.maximum(np.abs(move), piv)
+                bound = np.min((room + tol) / size)
+                if up[q] - lo[q] <= bound:              # q reaches its own other bound first: it flips
+                    z = z - (up[q] - lo[q]) * move
+                    at_lower[q] = sigma < 0
+                    continue
+                if not np.isfinite(bound):
+                    return None
+                p = int(np.argmax(np.where(room / size <= bound, np.abs(move), -1.0)))
+                theta = room[p] / size[p]
+                leaves_lower = bool(move[p] > 0)
+                r = row(p)
+                if r is None:
+                    return None
+                delta = sigma * theta
+            else:
+                p = int(np.argmax(np.maximum(below, above)))
+                leaves_lower = bool(below[p] > 0)           # the leaving value rises to its lower bound
+                r = row(p)
+                if r is None:
+                    return None
+                free = ~np.isfinite(lo) & ~np.isfinite(up)
+                eligible = (nonbasic & (lo < up) & (np.abs(r) > piv)
+                            & (free | np.where(at_lower == leaves_lower, r < 0, r > 0)))
+                if not np.any(eligible):
+                    return None
+                size = np.where(eligible, np.abs(r), 1.0)
+                bound = np.min(np.where(eligible, (np.abs(dual) + tol) / size, np.inf))
+                q = int(np.argmax(np.where(eligible & (np.abs(dual) / size <= bound), np.abs(r), -1.0)))
+                alpha = column(q)
+                if alpha is None:
+                    return None
+                delta = (z[p] - (zlo[p] if leaves_lower else zup[p])) / alpha[p]
+            if abs(alpha[p]) <= piv or abs(r[q]) <= piv:
+                return None
+            value = np.where(at_lower[q], lo[q], up[q]) if np.isfinite(lo[q]) or np.isfinite(up[q]) else 0.0
+            z = z - delta * alpha
+            z[p] = value + delta
+            dual = dual - dual[q] / r[q] * r
+            leaving = basic[p]
+            at_lower[leaving] = leaves_lower
+            basic[p] = q
+            dual[basic] = 0.0
+            zlo[p], zup[p] = lo[q], up[q]
+            etas.append((p, alpha))
+        return None
+
+    def _rebase(self, basic: np.ndarray, at_lower: np.ndarray) -> bool:
+        """Keep the basis of the variables ``basic`` (numbered as :meth:`_pivots` numbers them), the nonbasic ones at
+        their lower bounds where ``at_lower`` says so, else at their upper ones, factorised afresh by HiGHS; False
+        where one sits at an infinite bound or HiGHS cannot factorise it as given."""
+        n = len(self.cost)
+        lo, up = self._variable_bounds()
+        nonbasic = np.ones(len(lo), dtype=bool)
+        nonbasic[basic] = False
+        if not np.all(np.isfinite(np.where(at_lower, lo, up)[nonbasic])):
+            return False
+        status = np.where(at_lower, 0, 2)
+        status[n:] = 2 - status[n:]               # HiGHS's row statuses name the row's bound, not its logical's
+        status[basic] = 1
+        expected = np.where(basic < n, basic, n - 1 - basic)      # as getBasicVariables: row i's logical is -1 - i
+        return self._factorise(_highs_basis(status[:n], status[n:], square=True), expected, at_lower[:n],
+                               ~at_lower[n:])
+
+    def _variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of HiGHS's variables (:meth:`_pivots`): the columns', then the rows' logicals'."""
+        return (np.concatenate([self.col_lower, -self.row_upper]), np.concatenate([self.col_upper, -self.row_lower]))
+
+    def _factorise(self, basis: highspy.HighsBasis, basic: np.ndarray, at_lower: np.ndarray,
+                   held_lower: np.ndarray) -> bool:
+        """Give HiGHS ``basis`` and keep it factorised afresh (its basic variables ``basic``, in any order), with
+        the nonbasic columns at lower bounds where ``at_lower`` says so and the held rows where ``held_lower``
+        does; False where HiGHS cannot factorise it as given (it would swap in logicals for a singular one)."""
+        self.h.setBasis(basis)
+        status, order = self.h.getBasicVariables()
+        order = np.asarray(order)
+        if status == highspy.HighsStatus.kError or not np.array_equal(np.sort(order), np.sort(basic)):
+            return False
+        self._kept = _KeptBasis(basis, order, order >= 0, at_lower, held_lower, self.h.getRunTime())
+        return True
 
     def _matrix(self) -> tuple[sp.csc_matrix, sp.csr_matrix]:
         """``A`` (column-wise) and ``A^T`` (row-wise: the same arrays) for matrix-vector products, without a

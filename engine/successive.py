@@ -232,7 +232,11 @@ def _exact_state(solver: HighsSolver, x: np.ndarray, hard: np.ndarray) -> tuple[
     rating is two thousand times smaller (7e-7 MW below zero): "infeasible", with no limit to widen
     (tests/test_settlement.py, seed 3628). Solving the equations for the state (one sparse LU, the size
     of the network) puts the excess back on the limit it breaks, where :func:`_widen_by_noise` reads it.
-    Where the state's equations are not square, or singular, HiGHS's values are returned as they are.
+    An awarded import (fixed, in disaggregation) is solved for as a state too: the dispatch then imports the
+    award only to within that excess, which shows on the import's own bounds, and the limit that has the rest
+    is widened as in a clearing (seed 3628's real-time market with line 3 rated 0.1 VA less, awarded the import
+    it clears: reported infeasible before; tests/test_successive.py). Where the state's equations are not square, or singular, HiGHS's
+    values are returned as they are.
     """
     model = solver.model
     a = model.assemble()[3]
@@ -240,7 +244,11 @@ def _exact_state(solver: HighsSolver, x: np.ndarray, hard: np.ndarray) -> tuple[
     state = np.zeros(model.n_col, dtype=bool)
     for name in STATE_COLUMNS:
         state[model.var(name).slice] = True
-    state &= solver.col_lower < solver.col_upper   # the root voltage is set, not solved for
+    # The root voltage is set, not solved for; an awarded import (fixed: disaggregation) is solved for all the
+    # same, so that the equations stay square and the award's share of the excess shows on its own bounds.
+    free = solver.col_lower < solver.col_upper
+    free[model.var("import_p").slice] = True
+    state &= free
     eq = np.concatenate([np.arange(model.n_row)[model.con(name).slice] for name in losses.NETWORK_ROWS])
     cols = np.nonzero(state)[0]
     if len(cols) != len(eq):

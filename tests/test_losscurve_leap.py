@@ -23,15 +23,17 @@ def _small_bids(feeder, n: int, seed: int) -> pl.DataFrame:
                          "price": rng.uniform(10.0, 90.0, n).round(2)})
 
 
-def _drawn(monkeypatch, pivots: bool = False) -> list:
-    """The fixed points drawn by leaps (the anchored ends left out); with ``pivots``, by those a pivot leads."""
+def _drawn(monkeypatch) -> list:
+    """The fixed points drawn by leaps (the anchored ends left out), each with whether a pivot led its leap and
+    whether it went up the price."""
     drawn: list = []
     windows = losscurve._FixedPoints._windows
 
-    def record(self, *args):
-        out = windows(self, *args)
-        if not isinstance(out, int) and (not pivots or args[-1] is not None):
-            drawn.extend(out[:-1])       # the last is the anchored end
+    def record(self, a, v, samples, cols, q_lp, tol, lead=None, rising=True):
+        out = windows(self, a, v, samples, cols, q_lp, tol, lead, rising)
+        if not isinstance(out, int):
+            # The anchored end is last going up, first going down.
+            drawn.extend((s, lead is not None, rising) for s in (out[:-1] if rising else out[1:]))
         return out
 
     monkeypatch.setattr(losscurve._FixedPoints, "_windows", record)
@@ -59,21 +61,24 @@ def test_fixed_points_drawn_between_a_leaps_anchors_are_what_clear_imports(monke
     curve = trace_curve(f, book, rules)
     assert len(drawn) >= 10, len(drawn)
     picks = np.random.default_rng(0).choice(len(drawn), 6, replace=False)
-    _check_drawn(f, book, rules, curve, [drawn[k] for k in picks])
+    _check_drawn(f, book, rules, curve, [drawn[k][0] for k in picks])
 
 
-def test_a_leap_led_by_a_thermal_facets_pivot_draws_what_clear_imports(monkeypatch):
+def test_leaps_led_by_a_thermal_facets_pivot_or_down_the_price_draw_what_clear_imports(monkeypatch):
     # Rated lines of the synthetic feeder: their polygons' facets leave the active set as the price rises,
-    # pivots that lead the leaps over the flips after them (one anchor at the run's end for both).
+    # pivots that lead the leaps over the flips after them (one anchor at the run's end for both); where a
+    # walk up stops (a bid entering part-way against a limit), walks down from the pair's right end leap.
     f = synthetic(200, 5)
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(6)
     n = 100
     bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
                          "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
                          "price": np.round(rng.uniform(0, 150, n), 2)})
     rules = MarketRules()
     book = validate_bids(bids, f, rules)
-    drawn = _drawn(monkeypatch, pivots=True)
+    drawn = _drawn(monkeypatch)
     curve = trace_curve(f, book, rules)
-    assert len(drawn) >= 3, len(drawn)
-    _check_drawn(f, book, rules, curve, drawn[:3])
+    led = [s for s, lead, _ in drawn if lead]
+    down = [s for s, _, rising in drawn if not rising]
+    assert len(led) >= 1 and len(down) >= 10, (len(led), len(down))
+    _check_drawn(f, book, rules, curve, led[:2] + down[::len(down) // 3][:3])

@@ -53,14 +53,10 @@ def test_a_market_over_a_rating_on_the_feeder_is_diagnosed_without_solving_a_lin
     assert calls == {"solve": 1, "relax": 3}
 
 
-def test_a_real_time_re_clear_holding_a_day_ahead_schedule_on_a_rating_clears_the_feasible_dispatch():
-    # tests/test_settlement.py's draw seed 3628: the day-ahead clearing (at 181) holds a buy part-way on a
-    # rating that binds again in real time with the re-bid sell full, so the day-ahead dispatch is the only
-    # feasible one. Read back to the micro-kW the held positions break the rating by 0.3 mVA; the re-clear at 0
-    # was reported infeasible ("no single limit explains it"). It must converge on that dispatch, hold on the
-    # AC power flow, and price every bid consistently with its bus DLMPs.
+def _held_on_a_rating():
+    """tests/test_settlement.py's draw seed 3628: the real-time market (resource r1's re-bids, at 5 minutes) holding
+    the day-ahead schedule (cleared at 181), which holds a buy part-way on line 3's rating; and its book."""
     from dsomarket.engine.disaggregation import disaggregate, holding_day_ahead
-    from tests.test_clearing import assert_prices_consistent
     from tests.test_settlement import DA_RULES, LOSSAWARE, RT_RULES, T0, award
     f = synthetic(6, 3628)
     b = random_bids(f, 6, 3631, tan_phi=True).with_columns(
@@ -69,7 +65,17 @@ def test_a_real_time_re_clear_holding_a_day_ahead_schedule_on_a_rating_clears_th
     again = b.filter(pl.col("resource_id") == "r1").with_columns(price=(pl.col("price") * 0.7 + 15).round(2),
                                                                  bid_id=pl.col("bid_id") + "-rt")
     rt_book = validate_bids(again, f, RT_RULES)
-    held = holding_day_ahead(f, rt_book, da.clearing.dispatch, 60)
+    return holding_day_ahead(f, rt_book, da.clearing.dispatch, 60), rt_book
+
+
+def test_a_real_time_re_clear_holding_a_day_ahead_schedule_on_a_rating_clears_the_feasible_dispatch():
+    # The day-ahead clearing holds a buy part-way on a rating that binds again in real time with the re-bid sell
+    # full, so the day-ahead dispatch is the only feasible one. Read back to the micro-kW the held positions break
+    # the rating by 0.3 mVA; the re-clear at 0 was reported infeasible ("no single limit explains it"). It must
+    # converge on that dispatch, hold on the AC power flow, and price every bid consistently with its bus DLMPs.
+    from tests.test_clearing import assert_prices_consistent
+    from tests.test_settlement import RT_RULES
+    held, rt_book = _held_on_a_rating()
     res = clear(held, rt_book, 0.0, rules=RT_RULES)
     assert res.ok, res.diagnosis
     assert res.convergence["converged"]
@@ -81,6 +87,31 @@ def test_a_real_time_re_clear_holding_a_day_ahead_schedule_on_a_rating_clears_th
     # The day-ahead dispatch: the sell full, the buy within a few watts of nothing.
     cleared = dict(zip(res.dispatch["side"], res.dispatch["cleared_kw"]))
     assert cleared["sell"] == pytest.approx(324.7) and 0.0 <= cleared["buy"] < 0.05
+
+
+def test_an_award_disaggregated_on_a_rating_that_held_positions_break_by_noise_is_delivered():
+    # The same real-time market, line 3 rated 0.1 VA less, so that the held positions break it by 0.1 VA (noise:
+    # NOISE_SLACK is 1 VA), and r1's re-bids awarded the import the market cleared before (a quantity, with the
+    # price or alone). The import fixed, the feasibility relaxation's network state was not recomputed (its
+    # equations were not square), its excess stayed hidden in a bid's bound and the award was reported
+    # undeliverable. It must be delivered: the AC power flow of the dispatch imports the award and breaks no limit
+    # beyond the AC check's tolerance, and every bid is priced consistently with its bus DLMPs.
+    from dsomarket.engine.disaggregation import disaggregate
+    from tests.test_clearing import assert_prices_consistent
+    from tests.test_settlement import RT_RULES, T0, award
+    held, rt_book = _held_on_a_rating()
+    q = clear(held, rt_book, 0.0, rules=RT_RULES).interface["import_kw"][0]
+    tighter = held.with_changes(lines=held.lines.with_columns(
+        pl.when(pl.col("line") == "3").then(pl.col("s_max_kva") - 1e-4).otherwise(pl.col("s_max_kva"))
+        .alias("s_max_kva")))
+    for price in (None, 0.0):
+        res = disaggregate(tighter, rt_book, award(q, price, T0), RT_RULES).clearing
+        assert res.ok, (price, res.diagnosis)
+        assert res.convergence["converged"]
+        assert res.interface["import_kw"][0] == pytest.approx(q, abs=1e-6)
+        assert abs(res.ac_check["import_kw"][0] - q) < 0.01
+        assert res.ac_check["ok"] and not res.ac_check["violations"]
+        assert_prices_consistent(res)
 
 
 def test_a_flow_moved_along_its_rating_converges_on_the_rating_instead_of_flipping_between_polygon_vertices():
