@@ -375,6 +375,38 @@ def first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, 
     return best
 
 
+@numba.njit(numba.types.Tuple((numba.int64, numba.float64, numba.float64))(_F, _F, _I, _I, _F, _F, _F, _F, _F, _F,
+                                                                         numba.float64), **_JIT)
+def ratio_test(d_s, d_r, structural, inactive, x, r_inactive, col_lower, col_upper, row_lower, row_upper,
+               eps):                                                                      # pragma: no cover
+    """The primal ratio test of a pivot (:meth:`engine.tracer._Probe._pivot`): ``(leave, step, bound)``.
+
+    The basic columns ``structural`` (values ``x[structural]``) move by ``step d_s`` and the basic rows
+    ``inactive`` (activities ``r_inactive``) by ``step d_r``; rates within ``eps`` of zero do not move. ``step``
+    is the smallest move (at least 0) at which one reaches the bound it moves towards, the first such in
+    order (columns by position, then rows); ``leave`` its position (a row's after the ``len(d_s)`` columns') and
+    ``bound`` the bound reached. ``leave`` is -1 when no moving value meets a finite bound."""
+    leave, step, bound = -1, np.inf, np.nan
+    for p in range(len(d_s)):
+        a = d_s[p]
+        if abs(a) > eps:
+            c = structural[p]
+            b = col_upper[c] if a > 0.0 else col_lower[c]
+            t = max((b - x[c]) / a, 0.0)
+            if t < step:
+                leave, step, bound = p, t, b
+    n_s = len(d_s)
+    for p in range(len(d_r)):
+        a = d_r[p]
+        if abs(a) > eps:
+            i = inactive[p]
+            b = row_upper[i] if a > 0.0 else row_lower[i]
+            t = max((b - r_inactive[p]) / a, 0.0)
+            if t < step:
+                leave, step, bound = n_s + p, t, b
+    return leave, step, bound
+
+
 @numba.njit(numba.types.Tuple((_I, _I, _F))(_I, _I, _F, numba.int64, numba.int64, numba.int64, numba.int64), **_JIT)
 def reindex(row, col, val, drop_row, add_row, drop_col, add_col):                          # pragma: no cover
     """The entries ``(row, col, val)`` of ``A[inactive, structural]`` after one pivot, in their order: those of
