@@ -387,23 +387,19 @@ def ratio_test(d_s, d_r, structural, inactive, x, r_inactive, col_lower, col_upp
     order (columns by position, then rows); ``leave`` its position (a row's after the ``len(d_s)`` columns') and
     ``bound`` the bound reached. ``leave`` is -1 when no moving value meets a finite bound."""
     leave, step, bound = -1, np.inf, np.nan
-    for p in range(len(d_s)):
-        a = d_s[p]
+    n_s = len(d_s)
+    for p in range(n_s + len(d_r)):
+        if p < n_s:
+            a, c = d_s[p], structural[p]
+            v, lo, hi = x[c], col_lower[c], col_upper[c]
+        else:
+            a, i = d_r[p - n_s], inactive[p - n_s]
+            v, lo, hi = r_inactive[p - n_s], row_lower[i], row_upper[i]
         if abs(a) > eps:
-            c = structural[p]
-            b = col_upper[c] if a > 0.0 else col_lower[c]
-            t = max((b - x[c]) / a, 0.0)
+            b = hi if a > 0.0 else lo
+            t = max((b - v) / a, 0.0)
             if t < step:
                 leave, step, bound = p, t, b
-    n_s = len(d_s)
-    for p in range(len(d_r)):
-        a = d_r[p]
-        if abs(a) > eps:
-            i = inactive[p]
-            b = row_upper[i] if a > 0.0 else row_lower[i]
-            t = max((b - r_inactive[p]) / a, 0.0)
-            if t < step:
-                leave, step, bound = n_s + p, t, b
     return leave, step, bound
 
 
