@@ -43,7 +43,7 @@ from dsomarket.engine.losses import (CURVE_ABS_KW, CURVE_MAX_DEPTH, CURVE_PRICE_
                                       STEP_TOL_KW, CurveCheck)
 from dsomarket.engine.network import S_BASE_KVA
 
-from dsomarket.engine.tracer import (CERT_REL_TOL, P_REL_TOL, Q_TOL_MW, _Basis, _Probe, _Sample, _first_events,
+from dsomarket.engine.tracer import (CERT_REL_TOL, P_REL_TOL, Q_TOL_MW, _Basis, _Cores, _Probe, _Sample, _first_events,
                                       _merge_equal)
 
 _ANCHOR_ITERATIONS = 8
@@ -101,6 +101,7 @@ class _FixedPoints:
         self.residual_kw = 0.0
         # Vertex samples not yet walked from: id -> (sample, probe on its linearisation, its basis there).
         self._anchors: dict[int, tuple[_Sample, _Probe, _Basis]] = {}
+        self._cores = _Cores()    # bases factorised on the linearisations, refactorised when met again
         self._near: losses.OperatingPoint | None = None   # the last anchor's point, where the next one's sweep starts
         # Fixed points found (price, AC point, bid columns MW): a clearing starts from the nearest one's linearisation.
         self._starts: list[tuple[float, losses.OperatingPoint, np.ndarray]] = []
@@ -130,7 +131,7 @@ class _FixedPoints:
             self.anchored += 1
             if not point.converged:
                 return None
-            probe = _Probe(m, t, m._relinearise.at(point))
+            probe = _Probe(m, t, m._relinearise.at(point), self._cores)
             settled = probe.settle(x, structural, inactive)
             if settled is None:
                 return None
@@ -609,7 +610,7 @@ class _FixedPoints:
         self.residual_kw = max(self.residual_kw, m.convergence["residual_import_kw"])
         if m.convergence["converged"] and isinstance(m, NodalMarket):
             self._starts.append((price, m.point, m._point_bids.copy()))
-        probe = _Probe(m, t)
+        probe = _Probe(m, t, cores=self._cores)
         ranged, basis = probe.solve(price)
         self.solves += 1
         bids = m.model.var("bid").slice

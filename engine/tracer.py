@@ -318,6 +318,62 @@ class _Lu:
         return yt.T if b.ndim == 2 else yt[0]
 
 
+class _Pattern:
+    """The sparsity pattern of a constraint matrix as the probe reads it: CSC (``A^T``'s CSR) and CSR arrays,
+    and where each CSR entry sits in the CSC data, so that a matrix of the same pattern (another linearisation
+    of the loss-aware model, :class:`engine.losses.Relinearisation`) is read by one gather."""
+
+    def __init__(self, a_csc: sp.csc_matrix):
+        self.shape = a_csc.shape
+        self.indptr, self.indices = a_csc.indptr, a_csc.indices
+        # The CSR form of the entries' positions: the permutation from CSC to CSR order (exact in floats).
+        csr = sp.csc_matrix((np.arange(a_csc.nnz, dtype=float), a_csc.indices, a_csc.indptr),
+                            shape=a_csc.shape).tocsr()
+        self.csr_indptr, self.csr_indices = csr.indptr, csr.indices
+        self.to_csr = csr.data.astype(np.int64)
+        self.indptr64 = self.indptr.astype(np.int64)
+
+    def holds(self, a_csc: sp.csc_matrix) -> bool:
+        """Whether ``a_csc`` (canonical) has this pattern."""
+        return a_csc.shape == self.shape and np.array_equal(a_csc.indptr, self.indptr) and \
+            np.array_equal(a_csc.indices, self.indices)
+
+
+class _Cores:
+    """Bases factorised on the linearisations of one loss-aware market (:mod:`engine.losscurve`), shared by
+    the probes made on them, so that a basis met again on another linearisation is refactorised, not factorised.
+
+    Neighbouring fixed points of the loss-aware curve are linearised at nearby AC points and mostly solved on
+    the same basis (a walk's bound flips keep it): the core's pattern and its SuperLU pivot order are the same,
+    and only the loss terms' values move. For each basis met (by its basic columns and rows) this keeps where
+    its core's entries sit in the matrix (:meth:`_Probe._layout`, valid while the matrix's pattern is the same
+    :class:`_Pattern`) and its last factorisation, whose pivot order :meth:`engine.tracerjit.SparseLu.refactor`
+    reuses for the new values (a fresh factorisation where that order is no longer stable). The factors are a
+    function of the walk's history, which the same inputs repeat: the curve stays bit-identical run to run.
+    """
+
+    SIZE = 32
+    """Bases kept (the least recently used is dropped): a walk returns to a handful at a time."""
+
+    def __init__(self):
+        self.pattern: _Pattern | None = None
+        self._entries: dict[bytes, list] = {}
+
+    def find(self, structural: np.ndarray, inactive: np.ndarray) -> tuple[bytes, list | None]:
+        """The key of a basis and its entry ``[pattern, layout, lu]`` (None: not met yet)."""
+        key = np.asarray(structural, dtype=np.int64).tobytes() + b"|" + \
+            np.asarray(inactive, dtype=np.int64).tobytes()
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._entries[key] = entry          # the most recently used last
+        return key, entry
+
+    def keep(self, key: bytes, entry: list) -> None:
+        self._entries[key] = entry
+        if len(self._entries) > self.SIZE:
+            del self._entries[next(iter(self._entries))]
+
+
 class _Probe:
     """The optimal import of one interval as a function of its ISO price, on a persistent HiGHS model.
 
@@ -335,8 +391,9 @@ class _Probe:
     it is left to a warm HiGHS solve.
     """
 
-    def __init__(self, market: NodalMarket, t: int, model=None):
+    def __init__(self, market: NodalMarket, t: int, model=None, cores: _Cores | None = None):
         self.market = market
+        self.cores = cores
         self.solver = market.solver
         self.h = market.solver.h
         self.t = t
@@ -357,13 +414,21 @@ class _Probe:
         a_csc = a.tocsc(copy=True)
         a_csc.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
         a_csc.sort_indices()
-        # A's CSC arrays are A^T's CSR ones: one conversion (to CSR) instead of three (on a probe made per
-        # re-linearisation of the loss-aware curve, :mod:`engine.losscurve`, they were a tenth of its time).
-        self.a = a_csc.tocsr()
-        self.at = sp.csr_matrix((a_csc.data, a_csc.indices, a_csc.indptr), shape=a_csc.shape[::-1])
+        # A's CSC arrays are A^T's CSR ones, and its CSR arrays a gather of them by the pattern's permutation
+        # (a probe is made per re-linearisation of the loss-aware curve, :mod:`engine.losscurve`, all of one
+        # pattern: the conversions were a tenth of its time, then the pattern's analysis was).
+        known = self.cores.pattern if self.cores is not None else None
+        pattern = known if known is not None and known.holds(a_csc) else _Pattern(a_csc)
+        if self.cores is not None:
+            self.cores.pattern = pattern
+        self.pattern = pattern
+        data = a_csc.data
+        csr_data = data[pattern.to_csr]
+        self.a = sp.csr_matrix((csr_data, pattern.csr_indices, pattern.csr_indptr), shape=a_csc.shape)
+        self.at = sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=a_csc.shape[::-1])
         # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
-        self.indptr, self.indices, self.data = a_csc.indptr.astype(np.int64), a_csc.indices, a_csc.data
+        self.indptr, self.indices, self.data = pattern.indptr64, pattern.indices, data
         s = self.solver
         self.col_range = s.col_lower < s.col_upper
         self.row_range = s.row_lower < s.row_upper
@@ -387,11 +452,15 @@ class _Probe:
     def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nonzeros of the columns ``cols`` of A: ``(k, row, value)``, ``k`` the position in ``cols``,
         grouped by ``k`` and sorted by row within each column."""
+        k, offset = self._offsets(cols)
+        return k, self.indices[offset], self.data[offset]
+
+    def _offsets(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_columns`' ``k`` and each nonzero's index into the CSC arrays."""
         start = self.indptr[cols]
         count = self.indptr[cols + 1] - start
         k = np.repeat(np.arange(len(cols)), count)
-        offset = np.arange(int(count.sum())) + np.repeat(start - (np.cumsum(count) - count), count)
-        return k, self.indices[offset], self.data[offset]
+        return k, np.arange(int(count.sum())) + np.repeat(start - (np.cumsum(count) - count), count)
 
     def solve(self, price: float) -> tuple[_Sample, _Basis]:
         if self.market.model is not self.model:
@@ -483,19 +552,20 @@ class _Probe:
         return basis
 
     def _layout(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
-        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (k, row,
-        value))`` with the last the core's nonzeros (``A[active, structural]``, position ``k`` among the
-        basic columns, ``row`` among the active rows); None when the core is not square."""
+        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (k, row, at))``
+        with the last the core's nonzeros (``A[active, structural]``, position ``k`` among the basic columns,
+        ``row`` among the active rows), each value given by ``at``, its index into the CSC data (so the layout
+        is a function of the pattern, :class:`_Cores`), as is the third's; None when the core is not square."""
         n_row = self.a.shape[0]
         if n_row - len(inactive) != len(structural):
             return None
         row_pos = tracerjit.row_positions(np.asarray(inactive, dtype=np.int64), n_row)
         active_mask = row_pos >= 0
-        k, row, val = self._columns(structural)
-        pos_all = row_pos[row]
+        k, at = self._offsets(structural)
+        pos_all = row_pos[self.indices[at]]
         on = pos_all >= 0
         off = ~on
-        return active_mask, row_pos, (-1 - pos_all[off], k[off], val[off]), (k[on], pos_all[on], val[on])
+        return active_mask, row_pos, (-1 - pos_all[off], k[off], at[off]), (k[on], pos_all[on], at[on])
 
     def _relayout(self, basis: _Basis, structural: np.ndarray, inactive: np.ndarray, entering: int,
                   leaving: int) -> tuple | None:
@@ -535,18 +605,32 @@ class _Probe:
     def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
         """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``
         with ``lu`` an :class:`_Lu` without updates; None when it is not square or singular."""
-        layout = self._layout(structural, inactive)
-        if layout is None:
-            return None
-        active_mask, row_pos, a_inactive_structural, (k, pos, val) = layout
+        if self.cores is None:
+            key, entry = None, None
+        else:
+            key, entry = self.cores.find(structural, inactive)
+        if entry is not None and entry[0] is self.pattern:
+            places = entry[1]
+        else:
+            places = self._layout(structural, inactive)
+            if places is None:
+                return None
+        active_mask, row_pos, (is_row, is_k, is_at), (k, pos, at) = places
+        a_inactive_structural = (is_row, is_k, self.data[is_at])
         n = len(structural)
         # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
-        core = sp.csc_matrix((val, pos, np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n))])),
-                             shape=(n, n))
-        try:
-            lu = tracerjit.SparseLu(core, permc_spec="COLAMD", options={"SymmetricMode": True})
-        except RuntimeError:            # singular: a pivot the tracer should not have taken
-            return None
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n))])
+        val = self.data[at]
+        # A basis met on another linearisation: its pivot order serves these values, unless no longer stable.
+        lu = entry[2].refactor(indptr, pos, val) if entry is not None else None
+        if lu is None:
+            try:
+                lu = tracerjit.SparseLu(sp.csc_matrix((val, pos, indptr), shape=(n, n)), permc_spec="COLAMD",
+                                        options={"SymmetricMode": True})
+            except RuntimeError:            # singular: a pivot the tracer should not have taken
+                return None
+        if key is not None:
+            self.cores.keep(key, [self.pattern, places, lu])
         ref = _Reference(lu, structural, inactive, row_pos, a_inactive_structural)
         heads = np.concatenate([structural, self.a.shape[1] + inactive])
         return active_mask, row_pos, a_inactive_structural, _Lu(ref, heads, np.zeros(0, dtype=np.int64),

@@ -462,6 +462,104 @@ def row_positions(inactive, n_row):                                             
             c += 1
     return pos
 
+_ROOM, _UNSTABLE = 1, 2
+""":func:`refactor`'s failures: the factors need more room than given; the pivot order is not stable."""
+
+
+@numba.njit(numba.types.Tuple((numba.int64, _I, _I, _F, _I, _I, _F, _F))(_I, _I, _F, _I, _I, numba.float64,
+                                                                       numba.int64, numba.int64), **_JIT)
+def refactor(m_ptr, m_idx, m_val, perm_r, col_of, growth, l_room, u_room):                # pragma: no cover
+    """The LU factors of a matrix ``A`` (CSC arrays ``m_*``) on a given pivot order: ``(status, l_ptr, l_idx,
+    l_val, u_ptr, u_idx, u_val, u_diag)`` as :class:`SparseLu` holds them, for ``Pr A Pc = L U`` with row ``r`` of
+    ``A`` at ``perm_r[r]`` and column ``j`` of ``A Pc`` being ``A``'s ``col_of[j]``.
+
+    Left-looking with the pattern found per column (Gilbert and Peierls; Davis, *Direct Methods for Sparse
+    Linear Systems*, ``cs_lu`` without its pivot search): the rows that column ``j`` of ``Pr A Pc`` reaches
+    through the columns of L before it, found by a depth-first search in topological order, are its U (above
+    ``j``) and L (below) patterns; each earlier column of L on the way is subtracted from a dense work column.
+    ``status`` 0, or (the factors then unusable) ``_ROOM`` where L or U needs more than ``l_room`` or ``u_room``
+    entries (arrays of a fixed size: a loop that may swap them for larger ones pays reference counting on
+    every access, 7x slower), ``_UNSTABLE`` where a pivot is zero or not finite, or an entry of L exceeds
+    ``growth`` (the pivot order is not stable for ``A``)."""
+    n = len(perm_r)
+    x = np.zeros(n)
+    mark = np.full(n, -1, dtype=np.int64)
+    xi = np.empty(n, dtype=np.int64)            # the search's stack (from 0) and its output (down from n)
+    pstack = np.empty(n, dtype=np.int64)
+    l_ptr, u_ptr = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
+    l_idx, u_idx = np.empty(l_room, dtype=np.int64), np.empty(u_room, dtype=np.int64)
+    l_val, u_val = np.empty(l_room), np.empty(u_room)
+    diag = np.empty(n)
+    nl = nu = 0
+    for j in range(n):
+        c = col_of[j]
+        top = n
+        for p in range(m_ptr[c], m_ptr[c + 1]):
+            start = perm_r[m_idx[p]]
+            if mark[start] == j:
+                continue
+            head = 0
+            xi[0] = start
+            while head >= 0:                    # depth-first from start through the columns of L before j
+                k = xi[head]
+                if mark[k] != j:
+                    mark[k] = j
+                    pstack[head] = l_ptr[k] if k < j else 0
+                end = l_ptr[k + 1] if k < j else 0
+                done = True
+                for q in range(pstack[head], end):
+                    i = l_idx[q]
+                    if mark[i] != j:
+                        pstack[head] = q + 1
+                        head += 1
+                        xi[head] = i
+                        done = False
+                        break
+                if done:
+                    head -= 1
+                    top -= 1
+                    xi[top] = k
+        for p in range(m_ptr[c], m_ptr[c + 1]):
+            x[perm_r[m_idx[p]]] += m_val[p]
+        if nl + n - top > l_room or nu + n - top > u_room:
+            return _ROOM, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, diag
+        for t in range(top, n):                 # in topological order: U's column, each L column subtracted
+            k = xi[t]
+            if k >= j:
+                continue
+            ukj = x[k]
+            x[k] = 0.0
+            u_idx[nu] = k
+            u_val[nu] = ukj
+            nu += 1
+            if ukj != 0.0:
+                for q in range(l_ptr[k], l_ptr[k + 1]):
+                    x[l_idx[q]] -= l_val[q] * ukj
+        d = x[j]
+        x[j] = 0.0
+        if mark[j] != j or d == 0.0 or not np.isfinite(d):
+            return _UNSTABLE, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, diag
+        diag[j] = d
+        for t in range(top, n):
+            k = xi[t]
+            if k <= j:
+                continue
+            v = x[k] / d
+            x[k] = 0.0
+            if not abs(v) <= growth:
+                return _UNSTABLE, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, diag
+            l_idx[nl] = k
+            l_val[nl] = v
+            nl += 1
+        l_ptr[j + 1], u_ptr[j + 1] = nl, nu
+    return 0, l_ptr, l_idx[:nl].copy(), l_val[:nl].copy(), u_ptr, u_idx[:nu].copy(), u_val[:nu].copy(), diag
+
+
+REFACTOR_GROWTH = 10.0
+"""Largest entry of L that :meth:`SparseLu.refactor` accepts on an old pivot order: SuperLU's partial pivoting
+keeps them at most 1; at most 10 is threshold pivoting's usual 0.1 (a stable factorisation). Beyond it the matrix
+has moved too far from the one the pivots were chosen for, and it is factorised afresh."""
+
 
 class SparseLu:
     """``splu(a)``'s factors, solved by :func:`_sweep`: a drop-in for the SuperLU object's ``solve``.
@@ -480,6 +578,31 @@ class SparseLu:
         up_ptr, up_idx, up_val, up_diag = _off_diagonal(*_csc_arrays(up))
         self.factors = (low_ptr, low_idx, low_val, up_ptr, up_idx, up_val, up_diag,
                          lu.perm_r.astype(np.int64), lu.perm_c.astype(np.int64))
+        self._col_of = None     # the inverse of perm_c, made by the first :meth:`refactor`
+
+    def refactor(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> "SparseLu | None":
+        """The factorisation of another matrix of this one's shape (CSC arrays, int64 indices) on this one's
+        pivot order (:func:`refactor`): ``splu`` without its ordering and pivot search, for a matrix near
+        this one (the same pattern, other values). None where that order does not hold for it (a zero pivot,
+        or an entry of L above ``REFACTOR_GROWTH``): factorise it afresh."""
+        perm_r, perm_c = self.factors[7:]
+        if self._col_of is None:
+            self._col_of = np.empty_like(perm_c)
+            self._col_of[perm_c] = np.arange(len(perm_c))
+        # SuperLU's factors as scipy hands them over lack the entries that cancelled to zero (the network's
+        # +-1 coefficients cancel exactly): room for some more, and twice as much where that is short.
+        room = len(self.factors[1]) + len(self.factors[4]) + len(perm_r)
+        while True:
+            status, *factors = refactor(indptr, indices, data, perm_r, self._col_of, REFACTOR_GROWTH, room, room)
+            if status != _ROOM:
+                break
+            room *= 2
+        if status:
+            return None
+        out = object.__new__(SparseLu)
+        out.shape, out._col_of = self.shape, self._col_of
+        out.factors = (*factors, perm_r, perm_c)
+        return out
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
         """``a^-1 b`` (``trans="T"``: ``a^-T b``) for a vector or an ``n x k`` matrix (answer in Fortran order,
