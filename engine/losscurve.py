@@ -168,8 +168,8 @@ class _FixedPoints:
         at least one), or the pivot that ends ``a``'s range (:meth:`_Probe._pivot`), and the result is
         anchored (:meth:`anchor`): the next fixed point, ``v`` (rising, first a longer run whose fixed points
         in between are drawn without anchors, :meth:`_leap`; a row's pivot, a thermal limit's facet leaving
-        the active set, leads the run of flips that follows it on ``a``'s linearisation). Between ``a`` and ``v`` the import lies
-        between theirs (monotone), so a pair within ``2 tol`` is one band. Where one bid clears
+        the active set, leads the run of flips that follows it on ``a``'s linearisation). Between ``a`` and
+        ``v`` the import lies between theirs (monotone), so a pair within ``2 tol`` is one band. Where one bid clears
         part-way between them (``v``'s range starts after ``a``'s ends: a stretch), the stretch is
         drawn by anchoring that bid at evenly spaced quantities, each fixing its own price, with
         imports no more than ``2 tol`` apart. None when ``a`` has no basis to walk on or no fixed point
@@ -263,8 +263,8 @@ class _FixedPoints:
         or the bid part-way): off by at most half its step, under ``tol``. The dispatches' imports are
         ``a``'s linearisation's, corrected by the share of ``v``'s residual (its AC import against that
         prediction) their flips carry, the residual counted in ``deviations``. On the 1,000-bus feeder of
-        ``benchmarks/bench_physics.py`` the walk anchors 220 fixed points instead of 337, 186 with the pivots
-        leading runs; ``clear`` just inside drawn bands' ends imports what they say
+        ``benchmarks/bench_physics.py`` the walk anchors 220 fixed points instead of 337, 170 with pivots
+        leading runs and leaps down; ``clear`` just inside drawn bands' ends imports what they say
         (``tests/test_losscurve_leap.py``).
 
         ``lead``: the run's first event is a pivot of ``a``'s basis (a row leaving the active set) to ``basis``,

@@ -263,6 +263,8 @@ def test_a_curve_steps_where_fresh_clearings_switch_or_counts_the_step_in_its_bo
     # (-64.260), so the two only met and nobody asked where `clear` switches (between -64.21 and -64.20).
     # Near -74.71 a 63 kW jump was put between two clearings started from their neighbours' fixed points,
     # 9 thousandths of a price before the point where fresh clearings jump: 1.12 % off `clear`, bound 0.03 %.
+    # Converged there (SPREAD_MIN 1e-5), the two fixed points both hold on [-74.7150, -74.7125] and every fresh
+    # clearing in that overlap takes the upper import, which `clear` keeps to -74.705: the switch lies outside it.
     from dsomarket.engine.bids import MarketRules
     from dsomarket.engine.interface import trace_curve
 
