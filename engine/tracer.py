@@ -357,8 +357,6 @@ class _Cores:
 
     SIZE = 32
     """Bases kept (the least recently used is dropped): a walk returns to a handful at a time."""
-    NEAR = 8
-    """Most recent bases that :meth:`near` compares a new one with."""
 
     def __init__(self):
         self.pattern: _Pattern | None = None
@@ -374,27 +372,10 @@ class _Cores:
         return key, entry
 
     def keep(self, key: bytes, entry: list) -> None:
-        """Keep ``entry`` ``[pattern, layout, lu, structural, inactive]`` for the basis of ``key``."""
+        """Keep ``entry`` ``[pattern, layout, lu]`` for the basis of ``key``."""
         self._entries[key] = entry
         if len(self._entries) > self.SIZE:
             del self._entries[next(iter(self._entries))]
-
-    def near(self, structural: np.ndarray, inactive: np.ndarray, shape: tuple[int, int]) -> list | None:
-        """The entry of the most recent of the last ``NEAR`` bases met that differs from this one (``shape``:
-        the matrix's) in at most two variables: a walk's pivot lets a column into the basis for a row's
-        logical, or the other way round (a limit binds or stops binding), and the core grows or shrinks by one
-        row and column. None where there is none."""
-        in_s = np.zeros(shape[1], dtype=bool)
-        in_s[structural] = True
-        in_i = np.zeros(shape[0], dtype=bool)
-        in_i[inactive] = True
-        for entry in list(self._entries.values())[:-self.NEAR - 1:-1]:
-            s_old, i_old = entry[3], entry[4]
-            differ = len(s_old) + len(structural) - 2 * np.count_nonzero(in_s[s_old]) + \
-                len(i_old) + len(inactive) - 2 * np.count_nonzero(in_i[i_old])
-            if differ <= 2:
-                return entry
-        return None
 
 
 class _Probe:
@@ -648,13 +629,7 @@ class _Probe:
         indptr = np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n))])
         val = self.data[at]
         # A basis met on another linearisation: its pivot order serves these values, unless no longer stable.
-        if entry is not None:
-            lu = entry[2].refactor(indptr, pos, val)
-        elif self.cores is not None:
-            near = self.cores.near(structural, inactive, self.a.shape)
-            lu = None if near is None else _reordered(near, structural, row_pos, indptr, pos, val)
-        else:
-            lu = None
+        lu = entry[2].refactor(indptr, pos, val) if entry is not None else None
         if lu is None:
             try:
                 lu = tracerjit.SparseLu(sp.csc_matrix((val, pos, indptr), shape=(n, n)), permc_spec="COLAMD",
@@ -662,7 +637,7 @@ class _Probe:
             except RuntimeError:            # singular: a pivot the tracer should not have taken
                 return None
         if key is not None:
-            self.cores.keep(key, [self.pattern, places, lu, structural, inactive])
+            self.cores.keep(key, [self.pattern, places, lu])
         ref = _Reference(lu, structural, inactive, row_pos, a_inactive_structural)
         heads = np.concatenate([structural, self.a.shape[1] + inactive])
         return active_mask, row_pos, a_inactive_structural, _Lu(ref, heads, np.zeros(0, dtype=np.int64),
@@ -1071,36 +1046,6 @@ class _Probe:
         low, high = (at, nxt) if rising else (nxt, at)
         out = list(map(_Sample._make, zip(at.tolist(), q.tolist(), g.tolist(), low.tolist(), high.tolist())))
         return out, brk
-
-
-def _reordered(near: list, structural: np.ndarray, row_pos: np.ndarray, indptr: np.ndarray, pos: np.ndarray,
-               val: np.ndarray) -> tracerjit.SparseLu | None:
-    """The core ``(indptr, pos, val)`` of the basis ``structural`` (its rows' positions ``row_pos``) factorised on
-    the pivot order of a nearby basis's (``near``, a :class:`_Cores` entry): its pivots whose row and column are
-    both still in the core, in their order, then the rows and columns left over (new ones, and those whose
-    partner left), paired in order. None where that order is not stable."""
-    lu, old_structural = near[2], near[3]
-    old_active = np.flatnonzero(near[1][0])
-    perm_r, perm_c = lu.factors[7:]
-    n = len(structural)
-    rows = np.empty_like(perm_r)
-    rows[perm_r] = old_active                   # the row of each old pivot
-    cols = np.empty_like(perm_c)
-    cols[perm_c] = old_structural               # and its column
-    new_r = row_pos[rows]
-    at = np.minimum(np.searchsorted(structural, cols), n - 1)
-    kept = (new_r >= 0) & (structural[at] == cols)
-    order_r, col_of = new_r[kept], at[kept]
-    rest_r, rest_c = np.ones(n, dtype=bool), np.ones(n, dtype=bool)
-    rest_r[order_r] = False
-    rest_c[col_of] = False
-    order_r = np.concatenate([order_r, np.flatnonzero(rest_r)])
-    col_of = np.concatenate([col_of, np.flatnonzero(rest_c)])
-    if len(order_r) != n or len(col_of) != n:
-        return None
-    perm = np.empty(n, dtype=np.int64)
-    perm[order_r] = np.arange(n)
-    return tracerjit.SparseLu.ordered(indptr, pos, val, perm, col_of.astype(np.int64), lu.nnz + n)
 
 
 def _times(coo: tuple, n_rows: int, v: np.ndarray) -> np.ndarray:
