@@ -898,24 +898,12 @@ class _Probe:
             d_s = basis.lu.solve_sparse(basis.row_pos[[j]], np.zeros(1, dtype=np.int64), np.array([sigma]), 1)[:, 0]
             d_r = _times(basis.a_inactive_structural, len(ina), d_s)
         own = hi_e - lo_e
-        # Ratio test over the basic values that move (columns first, then rows, each by index).
-        eps = 1e-9
-        ks, kr = np.flatnonzero(np.abs(d_s) > eps), np.flatnonzero(np.abs(d_r) > eps)
-        moving_s, moving_r = st[ks], ina[kr]
-        vals = np.concatenate([x[moving_s], r_ina[kr]])
-        rate = np.concatenate([d_s[ks], d_r[kr]])
-        lower = np.concatenate([s.col_lower[moving_s], s.row_lower[moving_r]])
-        upper = np.concatenate([s.col_upper[moving_s], s.row_upper[moving_r]])
-        with np.errstate(invalid="ignore"):
-            theta = np.maximum(np.where(rate > 0, upper - vals, lower - vals) / rate, 0.0)
-        if not len(theta):
+        # Ratio test over the basic values that move (columns first, then rows, each by index): one compiled pass.
+        i64 = np.int64
+        leave, step, bound = tracerjit.ratio_test(d_s, d_r, st.astype(i64, copy=False), ina.astype(i64, copy=False), x,
+                                                  r_ina, s.col_lower, s.col_upper, s.row_lower, s.row_upper, 1e-9)
+        if leave < 0 or step >= own:
             return None
-        first = int(np.argmin(theta))
-        step = float(theta[first])
-        if not math.isfinite(step) or step >= own:
-            return None
-        leave = int(ks[first]) if first < len(ks) else len(st) + int(kr[first - len(ks)])
-        bound = upper[first] if rate[first] > 0 else lower[first]
         x = x.copy()
         x[st] += step * d_s
         if kind == 0:

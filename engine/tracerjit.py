@@ -375,6 +375,34 @@ def first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, 
     return best
 
 
+@numba.njit(numba.types.Tuple((numba.int64, numba.float64, numba.float64))(_F, _F, _I, _I, _F, _F, _F, _F, _F, _F,
+                                                                         numba.float64), **_JIT)
+def ratio_test(d_s, d_r, structural, inactive, x, r_inactive, col_lower, col_upper, row_lower, row_upper,
+               eps):                                                                      # pragma: no cover
+    """The primal ratio test of a pivot (:meth:`engine.tracer._Probe._pivot`): ``(leave, step, bound)``.
+
+    The basic columns ``structural`` (values ``x[structural]``) move by ``step d_s`` and the basic rows
+    ``inactive`` (activities ``r_inactive``) by ``step d_r``; rates within ``eps`` of zero do not move. ``step``
+    is the smallest move (at least 0) at which one reaches the bound it moves towards, the first such in
+    order (columns by position, then rows); ``leave`` its position (a row's after the ``len(d_s)`` columns') and
+    ``bound`` the bound reached. ``leave`` is -1 when no moving value meets a finite bound."""
+    leave, step, bound = -1, np.inf, np.nan
+    n_s = len(d_s)
+    for p in range(n_s + len(d_r)):
+        if p < n_s:
+            a, c = d_s[p], structural[p]
+            v, lo, hi = x[c], col_lower[c], col_upper[c]
+        else:
+            a, i = d_r[p - n_s], inactive[p - n_s]
+            v, lo, hi = r_inactive[p - n_s], row_lower[i], row_upper[i]
+        if abs(a) > eps:
+            b = hi if a > 0.0 else lo
+            t = max((b - v) / a, 0.0)
+            if t < step:
+                leave, step, bound = p, t, b
+    return leave, step, bound
+
+
 @numba.njit(numba.types.Tuple((_I, _I, _F))(_I, _I, _F, numba.int64, numba.int64, numba.int64, numba.int64), **_JIT)
 def reindex(row, col, val, drop_row, add_row, drop_col, add_col):                          # pragma: no cover
     """The entries ``(row, col, val)`` of ``A[inactive, structural]`` after one pivot, in their order: those of
@@ -546,9 +574,9 @@ class SparseLu:
         self.shape = a.shape
         low, up = lu.L.tocsc(), lu.U.tocsc()
         # The diagonals apart: L's is 1 (SuperLU stores it), U's divides.
-        low_ptr, low_idx, low_val = _off_diagonal(low)
-        up_ptr, up_idx, up_val = _off_diagonal(up)
-        self.factors = (low_ptr, low_idx, low_val, up_ptr, up_idx, up_val, up.diagonal(),
+        low_ptr, low_idx, low_val, _ = _off_diagonal(*_csc_arrays(low))
+        up_ptr, up_idx, up_val, up_diag = _off_diagonal(*_csc_arrays(up))
+        self.factors = (low_ptr, low_idx, low_val, up_ptr, up_idx, up_val, up_diag,
                          lu.perm_r.astype(np.int64), lu.perm_c.astype(np.int64))
         self._col_of = None     # the inverse of perm_c, made by the first :meth:`refactor`
 
@@ -601,12 +629,30 @@ class SparseLu:
         return sweep(*self.factors, np.ascontiguousarray(b.T)).T
 
 
-def _off_diagonal(m: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The CSC arrays ``(indptr, indices, data)`` of ``m`` without its diagonal (one masked pass; scipy's
-    ``tril``/``triu`` go through COO and cost more than a solve)."""
-    count = np.diff(m.indptr)
-    off = m.indices != np.repeat(np.arange(m.shape[1]), count)
-    kept = np.add.reduceat(off, m.indptr[:-1]) if len(off) else np.zeros(m.shape[1], dtype=np.int64)
-    kept[count == 0] = 0            # reduceat reads the next column's first entry for an empty column
-    return (np.concatenate([[0], np.cumsum(kept)]).astype(np.int64), m.indices[off].astype(np.int64),
-            m.data[off])
+def _csc_arrays(m: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A square CSC matrix's ``(indptr, indices, data)`` as :func:`_off_diagonal` takes them."""
+    return m.indptr.astype(np.int64, copy=False), m.indices.astype(np.int64, copy=False), m.data
+
+
+@numba.njit(numba.types.Tuple((_I, _I, _F, _F))(_I, _I, _F), **_JIT)
+def _off_diagonal(indptr, indices, data):                                                 # pragma: no cover
+    """The CSC arrays ``(indptr, indices, data)`` of a square matrix without its diagonal, and the diagonal
+    (zero where none is stored), in one pass: numpy's masks, repeats and reductions made a factorisation at 1,000
+    buses 2.0 ms instead of 1.7 ms (measured in one process)."""
+    n = len(indptr) - 1
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    idx = np.empty(len(indices), dtype=np.int64)
+    val = np.empty(len(indices))
+    diag = np.zeros(n)
+    c = 0
+    for j in range(n):
+        for p in range(indptr[j], indptr[j + 1]):
+            i = indices[p]
+            if i == j:
+                diag[j] += data[p]
+            else:
+                idx[c] = i
+                val[c] = data[p]
+                c += 1
+        ptr[j + 1] = c
+    return ptr, idx[:c].copy(), val[:c].copy(), diag

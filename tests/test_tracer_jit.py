@@ -261,3 +261,35 @@ def test_the_kernels_compile_in_memory_where_no_cache_location_is_writable(tmp_p
                          timeout=240)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_s=st.integers(0, 8), n_r=st.integers(0, 6), seed=st.integers(0, 10_000))
+def test_the_ratio_test_stops_at_the_first_value_to_reach_its_bound(n_s, n_r, seed):
+    # Against the plain numpy ratio test it replaced: moving values only, columns before rows, the first of ties.
+    rng = np.random.default_rng(seed)
+    n_col, n_row = 12, 9
+    structural = np.sort(rng.choice(n_col, n_s, replace=False)).astype(np.int64)
+    inactive = np.sort(rng.choice(n_row, n_r, replace=False)).astype(np.int64)
+    x, r = rng.normal(size=n_col).round(1), rng.normal(size=n_r).round(1)
+    act = rng.normal(size=n_row).round(1)
+    act[inactive] = r
+    width = rng.choice([0.5, 1.0, np.inf], size=(2, n_col + n_row))
+    col_lower, col_upper = x - width[0, :n_col], x + width[1, :n_col]
+    row_lower, row_upper = act - width[0, n_col:], act + width[1, n_col:]
+    d_s = np.where(rng.random(n_s) < 0.3, 0.0, rng.choice([-2.0, -1.0, 1.0, 2.0], n_s))
+    d_r = np.where(rng.random(n_r) < 0.3, 0.0, rng.choice([-2.0, -1.0, 1.0, 2.0], n_r))
+    rate = np.concatenate([d_s, d_r])
+    vals = np.concatenate([x[structural], r])
+    lower = np.concatenate([col_lower[structural], row_lower[inactive]])
+    upper = np.concatenate([col_upper[structural], row_upper[inactive]])
+    moving = np.flatnonzero(np.abs(rate) > 1e-9)
+    theta = np.maximum(np.where(rate > 0, upper - vals, lower - vals)[moving] / rate[moving], 0.0)
+    leave, step, bound = tracerjit.ratio_test(d_s, d_r, structural, inactive, x, r, col_lower, col_upper, row_lower,
+                                              row_upper, 1e-9)
+    if not len(theta) or not np.isfinite(theta.min()):
+        assert leave == -1
+        return
+    first = moving[int(np.argmin(theta))]
+    assert (leave, step) == (first, theta.min())
+    assert bound == (upper[first] if rate[first] > 0 else lower[first])
