@@ -582,40 +582,25 @@ class SparseLu:
 
     def refactor(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> "SparseLu | None":
         """The factorisation of another matrix of this one's shape (CSC arrays, int64 indices) on this one's
-        pivot order (:meth:`ordered`): ``splu`` without its ordering and pivot search, for a matrix near
+        pivot order (:func:`refactor`): ``splu`` without its ordering and pivot search, for a matrix near
         this one (the same pattern, other values). None where that order does not hold for it (a zero pivot,
         or an entry of L above ``REFACTOR_GROWTH``): factorise it afresh."""
         perm_r, perm_c = self.factors[7:]
         if self._col_of is None:
             self._col_of = np.empty_like(perm_c)
             self._col_of[perm_c] = np.arange(len(perm_c))
-        return SparseLu.ordered(indptr, indices, data, perm_r, self._col_of, self.nnz, perm_c)
-
-    @property
-    def nnz(self) -> int:
-        """Entries of L and U (off their diagonals) and the diagonal."""
-        return len(self.factors[1]) + len(self.factors[4]) + self.shape[0]
-
-    @staticmethod
-    def ordered(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, perm_r: np.ndarray, col_of: np.ndarray,
-                room: int, perm_c: np.ndarray | None = None) -> "SparseLu | None":
-        """The factorisation of a square matrix (CSC arrays, int64 indices) on a given pivot order (row ``r`` at
-        ``perm_r[r]``, pivot ``j`` in column ``col_of[j]``, :func:`refactor`), about ``room`` entries expected;
-        None where that order does not hold for it (a zero pivot, or an entry of L above ``REFACTOR_GROWTH``)."""
         # SuperLU's factors as scipy hands them over lack the entries that cancelled to zero (the network's
-        # +-1 coefficients cancel exactly): twice the room where what was expected is short.
+        # +-1 coefficients cancel exactly): room for some more, and twice as much where that is short.
+        room = len(self.factors[1]) + len(self.factors[4]) + len(perm_r)
         while True:
-            status, *factors = refactor(indptr, indices, data, perm_r, col_of, REFACTOR_GROWTH, room, room)
+            status, *factors = refactor(indptr, indices, data, perm_r, self._col_of, REFACTOR_GROWTH, room, room)
             if status != _ROOM:
                 break
             room *= 2
         if status:
             return None
-        if perm_c is None:
-            perm_c = np.empty_like(col_of)
-            perm_c[col_of] = np.arange(len(col_of))
         out = object.__new__(SparseLu)
-        out.shape, out._col_of = (len(perm_r), len(perm_r)), col_of
+        out.shape, out._col_of = self.shape, self._col_of
         out.factors = (*factors, perm_r, perm_c)
         return out
 
