@@ -310,19 +310,42 @@ class HighsSolver:
 
         Costs and bounds stay as they are now (including changes made in place),
         and so does the basis: a re-linearised model (:mod:`engine.losses`) is
-        re-solved from the previous optimum in a few pivots.
+        re-solved from the previous optimum in a few pivots. The basis is also kept
+        for :meth:`solve_by_basis` (:meth:`_carried`), to be factorised afresh on
+        the new matrix and checked there: a re-linearisation that leaves it optimal
+        (most of a converged clearing's, which HiGHS ends in 0 iterations) then runs
+        no HiGHS.
         """
         if (model.n_row, model.n_col) != (self.model.n_row, self.model.n_col):
             raise ValueError("set_matrix: the new model must have the shape of the old one")
         _, _, _, a, _, _, _ = model.assemble()
         basis = self.h.getBasis()
-        self._kept, self._a, self._csr = None, a, None
+        self._kept, self._a, self._csr = self._carried(basis), a, None
         _pass_model(self.h, self.cost, self.col_lower, self.col_upper, a, self.row_lower, self.row_upper)
         # The Devex pricing set at construction matters most here: a new matrix discards the edge
         # weights, and exact steepest edge would recompute them for the given basis (one BTRAN per
         # row, ~1 s at 1,000 buses / 10,000 bids for a re-solve of a few dozen pivots).
         self.h.setBasis(basis)
         self.model = model
+
+    def _carried(self, basis: highspy.HighsBasis) -> _KeptBasis | None:
+        """The basis HiGHS holds (``basis``) as the kept basis of the next :meth:`solve_by_basis` on a new matrix:
+        the kept one where HiGHS holds it still (no run since: its bounds the reduced costs chose), else HiGHS's own
+        statuses; None where it has none. Its run clock is NaN, so :meth:`_kept_optimal` factorises it afresh (on the
+        new matrix) before it trusts a basis solve."""
+        k = self._kept
+        if k is not None and self.h.getRunTime() == k.run_time:
+            return dataclasses.replace(k, run_time=float("nan"))
+        if not basis.valid:
+            return None
+        basic, upper = highspy.HighsBasisStatus.kBasic, highspy.HighsBasisStatus.kUpper
+        col, row = np.asarray(basis.col_status, dtype=object), np.asarray(basis.row_status, dtype=object)
+        structural, logical = np.flatnonzero(col == basic), np.flatnonzero(row == basic)
+        if len(structural) + len(logical) != len(row):
+            return None
+        order = np.concatenate([structural, -1 - logical])
+        # HiGHS's row statuses name the row's bound, as held_lower does.
+        return _KeptBasis(basis, order, order >= 0, col != upper, row != upper, float("nan"))
 
     # -- in-place changes (keep the basis) ---------------------------------
     def set_cost(self, block: str, values, index=None) -> None:
