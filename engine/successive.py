@@ -523,7 +523,10 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
         elif pinned.any() or trust:
             trust = True
             s.set_col_bounds("bid", np.where(pinned, x, base_lo), np.where(pinned, x, base_hi))
-        nxt = s.solve()
+        # From the last basis, factorised afresh on the new matrix: where it is still optimal (or a few pivots
+        # of our own make it so) no HiGHS run, which would end there in 0 iterations and cost its set-up and
+        # factorisation (HighsSolver.solve_by_basis); the values are those of the basis alone.
+        nxt = s.solve_by_basis()
         solves += 1
         seconds += nxt.solve_seconds
         if not nxt.ok and pinned.any():
