@@ -419,7 +419,7 @@ class HighsSolver:
             return self.solve()
         return self.solve_by_basis()
 
-    def solve_by_basis(self) -> Solution:
+    def solve_by_basis(self, pivots: int = KEPT_PIVOTS) -> Solution:
         """Solve from the basis HiGHS holds and read the values of the optimal basis alone.
 
         The values the pivots' updated factorisation leaves differ in the last digit with the path that reached
@@ -432,9 +432,11 @@ class HighsSolver:
         flips and no pivot, and costs ~5 ms at 1,000 buses even so (per-run set-up, cost perturbation). From a
         fresh factorisation (every kept basis is one) it gives a cold clearing's bits. A warm re-solve that has to
         pivot is factorised afresh at its optimum as a cold one is, so it too gives a cold clearing's bits.
+        ``pivots``: how many simplex pivots of our own may make a kept basis optimal before HiGHS runs (0: only a
+        kept basis optimal as it stands is taken, the one HiGHS would end in without a pivot).
         """
         t0 = time.perf_counter()
-        kept = self._kept_optimal(t0)
+        kept = self._kept_optimal(t0, pivots)
         if kept is not None:
             return kept
         status = self.run()
@@ -494,7 +496,7 @@ class HighsSolver:
         return Solution("optimal", float(np.sum(self.cost * x)), x, a @ x, y, self.cost - at @ y if d is None else d,
                         time.perf_counter() - t0, iterations)
 
-    def _kept_optimal(self, t0: float) -> Solution | None:
+    def _kept_optimal(self, t0: float, pivots: int = KEPT_PIVOTS) -> Solution | None:
         """The kept basis's :class:`Solution` where it is optimal at the current costs and bounds, or that of the
         optimal basis a few simplex pivots of our own reach from it (:meth:`_pivots`); else None.
 
@@ -520,10 +522,10 @@ class HighsSolver:
             if not self._factorise(k.basis, k.basic, k.at_lower, k.held_lower):
                 return None
             status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
-        budget = KEPT_PIVOTS
+        budget = pivots
         while status != highspy.HighsStatus.kError:
             sol, state = self._kept_check(t0, np.asarray(y))
-            if sol is not None or state is None:
+            if sol is not None or state is None or budget <= 0:
                 return sol
             moved = self._pivots(*state, budget)
             if moved is None or moved[2] == 0 or not self._rebase(moved[0], moved[1]):
