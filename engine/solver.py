@@ -206,6 +206,12 @@ _BASIS_STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisSta
 KEPT_PIVOTS = 8
 """Simplex pivots a re-solve makes on its own from a kept basis before it leaves the rest to a HiGHS run
 (:meth:`HighsSolver._kept_optimal`): past a few a HiGHS run is cheaper."""
+KEPT_PRIMAL_TOL = 1e-9
+"""How far (model units) a kept basis's values may break a bound or row for :meth:`HighsSolver._kept_optimal` to take
+it, by default."""
+HIGHS_PRIMAL_TOL = 1e-7
+"""HiGHS's default ``primal_feasibility_tolerance``: a basis, dual feasible, whose values break no bound or row by
+more is one a HiGHS run from it ends in at 0 iterations."""
 
 
 def _highs_basis(col_status: np.ndarray, row_status: np.ndarray, square: bool) -> highspy.HighsBasis:
@@ -419,7 +425,7 @@ class HighsSolver:
             return self.solve()
         return self.solve_by_basis()
 
-    def solve_by_basis(self, pivots: int = KEPT_PIVOTS) -> Solution:
+    def solve_by_basis(self, pivots: int | None = None, primal_tol: float = KEPT_PRIMAL_TOL) -> Solution:
         """Solve from the basis HiGHS holds and read the values of the optimal basis alone.
 
         The values the pivots' updated factorisation leaves differ in the last digit with the path that reached
@@ -432,11 +438,14 @@ class HighsSolver:
         flips and no pivot, and costs ~5 ms at 1,000 buses even so (per-run set-up, cost perturbation). From a
         fresh factorisation (every kept basis is one) it gives a cold clearing's bits. A warm re-solve that has to
         pivot is factorised afresh at its optimum as a cold one is, so it too gives a cold clearing's bits.
-        ``pivots``: how many simplex pivots of our own may make a kept basis optimal before HiGHS runs (0: only a
-        kept basis optimal as it stands is taken, the one HiGHS would end in without a pivot).
+        ``pivots``: how many simplex pivots of our own may make a kept basis optimal before HiGHS runs (None:
+        :data:`KEPT_PIVOTS`; 0: only a
+        kept basis optimal as it stands is taken, the one HiGHS would end in without a pivot); ``primal_tol``: how
+        far (model units) a kept basis's values may break a bound or row and still be taken (:data:`HIGHS_PRIMAL_TOL`
+        takes what a HiGHS run would end in at 0 iterations).
         """
         t0 = time.perf_counter()
-        kept = self._kept_optimal(t0, pivots)
+        kept = self._kept_optimal(t0, pivots, primal_tol)
         if kept is not None:
             return kept
         status = self.run()
@@ -496,7 +505,8 @@ class HighsSolver:
         return Solution("optimal", float(np.sum(self.cost * x)), x, a @ x, y, self.cost - at @ y if d is None else d,
                         time.perf_counter() - t0, iterations)
 
-    def _kept_optimal(self, t0: float, pivots: int = KEPT_PIVOTS) -> Solution | None:
+    def _kept_optimal(self, t0: float, pivots: int | None = None,
+                      primal_tol: float = KEPT_PRIMAL_TOL) -> Solution | None:
         """The kept basis's :class:`Solution` where it is optimal at the current costs and bounds, or that of the
         optimal basis a few simplex pivots of our own reach from it (:meth:`_pivots`); else None.
 
@@ -522,9 +532,9 @@ class HighsSolver:
             if not self._factorise(k.basis, k.basic, k.at_lower, k.held_lower):
                 return None
             status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
-        budget = pivots
+        budget = KEPT_PIVOTS if pivots is None else pivots
         while status != highspy.HighsStatus.kError:
-            sol, state = self._kept_check(t0, np.asarray(y))
+            sol, state = self._kept_check(t0, np.asarray(y), primal_tol)
             if sol is not None or state is None or budget <= 0:
                 return sol
             moved = self._pivots(*state, budget)
@@ -534,7 +544,8 @@ class HighsSolver:
             status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
         return None
 
-    def _kept_check(self, t0: float, y: np.ndarray) -> tuple[Solution | None, tuple | None]:
+    def _kept_check(self, t0: float, y: np.ndarray,
+                    primal_tol: float = KEPT_PRIMAL_TOL) -> tuple[Solution | None, tuple | None]:
         """The kept basis at the current costs and bounds, its row duals ``y`` given: ``(solution, None)`` where it
         is optimal; else ``(None, state)``, what :meth:`_pivots` starts from (the basic values by basis position,
         their bounds and every variable's reduced cost, in HiGHS's variables), or ``(None, None)`` where anything
@@ -561,8 +572,8 @@ class HighsSolver:
         sol = self._kept_values(t0, 0, y, d)
         if sol is None or not np.all(np.isfinite(sol.x)):
             return None, None
-        if not (np.any(col_bad) or np.any(row_bad) or np.any(sol.x < lo - fuzz) or np.any(sol.x > up + fuzz)
-                or np.any(sol.row_value < rlo - fuzz) or np.any(sol.row_value > rup + fuzz)):
+        if not (np.any(col_bad) or np.any(row_bad) or np.any(sol.x < lo - primal_tol) or np.any(sol.x > up + primal_tol)
+                or np.any(sol.row_value < rlo - primal_tol) or np.any(sol.row_value > rup + primal_tol)):
             return sol, None
         # In HiGHS's variables (_pivots) a row's logical is minus its activity.
         cols, rows = np.maximum(k.basic, 0), np.maximum(-k.basic - 1, 0)
