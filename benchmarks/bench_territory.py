@@ -16,7 +16,9 @@ processes (``--ray``: also a :class:`RayRunner` on a local Ray of that many CPUs
   steepest-edge weights it cost 58-78 % of the cold clearing; Devex weights, :class:`engine.solver.HighsSolver`,
   make it cost what later re-clears cost);
 - ``warm``: the mean of the three re-clears after it (60, 45, 52 per MWh): the steady state of the
-  real-time cycles.
+  real-time cycles;
+
+also as the workers' CPU time of those cycles (their ratios are what a loaded machine does not distort).
 
 It prints the seconds, the speed-up of each worker count against one worker, the warm/cold ratio, the
 serial projection to ``--project`` interfaces, the workers' CPU time of ``cold+curves`` per interface
@@ -100,10 +102,15 @@ def measure(make, jobs: list[Job], formulation: str) -> dict:
     with make(ClearingOptions(formulation=formulation, ac_check=False)) as r:
         before = r.peak_rss_kb()
         r.load(jobs)
+        cpu = [sum(r.cpu_seconds())]
         out["cold clear"], cold = timed(r, Cycle(50.0))
+        cpu.append(sum(r.cpu_seconds()))
         out["1st warm"], warm = timed(r, Cycle(55.0))
+        cpu.append(sum(r.cpu_seconds()))
         steady = [timed(r, Cycle(p)) for p in (60.0, 45.0, 52.0)]
+        cpu.append(sum(r.cpu_seconds()))
         out["warm"] = sum(t for t, _ in steady) / len(steady)
+        out["cpu cold"], out["cpu 1st warm"], out["cpu warm"] = cpu[1] - cpu[0], cpu[2] - cpu[1], (cpu[3] - cpu[2]) / 3
         after = r.peak_rss_kb()
         out["kb_per_interface"] = [(a - b) / max(1, n) for a, b, n in
                                    zip(after, before, _per_shard(len(jobs), r.shards), strict=True)]
@@ -416,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
           f"alone: cold {base['solve_cold']:.2f} s, 1st warm {base['solve_warm']:.2f} s "
           f"({base['solve_warm'] / base['solve_cold']:.0%}), warm {base['solve_steady']:.2f} s "
           f"({base['solve_steady'] / base['solve_cold']:.0%})")
+    print("workers' CPU time of the clearing cycles (what a loaded machine does not inflate): "
+          + ", ".join(f"{name}: cold {m['cpu cold']:.2f} s, 1st warm {m['cpu 1st warm'] / m['cpu cold']:.0%}, "
+                      f"warm {m['cpu warm'] / m['cpu cold']:.0%}" for name, m in runs.items()))
     print(f"projection to {a.project} interfaces from {base_name}: {per * a.project:.0f} s serial; "
           + ", ".join(f"{name}: {m['cold+curves'] / a.feeders * a.project:.0f} s" for name, m in runs.items()))
     cpu = base["cpu"] / a.feeders

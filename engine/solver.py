@@ -268,6 +268,12 @@ class _KeptBasis:
     at_lower: np.ndarray
     held_lower: np.ndarray
     run_time: float
+    cols: np.ndarray = field(init=False)    # the basic columns, by basis position
+    rows: np.ndarray = field(init=False)    # the rows whose logicals are basic, by basis position
+
+    def __post_init__(self):
+        object.__setattr__(self, "cols", self.basic[self.structural])
+        object.__setattr__(self, "rows", -self.basic[~self.structural] - 1)
 
     def basic_costs(self, cost: np.ndarray) -> np.ndarray:
         """``c_B``: the cost of the basic variable at each basis position (0 for a row's logical)."""
@@ -436,13 +442,14 @@ class HighsSolver:
         costs and bounds, its nonbasic columns moved to the bounds their reduced costs point to
         (:meth:`_kept_optimal`), is taken without running HiGHS: the run would end in it after the same bound
         flips and no pivot, and costs ~5 ms at 1,000 buses even so (per-run set-up, cost perturbation). From a
-        fresh factorisation (every kept basis is one) it gives a cold clearing's bits. A warm re-solve that has to
-        pivot is factorised afresh at its optimum as a cold one is, so it too gives a cold clearing's bits.
+        fresh factorisation (every kept basis is one) it gives a cold clearing's bits. One that a few simplex
+        pivots of the solver's own make optimal (a limit starts or stops binding: :meth:`_pivots`) is factorised
+        afresh there and taken the same way; a re-solve that needs more is HiGHS's warm run, whose optimum is
+        factorised afresh as a cold one is: every path gives a cold clearing's bits.
         ``pivots``: how many simplex pivots of our own may make a kept basis optimal before HiGHS runs (None:
-        :data:`KEPT_PIVOTS`; 0: only a
-        kept basis optimal as it stands is taken, the one HiGHS would end in without a pivot); ``primal_tol``: how
-        far (model units) a kept basis's values may break a bound or row and still be taken (:data:`HIGHS_PRIMAL_TOL`
-        takes what a HiGHS run would end in at 0 iterations).
+        :data:`KEPT_PIVOTS`; 0: only a kept basis optimal as it stands is taken, the one HiGHS would end in
+        without a pivot); ``primal_tol``: how far (model units) a kept basis's values may break a bound or row
+        and still be taken (:data:`HIGHS_PRIMAL_TOL` takes what a HiGHS run would end in at 0 iterations).
         """
         t0 = time.perf_counter()
         kept = self._kept_optimal(t0, pivots, primal_tol)
@@ -489,17 +496,17 @@ class HighsSolver:
                 return None
             y = np.asarray(y)
         xn = np.where(k.at_lower, self.col_lower, self.col_upper)
-        xn[k.basic[k.structural]] = 0.0
+        xn[k.cols] = 0.0
         xn[~np.isfinite(xn)] = 0.0             # a free nonbasic column sits at zero
         held = np.where(k.held_lower, self.row_lower, self.row_upper)
-        held[-k.basic[~k.structural] - 1] = 0.0
+        held[k.rows] = 0.0
         held[~np.isfinite(held)] = 0.0         # a free row's logical, as a free column, sits at zero
         # HiGHS's basis matrix is [A, I], a row's logical minus its activity: a held row's moves to the right-hand side.
         status, z = self.h.getBasisSolve(held - a @ xn)
         if status == highspy.HighsStatus.kError:
             return None
         x = xn
-        x[k.basic[k.structural]] = np.asarray(z)[k.structural]
+        x[k.cols] = np.asarray(z)[k.structural]
         # A plain sum, not a BLAS dot product: OpenBLAS's threads, woken for a long one, spin on after it and slow
         # HiGHS down (engine.tracer says the same).
         return Solution("optimal", float(np.sum(self.cost * x)), x, a @ x, y, self.cost - at @ y if d is None else d,
@@ -555,20 +562,20 @@ class HighsSolver:
         lo, up, rlo, rup = self.col_lower, self.col_upper, self.row_lower, self.row_upper
         d = self.cost - self._matrix()[1] @ y
         nonbasic = np.ones(len(d), dtype=bool)
-        nonbasic[k.basic[k.structural]] = False
+        nonbasic[k.cols] = False
         tol, fuzz = 1e-7, 1e-9
         to_lower, to_upper = nonbasic & (d > tol), nonbasic & (d < -tol)
-        doubt = (nonbasic & (lo < up) & (np.abs(d) > fuzz) & ~to_lower & ~to_upper
-                 & np.where(k.at_lower, d < 0, d > 0))
-        if np.any(doubt):
+        # In doubt: a reduced cost within (1e-9, 1e-7] pointing away from its column's bound (few: looked at alone).
+        small = np.flatnonzero(nonbasic & (np.abs(d) > fuzz) & (np.abs(d) <= tol))
+        if np.any((lo[small] < up[small]) & np.where(k.at_lower[small], d[small] < 0, d[small] > 0)):
             return None, None
-        held = np.ones(len(y), dtype=bool)
-        held[-k.basic[~k.structural] - 1] = False
         # Dual infeasible: a reduced cost pointing to an infinite bound, a held row's dual pointing away from it.
         col_bad = (to_lower & ~np.isfinite(lo)) | (to_upper & ~np.isfinite(up))
-        row_bad = held & (rlo < rup) & np.where(k.held_lower, y < -fuzz, y > fuzz)
-        k = self._kept = dataclasses.replace(k, at_lower=np.where(to_lower & ~col_bad, True,
-                                                                  np.where(to_upper & ~col_bad, False, k.at_lower)))
+        row_bad = np.where(k.held_lower, y < -fuzz, y > fuzz) & (rlo < rup)
+        row_bad[k.rows] = False
+        if np.any(col_bad):
+            to_lower, to_upper = to_lower & ~col_bad, to_upper & ~col_bad
+        k = self._kept = dataclasses.replace(k, at_lower=(k.at_lower | to_lower) & ~to_upper)
         sol = self._kept_values(t0, 0, y, d)
         if sol is None or not np.all(np.isfinite(sol.x)):
             return None, None
@@ -638,27 +645,35 @@ class HighsSolver:
             rho = np.asarray(rho)
             return np.concatenate([at @ rho, rho])
 
+        # The nonbasic variables that can move (a fixed one never enters), by index: the ratio tests and the
+        # reduced costs' updates run over these (~1,000 at 1,000 buses and bids), not over every variable.
+        nonbasic = np.ones(n + m, dtype=bool)
+        nonbasic[basic] = False
+        cand = np.flatnonzero(nonbasic & (lo < up))
+        free = ~np.isfinite(lo) & ~np.isfinite(up)
         for pivots in range(budget + 1):
-            nonbasic = np.ones(n + m, dtype=bool)
-            nonbasic[basic] = False
-            wrong = nonbasic & (lo < up) & np.where(at_lower, dual < -dtol, dual > dtol)
-            flip = wrong & boxed
+            dc = dual[cand]
+            wrong = np.where(at_lower[cand], dc < -dtol, dc > dtol)
+            flip = wrong & boxed[cand]
             if np.any(flip):                        # boxed columns go to the bound their reduced costs point to
-                step = np.where(flip, np.where(at_lower, up - lo, lo - up), 0.0)
-                v = ftran(a @ step[:n])
+                f = cand[flip]
+                step = np.zeros(n)
+                step[f] = np.where(at_lower[f], up[f] - lo[f], lo[f] - up[f])
+                v = ftran(a @ step)
                 if v is None:
                     return None
                 z = z - v
-                at_lower = np.where(flip, ~at_lower, at_lower)
+                at_lower[f] = ~at_lower[f]
                 wrong &= ~flip
-            below, above = np.maximum(zlo - z, 0.0), np.maximum(z - zup, 0.0)
-            primal = np.maximum(below, above) > tol
-            if not np.any(wrong) and not np.any(primal):
+            below, above = zlo - z, z - zup
+            p = int(np.argmax(np.maximum(below, above)))
+            primal = max(below[p], above[p]) > tol
+            if not np.any(wrong) and not primal:
                 return basic, at_lower, pivots
-            if (np.any(wrong) and np.any(primal)) or pivots == budget:
+            if (np.any(wrong) and primal) or pivots == budget:
                 return None
             if np.any(wrong):
-                q = int(np.argmax(np.where(wrong, np.abs(dual), -1.0)))
+                q = int(cand[np.argmax(np.where(wrong, np.abs(dc), -1.0))])
                 sigma = 1.0 if dual[q] < 0 else -1.0    # +1: q rises from its lower bound, -1: falls from its upper
                 alpha = column(q)
                 if alpha is None:
@@ -677,41 +692,36 @@ class HighsSolver:
                 if not np.isfinite(bound):
                     return None
                 p = int(np.argmax(np.where(room / size <= bound, np.abs(move), -1.0)))
-                theta = room[p] / size[p]
-                leaves_lower = bool(move[p] > 0)
-                r = row(p)
-                if r is None:
-                    return None
-                delta = sigma * theta
-            else:
-                p = int(np.argmax(np.maximum(below, above)))
-                leaves_lower = bool(below[p] > 0)           # the leaving value rises to its lower bound
-                r = row(p)
-                if r is None:
-                    return None
-                free = ~np.isfinite(lo) & ~np.isfinite(up)
-                eligible = (nonbasic & (lo < up) & (np.abs(r) > piv)
-                            & (free | np.where(at_lower == leaves_lower, r < 0, r > 0)))
-                if not np.any(eligible):
-                    return None
-                size = np.where(eligible, np.abs(r), 1.0)
-                bound = np.min(np.where(eligible, (np.abs(dual) + tol) / size, np.inf))
-                q = int(np.argmax(np.where(eligible & (np.abs(dual) / size <= bound), np.abs(r), -1.0)))
-                alpha = column(q)
-                if alpha is None:
-                    return None
-                delta = (z[p] - (zlo[p] if leaves_lower else zup[p])) / alpha[p]
-            if abs(alpha[p]) <= piv or abs(r[q]) <= piv:
+                # A limit that stops binding as the price rises is mostly the last pivot: the basis is factorised and
+                # checked afresh at once rather than its reduced costs updated first (a transposed solve).
+                at_lower[basic[p]] = bool(move[p] > 0)
+                basic[p] = q
+                return basic, at_lower, pivots + 1
+            leaves_lower = bool(below[p] > 0)           # the leaving value rises to its lower bound
+            r = row(p)
+            if r is None:
                 return None
-            value = np.where(at_lower[q], lo[q], up[q]) if np.isfinite(lo[q]) or np.isfinite(up[q]) else 0.0
+            rc = r[cand]
+            eligible = (np.abs(rc) > piv) & (free[cand] | np.where(at_lower[cand] == leaves_lower, rc < 0, rc > 0))
+            if not np.any(eligible):
+                return None
+            size = np.where(eligible, np.abs(rc), 1.0)
+            bound = np.min(np.where(eligible, (np.abs(dc) + tol) / size, np.inf))
+            j = int(np.argmax(np.where(eligible & (np.abs(dc) / size <= bound), np.abs(rc), -1.0)))
+            q = int(cand[j])
+            alpha = column(q)
+            if alpha is None or abs(alpha[p]) <= piv:
+                return None
+            delta = (z[p] - (zlo[p] if leaves_lower else zup[p])) / alpha[p]
             z = z - delta * alpha
-            z[p] = value + delta
-            dual = dual - dual[q] / r[q] * r
-            leaving = basic[p]
+            z[p] = (0.0 if free[q] else lo[q] if at_lower[q] else up[q]) + delta
+            leaving, ratio = basic[p], dual[q] / rc[j]
+            dual[cand] = dc - ratio * rc
+            dual[q], dual[leaving] = 0.0, -ratio      # the leaving variable's pivot row entry is 1
             at_lower[leaving] = leaves_lower
             basic[p] = q
-            dual[basic] = 0.0
             zlo[p], zup[p] = lo[q], up[q]
+            cand = cand[cand != q] if lo[leaving] == up[leaving] else np.append(cand[cand != q], leaving)
             etas.append((p, alpha))
         return None
 
@@ -744,7 +754,9 @@ class HighsSolver:
         self.h.setBasis(basis)
         status, order = self.h.getBasicVariables()
         order = np.asarray(order)
-        if status == highspy.HighsStatus.kError or not np.array_equal(np.sort(order), np.sort(basic)):
+        given = np.zeros(len(self.cost) + len(self.row_lower), dtype=bool)
+        given[basic] = True                       # row i's logical -1 - i at the end, as numpy counts negatives
+        if status == highspy.HighsStatus.kError or len(order) != len(basic) or not np.all(given[order]):
             return False
         self._kept = _KeptBasis(basis, order, order >= 0, at_lower, held_lower, self.h.getRunTime())
         return True

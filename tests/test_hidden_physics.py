@@ -235,6 +235,23 @@ def test_a_flow_cycling_on_its_rating_between_two_close_polygon_vertices_converg
         assert_prices_consistent(res)
 
 
+def test_bids_stepping_the_full_trust_region_the_same_way_are_given_room_and_converge(tmp_path, monkeypatch):
+    # bench_hidden_physics --quick --cases 10 --seed 1500, case ieee33-s1508 at 190.7186 (a curve check's price):
+    # past BRACKET_ITERATIONS the bids' trust region took over, and for its last 25 iterations bids b0 and b16
+    # stepped the full 2.4 W of their region the same way, each step gaining 0.6-0.7 of its promise: the region
+    # widened only after a gain of 0.75, so they crept to MAX_ITERATIONS, not converged (exit 3). It must converge,
+    # hold on the AC power flow of its dispatch and price every bid consistently with its bus DLMP.
+    from tests.test_clearing import assert_prices_consistent
+
+    f, book = _generated_case("ieee33", 1508, tmp_path, monkeypatch)
+    res = clear(f, book, 190.7186)
+    assert res.ok, res.diagnosis
+    assert res.convergence["converged"], res.convergence
+    assert res.ac_check["ok"] and not res.ac_check["violations"]
+    assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
+    assert_prices_consistent(res)
+
+
 def test_a_step_placed_after_where_fresh_clearings_switch_is_moved_back_to_it():
     # The CLI test's book (ieee33, 40 bids): a 126 kW step that clearings started from their neighbours put
     # 0.005 per MWh after the price where `clear` switches (-43.955 on the old curve: 5,558.2 kW against
