@@ -650,11 +650,12 @@ class HighsSolver:
                 room[rise] = np.maximum(zup[rise] - z[rise], 0.0)
                 size = np.maximum(np.abs(move), piv)
                 bound = np.min((room + tol) / size)
-                if up[q] - lo[q] <= bound:              # q reaches its own other bound first: it flips
-                    z = z - (up[q] - lo[q]) * move
+                span = up[q] - lo[q]
+                if span <= bound and np.isfinite(span):  # q reaches its own other bound first: it flips
+                    z = z - span * move
                     at_lower[q] = sigma < 0
                     continue
-                if not np.isfinite(bound):
+                if not np.isfinite(bound):              # q meets no bound (an unbounded ray): HiGHS says so
                     return None
                 p = int(np.argmax(np.where(room / size <= bound, np.abs(move), -1.0)))
                 # A limit that stops binding as the price rises is mostly the last pivot: the basis is factorised and
