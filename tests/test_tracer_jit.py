@@ -259,3 +259,53 @@ def test_the_ratio_test_stops_at_the_first_value_to_reach_its_bound(n_s, n_r, se
     first = moving[int(np.argmin(theta))]
     assert (leave, step) == (first, theta.min())
     assert bound == (upper[first] if rate[first] > 0 else lower[first])
+
+
+def _arrays(m: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), seed=st.integers(0, 10_000),
+       denser=st.booleans(), trans=st.sampled_from(["N", "T"]))
+def test_a_refactorisation_on_the_old_pivot_order_solves_the_new_matrix(n, density, seed, denser, trans):
+    # Another linearisation's values on the same pattern (tracer._Cores), or on a denser one (more fill than the
+    # old factors had room for): the factors on SuperLU's old order must solve the new matrix as a dense solve
+    # does, and the same inputs must give the same factors, bit for bit.
+    a = _matrix(n, density, seed)
+    rng = np.random.default_rng(seed + 2)
+    b = (_matrix(n, min(1.0, 2 * density + 0.1), seed + 3) if denser else a.copy()).tocsc()
+    b.data = b.data * rng.uniform(0.8, 1.25, len(b.data))
+    b.sort_indices()
+    lu = SparseLu(a, permc_spec="COLAMD", options={"SymmetricMode": True})
+    again = lu.refactor(*_arrays(b))
+    if again is None:           # allowed only where the old order is unstable for the new values
+        status, *_ = tracerjit.refactor(*_arrays(b), lu.factors[7], lu._col_of, tracerjit.REFACTOR_GROWTH,
+                                        10 * (b.nnz + n) * n + 1, 10 * (b.nnz + n) * n + 1)
+        assert status == tracerjit._UNSTABLE
+        return
+    rhs = rng.normal(size=(n, 3))
+    dense = b.toarray().T if trans == "T" else b.toarray()
+    np.testing.assert_allclose(dense @ again.solve(rhs, trans=trans), rhs, atol=1e-9 * (1 + np.abs(rhs).max()))
+    twice = lu.refactor(*_arrays(b))
+    assert all(np.array_equal(u, v) for u, v in zip(again.factors, twice.factors))
+    # Its own matrix on its own order: SuperLU's factors, up to the entries that cancelled (kept here as zeros).
+    own = lu.refactor(*_arrays(a))
+    np.testing.assert_allclose(own.solve(rhs, trans=trans), lu.solve(rhs, trans=trans), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(own.factors[6], lu.factors[6], rtol=1e-12)
+
+
+def test_a_refactorisation_refuses_an_order_the_new_values_make_unstable():
+    # SuperLU pivots on the larger entry of each column: [[1, 2], [2, 1]]'s first pivot is the 2. With that
+    # entry zero (an explicit zero, as a linearisation's coefficient can be), or small enough that L's entry
+    # passes REFACTOR_GROWTH, the order no longer serves: None, a fresh factorisation. (The new matrices' A[1, 1]
+    # is 3, so that each is nonsingular.)
+    a = sp.csc_matrix(np.array([[1.0, 2.0], [2.0, 1.0]]))
+    lu = SparseLu(a)
+    for small, ok in ((0.0, False), (1e-3, False), (0.5, True)):
+        b = a.copy()
+        b.data = np.array([1.0, small, 2.0, 3.0])         # column-major: A[1, 0] = small
+        got = lu.refactor(*_arrays(b))
+        assert (got is not None) == ok, small
+        if ok:
+            np.testing.assert_allclose(b.toarray() @ got.solve(np.array([1.0, 2.0])), [1.0, 2.0])
