@@ -445,7 +445,10 @@ class HighsSolver:
         fresh factorisation (every kept basis is one) it gives a cold clearing's bits. One that a few simplex
         pivots of the solver's own make optimal (a limit starts or stops binding: :meth:`_pivots`) is factorised
         afresh there and taken the same way; a re-solve that needs more is HiGHS's warm run, whose optimum is
-        factorised afresh as a cold one is: every path gives a cold clearing's bits.
+        factorised afresh as a cold one is: every path that ends in a cold clearing's basis gives its bits. Where
+        several bases are optimal (bids tied at their DLMP: a buy and a sell at one price on one bus, equal-priced
+        bids on two buses of one DLMP), a warm path can end in another than a cold clearing's: the same DLMPs and
+        welfare, another dispatch (tests/test_slack_start.py).
         ``pivots``: how many simplex pivots of our own may make a kept basis optimal before HiGHS runs (None:
         :data:`KEPT_PIVOTS`; 0: only a kept basis optimal as it stands is taken, the one HiGHS would end in
         without a pivot); ``primal_tol``: how far (model units) a kept basis's values may break a bound or row
