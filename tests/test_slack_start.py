@@ -164,7 +164,7 @@ def test_a_warm_re_clear_of_bids_tied_at_their_dlmp_is_a_fresh_clearing_s_optimu
                                        "different ones: 1,041 and 1,163 kW traded against 0 and 122 kW")
 def test_a_warm_re_clear_of_bids_tied_at_their_dlmp_gives_a_fresh_clearing_s_dispatch():
     # Not so at 24a524d either (a HiGHS warm run then). Ties are common at scale: on synthetic(1000, 1) with
-    # synthetic_bids(10,000) (1,433 of the prices shared), 22 of 26 warm re-clears of a session put a marginal
+    # synthetic_bids(10,000) (1,433 share a price with another bid), 22 of 26 warm re-clears of a session put a marginal
     # tie on another bus than a fresh clearing does (14 of 26 at 24a524d).
     warm, fresh = _crossed_at_one_price()
     assert warm.dispatch.equals(fresh.dispatch)
