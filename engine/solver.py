@@ -524,8 +524,8 @@ class HighsSolver:
         cost points to (one within HiGHS's dual tolerance, 1e-7, stays where it is, as HiGHS leaves it); it is
         optimal when no reduced cost points to an infinite bound, no held row's dual has the wrong sign and its
         basic values (one solve) keep every bound and row (within ``primal_tol``): primal and dual feasible, the
-        check a simplex run makes before it stops (:meth:`_kept_check`). Where it is not, the pivots' basis is factorised
-        afresh and checked the same way, so the values of a basis taken are always those of its fresh
+        check a simplex run makes before it stops (:meth:`_kept_check`). Where it is not, the pivots' basis is
+        factorised afresh and checked the same way, so the values of a basis taken are always those of its fresh
         factorisation, as a cold clearing's are: its bits. A HiGHS run costs ~5 ms at 1,000 buses even for one
         pivot, a pivot of our own two basis solves (~1 ms) and the factorisation ~2 ms. Anything in doubt is left
         to HiGHS."""
@@ -557,10 +557,10 @@ class HighsSolver:
     def _kept_check(self, t0: float, y: np.ndarray,
                     primal_tol: float = KEPT_PRIMAL_TOL) -> tuple[Solution | None, tuple | None]:
         """The kept basis at the current costs and bounds, its row duals ``y`` given: ``(solution, None)`` where it
-        is optimal (its values within ``primal_tol`` of every bound and row); else ``(None, state)``, what :meth:`_pivots` starts from (the basic values by basis position,
-        their bounds and every variable's reduced cost, in HiGHS's variables), or ``(None, None)`` where anything
-        is in doubt. Its nonbasic columns are moved to the finite bounds their reduced costs point to, in
-        :attr:`_kept`."""
+        is optimal (its values within ``primal_tol`` of every bound and row); else ``(None, state)``, what
+        :meth:`_pivots` starts from (the basic values by basis position, their bounds and every variable's reduced
+        cost, in HiGHS's variables), or ``(None, None)`` where anything is in doubt. Its nonbasic columns are moved
+        to the finite bounds their reduced costs point to, in :attr:`_kept`."""
         k = self._kept
         lo, up, rlo, rup = self.col_lower, self.col_upper, self.row_lower, self.row_upper
         d = self.cost - self._matrix()[1] @ y
