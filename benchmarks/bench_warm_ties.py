@@ -51,9 +51,9 @@ def main() -> None:
         if tables:
             differ += 1
             moved = again.dispatch["cleared_kw"].to_numpy() - fresh.dispatch["cleared_kw"].to_numpy()
+            dlmps = "equal" if again.prices.equals(fresh.prices) else "DIFFER"
             print(f"  {price:7.2f}: {','.join(tables)}; {int(np.sum(moved != 0.0))} bids moved, largest "
-                  f"{np.max(np.abs(moved)):.3f} kW; DLMPs {'equal' if again.prices.equals(fresh.prices) else 'DIFFER'}; "
-                  f"welfare {again.welfare - fresh.welfare:+.1e}")
+                  f"{np.max(np.abs(moved)):.3f} kW; DLMPs {dlmps}; welfare {again.welfare - fresh.welfare:+.1e}")
     print(f"{differ} of {len(PRICES)} warm re-clears differ from a fresh clearing")
 
 
