@@ -28,15 +28,16 @@ def _matrix(n: int, density: float, seed: int) -> sp.csc_matrix:
 
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), k=st.integers(1, 5), seed=st.integers(0, 10_000),
-       trans=st.sampled_from(["N", "T"]), sparse_rhs=st.booleans())
-def test_solves_agree_with_superlu_and_dense(n, density, k, seed, trans, sparse_rhs):
+       trans=st.sampled_from(["N", "T"]), sparse_rhs=st.booleans(), order=st.sampled_from(["MMD_ATA", "COLAMD"]))
+def test_solves_agree_with_superlu_and_dense(n, density, k, seed, trans, sparse_rhs, order):
+    # COLAMD: the tracer's order since b78db75.
     a = _matrix(n, density, seed)
     rng = np.random.default_rng(seed + 1)
     b = rng.normal(size=(n, k))
     if sparse_rhs:          # as a flip's column: mostly zeros, which the sweeps skip
         b[rng.random((n, k)) < 0.8] = 0.0
-    lu = SparseLu(a, permc_spec="MMD_ATA", options={"SymmetricMode": True})
-    ref = splu(a, permc_spec="MMD_ATA", options={"SymmetricMode": True})
+    lu = SparseLu(a, permc_spec=order, options={"SymmetricMode": True})
+    ref = splu(a, permc_spec=order, options={"SymmetricMode": True})
     dense = a.toarray().T if trans == "T" else a.toarray()
     for rhs in (b, np.asfortranarray(b), b[:, 0]):
         x = lu.solve(rhs, trans=trans)
@@ -55,8 +56,9 @@ def test_a_refactorisation_on_the_old_pivot_order_solves_as_a_fresh_factorisatio
     moved.sort_indices()
     lu = SparseLu(a, permc_spec="COLAMD", options={"SymmetricMode": True})
     again = lu.refactor(moved.indptr.astype(np.int64), moved.indices.astype(np.int64), moved.data)
-    if again is None:       # only where the old pivots no longer bound L's entries
-        return
+    # Diagonally dominant, moved by at most a fifth: the old order stays stable (a refusal here would pass unseen,
+    # the caller then factorising afresh; 600 draws were never refused).
+    assert again is not None
     assert np.abs(again.factors[2]).max(initial=0.0) <= tracerjit.REFACTOR_GROWTH
     fresh = SparseLu(moved, permc_spec="COLAMD", options={"SymmetricMode": True})
     b = rng.normal(size=(n, 3))
@@ -313,11 +315,7 @@ def test_a_refactorisation_on_a_denser_pattern_solves_it_and_repeats_its_bits(n,
     b.sort_indices()
     lu = SparseLu(a, permc_spec="COLAMD", options={"SymmetricMode": True})
     again = lu.refactor(*_arrays(b))
-    if again is None:           # allowed only where the old order is unstable for the new values
-        status, *_ = tracerjit.refactor(*_arrays(b), lu.factors[7], lu._col_of, tracerjit.REFACTOR_GROWTH,
-                                        10 * (b.nnz + n) * n + 1, 10 * (b.nnz + n) * n + 1)
-        assert status == tracerjit._UNSTABLE
-        return
+    assert again is not None    # diagonally dominant too: the old order stays stable (600 draws: never refused)
     rhs = rng.normal(size=(n, 3))
     dense = b.toarray().T if trans == "T" else b.toarray()
     np.testing.assert_allclose(dense @ again.solve(rhs, trans=trans), rhs, atol=1e-9 * (1 + np.abs(rhs).max()))
