@@ -137,6 +137,29 @@ def test_a_kept_session_re_cleared_along_a_price_path_gives_a_cold_clearing_s_bi
     assert rebases and (runs == []) == (len(prices) == 20)
 
 
+@pytest.mark.parametrize("n_bids", [0, 1, 2])
+def test_a_one_line_feeder_with_an_empty_or_tiny_book_re_clears_warm_to_a_fresh_clearing_s_bits(n_bids):
+    # The smallest markets (the hypothesis properties start at 3 buses and 1 bid): no bid block, or bids that
+    # bind the one line as the price moves (51.6 kW of load behind 74.8 kVA; the buy fills its polygon at 10 per
+    # MWh, and each move of the price but the last is a pivot of the solver's own).
+    f = synthetic(2, 211)
+    bids = pl.DataFrame({"bid_id": ["b1", "b2"][:n_bids], "bus": ["1", "1"][:n_bids],
+                         "side": ["buy", "sell"][:n_bids], "quantity_kw": [60.0, 30.0][:n_bids],
+                         "price": [40.0, 70.0][:n_bids]},
+                        schema={"bid_id": pl.Utf8, "bus": pl.Utf8, "side": pl.Utf8, "quantity_kw": pl.Float64,
+                                "price": pl.Float64})
+    book = canonical(validate_bids(bids, f, RULES), f, RULES)
+    market = NodalMarket(f, book, 30.0, RULES, options=LOSSLESS)
+    assert market.solve().ok
+    for price in (50.0, 10.0, 80.0, 45.0):
+        market.set_iso_price(price)
+        warm, fresh = market.solve(), NodalMarket(f, book, price, RULES, options=LOSSLESS).solve()
+        assert warm.ok
+        for name in ("dispatch", "prices", "lines", "buses", "interface"):
+            assert getattr(warm, name).equals(getattr(fresh, name)), (price, name)
+        _assert_complementary(warm, price)
+
+
 def _crossed_at_one_price():
     """A buy and a sell at 40 per MWh on the one bus behind a line that binds (synthetic(2, 211): 74.8 kVA for a
     51.6 kW load), re-cleared warm from 30 to 50 per MWh and cleared fresh at 50: the bus's DLMP is 40, the bids'
