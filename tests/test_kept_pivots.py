@@ -39,6 +39,34 @@ def _assert_optimal(sol, a, c, lo, up, rlo, rup) -> None:
 @given(seed=st.integers(0, 100_000))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_re_solves_from_the_kept_basis_reach_a_fresh_solver_s_optimum(seed):
+    _re_solves(seed)
+
+
+def test_own_pivots_are_what_those_re_solves_take():
+    # The property above would pass unseen if the re-solves all ran HiGHS: on these 40 seeds some must be taken
+    # after pivots of the solver's own with no HiGHS run (15 of their 240 re-solves).
+    taken = []
+    rebase, run = HighsSolver._rebase, HighsSolver.run
+
+    def counted_rebase(self, *args):
+        taken.append("rebase")
+        return rebase(self, *args)
+
+    def counted_run(self):
+        taken.append("run")
+        return run(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HighsSolver, "_rebase", counted_rebase)
+        mp.setattr(HighsSolver, "run", counted_run)
+        outcomes = [_re_solves(seed, taken) for seed in range(40)]
+    assert sum(outcomes) >= 5, sum(outcomes)
+
+
+def _re_solves(seed: int, taken: list | None = None) -> int:
+    """Six changes of a random LP's costs or bounds, each re-solved by the kept basis and checked against a
+    fresh solver; how many of them were taken after own pivots without a HiGHS run (with ``taken``, the log
+    of ``_rebase`` and ``run`` calls a caller keeps)."""
     rng = np.random.default_rng(seed)
     n, m = int(rng.integers(1, 20)), int(rng.integers(1, 12))
     a = sp.random(m, n, density=0.3, random_state=rng,
@@ -53,6 +81,7 @@ def test_re_solves_from_the_kept_basis_reach_a_fresh_solver_s_optimum(seed):
     rlo[held] = rup[held] = act[held] + 0.5
     s = HighsSolver(_model(a, c, lo, up, rlo, rup))
     s.solve_by_basis()
+    own = 0
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         for _ in range(6):
@@ -71,12 +100,16 @@ def test_re_solves_from_the_kept_basis_reach_a_fresh_solver_s_optimum(seed):
                 rlo[i] += shift
                 rup[i] += shift
                 s.set_row_bounds("r", rlo, rup)
+            mark = len(taken) if taken is not None else 0
             warm = s.solve_by_basis()
+            if taken is not None:
+                own += "rebase" in taken[mark:] and "run" not in taken[mark:]
             fresh = HighsSolver(_model(a, c, lo, up, rlo, rup)).solve()
             assert warm.status == fresh.status
             if warm.ok:
                 assert warm.objective == pytest.approx(fresh.objective, rel=1e-9, abs=1e-9)
                 _assert_optimal(warm, a, c, lo, up, rlo, rup)
+    return own
 
 
 def test_an_unbounded_re_solve_is_left_to_highs_without_invalid_arithmetic():
