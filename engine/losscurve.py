@@ -131,7 +131,10 @@ class _FixedPoints:
             self.anchored += 1
             if not point.converged:
                 return None
-            probe = _Probe(m, t, m._relinearise.at(point), self._cores)
+            model = m._relinearise.at(point)
+            # The held thermal rows on this linearisation's faces (its polygons turn with the point).
+            inactive = losses.tangent_held(model, m.feeder, point, m._relinearise.polygon_sides, inactive)
+            probe = _Probe(m, t, model, self._cores)
             settled = probe.settle(x, structural, inactive)
             if settled is None:
                 return None
