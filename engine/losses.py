@@ -492,6 +492,8 @@ class Relinearisation:
                                for _, _, v, _ in block.values()])
         base = self.base
         data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
+        if np.all(data != 0.0):     # the pattern's own arrays, shared by every linearisation (read only)
+            return self.model.with_matrix(sp.csc_matrix((data, base.indices, base.indptr), shape=base.shape))
         a = sp.csc_matrix((data, base.indices.copy(), base.indptr.copy()), shape=base.shape)
         a.eliminate_zeros()     # as a sparse sum leaves them: a term that vanishes at this point (no flow)
         return self.model.with_matrix(a)

@@ -206,6 +206,12 @@ _BASIS_STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisSta
 KEPT_PIVOTS = 8
 """Simplex pivots a re-solve makes on its own from a kept basis before it leaves the rest to a HiGHS run
 (:meth:`HighsSolver._kept_optimal`): past a few a HiGHS run is cheaper."""
+KEPT_PRIMAL_TOL = 1e-9
+"""How far (model units) a kept basis's values may break a bound or row for :meth:`HighsSolver._kept_optimal` to take
+it, by default."""
+HIGHS_PRIMAL_TOL = 1e-7
+"""HiGHS's default ``primal_feasibility_tolerance``: a basis, dual feasible, whose values break no bound or row by
+more is one a HiGHS run from it ends in at 0 iterations."""
 
 
 def _highs_basis(col_status: np.ndarray, row_status: np.ndarray, square: bool) -> highspy.HighsBasis:
@@ -316,19 +322,42 @@ class HighsSolver:
 
         Costs and bounds stay as they are now (including changes made in place),
         and so does the basis: a re-linearised model (:mod:`engine.losses`) is
-        re-solved from the previous optimum in a few pivots.
+        re-solved from the previous optimum in a few pivots. The basis is also kept
+        for :meth:`solve_by_basis` (:meth:`_carried`), to be factorised afresh on
+        the new matrix and checked there: a re-linearisation that leaves it optimal
+        (most of a converged clearing's, which HiGHS ends in 0 iterations) then runs
+        no HiGHS.
         """
         if (model.n_row, model.n_col) != (self.model.n_row, self.model.n_col):
             raise ValueError("set_matrix: the new model must have the shape of the old one")
         _, _, _, a, _, _, _ = model.assemble()
         basis = self.h.getBasis()
-        self._kept, self._a, self._csr = None, a, None
+        self._kept, self._a, self._csr = self._carried(basis), a, None
         _pass_model(self.h, self.cost, self.col_lower, self.col_upper, a, self.row_lower, self.row_upper)
         # The Devex pricing set at construction matters most here: a new matrix discards the edge
         # weights, and exact steepest edge would recompute them for the given basis (one BTRAN per
         # row, ~1 s at 1,000 buses / 10,000 bids for a re-solve of a few dozen pivots).
         self.h.setBasis(basis)
         self.model = model
+
+    def _carried(self, basis: highspy.HighsBasis) -> _KeptBasis | None:
+        """The basis HiGHS holds (``basis``) as the kept basis of the next :meth:`solve_by_basis` on a new matrix:
+        the kept one where HiGHS holds it still (no run since: its bounds the reduced costs chose), else HiGHS's own
+        statuses; None where it has none. Its run clock is NaN, so :meth:`_kept_optimal` factorises it afresh (on the
+        new matrix) before it trusts a basis solve."""
+        k = self._kept
+        if k is not None and self.h.getRunTime() == k.run_time:
+            return dataclasses.replace(k, run_time=float("nan"))
+        if not basis.valid:
+            return None
+        basic, upper = highspy.HighsBasisStatus.kBasic, highspy.HighsBasisStatus.kUpper
+        col, row = np.asarray(basis.col_status, dtype=object), np.asarray(basis.row_status, dtype=object)
+        structural, logical = np.flatnonzero(col == basic), np.flatnonzero(row == basic)
+        if len(structural) + len(logical) != len(row):
+            return None
+        order = np.concatenate([structural, -1 - logical])
+        # HiGHS's row statuses name the row's bound, as held_lower does.
+        return _KeptBasis(basis, order, order >= 0, col != upper, row != upper, float("nan"))
 
     # -- in-place changes (keep the basis) ---------------------------------
     def set_cost(self, block: str, values, index=None) -> None:
@@ -402,7 +431,7 @@ class HighsSolver:
             return self.solve()
         return self.solve_by_basis()
 
-    def solve_by_basis(self) -> Solution:
+    def solve_by_basis(self, pivots: int | None = None, primal_tol: float = KEPT_PRIMAL_TOL) -> Solution:
         """Solve from the basis HiGHS holds and read the values of the optimal basis alone.
 
         The values the pivots' updated factorisation leaves differ in the last digit with the path that reached
@@ -417,9 +446,13 @@ class HighsSolver:
         pivots of the solver's own make optimal (a limit starts or stops binding: :meth:`_pivots`) is factorised
         afresh there and taken the same way; a re-solve that needs more is HiGHS's warm run, whose optimum is
         factorised afresh as a cold one is: every path gives a cold clearing's bits.
+        ``pivots``: how many simplex pivots of our own may make a kept basis optimal before HiGHS runs (None:
+        :data:`KEPT_PIVOTS`; 0: only a kept basis optimal as it stands is taken, the one HiGHS would end in
+        without a pivot); ``primal_tol``: how far (model units) a kept basis's values may break a bound or row
+        and still be taken (:data:`HIGHS_PRIMAL_TOL` takes what a HiGHS run would end in at 0 iterations).
         """
         t0 = time.perf_counter()
-        kept = self._kept_optimal(t0)
+        kept = self._kept_optimal(t0, pivots, primal_tol)
         if kept is not None:
             return kept
         status = self.run()
@@ -479,7 +512,8 @@ class HighsSolver:
         return Solution("optimal", float(np.sum(self.cost * x)), x, a @ x, y, self.cost - at @ y if d is None else d,
                         time.perf_counter() - t0, iterations)
 
-    def _kept_optimal(self, t0: float) -> Solution | None:
+    def _kept_optimal(self, t0: float, pivots: int | None = None,
+                      primal_tol: float = KEPT_PRIMAL_TOL) -> Solution | None:
         """The kept basis's :class:`Solution` where it is optimal at the current costs and bounds, or that of the
         optimal basis a few simplex pivots of our own reach from it (:meth:`_pivots`); else None.
 
@@ -505,10 +539,10 @@ class HighsSolver:
             if not self._factorise(k.basis, k.basic, k.at_lower, k.held_lower):
                 return None
             status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
-        budget = KEPT_PIVOTS
+        budget = KEPT_PIVOTS if pivots is None else pivots
         while status != highspy.HighsStatus.kError:
-            sol, state = self._kept_check(t0, np.asarray(y))
-            if sol is not None or state is None:
+            sol, state = self._kept_check(t0, np.asarray(y), primal_tol)
+            if sol is not None or state is None or budget <= 0:
                 return sol
             moved = self._pivots(*state, budget)
             if moved is None or moved[2] == 0 or not self._rebase(moved[0], moved[1]):
@@ -517,7 +551,8 @@ class HighsSolver:
             status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
         return None
 
-    def _kept_check(self, t0: float, y: np.ndarray) -> tuple[Solution | None, tuple | None]:
+    def _kept_check(self, t0: float, y: np.ndarray,
+                    primal_tol: float = KEPT_PRIMAL_TOL) -> tuple[Solution | None, tuple | None]:
         """The kept basis at the current costs and bounds, its row duals ``y`` given: ``(solution, None)`` where it
         is optimal; else ``(None, state)``, what :meth:`_pivots` starts from (the basic values by basis position,
         their bounds and every variable's reduced cost, in HiGHS's variables), or ``(None, None)`` where anything
@@ -544,8 +579,8 @@ class HighsSolver:
         sol = self._kept_values(t0, 0, y, d)
         if sol is None or not np.all(np.isfinite(sol.x)):
             return None, None
-        if not (np.any(col_bad) or np.any(row_bad) or np.any(sol.x < lo - fuzz) or np.any(sol.x > up + fuzz)
-                or np.any(sol.row_value < rlo - fuzz) or np.any(sol.row_value > rup + fuzz)):
+        if not (np.any(col_bad) or np.any(row_bad) or np.any(sol.x < lo - primal_tol) or np.any(sol.x > up + primal_tol)
+                or np.any(sol.row_value < rlo - primal_tol) or np.any(sol.row_value > rup + primal_tol)):
             return sol, None
         # In HiGHS's variables (_pivots) a row's logical is minus its activity.
         cols, rows = np.maximum(k.basic, 0), np.maximum(-k.basic - 1, 0)

@@ -26,7 +26,7 @@ import scipy.sparse.linalg as spla
 from dsomarket.engine import losses
 from dsomarket.engine.network import S_BASE_KVA
 from dsomarket.engine.results import net_withdrawal
-from dsomarket.engine.solver import HighsSolver, Solution
+from dsomarket.engine.solver import HIGHS_PRIMAL_TOL, HighsSolver, Solution
 
 
 @dataclass(frozen=True, eq=False)
@@ -531,7 +531,14 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
         elif pinned.any() or trust:
             trust = True
             s.set_col_bounds("bid", np.where(pinned, x, base_lo), np.where(pinned, x, base_hi))
-        nxt = s.solve()
+        # From the last basis, factorised afresh on the new matrix: where it is still optimal within HiGHS's own
+        # tolerance (a re-linearisation typically leaves its values within 1e-7 of a bound) no HiGHS run, which
+        # would end there in 0 iterations and cost its set-up and factorisation (HighsSolver.solve_by_basis); the
+        # values are those of the basis alone, as after that run. No pivots of our own: where the basis is not
+        # optimal, HiGHS's run from it and ours can end at different optimal vertices, and where two fixed points
+        # hold at a price the iteration then lands on the other branch (tests/test_hidden_physics.py, ieee69 seed
+        # 406 near -74.71).
+        nxt = s.solve_by_basis(pivots=0, primal_tol=HIGHS_PRIMAL_TOL)
         solves += 1
         seconds += nxt.solve_seconds
         if not nxt.ok and pinned.any():

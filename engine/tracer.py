@@ -335,6 +335,9 @@ class _Pattern:
 
     def holds(self, a_csc: sp.csc_matrix) -> bool:
         """Whether ``a_csc`` (canonical) has this pattern."""
+        if all(a.dtype == b.dtype and a.shape == b.shape and a.ctypes.data == b.ctypes.data
+               for a, b in ((a_csc.indices, self.indices), (a_csc.indptr, self.indptr))):
+            return True         # the same memory: a re-linearisation's, which share the pattern's arrays
         return a_csc.shape == self.shape and np.array_equal(a_csc.indptr, self.indptr) and \
             np.array_equal(a_csc.indices, self.indices)
 
@@ -369,6 +372,7 @@ class _Cores:
         return key, entry
 
     def keep(self, key: bytes, entry: list) -> None:
+        """Keep ``entry`` ``[pattern, layout, lu]`` for the basis of ``key``."""
         self._entries[key] = entry
         if len(self._entries) > self.SIZE:
             del self._entries[next(iter(self._entries))]
@@ -411,9 +415,12 @@ class _Probe:
         the market's model (same blocks, bounds and costs) to factorise bases of, without solving it."""
         self.model = self.market.model if model is None else model
         _, _, _, a, _, _, _ = self.model.assemble()
-        a_csc = a.tocsc(copy=True)
-        a_csc.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
-        a_csc.sort_indices()
+        if a.format == "csc" and a.has_sorted_indices and np.all(a.data != 0.0):
+            a_csc = a               # canonical already (a re-linearisation's): read, never written
+        else:
+            a_csc = a.tocsc(copy=True)
+            a_csc.eliminate_zeros()     # e.g. a bid's reactive coefficient when tan_phi = 0: nothing to solve for
+            a_csc.sort_indices()
         # A's CSC arrays are A^T's CSR ones, and its CSR arrays a gather of them by the pattern's permutation
         # (a probe is made per re-linearisation of the loss-aware curve, :mod:`engine.losscurve`, all of one
         # pattern: the conversions were a tenth of its time, then the pattern's analysis was).

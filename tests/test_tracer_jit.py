@@ -45,6 +45,40 @@ def test_solves_agree_with_superlu_and_dense(n, density, k, seed, trans, sparse_
         np.testing.assert_allclose(x, ref.solve(np.asfortranarray(rhs), trans=trans), rtol=1e-9, atol=1e-12)
 
 
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), seed=st.integers(0, 10_000), move=st.floats(0.0, 0.2))
+def test_a_refactorisation_on_the_old_pivot_order_solves_as_a_fresh_factorisation(n, density, seed, move):
+    """The loss-aware curve's re-linearised cores (:meth:`SparseLu.refactor`): the same pattern, values moved."""
+    a = _matrix(n, density, seed)
+    rng = np.random.default_rng(seed + 2)
+    moved = sp.csc_matrix((a.data * (1.0 + move * rng.uniform(-1.0, 1.0, a.nnz)), a.indices, a.indptr), shape=a.shape)
+    moved.sort_indices()
+    lu = SparseLu(a, permc_spec="COLAMD", options={"SymmetricMode": True})
+    again = lu.refactor(moved.indptr.astype(np.int64), moved.indices.astype(np.int64), moved.data)
+    if again is None:       # only where the old pivots no longer bound L's entries
+        return
+    assert np.abs(again.factors[2]).max(initial=0.0) <= tracerjit.REFACTOR_GROWTH
+    fresh = SparseLu(moved, permc_spec="COLAMD", options={"SymmetricMode": True})
+    b = rng.normal(size=(n, 3))
+    for trans in ("N", "T"):
+        x = again.solve(b, trans=trans)
+        np.testing.assert_allclose(x, fresh.solve(b, trans=trans), rtol=1e-9, atol=1e-12)
+        dense = moved.toarray().T if trans == "T" else moved.toarray()
+        np.testing.assert_allclose(dense @ x, b, atol=1e-9 * (1 + np.abs(b).max()))
+
+
+def test_a_refactorisation_whose_old_pivot_vanishes_is_refused():
+    a = sp.csc_matrix(np.array([[4.0, 1.0], [1.0, 3.0]]))
+    lu = SparseLu(a)
+    # The first pivot's entry set to zero: the old order divides by it, a fresh factorisation pivots elsewhere.
+    first = np.flatnonzero(lu.factors[7] == 0)[0], np.flatnonzero(lu.factors[8] == 0)[0]
+    b = a.toarray()
+    b[first] = 0.0
+    b = sp.csc_matrix(b)
+    assert lu.refactor(b.indptr.astype(np.int64), b.indices.astype(np.int64), b.data) is None
+    assert np.allclose(SparseLu(b).solve(np.ones(2)), np.linalg.solve(b.toarray(), np.ones(2)))
+
+
 def test_a_singular_matrix_is_refused_as_superlu_refuses_it():
     a = sp.csc_matrix(np.array([[1.0, 2.0], [2.0, 4.0]]))
     with pytest.raises(RuntimeError):
