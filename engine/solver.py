@@ -445,7 +445,10 @@ class HighsSolver:
         fresh factorisation (every kept basis is one) it gives a cold clearing's bits. One that a few simplex
         pivots of the solver's own make optimal (a limit starts or stops binding: :meth:`_pivots`) is factorised
         afresh there and taken the same way; a re-solve that needs more is HiGHS's warm run, whose optimum is
-        factorised afresh as a cold one is: every path gives a cold clearing's bits.
+        factorised afresh as a cold one is: every path that ends in a cold clearing's basis gives its bits. Where
+        several bases are optimal (bids tied at their DLMP: a buy and a sell at one price on one bus, equal-priced
+        bids on two buses of one DLMP), a warm path can end in another than a cold clearing's: the same DLMPs and
+        welfare, another dispatch (tests/test_slack_start.py).
         ``pivots``: how many simplex pivots of our own may make a kept basis optimal before HiGHS runs (None:
         :data:`KEPT_PIVOTS`; 0: only a kept basis optimal as it stands is taken, the one HiGHS would end in
         without a pivot); ``primal_tol``: how far (model units) a kept basis's values may break a bound or row
@@ -520,9 +523,9 @@ class HighsSolver:
         Its duals at the current costs (one transposed solve) put each nonbasic column at the bound its reduced
         cost points to (one within HiGHS's dual tolerance, 1e-7, stays where it is, as HiGHS leaves it); it is
         optimal when no reduced cost points to an infinite bound, no held row's dual has the wrong sign and its
-        basic values (one solve) keep every bound and row (within 1e-9): primal and dual feasible, the check a
-        simplex run makes before it stops (:meth:`_kept_check`). Where it is not, the pivots' basis is factorised
-        afresh and checked the same way, so the values of a basis taken are always those of its fresh
+        basic values (one solve) keep every bound and row (within ``primal_tol``): primal and dual feasible, the
+        check a simplex run makes before it stops (:meth:`_kept_check`). Where it is not, the pivots' basis is
+        factorised afresh and checked the same way, so the values of a basis taken are always those of its fresh
         factorisation, as a cold clearing's are: its bits. A HiGHS run costs ~5 ms at 1,000 buses even for one
         pivot, a pivot of our own two basis solves (~1 ms) and the factorisation ~2 ms. Anything in doubt is left
         to HiGHS."""
@@ -554,10 +557,10 @@ class HighsSolver:
     def _kept_check(self, t0: float, y: np.ndarray,
                     primal_tol: float = KEPT_PRIMAL_TOL) -> tuple[Solution | None, tuple | None]:
         """The kept basis at the current costs and bounds, its row duals ``y`` given: ``(solution, None)`` where it
-        is optimal; else ``(None, state)``, what :meth:`_pivots` starts from (the basic values by basis position,
-        their bounds and every variable's reduced cost, in HiGHS's variables), or ``(None, None)`` where anything
-        is in doubt. Its nonbasic columns are moved to the finite bounds their reduced costs point to, in
-        :attr:`_kept`."""
+        is optimal (its values within ``primal_tol`` of every bound and row); else ``(None, state)``, what
+        :meth:`_pivots` starts from (the basic values by basis position, their bounds and every variable's reduced
+        cost, in HiGHS's variables), or ``(None, None)`` where anything is in doubt. Its nonbasic columns are moved
+        to the finite bounds their reduced costs point to, in :attr:`_kept`."""
         k = self._kept
         lo, up, rlo, rup = self.col_lower, self.col_upper, self.row_lower, self.row_upper
         d = self.cost - self._matrix()[1] @ y
@@ -685,11 +688,12 @@ class HighsSolver:
                 room[rise] = np.maximum(zup[rise] - z[rise], 0.0)
                 size = np.maximum(np.abs(move), piv)
                 bound = np.min((room + tol) / size)
-                if up[q] - lo[q] <= bound:              # q reaches its own other bound first: it flips
-                    z = z - (up[q] - lo[q]) * move
+                span = up[q] - lo[q]
+                if span <= bound and np.isfinite(span):  # q reaches its own other bound first: it flips
+                    z = z - span * move
                     at_lower[q] = sigma < 0
                     continue
-                if not np.isfinite(bound):
+                if not np.isfinite(bound):              # q meets no bound (an unbounded ray): HiGHS says so
                     return None
                 p = int(np.argmax(np.where(room / size <= bound, np.abs(move), -1.0)))
                 # A limit that stops binding as the price rises is mostly the last pivot: the basis is factorised and

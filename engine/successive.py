@@ -376,8 +376,9 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     ``TRUST_ACCEPT`` of what the linearisation promised without leaving the
     limits by more than ``VIOLATION_TOL`` or the centre's own excess, else the
     region shrinks fourfold around the same point; each bid's width is halved
-    where it turned back and widened again after a full step that gained (1.2 times
-    after a full step the same way as the last, whatever it gained).
+    where it turned back, doubled after a full step that gained three quarters of
+    its promise and 1.2 times wider after a full step the same way as the last (a
+    kept step that gained under a quarter halves every bid's width instead).
 
     Converged means a fixed point that is optimal for its own linearisation:
     the AC power flow of the dispatch matches the LP (``RESIDUAL_TOL_*``), no

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dsomarket.engine import tracerjit
 from dsomarket.engine.bids import Battery, MarketRules, validate_bids
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
 from dsomarket.engine.errors import InputError
@@ -415,6 +416,21 @@ def test_reduce_steps_matches_a_plain_dynamic_programme_on_long_staircases():
         for _ in range(1, k):
             best = [min([best[j]] + [best[i - 1] + table[i][j] for i in range(1, j + 1)]) for j in range(n)]
         assert reduce_steps(prices, widths, k)[2] == pytest.approx(best[n - 1], rel=1e-9, abs=1e-9)
+
+
+@given(data=st.data())
+@settings(max_examples=60, deadline=None)
+def test_the_median_search_from_any_start_finds_what_a_binary_search_finds(data):
+    # reduce_steps' compiled median walks from a neighbouring range's median; wherever it starts (and with
+    # repeated cumulative widths), it must land where numpy's searchsorted puts the half-width.
+    widths = np.array(data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.5]), min_size=1, max_size=12)))
+    wc = np.concatenate([[0.0], np.cumsum(widths)])
+    n = len(widths)
+    i = data.draw(st.integers(0, n - 1))
+    j = data.draw(st.integers(i, n - 1))
+    near = data.draw(st.integers(-1, n))
+    half = wc[i] + (wc[j + 1] - wc[i]) / 2.0
+    assert tracerjit._median(wc, i, j, near) == int(np.clip(np.searchsorted(wc, half, side="left") - 1, i, j))
 
 
 def test_reduced_offer_of_a_long_curve_is_fast_and_on_the_curve():

@@ -28,15 +28,16 @@ def _matrix(n: int, density: float, seed: int) -> sp.csc_matrix:
 
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), k=st.integers(1, 5), seed=st.integers(0, 10_000),
-       trans=st.sampled_from(["N", "T"]), sparse_rhs=st.booleans())
-def test_solves_agree_with_superlu_and_dense(n, density, k, seed, trans, sparse_rhs):
+       trans=st.sampled_from(["N", "T"]), sparse_rhs=st.booleans(), order=st.sampled_from(["MMD_ATA", "COLAMD"]))
+def test_solves_agree_with_superlu_and_dense(n, density, k, seed, trans, sparse_rhs, order):
+    # COLAMD: the tracer's order since b78db75.
     a = _matrix(n, density, seed)
     rng = np.random.default_rng(seed + 1)
     b = rng.normal(size=(n, k))
     if sparse_rhs:          # as a flip's column: mostly zeros, which the sweeps skip
         b[rng.random((n, k)) < 0.8] = 0.0
-    lu = SparseLu(a, permc_spec="MMD_ATA", options={"SymmetricMode": True})
-    ref = splu(a, permc_spec="MMD_ATA", options={"SymmetricMode": True})
+    lu = SparseLu(a, permc_spec=order, options={"SymmetricMode": True})
+    ref = splu(a, permc_spec=order, options={"SymmetricMode": True})
     dense = a.toarray().T if trans == "T" else a.toarray()
     for rhs in (b, np.asfortranarray(b), b[:, 0]):
         x = lu.solve(rhs, trans=trans)
@@ -55,8 +56,9 @@ def test_a_refactorisation_on_the_old_pivot_order_solves_as_a_fresh_factorisatio
     moved.sort_indices()
     lu = SparseLu(a, permc_spec="COLAMD", options={"SymmetricMode": True})
     again = lu.refactor(moved.indptr.astype(np.int64), moved.indices.astype(np.int64), moved.data)
-    if again is None:       # only where the old pivots no longer bound L's entries
-        return
+    # Diagonally dominant, moved by at most a fifth: the old order stays stable (a refusal here would pass unseen,
+    # the caller then factorising afresh; 600 draws were never refused).
+    assert again is not None
     assert np.abs(again.factors[2]).max(initial=0.0) <= tracerjit.REFACTOR_GROWTH
     fresh = SparseLu(moved, permc_spec="COLAMD", options={"SymmetricMode": True})
     b = rng.normal(size=(n, 3))
@@ -293,3 +295,49 @@ def test_the_ratio_test_stops_at_the_first_value_to_reach_its_bound(n_s, n_r, se
     first = moving[int(np.argmin(theta))]
     assert (leave, step) == (first, theta.min())
     assert bound == (upper[first] if rate[first] > 0 else lower[first])
+
+
+def _arrays(m: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), seed=st.integers(0, 10_000),
+       trans=st.sampled_from(["N", "T"]))
+def test_a_refactorisation_on_a_denser_pattern_solves_it_and_repeats_its_bits(n, density, seed, trans):
+    # A denser pattern than the old factors had room for (the doubling of SparseLu.refactor's room, which the
+    # same pattern's values alone rarely reach): the factors on SuperLU's old order must solve the new matrix as
+    # a dense solve does, and the same inputs must give the same factors, bit for bit.
+    a = _matrix(n, density, seed)
+    rng = np.random.default_rng(seed + 2)
+    b = _matrix(n, min(1.0, 2 * density + 0.1), seed + 3)
+    b.data = b.data * rng.uniform(0.8, 1.25, len(b.data))
+    b.sort_indices()
+    lu = SparseLu(a, permc_spec="COLAMD", options={"SymmetricMode": True})
+    again = lu.refactor(*_arrays(b))
+    assert again is not None    # diagonally dominant too: the old order stays stable (600 draws: never refused)
+    rhs = rng.normal(size=(n, 3))
+    dense = b.toarray().T if trans == "T" else b.toarray()
+    np.testing.assert_allclose(dense @ again.solve(rhs, trans=trans), rhs, atol=1e-9 * (1 + np.abs(rhs).max()))
+    twice = lu.refactor(*_arrays(b))
+    assert all(np.array_equal(u, v) for u, v in zip(again.factors, twice.factors))
+    # Its own matrix on its own order: SuperLU's factors, up to the entries that cancelled (kept here as zeros).
+    own = lu.refactor(*_arrays(a))
+    np.testing.assert_allclose(own.solve(rhs, trans=trans), lu.solve(rhs, trans=trans), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(own.factors[6], lu.factors[6], rtol=1e-12)
+
+
+def test_a_refactorisation_refuses_an_explicit_zero_or_small_pivot():
+    # SuperLU pivots on the larger entry of each column: [[1, 2], [2, 1]]'s first pivot is the 2. With that
+    # entry zero (an explicit zero, as a linearisation's coefficient can be), or small enough that L's entry
+    # passes REFACTOR_GROWTH, the order no longer serves: None, a fresh factorisation. (The new matrices' A[1, 1]
+    # is 3, so that each is nonsingular.)
+    a = sp.csc_matrix(np.array([[1.0, 2.0], [2.0, 1.0]]))
+    lu = SparseLu(a)
+    for small, ok in ((0.0, False), (1e-3, False), (0.5, True)):
+        b = a.copy()
+        b.data = np.array([1.0, small, 2.0, 3.0])         # column-major: A[1, 0] = small
+        got = lu.refactor(*_arrays(b))
+        assert (got is not None) == ok, small
+        if ok:
+            np.testing.assert_allclose(b.toarray() @ got.solve(np.array([1.0, 2.0])), [1.0, 2.0])
