@@ -104,6 +104,9 @@ _REFACTOR = 10
 """Pivots taken as updates of one factorised basis (:class:`_Lu`) before the next is factorised afresh:
 each adds a column to every solve (8 to 10 measured best at 1,000 buses with 32-flip chunks, 5 % less CPU than
 16; 4 and 24 slower: ``benchmarks/bench_tracer_ab.py``)."""
+_REFILL = 1.2
+"""Most entries of the factors of a basis factorised on a pivot order kept from an earlier one
+(:meth:`_Probe._kept_order`), relative to that order's SuperLU factorisation, before SuperLU orders it afresh."""
 _UPDATE_MIN = 1000
 """Cores smaller than this (rows) are factorised afresh after every pivot: SuperLU's factorisation of
 a small core costs less than the update's bookkeeping."""
@@ -406,6 +409,7 @@ class _Probe:
         self.flips = 0
         self.pivots = 0
         self.last_run = 0
+        self.last_lu = None     # the factorisation of the last basis (:meth:`_factor`), whose order HiGHS's next may keep
         self._load(model)
 
     def _load(self, model=None) -> None:
@@ -514,6 +518,7 @@ class _Probe:
         if core is None:
             return self.solve(price)
         active_mask, _, _, lu = core
+        self.last_lu = lu       # HiGHS's basis from it, if it is not optimal, is factorised on its column order
         cost = s.cost.copy()
         cost[self.col] = price
         y = np.zeros(n_row)
@@ -553,7 +558,8 @@ class _Probe:
         """
         _, basic = self.h.getBasicVariables()
         basic = np.asarray(basic)
-        basis = self._factor(price, x, g, np.sort(basic[basic >= 0]), np.sort(-basic[basic < 0] - 1))
+        basis = self._factor(price, x, g, np.sort(basic[basic >= 0]), np.sort(-basic[basic < 0] - 1),
+                             prior=None if self.last_lu is None else (self.last_lu, -1, -1))
         if basis is None:
             raise RuntimeError("interface curve: HiGHS's optimal basis is singular to the tracer")
         return basis
@@ -609,9 +615,14 @@ class _Probe:
         return active_mask, row_pos, (np.concatenate([is_row, new_r]), np.concatenate([is_col, new_c]),
                                       np.concatenate([is_val, new_v]))
 
-    def _core(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+    def _core(self, structural: np.ndarray, inactive: np.ndarray, prior: tuple | None = None) -> tuple | None:
         """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``
-        with ``lu`` an :class:`_Lu` without updates; None when it is not square or singular."""
+        with ``lu`` an :class:`_Lu` without updates; None when it is not square or singular.
+
+        ``prior``: ``(lu, entering, leaving)`` when the basis is near the basis of the :class:`_Lu` ``lu`` (one
+        pivot, ``entering`` for ``leaving``, numbered as in :meth:`_update`; or -1, -1: the one HiGHS reached
+        from it): the core is then factorised on the column order of ``lu``'s reference (:meth:`_kept_order`),
+        without SuperLU's column ordering, where it fills no more than ``_REFILL`` times the reference's factors."""
         if self.cores is None:
             key, entry = None, None
         else:
@@ -630,6 +641,11 @@ class _Probe:
         val = self.data[at]
         # A basis met on another linearisation: its pivot order serves these values, unless no longer stable.
         lu = entry[2].refactor(indptr, pos, val) if entry is not None else None
+        if lu is None and prior is not None:
+            ref_lu = prior[0].ref.lu
+            lu = ref_lu.on_columns(indptr, pos, val, *self._kept_order(*prior, structural, row_pos))
+            if lu is not None and lu.nnz > _REFILL * ref_lu.fresh_nnz:
+                lu = None       # the order has drifted from a good one for this basis: SuperLU's afresh
         if lu is None:
             try:
                 lu = tracerjit.SparseLu(sp.csc_matrix((val, pos, indptr), shape=(n, n)), permc_spec="COLAMD",
@@ -643,6 +659,33 @@ class _Probe:
         return active_mask, row_pos, a_inactive_structural, _Lu(ref, heads, np.zeros(0, dtype=np.int64),
                                                                 np.zeros((ref.m, 0)), self.a.shape[1],
                                                                 np.nonzero(active_mask)[0])
+
+    def _kept_order(self, lu: _Lu, entering: int, leaving: int, structural: np.ndarray,
+                    row_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A column order and preferred pivot rows ``(col_of, prefer)`` (:meth:`engine.tracerjit.SparseLu.on_columns`)
+        for the core of the basis ``structural`` near ``lu``'s (one pivot, ``entering`` for ``leaving``, or -1, -1),
+        kept from ``lu``'s reference.
+
+        Each step of the reference's order pairs a core row with a position of the basis (:class:`_Lu`'s
+        ``heads``). A position that holds a column still basic keeps its step (an entering column takes the
+        leaving one's, as in the update it replaces), preferring the step's row while that is in the core; the
+        other basic columns come last. The partial pivoting pairs the rows left over."""
+        ref = lu.ref
+        n = self.a.shape[1]
+        col_at = lu.heads[ref.lu.col_of()]         # the basic variable at each step's position
+        col_at = np.where(col_at == leaving, entering, col_at)
+        row_at = np.empty(len(col_at), dtype=np.int64)
+        row_at[ref.lu.factors[7]] = np.flatnonzero(ref.row_pos >= 0)
+        basic = np.zeros(n + 1, dtype=bool)
+        basic[structural] = True
+        keep = basic[np.minimum(col_at, n)]
+        cols = col_at[keep]
+        used = np.zeros(n, dtype=bool)
+        used[cols] = True
+        cols = np.concatenate([cols, structural[~used[structural]]])
+        prefer = np.full(len(structural), -1, dtype=np.int64)
+        prefer[:int(keep.sum())] = np.maximum(row_pos[row_at[keep]], -1)
+        return np.searchsorted(structural, cols).astype(np.int64), prefer
 
     def _update(self, basis: _Basis, entering: int, leaving: int, structural: np.ndarray,
                 inactive: np.ndarray) -> tuple | None:
@@ -689,22 +732,24 @@ class _Probe:
         return active_mask, row_pos, a_inactive_structural, new
 
     def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
-                check: bool = False, core: tuple | None = None, r: np.ndarray | None = None) -> _Basis | None:
+                check: bool = False, core: tuple | None = None, r: np.ndarray | None = None,
+                prior: tuple | None = None) -> _Basis | None:
         """The :class:`_Basis` of basic columns ``structural`` and basic row logicals ``inactive`` at ``price``.
 
         With ``check`` (a basis reached by the tracer's own pivot, not by HiGHS),
         None unless it is primal feasible (``x`` within bounds, the active rows
         held) and dual feasible at ``price`` (no nonbasic reduced cost of the
         wrong sign), i.e. optimal there. ``core``: :meth:`_core` of the same basis, when
-        already factorised; ``r``: the row activities ``A x``, when already known.
+        already factorised; ``r``: the row activities ``A x``, when already known; ``prior``: :meth:`_core`'s.
         """
         s = self.solver
         n_row = self.a.shape[0]
         r = self._a_times(x) if r is None else r
-        core = core or self._core(structural, inactive)
+        core = core or self._core(structural, inactive, prior)
         if core is None:
             return None
         active_mask, row_pos, a_inactive_structural, lu = core
+        self.last_lu = lu
         active = np.nonzero(active_mask)[0]
         cost = s.cost.copy()
         cost[self.col] = price
@@ -922,10 +967,17 @@ class _Probe:
         else:
             inactive = np.insert(inactive, np.searchsorted(inactive, j), j)
         g = float(np.sum(s.cost * x)) - s.cost[self.col] * x[self.col]
-        core = self._update(basis, j if kind == 0 else n + j, leaving, structural, inactive)
+        entering = j if kind == 0 else n + j
+        core = self._update(basis, entering, leaving, structural, inactive)
+        fresh = False
+        if core is None:                        # refactorised, on the pivot order kept where it serves
+            core = self._core(structural, inactive, (basis.lu, entering, leaving))
+            if core is None:
+                return None
+            fresh = core[3].ref.lu.fresh
         r = self._a_times(x)
         nxt = self._factor(price, x, g, structural, inactive, check=True, core=core, r=r)
-        if nxt is None and core is not None:    # not optimal as updated: the fresh factorisation decides
+        if nxt is None and not fresh:           # not optimal as updated: SuperLU's factorisation decides
             nxt = self._factor(price, x, g, structural, inactive, check=True, r=r)
         if nxt is None:
             return None

@@ -555,10 +555,114 @@ def refactor(m_ptr, m_idx, m_val, perm_r, col_of, growth, l_room, u_room):      
     return 0, l_ptr, l_idx[:nl].copy(), l_val[:nl].copy(), u_ptr, u_idx[:nu].copy(), u_val[:nu].copy(), diag
 
 
+
+@numba.njit(numba.types.Tuple((numba.int64, _I, _I, _F, _I, _I, _F, _F, _I))(_I, _I, _F, _I, _I, numba.float64,
+                                                                           numba.int64, numba.int64), **_JIT)
+def factor_columns(m_ptr, m_idx, m_val, col_of, prefer, threshold, l_room, u_room):       # pragma: no cover
+    """The LU factors of a square matrix ``A`` (CSC arrays ``m_*``) on a given column order, with threshold partial
+    pivoting: ``(status, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r)`` as :class:`SparseLu` holds
+    them, column ``j`` of ``A Pc`` being ``A``'s ``col_of[j]``.
+
+    :func:`refactor` with the pivot search it leaves out (Davis, ``cs_lu``): step ``j`` pivots on the row
+    ``prefer[j]`` (-1: none) where its value is at least ``threshold`` times the largest of the rows not yet
+    pivoted, else on that largest; so L's entries stay within ``1 / threshold``. L is built on the original row
+    numbers and renumbered by steps at the end. ``status`` 0, ``_ROOM`` (as :func:`refactor`) or ``_UNSTABLE``
+    where a column has no nonzero pivot left (``A`` singular)."""
+    n = len(col_of)
+    x = np.zeros(n)
+    pinv = np.full(n, -1, dtype=np.int64)       # per row: the step it pivots at (-1: not yet)
+    mark = np.full(n, -1, dtype=np.int64)
+    xi = np.empty(n, dtype=np.int64)
+    pstack = np.empty(n, dtype=np.int64)
+    l_ptr, u_ptr = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
+    l_idx, u_idx = np.empty(l_room, dtype=np.int64), np.empty(u_room, dtype=np.int64)
+    l_val, u_val = np.empty(l_room), np.empty(u_room)
+    diag = np.empty(n)
+    nl = nu = 0
+    for j in range(n):
+        c = col_of[j]
+        top = n
+        for p in range(m_ptr[c], m_ptr[c + 1]):
+            start = m_idx[p]
+            if mark[start] == j:
+                continue
+            head = 0
+            xi[0] = start
+            while head >= 0:                    # depth-first from start through the columns of L so far
+                k = xi[head]
+                s = pinv[k]
+                if mark[k] != j:
+                    mark[k] = j
+                    pstack[head] = l_ptr[s] if s >= 0 else 0
+                end = l_ptr[s + 1] if s >= 0 else 0
+                done = True
+                for q in range(pstack[head], end):
+                    i = l_idx[q]
+                    if mark[i] != j:
+                        pstack[head] = q + 1
+                        head += 1
+                        xi[head] = i
+                        done = False
+                        break
+                if done:
+                    head -= 1
+                    top -= 1
+                    xi[top] = k
+        for p in range(m_ptr[c], m_ptr[c + 1]):
+            x[m_idx[p]] += m_val[p]
+        if nl + n - top > l_room or nu + n - top > u_room:
+            return _ROOM, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, diag, pinv
+        big = 0.0
+        piv = -1
+        for t in range(top, n):                 # in topological order: U's column, each L column subtracted
+            k = xi[t]
+            s = pinv[k]
+            if s < 0:
+                continue
+            ukj = x[k]
+            x[k] = 0.0
+            u_idx[nu] = s
+            u_val[nu] = ukj
+            nu += 1
+            if ukj != 0.0:
+                for q in range(l_ptr[s], l_ptr[s + 1]):
+                    x[l_idx[q]] -= l_val[q] * ukj
+        for t in range(top, n):                 # the largest of the rows not pivoted yet
+            k = xi[t]
+            if pinv[k] < 0 and abs(x[k]) > big:
+                big, piv = abs(x[k]), k
+        want = prefer[j]
+        if want >= 0 and pinv[want] < 0 and mark[want] == j and abs(x[want]) >= threshold * big:
+            piv = want
+        if piv < 0 or not np.isfinite(big):
+            return _UNSTABLE, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, diag, pinv
+        d = x[piv]
+        x[piv] = 0.0
+        pinv[piv] = j
+        diag[j] = d
+        for t in range(top, n):
+            k = xi[t]
+            if pinv[k] >= 0:
+                continue
+            l_idx[nl] = k
+            l_val[nl] = x[k] / d
+            x[k] = 0.0
+            nl += 1
+        l_ptr[j + 1], u_ptr[j + 1] = nl, nu
+    for q in range(nl):                         # L's rows by step, as the sweeps read them
+        l_idx[q] = pinv[l_idx[q]]
+    return 0, l_ptr, l_idx[:nl].copy(), l_val[:nl].copy(), u_ptr, u_idx[:nu].copy(), u_val[:nu].copy(), diag, pinv
+
+
 REFACTOR_GROWTH = 10.0
 """Largest entry of L that :meth:`SparseLu.refactor` accepts on an old pivot order: SuperLU's partial pivoting
 keeps them at most 1; at most 10 is threshold pivoting's usual 0.1 (a stable factorisation). Beyond it the matrix
 has moved too far from the one the pivots were chosen for, and it is factorised afresh."""
+
+
+PIVOT_THRESHOLD = 0.1
+"""Threshold partial pivoting of :func:`factor_columns`: a preferred pivot serves where it is at least this
+fraction of its column's largest candidate (L's entries then within 10, as :data:`REFACTOR_GROWTH` accepts)."""
 
 
 class SparseLu:
@@ -578,7 +682,18 @@ class SparseLu:
         up_ptr, up_idx, up_val, up_diag = _off_diagonal(*_csc_arrays(up))
         self.factors = (low_ptr, low_idx, low_val, up_ptr, up_idx, up_val, up_diag,
                          lu.perm_r.astype(np.int64), lu.perm_c.astype(np.int64))
-        self._col_of = None     # the inverse of perm_c, made by the first :meth:`refactor`
+        self._col_of = None     # the inverse of perm_c, made by the first :meth:`refactor` or :meth:`col_of`
+        self.fresh = True       # SuperLU's own factorisation, its column order and all (not :meth:`on_columns`')
+        self.nnz = len(low_idx) + len(up_idx)
+        self.fresh_nnz = self.nnz   # the entries of the SuperLU factorisation whose column order this one's descends from
+
+    def col_of(self) -> np.ndarray:
+        """The column eliminated at each step: the inverse of ``perm_c``."""
+        if self._col_of is None:
+            perm_c = self.factors[8]
+            self._col_of = np.empty_like(perm_c)
+            self._col_of[perm_c] = np.arange(len(perm_c))
+        return self._col_of
 
     def refactor(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> "SparseLu | None":
         """The factorisation of another matrix of this one's shape (CSC arrays, int64 indices) on this one's
@@ -586,9 +701,7 @@ class SparseLu:
         this one (the same pattern, other values). None where that order does not hold for it (a zero pivot,
         or an entry of L above ``REFACTOR_GROWTH``): factorise it afresh."""
         perm_r, perm_c = self.factors[7:]
-        if self._col_of is None:
-            self._col_of = np.empty_like(perm_c)
-            self._col_of[perm_c] = np.arange(len(perm_c))
+        self.col_of()
         # SuperLU's factors as scipy hands them over lack the entries that cancelled to zero (the network's
         # +-1 coefficients cancel exactly): room for some more, and twice as much where that is short.
         room = len(self.factors[1]) + len(self.factors[4]) + len(perm_r)
@@ -602,6 +715,30 @@ class SparseLu:
         out = object.__new__(SparseLu)
         out.shape, out._col_of = self.shape, self._col_of
         out.factors = (*factors, perm_r, perm_c)
+        out.fresh, out.nnz, out.fresh_nnz = False, len(out.factors[1]) + len(out.factors[4]), self.fresh_nnz
+        return out
+
+    def on_columns(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, col_of: np.ndarray,
+                   prefer: np.ndarray) -> "SparseLu | None":
+        """The factorisation of a square matrix near this one (CSC arrays, int64 indices; a basis a few pivots
+        away) on the column order ``col_of`` (column ``col_of[j]`` at step ``j``), with partial pivoting that
+        prefers row ``prefer[j]`` at step ``j`` (:func:`factor_columns`): ``splu`` without its column ordering.
+        None where the matrix is singular."""
+        room = len(self.factors[1]) + len(self.factors[4]) + len(col_of)
+        while True:
+            status, *factors, perm_r = factor_columns(indptr, indices, data, col_of, prefer, PIVOT_THRESHOLD,
+                                                      room, room)
+            if status != _ROOM:
+                break
+            room *= 2
+        if status:
+            return None
+        out = object.__new__(SparseLu)
+        out.shape, out._col_of = (len(col_of), len(col_of)), col_of
+        perm_c = np.empty_like(col_of)
+        perm_c[col_of] = np.arange(len(col_of))
+        out.factors = (*factors, perm_r, perm_c)
+        out.fresh, out.nnz, out.fresh_nnz = False, len(out.factors[1]) + len(out.factors[4]), self.fresh_nnz
         return out
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:

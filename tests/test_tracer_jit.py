@@ -81,6 +81,49 @@ def test_a_refactorisation_whose_old_pivot_vanishes_is_refused():
     assert np.allclose(SparseLu(b).solve(np.ones(2)), np.linalg.solve(b.toarray(), np.ones(2)))
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), seed=st.integers(0, 10_000), swaps=st.integers(0, 5),
+       prefer_kept=st.booleans())
+def test_a_factorisation_on_a_kept_column_order_solves_the_pivoted_matrix(n, density, seed, swaps, prefer_kept):
+    """The tracer's refactorisation of a basis some pivots on (:meth:`SparseLu.on_columns`): columns replaced by
+    others, the old column order kept and its rows preferred as pivots (or none), partial pivoting where they fail."""
+    a = _matrix(n, density, seed)
+    rng = np.random.default_rng(seed + 3)
+    lu = SparseLu(a, permc_spec="COLAMD", options={"SymmetricMode": True})
+    b = a.toarray()
+    for j in rng.integers(0, n, swaps):     # a replaced column: random entries, so pivots move off the diagonal
+        b[:, j] = np.where(rng.random(n) < 0.3, rng.normal(size=n), 0.0)
+        b[rng.integers(0, n), j] = rng.uniform(1.0, 2.0)
+    if abs(np.linalg.det(b)) < 1e-6:
+        return
+    m = sp.csc_matrix(b)
+    m.sort_indices()
+    col_of = lu.col_of()
+    prefer = np.empty(n, dtype=np.int64)
+    prefer[lu.factors[7]] = np.arange(n)            # the row the old factorisation pivoted at each step
+    if not prefer_kept:
+        prefer[:] = -1
+    again = lu.on_columns(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data, col_of, prefer)
+    assert again is not None and not again.fresh
+    assert np.array_equal(again.factors[8][col_of], np.arange(n))     # the kept column order
+    assert np.abs(again.factors[2]).max(initial=0.0) <= 1.0 / tracerjit.PIVOT_THRESHOLD
+    rhs = rng.normal(size=(n, 2))
+    for trans in ("N", "T"):
+        x = again.solve(rhs, trans=trans)
+        np.testing.assert_allclose(np.linalg.solve(b.T if trans == "T" else b, rhs), x, rtol=1e-7,
+                                   atol=1e-9 * (1 + np.abs(x).max()))
+    if not swaps and prefer_kept:                   # nothing moved: the old pivots are taken again
+        assert np.array_equal(again.factors[7], lu.factors[7])
+
+
+def test_a_singular_matrix_is_refused_on_a_kept_column_order():
+    a = sp.csc_matrix(np.array([[4.0, 1.0], [1.0, 3.0]]))
+    lu = SparseLu(a)
+    b = sp.csc_matrix(np.array([[1.0, 2.0], [2.0, 4.0]]))
+    assert lu.on_columns(b.indptr.astype(np.int64), b.indices.astype(np.int64), b.data, lu.col_of(),
+                         np.full(2, -1, dtype=np.int64)) is None
+
+
 def test_a_singular_matrix_is_refused_as_superlu_refuses_it():
     a = sp.csc_matrix(np.array([[1.0, 2.0], [2.0, 4.0]]))
     with pytest.raises(RuntimeError):
