@@ -9,6 +9,9 @@ where the arithmetic is some 400,000 multiply-adds). Here each is one compiled l
   run over the factors once for all right-hand sides (each nonzero updates a contiguous row of ``k``
   values) and skip columns whose right-hand side is still zero, as a flip's column (a bid: one or two
   nonzeros) mostly is: 0.17 ms for those 32, 0.03 ms for one;
+- :func:`factor_columns`: the factorisation of a basis a few pivots from a factorised one on the column
+  order kept from it, with threshold partial pivoting (0.2 ms at 1,000 buses against SuperLU's 1.7 ms
+  with its COLAMD ordering);
 - :func:`scan`: the ratio test of every nonbasic reduced cost against the price (:func:`engine.tracer._scan`).
 
 Compiled with numba, cached on disk next to this file (or in the user's cache when that is read-only).
