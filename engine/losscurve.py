@@ -131,7 +131,10 @@ class _FixedPoints:
             self.anchored += 1
             if not point.converged:
                 return None
-            probe = _Probe(m, t, m._relinearise.at(point), self._cores)
+            model = m._relinearise.at(point)
+            # The held thermal rows on this linearisation's faces (its polygons turn with the point).
+            inactive = losses.tangent_held(model, m.feeder, point, m._relinearise.polygon_sides, inactive)
+            probe = _Probe(m, t, model, self._cores)
             settled = probe.settle(x, structural, inactive)
             if settled is None:
                 return None
@@ -204,6 +207,8 @@ class _FixedPoints:
                 v = self.anchor(x, basis.structural, basis.inactive)
                 if v is not None:
                     break
+            if v is None and brk is not None and brk[0] == 1:
+                cols, v = None, self._past_row(probe, basis, brk, rising)
         elif brk is not None:
             pivot = probe._pivot(basis, brk, rising)
             if pivot is None or pivot[1].structural is None:   # none, or onto P0 at its limit: no basis to anchor
@@ -237,6 +242,22 @@ class _FixedPoints:
         # A stretch: one bid clearing part-way, its price set by its own effect on the losses.
         ramp = self._stretch(a, v, basis, int(cols[0]), float(x[cols[0]]), tol, cert)
         return [v] if ramp is None else [*ramp, v]
+
+    def _past_row(self, probe: _Probe, basis: _Basis, brk: tuple, rising: bool) -> _Sample | None:
+        """The fixed point past a walk's flips from ``basis`` and the row event ``brk`` after them (a thermal facet
+        leaving the active set), where no fixed point has the flips alone: anchored after the flips and that row's
+        pivot on the linearisation of ``basis``, or None.
+
+        The two come in the other order on the flipped dispatch's linearisation: there the row's dual turns
+        before the flipped bids' reduced costs (1k/1k of ``benchmarks/bench_physics.py`` near 109.27 and 122.85
+        per MWh, 0.005 and 0.0001 apart), so no price holds the flips alone (:meth:`_Probe.dual_range` is
+        empty). Without this, clearings sampled 109.3-122.9 per MWh there (5 of the curve's 7).
+        """
+        pivot = probe._pivot(basis, brk, rising)
+        if pivot is None or pivot[1].structural is None:
+            return None
+        nxt = pivot[1]
+        return self.anchor(nxt.x, nxt.structural, nxt.inactive)
 
     def _flipped(self, basis: _Basis, cols: np.ndarray) -> np.ndarray:
         """``basis``'s dispatch with the nonbasic columns ``cols`` moved to their other bounds (the flips)."""

@@ -331,6 +331,44 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     }, bound
 
 
+def tangent_held(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int,
+                 inactive: np.ndarray) -> np.ndarray:
+    """A basis's rows whose logical is basic (``inactive``, sorted), with each held thermal row moved to the
+    face of its line and interval tangent at ``point``'s flow, at the end where that flow is larger.
+
+    The polygons turn with the point they are linearised at (:func:`thermal`: face 0 tangent at the flow's
+    direction), so a row index held on one linearisation names another face on the next. At a fixed point
+    with a line on its rating the flow lies on the circle, where only the tangent face (face 0) of the end
+    with the larger flow is tight; a basis carried to a new linearisation (the loss-aware curve's anchors,
+    :meth:`engine.losscurve._FixedPoints.anchor`) holds that face instead of the one it held, which on the
+    1,000-bus feeder of ``benchmarks/bench_physics.py`` was face 4 (a quarter turn from the new flow):
+    holding it there put a bid 133 kW past its quantity. Unchanged where two held rows would land on one.
+    """
+    if not model.has_con("line_thermal"):
+        return inactive
+    send, recv = model.con("line_thermal"), model.con("line_thermal_receiving")
+    k = polygon_sides // 2
+    basic = np.zeros(model.n_row, dtype=bool)
+    basic[inactive] = True
+    old = np.concatenate([send.start + np.flatnonzero(~basic[send.slice]),
+                          recv.start + np.flatnonzero(~basic[recv.slice])])
+    if not len(old):
+        return inactive
+    i = np.where(old >= recv.start, old - recv.start, old - send.start)   # (t, line, face) within its block
+    face0 = i - i % k
+    limited = np.nonzero(np.isfinite(feeder.topology.s_max_kva))[0]
+    t, line = np.divmod(face0 // k, len(limited))
+    line = limited[line]
+    p_r, q_r = point.receiving(feeder)
+    larger = np.hypot(p_r[t, line], q_r[t, line]) > np.hypot(point.p[t, line], point.q[t, line])
+    new = np.where(larger, recv.start, send.start) + face0
+    if np.array_equal(new, old) or len(np.unique(new)) < len(new):
+        return inactive
+    basic[old] = True
+    basic[new] = False
+    return np.flatnonzero(basic).astype(inactive.dtype)
+
+
 def _sparse(block: dict) -> dict:
     return {var: sp.coo_matrix((vals, (rows, cols)), shape=shape) for var, (rows, cols, vals, shape) in block.items()}
 

@@ -337,12 +337,17 @@ class Topology:
                 seen.add(lid)
         fb = lines["from_bus"].to_list()
         tb = lines["to_bus"].to_list()
-        for k in range(len(line_ids)):
-            for col, b in (("from_bus", fb[k]), ("to_bus", tb[k])):
-                if b not in pos:
-                    raise InputError("lines", col, f"unknown bus {b!r}", row=k)
-            if fb[k] == tb[k]:
-                raise InputError("lines", "to_bus", "a line must join two different buses", row=k)
+        # Each line's bus positions (-1: unknown) in one pass; the first bad line is reported, its from_bus first.
+        f_all = np.array([pos.get(b, -1) for b in fb], dtype=np.int64)
+        t_all = np.array([pos.get(b, -1) for b in tb], dtype=np.int64)
+        bad = np.nonzero((f_all < 0) | (t_all < 0) | (f_all == t_all))[0]
+        if len(bad):
+            k = int(bad[0])
+            if f_all[k] < 0:
+                raise InputError("lines", "from_bus", f"unknown bus {fb[k]!r}", row=k)
+            if t_all[k] < 0:
+                raise InputError("lines", "to_bus", f"unknown bus {tb[k]!r}", row=k)
+            raise InputError("lines", "to_bus", "a line must join two different buses", row=k)
         active = np.nonzero(lines["in_service"].to_numpy())[0]
         n = len(ids)
         if len(active) != n - 1:
@@ -351,8 +356,7 @@ class Topology:
                       "the feeder is disconnected: some buses have no path to the root")
             if len(active) > n - 1:
                 raise InputError("lines", "in_service", f"{len(active)} lines for {n} buses: {reason}")
-        f_idx = np.array([pos[fb[k]] for k in active], dtype=np.int64)
-        t_idx = np.array([pos[tb[k]] for k in active], dtype=np.int64)
+        f_idx, t_idx = f_all[active], t_all[active]
         adj = sp.coo_matrix((np.ones(len(active)), (f_idx, t_idx)), shape=(n, n))
         adj = (adj + adj.T).tocsr()
         order, preds = sp.csgraph.breadth_first_order(adj, pos[feeder.root_bus], directed=False,
@@ -370,9 +374,11 @@ class Topology:
         parent_old = preds[order]
         parent = np.where(parent_old < 0, -1, new_of_old[np.maximum(parent_old, 0)])
         parent[0] = -1
-        depth = np.zeros(n, dtype=np.int64)
-        for k in range(1, n):  # BFS order: a parent's depth is known before its children's
-            depth[k] = depth[parent[k]] + 1
+        depth_of = [0] * n
+        up = parent.tolist()
+        for k in range(1, n):  # BFS order: a parent's depth is known before its children's (lists: no numpy scalars)
+            depth_of[k] = depth_of[up[k]] + 1
+        depth = np.array(depth_of, dtype=np.int64)
         # Map each in-service line to the child bus it feeds.
         child_new = np.where(parent[new_of_old[t_idx]] == new_of_old[f_idx], new_of_old[t_idx], new_of_old[f_idx])
         sign = np.where(parent[new_of_old[t_idx]] == new_of_old[f_idx], 1.0, -1.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from dsomarket.clients.commands.market import EXIT_PHYSICS
@@ -56,8 +57,15 @@ def test_a_curve_whose_subdivisions_run_out_reports_its_error_and_the_command_wa
 def test_a_curve_out_of_clearings_stops_and_its_bound_covers_what_it_left(monkeypatch):
     # A book that would need more clearings than the budget gets a curve at once, not an unbounded trace or an
     # error: the pairs left are steps where their tangents meet, and the bound covers the full curve's imports.
+    # (The example book's curve is walked from the floor's and the cap's clearings alone: 40 random bids whose
+    # curve takes 7.)
     f = read_feeder(EXAMPLES / "ieee33_rated")
-    book = validate_bids(read_table(EXAMPLES / "ieee33_bids.csv", "bids"), f, MarketRules())
+    rng = np.random.default_rng(2)
+    n = 40
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
+                         "price": np.round(rng.uniform(0, 150, n), 2)})
+    book = validate_bids(bids, f, MarketRules())
     full = trace_curve(f, book)
     budget = full.ac_check["clearings"] - 1     # floor and cap, and one fewer than it takes in all
     assert budget >= 2 and full.ac_check["unresolved_steps"] == 0

@@ -185,6 +185,22 @@ def test_validation_unknown_bus():
     assert "99" in err.reason
 
 
+def test_validation_reports_the_first_bad_line_and_its_from_bus_first():
+    # Line 7 (row 6) joins bus 7 to itself and line 12 (row 11) names two unknown buses: row 6 is reported;
+    # with line 7 mended, row 11's from_bus is (the lines are checked in one pass, the first bad row wins).
+    header, buses, lines = _tables()
+
+    def change(frame, line, column, value):
+        return frame.with_columns(pl.when(pl.col("line") == line).then(pl.lit(value)).otherwise(pl.col(column))
+                                  .alias(column))
+
+    bad = change(change(change(lines, "7", "to_bus", "7"), "12", "from_bus", "98"), "12", "to_bus", "99")
+    err = _error(header, buses, bad)
+    assert (err.table, err.field, err.row) == ("lines", "to_bus", 6) and "different buses" in err.reason
+    err = _error(header, buses, change(bad, "7", "to_bus", "8"))
+    assert (err.table, err.field, err.row) == ("lines", "from_bus", 11) and "98" in err.reason
+
+
 @pytest.mark.parametrize("column, value", [("r_ohm", 0.0), ("x_ohm", -0.1), ("r_ohm", float("nan")),
                                            ("x_ohm", float("nan"))])
 def test_validation_impedance(column, value):

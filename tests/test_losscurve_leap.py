@@ -1,5 +1,6 @@
 """The loss-aware curve's leaps (:meth:`engine.losscurve._FixedPoints._leap`): fixed points drawn between a walk's
-two anchors, without anchoring each, say what ``clear`` (successive LP, then its AC power flow) imports there."""
+two anchors, without anchoring each, say what ``clear`` (successive LP, then its AC power flow) imports there; and
+the fixed points a walk reaches past a row event its flips hold at no price without."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def test_leaps_led_by_a_thermal_facets_pivot_or_down_the_price_draw_what_clear_i
     # pivots that lead the leaps over the flips after them (one anchor at the run's end for both); where a
     # walk up stops (a bid entering part-way against a limit), walks down from the pair's right end leap.
     f = synthetic(200, 5)
-    rng = np.random.default_rng(6)
+    rng = np.random.default_rng(37)
     n = 100
     bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
                          "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
@@ -82,3 +83,39 @@ def test_leaps_led_by_a_thermal_facets_pivot_or_down_the_price_draw_what_clear_i
     down = [s for s, _, rising in drawn if not rising]
     assert len(led) >= 1 and len(down) >= 10, (len(led), len(down))
     _check_drawn(f, book, rules, curve, led[:2] + down[::len(down) // 3][:3])
+
+
+def test_a_walk_whose_flips_hold_at_no_price_alone_takes_the_row_event_after_them_and_draws_what_clear_imports(
+        monkeypatch):
+    # On the flipped dispatch's linearisation a thermal facet's dual turns before the flipped bid's reduced cost
+    # (the two events' order on the walk's start linearisation, reversed): the walk anchors past both
+    # (:meth:`engine.losscurve._FixedPoints._past_row`) instead of leaving the pair to clearings.
+    f = synthetic(200, 5)
+    rng = np.random.default_rng(8)
+    n = 100
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
+                         "price": np.round(rng.uniform(0, 150, n), 2)})
+    rules = MarketRules()
+    book = validate_bids(bids, f, rules)
+    reached: list = []
+    past_row = losscurve._FixedPoints._past_row
+
+    def record(self, probe, basis, brk, rising):
+        v = past_row(self, probe, basis, brk, rising)
+        if v is not None:
+            reached.append(v)
+        return v
+
+    monkeypatch.setattr(losscurve._FixedPoints, "_past_row", record)
+    curve = trace_curve(f, book, rules)
+    assert reached
+    bound = curve.ac_check["max_error_kw"]
+    for v in reached:
+        assert v.high > v.low
+        for price in (v.low + 2e-4, v.high - 2e-4, v.low - 0.01, v.low - 0.05):
+            res = clear(f, book, price, rules=rules, options=ClearingOptions())
+            ac = res.ac_check["import_kw"][0]
+            assert abs(curve.import_at(0, price) - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ac)
+            if v.low < price < v.high:     # the fixed point reached is what clear imports over its range
+                assert abs(v.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, v.q * 1000.0, ac)

@@ -144,6 +144,35 @@ def test_both_ends_of_a_line_hold_their_rating_in_the_ac_power_flow():
     assert violation["limit"] == "line_thermal" and violation["element"] == "ab" and violation["value"] > 100.5
 
 
+
+@pytest.mark.parametrize("withdrawal_kw, end", [(-1500.0, "line_thermal_receiving"), (1500.0, "line_thermal")])
+def test_a_held_thermal_face_moves_to_the_face_tangent_at_the_new_point_on_the_end_with_the_larger_flow(
+        withdrawal_kw, end):
+    # A basis carried to another linearisation (the loss-aware curve's anchors) holds the polygon face through the
+    # new point's AC flow: the one whose row's activity at that point's flows is the end's |S|. Export at b (reverse
+    # flow): the child end carries the losses too, the larger; import: the parent end.
+    f = _two_bus(r=3.0, x=3.0, p=100.0, s_max=1000.0)
+    book = validate_bids(_bids([("pv", "b", "sell", 3000.0, 5.0)]), f, MarketRules())
+    m = NodalMarket(f, book, 50.0, options=LOSSAWARE)
+    sides = LOSSAWARE.polygon_sides
+    point = losses.operating_point(f, np.array([[0.0], [withdrawal_kw]]), np.array([[0.0], [300.0]]))
+    model = m._relinearise.at(point)
+    send = model.con("line_thermal")
+    held = send.start + sides // 2 - 1            # the sending end's last face, nearly a quarter turn off the flow
+    inactive = np.setdiff1d(np.arange(model.n_row), [held])
+    [moved] = np.setdiff1d(np.arange(model.n_row), losses.tangent_held(model, f, point, sides, inactive))
+    assert moved == model.con(end).start          # face 0 of that end
+    x = np.zeros(model.n_col)
+    for var, values in (("line_p", point.p), ("line_q", point.q), ("v", point.v)):
+        x[model.var(var).slice] = values.ravel()
+    activity = model.assemble()[3] @ x
+    p_r, q_r = point.receiving(f)
+    flows = {"line_thermal": math.hypot(point.p[0, 0], point.q[0, 0]),
+             "line_thermal_receiving": math.hypot(p_r[0, 0], q_r[0, 0])}
+    assert activity[moved] == pytest.approx(flows[end], rel=1e-9)
+    assert flows[end] > max(flows.values()) - 1e-12
+    assert activity[held] < 0.5 * flows["line_thermal"]
+
 # -- against pandapower's AC OPF --------------------------------------------------------------------
 
 def _acopf_case(feeder: Feeder, seed: int, vmin: float, line: str, rating: float) -> tuple[Feeder, pl.DataFrame]:
