@@ -461,10 +461,10 @@ def _prices_at_converged_award(market: NodalMarket, sol: Solution, q: np.ndarray
     the curve). Nor the clearing from the award's linearisation alone: warm from the award's basis, HiGHS
     may end at a basis that is feasible only to its tolerance (1e-7), and where a bid moves a rating
     10^5 times less than its own kW that tolerance is kW of import. Seed 7220's real-time market: a sell at
-    the far bus of a rating held by day-ahead positions was left basic at -0.09 W, below its bound,
-    which bought 0.09 VA of that rating for a sell at bus 1 (0.022 VA per kW on it) to clear 4.45 kW
-    more, converged 4.65 kW of import from the fresh clearing the award was taken from (off the
-    curve); that fresh clearing imports the award. Where every interval is on the curve the free
+    the far bus of a rating held by day-ahead positions was left basic 0.09 W below its bound, and a sell
+    at bus 1 (0.022 VA per kW on that rating) cleared in full, 4.45 kW more, the rating 0.1 VA over once
+    the first is read at its bound; converged there, 4.65 kW of import from the fresh clearing the award
+    was taken from (off the curve), which imports the award. Where every interval is on the curve the free
     clearing's duals price the dispatch, and the market is left at that clearing's linearisation so
     that the price components are taken on the model those duals are of; otherwise the award is
     converged again, its duals stay, and the fixed-import solve returned is that one.
