@@ -426,6 +426,18 @@ def synced_once() -> Iterator[None]:
     os.sync()                      # the renames
 
 
+def _sync_dir(folder: Path) -> None:
+    """Flush ``folder``'s entries: a rename is on disk only once its directory is (POSIX leaves it to the
+    file system otherwise, and ext4 or XFS can lose it in a crash that keeps the file's contents)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, write: Callable) -> None:
     # The temporary file lives in the target directory, so os.replace is a
     # rename on one file system: readers see the old file or the new one.
@@ -440,6 +452,7 @@ def _atomic_write(path: Path, write: Callable) -> None:
         os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600
         if pending is None:
             os.replace(tmp, path)
+            _sync_dir(path.parent)
         else:
             pending.append((tmp, path))
     except BaseException:

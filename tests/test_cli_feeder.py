@@ -140,7 +140,7 @@ def test_writes_synced_once_are_flushed_together_when_the_block_ends(tmp_path, m
     # The contents on disk before any name points at them (a crash leaves old or whole new files), then the renames.
     assert calls == ["sync", "rename a.csv", "rename b.json", "sync"]
     write_json(tmp_path / "c.json", {"v": 2})   # outside it, each file is synced as before
-    assert calls[4:] == ["fsync", "rename c.json"]
+    assert calls[4:] == ["fsync", "rename c.json", "fsync"]   # the contents, the rename, the folder's entry
     assert read_table(tmp_path / "a.csv")["v"].to_list() == [1.0]
     assert json.loads((tmp_path / "b.json").read_text()) == {"v": 1}
     assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.json", "c.json"]
