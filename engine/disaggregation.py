@@ -448,31 +448,49 @@ def _prices_at_award(market: NodalMarket, sol: Solution, q: np.ndarray, both: np
 def _prices_at_converged_award(market: NodalMarket, sol: Solution, q: np.ndarray, both: np.ndarray
                                ) -> tuple[Solution, Solution, np.ndarray]:
     """:func:`_prices_at_award` on the loss-aware model: an award is on the curve where the market
-    cleared at the ISO's price (converged from the award's own linearisation) imports it within the
-    curve's stated accuracy (``losses.CURVE_TOL``, with its floor ``losses.CURVE_ABS_KW`` near a zero
-    import, where two clearings may part by a bid's last step, ``losses.STEP_TOL_KW``), since the curve is made
-    of such clearings.
+    cleared at the ISO's price imports it within the curve's stated accuracy (``losses.CURVE_TOL``, with its
+    floor ``losses.CURVE_ABS_KW`` near a zero import, where two clearings may part by a bid's last step,
+    ``losses.STEP_TOL_KW``), since the curve is made of such clearings: converged from the award's own
+    linearisation, or else from the market's first model, as ``clear`` converges and the curve's fresh
+    clearings do (:meth:`engine.losscurve._FixedPoints.fresh`).
 
     Not one free solve of the award's linearisation, as on the lossless LP: a linearisation holds the
     losses' tangent, so where a bid's share is set by the losses' curvature (a lone sell bid clearing
     part of its quantity) the free LP sends the bid to a bound, far from the curve (hypothesis
     example seed 131 of ``tests/test_settlement.py``: 32.2 kW free against 129.9 kW awarded, on
-    the curve). Where every interval is on the curve the free clearing's duals price the dispatch,
-    and the market is left at that clearing's linearisation so that the price components are taken
-    on the model those duals are of; otherwise the award is converged again, its duals stay, and
-    the fixed-import solve returned is that one.
+    the curve). Nor the clearing from the award's linearisation alone: warm from the award's basis, HiGHS
+    may end at a basis that is feasible only to its tolerance (1e-7), and where a bid moves a rating
+    10^5 times less than its own kW that tolerance is kW of import. Seed 7220's real-time market: a sell at
+    the far bus of a rating held by day-ahead positions was left basic 0.09 W below its bound, and a sell
+    at bus 1 (0.022 VA per kW on that rating) cleared in full, 4.45 kW more, the rating 0.1 VA over once
+    the first is read at its bound; converged there, 4.65 kW of import from the fresh clearing the award
+    was taken from (off the curve), which imports the award. Where every interval is on the curve the free
+    clearing's duals price the dispatch, and the market is left at that clearing's linearisation so
+    that the price components are taken on the model those duals are of; otherwise the award is
+    converged again, its duals stay, and the fixed-import solve returned is that one.
     """
-    market.fix_import(np.where(both, np.nan, q))
-    free = market.converge()
-    market.fix_import(q)
-    ok = np.zeros(len(q), dtype=bool)
-    if free.ok:
+    def cleared(restart: bool) -> tuple[Solution, np.ndarray]:
+        """The market cleared at the ISO's price (from its first model where ``restart``) and whether it
+        imports the award, per interval."""
+        market.fix_import(np.where(both, np.nan, q))
+        if restart:
+            market.restart()
+        free = market.converge()
+        market.fix_import(q)
+        if not free.ok:
+            return free, np.zeros(len(q), dtype=bool)
         got = market.solver.block(free.x, "import_p") * S_BASE_KVA
-        ok = both & (np.abs(got - q) <= CURVE_TOL * np.abs(q) + CURVE_ABS_KW)
-    if free.ok and ok[both].all():
+        return free, both & (np.abs(got - q) <= CURVE_TOL * np.abs(q) + CURVE_ABS_KW)
+
+    free, ok = cleared(restart=False)
+    if ok[both].all():
         return sol, free, ok
-    again = market.converge()   # back to the award's own linearisation, whose duals then price it
-    # It converged from the same start before; should it not again, the first solve stands.
+    free, fresh = cleared(restart=True)
+    if fresh[both].all():
+        return sol, free, fresh
+    ok |= fresh   # each interval on its curve by one of the two clearings, neither pricing them all
+    again = market.converge()   # back to the award itself, whose duals then price it
+    # It converged from the award's start before; should it not from here, the first solve stands.
     return (again, again, ok) if again.ok else (sol, sol, ok)
 
 

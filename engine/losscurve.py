@@ -102,6 +102,8 @@ class _FixedPoints:
         # Vertex samples not yet walked from: id -> (sample, probe on its linearisation, its basis there).
         self._anchors: dict[int, tuple[_Sample, _Probe, _Basis]] = {}
         self._cores = _Cores()    # bases factorised on the linearisations, refactorised when met again
+        # The far anchor of the walk's leap whose windows did not fit (:meth:`_leap`), a fixed point all the same.
+        self._spare: _Sample | None = None
         self._near: losses.OperatingPoint | None = None   # the last anchor's point, where the next one's sweep starts
         # Fixed points found (price, AC point, bid columns MW): a clearing starts from the nearest one's linearisation.
         self._starts: list[tuple[float, losses.OperatingPoint, np.ndarray]] = []
@@ -192,6 +194,7 @@ class _FixedPoints:
         if basis.p0_pos < 0:
             return None
         samples, brk = probe._flips(basis, rising, limit, _WALK_FLIPS)
+        self._spare = None
         if samples:
             _, _, idx = _first_events(basis.up if rising else basis.down, len(samples))
             k = max(1, int(np.sum(np.abs(a.q - np.array([x.q for x in samples])) <= 2.0 * tol)))
@@ -237,11 +240,16 @@ class _FixedPoints:
         if v.q >= a.q - Q_TOL_MW or v.high < a.high:
             return None
         cert = CERT_REL_TOL * max(1.0, abs(a.high), abs(v.low))
+        # A leap's far anchor whose windows did not fit is a fixed point past v (1k/1k: 17 fewer anchors of 188,
+        # the pairs it ends walked instead of re-anchored).
+        spare = self._spare
+        after = [spare] if spare is not None and v.high < spare.low <= spare.high < limit and \
+            spare.q < v.q - Q_TOL_MW else []
         if v.low <= a.high + cert or a.q - v.q <= 2.0 * tol or cols is None or len(cols) != 1:
-            return [v]
+            return [v, *after]
         # A stretch: one bid clearing part-way, its price set by its own effect on the losses.
         ramp = self._stretch(a, v, basis, int(cols[0]), float(x[cols[0]]), tol, cert)
-        return [v] if ramp is None else [*ramp, v]
+        return [v, *after] if ramp is None else [*ramp, v, *after]
 
     def _past_row(self, probe: _Probe, basis: _Basis, brk: tuple, rising: bool) -> _Sample | None:
         """The fixed point past a walk's flips from ``basis`` and the row event ``brk`` after them (a thermal facet
@@ -295,7 +303,8 @@ class _FixedPoints:
         None where ``v`` is no further than ``k`` flips, or where the windows do not fit between ``a``'s
         range and ``v``'s (after ``_LEAP_TRIES`` anchors, each fewer flips out): the walk then anchors
         ``k`` flips. ``rising=False``: the run of flips down from ``a`` (:meth:`_windows` on the mirrored
-        curve); the samples are then returned in price order, ``v`` first.
+        curve); the samples are then returned in price order, ``v`` first. Rising, the first anchor whose
+        windows did not fit is kept in ``_spare``: :meth:`walk` returns it after the fixed point it reaches.
         """
         q_lp = np.array([a.q] + [x.q for x in samples])
         big = np.flatnonzero(np.abs(q_lp[:-1] - q_lp[1:]) > 2.0 * tol)
@@ -312,6 +321,8 @@ class _FixedPoints:
             drawn = self._windows(a, v, samples[:n], cols, q_lp[:n + 1], tol, lead, rising)
             if not isinstance(drawn, int):
                 return drawn
+            if self._spare is None and rising:
+                self._spare = v
             n = drawn
         return None
 

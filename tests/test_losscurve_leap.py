@@ -119,3 +119,34 @@ def test_a_walk_whose_flips_hold_at_no_price_alone_takes_the_row_event_after_the
             assert abs(curve.import_at(0, price) - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ac)
             if v.low < price < v.high:     # the fixed point reached is what clear imports over its range
                 assert abs(v.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, v.q * 1000.0, ac)
+
+
+def test_a_leaps_anchor_whose_windows_do_not_fit_is_kept_past_the_walks_own_and_is_what_clear_imports(monkeypatch):
+    # The far anchor of a leap whose windows do not fit is still a fixed point: the walk returns it after the one
+    # it anchors nearer (one pair fewer to walk, no anchor more), and clear imports what it says over its range.
+    f = synthetic(200, 5)
+    rng = np.random.default_rng(6)
+    n = 100
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
+                         "price": np.round(rng.uniform(0, 150, n), 2)})
+    rules = MarketRules()
+    book = validate_bids(bids, f, rules)
+    kept: list = []
+    walk = losscurve._FixedPoints.walk
+
+    def record(self, a, limit, tol, rising=True):
+        out = walk(self, a, limit, tol, rising)
+        if out and rising and self._spare is not None and out[-1] is self._spare:
+            kept.append(out[-1])
+        return out
+
+    monkeypatch.setattr(losscurve._FixedPoints, "walk", record)
+    curve = trace_curve(f, book, rules)
+    assert kept
+    bound = curve.ac_check["max_error_kw"]
+    for v in kept:
+        for price in (v.low + 2e-4, v.high - 2e-4):
+            ac = clear(f, book, price, rules=rules, options=ClearingOptions()).ac_check["import_kw"][0]
+            assert abs(curve.import_at(0, price) - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ac)
+            assert abs(v.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, v.q * 1000.0, ac)
