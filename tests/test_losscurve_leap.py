@@ -41,17 +41,33 @@ def _drawn(monkeypatch) -> list:
     return drawn
 
 
-def _check_drawn(f, book, rules, curve, drawn) -> None:
-    """``clear`` (successive LP, then its AC power flow) imports what the curve says just inside either end of
-    the range drawn for each of ``drawn``: where a misplaced switch would show."""
+def _check_drawn(f, book, rules, curve, drawn, below: tuple[float, ...] = ()) -> None:
+    """``clear`` (successive LP, then its AC power flow) imports what the curve and each of ``drawn`` say just
+    inside either end of its range (where a misplaced switch would show), and what the curve says ``below`` (per
+    MWh) under its low end."""
     bound = curve.ac_check["max_error_kw"]
     for s in drawn:
-        for price in (s.low + 2e-4, s.high - 2e-4):
+        assert s.high > s.low
+        inside = (s.low + 2e-4, s.high - 2e-4)
+        for price in (*inside, *(s.low - d for d in below)):
             res = clear(f, book, price, rules=rules, options=ClearingOptions())
             ac = res.ac_check["import_kw"][0]
             ours = curve.import_at(0, price)
             assert abs(ours - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ours, ac)
-            assert abs(s.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, s.q * 1000.0, ac)
+            if price in inside:
+                assert abs(s.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, s.q * 1000.0, ac)
+
+
+def _synth200(seed: int):
+    """A 200-bus synthetic feeder with rated lines and 100 bids of 5-60 kW: its feeder, book and rules."""
+    f = synthetic(200, 5)
+    rng = np.random.default_rng(seed)
+    n = 100
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
+                         "price": np.round(rng.uniform(0, 150, n), 2)})
+    rules = MarketRules()
+    return f, validate_bids(bids, f, rules), rules
 
 
 def test_fixed_points_drawn_between_a_leaps_anchors_are_what_clear_imports(monkeypatch):
@@ -69,14 +85,7 @@ def test_leaps_led_by_a_thermal_facets_pivot_or_down_the_price_draw_what_clear_i
     # Rated lines of the synthetic feeder: their polygons' facets leave the active set as the price rises,
     # pivots that lead the leaps over the flips after them (one anchor at the run's end for both); where a
     # walk up stops (a bid entering part-way against a limit), walks down from the pair's right end leap.
-    f = synthetic(200, 5)
-    rng = np.random.default_rng(37)
-    n = 100
-    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
-                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
-                         "price": np.round(rng.uniform(0, 150, n), 2)})
-    rules = MarketRules()
-    book = validate_bids(bids, f, rules)
+    f, book, rules = _synth200(37)
     drawn = _drawn(monkeypatch)
     curve = trace_curve(f, book, rules)
     led = [s for s, lead, _ in drawn if lead]
@@ -90,14 +99,7 @@ def test_a_walk_whose_flips_hold_at_no_price_alone_takes_the_row_event_after_the
     # On the flipped dispatch's linearisation a thermal facet's dual turns before the flipped bid's reduced cost
     # (the two events' order on the walk's start linearisation, reversed): the walk anchors past both
     # (:meth:`engine.losscurve._FixedPoints._past_row`) instead of leaving the pair to clearings.
-    f = synthetic(200, 5)
-    rng = np.random.default_rng(8)
-    n = 100
-    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
-                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
-                         "price": np.round(rng.uniform(0, 150, n), 2)})
-    rules = MarketRules()
-    book = validate_bids(bids, f, rules)
+    f, book, rules = _synth200(8)
     reached: list = []
     past_row = losscurve._FixedPoints._past_row
 
@@ -110,28 +112,13 @@ def test_a_walk_whose_flips_hold_at_no_price_alone_takes_the_row_event_after_the
     monkeypatch.setattr(losscurve._FixedPoints, "_past_row", record)
     curve = trace_curve(f, book, rules)
     assert reached
-    bound = curve.ac_check["max_error_kw"]
-    for v in reached:
-        assert v.high > v.low
-        for price in (v.low + 2e-4, v.high - 2e-4, v.low - 0.01, v.low - 0.05):
-            res = clear(f, book, price, rules=rules, options=ClearingOptions())
-            ac = res.ac_check["import_kw"][0]
-            assert abs(curve.import_at(0, price) - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ac)
-            if v.low < price < v.high:     # the fixed point reached is what clear imports over its range
-                assert abs(v.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, v.q * 1000.0, ac)
+    _check_drawn(f, book, rules, curve, reached, below=(0.01, 0.05))
 
 
 def test_a_leaps_anchor_whose_windows_do_not_fit_is_kept_past_the_walks_own_and_is_what_clear_imports(monkeypatch):
     # The far anchor of a leap whose windows do not fit is still a fixed point: the walk returns it after the one
     # it anchors nearer (one pair fewer to walk, no anchor more), and clear imports what it says over its range.
-    f = synthetic(200, 5)
-    rng = np.random.default_rng(6)
-    n = 100
-    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
-                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
-                         "price": np.round(rng.uniform(0, 150, n), 2)})
-    rules = MarketRules()
-    book = validate_bids(bids, f, rules)
+    f, book, rules = _synth200(6)
     kept: list = []
     walk = losscurve._FixedPoints.walk
 
@@ -144,9 +131,4 @@ def test_a_leaps_anchor_whose_windows_do_not_fit_is_kept_past_the_walks_own_and_
     monkeypatch.setattr(losscurve._FixedPoints, "walk", record)
     curve = trace_curve(f, book, rules)
     assert kept
-    bound = curve.ac_check["max_error_kw"]
-    for v in kept:
-        for price in (v.low + 2e-4, v.high - 2e-4):
-            ac = clear(f, book, price, rules=rules, options=ClearingOptions()).ac_check["import_kw"][0]
-            assert abs(curve.import_at(0, price) - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ac)
-            assert abs(v.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, v.q * 1000.0, ac)
+    _check_drawn(f, book, rules, curve, kept)
