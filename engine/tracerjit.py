@@ -469,6 +469,66 @@ _ROOM, _UNSTABLE = 1, 2
 """:func:`refactor`'s failures: the factors need more room than given; the pivot order is not stable."""
 
 
+@numba.njit(inline="always", **_JIT)   # in the factorisations' loops, as the code was
+def _reach(j, c, m_ptr, m_idx, m_val, rows, pinv, l_ptr, l_idx, mark, xi, pstack, x):    # pragma: no cover
+    """Step ``j`` of a left-looking LU (:func:`refactor`, :func:`factor_columns`): column ``c`` of ``A`` (row ``r``
+    as ``rows[r]``) scattered into the dense work column ``x``, and the rows it reaches through the columns of L
+    so far (row ``k`` is L's column ``pinv[k]`` where that is >= 0), found by a depth-first search, in
+    topological order in ``xi[top:]``; returns ``top``. Each row reached is marked ``j``."""
+    n = len(x)
+    top = n
+    for p in range(m_ptr[c], m_ptr[c + 1]):
+        start = rows[m_idx[p]]
+        if mark[start] == j:
+            continue
+        head = 0
+        xi[0] = start
+        while head >= 0:                        # depth-first from start through the columns of L so far
+            k = xi[head]
+            s = pinv[k]
+            if mark[k] != j:
+                mark[k] = j
+                pstack[head] = l_ptr[s] if s >= 0 else 0
+            end = l_ptr[s + 1] if s >= 0 else 0
+            done = True
+            for q in range(pstack[head], end):
+                i = l_idx[q]
+                if mark[i] != j:
+                    pstack[head] = q + 1
+                    head += 1
+                    xi[head] = i
+                    done = False
+                    break
+            if done:
+                head -= 1
+                top -= 1
+                xi[top] = k
+    for p in range(m_ptr[c], m_ptr[c + 1]):
+        x[rows[m_idx[p]]] += m_val[p]
+    return top
+
+
+@numba.njit(inline="always", **_JIT)   # in the factorisations' loops, as the code was
+def _subtract(top, xi, pinv, x, l_ptr, l_idx, l_val, u_idx, u_val, nu):                  # pragma: no cover
+    """The rest of :func:`_reach`'s step: in topological order, each row reached that is a column of L so far
+    gives U's entry (moved from ``x`` to ``u_idx``/``u_val`` from ``nu`` on, by step) and that column of L is
+    subtracted from ``x``; returns the new ``nu``."""
+    for t in range(top, len(x)):
+        k = xi[t]
+        s = pinv[k]
+        if s < 0:
+            continue
+        ukj = x[k]
+        x[k] = 0.0
+        u_idx[nu] = s
+        u_val[nu] = ukj
+        nu += 1
+        if ukj != 0.0:
+            for q in range(l_ptr[s], l_ptr[s + 1]):
+                x[l_idx[q]] -= l_val[q] * ukj
+    return nu
+
+
 @numba.njit(numba.types.Tuple((numba.int64, _I, _I, _F, _I, _I, _F, _F))(_I, _I, _F, _I, _I, numba.float64,
                                                                        numba.int64, numba.int64), **_JIT)
 def refactor(m_ptr, m_idx, m_val, perm_r, col_of, growth, l_room, u_room):                # pragma: no cover
@@ -486,6 +546,7 @@ def refactor(m_ptr, m_idx, m_val, perm_r, col_of, growth, l_room, u_room):      
     ``growth`` (the pivot order is not stable for ``A``)."""
     n = len(perm_r)
     x = np.zeros(n)
+    pinv = np.full(n, -1, dtype=np.int64)       # per (permuted) row: the step it pivots at (-1: not yet)
     mark = np.full(n, -1, dtype=np.int64)
     xi = np.empty(n, dtype=np.int64)            # the search's stack (from 0) and its output (down from n)
     pstack = np.empty(n, dtype=np.int64)
@@ -495,49 +556,11 @@ def refactor(m_ptr, m_idx, m_val, perm_r, col_of, growth, l_room, u_room):      
     diag = np.empty(n)
     nl = nu = 0
     for j in range(n):
-        c = col_of[j]
-        top = n
-        for p in range(m_ptr[c], m_ptr[c + 1]):
-            start = perm_r[m_idx[p]]
-            if mark[start] == j:
-                continue
-            head = 0
-            xi[0] = start
-            while head >= 0:                    # depth-first from start through the columns of L before j
-                k = xi[head]
-                if mark[k] != j:
-                    mark[k] = j
-                    pstack[head] = l_ptr[k] if k < j else 0
-                end = l_ptr[k + 1] if k < j else 0
-                done = True
-                for q in range(pstack[head], end):
-                    i = l_idx[q]
-                    if mark[i] != j:
-                        pstack[head] = q + 1
-                        head += 1
-                        xi[head] = i
-                        done = False
-                        break
-                if done:
-                    head -= 1
-                    top -= 1
-                    xi[top] = k
-        for p in range(m_ptr[c], m_ptr[c + 1]):
-            x[perm_r[m_idx[p]]] += m_val[p]
+        top = _reach(j, col_of[j], m_ptr, m_idx, m_val, perm_r, pinv, l_ptr, l_idx, mark, xi, pstack, x)
         if nl + n - top > l_room or nu + n - top > u_room:
             return _ROOM, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, diag
-        for t in range(top, n):                 # in topological order: U's column, each L column subtracted
-            k = xi[t]
-            if k >= j:
-                continue
-            ukj = x[k]
-            x[k] = 0.0
-            u_idx[nu] = k
-            u_val[nu] = ukj
-            nu += 1
-            if ukj != 0.0:
-                for q in range(l_ptr[k], l_ptr[k + 1]):
-                    x[l_idx[q]] -= l_val[q] * ukj
+        nu = _subtract(top, xi, pinv, x, l_ptr, l_idx, l_val, u_idx, u_val, nu)
+        pinv[j] = j
         d = x[j]
         x[j] = 0.0
         if mark[j] != j or d == 0.0 or not np.isfinite(d):
@@ -558,7 +581,6 @@ def refactor(m_ptr, m_idx, m_val, perm_r, col_of, growth, l_room, u_room):      
     return 0, l_ptr, l_idx[:nl].copy(), l_val[:nl].copy(), u_ptr, u_idx[:nu].copy(), u_val[:nu].copy(), diag
 
 
-
 @numba.njit(numba.types.Tuple((numba.int64, _I, _I, _F, _I, _I, _F, _F, _I))(_I, _I, _F, _I, _I, numba.float64,
                                                                            numba.int64, numba.int64), **_JIT)
 def factor_columns(m_ptr, m_idx, m_val, col_of, prefer, threshold, l_room, u_room):       # pragma: no cover
@@ -573,6 +595,7 @@ def factor_columns(m_ptr, m_idx, m_val, col_of, prefer, threshold, l_room, u_roo
     where a column has no nonzero pivot left (``A`` singular)."""
     n = len(col_of)
     x = np.zeros(n)
+    rows = np.arange(n)                         # A's rows as they are (refactor's are permuted)
     pinv = np.full(n, -1, dtype=np.int64)       # per row: the step it pivots at (-1: not yet)
     mark = np.full(n, -1, dtype=np.int64)
     xi = np.empty(n, dtype=np.int64)
@@ -583,53 +606,12 @@ def factor_columns(m_ptr, m_idx, m_val, col_of, prefer, threshold, l_room, u_roo
     diag = np.empty(n)
     nl = nu = 0
     for j in range(n):
-        c = col_of[j]
-        top = n
-        for p in range(m_ptr[c], m_ptr[c + 1]):
-            start = m_idx[p]
-            if mark[start] == j:
-                continue
-            head = 0
-            xi[0] = start
-            while head >= 0:                    # depth-first from start through the columns of L so far
-                k = xi[head]
-                s = pinv[k]
-                if mark[k] != j:
-                    mark[k] = j
-                    pstack[head] = l_ptr[s] if s >= 0 else 0
-                end = l_ptr[s + 1] if s >= 0 else 0
-                done = True
-                for q in range(pstack[head], end):
-                    i = l_idx[q]
-                    if mark[i] != j:
-                        pstack[head] = q + 1
-                        head += 1
-                        xi[head] = i
-                        done = False
-                        break
-                if done:
-                    head -= 1
-                    top -= 1
-                    xi[top] = k
-        for p in range(m_ptr[c], m_ptr[c + 1]):
-            x[m_idx[p]] += m_val[p]
+        top = _reach(j, col_of[j], m_ptr, m_idx, m_val, rows, pinv, l_ptr, l_idx, mark, xi, pstack, x)
         if nl + n - top > l_room or nu + n - top > u_room:
             return _ROOM, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, diag, pinv
+        nu = _subtract(top, xi, pinv, x, l_ptr, l_idx, l_val, u_idx, u_val, nu)
         big = 0.0
         piv = -1
-        for t in range(top, n):                 # in topological order: U's column, each L column subtracted
-            k = xi[t]
-            s = pinv[k]
-            if s < 0:
-                continue
-            ukj = x[k]
-            x[k] = 0.0
-            u_idx[nu] = s
-            u_val[nu] = ukj
-            nu += 1
-            if ukj != 0.0:
-                for q in range(l_ptr[s], l_ptr[s + 1]):
-                    x[l_idx[q]] -= l_val[q] * ukj
         for t in range(top, n):                 # the largest of the rows not pivoted yet
             k = xi[t]
             if pinv[k] < 0 and abs(x[k]) > big:
