@@ -469,6 +469,18 @@ _ROOM, _UNSTABLE = 1, 2
 """:func:`refactor`'s failures: the factors need more room than given; the pivot order is not stable."""
 
 
+@numba.njit(inline="always", **_JIT)
+def _workspace(n, l_room, u_room):                                                       # pragma: no cover
+    """A left-looking LU's arrays for an ``n``-square matrix, L and U with room for ``l_room`` and ``u_room``
+    entries: the dense work column ``x``; ``pinv``, per row the step it pivots at (-1: not yet); ``mark``, per
+    row the last step whose search reached it; ``xi``, the search's stack (from 0) and its output (down from
+    ``n``), and ``pstack``, where each row on the stack goes on; then L's, U's and the diagonal's arrays."""
+    return (np.zeros(n), np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64),
+            np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
+            np.zeros(n + 1, dtype=np.int64), np.empty(l_room, dtype=np.int64), np.empty(l_room),
+            np.zeros(n + 1, dtype=np.int64), np.empty(u_room, dtype=np.int64), np.empty(u_room), np.empty(n))
+
+
 @numba.njit(inline="always", **_JIT)   # in the factorisations' loops, as the code was
 def _reach(j, c, m_ptr, m_idx, m_val, rows, pinv, l_ptr, l_idx, mark, xi, pstack, x):    # pragma: no cover
     """Step ``j`` of a left-looking LU (:func:`refactor`, :func:`factor_columns`): column ``c`` of ``A`` (row ``r``
@@ -545,15 +557,7 @@ def refactor(m_ptr, m_idx, m_val, perm_r, col_of, growth, l_room, u_room):      
     every access, 7x slower), ``_UNSTABLE`` where a pivot is zero or not finite, or an entry of L exceeds
     ``growth`` (the pivot order is not stable for ``A``)."""
     n = len(perm_r)
-    x = np.zeros(n)
-    pinv = np.full(n, -1, dtype=np.int64)       # per (permuted) row: the step it pivots at (-1: not yet)
-    mark = np.full(n, -1, dtype=np.int64)
-    xi = np.empty(n, dtype=np.int64)            # the search's stack (from 0) and its output (down from n)
-    pstack = np.empty(n, dtype=np.int64)
-    l_ptr, u_ptr = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
-    l_idx, u_idx = np.empty(l_room, dtype=np.int64), np.empty(u_room, dtype=np.int64)
-    l_val, u_val = np.empty(l_room), np.empty(u_room)
-    diag = np.empty(n)
+    x, pinv, mark, xi, pstack, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, diag = _workspace(n, l_room, u_room)
     nl = nu = 0
     for j in range(n):
         top = _reach(j, col_of[j], m_ptr, m_idx, m_val, perm_r, pinv, l_ptr, l_idx, mark, xi, pstack, x)
@@ -594,16 +598,8 @@ def factor_columns(m_ptr, m_idx, m_val, col_of, prefer, threshold, l_room, u_roo
     numbers and renumbered by steps at the end. ``status`` 0, ``_ROOM`` (as :func:`refactor`) or ``_UNSTABLE``
     where a column has no nonzero pivot left (``A`` singular)."""
     n = len(col_of)
-    x = np.zeros(n)
+    x, pinv, mark, xi, pstack, l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, diag = _workspace(n, l_room, u_room)
     rows = np.arange(n)                         # A's rows as they are (refactor's are permuted)
-    pinv = np.full(n, -1, dtype=np.int64)       # per row: the step it pivots at (-1: not yet)
-    mark = np.full(n, -1, dtype=np.int64)
-    xi = np.empty(n, dtype=np.int64)
-    pstack = np.empty(n, dtype=np.int64)
-    l_ptr, u_ptr = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
-    l_idx, u_idx = np.empty(l_room, dtype=np.int64), np.empty(u_room, dtype=np.int64)
-    l_val, u_val = np.empty(l_room), np.empty(u_room)
-    diag = np.empty(n)
     nl = nu = 0
     for j in range(n):
         top = _reach(j, col_of[j], m_ptr, m_idx, m_val, rows, pinv, l_ptr, l_idx, mark, xi, pstack, x)
@@ -650,6 +646,16 @@ PIVOT_THRESHOLD = 0.1
 fraction of its column's largest candidate (L's entries then within 10, as :data:`REFACTOR_GROWTH` accepts)."""
 
 
+def _with_room(kernel, room: int, *args) -> tuple:
+    """``kernel(*args, room, room)`` (:func:`refactor`, :func:`factor_columns`), the room for L's and U's entries
+    doubled until they fit (its status not ``_ROOM``)."""
+    while True:
+        out = kernel(*args, room, room)
+        if out[0] != _ROOM:
+            return out
+        room *= 2
+
+
 class SparseLu:
     """``splu(a)``'s factors, solved by :func:`_sweep`: a drop-in for the SuperLU object's ``solve``.
 
@@ -690,11 +696,7 @@ class SparseLu:
         # SuperLU's factors as scipy hands them over lack the entries that cancelled to zero (the network's
         # +-1 coefficients cancel exactly): room for some more, and twice as much where that is short.
         room = len(self.factors[1]) + len(self.factors[4]) + len(perm_r)
-        while True:
-            status, *factors = refactor(indptr, indices, data, perm_r, self._col_of, REFACTOR_GROWTH, room, room)
-            if status != _ROOM:
-                break
-            room *= 2
+        status, *factors = _with_room(refactor, room, indptr, indices, data, perm_r, self._col_of, REFACTOR_GROWTH)
         if status:
             return None
         out = object.__new__(SparseLu)
@@ -710,12 +712,8 @@ class SparseLu:
         prefers row ``prefer[j]`` at step ``j`` (:func:`factor_columns`): ``splu`` without its column ordering.
         None where the matrix is singular."""
         room = len(self.factors[1]) + len(self.factors[4]) + len(col_of)
-        while True:
-            status, *factors, perm_r = factor_columns(indptr, indices, data, col_of, prefer, PIVOT_THRESHOLD,
-                                                      room, room)
-            if status != _ROOM:
-                break
-            room *= 2
+        status, *factors, perm_r = _with_room(factor_columns, room, indptr, indices, data, col_of, prefer,
+                                              PIVOT_THRESHOLD)
         if status:
             return None
         out = object.__new__(SparseLu)
