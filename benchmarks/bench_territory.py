@@ -304,7 +304,7 @@ def split(a) -> int:
     import tempfile
     from pathlib import Path
 
-    from dsomarket.clients.commands.territory import write_outcome
+    from dsomarket.clients.commands.territory import OutcomeWriter
     from dsomarket.engine.bids import canonical
     from dsomarket.engine.clearing import NodalMarket
     from dsomarket.engine.interface import trace_curve
@@ -333,9 +333,10 @@ def split(a) -> int:
             offer, area = curve.iso_offer(10)
             t.append(time.process_time())
             wall = time.perf_counter()
-            write_outcome(Path(tmp), s.rules, a.formulation, 10,
-                          InterfaceOutcome(i.interface_id, i.members, res.status, clearing=res, curve=curve,
-                                           offer=offer, offer_area=area))
+            writer = OutcomeWriter(Path(tmp), s.rules, a.formulation, 10)
+            writer(InterfaceOutcome(i.interface_id, i.members, res.status, clearing=res, curve=curve,
+                                    offer=offer, offer_area=area))
+            writer.done()   # one flush per interface here; a worker flushes once per call
             t.append(time.process_time())
             if k:   # the first interface warms up imports and caches
                 files_wall += time.perf_counter() - wall

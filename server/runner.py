@@ -26,7 +26,9 @@ What a shard is given:
 - :class:`Cycle`: the ISO price and whether to trace curves;
 - optionally a ``sink(outcome) -> dict``, also run in the worker (the command
   line writes each interface's files there); without one, the outcomes
-  themselves come back.
+  themselves come back. A sink with a ``done()`` method has it called in the
+  worker once the call's interfaces are all through it (the command line
+  flushes its files there, once per worker and call).
 
 Work whose inputs come with each call (the service's clearing of a territory
 session, read from its store) goes through :meth:`LocalRunner.map` /
@@ -265,6 +267,9 @@ class Shard:
         for iid in sorted(ids):
             outcome = self._one(iid, cycle)
             out.append(outcome if sink is None else _sink(sink, outcome))
+        done = getattr(sink, "done", None)
+        if done is not None:
+            done()   # raises: the call is lost, and done again on a fresh worker (module notes)
         return out
 
     def peak_rss_kb(self) -> int:

@@ -146,6 +146,30 @@ def test_writes_synced_once_are_flushed_together_when_the_block_ends(tmp_path, m
     assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.json", "c.json"]
 
 
+def test_writes_flushed_later_are_in_place_at_once_and_flushed_by_one_sync(tmp_path, monkeypatch):
+    import dsomarket.clients.files as files
+
+    calls: list[str] = []
+    monkeypatch.setattr(files.os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(files.os, "sync", lambda: calls.append("sync"))
+    write_json(tmp_path / "b.json", {"v": 0})
+    calls.clear()
+    written: list = []
+    with files.flushed_later(written):
+        write_csv(pl.DataFrame({"v": [1.0]}), tmp_path / "a.csv")
+        write_json(tmp_path / "b.json", {"v": 1})
+        assert json.loads((tmp_path / "b.json").read_text()) == {"v": 1}   # whole, and in place at once
+    assert calls == [] and written == [tmp_path / "a.csv", tmp_path / "b.json"]
+    files.flush(written)
+    assert calls == ["sync"]
+    files.flush([])
+    assert calls == ["sync"]                    # nothing written, nothing to wait for
+    monkeypatch.delattr(files.os, "sync")       # where there is no os.sync: each file, then each folder
+    files.flush(written)
+    assert calls == ["sync", "fsync", "fsync", "fsync"]
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.json"]
+
+
 def test_a_block_synced_once_that_raises_writes_nothing(tmp_path):
     import dsomarket.clients.files as files
 

@@ -347,6 +347,44 @@ def test_an_infeasible_and_a_malformed_interface_do_not_stop_the_others(run, ter
     assert (tmp_path / "o" / "feeder-0000" / "clear" / "dispatch.csv").is_file()
 
 
+def test_a_worker_flushes_its_interfaces_files_once_per_call(tmp_path, monkeypatch):
+    import dsomarket.clients.files as files
+    from dsomarket.clients.commands.territory import OutcomeWriter
+
+    calls: list[str] = []
+    monkeypatch.setattr(files.os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(files.os, "sync", lambda: calls.append("sync"))
+    shard = Shard(MarketRules(), NO_AC)
+    assert shard.load(_jobs(3)) == 3
+    writer = OutcomeWriter(tmp_path, MarketRules(), "lossaware", 10)
+    reports = shard.run(Cycle(50.0, curves=True), writer)
+    assert [r["status"] for r in reports] == ["optimal"] * 3
+    assert calls == ["sync"]          # one flush for the call's 27 files, none file by file
+    assert writer.written == []       # flushed, so the next call starts afresh
+    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == 3 * 9
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_run_that_stops_half_way_leaves_no_territory_summary(run, territory, cleared, tmp_path, monkeypatch):
+    import shutil
+
+    import dsomarket.clients.commands.territory as command
+
+    out = tmp_path / "o"
+    shutil.copytree(cleared[1], out)
+    assert (out / "territory.json").is_file()
+
+    def lost(*args, **kwargs):
+        raise RuntimeError("the machine went down")
+
+    monkeypatch.setattr(command, "runner", lost)
+    with pytest.raises(RuntimeError, match="went down"):
+        run("territory", "clear", "--territory", territory, "--iso-price", "60", "--out", out)
+    # An earlier run's summary must not vouch for files this run may have half replaced.
+    assert not (out / "territory.json").exists()
+    assert (out / "feeder-0000" / "clear" / "dispatch.csv").is_file()
+
+
 def test_substations_group_feeders_under_their_transformer_limit(run, tmp_path):
     t = tmp_path / "t"
     assert run("territory", "synth", "--feeders", "4", "--buses", "30", "--bids", "30", "--seed", "1",

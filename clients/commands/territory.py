@@ -19,7 +19,9 @@ interface of its own, named after the directory.
 files of ``dsomarket clear``) and with ``--curves`` ``OUT/<interface_id>/curve/``
 (those of ``dsomarket curve``), plus ``OUT/territory.json`` (status, import and
 welfare per interface). One failing interface is reported there and the others
-still publish; the exit status is then 1.
+still publish; the exit status is then 1. ``territory.json`` is removed when
+the run starts and written last, once every interface's files are on disk: a
+run that stopped half way has none.
 
 The work runs in a :mod:`dsomarket.server.runner` (local worker processes, or
 Ray with ``--ray``): this module imports the server's runner, not the service.
@@ -34,12 +36,13 @@ import math
 import sys
 import time
 from collections import Counter
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsomarket.clients.commands.market import (_FORMULATION_HELP, FORMULATIONS, read_iso_price, write_curve,
                                                write_result)
-from dsomarket.clients.files import read_feeder, read_table, synced_once, write_csv, write_feeder, write_json
+from dsomarket.clients.files import (flush, flushed_later, read_feeder, read_table, remove, synced_once,
+                                     write_csv, write_feeder, write_json)
 from dsomarket.engine.bids import MarketRules, parse_resources
 from dsomarket.engine.clearing import ClearingOptions
 from dsomarket.engine.errors import InputError
@@ -183,20 +186,38 @@ def _size(p: Path) -> float:
         return 0.0
 
 
-def write_outcome(out: Path, rules: MarketRules, formulation: str, max_segments: int,
-                  outcome: InterfaceOutcome) -> dict:
-    """An interface's files under ``out/<interface_id>/`` (runs in a worker), on disk when it returns (one
-    sync for all of them, :func:`clients.files.synced_once`); its territory report."""
-    d = out / outcome.interface_id
-    with synced_once():
-        if outcome.clearing is not None:
-            (d / "clear").mkdir(parents=True, exist_ok=True)
-            write_result(outcome.clearing, d / "clear")
-        if outcome.curve is not None:
-            (d / "curve").mkdir(parents=True, exist_ok=True)
-            write_curve(outcome.curve, outcome.offer, outcome.offer_area, rules, formulation, max_segments,
-                        d / "curve")
-    return outcome.report()
+@dataclass
+class OutcomeWriter:
+    """The runner's sink (runs in a worker): each interface's files under ``out/<interface_id>/``, and its
+    territory report.
+
+    Each file is renamed into place whole, but flushed to disk only by :meth:`done`, once for all the
+    interfaces of the worker's call (:func:`clients.files.flushed_later`): ``territory.json``, removed
+    when the run starts and written after every worker's flush, is what says the run's files are on disk.
+    """
+
+    out: Path
+    rules: MarketRules
+    formulation: str
+    max_segments: int
+    written: list[Path] = field(default_factory=list)
+
+    def __call__(self, outcome: InterfaceOutcome) -> dict:
+        d = self.out / outcome.interface_id
+        with flushed_later(self.written):
+            if outcome.clearing is not None:
+                (d / "clear").mkdir(parents=True, exist_ok=True)
+                write_result(outcome.clearing, d / "clear")
+            if outcome.curve is not None:
+                (d / "curve").mkdir(parents=True, exist_ok=True)
+                write_curve(outcome.curve, outcome.offer, outcome.offer_area, self.rules, self.formulation,
+                            self.max_segments, d / "curve")
+        return outcome.report()
+
+    def done(self) -> None:
+        """Flush every file written since the last call (the runner calls it at the end of each call)."""
+        flush(self.written)
+        self.written.clear()
 
 
 def _clear(args: argparse.Namespace) -> int:
@@ -213,15 +234,17 @@ def _clear(args: argparse.Namespace) -> int:
                   forecast=args.forecast_price)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    summary = out / "territory.json"
+    remove(summary)   # before any interface's file changes: no summary = an unfinished run (OutcomeWriter)
     t0 = time.perf_counter()
     with runner(args.workers, args.ray, rules, options) as r:
         r.load(work)
-        reports = r.run(cycle, partial(write_outcome, out, rules, args.formulation, args.max_segments))
+        reports = r.run(cycle, OutcomeWriter(out, rules, args.formulation, args.max_segments))
         where = (f"{r.shards} Ray actor{'s' if r.shards > 1 else ''}" if args.ray
                  else f"{r.shards} worker process{'es' if r.shards > 1 else ''}")
     seconds = time.perf_counter() - t0
     counts = Counter(rep["status"] for rep in reports)
-    write_json(out / "territory.json", {
+    write_json(summary, {
         "territory": Path(args.territory).resolve().name, "interfaces": reports, "status_counts": dict(counts),
         "iso_price": args.iso_price, "curves": args.curves, "formulation": args.formulation})
     print(f"cleared {len(reports)} interfaces on {where} in {seconds:.2f} s: "
