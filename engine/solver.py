@@ -482,14 +482,15 @@ class HighsSolver:
         if k is None or not sol.ok:
             return False
         lo, up, rlo, rup = self.col_lower, self.col_upper, self.row_lower, self.row_upper
-        col_basic = np.zeros(len(lo), dtype=bool)
-        col_basic[k.cols] = True
-        row_basic = np.zeros(len(rlo), dtype=bool)
-        row_basic[k.rows] = True
         tie, edge = TIE_DUAL_TOL, TIE_PRIMAL_TOL
-        if np.any(~col_basic & (lo < up) & (np.abs(sol.col_dual) <= tie)) or \
-                np.any(~row_basic & (rlo < rup) & (np.abs(sol.row_dual) <= tie)):
-            return False
+        # The basic variables' reduced costs (0 up to rounding) are set aside; of the few nonbasic ones left near
+        # zero, only those that can move (not fixed, not an equality row's logical) make a tie.
+        for dual, basic, low, high in ((sol.col_dual, k.cols, lo, up), (sol.row_dual, k.rows, rlo, rup)):
+            near = np.abs(dual)
+            near[basic] = np.inf
+            near = np.flatnonzero(near <= tie)
+            if np.any(low[near] < high[near]):
+                return False
         x, r = sol.x[k.cols], sol.row_value[k.rows]
         return not (np.any(np.abs(x - lo[k.cols]) <= edge) or np.any(np.abs(x - up[k.cols]) <= edge)
                     or np.any(np.abs(r - rlo[k.rows]) <= edge) or np.any(np.abs(r - rup[k.rows]) <= edge))
