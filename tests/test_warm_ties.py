@@ -6,6 +6,8 @@ tie and clears cold."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
@@ -107,3 +109,34 @@ def test_an_untied_re_clear_stays_warm():
         for name in TABLES:
             assert getattr(warm, name).equals(getattr(fresh, name)), (price, name)
     assert market.solver.tie_restarts == 0
+
+
+def test_a_primal_degenerate_optimum_is_seen_and_re_cleared_to_a_fresh_clearing_s_bits():
+    # The interface's import limit is exactly the load plus a buy (lines unlimited): at 50 per MWh the buy (60)
+    # clears in full and the import sits at its limit, both at a bound, one of them basic; any DLMP from 50 to 60
+    # at the buy's bus prices that, so the DLMPs are not unique. No reduced cost is zero (the dual check alone
+    # passes it): the check must see the basic value at its bound, and the re-clear must be a fresh clearing's.
+    f0 = synthetic(4, 1)
+    f = dataclasses.replace(f0, import_max_kw=float(f0.buses["load_kw"].sum()) + 100.0,
+                            lines=f0.lines.with_columns(s_max_kva=pl.lit(1e5)))
+    bids = pl.DataFrame({"bid_id": ["b1", "s1"], "bus": [f0.buses["bus"][2], f0.buses["bus"][1]],
+                         "side": ["buy", "sell"], "quantity_kw": [100.0, 10.0], "price": [60.0, 80.0]})
+    book = canonical(validate_bids(bids, f, RULES), f, RULES)
+    fresh = NodalMarket(f, book, 50.0, RULES, options=LOSSLESS)
+    res = fresh.solve()
+    assert res.ok and res.dispatch["cleared_kw"].to_list() == [100.0, 0.0]
+    s = fresh.solver
+    sol = s._kept_values(0.0, 0)
+    k = s._kept
+    assert not s.unique_optimum(sol)
+    basic = np.zeros(len(s.cost), dtype=bool)
+    basic[k.cols] = True
+    assert np.all(np.abs(sol.col_dual[~basic & (s.col_lower < s.col_upper)]) > 1e-6)   # dual nondegenerate
+    for start in (70.0, 30.0, 90.0):
+        market = NodalMarket(f, book, start, RULES, options=LOSSLESS)
+        assert market.solve().ok
+        market.set_iso_price(50.0)
+        warm = market.solve()
+        assert market.solver.tie_restarts == 1
+        for name in TABLES:
+            assert getattr(warm, name).equals(getattr(res, name)), (start, name)
