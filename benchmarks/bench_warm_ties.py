@@ -56,7 +56,7 @@ def main() -> None:
             print(f"  {price:7.2f}: {','.join(tables)}; {int(np.sum(moved != 0.0))} bids moved, largest "
                   f"{np.max(np.abs(moved)):.3f} kW; DLMPs {dlmps}; welfare {again.welfare - fresh.welfare:+.1e}")
     print(f"{differ} of {len(PRICES)} warm re-clears differ from a fresh clearing "
-          f"({warm._market.solver.tie_restarts} ended at one of several optima and were cleared cold)")
+          f"({warm._market.solver.tie_restarts} cleared cold for ties at their DLMPs)")
 
 
 if __name__ == "__main__":
