@@ -5,8 +5,9 @@ at each cycle's ISO price. This times, in one process and in CPU seconds (steady
 
 - ``clear``: a whole warm ``InterfaceSession.clear`` at a new price (``HighsSolver.solve_by_basis``: the kept
   basis where it stays optimal after bound flips, else a few simplex pivots of the solver's own from it, else
-  HiGHS's warm re-solve; and the tables), with how many of the re-clears pivoted on their own and how many ran
-  HiGHS;
+  HiGHS's warm re-solve; where that optimum is one of several, bids tied at their DLMP, a cold clearing from the
+  slack basis: ``HighsSolver.solve_kept``; and the tables), with how many of the re-clears pivoted on their own,
+  how many ran HiGHS and how many were tied and cleared cold;
 - ``solve``: HiGHS's warm re-solve alone (``HighsSolver.solve`` after ``set_iso_price``), the same prices;
 - ``tables``: ``NodalMarket.result`` of one solution with the market's kept table layout
   (:class:`engine.results.TableLayout`), against ``tables, layout per call``: the same with the fixed id,
@@ -71,7 +72,7 @@ def main() -> None:
     clear_ms = cpu_ms(clears, a.rounds) / len(PRICES)
     market.solver.run, market.solver._rebase = run, rebase
     ran = (f"of {(a.rounds + 1) * len(PRICES)}, {len(rebases)} pivoted on their own (bases factorised), "
-           f"{len(runs)} ran HiGHS")
+           f"{len(runs)} ran HiGHS, {market.solver.tie_restarts} tied and cleared cold")
     solve_ms = cpu_ms(solves, a.rounds) / len(PRICES)
     sol = market.converge()
     kept_ms = cpu_ms(lambda: market.result(sol), n)

@@ -167,7 +167,8 @@ class NodalMarket:
             # So does a market with resources (batteries, EVs, ramps, commitments): when to charge is often
             # degenerate, and the horizon model of a market whose network changes (engine.runs.CoupledMarket,
             # solved cold) must reach the vertex a plain clearing of the same LP reaches.
-            sol = self.solver.solve_by_basis() if self.solver.h.getBasis().valid else self.solver.solve_from_slack()
+            # Where the warm optimum is one of several (bids tied at their DLMP), solve_kept clears cold instead.
+            sol = self.solver.solve_kept() if self.solver.h.getBasis().valid else self.solver.solve_from_slack()
         else:
             sol = self.solver.solve()
         if not self.lossaware:

@@ -134,7 +134,13 @@ def test_a_kept_session_re_cleared_along_a_price_path_gives_a_cold_clearing_s_bi
         for name in ("dispatch", "prices", "lines", "buses", "interface"):
             assert getattr(again, name).equals(getattr(cold, name)), (price, name)
         _assert_complementary(again, price)
-    assert rebases and (runs == []) == (len(prices) == 20)
+    # On the first path HiGHS runs only for the re-clear at 43 per MWh, where a bid priced at 43 ties with the ISO
+    # (its reduced cost is 0): that re-clear is cleared cold (HighsSolver.solve_kept).
+    assert rebases
+    if len(prices) == 20:
+        assert runs == [1] and solver.tie_restarts == 1
+    else:
+        assert len(runs) > solver.tie_restarts
 
 
 @pytest.mark.parametrize("n_bids", [0, 1, 2])
@@ -182,15 +188,16 @@ def test_a_warm_re_clear_of_bids_tied_at_their_dlmp_is_a_fresh_clearing_s_optimu
     _assert_complementary(warm, 50.0)
 
 
-@pytest.mark.xfail(strict=True, reason="several vertices are optimal where bids tie at their DLMP; the warm path "
-                                       "(kept basis, own pivots or HiGHS's warm run) and a fresh clearing's end at "
-                                       "different ones: 1,041 and 1,163 kW traded against 0 and 122 kW")
 def test_a_warm_re_clear_of_bids_tied_at_their_dlmp_gives_a_fresh_clearing_s_dispatch():
-    # Not so at 24a524d either (a HiGHS warm run then). Ties are common at scale: on synthetic(1000, 1) with
-    # synthetic_bids(10,000) (1,433 share a price with another bid), 22 of 26 warm re-clears of a session put a marginal
-    # tie on another bus than a fresh clearing does (14 of 26 at 24a524d).
+    # Several vertices are optimal: the warm path (kept basis, own pivots or HiGHS's warm run) ended at another
+    # (1,041 and 1,163 kW traded against 0 and 122 kW). The re-clear sees the tie (a nonbasic bid's reduced cost
+    # is 0) and clears cold from the slack basis, as a fresh clearing does (HighsSolver.solve_kept). Ties are
+    # common at scale: on synthetic(1000, 1) with synthetic_bids(10,000) 22 of 26 warm re-clears of a session put a
+    # marginal tie on another bus than a fresh clearing did (benchmarks/bench_warm_ties.py).
     warm, fresh = _crossed_at_one_price()
-    assert warm.dispatch.equals(fresh.dispatch)
+    for name in ("dispatch", "prices", "lines", "buses", "interface"):
+        assert getattr(warm, name).equals(getattr(fresh, name)), name
+    assert warm.welfare == fresh.welfare
 
 
 def test_tied_bids_clear_the_same_bits_on_every_path():
