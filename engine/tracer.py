@@ -75,6 +75,7 @@ there is the step's price.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -961,15 +962,15 @@ class _Probe:
         n = self.a.shape[1]
         if leave < len(st):                     # a basic column reaches a bound and leaves
             x[st[leave]] = bound
-            structural = np.delete(st, leave)
+            structural = _without(st, leave)
             leaving = int(st[leave])
         else:                                   # a basic row reaches a bound: it becomes active
-            inactive = np.delete(ina, leave - len(st))
+            inactive = _without(ina, leave - len(st))
             leaving = n + int(ina[leave - len(st)])
         if kind == 0:
-            structural = np.insert(structural, np.searchsorted(structural, j), j)
+            structural = _with(structural, j)
         else:
-            inactive = np.insert(inactive, np.searchsorted(inactive, j), j)
+            inactive = _with(inactive, j)
         g = float(np.sum(s.cost * x)) - s.cost[self.col] * x[self.col]
         entering = j if kind == 0 else n + j
         core = self._update(basis, entering, leaving, structural, inactive)
@@ -1100,6 +1101,17 @@ def _times(coo: tuple, n_rows: int, v: np.ndarray) -> np.ndarray:
                                np.ascontiguousarray(v, dtype=float))
 
 
+def _without(a: np.ndarray, i: int) -> np.ndarray:
+    """``a`` without its entry at position ``i`` (``np.delete``'s answer; its argument handling was 15 us of a pivot)."""
+    return np.concatenate((a[:i], a[i + 1:]))
+
+
+def _with(a: np.ndarray, j: int) -> np.ndarray:
+    """The sorted ``a`` with ``j`` inserted in order (``np.insert`` at ``np.searchsorted``; that was 40 us a pivot)."""
+    i = int(np.searchsorted(a, j))
+    return np.concatenate((a[:i], np.array([j], dtype=a.dtype), a[i:]))
+
+
 def _within(value, lower, upper) -> bool:
     """Whether every value lies within its bounds, within the primal tolerance."""
     return not (np.any(value < lower - _PRIMAL_TOL) or np.any(value > upper + _PRIMAL_TOL))
@@ -1159,7 +1171,9 @@ def _trace_interval(probe: _Probe, floor: float, cap: float,
     steps, after = [], []          # per settled pair: its step (NaN: one import on the pair), the import past it
     while stack:
         seq = stack.pop()
-        arr = np.array(seq)        # columns: price, q, g, low, high (:class:`_Sample`)
+        # Columns: price, q, g, low, high (:class:`_Sample`); read as one flat run of floats (np.array walks
+        # each tuple as a sequence: 0.8 ms for 1,000 samples against 0.1 ms).
+        arr = np.fromiter(itertools.chain.from_iterable(seq), dtype=float, count=5 * len(seq)).reshape(-1, 5)
         step, open_ = _pair_steps(arr[:-1], arr[1:])
         k = int(np.argmax(open_)) if open_.any() else len(step)
         steps.append(step[:k])
