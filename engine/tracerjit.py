@@ -378,6 +378,28 @@ def first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, 
     return best
 
 
+@numba.njit(numba.types.Tuple((_F, _F))(_I, _I, _F, _F, _F, _F, _B), **_JIT)
+def reduced_costs(ptr, idx, val, y, z, cost, nonbasic):                                   # pragma: no cover
+    """``(d, alpha)``: the reduced costs ``c - A^T y`` and the rates ``A^T z`` of the columns marked ``nonbasic``
+    (0 elsewhere), ``A`` given by its CSC arrays. Each product is summed from 0 in the column's entry order, as
+    SciPy's ``A^T`` (CSR) times a vector sums it, so the values are those bits."""
+    n = len(cost)
+    d = np.zeros(n)
+    alpha = np.zeros(n)
+    for j in range(n):
+        if nonbasic[j]:
+            sy = 0.0
+            sz = 0.0
+            for p in range(ptr[j], ptr[j + 1]):
+                v = val[p]
+                i = idx[p]
+                sy += v * y[i]
+                sz += v * z[i]
+            d[j] = cost[j] - sy
+            alpha[j] = sz
+    return d, alpha
+
+
 @numba.njit(numba.types.Tuple((numba.int64, numba.float64, numba.float64))(_F, _F, _I, _I, _F, _F, _F, _F, _F, _F,
                                                                          numba.float64), **_JIT)
 def ratio_test(d_s, d_r, structural, inactive, x, r_inactive, col_lower, col_upper, row_lower, row_upper,
