@@ -154,6 +154,22 @@ def _times_t(a, bt):                                                            
     return out
 
 
+@numba.njit(_F2(_F2, _F2), **_JIT)
+def _times_t_long(a, bt):                                                                # pragma: no cover
+    """:func:`_times_t` for a long inner dimension (``a`` is ``n x r`` with few rows, ``r`` a basis's size): the
+    same sums in the same order, each from 0 over ``r``, but the ``n`` of one row of the answer advanced together
+    along ``r``. :func:`_times_t` finishes one sum before it starts the next, so each addition waits for the one
+    before it (some 4 cycles each): 0.1 ms of a transposed solve at 1,000 buses."""
+    k, n, m = bt.shape[0], a.shape[0], a.shape[1]
+    out = np.zeros((k, n))
+    for f in range(k):
+        for r in range(m):
+            b = bt[f, r]
+            for i in range(n):
+                out[f, i] += a[i, r] * b
+    return out
+
+
 @numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _I, numba.int64, _I, _I, _F, _I, _I, _F, numba.int64, _I, _I, _F,
                 _I, _I, _F2, _F2), **_JIT)
 def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, k, b_row, b_col, b_val,
@@ -217,7 +233,7 @@ def solve_t(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_c, bt
     for f in range(k):
         for q in range(m):
             ct[f, sel[q]] = bt[f, q]
-    u = _times_t(np.ascontiguousarray(m_inv.T), _times_t(w_sel_t, bt))     # (M^-T W[sel]^T b)^T
+    u = _times_t(np.ascontiguousarray(m_inv.T), _times_t_long(w_sel_t, bt))     # (M^-T W[sel]^T b)^T
     for b in range(kr):                       # c[P] -= M^-T W[sel]^T b
         for f in range(k):
             ct[f, p[b]] -= u[f, b]
