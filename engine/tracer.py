@@ -232,21 +232,17 @@ class _Lu:
             return
         n_s0 = len(ref.structural)
         self.n_s0 = n_s0
-        cols = np.nonzero(heads < n_col)[0]
-        sel = cols[np.argsort(heads[cols], kind="stable")]     # positions of the basic columns, column order
         rp = ref.row_pos[active]
         self.rp = rp                                            # per active row: its row in B0's core, or not
         self.in_a0 = rp >= 0
         self.a0_idx = rp[self.in_a0]
         i0_pos = n_s0 - 1 - rp[~self.in_a0]                     # active rows that were inactive in B0
-        # Positions among the reference's inactive logicals that are read: E, held after the first n_s0.
-        extra = np.unique(np.concatenate([sel[sel >= n_s0], replaced[replaced >= n_s0], i0_pos]))
+        # The positions of the basic columns (column order); those among the reference's inactive logicals that
+        # are read (E, held after the first n_s0); and sel, replaced and i0_pos numbered so.
+        sel, extra, self.sel_ext, self.p_ext, self.i0_ext = tracerjit.update_positions(
+            heads.astype(np.int64, copy=False), n_col, replaced.astype(np.int64, copy=False), i0_pos, n_s0)
         self.extra = extra
         self.n_extra = len(extra)
-
-        def ext(p):
-            return np.where(p < n_s0, p, n_s0 + np.searchsorted(extra, p))
-        self.sel_ext, self.p_ext, self.i0_ext = ext(sel), ext(replaced), ext(i0_pos)
         if len(extra):      # the reference's A[inactive, structural] on those rows, as (row, column, value)
             row, col, val = ref.a_is
             rank = np.full(ref.m - n_s0, -1)
@@ -256,12 +252,8 @@ class _Lu:
         if len(replaced):
             # W[sel]^T (rows contiguous, as the compiled solve reads it): z's rows at sel, less the unit
             # entries where a selected position is a replaced one (no m x k comparison matrix).
-            w_sel_t = np.ascontiguousarray(z.T[:, sel])
-            slot = np.full(ref.m, -1)
-            slot[replaced] = np.arange(len(replaced))
-            hit = np.flatnonzero(slot[sel] >= 0)
-            w_sel_t[slot[sel[hit]], hit] -= 1.0
-            self.w_sel_t = w_sel_t
+            self.w_sel_t = tracerjit.w_selected(np.ascontiguousarray(z.T), sel, replaced.astype(np.int64, copy=False),
+                                                ref.m)
             self.m_inv = np.linalg.inv(z[replaced])
         self.src = None                 # built by the first transposed solve
 

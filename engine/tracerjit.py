@@ -416,6 +416,71 @@ def reduced_costs(ptr, idx, val, y, z, cost, nonbasic):                         
     return d, alpha
 
 
+@numba.njit(numba.types.Tuple((_I, _I, _I, _I, _I))(_I, numba.int64, _I, _I, numba.int64), **_JIT)
+def update_positions(heads, n_col, replaced, i0_pos, n_s0):                              # pragma: no cover
+    """The positions an updated basis reads in its reference (:class:`engine.tracer._Lu`): ``(sel, extra, sel_ext,
+    p_ext, i0_ext)``. ``sel``: the positions holding basic columns (``heads < n_col``), in column order; ``extra``:
+    the reference's inactive logicals read (positions ``>= n_s0`` among ``sel``, ``replaced`` and ``i0_pos``),
+    sorted and distinct; the ``*_ext`` are ``sel``, ``replaced`` and ``i0_pos`` with each such position ``p``
+    numbered ``n_s0 +`` its rank in ``extra``. One pass instead of a dozen numpy calls a pivot."""
+    at = np.full(n_col, -1)                 # a basis holds each column once: ordered by a pass, not a sort
+    n_sel = 0
+    for p in range(len(heads)):
+        if heads[p] < n_col:
+            at[heads[p]] = p
+            n_sel += 1
+    sel = np.empty(n_sel, dtype=np.int64)
+    n_sel = 0
+    for c in range(n_col):
+        if at[c] >= 0:
+            sel[n_sel] = at[c]
+            n_sel += 1
+    n_x = 0
+    for p in sel:
+        n_x += p >= n_s0
+    for p in replaced:
+        n_x += p >= n_s0
+    pool = np.empty(n_x + len(i0_pos), dtype=np.int64)
+    n_x = 0
+    for p in sel:
+        if p >= n_s0:
+            pool[n_x] = p
+            n_x += 1
+    for p in replaced:
+        if p >= n_s0:
+            pool[n_x] = p
+            n_x += 1
+    pool[n_x:] = i0_pos
+    extra = np.unique(pool)
+    out = []
+    for src in (sel, replaced, i0_pos):
+        e = src.copy()
+        for i in range(len(src)):
+            if src[i] >= n_s0:
+                e[i] = n_s0 + np.searchsorted(extra, src[i])
+        out.append(e)
+    return sel, extra, out[0], out[1], out[2]
+
+
+@numba.njit(_F2(_F2, _I, _I, numba.int64), **_JIT)
+def w_selected(zt, sel, replaced, m):                                                    # pragma: no cover
+    """``W[sel]^T`` of an updated basis (:class:`engine.tracer._Lu`): ``zt`` (``z`` transposed, ``kr x m``) at the
+    columns ``sel``, less 1 where a selected position is the replaced one of its row."""
+    kr, ns = zt.shape[0], len(sel)
+    out = np.empty((kr, ns))
+    for a in range(kr):
+        for q in range(ns):
+            out[a, q] = zt[a, sel[q]]
+    slot = np.full(m, -1)
+    for a in range(len(replaced)):
+        slot[replaced[a]] = a
+    for q in range(ns):
+        s = slot[sel[q]]
+        if s >= 0:
+            out[s, q] -= 1.0
+    return out
+
+
 @numba.njit(numba.types.Tuple((numba.int64, numba.float64, numba.float64))(_F, _F, _I, _I, _F, _F, _F, _F, _F, _F,
                                                                          numba.float64), **_JIT)
 def ratio_test(d_s, d_r, structural, inactive, x, r_inactive, col_lower, col_upper, row_lower, row_upper,

@@ -455,3 +455,32 @@ def test_the_long_product_sums_as_the_plain_one_does(k, n, m, seed):
     out = tracerjit._times_t_long(a, bt)
     assert np.array_equal(out, tracerjit._times_t(a, bt))
     np.testing.assert_allclose(out, (a @ bt.T).T, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(2, 40), n_col=st.integers(1, 60), kr=st.integers(1, 6), seed=st.integers(0, 10_000))
+def test_an_updated_basis_s_positions_are_those_numpy_gave(m, n_col, kr, seed):
+    # tracer._Lu read these with argsort, unique, searchsorted and a fancy-indexed gather; the kernels must agree.
+    rng = np.random.default_rng(seed)
+    n_s0 = int(rng.integers(1, m))
+    # A basis's heads: distinct variables, columns (< n_col) and row logicals (>= n_col).
+    heads = rng.permutation(n_col + m)[:m].astype(np.int64)
+    replaced = rng.choice(m, size=min(kr, m), replace=False).astype(np.int64)
+    i0_pos = np.unique(rng.integers(n_s0, m, size=int(rng.integers(0, 4)))).astype(np.int64)
+    sel, extra, sel_ext, p_ext, i0_ext = tracerjit.update_positions(heads, n_col, replaced, i0_pos, n_s0)
+    cols = np.nonzero(heads < n_col)[0]
+    want_sel = cols[np.argsort(heads[cols], kind="stable")]
+    want_extra = np.unique(np.concatenate([want_sel[want_sel >= n_s0], replaced[replaced >= n_s0], i0_pos]))
+
+    def ext(p):
+        return np.where(p < n_s0, p, n_s0 + np.searchsorted(want_extra, p))
+    for got, want in ((sel, want_sel), (extra, want_extra), (sel_ext, ext(want_sel)), (p_ext, ext(replaced)),
+                      (i0_ext, ext(i0_pos))):
+        assert np.array_equal(got, want)
+    z = rng.normal(size=(m, len(replaced)))
+    want_w = np.ascontiguousarray(z.T[:, want_sel])
+    slot = np.full(m, -1)
+    slot[replaced] = np.arange(len(replaced))
+    hit = np.flatnonzero(slot[want_sel] >= 0)
+    want_w[slot[want_sel[hit]], hit] -= 1.0
+    assert np.array_equal(tracerjit.w_selected(np.ascontiguousarray(z.T), sel, replaced, m), want_w)
