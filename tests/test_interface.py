@@ -470,3 +470,21 @@ def test_socp_curve_is_within_its_stated_error_of_the_socp_clearing():
         assert abs(ref.interface_import_kw[0] - curve.import_at(0, price)) <= 2.0 + 0.05
         # Losses: the SOCP imports more than the lossless LP at the same price.
         assert ref.interface_import_kw[0] > lp.import_at(0, price)
+
+
+def test_a_curve_runs_blas_on_one_thread_and_gives_the_threads_back():
+    # The controller is found once per process (interface._one_blas_thread); each trace still limits BLAS to one
+    # thread while it runs and restores the count after.
+    from threadpoolctl import threadpool_info
+
+    from dsomarket.engine import interface
+
+    def blas_threads():
+        return sorted(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+    before = blas_threads()
+    for _ in range(2):
+        with interface._one_blas_thread():
+            inside = blas_threads()
+            assert inside and all(t == 1 for t in inside)
+        assert blas_threads() == before

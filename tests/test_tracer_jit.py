@@ -426,3 +426,61 @@ def test_bases_factorised_on_a_kept_column_order_solve_as_their_cores_and_trace_
     assert fresh.height == curve.height
     np.testing.assert_allclose(curve["import_kw"].to_numpy(), fresh["import_kw"].to_numpy(), rtol=0.0, atol=1e-3)
     np.testing.assert_allclose(curve["price_high"].to_numpy(), fresh["price_high"].to_numpy(), rtol=1e-7, atol=1e-7)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_row=st.integers(1, 30), n_col=st.integers(1, 30), density=st.floats(0.0, 0.5), seed=st.integers(0, 10_000))
+def test_reduced_costs_are_scipy_s_products_bit_for_bit_on_the_nonbasic_columns(n_row, n_col, density, seed):
+    # tracer._Probe._factor read c - A^T y and A^T z from SciPy; the compiled pass must give those bits (the
+    # curve's steps are ratios of them), and zeros on the columns it skips.
+    rng = np.random.default_rng(seed)
+    a = sp.random(n_row, n_col, density=density, random_state=rng, format="csc")
+    a.sort_indices()
+    y, z, cost = rng.normal(size=n_row), rng.normal(size=n_row), rng.normal(size=n_col)
+    nonbasic = rng.random(n_col) < 0.7
+    at = sp.csr_matrix((a.data, a.indices, a.indptr), shape=(n_col, n_row))
+    d, alpha = tracerjit.reduced_costs(a.indptr.astype(np.int64), a.indices.astype(np.int64), a.data, y, z, cost,
+                                       nonbasic)
+    assert np.array_equal(d[nonbasic], (cost - at @ y)[nonbasic])
+    assert np.array_equal(alpha[nonbasic], (at @ z)[nonbasic])
+    assert not d[~nonbasic].any() and not alpha[~nonbasic].any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(1, 4), n=st.integers(0, 12), m=st.integers(0, 400), seed=st.integers(0, 10_000))
+def test_the_long_product_sums_as_the_plain_one_does(k, n, m, seed):
+    # _times_t_long reorders the loops of _times_t, not the sums: the same bits, and the product itself.
+    rng = np.random.default_rng(seed)
+    a, bt = rng.normal(size=(n, m)), rng.normal(size=(k, m))
+    out = tracerjit._times_t_long(a, bt)
+    assert np.array_equal(out, tracerjit._times_t(a, bt))
+    np.testing.assert_allclose(out, (a @ bt.T).T, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(2, 40), n_col=st.integers(1, 60), kr=st.integers(1, 6), seed=st.integers(0, 10_000))
+def test_an_updated_basis_s_positions_are_those_numpy_gave(m, n_col, kr, seed):
+    # tracer._Lu read these with argsort, unique, searchsorted and a fancy-indexed gather; the kernels must agree.
+    rng = np.random.default_rng(seed)
+    n_s0 = int(rng.integers(1, m))
+    # A basis's heads: distinct variables, columns (< n_col) and row logicals (>= n_col).
+    heads = rng.permutation(n_col + m)[:m].astype(np.int64)
+    replaced = rng.choice(m, size=min(kr, m), replace=False).astype(np.int64)
+    i0_pos = np.unique(rng.integers(n_s0, m, size=int(rng.integers(0, 4)))).astype(np.int64)
+    sel, extra, sel_ext, p_ext, i0_ext = tracerjit.update_positions(heads, n_col, replaced, i0_pos, n_s0)
+    cols = np.nonzero(heads < n_col)[0]
+    want_sel = cols[np.argsort(heads[cols], kind="stable")]
+    want_extra = np.unique(np.concatenate([want_sel[want_sel >= n_s0], replaced[replaced >= n_s0], i0_pos]))
+
+    def ext(p):
+        return np.where(p < n_s0, p, n_s0 + np.searchsorted(want_extra, p))
+    for got, want in ((sel, want_sel), (extra, want_extra), (sel_ext, ext(want_sel)), (p_ext, ext(replaced)),
+                      (i0_ext, ext(i0_pos))):
+        assert np.array_equal(got, want)
+    z = rng.normal(size=(m, len(replaced)))
+    want_w = np.ascontiguousarray(z.T[:, want_sel])
+    slot = np.full(m, -1)
+    slot[replaced] = np.arange(len(replaced))
+    hit = np.flatnonzero(slot[want_sel] >= 0)
+    want_w[slot[want_sel[hit]], hit] -= 1.0
+    assert np.array_equal(tracerjit.w_selected(np.ascontiguousarray(z.T), sel, replaced, m), want_w)
