@@ -760,9 +760,11 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     heap: list = []
     order = itertools.count()
 
-    def push(a: _Sample, b: _Sample, depth: int, splits: int) -> None:
+    def push(a: _Sample, b: _Sample, depth: int, splits: int, sampling: bool = False) -> None:
+        """``sampling``: the pair is a stretch being sampled (its split left it at most three quarters of the
+        gap), not a jump being located: a steep one is sampled by fresh clearings (below)."""
         share = (a.q - b.q) / max(min(abs(a.q), abs(b.q)), CURVE_SIZE_SHARE * size)
-        heapq.heappush(heap, (-share, next(order), a, b, depth, splits))
+        heapq.heappush(heap, (-share, next(order), a, b, depth, splits, sampling))
 
     push(first, last, 0, 0)
     done: list[tuple[_Sample, _Sample, float | None]] = []
@@ -785,7 +787,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             unresolved += 1
 
     while heap:
-        _, _, a, b, depth, splits = heapq.heappop(heap)
+        _, _, a, b, depth, splits, sampling = heapq.heappop(heap)
         if a is b or a.q - b.q <= Q_TOL_MW:
             done.append((a, b, None))
             continue
@@ -817,14 +819,12 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
             errors.append(((a.q - b.q) / 2.0, min(abs(a.q), abs(b.q))))
             continue
         width = b.low - a.high
-        stretch = (a.low == a.high or b.low == b.high) and fixed.is_fresh(a) and fixed.is_fresh(b)
-        if stretch and located(a.high, b.low) and (width <= STRETCH_LOCATED or fixed.clearings >= max_clearings):
-            # Both what ``clear`` imports at their prices, an ISO price's width apart: whatever lies between (a
-            # steep stretch's last piece, or a step), one band at their middle import is off by at most half
-            # their gap, counted in the bound. Fresh clearings beside them (:meth:`_FixedPoints.confirm`) would
-            # only continue the stretch; narrower, a stretch's kink is sampled on (below) to the band tolerance.
-            done.append((a, b, math.nan))
-            errors.append(((a.q - b.q) / 2.0, min(abs(a.q), abs(b.q))))
+        stretch = sampling and (a.low == a.high or b.low == b.high) and fixed.is_fresh(a) and fixed.is_fresh(b)
+        if stretch and width <= STRETCH_LOCATED:
+            # Both what ``clear`` imports at their prices, and narrower than an ISO price can tell apart: a step
+            # between them, located. Wider, though within CURVE_PRICE_TOL, they are sampled on (below) as a
+            # stretch, where fresh clearings beside them (:meth:`_FixedPoints.confirm`) would only continue it.
+            step(a, b, a.high, b.low)
             continue
         if located(a.high, b.low) and not stretch:
             lo, hi = a.high, b.low
@@ -873,7 +873,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         # 3 kW apart from ``clear``'s smooth import), the stretch is sampled as ``clear`` clears: the chord
         # test (below) then sees the stretch, not where each clearing started.
         tol = _band_tol(a, b, small)
-        steep = (a.q - b.q) / max(width, cert) * losses.MARGINAL_TOL > tol / 8.0
+        steep = sampling and (a.q - b.q) / max(width, cert) * losses.MARGINAL_TOL > tol / 8.0
         c = fixed.at(lam, (a.q, b.q), steep)
         if c.low == c.high and abs(c.price - (a.high + b.low) / 2.0) <= width / 4.0 \
                 and a.q >= c.q >= b.q:
@@ -892,8 +892,8 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
         gap = a.q - b.q
         onward = c.low <= a.high + cert or c.q - b.q <= 0.75 * gap
         inward = a.q - c.q <= 0.75 * gap
-        push(c, b, depth + (not onward), splits + onward)
-        push(a, c, depth + (not inward), splits + inward)
+        push(c, b, depth + (not onward), splits + onward, onward and c.low == c.high)
+        push(a, c, depth + (not inward), splits + inward, inward and c.low == c.high)
     done.sort(key=lambda pair: (pair[0].price, pair[1].price))
     bands: list[list[float]] = []
     low, q = floor, first.q
