@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from dsomarket.engine import losses, successive
+from dsomarket.engine import losses, successive, tracerjit
 from dsomarket.engine.clearing import NodalMarket
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.results import net_withdrawal
@@ -128,7 +128,7 @@ class _FixedPoints:
         for _ in range(_ANCHOR_ITERATIONS):
             shed = m.solver.block(x, "shed").reshape(T, -1) * S_BASE_KVA if m.model.has_var("shed") else None
             point = losses.operating_point(m.feeder, *net_withdrawal(m.feeder, book, x[bid], m.loads(), shed),
-                                           start=self._near or m.point)
+                                           start=self._near or m.point, sweep=tracerjit.tree_sweep)
             self._near = point
             self.anchored += 1
             if not point.converged:

@@ -158,14 +158,15 @@ def lossless_point(feeder: Feeder, w_p_kw: np.ndarray, w_q_kvar: np.ndarray) -> 
 
 
 def operating_point(feeder: Feeder, w_p_kw: np.ndarray, w_q_kvar: np.ndarray,
-                    start: OperatingPoint | None = None) -> OperatingPoint:
+                    start: OperatingPoint | None = None, sweep=backward_forward_sweep) -> OperatingPoint:
     """AC power flow of net withdrawals (kW, kvar; shape (n, T), positive = consumption), all
     intervals in one batched backward-forward sweep; from the voltages of ``start`` (a point of a
-    nearby dispatch, the same voltages to the sweep's tolerance in fewer sweeps) where given."""
+    nearby dispatch, the same voltages to the sweep's tolerance in fewer sweeps) where given.
+    ``sweep``: :func:`engine.powerflow.backward_forward_sweep` or a drop-in with its arguments and result
+    (the loss-aware curve's compiled one, :func:`engine.tracerjit.tree_sweep`)."""
     topo = feeder.topology
     s = (np.asarray(w_p_kw, dtype=float) + 1j * np.asarray(w_q_kvar, dtype=float)) / S_BASE_KVA
-    sweep = backward_forward_sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s,
-                                   v_start=None if start is None else start.phasor)
+    sweep = sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s, v_start=None if start is None else start.phasor)
     v = (np.abs(sweep.v) ** 2).T
     l_sq = (np.abs(sweep.current) ** 2).T
     p, q = sweep.s_send.real.T, sweep.s_send.imag.T
@@ -250,23 +251,35 @@ def corrections(feeder: Feeder, point: OperatingPoint) -> dict:
     topo = feeder.topology
     n, m = topo.n_bus, topo.n_line
     T = point.p.shape[0]
-    a, b, c = _current_gradient(feeder, point)
     t = np.repeat(np.arange(T), m)
     lines = np.tile(np.arange(m), T)
     child_row = t * n + lines + 1
     line_col = t * m + lines
     parent_col = t * n + np.tile(topo.parent[1:], T)
+    vals = iter(_correction_values(feeder, point))
 
-    def block(rows: np.ndarray, n_rows: int, weight: np.ndarray) -> dict:
-        w = np.tile(weight, T)
-        return {name: (rows, col, -w * coef.ravel(), (n_rows, size))
-                for name, coef, col, size in (("line_p", a, line_col, m * T), ("line_q", b, line_col, m * T),
-                                              ("v", c, parent_col, n * T))}
+    def block(rows: np.ndarray, n_rows: int) -> dict:
+        return {name: (rows, col, next(vals), (n_rows, size))
+                for name, col, size in (("line_p", line_col, m * T), ("line_q", line_col, m * T),
+                                        ("v", parent_col, n * T))}
 
-    loss_p = block(child_row, n * T, topo.r_pu)
-    loss_q = block(child_row, n * T, topo.x_pu)
-    drop_current = block(line_col, m * T, topo.r_pu ** 2 + topo.x_pu ** 2)
+    loss_p = block(child_row, n * T)
+    loss_q = block(child_row, n * T)
+    drop_current = block(line_col, m * T)
     return {"bus_p_balance": loss_p, "bus_q_balance": loss_q, "voltage_drop": drop_current}
+
+
+def _correction_values(feeder: Feeder, point: OperatingPoint) -> list[np.ndarray]:
+    """The values of :func:`corrections`' blocks in its order (``loss_p``, ``loss_q``, ``drop_current``, each on
+    ``line_p``, ``line_q``, ``v``), without their rows and columns (which the point does not move)."""
+    topo = feeder.topology
+    T = point.p.shape[0]
+    a, b, c = _current_gradient(feeder, point)
+    out = []
+    for weight in (topo.r_pu, topo.x_pu, topo.r_pu ** 2 + topo.x_pu ** 2):
+        w = np.tile(weight, T)
+        out += [-w * coef.ravel() for coef in (a, b, c)]
+    return out
 
 
 def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[dict, np.ndarray]:
