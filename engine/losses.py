@@ -299,11 +299,6 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     n, m = topo.n_bus, topo.n_line
     T = point.p.shape[0]
     k = polygon_sides // 2
-    a, b, c = (g[:, limited] for g in _current_gradient(feeder, point))
-    r, x = topo.r_pu[limited], topo.x_pu[limited]
-    p_r, q_r = (e[:, limited] for e in point.receiving(feeder))
-    offsets = 2 * np.pi * np.arange(k) / polygon_sides
-    spread = None if point.spread is None or k < 3 else point.spread[:, :, limited]
     n_lim = len(limited)
     rows = np.arange(T * n_lim * k)
     t = np.repeat(np.arange(T), n_lim * k)
@@ -311,7 +306,30 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     parent_col = t * n + np.tile(np.repeat(topo.parent[1:][limited], k), T)
     bound = np.tile(np.repeat(topo.s_max_kva[limited] / S_BASE_KVA, k), T)
     shape_l, shape_v = (len(rows), m * T), (len(rows), n * T)
+    send_p, send_q, recv_p, recv_q, recv_v = _thermal_values(feeder, point, polygon_sides)
+    return {
+        "line_thermal": {"line_p": (rows, line_col, send_p, shape_l),
+                         "line_q": (rows, line_col, send_q, shape_l)},
+        "line_thermal_receiving": {"line_p": (rows, line_col, recv_p, shape_l),
+                                   "line_q": (rows, line_col, recv_q, shape_l),
+                                   "v": (rows, parent_col, recv_v, shape_v)},
+    }, bound
 
+
+def _thermal_values(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> list[np.ndarray]:
+    """The values of :func:`thermal`'s blocks in its order (``line_thermal`` on ``line_p``, ``line_q``;
+    ``line_thermal_receiving`` on ``line_p``, ``line_q``, ``v``), without their rows and columns (which the point
+    does not move); empty when no line is limited."""
+    topo = feeder.topology
+    limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
+    if not len(limited):
+        return []
+    k = polygon_sides // 2
+    a, b, c = (g[:, limited] for g in _current_gradient(feeder, point))
+    r, x = topo.r_pu[limited], topo.x_pu[limited]
+    p_r, q_r = (e[:, limited] for e in point.receiving(feeder))
+    offsets = 2 * np.pi * np.arange(k) / polygon_sides
+    spread = None if point.spread is None or k < 3 else point.spread[:, :, limited]
     cos_off, sin_off = np.cos(offsets), np.sin(offsets)
 
     def faces(pp: np.ndarray, qq: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
@@ -335,13 +353,8 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     cr, sr = faces(p_r, q_r, 1)
     # cos (P - r l~) + sin (Q - x l~) with l~ = a P + b Q + c v_parent
     loss_w = cr * r[None, :, None] + sr * x[None, :, None]
-    return {
-        "line_thermal": {"line_p": (rows, line_col, cs.ravel(), shape_l),
-                         "line_q": (rows, line_col, ss.ravel(), shape_l)},
-        "line_thermal_receiving": {"line_p": (rows, line_col, (cr - loss_w * a[:, :, None]).ravel(), shape_l),
-                                   "line_q": (rows, line_col, (sr - loss_w * b[:, :, None]).ravel(), shape_l),
-                                   "v": (rows, parent_col, (-loss_w * c[:, :, None]).ravel(), shape_v)},
-    }, bound
+    return [cs.ravel(), ss.ravel(), (cr - loss_w * a[:, :, None]).ravel(), (sr - loss_w * b[:, :, None]).ravel(),
+            (-loss_w * c[:, :, None]).ravel()]
 
 
 def tangent_held(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int,
@@ -476,6 +489,8 @@ class Relinearisation:
     """Index into ``base.data`` of each of the point's terms (:func:`_point_terms` order)."""
     feeder: Feeder
     polygon_sides: int
+    distinct: bool = False
+    """Whether no two of the point's terms land on one entry (``slots`` has no repeats)."""
 
     @staticmethod
     def of(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> "Relinearisation":
@@ -496,15 +511,20 @@ class Relinearisation:
         base = sp.csc_matrix((data, pattern.indices, pattern.indptr), shape=shape)
         slots = np.searchsorted(keys, cols.astype(np.int64) * shape[0] + rows)
         # A copy that holds its assembled arrays, so each re-linearisation only swaps the matrix.
-        return Relinearisation(model.with_matrix(a), base, slots, feeder, polygon_sides)
+        return Relinearisation(model.with_matrix(a), base, slots, feeder, polygon_sides,
+                               len(np.unique(slots)) == len(slots))
 
     def at(self, point: OperatingPoint) -> LinearModel:
         """The model linearised at ``point`` (same blocks, costs and bounds)."""
-        # The values only: the rows and columns are those ``slots`` was made from.
-        vals = np.concatenate([v for block in _point_blocks(self.feeder, point, self.polygon_sides).values()
-                               for _, _, v, _ in block.values()])
+        # The values only (:func:`_point_blocks`' order): the rows and columns are those ``slots`` was made from.
+        vals = np.concatenate(_correction_values(self.feeder, point) +
+                              _thermal_values(self.feeder, point, self.polygon_sides))
         base = self.base
-        data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
+        if self.distinct:       # each term its own entry: added in place (as the sum below, to the bit)
+            data = base.data.copy()
+            data[self.slots] += vals
+        else:
+            data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
         if np.all(data != 0.0):     # the pattern's own arrays, shared by every linearisation (read only)
             return self.model.with_matrix(sp.csc_matrix((data, base.indices, base.indptr), shape=base.shape))
         a = sp.csc_matrix((data, base.indices.copy(), base.indptr.copy()), shape=base.shape)

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
-from dsomarket.engine import tracerjit
+from dsomarket.engine import losses, tracerjit
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket
 from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.network import S_BASE_KVA
 from dsomarket.engine.powerflow import backward_forward_sweep
+from dsomarket.engine.results import net_withdrawal
+from tests.test_losscurve_leap import _synth200
 
 
 @pytest.mark.parametrize("feeder", [ieee33(), synthetic(200, 3)], ids=["ieee33", "synth200"])
@@ -31,3 +35,18 @@ def test_the_compiled_sweep_reaches_the_numpy_sweeps_voltages_in_as_many_sweeps(
             assert np.max(np.abs(a.v - b.v)) <= 1e-9
             assert np.max(np.abs(a.s_send - b.s_send)) <= 1e-9
             assert np.max(np.abs(a.current - b.current)) <= 1e-9
+
+
+def test_a_relinearisation_by_values_is_the_model_built_at_the_point():
+    f, book, rules = _synth200(37)
+    m = NodalMarket(f, book, 40.0, rules, options=ClearingOptions(formulation="lossaware"))
+    rng = np.random.default_rng(1)
+    bid = m.model.var("bid").slice
+    hi = m.solver.col_upper[bid]
+    w = net_withdrawal(f, m.columns.book, hi * (rng.random(len(hi)) < 0.5), m.loads(), None)
+    point = losses.operating_point(f, *w)
+    assert m._relinearise.distinct
+    got = m._relinearise.at(point).assemble()[3]
+    built = losses.build(f, m.columns.book, m.iso_price, rules, point, (), None, None,
+                         m.options.polygon_sides).assemble()[3]
+    assert abs(sp.csc_matrix(got) - sp.csc_matrix(built)).max() <= 1e-12
