@@ -805,16 +805,17 @@ class _Probe:
         return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
                       lu, int(pos), c0, bounded, r, a_inactive_structural, row_pos)
 
-    def settle(self, x: np.ndarray, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+    def settle(self, x: np.ndarray, structural: np.ndarray, inactive: np.ndarray,
+               prior: tuple | None = None) -> tuple | None:
         """The basic solution of a basis on this probe's matrix, nonbasic columns held at their values in ``x``.
 
         Each row whose logical is nonbasic is held at the bound nearest its activity (an equality's
         value, a binding limit), and the basic columns solved for: ``(x, core)`` with ``core`` the
-        factorised basis (:meth:`_core`), or None when it is singular or leaves a bound by more
-        than the primal tolerance.
+        factorised basis (:meth:`_core`, ``prior`` as there), or None when it is singular or leaves a bound
+        by more than the primal tolerance.
         """
         s = self.solver
-        core = self._core(structural, inactive)
+        core = self._core(structural, inactive, prior)
         if core is None:
             return None
         active_mask, _, _, lu = core
