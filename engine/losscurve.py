@@ -166,7 +166,7 @@ class _FixedPoints:
         sample = _Sample(price, q, g, low, high)
         self.residual_kw = max(self.residual_kw, residual)
         if keep and high > low:
-            basis = probe._factor(price, x, g, structural, inactive, core=core)
+            basis = probe._factor(price, x, g, structural, inactive, core=core, duals=probe.last_duals)
             if basis is not None:
                 self._anchors[id(sample)] = (sample, probe, basis)
         return sample

@@ -414,6 +414,7 @@ class _Probe:
         self.pivots = 0
         self.last_run = 0
         self.last_lu = None     # the factorisation of the last basis (:meth:`_factor`), whose order HiGHS's next may keep
+        self.last_duals = None  # :meth:`dual_range`'s last duals (y0, z, A^T y0, A^T z), which :meth:`_factor` may reuse
         self._load(model)
 
     def _load(self, model=None) -> None:
@@ -737,14 +738,16 @@ class _Probe:
 
     def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
                 check: bool = False, core: tuple | None = None, r: np.ndarray | None = None,
-                prior: tuple | None = None) -> _Basis | None:
+                prior: tuple | None = None, duals: tuple | None = None) -> _Basis | None:
         """The :class:`_Basis` of basic columns ``structural`` and basic row logicals ``inactive`` at ``price``.
 
         With ``check`` (a basis reached by the tracer's own pivot, not by HiGHS),
         None unless it is primal feasible (``x`` within bounds, the active rows
         held) and dual feasible at ``price`` (no nonbasic reduced cost of the
         wrong sign), i.e. optimal there. ``core``: :meth:`_core` of the same basis, when
-        already factorised; ``r``: the row activities ``A x``, when already known; ``prior``: :meth:`_core`'s.
+        already factorised; ``r``: the row activities ``A x``, when already known; ``prior``: :meth:`_core`'s;
+        ``duals``: :meth:`dual_range`'s ``(y0, z, A^T y0, A^T z)`` of the same basis and core, when already solved
+        (P0 basic): the duals at ``price`` are then ``y0 + price z``, without another solve.
         """
         s = self.solver
         n_row = self.a.shape[0]
@@ -764,9 +767,14 @@ class _Probe:
         rhs[:, 0] = cost[structural]
         if p0_basic:
             rhs[pos, 1] = 1.0
-        yz = np.zeros((n_row, rhs.shape[1]), order="F")
-        yz[active] = lu.solve(rhs, trans="T")
-        dz = self._at_times(yz)
+        if duals is not None and p0_basic:
+            y0, z, at_y0, at_z = duals
+            yz = np.column_stack([y0 + price * z, z])
+            dz = np.column_stack([at_y0 + price * at_z, at_z])
+        else:
+            yz = np.zeros((n_row, rhs.shape[1]), order="F")
+            yz[active] = lu.solve(rhs, trans="T")
+            dz = self._at_times(yz)
         y = yz[:, 0]
         d = cost - dz[:, 0]
         nb_cols = self.col_range.copy()
@@ -861,9 +869,11 @@ class _Probe:
         nonbasic = np.ones(len(x), dtype=bool)
         nonbasic[structural] = False
         r = self.a @ x
+        at_y0, at_z = self.at @ y0, self.at @ z
+        self.last_duals = (y0, z, at_y0, at_z)      # the duals at any price, for :meth:`_factor` of this basis
         # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows.
-        d0 = np.concatenate([(cost - self.at @ y0)[nonbasic], y0[active_mask]])
-        slope = np.concatenate([-(self.at @ z)[nonbasic], z[active_mask]])
+        d0 = np.concatenate([(cost - at_y0)[nonbasic], y0[active_mask]])
+        slope = np.concatenate([-at_z[nonbasic], z[active_mask]])
         value = np.concatenate([x[nonbasic], r[active_mask]])
         lower = np.concatenate([s.col_lower[nonbasic], s.row_lower[active_mask]])
         upper = np.concatenate([s.col_upper[nonbasic], s.row_upper[active_mask]])

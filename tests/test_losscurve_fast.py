@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from dsomarket.engine import losscurve, losses, tracerjit
+from dsomarket.engine import losscurve, losses, tracer, tracerjit
 from dsomarket.engine.bids import MarketRules, validate_bids
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket
 from dsomarket.engine.feeders import ieee33, synthetic
@@ -96,3 +96,28 @@ def test_bases_first_met_on_a_walk_are_factorised_on_its_order_and_draw_what_cle
     # SuperLU for the clearings' bases, and the few that the kept order does not serve.
     assert fresh[0] <= curve.ac_check["clearings"] + anchored // 20, (fresh[0], anchored)
     _check_drawn(f, book, rules, curve, walked[::len(walked) // 3][:3])
+
+
+def test_an_anchors_basis_from_its_price_ranges_duals_has_the_events_of_its_own_solve(monkeypatch):
+    # The basis an anchor keeps to walk on is factorised with the duals its price range solved for
+    # (:meth:`engine.tracer._Probe.dual_range`, then ``_factor``'s ``duals``): the same events as solved afresh.
+    f, book, rules = _synth200(37)
+    factor = tracer._Probe._factor
+    compared = [0]
+
+    def both(self, price, x, g, structural, inactive, *args, duals=None, **kwargs):
+        out = factor(self, price, x, g, structural, inactive, *args, duals=duals, **kwargs)
+        if duals is not None:
+            own = factor(self, price, x, g, structural, inactive, *args, **kwargs)
+            assert (out is None) == (own is None)
+            if out is not None:
+                for mine, theirs in ((out.up, own.up), (out.down, own.down)):
+                    np.testing.assert_array_equal(mine[1:][0], theirs[1:][0])
+                    np.testing.assert_array_equal(mine[2], theirs[2])
+                    np.testing.assert_allclose(mine[0], theirs[0], rtol=1e-9, atol=1e-9)
+                compared[0] += 1
+        return out
+
+    monkeypatch.setattr(tracer._Probe, "_factor", both)
+    trace_curve(f, book, rules)
+    assert compared[0] >= 20, compared[0]
