@@ -158,14 +158,15 @@ def lossless_point(feeder: Feeder, w_p_kw: np.ndarray, w_q_kvar: np.ndarray) -> 
 
 
 def operating_point(feeder: Feeder, w_p_kw: np.ndarray, w_q_kvar: np.ndarray,
-                    start: OperatingPoint | None = None) -> OperatingPoint:
+                    start: OperatingPoint | None = None, sweep=backward_forward_sweep) -> OperatingPoint:
     """AC power flow of net withdrawals (kW, kvar; shape (n, T), positive = consumption), all
     intervals in one batched backward-forward sweep; from the voltages of ``start`` (a point of a
-    nearby dispatch, the same voltages to the sweep's tolerance in fewer sweeps) where given."""
+    nearby dispatch, the same voltages to the sweep's tolerance in fewer sweeps) where given.
+    ``sweep``: :func:`engine.powerflow.backward_forward_sweep` or a drop-in with its arguments and result
+    (the loss-aware curve's compiled one, :func:`engine.tracerjit.tree_sweep`)."""
     topo = feeder.topology
     s = (np.asarray(w_p_kw, dtype=float) + 1j * np.asarray(w_q_kvar, dtype=float)) / S_BASE_KVA
-    sweep = backward_forward_sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s,
-                                   v_start=None if start is None else start.phasor)
+    sweep = sweep(topo, topo.r_pu, topo.x_pu, feeder.v0_pu, s, v_start=None if start is None else start.phasor)
     v = (np.abs(sweep.v) ** 2).T
     l_sq = (np.abs(sweep.current) ** 2).T
     p, q = sweep.s_send.real.T, sweep.s_send.imag.T
@@ -250,23 +251,35 @@ def corrections(feeder: Feeder, point: OperatingPoint) -> dict:
     topo = feeder.topology
     n, m = topo.n_bus, topo.n_line
     T = point.p.shape[0]
-    a, b, c = _current_gradient(feeder, point)
     t = np.repeat(np.arange(T), m)
     lines = np.tile(np.arange(m), T)
     child_row = t * n + lines + 1
     line_col = t * m + lines
     parent_col = t * n + np.tile(topo.parent[1:], T)
+    vals = iter(_correction_values(feeder, point))
 
-    def block(rows: np.ndarray, n_rows: int, weight: np.ndarray) -> dict:
-        w = np.tile(weight, T)
-        return {name: (rows, col, -w * coef.ravel(), (n_rows, size))
-                for name, coef, col, size in (("line_p", a, line_col, m * T), ("line_q", b, line_col, m * T),
-                                              ("v", c, parent_col, n * T))}
+    def block(rows: np.ndarray, n_rows: int) -> dict:
+        return {name: (rows, col, next(vals), (n_rows, size))
+                for name, col, size in (("line_p", line_col, m * T), ("line_q", line_col, m * T),
+                                        ("v", parent_col, n * T))}
 
-    loss_p = block(child_row, n * T, topo.r_pu)
-    loss_q = block(child_row, n * T, topo.x_pu)
-    drop_current = block(line_col, m * T, topo.r_pu ** 2 + topo.x_pu ** 2)
+    loss_p = block(child_row, n * T)
+    loss_q = block(child_row, n * T)
+    drop_current = block(line_col, m * T)
     return {"bus_p_balance": loss_p, "bus_q_balance": loss_q, "voltage_drop": drop_current}
+
+
+def _correction_values(feeder: Feeder, point: OperatingPoint) -> list[np.ndarray]:
+    """The values of :func:`corrections`' blocks in its order (``loss_p``, ``loss_q``, ``drop_current``, each on
+    ``line_p``, ``line_q``, ``v``), without their rows and columns (which the point does not move)."""
+    topo = feeder.topology
+    T = point.p.shape[0]
+    a, b, c = _current_gradient(feeder, point)
+    out = []
+    for weight in (topo.r_pu, topo.x_pu, topo.r_pu ** 2 + topo.x_pu ** 2):
+        w = np.tile(weight, T)
+        out += [-w * coef.ravel() for coef in (a, b, c)]
+    return out
 
 
 def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[dict, np.ndarray]:
@@ -286,11 +299,6 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     n, m = topo.n_bus, topo.n_line
     T = point.p.shape[0]
     k = polygon_sides // 2
-    a, b, c = (g[:, limited] for g in _current_gradient(feeder, point))
-    r, x = topo.r_pu[limited], topo.x_pu[limited]
-    p_r, q_r = (e[:, limited] for e in point.receiving(feeder))
-    offsets = 2 * np.pi * np.arange(k) / polygon_sides
-    spread = None if point.spread is None or k < 3 else point.spread[:, :, limited]
     n_lim = len(limited)
     rows = np.arange(T * n_lim * k)
     t = np.repeat(np.arange(T), n_lim * k)
@@ -298,7 +306,30 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     parent_col = t * n + np.tile(np.repeat(topo.parent[1:][limited], k), T)
     bound = np.tile(np.repeat(topo.s_max_kva[limited] / S_BASE_KVA, k), T)
     shape_l, shape_v = (len(rows), m * T), (len(rows), n * T)
+    send_p, send_q, recv_p, recv_q, recv_v = _thermal_values(feeder, point, polygon_sides)
+    return {
+        "line_thermal": {"line_p": (rows, line_col, send_p, shape_l),
+                         "line_q": (rows, line_col, send_q, shape_l)},
+        "line_thermal_receiving": {"line_p": (rows, line_col, recv_p, shape_l),
+                                   "line_q": (rows, line_col, recv_q, shape_l),
+                                   "v": (rows, parent_col, recv_v, shape_v)},
+    }, bound
 
+
+def _thermal_values(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> list[np.ndarray]:
+    """The values of :func:`thermal`'s blocks in its order (``line_thermal`` on ``line_p``, ``line_q``;
+    ``line_thermal_receiving`` on ``line_p``, ``line_q``, ``v``), without their rows and columns (which the point
+    does not move); empty when no line is limited."""
+    topo = feeder.topology
+    limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
+    if not len(limited):
+        return []
+    k = polygon_sides // 2
+    a, b, c = (g[:, limited] for g in _current_gradient(feeder, point))
+    r, x = topo.r_pu[limited], topo.x_pu[limited]
+    p_r, q_r = (e[:, limited] for e in point.receiving(feeder))
+    offsets = 2 * np.pi * np.arange(k) / polygon_sides
+    spread = None if point.spread is None or k < 3 else point.spread[:, :, limited]
     cos_off, sin_off = np.cos(offsets), np.sin(offsets)
 
     def faces(pp: np.ndarray, qq: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
@@ -322,13 +353,8 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     cr, sr = faces(p_r, q_r, 1)
     # cos (P - r l~) + sin (Q - x l~) with l~ = a P + b Q + c v_parent
     loss_w = cr * r[None, :, None] + sr * x[None, :, None]
-    return {
-        "line_thermal": {"line_p": (rows, line_col, cs.ravel(), shape_l),
-                         "line_q": (rows, line_col, ss.ravel(), shape_l)},
-        "line_thermal_receiving": {"line_p": (rows, line_col, (cr - loss_w * a[:, :, None]).ravel(), shape_l),
-                                   "line_q": (rows, line_col, (sr - loss_w * b[:, :, None]).ravel(), shape_l),
-                                   "v": (rows, parent_col, (-loss_w * c[:, :, None]).ravel(), shape_v)},
-    }, bound
+    return [cs.ravel(), ss.ravel(), (cr - loss_w * a[:, :, None]).ravel(), (sr - loss_w * b[:, :, None]).ravel(),
+            (-loss_w * c[:, :, None]).ravel()]
 
 
 def tangent_held(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int,
@@ -463,6 +489,8 @@ class Relinearisation:
     """Index into ``base.data`` of each of the point's terms (:func:`_point_terms` order)."""
     feeder: Feeder
     polygon_sides: int
+    distinct: bool = False
+    """Whether no two of the point's terms land on one entry (``slots`` has no repeats)."""
 
     @staticmethod
     def of(model: LinearModel, feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> "Relinearisation":
@@ -483,15 +511,20 @@ class Relinearisation:
         base = sp.csc_matrix((data, pattern.indices, pattern.indptr), shape=shape)
         slots = np.searchsorted(keys, cols.astype(np.int64) * shape[0] + rows)
         # A copy that holds its assembled arrays, so each re-linearisation only swaps the matrix.
-        return Relinearisation(model.with_matrix(a), base, slots, feeder, polygon_sides)
+        return Relinearisation(model.with_matrix(a), base, slots, feeder, polygon_sides,
+                               len(np.unique(slots)) == len(slots))
 
     def at(self, point: OperatingPoint) -> LinearModel:
         """The model linearised at ``point`` (same blocks, costs and bounds)."""
-        # The values only: the rows and columns are those ``slots`` was made from.
-        vals = np.concatenate([v for block in _point_blocks(self.feeder, point, self.polygon_sides).values()
-                               for _, _, v, _ in block.values()])
+        # The values only (:func:`_point_blocks`' order): the rows and columns are those ``slots`` was made from.
+        vals = np.concatenate(_correction_values(self.feeder, point) +
+                              _thermal_values(self.feeder, point, self.polygon_sides))
         base = self.base
-        data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
+        if self.distinct:       # each term its own entry: added in place (as the sum below, to the bit)
+            data = base.data.copy()
+            data[self.slots] += vals
+        else:
+            data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
         if np.all(data != 0.0):     # the pattern's own arrays, shared by every linearisation (read only)
             return self.model.with_matrix(sp.csc_matrix((data, base.indices, base.indptr), shape=base.shape))
         a = sp.csc_matrix((data, base.indices.copy(), base.indptr.copy()), shape=base.shape)

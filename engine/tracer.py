@@ -408,6 +408,7 @@ class _Probe:
         self.pivots = 0
         self.last_run = 0
         self.last_lu = None     # the factorisation of the last basis (:meth:`_factor`), whose order HiGHS's next may keep
+        self.last_duals = None  # :meth:`dual_range`'s last duals (y0, z, A^T y0, A^T z), which :meth:`_factor` may reuse
         self._load(model)
 
     def _load(self, model=None) -> None:
@@ -732,14 +733,16 @@ class _Probe:
 
     def _factor(self, price: float, x: np.ndarray, g: float, structural: np.ndarray, inactive: np.ndarray,
                 check: bool = False, core: tuple | None = None, r: np.ndarray | None = None,
-                prior: tuple | None = None) -> _Basis | None:
+                prior: tuple | None = None, duals: tuple | None = None) -> _Basis | None:
         """The :class:`_Basis` of basic columns ``structural`` and basic row logicals ``inactive`` at ``price``.
 
         With ``check`` (a basis reached by the tracer's own pivot, not by HiGHS),
         None unless it is primal feasible (``x`` within bounds, the active rows
         held) and dual feasible at ``price`` (no nonbasic reduced cost of the
         wrong sign), i.e. optimal there. ``core``: :meth:`_core` of the same basis, when
-        already factorised; ``r``: the row activities ``A x``, when already known; ``prior``: :meth:`_core`'s.
+        already factorised; ``r``: the row activities ``A x``, when already known; ``prior``: :meth:`_core`'s;
+        ``duals``: :meth:`dual_range`'s ``(y0, z, A^T y0, A^T z)`` of the same basis and core, when already solved
+        (P0 basic): the duals at ``price`` are then ``y0 + price z``, without another solve.
         """
         s = self.solver
         n_row = self.a.shape[0]
@@ -759,12 +762,18 @@ class _Probe:
         rhs[:, 0] = cost[structural]
         if p0_basic:
             rhs[pos, 1] = 1.0
-        yz = np.zeros((n_row, rhs.shape[1]), order="F")
-        yz[active] = lu.solve(rhs, trans="T")
+        if duals is not None and p0_basic:
+            y0, z, at_y0, at_z = duals    # dual_range's own solve at this basis: y = y0 + price z
+            yz = np.column_stack([y0 + price * z, z])
+        else:
+            yz = np.zeros((n_row, rhs.shape[1]), order="F")
+            yz[active] = lu.solve(rhs, trans="T")
         y = yz[:, 0]
         nb_cols = self.col_range.copy()
         nb_cols[structural] = False
-        if p0_basic:
+        if duals is not None and p0_basic:
+            d, alpha = cost - (at_y0 + price * at_z), at_z
+        elif p0_basic:
             # The nonbasic columns' reduced costs ``c - A^T y`` and rates ``A^T z`` in one compiled pass (the
             # basic columns' are never read): two sparse products over every column and a subtraction before.
             d, alpha = tracerjit.reduced_costs(self.indptr, self.indices64, self.data, y, yz[:, 1], cost, nb_cols)
@@ -804,16 +813,17 @@ class _Probe:
         return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
                       lu, int(pos), c0, bounded, r, a_inactive_structural, row_pos)
 
-    def settle(self, x: np.ndarray, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
+    def settle(self, x: np.ndarray, structural: np.ndarray, inactive: np.ndarray,
+               prior: tuple | None = None) -> tuple | None:
         """The basic solution of a basis on this probe's matrix, nonbasic columns held at their values in ``x``.
 
         Each row whose logical is nonbasic is held at the bound nearest its activity (an equality's
         value, a binding limit), and the basic columns solved for: ``(x, core)`` with ``core`` the
-        factorised basis (:meth:`_core`), or None when it is singular or leaves a bound by more
-        than the primal tolerance.
+        factorised basis (:meth:`_core`, ``prior`` as there), or None when it is singular or leaves a bound
+        by more than the primal tolerance.
         """
         s = self.solver
-        core = self._core(structural, inactive)
+        core = self._core(structural, inactive, prior)
         if core is None:
             return None
         active_mask, _, _, lu = core
@@ -859,9 +869,11 @@ class _Probe:
         nonbasic = np.ones(len(x), dtype=bool)
         nonbasic[structural] = False
         r = self.a @ x
+        at_y0, at_z = self.at @ y0, self.at @ z
+        self.last_duals = (y0, z, at_y0, at_z)      # the duals at any price, for :meth:`_factor` of this basis
         # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows.
-        d0 = np.concatenate([(cost - self.at @ y0)[nonbasic], y0[active_mask]])
-        slope = np.concatenate([-(self.at @ z)[nonbasic], z[active_mask]])
+        d0 = np.concatenate([(cost - at_y0)[nonbasic], y0[active_mask]])
+        slope = np.concatenate([-at_z[nonbasic], z[active_mask]])
         value = np.concatenate([x[nonbasic], r[active_mask]])
         lower = np.concatenate([s.col_lower[nonbasic], s.row_lower[active_mask]])
         upper = np.concatenate([s.col_upper[nonbasic], s.row_upper[active_mask]])

@@ -944,3 +944,78 @@ def reduce_segments(prices, wc, pc, k):                                         
         j = i - 1
     first[0], median[0] = 0, _median(wc, 0, j, 0)
     return first, median, best[n - 1]
+
+
+_C2 = numba.complex128[:, ::1]
+
+
+@numba.njit(numba.types.Tuple((_C2, _C2, numba.int64, numba.boolean))(_I, numba.complex128[::1], numba.float64, _C2, _C2,
+                                                                      numba.float64, numba.int64), **_JIT)
+def _tree_sweep(parent, z, v0, s, v, tol, max_iter):                                     # pragma: no cover
+    """:func:`engine.powerflow.backward_forward_sweep`'s iteration on a radial feeder in root-first order (every
+    bus's parent before it): ``(v, current, iterations, converged)`` for withdrawals ``s`` (pu, ``n x k``) from
+    the voltages ``v`` (overwritten). Each sweep is two passes over the buses, leaves to root (line currents
+    summed into their parents') and root to leaves (voltage drops along the path), for all ``k`` columns."""
+    n, k = s.shape
+    current = np.zeros((n - 1, k), dtype=np.complex128)
+    new = np.empty((n, k), dtype=np.complex128)
+    converged = False
+    iterations = 0
+    for it in range(1, max_iter + 1):
+        iterations = it
+        current[:, :] = 0.0
+        for j in range(n - 1, 0, -1):        # children after their parents: a line's current is complete here
+            p = parent[j]
+            for c in range(k):
+                cur = current[j - 1, c] + (s[j, c] / v[j, c]).conjugate()
+                current[j - 1, c] = cur
+                if p > 0:
+                    current[p - 1, c] += cur
+        step = 0.0
+        finite = True
+        for c in range(k):
+            new[0, c] = v0
+        for j in range(1, n):
+            p = parent[j]
+            for c in range(k):
+                new[j, c] = new[p, c] - z[j - 1] * current[j - 1, c]
+        for j in range(n):
+            for c in range(k):
+                d = abs(new[j, c] - v[j, c])
+                if not np.isfinite(d):
+                    finite = False
+                elif d > step:
+                    step = d
+                v[j, c] = new[j, c]
+        if not finite:
+            break
+        if step < tol:
+            converged = True
+            break
+    return v, current, iterations, converged
+
+
+def tree_sweep(topology, r_pu: np.ndarray, x_pu: np.ndarray, v0_pu: float, s_withdraw_pu: np.ndarray,
+               tol: float = 1e-10, max_iter: int = 100, v_start: np.ndarray | None = None):
+    """:func:`engine.powerflow.backward_forward_sweep` (same arguments, same :class:`engine.powerflow.Sweep`, the same
+    iterates up to rounding) as one compiled loop: the loss-aware curve sweeps the AC power flow of every fixed
+    point it anchors (:meth:`engine.losscurve._FixedPoints.anchor`), where the sweep's numpy passes and sparse
+    triangular solves (some 20 calls a sweep, 8 sweeps from a nearby point) cost 0.6 ms at 1,000 buses."""
+    from dsomarket.engine.powerflow import Sweep
+
+    s = np.asarray(s_withdraw_pu, dtype=complex)
+    flat = s.ndim == 1
+    s2 = np.ascontiguousarray(s.reshape(len(s), -1))
+    if v_start is not None and np.shape(v_start) == s.shape and np.all(np.isfinite(v_start)):
+        v = np.array(v_start, dtype=complex).reshape(s2.shape)
+    else:
+        v = np.full(s2.shape, complex(v0_pu))
+    z = np.ascontiguousarray(np.asarray(r_pu, dtype=float) + 1j * np.asarray(x_pu, dtype=float))
+    parent = np.ascontiguousarray(topology.parent, dtype=np.int64)
+    v, current, iterations, converged = _tree_sweep(parent, z, float(v0_pu), s2, np.ascontiguousarray(v), tol,
+                                                    max_iter)
+    with np.errstate(all="ignore"):     # a diverged sweep's voltages are not finite, as the numpy one's
+        s_send = v[parent[1:]] * np.conj(current)
+    if flat:
+        v, current, s_send = v[:, 0], current[:, 0], s_send[:, 0]
+    return Sweep(v=v, current=current, s_send=s_send, iterations=int(iterations), converged=bool(converged))

@@ -1,0 +1,123 @@
+"""The loss-aware curve's per-anchor shortcuts (:meth:`engine.losscurve._FixedPoints.anchor`): its compiled AC power
+flow against the numpy sweep, the re-linearisation by values alone against a fresh build, and bases first met
+after a pivot, factorised on the column order of the basis walked from, drawing what ``clear`` imports."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from dsomarket.engine import losscurve, losses, tracer, tracerjit
+from dsomarket.engine.bids import MarketRules, validate_bids
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket
+from dsomarket.engine.feeders import ieee33, synthetic
+from dsomarket.engine.interface import trace_curve
+from dsomarket.engine.network import S_BASE_KVA
+from dsomarket.engine.powerflow import backward_forward_sweep
+from dsomarket.engine.results import net_withdrawal
+from tests.test_losscurve_leap import _check_drawn, _synth200
+
+
+@pytest.mark.parametrize("feeder", [ieee33(), synthetic(200, 3)], ids=["ieee33", "synth200"])
+@pytest.mark.parametrize("k", [None, 3])
+def test_the_compiled_sweep_reaches_the_numpy_sweeps_voltages_in_as_many_sweeps(feeder, k):
+    t = feeder.topology
+    rng = np.random.default_rng(4)
+    shape = (t.n_bus,) if k is None else (t.n_bus, k)
+    s = (rng.uniform(-50, 150, shape) + 1j * rng.uniform(-20, 50, shape)) / S_BASE_KVA
+    for start, load in ((None, s), ("warm", s * 1.02), (None, s * 1000.0)):     # cold, warm, diverging
+        v_start = None if start is None else backward_forward_sweep(t, t.r_pu, t.x_pu, feeder.v0_pu, s).v
+        a = backward_forward_sweep(t, t.r_pu, t.x_pu, feeder.v0_pu, load, v_start=v_start)
+        b = tracerjit.tree_sweep(t, t.r_pu, t.x_pu, feeder.v0_pu, load, v_start=v_start)
+        assert a.converged == b.converged
+        assert b.v.shape == a.v.shape and b.current.shape == a.current.shape and b.s_send.shape == a.s_send.shape
+        if a.converged:
+            assert abs(a.iterations - b.iterations) <= 1
+            assert np.max(np.abs(a.v - b.v)) <= 1e-9
+            assert np.max(np.abs(a.s_send - b.s_send)) <= 1e-9
+            assert np.max(np.abs(a.current - b.current)) <= 1e-9
+
+
+def test_a_relinearisation_by_values_is_the_model_built_at_the_point():
+    f, book, rules = _synth200(37)
+    m = NodalMarket(f, book, 40.0, rules, options=ClearingOptions(formulation="lossaware"))
+    rng = np.random.default_rng(1)
+    bid = m.model.var("bid").slice
+    hi = m.solver.col_upper[bid]
+    w = net_withdrawal(f, m.columns.book, hi * (rng.random(len(hi)) < 0.5), m.loads(), None)
+    point = losses.operating_point(f, *w)
+    assert m._relinearise.distinct
+    got = m._relinearise.at(point).assemble()[3]
+    built = losses.build(f, m.columns.book, m.iso_price, rules, point, (), None, None,
+                         m.options.polygon_sides).assemble()[3]
+    assert abs(sp.csc_matrix(got) - sp.csc_matrix(built)).max() <= 1e-12
+
+
+def _synth1000():
+    """``benchmarks/bench_physics.py``'s 1,000-bus curve case: 1,000 bids of 5-60 kW on ``synthetic(1000, 5)``."""
+    f = synthetic(1000, 5)
+    rng = np.random.default_rng(5)
+    n = 1000
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
+                         "price": np.round(rng.uniform(0, 150, n), 2)})
+    rules = MarketRules()
+    return f, validate_bids(bids, f, rules), rules
+
+
+def test_bases_first_met_on_a_walk_are_factorised_on_its_order_and_draw_what_clear_imports(monkeypatch):
+    # The rated lines' facets pivot out of the active set as the price rises, and held thermal rows move to the
+    # faces tangent at each anchor's flows: bases new to the curve's factorisations, factorised on the column
+    # order of the basis walked from rather than by SuperLU (1k/1k: 58 of 60 such; 0.6 ms against 2).
+    f, book, rules = _synth1000()
+    fresh = [0]
+    init = tracerjit.SparseLu.__init__
+
+    def count(self, *args, **kwargs):
+        fresh[0] += 1
+        init(self, *args, **kwargs)
+
+    walked: list = []
+    anchor = losscurve._FixedPoints.anchor
+
+    def record(self, x, structural, inactive, keep=True, near=None):
+        v = anchor(self, x, structural, inactive, keep, near)
+        if v is not None and near is not None and v.high - v.low > 1e-3:
+            walked.append(v)
+        return v
+
+    monkeypatch.setattr(tracerjit.SparseLu, "__init__", count)
+    monkeypatch.setattr(losscurve._FixedPoints, "anchor", record)
+    curve = trace_curve(f, book, rules)
+    anchored = curve.ac_check["anchored"]
+    assert len(walked) >= 20 and anchored >= 100, (len(walked), anchored)
+    # SuperLU for the clearings' bases, and the few that the kept order does not serve.
+    assert fresh[0] <= curve.ac_check["clearings"] + anchored // 20, (fresh[0], anchored)
+    _check_drawn(f, book, rules, curve, walked[::len(walked) // 3][:3])
+
+
+def test_an_anchors_basis_from_its_price_ranges_duals_has_the_events_of_its_own_solve(monkeypatch):
+    # The basis an anchor keeps to walk on is factorised with the duals its price range solved for
+    # (:meth:`engine.tracer._Probe.dual_range`, then ``_factor``'s ``duals``): the same events as solved afresh.
+    f, book, rules = _synth200(37)
+    factor = tracer._Probe._factor
+    compared = [0]
+
+    def both(self, price, x, g, structural, inactive, *args, duals=None, **kwargs):
+        out = factor(self, price, x, g, structural, inactive, *args, duals=duals, **kwargs)
+        if duals is not None:
+            own = factor(self, price, x, g, structural, inactive, *args, **kwargs)
+            assert (out is None) == (own is None)
+            if out is not None:
+                for mine, theirs in ((out.up, own.up), (out.down, own.down)):
+                    np.testing.assert_array_equal(mine[1:][0], theirs[1:][0])
+                    np.testing.assert_array_equal(mine[2], theirs[2])
+                    np.testing.assert_allclose(mine[0], theirs[0], rtol=1e-9, atol=1e-9)
+                compared[0] += 1
+        return out
+
+    monkeypatch.setattr(tracer._Probe, "_factor", both)
+    trace_curve(f, book, rules)
+    assert compared[0] >= 20, compared[0]
