@@ -5,12 +5,10 @@ after a pivot, factorised on the column order of the basis walked from, drawing 
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 import scipy.sparse as sp
 
 from dsomarket.engine import losscurve, losses, tracer, tracerjit
-from dsomarket.engine.bids import MarketRules, validate_bids
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket
 from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.interface import trace_curve
@@ -55,23 +53,11 @@ def test_a_relinearisation_by_values_is_the_model_built_at_the_point():
     assert abs(sp.csc_matrix(got) - sp.csc_matrix(built)).max() <= 1e-12
 
 
-def _synth1000():
-    """``benchmarks/bench_physics.py``'s 1,000-bus curve case: 1,000 bids of 5-60 kW on ``synthetic(1000, 5)``."""
-    f = synthetic(1000, 5)
-    rng = np.random.default_rng(5)
-    n = 1000
-    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
-                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
-                         "price": np.round(rng.uniform(0, 150, n), 2)})
-    rules = MarketRules()
-    return f, validate_bids(bids, f, rules), rules
-
-
 def test_bases_first_met_on_a_walk_are_factorised_on_its_order_and_draw_what_clear_imports(monkeypatch):
     # The rated lines' facets pivot out of the active set as the price rises, and held thermal rows move to the
     # faces tangent at each anchor's flows: bases new to the curve's factorisations, factorised on the column
     # order of the basis walked from rather than by SuperLU (1k/1k: 58 of 60 such; 0.6 ms against 2).
-    f, book, rules = _synth1000()
+    f, book, rules = _synth200(5, 1000, 1000)
     fresh = [0]
     init = tracerjit.SparseLu.__init__
 

@@ -58,11 +58,11 @@ def _check_drawn(f, book, rules, curve, drawn, below: tuple[float, ...] = ()) ->
                 assert abs(s.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, s.q * 1000.0, ac)
 
 
-def _synth200(seed: int):
-    """A 200-bus synthetic feeder with rated lines and 100 bids of 5-60 kW: its feeder, book and rules."""
-    f = synthetic(200, 5)
+def _synth200(seed: int, n_bus: int = 200, n: int = 100):
+    """A synthetic feeder with rated lines (200 buses) and ``n`` bids of 5-60 kW (100): its feeder, book and
+    rules. ``_synth200(5, 1000, 1000)`` is ``benchmarks/bench_physics.py``'s 1,000-bus curve case."""
+    f = synthetic(n_bus, 5)
     rng = np.random.default_rng(seed)
-    n = 100
     bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
                          "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
                          "price": np.round(rng.uniform(0, 150, n), 2)})
