@@ -758,14 +758,14 @@ class _Probe:
         pos = int(np.searchsorted(structural, self.col))
         p0_basic = pos < len(structural) and structural[pos] == self.col
         # The duals y and, with P0 basic, their change z per unit of price: one solve of both.
-        rhs = np.zeros((len(structural), 2 if p0_basic else 1), order="F")
-        rhs[:, 0] = cost[structural]
-        if p0_basic:
-            rhs[pos, 1] = 1.0
         if duals is not None and p0_basic:
             y0, z, at_y0, at_z = duals    # dual_range's own solve at this basis: y = y0 + price z
             yz = np.column_stack([y0 + price * z, z])
         else:
+            rhs = np.zeros((len(structural), 2 if p0_basic else 1), order="F")
+            rhs[:, 0] = cost[structural]
+            if p0_basic:
+                rhs[pos, 1] = 1.0
             yz = np.zeros((n_row, rhs.shape[1]), order="F")
             yz[active] = lu.solve(rhs, trans="T")
         y = yz[:, 0]
