@@ -224,7 +224,9 @@ class InterfaceSession:
         if self.options.formulation == "socp":
             return clear(f, self.book, prices, rules=rules, resources=res, options=self.options)
         if self._market is None:
-            self._market = NodalMarket(f, canonical(self.book, f, rules), prices, rules, res, self.options)
+            # The book was validated against this feeder: its bus indices are permuted, not looked up again.
+            self._market = NodalMarket(f, canonical(self.book, f, rules, indexed=True), prices, rules, res,
+                                       self.options)
         else:
             self._market.set_iso_price(prices)
         return self._market.solve()
