@@ -21,6 +21,7 @@ phase inside ``clear`` (:func:`phases`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -58,17 +59,12 @@ def best(*fns, repeat: int) -> list[float]:
     return [min(out) for out in times]
 
 
-def phases(feeder, bids, opts, rounds: int = 20) -> str:
-    """Median CPU ms of each phase inside ``clear`` (functions wrapped with ``time.process_time``; nested
-    phases count in their parents too): where the engine's time goes beside HiGHS's run."""
-    from dsomarket.engine import clearing, solver
+@contextlib.contextmanager
+def timed_phases(wrapped: list[tuple[object, str, str]]):
+    """Within the block, each ``getattr(owner, name)`` of ``wrapped`` (owner, name, label) appends the CPU
+    seconds (``time.process_time``) of each of its calls to the list the yielded dict holds under its label
+    (nested phases count in their parents too); restored on leaving."""
     spent: dict[str, list[float]] = {}
-    wrapped = [(clearing, "validate_bids", "validate"), (clearing, "canonical", "canonical order"),
-               (clearing, "merge_columns", "column merge"), (lindistflow, "build", "model build"),
-               (clearing, "HighsSolver", "HighsSolver set-up (assemble, passModel)"),
-               (solver.HighsSolver, "set_basis", "slack basis handed over"), (solver.HighsSolver, "run", "HiGHS run"),
-               (solver.HighsSolver, "_keep", "optimum's factorisation and basis solves"),
-               (clearing.NodalMarket, "result", "result tables"), (clearing, "clear", "clear")]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in wrapped]
 
     def timed(fn, label):
@@ -82,13 +78,27 @@ def phases(feeder, bids, opts, rounds: int = 20) -> str:
     try:
         for (owner, name, label), (_, _, fn) in zip(wrapped, saved):
             setattr(owner, name, timed(fn, label))
+        yield spent
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+
+
+def phases(feeder, bids, opts, rounds: int = 20) -> str:
+    """Median CPU ms of each phase inside ``clear`` (:func:`timed_phases`): where the engine's time goes beside
+    HiGHS's run."""
+    from dsomarket.engine import clearing, solver
+    wrapped = [(clearing, "validate_bids", "validate"), (clearing, "canonical", "canonical order"),
+               (clearing, "merge_columns", "column merge"), (lindistflow, "build", "model build"),
+               (clearing, "HighsSolver", "HighsSolver set-up (assemble, passModel)"),
+               (solver.HighsSolver, "set_basis", "slack basis handed over"), (solver.HighsSolver, "run", "HiGHS run"),
+               (solver.HighsSolver, "_keep", "optimum's factorisation and basis solves"),
+               (clearing.NodalMarket, "result", "result tables"), (clearing, "clear", "clear")]
+    with timed_phases(wrapped) as spent:
         for k in range(rounds + 3):
             if k == 3:
                 spent.clear()   # the first clearings warm caches (the network's memo, imports)
             clearing.clear(feeder, bids, 50.0, options=opts)
-    finally:
-        for owner, name, fn in saved:
-            setattr(owner, name, fn)
     return "; ".join(f"{label} {np.median(t) * 1e3:.2f}" for label, t in spent.items())
 
 

@@ -33,7 +33,8 @@ one that keeps the clearings)
 Results are checked identical across worker counts (and Ray).
 
 ``--split`` takes one interface's day-ahead work apart in this process, in CPU seconds per interface
-(:func:`split`): what is the tracer's and what is around it.
+(:func:`split`): what is the tracer's and what is around it. ``--split-realtime`` takes one worker's cold cycle
+and warm re-clears apart the same way (:func:`split_realtime`).
 
 ``--service`` measures the same through the gRPC TerritoryService instead (a server in this process over a
 temporary SQLite file, ``--workers`` worker processes, default 1): the interfaces are loaded as feeders,
@@ -375,6 +376,56 @@ def best(runs: list[dict]) -> dict:
     return out
 
 
+def split_realtime(a) -> int:
+    """``--split-realtime``: the clearing cycles of one worker taken apart in this process, CPU ms per interface
+    (:func:`bench_clearing.timed_phases`): a :class:`~dsomarket.server.runner.Shard` (what a worker runs) of
+    ``--feeders`` interfaces, AC check off, cleared cold at 50 per MWh, then at 55 and re-cleared at 60, 45 and 52
+    as :func:`measure` does; the phases of the cold cycle and the mean of the three re-clears, each the best of
+    ``--repeat`` shards (default 3). Where a warm re-clear goes: the kept basis checked at the new price, the
+    solver's own pivots and the bases they reach factorised afresh, HiGHS's warm runs, the re-clears that ended
+    in a tie and were cleared cold from the slack basis (how many), the tables, the bench's digest."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from bench_clearing import timed_phases
+
+    from dsomarket.engine import clearing, solver, territory
+    from dsomarket.engine.bids import MarketRules
+    from dsomarket.server import runner
+
+    hs = solver.HighsSolver
+    wrapped = [(runner.Shard, "run", "shard's cycle"), (territory, "canonical", "canonical order"),
+               (clearing, "merge_columns", "column merge"), (clearing.lindistflow, "build", "model build"),
+               (clearing, "HighsSolver", "HighsSolver set-up"), (hs, "start_from_slack", "slack basis"),
+               (hs, "solve_by_basis", "solve_by_basis"), (hs, "_kept_check", "kept basis checked"),
+               (hs, "_pivots", "own pivots"), (hs, "_rebase", "pivots' bases factorised"), (hs, "run", "HiGHS run"),
+               (hs, "_keep", "HiGHS's optimum factorised"), (hs, "solve_from_slack", "cleared from the slack basis"),
+               (hs, "unique_optimum", "tie check"), (clearing.NodalMarket, "result", "result tables"),
+               (runner, "_sink", "digest")]
+    jobs = [Job(f"feeder-{k:04d}", synth_one, (k, a.feeders, a.buses, a.bids, a.seed)) for k in range(a.feeders)]
+    cold: dict[str, float] = {}
+    warm: dict[str, float] = {}
+    ties = []
+    for _ in range(a.repeat or 3):
+        shard = runner.Shard(MarketRules(), ClearingOptions(formulation=a.formulation, ac_check=False))
+        shard.load(jobs)
+        with timed_phases(wrapped) as spent:
+            shard.run(Cycle(50.0), digest)
+            once = {k: sum(v) for k, v in spent.items()}
+            cold = {k: min(v, cold.get(k, v)) for k, v in once.items()}
+            shard.run(Cycle(55.0), digest)
+            spent.clear()
+            for p in (60.0, 45.0, 52.0):
+                shard.run(Cycle(p), digest)
+            once = {k: sum(v) / 3 for k, v in spent.items()}
+            warm = {k: min(v, warm.get(k, v)) for k, v in once.items()}
+            ties.append(len(spent.get("cleared from the slack basis", [])))
+    n = a.feeders
+    for name, parts in (("cold cycle", cold), ("warm re-clear (mean of 3)", warm)):
+        print(f"{name}, CPU ms per interface: " + "; ".join(f"{k} {v / n * 1e3:.2f}" for k, v in parts.items()))
+    print(f"warm / cold (the shard's cycle): {warm[wrapped[0][2]] / cold[wrapped[0][2]]:.0%}; re-clears tied and "
+          f"cleared cold: {ties} of {3 * n} per run")
+    return 0
+
+
 def _per_shard(n: int, shards: int) -> list[int]:
     return [n // shards + (k < n % shards) for k in range(shards)]
 
@@ -399,11 +450,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--da-hours", type=int, default=2, help="hourly intervals of the --day-ahead session")
     p.add_argument("--split", action="store_true",
                    help="one interface's day-ahead work taken apart, CPU seconds, in this process")
+    p.add_argument("--split-realtime", action="store_true",
+                   help="one worker's cold cycle and warm re-clears taken apart, CPU ms, in this process")
     a = p.parse_args(argv)
     if a.split:
         print(f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
               f"split of {a.feeders} interfaces of {a.buses} buses and {a.bids} bids (seed {a.seed}), {a.formulation}")
         return split(a)
+    if a.split_realtime:
+        print(f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+              f"real-time split of {a.feeders} interfaces of {a.buses} buses and {a.bids} bids (seed {a.seed}), "
+              f"{a.formulation}, load {os.getloadavg()[0]:.1f}")
+        return split_realtime(a)
     if a.service:
         if a.workers == [1, 2]:
             a.workers = [1]
