@@ -13,7 +13,10 @@ at each cycle's ISO price. This times, in one process and in CPU seconds (steady
   (:class:`engine.results.TableLayout`), against ``tables, layout per call``: the same with the fixed id,
   interval and bid columns rebuilt every call (what every re-clear did before the layout was kept).
 
-    python benchmarks/bench_warm_reclear.py [--buses 1000] [--bids 1000] [--rounds 10]
+    python benchmarks/bench_warm_reclear.py [--buses 1000] [--bids 1000] [--rounds 10] [--prices P ...]
+
+``--prices`` re-clears at these ISO prices in turn instead of 40, 43, ..., 97 per MWh: ``--prices 60 45 52 55``
+steps as ``bench_territory.py``'s cycles do (5-15 per MWh), where most re-clears pivot.
 """
 
 from __future__ import annotations
@@ -47,21 +50,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--buses", type=int, default=1000)
     ap.add_argument("--bids", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=10, help="passes over the 20 prices")
+    ap.add_argument("--rounds", type=int, default=10, help="passes over the prices")
+    ap.add_argument("--prices", type=float, nargs="+", default=PRICES, help="ISO prices re-cleared in turn (per MWh)")
     a = ap.parse_args()
+    prices = a.prices
     f = synthetic(a.buses, 1)
     session = InterfaceSession(Interface("x", f, synthetic_bids(f, a.bids, 1), ("x",)), MarketRules(),
                                ClearingOptions(formulation="lossless", ac_check=False))
     session.clear(50.0)
     market = session._market
-    n = a.rounds * len(PRICES)
+    n = a.rounds * len(prices)
 
     def clears():
-        for p in PRICES:
+        for p in prices:
             session.clear(p)
 
     def solves():
-        for p in PRICES:
+        for p in prices:
             market.set_iso_price(p)
             market.solver.solve()
 
@@ -69,11 +74,11 @@ def main() -> None:
     run, rebase = market.solver.run, market.solver._rebase
     market.solver.run = lambda: runs.append(1) or run()
     market.solver._rebase = lambda *b: rebases.append(1) or rebase(*b)
-    clear_ms = cpu_ms(clears, a.rounds) / len(PRICES)
+    clear_ms = cpu_ms(clears, a.rounds) / len(prices)
     market.solver.run, market.solver._rebase = run, rebase
-    ran = (f"of {(a.rounds + 1) * len(PRICES)}, {len(rebases)} pivoted on their own (bases factorised), "
+    ran = (f"of {(a.rounds + 1) * len(prices)}, {len(rebases)} pivoted on their own (bases factorised), "
            f"{len(runs)} ran HiGHS, {market.solver.tie_restarts} tied and cleared cold")
-    solve_ms = cpu_ms(solves, a.rounds) / len(PRICES)
+    solve_ms = cpu_ms(solves, a.rounds) / len(prices)
     sol = market.converge()
     kept_ms = cpu_ms(lambda: market.result(sol), n)
     # The same tables with the layout built per call (MarketContext without a kept layout).
