@@ -454,7 +454,7 @@ class HighsSolver:
             return self.solve()
         return self.solve_by_basis()
 
-    def solve_kept(self) -> Solution:
+    def solve_kept(self, likely_tied: bool = False) -> Solution:
         """A kept market's re-clear: :meth:`solve_by_basis` from the basis HiGHS holds where the optimum it reaches
         is the LP's only optimal basis (:meth:`unique_optimum`), else the cold clearing :meth:`solve_from_slack`,
         HiGHS cleared first (as :meth:`engine.clearing.NodalMarket.restart` does): a fresh clearing's bits either way.
@@ -468,10 +468,12 @@ class HighsSolver:
         factorisation gives that clearing's bits. The check costs one pass over the variables (~0.1 ms at
         1,000 buses); the cold clearing costs what a fresh one does (counted in :attr:`tie_restarts`). After
         :data:`TIE_STREAK` tied re-clears in a row the warm solve is skipped until a cold clearing ends at the
-        only optimum. The :class:`Solution`'s seconds and iterations are both solves'."""
+        only optimum, and so it is where the caller expects a tie (``likely_tied``: a bid priced exactly at the ISO
+        price, :meth:`engine.clearing.NodalMarket.converge`): the result is the cold clearing's either way, only
+        the warm solve's cost is saved or spent. The :class:`Solution`'s seconds and iterations are both solves'."""
         t0 = time.perf_counter()
         warm = None
-        if self._ties < TIE_STREAK:
+        if self._ties < TIE_STREAK and not likely_tied:
             warm = self.solve_by_basis()
             if not warm.ok or self.unique_optimum(warm):
                 self._ties = 0

@@ -63,26 +63,28 @@ def test_a_warm_re_clear_of_a_tied_book_is_a_fresh_clearing_s_bits(n_bus, n_bids
     assert _differing(f, book, prices) == []
 
 
-# Fixed tied books and price paths on which the warm path alone ends at another optimal vertex than a fresh clearing.
-CASES = [(12, 30, seed, [20.0, 40.0, 55.5, 35.0, 40.0, 20.0]) for seed in range(6)]
+# Fixed tied books and price paths on which the warm path alone ends at another optimal vertex than a fresh clearing;
+# the ISO prices at bid prices are cleared cold at once, the others (35, 47, 30) warm first.
+CASES = [(12, 30, seed, [20.0, 40.0, 55.5, 35.0, 47.0, 40.0, 30.0, 20.0]) for seed in range(6)]
 
 
 def test_the_tied_books_do_reach_other_vertices_warm_and_are_cleared_cold():
     # The property above would pass unseen if its books had one optimal basis: on these, the warm path alone (the
-    # tie check switched off) gives tables that differ from a fresh clearing's, and with it none do, after re-clears
-    # cleared cold: after a warm solve, and at once after a streak of ties (TIE_STREAK).
+    # tie checks switched off) gives tables that differ from a fresh clearing's, and with them none do, after
+    # re-clears cleared cold: after a warm solve, and at once after a streak of ties (TIE_STREAK) or at a bid's price.
     restarts, at_once = [], []
     kept = HighsSolver.solve_kept
 
-    def counted(self):
+    def counted(self, likely_tied=False):
         before = self.tie_restarts
-        at_once.append(self._ties >= TIE_STREAK)      # cleared cold without a warm solve (a streak of ties)
-        sol = kept(self)
+        at_once.append(self._ties >= TIE_STREAK or likely_tied)     # cleared cold without a warm solve
+        sol = kept(self, likely_tied)
         restarts.append(self.tie_restarts - before)
         return sol
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(HighsSolver, "unique_optimum", lambda self, sol: True)
+        mp.setattr(NodalMarket, "bid_at_iso_price", lambda self: False)
         warm_alone = [_differing(f, book, prices) for f, book, prices in
                       ((*_tied_book(n, k, seed), prices) for n, k, seed, prices in CASES)]
     assert any(warm_alone), warm_alone
@@ -92,6 +94,32 @@ def test_the_tied_books_do_reach_other_vertices_warm_and_are_cleared_cold():
                    ((*_tied_book(n, k, seed), prices) for n, k, seed, prices in CASES)]
     assert checked == [[]] * len(CASES)
     assert sum(restarts) > sum(at_once) > 0
+
+
+def test_a_re_clear_at_a_bid_s_price_is_cleared_cold_at_once():
+    # A bid priced exactly at the ISO price is at the interface's DLMP wherever no limit binds between them: any
+    # quantity of it is optimal. The re-clear is cleared from the slack basis without a warm solve first (one
+    # solve_by_basis, the cold clearing's) and gives a fresh clearing's bits; at another price it stays warm.
+    f = synthetic(30, 4)
+    rng = np.random.default_rng(4)
+    bids = pl.DataFrame({"bid_id": [f"u{k}" for k in range(20)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], 20),
+                         "side": rng.choice(["buy", "sell"], 20), "quantity_kw": np.round(rng.uniform(5, 40, 20), 1),
+                         "price": 30.0 + np.arange(20) * 1.37})
+    book = canonical(validate_bids(bids, f, RULES), f, RULES)
+    market = NodalMarket(f, book, 45.1, RULES, options=LOSSLESS)
+    assert market.solve().ok and not market.bid_at_iso_price()
+    solves = []
+    by_basis = HighsSolver.solve_by_basis
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HighsSolver, "solve_by_basis", lambda self, *a, **k: solves.append(1) or by_basis(self, *a, **k))
+        for price, cold in ((float(book.price[7]), 1), (44.2, 0)):
+            market.set_iso_price(price)
+            assert market.bid_at_iso_price() == bool(cold)
+            before, solves[:] = market.solver.tie_restarts, []
+            warm, fresh = market.solve(), NodalMarket(f, book, price, RULES, options=LOSSLESS).solve()
+            assert market.solver.tie_restarts - before == cold and len(solves) == 2   # this re-clear's and fresh's
+            for name in TABLES:
+                assert getattr(warm, name).equals(getattr(fresh, name)), (price, name)
 
 
 def test_an_untied_re_clear_stays_warm():
