@@ -508,15 +508,41 @@ class _Probe:
         """
         if self.h.getBasis().valid:
             return self.solve(price)
+        crash = self._crash(price)
+        if crash is None:
+            return self.solve(price)
+        x, structural, inactive, core, r, optimal, upper = crash
+        if optimal:
+            q = float(x[self.col])
+            cost = self.solver.cost.copy()
+            cost[self.col] = price
+            g = float(np.sum(cost * x)) - price * q
+            basis = self._factor(price, x, g, structural, inactive, check=True, core=core, r=r)
+            if basis is not None:
+                return _Sample(price, q, g, price - _nearest(basis.down), price + _nearest(basis.up)), basis
+        n_row, n = self.a.shape
+        status = np.zeros(n, dtype=np.int64)            # 0 lower, 1 basic, 2 upper (HighsSolver.set_basis)
+        status[structural] = 1
+        status[upper] = 2
+        row_status = np.zeros(n_row, dtype=np.int64)
+        row_status[inactive] = 1
+        self.solver.set_basis(status, row_status, square=True)
+        return self.solve(price)
+
+    def _crash(self, price: float) -> tuple | None:
+        """The slack basis's basic solution at ``price`` (:meth:`start`): ``(x, structural, inactive, core, r,
+        optimal, upper)`` with ``r`` the row activities, ``optimal`` whether it is primal feasible with no
+        reduced cost at zero (so optimal as it is) and ``upper`` the nonbasic columns at their upper bounds;
+        None where a nonbasic column has an infinite bound or the basis is singular (not square)."""
         s = self.solver
         n_row, n = self.a.shape
         structural, inactive, nonbasic = slack_basis(self.model, self.col_range, self.row_range)
         lo, hi = s.col_lower[nonbasic], s.col_upper[nonbasic]
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-            return self.solve(price)
+            return None
         core = self._core(structural, inactive)
         if core is None:
-            return self.solve(price)
+            return None
         active_mask, _, _, lu = core
         self.last_lu = lu       # HiGHS's basis from it, if it is not optimal, is factorised on its column order
         cost = s.cost.copy()
@@ -531,19 +557,9 @@ class _Probe:
         x[nonbasic] = np.where(upper, hi, lo)
         x[structural] = lu.solve(s.row_lower[active_mask] - (self.a @ x)[active_mask])
         r = self.a @ x
-        if not (d == 0.0).any() and _within(x, s.col_lower, s.col_upper) and _within(r, s.row_lower, s.row_upper):
-            q = float(x[self.col])
-            g = float(np.sum(cost * x)) - price * q
-            basis = self._factor(price, x, g, structural, inactive, check=True, core=core, r=r)
-            if basis is not None:
-                return _Sample(price, q, g, price - _nearest(basis.down), price + _nearest(basis.up)), basis
-        status = np.zeros(n, dtype=np.int64)            # 0 lower, 1 basic, 2 upper (HighsSolver.set_basis)
-        status[structural] = 1
-        status[nonbasic[upper]] = 2
-        row_status = np.zeros(n_row, dtype=np.int64)
-        row_status[inactive] = 1
-        s.set_basis(status, row_status, square=True)
-        return self.solve(price)
+        optimal = not (d == 0.0).any() and _within(x, s.col_lower, s.col_upper) and \
+            _within(r, s.row_lower, s.row_upper)
+        return x, structural, inactive, core, r, optimal, nonbasic[upper]
 
     def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:
         """Factorise HiGHS's optimal basis and find the reduced costs that block it (cost ranging of P0).
