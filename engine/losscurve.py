@@ -73,6 +73,9 @@ REPAIR_CLEARINGS = 48
 clearings to leave on a third import (:meth:`_FixedPoints.repair`): they search back (doubling), bisect where
 fresh clearings leave the walked bands and sample the stretch they take instead. Spent only on such a step,
 beyond the interval's budget (which the walk that drew those bands may have spent), and never more than it."""
+RAMP_BISECTIONS = 5
+"""Anchors that :meth:`_FixedPoints._reach` spends finding how far one bid alone clears part-way: the stretch
+beyond (a thirty-second of the bid's quantity) is left to clearings, as the stretch where several bids do."""
 STEP_LOCATED = 1e-3
 """Price width (per MWh) within which an unresolved step is located as well as an ISO price can tell
 (a tenth of a cent): it adds nothing to the curve's error bound."""
@@ -284,11 +287,75 @@ class _FixedPoints:
         spare = self._spare
         after = [spare] if spare is not None and v.high < spare.low <= spare.high < limit and \
             spare.q < v.q - Q_TOL_MW else []
-        if v.low <= a.high + cert or a.q - v.q <= 2.0 * tol or cols is None or len(cols) != 1:
+        if v.low <= a.high + cert or a.q - v.q <= 2.0 * tol or cols is None:
             return [v, *after]
+        if len(cols) > 1:
+            # Bids that each clear part-way in turn between a and v (none alone is a fixed point).
+            return [*self._ramps(a, v, basis, cols, x, tol, cert), v, *after]
         # A stretch: one bid clearing part-way, its price set by its own effect on the losses.
         ramp = self._stretch(a, v, basis, int(cols[0]), float(x[cols[0]]), tol, cert)
         return [v, *after] if ramp is None else [*ramp, v, *after]
+
+    def _ramps(self, a: _Sample, v: _Sample, basis: _Basis, cols: np.ndarray, x: np.ndarray, tol: float,
+               cert: float) -> list[_Sample]:
+        """Samples of the stretches at both ends of the gap between ``a``'s range and ``v``'s, where ``v`` is
+        anchored after the flips ``cols`` (more than one) of ``a``'s basis, none of which alone reaches a fixed
+        point, to dispatch ``x``: in price order, the gap between the two ends' samples left to clearings.
+
+        Past ``a.high`` the first flip's bid clears part-way (its own effect on the losses) until another bid
+        switches; before ``v.low`` the bid whose flip back ends ``v``'s range does (ieee33 of
+        ``benchmarks/bench_physics.py`` near 48.0 per MWh: bid b70 part-way alone from 47.90 to 48.02 and
+        again from 48.22 to 48.41, b71 part-way with it in between). Each end's stretch is drawn as
+        :meth:`_stretch` draws one, as far as :meth:`_reach` finds that bid alone part-way; a side that does not
+        fit between the other's samples and the pair's imports is left out."""
+        out: list[_Sample] = []
+        j = int(cols[0])
+        left = self._reach(a, v, basis, j, float(x[j]), cert)
+        if left is not None:
+            ramp = self._stretch(a, left[0], basis, j, left[1], tol, cert)
+            out = [] if ramp is None else [*ramp, left[0]]
+        entry = self._anchors.get(id(v))
+        if entry is None:
+            return out
+        vb = entry[2]
+        _, kind, which = _first_events(vb.down, 1)
+        if not len(kind) or kind[0] != 0 or int(which[0]) not in cols:
+            return out
+        j = int(which[0])
+        after = out[-1] if out else a
+        right = self._reach(after, v, vb, j, float(basis.x[j]), cert)
+        if right is None:
+            return out
+        ramp = self._stretch(right[0], v, vb, j, float(vb.x[j]), tol, cert, start=right[1])
+        return out if ramp is None else [*out, right[0], *ramp]
+
+    def _reach(self, a: _Sample, v: _Sample, basis: _Basis, j: int, end: float,
+               cert: float) -> tuple[_Sample, float] | None:
+        """The fixed point farthest from ``basis`` with column ``j`` held between its value there and ``end``
+        (the other columns as there) that lies between ``a`` and ``v`` (price and import), found by
+        ``RAMP_BISECTIONS`` bisections of the held share, with that column's value (MW); None where none
+        does. Where the bid alone stops clearing part-way another bid switches: past that no share has a
+        fixed point (:meth:`_pin`)."""
+        start, lo, hi = float(basis.x[j]), 0.0, 1.0
+        best = None
+        for _ in range(RAMP_BISECTIONS):
+            mid = (lo + hi) / 2.0
+            value = start + mid * (end - start)
+            c = self._pin(basis, j, value)
+            if c is not None and a.high - cert <= c.price <= v.low + cert and \
+                    a.q + Q_TOL_MW >= c.q >= v.q - Q_TOL_MW:
+                lo, best = mid, (c, value)
+            else:
+                hi = mid
+        return best
+
+    def _pin(self, basis: _Basis, j: int, value: float) -> _Sample | None:
+        """The fixed point of ``basis`` with column ``j`` held at ``value`` (MW, inside its bounds), at the one price
+        where its reduced cost vanishes (:meth:`anchor`); None where there is none."""
+        x = basis.x.copy()
+        x[j] = value
+        c = self.anchor(x, basis.structural, basis.inactive, keep=False, near=basis)
+        return None if c is None or c.high > c.low else c
 
     def _past_row(self, probe: _Probe, basis: _Basis, brk: tuple, rising: bool) -> _Sample | None:
         """The fixed point past a walk's flips from ``basis`` and the row event ``brk`` after them (a thermal facet
@@ -432,9 +499,10 @@ class _FixedPoints:
         return [*out, v] if rising else [v, *out]
 
     def _stretch(self, a: _Sample, v: _Sample, basis: _Basis, j: int, end: float, tol: float,
-                 cert: float) -> list[_Sample] | None:
-        """Samples of the stretch between ``a.high`` and ``v.low`` where column ``j`` of ``a``'s basis goes
-        from its value there to ``end``, its imports no more than ``2 tol`` (MW) apart.
+                 cert: float, start: float | None = None) -> list[_Sample] | None:
+        """Samples of the stretch between ``a.high`` and ``v.low`` where column ``j`` of ``basis`` goes from
+        ``start`` (MW; by default its value in ``basis``, ``a``'s) at ``a`` to ``end`` at ``v``, the other columns
+        held as in ``basis`` (``a``'s, or ``v``'s: :meth:`_ramps`), its imports no more than ``2 tol`` (MW) apart.
 
         Anchored with ``j`` held inside its quantity, each share of it is the fixed point at the one
         price where its reduced cost vanishes (:meth:`anchor`). The price and the import are smooth
@@ -444,13 +512,10 @@ class _FixedPoints:
         halves are anchored again. Each such deviation is kept in ``deviations`` (MW, with the
         import). None when an anchor fails or leaves the stretch.
         """
-        start = float(basis.x[j])
+        start = float(basis.x[j]) if start is None else start
 
         def pinned(share: float) -> _Sample | None:
-            x = basis.x.copy()
-            x[j] = start + share * (end - start)
-            c = self.anchor(x, basis.structural, basis.inactive, keep=False, near=basis)
-            return None if c is None or c.high > c.low else c
+            return self._pin(basis, j, start + share * (end - start))
 
         knots = [(0.0, a.high, a.q, a.g), (1.0, v.low, v.q, v.g)]
         out: list[_Sample] = []
