@@ -158,13 +158,13 @@ class _FixedPoints:
             if settled is None:
                 return None
             moved = float(np.max(np.abs(settled[0][bid] - x[bid]), initial=0.0)) * S_BASE_KVA
-            x, core = settled
+            x, core, r = settled
             residual = abs(float(x[probe.col] - point.p0[t])) * S_BASE_KVA
             if moved <= STEP_TOL_KW and residual <= losses.RESIDUAL_TOL_KW:
                 break
         else:
             return None
-        span = probe.dual_range(x, structural, core)
+        span = probe.dual_range(x, structural, core, r)
         if span is None:
             return None
         low, high = span
@@ -177,7 +177,7 @@ class _FixedPoints:
         sample = _Sample(price, q, g, low, high)
         self.residual_kw = max(self.residual_kw, residual)
         if keep and high > low:
-            basis = probe._factor(price, x, g, structural, inactive, core=core, duals=probe.last_duals)
+            basis = probe._factor(price, x, g, structural, inactive, core=core, r=r, duals=probe.last_duals)
             if basis is not None:
                 self._anchors[id(sample)] = (sample, probe, basis)
         return sample

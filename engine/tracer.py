@@ -836,7 +836,8 @@ class _Probe:
         Each row whose logical is nonbasic is held at the bound nearest its activity (an equality's
         value, a binding limit), and the basic columns solved for: ``(x, core)`` with ``core`` the
         factorised basis (:meth:`_core`, ``prior`` as there), or None when it is singular or leaves a bound
-        by more than the primal tolerance.
+        by more than the primal tolerance; with the row activities ``A x`` of that ``x`` (for :meth:`dual_range`
+        and :meth:`_factor`, which would form them again).
         """
         s = self.solver
         core = self._core(structural, inactive, prior)
@@ -858,16 +859,17 @@ class _Probe:
         if np.any(out < s.col_lower - tol) or np.any(out > s.col_upper + tol) or \
                 np.any(r < s.row_lower - tol) or np.any(r > s.row_upper + tol):
             return None
-        return out, core
+        return out, core, r
 
-    def dual_range(self, x: np.ndarray, structural: np.ndarray, core: tuple) -> tuple[float, float] | None:
+    def dual_range(self, x: np.ndarray, structural: np.ndarray, core: tuple,
+                   r: np.ndarray | None = None) -> tuple[float, float] | None:
         """The ISO prices ``[low, high]`` at which the basis ``structural`` (factorised as ``core``) with primal
         point ``x`` is optimal: every nonbasic reduced cost and active row dual of the right sign.
 
         Duals are affine in the price (P0 basic): ``y = y0 + lambda z``. A nonbasic column held
         off its bounds (a bid pinned inside its quantity) needs a zero reduced cost, which fixes the
         price (``low == high``, within ``losses.MARGINAL_TOL``). None when no price is left, or
-        when P0 is nonbasic.
+        when P0 is nonbasic. ``r``: the row activities ``A x``, when already known (:meth:`settle`'s).
         """
         s = self.solver
         active_mask, _, _, lu = core
@@ -884,7 +886,7 @@ class _Probe:
         y0[active_mask], z[active_mask] = sol[:, 0], sol[:, 1]
         nonbasic = np.ones(len(x), dtype=bool)
         nonbasic[structural] = False
-        r = self.a @ x
+        r = self.a @ x if r is None else r
         at_y0, at_z = self.at @ y0, self.at @ z
         self.last_duals = (y0, z, at_y0, at_z)      # the duals at any price, for :meth:`_factor` of this basis
         # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows.
