@@ -884,44 +884,23 @@ class _Probe:
         y0, z = np.zeros(n_row), np.zeros(n_row)
         sol = lu.solve(np.column_stack([cost[structural], unit]), trans="T")
         y0[active_mask], z[active_mask] = sol[:, 0], sol[:, 1]
-        nonbasic = np.ones(len(x), dtype=bool)
-        nonbasic[structural] = False
+        basic = np.zeros(len(x), dtype=bool)
+        basic[structural] = True
         r = self.a @ x if r is None else r
         at_y0, at_z = self.at @ y0, self.at @ z
         self.last_duals = (y0, z, at_y0, at_z)      # the duals at any price, for :meth:`_factor` of this basis
-        # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows.
-        d0 = np.concatenate([(cost - at_y0)[nonbasic], y0[active_mask]])
-        slope = np.concatenate([-at_z[nonbasic], z[active_mask]])
-        value = np.concatenate([x[nonbasic], r[active_mask]])
-        lower = np.concatenate([s.col_lower[nonbasic], s.row_lower[active_mask]])
-        upper = np.concatenate([s.col_upper[nonbasic], s.row_upper[active_mask]])
-        keep = lower < upper
-        d0, slope, value, lower, upper = d0[keep], slope[keep], value[keep], lower[keep], upper[keep]
-        at_lo = np.abs(value - lower) <= _PRIMAL_TOL
-        at_hi = ~at_lo & (np.abs(value - upper) <= _PRIMAL_TOL)
-        inside = ~at_lo & ~at_hi
-        # At a lower bound f >= 0 (the bid stays out), at an upper f <= 0; inside f = 0. Written as
-        # sign * f >= -tol with both signs for a value inside its bounds.
-        sign = np.concatenate([np.where(at_lo, 1.0, -1.0), np.ones(int(inside.sum()))])
-        d0 = np.concatenate([d0, d0[inside]])
-        slope = np.concatenate([slope, slope[inside]])
-        tol = np.concatenate([np.full(len(at_lo), _DUAL_TOL), np.full(int(inside.sum()), losses.MARGINAL_TOL)])
-        tol[:len(at_lo)][inside] = losses.MARGINAL_TOL
-        a, b = sign * slope, sign * d0 + tol          # a lambda + b >= 0
-        flat = np.abs(a) <= _ALPHA_TOL
-        if np.any(flat & (b < 0.0)):
-            return None
-        with np.errstate(divide="ignore"):
-            bound = -b / a
-        low = float(np.max(bound[~flat & (a > 0)], initial=-math.inf))
-        high = float(np.min(bound[~flat & (a < 0)], initial=math.inf))
+        # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows. At a lower bound
+        # f >= 0 (the bid stays out), at an upper f <= 0; inside f = 0 (within losses.MARGINAL_TOL): one compiled
+        # pass (the vectorised form's concatenations and masks were most of this at 33 buses).
+        low, high, held = tracerjit.price_range(s.cost, at_y0, at_z, y0, z, x, r, s.col_lower, s.col_upper,
+                                                s.row_lower, s.row_upper, basic, active_mask, _PRIMAL_TOL, _DUAL_TOL,
+                                                losses.MARGINAL_TOL, _ALPHA_TOL)
         if low > high:
             return None
-        held = np.abs(slope[len(at_lo):]) > _ALPHA_TOL
-        if held.any():                  # the price at which the held bids' reduced costs vanish
-            price = float(np.median(-d0[len(at_lo):][held] / slope[len(at_lo):][held]))
+        if len(held):                   # the price at which the held bids' reduced costs vanish
+            price = float(np.median(held))
             return price, price
-        return low, high
+        return float(low), float(high)
 
     def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
         """Samples reached from ``start`` by bound flips and the tracer's own pivots, towards ``limit`` (exclusive).
