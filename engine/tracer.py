@@ -520,6 +520,11 @@ class _Probe:
             basis = self._factor(price, x, g, structural, inactive, check=True, core=core, r=r)
             if basis is not None:
                 return _Sample(price, q, g, price - _nearest(basis.down), price + _nearest(basis.up)), basis
+        return self.solve_from(crash, price)
+
+    def solve_from(self, crash: tuple, price: float) -> tuple[_Sample, _Basis]:
+        """:meth:`solve` at ``price`` with HiGHS started from the slack basis of :meth:`_crash` (``crash``)."""
+        _, structural, inactive, _, _, _, upper = crash
         n_row, n = self.a.shape
         status = np.zeros(n, dtype=np.int64)            # 0 lower, 1 basic, 2 upper (HighsSolver.set_basis)
         status[structural] = 1
