@@ -75,6 +75,7 @@ there is the step's price.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass
@@ -333,6 +334,17 @@ class _Pattern:
         self.to_csr = csr.data.astype(np.int64)
         self.indptr64 = self.indptr.astype(np.int64)
         self.indices64 = self.indices.astype(np.int64)     # for the compiled reduced costs (:meth:`_Probe._factor`)
+        # A and A^T as CSR matrices of this pattern, copied with each linearisation's values (:meth:`matrices`).
+        self._a = sp.csr_matrix((csr.data, self.csr_indices, self.csr_indptr), shape=self.shape)
+        self._at = sp.csr_matrix((a_csc.data, self.indices, self.indptr), shape=self.shape[::-1])
+
+    def matrices(self, data: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """``(A, A^T)`` as CSR matrices of this pattern with ``data`` (``A``'s CSC values): shallow copies of two
+        made once, given their values, as SciPy's constructor checks the arrays each time (30 us a matrix; a probe
+        is made per re-linearisation of the loss-aware curve, some 200 on an ieee33 curve)."""
+        a, at = copy.copy(self._a), copy.copy(self._at)
+        a.data, at.data = data[self.to_csr], data
+        return a, at
 
     def holds(self, a_csc: sp.csc_matrix) -> bool:
         """Whether ``a_csc`` (canonical) has this pattern."""
@@ -433,9 +445,7 @@ class _Probe:
             self.cores.pattern = pattern
         self.pattern = pattern
         data = a_csc.data
-        csr_data = data[pattern.to_csr]
-        self.a = sp.csr_matrix((csr_data, pattern.csr_indices, pattern.csr_indptr), shape=a_csc.shape)
-        self.at = sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=a_csc.shape[::-1])
+        self.a, self.at = pattern.matrices(data)
         # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = pattern.indptr64, pattern.indices, data
