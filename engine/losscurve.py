@@ -23,8 +23,13 @@ next fixed point's, exactly as for a clearing's (a run of flips, each within the
 is anchored at its end only, the fixed points in between drawn from the two ends' linearisations:
 :meth:`_FixedPoints._leap`). Where one bid then clears
 part-way (a stretch), the bid is anchored at evenly spaced quantities, each of
-which fixes the price at which it is a fixed point. Where walking fails (the
-basis leaves a bound, or is optimal at no price) the clearings above take over.
+which fixes the price at which it is a fixed point; where several bids clear
+part-way in turn (no single flip reaches a fixed point), the stretches of the
+first and of the last are anchored as far as each bid alone clears part-way
+(:meth:`_FixedPoints._ramps`), and only the middle is cleared. Where walking fails
+(the basis leaves a bound, or is optimal at no price) the clearings above take
+over. The floor's and the cap's fixed points are anchored from the network's slack
+basis, or from one LP at the cap, where those hold there (:meth:`_FixedPoints.crash`).
 """
 
 from __future__ import annotations
