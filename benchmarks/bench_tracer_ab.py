@@ -1,7 +1,9 @@
 """The lossless curve tracer of this checkout against the tracer of an earlier commit, interleaved in one process.
 
 Run: ``python benchmarks/bench_tracer_ab.py [--base REV] [--repeats 2]``; ``--first-basis`` times instead
-this checkout's first basis of a trace three ways (slack-basis start, cold HiGHS, warm from a clearing).
+this checkout's first basis of a trace three ways (slack-basis start, cold HiGHS, warm from a clearing);
+``--lossaware`` the loss-aware curves of ``bench_physics.py --only curves`` against ``REV``'s
+(``engine/losscurve.py`` at ``REV`` loaded too, on its tracer).
 
 ``engine/interface.py`` at ``--base`` (a git revision of this repository; with ``engine/tracer.py``
 at that revision when it has one) is loaded as a module of its own beside the checkout's, and both
@@ -72,6 +74,13 @@ def load_base(rev: str):
     if tracer is not None:
         _load("tracer_base", tracer, folder)
         text = text.replace("from dsomarket.engine.tracer import", "from tracer_base import")
+    curve = _git_show(root, rev, "engine/losscurve.py")
+    if curve is not None and tracer is not None:   # the loss-aware curve at rev too, on the base's tracer
+        if kernels is not None:
+            curve = curve.replace("from dsomarket.engine import losses, successive, tracerjit",
+                                  "from dsomarket.engine import losses, successive\nimport tracerjit_base as tracerjit")
+        _load("losscurve_base", curve.replace("from dsomarket.engine.tracer import", "from tracer_base import"), folder)
+        text = text.replace("from dsomarket.engine.losscurve import", "from losscurve_base import")
     return _load("interface_base", text, folder)
 
 
@@ -122,6 +131,34 @@ def first_basis(repeats: int) -> None:
         print(f"first basis, 1k buses / {n:,} bids: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in best.items()))
 
 
+def lossaware(base, repeats: int) -> None:
+    """The loss-aware curves of ``benchmarks/bench_physics.py --only curves`` (ieee33 / 80 bids, 1k buses / 1k bids),
+    this checkout's and ``rev``'s interleaved (CPU seconds, best of ``repeats``), with the lossless curve's time,
+    each side's converged clearings, re-linearisations walked, bands and reported bound, and whether the bands
+    are the same (where the method changed they need not be: ``bench_physics.py`` checks them against ``clear``)."""
+    from bench_physics import LOSSAWARE, synthetic_bids
+
+    rules = MarketRules()
+    for buses, n_bids in ((33, 80), (1000, 1000)):
+        f = ieee33() if buses == 33 else synthetic(buses, 5)
+        book = validate_bids(synthetic_bids(f, n_bids, 5, kw=(5.0, 60.0)), f, rules)
+        best, out = {}, {}
+        for _ in range(repeats):
+            for label, module, options in (("lossless", interface, LOSSLESS), ("base", base, LOSSAWARE),
+                                           ("this", interface, LOSSAWARE)):
+                t0 = time.process_time()
+                out[label] = module.trace_curve(f, book, rules, options=options)
+                best[label] = min(best.get(label, np.inf), time.process_time() - t0)
+        print(f"{buses} buses / {n_bids} bids: lossless {best['lossless']:.3f} s")
+        for label in ("base", "this"):
+            chk = out[label].ac_check
+            print(f"  {label}: {best[label]:.3f} s = {best[label] / best['lossless']:.1f}x the lossless "
+                  f"({chk['clearings']} clearings, {chk['anchored']} re-linearisations walked, "
+                  f"{out[label].bands.height} bands, reported bound {chk['max_error_pct']:.3f} %)")
+        print(f"  this/base {best['this'] / best['base']:.2f}; same bands as base: "
+              f"{same(out['base'].bands, out['this'].bands)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="4daea88", help="git revision of the tracer to compare with")
@@ -130,11 +167,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="cases to run: 10k-cent, 10k-unit, 1k, gate33 (all by default)")
     parser.add_argument("--first-basis", action="store_true",
                         help="instead: time the tracer's first basis three ways (this checkout only)")
+    parser.add_argument("--lossaware", action="store_true",
+                        help="instead: the loss-aware curves of bench_physics.py --only curves, against --base's")
     args = parser.parse_args(argv)
     if args.first_basis:
         first_basis(max(args.repeats, 5))
         return 0
     base = load_base(args.base)
+    if args.lossaware:
+        print(f"CPU seconds, best of {args.repeats}; base = {args.base}")
+        lossaware(base, args.repeats)
+        return 0
     rules = MarketRules()
     feeder = synthetic(1000, 1)
     cases = {f"1k buses / 10k bids, prices to {10.0 ** -d:g}": (feeder, validate_bids(make_bids(feeder, 10_000, 2, d),

@@ -75,6 +75,7 @@ there is the step's price.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass
@@ -333,6 +334,17 @@ class _Pattern:
         self.to_csr = csr.data.astype(np.int64)
         self.indptr64 = self.indptr.astype(np.int64)
         self.indices64 = self.indices.astype(np.int64)     # for the compiled reduced costs (:meth:`_Probe._factor`)
+        # A and A^T as CSR matrices of this pattern, copied with each linearisation's values (:meth:`matrices`).
+        self._a = sp.csr_matrix((csr.data, self.csr_indices, self.csr_indptr), shape=self.shape)
+        self._at = sp.csr_matrix((a_csc.data, self.indices, self.indptr), shape=self.shape[::-1])
+
+    def matrices(self, data: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """``(A, A^T)`` as CSR matrices of this pattern with ``data`` (``A``'s CSC values): shallow copies of two
+        made once, given their values, as SciPy's constructor checks the arrays each time (30 us a matrix; a probe
+        is made per re-linearisation of the loss-aware curve, some 200 on an ieee33 curve)."""
+        a, at = copy.copy(self._a), copy.copy(self._at)
+        a.data, at.data = data[self.to_csr], data
+        return a, at
 
     def holds(self, a_csc: sp.csc_matrix) -> bool:
         """Whether ``a_csc`` (canonical) has this pattern."""
@@ -433,9 +445,7 @@ class _Probe:
             self.cores.pattern = pattern
         self.pattern = pattern
         data = a_csc.data
-        csr_data = data[pattern.to_csr]
-        self.a = sp.csr_matrix((csr_data, pattern.csr_indices, pattern.csr_indptr), shape=a_csc.shape)
-        self.at = sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=a_csc.shape[::-1])
+        self.a, self.at = pattern.matrices(data)
         # Raw CSC arrays: columns are gathered with numpy (:meth:`_columns`); scipy's sparse
         # fancy indexing costs some 0.5 ms a call in checks and conversions.
         self.indptr, self.indices, self.data = pattern.indptr64, pattern.indices, data
@@ -508,15 +518,46 @@ class _Probe:
         """
         if self.h.getBasis().valid:
             return self.solve(price)
+        crash = self._crash(price)
+        if crash is None:
+            return self.solve(price)
+        x, structural, inactive, core, r, optimal, upper = crash
+        if optimal:
+            q = float(x[self.col])
+            cost = self.solver.cost.copy()
+            cost[self.col] = price
+            g = float(np.sum(cost * x)) - price * q
+            basis = self._factor(price, x, g, structural, inactive, check=True, core=core, r=r)
+            if basis is not None:
+                return _Sample(price, q, g, price - _nearest(basis.down), price + _nearest(basis.up)), basis
+        return self.solve_from(crash, price)
+
+    def solve_from(self, crash: tuple, price: float) -> tuple[_Sample, _Basis]:
+        """:meth:`solve` at ``price`` with HiGHS started from the slack basis of :meth:`_crash` (``crash``)."""
+        _, structural, inactive, _, _, _, upper = crash
+        n_row, n = self.a.shape
+        status = np.zeros(n, dtype=np.int64)            # 0 lower, 1 basic, 2 upper (HighsSolver.set_basis)
+        status[structural] = 1
+        status[upper] = 2
+        row_status = np.zeros(n_row, dtype=np.int64)
+        row_status[inactive] = 1
+        self.solver.set_basis(status, row_status, square=True)
+        return self.solve(price)
+
+    def _crash(self, price: float) -> tuple | None:
+        """The slack basis's basic solution at ``price`` (:meth:`start`): ``(x, structural, inactive, core, r,
+        optimal, upper)`` with ``r`` the row activities, ``optimal`` whether it is primal feasible with no
+        reduced cost at zero (so optimal as it is) and ``upper`` the nonbasic columns at their upper bounds;
+        None where a nonbasic column has an infinite bound or the basis is singular (not square)."""
         s = self.solver
         n_row, n = self.a.shape
         structural, inactive, nonbasic = slack_basis(self.model, self.col_range, self.row_range)
         lo, hi = s.col_lower[nonbasic], s.col_upper[nonbasic]
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-            return self.solve(price)
+            return None
         core = self._core(structural, inactive)
         if core is None:
-            return self.solve(price)
+            return None
         active_mask, _, _, lu = core
         self.last_lu = lu       # HiGHS's basis from it, if it is not optimal, is factorised on its column order
         cost = s.cost.copy()
@@ -531,19 +572,9 @@ class _Probe:
         x[nonbasic] = np.where(upper, hi, lo)
         x[structural] = lu.solve(s.row_lower[active_mask] - (self.a @ x)[active_mask])
         r = self.a @ x
-        if not (d == 0.0).any() and _within(x, s.col_lower, s.col_upper) and _within(r, s.row_lower, s.row_upper):
-            q = float(x[self.col])
-            g = float(np.sum(cost * x)) - price * q
-            basis = self._factor(price, x, g, structural, inactive, check=True, core=core, r=r)
-            if basis is not None:
-                return _Sample(price, q, g, price - _nearest(basis.down), price + _nearest(basis.up)), basis
-        status = np.zeros(n, dtype=np.int64)            # 0 lower, 1 basic, 2 upper (HighsSolver.set_basis)
-        status[structural] = 1
-        status[nonbasic[upper]] = 2
-        row_status = np.zeros(n_row, dtype=np.int64)
-        row_status[inactive] = 1
-        s.set_basis(status, row_status, square=True)
-        return self.solve(price)
+        optimal = not (d == 0.0).any() and _within(x, s.col_lower, s.col_upper) and \
+            _within(r, s.row_lower, s.row_upper)
+        return x, structural, inactive, core, r, optimal, nonbasic[upper]
 
     def _basis(self, price: float, x: np.ndarray, g: float) -> _Basis:
         """Factorise HiGHS's optimal basis and find the reduced costs that block it (cost ranging of P0).
@@ -820,7 +851,8 @@ class _Probe:
         Each row whose logical is nonbasic is held at the bound nearest its activity (an equality's
         value, a binding limit), and the basic columns solved for: ``(x, core)`` with ``core`` the
         factorised basis (:meth:`_core`, ``prior`` as there), or None when it is singular or leaves a bound
-        by more than the primal tolerance.
+        by more than the primal tolerance; with the row activities ``A x`` of that ``x`` (for :meth:`dual_range`
+        and :meth:`_factor`, which would form them again).
         """
         s = self.solver
         core = self._core(structural, inactive, prior)
@@ -842,16 +874,17 @@ class _Probe:
         if np.any(out < s.col_lower - tol) or np.any(out > s.col_upper + tol) or \
                 np.any(r < s.row_lower - tol) or np.any(r > s.row_upper + tol):
             return None
-        return out, core
+        return out, core, r
 
-    def dual_range(self, x: np.ndarray, structural: np.ndarray, core: tuple) -> tuple[float, float] | None:
+    def dual_range(self, x: np.ndarray, structural: np.ndarray, core: tuple,
+                   r: np.ndarray | None = None) -> tuple[float, float] | None:
         """The ISO prices ``[low, high]`` at which the basis ``structural`` (factorised as ``core``) with primal
         point ``x`` is optimal: every nonbasic reduced cost and active row dual of the right sign.
 
         Duals are affine in the price (P0 basic): ``y = y0 + lambda z``. A nonbasic column held
         off its bounds (a bid pinned inside its quantity) needs a zero reduced cost, which fixes the
         price (``low == high``, within ``losses.MARGINAL_TOL``). None when no price is left, or
-        when P0 is nonbasic.
+        when P0 is nonbasic. ``r``: the row activities ``A x``, when already known (:meth:`settle`'s).
         """
         s = self.solver
         active_mask, _, _, lu = core
@@ -866,44 +899,23 @@ class _Probe:
         y0, z = np.zeros(n_row), np.zeros(n_row)
         sol = lu.solve(np.column_stack([cost[structural], unit]), trans="T")
         y0[active_mask], z[active_mask] = sol[:, 0], sol[:, 1]
-        nonbasic = np.ones(len(x), dtype=bool)
-        nonbasic[structural] = False
-        r = self.a @ x
+        basic = np.zeros(len(x), dtype=bool)
+        basic[structural] = True
+        r = self.a @ x if r is None else r
         at_y0, at_z = self.at @ y0, self.at @ z
         self.last_duals = (y0, z, at_y0, at_z)      # the duals at any price, for :meth:`_factor` of this basis
-        # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows.
-        d0 = np.concatenate([(cost - at_y0)[nonbasic], y0[active_mask]])
-        slope = np.concatenate([-at_z[nonbasic], z[active_mask]])
-        value = np.concatenate([x[nonbasic], r[active_mask]])
-        lower = np.concatenate([s.col_lower[nonbasic], s.row_lower[active_mask]])
-        upper = np.concatenate([s.col_upper[nonbasic], s.row_upper[active_mask]])
-        keep = lower < upper
-        d0, slope, value, lower, upper = d0[keep], slope[keep], value[keep], lower[keep], upper[keep]
-        at_lo = np.abs(value - lower) <= _PRIMAL_TOL
-        at_hi = ~at_lo & (np.abs(value - upper) <= _PRIMAL_TOL)
-        inside = ~at_lo & ~at_hi
-        # At a lower bound f >= 0 (the bid stays out), at an upper f <= 0; inside f = 0. Written as
-        # sign * f >= -tol with both signs for a value inside its bounds.
-        sign = np.concatenate([np.where(at_lo, 1.0, -1.0), np.ones(int(inside.sum()))])
-        d0 = np.concatenate([d0, d0[inside]])
-        slope = np.concatenate([slope, slope[inside]])
-        tol = np.concatenate([np.full(len(at_lo), _DUAL_TOL), np.full(int(inside.sum()), losses.MARGINAL_TOL)])
-        tol[:len(at_lo)][inside] = losses.MARGINAL_TOL
-        a, b = sign * slope, sign * d0 + tol          # a lambda + b >= 0
-        flat = np.abs(a) <= _ALPHA_TOL
-        if np.any(flat & (b < 0.0)):
-            return None
-        with np.errstate(divide="ignore"):
-            bound = -b / a
-        low = float(np.max(bound[~flat & (a > 0)], initial=-math.inf))
-        high = float(np.min(bound[~flat & (a < 0)], initial=math.inf))
+        # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows. At a lower bound
+        # f >= 0 (the bid stays out), at an upper f <= 0; inside f = 0 (within losses.MARGINAL_TOL): one compiled
+        # pass (the vectorised form's concatenations and masks were most of this at 33 buses).
+        low, high, held = tracerjit.price_range(s.cost, at_y0, at_z, y0, z, x, r, s.col_lower, s.col_upper,
+                                                s.row_lower, s.row_upper, basic, active_mask, _PRIMAL_TOL, _DUAL_TOL,
+                                                losses.MARGINAL_TOL, _ALPHA_TOL)
         if low > high:
             return None
-        held = np.abs(slope[len(at_lo):]) > _ALPHA_TOL
-        if held.any():                  # the price at which the held bids' reduced costs vanish
-            price = float(np.median(-d0[len(at_lo):][held] / slope[len(at_lo):][held]))
+        if len(held):                   # the price at which the held bids' reduced costs vanish
+            price = float(np.median(held))
             return price, price
-        return low, high
+        return float(low), float(high)
 
     def chain(self, start: _Sample, basis: _Basis, rising: bool, limit: float) -> list[_Sample]:
         """Samples reached from ``start`` by bound flips and the tracer's own pivots, towards ``limit`` (exclusive).

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from dsomarket.engine import losscurve, losses, tracer, tracerjit
-from dsomarket.engine.clearing import ClearingOptions, NodalMarket
+from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
 from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.network import S_BASE_KVA
@@ -107,3 +107,30 @@ def test_an_anchors_basis_from_its_price_ranges_duals_has_the_events_of_its_own_
     monkeypatch.setattr(tracer._Probe, "_factor", both)
     trace_curve(f, book, rules)
     assert compared[0] >= 20, compared[0]
+
+
+@pytest.mark.parametrize("size, via_lp", [((5,), False), ((5, 1000, 1000), True)], ids=["synth200", "1k-1k"])
+def test_the_caps_fixed_point_is_anchored_without_a_clearing_and_is_what_clear_imports(monkeypatch, size, via_lp):
+    # 200 buses / 100 bids: the slack basis is optimal at the cap on the market's linearisation, and anchored there
+    # (:meth:`_FixedPoints.crash`); 1k/1k: it breaks line limits, so the LP at the cap on the floor clearing's
+    # linearisation (HiGHS from the slack basis) is anchored instead. Neither clears at the cap.
+    f, book, rules = _synth200(*size)
+    solved, cleared = [], []
+    solve_from, at = tracer._Probe.solve_from, losscurve._FixedPoints.at
+
+    def lp(self, crash, price):
+        solved.append(price)
+        return solve_from(self, crash, price)
+
+    def clearing(self, price, *args, **kwargs):
+        cleared.append(price)
+        return at(self, price, *args, **kwargs)
+
+    monkeypatch.setattr(tracer._Probe, "solve_from", lp)
+    monkeypatch.setattr(losscurve._FixedPoints, "at", clearing)
+    curve = trace_curve(f, book, rules)
+    assert rules.price_cap not in cleared and solved == ([rules.price_cap] if via_lp else [])
+    bound = curve.ac_check["max_error_kw"]
+    for price in (rules.price_cap, float(curve.bands["price_low"][-1]) + 2e-4):
+        ac = clear(f, book, price, rules=rules, options=ClearingOptions()).ac_check["import_kw"][0]
+        assert abs(curve.import_at(0, price) - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ac)

@@ -58,10 +58,11 @@ def _check_drawn(f, book, rules, curve, drawn, below: tuple[float, ...] = ()) ->
                 assert abs(s.q * 1000.0 - ac) <= 1e-3 * abs(ac), (price, s.q * 1000.0, ac)
 
 
-def _synth200(seed: int, n_bus: int = 200, n: int = 100):
+def _synth200(seed: int, n_bus: int = 200, n: int = 100, feeder=None):
     """A synthetic feeder with rated lines (200 buses) and ``n`` bids of 5-60 kW (100): its feeder, book and
-    rules. ``_synth200(5, 1000, 1000)`` is ``benchmarks/bench_physics.py``'s 1,000-bus curve case."""
-    f = synthetic(n_bus, 5)
+    rules. ``_synth200(5, 1000, 1000)`` is ``benchmarks/bench_physics.py``'s 1,000-bus curve case, and
+    ``_synth200(5, n=80, feeder=ieee33())`` its ieee33 one (``feeder``: that feeder instead)."""
+    f = synthetic(n_bus, 5) if feeder is None else feeder
     rng = np.random.default_rng(seed)
     bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
                          "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
@@ -132,3 +133,34 @@ def test_a_leaps_anchor_whose_windows_do_not_fit_is_kept_past_the_walks_own_and_
     curve = trace_curve(f, book, rules)
     assert kept
     _check_drawn(f, book, rules, curve, kept)
+
+
+def test_bids_clearing_part_way_in_turn_are_drawn_from_anchors_at_both_ends_and_are_what_clear_imports(monkeypatch):
+    # benchmarks/bench_physics.py's ieee33 book: near 48.0 per MWh bid b70 clears part-way alone from 47.90 to 48.02,
+    # b71 joins it up to 48.22, and b70 alone again up to 48.41; no single flip past 47.90 is a fixed point. The
+    # stretches at both ends are anchored (:meth:`_FixedPoints._ramps`), the middle one cleared.
+    f, book, rules = _synth200(5, n=80, feeder=ieee33())
+    ramps: list = []
+    own = losscurve._FixedPoints._ramps
+
+    def record(self, a, v, *args):
+        out = own(self, a, v, *args)
+        ramps.append((a, v, out))
+        return out
+
+    monkeypatch.setattr(losscurve._FixedPoints, "_ramps", record)
+    curve = trace_curve(f, book, rules)
+    drawn = [(a, v, out) for a, v, out in ramps if out]
+    assert len(drawn) >= 2, ramps
+    bound = curve.ac_check["max_error_kw"]
+    for a, v, out in drawn:
+        assert all(s.low == s.high for s in out)
+        assert all(a.high <= s.price <= v.low for s in out)
+        assert all(x.price <= y.price and x.q >= y.q for x, y in zip([a, *out], [*out, v]))
+        # Between neighbouring samples (the bands drawn from them) and across the pair's gap.
+        prices = [(x.price + y.price) / 2.0 for x, y in zip(out[:-1], out[1:])] + list(np.linspace(a.high, v.low, 6))
+        for price in prices:
+            res = clear(f, book, float(price), rules=rules, options=ClearingOptions())
+            ac = res.ac_check["import_kw"][0]
+            ours = curve.import_at(0, float(price))
+            assert abs(ours - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ours, ac)

@@ -484,3 +484,55 @@ def test_an_updated_basis_s_positions_are_those_numpy_gave(m, n_col, kr, seed):
     hit = np.flatnonzero(slot[want_sel] >= 0)
     want_w[slot[want_sel[hit]], hit] -= 1.0
     assert np.array_equal(tracerjit.w_selected(np.ascontiguousarray(z.T), sel, replaced, m), want_w)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 25), m=st.integers(0, 10), seed=st.integers(0, 10_000), inside=st.sampled_from([0.0, 0.2]))
+def test_price_range_is_where_every_nonbasic_reduced_cost_and_active_dual_has_its_sign(n, m, seed, inside):
+    # dual_range's ratio (tracerjit.price_range) against its definition, price by price: f = d0 + lambda slope
+    # of each nonbasic column (d0 = c - A^T y0, slope = -A^T z) and active row (y0, z) whose bounds differ is
+    # >= -dual_tol at its lower bound, <= dual_tol at its upper, within marginal_tol of 0 inside (held).
+    rng = np.random.default_rng(seed)
+    tols = (1e-7, 1e-7, 1e-3, 1e-9)          # primal, dual, marginal, alpha
+
+    def bounded(k):
+        lower = rng.normal(size=k).round(1)
+        upper = lower + rng.choice([0.0, 1.0, 2.0], k)
+        value = np.where(rng.random(k) < 0.5, lower, upper)
+        held = (upper > lower) & (rng.random(k) < inside)
+        return lower, upper, np.where(held, lower + 0.3 * (upper - lower), value)
+
+    col_lower, col_upper, x = bounded(n)
+    row_lower, row_upper, r = bounded(m)
+    cost, at_y0 = rng.normal(size=n), rng.normal(size=n)
+    at_z = np.where(rng.random(n) < 0.2, 0.0, rng.normal(size=n))
+    y0, z = rng.normal(size=m), np.where(rng.random(m) < 0.2, 0.0, rng.normal(size=m))
+    basic, active = rng.random(n) < 0.3, rng.random(m) < 0.7
+    low, high, held = tracerjit.price_range(cost, at_y0, at_z, y0, z, x, r, col_lower, col_upper, row_lower,
+                                            row_upper, basic, active, *tols)
+    entries = [(cost[j] - at_y0[j], -at_z[j], x[j], col_lower[j], col_upper[j]) for j in range(n) if not basic[j]]
+    entries += [(y0[i], z[i], r[i], row_lower[i], row_upper[i]) for i in range(m) if active[i]]
+    entries = [e for e in entries if e[3] < e[4]]
+    inner = [e for e in entries if abs(e[2] - e[3]) > tols[0] and abs(e[2] - e[4]) > tols[0]]
+    if low <= high:     # else no price holds (dual_range's None), whatever is held
+        assert held.tolist() == [-d0 / slope for d0, slope, *_ in inner if abs(slope) > tols[3]]
+
+    def holds(lam: float) -> bool:
+        for d0, slope, value, lower, upper in entries:
+            f = d0 + lam * slope
+            if abs(value - lower) <= tols[0]:
+                ok = f >= -tols[1]
+            elif abs(value - upper) <= tols[0]:
+                ok = f <= tols[1]
+            else:
+                ok = abs(f) <= tols[2]
+            if not ok:
+                return False
+        return True
+
+    grid = np.linspace(-40.0, 40.0, 801)
+    if low <= high:
+        grid = np.concatenate([grid, np.linspace(max(low, -1e3), min(high, 1e3), 21)])
+    for lam in grid:
+        if min(abs(lam - low), abs(lam - high)) > 1e-6:
+            assert holds(float(lam)) == (low <= lam <= high), (lam, low, high)
