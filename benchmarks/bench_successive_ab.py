@@ -2,10 +2,11 @@
 
 Run: ``python benchmarks/bench_successive_ab.py [--base REV] [--repeats 2] [--skip-infeasible]``.
 
-``engine/powerflow.py``, ``engine/losses.py`` and ``engine/successive.py`` are loaded at ``--base`` (a
-git revision of this repository) next to this checkout's, and every engine module's references to
-them (the modules and the names imported from them) are switched between the two before each run,
-so both sides run the same curve tracer, clearing and solver. Cases:
+``engine/solver.py``, ``engine/powerflow.py``, ``engine/losses.py`` and ``engine/successive.py`` are loaded
+at ``--base`` (a git revision of this repository) next to this checkout's, and every engine module's
+references to them (the modules and the names imported from them) are switched between the two before
+each run, so both sides run the same curve tracer and clearing (the solver's kept and re-linearised paths
+are the iteration's too). Cases:
 
 - the loss-aware curve of ``bench_physics.py --only curves`` (ieee33 / 80 bids; 1,000 buses / 1,000 bids);
 - a sweep of 40 seeded prices of ``clear`` on that ieee33 book and the hard ieee33 case seed 5 of
@@ -32,9 +33,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dsomarket.engine as engine_pkg  # noqa: E402
 # Imported for sys.modules: load_base swaps these entries for the base revision's.
-from dsomarket.engine import losses, powerflow, successive  # noqa: E402, F401
+from dsomarket.engine import losses, powerflow, solver, successive  # noqa: E402, F401
 
-NAMES = ("powerflow", "losses", "successive")   # in import order
+NAMES = ("solver", "powerflow", "losses", "successive")   # in import order
 
 
 def load_base(rev: str, names: tuple[str, ...] = NAMES) -> dict[str, types.ModuleType]:

@@ -61,7 +61,7 @@ from dsomarket.engine import lindistflow
 from dsomarket.engine.bids import BidBook, MarketRules, Resource
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 from dsomarket.engine.powerflow import backward_forward_sweep
-from dsomarket.engine.solver import LinearModel, Solution
+from dsomarket.engine.solver import LinearModel, Solution, with_data
 
 RESIDUAL_TOL_KW = 0.01
 """Largest mismatch (kW) between the LP's and the AC power flow's interface import and line
@@ -526,7 +526,7 @@ class Relinearisation:
         else:
             data = base.data + np.bincount(self.slots, weights=vals, minlength=len(base.data))
         if np.all(data != 0.0):     # the pattern's own arrays, shared by every linearisation (read only)
-            return self.model.with_matrix(sp.csc_matrix((data, base.indices, base.indptr), shape=base.shape))
+            return self.model.with_matrix(with_data(base, data))
         a = sp.csc_matrix((data, base.indices.copy(), base.indptr.copy()), shape=base.shape)
         a.eliminate_zeros()     # as a sparse sum leaves them: a term that vanishes at this point (no flow)
         return self.model.with_matrix(a)
