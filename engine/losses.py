@@ -498,21 +498,23 @@ class Relinearisation:
         a = model.assemble()[3]
         rows, cols, vals = _point_terms(model, feeder, point, polygon_sides)
         shape = (model.n_row, model.n_col)
-        fixed = (a - sp.csc_matrix((vals, (rows, cols)), shape=shape)).tocsc()
-        # The union of both patterns, with an explicit entry wherever a term may land.
-        pattern = (abs(fixed) + sp.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)).tocsc()
-        pattern.sum_duplicates()
-        pattern.sort_indices()
-        col_of = np.repeat(np.arange(shape[1]), np.diff(pattern.indptr))
-        keys = col_of.astype(np.int64) * shape[0] + pattern.indices
-        fixed_coo = fixed.tocoo()
+        fixed = (a - sp.csc_matrix((vals, (rows, cols)), shape=shape)).tocsc()   # no explicit zeros (a sparse sum)
+        # The union of both patterns, with an explicit entry wherever a term may land: entries keyed column-major
+        # (``col * n_row + row``, a csc matrix's order) and sorted once, where a sparse sum of the two patterns and
+        # np.unique of the slots took 20 ms of a 1,000-bus / 10,000-bid market's set-up.
+        fixed_keys = np.repeat(np.arange(shape[1], dtype=np.int64), np.diff(fixed.indptr)) * shape[0] + fixed.indices
+        term_keys = cols.astype(np.int64) * shape[0] + rows
+        keys = np.sort(np.concatenate([fixed_keys, term_keys]))
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+        col_of, row_of = np.divmod(keys, shape[0])
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(col_of, minlength=shape[1]))])
         data = np.zeros(len(keys))
-        data[np.searchsorted(keys, fixed_coo.col.astype(np.int64) * shape[0] + fixed_coo.row)] = fixed_coo.data
-        base = sp.csc_matrix((data, pattern.indices, pattern.indptr), shape=shape)
-        slots = np.searchsorted(keys, cols.astype(np.int64) * shape[0] + rows)
+        data[np.searchsorted(keys, fixed_keys)] = fixed.data
+        base = sp.csc_matrix((data, row_of.astype(np.int32), indptr.astype(np.int32)), shape=shape)
+        slots = np.searchsorted(keys, term_keys)
         # A copy that holds its assembled arrays, so each re-linearisation only swaps the matrix.
         return Relinearisation(model.with_matrix(a), base, slots, feeder, polygon_sides,
-                               len(np.unique(slots)) == len(slots))
+                               bool(np.bincount(slots, minlength=len(keys)).max(initial=0) <= 1))
 
     def at(self, point: OperatingPoint) -> LinearModel:
         """The model linearised at ``point`` (same blocks, costs and bounds)."""
@@ -649,7 +651,7 @@ def price_components(model: LinearModel, sol: Solution, n: int, T: int,
     a, rows, cols, imp_cols = _network(model, n, T)
     a = a.tocsc()
     a_nn = a[rows][:, cols]
-    other = np.setdiff1d(np.arange(model.n_row), rows)
+    other = np.setdiff1d(np.arange(model.n_row), rows, assume_unique=True)   # no np.unique of every row (slow)
     c = np.zeros(model.n_col)
     c[imp_cols] = iso_price
     d = np.asarray(sol.col_dual)
