@@ -11,6 +11,8 @@ are the iteration's too). Cases:
 - the loss-aware curve of ``bench_physics.py --only curves`` (ieee33 / 80 bids; 1,000 buses / 1,000 bids);
 - a sweep of 40 seeded prices of ``clear`` on that ieee33 book and the hard ieee33 case seed 5 of
   ``bench_physics.py --only hard`` (successive-LP iterations and CPU);
+- ``clear`` at 1,000 buses with 1,000 and 10,000 bids (``bench_physics.py --only speed``'s book, seeds 7 and 2:
+  plain successive LP, and a bid held inside its quantity by the losses);
 - ``clear`` of the infeasible synth1000-s206 case of ``bench_hidden_physics.py`` (the diagnosis).
 
 Each side's best CPU time of ``--repeats``, the ratio this / base, and whether the results agree (curve
@@ -126,12 +128,24 @@ def main(argv: list[str] | None = None) -> int:
             return imports, iters
         return run
 
+    def clear_case(n_bids: int, seed: int):
+        f = synthetic(1000, seed)
+        book = validate_bids(synthetic_bids(f, n_bids, seed), f, rules)
+
+        def run():
+            res = clear(f, book, 50.0, rules=rules, options=LOSSAWARE)
+            return [float(res.interface_import_kw[0])], res.convergence["iterations"]
+        return run
+
     f33 = ieee33()
     book33 = validate_bids(synthetic_bids(f33, 80, 5, kw=(5.0, 60.0)), f33, rules)
     hard_f, hard_bids = opf_case(ieee33(), 5, 0.95, "2", 3000.0)
     cases = {"curve ieee33 / 80 bids": curve_case(33, 80), "curve 1k buses / 1k bids": curve_case(1000, 1000),
              "clear at 40 prices, ieee33 / 80 bids": sweep_case(f33, book33),
-             "clear at 40 prices, ieee33 hard seed 5": sweep_case(hard_f, validate_bids(hard_bids, hard_f, rules))}
+             "clear at 40 prices, ieee33 hard seed 5": sweep_case(hard_f, validate_bids(hard_bids, hard_f, rules)),
+             "clear 1k buses / 1k bids, seed 7": clear_case(1000, 7),
+             "clear 1k buses / 10k bids, seed 7": clear_case(10000, 7),
+             "clear 1k buses / 10k bids, seed 2": clear_case(10000, 2)}
     if not args.skip_infeasible:
         work = Path(tempfile.mkdtemp(prefix="successive_ab_"))
         case = make_case("synth1000", 206, work)
