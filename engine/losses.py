@@ -256,7 +256,7 @@ def corrections(feeder: Feeder, point: OperatingPoint) -> dict:
     child_row = t * n + lines + 1
     line_col = t * m + lines
     parent_col = t * n + np.tile(topo.parent[1:], T)
-    vals = iter(_correction_values(feeder, point))
+    vals = iter(_correction_values(feeder, point).reshape(9, -1))
 
     def block(rows: np.ndarray, n_rows: int) -> dict:
         return {name: (rows, col, next(vals), (n_rows, size))
@@ -269,17 +269,22 @@ def corrections(feeder: Feeder, point: OperatingPoint) -> dict:
     return {"bus_p_balance": loss_p, "bus_q_balance": loss_q, "voltage_drop": drop_current}
 
 
-def _correction_values(feeder: Feeder, point: OperatingPoint) -> list[np.ndarray]:
-    """The values of :func:`corrections`' blocks in its order (``loss_p``, ``loss_q``, ``drop_current``, each on
-    ``line_p``, ``line_q``, ``v``), without their rows and columns (which the point does not move)."""
+def _loss_weights(feeder: Feeder, T: int) -> np.ndarray:
+    """Each line's weight of ``l~`` in ``loss_p``, ``loss_q`` and ``drop_current`` (``r``, ``x``, ``r^2 + x^2``, pu),
+    interval-major over ``T`` intervals: shape (3, T m)."""
     topo = feeder.topology
-    T = point.p.shape[0]
-    a, b, c = _current_gradient(feeder, point)
-    out = []
-    for weight in (topo.r_pu, topo.x_pu, topo.r_pu ** 2 + topo.x_pu ** 2):
-        w = np.tile(weight, T)
-        out += [-w * coef.ravel() for coef in (a, b, c)]
-    return out
+    return np.stack([np.tile(weight, T) for weight in (topo.r_pu, topo.x_pu, topo.r_pu ** 2 + topo.x_pu ** 2)])
+
+
+def _correction_values(feeder: Feeder, point: OperatingPoint, gradient: tuple | None = None,
+                       weights: np.ndarray | None = None) -> np.ndarray:
+    """The values of :func:`corrections`' blocks in its order (``loss_p``, ``loss_q``, ``drop_current``, each on
+    ``line_p``, ``line_q``, ``v``), one row each (shape (9, T m)), without their rows and columns (which the
+    point does not move). ``gradient``: :func:`_current_gradient` of the point and ``weights``: :func:`_loss_weights`,
+    where the caller has them (a :class:`Relinearisation`: made once per market, the gradient once per point)."""
+    a, b, c = _current_gradient(feeder, point) if gradient is None else gradient
+    w = _loss_weights(feeder, point.p.shape[0]) if weights is None else weights
+    return -w[:, None, :] * np.stack([a.ravel(), b.ravel(), c.ravel()])[None, :, :]
 
 
 def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[dict, np.ndarray]:
@@ -316,16 +321,17 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
     }, bound
 
 
-def _thermal_values(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> list[np.ndarray]:
+def _thermal_values(feeder: Feeder, point: OperatingPoint, polygon_sides: int,
+                    gradient: tuple | None = None) -> list[np.ndarray]:
     """The values of :func:`thermal`'s blocks in its order (``line_thermal`` on ``line_p``, ``line_q``;
     ``line_thermal_receiving`` on ``line_p``, ``line_q``, ``v``), without their rows and columns (which the point
-    does not move); empty when no line is limited."""
+    does not move); empty when no line is limited. ``gradient``: :func:`_current_gradient` of the point, if known."""
     topo = feeder.topology
     limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
     if not len(limited):
         return []
     k = polygon_sides // 2
-    a, b, c = (g[:, limited] for g in _current_gradient(feeder, point))
+    a, b, c = (g[:, limited] for g in (_current_gradient(feeder, point) if gradient is None else gradient))
     r, x = topo.r_pu[limited], topo.x_pu[limited]
     p_r, q_r = (e[:, limited] for e in point.receiving(feeder))
     offsets = 2 * np.pi * np.arange(k) / polygon_sides
@@ -489,6 +495,8 @@ class Relinearisation:
     """Index into ``base.data`` of each of the point's terms (:func:`_point_terms` order)."""
     feeder: Feeder
     polygon_sides: int
+    weights: np.ndarray
+    """:func:`_loss_weights` of the model's intervals (made once)."""
     distinct: bool = False
     """Whether no two of the point's terms land on one entry (``slots`` has no repeats)."""
 
@@ -514,13 +522,15 @@ class Relinearisation:
         slots = np.searchsorted(keys, term_keys)
         # A copy that holds its assembled arrays, so each re-linearisation only swaps the matrix.
         return Relinearisation(model.with_matrix(a), base, slots, feeder, polygon_sides,
+                               _loss_weights(feeder, point.p.shape[0]),
                                bool(np.bincount(slots, minlength=len(keys)).max(initial=0) <= 1))
 
     def at(self, point: OperatingPoint) -> LinearModel:
         """The model linearised at ``point`` (same blocks, costs and bounds)."""
         # The values only (:func:`_point_blocks`' order): the rows and columns are those ``slots`` was made from.
-        vals = np.concatenate(_correction_values(self.feeder, point) +
-                              _thermal_values(self.feeder, point, self.polygon_sides))
+        gradient = _current_gradient(self.feeder, point)
+        vals = np.concatenate([_correction_values(self.feeder, point, gradient, self.weights).ravel()] +
+                              _thermal_values(self.feeder, point, self.polygon_sides, gradient))
         base = self.base
         if self.distinct:       # each term its own entry: added in place (as the sum below, to the bit)
             data = base.data.copy()
