@@ -2,14 +2,17 @@
 
 Run: ``python benchmarks/bench_successive_ab.py [--base REV] [--repeats 2] [--skip-infeasible]``.
 
-``engine/powerflow.py``, ``engine/losses.py`` and ``engine/successive.py`` are loaded at ``--base`` (a
-git revision of this repository) next to this checkout's, and every engine module's references to
-them (the modules and the names imported from them) are switched between the two before each run,
-so both sides run the same curve tracer, clearing and solver. Cases:
+``engine/solver.py``, ``engine/powerflow.py``, ``engine/losses.py`` and ``engine/successive.py`` are loaded
+at ``--base`` (a git revision of this repository) next to this checkout's, and every engine module's
+references to them (the modules and the names imported from them) are switched between the two before
+each run, so both sides run the same curve tracer and clearing (the solver's kept and re-linearised paths
+are the iteration's too). Cases:
 
 - the loss-aware curve of ``bench_physics.py --only curves`` (ieee33 / 80 bids; 1,000 buses / 1,000 bids);
 - a sweep of 40 seeded prices of ``clear`` on that ieee33 book and the hard ieee33 case seed 5 of
   ``bench_physics.py --only hard`` (successive-LP iterations and CPU);
+- ``clear`` at 1,000 buses with 1,000 and 10,000 bids (``bench_physics.py --only speed``'s book, seeds 7 and 2:
+  plain successive LP, and a bid held inside its quantity by the losses);
 - ``clear`` of the infeasible synth1000-s206 case of ``bench_hidden_physics.py`` (the diagnosis).
 
 Each side's best CPU time of ``--repeats``, the ratio this / base, and whether the results agree (curve
@@ -32,9 +35,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dsomarket.engine as engine_pkg  # noqa: E402
 # Imported for sys.modules: load_base swaps these entries for the base revision's.
-from dsomarket.engine import losses, powerflow, successive  # noqa: E402, F401
+from dsomarket.engine import losses, powerflow, solver, successive  # noqa: E402, F401
 
-NAMES = ("powerflow", "losses", "successive")   # in import order
+NAMES = ("solver", "powerflow", "losses", "successive")   # in import order
 
 
 def load_base(rev: str, names: tuple[str, ...] = NAMES) -> dict[str, types.ModuleType]:
@@ -125,12 +128,24 @@ def main(argv: list[str] | None = None) -> int:
             return imports, iters
         return run
 
+    def clear_case(n_bids: int, seed: int):
+        f = synthetic(1000, seed)
+        book = validate_bids(synthetic_bids(f, n_bids, seed), f, rules)
+
+        def run():
+            res = clear(f, book, 50.0, rules=rules, options=LOSSAWARE)
+            return [float(res.interface_import_kw[0])], res.convergence["iterations"]
+        return run
+
     f33 = ieee33()
     book33 = validate_bids(synthetic_bids(f33, 80, 5, kw=(5.0, 60.0)), f33, rules)
     hard_f, hard_bids = opf_case(ieee33(), 5, 0.95, "2", 3000.0)
     cases = {"curve ieee33 / 80 bids": curve_case(33, 80), "curve 1k buses / 1k bids": curve_case(1000, 1000),
              "clear at 40 prices, ieee33 / 80 bids": sweep_case(f33, book33),
-             "clear at 40 prices, ieee33 hard seed 5": sweep_case(hard_f, validate_bids(hard_bids, hard_f, rules))}
+             "clear at 40 prices, ieee33 hard seed 5": sweep_case(hard_f, validate_bids(hard_bids, hard_f, rules)),
+             "clear 1k buses / 1k bids, seed 7": clear_case(1000, 7),
+             "clear 1k buses / 10k bids, seed 7": clear_case(10000, 7),
+             "clear 1k buses / 10k bids, seed 2": clear_case(10000, 2)}
     if not args.skip_infeasible:
         work = Path(tempfile.mkdtemp(prefix="successive_ab_"))
         case = make_case("synth1000", 206, work)

@@ -12,6 +12,7 @@ Solver status mapping lives here and nowhere else.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -114,7 +115,7 @@ class LinearModel:
         if a.shape != (self.n_row, self.n_col):
             raise ValueError(f"with_matrix: shape {a.shape}, expected {(self.n_row, self.n_col)}")
         c, lo, up, _, rlo, rup, integrality = self.assemble()
-        out = dataclasses.replace(self)
+        out = copy.copy(self)       # as dataclasses.replace(self), without the constructor (once a re-linearisation)
         out._assembled = (c, lo, up, a, rlo, rup, integrality)
         return out
 
@@ -143,6 +144,15 @@ class LinearModel:
         self._assembled = (_cat(self._cost), _cat(self._lo), _cat(self._up), a, _cat(self._rlo), _cat(self._rup),
                            np.concatenate(self._int) if self._int else np.zeros(0, dtype=np.int32))
         return self._assembled
+
+
+def with_data(matrix: sp.spmatrix, data: np.ndarray) -> sp.spmatrix:
+    """A compressed sparse ``matrix`` with the values ``data`` on its pattern (its index arrays, shared, as they are
+    read only): a shallow copy, where a constructor checks the index arrays again (~10 us a matrix; a re-linearised
+    solve on ieee33 made three)."""
+    out = copy.copy(matrix)
+    out.data = data
+    return out
 
 
 def _cat(parts: list) -> np.ndarray:
@@ -209,6 +219,16 @@ CONIC_STATUS = {
 
 _BASIS_STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisStatus.kBasic,
                           highspy.HighsBasisStatus.kUpper], dtype=object)
+_BASIC, _UPPER = int(highspy.HighsBasisStatus.kBasic), int(highspy.HighsBasisStatus.kUpper)
+
+
+def _status_codes(statuses: list) -> np.ndarray:
+    """HiGHS's basis statuses (a list of ``HighsBasisStatus``) as their integer codes: one conversion per status,
+    where comparing an object array with a status calls the enum's ``__eq__`` per element and comparison (a set
+    matrix's carried basis, :meth:`HighsSolver._carried`, made four: 90 us on ieee33, 2 ms at 1,000 buses)."""
+    return np.fromiter(map(int, statuses), dtype=np.int8, count=len(statuses))
+
+
 KEPT_PIVOTS = 8
 """Simplex pivots a re-solve makes on its own from a kept basis before it leaves the rest to a HiGHS run
 (:meth:`HighsSolver._kept_optimal`): past a few a HiGHS run is cheaper."""
@@ -339,6 +359,7 @@ class HighsSolver:
         self._kept: _KeptBasis | None = None   # the basis of the last solve_by_basis (see there)
         self._a = a                            # the model's matrix, column-wise
         self._csr: tuple | None = None         # (A, A^T), see _matrix
+        self._transposed: sp.csr_matrix | None = None   # the last A^T made (kept across set_matrix), see _matrix
 
     def set_matrix(self, model: LinearModel) -> None:
         """Swap in a model with the same blocks and shape but new coefficients, warm.
@@ -373,14 +394,13 @@ class HighsSolver:
             return dataclasses.replace(k, run_time=float("nan"))
         if not basis.valid:
             return None
-        basic, upper = highspy.HighsBasisStatus.kBasic, highspy.HighsBasisStatus.kUpper
-        col, row = np.asarray(basis.col_status, dtype=object), np.asarray(basis.row_status, dtype=object)
-        structural, logical = np.flatnonzero(col == basic), np.flatnonzero(row == basic)
+        col, row = _status_codes(basis.col_status), _status_codes(basis.row_status)
+        structural, logical = np.flatnonzero(col == _BASIC), np.flatnonzero(row == _BASIC)
         if len(structural) + len(logical) != len(row):
             return None
         order = np.concatenate([structural, -1 - logical])
         # HiGHS's row statuses name the row's bound, as held_lower does.
-        return _KeptBasis(basis, order, order >= 0, col != upper, row != upper, float("nan"))
+        return _KeptBasis(basis, order, order >= 0, col != _UPPER, row != _UPPER, float("nan"))
 
     # -- in-place changes (keep the basis) ---------------------------------
     def set_cost(self, block: str, values, index=None) -> None:
@@ -848,10 +868,14 @@ class HighsSolver:
 
     def _matrix(self) -> tuple[sp.csc_matrix, sp.csr_matrix]:
         """``A`` (column-wise) and ``A^T`` (row-wise: the same arrays) for matrix-vector products, without a
-        conversion."""
+        conversion; ``A^T`` of a matrix on the last one's pattern (a re-linearisation's) without a constructor."""
         if self._csr is None:
-            a = self._a
-            self._csr = (a, sp.csr_matrix((a.data, a.indices, a.indptr), shape=a.shape[::-1]))
+            a, last = self._a, self._transposed
+            if last is not None and last.indices is a.indices and last.indptr is a.indptr:
+                self._transposed = with_data(last, a.data)
+            else:
+                self._transposed = sp.csr_matrix((a.data, a.indices, a.indptr), shape=a.shape[::-1])
+            self._csr = (a, self._transposed)
         return self._csr
 
     # -- solving ------------------------------------------------------------

@@ -48,6 +48,8 @@ class Part:
 
 def _split(parts: list[Part], bids: np.ndarray) -> list[np.ndarray]:
     """The ``bid`` block of the LP solved, cut into each part's bid columns."""
+    if len(parts) == 1:     # a market's own LP (NodalMarket.converge): the block itself, without np.split's work
+        return [bids]
     return np.split(bids, np.cumsum([p.n_bid for p in parts])[:-1])
 
 

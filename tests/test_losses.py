@@ -359,3 +359,36 @@ def test_a_reported_convergence_is_a_kkt_point_of_the_ac_opf_and_moves_continuou
         # Where the optimum moves continuously with the price, so does the clearing.
         near = clear(f, bids, price + 1e-4, options=LOSSAWARE)
         assert abs(near.interface_import_kw[0] - res.interface_import_kw[0]) <= 1.0, price
+
+
+@pytest.mark.parametrize("sides", [4, 16])
+def test_each_relinearisation_is_the_model_built_at_its_point_and_leaves_earlier_ones_as_they_were(sides):
+    # Relinearisation.at makes each matrix on the pattern fixed once per market (its index arrays shared, its values
+    # its own): a market keeps earlier models (its first, LinDistFlow one, for restart), which a later
+    # re-linearisation must not change. Three intervals, every line rated, both polygon ends of every line.
+    from dsomarket.engine.results import net_withdrawal
+
+    f = ieee33()
+    f = f.with_changes(lines=f.lines.with_columns(pl.lit(3000.0).alias("s_max_kva")))
+    rng = np.random.default_rng(3)
+    ids = f.buses["bus"].to_list()[1:]
+    n = 30
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(ids, n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(20, 300, n).round(1),
+                         "price": rng.uniform(10, 90, n).round(2)})
+    start = pl.datetime(2026, 12, 2, time_zone="UTC")
+    bids = bids.with_columns((start + pl.duration(hours=pl.Series(rng.integers(0, 3, n)))).alias("interval"))
+    rules = MarketRules()
+    book = validate_bids(bids, f, rules)
+    assert book.n_interval == 3
+    m = NodalMarket(f, book, 40.0, rules, options=ClearingOptions(formulation="lossaware", polygon_sides=sides))
+    hi = m.solver.col_upper[m.model.var("bid").slice]
+    points = [losses.operating_point(f, *net_withdrawal(f, m.columns.book, hi * share, m.loads(), None))
+              for share in (rng.random(len(hi)), rng.random(len(hi)))]
+    first = m._relinearise.at(points[0]).assemble()[3]
+    kept = first.data.copy()
+    second = m._relinearise.at(points[1]).assemble()[3]
+    assert second.data is not first.data and np.array_equal(first.data, kept)
+    for point, got in zip(points, (first, second)):
+        built = losses.build(f, m.columns.book, m.iso_price, rules, point, (), None, None, sides).assemble()[3]
+        assert got.shape == built.shape and abs(got - built).max() <= 1e-12
