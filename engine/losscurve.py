@@ -173,10 +173,8 @@ class _FixedPoints:
         if span is None:
             return None
         low, high = span
-        self._starts.append(((low + high) / 2.0 if math.isfinite(low + high) else low if math.isfinite(low) else high,
-                             point, x[bid].copy()))
-        price = low if high == low else (low + high) / 2.0 if math.isfinite(low + high) else \
-            (high - 1.0 if math.isfinite(high) else low + 1.0)
+        self._starts.append((_inside(low, high, 0.0), point, x[bid].copy()))
+        price = _inside(low, high, 1.0)
         q = float(x[probe.col])
         g = float(np.sum(m.solver.cost * x)) - m.solver.cost[probe.col] * q
         sample = _Sample(price, q, g, low, high)
@@ -805,6 +803,16 @@ class _FixedPoints:
                 self._anchors[id(sample)] = (sample, probe, basis)
             return sample, True
         return _Sample(price, q, g, price, price), False
+
+
+def _inside(low: float, high: float, margin: float) -> float:
+    """A price (per MWh) in the range ``[low, high]`` a basis is optimal over: its middle, else ``margin`` inside
+    its one finite end, else 0 (a basis optimal at every price: its duals at an infinite price are not numbers)."""
+    if math.isfinite(low + high):
+        return (low + high) / 2.0
+    if math.isfinite(high):
+        return high - margin
+    return low + margin if math.isfinite(low) else 0.0
 
 
 def _mirror(s: _Sample) -> _Sample:
