@@ -4,6 +4,8 @@ after a pivot, factorised on the column order of the basis walked from, drawing 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -134,3 +136,12 @@ def test_the_caps_fixed_point_is_anchored_without_a_clearing_and_is_what_clear_i
     for price in (rules.price_cap, float(curve.bands["price_low"][-1]) + 2e-4):
         ac = clear(f, book, price, rules=rules, options=ClearingOptions()).ac_check["import_kw"][0]
         assert abs(curve.import_at(0, price) - ac) <= min(bound, 5e-3 * abs(ac)) + 1e-6, (price, ac)
+
+
+def test_an_anchor_optimal_at_every_price_is_factorised_at_a_finite_price():
+    # A basis optimal over (-inf, inf) (bids that no price moves: the islanded buses of tests/test_server_network.py's
+    # outage) was factorised at -inf, where its duals y0 + price z are not numbers.
+    _inside = losscurve._inside
+    assert _inside(-math.inf, math.inf, 1.0) == 0.0
+    assert _inside(-math.inf, 40.0, 1.0) == 39.0 and _inside(40.0, math.inf, 1.0) == 41.0
+    assert _inside(-math.inf, 40.0, 0.0) == 40.0 and _inside(10.0, 40.0, 1.0) == 25.0 and _inside(5.0, 5.0, 1.0) == 5.0
