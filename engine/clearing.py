@@ -19,7 +19,7 @@ import time
 import numpy as np
 import polars as pl
 
-from dsomarket.engine import lindistflow, losses, successive
+from dsomarket.engine import branches, lindistflow, losses, successive
 from dsomarket.engine.bids import BidBook, BidColumns, Commitment, MarketRules, Resource, canonical, merge_columns, validate_bids
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
@@ -173,8 +173,11 @@ class NodalMarket:
             sol = self.solver.solve()
         if not self.lossaware:
             return sol
-        sol, self.convergence = successive.converge(self.solver, [successive.Part(self)],
-                                                    lambda: self.solver.set_matrix(self.model), sol)
+        sol, convergence = successive.converge(self.solver, [successive.Part(self)],
+                                               lambda: self.solver.set_matrix(self.model), sol)
+        # Where losses are worth money the AC problem is non-convex: of the fixed points reachable from
+        # either side of the bids that could be fixed points at either end, the better one.
+        sol, self.convergence = branches.best_fixed_point(self, sol, convergence)
         return sol
 
     def solve(self) -> ClearingResult:
