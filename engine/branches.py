@@ -101,10 +101,12 @@ def best_fixed_point(market, sol: Solution, convergence: dict | None) -> tuple[S
         if better and second[1] <= max(first[1], losses.VIOLATION_TOL):
             return (dataclasses.replace(other, solve_seconds=sol.solve_seconds + other.solve_seconds),
                     summary | {"iterations": solves, "branches": 2})
-    # Back to the first fixed point: its linearisation and basis (set before the matrix, which carries it).
+    # Back to the first fixed point: its linearisation and basis, set before the matrix, which carries it to the
+    # next solve; the basis the other start's last solve kept (HighsSolver.solve_by_basis) is not this one.
     market.model, market.point, market._point_bids, basis = kept
     successive.restore_limits(s)
     s.h.setBasis(basis)
+    s._kept = None
     s.set_matrix(market.model)
     return (dataclasses.replace(sol, solve_seconds=sol.solve_seconds + other.solve_seconds),
             convergence | {"iterations": solves, "branches": 2})
