@@ -154,8 +154,13 @@ class NodalMarket:
         by the AC objective it gains. A new market starts from LinDistFlow
         (:func:`engine.losses.lossless_point`): a cheap cold solve whose dispatch
         is the first AC point; typically three more warm solves follow (1,000
-        buses / 10,000 bids: 4 solves in all). Iterations, the residual and
-        whether it converged are in :attr:`convergence`.
+        buses / 10,000 bids: 4 solves in all). Where some DLMP is negative the
+        losses are worth money and the AC problem is non-convex: a bid whose own
+        losses could hold it at the other end of its quantity is tried there, and
+        the better of the two fixed points kept (:func:`engine.branches.best_fixed_point`;
+        here, so that ``clear``, the curve's clearings and a kept market's re-clears
+        choose alike). Iterations, the residual, whether it converged and how many
+        fixed points were compared (``branches``) are in :attr:`convergence`.
         """
         if not self.lossaware and not self.resources:
             # A cold clearing (a new market, or one restarted) starts from the network's slack basis: the
