@@ -30,8 +30,8 @@ from dsomarket.engine.solver import Solution
 
 CANDIDATE_MARGIN = 1.5
 """How far past its estimate (:func:`candidates`) the move of a bid's loss-adjusted price by its own
-dispatch is trusted: the estimate leaves out the voltage's fall along the path and the cross terms with
-the other bids' flows, so a bid whose reduced cost is up to twice it is tried."""
+dispatch is trusted: the estimate leaves out the voltage's fall along the path (``1 / v^2``) and the cross
+terms with the other bids' flows, so a bid whose reduced cost is up to 1.5 times it is tried."""
 
 MERIT_TIE = 1e-9
 """Relative difference of two fixed points' AC objectives below which they count as tied; the one with
@@ -41,14 +41,16 @@ the smaller import is then kept (the same choice whichever the iteration reached
 def candidates(market, sol: Solution) -> np.ndarray | None:
     """Where each bid column would be on the other branch (MW), NaN where it has none; None where no bid has.
 
-    A branch is possible only where losses are worth money (some DLMP of ``sol`` negative: there the
-    objective is concave in the dispatch). A bid column not held (its bounds apart) is a candidate when its
-    reduced cost (per MWh) is smaller in size than ``CANDIDATE_MARGIN`` times what dispatching its whole
-    quantity moves its bus's loss-adjusted price by: the idea of :class:`engine.losses.MarginalBracket`, a
-    bid priced within the range its own dispatch moves its bus's loss factor over. That move is the DLMP
-    times the change of the loss factor, ``2 R (1 + tan_phi^2) q`` (the path's resistance, pu, and the
-    quantity, pu). Its other side is the end of its quantity farther from where it cleared (the other
-    bound of a bid at one, the farther one of a bid cleared part-way).
+    A branch is possible only where losses are worth money: at a bus whose DLMP in ``sol`` is negative, the
+    objective (which pays that price for the losses its dispatch causes) is concave in the dispatch there.
+    Not the ISO price's sign: behind an import limit the root's DLMP is not the ISO price, and behind a
+    congested line a subtree can have power to spare at a positive ISO price. A bid column at such a bus, not
+    held (its bounds apart), is a candidate when its reduced cost (per MWh) is smaller in size than
+    ``CANDIDATE_MARGIN`` times what moving it to its other side moves its bus's loss-adjusted price by: the
+    idea of :class:`engine.losses.MarginalBracket`, a bid priced within the range its own dispatch moves its
+    bus's loss factor over. That move is the DLMP times the change of the loss factor, ``2 R (1 + tan_phi^2)
+    dq`` (the path's resistance and the distance moved, pu). Its other side is the end of its quantity
+    farther from where it cleared (the other bound of a bid at one, the farther one of a bid cleared part-way).
     """
     s, book, topo = market.solver, market.columns.book, market.feeder.topology
     dlmp = market.block(sol.row_dual, "bus_p_balance", rows=True).reshape(book.n_interval, topo.n_bus)

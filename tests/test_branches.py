@@ -31,7 +31,7 @@ def _walked(f, book, prices: list[float]) -> tuple[float, float]:
 
 def test_clear_keeps_the_better_fixed_point_and_is_monotone_in_the_price(tmp_path, monkeypatch):
     # bench_hidden_physics --quick --cases 10 --seed 900, case ieee33-s908 (benchmarks/bench_fixed_points.py).
-    # Buy b8 (815.5 kW at -41.26 at bus 9) clears near its whole quantity on the upper branch and not at all on
+    # Buy b8 (815.5 kW at -41.26 at bus 21) clears near its whole quantity on the upper branch and not at all on
     # the lower; both are fixed points from about -42.1 to -41.8 per MWh, and the upper one is the better
     # optimum below about -41.95. Successive LP alone reached either by its path (floating point steers it):
     # a fresh clear imported 4,984 kW at -42.4, 4,174 at -42.2 and 4,975 at -42.1 on one machine.
