@@ -50,6 +50,15 @@ def test_clear_keeps_the_better_fixed_point_and_is_monotone_in_the_price(tmp_pat
     assert abs(got.ac_check["import_kw"][0] - lower[0]) <= RESIDUAL_TOL_KW
     assert got.welfare >= lower[1] - 1e-6
 
+    # A kept market's re-clear (warm from the other branch, as the curve's walk and a territory's re-clears
+    # are) keeps the same fixed point: the choice is made in NodalMarket.converge, which all of them call.
+    m = NodalMarket(f, book, -42.5, RULES, (), ClearingOptions())
+    m.solve()
+    for p in (-41.9, -42.2):
+        m.set_iso_price(np.array([p]))
+        kept, fresh = m.solve(), clear(f, book, p, rules=RULES)
+        assert abs(kept.ac_check["import_kw"][0] - fresh.ac_check["import_kw"][0]) <= RESIDUAL_TOL_KW, p
+
     prices = np.round(np.arange(-42.6, -41.35, 0.05), 4)
     imports = np.array([clear(f, book, p, rules=RULES).ac_check["import_kw"][0] for p in prices])
     assert np.all(np.diff(imports) <= RESIDUAL_TOL_KW), list(zip(prices, imports))   # non-increasing
