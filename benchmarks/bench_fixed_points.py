@@ -4,7 +4,7 @@ Run: ``python benchmarks/bench_fixed_points.py [--case ieee33] [--seed 908] [--f
 [--prices ...]``. On the case ``bench_hidden_physics.make_case(case, seed)`` writes, prints at each price
 the import (the AC power flow of the dispatch, kW) and welfare (per hour) of a fresh ``clear``, and of a
 market converged at each ``--from`` price and then moved warm from price to price, nearest to that start
-first (plain successive LP from that branch's linearisation, :func:`engine.successive.converge`, without :mod:`engine.branches`' second start:
+first (plain successive LP from that branch's linearisation, ``NodalMarket.converge(compare=False)``, without :mod:`engine.branches`' second start:
 each follows its own branch), each with its iterations and whether it converged; the fresh clearing also
 with how many fixed points it compared (``engine.branches``). Where two branches are converged fixed
 points at one price, the welfare says which is the better optimum of the AC problem (successive LP only
@@ -27,7 +27,6 @@ from bench_hidden_physics import make_case  # noqa: E402
 
 from dsomarket.clients.files import read_feeder, read_table  # noqa: E402
 from dsomarket.engine.bids import MarketRules, validate_bids  # noqa: E402
-from dsomarket.engine import successive  # noqa: E402
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear  # noqa: E402
 from dsomarket.engine.results import ClearingResult  # noqa: E402
 
@@ -37,10 +36,7 @@ PRICES = (-42.3, -42.2, -42.15, -42.11, -42.104, -42.1, -42.099, -42.09, -42.05,
 def follow(market: NodalMarket, price: float) -> ClearingResult:
     """``market`` moved to ``price`` and converged by plain successive LP from where it is (its own branch)."""
     market.set_iso_price(np.array([price]))
-    s = market.solver
-    sol, market.convergence = successive.converge(s, [successive.Part(market)], lambda: s.set_matrix(market.model),
-                                                  s.solve())
-    return market.result(sol)
+    return market.result(market.converge(compare=False))
 
 
 def main() -> None:

@@ -140,7 +140,7 @@ class NodalMarket:
             sol = self.solver.solve()
         return sol
 
-    def converge(self) -> Solution:
+    def converge(self, compare: bool = True) -> Solution:
         """Solve; for the loss-aware model, re-linearise until the LP is at a KKT point of the AC problem.
 
         Successive linear programming (:func:`engine.successive.converge`, the
@@ -159,7 +159,9 @@ class NodalMarket:
         losses could hold it at the other end of its quantity is tried there, and
         the better of the two fixed points kept (:func:`engine.branches.best_fixed_point`;
         here, so that ``clear``, the curve's clearings and a kept market's re-clears
-        choose alike). Iterations, the residual, whether it converged and how many
+        choose alike; ``compare=False``: the fixed point successive LP reaches from
+        where the market is, one branch followed, as ``benchmarks/bench_fixed_points.py``
+        shows them). Iterations, the residual, whether it converged and how many
         fixed points were compared (``branches``) are in :attr:`convergence`.
         """
         if not self.lossaware and not self.resources:
@@ -182,7 +184,7 @@ class NodalMarket:
                                                lambda: self.solver.set_matrix(self.model), sol)
         # Where losses are worth money the AC problem is non-convex: of the fixed points reachable from
         # either side of the bids that could be fixed points at either end, the better one.
-        sol, self.convergence = branches.best_fixed_point(self, sol, convergence)
+        sol, self.convergence = branches.best_fixed_point(self, sol, convergence) if compare else (sol, convergence)
         return sol
 
     def solve(self) -> ClearingResult:

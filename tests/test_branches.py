@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars.testing
 
-from dsomarket.engine import branches, successive
+from dsomarket.engine import branches
 from dsomarket.engine.bids import MarketRules
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
 from dsomarket.engine.losses import RESIDUAL_TOL_KW
@@ -17,13 +17,13 @@ RULES = MarketRules(price_floor=-45.0, price_cap=300.0)
 
 def _walked(f, book, prices: list[float]) -> tuple[float, float]:
     """Import (kW, the AC power flow's) and welfare (per hour) at the last of ``prices`` of a market converged by
-    plain successive LP at each in turn, warm from the one before: it stays on the branch it started on (no
-    second start, :mod:`engine.branches`), an independent sample of that branch's fixed point."""
+    plain successive LP at each in turn, warm from the one before (``compare=False``: no second start,
+    :mod:`engine.branches`): it stays on the branch it started on, an independent sample of that branch's
+    fixed point."""
     m = NodalMarket(f, book, prices[0], RULES, (), ClearingOptions())
     for p in prices:
         m.set_iso_price(np.array([p]))
-        sol, m.convergence = successive.converge(m.solver, [successive.Part(m)],
-                                                 lambda: m.solver.set_matrix(m.model), m.solver.solve())
+        sol = m.converge(compare=False)
         assert m.convergence["converged"], p
     res = m.result(sol)
     return float(res.ac_check["import_kw"][0]), res.welfare
