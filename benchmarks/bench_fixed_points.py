@@ -4,12 +4,12 @@ Run: ``python benchmarks/bench_fixed_points.py [--case ieee33] [--seed 908] [--f
 [--prices ...]``. On the case ``bench_hidden_physics.make_case(case, seed)`` writes, prints at each price
 the import (the AC power flow of the dispatch, kW) and welfare (per hour) of a fresh ``clear``, and of a
 market converged at each ``--from`` price and then moved warm from price to price, nearest to that start
-first (plain successive LP from that branch's linearisation, ``NodalMarket.converge(compare=False)``, without :mod:`engine.branches`' second start:
-each follows its own branch), each with its iterations and whether it converged; the fresh clearing also
-with how many fixed points it compared (``engine.branches``). Where two branches are converged fixed
-points at one price, the welfare says which is the better optimum of the AC problem (successive LP only
-reaches a local one: at a negative ISO price the losses are worth money, which makes the problem
-non-convex), the one ``clear`` must keep.
+first (plain successive LP from that branch's linearisation, ``NodalMarket.converge(compare=False)``,
+without :mod:`engine.branches`' second start: each follows its own branch), each with its iterations and
+whether it converged; the fresh clearing also with how many fixed points it compared. Where two branches
+are converged fixed points at one price, the welfare says which is the better optimum of the AC problem
+(successive LP only reaches a local one: at a negative ISO price the losses are worth money, which makes
+the problem non-convex), the one ``clear`` must keep.
 """
 
 from __future__ import annotations
