@@ -19,7 +19,7 @@ import time
 import numpy as np
 import polars as pl
 
-from dsomarket.engine import lindistflow, losses, successive
+from dsomarket.engine import branches, lindistflow, losses, successive
 from dsomarket.engine.bids import BidBook, BidColumns, Commitment, MarketRules, Resource, canonical, merge_columns, validate_bids
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA, Feeder
@@ -140,7 +140,7 @@ class NodalMarket:
             sol = self.solver.solve()
         return sol
 
-    def converge(self) -> Solution:
+    def converge(self, compare: bool = True) -> Solution:
         """Solve; for the loss-aware model, re-linearise until the LP is at a KKT point of the AC problem.
 
         Successive linear programming (:func:`engine.successive.converge`, the
@@ -154,8 +154,15 @@ class NodalMarket:
         by the AC objective it gains. A new market starts from LinDistFlow
         (:func:`engine.losses.lossless_point`): a cheap cold solve whose dispatch
         is the first AC point; typically three more warm solves follow (1,000
-        buses / 10,000 bids: 4 solves in all). Iterations, the residual and
-        whether it converged are in :attr:`convergence`.
+        buses / 10,000 bids: 4 solves in all). Where some DLMP is negative the
+        losses are worth money and the AC problem is non-convex: a bid whose own
+        losses could hold it at the other end of its quantity is tried there, and
+        the better of the two fixed points kept (:func:`engine.branches.best_fixed_point`;
+        here, so that ``clear``, the curve's clearings and a kept market's re-clears
+        choose alike; ``compare=False``: the fixed point successive LP reaches from
+        where the market is, one branch followed, as ``benchmarks/bench_fixed_points.py``
+        shows them). Iterations, the residual, whether it converged and how many
+        fixed points were compared (``branches``) are in :attr:`convergence`.
         """
         if not self.lossaware and not self.resources:
             # A cold clearing (a new market, or one restarted) starts from the network's slack basis: the
@@ -175,8 +182,11 @@ class NodalMarket:
             sol = self.solver.solve()
         if not self.lossaware:
             return sol
-        sol, self.convergence = successive.converge(self.solver, [successive.Part(self)],
-                                                    lambda: self.solver.set_matrix(self.model), sol)
+        sol, convergence = successive.converge(self.solver, [successive.Part(self)],
+                                               lambda: self.solver.set_matrix(self.model), sol)
+        # Where losses are worth money the AC problem is non-convex: of the fixed points reachable from
+        # either side of the bids that could be fixed points at either end, the better one.
+        sol, self.convergence = branches.best_fixed_point(self, sol, convergence) if compare else (sol, convergence)
         return sol
 
     def bid_at_iso_price(self) -> bool:

@@ -301,6 +301,10 @@ def test_bands_walked_on_a_branch_that_fresh_clearings_leave_are_redrawn_by_fres
     # point, the curve bought bid b8 part-way from -42.15 to -41.54 per MWh (4,978 to 4,865 kW) where `clear`
     # leaves that branch near -42.4 (4,174 to 4,063 kW): 4,876.3 kW against `clear`'s 4,073.2 at -41.5947
     # (19.7 %, one step unresolved in an 808 kW bound). The floor and cap keep the walk that drew those bands.
+    # Both are fixed points from about -42.1 to -41.8; successive LP alone reached either by its path, so `clear`
+    # was not monotone (4,984 kW at -42.4, 4,174 at -42.2, 4,975 at -42.1 on one machine) and no curve could match
+    # it. `clear` now keeps the better of the two (engine/branches.py: b8 bought below about -41.95, where its
+    # welfare is higher), and the curve's fresh clearings and re-clears choose alike (tests/test_branches.py).
     from dsomarket.engine.bids import MarketRules
     from dsomarket.engine.interface import trace_curve
 
@@ -310,8 +314,10 @@ def test_bands_walked_on_a_branch_that_fresh_clearings_leave_are_redrawn_by_fres
     check = curve.ac_check
     assert check["unresolved_steps"] == 0 and check["max_error_pct"] <= 0.5
     for p in (-42.5, -42.2, -42.0, -41.8, -41.5947):
-        got = clear(f, book, p, rules=rules).ac_check["import_kw"][0]
+        res = clear(f, book, p, rules=rules)
+        got = res.ac_check["import_kw"][0]
         assert abs(curve.import_at(0, p) - got) <= min(check["max_error_kw"] + 1e-6, 5e-3 * abs(got)), p
+        assert res.convergence["branches"] == 2, p   # both branches' fixed points compared
 
 
 def test_a_redrawing_coarser_than_the_walk_keeps_the_walked_bands(tmp_path, monkeypatch):
