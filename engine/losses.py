@@ -152,7 +152,7 @@ def lossless_point(feeder: Feeder, w_p_kw: np.ndarray, w_q_kvar: np.ndarray) -> 
     at an AC point couples every balance row to the voltages: from the slack basis too, the fixed
     load's AC point took 325-370 iterations and 140-180 ms against LinDistFlow's 278-326 and 33-46
     ms (1,000 buses / 10,000 bids, CPU under load), and the fewer pivots after it (35-69 against
-    130) do not make that up. Faces oriented at the load's flows rather than at angle 0 leave
+    83-130) do not make that up. Faces oriented at the load's flows rather than at angle 0 leave
     fewer thermal rows to change status at the first re-linearisation (101 pivots
     instead of 400 there).
     """
