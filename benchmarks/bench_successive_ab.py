@@ -63,6 +63,10 @@ def load_base(rev: str, names: tuple[str, ...] = NAMES) -> dict[str, types.Modul
         # engine.clearing (this checkout's, on both sides) restores a restarted market's limits; a base before
         # 73c888d kept limits widened for noise for the market's life, so there restoring is nothing.
         vars(base["successive"]).setdefault("restore_limits", lambda solver: None)
+    if "solver" in base and not hasattr(base["solver"].HighsSolver, "solve_unless_warm"):
+        # engine.clearing (this checkout's) starts a loss-aware market's first LP by solve_unless_warm; a base
+        # before it (1154d07) solved that LP by solve(), cold where HiGHS held no basis.
+        base["solver"].HighsSolver.solve_unless_warm = base["solver"].HighsSolver.solve
     return base
 
 

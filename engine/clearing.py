@@ -169,15 +169,18 @@ class NodalMarket:
             # same start on every path, so a territory, the server and `dsomarket clear` agree; a warm one
             # from the basis it holds. Either reads the values of its optimal basis alone (HighsSolver.
             # solve_by_basis), so a warm re-clear that ends in a cold clearing's basis gives its bits.
-            # The loss-aware model's first LP stays cold: from that start HiGHS ends at another vertex of its
-            # near-degenerate rows, and the successive LP carries that on to another converged point.
-            # So does a market with resources (batteries, EVs, ramps, commitments): when to charge is often
+            # A market with resources (batteries, EVs, ramps, commitments) clears cold: when to charge is often
             # degenerate, and the horizon model of a market whose network changes (engine.runs.CoupledMarket,
             # solved cold) must reach the vertex a plain clearing of the same LP reaches.
             # Where the warm optimum is one of several (bids tied at their DLMP), solve_kept clears cold instead;
             # at once where a bid is priced exactly at the ISO price (bid_at_iso_price).
             sol = (self.solver.solve_kept(self.bid_at_iso_price()) if self.solver.h.getBasis().valid
                    else self.solver.solve_from_slack())
+        elif self.lossaware and not self.resources:
+            # The loss-aware model's first LP (LinDistFlow's, from restart()) also starts from the slack basis:
+            # every path that clears it anew (clear, the curve's fresh clearings, the server, replay) takes this
+            # one; one given a basis (a curve's walk, a disaggregation's re-solve) runs HiGHS warm from it.
+            sol = self.solver.solve_unless_warm()
         else:
             sol = self.solver.solve()
         if not self.lossaware:

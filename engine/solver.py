@@ -474,6 +474,15 @@ class HighsSolver:
             return self.solve()
         return self.solve_by_basis()
 
+    def solve_unless_warm(self) -> Solution:
+        """:meth:`solve` warm from the basis HiGHS holds, else (no basis: a new or restarted market) the cold
+        clearing :meth:`solve_from_slack`. The loss-aware model's first LP (LinDistFlow's, :func:`engine.losses.
+        lossless_point`) from the slack basis takes 278-326 simplex iterations at 1,000 buses / 10,000 bids
+        (bench_physics seeds 2 and 7) where HiGHS's own cold start takes 1,829-1,902 (33-46 ms of CPU against
+        65-165 ms), and the successive LP after it ends at the same fixed point (the same dispatch and DLMPs
+        within its tolerances: benchmarks/README.md, 2026-12-02 slackloss)."""
+        return self.solve() if self.h.getBasis().valid else self.solve_from_slack()
+
     def solve_kept(self, likely_tied: bool = False) -> Solution:
         """A kept market's re-clear: :meth:`solve_by_basis` from the basis HiGHS holds where the optimum it reaches
         is the LP's only optimal basis (:meth:`unique_optimum`), else the cold clearing :meth:`solve_from_slack`,

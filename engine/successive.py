@@ -360,7 +360,7 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     ``losses.RESIDUAL_TOL_KW`` / ``RESIDUAL_TOL_V_PU`` and no bid moved more
     than ``losses.STEP_TOL_KW`` from the dispatch the model was linearised at.
     A new market starts from LinDistFlow (:func:`engine.losses.lossless_point`):
-    a cheap cold solve whose dispatch is the first AC point.
+    a cheap solve from the network's slack basis whose dispatch is the first AC point.
 
     A bid priced within the range its own dispatch moves its bus's loss
     factor over has its optimum inside its quantity, where no vertex of one
