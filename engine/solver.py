@@ -316,6 +316,14 @@ class _KeptBasis:
         object.__setattr__(self, "cols", self.basic[self.structural])
         object.__setattr__(self, "rows", -self.basic[~self.structural] - 1)
 
+    def moved(self, at_lower: np.ndarray) -> _KeptBasis:
+        """The same basis with its nonbasic columns at the bounds ``at_lower`` says: a shallow copy, as
+        ``dataclasses.replace`` without the constructor's gathers of ``cols`` and ``rows`` (~30 us at 1,000 buses,
+        twice in most re-clears)."""
+        out = copy.copy(self)
+        object.__setattr__(out, "at_lower", at_lower)
+        return out
+
     def basic_costs(self, cost: np.ndarray) -> np.ndarray:
         """``c_B``: the cost of the basic variable at each basis position (0 for a row's logical)."""
         return np.where(self.structural, cost[np.maximum(self.basic, 0)], 0.0)
@@ -688,18 +696,16 @@ class HighsSolver:
         row_bad[k.rows] = False
         if np.any(col_bad):
             to_lower, to_upper = to_lower & ~col_bad, to_upper & ~col_bad
-        k = self._kept = dataclasses.replace(k, at_lower=(k.at_lower | to_lower) & ~to_upper)
+        k = self._kept = k.moved((k.at_lower | to_lower) & ~to_upper)
         sol = self._kept_values(t0, 0, y, d)
         if sol is None or not np.all(np.isfinite(sol.x)):
             return None, None
         if not (np.any(col_bad) or np.any(row_bad) or np.any(sol.x < lo - primal_tol) or np.any(sol.x > up + primal_tol)
                 or np.any(sol.row_value < rlo - primal_tol) or np.any(sol.row_value > rup + primal_tol)):
             return sol, None
-        # In HiGHS's variables (_pivots) a row's logical is minus its activity.
-        cols, rows = np.maximum(k.basic, 0), np.maximum(-k.basic - 1, 0)
-        return None, (np.where(k.structural, sol.x[cols], -sol.row_value[rows]),
-                      np.where(k.structural, lo[cols], -rup[rows]), np.where(k.structural, up[cols], -rlo[rows]),
-                      np.concatenate([d, -y]))
+        # In HiGHS's variables (_pivots) a row's logical is minus its activity: one gather per array from them.
+        basic, (vlo, vup) = np.where(k.structural, k.basic, len(d) - 1 - k.basic), self._variable_bounds()
+        return None, (np.concatenate([sol.x, -sol.row_value])[basic], vlo[basic], vup[basic], np.concatenate([d, -y]))
 
     def _pivots(self, z: np.ndarray, zlo: np.ndarray, zup: np.ndarray, dual: np.ndarray,
                 budget: int) -> tuple[np.ndarray, np.ndarray, int] | None:
