@@ -99,7 +99,8 @@ def merit(parts: list[Part], sol: Solution, solver: HighsSolver, pts: list[losse
 def _relinearise(parts: list[Part], solver: HighsSolver, bids: np.ndarray, pts: list[losses.OperatingPoint],
                  set_matrix: Callable[[], None]) -> None:
     """Each part's model linearised at its point, then the LP solved given the parts' new matrices, its limits
-    at the model's own bounds (:func:`restore_limits`)."""
+    at the model's own bounds (:func:`restore_limits`); one market's carried basis holds its lines on their ratings on
+    the new tangent faces (:meth:`HighsSolver.hold_instead`)."""
     restore_limits(solver)
     for part, xb, point in zip(parts, _split(parts, bids), pts):
         m = part.market
@@ -109,6 +110,13 @@ def _relinearise(parts: list[Part], solver: HighsSolver, bids: np.ndarray, pts: 
                 point = losses.refined(m.feeder, point, m.point, m.options.polygon_sides)
             m.point, m.model = point, m._relinearise.at(point)
     set_matrix()
+    m = parts[0].market
+    if len(parts) == 1 and not parts[0].frozen and solver.model is m.model and (held := solver.held_rows()) is not None:
+        # The carried basis holds each line on its rating on the face that was tight at the last point: held on the
+        # tangent face of this one instead (HighsSolver.hold_instead), HiGHS's warm run takes far fewer pivots.
+        inactive = losses.tangent_held(m.model, m.feeder, m.point, m._relinearise.polygon_sides, held)
+        if inactive is not held:
+            solver.hold_instead(inactive)
 
 
 def _live(parts: list[Part], each: list | None = None) -> list:
