@@ -96,16 +96,21 @@ def test_the_tied_books_do_reach_other_vertices_warm_and_are_cleared_cold():
     assert sum(restarts) > sum(at_once) > 0
 
 
-def test_a_re_clear_at_a_bid_s_price_is_cleared_cold_at_once():
-    # A bid priced exactly at the ISO price is at the interface's DLMP wherever no limit binds between them: any
-    # quantity of it is optimal. The re-clear is cleared from the slack basis without a warm solve first (one
-    # solve_by_basis, the cold clearing's) and gives a fresh clearing's bits; at another price it stays warm.
+def _untied_book():
+    """A 30-bus feeder and 20 bids at distinct prices 30, 31.37, ... (no two tied), the ISO prices tried none of them."""
     f = synthetic(30, 4)
     rng = np.random.default_rng(4)
     bids = pl.DataFrame({"bid_id": [f"u{k}" for k in range(20)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], 20),
                          "side": rng.choice(["buy", "sell"], 20), "quantity_kw": np.round(rng.uniform(5, 40, 20), 1),
                          "price": 30.0 + np.arange(20) * 1.37})
-    book = canonical(validate_bids(bids, f, RULES), f, RULES)
+    return f, canonical(validate_bids(bids, f, RULES), f, RULES)
+
+
+def test_a_re_clear_at_a_bid_s_price_is_cleared_cold_at_once():
+    # A bid priced exactly at the ISO price is at the interface's DLMP wherever no limit binds between them: any
+    # quantity of it is optimal. The re-clear is cleared from the slack basis without a warm solve first (one
+    # solve_by_basis, the cold clearing's) and gives a fresh clearing's bits; at another price it stays warm.
+    f, book = _untied_book()
     market = NodalMarket(f, book, 45.1, RULES, options=LOSSLESS)
     assert market.solve().ok and not market.bid_at_iso_price()
     solves = []
@@ -124,12 +129,7 @@ def test_a_re_clear_at_a_bid_s_price_is_cleared_cold_at_once():
 
 def test_an_untied_re_clear_stays_warm():
     # The check must not clear cold where the optimum is the only one: distinct bid prices, ISO prices none of them.
-    f = synthetic(30, 4)
-    rng = np.random.default_rng(4)
-    bids = pl.DataFrame({"bid_id": [f"u{k}" for k in range(20)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], 20),
-                         "side": rng.choice(["buy", "sell"], 20), "quantity_kw": np.round(rng.uniform(5, 40, 20), 1),
-                         "price": 30.0 + np.arange(20) * 1.37})
-    book = canonical(validate_bids(bids, f, RULES), f, RULES)
+    f, book = _untied_book()
     market = NodalMarket(f, book, 45.1, RULES, options=LOSSLESS)
     assert market.solve().ok
     for price in (38.3, 51.9, 44.2):
