@@ -532,15 +532,19 @@ class Relinearisation:
                                _loss_weights(feeder, point.p.shape[0]),
                                bool(np.bincount(slots, minlength=len(keys)).max(initial=0) <= 1))
 
-    def at(self, point: OperatingPoint, faces=None) -> LinearModel:
-        """The model linearised at ``point`` (same blocks, costs and bounds); ``faces``: as :func:`_thermal_values`'
-        (the same values)."""
+    def at(self, point: OperatingPoint, kernels=None) -> LinearModel:
+        """The model linearised at ``point`` (same blocks, costs and bounds). ``kernels``: compiled drop-ins for
+        the values (the loss-aware curve's :mod:`engine.tracerjit`, whose ``thermal_values`` and ``add_distinct``
+        give the same bits; a clearing never imports it)."""
         # The values only (:func:`_point_blocks`' order): the rows and columns are those ``slots`` was made from.
         gradient = _current_gradient(self.feeder, point)
         vals = np.concatenate([_correction_values(self.feeder, point, gradient, self.weights).ravel()] +
-                              _thermal_values(self.feeder, point, self.polygon_sides, gradient, faces))
+                              _thermal_values(self.feeder, point, self.polygon_sides, gradient,
+                                              None if kernels is None else kernels.thermal_values))
         base = self.base
-        if self.distinct:       # each term its own entry: added in place (as the sum below, to the bit)
+        if self.distinct and kernels is not None:
+            data = kernels.add_distinct(base.data, self.slots, vals)
+        elif self.distinct:       # each term its own entry: added in place (as the sum below, to the bit)
             data = base.data.copy()
             data[self.slots] += vals
         else:

@@ -562,3 +562,19 @@ def test_thermal_values_are_numpy_s_faces_bit_for_bit(sides, seed):
         (compiled,) = losses._thermal_values(f, at, sides, faces=tracerjit.thermal_values)
         assert np.count_nonzero(np.hypot(point.p, point.q) == 0.0) > 0
         assert compiled.dtype == numpy_values.dtype and np.array_equal(compiled, numpy_values)
+
+
+@given(n=st.integers(1, 300), share=st.floats(0.0, 1.0), seed=st.integers(0, 2**31))
+@settings(max_examples=40, deadline=None)
+def test_add_distinct_is_numpy_s_add_at_distinct_slots_bit_for_bit(n, share, seed):
+    """:func:`tracerjit.add_distinct` is numpy's ``data[slots] += vals`` on a copy (the loss-aware re-linearisation's
+    scatter, :meth:`engine.losses.Relinearisation.at`), to the bit, and leaves ``data`` as it was."""
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=n) * 10.0 ** rng.integers(-8, 8, n)
+    slots = rng.permutation(n)[:int(share * n)].astype(np.int64)
+    vals = rng.normal(size=len(slots)) * 10.0 ** rng.integers(-8, 8, len(slots))
+    before = data.copy()
+    expected = data.copy()
+    expected[slots] += vals
+    out = tracerjit.add_distinct(data, slots, vals)
+    assert np.array_equal(out, expected) and np.array_equal(data, before)
