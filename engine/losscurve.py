@@ -154,7 +154,7 @@ class _FixedPoints:
             self.anchored += 1
             if not point.converged:
                 return None
-            model = m._relinearise.at(point)
+            model = m._relinearise.at(point, kernels=tracerjit)
             # The held thermal rows on this linearisation's faces (its polygons turn with the point).
             inactive = losses.tangent_held(model, m.feeder, point, m._relinearise.polygon_sides, inactive)
             probe = _Probe(m, t, model, self._cores)

@@ -324,10 +324,12 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
 
 
 def _thermal_values(feeder: Feeder, point: OperatingPoint, polygon_sides: int,
-                    gradient: tuple | None = None) -> list[np.ndarray]:
+                    gradient: tuple | None = None, faces=None) -> list[np.ndarray]:
     """The values of :func:`thermal`'s blocks in its order (``line_thermal`` on ``line_p``, ``line_q``;
     ``line_thermal_receiving`` on ``line_p``, ``line_q``, ``v``), without their rows and columns (which the point
-    does not move); empty when no line is limited. ``gradient``: :func:`_current_gradient` of the point, if known."""
+    does not move); empty when no line is limited. ``gradient``: :func:`_current_gradient` of the point, if known.
+    ``faces``: a drop-in that computes them at once (the loss-aware curve's compiled one,
+    :func:`engine.tracerjit.thermal_values`; then one array, the five concatenated)."""
     topo = feeder.topology
     limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
     if not len(limited):
@@ -339,6 +341,9 @@ def _thermal_values(feeder: Feeder, point: OperatingPoint, polygon_sides: int,
     offsets = 2 * np.pi * np.arange(k) / polygon_sides
     spread = None if point.spread is None or k < 3 else point.spread[:, :, limited]
     cos_off, sin_off = np.cos(offsets), np.sin(offsets)
+    if faces is not None:
+        return [faces((point.p[:, limited], point.q[:, limited]), (p_r, q_r), (a, b, c), r, x, cos_off, sin_off,
+                      spread).ravel()]
 
     def faces(pp: np.ndarray, qq: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
         # cos and sin of (theta + offset), theta the flow's direction (0 where there is no flow, as
@@ -527,14 +532,19 @@ class Relinearisation:
                                _loss_weights(feeder, point.p.shape[0]),
                                bool(np.bincount(slots, minlength=len(keys)).max(initial=0) <= 1))
 
-    def at(self, point: OperatingPoint) -> LinearModel:
-        """The model linearised at ``point`` (same blocks, costs and bounds)."""
+    def at(self, point: OperatingPoint, kernels=None) -> LinearModel:
+        """The model linearised at ``point`` (same blocks, costs and bounds). ``kernels``: compiled drop-ins for
+        the values (the loss-aware curve's :mod:`engine.tracerjit`, whose ``thermal_values`` and ``add_distinct``
+        give the same bits; a clearing never imports it)."""
         # The values only (:func:`_point_blocks`' order): the rows and columns are those ``slots`` was made from.
         gradient = _current_gradient(self.feeder, point)
         vals = np.concatenate([_correction_values(self.feeder, point, gradient, self.weights).ravel()] +
-                              _thermal_values(self.feeder, point, self.polygon_sides, gradient))
+                              _thermal_values(self.feeder, point, self.polygon_sides, gradient,
+                                              None if kernels is None else kernels.thermal_values))
         base = self.base
-        if self.distinct:       # each term its own entry: added in place (as the sum below, to the bit)
+        if self.distinct and kernels is not None:
+            data = kernels.add_distinct(base.data, self.slots, vals)
+        elif self.distinct:       # each term its own entry: added in place (as the sum below, to the bit)
             data = base.data.copy()
             data[self.slots] += vals
         else:

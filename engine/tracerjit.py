@@ -1070,3 +1070,72 @@ def tree_sweep(topology, r_pu: np.ndarray, x_pu: np.ndarray, v0_pu: float, s_wit
     if flat:
         v, current, s_send = v[:, 0], current[:, 0], s_send[:, 0]
     return Sweep(v=v, current=current, s_send=s_send, iterations=int(iterations), converged=bool(converged))
+
+
+@numba.njit(_F2(_F2, _F2, _F2, _F2, _F2, _F2, _F2, _F2, _F2, _F, _F, _F, _F, _F2, _F2, numba.boolean), **_JIT)
+def _thermal_faces(ps, qs, hs, pr, qr, hr, ga, gb, gc, r, x, cos_off, sin_off, cd, sd, turned):  # pragma: no cover
+    """The body of :func:`thermal_values`, one pass over the intervals and limited lines (arrays ``(T, lim)``)."""
+    n_t, lim = ps.shape
+    k = len(cos_off)
+    out = np.empty((5, n_t * lim * k))
+    for t in range(n_t):
+        for j in range(lim):
+            base = (t * lim + j) * k
+            for end in range(2):
+                pp, qq, h = (ps[t, j], qs[t, j], hs[t, j]) if end == 0 else (pr[t, j], qr[t, j], hr[t, j])
+                if h == 0.0:
+                    c, s = 1.0, 0.0
+                else:
+                    c, s = pp / h, qq / h
+                for f in range(k):
+                    cf, sf = c * cos_off[f] - s * sin_off[f], s * cos_off[f] + c * sin_off[f]
+                    if turned and f == 1:
+                        cf, sf = c * cd[end * n_t + t, j] - s * sd[end * n_t + t, j], \
+                            s * cd[end * n_t + t, j] + c * sd[end * n_t + t, j]
+                    elif turned and f == k - 1:
+                        cf, sf = c * cd[end * n_t + t, j] + s * sd[end * n_t + t, j], \
+                            s * cd[end * n_t + t, j] - c * sd[end * n_t + t, j]
+                    if end == 0:
+                        out[0, base + f], out[1, base + f] = cf, sf
+                    else:
+                        loss_w = cf * r[j] + sf * x[j]
+                        out[2, base + f] = cf - loss_w * ga[t, j]
+                        out[3, base + f] = sf - loss_w * gb[t, j]
+                        out[4, base + f] = -loss_w * gc[t, j]
+    return out
+
+
+def thermal_values(sending: tuple, receiving: tuple, gradient: tuple, r: np.ndarray, x: np.ndarray,
+                   cos_off: np.ndarray, sin_off: np.ndarray, spread: np.ndarray | None) -> np.ndarray:
+    """:func:`engine.losses._thermal_values`' five blocks (``(5, T * lim * k)``, each raveled as there) in one
+    compiled pass, the same values to the bit (the same products and sums; ``hypot``, ``cos`` and ``sin`` by numpy
+    here): the loss-aware curve re-linearises at every fixed point it anchors, where numpy's passes over the
+    ``(T, lim, k)`` faces were some 0.25 ms at 1,000 buses.
+
+    ``sending``, ``receiving``: each end's flows ``(p, q)`` (pu, ``(T, lim)``); ``gradient``: the current's
+    gradient ``(a, b, c)`` there; ``r``, ``x``: the lines' impedances (pu); ``cos_off``, ``sin_off``: the faces'
+    offsets from the tangent one; ``spread``: ``(2, T, lim)`` angles (rad) of the faces either side of it
+    (None: the regular polygon's)."""
+    def flows(pq):
+        p, q = (np.ascontiguousarray(v, dtype=float) for v in pq)
+        return p, q, np.hypot(p, q)
+
+    turned = spread is not None
+    n_t, lim = sending[0].shape
+    cd, sd = (np.ascontiguousarray(f(spread).reshape(2 * n_t, lim)) for f in (np.cos, np.sin)) if turned else \
+        (np.empty((0, 0)), np.empty((0, 0)))
+    grad = (np.ascontiguousarray(g, dtype=float) for g in gradient)
+    return _thermal_faces(*flows(sending), *flows(receiving), *grad, np.ascontiguousarray(r, dtype=float),
+                          np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(cos_off),
+                          np.ascontiguousarray(sin_off), cd, sd, turned)
+
+
+@numba.njit(_F(_F, _I, _F), **_JIT)
+def add_distinct(data, slots, vals):                                                      # pragma: no cover
+    """A copy of ``data`` with ``vals[i]`` added at ``slots[i]`` (distinct): numpy's ``data[slots] += vals`` (the
+    same sums) in one loop, without its gather and scatter (0.155 ms for 48,951 terms of the 1,000-bus feeder's
+    loss-aware matrix, :meth:`engine.losses.Relinearisation.at`, re-linearised at every anchor of its curve)."""
+    out = data.copy()
+    for i in range(len(slots)):
+        out[slots[i]] += vals[i]
+    return out

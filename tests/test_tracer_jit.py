@@ -536,3 +536,45 @@ def test_price_range_is_where_every_nonbasic_reduced_cost_and_active_dual_has_it
     for lam in grid:
         if min(abs(lam - low), abs(lam - high)) > 1e-6:
             assert holds(float(lam)) == (low <= lam <= high), (lam, low, high)
+
+
+@pytest.mark.parametrize("sides", [4, 16])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_thermal_values_are_numpy_s_faces_bit_for_bit(sides, seed):
+    """The compiled thermal rows' values (:func:`tracerjit.thermal_values`) are those of numpy's passes, to the bit,
+    at an AC point of random withdrawals over three intervals with a line carrying no flow (the ``hypot == 0``
+    branch), with and without the turned faces either side of the tangent one (:func:`engine.losses.refined`)."""
+    from dataclasses import replace
+
+    from dsomarket.engine import losses
+    from dsomarket.engine.feeders import synthetic
+
+    f = synthetic(60, 5)
+    rng = np.random.default_rng(seed)
+    n = f.topology.r_pu.shape[0] + 1
+    w_p, w_q = rng.uniform(-200.0, 300.0, (n, 3)), rng.uniform(-50.0, 100.0, (n, 3))
+    leaf = np.setdiff1d(np.arange(1, n), f.topology.parent[1:])[0]
+    w_p[leaf], w_q[leaf] = 0.0, 0.0         # the line into a leaf with no withdrawal carries nothing
+    point = losses.operating_point(f, w_p, w_q)
+    for spread in (None, rng.uniform(1e-5, 0.3, (2, *point.p.shape))):
+        at = replace(point, spread=spread)
+        numpy_values = np.concatenate(losses._thermal_values(f, at, sides))
+        (compiled,) = losses._thermal_values(f, at, sides, faces=tracerjit.thermal_values)
+        assert np.count_nonzero(np.hypot(point.p, point.q) == 0.0) > 0
+        assert compiled.dtype == numpy_values.dtype and np.array_equal(compiled, numpy_values)
+
+
+@given(n=st.integers(1, 300), share=st.floats(0.0, 1.0), seed=st.integers(0, 2**31))
+@settings(max_examples=40, deadline=None)
+def test_add_distinct_is_numpy_s_add_at_distinct_slots_bit_for_bit(n, share, seed):
+    """:func:`tracerjit.add_distinct` is numpy's ``data[slots] += vals`` on a copy (the loss-aware re-linearisation's
+    scatter, :meth:`engine.losses.Relinearisation.at`), to the bit, and leaves ``data`` as it was."""
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=n) * 10.0 ** rng.integers(-8, 8, n)
+    slots = rng.permutation(n)[:int(share * n)].astype(np.int64)
+    vals = rng.normal(size=len(slots)) * 10.0 ** rng.integers(-8, 8, len(slots))
+    before = data.copy()
+    expected = data.copy()
+    expected[slots] += vals
+    out = tracerjit.add_distinct(data, slots, vals)
+    assert np.array_equal(out, expected) and np.array_equal(data, before)
