@@ -361,3 +361,22 @@ def test_a_steep_stretch_through_a_zero_import_is_drawn_from_fresh_clearings_wit
         gap = abs(curve.import_at(0, p) - got)
         assert gap <= check["max_error_kw"] + 1e-6, (p, curve.import_at(0, p), got)
         assert gap <= CURVE_TOL * max(abs(got), small), (p, curve.import_at(0, p), got)
+
+
+def test_the_lossless_clearing_is_the_textbook_lp_s_on_a_voltage_floor_with_a_large_dual(tmp_path, monkeypatch):
+    # bench_hidden_physics --cases 6 --seed 5100, case synth200-s5104 at -53.99: line 135 on its polygon and three
+    # buses on their voltage floor. At Clarabel's default tolerances the textbook LP left that floor by ~1e-6 pu^2,
+    # which moved the marginal bid: DLMPs 10.1 per MWh off at 194 buses. At tests/reference.py's tolerances it is
+    # HiGHS's vertex; the engine's optimum was right (HiGHS cold and from the slack basis agree).
+    from dsomarket.clients.files import read_table
+    from tests.reference import solve_reference
+
+    f, book = _generated_case("synth200", 5104, tmp_path, monkeypatch)
+    bids = read_table(str(tmp_path / "synth200-s5104" / "bids.csv"), "bids")
+    for price in (-53.99, -50.0):
+        res = clear(f, book, price, options=ClearingOptions(formulation="lindistflow"))
+        ref = solve_reference(f, bids, price)
+        worst = max(abs(d - ref.dlmp[b]) for b, d in zip(res.prices["bus"], res.prices["dlmp"]))
+        assert worst <= 0.01, (price, worst)
+        assert abs(res.interface_import_kw[0] - ref.import_kw) <= 1e-3, price
+        assert abs(res.welfare - ref.welfare) <= 1e-5 * abs(ref.welfare), price
