@@ -224,7 +224,7 @@ class _FixedPoints:
                     self._anchors[id(v)] = (v, *entry[1:])
                     return v
         if not starts:
-            del self._starts[starts:]    # the first clearing starts where ``clear``'s does, not at the anchor's
+            self._starts.clear()    # the first clearing starts where ``clear``'s does, not at a failed anchor's
         return self.at(price, slack=starts > 0)
 
     def walk(self, a: _Sample, limit: float, tol: float, rising: bool = True) -> list[_Sample] | None:

@@ -324,11 +324,11 @@ def thermal(feeder: Feeder, point: OperatingPoint, polygon_sides: int) -> tuple[
 
 
 def _thermal_values(feeder: Feeder, point: OperatingPoint, polygon_sides: int,
-                    gradient: tuple | None = None, faces=None) -> list[np.ndarray]:
+                    gradient: tuple | None = None, kernel=None) -> list[np.ndarray]:
     """The values of :func:`thermal`'s blocks in its order (``line_thermal`` on ``line_p``, ``line_q``;
     ``line_thermal_receiving`` on ``line_p``, ``line_q``, ``v``), without their rows and columns (which the point
     does not move); empty when no line is limited. ``gradient``: :func:`_current_gradient` of the point, if known.
-    ``faces``: a drop-in that computes them at once (the loss-aware curve's compiled one,
+    ``kernel``: a drop-in that computes them at once (the loss-aware curve's compiled one,
     :func:`engine.tracerjit.thermal_values`; then one array, the five concatenated)."""
     topo = feeder.topology
     limited = np.nonzero(np.isfinite(topo.s_max_kva))[0]
@@ -341,8 +341,8 @@ def _thermal_values(feeder: Feeder, point: OperatingPoint, polygon_sides: int,
     offsets = 2 * np.pi * np.arange(k) / polygon_sides
     spread = None if point.spread is None or k < 3 else point.spread[:, :, limited]
     cos_off, sin_off = np.cos(offsets), np.sin(offsets)
-    if faces is not None:
-        return [faces((point.p[:, limited], point.q[:, limited]), (p_r, q_r), (a, b, c), r, x, cos_off, sin_off,
+    if kernel is not None:
+        return [kernel((point.p[:, limited], point.q[:, limited]), (p_r, q_r), (a, b, c), r, x, cos_off, sin_off,
                       spread).ravel()]
 
     def faces(pp: np.ndarray, qq: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:

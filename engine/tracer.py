@@ -75,7 +75,6 @@ there is the step's price.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from dataclasses import dataclass
@@ -88,7 +87,7 @@ from dsomarket.engine import losses, tracerjit
 from dsomarket.engine.clearing import NodalMarket
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA
-from dsomarket.engine.solver import slack_basis
+from dsomarket.engine.solver import slack_basis, with_data
 
 
 Q_TOL_MW = 1e-6
@@ -342,9 +341,7 @@ class _Pattern:
         """``(A, A^T)`` as CSR matrices of this pattern with ``data`` (``A``'s CSC values): shallow copies of two
         made once, given their values, as SciPy's constructor checks the arrays each time (30 us a matrix; a probe
         is made per re-linearisation of the loss-aware curve, some 200 on an ieee33 curve)."""
-        a, at = copy.copy(self._a), copy.copy(self._at)
-        a.data, at.data = data[self.to_csr], data
-        return a, at
+        return with_data(self._a, data[self.to_csr]), with_data(self._at, data)
 
     def holds(self, a_csc: sp.csc_matrix) -> bool:
         """Whether ``a_csc`` (canonical) has this pattern."""

@@ -559,7 +559,7 @@ def test_thermal_values_are_numpy_s_faces_bit_for_bit(sides, seed):
     for spread in (None, rng.uniform(1e-5, 0.3, (2, *point.p.shape))):
         at = replace(point, spread=spread)
         numpy_values = np.concatenate(losses._thermal_values(f, at, sides))
-        (compiled,) = losses._thermal_values(f, at, sides, faces=tracerjit.thermal_values)
+        (compiled,) = losses._thermal_values(f, at, sides, kernel=tracerjit.thermal_values)
         assert np.count_nonzero(np.hypot(point.p, point.q) == 0.0) > 0
         assert compiled.dtype == numpy_values.dtype and np.array_equal(compiled, numpy_values)
 
