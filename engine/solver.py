@@ -143,6 +143,15 @@ class LinearModel:
             a = sp.csc_matrix((self.n_row, self.n_col))
         a.sum_duplicates()
         a.sort_indices()
+        return self.assemble_as(a)
+
+    def assemble_as(self, a: sp.csc_matrix) -> tuple:
+        """:meth:`assemble` with ``a`` as the matrix: the caller's own assembly of the terms given, equal to the one
+        :meth:`assemble` makes of them to the bit (column-wise, sorted indices, no duplicates, the same explicit
+        zeros), made from parts it keeps (:func:`engine.lindistflow.build`: the network's columns, kept per
+        topology, where the coo conversion costs a clearing of 1,000 buses / 10,000 bids ~0.4 ms)."""
+        if a.shape != (self.n_row, self.n_col):
+            raise ValueError(f"assemble_as: shape {a.shape}, expected {(self.n_row, self.n_col)}")
         self._assembled = (_cat(self._cost), _cat(self._lo), _cat(self._up), a, _cat(self._rlo), _cat(self._rup),
                            np.concatenate(self._int) if self._int else np.zeros(0, dtype=np.int32))
         return self._assembled
