@@ -215,12 +215,14 @@ def _canonical_rows(table: pl.DataFrame) -> np.ndarray | None:
         return None
     if 0 < n_null < n:
         return table.with_row_index("_row").sort(["interval", "bid_id"], nulls_last=False)["_row"].to_numpy()
-    t = iv.to_physical().to_numpy() if not n_null else np.zeros(n, dtype=np.int64)
+    if n_null:           # single-interval: polars's own check of the neighbours, which stops at the first descent
+        return None if ids.is_sorted() else ids.arg_sort().to_numpy()
+    t = iv.to_physical().to_numpy()
     ascending = (ids.slice(1) >= ids.slice(0, n - 1)).to_numpy()
     if ((t[1:] > t[:-1]) | ((t[1:] == t[:-1]) & ascending)).all():
         return None
     order = ids.arg_sort().to_numpy()
-    return order if n_null else order[np.argsort(t[order], kind="stable")]
+    return order[np.argsort(t[order], kind="stable")]
 
 
 def for_interval(book: BidBook, t: int) -> BidBook:
@@ -325,7 +327,8 @@ def merge_columns(book: BidBook, coupled: set | None = None) -> BidColumns:
     first_bid = np.nonzero(first)[0]                # columns in order of first appearance
     of_bid = (np.cumsum(first) - 1)[head]
     quantity = np.bincount(of_bid, weights=book.quantity_kw, minlength=len(first_bid))
-    table = book.table[first_bid].with_columns(quantity_kw=pl.Series(quantity))
+    table = book.table[first_bid]   # a new frame: its quantities replaced in place, without a with_columns query
+    table.replace_column(table.get_column_index("quantity_kw"), pl.Series("quantity_kw", quantity))
     merged = BidBook(table=table, intervals=book.intervals, bus_idx=book.bus_idx[first_bid],
                      t_idx=book.t_idx[first_bid], withdraw_sign=book.withdraw_sign[first_bid],
                      quantity_kw=quantity, price=book.price[first_bid], tan_phi=book.tan_phi[first_bid])

@@ -135,7 +135,28 @@ def build(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRul
         model.add_constraints("line_thermal", net["line_thermal"], -bound, bound)
 
     add_resources(model, book, resources, rules)
+    if not (shed or corrections or resources):
+        # A plain market's matrix is the bids' two entries a column (balance rows p and q) before the network's
+        # columns, which are the same for every book on this network: those are kept from the first market's
+        # assembly, and the bids' put before them (the matrix assemble() would make, at half its cost).
+        network = topo.memo(("lindistflow columns", T, sides), lambda: model.assemble()[3][:, book.n:])
+        model.assemble_as(_with_bid_columns(network, bus_row, n * T, bid_w.data, bid_wq.data))
     return model
+
+
+def _with_bid_columns(network: sp.csc_matrix, bus_row: np.ndarray, q_rows: int, p: np.ndarray,
+                      q: np.ndarray) -> sp.csc_matrix:
+    """The matrix of bid columns, each with ``p`` in its bus's active balance row ``bus_row`` and ``q`` in its
+    reactive one (``q_rows`` rows below, so after it in the column), before the ``network`` columns."""
+    n_bid = len(bus_row)
+    indices = np.empty(2 * n_bid, dtype=network.indices.dtype)
+    data = np.empty(2 * n_bid)
+    indices[0::2], indices[1::2] = bus_row, bus_row + q_rows
+    data[0::2], data[1::2] = p, q
+    return sp.csc_matrix((np.concatenate([data, network.data]), np.concatenate([indices, network.indices]),
+                          np.concatenate([np.arange(0, 2 * n_bid, 2, dtype=network.indptr.dtype),
+                                          network.indptr + 2 * n_bid])),
+                         shape=(network.shape[0], n_bid + network.shape[1]))
 
 
 def _network_blocks(topo: Topology, T: int, polygon_sides: int | None) -> dict:

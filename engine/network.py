@@ -457,6 +457,53 @@ def _normalise(df: pl.DataFrame, schema: dict, table: str, defaults: dict,
     may be a pandas DataFrame (:func:`as_polars`).
     """
     df = as_polars(df, table)
+    out = _as_given(df, schema, defaults)
+    if out is None:
+        out = _cast(df, schema, table, defaults)
+    null_counts = out.null_count().row(0)   # one pass over the table; a column with nulls is searched for the first
+    for (col, dtype), n_null in zip(schema.items(), null_counts):
+        if col in nullable:
+            continue
+        if n_null:
+            raise InputError(table, col, "is empty", row=int(np.nonzero(out[col].is_null().to_numpy())[0][0]))
+        if dtype == pl.Float64:
+            nans = np.nonzero(np.isnan(out[col].to_numpy()))[0]
+            if len(nans):
+                raise InputError(table, col, "is NaN", row=int(nans[0]))
+    return out
+
+
+def _as_given(df: pl.DataFrame, schema: dict, defaults: dict) -> pl.DataFrame | None:
+    """:func:`_normalise`'s table where nothing needs a cast or a fill: the given columns, each of its schema's type,
+    as they are, and the missing ones their defaults repeated; None where some column needs more (:func:`_cast`).
+    A frame of those Series, without a query's planning: half of ``_cast``'s cost at 10,000 bids."""
+    if not any(col in df.columns for col in schema):
+        return None      # defaults alone: the query's one row
+    columns = []
+    for col, dtype in schema.items():
+        if isinstance(dtype, pl.Datetime) and dtype != pl.Datetime("us", "UTC"):
+            return None  # _cast reads every timestamp as UTC microseconds
+        if col in df.columns:
+            given = df.get_column(col)
+            if given.dtype != dtype or (defaults.get(col) is not None and given.null_count()):
+                return None
+            columns.append(given)
+        elif col in defaults and _default_fits(defaults[col], dtype):
+            columns.append(pl.Series(col, [defaults[col]], dtype=dtype).new_from_index(0, df.height))
+        else:
+            return None
+    return pl.DataFrame(columns)
+
+
+def _default_fits(value, dtype) -> bool:
+    """Whether a default is already of its column's type (a null is of any), so that no cast changes it."""
+    return value is None or any(dtype == kind and type(value) is cls
+                                for kind, cls in ((pl.Utf8, str), (pl.Float64, float), (pl.Boolean, bool)))
+
+
+def _cast(df: pl.DataFrame, schema: dict, table: str, defaults: dict) -> pl.DataFrame:
+    """:func:`_normalise`'s columns selected, defaulted and cast by one query; InputError naming the first value
+    that cannot be cast."""
     exprs = []
     for col, dtype in schema.items():
         if col in df.columns:
@@ -475,23 +522,12 @@ def _normalise(df: pl.DataFrame, schema: dict, table: str, defaults: dict,
             expr = expr.cast(dtype, strict=True)
         exprs.append(expr.alias(col))
     try:
-        out = df.select(exprs)
+        return df.select(exprs)
     except pl.exceptions.PolarsError as exc:
         bad = _first_uncastable(df, schema)
         if bad:
             raise InputError(table, bad[0], bad[2], row=bad[1]) from None
         raise InputError(table, "?", str(exc).splitlines()[0]) from None
-    null_counts = out.null_count().row(0)   # one pass over the table; a column with nulls is searched for the first
-    for (col, dtype), n_null in zip(schema.items(), null_counts):
-        if col in nullable:
-            continue
-        if n_null:
-            raise InputError(table, col, "is empty", row=int(np.nonzero(out[col].is_null().to_numpy())[0][0]))
-        if dtype == pl.Float64:
-            nans = np.nonzero(np.isnan(out[col].to_numpy()))[0]
-            if len(nans):
-                raise InputError(table, col, "is NaN", row=int(nans[0]))
-    return out
 
 
 def _utc(expr: pl.Expr, dtype) -> pl.Expr:

@@ -98,12 +98,18 @@ class TableLayout:
                    line=topo.memo(("line column", T), lambda: _id_column(topo.line_ids, T).alias("line")),
                    line_interval=_iv_column(ivs, np.repeat(np.arange(T), topo.n_line)),
                    interval=_iv_column(ivs, np.arange(T)), s_lim=np.tile(topo.s_max_kva, T),
-                   bids=book.table.select(*_BID_COLUMNS))
+                   bids=dispatch_columns(book.table))
 
 
 _BID_COLUMNS = ("bid_id", "interval", "bus", "side", "aggregator_id", "resource_id", "price", "quantity_kw",
                 "tan_phi")
 """The bid book's columns a dispatch table repeats, before ``cleared_kw``."""
+
+
+def dispatch_columns(table: pl.DataFrame) -> pl.DataFrame:
+    """``table``'s :data:`_BID_COLUMNS` in that order: its own columns in a new frame, as ``select`` gives them
+    without a query's planning (a third of select's cost at 10,000 bids)."""
+    return pl.DataFrame([table.get_column(name) for name in _BID_COLUMNS])
 
 
 @dataclass(frozen=True, eq=False)
@@ -300,7 +306,7 @@ def _tables(market: MarketContext, status: str, x, line_p, line_q, v, p0, q0, y_
 def _failed(market: MarketContext, status: str, solve_seconds: float, diagnosis: tuple,
             solver: str = "highs") -> ClearingResult:
     empty = pl.DataFrame()
-    dispatch = market.book.table.select(*_BID_COLUMNS).with_columns(cleared_kw=pl.lit(None, pl.Float64))
+    dispatch = dispatch_columns(market.book.table).with_columns(cleared_kw=pl.lit(None, pl.Float64))
     return ClearingResult(status=status, formulation=market.formulation,
                           intervals=list(market.book.intervals), welfare=float("nan"), dispatch=dispatch,
                           prices=empty, lines=empty, buses=empty,

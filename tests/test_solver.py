@@ -85,3 +85,35 @@ def test_a_clearing_starts_from_the_slack_basis_and_falls_back_cold(caplog):
     assert res.ok and slack.ok
     assert res.welfare == pytest.approx(slack.welfare, rel=1e-9, abs=1e-9)
     assert res.interface_import_kw[0] == pytest.approx(slack.interface_import_kw[0], abs=1e-6)
+
+
+@pytest.mark.parametrize("n_bus, n_bid, intervals, sides", [(33, 60, 1, 8), (200, 500, 1, 12), (120, 300, 3, 8)])
+def test_a_plain_lossless_matrix_from_the_kept_network_columns_is_assemble_s(n_bus, n_bid, intervals, sides):
+    """lindistflow.build puts a plain market's bid columns before the network's columns kept from the first market
+    on the topology: the matrix LinearModel.assemble makes of the model's terms, to the bit (a second book on the
+    same network takes the kept columns; -0.0 and 0.0 of the bids' reactive terms stay apart)."""
+    from datetime import datetime, timedelta, timezone
+
+    import numpy as np
+    import polars as pl
+
+    from dsomarket.engine import lindistflow
+    from dsomarket.engine.bids import canonical, merge_columns
+    from dsomarket.engine.feeders import synthetic
+
+    feeder = ieee33() if n_bus == 33 else synthetic(n_bus, 3)
+    start = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    for seed in (1, 2):
+        bids = random_bids(feeder, n_bid, seed, tan_phi=True)
+        if intervals > 1:
+            bids = bids.with_columns(interval=pl.Series([start + timedelta(hours=k % intervals) for k in range(n_bid)],
+                                                        dtype=pl.Datetime("us", "UTC")))
+        book = merge_columns(canonical(validate_bids(bids, feeder, RULES), feeder, RULES, indexed=True), set()).book
+        model = lindistflow.build(feeder, book, np.full(intervals, 50.0), RULES, polygon_sides=sides)
+        kept = model.assemble()[3]
+        model._assembled = None
+        made = model.assemble()[3]
+        assert kept.shape == made.shape and kept.indptr.dtype == made.indptr.dtype
+        assert kept.indices.dtype == made.indices.dtype
+        assert np.array_equal(kept.indptr, made.indptr) and np.array_equal(kept.indices, made.indices)
+        assert np.array_equal(kept.data.view(np.int64), made.data.view(np.int64))
