@@ -185,11 +185,16 @@ class NodalMarket:
             sol = self.solver.solve()
         if not self.lossaware:
             return sol
-        sol, convergence = successive.converge(self.solver, [successive.Part(self)],
-                                               lambda: self.solver.set_matrix(self.model), sol)
+        parts = [successive.Part(self)]
+
+        def set_matrix() -> None:
+            self.solver.set_matrix(self.model)
+
+        sol, convergence = successive.converge(self.solver, parts, set_matrix, sol)
         # Where losses are worth money the AC problem is non-convex: of the fixed points reachable from
         # either side of the bids that could be fixed points at either end, the better one.
-        sol, self.convergence = branches.best_fixed_point(self, sol, convergence) if compare else (sol, convergence)
+        sol, self.convergence = (branches.best_fixed_point(self.solver, parts, set_matrix, sol, convergence)
+                                 if compare else (sol, convergence))
         return sol
 
     def bid_at_iso_price(self) -> bool:

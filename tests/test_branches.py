@@ -73,7 +73,8 @@ def test_a_clearing_where_no_dlmp_is_negative_is_the_one_successive_lp_alone_giv
         assert got.convergence["branches"] == 1
         assert (got.prices["dlmp"] >= 0.0).all()
         with monkeypatch.context() as patched:
-            patched.setattr(branches, "best_fixed_point", lambda market, sol, convergence: (sol, convergence))
+            patched.setattr(branches, "best_fixed_point",
+                            lambda solver, parts, set_matrix, sol, convergence: (sol, convergence))
             alone = clear(f, book, price, rules=RULES)
         assert alone.convergence | {"branches": 1} == got.convergence
         assert got.welfare == alone.welfare
