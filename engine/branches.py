@@ -16,8 +16,8 @@ the same of ``clear``.
 :func:`best_fixed_point`, called by :meth:`engine.clearing.NodalMarket.converge` and
 :meth:`engine.runs.CoupledMarket.converge` (so ``clear``, ``clear_runs``, the curves' clearings, a horizon's
 included, and a kept market's re-clears choose alike), converges once more from the other side of the bids
-that could be fixed points there (:func:`candidates`), one interval at a time, and keeps the better fixed point
-by the objective with the AC import (:func:`engine.successive.merit`).
+that could be fixed points there (:func:`candidates`), one interval's (or one resource's in it) at a time, and
+keeps the better fixed point by the objective with the AC import (:func:`engine.successive.merit`).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ the smaller import is then kept (the same choice whichever the iteration reached
 
 def candidates(parts: list[successive.Part], solver: HighsSolver, sol: Solution
                ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Where each column of the ``bid`` block would be on the other branch (MW; NaN where it has none) and which
-    interval of which part it is in (its group: an index per part and interval); None where no bid has one.
+    """Where each column of the ``bid`` block would be on the other branch (MW; NaN where it has none) and its
+    group (an index per part, interval and resource: an interval's bids of no resource are one group, each
+    resource's bids in it another); None where no bid has one.
 
     A branch is possible only where losses are worth money: at a bus whose DLMP in ``sol`` is negative, the
     objective (which pays that price for the losses its dispatch causes) is concave in the dispatch there.
@@ -63,12 +64,17 @@ def candidates(parts: list[successive.Part], solver: HighsSolver, sol: Solution
         m = part.market
         book, topo = m.columns.book, m.feeder.topology
         x, bid = sol.x[part.cols], m.model.var("bid").slice
-        groups.append(offset + book.t_idx)
-        offset += book.n_interval
         dlmp = m.block(sol.row_dual[part.rows], "bus_p_balance", rows=True).reshape(book.n_interval, topo.n_bus)
         if part.frozen or not (dlmp < 0.0).any():
             others.append(np.full(book.n, np.nan))
+            groups.append(np.full(book.n, -1))
             continue
+        # A resource's bids apart from the interval's others: its state links them to its bids in other
+        # intervals, so that whether it is on one branch is another choice than whether they are.
+        resource = np.unique(book.table["resource_id"].to_numpy(), return_inverse=True)[1].reshape(-1)
+        kinds = int(resource.max(initial=0)) + 1
+        groups.append(offset + book.t_idx * kinds + resource)
+        offset += book.n_interval * kinds
         lo, hi = solver.col_lower[part.cols][bid], solver.col_upper[part.cols][bid]
         xb, reduced = x[bid], sol.col_dual[part.cols][bid]
         other = np.where(xb - lo > hi - xb, lo, hi)
@@ -121,22 +127,24 @@ class _FixedPoint:
 def best_fixed_point(solver: HighsSolver, parts: list[successive.Part], set_matrix: Callable[[], None],
                      sol: Solution, convergence: dict | None) -> tuple[Solution, dict | None]:
     """The best of the fixed point ``sol`` (converged, its summary ``convergence``) and those successive LP
-    reaches from the other side of its :func:`candidates`, one interval at a time, with the summary of the one kept.
+    reaches from the other side of its :func:`candidates`, one group at a time, with the summary of the one kept.
 
     ``solver``, ``parts`` and ``set_matrix`` are what :func:`engine.successive.converge` was given
     (:meth:`engine.clearing.NodalMarket.converge`: the market itself; :meth:`engine.runs.CoupledMarket.converge`:
-    a horizon's parts). Each other start is the AC power flow of the best fixed point so far with one interval's
+    a horizon's parts). Each other start is the AC power flow of the best fixed point so far with one group's
     candidates moved to their other side, linearised there (as a re-linearisation of
     :func:`engine.successive.converge` is) and converged from; the one reached is kept where its objective with its
     AC import (:func:`engine.successive.merit`; ties within ``MERIT_TIE``: the smaller import) is smaller, and the
-    candidates are then those of the one kept. One interval at a time because each interval's bids have their own
-    branches: over a horizon of three at a negative ISO price (bid b8 of ieee33-s908 each hour, a battery linking
-    them), moving every interval's at once compared only two of the eight and kept the worse
-    (``benchmarks/bench_coupled_fixed_points.py``). Each interval is tried once, so a market of one interval
-    converges at most twice and one of T at most T + 1 times. Both are fixed points (KKT points of the AC
-    problem); the market is left as the kept one's converge left it (its linearisation, point and basis). The
-    summary's ``iterations`` count every converge; ``branches`` is how many fixed points were compared (1 where
-    there was no other side to try, or ``sol`` did not converge).
+    candidates are then those of the one kept. One group at a time because each interval's bids have their own
+    branches, and a resource's are tied to its bids in the other intervals: over a horizon of three hours at a
+    negative ISO price (bid b8 of ieee33-s908 each hour, a battery at its bus), moving every candidate at once
+    compared two of the eight branches of b8 and kept the worse, and moving each hour's together (the battery's
+    with b8's) missed the battery charging in hour 1, better by 0.004 per hour with line 17 out
+    (``benchmarks/bench_coupled_fixed_points.py``). Each group is tried once, so a market of one interval and no
+    resource converges at most twice, and one of T intervals and R resources at most T (R + 1) + 1 times. All are
+    fixed points (KKT points of the AC problem); the market is left as the kept one's converge left it (its
+    linearisation, point and basis). The summary's ``iterations`` count every converge; ``branches`` is how many
+    fixed points were compared (1 where there was no other side to try, or ``sol`` did not converge).
     """
     if convergence is None:
         return sol, convergence

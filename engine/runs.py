@@ -290,9 +290,9 @@ class CoupledMarket:
         objective with each part's AC import, the violation of each part's limits)
         span the horizon, so the rows that link intervals are in every step. Where some DLMP is negative, the
         better of the fixed points reachable from either side of the bids that could be fixed points at either
-        end is kept, interval by interval, as :meth:`engine.clearing.NodalMarket.converge` keeps it
-        (:func:`engine.branches.best_fixed_point`; of the parts not frozen; ``compare=False``: the one successive
-        LP reaches from where the horizon is).
+        end is kept, interval by interval and resource by resource, as :meth:`engine.clearing.NodalMarket.converge`
+        keeps it (:func:`engine.branches.best_fixed_point`; of the parts not frozen; ``compare=False``: the one
+        successive LP reaches from where the horizon is).
         """
         s = self.solver
         sol = s.solve()
