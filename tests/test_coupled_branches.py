@@ -16,6 +16,7 @@ from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
 from dsomarket.engine.losses import CURVE_TOL, RESIDUAL_TOL_KW, STEP_TOL_KW
 from dsomarket.engine.network_changes import validate_changes
 from dsomarket.engine.runs import CoupledMarket, clear_runs, runs_for, trace_runs
+from tests.test_branches import _walked
 from tests.test_hidden_physics import _generated_case
 from tests.test_network_changes import changes
 
@@ -58,18 +59,6 @@ def _prices(t: int, price: float) -> np.ndarray:
     return out
 
 
-def _walked(market, prices: list[float], t: int = 1) -> tuple[float, float]:
-    """Interval t's import (kW, the AC power flow's) and the welfare (per hour) at the last of ``prices`` of
-    ``market`` converged by plain successive LP at each in turn, warm from the one before (``compare=False``):
-    it stays on the branches it started on, an independent sample of those fixed points."""
-    for p in prices:
-        market.set_iso_price(_prices(t, p))
-        sol = market.converge(compare=False)
-        assert market.convergence["converged"], p
-    res = market.result(sol)
-    return float(res.ac_check["import_kw"][t]), res.welfare
-
-
 @pytest.mark.timeout(900)   # some 15 s of CPU
 def test_a_horizon_keeps_the_better_fixed_point_interval_by_interval(tmp_path, monkeypatch):
     # b8 (815.5 kW at bus 21) has two fixed points every hour near these prices, so the horizon has eight. Moving
@@ -100,7 +89,7 @@ def test_a_horizon_keeps_the_better_fixed_point_interval_by_interval(tmp_path, m
     got = clear(f, book, _prices(1, -42.1), rules=RULES, resources=resources)
     for start in (-42.6, -41.4):
         walked = _walked(NodalMarket(f, book, _prices(1, start), RULES, resources, ClearingOptions()),
-                         [start, -42.1])
+                         [_prices(1, start), _prices(1, -42.1)], t=1)
         assert got.welfare >= walked[1] - 1e-6, start
 
 
