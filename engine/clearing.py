@@ -156,8 +156,9 @@ class NodalMarket:
         is the first AC point; typically three more warm solves follow (1,000
         buses / 10,000 bids: 4 solves in all). Where some DLMP is negative the
         losses are worth money and the AC problem is non-convex: a bid whose own
-        losses could hold it at the other end of its quantity is tried there, and
-        the better of the two fixed points kept (:func:`engine.branches.best_fixed_point`;
+        losses could hold it at the other end of its quantity is tried there (an
+        interval's, or a resource's bids in it, at a time), and the best of the
+        fixed points kept (:func:`engine.branches.best_fixed_point`;
         here, so that ``clear``, the curve's clearings and a kept market's re-clears
         choose alike; ``compare=False``: the fixed point successive LP reaches from
         where the market is, one branch followed, as ``benchmarks/bench_fixed_points.py``
