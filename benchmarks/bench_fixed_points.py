@@ -53,8 +53,8 @@ def cost(feeder, book, name: str, repeat: int) -> None:
     compare = branching.best_fixed_point
     compared: list[bool] = []
 
-    def counted(market, sol, convergence):
-        out = compare(market, sol, convergence)
+    def counted(solver, parts, set_matrix, sol, convergence):
+        out = compare(solver, parts, set_matrix, sol, convergence)
         compared.append(out[1] is not None and out[1]["branches"] == 2)
         return out
 
@@ -69,7 +69,8 @@ def cost(feeder, book, name: str, repeat: int) -> None:
         for label, f, b, rules in cases:
             best: dict[str, tuple] = {}
             for _ in range(repeat):
-                for mode, fn in (("off", lambda market, sol, convergence: (sol, convergence)), ("on", counted)):
+                for mode, fn in (("off", lambda solver, parts, set_matrix, sol, convergence: (sol, convergence)),
+                                 ("on", counted)):
                     branching.best_fixed_point = fn
                     compared.clear()
                     t0 = time.process_time()

@@ -13,20 +13,23 @@ bus 21) is the better optimum below about -41.95 and the one without it above
 (revealed preference); the interface curve, which must agree with ``clear`` and be monotone, needs
 the same of ``clear``.
 
-:func:`best_fixed_point`, called by :meth:`engine.clearing.NodalMarket.converge` (so ``clear``, the
-curve's fresh clearings and a kept market's re-clears choose alike), converges once more from the
-other side of the bids that could be fixed points there (:func:`candidates`) and keeps the better
-of the two fixed points by the objective with the AC import (:func:`engine.successive.merit`).
+:func:`best_fixed_point`, called by :meth:`engine.clearing.NodalMarket.converge` and
+:meth:`engine.runs.CoupledMarket.converge` (so ``clear``, ``clear_runs``, the curves' clearings, a horizon's
+included, and a kept market's re-clears choose alike), converges once more from the other side of the bids
+that could be fixed points there (:func:`candidates`), one interval's (or one resource's in it) at a time, and
+keeps the better fixed point by the objective with the AC import (:func:`engine.successive.merit`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from dsomarket.engine import losses, successive
-from dsomarket.engine.solver import Solution
+from dsomarket.engine.solver import HighsSolver, Solution
 
 CANDIDATE_MARGIN = 1.5
 """How far past its estimate (:func:`candidates`) the move of a bid's loss-adjusted price by its own
@@ -38,8 +41,11 @@ MERIT_TIE = 1e-9
 the smaller import is then kept (the same choice whichever the iteration reached first)."""
 
 
-def candidates(market, sol: Solution) -> np.ndarray | None:
-    """Where each bid column would be on the other branch (MW), NaN where it has none; None where no bid has.
+def candidates(parts: list[successive.Part], solver: HighsSolver, sol: Solution
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where each column of the ``bid`` block would be on the other branch (MW; NaN where it has none) and its
+    group (an index per part, interval and resource: an interval's bids of no resource are one group, each
+    resource's bids in it another); None where no bid has one.
 
     A branch is possible only where losses are worth money: at a bus whose DLMP in ``sol`` is negative, the
     objective (which pays that price for the losses its dispatch causes) is concave in the dispatch there.
@@ -51,64 +57,116 @@ def candidates(market, sol: Solution) -> np.ndarray | None:
     bus's loss factor over. That move is the DLMP times the change of the loss factor, ``2 R (1 + tan_phi^2)
     dq`` (the path's resistance and the distance moved, pu). Its other side is the end of its quantity
     farther from where it cleared (the other bound of a bid at one, the farther one of a bid cleared part-way).
+    A frozen part's bids (its linearisation held, :class:`engine.successive.Part`) have none.
     """
-    s, book, topo = market.solver, market.columns.book, market.feeder.topology
-    dlmp = market.block(sol.row_dual, "bus_p_balance", rows=True).reshape(book.n_interval, topo.n_bus)
-    if not (dlmp < 0.0).any():
-        return None
-    bid = market.model.var("bid").slice
-    lo, hi = s.col_lower[bid], s.col_upper[bid]
-    x, reduced = market.block(sol.x, "bid"), market.block(sol.col_dual, "bid")
-    other = np.where(x - lo > hi - x, lo, hi)
-    price = dlmp[book.t_idx, book.bus_idx]
-    move = -price * 2.0 * topo.path_sum(topo.r_pu)[book.bus_idx] * (1.0 + book.tan_phi ** 2) * np.abs(other - x)
-    flip = (hi > lo) & (price < 0.0) & (np.abs(reduced) < CANDIDATE_MARGIN * move)
-    return np.where(flip, other, np.nan) if flip.any() else None
+    others, groups, offset = [], [], 0
+    for part in parts:
+        m = part.market
+        book, topo = m.columns.book, m.feeder.topology
+        x, bid = sol.x[part.cols], m.model.var("bid").slice
+        dlmp = m.block(sol.row_dual[part.rows], "bus_p_balance", rows=True).reshape(book.n_interval, topo.n_bus)
+        if part.frozen or not (dlmp < 0.0).any():
+            others.append(np.full(book.n, np.nan))
+            groups.append(np.full(book.n, -1))
+            continue
+        # A resource's bids apart from the interval's others: its state links them to its bids in other
+        # intervals, so that whether it is on one branch is another choice than whether they are.
+        resource = np.unique(book.table["resource_id"].to_numpy(), return_inverse=True)[1].reshape(-1)
+        kinds = int(resource.max(initial=0)) + 1
+        groups.append(offset + book.t_idx * kinds + resource)
+        offset += book.n_interval * kinds
+        lo, hi = solver.col_lower[part.cols][bid], solver.col_upper[part.cols][bid]
+        xb, reduced = x[bid], sol.col_dual[part.cols][bid]
+        other = np.where(xb - lo > hi - xb, lo, hi)
+        price = dlmp[book.t_idx, book.bus_idx]
+        move = -price * 2.0 * topo.path_sum(topo.r_pu)[book.bus_idx] * (1.0 + book.tan_phi ** 2) * np.abs(other - xb)
+        flip = (hi > lo) & (price < 0.0) & (np.abs(reduced) < CANDIDATE_MARGIN * move)
+        others.append(np.where(flip, other, np.nan))
+    other = np.concatenate(others)
+    return (other, np.concatenate(groups)) if np.isfinite(other).any() else None
 
 
-def best_fixed_point(market, sol: Solution, convergence: dict | None) -> tuple[Solution, dict | None]:
-    """The better of the fixed point ``sol`` (converged, its summary ``convergence``) and the one successive LP
-    reaches from the other side of its :func:`candidates`, with the summary of the one kept.
+@dataclass(frozen=True, eq=False)
+class _FixedPoint:
+    """A converged solve, its summary, its merit (:func:`engine.successive.merit`: AC objective, violation), its
+    import (MW, summed over intervals) and the state that reached it: each part's linearisation and the basis."""
 
-    The other start is the AC power flow of ``sol``'s dispatch with the candidates moved to their other side,
-    linearised there (as a re-linearisation of :func:`engine.successive.converge` is) and converged from.
-    Both are fixed points (KKT points of the AC problem); the one with the smaller objective with its AC
-    import (:func:`engine.successive.merit`; ties within ``MERIT_TIE``: the smaller import) is kept, and the
-    market is left as that one's converge leaves it (its linearisation, point and basis). The summary's
-    ``iterations`` count both; ``branches`` is how many fixed points were compared (1 where there was no
-    other side to try, or ``sol`` did not converge).
+    sol: Solution
+    summary: dict
+    merit: tuple[float, float]
+    import_mw: float
+    state: tuple
+
+    @staticmethod
+    def of(parts: list[successive.Part], solver: HighsSolver, sol: Solution, summary: dict) -> "_FixedPoint":
+        pts = successive.points(parts, sol.x, solver.block(sol.x, "bid"))
+        return _FixedPoint(sol, summary, successive.merit(parts, sol, solver, pts),
+                           float(np.sum(solver.block(sol.x, "import_p"))),
+                           ([(p.market.model, p.market.point, p.market._point_bids) for p in parts],
+                            solver.h.getBasis()))
+
+    def better_than(self, other: "_FixedPoint") -> bool:
+        """A smaller AC objective (ties within ``MERIT_TIE``: the smaller import) within ``other``'s violation or
+        ``VIOLATION_TOL``."""
+        tied = abs(self.merit[0] - other.merit[0]) <= MERIT_TIE * max(1.0, abs(other.merit[0]))
+        better = self.merit[0] < other.merit[0] and not tied or tied and self.import_mw < other.import_mw
+        return better and self.merit[1] <= max(other.merit[1], losses.VIOLATION_TOL)
+
+    def restore(self, parts: list[successive.Part], solver: HighsSolver, set_matrix: Callable[[], None]) -> None:
+        """The market as this fixed point's converge left it: its linearisation and basis, set before the matrix,
+        which carries it to the next solve; the basis another start's last solve kept
+        (:meth:`HighsSolver.solve_by_basis`) is not this one's."""
+        for p, (model, point, bids) in zip(parts, self.state[0]):
+            p.market.model, p.market.point, p.market._point_bids = model, point, bids
+        successive.restore_limits(solver)
+        solver.h.setBasis(self.state[1])
+        solver._kept = None
+        set_matrix()
+
+
+def best_fixed_point(solver: HighsSolver, parts: list[successive.Part], set_matrix: Callable[[], None],
+                     sol: Solution, convergence: dict | None) -> tuple[Solution, dict | None]:
+    """The best of the fixed point ``sol`` (converged, its summary ``convergence``) and those successive LP
+    reaches from the other side of its :func:`candidates`, one group at a time, with the summary of the one kept.
+
+    ``solver``, ``parts`` and ``set_matrix`` are what :func:`engine.successive.converge` was given
+    (:meth:`engine.clearing.NodalMarket.converge`: the market itself; :meth:`engine.runs.CoupledMarket.converge`:
+    a horizon's parts). Each other start is the AC power flow of the best fixed point so far with one group's
+    candidates moved to their other side, linearised there (as a re-linearisation of
+    :func:`engine.successive.converge` is) and converged from; the one reached is kept where its objective with its
+    AC import (:func:`engine.successive.merit`; ties within ``MERIT_TIE``: the smaller import) is smaller, and the
+    candidates are then those of the one kept. One group at a time because each interval's bids have their own
+    branches, and a resource's are tied to its bids in the other intervals: over a horizon of three hours at a
+    negative ISO price (bid b8 of ieee33-s908 each hour, a battery at its bus), moving every candidate at once
+    compared two of the eight branches of b8 and kept the worse, and moving each hour's together (the battery's
+    with b8's) missed the battery charging in hour 1, better by 0.004 per hour with line 17 out
+    (``benchmarks/bench_coupled_fixed_points.py``). Each group is tried once, so a market of one interval and no
+    resource converges at most twice, and one of T intervals and R resources at most T (R + 1) + 1 times. All are
+    fixed points (KKT points of the AC problem); the market is left as the kept one's converge left it (its
+    linearisation, point and basis). The summary's ``iterations`` count every converge; ``branches`` is how many
+    fixed points were compared (1 where there was no other side to try, or ``sol`` did not converge).
     """
     if convergence is None:
         return sol, convergence
-    flip = candidates(market, sol) if sol.ok and convergence["converged"] else None
+    flip = candidates(parts, solver, sol) if sol.ok and convergence["converged"] else None
     if flip is None:
         return sol, convergence | {"branches": 1}
-    s, parts = market.solver, [successive.Part(market)]
-    x = market.block(sol.x, "bid")
-    first = successive.merit(parts, sol, s, successive.points(parts, sol.x, x))
-    kept = (market.model, market.point, market._point_bids, s.h.getBasis())
-
-    def set_matrix() -> None:
-        s.set_matrix(market.model)
-
-    start = np.where(np.isfinite(flip), flip, x)
-    successive._relinearise(parts, s, start, successive.points(parts, sol.x, start), set_matrix)
-    other, summary = successive.converge(s, parts, set_matrix, s.solve())
-    solves = convergence["iterations"] + (summary["iterations"] if summary else 1)
-    if other.ok and summary["converged"]:
-        second = successive.merit(parts, other, s, successive.points(parts, other.x, market.block(other.x, "bid")))
-        imports = [float(np.sum(market.block(v.x, "import_p"))) for v in (sol, other)]
-        tied = abs(second[0] - first[0]) <= MERIT_TIE * max(1.0, abs(first[0]))
-        better = second[0] < first[0] and not tied or tied and imports[1] < imports[0]
-        if better and second[1] <= max(first[1], losses.VIOLATION_TOL):
-            return (dataclasses.replace(other, solve_seconds=sol.solve_seconds + other.solve_seconds),
-                    summary | {"iterations": solves, "branches": 2})
-    # Back to the first fixed point: its linearisation and basis, set before the matrix, which carries it to the
-    # next solve; the basis the other start's last solve kept (HighsSolver.solve_by_basis) is not this one.
-    market.model, market.point, market._point_bids, basis = kept
-    successive.restore_limits(s)
-    s.h.setBasis(basis)
-    s._kept = None
-    s.set_matrix(market.model)
-    return (dataclasses.replace(sol, solve_seconds=sol.solve_seconds + other.solve_seconds),
-            convergence | {"iterations": solves, "branches": 2})
+    best = _FixedPoint.of(parts, solver, sol, convergence)
+    solves, seconds, compared, tried = convergence["iterations"], sol.solve_seconds, 1, set()
+    while flip is not None and (todo := sorted(set(flip[1][np.isfinite(flip[0])]) - tried)):
+        tried.add(todo[0])
+        x = solver.block(best.sol.x, "bid")
+        start = np.where(np.isfinite(flip[0]) & (flip[1] == todo[0]), flip[0], x)
+        successive._relinearise(parts, solver, start, successive.points(parts, best.sol.x, start), set_matrix)
+        other, summary = successive.converge(solver, parts, set_matrix, solver.solve())
+        solves += summary["iterations"] if summary else 1
+        seconds += other.solve_seconds
+        compared += 1
+        reached = _FixedPoint.of(parts, solver, other, summary) if other.ok and summary["converged"] else None
+        if reached is not None and reached.better_than(best):
+            best = reached
+            flip = candidates(parts, solver, other)
+        else:
+            best.restore(parts, solver, set_matrix)
+    return (dataclasses.replace(best.sol, solve_seconds=seconds),
+            best.summary | {"iterations": solves, "branches": compared})

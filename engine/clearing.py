@@ -156,8 +156,9 @@ class NodalMarket:
         is the first AC point; typically three more warm solves follow (1,000
         buses / 10,000 bids: 4 solves in all). Where some DLMP is negative the
         losses are worth money and the AC problem is non-convex: a bid whose own
-        losses could hold it at the other end of its quantity is tried there, and
-        the better of the two fixed points kept (:func:`engine.branches.best_fixed_point`;
+        losses could hold it at the other end of its quantity is tried there (an
+        interval's, or a resource's bids in it, at a time), and the best of the
+        fixed points kept (:func:`engine.branches.best_fixed_point`;
         here, so that ``clear``, the curve's clearings and a kept market's re-clears
         choose alike; ``compare=False``: the fixed point successive LP reaches from
         where the market is, one branch followed, as ``benchmarks/bench_fixed_points.py``
@@ -185,11 +186,16 @@ class NodalMarket:
             sol = self.solver.solve()
         if not self.lossaware:
             return sol
-        sol, convergence = successive.converge(self.solver, [successive.Part(self)],
-                                               lambda: self.solver.set_matrix(self.model), sol)
+        parts = [successive.Part(self)]
+
+        def set_matrix() -> None:
+            self.solver.set_matrix(self.model)
+
+        sol, convergence = successive.converge(self.solver, parts, set_matrix, sol)
         # Where losses are worth money the AC problem is non-convex: of the fixed points reachable from
         # either side of the bids that could be fixed points at either end, the better one.
-        sol, self.convergence = branches.best_fixed_point(self, sol, convergence) if compare else (sol, convergence)
+        sol, self.convergence = (branches.best_fixed_point(self.solver, parts, set_matrix, sol, convergence)
+                                 if compare else (sol, convergence))
         return sol
 
     def bid_at_iso_price(self) -> bool:

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from dsomarket.engine import successive
+from dsomarket.engine import branches, successive
 from dsomarket.engine.bids import (BidBook, Commitment, MarketRules, Resource, canonical, couples_intervals,
                                   validate_bids)
 from dsomarket.engine.clearing import (ClearingOptions, ClearingResult, MarketContext, NodalMarket, _failed, clear,
@@ -276,7 +276,7 @@ class CoupledMarket:
         """One solve of the model as it stands (no re-linearisation)."""
         return self.solver.solve()
 
-    def converge(self) -> Solution:
+    def converge(self, compare: bool = True) -> Solution:
         """Solve; for the loss-aware model, re-linearise every part until the LP is at a KKT point of the AC problem.
 
         The iteration of :meth:`engine.clearing.NodalMarket.converge`
@@ -288,7 +288,11 @@ class CoupledMarket:
         above ``losses.MARGINAL_TOL``. The per-bid brackets, the Newton step on the
         losses' curvature (summed over the parts) and the trust region's merit (the
         objective with each part's AC import, the violation of each part's limits)
-        span the horizon, so the rows that link intervals are in every step.
+        span the horizon, so the rows that link intervals are in every step. Where some DLMP is negative, the
+        better of the fixed points reachable from either side of the bids that could be fixed points at either
+        end is kept, interval by interval and resource by resource, as :meth:`engine.clearing.NodalMarket.converge`
+        keeps it (:func:`engine.branches.best_fixed_point`; of the parts not frozen; ``compare=False``: the one
+        successive LP reaches from where the horizon is).
         """
         s = self.solver
         sol = s.solve()
@@ -303,7 +307,9 @@ class CoupledMarket:
 
         parts = [successive.Part(part, cm, rm, frozen=k in self.frozen)
                  for k, (part, cm, rm) in enumerate(zip(self.parts, self._col_map, self._row_map))]
-        sol, self.convergence = successive.converge(s, parts, set_matrix, sol)
+        sol, convergence = successive.converge(s, parts, set_matrix, sol)
+        sol, self.convergence = (branches.best_fixed_point(s, parts, set_matrix, sol, convergence)
+                                 if compare else (sol, convergence))
         return sol
 
     def solve(self) -> ClearingResult:
@@ -456,19 +462,19 @@ class LiveInterval(CoupledMarket):
         successive.restore_limits(self.solver)
         self.solver.set_matrix(self.model)
 
-    def converge(self) -> Solution:
+    def converge(self, compare: bool = True) -> Solution:
         """:meth:`CoupledMarket.converge` with only interval t's part re-linearised (:meth:`around`), except at
         the price floor and cap of interval t: the ends of its curve, the least and the most import an ISO
         may award, are converged on the whole horizon (as :func:`clear_runs`), so that every award between
         them is deliverable on it."""
         if self._t is None:
-            return super().converge()
+            return super().converge(compare)
         if self.iso_price[self._t] in (self.rules.price_floor, self.rules.price_cap):
             self.frozen = frozenset()
         elif self.frozen != self._held:
             self._restore(sorted(self._held))     # the last clearing was an end: hold the forecast's again
             self.frozen = self._held
-        return super().converge()
+        return super().converge(compare)
 
 
 def _sorted(frames: list[pl.DataFrame]) -> pl.DataFrame:

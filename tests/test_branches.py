@@ -15,18 +15,21 @@ from tests.test_hidden_physics import _generated_case
 RULES = MarketRules(price_floor=-45.0, price_cap=300.0)
 
 
-def _walked(f, book, prices: list[float]) -> tuple[float, float]:
-    """Import (kW, the AC power flow's) and welfare (per hour) at the last of ``prices`` of a market converged by
-    plain successive LP at each in turn, warm from the one before (``compare=False``: no second start,
-    :mod:`engine.branches`): it stays on the branch it started on, an independent sample of that branch's
-    fixed point."""
-    m = NodalMarket(f, book, prices[0], RULES, (), ClearingOptions())
+def _walked(market, prices: list, t: int = 0) -> tuple[float, float]:
+    """Interval t's import (kW, the AC power flow's) and the welfare (per hour) at the last of ``prices`` (ISO
+    prices, each a scalar or per interval) of ``market`` converged by plain successive LP at each in turn, warm
+    from the one before (``compare=False``: no second start, :mod:`engine.branches`): it stays on the branch it
+    started on, an independent sample of that branch's fixed point."""
     for p in prices:
-        m.set_iso_price(np.array([p]))
-        sol = m.converge(compare=False)
-        assert m.convergence["converged"], p
-    res = m.result(sol)
-    return float(res.ac_check["import_kw"][0]), res.welfare
+        market.set_iso_price(np.atleast_1d(p))
+        sol = market.converge(compare=False)
+        assert market.convergence["converged"], p
+    res = market.result(sol)
+    return float(res.ac_check["import_kw"][t]), res.welfare
+
+
+def _market(f, book, price: float) -> NodalMarket:
+    return NodalMarket(f, book, price, RULES, (), ClearingOptions())
 
 
 def test_clear_keeps_the_better_fixed_point_and_is_monotone_in_the_price(tmp_path, monkeypatch):
@@ -36,15 +39,15 @@ def test_clear_keeps_the_better_fixed_point_and_is_monotone_in_the_price(tmp_pat
     # optimum below about -41.95. Successive LP alone reached either by its path (floating point steers it):
     # a fresh clear imported 4,984 kW at -42.4, 4,174 at -42.2 and 4,975 at -42.1 on one machine.
     f, book = _generated_case("ieee33", 908, tmp_path, monkeypatch)
-    upper = _walked(f, book, [-42.5, -42.2])
-    lower = _walked(f, book, [-41.9, -42.2])
+    upper = _walked(_market(f, book, -42.5), [-42.5, -42.2])
+    lower = _walked(_market(f, book, -41.9), [-41.9, -42.2])
     assert upper[0] > lower[0] + 500.0 and upper[1] > lower[1] + 0.1     # 267.8719 against 267.6680
     got = clear(f, book, -42.2, rules=RULES)
     assert got.convergence["branches"] == 2
     assert abs(got.ac_check["import_kw"][0] - upper[0]) <= RESIDUAL_TOL_KW
     assert got.welfare >= upper[1] - 1e-6
 
-    upper, lower = _walked(f, book, [-42.5, -41.9]), _walked(f, book, [-41.9])
+    upper, lower = _walked(_market(f, book, -42.5), [-42.5, -41.9]), _walked(_market(f, book, -41.9), [-41.9])
     assert upper[0] > lower[0] + 500.0 and lower[1] > upper[1] + 0.01    # 266.4200 against 266.3828
     got = clear(f, book, -41.9, rules=RULES)
     assert abs(got.ac_check["import_kw"][0] - lower[0]) <= RESIDUAL_TOL_KW
@@ -73,7 +76,8 @@ def test_a_clearing_where_no_dlmp_is_negative_is_the_one_successive_lp_alone_giv
         assert got.convergence["branches"] == 1
         assert (got.prices["dlmp"] >= 0.0).all()
         with monkeypatch.context() as patched:
-            patched.setattr(branches, "best_fixed_point", lambda market, sol, convergence: (sol, convergence))
+            patched.setattr(branches, "best_fixed_point",
+                            lambda solver, parts, set_matrix, sol, convergence: (sol, convergence))
             alone = clear(f, book, price, rules=RULES)
         assert alone.convergence | {"branches": 1} == got.convergence
         assert got.welfare == alone.welfare
