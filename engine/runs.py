@@ -495,7 +495,6 @@ def combine_clearings(results: list[ClearingResult], intervals: list) -> Clearin
         return dataclasses.replace(first, intervals=list(intervals),
                                    diagnosis=tuple(d for r in failed for d in r.diagnosis))
     sheds = [r.shed for r in results if r.shed is not None]
-    checks = [r.ac_check for r in results if r.ac_check]
     gaps = [r.relaxation_gap for r in results if r.relaxation_gap is not None]
     return ClearingResult(
         status="optimal", formulation=results[0].formulation, intervals=list(intervals),
@@ -504,22 +503,36 @@ def combine_clearings(results: list[ClearingResult], intervals: list) -> Clearin
         lines=_sorted([r.lines for r in results]), buses=_sorted([r.buses for r in results]),
         interface=_sorted([r.interface for r in results]), solver=results[0].solver,
         build_seconds=sum(r.build_seconds for r in results), solve_seconds=sum(r.solve_seconds for r in results),
-        shed=_sorted(sheds) if sheds else None, ac_check=_worst(checks) if checks else None,
+        shed=_sorted(sheds) if sheds else None, ac_check=_worst(results, intervals),
         relaxation_gap=max(gaps) if gaps else None)
 
 
-def _worst(checks: list[dict]) -> dict:
-    """The AC check of several runs: the worst of each figure."""
-    low = min(checks, key=lambda c: c.get("min_v_pu", np.inf))
+def _worst(results: list[ClearingResult], intervals: list) -> dict | None:
+    """The AC check of a horizon cleared run by run (``results``, each with its ``ac_check``), over its
+    ``intervals``: each worst figure with the element, end and interval it belongs to (taken from the run where it is
+    worst, not paired with another run's), every run's violations, ``import_kw`` per interval of the horizon in
+    its order, and ``converged`` and ``ok`` only where they hold in every run; None where no run was checked."""
+    checks = [r.ac_check for r in results if r.ac_check]
+    if not checks:
+        return None
     out = dict(checks[0])
     for key in out:
-        values = [c[key] for c in checks if key in c]
-        if key == "converged":
-            out[key] = all(values)
-        elif key in ("min_v_pu", "min_v_bus"):
-            out[key] = low.get(key)
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        values = [c[key] for c in checks if isinstance(c.get(key), (int, float)) and not isinstance(c[key], bool)]
+        if values:
             out[key] = max(values)
+    # Figures that name where they are come from the run they are worst in, with their names.
+    for key, names, pick in (("min_v_pu", ("min_v_bus", "min_v_interval"), min),
+                             ("max_v_pu", ("max_v_bus",), max),
+                             ("max_loading_pct", ("max_loading_line", "max_loading_end"), max)):
+        found = [c for c in checks if c.get(key) is not None]
+        if found:
+            at = pick(found, key=lambda c: c[key])
+            out |= {k: at[k] for k in (key, *names) if k in at}
+    by_interval = {iv: kw for r in results if r.ac_check for iv, kw in zip(r.intervals, r.ac_check["import_kw"])}
+    out["import_kw"] = [by_interval.get(iv, float("nan")) for iv in intervals]
+    out["violations"] = [v for c in checks for v in c.get("violations", [])]
+    out["converged"] = all(c.get("converged", False) for c in checks)
+    out["ok"] = all(c.get("ok", False) for c in checks)
     return out
 
 

@@ -6,6 +6,7 @@ built by hand as the change describes it (buses and lines removed or added, limi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import datetime, timedelta, timezone
@@ -22,7 +23,7 @@ from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import ieee33
 from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.network_changes import network_runs, validate_changes
-from dsomarket.engine.runs import clear_runs, disaggregate_runs, runs_for, trace_runs
+from dsomarket.engine.runs import clear_runs, combine_clearings, disaggregate_runs, runs_for, trace_runs
 
 T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
 IVS = [T0 + timedelta(hours=h) for h in range(4)]
@@ -283,3 +284,32 @@ def test_cli_clear_curve_and_disaggregate_take_network_changes(run, tmp_path):
     code, _, err = run("clear", *common[:-1], tmp_path / "bad.csv", "--iso-price", 50, "--out", tmp_path / "x")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "field shed" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_horizon_of_runs_has_one_ac_check_of_every_interval_naming_where_each_worst_figure_is():
+    """The AC check of a horizon cleared run by run covers every run's intervals: the interface import of each
+    (its run's AC power flow, as a clearing of that interval alone gives it) and each worst figure with the element
+    of the run it is worst in; a violation in a later run makes the whole check not ok."""
+    f, bids, book, runs = switched_market()
+    res = clear_runs(runs, book, 50.0, rules=RULES)
+    assert res.ok and res.ac_check is not None
+    switched = runs[1].feeder
+    refs = [reference(f if t < 2 else switched, bids, t) for t in range(4)]
+    np.testing.assert_allclose(res.ac_check["import_kw"], [r.ac_check["import_kw"][0] for r in refs], atol=1e-3)
+    # Only the tie line (closed in the second run) is rated: the first run has no loading to report.
+    loading = [-np.inf if r.ac_check["max_loading_pct"] is None else r.ac_check["max_loading_pct"] for r in refs]
+    assert np.isinf(loading[:2]).all() and np.isfinite(loading[2:]).all()
+    worst = refs[int(np.argmax(loading))].ac_check
+    assert res.ac_check["max_loading_pct"] == pytest.approx(worst["max_loading_pct"], abs=1e-6)
+    assert (res.ac_check["max_loading_line"], res.ac_check["max_loading_end"]) == \
+        (worst["max_loading_line"], worst["max_loading_end"])
+    low = refs[int(np.argmin([r.ac_check["min_v_pu"] for r in refs]))].ac_check
+    assert (res.ac_check["min_v_pu"], res.ac_check["min_v_bus"]) == (pytest.approx(low["min_v_pu"], abs=1e-9),
+                                                                      low["min_v_bus"])
+    # A violation found in the second run only: the horizon's check is not ok and lists it.
+    bad = {"limit": "bus_v_min", "element": "18", "interval": IVS[3].isoformat(), "value": 0.89, "bound": 0.9}
+    second = [clear_runs((run,), book, 50.0, rules=RULES) for run in runs]
+    second[1] = dataclasses.replace(second[1], ac_check=second[1].ac_check | {"violations": [bad], "ok": False})
+    combined = combine_clearings(second, book.intervals)
+    assert combined.ac_check["ok"] is False and combined.ac_check["violations"] == [bad]
+    assert len(combined.ac_check["import_kw"]) == 4
