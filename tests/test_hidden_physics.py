@@ -402,3 +402,25 @@ def test_the_default_clearing_is_the_ac_opf_s_where_pips_converges_only_short_of
     assert max(abs(kw - ref.cleared_kw[b]) for b, kw in cleared.items()) <= 1.0
     assert max(abs(d - ref.dlmp[b]) for b, d in zip(res.prices["bus"], res.prices["dlmp"])) <= 0.01
     assert -res.welfare == pytest.approx(ref.cost, rel=1e-6)
+
+
+def test_a_trust_region_taking_over_after_a_released_bracket_leaps_starts_where_the_bids_had_settled(
+        tmp_path, monkeypatch):
+    # bench_hidden_physics --quick --cases 10 --seed 7900, case ieee33-s7908 at 138.589 (a curve check's price):
+    # line 9 on its rating, buy b22 and sell b21 trading along it, b9 and b21 bracketed and settling (the last
+    # bracketed solve moved 0.06 kW). On the last bracketed solve both brackets closed on reduced costs still
+    # open and were released; the free solve leapt 120 kW to a vertex, the trust region took over around the leap
+    # and, its steps held to ~1 kW by the rating's curvature, crept back for the 60 solves left: not converged
+    # (exit 3). It starts around the settled dispatch, where the AC merit is better, and converges.
+    from dsomarket.engine.losses import MAX_ITERATIONS, STEP_TOL_KW
+    from tests.test_clearing import assert_prices_consistent
+
+    f, book = _generated_case("ieee33", 7908, tmp_path, monkeypatch)
+    res = clear(f, book, 138.589)
+    assert res.ok, res.diagnosis
+    assert res.convergence["converged"], res.convergence
+    assert res.convergence["iterations"] < MAX_ITERATIONS and res.convergence["last_step_kw"] <= STEP_TOL_KW
+    assert res.ac_check["ok"] and not res.ac_check["violations"]
+    assert res.ac_check["max_loading_line"] == "9"
+    assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
+    assert_prices_consistent(res)
