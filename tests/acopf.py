@@ -32,6 +32,20 @@ import polars as pl
 SN_MVA = 100.0
 """Power base of the pandapower net (its per-unit system only; results are in MW)."""
 
+TOLERANCE_LADDER = (
+    {"PDIPM_GRADTOL": 1e-10, "PDIPM_COMPTOL": 1e-10, "PDIPM_COSTTOL": 1e-10, "OPF_VIOLATION": 1e-9,
+     "PDIPM_MAX_IT": 400},
+    {"PDIPM_GRADTOL": 1e-9, "PDIPM_COMPTOL": 1e-9, "PDIPM_COSTTOL": 1e-9, "OPF_VIOLATION": 1e-8,
+     "PDIPM_MAX_IT": 400},
+    {},
+)
+"""PIPS tolerances tried in turn by :func:`ac_opf_tightest`, tightest first, pandapower's defaults (1e-6, 5e-6)
+last. At the defaults a bid held part-way by its losses, whose optimum is flat, can stop kW from the optimum
+(synth200 seed 109 at 31.39: 4.8 kW, its DLMP 0.008 below the bid's price; 0.04 kW and 0.0001 at 1e-10).
+Where 1e-10 does not converge 1e-9 may: synth200 seed 6109 at 205.27 (``bench_hidden_physics``) stopped at
+the defaults with buy b15 (205.16 per MWh) bought 2.34 kW at a DLMP of 205.169 at its bus, above its price,
+and a cost 4.2e-5 above the engine's; at 1e-9 b15 is 3e-6 kW, the DLMPs within 2e-6 of the engine's."""
+
 
 @dataclass(frozen=True)
 class AcOpfResult:
@@ -118,3 +132,13 @@ def ac_opf(feeder, bids: pl.DataFrame, iso_price: float, **tolerances) -> AcOpfR
                        import_kw=float(net.res_ext_grid.at[eg, "p_mw"]) * 1000.0, cleared_kw=cleared,
                        dlmp=dict(zip(names, np.asarray(net.res_bus["lam_p"], dtype=float))),
                        v_pu=dict(zip(names, np.asarray(net.res_bus["vm_pu"], dtype=float))))
+
+
+def ac_opf_tightest(feeder, bids: pl.DataFrame, iso_price: float) -> tuple[AcOpfResult, int]:
+    """:func:`ac_opf` at the first of :data:`TOLERANCE_LADDER`'s tolerances that converges, and that rung's
+    index (``len(TOLERANCE_LADDER)`` with an unconverged result where none does)."""
+    for rung, tolerances in enumerate(TOLERANCE_LADDER):
+        ref = ac_opf(feeder, bids, iso_price, **tolerances)
+        if ref.converged:
+            return ref, rung
+    return ref, len(TOLERANCE_LADDER)
