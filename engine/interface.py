@@ -47,7 +47,7 @@ from dsomarket.engine.losses import CURVE_MAX_CLEARINGS, CURVE_UNWALKED_CLEARING
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 from dsomarket.engine.horizoncurve import HorizonCurves, trace_reduced
-from dsomarket.engine.losscurve import _FixedPoints, _trace_fixed_points
+from dsomarket.engine.losscurve import MAX_SPLITS, UNWALKED_SPLITS, _FixedPoints, _trace_fixed_points
 from dsomarket.engine import tracerjit
 from dsomarket.engine.tracer import Q_TOL_MW, _merge_equal, _Probe, _trace_interval
 
@@ -528,8 +528,9 @@ def trace_market_interval(market, t: int, rules: MarketRules, max_solves: int,
     if market.lossaware:
         fixed = _FixedPoints(market, t)
         # A horizon's curve (no one-feeder NodalMarket) is not walked: its anchors are clearings too.
-        budget = CURVE_MAX_CLEARINGS if isinstance(market, NodalMarket) else CURVE_UNWALKED_CLEARINGS
-        bands, check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, min(max_solves, budget))
+        walked = isinstance(market, NodalMarket)
+        budget, splits = (CURVE_MAX_CLEARINGS, MAX_SPLITS) if walked else (CURVE_UNWALKED_CLEARINGS, UNWALKED_SPLITS)
+        bands, check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, min(max_solves, budget), splits)
         return bands, fixed.solves, 0, check
     probe = _Probe(market, t)
     return _trace_interval(probe, rules.price_floor, rules.price_cap, max_solves), probe.solves, probe.flips, None
