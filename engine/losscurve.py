@@ -64,6 +64,12 @@ MAX_SPLITS = 12
 before its step is left unresolved (and counted in the error bound), as ``CURVE_MAX_DEPTH`` bounds those that
 locate a jump: a stretch the chord does not settle (noisy clearings near a zero import) would otherwise be sampled
 to the band tolerance clearing by clearing."""
+UNWALKED_SPLITS = 16
+"""``MAX_SPLITS`` of a curve that is not walked (a horizon's, ``losses.CURVE_UNWALKED_CLEARINGS``): a walk draws a
+stretch by anchors and leaves clearings the pieces between them, whereas there clearings sample it from its ends.
+Hour 1 of ieee33-s908 x 3 hours with a battery (``benchmarks/bench_coupled_fixed_points.py``): the stretch from
+317 to -90 kW between 140.3 and 145.3 per MWh, steep near 144.7, left 4 pairs after 12 splits, 4 kW apart where
+the band tolerance is 0.54 kW (0.76 %); 16 settle them with 6 more clearings (0.28 %)."""
 LOCATE_BISECTIONS = 12
 """Clearings in the middle of a jump's price gap after ``CURVE_MAX_DEPTH`` tangent splits failed to narrow it to
 ``STEP_LOCATED``: each halves the gap (tangents that meet near one end of a steep stretch may each shave off
@@ -869,8 +875,8 @@ def _chord_area_off(a: _Sample, b: _Sample) -> float:
     return abs(area - 0.5 * (a.q + b.q) * width) / width
 
 
-def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
-                        max_clearings: int) -> tuple[list[tuple[float, float, float]], CurveCheck]:
+def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float, max_clearings: int,
+                        max_splits: int = MAX_SPLITS) -> tuple[list[tuple[float, float, float]], CurveCheck]:
     """Bands ``(price_low, price_high, import_kw)`` of one interval of a loss-aware market, floor to cap.
 
     Between two clearings ``a < b`` the import is non-increasing (the optimal cost is
@@ -887,7 +893,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
     confirmed by fresh clearings (:meth:`_FixedPoints.confirm`); where they take a third import there, the
     bands behind the jump are redrawn by fresh clearings once all are drawn (:meth:`_FixedPoints.repair`). After ``CURVE_MAX_DEPTH``
     splits that leave the whole gap on one side (a jump being located, not a stretch being
-    sampled) and ``LOCATE_BISECTIONS`` more in the middle, after ``MAX_SPLITS`` sampling a
+    sampled) and ``LOCATE_BISECTIONS`` more in the middle, after ``max_splits`` sampling a
     stretch, or once ``max_clearings`` are spent, the pair is one band at its middle import,
     half its gap counted in the error bound.
     Before any clearing, a pair whose left end has a basis is walked (:meth:`_FixedPoints.walk`),
@@ -988,7 +994,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float,
                 lo, hi = switch
             step(a, b, lo, hi)
             continue
-        if depth >= CURVE_MAX_DEPTH + LOCATE_BISECTIONS or splits >= MAX_SPLITS or fixed.clearings >= max_clearings:
+        if depth >= CURVE_MAX_DEPTH + LOCATE_BISECTIONS or splits >= max_splits or fixed.clearings >= max_clearings:
             # Clearings this close in price that still disagree, or the interval's clearings spent: one band at
             # their middle import, which the import between them (non-increasing) is off by at most half the
             # gap; a step anywhere between them could be off by all of it.

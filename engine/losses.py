@@ -726,6 +726,16 @@ CURVE_MAX_CLEARINGS = 120
 9-69). Past it the pairs left become steps where their tangents meet, each counted in the curve's error
 bound (so ``dsomarket curve`` warns): a curve's time stays bounded whatever the book, and says so where
 that cost accuracy."""
+CURVE_UNWALKED_CLEARINGS = 360
+"""Clearings one interval's loss-aware curve may spend where it cannot walk from fixed point to fixed point
+(:meth:`engine.losscurve._FixedPoints.walk` takes a one-feeder ``NodalMarket``; a storage horizon's curve is
+traced on an :class:`engine.runs.LiveInterval`): there every fixed point a walk would anchor without HiGHS is a
+clearing, and ``CURVE_MAX_CLEARINGS`` counts clearings beside a walk's anchors. ieee33-s908's bids alone
+(``bench_hidden_physics``) take 89 clearings and 217 anchors (0.30 %); the same bids every hour of three with a
+battery at bus 21 (``benchmarks/bench_coupled_fixed_points.py``) spent 120 clearings on hour 1's curve and left
+24 steps unresolved (1.50 %, 1.78 % with line 17 out: 31), and take 173 and 185 of these (0.76 % and 0.77 %, 4
+steps each that ``losscurve.MAX_SPLITS`` leaves in one steep stretch near 144.7 per MWh). Three times the
+budget: the anchors of a walked curve of that size, as clearings."""
 CURVE_TOL = 5e-3
 """Accuracy a loss-aware curve is stated to (0.5 %): a band's import against the clearing at any
 price inside it, hence against the AC power flow of that clearing's dispatch."""
