@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 from dsomarket.engine import losses, successive
 from dsomarket.engine.solver import HighsSolver, Solution
@@ -70,9 +71,14 @@ def candidates(parts: list[successive.Part], solver: HighsSolver, sol: Solution
             groups.append(np.full(book.n, -1))
             continue
         # A resource's bids apart from the interval's others: its state links them to its bids in other
-        # intervals, so that whether it is on one branch is another choice than whether they are.
-        resource = np.unique(book.table["resource_id"].to_numpy(), return_inverse=True)[1].reshape(-1)
-        kinds = int(resource.max(initial=0)) + 1
+        # intervals, so that whether it is on one branch is another choice than whether they are. Only a resource
+        # the market models (a battery, an EV, a flexible load, a commitment): a resource_id that names a DER
+        # with no such state is a label, and its bids stay in their interval's group (one group per label would
+        # converge once per candidate bid).
+        linked = sorted({r.resource_id for r in m.resources})
+        resource = book.table["resource_id"].replace_strict(linked, range(1, len(linked) + 1), default=0,
+                                                            return_dtype=pl.Int64).to_numpy()
+        kinds = len(linked) + 1
         groups.append(offset + book.t_idx * kinds + resource)
         offset += book.n_interval * kinds
         lo, hi = solver.col_lower[part.cols][bid], solver.col_upper[part.cols][bid]

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
+import polars as pl
 import polars.testing
 
 from dsomarket.engine import branches
@@ -83,3 +85,17 @@ def test_a_clearing_where_no_dlmp_is_negative_is_the_one_successive_lp_alone_giv
         assert got.welfare == alone.welfare
         for name in ("dispatch", "prices", "lines", "buses", "interface"):
             polars.testing.assert_frame_equal(getattr(got, name), getattr(alone, name), check_exact=True)
+
+
+def test_resource_ids_that_name_no_modelled_resource_leave_the_comparison_as_it_is(tmp_path, monkeypatch):
+    # A resource_id is also a DER's label (clients send one per bid); only a resource the market models (its state
+    # links its bids across intervals) makes a group of its own in branches.candidates. Grouped by label, every
+    # candidate bid would be tried alone: more converges, and another fixed point where two must move together.
+    f, book = _generated_case("ieee33", 908, tmp_path, monkeypatch)
+    relabelled = dataclasses.replace(book, table=book.table.with_columns(
+        resource_id=pl.format("der-{}", pl.col("bid_id"))))
+    for price in (-42.2, -41.9, -41.6):
+        plain, tagged = clear(f, book, price, rules=RULES), clear(f, relabelled, price, rules=RULES)
+        assert tagged.convergence["branches"] == plain.convergence["branches"], price
+        assert tagged.convergence["iterations"] == plain.convergence["iterations"], price
+        assert tagged.welfare == plain.welfare and tagged.ac_check["import_kw"] == plain.ac_check["import_kw"], price
