@@ -620,10 +620,17 @@ class _FixedPoints:
         """The prices (narrowed to ``STEP_LOCATED`` by bisection, within ``max_clearings``) between which a
         fresh clearing (what ``clear`` does) switches from ``a``'s fixed point to ``b``'s, where both hold on
         ``[lo, hi]``: its import within the band tolerance of theirs (:meth:`near`). A clearing that reaches
-        neither stops the bisection where it is."""
+        neither stops the bisection where it is.
+
+        Both fixed points' costs are linear in the price over ``[lo, hi]`` (slopes their imports), and ``clear``
+        settles on the cheaper: the first two clearings bracket where the two lines cross, within ``STEP_LOCATED``,
+        before any bisection (synth200 hidden-physics seed 7309: five such steps each took 7-9 clearings from
+        0.10-0.32 per MWh wide, 40 of the curve's 120, and each switch lay within 8e-4 of the crossing)."""
         tol = _band_tol(a, b, self.small)
+        cross = (b.g - a.g) / (a.q - b.q)
+        probes = [p for p in (cross - 0.45 * STEP_LOCATED, cross + 0.45 * STEP_LOCATED) if lo < p < hi]
         while hi - lo > STEP_LOCATED and self.clearings < max_clearings:
-            mid = (lo + hi) / 2.0
+            mid = probes.pop(0) if probes and lo < probes[0] < hi else (lo + hi) / 2.0
             q = self.fresh(mid)
             if self.near(q, a, tol):
                 lo = mid

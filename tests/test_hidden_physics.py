@@ -447,3 +447,37 @@ def test_a_chord_through_three_clearings_is_drawn_only_where_it_meets_the_area_t
         gap = abs(curve.import_at(0, p) - got)
         assert gap <= CURVE_TOL * max(abs(got), small), (p, curve.import_at(0, p), got)
         assert gap <= curve.ac_check["max_error_kw"] + 1e-6, (p, curve.import_at(0, p), got)
+
+
+
+def test_a_curve_brackets_where_two_fixed_points_costs_cross_before_bisecting_the_switch(tmp_path, monkeypatch):
+    # bench_hidden_physics --quick --cases 10 --seed 7300, case synth200-s7309: where a bid both clears and not as
+    # fixed points over a range of prices, `clear` settles on the cheaper, so it switches where the two fixed points'
+    # costs (linear in the price, slopes their imports) cross. Bisected from 0.10-0.32 per MWh wide, five such
+    # steps took 7-9 clearings each, 40 of the curve's 120 (its bound 1.55 %, 35 steps unresolved). Bracketed at
+    # the crossing, each takes two, and fresh clearings either side of the step it draws take each side's import.
+    from dsomarket.engine import losscurve
+    from dsomarket.engine.bids import MarketRules
+    from dsomarket.engine.interface import trace_curve
+
+    switches = []
+    bisect = losscurve._FixedPoints.switch
+
+    def counted(self, a, b, lo, hi, max_clearings):
+        before = self.clearings
+        located = bisect(self, a, b, lo, hi, max_clearings)
+        switches.append((a.q, b.q, located, self.clearings - before))
+        return located
+
+    monkeypatch.setattr(losscurve._FixedPoints, "switch", counted)
+    rules = MarketRules()
+    f, book = _generated_case("synth200", 7309, tmp_path, monkeypatch)
+    curve = trace_curve(f, book, rules)
+    assert len(switches) >= 5
+    assert all(spent <= 2 for *_, spent in switches), switches
+    q_a, q_b, (lo, hi), _ = next(s for s in switches if s[2][0] < -55.1 < s[2][1] + 0.05)   # near -55.14
+    assert hi - lo <= 1e-3
+    for p, q in ((lo - 1e-4, q_a), (hi + 1e-4, q_b)):
+        got = clear(f, book, p, rules=rules).ac_check["import_kw"][0]
+        assert abs(got - q * 1000.0) <= 0.002 * abs(got), (p, got, q)
+        assert abs(curve.import_at(0, p) - got) <= curve.ac_check["max_error_kw"] + 1e-6, p
