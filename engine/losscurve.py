@@ -96,13 +96,6 @@ sampled at its kinks, past ``CURVE_PRICE_TOL``: a part-way buy at the root bus m
 hidden-physics seed 1502), 15 kW over an ISO price's width there, where the kinks of its ends are 0.4 kW wide."""
 
 
-def _restart_as_clear(market) -> None:
-    """Back to where ``clear`` starts at the market's prices: a horizon's interval
-    (:class:`engine.runs.LiveInterval`) clears the whole horizon afresh, as ``clear_runs`` does
-    (:meth:`~engine.runs.LiveInterval.restart_as_clear`); a market of one interval restarts."""
-    getattr(market, "restart_as_clear", market.restart)()
-
-
 class _FixedPoints:
     """Loss-aware clearings of interval t at chosen ISO prices, each converged to its own fixed point.
 
@@ -595,7 +588,7 @@ class _FixedPoints:
         prices[t] = price
         m.set_iso_price(prices)
         if steep:
-            _restart_as_clear(m)
+            m.restart()
         else:
             self._start_near(price)
             if slack:
@@ -605,7 +598,7 @@ class _FixedPoints:
             # Warm from the last clearing, successive LP may settle elsewhere than a fresh clearing
             # where bids clear part-way (the import out of order says so): start where ``clear``
             # starts, so the curve says what it does.
-            _restart_as_clear(m)
+            m.restart()
             sample, _ = self._converged(price)
             steep = True
         if steep:
@@ -778,7 +771,7 @@ class _FixedPoints:
         prices = m.iso_price.copy()
         prices[t] = price
         m.set_iso_price(prices)
-        _restart_as_clear(m)
+        m.restart()
         q = self._fresh[price] = self._converged(price)[0].q
         return q
 

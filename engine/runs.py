@@ -430,7 +430,7 @@ class LiveInterval(CoupledMarket):
                             [market.loads()])
 
     def settle(self) -> Solution:
-        """Converge the whole horizon at the ISO prices set, from LinDistFlow; :meth:`restart` comes back here."""
+        """Converge the whole horizon at the ISO prices set, from LinDistFlow; :meth:`around` comes back here."""
         self.frozen = frozenset()
         super().restart()
         sol = super().converge()
@@ -439,29 +439,26 @@ class LiveInterval(CoupledMarket):
         return sol
 
     def around(self, t: int) -> None:
-        """Interval ``t`` is the part :meth:`converge` re-linearises; back to :meth:`settle`'s fixed point."""
+        """Interval ``t`` is the part :meth:`converge` re-linearises; back to :meth:`settle`'s fixed point (its
+        linearisations and basis)."""
         self._t = t
         self._held = self.frozen = frozenset(k for k, run in enumerate(self.runs) if t not in run.indices)
-        self.restart()
-
-    def restart_as_clear(self) -> None:
-        """Back to where a fresh clearing of the horizon starts (every part's first model, no basis), the next
-        :meth:`converge` on the whole horizon: what :func:`clear_runs` gives at these prices. The curve's
-        clearings that stand for ``clear`` (:meth:`engine.losscurve._FixedPoints.fresh`) are these: with the
-        other intervals held at the forecast's linearisations, one that fixed points branch at may settle on
-        another branch than ``clear`` (ieee33-s908 x 3 hours with a battery: 4,064 kW at -41.55 where ``clear``
-        imports 3,910, so the curve put the step 0.06 per MWh from ``clear``'s)."""
-        CoupledMarket.restart(self)
-        self.frozen = frozenset()
-        self._whole = True
-
-    def restart(self) -> None:
-        """Back to the fixed point :meth:`settle` reached (its linearisations and basis)."""
         if self._start is None:
             super().restart()
             return
         self._restore(range(len(self.parts)))
         self.solver.h.setBasis(self._start[2])
+
+    def restart(self) -> None:
+        """As :meth:`CoupledMarket.restart`, where a fresh clearing of the horizon starts (every part's first
+        model, no basis), and the next :meth:`converge` runs on the whole horizon: what :func:`clear_runs` gives at
+        these prices. The curve's clearings that stand for ``clear`` (:meth:`engine.losscurve._FixedPoints.fresh`)
+        are these: with the other intervals held at the forecast's linearisations, one that fixed points branch
+        at may settle on another branch than ``clear`` (ieee33-s908 x 3 hours with a battery: 4,064 kW at -41.55
+        where ``clear`` imports 3,910, so the curve put the step 0.06 per MWh from ``clear``'s)."""
+        super().restart()
+        self.frozen = frozenset()
+        self._whole = True
 
     def _restore(self, which) -> None:
         """The parts ``which`` linearised as at :meth:`settle`'s fixed point, the others as they are."""
@@ -482,7 +479,7 @@ class LiveInterval(CoupledMarket):
         if self._t is None:
             return super().converge(compare)
         if self._whole:
-            self._whole = False        # restart_as_clear's clearing: every part live, from the first models
+            self._whole = False        # restart's clearing: every part live, from the first models
         elif self.iso_price[self._t] in (self.rules.price_floor, self.rules.price_cap):
             self.frozen = frozenset()
         elif self.frozen != self._held:
