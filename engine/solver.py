@@ -595,7 +595,7 @@ class HighsSolver:
                     or np.any(np.abs(r - rlo[k.rows]) <= edge) or np.any(np.abs(r - rup[k.rows]) <= edge))
 
     def solve_by_basis(self, pivots: int | None = None, primal_tol: float = KEPT_PRIMAL_TOL,
-                       fresh: bool = True, try_kept: bool = True) -> Solution:
+                       fresh: bool = True) -> Solution:
         """Solve from the basis HiGHS holds and read the values of the optimal basis alone.
 
         The values the pivots' updated factorisation leaves differ in the last digit with the path that reached
@@ -619,12 +619,10 @@ class HighsSolver:
         and still be taken (:data:`HIGHS_PRIMAL_TOL` takes what a HiGHS run would end in at 0 iterations);
         ``fresh=False``: the optimum of a HiGHS run is read through the run's own factorisation, not one made
         afresh (~3.2 ms at 1,000 buses / 10,000 bids), for a solve whose bits no other path need give: the
-        loss-aware iteration's, re-linearised next (:func:`engine.successive.converge`); ``try_kept=False``:
-        HiGHS runs at once, for a re-solve whose kept basis is all but never optimal (factorising it on a new
-        matrix to find that out costs ~7 ms at 1,000 buses / 10,000 bids).
+        loss-aware iteration's, re-linearised next (:func:`engine.successive.converge`).
         """
         t0 = time.perf_counter()
-        kept = self._kept_optimal(t0, pivots, primal_tol) if try_kept else None
+        kept = self._kept_optimal(t0, pivots, primal_tol)
         if kept is not None:
             return kept
         status = self.run()
