@@ -481,3 +481,33 @@ def test_a_curve_brackets_where_two_fixed_points_costs_cross_before_bisecting_th
         got = clear(f, book, p, rules=rules).ac_check["import_kw"][0]
         assert abs(got - q * 1000.0) <= 0.002 * abs(got), (p, got, q)
         assert abs(curve.import_at(0, p) - got) <= curve.ac_check["max_error_kw"] + 1e-6, p
+
+
+def test_an_award_of_a_quantity_alone_is_delivered_by_the_converged_dispatch_not_a_re_solve_of_it(
+        tmp_path, monkeypatch):
+    # bench_hidden_physics --cases 12 --seed 15000, case ieee33-s15003 awarded -276.694 kW with no price: the
+    # award converged (a trust region held the bids at the end), then the ISO price was set to the interface
+    # DLMP and the LP re-solved with the bids free, which moved them off the fixed point: pandapower drew
+    # -274.153 kW for the dispatch (0.92 % short of the award, over the 0.5 % issue 9 allows) while the result
+    # said converged with no residual. The converged dispatch itself must be the one instructed.
+    from tests.test_clearing import assert_prices_consistent
+    from tests.test_coupled_changes import _pandapower_import
+
+    f, book = _generated_case("ieee33", 15003, tmp_path, monkeypatch)
+    dis = disaggregate(f, book, pl.DataFrame({"import_kw": [-276.694]}))
+    res = dis.clearing
+    assert res.ok and res.convergence["converged"], res.convergence
+    assert res.interface["import_kw"][0] == pytest.approx(-276.694, abs=1e-6)
+    d = res.dispatch
+    w = dict(f.buses.select("bus", "load_kw").iter_rows())
+    wq = dict(f.buses.select("bus", "load_kvar").iter_rows())
+    sign = np.where(d["side"].to_numpy() == "buy", 1.0, -1.0)
+    for bus, kw, tan in zip(d["bus"], sign * d["cleared_kw"].to_numpy(), d["tan_phi"].to_numpy()):
+        w[bus] += kw
+        wq[bus] += kw * tan
+    assert _pandapower_import(f, w, wq) == pytest.approx(-276.694, abs=0.01)
+    assert abs(res.ac_check["import_kw"][0] + 276.694) < 0.01
+    # Priced at the interface DLMP (the award names no price), every bid consistent with its bus DLMP.
+    root = res.prices.filter(pl.col("bus") == f.root_bus)["dlmp"][0]
+    assert dis.award["price"][0] == pytest.approx(root)
+    assert_prices_consistent(res)
