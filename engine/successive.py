@@ -414,14 +414,20 @@ def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], Non
     (benchmarks/README.md, helpers flat12 and flat14, ieee33-s9100). Two bids trading along a flat valley of the
     losses creep across it a few watts a solve, or their region was halved on the AC merit's noise: their
     Newton point on the losses' curvature (:func:`engine.losses.curvature_step`, the bids pressed together) is
-    where their reduced costs vanish, and a solve linearised there, in a region of the same width around it, is
-    stationary. A bid held by the region at a rating's degenerate vertex has no curvature to step on (its Newton
-    point is NaN, or megawatts off): its reduced cost reads one sign on one side of the vertex and the other on
-    the other (one linearisation's polygon face, then the next's), so the region reverses and halves around it
-    for ever. The test there is the LP itself: the bids held open are released (their own bounds) on the same
+    where their reduced costs vanish, and a solve linearised there, in a region around it, is stationary. No
+    region here is wider than half ``losses.STEP_TOL_KW``: a bid left a wider one by the iteration and all but
+    indifferent (reduced cost within ``losses.MARGINAL_TOL``) crosses it each solve, one way then the other, and the
+    step test then fails on a stationary point (the CLI test's book at 155.7407: 0.057 and 0.079 kW wide).
+
+    A bid held by the region at a rating's degenerate vertex has no curvature to step on (its Newton point is NaN,
+    or megawatts off): its reduced cost reads one sign on one side of the vertex and the other on the other (one
+    linearisation's polygon face, then the next's), so the region reverses and halves around it for ever. Its
+    duals are not unique there, and the reduced cost against the region is only one of them: whether another
+    prices the bid at zero is the LP's to say. The bids held open are released (their own bounds) on the same
     linearisation, and where the LP then moves no bid more than ``losses.STEP_TOL_KW`` from the linearisation
-    point, with the AC residual in tolerance and no bid held open, the point is a KKT point of that
-    linearisation with the region gone (a bid it newly presses is released in turn).
+    point, with the AC residual in tolerance and no bid held open, the point is a KKT point of that linearisation
+    with the region gone (a bid it newly presses is released in turn): at -28.2826 sell b28 is released, then the
+    two bids the next solve presses (12.99 and -0.49 per MWh), and b28 clears in full with line 8 on its rating.
 
     Everything here runs on a copy of the solver's HiGHS model (:meth:`HighsSolver.checkpoint`), and a polish that
     does not converge is rolled back (the parts' linearisations, then the solver), so the result and whatever
@@ -429,6 +435,7 @@ def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], Non
     Returns the converged solve, the solves taken and their seconds, its residual and its last step (kW).
     """
     bid = solver.model.var("bid").slice
+    radius = np.minimum(radius, 0.5 * losses.STEP_TOL_KW / S_BASE_KVA)   # a step within the region is within tolerance
     saved = [(p.market.model, p.market.point, p.market._point_bids) for p in parts]
     checkpoint = solver.checkpoint()
     seconds, eps = 0.0, 1e-9

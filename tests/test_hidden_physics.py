@@ -423,6 +423,39 @@ def test_a_clearing_stopped_on_a_flat_optimum_is_polished_to_a_stationary_point(
         assert_prices_consistent(res)
 
 
+def test_a_polish_whose_regions_are_held_within_the_step_tolerance_reaches_the_ac_opf():
+    # tests/test_cli_market.py's book (ieee33, 40 bids at unity power factor, floor -100, cap 400) at 155.7407, a
+    # clearing of its curve: after MAX_ITERATIONS the residual and the last step were in tolerance but two bids sat
+    # on regions of 4e-5 kW with reduced costs of 0.004 and 0.028 per MWh (exit 3). The polish's Newton point made
+    # them stationary, but two all but indifferent bids (reduced costs within MARGINAL_TOL) had been left regions
+    # of 0.057 and 0.079 kW and crossed them each way every solve, over the step tolerance: not converged until the
+    # polish held its regions to half of it. Converged, the clearing is the AC OPF's optimum.
+    import types
+
+    pytest.importorskip("pandapower")
+    from dsomarket.engine.bids import MarketRules
+    from dsomarket.engine.feeders import ieee33
+    from tests.acopf import ac_opf_tightest
+    from tests.test_clearing import assert_prices_consistent
+
+    f, rules = ieee33(), MarketRules(price_floor=-100.0, price_cap=400.0)
+    bids = random_bids(f, 40, 17, lo=-80, hi=380).with_columns(resource_id=pl.lit(""))
+    res = clear(f, validate_bids(bids, f, rules), 155.7407, rules=rules)
+    assert res.ok and res.convergence["converged"], res.convergence
+    assert res.ac_check["ok"] and not res.ac_check["violations"]
+    assert_prices_consistent(res)
+    # The reference needs every line rated: the unrated ones at a rating no flow comes near.
+    rated = f.lines.with_columns(pl.when(pl.col("s_max_kva").is_finite()).then(pl.col("s_max_kva"))
+                                 .otherwise(1e5).alias("s_max_kva"))
+    ref, rung = ac_opf_tightest(types.SimpleNamespace(buses=f.buses, lines=rated, root_bus=f.root_bus,
+                                                      v0_pu=f.v0_pu, base_kv=f.base_kv), bids, 155.7407)
+    assert ref.converged and rung < 2, rung
+    cleared = dict(zip(res.dispatch["bid_id"], res.dispatch["cleared_kw"]))
+    assert max(abs(kw - ref.cleared_kw[b]) for b, kw in cleared.items()) <= 0.1
+    assert max(abs(d - ref.dlmp[b]) for b, d in zip(res.prices["bus"], res.prices["dlmp"])) <= 0.001
+    assert -res.welfare == pytest.approx(ref.cost, rel=1e-7)
+
+
 def test_a_polish_that_does_not_converge_leaves_the_clearing_and_the_next_warm_one_as_they_were(tmp_path,
                                                                                               monkeypatch):
     # The polish past MAX_ITERATIONS (engine.successive._polish) runs on a copy of the solver's HiGHS model and,
