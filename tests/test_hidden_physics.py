@@ -423,13 +423,13 @@ def test_a_clearing_stopped_on_a_flat_optimum_is_polished_to_a_stationary_point(
         assert_prices_consistent(res)
 
 
-def test_a_polish_whose_regions_are_held_within_the_step_tolerance_reaches_the_ac_opf():
+def test_a_polish_in_regions_of_its_own_within_the_step_tolerance_reaches_the_ac_opf():
     # tests/test_cli_market.py's book (ieee33, 40 bids at unity power factor, floor -100, cap 400) at 155.7407, a
     # clearing of its curve: after MAX_ITERATIONS the residual and the last step were in tolerance but two bids sat
-    # on regions of 4e-5 kW with reduced costs of 0.004 and 0.028 per MWh (exit 3). The polish's Newton point made
-    # them stationary, but two all but indifferent bids (reduced costs within MARGINAL_TOL) had been left regions
-    # of 0.057 and 0.079 kW and crossed them each way every solve, over the step tolerance: not converged until the
-    # polish held its regions to half of it. Converged, the clearing is the AC OPF's optimum.
+    # on regions of 4e-5 kW with reduced costs of 0.004 and 0.028 per MWh (exit 3). In the regions the iteration
+    # left, the polish's Newton point made them stationary, but two all but indifferent bids (reduced costs within
+    # MARGINAL_TOL) had been left 0.057 and 0.079 kW and crossed them each way every solve, over the step
+    # tolerance: not converged. In the polish's own regions (POLISH_REGION_KW) it converges, to the AC OPF's optimum.
     import types
 
     pytest.importorskip("pandapower")
@@ -456,34 +456,40 @@ def test_a_polish_whose_regions_are_held_within_the_step_tolerance_reaches_the_a
     assert -res.welfare == pytest.approx(ref.cost, rel=1e-7)
 
 
-def test_a_polish_that_does_not_converge_leaves_the_clearing_and_the_next_warm_one_as_they_were(tmp_path,
-                                                                                              monkeypatch):
+def test_a_polish_that_does_not_converge_leaves_the_clearing_and_the_next_warm_ones_as_they_were(monkeypatch):
     # The polish past MAX_ITERATIONS (engine.successive._polish) runs on a copy of the solver's HiGHS model and,
     # where it does not converge, rolls the parts' linearisations and the solver back: the result and every warm
-    # solve after it are those of the iteration without it, to the bit (the CLI test's curve warm-starts its later
-    # clearings from an unconverged one; a worse state left behind moved them by up to 47 kW). At -28.2826 on
-    # ieee33-s9100 the polish needs two solves: given one, it fails.
+    # solve after it are those of the iteration without it, to the bit (tests/test_cli_market.py's curve
+    # warm-starts its later clearings from unconverged ones; a worse state left behind moved them by up to 47 kW).
+    # On that test's book at 156.48 the polish does not converge.
     from dsomarket.engine import successive
     from dsomarket.engine.bids import MarketRules
     from dsomarket.engine.clearing import NodalMarket
+    from dsomarket.engine.feeders import ieee33
 
-    f, book = _generated_case("ieee33", 9100, tmp_path, monkeypatch)
+    f, rules = ieee33(), MarketRules(price_floor=-100.0, price_cap=400.0)
+    book = validate_bids(random_bids(f, 40, 17, lo=-80, hi=380).with_columns(resource_id=pl.lit("")), f, rules)
+    polish, polished = successive._polish, []
+
+    def counted(*args):
+        out = polish(*args)
+        polished.append(out is not None)
+        return out
 
     def clearings():
-        m = NodalMarket(f, book, -28.2826, MarketRules())
-        first = m.converge()
-        out = [(first, m.convergence, m.result(first))]
-        for price in (-27.0, 60.0):      # warm, from where the first left the market
+        m = NodalMarket(f, book, 156.48, rules)
+        out = []
+        for price in (156.48, 150.0, 170.0):      # the later ones warm, from where the one before left the market
             m.set_iso_price(price)
             sol = m.converge()
             out.append((sol, m.convergence, m.result(sol)))
         return out
 
-    monkeypatch.setattr(successive, "POLISH_SOLVES", 1)
-    short = clearings()
-    assert not short[0][1]["converged"]
+    monkeypatch.setattr(successive, "_polish", counted)
+    polishing = clearings()
+    assert polished == [False] and not polishing[0][1]["converged"]
     monkeypatch.setattr(successive, "_polish", lambda *args: None)   # no polish at all
-    for (a, conv_a, res_a), (b, conv_b, res_b) in zip(short, clearings()):
+    for (a, conv_a, res_a), (b, conv_b, res_b) in zip(polishing, clearings()):
         assert conv_a == conv_b
         for va, vb in ((a.x, b.x), (a.row_dual, b.row_dual), (a.col_dual, b.col_dual)):
             assert np.array_equal(va, vb)
