@@ -463,7 +463,7 @@ def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], Non
             target = np.concatenate([p.market._point_bids for p in parts])   # the same linearisation
         lo, hi = np.maximum(base_lo, target - radius), np.minimum(base_hi, target + radius)
         _bound_bids(solver, np.where(released, base_lo, lo), np.where(released, base_hi, hi))
-        sol = solver.solve_by_basis(pivots=0, primal_tol=HIGHS_PRIMAL_TOL)
+        sol = solver.solve_by_basis(pivots=0, primal_tol=HIGHS_PRIMAL_TOL, fresh=False)   # as converge
         seconds += sol.solve_seconds
         if not sol.ok:
             break
