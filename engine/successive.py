@@ -526,7 +526,11 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     (:func:`engine.losses.held_open`). The linearisation has the AC equations'
     values and gradients at its own point, so this is the KKT condition of the
     AC problem; a region shrunk to nothing around a point that is not
-    stationary is not reported as converged.
+    stationary is not reported as converged. Where ``losses.MAX_ITERATIONS``
+    solves end without it, :func:`_polish` takes up to ``POLISH_SOLVES`` more
+    (a Newton point of the pressed bids, or those held open released) on a copy
+    of the solver, and where they do not converge either, the result and the
+    solver are those of the last solve here, to the bit.
 
     A re-linearised solve found infeasible (or left undecided by HiGHS: ``UNSOLVED``)
     whose feasibility relaxation breaks limits by numerical noise only is solved again
