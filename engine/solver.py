@@ -349,6 +349,14 @@ class _KeptBasis:
         return np.where(self.structural, cost[np.maximum(self.basic, 0)], 0.0)
 
 
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A :class:`HighsSolver`'s attributes as :meth:`HighsSolver.checkpoint` saved them (its HiGHS instance and
+    arrays among them, which the solver no longer uses until :meth:`HighsSolver.rollback`)."""
+
+    state: dict
+
+
 class HighsSolver:
     """A persistent HiGHS model of a :class:`LinearModel`.
 
@@ -1053,6 +1061,35 @@ class HighsSolver:
                                  self.col_upper)
         probe.col_lower, probe.col_upper = self.col_lower.copy(), self.col_upper.copy()
         return probe
+
+    def checkpoint(self) -> Checkpoint:
+        """Save this solver's state and go on with a copy of its HiGHS model, so that :meth:`rollback` can put back
+        exactly what was saved.
+
+        The HiGHS instance holds more than its API can set again: the factorisation of its last run and the order
+        of its basic variables (which :meth:`solve_by_basis` and :meth:`basis_directions` read), its edge weights,
+        its run clock (which tells a kept basis still held from one that is not). The saved instance is therefore
+        not used at all after a checkpoint: solves go to a new one with the same options, model, costs, bounds and
+        basis, factorised afresh when it first runs (its kept basis too: :meth:`_kept_optimal`), and the arrays
+        changed in place (costs, bounds) are the copy's own."""
+        saved = Checkpoint(dict(vars(self)))
+        h = highspy.Highs()
+        h.passOptions(self.h.getOptions())
+        _pass_model(h, self.cost, self.col_lower, self.col_upper, self._a, self.row_lower, self.row_upper,
+                    self.model.assemble()[6] if self.integer else None)
+        h.setBasis(self.h.getBasis())
+        self.h = h
+        self.cost, self.col_lower, self.col_upper = self.cost.copy(), self.col_lower.copy(), self.col_upper.copy()
+        self.row_lower, self.row_upper = self.row_lower.copy(), self.row_upper.copy()
+        if self._kept is not None:
+            self._kept = dataclasses.replace(self._kept, run_time=float("nan"))   # not factorised in the copy
+        return saved
+
+    def rollback(self, saved: Checkpoint) -> None:
+        """Back to the state :meth:`checkpoint` saved (its HiGHS instance, untouched since): every later solve is
+        then the one it would have been without the solves in between, to the bit."""
+        vars(self).clear()
+        vars(self).update(saved.state)
 
     def relax_feasibility(self, row_penalty: np.ndarray, col_lower_penalty: np.ndarray,
                           col_upper_penalty: np.ndarray) -> np.ndarray | None:

@@ -26,7 +26,7 @@ import scipy.sparse.linalg as spla
 from dsomarket.engine import losses
 from dsomarket.engine.network import S_BASE_KVA
 from dsomarket.engine.results import net_withdrawal
-from dsomarket.engine.solver import HIGHS_PRIMAL_TOL, HighsSolver, Solution
+from dsomarket.engine.solver import HIGHS_PRIMAL_TOL, TIE_DUAL_TOL, HighsSolver, Solution
 
 
 @dataclass(frozen=True, eq=False)
@@ -398,6 +398,93 @@ def _trust_from_linearisation_point(parts: list[Part], solver: HighsSolver, cent
     return sol, at_centre, viol_centre, radius, seconds + sol.solve_seconds
 
 
+POLISH_SOLVES = 10
+"""Solves :func:`_polish` may take after ``losses.MAX_ITERATIONS`` to reach a converged state."""
+POLISH_REGION_KW = losses.STEP_TOL_KW / 2.0
+"""Half-width (kW) of :func:`_polish`'s region on every bid around the point it linearises at: any step inside it
+is within the step tolerance, so whether it converges is the residual's and the reduced costs' to say."""
+
+
+def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], None], sol: Solution,
+            base_lo: np.ndarray, base_hi: np.ndarray) -> tuple[Solution, int, float, losses.Residual, float] | None:
+    """After ``losses.MAX_ITERATIONS``: up to ``POLISH_SOLVES`` more solves from the last solve ``sol`` to a converged
+    state; None, with the solver and the parts exactly as they were, where they do not reach one.
+
+    Where the iteration stops unconverged, it is typically a fixed point in all but stationarity: bids pressed on
+    a trust region halved to next to nothing (1e-9 to 1e-5 kW), with reduced costs above ``losses.MARGINAL_TOL``
+    (benchmarks/README.md, helpers flat12 and flat14). Two bids trading along a flat valley of the losses creep
+    across it a few watts a solve (ieee33-s9100 at 193.7), or their region was halved on the AC merit's noise
+    (194.5): their Newton point on the losses' curvature (:func:`engine.losses.curvature_step`, the pressed bids
+    together) is where their reduced costs vanish, and the model is linearised there. Every bid then has a region
+    of its own here, ``POLISH_REGION_KW`` around the point linearised at, not the one the iteration halved: in
+    one of a few nanowatts every bid is all but fixed, and the LP's reduced costs are then those of a vertex of
+    fixed bids, tens of units per MWh (the CLI test's book near 156 per MWh, warm clearings of its curve).
+
+    A bid held by the region at a rating's degenerate vertex has no curvature to step on (its Newton point is NaN,
+    or megawatts off): its reduced cost reads one sign on one side of the vertex and the other on the other (one
+    linearisation's polygon face, then the next's), so the region reverses and halves around it for ever. Its
+    duals are not unique there, and the reduced cost against the region is only one of them: whether another
+    prices the bid at zero is the LP's to say. The bids held open are released (their own bounds) on the same
+    linearisation, and where the LP then moves no bid more than ``losses.STEP_TOL_KW`` from the point linearised
+    at, with the AC residual in tolerance and no bid held open, the point is a KKT point of that linearisation
+    (a bid it newly presses is released in turn): at -28.2826 sell b28 is released and clears in full, with line
+    8 on its rating.
+
+    Everything here runs on a copy of the solver's HiGHS model (:meth:`HighsSolver.checkpoint`), and a polish that
+    does not converge is rolled back (the parts' linearisations, then the solver), so the result and whatever
+    later solves start from it (a curve's warm clearings) are those the iteration gave without it, to the bit.
+    Returns the converged solve, the solves taken and their seconds, its residual and its last step (kW).
+    """
+    bid = solver.model.var("bid").slice
+    radius = POLISH_REGION_KW / S_BASE_KVA
+    saved = [(p.market.model, p.market.point, p.market._point_bids) for p in parts]
+    checkpoint = solver.checkpoint()
+    seconds, eps = 0.0, 1e-9
+    released = np.zeros(len(base_lo), dtype=bool)
+    for solves in range(1, POLISH_SOLVES + 1):
+        x, reduced = solver.block(sol.x, "bid"), solver.block(sol.col_dual, "bid")
+        lo, hi = solver.col_lower[bid], solver.col_upper[bid]
+        # The bids the region holds against their wish: on its bound, not their own, with a reduced cost that is no
+        # tie (beyond TIE_DUAL_TOL: nonbasic there, so that basis_directions moves them).
+        pressed = np.flatnonzero(((x >= hi - eps) & (hi < base_hi - eps) & (reduced < -TIE_DUAL_TOL))
+                                 | ((x <= lo + eps) & (lo > base_lo + eps) & (reduced > TIE_DUAL_TOL)))
+        newton = x[pressed] + losses.curvature_step(
+            solver, [(p.market.model, p.market.feeder, p.market.point, p.cols, p.rows) for p in _live(parts)], sol,
+            pressed) if len(pressed) else x[pressed]
+        if len(pressed) and np.all(np.isfinite(newton) & (newton >= base_lo[pressed]) & (newton <= base_hi[pressed])):
+            target = x.copy()
+            target[pressed] = newton
+            _relinearise(parts, solver, target, points(parts, sol.x, target), set_matrix)
+        else:
+            held = pressed[np.abs(reduced[pressed]) > losses.MARGINAL_TOL]
+            if not len(held):
+                break
+            released[held] = True
+            target = np.concatenate([p.market._point_bids for p in parts])   # the same linearisation
+        lo, hi = np.maximum(base_lo, target - radius), np.minimum(base_hi, target + radius)
+        _bound_bids(solver, np.where(released, base_lo, lo), np.where(released, base_hi, hi))
+        sol = solver.solve_by_basis(pivots=0, primal_tol=HIGHS_PRIMAL_TOL, fresh=False)   # as converge
+        seconds += sol.solve_seconds
+        if not sol.ok:
+            break
+        x = solver.block(sol.x, "bid")
+        pts = points(parts, sol.x, x)
+        if not all(p.converged for p in pts):
+            break
+        res = residual(parts, sol.x, pts)
+        moved = float(np.max(np.abs(x - target), initial=0.0)) * S_BASE_KVA
+        open_ = losses.held_open(x, solver.block(sol.col_dual, "bid"), solver.col_lower[bid], solver.col_upper[bid],
+                                 base_lo, base_hi)
+        if res.ok and moved <= losses.STEP_TOL_KW and not open_.any():
+            _bound_bids(solver, base_lo, base_hi)
+            return sol, solves, seconds, res, moved
+    for p, (model, point, bids) in zip(parts, saved):
+        p.market.model, p.market.point, p.market._point_bids = model, point, bids
+    set_matrix()    # what the caller keeps of the parts' matrices (a horizon's), on the copy
+    solver.rollback(checkpoint)
+    return None
+
+
 def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], None],
              sol: Solution) -> tuple[Solution, dict]:
     """Re-linearise the parts from the first solve ``sol`` until the LP is at a KKT point of the AC problem.
@@ -439,7 +526,11 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     (:func:`engine.losses.held_open`). The linearisation has the AC equations'
     values and gradients at its own point, so this is the KKT condition of the
     AC problem; a region shrunk to nothing around a point that is not
-    stationary is not reported as converged.
+    stationary is not reported as converged. Where ``losses.MAX_ITERATIONS``
+    solves end without it, :func:`_polish` takes up to ``POLISH_SOLVES`` more
+    (a Newton point of the pressed bids, or those held open released) on a copy
+    of the solver, and where they do not converge either, the result and the
+    solver are those of the last solve here, to the bit.
 
     A re-linearised solve found infeasible (or left undecided by HiGHS: ``UNSOLVED``)
     whose feasibility relaxation breaks limits by numerical noise only is solved again
@@ -628,6 +719,12 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
         if not sol.ok:
             # Pinned bids or the re-linearised model itself leave no feasible dispatch: report it.
             break
+    if not done and sol.ok and iteration == losses.MAX_ITERATIONS and all(p.converged for p in pts):
+        polished = _polish(parts, s, set_matrix, sol, base_lo, base_hi)
+        if polished is not None:
+            sol, more, more_seconds, res, moved = polished
+            done, solves, seconds, trusting = True, solves + more, seconds + more_seconds, False
+            pinned[:] = False
     if trust:
         # No re-solve released: converged, no bid presses on a pin or the region with a reduced cost
         # above MARGINAL_TOL, so the duals of this solve are the prices of the free LP at this point.
