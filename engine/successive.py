@@ -441,6 +441,7 @@ def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], Non
     checkpoint = solver.checkpoint()
     seconds, eps = 0.0, 1e-9
     released = np.zeros(len(base_lo), dtype=bool)
+    damping, last_open = 1.0, np.inf
     for solves in range(1, POLISH_SOLVES + 1):
         x, reduced = solver.block(sol.x, "bid"), solver.block(sol.col_dual, "bid")
         lo, hi = solver.col_lower[bid], solver.col_upper[bid]
@@ -448,11 +449,14 @@ def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], Non
         # tie (beyond TIE_DUAL_TOL: nonbasic there, so that basis_directions moves them).
         pressed = np.flatnonzero(((x >= hi - eps) & (hi < base_hi - eps) & (reduced < -TIE_DUAL_TOL))
                                  | ((x <= lo + eps) & (lo > base_lo + eps) & (reduced > TIE_DUAL_TOL)))
-        newton = x[pressed] + losses.curvature_step(
+        newton = x[pressed] + damping * losses.curvature_step(
             solver, [(p.market.model, p.market.feeder, p.market.point, p.cols, p.rows) for p in _live(parts)], sol,
             pressed) if len(pressed) else x[pressed]
         if len(pressed) and np.all(np.isfinite(newton) & (newton >= base_lo[pressed]) & (newton <= base_hi[pressed])):
-            target = x.copy()
+            # The basic bids move with them as the basis has it (limits that bind stay on): each region is
+            # around where its bid will be, or a line on its rating leaves none feasible (ieee33-s13305 at 58.6443).
+            d = solver.basis_directions(bid.start + pressed)
+            target = x.copy() if d is None else np.clip(x + d[bid] @ (newton - x[pressed]), base_lo, base_hi)
             target[pressed] = newton
             _relinearise(parts, solver, target, points(parts, sol.x, target), set_matrix)
         else:
@@ -475,6 +479,10 @@ def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], Non
         moved = float(np.max(np.abs(x - target), initial=0.0)) * S_BASE_KVA
         open_ = losses.held_open(x, solver.block(sol.col_dual, "bid"), solver.col_lower[bid], solver.col_upper[bid],
                                  base_lo, base_hi)
+        # A Newton step on a model of the losses' curvature alone (a rating's polygon turns with the point too) can
+        # overshoot: where the pressed bids' largest reduced cost does not fall, the next step is half as long.
+        worst = float(np.max(np.abs(solver.block(sol.col_dual, "bid")[open_]), initial=0.0))
+        damping, last_open = (damping / 2.0 if worst >= last_open else damping), worst
         if res.ok and moved <= losses.STEP_TOL_KW and not open_.any():
             _bound_bids(solver, base_lo, base_hi)
             return sol, solves, seconds, res, moved

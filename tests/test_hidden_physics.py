@@ -461,7 +461,10 @@ def test_a_polish_that_does_not_converge_leaves_the_clearing_and_the_next_warm_o
     # where it does not converge, rolls the parts' linearisations and the solver back: the result and every warm
     # solve after it are those of the iteration without it, to the bit (tests/test_cli_market.py's curve
     # warm-starts its later clearings from unconverged ones; a worse state left behind moved them by up to 47 kW).
-    # On that test's book at 156.48 the polish does not converge.
+    # On that test's book at 156.48 the iteration stops unconverged and the polish converges; here the AC power
+    # flows it runs after its first solve are reported unconverged, so it stops there and rolls back.
+    import dataclasses
+
     from dsomarket.engine import successive
     from dsomarket.engine.bids import MarketRules
     from dsomarket.engine.clearing import NodalMarket
@@ -472,7 +475,16 @@ def test_a_polish_that_does_not_converge_leaves_the_clearing_and_the_next_warm_o
     polish, polished = successive._polish, []
 
     def counted(*args):
-        out = polish(*args)
+        real = successive.points
+
+        def unconverged(*a):
+            return [dataclasses.replace(p, converged=False) for p in real(*a)]
+
+        monkeypatch.setattr(successive, "points", unconverged)
+        try:
+            out = polish(*args)
+        finally:
+            monkeypatch.setattr(successive, "points", real)
         polished.append(out is not None)
         return out
 
@@ -602,4 +614,25 @@ def test_an_award_of_a_quantity_alone_is_delivered_by_the_converged_dispatch_not
     # Priced at the interface DLMP (the award names no price), every bid consistent with its bus DLMP.
     root = res.prices.filter(pl.col("bus") == f.root_bus)["dlmp"][0]
     assert dis.award["price"][0] == pytest.approx(root)
+    assert_prices_consistent(res)
+
+
+def test_a_polish_moves_the_basic_bids_with_the_pressed_ones_and_halves_a_newton_step_that_overshoots(
+        tmp_path, monkeypatch):
+    # bench_hidden_physics --quick --cases 8 --seed 13300, case ieee33-s13305 at 58.6443 (a curve check's price):
+    # line 25 on its rating, bid 7 pressed on the trust region, bids 20 and 27 part-way and basic. The polish's
+    # first Newton step moved bid 7 alone, and the regions held the others where they were: with the rating
+    # binding, infeasible (exit 3 after 80 solves). Moved as the basis moves them, the steps were feasible but
+    # overshot (bid 27's reduced cost -0.009, +0.013, -0.017 ... growing: the thermal polygon turns with the point,
+    # a curvature the Newton model leaves out); halved where they do not reduce it, the polish converges.
+    from tests.test_clearing import assert_prices_consistent
+
+    f, book = _generated_case("ieee33", 13305, tmp_path, monkeypatch)
+    res = clear(f, book, 58.6443)
+    assert res.ok, res.diagnosis
+    assert res.convergence["converged"], res.convergence
+    assert res.ac_check["ok"] and not res.ac_check["violations"]
+    assert res.ac_check["max_loading_line"] == "25"
+    assert res.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=0.01)
+    assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
     assert_prices_consistent(res)
