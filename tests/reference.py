@@ -35,8 +35,20 @@ is marginal (bench_hidden_physics --cases 6 --seed 5100, synth200-s5104 at -53.9
 vertex and 0.0019 per hour more welfare than the LP has; at these tolerances both agree to 1e-4 per MWh)."""
 
 
+CLARABEL_LADDER = (1.0, 10.0, 100.0)
+"""Factors on :data:`CLARABEL_TIGHT`'s tolerances tried in turn while Clarabel ends ``optimal_inaccurate``: at 1e-12
+it can stall short of them (bench_hidden_physics --cases 12 --seed 18000, synth100-s18009 at 24.93), where at 1e-11
+it is optimal and within 8e-11 per MWh of the engine's DLMPs."""
+
+
 def _solve(prob: cp.Problem, solver: str) -> None:
-    prob.solve(solver=solver, **(CLARABEL_TIGHT if solver == "CLARABEL" else {}))
+    if solver != "CLARABEL":
+        prob.solve(solver=solver)
+        return
+    for factor in CLARABEL_LADDER:
+        prob.solve(solver=solver, **{k: v * factor if k.startswith("tol") else v for k, v in CLARABEL_TIGHT.items()})
+        if prob.status != cp.OPTIMAL_INACCURATE:
+            return
 
 
 def solve_reference(feeder, bids: pl.DataFrame, iso_price: float, sides: int = 16,

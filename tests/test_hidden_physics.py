@@ -636,3 +636,19 @@ def test_a_polish_moves_the_basic_bids_with_the_pressed_ones_and_halves_a_newton
     assert res.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=0.01)
     assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
     assert_prices_consistent(res)
+
+
+def test_the_textbook_reference_steps_back_from_tolerances_clarabel_cannot_reach(tmp_path, monkeypatch):
+    # bench_hidden_physics --cases 12 --seed 18000, case synth100-s18009 at 24.93: Clarabel at 1e-12 ended
+    # optimal_inaccurate, so the lossless clearing had no reference to be checked against; at 1e-11 it is
+    # optimal. The reference must be optimal there and agree with the lossless clearing.
+    from dsomarket.engine.bids import MarketRules
+    from tests.reference import solve_reference
+
+    f, book = _generated_case("synth100", 18009, tmp_path, monkeypatch)
+    ref = solve_reference(f, book.table, 24.93)
+    assert ref.status == "optimal"
+    res = clear(f, book, 24.93, rules=MarketRules(), options=ClearingOptions(formulation="lindistflow"))
+    assert ref.import_kw == pytest.approx(res.interface["import_kw"][0], abs=1e-4)
+    dlmp = dict(zip(res.prices["bus"], res.prices["dlmp"]))
+    assert max(abs(ref.dlmp[b] - dlmp[b]) for b in dlmp) < 1e-4
