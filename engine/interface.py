@@ -43,7 +43,7 @@ from dsomarket.engine.bids import (BidBook, MarketRules, Resource, canonical, co
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, _iv_column, socp_solver
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.lindistflow import market_loads
-from dsomarket.engine.losses import CURVE_MAX_CLEARINGS, CURVE_UNWALKED_CLEARINGS, CurveCheck
+from dsomarket.engine.losses import CURVE_HARD_CLEARINGS, CURVE_MAX_CLEARINGS, CURVE_UNWALKED_CLEARINGS, CurveCheck
 from dsomarket.engine.network import S_BASE_KVA, Feeder
 
 from dsomarket.engine.horizoncurve import HorizonCurves, trace_reduced
@@ -289,7 +289,8 @@ def trace_curve(feeder: Feeder, book: BidBook, rules: MarketRules = MarketRules(
         Fixed withdrawal per bus and interval (n, T); defaults to the feeder's loads.
     max_solves
         Safety limit on solves per interval (default ``4 * bids + 1000``); the loss-aware curve also
-        spends at most ``losses.CURVE_MAX_CLEARINGS`` clearings an interval (``losses.CURVE_UNWALKED_CLEARINGS``
+        spends at most ``losses.CURVE_MAX_CLEARINGS`` clearings an interval, up to ``losses.CURVE_HARD_CLEARINGS``
+        where its stated bound would otherwise exceed ``losses.CURVE_TOL`` (``losses.CURVE_UNWALKED_CLEARINGS``
         where resources couple the intervals: that curve is not walked; see :func:`_trace_fixed_points`),
         plus at most ``losscurve.REPAIR_CLEARINGS`` fresh ones for each step whose walked bands fresh clearings
         redraw (:meth:`engine.losscurve._FixedPoints.repair`).
@@ -530,7 +531,9 @@ def trace_market_interval(market, t: int, rules: MarketRules, max_solves: int,
         # A horizon's curve (no one-feeder NodalMarket) is not walked: its anchors are clearings too.
         walked = isinstance(market, NodalMarket)
         budget, splits = (CURVE_MAX_CLEARINGS, MAX_SPLITS) if walked else (CURVE_UNWALKED_CLEARINGS, UNWALKED_SPLITS)
-        bands, check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, min(max_solves, budget), splits)
+        hard = CURVE_HARD_CLEARINGS if walked else budget
+        bands, check = _trace_fixed_points(fixed, rules.price_floor, rules.price_cap, min(max_solves, budget), splits,
+                                           min(max_solves, hard))
         return bands, fixed.solves, 0, check
     probe = _Probe(market, t)
     return _trace_interval(probe, rules.price_floor, rules.price_cap, max_solves), probe.solves, probe.flips, None

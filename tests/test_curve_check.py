@@ -70,6 +70,7 @@ def test_a_curve_out_of_clearings_stops_and_its_bound_covers_what_it_left(monkey
     budget = full.ac_check["clearings"] - 1     # floor and cap, and one fewer than it takes in all
     assert budget >= 2 and full.ac_check["unresolved_steps"] == 0
     monkeypatch.setattr(interface, "CURVE_MAX_CLEARINGS", budget)
+    monkeypatch.setattr(interface, "CURVE_HARD_CLEARINGS", budget)    # no clearings past it, whatever the bound
     cut = trace_curve(f, book)
     assert cut.ac_check["clearings"] <= budget and cut.ac_check["unresolved_steps"] >= 1
     assert cut.ac_check["max_error_pct"] > losses.CURVE_TOL * 100
@@ -78,3 +79,23 @@ def test_a_curve_out_of_clearings_stops_and_its_bound_covers_what_it_left(monkey
         price = (lo + hi) / 2.0
         miss = abs(cut.import_at(0, price) - full.import_at(0, price))
         assert miss <= cut.ac_check["max_error_kw"] + full.ac_check["max_error_kw"] + 1e-3, price
+
+
+def test_a_curve_past_its_clearing_budget_resolves_the_pairs_its_stated_bound_needs(monkeypatch):
+    # The book of the test above, its budget one clearing short: at the budget the pair left put the bound past
+    # 0.5 % (exit 3 from `dsomarket curve`); clearings past it, up to losses.CURVE_HARD_CLEARINGS, go to the pairs
+    # that would, and the curve is the full one.
+    f = read_feeder(EXAMPLES / "ieee33_rated")
+    rng = np.random.default_rng(2)
+    n = 40
+    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
+                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
+                         "price": np.round(rng.uniform(0, 150, n), 2)})
+    book = validate_bids(bids, f, MarketRules())
+    full = trace_curve(f, book)
+    budget = full.ac_check["clearings"] - 1
+    monkeypatch.setattr(interface, "CURVE_MAX_CLEARINGS", budget)
+    cut = trace_curve(f, book)
+    assert cut.ac_check["max_error_pct"] <= losses.CURVE_TOL * 100
+    assert cut.ac_check["clearings"] > budget
+    assert cut.bands.equals(full.bands)
