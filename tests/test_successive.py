@@ -258,3 +258,28 @@ def test_a_re_linearisation_holds_lines_on_their_ratings_on_the_tangent_face_and
     assert np.max(np.abs(held.dispatch["cleared_kw"].to_numpy() - carried.dispatch["cleared_kw"].to_numpy())) \
         <= losses.STEP_TOL_KW
     assert abs(held.interface["import_kw"][0] - carried.interface["import_kw"][0]) <= losses.RESIDUAL_TOL_KW
+
+
+def test_a_sell_several_times_the_feeder_s_rating_clears_from_the_fixed_load_s_point_where_other_linearisations_fail():
+    # tests/test_server_validation.py's property test drew an 18.5 MW sell and a 5.4 MW buy at tan phi 3.5 on bus 25
+    # of ieee33 (a 3.7 MW feeder). At 68.2464 per MWh every linearisation near the sell's own export was infeasible,
+    # phase one too, and the market was reported unsolvable; at 68.25 LinDistFlow's start exported 13 MW, whose AC
+    # power flow does not converge, and the iteration stopped there unconverged. With nothing bid the feeder is
+    # within its limits: from the fixed load's own point both converge, and the AC power flow of the dispatch
+    # imports what the LP says.
+    from tests.test_clearing import assert_prices_consistent
+
+    f = ieee33()
+    bids = pl.DataFrame({"bid_id": ["b0", "b1"], "bus": ["25", "25"], "side": ["buy", "sell"],
+                         "quantity_kw": [5404.0, 18459.0], "price": [0.0, 42.0], "tan_phi": [3.5, 0.0]})
+    book = validate_bids(bids, f, MarketRules())
+    imports = []
+    for price in (68.2464, 68.25):
+        res = clear(f, book, price)
+        assert res.ok, res.diagnosis
+        assert res.convergence["converged"], res.convergence
+        assert res.ac_check["ok"] and not res.ac_check["violations"]
+        assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
+        assert_prices_consistent(res)
+        imports.append(res.interface["import_kw"][0])
+    assert imports[1] <= imports[0] + 0.01      # non-increasing in the price
