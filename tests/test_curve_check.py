@@ -54,18 +54,23 @@ def test_a_curve_whose_subdivisions_run_out_reports_its_error_and_the_command_wa
 
 
 
-def test_a_curve_out_of_clearings_stops_and_its_bound_covers_what_it_left(monkeypatch):
-    # A book that would need more clearings than the budget gets a curve at once, not an unbounded trace or an
-    # error: the pairs left are steps where their tangents meet, and the bound covers the full curve's imports.
-    # (The example book's curve is walked from the floor's and the cap's clearings alone: 40 random bids whose
-    # curve takes 7.)
+def _forty_random_bids():
+    """The rated ieee33 example and 40 random bids on it (validated): a book whose curve takes 7 clearings."""
     f = read_feeder(EXAMPLES / "ieee33_rated")
     rng = np.random.default_rng(2)
     n = 40
     bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
                          "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
                          "price": np.round(rng.uniform(0, 150, n), 2)})
-    book = validate_bids(bids, f, MarketRules())
+    return f, validate_bids(bids, f, MarketRules())
+
+
+def test_a_curve_out_of_clearings_stops_and_its_bound_covers_what_it_left(monkeypatch):
+    # A book that would need more clearings than the budget gets a curve at once, not an unbounded trace or an
+    # error: the pairs left are steps where their tangents meet, and the bound covers the full curve's imports.
+    # (The example book's curve is walked from the floor's and the cap's clearings alone: 40 random bids whose
+    # curve takes 7.)
+    f, book = _forty_random_bids()
     full = trace_curve(f, book)
     budget = full.ac_check["clearings"] - 1     # floor and cap, and one fewer than it takes in all
     assert budget >= 2 and full.ac_check["unresolved_steps"] == 0
@@ -85,13 +90,7 @@ def test_a_curve_past_its_clearing_budget_resolves_the_pairs_its_stated_bound_ne
     # The book of the test above, its budget one clearing short: at the budget the pair left put the bound past
     # 0.5 % (exit 3 from `dsomarket curve`); clearings past it, up to losses.CURVE_HARD_CLEARINGS, go to the pairs
     # that would, and the curve is the full one.
-    f = read_feeder(EXAMPLES / "ieee33_rated")
-    rng = np.random.default_rng(2)
-    n = 40
-    bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(f.buses["bus"].to_numpy()[1:], n),
-                         "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(5.0, 60.0, n),
-                         "price": np.round(rng.uniform(0, 150, n), 2)})
-    book = validate_bids(bids, f, MarketRules())
+    f, book = _forty_random_bids()
     full = trace_curve(f, book)
     budget = full.ac_check["clearings"] - 1
     monkeypatch.setattr(interface, "CURVE_MAX_CLEARINGS", budget)

@@ -211,6 +211,21 @@ def _generated_case(kind: str, seed: int, tmp_path, monkeypatch):
     return f, validate_bids(read_table(case.bids, "bids"), f, MarketRules())
 
 
+def _assert_converged_on_rating(res, line: str) -> None:
+    """``res`` converged, and the AC power flow of its dispatch (an independent sweep) breaks no limit, has ``line``
+    the most loaded and on its rating, and imports what the LP does within 0.01 kW; every bid priced consistently
+    with its bus DLMP."""
+    from tests.test_clearing import assert_prices_consistent
+
+    assert res.ok, res.diagnosis
+    assert res.convergence["converged"], res.convergence
+    assert res.ac_check["ok"] and not res.ac_check["violations"]
+    assert res.ac_check["max_loading_line"] == line
+    assert res.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=0.01)
+    assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
+    assert_prices_consistent(res)
+
+
 def test_a_flow_cycling_on_its_rating_between_two_close_polygon_vertices_converges(tmp_path, monkeypatch):
     # bench_hidden_physics --quick --cases 10 --seed 1500, case ieee69-s1501: line 36 on its rating (174 kVA).
     # Its ends' polygons closed in to the trust region's old floor (1e-3 rad) and the flow then turned +-5e-4 rad
@@ -218,21 +233,12 @@ def test_a_flow_cycling_on_its_rating_between_two_close_polygon_vertices_converg
     # (over STEP_TOL_KW) for all 80 iterations: not converged (exit 3). Each must converge on the rating, hold on
     # the AC power flow of its dispatch and price every bid consistently with its bus DLMP.
     from dsomarket.engine.losses import STEP_TOL_KW
-    from tests.test_clearing import assert_prices_consistent
 
     f, book = _generated_case("ieee69", 1501, tmp_path, monkeypatch)
     for price in (228.99, 267.817):
         res = clear(f, book, price)
-        assert res.ok, res.diagnosis
-        assert res.convergence["converged"], (price, res.convergence)
-        assert res.convergence["last_step_kw"] <= STEP_TOL_KW
-        # The AC power flow of the dispatch (an independent sweep): no limit broken, line 36 the most loaded
-        # and on its rating, the interface import the LP's within 0.01 kW.
-        assert res.ac_check["ok"] and not res.ac_check["violations"]
-        assert res.ac_check["max_loading_line"] == "36"
-        assert res.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=0.01)
-        assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
-        assert_prices_consistent(res)
+        assert res.convergence is not None and res.convergence["last_step_kw"] <= STEP_TOL_KW, res.convergence
+        _assert_converged_on_rating(res, "36")
 
 
 def test_bids_stepping_the_full_trust_region_the_same_way_are_given_room_and_converge(tmp_path, monkeypatch):
@@ -625,17 +631,8 @@ def test_a_polish_moves_the_basic_bids_with_the_pressed_ones_and_halves_a_newton
     # binding, infeasible (exit 3 after 80 solves). Moved as the basis moves them, the steps were feasible but
     # overshot (bid 27's reduced cost -0.009, +0.013, -0.017 ... growing: the thermal polygon turns with the point,
     # a curvature the Newton model leaves out); halved where they do not reduce it, the polish converges.
-    from tests.test_clearing import assert_prices_consistent
-
     f, book = _generated_case("ieee33", 13305, tmp_path, monkeypatch)
-    res = clear(f, book, 58.6443)
-    assert res.ok, res.diagnosis
-    assert res.convergence["converged"], res.convergence
-    assert res.ac_check["ok"] and not res.ac_check["violations"]
-    assert res.ac_check["max_loading_line"] == "25"
-    assert res.ac_check["max_loading_pct"] == pytest.approx(100.0, abs=0.01)
-    assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
-    assert_prices_consistent(res)
+    _assert_converged_on_rating(clear(f, book, 58.6443), "25")
 
 
 def test_the_textbook_reference_steps_back_from_tolerances_clarabel_cannot_reach(tmp_path, monkeypatch):
