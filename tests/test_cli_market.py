@@ -44,6 +44,11 @@ def test_curve_writes_bands_from_floor_to_cap_and_the_iso_offer(run, tmp_path, b
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["bands"] == curve.height and summary["conditional_on_forecast"] is False
     assert summary["price_floor"] == -100 and summary["price_cap"] == 400
+    # The loss-aware curve's stated bound against clear, as summary.json has it, on the operator's screen.
+    check = summary["ac_check"]
+    (accuracy,) = [line for line in out.splitlines() if line.startswith("accuracy")]
+    assert f"within {check['max_error_pct']:.3g} % ({check['max_error_kw']:,.1f} kW)" in accuracy
+    assert f"from {check['clearings']} clearings and {check['anchored']} re-linearisations" in accuracy
     # The same bids in another order give the same files, byte for byte.
     bids.sample(fraction=1.0, shuffle=True, seed=5).write_csv(tmp_path / "shuffled.csv")
     code, _, err = run("curve", "--feeder", "ieee33", "--bids", tmp_path / "shuffled.csv", "--floor", -100,

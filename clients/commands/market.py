@@ -372,10 +372,24 @@ def curve_lines(curve: InterfaceCurve, offer: pl.DataFrame, area: float) -> list
             f"({'exact' if curve.exact else 'sampled'})",
             f"import       {at_floor.max():,.1f} kW at the price floor .. {at_cap.min():,.1f} kW at the cap "
             "(positive = the feeder buys from the ISO)",
+            *_accuracy_lines(curve.ac_check),
             f"ISO offer    {steps} demand/supply steps in iso_offer.csv (kW, per MWh); the reduction leaves "
             f"{area:,.2f} per hour of welfare area off the exact curve",
             "coupling     " + ("each interval's curve assumes the forecast ISO price in the others"
                                if curve.conditional else "intervals are independent")]
+
+
+def _accuracy_lines(check: dict | None) -> list[str]:
+    """A loss-aware curve's stated bound against ``clear`` (:class:`engine.losses.CurveCheck`), with the steps it
+    locates only as well as ``clear`` itself places its import; none for a lossless curve (exact, no bound)."""
+    if check is None:
+        return []
+    n = check.get("steep_steps", 0)
+    steep = (f"; {n} step{'s' if n != 1 else ''} placed only as well as clear places its own import there (it moves "
+             f"up to {check['steep_kw']:,.1f} kW across one)" if n else "")
+    return [f"accuracy     a band is within {check['max_error_pct']:.3g} % ({check['max_error_kw']:,.1f} kW) of the "
+            f"clearing at any price inside it, from {check['clearings']} clearings and {check['anchored']} "
+            f"re-linearisations walked{steep}"]
 
 
 def write_curve(curve: InterfaceCurve, offer: pl.DataFrame, area: float, rules: MarketRules, formulation: str,
