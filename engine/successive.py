@@ -574,7 +574,9 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     once by phase one (:func:`_phase_one`): re-linearised where its linearisation
     comes closest to feasible, since a linearisation is exact only at its own point
     and an LP far from a feeder's thin feasible set (a held schedule on a limit)
-    can miss it. Only if that fails too is the market reported infeasible.
+    can miss it. Only if that fails too, and a start from the fixed load's own AC point (:func:`_from_fixed_load`,
+    where that point is within the feeder's limits) fails as well, is the market reported infeasible; a dispatch
+    whose AC power flow does not converge is followed once by that start too.
 
     Returns the last solve (its ``solve_seconds`` those of every solve) and the
     convergence summary (:func:`engine.losses.convergence_summary`; None when no
