@@ -183,17 +183,15 @@ def _phase_one(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], 
         # 68.246 per MWh, where the feeder with nothing bid is within its limits).
         start = _from_fixed_load(parts, solver, set_matrix)
         if start is not None:
-            sol, solves, seconds = start[0], solves + start[1], seconds + start[2]
+            sol, solves, seconds = start, solves + 1, seconds + start.solve_seconds
     return sol, solves, seconds
 
 
-def _from_fixed_load(parts: list[Part], solver: HighsSolver,
-                     set_matrix: Callable[[], None]) -> tuple[Solution, int, float] | None:
+def _from_fixed_load(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], None]) -> Solution | None:
     """The LP linearised at the dispatch of no bid (each at its bound nearest zero, no load shed), solved cold:
     the fixed load's own AC point, where every linearised equation is exact, so that the LP holds that dispatch.
     Only where that point is within the feeder's limits (``losses.VIOLATION_TOL``; else None, nothing solved: an
-    LP known to be infeasible is not handed to HiGHS, as in :func:`_phase_one`). Returns the solve, 1 and its
-    seconds."""
+    LP known to be infeasible is not handed to HiGHS, as in :func:`_phase_one`). One solve."""
     bid = solver.model.var("bid").slice
     zero = np.clip(0.0, solver.col_lower[bid], solver.col_upper[bid])
     pts = points(parts, np.zeros(solver.model.n_col), zero)
@@ -202,8 +200,7 @@ def _from_fixed_load(parts: list[Part], solver: HighsSolver,
         return None
     _relinearise(parts, solver, zero, pts, set_matrix)
     solver.h.clearSolver()
-    sol = solver.solve()
-    return sol, 1, sol.solve_seconds
+    return solver.solve()
 
 
 @dataclass(frozen=True, eq=False)
@@ -503,11 +500,11 @@ def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], Non
             break
         res = residual(parts, sol.x, pts)
         moved = float(np.max(np.abs(x - target), initial=0.0)) * S_BASE_KVA
-        open_ = losses.held_open(x, solver.block(sol.col_dual, "bid"), solver.col_lower[bid], solver.col_upper[bid],
-                                 base_lo, base_hi)
+        reduced = solver.block(sol.col_dual, "bid")
+        open_ = losses.held_open(x, reduced, solver.col_lower[bid], solver.col_upper[bid], base_lo, base_hi)
         # A Newton step on a model of the losses' curvature alone (a rating's polygon turns with the point too) can
         # overshoot: where the pressed bids' largest reduced cost does not fall, the next step is half as long.
-        worst = float(np.max(np.abs(solver.block(sol.col_dual, "bid")[open_]), initial=0.0))
+        worst = float(np.max(np.abs(reduced[open_]), initial=0.0))
         damping, last_open = (damping / 2.0 if worst >= last_open else damping), worst
         if res.ok and moved <= losses.STEP_TOL_KW and not open_.any():
             _bound_bids(solver, base_lo, base_hi)
@@ -663,9 +660,9 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
             _bound_bids(s, base_lo, base_hi)
             start, reset = _from_fixed_load(parts, s, set_matrix), True
             if start is not None:
-                solves, seconds = solves + start[1], seconds + start[2]
-            if start is not None and start[0].ok:
-                sol, bracket, trusting, trust, kept = start[0], losses.MarginalBracket(n), False, False, False
+                solves, seconds = solves + 1, seconds + start.solve_seconds
+            if start is not None and start.ok:
+                sol, bracket, trusting, trust, kept = start, losses.MarginalBracket(n), False, False, False
                 pinned[:] = False
                 radius = np.full(n, np.inf)
                 continue

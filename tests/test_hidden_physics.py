@@ -629,7 +629,7 @@ def test_a_polish_moves_the_basic_bids_with_the_pressed_ones_and_halves_a_newton
     # line 25 on its rating, bid 7 pressed on the trust region, bids 20 and 27 part-way and basic. The polish's
     # first Newton step moved bid 7 alone, and the regions held the others where they were: with the rating
     # binding, infeasible (exit 3 after 80 solves). Moved as the basis moves them, the steps were feasible but
-    # overshot (bid 27's reduced cost -0.009, +0.013, -0.017 ... growing: the thermal polygon turns with the point,
+    # overshot (bid 27's reduced cost changed sign and grew each step: the thermal polygon turns with the point,
     # a curvature the Newton model leaves out); halved where they do not reduce it, the polish converges.
     f, book = _generated_case("ieee33", 13305, tmp_path, monkeypatch)
     _assert_converged_on_rating(clear(f, book, 58.6443), "25")
