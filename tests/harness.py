@@ -31,6 +31,8 @@ POSTGRES_URL = os.environ.get("DSOMARKET_TEST_POSTGRES", "")
 SCHEMA_PREFIX = "dsomarket_test_"
 """Schemas the tests create (and drop at the end of the session) on that server: point the tests at a
 throwaway PostgreSQL, never at one holding data."""
+_CREATED: set[str] = set()
+"""The schemas this process created: under pytest-xdist each worker drops its own, not another's still in use."""
 BACKEND = "sqlite"
 """The backend of the running test: ``sqlite`` or ``postgresql`` (set by the ``db_backend`` fixture)."""
 
@@ -54,18 +56,18 @@ def database(workdir: str | Path, name: str = "market.sqlite") -> Path | str:
     schema = SCHEMA_PREFIX + hashlib.sha256(str(path).encode()).hexdigest()[:24]
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    _CREATED.add(schema)
     return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
 
 
 def drop_test_databases() -> None:
-    """Drop every schema :func:`database` created on the PostgreSQL server."""
+    """Drop every schema :func:`database` created in this process on the PostgreSQL server."""
     import psycopg
 
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        names = admin.execute("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)",
-                              (SCHEMA_PREFIX,)).fetchall()
-        for (name,) in names:
-            admin.execute(f"DROP SCHEMA {name} CASCADE")
+        for name in sorted(_CREATED):
+            admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    _CREATED.clear()
 
 
 def old_database(workdir: str | Path, name: str, schema: str) -> Path | str:

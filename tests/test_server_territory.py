@@ -225,6 +225,7 @@ def local_ray(db_backend):
     ray.shutdown()
 
 
+@pytest.mark.xdist_group("ray")
 def test_ray_actors_clear_a_session_as_local_workers_do(local_ray, tmp_path):
     fleet = _fleet(np.random.default_rng(11))
 

@@ -601,6 +601,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.xdist_group("ray")
 def test_ray_actors_give_byte_identical_files_and_keep_models_warm(local_ray, run, territory, cleared, tmp_path):
     from dsomarket.server.runner import RayRunner
 
@@ -617,6 +618,7 @@ def test_ray_actors_give_byte_identical_files_and_keep_models_warm(local_ray, ru
     assert math.isfinite(sum(o.clearing.welfare for o in again))
 
 
+@pytest.mark.xdist_group("ray")
 def test_a_lost_ray_actor_is_replaced_and_its_interfaces_clear_again_cold(local_ray, tmp_path):
     from dsomarket.server.runner import RayRunner
 
