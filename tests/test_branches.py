@@ -99,3 +99,41 @@ def test_resource_ids_that_name_no_modelled_resource_leave_the_comparison_as_it_
         assert tagged.convergence["branches"] == plain.convergence["branches"], price
         assert tagged.convergence["iterations"] == plain.convergence["iterations"], price
         assert tagged.welfare == plain.welfare and tagged.ac_check["import_kw"] == plain.ac_check["import_kw"], price
+
+
+def test_candidates_moved_together_back_to_the_same_fixed_point_are_tried_alone_and_clear_falls_with_the_price(
+        tmp_path, monkeypatch):
+    # bench_hidden_physics --quick --cases 10 --seed 17000, case synth100-s17002 (default rules): its loss-aware
+    # curve exited 3 with a bound of 1.56 % at one 110 kW step near -95.787 per MWh, because `clear` itself rose
+    # there: 7,198.0 kW at -95.7878 and 7,307.8 kW at -95.7876. Two fixed points hold at both prices: buy b58
+    # (120.1 kW at -58.07, bus 50) bought or not, b10 (107.4 of 192.2 kW) part-way in both. Both are candidates
+    # (engine.branches), and from the fixed point without b58 the start with both moved (b10 to 0, b58 to its
+    # quantity) converged back to it, so `clear` kept it at -95.7878; at -95.7876 its first converge reached the
+    # other. Each moved alone as well (and held there while the others settle), both fixed points are compared at
+    # both prices and the better (by 0.0012 per hour) is kept.
+    from tests.test_coupled_changes import _pandapower_import
+
+    f, book = _generated_case("synth100", 17002, tmp_path, monkeypatch)
+    rules = MarketRules()
+    below, above = clear(f, book, -95.7878, rules=rules), clear(f, book, -95.7876, rules=rules)
+    assert below.convergence["converged"] and above.convergence["converged"]
+    # Falls, to within where successive LP settles a fixed point (each bid within STEP_TOL_KW, 0.05 kW: the two
+    # differ by 0.012 kW); before, it rose by 109.7 kW.
+    assert below.ac_check["import_kw"][0] >= above.ac_check["import_kw"][0] - 1.0
+    # The fixed point that buys b58 at -95.7876, followed to -95.7878 by plain successive LP (its own branch, no
+    # comparison): `clear` there is at least as good, and it is that fixed point.
+    market = NodalMarket(f, book, -95.7876, rules, (), ClearingOptions())
+    market.converge()
+    bought = _walked(market, [-95.7878])
+    assert bought[0] > 7300.0
+    assert below.welfare >= bought[1] - 1e-6
+    assert abs(below.ac_check["import_kw"][0] - bought[0]) <= 1.0
+    # The import is the one pandapower's AC power flow draws for the dispatch kept (tan phi's kvar included).
+    d = below.dispatch
+    kw = np.where(d["side"].to_numpy() == "buy", 1.0, -1.0) * d["cleared_kw"].to_numpy()
+    w = dict(f.buses.select("bus", "load_kw").iter_rows())
+    wq = dict(f.buses.select("bus", "load_kvar").iter_rows())
+    for bus, p, q in zip(d["bus"].to_list(), kw, kw * d["tan_phi"].fill_null(0.0).to_numpy()):
+        w[bus] += p
+        wq[bus] += q
+    assert abs(_pandapower_import(f, w, wq) - below.ac_check["import_kw"][0]) <= 0.05
