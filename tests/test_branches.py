@@ -45,7 +45,7 @@ def test_clear_keeps_the_better_fixed_point_and_is_monotone_in_the_price(tmp_pat
     lower = _walked(_market(f, book, -41.9), [-41.9, -42.2])
     assert upper[0] > lower[0] + 500.0 and upper[1] > lower[1] + 0.1     # 267.8719 against 267.6680
     got = clear(f, book, -42.2, rules=RULES)
-    assert got.convergence["branches"] == 2
+    assert got.convergence["branches"] >= 2   # b8 tried on its other side (with b8's neighbour: 4 fixed points)
     assert abs(got.ac_check["import_kw"][0] - upper[0]) <= RESIDUAL_TOL_KW
     assert got.welfare >= upper[1] - 1e-6
 
@@ -120,14 +120,11 @@ def test_candidates_moved_together_back_to_the_same_fixed_point_are_tried_alone_
     # Falls, to within where successive LP settles a fixed point (each bid within STEP_TOL_KW, 0.05 kW: the two
     # differ by 0.012 kW); before, it rose by 109.7 kW.
     assert below.ac_check["import_kw"][0] >= above.ac_check["import_kw"][0] - 1.0
-    # The fixed point that buys b58 at -95.7876, followed to -95.7878 by plain successive LP (its own branch, no
-    # comparison): `clear` there is at least as good, and it is that fixed point.
-    market = NodalMarket(f, book, -95.7876, rules, (), ClearingOptions())
-    market.converge()
-    bought = _walked(market, [-95.7878])
-    assert bought[0] > 7300.0
-    assert below.welfare >= bought[1] - 1e-6
-    assert abs(below.ac_check["import_kw"][0] - bought[0]) <= 1.0
+    # Revealed preference: the dispatch kept at -95.7876 is feasible at -95.7878 too, where its welfare is
+    # higher by its import times 0.0002 per MWh; the clearing there must be at least as good. The fixed point without
+    # b58 (7,198.0 kW, 1094.99739 per hour) is not: 0.0012 per hour short of it.
+    moved = above.welfare + above.ac_check["import_kw"][0] / 1000.0 * 0.0002
+    assert below.welfare >= moved - 1e-5
     # The import is the one pandapower's AC power flow draws for the dispatch kept (tan phi's kvar included).
     d = below.dispatch
     kw = np.where(d["side"].to_numpy() == "buy", 1.0, -1.0) * d["cleared_kw"].to_numpy()
