@@ -141,12 +141,18 @@ class _FixedPoint:
 def _moves(other: np.ndarray, group: np.ndarray) -> list[tuple[int, int]]:
     """The starts :func:`best_fixed_point` may try from a fixed point whose :func:`candidates` are ``(other,
     group)``, in order, each as (group, column): a group's candidates all moved together (column -1), then, where
-    the group has more than one, each moved alone (its column in the ``bid`` block)."""
+    one group alone has candidates and it has several, each moved alone (its column in the ``bid`` block).
+
+    Alone only where one group has candidates (a market of one interval, or a horizon with them in one interval):
+    a horizon's groups already split its candidates (an interval's, a resource's), and moving each alone in every
+    interval multiplies the converges of every clearing of a horizon's curve: ``tests/test_coupled_branches.py``'s
+    curve ran past its 900 s timeout with that (load 7-9 on 2 cores)."""
+    groups = np.unique(group[np.isfinite(other)])
     out = []
-    for g in np.unique(group[np.isfinite(other)]):
-        cols = np.nonzero(np.isfinite(other) & (group == g))[0]
+    for g in groups:
         out.append((int(g), -1))
-        if cols.size > 1:
+        cols = np.nonzero(np.isfinite(other) & (group == g))[0]
+        if groups.size == 1 and cols.size > 1:
             out.extend((int(g), int(c)) for c in cols)
     return out
 
@@ -220,7 +226,7 @@ def best_fixed_point(solver: HighsSolver, parts: list[successive.Part], set_matr
     converge where it is released), so a market of one interval and no resource converges at most twice where it
     has one candidate (as before) and up to 2 k + 2 times where the fixed points kept have k in all (from the first,
     k = 2 tries each other combination of sides), and one of T intervals and R resources at most T (R + 1) + 1
-    times plus twice per candidate of a group of several. All are
+    times where several groups have candidates, as before. All are
     fixed points (KKT points of the AC problem); the market is left as the kept one's converge left it (its
     linearisation, point and basis). The summary's ``iterations`` count every converge; ``branches`` is how many
     fixed points were compared (1 where there was no other side to try, or ``sol`` did not converge).
