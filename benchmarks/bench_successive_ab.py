@@ -2,8 +2,9 @@
 
 Run: ``python benchmarks/bench_successive_ab.py [--base REV] [--repeats 2] [--skip-infeasible]``.
 
-``engine/solver.py``, ``engine/powerflow.py``, ``engine/losses.py`` and ``engine/successive.py`` are loaded
-at ``--base`` (a git revision of this repository) next to this checkout's, and every engine module's
+``engine/solver.py``, ``engine/powerflow.py``, ``engine/losses.py``, ``engine/successive.py`` and (where the base
+has it) ``engine/branches.py`` are loaded at ``--base`` (a git revision of this repository) next to this
+checkout's, and every engine module's
 references to them (the modules and the names imported from them) are switched between the two before
 each run, so both sides run the same curve tracer and clearing (the solver's kept and re-linearised paths
 are the iteration's too). Cases:
@@ -35,9 +36,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dsomarket.engine as engine_pkg  # noqa: E402
 # Imported for sys.modules: load_base swaps these entries for the base revision's.
-from dsomarket.engine import losses, powerflow, solver, successive  # noqa: E402, F401
+from dsomarket.engine import branches, losses, powerflow, solver, successive  # noqa: E402, F401
 
-NAMES = ("solver", "powerflow", "losses", "successive")   # in import order
+NAMES = ("solver", "powerflow", "losses", "successive", "branches")   # in import order
 
 
 def load_base(rev: str, names: tuple[str, ...] = NAMES) -> dict[str, types.ModuleType]:
@@ -73,7 +74,7 @@ def load_base(rev: str, names: tuple[str, ...] = NAMES) -> dict[str, types.Modul
 def use(side: dict[str, types.ModuleType], other: dict[str, types.ModuleType]) -> None:
     """Rebind every engine module's references to ``other``'s modules and their names to ``side``'s."""
     swap = {}
-    for n in NAMES:
+    for n in side:
         swap[id(other[n])] = side[n]
         for key, value in vars(other[n]).items():
             if getattr(value, "__module__", None) == f"dsomarket.engine.{n}" and hasattr(side[n], key):
@@ -84,7 +85,7 @@ def use(side: dict[str, types.ModuleType], other: dict[str, types.ModuleType]) -
         for key, value in list(vars(mod).items()):
             if id(value) in swap:
                 setattr(mod, key, swap[id(value)])
-    for n in NAMES:
+    for n in side:
         sys.modules[f"dsomarket.engine.{n}"] = side[n]
         setattr(engine_pkg, n, side[n])
 
@@ -104,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     from dsomarket.engine.feeders import ieee33, synthetic
     from dsomarket.engine.interface import trace_curve
 
-    this = {n: sys.modules[f"dsomarket.engine.{n}"] for n in NAMES}
-    base = load_base(args.base)
+    # engine/branches.py is newer than some bases (fbbb866): there both sides run this checkout's.
+    names = tuple(n for n in NAMES if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{args.base}:engine/{n}.py"],
+                                                      capture_output=True).returncode == 0)
+    this = {n: sys.modules[f"dsomarket.engine.{n}"] for n in names}
+    base = load_base(args.base, names)
     sides = {"base": base, "this": this}
     rules = MarketRules()
 
