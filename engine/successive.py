@@ -306,7 +306,7 @@ def _known_infeasible(solver: HighsSolver) -> bool:
     (:func:`_trust_from_linearisation_point`) often are: that point is the last solve's dispatch, within the limits
     of the linearisation before, and its AC state breaks a rating by up to several kVA. HiGHS's warm dual simplex
     ran such LPs (1,000 buses, a curve's clearings) to status ``Unknown`` through bases ever worse conditioned
-    (10 iterations, 1e9 MW primal infeasibility, 1.5-9 s of CPU) and solved each again cold and without presolve.
+    (10-13 iterations, up to 1e9 MW primal infeasibility, 1.1-7.3 s of CPU) and solved each again cold and without presolve.
     """
     model = solver.model
     state = np.zeros(model.n_col, dtype=bool)
