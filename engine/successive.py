@@ -296,6 +296,34 @@ def _exact_state(solver: HighsSolver, x: np.ndarray, hard: np.ndarray) -> tuple[
     return a @ x, x
 
 
+def _known_infeasible(solver: HighsSolver) -> bool:
+    """Whether the LP as bounded now is infeasible by its only point: every column but the network's state fixed (the
+    bids held at one dispatch), the state the network's equations give for them (:func:`_exact_state`) breaks a
+    limit by more than ``NOISE_SLACK``. False where that is not known (columns left free, equations not solved).
+
+    ``NOISE_SLACK`` is ten times HiGHS's primal feasibility tolerance (``HIGHS_PRIMAL_TOL``), so HiGHS could not end
+    such an LP optimal either; it is not handed one. The bids held at the point the model is linearised at
+    (:func:`_trust_from_linearisation_point`) often are: that point is the last solve's dispatch, within the limits
+    of the linearisation before, and its AC state breaks a rating by up to several kVA. HiGHS's warm dual simplex
+    ran such LPs (1,000 buses, a curve's clearings) to status ``Unknown`` through bases ever worse conditioned
+    (10-13 iterations, up to 1e9 MW primal infeasibility, 1.1-7.3 s of CPU) and solved each again cold and without presolve.
+    """
+    model = solver.model
+    state = np.zeros(model.n_col, dtype=bool)
+    for name in STATE_COLUMNS:
+        state[model.var(name).slice] = True
+    if not np.all(state | (solver.col_lower == solver.col_upper)):
+        return False
+    row_value, x = _exact_state(solver, np.clip(0.0, solver.col_lower, solver.col_upper), ~state)
+    eq = np.zeros(model.n_row, dtype=bool)
+    for name in losses.NETWORK_ROWS:
+        eq[model.con(name).slice] = True
+    # _exact_state leaves the state as given where the equations are not square or are singular: unknown then.
+    if not np.all(np.abs(row_value[eq] - solver.row_lower[eq]) <= HIGHS_PRIMAL_TOL):
+        return False
+    return _Relaxed(~eq, state, row_value, x).worst(solver) > NOISE_SLACK
+
+
 def relieve_noise(solver: HighsSolver) -> bool:
     """After a solve found infeasible: widen the limits it breaks by numerical noise only
     (:func:`_widen_by_noise`); True when it did, so that solving again is worth it."""
@@ -406,6 +434,8 @@ def _trust_from_linearisation_point(parts: list[Part], solver: HighsSolver, cent
     rating they run along, crept back for all of the 60 solves left: not converged (exit 3).
     """
     _bound_bids(solver, centre, centre)
+    if _known_infeasible(solver):   # centre's own state breaks a limit: HiGHS would end not optimal, and slowly
+        return None
     fixed = solver.solve()
     seconds = fixed.solve_seconds
     if not fixed.ok:

@@ -283,3 +283,49 @@ def test_a_sell_several_times_the_feeder_s_rating_clears_from_the_fixed_load_s_p
         assert_prices_consistent(res)
         imports.append(res.interface["import_kw"][0])
     assert imports[1] <= imports[0] + 0.01      # non-increasing in the price
+
+
+
+def test_the_trust_region_does_not_solve_its_centre_where_the_centre_s_own_state_breaks_a_limit(tmp_path, monkeypatch):
+    # bench_hidden_physics case ieee33-s32 at 5.14: where the trust region takes over, it compares the dispatch the
+    # model is linearised at (its bids fixed) with the last solve's. That dispatch's AC state breaks a limit, so
+    # with every bid fixed the LP's only point is outside it: HiGHS's warm run on such an LP ended infeasible
+    # (at 1,000 buses `Unknown`, 1e9 MW primal infeasibility after ~10 iterations, seconds of CPU) and was solved
+    # again cold and without presolve (synth1000-s22006's curve: minutes). It is known infeasible without HiGHS,
+    # and the clearing is the one HiGHS's verdict gave.
+    from dsomarket.engine import successive
+    from tests.test_hidden_physics import _generated_case
+
+    f, book = _generated_case("ieee33", 32, tmp_path, monkeypatch)
+    run, known = solver_module.HighsSolver.run, getattr(successive, "_known_infeasible", None)
+    fixed_runs, verdicts = [], []
+
+    def counted_run(self):
+        bid = self.model.var("bid").slice
+        status = run(self)
+        if np.array_equal(self.col_lower[bid], self.col_upper[bid]):
+            fixed_runs.append(status)
+        return status
+
+    def checked(solver):
+        # Independent of the state solve: HiGHS cold, with presolve, on a copy of the same LP.
+        verdict = known(solver)
+        probe = solver.copy()
+        probe.h.clearSolver()
+        verdicts.append((verdict, run(probe)))
+        return verdict
+
+    monkeypatch.setattr(solver_module.HighsSolver, "run", counted_run)
+    monkeypatch.setattr(successive, "_known_infeasible", lambda solver: False, raising=False)
+    handed = clear(f, book, 5.14)
+    assert fixed_runs == ["infeasible"]     # HiGHS handed the centre: not optimal (a warm run and two re-solves)
+    fixed_runs.clear()
+    monkeypatch.setattr(successive, "_known_infeasible", checked, raising=False)
+    res = clear(f, book, 5.14)
+    assert verdicts == [(True, "infeasible")] and fixed_runs == []
+    for r in (handed, res):
+        assert r.ok and r.convergence["converged"], r.convergence
+        assert r.ac_check["ok"] and not r.ac_check["violations"]
+        assert abs(r.ac_check["import_kw"][0] - r.interface["import_kw"][0]) < 0.01
+    assert res.convergence["iterations"] == handed.convergence["iterations"]
+    assert np.abs(res.dispatch["cleared_kw"].to_numpy() - handed.dispatch["cleared_kw"].to_numpy()).max() < 1e-6
