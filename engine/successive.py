@@ -234,6 +234,14 @@ STATE_COLUMNS = ("line_p", "line_q", "v", "import_p", "import_q")
 """The network's state: what its equations (``losses.NETWORK_ROWS``) determine once the dispatch is set."""
 
 
+def _state_columns(model) -> np.ndarray:
+    """Which columns of ``model`` are the network's state (:data:`STATE_COLUMNS`)."""
+    state = np.zeros(model.n_col, dtype=bool)
+    for name in STATE_COLUMNS:
+        state[model.var(name).slice] = True
+    return state
+
+
 def _least_violation(solver: HighsSolver) -> _Relaxed | None:
     """The feasibility relaxation of the solver's model (HiGHS, on a copy): the network's equations, the bid
     and shed bounds hard, every limit soft (rows, and the voltage and interface bounds on columns). Returns
@@ -274,9 +282,7 @@ def _exact_state(solver: HighsSolver, x: np.ndarray, hard: np.ndarray) -> tuple[
     model = solver.model
     a = model.assemble()[3]
     x = np.where(hard, np.clip(x, solver.col_lower, solver.col_upper), x)
-    state = np.zeros(model.n_col, dtype=bool)
-    for name in STATE_COLUMNS:
-        state[model.var(name).slice] = True
+    state = _state_columns(model)
     # The root voltage is set, not solved for; an awarded import (fixed: disaggregation) is solved for all the
     # same, so that the equations stay square and the award's share of the excess shows on its own bounds.
     free = solver.col_lower < solver.col_upper
@@ -309,9 +315,7 @@ def _known_infeasible(solver: HighsSolver) -> bool:
     (10-13 iterations, up to 1e9 MW primal infeasibility, 1.1-7.3 s of CPU) and solved each again cold and without presolve.
     """
     model = solver.model
-    state = np.zeros(model.n_col, dtype=bool)
-    for name in STATE_COLUMNS:
-        state[model.var(name).slice] = True
+    state = _state_columns(model)
     if not np.all(state | (solver.col_lower == solver.col_upper)):
         return False
     row_value, x = _exact_state(solver, np.clip(0.0, solver.col_lower, solver.col_upper), ~state)

@@ -285,7 +285,6 @@ def test_a_sell_several_times_the_feeder_s_rating_clears_from_the_fixed_load_s_p
     assert imports[1] <= imports[0] + 0.01      # non-increasing in the price
 
 
-
 def test_the_trust_region_does_not_solve_its_centre_where_the_centre_s_own_state_breaks_a_limit(tmp_path, monkeypatch):
     # bench_hidden_physics case ieee33-s32 at 5.14: where the trust region takes over, it compares the dispatch the
     # model is linearised at (its bids fixed) with the last solve's. That dispatch's AC state breaks a limit, so
@@ -297,7 +296,7 @@ def test_the_trust_region_does_not_solve_its_centre_where_the_centre_s_own_state
     from tests.test_hidden_physics import _generated_case
 
     f, book = _generated_case("ieee33", 32, tmp_path, monkeypatch)
-    run, known = solver_module.HighsSolver.run, getattr(successive, "_known_infeasible", None)
+    run, known = solver_module.HighsSolver.run, successive._known_infeasible
     fixed_runs, verdicts = [], []
 
     def counted_run(self):
@@ -316,11 +315,11 @@ def test_the_trust_region_does_not_solve_its_centre_where_the_centre_s_own_state
         return verdict
 
     monkeypatch.setattr(solver_module.HighsSolver, "run", counted_run)
-    monkeypatch.setattr(successive, "_known_infeasible", lambda solver: False, raising=False)
+    monkeypatch.setattr(successive, "_known_infeasible", lambda solver: False)
     handed = clear(f, book, 5.14)
     assert fixed_runs == ["infeasible"]     # HiGHS handed the centre: not optimal (a warm run and two re-solves)
     fixed_runs.clear()
-    monkeypatch.setattr(successive, "_known_infeasible", checked, raising=False)
+    monkeypatch.setattr(successive, "_known_infeasible", checked)
     res = clear(f, book, 5.14)
     assert verdicts == [(True, "infeasible")] and fixed_runs == []
     for r in (handed, res):
