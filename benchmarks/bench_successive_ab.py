@@ -92,7 +92,7 @@ def use(side: dict[str, types.ModuleType], other: dict[str, types.ModuleType]) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", default="fbbb866", help="git revision to compare with (default fbbb866)")
+    p.add_argument("--base", default="main", help="git revision to compare with (default main)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--skip-infeasible", action="store_true", help="leave out the infeasible 1,000-bus case")
     args = p.parse_args(argv)
@@ -170,7 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         t, out = {}, {}
         for label in ("base", "this", "base", "this")[:2 * max(1, min(args.repeats, 2))]:
             use(sides[label], sides["this" if label == "base" else "base"])
-            dt, res = best(fn, 1)
+            try:
+                dt, res = best(fn, 1)
+            except (TypeError, AttributeError, ImportError) as exc:
+                if label == "this":
+                    raise
+                # The base's modules run under this checkout's callers (interface, losscurve, clearing): a base
+                # from before an interface between them changed cannot, and says so instead of a traceback.
+                use(this, base)
+                print(f"bench_successive_ab: --base {args.base}: its {', '.join(names)} do not fit this checkout's "
+                      f"callers ({type(exc).__name__}: {exc}); choose a later base", file=sys.stderr)
+                return 2
             t[label] = min(t.get(label, np.inf), dt)
             out[label] = res
         use(this, base)
