@@ -133,8 +133,7 @@ class _FixedPoint:
         for p, (model, point, bids) in zip(parts, self.state[0]):
             p.market.model, p.market.point, p.market._point_bids = model, point, bids
         successive.restore_limits(solver)
-        solver.h.setBasis(self.state[1])
-        solver._kept = None
+        solver.start_from(self.state[1])
         set_matrix()
 
 
@@ -189,8 +188,7 @@ def _held_there(solver: HighsSolver, parts: list[successive.Part], set_matrix: C
         status[at[nonbasic]] = np.where(start[moved][nonbasic] >= hi[moved][nonbasic],
                                         highspy.HighsBasisStatus.kUpper, highspy.HighsBasisStatus.kLower)
         basis.col_status = status.tolist()
-        solver.h.setBasis(basis)
-        solver._kept = None
+        solver.start_from(basis)
         return sol, summary
     free, more = successive.converge(solver, parts, set_matrix, solver.solve())
     if more is not None:

@@ -389,16 +389,12 @@ def _one_blas_thread():
 def _traced_on(market: NodalMarket, rules: MarketRules, max_solves: int) -> tuple:
     """:func:`trace_market_interval` of a one-interval market kept by its caller, from the basis it holds;
     the market's ISO price and basis are restored after, so that its next solve starts where it would have."""
-    h = market.solver.h
-    basis = h.getBasis()
+    basis = market.solver.h.getBasis()
     try:
         return trace_market_interval(market, 0, rules, max_solves)
     finally:
         market.set_iso_price(market.iso_price)
-        if basis.valid:
-            h.setBasis(basis)
-        else:
-            h.clearSolver()
+        market.solver.start_from(basis)
 
 
 def trace_intervals(market, intervals: Sequence[int], forecast: np.ndarray, rules: MarketRules, max_solves: int,
@@ -442,7 +438,7 @@ def trace_intervals(market, intervals: Sequence[int], forecast: np.ndarray, rule
         if market.lossaware:
             market.around(t)
         elif start is not None:
-            market.solver.h.setBasis(start)
+            market.solver.start_from(start)
         return trace_market_interval(market, t, rules, max_solves, horizon)
 
     rows, solves, flips, check = _each(intervals, one, progress)

@@ -446,8 +446,9 @@ class LiveInterval(CoupledMarket):
         if self._start is None:
             super().restart()
             return
+        # The basis first: the matrix carries it to the next solve, factorised afresh there (as a branch's restore).
+        self.solver.start_from(self._start[2])
         self._restore(range(len(self.parts)))
-        self.solver.h.setBasis(self._start[2])
 
     def restart(self) -> None:
         """As :meth:`CoupledMarket.restart`, where a fresh clearing of the horizon starts (every part's first

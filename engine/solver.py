@@ -504,6 +504,18 @@ class HighsSolver:
         self.h.setBasis(_highs_basis(col_status, row_status, square))
         self._kept = None       # a basis given to start from replaces the one kept from the last solve
 
+    def start_from(self, basis: highspy.HighsBasis) -> None:
+        """Start the next solve from ``basis``, one of HiGHS's own saved earlier (cold where it is not valid).
+
+        The basis kept from the last solve (:meth:`solve_by_basis`) is dropped with it: kept, it would be set and
+        taken again in its place wherever it is still optimal, so a market put back where it was (after a curve
+        traced on it, a fixed point's branch restored) would not start where it would have."""
+        if basis.valid:
+            self.h.setBasis(basis)
+        else:
+            self.h.clearSolver()
+        self._kept = None
+
     def start_from_slack(self) -> bool:
         """Start the next solve from the network's slack basis (:func:`slack_basis`) instead of cold.
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 import highspy
+import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from dsomarket.engine import solver
 from dsomarket.engine.bids import MarketRules, validate_bids
@@ -117,3 +119,24 @@ def test_a_plain_lossless_matrix_from_the_kept_network_columns_is_assemble_s(n_b
         assert kept.indices.dtype == made.indices.dtype
         assert np.array_equal(kept.indptr, made.indptr) and np.array_equal(kept.indices, made.indices)
         assert np.array_equal(kept.data.view(np.int64), made.data.view(np.int64))
+
+
+def test_a_basis_started_from_replaces_the_one_kept_from_the_last_solve():
+    # Two optimal vertices of one LP: max x1 + x2 with x1 + x2 <= 1. A market put back at a basis (after a curve
+    # traced on it, a fixed point's branch restored) must start from that basis, not from the one its last solve
+    # kept, which would be set again and taken in its place wherever it is still optimal.
+    model = solver.LinearModel()
+    model.add_variables("x", 2, lower=0.0, upper=1.0, cost=-1.0)
+    model.add_constraints("sum", {"x": sp.csr_matrix(np.ones((1, 2)))}, lower=-np.inf, upper=1.0)
+    s = solver.HighsSolver(model)
+    first = s.solve_by_basis()
+    assert first.ok and first.x.sum() == pytest.approx(1.0)
+    other = s.h.getBasis()
+    at = int(np.argmax(first.x))    # the vertex HiGHS chose: the other one is basic in the other's column
+    other.col_status = [highspy.HighsBasisStatus.kBasic if k != at else highspy.HighsBasisStatus.kLower
+                        for k in range(2)]
+    other.row_status = [highspy.HighsBasisStatus.kUpper]
+    s.start_from(other)
+    again = s.solve_by_basis()
+    assert again.ok and again.objective == pytest.approx(first.objective)
+    assert again.x[at] == pytest.approx(0.0) and again.x[1 - at] == pytest.approx(1.0)
