@@ -587,7 +587,9 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     (:class:`engine.losses.MarginalBracket`), a trust region of zero width:
     at the Newton step on the losses' curvature taken for all bracketed bids
     together (:func:`engine.losses.curvature_step`) where it falls inside,
-    else where regula falsi puts the zero of its reduced cost; the bid bounds
+    else where regula falsi puts the zero of its reduced cost, the model
+    linearised there with the bids the LP holds basic where the basis moves
+    them with the pins (:func:`_moved_with_basis`); the bid bounds
     are restored afterwards. Where several bids and limits interact so
     that this still circles after ``losses.BRACKET_ITERATIONS`` solves, a
     trust region on every bid takes over: a step is kept when its dispatch
