@@ -455,6 +455,23 @@ def _trust_from_linearisation_point(parts: list[Part], solver: HighsSolver, cent
     return sol, at_centre, viol_centre, radius, seconds + sol.solve_seconds
 
 
+def _moved_with_basis(solver: HighsSolver, x: np.ndarray, cols: np.ndarray, to: np.ndarray, base_lo: np.ndarray,
+                      base_hi: np.ndarray) -> np.ndarray:
+    """The bid dispatch ``x`` (MW, the ``bid`` block) with the bids ``cols`` (indices in that block, nonbasic in the
+    last optimal solve) moved to ``to`` (MW) and the bids that solve holds basic moved with them as its basis has it
+    (:meth:`HighsSolver.basis_directions`: the limits that bind stay on, the interface balance holds), each within
+    its own bounds ``base_lo``, ``base_hi``. Only ``cols`` move where HiGHS holds no factored basis.
+
+    Where the model is linearised next: a bid moved there by hand (a pin, a Newton point) makes the LP move the bids
+    it trades with as much, and where those are linearised where they were, the next solve's step is that move, its
+    reduced costs sampled away from where the bids end."""
+    bid = solver.model.var("bid").slice
+    d = solver.basis_directions(bid.start + cols)
+    target = x.copy() if d is None else np.clip(x + d[bid] @ (to - x[cols]), base_lo, base_hi)
+    target[cols] = to
+    return target
+
+
 POLISH_SOLVES = 10
 """Solves :func:`_polish` may take after ``losses.MAX_ITERATIONS`` to reach a converged state."""
 POLISH_REGION_KW = losses.STEP_TOL_KW / 2.0
@@ -512,9 +529,7 @@ def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], Non
         if len(pressed) and np.all(np.isfinite(newton) & (newton >= base_lo[pressed]) & (newton <= base_hi[pressed])):
             # The basic bids move with them as the basis has it (limits that bind stay on): each region is
             # around where its bid will be, or a line on its rating leaves none feasible (ieee33-s13305 at 58.6443).
-            d = solver.basis_directions(bid.start + pressed)
-            target = x.copy() if d is None else np.clip(x + d[bid] @ (newton - x[pressed]), base_lo, base_hi)
-            target[pressed] = newton
+            target = _moved_with_basis(solver, x, pressed, newton, base_lo, base_hi)
             _relinearise(parts, solver, target, points(parts, sol.x, target), set_matrix)
         else:
             held = pressed[np.abs(reduced[pressed]) > losses.MARGINAL_TOL]
@@ -572,7 +587,9 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     (:class:`engine.losses.MarginalBracket`), a trust region of zero width:
     at the Newton step on the losses' curvature taken for all bracketed bids
     together (:func:`engine.losses.curvature_step`) where it falls inside,
-    else where regula falsi puts the zero of its reduced cost; the bid bounds
+    else where regula falsi puts the zero of its reduced cost, the model
+    linearised there with the bids the LP holds basic where the basis moves
+    them with the pins (:func:`_moved_with_basis`); the bid bounds
     are restored afterwards. Where several bids and limits interact so
     that this still circles after ``losses.BRACKET_ITERATIONS`` solves, a
     trust region on every bid takes over: a step is kept when its dispatch
@@ -758,8 +775,16 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
             pin[hold] = centre[hold]
             pinned = np.isfinite(pin)
         if pinned.any():
-            # Linearise where the pinned bids will be, so the next reduced cost is sampled there.
-            x = np.where(pinned, np.clip(pin, base_lo, base_hi), x)
+            # Linearise where the pinned bids will be, so the next reduced cost is sampled there, and the bids the LP
+            # holds basic where the pins' moves put them (a line on its rating, the interface balance): moved by
+            # the next solve instead, they would be linearised where they were, and cost another solve or two.
+            # Basis directions are those of nonbasic columns: a pinned bid basic (or tied: reduced cost within
+            # TIE_DUAL_TOL) in this solve moves alone, as does one held at its centre.
+            to = np.clip(pin, base_lo, base_hi)
+            moving = np.flatnonzero(pinned & (to != x) & (np.abs(reduced) > TIE_DUAL_TOL))
+            if len(moving):
+                x = _moved_with_basis(s, x, moving, to[moving], base_lo, base_hi)
+            x = np.where(pinned, to, x)
             pts = points(parts, sol.x, x)
         _relinearise(parts, s, x, pts, set_matrix)
         if trusting:
