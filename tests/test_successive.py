@@ -351,6 +351,7 @@ def test_the_bids_the_basis_moves_with_a_pin_are_linearised_where_it_moves_them(
     # (tests/kkt.py: finite differences of the AC power flow, not the LP's duals).
     from dsomarket.engine import losses, successive
     from tests.kkt import kkt_residual
+    from tests.test_clearing import assert_prices_consistent
     from tests.test_losses import _acopf_case
 
     f, bids = _acopf_case(ieee33(), 5, 0.95, "2", 3000.0)
@@ -389,11 +390,7 @@ def test_the_bids_the_basis_moves_with_a_pin_are_linearised_where_it_moves_them(
     assert abs(res.ac_check["import_kw"][0] - res.interface["import_kw"][0]) < 0.01
     # Every bid priced consistently with its bus's DLMP, the one cleared part-way (pinned, settled with a reduced cost
     # within the convergence's MARGINAL_TOL) at it within that.
-    d = res.dispatch.join(res.prices.select("bus", "dlmp"), on="bus")
-    price, dlmp, cleared, q = (d[c].to_numpy() for c in ("price", "dlmp", "cleared_kw", "quantity_kw"))
-    sell = np.where(d["side"].to_numpy() == "sell", 1.0, -1.0)
-    part = (cleared > 1e-6) & (cleared < q - 1e-6)
-    assert part.any() and np.all(np.abs(price - dlmp)[part] <= losses.MARGINAL_TOL)
-    assert np.all((sell * (dlmp - price))[(cleared >= q - 1e-6)] >= 0.0)      # accepted: in the money
-    assert np.all((sell * (price - dlmp))[(cleared <= 1e-6)] >= 0.0)          # rejected: out of it
+    cleared, q = res.dispatch["cleared_kw"].to_numpy(), res.dispatch["quantity_kw"].to_numpy()
+    assert np.any((cleared > 1e-6) & (cleared < q - 1e-6))
+    assert_prices_consistent(res, abs_tol=losses.MARGINAL_TOL)
     assert kkt_residual(f, bids, dict(zip(res.dispatch["bid_id"], res.dispatch["cleared_kw"])), -28.894) <= 0.005
