@@ -601,12 +601,9 @@ class _Probe:
         if n_row - len(inactive) != len(structural):
             return None
         row_pos = tracerjit.row_positions(np.asarray(inactive, dtype=np.int64), n_row)
-        active_mask = row_pos >= 0
-        k, at = self._offsets(structural)
-        pos_all = row_pos[self.indices[at]]
-        on = pos_all >= 0
-        off = ~on
-        return active_mask, row_pos, (-1 - pos_all[off], k[off], at[off]), (k[on], pos_all[on], at[on])
+        is_row, is_k, is_at, k, pos, at = tracerjit.core_layout(self.indptr, self.indices64,
+                                                                np.asarray(structural, dtype=np.int64), row_pos)
+        return row_pos >= 0, row_pos, (is_row, is_k, is_at), (k, pos, at)
 
     def _relayout(self, basis: _Basis, structural: np.ndarray, inactive: np.ndarray, entering: int,
                   leaving: int) -> tuple | None:
