@@ -345,6 +345,8 @@ class _Pattern:
 
     def holds(self, a_csc: sp.csc_matrix) -> bool:
         """Whether ``a_csc`` (canonical) has this pattern."""
+        if a_csc.indices is self.indices and a_csc.indptr is self.indptr:
+            return True         # the pattern's own arrays (a re-linearisation's), without reading their addresses
         if all(a.dtype == b.dtype and a.shape == b.shape and a.ctypes.data == b.ctypes.data
                for a, b in ((a_csc.indices, self.indices), (a_csc.indptr, self.indptr))):
             return True         # the same memory: a re-linearisation's, which share the pattern's arrays
@@ -907,7 +909,8 @@ class _Probe:
         if low > high:
             return None
         if len(held):                   # the price at which the held bids' reduced costs vanish
-            price = float(np.median(held))
+            # (one held bid, mostly: a stretch's pin; numpy's median of one value is that value, at 30 us)
+            price = float(held[0]) if len(held) == 1 else float(np.median(held))
             return price, price
         return float(low), float(high)
 
