@@ -1089,9 +1089,19 @@ _C2 = numba.complex128[:, ::1]
 def _tree_sweep(parent, z, v0, s, v, tol, max_iter):                                     # pragma: no cover
     """:func:`engine.powerflow.backward_forward_sweep`'s iteration on a radial feeder in root-first order (every
     bus's parent before it): ``(v, current, iterations, converged)`` for withdrawals ``s`` (pu, ``n x k``) from
-    the voltages ``v`` (overwritten). Each sweep is two passes over the buses, leaves to root (line currents
-    summed into their parents') and root to leaves (voltage drops along the path), for all ``k`` columns."""
+    the voltages ``v`` (overwritten; a flat start at ``v0`` where any is not finite). Each sweep is two passes
+    over the buses, leaves to root (line currents summed into their parents') and root to leaves (voltage drops
+    along the path), for all ``k`` columns."""
     n, k = s.shape
+    finite = True
+    for j in range(n):
+        for c in range(k):
+            if not np.isfinite(v[j, c]):
+                finite = False
+    if not finite:
+        for j in range(n):
+            for c in range(k):
+                v[j, c] = v0
     current = np.zeros((n - 1, k), dtype=np.complex128)
     new = np.empty((n, k), dtype=np.complex128)
     converged = False
@@ -1141,7 +1151,7 @@ def tree_sweep(topology, r_pu: np.ndarray, x_pu: np.ndarray, v0_pu: float, s_wit
     s = np.asarray(s_withdraw_pu, dtype=complex)
     flat = s.ndim == 1
     s2 = np.ascontiguousarray(s.reshape(len(s), -1))
-    if v_start is not None and np.shape(v_start) == s.shape and np.all(np.isfinite(v_start)):
+    if v_start is not None and np.shape(v_start) == s.shape:     # (the kernel starts flat where it is not finite)
         v = np.array(v_start, dtype=complex).reshape(s2.shape)
     else:
         v = np.full(s2.shape, complex(v0_pu))
@@ -1149,8 +1159,11 @@ def tree_sweep(topology, r_pu: np.ndarray, x_pu: np.ndarray, v0_pu: float, s_wit
     parent = np.ascontiguousarray(topology.parent, dtype=np.int64)
     v, current, iterations, converged = _tree_sweep(parent, z, float(v0_pu), s2, np.ascontiguousarray(v), tol,
                                                     max_iter)
-    with np.errstate(all="ignore"):     # a diverged sweep's voltages are not finite, as the numpy one's
+    if converged:       # finite (numpy's product, as the numpy sweep's bits; errstate's context costs 3 us)
         s_send = v[parent[1:]] * np.conj(current)
+    else:
+        with np.errstate(all="ignore"):     # a diverged sweep's voltages are not finite, as the numpy one's
+            s_send = v[parent[1:]] * np.conj(current)
     if flat:
         v, current, s_send = v[:, 0], current[:, 0], s_send[:, 0]
     return Sweep(v=v, current=current, s_send=s_send, iterations=int(iterations), converged=bool(converged))

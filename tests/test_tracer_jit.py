@@ -69,6 +69,28 @@ def test_a_refactorisation_on_the_old_pivot_order_solves_as_a_fresh_factorisatio
         np.testing.assert_allclose(dense @ x, b, atol=1e-9 * (1 + np.abs(b).max()))
 
 
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), seed=st.integers(0, 10_000), move=st.floats(0.0, 0.2))
+def test_a_refactorisation_of_a_refactorisation_on_its_pattern_replays_the_same_bits(n, density, seed, move):
+    """A basis met again on another linearisation (:meth:`SparseLu.refactor` on factors it made for the same pattern,
+    the same index array): :func:`tracerjit.refactor_values` without the searches gives what :func:`refactor`
+    gives, bit for bit, and refuses what it refuses."""
+    a = _matrix(n, density, seed)
+    rng = np.random.default_rng(seed + 3)
+    indptr, indices = a.indptr.astype(np.int64), a.indices.astype(np.int64)
+    lu = SparseLu(a, permc_spec="COLAMD", options={"SymmetricMode": True})
+    first = lu.refactor(indptr, indices, a.data * (1.0 + move * rng.uniform(-1.0, 1.0, a.nnz)))
+    assert first is not None
+    for values in (a.data * (1.0 + move * rng.uniform(-1.0, 1.0, a.nnz)), np.where(np.arange(a.nnz) == 0, 0.0, a.data)):
+        replayed = first.refactor(indptr, indices, values)
+        searched = first.refactor(indptr, indices.copy(), values)    # another array: refactor's own searches
+        assert (replayed is None) == (searched is None)
+        if searched is not None:
+            assert replayed.factors[1] is first.factors[1]      # the patterns kept: no search was made
+            for x, y in zip(replayed.factors, searched.factors):
+                assert np.array_equal(x, y)
+
+
 def test_a_refactorisation_whose_old_pivot_vanishes_is_refused():
     a = sp.csc_matrix(np.array([[4.0, 1.0], [1.0, 3.0]]))
     lu = SparseLu(a)
