@@ -698,21 +698,9 @@ class _Probe:
         leaving one's, as in the update it replaces), preferring the step's row while that is in the core; the
         other basic columns come last. The partial pivoting pairs the rows left over."""
         ref = lu.ref
-        n = self.a.shape[1]
-        col_at = lu.heads[ref.lu.col_of()]         # the basic variable at each step's position
-        col_at = np.where(col_at == leaving, entering, col_at)
-        row_at = np.empty(len(col_at), dtype=np.int64)
-        row_at[ref.lu.factors[7]] = np.flatnonzero(ref.row_pos >= 0)
-        basic = np.zeros(n + 1, dtype=bool)
-        basic[structural] = True
-        keep = basic[np.minimum(col_at, n)]
-        cols = col_at[keep]
-        used = np.zeros(n, dtype=bool)
-        used[cols] = True
-        cols = np.concatenate([cols, structural[~used[structural]]])
-        prefer = np.full(len(structural), -1, dtype=np.int64)
-        prefer[:int(keep.sum())] = np.maximum(row_pos[row_at[keep]], -1)
-        return np.searchsorted(structural, cols).astype(np.int64), prefer
+        return tracerjit.kept_order(lu.heads.astype(np.int64, copy=False), ref.lu.col_of(), ref.lu.factors[7],
+                                    np.flatnonzero(ref.row_pos >= 0), np.asarray(structural, dtype=np.int64),
+                                    entering, leaving, row_pos, self.a.shape[1])
 
     def _update(self, basis: _Basis, entering: int, leaving: int, structural: np.ndarray,
                 inactive: np.ndarray) -> tuple | None:

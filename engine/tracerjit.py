@@ -651,6 +651,46 @@ def core_layout(indptr, indices, structural, row_pos):                          
     return is_row, is_k, is_at, k, pos, at
 
 
+@numba.njit(numba.types.Tuple((_I, _I))(_I, _I, _I, _I, _I, numba.int64, numba.int64, _I, numba.int64), **_JIT)
+def kept_order(heads, ref_col_of, perm_r, ref_rows, structural, entering, leaving, row_pos, n):  # pragma: no cover
+    """:meth:`engine.tracer._Probe._kept_order` in one pass: ``(col_of, prefer)`` for the core of the basis
+    ``structural`` (sorted columns; ``row_pos`` its rows' positions, as :func:`row_positions`) on the column order
+    of a factorised reference: its step ``s`` eliminates the basic variable at position ``ref_col_of[s]``,
+    ``heads[ref_col_of[s]]`` (column ``j`` is ``j``, row ``i``'s logical ``n + i``), on its core row ``r`` with
+    ``perm_r[r] == s``, the reference's core rows being ``ref_rows``; ``entering`` takes ``leaving``'s step. The
+    steps that hold a column still basic keep their order, each preferring its row where that is in this core
+    (else -1); the other basic columns follow in column order. ``col_of`` numbers columns by position in
+    ``structural``."""
+    m = len(ref_col_of)
+    k = len(structural)
+    col_pos = np.full(n, -1, dtype=np.int64)
+    for c in range(k):
+        col_pos[structural[c]] = c
+    row_at = np.empty(m, dtype=np.int64)
+    for r in range(m):
+        row_at[perm_r[r]] = ref_rows[r]
+    col_of = np.empty(k, dtype=np.int64)
+    prefer = np.full(k, -1, dtype=np.int64)
+    taken = np.zeros(k, dtype=np.bool_)
+    a = 0
+    for step in range(m):
+        head = heads[ref_col_of[step]]
+        if head == leaving:
+            head = entering
+        if 0 <= head < n and col_pos[head] >= 0:
+            c = col_pos[head]
+            col_of[a] = c
+            taken[c] = True
+            p = row_pos[row_at[step]]
+            prefer[a] = p if p >= 0 else -1
+            a += 1
+    for c in range(k):
+        if not taken[c]:
+            col_of[a] = c
+            a += 1
+    return col_of, prefer
+
+
 _ROOM, _UNSTABLE = 1, 2
 """:func:`refactor`'s failures: the factors need more room than given; the pivot order is not stable."""
 
