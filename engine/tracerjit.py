@@ -595,6 +595,45 @@ def within_at(value, lower, upper, index, tol):                                 
     return True
 
 
+@numba.njit(numba.boolean(_F, _F, _F, numba.float64), **_JIT)
+def within(value, lower, upper, tol):                                                     # pragma: no cover
+    """Whether every ``value`` lies within ``[lower, upper]`` widened by ``tol`` (no temporaries)."""
+    for i in range(len(value)):
+        v = value[i]
+        if v < lower[i] - tol or v > upper[i] + tol:
+            return False
+    return True
+
+
+@numba.njit(numba.types.Tuple((_F, numba.boolean))(_I, _I, _F, _F, _F, _B, _F, _F), **_JIT)
+def held_rhs(indptr, indices, data, x, rest, active, row_lower, row_upper):                # pragma: no cover
+    """:meth:`engine.tracer._Probe.settle`'s right-hand side: per row of ``active`` (in row order), its bound nearest
+    its activity ``(A x)_i`` (the lower where finite and no farther than the upper) less ``(A rest)_i``, for ``A``
+    as CSR arrays; ``(rhs, ok)`` with ``ok`` False where a bound held is not finite. The rows' products are summed
+    as scipy's ``A @ x`` sums them (entry order from zero: the same bits), only on the active rows."""
+    n_active = 0
+    for i in range(len(active)):
+        if active[i]:
+            n_active += 1
+    rhs = np.empty(n_active)
+    t = 0
+    for i in range(len(active)):
+        if not active[i]:
+            continue
+        r_x = 0.0
+        r_rest = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            r_x += data[p] * x[indices[p]]
+            r_rest += data[p] * rest[indices[p]]
+        lo, hi = row_lower[i], row_upper[i]
+        held = lo if np.isfinite(lo) and (not np.isfinite(hi) or abs(r_x - lo) <= abs(r_x - hi)) else hi
+        if not np.isfinite(held):
+            return rhs, False
+        rhs[t] = held - r_rest
+        t += 1
+    return rhs, True
+
+
 @numba.njit(_F(_I, _I, _F, numba.int64, _F), **_JIT)
 def coo_times(row, col, val, n_rows, v):                                                  # pragma: no cover
     """``M @ v`` for ``M`` given as ``(row, column, value)`` entries with ``n_rows`` rows, summed in entry order
