@@ -1051,14 +1051,12 @@ class _Probe:
         lo, hi = s.col_lower[cols], s.col_upper[cols]
         steps = np.where(x[cols] - lo <= hi - x[cols], hi - lo, lo - hi)
         st, ina = basis.structural, basis.inactive
-        bounded = np.nonzero(basis.bounded)[0]        # basic columns with a finite bound (not line flows)
-        sb = st[bounded]
-        x_b, lo_b, hi_b = x[sb], s.col_lower[sb], s.col_upper[sb]
-        r_now = basis.r[ina]
-        lo_r, hi_r = s.row_lower[ina], s.row_upper[ina]
-        # Values HiGHS left outside a bound (within its tolerance) may stay there, no further.
-        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)
-        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)
+        # The basic columns with a finite bound (not line flows) and the basic rows: values, bounds, and how far
+        # outside a bound HiGHS left them (within its tolerance: they may stay there, no further).
+        i64 = np.int64
+        bounded, x_b, lo_b, hi_b, allow_b, r_now, lo_r, hi_r, allow_r = tracerjit.flip_bounds(
+            basis.bounded, st.astype(i64, copy=False), ina.astype(i64, copy=False), x, basis.r, s.col_lower,
+            s.col_upper, s.row_lower, s.row_upper)
         moved = np.zeros(len(st))                     # basic columns' change by the flips so far
         r_cur = r_now.copy()                          # basic rows' activities after the flips so far
         is_row, is_col, is_val = basis.a_inactive_structural

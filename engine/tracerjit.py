@@ -300,6 +300,36 @@ def scan(d, alpha, value, lower, upper, nonbasic, d_tol, check, alpha_tol, prima
     return True, up_delta[:n_up].copy(), up_index[:n_up].copy(), dn_delta[:n_dn].copy(), dn_index[:n_dn].copy()
 
 
+@numba.njit(numba.types.Tuple((_I, _F, _F, _F, _F, _F, _F, _F, _F))(_B, _I, _I, _F, _F, _F, _F, _F, _F), **_JIT)
+def flip_bounds(bounded_mask, structural, inactive, x, r, col_lower, col_upper, row_lower, row_upper):  # pragma: no cover
+    """:func:`first_break`'s arrays for a basis: ``(bounded, x_b, lo_b, hi_b, allow_b, r_now, lo_r, hi_r, allow_r)``,
+    the positions among ``structural`` of the basic columns with a finite bound (``bounded_mask``), their values,
+    bounds and allowed excess (how far outside a bound HiGHS left them, at least 1e-9), and the same of the basic
+    rows (``inactive``) at their activities ``r``: one pass instead of a dozen numpy ones, the same values."""
+    n_b = 0
+    for c in range(len(bounded_mask)):
+        if bounded_mask[c]:
+            n_b += 1
+    bounded = np.empty(n_b, dtype=np.int64)
+    x_b, lo_b, hi_b, allow_b = np.empty(n_b), np.empty(n_b), np.empty(n_b), np.empty(n_b)
+    b = 0
+    for c in range(len(bounded_mask)):
+        if bounded_mask[c]:
+            j = structural[c]
+            v, lo, hi = x[j], col_lower[j], col_upper[j]
+            bounded[b], x_b[b], lo_b[b], hi_b[b] = c, v, lo, hi
+            allow_b[b] = np.maximum(np.maximum(lo - v, v - hi), 1e-9)
+            b += 1
+    n_r = len(inactive)
+    r_now, lo_r, hi_r, allow_r = np.empty(n_r), np.empty(n_r), np.empty(n_r), np.empty(n_r)
+    for t in range(n_r):
+        i = inactive[t]
+        v, lo, hi = r[i], row_lower[i], row_upper[i]
+        r_now[t], lo_r[t], hi_r[t] = v, lo, hi
+        allow_r[t] = np.maximum(np.maximum(lo - v, v - hi), 1e-9)
+    return bounded, x_b, lo_b, hi_b, allow_b, r_now, lo_r, hi_r, allow_r
+
+
 @numba.njit(numba.int64(_F2, _F, _I, _F, _F, _F, _F, _I, _I, _F, _F, _F, _F, _F, _I, _I, _F), **_JIT)
 def first_break(move, moved, bounded, x_b, lo_b, hi_b, allow_b, is_row, is_col, is_val, r_cur, lo_r, hi_r,
                 allow_r, own_f, own_i, own_v):                                               # pragma: no cover
