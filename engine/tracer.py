@@ -896,7 +896,7 @@ class _Probe:
         basic = np.zeros(len(x), dtype=bool)
         basic[structural] = True
         r = self.a @ x if r is None else r
-        at_y0, at_z = self.at @ y0, self.at @ z
+        at_y0, at_z = tracerjit.times_two(self.indptr, self.indices64, self.data, y0, z)    # A^T y0, A^T z
         self.last_duals = (y0, z, at_y0, at_z)      # the duals at any price, for :meth:`_factor` of this basis
         # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows. At a lower bound
         # f >= 0 (the bid stays out), at an upper f <= 0; inside f = 0 (within losses.MARGINAL_TOL): one compiled

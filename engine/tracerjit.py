@@ -625,6 +625,27 @@ def within_at(value, lower, upper, index, tol):                                 
     return True
 
 
+@numba.njit(numba.types.Tuple((_F, _F))(_I, _I, _F, _F, _F), **_JIT)
+def times_two(indptr, indices, data, u, w):                                               # pragma: no cover
+    """``(M u, M w)`` for ``M`` as CSR arrays, in one pass over its entries, each row's products summed in entry order
+    from zero as scipy's ``M @ u`` sums them (the same bits): the duals' ``A^T y0`` and ``A^T z`` of
+    :meth:`engine.tracer._Probe.dual_range` (1k/1k: 100 us against 144 for scipy's two)."""
+    n = len(indptr) - 1
+    mu = np.empty(n)
+    mw = np.empty(n)
+    for j in range(n):
+        su = 0.0
+        sw = 0.0
+        for q in range(indptr[j], indptr[j + 1]):
+            d = data[q]
+            i = indices[q]
+            su += d * u[i]
+            sw += d * w[i]
+        mu[j] = su
+        mw[j] = sw
+    return mu, mw
+
+
 @numba.njit(numba.boolean(_F, _F, _F, numba.float64), **_JIT)
 def within(value, lower, upper, tol):                                                     # pragma: no cover
     """Whether every ``value`` lies within ``[lower, upper]`` widened by ``tol`` (no temporaries)."""

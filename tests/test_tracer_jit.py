@@ -600,3 +600,27 @@ def test_add_distinct_is_numpy_s_add_at_distinct_slots_bit_for_bit(n, share, see
     expected[slots] += vals
     out = tracerjit.add_distinct(data, slots, vals)
     assert np.array_equal(out, expected) and np.array_equal(data, before)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), m=st.integers(1, 40), density=st.floats(0.0, 0.5), seed=st.integers(0, 10_000))
+def test_the_compiled_row_products_are_scipys_to_the_bit(n, m, density, seed):
+    """The loss-aware anchor's compiled products (:func:`tracerjit.times_two` for the duals' ``A^T y``,
+    :func:`tracerjit.held_rhs` for settle's active rows) sum as scipy's ``A @ x`` does: the same bits, so the
+    curve is the one the numpy forms drew."""
+    rng = np.random.default_rng(seed)
+    a = sp.random(n, m, density, format="csr", random_state=seed)
+    a.data = rng.normal(size=a.nnz) * 10.0 ** rng.uniform(-6, 6, a.nnz)
+    u, w = (rng.normal(size=m) * 10.0 ** rng.uniform(-3, 3, m) for _ in range(2))
+    indptr, indices = a.indptr.astype(np.int64), a.indices.astype(np.int64)
+    au, aw = tracerjit.times_two(indptr, indices, a.data, u, w)
+    assert np.array_equal(au, a @ u) and np.array_equal(aw, a @ w)
+    active = rng.random(n) < 0.7
+    lower = np.where(rng.random(n) < 0.3, -np.inf, rng.normal(size=n))
+    upper = np.where(rng.random(n) < 0.3, np.inf, lower + rng.uniform(0.0, 2.0, n))
+    rhs, ok = tracerjit.held_rhs(indptr, indices, a.data, u, w, active, lower, upper)
+    r, lo, hi = (a @ u)[active], lower[active], upper[active]
+    held = np.where(np.isfinite(lo) & (~np.isfinite(hi) | (np.abs(r - lo) <= np.abs(r - hi))), lo, hi)
+    assert ok == bool(np.all(np.isfinite(held)))
+    if ok:
+        assert np.array_equal(rhs, held - (a @ w)[active])
