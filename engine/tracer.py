@@ -606,17 +606,17 @@ class _Probe:
         return basis
 
     def _layout(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
-        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (k, row, at))``
-        with the last the core's nonzeros (``A[active, structural]``, position ``k`` among the basic columns,
-        ``row`` among the active rows), each value given by ``at``, its index into the CSC data (so the layout
-        is a function of the pattern, :class:`_Cores`), as is the third's; None when the core is not square."""
+        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (indptr, row, at))``
+        with the last the core's nonzeros (``A[active, structural]`` as CSC pointers by position among the basic
+        columns and ``row`` among the active rows), each value given by ``at``, its index into the CSC data (so the
+        layout is a function of the pattern, :class:`_Cores`), as is the third's; None when the core is not square."""
         n_row = self.a.shape[0]
         if n_row - len(inactive) != len(structural):
             return None
         row_pos = tracerjit.row_positions(np.asarray(inactive, dtype=np.int64), n_row)
-        is_row, is_k, is_at, k, pos, at = tracerjit.core_layout(self.indptr, self.indices64,
-                                                                np.asarray(structural, dtype=np.int64), row_pos)
-        return row_pos >= 0, row_pos, (is_row, is_k, is_at), (k, pos, at)
+        is_row, is_k, is_at, indptr, pos, at = tracerjit.core_layout(self.indptr, self.indices64,
+                                                                     np.asarray(structural, dtype=np.int64), row_pos)
+        return row_pos >= 0, row_pos, (is_row, is_k, is_at), (indptr, pos, at)
 
     def _relayout(self, basis: _Basis, structural: np.ndarray, inactive: np.ndarray, entering: int,
                   leaving: int) -> tuple | None:
@@ -671,11 +671,10 @@ class _Probe:
             places = self._layout(structural, inactive)
             if places is None:
                 return None
-        active_mask, row_pos, (is_row, is_k, is_at), (k, pos, at) = places
+        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
+        active_mask, row_pos, (is_row, is_k, is_at), (indptr, pos, at) = places
         a_inactive_structural = (is_row, is_k, self.data[is_at])
         n = len(structural)
-        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n))])
         val = self.data[at]
         # A basis met on another linearisation: its pivot order serves these values, unless no longer stable.
         lu = entry[2].refactor(indptr, pos, val) if entry is not None else None

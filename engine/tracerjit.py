@@ -712,33 +712,38 @@ def row_positions(inactive, n_row):                                             
 @numba.njit(numba.types.Tuple((_I, _I, _I, _I, _I, _I))(_I, _I, _I, _I), **_JIT)
 def core_layout(indptr, indices, structural, row_pos):                                    # pragma: no cover
     """Where the nonzeros of the columns ``structural`` of a CSC matrix (``indptr``, ``indices``) sit, split by
-    their rows' ``row_pos`` (:func:`row_positions`): ``(is_row, is_k, is_at, k, pos, at)``, for those in rows of
-    ``row_pos < 0`` their row's inactive position ``-1 - row_pos``, and for the others ``row_pos``, each with ``k``
-    its column's position in ``structural`` and ``at`` its index into the CSC arrays, in CSC order (the
-    :meth:`engine.tracer._Probe._layout` of a basis, in two passes instead of a dozen numpy ones)."""
-    n_on = 0
+    their rows' ``row_pos`` (:func:`row_positions`): ``(is_row, is_k, is_at, core_ptr, pos, at)``, for those in rows
+    of ``row_pos < 0`` their row's inactive position ``-1 - row_pos`` and their column's position ``k`` in
+    ``structural``, and for the others the CSC column pointers by that position (the core's ``indptr``) and
+    ``row_pos``, each with ``at`` its index into the CSC arrays, in CSC order (the :meth:`engine.tracer._Probe._layout`
+    of a basis, in two passes instead of a dozen numpy ones)."""
+    k = len(structural)
+    core_ptr = np.zeros(k + 1, dtype=np.int64)
     n_all = 0
-    for c in range(len(structural)):
+    for c in range(k):
         j = structural[c]
+        on = 0
         for p in range(indptr[j], indptr[j + 1]):
             n_all += 1
             if row_pos[indices[p]] >= 0:
-                n_on += 1
+                on += 1
+        core_ptr[c + 1] = core_ptr[c] + on
+    n_on = core_ptr[k]
     is_row, is_k, is_at = (np.empty(n_all - n_on, dtype=np.int64), np.empty(n_all - n_on, dtype=np.int64),
                            np.empty(n_all - n_on, dtype=np.int64))
-    k, pos, at = np.empty(n_on, dtype=np.int64), np.empty(n_on, dtype=np.int64), np.empty(n_on, dtype=np.int64)
+    pos, at = np.empty(n_on, dtype=np.int64), np.empty(n_on, dtype=np.int64)
     a = b = 0
-    for c in range(len(structural)):
+    for c in range(k):
         j = structural[c]
         for p in range(indptr[j], indptr[j + 1]):
             r = row_pos[indices[p]]
             if r >= 0:
-                k[a], pos[a], at[a] = c, r, p
+                pos[a], at[a] = r, p
                 a += 1
             else:
                 is_row[b], is_k[b], is_at[b] = -1 - r, c, p
                 b += 1
-    return is_row, is_k, is_at, k, pos, at
+    return is_row, is_k, is_at, core_ptr, pos, at
 
 
 @numba.njit(numba.types.Tuple((_I, _I))(_I, _I, _I, _I, _I, numba.int64, numba.int64, _I, numba.int64), **_JIT)
