@@ -170,7 +170,7 @@ class _FixedPoints:
             settled = probe.settle(x, structural, inactive, prior)
             if settled is None:
                 return None
-            moved = float(np.max(np.abs(settled[0][bid] - x[bid]), initial=0.0)) * S_BASE_KVA
+            moved = tracerjit.max_moved(settled[0], x, bid.start, bid.stop) * S_BASE_KVA
             x, core, r = settled
             residual = abs(float(x[probe.col] - point.p0[t])) * S_BASE_KVA
             if moved <= STEP_TOL_KW and residual <= losses.RESIDUAL_TOL_KW:

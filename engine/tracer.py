@@ -440,7 +440,8 @@ class _Probe:
         the market's model (same blocks, bounds and costs) to factorise bases of, without solving it."""
         self.model = self.market.model if model is None else model
         _, _, _, a, _, _, _ = self.model.assemble()
-        if a.format == "csc" and a.has_sorted_indices and np.all(a.data != 0.0):
+        if a.format == "csc" and a.has_sorted_indices and (tracerjit.all_nonzero(a.data) if a.data.dtype == np.float64
+                                                           and a.data.flags.c_contiguous else np.all(a.data != 0.0)):
             a_csc = a               # canonical already (a re-linearisation's): read, never written
         else:
             a_csc = a.tocsc(copy=True)

@@ -646,6 +646,29 @@ def times_two(indptr, indices, data, u, w):                                     
     return mu, mw
 
 
+@numba.njit(numba.float64(_F, _F, numba.int64, numba.int64), **_JIT)
+def max_moved(a, b, start, stop):                                                         # pragma: no cover
+    """``max(|a - b|)`` over ``[start, stop)`` (0 where empty, NaN where any difference is NaN), as
+    ``np.max(np.abs(a[start:stop] - b[start:stop]), initial=0.0)`` gives it, without its temporaries."""
+    m = 0.0
+    for i in range(start, stop):
+        d = abs(a[i] - b[i])
+        if d != d:
+            return d
+        if d > m:
+            m = d
+    return m
+
+
+@numba.njit(numba.boolean(_F), **_JIT)
+def all_nonzero(data):                                                                    # pragma: no cover
+    """``np.all(data != 0.0)``, stopping at the first zero, without the mask."""
+    for i in range(len(data)):
+        if data[i] == 0.0:
+            return False
+    return True
+
+
 @numba.njit(numba.boolean(_F, _F, _F, numba.float64), **_JIT)
 def within(value, lower, upper, tol):                                                     # pragma: no cover
     """Whether every ``value`` lies within ``[lower, upper]`` widened by ``tol`` (no temporaries)."""

@@ -624,3 +624,17 @@ def test_the_compiled_row_products_are_scipys_to_the_bit(n, m, density, seed):
     assert ok == bool(np.all(np.isfinite(held)))
     if ok:
         assert np.array_equal(rhs, held - (a @ w)[active])
+
+
+def test_the_compiled_reductions_are_numpys_with_nan_and_empty():
+    """The anchor's stopping test and the probe's canonical check (:func:`tracerjit.max_moved`,
+    :func:`tracerjit.all_nonzero`) as the numpy forms they replace, NaN and empty ranges too."""
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    for start, stop in ((0, 50), (10, 30), (7, 7)):
+        assert tracerjit.max_moved(a, b, start, stop) == np.max(np.abs(a[start:stop] - b[start:stop]), initial=0.0)
+    a[20] = np.nan
+    assert np.isnan(tracerjit.max_moved(a, b, 10, 30)) and tracerjit.max_moved(a, b, 0, 20) == \
+        np.max(np.abs(a[:20] - b[:20]), initial=0.0)
+    for data in (a, np.where(np.arange(50) == 33, 0.0, b), np.zeros(0)):
+        assert tracerjit.all_nonzero(data) == bool(np.all(data != 0.0))
