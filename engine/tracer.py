@@ -484,15 +484,7 @@ class _Probe:
     def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nonzeros of the columns ``cols`` of A: ``(k, row, value)``, ``k`` the position in ``cols``,
         grouped by ``k`` and sorted by row within each column."""
-        k, offset = self._offsets(cols)
-        return k, self.indices[offset], self.data[offset]
-
-    def _offsets(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_columns`' ``k`` and each nonzero's index into the CSC arrays."""
-        start = self.indptr[cols]
-        count = self.indptr[cols + 1] - start
-        k = np.repeat(np.arange(len(cols)), count)
-        return k, np.arange(int(count.sum())) + np.repeat(start - (np.cumsum(count) - count), count)
+        return tracerjit.columns_of(self.indptr, self.indices64, self.data, np.asarray(cols, dtype=np.int64))
 
     def solve(self, price: float) -> tuple[_Sample, _Basis]:
         if self.market.model is not self.model:
