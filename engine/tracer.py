@@ -599,17 +599,20 @@ class _Probe:
         return basis
 
     def _layout(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
-        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (indptr, row, at))``
-        with the last the core's nonzeros (``A[active, structural]`` as CSC pointers by position among the basic
-        columns and ``row`` among the active rows), each value given by ``at``, its index into the CSC data (so the
-        layout is a function of the pattern, :class:`_Cores`), as is the third's; None when the core is not square."""
+        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (indptr, row, at),
+        active, heads)`` with the fourth the core's nonzeros (``A[active, structural]`` as CSC pointers by position
+        among the basic columns and ``row`` among the active rows), each value given by ``at``, its index into the
+        CSC data (so the layout is a function of the pattern, :class:`_Cores`), as is the third's; ``active`` the
+        core's rows and ``heads`` its :class:`_Lu` heads; None when the core is not square."""
         n_row = self.a.shape[0]
         if n_row - len(inactive) != len(structural):
             return None
         row_pos = tracerjit.row_positions(np.asarray(inactive, dtype=np.int64), n_row)
         is_row, is_k, is_at, indptr, pos, at = tracerjit.core_layout(self.indptr, self.indices64,
                                                                      np.asarray(structural, dtype=np.int64), row_pos)
-        return row_pos >= 0, row_pos, (is_row, is_k, is_at), (indptr, pos, at)
+        # With the core's rows and its :class:`_Lu` heads (basic columns, then the inactive rows' logicals).
+        return row_pos >= 0, row_pos, (is_row, is_k, is_at), (indptr, pos, at), np.flatnonzero(row_pos >= 0), \
+            np.concatenate([structural, self.a.shape[1] + inactive])
 
     def _relayout(self, basis: _Basis, structural: np.ndarray, inactive: np.ndarray, entering: int,
                   leaving: int) -> tuple | None:
@@ -665,7 +668,7 @@ class _Probe:
             if places is None:
                 return None
         # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
-        active_mask, row_pos, (is_row, is_k, is_at), (indptr, pos, at) = places
+        active_mask, row_pos, (is_row, is_k, is_at), (indptr, pos, at), active, heads = places
         a_inactive_structural = (is_row, is_k, self.data[is_at])
         n = len(structural)
         val = self.data[at]
@@ -685,10 +688,8 @@ class _Probe:
         if key is not None:
             self.cores.keep(key, [self.pattern, places, lu])
         ref = _Reference(lu, structural, inactive, row_pos, a_inactive_structural)
-        heads = np.concatenate([structural, self.a.shape[1] + inactive])
         return active_mask, row_pos, a_inactive_structural, _Lu(ref, heads, np.zeros(0, dtype=np.int64),
-                                                                np.zeros((ref.m, 0)), self.a.shape[1],
-                                                                np.nonzero(active_mask)[0])
+                                                                np.zeros((ref.m, 0)), self.a.shape[1], active)
 
     def _kept_order(self, lu: _Lu, entering: int, leaving: int, structural: np.ndarray,
                     row_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
