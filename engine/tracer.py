@@ -440,8 +440,13 @@ class _Probe:
         the market's model (same blocks, bounds and costs) to factorise bases of, without solving it."""
         self.model = self.market.model if model is None else model
         _, _, _, a, _, _, _ = self.model.assemble()
-        if a.format == "csc" and a.has_sorted_indices and (tracerjit.all_nonzero(a.data) if a.data.dtype == np.float64
-                                                           and a.data.flags.c_contiguous else np.all(a.data != 0.0)):
+        known = self.cores.pattern if self.cores is not None else None
+        # A re-linearisation shares the pattern's index arrays, sorted when the pattern was made of them: scipy's
+        # check of the order (a pass over them, per copy) is then known.
+        sorted_ = a.format == "csc" and (known is not None and a.indices is known.indices and
+                                         a.indptr is known.indptr or a.has_sorted_indices)
+        if sorted_ and (tracerjit.all_nonzero(a.data) if a.data.dtype == np.float64 and a.data.flags.c_contiguous
+                        else np.all(a.data != 0.0)):
             a_csc = a               # canonical already (a re-linearisation's): read, never written
         else:
             a_csc = a.tocsc(copy=True)
@@ -450,7 +455,6 @@ class _Probe:
         # A's CSC arrays are A^T's CSR ones, and its CSR arrays a gather of them by the pattern's permutation
         # (a probe is made per re-linearisation of the loss-aware curve, :mod:`engine.losscurve`, all of one
         # pattern: the conversions were a tenth of its time, then the pattern's analysis was).
-        known = self.cores.pattern if self.cores is not None else None
         pattern = known if known is not None and known.holds(a_csc) else _Pattern(a_csc)
         if self.cores is not None:
             self.cores.pattern = pattern
