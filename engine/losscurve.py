@@ -170,7 +170,7 @@ class _FixedPoints:
             settled = probe.settle(x, structural, inactive, prior)
             if settled is None:
                 return None
-            moved = float(np.max(np.abs(settled[0][bid] - x[bid]), initial=0.0)) * S_BASE_KVA
+            moved = tracerjit.max_moved(settled[0], x, bid.start, bid.stop) * S_BASE_KVA
             x, core, r = settled
             residual = abs(float(x[probe.col] - point.p0[t])) * S_BASE_KVA
             if moved <= STEP_TOL_KW and residual <= losses.RESIDUAL_TOL_KW:
@@ -849,7 +849,10 @@ def _left(basis: _Basis, nxt: _Basis) -> tuple[int, int] | None:
     """The variable that left ``basis`` for ``nxt`` (one pivot on): ``(0, column)`` or ``(1, row)``, as the
     tracer's events name them; None where none did."""
     for kind, old, new in ((0, basis.structural, nxt.structural), (1, basis.inactive, nxt.inactive)):
-        gone = np.setdiff1d(old, new, assume_unique=True)
+        # Both sorted (bases keep their columns and rows in order): ``np.setdiff1d``'s answer by a search of each
+        # in the other, without its sort of both (1k/1k: 0.8 % of the curve).
+        at = np.minimum(np.searchsorted(new, old), len(new) - 1) if len(new) else None
+        gone = old if at is None else old[new[at] != old]
         if len(gone):
             return kind, int(gone[0])
     return None

@@ -87,7 +87,7 @@ from dsomarket.engine import losses, tracerjit
 from dsomarket.engine.clearing import NodalMarket
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA
-from dsomarket.engine.solver import slack_basis, with_data
+from dsomarket.engine.solver import slack_basis
 
 
 Q_TOL_MW = 1e-6
@@ -330,6 +330,7 @@ class _Pattern:
         csr = sp.csc_matrix((np.arange(a_csc.nnz, dtype=float), a_csc.indices, a_csc.indptr),
                             shape=a_csc.shape).tocsr()
         self.csr_indptr, self.csr_indices = csr.indptr, csr.indices
+        self.csr_indptr64, self.csr_indices64 = csr.indptr.astype(np.int64), csr.indices.astype(np.int64)
         self.to_csr = csr.data.astype(np.int64)
         self.indptr64 = self.indptr.astype(np.int64)
         self.indices64 = self.indices.astype(np.int64)     # for the compiled reduced costs (:meth:`_Probe._factor`)
@@ -341,15 +342,27 @@ class _Pattern:
         """``(A, A^T)`` as CSR matrices of this pattern with ``data`` (``A``'s CSC values): shallow copies of two
         made once, given their values, as SciPy's constructor checks the arrays each time (30 us a matrix; a probe
         is made per re-linearisation of the loss-aware curve, some 200 on an ieee33 curve)."""
-        return with_data(self._a, data[self.to_csr]), with_data(self._at, data)
+        return _with_data(self._a, data[self.to_csr]), _with_data(self._at, data)
 
     def holds(self, a_csc: sp.csc_matrix) -> bool:
         """Whether ``a_csc`` (canonical) has this pattern."""
+        if a_csc.indices is self.indices and a_csc.indptr is self.indptr:
+            return True         # the pattern's own arrays (a re-linearisation's), without reading their addresses
         if all(a.dtype == b.dtype and a.shape == b.shape and a.ctypes.data == b.ctypes.data
                for a, b in ((a_csc.indices, self.indices), (a_csc.indptr, self.indptr))):
             return True         # the same memory: a re-linearisation's, which share the pattern's arrays
         return a_csc.shape == self.shape and np.array_equal(a_csc.indptr, self.indptr) and \
             np.array_equal(a_csc.indices, self.indices)
+
+
+def _with_data(matrix: sp.spmatrix, data: np.ndarray) -> sp.spmatrix:
+    """:func:`engine.solver.with_data` (a shallow copy of ``matrix`` with the values ``data``) as ``copy.copy`` makes
+    it, a new instance given the old one's attributes, without its reduce protocol (3 us against 1 here, two
+    per probe, one probe per re-linearisation)."""
+    out = object.__new__(type(matrix))
+    out.__dict__.update(matrix.__dict__)
+    out.data = data
+    return out
 
 
 class _Cores:
@@ -427,7 +440,13 @@ class _Probe:
         the market's model (same blocks, bounds and costs) to factorise bases of, without solving it."""
         self.model = self.market.model if model is None else model
         _, _, _, a, _, _, _ = self.model.assemble()
-        if a.format == "csc" and a.has_sorted_indices and np.all(a.data != 0.0):
+        known = self.cores.pattern if self.cores is not None else None
+        # A re-linearisation shares the pattern's index arrays, sorted when the pattern was made of them: scipy's
+        # check of the order (a pass over them, per copy) is then known.
+        sorted_ = a.format == "csc" and (known is not None and a.indices is known.indices and
+                                         a.indptr is known.indptr or a.has_sorted_indices)
+        if sorted_ and (tracerjit.all_nonzero(a.data) if a.data.dtype == np.float64 and a.data.flags.c_contiguous
+                        else np.all(a.data != 0.0)):
             a_csc = a               # canonical already (a re-linearisation's): read, never written
         else:
             a_csc = a.tocsc(copy=True)
@@ -436,7 +455,6 @@ class _Probe:
         # A's CSC arrays are A^T's CSR ones, and its CSR arrays a gather of them by the pattern's permutation
         # (a probe is made per re-linearisation of the loss-aware curve, :mod:`engine.losscurve`, all of one
         # pattern: the conversions were a tenth of its time, then the pattern's analysis was).
-        known = self.cores.pattern if self.cores is not None else None
         pattern = known if known is not None and known.holds(a_csc) else _Pattern(a_csc)
         if self.cores is not None:
             self.cores.pattern = pattern
@@ -470,15 +488,7 @@ class _Probe:
     def _columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nonzeros of the columns ``cols`` of A: ``(k, row, value)``, ``k`` the position in ``cols``,
         grouped by ``k`` and sorted by row within each column."""
-        k, offset = self._offsets(cols)
-        return k, self.indices[offset], self.data[offset]
-
-    def _offsets(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_columns`' ``k`` and each nonzero's index into the CSC arrays."""
-        start = self.indptr[cols]
-        count = self.indptr[cols + 1] - start
-        k = np.repeat(np.arange(len(cols)), count)
-        return k, np.arange(int(count.sum())) + np.repeat(start - (np.cumsum(count) - count), count)
+        return tracerjit.columns_of(self.indptr, self.indices64, self.data, np.asarray(cols, dtype=np.int64))
 
     def solve(self, price: float) -> tuple[_Sample, _Basis]:
         if self.market.model is not self.model:
@@ -593,20 +603,20 @@ class _Probe:
         return basis
 
     def _layout(self, structural: np.ndarray, inactive: np.ndarray) -> tuple | None:
-        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (k, row, at))``
-        with the last the core's nonzeros (``A[active, structural]``, position ``k`` among the basic columns,
-        ``row`` among the active rows), each value given by ``at``, its index into the CSC data (so the layout
-        is a function of the pattern, :class:`_Cores`), as is the third's; None when the core is not square."""
+        """Where a basis's rows and columns sit: ``(active_mask, row_pos, a_inactive_structural, (indptr, row, at),
+        active, heads)`` with the fourth the core's nonzeros (``A[active, structural]`` as CSC pointers by position
+        among the basic columns and ``row`` among the active rows), each value given by ``at``, its index into the
+        CSC data (so the layout is a function of the pattern, :class:`_Cores`), as is the third's; ``active`` the
+        core's rows and ``heads`` its :class:`_Lu` heads; None when the core is not square."""
         n_row = self.a.shape[0]
         if n_row - len(inactive) != len(structural):
             return None
         row_pos = tracerjit.row_positions(np.asarray(inactive, dtype=np.int64), n_row)
-        active_mask = row_pos >= 0
-        k, at = self._offsets(structural)
-        pos_all = row_pos[self.indices[at]]
-        on = pos_all >= 0
-        off = ~on
-        return active_mask, row_pos, (-1 - pos_all[off], k[off], at[off]), (k[on], pos_all[on], at[on])
+        is_row, is_k, is_at, indptr, pos, at = tracerjit.core_layout(self.indptr, self.indices64,
+                                                                     np.asarray(structural, dtype=np.int64), row_pos)
+        # With the core's rows and its :class:`_Lu` heads (basic columns, then the inactive rows' logicals).
+        return row_pos >= 0, row_pos, (is_row, is_k, is_at), (indptr, pos, at), np.flatnonzero(row_pos >= 0), \
+            np.concatenate([structural, self.a.shape[1] + inactive])
 
     def _relayout(self, basis: _Basis, structural: np.ndarray, inactive: np.ndarray, entering: int,
                   leaving: int) -> tuple | None:
@@ -661,11 +671,10 @@ class _Probe:
             places = self._layout(structural, inactive)
             if places is None:
                 return None
-        active_mask, row_pos, (is_row, is_k, is_at), (k, pos, at) = places
+        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
+        active_mask, row_pos, (is_row, is_k, is_at), (indptr, pos, at), active, heads = places
         a_inactive_structural = (is_row, is_k, self.data[is_at])
         n = len(structural)
-        # Rows keep their order under row_pos, so the core's columns come out sorted (canonical CSC).
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n))])
         val = self.data[at]
         # A basis met on another linearisation: its pivot order serves these values, unless no longer stable.
         lu = entry[2].refactor(indptr, pos, val) if entry is not None else None
@@ -683,10 +692,8 @@ class _Probe:
         if key is not None:
             self.cores.keep(key, [self.pattern, places, lu])
         ref = _Reference(lu, structural, inactive, row_pos, a_inactive_structural)
-        heads = np.concatenate([structural, self.a.shape[1] + inactive])
         return active_mask, row_pos, a_inactive_structural, _Lu(ref, heads, np.zeros(0, dtype=np.int64),
-                                                                np.zeros((ref.m, 0)), self.a.shape[1],
-                                                                np.nonzero(active_mask)[0])
+                                                                np.zeros((ref.m, 0)), self.a.shape[1], active)
 
     def _kept_order(self, lu: _Lu, entering: int, leaving: int, structural: np.ndarray,
                     row_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -699,21 +706,9 @@ class _Probe:
         leaving one's, as in the update it replaces), preferring the step's row while that is in the core; the
         other basic columns come last. The partial pivoting pairs the rows left over."""
         ref = lu.ref
-        n = self.a.shape[1]
-        col_at = lu.heads[ref.lu.col_of()]         # the basic variable at each step's position
-        col_at = np.where(col_at == leaving, entering, col_at)
-        row_at = np.empty(len(col_at), dtype=np.int64)
-        row_at[ref.lu.factors[7]] = np.flatnonzero(ref.row_pos >= 0)
-        basic = np.zeros(n + 1, dtype=bool)
-        basic[structural] = True
-        keep = basic[np.minimum(col_at, n)]
-        cols = col_at[keep]
-        used = np.zeros(n, dtype=bool)
-        used[cols] = True
-        cols = np.concatenate([cols, structural[~used[structural]]])
-        prefer = np.full(len(structural), -1, dtype=np.int64)
-        prefer[:int(keep.sum())] = np.maximum(row_pos[row_at[keep]], -1)
-        return np.searchsorted(structural, cols).astype(np.int64), prefer
+        return tracerjit.kept_order(lu.heads.astype(np.int64, copy=False), ref.lu.col_of(), ref.lu.factors[7],
+                                    np.flatnonzero(ref.row_pos >= 0), np.asarray(structural, dtype=np.int64),
+                                    entering, leaving, row_pos, self.a.shape[1])
 
     def _update(self, basis: _Basis, entering: int, leaving: int, structural: np.ndarray,
                 inactive: np.ndarray) -> tuple | None:
@@ -858,18 +853,17 @@ class _Probe:
         active_mask, _, _, lu = core
         rest = x.copy()
         rest[structural] = 0.0
-        r = self.a @ x
-        lo, hi = s.row_lower[active_mask], s.row_upper[active_mask]
-        near_lo = np.isfinite(lo) & (~np.isfinite(hi) | (np.abs(r[active_mask] - lo) <= np.abs(r[active_mask] - hi)))
-        held = np.where(near_lo, lo, hi)
-        if not np.all(np.isfinite(held)):
+        # The active rows' bounds held and A rest there, in one compiled pass (two full products and a dozen
+        # numpy passes before, the same bits).
+        rhs, ok = tracerjit.held_rhs(self.pattern.csr_indptr64, self.pattern.csr_indices64, self.a.data, x, rest,
+                                     active_mask, s.row_lower, s.row_upper)
+        if not ok:
             return None
         out = rest
-        out[structural] = lu.solve(held - (self.a @ rest)[active_mask])
+        out[structural] = lu.solve(rhs)
         r = self.a @ out
-        tol = _PRIMAL_TOL
-        if np.any(out < s.col_lower - tol) or np.any(out > s.col_upper + tol) or \
-                np.any(r < s.row_lower - tol) or np.any(r > s.row_upper + tol):
+        if not (tracerjit.within(out, s.col_lower, s.col_upper, _PRIMAL_TOL) and
+                tracerjit.within(r, s.row_lower, s.row_upper, _PRIMAL_TOL)):
             return None
         return out, core, r
 
@@ -899,7 +893,7 @@ class _Probe:
         basic = np.zeros(len(x), dtype=bool)
         basic[structural] = True
         r = self.a @ x if r is None else r
-        at_y0, at_z = self.at @ y0, self.at @ z
+        at_y0, at_z = tracerjit.times_two(self.indptr, self.indices64, self.data, y0, z)    # A^T y0, A^T z
         self.last_duals = (y0, z, at_y0, at_z)      # the duals at any price, for :meth:`_factor` of this basis
         # f(lambda) = d0 + lambda slope: reduced costs of nonbasic columns, duals of active rows. At a lower bound
         # f >= 0 (the bid stays out), at an upper f <= 0; inside f = 0 (within losses.MARGINAL_TOL): one compiled
@@ -910,7 +904,8 @@ class _Probe:
         if low > high:
             return None
         if len(held):                   # the price at which the held bids' reduced costs vanish
-            price = float(np.median(held))
+            # (one held bid, mostly: a stretch's pin; numpy's median of one value is that value, at 30 us)
+            price = float(held[0]) if len(held) == 1 else float(np.median(held))
             return price, price
         return float(low), float(high)
 
@@ -1053,14 +1048,12 @@ class _Probe:
         lo, hi = s.col_lower[cols], s.col_upper[cols]
         steps = np.where(x[cols] - lo <= hi - x[cols], hi - lo, lo - hi)
         st, ina = basis.structural, basis.inactive
-        bounded = np.nonzero(basis.bounded)[0]        # basic columns with a finite bound (not line flows)
-        sb = st[bounded]
-        x_b, lo_b, hi_b = x[sb], s.col_lower[sb], s.col_upper[sb]
-        r_now = basis.r[ina]
-        lo_r, hi_r = s.row_lower[ina], s.row_upper[ina]
-        # Values HiGHS left outside a bound (within its tolerance) may stay there, no further.
-        allow_b = np.maximum(np.maximum(lo_b - x_b, x_b - hi_b), 1e-9)
-        allow_r = np.maximum(np.maximum(lo_r - r_now, r_now - hi_r), 1e-9)
+        # The basic columns with a finite bound (not line flows) and the basic rows: values, bounds, and how far
+        # outside a bound HiGHS left them (within its tolerance: they may stay there, no further).
+        i64 = np.int64
+        bounded, x_b, lo_b, hi_b, allow_b, r_now, lo_r, hi_r, allow_r = tracerjit.flip_bounds(
+            basis.bounded, st.astype(i64, copy=False), ina.astype(i64, copy=False), x, basis.r, s.col_lower,
+            s.col_upper, s.row_lower, s.row_upper)
         moved = np.zeros(len(st))                     # basic columns' change by the flips so far
         r_cur = r_now.copy()                          # basic rows' activities after the flips so far
         is_row, is_col, is_val = basis.a_inactive_structural

@@ -27,8 +27,12 @@ def test_the_compiled_sweep_reaches_the_numpy_sweeps_voltages_in_as_many_sweeps(
     rng = np.random.default_rng(4)
     shape = (t.n_bus,) if k is None else (t.n_bus, k)
     s = (rng.uniform(-50, 150, shape) + 1j * rng.uniform(-20, 50, shape)) / S_BASE_KVA
-    for start, load in ((None, s), ("warm", s * 1.02), (None, s * 1000.0)):     # cold, warm, diverging
+    # cold, warm, diverging, and from voltages not finite (a diverged sweep's: both start flat)
+    for start, load in ((None, s), ("warm", s * 1.02), (None, s * 1000.0), ("nan", s)):
         v_start = None if start is None else backward_forward_sweep(t, t.r_pu, t.x_pu, feeder.v0_pu, s).v
+        if start == "nan":
+            v_start = v_start.copy()
+            v_start[-1] = np.nan
         a = backward_forward_sweep(t, t.r_pu, t.x_pu, feeder.v0_pu, load, v_start=v_start)
         b = tracerjit.tree_sweep(t, t.r_pu, t.x_pu, feeder.v0_pu, load, v_start=v_start)
         assert a.converged == b.converged

@@ -69,6 +69,28 @@ def test_a_refactorisation_on_the_old_pivot_order_solves_as_a_fresh_factorisatio
         np.testing.assert_allclose(dense @ x, b, atol=1e-9 * (1 + np.abs(b).max()))
 
 
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), density=st.floats(0.0, 0.3), seed=st.integers(0, 10_000), move=st.floats(0.0, 0.2))
+def test_a_refactorisation_of_a_refactorisation_on_its_pattern_replays_the_same_bits(n, density, seed, move):
+    """A basis met again on another linearisation (:meth:`SparseLu.refactor` on factors it made for the same pattern,
+    the same index array): :func:`tracerjit.refactor_values` without the searches gives what :func:`refactor`
+    gives, bit for bit, and refuses what it refuses."""
+    a = _matrix(n, density, seed)
+    rng = np.random.default_rng(seed + 3)
+    indptr, indices = a.indptr.astype(np.int64), a.indices.astype(np.int64)
+    lu = SparseLu(a, permc_spec="COLAMD", options={"SymmetricMode": True})
+    first = lu.refactor(indptr, indices, a.data * (1.0 + move * rng.uniform(-1.0, 1.0, a.nnz)))
+    assert first is not None
+    for values in (a.data * (1.0 + move * rng.uniform(-1.0, 1.0, a.nnz)), np.where(np.arange(a.nnz) == 0, 0.0, a.data)):
+        replayed = first.refactor(indptr, indices, values)
+        searched = first.refactor(indptr, indices.copy(), values)    # another array: refactor's own searches
+        assert (replayed is None) == (searched is None)
+        if searched is not None:
+            assert replayed.factors[1] is first.factors[1]      # the patterns kept: no search was made
+            for x, y in zip(replayed.factors, searched.factors):
+                assert np.array_equal(x, y)
+
+
 def test_a_refactorisation_whose_old_pivot_vanishes_is_refused():
     a = sp.csc_matrix(np.array([[4.0, 1.0], [1.0, 3.0]]))
     lu = SparseLu(a)
@@ -578,3 +600,41 @@ def test_add_distinct_is_numpy_s_add_at_distinct_slots_bit_for_bit(n, share, see
     expected[slots] += vals
     out = tracerjit.add_distinct(data, slots, vals)
     assert np.array_equal(out, expected) and np.array_equal(data, before)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), m=st.integers(1, 40), density=st.floats(0.0, 0.5), seed=st.integers(0, 10_000))
+def test_the_compiled_row_products_are_scipys_to_the_bit(n, m, density, seed):
+    """The loss-aware anchor's compiled products (:func:`tracerjit.times_two` for the duals' ``A^T y``,
+    :func:`tracerjit.held_rhs` for settle's active rows) sum as scipy's ``A @ x`` does: the same bits, so the
+    curve is the one the numpy forms drew."""
+    rng = np.random.default_rng(seed)
+    a = sp.random(n, m, density, format="csr", random_state=seed)
+    a.data = rng.normal(size=a.nnz) * 10.0 ** rng.uniform(-6, 6, a.nnz)
+    u, w = (rng.normal(size=m) * 10.0 ** rng.uniform(-3, 3, m) for _ in range(2))
+    indptr, indices = a.indptr.astype(np.int64), a.indices.astype(np.int64)
+    au, aw = tracerjit.times_two(indptr, indices, a.data, u, w)
+    assert np.array_equal(au, a @ u) and np.array_equal(aw, a @ w)
+    active = rng.random(n) < 0.7
+    lower = np.where(rng.random(n) < 0.3, -np.inf, rng.normal(size=n))
+    upper = np.where(rng.random(n) < 0.3, np.inf, lower + rng.uniform(0.0, 2.0, n))
+    rhs, ok = tracerjit.held_rhs(indptr, indices, a.data, u, w, active, lower, upper)
+    r, lo, hi = (a @ u)[active], lower[active], upper[active]
+    held = np.where(np.isfinite(lo) & (~np.isfinite(hi) | (np.abs(r - lo) <= np.abs(r - hi))), lo, hi)
+    assert ok == bool(np.all(np.isfinite(held)))
+    if ok:
+        assert np.array_equal(rhs, held - (a @ w)[active])
+
+
+def test_the_compiled_reductions_are_numpys_with_nan_and_empty():
+    """The anchor's stopping test and the probe's canonical check (:func:`tracerjit.max_moved`,
+    :func:`tracerjit.all_nonzero`) as the numpy forms they replace, NaN and empty ranges too."""
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    for start, stop in ((0, 50), (10, 30), (7, 7)):
+        assert tracerjit.max_moved(a, b, start, stop) == np.max(np.abs(a[start:stop] - b[start:stop]), initial=0.0)
+    a[20] = np.nan
+    assert np.isnan(tracerjit.max_moved(a, b, 10, 30)) and tracerjit.max_moved(a, b, 0, 20) == \
+        np.max(np.abs(a[:20] - b[:20]), initial=0.0)
+    for data in (a, np.where(np.arange(50) == 33, 0.0, b), np.zeros(0)):
+        assert tracerjit.all_nonzero(data) == bool(np.all(data != 0.0))
