@@ -2,12 +2,13 @@
 
 Run: ``python benchmarks/bench_successive_ab.py [--base REV] [--repeats 2] [--skip-infeasible]``.
 
-``engine/solver.py``, ``engine/powerflow.py``, ``engine/losses.py``, ``engine/successive.py`` and (where the base
-has it) ``engine/branches.py`` are loaded at ``--base`` (a git revision of this repository) next to this
+``engine/solver.py``, ``engine/powerflow.py``, ``engine/lindistflow.py``, ``engine/losses.py``,
+``engine/successive.py``, (where the base has it) ``engine/branches.py`` and ``engine/clearing.py`` are loaded at
+``--base`` (a git revision of this repository) next to this
 checkout's, and every engine module's
 references to them (the modules and the names imported from them) are switched between the two before
-each run, so both sides run the same curve tracer and clearing (the solver's kept and re-linearised paths
-are the iteration's too). Cases:
+each run, so both sides run the same curve tracer (the solver's kept and re-linearised paths are the iteration's too, the
+market's set-up and result the clearing's). Cases:
 
 - the loss-aware curve of ``bench_physics.py --only curves`` (ieee33 / 80 bids; 1,000 buses / 1,000 bids);
 - a sweep of 40 seeded prices of ``clear`` on that ieee33 book and the hard ieee33 case seed 5 of
@@ -36,9 +37,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dsomarket.engine as engine_pkg  # noqa: E402
 # Imported for sys.modules: load_base swaps these entries for the base revision's.
-from dsomarket.engine import branches, losses, powerflow, solver, successive  # noqa: E402, F401
+from dsomarket.engine import branches, clearing, lindistflow, losses, powerflow, solver, successive  # noqa: E402, F401
 
-NAMES = ("solver", "powerflow", "losses", "successive", "branches")   # in import order
+NAMES = ("solver", "powerflow", "lindistflow", "losses", "successive", "branches", "clearing")   # in import order
 
 
 def load_base(rev: str, names: tuple[str, ...] = NAMES) -> dict[str, types.ModuleType]:
@@ -101,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     from bench_physics import LOSSAWARE, best, opf_case, synthetic_bids
     from dsomarket.clients.files import read_feeder, read_table
     from dsomarket.engine.bids import MarketRules, validate_bids
-    from dsomarket.engine.clearing import NodalMarket, clear
     from dsomarket.engine.feeders import ieee33, synthetic
     from dsomarket.engine.interface import trace_curve
 
@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     this = {n: sys.modules[f"dsomarket.engine.{n}"] for n in names}
     base = load_base(args.base, names)
     sides = {"base": base, "this": this}
+
+    def side_clearing() -> types.ModuleType:   # the side's engine.clearing, as use() left it
+        return sys.modules["dsomarket.engine.clearing"]
     rules = MarketRules()
 
     def curve_case(buses: int, n_bids: int):
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         def run():
             iters, imports = 0, []
             for q in prices:
-                m = NodalMarket(f, book, float(q), rules)
+                m = side_clearing().NodalMarket(f, book, float(q), rules)
                 sol = m.converge()
                 iters += m.convergence["iterations"] if m.convergence else 0
                 imports.append(m.block(sol.x, "import_p")[0] * 1000.0 if sol.ok else np.nan)
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         book = validate_bids(synthetic_bids(f, n_bids, seed), f, rules)
 
         def run():
-            res = clear(f, book, 50.0, rules=rules, options=LOSSAWARE)
+            res = side_clearing().clear(f, book, 50.0, rules=rules, options=LOSSAWARE)
             return [float(res.interface_import_kw[0])], res.convergence["iterations"]
         return run
 
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         book = validate_bids(read_table(str(case.bids), "bids"), feeder, rules)
 
         def infeasible():
-            res = clear(feeder, book, case.iso_prices[0], rules=rules, options=LOSSAWARE)
+            res = side_clearing().clear(feeder, book, case.iso_prices[0], rules=rules, options=LOSSAWARE)
             return [(d["limit"], d["element"], round(d.get("violation", 0.0), 1)) for d in res.diagnosis], res.status
         cases["clear infeasible synth1000-s206"] = infeasible
 
