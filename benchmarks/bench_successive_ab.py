@@ -15,6 +15,8 @@ market's set-up and result the clearing's). Cases:
   ``bench_physics.py --only hard`` (successive-LP iterations and CPU);
 - ``clear`` at 1,000 buses with 1,000 and 10,000 bids (``bench_physics.py --only speed``'s book, seeds 7 and 2:
   plain successive LP, and a bid held inside its quantity by the losses);
+- ten set-ups of that seed 7 market (``NodalMarket`` without a solve: the loss-aware model, its split for
+  re-linearising, HiGHS's copy), and its result tables (the price components) read ten times from one solve;
 - ``clear`` of the infeasible synth1000-s206 case of ``bench_hidden_physics.py`` (the diagnosis).
 
 Each side's best CPU time of ``--repeats``, the ratio this / base, and whether the results agree (curve
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench_hidden_physics import make_case
     from bench_physics import LOSSAWARE, best, opf_case, synthetic_bids
     from dsomarket.clients.files import read_feeder, read_table
-    from dsomarket.engine.bids import MarketRules, validate_bids
+    from dsomarket.engine.bids import MarketRules, canonical, validate_bids
     from dsomarket.engine.feeders import ieee33, synthetic
     from dsomarket.engine.interface import trace_curve
 
@@ -148,6 +150,33 @@ def main(argv: list[str] | None = None) -> int:
             return [float(res.interface_import_kw[0])], res.convergence["iterations"]
         return run
 
+    def setup_case(n_bids: int, seed: int):
+        f = synthetic(1000, seed)
+        book = canonical(validate_bids(synthetic_bids(f, n_bids, seed), f, rules), f, rules, indexed=True)
+
+        def run():
+            for _ in range(10):
+                m = side_clearing().NodalMarket(f, book, 50.0, rules, options=LOSSAWARE)
+            return [float(m.model.n_row), float(m.model.n_col)], "-"
+        return run
+
+    def result_case(n_bids: int, seed: int):
+        f = synthetic(1000, seed)
+        book = canonical(validate_bids(synthetic_bids(f, n_bids, seed), f, rules), f, rules, indexed=True)
+        solved = {}   # each side's market and its converged solve, untimed
+        for label in ("base", "this"):
+            use(sides[label], sides["this" if label == "base" else "base"])
+            m = side_clearing().NodalMarket(f, book, 50.0, rules, options=LOSSAWARE)
+            solved[side_clearing()] = (m, m.converge())
+        use(this, base)
+
+        def run():
+            m, sol = solved[side_clearing()]
+            for _ in range(10):
+                res = m.result(sol)
+            return [float(v) for v in res.prices["dlmp"].to_numpy()[:50]], "-"
+        return run
+
     f33 = ieee33()
     book33 = validate_bids(synthetic_bids(f33, 80, 5, kw=(5.0, 60.0)), f33, rules)
     hard_f, hard_bids = opf_case(ieee33(), 5, 0.95, "2", 3000.0)
@@ -156,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
              "clear at 40 prices, ieee33 hard seed 5": sweep_case(hard_f, validate_bids(hard_bids, hard_f, rules)),
              "clear 1k buses / 1k bids, seed 7": clear_case(1000, 7),
              "clear 1k buses / 10k bids, seed 7": clear_case(10000, 7),
-             "clear 1k buses / 10k bids, seed 2": clear_case(10000, 2)}
+             "clear 1k buses / 10k bids, seed 2": clear_case(10000, 2),
+             "10 set-ups 1k buses / 10k bids, seed 7": setup_case(10000, 7),
+             "10 results 1k buses / 10k bids, seed 7": result_case(10000, 7)}
     if not args.skip_infeasible:
         work = Path(tempfile.mkdtemp(prefix="successive_ab_"))
         case = make_case("synth1000", 206, work)
