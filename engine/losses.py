@@ -563,7 +563,8 @@ class Relinearisation:
         for name, block in rows.items():
             model.add_constraints(name, _sparse(block), -bound, bound)
         net = topo.memo(("lossaware split", T, polygon_sides),
-                        lambda: _network_split(feeder, book, iso_price, rules, point, polygon_sides))
+                        lambda: _network_split(feeder, book, iso_price, rules, point, polygon_sides, load_p_kw,
+                                               load_q_kvar))
         # The bids' entries without the zeros (a sparse difference in :meth:`of` drops them): the reactive one
         # of a bid at unity power factor.
         end = lossless.indptr[book.n]
@@ -617,13 +618,13 @@ class _NetworkSplit:
 
 
 def _network_split(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRules, point: OperatingPoint,
-                   polygon_sides: int) -> _NetworkSplit:
+                   polygon_sides: int, load_p_kw: np.ndarray | None, load_q_kvar: np.ndarray | None) -> _NetworkSplit:
     """:meth:`Relinearisation.of` the market of ``book`` built at ``point`` (no losses), cut past its bids' columns.
 
     The part cut off does not depend on the bids: at a point without losses every correction term is zero, so the
     fixed coefficients are the lossless ones, and neither those nor where the point's terms land (the flows' and
     voltages' columns) depend on the bids, whose columns come first."""
-    split = Relinearisation.of(build(feeder, book, iso_price, rules, point, polygon_sides=polygon_sides),
+    split = Relinearisation.of(build(feeder, book, iso_price, rules, point, (), load_p_kw, load_q_kvar, polygon_sides),
                                feeder, point, polygon_sides)
     base, k = split.base, int(split.base.indptr[book.n])
     return _NetworkSplit(base.data[k:], base.indices[k:], base.indptr[book.n:] - k, split.slots - k, split.weights,
