@@ -2,18 +2,21 @@
 
 Run: ``python benchmarks/bench_successive_ab.py [--base REV] [--repeats 2] [--skip-infeasible]``.
 
-``engine/solver.py``, ``engine/powerflow.py``, ``engine/losses.py``, ``engine/successive.py`` and (where the base
-has it) ``engine/branches.py`` are loaded at ``--base`` (a git revision of this repository) next to this
+``engine/solver.py``, ``engine/powerflow.py``, ``engine/lindistflow.py``, ``engine/losses.py``,
+``engine/successive.py``, (where the base has it) ``engine/branches.py`` and ``engine/clearing.py`` are loaded at
+``--base`` (a git revision of this repository) next to this
 checkout's, and every engine module's
 references to them (the modules and the names imported from them) are switched between the two before
-each run, so both sides run the same curve tracer and clearing (the solver's kept and re-linearised paths
-are the iteration's too). Cases:
+each run, so both sides run the same curve tracer (the solver's kept and re-linearised paths are the iteration's too, the
+market's set-up and result the clearing's). Cases:
 
 - the loss-aware curve of ``bench_physics.py --only curves`` (ieee33 / 80 bids; 1,000 buses / 1,000 bids);
 - a sweep of 40 seeded prices of ``clear`` on that ieee33 book and the hard ieee33 case seed 5 of
   ``bench_physics.py --only hard`` (successive-LP iterations and CPU);
 - ``clear`` at 1,000 buses with 1,000 and 10,000 bids (``bench_physics.py --only speed``'s book, seeds 7 and 2:
   plain successive LP, and a bid held inside its quantity by the losses);
+- ten set-ups of that seed 7 market (``NodalMarket`` without a solve: the loss-aware model, its split for
+  re-linearising, HiGHS's copy), and its result tables (the price components) read ten times from one solve;
 - ``clear`` of the infeasible synth1000-s206 case of ``bench_hidden_physics.py`` (the diagnosis).
 
 Each side's best CPU time of ``--repeats``, the ratio this / base, and whether the results agree (curve
@@ -36,9 +39,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dsomarket.engine as engine_pkg  # noqa: E402
 # Imported for sys.modules: load_base swaps these entries for the base revision's.
-from dsomarket.engine import branches, losses, powerflow, solver, successive  # noqa: E402, F401
+from dsomarket.engine import branches, clearing, lindistflow, losses, powerflow, solver, successive  # noqa: E402, F401
 
-NAMES = ("solver", "powerflow", "losses", "successive", "branches")   # in import order
+NAMES = ("solver", "powerflow", "lindistflow", "losses", "successive", "branches", "clearing")   # in import order
 
 
 def load_base(rev: str, names: tuple[str, ...] = NAMES) -> dict[str, types.ModuleType]:
@@ -100,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench_hidden_physics import make_case
     from bench_physics import LOSSAWARE, best, opf_case, synthetic_bids
     from dsomarket.clients.files import read_feeder, read_table
-    from dsomarket.engine.bids import MarketRules, validate_bids
-    from dsomarket.engine.clearing import NodalMarket, clear
+    from dsomarket.engine.bids import MarketRules, canonical, validate_bids
     from dsomarket.engine.feeders import ieee33, synthetic
     from dsomarket.engine.interface import trace_curve
 
@@ -111,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     this = {n: sys.modules[f"dsomarket.engine.{n}"] for n in names}
     base = load_base(args.base, names)
     sides = {"base": base, "this": this}
+
+    def side_clearing() -> types.ModuleType:   # the side's engine.clearing, as use() left it
+        return sys.modules["dsomarket.engine.clearing"]
     rules = MarketRules()
 
     def curve_case(buses: int, n_bids: int):
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         def run():
             iters, imports = 0, []
             for q in prices:
-                m = NodalMarket(f, book, float(q), rules)
+                m = side_clearing().NodalMarket(f, book, float(q), rules)
                 sol = m.converge()
                 iters += m.convergence["iterations"] if m.convergence else 0
                 imports.append(m.block(sol.x, "import_p")[0] * 1000.0 if sol.ok else np.nan)
@@ -141,8 +146,35 @@ def main(argv: list[str] | None = None) -> int:
         book = validate_bids(synthetic_bids(f, n_bids, seed), f, rules)
 
         def run():
-            res = clear(f, book, 50.0, rules=rules, options=LOSSAWARE)
+            res = side_clearing().clear(f, book, 50.0, rules=rules, options=LOSSAWARE)
             return [float(res.interface_import_kw[0])], res.convergence["iterations"]
+        return run
+
+    def setup_case(n_bids: int, seed: int):
+        f = synthetic(1000, seed)
+        book = canonical(validate_bids(synthetic_bids(f, n_bids, seed), f, rules), f, rules, indexed=True)
+
+        def run():
+            for _ in range(10):
+                m = side_clearing().NodalMarket(f, book, 50.0, rules, options=LOSSAWARE)
+            return [float(m.model.n_row), float(m.model.n_col)], "-"
+        return run
+
+    def result_case(n_bids: int, seed: int):
+        f = synthetic(1000, seed)
+        book = canonical(validate_bids(synthetic_bids(f, n_bids, seed), f, rules), f, rules, indexed=True)
+        solved = {}   # each side's market and its converged solve, untimed
+        for label in ("base", "this"):
+            use(sides[label], sides["this" if label == "base" else "base"])
+            m = side_clearing().NodalMarket(f, book, 50.0, rules, options=LOSSAWARE)
+            solved[side_clearing()] = (m, m.converge())
+        use(this, base)
+
+        def run():
+            m, sol = solved[side_clearing()]
+            for _ in range(10):
+                res = m.result(sol)
+            return [float(v) for v in res.prices["dlmp"].to_numpy()[:50]], "-"
         return run
 
     f33 = ieee33()
@@ -153,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
              "clear at 40 prices, ieee33 hard seed 5": sweep_case(hard_f, validate_bids(hard_bids, hard_f, rules)),
              "clear 1k buses / 1k bids, seed 7": clear_case(1000, 7),
              "clear 1k buses / 10k bids, seed 7": clear_case(10000, 7),
-             "clear 1k buses / 10k bids, seed 2": clear_case(10000, 2)}
+             "clear 1k buses / 10k bids, seed 2": clear_case(10000, 2),
+             "10 set-ups 1k buses / 10k bids, seed 7": setup_case(10000, 7),
+             "10 results 1k buses / 10k bids, seed 7": result_case(10000, 7)}
     if not args.skip_infeasible:
         work = Path(tempfile.mkdtemp(prefix="successive_ab_"))
         case = make_case("synth1000", 206, work)
@@ -161,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         book = validate_bids(read_table(str(case.bids), "bids"), feeder, rules)
 
         def infeasible():
-            res = clear(feeder, book, case.iso_prices[0], rules=rules, options=LOSSAWARE)
+            res = side_clearing().clear(feeder, book, case.iso_prices[0], rules=rules, options=LOSSAWARE)
             return [(d["limit"], d["element"], round(d.get("violation", 0.0), 1)) for d in res.diagnosis], res.status
         cases["clear infeasible synth1000-s206"] = infeasible
 

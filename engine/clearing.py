@@ -72,10 +72,15 @@ class NodalMarket:
                 # No dispatch's AC point yet (None): the first solve only supplies one.
                 self._point_bids: np.ndarray | None = None
                 point = losses.lossless_point(feeder, *self.loads())
-                self.model = losses.build(feeder, self.columns.book, self.iso_price, rules, point, resources,
-                                          load_p_kw, load_q_kvar, options.polygon_sides)
-                self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
-                self.model = self._relinearise.model   # the same model, assembled once
+                if resources or rules.value_of_lost_load is not None:
+                    self.model = losses.build(feeder, self.columns.book, self.iso_price, rules, point, resources,
+                                              load_p_kw, load_q_kvar, options.polygon_sides)
+                    self._relinearise = losses.Relinearisation.of(self.model, feeder, point, options.polygon_sides)
+                    self.model = self._relinearise.model   # the same model, assembled once
+                else:   # the network's part of the split made once per topology
+                    self._relinearise, self.model = losses.Relinearisation.plain(
+                        feeder, self.columns.book, self.iso_price, rules, point, load_p_kw, load_q_kvar,
+                        options.polygon_sides)
                 self.point = point   # the AC operating point the model is linearised at
                 self._flat = (self.model, point)
             else:

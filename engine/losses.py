@@ -537,6 +537,49 @@ class Relinearisation:
                                _loss_weights(feeder, point.p.shape[0]),
                                bool(np.bincount(slots, minlength=len(keys)).max(initial=0) <= 1))
 
+    @staticmethod
+    def plain(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRules, point: OperatingPoint,
+              load_p_kw: np.ndarray | None = None, load_q_kvar: np.ndarray | None = None,
+              polygon_sides: int = lindistflow.POLYGON_SIDES) -> tuple["Relinearisation", LinearModel]:
+        """:func:`build` at ``point`` and :meth:`of` it, for a market with no resources and no load shedding, at
+        a point without losses (:func:`lossless_point`): the split and the model linearised there.
+
+        Such a model's matrix is the bids' columns (their two balance rows) before the network's, and the
+        network's part of the split (the lossless coefficients on the pattern of every linearisation, and where
+        each of the point's terms lands) depends on the feeder's topology, the intervals and the polygon only: it
+        is made once per topology by :func:`build` and :meth:`of` (:func:`_network_split`) and the bids' columns
+        put before it, where those two took 10-12 ms of a 1,000-bus / 10,000-bid market's set-up (CPU). The same
+        split to the bit; the model at ``point`` is :meth:`at` of it, which lacks the explicit zeros
+        :func:`build` leaves (a unity power factor bid's reactive entry, the receiving-end rows' voltage terms
+        at a point without losses), as every re-linearised model already does.
+        """
+        if point.with_losses or rules.value_of_lost_load is not None:
+            raise ValueError("Relinearisation.plain: a point without losses and a market without load shedding")
+        topo, T = feeder.topology, book.n_interval
+        model = lindistflow.build(feeder, book, iso_price, rules, (), load_p_kw, load_q_kvar, polygon_sides,
+                                  thermal=False)
+        lossless = model.assemble()[3]      # the bids' columns as lindistflow.build assembled them
+        rows, bound = thermal(feeder, point, polygon_sides)
+        for name, block in rows.items():
+            model.add_constraints(name, _sparse(block), -bound, bound)
+        net = topo.memo(("lossaware split", T, polygon_sides),
+                        lambda: _network_split(feeder, book, iso_price, rules, point, polygon_sides, load_p_kw,
+                                               load_q_kvar))
+        # The bids' entries without the zeros (a sparse difference in :meth:`of` drops them): the reactive one
+        # of a bid at unity power factor.
+        end = lossless.indptr[book.n]
+        keep = lossless.data[:end] != 0.0
+        column = np.repeat(np.arange(book.n), np.diff(lossless.indptr[:book.n + 1]))
+        bid_ptr = np.concatenate([[0], np.cumsum(np.bincount(column[keep], minlength=book.n))])
+        k = int(bid_ptr[-1])
+        base = sp.csc_matrix((np.concatenate([lossless.data[:end][keep], net.data]),
+                              np.concatenate([lossless.indices[:end][keep], net.indices]).astype(net.indices.dtype),
+                              np.concatenate([bid_ptr, net.indptr[1:] + k]).astype(net.indptr.dtype)),
+                             shape=(model.n_row, model.n_col))
+        model.assemble_as(base)             # the template every linearisation copies (with_matrix)
+        split = Relinearisation(model, base, net.slots + k, feeder, polygon_sides, net.weights, net.distinct)
+        return split, split.at(point)
+
     def at(self, point: OperatingPoint, kernels=None) -> LinearModel:
         """The model linearised at ``point`` (same blocks, costs and bounds). ``kernels``: compiled drop-ins for
         the values (the loss-aware curve's :mod:`engine.tracerjit`, whose ``thermal_values`` and ``add_distinct``
@@ -559,6 +602,33 @@ class Relinearisation:
         a = sp.csc_matrix((data, base.indices.copy(), base.indptr.copy()), shape=base.shape)
         a.eliminate_zeros()     # as a sparse sum leaves them: a term that vanishes at this point (no flow)
         return self.model.with_matrix(a)
+
+
+@dataclass(frozen=True)
+class _NetworkSplit:
+    """The network's columns of a plain market's :class:`Relinearisation` (:meth:`Relinearisation.plain`): its
+    ``base`` past the bids' columns as csc arrays, the ``slots`` counted from there, ``weights`` and ``distinct``."""
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    slots: np.ndarray
+    weights: np.ndarray
+    distinct: bool
+
+
+def _network_split(feeder: Feeder, book: BidBook, iso_price: np.ndarray, rules: MarketRules, point: OperatingPoint,
+                   polygon_sides: int, load_p_kw: np.ndarray | None, load_q_kvar: np.ndarray | None) -> _NetworkSplit:
+    """:meth:`Relinearisation.of` the market of ``book`` built at ``point`` (no losses), cut past its bids' columns.
+
+    The part cut off does not depend on the bids: at a point without losses every correction term is zero, so the
+    fixed coefficients are the lossless ones, and neither those nor where the point's terms land (the flows' and
+    voltages' columns) depend on the bids, whose columns come first."""
+    split = Relinearisation.of(build(feeder, book, iso_price, rules, point, (), load_p_kw, load_q_kvar, polygon_sides),
+                               feeder, point, polygon_sides)
+    base, k = split.base, int(split.base.indptr[book.n])
+    return _NetworkSplit(base.data[k:], base.indices[k:], base.indptr[book.n:] - k, split.slots - k, split.weights,
+                         split.distinct)
 
 
 @dataclass(frozen=True)
@@ -676,19 +746,26 @@ def price_components(model: LinearModel, sol: Solution, n: int, T: int,
     LinDistFlow LP this reproduces its path-sum decomposition with zero loss.
     """
     a, rows, cols, imp_cols = _network(model, n, T)
+    # A^T's network columns, row-wise: A^T is A's own arrays read row-wise, so taking its rows ``cols`` copies
+    # only those, where indexing A by rows first (then columns) converted the whole matrix twice.
     a = a.tocsc()
-    a_nn = a[rows][:, cols]
-    other = np.setdiff1d(np.arange(model.n_row), rows, assume_unique=True)   # no np.unique of every row (slow)
+    a_t = sp.csr_matrix((a.data, a.indices, a.indptr), shape=a.shape[::-1])[cols]
+    y_other = np.array(sol.row_dual, dtype=float)
+    y_other[rows] = 0.0          # the thermal and resource rows' duals only (a network row's term is then 0)
     c = np.zeros(model.n_col)
     c[imp_cols] = iso_price
     d = np.asarray(sol.col_dual)
-    y = np.asarray(sol.row_dual)
     is_v = np.zeros(model.n_col, dtype=bool)
     is_v[model.var("v").slice] = True
+    is_imp = np.zeros(model.n_col, dtype=bool)
+    is_imp[imp_cols] = True
     src_energy = c[cols]
-    src_congestion = -(a[other][:, cols].T @ y[other]) - np.where(np.isin(cols, imp_cols), d[cols], 0.0)
+    src_congestion = -(a_t @ y_other) - np.where(is_imp[cols], d[cols], 0.0)
     src_voltage = -np.where(is_v[cols], d[cols], 0.0)
-    lu = spla.splu(a_nn.T.tocsc())
+    # The network rows are the first ones (lindistflow.build adds them before any other): a slice of A^T's columns.
+    contiguous = len(rows) and rows[0] == 0 and np.array_equal(rows, np.arange(len(rows)))
+    a_nn_t = a_t[:, :len(rows)] if contiguous else a_t[:, rows]
+    lu = spla.splu(a_nn_t.tocsc())
     sol_all = lu.solve(np.column_stack([src_energy, src_congestion, src_voltage]))
     p_rows = slice(0, n * T)   # bus_p_balance comes first among the network rows
     energy_loss, congestion, voltage = (sol_all[p_rows, k].reshape(T, n) for k in range(3))

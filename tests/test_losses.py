@@ -392,3 +392,42 @@ def test_each_relinearisation_is_the_model_built_at_its_point_and_leaves_earlier
     for point, got in zip(points, (first, second)):
         built = losses.build(f, m.columns.book, m.iso_price, rules, point, (), None, None, sides).assemble()[3]
         assert got.shape == built.shape and abs(got - built).max() <= 1e-12
+
+
+def test_a_plain_markets_split_is_the_one_build_and_of_make_to_the_bit_whatever_book_made_it_first():
+    # Relinearisation.plain keeps the network's part of the split per topology, made from the first book that
+    # clears there, and puts each book's bid columns before it: the split (fixed coefficients, pattern, where each
+    # of the point's terms lands) must be what build + of make of this book itself, to the bit. Two books of
+    # different sizes on one topology, three intervals, unity power factor bids among them (a zero reactive entry
+    # that of()'s sparse difference drops), every line rated; the model at the point is build's up to its explicit
+    # zeros.
+    f = ieee33()
+    f = f.with_changes(lines=f.lines.with_columns(pl.lit(3000.0).alias("s_max_kva")))
+    rules = MarketRules()
+    start = pl.datetime(2026, 12, 2, time_zone="UTC")
+    ids = f.buses["bus"].to_list()[1:]
+    books = []
+    for seed, n in ((4, 30), (5, 47)):
+        rng = np.random.default_rng(seed)
+        bids = pl.DataFrame({"bid_id": [f"b{k}" for k in range(n)], "bus": rng.choice(ids, n),
+                             "side": rng.choice(["buy", "sell"], n), "quantity_kw": rng.uniform(20, 300, n).round(1),
+                             "price": rng.uniform(10, 90, n).round(2),
+                             "tan_phi": np.where(rng.random(n) < 0.5, 0.0, 0.33)})
+        bids = bids.with_columns((start + pl.duration(hours=pl.Series(rng.integers(0, 3, n)))).alias("interval"))
+        books.append(canonical(validate_bids(bids, f, rules), f, rules, indexed=True))
+    assert all(b.n_interval == 3 for b in books) and any(np.any(b.tan_phi == 0.0) for b in books)
+    for book in books:
+        iso = np.full(3, 40.0)
+        point = losses.lossless_point(f, *NodalMarket(f, book, 40.0, rules, options=LOSSAWARE,
+                                                      standalone=False).loads())
+        split, model = losses.Relinearisation.plain(f, book, iso, rules, point)
+        ref = losses.Relinearisation.of(losses.build(f, book, iso, rules, point), f, point, split.polygon_sides)
+        for name in ("data", "indices", "indptr"):
+            assert np.array_equal(getattr(split.base, name), getattr(ref.base, name)), name
+        assert np.array_equal(split.slots, ref.slots) and split.distinct == ref.distinct
+        got, built = model.assemble()[3], losses.build(f, book, iso, rules, point).assemble()[3]
+        assert got.shape == built.shape and (got != built).nnz == 0
+        assert [b.name for b in model.blocks(rows=True)] == [b.name for b in ref.model.blocks(rows=True)]
+        for got_part, ref_part in zip(model.assemble()[:3] + model.assemble()[4:6],
+                                      ref.model.assemble()[:3] + ref.model.assemble()[4:6]):
+            assert np.array_equal(got_part, ref_part)
