@@ -734,6 +734,40 @@ def coo_times(row, col, val, n_rows, v):                                        
     return out
 
 
+@numba.njit(numba.types.Tuple((_F, _F, _F))(_F, _F, numba.float64, numba.float64, numba.float64, numba.float64,
+                                           numba.float64), **_JIT)
+def staircase(step, after, floor, cap, q0, p_rel_tol, q_tol):                            # pragma: no cover
+    """The bands ``(low, high, import)`` of a staircase from its steps, as :func:`engine.tracer._trace_interval`
+    reads them: ``step[i]`` the price of a step (NaN: none) past which the import is ``after[i]``, ``q0`` the
+    import at ``floor``. A step closer than ``p_rel_tol`` (relative, at least absolute) to the last one kept
+    opens no band; then neighbouring bands whose imports agree within ``q_tol`` are joined, as
+    :func:`engine.tracer._merge_equal` does (the same comparisons in the same order: the same bits; a Python loop
+    over a thousand bands was some 2 ms of a 1,000-bid curve)."""
+    n = len(step)
+    lo, hi, qv = np.empty(n + 1), np.empty(n + 1), np.empty(n + 1)
+    m = 0
+    low, q = floor, q0
+    for i in range(n):
+        p = step[i]
+        if np.isnan(p):
+            continue
+        if p > low + p_rel_tol * max(1.0, abs(p)):
+            lo[m], hi[m], qv[m] = low, p, q
+            m += 1
+            low = p
+        q = after[i]
+    lo[m], hi[m], qv[m] = low, cap, q
+    m += 1
+    k = 0
+    for i in range(m):
+        if k > 0 and abs(qv[k - 1] - qv[i]) <= q_tol:
+            hi[k - 1] = hi[i]
+        else:
+            lo[k], hi[k], qv[k] = lo[i], hi[i], qv[i]
+            k += 1
+    return lo[:k], hi[:k], qv[:k]
+
+
 @numba.njit(_I(_I, numba.int64), **_JIT)
 def row_positions(inactive, n_row):                                                       # pragma: no cover
     """Per row: its position among the rows not in ``inactive`` (>= 0, in row order), or ``-1 - t`` for
