@@ -163,7 +163,7 @@ def lossaware(base, repeats: int) -> None:
                   f"({chk['clearings']} clearings, {chk['anchored']} re-linearisations walked, "
                   f"{out[label].bands.height} bands, reported bound {chk['max_error_pct']:.3f} %)")
         print(f"  this/base {best['this'] / best['base']:.2f}; same bands as base: "
-              f"{same(out['base'].bands, out['this'].bands)}")
+              f"{same(out['base'].bands, out['this'].bands)} (to the bit: {identical(out['base'].bands, out['this'].bands)})")
 
 
 def main(argv: list[str] | None = None) -> int:

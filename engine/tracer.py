@@ -643,7 +643,6 @@ class _Probe:
         drop_row = int(np.searchsorted(basis.inactive, leaving - n)) if leaving >= n else -1
         add_col = int(np.searchsorted(structural, entering)) if entering < n else -1
         add_row = int(np.searchsorted(inactive, entering - n)) if entering >= n else -1
-        is_row, is_col, is_val = tracerjit.reindex(*basis.a_inactive_structural, drop_row, add_row, drop_col, add_col)
         if entering < n:
             _, rows, vals = self._columns(np.array([entering]))
             on = row_pos[rows] < 0
@@ -654,8 +653,11 @@ class _Probe:
             at = np.minimum(np.searchsorted(structural, cols), len(structural) - 1)
             on = structural[at] == cols
             new_r, new_c, new_v = np.full(int(on.sum()), add_row), at[on], vals[on]
-        return active_mask, row_pos, (np.concatenate([is_row, new_r]), np.concatenate([is_col, new_c]),
-                                      np.concatenate([is_val, new_v]))
+        i64 = np.int64
+        return active_mask, row_pos, tracerjit.reindex(*basis.a_inactive_structural, drop_row, add_row, drop_col,
+                                                       add_col, new_r.astype(i64, copy=False),
+                                                       new_c.astype(i64, copy=False),
+                                                       np.ascontiguousarray(new_v, dtype=float))
 
     def _core(self, structural: np.ndarray, inactive: np.ndarray, prior: tuple | None = None) -> tuple | None:
         """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``

@@ -605,13 +605,16 @@ def ratio_test(d_s, d_r, structural, inactive, x, r_inactive, col_lower, col_upp
     return leave, step, bound
 
 
-@numba.njit(numba.types.Tuple((_I, _I, _F))(_I, _I, _F, numba.int64, numba.int64, numba.int64, numba.int64), **_JIT)
-def reindex(row, col, val, drop_row, add_row, drop_col, add_col):                          # pragma: no cover
+@numba.njit(numba.types.Tuple((_I, _I, _F))(_I, _I, _F, numba.int64, numba.int64, numba.int64, numba.int64, _I, _I, _F),
+            **_JIT)
+def reindex(row, col, val, drop_row, add_row, drop_col, add_col, new_row, new_col, new_val):  # pragma: no cover
     """The entries ``(row, col, val)`` of ``A[inactive, structural]`` after one pivot, in their order: those of
     row position ``drop_row`` and column position ``drop_col`` (-1: none) left out, the positions past them
-    moved down one, then those at or past ``add_row`` / ``add_col`` (-1: none) up one (the inserted ones')."""
-    n = len(row)
-    out_r, out_c, out_v = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n)
+    moved down one, then those at or past ``add_row`` / ``add_col`` (-1: none) up one (the inserted ones'); then
+    the entering variable's entries ``(new_row, new_col, new_val)``, numbered so already (written here, not
+    concatenated after: a copy of every entry less per pivot)."""
+    n, n_new = len(row), len(new_row)
+    out_r, out_c, out_v = np.empty(n + n_new, dtype=np.int64), np.empty(n + n_new, dtype=np.int64), np.empty(n + n_new)
     m = 0
     for e in range(n):
         r, c = row[e], col[e]
@@ -627,7 +630,10 @@ def reindex(row, col, val, drop_row, add_row, drop_col, add_col):               
             c += 1
         out_r[m], out_c[m], out_v[m] = r, c, val[e]
         m += 1
-    return out_r[:m].copy(), out_c[:m].copy(), out_v[:m].copy()
+    for e in range(n_new):
+        out_r[m], out_c[m], out_v[m] = new_row[e], new_col[e], new_val[e]
+        m += 1
+    return out_r[:m], out_c[:m], out_v[:m]
 
 
 @numba.njit(numba.boolean(_F, _F, _F, _I, numba.float64), **_JIT)

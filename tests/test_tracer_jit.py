@@ -255,7 +255,9 @@ def test_reindex_keeps_the_entries_of_the_rows_and_columns_that_stay(seed, drop,
     else:
         add_col = int(np.searchsorted(cols_new, fresh_col))
         cols_new = np.insert(cols_new, add_col, fresh_col)
-    r, c, v = tracerjit.reindex(row, col, dense[row, col], drop_row, add_row, drop_col, add_col)
+    none = np.zeros(0, dtype=np.int64)
+    r, c, v = tracerjit.reindex(row, col, dense[row, col], drop_row, add_row, drop_col, add_col, none, none,
+                                np.zeros(0))
     # By ids: the same entries, in the same order, less those of the dropped row or column.
     keep = (row != drop_row) & (col != drop_col)
     assert rows_new[r].tolist() == rows_old[row[keep]].tolist()
