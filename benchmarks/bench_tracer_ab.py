@@ -13,7 +13,7 @@ Cases: 1,000 buses (``synthetic(1000, 1)``) with 10,000 bids priced to the cent 
 and with 1,000 bids (``bench_curve.py``'s books); and ``gate33``,
 the curve work of ``bench_service.py``'s gate closure offline: ieee33, 100,000 bids over 4 hourly
 intervals at 20 price levels per side. Each line says whether both tracers gave the same bands
-(imports within 1 W, step prices within 1e-7 relative).
+(imports within 1 W, step prices within 1e-7 relative) and whether they are the same to the bit.
 """
 
 from __future__ import annotations
@@ -104,6 +104,13 @@ def same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
         and np.allclose(a["price_high"].to_numpy(), b["price_high"].to_numpy(), rtol=1e-7, atol=1e-7))
 
 
+def identical(a: pl.DataFrame, b: pl.DataFrame) -> bool:
+    """Whether the bands are the same to the bit (every column's values, signs of zeros included)."""
+    return a.columns == b.columns and a.height == b.height and all(
+        a[c].dtype == b[c].dtype and (a[c].to_numpy().tobytes() == b[c].to_numpy().tobytes() if a[c].dtype.is_numeric()
+                                      else a[c].to_list() == b[c].to_list()) for c in a.columns)
+
+
 def first_basis(repeats: int) -> None:
     """CPU milliseconds of the tracer's first basis at the floor (:meth:`engine.tracer._Probe.start`), best of
     ``repeats``: from no basis (the slack-basis start), as a cold HiGHS solve, and warm from a clearing's basis at
@@ -156,7 +163,7 @@ def lossaware(base, repeats: int) -> None:
                   f"({chk['clearings']} clearings, {chk['anchored']} re-linearisations walked, "
                   f"{out[label].bands.height} bands, reported bound {chk['max_error_pct']:.3f} %)")
         print(f"  this/base {best['this'] / best['base']:.2f}; same bands as base: "
-              f"{same(out['base'].bands, out['this'].bands)}")
+              f"{same(out['base'].bands, out['this'].bands)} (to the bit: {identical(out['base'].bands, out['this'].bands)})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in cases:
         b, t = best[name, "base"], best[name, "this"]
         print(f"{name:42s} base {b:7.3f}  this {t:7.3f}  this/base {t / b:5.2f}  "
-              f"{bands[name, 'this'].height:5d} bands, same as base: {same(bands[name, 'base'], bands[name, 'this'])}")
+              f"{bands[name, 'this'].height:5d} bands, same as base: {same(bands[name, 'base'], bands[name, 'this'])}"
+              f" (to the bit: {identical(bands[name, 'base'], bands[name, 'this'])})")
     return 0
 
 

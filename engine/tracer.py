@@ -470,6 +470,8 @@ class _Probe:
         self.row_range = s.row_lower < s.row_upper
         self.flippable = np.isfinite(s.col_lower) & np.isfinite(s.col_upper) & self.col_range
         self.flippable[self.col] = False
+        # Per column: a finite bound (a basis's ``bounded`` is this at its basic columns, one gather per pivot).
+        self.col_bounded = np.isfinite(s.col_lower) | np.isfinite(s.col_upper)
 
     def _a_times(self, x: np.ndarray) -> np.ndarray:
         """``A x``, the row activities (scipy's product with int32 indices: at 1,000 buses, 22 us against 41 us for
@@ -595,7 +597,9 @@ class _Probe:
         wrong sign within tolerance counts as zero, so a range is never overstated.
         """
         _, basic = self.h.getBasicVariables()
-        basic = np.asarray(basic)
+        # int64, as the compiled kernels take indices: HiGHS's int32 was copied by an ``astype`` at every kernel
+        # call of every pivot from this basis (the inactive rows alone are some 8,000 at 1,000 buses).
+        basic = np.asarray(basic, dtype=np.int64)
         basis = self._factor(price, x, g, np.sort(basic[basic >= 0]), np.sort(-basic[basic < 0] - 1),
                              prior=None if self.last_lu is None else (self.last_lu, -1, -1))
         if basis is None:
@@ -639,7 +643,6 @@ class _Probe:
         drop_row = int(np.searchsorted(basis.inactive, leaving - n)) if leaving >= n else -1
         add_col = int(np.searchsorted(structural, entering)) if entering < n else -1
         add_row = int(np.searchsorted(inactive, entering - n)) if entering >= n else -1
-        is_row, is_col, is_val = tracerjit.reindex(*basis.a_inactive_structural, drop_row, add_row, drop_col, add_col)
         if entering < n:
             _, rows, vals = self._columns(np.array([entering]))
             on = row_pos[rows] < 0
@@ -650,8 +653,11 @@ class _Probe:
             at = np.minimum(np.searchsorted(structural, cols), len(structural) - 1)
             on = structural[at] == cols
             new_r, new_c, new_v = np.full(int(on.sum()), add_row), at[on], vals[on]
-        return active_mask, row_pos, (np.concatenate([is_row, new_r]), np.concatenate([is_col, new_c]),
-                                      np.concatenate([is_val, new_v]))
+        i64 = np.int64
+        return active_mask, row_pos, tracerjit.reindex(*basis.a_inactive_structural, drop_row, add_row, drop_col,
+                                                       add_col, new_r.astype(i64, copy=False),
+                                                       new_c.astype(i64, copy=False),
+                                                       np.ascontiguousarray(new_v, dtype=float))
 
     def _core(self, structural: np.ndarray, inactive: np.ndarray, prior: tuple | None = None) -> tuple | None:
         """The basis's core (:class:`_Basis`) factorised: ``(active_mask, row_pos, a_inactive_structural, lu)``
@@ -750,7 +756,7 @@ class _Probe:
                       basis.active if inactive is basis.inactive else np.nonzero(active_mask)[0])
         except np.linalg.LinAlgError:
             return None
-        if not np.all(np.isfinite(new.m_inv)) or np.abs(new.m_inv).max() > 1e10:
+        if not np.abs(new.m_inv).max() <= 1e10:        # (also NaN: one pass, no isfinite mask)
             return None
         return active_mask, row_pos, a_inactive_structural, new
 
@@ -832,7 +838,7 @@ class _Probe:
         (cu, cd), (ru, rd) = cols, rows
         c0 = cost[structural].copy()
         c0[pos] = 0.0
-        bounded = np.isfinite(s.col_lower[structural]) | np.isfinite(s.col_upper[structural])
+        bounded = self.col_bounded[structural]
         return _Basis(price, x, g, _merge_events(cu, ru), _merge_events(cd, rd), structural, active, inactive,
                       lu, int(pos), c0, bounded, r, a_inactive_structural, row_pos)
 
@@ -1099,7 +1105,10 @@ class _Probe:
         q = float(x[self.col]) + np.cumsum(dq[:valid])
         g = basis.g + np.cumsum(dg[:valid])
         at = prices[:valid]
-        nxt = np.append(prices[1:], sign * math.inf)[:valid]
+        nxt = np.empty(valid)         # each sample's next price (inf past the last): not np.append's copy of all
+        nxt[:valid - 1] = prices[1:valid]
+        if valid:
+            nxt[valid - 1] = prices[valid] if valid < len(prices) else sign * math.inf
         low, high = (at, nxt) if rising else (nxt, at)
         out = list(map(_Sample._make, zip(at.tolist(), q.tolist(), g.tolist(), low.tolist(), high.tolist())))
         return out, brk
@@ -1193,19 +1202,11 @@ def _trace_interval(probe: _Probe, floor: float, cap: float,
         if k < len(step):
             stack.append(seq[k + 1:])
             stack.append(_split(probe, seq[k], seq[k + 1], max_solves))
-    step, after = np.concatenate(steps), np.concatenate(after)
-    found = ~np.isnan(step)
-    bands: list[list[float]] = []
-    low, q = floor, samples[0].q
-    for p, qq in zip(step[found].tolist(), after[found].tolist()):
-        # Steps found through different bases may differ by rounding: closer than the price
-        # tolerance they are one step, and the sliver between them is no band.
-        if p > low + P_REL_TOL * max(1.0, abs(p)):
-            bands.append([low, p, q])
-            low = p
-        q = qq
-    bands.append([low, cap, q])
-    return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in _merge_equal(bands)]
+    # Steps found through different bases may differ by rounding: closer than the price tolerance they are
+    # one step, and the sliver between them is no band; equal neighbours are then joined (:func:`_merge_equal`).
+    lo, hi, q = tracerjit.staircase(np.concatenate(steps), np.concatenate(after), float(floor), float(cap),
+                                    float(samples[0].q), P_REL_TOL, Q_TOL_MW)
+    return list(zip(lo.tolist(), hi.tolist(), (q * S_BASE_KVA).tolist()))
 
 
 def _pair_steps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -69,9 +69,10 @@ def _gather(w, perm):                                                           
     return x
 
 
-@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _F2), **_JIT)
-def _sweep_w(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_c, w):             # pragma: no cover (compiled)
-    """:func:`_sweep` on ``w``, the right-hand sides already row-permuted (``n x k``, overwritten)."""
+@numba.njit(numba.void(_I, _I, _F, _I, _I, _F, _F, _F2), **_JIT)
+def _sweep_in_place(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, w):                # pragma: no cover (compiled)
+    """:func:`_sweep`'s two triangular sweeps on ``w``, the right-hand sides already row-permuted (``n x k``,
+    overwritten): unknown ``i`` of the answer is then ``w[perm_c[i]]``."""
     n, k = w.shape
     for j in range(n):                      # L (unit diagonal, stored without it): forward
         live = False
@@ -98,6 +99,12 @@ def _sweep_w(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_c, w):      
                 v = u_val[p]
                 for r in range(k):
                     w[i, r] -= v * w[j, r]
+
+
+@numba.njit(_F2(_I, _I, _F, _I, _I, _F, _F, _I, _F2), **_JIT)
+def _sweep_w(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_c, w):             # pragma: no cover (compiled)
+    """:func:`_sweep` on ``w``, the right-hand sides already row-permuted (``n x k``, overwritten)."""
+    _sweep_in_place(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, w)
     return _gather(w, perm_c)
 
 
@@ -187,30 +194,38 @@ def sparse_solve(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_r, perm_
     w = np.zeros((n0, k))                   # b row-permuted, written straight from its few nonzeros
     for e in range(len(b_row)):
         w[perm_r[b_row[e]], b_col[e]] = b_val[e]
-    zt = _sweep_w(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_c, w)
     kr = len(p)
     if kr == 0:
-        return zt
-    ext = np.zeros((k, n_extra))
+        return _sweep_w(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, perm_c, w)
+    # The reference's answer is read where it lies, z[i] = w[perm_c[i]], not gathered into z first: that pass
+    # over all k x n0 values (the answer then reads some of them again) was a fifth of this call at 1,000 buses.
+    _sweep_in_place(l_ptr, l_idx, l_val, u_ptr, u_idx, u_val, u_diag, w)
+    ext = np.zeros((n_extra, k))
     for e in range(len(g_row)):
-        gr, gc, gv = g_row[e], g_col[e], g_val[e]
+        gr, gv, src = g_row[e], g_val[e], perm_c[g_col[e]]
         for f in range(k):
-            ext[f, gr] += gv * zt[f, gc]
+            ext[gr, f] += gv * w[src, f]
     for e in range(len(x_pos)):
-        ext[x_col[e], x_pos[e]] += x_val[e]
+        ext[x_pos[e], x_col[e]] += x_val[e]
     # c = (M^-1 z[p])^T, k x kr
     zp = np.empty((k, kr))
     for r in range(kr):
         i = p[r]
         for f in range(k):
-            zp[f, r] = zt[f, i] if i < n0 else ext[f, i - n0]
+            zp[f, r] = w[perm_c[i], f] if i < n0 else ext[i - n0, f]
     c = _times_t(m_inv, zp)
     m = len(sel)
     out = np.empty((k, m))
-    for f in range(k):              # row by row: zt's row read nearly in order, then one axpy per replaced column
-        for q in range(m):
-            i = sel[q]
-            out[f, q] = zt[f, i] if i < n0 else ext[f, i - n0]
+    for q in range(m):
+        i = sel[q]
+        if i < n0:
+            src = perm_c[i]
+            for f in range(k):
+                out[f, q] = w[src, f]
+        else:
+            for f in range(k):
+                out[f, q] = ext[i - n0, f]
+    for f in range(k):              # row by row: one axpy per replaced column
         for a in range(kr):
             cfa = c[f, a]
             for q in range(m):
@@ -590,13 +605,16 @@ def ratio_test(d_s, d_r, structural, inactive, x, r_inactive, col_lower, col_upp
     return leave, step, bound
 
 
-@numba.njit(numba.types.Tuple((_I, _I, _F))(_I, _I, _F, numba.int64, numba.int64, numba.int64, numba.int64), **_JIT)
-def reindex(row, col, val, drop_row, add_row, drop_col, add_col):                          # pragma: no cover
+@numba.njit(numba.types.Tuple((_I, _I, _F))(_I, _I, _F, numba.int64, numba.int64, numba.int64, numba.int64, _I, _I, _F),
+            **_JIT)
+def reindex(row, col, val, drop_row, add_row, drop_col, add_col, new_row, new_col, new_val):  # pragma: no cover
     """The entries ``(row, col, val)`` of ``A[inactive, structural]`` after one pivot, in their order: those of
     row position ``drop_row`` and column position ``drop_col`` (-1: none) left out, the positions past them
-    moved down one, then those at or past ``add_row`` / ``add_col`` (-1: none) up one (the inserted ones')."""
-    n = len(row)
-    out_r, out_c, out_v = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n)
+    moved down one, then those at or past ``add_row`` / ``add_col`` (-1: none) up one (the inserted ones'); then
+    the entering variable's entries ``(new_row, new_col, new_val)``, numbered so already (written here, not
+    concatenated after: a copy of every entry less per pivot)."""
+    n, n_new = len(row), len(new_row)
+    out_r, out_c, out_v = np.empty(n + n_new, dtype=np.int64), np.empty(n + n_new, dtype=np.int64), np.empty(n + n_new)
     m = 0
     for e in range(n):
         r, c = row[e], col[e]
@@ -612,7 +630,10 @@ def reindex(row, col, val, drop_row, add_row, drop_col, add_col):               
             c += 1
         out_r[m], out_c[m], out_v[m] = r, c, val[e]
         m += 1
-    return out_r[:m].copy(), out_c[:m].copy(), out_v[:m].copy()
+    for e in range(n_new):
+        out_r[m], out_c[m], out_v[m] = new_row[e], new_col[e], new_val[e]
+        m += 1
+    return out_r[:m], out_c[:m], out_v[:m]
 
 
 @numba.njit(numba.boolean(_F, _F, _F, _I, numba.float64), **_JIT)
@@ -732,6 +753,40 @@ def coo_times(row, col, val, n_rows, v):                                        
     for e in range(len(row)):
         out[row[e]] += val[e] * v[col[e]]
     return out
+
+
+@numba.njit(numba.types.Tuple((_F, _F, _F))(_F, _F, numba.float64, numba.float64, numba.float64, numba.float64,
+                                           numba.float64), **_JIT)
+def staircase(step, after, floor, cap, q0, p_rel_tol, q_tol):                            # pragma: no cover
+    """The bands ``(low, high, import)`` of a staircase from its steps, as :func:`engine.tracer._trace_interval`
+    reads them: ``step[i]`` the price of a step (NaN: none) past which the import is ``after[i]``, ``q0`` the
+    import at ``floor``. A step closer than ``p_rel_tol`` (relative, at least absolute) to the last one kept
+    opens no band; then neighbouring bands whose imports agree within ``q_tol`` are joined, as
+    :func:`engine.tracer._merge_equal` does (the same comparisons in the same order: the same bits; a Python loop
+    over a thousand bands was some 2 ms of a 1,000-bid curve)."""
+    n = len(step)
+    lo, hi, qv = np.empty(n + 1), np.empty(n + 1), np.empty(n + 1)
+    m = 0
+    low, q = floor, q0
+    for i in range(n):
+        p = step[i]
+        if np.isnan(p):
+            continue
+        if p > low + p_rel_tol * max(1.0, abs(p)):
+            lo[m], hi[m], qv[m] = low, p, q
+            m += 1
+            low = p
+        q = after[i]
+    lo[m], hi[m], qv[m] = low, cap, q
+    m += 1
+    k = 0
+    for i in range(m):
+        if k > 0 and abs(qv[k - 1] - qv[i]) <= q_tol:
+            hi[k - 1] = hi[i]
+        else:
+            lo[k], hi[k], qv[k] = lo[i], hi[i], qv[i]
+            k += 1
+    return lo[:k], hi[:k], qv[:k]
 
 
 @numba.njit(_I(_I, numba.int64), **_JIT)

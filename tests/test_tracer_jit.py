@@ -255,7 +255,9 @@ def test_reindex_keeps_the_entries_of_the_rows_and_columns_that_stay(seed, drop,
     else:
         add_col = int(np.searchsorted(cols_new, fresh_col))
         cols_new = np.insert(cols_new, add_col, fresh_col)
-    r, c, v = tracerjit.reindex(row, col, dense[row, col], drop_row, add_row, drop_col, add_col)
+    none = np.zeros(0, dtype=np.int64)
+    r, c, v = tracerjit.reindex(row, col, dense[row, col], drop_row, add_row, drop_col, add_col, none, none,
+                                np.zeros(0))
     # By ids: the same entries, in the same order, less those of the dropped row or column.
     keep = (row != drop_row) & (col != drop_col)
     assert rows_new[r].tolist() == rows_old[row[keep]].tolist()
@@ -638,3 +640,33 @@ def test_the_compiled_reductions_are_numpys_with_nan_and_empty():
         np.max(np.abs(a[:20] - b[:20]), initial=0.0)
     for data in (a, np.where(np.arange(50) == 33, 0.0, b), np.zeros(0)):
         assert tracerjit.all_nonzero(data) == bool(np.all(data != 0.0))
+
+
+def _staircase_reference(step, after, floor, cap, q0):
+    """The band assembly of :func:`engine.tracer._trace_interval` as it was written in Python."""
+    bands, low, q = [], floor, q0
+    found = ~np.isnan(step)
+    for p, qq in zip(step[found].tolist(), after[found].tolist()):
+        if p > low + tracer.P_REL_TOL * max(1.0, abs(p)):
+            bands.append([low, p, q])
+            low = p
+        q = qq
+    bands.append([low, cap, q])
+    return tracer._merge_equal(bands)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 60), seed=st.integers(0, 10_000), nan_share=st.floats(0.0, 1.0))
+def test_the_staircase_kernel_makes_the_bands_of_the_python_loop_bit_for_bit(n, seed, nan_share):
+    # Steps with near-ties (within and just past the price tolerance), NaNs (no step) and imports that repeat
+    # or differ by about the import tolerance, so that both the sliver rule and the merge of equal bands are hit.
+    rng = np.random.default_rng(seed)
+    step = np.sort(rng.uniform(-1000.0, 3000.0, n))
+    tie = rng.random(n) < 0.3
+    step[1:][tie[1:]] = step[:-1][tie[1:]] * (1.0 + rng.choice([0.5e-9, 2e-9, 0.0], int(tie[1:].sum())))
+    step[rng.random(n) < nan_share] = np.nan
+    after = np.round(rng.uniform(-1.0, 1.0, n), 1) + rng.choice([0.0, 0.5e-6, 2e-6], n)
+    lo, hi, q = tracerjit.staircase(step, after, -1000.0, 3000.0, 0.25, tracer.P_REL_TOL, tracer.Q_TOL_MW)
+    ref = np.array(_staircase_reference(step, after, -1000.0, 3000.0, 0.25), dtype=float).reshape(-1, 3)
+    got = np.column_stack([lo, hi, q])
+    assert got.shape == ref.shape and got.tobytes() == ref.tobytes()
