@@ -87,7 +87,7 @@ from dsomarket.engine import losses, tracerjit
 from dsomarket.engine.clearing import NodalMarket
 from dsomarket.engine.errors import InputError
 from dsomarket.engine.network import S_BASE_KVA
-from dsomarket.engine.solver import slack_basis
+from dsomarket.engine.solver import slack_basis, with_data
 
 
 Q_TOL_MW = 1e-6
@@ -342,7 +342,7 @@ class _Pattern:
         """``(A, A^T)`` as CSR matrices of this pattern with ``data`` (``A``'s CSC values): shallow copies of two
         made once, given their values, as SciPy's constructor checks the arrays each time (30 us a matrix; a probe
         is made per re-linearisation of the loss-aware curve, some 200 on an ieee33 curve)."""
-        return _with_data(self._a, data[self.to_csr]), _with_data(self._at, data)
+        return with_data(self._a, data[self.to_csr]), with_data(self._at, data)
 
     def holds(self, a_csc: sp.csc_matrix) -> bool:
         """Whether ``a_csc`` (canonical) has this pattern."""
@@ -353,16 +353,6 @@ class _Pattern:
             return True         # the same memory: a re-linearisation's, which share the pattern's arrays
         return a_csc.shape == self.shape and np.array_equal(a_csc.indptr, self.indptr) and \
             np.array_equal(a_csc.indices, self.indices)
-
-
-def _with_data(matrix: sp.spmatrix, data: np.ndarray) -> sp.spmatrix:
-    """:func:`engine.solver.with_data` (a shallow copy of ``matrix`` with the values ``data``) as ``copy.copy`` makes
-    it, a new instance given the old one's attributes, without its reduce protocol (3 us against 1 here, two
-    per probe, one probe per re-linearisation)."""
-    out = object.__new__(type(matrix))
-    out.__dict__.update(matrix.__dict__)
-    out.data = data
-    return out
 
 
 class _Cores:
