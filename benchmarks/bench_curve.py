@@ -106,7 +106,7 @@ def small(buses: int, n_bids: int, seed: int) -> None:
     book = validate_bids(make_bids(feeder, n_bids, seed + 1, 2), feeder, rules)
     clear(feeder, book, 50.0, rules=rules, options=NO_AC)    # warm up imports and caches
     # The tracer's imports and compiled kernels (loaded from numba's cache), once per process as in a territory's
-    # worker, warmed on another feeder: the first trace in a process took ~25 ms of CPU more than the next.
+    # worker, warmed on another feeder: the first trace in a process also loads them.
     other = synthetic(buses, seed + 1000)
     trace_curve(other, validate_bids(make_bids(other, n_bids, seed + 1001, 2), other, rules), rules, options=LOSSLESS)
     t0 = time.perf_counter()
