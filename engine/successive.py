@@ -746,8 +746,8 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
                 grow = np.where((ratio >= 0.75) & at_edge, 2.0, np.where(onward & at_edge, 1.2, 1.0))
                 # The cap (half the step before the region took over) is a guess at how far the linearisation
                 # holds; a bid that keeps going the same way at the cap, step after kept step, shows it holds
-                # further. Capped for good, synth1000-s31006 at -96.0045 (hidden-physics seed 31000) crept 5 kW
-                # a solve for the last 60 of MAX_ITERATIONS, 230 kW short of its fixed point.
+                # further. Capped for good, a bid of synth1000-s31006 at -96.0045 (hidden-physics seed 31000) crept
+                # 5 kW a solve, the same way, to MAX_ITERATIONS.
                 radius_max = np.where(onward & at_edge & (radius >= radius_max * (1 - 1e-9)), 2.0 * radius_max,
                                       radius_max)
                 radius = np.where(reversed_, radius / 2.0, np.minimum(grow * radius, radius_max))

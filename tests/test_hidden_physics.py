@@ -684,9 +684,9 @@ def test_a_curve_past_its_clearing_budget_resolves_what_its_stated_bound_needs(k
 def test_bids_moving_along_a_rating_in_the_trust_region_are_given_room_and_converge(tmp_path, monkeypatch):
     # bench_hidden_physics --cases 12 --seed 31000, case synth1000-s31006 at -96.0045 (a curve check's price): line
     # 96 on its rating. Past BRACKET_ITERATIONS the trust region's cap (half the step before it took over, 5 kW) held
-    # b102 to 5 kW a solve, step after kept step the same way, 230 kW short of its fixed point; and each 5 kW step
-    # of the bids moving along the rating broke it in AC by 1.16e-6 MVA (the rating's curvature), so the region
-    # was shrunk fourfold again and again: 80 solves, not converged (exit 3), 402 kW (0.86 %) off the curve. It must
+    # a bid to 5 kW a solve, step after kept step the same way; and each 5 kW step of the bids moving along the
+    # rating broke it in AC by 1.16e-6 MVA (the rating's curvature), so the region was shrunk fourfold again and
+    # again: 80 solves, not converged (exit 3), 402 kW (0.86 %) off the curve. It must
     # converge, hold on the AC power flow of its dispatch and price every bid consistently with its bus DLMP, within
     # the stationarity tolerance it states (sell b190 is held by the region 1.5e-4 per MWh above its DLMP).
     from dsomarket.engine.losses import MARGINAL_TOL
