@@ -140,3 +140,55 @@ def test_a_basis_started_from_replaces_the_one_kept_from_the_last_solve():
     again = s.solve_by_basis()
     assert again.ok and again.objective == pytest.approx(first.objective)
     assert again.x[at] == pytest.approx(0.0) and again.x[1 - at] == pytest.approx(1.0)
+
+
+def _carried_both_ways(s: solver.HighsSolver) -> tuple:
+    """The basis :meth:`HighsSolver._carried` carries to a new matrix from the optimum HiGHS's last run holds, read
+    from its basic variables and solution and, HiGHS's run forgotten, from its basis statuses one by one."""
+    assert s._ran_at == s.h.getRunTime()
+    ran = s._carried(s.h.getBasis())
+    s._ran_at = None
+    statuses = s._carried(s.h.getBasis())
+    return ran, statuses
+
+
+def _assert_same_carry(ran, statuses) -> None:
+    assert ran is not None and statuses is not None
+    assert np.array_equal(ran.basic, statuses.basic)
+    assert np.array_equal(ran.at_lower, statuses.at_lower)
+    assert np.array_equal(ran.held_lower, statuses.held_lower)
+
+
+def test_the_basis_carried_from_a_run_is_the_one_highs_statuses_give():
+    # Every kind of nonbasic variable, at each of its bounds: boxed columns at lower and upper, fixed columns with
+    # a positive and a negative reduced cost, equality rows with a positive and a negative dual, ranged rows held at
+    # lower and upper; HiGHS marks the fixed ones by their duals' signs, which the carry from a run must read alike.
+    model = solver.LinearModel()
+    model.add_variables("boxed", 2, lower=0.0, upper=1.0, cost=np.array([-1.0, 1.0]))
+    model.add_variables("fixed", 2, lower=np.array([0.5, 0.3]), upper=np.array([0.5, 0.3]),
+                        cost=np.array([-2.0, 2.0]))
+    model.add_variables("free", 2, cost=np.array([1.0, -1.0]))
+    model.add_variables("ranged", 2, lower=-10.0, upper=10.0, cost=np.array([-1.0, 1.0]))
+    eye = sp.identity(2, format="csr")
+    model.add_constraints("equal", {"free": eye, "fixed": eye}, lower=1.0, upper=1.0)
+    model.add_constraints("range", {"ranged": eye}, lower=np.array([0.0, -3.0]), upper=np.array([2.0, 3.0]))
+    model.add_constraints("slack", {"boxed": sp.csr_matrix(np.ones((1, 2)))}, lower=-np.inf, upper=5.0)
+    s = solver.HighsSolver(model)
+    assert s.solve().ok
+    col_dual, row_dual = s.h.getSolution().col_dual, s.h.getSolution().row_dual
+    assert col_dual[2] * col_dual[3] < 0 and row_dual[0] * row_dual[1] < 0   # both signs of each
+    ran, statuses = _carried_both_ways(s)
+    _assert_same_carry(ran, statuses)
+    assert not statuses.at_lower.all() and not statuses.held_lower.all()      # upper bounds among them
+
+
+def test_the_basis_carried_from_a_loss_aware_market_s_run_is_the_one_highs_statuses_give():
+    f = ieee33()
+    book = validate_bids(random_bids(f, 80, seed=3), f, RULES)
+    for price in (-40.0, 30.0, 140.0):
+        market = NodalMarket(f, book, price, RULES, options=ClearingOptions(ac_check=False))
+        assert market.solve().ok
+        s = market.solver
+        s.h.clearSolver()
+        assert s.solve().ok                       # a plain cold run of the last linearisation
+        _assert_same_carry(*_carried_both_ways(s))
