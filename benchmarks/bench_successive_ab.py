@@ -1,6 +1,6 @@
 """CPU A/B of the loss-aware iteration's modules against a base revision, in one process.
 
-Run: ``python benchmarks/bench_successive_ab.py [--base REV] [--repeats 2] [--skip-infeasible]``.
+Run: ``python benchmarks/bench_successive_ab.py [--base REV] [--repeats 2] [--skip-infeasible] [--feeder DIR]``.
 
 ``engine/solver.py``, ``engine/powerflow.py``, ``engine/lindistflow.py``, ``engine/losses.py``,
 ``engine/successive.py``, (where the base has it) ``engine/branches.py`` and ``engine/clearing.py`` are loaded at
@@ -18,6 +18,10 @@ market's set-up and result the clearing's). Cases:
 - ten set-ups of that seed 7 market (``NodalMarket`` without a solve: the loss-aware model, its split for
   re-linearising, HiGHS's copy), and its result tables (the price components) read ten times from one solve;
 - ``clear`` of the infeasible synth1000-s206 case of ``bench_hidden_physics.py`` (the diagnosis).
+
+``--feeder DIR`` runs instead the loss-aware curve of one saved feeder (``DIR/bids.csv``, as ``dsomarket territory
+synth`` writes them): a territory's feeder, whose curves at negative prices compare fixed points (``engine/branches``),
+is where the solver's restored bases and re-linearisations cost most. Its bands are compared to the bit.
 
 Each side's best CPU time of ``--repeats``, the ratio this / base, and whether the results agree (curve
 imports within ``losses.CURVE_REL_TOL`` at 200 prices; the same diagnosis).
@@ -67,6 +71,10 @@ def load_base(rev: str, names: tuple[str, ...] = NAMES) -> dict[str, types.Modul
         # engine.clearing (this checkout's, on both sides) restores a restarted market's limits; a base before
         # 73c888d kept limits widened for noise for the market's life, so there restoring is nothing.
         vars(base["successive"]).setdefault("restore_limits", lambda solver: None)
+    if "solver" in base and not hasattr(base["solver"].HighsSolver, "held_basis"):
+        # engine.interface and engine.runs (this checkout's) save a basis to start from again by held_basis; a base
+        # before it saved HiGHS's own.
+        base["solver"].HighsSolver.held_basis = lambda self: self.h.getBasis()
     if "solver" in base and not hasattr(base["solver"].HighsSolver, "solve_unless_warm"):
         # engine.clearing (this checkout's) starts a loss-aware market's first LP by solve_unless_warm; a base
         # before it (1154d07) solved that LP by solve(), cold where HiGHS held no basis.
@@ -98,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", default="main", help="git revision to compare with (default main)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--skip-infeasible", action="store_true", help="leave out the infeasible 1,000-bus case")
+    p.add_argument("--feeder", help="instead: the loss-aware curve of this feeder directory (its bids.csv)")
     args = p.parse_args(argv)
 
     from bench_hidden_physics import make_case
@@ -188,7 +197,15 @@ def main(argv: list[str] | None = None) -> int:
              "clear 1k buses / 10k bids, seed 2": clear_case(10000, 2),
              "10 set-ups 1k buses / 10k bids, seed 7": setup_case(10000, 7),
              "10 results 1k buses / 10k bids, seed 7": result_case(10000, 7)}
-    if not args.skip_infeasible:
+    if args.feeder:
+        feeder = read_feeder(args.feeder)
+        book = validate_bids(read_table(str(Path(args.feeder) / "bids.csv"), "bids"), feeder, rules)
+
+        def saved_curve():
+            c = trace_curve(feeder, book, rules, options=LOSSAWARE)
+            return c.bands, c.solves
+        cases = {f"curve {args.feeder}": saved_curve}
+    elif not args.skip_infeasible:
         work = Path(tempfile.mkdtemp(prefix="successive_ab_"))
         case = make_case("synth1000", 206, work)
         feeder = read_feeder(str(case.feeder_dir))
@@ -219,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             out[label] = res
         use(this, base)
         (a, a_extra), (b, b_extra) = out["base"], out["this"]
-        if isinstance(a, list) and a and isinstance(a[0], float):
+        if hasattr(a, "equals"):
+            agree = f"the same bands to the bit: {a.equals(b)} ({b.height})"
+        elif isinstance(a, list) and a and isinstance(a[0], float):
             a, b = np.asarray(a), np.asarray(b)
             rel = np.nanmax(np.abs(a - b) / np.maximum(np.abs(a), 50.0)) * 100.0
             agree = f"largest import difference {rel:.4f} % (curve tolerance {losses.CURVE_REL_TOL * 100:g} %)"

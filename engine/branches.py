@@ -117,7 +117,7 @@ class _FixedPoint:
         return _FixedPoint(sol, summary, successive.merit(parts, sol, solver, pts),
                            float(np.sum(solver.block(sol.x, "import_p"))),
                            ([(p.market.model, p.market.point, p.market._point_bids) for p in parts],
-                            solver.h.getBasis()))
+                            solver.held_basis()))
 
     def better_than(self, other: "_FixedPoint") -> bool:
         """A smaller AC objective (ties within ``MERIT_TIE``: the smaller import) within ``other``'s violation or

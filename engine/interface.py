@@ -389,7 +389,7 @@ def _one_blas_thread():
 def _traced_on(market: NodalMarket, rules: MarketRules, max_solves: int) -> tuple:
     """:func:`trace_market_interval` of a one-interval market kept by its caller, from the basis it holds;
     the market's ISO price and basis are restored after, so that its next solve starts where it would have."""
-    basis = market.solver.h.getBasis()
+    basis = market.solver.held_basis()
     try:
         return trace_market_interval(market, 0, rules, max_solves)
     finally:
@@ -431,7 +431,7 @@ def trace_intervals(market, intervals: Sequence[int], forecast: np.ndarray, rule
         if not horizon.summed:
             horizon = None
             if market.solver.run() == "optimal":      # else no price clears it: the trace says so
-                start = market.solver.h.getBasis()
+                start = market.solver.held_basis()
 
     def one(t: int) -> tuple:
         market.set_iso_price(forecast)

@@ -435,7 +435,7 @@ class LiveInterval(CoupledMarket):
         super().restart()
         sol = super().converge()
         self._start = None if not sol.ok else (
-            [(part.model, part.point, part._point_bids) for part in self.parts], self.model, self.solver.h.getBasis())
+            [(part.model, part.point, part._point_bids) for part in self.parts], self.model, self.solver.held_basis())
         return sol
 
     def around(self, t: int) -> None:

@@ -318,12 +318,53 @@ RELAX_HARD_TOL = 1e-6
 must keep hard, above which :meth:`HighsSolver.relax_feasibility` reports that it failed."""
 
 
+@dataclass(frozen=True, eq=False)
+class _Statuses:
+    """A HiGHS basis's statuses as arrays, as converting them one by one gives them (:meth:`HighsSolver._carried`):
+    its basic variables (``basic``: the basic columns ``j`` in order, then the rows ``i`` whose logicals are basic,
+    as ``-1 - i`` in order of ``i``) and which columns and rows it marks at their lower bounds (``at_lower``,
+    ``held_lower``: all but those marked at their upper ones, basic and free ones included).
+
+    Known without that conversion (~9 ms at 1,000 buses, 18,983 rows: a quarter of a territory feeder's loss-aware
+    curve, ``benchmarks/profile_curve.py``) wherever the solver made the basis from arrays of its own or HiGHS's
+    run ended in it (:meth:`HighsSolver._run_statuses`), and carried with it (:attr:`HighsSolver._holds`,
+    :meth:`HighsSolver.held_basis`)."""
+
+    basic: np.ndarray
+    at_lower: np.ndarray
+    held_lower: np.ndarray
+
+    @staticmethod
+    def of(col: np.ndarray, row: np.ndarray) -> _Statuses | None:
+        """From status codes per column and row (0 lower, 1 basic, 2 upper, 3 zero: HiGHS's); None where as many
+        are not basic as there are rows."""
+        structural, logical = np.flatnonzero(col == _BASIC), np.flatnonzero(row == _BASIC)
+        if len(structural) + len(logical) != len(row):
+            return None
+        # HiGHS's row statuses name the row's bound, as held_lower does.
+        return _Statuses(np.concatenate([structural, -1 - logical]), col != _UPPER, row != _UPPER)
+
+    def kept(self, basis: highspy.HighsBasis) -> _KeptBasis:
+        """The kept basis of these statuses (``basis``, HiGHS's) for a new matrix: not factorised."""
+        return _KeptBasis(basis, self.basic, self.basic >= 0, self.at_lower, self.held_lower, float("nan"), self)
+
+
+@dataclass(frozen=True, eq=False)
+class HeldBasis:
+    """A basis HiGHS held (:meth:`HighsSolver.held_basis`), to start from again (:meth:`HighsSolver.start_from`):
+    HiGHS's own (``basis``) and, where the solver knew them, its statuses as arrays."""
+
+    basis: highspy.HighsBasis
+    statuses: _Statuses | None
+
+
 @dataclass(frozen=True)
 class _KeptBasis:
     """The basis of a :meth:`HighsSolver.solve_by_basis`: HiGHS's statuses (``basis``), its basic variables in
     HiGHS's order (``basic``: column ``j`` or row ``i``'s logical as ``-1 - i``; ``structural`` marks columns),
     which nonbasic columns and held rows sit at their lower bounds (``at_lower``, ``held_lower``; the others
-    at their upper ones) and HiGHS's run clock when it factorised the basis (``run_time``)."""
+    at their upper ones), HiGHS's run clock when it factorised the basis (``run_time``) and what the statuses of
+    ``basis`` say as arrays where known (``statuses``: ``at_lower`` moves with the reduced costs, they do not)."""
 
     basis: highspy.HighsBasis
     basic: np.ndarray
@@ -331,6 +372,7 @@ class _KeptBasis:
     at_lower: np.ndarray
     held_lower: np.ndarray
     run_time: float
+    statuses: _Statuses | None
     cols: np.ndarray = field(init=False)    # the basic columns, by basis position
     rows: np.ndarray = field(init=False)    # the rows whose logicals are basic, by basis position
 
@@ -396,6 +438,7 @@ class HighsSolver:
         self._ties = 0              # how many re-clears in a row ended at one of several optima (TIE_STREAK)
         self._kept: _KeptBasis | None = None   # the basis of the last solve_by_basis (see there)
         self._ran_at: float | None = None      # HiGHS's run clock after run(), None once a basis is set (_carried)
+        self._holds: _Statuses | None = None   # the statuses of the basis HiGHS holds, where known (_Statuses)
         self._a = a                            # the model's matrix, column-wise
         self._csr: tuple | None = None         # (A, A^T), see _matrix
         self._transposed: sp.csr_matrix | None = None   # the last A^T made (kept across set_matrix), see _matrix
@@ -420,43 +463,41 @@ class HighsSolver:
         # The Devex pricing set at construction matters most here: a new matrix discards the edge
         # weights, and exact steepest edge would recompute them for the given basis (one BTRAN per
         # row, ~1 s at 1,000 buses / 10,000 bids for a re-solve of a few dozen pivots).
-        self._set_basis(basis)
+        self._set_basis(basis, None if self._kept is None else self._kept.statuses)
         self.model = model
 
     def _carried(self, basis: highspy.HighsBasis) -> _KeptBasis | None:
         """The basis HiGHS holds (``basis``) as the kept basis of the next :meth:`solve_by_basis` on a new matrix:
         the kept one where HiGHS holds it still (no run since: its bounds the reduced costs chose), else HiGHS's own
-        statuses; None where it has none. Its run clock is NaN, so :meth:`_kept_optimal` factorises it afresh (on the
-        new matrix) before it trusts a basis solve."""
+        statuses (:class:`_Statuses`: known, read from its last run, or converted one by one); None where it has
+        none. Its run clock is NaN, so :meth:`_kept_optimal` factorises it afresh (on the new matrix) before it
+        trusts a basis solve."""
         k = self._kept
         if k is not None and self.h.getRunTime() == k.run_time:
             return dataclasses.replace(k, run_time=float("nan"))
         if not basis.valid:
             return None
-        if self._ran_at == self.h.getRunTime() and self.h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
-            ran = self._ran_basis(basis)
-            if ran is not None:
-                return ran
-        col, row = _status_codes(basis.col_status), _status_codes(basis.row_status)
-        structural, logical = np.flatnonzero(col == _BASIC), np.flatnonzero(row == _BASIC)
-        if len(structural) + len(logical) != len(row):
-            return None
-        order = np.concatenate([structural, -1 - logical])
-        # HiGHS's row statuses name the row's bound, as held_lower does.
-        return _KeptBasis(basis, order, order >= 0, col != _UPPER, row != _UPPER, float("nan"))
+        statuses = self._holds
+        if statuses is None and self._ran_at == self.h.getRunTime():
+            statuses = self._run_statuses()
+        if statuses is None:
+            statuses = _Statuses.of(_status_codes(basis.col_status), _status_codes(basis.row_status))
+        return None if statuses is None else statuses.kept(basis)
 
-    def _ran_basis(self, basis: highspy.HighsBasis) -> _KeptBasis | None:
-        """:meth:`_carried`'s basis where HiGHS holds the optimum its last run ended in (no basis set, no cost or
-        bound changed since): the statuses of ``basis`` read from its basic variables and its solution, not
-        converted one enum object at a time (1,000 buses, 18,983 rows: ~1 ms against ~9 ms, a quarter of a
-        territory feeder's loss-aware curve: ``benchmarks/profile_curve.py``). The same statuses as HiGHS's: a
-        nonbasic column or ranged row sits exactly at the bound it is held at; HiGHS marks a nonbasic fixed column
-        at its upper bound where its reduced cost is negative and an equality row at its upper bound where its
-        dual is positive (their values are the same at either). None where HiGHS cannot say its basic variables."""
-        status, basic = self.h.getBasicVariables()
-        if status == highspy.HighsStatus.kError:
+    def _run_statuses(self, basic: np.ndarray | None = None) -> _Statuses | None:
+        """The statuses of the basis HiGHS's last run ended in, where it holds that run's optimum (no basis set, no
+        cost or bound changed since), from its basic variables (``basic``, where already read) and its solution:
+        ~1 ms at 1,000 buses against ~9 ms converting them. The same as HiGHS's: a nonbasic column or ranged row
+        sits exactly at the bound it is held at; HiGHS marks a nonbasic fixed column at its upper bound where its
+        reduced cost is negative and an equality row at its upper bound where its dual is positive (their values
+        are the same at either). None where it holds no optimum or cannot say its basic variables."""
+        if self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             return None
-        basic = np.asarray(basic)
+        if basic is None:
+            status, basic = self.h.getBasicVariables()
+            if status == highspy.HighsStatus.kError:
+                return None
+            basic = np.asarray(basic)
         sol = self.h.getSolution()
         x, act = _array(sol.col_value), _array(sol.row_value)
         lo, up, rlo, rup = self.col_lower, self.col_upper, self.row_lower, self.row_upper
@@ -464,8 +505,7 @@ class HighsSolver:
         at_lower = np.where(lo == up, _array(sol.col_dual) >= 0.0, np.abs(x - lo) <= np.abs(x - up))
         held_lower = np.where(rlo == rup, _array(sol.row_dual) <= 0.0, np.abs(act - rlo) <= np.abs(act - rup))
         at_lower[structural], held_lower[logical] = True, True
-        order = np.concatenate([structural, -1 - logical])
-        return _KeptBasis(basis, order, order >= 0, at_lower, held_lower, float("nan"))
+        return _Statuses(np.concatenate([structural, -1 - logical]), at_lower, held_lower)
 
     def held_rows(self) -> np.ndarray | None:
         """The rows whose logicals are basic (sorted) in the basis carried to a new matrix by :meth:`set_matrix`
@@ -488,9 +528,10 @@ class HighsSolver:
         newly = ~basic & was
         held_lower = k.held_lower & ~newly
         status.row_status = _BASIS_STATUS[np.where(basic, 1, np.where(held_lower, 0, 2))].tolist()
-        self._set_basis(status)
         order = np.concatenate([np.sort(k.cols), -1 - np.flatnonzero(basic)])
-        self._kept = _KeptBasis(status, order, order >= 0, k.at_lower, held_lower, float("nan"))
+        statuses = None if self._holds is None else _Statuses(order, self._holds.at_lower, basic | held_lower)
+        self._set_basis(status, statuses)
+        self._kept = _KeptBasis(status, order, order >= 0, k.at_lower, held_lower, float("nan"), statuses)
 
     # -- in-place changes (keep the basis) ---------------------------------
     def set_cost(self, block: str, values, index=None) -> None:
@@ -530,19 +571,29 @@ class HighsSolver:
         takes the basis as its own (not *alien*) and factorises it once, when it runs; an alien basis is
         factorised on the spot to be checked and completed, and again by the run (~3 ms of a 30 ms solve at
         1,000 buses / 10,000 bids). A singular basis is still repaired by the run's factorisation."""
-        self._set_basis(_highs_basis(col_status, row_status, square))
+        self._set_basis(_highs_basis(col_status, row_status, square), _Statuses.of(col_status, row_status))
         self._kept = None       # a basis given to start from replaces the one kept from the last solve
 
-    def start_from(self, basis: highspy.HighsBasis) -> None:
-        """Start the next solve from ``basis``, one of HiGHS's own saved earlier (cold where it is not valid).
+    def held_basis(self) -> HeldBasis:
+        """The basis HiGHS holds, to start from again (:meth:`start_from`), with its statuses where known."""
+        statuses = self._holds
+        if statuses is None and self._ran_at == self.h.getRunTime():
+            statuses = self._run_statuses()
+        return HeldBasis(self.h.getBasis(), statuses)
+
+    def start_from(self, basis: highspy.HighsBasis | HeldBasis) -> None:
+        """Start the next solve from ``basis``: one of HiGHS's own saved earlier (cold where it is not valid), or
+        one :meth:`held_basis` saved.
 
         The basis kept from the last solve (:meth:`solve_by_basis`) is dropped with it: kept, it would be set and
         taken again in its place wherever it is still optimal, so a market put back where it was (after a curve
         traced on it, a fixed point's branch restored) would not start where it would have."""
+        basis, statuses = (basis.basis, basis.statuses) if isinstance(basis, HeldBasis) else (basis, None)
         if basis.valid:
-            self._set_basis(basis)
+            self._set_basis(basis, statuses)
         else:
             self.h.clearSolver()
+            self._holds = None
         self._kept = None
 
     def start_from_slack(self) -> bool:
@@ -612,6 +663,7 @@ class HighsSolver:
             log.debug("warm re-clear ended at one of several optimal bases; clearing again from the slack basis")
         self.tie_restarts += 1
         self.h.clearSolver()
+        self._holds = None
         self._kept = None        # no stale basis for the check below where the slack start falls back to solve()
         cold = self.solve_from_slack()
         self._ties = 0 if self.unique_optimum(cold) else self._ties + 1
@@ -683,7 +735,8 @@ class HighsSolver:
             # (kept, these gave a later re-clear that ran no simplex bits that differ from a cold clearing's).
             x = _array(self.h.getSolution().col_value)
             if fresh:
-                self._set_basis(self.h.getBasis())     # HiGHS's own statuses: factorised afresh, in column order
+                # HiGHS's own statuses, factorised afresh in column order; its solution is still this basis's.
+                self.h.setBasis(self.h.getBasis())
             sol = self._keep(x, self._matrix()[0] @ x) and self._kept_values(t0, iterations)
             if sol:
                 return sol
@@ -699,9 +752,11 @@ class HighsSolver:
         if status == highspy.HighsStatus.kError:
             return False
         basic = np.asarray(basic)
+        self._holds = self._run_statuses(basic)
         self._kept = _KeptBasis(self.h.getBasis(), basic, basic >= 0,
                                 np.abs(x - self.col_lower) <= np.abs(x - self.col_upper),
-                                np.abs(act - self.row_lower) <= np.abs(act - self.row_upper), self.h.getRunTime())
+                                np.abs(act - self.row_lower) <= np.abs(act - self.row_upper), self.h.getRunTime(),
+                                self._holds)
         return True
 
     def _kept_values(self, t0: float, iterations: int, y: np.ndarray | None = None,
@@ -756,7 +811,7 @@ class HighsSolver:
         if self.h.getRunTime() == k.run_time:
             status, y = self.h.getBasisTransposeSolve(k.basic_costs(self.cost))
         if status == highspy.HighsStatus.kError:
-            if not self._factorise(k.basis, k.basic, k.at_lower, k.held_lower):
+            if not self._factorise(k.basis, k.basic, k.at_lower, k.held_lower, k.statuses):
                 return None
             status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
         budget = KEPT_PIVOTS if pivots is None else pivots
@@ -959,30 +1014,31 @@ class HighsSolver:
         status[basic] = 1
         expected = np.where(basic < n, basic, n - 1 - basic)      # as getBasicVariables: row i's logical is -1 - i
         return self._factorise(_highs_basis(status[:n], status[n:], square=True), expected, at_lower[:n],
-                               ~at_lower[n:])
+                               ~at_lower[n:], _Statuses.of(status[:n], status[n:]))
 
-    def _set_basis(self, basis: highspy.HighsBasis) -> None:
-        """Give HiGHS ``basis``; its solution is then no longer that basis's (:meth:`_carried`)."""
+    def _set_basis(self, basis: highspy.HighsBasis, statuses: _Statuses | None = None) -> None:
+        """Give HiGHS ``basis`` (its :class:`_Statuses` where known); its solution is then no longer that basis's."""
         self.h.setBasis(basis)
-        self._ran_at = None
+        self._ran_at, self._holds = None, statuses
 
     def _variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds of HiGHS's variables (:meth:`_pivots`): the columns', then the rows' logicals'."""
         return (np.concatenate([self.col_lower, -self.row_upper]), np.concatenate([self.col_upper, -self.row_lower]))
 
     def _factorise(self, basis: highspy.HighsBasis, basic: np.ndarray, at_lower: np.ndarray,
-                   held_lower: np.ndarray) -> bool:
-        """Give HiGHS ``basis`` and keep it factorised afresh (its basic variables ``basic``, in any order), with
-        the nonbasic columns at lower bounds where ``at_lower`` says so and the held rows where ``held_lower``
-        does; False where HiGHS cannot factorise it as given (it would swap in logicals for a singular one)."""
-        self._set_basis(basis)
+                   held_lower: np.ndarray, statuses: _Statuses | None) -> bool:
+        """Give HiGHS ``basis`` (its :class:`_Statuses` where known) and keep it factorised afresh (its basic
+        variables ``basic``, in any order), with the nonbasic columns at lower bounds where ``at_lower`` says so and
+        the held rows where ``held_lower`` does; False where HiGHS cannot factorise it as given (it would swap in
+        logicals for a singular one)."""
+        self._set_basis(basis, statuses)
         status, order = self.h.getBasicVariables()
         order = np.asarray(order)
         given = np.zeros(len(self.cost) + len(self.row_lower), dtype=bool)
         given[basic] = True                       # row i's logical -1 - i at the end, as numpy counts negatives
         if status == highspy.HighsStatus.kError or len(order) != len(basic) or not np.all(given[order]):
             return False
-        self._kept = _KeptBasis(basis, order, order >= 0, at_lower, held_lower, self.h.getRunTime())
+        self._kept = _KeptBasis(basis, order, order >= 0, at_lower, held_lower, self.h.getRunTime(), statuses)
         return True
 
     def _matrix(self) -> tuple[sp.csc_matrix, sp.csr_matrix]:
@@ -1033,7 +1089,7 @@ class HighsSolver:
             h.run()
             h.setOptionValue("presolve", "choose")
             status = _STATUS.get(h.getModelStatus(), "error")
-        self._ran_at = h.getRunTime()
+        self._ran_at, self._holds = h.getRunTime(), None
         return status
 
     def solve(self) -> Solution:
@@ -1152,7 +1208,7 @@ class HighsSolver:
         """
         status = self.h.feasibilityRelaxation(1.0, 1.0, 1.0, col_lower_penalty, col_upper_penalty,
                                               row_penalty)
-        self._ran_at = None     # HiGHS holds the relaxation's solution, not its basis's
+        self._ran_at, self._holds = None, None     # HiGHS holds the relaxation's solution and basis
         if status == highspy.HighsStatus.kError:
             return None
         sol = self.h.getSolution()

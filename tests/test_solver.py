@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+import sys
 
 import highspy
 import numpy as np
@@ -12,7 +14,8 @@ import scipy.sparse as sp
 from dsomarket.engine import solver
 from dsomarket.engine.bids import MarketRules, validate_bids
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
-from dsomarket.engine.feeders import ieee33
+from dsomarket.engine.feeders import ieee33, synthetic
+from dsomarket.engine.interface import trace_curve
 from tests.test_interface import random_bids
 
 NO_AC = ClearingOptions(formulation="lossless", ac_check=False)   # one LP per solve: the runs are counted
@@ -192,3 +195,62 @@ def test_the_basis_carried_from_a_loss_aware_market_s_run_is_the_one_highs_statu
         s.h.clearSolver()
         assert s.solve().ok                       # a plain cold run of the last linearisation
         _assert_same_carry(*_carried_both_ways(s))
+
+
+def test_the_statuses_known_of_a_basis_are_those_highs_holds_through_a_loss_aware_curve(monkeypatch):
+    # A loss-aware curve down to negative prices re-linearises, holds thermal rows on new faces, pivots on its own,
+    # and restores fixed points' bases (engine.branches); wherever the solver gives HiGHS a basis whose statuses it
+    # knows, or reads them from a run, they must be the ones HiGHS holds, converted one by one.
+    seen = collections.Counter()
+
+    def assert_held(s, statuses, where):
+        basis = s.h.getBasis()
+        held = solver._Statuses.of(solver._status_codes(basis.col_status), solver._status_codes(basis.row_status))
+        assert held is not None and statuses is not None, where
+        assert np.array_equal(statuses.basic, held.basic), where
+        assert np.array_equal(statuses.at_lower, held.at_lower), where
+        assert np.array_equal(statuses.held_lower, held.held_lower), where
+        seen[where] += 1
+
+    def checked_set_basis(self, basis, statuses=None):
+        set_basis(self, basis, statuses)
+        if statuses is not None:
+            caller = sys._getframe(1).f_code.co_name
+            assert_held(self, statuses, caller if caller != "_factorise" else sys._getframe(2).f_code.co_name)
+
+    def checked_run_statuses(self, basic=None):
+        out = run_statuses(self, basic)
+        if out is not None:
+            assert_held(self, out, "run")
+        return out
+
+    def checked_carried(self, basis):
+        kept = self._kept is not None and self.h.getRunTime() == self._kept.run_time
+        out = carried(self, basis)
+        if not kept and out is not None:
+            assert_held(self, out.statuses, "carried")
+        return out
+
+    def checked_held_basis(self):
+        out = held_basis(self)
+        if out.statuses is not None:
+            assert_held(self, out.statuses, "held_basis")
+        return out
+
+    set_basis, run_statuses = solver.HighsSolver._set_basis, solver.HighsSolver._run_statuses
+    carried, held_basis = solver.HighsSolver._carried, solver.HighsSolver.held_basis
+    for name, checked in (("_set_basis", checked_set_basis), ("_run_statuses", checked_run_statuses),
+                          ("_carried", checked_carried), ("held_basis", checked_held_basis)):
+        monkeypatch.setattr(solver.HighsSolver, name, checked)
+    f = synthetic(60, 3)
+    book = validate_bids(random_bids(f, 40, seed=5), f, RULES)
+    curve = trace_curve(f, book, RULES, options=ClearingOptions())
+    assert curve.bands.height > 0
+    # A kept lossless market's re-clears: pivots of the solver's own, their basis factorised (_rebase).
+    market = NodalMarket(ieee33(), validate_bids(random_bids(ieee33(), 40, seed=5), ieee33(), RULES), 10.0, RULES,
+                         options=NO_AC)
+    for price in (10.0, 20.0, 40.0, 60.0, 80.0, 120.0):
+        market.set_iso_price(price)
+        assert market.solve().ok
+    assert {"run", "set_basis", "set_matrix", "hold_instead", "_kept_optimal", "_rebase", "start_from", "carried",
+            "held_basis"} <= set(seen), seen
