@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {name:<24} {calls[name]:>3} calls {sec * 1e3:7.2f} ms")
         (ta, ha, base), (tl, hl, _) = parts["loss-aware"], parts["lossless"]
         print(f"  loss-aware / lossless: clearing {ta / tl:.2f}x, HiGHS {ha / hl:.2f}x, rest "
-              f"{(ta - ha) / (tl - hl):.2f}x; with the rest at the lossless LP's, the clearing would be "
-              f"{(ha + tl - hl) / tl:.2f}x")
+              f"{(ta - ha) / (tl - hl):.2f}x; the loss-aware clearing's HiGHS calls alone take {ha / tl:.2f}x the "
+              f"lossless clearing; with the rest at the lossless LP's, the clearing would be {(ha + tl - hl) / tl:.2f}x")
         if tried:
             relin_options(tried)
             try:
