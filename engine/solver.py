@@ -484,10 +484,12 @@ class HighsSolver:
             statuses = _Statuses.of(_status_codes(basis.col_status), _status_codes(basis.row_status))
         return None if statuses is None else statuses.kept(basis)
 
-    def _run_statuses(self, basic: np.ndarray | None = None) -> _Statuses | None:
+    def _run_statuses(self, basic: np.ndarray | None = None, x: np.ndarray | None = None,
+                      act: np.ndarray | None = None) -> _Statuses | None:
         """The statuses of the basis HiGHS's last run ended in, where it holds that run's optimum (no basis set, no
-        cost or bound changed since), from its basic variables (``basic``, where already read) and its solution:
-        ~1 ms at 1,000 buses against ~9 ms converting them. The same as HiGHS's: a nonbasic column or ranged row
+        cost or bound changed since), from its basic variables (``basic``) and its solution (values ``x``, row
+        activities ``act``), each read here where not given: ~1 ms at 1,000 buses against ~9 ms converting them,
+        less where the caller has them already (:meth:`_keep`). The same as HiGHS's: a nonbasic column or ranged row
         sits exactly at the bound it is held at; HiGHS marks a nonbasic fixed column at its upper bound where its
         reduced cost is negative and an equality row at its upper bound where its dual is positive (their values
         are the same at either). None where it holds no optimum or cannot say its basic variables."""
@@ -499,7 +501,8 @@ class HighsSolver:
                 return None
             basic = np.asarray(basic)
         sol = self.h.getSolution()
-        x, act = _array(sol.col_value), _array(sol.row_value)
+        x = _array(sol.col_value) if x is None else x
+        act = _array(sol.row_value) if act is None else act
         lo, up, rlo, rup = self.col_lower, self.col_upper, self.row_lower, self.row_upper
         structural, logical = np.sort(basic[basic >= 0]), np.sort(-1 - basic[basic < 0])
         at_lower = np.where(lo == up, _array(sol.col_dual) >= 0.0, np.abs(x - lo) <= np.abs(x - up))
@@ -752,7 +755,7 @@ class HighsSolver:
         if status == highspy.HighsStatus.kError:
             return False
         basic = np.asarray(basic)
-        self._holds = self._run_statuses(basic)
+        self._holds = self._run_statuses(basic, x, act)
         self._kept = _KeptBasis(self.h.getBasis(), basic, basic >= 0,
                                 np.abs(x - self.col_lower) <= np.abs(x - self.col_upper),
                                 np.abs(act - self.row_lower) <= np.abs(act - self.row_upper), self.h.getRunTime(),

@@ -218,8 +218,8 @@ def test_the_statuses_known_of_a_basis_are_those_highs_holds_through_a_loss_awar
             caller = sys._getframe(1).f_code.co_name
             assert_held(self, statuses, caller if caller != "_factorise" else sys._getframe(2).f_code.co_name)
 
-    def checked_run_statuses(self, basic=None):
-        out = run_statuses(self, basic)
+    def checked_run_statuses(self, *args):
+        out = run_statuses(self, *args)
         if out is not None:
             assert_held(self, out, "run")
         return out
