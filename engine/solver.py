@@ -477,12 +477,16 @@ class HighsSolver:
             return dataclasses.replace(k, run_time=float("nan"))
         if not basis.valid:
             return None
-        statuses = self._holds
-        if statuses is None and self._ran_at == self.h.getRunTime():
-            statuses = self._run_statuses()
-        if statuses is None:
-            statuses = _Statuses.of(_status_codes(basis.col_status), _status_codes(basis.row_status))
+        statuses = self._known_statuses() or _Statuses.of(_status_codes(basis.col_status),
+                                                            _status_codes(basis.row_status))
         return None if statuses is None else statuses.kept(basis)
+
+    def _known_statuses(self) -> _Statuses | None:
+        """The statuses of the basis HiGHS holds where known without converting them: made or saved with it, or read
+        from the run that ended in it (:meth:`_run_statuses`)."""
+        if self._holds is None and self._ran_at == self.h.getRunTime():
+            return self._run_statuses()
+        return self._holds
 
     def _run_statuses(self, basic: np.ndarray | None = None, x: np.ndarray | None = None,
                       act: np.ndarray | None = None) -> _Statuses | None:
@@ -579,10 +583,7 @@ class HighsSolver:
 
     def held_basis(self) -> HeldBasis:
         """The basis HiGHS holds, to start from again (:meth:`start_from`), with its statuses where known."""
-        statuses = self._holds
-        if statuses is None and self._ran_at == self.h.getRunTime():
-            statuses = self._run_statuses()
-        return HeldBasis(self.h.getBasis(), statuses)
+        return HeldBasis(self.h.getBasis(), self._known_statuses())
 
     def start_from(self, basis: highspy.HighsBasis | HeldBasis) -> None:
         """Start the next solve from ``basis``: one of HiGHS's own saved earlier (cold where it is not valid), or
