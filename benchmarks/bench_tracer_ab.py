@@ -3,7 +3,9 @@
 Run: ``python benchmarks/bench_tracer_ab.py [--base REV] [--repeats 2]``; ``--first-basis`` times instead
 this checkout's first basis of a trace three ways (slack-basis start, cold HiGHS, warm from a clearing);
 ``--lossaware`` the loss-aware curves of ``bench_physics.py --only curves`` against ``REV``'s
-(``engine/losscurve.py`` at ``REV`` loaded too, on its tracer).
+(``engine/losscurve.py`` at ``REV`` loaded too, on its tracer); ``--feeder DIR [DIR ...]`` those of saved feeders
+instead (``dsomarket territory synth``'s), and ``--against-clear N`` both sides' curves against ``clear`` and its AC
+power flow at N seeded prices.
 
 ``engine/interface.py`` at ``--base`` (a git revision of this repository; with ``engine/tracer.py``
 at that revision when it has one) is loaded as a module of its own beside the checkout's, and both
@@ -138,17 +140,32 @@ def first_basis(repeats: int) -> None:
         print(f"first basis, 1k buses / {n:,} bids: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in best.items()))
 
 
-def lossaware(base, repeats: int) -> None:
+def lossaware(base, repeats: int, feeders: list[str] | None = None, against: int = 0) -> None:
     """The loss-aware curves of ``benchmarks/bench_physics.py --only curves`` (ieee33 / 80 bids, 1k buses / 1k bids),
+    or of the saved ``feeders`` (directories with their ``bids.csv``, as ``dsomarket territory synth`` writes them),
     this checkout's and ``rev``'s interleaved (CPU seconds, best of ``repeats``), with the lossless curve's time,
     each side's converged clearings, re-linearisations walked, bands and reported bound, and whether the bands
-    are the same (where the method changed they need not be: ``bench_physics.py`` checks them against ``clear``)."""
+    are the same (where the method changed they need not be). ``against``: that many seeded prices off both
+    curves' breakpoints (a tenth of a cent away), from the floor's side of the bids' prices to the cap's, where both
+    curves are compared with ``clear`` (this checkout's) and the AC power flow of its dispatch, as
+    ``bench_physics.py`` and ``bench_hidden_physics.py`` compare a curve: the worst of each side, % of the AC import."""
     from bench_physics import LOSSAWARE, synthetic_bids
+    from dsomarket.clients.files import read_feeder, read_table
+    from dsomarket.engine.clearing import ClearingOptions, clear
 
     rules = MarketRules()
-    for buses, n_bids in ((33, 80), (1000, 1000)):
-        f = ieee33() if buses == 33 else synthetic(buses, 5)
-        book = validate_bids(synthetic_bids(f, n_bids, 5, kw=(5.0, 60.0)), f, rules)
+    if feeders:
+        cases = []
+        for folder in feeders:
+            f = read_feeder(folder)
+            cases.append((folder, f, validate_bids(read_table(os.path.join(folder, "bids.csv"), "bids"), f, rules)))
+    else:
+        cases = []
+        for buses, n_bids in ((33, 80), (1000, 1000)):
+            f = ieee33() if buses == 33 else synthetic(buses, 5)
+            cases.append((f"{buses} buses / {n_bids} bids", f,
+                          validate_bids(synthetic_bids(f, n_bids, 5, kw=(5.0, 60.0)), f, rules)))
+    for name, f, book in cases:
         best, out = {}, {}
         for _ in range(repeats):
             for label, module, options in (("lossless", interface, LOSSLESS), ("base", base, LOSSAWARE),
@@ -156,7 +173,7 @@ def lossaware(base, repeats: int) -> None:
                 t0 = time.process_time()
                 out[label] = module.trace_curve(f, book, rules, options=options)
                 best[label] = min(best.get(label, np.inf), time.process_time() - t0)
-        print(f"{buses} buses / {n_bids} bids: lossless {best['lossless']:.3f} s")
+        print(f"{name}: lossless {best['lossless']:.3f} s")
         for label in ("base", "this"):
             chk = out[label].ac_check
             print(f"  {label}: {best[label]:.3f} s = {best[label] / best['lossless']:.1f}x the lossless "
@@ -164,6 +181,21 @@ def lossaware(base, repeats: int) -> None:
                   f"{out[label].bands.height} bands, reported bound {chk['max_error_pct']:.3f} %)")
         print(f"  this/base {best['this'] / best['base']:.2f}; same bands as base: "
               f"{same(out['base'].bands, out['this'].bands)} (to the bit: {identical(out['base'].bands, out['this'].bands)})")
+        if against:
+            prices = book.table["price"].to_numpy()
+            breaks = np.concatenate([out[label].bands["price_high"].to_numpy()[:-1] for label in ("base", "this")])
+            sampled = np.random.default_rng(0).uniform(prices.min() - 20.0, prices.max() + 20.0, 4 * against)
+            sampled = [p for p in sampled if np.min(np.abs(breaks - p), initial=np.inf) >= 1e-3][:against]
+            worst = {"base": (0.0, None), "this": (0.0, None)}
+            for p in sampled:
+                res = clear(f, book, float(p), rules=rules, options=ClearingOptions(formulation="lossaware"))
+                ac = res.ac_check["import_kw"][0]
+                for label in worst:
+                    q = out[label].import_at(0, float(p))
+                    err = max(abs(q - res.interface_import_kw[0]), abs(q - ac)) / max(abs(ac), 1.0) * 100.0
+                    worst[label] = max(worst[label], (err, float(p)), key=lambda e: e[0])
+            print(f"  against clear and its AC power flow at {len(sampled)} prices off the breakpoints: worst "
+                  + ", ".join(f"{label} {e:.4f} % (at {p:.4f})" for label, (e, p) in worst.items() if p is not None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: time the tracer's first basis three ways (this checkout only)")
     parser.add_argument("--lossaware", action="store_true",
                         help="instead: the loss-aware curves of bench_physics.py --only curves, against --base's")
+    parser.add_argument("--feeder", nargs="+", default=None,
+                        help="with --lossaware: the curves of these saved feeders (DIR/bids.csv) instead")
+    parser.add_argument("--against-clear", type=int, default=0, metavar="N",
+                        help="with --lossaware: compare both curves with clear and its AC power flow at N prices")
     args = parser.parse_args(argv)
     if args.first_basis:
         first_basis(max(args.repeats, 5))
@@ -183,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     base = load_base(args.base)
     if args.lossaware:
         print(f"CPU seconds, best of {args.repeats}; base = {args.base}")
-        lossaware(base, args.repeats)
+        lossaware(base, args.repeats, args.feeder, args.against_clear)
         return 0
     rules = MarketRules()
     feeder = synthetic(1000, 1)

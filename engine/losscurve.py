@@ -114,6 +114,7 @@ class _FixedPoints:
         self.clearings = 0
         # Steps located within what ``clear`` itself resolves (:meth:`confirm`), and the most it blurs there (MW).
         self.steep, self.steep_kw = 0, 0.0
+        self.placed_steps = 0     # steps placed without fresh clearings (:meth:`placed`)
         self.solves = 0
         self.anchored = 0
         # Deviations (MW) of interpolated stretches from the clearings in their middle, with the import there.
@@ -635,6 +636,22 @@ class _FixedPoints:
                 break
         return lo, hi
 
+    def placed(self, a: _Sample, b: _Sample) -> bool:
+        """Whether a step from ``a``'s import to ``b``'s, two fixed points that both hold over a range of prices, is
+        put in the middle of that range rather than where a fresh clearing (what ``clear`` does) switches from one
+        to the other (:meth:`switch`, :meth:`confirm`); counted in ``placed_steps``.
+
+        Where the step is no larger than a band may be off (:func:`_band_tol`): wherever ``clear`` switches inside
+        that range, the curve is off it by at most the step there (counted in the curve's error bound), the
+        accuracy every band of a stretch has. Locating it takes fresh clearings, each comparing the branches of the
+        bids whose losses are worth money (:func:`engine.branches.best_fixed_point`): on feeder 0 of ``dsomarket
+        territory synth --feeders 2 --buses 1000 --bids 1000 --seed 1``, 10 fresh clearings (80 % of its curve's
+        time) located three steps of 20-30 kW at 55 MW of import, where the band tolerance is 110 kW."""
+        if a.q - b.q > _band_tol(a, b, self.small):
+            return False
+        self.placed_steps += 1
+        return True
+
     def near(self, q: float, a: _Sample, tol: float) -> bool:
         """Whether a fresh clearing's import ``q`` (MW) is ``a``'s within ``tol`` (MW); if so its deviation is
         kept in ``deviations``, as the curve draws ``a``'s import at that clearing's price."""
@@ -991,6 +1008,10 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float, max_clear
         if a.high >= b.low - cert:
             lo, hi = max(b.low, a.price), min(a.high, b.price)
             limit = budget(a, b, 1.0)
+            if not located(lo, hi) and fixed.placed(a, b):
+                done.append((a, b, min(max((lo + hi) / 2.0, floor), cap)))
+                errors.append((a.q - b.q, min(abs(a.q), abs(b.q))))
+                continue
             if not located(lo, hi) and fixed.clearings < limit:
                 # Both fixed points hold over [lo, hi] (the losses make the AC problem non-convex: a bid
                 # cleared or not can each keep its bus's price on its own side): the step goes where
@@ -1150,7 +1171,7 @@ def _trace_fixed_points(fixed: _FixedPoints, floor: float, cap: float, max_clear
     check = CurveCheck(bands=len(merged), clearings=fixed.clearings, max_error_pct=(band_rel + dev_rel) * 100.0,
                        max_residual_kw=fixed.residual_kw, unresolved_steps=unresolved, anchored=fixed.anchored,
                        max_error_kw=(band_mw + dev_mw) * S_BASE_KVA, steep_steps=fixed.steep,
-                       steep_kw=fixed.steep_kw * S_BASE_KVA)
+                       steep_kw=fixed.steep_kw * S_BASE_KVA, placed_steps=fixed.placed_steps)
     return [(lo, hi, qq * S_BASE_KVA) for lo, hi, qq in merged], check
 
 

@@ -868,6 +868,10 @@ class CurveCheck:
     a cent outside it on either side. Between those prices ``max_error_kw`` does not hold: ``clear``'s own import
     moves by about this much there, not always monotonically (synth100-s8502 of ``bench_hidden_physics`` near 15.2435
     per MWh: 85 kW, the curve up to 45 kW off ``clear`` within 5e-4 per MWh of such a step)."""
+    placed_steps: int = 0
+    """Steps between two fixed points that both hold over a range of prices, no larger than the band tolerance, put
+    in the middle of that range rather than located where ``clear`` switches (their size counted in
+    ``max_error_kw``: :meth:`engine.losscurve._FixedPoints.placed`)."""
 
     def merged(self, other: "CurveCheck") -> "CurveCheck":
         return CurveCheck(self.bands + other.bands, self.clearings + other.clearings,
@@ -875,7 +879,7 @@ class CurveCheck:
                           max(self.max_residual_kw, other.max_residual_kw),
                           self.unresolved_steps + other.unresolved_steps, self.anchored + other.anchored,
                           max(self.max_error_kw, other.max_error_kw), self.steep_steps + other.steep_steps,
-                          max(self.steep_kw, other.steep_kw))
+                          max(self.steep_kw, other.steep_kw), self.placed_steps + other.placed_steps)
 
 def curvature_step(solver, parts: list[tuple], sol: Solution, bids: np.ndarray) -> np.ndarray:
     """Newton step (MW) of the bid columns ``bids`` (indices in the ``bid`` block) to zero reduced cost.

@@ -149,3 +149,49 @@ def test_an_anchor_optimal_at_every_price_is_factorised_at_a_finite_price():
     assert _inside(-math.inf, math.inf, 1.0) == 0.0
     assert _inside(-math.inf, 40.0, 1.0) == 39.0 and _inside(40.0, math.inf, 1.0) == 41.0
     assert _inside(-math.inf, 40.0, 0.0) == 40.0 and _inside(10.0, 40.0, 1.0) == 25.0 and _inside(5.0, 5.0, 1.0) == 5.0
+
+
+def test_a_step_within_the_band_tolerance_is_placed_without_fresh_clearings_and_within_it_of_clear(monkeypatch):
+    # A territory's books at negative prices (``dsomarket territory synth``): where both a bid clearing and not are
+    # fixed points over a range of prices, steps between them no larger than the band tolerance were each located by
+    # fresh clearings (:meth:`_FixedPoints.switch`, ``confirm``), each comparing every candidate's branch: 80 % of a
+    # 1,000-bus feeder's curve for steps of 20-30 kW at 55 MW. Placed in the middle of the range both hold over, the
+    # curve is off ``clear`` there by at most the step, which its stated bound counts.
+    from dsomarket.engine.bids import MarketRules, validate_bids
+    from dsomarket.engine.territory import synthetic_member
+
+    placed, located = [], []
+    decide = losscurve._FixedPoints.placed
+
+    def record(self, a, b):
+        out = decide(self, a, b)
+        if out:
+            placed.append((a, b))
+        return out
+
+    monkeypatch.setattr(losscurve._FixedPoints, "placed", record)
+    for name in ("switch", "confirm"):
+        def searched(self, a, b, lo, hi, max_clearings, _search=getattr(losscurve._FixedPoints, name)):
+            located.append(a.q - b.q <= losscurve._band_tol(a, b, self.small))
+            return _search(self, a, b, lo, hi, max_clearings)
+
+        monkeypatch.setattr(losscurve._FixedPoints, name, searched)
+    f, bids = synthetic_member(0, 4, 40, 40, 3)
+    rules = MarketRules()
+    book = validate_bids(bids, f, rules)
+    curve = trace_curve(f, book, rules)
+    chk = curve.ac_check
+    assert chk["placed_steps"] == len(placed) >= 1, (chk, len(placed))
+    assert not any(located), located          # no fresh clearing looked for where a small step switches
+    bound = chk["max_error_kw"]
+    for a, b in placed[:3]:
+        lo, hi = max(b.low, a.price), min(a.high, b.price)
+        gap = (a.q - b.q) * 1000.0
+        assert 0.0 < gap <= min(bound, losses.CURVE_REL_TOL * 1000.0 * abs(b.q)) + 1e-9, (gap, bound)
+        # The step in the middle of the range both hold over (a's import before it, b's after), off what `clear`
+        # imports (its AC power flow) by at most the step, wherever `clear` switches.
+        for price, q in ((lo + 0.25 * (hi - lo), a.q), (lo + 0.75 * (hi - lo), b.q)):
+            ours = curve.import_at(0, price)
+            assert abs(ours - q * 1000.0) <= 1e-6, (price, ours, q)
+            ac = clear(f, book, price, rules=rules, options=ClearingOptions()).ac_check["import_kw"][0]
+            assert abs(ours - ac) <= gap + losses.RESIDUAL_TOL_KW, (price, ours, ac, gap)
