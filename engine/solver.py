@@ -313,6 +313,21 @@ TIE_STREAK = 2
 (1,000 bids: 5 of bench_territory's 80 re-clears, none twice in a row but one) the warm path is kept."""
 DUAL_EDGE_WEIGHTS_DEVEX = 1
 """HiGHS's ``simplex_dual_edge_weight_strategy`` value for Devex (see :class:`HighsSolver`)."""
+STALL_S = 1.0
+STALL_S_PER_NONZERO = 1e-4
+STALL_FACTOR = 20.0
+"""A HiGHS run that has not ended after ``STALL_FACTOR`` times the longest run of this solver that ended in a verdict
+(at least ``STALL_S``), or before there is one ``STALL_S`` plus ``STALL_S_PER_NONZERO`` seconds per nonzero of the
+matrix, has stalled (:meth:`HighsSolver.run`). HiGHS 1.16's dual simplex can stop iterating on an LP whose basis puts primal values far
+off their bounds and rebuild its factorisation over and over: a loss-aware fixed point's branch held at its other
+side at the floor price (feeder 7 of ``dsomarket territory synth --feeders 8 --buses 1000 --bids 1000 --seed 2``,
+1,000 buses / 18,983 rows, 52,937 nonzeros) ran 3 iterations warm and 4,319 cold with presolve and then nothing
+for minutes (its curve took 539 s), where the cold simplex without presolve proves it infeasible in 0.13 s. Legitimate
+runs stay far inside the limit: a model's first run is mostly its longest (the cold one), ~7e-6 s per nonzero at
+10,000 buses / 100,000 bids (loss-aware: 3.6 s, 499,946 nonzeros) and ~1e-6 at 1,000 buses; runs from scratch after
+a warm one failed took up to 9 times the
+first on that feeder (0.26 s, 3,418 iterations, against 0.03 s). Every run that ends in a verdict inside the limit is the same,
+to the bit; a stall costs the limit (1 s at 1,000 buses) and the plain simplex's run."""
 RELAX_HARD_TOL = 1e-6
 """Largest violation (model units: MW, Mvar, pu^2) of a row or bound that a feasibility relaxation
 must keep hard, above which :meth:`HighsSolver.relax_feasibility` reports that it failed."""
@@ -424,8 +439,6 @@ class HighsSolver:
         # 58-188 % of the cold clearing, later ones 8-13 %). Measured at 1,000-5,000 buses, cold solves were
         # no slower and the first re-solve fell to 14-16 % (benchmarks/bench_territory.py, docs/territory.md).
         h.setOptionValue("simplex_dual_edge_weight_strategy", DUAL_EDGE_WEIGHTS_DEVEX)
-        if time_limit is not None:
-            h.setOptionValue("time_limit", float(time_limit))
         _pass_model(h, c, lo, up, a, rlo, rup, integrality if self.integer else None)
         self.h = h
         self.cost = c.copy()
@@ -433,6 +446,10 @@ class HighsSolver:
         self.col_upper = up.copy()
         self.row_lower = rlo.copy()
         self.row_upper = rup.copy()
+        # The caller's limit on HiGHS's run clock (s, all runs together); each run is also held to a stall limit.
+        self.time_limit = None if time_limit is None else float(time_limit)
+        self._longest = 0.0         # the longest run (s) that ended in a verdict (optimal, infeasible ...)
+        self._last_run = 0.0        # the last run's seconds
         self.restarted = False      # whether the last run() had to solve again (from scratch or without presolve)
         self.tie_restarts = 0       # re-clears (solve_kept) cleared cold for a tie (after a warm solve or at once)
         self._ties = 0              # how many re-clears in a row ended at one of several optima (TIE_STREAK)
@@ -1067,33 +1084,55 @@ class HighsSolver:
         A warm start after many in-place changes can leave HiGHS in a numerically
         troubled basis that stops with status ``Unknown`` where a cold solve is
         optimal (seen at 10,000 buses / 100,000 bids after ~225 warm re-solves);
-        only a cold solve's verdict declares the market unsolvable. Returns the
-        status string (see :class:`Solution`).
+        only a cold solve's verdict declares the market unsolvable. A run that stalls
+        (:data:`STALL_S`) goes straight to the plain simplex, and where that stalls too the
+        status is ``error``. Returns the status string (see :class:`Solution`).
         """
         h = self.h
         warm = h.getBasis().valid
-        h.run()
-        status = _STATUS.get(h.getModelStatus(), "error")
+        status = self._guarded_run()
         self.restarted = status not in ("optimal", "time_limit")
         # A time limit is the caller's own limit: solving again would only overrun it.
-        if status not in ("optimal", "time_limit") and warm:
+        if status == "stalled":
+            log.warning("HiGHS stalled (%d simplex iterations in %.1f s); solving again from scratch without presolve",
+                        h.getInfo().simplex_iteration_count, self._last_run)
+        elif status not in ("optimal", "time_limit") and warm:
             log.warning("warm HiGHS re-solve ended %s; solving again from scratch",
                         h.modelStatusToString(h.getModelStatus()))
             h.clearSolver()
-            h.run()
-            status = _STATUS.get(h.getModelStatus(), "error")
+            status = self._guarded_run()
         if status not in ("optimal", "time_limit"):
             # HiGHS's presolve can declare a feasible LP infeasible when its only feasible points
             # sit on a degenerate face (a thermal polygon vertex held exactly by fixed positions,
             # seen in real-time re-clears); the simplex without presolve decides.
-            log.warning("HiGHS ended %s; solving again without presolve",
-                        h.modelStatusToString(h.getModelStatus()))
+            if status != "stalled":
+                log.warning("HiGHS ended %s; solving again without presolve",
+                            h.modelStatusToString(h.getModelStatus()))
             h.setOptionValue("presolve", "off")
             h.clearSolver()
-            h.run()
+            status = self._guarded_run()
             h.setOptionValue("presolve", "choose")
-            status = _STATUS.get(h.getModelStatus(), "error")
+            if status == "stalled":
+                log.warning("HiGHS stalled again without presolve (%.1f s): no verdict", self._last_run)
+                status = "error"
         self._ran_at, self._holds = h.getRunTime(), None
+        return status
+
+    def _guarded_run(self) -> str:
+        """One HiGHS run under the stall limit (:data:`STALL_S`) and the caller's time limit (HiGHS counts both on
+        its run clock, which goes on across runs): its status, ``stalled`` where the stall limit ended it."""
+        h = self.h
+        start = h.getRunTime()
+        stall = start + (STALL_S + STALL_S_PER_NONZERO * self._a.nnz if self._longest == 0.0 else
+                         max(STALL_S, STALL_FACTOR * self._longest))
+        h.setOptionValue("time_limit", stall if self.time_limit is None else min(self.time_limit, stall))
+        h.run()
+        status = _STATUS.get(h.getModelStatus(), "error")
+        self._last_run = h.getRunTime() - start
+        if status == "time_limit" and (self.time_limit is None or stall < self.time_limit):
+            return "stalled"
+        if status != "time_limit":
+            self._longest = max(self._longest, self._last_run)
         return status
 
     def solve(self) -> Solution:

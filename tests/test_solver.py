@@ -64,6 +64,82 @@ def test_a_failed_warm_resolve_falls_back_to_a_cold_solve_and_says_so(caplog, mo
     assert res.welfare == pytest.approx(fresh.welfare, rel=1e-9, abs=1e-9)
 
 
+class Stalls:
+    """A HiGHS instance whose first ``n`` runs stop at the stall limit without a verdict (as HiGHS 1.16's dual simplex
+    did for minutes on a fixed point's branch held at the floor price, :data:`engine.solver.STALL_S`), recording each
+    run's presolve option."""
+
+    def __init__(self, h: highspy.Highs, n: int):
+        self._h, self._left = h, n
+        self.presolve: list[str] = []
+        self._status = None
+
+    def __getattr__(self, name):
+        return getattr(self._h, name)
+
+    def run(self):
+        self.presolve.append(self._h.getOptionValue("presolve")[1])
+        if self._left > 0:
+            self._left -= 1
+            self._status = highspy.HighsModelStatus.kTimeLimit
+            return highspy.HighsStatus.kWarning
+        self._status = None
+        return self._h.run()
+
+    def getModelStatus(self):
+        return self._status if self._status is not None else self._h.getModelStatus()
+
+
+def test_a_stalled_run_goes_straight_to_the_plain_simplex_from_scratch_and_says_so(caplog, monkeypatch):
+    monkeypatch.setattr(solver, "KEPT_PIVOTS", 0)      # the re-clear is HiGHS's warm run
+    f = ieee33()
+    book = validate_bids(random_bids(f, 40, seed=5), f, RULES)
+    market = NodalMarket(f, book, 10.0, RULES, options=NO_AC)
+    assert market.solve().ok
+    stalls = Stalls(market.solver.h, 1)
+    market.solver.h = stalls
+    market.set_iso_price(120.0)
+    with caplog.at_level(logging.WARNING, logger="dsomarket.engine.solver"):
+        res = market.solve()
+    # Warm, stalled; then once from scratch without presolve (not first with it: that stalled on the same LP).
+    assert stalls.presolve == ["choose", "off"]
+    assert "stalled" in caplog.text and res.ok and market.solver.restarted
+    assert stalls.getOptionValue("presolve")[1] == "choose"
+    fresh = clear(f, book, 120.0, rules=RULES, options=NO_AC)
+    assert res.interface_import_kw[0] == pytest.approx(fresh.interface_import_kw[0], abs=1e-6)
+    assert res.welfare == pytest.approx(fresh.welfare, rel=1e-9, abs=1e-9)
+
+
+def test_a_run_that_stalls_without_presolve_too_is_no_verdict_not_the_callers_time_limit(caplog):
+    f = ieee33()
+    book = validate_bids(random_bids(f, 40, seed=5), f, RULES)
+    market = NodalMarket(f, book, 10.0, RULES, options=NO_AC)
+    stalls = Stalls(market.solver.h, 2)
+    market.solver.h = stalls
+    with caplog.at_level(logging.WARNING, logger="dsomarket.engine.solver"):
+        sol = market.solver.solve()
+    assert stalls.presolve == ["choose", "off"] and sol.status == "error"
+    assert "no verdict" in caplog.text
+
+
+def test_the_stall_limit_stops_highs_and_the_callers_time_limit_stays_its_own(monkeypatch, caplog):
+    f = synthetic(200, 3)
+    book = validate_bids(random_bids(f, 500, seed=5), f, RULES)
+    # The caller's limit binds before the stall limit: its status, no second run.
+    market = NodalMarket(f, book, 10.0, RULES, options=ClearingOptions(formulation="lossless", ac_check=False,
+                                                                       time_limit=1e-9))
+    with caplog.at_level(logging.WARNING, logger="dsomarket.engine.solver"):
+        assert market.solver.solve().status == "time_limit"
+    assert caplog.text == ""
+    # A stall limit of nothing: HiGHS stops at once, with it and without presolve, and says nothing decided.
+    monkeypatch.setattr(solver, "STALL_S", 0.0)
+    monkeypatch.setattr(solver, "STALL_S_PER_NONZERO", 0.0)
+    market = NodalMarket(f, book, 10.0, RULES, options=NO_AC)
+    with caplog.at_level(logging.WARNING, logger="dsomarket.engine.solver"):
+        assert market.solver.solve().status == "error"
+    assert "stalled" in caplog.text and "no verdict" in caplog.text
+
+
 def test_a_cold_solve_that_fails_is_the_verdict():
     f = ieee33()
     book = validate_bids(random_bids(f, 10, seed=6), f, RULES)
