@@ -157,7 +157,7 @@ def _moves(other: np.ndarray, group: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _held_there(solver: HighsSolver, parts: list[successive.Part], set_matrix: Callable[[], None],
-                moved: np.ndarray, start: np.ndarray) -> tuple[Solution, dict | None]:
+                moved: np.ndarray, start: np.ndarray, within: bool) -> tuple[Solution, dict | None]:
     """Successive LP with the bids ``moved`` held where ``start`` has them (MW: one of their own bounds), from the
     linearisation the market has; where that fixed point leaves them pressing on their own bound only (their reduced
     costs would keep them there: :func:`engine.losses.held_open` against their own bounds), it is a fixed point of
@@ -168,12 +168,18 @@ def _held_there(solver: HighsSolver, parts: list[successive.Part], set_matrix: C
     Held, because a start from the other side alone can drift back: on synth100-s17002 at -95.78 per MWh, bid b58
     (120.1 kW at bus 50) moved to its quantity went back to 0 after some 20 iterations of the others' trust region,
     while held there the others settle at a fixed point where b58's own reduced cost (-0.013 per MWh) keeps it at
-    its quantity, better by 0.0003 per hour than the fixed point without it."""
+    its quantity, better by 0.0003 per hour than the fixed point without it.
+
+    ``within``: whether the AC point of ``start`` (the linearisation the market has) is within the feeder's
+    limits. Where it is not and the LP held there is infeasible, there is no such fixed point near it: no phase one
+    (``converge``'s ``rescue``). On feeders of ``dsomarket territory synth --feeders 8 --buses 1000 --bids 1000
+    --seed 2`` at the floor price, 13 held starts went to phase one and none converged, after two feasibility
+    relaxations each (3.5-5.7 s of curves of 4.4-7.1 s on four of them); each of those starts broke a limit."""
     bid = solver.model.var("bid").slice
     lo, hi = solver.col_lower[bid].copy(), solver.col_upper[bid].copy()
     held_lo, held_hi = np.where(moved, start, lo), np.where(moved, start, hi)
     successive._bound_bids(solver, held_lo, held_hi)
-    sol, summary = successive.converge(solver, parts, set_matrix, solver.solve())
+    sol, summary = successive.converge(solver, parts, set_matrix, solver.solve(), rescue=within)
     successive._bound_bids(solver, lo, hi)
     if not (sol.ok and summary is not None and summary["converged"]):
         return sol, summary
@@ -242,11 +248,14 @@ def best_fixed_point(solver: HighsSolver, parts: list[successive.Part], set_matr
         g, col = todo[0]
         moved = np.isfinite(flip[0]) & (flip[1] == g) if col < 0 else np.arange(x.size) == col
         start = np.where(moved, flip[0], x)
-        successive._relinearise(parts, solver, start, successive.points(parts, best.sol.x, start), set_matrix)
+        pts = successive.points(parts, best.sol.x, start)
+        successive._relinearise(parts, solver, start, pts, set_matrix)
         if col < 0:
             other, summary = successive.converge(solver, parts, set_matrix, solver.solve())
         else:
-            other, summary = _held_there(solver, parts, set_matrix, moved, start)
+            within = all(p.converged for p in pts) and sum(
+                losses.violation(part.market.feeder, pt) for part, pt in zip(parts, pts)) <= losses.VIOLATION_TOL
+            other, summary = _held_there(solver, parts, set_matrix, moved, start, within)
         solves += summary["iterations"] if summary else 1
         seconds += other.solve_seconds
         compared += 1

@@ -566,7 +566,7 @@ def _polish(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], Non
 
 
 def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], None],
-             sol: Solution) -> tuple[Solution, dict]:
+             sol: Solution, rescue: bool = True) -> tuple[Solution, dict]:
     """Re-linearise the parts from the first solve ``sol`` until the LP is at a KKT point of the AC problem.
 
     Successive linear programming (Hu et al. 2010): run each part's AC power
@@ -626,6 +626,11 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     where that point is within the feeder's limits) fails as well, is the market reported infeasible; a dispatch
     whose AC power flow does not converge is followed once by that start too.
 
+    ``rescue=False``: a first solve found infeasible is the answer, no phase one after it, for a start linearised
+    at its own AC point that breaks a limit (:func:`engine.branches.best_fixed_point`'s held branches): the LP has
+    that point's values and gradients, so no dispatch near it meets the limits, and phase one's feasibility
+    relaxations (~0.4 s each at 1,000 buses) found none on a territory's feeders either.
+
     Returns the last solve (its ``solve_seconds`` those of every solve) and the
     convergence summary (:func:`engine.losses.convergence_summary`; None when no
     solve succeeded); the bid bounds are the ones the LP had on entry.
@@ -638,7 +643,7 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
     reset = False    # whether a dispatch with no AC power flow was followed by the fixed load's point (_from_fixed_load)
     extra = 0
     if not sol.ok:
-        if sol.status not in UNSOLVED:
+        if sol.status not in UNSOLVED or not rescue:
             return sol, None
         # LinDistFlow (the start) is no relaxation of the AC feeder where power flows back: it leaves out
         # the losses of the lines beyond, so it overstates what arrives. A schedule held at a line's rating

@@ -134,3 +134,40 @@ def test_candidates_moved_together_back_to_the_same_fixed_point_are_tried_alone_
         w[bus] += p
         wq[bus] += q
     assert abs(_pandapower_import(f, w, wq) - below.ac_check["import_kw"][0]) <= 0.05
+
+
+def test_a_held_branch_whose_start_breaks_a_limit_and_whose_lp_is_infeasible_is_no_fixed_point_without_phase_one(
+        monkeypatch):
+    # At the price floor a bid held at its other side can put its own start past a rating: the LP linearised at
+    # that AC point has its values and gradients, so it being infeasible says no dispatch near it meets the limits.
+    # Phase one's two feasibility relaxations found none either (13 such starts on a territory's 1,000-bus
+    # feeders, 3.5-5.7 s of curves of 4-7 s); the clearing is the one it was with them.
+    from dsomarket.engine import successive
+    from dsomarket.engine.territory import synthetic_member
+
+    f, bids = synthetic_member(3, 4, 60, 60, 2)
+    rules = MarketRules()
+    held, rescued = [], []
+    converge, phase_one = successive.converge, successive._phase_one
+
+    def first_solve(solver, parts, set_matrix, sol, rescue=True):
+        if not rescue:
+            held.append(sol.status)
+        return converge(solver, parts, set_matrix, sol, rescue)
+
+    def counted(*args):
+        rescued.append(args[-1].status)
+        return phase_one(*args)
+
+    monkeypatch.setattr(successive, "converge", first_solve)
+    monkeypatch.setattr(successive, "_phase_one", counted)
+    res = clear(f, bids, -1000.0, rules=rules, options=ClearingOptions())
+    assert "infeasible" in held and not rescued, (held, rescued)
+    # With every held start rescued by phase one, as before: the same clearing to the bit.
+    monkeypatch.setattr(successive, "converge", lambda solver, parts, set_matrix, sol, rescue=True:
+                        converge(solver, parts, set_matrix, sol))
+    before = clear(f, bids, -1000.0, rules=rules, options=ClearingOptions())
+    assert rescued, "phase one ran on the held start"
+    polars.testing.assert_frame_equal(res.dispatch, before.dispatch)
+    polars.testing.assert_frame_equal(res.prices, before.prices)
+    assert res.convergence["branches"] == before.convergence["branches"] >= 2
