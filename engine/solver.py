@@ -318,16 +318,16 @@ STALL_S_PER_NONZERO = 1e-4
 STALL_FACTOR = 20.0
 """A HiGHS run that has not ended after ``STALL_FACTOR`` times the longest run of this solver that ended in a verdict
 (at least ``STALL_S``), or before there is one ``STALL_S`` plus ``STALL_S_PER_NONZERO`` seconds per nonzero of the
-matrix, has stalled (:meth:`HighsSolver.run`). HiGHS 1.16's dual simplex can stop iterating on an LP whose basis puts primal values far
-off their bounds and rebuild its factorisation over and over: a loss-aware fixed point's branch held at its other
-side at the floor price (feeder 7 of ``dsomarket territory synth --feeders 8 --buses 1000 --bids 1000 --seed 2``,
-1,000 buses / 18,983 rows, 52,937 nonzeros) ran 3 iterations warm and 4,319 cold with presolve and then nothing
-for minutes (its curve took 539 s), where the cold simplex without presolve proves it infeasible in 0.13 s. Legitimate
-runs stay far inside the limit: a model's first run is mostly its longest (the cold one), ~7e-6 s per nonzero at
-10,000 buses / 100,000 bids (loss-aware: 3.6 s, 499,946 nonzeros) and ~1e-6 at 1,000 buses; runs from scratch after
-a warm one failed took up to 9 times the
-first on that feeder (0.26 s, 3,418 iterations, against 0.03 s). Every run that ends in a verdict inside the limit is the same,
-to the bit; a stall costs the limit (1 s at 1,000 buses) and the plain simplex's run."""
+matrix, has stalled (:meth:`HighsSolver.run`). HiGHS 1.16's dual simplex can stop iterating on an LP whose basis puts
+primal values far off their bounds and rebuild its factorisation over and over: a loss-aware fixed point's branch
+held at its other side at the floor price (feeder 7 of ``dsomarket territory synth --feeders 8 --buses 1000 --bids
+1000 --seed 2``, 18,983 rows, 52,937 nonzeros) ran 3 iterations warm and 4,319 cold with presolve and then nothing
+for minutes (its curve took 539 s), where the cold simplex without presolve proves it infeasible in 0.13 s.
+Legitimate runs stay far inside the limit: a model's first run is mostly its longest (the cold one), ~7e-6 s per
+nonzero at 10,000 buses / 100,000 bids (loss-aware: 3.6 s, 499,946 nonzeros) and ~1e-6 at 1,000 buses, and the runs
+from scratch after a warm one failed took up to 9 times the first on that feeder (0.26 s, 3,418 iterations, against
+0.03 s). Every run that ends in a verdict inside the limit is the same, to the bit; a stall costs the limit (1 s at
+1,000 buses) and the plain simplex's run."""
 RELAX_HARD_TOL = 1e-6
 """Largest violation (model units: MW, Mvar, pu^2) of a row or bound that a feasibility relaxation
 must keep hard, above which :meth:`HighsSolver.relax_feasibility` reports that it failed."""
