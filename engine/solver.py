@@ -1108,8 +1108,10 @@ class HighsSolver:
             log.warning("HiGHS stalled (%d simplex iterations in %.1f s); solving again from scratch without presolve",
                         h.getInfo().simplex_iteration_count, self._last_run)
         elif status not in ("optimal", "time_limit") and warm:
-            log.warning("warm HiGHS re-solve ended %s; solving again from scratch",
-                        h.modelStatusToString(h.getModelStatus()))
+            # Routine where the loss-aware iteration and its branches meet infeasible linearisations: said at INFO
+            # (a stall, which costs its limit, and a run with no verdict at WARNING).
+            log.info("warm HiGHS re-solve ended %s; solving again from scratch",
+                     h.modelStatusToString(h.getModelStatus()))
             h.clearSolver()
             status = self._guarded_run()
         if status not in ("optimal", "time_limit"):
@@ -1117,8 +1119,7 @@ class HighsSolver:
             # sit on a degenerate face (a thermal polygon vertex held exactly by fixed positions,
             # seen in real-time re-clears); the simplex without presolve decides.
             if status != "stalled":
-                log.warning("HiGHS ended %s; solving again without presolve",
-                            h.modelStatusToString(h.getModelStatus()))
+                log.info("HiGHS ended %s; solving again without presolve", h.modelStatusToString(h.getModelStatus()))
             h.setOptionValue("presolve", "off")
             h.clearSolver()
             status = self._guarded_run()
