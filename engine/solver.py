@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -1131,12 +1132,14 @@ class HighsSolver:
         return status
 
     def _guarded_run(self) -> str:
-        """One HiGHS run under the stall limit (:data:`STALL_S`) and the caller's time limit (HiGHS counts both on
-        its run clock, which goes on across runs): its status, ``stalled`` where the stall limit ended it."""
+        """One HiGHS run under the stall limit (:data:`STALL_S`; an LP's) and the caller's time limit (HiGHS counts
+        both on its run clock, which goes on across runs): its status, ``stalled`` where the stall limit ended it."""
         h = self.h
         start = h.getRunTime()
-        stall = start + (STALL_S + STALL_S_PER_NONZERO * self._a.nnz if self._longest == 0.0 else
-                         max(STALL_S, STALL_FACTOR * self._longest))
+        # A mixed-integer model (the flexibility auction's) branches for as long as its search needs: no stall limit.
+        stall = math.inf if self.integer else start + (
+            STALL_S + STALL_S_PER_NONZERO * self._a.nnz if self._longest == 0.0 else
+            max(STALL_S, STALL_FACTOR * self._longest))
         h.setOptionValue("time_limit", stall if self.time_limit is None else min(self.time_limit, stall))
         h.run()
         status = _STATUS.get(h.getModelStatus(), "error")

@@ -360,3 +360,17 @@ def test_a_basis_carried_from_a_long_run_is_left_to_highs_and_the_clearing_is_th
     monkeypatch.setattr(solver, "KEPT_RUN_ITERATIONS", sys.maxsize)   # every carried basis checked, as before
     before = clear(f, book, 40.0, rules=RULES, options=options)
     assert res.prices.equals(before.prices) and res.dispatch.equals(before.dispatch)
+
+
+def test_a_mixed_integer_model_is_held_to_no_stall_limit(monkeypatch):
+    # The flexibility auction's branch and bound searches as long as it needs (the caller's time limit bounds it):
+    # with a stall limit of nothing, its indivisible offer still clears.
+    from tests.test_flexibility import award, line_need, offers_table, small_feeder
+    from dsomarket.engine.flexibility import clear_flexibility
+
+    monkeypatch.setattr(solver, "STALL_S", 0.0)
+    monkeypatch.setattr(solver, "STALL_S_PER_NONZERO", 0.0)
+    offers = offers_table(("block", "d", "up", 40, 10), ("flex", "d", "up", 50, 20), divisible=[False, True])
+    r = clear_flexibility(small_feeder(), line_need(30.0), offers)
+    assert r.status == "optimal"
+    assert award(r, "block")["accepted_kw"] == 40.0 and award(r, "flex")["accepted_kw"] == 0.0
