@@ -17,8 +17,9 @@ Run: ``python benchmarks/bench_physics.py [--quick]``. In one run it prints
    bids clear part-way because of their losses (seeds 0, 1, 3, 5; 0 and 1 with ``--quick``).
 
 Times are CPU seconds of this process (``time.process_time``), and ratios are taken in the same
-run: on a shared machine wall-clock times swing several-fold with other people's load, CPU times
-much less. HiGHS runs on one thread; pandapower's OPF may use more (BLAS), which its CPU time counts.
+run (the clearing times of section 3 interleaved, best of 5): on a shared machine wall-clock times
+swing several-fold with other people's load, CPU times much less. HiGHS runs on one thread;
+pandapower's OPF may use more (BLAS), which its CPU time counts.
 """
 
 from __future__ import annotations
@@ -131,13 +132,19 @@ def speed(quick: bool) -> None:
     print("3. clearing time (CPU seconds, best of repeats)")
     buses, n_bids = (300, 3000) if quick else (1000, 10000)
     rules = MarketRules()
-    repeat = 2 if quick else 3
+    repeat = 2 if quick else 5
     # Seed 7 converges in plain successive LP; seed 2 has a bid held inside its quantity by the losses.
     for seed in (7, 2):
         f = synthetic(buses, seed)
         book = validate_bids(synthetic_bids(f, n_bids, seed), f, rules)
-        t_lossless, _ = best(lambda: clear(f, book, 50.0, options=LOSSLESS), repeat)
-        t_aware, res = best(lambda: clear(f, book, 50.0, options=LOSSAWARE), repeat)
+        # The two in turn, best of each: a load that comes and goes then reaches both alike (timed one after the
+        # other, best of 3, seed 7's lossless clearing read 0.082 s in one run and 0.051-0.053 s in others).
+        t_lossless = t_aware = np.inf
+        for _ in range(repeat):
+            t, _ = best(lambda: clear(f, book, 50.0, options=LOSSLESS), 1)
+            t_lossless = min(t_lossless, t)
+            t, res = best(lambda: clear(f, book, 50.0, options=LOSSAWARE), 1)
+            t_aware = min(t_aware, t)
         print(f"  {buses} buses / {n_bids} bids (seed {seed}): lossless {t_lossless:.3f} s, loss-aware "
               f"{t_aware:.3f} s ({res.convergence['iterations']} LP solves, {res.convergence['pinned_bids']} "
               f"pinned): ratio {t_aware / t_lossless:.2f}x (target <= 3x)")
