@@ -253,9 +253,8 @@ def best_fixed_point(solver: HighsSolver, parts: list[successive.Part], set_matr
         if col < 0:
             other, summary = successive.converge(solver, parts, set_matrix, solver.solve())
         else:
-            within = all(p.converged for p in pts) and sum(
-                losses.violation(part.market.feeder, pt) for part, pt in zip(parts, pts)) <= losses.VIOLATION_TOL
-            other, summary = _held_there(solver, parts, set_matrix, moved, start, within)
+            other, summary = _held_there(solver, parts, set_matrix, moved, start,
+                                         successive.within_limits(parts, pts))
         solves += summary["iterations"] if summary else 1
         seconds += other.solve_seconds
         compared += 1

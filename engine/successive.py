@@ -187,6 +187,13 @@ def _phase_one(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], 
     return sol, solves, seconds
 
 
+def within_limits(parts: list[Part], pts: list[losses.OperatingPoint]) -> bool:
+    """Whether every part's AC power flow ``pts`` converged and, together, they break the feeders' limits by no more
+    than ``losses.VIOLATION_TOL`` (:func:`engine.losses.violation`)."""
+    return all(p.converged for p in pts) and \
+        sum(losses.violation(part.market.feeder, pt) for part, pt in zip(parts, pts)) <= losses.VIOLATION_TOL
+
+
 def _from_fixed_load(parts: list[Part], solver: HighsSolver, set_matrix: Callable[[], None]) -> Solution | None:
     """The LP linearised at the dispatch of no bid (each at its bound nearest zero, no load shed), solved cold:
     the fixed load's own AC point, where every linearised equation is exact, so that the LP holds that dispatch.
@@ -195,8 +202,7 @@ def _from_fixed_load(parts: list[Part], solver: HighsSolver, set_matrix: Callabl
     bid = solver.model.var("bid").slice
     zero = np.clip(0.0, solver.col_lower[bid], solver.col_upper[bid])
     pts = points(parts, np.zeros(solver.model.n_col), zero)
-    if not all(p.converged for p in pts) or \
-            sum(losses.violation(part.market.feeder, pt) for part, pt in zip(parts, pts)) > losses.VIOLATION_TOL:
+    if not within_limits(parts, pts):
         return None
     _relinearise(parts, solver, zero, pts, set_matrix)
     solver.h.clearSolver()
