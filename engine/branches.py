@@ -172,9 +172,10 @@ def _held_there(solver: HighsSolver, parts: list[successive.Part], set_matrix: C
 
     ``within``: whether the AC point of ``start`` (the linearisation the market has) is within the feeder's
     limits. Where it is not and the LP held there is infeasible, there is no such fixed point near it: no phase one
-    (``converge``'s ``rescue``). On feeders of ``dsomarket territory synth --feeders 8 --buses 1000 --bids 1000
-    --seed 2`` at the floor price, 13 held starts went to phase one and none converged, after two feasibility
-    relaxations each (3.5-5.7 s of curves of 4.4-7.1 s on four of them); each of those starts broke a limit."""
+    (``converge``'s ``rescue``): phase one's two feasibility relaxations (~0.4 s each at 1,000 buses) found none on
+feeders 2, 4 and 7 of ``dsomarket territory synth --feeders 8 --buses 1000 --bids 1000 --seed 2`` at the floor
+price, whose curves are the same to the bit without them in 0.32-0.57 of the time (``python
+benchmarks/bench_successive_ab.py --base bc66600 --feeder DIR/feeder-000K``)."""
     bid = solver.model.var("bid").slice
     lo, hi = solver.col_lower[bid].copy(), solver.col_upper[bid].copy()
     held_lo, held_hi = np.where(moved, start, lo), np.where(moved, start, hi)

@@ -259,9 +259,11 @@ KEPT_RUN_ITERATIONS = 20
 """A basis carried to a re-linearised matrix (:meth:`HighsSolver.set_matrix`) from a HiGHS run of more simplex
 iterations than this is not checked for optimality there (:meth:`HighsSolver._kept_optimal`) but left to HiGHS's run:
 the point moved far in that run, and the new linearisation moves the optimum too. At 1,000 buses / 10,000 bids the
-first LP (326 iterations) and first re-linearisation (25) leave bases that are optimal on the next matrix in none of
-the cases looked at (the factorisation, the basis solves and the check, ~3 ms each at 19,000 rows, then HiGHS's run
-all the same), while of 23 bases from runs of 2-14 iterations (curves' anchors and clearings) 22 were."""
+first LP (326 iterations) and the first re-linearisation (25) each ran HiGHS after that check failed
+(``python benchmarks/profile_clearing.py --seeds 7 2``: a factorisation and two basis solves at 19,000 rows spent
+first); the re-linearisations after runs of a few iterations mostly keep their bases, and are still checked
+(``python benchmarks/bench_successive_ab.py --base 8b7ea38``: clearings 0.91-0.96 of the time, curves 0.93-0.95,
+the same results)."""
 KEPT_PRIMAL_TOL = 1e-9
 """How far (model units) a kept basis's values may break a bound or row for :meth:`HighsSolver._kept_optimal` to take
 it, by default."""
@@ -329,12 +331,13 @@ STALL_FACTOR = 20.0
 matrix, has stalled (:meth:`HighsSolver.run`). HiGHS 1.16's dual simplex can stop iterating on an LP whose basis puts
 primal values far off their bounds and rebuild its factorisation over and over: a loss-aware fixed point's branch
 held at its other side at the floor price (feeder 7 of ``dsomarket territory synth --feeders 8 --buses 1000 --bids
-1000 --seed 2``, 18,983 rows, 52,937 nonzeros) ran 3 iterations warm and 4,319 cold with presolve and then nothing
-for minutes (its curve took 539 s), where the cold simplex without presolve proves it infeasible in 0.13 s.
-Legitimate runs stay far inside the limit: a model's first run is mostly its longest (the cold one), ~7e-6 s per
-nonzero at 10,000 buses / 100,000 bids (loss-aware: 3.6 s, 499,946 nonzeros) and ~1e-6 at 1,000 buses, and the runs
-from scratch after a warm one failed took up to 9 times the first on that feeder (0.26 s, 3,418 iterations, against
-0.03 s). Every run that ends in a verdict inside the limit is the same, to the bit; a stall costs the limit (1 s at
+1000 --seed 2``, 18,983 rows, 52,937 nonzeros) stalled warm and cold with presolve, where the plain simplex from
+scratch proves it infeasible at once: ``python benchmarks/profile_curve.py --feeder DIR/feeder-0007`` took 539 s
+with this limit absent (92f1069), 10 s with it (bc66600).
+Legitimate runs stay far inside the limit: a model's first run is mostly its longest (the cold one; ``python
+benchmarks/bench_clearing.py --case 10000:100000``: ~1.5 s for a lossless clearing at 10,000 buses / 100,000 bids,
+far below the ~45 s limit its matrix gives), and runs from scratch after a failed warm one take a few times the
+first. Every run that ends in a verdict inside the limit is the same, to the bit; a stall costs the limit (1 s at
 1,000 buses) and the plain simplex's run."""
 RELAX_HARD_TOL = 1e-6
 """Largest violation (model units: MW, Mvar, pu^2) of a row or bound that a feasibility relaxation

@@ -634,8 +634,7 @@ def converge(solver: HighsSolver, parts: list[Part], set_matrix: Callable[[], No
 
     ``rescue=False``: a first solve found infeasible is the answer, no phase one after it, for a start linearised
     at its own AC point that breaks a limit (:func:`engine.branches.best_fixed_point`'s held branches): the LP has
-    that point's values and gradients, so no dispatch near it meets the limits, and phase one's feasibility
-    relaxations (~0.4 s each at 1,000 buses) found none on a territory's feeders either.
+    that point's values and gradients, so no dispatch near it meets the limits (:func:`engine.branches._held_there`).
 
     Returns the last solve (its ``solve_seconds`` those of every solve) and the
     convergence summary (:func:`engine.losses.convergence_summary`; None when no

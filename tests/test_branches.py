@@ -140,8 +140,8 @@ def test_a_held_branch_whose_start_breaks_a_limit_and_whose_lp_is_infeasible_is_
         monkeypatch):
     # At the price floor a bid held at its other side can put its own start past a rating: the LP linearised at
     # that AC point has its values and gradients, so it being infeasible says no dispatch near it meets the limits.
-    # Phase one's two feasibility relaxations found none either (13 such starts on a territory's 1,000-bus
-    # feeders, 3.5-5.7 s of curves of 4-7 s); the clearing is the one it was with them.
+    # Phase one's two feasibility relaxations found none either (seed-2 territory feeders' curves the same to the bit
+    # without them, benchmarks/bench_successive_ab.py --feeder); the clearing is the one it was with them.
     from dsomarket.engine import successive
     from dsomarket.engine.territory import synthetic_member
 
