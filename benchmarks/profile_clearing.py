@@ -17,6 +17,13 @@ re-linearisation on (at ``HighsSolver.set_matrix``, so the first LP is solved as
 largest DLMP and dispatch differences from the default clearing: what an option would save in the successive LP,
 and what it changes. A measurement only: the engine sets no such option.
 
+``--factor`` instead compares, on loss-aware models of several sizes (``examples/ieee33_rated``, synthetic feeders of 69
+to 1,000 buses with ten bids a bus), what factorising the optimal basis of a clearing's first LP costs on a matrix
+HiGHS has not factorised yet, as after a re-linearisation (``HighsSolver.set_matrix``): HiGHS's (the matrix passed,
+the basis set, ``getBasicVariables``, one basis solve and one transposed; less the passing and setting alone) against
+the solver's own (``engine.solver._Factor``: the factorisation and the same two solves), CPU microseconds, the mean
+of a few hundred to thousands of rounds: what ``solver.OWN_FACTOR_ROWS`` is set from.
+
 ``--modules`` also profiles one loss-aware clearing with cProfile (process clock) and prints its own time
 (``tottime``) summed per source file, HiGHS's calls as one line: where the part outside HiGHS goes. cProfile adds
 its overhead to every Python call, so compare shares, not seconds, with the unprofiled figures above.
@@ -39,7 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 from bench_physics import LOSSAWARE, LOSSLESS, synthetic_bids  # noqa: E402
 from dsomarket.engine.bids import MarketRules, validate_bids  # noqa: E402
-from dsomarket.engine.clearing import clear  # noqa: E402
+from dsomarket.engine.clearing import NodalMarket, clear  # noqa: E402
 from dsomarket.engine.feeders import synthetic  # noqa: E402
 from dsomarket.engine.solver import HighsSolver  # noqa: E402
 
@@ -146,6 +153,49 @@ def _option(text: str) -> tuple[str, object]:
     return key, value
 
 
+def factor_sizes() -> int:
+    """``--factor``: HiGHS's factorisation of a basis on a newly passed matrix against the solver's own, by size."""
+    from dsomarket.clients.files import read_feeder
+    from dsomarket.engine.solver import _Factor, _pass_model
+
+    def cpu_us(f, n: int) -> float:
+        t0 = time.process_time()
+        for _ in range(n):
+            f()
+        return (time.process_time() - t0) / n * 1e6
+
+    rules = MarketRules()
+    print("loss-aware model: rows | HiGHS: factorisation and two basis solves on a new matrix | the solver's own (us)")
+    for name, feeder in [("ieee33_rated", read_feeder(os.path.join(ROOT, "examples", "ieee33_rated")))] + [
+            (f"synthetic {n}", synthetic(n, 3)) for n in (69, 200, 500, 1000)]:
+        book = validate_bids(synthetic_bids(feeder, 10 * (feeder.buses.height - 1), 5), feeder, rules)
+        s = NodalMarket(feeder, book, 50.0, rules, options=LOSSAWARE).solver
+        assert s.solve().ok
+        h, basis, a = s.h, s.h.getBasis(), s._a
+        basic = np.asarray(h.getBasicVariables()[1])
+        r = np.ones(len(basic))
+
+        def passed() -> None:
+            _pass_model(h, s.cost, s.col_lower, s.col_upper, a, s.row_lower, s.row_upper)
+            h.setBasis(basis)
+
+        def highs() -> None:
+            passed()
+            h.getBasicVariables()
+            h.getBasisSolve(r)
+            h.getBasisTransposeSolve(r)
+
+        def own() -> None:
+            f = _Factor.of(a, basic)
+            f.solve(r)
+            f.tsolve(r)
+
+        n = max(20, 200000 // a.shape[0])
+        theirs = cpu_us(highs, n) - cpu_us(passed, n)
+        print(f"  {name:<14} {a.shape[0]:>6} rows | {theirs:>8.0f} | {cpu_us(own, n):>8.0f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--buses", type=int, default=1000)
@@ -156,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--relin-option", action="append", default=[], metavar="NAME=VALUE",
                    help="a HiGHS option to try from the first re-linearisation on (repeatable)")
     p.add_argument("--modules", action="store_true", help="also one loss-aware clearing's own time per source file")
+    p.add_argument("--factor", action="store_true",
+                   help="instead: HiGHS's factorisation of a basis on a new matrix against the solver's own, by size")
     args = p.parse_args(argv)
+    if args.factor:
+        return factor_sizes()
     tried = dict(_option(o) for o in args.relin_option)
     instrument()
     rules = MarketRules()

@@ -267,6 +267,12 @@ the same results)."""
 KEPT_PRIMAL_TOL = 1e-9
 """How far (model units) a kept basis's values may break a bound or row for :meth:`HighsSolver._kept_optimal` to take
 it, by default."""
+OWN_FACTOR_ROWS = 500
+"""Rows from which a basis carried to a new matrix is factorised by the solver (:class:`_Factor`) rather than by HiGHS
+(:meth:`HighsSolver._kept_optimal`). HiGHS's factorisation and two basis solves on a matrix it has not factorised (its
+LP set-up included) against the solver's, CPU, ``python benchmarks/profile_clearing.py --factor``: 130 rows
+(``examples/ieee33_rated``) 0.15 against 0.26 ms; 1,294 rows (a 69-bus synthetic feeder) 1.2 against 0.3 ms; 18,983
+rows (1,000 buses) 9.2 against 3.4 ms."""
 HIGHS_PRIMAL_TOL = 1e-7
 """HiGHS's default ``primal_feasibility_tolerance``: a basis, dual feasible, whose values break no bound or row by
 more is one a HiGHS run from it ends in at 0 iterations."""
@@ -345,6 +351,91 @@ must keep hard, above which :meth:`HighsSolver.relax_feasibility` reports that i
 
 
 @dataclass(frozen=True, eq=False)
+class _Factor:
+    """A basis matrix ``B`` factorised by the solver itself, for the basis solves of a basis carried to a matrix
+    HiGHS has not factorised it on (:meth:`HighsSolver._kept_optimal`, and the pivots and values from there).
+
+    ``B`` is HiGHS's: the columns of ``[A, I]`` at the basic variables, a row's logical its unit column. The rows
+    whose logicals are basic drop out: ``B z = r`` is the *core* system ``A[held, cols] z_cols = r[held]`` on the
+    other (held) rows, then each basic logical is ``r_i - A[i, cols] z_cols``; ``B^T y = c`` sets ``y`` on the
+    basic logicals' rows from their costs and solves ``A[held, cols]^T y_held = c_cols - A[rows, cols]^T y_rows``.
+    The core (held rows and basic columns, both ascending) is factorised by SuperLU, so the factors and the values
+    solved from them depend on the basis and the matrix alone, not on the order HiGHS lists the basic variables in.
+
+    HiGHS factorises a basis on a matrix new to it only after setting its LP up again (scaling, the row-wise copy),
+    which a re-linearisation's (18,983 rows at 1,000 buses) costs more than this core of ~3,100 rows does:
+    :data:`OWN_FACTOR_ROWS`."""
+
+    structural: np.ndarray      # by basis position: a column (else a row's logical)
+    order: np.ndarray           # the basic columns' basis positions (among the structural ones), ascending by column
+    rows: np.ndarray            # the rows whose logicals are basic, by basis position
+    held: np.ndarray            # the other rows, ascending: the core's rows
+    entry_row: np.ndarray       # A's entries in the basic columns (ascending), column after column: their rows,
+    entry_col: np.ndarray       # their columns (0 .. number of basic columns - 1)
+    entry_value: np.ndarray     # and their values
+    lu: object                  # SuperLU of the core (None: no basic column)
+
+    @staticmethod
+    def of(a: sp.csc_matrix, basic: np.ndarray) -> _Factor | None:
+        """The factors of the basis whose basic variables are ``basic`` (column ``j``, or row ``i``'s logical as
+        ``-1 - i``, by basis position) on the matrix ``a``; None where it is not square or singular (a pivot of
+        exactly zero: as the tracer's own factorisation of the same cores, :meth:`engine.tracer._Probe._core`, a
+        basis that is singular in all but rounding is left to the checks its values then fail)."""
+        from scipy.sparse.linalg import splu   # loaded with the first kept basis, not by every import of the engine
+
+        m = a.shape[0]
+        structural = basic >= 0
+        cols = basic[structural]
+        order = np.argsort(cols, kind="stable")
+        rows = -1 - basic[~structural]
+        pos = np.zeros(m, dtype=np.int64)           # each held row's place in the core, -1 for the others
+        pos[rows] = -1
+        held = np.flatnonzero(pos == 0)
+        if len(held) != len(cols):
+            return None
+        pos[held] = np.arange(len(held))
+        # A's entries in the basic columns, gathered from its column-wise arrays: one constructor (the core's), not
+        # scipy's fancy indexing (four, ~0.1 ms of a 33-bus basis's factorisation).
+        sel = cols[order]
+        starts, counts = a.indptr[sel], a.indptr[sel + 1] - a.indptr[sel]
+        ptr = np.zeros(len(sel) + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        at = np.arange(ptr[-1]) + np.repeat(starts - ptr[:-1], counts)
+        r, v = a.indices[at], a.data[at]
+        lu = None
+        if len(sel):
+            inside = pos[r] >= 0
+            core_ptr = np.concatenate([[0], np.cumsum(inside)])[ptr]
+            try:
+                lu = splu(sp.csc_matrix((v[inside], pos[r[inside]], core_ptr), shape=(len(held), len(sel))),
+                          permc_spec="COLAMD")
+            except RuntimeError:               # exactly singular
+                return None
+        return _Factor(structural, order, rows, held, r, np.repeat(np.arange(len(sel)), counts), v, lu)
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """``z = B^-1 rhs``, by basis position."""
+        zc = self.lu.solve(rhs[self.held]) if self.lu is not None else np.zeros(0)
+        z = np.empty(len(self.structural))
+        cols = np.empty(len(zc))
+        cols[self.order] = zc
+        z[self.structural] = cols
+        # Each basic logical: its row of rhs less A's basic columns' part of that row.
+        z[~self.structural] = rhs[self.rows] - np.bincount(self.entry_row, self.entry_value * zc[self.entry_col],
+                                                           minlength=len(rhs))[self.rows]
+        return z
+
+    def tsolve(self, c: np.ndarray) -> np.ndarray:
+        """``y = B^-T c`` (``c`` by basis position), by row."""
+        y = np.zeros(len(self.held) + len(self.rows))
+        y[self.rows] = c[~self.structural]
+        if self.lu is not None:
+            # The basic columns' costs less the basic logicals' rows' part (y is zero on the held rows yet).
+            known = np.bincount(self.entry_col, self.entry_value * y[self.entry_row], minlength=len(self.order))
+            y[self.held] = self.lu.solve(c[self.structural][self.order] - known, trans="T")
+        return y
+
+@dataclass(frozen=True, eq=False)
 class _Statuses:
     """A HiGHS basis's statuses as arrays, as converting them one by one gives them (:meth:`HighsSolver._carried`):
     its basic variables (``basic``: the basic columns ``j`` in order, then the rows ``i`` whose logicals are basic,
@@ -401,6 +492,7 @@ class _KeptBasis:
     statuses: _Statuses | None
     iterations: int = 0       # simplex iterations of the HiGHS run that ended in it (0: none did)
     far: bool = False         # carried to a new matrix from a run of more than KEPT_RUN_ITERATIONS: not checked there
+    factor: _Factor | None = None   # the solver's own factors on the matrix it is kept on (None: HiGHS's, if any)
     cols: np.ndarray = field(init=False)    # the basic columns, by basis position
     rows: np.ndarray = field(init=False)    # the rows whose logicals are basic, by basis position
 
@@ -500,11 +592,12 @@ class HighsSolver:
         """The basis HiGHS holds (``basis``) as the kept basis of the next :meth:`solve_by_basis` on a new matrix:
         the kept one where HiGHS holds it still (no run since: its bounds the reduced costs chose), else HiGHS's own
         statuses (:class:`_Statuses`: known, read from its last run, or converted one by one); None where it has
-        none. Its run clock is NaN, so :meth:`_kept_optimal` factorises it afresh (on the new matrix) before it
-        trusts a basis solve."""
+        none. Its run clock is NaN, so :meth:`_kept_optimal` factorises it afresh on the new matrix (by the solver's
+        own factorisation, :class:`_Factor`, on a model of :data:`OWN_FACTOR_ROWS` rows or more) before it trusts a
+        basis solve."""
         k = self._kept
         if k is not None and self.h.getRunTime() == k.run_time:
-            return dataclasses.replace(k, run_time=float("nan"), far=k.iterations > KEPT_RUN_ITERATIONS)
+            return dataclasses.replace(k, run_time=float("nan"), far=k.iterations > KEPT_RUN_ITERATIONS, factor=None)
         if not basis.valid:
             return None
         statuses = self._known_statuses() or _Statuses.of(_status_codes(basis.col_status),
@@ -797,15 +890,14 @@ class HighsSolver:
 
     def _kept_values(self, t0: float, iterations: int, y: np.ndarray | None = None,
                      d: np.ndarray | None = None) -> Solution | None:
-        """Primal and dual values of the kept basis (HiGHS holds it factorised afresh) at the current costs and
-        bounds; ``y``: its row duals, and ``d`` its reduced costs, when already solved for. None when HiGHS's
-        basis solves fail."""
+        """Primal and dual values of the kept basis (factorised afresh: by the solver, :attr:`_KeptBasis.factor`, or
+        held so by HiGHS) at the current costs and bounds; ``y``: its row duals, and ``d`` its reduced costs, when
+        already solved for. None when the basis solves fail."""
         k, (a, at) = self._kept, self._matrix()
         if y is None:
-            status, y = self.h.getBasisTransposeSolve(k.basic_costs(self.cost))
-            if status == highspy.HighsStatus.kError:
+            y = self._kept_solve(k.basic_costs(self.cost), transposed=True)
+            if y is None:
                 return None
-            y = np.asarray(y)
         xn = np.where(k.at_lower, self.col_lower, self.col_upper)
         xn[k.cols] = 0.0
         xn[~np.isfinite(xn)] = 0.0             # a free nonbasic column sits at zero
@@ -813,11 +905,11 @@ class HighsSolver:
         held[k.rows] = 0.0
         held[~np.isfinite(held)] = 0.0         # a free row's logical, as a free column, sits at zero
         # HiGHS's basis matrix is [A, I], a row's logical minus its activity: a held row's moves to the right-hand side.
-        status, z = self.h.getBasisSolve(held - a @ xn)
-        if status == highspy.HighsStatus.kError:
+        z = self._kept_solve(held - a @ xn)
+        if z is None:
             return None
         x = xn
-        x[k.cols] = np.asarray(z)[k.structural]
+        x[k.cols] = z[k.structural]
         # A plain sum, not a BLAS dot product: OpenBLAS's threads, woken for a long one, spin on after it and slow
         # HiGHS down (engine.tracer says the same).
         return Solution("optimal", float(np.sum(self.cost * x)), x, a @ x, y, self.cost - at @ y if d is None else d,
@@ -836,31 +928,58 @@ class HighsSolver:
         factorised afresh and checked the same way, so the values of a basis taken are always those of its fresh
         factorisation, as a cold clearing's are: its bits. A HiGHS run costs ~5 ms at 1,000 buses even for one
         pivot, a pivot of our own two basis solves (~1 ms) and the factorisation ~2 ms. Anything in doubt is left
-        to HiGHS."""
+        to HiGHS.
+
+        A basis carried to a new matrix (a re-linearisation's, :meth:`set_matrix`; or to a new HiGHS instance,
+        :meth:`checkpoint`), whose run clock is NaN, is factorised by the solver itself (:class:`_Factor`) where the
+        model has :data:`OWN_FACTOR_ROWS` rows or more, and so is every basis its pivots reach there: HiGHS would
+        factorise it only after setting its LP up again (1,000 buses / 10,000 bids: 9.2 ms with two basis solves,
+        against 3.4 ms, :data:`OWN_FACTOR_ROWS`). HiGHS is given the basis, to run from where the check fails.
+        Elsewhere (a basis kept from a run, or set, on the matrix HiGHS holds) HiGHS's factorisation is used: its
+        set-up is done there."""
         k = self._kept
         if k is None or k.far or not self.h.getBasis().valid:
             return None
-        # HiGHS still holds the kept basis's fresh factorisation unless it ran since (its run clock moved) or
-        # its basis was set (then the basis solves fail): otherwise the kept basis is set and factorised again
-        # (getBasicVariables factorises, the basis solves do not; the same basis gives the same order).
-        status = highspy.HighsStatus.kError
-        if self.h.getRunTime() == k.run_time:
-            status, y = self.h.getBasisTransposeSolve(k.basic_costs(self.cost))
-        if status == highspy.HighsStatus.kError:
-            if not self._factorise(k.basis, k.basic, k.at_lower, k.held_lower, k.statuses):
-                return None
-            status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
+        if k.factor is not None or (math.isnan(k.run_time) and len(self.row_lower) >= OWN_FACTOR_ROWS):
+            if self.h.getRunTime() != k.run_time:
+                self._set_basis(k.basis, k.statuses)          # the basis a run starts from where the check fails
+                k = self._kept = dataclasses.replace(k, run_time=self.h.getRunTime())
+            if k.factor is None:
+                factor = _Factor.of(self._matrix()[0], k.basic)
+                if factor is None:
+                    return None
+                k = self._kept = dataclasses.replace(k, factor=factor)
+            y = k.factor.tsolve(k.basic_costs(self.cost))
+        else:
+            # HiGHS still holds the kept basis's fresh factorisation unless it ran since (its run clock moved) or
+            # its basis was set (then the basis solves fail): otherwise the kept basis is set and factorised again
+            # (getBasicVariables factorises, the basis solves do not; the same basis gives the same order).
+            y = self._kept_solve(k.basic_costs(self.cost), transposed=True) \
+                if self.h.getRunTime() == k.run_time else None
+            if y is None:
+                if not self._factorise(k.basis, k.basic, k.at_lower, k.held_lower, k.statuses):
+                    return None
+                y = self._kept_solve(self._kept.basic_costs(self.cost), transposed=True)
         budget = KEPT_PIVOTS if pivots is None else pivots
-        while status != highspy.HighsStatus.kError:
-            sol, state = self._kept_check(t0, np.asarray(y), primal_tol)
+        while y is not None and np.all(np.isfinite(y)):
+            sol, state = self._kept_check(t0, y, primal_tol)
             if sol is not None or state is None or budget <= 0:
                 return sol
             moved = self._pivots(*state, budget)
             if moved is None or moved[2] == 0 or not self._rebase(moved[0], moved[1]):
                 return None
             budget -= moved[2]
-            status, y = self.h.getBasisTransposeSolve(self._kept.basic_costs(self.cost))
+            y = self._kept_solve(self._kept.basic_costs(self.cost), transposed=True)
         return None
+
+    def _kept_solve(self, rhs: np.ndarray, transposed: bool = False) -> np.ndarray | None:
+        """``B^-1 rhs`` (``transposed``: ``B^-T rhs``) of the kept basis: by its own factors where the solver made
+        them (:attr:`_KeptBasis.factor`), else by the factorisation HiGHS holds; None where HiGHS's solve fails."""
+        f = self._kept.factor
+        if f is not None:
+            return f.tsolve(rhs) if transposed else f.solve(rhs)
+        status, z = (self.h.getBasisTransposeSolve if transposed else self.h.getBasisSolve)(rhs)
+        return None if status == highspy.HighsStatus.kError else np.asarray(z)
 
     def _kept_check(self, t0: float, y: np.ndarray,
                     primal_tol: float = KEPT_PRIMAL_TOL) -> tuple[Solution | None, tuple | None]:
@@ -933,10 +1052,9 @@ class HighsSolver:
             return ftran(rhs)
 
         def ftran(rhs: np.ndarray) -> np.ndarray | None:
-            status, v = self.h.getBasisSolve(rhs)
-            if status == highspy.HighsStatus.kError:
+            v = self._kept_solve(rhs)
+            if v is None:
                 return None
-            v = np.asarray(v)
             for p, col in etas:
                 vp = v[p] / col[p]
                 v -= vp * col
@@ -948,10 +1066,9 @@ class HighsSolver:
             e[p] = 1.0
             for q, col in reversed(etas):
                 e[q] = (e[q] - (np.sum(col * e) - col[q] * e[q])) / col[q]
-            status, rho = self.h.getBasisTransposeSolve(e)
-            if status == highspy.HighsStatus.kError:
+            rho = self._kept_solve(e, transposed=True)
+            if rho is None:
                 return None
-            rho = np.asarray(rho)
             return np.concatenate([at @ rho, rho])
 
         # The nonbasic variables that can move (a fixed one never enters), by index: the ratio tests and the
@@ -1037,8 +1154,9 @@ class HighsSolver:
 
     def _rebase(self, basic: np.ndarray, at_lower: np.ndarray) -> bool:
         """Keep the basis of the variables ``basic`` (numbered as :meth:`_pivots` numbers them), the nonbasic ones at
-        their lower bounds where ``at_lower`` says so, else at their upper ones, factorised afresh by HiGHS; False
-        where one sits at an infinite bound or HiGHS cannot factorise it as given."""
+        their lower bounds where ``at_lower`` says so, else at their upper ones, factorised afresh as the basis
+        pivoted from was (:meth:`_factorise`); False where one sits at an infinite bound or it cannot be factorised
+        as given."""
         n = len(self.cost)
         lo, up = self._variable_bounds()
         nonbasic = np.ones(len(lo), dtype=bool)
@@ -1050,7 +1168,7 @@ class HighsSolver:
         status[basic] = 1
         expected = np.where(basic < n, basic, n - 1 - basic)      # as getBasicVariables: row i's logical is -1 - i
         return self._factorise(_highs_basis(status[:n], status[n:], square=True), expected, at_lower[:n],
-                               ~at_lower[n:], _Statuses.of(status[:n], status[n:]))
+                               ~at_lower[n:], _Statuses.of(status[:n], status[n:]), own=self._kept.factor is not None)
 
     def _set_basis(self, basis: highspy.HighsBasis, statuses: _Statuses | None = None) -> None:
         """Give HiGHS ``basis`` (its :class:`_Statuses` where known); its solution is then no longer that basis's."""
@@ -1062,12 +1180,20 @@ class HighsSolver:
         return (np.concatenate([self.col_lower, -self.row_upper]), np.concatenate([self.col_upper, -self.row_lower]))
 
     def _factorise(self, basis: highspy.HighsBasis, basic: np.ndarray, at_lower: np.ndarray,
-                   held_lower: np.ndarray, statuses: _Statuses | None) -> bool:
+                   held_lower: np.ndarray, statuses: _Statuses | None, own: bool = False) -> bool:
         """Give HiGHS ``basis`` (its :class:`_Statuses` where known) and keep it factorised afresh (its basic
         variables ``basic``, in any order), with the nonbasic columns at lower bounds where ``at_lower`` says so and
         the held rows where ``held_lower`` does; False where HiGHS cannot factorise it as given (it would swap in
-        logicals for a singular one)."""
+        logicals for a singular one). ``own``: factorised by the solver (:class:`_Factor`, its basic variables in
+        the order given), not by HiGHS; False where that is singular."""
         self._set_basis(basis, statuses)
+        if own:
+            factor = _Factor.of(self._matrix()[0], basic)
+            if factor is None:
+                return False
+            self._kept = _KeptBasis(basis, basic, basic >= 0, at_lower, held_lower, self.h.getRunTime(), statuses,
+                                    factor=factor)
+            return True
         status, order = self.h.getBasicVariables()
         order = np.asarray(order)
         given = np.zeros(len(self.cost) + len(self.row_lower), dtype=bool)
@@ -1194,20 +1320,28 @@ class HighsSolver:
         Column k is ``e_c - B^{-1} a_c`` on the structural columns (``c = cols[k]``; the basic
         variables absorb the change, other nonbasic ones stay at their bounds): the
         directions along which the reduced costs are the objective's gradient. Valid after
-        an optimal solve; None when HiGHS has no factored basis. One basis solve per column.
+        an optimal solve; None when HiGHS has no factored basis. One basis solve per column: by the kept basis's
+        own factors (:class:`_Factor`) where HiGHS holds that basis (no run since), else by HiGHS's factorisation.
         """
-        status, basic = self.h.getBasicVariables()
-        if status == highspy.HighsStatus.kError:
-            return None
-        _, _, _, a, _, _, _ = self.model.assemble()
+        kept, a = self._kept, self._matrix()[0]
+        if kept is not None and kept.factor is not None and kept.run_time == self.h.getRunTime():
+            basic = kept.basic
+        else:
+            status, basic = self.h.getBasicVariables()
+            if status == highspy.HighsStatus.kError:
+                return None
+            basic, kept = np.asarray(basic), None
         structural = basic >= 0
         out = np.zeros((self.model.n_col, len(cols)))
         for k, c in enumerate(cols):   # one basis solve per marginal bid, not per element
             rhs = np.zeros(self.model.n_row)
             rhs[a.indices[a.indptr[c]:a.indptr[c + 1]]] = a.data[a.indptr[c]:a.indptr[c + 1]]
-            status, z = self.h.getBasisSolve(rhs)
-            if status == highspy.HighsStatus.kError:
-                return None
+            if kept is not None:
+                z = kept.factor.solve(rhs)
+            else:
+                status, z = self.h.getBasisSolve(rhs)
+                if status == highspy.HighsStatus.kError:
+                    return None
             out[basic[structural], k] = -np.asarray(z)[structural]
             out[c, k] = 1.0
         return out
