@@ -6,7 +6,8 @@ The engine modules :mod:`bench_successive_ab` switches are loaded at ``--base`` 
 with 10,000 bids (seeds 7 and 2) and 1,000 bids (seed 7) at 50 per MWh (``bench_physics.py --only speed``'s books),
 ieee33 / 80 bids at twelve seeded prices, and the hard ieee33 case seed 5 of ``bench_physics.py --only hard`` at
 three. Per case: whether the DLMPs, their four components, the dispatch and the import are equal bit for bit, and
-otherwise the largest relative difference. Exit status 1 where some case differs.
+otherwise the largest relative difference (a component near zero makes it large) and the largest absolute one (per
+MWh, kW). Exit status 1 where some case differs.
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         same = all(np.array_equal(a, b) for a, b in zip(out["base"], out["this"]))
         worst = max(float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-9), initial=0.0))
                     for a, b in zip(out["base"], out["this"]))
+        largest = max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(out["base"], out["this"]))
         differ += not same
-        print(f"{name:36s} {'bit for bit' if same else f'differs: largest relative difference {worst:.3g}'}")
+        print(f"{name:36s} " + ("bit for bit" if same else f"differs: largest relative difference {worst:.3g}, "
+                                f"absolute {largest:.3g}"))
     print(f"{len(cases)} clearings, {differ} differ from {args.base}")
     return 1 if differ else 0
 
