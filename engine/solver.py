@@ -363,7 +363,7 @@ class _Factor:
     solved from them depend on the basis and the matrix alone, not on the order HiGHS lists the basic variables in.
 
     HiGHS factorises a basis on a matrix new to it only after setting its LP up again (scaling, the row-wise copy),
-    which a re-linearisation's (18,983 rows at 1,000 buses) costs more than this core of ~3,100 rows does:
+    which on a large model (a re-linearisation's: 18,983 rows at 1,000 buses) costs more than factorising the core:
     :data:`OWN_FACTOR_ROWS`."""
 
     structural: np.ndarray      # by basis position: a column (else a row's logical)
@@ -394,8 +394,8 @@ class _Factor:
         if len(held) != len(cols):
             return None
         pos[held] = np.arange(len(held))
-        # A's entries in the basic columns, gathered from its column-wise arrays: one constructor (the core's), not
-        # scipy's fancy indexing (four, ~0.1 ms of a 33-bus basis's factorisation).
+        # A's entries in the basic columns, gathered from its column-wise arrays: one sparse constructor (the core's)
+        # where scipy's fancy indexing makes four.
         sel = cols[order]
         starts, counts = a.indptr[sel], a.indptr[sel + 1] - a.indptr[sel]
         ptr = np.zeros(len(sel) + 1, dtype=np.int64)
