@@ -1235,7 +1235,7 @@ class HighsSolver:
         self.restarted = status not in ("optimal", "time_limit")
         # A time limit is the caller's own limit: solving again would only overrun it.
         if status == "stalled":
-            log.warning("HiGHS stalled (%d simplex iterations in %.1f s); solving again from scratch without presolve",
+            log.warning("HiGHS stalled (%d simplex iterations in %.1f s); solving again without presolve",
                         h.getInfo().simplex_iteration_count, self._last_run)
         elif status not in ("optimal", "time_limit") and warm:
             # Routine where the loss-aware iteration and its branches meet infeasible linearisations: said at INFO
@@ -1247,11 +1247,19 @@ class HighsSolver:
         if status not in ("optimal", "time_limit"):
             # HiGHS's presolve can declare a feasible LP infeasible when its only feasible points
             # sit on a degenerate face (a thermal polygon vertex held exactly by fixed positions,
-            # seen in real-time re-clears); the simplex without presolve decides.
+            # seen in real-time re-clears); the simplex without presolve decides. It starts from the
+            # network's slack basis where the model has one (start_from_slack: the same start on every
+            # path), not HiGHS's crash, from which it took thousands of iterations to prove infeasible a
+            # loss-aware branch held at its other side (engine.branches._held_there): on feeders 2, 6 and 7 of
+            # `dsomarket territory synth --feeders 8 --buses 1000 --bids 1000 --seed 2` their curves took 0.73-0.92
+            # of the time, the same bands to the bit (`python benchmarks/bench_successive_ab.py --base cb461bf
+            # --feeder DIR/feeder-000K`).
             if status != "stalled":
                 log.info("HiGHS ended %s; solving again without presolve", h.modelStatusToString(h.getModelStatus()))
             h.setOptionValue("presolve", "off")
             h.clearSolver()
+            if not self.integer:
+                self.start_from_slack()
             status = self._guarded_run()
             h.setOptionValue("presolve", "choose")
             if status == "stalled":

@@ -8,6 +8,7 @@ import sys
 
 import highspy
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
@@ -142,6 +143,30 @@ def test_the_stall_limit_stops_highs_and_the_callers_time_limit_stays_its_own(mo
     with caplog.at_level(logging.WARNING, logger="dsomarket.engine.solver"):
         assert market.solver.solve().status == "error"
     assert "stalled" in caplog.text and "no verdict" in caplog.text
+
+
+def test_the_plain_simplex_that_decides_starts_from_the_slack_basis():
+    # A market no dispatch serves (the interface capped at 1 kW, no seller, no load shed): the cold run with presolve
+    # says infeasible; the plain simplex that decides starts from the network's slack basis, not HiGHS's crash, and
+    # says what HiGHS from its crash says (independent: a copy of the model, presolve off, cleared).
+    f = ieee33().with_changes(import_max_kw=1.0)
+    book = validate_bids(random_bids(f, 10, seed=6).filter(pl.col("side") == "buy"), f, RULES)
+    s = NodalMarket(f, book, 30.0, RULES, options=NO_AC).solver
+    starts, start = [], solver.HighsSolver.start_from_slack
+
+    def recorded(self):
+        starts.append(self.h.getOptionValue("presolve")[1])
+        return start(self)
+
+    solver.HighsSolver.start_from_slack = recorded
+    try:
+        assert s.solve().status == "infeasible"
+    finally:
+        solver.HighsSolver.start_from_slack = start
+    assert starts == ["off"] and s.restarted
+    crash = s.copy()
+    crash.h.setOptionValue("presolve", "off")
+    assert crash.run() == "infeasible"
 
 
 def test_a_cold_solve_that_fails_is_the_verdict():
