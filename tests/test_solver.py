@@ -95,7 +95,7 @@ class Stalls:
         return self._status if self._status is not None else self._h.getModelStatus()
 
 
-def test_a_stalled_run_goes_straight_to_the_plain_simplex_from_scratch_and_says_so(caplog, monkeypatch):
+def test_a_stalled_run_goes_straight_to_the_plain_simplex_and_says_so(caplog, monkeypatch):
     monkeypatch.setattr(solver, "KEPT_PIVOTS", 0)      # the re-clear is HiGHS's warm run
     f = ieee33()
     book = validate_bids(random_bids(f, 40, seed=5), f, RULES)
@@ -106,7 +106,7 @@ def test_a_stalled_run_goes_straight_to_the_plain_simplex_from_scratch_and_says_
     market.set_iso_price(120.0)
     with caplog.at_level(logging.WARNING, logger="dsomarket.engine.solver"):
         res = market.solve()
-    # Warm, stalled; then once from scratch without presolve (not first with it: that stalled on the same LP).
+    # Warm, stalled; then once without presolve, from the slack basis (not first with it: that stalled on the same LP).
     assert stalls.presolve == ["choose", "off"]
     assert "stalled" in caplog.text and res.ok and market.solver.restarted
     assert stalls.getOptionValue("presolve")[1] == "choose"
