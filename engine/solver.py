@@ -1249,9 +1249,9 @@ class HighsSolver:
             # sit on a degenerate face (a thermal polygon vertex held exactly by fixed positions,
             # seen in real-time re-clears); the simplex without presolve decides. It starts from the
             # network's slack basis where the model has one (start_from_slack: the same start on every
-            # path), not HiGHS's crash, from which it took thousands of iterations to prove infeasible a
-            # loss-aware branch held at its other side (engine.branches._held_there): on feeders 2, 6 and 7 of
-            # `dsomarket territory synth --feeders 8 --buses 1000 --bids 1000 --seed 2` their curves took 0.73-0.92
+            # path), not HiGHS's crash. A loss-aware curve meets it at every branch of the floor clearing held
+            # at its other side whose LP is infeasible (engine.branches._held_there): on feeders 2, 6 and 7 of
+            # `dsomarket territory synth --feeders 8 --buses 1000 --bids 1000 --seed 2` the curves took 0.73-0.92
             # of the time, the same bands to the bit (`python benchmarks/bench_successive_ab.py --base cb461bf
             # --feeder DIR/feeder-000K`).
             if status != "stalled":
