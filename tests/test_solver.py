@@ -145,7 +145,7 @@ def test_the_stall_limit_stops_highs_and_the_callers_time_limit_stays_its_own(mo
     assert "stalled" in caplog.text and "no verdict" in caplog.text
 
 
-def test_the_plain_simplex_that_decides_starts_from_the_slack_basis():
+def test_the_plain_simplex_that_decides_starts_from_the_slack_basis(monkeypatch):
     # A market no dispatch serves (the interface capped at 1 kW, no seller, no load shed): the cold run with presolve
     # says infeasible; the plain simplex that decides starts from the network's slack basis, not HiGHS's crash, and
     # says what HiGHS from its crash says (independent: a copy of the model, presolve off, cleared).
@@ -158,11 +158,8 @@ def test_the_plain_simplex_that_decides_starts_from_the_slack_basis():
         starts.append(self.h.getOptionValue("presolve")[1])
         return start(self)
 
-    solver.HighsSolver.start_from_slack = recorded
-    try:
-        assert s.solve().status == "infeasible"
-    finally:
-        solver.HighsSolver.start_from_slack = start
+    monkeypatch.setattr(solver.HighsSolver, "start_from_slack", recorded)
+    assert s.solve().status == "infeasible"
     assert starts == ["off"] and s.restarted
     crash = s.copy()
     crash.h.setOptionValue("presolve", "off")
@@ -420,9 +417,9 @@ def test_a_singular_or_unsquare_basis_has_no_factors():
 
 
 def test_a_re_linearised_basis_still_optimal_is_taken_without_highs_factorising_the_new_matrix(monkeypatch):
-    # HiGHS's factorisation of a basis on a matrix it has not factorised costs its LP set-up too (~12 ms at 1,000
-    # buses / 10,000 bids): a basis carried to a re-linearisation is checked on the solver's own factors, and the
-    # clearing ends where one that leaves every carried basis to HiGHS's run ends.
+    # HiGHS's factorisation of a basis on a matrix it has not factorised costs its LP set-up too (python
+    # benchmarks/profile_clearing.py --factor): a basis carried to a re-linearisation is checked on the solver's own
+    # factors, and the clearing ends where one that leaves every carried basis to HiGHS's run ends.
     f = synthetic(200, 3)
     book = validate_bids(random_bids(f, 2000, seed=4), f, RULES)
     options = ClearingOptions(formulation="lossaware", ac_check=False)
