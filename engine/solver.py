@@ -337,9 +337,10 @@ STALL_FACTOR = 20.0
 matrix, has stalled (:meth:`HighsSolver.run`). HiGHS 1.16's dual simplex can stop iterating on an LP whose basis puts
 primal values far off their bounds and rebuild its factorisation over and over: a loss-aware fixed point's branch
 held at its other side at the floor price (feeder 7 of ``dsomarket territory synth --feeders 8 --buses 1000 --bids
-1000 --seed 2``, 18,983 rows, 52,937 nonzeros) stalled warm and cold with presolve, where the plain simplex from
-scratch proves it infeasible at once: ``python benchmarks/profile_curve.py --feeder DIR/feeder-0007`` took 539 s
-with this limit absent (92f1069), 10 s with it (bc66600).
+1000 --seed 2``, 18,983 rows, 52,937 nonzeros) stalled warm and cold with presolve, where the simplex without
+presolve proves it infeasible at once (from scratch then; from the slack basis since, :meth:`HighsSolver.run`):
+``python benchmarks/profile_curve.py --feeder DIR/feeder-0007`` took 539 s with this limit absent (92f1069), 10 s
+with it (bc66600).
 Legitimate runs stay far inside the limit: a model's first run is mostly its longest (the cold one; ``python
 benchmarks/bench_clearing.py --case 10000:100000``: ~1.5 s for a lossless clearing at 10,000 buses / 100,000 bids,
 far below the ~45 s limit its matrix gives), and runs from scratch after a failed warm one take a few times the
@@ -361,6 +362,8 @@ class _Factor:
     basic logicals' rows from their costs and solves ``A[held, cols]^T y_held = c_cols - A[rows, cols]^T y_rows``.
     The core (held rows and basic columns, both ascending) is factorised by SuperLU, so the factors and the values
     solved from them depend on the basis and the matrix alone, not on the order HiGHS lists the basic variables in.
+    The curve tracer factorises the same cores faster (:meth:`engine.tracer._Probe._core`, compiled kernels), but a
+    clearing does not load it: ``dsomarket clear`` imports neither the tracer nor numba (``tests/test_cli_startup.py``).
 
     HiGHS factorises a basis on a matrix new to it only after setting its LP up again (scaling, the row-wise copy),
     which on a large model (a re-linearisation's: 18,983 rows at 1,000 buses) costs more than factorising the core:
