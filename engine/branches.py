@@ -180,7 +180,7 @@ benchmarks/bench_successive_ab.py --base bc66600 --feeder DIR/feeder-000K``)."""
     lo, hi = solver.col_lower[bid].copy(), solver.col_upper[bid].copy()
     held_lo, held_hi = np.where(moved, start, lo), np.where(moved, start, hi)
     successive._bound_bids(solver, held_lo, held_hi)
-    sol, summary = successive.converge(solver, parts, set_matrix, solver.solve(), rescue=within)
+    sol, summary = successive.converge(solver, parts, set_matrix, solver.solve(explore=True), rescue=within)
     successive._bound_bids(solver, lo, hi)
     if not (sol.ok and summary is not None and summary["converged"]):
         return sol, summary
@@ -197,7 +197,7 @@ benchmarks/bench_successive_ab.py --base bc66600 --feeder DIR/feeder-000K``)."""
         basis.col_status = status.tolist()
         solver.start_from(basis)
         return sol, summary
-    free, more = successive.converge(solver, parts, set_matrix, solver.solve())
+    free, more = successive.converge(solver, parts, set_matrix, solver.solve(explore=True))
     if more is not None:
         more = more | {"iterations": more["iterations"] + summary["iterations"]}
     return dataclasses.replace(free, solve_seconds=free.solve_seconds + sol.solve_seconds), more
@@ -252,7 +252,7 @@ def best_fixed_point(solver: HighsSolver, parts: list[successive.Part], set_matr
         pts = successive.points(parts, best.sol.x, start)
         successive._relinearise(parts, solver, start, pts, set_matrix)
         if col < 0:
-            other, summary = successive.converge(solver, parts, set_matrix, solver.solve())
+            other, summary = successive.converge(solver, parts, set_matrix, solver.solve(explore=True))
         else:
             other, summary = _held_there(solver, parts, set_matrix, moved, start,
                                          successive.within_limits(parts, pts))

@@ -346,6 +346,23 @@ benchmarks/bench_clearing.py --case 10000:100000``: ~1.5 s for a lossless cleari
 far below the ~45 s limit its matrix gives), and runs from scratch after a failed warm one take a few times the
 first. Every run that ends in a verdict inside the limit is the same, to the bit; a stall costs the limit (1 s at
 1,000 buses) and the plain simplex's run."""
+EXPLORE_STALL_S = 0.1
+EXPLORE_STALL_FACTOR = 5.0
+"""The budget of the first HiGHS run of an *exploratory* solve (:meth:`HighsSolver.solve` with ``explore=True``: a
+start the loss-aware clearing's branch search tries, :mod:`engine.branches`): ``EXPLORE_STALL_FACTOR`` times the
+longest run of this solver that ended in a verdict (its first LP, mostly), at least ``EXPLORE_STALL_S`` seconds,
+counted on the CPU clock of the thread HiGHS runs in (``time.thread_time``, read at HiGHS's simplex interrupt
+callback, which it calls at every iteration and every refactorisation). A run past it has stalled as under
+:data:`STALL_S`, and the simplex without presolve decides, under the ordinary limits. Such a start is a fixed point's
+other branch held at a negative price, often outside the feeder's limits, and where HiGHS 1.16's dual simplex stalls
+(a bound-flipping ratio test over thousands of candidates each pass, a few iterations and then none) it stalls
+there: at the floor price on feeders 6 and 7 of ``dsomarket territory synth --feeders 8 --buses 1000 --bids 1000
+--seed 2`` and feeder 6 of ``--seed 5``, each such start took the whole second of :data:`STALL_S` (``dsomarket
+clear --feeder DIR/feeder-0006 --bids DIR/feeder-0006/bids.csv --iso-price -1000 --out OUT`` said "HiGHS stalled" at
+WARNING; ``dsomarket -v clear ...`` now says the budget ended it, at INFO). A start that leads somewhere runs one to a few dozen
+pivots from the fixed point's basis, a fraction of the first LP's run. A CPU clock, unlike :data:`STALL_S`'s wall
+clock, does not run on while other processes hold the cores, so the machine's load does not decide which starts are
+cut off."""
 RELAX_HARD_TOL = 1e-6
 """Largest violation (model units: MW, Mvar, pu^2) of a row or bound that a feasibility relaxation
 must keep hard, above which :meth:`HighsSolver.relax_feasibility` reports that it failed."""
@@ -557,6 +574,7 @@ class HighsSolver:
         # The caller's limit on HiGHS's run clock (s, all runs together); each run is also held to a stall limit.
         self.time_limit = None if time_limit is None else float(time_limit)
         self._longest = 0.0         # the longest run (s) that ended in a verdict (optimal, infeasible ...)
+        self._over_budget = False   # whether the last run passed the budget of an exploratory solve (run)
         self._last_run = 0.0        # the last run's seconds
         self.restarted = False      # whether the last run() had to solve again (from scratch or without presolve)
         self.tie_restarts = 0       # re-clears (solve_kept) cleared cold for a tie (after a warm solve or at once)
@@ -1219,7 +1237,7 @@ class HighsSolver:
         return self._csr
 
     # -- solving ------------------------------------------------------------
-    def run(self) -> str:
+    def run(self, budget: float | None = None) -> str:
         """Run HiGHS from the current basis; a run that ends other than optimal is repeated.
 
         First cold (a warm run), then without presolve: only the plain simplex's verdict
@@ -1230,14 +1248,20 @@ class HighsSolver:
         optimal (seen at 10,000 buses / 100,000 bids after ~225 warm re-solves);
         only a cold solve's verdict declares the market unsolvable. A run that stalls
         (:data:`STALL_S`) goes straight to the plain simplex, and where that stalls too the
-        status is ``error``. Returns the status string (see :class:`Solution`).
+        status is ``error``. ``budget``: CPU seconds the first run may take (an exploratory
+        solve's, :data:`EXPLORE_STALL_S`); past them it has stalled too. Returns the status
+        string (see :class:`Solution`).
         """
         h = self.h
         warm = h.getBasis().valid
-        status = self._guarded_run()
+        status = self._guarded_run(budget)
         self.restarted = status not in ("optimal", "time_limit")
         # A time limit is the caller's own limit: solving again would only overrun it.
-        if status == "stalled":
+        if status == "stalled" and self._over_budget:
+            # Routine where a branch's start is far outside the feeder's limits (EXPLORE_STALL_S): said at INFO.
+            log.info("HiGHS passed an exploratory start's budget (%d simplex iterations, %.2f s CPU); solving again "
+                     "without presolve", h.getInfo().simplex_iteration_count, budget)
+        elif status == "stalled":
             log.warning("HiGHS stalled (%d simplex iterations in %.1f s); solving again without presolve",
                         h.getInfo().simplex_iteration_count, self._last_run)
         elif status not in ("optimal", "time_limit") and warm:
@@ -1271,9 +1295,10 @@ class HighsSolver:
         self._ran_at, self._holds = h.getRunTime(), None
         return status
 
-    def _guarded_run(self) -> str:
+    def _guarded_run(self, budget: float | None = None) -> str:
         """One HiGHS run under the stall limit (:data:`STALL_S`; an LP's) and the caller's time limit (HiGHS counts
-        both on its run clock, which goes on across runs): its status, ``stalled`` where the stall limit ended it."""
+        both on its run clock, which goes on across runs), and ``budget`` CPU seconds where given: its status,
+        ``stalled`` where the stall limit or the budget ended it."""
         h = self.h
         start = h.getRunTime()
         # A mixed-integer model (the flexibility auction's) branches for as long as its search needs: no stall limit.
@@ -1281,19 +1306,51 @@ class HighsSolver:
             STALL_S + STALL_S_PER_NONZERO * self._a.nnz if self._longest == 0.0 else
             max(STALL_S, STALL_FACTOR * self._longest))
         h.setOptionValue("time_limit", stall if self.time_limit is None else min(self.time_limit, stall))
-        h.run()
+        if budget is None:
+            h.run()
+            self._over_budget = False
+        else:
+            self._over_budget = self._run_within(budget)
         status = _STATUS.get(h.getModelStatus(), "error")
         self._last_run = h.getRunTime() - start
-        if status == "time_limit" and (self.time_limit is None or stall < self.time_limit):
+        if self._over_budget or status == "time_limit" and (self.time_limit is None or stall < self.time_limit):
             return "stalled"
         if status != "time_limit":
             self._longest = max(self._longest, self._last_run)
         return status
 
-    def solve(self) -> Solution:
+    def solve(self, explore: bool = False) -> Solution:
+        """Run HiGHS from the basis it holds (:meth:`run`) and read its solution. ``explore``: a start that may lead
+        nowhere (a branch of the loss-aware clearing, :mod:`engine.branches`), whose first run gets a CPU budget
+        (:data:`EXPLORE_STALL_S`), once this solver has a run that ended in a verdict to size it by."""
         t0 = time.perf_counter()
-        status = self.run()
+        budget = (max(EXPLORE_STALL_S, EXPLORE_STALL_FACTOR * self._longest)
+                  if explore and not self.integer and self._longest > 0.0 else None)
+        status = self.run(budget)
         return self._read(status, time.perf_counter() - t0, int(self.h.getInfo().simplex_iteration_count))
+
+    def _run_within(self, seconds: float) -> bool:
+        """Run HiGHS, interrupted once its thread has spent ``seconds`` of CPU (checked at HiGHS's simplex interrupt
+        callback); True where that ended the run. A highspy without per-event callbacks runs it plainly (its stall
+        limit then stands alone)."""
+        event = getattr(self.h, "cbSimplexInterrupt", None)
+        if event is None:
+            self.h.run()
+            return False
+        start, over = time.thread_time(), []
+
+        def check(e) -> None:
+            # Set either way: HiGHS keeps the flag from call to call, and from run to run.
+            e.interrupt(time.thread_time() - start > seconds)
+            if e.data_in.user_interrupt:
+                over.append(True)
+
+        event.subscribe(check)
+        try:
+            self.h.run()
+        finally:
+            event.unsubscribe(check)
+        return bool(over) and self.h.getModelStatus() == highspy.HighsModelStatus.kInterrupt
 
     def _read(self, status: str, elapsed: float, iterations: int) -> Solution:
         """The :class:`Solution` HiGHS holds after a run that ended ``status``."""

@@ -171,3 +171,27 @@ def test_a_held_branch_whose_start_breaks_a_limit_and_whose_lp_is_infeasible_is_
     polars.testing.assert_frame_equal(res.dispatch, before.dispatch)
     polars.testing.assert_frame_equal(res.prices, before.prices)
     assert res.convergence["branches"] == before.convergence["branches"] >= 2
+
+
+def test_a_held_branch_on_which_highs_stalls_is_cut_by_its_cpu_budget_not_the_stall_limit(caplog, monkeypatch):
+    # Feeder 6 of `dsomarket territory synth --feeders 8 --buses 1000 --bids 1000 --seed 2` at the price floor: one
+    # held start's LP sends HiGHS 1.16's dual simplex into a bound-flipping ratio test over thousands of candidates
+    # per pass (18 iterations, then none), which only the one-second wall-clock stall limit ended
+    # (solver.STALL_S, "HiGHS stalled" at WARNING). The start is exploratory (solver.EXPLORE_STALL_S): its CPU
+    # budget ends it, and the plain simplex decides it as before; the same clearing to the bit.
+    import logging
+
+    from dsomarket.engine import solver
+    from dsomarket.engine.territory import synthetic_member
+
+    f, bids = synthetic_member(6, 8, 1000, 1000, 2)
+    options = ClearingOptions(ac_check=False)
+    with caplog.at_level(logging.INFO, logger="dsomarket.engine.solver"):
+        res = clear(f, bids, -1000.0, options=options)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    # Without a budget (one no start reaches), the wall-clock limit ends what stalls.
+    monkeypatch.setattr(solver, "EXPLORE_STALL_FACTOR", float("inf"))
+    before = clear(f, bids, -1000.0, options=options)
+    polars.testing.assert_frame_equal(res.dispatch, before.dispatch)
+    polars.testing.assert_frame_equal(res.prices, before.prices)
+    assert res.convergence == before.convergence

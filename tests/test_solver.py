@@ -463,3 +463,33 @@ def test_a_mixed_integer_model_is_held_to_no_stall_limit(monkeypatch):
     r = clear_flexibility(small_feeder(), line_need(30.0), offers)
     assert r.status == "optimal"
     assert award(r, "block")["accepted_kw"] == 40.0 and award(r, "flex")["accepted_kw"] == 0.0
+
+
+def test_an_exploratory_solve_past_its_cpu_budget_is_decided_by_the_plain_simplex_and_the_next_is_not_cut(
+        caplog, monkeypatch):
+    f = synthetic(200, 3)
+    book = validate_bids(random_bids(f, 500, seed=5), f, RULES)
+    lossless = ClearingOptions(formulation="lossless", ac_check=False)
+    market = NodalMarket(f, book, 10.0, RULES, options=lossless)
+    assert market.solve().ok      # a run that ended in a verdict, which sizes the budget
+    s = market.solver
+    # A budget of nothing: HiGHS is interrupted at its first callback; the plain simplex then solves the LP.
+    monkeypatch.setattr(solver, "EXPLORE_STALL_S", 0.0)
+    monkeypatch.setattr(solver, "EXPLORE_STALL_FACTOR", 0.0)
+    market.set_iso_price(120.0)
+    with caplog.at_level(logging.INFO, logger="dsomarket.engine.solver"):
+        sol = s.solve(explore=True)
+    assert sol.ok and s.restarted and "exploratory start's budget" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    fresh = NodalMarket(f, book, 120.0, RULES, options=lossless).solver.solve()
+    assert sol.objective == pytest.approx(fresh.objective, rel=1e-9, abs=1e-9)
+    # HiGHS keeps a callback's interrupt flag from run to run: the next exploratory run, within its budget, is the
+    # plain warm run it would be without one.
+    monkeypatch.setattr(solver, "EXPLORE_STALL_S", 60.0)
+    market.set_iso_price(60.0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dsomarket.engine.solver"):
+        again = s.solve(explore=True)
+    assert again.ok and not s.restarted and caplog.text == ""
+    fresh = NodalMarket(f, book, 60.0, RULES, options=lossless).solver.solve()
+    assert again.objective == pytest.approx(fresh.objective, rel=1e-9, abs=1e-9)
