@@ -359,10 +359,10 @@ other branch held at a negative price, often outside the feeder's limits, and wh
 there: at the floor price on feeders 6 and 7 of ``dsomarket territory synth --feeders 8 --buses 1000 --bids 1000
 --seed 2`` and feeder 6 of ``--seed 5``, each such start took the whole second of :data:`STALL_S` (``dsomarket
 clear --feeder DIR/feeder-0006 --bids DIR/feeder-0006/bids.csv --iso-price -1000 --out OUT`` said "HiGHS stalled" at
-WARNING; ``dsomarket -v clear ...`` now says the budget ended it, at INFO). A start that leads somewhere runs one to a few dozen
-pivots from the fixed point's basis, a fraction of the first LP's run. A CPU clock, unlike :data:`STALL_S`'s wall
-clock, does not run on while other processes hold the cores, so the machine's load does not decide which starts are
-cut off."""
+WARNING; ``dsomarket -v clear ...`` now says the budget ended it, at INFO). A start that leads somewhere runs one to
+a few dozen pivots from the fixed point's basis, a fraction of the first LP's run. A CPU clock, unlike
+:data:`STALL_S`'s wall clock, does not run on while other processes hold the cores, so the machine's load does not
+decide which starts are cut off."""
 RELAX_HARD_TOL = 1e-6
 """Largest violation (model units: MW, Mvar, pu^2) of a row or bound that a feasibility relaxation
 must keep hard, above which :meth:`HighsSolver.relax_feasibility` reports that it failed."""
@@ -1259,8 +1259,8 @@ class HighsSolver:
         # A time limit is the caller's own limit: solving again would only overrun it.
         if status == "stalled" and self._over_budget:
             # Routine where a branch's start is far outside the feeder's limits (EXPLORE_STALL_S): said at INFO.
-            log.info("HiGHS passed an exploratory start's budget (%d simplex iterations, %.2f s CPU); solving again "
-                     "without presolve", h.getInfo().simplex_iteration_count, budget)
+            log.info("HiGHS passed an exploratory start's budget of %.2f s CPU (%d simplex iterations); solving "
+                     "again without presolve", budget, h.getInfo().simplex_iteration_count)
         elif status == "stalled":
             log.warning("HiGHS stalled (%d simplex iterations in %.1f s); solving again without presolve",
                         h.getInfo().simplex_iteration_count, self._last_run)

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+
 import numpy as np
 import polars as pl
 import polars.testing
 
-from dsomarket.engine import branches
+from dsomarket.engine import branches, solver
 from dsomarket.engine.bids import MarketRules
 from dsomarket.engine.clearing import ClearingOptions, NodalMarket, clear
 from dsomarket.engine.losses import RESIDUAL_TOL_KW
@@ -179,9 +181,6 @@ def test_a_held_branch_on_which_highs_stalls_is_cut_by_its_cpu_budget_not_the_st
     # per pass (18 iterations, then none), which only the one-second wall-clock stall limit ended
     # (solver.STALL_S, "HiGHS stalled" at WARNING). The start is exploratory (solver.EXPLORE_STALL_S): its CPU
     # budget ends it, and the plain simplex decides it as before; the same clearing to the bit.
-    import logging
-
-    from dsomarket.engine import solver
     from dsomarket.engine.territory import synthetic_member
 
     f, bids = synthetic_member(6, 8, 1000, 1000, 2)
