@@ -30,9 +30,9 @@ def test_a_market_over_a_rating_on_the_feeder_is_diagnosed_without_solving_a_lin
     # HiGHS runs (HighsSolver.run): the first solve's, from the slack basis (solve_by_basis), is one as a cold solve's is.
     run, relax = solver_module.HighsSolver.run, solver_module.HighsSolver.relax_feasibility
 
-    def counted_run(self):
+    def counted_run(self, *args):
         calls["solve"] += 1
-        return run(self)
+        return run(self, *args)
 
     def counted_relax(self, *args):
         calls["relax"] += 1
@@ -235,8 +235,8 @@ def test_a_re_linearisation_holds_lines_on_their_ratings_on_the_tangent_face_and
     run, hold = solver_module.HighsSolver.run, solver_module.HighsSolver.hold_instead
     counts = {"iterations": 0, "held": 0}
 
-    def counted_run(self):
-        status = run(self)
+    def counted_run(self, *args):
+        status = run(self, *args)
         counts["iterations"] += int(self.h.getInfo().simplex_iteration_count)
         return status
 
@@ -310,9 +310,9 @@ def test_the_trust_region_does_not_solve_its_centre_where_the_centre_s_own_state
     run, known = solver_module.HighsSolver.run, successive._known_infeasible
     fixed_runs, verdicts = [], []
 
-    def counted_run(self):
+    def counted_run(self, *args):
         bid = self.model.var("bid").slice
-        status = run(self)
+        status = run(self, *args)
         if np.array_equal(self.col_lower[bid], self.col_upper[bid]):
             fixed_runs.append(status)
         return status
