@@ -45,6 +45,10 @@ CANDIDATE_MARGIN = 1.5
 dispatch is trusted: the estimate leaves out the voltage's fall along the path (``1 / v^2``) and the cross
 terms with the other bids' flows, so a bid whose reduced cost is up to 1.5 times it is tried."""
 
+FORCING_TIE = 1e-9
+"""Reduced cost (per MWh) at or below which a bid column may be basic in the LP's optimal basis, and what it costs to
+move it is its row's ratio test (:func:`candidates`) rather than its reduced cost."""
+
 MERIT_TIE = 1e-9
 """Relative difference of two fixed points' AC objectives below which they count as tied; the one with
 the smaller import is then kept (the same choice whichever the iteration reached first)."""
@@ -60,13 +64,22 @@ def candidates(parts: list[successive.Part], solver: HighsSolver, sol: Solution
     objective (which pays that price for the losses its dispatch causes) is concave in the dispatch there.
     Not the ISO price's sign: behind an import limit the root's DLMP is not the ISO price, and behind a
     congested line a subtree can have power to spare at a positive ISO price. A bid column at such a bus, not
-    held (its bounds apart), is a candidate when its reduced cost (per MWh) is smaller in size than
+    held (its bounds apart), is a candidate when its reduced cost (per MWh; for a column basic in the LP's optimal
+    basis, part-way or tied at a bound, what forcing it towards its other side costs the LP instead,
+    :meth:`HighsSolver.forcing_costs`, where known) is smaller in size than
     ``CANDIDATE_MARGIN`` times what moving it to its other side moves its bus's loss-adjusted price by: the
     idea of :class:`engine.losses.MarginalBracket`, a bid priced within the range its own dispatch moves its
     bus's loss factor over. That move is the DLMP times the change of the loss factor, ``2 R (1 + tan_phi^2)
     dq`` (the path's resistance and the distance moved, pu). Its other side is the end of its quantity
     farther from where it cleared (the other bound of a bid at one, the farther one of a bid cleared part-way).
     A frozen part's bids (its linearisation held, :class:`engine.successive.Part`) have none.
+
+    The forcing cost is the least rate at which the LP pays for the move (it holds to the first change of basis and
+    rises from there), so a basic bid it rules out is ruled out over the whole move, as a nonbasic one is by its
+    reduced cost. Before it, every part-way bid at such a bus was a candidate: at the floor price of the territory's
+    synthetic feeders those are the bids a rating or a voltage floor holds part-way, small against what forcing
+    them costs, and every start from one came back to the same fixed point, half of a loss-aware curve's time
+    (``python benchmarks/profile_curve.py --feeder DIR/feeder-0000 --branches``; benchmarks/README.md).
     """
     others, groups, offset = [], [], 0
     for part in parts:
@@ -95,6 +108,14 @@ def candidates(parts: list[successive.Part], solver: HighsSolver, sol: Solution
         price = dlmp[book.t_idx, book.bus_idx]
         move = -price * 2.0 * topo.path_sum(topo.r_pu)[book.bus_idx] * (1.0 + book.tan_phi ** 2) * np.abs(other - xb)
         flip = (hi > lo) & (price < 0.0) & (np.abs(reduced) < CANDIDATE_MARGIN * move)
+        # A basic bid (part-way, or tied at a bound) has no reduced cost to hold it where it is: what it costs the LP
+        # to force it towards its other side is its row's ratio test (HighsSolver.forcing_costs), which holds it
+        # as a reduced cost holds a nonbasic bid. Unknown (NaN): a candidate still.
+        basic = np.flatnonzero(flip & (np.abs(reduced) <= FORCING_TIE))
+        if basic.size:
+            forcing = solver.forcing_costs(sol, np.arange(solver.model.n_col)[part.cols][bid][basic],
+                                           other[basic] > xb[basic])
+            flip[basic[forcing >= CANDIDATE_MARGIN * move[basic]]] = False
         others.append(np.where(flip, other, np.nan))
     other = np.concatenate(others)
     return (other, np.concatenate(groups)) if np.isfinite(other).any() else None

@@ -1382,6 +1382,54 @@ class HighsSolver:
             raise RuntimeError("HiGHS ranging is not available for this solve")
         return float(ranging.col_cost_dn.value_[col]), float(ranging.col_cost_up.value_[col])
 
+    def forcing_costs(self, sol: Solution, cols: np.ndarray, up: np.ndarray) -> np.ndarray:
+        """The least rise of the objective per unit of forcing each column ``cols[k]``, basic in the optimal basis
+        HiGHS holds (``sol``'s), up (``up[k]``) or down from its value, the other nonbasic variables at their bounds:
+        the ratio test along its row of the tableau ``B^-1 [A, I]`` (the cheapest nonbasic variable that moves it
+        that way, by its reduced cost over its entry), what a nonbasic column's reduced cost is for it. It holds up
+        to the first change of basis, and rises from there (the LP's cost of a forced move is convex in it). inf where
+        no nonbasic variable moves the column that way; NaN where HiGHS has no factored basis or the column is not
+        basic in it. A row's logical is minus its activity (bounds ``[-row_upper, -row_lower]``), its reduced cost
+        minus the row's dual. One transposed basis solve and one product with ``A^T`` per column."""
+        out = np.full(len(cols), np.nan)
+        status, basic = self.h.getBasicVariables()
+        if status == highspy.HighsStatus.kError or len(cols) == 0:
+            return out
+        basic = np.asarray(basic)
+        at = np.full(self.model.n_col, -1)
+        at[basic[basic >= 0]] = np.flatnonzero(basic >= 0)
+        nonbasic = np.ones(self.model.n_col, dtype=bool)
+        nonbasic[basic[basic >= 0]] = False
+        logical = np.ones(self.model.n_row, dtype=bool)
+        logical[-1 - basic[basic < 0]] = False
+        lo, hi, rlo, rhi = self.col_lower, self.col_upper, self.row_lower, self.row_upper
+        # Which way each nonbasic variable can move: up from its lower bound, down from its upper one (a free one
+        # either way); a fixed one not at all. A logical moves up as its row's activity moves down.
+        col_up = nonbasic & (lo < hi) & ((np.abs(sol.x - lo) <= np.abs(sol.x - hi)) | ~np.isfinite(hi))
+        col_down = nonbasic & (lo < hi) & ((np.abs(sol.x - lo) > np.abs(sol.x - hi)) | ~np.isfinite(lo))
+        row_lower = np.abs(sol.row_value - rlo) <= np.abs(sol.row_value - rhi)
+        row_up = logical & (rlo < rhi) & (~row_lower | ~np.isfinite(rlo))
+        row_down = logical & (rlo < rhi) & (row_lower | ~np.isfinite(rhi))
+        cost = np.concatenate([sol.col_dual, -sol.row_dual])
+        can_up, can_down = np.concatenate([col_up, row_up]), np.concatenate([col_down, row_down])
+        at_a = self._matrix()[1]
+        for k, (c, rising) in enumerate(zip(cols, up)):
+            if at[c] < 0:
+                continue
+            e = np.zeros(self.model.n_row)
+            e[at[c]] = 1.0
+            status, z = self.h.getBasisTransposeSolve(e)
+            if status == highspy.HighsStatus.kError:
+                continue
+            z = np.asarray(z)
+            alpha = np.concatenate([at_a @ z, z])        # row at[c] of B^-1 [A, I]
+            # Moving variable v by t moves the column by -alpha[v] t: up takes t of the sign opposite alpha's.
+            t_up = (-alpha if rising else alpha) > 0.0
+            able = (np.abs(alpha) > 1e-9) & np.where(t_up, can_up, can_down)
+            rate = np.where(t_up, cost, -cost)[able] / np.abs(alpha[able])
+            out[k] = float(rate.min()) if rate.size else math.inf
+        return out
+
     def basis_directions(self, cols: np.ndarray) -> np.ndarray | None:
         """How every column moves per unit increase of each nonbasic column in ``cols``, the basis held.
 

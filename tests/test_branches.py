@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import polars as pl
 import polars.testing
+import pytest
 
 from dsomarket.engine import branches, solver
 from dsomarket.engine.bids import MarketRules
@@ -30,6 +31,12 @@ def _walked(market, prices: list, t: int = 0) -> tuple[float, float]:
         assert market.convergence["converged"], p
     res = market.result(sol)
     return float(res.ac_check["import_kw"][t]), res.welfare
+
+
+def _every_basic_bid_a_candidate(monkeypatch) -> None:
+    """As before candidates() asked what it costs to force a basic bid: a part-way bid at a negative-DLMP bus is a
+    candidate whatever holds it there (for the tests of what the comparison does with such starts)."""
+    monkeypatch.setattr(solver.HighsSolver, "forcing_costs", lambda self, sol, cols, up: np.full(len(cols), np.nan))
 
 
 def _market(f, book, price: float) -> NodalMarket:
@@ -163,6 +170,7 @@ def test_a_held_branch_whose_start_breaks_a_limit_and_whose_lp_is_infeasible_is_
 
     monkeypatch.setattr(successive, "converge", first_solve)
     monkeypatch.setattr(successive, "_phase_one", counted)
+    _every_basic_bid_a_candidate(monkeypatch)
     res = clear(f, bids, -1000.0, rules=rules, options=ClearingOptions())
     assert "infeasible" in held and not rescued, (held, rescued)
     # With every held start rescued by phase one, as before: the same clearing to the bit.
@@ -185,6 +193,7 @@ def test_a_held_branch_on_which_highs_stalls_is_cut_by_its_cpu_budget_not_the_st
 
     f, bids = synthetic_member(6, 8, 1000, 1000, 2)
     options = ClearingOptions(ac_check=False)
+    _every_basic_bid_a_candidate(monkeypatch)     # its held starts are bids a limit holds part-way
     with caplog.at_level(logging.INFO, logger="dsomarket.engine.solver"):
         res = clear(f, bids, -1000.0, options=options)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
@@ -194,3 +203,26 @@ def test_a_held_branch_on_which_highs_stalls_is_cut_by_its_cpu_budget_not_the_st
     polars.testing.assert_frame_equal(res.dispatch, before.dispatch)
     polars.testing.assert_frame_equal(res.prices, before.prices)
     assert res.convergence == before.convergence
+
+
+def test_a_bid_a_limit_holds_part_way_at_the_floor_is_no_candidate_and_the_clearing_is_the_same(monkeypatch):
+    # At the price floor every buy is worth clearing, and the bids part-way are those a line's rating or a voltage
+    # floor holds there: on feeder 0 of `dsomarket territory synth --feeders 8 --buses 1000 --bids 1000 --seed 1`
+    # eight, each small enough that its own losses move its price by far less than forcing it to its other side
+    # costs the LP (HighsSolver.forcing_costs). Each was tried and came back to the same fixed point (`python
+    # benchmarks/profile_curve.py --feeder DIR/feeder-0000 --branches` before), half of the curve's time. Now none
+    # is a candidate, and the clearing is the one the comparison kept.
+    from dsomarket.engine.territory import synthetic_member
+
+    f, bids = synthetic_member(0, 8, 1000, 1000, 1)
+    options = ClearingOptions(ac_check=False)
+    res = clear(f, bids, -1000.0, options=options)
+    assert res.convergence["branches"] == 1
+    _every_basic_bid_a_candidate(monkeypatch)
+    before = clear(f, bids, -1000.0, options=options)
+    assert before.convergence["branches"] >= 8
+    assert abs(res.interface_import_kw[0] - before.interface_import_kw[0]) <= 1e-6
+    assert res.welfare == pytest.approx(before.welfare, rel=1e-12)
+    np.testing.assert_allclose(res.dispatch["cleared_kw"].to_numpy(), before.dispatch["cleared_kw"].to_numpy(),
+                               atol=1e-6)
+    np.testing.assert_allclose(res.prices["dlmp"].to_numpy(), before.prices["dlmp"].to_numpy(), atol=1e-6)

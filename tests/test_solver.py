@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import sys
 
 import highspy
@@ -493,3 +494,40 @@ def test_an_exploratory_solve_past_its_cpu_budget_is_decided_by_the_plain_simple
     assert again.ok and not s.restarted and caplog.text == ""
     fresh = NodalMarket(f, book, 60.0, RULES, options=lossless).solver.solve()
     assert again.objective == pytest.approx(fresh.objective, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_what_forcing_a_basic_column_costs_is_what_the_lp_pays_to_move_it_a_little(seed):
+    # HighsSolver.forcing_costs (the ratio test along a basic column's row of the tableau), against the LP itself:
+    # the column fixed a hundredth of a kW up or down from its value and solved again, the objective's rise per MW.
+    f = synthetic(200, seed)
+    book = validate_bids(random_bids(f, 400, seed=seed), f, RULES)
+    market = NodalMarket(f, book, 50.0, RULES, options=ClearingOptions(formulation="lossless", ac_check=False))
+    s = market.solver
+    sol = s.solve()
+    bid = s.model.var("bid").slice
+    lo, hi = s.col_lower[bid], s.col_upper[bid]
+    part_way = np.flatnonzero((sol.x[bid] > lo + 1e-6) & (sol.x[bid] < hi - 1e-6))[:6] + bid.start
+    assert part_way.size >= 2
+    eps = 1e-5   # MW
+    matched = 0
+    for up in (True, False):
+        costs = s.forcing_costs(sol, part_way, np.full(part_way.size, up))
+        for c, cost in zip(part_way, costs):
+            saved = s.checkpoint()
+            v = sol.x[c] + (eps if up else -eps)
+            s.col_lower[c] = s.col_upper[c] = v
+            s.h.changeColBounds(int(c), v, v)
+            moved = s.solve()
+            s.rollback(saved)
+            # Where a basic variable at its own bound blocks the move at once (a degenerate basis), the LP pays more
+            # than the ratio test says, or cannot move it at all: it is a lower bound, which is what candidates()
+            # needs (a bid is ruled out only where even that exceeds what its own losses move its price by).
+            paid = (moved.objective - sol.objective) / eps if moved.ok else math.inf
+            assert moved.ok or moved.status == "infeasible"
+            assert cost <= paid + 1e-6 * (1.0 + abs(paid)), (c, up, cost, paid)
+            matched += cost == pytest.approx(paid, rel=1e-6, abs=1e-6)
+    assert matched >= part_way.size, matched     # most moves are not blocked: there the two agree
+    # A column that is not basic: nothing known.
+    nonbasic = np.flatnonzero(sol.x[bid] <= lo + 1e-9)[:1] + bid.start
+    assert np.isnan(s.forcing_costs(sol, nonbasic, np.array([True]))).all()
