@@ -363,6 +363,9 @@ WARNING; ``dsomarket -v clear ...`` now says the budget ended it, at INFO). A st
 a few dozen pivots from the fixed point's basis, a fraction of the first LP's run. A CPU clock, unlike
 :data:`STALL_S`'s wall clock, does not run on while other processes hold the cores, so the machine's load does not
 decide which starts are cut off."""
+PRIMAL_GAP = 1e-9
+"""Distance (model units) from a bound beyond which a nonbasic variable counts as off it (:meth:`HighsSolver.
+forcing_costs`: free to move towards it too)."""
 RELAX_HARD_TOL = 1e-6
 """Largest violation (model units: MW, Mvar, pu^2) of a row or bound that a feasibility relaxation
 must keep hard, above which :meth:`HighsSolver.relax_feasibility` reports that it failed."""
@@ -1403,13 +1406,14 @@ class HighsSolver:
         logical = np.ones(self.model.n_row, dtype=bool)
         logical[-1 - basic[basic < 0]] = False
         lo, hi, rlo, rhi = self.col_lower, self.col_upper, self.row_lower, self.row_upper
-        # Which way each nonbasic variable can move: up from its lower bound, down from its upper one (a free one
-        # either way); a fixed one not at all. A logical moves up as its row's activity moves down.
-        col_up = nonbasic & (lo < hi) & ((np.abs(sol.x - lo) <= np.abs(sol.x - hi)) | ~np.isfinite(hi))
-        col_down = nonbasic & (lo < hi) & ((np.abs(sol.x - lo) > np.abs(sol.x - hi)) | ~np.isfinite(lo))
-        row_lower = np.abs(sol.row_value - rlo) <= np.abs(sol.row_value - rhi)
-        row_up = logical & (rlo < rhi) & (~row_lower | ~np.isfinite(rlo))
-        row_down = logical & (rlo < rhi) & (row_lower | ~np.isfinite(rhi))
+        # Which way each nonbasic variable can move: up from its lower bound, down from its upper one; either way
+        # where it is off both (free, or left inside its bounds: a bid the loss-aware iteration pinned there, its
+        # bounds given back since); a fixed one not at all. A logical moves up as its row's activity moves down.
+        x, act = sol.x, sol.row_value
+        col_up = nonbasic & (lo < hi) & (x < hi - PRIMAL_GAP)
+        col_down = nonbasic & (lo < hi) & (x > lo + PRIMAL_GAP)
+        row_up = logical & (rlo < rhi) & (act > rlo + PRIMAL_GAP)
+        row_down = logical & (rlo < rhi) & (act < rhi - PRIMAL_GAP)
         cost = np.concatenate([sol.col_dual, -sol.row_dual])
         can_up, can_down = np.concatenate([col_up, row_up]), np.concatenate([col_down, row_down])
         at_a = self._matrix()[1]
