@@ -359,8 +359,10 @@ other branch held at a negative price, often outside the feeder's limits, and wh
 there: at the floor price on feeders 6 and 7 of ``dsomarket territory synth --feeders 8 --buses 1000 --bids 1000
 --seed 2`` and feeder 6 of ``--seed 5``, each such start took the whole second of :data:`STALL_S` (``dsomarket
 clear --feeder DIR/feeder-0006 --bids DIR/feeder-0006/bids.csv --iso-price -1000 --out OUT`` said "HiGHS stalled" at
-WARNING; ``dsomarket -v clear ...`` now says the budget ended it, at INFO). A start that leads somewhere runs one to
-a few dozen pivots from the fixed point's basis, a fraction of the first LP's run. A CPU clock, unlike
+WARNING at f3fef61). Those starts were bids a limit holds part-way, no longer candidates since the comparison asks
+what forcing one costs (:meth:`HighsSolver.forcing_costs`); ``tests/test_branches.py`` makes them candidates again and
+has the budget end the one that stalls. A start that leads somewhere runs one to a few dozen pivots from the fixed
+point's basis, a fraction of the first LP's run. A CPU clock, unlike
 :data:`STALL_S`'s wall clock, does not run on while other processes hold the cores, so the machine's load does not
 decide which starts are cut off."""
 PRIMAL_GAP = 1e-9
