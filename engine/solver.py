@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import highspy
@@ -362,9 +363,8 @@ clear --feeder DIR/feeder-0006 --bids DIR/feeder-0006/bids.csv --iso-price -1000
 WARNING at f3fef61). Those starts were bids a limit holds part-way, no longer candidates since the comparison asks
 what forcing one costs (:meth:`HighsSolver.forcing_costs`); ``tests/test_branches.py`` makes them candidates again and
 has the budget end the one that stalls. A start that leads somewhere runs one to a few dozen pivots from the fixed
-point's basis, a fraction of the first LP's run. A CPU clock, unlike
-:data:`STALL_S`'s wall clock, does not run on while other processes hold the cores, so the machine's load does not
-decide which starts are cut off."""
+point's basis, a fraction of the first LP's run. A CPU clock, unlike :data:`STALL_S`'s wall clock, does not run on
+while other processes hold the cores, so the machine's load does not decide which starts are cut off."""
 PRIMAL_GAP = 1e-9
 """Distance (model units) from a bound beyond which a nonbasic variable counts as off it (:meth:`HighsSolver.
 forcing_costs`: free to move towards it too)."""
@@ -1004,6 +1004,10 @@ class HighsSolver:
         f = self._kept.factor
         if f is not None:
             return f.tsolve(rhs) if transposed else f.solve(rhs)
+        return self._highs_solve(rhs, transposed)
+
+    def _highs_solve(self, rhs: np.ndarray, transposed: bool = False) -> np.ndarray | None:
+        """``B^-1 rhs`` (``transposed``: ``B^-T rhs``) by the factorisation HiGHS holds; None where that fails."""
         status, z = (self.h.getBasisTransposeSolve if transposed else self.h.getBasisSolve)(rhs)
         return None if status == highspy.HighsStatus.kError else np.asarray(z)
 
@@ -1395,12 +1399,13 @@ class HighsSolver:
         to the first change of basis, and rises from there (the LP's cost of a forced move is convex in it). inf where
         no nonbasic variable moves the column that way; NaN where HiGHS has no factored basis or the column is not
         basic in it. A row's logical is minus its activity (bounds ``[-row_upper, -row_lower]``), its reduced cost
-        minus the row's dual. One transposed basis solve and one product with ``A^T`` per column."""
+        minus the row's dual. One transposed basis solve (:meth:`_held_basis`) and one product with ``A^T`` per
+        column."""
         out = np.full(len(cols), np.nan)
-        status, basic = self.h.getBasicVariables()
-        if status == highspy.HighsStatus.kError or len(cols) == 0:
+        held = self._held_basis() if len(cols) else None
+        if held is None:
             return out
-        basic = np.asarray(basic)
+        basic, solve = held
         at = np.full(self.model.n_col, -1)
         at[basic[basic >= 0]] = np.flatnonzero(basic >= 0)
         nonbasic = np.ones(self.model.n_col, dtype=bool)
@@ -1424,10 +1429,9 @@ class HighsSolver:
                 continue
             e = np.zeros(self.model.n_row)
             e[at[c]] = 1.0
-            status, z = self.h.getBasisTransposeSolve(e)
-            if status == highspy.HighsStatus.kError:
+            z = solve(e, True)
+            if z is None:
                 continue
-            z = np.asarray(z)
             alpha = np.concatenate([at_a @ z, z])        # row at[c] of B^-1 [A, I]
             # Moving variable v by t moves the column by -alpha[v] t: up takes t of the sign opposite alpha's.
             t_up = (-alpha if rising else alpha) > 0.0
@@ -1445,28 +1449,35 @@ class HighsSolver:
         an optimal solve; None when HiGHS has no factored basis. One basis solve per column: by the kept basis's
         own factors (:class:`_Factor`) where HiGHS holds that basis (no run since), else by HiGHS's factorisation.
         """
-        kept, a = self._kept, self._matrix()[0]
-        if kept is not None and kept.factor is not None and kept.run_time == self.h.getRunTime():
-            basic = kept.basic
-        else:
-            status, basic = self.h.getBasicVariables()
-            if status == highspy.HighsStatus.kError:
-                return None
-            basic, kept = np.asarray(basic), None
+        held, a = self._held_basis(), self._matrix()[0]
+        if held is None:
+            return None
+        basic, solve = held
         structural = basic >= 0
         out = np.zeros((self.model.n_col, len(cols)))
         for k, c in enumerate(cols):   # one basis solve per marginal bid, not per element
             rhs = np.zeros(self.model.n_row)
             rhs[a.indices[a.indptr[c]:a.indptr[c + 1]]] = a.data[a.indptr[c]:a.indptr[c + 1]]
-            if kept is not None:
-                z = kept.factor.solve(rhs)
-            else:
-                status, z = self.h.getBasisSolve(rhs)
-                if status == highspy.HighsStatus.kError:
-                    return None
-            out[basic[structural], k] = -np.asarray(z)[structural]
+            z = solve(rhs, False)
+            if z is None:
+                return None
+            out[basic[structural], k] = -z[structural]
             out[c, k] = 1.0
         return out
+
+    def _held_basis(self) -> tuple[np.ndarray, Callable[[np.ndarray, bool], np.ndarray | None]] | None:
+        """The basis HiGHS holds: its basic variables by basis position (column ``j``, or row ``i``'s logical as
+        ``-1 - i``) and its basis solves (``solve(rhs, transposed)``, None where one fails): by the kept basis's own
+        factors (:class:`_Factor`) where HiGHS holds that basis (no run since), which spares HiGHS factorising it on a
+        matrix it has not set up; else by HiGHS's factorisation. None where HiGHS has no factored basis."""
+        kept = self._kept
+        if kept is not None and kept.factor is not None and kept.run_time == self.h.getRunTime():
+            f = kept.factor
+            return kept.basic, lambda rhs, transposed: f.tsolve(rhs) if transposed else f.solve(rhs)
+        status, basic = self.h.getBasicVariables()
+        if status == highspy.HighsStatus.kError:
+            return None
+        return np.asarray(basic), self._highs_solve
 
     def block(self, values: np.ndarray, name: str, rows: bool = False) -> np.ndarray:
         """The slice of a full primal/dual vector that belongs to a named block."""
