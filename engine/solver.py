@@ -1083,7 +1083,7 @@ class HighsSolver:
 
         def ftran(rhs: np.ndarray) -> np.ndarray | None:
             v = self._kept_solve(rhs)
-            if v is None:
+            if v is None or not np.all(np.isfinite(v)):   # a basis singular in all but rounding: left to HiGHS
                 return None
             for p, col in etas:
                 vp = v[p] / col[p]
@@ -1171,7 +1171,11 @@ class HighsSolver:
                 return None
             delta = (z[p] - (zlo[p] if leaves_lower else zup[p])) / alpha[p]
             z = z - delta * alpha
-            z[p] = (0.0 if free[q] else lo[q] if at_lower[q] else up[q]) + delta
+            # It enters from where it sits (_kept_values): the bound its flag names, or zero where that bound is
+            # infinite (a free column, or one free when its basis was kept and bounded on one side since: the import
+            # at a disaggregation's award).
+            sits = lo[q] if at_lower[q] else up[q]
+            z[p] = (sits if np.isfinite(sits) else 0.0) + delta
             leaving, ratio = basic[p], dual[q] / rc[j]
             dual[cand] = dc - ratio * rc
             dual[q], dual[leaving] = 0.0, -ratio      # the leaving variable's pivot row entry is 1
