@@ -782,13 +782,24 @@ class HighsSolver:
         return self.solve_by_basis()
 
     def solve_unless_warm(self) -> Solution:
-        """:meth:`solve` warm from the basis HiGHS holds, else (no basis: a new or restarted market) the cold
-        clearing :meth:`solve_from_slack`. The loss-aware model's first LP (LinDistFlow's, :func:`engine.losses.
-        lossless_point`) from the slack basis takes 278-326 simplex iterations at 1,000 buses / 10,000 bids
-        (bench_physics seeds 2 and 7) where HiGHS's own cold start takes 1,829-1,902 (33-46 ms of CPU against
-        65-165 ms), and the successive LP after it ends at the same fixed point (the same dispatch and DLMPs
-        within its tolerances: benchmarks/README.md, 2026-12-02 slackloss)."""
-        return self.solve() if self.h.getBasis().valid else self.solve_from_slack()
+        """Warm from the basis HiGHS holds (:meth:`solve_by_basis`, read through a HiGHS run's own factorisation),
+        else (no basis: a new or restarted market) the cold clearing :meth:`solve_from_slack`. The loss-aware
+        model's first LP (LinDistFlow's, :func:`engine.losses.lossless_point`) from the slack basis takes 278-326
+        simplex iterations at 1,000 buses / 10,000 bids (bench_physics seeds 2 and 7) where HiGHS's own cold start
+        takes 1,829-1,902 (33-46 ms of CPU against 65-165 ms), and the successive LP after it ends at the same fixed
+        point (the same dispatch and DLMPs within its tolerances: benchmarks/README.md, 2026-12-02 slackloss).
+
+        Warm, it is a loss-aware market's next clearing at a new ISO price (a territory's real-time re-clear,
+        :class:`engine.territory.InterfaceSession`), on the matrix of the linearisation it converged at: a HiGHS
+        run there sets the LP up again first (scaling, factorisation) for the few pivots the new price takes, 13.7
+        of a re-clear's 33.4 ms at 1,000 buses / 1,000 bids, where the kept basis factorised by the solver and its
+        own pivots cost less (the re-clear 21.9 ms; ``python benchmarks/bench_territory.py --split-realtime
+        --feeders 20 --formulation lossaware``). The successive LP goes on from that optimum, so which of tied
+        vertices it starts from is no more the result than where a HiGHS run ends: it reaches the fixed point a
+        cold clearing does (``benchmarks/README.md``, 2026-12-03, warm loss-aware re-clears)."""
+        if not self.h.getBasis().valid:
+            return self.solve_from_slack()
+        return self.solve_by_basis(primal_tol=HIGHS_PRIMAL_TOL, fresh=False)
 
     def solve_kept(self, likely_tied: bool = False) -> Solution:
         """A kept market's re-clear: :meth:`solve_by_basis` from the basis HiGHS holds where the optimum it reaches

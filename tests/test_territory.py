@@ -27,7 +27,7 @@ from dsomarket.engine.errors import InputError
 from dsomarket.engine.feeders import ieee33, synthetic
 from dsomarket.engine.interface import trace_curve
 from dsomarket.engine.territory import (IntervalCurves, InterfaceSession, substation, synthetic_bids,
-                                        synthetic_territory)
+                                        synthetic_member, synthetic_territory)
 from dsomarket.engine.runs import KeptMarket, clear_runs, runs_for, trace_runs
 from dsomarket.server.runner import Cycle, InterfaceOutcome, Job, LocalRunner, Shard, Task, assign
 
@@ -115,6 +115,43 @@ def test_a_warm_real_time_re_clear_matches_a_cold_clear():
     assert first.ok and again.ok
     assert again.welfare == pytest.approx(cold.welfare, rel=1e-9, abs=1e-6)
     assert again.interface_import_kw[0] == pytest.approx(cold.interface_import_kw[0], abs=1e-4)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_warm_loss_aware_re_clear_starts_without_a_highs_run_and_ends_at_the_cold_clearing(seed, monkeypatch):
+    # A territory's real-time re-clear of the default model starts from the basis the last cycle converged at, on
+    # that linearisation's matrix, where a HiGHS run would first set the LP up again: the kept basis factorised by
+    # the solver and its own pivots take the new price instead. The successive LP then ends where a cold clearing
+    # does (within its own tolerances: another path to the same fixed point).
+    feeder, bids = synthetic_member(0, 8, 100, 100, seed)
+    options = ClearingOptions(formulation="lossaware", ac_check=False)
+    session = InterfaceSession(substation(feeder.name, [feeder], [bids]), MarketRules(), options)
+    assert session.clear(50.0).ok
+    runs, first = [], [False]
+    plain_run, plain_start = solver.HighsSolver.run, solver.HighsSolver.solve_unless_warm
+
+    def run(self, *args):
+        runs.append(first[0])
+        return plain_run(self, *args)
+
+    def start(self):
+        first[0] = self.h.getBasis().valid
+        try:
+            return plain_start(self)
+        finally:
+            first[0] = False
+
+    monkeypatch.setattr(solver.HighsSolver, "run", run)
+    monkeypatch.setattr(solver.HighsSolver, "solve_unless_warm", start)
+    for price in (52.0, 55.0, 45.0, 60.0):
+        runs.clear()
+        warm = session.clear(price)
+        assert not any(runs) and warm.ok, price
+        cold = clear(feeder, bids, price, options=options)
+        assert warm.welfare == pytest.approx(cold.welfare, rel=1e-9)
+        assert warm.interface_import_kw[0] == pytest.approx(cold.interface_import_kw[0], abs=1e-4)
+        assert warm.prices["dlmp"].to_numpy() == pytest.approx(cold.prices["dlmp"].to_numpy(), abs=1e-4)
 
 
 def _shifted(book_table: pl.DataFrame, start: datetime, feeder, rules: MarketRules):
