@@ -185,7 +185,8 @@ class NodalMarket:
         elif self.lossaware and not self.resources:
             # The loss-aware model's first LP (LinDistFlow's, from restart()) also starts from the slack basis:
             # every path that clears it anew (clear, the curve's fresh clearings, the server, replay) takes this
-            # one; one given a basis (a curve's walk, a disaggregation's re-solve) runs HiGHS warm from it.
+            # one; one given a basis (a kept market's next price, a curve's walk, a disaggregation's re-solve) is
+            # solved from it (HighsSolver.solve_by_basis: HiGHS runs only where a few pivots of its own do not do).
             sol = self.solver.solve_unless_warm()
         else:
             sol = self.solver.solve()

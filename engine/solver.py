@@ -792,11 +792,12 @@ class HighsSolver:
         Warm, it is a loss-aware market's next clearing at a new ISO price (a territory's real-time re-clear,
         :class:`engine.territory.InterfaceSession`), on the matrix of the linearisation it converged at: a HiGHS
         run there sets the LP up again first (scaling, factorisation) for the few pivots the new price takes, 13.7
-        of a re-clear's 33.4 ms at 1,000 buses / 1,000 bids, where the kept basis factorised by the solver and its
-        own pivots cost less (the re-clear 21.9 ms; ``python benchmarks/bench_territory.py --split-realtime
-        --feeders 20 --formulation lossaware``). The successive LP goes on from that optimum, so which of tied
-        vertices it starts from is no more the result than where a HiGHS run ends: it reaches the fixed point a
-        cold clearing does (``benchmarks/README.md``, 2026-12-03, warm loss-aware re-clears)."""
+        of a re-clear's 33.4 ms at 1,000 buses / 1,000 bids, where the kept basis factorised afresh (by the solver
+        on a large model) and its own pivots cost less (the re-clear 21.9 ms; ``python
+        benchmarks/bench_territory.py --split-realtime --feeders 20 --formulation lossaware``). The successive LP
+        goes on from that optimum, so which of tied vertices it starts from is no more the result than where a
+        HiGHS run ends: it reaches the fixed point a cold clearing does (``benchmarks/README.md``, 2026-12-03, warm
+        loss-aware re-clears)."""
         if not self.h.getBasis().valid:
             return self.solve_from_slack()
         return self.solve_by_basis(primal_tol=HIGHS_PRIMAL_TOL, fresh=False)
