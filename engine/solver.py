@@ -1488,8 +1488,7 @@ class HighsSolver:
         matrix it has not set up; else by HiGHS's factorisation. None where HiGHS has no factored basis."""
         kept = self._kept
         if kept is not None and kept.factor is not None and kept.run_time == self.h.getRunTime():
-            f = kept.factor
-            return kept.basic, lambda rhs, transposed: f.tsolve(rhs) if transposed else f.solve(rhs)
+            return kept.basic, self._kept_solve
         status, basic = self.h.getBasicVariables()
         if status == highspy.HighsStatus.kError:
             return None
